@@ -1,0 +1,222 @@
+/*
+aurora.h: every type, every tensor and every public function of Aurora-in-C, in one place.
+
+Aurora-in-C is a reference implementation of self-improving speculative decoding: a real target LLM
+(Llama architecture, loaded from GGUF) verifies the guesses of a small draft model, and the draft is
+trained online from the requests it serves. This header is the map of the code:
+
+  cpu_ref.c   every op of the forward pass as plain, readable fp32 loops (the reference)
+  kernels.cu  the CUDA twin of every op in cpu_ref.c: same name root with _cuda, same argument order
+  gguf.c      GGUF reader (validated, memory-mapped), writer, tensor-type (de)quantisation
+  tokenizer.c byte-level BPE tokenizer built from GGUF metadata, ChatML template
+  aurora.c    the system: target model, sampling, CLI; #includes cpu_ref.c, gguf.c, tokenizer.c
+
+Dimension legend (used in every shape comment):
+  T   tokens processed in one forward call       C    model width (embedding_length)
+  L   layers                                     NH   query heads
+  NKV key/value heads (grouped-query attention)  HS   head size = C / NH
+  F   feed-forward hidden width                  V    vocabulary size
+  P   key/value cache slots visible to a call    S    cache capacity (slots)
+  KVD key/value width = NKV * HS                 QD   query width = NH * HS
+
+Matrices are row-major. A weight of shape (OUT, IN) maps an input row of IN floats to OUT floats; this
+is GGUF's shape [IN, OUT] (GGUF lists the fastest-varying dimension first).
+
+Errors: loading and parsing functions never exit. They return 0 on success and -1 on failure, with a
+message in an Error that names the file, the key or tensor, and what was expected.
+*/
+#ifndef AURORA_H
+#define AURORA_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+// ----------------------------------------------------------------------------
+// errors
+
+typedef struct {
+    char message[1024];
+} Error;
+
+// Formats a message into err (if err is not NULL) and returns -1, so callers can write
+// `return error_set(err, "%s: ...", path);`.
+int error_set(Error* err, const char* format, ...) __attribute__((format(printf, 2, 3)));
+
+// For allocation failures and internal invariants: prints file:line and exits. Not for bad input.
+void* checked_malloc(size_t size, const char* file, int line);
+void* checked_calloc(size_t count, size_t size, const char* file, int line);
+#define mallocCheck(size) checked_malloc(size, __FILE__, __LINE__)
+#define callocCheck(count, size) checked_calloc(count, size, __FILE__, __LINE__)
+
+// ----------------------------------------------------------------------------
+// tensor types (numbering is GGUF's ggml_type)
+
+enum {
+    TYPE_F32  = 0,
+    TYPE_F16  = 1,
+    TYPE_Q4_0 = 2,   // blocks of 32: fp16 scale d, 16 bytes of nibbles; x = d * (q - 8)
+    TYPE_Q4_1 = 3,   // blocks of 32: fp16 scale d, fp16 min m, 16 bytes of nibbles; x = d * q + m
+    TYPE_Q8_0 = 8,   // blocks of 32: fp16 scale d, 32 int8; x = d * q
+    TYPE_BF16 = 30,
+};
+
+int tensor_type_supported(int type);          // 1 for the six types above
+const char* tensor_type_name(int type);       // "F32", "Q4_1", ... ("unknown" otherwise)
+int64_t tensor_type_block_size(int type);     // elements per block (1 for F32/F16/BF16, 32 for Q*)
+size_t tensor_type_block_bytes(int type);     // bytes per block
+// Bytes of n elements (n must be a multiple of the block size; returns 0 otherwise or if unsupported).
+size_t tensor_bytes(int type, int64_t n);
+// Converts n elements (a multiple of the block size) between fp32 and a supported type.
+void dequantize_row(int type, const void* source, float* destination, int64_t n);
+void quantize_row(int type, const float* source, void* destination, int64_t n);
+float fp16_to_fp32(uint16_t h);
+uint16_t fp32_to_fp16(float f);               // round to nearest even
+float bf16_to_fp32(uint16_t h);
+uint16_t fp32_to_bf16(float f);               // round to nearest even
+
+// ----------------------------------------------------------------------------
+// GGUF: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md
+
+enum {
+    GGUF_TYPE_UINT8 = 0, GGUF_TYPE_INT8 = 1, GGUF_TYPE_UINT16 = 2, GGUF_TYPE_INT16 = 3,
+    GGUF_TYPE_UINT32 = 4, GGUF_TYPE_INT32 = 5, GGUF_TYPE_FLOAT32 = 6, GGUF_TYPE_BOOL = 7,
+    GGUF_TYPE_STRING = 8, GGUF_TYPE_ARRAY = 9, GGUF_TYPE_UINT64 = 10, GGUF_TYPE_INT64 = 11,
+    GGUF_TYPE_FLOAT64 = 12,
+};
+
+typedef struct {
+    char* key;                  // NUL-terminated copy
+    uint32_t type;              // GGUF_TYPE_*
+    // scalars, converted: integers and bools in integer (signed view) / uinteger, floats in real
+    int64_t integer;
+    uint64_t uinteger;
+    double real;
+    // strings: pointer into the mapping (NOT NUL-terminated) and length in bytes
+    const char* string;
+    uint64_t string_length;
+    // arrays: element type, count, and the raw bytes of the elements inside the mapping.
+    // For arrays of strings, raw points at the first (length, bytes) pair.
+    uint32_t array_type;
+    uint64_t array_count;
+    const uint8_t* array_raw;
+} GGUFValue;
+
+#define GGUF_MAX_DIMS 4
+typedef struct {
+    char* name;                 // NUL-terminated copy
+    int type;                   // TYPE_*
+    int n_dims;
+    int64_t shape[GGUF_MAX_DIMS]; // GGUF order: shape[0] is the row length (fastest varying); unused = 1
+    int64_t n_elements;
+    uint64_t offset;            // from the start of the data section
+    size_t n_bytes;
+    const void* data;           // inside the mapping
+} GGUFTensor;
+
+typedef struct {
+    char* path;                 // for messages
+    const uint8_t* bytes;       // the whole file (memory-mapped, or a caller-owned buffer)
+    size_t size;
+    int is_mapped;
+    uint32_t version;           // 2 or 3
+    uint64_t n_values;
+    GGUFValue* values;
+    uint64_t n_tensors;
+    GGUFTensor* tensors;
+    uint64_t alignment;         // general.alignment, default 32
+    size_t data_offset;         // start of the tensor data section
+} GGUFFile;
+
+// Opens and fully validates a GGUF file: header, every key/value, the tensor table, and that every
+// tensor lies inside the file. On failure nothing needs freeing.
+int gguf_open(GGUFFile* gguf, const char* path, Error* err);
+// The same over a caller-owned buffer (tests, fuzzing). name is used in messages.
+int gguf_open_memory(GGUFFile* gguf, const void* bytes, size_t size, const char* name, Error* err);
+void gguf_close(GGUFFile* gguf);
+
+const GGUFValue* gguf_find(const GGUFFile* gguf, const char* key);   // NULL if absent
+const GGUFTensor* gguf_find_tensor(const GGUFFile* gguf, const char* name);
+// Typed getters. A missing key or a value of the wrong kind is an error naming the key, what was
+// found and what was expected. get_int accepts any integer type (and checks the value fits).
+int gguf_get_int(const GGUFFile* gguf, const char* key, int64_t* out, Error* err);
+int gguf_get_float(const GGUFFile* gguf, const char* key, double* out, Error* err); // any float or int
+int gguf_get_bool(const GGUFFile* gguf, const char* key, int* out, Error* err);
+// Returns a malloc'd NUL-terminated copy (error if the string contains a NUL byte).
+int gguf_get_string(const GGUFFile* gguf, const char* key, char** out, Error* err);
+// Array of strings: *out is a malloc'd array of count malloc'd NUL-terminated strings; free with
+// free_string_array. Array of integers: *out is a malloc'd int32 array (values must fit in int32).
+int gguf_get_string_array(const GGUFFile* gguf, const char* key, char*** out, uint64_t* count, Error* err);
+int gguf_get_int_array(const GGUFFile* gguf, const char* key, int32_t** out, uint64_t* count, Error* err);
+void free_string_array(char** strings, uint64_t count);
+// Dequantises a whole tensor to fp32 into destination (n_elements floats).
+void gguf_tensor_to_f32(const GGUFTensor* tensor, float* destination);
+
+// GGUF writer: collects metadata and tensors in memory, then writes a version-3 file.
+typedef struct GGUFWriter GGUFWriter;
+GGUFWriter* gguf_writer_new(void);
+void gguf_writer_free(GGUFWriter* writer);
+void gguf_writer_set_alignment(GGUFWriter* writer, uint32_t alignment);   // default 32
+void gguf_writer_add_uint32(GGUFWriter* writer, const char* key, uint32_t value);
+void gguf_writer_add_int32(GGUFWriter* writer, const char* key, int32_t value);
+void gguf_writer_add_uint64(GGUFWriter* writer, const char* key, uint64_t value);
+void gguf_writer_add_float32(GGUFWriter* writer, const char* key, float value);
+void gguf_writer_add_bool(GGUFWriter* writer, const char* key, int value);
+void gguf_writer_add_string(GGUFWriter* writer, const char* key, const char* value);
+// Arrays of fixed-size elements (element_type not STRING/ARRAY); data holds count elements.
+void gguf_writer_add_array(GGUFWriter* writer, const char* key, uint32_t element_type, const void* data, uint64_t count);
+void gguf_writer_add_string_array(GGUFWriter* writer, const char* key, const char* const* strings, uint64_t count);
+// Adds a tensor given in fp32, stored as `type` (quantised on write). shape in GGUF order.
+void gguf_writer_add_tensor(GGUFWriter* writer, const char* name, int type, int n_dims, const int64_t* shape, const float* data);
+int gguf_writer_save(GGUFWriter* writer, const char* path, Error* err);
+
+// ----------------------------------------------------------------------------
+// tokenizer: byte-level BPE (GPT-2 style) with the model's pre-tokenizer
+
+enum { TOKEN_NORMAL = 1, TOKEN_UNKNOWN = 2, TOKEN_CONTROL = 3, TOKEN_USER_DEFINED = 4, TOKEN_UNUSED = 5, TOKEN_BYTE = 6 };
+
+typedef struct TokenizerMergeTable TokenizerMergeTable;   // private to tokenizer.c
+typedef struct {
+    int vocab_size;
+    char** tokens;              // (V) token text as stored in GGUF (GPT-2 byte-to-unicode form)
+    int* token_types;           // (V) TOKEN_*
+    char** token_bytes;         // (V) decoded raw bytes of each token
+    int* token_bytes_length;    // (V)
+    int pre_tokenizer;          // which regex split the text before BPE (see tokenizer.c)
+    int bos_id, eos_id;         // -1 if absent
+    int add_bos;
+    TokenizerMergeTable* merges;
+    void* token_lookup;         // private: text -> id
+} Tokenizer;
+
+int tokenizer_load_gguf(Tokenizer* tokenizer, const GGUFFile* gguf, Error* err);
+void tokenizer_free(Tokenizer* tokenizer);
+// Encodes len bytes of text. With parse_special, the text of control / user-defined tokens (e.g.
+// "<|im_start|>") becomes that token; otherwise it is tokenized as plain text. Writes at most
+// max_ids ids and returns the count, or -1 (with err) if the text needs more than max_ids ids.
+int tokenizer_encode(const Tokenizer* tokenizer, const char* text, size_t len, int parse_special,
+                     int* ids, int max_ids, Error* err);
+// The raw bytes of one token (control tokens give their text). *length receives the byte count.
+const char* tokenizer_token_bytes(const Tokenizer* tokenizer, int id, int* length);
+// Decodes ids into a malloc'd buffer of bytes (NUL-terminated for convenience; may hold any bytes).
+char* tokenizer_decode(const Tokenizer* tokenizer, const int* ids, int n_ids, size_t* length);
+// Wraps a user message in the SmolLM2-Instruct ChatML template; returns a malloc'd string.
+char* chat_template_apply(const char* user_message);
+
+// ----------------------------------------------------------------------------
+// CPU reference ops (cpu_ref.c). Arguments: outputs, inputs, weights, dimensions.
+
+void embedding_forward_cpu(float* out, const int* tokens, const float* table, int T, int C, int V);
+void rmsnorm_forward_cpu(float* out, const float* inp, const float* weight, int T, int C, float eps);
+void matmul_forward_cpu(float* out, const float* inp, const float* weight, int T, int C, int OC);
+void rope_forward_cpu(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta);
+void attention_forward_cpu(float* out, const float* q, const float* key_cache, const float* value_cache,
+                           const uint8_t* mask, int T, int P, int NH, int NKV, int HS);
+void swiglu_forward_cpu(float* out, const float* gate, const float* up, int N);
+void residual_forward_cpu(float* out, const float* inp1, const float* inp2, int N);
+void softmax_forward_cpu(float* probs, const float* logits, int T, int V);
+
+#endif // AURORA_H

@@ -172,6 +172,8 @@ void gguf_writer_add_string_array(GGUFWriter* writer, const char* key, const cha
 // Adds a tensor given in fp32, stored as `type` (quantised on write). shape in GGUF order.
 void gguf_writer_add_tensor(GGUFWriter* writer, const char* name, int type, int n_dims, const int64_t* shape, const float* data);
 int gguf_writer_save(GGUFWriter* writer, const char* path, Error* err);
+// Copies a file's metadata (all but general.alignment and the NULL-terminated skip_keys) into writer.
+int gguf_writer_copy_values(GGUFWriter* writer, const GGUFFile* file, const char* const* skip_keys, Error* err);
 
 // ----------------------------------------------------------------------------
 // tokenizer: byte-level BPE (GPT-2 style) with the model's pre-tokenizer
@@ -195,7 +197,8 @@ typedef struct {
 int tokenizer_load_gguf(Tokenizer* tokenizer, const GGUFFile* gguf, Error* err);
 void tokenizer_free(Tokenizer* tokenizer);
 // Encodes len bytes of text. With parse_special, the text of control / user-defined tokens (e.g.
-// "<|im_start|>") becomes that token; otherwise it is tokenized as plain text. Writes at most
+// "<|im_start|>") becomes that token; otherwise it is tokenized as plain text (except user-defined
+// tokens, which like in llama.cpp are always matched). Writes at most
 // max_ids ids and returns the count, or -1 (with err) if the text needs more than max_ids ids.
 int tokenizer_encode(const Tokenizer* tokenizer, const char* text, size_t len, int parse_special,
                      int* ids, int max_ids, Error* err);
@@ -205,6 +208,11 @@ const char* tokenizer_token_bytes(const Tokenizer* tokenizer, int id, int* lengt
 char* tokenizer_decode(const Tokenizer* tokenizer, const int* ids, int n_ids, size_t* length);
 // Wraps a user message in the SmolLM2-Instruct ChatML template; returns a malloc'd string.
 char* chat_template_apply(const char* user_message);
+// Adds tokenizer.ggml.* keys for a tiny byte-level BPE vocabulary of exactly vocab_size (>= 259)
+// tokens: <|endoftext|> <|im_start|> <|im_end|> (control, ids 0-2; bos 1, eos 2), the 256 byte
+// tokens (ids 3..258, byte b is id 3 + b), then merges learned deterministically from a built-in
+// English + code sample (padded with unused tokens if the sample runs out of pairs). For test models.
+void gguf_writer_add_tiny_tokenizer(GGUFWriter* writer, int vocab_size);
 
 // ----------------------------------------------------------------------------
 // CPU reference ops (cpu_ref.c). Arguments: outputs, inputs, weights, dimensions.
@@ -218,5 +226,133 @@ void attention_forward_cpu(float* out, const float* q, const float* key_cache, c
 void swiglu_forward_cpu(float* out, const float* gate, const float* up, int N);
 void residual_forward_cpu(float* out, const float* inp1, const float* inp2, int N);
 void softmax_forward_cpu(float* probs, const float* logits, int T, int V);
+
+// ----------------------------------------------------------------------------
+// target model: Llama (token embedding; L x [RMSNorm, GQA attention with RoPE, residual, RMSNorm,
+// SwiGLU MLP, residual]; final RMSNorm; LM head, possibly tied to the embedding)
+
+typedef struct {
+    int dim;            // C
+    int n_layers;       // L
+    int n_heads;        // NH
+    int n_kv_heads;     // NKV
+    int head_size;      // HS = C / NH
+    int ffn_dim;        // F
+    int vocab_size;     // V
+    int context_length; // longest sequence the model was trained for (llama.context_length)
+    float rope_theta;   // llama.rope.freq_base
+    float norm_eps;     // llama.attention.layer_norm_rms_epsilon
+    int tied_output;    // 1 if output.weight is absent and the LM head reuses token_embd.weight
+    int tap_layers[3];  // layers whose residual-stream output feeds the draft (default 1, L/2-1, L-4)
+} TargetConfig;
+
+// All weights live in one fp32 arena (dequantised at load); the pointers below point into it.
+typedef struct {
+    float* token_embedding; // (V, C)
+    float* attn_norm;       // (L, C)
+    float* wq;              // (L, QD, C)
+    float* wk;              // (L, KVD, C)
+    float* wv;              // (L, KVD, C)
+    float* wo;              // (L, C, QD)
+    float* ffn_norm;        // (L, C)
+    float* w_gate;          // (L, F, C)
+    float* w_up;            // (L, F, C)
+    float* w_down;          // (L, C, F)
+    float* output_norm;     // (C)
+    float* output;          // (V, C); == token_embedding when tied
+} TargetWeights;
+
+// The tensor table: one row per weight array, so tests and tools can loop "for every tensor".
+enum { TARGET_NUM_TENSORS = 12 };
+typedef struct {
+    const char* gguf_name;  // GGUF name; per-layer names have one %d for the layer
+    int per_layer;          // 1: L copies, one per layer
+    int rows, cols;         // shape of one copy: (rows, cols), cols fastest (cols == 1 for vectors)
+    float** data;           // where the pointer to the (L,) rows, cols array lives in TargetWeights
+    size_t n_elements;      // total over all layers
+    int required;           // 0 only for output.weight (absent when tied)
+} TargetTensorInfo;
+
+// Per-call activations, sized for up to max_tokens tokens per forward call.
+typedef struct {
+    int max_tokens;         // T capacity
+    float* x;               // (T, C) residual stream
+    float* x_norm;          // (T, C) normed input of the current sublayer
+    float* q;               // (T, QD)
+    float* k;               // (T, KVD) (written into the cache after RoPE)
+    float* v;               // (T, KVD)
+    float* attn_out;        // (T, QD)
+    float* proj;            // (T, C) output of wo or w_down before the residual add
+    float* ffn_gate;        // (T, F)
+    float* ffn_up;          // (T, F)
+    float* taps;            // (T, 3*C) residual-stream outputs of the three tap layers, concatenated
+    float* hidden;          // (T, C) final normed hidden state (input of the LM head)
+    float* logits;          // (T, V)
+    uint8_t* mask;          // (T, S) attention mask of the current call
+    float* layer_outputs;   // (L, T, C) residual stream after each layer; NULL unless a test asks
+} TargetActivations;
+
+typedef struct {
+    TargetConfig config;
+    TargetWeights weights;
+    float* weight_arena;        // every weight, fp32
+    size_t n_weight_floats;
+    TargetTensorInfo tensors[TARGET_NUM_TENSORS];
+    int cache_capacity;         // S: key/value cache slots
+    float* key_cache;           // (L, S, KVD)
+    float* value_cache;         // (L, S, KVD)
+    TargetActivations act;
+    Tokenizer tokenizer;
+    int has_tokenizer;
+    GGUFFile file;
+} Target;
+
+// Loads config, weights (every tensor dequantised to fp32) and tokenizer from a GGUF file.
+// cache_capacity 0 means min(context_length, 4096); max_tokens is the most tokens per forward call.
+int target_load(Target* target, const char* path, int cache_capacity, int max_tokens, Error* err);
+void target_free(Target* target);
+
+// Runs the target over T new tokens and writes their keys/values into cache slots
+// [n_past, n_past + T). positions: (T) RoPE positions. Every new token attends to all n_past cached
+// slots; among the new tokens, token t sees token j iff tree_mask[t*T + j] (tree_mask: (T, T)), or
+// iff j <= t when tree_mask is NULL (causal). Fills act.taps and act.hidden for all T rows, and
+// act.logits for all T rows if all_logits, else only for the last row (stored in row 0).
+void target_forward(Target* target, const int* tokens, const int* positions, const uint8_t* tree_mask,
+                    int T, int n_past, int all_logits);
+
+// matmul with the fast path: OpenBLAS sgemm when built with it and enabled, else matmul_forward_cpu.
+void matmul_forward(float* out, const float* inp, const float* weight, int T, int C, int OC);
+
+// ----------------------------------------------------------------------------
+// the CUDA twin (kernels.cu), present when built with USE_CUDA
+
+typedef struct TargetCuda TargetCuda; // declared always so CPU-only code can hold a NULL pointer
+#ifdef USE_CUDA
+#ifdef __cplusplus
+extern "C" {
+#endif
+int cuda_device_count(void);                 // 0 when no GPU (or no driver)
+const char* cuda_device_name(void);
+// ops: same name root and argument order as cpu_ref.c; every pointer is device memory
+void embedding_forward_cuda(float* out, const int* tokens, const float* table, int T, int C, int V);
+void rmsnorm_forward_cuda(float* out, const float* inp, const float* weight, int T, int C, float eps);
+void matmul_forward_cuda(float* out, const float* inp, const float* weight, int T, int C, int OC);
+void rope_forward_cuda(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta);
+void attention_forward_cuda(float* out, const float* q, const float* key_cache, const float* value_cache,
+                            const uint8_t* mask, int T, int P, int NH, int NKV, int HS);
+void swiglu_forward_cuda(float* out, const float* gate, const float* up, int N);
+void residual_forward_cuda(float* out, const float* inp1, const float* inp2, int N);
+void softmax_forward_cuda(float* probs, const float* logits, int T, int V);
+// the whole target on the GPU: weights uploaded once, cache and activations on the device
+TargetCuda* target_cuda_create(const Target* target);
+void target_cuda_free(TargetCuda* target_cuda);
+// Same contract as target_forward; results (taps, hidden, logits, and layer_outputs if the host
+// activations have it) are copied back into target->act so callers read them in one place.
+void target_forward_cuda(TargetCuda* target_cuda, Target* target, const int* tokens, const int* positions,
+                         const uint8_t* tree_mask, int T, int n_past, int all_logits);
+#ifdef __cplusplus
+}
+#endif
+#endif
 
 #endif // AURORA_H

@@ -1,0 +1,101 @@
+/*
+test_common.h: what every test program shares. The one comparison routine for all parity checks, the
+one tolerance table, the pass/fail counters, and tiny-model construction.
+
+A test program: #define TESTING, #include "../aurora.c", then this file; call check(...) /
+check_tensor(...) as often as needed; `return test_summary();` at the end of main. The exit status is
+the verdict, and the last line printed is "N passed, M failed".
+*/
+#ifndef TEST_COMMON_H
+#define TEST_COMMON_H
+
+static int tests_passed = 0;
+static int tests_failed = 0;
+
+// A boolean check with a printf-style description (printed only on failure).
+#define check(condition, ...) do { \
+    if (condition) { tests_passed++; } \
+    else { tests_failed++; fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+           fprintf(stderr, __VA_ARGS__); fprintf(stderr, "\n"); } \
+} while (0)
+
+static int test_summary(void) {
+    printf("%d passed, %d failed\n", tests_passed, tests_failed);
+    return tests_failed == 0 ? 0 : 1;
+}
+
+// ----------------------------------------------------------------------------
+// tolerances: one table, each with its reason. Compare with |got - ref| <= atol + rtol * |ref|.
+
+typedef struct { const char* name; float atol; float rtol; const char* reason; } Tolerance;
+static const Tolerance TOLERANCES[] = {
+    {"exact",     0.0f,  0.0f,  "same arithmetic in the same order (copies, integer-valued math)"},
+    {"reorder",   1e-5f, 1e-5f, "same fp32 math, different summation order (BLAS, GPU reductions) on one op"},
+    {"layer",     2e-4f, 1e-3f, "a whole layer or model: reordering errors compound through norms and softmax"},
+    {"quantised", 1e-2f, 1e-2f, "one quantise/dequantise round trip of values in [-1, 1] (Q8_0 and better)"},
+};
+static Tolerance tolerance(const char* name) {
+    for (size_t i = 0; i < sizeof(TOLERANCES) / sizeof(TOLERANCES[0]); i++) {
+        if (strcmp(TOLERANCES[i].name, name) == 0) { return TOLERANCES[i]; }
+    }
+    fprintf(stderr, "test bug: no tolerance named '%s'\n", name);
+    exit(2);
+}
+
+// The one comparison routine: NaN anywhere fails, infinities must match exactly, and every other
+// element must satisfy |got - ref| <= atol + rtol*|ref|. Prints the first few mismatches and the worst.
+static int check_tensor(const char* what, const float* got, const float* ref, size_t n, Tolerance tol) {
+    size_t mismatches = 0, worst_index = 0;
+    double worst_excess = -1.0;
+    for (size_t i = 0; i < n; i++) {
+        float g = got[i], r = ref[i];
+        int ok;
+        double excess = 0.0;
+        if (isnan(g) || isnan(r)) { ok = 0; excess = INFINITY; }
+        else if (isinf(g) || isinf(r)) { ok = g == r; excess = ok ? 0.0 : INFINITY; }
+        else {
+            double bound = tol.atol + tol.rtol * fabs((double)r);
+            double difference = fabs((double)g - (double)r);
+            ok = difference <= bound;
+            excess = difference - bound;
+        }
+        if (!ok) {
+            if (mismatches < 5) {
+                fprintf(stderr, "  %s[%zu]: got %.9g, expected %.9g (tolerance %s)\n", what, i, g, r, tol.name);
+            }
+            mismatches++;
+        }
+        if (excess > worst_excess) { worst_excess = excess; worst_index = i; }
+    }
+    if (mismatches > 0) {
+        fprintf(stderr, "  %s: %zu of %zu elements mismatch; worst at [%zu]: got %.9g, expected %.9g\n",
+                what, mismatches, n, worst_index, got[worst_index], ref[worst_index]);
+    }
+    check(mismatches == 0, "%s differs from the reference", what);
+    return mismatches == 0;
+}
+
+// Integers must be exact.
+static int check_ints(const char* what, const int* got, const int* ref, size_t n) {
+    size_t mismatches = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (got[i] != ref[i]) {
+            if (mismatches < 5) { fprintf(stderr, "  %s[%zu]: got %d, expected %d\n", what, i, got[i], ref[i]); }
+            mismatches++;
+        }
+    }
+    check(mismatches == 0, "%s: %zu of %zu integers differ", what, mismatches, n);
+    return mismatches == 0;
+}
+
+// ----------------------------------------------------------------------------
+// seeded random numbers for test data (the same generator as the program's sampler)
+
+static float test_uniform(uint64_t* state, float lo, float hi) {
+    return lo + (hi - lo) * random_f32(state);
+}
+static void fill_uniform(float* x, size_t n, uint64_t* state, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) { x[i] = test_uniform(state, lo, hi); }
+}
+
+#endif // TEST_COMMON_H

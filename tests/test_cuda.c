@@ -1,0 +1,432 @@
+/*
+test_cuda.c: CPU/GPU parity, tensor by tensor. Every op of kernels.cu against its reference in cpu_ref.c on
+random inputs of several shapes (odd sizes, T = 1, grouped-query heads, causal / tree-like / random masks
+with fully masked rows, -inf logits, in-place calls), then the whole target on tiny random models:
+a causal prefill, three single-token decodes and a tree-masked verify with repeated positions, comparing
+every layer's output, the taps, the final hidden state and the logits, and that the argmax tokens agree.
+Single ops use the "reorder" tolerance (copies "exact"), whole-model outputs "layer" (test_common.h).
+
+Where there is no GPU (or no driver) it says so and exits 0. Exit status is the verdict.
+*/
+#define TESTING
+#include "../aurora.c"
+#include "test_common.h"
+#include <unistd.h>
+#include <cuda_runtime_api.h>
+
+static uint64_t rng_state = 0xC0DA;
+
+// ---- device memory helpers (the test's own: the ops take device pointers) ---------------------
+
+static void cuda_test_check(cudaError_t error, const char* file, int line) {
+    if (error != cudaSuccess) {
+        fprintf(stderr, "[CUDA ERROR] at file %s:%d:\n%s\n", file, line, cudaGetErrorString(error));
+        exit(EXIT_FAILURE);
+    }
+}
+#define cudaTestCheck(error) cuda_test_check((error), __FILE__, __LINE__)
+
+// A device copy of bytes of host memory.
+static void* to_device(const void* host, size_t bytes) {
+    void* device = NULL;
+    cudaTestCheck(cudaMalloc(&device, bytes > 0 ? bytes : 1));
+    if (bytes > 0) { cudaTestCheck(cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice)); }
+    return device;
+}
+static void* device_alloc(size_t bytes) {
+    void* device = NULL;
+    cudaTestCheck(cudaMalloc(&device, bytes > 0 ? bytes : 1));
+    return device;
+}
+static void from_device(void* host, const void* device, size_t bytes) {
+    cudaTestCheck(cudaMemcpy(host, device, bytes, cudaMemcpyDeviceToHost)); // also waits for the kernels
+}
+static float* random_floats(size_t n, float lo, float hi) {
+    float* x = mallocCheck((n > 0 ? n : 1) * sizeof(float));
+    fill_uniform(x, n, &rng_state, lo, hi);
+    return x;
+}
+
+// ---- embedding --------------------------------------------------------------------------------
+static void test_embedding(int T, int C, int V) {
+    int* tokens = mallocCheck((size_t)T * sizeof(int));
+    for (int t = 0; t < T; t++) { tokens[t] = (int)(random_u32(&rng_state) % (uint32_t)V); }
+    tokens[0] = V - 1; // the last row of the table too
+    float* table = random_floats((size_t)V * C, -1, 1);
+    float* expected = mallocCheck((size_t)T * C * sizeof(float));
+    float* got = mallocCheck((size_t)T * C * sizeof(float));
+    embedding_forward_cpu(expected, tokens, table, T, C, V);
+    int* d_tokens = to_device(tokens, (size_t)T * sizeof(int));
+    float* d_table = to_device(table, (size_t)V * C * sizeof(float));
+    float* d_out = device_alloc((size_t)T * C * sizeof(float));
+    embedding_forward_cuda(d_out, d_tokens, d_table, T, C, V);
+    from_device(got, d_out, (size_t)T * C * sizeof(float));
+    char what[96];
+    snprintf(what, sizeof(what), "embedding T=%d C=%d V=%d", T, C, V);
+    check_tensor(what, got, expected, (size_t)T * C, tolerance("exact"));
+    cudaFree(d_tokens); cudaFree(d_table); cudaFree(d_out);
+    free(tokens); free(table); free(expected); free(got);
+}
+
+// ---- rmsnorm ----------------------------------------------------------------------------------
+static void test_rmsnorm(int T, int C) {
+    size_t n = (size_t)T * C;
+    float* inp = random_floats(n, -3, 3);
+    float* weight = random_floats(C, 0.5f, 1.5f);
+    float* expected = mallocCheck(n * sizeof(float));
+    float* got = mallocCheck(n * sizeof(float));
+    float eps = 1e-5f;
+    rmsnorm_forward_cpu(expected, inp, weight, T, C, eps);
+    float* d_inp = to_device(inp, n * sizeof(float));
+    float* d_weight = to_device(weight, C * sizeof(float));
+    float* d_out = device_alloc(n * sizeof(float));
+    rmsnorm_forward_cuda(d_out, d_inp, d_weight, T, C, eps);
+    from_device(got, d_out, n * sizeof(float));
+    char what[96];
+    snprintf(what, sizeof(what), "rmsnorm T=%d C=%d", T, C);
+    check_tensor(what, got, expected, n, tolerance("reorder"));
+    rmsnorm_forward_cuda(d_inp, d_inp, d_weight, T, C, eps); // in place
+    from_device(got, d_inp, n * sizeof(float));
+    snprintf(what, sizeof(what), "rmsnorm in place T=%d C=%d", T, C);
+    check_tensor(what, got, expected, n, tolerance("reorder"));
+    cudaFree(d_inp); cudaFree(d_weight); cudaFree(d_out);
+    free(inp); free(weight); free(expected); free(got);
+}
+
+// ---- matmul -----------------------------------------------------------------------------------
+static void test_matmul(int T, int C, int OC) {
+    float* inp = random_floats((size_t)T * C, -1, 1);
+    float* weight = random_floats((size_t)OC * C, -1, 1);
+    float* expected = mallocCheck((size_t)T * OC * sizeof(float));
+    float* got = mallocCheck((size_t)T * OC * sizeof(float));
+    matmul_forward_cpu(expected, inp, weight, T, C, OC);
+    float* d_inp = to_device(inp, (size_t)T * C * sizeof(float));
+    float* d_weight = to_device(weight, (size_t)OC * C * sizeof(float));
+    float* d_out = device_alloc((size_t)T * OC * sizeof(float));
+    matmul_forward_cuda(d_out, d_inp, d_weight, T, C, OC);
+    from_device(got, d_out, (size_t)T * OC * sizeof(float));
+    char what[96];
+    snprintf(what, sizeof(what), "matmul T=%d C=%d OC=%d", T, C, OC);
+    check_tensor(what, got, expected, (size_t)T * OC, tolerance("reorder"));
+    cudaFree(d_inp); cudaFree(d_weight); cudaFree(d_out);
+    free(inp); free(weight); free(expected); free(got);
+}
+
+// ---- RoPE -------------------------------------------------------------------------------------
+static void test_rope(int T, int n_heads, int HS, float theta, int max_position) {
+    size_t n = (size_t)T * n_heads * HS;
+    float* inp = random_floats(n, -1, 1);
+    int* positions = mallocCheck((size_t)T * sizeof(int));
+    for (int t = 0; t < T; t++) { positions[t] = (int)(random_u32(&rng_state) % (uint32_t)(max_position + 1)); }
+    positions[0] = max_position;
+    if (T > 2) { positions[2] = positions[1]; } // siblings in a tree share a position
+    float* expected = mallocCheck(n * sizeof(float));
+    float* got = mallocCheck(n * sizeof(float));
+    rope_forward_cpu(expected, inp, positions, T, n_heads, HS, theta);
+    float* d_inp = to_device(inp, n * sizeof(float));
+    int* d_positions = to_device(positions, (size_t)T * sizeof(int));
+    float* d_out = device_alloc(n * sizeof(float));
+    rope_forward_cuda(d_out, d_inp, d_positions, T, n_heads, HS, theta);
+    from_device(got, d_out, n * sizeof(float));
+    char what[128];
+    snprintf(what, sizeof(what), "rope T=%d heads=%d HS=%d theta=%g max_position=%d", T, n_heads, HS, theta, max_position);
+    check_tensor(what, got, expected, n, tolerance("reorder"));
+    rope_forward_cuda(d_inp, d_inp, d_positions, T, n_heads, HS, theta); // in place
+    from_device(got, d_inp, n * sizeof(float));
+    snprintf(what, sizeof(what), "rope in place T=%d heads=%d HS=%d", T, n_heads, HS);
+    check_tensor(what, got, expected, n, tolerance("reorder"));
+    cudaFree(d_inp); cudaFree(d_positions); cudaFree(d_out);
+    free(inp); free(positions); free(expected); free(got);
+}
+
+// ---- attention --------------------------------------------------------------------------------
+enum { MASK_CAUSAL, MASK_TREE, MASK_RANDOM };
+static const char* MASK_NAMES[] = {"causal", "tree", "random"};
+
+// Fills a (T, P) mask. causal: the last T slots are the new tokens, token t sees slots < P - T + t + 1.
+// tree: the prefix, then a random tree over the new tokens (each node's parent an earlier node; a node
+// sees its ancestors and itself). random: each entry on with probability 1/2. Rows in fully_masked
+// (a list of row indices, -1 terminated) are then cleared.
+static void make_mask(uint8_t* mask, int kind, int T, int P, const int* fully_masked) {
+    int n_past = P - T;
+    int* parent = mallocCheck((size_t)T * sizeof(int));
+    for (int t = 0; t < T; t++) { parent[t] = t == 0 ? -1 : (int)(random_u32(&rng_state) % (uint32_t)t); }
+    for (int t = 0; t < T; t++) {
+        uint8_t* row = mask + (size_t)t * P;
+        for (int p = 0; p < P; p++) {
+            if (kind == MASK_CAUSAL) { row[p] = p <= n_past + t; }
+            else if (kind == MASK_RANDOM) { row[p] = random_u32(&rng_state) & 1; }
+            else { row[p] = p < n_past; }
+        }
+        if (kind == MASK_TREE) {
+            for (int node = t; node >= 0; node = parent[node]) { row[n_past + node] = 1; }
+        }
+    }
+    for (int i = 0; fully_masked != NULL && fully_masked[i] >= 0; i++) {
+        if (fully_masked[i] < T) { memset(mask + (size_t)fully_masked[i] * P, 0, (size_t)P); }
+    }
+    free(parent);
+}
+
+static void test_attention(int T, int P, int NH, int NKV, int HS, int mask_kind, const int* fully_masked) {
+    size_t q_size = (size_t)T * NH * HS, kv_size = (size_t)P * NKV * HS;
+    float* q = random_floats(q_size, -1, 1);
+    float* key_cache = random_floats(kv_size, -1, 1);
+    float* value_cache = random_floats(kv_size, -1, 1);
+    uint8_t* mask = mallocCheck((size_t)T * P);
+    make_mask(mask, mask_kind, T, P, fully_masked);
+    float* expected = mallocCheck(q_size * sizeof(float));
+    float* got = mallocCheck(q_size * sizeof(float));
+    attention_forward_cpu(expected, q, key_cache, value_cache, mask, T, P, NH, NKV, HS);
+    float* d_q = to_device(q, q_size * sizeof(float));
+    float* d_key = to_device(key_cache, kv_size * sizeof(float));
+    float* d_value = to_device(value_cache, kv_size * sizeof(float));
+    uint8_t* d_mask = to_device(mask, (size_t)T * P);
+    float* d_out = device_alloc(q_size * sizeof(float));
+    cudaTestCheck(cudaMemset(d_out, 0xFF, q_size * sizeof(float))); // NaNs: every element must be written
+    attention_forward_cuda(d_out, d_q, d_key, d_value, d_mask, T, P, NH, NKV, HS);
+    from_device(got, d_out, q_size * sizeof(float));
+    char what[128];
+    snprintf(what, sizeof(what), "attention %s T=%d P=%d NH=%d NKV=%d HS=%d", MASK_NAMES[mask_kind], T, P, NH, NKV, HS);
+    check_tensor(what, got, expected, q_size, tolerance("reorder"));
+    for (int i = 0; fully_masked != NULL && fully_masked[i] >= 0; i++) { // zeros, exactly
+        int t = fully_masked[i];
+        if (t >= T) { continue; }
+        int zeros = 1;
+        for (size_t j = 0; j < (size_t)NH * HS; j++) { zeros &= got[(size_t)t * NH * HS + j] == 0.0f; }
+        check(zeros, "%s: fully masked row %d is not all zeros", what, t);
+    }
+    cudaFree(d_q); cudaFree(d_key); cudaFree(d_value); cudaFree(d_mask); cudaFree(d_out);
+    free(q); free(key_cache); free(value_cache); free(mask); free(expected); free(got);
+}
+
+// ---- swiglu and residual ----------------------------------------------------------------------
+static void test_swiglu(int N) {
+    float* gate = random_floats(N, -8, 8);
+    float* up = random_floats(N, -2, 2);
+    float* expected = mallocCheck((size_t)N * sizeof(float));
+    float* got = mallocCheck((size_t)N * sizeof(float));
+    swiglu_forward_cpu(expected, gate, up, N);
+    float* d_gate = to_device(gate, (size_t)N * sizeof(float));
+    float* d_up = to_device(up, (size_t)N * sizeof(float));
+    float* d_out = device_alloc((size_t)N * sizeof(float));
+    swiglu_forward_cuda(d_out, d_gate, d_up, N);
+    from_device(got, d_out, (size_t)N * sizeof(float));
+    char what[96];
+    snprintf(what, sizeof(what), "swiglu N=%d", N);
+    check_tensor(what, got, expected, N, tolerance("reorder"));
+    swiglu_forward_cuda(d_gate, d_gate, d_up, N); // in place, as target_forward calls it
+    from_device(got, d_gate, (size_t)N * sizeof(float));
+    snprintf(what, sizeof(what), "swiglu in place N=%d", N);
+    check_tensor(what, got, expected, N, tolerance("reorder"));
+    cudaFree(d_gate); cudaFree(d_up); cudaFree(d_out);
+    free(gate); free(up); free(expected); free(got);
+}
+
+static void test_residual(int N) {
+    float* a = random_floats(N, -4, 4);
+    float* b = random_floats(N, -4, 4);
+    float* expected = mallocCheck((size_t)N * sizeof(float));
+    float* got = mallocCheck((size_t)N * sizeof(float));
+    residual_forward_cpu(expected, a, b, N);
+    float* d_a = to_device(a, (size_t)N * sizeof(float));
+    float* d_b = to_device(b, (size_t)N * sizeof(float));
+    residual_forward_cuda(d_a, d_a, d_b, N); // in place, as target_forward calls it
+    from_device(got, d_a, (size_t)N * sizeof(float));
+    char what[96];
+    snprintf(what, sizeof(what), "residual N=%d", N);
+    check_tensor(what, got, expected, N, tolerance("exact"));
+    cudaFree(d_a); cudaFree(d_b);
+    free(a); free(b); free(expected); free(got);
+}
+
+// ---- softmax ----------------------------------------------------------------------------------
+static void test_softmax(int T, int V, int with_minus_infinity) {
+    size_t n = (size_t)T * V;
+    float* logits = random_floats(n, -10, 10);
+    if (with_minus_infinity && V > 1) { // some -inf logits (never a whole row: that is undefined)
+        for (int t = 0; t < T; t++) {
+            for (int i = 1; i < V; i += 3) { logits[(size_t)t * V + i] = -INFINITY; }
+        }
+    }
+    float* expected = mallocCheck(n * sizeof(float));
+    float* got = mallocCheck(n * sizeof(float));
+    softmax_forward_cpu(expected, logits, T, V);
+    float* d_logits = to_device(logits, n * sizeof(float));
+    float* d_probs = device_alloc(n * sizeof(float));
+    softmax_forward_cuda(d_probs, d_logits, T, V);
+    from_device(got, d_probs, n * sizeof(float));
+    char what[96];
+    snprintf(what, sizeof(what), "softmax T=%d V=%d%s", T, V, with_minus_infinity ? " with -inf" : "");
+    check_tensor(what, got, expected, n, tolerance("reorder"));
+    softmax_forward_cuda(d_logits, d_logits, T, V); // in place
+    from_device(got, d_logits, n * sizeof(float));
+    snprintf(what, sizeof(what), "softmax in place T=%d V=%d", T, V);
+    check_tensor(what, got, expected, n, tolerance("reorder"));
+    cudaFree(d_logits); cudaFree(d_probs);
+    free(logits); free(expected); free(got);
+}
+
+// ---- the whole target -------------------------------------------------------------------------
+
+// Compares everything one forward call produced on the CPU (cpu) and the GPU (gpu->act): every layer's
+// output, the taps, the hidden state, the logits rows the call fills, and the argmax of each row.
+static void compare_forward(const char* step, const Target* cpu, const Target* gpu, int T, int all_logits) {
+    const TargetConfig* c = &cpu->config;
+    int C = c->dim, V = c->vocab_size, rows = all_logits ? T : 1;
+    char what[160];
+    for (int l = 0; l < c->n_layers; l++) {
+        snprintf(what, sizeof(what), "%s: layer %d output", step, l);
+        check_tensor(what, gpu->act.layer_outputs + (size_t)l * T * C, cpu->act.layer_outputs + (size_t)l * T * C,
+                     (size_t)T * C, tolerance("layer"));
+    }
+    snprintf(what, sizeof(what), "%s: taps", step);
+    check_tensor(what, gpu->act.taps, cpu->act.taps, (size_t)T * 3 * C, tolerance("layer"));
+    snprintf(what, sizeof(what), "%s: hidden", step);
+    check_tensor(what, gpu->act.hidden, cpu->act.hidden, (size_t)T * C, tolerance("layer"));
+    snprintf(what, sizeof(what), "%s: logits", step);
+    check_tensor(what, gpu->act.logits, cpu->act.logits, (size_t)rows * V, tolerance("layer"));
+    for (int r = 0; r < rows; r++) {
+        int cpu_token = sample_argmax(cpu->act.logits + (size_t)r * V, V);
+        int gpu_token = sample_argmax(gpu->act.logits + (size_t)r * V, V);
+        check(cpu_token == gpu_token, "%s: argmax of logits row %d: GPU %d, CPU %d", step, r, gpu_token, cpu_token);
+    }
+}
+
+// Runs the same call on the CPU target and on the GPU twin (whose results land in gpu->act) and compares.
+static void forward_both(const char* step, Target* cpu, Target* gpu, TargetCuda* gpu_cuda, const int* tokens,
+                         const int* positions, const uint8_t* tree_mask, int T, int n_past, int all_logits) {
+    target_forward(cpu, tokens, positions, tree_mask, T, n_past, all_logits);
+    target_forward_cuda(gpu_cuda, gpu, tokens, positions, tree_mask, T, n_past, all_logits);
+    compare_forward(step, cpu, gpu, T, all_logits);
+}
+
+static void test_target(const TinyModelSpec* spec) {
+    char path[256];
+    snprintf(path, sizeof(path), "/tmp/aurora_test_cuda_%d_%llu.gguf", (int)getpid(), (unsigned long long)spec->seed);
+    Error err;
+    if (tiny_model_write(path, spec, &err) != 0) {
+        check(0, "tiny_model_write: %s", err.message);
+        return;
+    }
+    // two copies of the model: one runs on the CPU, the other carries the GPU twin's results
+    Target cpu, gpu;
+    int cache_capacity = 32, max_tokens = 16;
+    if (target_load(&cpu, path, cache_capacity, max_tokens, &err) != 0) { check(0, "target_load: %s", err.message); remove(path); return; }
+    if (target_load(&gpu, path, cache_capacity, max_tokens, &err) != 0) { check(0, "target_load: %s", err.message); target_free(&cpu); remove(path); return; }
+    remove(path);
+    const TargetConfig* c = &cpu.config;
+    size_t layer_floats = (size_t)c->n_layers * max_tokens * c->dim;
+    cpu.act.layer_outputs = mallocCheck(layer_floats * sizeof(float));
+    gpu.act.layer_outputs = mallocCheck(layer_floats * sizeof(float));
+    TargetCuda* gpu_cuda = target_cuda_create(&gpu);
+    char step[128];
+    const char* model = spec->tied_output ? "tied" : "untied";
+
+    // prefill: 7 tokens, causal, logits of the last row only
+    int prompt[7], positions[7];
+    for (int t = 0; t < 7; t++) { prompt[t] = (int)(random_u32(&rng_state) % (uint32_t)c->vocab_size); positions[t] = t; }
+    snprintf(step, sizeof(step), "%s NH=%d NKV=%d: prefill T=7", model, c->n_heads, c->n_kv_heads);
+    forward_both(step, &cpu, &gpu, gpu_cuda, prompt, positions, NULL, 7, 0, 0);
+    int n_past = 7;
+
+    // decode: three single tokens, each the CPU's greedy choice
+    for (int i = 0; i < 3; i++) {
+        int token = sample_argmax(cpu.act.logits, c->vocab_size);
+        int position = n_past;
+        snprintf(step, sizeof(step), "%s NH=%d NKV=%d: decode %d (n_past=%d)", model, c->n_heads, c->n_kv_heads, i, n_past);
+        forward_both(step, &cpu, &gpu, gpu_cuda, &token, &position, NULL, 1, n_past, 0);
+        n_past++;
+    }
+
+    // tree verify: 6 nodes, parents {-, 0, 0, 1, 2, 1}; siblings share positions (depth-based)
+    enum { NODES = 6 };
+    int parent[NODES] = {-1, 0, 0, 1, 2, 1};
+    int tree_tokens[NODES], tree_positions[NODES];
+    uint8_t tree_mask[NODES * NODES];
+    memset(tree_mask, 0, sizeof(tree_mask));
+    for (int t = 0; t < NODES; t++) {
+        tree_tokens[t] = (int)(random_u32(&rng_state) % (uint32_t)c->vocab_size);
+        int depth = 0;
+        for (int node = t; node >= 0; node = parent[node]) { tree_mask[t * NODES + node] = 1; depth += node != t; }
+        tree_positions[t] = n_past + depth;
+    }
+    snprintf(step, sizeof(step), "%s NH=%d NKV=%d: tree verify T=%d (n_past=%d)", model, c->n_heads, c->n_kv_heads, NODES, n_past);
+    forward_both(step, &cpu, &gpu, gpu_cuda, tree_tokens, tree_positions, tree_mask, NODES, n_past, 1);
+
+    // after the tree, decode again from the prefix (overwriting the tree's cache slots, as a rejected
+    // draft would): the caches must still agree
+    int token = tree_tokens[0], position = n_past;
+    snprintf(step, sizeof(step), "%s NH=%d NKV=%d: decode after tree (n_past=%d)", model, c->n_heads, c->n_kv_heads, n_past);
+    forward_both(step, &cpu, &gpu, gpu_cuda, &token, &position, NULL, 1, n_past, 1);
+
+    target_cuda_free(gpu_cuda);
+    free(cpu.act.layer_outputs); cpu.act.layer_outputs = NULL;
+    free(gpu.act.layer_outputs); gpu.act.layer_outputs = NULL;
+    target_free(&cpu);
+    target_free(&gpu);
+}
+
+int main(void) {
+    if (cuda_device_count() == 0) {
+        printf("test_cuda: no CUDA device found; skipping the GPU parity tests\n");
+        return 0;
+    }
+    printf("test_cuda: %s\n", cuda_device_name());
+
+    test_embedding(1, 1, 1);
+    test_embedding(5, 7, 11);
+    test_embedding(33, 64, 50);
+
+    test_rmsnorm(1, 1);
+    test_rmsnorm(3, 7);
+    test_rmsnorm(17, 300);
+    test_rmsnorm(4, 1000);
+
+    test_matmul(1, 1, 1);
+    test_matmul(1, 17, 33);
+    test_matmul(7, 37, 19);
+    test_matmul(33, 64, 100);
+    test_matmul(20, 129, 257);
+
+    test_rope(1, 1, 2, 10000.0f, 0);
+    test_rope(5, 3, 8, 10000.0f, 1000);
+    test_rope(9, 4, 64, 10000.0f, 4000);
+    test_rope(3, 2, 64, 500000.0f, 30000);
+
+    int no_rows[] = {-1};
+    int rows_0_and_3[] = {0, 3, -1};
+    int row_1[] = {1, -1};
+    test_attention(1, 1, 1, 1, 2, MASK_CAUSAL, no_rows);
+    test_attention(1, 9, 4, 2, 8, MASK_CAUSAL, no_rows);      // decode, GQA
+    test_attention(7, 7, 4, 4, 16, MASK_CAUSAL, no_rows);     // prefill, plain multi-head
+    test_attention(5, 12, 6, 3, 10, MASK_TREE, no_rows);      // tree verify over a prefix
+    test_attention(6, 13, 6, 2, 10, MASK_RANDOM, rows_0_and_3); // random mask, fully masked rows
+    test_attention(4, 4, 8, 1, 6, MASK_TREE, row_1);          // no prefix, one key/value head
+    test_attention(5, 300, 8, 2, 64, MASK_CAUSAL, no_rows);   // a longer cache
+    test_attention(3, 257, 9, 3, 64, MASK_RANDOM, row_1);
+
+    test_swiglu(1);
+    test_swiglu(7);
+    test_swiglu(1000);
+
+    test_residual(1);
+    test_residual(1001);
+
+    test_softmax(1, 1, 0);
+    test_softmax(3, 7, 1);
+    test_softmax(4, 1000, 0);
+    test_softmax(2, 1001, 1);
+
+    // whole model: grouped-query heads with a tied LM head, then plain multi-head with its own LM head
+    TinyModelSpec gqa = {0};
+    gqa.dim = 64; gqa.n_layers = 4; gqa.n_heads = 4; gqa.n_kv_heads = 2; gqa.ffn_dim = 96; gqa.vocab_size = 300;
+    gqa.context_length = 64; gqa.tied_output = 1; gqa.weight_type = TYPE_F32; gqa.rope_theta = 10000.0f; gqa.seed = 1;
+    test_target(&gqa);
+    TinyModelSpec mha = gqa;
+    mha.dim = 48; mha.n_layers = 5; mha.n_heads = 3; mha.n_kv_heads = 3; mha.ffn_dim = 77; mha.vocab_size = 301;
+    mha.tied_output = 0; mha.rope_theta = 500000.0f; mha.seed = 2;
+    test_target(&mha);
+
+    return test_summary();
+}

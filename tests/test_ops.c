@@ -1,0 +1,272 @@
+/*
+test_ops.c: every reference op in cpu_ref.c against an independent formulation (different algebra, double
+precision), the OpenBLAS matmul against the plain one, and the samplers (exact greedy, a chi-square test
+of multinomial sampling, top-p's nucleus). Exit status is the verdict.
+*/
+#define TESTING
+#include "../aurora.c"
+#include "test_common.h"
+#include <complex.h> // after the implementation: complex.h defines the macro I
+
+static uint64_t rng_state = 0x1234;
+
+// ---- matmul ----------------------------------------------------------------------------------
+static void test_matmul(int T, int C, int OC) {
+    float* inp = mallocCheck((size_t)T * C * sizeof(float));
+    float* weight = mallocCheck((size_t)OC * C * sizeof(float));
+    float* out = mallocCheck((size_t)T * OC * sizeof(float));
+    float* expected = mallocCheck((size_t)T * OC * sizeof(float));
+    fill_uniform(inp, (size_t)T * C, &rng_state, -1, 1);
+    fill_uniform(weight, (size_t)OC * C, &rng_state, -1, 1);
+    // independent: accumulate in double, column-outer order
+    double* accumulator = callocCheck((size_t)T * OC, sizeof(double));
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < T; t++)
+            for (int o = 0; o < OC; o++) accumulator[(size_t)t * OC + o] += (double)inp[(size_t)t * C + c] * weight[(size_t)o * C + c];
+    for (size_t i = 0; i < (size_t)T * OC; i++) { expected[i] = (float)accumulator[i]; }
+    char what[96];
+    matmul_forward_cpu(out, inp, weight, T, C, OC);
+    Tolerance tol = {"matmul", 1e-5f * sqrtf((float)C), 1e-5f, "fp32 sum of C products against a double sum"};
+    snprintf(what, sizeof(what), "matmul_cpu T=%d C=%d OC=%d", T, C, OC);
+    check_tensor(what, out, expected, (size_t)T * OC, tol);
+    // the fast path (OpenBLAS when built with it) against the reference
+    use_blas = 1;
+    float* fast = mallocCheck((size_t)T * OC * sizeof(float));
+    matmul_forward(fast, inp, weight, T, C, OC);
+    snprintf(what, sizeof(what), "matmul fast path T=%d C=%d OC=%d", T, C, OC);
+    check_tensor(what, fast, out, (size_t)T * OC, tol);
+    free(inp); free(weight); free(out); free(expected); free(accumulator); free(fast);
+}
+
+// ---- rmsnorm ---------------------------------------------------------------------------------
+static void test_rmsnorm(int T, int C) {
+    float* inp = mallocCheck((size_t)T * C * sizeof(float));
+    float* weight = mallocCheck((size_t)C * sizeof(float));
+    float* out = mallocCheck((size_t)T * C * sizeof(float));
+    float* expected = mallocCheck((size_t)T * C * sizeof(float));
+    fill_uniform(inp, (size_t)T * C, &rng_state, -3, 3);
+    fill_uniform(weight, C, &rng_state, 0.5f, 1.5f);
+    float eps = 1e-5f;
+    for (int t = 0; t < T; t++) {
+        // independent: divide by the root mean square computed with hypot-style scaling
+        double largest = 0;
+        for (int c = 0; c < C; c++) { largest = fmax(largest, fabs(inp[(size_t)t * C + c])); }
+        double scaled_sum = 0;
+        for (int c = 0; c < C; c++) { double v = inp[(size_t)t * C + c] / largest; scaled_sum += v * v; }
+        double rms = sqrt(largest * largest * scaled_sum / C + eps);
+        for (int c = 0; c < C; c++) { expected[(size_t)t * C + c] = (float)(inp[(size_t)t * C + c] / rms * weight[c]); }
+    }
+    rmsnorm_forward_cpu(out, inp, weight, T, C, eps);
+    check_tensor("rmsnorm", out, expected, (size_t)T * C, tolerance("reorder"));
+    rmsnorm_forward_cpu(inp, inp, weight, T, C, eps); // in place
+    check_tensor("rmsnorm in place", inp, out, (size_t)T * C, tolerance("exact"));
+    free(inp); free(weight); free(out); free(expected);
+}
+
+// ---- RoPE ------------------------------------------------------------------------------------
+static void test_rope(void) {
+    int T = 5, NH = 3, HS = 8;
+    float theta = 10000.0f;
+    int positions[5] = {0, 1, 7, 7, 1000};
+    float inp[5 * 3 * 8], out[5 * 3 * 8], expected[5 * 3 * 8];
+    fill_uniform(inp, T * NH * HS, &rng_state, -1, 1);
+    rope_forward_cpu(out, inp, positions, T, NH, HS, theta);
+    // independent: each pair is a complex number multiplied by exp(i * position * theta^(-2i/HS))
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < HS / 2; i++) {
+                size_t base = (size_t)t * NH * HS + h * HS + 2 * i;
+                double complex z = inp[base] + I * inp[base + 1];
+                z *= cexp(I * positions[t] * exp(-2.0 * i / HS * log(theta)));
+                expected[base] = (float)creal(z);
+                expected[base + 1] = (float)cimag(z);
+            }
+    check_tensor("rope", out, expected, (size_t)T * NH * HS, tolerance("reorder"));
+    // position 0 is the identity
+    check_tensor("rope at position 0", out, inp, HS * NH, tolerance("exact"));
+    // relative positions: <rope(q, m), rope(k, n)> depends only on m - n
+    float q[8], k[8], q_rot[8], k_rot[8];
+    fill_uniform(q, 8, &rng_state, -1, 1);
+    fill_uniform(k, 8, &rng_state, -1, 1);
+    double dots[2];
+    int shifts[2] = {0, 333};
+    for (int s = 0; s < 2; s++) {
+        int m = 12 + shifts[s], n = 5 + shifts[s];
+        rope_forward_cpu(q_rot, q, &m, 1, 1, 8, theta);
+        rope_forward_cpu(k_rot, k, &n, 1, 1, 8, theta);
+        dots[s] = 0;
+        for (int i = 0; i < 8; i++) { dots[s] += q_rot[i] * k_rot[i]; }
+    }
+    check(fabs(dots[0] - dots[1]) < 1e-4, "rope: q.k should depend only on the position difference (%g vs %g)", dots[0], dots[1]);
+}
+
+// ---- attention -------------------------------------------------------------------------------
+// independent: build the full (NH, T, P) score tensor in double with -inf for masked entries, an
+// explicit softmax, and key/value heads expanded by repetition (Hugging Face's repeat_kv)
+static void attention_independent(float* out, const float* q, const float* keys, const float* values,
+                                  const uint8_t* mask, int T, int P, int NH, int NKV, int HS) {
+    int group = NH / NKV;
+    double* scores = mallocCheck((size_t)P * sizeof(double));
+    for (int h = 0; h < NH; h++) {
+        int kv = h / group;
+        for (int t = 0; t < T; t++) {
+            double max_score = -INFINITY;
+            for (int p = 0; p < P; p++) {
+                double s = 0;
+                for (int i = 0; i < HS; i++) s += (double)q[(size_t)t * NH * HS + h * HS + i] * keys[(size_t)p * NKV * HS + kv * HS + i];
+                scores[p] = mask[(size_t)t * P + p] ? s / sqrt((double)HS) : -INFINITY;
+                max_score = fmax(max_score, scores[p]);
+            }
+            double total = 0;
+            for (int p = 0; p < P; p++) { scores[p] = isinf(scores[p]) ? 0.0 : exp(scores[p] - max_score); total += scores[p]; }
+            for (int i = 0; i < HS; i++) {
+                double acc = 0;
+                for (int p = 0; p < P; p++) acc += total > 0 ? scores[p] / total * values[(size_t)p * NKV * HS + kv * HS + i] : 0.0;
+                out[(size_t)t * NH * HS + h * HS + i] = (float)acc;
+            }
+        }
+    }
+    free(scores);
+}
+
+static void test_attention(int T, int P, int NH, int NKV, int HS, int mask_kind) {
+    size_t q_size = (size_t)T * NH * HS, kv_size = (size_t)P * NKV * HS;
+    float* q = mallocCheck(q_size * sizeof(float));
+    float* keys = mallocCheck(kv_size * sizeof(float));
+    float* values = mallocCheck(kv_size * sizeof(float));
+    float* out = mallocCheck(q_size * sizeof(float));
+    float* expected = mallocCheck(q_size * sizeof(float));
+    uint8_t* mask = mallocCheck((size_t)T * P);
+    fill_uniform(q, q_size, &rng_state, -2, 2);
+    fill_uniform(keys, kv_size, &rng_state, -2, 2);
+    fill_uniform(values, kv_size, &rng_state, -1, 1);
+    for (int t = 0; t < T; t++)
+        for (int p = 0; p < P; p++) {
+            uint8_t visible = 1;
+            if (mask_kind == 1) { visible = p <= P - T + t; }                // causal over the new tokens
+            if (mask_kind == 2) { visible = random_u32(&rng_state) % 3 != 0; } // arbitrary (tree-like)
+            if (mask_kind == 2 && t == 0) { visible = 0; }                    // a fully masked row
+            mask[(size_t)t * P + p] = visible;
+        }
+    attention_forward_cpu(out, q, keys, values, mask, T, P, NH, NKV, HS);
+    attention_independent(expected, q, keys, values, mask, T, P, NH, NKV, HS);
+    char what[96];
+    snprintf(what, sizeof(what), "attention T=%d P=%d NH=%d NKV=%d HS=%d mask=%d", T, P, NH, NKV, HS, mask_kind);
+    check_tensor(what, out, expected, q_size, tolerance("reorder"));
+    free(q); free(keys); free(values); free(out); free(expected); free(mask);
+}
+
+// ---- pointwise ops ---------------------------------------------------------------------------
+static void test_pointwise(void) {
+    enum { N = 1000 };
+    float gate[N], up[N], out[N], expected[N], a[N], b[N];
+    fill_uniform(gate, N, &rng_state, -8, 8);
+    fill_uniform(up, N, &rng_state, -2, 2);
+    swiglu_forward_cpu(out, gate, up, N);
+    // independent: sigmoid(x) = (1 + tanh(x / 2)) / 2
+    for (int i = 0; i < N; i++) { expected[i] = (float)(gate[i] * 0.5 * (1.0 + tanh(gate[i] / 2.0)) * up[i]); }
+    check_tensor("swiglu", out, expected, N, tolerance("reorder"));
+    fill_uniform(a, N, &rng_state, -1, 1);
+    fill_uniform(b, N, &rng_state, -1, 1);
+    residual_forward_cpu(out, a, b, N);
+    for (int i = 0; i < N; i++) { expected[i] = a[i] + b[i]; }
+    check_tensor("residual", out, expected, N, tolerance("exact"));
+    // embedding: rows gathered by id
+    float table[6 * 4];
+    fill_uniform(table, 24, &rng_state, -1, 1);
+    int tokens[3] = {5, 0, 5};
+    embedding_forward_cpu(out, tokens, table, 3, 4, 6);
+    check_tensor("embedding row 5", out, table + 20, 4, tolerance("exact"));
+    check_tensor("embedding row 0", out + 4, table, 4, tolerance("exact"));
+    // softmax: independent double formulation via log-sum-exp, sums to 1, -inf gives exactly 0
+    float logits[2 * 7] = {1, 2, 3, 4, 5, 6, 7, -1000, 0, -INFINITY, 3, 3, 88, -88};
+    float probs[14], expected_probs[14];
+    for (int t = 0; t < 2; t++) {
+        double m = -INFINITY, s = 0;
+        for (int i = 0; i < 7; i++) m = fmax(m, logits[t * 7 + i]);
+        for (int i = 0; i < 7; i++) s += exp(logits[t * 7 + i] - m);
+        for (int i = 0; i < 7; i++) expected_probs[t * 7 + i] = (float)exp(logits[t * 7 + i] - m - log(s));
+    }
+    softmax_forward_cpu(probs, logits, 2, 7);
+    check_tensor("softmax", probs, expected_probs, 14, tolerance("reorder"));
+    check(probs[9] == 0.0f, "softmax of -inf must be exactly 0, got %g", probs[9]);
+}
+
+// ---- sampling --------------------------------------------------------------------------------
+// Chi-square statistic's upper 0.999 quantile for df degrees of freedom (Wilson-Hilferty approximation).
+static double chi_square_quantile_999(int df) {
+    double z = 3.090232; // standard normal 0.999 quantile
+    double h = 2.0 / (9.0 * df);
+    return df * pow(1.0 - h + z * sqrt(h), 3.0);
+}
+
+static void test_sampling(void) {
+    // greedy: exact argmax, ties to the lowest id
+    float logits[6] = {0.5f, 3.0f, -1.0f, 3.0f, 2.9999f, -INFINITY};
+    check(sample_argmax(logits, 6) == 1, "argmax should pick id 1 (first of the tied maxima)");
+    SamplerSettings greedy = {0.0f, 1.0f};
+    float probs[6];
+    ProbIndex scratch[6];
+    check(sample_token(logits, 6, greedy, 0.99f, probs, scratch) == 1, "temperature 0 must be exact greedy");
+
+    // multinomial: chi-square goodness of fit over many draws (false-failure rate 0.1% per test)
+    enum { V = 8, DRAWS = 200000 };
+    float target_probs[V] = {0.30f, 0.20f, 0.15f, 0.12f, 0.10f, 0.08f, 0.04f, 0.01f};
+    long counts[V] = {0};
+    uint64_t rng = random_seed_state(7);
+    for (int i = 0; i < DRAWS; i++) { counts[sample_multinomial(target_probs, V, random_f32(&rng))]++; }
+    double chi2 = 0;
+    for (int i = 0; i < V; i++) { double e = DRAWS * target_probs[i]; chi2 += (counts[i] - e) * (counts[i] - e) / e; }
+    check(chi2 < chi_square_quantile_999(V - 1), "multinomial sampling: chi-square %.2f exceeds the 0.999 quantile %.2f",
+          chi2, chi_square_quantile_999(V - 1));
+
+    // top-p: with p = 0.6 the nucleus is {0, 1, 2} (0.30 + 0.20 + 0.15 >= 0.6), renormalised
+    long nucleus_counts[V] = {0};
+    ProbIndex top_scratch[V];
+    for (int i = 0; i < DRAWS; i++) { nucleus_counts[sample_top_p(target_probs, V, 0.6f, random_f32(&rng), top_scratch)]++; }
+    long outside = 0;
+    for (int i = 3; i < V; i++) { outside += nucleus_counts[i]; }
+    check(outside == 0, "top-p 0.6 sampled %ld tokens outside the nucleus", outside);
+    chi2 = 0;
+    for (int i = 0; i < 3; i++) { double e = DRAWS * target_probs[i] / 0.65; chi2 += (nucleus_counts[i] - e) * (nucleus_counts[i] - e) / e; }
+    check(chi2 < chi_square_quantile_999(2), "top-p sampling: chi-square %.2f exceeds %.2f", chi2, chi_square_quantile_999(2));
+
+    // temperature: the distribution is softmax(logits / T)
+    float small_logits[3] = {0.0f, 1.0f, 2.0f};
+    float tempered[3];
+    logits_to_probs(tempered, small_logits, 3, 2.0f);
+    double z = 1 + exp(0.5) + exp(1.0);
+    float expected[3] = {(float)(1 / z), (float)(exp(0.5) / z), (float)(exp(1.0) / z)};
+    check_tensor("temperature softmax", tempered, expected, 3, tolerance("reorder"));
+
+    // the generator: same seed, same stream; uniforms in [0, 1)
+    uint64_t a = random_seed_state(99), b = random_seed_state(99);
+    int same = 1, in_range = 1;
+    for (int i = 0; i < 1000; i++) {
+        float x = random_f32(&a);
+        same &= x == random_f32(&b);
+        in_range &= x >= 0.0f && x < 1.0f;
+    }
+    check(same && in_range, "random_f32: the same seed must repeat, values in [0, 1)");
+    uint64_t zero_seed = random_seed_state(0);
+    check(random_u32(&zero_seed) != 0 || random_u32(&zero_seed) != 0, "seed 0 must not give a stuck generator");
+}
+
+int main(void) {
+    test_matmul(1, 1, 1);
+    test_matmul(3, 17, 5);
+    test_matmul(7, 64, 33);
+    test_matmul(16, 576, 96);
+    test_rmsnorm(1, 1);
+    test_rmsnorm(4, 37);
+    test_rmsnorm(3, 576);
+    test_rope();
+    test_attention(1, 1, 1, 1, 2, 0);
+    test_attention(1, 9, 4, 2, 8, 0);   // one-token decode over a cache, GQA
+    test_attention(5, 12, 6, 3, 16, 1); // causal prefill after 7 cached slots
+    test_attention(6, 10, 9, 3, 64, 2); // arbitrary mask, a fully masked row, SmolLM2's head layout
+    test_attention(4, 4, 3, 1, 6, 1);   // multi-query attention
+    test_pointwise();
+    test_sampling();
+    return test_summary();
+}

@@ -686,20 +686,22 @@ int tokenizer_load_gguf(Tokenizer* tokenizer, const GGUFFile* gguf, Error* err) 
         return -1;
     }
     free(text);
-    tokenizer->pre_tokenizer = PRE_TOKENIZER_GPT2;   // absent key: plain GPT-2 (llama.cpp's "default" adds more splits)
-    if (gguf_find(gguf, "tokenizer.ggml.pre") != NULL) {
-        if (gguf_get_string(gguf, "tokenizer.ggml.pre", &text, err) != 0) { return -1; }
-        if (strcmp(text, "smollm") == 0) { tokenizer->pre_tokenizer = PRE_TOKENIZER_SMOLLM; }
-        else if (strcmp(text, "gpt2") == 0 || strcmp(text, "gpt-2") == 0 || strcmp(text, "default") == 0) {
-            tokenizer->pre_tokenizer = PRE_TOKENIZER_GPT2;
-        } else {
-            error_set(err, "%s: tokenizer.ggml.pre is \"%s\"; supported pre-tokenizers: \"smollm\", \"gpt-2\", "
-                      "\"gpt2\", \"default\" (the last three: the plain GPT-2 split)", path, text);
-            free(text);
-            return -1;
-        }
-        free(text);
+    // llama.cpp's "default" pre-tokenizer (also what it uses when the key is absent) is a different split
+    // (punctuation runs, digits in threes) that we do not implement: refuse it rather than tokenize wrongly
+    if (gguf_find(gguf, "tokenizer.ggml.pre") == NULL) {
+        return error_set(err, "%s: required key 'tokenizer.ggml.pre' is missing; supported pre-tokenizers: "
+                         "\"smollm\", \"gpt-2\" (alias \"gpt2\")", path);
     }
+    if (gguf_get_string(gguf, "tokenizer.ggml.pre", &text, err) != 0) { return -1; }
+    if (strcmp(text, "smollm") == 0) { tokenizer->pre_tokenizer = PRE_TOKENIZER_SMOLLM; }
+    else if (strcmp(text, "gpt2") == 0 || strcmp(text, "gpt-2") == 0) { tokenizer->pre_tokenizer = PRE_TOKENIZER_GPT2; }
+    else {
+        error_set(err, "%s: tokenizer.ggml.pre is \"%s\"; supported pre-tokenizers: \"smollm\", \"gpt-2\" "
+                  "(alias \"gpt2\")", path, text);
+        free(text);
+        return -1;
+    }
+    free(text);
 
     // tokens and their types
     uint64_t n_tokens = 0;

@@ -250,6 +250,8 @@ static void test_malformed_model(const char* good_path) {
         {{NULL, "output_norm.weight", NULL, NULL, NULL}, "output_norm.weight"},
         {{NULL, NULL, "general.architecture", "gpt2", NULL}, "architecture"},
         {{NULL, NULL, "tokenizer.ggml.model", "sentencepiece-unknown", NULL}, "tokenizer.ggml.model"},
+        {{"tokenizer.ggml.pre", NULL, NULL, NULL, NULL}, "tokenizer.ggml.pre"},
+        {{NULL, NULL, "tokenizer.ggml.pre", "default", NULL}, "tokenizer.ggml.pre"},
         {{NULL, NULL, NULL, NULL, "blk.0.attn_k.weight"}, "blk.0.attn_k.weight"},
     };
     GGUFFile good;

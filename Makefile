@@ -58,7 +58,7 @@ else
 endif
 
 # ---- build -------------------------------------------------------------------------------------
-SOURCES = aurora.c aurora.h util.c cpu_ref.c gguf.c tokenizer.c unicode_data.h
+SOURCES = aurora.c aurora.h util.c cpu_ref.c gguf.c tokenizer.c unicode_data.h sampling.c target.c draft.c
 BIN = build
 
 .PHONY: all model demo test test-unit test-sanitize test-cli test-model test-cuda bench oracle-deps clean

@@ -228,6 +228,27 @@ void residual_forward_cpu(float* out, const float* inp1, const float* inp2, int 
 void softmax_forward_cpu(float* probs, const float* logits, int T, int V);
 
 // ----------------------------------------------------------------------------
+// random numbers and sampling (sampling.c)
+
+uint32_t random_u32(uint64_t* state);       // xorshift64*
+float random_f32(uint64_t* state);          // uniform in [0, 1)
+uint64_t random_seed_state(uint64_t seed);  // any seed (0 included) to a usable generator state
+
+typedef struct {
+    float temperature;  // 0: greedy (argmax, exact); > 0: sample from softmax(logits / temperature)
+    float top_p;        // nucleus: keep the smallest set of tokens whose probability reaches top_p (1 = off)
+} SamplerSettings;
+
+typedef struct { float prob; int index; } ProbIndex; // scratch for top-p sorting
+
+int sample_argmax(const float* logits, int V);
+int sample_multinomial(const float* probs, int V, float coin);
+int sample_top_p(const float* probs, int V, float top_p, float coin, ProbIndex* scratch);
+void logits_to_probs(float* probs, const float* logits, int V, float temperature);
+// Greedy when settings.temperature == 0 (coin unused). probs, scratch: (V) workspace.
+int sample_token(const float* logits, int V, SamplerSettings settings, float coin, float* probs, ProbIndex* scratch);
+
+// ----------------------------------------------------------------------------
 // target model: Llama (token embedding; L x [RMSNorm, GQA attention with RoPE, residual, RMSNorm,
 // SwiGLU MLP, residual]; final RMSNorm; LM head, possibly tied to the embedding)
 
@@ -320,8 +341,124 @@ void target_free(Target* target);
 void target_forward(Target* target, const int* tokens, const int* positions, const uint8_t* tree_mask,
                     int T, int n_past, int all_logits);
 
+// Tiny models with seeded random weights and a small byte-level BPE tokenizer (tests, experiments).
+typedef struct {
+    int dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size, context_length;
+    int tied_output;     // 1: no output.weight (the LM head reuses the embedding)
+    int weight_type;     // TYPE_* for the matrices (norm weights are always F32, as in real GGUFs)
+    float rope_theta;
+    uint64_t seed;
+} TinyModelSpec;
+int tiny_model_write(const char* path, const TinyModelSpec* spec, Error* err);
+
 // matmul with the fast path: OpenBLAS sgemm when built with it and enabled, else matmul_forward_cpu.
 void matmul_forward(float* out, const float* inp, const float* weight, int T, int C, int OC);
+
+// ----------------------------------------------------------------------------
+// draft model: EAGLE-3 style head over the target's tapped hidden states (draft.c)
+//
+// At sequence position t the draft reads g_t (the three tapped target hidden states, concatenated,
+// 3H wide) and the embedding e_t = Emb(x_{t+1}) from the target's frozen table, and predicts x_{t+2}:
+//
+//   u_t   = fc(g_t)                                   (extend: over tokens the target has verified)
+//   u_t   = the draft's own output at the parent node (draft step: over tokens the draft proposed)
+//   a_in  = concat(RMSNorm_e(e_t), RMSNorm_u(u_t))    (2C wide; q, k, v project from it)
+//   h_t   = u_t + wo(attention(rope(wq a_in), rope(wk a_in), wv a_in))
+//   out_t = h_t + w_down(silu(w_gate n) * w_up n),  n = RMSNorm_ffn(h_t)
+//   logits_t = lm_head(RMSNorm_out(out_t))            (V_d draft-vocabulary logits; d2t maps to target ids)
+//
+// H is the target width; the draft width C equals it (the embedding e_t is C wide).
+
+typedef struct {
+    int dim;                // C (= target dim)
+    int n_heads;            // NH
+    int n_kv_heads;         // NKV
+    int head_size;          // HS
+    int ffn_dim;            // F
+    int vocab_size;         // V_d, the draft vocabulary
+    int target_vocab_size;  // V, for the d2t map and the embedding table
+    float rope_theta;
+    float norm_eps;
+} DraftConfig;
+
+typedef struct {
+    float* fc;              // (C, 3C)   projects the tapped features
+    float* embed_norm;      // (C)       RMSNorm of e
+    float* hidden_norm;     // (C)       RMSNorm of u
+    float* wq;              // (QD, 2C)
+    float* wk;              // (KVD, 2C)
+    float* wv;              // (KVD, 2C)
+    float* wo;              // (C, QD)
+    float* ffn_norm;        // (C)
+    float* w_gate;          // (F, C)
+    float* w_up;            // (F, C)
+    float* w_down;          // (C, F)
+    float* output_norm;     // (C)
+    float* lm_head;         // (V_d, C)
+} DraftWeights;
+
+enum { DRAFT_NUM_TENSORS = 13 };
+typedef struct {
+    const char* gguf_name;  // e.g. "draft.fc.weight"
+    int rows, cols;         // (rows, cols), cols fastest; cols == 1 for vectors
+    float** data;           // where the pointer lives in DraftWeights
+    size_t n_elements;
+} DraftTensorInfo;
+
+typedef struct {
+    int max_tokens;         // T capacity
+    float* hidden_in;       // (T, C) u
+    float* embed;           // (T, C) e
+    float* attn_in;         // (T, 2C) concat(RMSNorm_e(e), RMSNorm_u(u))
+    float* q;               // (T, QD)
+    float* k;               // (T, KVD)
+    float* v;               // (T, KVD)
+    float* attn_out;        // (T, QD)
+    float* proj;            // (T, C)
+    float* h;               // (T, C) residual stream after attention
+    float* h_norm;          // (T, C)
+    float* ffn_gate;        // (T, F)
+    float* ffn_up;          // (T, F)
+    float* out;             // (T, C) layer output: the next draft step's u
+    float* out_norm;        // (T, C)
+    float* logits;          // (T, V_d)
+    uint8_t* mask;          // (T, S)
+} DraftActivations;
+
+typedef struct {
+    DraftConfig config;
+    DraftWeights weights;
+    float* weight_arena;
+    size_t n_weight_floats;
+    DraftTensorInfo tensors[DRAFT_NUM_TENSORS];
+    int32_t* d2t;               // (V_d) draft id -> target id
+    int32_t* t2d;               // (V) target id -> draft id, or -1 when the token is outside the draft vocabulary
+    const float* target_embedding; // (V, C) the target's token embedding (frozen, not owned)
+    int cache_capacity;         // S
+    float* key_cache;           // (S, KVD)
+    float* value_cache;         // (S, KVD)
+    DraftActivations act;
+} Draft;
+
+// A fresh draft for a target: same width, heads and FFN width as the target's layers, a draft
+// vocabulary of vocab_size ids (vocab_size = V allowed), weights seeded from seed. The draft
+// vocabulary is given by d2t (vocab_size distinct target ids); NULL means the vocab_size lowest ids.
+void draft_init_random(Draft* draft, const Target* target, int vocab_size, const int32_t* d2t, uint64_t seed);
+// Checkpoints are GGUF: config keys, the d2t map, and the 13 tensors (F32).
+int draft_save(const Draft* draft, const char* path, Error* err);
+// Loads a checkpoint and checks it fits the target (width, vocabulary); errors name the file and key.
+int draft_load(Draft* draft, const char* path, const Target* target, Error* err);
+// Allocates the KV cache and activations (call after init or load).
+void draft_alloc_state(Draft* draft, int cache_capacity, int max_tokens);
+void draft_free(Draft* draft);
+// u = fc(g): hidden (T, C) from features (T, 3C).
+void draft_project_features(Draft* draft, float* hidden, const float* features, int T);
+// Runs the draft layer over T inputs: tokens (T) are target ids (their embedding is e), hidden (T, C)
+// is u. Keys/values go to cache slots [n_past, n_past + T); positions (T) are RoPE positions; among the
+// new tokens, token t sees token j iff tree_mask[t*T + j] (NULL: causal); all n_past slots are visible.
+// Fills act.out (T, C) and act.logits (T, V_d).
+void draft_forward(Draft* draft, const int* tokens, const float* hidden, const int* positions,
+                   const uint8_t* tree_mask, int T, int n_past);
 
 // ----------------------------------------------------------------------------
 // the CUDA twin (kernels.cu), present when built with USE_CUDA

@@ -1,0 +1,100 @@
+/*
+sampling.c: random numbers and token sampling. Every stochastic function takes its uniform random
+numbers as arguments (STYLE.md item 7), drawn from one small seeded generator, so runs repeat bit for bit
+and the CPU and GPU paths make the same decisions.
+*/
+#include "aurora.h"
+
+// ----------------------------------------------------------------------------
+// random numbers: one small seeded generator (xorshift64*). Every stochastic function takes its
+// uniforms as arguments, drawn from here, so runs repeat bit for bit and CPU and GPU decide alike.
+
+uint32_t random_u32(uint64_t* state) {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return (uint32_t)((*state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+float random_f32(uint64_t* state) { // uniform in [0, 1), 24 random bits
+    return (random_u32(state) >> 8) / 16777216.0f;
+}
+
+// A seed of 0 would make xorshift emit zeros forever; mix the seed so every value is usable.
+uint64_t random_seed_state(uint64_t seed) {
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return z == 0 ? 0x9E3779B97F4A7C15ull : z;
+}
+
+// ----------------------------------------------------------------------------
+// sampling: greedy is its own exact path; temperature and top-p share one function
+
+// The largest logit; ties go to the lowest id (as llama.cpp's greedy sampler and torch.argmax do).
+int sample_argmax(const float* logits, int V) {
+    int best = 0;
+    for (int i = 1; i < V; i++) { if (logits[i] > logits[best]) { best = i; } }
+    return best;
+}
+
+// Samples index i with probability probs[i], given a uniform coin in [0, 1).
+int sample_multinomial(const float* probs, int V, float coin) {
+    float cumulative = 0.0f;
+    for (int i = 0; i < V; i++) {
+        cumulative += probs[i];
+        if (coin < cumulative) { return i; }
+    }
+    // rounding left the total just under the coin: return the last token with nonzero probability
+    for (int i = V - 1; i >= 0; i--) { if (probs[i] > 0.0f) { return i; } }
+    return V - 1;
+}
+
+static int compare_prob_descending(const void* a, const void* b) {
+    const ProbIndex* x = a;
+    const ProbIndex* y = b;
+    if (x->prob > y->prob) { return -1; }
+    if (x->prob < y->prob) { return 1; }
+    return x->index - y->index; // ties by id, so the order (and the sample) is deterministic
+}
+
+// Top-p (nucleus) sampling: sort by probability, keep the shortest prefix whose mass reaches top_p,
+// sample within it. scratch: (V).
+int sample_top_p(const float* probs, int V, float top_p, float coin, ProbIndex* scratch) {
+    // tokens below (1 - top_p) / (V - 1) can never be in the nucleus: skip them before sorting
+    const float cutoff = (1.0f - top_p) / (V - 1);
+    int n = 0;
+    for (int i = 0; i < V; i++) {
+        if (probs[i] >= cutoff) { scratch[n].index = i; scratch[n].prob = probs[i]; n++; }
+    }
+    qsort(scratch, n, sizeof(ProbIndex), compare_prob_descending);
+    float cumulative = 0.0f;
+    int last = n - 1;
+    for (int i = 0; i < n; i++) {
+        cumulative += scratch[i].prob;
+        if (cumulative >= top_p) { last = i; break; }
+    }
+    float r = coin * cumulative;
+    float running = 0.0f;
+    for (int i = 0; i <= last; i++) {
+        running += scratch[i].prob;
+        if (r < running) { return scratch[i].index; }
+    }
+    return scratch[last].index;
+}
+
+// Turns logits into probabilities at a temperature: probs = softmax(logits / temperature).
+void logits_to_probs(float* probs, const float* logits, int V, float temperature) {
+    for (int i = 0; i < V; i++) { probs[i] = logits[i] / temperature; }
+    softmax_forward_cpu(probs, probs, 1, V);
+}
+
+// Picks the next token. Greedy when temperature == 0 (coin unused). probs, scratch: (V) workspace.
+int sample_token(const float* logits, int V, SamplerSettings settings, float coin, float* probs, ProbIndex* scratch) {
+    if (settings.temperature == 0.0f) { return sample_argmax(logits, V); }
+    logits_to_probs(probs, logits, V, settings.temperature);
+    if (settings.top_p <= 0.0f || settings.top_p >= 1.0f) { return sample_multinomial(probs, V, coin); }
+    return sample_top_p(probs, V, settings.top_p, coin, scratch);
+}
+

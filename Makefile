@@ -16,7 +16,7 @@ CUDA_ARCH ?= sm_90
 # The checking build: -O2, no fast-math (STYLE.md item 5); OpenMP only parallelises outer loops.
 CFLAGS = -O2 -std=c11 -Wall -Wextra -Wno-unused-function -D_GNU_SOURCE -I.
 LDLIBS = -lm -lpthread
-SANITIZE = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+SANITIZE = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -Wno-unknown-pragmas
 
 MODEL_FILE = models/SmolLM2-135M-Instruct.Q4_1.gguf
 

@@ -38,6 +38,8 @@ static void matmul_forward_blas(float* out, const float* inp, const float* weigh
 void matmul_forward(float* out, const float* inp, const float* weight, int T, int C, int OC) {
 #ifdef USE_BLAS
     if (use_blas) { matmul_forward_blas(out, inp, weight, T, C, OC); return; }
+#else
+    (void)use_blas; // a build without OpenBLAS has only the reference
 #endif
     matmul_forward_cpu(out, inp, weight, T, C, OC);
 }

@@ -9,8 +9,8 @@ Build and run (seeds: /tmp/test_gguf SEED_DIR writes two small valid files):
   mkdir -p /tmp/gguf_corpus /tmp/gguf_seeds && /tmp/test_gguf /tmp/gguf_seeds
   /tmp/fuzz_gguf -max_total_time=60 /tmp/gguf_corpus /tmp/gguf_seeds
 */
-#include "../util.c"
-#include "../gguf.c"
+#define TESTING
+#include "../aurora.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     GGUFFile gguf;

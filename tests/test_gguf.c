@@ -9,8 +9,7 @@ Build and run (must pass with no sanitizer report and no warning):
 Prints one line per group of checks and ends with "N passed, M failed"; exits nonzero on failure.
 */
 #define TESTING
-#include "../util.c"
-#include "../gguf.c"
+#include "../aurora.c"
 
 // ----------------------------------------------------------------------------
 // check bookkeeping
@@ -28,13 +27,10 @@ static void group_end(const char* name) {
     group_failed = 0;
 }
 
-// Deterministic random numbers (xorshift64*), so failures reproduce.
+// Deterministic random numbers, so failures reproduce.
 static uint64_t random_state = 0x9e3779b97f4a7c15ULL;
-static uint32_t random_u32(void) {
-    random_state ^= random_state >> 12; random_state ^= random_state << 25; random_state ^= random_state >> 27;
-    return (uint32_t)((random_state * 0x2545f4914f6cdd1dULL) >> 32);
-}
-static float random_uniform(void) { return (float)random_u32() / 4294967296.0f; }   // [0, 1)
+static uint32_t test_random_u32(void) { return random_u32(&random_state); } // the project's generator
+static float random_uniform(void) { return (float)test_random_u32() / 4294967296.0f; }   // [0, 1)
 static float random_normal(void) {
     float u = random_uniform() + 1e-7f, v = random_uniform();
     return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
@@ -90,7 +86,7 @@ static void test_fp16(void) {
     // random floats over the whole fp16 range, including subnormals
     int not_nearest = 0;
     for (int i = 0; i < 200000; i++) {
-        float f = ldexpf(random_uniform() * 2.0f - 1.0f, (int)(random_u32() % 42) - 26);
+        float f = ldexpf(random_uniform() * 2.0f - 1.0f, (int)(test_random_u32() % 42) - 26);
         if (!is_nearest_even(f, fp32_to_fp16(f), reference_fp16)) { not_nearest++; }
     }
     CHECK(not_nearest == 0, "fp16 encode not nearest-even: %d", not_nearest);
@@ -129,7 +125,7 @@ static void test_bf16(void) {
     CHECK(roundtrip_mismatches == 0, "bf16 roundtrip mismatches: %d", roundtrip_mismatches);
     int not_nearest = 0;
     for (int i = 0; i < 200000; i++) {
-        float f = ldexpf(random_uniform() * 2.0f - 1.0f, (int)(random_u32() % 200) - 100);
+        float f = ldexpf(random_uniform() * 2.0f - 1.0f, (int)(test_random_u32() % 200) - 100);
         if (!is_nearest_even(f, fp32_to_bf16(f), reference_bf16)) { not_nearest++; }
     }
     CHECK(not_nearest == 0, "bf16 encode not nearest-even: %d", not_nearest);
@@ -744,14 +740,14 @@ static void test_random_corruption(const uint8_t* bytes, size_t size, int rounds
     int opened = 0;
     for (int round = 0; round < rounds; round++) {
         memcpy(mutated, bytes, size);
-        int flips = 1 + (int)(random_u32() % 8);
+        int flips = 1 + (int)(test_random_u32() % 8);
         for (int k = 0; k < flips; k++) {
-            size_t position = random_u32() % size;
+            size_t position = test_random_u32() % size;
             // mostly in the header, where the structure lives
-            if (random_u32() % 4 != 0 && size > 512) { position = random_u32() % 512; }
-            mutated[position] = random_u32() % 2 ? (uint8_t)random_u32() : (uint8_t)(mutated[position] ^ (1u << (random_u32() % 8)));
+            if (test_random_u32() % 4 != 0 && size > 512) { position = test_random_u32() % 512; }
+            mutated[position] = test_random_u32() % 2 ? (uint8_t)test_random_u32() : (uint8_t)(mutated[position] ^ (1u << (test_random_u32() % 8)));
         }
-        size_t length = random_u32() % 8 == 0 ? random_u32() % (size + 1) : size;
+        size_t length = test_random_u32() % 8 == 0 ? test_random_u32() % (size + 1) : size;
         GGUFFile gguf;
         Error err;
         uint8_t* copy;

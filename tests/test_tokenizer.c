@@ -16,9 +16,7 @@ Build: make build/test_tokenizer build/test_tokenizer_asan, or by hand:
 */
 #define TESTING
 #include <unistd.h>
-#include "../util.c"
-#include "../gguf.c"
-#include "../tokenizer.c"
+#include "../aurora.c"
 
 static int tests_passed = 0;
 static int tests_failed = 0;

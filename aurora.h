@@ -334,11 +334,11 @@ int target_load(Target* target, const char* path, int cache_capacity, int max_to
 void target_free(Target* target);
 
 // Runs the target over T new tokens and writes their keys/values into cache slots
-// [n_past, n_past + T). positions: (T) RoPE positions. Every new token attends to all n_past cached
-// slots; among the new tokens, token t sees token j iff tree_mask[t*T + j] (tree_mask: (T, T)), or
-// iff j <= t when tree_mask is NULL (causal). Fills act.taps and act.hidden for all T rows, and
-// act.logits for all T rows if all_logits, else only for the last row (stored in row 0).
-void target_forward(Target* target, const int* tokens, const int* positions, const uint8_t* tree_mask,
+// [n_past, n_past + T). positions: (T) RoPE positions. mask: (T, n_past + T), token t may attend to
+// cache slot p iff mask[t*(n_past+T) + p]; NULL means causal (all n_past slots, and the new tokens up
+// to itself). One mechanism for prefill, decode and tree verification. Fills act.taps and act.hidden
+// for all T rows, and act.logits for all T rows if all_logits, else only the last row (in row 0).
+void target_forward(Target* target, const int* tokens, const int* positions, const uint8_t* mask,
                     int T, int n_past, int all_logits);
 
 // Tiny models with seeded random weights and a small byte-level BPE tokenizer (tests, experiments).
@@ -454,11 +454,10 @@ void draft_free(Draft* draft);
 // u = fc(g): hidden (T, C) from features (T, 3C).
 void draft_project_features(Draft* draft, float* hidden, const float* features, int T);
 // Runs the draft layer over T inputs: tokens (T) are target ids (their embedding is e), hidden (T, C)
-// is u. Keys/values go to cache slots [n_past, n_past + T); positions (T) are RoPE positions; among the
-// new tokens, token t sees token j iff tree_mask[t*T + j] (NULL: causal); all n_past slots are visible.
-// Fills act.out (T, C) and act.logits (T, V_d).
+// is u. Keys/values go to cache slots [n_past, n_past + T); positions (T) are RoPE positions; mask is
+// (T, n_past + T) as for target_forward (NULL: causal). Fills act.out (T, C) and act.logits (T, V_d).
 void draft_forward(Draft* draft, const int* tokens, const float* hidden, const int* positions,
-                   const uint8_t* tree_mask, int T, int n_past);
+                   const uint8_t* mask, int T, int n_past);
 
 // ----------------------------------------------------------------------------
 // the CUDA twin (kernels.cu), present when built with USE_CUDA
@@ -486,7 +485,7 @@ void target_cuda_free(TargetCuda* target_cuda);
 // Same contract as target_forward; results (taps, hidden, logits, and layer_outputs if the host
 // activations have it) are copied back into target->act so callers read them in one place.
 void target_forward_cuda(TargetCuda* target_cuda, Target* target, const int* tokens, const int* positions,
-                         const uint8_t* tree_mask, int T, int n_past, int all_logits);
+                         const uint8_t* mask, int T, int n_past, int all_logits);
 #ifdef __cplusplus
 }
 #endif

@@ -353,27 +353,26 @@ extern "C" void softmax_forward_cuda(float* probs, const float* logits, int T, i
 }
 
 // ----------------------------------------------------------------------------
-// the attention mask of one call, as build_attention_mask in aurora.c: (T, P) with P = n_past + T;
-// every new token sees the n_past cached slots, and new token t sees new token j iff tree_mask[t][j]
-// (or j <= t when tree_mask is NULL: causal). One thread per mask entry.
+// the causal attention mask of one call, as build_attention_mask in target.c: (T, P) with
+// P = n_past + T; every new token sees the n_past cached slots and the new tokens up to itself.
+// (A caller's explicit mask is copied from the host instead.) One thread per mask entry.
 
-__global__ void build_attention_mask_kernel(uint8_t* mask, const uint8_t* tree_mask, int T, int n_past) {
+__global__ void causal_mask_kernel(uint8_t* mask, int T, int n_past) {
     int P = n_past + T;
     size_t index = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (index >= (size_t)T * P) { return; }
     int t = (int)(index / P), p = (int)(index % P);
-    uint8_t visible;
-    if (p < n_past) { visible = 1; }
-    else {
-        int j = p - n_past;
-        visible = tree_mask ? (tree_mask[(size_t)t * T + j] != 0) : (j <= t);
-    }
-    mask[index] = visible;
+    mask[index] = p < n_past || p - n_past <= t;
 }
 
-static void build_attention_mask_cuda(uint8_t* mask, const uint8_t* tree_mask, int T, int n_past) {
-    build_attention_mask_kernel<<<ceil_div((size_t)T * (n_past + T), BLOCK_SIZE), BLOCK_SIZE>>>(mask, tree_mask, T, n_past);
-    cudaCheckLaunch("build_attention_mask_kernel");
+static void build_attention_mask_cuda(uint8_t* device_mask, const uint8_t* host_mask, int T, int n_past) {
+    size_t n = (size_t)T * (n_past + T);
+    if (host_mask != NULL) {
+        cudaCheck(cudaMemcpy(device_mask, host_mask, n, cudaMemcpyHostToDevice));
+        return;
+    }
+    causal_mask_kernel<<<ceil_div(n, BLOCK_SIZE), BLOCK_SIZE>>>(device_mask, T, n_past);
+    cudaCheckLaunch("causal_mask_kernel");
 }
 
 // ----------------------------------------------------------------------------
@@ -389,7 +388,6 @@ struct TargetCuda {
     float* value_cache;         // (L, S, KVD)
     int* tokens;                // (T)
     int* positions;             // (T)
-    uint8_t* tree_mask;         // (T, T)
     uint8_t* mask;              // (T, S), used as (T, P)
     float* x;                   // (T, C)
     float* x_norm;              // (T, C)
@@ -458,7 +456,6 @@ extern "C" TargetCuda* target_cuda_create(const Target* target) {
     cudaCheck(cudaMemset(g->value_cache, 0, cache_floats * sizeof(float)));
     g->tokens = (int*)deviceMalloc(T * sizeof(int));
     g->positions = (int*)deviceMalloc(T * sizeof(int));
-    g->tree_mask = (uint8_t*)deviceMalloc(T * T);
     g->mask = (uint8_t*)deviceMalloc(T * S);
     g->x = (float*)deviceMalloc(T * c->dim * sizeof(float));
     g->x_norm = (float*)deviceMalloc(T * c->dim * sizeof(float));
@@ -478,7 +475,7 @@ extern "C" TargetCuda* target_cuda_create(const Target* target) {
 
 extern "C" void target_cuda_free(TargetCuda* g) {
     if (g == NULL) { return; }
-    void* buffers[] = {g->weight_arena, g->key_cache, g->value_cache, g->tokens, g->positions, g->tree_mask, g->mask,
+    void* buffers[] = {g->weight_arena, g->key_cache, g->value_cache, g->tokens, g->positions, g->mask,
                        g->x, g->x_norm, g->q, g->k, g->v, g->attn_out, g->proj, g->ffn_gate, g->ffn_up,
                        g->taps, g->hidden, g->logits, g->layer_outputs};
     for (size_t i = 0; i < sizeof(buffers) / sizeof(buffers[0]); i++) {
@@ -488,7 +485,7 @@ extern "C" void target_cuda_free(TargetCuda* g) {
 }
 
 extern "C" void target_forward_cuda(TargetCuda* g, Target* target, const int* tokens, const int* positions,
-                                    const uint8_t* tree_mask, int T, int n_past, int all_logits) {
+                                    const uint8_t* mask, int T, int n_past, int all_logits) {
     const TargetConfig* c = &g->config;
     const TargetWeights* w = &g->weights;
     TargetActivations* host = &target->act;
@@ -512,10 +509,7 @@ extern "C" void target_forward_cuda(TargetCuda* g, Target* target, const int* to
     // inputs to the device, and the (T, P) mask
     cudaCheck(cudaMemcpy(g->tokens, tokens, (size_t)T * sizeof(int), cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(g->positions, positions, (size_t)T * sizeof(int), cudaMemcpyHostToDevice));
-    if (tree_mask != NULL) {
-        cudaCheck(cudaMemcpy(g->tree_mask, tree_mask, (size_t)T * T, cudaMemcpyHostToDevice));
-    }
-    build_attention_mask_cuda(g->mask, tree_mask != NULL ? g->tree_mask : NULL, T, n_past);
+    build_attention_mask_cuda(g->mask, mask, T, n_past);
     embedding_forward_cuda(g->x, g->tokens, w->token_embedding, T, C, V);
 
     for (int l = 0; l < c->n_layers; l++) {

@@ -268,20 +268,19 @@ void target_free(Target* target) {
 // ----------------------------------------------------------------------------
 // target model: forward
 
-// The (T, P) attention mask of one call: every new token sees the n_past cached slots, and the new
-// tokens among themselves follow tree_mask (or causality when it is NULL).
-static void build_attention_mask(uint8_t* mask, const uint8_t* tree_mask, int T, int n_past) {
+// The (T, P) attention mask of one call, P = n_past + T: the caller's mask when given, else causal
+// (every new token sees the n_past cached slots, and the new tokens up to itself).
+static void build_attention_mask(uint8_t* out, const uint8_t* mask, int T, int n_past) {
     int P = n_past + T;
+    if (mask != NULL) { memcpy(out, mask, (size_t)T * P); return; }
     for (int t = 0; t < T; t++) {
-        uint8_t* row = mask + (size_t)t * P;
+        uint8_t* row = out + (size_t)t * P;
         memset(row, 1, (size_t)n_past);
-        for (int j = 0; j < T; j++) {
-            row[n_past + j] = tree_mask ? (tree_mask[(size_t)t * T + j] != 0) : (j <= t);
-        }
+        for (int j = 0; j < T; j++) { row[n_past + j] = j <= t; }
     }
 }
 
-void target_forward(Target* target, const int* tokens, const int* positions, const uint8_t* tree_mask,
+void target_forward(Target* target, const int* tokens, const int* positions, const uint8_t* mask,
                     int T, int n_past, int all_logits) {
     TargetConfig* c = &target->config;
     TargetWeights* w = &target->weights;
@@ -293,7 +292,7 @@ void target_forward(Target* target, const int* tokens, const int* positions, con
                 T, n_past, a->max_tokens, S);
         exit(EXIT_FAILURE); // callers check these bounds first; reaching here is a program bug
     }
-    build_attention_mask(a->mask, tree_mask, T, n_past);
+    build_attention_mask(a->mask, mask, T, n_past);
     embedding_forward_cpu(a->x, tokens, w->token_embedding, T, C, V);
 
     for (int l = 0; l < c->n_layers; l++) {

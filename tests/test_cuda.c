@@ -343,16 +343,19 @@ static void test_target(const TinyModelSpec* spec) {
     enum { NODES = 6 };
     int parent[NODES] = {-1, 0, 0, 1, 2, 1};
     int tree_tokens[NODES], tree_positions[NODES];
-    uint8_t tree_mask[NODES * NODES];
-    memset(tree_mask, 0, sizeof(tree_mask));
+    // the (T, n_past + T) mask: the whole prefix, then each node's ancestors and itself
+    int P = n_past + NODES;
+    uint8_t* tree_mask = callocCheck((size_t)NODES * P, 1);
     for (int t = 0; t < NODES; t++) {
         tree_tokens[t] = (int)(random_u32(&rng_state) % (uint32_t)c->vocab_size);
+        memset(tree_mask + (size_t)t * P, 1, (size_t)n_past);
         int depth = 0;
-        for (int node = t; node >= 0; node = parent[node]) { tree_mask[t * NODES + node] = 1; depth += node != t; }
+        for (int node = t; node >= 0; node = parent[node]) { tree_mask[(size_t)t * P + n_past + node] = 1; depth += node != t; }
         tree_positions[t] = n_past + depth;
     }
     snprintf(step, sizeof(step), "%s NH=%d NKV=%d: tree verify T=%d (n_past=%d)", model, c->n_heads, c->n_kv_heads, NODES, n_past);
     forward_both(step, &cpu, &gpu, gpu_cuda, tree_tokens, tree_positions, tree_mask, NODES, n_past, 1);
+    free(tree_mask);
 
     // after the tree, decode again from the prefix (overwriting the tree's cache slots, as a rejected
     // draft would): the caches must still agree

@@ -145,10 +145,11 @@ static void test_positions(const NamedSpec* named, Target* target) {
     int parent[4] = {-1, 0, 0, 1};
     int depth[4] = {0, 1, 1, 2};
     int tree_positions[4];
-    uint8_t tree_mask[16] = {0};
+    uint8_t tree_mask[4 * (4 + 4)] = {0}; // (T, n_past + T): the whole prefix, then ancestors and self
     for (int i = 0; i < 4; i++) {
         tree_positions[i] = prefix + depth[i];
-        for (int j = i; j >= 0; j = parent[j]) { tree_mask[i * 4 + j] = 1; }
+        memset(tree_mask + i * (prefix + 4), 1, prefix);
+        for (int j = i; j >= 0; j = parent[j]) { tree_mask[i * (prefix + 4) + prefix + j] = 1; }
     }
     reset_cache(target);
     target_forward(target, tokens, positions, NULL, prefix, 0, 0);

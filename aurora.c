@@ -9,7 +9,9 @@ aurora.c: the system. One translation unit: it #includes the rest of the impleme
   sampling.c   the seeded random generator, greedy / temperature / top-p sampling
   target.c     the target model: load from GGUF, forward pass, tiny random models
   draft.c      the EAGLE-3 draft model: init, save/load, forward
-  this file    the engine (CPU or CUDA), generation and the command-line interface
+  speculative.c draft trees, tree attention masks, lossless acceptance, the draft sources
+  generate.c   plain and speculative generation loops
+  this file    the command-line interface
 
 Contract: every command exits 0 on success and 1 with a one-line "error: ..." message on bad input
 (unknown flag, unreadable or malformed model, prompt longer than the context); output already streamed
@@ -34,99 +36,8 @@ stays streamed.
 #include "sampling.c"
 #include "target.c"
 #include "draft.c"
-
-// ----------------------------------------------------------------------------
-// engine: the target on its device. One forward entry point, CPU or CUDA.
-
-typedef struct {
-    Target* target;
-    TargetCuda* cuda;   // NULL: the CPU reference path
-} Engine;
-
-static void engine_forward(Engine* engine, const int* tokens, const int* positions, const uint8_t* tree_mask,
-                           int T, int n_past, int all_logits) {
-#ifdef USE_CUDA
-    if (engine->cuda) {
-        target_forward_cuda(engine->cuda, engine->target, tokens, positions, tree_mask, T, n_past, all_logits);
-        return;
-    }
-#endif
-    target_forward(engine->target, tokens, positions, tree_mask, T, n_past, all_logits);
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-// Feeds n tokens at cache slots (and positions) [n_past, n_past + n) in chunks of at most max_tokens.
-// Leaves the logits of the last token in act.logits row 0.
-static void engine_prefill(Engine* engine, const int* tokens, int n, int n_past) {
-    int chunk = engine->target->act.max_tokens;
-    int* positions = mallocCheck((size_t)chunk * sizeof(int));
-    for (int start = 0; start < n; start += chunk) {
-        int T = n - start < chunk ? n - start : chunk;
-        for (int t = 0; t < T; t++) { positions[t] = n_past + start + t; }
-        engine_forward(engine, tokens + start, positions, NULL, T, n_past + start, 0);
-    }
-    free(positions);
-}
-
-// Every token id must index the embedding table: a guard on ids that come from users (--ids) or files.
-static int check_token_ids(const Target* target, const int* tokens, int n, Error* err) {
-    for (int i = 0; i < n; i++) {
-        if (tokens[i] < 0 || tokens[i] >= target->config.vocab_size) {
-            return error_set(err, "token id %d at index %d is out of range, expected 0 <= id < %d",
-                             tokens[i], i, target->config.vocab_size);
-        }
-    }
-    return 0;
-}
-
-typedef struct {
-    int n_prompt, n_generated;
-    double prefill_seconds, decode_seconds;
-    int stopped_at_eos;
-} GenerateStats;
-
-typedef void (*TokenCallback)(void* context, int token);
-
-// Plain autoregressive generation: prefill the prompt, then one decode step per new token, until
-// max_new tokens, the end-of-sequence token, or a full cache. out_tokens: (max_new). Returns the count.
-static int generate_plain(Engine* engine, const int* prompt, int n_prompt, int max_new, SamplerSettings settings,
-                          uint64_t seed, int* out_tokens, GenerateStats* stats, TokenCallback on_token, void* context) {
-    Target* target = engine->target;
-    int V = target->config.vocab_size;
-    int eos = target->has_tokenizer ? target->tokenizer.eos_id : -1;
-    float* probs = mallocCheck((size_t)V * sizeof(float));
-    ProbIndex* scratch = mallocCheck((size_t)V * sizeof(ProbIndex));
-    uint64_t rng = random_seed_state(seed);
-    memset(stats, 0, sizeof(*stats));
-    stats->n_prompt = n_prompt;
-
-    double start = now_seconds();
-    engine_prefill(engine, prompt, n_prompt, 0);
-    stats->prefill_seconds = now_seconds() - start;
-
-    start = now_seconds();
-    int n_generated = 0;
-    int position = n_prompt;
-    while (n_generated < max_new) {
-        int token = sample_token(target->act.logits, V, settings, random_f32(&rng), probs, scratch);
-        out_tokens[n_generated++] = token;
-        if (on_token) { on_token(context, token); }
-        if (token == eos) { stats->stopped_at_eos = 1; break; }
-        if (n_generated == max_new || position >= target->cache_capacity) { break; }
-        engine_forward(engine, &token, &position, NULL, 1, position, 0);
-        position++;
-    }
-    stats->decode_seconds = now_seconds() - start;
-    stats->n_generated = n_generated;
-    free(probs);
-    free(scratch);
-    return n_generated;
-}
+#include "speculative.c"
+#include "generate.c"
 
 // ----------------------------------------------------------------------------
 // command-line interface

@@ -226,6 +226,8 @@ void attention_forward_cpu(float* out, const float* q, const float* key_cache, c
 void swiglu_forward_cpu(float* out, const float* gate, const float* up, int N);
 void residual_forward_cpu(float* out, const float* inp1, const float* inp2, int N);
 void softmax_forward_cpu(float* probs, const float* logits, int T, int V);
+void kv_compact_cpu(float* key_cache, float* value_cache, const int* source_slots, int n, int destination,
+                    int L, int S, int KVD);
 
 // ----------------------------------------------------------------------------
 // random numbers and sampling (sampling.c)
@@ -243,8 +245,11 @@ typedef struct { float prob; int index; } ProbIndex; // scratch for top-p sortin
 
 int sample_argmax(const float* logits, int V);
 int sample_multinomial(const float* probs, int V, float coin);
-int sample_top_p(const float* probs, int V, float top_p, float coin, ProbIndex* scratch);
+// Nucleus: zero all but the smallest most-probable set reaching top_p, renormalise (in place).
+void apply_top_p(float* probs, int V, float top_p, ProbIndex* scratch);
 void logits_to_probs(float* probs, const float* logits, int V, float temperature);
+// The exact distribution sample_token draws from when temperature > 0 (temperature, then top-p).
+void sampling_distribution(float* probs, const float* logits, int V, SamplerSettings settings, ProbIndex* scratch);
 // Greedy when settings.temperature == 0 (coin unused). probs, scratch: (V) workspace.
 int sample_token(const float* logits, int V, SamplerSettings settings, float coin, float* probs, ProbIndex* scratch);
 
@@ -354,6 +359,13 @@ int tiny_model_write(const char* path, const TinyModelSpec* spec, Error* err);
 // matmul with the fast path: OpenBLAS sgemm when built with it and enabled, else matmul_forward_cpu.
 void matmul_forward(float* out, const float* inp, const float* weight, int T, int C, int OC);
 
+// The target on its device: one forward entry point (engine_forward), CPU reference or CUDA.
+typedef struct TargetCuda TargetCuda; // declared always so CPU-only code can hold a NULL pointer
+typedef struct {
+    Target* target;
+    TargetCuda* cuda;   // NULL: the CPU reference path
+} Engine;
+
 // ----------------------------------------------------------------------------
 // draft model: EAGLE-3 style head over the target's tapped hidden states (draft.c)
 //
@@ -460,9 +472,86 @@ void draft_forward(Draft* draft, const int* tokens, const float* hidden, const i
                    const uint8_t* mask, int T, int n_past);
 
 // ----------------------------------------------------------------------------
+// speculative decoding (speculative.c): draft a tree, verify it in one target pass, accept losslessly
+
+enum { TREE_MAX_NODES = 64, TREE_MAX_DEPTH = 16 };
+
+// A draft tree is described once, by each node's token and parent (node 0 is the root: the last token
+// already decided, whose position is root_position). tree_derive computes every other buffer from that.
+typedef struct {
+    int n_nodes;                        // N, root included
+    int root_position;
+    int tokens[TREE_MAX_NODES];         // (N) target token ids
+    int parents[TREE_MAX_NODES];        // (N) parents[0] = -1; parents[i] < i (parents before children)
+    float scores[TREE_MAX_NODES];       // (N) cumulative draft log-probability (root 0); informational
+    // derived by tree_derive
+    int depth[TREE_MAX_NODES];          // (N) root 0
+    int positions[TREE_MAX_NODES];      // (N) root_position + depth
+    uint8_t ancestor[TREE_MAX_NODES * TREE_MAX_NODES]; // (N, N): [i*N + j] = j is i or an ancestor of i
+    int n_children[TREE_MAX_NODES];     // (N)
+    int children[TREE_MAX_NODES][TREE_MAX_NODES]; // (N, n_children[i]) in index order
+    int n_leaves;
+    int leaves[TREE_MAX_NODES];         // nodes without children, in index order
+    int path_length[TREE_MAX_NODES];    // (n_leaves) nodes on the root-to-leaf path
+    int paths[TREE_MAX_NODES][TREE_MAX_DEPTH + 1]; // (n_leaves, path_length) tree indices, root first
+    int max_depth;
+} Tree;
+
+// Validates the description (root first, parents before children, depth <= TREE_MAX_DEPTH) and derives
+// the rest. Returns 0, or -1 with a message naming the bad node.
+int tree_derive(Tree* tree, Error* err);
+// The (N, n_prefix + N) mask of a pass over the tree: node i sees the n_prefix cached slots, its
+// ancestors and itself (tree attention).
+void tree_attention_mask(uint8_t* mask, const Tree* tree, int n_prefix);
+
+// The outcome of one verify pass: the accepted path through the tree and the bonus token.
+typedef struct {
+    int n_accepted;                     // draft nodes accepted (the root is not counted)
+    int path[TREE_MAX_DEPTH + 1];       // (n_accepted + 1) tree indices, root first
+    int bonus;                          // the token the target emits after the path
+} Acceptance;
+
+// Greedy acceptance. Contract: target_logits holds the target's logits at every node, (N, V); from the
+// root, follow the child whose token is the target's argmax, while one exists; the bonus is the argmax at
+// the last accepted node. Always yields at least one token (the bonus). Exact.
+void accept_greedy(Acceptance* out, const Tree* tree, const float* target_logits, int V);
+// Sampling acceptance (lossless multi-draft rejection sampling for deterministic top-K children).
+// Contract: p_target holds the target's sampling distribution at every node, (N, V); uniforms (N) are
+// the random numbers: uniforms[i] decides the test of node i (i >= 1), uniforms[0] draws the bonus.
+// At each node the children are tested in index order against the residual distribution (the target's,
+// with every rejected child's token removed and renormalised); the bonus comes from the residual.
+// residual: (V) scratch. Yields at least one token; the emitted sequence is distributed exactly as the
+// target's own sampling.
+void accept_sampling(Acceptance* out, const Tree* tree, const float* p_target, const float* uniforms, int V,
+                     float* residual);
+
+// Where draft trees come from: one interface, three kinds.
+typedef enum {
+    DRAFT_EAGLE,    // the EAGLE-3 draft model (a checkpoint, or random)
+    DRAFT_SELF,     // the target drafting for itself: the speedup ceiling (greedy acceptance is complete)
+    DRAFT_LOOKUP,   // prompt lookup: the continuation of the latest earlier match of the last n-gram
+} DraftKind;
+
+typedef struct {
+    int k;          // children per expanded node (1: a chain)
+    int depth;      // S: drafting steps (tree depth)
+    int nodes;      // N: nodes kept, root included
+} TreeShape;
+
+typedef struct {
+    int verify_passes;
+    int emitted;                        // tokens emitted by verify passes (accepted + bonus)
+    int proposed;                       // draft nodes verified (root excluded)
+    int accepted;                       // draft nodes accepted
+    int accepted_at_depth[TREE_MAX_DEPTH + 1]; // passes whose accepted path reached depth d
+    int drafted_at_depth[TREE_MAX_DEPTH + 1];  // passes whose tree reached depth d
+    double prefill_seconds, draft_seconds, verify_seconds, total_seconds;
+    int n_prompt, n_generated, stopped_at_eos;
+} SpecStats;
+
+// ----------------------------------------------------------------------------
 // the CUDA twin (kernels.cu), present when built with USE_CUDA
 
-typedef struct TargetCuda TargetCuda; // declared always so CPU-only code can hold a NULL pointer
 #ifdef USE_CUDA
 #ifdef __cplusplus
 extern "C" {

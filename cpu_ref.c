@@ -167,3 +167,21 @@ void softmax_forward_cpu(float* probs, const float* logits, int T, int V) {
         for (int i = 0; i < V; i++) { y[i] *= inverse; }
     }
 }
+
+// ----------------------------------------------------------------------------
+// KV cache compaction: after a verify pass over a tree, keep only the accepted path. The entry in
+// slot source_slots[i] moves to slot destination + i, in every layer. Sources are increasing and never
+// below their destination (a path's tree indices only grow), so copying in order is safe.
+
+void kv_compact_cpu(float* key_cache, float* value_cache, const int* source_slots, int n, int destination,
+                    int L, int S, int KVD) {
+    // key_cache, value_cache: (L, S, KVD); source_slots: (n)
+    for (int l = 0; l < L; l++) {
+        for (int i = 0; i < n; i++) {
+            if (source_slots[i] == destination + i) { continue; }
+            size_t from = ((size_t)l * S + source_slots[i]) * KVD, to = ((size_t)l * S + destination + i) * KVD;
+            memmove(key_cache + to, key_cache + from, (size_t)KVD * sizeof(float));
+            memmove(value_cache + to, value_cache + from, (size_t)KVD * sizeof(float));
+        }
+    }
+}

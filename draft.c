@@ -1,4 +1,386 @@
 /*
 draft.c: the EAGLE-3 draft model (see the contract in aurora.h, section "draft model").
+
+What it is: one Llama-style decoder layer that reads the target's tapped hidden states instead of a
+token embedding. Its configuration comes from the target (same width, heads and FFN width) except the
+vocabulary: the draft predicts over V_d ids, and d2t maps each draft id to a target id. Weights live in
+one fp32 arena described by a tensor table, exactly like the target's (target.c), so save, load, tests
+and the optimizer can all loop "for every tensor".
+
+  draft_init_random       fresh seeded weights for a target (norms 1, matrices with variance 1/fan_in)
+  draft_save / draft_load GGUF checkpoints: architecture "aurora-draft", aurora.draft.* keys, the d2t map
+                          as an INT32 array, the 13 tensors in F32; loading checks the draft fits the target
+  draft_alloc_state       the key/value cache (one layer) and the per-call activations
+  draft_project_features  u = fc(g)
+  draft_forward           the layer over T inputs with explicit positions and a tree mask, then the LM head
+
+The forward is a sequence of calls to the reference ops in cpu_ref.c, matmuls through matmul_forward
+(the OpenBLAS fast path when built with it), like target_forward. This file is #included by aurora.c
+after target.c and uses its static helpers (build_attention_mask, read_config_int, target_load_tensor).
 */
 #include "aurora.h"
+
+// ----------------------------------------------------------------------------
+// draft model: configuration, tensor table, vocabulary map
+
+// Fills the tensor table from the config (shapes) and the weight struct (where each pointer lives).
+static void draft_build_tensor_table(Draft* draft) {
+    DraftConfig* c = &draft->config;
+    DraftWeights* w = &draft->weights;
+    int C = c->dim, QD = c->n_heads * c->head_size, KVD = c->n_kv_heads * c->head_size;
+    DraftTensorInfo table[DRAFT_NUM_TENSORS] = {
+        {"draft.fc.weight",          C,             3 * C,     &w->fc,          0},
+        {"draft.embed_norm.weight",  C,             1,         &w->embed_norm,  0},
+        {"draft.hidden_norm.weight", C,             1,         &w->hidden_norm, 0},
+        {"draft.attn_q.weight",      QD,            2 * C,     &w->wq,          0},
+        {"draft.attn_k.weight",      KVD,           2 * C,     &w->wk,          0},
+        {"draft.attn_v.weight",      KVD,           2 * C,     &w->wv,          0},
+        {"draft.attn_output.weight", C,             QD,        &w->wo,          0},
+        {"draft.ffn_norm.weight",    C,             1,         &w->ffn_norm,    0},
+        {"draft.ffn_gate.weight",    c->ffn_dim,    C,         &w->w_gate,      0},
+        {"draft.ffn_up.weight",      c->ffn_dim,    C,         &w->w_up,        0},
+        {"draft.ffn_down.weight",    C,             c->ffn_dim, &w->w_down,     0},
+        {"draft.output_norm.weight", C,             1,         &w->output_norm, 0},
+        {"draft.lm_head.weight",     c->vocab_size, C,         &w->lm_head,     0},
+    };
+    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+        table[i].n_elements = (size_t)table[i].rows * table[i].cols;
+        draft->tensors[i] = table[i];
+    }
+}
+
+// Allocates the weight arena for the current config and points every weight into it.
+static void draft_alloc_weights(Draft* draft) {
+    draft_build_tensor_table(draft);
+    size_t total = 0;
+    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) { total += draft->tensors[i].n_elements; }
+    draft->n_weight_floats = total;
+    draft->weight_arena = mallocCheck(total * sizeof(float));
+    float* cursor = draft->weight_arena;
+    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+        *draft->tensors[i].data = cursor;
+        cursor += draft->tensors[i].n_elements;
+    }
+}
+
+// Stores the draft vocabulary: d2t (V_d) = the given target ids, t2d (V) its inverse (-1 outside).
+// The ids must be distinct and in [0, V); `where` names the source for the message (a file and key).
+static int draft_set_vocabulary(Draft* draft, const int32_t* d2t, int vocab_size, int target_vocab_size,
+                                const char* where, Error* err) {
+    int32_t* draft_to_target = mallocCheck((size_t)vocab_size * sizeof(int32_t));
+    int32_t* target_to_draft = mallocCheck((size_t)target_vocab_size * sizeof(int32_t));
+    for (int i = 0; i < target_vocab_size; i++) { target_to_draft[i] = -1; }
+    for (int i = 0; i < vocab_size; i++) {
+        int32_t id = d2t ? d2t[i] : i;
+        if (id < 0 || id >= target_vocab_size) {
+            error_set(err, "%s: draft id %d maps to target id %d, expected an id in [0, %d)", where, i, (int)id,
+                      target_vocab_size);
+        } else if (target_to_draft[id] != -1) {
+            error_set(err, "%s: target id %d appears twice (draft ids %d and %d), expected distinct ids", where,
+                      (int)id, (int)target_to_draft[id], i);
+        } else {
+            draft_to_target[i] = id;
+            target_to_draft[id] = i;
+            continue;
+        }
+        free(draft_to_target);
+        free(target_to_draft);
+        return -1;
+    }
+    draft->d2t = draft_to_target;
+    draft->t2d = target_to_draft;
+    return 0;
+}
+
+void draft_init_random(Draft* draft, const Target* target, int vocab_size, const int32_t* d2t, uint64_t seed) {
+    const TargetConfig* tc = &target->config;
+    if (vocab_size < 1 || vocab_size > tc->vocab_size) {
+        fprintf(stderr, "error: draft_init_random: draft vocabulary of %d ids, expected 1 to %d (the target's)\n",
+                vocab_size, tc->vocab_size);
+        exit(EXIT_FAILURE); // callers validate user input first; reaching here is a program bug
+    }
+    memset(draft, 0, sizeof(*draft));
+    DraftConfig* c = &draft->config;
+    c->dim = tc->dim;
+    c->n_heads = tc->n_heads;
+    c->n_kv_heads = tc->n_kv_heads;
+    c->head_size = tc->head_size;
+    c->ffn_dim = tc->ffn_dim;
+    c->vocab_size = vocab_size;
+    c->target_vocab_size = tc->vocab_size;
+    c->rope_theta = tc->rope_theta;
+    c->norm_eps = tc->norm_eps;
+    Error err;
+    if (draft_set_vocabulary(draft, d2t, vocab_size, tc->vocab_size, "draft_init_random: d2t", &err) != 0) {
+        fprintf(stderr, "error: %s\n", err.message);
+        exit(EXIT_FAILURE); // as above: a program bug
+    }
+    draft->target_embedding = target->weights.token_embedding;
+    draft_alloc_weights(draft);
+
+    // norms 1; matrices uniform with variance 1/cols (so activations stay O(1), as in tiny_model_write);
+    // the LM head 10x smaller, so a fresh draft starts close to uniform over its vocabulary
+    uint64_t rng = random_seed_state(seed);
+    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+        const DraftTensorInfo* info = &draft->tensors[i];
+        float* values = *info->data;
+        int is_vector = info->cols == 1;
+        float scale = sqrtf(3.0f / info->cols);
+        if (info->data == &draft->weights.lm_head) { scale *= 0.1f; }
+        for (size_t j = 0; j < info->n_elements; j++) {
+            values[j] = is_vector ? 1.0f : scale * (2.0f * random_f32(&rng) - 1.0f);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// draft model: checkpoints (GGUF)
+
+int draft_save(const Draft* draft, const char* path, Error* err) {
+    const DraftConfig* c = &draft->config;
+    GGUFWriter* writer = gguf_writer_new();
+    gguf_writer_add_string(writer, "general.architecture", "aurora-draft");
+    gguf_writer_add_string(writer, "general.name", "aurora-eagle3-draft");
+    gguf_writer_add_uint32(writer, "aurora.draft.dim", (uint32_t)c->dim);
+    gguf_writer_add_uint32(writer, "aurora.draft.head_count", (uint32_t)c->n_heads);
+    gguf_writer_add_uint32(writer, "aurora.draft.head_count_kv", (uint32_t)c->n_kv_heads);
+    gguf_writer_add_uint32(writer, "aurora.draft.feed_forward_length", (uint32_t)c->ffn_dim);
+    gguf_writer_add_uint32(writer, "aurora.draft.vocab_size", (uint32_t)c->vocab_size);
+    gguf_writer_add_uint32(writer, "aurora.draft.target_vocab_size", (uint32_t)c->target_vocab_size);
+    gguf_writer_add_float32(writer, "aurora.draft.rope.freq_base", c->rope_theta);
+    gguf_writer_add_float32(writer, "aurora.draft.layer_norm_rms_epsilon", c->norm_eps);
+    gguf_writer_add_array(writer, "aurora.draft.d2t", GGUF_TYPE_INT32, draft->d2t, (uint64_t)c->vocab_size);
+    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+        const DraftTensorInfo* info = &draft->tensors[i];
+        int64_t shape[2] = {info->cols, info->rows}; // GGUF order: row length first
+        int is_vector = info->cols == 1;
+        gguf_writer_add_tensor(writer, info->gguf_name, TYPE_F32, is_vector ? 1 : 2, is_vector ? &shape[1] : shape,
+                               *info->data);
+    }
+    int status = gguf_writer_save(writer, path, err);
+    gguf_writer_free(writer);
+    return status;
+}
+
+// Reads the aurora.draft.* keys and checks them against the target (width, vocabulary).
+static int draft_read_config(DraftConfig* c, const GGUFFile* file, const Target* target, Error* err) {
+    const TargetConfig* tc = &target->config;
+    char* architecture = NULL;
+    if (gguf_get_string(file, "general.architecture", &architecture, err) != 0) { return -1; }
+    int is_draft = strcmp(architecture, "aurora-draft") == 0;
+    if (!is_draft) {
+        error_set(err, "%s: general.architecture is '%s', expected 'aurora-draft' (a draft checkpoint)",
+                  file->path, architecture);
+    }
+    free(architecture);
+    if (!is_draft) { return -1; }
+    if (read_config_int(file, "aurora.draft.dim", 1, 1 << 16, &c->dim, err) ||
+        read_config_int(file, "aurora.draft.head_count", 1, 1024, &c->n_heads, err) ||
+        read_config_int(file, "aurora.draft.head_count_kv", 1, 1024, &c->n_kv_heads, err) ||
+        read_config_int(file, "aurora.draft.feed_forward_length", 1, 1 << 20, &c->ffn_dim, err) ||
+        read_config_int(file, "aurora.draft.target_vocab_size", 1, 1 << 24, &c->target_vocab_size, err)) {
+        return -1;
+    }
+    if (c->dim != tc->dim) {
+        return error_set(err, "%s: key 'aurora.draft.dim' is %d, expected the target's width %d", file->path,
+                         c->dim, tc->dim);
+    }
+    if (c->target_vocab_size != tc->vocab_size) {
+        return error_set(err, "%s: key 'aurora.draft.target_vocab_size' is %d, expected the target's vocabulary size %d",
+                         file->path, c->target_vocab_size, tc->vocab_size);
+    }
+    if (read_config_int(file, "aurora.draft.vocab_size", 1, tc->vocab_size, &c->vocab_size, err)) { return -1; }
+    if (c->dim % c->n_heads != 0 || c->n_heads % c->n_kv_heads != 0) {
+        return error_set(err, "%s: aurora.draft.dim %d, aurora.draft.head_count %d, aurora.draft.head_count_kv %d: "
+                         "expected the width to divide into heads and the heads into key/value groups",
+                         file->path, c->dim, c->n_heads, c->n_kv_heads);
+    }
+    c->head_size = c->dim / c->n_heads;
+    if (c->head_size % 2 != 0) {
+        return error_set(err, "%s: draft head size %d is odd, expected an even head size for RoPE", file->path, c->head_size);
+    }
+    double value;
+    if (gguf_get_float(file, "aurora.draft.rope.freq_base", &value, err)) { return -1; }
+    c->rope_theta = (float)value;
+    if (gguf_get_float(file, "aurora.draft.layer_norm_rms_epsilon", &value, err)) { return -1; }
+    c->norm_eps = (float)value;
+    if (!(c->rope_theta > 0.0f) || !(c->norm_eps >= 0.0f)) {
+        return error_set(err, "%s: aurora.draft.rope.freq_base %g / aurora.draft.layer_norm_rms_epsilon %g out of "
+                         "range, expected positive values", file->path, c->rope_theta, c->norm_eps);
+    }
+    return 0;
+}
+
+int draft_load(Draft* draft, const char* path, const Target* target, Error* err) {
+    memset(draft, 0, sizeof(*draft));
+    GGUFFile file;
+    if (gguf_open(&file, path, err) != 0) { return -1; }
+    DraftConfig* c = &draft->config;
+    if (draft_read_config(c, &file, target, err) != 0) { gguf_close(&file); return -1; }
+
+    // the vocabulary map: vocab_size distinct target ids
+    int32_t* d2t = NULL;
+    uint64_t count = 0;
+    if (gguf_get_int_array(&file, "aurora.draft.d2t", &d2t, &count, err) != 0) { gguf_close(&file); return -1; }
+    char where[600];
+    snprintf(where, sizeof(where), "%s: key 'aurora.draft.d2t'", file.path);
+    int status = 0;
+    if (count != (uint64_t)c->vocab_size) {
+        status = error_set(err, "%s has %llu ids, expected aurora.draft.vocab_size = %d", where,
+                           (unsigned long long)count, c->vocab_size);
+    } else {
+        status = draft_set_vocabulary(draft, d2t, c->vocab_size, c->target_vocab_size, where, err);
+    }
+    free(d2t);
+    if (status != 0) { gguf_close(&file); draft_free(draft); return -1; }
+
+    // Before allocating, every tensor must exist and hold as many elements as its shape says, so a
+    // malformed file cannot make us allocate more than it holds. target_load_tensor checks the exact
+    // shape (a transposed matrix has the right count) while copying.
+    draft_build_tensor_table(draft);
+    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+        const DraftTensorInfo* info = &draft->tensors[i];
+        const GGUFTensor* tensor = gguf_find_tensor(&file, info->gguf_name);
+        if (tensor == NULL) {
+            status = error_set(err, "%s: required tensor '%s' is missing", file.path, info->gguf_name);
+        } else if ((uint64_t)tensor->n_elements != info->n_elements) {
+            status = error_set(err, "%s: tensor '%s' has %lld elements, expected %zu (shape (%d, %d))", file.path,
+                               info->gguf_name, (long long)tensor->n_elements, info->n_elements, info->rows, info->cols);
+        }
+        if (status != 0) { gguf_close(&file); draft_free(draft); return -1; }
+    }
+    draft_alloc_weights(draft);
+    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+        const DraftTensorInfo* info = &draft->tensors[i];
+        if (target_load_tensor(&file, info->gguf_name, info->rows, info->cols, *info->data, err) != 0) {
+            gguf_close(&file);
+            draft_free(draft);
+            return -1;
+        }
+    }
+    gguf_close(&file);
+    draft->target_embedding = target->weights.token_embedding;
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// draft model: state
+
+static void draft_free_state(Draft* draft) {
+    DraftActivations* a = &draft->act;
+    float* buffers[] = {a->hidden_in, a->embed, a->attn_in, a->q, a->k, a->v, a->attn_out, a->proj, a->h, a->h_norm,
+                        a->ffn_gate, a->ffn_up, a->out, a->out_norm, a->logits, draft->key_cache, draft->value_cache};
+    for (size_t i = 0; i < sizeof(buffers) / sizeof(buffers[0]); i++) { free(buffers[i]); }
+    free(a->mask);
+    memset(a, 0, sizeof(*a));
+    draft->key_cache = NULL;
+    draft->value_cache = NULL;
+    draft->cache_capacity = 0;
+}
+
+void draft_alloc_state(Draft* draft, int cache_capacity, int max_tokens) {
+    DraftConfig* c = &draft->config;
+    DraftActivations* a = &draft->act;
+    if (cache_capacity < 1) {
+        fprintf(stderr, "error: draft_alloc_state: cache capacity %d, expected at least 1 slot\n", cache_capacity);
+        exit(EXIT_FAILURE); // a program bug
+    }
+    draft_free_state(draft); // calling it again resizes
+    if (max_tokens <= 0 || max_tokens > cache_capacity) { max_tokens = cache_capacity; }
+    size_t T = (size_t)max_tokens, C = (size_t)c->dim;
+    size_t QD = (size_t)c->n_heads * c->head_size, KVD = (size_t)c->n_kv_heads * c->head_size;
+    draft->cache_capacity = cache_capacity;
+    draft->key_cache = callocCheck((size_t)cache_capacity * KVD, sizeof(float));
+    draft->value_cache = callocCheck((size_t)cache_capacity * KVD, sizeof(float));
+    a->max_tokens = max_tokens;
+    a->hidden_in = mallocCheck(T * C * sizeof(float));
+    a->embed = mallocCheck(T * C * sizeof(float));
+    a->attn_in = mallocCheck(T * 2 * C * sizeof(float));
+    a->q = mallocCheck(T * QD * sizeof(float));
+    a->k = mallocCheck(T * KVD * sizeof(float));
+    a->v = mallocCheck(T * KVD * sizeof(float));
+    a->attn_out = mallocCheck(T * QD * sizeof(float));
+    a->proj = mallocCheck(T * C * sizeof(float));
+    a->h = mallocCheck(T * C * sizeof(float));
+    a->h_norm = mallocCheck(T * C * sizeof(float));
+    a->ffn_gate = mallocCheck(T * c->ffn_dim * sizeof(float));
+    a->ffn_up = mallocCheck(T * c->ffn_dim * sizeof(float));
+    a->out = mallocCheck(T * C * sizeof(float));
+    a->out_norm = mallocCheck(T * C * sizeof(float));
+    a->logits = mallocCheck(T * c->vocab_size * sizeof(float));
+    a->mask = mallocCheck(T * cache_capacity);
+}
+
+void draft_free(Draft* draft) {
+    draft_free_state(draft);
+    free(draft->weight_arena);
+    free(draft->d2t);
+    free(draft->t2d);
+    memset(draft, 0, sizeof(*draft));
+}
+
+// ----------------------------------------------------------------------------
+// draft model: forward
+
+void draft_project_features(Draft* draft, float* hidden, const float* features, int T) {
+    // hidden: (T, C); features: (T, 3C); fc: (C, 3C)
+    int C = draft->config.dim;
+    matmul_forward(hidden, features, draft->weights.fc, T, 3 * C, C);
+}
+
+void draft_forward(Draft* draft, const int* tokens, const float* hidden, const int* positions,
+                   const uint8_t* tree_mask, int T, int n_past) {
+    DraftConfig* c = &draft->config;
+    DraftWeights* w = &draft->weights;
+    DraftActivations* a = &draft->act;
+    int C = c->dim, NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_size, F = c->ffn_dim;
+    int V = c->target_vocab_size, V_draft = c->vocab_size;
+    int QD = NH * HS, KVD = NKV * HS, S = draft->cache_capacity, P = n_past + T;
+    if (T < 1 || T > a->max_tokens || n_past < 0 || P > S) {
+        fprintf(stderr, "error: draft_forward called with T=%d n_past=%d (max %d tokens per call, %d cache slots)\n",
+                T, n_past, a->max_tokens, S);
+        exit(EXIT_FAILURE); // callers check these bounds first; reaching here is a program bug
+    }
+    for (int t = 0; t < T; t++) {
+        if (tokens[t] < 0 || tokens[t] >= V) {
+            fprintf(stderr, "error: draft_forward: token %d is %d, expected a target id in [0, %d)\n", t, tokens[t], V);
+            exit(EXIT_FAILURE); // as above
+        }
+    }
+    build_attention_mask(a->mask, tree_mask, T, n_past);
+
+    // inputs: u is copied first, so hidden may be act.out of the previous call (a draft step);
+    // e_t is the target's embedding of tokens[t]
+    if (hidden != a->hidden_in) { memcpy(a->hidden_in, hidden, (size_t)T * C * sizeof(float)); }
+    embedding_forward_cpu(a->embed, tokens, draft->target_embedding, T, C, V);
+    // attn_in row t = [RMSNorm_e(e_t), RMSNorm_u(u_t)]: each norm writes its half of the row
+    for (int t = 0; t < T; t++) {
+        float* row = a->attn_in + (size_t)t * 2 * C;
+        rmsnorm_forward_cpu(row, a->embed + (size_t)t * C, w->embed_norm, 1, C, c->norm_eps);
+        rmsnorm_forward_cpu(row + C, a->hidden_in + (size_t)t * C, w->hidden_norm, 1, C, c->norm_eps);
+    }
+
+    // attention block: h = u + wo(attention(rope(wq a_in), rope(wk a_in), wv a_in))
+    matmul_forward(a->q, a->attn_in, w->wq, T, 2 * C, QD);
+    matmul_forward(a->k, a->attn_in, w->wk, T, 2 * C, KVD);
+    matmul_forward(a->v, a->attn_in, w->wv, T, 2 * C, KVD);
+    rope_forward_cpu(a->q, a->q, positions, T, NH, HS, c->rope_theta);
+    rope_forward_cpu(a->k, a->k, positions, T, NKV, HS, c->rope_theta);
+    memcpy(draft->key_cache + (size_t)n_past * KVD, a->k, (size_t)T * KVD * sizeof(float));
+    memcpy(draft->value_cache + (size_t)n_past * KVD, a->v, (size_t)T * KVD * sizeof(float));
+    attention_forward_cpu(a->attn_out, a->q, draft->key_cache, draft->value_cache, a->mask, T, P, NH, NKV, HS);
+    matmul_forward(a->proj, a->attn_out, w->wo, T, QD, C);
+    residual_forward_cpu(a->h, a->hidden_in, a->proj, T * C);
+
+    // MLP block: out = h + w_down(silu(w_gate n) * w_up n), n = RMSNorm_ffn(h)
+    rmsnorm_forward_cpu(a->h_norm, a->h, w->ffn_norm, T, C, c->norm_eps);
+    matmul_forward(a->ffn_gate, a->h_norm, w->w_gate, T, C, F);
+    matmul_forward(a->ffn_up, a->h_norm, w->w_up, T, C, F);
+    swiglu_forward_cpu(a->ffn_gate, a->ffn_gate, a->ffn_up, T * F);
+    matmul_forward(a->proj, a->ffn_gate, w->w_down, T, F, C);
+    residual_forward_cpu(a->out, a->h, a->proj, T * C);
+
+    // LM head over the draft vocabulary, every row
+    rmsnorm_forward_cpu(a->out_norm, a->out, w->output_norm, T, C, c->norm_eps);
+    matmul_forward(a->logits, a->out_norm, w->lm_head, T, C, V_draft);
+}

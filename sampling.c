@@ -59,29 +59,24 @@ static int compare_prob_descending(const void* a, const void* b) {
     return x->index - y->index; // ties by id, so the order (and the sample) is deterministic
 }
 
-// Top-p (nucleus) sampling: sort by probability, keep the shortest prefix whose mass reaches top_p,
-// sample within it. scratch: (V).
-int sample_top_p(const float* probs, int V, float top_p, float coin, ProbIndex* scratch) {
-    // tokens below (1 - top_p) / (V - 1) can never be in the nucleus: skip them before sorting
-    const float cutoff = (1.0f - top_p) / (V - 1);
+// Top-p (nucleus): keeps the smallest set of most probable tokens whose mass reaches top_p (ties by
+// id), zeroes the rest and renormalises, in place. scratch: (V).
+void apply_top_p(float* probs, int V, float top_p, ProbIndex* scratch) {
+    // a token below (1 - top_p) / (V - 1) can never be in the nucleus: skip those before sorting
+    const float cutoff = V > 1 ? (1.0f - top_p) / (V - 1) : 0.0f;
     int n = 0;
     for (int i = 0; i < V; i++) {
         if (probs[i] >= cutoff) { scratch[n].index = i; scratch[n].prob = probs[i]; n++; }
     }
     qsort(scratch, n, sizeof(ProbIndex), compare_prob_descending);
-    float cumulative = 0.0f;
-    int last = n - 1;
+    double kept = 0.0;
+    int n_kept = n;
     for (int i = 0; i < n; i++) {
-        cumulative += scratch[i].prob;
-        if (cumulative >= top_p) { last = i; break; }
+        kept += scratch[i].prob;
+        if (kept >= top_p) { n_kept = i + 1; break; }
     }
-    float r = coin * cumulative;
-    float running = 0.0f;
-    for (int i = 0; i <= last; i++) {
-        running += scratch[i].prob;
-        if (r < running) { return scratch[i].index; }
-    }
-    return scratch[last].index;
+    for (int i = 0; i < V; i++) { probs[i] = 0.0f; }
+    for (int i = 0; i < n_kept; i++) { probs[scratch[i].index] = (float)(scratch[i].prob / kept); }
 }
 
 // Turns logits into probabilities at a temperature: probs = softmax(logits / temperature).
@@ -90,11 +85,16 @@ void logits_to_probs(float* probs, const float* logits, int V, float temperature
     softmax_forward_cpu(probs, probs, 1, V);
 }
 
+// The distribution sampling draws from at temperature > 0: softmax(logits / temperature), then the
+// nucleus when 0 < top_p < 1. Speculative sampling must reproduce exactly this distribution.
+void sampling_distribution(float* probs, const float* logits, int V, SamplerSettings settings, ProbIndex* scratch) {
+    logits_to_probs(probs, logits, V, settings.temperature);
+    if (settings.top_p > 0.0f && settings.top_p < 1.0f) { apply_top_p(probs, V, settings.top_p, scratch); }
+}
+
 // Picks the next token. Greedy when temperature == 0 (coin unused). probs, scratch: (V) workspace.
 int sample_token(const float* logits, int V, SamplerSettings settings, float coin, float* probs, ProbIndex* scratch) {
     if (settings.temperature == 0.0f) { return sample_argmax(logits, V); }
-    logits_to_probs(probs, logits, V, settings.temperature);
-    if (settings.top_p <= 0.0f || settings.top_p >= 1.0f) { return sample_multinomial(probs, V, coin); }
-    return sample_top_p(probs, V, settings.top_p, coin, scratch);
+    sampling_distribution(probs, logits, V, settings, scratch);
+    return sample_multinomial(probs, V, coin);
 }
-

@@ -390,3 +390,43 @@ int tiny_model_write(const char* path, const TinyModelSpec* spec, Error* err) {
     return status;
 }
 
+
+// ----------------------------------------------------------------------------
+// engine: the target on its device. One forward entry point, CPU or CUDA.
+
+
+static void engine_forward(Engine* engine, const int* tokens, const int* positions, const uint8_t* tree_mask,
+                           int T, int n_past, int all_logits) {
+#ifdef USE_CUDA
+    if (engine->cuda) {
+        target_forward_cuda(engine->cuda, engine->target, tokens, positions, tree_mask, T, n_past, all_logits);
+        return;
+    }
+#endif
+    target_forward(engine->target, tokens, positions, tree_mask, T, n_past, all_logits);
+}
+
+// Feeds n tokens at cache slots (and positions) [n_past, n_past + n) in chunks of at most max_tokens.
+// Leaves the logits of the last token in act.logits row 0.
+static void engine_prefill(Engine* engine, const int* tokens, int n, int n_past) {
+    int chunk = engine->target->act.max_tokens;
+    int* positions = mallocCheck((size_t)chunk * sizeof(int));
+    for (int start = 0; start < n; start += chunk) {
+        int T = n - start < chunk ? n - start : chunk;
+        for (int t = 0; t < T; t++) { positions[t] = n_past + start + t; }
+        engine_forward(engine, tokens + start, positions, NULL, T, n_past + start, 0);
+    }
+    free(positions);
+}
+
+// Every token id must index the embedding table: a guard on ids that come from users (--ids) or files.
+static int check_token_ids(const Target* target, const int* tokens, int n, Error* err) {
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= target->config.vocab_size) {
+            return error_set(err, "token id %d at index %d is out of range, expected 0 <= id < %d",
+                             tokens[i], i, target->config.vocab_size);
+        }
+    }
+    return 0;
+}
+

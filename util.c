@@ -3,6 +3,7 @@ util.c: the few basics every part of the program shares: error messages and chec
 Included first by aurora.c (one translation unit).
 */
 #include <stdarg.h>
+#include <time.h>
 #include "aurora.h"
 
 int error_set(Error* err, const char* format, ...) {
@@ -31,4 +32,10 @@ void* checked_calloc(size_t count, size_t size, const char* file, int line) {
         exit(EXIT_FAILURE);
     }
     return pointer;
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }

@@ -333,7 +333,7 @@ static int command_logits(int argc, char** argv) {
     int* prompt = encode_prompt_or_die(&target, o.prompt, o.chat, &n_prompt);
     Engine engine;
     setup_engine(&engine, &target, o.use_cuda);
-    engine_prefill(&engine, prompt, n_prompt, 0);
+    engine_prefill(&engine, prompt, n_prompt, 0, NULL, NULL);
     int V = target.config.vocab_size;
     int K = o.top_k < V ? o.top_k : V;
     ProbIndex* order = mallocCheck((size_t)V * sizeof(ProbIndex));

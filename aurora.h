@@ -568,9 +568,14 @@ void attention_forward_cuda(float* out, const float* q, const float* key_cache, 
 void swiglu_forward_cuda(float* out, const float* gate, const float* up, int N);
 void residual_forward_cuda(float* out, const float* inp1, const float* inp2, int N);
 void softmax_forward_cuda(float* probs, const float* logits, int T, int V);
+// source_slots is host memory (a handful of ints); the caches are device memory
+void kv_compact_cuda(float* key_cache, float* value_cache, const int* source_slots, int n, int destination,
+                     int L, int S, int KVD);
 // the whole target on the GPU: weights uploaded once, cache and activations on the device
 TargetCuda* target_cuda_create(const Target* target);
 void target_cuda_free(TargetCuda* target_cuda);
+float* target_cuda_key_cache(TargetCuda* target_cuda);    // (L, S, KVD) device memory
+float* target_cuda_value_cache(TargetCuda* target_cuda);  // (L, S, KVD) device memory
 // Same contract as target_forward; results (taps, hidden, logits, and layer_outputs if the host
 // activations have it) are copied back into target->act so callers read them in one place.
 void target_forward_cuda(TargetCuda* target_cuda, Target* target, const int* tokens, const int* positions,

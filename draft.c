@@ -12,7 +12,8 @@ and the optimizer can all loop "for every tensor".
                           as an INT32 array, the 13 tensors in F32; loading checks the draft fits the target
   draft_alloc_state       the key/value cache (one layer) and the per-call activations
   draft_project_features  u = fc(g)
-  draft_forward           the layer over T inputs with explicit positions and a tree mask, then the LM head
+  draft_forward           the layer over T inputs with explicit positions and a (T, n_past + T) mask,
+                          then the LM head
 
 The forward is a sequence of calls to the reference ops in cpu_ref.c, matmuls through matmul_forward
 (the OpenBLAS fast path when built with it), like target_forward. This file is #included by aurora.c
@@ -329,7 +330,7 @@ void draft_project_features(Draft* draft, float* hidden, const float* features, 
 }
 
 void draft_forward(Draft* draft, const int* tokens, const float* hidden, const int* positions,
-                   const uint8_t* tree_mask, int T, int n_past) {
+                   const uint8_t* mask, int T, int n_past) {
     DraftConfig* c = &draft->config;
     DraftWeights* w = &draft->weights;
     DraftActivations* a = &draft->act;
@@ -347,7 +348,7 @@ void draft_forward(Draft* draft, const int* tokens, const float* hidden, const i
             exit(EXIT_FAILURE); // as above
         }
     }
-    build_attention_mask(a->mask, tree_mask, T, n_past);
+    build_attention_mask(a->mask, mask, T, n_past); // (T, P): the given mask, or causal when NULL
 
     // inputs: u is copied first, so hidden may be act.out of the previous call (a draft step);
     // e_t is the target's embedding of tokens[t]

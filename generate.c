@@ -26,7 +26,7 @@ static int generate_plain(Engine* engine, const int* prompt, int n_prompt, int m
     stats->n_prompt = n_prompt;
 
     double start = now_seconds();
-    engine_prefill(engine, prompt, n_prompt, 0);
+    engine_prefill(engine, prompt, n_prompt, 0, NULL, NULL);
     stats->prefill_seconds = now_seconds() - start;
 
     start = now_seconds();
@@ -48,3 +48,136 @@ static int generate_plain(Engine* engine, const int* prompt, int n_prompt, int m
     return n_generated;
 }
 
+
+// ----------------------------------------------------------------------------
+// speculative generation
+
+static void sequence_init(Sequence* sequence, int capacity, int C) {
+    sequence->capacity = capacity;
+    sequence->n_tokens = 0;
+    sequence->n_committed = 0;
+    sequence->tokens = mallocCheck((size_t)capacity * sizeof(int));
+    sequence->features = mallocCheck((size_t)capacity * 3 * C * sizeof(float));
+    sequence->hidden = mallocCheck((size_t)capacity * C * sizeof(float));
+}
+
+static void sequence_free(Sequence* sequence) {
+    free(sequence->tokens);
+    free(sequence->features);
+    free(sequence->hidden);
+    memset(sequence, 0, sizeof(*sequence));
+}
+
+// Speculative generation: the same contract as generate_plain (same tokens for greedy; the same
+// distribution when sampling), faster when the draft source guesses well. Per step: the source drafts a
+// tree from the last token, the target verifies every node in one pass, acceptance keeps the longest
+// agreeing path plus a bonus token, the target cache keeps only that path, and the source catches up.
+static int generate_speculative(Engine* engine, DraftSource* source, const int* prompt, int n_prompt, int max_new,
+                                SamplerSettings settings, uint64_t seed, int* out_tokens, SpecStats* stats,
+                                TokenCallback on_token, void* context) {
+    Target* target = engine->target;
+    TargetConfig* c = &target->config;
+    int V = c->vocab_size, C = c->dim, S = target->cache_capacity;
+    int eos = target->has_tokenizer ? target->tokenizer.eos_id : -1;
+    int N_max = source->shape.nodes;
+    float* p_target = mallocCheck((size_t)N_max * V * sizeof(float)); // (N, V) target distributions (sampling)
+    float* residual = mallocCheck((size_t)V * sizeof(float));
+    ProbIndex* scratch = mallocCheck((size_t)V * sizeof(ProbIndex));
+    uint8_t* mask = mallocCheck((size_t)N_max * (S + N_max));
+    float uniforms[TREE_MAX_NODES];
+    uint64_t rng = random_seed_state(seed);
+    memset(stats, 0, sizeof(*stats));
+    stats->n_prompt = n_prompt;
+    double start_time = now_seconds();
+
+    // prefill: the prompt's features go to the sequence, the first token is sampled as in plain decoding
+    Sequence sequence;
+    sequence_init(&sequence, S + 1, C);
+    memcpy(sequence.tokens, prompt, (size_t)n_prompt * sizeof(int));
+    engine_prefill(engine, prompt, n_prompt, 0, sequence.features, sequence.hidden);
+    sequence.n_committed = n_prompt;
+    int first = sample_token(target->act.logits, V, settings, random_f32(&rng), p_target, scratch);
+    sequence.tokens[n_prompt] = first;
+    sequence.n_tokens = n_prompt + 1;
+    int n_generated = 0;
+    out_tokens[n_generated++] = first;
+    if (on_token) { on_token(context, first); }
+    stats->prefill_seconds = now_seconds() - start_time;
+    int done = first == eos || n_generated >= max_new;
+    stats->stopped_at_eos = first == eos;
+
+    Tree tree;
+    Acceptance acceptance;
+    while (!done && sequence.n_committed < S) {
+        // draft
+        double t0 = now_seconds();
+        draft_source_sync(source, &sequence);
+        draft_source_propose(source, engine, &sequence, &tree, S - sequence.n_committed);
+        double t1 = now_seconds();
+        // verify: one pass over every node, each seeing the prefix, its ancestors and itself
+        int N = tree.n_nodes, n_prefix = sequence.n_committed;
+        tree_attention_mask(mask, &tree, n_prefix);
+        engine_forward(engine, tree.tokens, tree.positions, mask, N, n_prefix, 1);
+        if (settings.temperature == 0.0f) {
+            accept_greedy(&acceptance, &tree, target->act.logits, V);
+        } else {
+            for (int i = 0; i < N; i++) {
+                sampling_distribution(p_target + (size_t)i * V, target->act.logits + (size_t)i * V, V, settings, scratch);
+            }
+            for (int i = 0; i < N; i++) { uniforms[i] = random_f32(&rng); } // N per pass, whatever the outcome
+            accept_sampling(&acceptance, &tree, p_target, uniforms, V, residual);
+        }
+        // commit: the path's keys/values move to consecutive slots; its features join the sequence
+        int n_path = acceptance.n_accepted + 1;
+        int slots[TREE_MAX_DEPTH + 1];
+        for (int i = 0; i < n_path; i++) {
+            int node = acceptance.path[i];
+            slots[i] = n_prefix + node;
+            memcpy(sequence.features + (size_t)(n_prefix + i) * 3 * C, target->act.taps + (size_t)node * 3 * C, (size_t)3 * C * sizeof(float));
+            memcpy(sequence.hidden + (size_t)(n_prefix + i) * C, target->act.hidden + (size_t)node * C, (size_t)C * sizeof(float));
+        }
+        engine_compact(engine, slots, n_path, n_prefix);
+        sequence.n_committed += n_path;
+        double t2 = now_seconds();
+        stats->draft_seconds += t1 - t0;
+        stats->verify_seconds += t2 - t1;
+        // statistics
+        stats->verify_passes++;
+        stats->emitted += n_path;
+        stats->proposed += N - 1;
+        stats->accepted += acceptance.n_accepted;
+        for (int d = 1; d <= tree.max_depth; d++) { stats->drafted_at_depth[d]++; }
+        for (int d = 1; d <= acceptance.n_accepted; d++) { stats->accepted_at_depth[d]++; }
+        // emit the accepted tokens, then the bonus
+        for (int i = 1; i <= n_path && !done; i++) {
+            int token = i < n_path ? tree.tokens[acceptance.path[i]] : acceptance.bonus;
+            sequence.tokens[sequence.n_tokens++] = token;
+            out_tokens[n_generated++] = token;
+            if (on_token) { on_token(context, token); }
+            if (token == eos) { stats->stopped_at_eos = 1; done = 1; }
+            if (n_generated >= max_new) { done = 1; }
+        }
+    }
+    stats->n_generated = n_generated;
+    stats->total_seconds = now_seconds() - start_time;
+    sequence_free(&sequence);
+    free(p_target); free(residual); free(scratch); free(mask);
+    return n_generated;
+}
+
+static void print_spec_stats(const SpecStats* stats, FILE* stream) {
+    double passes = stats->verify_passes > 0 ? stats->verify_passes : 1;
+    fprintf(stream, "speculative: %d verify passes, acceptance length %.3f (%d tokens emitted / %d passes), "
+            "accept rate %.3f (%d of %d drafted nodes)\n", stats->verify_passes, stats->emitted / passes,
+            stats->emitted, stats->verify_passes, stats->proposed ? (double)stats->accepted / stats->proposed : 0.0,
+            stats->accepted, stats->proposed);
+    fprintf(stream, "acceptance by depth (passes whose accepted path reached depth d / passes whose tree did):");
+    for (int d = 1; d <= TREE_MAX_DEPTH && stats->drafted_at_depth[d] > 0; d++) {
+        fprintf(stream, " d%d %.2f", d, (double)stats->accepted_at_depth[d] / stats->drafted_at_depth[d]);
+    }
+    fprintf(stream, "\n");
+    double generation = stats->total_seconds - stats->prefill_seconds;
+    fprintf(stream, "time: prefill %.3f s, draft %.3f s, verify %.3f s; %d tokens in %.3f s (%.1f tokens/s after prefill)\n",
+            stats->prefill_seconds, stats->draft_seconds, stats->verify_seconds, stats->n_generated, generation,
+            generation > 0 ? (stats->n_generated - 1) / generation : 0.0);
+}

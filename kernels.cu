@@ -353,6 +353,25 @@ extern "C" void softmax_forward_cuda(float* probs, const float* logits, int T, i
 }
 
 // ----------------------------------------------------------------------------
+// KV cache compaction, as kv_compact_cpu: slot source_slots[i] moves to slot destination + i in every
+// layer. Sources only move down and a path holds at most TREE_MAX_DEPTH + 1 slots, so one
+// device-to-device copy per (layer, slot), in order, is both simple and safe (source and destination
+// rows never overlap).
+
+extern "C" void kv_compact_cuda(float* key_cache, float* value_cache, const int* source_slots, int n, int destination,
+                                int L, int S, int KVD) {
+    size_t row_bytes = (size_t)KVD * sizeof(float);
+    for (int l = 0; l < L; l++) {
+        for (int i = 0; i < n; i++) {
+            if (source_slots[i] == destination + i) { continue; }
+            size_t from = ((size_t)l * S + source_slots[i]) * KVD, to = ((size_t)l * S + destination + i) * KVD;
+            cudaCheck(cudaMemcpy(key_cache + to, key_cache + from, row_bytes, cudaMemcpyDeviceToDevice));
+            cudaCheck(cudaMemcpy(value_cache + to, value_cache + from, row_bytes, cudaMemcpyDeviceToDevice));
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
 // the causal attention mask of one call, as build_attention_mask in target.c: (T, P) with
 // P = n_past + T; every new token sees the n_past cached slots and the new tokens up to itself.
 // (A caller's explicit mask is copied from the host instead.) One thread per mask entry.
@@ -483,6 +502,9 @@ extern "C" void target_cuda_free(TargetCuda* g) {
     }
     free(g);
 }
+
+extern "C" float* target_cuda_key_cache(TargetCuda* g) { return g->key_cache; }
+extern "C" float* target_cuda_value_cache(TargetCuda* g) { return g->value_cache; }
 
 extern "C" void target_forward_cuda(TargetCuda* g, Target* target, const int* tokens, const int* positions,
                                     const uint8_t* mask, int T, int n_past, int all_logits) {

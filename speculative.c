@@ -1,4 +1,450 @@
 /*
 speculative.c: draft trees, their attention masks, lossless acceptance, and the draft sources.
+
+One speculative step, with its data:
+
+    sequence:  x_0 ... x_{m-1} | x_m                 x_m: the root, decided but not yet run by the target
+    draft:     a tree of guesses for x_{m+1}, x_{m+2}, ... hanging from the root (tree_build)
+    verify:    ONE target pass over the N tree nodes at positions m + depth, tree attention mask
+    accept:    walk from the root while the target agrees (accept_greedy / accept_sampling), then the
+               bonus token from the target's distribution at the last accepted node
+    commit:    keep the accepted path's keys/values (kv compaction), append path tokens + bonus
+
+Contracts:
+  - tree_derive is the only place tree buffers are computed; everything reads them from the Tree.
+  - Acceptance functions are pure: inputs are the tree, the target's logits or distributions, and the
+    random numbers; they never draw randomness themselves (STYLE.md items 7, 8).
+  - A draft source only proposes. Whatever it proposes, the output equals what the target alone would
+    produce (greedy: token for token; sampling: in distribution); only the speed depends on the draft.
 */
 #include "aurora.h"
+
+// ----------------------------------------------------------------------------
+// the tree and its buffers
+//
+// Example: N = 6 nodes, K = 2 children per node, depth 3, root at position m:
+//
+//   node:      0          parents: {-1, 0, 0, 1, 1, 3}      positions: m + depth
+//            /   \                                          0:m  1:m+1  2:m+1  3:m+2  4:m+2  5:m+3
+//           1     2       ancestor mask (row i: what node i may attend to among the tree nodes):
+//          / \                  0 1 2 3 4 5
+//         3   4            0  [ 1 . . . . . ]       paths (root to leaf):  0-2, 0-1-4, 0-1-3-5
+//         |                1  [ 1 1 . . . . ]       leaves: 2, 4, 5
+//         5                2  [ 1 . 1 . . . ]
+//                          3  [ 1 1 . 1 . . ]       In the verify pass every node also sees all of
+//                          4  [ 1 1 . . 1 . ]       the cached prefix (tree_attention_mask).
+//                          5  [ 1 1 . 1 . 1 ]
+
+int tree_derive(Tree* tree, Error* err) {
+    int N = tree->n_nodes;
+    if (N < 1 || N > TREE_MAX_NODES) { return error_set(err, "tree has %d nodes, expected 1..%d", N, TREE_MAX_NODES); }
+    if (tree->parents[0] != -1) { return error_set(err, "tree node 0 must be the root (parent -1), has parent %d", tree->parents[0]); }
+    memset(tree->ancestor, 0, (size_t)N * N);
+    tree->max_depth = 0;
+    for (int i = 0; i < N; i++) {
+        int parent = tree->parents[i];
+        if (i > 0 && (parent < 0 || parent >= i)) {
+            return error_set(err, "tree node %d has parent %d, expected a node in [0, %d) (parents come before children)", i, parent, i);
+        }
+        tree->depth[i] = i == 0 ? 0 : tree->depth[parent] + 1;
+        if (tree->depth[i] > TREE_MAX_DEPTH) {
+            return error_set(err, "tree node %d is at depth %d, deeper than TREE_MAX_DEPTH %d", i, tree->depth[i], TREE_MAX_DEPTH);
+        }
+        if (tree->depth[i] > tree->max_depth) { tree->max_depth = tree->depth[i]; }
+        tree->positions[i] = tree->root_position + tree->depth[i];
+        // a node sees what its parent sees, and itself
+        if (i > 0) { memcpy(tree->ancestor + (size_t)i * N, tree->ancestor + (size_t)parent * N, (size_t)N); }
+        tree->ancestor[(size_t)i * N + i] = 1;
+        tree->n_children[i] = 0;
+        if (i > 0) { tree->children[parent][tree->n_children[parent]++] = i; }
+    }
+    tree->n_leaves = 0;
+    for (int i = 0; i < N; i++) {
+        if (tree->n_children[i] != 0) { continue; }
+        int leaf = tree->n_leaves++;
+        tree->leaves[leaf] = i;
+        tree->path_length[leaf] = tree->depth[i] + 1;
+        for (int node = i; node >= 0; node = tree->parents[node]) { tree->paths[leaf][tree->depth[node]] = node; }
+    }
+    return 0;
+}
+
+void tree_attention_mask(uint8_t* mask, const Tree* tree, int n_prefix) {
+    // mask: (N, n_prefix + N)
+    int N = tree->n_nodes, P = n_prefix + N;
+    for (int i = 0; i < N; i++) {
+        memset(mask + (size_t)i * P, 1, (size_t)n_prefix);
+        memcpy(mask + (size_t)i * P + n_prefix, tree->ancestor + (size_t)i * N, (size_t)N);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// acceptance
+
+void accept_greedy(Acceptance* out, const Tree* tree, const float* target_logits, int V) {
+    int node = 0;
+    out->n_accepted = 0;
+    out->path[0] = 0;
+    for (;;) {
+        int target_choice = sample_argmax(target_logits + (size_t)node * V, V);
+        int next = -1;
+        for (int c = 0; c < tree->n_children[node]; c++) {
+            int child = tree->children[node][c];
+            if (tree->tokens[child] == target_choice) { next = child; break; }
+        }
+        if (next < 0) { out->bonus = target_choice; return; }
+        out->path[++out->n_accepted] = next;
+        node = next;
+    }
+}
+
+void accept_sampling(Acceptance* out, const Tree* tree, const float* p_target, const float* uniforms, int V,
+                     float* residual) {
+    int node = 0;
+    out->n_accepted = 0;
+    out->path[0] = 0;
+    for (;;) {
+        // residual = the target's distribution at this node, unnormalised; residual_mass is its sum
+        memcpy(residual, p_target + (size_t)node * V, (size_t)V * sizeof(float));
+        double residual_mass = 1.0;
+        int next = -1;
+        for (int c = 0; c < tree->n_children[node]; c++) {
+            int child = tree->children[node][c];
+            int token = tree->tokens[child];
+            // the child is a point-mass draft: accept with probability residual(token) / residual_mass
+            if (residual_mass > 0.0 && uniforms[child] < residual[token] / residual_mass) { next = child; break; }
+            residual_mass -= residual[token]; // rejected: remove its token from the residual
+            residual[token] = 0.0f;
+        }
+        if (next < 0) {
+            // the bonus token: from the residual (the target's distribution if nothing was rejected)
+            out->bonus = sample_multinomial(residual, V, (float)(uniforms[0] * (residual_mass > 0.0 ? residual_mass : 0.0)));
+            return;
+        }
+        out->path[++out->n_accepted] = next;
+        node = next;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// tree drafting (EAGLE-2 style): grow candidates depth by depth, expanding the K best of the newest
+// depth, then keep the N-1 best candidates overall by cumulative draft log-probability.
+
+typedef struct {
+    int token;      // target id
+    int parent;     // candidate index; -1: a child of the root
+    int depth;      // 1 for the root's children
+    float score;    // cumulative draft log-probability
+    int slot;       // the drafter's cache slot once expanded, else -1
+} Candidate;
+
+enum { MAX_CANDIDATES = TREE_MAX_DEPTH * 64 + 64 };
+enum { MAX_SPEC_K = 8 };
+
+typedef struct {
+    int n;
+    Candidate items[MAX_CANDIDATES];
+} CandidatePool;
+
+// The k most probable entries of logits (n), as (id, log-probability), best first, ties to the lowest
+// id (so that k = 1 is exactly sample_argmax). One pass, keeping a sorted list of the best k so far.
+// Returns how many were written (min(k, n)).
+static int top_k_log_probs(int* ids, float* log_probs, const float* logits, int n, int k) {
+    if (k > n) { k = n; }
+    int count = 0;
+    for (int i = 0; i < n; i++) {
+        if (count == k && !(logits[i] > logits[ids[k - 1]])) { continue; }
+        int at = count < k ? count++ : k - 1;
+        while (at > 0 && logits[i] > logits[ids[at - 1]]) { ids[at] = ids[at - 1]; at--; }
+        ids[at] = i;
+    }
+    float max_logit = logits[ids[0]];
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) { sum += exp((double)logits[i] - max_logit); }
+    float log_normaliser = (float)(max_logit + log(sum));
+    for (int j = 0; j < k; j++) { log_probs[j] = logits[ids[j]] - log_normaliser; }
+    return k;
+}
+
+static void pool_add_children(CandidatePool* pool, int parent, const int* ids, const float* log_probs, int k,
+                              const int32_t* id_map) {
+    float base = parent < 0 ? 0.0f : pool->items[parent].score;
+    int depth = parent < 0 ? 1 : pool->items[parent].depth + 1;
+    for (int j = 0; j < k && pool->n < MAX_CANDIDATES; j++) {
+        Candidate* c = &pool->items[pool->n++];
+        c->token = id_map ? id_map[ids[j]] : ids[j];
+        c->parent = parent;
+        c->depth = depth;
+        c->score = base + log_probs[j];
+        c->slot = -1;
+    }
+}
+
+// Better candidate first: higher score, then created earlier (so a parent beats a child it ties with).
+static int candidate_better(const CandidatePool* pool, int a, int b) {
+    if (pool->items[a].score != pool->items[b].score) { return pool->items[a].score > pool->items[b].score; }
+    return a < b;
+}
+
+// The (up to) k best candidates at a depth, best first.
+static int pool_best_at_depth(const CandidatePool* pool, int depth, int k, int* out) {
+    int n = 0;
+    for (int i = 0; i < pool->n; i++) {
+        if (pool->items[i].depth != depth) { continue; }
+        int at = n < k ? n++ : k;             // insertion into a sorted list of at most k
+        if (at == k && !candidate_better(pool, i, out[k - 1])) { continue; }
+        if (at == k) { at = k - 1; }
+        while (at > 0 && candidate_better(pool, i, out[at - 1])) { out[at] = out[at - 1]; at--; }
+        out[at] = i;
+    }
+    return n;
+}
+
+// Keeps the N-1 best candidates and writes the tree (root first, then by depth, then by creation).
+// Ancestors are always kept with their descendants: a child never scores above its parent.
+static void pool_to_tree(Tree* tree, const CandidatePool* pool, int root_token, int root_position, int n_nodes) {
+    int keep = n_nodes - 1 < pool->n ? n_nodes - 1 : pool->n;
+    int chosen[MAX_CANDIDATES];
+    uint8_t selected[MAX_CANDIDATES] = {0};
+    for (int j = 0; j < keep; j++) {
+        int best = -1;
+        for (int i = 0; i < pool->n; i++) {
+            if (!selected[i] && (best < 0 || candidate_better(pool, i, best))) { best = i; }
+        }
+        selected[best] = 1;
+    }
+    int n = 0;
+    for (int depth = 1; depth <= TREE_MAX_DEPTH; depth++) {
+        for (int i = 0; i < pool->n; i++) { if (selected[i] && pool->items[i].depth == depth) { chosen[n++] = i; } }
+    }
+    int node_of_candidate[MAX_CANDIDATES];
+    tree->n_nodes = n + 1;
+    tree->root_position = root_position;
+    tree->tokens[0] = root_token;
+    tree->parents[0] = -1;
+    tree->scores[0] = 0.0f;
+    for (int j = 0; j < n; j++) {
+        const Candidate* c = &pool->items[chosen[j]];
+        node_of_candidate[chosen[j]] = j + 1;
+        tree->tokens[j + 1] = c->token;
+        tree->parents[j + 1] = c->parent < 0 ? 0 : node_of_candidate[c->parent];
+        tree->scores[j + 1] = c->score;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the draft sources
+
+typedef struct {
+    DraftKind kind;
+    TreeShape shape;
+    Draft* draft;               // DRAFT_EAGLE
+    int n_extended;             // DRAFT_EAGLE: sequence positions held in the draft cache
+    float* root_hidden;         // DRAFT_EAGLE: (C) the draft's output at the last extended position
+    float* root_logits;         // DRAFT_EAGLE: (V_d) its logits: the distribution of the root's children
+    float* expanded_hidden;     // DRAFT_EAGLE: (MAX_CANDIDATES, C) output of each expanded candidate
+    int lookup_max_ngram;       // DRAFT_LOOKUP: longest n-gram matched (default 3)
+    CandidatePool* pool;        // the candidates of the tree being drafted
+    uint8_t* mask;              // scratch: (MAX_SPEC_K, cache slots)
+    float* hidden_batch;        // scratch: (max(T, MAX_SPEC_K), C)
+} DraftSource;
+
+// A sequence being generated: what the target has committed and what the draft reads.
+typedef struct {
+    int capacity;               // most tokens it can hold
+    int n_tokens;               // prompt + emitted
+    int n_committed;            // tokens whose keys/values (and features) the target holds
+    int* tokens;                // (capacity)
+    float* features;            // (capacity, 3C) the target's taps at each committed token
+    float* hidden;              // (capacity, C) the target's final hidden state at each committed token
+} Sequence;
+
+static int tree_shape_check(TreeShape shape, Error* err) {
+    if (shape.k < 1 || shape.k > MAX_SPEC_K) { return error_set(err, "--spec-k is %d, expected 1..%d", shape.k, MAX_SPEC_K); }
+    if (shape.depth < 1 || shape.depth > TREE_MAX_DEPTH) {
+        return error_set(err, "--spec-depth is %d, expected 1..%d", shape.depth, TREE_MAX_DEPTH);
+    }
+    if (shape.nodes < 2 || shape.nodes > TREE_MAX_NODES) {
+        return error_set(err, "--spec-nodes is %d, expected 2..%d (root included)", shape.nodes, TREE_MAX_NODES);
+    }
+    return 0;
+}
+
+// Slots a proposal may use beyond the committed prefix: the verify pass uses N, self-drafting writes
+// the root and every expanded candidate, the EAGLE draft every expanded candidate.
+static int draft_source_slots_needed(const DraftSource* source) {
+    int expanded = source->shape.k * (source->shape.depth - 1) + 1;
+    return expanded > source->shape.nodes ? expanded : source->shape.nodes;
+}
+
+static void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Draft* draft, const Target* target) {
+    memset(source, 0, sizeof(*source));
+    source->kind = kind;
+    source->shape = kind == DRAFT_LOOKUP ? (TreeShape){1, shape.depth, shape.depth + 1 < shape.nodes ? shape.depth + 1 : shape.nodes} : shape;
+    source->draft = draft;
+    source->lookup_max_ngram = 3;
+    source->pool = mallocCheck(sizeof(CandidatePool));
+    int C = target->config.dim;
+    source->mask = mallocCheck((size_t)MAX_SPEC_K * (target->cache_capacity + TREE_MAX_NODES * MAX_SPEC_K));
+    int rows = target->act.max_tokens > MAX_SPEC_K ? target->act.max_tokens : MAX_SPEC_K;
+    source->hidden_batch = mallocCheck((size_t)rows * C * sizeof(float));
+    if (kind == DRAFT_EAGLE) {
+        source->root_hidden = mallocCheck((size_t)C * sizeof(float));
+        source->root_logits = mallocCheck((size_t)draft->config.vocab_size * sizeof(float));
+        source->expanded_hidden = mallocCheck((size_t)MAX_CANDIDATES * C * sizeof(float));
+    }
+}
+
+static void draft_source_free(DraftSource* source) {
+    free(source->root_hidden);
+    free(source->root_logits);
+    free(source->expanded_hidden);
+    free(source->mask);
+    free(source->hidden_batch);
+    free(source->pool);
+    memset(source, 0, sizeof(*source));
+}
+
+// Brings the draft up to date with the sequence: the EAGLE draft extends its cache over each committed
+// position t, pairing the target's features g_t with the next token x_{t+1}. The output at the last
+// committed position predicts the root's children. Called after every commit (and after the prefill).
+static void draft_source_sync(DraftSource* source, const Sequence* sequence) {
+    if (source->kind != DRAFT_EAGLE) { return; }
+    Draft* draft = source->draft;
+    int C = draft->config.dim, chunk = draft->act.max_tokens;
+    int positions[TREE_MAX_NODES];
+    while (source->n_extended < sequence->n_committed) {
+        int start = source->n_extended;
+        int T = sequence->n_committed - start;
+        if (T > chunk) { T = chunk; }
+        if (T > TREE_MAX_NODES) { T = TREE_MAX_NODES; }
+        for (int t = 0; t < T; t++) { positions[t] = start + t; }
+        draft_project_features(draft, source->hidden_batch, sequence->features + (size_t)start * 3 * C, T);
+        draft_forward(draft, sequence->tokens + start + 1, source->hidden_batch, positions, NULL, T, start);
+        source->n_extended += T;
+        memcpy(source->root_hidden, draft->act.out + (size_t)(T - 1) * C, (size_t)C * sizeof(float));
+        memcpy(source->root_logits, draft->act.logits + (size_t)(T - 1) * draft->config.vocab_size,
+               (size_t)draft->config.vocab_size * sizeof(float));
+    }
+}
+
+// The mask of a batch of expanded candidates: the committed prefix, then among the expansion slots
+// [n_prefix, n_prefix + n_slots) only the candidate's own ancestors (and, for self-drafting, the root in
+// slot n_prefix), then itself.
+static void expansion_mask(uint8_t* mask, const CandidatePool* pool, const int* batch, int n_batch, int n_prefix,
+                           int n_slots_before, int root_in_first_slot) {
+    int P = n_prefix + n_slots_before + n_batch;
+    for (int b = 0; b < n_batch; b++) {
+        uint8_t* row = mask + (size_t)b * P;
+        memset(row, 1, (size_t)n_prefix);
+        memset(row + n_prefix, 0, (size_t)(n_slots_before + n_batch));
+        if (root_in_first_slot) { row[n_prefix] = 1; }
+        for (int c = pool->items[batch[b]].parent; c >= 0; c = pool->items[c].parent) { row[pool->items[c].slot] = 1; }
+        row[n_prefix + n_slots_before + b] = 1;
+    }
+}
+
+// Runs the drafting model over a batch of candidates (all at one depth) and adds their top-K children.
+static void expand_candidates(DraftSource* source, Engine* engine, const Sequence* sequence, CandidatePool* pool,
+                              const int* batch, int n_batch, int* n_slots_used) {
+    int root_position = sequence->n_tokens - 1, n_prefix = sequence->n_committed, K = source->shape.k;
+    int tokens[MAX_SPEC_K], positions[MAX_SPEC_K], ids[MAX_SPEC_K];
+    float log_probs[MAX_SPEC_K];
+    int first_slot = n_prefix + *n_slots_used;
+    for (int b = 0; b < n_batch; b++) {
+        Candidate* c = &pool->items[batch[b]];
+        tokens[b] = c->token;
+        c->slot = first_slot + b;
+    }
+    if (source->kind == DRAFT_SELF) {
+        Target* target = engine->target;
+        int V = target->config.vocab_size;
+        for (int b = 0; b < n_batch; b++) { positions[b] = root_position + pool->items[batch[b]].depth; }
+        expansion_mask(source->mask, pool, batch, n_batch, n_prefix, *n_slots_used, 1);
+        engine_forward(engine, tokens, positions, source->mask, n_batch, first_slot, 1);
+        for (int b = 0; b < n_batch; b++) {
+            int k = top_k_log_probs(ids, log_probs, target->act.logits + (size_t)b * V, V, K);
+            pool_add_children(pool, batch[b], ids, log_probs, k, NULL);
+        }
+    } else { // DRAFT_EAGLE: u is the parent's output (the root's children read root_hidden)
+        Draft* draft = source->draft;
+        int C = draft->config.dim, Vd = draft->config.vocab_size;
+        for (int b = 0; b < n_batch; b++) {
+            const Candidate* c = &pool->items[batch[b]];
+            positions[b] = root_position - 1 + c->depth;
+            const float* parent_hidden = c->parent < 0 ? source->root_hidden
+                                                       : source->expanded_hidden + (size_t)c->parent * C;
+            memcpy(source->hidden_batch + (size_t)b * C, parent_hidden, (size_t)C * sizeof(float));
+        }
+        expansion_mask(source->mask, pool, batch, n_batch, n_prefix, *n_slots_used, 0);
+        draft_forward(draft, tokens, source->hidden_batch, positions, source->mask, n_batch, first_slot);
+        for (int b = 0; b < n_batch; b++) {
+            memcpy(source->expanded_hidden + (size_t)batch[b] * C, draft->act.out + (size_t)b * C, (size_t)C * sizeof(float));
+            int k = top_k_log_probs(ids, log_probs, draft->act.logits + (size_t)b * Vd, Vd, K);
+            pool_add_children(pool, batch[b], ids, log_probs, k, draft->d2t);
+        }
+    }
+    *n_slots_used += n_batch;
+}
+
+// Prompt lookup: find the latest earlier occurrence of the sequence's last n tokens (n from
+// lookup_max_ngram down to 1) and propose the tokens that followed it, as a chain.
+static void propose_lookup(DraftSource* source, const Sequence* sequence, CandidatePool* pool) {
+    const int* x = sequence->tokens;
+    int n_tokens = sequence->n_tokens;
+    for (int n = source->lookup_max_ngram; n >= 1; n--) {
+        if (n_tokens < n + 1) { continue; }
+        for (int start = n_tokens - n - 1; start >= 0; start--) { // latest match first
+            if (memcmp(x + start, x + n_tokens - n, (size_t)n * sizeof(int)) != 0) { continue; }
+            int parent = -1;
+            for (int j = start + n; j < n_tokens && j - (start + n) < source->shape.depth; j++) {
+                float zero = 0.0f; // a lookup has no probabilities: every node scores 0, so depth decides
+                pool_add_children(pool, parent, &x[j], &zero, 1, NULL);
+                parent = pool->n - 1;
+            }
+            return;
+        }
+    }
+}
+
+// Proposes a tree rooted at the sequence's last token. slots_free: cache slots available beyond the
+// committed prefix; when drafting would not fit, the tree is the root alone (a plain decode step).
+static void draft_source_propose(DraftSource* source, Engine* engine, const Sequence* sequence, Tree* tree, int slots_free) {
+    CandidatePool* pool = source->pool;
+    pool->n = 0;
+    int root_token = sequence->tokens[sequence->n_tokens - 1], root_position = sequence->n_tokens - 1;
+    TreeShape shape = source->shape;
+    if (slots_free >= draft_source_slots_needed(source)) {
+        int n_slots_used = 0;
+        int ids[MAX_SPEC_K];
+        float log_probs[MAX_SPEC_K];
+        if (source->kind == DRAFT_LOOKUP) {
+            propose_lookup(source, sequence, pool);
+        } else {
+            // depth 1: the root's children
+            if (source->kind == DRAFT_EAGLE) {
+                int k = top_k_log_probs(ids, log_probs, source->root_logits, source->draft->config.vocab_size, shape.k);
+                pool_add_children(pool, -1, ids, log_probs, k, source->draft->d2t);
+            } else { // DRAFT_SELF: run the root through the target (slot n_committed, as the verify pass will)
+                Target* target = engine->target;
+                engine_forward(engine, &root_token, &root_position, NULL, 1, sequence->n_committed, 1);
+                n_slots_used = 1;
+                int k = top_k_log_probs(ids, log_probs, target->act.logits, target->config.vocab_size, shape.k);
+                pool_add_children(pool, -1, ids, log_probs, k, NULL);
+            }
+            // depths 2..S: expand the K best of the newest depth
+            for (int depth = 1; depth < shape.depth; depth++) {
+                int batch[MAX_SPEC_K];
+                int n_batch = pool_best_at_depth(pool, depth, shape.k, batch);
+                if (n_batch == 0) { break; }
+                expand_candidates(source, engine, sequence, pool, batch, n_batch, &n_slots_used);
+            }
+        }
+    }
+    pool_to_tree(tree, pool, root_token, root_position, shape.nodes);
+    Error err;
+    if (tree_derive(tree, &err) != 0) { // the builder's own output: a failure is a program bug
+        fprintf(stderr, "error: internal: drafted tree is invalid: %s\n", err.message);
+        exit(EXIT_FAILURE);
+    }
+}

@@ -395,28 +395,48 @@ int tiny_model_write(const char* path, const TinyModelSpec* spec, Error* err) {
 // engine: the target on its device. One forward entry point, CPU or CUDA.
 
 
-static void engine_forward(Engine* engine, const int* tokens, const int* positions, const uint8_t* tree_mask,
+static void engine_forward(Engine* engine, const int* tokens, const int* positions, const uint8_t* mask,
                            int T, int n_past, int all_logits) {
 #ifdef USE_CUDA
     if (engine->cuda) {
-        target_forward_cuda(engine->cuda, engine->target, tokens, positions, tree_mask, T, n_past, all_logits);
+        target_forward_cuda(engine->cuda, engine->target, tokens, positions, mask, T, n_past, all_logits);
         return;
     }
 #endif
-    target_forward(engine->target, tokens, positions, tree_mask, T, n_past, all_logits);
+    target_forward(engine->target, tokens, positions, mask, T, n_past, all_logits);
 }
 
 // Feeds n tokens at cache slots (and positions) [n_past, n_past + n) in chunks of at most max_tokens.
-// Leaves the logits of the last token in act.logits row 0.
-static void engine_prefill(Engine* engine, const int* tokens, int n, int n_past) {
-    int chunk = engine->target->act.max_tokens;
+// Leaves the logits of the last token in act.logits row 0. When features / hidden are not NULL, they
+// receive every token's taps (n, 3C) and final hidden state (n, C): what the draft and the trainer read.
+static void engine_prefill(Engine* engine, const int* tokens, int n, int n_past, float* features, float* hidden) {
+    TargetActivations* a = &engine->target->act;
+    int C = engine->target->config.dim;
+    int chunk = a->max_tokens;
     int* positions = mallocCheck((size_t)chunk * sizeof(int));
     for (int start = 0; start < n; start += chunk) {
         int T = n - start < chunk ? n - start : chunk;
         for (int t = 0; t < T; t++) { positions[t] = n_past + start + t; }
         engine_forward(engine, tokens + start, positions, NULL, T, n_past + start, 0);
+        if (features) { memcpy(features + (size_t)start * 3 * C, a->taps, (size_t)T * 3 * C * sizeof(float)); }
+        if (hidden) { memcpy(hidden + (size_t)start * C, a->hidden, (size_t)T * C * sizeof(float)); }
     }
     free(positions);
+}
+
+// Keeps only the accepted path in the target's cache: slot slots[i] moves to slot destination + i.
+static void engine_compact(Engine* engine, const int* slots, int n, int destination) {
+    Target* target = engine->target;
+    TargetConfig* c = &target->config;
+    int KVD = c->n_kv_heads * c->head_size;
+#ifdef USE_CUDA
+    if (engine->cuda) {
+        kv_compact_cuda(target_cuda_key_cache(engine->cuda), target_cuda_value_cache(engine->cuda), slots, n,
+                        destination, c->n_layers, target->cache_capacity, KVD);
+        return;
+    }
+#endif
+    kv_compact_cpu(target->key_cache, target->value_cache, slots, n, destination, c->n_layers, target->cache_capacity, KVD);
 }
 
 // Every token id must index the embedding table: a guard on ids that come from users (--ids) or files.

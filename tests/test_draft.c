@@ -252,7 +252,7 @@ static void test_malformed_checkpoints(Target* target) {
         {{.drop_tensor = "draft.attn_k.weight"}, "draft.attn_k.weight"},
         {{.drop_tensor = "draft.hidden_norm.weight"}, "draft.hidden_norm.weight"},
         {{.transpose_tensor = "draft.fc.weight"}, "draft.fc.weight"},
-        {{.transpose_tensor = "draft.attn_output.weight"}, "draft.attn_output.weight"},
+        {{.transpose_tensor = "draft.attn_k.weight"}, "draft.attn_k.weight"},
         {{.shrink_tensor = "draft.lm_head.weight"}, "draft.lm_head.weight"},
     };
     Draft draft;
@@ -361,11 +361,13 @@ static void test_tree(Draft* draft, Target* target) {
     //    3 (pos 6)
     int parent[4] = {-1, 0, 0, 1}, depth[4] = {0, 1, 1, 2};
     int positions[8], node_positions[4];
-    uint8_t tree_mask[16] = {0};
+    uint8_t tree_mask[4 * (4 + 4)] = {0}; // (T, n_past + T): the whole prefix, then ancestors and self
+    int P = prefix + n_nodes;
     for (int i = 0; i < prefix; i++) { positions[i] = i; }
     for (int i = 0; i < n_nodes; i++) {
         node_positions[i] = prefix + depth[i];
-        for (int j = i; j >= 0; j = parent[j]) { tree_mask[i * n_nodes + j] = 1; }
+        memset(tree_mask + i * P, 1, (size_t)prefix);
+        for (int j = i; j >= 0; j = parent[j]) { tree_mask[i * P + prefix + j] = 1; }
     }
     reset_draft_cache(draft);
     draft_forward(draft, tokens, hidden, positions, NULL, prefix, 0);
@@ -450,7 +452,7 @@ static void test_independent_forward(Draft* draft, Target* target) {
     int C = c->dim, NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_size, F = c->ffn_dim, V_draft = c->vocab_size;
     int QD = NH * HS, KVD = NKV * HS;
     if (C > 64 || QD > 64 || KVD > 64 || F > 128) { check(0, "test bug: the fixed-size rows below are too small"); return; }
-    // two calls: 2 tokens, then 3 more; recompute the last token of the second call (it sees all 5)
+    // two calls: 2 tokens, then 3 more; recompute the last token of the second call (it sees 4 of the 5)
     int n_rows = 5, first_call = 2;
     int* tokens = test_tokens(n_rows, target->config.vocab_size, 61);
     float* hidden = mallocCheck((size_t)n_rows * C * sizeof(float));
@@ -459,9 +461,16 @@ static void test_independent_forward(Draft* draft, Target* target) {
     int positions[5] = {10, 11, 12, 13, 14};
     reset_draft_cache(draft);
     draft_forward(draft, tokens, hidden, positions, NULL, first_call, 0);
-    draft_forward(draft, tokens + first_call, hidden + (size_t)first_call * C, positions + first_call, NULL,
-                  n_rows - first_call, first_call);
-    int row = n_rows - 1, row_in_call = n_rows - first_call - 1;
+    // the second call's mask: causal, except that the last token does not see cached slot 1
+    int T = n_rows - first_call, hidden_slot = 1;
+    uint8_t mask[3 * 5];
+    for (int t = 0; t < T; t++) {
+        for (int p = 0; p < n_rows; p++) { mask[t * n_rows + p] = p <= first_call + t; }
+    }
+    mask[(T - 1) * n_rows + hidden_slot] = 0;
+    draft_forward(draft, tokens + first_call, hidden + (size_t)first_call * C, positions + first_call, mask, T,
+                  first_call);
+    int row = n_rows - 1, row_in_call = T - 1;
 
     double attn_in[5][128], k[5][64], v[5][64];
     for (int j = 0; j < n_rows; j++) {
@@ -474,6 +483,7 @@ static void test_independent_forward(Draft* draft, Target* target) {
         int kv_head = head / (NH / NKV);
         double scores[5], max_score = -INFINITY, sum = 0.0;
         for (int j = 0; j <= row; j++) {
+            if (j == hidden_slot) { scores[j] = -INFINITY; continue; }
             double dot = 0.0;
             for (int i = 0; i < HS; i++) { dot += q[head * HS + i] * k[j][kv_head * HS + i]; }
             scores[j] = dot / sqrt((double)HS);

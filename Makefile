@@ -90,7 +90,7 @@ demo: aurora $(MODEL_FILE)
 	  -p "Explain in three sentences why the sky is blue."
 
 # ---- tests -------------------------------------------------------------------------------------
-UNIT_TESTS = test_ops test_gguf test_tokenizer test_model test_draft
+UNIT_TESTS = test_ops test_gguf test_tokenizer test_model test_draft test_speculative
 
 $(BIN)/%: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)

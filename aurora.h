@@ -361,6 +361,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, int T, in
 
 // The target on its device: one forward entry point (engine_forward), CPU reference or CUDA.
 typedef struct TargetCuda TargetCuda; // declared always so CPU-only code can hold a NULL pointer
+typedef struct DraftCuda DraftCuda;
 typedef struct {
     Target* target;
     TargetCuda* cuda;   // NULL: the CPU reference path
@@ -580,6 +581,24 @@ float* target_cuda_value_cache(TargetCuda* target_cuda);  // (L, S, KVD) device 
 // activations have it) are copied back into target->act so callers read them in one place.
 void target_forward_cuda(TargetCuda* target_cuda, Target* target, const int* tokens, const int* positions,
                          const uint8_t* mask, int T, int n_past, int all_logits);
+// the draft on the GPU, and acceptance reading device memory
+float* target_cuda_logits(TargetCuda* target_cuda);    // (T, V) device logits of the last forward call
+// Copies n host floats into a device staging buffer (grown as needed) and returns its device address.
+float* target_cuda_stage(TargetCuda* target_cuda, const float* host, size_t n);
+float* target_cuda_residual(TargetCuda* target_cuda);  // (V) device scratch for accept_sampling_cuda
+DraftCuda* draft_cuda_create(const Draft* draft);      // uploads weights and the target embedding once
+void draft_cuda_free(DraftCuda* draft_cuda);
+void draft_cuda_upload_weights(DraftCuda* draft_cuda, const Draft* draft); // after the host weights change
+// Same contracts as draft_project_features / draft_forward; host inputs, results copied back into
+// draft->act (out, logits) and hidden (host) so the drafting logic reads them in one place.
+void draft_project_features_cuda(DraftCuda* draft_cuda, Draft* draft, float* hidden, const float* features, int T);
+void draft_forward_cuda(DraftCuda* draft_cuda, Draft* draft, const int* tokens, const float* hidden, const int* positions,
+                        const uint8_t* mask, int T, int n_past);
+// Same contracts as accept_greedy / accept_sampling; target_logits, p_target and residual are device
+// memory, uniforms host memory.
+void accept_greedy_cuda(Acceptance* out, const Tree* tree, const float* target_logits, int V);
+void accept_sampling_cuda(Acceptance* out, const Tree* tree, const float* p_target, const float* uniforms, int V,
+                          float* residual);
 #ifdef __cplusplus
 }
 #endif

@@ -68,6 +68,26 @@ static void sequence_free(Sequence* sequence) {
     memset(sequence, 0, sizeof(*sequence));
 }
 
+// Acceptance on the engine's device: greedy reads the verify pass's logits, sampling the target's
+// distributions p_target (N, V) (computed on the host from the same logits) and the pass's uniforms.
+static void engine_accept(Engine* engine, Acceptance* out, const Tree* tree, SamplerSettings settings,
+                          const float* p_target, const float* uniforms, float* residual) {
+    int V = engine->target->config.vocab_size;
+#ifdef USE_CUDA
+    if (engine->cuda) {
+        if (settings.temperature == 0.0f) {
+            accept_greedy_cuda(out, tree, target_cuda_logits(engine->cuda), V);
+        } else {
+            const float* p_target_device = target_cuda_stage(engine->cuda, p_target, (size_t)tree->n_nodes * V);
+            accept_sampling_cuda(out, tree, p_target_device, uniforms, V, target_cuda_residual(engine->cuda));
+        }
+        return;
+    }
+#endif
+    if (settings.temperature == 0.0f) { accept_greedy(out, tree, engine->target->act.logits, V); }
+    else { accept_sampling(out, tree, p_target, uniforms, V, residual); }
+}
+
 // Speculative generation: the same contract as generate_plain (same tokens for greedy; the same
 // distribution when sampling), faster when the draft source guesses well. Per step: the source drafts a
 // tree from the last token, the target verifies every node in one pass, acceptance keeps the longest
@@ -88,6 +108,12 @@ static int generate_speculative(Engine* engine, DraftSource* source, const int* 
     uint64_t rng = random_seed_state(seed);
     memset(stats, 0, sizeof(*stats));
     stats->n_prompt = n_prompt;
+    if (N_max > target->act.max_tokens || source->shape.k > target->act.max_tokens) {
+        fprintf(stderr, "error: a tree of %d nodes needs a target built for at least as many tokens per call (has %d)\n",
+                N_max, target->act.max_tokens);
+        exit(EXIT_FAILURE); // callers size the target; reaching here is a program bug
+    }
+    source->n_extended = 0; // a new request: the draft's cache starts empty
     double start_time = now_seconds();
 
     // prefill: the prompt's features go to the sequence, the first token is sampled as in plain decoding
@@ -118,15 +144,13 @@ static int generate_speculative(Engine* engine, DraftSource* source, const int* 
         int N = tree.n_nodes, n_prefix = sequence.n_committed;
         tree_attention_mask(mask, &tree, n_prefix);
         engine_forward(engine, tree.tokens, tree.positions, mask, N, n_prefix, 1);
-        if (settings.temperature == 0.0f) {
-            accept_greedy(&acceptance, &tree, target->act.logits, V);
-        } else {
+        if (settings.temperature != 0.0f) {
             for (int i = 0; i < N; i++) {
                 sampling_distribution(p_target + (size_t)i * V, target->act.logits + (size_t)i * V, V, settings, scratch);
             }
             for (int i = 0; i < N; i++) { uniforms[i] = random_f32(&rng); } // N per pass, whatever the outcome
-            accept_sampling(&acceptance, &tree, p_target, uniforms, V, residual);
         }
+        engine_accept(engine, &acceptance, &tree, settings, p_target, uniforms, residual);
         // commit: the path's keys/values move to consecutive slots; its features join the sequence
         int n_path = acceptance.n_accepted + 1;
         int slots[TREE_MAX_DEPTH + 1];

@@ -239,6 +239,7 @@ typedef struct {
     DraftKind kind;
     TreeShape shape;
     Draft* draft;               // DRAFT_EAGLE
+    DraftCuda* draft_cuda;      // DRAFT_EAGLE on a GPU (the engine's device); NULL: the CPU path
     int n_extended;             // DRAFT_EAGLE: sequence positions held in the draft cache
     float* root_hidden;         // DRAFT_EAGLE: (C) the draft's output at the last extended position
     float* root_logits;         // DRAFT_EAGLE: (V_d) its logits: the distribution of the root's children
@@ -277,7 +278,8 @@ static int draft_source_slots_needed(const DraftSource* source) {
     return expanded > source->shape.nodes ? expanded : source->shape.nodes;
 }
 
-static void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Draft* draft, const Target* target) {
+static void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Draft* draft, Engine* engine) {
+    const Target* target = engine->target;
     memset(source, 0, sizeof(*source));
     source->kind = kind;
     source->shape = kind == DRAFT_LOOKUP ? (TreeShape){1, shape.depth, shape.depth + 1 < shape.nodes ? shape.depth + 1 : shape.nodes} : shape;
@@ -289,9 +291,14 @@ static void draft_source_init(DraftSource* source, DraftKind kind, TreeShape sha
     int rows = target->act.max_tokens > MAX_SPEC_K ? target->act.max_tokens : MAX_SPEC_K;
     source->hidden_batch = mallocCheck((size_t)rows * C * sizeof(float));
     if (kind == DRAFT_EAGLE) {
+        // the draft's cache holds the committed sequence plus every candidate a proposal expands
+        draft_alloc_state(draft, target->cache_capacity + MAX_SPEC_K * TREE_MAX_DEPTH, target->act.max_tokens);
         source->root_hidden = mallocCheck((size_t)C * sizeof(float));
         source->root_logits = mallocCheck((size_t)draft->config.vocab_size * sizeof(float));
         source->expanded_hidden = mallocCheck((size_t)MAX_CANDIDATES * C * sizeof(float));
+#ifdef USE_CUDA
+        if (engine->cuda) { source->draft_cuda = draft_cuda_create(draft); }
+#endif
     }
 }
 
@@ -302,7 +309,27 @@ static void draft_source_free(DraftSource* source) {
     free(source->mask);
     free(source->hidden_batch);
     free(source->pool);
+#ifdef USE_CUDA
+    if (source->draft_cuda) { draft_cuda_free(source->draft_cuda); }
+#endif
     memset(source, 0, sizeof(*source));
+}
+
+// The draft's two computations, on the engine's device. Inputs and outputs are host memory either way
+// (the CUDA path copies act.out and act.logits back), so the drafting logic above them is shared.
+static void source_project_features(DraftSource* source, float* hidden, const float* features, int T) {
+#ifdef USE_CUDA
+    if (source->draft_cuda) { draft_project_features_cuda(source->draft_cuda, source->draft, hidden, features, T); return; }
+#endif
+    draft_project_features(source->draft, hidden, features, T);
+}
+
+static void source_draft_forward(DraftSource* source, const int* tokens, const float* hidden, const int* positions,
+                                 const uint8_t* mask, int T, int n_past) {
+#ifdef USE_CUDA
+    if (source->draft_cuda) { draft_forward_cuda(source->draft_cuda, source->draft, tokens, hidden, positions, mask, T, n_past); return; }
+#endif
+    draft_forward(source->draft, tokens, hidden, positions, mask, T, n_past);
 }
 
 // Brings the draft up to date with the sequence: the EAGLE draft extends its cache over each committed
@@ -319,8 +346,8 @@ static void draft_source_sync(DraftSource* source, const Sequence* sequence) {
         if (T > chunk) { T = chunk; }
         if (T > TREE_MAX_NODES) { T = TREE_MAX_NODES; }
         for (int t = 0; t < T; t++) { positions[t] = start + t; }
-        draft_project_features(draft, source->hidden_batch, sequence->features + (size_t)start * 3 * C, T);
-        draft_forward(draft, sequence->tokens + start + 1, source->hidden_batch, positions, NULL, T, start);
+        source_project_features(source, source->hidden_batch, sequence->features + (size_t)start * 3 * C, T);
+        source_draft_forward(source, sequence->tokens + start + 1, source->hidden_batch, positions, NULL, T, start);
         source->n_extended += T;
         memcpy(source->root_hidden, draft->act.out + (size_t)(T - 1) * C, (size_t)C * sizeof(float));
         memcpy(source->root_logits, draft->act.logits + (size_t)(T - 1) * draft->config.vocab_size,
@@ -377,7 +404,7 @@ static void expand_candidates(DraftSource* source, Engine* engine, const Sequenc
             memcpy(source->hidden_batch + (size_t)b * C, parent_hidden, (size_t)C * sizeof(float));
         }
         expansion_mask(source->mask, pool, batch, n_batch, n_prefix, *n_slots_used, 0);
-        draft_forward(draft, tokens, source->hidden_batch, positions, source->mask, n_batch, first_slot);
+        source_draft_forward(source, tokens, source->hidden_batch, positions, source->mask, n_batch, first_slot);
         for (int b = 0; b < n_batch; b++) {
             memcpy(source->expanded_hidden + (size_t)batch[b] * C, draft->act.out + (size_t)b * C, (size_t)C * sizeof(float));
             int k = top_k_log_probs(ids, log_probs, draft->act.logits + (size_t)b * Vd, Vd, K);

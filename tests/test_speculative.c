@@ -1,0 +1,373 @@
+/*
+test_speculative.c: speculative decoding is lossless, and its buffers are what they claim to be.
+
+  - tree buffers (ancestor mask, positions, children, root-to-leaf paths) against a plain is-ancestor
+    oracle on many random trees; malformed tree descriptions are refused
+  - the verify pass: every node's logits equal those of its root-to-node path run one token at a time
+  - KV compaction: after any accepted path, the next token's logits equal a fresh prefill's
+  - greedy losslessness: speculative output == plain greedy output, token for token, for every draft
+    source (EAGLE random draft, self, lookup) and many tree shapes, over many prompts
+  - sampling losslessness: a chi-square test that the tokens emitted by speculative sampling follow the
+    target's distribution, on a small-vocabulary Markov target; and a negative control showing the test
+    catches a plausible bug (acceptance without the residual update)
+  - statistics add up
+*/
+#define TESTING
+#include <unistd.h>
+#include "../aurora.c"
+#include "test_common.h"
+
+static char model_path[256];
+
+// ---- tree buffers against an oracle ------------------------------------------------------------
+static int is_ancestor_oracle(const int* parents, int ancestor, int node) {
+    for (int j = node; j >= 0; j = parents[j]) { if (j == ancestor) { return 1; } }
+    return 0;
+}
+
+static void random_tree(Tree* tree, int n_nodes, uint64_t* rng) {
+    tree->n_nodes = n_nodes;
+    tree->root_position = (int)(random_u32(rng) % 100);
+    tree->parents[0] = -1;
+    for (int i = 0; i < n_nodes; i++) {
+        tree->tokens[i] = (int)(random_u32(rng) % 50);
+        if (i > 0) { tree->parents[i] = (int)(random_u32(rng) % (uint32_t)i); }
+    }
+}
+
+static void test_tree_buffers(void) {
+    uint64_t rng = random_seed_state(1);
+    int bad = 0;
+    for (int trial = 0; trial < 500; trial++) {
+        Tree tree;
+        int N = 1 + (int)(random_u32(&rng) % 20);
+        random_tree(&tree, N, &rng);
+        Error err;
+        if (tree_derive(&tree, &err) != 0) {
+            // deep random chains may exceed TREE_MAX_DEPTH: that must be the only reason
+            int depth = 0;
+            for (int j = N - 1; j > 0; j = tree.parents[j]) { depth++; }
+            bad += strstr(err.message, "depth") == NULL;
+            continue;
+        }
+        for (int i = 0; i < N; i++) {
+            int depth = 0;
+            for (int j = i; j > 0; j = tree.parents[j]) { depth++; }
+            bad += tree.depth[i] != depth || tree.positions[i] != tree.root_position + depth;
+            int n_children = 0;
+            for (int j = 0; j < N; j++) {
+                bad += tree.ancestor[i * N + j] != is_ancestor_oracle(tree.parents, j, i);
+                n_children += j > 0 && tree.parents[j] == i;
+            }
+            bad += tree.n_children[i] != n_children;
+            for (int c = 0; c < tree.n_children[i]; c++) { bad += tree.parents[tree.children[i][c]] != i; }
+        }
+        // paths: one per leaf, root first, each step a parent-child edge, ending at the leaf
+        int n_leaves = 0;
+        for (int i = 0; i < N; i++) { n_leaves += tree.n_children[i] == 0; }
+        bad += tree.n_leaves != n_leaves;
+        for (int l = 0; l < tree.n_leaves; l++) {
+            bad += tree.paths[l][0] != 0 || tree.paths[l][tree.path_length[l] - 1] != tree.leaves[l];
+            for (int k = 1; k < tree.path_length[l]; k++) { bad += tree.parents[tree.paths[l][k]] != tree.paths[l][k - 1]; }
+        }
+        // the verify mask: all of the prefix, then the ancestor rows
+        int n_prefix = (int)(random_u32(&rng) % 5);
+        uint8_t mask[20 * (4 + 20)];
+        tree_attention_mask(mask, &tree, n_prefix);
+        for (int i = 0; i < N; i++)
+            for (int p = 0; p < n_prefix + N; p++)
+                bad += mask[i * (n_prefix + N) + p] != (p < n_prefix ? 1 : is_ancestor_oracle(tree.parents, p - n_prefix, i));
+    }
+    check(bad == 0, "tree buffers disagree with the is-ancestor oracle in %d places", bad);
+
+    Tree tree = {0};
+    Error err;
+    tree.n_nodes = 3; tree.parents[0] = -1; tree.parents[1] = 0; tree.parents[2] = 2;
+    check(tree_derive(&tree, &err) != 0 && strstr(err.message, "node 2"), "a node that is its own parent must be refused");
+    tree.parents[0] = 0;
+    check(tree_derive(&tree, &err) != 0 && strstr(err.message, "root"), "a root with a parent must be refused");
+    tree.n_nodes = TREE_MAX_NODES + 1;
+    check(tree_derive(&tree, &err) != 0, "too many nodes must be refused");
+}
+
+// ---- the verify pass and compaction on a tiny target --------------------------------------------
+static void reset_cache(Target* target) {
+    size_t n = (size_t)target->config.n_layers * target->cache_capacity * target->config.n_kv_heads * target->config.head_size;
+    memset(target->key_cache, 0, n * sizeof(float));
+    memset(target->value_cache, 0, n * sizeof(float));
+}
+
+static void test_verify_and_compaction(Target* target) {
+    int V = target->config.vocab_size;
+    uint64_t rng = random_seed_state(5);
+    int prefix[6];
+    for (int i = 0; i < 6; i++) { prefix[i] = (int)(random_u32(&rng) % (uint32_t)V); }
+    Engine engine = {target, NULL};
+    float* node_logits = mallocCheck((size_t)TREE_MAX_NODES * V * sizeof(float));
+    float* next_logits = mallocCheck((size_t)V * sizeof(float));
+    uint8_t* mask = mallocCheck((size_t)TREE_MAX_NODES * (6 + TREE_MAX_NODES));
+    for (int trial = 0; trial < 6; trial++) {
+        Tree tree;
+        random_tree(&tree, 3 + trial * 2, &rng);
+        for (int i = 0; i < tree.n_nodes; i++) { tree.tokens[i] = (int)(random_u32(&rng) % (uint32_t)V); }
+        tree.root_position = 6;
+        Error err;
+        tree_derive(&tree, &err);
+        reset_cache(target);
+        engine_prefill(&engine, prefix, 6, 0, NULL, NULL);
+        tree_attention_mask(mask, &tree, 6);
+        target_forward(target, tree.tokens, tree.positions, mask, tree.n_nodes, 6, 1);
+        memcpy(node_logits, target->act.logits, (size_t)tree.n_nodes * V * sizeof(float));
+        // every node's logits vs its root-to-node path run one token at a time after a fresh prefill
+        for (int node = 0; node < tree.n_nodes; node++) {
+            int path[TREE_MAX_DEPTH + 1], n_path = 0;
+            for (int j = node; j >= 0; j = tree.parents[j]) { path[n_path++] = j; }
+            reset_cache(target);
+            engine_prefill(&engine, prefix, 6, 0, NULL, NULL);
+            for (int k = n_path - 1; k >= 0; k--) {
+                int position = 6 + (n_path - 1 - k);
+                target_forward(target, &tree.tokens[path[k]], &position, NULL, 1, position, 1);
+            }
+            char what[96];
+            snprintf(what, sizeof(what), "verify logits of node %d (tree of %d) vs its path", node, tree.n_nodes);
+            check_tensor(what, node_logits + (size_t)node * V, target->act.logits, V, tolerance("layer"));
+        }
+        // compaction: accept the path to the last leaf, then one more token; compare to a fresh prefill
+        int leaf = tree.leaves[tree.n_leaves - 1];
+        int path_length = tree.depth[leaf] + 1;
+        int slots[TREE_MAX_DEPTH + 1], sequence[6 + TREE_MAX_DEPTH + 2];
+        memcpy(sequence, prefix, sizeof(prefix));
+        for (int j = leaf; j >= 0; j = tree.parents[j]) {
+            slots[tree.depth[j]] = 6 + j;
+            sequence[6 + tree.depth[j]] = tree.tokens[j];
+        }
+        reset_cache(target);
+        engine_prefill(&engine, prefix, 6, 0, NULL, NULL);
+        target_forward(target, tree.tokens, tree.positions, mask, tree.n_nodes, 6, 1);
+        engine_compact(&engine, slots, path_length, 6);
+        int next = (int)(random_u32(&rng) % (uint32_t)V), position = 6 + path_length;
+        sequence[position] = next;
+        target_forward(target, &next, &position, NULL, 1, position, 1);
+        memcpy(next_logits, target->act.logits, (size_t)V * sizeof(float));
+        reset_cache(target);
+        engine_prefill(&engine, sequence, position + 1, 0, NULL, NULL);
+        char what[96];
+        snprintf(what, sizeof(what), "logits after compacting a path of %d nodes vs a fresh prefill", path_length);
+        check_tensor(what, next_logits, target->act.logits, V, tolerance("layer"));
+    }
+    free(node_logits); free(next_logits); free(mask);
+}
+
+// ---- greedy losslessness -----------------------------------------------------------------------
+static void test_greedy_lossless(Target* target) {
+    int V = target->config.vocab_size;
+    Engine engine = {target, NULL};
+    SamplerSettings greedy = {0.0f, 1.0f};
+    target->tokenizer.eos_id = -1; // random weights: run to max_new
+    enum { MAX_NEW = 24, PROMPTS = 6 };
+    int plain[MAX_NEW], speculative[MAX_NEW];
+    const TreeShape shapes[] = {
+        {1, 1, 2}, {1, 3, 4}, {1, 5, 6}, {1, 6, 7}, {2, 1, 3}, {2, 2, 5}, {2, 4, 7}, {2, 6, 13},
+        {4, 1, 5}, {4, 2, 9}, {4, 3, 8}, {4, 5, 21}, {4, 6, 25}, {4, 6, 64}, {8, 4, 32},
+    };
+    int n_shapes = sizeof(shapes) / sizeof(shapes[0]);
+    Draft draft;
+    draft_init_random(&draft, target, V / 2, NULL, 7);
+    DraftKind kinds[3] = {DRAFT_EAGLE, DRAFT_SELF, DRAFT_LOOKUP};
+    const char* names[3] = {"eagle (random draft)", "self", "lookup"};
+    uint64_t rng = random_seed_state(9);
+    int mismatches = 0, runs = 0;
+    long accepted_self = 0, proposed_self = 0, accepted_lookup = 0;
+    for (int p = 0; p < PROMPTS; p++) {
+        int prompt[16];
+        int n_prompt = 3 + p * 2;
+        // half the prompts repeat a pattern, so prompt lookup has something to find
+        for (int i = 0; i < n_prompt; i++) { prompt[i] = p % 2 ? (int)(random_u32(&rng) % (uint32_t)V) : 10 + i % 3; }
+        GenerateStats plain_stats;
+        int n_plain = generate_plain(&engine, prompt, n_prompt, MAX_NEW, greedy, 0, plain, &plain_stats, NULL, NULL);
+        for (int k = 0; k < 3; k++) {
+            for (int s = 0; s < n_shapes; s++) {
+                DraftSource source;
+                draft_source_init(&source, kinds[k], shapes[s], kinds[k] == DRAFT_EAGLE ? &draft : NULL, &engine);
+                SpecStats stats;
+                int n = generate_speculative(&engine, &source, prompt, n_prompt, MAX_NEW, greedy, 0, speculative, &stats, NULL, NULL);
+                runs++;
+                if (n != n_plain || memcmp(plain, speculative, sizeof(int) * n) != 0) {
+                    mismatches++;
+                    fprintf(stderr, "  %s K=%d S=%d N=%d prompt %d: speculative output differs from plain greedy\n",
+                            names[k], shapes[s].k, shapes[s].depth, shapes[s].nodes, p);
+                }
+                // the statistics add up: every emitted token but the first came from a verify pass
+                check(stats.emitted >= n - 1 && stats.emitted <= n - 1 + source.shape.depth + 1 &&
+                      stats.accepted + stats.verify_passes == stats.emitted,
+                      "%s: statistics do not add up (emitted %d, passes %d, accepted %d, generated %d)",
+                      names[k], stats.emitted, stats.verify_passes, stats.accepted, n);
+                if (kinds[k] == DRAFT_SELF && shapes[s].k == 1) {
+                    // the target drafting a chain for itself proposes its own argmax at every step: every
+                    // pass accepts the whole chain. (A wider tree may prune the argmax path in favour of
+                    // a path with a higher cumulative draft probability, so only chains are complete.)
+                    accepted_self += stats.accepted;
+                    proposed_self += stats.proposed;
+                }
+                if (kinds[k] == DRAFT_LOOKUP) { accepted_lookup += stats.accepted; }
+                draft_source_free(&source);
+            }
+        }
+    }
+    check(mismatches == 0, "greedy speculative decoding differs from plain greedy in %d of %d runs", mismatches, runs);
+    check(accepted_self == proposed_self && proposed_self > 0, "self-drafted chains: %ld of %ld nodes accepted, expected all",
+          accepted_self, proposed_self);
+    check(accepted_lookup > 0, "prompt lookup never had a draft accepted on repetitive prompts (the partial case)");
+    printf("greedy losslessness: %d runs (3 sources x %d tree shapes x %d prompts), all equal to plain greedy\n",
+           runs, n_shapes, PROMPTS);
+    draft_free(&draft);
+}
+
+// ---- sampling losslessness ----------------------------------------------------------------------
+// A Markov "target" over V tokens: p_target(next | previous) fixed random tables; the "draft" proposes
+// the top-K tokens of a different table q. Speculative sampling from x0 must emit (x1, x2) with
+// probability p(x1 | x0) p(x2 | x1) exactly.
+enum { SV = 6 };
+static float markov_p[SV][SV], markov_q[SV][SV];
+
+static void build_markov(uint64_t* rng) {
+    for (int a = 0; a < SV; a++) {
+        float sum_p = 0, sum_q = 0;
+        for (int b = 0; b < SV; b++) {
+            markov_p[a][b] = 0.05f + random_f32(rng); sum_p += markov_p[a][b];
+            markov_q[a][b] = 0.05f + random_f32(rng); sum_q += markov_q[a][b];
+        }
+        for (int b = 0; b < SV; b++) { markov_p[a][b] /= sum_p; markov_q[a][b] /= sum_q; }
+    }
+}
+
+// A depth-2 top-K tree under q from root token `root` (K children, each with K children).
+static void markov_tree(Tree* tree, int root, int K) {
+    int n = 1;
+    tree->tokens[0] = root; tree->parents[0] = -1; tree->root_position = 0;
+    int ids[SV];
+    float log_probs[SV], logits[SV];
+    for (int b = 0; b < SV; b++) { logits[b] = logf(markov_q[root][b]); }
+    top_k_log_probs(ids, log_probs, logits, SV, K);
+    int first_level[SV];
+    for (int j = 0; j < K; j++) { tree->tokens[n] = ids[j]; tree->parents[n] = 0; first_level[j] = n++; }
+    for (int j = 0; j < K; j++) {
+        for (int b = 0; b < SV; b++) { logits[b] = logf(markov_q[tree->tokens[first_level[j]]][b]); }
+        top_k_log_probs(ids, log_probs, logits, SV, K);
+        for (int i = 0; i < K; i++) { tree->tokens[n] = ids[i]; tree->parents[n] = first_level[j]; n++; }
+    }
+    tree->n_nodes = n;
+    Error err;
+    tree_derive(tree, &err);
+}
+
+// The deliberately wrong acceptance of the negative control: tests each child against the target's
+// probability without removing rejected tokens (and draws the bonus from the unmodified target).
+static void accept_without_residual(Acceptance* out, const Tree* tree, const float* p_target, const float* uniforms, int V) {
+    int node = 0;
+    out->n_accepted = 0;
+    for (;;) {
+        int next = -1;
+        for (int c = 0; c < tree->n_children[node]; c++) {
+            int child = tree->children[node][c];
+            if (uniforms[child] < p_target[(size_t)node * V + tree->tokens[child]]) { next = child; break; }
+        }
+        if (next < 0) { out->bonus = sample_multinomial(p_target + (size_t)node * V, V, uniforms[0]); return; }
+        out->path[++out->n_accepted] = next;
+        node = next;
+    }
+}
+
+// Draws (x1, x2) pairs by speculative sampling from x0 and returns the chi-square statistic against
+// the exact joint distribution (SV*SV cells, SV*SV - 1 degrees of freedom).
+static double sampling_chi_square(int K, int draws, int broken, uint64_t seed) {
+    uint64_t rng = random_seed_state(seed);
+    long counts[SV][SV] = {{0}};
+    float p_target[TREE_MAX_NODES * SV], residual[SV], uniforms[TREE_MAX_NODES];
+    int x0 = 2;
+    for (int draw = 0; draw < draws; draw++) {
+        int emitted[2 + TREE_MAX_DEPTH + 1], n_emitted = 0, last = x0;
+        while (n_emitted < 2) {
+            Tree tree;
+            markov_tree(&tree, last, K);
+            for (int i = 0; i < tree.n_nodes; i++) { memcpy(p_target + i * SV, markov_p[tree.tokens[i]], sizeof(float) * SV); }
+            for (int i = 0; i < tree.n_nodes; i++) { uniforms[i] = random_f32(&rng); }
+            Acceptance acceptance;
+            if (broken) { accept_without_residual(&acceptance, &tree, p_target, uniforms, SV); }
+            else { accept_sampling(&acceptance, &tree, p_target, uniforms, SV, residual); }
+            for (int i = 1; i <= acceptance.n_accepted; i++) { emitted[n_emitted++] = tree.tokens[acceptance.path[i]]; }
+            emitted[n_emitted++] = acceptance.bonus;
+            last = emitted[n_emitted - 1];
+        }
+        counts[emitted[0]][emitted[1]]++;
+    }
+    double chi2 = 0;
+    for (int a = 0; a < SV; a++)
+        for (int b = 0; b < SV; b++) {
+            double expected = (double)draws * markov_p[x0][a] * markov_p[a][b];
+            chi2 += (counts[a][b] - expected) * (counts[a][b] - expected) / expected;
+        }
+    return chi2;
+}
+
+static double chi_square_quantile_999(int df) { // Wilson-Hilferty approximation
+    double z = 3.090232, h = 2.0 / (9.0 * df);
+    return df * pow(1.0 - h + z * sqrt(h), 3.0);
+}
+
+static void test_sampling_lossless(void) {
+    uint64_t rng = random_seed_state(3);
+    build_markov(&rng);
+    // 200,000 draws: a 1% absolute error in one cell of probability ~0.03 adds about
+    // 200000 * 0.01^2 / 0.03 = 667 to the statistic, far above the 0.999 quantile (~70 for 35 df).
+    // False-failure rate of the threshold: 0.1% per check (the seed is fixed, so runs repeat exactly).
+    int draws = 200000, df = SV * SV - 1;
+    double threshold = chi_square_quantile_999(df);
+    for (int K = 1; K <= 3; K++) {
+        double chi2 = sampling_chi_square(K, draws, 0, 100 + K);
+        printf("sampling losslessness K=%d: chi-square %.1f (threshold %.1f at 0.999, %d df)\n", K, chi2, threshold, df);
+        check(chi2 < threshold, "speculative sampling (K=%d) does not follow the target distribution: chi-square %.1f >= %.1f",
+              K, chi2, threshold);
+    }
+    double broken = sampling_chi_square(2, draws, 1, 200);
+    printf("negative control (no residual update): chi-square %.1f\n", broken);
+    check(broken > threshold, "the chi-square test failed to catch acceptance without the residual update (%.1f)", broken);
+}
+
+// ---- sampling end to end on the tiny model: repeatable, and a valid sample -----------------------
+static void test_sampling_end_to_end(Target* target) {
+    Engine engine = {target, NULL};
+    SamplerSettings settings = {0.9f, 0.95f};
+    int prompt[4] = {5, 6, 7, 8};
+    int first[20], second[20];
+    Draft draft;
+    draft_init_random(&draft, target, target->config.vocab_size, NULL, 3);
+    DraftSource source;
+    draft_source_init(&source, DRAFT_SELF, (TreeShape){2, 3, 7}, NULL, &engine);
+    SpecStats stats;
+    int n1 = generate_speculative(&engine, &source, prompt, 4, 20, settings, 11, first, &stats, NULL, NULL);
+    int n2 = generate_speculative(&engine, &source, prompt, 4, 20, settings, 11, second, &stats, NULL, NULL);
+    check(n1 == n2 && memcmp(first, second, sizeof(int) * n1) == 0, "speculative sampling is not repeatable for a seed");
+    check(stats.accepted > 0, "self-drafting under sampling never accepted a draft");
+    draft_source_free(&source);
+    draft_free(&draft);
+}
+
+int main(void) {
+    snprintf(model_path, sizeof(model_path), "/tmp/aurora_test_speculative_%d.gguf", (int)getpid());
+    TinyModelSpec spec = {64, 3, 4, 2, 96, 300, 256, 1, TYPE_F32, 10000.0f, 21};
+    Error err;
+    Target target;
+    if (tiny_model_write(model_path, &spec, &err) != 0 || target_load(&target, model_path, 256, 64, &err) != 0) {
+        fprintf(stderr, "setup: %s\n", err.message);
+        return 1;
+    }
+    remove(model_path);
+    test_tree_buffers();
+    test_verify_and_compaction(&target);
+    test_greedy_lossless(&target);
+    test_sampling_lossless();
+    test_sampling_end_to_end(&target);
+    target_free(&target);
+    return test_summary();
+}

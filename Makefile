@@ -105,8 +105,8 @@ test-unit: $(addprefix $(BIN)/,$(UNIT_TESTS))
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$(BIN)/$$t; done
 
 # the parsers (GGUF, tokenizer) and the model on malformed and hard inputs, under ASan + UBSan
-test-sanitize: $(BIN)/test_gguf_asan $(BIN)/test_tokenizer_asan $(BIN)/test_model_asan $(BIN)/test_draft_asan
-	@set -e; for t in test_gguf_asan test_tokenizer_asan test_model_asan test_draft_asan; do echo "== $$t"; ./$(BIN)/$$t; done
+test-sanitize: $(BIN)/test_gguf_asan $(BIN)/test_tokenizer_asan $(BIN)/test_model_asan $(BIN)/test_draft_asan $(BIN)/test_speculative_asan
+	@set -e; for t in test_gguf_asan test_tokenizer_asan test_model_asan test_draft_asan test_speculative_asan; do echo "== $$t"; ./$(BIN)/$$t; done
 
 test-cli: aurora
 	@echo "== test_cli"; sh tests/test_cli.sh ./aurora
@@ -129,8 +129,12 @@ test-cuda:
 endif
 
 # ---- benchmarks and tools ----------------------------------------------------------------------
-bench: aurora $(MODEL_FILE)
+$(BIN)/bench_verify: tools/bench_verify.c $(SOURCES) | $(BIN)
+	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+
+bench: aurora $(MODEL_FILE) $(BIN)/bench_verify
 	sh tools/bench.sh ./aurora $(MODEL_FILE)
+	./$(BIN)/bench_verify $(MODEL_FILE)
 
 oracle-deps:
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_FMA=ON -DGGML_F16C=ON" \

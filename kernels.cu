@@ -21,6 +21,12 @@ the activations for act.max_tokens tokens on the device. target_forward_cuda run
 sequence of target_forward (aurora.c) and copies taps, hidden, logits and (if the host asks for them)
 layer_outputs back into target->act.
 
+The draft (DraftCuda) follows the same plan: draft_cuda_create uploads the draft's arena and the target's
+embedding table once, draft_forward_cuda runs the op sequence of draft_forward (draft.c) and copies
+act.out and act.logits back. Acceptance (accept_greedy_cuda, accept_sampling_cuda) reads the target's
+device logits / distributions; the GPU computes only what is exact (argmax, gathers, the one-thread
+multinomial draw) and the walk over the tree runs on the host, so decisions equal the CPU's bit for bit.
+
 Build: nvcc -arch=sm_90 -O2 -c kernels.cu -o kernels.o -I.   (link with -lcudart)
 */
 #ifndef USE_CUDA
@@ -28,6 +34,7 @@ Build: nvcc -arch=sm_90 -O2 -c kernels.cu -o kernels.o -I.   (link with -lcudart
 #endif
 #include "aurora.h"
 #include <cuda_runtime.h>
+#include <limits.h>
 
 // ----------------------------------------------------------------------------
 // error checking: any CUDA error is a program bug or a broken device; print where and exit
@@ -421,6 +428,9 @@ struct TargetCuda {
     float* hidden;              // (T, C)
     float* logits;              // (T, V)
     float* layer_outputs;       // (L, T, C), allocated on the first call whose host activations ask for it
+    float* stage;               // host floats staged for the device (target_cuda_stage), grown as needed
+    size_t stage_floats;        // its capacity
+    float* residual;            // (V) scratch for accept_sampling_cuda
 };
 
 static void* device_malloc(size_t bytes, const char* file, int line) {
@@ -489,6 +499,9 @@ extern "C" TargetCuda* target_cuda_create(const Target* target) {
     g->hidden = (float*)deviceMalloc(T * c->dim * sizeof(float));
     g->logits = (float*)deviceMalloc(T * c->vocab_size * sizeof(float));
     g->layer_outputs = NULL;
+    g->stage = NULL;
+    g->stage_floats = 0;
+    g->residual = (float*)deviceMalloc((size_t)c->vocab_size * sizeof(float));
     return g;
 }
 
@@ -496,7 +509,7 @@ extern "C" void target_cuda_free(TargetCuda* g) {
     if (g == NULL) { return; }
     void* buffers[] = {g->weight_arena, g->key_cache, g->value_cache, g->tokens, g->positions, g->mask,
                        g->x, g->x_norm, g->q, g->k, g->v, g->attn_out, g->proj, g->ffn_gate, g->ffn_up,
-                       g->taps, g->hidden, g->logits, g->layer_outputs};
+                       g->taps, g->hidden, g->logits, g->layer_outputs, g->stage, g->residual};
     for (size_t i = 0; i < sizeof(buffers) / sizeof(buffers[0]); i++) {
         if (buffers[i] != NULL) { cudaCheck(cudaFree(buffers[i])); }
     }
@@ -505,6 +518,18 @@ extern "C" void target_cuda_free(TargetCuda* g) {
 
 extern "C" float* target_cuda_key_cache(TargetCuda* g) { return g->key_cache; }
 extern "C" float* target_cuda_value_cache(TargetCuda* g) { return g->value_cache; }
+extern "C" float* target_cuda_logits(TargetCuda* g) { return g->logits; }
+extern "C" float* target_cuda_residual(TargetCuda* g) { return g->residual; }
+
+extern "C" float* target_cuda_stage(TargetCuda* g, const float* host, size_t n) {
+    if (n > g->stage_floats) { // grow (the old contents need not survive: every call restages)
+        if (g->stage != NULL) { cudaCheck(cudaFree(g->stage)); }
+        g->stage = (float*)deviceMalloc(n * sizeof(float));
+        g->stage_floats = n;
+    }
+    if (n > 0) { cudaCheck(cudaMemcpy(g->stage, host, n * sizeof(float), cudaMemcpyHostToDevice)); }
+    return g->stage;
+}
 
 extern "C" void target_forward_cuda(TargetCuda* g, Target* target, const int* tokens, const int* positions,
                                     const uint8_t* mask, int T, int n_past, int all_logits) {
@@ -581,5 +606,359 @@ extern "C" void target_forward_cuda(TargetCuda* g, Target* target, const int* to
     if (host->layer_outputs != NULL) {
         cudaCheck(cudaMemcpy(host->layer_outputs, g->layer_outputs, (size_t)c->n_layers * T * C * sizeof(float),
                              cudaMemcpyDeviceToHost));
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the draft model on the GPU: the same layout as the target's twin. The fp32 weight arena is uploaded
+// once (every pointer mirrored by its offset), the target's embedding table once (the draft reads e_t
+// from it, frozen), and the draft's one-layer key/value cache (S, KVD) and activations for
+// act.max_tokens tokens live on the device. draft_forward_cuda runs exactly the op sequence of
+// draft_forward (draft.c) and copies act.out and act.logits back, so the drafting logic above it
+// (speculative.c) reads host memory whichever device ran the draft.
+
+struct DraftCuda {
+    DraftConfig config;
+    int cache_capacity;         // S
+    int max_tokens;             // T capacity
+    float* weight_arena;        // device copy of draft->weight_arena
+    size_t n_weight_floats;
+    DraftWeights weights;       // device pointers into weight_arena, at the host pointers' offsets
+    float* target_embedding;    // (V, C) device copy of the target's token embedding
+    float* key_cache;           // (S, KVD)
+    float* value_cache;         // (S, KVD)
+    int* tokens;                // (T)
+    int* positions;             // (T)
+    uint8_t* mask;              // (T, S), used as (T, P)
+    float* features;            // (T, 3C) input of draft_project_features_cuda
+    float* hidden_in;           // (T, C) u
+    float* embed;               // (T, C) e
+    float* attn_in;             // (T, 2C)
+    float* q;                   // (T, QD)
+    float* k;                   // (T, KVD)
+    float* v;                   // (T, KVD)
+    float* attn_out;            // (T, QD)
+    float* proj;                // (T, C)
+    float* h;                   // (T, C)
+    float* h_norm;              // (T, C)
+    float* ffn_gate;            // (T, F)
+    float* ffn_up;              // (T, F)
+    float* out;                 // (T, C)
+    float* out_norm;            // (T, C)
+    float* logits;              // (T, V_d)
+};
+
+// The device pointer at the same offset in the draft's arena as host_pointer.
+static float* mirror_draft_weight(const Draft* draft, const DraftCuda* draft_cuda, const float* host_pointer, const char* name) {
+    if (host_pointer < draft->weight_arena || host_pointer >= draft->weight_arena + draft->n_weight_floats) {
+        fprintf(stderr, "error: draft_cuda_create: weight '%s' does not lie in the weight arena\n", name);
+        exit(EXIT_FAILURE);
+    }
+    return draft_cuda->weight_arena + (host_pointer - draft->weight_arena);
+}
+
+extern "C" DraftCuda* draft_cuda_create(const Draft* draft) {
+    const DraftConfig* c = &draft->config;
+    if (draft->cache_capacity < 1 || draft->act.max_tokens < 1 || draft->target_embedding == NULL) {
+        fprintf(stderr, "error: draft_cuda_create: the draft has no state (call draft_alloc_state first) or no target embedding\n");
+        exit(EXIT_FAILURE); // a program bug
+    }
+    DraftCuda* g = (DraftCuda*)calloc(1, sizeof(DraftCuda));
+    if (g == NULL) { fprintf(stderr, "error: out of memory at %s:%d\n", __FILE__, __LINE__); exit(EXIT_FAILURE); }
+    g->config = *c;
+    g->cache_capacity = draft->cache_capacity;
+    g->max_tokens = draft->act.max_tokens;
+
+    // weights: the arena, every pointer mirrored by its offset; the target's embedding table
+    g->n_weight_floats = draft->n_weight_floats;
+    g->weight_arena = (float*)deviceMalloc(draft->n_weight_floats * sizeof(float));
+    draft_cuda_upload_weights(g, draft);
+    const DraftWeights* hw = &draft->weights;
+    DraftWeights* dw = &g->weights;
+    dw->fc = mirror_draft_weight(draft, g, hw->fc, "fc");
+    dw->embed_norm = mirror_draft_weight(draft, g, hw->embed_norm, "embed_norm");
+    dw->hidden_norm = mirror_draft_weight(draft, g, hw->hidden_norm, "hidden_norm");
+    dw->wq = mirror_draft_weight(draft, g, hw->wq, "wq");
+    dw->wk = mirror_draft_weight(draft, g, hw->wk, "wk");
+    dw->wv = mirror_draft_weight(draft, g, hw->wv, "wv");
+    dw->wo = mirror_draft_weight(draft, g, hw->wo, "wo");
+    dw->ffn_norm = mirror_draft_weight(draft, g, hw->ffn_norm, "ffn_norm");
+    dw->w_gate = mirror_draft_weight(draft, g, hw->w_gate, "w_gate");
+    dw->w_up = mirror_draft_weight(draft, g, hw->w_up, "w_up");
+    dw->w_down = mirror_draft_weight(draft, g, hw->w_down, "w_down");
+    dw->output_norm = mirror_draft_weight(draft, g, hw->output_norm, "output_norm");
+    dw->lm_head = mirror_draft_weight(draft, g, hw->lm_head, "lm_head");
+    size_t embedding_floats = (size_t)c->target_vocab_size * c->dim;
+    g->target_embedding = (float*)deviceMalloc(embedding_floats * sizeof(float));
+    cudaCheck(cudaMemcpy(g->target_embedding, draft->target_embedding, embedding_floats * sizeof(float), cudaMemcpyHostToDevice));
+
+    // key/value cache (zeroed like the host's) and activations for max_tokens tokens
+    size_t T = (size_t)g->max_tokens, S = (size_t)g->cache_capacity, C = (size_t)c->dim;
+    size_t QD = (size_t)c->n_heads * c->head_size, KVD = (size_t)c->n_kv_heads * c->head_size;
+    g->key_cache = (float*)deviceMalloc(S * KVD * sizeof(float));
+    g->value_cache = (float*)deviceMalloc(S * KVD * sizeof(float));
+    cudaCheck(cudaMemset(g->key_cache, 0, S * KVD * sizeof(float)));
+    cudaCheck(cudaMemset(g->value_cache, 0, S * KVD * sizeof(float)));
+    g->tokens = (int*)deviceMalloc(T * sizeof(int));
+    g->positions = (int*)deviceMalloc(T * sizeof(int));
+    g->mask = (uint8_t*)deviceMalloc(T * S);
+    g->features = (float*)deviceMalloc(T * 3 * C * sizeof(float));
+    g->hidden_in = (float*)deviceMalloc(T * C * sizeof(float));
+    g->embed = (float*)deviceMalloc(T * C * sizeof(float));
+    g->attn_in = (float*)deviceMalloc(T * 2 * C * sizeof(float));
+    g->q = (float*)deviceMalloc(T * QD * sizeof(float));
+    g->k = (float*)deviceMalloc(T * KVD * sizeof(float));
+    g->v = (float*)deviceMalloc(T * KVD * sizeof(float));
+    g->attn_out = (float*)deviceMalloc(T * QD * sizeof(float));
+    g->proj = (float*)deviceMalloc(T * C * sizeof(float));
+    g->h = (float*)deviceMalloc(T * C * sizeof(float));
+    g->h_norm = (float*)deviceMalloc(T * C * sizeof(float));
+    g->ffn_gate = (float*)deviceMalloc(T * c->ffn_dim * sizeof(float));
+    g->ffn_up = (float*)deviceMalloc(T * c->ffn_dim * sizeof(float));
+    g->out = (float*)deviceMalloc(T * C * sizeof(float));
+    g->out_norm = (float*)deviceMalloc(T * C * sizeof(float));
+    g->logits = (float*)deviceMalloc(T * c->vocab_size * sizeof(float));
+    return g;
+}
+
+extern "C" void draft_cuda_free(DraftCuda* g) {
+    if (g == NULL) { return; }
+    void* buffers[] = {g->weight_arena, g->target_embedding, g->key_cache, g->value_cache, g->tokens, g->positions,
+                       g->mask, g->features, g->hidden_in, g->embed, g->attn_in, g->q, g->k, g->v, g->attn_out,
+                       g->proj, g->h, g->h_norm, g->ffn_gate, g->ffn_up, g->out, g->out_norm, g->logits};
+    for (size_t i = 0; i < sizeof(buffers) / sizeof(buffers[0]); i++) {
+        if (buffers[i] != NULL) { cudaCheck(cudaFree(buffers[i])); }
+    }
+    free(g);
+}
+
+// Re-uploads the whole arena (the layout is fixed by the config, so the mirrored pointers stay valid).
+extern "C" void draft_cuda_upload_weights(DraftCuda* g, const Draft* draft) {
+    if (draft->n_weight_floats != g->n_weight_floats) {
+        fprintf(stderr, "error: draft_cuda_upload_weights: the draft has %zu weights, its GPU twin %zu\n",
+                draft->n_weight_floats, g->n_weight_floats);
+        exit(EXIT_FAILURE); // a different draft: a program bug
+    }
+    cudaCheck(cudaMemcpy(g->weight_arena, draft->weight_arena, draft->n_weight_floats * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+extern "C" void draft_project_features_cuda(DraftCuda* g, Draft* draft, float* hidden, const float* features, int T) {
+    // hidden: (T, C) host; features: (T, 3C) host; fc: (C, 3C). In chunks of the device's T capacity.
+    (void)draft;
+    int C = g->config.dim;
+    for (int start = 0; start < T; start += g->max_tokens) {
+        int n = T - start < g->max_tokens ? T - start : g->max_tokens;
+        cudaCheck(cudaMemcpy(g->features, features + (size_t)start * 3 * C, (size_t)n * 3 * C * sizeof(float),
+                             cudaMemcpyHostToDevice));
+        matmul_forward_cuda(g->hidden_in, g->features, g->weights.fc, n, 3 * C, C);
+        cudaCheck(cudaMemcpy(hidden + (size_t)start * C, g->hidden_in, (size_t)n * C * sizeof(float), cudaMemcpyDeviceToHost));
+    }
+}
+
+extern "C" void draft_forward_cuda(DraftCuda* g, Draft* draft, const int* tokens, const float* hidden, const int* positions,
+                                   const uint8_t* mask, int T, int n_past) {
+    const DraftConfig* c = &g->config;
+    const DraftWeights* w = &g->weights;
+    DraftActivations* host = &draft->act;
+    int C = c->dim, NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_size, F = c->ffn_dim;
+    int V = c->target_vocab_size, V_draft = c->vocab_size;
+    int QD = NH * HS, KVD = NKV * HS, S = g->cache_capacity, P = n_past + T;
+    if (T < 1 || T > g->max_tokens || T > host->max_tokens || n_past < 0 || P > S) {
+        fprintf(stderr, "error: draft_forward_cuda called with T=%d n_past=%d (max %d tokens per call, %d cache slots)\n",
+                T, n_past, g->max_tokens, S);
+        exit(EXIT_FAILURE); // callers check these bounds first; reaching here is a program bug
+    }
+    for (int t = 0; t < T; t++) {
+        if (tokens[t] < 0 || tokens[t] >= V) { // on the GPU a bad id would read outside the table
+            fprintf(stderr, "error: draft_forward_cuda: token %d is %d, expected a target id in [0, %d)\n", t, tokens[t], V);
+            exit(EXIT_FAILURE);
+        }
+    }
+
+    // inputs to the device (hidden may be host act.out of the previous call: it is read before the
+    // results are written back), the (T, P) mask, and e_t = the target's embedding of tokens[t]
+    cudaCheck(cudaMemcpy(g->tokens, tokens, (size_t)T * sizeof(int), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(g->positions, positions, (size_t)T * sizeof(int), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(g->hidden_in, hidden, (size_t)T * C * sizeof(float), cudaMemcpyHostToDevice));
+    build_attention_mask_cuda(g->mask, mask, T, n_past);
+    embedding_forward_cuda(g->embed, g->tokens, g->target_embedding, T, C, V);
+    // attn_in row t = [RMSNorm_e(e_t), RMSNorm_u(u_t)]: each norm writes its half of the row
+    for (int t = 0; t < T; t++) {
+        float* row = g->attn_in + (size_t)t * 2 * C;
+        rmsnorm_forward_cuda(row, g->embed + (size_t)t * C, w->embed_norm, 1, C, c->norm_eps);
+        rmsnorm_forward_cuda(row + C, g->hidden_in + (size_t)t * C, w->hidden_norm, 1, C, c->norm_eps);
+    }
+
+    // attention block: h = u + wo(attention(rope(wq a_in), rope(wk a_in), wv a_in))
+    matmul_forward_cuda(g->q, g->attn_in, w->wq, T, 2 * C, QD);
+    matmul_forward_cuda(g->k, g->attn_in, w->wk, T, 2 * C, KVD);
+    matmul_forward_cuda(g->v, g->attn_in, w->wv, T, 2 * C, KVD);
+    rope_forward_cuda(g->q, g->q, g->positions, T, NH, HS, c->rope_theta);
+    rope_forward_cuda(g->k, g->k, g->positions, T, NKV, HS, c->rope_theta);
+    cudaCheck(cudaMemcpy(g->key_cache + (size_t)n_past * KVD, g->k, (size_t)T * KVD * sizeof(float), cudaMemcpyDeviceToDevice));
+    cudaCheck(cudaMemcpy(g->value_cache + (size_t)n_past * KVD, g->v, (size_t)T * KVD * sizeof(float), cudaMemcpyDeviceToDevice));
+    attention_forward_cuda(g->attn_out, g->q, g->key_cache, g->value_cache, g->mask, T, P, NH, NKV, HS);
+    matmul_forward_cuda(g->proj, g->attn_out, w->wo, T, QD, C);
+    residual_forward_cuda(g->h, g->hidden_in, g->proj, T * C);
+
+    // MLP block: out = h + w_down(silu(w_gate n) * w_up n), n = RMSNorm_ffn(h)
+    rmsnorm_forward_cuda(g->h_norm, g->h, w->ffn_norm, T, C, c->norm_eps);
+    matmul_forward_cuda(g->ffn_gate, g->h_norm, w->w_gate, T, C, F);
+    matmul_forward_cuda(g->ffn_up, g->h_norm, w->w_up, T, C, F);
+    swiglu_forward_cuda(g->ffn_gate, g->ffn_gate, g->ffn_up, T * F);
+    matmul_forward_cuda(g->proj, g->ffn_gate, w->w_down, T, F, C);
+    residual_forward_cuda(g->out, g->h, g->proj, T * C);
+
+    // LM head over the draft vocabulary, every row
+    rmsnorm_forward_cuda(g->out_norm, g->out, w->output_norm, T, C, c->norm_eps);
+    matmul_forward_cuda(g->logits, g->out_norm, w->lm_head, T, C, V_draft);
+
+    // results back to the host activations (cudaMemcpy to the host waits for the kernels)
+    cudaCheck(cudaMemcpy(host->out, g->out, (size_t)T * C * sizeof(float), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(host->logits, g->logits, (size_t)T * V_draft * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+// ----------------------------------------------------------------------------
+// acceptance reading device memory. The decisions must be bit-identical to accept_greedy /
+// accept_sampling (speculative.c) given the same inputs, so the GPU does only what is exact:
+//   greedy:   the argmax of every node's logits row (one block per row, ties to the lowest index, as
+//             sample_argmax); the walk from the root over those N ints runs on the host
+//   sampling: a gather of each node's token probability under its parent's distribution (the only
+//             numbers the walk tests), the walk on the host with the same double-precision residual
+//             mass, then the residual (the last node's row with every rejected token zeroed) built in
+//             device memory and the bonus drawn from it by one thread, adding in the CPU's order.
+// Device scratch for these few ints and floats is allocated on first use and kept for the process.
+
+static int* accept_ints = NULL;        // (TREE_MAX_NODES) argmax per node; [0] also the bonus draw
+static float* accept_values = NULL;    // (TREE_MAX_NODES) gathered probabilities
+static size_t* accept_offsets = NULL;  // (TREE_MAX_NODES) where each gathered value lives
+
+static void accept_scratch_init(void) {
+    if (accept_ints != NULL) { return; }
+    accept_ints = (int*)deviceMalloc(TREE_MAX_NODES * sizeof(int));
+    accept_values = (float*)deviceMalloc(TREE_MAX_NODES * sizeof(float));
+    accept_offsets = (size_t*)deviceMalloc(TREE_MAX_NODES * sizeof(size_t));
+}
+
+// Is (value_a, index_a) a better argmax than (value_b, index_b)? Larger value, then lower index.
+__device__ int argmax_better(float value_a, int index_a, float value_b, int index_b) {
+    return value_a > value_b || (value_a == value_b && index_a < index_b);
+}
+
+// out[row] = sample_argmax(logits row, V). sample_argmax's strict > never picks a NaN, except that a NaN
+// at index 0 stays the answer; the same here: NaNs are skipped and a row with no other winner gives 0.
+__global__ void argmax_kernel(int* out, const float* logits, int V) {
+    __shared__ float best_values[BLOCK_SIZE];
+    __shared__ int best_indices[BLOCK_SIZE];
+    const float* x = logits + (size_t)blockIdx.x * V;
+    float best_value = -INFINITY;
+    int best_index = INT_MAX; // worse than any entry (an entry of -inf wins the tie by its lower index)
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        if (!isnan(x[i]) && argmax_better(x[i], i, best_value, best_index)) { best_value = x[i]; best_index = i; }
+    }
+    best_values[threadIdx.x] = best_value;
+    best_indices[threadIdx.x] = best_index;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+        if (threadIdx.x < stride) {
+            int other = threadIdx.x + stride;
+            if (argmax_better(best_values[other], best_indices[other], best_values[threadIdx.x], best_indices[threadIdx.x])) {
+                best_values[threadIdx.x] = best_values[other];
+                best_indices[threadIdx.x] = best_indices[other];
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) { out[blockIdx.x] = isnan(x[0]) || best_indices[0] == INT_MAX ? 0 : best_indices[0]; }
+}
+
+// out[i] = source[offsets[i]]; one thread per value
+__global__ void gather_kernel(float* out, const float* source, const size_t* offsets, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) { out[i] = source[offsets[i]]; }
+}
+
+// *out = sample_multinomial(probs, V, coin), on one thread: the cumulative float sum in the CPU's order
+__global__ void sample_multinomial_kernel(int* out, const float* probs, int V, float coin) {
+    float cumulative = 0.0f;
+    for (int i = 0; i < V; i++) {
+        cumulative = __fadd_rn(cumulative, probs[i]);
+        if (coin < cumulative) { *out = i; return; }
+    }
+    for (int i = V - 1; i >= 0; i--) { if (probs[i] > 0.0f) { *out = i; return; } }
+    *out = V - 1;
+}
+
+extern "C" void accept_greedy_cuda(Acceptance* out, const Tree* tree, const float* target_logits, int V) {
+    // target_logits: (N, V) device memory
+    int N = tree->n_nodes;
+    int choices[TREE_MAX_NODES];
+    accept_scratch_init();
+    argmax_kernel<<<N, BLOCK_SIZE>>>(accept_ints, target_logits, V);
+    cudaCheckLaunch("argmax_kernel");
+    cudaCheck(cudaMemcpy(choices, accept_ints, (size_t)N * sizeof(int), cudaMemcpyDeviceToHost));
+    // the walk of accept_greedy, reading the argmax of each node from choices
+    int node = 0;
+    out->n_accepted = 0;
+    out->path[0] = 0;
+    for (;;) {
+        int target_choice = choices[node];
+        int next = -1;
+        for (int c = 0; c < tree->n_children[node]; c++) {
+            int child = tree->children[node][c];
+            if (tree->tokens[child] == target_choice) { next = child; break; }
+        }
+        if (next < 0) { out->bonus = target_choice; return; }
+        out->path[++out->n_accepted] = next;
+        node = next;
+    }
+}
+
+extern "C" void accept_sampling_cuda(Acceptance* out, const Tree* tree, const float* p_target, const float* uniforms, int V,
+                                     float* residual) {
+    // p_target: (N, V) device memory; uniforms: (N) host; residual: (V) device scratch
+    int N = tree->n_nodes;
+    accept_scratch_init();
+    // probability[i] = p_target[parent(i)][token(i)]: node i's value in its parent's residual until a
+    // sibling with the same token is rejected (then 0, as the CPU's zeroed entry)
+    float probability[TREE_MAX_NODES];
+    if (N > 1) {
+        size_t offsets[TREE_MAX_NODES];
+        for (int i = 1; i < N; i++) { offsets[i - 1] = (size_t)tree->parents[i] * V + tree->tokens[i]; }
+        cudaCheck(cudaMemcpy(accept_offsets, offsets, (size_t)(N - 1) * sizeof(size_t), cudaMemcpyHostToDevice));
+        gather_kernel<<<ceil_div(N - 1, BLOCK_SIZE), BLOCK_SIZE>>>(accept_values, p_target, accept_offsets, N - 1);
+        cudaCheckLaunch("gather_kernel");
+        cudaCheck(cudaMemcpy(probability + 1, accept_values, (size_t)(N - 1) * sizeof(float), cudaMemcpyDeviceToHost));
+    }
+    // the walk of accept_sampling, with the residual's tested entries tracked on the host
+    int node = 0;
+    out->n_accepted = 0;
+    out->path[0] = 0;
+    for (;;) {
+        double residual_mass = 1.0;
+        int rejected[TREE_MAX_NODES]; // tokens zeroed in the residual at this node
+        int n_rejected = 0;
+        int next = -1;
+        for (int c = 0; c < tree->n_children[node]; c++) {
+            int child = tree->children[node][c];
+            int token = tree->tokens[child];
+            float residual_token = probability[child];
+            for (int r = 0; r < n_rejected; r++) { if (rejected[r] == token) { residual_token = 0.0f; } }
+            if (residual_mass > 0.0 && uniforms[child] < residual_token / residual_mass) { next = child; break; }
+            residual_mass -= residual_token;
+            rejected[n_rejected++] = token;
+        }
+        if (next < 0) {
+            // the bonus: residual = this node's row with the rejected tokens zeroed, then one draw
+            cudaCheck(cudaMemcpy(residual, p_target + (size_t)node * V, (size_t)V * sizeof(float), cudaMemcpyDeviceToDevice));
+            for (int r = 0; r < n_rejected; r++) { cudaCheck(cudaMemset(residual + rejected[r], 0, sizeof(float))); }
+            float coin = (float)(uniforms[0] * (residual_mass > 0.0 ? residual_mass : 0.0));
+            sample_multinomial_kernel<<<1, 1>>>(accept_ints, residual, V, coin);
+            cudaCheckLaunch("sample_multinomial_kernel");
+            cudaCheck(cudaMemcpy(&out->bonus, accept_ints, sizeof(int), cudaMemcpyDeviceToHost));
+            return;
+        }
+        out->path[++out->n_accepted] = next;
+        node = next;
     }
 }

@@ -33,7 +33,7 @@ expect_ok "tiny-model q4_1 untied" "$AURORA" tiny-model -o "$work/tiny_q41.gguf"
 
 # ---- the commands work
 expect_ok "top-level --help" "$AURORA" --help
-for command in generate tokenize logits info tiny-model; do
+for command in generate tokenize logits info tiny-model convert draft-init; do
     expect_ok "$command --help" "$AURORA" "$command" --help
 done
 expect_ok "info" "$AURORA" info -m "$model"
@@ -62,6 +62,25 @@ expect_ok "generate --chat text" "$AURORA" generate -m "$model" -p "hi" -n 4 --c
 expect_ok "logits --top 3" "$AURORA" logits -m "$model" -p "the cat" --top 3
 [ "$(wc -l < "$work/out")" -eq 3 ] && pass || fail "logits --top 3 printed $(wc -l < "$work/out") lines"
 expect_ok "generate on a q4_1 untied model" "$AURORA" generate -m "$work/tiny_q41.gguf" -p "abc" -n 4
+
+# ---- speculative decoding: every draft source gives the plain greedy output, with statistics
+"$AURORA" generate -m "$model" -p "the cat sat on the mat. the cat" -n 24 --print-ids > "$work/plain" 2>/dev/null
+expect_ok "draft-init" "$AURORA" draft-init -m "$model" -o "$work/draft.gguf" --seed 4 --draft-vocab 200
+for draft in self lookup random "$work/draft.gguf"; do
+    for shape in "--spec-k 1 --spec-depth 5" "--spec-k 4 --spec-depth 3 --spec-nodes 9"; do
+        expect_ok "generate --draft $draft $shape" "$AURORA" generate -m "$model" -p "the cat sat on the mat. the cat" -n 24 \
+            --print-ids --draft "$draft" $shape
+        cmp -s "$work/out" "$work/plain" && pass || fail "--draft $draft $shape: output differs from plain greedy"
+        grep -q "acceptance length" "$work/err" && pass || fail "--draft $draft: no statistics on stderr"
+    done
+done
+expect_ok "speculative sampling" "$AURORA" generate -m "$model" -p "abc" -n 16 --temp 0.8 --draft self --print-ids
+expect_error "missing draft file" "$work/nope-draft.gguf" "$AURORA" generate -m "$model" -p x --draft "$work/nope-draft.gguf"
+expect_error "a model is not a draft" "aurora-draft" "$AURORA" generate -m "$model" -p x --draft "$model"
+expect_error "bad --spec-k" "--spec-k expects an integer" "$AURORA" generate -m "$model" -p x --draft self --spec-k 0
+expect_error "bad --spec-nodes" "--spec-nodes expects an integer" "$AURORA" generate -m "$model" -p x --draft self --spec-nodes 65
+expect_error "bad --draft-vocab" "larger than the target vocabulary" "$AURORA" draft-init -m "$model" -o "$work/d.gguf" --draft-vocab 100000
+expect_error "draft-init without -o" "missing -o" "$AURORA" draft-init -m "$model"
 
 # ---- bad flags
 expect_error "no command" "usage" "$AURORA"

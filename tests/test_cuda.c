@@ -370,6 +370,306 @@ static void test_target(const TinyModelSpec* spec) {
     target_free(&gpu);
 }
 
+// ---- key/value cache compaction -----------------------------------------------------------------
+// A path's slots as engine_compact passes them: increasing, slots[i] >= destination + i (sources only move
+// down). identity: every slot already in place (nothing moves).
+static void test_kv_compact(int L, int S, int KVD, int destination, int n, int identity) {
+    size_t floats = (size_t)L * S * KVD;
+    float* key_cache = random_floats(floats, -1, 1);
+    float* value_cache = random_floats(floats, -1, 1);
+    float* got = mallocCheck(floats * sizeof(float));
+    int slots[TREE_MAX_DEPTH + 1];
+    for (int i = 0; i < n; i++) {
+        int gap = identity ? 0 : (int)(random_u32(&rng_state) % 3u);
+        slots[i] = i == 0 ? destination + gap : slots[i - 1] + 1 + gap;
+    }
+    if (slots[n - 1] >= S) { check(0, "test bug: kv_compact slots exceed the cache"); free(key_cache); free(value_cache); free(got); return; }
+    float* d_key = to_device(key_cache, floats * sizeof(float));
+    float* d_value = to_device(value_cache, floats * sizeof(float));
+    kv_compact_cpu(key_cache, value_cache, slots, n, destination, L, S, KVD);
+    kv_compact_cuda(d_key, d_value, slots, n, destination, L, S, KVD);
+    char what[128];
+    snprintf(what, sizeof(what), "kv_compact keys L=%d S=%d KVD=%d n=%d -> %d%s", L, S, KVD, n, destination, identity ? " (in place)" : "");
+    from_device(got, d_key, floats * sizeof(float));
+    check_tensor(what, got, key_cache, floats, tolerance("exact"));
+    snprintf(what, sizeof(what), "kv_compact values L=%d S=%d KVD=%d n=%d -> %d%s", L, S, KVD, n, destination, identity ? " (in place)" : "");
+    from_device(got, d_value, floats * sizeof(float));
+    check_tensor(what, got, value_cache, floats, tolerance("exact"));
+    cudaFree(d_key); cudaFree(d_value);
+    free(key_cache); free(value_cache); free(got);
+}
+
+// ---- the draft model ----------------------------------------------------------------------------
+// Two identical random drafts for one tiny target: one runs draft_forward, the other its GPU twin
+// (results in its act). A causal extend of 5 positions, then a tree step of 4 nodes over it with an
+// explicit (T, n_past + T) mask, then the same tree step after new weights are uploaded (hot swap).
+static void compare_draft(const char* step, const Draft* cpu, const Draft* gpu, int T) {
+    char what[160];
+    snprintf(what, sizeof(what), "%s: draft out", step);
+    check_tensor(what, gpu->act.out, cpu->act.out, (size_t)T * cpu->config.dim, tolerance("layer"));
+    snprintf(what, sizeof(what), "%s: draft logits", step);
+    check_tensor(what, gpu->act.logits, cpu->act.logits, (size_t)T * cpu->config.vocab_size, tolerance("layer"));
+}
+
+static void test_draft(const TinyModelSpec* spec, int draft_vocab) {
+    char path[256];
+    snprintf(path, sizeof(path), "/tmp/aurora_test_cuda_draft_%d_%llu.gguf", (int)getpid(), (unsigned long long)spec->seed);
+    Error err;
+    Target target;
+    if (tiny_model_write(path, spec, &err) != 0 || target_load(&target, path, 32, 16, &err) != 0) {
+        check(0, "draft test setup: %s", err.message);
+        remove(path);
+        return;
+    }
+    remove(path);
+    Draft cpu, gpu;
+    draft_init_random(&cpu, &target, draft_vocab, NULL, 5);
+    draft_init_random(&gpu, &target, draft_vocab, NULL, 5);
+    draft_alloc_state(&cpu, 24, 8);
+    draft_alloc_state(&gpu, 24, 8);
+    DraftCuda* gpu_cuda = draft_cuda_create(&gpu);
+    int C = cpu.config.dim, V = target.config.vocab_size;
+    char step[160];
+
+    // u = fc(g), then the causal extend over positions 0..4
+    enum { T1 = 5, NODES = 4 };
+    float* features = random_floats((size_t)T1 * 3 * C, -2, 2);
+    float* hidden_cpu = mallocCheck((size_t)T1 * C * sizeof(float));
+    float* hidden_gpu = mallocCheck((size_t)T1 * C * sizeof(float));
+    draft_project_features(&cpu, hidden_cpu, features, T1);
+    draft_project_features_cuda(gpu_cuda, &gpu, hidden_gpu, features, T1);
+    snprintf(step, sizeof(step), "draft C=%d V_d=%d: project features T=%d", C, draft_vocab, T1);
+    check_tensor(step, hidden_gpu, hidden_cpu, (size_t)T1 * C, tolerance("reorder"));
+    int tokens[T1], positions[T1];
+    for (int t = 0; t < T1; t++) { tokens[t] = (int)(random_u32(&rng_state) % (uint32_t)V); positions[t] = t; }
+    tokens[T1 - 1] = V - 1; // the last row of the embedding table too
+    draft_forward(&cpu, tokens, hidden_cpu, positions, NULL, T1, 0);
+    draft_forward_cuda(gpu_cuda, &gpu, tokens, hidden_cpu, positions, NULL, T1, 0);
+    snprintf(step, sizeof(step), "draft C=%d V_d=%d: causal extend T=%d", C, draft_vocab, T1);
+    compare_draft(step, &cpu, &gpu, T1);
+
+    // tree step: parents {-, 0, 0, 1}; u of node i is a CPU output row (the same input for both)
+    int parent[NODES] = {-1, 0, 0, 1};
+    int node_tokens[NODES], node_positions[NODES];
+    int P = T1 + NODES;
+    uint8_t mask[NODES * (T1 + NODES)];
+    memset(mask, 0, sizeof(mask));
+    float* node_hidden = mallocCheck((size_t)NODES * C * sizeof(float));
+    for (int t = 0; t < NODES; t++) {
+        node_tokens[t] = (int)(random_u32(&rng_state) % (uint32_t)V);
+        memset(mask + (size_t)t * P, 1, T1);
+        int depth = 0;
+        for (int node = t; node >= 0; node = parent[node]) { mask[(size_t)t * P + T1 + node] = 1; depth += node != t; }
+        node_positions[t] = T1 - 1 + depth;
+        memcpy(node_hidden + (size_t)t * C, cpu.act.out + (size_t)(T1 - 1 - t % 2) * C, (size_t)C * sizeof(float));
+    }
+    draft_forward(&cpu, node_tokens, node_hidden, node_positions, mask, NODES, T1);
+    draft_forward_cuda(gpu_cuda, &gpu, node_tokens, node_hidden, node_positions, mask, NODES, T1);
+    snprintf(step, sizeof(step), "draft C=%d V_d=%d: tree step T=%d (n_past=%d)", C, draft_vocab, NODES, T1);
+    compare_draft(step, &cpu, &gpu, NODES);
+
+    // hot swap: new weights on both hosts, uploaded to the twin; the same tree step again
+    uint64_t perturb = random_seed_state(77);
+    for (size_t i = 0; i < cpu.n_weight_floats; i++) { cpu.weight_arena[i] += 0.05f * (2.0f * random_f32(&perturb) - 1.0f); }
+    memcpy(gpu.weight_arena, cpu.weight_arena, cpu.n_weight_floats * sizeof(float));
+    draft_cuda_upload_weights(gpu_cuda, &gpu);
+    draft_forward(&cpu, node_tokens, node_hidden, node_positions, mask, NODES, T1);
+    draft_forward_cuda(gpu_cuda, &gpu, node_tokens, node_hidden, node_positions, mask, NODES, T1);
+    snprintf(step, sizeof(step), "draft C=%d V_d=%d: tree step after draft_cuda_upload_weights", C, draft_vocab);
+    compare_draft(step, &cpu, &gpu, NODES);
+
+    draft_cuda_free(gpu_cuda);
+    free(features); free(hidden_cpu); free(hidden_gpu); free(node_hidden);
+    draft_free(&cpu);
+    draft_free(&gpu);
+    target_free(&target);
+}
+
+// ---- acceptance ---------------------------------------------------------------------------------
+// A random tree of N nodes with tokens in [0, n_tokens): each parent a random earlier node (so some nodes
+// have several children and the leaves none); a small n_tokens gives siblings with the same token.
+static void random_tree(Tree* tree, int N, int n_tokens) {
+    memset(tree, 0, sizeof(*tree));
+    tree->n_nodes = N;
+    tree->root_position = 3;
+    int depth[TREE_MAX_NODES];
+    for (int i = 0; i < N; i++) {
+        int parent = i == 0 ? -1 : (int)(random_u32(&rng_state) % (uint32_t)i);
+        if (parent >= 0 && depth[parent] >= TREE_MAX_DEPTH) { parent = 0; }
+        depth[i] = parent < 0 ? 0 : depth[parent] + 1;
+        tree->parents[i] = parent;
+        tree->tokens[i] = (int)(random_u32(&rng_state) % (uint32_t)n_tokens);
+    }
+    Error err;
+    if (tree_derive(tree, &err) != 0) { fprintf(stderr, "test bug: %s\n", err.message); exit(2); }
+}
+
+// Acceptance structs must be identical: the count, the path, the bonus.
+static void compare_acceptance(const char* what, const Acceptance* got, const Acceptance* expected) {
+    check(got->n_accepted == expected->n_accepted, "%s: n_accepted GPU %d, CPU %d", what, got->n_accepted, expected->n_accepted);
+    check(got->bonus == expected->bonus, "%s: bonus GPU %d, CPU %d", what, got->bonus, expected->bonus);
+    if (got->n_accepted == expected->n_accepted) {
+        char name[200];
+        snprintf(name, sizeof(name), "%s: path", what);
+        check_ints(name, got->path, expected->path, (size_t)expected->n_accepted + 1);
+    }
+}
+
+// Greedy: logits with few distinct values (ties everywhere); every third trial each node's argmax is made
+// one of its children's tokens (long accepted paths, ending at a leaf), every seventh a row of -inf.
+static void test_accept_greedy(int trials, int N_max, int V, int n_levels) {
+    int reached_leaf = 0, rejected_at_root = 0;
+    for (int trial = 0; trial < trials; trial++) {
+        Tree tree;
+        int N = 1 + (int)(random_u32(&rng_state) % (uint32_t)N_max);
+        random_tree(&tree, N, V < 6 ? V : 6 + trial % (V - 5));
+        float* logits = mallocCheck((size_t)N * V * sizeof(float));
+        for (size_t i = 0; i < (size_t)N * V; i++) { logits[i] = (float)(random_u32(&rng_state) % (uint32_t)n_levels); }
+        if (trial % 3 == 0) {
+            for (int node = 0; node < N; node++) {
+                if (tree.n_children[node] == 0) { continue; }
+                int child = tree.children[node][random_u32(&rng_state) % (uint32_t)tree.n_children[node]];
+                logits[(size_t)node * V + tree.tokens[child]] = (float)n_levels;
+            }
+        }
+        if (trial % 7 == 3) { for (int i = 0; i < V; i++) { logits[i] = -INFINITY; } }
+        Acceptance expected, got;
+        memset(&expected, 0, sizeof(expected));
+        memset(&got, 0, sizeof(got));
+        accept_greedy(&expected, &tree, logits, V);
+        float* d_logits = to_device(logits, (size_t)N * V * sizeof(float));
+        accept_greedy_cuda(&got, &tree, d_logits, V);
+        char what[128];
+        snprintf(what, sizeof(what), "accept_greedy_cuda trial %d (N=%d V=%d)", trial, N, V);
+        compare_acceptance(what, &got, &expected);
+        int last = expected.path[expected.n_accepted];
+        reached_leaf += expected.n_accepted > 0 && tree.n_children[last] == 0;
+        rejected_at_root += expected.n_accepted == 0 && tree.n_children[0] > 0;
+        cudaFree(d_logits);
+        free(logits);
+    }
+    check(reached_leaf > 0 && rejected_at_root > 0, "accept_greedy_cuda V=%d: the trials never reached a leaf (%d) or "
+          "never rejected every child of the root (%d)", V, reached_leaf, rejected_at_root);
+}
+
+// Sampling: random distributions with zeros; every fifth trial each node's children's tokens get most of
+// the mass (acceptances); uniforms random, all near 1 (reject nearly everything) or all 0 (accept the
+// first child with any mass). With V small and many children, the residual mass reaches 0.
+static void test_accept_sampling(int trials, int N_max, int V) {
+    int accepted_some = 0, rejected_all = 0;
+    for (int trial = 0; trial < trials; trial++) {
+        Tree tree;
+        int N = 1 + (int)(random_u32(&rng_state) % (uint32_t)N_max);
+        random_tree(&tree, N, V < 8 ? V : 8);
+        float* p_target = mallocCheck((size_t)N * V * sizeof(float));
+        for (int node = 0; node < N; node++) {
+            float* row = p_target + (size_t)node * V;
+            for (int i = 0; i < V; i++) { row[i] = (random_u32(&rng_state) & 3u) == 0 ? 0.0f : random_f32(&rng_state); }
+            if (trial % 5 == 0) {
+                for (int c = 0; c < tree.n_children[node]; c++) { row[tree.tokens[tree.children[node][c]]] += 0.5f * V; }
+            }
+            float sum = 0.0f;
+            for (int i = 0; i < V; i++) { sum += row[i]; }
+            if (sum == 0.0f) { row[0] = sum = 1.0f; }
+            for (int i = 0; i < V; i++) { row[i] /= sum; }
+        }
+        float uniforms[TREE_MAX_NODES];
+        for (int i = 0; i < N; i++) {
+            uniforms[i] = trial % 6 == 1 ? 0.99999f : trial % 6 == 2 ? 0.0f : random_f32(&rng_state);
+        }
+        Acceptance expected, got;
+        memset(&expected, 0, sizeof(expected));
+        memset(&got, 0, sizeof(got));
+        float* residual = mallocCheck((size_t)V * sizeof(float));
+        accept_sampling(&expected, &tree, p_target, uniforms, V, residual);
+        float* d_p_target = to_device(p_target, (size_t)N * V * sizeof(float));
+        float* d_residual = device_alloc((size_t)V * sizeof(float));
+        accept_sampling_cuda(&got, &tree, d_p_target, uniforms, V, d_residual);
+        char what[128];
+        snprintf(what, sizeof(what), "accept_sampling_cuda trial %d (N=%d V=%d)", trial, N, V);
+        compare_acceptance(what, &got, &expected);
+        accepted_some += expected.n_accepted > 0;
+        rejected_all += expected.n_accepted == 0 && tree.n_children[0] > 0;
+        cudaFree(d_p_target); cudaFree(d_residual);
+        free(p_target); free(residual);
+    }
+    check(accepted_some > 0 && rejected_all > 0, "accept_sampling_cuda V=%d: the trials never accepted (%d) or never "
+          "rejected every child of the root (%d)", V, accepted_some, rejected_all);
+}
+
+// ---- speculative generation end to end ----------------------------------------------------------
+// The same requests through a CPU engine and a GPU engine (each with its own Target, and for the EAGLE
+// source its own copy of one random draft): greedy output tokens and acceptance counts must be identical.
+static void test_speculative_end_to_end(void) {
+    char path[256];
+    snprintf(path, sizeof(path), "/tmp/aurora_test_cuda_spec_%d.gguf", (int)getpid());
+    TinyModelSpec spec = {64, 3, 4, 2, 96, 300, 256, 1, TYPE_F32, 10000.0f, 21};
+    Error err;
+    Target cpu_target, gpu_target;
+    if (tiny_model_write(path, &spec, &err) != 0 || target_load(&cpu_target, path, 256, 64, &err) != 0) {
+        check(0, "end-to-end setup: %s", err.message);
+        remove(path);
+        return;
+    }
+    if (target_load(&gpu_target, path, 256, 64, &err) != 0) {
+        check(0, "end-to-end setup: %s", err.message);
+        target_free(&cpu_target);
+        remove(path);
+        return;
+    }
+    remove(path);
+    cpu_target.tokenizer.eos_id = -1; // random weights: run to max_new
+    gpu_target.tokenizer.eos_id = -1;
+    int V = cpu_target.config.vocab_size;
+    Engine cpu_engine = {&cpu_target, NULL};
+    Engine gpu_engine = {&gpu_target, target_cuda_create(&gpu_target)};
+    Draft cpu_draft, gpu_draft;
+    draft_init_random(&cpu_draft, &cpu_target, V / 2, NULL, 7);
+    draft_init_random(&gpu_draft, &gpu_target, V / 2, NULL, 7);
+    SamplerSettings greedy = {0.0f, 1.0f};
+    enum { MAX_NEW = 24 };
+    const TreeShape shapes[] = {{1, 4, 5}, {2, 3, 7}, {4, 3, 12}};
+    const char* shape_names[] = {"chain K=1 S=4 N=5", "tree K=2 S=3 N=7", "tree K=4 S=3 N=12"};
+    DraftKind kinds[3] = {DRAFT_EAGLE, DRAFT_SELF, DRAFT_LOOKUP};
+    const char* kind_names[3] = {"eagle (random draft)", "self", "lookup"};
+    int runs = 0;
+    for (int p = 0; p < 2; p++) {
+        int prompt[12];
+        int n_prompt = p == 0 ? 9 : 6;
+        for (int i = 0; i < n_prompt; i++) { prompt[i] = p == 0 ? 10 + i % 3 : (int)(random_u32(&rng_state) % (uint32_t)V); }
+        for (int k = 0; k < 3; k++) {
+            for (int s = 0; s < (int)(sizeof(shapes) / sizeof(shapes[0])); s++) {
+                DraftSource cpu_source, gpu_source;
+                draft_source_init(&cpu_source, kinds[k], shapes[s], kinds[k] == DRAFT_EAGLE ? &cpu_draft : NULL, &cpu_engine);
+                draft_source_init(&gpu_source, kinds[k], shapes[s], kinds[k] == DRAFT_EAGLE ? &gpu_draft : NULL, &gpu_engine);
+                char what[160];
+                snprintf(what, sizeof(what), "speculative %s %s prompt %d", kind_names[k], shape_names[s], p);
+                check(kinds[k] != DRAFT_EAGLE || gpu_source.draft_cuda != NULL, "%s: the GPU engine's source has no DraftCuda", what);
+                int cpu_tokens[MAX_NEW], gpu_tokens[MAX_NEW];
+                SpecStats cpu_stats, gpu_stats;
+                int n_cpu = generate_speculative(&cpu_engine, &cpu_source, prompt, n_prompt, MAX_NEW, greedy, 0, cpu_tokens,
+                                                 &cpu_stats, NULL, NULL);
+                int n_gpu = generate_speculative(&gpu_engine, &gpu_source, prompt, n_prompt, MAX_NEW, greedy, 0, gpu_tokens,
+                                                 &gpu_stats, NULL, NULL);
+                check(n_gpu == n_cpu, "%s: GPU generated %d tokens, CPU %d", what, n_gpu, n_cpu);
+                if (n_gpu == n_cpu) { check_ints(what, gpu_tokens, cpu_tokens, (size_t)n_cpu); }
+                check(gpu_stats.accepted == cpu_stats.accepted && gpu_stats.verify_passes == cpu_stats.verify_passes,
+                      "%s: GPU accepted %d in %d passes, CPU %d in %d", what, gpu_stats.accepted, gpu_stats.verify_passes,
+                      cpu_stats.accepted, cpu_stats.verify_passes);
+                draft_source_free(&cpu_source);
+                draft_source_free(&gpu_source);
+                runs++;
+            }
+        }
+    }
+    printf("speculative end to end: %d runs (3 sources x 3 shapes x 2 prompts), GPU vs CPU engine\n", runs);
+    target_cuda_free(gpu_engine.cuda);
+    draft_free(&cpu_draft);
+    draft_free(&gpu_draft);
+    target_free(&cpu_target);
+    target_free(&gpu_target);
+}
+
 int main(void) {
     if (cuda_device_count() == 0) {
         printf("test_cuda: no CUDA device found; skipping the GPU parity tests\n");
@@ -430,6 +730,27 @@ int main(void) {
     mha.dim = 48; mha.n_layers = 5; mha.n_heads = 3; mha.n_kv_heads = 3; mha.ffn_dim = 77; mha.vocab_size = 301;
     mha.tied_output = 0; mha.rope_theta = 500000.0f; mha.seed = 2;
     test_target(&mha);
+
+    // key/value cache compaction (exact copies)
+    test_kv_compact(1, 8, 1, 0, 1, 0);
+    test_kv_compact(3, 40, 16, 5, 6, 0);
+    test_kv_compact(2, 64, 24, 7, TREE_MAX_DEPTH + 1, 0);
+    test_kv_compact(4, 30, 8, 3, 5, 1);
+
+    // the draft model: GQA with a reduced draft vocabulary, then plain multi-head with the full one
+    test_draft(&gqa, 150);
+    test_draft(&mha, mha.vocab_size);
+
+    // acceptance: ties, -inf rows, duplicate sibling tokens, residual mass reaching zero, large V
+    test_accept_greedy(200, 12, 5, 3);
+    test_accept_greedy(100, 40, 300, 4);
+    test_accept_greedy(30, 20, 1000, 2);
+    test_accept_sampling(200, 12, 3);
+    test_accept_sampling(200, 20, 6);
+    test_accept_sampling(60, 40, 1000);
+
+    // speculative generation: CPU engine vs GPU engine
+    test_speculative_end_to_end();
 
     return test_summary();
 }

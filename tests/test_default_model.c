@@ -7,6 +7,7 @@ consistently. Run by `make test-model` after `make model`; the llama.cpp compari
   - the multi-token forward equals token-at-a-time decoding on the real weights
   - the OpenBLAS path equals the reference path
   - a fixed prompt's greedy output is deterministic and equals the recorded ids below
+  - speculative decoding (random EAGLE draft, self, lookup) gives exactly the plain greedy output
 usage: test_default_model MODEL.gguf
 */
 #define TESTING
@@ -81,6 +82,28 @@ int main(int argc, char** argv) {
     generate_plain(&engine, ids, n_prompt, 16, greedy, 2, second, &stats, NULL, NULL);
     check_ints("greedy output, two runs", first, second, 16);
     check_ints("greedy output vs the recorded ids", first, GREEDY_EXPECTED, 16);
+    // speculative decoding on the real model gives the plain greedy output, for every draft source
+    const char* prompts[3] = {"The capital of France is", "def fibonacci(n):", "List three colors: red, green,"};
+    Draft draft;
+    draft_init_random(&draft, &target, 8192, NULL, 1);
+    for (int p = 0; p < 3; p++) {
+        int prompt_ids[64], plain[24], speculative[24];
+        int n = tokenizer_encode(&target.tokenizer, prompts[p], strlen(prompts[p]), 0, prompt_ids, 64, &err);
+        int n_plain = generate_plain(&engine, prompt_ids, n, 24, greedy, 0, plain, &stats, NULL, NULL);
+        const DraftKind kinds[3] = {DRAFT_EAGLE, DRAFT_SELF, DRAFT_LOOKUP};
+        const TreeShape shapes[3] = {{1, 5, 6}, {2, 3, 7}, {1, 4, 5}};
+        for (int k = 0; k < 3; k++) {
+            DraftSource source;
+            draft_source_init(&source, kinds[k], shapes[k], kinds[k] == DRAFT_EAGLE ? &draft : NULL, &engine);
+            SpecStats spec_stats;
+            int n_spec = generate_speculative(&engine, &source, prompt_ids, n, 24, greedy, 0, speculative, &spec_stats, NULL, NULL);
+            check(n_spec == n_plain && memcmp(plain, speculative, sizeof(int) * n_plain) == 0,
+                  "speculative greedy (source %d) differs from plain greedy on '%s'", k, prompts[p]);
+            draft_source_free(&source);
+        }
+    }
+    draft_free(&draft);
+
     printf("greedy:");
     for (int i = 0; i < 16; i++) { printf(" %d", first[i]); }
     printf("\n");

@@ -20,6 +20,18 @@ run() { # label, extra flags
 run "aurora reference" --no-blas
 run "aurora OpenBLAS"
 
+# speculative decoding, greedy, chain of depth 5 (N = 6): the ceiling (self), the model-free baseline
+# (lookup) and the overhead floor (a random draft, which is never right)
+spec() { # label, flags
+    label=$1; shift
+    "$AURORA" generate -m "$MODEL" -p "$PROMPT" -n "$N" --print-ids "$@" 2>&1 >/dev/null |
+        awk -v label="$label" '/^speculative:/ { a = $7 } /^time:/ { s = $(NF-3); gsub(/\(/, "", s) }
+                               END { printf "%-22s acceptance length %5.2f   %7.2f tok/s after prefill\n", label, a, s }'
+}
+spec "speculative: self" --draft self
+spec "speculative: lookup" --draft lookup
+spec "speculative: random" --draft random
+
 python3 - "$MODEL" "$PROMPT" "$N" <<'PY'
 import sys, time
 try:

@@ -229,6 +229,35 @@ void softmax_forward_cpu(float* probs, const float* logits, int T, int V);
 void kv_compact_cpu(float* key_cache, float* value_cache, const int* source_slots, int n, int destination,
                     int L, int S, int KVD);
 
+// Backward passes (cpu_ref.c). Each differentiates the forward op of the same name root; gradients
+// ACCUMULATE (+=) into d-buffers, so a buffer used twice sums its contributions; a NULL d-buffer is
+// skipped. Shapes as in the forward.
+void matmul_backward_cpu(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                         int T, int C, int OC);
+void rmsnorm_backward_cpu(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                          int T, int C, float eps);
+void rope_backward_cpu(float* dinp, const float* dout, const int* positions, int T, int n_heads, int HS, float theta);
+// dkeys, dvalues: (P, NKV*HS), the gradients of key_cache / value_cache rows the queries attended to
+void attention_backward_cpu(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
+                            const float* keys, const float* values, const uint8_t* mask,
+                            int T, int P, int NH, int NKV, int HS);
+void swiglu_backward_cpu(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int N);
+
+// Training losses over draft logits (T, V) against a target, one per row, each with a weight:
+//   LOSS_FORWARD_KL  soft cross-entropy -sum_v p(v) log q(v) (= KL(p || q) + H(p)); the released Aurora loss
+//   LOSS_REVERSE_KL  KL(q || p) = sum_v q(v) (log q(v) - log p(v))
+//   LOSS_NEXT_TOKEN  -log q(x), x = target_tokens[t] (the token the target emitted)
+// q = softmax(logits[t]); p = p_target[t] (rows of a distribution; unused for NEXT_TOKEN). Writes
+// losses[t]; if dlogits is not NULL, ADDS weights[t] * d losses[t] / d logits[t] to it.
+typedef enum { LOSS_FORWARD_KL = 0, LOSS_REVERSE_KL = 1, LOSS_NEXT_TOKEN = 2 } LossKind;
+void distribution_loss_cpu(float* losses, float* dlogits, const float* logits, const float* p_target,
+                           const int* target_tokens, const float* weights, int T, int V, LossKind kind);
+// AdamW (decoupled weight decay), step t >= 1 for the bias correction; updates params, m, v in place.
+void adamw_update_cpu(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
+                      float beta1, float beta2, float eps, float weight_decay, int t);
+// sum of squares of grads (for global gradient-norm clipping), accumulated in double
+double sum_squares_cpu(const float* values, size_t N);
+
 // ----------------------------------------------------------------------------
 // random numbers and sampling (sampling.c)
 

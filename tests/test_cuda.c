@@ -4,6 +4,12 @@ random inputs of several shapes (odd sizes, T = 1, grouped-query heads, causal /
 with fully masked rows, -inf logits, in-place calls), then the whole target on tiny random models:
 a causal prefill, three single-token decodes and a tree-masked verify with repeated positions, comparing
 every layer's output, the taps, the final hidden state and the logits, and that the argmax tokens agree.
+Then the speculative-decoding twins: kv_compact_cuda (exact), the draft model (draft_project_features_cuda,
+draft_forward_cuda over a causal extend and a tree-masked step, and after draft_cuda_upload_weights),
+acceptance on random trees (accept_greedy_cuda / accept_sampling_cuda must give identical Acceptance
+structs: ties, -inf rows, duplicate sibling tokens, everything rejected, leaves), and generate_speculative
+end to end on a GPU engine vs a CPU engine (eagle, self, lookup; chain and trees): identical greedy tokens
+and acceptance counts.
 Single ops use the "reorder" tolerance (copies "exact"), whole-model outputs "layer" (test_common.h).
 
 Where there is no GPU (or no driver) it says so and exits 0. Exit status is the verdict.

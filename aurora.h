@@ -461,6 +461,7 @@ typedef struct {
     float* h_norm;          // (T, C)
     float* ffn_gate;        // (T, F)
     float* ffn_up;          // (T, F)
+    float* ffn_hidden;      // (T, F) silu(ffn_gate) * ffn_up (kept apart: training needs the gate)
     float* out;             // (T, C) layer output: the next draft step's u
     float* out_norm;        // (T, C)
     float* logits;          // (T, V_d)

@@ -185,3 +185,298 @@ void kv_compact_cpu(float* key_cache, float* value_cache, const int* source_slot
         }
     }
 }
+
+// ============================================================================
+// Backward passes: each differentiates the forward op of the same name root above, line by line (the
+// forward line is quoted in a comment next to its derivative). Gradients ACCUMULATE (+=) into the
+// d-buffers and a NULL d-buffer is skipped, except rope_backward_cpu, which ASSIGNS (see there).
+// Arguments: outputs (the d-buffers) first, then the upstream gradient, then the forward's inputs and
+// weights, then dimensions.
+
+// ----------------------------------------------------------------------------
+// matmul backward
+//   forward: out[t][o] = sum_c inp[t][c] * weight[o][c]
+//   dinp[t][c]    += sum_o dout[t][o] * weight[o][c]        (dinp = dout @ weight)
+//   dweight[o][c] += sum_t dout[t][o] * inp[t][c]           (dweight = dout^T @ inp)
+
+void matmul_backward_cpu(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                         int T, int C, int OC) {
+    // dinp, inp: (T, C); dweight, weight: (OC, C); dout: (T, OC)
+    if (dinp != NULL) {
+        // each dinp[t][c] is owned by one thread: no races, one fixed summation order
+        #pragma omp parallel for collapse(2)
+        for (int t = 0; t < T; t++) {
+            for (int c = 0; c < C; c++) {
+                const float* dout_t = dout + (size_t)t * OC;
+                float sum = 0.0f;
+                for (int o = 0; o < OC; o++) { sum += dout_t[o] * weight[(size_t)o * C + c]; }
+                dinp[(size_t)t * C + c] += sum;
+            }
+        }
+    }
+    if (dweight != NULL) {
+        // each dweight[o][c] is owned by one thread
+        #pragma omp parallel for collapse(2)
+        for (int o = 0; o < OC; o++) {
+            for (int c = 0; c < C; c++) {
+                float sum = 0.0f;
+                for (int t = 0; t < T; t++) { sum += dout[(size_t)t * OC + o] * inp[(size_t)t * C + c]; }
+                dweight[(size_t)o * C + c] += sum;
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// RMSNorm backward. Forward, per row: s = 1/sqrt(sum_c x[c]^2 / C + eps); y[c] = x[c] * s * w[c].
+// With ds/dx[j] = -s^3 x[j] / C:
+//   dx[j] += s * w[j] * dy[j] - x[j] * s^3 / C * sum_c w[c] dy[c] x[c]
+//   dw[c] += dy[c] * x[c] * s
+
+void rmsnorm_backward_cpu(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                          int T, int C, float eps) {
+    // dinp, dout, inp: (T, C); dweight, weight: (C). No pragma: dweight is shared by every row.
+    for (int t = 0; t < T; t++) {
+        const float* x = inp + (size_t)t * C;
+        const float* dy = dout + (size_t)t * C;
+        // double sum_squares = 0.0; for (...) sum_squares += x[c]*x[c];   (recomputed, as in the forward)
+        double sum_squares = 0.0;
+        for (int c = 0; c < C; c++) { sum_squares += (double)x[c] * x[c]; }
+        // float scale = 1 / sqrt(sum_squares / C + eps);   (kept in double here: it only feeds gradients)
+        double scale = 1.0 / sqrt(sum_squares / C + eps);
+        if (dinp != NULL) {
+            // the reduction through the scale: sum_c w[c] dy[c] x[c], in double like the forward's
+            double dot = 0.0;
+            for (int c = 0; c < C; c++) { dot += (double)weight[c] * dy[c] * x[c]; }
+            double through_scale = scale * scale * scale / C * dot;
+            float* dx = dinp + (size_t)t * C;
+            // y[c] = x[c] * scale * weight[c]
+            for (int c = 0; c < C; c++) { dx[c] += (float)(scale * weight[c] * dy[c] - x[c] * through_scale); }
+        }
+        if (dweight != NULL) {
+            // y[c] = x[c] * scale * weight[c]
+            for (int c = 0; c < C; c++) { dweight[c] += (float)(dy[c] * x[c] * scale); }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// RoPE backward. The forward rotates each pair by +angle, a linear map R with R^T = R^-1 = rotation by
+// -angle, so the gradient is dinp = R^T dout:
+//   out0 = x0 cos - x1 sin      ->   dx0 =  d0 cos + d1 sin
+//   out1 = x0 sin + x1 cos      ->   dx1 = -d0 sin + d1 cos
+// Unlike every other backward this ASSIGNS dinp (it does not accumulate), exactly like rope_forward_cpu
+// applied with the opposite angle, so dinp == dout (in place) is allowed and is the intended use: the
+// gradient of the rotated q/k is turned into the gradient of the unrotated q/k in its own buffer.
+
+void rope_backward_cpu(float* dinp, const float* dout, const int* positions, int T, int n_heads, int HS, float theta) {
+    // dinp, dout: (T, n_heads * HS) (dinp == dout allowed); positions: (T)
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < HS / 2; i++) {
+            // the same angle as the forward, computed the same way (double, then float cos/sin)
+            double frequency = pow((double)theta, -2.0 * i / HS);
+            double angle = (double)positions[t] * frequency;
+            float cos_angle = (float)cos(angle);
+            float sin_angle = (float)sin(angle);
+            for (int h = 0; h < n_heads; h++) {
+                size_t base = (size_t)t * n_heads * HS + (size_t)h * HS + 2 * i;
+                float d0 = dout[base], d1 = dout[base + 1];
+                dinp[base]     =  d0 * cos_angle + d1 * sin_angle;
+                dinp[base + 1] = -d0 * sin_angle + d1 * cos_angle;
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Attention backward. The softmax weights are recomputed from q, keys and mask with the forward's two
+// passes, then for query t, head h (kv head h / group), with a = softmax(score) over the visible p:
+//   out_t = sum_p a_p v_p                 ->  dv_p += a_p dout_t;  da_p = dout_t . v_p
+//   a = softmax(score)                    ->  ds_p = a_p (da_p - sum_j a_j da_j)
+//   score_p = q_t . k_p * scale           ->  dq_t += scale * ds_p k_p;  dk_p += scale * ds_p q_t
+// Masked slots have a_p = 0 and get nothing; a fully masked row output zeros and gets zero gradients.
+// A kv head's dkeys/dvalues collect the gradients of all its query heads at every t, so the parallel loop
+// is over kv heads: one thread owns one kv head's dkeys/dvalues and the dq of its query heads.
+
+void attention_backward_cpu(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
+                            const float* keys, const float* values, const uint8_t* mask,
+                            int T, int P, int NH, int NKV, int HS) {
+    // dq, dout, q: (T, NH*HS); dkeys, dvalues, keys, values: (P, NKV*HS); mask: (T, P)
+    int group = NH / NKV;
+    int KVD = NKV * HS;
+    float scale = 1.0f / sqrtf((float)HS);
+    #pragma omp parallel for
+    for (int kv_head = 0; kv_head < NKV; kv_head++) {
+        float* attention_weights = mallocCheck((size_t)(P > 0 ? P : 1) * sizeof(float)); // a_p, per thread
+        float* dweights = mallocCheck((size_t)(P > 0 ? P : 1) * sizeof(float));          // da_p
+        for (int h = kv_head * group; h < (kv_head + 1) * group; h++) {
+            for (int t = 0; t < T; t++) {
+                const float* q_th = q + (size_t)t * NH * HS + (size_t)h * HS;
+                const float* dout_th = dout + (size_t)t * NH * HS + (size_t)h * HS;
+                const uint8_t* mask_t = mask + (size_t)t * P;
+                // forward pass 1: the largest visible score
+                float max_score = -INFINITY;
+                for (int p = 0; p < P; p++) {
+                    if (!mask_t[p]) { continue; }
+                    const float* k_p = keys + (size_t)p * KVD + (size_t)kv_head * HS;
+                    float score = 0.0f;
+                    for (int i = 0; i < HS; i++) { score += q_th[i] * k_p[i]; }
+                    score *= scale;
+                    if (score > max_score) { max_score = score; }
+                }
+                if (max_score == -INFINITY) { continue; } // fully masked row: out = 0, no gradient flows
+                // forward pass 2: weight = expf(score * scale - max_score); normalised by sum_weights
+                float sum_weights = 0.0f;
+                for (int p = 0; p < P; p++) {
+                    attention_weights[p] = 0.0f;
+                    if (!mask_t[p]) { continue; }
+                    const float* k_p = keys + (size_t)p * KVD + (size_t)kv_head * HS;
+                    float score = 0.0f;
+                    for (int i = 0; i < HS; i++) { score += q_th[i] * k_p[i]; }
+                    attention_weights[p] = expf(score * scale - max_score);
+                    sum_weights += attention_weights[p];
+                }
+                // out_t = sum_p a_p v_p: dv_p += a_p dout_t; da_p = dout_t . v_p
+                float weighted_dweights = 0.0f; // sum_j a_j da_j
+                for (int p = 0; p < P; p++) {
+                    dweights[p] = 0.0f;
+                    if (!mask_t[p]) { continue; }
+                    attention_weights[p] /= sum_weights;
+                    const float* v_p = values + (size_t)p * KVD + (size_t)kv_head * HS;
+                    float da = 0.0f;
+                    for (int i = 0; i < HS; i++) { da += dout_th[i] * v_p[i]; }
+                    dweights[p] = da;
+                    weighted_dweights += attention_weights[p] * da;
+                    if (dvalues != NULL) {
+                        float* dv_p = dvalues + (size_t)p * KVD + (size_t)kv_head * HS;
+                        for (int i = 0; i < HS; i++) { dv_p[i] += attention_weights[p] * dout_th[i]; }
+                    }
+                }
+                // a = softmax(score): ds_p = a_p (da_p - sum_j a_j da_j)
+                // score_p = q_t . k_p * scale: dq_t += scale ds_p k_p; dk_p += scale ds_p q_t
+                float* dq_th = dq != NULL ? dq + (size_t)t * NH * HS + (size_t)h * HS : NULL;
+                for (int p = 0; p < P; p++) {
+                    if (!mask_t[p]) { continue; }
+                    float dscore = attention_weights[p] * (dweights[p] - weighted_dweights) * scale;
+                    const float* k_p = keys + (size_t)p * KVD + (size_t)kv_head * HS;
+                    if (dq_th != NULL) {
+                        for (int i = 0; i < HS; i++) { dq_th[i] += dscore * k_p[i]; }
+                    }
+                    if (dkeys != NULL) {
+                        float* dk_p = dkeys + (size_t)p * KVD + (size_t)kv_head * HS;
+                        for (int i = 0; i < HS; i++) { dk_p[i] += dscore * q_th[i]; }
+                    }
+                }
+            }
+        }
+        free(attention_weights);
+        free(dweights);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// SwiGLU backward. Forward: out = g * sig(g) * u, sig(g) = 1 / (1 + exp(-g)).
+//   dgate += dout * u * (sig + g * sig * (1 - sig))      (d silu(g) / dg)
+//   dup   += dout * g * sig                               (silu(g))
+
+void swiglu_backward_cpu(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int N) {
+    for (int i = 0; i < N; i++) {
+        float g = gate[i];
+        float sig = 1.0f / (1.0f + expf(-g));
+        // out[i] = g / (1.0f + expf(-g)) * up[i];
+        if (dgate != NULL) { dgate[i] += dout[i] * up[i] * (sig + g * sig * (1.0f - sig)); }
+        if (dup != NULL) { dup[i] += dout[i] * g * sig; }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Training losses, one row t at a time, in double: log q = logits - logsumexp(logits) (max-subtracted).
+// With z = logits[t] and d log q(v) / d z(j) = [v == j] - q(j):
+//   FORWARD_KL  L = -sum_v p(v) log q(v)                 dL/dz(j) = q(j) sum_v p(v) - p(j)
+//   REVERSE_KL  L = sum_v q(v) (log q(v) - log p(v))     dL/dz(j) = q(j) (log q(j) - log p(j) - L)
+//   NEXT_TOKEN  L = -log q(x)                            dL/dz(j) = q(j) - [j == x]
+// REVERSE_KL clamps log p at log(1e-30) (about -69.08): a token the target gives probability 0 would make
+// the loss infinite (and 0 * inf a NaN gradient), so it is treated as probability 1e-30 instead; the loss
+// then strongly but finitely pushes q(v) towards 0. FORWARD_KL needs no clamp (p(v) = 0 terms vanish).
+// p_target may be NULL for NEXT_TOKEN, target_tokens may be NULL for the KL kinds, weights NULL means 1.
+
+#define REVERSE_KL_MIN_PROBABILITY 1e-30
+
+void distribution_loss_cpu(float* losses, float* dlogits, const float* logits, const float* p_target,
+                           const int* target_tokens, const float* weights, int T, int V, LossKind kind) {
+    // losses: (T); dlogits, logits, p_target: (T, V); target_tokens, weights: (T)
+    for (int t = 0; t < T; t++) {
+        const float* z = logits + (size_t)t * V;
+        const float* p = p_target != NULL ? p_target + (size_t)t * V : NULL;
+        // log-softmax: log q(v) = z(v) - max - log sum_v exp(z(v) - max)
+        double max_logit = -INFINITY;
+        for (int v = 0; v < V; v++) { if (z[v] > max_logit) { max_logit = z[v]; } }
+        double sum_exp = 0.0;
+        for (int v = 0; v < V; v++) { sum_exp += exp((double)z[v] - max_logit); }
+        double log_normaliser = max_logit + log(sum_exp);
+        double loss = 0.0, sum_p = 0.0;
+        if (kind == LOSS_FORWARD_KL) {
+            for (int v = 0; v < V; v++) {
+                if (p[v] == 0.0f) { continue; } // 0 * log q = 0, even where q underflows
+                loss -= (double)p[v] * ((double)z[v] - log_normaliser);
+                sum_p += p[v];
+            }
+        } else if (kind == LOSS_REVERSE_KL) {
+            for (int v = 0; v < V; v++) {
+                double log_q = (double)z[v] - log_normaliser;
+                double log_p = log(fmax((double)p[v], REVERSE_KL_MIN_PROBABILITY));
+                loss += exp(log_q) * (log_q - log_p);
+            }
+        } else { // LOSS_NEXT_TOKEN
+            loss = -((double)z[target_tokens[t]] - log_normaliser);
+        }
+        losses[t] = (float)loss;
+        if (dlogits == NULL) { continue; }
+        double row_weight = weights != NULL ? weights[t] : 1.0;
+        float* dz = dlogits + (size_t)t * V;
+        for (int j = 0; j < V; j++) {
+            double log_q = (double)z[j] - log_normaliser;
+            double q = exp(log_q);
+            double gradient;
+            if (kind == LOSS_FORWARD_KL) {
+                gradient = q * sum_p - p[j];
+            } else if (kind == LOSS_REVERSE_KL) {
+                gradient = q * (log_q - log(fmax((double)p[j], REVERSE_KL_MIN_PROBABILITY)) - loss);
+            } else {
+                gradient = q - (j == target_tokens[t] ? 1.0 : 0.0);
+            }
+            dz[j] += (float)(row_weight * gradient);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// AdamW, in PyTorch's order (torch.optim.AdamW, the default single-tensor path):
+//   p = p * (1 - lr * wd)                                       decoupled weight decay first
+//   m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
+//   p = p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+// which equals p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p_old). Bias corrections in double.
+
+void adamw_update_cpu(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
+                      float beta1, float beta2, float eps, float weight_decay, int t) {
+    float bias_correction1 = (float)(1.0 - pow((double)beta1, t));
+    float bias_correction2 = (float)(1.0 - pow((double)beta2, t));
+    for (size_t i = 0; i < N; i++) {
+        float g = grads[i];
+        params[i] *= 1.0f - learning_rate * weight_decay;
+        m[i] = beta1 * m[i] + (1.0f - beta1) * g;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
+        float m_hat = m[i] / bias_correction1;
+        float v_hat = v[i] / bias_correction2;
+        params[i] -= learning_rate * m_hat / (sqrtf(v_hat) + eps);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// sum of squares, accumulated in double (for global gradient-norm clipping)
+
+double sum_squares_cpu(const float* values, size_t N) {
+    double sum = 0.0;
+    for (size_t i = 0; i < N; i++) { sum += (double)values[i] * values[i]; }
+    return sum;
+}

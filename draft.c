@@ -267,32 +267,11 @@ int draft_load(Draft* draft, const char* path, const Target* target, Error* err)
 // ----------------------------------------------------------------------------
 // draft model: state
 
-static void draft_free_state(Draft* draft) {
-    DraftActivations* a = &draft->act;
-    float* buffers[] = {a->hidden_in, a->embed, a->attn_in, a->q, a->k, a->v, a->attn_out, a->proj, a->h, a->h_norm,
-                        a->ffn_gate, a->ffn_up, a->out, a->out_norm, a->logits, draft->key_cache, draft->value_cache};
-    for (size_t i = 0; i < sizeof(buffers) / sizeof(buffers[0]); i++) { free(buffers[i]); }
-    free(a->mask);
-    memset(a, 0, sizeof(*a));
-    draft->key_cache = NULL;
-    draft->value_cache = NULL;
-    draft->cache_capacity = 0;
-}
-
-void draft_alloc_state(Draft* draft, int cache_capacity, int max_tokens) {
-    DraftConfig* c = &draft->config;
-    DraftActivations* a = &draft->act;
-    if (cache_capacity < 1) {
-        fprintf(stderr, "error: draft_alloc_state: cache capacity %d, expected at least 1 slot\n", cache_capacity);
-        exit(EXIT_FAILURE); // a program bug
-    }
-    draft_free_state(draft); // calling it again resizes
-    if (max_tokens <= 0 || max_tokens > cache_capacity) { max_tokens = cache_capacity; }
-    size_t T = (size_t)max_tokens, C = (size_t)c->dim;
+// Activations for up to max_tokens rows with masks over up to mask_columns cache slots (training
+// reuses this for each unrolled step, so it is separate from the draft's own state).
+static void draft_activations_alloc(DraftActivations* a, const DraftConfig* c, int max_tokens, int mask_columns) {
+    size_t T = (size_t)max_tokens, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
     size_t QD = (size_t)c->n_heads * c->head_size, KVD = (size_t)c->n_kv_heads * c->head_size;
-    draft->cache_capacity = cache_capacity;
-    draft->key_cache = callocCheck((size_t)cache_capacity * KVD, sizeof(float));
-    draft->value_cache = callocCheck((size_t)cache_capacity * KVD, sizeof(float));
     a->max_tokens = max_tokens;
     a->hidden_in = mallocCheck(T * C * sizeof(float));
     a->embed = mallocCheck(T * C * sizeof(float));
@@ -304,12 +283,45 @@ void draft_alloc_state(Draft* draft, int cache_capacity, int max_tokens) {
     a->proj = mallocCheck(T * C * sizeof(float));
     a->h = mallocCheck(T * C * sizeof(float));
     a->h_norm = mallocCheck(T * C * sizeof(float));
-    a->ffn_gate = mallocCheck(T * c->ffn_dim * sizeof(float));
-    a->ffn_up = mallocCheck(T * c->ffn_dim * sizeof(float));
+    a->ffn_gate = mallocCheck(T * F * sizeof(float));
+    a->ffn_up = mallocCheck(T * F * sizeof(float));
+    a->ffn_hidden = mallocCheck(T * F * sizeof(float));
     a->out = mallocCheck(T * C * sizeof(float));
     a->out_norm = mallocCheck(T * C * sizeof(float));
     a->logits = mallocCheck(T * c->vocab_size * sizeof(float));
-    a->mask = mallocCheck(T * cache_capacity);
+    a->mask = mallocCheck(T * (size_t)mask_columns);
+}
+
+static void draft_activations_free(DraftActivations* a) {
+    float* buffers[] = {a->hidden_in, a->embed, a->attn_in, a->q, a->k, a->v, a->attn_out, a->proj, a->h, a->h_norm,
+                        a->ffn_gate, a->ffn_up, a->ffn_hidden, a->out, a->out_norm, a->logits};
+    for (size_t i = 0; i < sizeof(buffers) / sizeof(buffers[0]); i++) { free(buffers[i]); }
+    free(a->mask);
+    memset(a, 0, sizeof(*a));
+}
+
+static void draft_free_state(Draft* draft) {
+    draft_activations_free(&draft->act);
+    free(draft->key_cache);
+    free(draft->value_cache);
+    draft->key_cache = NULL;
+    draft->value_cache = NULL;
+    draft->cache_capacity = 0;
+}
+
+void draft_alloc_state(Draft* draft, int cache_capacity, int max_tokens) {
+    DraftConfig* c = &draft->config;
+    if (cache_capacity < 1) {
+        fprintf(stderr, "error: draft_alloc_state: cache capacity %d, expected at least 1 slot\n", cache_capacity);
+        exit(EXIT_FAILURE); // a program bug
+    }
+    draft_free_state(draft); // calling it again resizes
+    if (max_tokens <= 0 || max_tokens > cache_capacity) { max_tokens = cache_capacity; }
+    size_t KVD = (size_t)c->n_kv_heads * c->head_size;
+    draft->cache_capacity = cache_capacity;
+    draft->key_cache = callocCheck((size_t)cache_capacity * KVD, sizeof(float));
+    draft->value_cache = callocCheck((size_t)cache_capacity * KVD, sizeof(float));
+    draft_activations_alloc(&draft->act, c, max_tokens, cache_capacity);
 }
 
 void draft_free(Draft* draft) {
@@ -329,26 +341,16 @@ void draft_project_features(Draft* draft, float* hidden, const float* features, 
     matmul_forward(hidden, features, draft->weights.fc, T, 3 * C, C);
 }
 
-void draft_forward(Draft* draft, const int* tokens, const float* hidden, const int* positions,
-                   const uint8_t* mask, int T, int n_past) {
-    DraftConfig* c = &draft->config;
-    DraftWeights* w = &draft->weights;
-    DraftActivations* a = &draft->act;
+// The decoder layer over T rows, up to the layer output act.out (the next step's u). Keys and values
+// of the rows go to key_buffer / value_buffer rows [n_past, n_past + T); mask (T, n_past + T) is the
+// full mask. The serving forward and the training unroll (trainer.c) both run exactly this.
+static void draft_layer_forward(const Draft* draft, DraftActivations* a, float* key_buffer, float* value_buffer,
+                                const int* tokens, const float* hidden, const int* positions, const uint8_t* mask,
+                                int T, int n_past) {
+    const DraftConfig* c = &draft->config;
+    const DraftWeights* w = &draft->weights;
     int C = c->dim, NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_size, F = c->ffn_dim;
-    int V = c->target_vocab_size, V_draft = c->vocab_size;
-    int QD = NH * HS, KVD = NKV * HS, S = draft->cache_capacity, P = n_past + T;
-    if (T < 1 || T > a->max_tokens || n_past < 0 || P > S) {
-        fprintf(stderr, "error: draft_forward called with T=%d n_past=%d (max %d tokens per call, %d cache slots)\n",
-                T, n_past, a->max_tokens, S);
-        exit(EXIT_FAILURE); // callers check these bounds first; reaching here is a program bug
-    }
-    for (int t = 0; t < T; t++) {
-        if (tokens[t] < 0 || tokens[t] >= V) {
-            fprintf(stderr, "error: draft_forward: token %d is %d, expected a target id in [0, %d)\n", t, tokens[t], V);
-            exit(EXIT_FAILURE); // as above
-        }
-    }
-    build_attention_mask(a->mask, mask, T, n_past); // (T, P): the given mask, or causal when NULL
+    int V = c->target_vocab_size, QD = NH * HS, KVD = NKV * HS, P = n_past + T;
 
     // inputs: u is copied first, so hidden may be act.out of the previous call (a draft step);
     // e_t is the target's embedding of tokens[t]
@@ -367,9 +369,9 @@ void draft_forward(Draft* draft, const int* tokens, const float* hidden, const i
     matmul_forward(a->v, a->attn_in, w->wv, T, 2 * C, KVD);
     rope_forward_cpu(a->q, a->q, positions, T, NH, HS, c->rope_theta);
     rope_forward_cpu(a->k, a->k, positions, T, NKV, HS, c->rope_theta);
-    memcpy(draft->key_cache + (size_t)n_past * KVD, a->k, (size_t)T * KVD * sizeof(float));
-    memcpy(draft->value_cache + (size_t)n_past * KVD, a->v, (size_t)T * KVD * sizeof(float));
-    attention_forward_cpu(a->attn_out, a->q, draft->key_cache, draft->value_cache, a->mask, T, P, NH, NKV, HS);
+    memcpy(key_buffer + (size_t)n_past * KVD, a->k, (size_t)T * KVD * sizeof(float));
+    memcpy(value_buffer + (size_t)n_past * KVD, a->v, (size_t)T * KVD * sizeof(float));
+    attention_forward_cpu(a->attn_out, a->q, key_buffer, value_buffer, mask, T, P, NH, NKV, HS);
     matmul_forward(a->proj, a->attn_out, w->wo, T, QD, C);
     residual_forward_cpu(a->h, a->hidden_in, a->proj, T * C);
 
@@ -377,11 +379,34 @@ void draft_forward(Draft* draft, const int* tokens, const float* hidden, const i
     rmsnorm_forward_cpu(a->h_norm, a->h, w->ffn_norm, T, C, c->norm_eps);
     matmul_forward(a->ffn_gate, a->h_norm, w->w_gate, T, C, F);
     matmul_forward(a->ffn_up, a->h_norm, w->w_up, T, C, F);
-    swiglu_forward_cpu(a->ffn_gate, a->ffn_gate, a->ffn_up, T * F);
-    matmul_forward(a->proj, a->ffn_gate, w->w_down, T, F, C);
+    swiglu_forward_cpu(a->ffn_hidden, a->ffn_gate, a->ffn_up, T * F);
+    matmul_forward(a->proj, a->ffn_hidden, w->w_down, T, F, C);
     residual_forward_cpu(a->out, a->h, a->proj, T * C);
+}
 
-    // LM head over the draft vocabulary, every row
-    rmsnorm_forward_cpu(a->out_norm, a->out, w->output_norm, T, C, c->norm_eps);
-    matmul_forward(a->logits, a->out_norm, w->lm_head, T, C, V_draft);
+// The LM head over the draft vocabulary: logits (T, V_d) = lm_head(RMSNorm_out(out)); out_norm (T, C).
+static void draft_head_forward(const Draft* draft, float* logits, float* out_norm, const float* out, int T) {
+    const DraftConfig* c = &draft->config;
+    rmsnorm_forward_cpu(out_norm, out, draft->weights.output_norm, T, c->dim, c->norm_eps);
+    matmul_forward(logits, out_norm, draft->weights.lm_head, T, c->dim, c->vocab_size);
+}
+
+void draft_forward(Draft* draft, const int* tokens, const float* hidden, const int* positions,
+                   const uint8_t* mask, int T, int n_past) {
+    DraftActivations* a = &draft->act;
+    int V = draft->config.target_vocab_size, S = draft->cache_capacity;
+    if (T < 1 || T > a->max_tokens || n_past < 0 || n_past + T > S) {
+        fprintf(stderr, "error: draft_forward called with T=%d n_past=%d (max %d tokens per call, %d cache slots)\n",
+                T, n_past, a->max_tokens, S);
+        exit(EXIT_FAILURE); // callers check these bounds first; reaching here is a program bug
+    }
+    for (int t = 0; t < T; t++) {
+        if (tokens[t] < 0 || tokens[t] >= V) {
+            fprintf(stderr, "error: draft_forward: token %d is %d, expected a target id in [0, %d)\n", t, tokens[t], V);
+            exit(EXIT_FAILURE); // as above
+        }
+    }
+    build_attention_mask(a->mask, mask, T, n_past); // (T, P): the given mask, or causal when NULL
+    draft_layer_forward(draft, a, draft->key_cache, draft->value_cache, tokens, hidden, positions, a->mask, T, n_past);
+    draft_head_forward(draft, a->logits, a->out_norm, a->out, T);
 }

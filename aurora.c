@@ -10,7 +10,12 @@ aurora.c: the system. One translation unit: it #includes the rest of the impleme
   target.c     the target model: load from GGUF, forward pass, tiny random models
   draft.c      the EAGLE-3 draft model: init, save/load, forward
   speculative.c draft trees, tree attention masks, lossless acceptance, the draft sources
+  recorder.c   records of finished requests, the bounded buffer between serving and training
+  trainer.c    the online trainer: TTT unroll, accepted and discard losses, hand-written backward, AdamW
   generate.c   plain and speculative generation loops
+  traffic.c    JSONL traffic (prompt / text / ShareGPT conversations), mixed and ordered streams
+  plot.c       SVG acceptance charts
+  flywheel.c   serving and training together: trainer thread or lockstep, hot swap, replay, offline train
   this file    the command-line interface
 
 Contract: every command exits 0 on success and 1 with a one-line "error: ..." message on bad input
@@ -22,6 +27,7 @@ stays streamed.
 #endif
 #include <time.h>
 #include <errno.h>
+#include <unistd.h>
 #ifdef USE_BLAS
 #include <cblas.h>
 #endif
@@ -37,7 +43,12 @@ stays streamed.
 #include "target.c"
 #include "draft.c"
 #include "speculative.c"
+#include "recorder.c"
+#include "trainer.c"
 #include "generate.c"
+#include "traffic.c"
+#include "plot.c"
+#include "flywheel.c"
 
 // ----------------------------------------------------------------------------
 // command-line interface
@@ -75,6 +86,9 @@ static const char* USAGE_MAIN =
     "  tiny-model write a small model with seeded random weights\n"
     "  convert    rewrite a GGUF model with its matrices in another tensor type\n"
     "  draft-init write a fresh random EAGLE-3 draft for a model\n"
+    "  replay     serve a traffic file with speculative decoding, training the draft online\n"
+    "  train      train a draft offline on the target's outputs\n"
+    "  plot       draw several replays' acceptance on one chart\n"
     "run 'aurora <command> --help' for the options of a command\n";
 
 static const char* USAGE_GENERATE =
@@ -125,6 +139,36 @@ static const char* USAGE_CONVERT =
     "usage: aurora convert -m MODEL -o OUT --type f32|f16|bf16|q8_0|q4_0|q4_1\n"
     "  rewrites a GGUF model with every matrix stored as the given type (vectors stay F32) and the\n"
     "  metadata unchanged; e.g. an F32 copy of a quantised model for exact comparisons with llama.cpp\n";
+
+static const char* USAGE_REPLAY =
+    "usage: aurora replay -m MODEL --traffic FILE [options]\n"
+    "  serves every request of FILE (JSONL: prompt / text / ShareGPT conversations) with speculative\n"
+    "  decoding and writes DIR/requests.csv, DIR/summary.txt and DIR/acceptance.svg\n"
+    "  --online               train the draft from the traffic while serving (default)\n"
+    "  --static DRAFT         serve a frozen draft (a checkpoint, or random)\n"
+    "  --no-spec              plain decoding (the speed baseline)\n"
+    "  --draft-init random|FILE  the online draft's starting point (default random)\n"
+    "  --order mixed|ordered  shuffled with --seed, or grouped by domain (default mixed)\n"
+    "  --domain D             only requests of domain D\n"
+    "  --requests N           at most N requests (default all)     --max-new T  tokens per request (default 32)\n"
+    "  --out DIR              output directory (default out/replay) --label TEXT  name in the chart and summary\n"
+    "  --save-draft FILE      write the trained draft at the end (resume with --draft-init FILE)\n"
+    "  --sync-every N         publish new weights every N optimiser steps (default 4)\n"
+    "  --sync-schedule M      lockstep: after every M requests, train on everything recorded, then publish\n"
+    "                         (no thread; bitwise repeatable)\n"
+    "  --batch-requests B     records per optimiser step (default 1)    --buffer N  record buffer size (default 16)\n"
+    "  --lr X (3e-4)  --warmup N (20)  --clip X (1.0)  --ttt-length L (5)  --loss fkl|rkl|ntp (fkl)\n"
+    "  --discard-weight X     weight of the rejected-branch loss (default 0: off)\n"
+    "  --discard-top-k K      rejected nodes per verify pass used by it (default 0: all)\n"
+    "  --spec-k K --spec-depth S --spec-nodes N   tree shape (default chain of depth 5)\n"
+    "  --temp T --top-p P --seed S --draft-vocab N --context N --device cpu|cuda\n";
+
+static const char* USAGE_TRAIN =
+    "usage: aurora train -m MODEL --traffic FILE -o DRAFT.gguf [options]\n"
+    "  trains a draft offline on the target's own greedy outputs for the traffic's prompts (the static\n"
+    "  baseline), with the same trainer as the online flywheel\n"
+    "  --domain D  --requests N (default all)  --max-new T (32)  --epochs E (1)  --draft-init random|FILE\n"
+    "  --lr X  --warmup N  --clip X  --ttt-length L  --loss fkl|rkl|ntp  --batch-requests B  --seed S\n";
 
 static const char* USAGE_INFO =
     "usage: aurora info -m MODEL\n"
@@ -346,7 +390,7 @@ static int command_generate(int argc, char** argv) {
         DraftKind kind = setup_draft_source(&source, &draft, &engine, &o, shape);
         SpecStats stats;
         int n = generate_speculative(&engine, &source, prompt, n_prompt, o.n_predict, settings, o.seed, out, &stats,
-                                     stream, &target.tokenizer);
+                                     stream, &target.tokenizer, NULL);
         print_generated_ids(out, n, o.print_ids);
         fprintf(stderr, "draft: %s, tree K=%d S=%d N=%d\n", o.draft, source.shape.k, source.shape.depth, source.shape.nodes);
         print_spec_stats(&stats, stderr);
@@ -568,6 +612,121 @@ static int command_draft_init(int argc, char** argv) {
     return 0;
 }
 
+static LossKind parse_loss_kind(const char* usage, const char* text) {
+    if (strcmp(text, "fkl") == 0) { return LOSS_FORWARD_KL; }
+    if (strcmp(text, "rkl") == 0) { return LOSS_REVERSE_KL; }
+    if (strcmp(text, "ntp") == 0) { return LOSS_NEXT_TOKEN; }
+    usage_error(usage, "--loss expects fkl, rkl or ntp; got '%s'", text);
+    return LOSS_FORWARD_KL;
+}
+
+// The trainer's flags, shared by replay and train. Returns 1 if arg was one of them (value consumed).
+static int parse_trainer_flag(const char* usage, const char* arg, const char* value, TrainerSettings* t) {
+    if (strcmp(arg, "--lr") == 0) { t->learning_rate = parse_float(usage, arg, value, 0.0f, 1.0f); }
+    else if (strcmp(arg, "--warmup") == 0) { t->warmup_steps = (int)parse_long(usage, arg, value, 0, 1 << 24); }
+    else if (strcmp(arg, "--clip") == 0) { t->max_grad_norm = parse_float(usage, arg, value, 0.0f, 1e6f); }
+    else if (strcmp(arg, "--ttt-length") == 0) { t->ttt_length = (int)parse_long(usage, arg, value, 1, TTT_MAX_STEPS); }
+    else if (strcmp(arg, "--loss") == 0) { t->loss = parse_loss_kind(usage, value); }
+    else if (strcmp(arg, "--discard-weight") == 0) { t->discard_weight = parse_float(usage, arg, value, 0.0f, 100.0f); }
+    else if (strcmp(arg, "--discard-top-k") == 0) { t->discard_top_k = (int)parse_long(usage, arg, value, 0, TREE_MAX_NODES); }
+    else { return 0; }
+    return 1;
+}
+
+static int command_replay(int argc, char** argv) {
+    ReplayOptions o = replay_default_options();
+    const char* u = USAGE_REPLAY;
+    int spec_nodes = 0;
+    for (int i = 0; i < argc; i++) {
+        const char* arg = argv[i];
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) { printf("%s", u); return 0; }
+        if (strcmp(arg, "--online") == 0) { o.mode = "online"; continue; }
+        if (strcmp(arg, "--no-spec") == 0) { o.mode = "none"; continue; }
+        if (arg[0] != '-') { usage_error(u, "unexpected argument '%s'", arg); }
+        if (i + 1 >= argc) { usage_error(u, "flag %s needs a value (or is unknown)", arg); }
+        const char* value = argv[++i];
+        if (parse_trainer_flag(u, arg, value, &o.train)) { continue; }
+        if (strcmp(arg, "-m") == 0 || strcmp(arg, "--model") == 0) { o.model_path = value; }
+        else if (strcmp(arg, "--traffic") == 0) { o.traffic_path = value; }
+        else if (strcmp(arg, "--static") == 0) { o.mode = "static"; o.draft = value; }
+        else if (strcmp(arg, "--draft-init") == 0) { o.draft = value; }
+        else if (strcmp(arg, "--order") == 0) {
+            if (strcmp(value, "mixed") != 0 && strcmp(value, "ordered") != 0) { usage_error(u, "--order expects mixed or ordered, got '%s'", value); }
+            o.order = value;
+        }
+        else if (strcmp(arg, "--domain") == 0) { o.domain = value; }
+        else if (strcmp(arg, "--requests") == 0) { o.requests = (int)parse_long(u, arg, value, 1, 1 << 24); }
+        else if (strcmp(arg, "--max-new") == 0) { o.max_new = (int)parse_long(u, arg, value, 1, 1 << 16); }
+        else if (strcmp(arg, "--out") == 0) { o.out_dir = value; }
+        else if (strcmp(arg, "--label") == 0) { o.label = value; }
+        else if (strcmp(arg, "--save-draft") == 0) { o.save_draft = value; }
+        else if (strcmp(arg, "--sync-every") == 0) { o.sync_every = (int)parse_long(u, arg, value, 1, 1 << 24); }
+        else if (strcmp(arg, "--sync-schedule") == 0) { o.lockstep_every = (int)parse_long(u, arg, value, 1, 1 << 24); }
+        else if (strcmp(arg, "--batch-requests") == 0) { o.batch_requests = (int)parse_long(u, arg, value, 1, 64); }
+        else if (strcmp(arg, "--buffer") == 0) { o.buffer_capacity = (int)parse_long(u, arg, value, 1, 1 << 16); }
+        else if (strcmp(arg, "--spec-k") == 0) { o.shape.k = (int)parse_long(u, arg, value, 1, MAX_SPEC_K); }
+        else if (strcmp(arg, "--spec-depth") == 0) { o.shape.depth = (int)parse_long(u, arg, value, 1, TREE_MAX_DEPTH); }
+        else if (strcmp(arg, "--spec-nodes") == 0) { spec_nodes = (int)parse_long(u, arg, value, 2, TREE_MAX_NODES); }
+        else if (strcmp(arg, "--temp") == 0) { o.sampling.temperature = parse_float(u, arg, value, 0.0f, 100.0f); }
+        else if (strcmp(arg, "--top-p") == 0) { o.sampling.top_p = parse_float(u, arg, value, 1e-6f, 1.0f); }
+        else if (strcmp(arg, "--seed") == 0) { o.seed = (uint64_t)parse_long(u, arg, value, 0, 0x7fffffffL); }
+        else if (strcmp(arg, "--draft-vocab") == 0) { o.draft_vocab = (int)parse_long(u, arg, value, 1, 1 << 24); }
+        else if (strcmp(arg, "--context") == 0) { o.context = (int)parse_long(u, arg, value, 64, 1 << 20); }
+        else if (strcmp(arg, "--device") == 0) {
+            if (strcmp(value, "cpu") == 0) { o.use_cuda = 0; }
+            else if (strcmp(value, "cuda") == 0) { o.use_cuda = 1; }
+            else { usage_error(u, "--device expects 'cpu' or 'cuda', got '%s'", value); }
+        }
+        else { usage_error(u, "unknown flag '%s'", arg); }
+    }
+    if (o.model_path == NULL) { usage_error(u, "%s", "missing -m MODEL"); }
+    if (o.traffic_path == NULL) { usage_error(u, "%s", "missing --traffic FILE"); }
+    o.shape.nodes = spec_nodes ? spec_nodes : (1 + o.shape.k * o.shape.depth < TREE_MAX_NODES ? 1 + o.shape.k * o.shape.depth : TREE_MAX_NODES);
+    Error err;
+    if (tree_shape_check(o.shape, &err) != 0) { die(&err); }
+    if (o.use_cuda) {
+#ifdef USE_CUDA
+        if (cuda_device_count() == 0) { fprintf(stderr, "error: --device cuda: no CUDA device is visible\n"); return 1; }
+#else
+        fprintf(stderr, "error: --device cuda: this binary was built without CUDA\n");
+        return 1;
+#endif
+    }
+    return replay_run(&o);
+}
+
+static int command_train(int argc, char** argv) {
+    TrainOptions o;
+    memset(&o, 0, sizeof(o));
+    o.max_new = 32; o.epochs = 1; o.context = 2048; o.batch_requests = 1; o.seed = 1;
+    o.train = trainer_default_settings();
+    const char* u = USAGE_TRAIN;
+    for (int i = 0; i < argc; i++) {
+        const char* arg = argv[i];
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) { printf("%s", u); return 0; }
+        if (arg[0] != '-') { usage_error(u, "unexpected argument '%s'", arg); }
+        if (i + 1 >= argc) { usage_error(u, "flag %s needs a value (or is unknown)", arg); }
+        const char* value = argv[++i];
+        if (parse_trainer_flag(u, arg, value, &o.train)) { continue; }
+        if (strcmp(arg, "-m") == 0 || strcmp(arg, "--model") == 0) { o.model_path = value; }
+        else if (strcmp(arg, "--traffic") == 0) { o.traffic_path = value; }
+        else if (strcmp(arg, "-o") == 0) { o.out_path = value; }
+        else if (strcmp(arg, "--domain") == 0) { o.domain = value; }
+        else if (strcmp(arg, "--draft-init") == 0) { o.draft = value; }
+        else if (strcmp(arg, "--requests") == 0) { o.requests = (int)parse_long(u, arg, value, 1, 1 << 24); }
+        else if (strcmp(arg, "--max-new") == 0) { o.max_new = (int)parse_long(u, arg, value, 1, 1 << 16); }
+        else if (strcmp(arg, "--epochs") == 0) { o.epochs = (int)parse_long(u, arg, value, 1, 1 << 16); }
+        else if (strcmp(arg, "--batch-requests") == 0) { o.batch_requests = (int)parse_long(u, arg, value, 1, 1 << 16); }
+        else if (strcmp(arg, "--seed") == 0) { o.seed = (uint64_t)parse_long(u, arg, value, 0, 0x7fffffffL); }
+        else if (strcmp(arg, "--draft-vocab") == 0) { o.draft_vocab = (int)parse_long(u, arg, value, 1, 1 << 24); }
+        else { usage_error(u, "unknown flag '%s'", arg); }
+    }
+    if (o.model_path == NULL || o.traffic_path == NULL || o.out_path == NULL) {
+        usage_error(u, "%s", "expected -m MODEL, --traffic FILE and -o DRAFT.gguf");
+    }
+    return train_offline(&o);
+}
+
 int main(int argc, char** argv) {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         fprintf(argc < 2 ? stderr : stdout, "%s", USAGE_MAIN);
@@ -581,6 +740,9 @@ int main(int argc, char** argv) {
     if (strcmp(command, "tiny-model") == 0) { return command_tiny_model(argc - 2, argv + 2); }
     if (strcmp(command, "convert") == 0) { return command_convert(argc - 2, argv + 2); }
     if (strcmp(command, "draft-init") == 0) { return command_draft_init(argc - 2, argv + 2); }
+    if (strcmp(command, "replay") == 0) { return command_replay(argc - 2, argv + 2); }
+    if (strcmp(command, "train") == 0) { return command_train(argc - 2, argv + 2); }
+    if (strcmp(command, "plot") == 0) { return command_plot_main(argc - 2, argv + 2); }
     fprintf(stderr, "error: unknown command '%s'\n%s", command, USAGE_MAIN);
     return EXIT_FAILURE;
 }

@@ -236,6 +236,7 @@ void matmul_backward_cpu(float* dinp, float* dweight, const float* dout, const f
                          int T, int C, int OC);
 void rmsnorm_backward_cpu(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                           int T, int C, float eps);
+// the one exception: rope_backward ASSIGNS dinp = R^T dout (the inverse rotation), dinp == dout allowed
 void rope_backward_cpu(float* dinp, const float* dout, const int* positions, int T, int n_heads, int HS, float theta);
 // dkeys, dvalues: (P, NKV*HS), the gradients of key_cache / value_cache rows the queries attended to
 void attention_backward_cpu(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
@@ -249,6 +250,8 @@ void swiglu_backward_cpu(float* dgate, float* dup, const float* dout, const floa
 //   LOSS_NEXT_TOKEN  -log q(x), x = target_tokens[t] (the token the target emitted)
 // q = softmax(logits[t]); p = p_target[t] (rows of a distribution; unused for NEXT_TOKEN). Writes
 // losses[t]; if dlogits is not NULL, ADDS weights[t] * d losses[t] / d logits[t] to it.
+// REVERSE_KL clamps log p(v) at log(1e-30) so p(v) = 0 stays finite; weights NULL means 1; p_target may
+// be NULL for NEXT_TOKEN and target_tokens NULL for the KL kinds.
 typedef enum { LOSS_FORWARD_KL = 0, LOSS_REVERSE_KL = 1, LOSS_NEXT_TOKEN = 2 } LossKind;
 void distribution_loss_cpu(float* losses, float* dlogits, const float* logits, const float* p_target,
                            const int* target_tokens, const float* weights, int T, int V, LossKind kind);
@@ -561,6 +564,7 @@ typedef enum {
     DRAFT_EAGLE,    // the EAGLE-3 draft model (a checkpoint, or random)
     DRAFT_SELF,     // the target drafting for itself: the speedup ceiling (greedy acceptance is complete)
     DRAFT_LOOKUP,   // prompt lookup: the continuation of the latest earlier match of the last n-gram
+    DRAFT_NONE,     // no draft: every pass verifies the root alone (plain decoding, with recording)
 } DraftKind;
 
 typedef struct {
@@ -579,6 +583,121 @@ typedef struct {
     double prefill_seconds, draft_seconds, verify_seconds, total_seconds;
     int n_prompt, n_generated, stopped_at_eos;
 } SpecStats;
+
+// ----------------------------------------------------------------------------
+// recording (recorder.c): what the inference side hands the trainer
+
+// A rejected tree node of one verify pass: what the discard loss needs.
+typedef struct {
+    int token;          // y_n, the node's token
+    int position;       // its sequence position: root position + depth
+    int parent;         // index of its parent among the record's discard nodes, or -1 when the parent
+                        // is the root or an accepted node (then it is part of the sequence)
+    int prefix_end;     // the sequence positions [0, prefix_end) precede it: the root position plus
+                        // the number of its accepted ancestors
+    int verify_step;    // which verify pass of the request it came from
+    float score;        // the drafter's cumulative log-probability (for top-k selection)
+} DiscardNode;
+
+// One finished request.
+typedef struct {
+    int n_tokens;       // prompt + generated tokens
+    int n_committed;    // positions with target features (n_tokens - 1: the last token never ran)
+    int n_prompt;
+    int draft_version;  // the draft version that served it
+    int* tokens;        // (n_tokens)
+    float* features;    // (n_committed, 3C) the target's taps g_t
+    float* hidden;      // (n_committed, C) the target's final hidden state h_t
+    int n_discard, discard_capacity;
+    DiscardNode* discard;       // (n_discard)
+    float* discard_features;    // (n_discard, 3C) the taps at each node's parent
+    float* discard_hidden;      // (n_discard, C) the target's final hidden state at the node
+    int dim;            // C
+} Record;
+
+Record* record_new(int dim);
+void record_free(Record* record);
+// Appends the rejected nodes of one verify pass. taps (N, 3C) and hidden (N, C) are the verify pass's.
+void record_add_verify_step(Record* record, const Tree* tree, const Acceptance* acceptance, const float* taps,
+                            const float* hidden, int verify_step);
+// Copies the finished sequence into the record.
+void record_finish(Record* record, const int* tokens, int n_tokens, int n_committed, int n_prompt,
+                   const float* features, const float* hidden, int draft_version);
+
+// A bounded ring buffer between serving and training: push never blocks (when full, the oldest
+// record is dropped and counted); pop waits for records unless told not to.
+typedef struct RecordBuffer RecordBuffer;
+RecordBuffer* record_buffer_new(int capacity);
+void record_buffer_free(RecordBuffer* buffer);      // frees the records still inside
+void record_buffer_push(RecordBuffer* buffer, Record* record);
+// Takes up to max records (oldest first) into out; with wait, blocks until at least one is there or
+// the buffer is closed. Returns the number taken.
+int record_buffer_pop(RecordBuffer* buffer, Record** out, int max, int wait);
+void record_buffer_close(RecordBuffer* buffer);     // wakes waiting consumers; pushes still accepted
+void record_buffer_counts(RecordBuffer* buffer, long* pushed, long* dropped, int* depth);
+
+// The weight exchange: a double buffer of draft weights (n floats each) with a version number.
+typedef struct WeightExchange WeightExchange;
+WeightExchange* weight_exchange_new(size_t n);
+void weight_exchange_free(WeightExchange* exchange);
+// Trainer side: copies weights into the buffer nobody reads and publishes it with the next version.
+// Returns the version, or 0 if skipped because the server has not yet taken the previous publish.
+int weight_exchange_publish(WeightExchange* exchange, const float* weights);
+// Server side: if a version newer than current_version is published, marks it served and returns its
+// weights (valid until the server takes another), writing its version; else NULL. Never blocks on a copy.
+float* weight_exchange_take(WeightExchange* exchange, int current_version, int* version);
+long weight_exchange_skipped(WeightExchange* exchange);
+
+// ----------------------------------------------------------------------------
+// traffic (traffic.c) and charts (plot.c)
+
+// One request of replayed traffic. domain points at one of Traffic.domains (not separately allocated).
+typedef struct {
+    char* domain;   // a bare word ("c", "prose", ...); "default" when the line has no "domain"
+    char* prompt;   // UTF-8, NUL-terminated
+    int chat;       // 1: from a ShareGPT "conversations" turn; the caller applies the chat template
+} TrafficRequest;
+typedef struct {
+    int n_requests;
+    TrafficRequest* requests;   // (n_requests)
+    int n_domains;
+    char** domains;             // (n_domains) in order of first appearance
+} Traffic;
+
+// Reads a JSONL file: one JSON object per non-empty line; the prompt is "prompt", else "text", else
+// the first human/user turn of "conversations" (chat); optional "domain". Errors name the file, line,
+// column and what was expected; on error nothing needs freeing.
+int traffic_load(Traffic* traffic, const char* path, Error* err);
+void traffic_free(Traffic* traffic);
+// order "mixed": seeded Fisher-Yates shuffle (random_seed_state / random_u32); "ordered": grouped by
+// domain in order of first appearance, stable within a domain. Any other order is a caller bug (exits).
+void traffic_order(Traffic* traffic, const char* order, uint64_t seed);
+// Keeps only the requests of one domain; error (listing the domains present) if it is absent.
+int traffic_select_domain(Traffic* traffic, const char* domain, Error* err);
+
+// One run on the acceptance chart.
+typedef struct {
+    const char* label;              // legend text
+    int n;                          // requests
+    const float* acceptance;        // (n) acceptance length per request (tokens per verify pass)
+    const char* const* domains;     // (n) domain per request, or NULL
+} ChartSeries;
+// Writes a self-contained SVG: raw points faint, a 25-request moving average per series, axes, legend,
+// dashed lines where the first series' domain changes.
+int svg_acceptance_chart(const char* path, const ChartSeries* series, int n_series, const char* title, Error* err);
+
+// The replay's per-request CSV, header exactly
+// request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version
+typedef struct {
+    int n;
+    char** domains;     // (n)
+    float* acceptance;  // (n)
+} RequestRows;
+int read_requests_csv(const char* path, RequestRows* rows, Error* err);
+void request_rows_free(RequestRows* rows);
+// `aurora plot -o CHART.svg [--title T] RUN/requests.csv[:LABEL] ...` (argv after "plot"); returns the
+// exit status (0, or 1 after an "error: ..." line).
+int command_plot_main(int argc, char** argv);
 
 // ----------------------------------------------------------------------------
 // the CUDA twin (kernels.cu), present when built with USE_CUDA

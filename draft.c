@@ -50,6 +50,16 @@ static void draft_build_tensor_table(Draft* draft) {
     }
 }
 
+// Points every weight into an arena laid out by the tensor table (the draft's own, or a published
+// copy: a hot swap is this rebinding).
+static void draft_bind_arena(Draft* draft, float* arena) {
+    float* cursor = arena;
+    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+        *draft->tensors[i].data = cursor;
+        cursor += draft->tensors[i].n_elements;
+    }
+}
+
 // Allocates the weight arena for the current config and points every weight into it.
 static void draft_alloc_weights(Draft* draft) {
     draft_build_tensor_table(draft);
@@ -57,11 +67,7 @@ static void draft_alloc_weights(Draft* draft) {
     for (int i = 0; i < DRAFT_NUM_TENSORS; i++) { total += draft->tensors[i].n_elements; }
     draft->n_weight_floats = total;
     draft->weight_arena = mallocCheck(total * sizeof(float));
-    float* cursor = draft->weight_arena;
-    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
-        *draft->tensors[i].data = cursor;
-        cursor += draft->tensors[i].n_elements;
-    }
+    draft_bind_arena(draft, draft->weight_arena);
 }
 
 // Stores the draft vocabulary: d2t (V_d) = the given target ids, t2d (V) its inverse (-1 outside).

@@ -92,9 +92,11 @@ static void engine_accept(Engine* engine, Acceptance* out, const Tree* tree, Sam
 // distribution when sampling), faster when the draft source guesses well. Per step: the source drafts a
 // tree from the last token, the target verifies every node in one pass, acceptance keeps the longest
 // agreeing path plus a bonus token, the target cache keeps only that path, and the source catches up.
+// record: when not NULL, receives what the trainer needs (every verify pass's rejected nodes, then the
+// finished sequence).
 static int generate_speculative(Engine* engine, DraftSource* source, const int* prompt, int n_prompt, int max_new,
                                 SamplerSettings settings, uint64_t seed, int* out_tokens, SpecStats* stats,
-                                TokenCallback on_token, void* context) {
+                                TokenCallback on_token, void* context, Record* record) {
     Target* target = engine->target;
     TargetConfig* c = &target->config;
     int V = c->vocab_size, C = c->dim, S = target->cache_capacity;
@@ -160,6 +162,7 @@ static int generate_speculative(Engine* engine, DraftSource* source, const int* 
             memcpy(sequence.features + (size_t)(n_prefix + i) * 3 * C, target->act.taps + (size_t)node * 3 * C, (size_t)3 * C * sizeof(float));
             memcpy(sequence.hidden + (size_t)(n_prefix + i) * C, target->act.hidden + (size_t)node * C, (size_t)C * sizeof(float));
         }
+        if (record) { record_add_verify_step(record, &tree, &acceptance, target->act.taps, target->act.hidden, stats->verify_passes); }
         engine_compact(engine, slots, n_path, n_prefix);
         sequence.n_committed += n_path;
         double t2 = now_seconds();
@@ -184,6 +187,10 @@ static int generate_speculative(Engine* engine, DraftSource* source, const int* 
     }
     stats->n_generated = n_generated;
     stats->total_seconds = now_seconds() - start_time;
+    if (record) {
+        record_finish(record, sequence.tokens, sequence.n_tokens, sequence.n_committed, n_prompt, sequence.features,
+                      sequence.hidden, source->draft_version);
+    }
     sequence_free(&sequence);
     free(p_target); free(residual); free(scratch); free(mask);
     return n_generated;

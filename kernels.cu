@@ -739,7 +739,10 @@ extern "C" void draft_cuda_upload_weights(DraftCuda* g, const Draft* draft) {
                 draft->n_weight_floats, g->n_weight_floats);
         exit(EXIT_FAILURE); // a different draft: a program bug
     }
-    cudaCheck(cudaMemcpy(g->weight_arena, draft->weight_arena, draft->n_weight_floats * sizeof(float), cudaMemcpyHostToDevice));
+    // the weights may be bound to another arena (a hot swap rebinds them to a published copy); the
+    // tensor table's first entry is the start of whichever arena is bound
+    const float* bound_arena = *draft->tensors[0].data;
+    cudaCheck(cudaMemcpy(g->weight_arena, bound_arena, draft->n_weight_floats * sizeof(float), cudaMemcpyHostToDevice));
 }
 
 extern "C" void draft_project_features_cuda(DraftCuda* g, Draft* draft, float* hidden, const float* features, int T) {

@@ -245,6 +245,10 @@ typedef struct {
     float* root_logits;         // DRAFT_EAGLE: (V_d) its logits: the distribution of the root's children
     float* expanded_hidden;     // DRAFT_EAGLE: (MAX_CANDIDATES, C) output of each expanded candidate
     int lookup_max_ngram;       // DRAFT_LOOKUP: longest n-gram matched (default 3)
+    int draft_version;          // DRAFT_EAGLE: the version of the weights being served (recorded)
+    WeightExchange* exchange;   // DRAFT_EAGLE online: where newer weights are published (NULL: frozen)
+    int swaps;                  // weight versions switched to
+    double swap_seconds, swap_seconds_max; // time spent switching (rebinding, and uploading on a GPU)
     CandidatePool* pool;        // the candidates of the tree being drafted
     uint8_t* mask;              // scratch: (MAX_SPEC_K, cache slots)
     float* hidden_batch;        // scratch: (max(T, MAX_SPEC_K), C)
@@ -338,6 +342,25 @@ static void source_draft_forward(DraftSource* source, const int* tokens, const f
 static void draft_source_sync(DraftSource* source, const Sequence* sequence) {
     if (source->kind != DRAFT_EAGLE) { return; }
     Draft* draft = source->draft;
+    // hot swap: between verify passes, switch to the newest published weights. The request in flight
+    // keeps the keys/values its earlier positions got from the previous version (any draft is lossless;
+    // recomputing them would pause the request).
+    if (source->exchange) {
+        double start = now_seconds();
+        int version;
+        float* weights = weight_exchange_take(source->exchange, source->draft_version, &version);
+        if (weights) {
+            draft_bind_arena(draft, weights);
+#ifdef USE_CUDA
+            if (source->draft_cuda) { draft_cuda_upload_weights(source->draft_cuda, draft); }
+#endif
+            source->draft_version = version;
+            double elapsed = now_seconds() - start;
+            source->swaps++;
+            source->swap_seconds += elapsed;
+            if (elapsed > source->swap_seconds_max) { source->swap_seconds_max = elapsed; }
+        }
+    }
     int C = draft->config.dim, chunk = draft->act.max_tokens;
     int positions[TREE_MAX_NODES];
     while (source->n_extended < sequence->n_committed) {
@@ -447,6 +470,8 @@ static void draft_source_propose(DraftSource* source, Engine* engine, const Sequ
         float log_probs[MAX_SPEC_K];
         if (source->kind == DRAFT_LOOKUP) {
             propose_lookup(source, sequence, pool);
+        } else if (source->kind == DRAFT_NONE) {
+            // the root alone: the verify pass is a plain decode step
         } else {
             // depth 1: the root's children
             if (source->kind == DRAFT_EAGLE) {

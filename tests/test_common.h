@@ -33,6 +33,8 @@ static const Tolerance TOLERANCES[] = {
     {"reorder",   1e-5f, 1e-5f, "same fp32 math, different summation order (BLAS, GPU reductions) on one op"},
     {"layer",     2e-4f, 1e-3f, "a whole layer or model: reordering errors compound through norms and softmax"},
     {"quantised", 1e-2f, 1e-2f, "one quantise/dequantise round trip of values in [-1, 1] (Q8_0 and better)"},
+    {"finite_difference", 1e-3f, 1e-2f, "analytic gradients against central differences (step 1e-2) of fp32 forwards"},
+    {"hand",      1e-6f, 2e-6f, "fp32 arithmetic against values worked out by hand to 9 significant digits"},
 };
 static Tolerance tolerance(const char* name) {
     for (size_t i = 0; i < sizeof(TOLERANCES) / sizeof(TOLERANCES[0]); i++) {

@@ -654,9 +654,9 @@ static void test_speculative_end_to_end(void) {
                 int cpu_tokens[MAX_NEW], gpu_tokens[MAX_NEW];
                 SpecStats cpu_stats, gpu_stats;
                 int n_cpu = generate_speculative(&cpu_engine, &cpu_source, prompt, n_prompt, MAX_NEW, greedy, 0, cpu_tokens,
-                                                 &cpu_stats, NULL, NULL);
+                                                 &cpu_stats, NULL, NULL, NULL);
                 int n_gpu = generate_speculative(&gpu_engine, &gpu_source, prompt, n_prompt, MAX_NEW, greedy, 0, gpu_tokens,
-                                                 &gpu_stats, NULL, NULL);
+                                                 &gpu_stats, NULL, NULL, NULL);
                 check(n_gpu == n_cpu, "%s: GPU generated %d tokens, CPU %d", what, n_gpu, n_cpu);
                 if (n_gpu == n_cpu) { check_ints(what, gpu_tokens, cpu_tokens, (size_t)n_cpu); }
                 check(gpu_stats.accepted == cpu_stats.accepted && gpu_stats.verify_passes == cpu_stats.verify_passes,

@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
             DraftSource source;
             draft_source_init(&source, kinds[k], shapes[k], kinds[k] == DRAFT_EAGLE ? &draft : NULL, &engine);
             SpecStats spec_stats;
-            int n_spec = generate_speculative(&engine, &source, prompt_ids, n, 24, greedy, 0, speculative, &spec_stats, NULL, NULL);
+            int n_spec = generate_speculative(&engine, &source, prompt_ids, n, 24, greedy, 0, speculative, &spec_stats, NULL, NULL, NULL);
             check(n_spec == n_plain && memcmp(plain, speculative, sizeof(int) * n_plain) == 0,
                   "speculative greedy (source %d) differs from plain greedy on '%s'", k, prompts[p]);
             draft_source_free(&source);

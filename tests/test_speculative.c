@@ -190,7 +190,7 @@ static void test_greedy_lossless(Target* target) {
                 DraftSource source;
                 draft_source_init(&source, kinds[k], shapes[s], kinds[k] == DRAFT_EAGLE ? &draft : NULL, &engine);
                 SpecStats stats;
-                int n = generate_speculative(&engine, &source, prompt, n_prompt, MAX_NEW, greedy, 0, speculative, &stats, NULL, NULL);
+                int n = generate_speculative(&engine, &source, prompt, n_prompt, MAX_NEW, greedy, 0, speculative, &stats, NULL, NULL, NULL);
                 runs++;
                 if (n != n_plain || memcmp(plain, speculative, sizeof(int) * n) != 0) {
                     mismatches++;
@@ -345,8 +345,8 @@ static void test_sampling_end_to_end(Target* target) {
     DraftSource source;
     draft_source_init(&source, DRAFT_SELF, (TreeShape){2, 3, 7}, NULL, &engine);
     SpecStats stats;
-    int n1 = generate_speculative(&engine, &source, prompt, 4, 20, settings, 11, first, &stats, NULL, NULL);
-    int n2 = generate_speculative(&engine, &source, prompt, 4, 20, settings, 11, second, &stats, NULL, NULL);
+    int n1 = generate_speculative(&engine, &source, prompt, 4, 20, settings, 11, first, &stats, NULL, NULL, NULL);
+    int n2 = generate_speculative(&engine, &source, prompt, 4, 20, settings, 11, second, &stats, NULL, NULL, NULL);
     check(n1 == n2 && memcmp(first, second, sizeof(int) * n1) == 0, "speculative sampling is not repeatable for a seed");
     check(stats.accepted > 0, "self-drafting under sampling never accepted a draft");
     draft_source_free(&source);

@@ -1,0 +1,413 @@
+/*
+flywheel.c: serving and training together. The inference side serves requests with speculative
+decoding and records them; the training side turns records into draft updates and publishes them; the
+inference side switches to each new version between verify passes.
+
+    serving thread                                   training (a thread, or lockstep)
+    --------------                                   --------------------------------
+    for each request:                                loop:
+      generate_speculative(..., record)                pop a batch of records (waits when empty)
+        each pass: take newer weights, if any  <----   trainer_step (forward, backward, AdamW)
+      push the record (never waits;          ---->     every sync_every steps: publish the weights
+        full buffer: drop the oldest)
+
+The two sides share nothing but the RecordBuffer and the WeightExchange (recorder.c), so the trainer
+could live in another process. With lockstep_every = M > 0 there is no thread: after every M requests
+the serving loop itself trains on everything recorded and publishes, so a run is bitwise repeatable.
+A failing trainer (non-finite updates are rejected, not fatal) stops training and never serving.
+*/
+#include <pthread.h>
+#include "aurora.h"
+
+typedef struct {
+    Trainer trainer;
+    RecordBuffer* records;
+    WeightExchange* exchange;
+    int sync_every;         // publish every this many optimiser steps (threaded mode)
+    int batch_requests;     // records per optimiser step
+    int lockstep_every;     // > 0: train in the serving thread after every this many requests
+    pthread_t thread;
+    int thread_started;
+    // what the trainer reports (written by the training side, read by the progress bar)
+    pthread_mutex_t stats_lock;
+    TrainStats last_stats;
+    int steps, published_version;
+    long rejected;
+} Flywheel;
+
+static void flywheel_report(Flywheel* flywheel, const TrainStats* stats, int version) {
+    pthread_mutex_lock(&flywheel->stats_lock);
+    if (stats) { flywheel->last_stats = *stats; }
+    flywheel->steps = flywheel->trainer.step;
+    flywheel->rejected = flywheel->trainer.rejected_updates;
+    if (version > 0) { flywheel->published_version = version; }
+    pthread_mutex_unlock(&flywheel->stats_lock);
+}
+
+// Trains on up to max_records records in batches; returns the number of records used.
+static int flywheel_train_batches(Flywheel* flywheel, int wait, int max_records) {
+    Record* batch[64];
+    int used = 0;
+    int batch_size = flywheel->batch_requests < 64 ? flywheel->batch_requests : 64;
+    while (used < max_records) {
+        int n = record_buffer_pop(flywheel->records, batch, batch_size, wait);
+        if (n == 0) { break; }
+        TrainStats stats;
+        trainer_step(&flywheel->trainer, batch, n, &stats);
+        for (int i = 0; i < n; i++) { record_free(batch[i]); }
+        used += n;
+        int version = 0;
+        if (flywheel->lockstep_every == 0 && flywheel->trainer.step % flywheel->sync_every == 0) {
+            version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena);
+        }
+        flywheel_report(flywheel, &stats, version);
+        if (wait) { break; } // threaded mode: one step per wake-up, then look again
+    }
+    return used;
+}
+
+static void* flywheel_thread_main(void* argument) {
+    Flywheel* flywheel = argument;
+    for (;;) {
+        int used = flywheel_train_batches(flywheel, 1, 1 << 30);
+        if (used == 0) { break; } // closed and empty
+    }
+    return NULL;
+}
+
+// Lockstep: train on everything recorded, then publish (called by the serving loop).
+static void flywheel_lockstep_round(Flywheel* flywheel) {
+    flywheel_train_batches(flywheel, 0, 1 << 30);
+    int version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena);
+    flywheel_report(flywheel, NULL, version);
+}
+
+static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target* target, TrainerSettings settings,
+                           int buffer_capacity, int sync_every, int batch_requests, int lockstep_every) {
+    memset(flywheel, 0, sizeof(*flywheel));
+    trainer_init(&flywheel->trainer, draft, target, settings);
+    flywheel->records = record_buffer_new(buffer_capacity);
+    flywheel->exchange = weight_exchange_new(draft->n_weight_floats);
+    flywheel->sync_every = sync_every < 1 ? 1 : sync_every;
+    flywheel->batch_requests = batch_requests < 1 ? 1 : batch_requests;
+    flywheel->lockstep_every = lockstep_every;
+    pthread_mutex_init(&flywheel->stats_lock, NULL);
+    if (lockstep_every == 0) {
+        if (pthread_create(&flywheel->thread, NULL, flywheel_thread_main, flywheel) != 0) {
+            fprintf(stderr, "warning: could not start the training thread; serving continues without training\n");
+        } else {
+            flywheel->thread_started = 1;
+        }
+    }
+}
+
+// Stops training: the trainer finishes the records already buffered, then the thread is joined.
+static void flywheel_stop(Flywheel* flywheel) {
+    record_buffer_close(flywheel->records);
+    if (flywheel->thread_started) { pthread_join(flywheel->thread, NULL); }
+    flywheel->thread_started = 0;
+}
+
+static void flywheel_free(Flywheel* flywheel) {
+    flywheel_stop(flywheel);
+    record_buffer_free(flywheel->records);
+    weight_exchange_free(flywheel->exchange);
+    trainer_free(&flywheel->trainer);
+    pthread_mutex_destroy(&flywheel->stats_lock);
+}
+
+// ----------------------------------------------------------------------------
+// replaying traffic through the flywheel
+
+typedef struct {
+    const char* model_path;
+    const char* traffic_path;
+    const char* order;          // "mixed" or "ordered"
+    const char* domain;         // keep only this domain (NULL: all)
+    const char* mode;           // "online" (train while serving), "static" (a frozen draft), "none" (no drafting)
+    const char* draft;          // online: the starting draft ("random" or FILE); static: FILE ("random" allowed)
+    const char* save_draft;     // online: write the final trained draft here
+    const char* out_dir;
+    const char* label;          // for the chart legend and the summary
+    int requests;               // at most this many (0: all)
+    int max_new;
+    int context;
+    int draft_vocab;
+    int use_cuda;
+    TreeShape shape;
+    SamplerSettings sampling;
+    uint64_t seed;
+    TrainerSettings train;
+    int sync_every, batch_requests, lockstep_every, buffer_capacity;
+} ReplayOptions;
+
+static ReplayOptions replay_default_options(void) {
+    ReplayOptions o = {0};
+    o.order = "mixed"; o.mode = "online"; o.draft = "random"; o.out_dir = "out/replay";
+    o.max_new = 32; o.context = 2048; o.shape = (TreeShape){1, 5, 6};
+    o.sampling = (SamplerSettings){0.0f, 1.0f}; o.seed = 1;
+    o.train = trainer_default_settings();
+    o.sync_every = 4; o.batch_requests = 1; o.lockstep_every = 0; o.buffer_capacity = 16;
+    return o;
+}
+
+static void make_directory(const char* path) {
+    char command[1200];
+    snprintf(command, sizeof(command), "mkdir -p '%s'", path);
+    if (system(command) != 0) { fprintf(stderr, "error: cannot create the directory %s\n", path); exit(EXIT_FAILURE); }
+}
+
+// Loads a draft for replay or training: "random" (seeded), or a checkpoint file.
+static void replay_load_draft(Draft* draft, const char* what, const Target* target, int draft_vocab, uint64_t seed) {
+    Error err;
+    if (strcmp(what, "random") == 0) {
+        int V = target->config.vocab_size;
+        draft_init_random(draft, target, draft_vocab > 0 && draft_vocab <= V ? draft_vocab : (V < 8192 ? V : 8192), NULL, seed);
+    } else if (draft_load(draft, what, target, &err) != 0) {
+        fprintf(stderr, "error: %s\n", err.message);
+        exit(EXIT_FAILURE);
+    }
+}
+
+static void replay_progress(int index, int total, double mean_recent, const Flywheel* flywheel, int version,
+                            double tokens_per_second, int final) {
+    static int is_terminal = -1;
+    if (is_terminal < 0) { is_terminal = isatty(2); }
+    if (!is_terminal && !final && (index + 1) % 25 != 0) { return; }
+    char training[160] = "";
+    if (flywheel) {
+        Flywheel* f = (Flywheel*)flywheel;
+        int depth = 0;
+        long dropped = 0;
+        record_buffer_counts(f->records, NULL, &dropped, &depth);
+        pthread_mutex_lock(&f->stats_lock);
+        snprintf(training, sizeof(training), "  steps %d  loss %.3f  buffer %d  dropped %ld", f->steps,
+                 f->last_stats.loss, depth, dropped);
+        pthread_mutex_unlock(&f->stats_lock);
+    }
+    fprintf(stderr, "%s[%4d/%d] acceptance %.2f (last 25)  draft v%d  %.1f tok/s%s%s", is_terminal ? "\r" : "",
+            index + 1, total, mean_recent, version, tokens_per_second, training, is_terminal && !final ? "   " : "\n");
+    fflush(stderr);
+}
+
+// Serves every request of the traffic and writes DIR/requests.csv, DIR/summary.txt, DIR/acceptance.svg.
+static int replay_run(const ReplayOptions* o) {
+    Error err;
+    Target target;
+    if (target_load(&target, o->model_path, o->context, 256, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    Traffic traffic;
+    if (traffic_load(&traffic, o->traffic_path, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    if (o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    traffic_order(&traffic, o->order, o->seed);
+    int n_requests = o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
+    Engine engine = {&target, NULL};
+#ifdef USE_CUDA
+    if (o->use_cuda) { engine.cuda = target_cuda_create(&target); }
+#endif
+    int online = strcmp(o->mode, "online") == 0, no_draft = strcmp(o->mode, "none") == 0;
+    Draft draft;
+    memset(&draft, 0, sizeof(draft));
+    DraftSource source;
+    if (no_draft) {
+        draft_source_init(&source, DRAFT_NONE, o->shape, NULL, &engine);
+    } else {
+        replay_load_draft(&draft, o->draft, &target, o->draft_vocab, o->seed);
+        draft_source_init(&source, DRAFT_EAGLE, o->shape, &draft, &engine);
+    }
+    Flywheel flywheel;
+    if (online) {
+        flywheel_start(&flywheel, &draft, &target, o->train, o->buffer_capacity, o->sync_every, o->batch_requests, o->lockstep_every);
+        source.exchange = flywheel.exchange;
+    }
+
+    make_directory(o->out_dir);
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/requests.csv", o->out_dir);
+    FILE* csv = fopen(path, "w");
+    if (csv == NULL) { fprintf(stderr, "error: cannot write %s\n", path); return 1; }
+    fprintf(csv, "request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n");
+
+    float* acceptance = mallocCheck((size_t)n_requests * sizeof(float));
+    const char** domains = mallocCheck((size_t)n_requests * sizeof(char*));
+    int* prompt = mallocCheck((size_t)(target.cache_capacity + 1) * sizeof(int));
+    int* out = mallocCheck((size_t)(o->max_new + 1) * sizeof(int));
+    long total_tokens = 0, total_passes = 0, total_emitted = 0;
+    double total_seconds = 0.0;
+    int skipped_prompts = 0;
+    for (int r = 0; r < n_requests; r++) {
+        const TrafficRequest* request = &traffic.requests[r];
+        char* text = request->chat ? chat_template_apply(request->prompt) : strdup(request->prompt);
+        int room = target.cache_capacity - o->max_new - TREE_MAX_NODES;
+        int n_prompt = tokenizer_encode(&target.tokenizer, text, strlen(text), request->chat, prompt, room, &err);
+        free(text);
+        if (n_prompt <= 0) { // too long for the context: keep going, and say so in the summary
+            skipped_prompts++;
+            acceptance[r] = 1.0f;
+            domains[r] = request->domain;
+            continue;
+        }
+        Record* record = online ? record_new(target.config.dim) : NULL;
+        SpecStats stats;
+        int n = generate_speculative(&engine, &source, prompt, n_prompt, o->max_new, o->sampling, o->seed + (uint64_t)r,
+                                     out, &stats, NULL, NULL, record);
+        if (online) { record_buffer_push(flywheel.records, record); }
+        double seconds = stats.total_seconds;
+        acceptance[r] = stats.verify_passes ? (float)stats.emitted / stats.verify_passes : 1.0f;
+        domains[r] = request->domain;
+        total_tokens += n;
+        total_seconds += seconds;
+        total_passes += stats.verify_passes;
+        total_emitted += stats.emitted;
+        fprintf(csv, "%d,%s,%d,%d,%d,%.4f,%.4f,%d\n", r, request->domain, n_prompt, n, stats.verify_passes, acceptance[r],
+                seconds, source.draft_version);
+        double recent = 0.0;
+        int window = r + 1 < 25 ? r + 1 : 25;
+        for (int i = r + 1 - window; i <= r; i++) { recent += acceptance[i]; }
+        replay_progress(r, n_requests, recent / window, online ? &flywheel : NULL, source.draft_version,
+                        total_seconds > 0 ? total_tokens / total_seconds : 0.0, r == n_requests - 1);
+        if (online && o->lockstep_every > 0 && (r + 1) % o->lockstep_every == 0) { flywheel_lockstep_round(&flywheel); }
+    }
+    fclose(csv);
+    if (online) { flywheel_stop(&flywheel); }
+
+    // summary
+    snprintf(path, sizeof(path), "%s/summary.txt", o->out_dir);
+    FILE* summary = fopen(path, "w");
+    if (summary == NULL) { fprintf(stderr, "error: cannot write %s\n", path); return 1; }
+    FILE* streams[2] = {summary, stderr};
+    double first_mean = 0, last_mean = 0;
+    int window = n_requests < 100 ? n_requests : 100;
+    for (int i = 0; i < window; i++) { first_mean += acceptance[i]; last_mean += acceptance[n_requests - window + i]; }
+    for (int s = 0; s < 2; s++) {
+        FILE* f = streams[s];
+        fprintf(f, "run: %s  mode %s  draft %s  traffic %s (%s order%s%s)\n", o->label ? o->label : o->out_dir, o->mode,
+                no_draft ? "none" : o->draft, o->traffic_path, o->order, o->domain ? ", domain " : "", o->domain ? o->domain : "");
+        fprintf(f, "requests %d (%d skipped: prompt longer than the context), tokens %ld, max new %d, tree K=%d S=%d N=%d\n",
+                n_requests, skipped_prompts, total_tokens, o->max_new, source.shape.k, source.shape.depth, source.shape.nodes);
+        fprintf(f, "acceptance length: overall %.3f, first %d requests %.3f, last %d requests %.3f\n",
+                total_passes ? (double)total_emitted / total_passes : 1.0, window, first_mean / window, window, last_mean / window);
+        for (int d = 0; d < traffic.n_domains; d++) {
+            double sum = 0;
+            int count = 0;
+            for (int i = 0; i < n_requests; i++) { if (strcmp(domains[i], traffic.domains[d]) == 0) { sum += acceptance[i]; count++; } }
+            if (count) { fprintf(f, "  domain %-10s %4d requests, mean acceptance length %.3f\n", traffic.domains[d], count, sum / count); }
+        }
+        fprintf(f, "speed: %.2f tokens/s over %.1f s of generation\n", total_seconds > 0 ? total_tokens / total_seconds : 0.0, total_seconds);
+        if (online) {
+            long pushed, dropped;
+            record_buffer_counts(flywheel.records, &pushed, &dropped, NULL);
+            fprintf(f, "training: %d optimiser steps, %ld rejected (non-finite), records %ld pushed / %ld dropped, "
+                    "final version %d, %ld publishes skipped\n", flywheel.trainer.step, flywheel.trainer.rejected_updates,
+                    pushed, dropped, flywheel.published_version, weight_exchange_skipped(flywheel.exchange));
+            fprintf(f, "hot swaps: %d, switch time mean %.3f ms, max %.3f ms\n", source.swaps,
+                    source.swaps ? 1e3 * source.swap_seconds / source.swaps : 0.0, 1e3 * source.swap_seconds_max);
+        }
+    }
+    fclose(summary);
+
+    // the chart
+    snprintf(path, sizeof(path), "%s/acceptance.svg", o->out_dir);
+    ChartSeries series = {o->label ? o->label : o->mode, n_requests, acceptance, domains};
+    if (svg_acceptance_chart(path, &series, 1, "acceptance length per request", &err) != 0) {
+        fprintf(stderr, "error: %s\n", err.message);
+    }
+    if (online && o->save_draft) {
+        if (draft_save(&flywheel.trainer.draft, o->save_draft, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); }
+        else { fprintf(stderr, "saved the trained draft (version %d) to %s\n", flywheel.published_version, o->save_draft); }
+    }
+    fprintf(stderr, "wrote %s/requests.csv, summary.txt, acceptance.svg\n", o->out_dir);
+
+    free(acceptance); free(domains); free(prompt); free(out);
+    if (online) { flywheel_free(&flywheel); }
+    draft_source_free(&source);
+    if (!no_draft) { draft_free(&draft); }
+#ifdef USE_CUDA
+    if (engine.cuda) { target_cuda_free(engine.cuda); }
+#endif
+    traffic_free(&traffic);
+    target_free(&target);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// offline training (the static baseline): the target's own greedy outputs, the same trainer
+
+typedef struct {
+    const char* model_path, *traffic_path, *domain, *out_path, *draft;
+    int requests, max_new, epochs, context, draft_vocab, batch_requests;
+    uint64_t seed;
+    TrainerSettings train;
+} TrainOptions;
+
+static int train_offline(const TrainOptions* o) {
+    Error err;
+    Target target;
+    if (target_load(&target, o->model_path, o->context, 256, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    Traffic traffic;
+    if (traffic_load(&traffic, o->traffic_path, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    if (o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    traffic_order(&traffic, "mixed", o->seed);
+    int n_requests = o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
+    Engine engine = {&target, NULL};
+    DraftSource source;
+    draft_source_init(&source, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, &engine);
+    Record** records = callocCheck((size_t)n_requests, sizeof(Record*));
+    int* prompt = mallocCheck((size_t)(target.cache_capacity + 1) * sizeof(int));
+    int* out = mallocCheck((size_t)(o->max_new + 1) * sizeof(int));
+    SamplerSettings greedy = {0.0f, 1.0f};
+    int n_records = 0;
+    double start = now_seconds();
+    for (int r = 0; r < n_requests; r++) {
+        const TrafficRequest* request = &traffic.requests[r];
+        char* text = request->chat ? chat_template_apply(request->prompt) : strdup(request->prompt);
+        int n_prompt = tokenizer_encode(&target.tokenizer, text, strlen(text), request->chat, prompt,
+                                        target.cache_capacity - o->max_new - TREE_MAX_NODES, &err);
+        free(text);
+        if (n_prompt <= 0) { continue; }
+        Record* record = record_new(target.config.dim);
+        SpecStats stats;
+        generate_speculative(&engine, &source, prompt, n_prompt, o->max_new, greedy, 0, out, &stats, NULL, NULL, record);
+        records[n_records++] = record;
+        fprintf(stderr, "\rgenerating the target's outputs: %d/%d requests (%.0f s)", r + 1, n_requests, now_seconds() - start);
+    }
+    fprintf(stderr, "\n");
+    Draft draft;
+    replay_load_draft(&draft, o->draft ? o->draft : "random", &target, o->draft_vocab, o->seed);
+    Trainer trainer;
+    trainer_init(&trainer, &draft, &target, o->train);
+    int batch = o->batch_requests < 1 ? 1 : o->batch_requests;
+    uint64_t rng = random_seed_state(o->seed);
+    for (int epoch = 0; epoch < o->epochs; epoch++) {
+        for (int i = n_records - 1; i > 0; i--) { // a fresh order each epoch
+            int j = (int)(random_u32(&rng) % (uint32_t)(i + 1));
+            Record* swap = records[i]; records[i] = records[j]; records[j] = swap;
+        }
+        double loss = 0, accuracy = 0;
+        int steps = 0;
+        for (int first = 0; first < n_records; first += batch) {
+            int n = n_records - first < batch ? n_records - first : batch;
+            TrainStats stats;
+            trainer_step(&trainer, records + first, n, &stats);
+            loss += stats.loss;
+            accuracy += stats.step0_accuracy;
+            steps++;
+            fprintf(stderr, "\repoch %d/%d  step %d  loss %.3f  step-0 accuracy %.3f   ", epoch + 1, o->epochs, trainer.step,
+                    loss / steps, accuracy / steps);
+        }
+        fprintf(stderr, "\n");
+    }
+    int status = 0;
+    if (draft_save(&trainer.draft, o->out_path, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
+    else {
+        fprintf(stderr, "wrote %s: trained on %d requests x %d epochs (%d optimiser steps, %ld rejected)\n", o->out_path,
+                n_records, o->epochs, trainer.step, trainer.rejected_updates);
+    }
+    trainer_free(&trainer);
+    draft_free(&draft);
+    for (int i = 0; i < n_records; i++) { record_free(records[i]); }
+    free(records); free(prompt); free(out);
+    draft_source_free(&source);
+    traffic_free(&traffic);
+    target_free(&target);
+    return status;
+}

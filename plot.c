@@ -1,0 +1,378 @@
+/*
+plot.c: the acceptance chart. Reads the per-request CSV files a replay writes and draws acceptance
+length (tokens per verify pass) against request index, several runs on one chart, as a self-contained
+SVG file (no fonts, scripts or images to fetch; opens in any browser).
+
+Contract:
+  - svg_acceptance_chart draws, per series: every request as a faint dot, and the trailing moving
+    average over the last 25 requests (fewer at the start) as a polyline, in one colour per series
+    (10 distinct colours, then they repeat). The y axis starts at 1.0 (a verify pass always yields at
+    least one token); axes have ticks and labels; a legend names each series with its mean. Where the
+    domain of the FIRST series changes (traffic replayed in "ordered" mode) a vertical dashed line is
+    drawn, labelled with the domain that starts there; mixed traffic, whose domain changes at almost
+    every request (more than 20 changes), gets no lines. Non-finite acceptance values are skipped.
+  - read_requests_csv reads the replay's requests.csv: the header must be exactly
+        request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version
+    and every row must have 8 comma-separated fields (domain is a bare word). Errors name the file,
+    the line and what was expected.
+  - command_plot_main is `aurora plot`: returns 0, or 1 after a one-line "error: ..." on stderr.
+*/
+#include <errno.h>
+#include "aurora.h"
+// uses traffic_copy from traffic.c (included before this file)
+
+// ----------------------------------------------------------------------------
+// the SVG chart
+
+enum { SVG_WIDTH = 1100, SVG_HEIGHT = 560, SVG_LEFT = 80, SVG_RIGHT = 850, SVG_TOP = 64, SVG_BOTTOM = 500 };
+enum { SVG_MOVING_WINDOW = 25, SVG_MAX_DOMAIN_LINES = 20 };
+static const char* SVG_COLOURS[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+                                    "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"};
+
+// Writes text with the five XML special characters escaped.
+static void svg_write_escaped(FILE* f, const char* text) {
+    for (const char* c = text; *c; c++) {
+        switch (*c) {
+            case '&': fputs("&amp;", f); break;
+            case '<': fputs("&lt;", f); break;
+            case '>': fputs("&gt;", f); break;
+            case '"': fputs("&quot;", f); break;
+            case '\'': fputs("&apos;", f); break;
+            default: fputc(*c, f);
+        }
+    }
+}
+
+// A "nice" tick step (1, 2 or 5 times a power of ten) near raw.
+static double svg_nice_step(double raw) {
+    if (!(raw > 0)) { return 1.0; }
+    double power = pow(10.0, floor(log10(raw)));
+    double f = raw / power;
+    return (f <= 1.0 ? 1.0 : f <= 2.0 ? 2.0 : f <= 5.0 ? 5.0 : 10.0) * power;
+}
+
+typedef struct { double x_max, y_min, y_max; } SvgScale;
+
+static double svg_x(const SvgScale* s, double request) { return SVG_LEFT + (SVG_RIGHT - SVG_LEFT) * request / s->x_max; }
+static double svg_y(const SvgScale* s, double value) {
+    if (value < s->y_min) { value = s->y_min; }
+    return SVG_BOTTOM - (SVG_BOTTOM - SVG_TOP) * (value - s->y_min) / (s->y_max - s->y_min);
+}
+
+static void svg_axes(FILE* f, const SvgScale* s, double x_step, double y_step) {
+    fprintf(f, "<g stroke=\"#e6e6e6\" stroke-width=\"1\">\n");
+    for (double v = s->y_min + y_step; v <= s->y_max + 1e-9; v += y_step) {
+        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\"/>\n", SVG_LEFT, svg_y(s, v), SVG_RIGHT, svg_y(s, v));
+    }
+    fprintf(f, "</g>\n<g stroke=\"#333\" stroke-width=\"1\">\n");
+    fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\"/>\n", SVG_LEFT, SVG_BOTTOM, SVG_RIGHT, SVG_BOTTOM);
+    fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\"/>\n", SVG_LEFT, SVG_TOP, SVG_LEFT, SVG_BOTTOM);
+    for (double v = 0; v <= s->x_max + 1e-9; v += x_step) {
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\"/>\n", svg_x(s, v), SVG_BOTTOM, svg_x(s, v), SVG_BOTTOM + 5);
+    }
+    for (double v = s->y_min; v <= s->y_max + 1e-9; v += y_step) {
+        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\"/>\n", SVG_LEFT - 5, svg_y(s, v), SVG_LEFT, svg_y(s, v));
+    }
+    fprintf(f, "</g>\n<g fill=\"#333\">\n");
+    for (double v = 0; v <= s->x_max + 1e-9; v += x_step) {
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%g</text>\n", svg_x(s, v), SVG_BOTTOM + 20, v);
+    }
+    for (double v = s->y_min; v <= s->y_max + 1e-9; v += y_step) {
+        fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", SVG_LEFT - 9, svg_y(s, v) + 4, v);
+    }
+    fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">requests</text>\n", (SVG_LEFT + SVG_RIGHT) / 2, SVG_BOTTOM + 44);
+    fprintf(f, "<text transform=\"translate(%d %d) rotate(-90)\" text-anchor=\"middle\">acceptance length (tokens per verify pass)</text>\n",
+            SVG_LEFT - 50, (SVG_TOP + SVG_BOTTOM) / 2);
+    fprintf(f, "</g>\n");
+}
+
+// Dashed lines where the first series' domain changes, each labelled with the domain that starts there.
+static void svg_domain_lines(FILE* f, const SvgScale* s, const ChartSeries* first) {
+    if (first->domains == NULL || first->n == 0) { return; }
+    int changes = 0;
+    for (int i = 1; i < first->n; i++) { changes += strcmp(first->domains[i], first->domains[i - 1]) != 0; }
+    if (changes > SVG_MAX_DOMAIN_LINES) { return; }
+    fprintf(f, "<g font-size=\"12\" fill=\"#555\">\n");
+    for (int i = 0; i < first->n; i++) {
+        if (i > 0 && strcmp(first->domains[i], first->domains[i - 1]) == 0) { continue; }
+        double x = svg_x(s, i);
+        if (i > 0) {
+            fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#777\" stroke-dasharray=\"6 4\"/>\n",
+                    x, SVG_TOP - 14, x, SVG_BOTTOM);
+        }
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\">", x + 4, SVG_TOP - 4);
+        svg_write_escaped(f, first->domains[i]);
+        fprintf(f, "</text>\n");
+    }
+    fprintf(f, "</g>\n");
+}
+
+// One series: faint dots (a path of zero-length round-capped segments, compact for thousands of
+// points) and the moving average as polylines (broken where a window holds no finite value).
+static void svg_series(FILE* f, const SvgScale* s, const ChartSeries* series, const char* colour) {
+    fprintf(f, "<path fill=\"none\" stroke=\"%s\" stroke-opacity=\"0.22\" stroke-width=\"3.5\" stroke-linecap=\"round\" d=\"", colour);
+    for (int i = 0; i < series->n; i++) {
+        if (isfinite(series->acceptance[i])) {
+            fprintf(f, "M%.1f %.1fh0", svg_x(s, i), svg_y(s, series->acceptance[i]));
+        }
+    }
+    fprintf(f, "\"/>\n");
+    int in_line = 0;
+    for (int i = 0; i < series->n; i++) {
+        double sum = 0.0;
+        int count = 0;
+        int from = i - SVG_MOVING_WINDOW + 1 > 0 ? i - SVG_MOVING_WINDOW + 1 : 0;
+        for (int j = from; j <= i; j++) {
+            if (isfinite(series->acceptance[j])) { sum += series->acceptance[j]; count++; }
+        }
+        if (count == 0) {
+            if (in_line) { fprintf(f, "\"/>\n"); in_line = 0; }
+            continue;
+        }
+        if (!in_line) {
+            fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2.2\" stroke-linejoin=\"round\" points=\"", colour);
+            in_line = 1;
+        }
+        fprintf(f, "%.1f,%.1f ", svg_x(s, i), svg_y(s, sum / count));
+    }
+    if (in_line) { fprintf(f, "\"/>\n"); }
+}
+
+static double svg_mean(const ChartSeries* series) {
+    double sum = 0.0;
+    int count = 0;
+    for (int i = 0; i < series->n; i++) {
+        if (isfinite(series->acceptance[i])) { sum += series->acceptance[i]; count++; }
+    }
+    return count > 0 ? sum / count : NAN;
+}
+
+int svg_acceptance_chart(const char* path, const ChartSeries* series, int n_series, const char* title, Error* err) {
+    if (n_series < 1) { return error_set(err, "%s: no series to draw", path); }
+    int n_max = 0;
+    double y_top = 2.0;
+    for (int k = 0; k < n_series; k++) {
+        if (series[k].n < 1) { return error_set(err, "%s: series '%s' has no requests", path, series[k].label); }
+        if (series[k].n > n_max) { n_max = series[k].n; }
+        for (int i = 0; i < series[k].n; i++) {
+            if (isfinite(series[k].acceptance[i]) && series[k].acceptance[i] > y_top) { y_top = series[k].acceptance[i]; }
+        }
+    }
+    double x_step = svg_nice_step(n_max / 8.0 < 1.0 ? 1.0 : n_max / 8.0);
+    double y_step = svg_nice_step((y_top - 1.0) / 6.0);
+    SvgScale scale = {n_max > 1 ? n_max - 1 : 1, 1.0, 1.0 + ceil((y_top - 1.0) / y_step - 1e-9) * y_step};
+
+    FILE* f = fopen(path, "w");
+    if (f == NULL) { return error_set(err, "%s: cannot open for writing: %s", path, strerror(errno)); }
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
+            "font-family=\"Helvetica, Arial, sans-serif\" font-size=\"13\">\n", SVG_WIDTH, SVG_HEIGHT, SVG_WIDTH, SVG_HEIGHT);
+    fprintf(f, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", SVG_WIDTH, SVG_HEIGHT);
+    fprintf(f, "<text x=\"%d\" y=\"26\" text-anchor=\"middle\" font-size=\"17\" font-weight=\"bold\">", (SVG_LEFT + SVG_RIGHT) / 2);
+    svg_write_escaped(f, title != NULL ? title : "acceptance length per request");
+    fprintf(f, "</text>\n");
+    svg_axes(f, &scale, x_step, y_step);
+    svg_domain_lines(f, &scale, &series[0]);
+    for (int k = 0; k < n_series; k++) {
+        fprintf(f, "<!-- series %d (legend entry %d) -->\n", k + 1, k + 1);
+        svg_series(f, &scale, &series[k], SVG_COLOURS[k % 10]);
+    }
+    // legend, right of the plot: a line in the series' colour, its label and mean
+    fprintf(f, "<g font-size=\"12\">\n<text x=\"%d\" y=\"%d\" font-weight=\"bold\">moving average of %d</text>\n",
+            SVG_RIGHT + 20, SVG_TOP + 4, SVG_MOVING_WINDOW);
+    for (int k = 0; k < n_series; k++) {
+        int y = SVG_TOP + 26 + 36 * k;
+        fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"3\"/>\n",
+                SVG_RIGHT + 20, y, SVG_RIGHT + 44, y, SVG_COLOURS[k % 10]);
+        fprintf(f, "<text x=\"%d\" y=\"%d\">", SVG_RIGHT + 50, y + 4);
+        svg_write_escaped(f, series[k].label);
+        fprintf(f, "</text>\n<text x=\"%d\" y=\"%d\" fill=\"#666\">mean %.2f, %d requests</text>\n",
+                SVG_RIGHT + 50, y + 19, svg_mean(&series[k]), series[k].n);
+    }
+    fprintf(f, "</g>\n</svg>\n");
+    int failed = ferror(f);
+    if (fclose(f) != 0 || failed) { return error_set(err, "%s: write error", path); }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// the replay's per-request CSV
+
+static const char* REQUESTS_CSV_HEADER =
+    "request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version";
+
+void request_rows_free(RequestRows* rows) {
+    for (int i = 0; i < rows->n; i++) { free(rows->domains[i]); }
+    free(rows->domains);
+    free(rows->acceptance);
+    memset(rows, 0, sizeof(*rows));
+}
+
+int read_requests_csv(const char* path, RequestRows* rows, Error* err) {
+    memset(rows, 0, sizeof(*rows));
+    FILE* f = fopen(path, "r");
+    if (f == NULL) { return error_set(err, "%s: cannot open: %s", path, strerror(errno)); }
+    char* line = NULL;
+    size_t line_capacity = 0;
+    ssize_t length;
+    int line_number = 0, capacity = 0;
+    while ((length = getline(&line, &line_capacity, f)) >= 0) {
+        line_number++;
+        while (length > 0 && (line[length - 1] == '\n' || line[length - 1] == '\r')) { line[--length] = '\0'; }
+        if (line_number == 1) {
+            if (strcmp(line, REQUESTS_CSV_HEADER) != 0) {
+                error_set(err, "%s:1: expected the header '%s', found '%.100s'", path, REQUESTS_CSV_HEADER, line);
+                goto fail;
+            }
+            continue;
+        }
+        if (length == 0) { continue; }
+        char* fields[8];
+        int n_fields = 0;
+        for (char* cursor = line; ; ) {
+            char* comma = strchr(cursor, ',');
+            if (n_fields < 8) { fields[n_fields] = cursor; }
+            n_fields++;
+            if (comma == NULL) { break; }
+            *comma = '\0';
+            cursor = comma + 1;
+        }
+        if (n_fields != 8) {
+            error_set(err, "%s:%d: expected 8 comma-separated fields (%s), found %d", path, line_number,
+                      REQUESTS_CSV_HEADER, n_fields);
+            goto fail;
+        }
+        char* end = NULL;
+        double acceptance = strtod(fields[5], &end);
+        if (fields[5][0] == '\0' || *end != '\0') {
+            error_set(err, "%s:%d: acceptance_length (field 6) must be a number, found '%.40s'", path, line_number, fields[5]);
+            goto fail;
+        }
+        if (fields[1][0] == '\0') { error_set(err, "%s:%d: domain (field 2) is empty", path, line_number); goto fail; }
+        if (rows->n == capacity) {
+            capacity = capacity ? capacity * 2 : 256;
+            char** domains = mallocCheck((size_t)capacity * sizeof(char*));
+            float* values = mallocCheck((size_t)capacity * sizeof(float));
+            if (rows->n > 0) {
+                memcpy(domains, rows->domains, (size_t)rows->n * sizeof(char*));
+                memcpy(values, rows->acceptance, (size_t)rows->n * sizeof(float));
+            }
+            free(rows->domains);
+            free(rows->acceptance);
+            rows->domains = domains;
+            rows->acceptance = values;
+        }
+        rows->domains[rows->n] = traffic_copy(fields[1]);
+        rows->acceptance[rows->n] = (float)acceptance;
+        rows->n++;
+    }
+    if (line_number == 0) { error_set(err, "%s: empty file (expected the header '%s')", path, REQUESTS_CSV_HEADER); goto fail; }
+    free(line);
+    fclose(f);
+    return 0;
+fail:
+    free(line);
+    fclose(f);
+    request_rows_free(rows);
+    return -1;
+}
+
+// ----------------------------------------------------------------------------
+// aurora plot
+
+static const char* SVG_PLOT_USAGE =
+    "usage: aurora plot -o CHART.svg [--title T] RUN1/requests.csv[:LABEL] [RUN2/requests.csv[:LABEL] ...]\n"
+    "  draws acceptance length per request of one or more replays on one chart (a self-contained SVG):\n"
+    "  faint dots per request, a moving average over 25 requests per run, dashed lines where the first\n"
+    "  run's domain changes. LABEL names a run in the legend (default: the CSV file's directory name).\n"
+    "  -o, --output FILE    the SVG file to write\n"
+    "  --title T            chart title (default \"acceptance length per request\")\n";
+
+// The default label of a CSV path: its directory's name ("runs/adaptive/requests.csv" -> "adaptive"),
+// or the file name without extension when the path has no directory.
+static void svg_default_label(const char* path, char* label, size_t size) {
+    const char* slash = strrchr(path, '/');
+    if (slash == NULL) {
+        snprintf(label, size, "%s", path);
+        char* dot = strrchr(label, '.');
+        if (dot != NULL && dot != label) { *dot = '\0'; }
+        return;
+    }
+    const char* end = slash;
+    while (end > path && end[-1] == '/') { end--; }   // "a//requests.csv"
+    const char* start = end;
+    while (start > path && start[-1] != '/') { start--; }
+    if (end == start || (end - start == 1 && start[0] == '.')) {   // "/requests.csv" or "./requests.csv"
+        snprintf(label, size, "%s", slash + 1);
+        return;
+    }
+    snprintf(label, size, "%.*s", (int)(end - start), start);
+}
+
+static int svg_usage_error(const char* message, const char* what) {
+    fprintf(stderr, "error: ");
+    fprintf(stderr, message, what);
+    fprintf(stderr, "\n%s", SVG_PLOT_USAGE);
+    return 1;
+}
+
+int command_plot_main(int argc, char** argv) {
+    const char* out_path = NULL;
+    const char* title = NULL;
+    int n_runs = 0;
+    const char** runs = mallocCheck((size_t)(argc > 0 ? argc : 1) * sizeof(char*));
+    for (int i = 0; i < argc; i++) {
+        const char* a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { printf("%s", SVG_PLOT_USAGE); free(runs); return 0; }
+        if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0 || strcmp(a, "--title") == 0) {
+            if (i + 1 >= argc) { free(runs); return svg_usage_error("%s needs a value", a); }
+            if (strcmp(a, "--title") == 0) { title = argv[++i]; } else { out_path = argv[++i]; }
+            continue;
+        }
+        if (a[0] == '-' && a[1] != '\0') { free(runs); return svg_usage_error("unknown option '%s'", a); }
+        runs[n_runs++] = a;
+    }
+    if (out_path == NULL) { free(runs); return svg_usage_error("%s", "missing -o CHART.svg"); }
+    if (n_runs == 0) { free(runs); return svg_usage_error("%s", "expected at least one RUN/requests.csv"); }
+
+    RequestRows* rows = callocCheck((size_t)n_runs, sizeof(RequestRows));
+    ChartSeries* series = callocCheck((size_t)n_runs, sizeof(ChartSeries));
+    char** labels = callocCheck((size_t)n_runs, sizeof(char*));
+    int status = 0;
+    Error err;
+    for (int k = 0; k < n_runs && status == 0; k++) {
+        // PATH:LABEL; a ':' followed by a '/' belongs to the path
+        char* path = traffic_copy(runs[k]);
+        char* colon = strrchr(path, ':');
+        labels[k] = mallocCheck(256);
+        if (colon != NULL && strchr(colon, '/') == NULL) {
+            *colon = '\0';
+            snprintf(labels[k], 256, "%s", colon + 1);
+            if (labels[k][0] == '\0') { svg_default_label(path, labels[k], 256); }
+        } else {
+            svg_default_label(path, labels[k], 256);
+        }
+        if (read_requests_csv(path, &rows[k], &err) != 0) {
+            fprintf(stderr, "error: %s\n", err.message);
+            status = 1;
+        } else if (rows[k].n == 0) {
+            fprintf(stderr, "error: %s: no requests after the header\n", path);
+            status = 1;
+        }
+        free(path);
+        series[k] = (ChartSeries){labels[k], rows[k].n, rows[k].acceptance, (const char* const*)rows[k].domains};
+    }
+    if (status == 0) {
+        if (svg_acceptance_chart(out_path, series, n_runs, title, &err) != 0) {
+            fprintf(stderr, "error: %s\n", err.message);
+            status = 1;
+        } else {
+            fprintf(stderr, "wrote %s: %d run%s\n", out_path, n_runs, n_runs == 1 ? "" : "s");
+        }
+    }
+    for (int k = 0; k < n_runs; k++) { request_rows_free(&rows[k]); free(labels[k]); }
+    free(rows);
+    free(series);
+    free(labels);
+    free(runs);
+    return status;
+}

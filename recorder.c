@@ -1,0 +1,233 @@
+/*
+recorder.c: what the inference side hands the trainer, and the two things serving and training share:
+the bounded record buffer and the weight exchange (a double buffer of draft weights).
+
+Per finished request (a Record): the tokens, the target's taps g_t and final hidden states h_t at every
+committed position (the trainer recomputes the target's distributions from h_t with the frozen LM head),
+the prompt length and the draft version that served it; and for every verify pass, each rejected tree
+node with its token, its parent's taps and its own target hidden state: the discard loss's inputs.
+
+The RecordBuffer is the only thing serving and training share besides the weight double buffer
+(flywheel.c). Serving pushes and never waits: when the buffer is full the oldest record is dropped and
+counted. Training pops, waiting when it is empty.
+*/
+#include <pthread.h>
+#include "aurora.h"
+
+Record* record_new(int dim) {
+    Record* record = callocCheck(1, sizeof(Record));
+    record->dim = dim;
+    return record;
+}
+
+void record_free(Record* record) {
+    if (record == NULL) { return; }
+    free(record->tokens);
+    free(record->features);
+    free(record->hidden);
+    free(record->discard);
+    free(record->discard_features);
+    free(record->discard_hidden);
+    free(record);
+}
+
+static void record_reserve_discard(Record* record, int needed) {
+    if (needed <= record->discard_capacity) { return; }
+    int capacity = record->discard_capacity ? record->discard_capacity : 64;
+    while (capacity < needed) { capacity *= 2; }
+    size_t C = (size_t)record->dim;
+    record->discard = realloc(record->discard, (size_t)capacity * sizeof(DiscardNode));
+    record->discard_features = realloc(record->discard_features, (size_t)capacity * 3 * C * sizeof(float));
+    record->discard_hidden = realloc(record->discard_hidden, (size_t)capacity * C * sizeof(float));
+    if (!record->discard || !record->discard_features || !record->discard_hidden) {
+        fprintf(stderr, "error: out of memory recording rejected nodes\n");
+        exit(EXIT_FAILURE);
+    }
+    record->discard_capacity = capacity;
+}
+
+void record_add_verify_step(Record* record, const Tree* tree, const Acceptance* acceptance, const float* taps,
+                            const float* hidden, int verify_step) {
+    int N = tree->n_nodes, C = record->dim;
+    uint8_t accepted[TREE_MAX_NODES] = {0};
+    for (int i = 0; i <= acceptance->n_accepted; i++) { accepted[acceptance->path[i]] = 1; }
+    int discard_index[TREE_MAX_NODES]; // tree node -> index among the record's discard nodes
+    record_reserve_discard(record, record->n_discard + N);
+    for (int i = 1; i < N; i++) { // parents come before children, so a rejected parent is already recorded
+        if (accepted[i]) { continue; }
+        int parent = tree->parents[i];
+        int n_accepted_ancestors = 0;
+        for (int a = parent; a > 0; a = tree->parents[a]) { n_accepted_ancestors += accepted[a]; }
+        DiscardNode* node = &record->discard[record->n_discard];
+        node->token = tree->tokens[i];
+        node->position = tree->positions[i];
+        node->parent = accepted[parent] ? -1 : discard_index[parent];
+        node->prefix_end = tree->root_position + n_accepted_ancestors;
+        node->verify_step = verify_step;
+        node->score = tree->scores[i];
+        memcpy(record->discard_features + (size_t)record->n_discard * 3 * C, taps + (size_t)parent * 3 * C, (size_t)3 * C * sizeof(float));
+        memcpy(record->discard_hidden + (size_t)record->n_discard * C, hidden + (size_t)i * C, (size_t)C * sizeof(float));
+        discard_index[i] = record->n_discard++;
+    }
+}
+
+void record_finish(Record* record, const int* tokens, int n_tokens, int n_committed, int n_prompt,
+                   const float* features, const float* hidden, int draft_version) {
+    size_t C = (size_t)record->dim;
+    record->n_tokens = n_tokens;
+    record->n_committed = n_committed;
+    record->n_prompt = n_prompt;
+    record->draft_version = draft_version;
+    record->tokens = mallocCheck((size_t)n_tokens * sizeof(int));
+    memcpy(record->tokens, tokens, (size_t)n_tokens * sizeof(int));
+    record->features = mallocCheck((size_t)n_committed * 3 * C * sizeof(float));
+    memcpy(record->features, features, (size_t)n_committed * 3 * C * sizeof(float));
+    record->hidden = mallocCheck((size_t)n_committed * C * sizeof(float));
+    memcpy(record->hidden, hidden, (size_t)n_committed * C * sizeof(float));
+}
+
+// ----------------------------------------------------------------------------
+// the ring buffer
+
+struct RecordBuffer {
+    pthread_mutex_t lock;
+    pthread_cond_t not_empty;
+    int capacity;
+    int head;           // index of the oldest record
+    int count;
+    Record** items;     // (capacity)
+    long pushed, dropped;
+    int closed;
+};
+
+RecordBuffer* record_buffer_new(int capacity) {
+    RecordBuffer* buffer = callocCheck(1, sizeof(RecordBuffer));
+    pthread_mutex_init(&buffer->lock, NULL);
+    pthread_cond_init(&buffer->not_empty, NULL);
+    buffer->capacity = capacity < 1 ? 1 : capacity;
+    buffer->items = callocCheck((size_t)buffer->capacity, sizeof(Record*));
+    return buffer;
+}
+
+void record_buffer_free(RecordBuffer* buffer) {
+    for (int i = 0; i < buffer->count; i++) { record_free(buffer->items[(buffer->head + i) % buffer->capacity]); }
+    pthread_mutex_destroy(&buffer->lock);
+    pthread_cond_destroy(&buffer->not_empty);
+    free(buffer->items);
+    free(buffer);
+}
+
+void record_buffer_push(RecordBuffer* buffer, Record* record) {
+    Record* evicted = NULL;
+    pthread_mutex_lock(&buffer->lock);
+    if (buffer->count == buffer->capacity) { // full: drop the oldest
+        evicted = buffer->items[buffer->head];
+        buffer->head = (buffer->head + 1) % buffer->capacity;
+        buffer->count--;
+        buffer->dropped++;
+    }
+    buffer->items[(buffer->head + buffer->count) % buffer->capacity] = record;
+    buffer->count++;
+    buffer->pushed++;
+    pthread_cond_signal(&buffer->not_empty);
+    pthread_mutex_unlock(&buffer->lock);
+    record_free(evicted); // outside the lock: serving holds it only for pointer moves
+}
+
+int record_buffer_pop(RecordBuffer* buffer, Record** out, int max, int wait) {
+    pthread_mutex_lock(&buffer->lock);
+    while (wait && buffer->count == 0 && !buffer->closed) { pthread_cond_wait(&buffer->not_empty, &buffer->lock); }
+    int n = buffer->count < max ? buffer->count : max;
+    for (int i = 0; i < n; i++) {
+        out[i] = buffer->items[buffer->head];
+        buffer->head = (buffer->head + 1) % buffer->capacity;
+    }
+    buffer->count -= n;
+    pthread_mutex_unlock(&buffer->lock);
+    return n;
+}
+
+void record_buffer_close(RecordBuffer* buffer) {
+    pthread_mutex_lock(&buffer->lock);
+    buffer->closed = 1;
+    pthread_cond_broadcast(&buffer->not_empty);
+    pthread_mutex_unlock(&buffer->lock);
+}
+
+void record_buffer_counts(RecordBuffer* buffer, long* pushed, long* dropped, int* depth) {
+    pthread_mutex_lock(&buffer->lock);
+    if (pushed) { *pushed = buffer->pushed; }
+    if (dropped) { *dropped = buffer->dropped; }
+    if (depth) { *depth = buffer->count; }
+    pthread_mutex_unlock(&buffer->lock);
+}
+
+// ----------------------------------------------------------------------------
+// the weight exchange: a double buffer of draft weights with a version number
+//
+// The trainer writes only into a buffer that is neither being served nor waiting to be taken, so the
+// server never reads a half-written buffer and never waits: it takes the newest published buffer
+// between verify passes (a pointer swap). With two buffers, a publish while the previous one is still
+// waiting to be taken is skipped (counted); the next publish carries newer weights anyway.
+
+struct WeightExchange {
+    pthread_mutex_t lock;   // held only for index updates, never during a copy
+    float* buffers[2];      // (n) each
+    size_t n;
+    int published;          // index of the newest published buffer, -1: none yet
+    int published_version;
+    int serving;            // index the server reads, -1: still its initial weights
+    long skipped;
+};
+
+WeightExchange* weight_exchange_new(size_t n) {
+    WeightExchange* exchange = callocCheck(1, sizeof(WeightExchange));
+    pthread_mutex_init(&exchange->lock, NULL);
+    exchange->buffers[0] = mallocCheck(n * sizeof(float));
+    exchange->buffers[1] = mallocCheck(n * sizeof(float));
+    exchange->n = n;
+    exchange->published = -1;
+    exchange->serving = -1;
+    return exchange;
+}
+
+void weight_exchange_free(WeightExchange* exchange) {
+    pthread_mutex_destroy(&exchange->lock);
+    free(exchange->buffers[0]);
+    free(exchange->buffers[1]);
+    free(exchange);
+}
+
+int weight_exchange_publish(WeightExchange* exchange, const float* weights) {
+    pthread_mutex_lock(&exchange->lock);
+    int pending = exchange->published >= 0 && exchange->published != exchange->serving;
+    int target = exchange->serving == 0 ? 1 : 0;
+    if (pending) { exchange->skipped++; }
+    pthread_mutex_unlock(&exchange->lock);
+    if (pending) { return 0; }
+    memcpy(exchange->buffers[target], weights, exchange->n * sizeof(float)); // nobody reads this buffer now
+    pthread_mutex_lock(&exchange->lock);
+    exchange->published = target;
+    int version = ++exchange->published_version;
+    pthread_mutex_unlock(&exchange->lock);
+    return version;
+}
+
+float* weight_exchange_take(WeightExchange* exchange, int current_version, int* version) {
+    float* weights = NULL;
+    pthread_mutex_lock(&exchange->lock);
+    if (exchange->published >= 0 && exchange->published_version != current_version) {
+        exchange->serving = exchange->published;
+        weights = exchange->buffers[exchange->serving];
+        *version = exchange->published_version;
+    }
+    pthread_mutex_unlock(&exchange->lock);
+    return weights;
+}
+
+long weight_exchange_skipped(WeightExchange* exchange) {
+    pthread_mutex_lock(&exchange->lock);
+    long skipped = exchange->skipped;
+    pthread_mutex_unlock(&exchange->lock);
+    return skipped;
+}

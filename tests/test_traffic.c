@@ -1,0 +1,390 @@
+/*
+test_traffic.c: the JSONL traffic reader (strict JSON: escapes, \uXXXX, surrogate pairs, nesting,
+whitespace; malformed lines give file:line:column errors), the prompt / text / conversations variants,
+the shipped traffic/sample.jsonl, ordering and domain selection, the SVG acceptance chart, the
+requests.csv reader and `aurora plot`. Runs from the repository root (make test).
+*/
+#define TESTING
+#include "../aurora.c"
+#include "test_common.h"
+#include <unistd.h>
+
+static char temp_path[256];
+
+static const char* write_temp(const char* name, const char* text) {
+    snprintf(temp_path, sizeof(temp_path), "/tmp/aurora_test_traffic_%d_%s", (int)getpid(), name);
+    FILE* f = fopen(temp_path, "wb");
+    if (f == NULL) { fprintf(stderr, "test bug: cannot write %s\n", temp_path); exit(2); }
+    fputs(text, f);
+    fclose(f);
+    return temp_path;
+}
+
+static char* read_whole(const char* path) {
+    FILE* f = fopen(path, "rb");
+    if (f == NULL) { return NULL; }
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char* text = mallocCheck((size_t)size + 1);
+    size_t got = fread(text, 1, (size_t)size, f);
+    text[got] = '\0';
+    fclose(f);
+    return text;
+}
+
+static int count_occurrences(const char* text, const char* needle) {
+    int n = 0;
+    for (const char* p = strstr(text, needle); p != NULL; p = strstr(p + 1, needle)) { n++; }
+    return n;
+}
+
+// Loads one JSONL text; returns traffic_load's status.
+static int load_text(const char* text, Traffic* traffic, Error* err) {
+    return traffic_load(traffic, write_temp("in.jsonl", text), err);
+}
+
+static void test_json_values(void) {
+    Traffic t;
+    Error err;
+    const char* text =
+        "{\"prompt\": \"q\\\"b\\\\s\\/ \\b\\f\\n\\r\\t.\"}\n"
+        "{\"prompt\": \"\\u00e9\\u4E2D raw: \xc3\xa9 pair: \\ud83d\\ude00 \\uD834\\uDD1E\"}\n"
+        "\n"
+        "   \t\n"
+        "{\"meta\": {\"a\": [1, -2.5e3, 0, 0.5E-2, true, false, null, {\"b\": [], \"c\": {}}], \"d\": \"x\"},"
+        " \"prompt\": \"nested\", \"domain\": \"d1\", \"score\": 3}\n"
+        "  \t{ \"domain\" :\"d2\" ,  \"prompt\"\t:  \"spaced\" }  \r\n"
+        "{\"prompt\": \"last line without newline\", \"domain\": \"d1\"}";
+    int rc = load_text(text, &t, &err);
+    check(rc == 0, "valid JSON lines load: %s", rc ? err.message : "");
+    if (rc != 0) { return; }
+    check(t.n_requests == 5, "5 requests, got %d", t.n_requests);
+    check(strcmp(t.requests[0].prompt, "q\"b\\s/ \b\f\n\r\t.") == 0, "simple escapes: got '%s'", t.requests[0].prompt);
+    check(strcmp(t.requests[1].prompt, "\xc3\xa9\xe4\xb8\xad raw: \xc3\xa9 pair: \xf0\x9f\x98\x80 \xf0\x9d\x84\x9e") == 0,
+          "\\u escapes and surrogate pairs become UTF-8: got '%s'", t.requests[1].prompt);
+    check(strcmp(t.requests[2].prompt, "nested") == 0, "nested unknown fields are skipped");
+    check(strcmp(t.requests[3].prompt, "spaced") == 0, "whitespace around tokens and CRLF");
+    check(strcmp(t.requests[4].prompt, "last line without newline") == 0, "last line without a newline");
+    check(strcmp(t.requests[0].domain, "default") == 0, "domain defaults to 'default'");
+    check(t.n_domains == 3 && strcmp(t.domains[0], "default") == 0 && strcmp(t.domains[1], "d1") == 0 &&
+          strcmp(t.domains[2], "d2") == 0, "domains in order of first appearance");
+    check(t.requests[2].domain == t.requests[4].domain, "requests share their domain's string");
+    for (int i = 0; i < t.n_requests; i++) { check(t.requests[i].chat == 0, "plain prompts are not chat"); }
+    traffic_free(&t);
+}
+
+static void test_malformed(void) {
+    // each case: a valid line, a blank line, then the bad line (line 3)
+    struct { const char* line; int column; const char* expected; } cases[] = {
+        {"{\"prompt\": \"x\"", 15, "expected ',' or '}'"},
+        {"{\"prompt\": \"x\",}", 16, "member name"},
+        {"{\"prompt\": 'x'}", 12, "a JSON value"},
+        {"{\"prompt\": \"a\\qb\"}", 15, "an escape"},
+        {"{\"prompt\": \"\\ud800x\"}", 19, "low surrogate"},
+        {"{\"prompt\": \"\\ud800\\u0041\"}", 19, "low surrogate"},
+        {"{\"prompt\": \"\\udc00\"}", 13, "high surrogate"},
+        {"{\"prompt\": \"\\u12g4\"}", 17, "four hex digits"},
+        {"{\"prompt\": \"\\u0000\"}", 13, "\\u0000"},
+        {"{\"prompt\": 01}", 13, "expected ',' or '}'"},
+        {"{\"prompt\": 1.}", 14, "a digit after '.'"},
+        {"{\"prompt\": -}", 13, "a digit"},
+        {"{\"prompt\": 1e}", 14, "exponent"},
+        {"{\"prompt\": \"x\"} extra", 17, "end of line after the JSON object"},
+        {"[\"prompt\"]", 1, "'{'"},
+        {"{\"prompt\": tru}", 12, "'true'"},
+        {"{\"prompt\": \"tab\there\"}", 16, "control bytes must be escaped"},
+        {"{\"prompt\": \"bad \xff byte\"}", 17, "valid UTF-8"},
+        {"{\"prompt\": \"overlong \xc0\xaf\"}", 22, "valid UTF-8"},
+        {"{\"prompt\": \"unterminated}", 26, "closing the string"},
+        {"{\"prompt\" \"x\"}", 11, "':'"},
+        {"{\"a\": [1 2], \"prompt\": \"x\"}", 10, "',' or ']'"},
+        {"{prompt: \"x\"}", 2, "member name"},
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        char text[512];
+        snprintf(text, sizeof(text), "{\"prompt\": \"fine\"}\n\n%s\n{\"prompt\": \"after\"}\n", cases[c].line);
+        Traffic t;
+        Error err;
+        int rc = load_text(text, &t, &err);
+        check(rc != 0, "case %zu (%s) must fail", c, cases[c].line);
+        if (rc == 0) { traffic_free(&t); continue; }
+        char where[300];
+        snprintf(where, sizeof(where), "%s:3:%d: ", temp_path, cases[c].column);
+        check(strstr(err.message, where) != NULL, "case %zu: message names line 3, column %d: %s", c, cases[c].column, err.message);
+        check(strstr(err.message, cases[c].expected) != NULL, "case %zu: message says '%s': %s", c, cases[c].expected, err.message);
+        check(t.n_requests == 0 && t.requests == NULL && t.domains == NULL, "case %zu: nothing left to free", c);
+    }
+    // nesting deeper than the limit is an error, not a stack overflow
+    char deep[400] = "{\"prompt\": \"x\", \"a\": ";
+    for (int i = 0; i < 100; i++) { strcat(deep, "["); }
+    strcat(deep, "\n");
+    Traffic t;
+    Error err;
+    check(load_text(deep, &t, &err) != 0 && strstr(err.message, "levels of nesting") != NULL, "deep nesting: %s", err.message);
+    // semantic errors name the line
+    struct { const char* line; const char* expected; } semantic[] = {
+        {"{\"domain\": \"c\", \"id\": 3}", ":2: no prompt"},
+        {"{\"prompt\": 5}", ":2:12: field \"prompt\" must be a string, found a number"},
+        {"{\"text\": null}", "field \"text\" must be a string, found null"},
+        {"{\"prompt\": \"\"}", ":2: the prompt is empty"},
+        {"{\"prompt\": \"x\", \"domain\": \"a b\"}", "must be a non-empty bare word"},
+        {"{\"prompt\": \"x\", \"domain\": \"\"}", "must be a non-empty bare word"},
+        {"{\"prompt\": \"x\", \"domain\": 7}", "field \"domain\" must be a string"},
+        {"{\"conversations\": {}}", "must be an array of turns"},
+        {"{\"conversations\": [\"hi\"]}", "conversations[0] must be an object"},
+        {"{\"conversations\": [{\"from\": \"human\"}]}", "conversations[0] needs string fields"},
+        {"{\"conversations\": [{\"from\": \"gpt\", \"value\": \"hello\"}]}", "no turn from \"human\" or \"user\""},
+    };
+    for (size_t c = 0; c < sizeof(semantic) / sizeof(semantic[0]); c++) {
+        char text[512];
+        snprintf(text, sizeof(text), "{\"prompt\": \"fine\"}\n%s\n", semantic[c].line);
+        int rc = load_text(text, &t, &err);
+        check(rc != 0, "semantic case %zu (%s) must fail", c, semantic[c].line);
+        if (rc == 0) { traffic_free(&t); continue; }
+        check(strstr(err.message, semantic[c].expected) != NULL && strstr(err.message, temp_path) != NULL,
+              "semantic case %zu: message says '%s': %s", c, semantic[c].expected, err.message);
+    }
+    check(load_text("\n  \n", &t, &err) != 0 && strstr(err.message, "no requests") != NULL, "empty file: %s", err.message);
+    check(traffic_load(&t, "/nonexistent/traffic.jsonl", &err) != 0 && strstr(err.message, "/nonexistent/traffic.jsonl: cannot open") != NULL,
+          "missing file: %s", err.message);
+}
+
+static void test_variants(void) {
+    Traffic t;
+    Error err;
+    const char* text =
+        "{\"text\": \"from text\", \"domain\": \"a\"}\n"
+        "{\"prompt\": \"prompt wins\", \"text\": \"not this\"}\n"
+        "{\"id\": \"x1\", \"conversations\": [{\"from\": \"system\", \"value\": \"be brief\"}, "
+        "{\"from\": \"human\", \"value\": \"first question\"}, {\"from\": \"gpt\", \"value\": \"answer\"}, "
+        "{\"from\": \"human\", \"value\": \"second question\"}], \"domain\": \"chat\"}\n"
+        "{\"conversations\": [{\"from\": \"user\", \"value\": \"as user\"}, {\"from\": \"assistant\", \"value\": \"ok\"}]}\n";
+    int rc = load_text(text, &t, &err);
+    check(rc == 0, "variants load: %s", rc ? err.message : "");
+    if (rc != 0) { return; }
+    check(t.n_requests == 4, "4 requests");
+    check(strcmp(t.requests[0].prompt, "from text") == 0 && t.requests[0].chat == 0, "\"text\" field");
+    check(strcmp(t.requests[1].prompt, "prompt wins") == 0, "\"prompt\" is preferred over \"text\"");
+    check(strcmp(t.requests[2].prompt, "first question") == 0 && t.requests[2].chat == 1 &&
+          strcmp(t.requests[2].domain, "chat") == 0, "ShareGPT: the first human turn, marked chat");
+    check(strcmp(t.requests[3].prompt, "as user") == 0 && t.requests[3].chat == 1, "ShareGPT: \"user\" role");
+    traffic_free(&t);
+}
+
+static void test_sample_and_order(void) {
+    Traffic t;
+    Error err;
+    int rc = traffic_load(&t, "traffic/sample.jsonl", &err);
+    check(rc == 0, "traffic/sample.jsonl loads: %s", rc ? err.message : "");
+    if (rc != 0) { return; }
+    const char* expected[] = {"c", "python", "prose", "shell"};
+    check(t.n_requests == 40 && t.n_domains == 4, "40 requests in 4 domains, got %d in %d", t.n_requests, t.n_domains);
+    for (int d = 0; d < 4 && d < t.n_domains; d++) { check(strcmp(t.domains[d], expected[d]) == 0, "domain %d is %s", d, expected[d]); }
+    for (int i = 0; i < t.n_requests; i++) {
+        size_t n = strlen(t.requests[i].prompt);
+        check(n >= 300 && n <= 1200, "request %d: prompt of 300-1200 characters, got %zu", i, n);
+        check(strcmp(t.requests[i].domain, expected[i / 10]) == 0, "request %d: domain %s", i, expected[i / 10]);
+    }
+
+    // mixed: a permutation, the same for the same seed, another for another seed
+    Traffic a, b;
+    traffic_load(&a, "traffic/sample.jsonl", &err);
+    traffic_load(&b, "traffic/sample.jsonl", &err);
+    traffic_order(&a, "mixed", 7);
+    traffic_order(&b, "mixed", 7);
+    int same = 1, moved = 0;
+    for (int i = 0; i < a.n_requests; i++) {
+        same &= strcmp(a.requests[i].prompt, b.requests[i].prompt) == 0;
+        moved += strcmp(a.requests[i].prompt, t.requests[i].prompt) != 0;
+    }
+    check(same, "mixed: the same seed gives the same order");
+    check(moved > 20, "mixed: most requests move (%d of 40 did)", moved);
+    int used[40] = {0}, permutation = 1;
+    for (int i = 0; i < a.n_requests; i++) {
+        int found = 0;
+        for (int j = 0; j < t.n_requests && !found; j++) {
+            if (!used[j] && strcmp(a.requests[i].prompt, t.requests[j].prompt) == 0 &&
+                strcmp(a.requests[i].domain, t.requests[j].domain) == 0) { used[j] = 1; found = 1; }
+        }
+        permutation &= found;
+    }
+    check(permutation, "mixed: a permutation of the requests");
+    traffic_free(&b);
+    traffic_load(&b, "traffic/sample.jsonl", &err);
+    traffic_order(&b, "mixed", 8);
+    int differs = 0;
+    for (int i = 0; i < a.n_requests; i++) { differs += strcmp(a.requests[i].prompt, b.requests[i].prompt) != 0; }
+    check(differs > 0, "mixed: another seed gives another order");
+
+    // ordered restores the grouping, stable within each domain
+    traffic_order(&a, "ordered", 0);
+    for (int i = 0; i < a.n_requests; i++) {
+        check(strcmp(a.requests[i].domain, expected[i / 10]) == 0, "ordered: request %d is %s", i, expected[i / 10]);
+    }
+    traffic_free(&a);
+    traffic_free(&b);
+
+    // select a domain
+    rc = traffic_select_domain(&t, "python", &err);
+    check(rc == 0 && t.n_requests == 10 && t.n_domains == 1 && strcmp(t.domains[0], "python") == 0,
+          "select python: 10 requests, one domain");
+    for (int i = 0; i < t.n_requests; i++) { check(strcmp(t.requests[i].domain, "python") == 0, "selected request %d is python", i); }
+    traffic_free(&t);
+    traffic_load(&t, "traffic/sample.jsonl", &err);
+    rc = traffic_select_domain(&t, "rust", &err);
+    check(rc != 0 && strstr(err.message, "'rust'") != NULL && strstr(err.message, "c, python, prose, shell") != NULL,
+          "absent domain: error lists the domains present: %s", err.message);
+    check(t.n_requests == 40, "a failed selection leaves the traffic as it was");
+    traffic_free(&t);
+}
+
+static void test_default_traffic(void) {
+    Traffic t;
+    Error err;
+    int rc = traffic_load(&t, "traffic/default.jsonl", &err);
+    check(rc == 0, "traffic/default.jsonl loads: %s", rc ? err.message : "");
+    if (rc != 0) { return; }
+    check(t.n_requests == 4000 && t.n_domains == 4, "4000 requests in 4 domains, got %d in %d", t.n_requests, t.n_domains);
+    int counts[4] = {0};
+    for (int i = 0; i < t.n_requests; i++) {
+        for (int d = 0; d < t.n_domains && d < 4; d++) { counts[d] += t.requests[i].domain == t.domains[d]; }
+    }
+    for (int d = 0; d < 4; d++) { check(counts[d] == 1000, "1000 requests in domain %d, got %d", d, counts[d]); }
+    traffic_free(&t);
+}
+
+static void test_ordered_stable(void) {
+    Traffic t;
+    Error err;
+    const char* text =
+        "{\"prompt\": \"a1\", \"domain\": \"a\"}\n{\"prompt\": \"b1\", \"domain\": \"b\"}\n"
+        "{\"prompt\": \"a2\", \"domain\": \"a\"}\n{\"prompt\": \"c1\", \"domain\": \"c\"}\n"
+        "{\"prompt\": \"b2\", \"domain\": \"b\"}\n{\"prompt\": \"a3\", \"domain\": \"a\"}\n";
+    if (load_text(text, &t, &err) != 0) { check(0, "load: %s", err.message); return; }
+    traffic_order(&t, "ordered", 123);
+    const char* expected[] = {"a1", "a2", "a3", "b1", "b2", "c1"};
+    for (int i = 0; i < 6; i++) { check(strcmp(t.requests[i].prompt, expected[i]) == 0, "ordered[%d] = %s", i, expected[i]); }
+    traffic_free(&t);
+}
+
+static void test_chart_and_csv(void) {
+    // a CSV as the replay writes it: 30 "c" requests, then 30 "prose"
+    char path_csv[256];
+    snprintf(path_csv, sizeof(path_csv), "/tmp/aurora_test_traffic_%d_requests.csv", (int)getpid());
+    FILE* f = fopen(path_csv, "w");
+    fprintf(f, "request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n");
+    float written[60];
+    for (int i = 0; i < 60; i++) {
+        written[i] = 1.0f + (float)((i * 37) % 23) / 8.0f;
+        fprintf(f, "%d,%s,%d,%d,%d,%.4f,%.3f,%d\n", i, i < 30 ? "c" : "prose", 100 + i, 64, 20, written[i], 0.5, i / 20);
+    }
+    fclose(f);
+    RequestRows rows;
+    Error err;
+    int rc = read_requests_csv(path_csv, &rows, &err);
+    check(rc == 0, "requests.csv reads: %s", rc ? err.message : "");
+    if (rc != 0) { return; }
+    check(rows.n == 60, "60 rows, got %d", rows.n);
+    int equal = 1;
+    for (int i = 0; i < rows.n; i++) {
+        equal &= fabsf(rows.acceptance[i] - written[i]) < 1e-4f && strcmp(rows.domains[i], i < 30 ? "c" : "prose") == 0;
+    }
+    check(equal, "rows round-trip");
+
+    // the chart: two series, domain lines from the first
+    float flat[45];
+    for (int i = 0; i < 45; i++) { flat[i] = i == 10 ? NAN : 1.5f; }
+    ChartSeries series[2] = {
+        {"adaptive", rows.n, rows.acceptance, (const char* const*)rows.domains},
+        {"frozen <v0> & \"co\"", 45, flat, NULL},
+    };
+    char path_svg[256];
+    snprintf(path_svg, sizeof(path_svg), "/tmp/aurora_test_traffic_%d_chart.svg", (int)getpid());
+    rc = svg_acceptance_chart(path_svg, series, 2, "test chart", &err);
+    check(rc == 0, "chart writes: %s", rc ? err.message : "");
+    char* svg = read_whole(path_svg);
+    check(svg != NULL, "chart file exists");
+    if (svg != NULL) {
+        check(strncmp(svg, "<svg xmlns=\"http://www.w3.org/2000/svg\"", 39) == 0, "starts with an <svg> element");
+        check(strstr(svg, "</svg>\n") != NULL, "ends with </svg>");
+        check(count_occurrences(svg, "<polyline") == 2, "one polyline per series, got %d", count_occurrences(svg, "<polyline"));
+        check(strstr(svg, ">c</text>") != NULL && strstr(svg, ">prose</text>") != NULL, "domain labels");
+        check(count_occurrences(svg, "stroke-dasharray") == 1, "one dashed line at the one domain change");
+        check(strstr(svg, ">requests</text>") != NULL, "x axis label");
+        check(strstr(svg, ">acceptance length (tokens per verify pass)</text>") != NULL, "y axis label");
+        check(strstr(svg, ">adaptive</text>") != NULL, "legend label of series 1");
+        check(strstr(svg, ">frozen &lt;v0&gt; &amp; &quot;co&quot;</text>") != NULL, "legend label escaped");
+        check(strstr(svg, ">test chart</text>") != NULL, "title");
+        check(strstr(svg, "#1f77b4") != NULL && strstr(svg, "#d62728") != NULL, "distinct colours");
+        check(strstr(svg, "nan") == NULL && strstr(svg, "inf") == NULL, "non-finite values are skipped");
+        check(strstr(svg, ">1</text>") != NULL, "the y axis starts at 1");
+        free(svg);
+    }
+    ChartSeries empty = {"empty", 0, flat, NULL};
+    check(svg_acceptance_chart(path_svg, &empty, 1, NULL, &err) != 0 && strstr(err.message, "no requests") != NULL,
+          "an empty series is an error");
+    check(svg_acceptance_chart("/nonexistent/dir/chart.svg", series, 2, NULL, &err) != 0 &&
+          strstr(err.message, "cannot open for writing") != NULL, "unwritable path: %s", err.message);
+
+    // aurora plot
+    char label_arg[300];
+    snprintf(label_arg, sizeof(label_arg), "%s:my run", path_csv);
+    char* ok_args[] = {"-o", path_svg, "--title", "two runs", path_csv, label_arg};
+    check(command_plot_main(6, ok_args) == 0, "aurora plot with two runs");
+    svg = read_whole(path_svg);
+    if (svg != NULL) {
+        check(strstr(svg, ">my run</text>") != NULL, "plot: a :LABEL names the run");
+        check(strstr(svg, ">tmp</text>") != NULL, "plot: the default label is the directory name");
+        check(count_occurrences(svg, "<polyline") == 2, "plot: two polylines");
+        free(svg);
+    }
+    char* help[] = {"--help"};
+    check(command_plot_main(1, help) == 0, "plot --help");
+    char* bad_flag[] = {"-o", path_svg, "--bogus", path_csv};
+    check(command_plot_main(4, bad_flag) == 1, "plot: unknown flag");
+    char* no_out[] = {path_csv};
+    check(command_plot_main(1, no_out) == 1, "plot: missing -o");
+    char* no_runs[] = {"-o", path_svg};
+    check(command_plot_main(2, no_runs) == 1, "plot: no runs");
+    char* missing[] = {"-o", path_svg, "/nonexistent/requests.csv"};
+    check(command_plot_main(3, missing) == 1, "plot: missing CSV");
+    char* dangling[] = {"-o"};
+    check(command_plot_main(1, dangling) == 1, "plot: -o without a value");
+
+    // malformed CSV files name the line
+    struct { const char* text; const char* expected; } bad[] = {
+        {"request,domain\n0,c\n", ":1: expected the header"},
+        {"", "empty file"},
+        {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
+         "0,c,1,2,3,2.5,0.1,0\n1,c,1,2,3,2.5,0.1\n", ":3: expected 8 comma-separated fields"},
+        {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
+         "0,c,1,2,3,fast,0.1,0\n", ":2: acceptance_length (field 6) must be a number, found 'fast'"},
+        {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
+         "0,,1,2,3,2.0,0.1,0\n", ":2: domain (field 2) is empty"},
+    };
+    for (size_t c = 0; c < sizeof(bad) / sizeof(bad[0]); c++) {
+        RequestRows r;
+        const char* path = write_temp("bad.csv", bad[c].text);
+        rc = read_requests_csv(path, &r, &err);
+        check(rc != 0 && strstr(err.message, bad[c].expected) != NULL && strstr(err.message, path) != NULL,
+              "bad CSV %zu: '%s' in: %s", c, bad[c].expected, rc ? err.message : "(no error)");
+        if (rc == 0) { request_rows_free(&r); }
+    }
+    request_rows_free(&rows);
+    remove(path_csv);
+    remove(path_svg);
+}
+
+int main(void) {
+    test_json_values();
+    test_malformed();
+    test_variants();
+    test_sample_and_order();
+    test_default_traffic();
+    test_ordered_stable();
+    test_chart_and_csv();
+    remove(write_temp("in.jsonl", ""));
+    remove(write_temp("bad.csv", ""));
+    return test_summary();
+}

@@ -1,0 +1,385 @@
+/*
+test_trainer.c: the flywheel's training side on project-made tiny models.
+
+  - the whole training loss (TTT unroll, accepted-path loss, discard loss with its tree mask) against
+    finite differences, for sampled weights of every draft tensor and every loss kind
+  - the TTT mask and the discard tree mask against plain oracles
+  - a non-finite record is rejected and leaves the weights bit-identical (counted)
+  - the ring buffer drops the oldest record when full, and counts it
+  - the weight exchange never hands out a buffer being written
+  - learning: on a learnable stream the acceptance length rises from about 1.0 past a threshold
+  - lockstep replays are bitwise repeatable (weights and logs)
+  - hot swap under load: a training thread publishing after every step while requests are served;
+    every output equals plain greedy decoding and every record arrives (also run under ThreadSanitizer
+    by `make test-tsan`: pass --hot-swap-only)
+*/
+#define TESTING
+#include <unistd.h>
+#include "../aurora.c"
+#include "test_common.h"
+
+static char temp_dir[256];
+
+// A path inside the test's temporary directory (allocated; the test frees nothing it needs to the end).
+static const char* temp_path(const char* name) {
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", temp_dir, name);
+    return strdup(path);
+}
+
+// A tiny target: 2 layers, so the tapped layer 1 is the last layer and the draft can learn it quickly.
+static void load_tiny_target(Target* target, int n_layers, uint64_t seed) {
+    TinyModelSpec spec = {32, n_layers, 4, 2, 64, 300, 256, 1, TYPE_F32, 10000.0f, seed};
+    Error err;
+    const char* path = temp_path("target.gguf");
+    if (tiny_model_write(path, &spec, &err) != 0 || target_load(target, path, 256, 64, &err) != 0) {
+        fprintf(stderr, "setup: %s\n", err.message);
+        exit(1);
+    }
+    target->tokenizer.eos_id = -1; // random weights: always generate max_new tokens
+}
+
+// A record with rejected branches: a random draft proposing K=2 trees.
+static Record* make_record(Engine* engine, Draft* draft, const int* prompt, int n_prompt, int max_new) {
+    DraftSource source;
+    draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, draft, engine);
+    Record* record = record_new(engine->target->config.dim);
+    int out[64];
+    SpecStats stats;
+    SamplerSettings greedy = {0.0f, 1.0f};
+    generate_speculative(engine, &source, prompt, n_prompt, max_new, greedy, 0, out, &stats, NULL, NULL, record);
+    draft_source_free(&source);
+    return record;
+}
+
+// ---- gradients ---------------------------------------------------------------------------------
+static void test_gradients(Target* target) {
+    Engine engine = {target, NULL};
+    Draft draft;
+    draft_init_random(&draft, target, 120, NULL, 5);
+    // larger random weights than the init, so every tensor's gradient is far from zero
+    uint64_t rng = random_seed_state(8);
+    for (size_t i = 0; i < draft.n_weight_floats; i++) { draft.weight_arena[i] += 0.05f * (2.0f * random_f32(&rng) - 1.0f); }
+    int prompt[6] = {10, 11, 12, 13, 14, 15};
+    Record* record = make_record(&engine, &draft, prompt, 6, 10);
+    check(record->n_discard > 0, "the test record should have rejected nodes (has %d)", record->n_discard);
+    const LossKind kinds[3] = {LOSS_FORWARD_KL, LOSS_REVERSE_KL, LOSS_NEXT_TOKEN};
+    for (int kind = 0; kind < 3; kind++) {
+        TrainerSettings settings = trainer_default_settings();
+        settings.ttt_length = 3;
+        settings.loss = kinds[kind];
+        settings.discard_weight = 0.7f;
+        settings.discard_top_k = kind == 1 ? 2 : 0; // also the top-k selection once
+        settings.discard_loss = kind == 1 ? LOSS_REVERSE_KL : LOSS_FORWARD_KL;
+        Trainer trainer;
+        trainer_init(&trainer, &draft, target, settings);
+        memset(trainer.grads, 0, trainer.draft.n_weight_floats * sizeof(float));
+        TrainStats stats;
+        memset(&stats, 0, sizeof(stats));
+        float loss = record_train(&trainer, record, 1.0f, 1, &stats);
+        check(isfinite(loss) && loss > 0.0f && stats.n_discard > 0, "loss %g with %d discard nodes", loss, stats.n_discard);
+        int bad = 0, checked = 0;
+        for (int t = 0; t < DRAFT_NUM_TENSORS; t++) {
+            const DraftTensorInfo* info = &trainer.draft.tensors[t];
+            float* weights = *info->data;
+            float* grads = trainer.grads + (weights - trainer.draft.weight_arena);
+            for (int sample = 0; sample < 6; sample++) {
+                // sample the elements with the largest gradients half the time: they carry the signal
+                size_t i = (size_t)(random_u32(&rng) % (uint32_t)info->n_elements);
+                if (sample % 2 == 0) {
+                    for (int probe = 0; probe < 64; probe++) {
+                        size_t j = (size_t)(random_u32(&rng) % (uint32_t)info->n_elements);
+                        if (fabsf(grads[j]) > fabsf(grads[i])) { i = j; }
+                    }
+                }
+                float original = weights[i];
+                float h = 1e-2f * fmaxf(1.0f, fabsf(original));
+                weights[i] = original + h;
+                double plus = record_train(&trainer, record, 1.0f, 0, NULL);
+                weights[i] = original - h;
+                double minus = record_train(&trainer, record, 1.0f, 0, NULL);
+                weights[i] = original;
+                double numeric = (plus - minus) / (2.0 * h);
+                double analytic = grads[i];
+                checked++;
+                if (fabs(numeric - analytic) > 2e-3 + 5e-2 * fabs(numeric)) {
+                    if (bad < 8) {
+                        fprintf(stderr, "  loss %d, %s[%zu]: analytic %.6g, finite difference %.6g\n", kind,
+                                info->gguf_name, i, analytic, numeric);
+                    }
+                    bad++;
+                }
+            }
+        }
+        check(bad == 0, "loss kind %d: %d of %d sampled gradients disagree with finite differences", kind, bad, checked);
+        printf("gradient check, loss kind %d: %d sampled weights over %d tensors agree with finite differences\n",
+               kind, checked, DRAFT_NUM_TENSORS);
+        trainer_free(&trainer);
+    }
+    record_free(record);
+    draft_free(&draft);
+}
+
+// ---- masks against oracles ---------------------------------------------------------------------
+static void test_masks(void) {
+    // TTT: T = 6 columns, steps 0..3, no discard rows
+    int T = 6, L = 4;
+    int block_offset[5] = {0, 6, 11, 15, 18};
+    Record empty = {0};
+    uint8_t mask[6 * 18];
+    int bad = 0;
+    for (int k = 0; k < L; k++) {
+        int rows = T - k, P = block_offset[k] + rows;
+        ttt_mask(mask, k, rows, T, block_offset, P, &empty, NULL, NULL);
+        for (int t = 0; t < rows; t++)
+            for (int p = 0; p < P; p++) {
+                int block = 0;
+                while (block < k && p >= block_offset[block + 1]) { block++; }
+                int column = p - block_offset[block];
+                int expected = block == 0 ? column <= t : column == t;
+                bad += mask[t * P + p] != expected;
+            }
+    }
+    check(bad == 0, "TTT mask differs from the oracle in %d entries", bad);
+
+    // discard rows: 4 sequence columns, 3 rejected nodes: node 0 (prefix 2), node 1 its child, node 2 (prefix 3)
+    Record record = {0};
+    DiscardNode nodes[3] = {{5, 3, -1, 2, 0, -1.0f}, {6, 4, 0, 2, 0, -2.0f}, {7, 4, -1, 3, 0, -1.5f}};
+    record.discard = nodes;
+    record.n_discard = 3;
+    int used[3] = {0, 1, 2}, row_of[3] = {4, 5, 6};
+    int offsets[2] = {0, 7};
+    uint8_t discard_mask[7 * 7];
+    ttt_mask(discard_mask, 0, 7, 4, offsets, 7, &record, used, row_of);
+    const uint8_t expected[7][7] = {
+        {1, 0, 0, 0, 0, 0, 0}, {1, 1, 0, 0, 0, 0, 0}, {1, 1, 1, 0, 0, 0, 0}, {1, 1, 1, 1, 0, 0, 0},
+        {1, 1, 0, 0, 1, 0, 0},  // node 0: prefix columns 0..1, itself
+        {1, 1, 0, 0, 1, 1, 0},  // node 1: prefix 0..1, its parent node 0, itself
+        {1, 1, 1, 0, 0, 0, 1},  // node 2: prefix 0..2, itself
+    };
+    bad = 0;
+    for (int i = 0; i < 7; i++) for (int j = 0; j < 7; j++) { bad += discard_mask[i * 7 + j] != expected[i][j]; }
+    check(bad == 0, "discard tree mask differs from the hand-written oracle in %d entries", bad);
+    // top-k selection keeps ancestors: with k = 1 per pass only node 0 (score -1.0) survives
+    int used_k[3], row_k[3];
+    int n = select_discard_nodes(&record, 1, 4, used_k, row_k, 4);
+    check(n == 1 && used_k[0] == 0, "top-1 discard selection should keep node 0 only (kept %d)", n);
+}
+
+// ---- non-finite updates, ring buffer, exchange -------------------------------------------------
+static void test_rejection_and_buffers(Target* target) {
+    Engine engine = {target, NULL};
+    Draft draft;
+    draft_init_random(&draft, target, 100, NULL, 2);
+    int prompt[5] = {20, 21, 22, 23, 24};
+    Record* record = make_record(&engine, &draft, prompt, 5, 8);
+    record->hidden[(size_t)(record->n_committed - 1) * target->config.dim] = NAN; // a corrupted target state
+    Trainer trainer;
+    trainer_init(&trainer, &draft, target, trainer_default_settings());
+    float* before = mallocCheck(draft.n_weight_floats * sizeof(float));
+    memcpy(before, trainer.draft.weight_arena, draft.n_weight_floats * sizeof(float));
+    TrainStats stats;
+    int rejected = trainer_step(&trainer, &record, 1, &stats);
+    check(rejected == 1 && stats.rejected && trainer.rejected_updates == 1 && trainer.step == 0,
+          "a non-finite loss must reject the update (rejected %d, counted %ld)", rejected, trainer.rejected_updates);
+    check(memcmp(before, trainer.draft.weight_arena, draft.n_weight_floats * sizeof(float)) == 0,
+          "a rejected update must leave the weights bit-identical");
+    free(before);
+    trainer_free(&trainer);
+    record_free(record);
+    draft_free(&draft);
+
+    RecordBuffer* buffer = record_buffer_new(3);
+    Record* records[5];
+    for (int i = 0; i < 5; i++) { records[i] = record_new(4); records[i]->n_prompt = i; record_buffer_push(buffer, records[i]); }
+    long pushed, dropped;
+    int depth;
+    record_buffer_counts(buffer, &pushed, &dropped, &depth);
+    check(pushed == 5 && dropped == 2 && depth == 3, "ring buffer: pushed %ld dropped %ld depth %d, expected 5, 2, 3", pushed, dropped, depth);
+    Record* popped[5];
+    int n = record_buffer_pop(buffer, popped, 5, 0);
+    check(n == 3 && popped[0]->n_prompt == 2 && popped[1]->n_prompt == 3 && popped[2]->n_prompt == 4,
+          "the ring buffer must drop the oldest and keep order");
+    for (int i = 0; i < n; i++) { record_free(popped[i]); }
+    record_buffer_close(buffer);
+    check(record_buffer_pop(buffer, popped, 5, 1) == 0, "pop on a closed empty buffer must return at once");
+    record_buffer_free(buffer);
+
+    WeightExchange* exchange = weight_exchange_new(4);
+    float a[4] = {1, 1, 1, 1}, b[4] = {2, 2, 2, 2}, c[4] = {3, 3, 3, 3};
+    int version = 0;
+    check(weight_exchange_take(exchange, 0, &version) == NULL, "nothing published yet");
+    check(weight_exchange_publish(exchange, a) == 1, "first publish is version 1");
+    check(weight_exchange_publish(exchange, b) == 0, "a publish while the previous one waits must be skipped");
+    float* served = weight_exchange_take(exchange, 0, &version);
+    check(served && version == 1 && served[0] == 1.0f, "take returns version 1");
+    check(weight_exchange_publish(exchange, c) == 2, "after the take the next publish goes through");
+    check(served[0] == 1.0f, "publishing must not write the buffer being served");
+    float* newer = weight_exchange_take(exchange, version, &version);
+    check(newer && newer != served && newer[0] == 3.0f && version == 2, "take returns version 2 in the other buffer");
+    check(weight_exchange_skipped(exchange) == 1, "one skipped publish counted");
+    weight_exchange_free(exchange);
+}
+
+// ---- replays: learning, lockstep repeatability -------------------------------------------------
+// A learnable stream: prompts cycling through a few short phrases of the tiny tokenizer's text.
+static void write_traffic(const char* path, int n) {
+    FILE* f = fopen(path, "w");
+    const char* phrases[4] = {"the cat sat on the mat and the dog", "int main(void) { return 0; }",
+                              "for i in range(10): print(i)", "hello world, hello world"};
+    for (int i = 0; i < n; i++) { fprintf(f, "{\"domain\": \"d%d\", \"prompt\": \"%s\"}\n", i % 2, phrases[i % 4]); }
+    fclose(f);
+}
+
+static ReplayOptions tiny_replay(const char* model, const char* traffic, const char* out_dir) {
+    ReplayOptions o = replay_default_options();
+    o.model_path = model; o.traffic_path = traffic; o.out_dir = out_dir; o.order = "ordered";
+    o.max_new = 24; o.context = 256; o.draft_vocab = 300;
+    o.train.learning_rate = 3e-3f; o.train.warmup_steps = 5; o.train.ttt_length = 3;
+    return o;
+}
+
+static double mean_acceptance(const char* csv_path, int from, int to) {
+    RequestRows rows;
+    Error err;
+    if (read_requests_csv(csv_path, &rows, &err) != 0) { fprintf(stderr, "%s\n", err.message); return -1; }
+    double sum = 0;
+    int n = 0;
+    for (int i = from; i < to && i < rows.n; i++) { sum += rows.acceptance[i]; n++; }
+    request_rows_free(&rows);
+    return n ? sum / n : -1;
+}
+
+// The CSV without the seconds column (wall time differs between runs).
+static char* csv_without_seconds(const char* path) {
+    FILE* f = fopen(path, "r");
+    if (!f) { return strdup(""); }
+    char line[512];
+    size_t capacity = 1 << 16, used = 0;
+    char* text = callocCheck(capacity, 1);
+    while (fgets(line, sizeof(line), f)) {
+        char* fields[9];
+        int n = 0;
+        for (char* p = strtok(line, ",\n"); p && n < 9; p = strtok(NULL, ",\n")) { fields[n++] = p; }
+        for (int i = 0; i < n; i++) {
+            if (i == 6) { continue; }
+            used += (size_t)snprintf(text + used, capacity - used, "%s,", fields[i]);
+        }
+        used += (size_t)snprintf(text + used, capacity - used, "\n");
+    }
+    fclose(f);
+    return text;
+}
+
+static void test_learning_and_lockstep(void) {
+    const char* model = temp_path("learn_target.gguf");
+    TinyModelSpec spec = {32, 2, 4, 2, 64, 300, 256, 1, TYPE_F32, 10000.0f, 77};
+    Error err;
+    check(tiny_model_write(model, &spec, &err) == 0, "write: %s", err.message);
+    const char* traffic = temp_path("learn.jsonl");
+    write_traffic(traffic, 120);
+
+    // learning: lockstep after every 2 requests, 120 requests
+    ReplayOptions o = tiny_replay(model, traffic, temp_path("learn_out"));
+    o.lockstep_every = 2;
+    o.label = "learning";
+    check(replay_run(&o) == 0, "learning replay failed");
+    char csv[600];
+    snprintf(csv, sizeof(csv), "%s/requests.csv", o.out_dir);
+    // the first two requests are served by the random draft (the first lockstep round follows them)
+    double first = mean_acceptance(csv, 0, 2), last = mean_acceptance(csv, 100, 120);
+    printf("learning: acceptance length %.2f for the first 2 requests (random draft), %.2f over requests 100-119\n", first, last);
+    check(first < 1.2, "a random draft should start near 1.0 (got %.2f)", first);
+    check(last >= 2.5, "acceptance length should reach 2.5 within 120 requests on the learnable stream (got %.2f)", last);
+
+    // lockstep: two runs give bit-identical weights and logs
+    ReplayOptions a = tiny_replay(model, traffic, temp_path("lockstep_a"));
+    ReplayOptions b = tiny_replay(model, traffic, temp_path("lockstep_b"));
+    a.requests = b.requests = 24;
+    a.lockstep_every = b.lockstep_every = 3;
+    a.train.discard_weight = b.train.discard_weight = 0.5f;
+    a.shape = b.shape = (TreeShape){2, 3, 7};
+    a.save_draft = temp_path("lockstep_a.gguf");
+    b.save_draft = temp_path("lockstep_b.gguf");
+    check(replay_run(&a) == 0 && replay_run(&b) == 0, "lockstep replays failed");
+    char path_a[600], path_b[600];
+    snprintf(path_a, sizeof(path_a), "%s/requests.csv", a.out_dir);
+    snprintf(path_b, sizeof(path_b), "%s/requests.csv", b.out_dir);
+    char* log_a = csv_without_seconds(path_a);
+    char* log_b = csv_without_seconds(path_b);
+    check(strlen(log_a) > 100 && strcmp(log_a, log_b) == 0, "lockstep logs differ between two runs");
+    free(log_a); free(log_b);
+    GGUFFile file_a, file_b;
+    check(gguf_open(&file_a, a.save_draft, &err) == 0 && gguf_open(&file_b, b.save_draft, &err) == 0, "open saved drafts");
+    check(file_a.size == file_b.size && memcmp(file_a.bytes, file_b.bytes, file_a.size) == 0,
+          "lockstep runs must give bit-identical weights");
+    gguf_close(&file_a); gguf_close(&file_b);
+}
+
+// ---- hot swap under load -----------------------------------------------------------------------
+static void test_hot_swap(void) {
+    Target target;
+    load_tiny_target(&target, 2, 31);
+    Engine engine = {&target, NULL};
+    Draft draft;
+    draft_init_random(&draft, &target, 300, NULL, 4);
+    TrainerSettings settings = trainer_default_settings();
+    settings.learning_rate = 3e-3f;
+    settings.ttt_length = 2;
+    Flywheel flywheel;
+    flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 1, 0); // publish after every step
+    DraftSource source;
+    draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, &draft, &engine);
+    source.exchange = flywheel.exchange;
+    SamplerSettings greedy = {0.0f, 1.0f};
+    enum { REQUESTS = 40, MAX_NEW = 20 };
+    int mismatches = 0;
+    uint64_t rng = random_seed_state(6);
+    for (int r = 0; r < REQUESTS; r++) {
+        int prompt[8];
+        for (int i = 0; i < 8; i++) { prompt[i] = 3 + (int)(random_u32(&rng) % 200); }
+        int plain[MAX_NEW], speculative[MAX_NEW];
+        GenerateStats plain_stats;
+        SpecStats stats;
+        int n_plain = generate_plain(&engine, prompt, 8, MAX_NEW, greedy, 0, plain, &plain_stats, NULL, NULL);
+        Record* record = record_new(target.config.dim);
+        int n = generate_speculative(&engine, &source, prompt, 8, MAX_NEW, greedy, 0, speculative, &stats, NULL, NULL, record);
+        record_buffer_push(flywheel.records, record);
+        mismatches += n != n_plain || memcmp(plain, speculative, sizeof(int) * n) != 0;
+    }
+    flywheel_stop(&flywheel);
+    long pushed, dropped;
+    record_buffer_counts(flywheel.records, &pushed, &dropped, NULL);
+    printf("hot swap under load: %d requests, %d swaps (mean %.3f ms, max %.3f ms), %d optimiser steps, %ld records dropped\n",
+           REQUESTS, source.swaps, source.swaps ? 1e3 * source.swap_seconds / source.swaps : 0.0,
+           1e3 * source.swap_seconds_max, flywheel.trainer.step, dropped);
+    check(mismatches == 0, "%d of %d requests differ from plain greedy while the draft was being swapped", mismatches, REQUESTS);
+    check(pushed == REQUESTS && dropped == 0 && flywheel.trainer.step == REQUESTS,
+          "every record must reach the trainer (pushed %ld, dropped %ld, steps %d)", pushed, dropped, flywheel.trainer.step);
+    check(source.swaps >= 2, "the server should have switched weights several times (%d)", source.swaps);
+    draft_source_free(&source);
+    flywheel_free(&flywheel);
+    draft_free(&draft);
+    target_free(&target);
+}
+
+int main(int argc, char** argv) {
+    snprintf(temp_dir, sizeof(temp_dir), "/tmp/aurora_test_trainer_%d", (int)getpid());
+    char command[400];
+    snprintf(command, sizeof(command), "mkdir -p %s", temp_dir);
+    if (system(command) != 0) { return 1; }
+    int hot_swap_only = argc > 1 && strcmp(argv[1], "--hot-swap-only") == 0;
+    if (!hot_swap_only) {
+        Target target;
+        load_tiny_target(&target, 3, 12);
+        test_gradients(&target);
+        test_masks();
+        test_rejection_and_buffers(&target);
+        target_free(&target);
+        test_learning_and_lockstep();
+    }
+    test_hot_swap();
+    snprintf(command, sizeof(command), "rm -rf %s", temp_dir);
+    if (system(command) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_dir); }
+    return test_summary();
+}

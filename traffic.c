@@ -1,0 +1,595 @@
+/*
+traffic.c: request traffic from JSONL files, for replaying a stream of requests through the server.
+
+Contract:
+  - traffic_load reads every non-empty line of a JSONL file. Each line is one JSON object (strict JSON:
+    RFC 8259, UTF-8; strings may hold every escape, \uXXXX included, surrogate pairs become one UTF-8
+    character). The prompt is the string field "prompt", else "text", else ShareGPT-style
+    "conversations" (an array of {"from": ..., "value": ...} turns): then the first "human" or "user"
+    turn's value is the prompt and the request is marked chat (the caller applies the chat template).
+    "domain" is an optional bare word (letters, digits, - _ . / +; default "default"). Every other
+    field is parsed (so it must be valid JSON) and ignored.
+  - Errors never exit: they name the file, the line, the column (in bytes, from 1) and what was
+    expected, e.g. "traffic/x.jsonl:7:23: expected ',' or '}' after an object member, found 'x'".
+    On error nothing needs freeing.
+  - traffic_order: "mixed" shuffles (Fisher-Yates with the project's seeded generator, so a seed gives
+    one order on every machine); "ordered" groups by domain in order of first appearance, keeping the
+    file order within a domain. traffic_select_domain keeps the requests of one domain.
+  - Every request's domain points at one of traffic->domains (not separately allocated).
+*/
+#include <errno.h>
+#include "aurora.h"
+
+// ----------------------------------------------------------------------------
+// a small strict JSON parser: one line of text to a tree of values
+
+typedef enum { JSON_NULL, JSON_FALSE, JSON_TRUE, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSON_OBJECT } JsonType;
+
+typedef struct JsonValue {
+    JsonType type;
+    double number;              // JSON_NUMBER
+    char* string;               // JSON_STRING: UTF-8, NUL-terminated (NUL itself is refused)
+    int n;                      // JSON_ARRAY / JSON_OBJECT: element or member count
+    struct JsonValue* items;    // (n) elements, or member values
+    char** keys;                // (n) member names (JSON_OBJECT)
+    int line, column;           // where the value starts (for messages)
+} JsonValue;
+
+typedef struct {
+    const char* text;           // one line (not NUL-terminated necessarily)
+    size_t length;
+    size_t pos;
+    const char* path;           // for messages
+    int line;
+    int depth;
+    Error* err;
+} JsonParser;
+
+enum { JSON_MAX_DEPTH = 64 };   // nesting limit: deep garbage must not overflow the stack
+
+static void json_free(JsonValue* value) {
+    if (value->type == JSON_STRING) { free(value->string); }
+    if (value->type == JSON_ARRAY || value->type == JSON_OBJECT) {
+        for (int i = 0; i < value->n; i++) {
+            json_free(&value->items[i]);
+            if (value->keys != NULL) { free(value->keys[i]); }
+        }
+        free(value->items);
+        free(value->keys);
+    }
+    memset(value, 0, sizeof(*value));
+}
+
+// Describes the byte at the parser's position for messages: 'x', end of line, or a hex byte.
+static const char* json_found(const JsonParser* p, char* buffer, size_t size) {
+    if (p->pos >= p->length) { snprintf(buffer, size, "end of line"); }
+    else {
+        unsigned char c = (unsigned char)p->text[p->pos];
+        if (c >= 0x20 && c < 0x7f) { snprintf(buffer, size, "'%c'", c); }
+        else { snprintf(buffer, size, "byte 0x%02x", c); }
+    }
+    return buffer;
+}
+
+static int json_error(JsonParser* p, const char* expected) {
+    char found[32];
+    return error_set(p->err, "%s:%d:%zu: expected %s, found %s", p->path, p->line, p->pos + 1, expected,
+                     json_found(p, found, sizeof(found)));
+}
+
+static void json_skip_space(JsonParser* p) {
+    while (p->pos < p->length) {
+        char c = p->text[p->pos];
+        if (c != ' ' && c != '\t' && c != '\r' && c != '\n') { break; }
+        p->pos++;
+    }
+}
+
+static int json_peek(const JsonParser* p) { return p->pos < p->length ? (unsigned char)p->text[p->pos] : -1; }
+
+// A growing byte buffer for decoded strings.
+typedef struct { char* data; size_t length, capacity; } JsonBuffer;
+
+static void json_buffer_push(JsonBuffer* b, const char* bytes, size_t n) {
+    if (b->length + n + 1 > b->capacity) {
+        size_t capacity = b->capacity ? b->capacity : 64;
+        while (b->length + n + 1 > capacity) { capacity *= 2; }
+        char* grown = mallocCheck(capacity);
+        if (b->data != NULL) { memcpy(grown, b->data, b->length); free(b->data); }
+        b->data = grown;
+        b->capacity = capacity;
+    }
+    memcpy(b->data + b->length, bytes, n);
+    b->length += n;
+    b->data[b->length] = '\0';
+}
+
+// Appends code point cp (<= 0x10FFFF, not a surrogate) as UTF-8.
+static void json_buffer_push_utf8(JsonBuffer* b, uint32_t cp) {
+    char out[4];
+    size_t n;
+    if (cp < 0x80) { out[0] = (char)cp; n = 1; }
+    else if (cp < 0x800) { out[0] = (char)(0xC0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
+    else if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12)); out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F)); n = 3;
+    } else {
+        out[0] = (char)(0xF0 | (cp >> 18)); out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        out[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[3] = (char)(0x80 | (cp & 0x3F)); n = 4;
+    }
+    json_buffer_push(b, out, n);
+}
+
+// Length of the valid UTF-8 sequence at s (at most n bytes available), or 0 if it is not valid
+// (overlong forms, surrogates and code points above 0x10FFFF are invalid).
+static size_t json_utf8_length(const unsigned char* s, size_t n) {
+    if (s[0] < 0x80) { return 1; }
+    size_t length;
+    uint32_t cp, min;
+    if ((s[0] & 0xE0) == 0xC0) { length = 2; cp = s[0] & 0x1F; min = 0x80; }
+    else if ((s[0] & 0xF0) == 0xE0) { length = 3; cp = s[0] & 0x0F; min = 0x800; }
+    else if ((s[0] & 0xF8) == 0xF0) { length = 4; cp = s[0] & 0x07; min = 0x10000; }
+    else { return 0; }
+    if (length > n) { return 0; }
+    for (size_t i = 1; i < length; i++) {
+        if ((s[i] & 0xC0) != 0x80) { return 0; }
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) { return 0; }
+    return length;
+}
+
+static int json_hex4(JsonParser* p, uint32_t* out) {
+    uint32_t value = 0;
+    for (int i = 0; i < 4; i++) {
+        int c = json_peek(p);
+        int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                  : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (digit < 0) { return json_error(p, "four hex digits after \\u"); }
+        value = value * 16 + (uint32_t)digit;
+        p->pos++;
+    }
+    *out = value;
+    return 0;
+}
+
+// Parses a string (the parser is at its opening quote) into a malloc'd NUL-terminated UTF-8 copy.
+static int json_parse_string(JsonParser* p, char** out) {
+    if (json_peek(p) != '"') { return json_error(p, "'\"' (a string)"); }
+    p->pos++;
+    JsonBuffer b = {NULL, 0, 0};
+    json_buffer_push(&b, "", 0);
+    for (;;) {
+        int c = json_peek(p);
+        if (c < 0) { free(b.data); return json_error(p, "'\"' closing the string"); }
+        if (c == '"') { p->pos++; break; }
+        if (c < 0x20) { free(b.data); return json_error(p, "a character (control bytes must be escaped, e.g. \\n)"); }
+        if (c == '\\') {
+            p->pos++;
+            int e = json_peek(p);
+            const char* simple = NULL;
+            switch (e) {
+                case '"': simple = "\""; break;
+                case '\\': simple = "\\"; break;
+                case '/': simple = "/"; break;
+                case 'b': simple = "\b"; break;
+                case 'f': simple = "\f"; break;
+                case 'n': simple = "\n"; break;
+                case 'r': simple = "\r"; break;
+                case 't': simple = "\t"; break;
+                case 'u': break;
+                default: free(b.data); return json_error(p, "an escape (one of \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX)");
+            }
+            p->pos++;
+            if (simple != NULL) { json_buffer_push(&b, simple, 1); continue; }
+            uint32_t cp;
+            if (json_hex4(p, &cp) != 0) { free(b.data); return -1; }
+            if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                p->pos -= 6;
+                free(b.data);
+                return json_error(p, "a high surrogate (\\uD800-\\uDBFF) before a low surrogate");
+            }
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (json_peek(p) != '\\' || p->pos + 1 >= p->length || p->text[p->pos + 1] != 'u') {
+                    free(b.data);
+                    return json_error(p, "\\u and a low surrogate (\\uDC00-\\uDFFF) after a high surrogate");
+                }
+                p->pos += 2;
+                uint32_t low;
+                if (json_hex4(p, &low) != 0) { free(b.data); return -1; }
+                if (low < 0xDC00 || low > 0xDFFF) {
+                    p->pos -= 6;
+                    free(b.data);
+                    return json_error(p, "a low surrogate (\\uDC00-\\uDFFF) after a high surrogate");
+                }
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+            }
+            if (cp == 0) {
+                p->pos -= 6;
+                free(b.data);
+                return json_error(p, "a character other than \\u0000 (prompts are C strings)");
+            }
+            json_buffer_push_utf8(&b, cp);
+            continue;
+        }
+        size_t n = json_utf8_length((const unsigned char*)p->text + p->pos, p->length - p->pos);
+        if (n == 0) { free(b.data); return json_error(p, "valid UTF-8"); }
+        json_buffer_push(&b, p->text + p->pos, n);
+        p->pos += n;
+    }
+    *out = b.data;
+    return 0;
+}
+
+// Number grammar: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
+static int json_parse_number(JsonParser* p, double* out) {
+    size_t start = p->pos;
+    if (json_peek(p) == '-') { p->pos++; }
+    int c = json_peek(p);
+    if (c == '0') { p->pos++; }
+    else if (c >= '1' && c <= '9') { while (json_peek(p) >= '0' && json_peek(p) <= '9') { p->pos++; } }
+    else { return json_error(p, "a digit"); }
+    if (json_peek(p) == '.') {
+        p->pos++;
+        if (!(json_peek(p) >= '0' && json_peek(p) <= '9')) { return json_error(p, "a digit after '.'"); }
+        while (json_peek(p) >= '0' && json_peek(p) <= '9') { p->pos++; }
+    }
+    if (json_peek(p) == 'e' || json_peek(p) == 'E') {
+        p->pos++;
+        if (json_peek(p) == '+' || json_peek(p) == '-') { p->pos++; }
+        if (!(json_peek(p) >= '0' && json_peek(p) <= '9')) { return json_error(p, "a digit in the exponent"); }
+        while (json_peek(p) >= '0' && json_peek(p) <= '9') { p->pos++; }
+    }
+    char buffer[64];
+    size_t n = p->pos - start;
+    if (n >= sizeof(buffer)) { n = sizeof(buffer) - 1; }   // the value of a huge literal is never used here
+    memcpy(buffer, p->text + start, n);
+    buffer[n] = '\0';
+    *out = strtod(buffer, NULL);
+    return 0;
+}
+
+static int json_parse_value(JsonParser* p, JsonValue* value);
+
+static int json_parse_literal(JsonParser* p, const char* word, JsonType type, JsonValue* value) {
+    size_t n = strlen(word);
+    if (p->length - p->pos < n || memcmp(p->text + p->pos, word, n) != 0) {
+        char expected[32];
+        snprintf(expected, sizeof(expected), "'%s'", word);
+        return json_error(p, expected);
+    }
+    p->pos += n;
+    value->type = type;
+    return 0;
+}
+
+// Appends one element (and key, for objects) to a container, growing its arrays.
+static JsonValue* json_append(JsonValue* container, int* capacity, char* key) {
+    if (container->n == *capacity) {
+        *capacity = *capacity ? *capacity * 2 : 4;
+        JsonValue* items = mallocCheck((size_t)*capacity * sizeof(JsonValue));
+        if (container->n > 0) { memcpy(items, container->items, (size_t)container->n * sizeof(JsonValue)); }
+        free(container->items);
+        container->items = items;
+        if (container->type == JSON_OBJECT) {
+            char** keys = mallocCheck((size_t)*capacity * sizeof(char*));
+            if (container->n > 0) { memcpy(keys, container->keys, (size_t)container->n * sizeof(char*)); }
+            free(container->keys);
+            container->keys = keys;
+        }
+    }
+    if (container->type == JSON_OBJECT) { container->keys[container->n] = key; }
+    JsonValue* item = &container->items[container->n++];
+    memset(item, 0, sizeof(*item));
+    return item;
+}
+
+static int json_parse_container(JsonParser* p, JsonValue* value, int is_object) {
+    if (++p->depth > JSON_MAX_DEPTH) { return json_error(p, "at most 64 levels of nesting"); }
+    value->type = is_object ? JSON_OBJECT : JSON_ARRAY;
+    char close = is_object ? '}' : ']';
+    int capacity = 0;
+    p->pos++;   // the opening bracket
+    json_skip_space(p);
+    if (json_peek(p) == close) { p->pos++; p->depth--; return 0; }
+    for (;;) {
+        char* key = NULL;
+        if (is_object) {
+            if (json_peek(p) != '"') { return json_error(p, "'\"' starting a member name"); }
+            if (json_parse_string(p, &key) != 0) { return -1; }
+            json_skip_space(p);
+            if (json_peek(p) != ':') { free(key); return json_error(p, "':' after a member name"); }
+            p->pos++;
+            json_skip_space(p);
+        }
+        JsonValue* item = json_append(value, &capacity, key);   // owned by value from here: freed with it
+        if (json_parse_value(p, item) != 0) { return -1; }
+        json_skip_space(p);
+        if (json_peek(p) == ',') { p->pos++; json_skip_space(p); continue; }
+        if (json_peek(p) == close) { p->pos++; break; }
+        return json_error(p, is_object ? "',' or '}' after an object member" : "',' or ']' after an array element");
+    }
+    p->depth--;
+    return 0;
+}
+
+// Parses one value at the parser's position (leading whitespace already skipped). On failure the
+// partial tree stays in value and the caller frees it with json_free.
+static int json_parse_value(JsonParser* p, JsonValue* value) {
+    memset(value, 0, sizeof(*value));
+    value->line = p->line;
+    value->column = (int)p->pos + 1;
+    int c = json_peek(p);
+    switch (c) {
+        case '{': return json_parse_container(p, value, 1);
+        case '[': return json_parse_container(p, value, 0);
+        case '"': value->type = JSON_STRING; return json_parse_string(p, &value->string);
+        case 't': return json_parse_literal(p, "true", JSON_TRUE, value);
+        case 'f': return json_parse_literal(p, "false", JSON_FALSE, value);
+        case 'n': return json_parse_literal(p, "null", JSON_NULL, value);
+        default:
+            if (c == '-' || (c >= '0' && c <= '9')) { value->type = JSON_NUMBER; return json_parse_number(p, &value->number); }
+            return json_error(p, "a JSON value (object, array, string, number, true, false or null)");
+    }
+}
+
+// Parses a whole line that must hold exactly one JSON object.
+static int json_parse_line(const char* text, size_t length, const char* path, int line, JsonValue* out, Error* err) {
+    JsonParser p = {text, length, 0, path, line, 0, err};
+    memset(out, 0, sizeof(*out));
+    json_skip_space(&p);
+    if (json_peek(&p) != '{') { return json_error(&p, "'{' (each line is one JSON object)"); }
+    if (json_parse_value(&p, out) != 0) { json_free(out); return -1; }
+    json_skip_space(&p);
+    if (p.pos < p.length) { json_free(out); return json_error(&p, "end of line after the JSON object"); }
+    return 0;
+}
+
+// The first member named key of an object, or NULL.
+static const JsonValue* json_get(const JsonValue* object, const char* key) {
+    for (int i = 0; i < object->n; i++) {
+        if (strcmp(object->keys[i], key) == 0) { return &object->items[i]; }
+    }
+    return NULL;
+}
+
+static const char* json_type_name(JsonType type) {
+    static const char* names[] = {"null", "false", "true", "a number", "a string", "an array", "an object"};
+    return names[type];
+}
+
+// ----------------------------------------------------------------------------
+// traffic
+
+// A mallocCheck'd copy of a NUL-terminated string (exits on out-of-memory, like mallocCheck).
+static char* traffic_copy(const char* text) {
+    size_t n = strlen(text) + 1;
+    char* copy = mallocCheck(n);
+    memcpy(copy, text, n);
+    return copy;
+}
+
+static int traffic_domain_is_bare_word(const char* s) {
+    if (s[0] == '\0') { return 0; }
+    for (const char* c = s; *c; c++) {
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '-' || *c == '_' || *c == '.' || *c == '/' || *c == '+')) { return 0; }
+    }
+    return 1;
+}
+
+// The index of domain in traffic->domains, adding it (a copy) if new.
+static int traffic_intern_domain(Traffic* traffic, const char* domain, int* capacity) {
+    for (int i = 0; i < traffic->n_domains; i++) {
+        if (strcmp(traffic->domains[i], domain) == 0) { return i; }
+    }
+    if (traffic->n_domains == *capacity) {
+        *capacity = *capacity ? *capacity * 2 : 8;
+        char** grown = mallocCheck((size_t)*capacity * sizeof(char*));
+        if (traffic->n_domains > 0) { memcpy(grown, traffic->domains, (size_t)traffic->n_domains * sizeof(char*)); }
+        free(traffic->domains);
+        traffic->domains = grown;
+    }
+    traffic->domains[traffic->n_domains] = traffic_copy(domain);
+    return traffic->n_domains++;
+}
+
+// A string member's value; 0 if absent, -1 (error) if present but not a string.
+static int traffic_string_field(const JsonValue* object, const char* key, const char** out, const char* path,
+                                int line, Error* err) {
+    const JsonValue* v = json_get(object, key);
+    *out = NULL;
+    if (v == NULL) { return 0; }
+    if (v->type != JSON_STRING) {
+        return error_set(err, "%s:%d:%d: field \"%s\" must be a string, found %s", path, line, v->column, key,
+                         json_type_name(v->type));
+    }
+    *out = v->string;
+    return 0;
+}
+
+// Finds the prompt of one parsed line: "prompt", "text", or the first human/user turn of "conversations".
+static int traffic_request_prompt(const JsonValue* object, const char** prompt, int* chat, const char* path,
+                                  int line, Error* err) {
+    *chat = 0;
+    if (traffic_string_field(object, "prompt", prompt, path, line, err) != 0) { return -1; }
+    if (*prompt == NULL && traffic_string_field(object, "text", prompt, path, line, err) != 0) { return -1; }
+    if (*prompt != NULL) { return 0; }
+    const JsonValue* conversation = json_get(object, "conversations");
+    if (conversation == NULL) {
+        return error_set(err, "%s:%d: no prompt: expected a string field \"prompt\" or \"text\", or a "
+                         "\"conversations\" array of {\"from\", \"value\"} turns", path, line);
+    }
+    if (conversation->type != JSON_ARRAY) {
+        return error_set(err, "%s:%d:%d: field \"conversations\" must be an array of turns, found %s", path, line,
+                         conversation->column, json_type_name(conversation->type));
+    }
+    for (int i = 0; i < conversation->n; i++) {
+        const JsonValue* turn = &conversation->items[i];
+        if (turn->type != JSON_OBJECT) {
+            return error_set(err, "%s:%d:%d: conversations[%d] must be an object {\"from\", \"value\"}, found %s", path,
+                             line, turn->column, i, json_type_name(turn->type));
+        }
+        const char *from, *value;
+        if (traffic_string_field(turn, "from", &from, path, line, err) != 0) { return -1; }
+        if (traffic_string_field(turn, "value", &value, path, line, err) != 0) { return -1; }
+        if (from == NULL || value == NULL) {
+            return error_set(err, "%s:%d:%d: conversations[%d] needs string fields \"from\" and \"value\"", path, line,
+                             turn->column, i);
+        }
+        if (strcmp(from, "human") == 0 || strcmp(from, "user") == 0) {
+            *prompt = value;
+            *chat = 1;
+            return 0;
+        }
+    }
+    return error_set(err, "%s:%d: no prompt: \"conversations\" has no turn from \"human\" or \"user\"", path, line);
+}
+
+void traffic_free(Traffic* traffic) {
+    for (int i = 0; i < traffic->n_requests; i++) { free(traffic->requests[i].prompt); }
+    for (int i = 0; i < traffic->n_domains; i++) { free(traffic->domains[i]); }
+    free(traffic->requests);
+    free(traffic->domains);
+    memset(traffic, 0, sizeof(*traffic));
+}
+
+int traffic_load(Traffic* traffic, const char* path, Error* err) {
+    memset(traffic, 0, sizeof(*traffic));
+    FILE* f = fopen(path, "rb");
+    if (f == NULL) { return error_set(err, "%s: cannot open: %s", path, strerror(errno)); }
+    JsonBuffer text = {NULL, 0, 0};
+    char chunk[65536];
+    size_t got;
+    json_buffer_push(&text, "", 0);
+    while ((got = fread(chunk, 1, sizeof(chunk), f)) > 0) { json_buffer_push(&text, chunk, got); }
+    int read_failed = ferror(f);
+    fclose(f);
+    if (read_failed) { free(text.data); return error_set(err, "%s: read error", path); }
+
+    int request_capacity = 0, domain_capacity = 0;
+    size_t start = 0;
+    int line = 0;
+    while (start < text.length) {
+        line++;
+        const char* end = memchr(text.data + start, '\n', text.length - start);
+        size_t length = end ? (size_t)(end - (text.data + start)) : text.length - start;
+        const char* row = text.data + start;
+        start += length + 1;
+        if (length > 0 && row[length - 1] == '\r') { length--; }
+        size_t blank = 0;
+        while (blank < length && (row[blank] == ' ' || row[blank] == '\t')) { blank++; }
+        if (blank == length) { continue; }   // empty lines are allowed anywhere
+
+        JsonValue object;
+        if (json_parse_line(row, length, path, line, &object, err) != 0) { goto fail; }
+        const char *prompt, *domain;
+        int chat;
+        if (traffic_request_prompt(&object, &prompt, &chat, path, line, err) != 0 ||
+            traffic_string_field(&object, "domain", &domain, path, line, err) != 0) {
+            json_free(&object);
+            goto fail;
+        }
+        if (domain == NULL) { domain = "default"; }
+        if (!traffic_domain_is_bare_word(domain)) {
+            error_set(err, "%s:%d:%d: domain \"%.60s\" must be a non-empty bare word (letters, digits, - _ . / +)",
+                      path, line, json_get(&object, "domain")->column, domain);
+            json_free(&object);
+            goto fail;
+        }
+        if (prompt[0] == '\0') {
+            error_set(err, "%s:%d: the prompt is empty", path, line);
+            json_free(&object);
+            goto fail;
+        }
+        if (traffic->n_requests == request_capacity) {
+            request_capacity = request_capacity ? request_capacity * 2 : 64;
+            TrafficRequest* grown = mallocCheck((size_t)request_capacity * sizeof(TrafficRequest));
+            if (traffic->n_requests > 0) { memcpy(grown, traffic->requests, (size_t)traffic->n_requests * sizeof(TrafficRequest)); }
+            free(traffic->requests);
+            traffic->requests = grown;
+        }
+        int d = traffic_intern_domain(traffic, domain, &domain_capacity);   // may grow traffic->domains
+        TrafficRequest* r = &traffic->requests[traffic->n_requests++];
+        r->domain = traffic->domains[d];
+        r->prompt = traffic_copy(prompt);
+        r->chat = chat;
+        json_free(&object);
+    }
+    free(text.data);
+    if (traffic->n_requests == 0) {
+        traffic_free(traffic);
+        return error_set(err, "%s: no requests (expected one JSON object per line)", path);
+    }
+    return 0;
+fail:
+    free(text.data);
+    traffic_free(traffic);
+    return -1;
+}
+
+static int traffic_domain_index(const Traffic* traffic, const char* domain) {
+    for (int i = 0; i < traffic->n_domains; i++) {
+        if (strcmp(traffic->domains[i], domain) == 0) { return i; }
+    }
+    return -1;
+}
+
+void traffic_order(Traffic* traffic, const char* order, uint64_t seed) {
+    int n = traffic->n_requests;
+    if (strcmp(order, "mixed") == 0) {
+        // Fisher-Yates: position i takes a uniform pick from [0, i]. (The modulo bias of random_u32 % (i+1)
+        // is below n / 2^32: negligible for traffic files.)
+        uint64_t state = random_seed_state(seed);
+        for (int i = n - 1; i > 0; i--) {
+            int j = (int)(random_u32(&state) % (uint32_t)(i + 1));
+            TrafficRequest t = traffic->requests[i];
+            traffic->requests[i] = traffic->requests[j];
+            traffic->requests[j] = t;
+        }
+    } else if (strcmp(order, "ordered") == 0) {
+        // stable counting sort by domain index (domains are in order of first appearance)
+        TrafficRequest* sorted = mallocCheck((size_t)(n > 0 ? n : 1) * sizeof(TrafficRequest));
+        int k = 0;
+        for (int d = 0; d < traffic->n_domains; d++) {
+            for (int i = 0; i < n; i++) {
+                if (traffic_domain_index(traffic, traffic->requests[i].domain) == d) { sorted[k++] = traffic->requests[i]; }
+            }
+        }
+        if (k != n) { fprintf(stderr, "error: traffic_order: a request's domain is not in traffic->domains\n"); exit(EXIT_FAILURE); }
+        free(traffic->requests);
+        traffic->requests = sorted;
+    } else {
+        // the command line validates --order; anything else here is a caller bug
+        fprintf(stderr, "error: traffic_order: unknown order '%s' (expected mixed or ordered)\n", order);
+        exit(EXIT_FAILURE);
+    }
+}
+
+int traffic_select_domain(Traffic* traffic, const char* domain, Error* err) {
+    int d = traffic_domain_index(traffic, domain);
+    if (d < 0) {
+        char present[512] = "";
+        for (int i = 0; i < traffic->n_domains; i++) {
+            size_t used = strlen(present);
+            snprintf(present + used, sizeof(present) - used, "%s%s", i ? ", " : "", traffic->domains[i]);
+        }
+        return error_set(err, "domain '%s' is not in the traffic; the domains present are: %s", domain, present);
+    }
+    int kept = 0;
+    for (int i = 0; i < traffic->n_requests; i++) {
+        TrafficRequest r = traffic->requests[i];
+        if (strcmp(r.domain, domain) == 0) { traffic->requests[kept++] = r; }
+        else { free(r.prompt); }
+    }
+    traffic->n_requests = kept;
+    // keep only the selected domain's string; requests point at it
+    char* keep = traffic->domains[d];
+    for (int i = 0; i < traffic->n_domains; i++) {
+        if (i != d) { free(traffic->domains[i]); }
+    }
+    traffic->domains[0] = keep;
+    traffic->n_domains = 1;
+    for (int i = 0; i < kept; i++) { traffic->requests[i].domain = keep; }
+    return 0;
+}

@@ -1,0 +1,536 @@
+/*
+trainer.c: the online trainer. The draft is the policy, the target the environment: every finished
+request (a Record) teaches the draft what the target said (the accepted path) and what it would have
+said after the draft's rejected guesses (the discard loss).
+
+One optimiser step over a batch of records:
+
+  1. the target's distributions, recomputed from the recorded final hidden states h with the frozen
+     target LM head restricted to the draft vocabulary: p = softmax(W_lm[d2t] h);
+  2. the training-time-test (TTT) unroll of L_ttt steps over each record, teacher-forced:
+       step 0   column t: u = fc(g_t), e = Emb(x_{t+1}), position t         -> predicts x_{t+2}
+       step k   column t: u = the step k-1 output at t, e = Emb(x_{t+k+1}), position t+k -> x_{t+k+2}
+     Keys/values of step k form block k of one key buffer. A query of step k at column t sees block 0
+     at columns s <= t (the teacher-forced prefix) and, in each block 1..k, only column t (its own
+     earlier unrolled states): the EAGLE-3 TTT mask.
+        step 2, column 3:   block 0: [x x x x . . ]   block 1: [. . . x . ]   block 2: [. . . x]
+  3. the accepted-path loss: at step k, over the columns whose prediction x_{t+k+2} is a completion
+     token with a recorded target, the mean of distribution_loss (forward KL by default), weighted 0.8^k;
+  4. the discard loss: every rejected tree node n (or the top-k per verify pass by draft score) rides
+     along in step 0 as an extra row: u = fc(g at its parent), e = Emb(y_n), position pos(n) - 1; it sees
+     the block-0 columns before it (prefix_end), its rejected ancestors and itself (tree attention);
+     target p(. | prefix, path to n) from the node's recorded hidden state; weight lambda / #nodes;
+  5. backward through everything by hand (the ops' backward passes in cpu_ref.c), in reverse step
+     order, so that the gradient of block k's keys/values is complete when step k is reached;
+  6. a non-finite loss or gradient rejects the step (counted; the weights stay); otherwise global
+     gradient-norm clipping, linear learning-rate warm-up, AdamW.
+
+The trainer owns its own copy of the draft. flywheel.c publishes it to the serving side.
+*/
+#include "aurora.h"
+
+enum { TTT_MAX_STEPS = 10 };
+
+typedef struct {
+    float learning_rate;    // after warm-up
+    int warmup_steps;       // linear warm-up from 0
+    float beta1, beta2, adam_eps, weight_decay;
+    float max_grad_norm;    // global clipping threshold (0: off)
+    int ttt_length;         // L_ttt, the unroll length (1..TTT_MAX_STEPS)
+    float step_decay;       // weight of step k is step_decay^k (0.8)
+    LossKind loss;          // accepted-path loss
+    float discard_weight;   // lambda_discard (0: off)
+    int discard_top_k;      // rejected nodes per verify pass (0: all)
+    LossKind discard_loss;  // LOSS_FORWARD_KL or LOSS_REVERSE_KL
+    int max_positions;      // longest record trained on (longer ones keep their first max_positions)
+} TrainerSettings;
+
+static TrainerSettings trainer_default_settings(void) {
+    TrainerSettings s = {0};
+    s.learning_rate = 3e-4f; s.warmup_steps = 20;
+    s.beta1 = 0.9f; s.beta2 = 0.999f; s.adam_eps = 1e-8f; s.weight_decay = 0.0f;
+    s.max_grad_norm = 1.0f; s.ttt_length = 5; s.step_decay = 0.8f;
+    s.loss = LOSS_FORWARD_KL; s.discard_weight = 0.0f; s.discard_top_k = 0; s.discard_loss = LOSS_FORWARD_KL;
+    s.max_positions = 1024;
+    return s;
+}
+
+typedef struct {
+    float loss;             // total (accepted + discard), batch mean
+    float accepted_loss;    // step-weighted accepted-path loss
+    float discard_loss;
+    float step0_accuracy;   // share of step-0 positions where the draft's argmax is the target's
+    float grad_norm;        // before clipping
+    int n_positions;        // step-0 loss positions
+    int n_discard;          // discard nodes trained on
+    int rejected;           // 1: non-finite loss or gradient, update skipped
+} TrainStats;
+
+// Per-step workspace of the unroll, sized by the longest record seen (grown on demand).
+typedef struct {
+    int capacity_rows;      // rows of step 0 (sequence columns + discard nodes)
+    int capacity_keys;      // rows of all blocks together
+    DraftActivations act[TTT_MAX_STEPS];
+    float* d_out[TTT_MAX_STEPS];    // (rows, C) gradient of each step's layer output
+    float* key_buffer;      // (keys, KVD) blocks 0..L-1
+    float* value_buffer;    // (keys, KVD)
+    float* d_keys;          // (keys, KVD)
+    float* d_values;        // (keys, KVD)
+    uint8_t* masks[TTT_MAX_STEPS];  // (rows, keys) each step's mask
+    float* features;        // (rows, 3C) step-0 inputs of fc: sequence taps, then discard parents' taps
+    float* p_target;        // (rows, V_d) target distributions of the loss rows
+    int* loss_rows;         // (rows) which rows of a step carry a loss
+    int* target_tokens;     // (rows) the token at each loss row (next-token loss, accuracy)
+    float* loss_weights;    // (rows)
+    float* losses;          // (rows)
+    float* d_logits;        // (rows, V_d)
+    float* d_out_norm;      // (rows, C)
+    float* d_h;             // (rows, C)
+    float* d_h_norm;        // (rows, C)
+    float* d_ffn_hidden;    // (rows, F)
+    float* d_gate;          // (rows, F)
+    float* d_up;            // (rows, F)
+    float* d_attn_out;      // (rows, QD)
+    float* d_q;             // (rows, QD)
+    float* d_attn_in;       // (rows, 2C)
+    float* d_u;             // (rows, C)
+    float* gathered;        // (rows, C) layer outputs of the loss rows
+    int* tokens;            // (rows)
+    int* positions;         // (rows)
+    int* discard_used;      // (rows) indices of the record's discard nodes in use
+    int* discard_row;       // (record's discard nodes) their row in step 0, or -1
+} TrainWorkspace;
+
+typedef struct {
+    TrainerSettings settings;
+    Draft draft;            // the weights being trained (the trainer's own copy)
+    float* grads;           // (n_weight_floats) same layout as draft.weight_arena
+    DraftWeights grad;      // pointers into grads, one per weight
+    float* adam_m;          // (n_weight_floats)
+    float* adam_v;          // (n_weight_floats)
+    int step;               // optimiser steps taken
+    long rejected_updates;  // steps skipped for a non-finite loss or gradient
+    float* head_rows;       // (V_d, C) the target's LM head rows of the draft vocabulary (frozen)
+    TrainWorkspace work;
+} Trainer;
+
+// ----------------------------------------------------------------------------
+// setup
+
+// A copy of a draft's weights and vocabulary (no serving state): what the trainer trains and what
+// the flywheel publishes.
+static void draft_copy_weights(Draft* copy, const Draft* source) {
+    memset(copy, 0, sizeof(*copy));
+    copy->config = source->config;
+    copy->n_weight_floats = source->n_weight_floats;
+    copy->weight_arena = mallocCheck(source->n_weight_floats * sizeof(float));
+    memcpy(copy->weight_arena, source->weight_arena, source->n_weight_floats * sizeof(float));
+    draft_build_tensor_table(copy);
+    draft_bind_arena(copy, copy->weight_arena);
+    int V_d = source->config.vocab_size, V = source->config.target_vocab_size;
+    copy->d2t = mallocCheck((size_t)V_d * sizeof(int32_t));
+    memcpy(copy->d2t, source->d2t, (size_t)V_d * sizeof(int32_t));
+    copy->t2d = mallocCheck((size_t)V * sizeof(int32_t));
+    memcpy(copy->t2d, source->t2d, (size_t)V * sizeof(int32_t));
+    copy->target_embedding = source->target_embedding;
+}
+
+static void trainer_init(Trainer* trainer, const Draft* draft, const Target* target, TrainerSettings settings) {
+    memset(trainer, 0, sizeof(*trainer));
+    trainer->settings = settings;
+    draft_copy_weights(&trainer->draft, draft);
+    size_t n = draft->n_weight_floats;
+    trainer->grads = callocCheck(n, sizeof(float));
+    trainer->adam_m = callocCheck(n, sizeof(float));
+    trainer->adam_v = callocCheck(n, sizeof(float));
+    // gradient pointers: the same offsets as the weights
+    float** weight_pointers = (float**)&trainer->draft.weights;
+    float** grad_pointers = (float**)&trainer->grad;
+    for (size_t i = 0; i < sizeof(DraftWeights) / sizeof(float*); i++) {
+        grad_pointers[i] = trainer->grads + (weight_pointers[i] - trainer->draft.weight_arena);
+    }
+    int C = draft->config.dim, V_d = draft->config.vocab_size;
+    trainer->head_rows = mallocCheck((size_t)V_d * C * sizeof(float));
+    for (int i = 0; i < V_d; i++) {
+        memcpy(trainer->head_rows + (size_t)i * C, target->weights.output + (size_t)draft->d2t[i] * C, (size_t)C * sizeof(float));
+    }
+}
+
+static void train_workspace_free(TrainWorkspace* w) {
+    for (int k = 0; k < TTT_MAX_STEPS; k++) {
+        if (w->act[k].max_tokens) { draft_activations_free(&w->act[k]); }
+        free(w->d_out[k]);
+        free(w->masks[k]);
+    }
+    void* buffers[] = {w->key_buffer, w->value_buffer, w->d_keys, w->d_values, w->features, w->p_target, w->loss_rows,
+                       w->target_tokens, w->loss_weights, w->losses, w->d_logits, w->d_out_norm, w->d_h, w->d_h_norm,
+                       w->d_ffn_hidden, w->d_gate, w->d_up, w->d_attn_out, w->d_q, w->d_attn_in, w->d_u, w->gathered,
+                       w->tokens, w->positions, w->discard_used, w->discard_row};
+    for (size_t i = 0; i < sizeof(buffers) / sizeof(buffers[0]); i++) { free(buffers[i]); }
+    memset(w, 0, sizeof(*w));
+}
+
+static void trainer_free(Trainer* trainer) {
+    train_workspace_free(&trainer->work);
+    free(trainer->grads);
+    free(trainer->adam_m);
+    free(trainer->adam_v);
+    free(trainer->head_rows);
+    draft_free(&trainer->draft);
+    memset(trainer, 0, sizeof(*trainer));
+}
+
+// Grows the workspace to hold rows (step 0) and keys (all blocks).
+static void train_workspace_reserve(TrainWorkspace* w, const DraftConfig* c, int rows, int keys, int discard_nodes) {
+    if (rows <= w->capacity_rows && keys <= w->capacity_keys && discard_nodes <= w->capacity_rows) { return; }
+    train_workspace_free(w);
+    rows = rows > discard_nodes ? rows : discard_nodes;
+    size_t R = (size_t)rows, K = (size_t)keys, C = (size_t)c->dim, F = (size_t)c->ffn_dim, V_d = (size_t)c->vocab_size;
+    size_t QD = (size_t)c->n_heads * c->head_size, KVD = (size_t)c->n_kv_heads * c->head_size;
+    w->capacity_rows = rows;
+    w->capacity_keys = keys;
+    for (int k = 0; k < TTT_MAX_STEPS; k++) {
+        draft_activations_alloc(&w->act[k], c, rows, 1);
+        w->d_out[k] = mallocCheck(R * C * sizeof(float));
+        w->masks[k] = mallocCheck(R * K);
+    }
+    w->key_buffer = mallocCheck(K * KVD * sizeof(float));
+    w->value_buffer = mallocCheck(K * KVD * sizeof(float));
+    w->d_keys = mallocCheck(K * KVD * sizeof(float));
+    w->d_values = mallocCheck(K * KVD * sizeof(float));
+    w->features = mallocCheck(R * 3 * C * sizeof(float));
+    w->p_target = mallocCheck(R * V_d * sizeof(float));
+    w->loss_rows = mallocCheck(R * sizeof(int));
+    w->target_tokens = mallocCheck(R * sizeof(int));
+    w->loss_weights = mallocCheck(R * sizeof(float));
+    w->losses = mallocCheck(R * sizeof(float));
+    w->d_logits = mallocCheck(R * V_d * sizeof(float));
+    w->d_out_norm = mallocCheck(R * C * sizeof(float));
+    w->d_h = mallocCheck(R * C * sizeof(float));
+    w->d_h_norm = mallocCheck(R * C * sizeof(float));
+    w->d_ffn_hidden = mallocCheck(R * F * sizeof(float));
+    w->d_gate = mallocCheck(R * F * sizeof(float));
+    w->d_up = mallocCheck(R * F * sizeof(float));
+    w->d_attn_out = mallocCheck(R * QD * sizeof(float));
+    w->d_q = mallocCheck(R * QD * sizeof(float));
+    w->d_attn_in = mallocCheck(R * 2 * C * sizeof(float));
+    w->d_u = mallocCheck(R * C * sizeof(float));
+    w->gathered = mallocCheck(R * C * sizeof(float));
+    w->tokens = mallocCheck(R * sizeof(int));
+    w->positions = mallocCheck(R * sizeof(int));
+    w->discard_used = mallocCheck(R * sizeof(int));
+    w->discard_row = mallocCheck(R * sizeof(int));
+}
+
+// ----------------------------------------------------------------------------
+// the unroll: masks and loss rows
+
+// The discard nodes in use: all rejected nodes, or per verify pass the top_k by draft score. A node's
+// ancestors score at least as high, so the selection keeps every used node's rejected ancestors.
+static int select_discard_nodes(const Record* record, int top_k, int n_columns, int* used, int* row_of, int first_row) {
+    int n = 0;
+    for (int i = 0; i < record->n_discard; i++) {
+        const DiscardNode* node = &record->discard[i];
+        row_of[i] = -1;
+        // a node needs its whole context inside the trained columns
+        if (node->prefix_end > n_columns) { continue; }
+        if (node->parent >= 0 && row_of[node->parent] < 0) { continue; }
+        if (top_k > 0) {
+            int better = 0; // rejected nodes of the same pass that outrank this one
+            for (int j = 0; j < record->n_discard; j++) {
+                const DiscardNode* other = &record->discard[j];
+                if (other->verify_step != node->verify_step || j == i) { continue; }
+                better += other->score > node->score || (other->score == node->score && j < i);
+            }
+            if (better >= top_k) { continue; }
+        }
+        row_of[i] = first_row + n;
+        used[n++] = i;
+    }
+    return n;
+}
+
+// Step k's mask over the key buffer: sequence column t sees block 0 at s <= t and column t of blocks
+// 1..k; a discard row (step 0 only) sees block-0 columns before prefix_end, its rejected ancestors'
+// rows and itself.
+static void ttt_mask(uint8_t* mask, int k, int rows, int n_columns, const int* block_offset, int n_keys,
+                     const Record* record, const int* discard_used, const int* discard_row) {
+    memset(mask, 0, (size_t)rows * n_keys);
+    for (int t = 0; t < rows; t++) {
+        uint8_t* row = mask + (size_t)t * n_keys;
+        if (k > 0 || t < n_columns) {
+            for (int s = 0; s <= t; s++) { row[s] = 1; }
+            for (int block = 1; block <= k; block++) { row[block_offset[block] + t] = 1; }
+        } else {
+            int i = discard_used[t - n_columns];
+            const DiscardNode* node = &record->discard[i];
+            for (int s = 0; s < node->prefix_end; s++) { row[s] = 1; }
+            for (int a = node->parent; a >= 0; a = record->discard[a].parent) { row[discard_row[a]] = 1; }
+            row[t] = 1;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the backward of one decoder layer (draft_layer_forward), from d_out (rows, C) to d_u (rows, C);
+// accumulates weight gradients, and the key/value gradients of every block this step attended to.
+// On return the gradients of this step's own keys/values (block at key_offset) are complete, so they
+// are pushed through rope and the k/v projections here too.
+
+static void draft_layer_backward(Trainer* trainer, const DraftActivations* a, const float* d_out, const int* positions,
+                                 const uint8_t* mask, int rows, int key_offset) {
+    const Draft* draft = &trainer->draft;
+    const DraftConfig* c = &draft->config;
+    const DraftWeights* w = &draft->weights;
+    DraftWeights* g = &trainer->grad;
+    TrainWorkspace* ws = &trainer->work;
+    int C = c->dim, NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_size, F = c->ffn_dim;
+    int QD = NH * HS, KVD = NKV * HS, P = key_offset + rows;
+    size_t RC = (size_t)rows * C, RF = (size_t)rows * F;
+
+    // out = h + w_down(ffn_hidden): d_h = d_out, d_ffn_hidden = d_out @ w_down
+    memcpy(ws->d_h, d_out, RC * sizeof(float));
+    memset(ws->d_ffn_hidden, 0, RF * sizeof(float));
+    matmul_backward_cpu(ws->d_ffn_hidden, g->w_down, d_out, a->ffn_hidden, w->w_down, rows, F, C);
+    // ffn_hidden = silu(gate) * up
+    memset(ws->d_gate, 0, RF * sizeof(float));
+    memset(ws->d_up, 0, RF * sizeof(float));
+    swiglu_backward_cpu(ws->d_gate, ws->d_up, ws->d_ffn_hidden, a->ffn_gate, a->ffn_up, rows * F);
+    // gate = w_gate h_norm, up = w_up h_norm
+    memset(ws->d_h_norm, 0, RC * sizeof(float));
+    matmul_backward_cpu(ws->d_h_norm, g->w_gate, ws->d_gate, a->h_norm, w->w_gate, rows, C, F);
+    matmul_backward_cpu(ws->d_h_norm, g->w_up, ws->d_up, a->h_norm, w->w_up, rows, C, F);
+    // h_norm = RMSNorm_ffn(h)
+    rmsnorm_backward_cpu(ws->d_h, g->ffn_norm, ws->d_h_norm, a->h, w->ffn_norm, rows, C, c->norm_eps);
+    // h = u + wo(attn_out): d_u = d_h, d_attn_out = d_h @ wo
+    memcpy(ws->d_u, ws->d_h, RC * sizeof(float));
+    memset(ws->d_attn_out, 0, (size_t)rows * QD * sizeof(float));
+    matmul_backward_cpu(ws->d_attn_out, g->wo, ws->d_h, a->attn_out, w->wo, rows, QD, C);
+    // attention over the key buffer
+    memset(ws->d_q, 0, (size_t)rows * QD * sizeof(float));
+    attention_backward_cpu(ws->d_q, ws->d_keys, ws->d_values, ws->d_attn_out, a->q, ws->key_buffer, ws->value_buffer,
+                           mask, rows, P, NH, NKV, HS);
+    // this step's keys and queries were rotated: undo, then through the projections from attn_in
+    float* d_k = ws->d_keys + (size_t)key_offset * KVD;
+    float* d_v = ws->d_values + (size_t)key_offset * KVD;
+    rope_backward_cpu(ws->d_q, ws->d_q, positions, rows, NH, HS, c->rope_theta);
+    rope_backward_cpu(d_k, d_k, positions, rows, NKV, HS, c->rope_theta);
+    memset(ws->d_attn_in, 0, (size_t)rows * 2 * C * sizeof(float));
+    matmul_backward_cpu(ws->d_attn_in, g->wq, ws->d_q, a->attn_in, w->wq, rows, 2 * C, QD);
+    matmul_backward_cpu(ws->d_attn_in, g->wk, d_k, a->attn_in, w->wk, rows, 2 * C, KVD);
+    matmul_backward_cpu(ws->d_attn_in, g->wv, d_v, a->attn_in, w->wv, rows, 2 * C, KVD);
+    // attn_in row = [RMSNorm_e(e), RMSNorm_u(u)]: the embedding is frozen (only its norm's weight
+    // learns); u receives the rest
+    for (int t = 0; t < rows; t++) {
+        const float* d_row = ws->d_attn_in + (size_t)t * 2 * C;
+        rmsnorm_backward_cpu(NULL, g->embed_norm, d_row, a->embed + (size_t)t * C, w->embed_norm, 1, C, c->norm_eps);
+        rmsnorm_backward_cpu(ws->d_u + (size_t)t * C, g->hidden_norm, d_row + C, a->hidden_in + (size_t)t * C,
+                             w->hidden_norm, 1, C, c->norm_eps);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// one record: forward (and backward), returns the record's loss
+
+static float record_train(Trainer* trainer, const Record* record, float scale, int backward, TrainStats* stats) {
+    Draft* draft = &trainer->draft;
+    const DraftConfig* c = &draft->config;
+    const TrainerSettings* s = &trainer->settings;
+    TrainWorkspace* ws = &trainer->work;
+    int C = c->dim, V_d = c->vocab_size, KVD = c->n_kv_heads * c->head_size;
+    // columns t = 0..T-1 pair the taps g_t with the token x_{t+1}
+    int T = record->n_committed < s->max_positions ? record->n_committed : s->max_positions;
+    if (T < 1 || record->n_tokens < T + 1) { return 0.0f; }
+    int L = s->ttt_length < T ? s->ttt_length : T;
+    // reserve: rows of step 0 include every discard node at most
+    int max_rows = T + record->n_discard;
+    int n_keys = max_rows + T * L;
+    train_workspace_reserve(ws, c, max_rows, n_keys, record->n_discard);
+    int D = s->discard_weight > 0.0f ? select_discard_nodes(record, s->discard_top_k, T, ws->discard_used, ws->discard_row, T) : 0;
+    int rows[TTT_MAX_STEPS], block_offset[TTT_MAX_STEPS + 1];
+    block_offset[0] = 0;
+    for (int k = 0; k < L; k++) {
+        rows[k] = k == 0 ? T + D : T - k;
+        block_offset[k + 1] = block_offset[k] + rows[k];
+    }
+    int total_keys = block_offset[L];
+
+    // step-0 inputs of fc: the sequence's taps, then each discard node's parent's taps
+    memcpy(ws->features, record->features, (size_t)T * 3 * C * sizeof(float));
+    for (int j = 0; j < D; j++) {
+        memcpy(ws->features + (size_t)(T + j) * 3 * C, record->discard_features + (size_t)ws->discard_used[j] * 3 * C,
+               (size_t)3 * C * sizeof(float));
+    }
+
+    float total_loss = 0.0f;
+    float weight_k = 1.0f;
+    int step0_correct = 0, step0_positions = 0;
+    // the gradient of each step's output starts at zero: its loss rows add to it during the forward,
+    // the next step's u adds to it during the backward
+    if (backward) { for (int k = 0; k < L; k++) { memset(ws->d_out[k], 0, (size_t)rows[k] * C * sizeof(float)); } }
+    for (int k = 0; k < L; k++, weight_k *= s->step_decay) {
+        DraftActivations* a = &ws->act[k];
+        int R = rows[k];
+        for (int t = 0; t < R; t++) {
+            if (k > 0 || t < T) {
+                ws->tokens[t] = record->tokens[t + k + 1];
+                ws->positions[t] = t + k;
+            } else {
+                const DiscardNode* node = &record->discard[ws->discard_used[t - T]];
+                ws->tokens[t] = node->token;
+                ws->positions[t] = node->position - 1;
+            }
+        }
+        const float* u;
+        if (k == 0) {
+            draft_project_features(draft, a->hidden_in, ws->features, R);
+            u = a->hidden_in;
+        } else {
+            u = ws->act[k - 1].out; // the first R rows of the previous step are columns 0..R-1
+        }
+        int P = block_offset[k] + R;
+        ttt_mask(ws->masks[k], k, R, T, block_offset, P, record, ws->discard_used, ws->discard_row);
+        draft_layer_forward(draft, a, ws->key_buffer, ws->value_buffer, ws->tokens, u, ws->positions, ws->masks[k], R, block_offset[k]);
+
+        // loss rows: sequence columns whose prediction x_{t+k+2} is a completion token with a recorded
+        // target (hidden state index t+k+1 < T), then (step 0) the discard rows
+        int n_loss = 0;
+        int first = record->n_prompt - k - 2 > 0 ? record->n_prompt - k - 2 : 0;
+        for (int t = first; t + k + 1 < T; t++) { ws->loss_rows[n_loss++] = t; }
+        int n_sequence_loss = n_loss;
+        if (k == 0) { for (int j = 0; j < D; j++) { ws->loss_rows[n_loss++] = T + j; } }
+        if (n_loss == 0) { continue; }
+        // target distributions of the loss rows: softmax over the draft vocabulary of W_lm[d2t] h
+        for (int i = 0; i < n_loss; i++) {
+            int row = ws->loss_rows[i];
+            const float* h = row < T ? record->hidden + (size_t)(row + k + 1) * C
+                                     : record->discard_hidden + (size_t)ws->discard_used[row - T] * C;
+            memcpy(ws->gathered + (size_t)i * C, h, (size_t)C * sizeof(float));
+            ws->target_tokens[i] = row < T ? record->tokens[row + k + 2] : -1;
+            ws->loss_weights[i] = row < T ? scale * weight_k / n_sequence_loss : scale * s->discard_weight / D;
+        }
+        matmul_forward(ws->p_target, ws->gathered, trainer->head_rows, n_loss, C, V_d);
+        softmax_forward_cpu(ws->p_target, ws->p_target, n_loss, V_d);
+        // the draft's logits at the loss rows
+        for (int i = 0; i < n_loss; i++) {
+            memcpy(ws->gathered + (size_t)i * C, a->out + (size_t)ws->loss_rows[i] * C, (size_t)C * sizeof(float));
+        }
+        draft_head_forward(draft, a->logits, a->out_norm, ws->gathered, n_loss);
+        // the losses (sequence rows and discard rows use their own kinds); the next-token loss needs a
+        // draft id: a token outside the draft vocabulary contributes nothing to it
+        for (int i = 0; i < n_sequence_loss; i++) {
+            int target_id = ws->target_tokens[i];
+            ws->target_tokens[i] = target_id >= 0 ? draft->t2d[target_id] : -1;
+            if (s->loss == LOSS_NEXT_TOKEN && ws->target_tokens[i] < 0) { ws->loss_weights[i] = 0.0f; ws->target_tokens[i] = 0; }
+        }
+        distribution_loss_cpu(ws->losses, NULL, a->logits, ws->p_target, ws->target_tokens, NULL, n_sequence_loss, V_d, s->loss);
+        float sequence_part = 0.0f;
+        for (int i = 0; i < n_sequence_loss; i++) { sequence_part += ws->loss_weights[i] * ws->losses[i]; }
+        total_loss += sequence_part;
+        if (stats) { stats->accepted_loss += sequence_part; }
+        if (n_loss > n_sequence_loss) {
+            distribution_loss_cpu(ws->losses + n_sequence_loss, NULL, a->logits + (size_t)n_sequence_loss * V_d,
+                                  ws->p_target + (size_t)n_sequence_loss * V_d, NULL, NULL, n_loss - n_sequence_loss, V_d,
+                                  s->discard_loss);
+            float discard_part = 0.0f;
+            for (int i = n_sequence_loss; i < n_loss; i++) { discard_part += ws->loss_weights[i] * ws->losses[i]; }
+            total_loss += discard_part;
+            if (stats) { stats->discard_loss += discard_part; stats->n_discard += D; }
+        }
+        if (k == 0) {
+            for (int i = 0; i < n_sequence_loss; i++) {
+                const float* p = ws->p_target + (size_t)i * V_d;
+                step0_correct += sample_argmax(a->logits + (size_t)i * V_d, V_d) == sample_argmax(p, V_d);
+            }
+            step0_positions += n_sequence_loss;
+        }
+        if (backward) {
+            // d logits of the loss rows, kept in the step's own logits buffer after the forward values
+            // are no longer needed: recomputed here into d_logits, then through the head
+            memset(ws->d_logits, 0, (size_t)n_loss * V_d * sizeof(float));
+            distribution_loss_cpu(ws->losses, ws->d_logits, a->logits, ws->p_target, ws->target_tokens, ws->loss_weights,
+                                  n_sequence_loss, V_d, s->loss);
+            if (n_loss > n_sequence_loss) {
+                distribution_loss_cpu(ws->losses + n_sequence_loss, ws->d_logits + (size_t)n_sequence_loss * V_d,
+                                      a->logits + (size_t)n_sequence_loss * V_d, ws->p_target + (size_t)n_sequence_loss * V_d,
+                                      NULL, ws->loss_weights + n_sequence_loss, n_loss - n_sequence_loss, V_d, s->discard_loss);
+            }
+            // logits = lm_head(RMSNorm_out(out)) over the gathered rows
+            memset(ws->d_out_norm, 0, (size_t)n_loss * C * sizeof(float));
+            matmul_backward_cpu(ws->d_out_norm, trainer->grad.lm_head, ws->d_logits, a->out_norm, draft->weights.lm_head, n_loss, C, V_d);
+            memset(ws->d_h, 0, (size_t)n_loss * C * sizeof(float));
+            rmsnorm_backward_cpu(ws->d_h, trainer->grad.output_norm, ws->d_out_norm, ws->gathered, draft->weights.output_norm,
+                                 n_loss, C, c->norm_eps);
+            for (int i = 0; i < n_loss; i++) { // scatter to the loss rows
+                float* d_row = ws->d_out[k] + (size_t)ws->loss_rows[i] * C;
+                const float* d_gathered = ws->d_h + (size_t)i * C;
+                for (int j = 0; j < C; j++) { d_row[j] += d_gathered[j]; }
+            }
+        }
+    }
+    if (stats) { stats->n_positions += step0_positions; stats->step0_accuracy += step0_correct; }
+    if (!backward) { return total_loss; }
+
+    // backward, last step first: block k's key/value gradients are complete once step k is reached
+    memset(ws->d_keys, 0, (size_t)total_keys * KVD * sizeof(float));
+    memset(ws->d_values, 0, (size_t)total_keys * KVD * sizeof(float));
+    for (int k = L - 1; k >= 0; k--) {
+        int R = rows[k];
+        for (int t = 0; t < R; t++) { ws->positions[t] = k > 0 || t < T ? t + k : record->discard[ws->discard_used[t - T]].position - 1; }
+        draft_layer_backward(trainer, &ws->act[k], ws->d_out[k], ws->positions, ws->masks[k], R, block_offset[k]);
+        if (k > 0) {
+            float* d_previous = ws->d_out[k - 1];
+            for (size_t i = 0; i < (size_t)R * C; i++) { d_previous[i] += ws->d_u[i]; }
+        } else {
+            // u = fc(features): the features are data
+            matmul_backward_cpu(NULL, trainer->grad.fc, ws->d_u, ws->features, draft->weights.fc, R, 3 * C, C);
+        }
+    }
+    return total_loss;
+}
+
+// ----------------------------------------------------------------------------
+// one optimiser step over a batch of records
+
+static float trainer_learning_rate(const Trainer* trainer) {
+    const TrainerSettings* s = &trainer->settings;
+    if (s->warmup_steps > 0 && trainer->step < s->warmup_steps) {
+        return s->learning_rate * (trainer->step + 1) / s->warmup_steps;
+    }
+    return s->learning_rate;
+}
+
+// The loss of a batch without changing anything (evaluation, finite-difference checks).
+static float trainer_batch_loss(Trainer* trainer, Record* const* records, int n_records) {
+    float loss = 0.0f;
+    for (int i = 0; i < n_records; i++) { loss += record_train(trainer, records[i], 1.0f / n_records, 0, NULL); }
+    return loss;
+}
+
+// Forward and backward over the batch (the loss is the mean over records), then AdamW. A non-finite
+// loss or gradient leaves the weights untouched and counts the rejection. Returns 0 if the update was
+// applied, 1 if it was rejected.
+static int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainStats* stats) {
+    const TrainerSettings* s = &trainer->settings;
+    size_t n = trainer->draft.n_weight_floats;
+    memset(stats, 0, sizeof(*stats));
+    memset(trainer->grads, 0, n * sizeof(float));
+    for (int i = 0; i < n_records; i++) { stats->loss += record_train(trainer, records[i], 1.0f / n_records, 1, stats); }
+    stats->step0_accuracy = stats->n_positions ? stats->step0_accuracy / stats->n_positions : 0.0f;
+    double norm = sqrt(sum_squares_cpu(trainer->grads, n));
+    stats->grad_norm = (float)norm;
+    if (!isfinite(stats->loss) || !isfinite(norm)) {
+        stats->rejected = 1;
+        trainer->rejected_updates++;
+        return 1;
+    }
+    if (s->max_grad_norm > 0.0f && norm > s->max_grad_norm) {
+        float clip = (float)(s->max_grad_norm / norm);
+        for (size_t i = 0; i < n; i++) { trainer->grads[i] *= clip; }
+    }
+    float learning_rate = trainer_learning_rate(trainer);
+    trainer->step++;
+    adamw_update_cpu(trainer->draft.weight_arena, trainer->grads, trainer->adam_m, trainer->adam_v, n, learning_rate,
+                     s->beta1, s->beta2, s->adam_eps, s->weight_decay, trainer->step);
+    return 0;
+}

@@ -390,6 +390,9 @@ int tiny_model_write(const char* path, const TinyModelSpec* spec, Error* err);
 
 // matmul with the fast path: OpenBLAS sgemm when built with it and enabled, else matmul_forward_cpu.
 void matmul_forward(float* out, const float* inp, const float* weight, int T, int C, int OC);
+// matmul_backward_cpu with the same fast path (sgemm accumulating into dinp and dweight).
+void matmul_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                     int T, int C, int OC);
 
 // The target on its device: one forward entry point (engine_forward), CPU reference or CUDA.
 typedef struct TargetCuda TargetCuda; // declared always so CPU-only code can hold a NULL pointer

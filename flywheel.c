@@ -68,6 +68,9 @@ static int flywheel_train_batches(Flywheel* flywheel, int wait, int max_records)
 
 static void* flywheel_thread_main(void* argument) {
     Flywheel* flywheel = argument;
+#ifdef _OPENMP
+    omp_set_num_threads(1); // serving keeps the cores' OpenMP teams; training runs beside it on one thread
+#endif
     for (;;) {
         int used = flywheel_train_batches(flywheel, 1, 1 << 30);
         if (used == 0) { break; } // closed and empty
@@ -139,6 +142,7 @@ typedef struct {
     uint64_t seed;
     TrainerSettings train;
     int sync_every, batch_requests, lockstep_every, buffer_capacity;
+    int quiet;                  // no progress bar or summary on stderr (tests)
 } ReplayOptions;
 
 static ReplayOptions replay_default_options(void) {
@@ -219,6 +223,12 @@ static int replay_run(const ReplayOptions* o) {
         flywheel_start(&flywheel, &draft, &target, o->train, o->buffer_capacity, o->sync_every, o->batch_requests, o->lockstep_every);
         source.exchange = flywheel.exchange;
     }
+#ifdef _OPENMP
+    // with a training thread beside it, serving takes one core: OpenMP teams on oversubscribed cores
+    // wait at every barrier for a descheduled thread (measured: 3x slower serving)
+    int serving_threads = omp_get_max_threads();
+    if (online && o->lockstep_every == 0) { omp_set_num_threads(1); }
+#endif
 
     make_directory(o->out_dir);
     char path[1100];
@@ -263,22 +273,28 @@ static int replay_run(const ReplayOptions* o) {
         double recent = 0.0;
         int window = r + 1 < 25 ? r + 1 : 25;
         for (int i = r + 1 - window; i <= r; i++) { recent += acceptance[i]; }
-        replay_progress(r, n_requests, recent / window, online ? &flywheel : NULL, source.draft_version,
-                        total_seconds > 0 ? total_tokens / total_seconds : 0.0, r == n_requests - 1);
+        if (!o->quiet) {
+            replay_progress(r, n_requests, recent / window, online ? &flywheel : NULL, source.draft_version,
+                            total_seconds > 0 ? total_tokens / total_seconds : 0.0, r == n_requests - 1);
+        }
         if (online && o->lockstep_every > 0 && (r + 1) % o->lockstep_every == 0) { flywheel_lockstep_round(&flywheel); }
     }
     fclose(csv);
     if (online) { flywheel_stop(&flywheel); }
+#ifdef _OPENMP
+    omp_set_num_threads(serving_threads);
+#endif
 
     // summary
     snprintf(path, sizeof(path), "%s/summary.txt", o->out_dir);
     FILE* summary = fopen(path, "w");
     if (summary == NULL) { fprintf(stderr, "error: cannot write %s\n", path); return 1; }
     FILE* streams[2] = {summary, stderr};
+    int n_streams = o->quiet ? 1 : 2;
     double first_mean = 0, last_mean = 0;
     int window = n_requests < 100 ? n_requests : 100;
     for (int i = 0; i < window; i++) { first_mean += acceptance[i]; last_mean += acceptance[n_requests - window + i]; }
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < n_streams; s++) {
         FILE* f = streams[s];
         fprintf(f, "run: %s  mode %s  draft %s  traffic %s (%s order%s%s)\n", o->label ? o->label : o->out_dir, o->mode,
                 no_draft ? "none" : o->draft, o->traffic_path, o->order, o->domain ? ", domain " : "", o->domain ? o->domain : "");
@@ -313,9 +329,9 @@ static int replay_run(const ReplayOptions* o) {
     }
     if (online && o->save_draft) {
         if (draft_save(&flywheel.trainer.draft, o->save_draft, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); }
-        else { fprintf(stderr, "saved the trained draft (version %d) to %s\n", flywheel.published_version, o->save_draft); }
+        else if (!o->quiet) { fprintf(stderr, "saved the trained draft (version %d) to %s\n", flywheel.published_version, o->save_draft); }
     }
-    fprintf(stderr, "wrote %s/requests.csv, summary.txt, acceptance.svg\n", o->out_dir);
+    if (!o->quiet) { fprintf(stderr, "wrote %s/requests.csv, summary.txt, acceptance.svg\n", o->out_dir); }
 
     free(acceptance); free(domains); free(prompt); free(out);
     if (online) { flywheel_free(&flywheel); }

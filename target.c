@@ -13,6 +13,13 @@ which takes the OpenBLAS fast path when built with it); kernels.cu runs the same
 
 static int use_blas = 1; // switched off by --no-blas (and absent without USE_BLAS)
 
+// Called once before any forward pass (target_load): with OpenMP, OpenBLAS runs single-threaded.
+static void blas_init(void) {
+#if defined(USE_BLAS) && defined(_OPENMP)
+    openblas_set_num_threads(1);
+#endif
+}
+
 #ifdef USE_BLAS
 // One threading system. OpenMP's idle workers spin after each parallel region, and OpenBLAS's own
 // threads would fight them for the cores (measured: decode at half speed on 2 cores). So with OpenMP,
@@ -20,9 +27,7 @@ static int use_blas = 1; // switched off by --no-blas (and absent without USE_BL
 static void matmul_forward_blas(float* out, const float* inp, const float* weight, int T, int C, int OC) {
     int n_parts = 1;
 #ifdef _OPENMP
-    static int blas_single_threaded = 0;
-    if (!blas_single_threaded) { openblas_set_num_threads(1); blas_single_threaded = 1; }
-    n_parts = omp_get_max_threads();
+    n_parts = omp_get_max_threads(); // OpenBLAS itself runs single-threaded: see blas_init
     if (n_parts > OC) { n_parts = OC; }
 #endif
     #pragma omp parallel for
@@ -34,6 +39,24 @@ static void matmul_forward_blas(float* out, const float* inp, const float* weigh
     }
 }
 #endif
+
+// matmul_backward_cpu through OpenBLAS: dinp (T, C) += dout (T, OC) @ weight (OC, C) and
+// dweight (OC, C) += dout^T @ inp (T, C); NULL skips, as in the reference.
+void matmul_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                     int T, int C, int OC) {
+#ifdef USE_BLAS
+    if (use_blas) {
+        if (dinp) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+        }
+        if (dweight) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, T, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+        }
+        return;
+    }
+#endif
+    matmul_backward_cpu(dinp, dweight, dout, inp, weight, T, C, OC);
+}
 
 void matmul_forward(float* out, const float* inp, const float* weight, int T, int C, int OC) {
 #ifdef USE_BLAS
@@ -196,6 +219,7 @@ static void target_alloc_activations(Target* target, int max_tokens) {
 
 int target_load(Target* target, const char* path, int cache_capacity, int max_tokens, Error* err) {
     memset(target, 0, sizeof(*target));
+    blas_init();
     GGUFFile* file = &target->file;
     if (gguf_open(file, path, err) != 0) { return -1; }
     TargetConfig* c = &target->config;

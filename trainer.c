@@ -5,6 +5,8 @@ said after the draft's rejected guesses (the discard loss).
 
 One optimiser step over a batch of records:
 
+  0. the columns trained: a context window of prompt positions (default 64) before the first
+     completion position, then the completion (the loss lives only on completion tokens);
   1. the target's distributions, recomputed from the recorded final hidden states h with the frozen
      target LM head restricted to the draft vocabulary: p = softmax(W_lm[d2t] h);
   2. the training-time-test (TTT) unroll of L_ttt steps over each record, teacher-forced:
@@ -43,6 +45,8 @@ typedef struct {
     int discard_top_k;      // rejected nodes per verify pass (0: all)
     LossKind discard_loss;  // LOSS_FORWARD_KL or LOSS_REVERSE_KL
     int max_positions;      // longest record trained on (longer ones keep their first max_positions)
+    int context_window;     // prompt positions kept before the first completion token (the rest of
+                            // the prompt is dropped from training: it costs a full layer per step)
 } TrainerSettings;
 
 static TrainerSettings trainer_default_settings(void) {
@@ -51,7 +55,7 @@ static TrainerSettings trainer_default_settings(void) {
     s.beta1 = 0.9f; s.beta2 = 0.999f; s.adam_eps = 1e-8f; s.weight_decay = 0.0f;
     s.max_grad_norm = 1.0f; s.ttt_length = 5; s.step_decay = 0.8f;
     s.loss = LOSS_FORWARD_KL; s.discard_weight = 0.0f; s.discard_top_k = 0; s.discard_loss = LOSS_FORWARD_KL;
-    s.max_positions = 1024;
+    s.max_positions = 1024; s.context_window = 64;
     return s;
 }
 
@@ -227,13 +231,14 @@ static void train_workspace_reserve(TrainWorkspace* w, const DraftConfig* c, int
 
 // The discard nodes in use: all rejected nodes, or per verify pass the top_k by draft score. A node's
 // ancestors score at least as high, so the selection keeps every used node's rejected ancestors.
-static int select_discard_nodes(const Record* record, int top_k, int n_columns, int* used, int* row_of, int first_row) {
+static int select_discard_nodes(const Record* record, int top_k, int first_column, int n_columns, int* used, int* row_of,
+                                int first_row) {
     int n = 0;
     for (int i = 0; i < record->n_discard; i++) {
         const DiscardNode* node = &record->discard[i];
         row_of[i] = -1;
         // a node needs its whole context inside the trained columns
-        if (node->prefix_end > n_columns) { continue; }
+        if (node->prefix_end <= first_column || node->prefix_end > first_column + n_columns) { continue; }
         if (node->parent >= 0 && row_of[node->parent] < 0) { continue; }
         if (top_k > 0) {
             int better = 0; // rejected nodes of the same pass that outrank this one
@@ -254,7 +259,7 @@ static int select_discard_nodes(const Record* record, int top_k, int n_columns, 
 // 1..k; a discard row (step 0 only) sees block-0 columns before prefix_end, its rejected ancestors'
 // rows and itself.
 static void ttt_mask(uint8_t* mask, int k, int rows, int n_columns, const int* block_offset, int n_keys,
-                     const Record* record, const int* discard_used, const int* discard_row) {
+                     const Record* record, int first_column, const int* discard_used, const int* discard_row) {
     memset(mask, 0, (size_t)rows * n_keys);
     for (int t = 0; t < rows; t++) {
         uint8_t* row = mask + (size_t)t * n_keys;
@@ -264,7 +269,7 @@ static void ttt_mask(uint8_t* mask, int k, int rows, int n_columns, const int* b
         } else {
             int i = discard_used[t - n_columns];
             const DiscardNode* node = &record->discard[i];
-            for (int s = 0; s < node->prefix_end; s++) { row[s] = 1; }
+            for (int s = 0; s < node->prefix_end - first_column; s++) { row[s] = 1; }
             for (int a = node->parent; a >= 0; a = record->discard[a].parent) { row[discard_row[a]] = 1; }
             row[t] = 1;
         }
@@ -291,21 +296,21 @@ static void draft_layer_backward(Trainer* trainer, const DraftActivations* a, co
     // out = h + w_down(ffn_hidden): d_h = d_out, d_ffn_hidden = d_out @ w_down
     memcpy(ws->d_h, d_out, RC * sizeof(float));
     memset(ws->d_ffn_hidden, 0, RF * sizeof(float));
-    matmul_backward_cpu(ws->d_ffn_hidden, g->w_down, d_out, a->ffn_hidden, w->w_down, rows, F, C);
+    matmul_backward(ws->d_ffn_hidden, g->w_down, d_out, a->ffn_hidden, w->w_down, rows, F, C);
     // ffn_hidden = silu(gate) * up
     memset(ws->d_gate, 0, RF * sizeof(float));
     memset(ws->d_up, 0, RF * sizeof(float));
     swiglu_backward_cpu(ws->d_gate, ws->d_up, ws->d_ffn_hidden, a->ffn_gate, a->ffn_up, rows * F);
     // gate = w_gate h_norm, up = w_up h_norm
     memset(ws->d_h_norm, 0, RC * sizeof(float));
-    matmul_backward_cpu(ws->d_h_norm, g->w_gate, ws->d_gate, a->h_norm, w->w_gate, rows, C, F);
-    matmul_backward_cpu(ws->d_h_norm, g->w_up, ws->d_up, a->h_norm, w->w_up, rows, C, F);
+    matmul_backward(ws->d_h_norm, g->w_gate, ws->d_gate, a->h_norm, w->w_gate, rows, C, F);
+    matmul_backward(ws->d_h_norm, g->w_up, ws->d_up, a->h_norm, w->w_up, rows, C, F);
     // h_norm = RMSNorm_ffn(h)
     rmsnorm_backward_cpu(ws->d_h, g->ffn_norm, ws->d_h_norm, a->h, w->ffn_norm, rows, C, c->norm_eps);
     // h = u + wo(attn_out): d_u = d_h, d_attn_out = d_h @ wo
     memcpy(ws->d_u, ws->d_h, RC * sizeof(float));
     memset(ws->d_attn_out, 0, (size_t)rows * QD * sizeof(float));
-    matmul_backward_cpu(ws->d_attn_out, g->wo, ws->d_h, a->attn_out, w->wo, rows, QD, C);
+    matmul_backward(ws->d_attn_out, g->wo, ws->d_h, a->attn_out, w->wo, rows, QD, C);
     // attention over the key buffer
     memset(ws->d_q, 0, (size_t)rows * QD * sizeof(float));
     attention_backward_cpu(ws->d_q, ws->d_keys, ws->d_values, ws->d_attn_out, a->q, ws->key_buffer, ws->value_buffer,
@@ -316,9 +321,9 @@ static void draft_layer_backward(Trainer* trainer, const DraftActivations* a, co
     rope_backward_cpu(ws->d_q, ws->d_q, positions, rows, NH, HS, c->rope_theta);
     rope_backward_cpu(d_k, d_k, positions, rows, NKV, HS, c->rope_theta);
     memset(ws->d_attn_in, 0, (size_t)rows * 2 * C * sizeof(float));
-    matmul_backward_cpu(ws->d_attn_in, g->wq, ws->d_q, a->attn_in, w->wq, rows, 2 * C, QD);
-    matmul_backward_cpu(ws->d_attn_in, g->wk, d_k, a->attn_in, w->wk, rows, 2 * C, KVD);
-    matmul_backward_cpu(ws->d_attn_in, g->wv, d_v, a->attn_in, w->wv, rows, 2 * C, KVD);
+    matmul_backward(ws->d_attn_in, g->wq, ws->d_q, a->attn_in, w->wq, rows, 2 * C, QD);
+    matmul_backward(ws->d_attn_in, g->wk, d_k, a->attn_in, w->wk, rows, 2 * C, KVD);
+    matmul_backward(ws->d_attn_in, g->wv, d_v, a->attn_in, w->wv, rows, 2 * C, KVD);
     // attn_in row = [RMSNorm_e(e), RMSNorm_u(u)]: the embedding is frozen (only its norm's weight
     // learns); u receives the rest
     for (int t = 0; t < rows; t++) {
@@ -338,15 +343,20 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
     const TrainerSettings* s = &trainer->settings;
     TrainWorkspace* ws = &trainer->work;
     int C = c->dim, V_d = c->vocab_size, KVD = c->n_kv_heads * c->head_size;
-    // columns t = 0..T-1 pair the taps g_t with the token x_{t+1}
-    int T = record->n_committed < s->max_positions ? record->n_committed : s->max_positions;
-    if (T < 1 || record->n_tokens < T + 1) { return 0.0f; }
+    // local column t = 0..T-1 pairs the taps g_{f+t} with the token x_{f+t+1}, f = first_column: the
+    // context window before the first completion position, then the completion
+    int n_columns = record->n_committed < s->max_positions ? record->n_committed : s->max_positions;
+    int first_column = record->n_prompt - 2 - s->context_window;
+    if (first_column < 0) { first_column = 0; }
+    int T = n_columns - first_column;
+    if (T < 1 || record->n_tokens < n_columns + 1) { return 0.0f; }
     int L = s->ttt_length < T ? s->ttt_length : T;
     // reserve: rows of step 0 include every discard node at most
     int max_rows = T + record->n_discard;
     int n_keys = max_rows + T * L;
     train_workspace_reserve(ws, c, max_rows, n_keys, record->n_discard);
-    int D = s->discard_weight > 0.0f ? select_discard_nodes(record, s->discard_top_k, T, ws->discard_used, ws->discard_row, T) : 0;
+    int D = s->discard_weight > 0.0f
+          ? select_discard_nodes(record, s->discard_top_k, first_column, T, ws->discard_used, ws->discard_row, T) : 0;
     int rows[TTT_MAX_STEPS], block_offset[TTT_MAX_STEPS + 1];
     block_offset[0] = 0;
     for (int k = 0; k < L; k++) {
@@ -356,7 +366,7 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
     int total_keys = block_offset[L];
 
     // step-0 inputs of fc: the sequence's taps, then each discard node's parent's taps
-    memcpy(ws->features, record->features, (size_t)T * 3 * C * sizeof(float));
+    memcpy(ws->features, record->features + (size_t)first_column * 3 * C, (size_t)T * 3 * C * sizeof(float));
     for (int j = 0; j < D; j++) {
         memcpy(ws->features + (size_t)(T + j) * 3 * C, record->discard_features + (size_t)ws->discard_used[j] * 3 * C,
                (size_t)3 * C * sizeof(float));
@@ -373,8 +383,8 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
         int R = rows[k];
         for (int t = 0; t < R; t++) {
             if (k > 0 || t < T) {
-                ws->tokens[t] = record->tokens[t + k + 1];
-                ws->positions[t] = t + k;
+                ws->tokens[t] = record->tokens[first_column + t + k + 1];
+                ws->positions[t] = first_column + t + k;
             } else {
                 const DiscardNode* node = &record->discard[ws->discard_used[t - T]];
                 ws->tokens[t] = node->token;
@@ -389,13 +399,13 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
             u = ws->act[k - 1].out; // the first R rows of the previous step are columns 0..R-1
         }
         int P = block_offset[k] + R;
-        ttt_mask(ws->masks[k], k, R, T, block_offset, P, record, ws->discard_used, ws->discard_row);
+        ttt_mask(ws->masks[k], k, R, T, block_offset, P, record, first_column, ws->discard_used, ws->discard_row);
         draft_layer_forward(draft, a, ws->key_buffer, ws->value_buffer, ws->tokens, u, ws->positions, ws->masks[k], R, block_offset[k]);
 
         // loss rows: sequence columns whose prediction x_{t+k+2} is a completion token with a recorded
         // target (hidden state index t+k+1 < T), then (step 0) the discard rows
         int n_loss = 0;
-        int first = record->n_prompt - k - 2 > 0 ? record->n_prompt - k - 2 : 0;
+        int first = record->n_prompt - k - 2 - first_column > 0 ? record->n_prompt - k - 2 - first_column : 0;
         for (int t = first; t + k + 1 < T; t++) { ws->loss_rows[n_loss++] = t; }
         int n_sequence_loss = n_loss;
         if (k == 0) { for (int j = 0; j < D; j++) { ws->loss_rows[n_loss++] = T + j; } }
@@ -403,10 +413,10 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
         // target distributions of the loss rows: softmax over the draft vocabulary of W_lm[d2t] h
         for (int i = 0; i < n_loss; i++) {
             int row = ws->loss_rows[i];
-            const float* h = row < T ? record->hidden + (size_t)(row + k + 1) * C
+            const float* h = row < T ? record->hidden + (size_t)(first_column + row + k + 1) * C
                                      : record->discard_hidden + (size_t)ws->discard_used[row - T] * C;
             memcpy(ws->gathered + (size_t)i * C, h, (size_t)C * sizeof(float));
-            ws->target_tokens[i] = row < T ? record->tokens[row + k + 2] : -1;
+            ws->target_tokens[i] = row < T ? record->tokens[first_column + row + k + 2] : -1;
             ws->loss_weights[i] = row < T ? scale * weight_k / n_sequence_loss : scale * s->discard_weight / D;
         }
         matmul_forward(ws->p_target, ws->gathered, trainer->head_rows, n_loss, C, V_d);
@@ -457,7 +467,7 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
             }
             // logits = lm_head(RMSNorm_out(out)) over the gathered rows
             memset(ws->d_out_norm, 0, (size_t)n_loss * C * sizeof(float));
-            matmul_backward_cpu(ws->d_out_norm, trainer->grad.lm_head, ws->d_logits, a->out_norm, draft->weights.lm_head, n_loss, C, V_d);
+            matmul_backward(ws->d_out_norm, trainer->grad.lm_head, ws->d_logits, a->out_norm, draft->weights.lm_head, n_loss, C, V_d);
             memset(ws->d_h, 0, (size_t)n_loss * C * sizeof(float));
             rmsnorm_backward_cpu(ws->d_h, trainer->grad.output_norm, ws->d_out_norm, ws->gathered, draft->weights.output_norm,
                                  n_loss, C, c->norm_eps);
@@ -476,14 +486,16 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
     memset(ws->d_values, 0, (size_t)total_keys * KVD * sizeof(float));
     for (int k = L - 1; k >= 0; k--) {
         int R = rows[k];
-        for (int t = 0; t < R; t++) { ws->positions[t] = k > 0 || t < T ? t + k : record->discard[ws->discard_used[t - T]].position - 1; }
+        for (int t = 0; t < R; t++) {
+            ws->positions[t] = k > 0 || t < T ? first_column + t + k : record->discard[ws->discard_used[t - T]].position - 1;
+        }
         draft_layer_backward(trainer, &ws->act[k], ws->d_out[k], ws->positions, ws->masks[k], R, block_offset[k]);
         if (k > 0) {
             float* d_previous = ws->d_out[k - 1];
             for (size_t i = 0; i < (size_t)R * C; i++) { d_previous[i] += ws->d_u[i]; }
         } else {
             // u = fc(features): the features are data
-            matmul_backward_cpu(NULL, trainer->grad.fc, ws->d_u, ws->features, draft->weights.fc, R, 3 * C, C);
+            matmul_backward(NULL, trainer->grad.fc, ws->d_u, ws->features, draft->weights.fc, R, 3 * C, C);
         }
     }
     return total_loss;

@@ -35,6 +35,25 @@ static void test_matmul(int T, int C, int OC) {
     matmul_forward(fast, inp, weight, T, C, OC);
     snprintf(what, sizeof(what), "matmul fast path T=%d C=%d OC=%d", T, C, OC);
     check_tensor(what, fast, out, (size_t)T * OC, tol);
+    // the backward: the fast path against the reference, both accumulating into non-zero buffers
+    float* dout = mallocCheck((size_t)T * OC * sizeof(float));
+    float* dinp[2], *dweight[2];
+    fill_uniform(dout, (size_t)T * OC, &rng_state, -1, 1);
+    for (int path = 0; path < 2; path++) {
+        dinp[path] = mallocCheck((size_t)T * C * sizeof(float));
+        dweight[path] = mallocCheck((size_t)OC * C * sizeof(float));
+        for (size_t i = 0; i < (size_t)T * C; i++) { dinp[path][i] = 0.5f; }
+        for (size_t i = 0; i < (size_t)OC * C; i++) { dweight[path][i] = -0.25f; }
+    }
+    matmul_backward_cpu(dinp[0], dweight[0], dout, inp, weight, T, C, OC);
+    matmul_backward(dinp[1], dweight[1], dout, inp, weight, T, C, OC);
+    Tolerance backward_tol = {"matmul backward", 1e-5f * sqrtf((float)(OC > T ? OC : T)), 1e-5f, "fp32 sums in another order"};
+    snprintf(what, sizeof(what), "matmul_backward dinp fast path T=%d C=%d OC=%d", T, C, OC);
+    check_tensor(what, dinp[1], dinp[0], (size_t)T * C, backward_tol);
+    snprintf(what, sizeof(what), "matmul_backward dweight fast path T=%d C=%d OC=%d", T, C, OC);
+    check_tensor(what, dweight[1], dweight[0], (size_t)OC * C, backward_tol);
+    for (int path = 0; path < 2; path++) { free(dinp[path]); free(dweight[path]); }
+    free(dout);
     free(inp); free(weight); free(out); free(expected); free(accumulator); free(fast);
 }
 

@@ -71,6 +71,7 @@ static void test_gradients(Target* target) {
         settings.discard_weight = 0.7f;
         settings.discard_top_k = kind == 1 ? 2 : 0; // also the top-k selection once
         settings.discard_loss = kind == 1 ? LOSS_REVERSE_KL : LOSS_FORWARD_KL;
+        settings.context_window = kind == 2 ? 1 : 64; // once with most of the prompt cut from the unroll
         Trainer trainer;
         trainer_init(&trainer, &draft, target, settings);
         memset(trainer.grads, 0, trainer.draft.n_weight_floats * sizeof(float));
@@ -130,7 +131,7 @@ static void test_masks(void) {
     int bad = 0;
     for (int k = 0; k < L; k++) {
         int rows = T - k, P = block_offset[k] + rows;
-        ttt_mask(mask, k, rows, T, block_offset, P, &empty, NULL, NULL);
+        ttt_mask(mask, k, rows, T, block_offset, P, &empty, 0, NULL, NULL);
         for (int t = 0; t < rows; t++)
             for (int p = 0; p < P; p++) {
                 int block = 0;
@@ -150,7 +151,7 @@ static void test_masks(void) {
     int used[3] = {0, 1, 2}, row_of[3] = {4, 5, 6};
     int offsets[2] = {0, 7};
     uint8_t discard_mask[7 * 7];
-    ttt_mask(discard_mask, 0, 7, 4, offsets, 7, &record, used, row_of);
+    ttt_mask(discard_mask, 0, 7, 4, offsets, 7, &record, 0, used, row_of);
     const uint8_t expected[7][7] = {
         {1, 0, 0, 0, 0, 0, 0}, {1, 1, 0, 0, 0, 0, 0}, {1, 1, 1, 0, 0, 0, 0}, {1, 1, 1, 1, 0, 0, 0},
         {1, 1, 0, 0, 1, 0, 0},  // node 0: prefix columns 0..1, itself
@@ -162,7 +163,7 @@ static void test_masks(void) {
     check(bad == 0, "discard tree mask differs from the hand-written oracle in %d entries", bad);
     // top-k selection keeps ancestors: with k = 1 per pass only node 0 (score -1.0) survives
     int used_k[3], row_k[3];
-    int n = select_discard_nodes(&record, 1, 4, used_k, row_k, 4);
+    int n = select_discard_nodes(&record, 1, 0, 4, used_k, row_k, 4);
     check(n == 1 && used_k[0] == 0, "top-1 discard selection should keep node 0 only (kept %d)", n);
 }
 
@@ -236,6 +237,7 @@ static ReplayOptions tiny_replay(const char* model, const char* traffic, const c
     o.model_path = model; o.traffic_path = traffic; o.out_dir = out_dir; o.order = "ordered";
     o.max_new = 24; o.context = 256; o.draft_vocab = 300;
     o.train.learning_rate = 3e-3f; o.train.warmup_steps = 5; o.train.ttt_length = 3;
+    o.quiet = 1;
     return o;
 }
 

@@ -61,7 +61,7 @@ endif
 SOURCES = aurora.c aurora.h util.c cpu_ref.c gguf.c tokenizer.c unicode_data.h sampling.c target.c draft.c speculative.c recorder.c trainer.c generate.c traffic.c plot.c flywheel.c traffic.c plot.c
 BIN = build
 
-.PHONY: all model demo test test-unit test-sanitize test-cli test-model test-cuda bench oracle-deps clean
+.PHONY: all model demo test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
 
 all: aurora
 
@@ -98,15 +98,23 @@ $(BIN)/%: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
 $(BIN)/%_asan: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
 	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -Wno-unused-function -D_GNU_SOURCE -I. $< -o $@ -lm -lpthread
 
-test: test-unit test-sanitize test-cli
+test: test-unit test-sanitize test-tsan test-cli
 	@echo "make test: all passed"
 
 test-unit: $(addprefix $(BIN)/,$(UNIT_TESTS))
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$(BIN)/$$t; done
 
 # the parsers (GGUF, tokenizer) and the model on malformed and hard inputs, under ASan + UBSan
-test-sanitize: $(BIN)/test_gguf_asan $(BIN)/test_tokenizer_asan $(BIN)/test_model_asan $(BIN)/test_draft_asan $(BIN)/test_speculative_asan $(BIN)/test_backward_asan $(BIN)/test_traffic_asan
-	@set -e; for t in test_gguf_asan test_tokenizer_asan test_model_asan test_draft_asan test_speculative_asan test_backward_asan test_traffic_asan; do echo "== $$t"; ./$(BIN)/$$t; done
+test-sanitize: $(BIN)/test_gguf_asan $(BIN)/test_tokenizer_asan $(BIN)/test_model_asan $(BIN)/test_draft_asan $(BIN)/test_speculative_asan $(BIN)/test_backward_asan $(BIN)/test_traffic_asan $(BIN)/test_trainer_asan
+	@set -e; for t in test_gguf_asan test_tokenizer_asan test_model_asan test_draft_asan test_speculative_asan test_backward_asan test_traffic_asan test_trainer_asan; do echo "== $$t"; ./$(BIN)/$$t; done
+
+# serving and training threads under ThreadSanitizer (the hot-swap test); without OpenMP and OpenBLAS,
+# whose uninstrumented threads TSan cannot see into
+$(BIN)/test_trainer_tsan: tests/test_trainer.c tests/test_common.h $(SOURCES) | $(BIN)
+	$(CC) -O1 -g -fsanitize=thread -std=c11 -Wall -Wextra -Wno-unused-function -Wno-unknown-pragmas -D_GNU_SOURCE -I. $< -o $@ -lm -lpthread
+
+test-tsan: $(BIN)/test_trainer_tsan
+	./$(BIN)/test_trainer_tsan --hot-swap-only
 
 test-cli: aurora
 	@echo "== test_cli"; sh tests/test_cli.sh ./aurora

@@ -147,7 +147,8 @@ static const char* USAGE_REPLAY =
     "  --online               train the draft from the traffic while serving (default)\n"
     "  --static DRAFT         serve a frozen draft (a checkpoint, or random)\n"
     "  --no-spec              plain decoding (the speed baseline)\n"
-    "  --draft-init random|FILE  the online draft's starting point (default random)\n"
+    "  --draft-init random|target|FILE  the online draft's start: random, random with the target's LM head\n"
+    "                         (a warm start), or a checkpoint (default random)\n"
     "  --order mixed|ordered  shuffled with --seed, or grouped by domain (default mixed)\n"
     "  --domain D             only requests of domain D\n"
     "  --requests N           at most N requests (default all)     --max-new T  tokens per request (default 32)\n"
@@ -157,6 +158,8 @@ static const char* USAGE_REPLAY =
     "  --sync-schedule M      lockstep: after every M requests, train on everything recorded, then publish\n"
     "                         (no thread; bitwise repeatable)\n"
     "  --batch-requests B     records per optimiser step (default 1)    --buffer N  record buffer size (default 16)\n"
+    "  --pool N               records kept for training; each step samples its batch from the newest N (default 64)\n"
+    "  --steps-per-request R  lockstep: optimiser steps per request served (default 4; threaded: as fast as it goes)\n"
     "  --lr X (3e-4)  --warmup N (20)  --clip X (1.0)  --ttt-length L (5)  --loss fkl|rkl|ntp (fkl)\n"
     "  --discard-weight X     weight of the rejected-branch loss (default 0: off)\n"
     "  --discard-top-k K      rejected nodes per verify pass used by it (default 0: all)\n"
@@ -664,6 +667,8 @@ static int command_replay(int argc, char** argv) {
         else if (strcmp(arg, "--sync-schedule") == 0) { o.lockstep_every = (int)parse_long(u, arg, value, 1, 1 << 24); }
         else if (strcmp(arg, "--batch-requests") == 0) { o.batch_requests = (int)parse_long(u, arg, value, 1, 64); }
         else if (strcmp(arg, "--buffer") == 0) { o.buffer_capacity = (int)parse_long(u, arg, value, 1, 1 << 16); }
+        else if (strcmp(arg, "--pool") == 0) { o.pool_capacity = (int)parse_long(u, arg, value, 1, 1 << 16); }
+        else if (strcmp(arg, "--steps-per-request") == 0) { o.steps_per_request = (int)parse_long(u, arg, value, 1, 1 << 16); }
         else if (strcmp(arg, "--spec-k") == 0) { o.shape.k = (int)parse_long(u, arg, value, 1, MAX_SPEC_K); }
         else if (strcmp(arg, "--spec-depth") == 0) { o.shape.depth = (int)parse_long(u, arg, value, 1, TREE_MAX_DEPTH); }
         else if (strcmp(arg, "--spec-nodes") == 0) { spec_nodes = (int)parse_long(u, arg, value, 2, TREE_MAX_NODES); }

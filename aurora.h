@@ -493,6 +493,8 @@ typedef struct {
 // vocabulary of vocab_size ids (vocab_size = V allowed), weights seeded from seed. The draft
 // vocabulary is given by d2t (vocab_size distinct target ids); NULL means the vocab_size lowest ids.
 void draft_init_random(Draft* draft, const Target* target, int vocab_size, const int32_t* d2t, uint64_t seed);
+// Warm start (optional): LM head and final norm from the target, fc passing the deepest tap through.
+void draft_init_from_target(Draft* draft, const Target* target);
 // Checkpoints are GGUF: config keys, the d2t map, and the 13 tensors (F32).
 int draft_save(const Draft* draft, const char* path, Error* err);
 // Loads a checkpoint and checks it fits the target (width, vocabulary); errors name the file and key.
@@ -705,6 +707,8 @@ int command_plot_main(int argc, char** argv);
 // ----------------------------------------------------------------------------
 // the CUDA twin (kernels.cu), present when built with USE_CUDA
 
+typedef struct TrainerCuda TrainerCuda; // declared always so CPU-only code can hold a NULL pointer
+
 #ifdef USE_CUDA
 #ifdef __cplusplus
 extern "C" {
@@ -751,6 +755,48 @@ void draft_forward_cuda(DraftCuda* draft_cuda, Draft* draft, const int* tokens, 
 void accept_greedy_cuda(Acceptance* out, const Tree* tree, const float* target_logits, int V);
 void accept_sampling_cuda(Acceptance* out, const Tree* tree, const float* p_target, const float* uniforms, int V,
                           float* residual);
+// backward passes and training ops: same contracts as cpu_ref.c's (gradients accumulate, NULL d-buffers
+// skipped, rope_backward assigns and may run in place); every pointer is device memory. Deterministic:
+// no atomics, every sum in a fixed order, so two runs agree bit for bit.
+void matmul_backward_cuda(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                          int T, int C, int OC);
+void rmsnorm_backward_cuda(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                           int T, int C, float eps);
+void rope_backward_cuda(float* dinp, const float* dout, const int* positions, int T, int n_heads, int HS, float theta);
+// keeps a device scratch of 2*T*NH*P floats between calls (grown on demand; one caller at a time)
+void attention_backward_cuda(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
+                             const float* keys, const float* values, const uint8_t* mask,
+                             int T, int P, int NH, int NKV, int HS);
+void swiglu_backward_cuda(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int N);
+void distribution_loss_cuda(float* losses, float* dlogits, const float* logits, const float* p_target,
+                            const int* target_tokens, const float* weights, int T, int V, LossKind kind);
+void adamw_update_cuda(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
+                       float beta1, float beta2, float eps, float weight_decay, int t);
+double sum_squares_cuda(const float* values, size_t N);   // values: device memory; the sum is returned to the host
+// The trainer on the GPU (trainer_step's algorithm, every tensor op on the device). create uploads the
+// trainer's draft weights, AdamW moments, frozen head rows and the target embedding; from then on the
+// TrainerCuda owns the weights, gradients and moments: drive the Trainer only through trainer_step_cuda.
+// trainer_step_cuda has trainer_step's contract (returns 0 if applied, 1 if rejected; stats filled;
+// trainer->step and rejected_updates counted) and copies the new weights into trainer->draft.weight_arena.
+// Trainer and TrainStats are defined in trainer.c (after this header), so these three prototypes are
+// visible only once those types move into this header (with #define AURORA_TRAINER_TYPES); until then a
+// caller that sees the types declares them itself (tests/test_cuda.c does).
+#ifdef AURORA_TRAINER_TYPES
+TrainerCuda* trainer_cuda_create(const Trainer* trainer);
+int trainer_step_cuda(TrainerCuda* trainer_cuda, Trainer* trainer, Record* const* records, int n_records, TrainStats* stats);
+void trainer_cuda_free(TrainerCuda* trainer_cuda);
+#endif
+// TRANSITIONAL (until trainer.c's types and bookkeeping are public): kernels.cu mirrors trainer.c's
+// TrainerSettings, TrainStats and the leading fields of Trainer; this reports the mirror's layout
+// (sizeof TrainerSettings, sizeof TrainStats, offsetof Trainer draft, grads, adam_m, step,
+// rejected_updates, head_rows) so a test can compare it with the real types. And host copies of trainer.c's
+// static select_discard_nodes and ttt_mask, same arguments, which the GPU trainer uses.
+enum { TRAINER_CUDA_LAYOUT_FIELDS = 8 };
+void trainer_cuda_mirror_layout(size_t layout[TRAINER_CUDA_LAYOUT_FIELDS]);
+int trainer_cuda_select_discard_nodes(const Record* record, int top_k, int first_column, int n_columns, int* used,
+                                      int* row_of, int first_row);
+void trainer_cuda_ttt_mask(uint8_t* mask, int k, int rows, int n_columns, const int* block_offset, int n_keys,
+                           const Record* record, int first_column, const int* discard_used, const int* discard_row);
 #ifdef __cplusplus
 }
 #endif

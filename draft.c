@@ -140,6 +140,22 @@ void draft_init_random(Draft* draft, const Target* target, int vocab_size, const
     }
 }
 
+// A warmer start than random (an option, measured in the README): the LM head and final norm copied
+// from the target's (rows of the draft vocabulary), and fc initialised to pass the deepest tapped layer
+// through, so the draft starts in the target's own representation and only has to learn the step
+// from "what is at t" to "what comes at t+2". Everything else stays as draft_init_random made it.
+void draft_init_from_target(Draft* draft, const Target* target) {
+    const DraftConfig* c = &draft->config;
+    int C = c->dim;
+    for (int i = 0; i < c->vocab_size; i++) {
+        memcpy(draft->weights.lm_head + (size_t)i * C, target->weights.output + (size_t)draft->d2t[i] * C, (size_t)C * sizeof(float));
+    }
+    memcpy(draft->weights.output_norm, target->weights.output_norm, (size_t)C * sizeof(float));
+    // fc (C, 3C): u = the third tap (rows of the identity on the last C columns)
+    memset(draft->weights.fc, 0, (size_t)C * 3 * C * sizeof(float));
+    for (int i = 0; i < C; i++) { draft->weights.fc[(size_t)i * 3 * C + 2 * C + i] = 1.0f; }
+}
+
 // ----------------------------------------------------------------------------
 // draft model: checkpoints (GGUF)
 

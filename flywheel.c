@@ -6,8 +6,8 @@ inference side switches to each new version between verify passes.
     serving thread                                   training (a thread, or lockstep)
     --------------                                   --------------------------------
     for each request:                                loop:
-      generate_speculative(..., record)                pop a batch of records (waits when empty)
-        each pass: take newer weights, if any  <----   trainer_step (forward, backward, AdamW)
+      generate_speculative(..., record)                move new records into the pool (the newest N)
+        each pass: take newer weights, if any  <----   trainer_step on a batch sampled from the pool
       push the record (never waits;          ---->     every sync_every steps: publish the weights
         full buffer: drop the oldest)
 
@@ -26,8 +26,17 @@ typedef struct {
     int sync_every;         // publish every this many optimiser steps (threaded mode)
     int batch_requests;     // records per optimiser step
     int lockstep_every;     // > 0: train in the serving thread after every this many requests
+    int steps_per_request;  // lockstep: optimiser steps per request served
+    // the training pool: the newest pool_capacity records; each step samples its batch from them, so a
+    // record teaches more than once (Aurora's sample pool) while the trainer keeps pace with serving
+    int pool_capacity;
+    int pool_count, pool_next;
+    Record** pool;          // (pool_capacity)
+    uint64_t pool_rng;
+    long records_taken;
     pthread_t thread;
     int thread_started;
+    int stopping;           // set by flywheel_stop (atomic access)
     // what the trainer reports (written by the training side, read by the progress bar)
     pthread_mutex_t stats_lock;
     TrainStats last_stats;
@@ -44,26 +53,32 @@ static void flywheel_report(Flywheel* flywheel, const TrainStats* stats, int ver
     pthread_mutex_unlock(&flywheel->stats_lock);
 }
 
-// Trains on up to max_records records in batches; returns the number of records used.
-static int flywheel_train_batches(Flywheel* flywheel, int wait, int max_records) {
-    Record* batch[64];
-    int used = 0;
-    int batch_size = flywheel->batch_requests < 64 ? flywheel->batch_requests : 64;
-    while (used < max_records) {
-        int n = record_buffer_pop(flywheel->records, batch, batch_size, wait);
-        if (n == 0) { break; }
-        TrainStats stats;
-        trainer_step(&flywheel->trainer, batch, n, &stats);
-        for (int i = 0; i < n; i++) { record_free(batch[i]); }
-        used += n;
-        int version = 0;
-        if (flywheel->lockstep_every == 0 && flywheel->trainer.step % flywheel->sync_every == 0) {
-            version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena);
-        }
-        flywheel_report(flywheel, &stats, version);
-        if (wait) { break; } // threaded mode: one step per wake-up, then look again
+// Moves newly recorded requests into the pool (the oldest leave it). Returns how many arrived.
+static int flywheel_take_records(Flywheel* flywheel, int wait) {
+    Record* arrived[64];
+    int n = record_buffer_pop(flywheel->records, arrived, 64, wait);
+    for (int i = 0; i < n; i++) {
+        if (flywheel->pool_count == flywheel->pool_capacity) { record_free(flywheel->pool[flywheel->pool_next]); }
+        else { flywheel->pool_count++; }
+        flywheel->pool[flywheel->pool_next] = arrived[i];
+        flywheel->pool_next = (flywheel->pool_next + 1) % flywheel->pool_capacity;
     }
-    return used;
+    flywheel->records_taken += n;
+    return n;
+}
+
+// One optimiser step on a batch drawn from the pool (seeded, so lockstep runs repeat).
+static void flywheel_train_step(Flywheel* flywheel) {
+    Record* batch[64];
+    int n = flywheel->batch_requests < flywheel->pool_count ? flywheel->batch_requests : flywheel->pool_count;
+    for (int i = 0; i < n; i++) { batch[i] = flywheel->pool[random_u32(&flywheel->pool_rng) % (uint32_t)flywheel->pool_count]; }
+    TrainStats stats;
+    trainer_step(&flywheel->trainer, batch, n, &stats);
+    int version = 0;
+    if (flywheel->lockstep_every == 0 && flywheel->trainer.step % flywheel->sync_every == 0) {
+        version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena);
+    }
+    flywheel_report(flywheel, &stats, version);
 }
 
 static void* flywheel_thread_main(void* argument) {
@@ -71,29 +86,38 @@ static void* flywheel_thread_main(void* argument) {
 #ifdef _OPENMP
     omp_set_num_threads(1); // serving keeps the cores' OpenMP teams; training runs beside it on one thread
 #endif
-    for (;;) {
-        int used = flywheel_train_batches(flywheel, 1, 1 << 30);
-        if (used == 0) { break; } // closed and empty
+    while (!__atomic_load_n(&flywheel->stopping, __ATOMIC_ACQUIRE)) {
+        flywheel_take_records(flywheel, flywheel->pool_count == 0); // wait only when there is nothing to train on
+        if (flywheel->pool_count == 0) { continue; }                // woken by close
+        flywheel_train_step(flywheel);
     }
     return NULL;
 }
 
-// Lockstep: train on everything recorded, then publish (called by the serving loop).
+// Lockstep: take everything recorded, train steps_per_request steps per request since the last round,
+// then publish (called by the serving loop; no thread).
 static void flywheel_lockstep_round(Flywheel* flywheel) {
-    flywheel_train_batches(flywheel, 0, 1 << 30);
+    flywheel_take_records(flywheel, 0);
+    if (flywheel->pool_count == 0) { return; }
+    for (int i = 0; i < flywheel->lockstep_every * flywheel->steps_per_request; i++) { flywheel_train_step(flywheel); }
     int version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena);
     flywheel_report(flywheel, NULL, version);
 }
 
 static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target* target, TrainerSettings settings,
-                           int buffer_capacity, int sync_every, int batch_requests, int lockstep_every) {
+                           int buffer_capacity, int sync_every, int batch_requests, int lockstep_every,
+                           int pool_capacity, int steps_per_request, uint64_t seed) {
     memset(flywheel, 0, sizeof(*flywheel));
     trainer_init(&flywheel->trainer, draft, target, settings);
     flywheel->records = record_buffer_new(buffer_capacity);
     flywheel->exchange = weight_exchange_new(draft->n_weight_floats);
     flywheel->sync_every = sync_every < 1 ? 1 : sync_every;
-    flywheel->batch_requests = batch_requests < 1 ? 1 : batch_requests;
+    flywheel->batch_requests = batch_requests < 1 ? 1 : (batch_requests > 64 ? 64 : batch_requests);
     flywheel->lockstep_every = lockstep_every;
+    flywheel->steps_per_request = steps_per_request < 1 ? 1 : steps_per_request;
+    flywheel->pool_capacity = pool_capacity < 1 ? 1 : pool_capacity;
+    flywheel->pool = callocCheck((size_t)flywheel->pool_capacity, sizeof(Record*));
+    flywheel->pool_rng = random_seed_state(seed);
     pthread_mutex_init(&flywheel->stats_lock, NULL);
     if (lockstep_every == 0) {
         if (pthread_create(&flywheel->thread, NULL, flywheel_thread_main, flywheel) != 0) {
@@ -104,8 +128,9 @@ static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target*
     }
 }
 
-// Stops training: the trainer finishes the records already buffered, then the thread is joined.
+// Stops training (the step in progress finishes), then joins the thread.
 static void flywheel_stop(Flywheel* flywheel) {
+    __atomic_store_n(&flywheel->stopping, 1, __ATOMIC_RELEASE);
     record_buffer_close(flywheel->records);
     if (flywheel->thread_started) { pthread_join(flywheel->thread, NULL); }
     flywheel->thread_started = 0;
@@ -114,6 +139,8 @@ static void flywheel_stop(Flywheel* flywheel) {
 static void flywheel_free(Flywheel* flywheel) {
     flywheel_stop(flywheel);
     record_buffer_free(flywheel->records);
+    for (int i = 0; i < flywheel->pool_count; i++) { record_free(flywheel->pool[i]); }
+    free(flywheel->pool);
     weight_exchange_free(flywheel->exchange);
     trainer_free(&flywheel->trainer);
     pthread_mutex_destroy(&flywheel->stats_lock);
@@ -142,6 +169,7 @@ typedef struct {
     uint64_t seed;
     TrainerSettings train;
     int sync_every, batch_requests, lockstep_every, buffer_capacity;
+    int pool_capacity, steps_per_request;
     int quiet;                  // no progress bar or summary on stderr (tests)
 } ReplayOptions;
 
@@ -152,6 +180,7 @@ static ReplayOptions replay_default_options(void) {
     o.sampling = (SamplerSettings){0.0f, 1.0f}; o.seed = 1;
     o.train = trainer_default_settings();
     o.sync_every = 4; o.batch_requests = 1; o.lockstep_every = 0; o.buffer_capacity = 16;
+    o.pool_capacity = 64; o.steps_per_request = 4;
     return o;
 }
 
@@ -164,9 +193,10 @@ static void make_directory(const char* path) {
 // Loads a draft for replay or training: "random" (seeded), or a checkpoint file.
 static void replay_load_draft(Draft* draft, const char* what, const Target* target, int draft_vocab, uint64_t seed) {
     Error err;
-    if (strcmp(what, "random") == 0) {
+    if (strcmp(what, "random") == 0 || strcmp(what, "target") == 0) {
         int V = target->config.vocab_size;
         draft_init_random(draft, target, draft_vocab > 0 && draft_vocab <= V ? draft_vocab : (V < 8192 ? V : 8192), NULL, seed);
+        if (strcmp(what, "target") == 0) { draft_init_from_target(draft, target); }
     } else if (draft_load(draft, what, target, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
         exit(EXIT_FAILURE);
@@ -220,7 +250,8 @@ static int replay_run(const ReplayOptions* o) {
     }
     Flywheel flywheel;
     if (online) {
-        flywheel_start(&flywheel, &draft, &target, o->train, o->buffer_capacity, o->sync_every, o->batch_requests, o->lockstep_every);
+        flywheel_start(&flywheel, &draft, &target, o->train, o->buffer_capacity, o->sync_every, o->batch_requests,
+                       o->lockstep_every, o->pool_capacity, o->steps_per_request, o->seed);
         source.exchange = flywheel.exchange;
     }
 #ifdef _OPENMP
@@ -270,6 +301,7 @@ static int replay_run(const ReplayOptions* o) {
         total_emitted += stats.emitted;
         fprintf(csv, "%d,%s,%d,%d,%d,%.4f,%.4f,%d\n", r, request->domain, n_prompt, n, stats.verify_passes, acceptance[r],
                 seconds, source.draft_version);
+        fflush(csv); // a long replay can be watched (and survives an interruption) row by row
         double recent = 0.0;
         int window = r + 1 < 25 ? r + 1 : 25;
         for (int i = r + 1 - window; i <= r; i++) { recent += acceptance[i]; }
@@ -312,9 +344,10 @@ static int replay_run(const ReplayOptions* o) {
         if (online) {
             long pushed, dropped;
             record_buffer_counts(flywheel.records, &pushed, &dropped, NULL);
-            fprintf(f, "training: %d optimiser steps, %ld rejected (non-finite), records %ld pushed / %ld dropped, "
-                    "final version %d, %ld publishes skipped\n", flywheel.trainer.step, flywheel.trainer.rejected_updates,
-                    pushed, dropped, flywheel.published_version, weight_exchange_skipped(flywheel.exchange));
+            fprintf(f, "training: %d optimiser steps, %ld rejected (non-finite), records %ld pushed / %ld dropped / %ld "
+                    "trained on, final version %d, %ld publishes skipped\n", flywheel.trainer.step,
+                    flywheel.trainer.rejected_updates, pushed, dropped, flywheel.records_taken, flywheel.published_version,
+                    weight_exchange_skipped(flywheel.exchange));
             fprintf(f, "hot swaps: %d, switch time mean %.3f ms, max %.3f ms\n", source.swaps,
                     source.swaps ? 1e3 * source.swap_seconds / source.swaps : 0.0, 1e3 * source.swap_seconds_max);
         }

@@ -61,7 +61,7 @@ endif
 SOURCES = aurora.c aurora.h util.c cpu_ref.c gguf.c tokenizer.c unicode_data.h sampling.c target.c draft.c speculative.c recorder.c trainer.c generate.c traffic.c plot.c flywheel.c traffic.c plot.c
 BIN = build
 
-.PHONY: all model demo test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
+.PHONY: all model demo experiment-day0 experiment-shift experiment-mixed test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
 
 all: aurora
 
@@ -85,9 +85,15 @@ model: $(MODEL_FILE)
 $(MODEL_FILE):
 	sh tools/fetch_model.sh
 
+# the day-0 flywheel: a fresh draft learning online from mixed traffic, its acceptance-length chart
+# (out/day0/acceptance.svg) and the measured speedup (a few minutes on 2 cores)
 demo: aurora $(MODEL_FILE)
-	./aurora generate -m $(MODEL_FILE) --chat -n 96 \
-	  -p "Explain in three sentences why the sky is blue."
+	sh tools/experiments.sh day0 $(DEMO_REQUESTS)
+
+DEMO_REQUESTS ?= 48
+
+experiment-day0 experiment-shift experiment-mixed: aurora $(MODEL_FILE)
+	sh tools/experiments.sh $(subst experiment-,,$@) $(REQUESTS)
 
 # ---- tests -------------------------------------------------------------------------------------
 UNIT_TESTS = test_ops test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer

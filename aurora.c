@@ -152,6 +152,7 @@ static const char* USAGE_REPLAY =
     "  --order mixed|ordered  shuffled with --seed, or grouped by domain (default mixed)\n"
     "  --domain D             only requests of domain D\n"
     "  --requests N           at most N requests (default all)     --max-new T  tokens per request (default 32)\n"
+    "  --from R               start at request R of the ordered stream (default 0)\n"
     "  --out DIR              output directory (default out/replay) --label TEXT  name in the chart and summary\n"
     "  --save-draft FILE      write the trained draft at the end (resume with --draft-init FILE)\n"
     "  --sync-every N         publish new weights every N optimiser steps (default 4)\n"
@@ -659,6 +660,7 @@ static int command_replay(int argc, char** argv) {
         }
         else if (strcmp(arg, "--domain") == 0) { o.domain = value; }
         else if (strcmp(arg, "--requests") == 0) { o.requests = (int)parse_long(u, arg, value, 1, 1 << 24); }
+        else if (strcmp(arg, "--from") == 0) { o.from = (int)parse_long(u, arg, value, 0, 1 << 24); }
         else if (strcmp(arg, "--max-new") == 0) { o.max_new = (int)parse_long(u, arg, value, 1, 1 << 16); }
         else if (strcmp(arg, "--out") == 0) { o.out_dir = value; }
         else if (strcmp(arg, "--label") == 0) { o.label = value; }

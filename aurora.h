@@ -35,6 +35,10 @@ message in an Error that names the file, the key or tensor, and what was expecte
 #include <string.h>
 #include <math.h>
 
+#ifdef __cplusplus
+extern "C" { // kernels.cu (C++ under nvcc) calls and defines functions of this header with C linkage
+#endif
+
 // ----------------------------------------------------------------------------
 // errors
 
@@ -654,6 +658,96 @@ float* weight_exchange_take(WeightExchange* exchange, int current_version, int* 
 long weight_exchange_skipped(WeightExchange* exchange);
 
 // ----------------------------------------------------------------------------
+// training (trainer.c)
+
+enum { TTT_MAX_STEPS = 10 };
+
+typedef struct {
+    float learning_rate;    // after warm-up
+    int warmup_steps;       // linear warm-up from 0
+    float beta1, beta2, adam_eps, weight_decay;
+    float max_grad_norm;    // global clipping threshold (0: off)
+    int ttt_length;         // L_ttt, the unroll length (1..TTT_MAX_STEPS)
+    float step_decay;       // weight of step k is step_decay^k (0.8)
+    LossKind loss;          // accepted-path loss
+    float discard_weight;   // lambda_discard (0: off)
+    int discard_top_k;      // rejected nodes per verify pass (0: all)
+    LossKind discard_loss;  // LOSS_FORWARD_KL or LOSS_REVERSE_KL
+    int max_positions;      // longest record trained on (longer ones keep their first max_positions)
+    int context_window;     // prompt positions kept before the first completion token (the rest of
+                            // the prompt is dropped from training: it costs a full layer per step)
+} TrainerSettings;
+
+typedef struct {
+    float loss;             // total (accepted + discard), batch mean
+    float accepted_loss;    // step-weighted accepted-path loss
+    float discard_loss;
+    float step0_accuracy;   // share of step-0 positions where the draft's argmax is the target's
+    float grad_norm;        // before clipping
+    int n_positions;        // step-0 loss positions
+    int n_discard;          // discard nodes trained on
+    int rejected;           // 1: non-finite loss or gradient, update skipped
+} TrainStats;
+
+// Per-step workspace of the unroll, sized by the longest record seen (grown on demand).
+typedef struct {
+    int capacity_rows;      // rows of step 0 (sequence columns + discard nodes)
+    int capacity_keys;      // rows of all blocks together
+    DraftActivations act[TTT_MAX_STEPS];
+    float* d_out[TTT_MAX_STEPS];    // (rows, C) gradient of each step's layer output
+    float* key_buffer;      // (keys, KVD) blocks 0..L-1
+    float* value_buffer;    // (keys, KVD)
+    float* d_keys;          // (keys, KVD)
+    float* d_values;        // (keys, KVD)
+    uint8_t* masks[TTT_MAX_STEPS];  // (rows, keys) each step's mask
+    float* features;        // (rows, 3C) step-0 inputs of fc: sequence taps, then discard parents' taps
+    float* p_target;        // (rows, V_d) target distributions of the loss rows
+    int* loss_rows;         // (rows) which rows of a step carry a loss
+    int* target_tokens;     // (rows) the token at each loss row (next-token loss, accuracy)
+    float* loss_weights;    // (rows)
+    float* losses;          // (rows)
+    float* d_logits;        // (rows, V_d)
+    float* d_out_norm;      // (rows, C)
+    float* d_h;             // (rows, C)
+    float* d_h_norm;        // (rows, C)
+    float* d_ffn_hidden;    // (rows, F)
+    float* d_gate;          // (rows, F)
+    float* d_up;            // (rows, F)
+    float* d_attn_out;      // (rows, QD)
+    float* d_q;             // (rows, QD)
+    float* d_attn_in;       // (rows, 2C)
+    float* d_u;             // (rows, C)
+    float* gathered;        // (rows, C) layer outputs of the loss rows
+    int* tokens;            // (rows)
+    int* positions;         // (rows)
+    int* discard_used;      // (rows) indices of the record's discard nodes in use
+    int* discard_row;       // (record's discard nodes) their row in step 0, or -1
+} TrainWorkspace;
+
+typedef struct {
+    TrainerSettings settings;
+    Draft draft;            // the weights being trained (the trainer's own copy)
+    float* grads;           // (n_weight_floats) same layout as draft.weight_arena
+    DraftWeights grad;      // pointers into grads, one per weight
+    float* adam_m;          // (n_weight_floats)
+    float* adam_v;          // (n_weight_floats)
+    int step;               // optimiser steps taken
+    long rejected_updates;  // steps skipped for a non-finite loss or gradient
+    float* head_rows;       // (V_d, C) the target's LM head rows of the draft vocabulary (frozen)
+    TrainWorkspace work;
+} Trainer;
+
+// The discard nodes a record trains on (all rejected nodes, or the top_k per verify pass by draft
+// score; ancestors are kept with their descendants): used (D) their indices, row_of (n_discard) each
+// node's row in step 0 or -1. Returns D.
+int select_discard_nodes(const Record* record, int top_k, int first_column, int n_columns, int* used, int* row_of,
+                         int first_row);
+// Step k's attention mask over the unroll's key buffer: the EAGLE-3 TTT mask, and at step 0 the
+// discard rows' tree mask (the prefix before each node, its rejected ancestors, itself).
+void ttt_mask(uint8_t* mask, int k, int rows, int n_columns, const int* block_offset, int n_keys,
+              const Record* record, int first_column, const int* discard_used, const int* discard_row);
+
+// ----------------------------------------------------------------------------
 // traffic (traffic.c) and charts (plot.c)
 
 // One request of replayed traffic. domain points at one of Traffic.domains (not separately allocated).
@@ -778,28 +872,16 @@ double sum_squares_cuda(const float* values, size_t N);   // values: device memo
 // TrainerCuda owns the weights, gradients and moments: drive the Trainer only through trainer_step_cuda.
 // trainer_step_cuda has trainer_step's contract (returns 0 if applied, 1 if rejected; stats filled;
 // trainer->step and rejected_updates counted) and copies the new weights into trainer->draft.weight_arena.
-// Trainer and TrainStats are defined in trainer.c (after this header), so these three prototypes are
-// visible only once those types move into this header (with #define AURORA_TRAINER_TYPES); until then a
-// caller that sees the types declares them itself (tests/test_cuda.c does).
-#ifdef AURORA_TRAINER_TYPES
 TrainerCuda* trainer_cuda_create(const Trainer* trainer);
 int trainer_step_cuda(TrainerCuda* trainer_cuda, Trainer* trainer, Record* const* records, int n_records, TrainStats* stats);
 void trainer_cuda_free(TrainerCuda* trainer_cuda);
-#endif
-// TRANSITIONAL (until trainer.c's types and bookkeeping are public): kernels.cu mirrors trainer.c's
-// TrainerSettings, TrainStats and the leading fields of Trainer; this reports the mirror's layout
-// (sizeof TrainerSettings, sizeof TrainStats, offsetof Trainer draft, grads, adam_m, step,
-// rejected_updates, head_rows) so a test can compare it with the real types. And host copies of trainer.c's
-// static select_discard_nodes and ttt_mask, same arguments, which the GPU trainer uses.
-enum { TRAINER_CUDA_LAYOUT_FIELDS = 8 };
-void trainer_cuda_mirror_layout(size_t layout[TRAINER_CUDA_LAYOUT_FIELDS]);
-int trainer_cuda_select_discard_nodes(const Record* record, int top_k, int first_column, int n_columns, int* used,
-                                      int* row_of, int first_row);
-void trainer_cuda_ttt_mask(uint8_t* mask, int k, int rows, int n_columns, const int* block_offset, int n_keys,
-                           const Record* record, int first_column, const int* discard_used, const int* discard_row);
 #ifdef __cplusplus
 }
 #endif
+#endif
+
+#ifdef __cplusplus
+}
 #endif
 
 #endif // AURORA_H

@@ -21,6 +21,7 @@ A failing trainer (non-finite updates are rejected, not fatal) stops training an
 
 typedef struct {
     Trainer trainer;
+    TrainerCuda* trainer_cuda; // the trainer's steps on the GPU (NULL: the CPU reference)
     RecordBuffer* records;
     WeightExchange* exchange;
     int sync_every;         // publish every this many optimiser steps (threaded mode)
@@ -73,6 +74,10 @@ static void flywheel_train_step(Flywheel* flywheel) {
     int n = flywheel->batch_requests < flywheel->pool_count ? flywheel->batch_requests : flywheel->pool_count;
     for (int i = 0; i < n; i++) { batch[i] = flywheel->pool[random_u32(&flywheel->pool_rng) % (uint32_t)flywheel->pool_count]; }
     TrainStats stats;
+#ifdef USE_CUDA
+    if (flywheel->trainer_cuda) { trainer_step_cuda(flywheel->trainer_cuda, &flywheel->trainer, batch, n, &stats); }
+    else
+#endif
     trainer_step(&flywheel->trainer, batch, n, &stats);
     int version = 0;
     if (flywheel->lockstep_every == 0 && flywheel->trainer.step % flywheel->sync_every == 0) {
@@ -106,9 +111,14 @@ static void flywheel_lockstep_round(Flywheel* flywheel) {
 
 static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target* target, TrainerSettings settings,
                            int buffer_capacity, int sync_every, int batch_requests, int lockstep_every,
-                           int pool_capacity, int steps_per_request, uint64_t seed) {
+                           int pool_capacity, int steps_per_request, uint64_t seed, int use_cuda) {
     memset(flywheel, 0, sizeof(*flywheel));
     trainer_init(&flywheel->trainer, draft, target, settings);
+#ifdef USE_CUDA
+    if (use_cuda) { flywheel->trainer_cuda = trainer_cuda_create(&flywheel->trainer); }
+#else
+    (void)use_cuda;
+#endif
     flywheel->records = record_buffer_new(buffer_capacity);
     flywheel->exchange = weight_exchange_new(draft->n_weight_floats);
     flywheel->sync_every = sync_every < 1 ? 1 : sync_every;
@@ -142,6 +152,9 @@ static void flywheel_free(Flywheel* flywheel) {
     for (int i = 0; i < flywheel->pool_count; i++) { record_free(flywheel->pool[i]); }
     free(flywheel->pool);
     weight_exchange_free(flywheel->exchange);
+#ifdef USE_CUDA
+    if (flywheel->trainer_cuda) { trainer_cuda_free(flywheel->trainer_cuda); }
+#endif
     trainer_free(&flywheel->trainer);
     pthread_mutex_destroy(&flywheel->stats_lock);
 }
@@ -160,6 +173,7 @@ typedef struct {
     const char* out_dir;
     const char* label;          // for the chart legend and the summary
     int requests;               // at most this many (0: all)
+    int from;                   // start at this request of the ordered stream (0: the first)
     int max_new;
     int context;
     int draft_vocab;
@@ -233,7 +247,14 @@ static int replay_run(const ReplayOptions* o) {
     if (traffic_load(&traffic, o->traffic_path, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     if (o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     traffic_order(&traffic, o->order, o->seed);
+    if (o->from > 0) { // drop the first requests of the ordered stream
+        int from = o->from < traffic.n_requests ? o->from : traffic.n_requests;
+        for (int i = 0; i < from; i++) { free(traffic.requests[i].prompt); }
+        memmove(traffic.requests, traffic.requests + from, (size_t)(traffic.n_requests - from) * sizeof(TrafficRequest));
+        traffic.n_requests -= from;
+    }
     int n_requests = o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
+    if (n_requests == 0) { fprintf(stderr, "error: %s: no requests to replay\n", o->traffic_path); return 1; }
     Engine engine = {&target, NULL};
 #ifdef USE_CUDA
     if (o->use_cuda) { engine.cuda = target_cuda_create(&target); }
@@ -251,7 +272,7 @@ static int replay_run(const ReplayOptions* o) {
     Flywheel flywheel;
     if (online) {
         flywheel_start(&flywheel, &draft, &target, o->train, o->buffer_capacity, o->sync_every, o->batch_requests,
-                       o->lockstep_every, o->pool_capacity, o->steps_per_request, o->seed);
+                       o->lockstep_every, o->pool_capacity, o->steps_per_request, o->seed, engine.cuda != NULL);
         source.exchange = flywheel.exchange;
     }
 #ifdef _OPENMP

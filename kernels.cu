@@ -1468,113 +1468,6 @@ extern "C" double sum_squares_cuda(const float* values, size_t N) {
 //     TrainerCuda drives a Trainer, drive it only through trainer_step_cuda.
 
 // ----------------------------------------------------------------------------
-// TRANSITIONAL. trainer.c's types are private to the C translation unit (aurora.c #includes trainer.c
-// after aurora.h), and nvcc compiles this file on its own, so until they move into aurora.h this file
-// mirrors them: TrainerSettings and TrainStats field for field, and the leading fields of Trainer up to
-// head_rows (TrainWorkspace work, its last field, is never touched here). trainer_cuda_mirror_layout
-// reports sizes and offsets so tests/test_cuda.c can check the mirror against the real types (no GPU
-// needed). Delete this block when aurora.h defines the types (and AURORA_TRAINER_TYPES).
-#ifndef AURORA_TRAINER_TYPES
-enum { TTT_MAX_STEPS = 10 };
-typedef struct {
-    float learning_rate;
-    int warmup_steps;
-    float beta1, beta2, adam_eps, weight_decay;
-    float max_grad_norm;
-    int ttt_length;
-    float step_decay;
-    LossKind loss;
-    float discard_weight;
-    int discard_top_k;
-    LossKind discard_loss;
-    int max_positions;
-    int context_window;
-} TrainerSettings;
-typedef struct {
-    float loss;
-    float accepted_loss;
-    float discard_loss;
-    float step0_accuracy;
-    float grad_norm;
-    int n_positions;
-    int n_discard;
-    int rejected;
-} TrainStats;
-typedef struct {
-    TrainerSettings settings;
-    Draft draft;
-    float* grads;
-    DraftWeights grad;
-    float* adam_m;
-    float* adam_v;
-    int step;
-    long rejected_updates;
-    float* head_rows;
-    // TrainWorkspace work follows in trainer.c: never touched here
-} Trainer;
-#endif
-
-extern "C" void trainer_cuda_mirror_layout(size_t layout[TRAINER_CUDA_LAYOUT_FIELDS]) {
-    layout[0] = sizeof(TrainerSettings);
-    layout[1] = sizeof(TrainStats);
-    layout[2] = offsetof(Trainer, draft);
-    layout[3] = offsetof(Trainer, grads);
-    layout[4] = offsetof(Trainer, adam_m);
-    layout[5] = offsetof(Trainer, step);
-    layout[6] = offsetof(Trainer, rejected_updates);
-    layout[7] = offsetof(Trainer, head_rows);
-}
-
-// ----------------------------------------------------------------------------
-// TRANSITIONAL host bookkeeping: copies of trainer.c's static select_discard_nodes and ttt_mask (integer
-// work, no math), under their own names. tests/test_cuda.c checks them against trainer.c's on real records
-// (no GPU needed). Delete them when trainer.c exports its own.
-
-// The discard nodes in use: all rejected nodes, or per verify pass the top_k by draft score.
-extern "C" int trainer_cuda_select_discard_nodes(const Record* record, int top_k, int first_column, int n_columns, int* used,
-                                                 int* row_of, int first_row) {
-    int n = 0;
-    for (int i = 0; i < record->n_discard; i++) {
-        const DiscardNode* node = &record->discard[i];
-        row_of[i] = -1;
-        // a node needs its whole context inside the trained columns
-        if (node->prefix_end <= first_column || node->prefix_end > first_column + n_columns) { continue; }
-        if (node->parent >= 0 && row_of[node->parent] < 0) { continue; }
-        if (top_k > 0) {
-            int better = 0; // rejected nodes of the same pass that outrank this one
-            for (int j = 0; j < record->n_discard; j++) {
-                const DiscardNode* other = &record->discard[j];
-                if (other->verify_step != node->verify_step || j == i) { continue; }
-                better += other->score > node->score || (other->score == node->score && j < i);
-            }
-            if (better >= top_k) { continue; }
-        }
-        row_of[i] = first_row + n;
-        used[n++] = i;
-    }
-    return n;
-}
-
-// Step k's mask over the key buffer (the EAGLE-3 TTT mask, and the discard rows' tree mask at step 0).
-extern "C" void trainer_cuda_ttt_mask(uint8_t* mask, int k, int rows, int n_columns, const int* block_offset, int n_keys,
-                                      const Record* record, int first_column, const int* discard_used, const int* discard_row) {
-    memset(mask, 0, (size_t)rows * n_keys);
-    for (int t = 0; t < rows; t++) {
-        uint8_t* row = mask + (size_t)t * n_keys;
-        if (k > 0 || t < n_columns) {
-            for (int s = 0; s <= t; s++) { row[s] = 1; }
-            for (int block = 1; block <= k; block++) { row[block_offset[block] + t] = 1; }
-        } else {
-            int i = discard_used[t - n_columns];
-            const DiscardNode* node = &record->discard[i];
-            for (int s = 0; s < node->prefix_end - first_column; s++) { row[s] = 1; }
-            for (int a = node->parent; a >= 0; a = record->discard[a].parent) { row[discard_row[a]] = 1; }
-            row[t] = 1;
-        }
-    }
-}
-
-// ----------------------------------------------------------------------------
 // small helpers of the trainer: row gathers and scatters, scaling
 
 // out[i] = source[rows[i]], rows of C floats; one thread per element
@@ -1914,7 +1807,7 @@ static float record_train_cuda(TrainerCuda* g, Trainer* trainer, const Record* r
     int n_keys = max_rows + T * L;
     trainer_cuda_reserve(g, max_rows, n_keys, record->n_discard, L);
     int D = s->discard_weight > 0.0f
-          ? trainer_cuda_select_discard_nodes(record, s->discard_top_k, first_column, T, g->discard_used, g->discard_row, T) : 0;
+          ? select_discard_nodes(record, s->discard_top_k, first_column, T, g->discard_used, g->discard_row, T) : 0;
     int rows[TTT_MAX_STEPS], block_offset[TTT_MAX_STEPS + 1];
     block_offset[0] = 0;
     for (int k = 0; k < L; k++) {
@@ -1960,7 +1853,7 @@ static float record_train_cuda(TrainerCuda* g, Trainer* trainer, const Record* r
             u = g->act[k - 1].out; // the first R rows of the previous step are columns 0..R-1
         }
         int P = block_offset[k] + R;
-        trainer_cuda_ttt_mask(g->host_mask, k, R, T, block_offset, P, record, first_column, g->discard_used, g->discard_row);
+        ttt_mask(g->host_mask, k, R, T, block_offset, P, record, first_column, g->discard_used, g->discard_row);
         cudaCheck(cudaMemcpy(g->masks[k], g->host_mask, (size_t)R * P, cudaMemcpyHostToDevice));
         draft_layer_forward_cuda(c, w, g->target_embedding, a, g->key_buffer, g->value_buffer, g->tokens, u, g->positions[k],
                                  g->masks[k], R, block_offset[k]);

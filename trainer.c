@@ -31,24 +31,6 @@ The trainer owns its own copy of the draft. flywheel.c publishes it to the servi
 */
 #include "aurora.h"
 
-enum { TTT_MAX_STEPS = 10 };
-
-typedef struct {
-    float learning_rate;    // after warm-up
-    int warmup_steps;       // linear warm-up from 0
-    float beta1, beta2, adam_eps, weight_decay;
-    float max_grad_norm;    // global clipping threshold (0: off)
-    int ttt_length;         // L_ttt, the unroll length (1..TTT_MAX_STEPS)
-    float step_decay;       // weight of step k is step_decay^k (0.8)
-    LossKind loss;          // accepted-path loss
-    float discard_weight;   // lambda_discard (0: off)
-    int discard_top_k;      // rejected nodes per verify pass (0: all)
-    LossKind discard_loss;  // LOSS_FORWARD_KL or LOSS_REVERSE_KL
-    int max_positions;      // longest record trained on (longer ones keep their first max_positions)
-    int context_window;     // prompt positions kept before the first completion token (the rest of
-                            // the prompt is dropped from training: it costs a full layer per step)
-} TrainerSettings;
-
 static TrainerSettings trainer_default_settings(void) {
     TrainerSettings s = {0};
     s.learning_rate = 3e-4f; s.warmup_steps = 20;
@@ -58,65 +40,6 @@ static TrainerSettings trainer_default_settings(void) {
     s.max_positions = 1024; s.context_window = 64;
     return s;
 }
-
-typedef struct {
-    float loss;             // total (accepted + discard), batch mean
-    float accepted_loss;    // step-weighted accepted-path loss
-    float discard_loss;
-    float step0_accuracy;   // share of step-0 positions where the draft's argmax is the target's
-    float grad_norm;        // before clipping
-    int n_positions;        // step-0 loss positions
-    int n_discard;          // discard nodes trained on
-    int rejected;           // 1: non-finite loss or gradient, update skipped
-} TrainStats;
-
-// Per-step workspace of the unroll, sized by the longest record seen (grown on demand).
-typedef struct {
-    int capacity_rows;      // rows of step 0 (sequence columns + discard nodes)
-    int capacity_keys;      // rows of all blocks together
-    DraftActivations act[TTT_MAX_STEPS];
-    float* d_out[TTT_MAX_STEPS];    // (rows, C) gradient of each step's layer output
-    float* key_buffer;      // (keys, KVD) blocks 0..L-1
-    float* value_buffer;    // (keys, KVD)
-    float* d_keys;          // (keys, KVD)
-    float* d_values;        // (keys, KVD)
-    uint8_t* masks[TTT_MAX_STEPS];  // (rows, keys) each step's mask
-    float* features;        // (rows, 3C) step-0 inputs of fc: sequence taps, then discard parents' taps
-    float* p_target;        // (rows, V_d) target distributions of the loss rows
-    int* loss_rows;         // (rows) which rows of a step carry a loss
-    int* target_tokens;     // (rows) the token at each loss row (next-token loss, accuracy)
-    float* loss_weights;    // (rows)
-    float* losses;          // (rows)
-    float* d_logits;        // (rows, V_d)
-    float* d_out_norm;      // (rows, C)
-    float* d_h;             // (rows, C)
-    float* d_h_norm;        // (rows, C)
-    float* d_ffn_hidden;    // (rows, F)
-    float* d_gate;          // (rows, F)
-    float* d_up;            // (rows, F)
-    float* d_attn_out;      // (rows, QD)
-    float* d_q;             // (rows, QD)
-    float* d_attn_in;       // (rows, 2C)
-    float* d_u;             // (rows, C)
-    float* gathered;        // (rows, C) layer outputs of the loss rows
-    int* tokens;            // (rows)
-    int* positions;         // (rows)
-    int* discard_used;      // (rows) indices of the record's discard nodes in use
-    int* discard_row;       // (record's discard nodes) their row in step 0, or -1
-} TrainWorkspace;
-
-typedef struct {
-    TrainerSettings settings;
-    Draft draft;            // the weights being trained (the trainer's own copy)
-    float* grads;           // (n_weight_floats) same layout as draft.weight_arena
-    DraftWeights grad;      // pointers into grads, one per weight
-    float* adam_m;          // (n_weight_floats)
-    float* adam_v;          // (n_weight_floats)
-    int step;               // optimiser steps taken
-    long rejected_updates;  // steps skipped for a non-finite loss or gradient
-    float* head_rows;       // (V_d, C) the target's LM head rows of the draft vocabulary (frozen)
-    TrainWorkspace work;
-} Trainer;
 
 // ----------------------------------------------------------------------------
 // setup
@@ -231,7 +154,7 @@ static void train_workspace_reserve(TrainWorkspace* w, const DraftConfig* c, int
 
 // The discard nodes in use: all rejected nodes, or per verify pass the top_k by draft score. A node's
 // ancestors score at least as high, so the selection keeps every used node's rejected ancestors.
-static int select_discard_nodes(const Record* record, int top_k, int first_column, int n_columns, int* used, int* row_of,
+int select_discard_nodes(const Record* record, int top_k, int first_column, int n_columns, int* used, int* row_of,
                                 int first_row) {
     int n = 0;
     for (int i = 0; i < record->n_discard; i++) {
@@ -258,7 +181,7 @@ static int select_discard_nodes(const Record* record, int top_k, int first_colum
 // Step k's mask over the key buffer: sequence column t sees block 0 at s <= t and column t of blocks
 // 1..k; a discard row (step 0 only) sees block-0 columns before prefix_end, its rejected ancestors'
 // rows and itself.
-static void ttt_mask(uint8_t* mask, int k, int rows, int n_columns, const int* block_offset, int n_keys,
+void ttt_mask(uint8_t* mask, int k, int rows, int n_columns, const int* block_offset, int n_keys,
                      const Record* record, int first_column, const int* discard_used, const int* discard_row) {
     memset(mask, 0, (size_t)rows * n_keys);
     for (int t = 0; t < rows; t++) {

@@ -20,11 +20,13 @@ test_trainer.c: the flywheel's training side on project-made tiny models.
 
 static char temp_dir[256];
 
-// A path inside the test's temporary directory (allocated; the test frees nothing it needs to the end).
+// A path inside the test's temporary directory; each call gets its own buffer from a fixed pool.
 static const char* temp_path(const char* name) {
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s", temp_dir, name);
-    return strdup(path);
+    static char paths[32][512];
+    static int next = 0;
+    char* path = paths[next++ % 32];
+    snprintf(path, 512, "%s/%s", temp_dir, name);
+    return path;
 }
 
 // A tiny target: 2 layers, so the tapped layer 1 is the last layer and the draft can learn it quickly.
@@ -336,7 +338,7 @@ static void test_hot_swap(void) {
     settings.learning_rate = 3e-3f;
     settings.ttt_length = 2;
     Flywheel flywheel;
-    flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 1, 0, 8, 1, 1); // publish after every step
+    flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 1, 0, 8, 1, 1, 0); // publish after every step
     DraftSource source;
     draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, &draft, &engine);
     source.exchange = flywheel.exchange;

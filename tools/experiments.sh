@@ -1,8 +1,9 @@
 #!/bin/sh
 # experiments.sh: the flywheel experiments of SPEC section 8, one command each, on the default model.
 # usage: sh tools/experiments.sh day0|shift|mixed [REQUESTS]
-#   day0   a random draft trained online from the traffic it serves; acceptance length against requests,
-#          and the speed of the last requests against plain decoding of the same requests
+#   day0   a fresh draft (INIT=target: random layer, the target's LM head; INIT=random) trained online
+#          from the traffic it serves; acceptance length against requests, then the last quarter of the
+#          requests again with plain decoding and with the trained draft frozen: the speedup
 #   shift  a static draft (trained offline on domain c) against the same draft trained online, on a stream
 #          ordered by domain (c, python, prose, shell)
 #   mixed  online from scratch against the static draft on a mixed stream
@@ -13,29 +14,32 @@ AURORA=${AURORA:-./aurora}
 MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 TRAFFIC=${TRAFFIC:-traffic/default.jsonl}
 MAX_NEW=${MAX_NEW:-32}
-TRAIN="--lr 1e-3 --warmup 5"
+TRAIN="--lr 3e-3 --warmup 5"
 experiment=${1:-day0}
 out=out/$experiment
 mkdir -p "$out"
 
 case "$experiment" in
 day0)
-    N=${2:-60}
-    "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --order mixed --online --draft-init random \
-        --requests "$N" --max-new "$MAX_NEW" $TRAIN --save-draft "$out/online.gguf" --out "$out/online" --label "online (day 0)"
-    # plain decoding and the trained draft, frozen, on the last requests of the same stream: the speedup
+    N=${2:-48}
     LAST=$(( N / 4 > 8 ? N / 4 : 8 ))
-    "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --order mixed --no-spec --requests "$N" --max-new "$MAX_NEW" \
-        --out "$out/plain" --label plain > /dev/null 2>&1
-    "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --order mixed --static "$out/online.gguf" --requests "$N" \
-        --max-new "$MAX_NEW" --out "$out/learned" --label "learned draft" > /dev/null 2>&1
-    speed() { tail -n "$LAST" "$1" | awk -F, '{ tokens += $4; seconds += $7 } END { printf "%.3f", tokens / seconds }'; }
+    "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --order mixed --online --draft-init "${INIT:-target}" \
+        --requests "$N" --max-new "$MAX_NEW" $TRAIN --save-draft "$out/online.gguf" --out "$out/online" --label "online (day 0)"
+    # the last requests of the same stream again: plain decoding, and the trained draft frozen: the speedup
+    FROM=$(( N - LAST ))
+    "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --order mixed --no-spec --from "$FROM" --requests "$LAST" \
+        --max-new "$MAX_NEW" --out "$out/plain" --label plain > /dev/null 2>&1
+    "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --order mixed --static "$out/online.gguf" --from "$FROM" \
+        --requests "$LAST" --max-new "$MAX_NEW" --out "$out/learned" --label "learned draft" > /dev/null 2>&1
+    speed() { awk -F, 'NR > 1 { tokens += $4; seconds += $7 } END { printf "%.3f", tokens / seconds }' "$1"; }
+    acceptance() { awk -F, 'NR > 1 { a += $6; n++ } END { printf "%.3f", a / n }' "$1"; }
     plain=$(speed "$out/plain/requests.csv")
     learned=$(speed "$out/learned/requests.csv")
-    awk -v plain="$plain" -v learned="$learned" -v last="$LAST" 'BEGIN {
-        printf "speed over the last %d requests: plain %.2f tok/s, learned draft %.2f tok/s: speedup %.2fx\n",
-               last, plain, learned, learned / plain }' | tee "$out/speedup.txt"
-    "$AURORA" plot -o "$out/acceptance.svg" --title "day 0: a random draft learning online" "$out/online/requests.csv:online (day 0)"
+    awk -v plain="$plain" -v learned="$learned" -v last="$LAST" -v a="$(acceptance "$out/learned/requests.csv")" 'BEGIN {
+        printf "the last %d requests again: plain decoding %.2f tok/s; the learned draft (frozen) %.2f tok/s, acceptance length %.2f: speedup %.2fx\n",
+               last, plain, learned, a, learned / plain }' | tee "$out/speedup.txt"
+    "$AURORA" plot -o "$out/acceptance.svg" --title "day 0: a draft learning online from the traffic it serves" \
+        "$out/online/requests.csv:online (day 0)"
     ;;
 shift)
     N=${2:-200}

@@ -33,7 +33,7 @@ expect_ok "tiny-model q4_1 untied" "$AURORA" tiny-model -o "$work/tiny_q41.gguf"
 
 # ---- the commands work
 expect_ok "top-level --help" "$AURORA" --help
-for command in generate tokenize logits info tiny-model convert draft-init; do
+for command in generate tokenize logits info tiny-model convert draft-init replay train plot; do
     expect_ok "$command --help" "$AURORA" "$command" --help
 done
 expect_ok "info" "$AURORA" info -m "$model"
@@ -81,6 +81,32 @@ expect_error "bad --spec-k" "--spec-k expects an integer" "$AURORA" generate -m 
 expect_error "bad --spec-nodes" "--spec-nodes expects an integer" "$AURORA" generate -m "$model" -p x --draft self --spec-nodes 65
 expect_error "bad --draft-vocab" "larger than the target vocabulary" "$AURORA" draft-init -m "$model" -o "$work/d.gguf" --draft-vocab 100000
 expect_error "draft-init without -o" "missing -o" "$AURORA" draft-init -m "$model"
+
+# ---- the flywheel commands on the tiny model and the shipped sample traffic
+traffic=traffic/sample.jsonl
+[ -f "$traffic" ] || traffic="$(dirname "$0")/../traffic/sample.jsonl"
+expect_ok "replay online (lockstep)" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 6 --max-new 8 \
+    --sync-schedule 2 --discard-weight 0.5 --spec-k 2 --spec-depth 3 --save-draft "$work/online.gguf" --out "$work/replay"
+for file in requests.csv summary.txt acceptance.svg; do
+    [ -s "$work/replay/$file" ] && pass || fail "replay did not write $file"
+done
+[ "$(wc -l < "$work/replay/requests.csv")" -eq 7 ] && pass || fail "requests.csv should have a header and 6 rows"
+grep -q "optimiser steps" "$work/replay/summary.txt" && pass || fail "summary.txt lacks the training line"
+expect_ok "replay online (thread)" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --out "$work/threaded"
+expect_ok "replay static" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 3 --max-new 8 --static "$work/online.gguf" \
+    --order ordered --from 2 --out "$work/static"
+expect_ok "replay no-spec" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 3 --max-new 8 --no-spec --domain c --out "$work/plain-replay"
+expect_ok "train offline" "$AURORA" train -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --epochs 2 -o "$work/trained.gguf"
+expect_ok "generate with the trained draft" "$AURORA" generate -m "$model" -p "abc" -n 8 --draft "$work/trained.gguf"
+expect_ok "plot" "$AURORA" plot -o "$work/chart.svg" "$work/replay/requests.csv:online" "$work/static/requests.csv"
+grep -q "<svg" "$work/chart.svg" && pass || fail "plot did not write an SVG"
+expect_error "replay without traffic" "missing --traffic" "$AURORA" replay -m "$model"
+expect_error "replay bad order" "--order expects" "$AURORA" replay -m "$model" --traffic "$traffic" --order random
+expect_error "replay unknown domain" "domain" "$AURORA" replay -m "$model" --traffic "$traffic" --domain klingon --out "$work/x"
+printf '{"prompt": "ok"}\n{"prompt": 12}\n' > "$work/bad.jsonl"
+expect_error "malformed traffic" "bad.jsonl:2" "$AURORA" replay -m "$model" --traffic "$work/bad.jsonl" --out "$work/x"
+expect_error "replay bad loss" "--loss expects" "$AURORA" replay -m "$model" --traffic "$traffic" --loss l2
+expect_error "train without -o" "expected -m MODEL" "$AURORA" train -m "$model" --traffic "$traffic"
 
 # ---- bad flags
 expect_error "no command" "usage" "$AURORA"

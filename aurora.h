@@ -737,6 +737,23 @@ typedef struct {
     TrainWorkspace work;
 } Trainer;
 
+// The unroll of one record: which columns (a context window before the completion, then the
+// completion), how many steps, how many discard rows, each step's rows and key-block offset.
+typedef struct {
+    int first_column;   // absolute position of local column 0
+    int T;              // sequence columns
+    int L;              // unrolled steps
+    int D;              // discard rows (step 0 only)
+    int rows[TTT_MAX_STEPS];             // rows of each step: T + D, then T - k
+    int block_offset[TTT_MAX_STEPS + 1]; // where each step's keys start in the key buffer
+} UnrollPlan;
+// Fills first_column, T and L; returns 0 when the record has nothing to train on.
+int unroll_plan_columns(UnrollPlan* plan, const Record* record, const TrainerSettings* settings);
+// Then selects the discard rows (discard_used, discard_row sized by the record's discard nodes) and
+// fills D, rows and block_offset.
+void unroll_plan_rows(UnrollPlan* plan, const Record* record, const TrainerSettings* settings, int* discard_used,
+                      int* discard_row);
+
 // The discard nodes a record trains on (all rejected nodes, or the top_k per verify pass by draft
 // score; ancestors are kept with their descendants): used (D) their indices, row_of (n_discard) each
 // node's row in step 0 or -1. Returns D.

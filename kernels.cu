@@ -1792,28 +1792,14 @@ static float record_train_cuda(TrainerCuda* g, Trainer* trainer, const Record* r
     const TrainerSettings* s = &trainer->settings;
     const DraftWeights* w = &g->weights;
     int C = c->dim, V_d = c->vocab_size, KVD = c->n_kv_heads * c->head_size;
-    // local column t = 0..T-1 pairs the taps g_{f+t} with the token x_{f+t+1}, f = first_column
-    int n_columns = record->n_committed < s->max_positions ? record->n_committed : s->max_positions;
-    int first_column = record->n_prompt - 2 - s->context_window;
-    if (first_column < 0) { first_column = 0; }
-    int T = n_columns - first_column;
-    if (T < 1 || record->n_tokens < n_columns + 1) { return 0.0f; }
-    int L = s->ttt_length < T ? s->ttt_length : T;
-    if (L > TTT_MAX_STEPS) {
-        fprintf(stderr, "error: trainer_step_cuda: ttt_length %d, at most %d\n", L, TTT_MAX_STEPS);
-        exit(EXIT_FAILURE); // the settings parser bounds it; reaching here is a program bug
-    }
-    int max_rows = T + record->n_discard;
-    int n_keys = max_rows + T * L;
-    trainer_cuda_reserve(g, max_rows, n_keys, record->n_discard, L);
-    int D = s->discard_weight > 0.0f
-          ? select_discard_nodes(record, s->discard_top_k, first_column, T, g->discard_used, g->discard_row, T) : 0;
-    int rows[TTT_MAX_STEPS], block_offset[TTT_MAX_STEPS + 1];
-    block_offset[0] = 0;
-    for (int k = 0; k < L; k++) {
-        rows[k] = k == 0 ? T + D : T - k;
-        block_offset[k + 1] = block_offset[k] + rows[k];
-    }
+    // the same plan as record_train (trainer.c): columns, steps, discard rows, key blocks
+    UnrollPlan plan;
+    if (!unroll_plan_columns(&plan, record, s)) { return 0.0f; }
+    trainer_cuda_reserve(g, plan.T + record->n_discard, plan.T + record->n_discard + plan.T * plan.L, record->n_discard, plan.L);
+    unroll_plan_rows(&plan, record, s, g->discard_used, g->discard_row);
+    int first_column = plan.first_column, T = plan.T, L = plan.L, D = plan.D;
+    const int* rows = plan.rows;
+    const int* block_offset = plan.block_offset;
     int total_keys = block_offset[L];
 
     // step-0 inputs of fc: the sequence's taps, then each discard node's parent's taps

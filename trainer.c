@@ -200,6 +200,32 @@ void ttt_mask(uint8_t* mask, int k, int rows, int n_columns, const int* block_of
 }
 
 // ----------------------------------------------------------------------------
+// the unroll's plan for one record (shared with the GPU trainer in kernels.cu)
+
+int unroll_plan_columns(UnrollPlan* plan, const Record* record, const TrainerSettings* s) {
+    // local column t = 0..T-1 pairs the taps g_{f+t} with the token x_{f+t+1}, f = first_column: the
+    // context window before the first completion position, then the completion
+    int n_columns = record->n_committed < s->max_positions ? record->n_committed : s->max_positions;
+    memset(plan, 0, sizeof(*plan));
+    plan->first_column = record->n_prompt - 2 - s->context_window;
+    if (plan->first_column < 0) { plan->first_column = 0; }
+    plan->T = n_columns - plan->first_column;
+    if (plan->T < 1 || record->n_tokens < n_columns + 1) { return 0; }
+    plan->L = s->ttt_length < plan->T ? s->ttt_length : plan->T;
+    return 1;
+}
+
+void unroll_plan_rows(UnrollPlan* plan, const Record* record, const TrainerSettings* s, int* discard_used, int* discard_row) {
+    plan->D = s->discard_weight > 0.0f
+            ? select_discard_nodes(record, s->discard_top_k, plan->first_column, plan->T, discard_used, discard_row, plan->T) : 0;
+    plan->block_offset[0] = 0;
+    for (int k = 0; k < plan->L; k++) {
+        plan->rows[k] = k == 0 ? plan->T + plan->D : plan->T - k;
+        plan->block_offset[k + 1] = plan->block_offset[k] + plan->rows[k];
+    }
+}
+
+// ----------------------------------------------------------------------------
 // the backward of one decoder layer (draft_layer_forward), from d_out (rows, C) to d_u (rows, C);
 // accumulates weight gradients, and the key/value gradients of every block this step attended to.
 // On return the gradients of this step's own keys/values (block at key_offset) are complete, so they
@@ -266,26 +292,14 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
     const TrainerSettings* s = &trainer->settings;
     TrainWorkspace* ws = &trainer->work;
     int C = c->dim, V_d = c->vocab_size, KVD = c->n_kv_heads * c->head_size;
-    // local column t = 0..T-1 pairs the taps g_{f+t} with the token x_{f+t+1}, f = first_column: the
-    // context window before the first completion position, then the completion
-    int n_columns = record->n_committed < s->max_positions ? record->n_committed : s->max_positions;
-    int first_column = record->n_prompt - 2 - s->context_window;
-    if (first_column < 0) { first_column = 0; }
-    int T = n_columns - first_column;
-    if (T < 1 || record->n_tokens < n_columns + 1) { return 0.0f; }
-    int L = s->ttt_length < T ? s->ttt_length : T;
+    UnrollPlan plan;
+    if (!unroll_plan_columns(&plan, record, s)) { return 0.0f; }
     // reserve: rows of step 0 include every discard node at most
-    int max_rows = T + record->n_discard;
-    int n_keys = max_rows + T * L;
-    train_workspace_reserve(ws, c, max_rows, n_keys, record->n_discard);
-    int D = s->discard_weight > 0.0f
-          ? select_discard_nodes(record, s->discard_top_k, first_column, T, ws->discard_used, ws->discard_row, T) : 0;
-    int rows[TTT_MAX_STEPS], block_offset[TTT_MAX_STEPS + 1];
-    block_offset[0] = 0;
-    for (int k = 0; k < L; k++) {
-        rows[k] = k == 0 ? T + D : T - k;
-        block_offset[k + 1] = block_offset[k] + rows[k];
-    }
+    train_workspace_reserve(ws, c, plan.T + record->n_discard, plan.T + record->n_discard + plan.T * plan.L, record->n_discard);
+    unroll_plan_rows(&plan, record, s, ws->discard_used, ws->discard_row);
+    int first_column = plan.first_column, T = plan.T, L = plan.L, D = plan.D;
+    const int* rows = plan.rows;
+    const int* block_offset = plan.block_offset;
     int total_keys = block_offset[L];
 
     // step-0 inputs of fc: the sequence's taps, then each discard node's parent's taps

@@ -325,6 +325,15 @@ static void free_engine(Engine* engine) {
     engine->cuda = NULL;
 }
 
+// What generate and logits share: the matmul path, the model, the encoded prompt, the engine.
+static int* start_session(const Options* o, Target* target, Engine* engine, int* n_prompt) {
+    use_blas = !o->no_blas;
+    load_or_die(target, o->model_path, o->context, o->max_tokens);
+    int* prompt = encode_prompt_or_die(target, o->prompt, o->chat, n_prompt);
+    setup_engine(engine, target, o->use_cuda);
+    return prompt;
+}
+
 static void print_token_text(void* context, int token) {
     const Tokenizer* tokenizer = context;
     int length = 0;
@@ -377,13 +386,10 @@ static int command_generate(int argc, char** argv) {
     Options o = parse_options(argc, argv, USAGE_GENERATE, positional, &n_positional);
     if (n_positional > 0) { usage_error(USAGE_GENERATE, "unexpected argument '%s' (the prompt goes after -p)", positional[0]); }
     if (o.prompt == NULL) { usage_error(USAGE_GENERATE, "%s", "missing -p PROMPT"); }
-    use_blas = !o.no_blas;
     Target target;
-    load_or_die(&target, o.model_path, o.context, o.max_tokens);
-    int n_prompt;
-    int* prompt = encode_prompt_or_die(&target, o.prompt, o.chat, &n_prompt);
     Engine engine;
-    setup_engine(&engine, &target, o.use_cuda);
+    int n_prompt;
+    int* prompt = start_session(&o, &target, &engine, &n_prompt);
     SamplerSettings settings = {o.temperature, o.top_p};
     int* out = mallocCheck((size_t)(o.n_predict + 1) * sizeof(int));
     TokenCallback stream = o.print_ids ? NULL : print_token_text;
@@ -450,13 +456,10 @@ static int command_logits(int argc, char** argv) {
     Options o = parse_options(argc, argv, USAGE_LOGITS, positional, &n_positional);
     if (n_positional > 0) { usage_error(USAGE_LOGITS, "unexpected argument '%s' (the prompt goes after -p)", positional[0]); }
     if (o.prompt == NULL) { usage_error(USAGE_LOGITS, "%s", "missing -p PROMPT"); }
-    use_blas = !o.no_blas;
     Target target;
-    load_or_die(&target, o.model_path, o.context, o.max_tokens);
-    int n_prompt;
-    int* prompt = encode_prompt_or_die(&target, o.prompt, o.chat, &n_prompt);
     Engine engine;
-    setup_engine(&engine, &target, o.use_cuda);
+    int n_prompt;
+    int* prompt = start_session(&o, &target, &engine, &n_prompt);
     engine_prefill(&engine, prompt, n_prompt, 0, NULL, NULL);
     int V = target.config.vocab_size;
     int K = o.top_k < V ? o.top_k : V;

@@ -15,8 +15,8 @@ masks with fully masked rows, NULL d-buffers, two runs bit-identical), swiglu, d
 LossKind, adamw_update, sum_squares) against its CPU twin, with d-buffers that start non-zero (the ops
 accumulate); trainer_step_cuda against trainer_step from one start for K = 3 steps per loss kind (losses,
 counters and weights after each step), a rejected non-finite step, and a 20-step learning curve (per-step
-losses). Before anything on the GPU, and also where there is none: kernels.cu's transitional mirror of
-trainer.c's types (layout) and bookkeeping (discard selection, TTT masks) against trainer.c's.
+losses). The GPU trainer uses trainer.c's own unroll plan and masks (unroll_plan_*, ttt_mask), so
+only the arithmetic differs.
 Single ops use the "reorder" tolerance (copies "exact"), whole-model outputs and trainer losses "layer"
 (test_common.h); the trainer's weights one made from the learning rates (see test_trainer_steps).
 
@@ -999,9 +999,7 @@ static Record** make_records(Engine* engine, Draft* draft, int n) {
     return records;
 }
 
-// The mirror of trainer.c's types and bookkeeping in kernels.cu (TRANSITIONAL): layout against the real
-// types, and the masks and discard selection against trainer.c's on real records. Host code only: runs
-// with or without a GPU.
+// One training step's statistics, GPU against CPU.
 static void compare_step_stats(const char* what, const TrainStats* gpu, const TrainStats* cpu) {
     float got[4] = {gpu->loss, gpu->accepted_loss, gpu->discard_loss, gpu->grad_norm};
     float expected[4] = {cpu->loss, cpu->accepted_loss, cpu->discard_loss, cpu->grad_norm};

@@ -62,7 +62,10 @@ void matmul_forward_cpu(float* out, const float* inp, const float* weight, int T
 // Hugging Face checkpoints so that this layout gives the same result as HF's rotate_half.
 // Positions are explicit per token: a tree-verify pass gives sibling nodes the same position.
 
-void rope_forward_cpu(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta) {
+// The rotation itself: direction +1 rotates by +angle (the forward), -1 by -angle (its transpose,
+// the backward). One loop, so the two cannot drift apart.
+static void rope_rotate(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta,
+                        float direction) {
     // out, inp: (T, n_heads * HS) (out == inp allowed); positions: (T)
     for (int t = 0; t < T; t++) {
         for (int i = 0; i < HS / 2; i++) {
@@ -70,7 +73,7 @@ void rope_forward_cpu(float* out, const float* inp, const int* positions, int T,
             double frequency = pow((double)theta, -2.0 * i / HS);
             double angle = (double)positions[t] * frequency;
             float cos_angle = (float)cos(angle);
-            float sin_angle = (float)sin(angle);
+            float sin_angle = direction * (float)sin(angle);
             for (int h = 0; h < n_heads; h++) {
                 size_t base = (size_t)t * n_heads * HS + (size_t)h * HS + 2 * i;
                 float x0 = inp[base], x1 = inp[base + 1];
@@ -79,6 +82,10 @@ void rope_forward_cpu(float* out, const float* inp, const int* positions, int T,
             }
         }
     }
+}
+
+void rope_forward_cpu(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta) {
+    rope_rotate(out, inp, positions, T, n_heads, HS, theta, +1.0f);
 }
 
 // ----------------------------------------------------------------------------
@@ -270,22 +277,8 @@ void rmsnorm_backward_cpu(float* dinp, float* dweight, const float* dout, const 
 // gradient of the rotated q/k is turned into the gradient of the unrotated q/k in its own buffer.
 
 void rope_backward_cpu(float* dinp, const float* dout, const int* positions, int T, int n_heads, int HS, float theta) {
-    // dinp, dout: (T, n_heads * HS) (dinp == dout allowed); positions: (T)
-    for (int t = 0; t < T; t++) {
-        for (int i = 0; i < HS / 2; i++) {
-            // the same angle as the forward, computed the same way (double, then float cos/sin)
-            double frequency = pow((double)theta, -2.0 * i / HS);
-            double angle = (double)positions[t] * frequency;
-            float cos_angle = (float)cos(angle);
-            float sin_angle = (float)sin(angle);
-            for (int h = 0; h < n_heads; h++) {
-                size_t base = (size_t)t * n_heads * HS + (size_t)h * HS + 2 * i;
-                float d0 = dout[base], d1 = dout[base + 1];
-                dinp[base]     =  d0 * cos_angle + d1 * sin_angle;
-                dinp[base + 1] = -d0 * sin_angle + d1 * cos_angle;
-            }
-        }
-    }
+    // dinp, dout: (T, n_heads * HS) (dinp == dout allowed): dinp = R^T dout, the rotation by -angle
+    rope_rotate(dinp, dout, positions, T, n_heads, HS, theta, -1.0f);
 }
 
 // ----------------------------------------------------------------------------

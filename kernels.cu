@@ -204,7 +204,9 @@ extern "C" void matmul_forward_cuda(float* out, const float* inp, const float* w
 // position * theta^(-2i/HS), the angle computed in double as on the CPU. One thread per pair
 // (out == inp allowed: each thread reads and writes only its own pair).
 
-__global__ void rope_forward_kernel(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta) {
+__global__ void rope_rotate_kernel(float* out, const float* inp, const int* positions, int T, int n_heads, int HS,
+                                   float theta, float direction) {
+    // direction +1: the forward rotation; -1: its transpose (rope_backward_cuda), as rope_rotate on the CPU
     int pairs = HS / 2;
     size_t index = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (index >= (size_t)T * n_heads * pairs) { return; }
@@ -214,7 +216,7 @@ __global__ void rope_forward_kernel(float* out, const float* inp, const int* pos
     double frequency = pow((double)theta, -2.0 * i / HS);
     double angle = (double)positions[t] * frequency;
     float cos_angle = (float)cos(angle);
-    float sin_angle = (float)sin(angle);
+    float sin_angle = direction * (float)sin(angle);
     size_t base = (size_t)t * n_heads * HS + (size_t)h * HS + 2 * i;
     float x0 = inp[base], x1 = inp[base + 1];
     out[base]     = __fsub_rn(__fmul_rn(x0, cos_angle), __fmul_rn(x1, sin_angle));
@@ -225,8 +227,8 @@ extern "C" void rope_forward_cuda(float* out, const float* inp, const int* posit
     // out, inp: (T, n_heads * HS); positions: (T)
     size_t total = (size_t)T * n_heads * (HS / 2);
     if (total == 0) { return; }
-    rope_forward_kernel<<<ceil_div(total, BLOCK_SIZE), BLOCK_SIZE>>>(out, inp, positions, T, n_heads, HS, theta);
-    cudaCheckLaunch("rope_forward_kernel");
+    rope_rotate_kernel<<<ceil_div(total, BLOCK_SIZE), BLOCK_SIZE>>>(out, inp, positions, T, n_heads, HS, theta, 1.0f);
+    cudaCheckLaunch("rope_rotate_kernel");
 }
 
 // ----------------------------------------------------------------------------
@@ -1129,34 +1131,15 @@ extern "C" void rmsnorm_backward_cuda(float* dinp, float* dweight, const float* 
 }
 
 // ----------------------------------------------------------------------------
-// RoPE backward: dinp = R^T dout, the rotation by -angle (same angle as the forward, in double); one
-// thread per pair, so dinp == dout (in place) is allowed. ASSIGNS, like rope_backward_cpu.
-//   dx0 =  d0 cos + d1 sin
-//   dx1 = -d0 sin + d1 cos
-
-__global__ void rope_backward_kernel(float* dinp, const float* dout, const int* positions, int T, int n_heads, int HS, float theta) {
-    int pairs = HS / 2;
-    size_t index = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (index >= (size_t)T * n_heads * pairs) { return; }
-    int t = (int)(index / ((size_t)n_heads * pairs));
-    int h = (int)(index / pairs % n_heads);
-    int i = (int)(index % pairs);
-    double frequency = pow((double)theta, -2.0 * i / HS);
-    double angle = (double)positions[t] * frequency;
-    float cos_angle = (float)cos(angle);
-    float sin_angle = (float)sin(angle);
-    size_t base = (size_t)t * n_heads * HS + (size_t)h * HS + 2 * i;
-    float d0 = dout[base], d1 = dout[base + 1];
-    dinp[base]     = __fadd_rn(__fmul_rn(d0, cos_angle), __fmul_rn(d1, sin_angle));
-    dinp[base + 1] = __fadd_rn(__fmul_rn(-d0, sin_angle), __fmul_rn(d1, cos_angle));
-}
+// RoPE backward: dinp = R^T dout, the rotation by -angle: rope_rotate_kernel with direction -1 (one
+// thread per pair, so dinp == dout is allowed). ASSIGNS, like rope_backward_cpu.
 
 extern "C" void rope_backward_cuda(float* dinp, const float* dout, const int* positions, int T, int n_heads, int HS, float theta) {
     // dinp, dout: (T, n_heads * HS) (dinp == dout allowed); positions: (T)
     size_t total = (size_t)T * n_heads * (HS / 2);
     if (total == 0) { return; }
-    rope_backward_kernel<<<ceil_div(total, BLOCK_SIZE), BLOCK_SIZE>>>(dinp, dout, positions, T, n_heads, HS, theta);
-    cudaCheckLaunch("rope_backward_kernel");
+    rope_rotate_kernel<<<ceil_div(total, BLOCK_SIZE), BLOCK_SIZE>>>(dinp, dout, positions, T, n_heads, HS, theta, -1.0f);
+    cudaCheckLaunch("rope_rotate_kernel");
 }
 
 // ----------------------------------------------------------------------------

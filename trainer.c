@@ -370,15 +370,19 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
             ws->target_tokens[i] = target_id >= 0 ? draft->t2d[target_id] : -1;
             if (s->loss == LOSS_NEXT_TOKEN && ws->target_tokens[i] < 0) { ws->loss_weights[i] = 0.0f; ws->target_tokens[i] = 0; }
         }
-        distribution_loss_cpu(ws->losses, NULL, a->logits, ws->p_target, ws->target_tokens, NULL, n_sequence_loss, V_d, s->loss);
+        // one call per kind gives each row's loss and, when training, adds its weighted gradient to d_logits
+        float* d_logits = backward ? ws->d_logits : NULL;
+        if (backward) { memset(ws->d_logits, 0, (size_t)n_loss * V_d * sizeof(float)); }
+        distribution_loss_cpu(ws->losses, d_logits, a->logits, ws->p_target, ws->target_tokens, ws->loss_weights,
+                              n_sequence_loss, V_d, s->loss);
         float sequence_part = 0.0f;
         for (int i = 0; i < n_sequence_loss; i++) { sequence_part += ws->loss_weights[i] * ws->losses[i]; }
         total_loss += sequence_part;
         if (stats) { stats->accepted_loss += sequence_part; }
         if (n_loss > n_sequence_loss) {
-            distribution_loss_cpu(ws->losses + n_sequence_loss, NULL, a->logits + (size_t)n_sequence_loss * V_d,
-                                  ws->p_target + (size_t)n_sequence_loss * V_d, NULL, NULL, n_loss - n_sequence_loss, V_d,
-                                  s->discard_loss);
+            distribution_loss_cpu(ws->losses + n_sequence_loss, d_logits ? d_logits + (size_t)n_sequence_loss * V_d : NULL,
+                                  a->logits + (size_t)n_sequence_loss * V_d, ws->p_target + (size_t)n_sequence_loss * V_d,
+                                  NULL, ws->loss_weights + n_sequence_loss, n_loss - n_sequence_loss, V_d, s->discard_loss);
             float discard_part = 0.0f;
             for (int i = n_sequence_loss; i < n_loss; i++) { discard_part += ws->loss_weights[i] * ws->losses[i]; }
             total_loss += discard_part;
@@ -392,16 +396,6 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
             step0_positions += n_sequence_loss;
         }
         if (backward) {
-            // d logits of the loss rows, kept in the step's own logits buffer after the forward values
-            // are no longer needed: recomputed here into d_logits, then through the head
-            memset(ws->d_logits, 0, (size_t)n_loss * V_d * sizeof(float));
-            distribution_loss_cpu(ws->losses, ws->d_logits, a->logits, ws->p_target, ws->target_tokens, ws->loss_weights,
-                                  n_sequence_loss, V_d, s->loss);
-            if (n_loss > n_sequence_loss) {
-                distribution_loss_cpu(ws->losses + n_sequence_loss, ws->d_logits + (size_t)n_sequence_loss * V_d,
-                                      a->logits + (size_t)n_sequence_loss * V_d, ws->p_target + (size_t)n_sequence_loss * V_d,
-                                      NULL, ws->loss_weights + n_sequence_loss, n_loss - n_sequence_loss, V_d, s->discard_loss);
-            }
             // logits = lm_head(RMSNorm_out(out)) over the gathered rows
             memset(ws->d_out_norm, 0, (size_t)n_loss * C * sizeof(float));
             matmul_backward(ws->d_out_norm, trainer->grad.lm_head, ws->d_logits, a->out_norm, draft->weights.lm_head, n_loss, C, V_d);

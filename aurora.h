@@ -57,6 +57,36 @@ void* checked_calloc(size_t count, size_t size, const char* file, int line);
 #define callocCheck(count, size) checked_calloc(count, size, __FILE__, __LINE__)
 
 // ----------------------------------------------------------------------------
+// files (util.c): inputs are regular files only, outputs are replaced atomically
+
+// Opens a regular file for reading. The open itself never blocks (O_NONBLOCK, so a FIFO or a device is
+// refused by fstat on the opened descriptor, not waited on); returns the descriptor (blocking again)
+// and the file size, or -1 with a message naming the path and what it is.
+int open_regular_file(const char* path, size_t* size, Error* err);
+// Reads a whole regular file of at most max_bytes into a malloc'd, NUL-terminated buffer.
+int read_text_file(const char* path, size_t max_bytes, char** text, size_t* length, Error* err);
+// Creates a directory and its parents with mkdir(2) (no shell); existing directories are fine.
+int make_directories(const char* path, Error* err);
+// Checks, before any work starts, that path can be written: its directory exists (or, with
+// create_directory, is created) and a file can be created in it. Nothing at path itself changes.
+int check_writable(const char* path, int create_directory, Error* err);
+
+// An output written to a temporary file in the same directory and renamed over the target only when
+// every byte is written, flushed and synced: a failure leaves the old file intact.
+//   OutputFile out; if (output_open(&out, path, err) != 0) ...; fprintf(out.stream, ...);
+//   if (output_commit(&out, err) != 0) ...   (or output_abandon(&out) to drop it)
+typedef struct {
+    FILE* stream;
+    char* path;                 // the target
+    char* temporary_path;       // PATH.tmp.PID beside it
+} OutputFile;
+int output_open(OutputFile* out, const char* path, Error* err);
+int output_commit(OutputFile* out, Error* err);  // write errors (a full disk, a size limit) are errors here
+void output_abandon(OutputFile* out);
+// Writes n bytes to path atomically (output_open, fwrite, output_commit).
+int write_file_atomic(const char* path, const void* bytes, size_t n, Error* err);
+
+// ----------------------------------------------------------------------------
 // tensor types (numbering is GGUF's ggml_type)
 
 enum {
@@ -77,6 +107,15 @@ size_t tensor_bytes(int type, int64_t n);
 // Converts n elements (a multiple of the block size) between fp32 and a supported type.
 void dequantize_row(int type, const void* source, float* destination, int64_t n);
 void quantize_row(int type, const float* source, void* destination, int64_t n);
+// A weight matrix as a backend keeps it: (rows, cols) row-major, each row cols values stored in `type`
+// (TYPE_*; a row of a quantised type is cols / block_size blocks). The reference backend keeps every
+// matrix in TYPE_F32; the fast CPU backend reads the GGUF type in place. Dimensions travel beside it, as
+// in every op (matmul_forward(out, inp, weight, T, C, OC): weight is (OC, C)).
+typedef struct {
+    const void* data;
+    int type;
+} Matrix;
+static inline Matrix matrix_f32(const float* data) { Matrix m = {data, TYPE_F32}; return m; }
 float fp16_to_fp32(uint16_t h);
 uint16_t fp32_to_fp16(float f);               // round to nearest even
 float bf16_to_fp32(uint16_t h);

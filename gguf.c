@@ -638,23 +638,19 @@ int gguf_open_memory(GGUFFile* gguf, const void* bytes, size_t size, const char*
 
 int gguf_open(GGUFFile* gguf, const char* path, Error* err) {
     memset(gguf, 0, sizeof(*gguf));
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) { return error_set(err, "%s: cannot open: %s", path, strerror(errno)); }
-    struct stat info;
-    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-        close(fd);
-        return error_set(err, "%s: not a regular file", path);
-    }
-    if (info.st_size == 0) {   // mmap cannot map 0 bytes; the parser reports the empty file
+    size_t size = 0;
+    int fd = open_regular_file(path, &size, err); // never blocks on a FIFO
+    if (fd < 0) { return -1; }
+    if (size == 0) {   // mmap cannot map 0 bytes; the parser reports the empty file
         close(fd);
         return gguf_open_memory(gguf, NULL, 0, path, err);
     }
-    void* mapping = mmap(NULL, (size_t)info.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void* mapping = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);   // the mapping stays valid without the descriptor
     if (mapping == MAP_FAILED) { return error_set(err, "%s: cannot memory-map: %s", path, strerror(errno)); }
     gguf->path = gguf_copy_string(path, strlen(path));
     gguf->bytes = mapping;
-    gguf->size = (size_t)info.st_size;
+    gguf->size = size;
     gguf->is_mapped = 1;
     if (gguf_parse(gguf, err) != 0) {
         gguf_close(gguf);
@@ -1041,16 +1037,9 @@ int gguf_writer_save(GGUFWriter* writer, const char* path, Error* err) {
     if (writer->error[0] != '\0') { return error_set(err, "%s: not written: %s", path, writer->error); }
     GGUFBuffer file = {0};
     gguf_writer_serialize(writer, &file);
-    FILE* stream = fopen(path, "wb");
-    if (stream == NULL) {
-        free(file.data);
-        return error_set(err, "%s: cannot open for writing: %s", path, strerror(errno));
-    }
-    size_t written = fwrite(file.data, 1, file.size, stream);
-    int closed = fclose(stream);
+    int status = write_file_atomic(path, file.data, file.size, err); // the old file survives a failure
     free(file.data);
-    if (written != file.size || closed != 0) { return error_set(err, "%s: write failed: %s", path, strerror(errno)); }
-    return 0;
+    return status;
 }
 
 // Copies every metadata value of a file into a writer, except general.alignment (the writer owns it)

@@ -1,9 +1,17 @@
 /*
-util.c: the few basics every part of the program shares: error messages and checked allocation.
+util.c: the few basics every part of the program shares: error messages, checked allocation, and
+files: inputs are regular files only (checked on the opened descriptor, so a FIFO never blocks us) and
+outputs are written to a temporary name beside the target and renamed over it when complete (so a
+failed write, a full disk or an interrupted run never leaves a truncated file or loses the old one).
 Included first by aurora.c (one translation unit).
 */
 #include <stdarg.h>
 #include <time.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "aurora.h"
 
 int error_set(Error* err, const char* format, ...) {
@@ -38,4 +46,173 @@ static double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// ----------------------------------------------------------------------------
+// input files
+
+int open_regular_file(const char* path, size_t* size, Error* err) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) { return error_set(err, "%s: cannot open: %s", path, strerror(errno)); }
+    struct stat info;
+    if (fstat(fd, &info) != 0) {
+        int saved = errno;
+        close(fd);
+        return error_set(err, "%s: cannot stat: %s", path, strerror(saved));
+    }
+    if (!S_ISREG(info.st_mode)) {
+        close(fd);
+        const char* kind = S_ISDIR(info.st_mode) ? "a directory" : S_ISFIFO(info.st_mode) ? "a FIFO (named pipe)"
+                         : S_ISCHR(info.st_mode) ? "a character device" : S_ISSOCK(info.st_mode) ? "a socket" : "not a regular file";
+        return error_set(err, "%s: is %s; expected a regular file", path, kind);
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0) { fcntl(fd, F_SETFL, flags & ~O_NONBLOCK); }
+    if (size) { *size = (size_t)info.st_size; }
+    return fd;
+}
+
+int read_text_file(const char* path, size_t max_bytes, char** text, size_t* length, Error* err) {
+    size_t size = 0;
+    int fd = open_regular_file(path, &size, err);
+    if (fd < 0) { return -1; }
+    if (size > max_bytes) {
+        close(fd);
+        return error_set(err, "%s: is %zu bytes; expected at most %zu bytes", path, size, max_bytes);
+    }
+    char* buffer = mallocCheck(size + 1);
+    size_t got = 0;
+    while (got < size) {
+        ssize_t n = read(fd, buffer + got, size - got);
+        if (n < 0 && errno == EINTR) { continue; }
+        if (n <= 0) { // an error, or the file shrank while we read it
+            int saved = errno;
+            free(buffer);
+            close(fd);
+            return error_set(err, "%s: read error: %s", path, n < 0 ? strerror(saved) : "the file is shorter than its size");
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    buffer[size] = '\0';
+    *text = buffer;
+    if (length) { *length = size; }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// output files and directories
+
+int make_directories(const char* path, Error* err) {
+    size_t n = strlen(path);
+    if (n == 0) { return error_set(err, "empty directory name"); }
+    char* copy = mallocCheck(n + 1);
+    memcpy(copy, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (copy[i] != '/' && copy[i] != '\0') { continue; }
+        char saved = copy[i];
+        copy[i] = '\0';
+        if (mkdir(copy, 0777) != 0 && errno != EEXIST) {
+            int e = errno;
+            error_set(err, "%s: cannot create the directory: %s", copy, strerror(e));
+            free(copy);
+            return -1;
+        }
+        copy[i] = saved;
+    }
+    struct stat info;
+    int is_directory = stat(path, &info) == 0 && S_ISDIR(info.st_mode);
+    free(copy);
+    if (!is_directory) { return error_set(err, "%s: exists and is not a directory", path); }
+    return 0;
+}
+
+// The directory part of path in a malloc'd string ("." for a bare file name).
+static char* directory_of(const char* path) {
+    char* copy = mallocCheck(strlen(path) + 1);
+    strcpy(copy, path);
+    char* directory = dirname(copy);
+    char* result = mallocCheck(strlen(directory) + 1);
+    strcpy(result, directory);
+    free(copy);
+    return result;
+}
+
+int check_writable(const char* path, int create_directory, Error* err) {
+    if (path[0] == '\0') { return error_set(err, "empty output path"); }
+    struct stat info;
+    if (stat(path, &info) == 0 && S_ISDIR(info.st_mode)) { return error_set(err, "%s: is a directory; expected a file name", path); }
+    char* directory = directory_of(path);
+    if (create_directory && make_directories(directory, err) != 0) { free(directory); return -1; }
+    free(directory);
+    OutputFile probe;
+    if (output_open(&probe, path, err) != 0) { return -1; }
+    output_abandon(&probe);
+    return 0;
+}
+
+int output_open(OutputFile* out, const char* path, Error* err) {
+    memset(out, 0, sizeof(*out));
+    size_t n = strlen(path) + 32;
+    out->temporary_path = mallocCheck(n);
+    snprintf(out->temporary_path, n, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(out->temporary_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        int e = errno;
+        free(out->temporary_path);
+        out->temporary_path = NULL;
+        return error_set(err, "%s: cannot write: %s", path, strerror(e));
+    }
+    out->stream = fdopen(fd, "wb");
+    if (out->stream == NULL) {
+        close(fd);
+        unlink(out->temporary_path);
+        free(out->temporary_path);
+        out->temporary_path = NULL;
+        return error_set(err, "%s: cannot write: out of memory", path);
+    }
+    out->path = mallocCheck(strlen(path) + 1);
+    strcpy(out->path, path);
+    return 0;
+}
+
+static void output_release(OutputFile* out) {
+    free(out->path);
+    free(out->temporary_path);
+    memset(out, 0, sizeof(*out));
+}
+
+void output_abandon(OutputFile* out) {
+    if (out->stream) { fclose(out->stream); }
+    if (out->temporary_path) { unlink(out->temporary_path); }
+    output_release(out);
+}
+
+int output_commit(OutputFile* out, Error* err) {
+    int failed = fflush(out->stream) != 0 || ferror(out->stream);
+    int saved = errno;
+    if (!failed && fsync(fileno(out->stream)) != 0 && errno != EINVAL && errno != EROFS) { failed = 1; saved = errno; }
+    if (fclose(out->stream) != 0 && !failed) { failed = 1; saved = errno; }
+    out->stream = NULL;
+    if (!failed && rename(out->temporary_path, out->path) != 0) { failed = 1; saved = errno; }
+    if (failed) {
+        unlink(out->temporary_path);
+        error_set(err, "%s: write failed: %s (the previous file, if any, is unchanged)", out->path,
+                  saved ? strerror(saved) : "I/O error");
+        output_release(out);
+        return -1;
+    }
+    output_release(out);
+    return 0;
+}
+
+int write_file_atomic(const char* path, const void* bytes, size_t n, Error* err) {
+    OutputFile out;
+    if (output_open(&out, path, err) != 0) { return -1; }
+    if (n > 0 && fwrite(bytes, 1, n, out.stream) != n) {
+        int e = errno;
+        output_abandon(&out);
+        return error_set(err, "%s: write failed: %s (the previous file, if any, is unchanged)", path, strerror(e));
+    }
+    return output_commit(&out, err);
 }

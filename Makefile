@@ -58,10 +58,10 @@ else
 endif
 
 # ---- build -------------------------------------------------------------------------------------
-SOURCES = aurora.c aurora.h util.c cpu_ref.c gguf.c tokenizer.c unicode_data.h sampling.c target.c draft.c speculative.c recorder.c trainer.c generate.c traffic.c plot.c flywheel.c traffic.c plot.c
+SOURCES = aurora.c aurora.h util.c cpu_ref.c gguf.c tokenizer.c unicode_data.h sampling.c target.c draft.c speculative.c recorder.c trainer.c generate.c traffic.c plot.c flywheel.c
 BIN = build
 
-.PHONY: all model demo experiment-day0 experiment-shift experiment-mixed test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
+.PHONY: test-cli-asan fuzz all model demo experiment-day0 experiment-shift experiment-mixed test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
 
 all: aurora
 
@@ -96,7 +96,7 @@ experiment-day0 experiment-shift experiment-mixed: aurora $(MODEL_FILE)
 	sh tools/experiments.sh $(subst experiment-,,$@) $(REQUESTS)
 
 # ---- tests -------------------------------------------------------------------------------------
-UNIT_TESTS = test_ops test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer
+UNIT_TESTS = test_ops test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_hardening
 
 $(BIN)/%: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
@@ -104,15 +104,16 @@ $(BIN)/%: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
 $(BIN)/%_asan: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
 	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -Wno-unused-function -D_GNU_SOURCE -I. $< -o $@ -lm -lpthread
 
-test: test-unit test-sanitize test-tsan test-cli
+test: test-unit test-sanitize test-tsan test-cli test-cli-asan
 	@echo "make test: all passed"
 
 test-unit: $(addprefix $(BIN)/,$(UNIT_TESTS))
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$(BIN)/$$t; done
 
 # the parsers (GGUF, tokenizer) and the model on malformed and hard inputs, under ASan + UBSan
-test-sanitize: $(BIN)/test_gguf_asan $(BIN)/test_tokenizer_asan $(BIN)/test_model_asan $(BIN)/test_draft_asan $(BIN)/test_speculative_asan $(BIN)/test_backward_asan $(BIN)/test_traffic_asan $(BIN)/test_trainer_asan
-	@set -e; for t in test_gguf_asan test_tokenizer_asan test_model_asan test_draft_asan test_speculative_asan test_backward_asan test_traffic_asan test_trainer_asan; do echo "== $$t"; ./$(BIN)/$$t; done
+SANITIZED_TESTS = test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_hardening
+test-sanitize: $(addprefix $(BIN)/,$(addsuffix _asan,$(SANITIZED_TESTS)))
+	@set -e; for t in $(SANITIZED_TESTS); do echo "== $${t}_asan"; ./$(BIN)/$${t}_asan; done
 
 # serving and training threads under ThreadSanitizer (the hot-swap test); without OpenMP and OpenBLAS,
 # whose uninstrumented threads TSan cannot see into
@@ -124,6 +125,13 @@ test-tsan: $(BIN)/test_trainer_tsan
 
 test-cli: aurora
 	@echo "== test_cli"; sh tests/test_cli.sh ./aurora
+
+# the command line under ASan + UBSan: every bad input, signal, full disk and FIFO of test_cli.sh
+$(BIN)/aurora_asan: $(SOURCES) | $(BIN)
+	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -Wno-unused-function -D_GNU_SOURCE -I. aurora.c -o $@ -lm -lpthread
+
+test-cli-asan: $(BIN)/aurora_asan
+	@echo "== test_cli under ASan + UBSan"; sh tests/test_cli.sh ./$(BIN)/aurora_asan
 
 test-model: aurora $(BIN)/test_default_model $(BIN)/test_tokenizer
 	@test -f $(MODEL_FILE) || { echo "test-model: $(MODEL_FILE) is missing; run 'make model' first"; exit 1; }
@@ -149,6 +157,21 @@ $(BIN)/bench_verify: tools/bench_verify.c $(SOURCES) | $(BIN)
 bench: aurora $(MODEL_FILE) $(BIN)/bench_verify
 	sh tools/bench.sh ./aurora $(MODEL_FILE)
 	./$(BIN)/bench_verify $(MODEL_FILE)
+
+# libFuzzer harnesses (clang): the GGUF reader, the JSONL traffic reader, the tokenizer and prompt path;
+# each runs SECONDS seconds from its corpus in build/ (seeded with valid inputs), e.g. make fuzz SECONDS=60
+FUZZERS = fuzz_gguf fuzz_jsonl fuzz_tokenizer
+SECONDS ?= 30
+FUZZ_CC ?= clang
+$(BIN)/fuzz_%: tests/fuzz_%.c $(SOURCES) | $(BIN)
+	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE -I. $< -lm -lpthread -o $@
+
+fuzz: $(addprefix $(BIN)/,$(FUZZERS)) $(BIN)/test_gguf
+	@mkdir -p $(BIN)/corpus_gguf $(BIN)/corpus_jsonl $(BIN)/corpus_tokenizer $(BIN)/seeds_gguf
+	@./$(BIN)/test_gguf $(BIN)/seeds_gguf > /dev/null
+	./$(BIN)/fuzz_gguf -max_total_time=$(SECONDS) -print_final_stats=1 $(BIN)/corpus_gguf $(BIN)/seeds_gguf
+	./$(BIN)/fuzz_jsonl -max_total_time=$(SECONDS) -max_len=8192 -print_final_stats=1 $(BIN)/corpus_jsonl traffic
+	./$(BIN)/fuzz_tokenizer -max_total_time=$(SECONDS) -max_len=4096 -print_final_stats=1 $(BIN)/corpus_tokenizer traffic
 
 oracle-deps:
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_FMA=ON -DGGML_F16C=ON" \

@@ -28,6 +28,10 @@ stays streamed.
 #include <time.h>
 #include <errno.h>
 #include <unistd.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <signal.h>
+#include <sys/stat.h>
 #ifdef USE_BLAS
 #include <cblas.h>
 #endif
@@ -51,271 +55,384 @@ stays streamed.
 #include "flywheel.c"
 
 // ----------------------------------------------------------------------------
-// command-line interface
+// command-line interface: one flag table (every flag once: its type, range and help), one parser, and a
+// table of commands naming the flags each accepts. --help and every error message come from the tables.
 
-#ifndef TESTING
+typedef enum { FLAG_SWITCH, FLAG_INT, FLAG_FLOAT, FLAG_TEXT, FLAG_CHOICE } FlagKind;
 
 typedef struct {
-    const char* model_path;
-    const char* prompt;
-    int n_predict;
-    float temperature;
-    float top_p;
-    uint64_t seed;
-    int chat;
-    int parse_special;   // tokenize: turn special-token text such as <|im_start|> into that token
-    int print_ids;
-    int top_k;
-    int use_cuda;
-    int no_blas;
-    int max_tokens;      // tokens per forward call (prefill chunk)
-    const char* draft;   // speculative decoding: a draft checkpoint, or "random", "self", "lookup"
-    int spec_k, spec_depth, spec_nodes;
-    int draft_vocab;     // draft-init / --draft random: draft vocabulary size
-    const char* out_path;
-    int context;         // KV cache capacity; 0 = model default (capped at 4096)
-} Options;
+    const char* key;            // how commands name the flag (unique)
+    const char* short_name;     // "-m", or NULL
+    const char* name;           // "--model"
+    FlagKind kind;              // SWITCH sets an int to 1; INT/FLOAT check [min, max]; CHOICE checks `choices`
+    const char* value_name;     // shown in --help ("FILE", "N")
+    double min, max;
+    const char* choices;        // FLAG_CHOICE: "cpu|cuda"
+    size_t offset;              // where the value goes in Options (int, float or const char*)
+    const char* help;
+} Flag;
 
-static const char* USAGE_MAIN =
-    "usage: aurora <command> [options]\n"
-    "commands:\n"
-    "  generate   generate text from a prompt\n"
-    "  tokenize   print the token ids of a text\n"
-    "  logits     print the largest final-position logits of a prompt\n"
-    "  info       print a model's configuration and tensor table\n"
-    "  tiny-model write a small model with seeded random weights\n"
-    "  convert    rewrite a GGUF model with its matrices in another tensor type\n"
-    "  draft-init write a fresh random EAGLE-3 draft for a model\n"
-    "  replay     serve a traffic file with speculative decoding, training the draft online\n"
-    "  train      train a draft offline on the target's outputs\n"
-    "  plot       draw several replays' acceptance on one chart\n"
-    "run 'aurora <command> --help' for the options of a command\n";
+#define OPTION(field) offsetof(Options, field)
+#define INT_LIMIT 2147483647.0
+static const Flag FLAGS[] = {
+    // files
+    {"model", "-m", "--model", FLAG_TEXT, "FILE", 0, 0, NULL, OPTION(model_path), "GGUF target model (Llama architecture)"},
+    {"out", "-o", "--output", FLAG_TEXT, "FILE", 0, 0, NULL, OPTION(out_path), "the file to write (replaced atomically)"},
+    {"traffic", NULL, "--traffic", FLAG_TEXT, "FILE", 0, 0, NULL, OPTION(traffic_path),
+     "requests, JSONL (prompt / text / ShareGPT conversations), at most 256 MiB"},
+    {"out-dir", NULL, "--out", FLAG_TEXT, "DIR", 0, 0, NULL, OPTION(out_dir), "output directory (requests.csv, summary.txt, acceptance.svg)"},
+    // generation
+    {"prompt", "-p", "--prompt", FLAG_TEXT, "TEXT", 0, 0, NULL, OPTION(prompt), "prompt text (always plain text: special-token spellings stay text)"},
+    {"n-predict", "-n", "--n-predict", FLAG_INT, "N", 0, 1 << 20, NULL, OPTION(n_predict), "tokens to generate"},
+    {"temp", NULL, "--temp", FLAG_FLOAT, "T", 0, 100, NULL, OPTION(sampling.temperature), "temperature; 0 = exact greedy"},
+    {"top-p", NULL, "--top-p", FLAG_FLOAT, "P", 1e-6, 1, NULL, OPTION(sampling.top_p), "nucleus sampling threshold (1 = off)"},
+    {"seed", NULL, "--seed", FLAG_INT, "S", 0, INT_LIMIT, NULL, OPTION(seed), "random seed"},
+    {"chat", NULL, "--chat", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(chat), "wrap the prompt in the model's ChatML template"},
+    {"verbose-prompt", NULL, "--verbose-prompt", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(verbose_prompt),
+     "print the prompt's token ids on stderr before generating"},
+    {"print-ids", NULL, "--print-ids", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(print_ids), "print the generated token ids instead of text"},
+    {"special", NULL, "--special", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(parse_special),
+     "parse special-token text such as <|im_start|> as that token"},
+    {"top", NULL, "--top", FLAG_INT, "K", 1, 1 << 24, NULL, OPTION(top_k), "how many of the largest logits to print"},
+    {"device", NULL, "--device", FLAG_CHOICE, "DEVICE", 0, 0, "cpu|cuda", OPTION(device), "where the model runs"},
+    {"no-blas", NULL, "--no-blas", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(no_blas), "the plain reference matmul even when built with OpenBLAS"},
+    {"context", NULL, "--context", FLAG_INT, "N", 1, 1 << 20, NULL, OPTION(context),
+     "KV cache slots (0 or absent: the model's context, at most 4096)"},
+    {"batch", NULL, "--batch", FLAG_INT, "N", 1, 1 << 16, NULL, OPTION(batch), "most tokens per forward call (prefill chunk)"},
+    // speculative decoding
+    {"draft", NULL, "--draft", FLAG_TEXT, "SOURCE", 0, 0, NULL, OPTION(draft),
+     "speculative decoding from DRAFT.gguf (an EAGLE-3 draft), random (a fresh random draft), self (the target "
+     "drafts for itself: the ceiling) or lookup (prompt lookup); the output is the same, statistics go to stderr"},
+    {"spec-k", NULL, "--spec-k", FLAG_INT, "K", 1, MAX_SPEC_K, NULL, OPTION(shape.k), "children per expanded node (1: a chain)"},
+    {"spec-depth", NULL, "--spec-depth", FLAG_INT, "S", 1, TREE_MAX_DEPTH, NULL, OPTION(shape.depth), "drafting steps = tree depth"},
+    {"spec-nodes", NULL, "--spec-nodes", FLAG_INT, "N", 2, TREE_MAX_NODES, NULL, OPTION(shape.nodes),
+     "tree nodes verified per pass, root included (1 + K*S when not given, at most 64)"},
+    {"draft-vocab", NULL, "--draft-vocab", FLAG_INT, "N", 1, 1 << 24, NULL, OPTION(draft_vocab),
+     "a fresh draft's vocabulary: the N lowest target ids (default min(V, 8192): byte-level BPE numbers tokens "
+     "in merge order, so low ids are the frequent ones)"},
+    // replay and train
+    {"online", NULL, "--online", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(online), "train the draft from the traffic while serving (the default)"},
+    {"static", NULL, "--static", FLAG_TEXT, "DRAFT", 0, 0, NULL, OPTION(static_draft), "serve a frozen draft (a checkpoint, or random)"},
+    {"no-spec", NULL, "--no-spec", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(no_spec), "plain decoding (the speed baseline)"},
+    {"draft-init", NULL, "--draft-init", FLAG_TEXT, "START", 0, 0, NULL, OPTION(draft_init),
+     "the trained draft's start: random, target (random with the target's LM head: a warm start) or a checkpoint "
+     "FILE (default random)"},
+    {"order", NULL, "--order", FLAG_CHOICE, "ORDER", 0, 0, "mixed|ordered", OPTION(order), "shuffled with --seed, or grouped by domain"},
+    {"domain", NULL, "--domain", FLAG_TEXT, "D", 0, 0, NULL, OPTION(domain), "only requests of domain D"},
+    {"requests", NULL, "--requests", FLAG_INT, "N", 1, 1 << 24, NULL, OPTION(requests), "at most N requests (default all)"},
+    {"from", NULL, "--from", FLAG_INT, "R", 0, 1 << 24, NULL, OPTION(from), "start at request R of the ordered stream"},
+    {"max-new", NULL, "--max-new", FLAG_INT, "T", 1, 1 << 20, NULL, OPTION(max_new), "tokens generated per request"},
+    {"epochs", NULL, "--epochs", FLAG_INT, "E", 1, 1 << 16, NULL, OPTION(epochs), "passes over the generated outputs"},
+    {"label", NULL, "--label", FLAG_TEXT, "TEXT", 0, 0, NULL, OPTION(label), "the run's name in the chart and summary"},
+    {"save-draft", NULL, "--save-draft", FLAG_TEXT, "FILE", 0, 0, NULL, OPTION(save_draft),
+     "write the trained draft at the end, also when interrupted (resume with --draft-init FILE)"},
+    {"sync-every", NULL, "--sync-every", FLAG_INT, "N", 1, 1 << 24, NULL, OPTION(sync_every), "publish new weights every N optimiser steps"},
+    {"sync-schedule", NULL, "--sync-schedule", FLAG_INT, "M", 1, 1 << 24, NULL, OPTION(lockstep_every),
+     "lockstep: after every M requests, train on everything recorded, then publish (no thread; bitwise repeatable)"},
+    {"batch-requests", NULL, "--batch-requests", FLAG_INT, "B", 1, 64, NULL, OPTION(batch_requests), "records per optimiser step"},
+    {"buffer", NULL, "--buffer", FLAG_INT, "N", 1, 1 << 16, NULL, OPTION(buffer_capacity), "record buffer size (the oldest is dropped when full)"},
+    {"pool", NULL, "--pool", FLAG_INT, "N", 1, 1 << 16, NULL, OPTION(pool_capacity), "records kept for training; each step samples from the newest N"},
+    {"steps-per-request", NULL, "--steps-per-request", FLAG_INT, "R", 1, 1 << 16, NULL, OPTION(steps_per_request),
+     "lockstep: optimiser steps per request served (threaded: as fast as it goes)"},
+    {"lr", NULL, "--lr", FLAG_FLOAT, "X", 0, 1, NULL, OPTION(train.learning_rate), "learning rate after warm-up"},
+    {"warmup", NULL, "--warmup", FLAG_INT, "N", 0, 1 << 24, NULL, OPTION(train.warmup_steps), "linear warm-up steps"},
+    {"clip", NULL, "--clip", FLAG_FLOAT, "X", 0, 1e6, NULL, OPTION(train.max_grad_norm), "global gradient-norm clipping (0: off)"},
+    {"ttt-length", NULL, "--ttt-length", FLAG_INT, "L", 1, TTT_MAX_STEPS, NULL, OPTION(train.ttt_length), "training-time-test unroll length"},
+    {"loss", NULL, "--loss", FLAG_CHOICE, "KIND", 0, 0, "fkl|rkl|ntp", OPTION(loss_name),
+     "accepted-path loss: forward KL, reverse KL or next-token cross-entropy"},
+    {"discard-weight", NULL, "--discard-weight", FLAG_FLOAT, "X", 0, 100, NULL, OPTION(train.discard_weight),
+     "weight of the rejected-branch (discard) loss (0: off)"},
+    {"discard-top-k", NULL, "--discard-top-k", FLAG_INT, "K", 0, TREE_MAX_NODES, NULL, OPTION(train.discard_top_k),
+     "rejected nodes per verify pass used by it (0: all)"},
+    // tiny-model, convert
+    {"dim", NULL, "--dim", FLAG_INT, "N", 2, 8192, NULL, OPTION(tiny.dim), "model width"},
+    {"layers", NULL, "--layers", FLAG_INT, "N", 1, 256, NULL, OPTION(tiny.n_layers), "layers"},
+    {"heads", NULL, "--heads", FLAG_INT, "N", 1, 256, NULL, OPTION(tiny.n_heads), "query heads"},
+    {"kv-heads", NULL, "--kv-heads", FLAG_INT, "N", 1, 256, NULL, OPTION(tiny.n_kv_heads), "key/value heads"},
+    {"ffn", NULL, "--ffn", FLAG_INT, "N", 1, 65536, NULL, OPTION(tiny.ffn_dim), "feed-forward width"},
+    {"vocab", NULL, "--vocab", FLAG_INT, "N", 259, 1 << 20, NULL, OPTION(tiny.vocab_size), "vocabulary size (3 control + 256 byte tokens + merges)"},
+    {"model-context", NULL, "--context", FLAG_INT, "N", 2, 1 << 20, NULL, OPTION(tiny.context_length), "the model's context length"},
+    {"type", NULL, "--type", FLAG_CHOICE, "TYPE", 0, 0, "f32|f16|bf16|q8_0|q4_0|q4_1", OPTION(type_name),
+     "tensor type of the matrices (vectors stay F32)"},
+    {"untied", NULL, "--untied", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(untied), "a separate output matrix (default: tied to the embedding)"},
+    // plot
+    {"title", NULL, "--title", FLAG_TEXT, "TEXT", 0, 0, NULL, OPTION(title), "chart title"},
+};
+enum { N_FLAGS = sizeof(FLAGS) / sizeof(FLAGS[0]) };
 
-static const char* USAGE_GENERATE =
-    "usage: aurora generate -m MODEL -p PROMPT [options]\n"
-    "  -m, --model FILE     GGUF model (Llama architecture)\n"
-    "  -p, --prompt TEXT    prompt text\n"
-    "  -n, --n-predict N    tokens to generate (default 64)\n"
-    "  --temp T             temperature; 0 = exact greedy (default 0)\n"
-    "  --top-p P            nucleus sampling threshold in (0, 1] (default 1 = off)\n"
-    "  --seed S             random seed for sampling (default 42)\n"
-    "  --chat               wrap the prompt in the model's ChatML template\n"
-    "  --print-ids          print the generated token ids on one line instead of text\n"
-    "  --device cpu|cuda    where the forward pass runs (default cpu)\n"
-    "  --no-blas            use the plain reference matmul even when built with OpenBLAS\n"
-    "  --context N          KV cache slots (default: model context, at most 4096)\n"
-    "  --batch N            most tokens per forward call during prefill (default 256)\n"
-    "speculative decoding (output identical to the above; statistics on stderr):\n"
-    "  --draft SOURCE       DRAFT.gguf (an EAGLE-3 draft checkpoint), random (a fresh random draft),\n"
-    "                       self (the target drafts for itself: the ceiling), lookup (prompt lookup)\n"
-    "  --spec-k K           children per expanded node, 1 = a chain (default 1)\n"
-    "  --spec-depth S       drafting steps = tree depth (default 5)\n"
-    "  --spec-nodes N       tree nodes verified per pass, root included (default 1 + K*S, at most 64)\n"
-    "  --draft-vocab N      with --draft random: draft vocabulary size (default min(V, 8192))\n";
+typedef struct Command Command;
+struct Command {
+    const char* name;
+    const char* usage;          // the synopsis after "aurora"
+    const char* summary;        // one line for the command list
+    const char* description;    // shown under the synopsis in --help (may be NULL)
+    const char* flags;          // the keys of the flags it accepts, space-separated
+    const char* required;       // keys that must be given, space-separated
+    int min_positional, max_positional;
+    const char* positional_name;
+    void (*defaults)(Options* o);
+    int (*run)(Options* o);
+};
 
-static const char* USAGE_DRAFT_INIT =
-    "usage: aurora draft-init -m MODEL -o DRAFT.gguf [--seed S] [--draft-vocab N]\n"
-    "  writes a fresh EAGLE-3 draft for MODEL with seeded random weights; its vocabulary is the N\n"
-    "  (default min(V, 8192)) lowest target ids: byte-level BPE numbers tokens in merge order, so low ids\n"
-    "  are the frequent ones (the first 8192 cover 83-86%% of tokens in English prose and C code)\n";
+static const Flag* flag_by_key(const char* key, size_t length) {
+    for (int i = 0; i < N_FLAGS; i++) {
+        if (strlen(FLAGS[i].key) == length && strncmp(FLAGS[i].key, key, length) == 0) { return &FLAGS[i]; }
+    }
+    fprintf(stderr, "internal error: a command names the unknown flag key '%.*s'\n", (int)length, key);
+    abort(); // the tables are inconsistent: a program bug, caught by any run of the command
+}
 
-static const char* USAGE_TOKENIZE =
-    "usage: aurora tokenize -m MODEL [--special] TEXT\n"
-    "  prints the token ids of TEXT, space-separated, on one line\n"
-    "  --special            parse special-token text such as <|im_start|> as that token\n";
+// Calls visit for each flag key in a space-separated list; stops at the first non-zero return.
+static const Flag* flag_list_find(const char* list, int (*match)(const Flag* flag, const void* context), const void* context) {
+    for (const char* p = list; *p; ) {
+        while (*p == ' ') { p++; }
+        const char* end = p;
+        while (*end && *end != ' ') { end++; }
+        if (end > p) {
+            const Flag* flag = flag_by_key(p, (size_t)(end - p));
+            if (match(flag, context)) { return flag; }
+        }
+        p = end;
+    }
+    return NULL;
+}
 
-static const char* USAGE_LOGITS =
-    "usage: aurora logits -m MODEL -p PROMPT [--top K] [--chat] [--no-blas]\n"
-    "  prints the K (default 10) largest final-position logits as 'id logit' lines, largest first\n";
+static int flag_has_name(const Flag* flag, const void* context) {
+    const char* name = context;
+    return strcmp(flag->name, name) == 0 || (flag->short_name && strcmp(flag->short_name, name) == 0);
+}
+static int flag_is(const Flag* flag, const void* context) { return flag == context; }
+static int flag_print_help(const Flag* flag, const void* context);
 
-static const char* USAGE_TINY_MODEL =
-    "usage: aurora tiny-model -o FILE [options]\n"
-    "  writes a Llama model with seeded random weights and a small byte-level BPE tokenizer (for tests,\n"
-    "  experiments and CPU/GPU parity checks)\n"
-    "  --dim N (64)  --layers N (4)  --heads N (4)  --kv-heads N (2)  --ffn N (96)  --vocab N (320, >= 259)\n"
-    "  --context N (256)  --type f32|f16|bf16|q8_0|q4_0|q4_1 (f32)  --untied  --seed S (1)\n";
+static void command_print_help(const Command* command, const Options* defaults, FILE* stream) {
+    fprintf(stream, "usage: aurora %s\n", command->usage);
+    if (command->description) { fprintf(stream, "%s\n", command->description); }
+    const void* context[2] = {defaults, stream};
+    flag_list_find(command->flags, flag_print_help, context);
+}
 
-static const char* USAGE_CONVERT =
-    "usage: aurora convert -m MODEL -o OUT --type f32|f16|bf16|q8_0|q4_0|q4_1\n"
-    "  rewrites a GGUF model with every matrix stored as the given type (vectors stay F32) and the\n"
-    "  metadata unchanged; e.g. an F32 copy of a quantised model for exact comparisons with llama.cpp\n";
+// One help line: names, value, help, and the default when the flag has one.
+static int flag_print_help(const Flag* flag, const void* context) {
+    const Options* defaults = ((const void* const*)context)[0];
+    FILE* stream = (FILE*)((const void* const*)context)[1];
+    char names[64];
+    snprintf(names, sizeof(names), "%s%s%s%s%s", flag->short_name ? flag->short_name : "", flag->short_name ? ", " : "",
+             flag->name, flag->value_name ? " " : "", flag->kind == FLAG_CHOICE ? flag->choices : flag->value_name ? flag->value_name : "");
+    char text[640];
+    int used = snprintf(text, sizeof(text), "%s", flag->help);
+    const char* field = (const char*)defaults + flag->offset;
+    if (flag->kind == FLAG_INT && *(const int*)field != 0) {
+        used += snprintf(text + used, sizeof(text) - used, " (default %d)", *(const int*)field);
+    } else if (flag->kind == FLAG_FLOAT && *(const float*)field != 0.0f) {
+        used += snprintf(text + used, sizeof(text) - used, " (default %g)", *(const float*)field);
+    } else if ((flag->kind == FLAG_TEXT || flag->kind == FLAG_CHOICE) && *(const char* const*)field != NULL) {
+        used += snprintf(text + used, sizeof(text) - used, " (default %s)", *(const char* const*)field);
+    }
+    // the help column wrapped at HELP_WIDTH characters, continuation lines indented under it
+    enum { HELP_INDENT = 29, HELP_WIDTH = 110 };
+    fprintf(stream, "  %-26s ", names);
+    int column = HELP_INDENT;
+    for (const char* word = text; *word; ) {
+        const char* end = word;
+        while (*end && *end != ' ') { end++; }
+        int length = (int)(end - word);
+        if (column > HELP_INDENT && column + 1 + length > HELP_WIDTH) {
+            fprintf(stream, "\n%*s", HELP_INDENT, "");
+            column = HELP_INDENT;
+        } else if (column > HELP_INDENT) {
+            fputc(' ', stream);
+            column++;
+        }
+        fwrite(word, 1, (size_t)length, stream);
+        column += length;
+        word = *end ? end + 1 : end;
+    }
+    fprintf(stream, "\n");
+    return 0;
+}
 
-static const char* USAGE_REPLAY =
-    "usage: aurora replay -m MODEL --traffic FILE [options]\n"
-    "  serves every request of FILE (JSONL: prompt / text / ShareGPT conversations) with speculative\n"
-    "  decoding and writes DIR/requests.csv, DIR/summary.txt and DIR/acceptance.svg\n"
-    "  --online               train the draft from the traffic while serving (default)\n"
-    "  --static DRAFT         serve a frozen draft (a checkpoint, or random)\n"
-    "  --no-spec              plain decoding (the speed baseline)\n"
-    "  --draft-init random|target|FILE  the online draft's start: random, random with the target's LM head\n"
-    "                         (a warm start), or a checkpoint (default random)\n"
-    "  --order mixed|ordered  shuffled with --seed, or grouped by domain (default mixed)\n"
-    "  --domain D             only requests of domain D\n"
-    "  --requests N           at most N requests (default all)     --max-new T  tokens per request (default 32)\n"
-    "  --from R               start at request R of the ordered stream (default 0)\n"
-    "  --out DIR              output directory (default out/replay) --label TEXT  name in the chart and summary\n"
-    "  --save-draft FILE      write the trained draft at the end (resume with --draft-init FILE)\n"
-    "  --sync-every N         publish new weights every N optimiser steps (default 4)\n"
-    "  --sync-schedule M      lockstep: after every M requests, train on everything recorded, then publish\n"
-    "                         (no thread; bitwise repeatable)\n"
-    "  --batch-requests B     records per optimiser step (default 1)    --buffer N  record buffer size (default 16)\n"
-    "  --pool N               records kept for training; each step samples its batch from the newest N (default 64)\n"
-    "  --steps-per-request R  lockstep: optimiser steps per request served (default 4; threaded: as fast as it goes)\n"
-    "  --lr X (3e-4)  --warmup N (20)  --clip X (1.0)  --ttt-length L (5)  --loss fkl|rkl|ntp (fkl)\n"
-    "  --discard-weight X     weight of the rejected-branch loss (default 0: off)\n"
-    "  --discard-top-k K      rejected nodes per verify pass used by it (default 0: all)\n"
-    "  --spec-k K --spec-depth S --spec-nodes N   tree shape (default chain of depth 5)\n"
-    "  --temp T --top-p P --seed S --draft-vocab N --context N --device cpu|cuda\n";
-
-static const char* USAGE_TRAIN =
-    "usage: aurora train -m MODEL --traffic FILE -o DRAFT.gguf [options]\n"
-    "  trains a draft offline on the target's own greedy outputs for the traffic's prompts (the static\n"
-    "  baseline), with the same trainer as the online flywheel\n"
-    "  --domain D  --requests N (default all)  --max-new T (32)  --epochs E (1)  --draft-init random|FILE\n"
-    "  --lr X  --warmup N  --clip X  --ttt-length L  --loss fkl|rkl|ntp  --batch-requests B  --seed S\n";
-
-static const char* USAGE_INFO =
-    "usage: aurora info -m MODEL\n"
-    "  prints the model configuration and the GGUF tensor table\n";
-
-static void usage_error(const char* usage, const char* format, const char* what) {
+static int usage_error(const Command* command, const char* format, ...) __attribute__((format(printf, 2, 3)));
+static int usage_error(const Command* command, const char* format, ...) {
+    va_list args;
+    va_start(args, format);
     fprintf(stderr, "error: ");
-    fprintf(stderr, format, what);
-    fprintf(stderr, "\n%s", usage);
-    exit(EXIT_FAILURE);
+    vfprintf(stderr, format, args);
+    va_end(args);
+    fprintf(stderr, "\nrun 'aurora %s --help' for its options\n", command->name);
+    return 1;
 }
 
-static long parse_long(const char* usage, const char* flag, const char* text, long lo, long hi) {
+// Stores one flag's value into o; returns 0, or 1 after an error naming the flag and what it expects.
+static int flag_set(const Command* command, const Flag* flag, const char* typed_name, const char* value, Options* o) {
+    char* field = (char*)o + flag->offset;
     char* end = NULL;
     errno = 0;
-    long value = strtol(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || value < lo || value > hi) {
-        fprintf(stderr, "error: %s expects an integer in [%ld, %ld], got '%s'\n%s", flag, lo, hi, text, usage);
-        exit(EXIT_FAILURE);
+    switch (flag->kind) {
+    case FLAG_SWITCH: *(int*)field = 1; return 0;
+    case FLAG_TEXT: *(const char**)field = value; return 0;
+    case FLAG_INT: {
+        long long number = strtoll(value, &end, 10);
+        if (errno != 0 || end == value || *end != '\0' || number < flag->min || number > flag->max) {
+            return usage_error(command, "%s expects an integer in [%.0f, %.0f], got '%s'", typed_name, flag->min, flag->max, value);
+        }
+        *(int*)field = (int)number;
+        return 0;
     }
-    return value;
+    case FLAG_FLOAT: {
+        float number = strtof(value, &end);
+        if (errno != 0 || end == value || *end != '\0' || !(number >= flag->min && number <= flag->max)) {
+            return usage_error(command, "%s expects a number in [%g, %g], got '%s'", typed_name, flag->min, flag->max, value);
+        }
+        *(float*)field = number;
+        return 0;
+    }
+    case FLAG_CHOICE: {
+        size_t n = strlen(value);
+        for (const char* c = flag->choices; ; ) {
+            const char* bar = strchr(c, '|');
+            size_t length = bar ? (size_t)(bar - c) : strlen(c);
+            if (length == n && strncmp(c, value, n) == 0) { *(const char**)field = value; return 0; }
+            if (!bar) { break; }
+            c = bar + 1;
+        }
+        return usage_error(command, "%s expects one of %s, got '%s'", typed_name, flag->choices, value);
+    }
+    }
+    return 1;
 }
 
-static float parse_float(const char* usage, const char* flag, const char* text, float lo, float hi) {
-    char* end = NULL;
-    errno = 0;
-    float value = strtof(text, &end);
-    if (errno != 0 || end == text || *end != '\0' || !(value >= lo && value <= hi)) {
-        fprintf(stderr, "error: %s expects a number in [%g, %g], got '%s'\n%s", flag, lo, hi, text, usage);
-        exit(EXIT_FAILURE);
-    }
-    return value;
-}
-
-// Parses the options shared by all commands. Positional arguments are collected in positional.
-static Options parse_options(int argc, char** argv, const char* usage, const char** positional, int* n_positional) {
-    Options o = {0};
-    o.n_predict = 64; o.temperature = 0.0f; o.top_p = 1.0f; o.seed = 42; o.top_k = 10; o.max_tokens = 256;
-    o.spec_k = 1; o.spec_depth = 5;
-    *n_positional = 0;
+// Parses argv (after the command name) into o, which holds the command's defaults. Returns 0, 1 after an
+// error, or -1 when --help was printed.
+static int parse_flags(const Command* command, int argc, char** argv, Options* o) {
+    const Options defaults = *o;
+    o->positional = mallocCheck((size_t)(argc > 0 ? argc : 1) * sizeof(char*));
+    o->n_positional = 0;
     for (int i = 0; i < argc; i++) {
         const char* arg = argv[i];
-        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) { printf("%s", usage); exit(EXIT_SUCCESS); }
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) { command_print_help(command, &defaults, stdout); return -1; }
         if (arg[0] != '-' || strcmp(arg, "-") == 0) {
-            if (*n_positional >= 1) { usage_error(usage, "unexpected extra argument '%s'", arg); }
-            positional[(*n_positional)++] = arg;
+            if (o->n_positional >= command->max_positional) {
+                return command->max_positional == 0
+                    ? usage_error(command, "unexpected argument '%s'%s", arg, command->flags && strstr(command->flags, "prompt") ? " (the prompt goes after -p)" : "")
+                    : usage_error(command, "unexpected extra argument '%s'", arg);
+            }
+            o->positional[o->n_positional++] = arg;
             continue;
         }
-        // flags without a value
-        if (strcmp(arg, "--chat") == 0) { o.chat = 1; continue; }
-        if (strcmp(arg, "--print-ids") == 0) { o.print_ids = 1; continue; }
-        if (strcmp(arg, "--no-blas") == 0) { o.no_blas = 1; continue; }
-        if (strcmp(arg, "--special") == 0) { o.parse_special = 1; continue; }
-        // flags with a value
-        const char* valued[] = {"-m", "--model", "-p", "--prompt", "-n", "--n-predict", "--temp", "--top-p", "--seed",
-                                "--top", "--context", "--batch", "--device", "-o", "--draft", "--spec-k", "--spec-depth",
-                                "--spec-nodes", "--draft-vocab"};
-        int known = 0;
-        for (size_t k = 0; k < sizeof(valued) / sizeof(valued[0]); k++) { known |= strcmp(arg, valued[k]) == 0; }
-        if (!known) { usage_error(usage, "unknown flag '%s'", arg); }
-        if (i + 1 >= argc) { usage_error(usage, "flag %s needs a value", arg); }
-        const char* value = argv[++i];
-        if (strcmp(arg, "-m") == 0 || strcmp(arg, "--model") == 0) { o.model_path = value; }
-        else if (strcmp(arg, "-p") == 0 || strcmp(arg, "--prompt") == 0) { o.prompt = value; }
-        else if (strcmp(arg, "-n") == 0 || strcmp(arg, "--n-predict") == 0) { o.n_predict = (int)parse_long(usage, arg, value, 0, 1 << 20); }
-        else if (strcmp(arg, "--temp") == 0) { o.temperature = parse_float(usage, arg, value, 0.0f, 100.0f); }
-        else if (strcmp(arg, "--top-p") == 0) { o.top_p = parse_float(usage, arg, value, 1e-6f, 1.0f); }
-        else if (strcmp(arg, "--seed") == 0) { o.seed = (uint64_t)parse_long(usage, arg, value, 0, 0x7fffffffL); }
-        else if (strcmp(arg, "--top") == 0) { o.top_k = (int)parse_long(usage, arg, value, 1, 1 << 24); }
-        else if (strcmp(arg, "--context") == 0) { o.context = (int)parse_long(usage, arg, value, 1, 1 << 20); }
-        else if (strcmp(arg, "--batch") == 0) { o.max_tokens = (int)parse_long(usage, arg, value, 1, 1 << 16); }
-        else if (strcmp(arg, "-o") == 0) { o.out_path = value; }
-        else if (strcmp(arg, "--draft") == 0) { o.draft = value; }
-        else if (strcmp(arg, "--spec-k") == 0) { o.spec_k = (int)parse_long(usage, arg, value, 1, MAX_SPEC_K); }
-        else if (strcmp(arg, "--spec-depth") == 0) { o.spec_depth = (int)parse_long(usage, arg, value, 1, TREE_MAX_DEPTH); }
-        else if (strcmp(arg, "--spec-nodes") == 0) { o.spec_nodes = (int)parse_long(usage, arg, value, 2, TREE_MAX_NODES); }
-        else if (strcmp(arg, "--draft-vocab") == 0) { o.draft_vocab = (int)parse_long(usage, arg, value, 1, 1 << 24); }
-        else if (strcmp(arg, "--device") == 0) {
-            if (strcmp(value, "cpu") == 0) { o.use_cuda = 0; }
-            else if (strcmp(value, "cuda") == 0) { o.use_cuda = 1; }
-            else { usage_error(usage, "--device expects 'cpu' or 'cuda', got '%s'", value); }
+        // --name=value or --name value
+        char name[64];
+        const char* value = NULL;
+        const char* equals = strchr(arg, '=');
+        size_t name_length = equals && arg[1] == '-' ? (size_t)(equals - arg) : strlen(arg);
+        if (name_length >= sizeof(name)) { return usage_error(command, "unknown flag '%.60s...'", arg); }
+        memcpy(name, arg, name_length);
+        name[name_length] = '\0';
+        if (equals && arg[1] == '-') { value = equals + 1; }
+        const Flag* flag = flag_list_find(command->flags, flag_has_name, name);
+        if (flag == NULL) { return usage_error(command, "unknown flag '%s'", name); }
+        if (flag->kind == FLAG_SWITCH) {
+            if (value) { return usage_error(command, "flag %s takes no value", name); }
+        } else if (value == NULL) {
+            if (i + 1 >= argc) { return usage_error(command, "flag %s needs a value (%s)", name, flag->value_name); }
+            value = argv[++i];
         }
-        else { usage_error(usage, "unknown flag '%s'", arg); }
+        if (flag_set(command, flag, name, value, o) != 0) { return 1; }
     }
-    if (o.model_path == NULL) { usage_error(usage, "%s", "missing -m MODEL"); }
-    if (o.spec_nodes == 0) { o.spec_nodes = 1 + o.spec_k * o.spec_depth < TREE_MAX_NODES ? 1 + o.spec_k * o.spec_depth : TREE_MAX_NODES; }
-    return o;
+    // required flags
+    for (const char* p = command->required; p && *p; ) {
+        while (*p == ' ') { p++; }
+        const char* end = p;
+        while (*end && *end != ' ') { end++; }
+        if (end > p) {
+            const Flag* flag = flag_by_key(p, (size_t)(end - p));
+            const char* field = (const char*)o + flag->offset;
+            if (*(const char* const*)field == NULL) {
+                return usage_error(command, "missing %s %s", flag->short_name ? flag->short_name : flag->name, flag->value_name);
+            }
+        }
+        p = end;
+    }
+    if (o->n_positional < command->min_positional) {
+        return usage_error(command, "expected %s%s", command->max_positional == 1 ? "exactly one " : "at least one ", command->positional_name);
+    }
+    return 0;
 }
 
-static void die(const Error* err) {
+// ---- what commands share
+
+static int fail(const Error* err) {
     fprintf(stderr, "error: %s\n", err->message);
-    exit(EXIT_FAILURE);
+    return 1;
 }
 
-static void load_or_die(Target* target, const char* path, int context, int max_tokens) {
+// Whether two paths name the same existing file.
+static int same_file(const char* a, const char* b) {
+    struct stat info_a, info_b;
+    return stat(a, &info_a) == 0 && stat(b, &info_b) == 0 && info_a.st_dev == info_b.st_dev && info_a.st_ino == info_b.st_ino;
+}
+
+// An output must never replace one of the run's inputs (draft-init -m X -o X would destroy the model).
+static int check_output(const char* output, const char* flag, const char* const* inputs, const char* const* input_flags,
+                        int n_inputs, int create_directory) {
+    for (int i = 0; i < n_inputs; i++) {
+        if (inputs[i] && same_file(output, inputs[i])) {
+            fprintf(stderr, "error: %s %s is the same file as %s %s; choose another output path\n", flag, output,
+                    input_flags[i], inputs[i]);
+            return 1;
+        }
+    }
     Error err;
-    if (target_load(target, path, context, max_tokens, &err) != 0) { die(&err); }
-    if (!target->has_tokenizer) {
-        fprintf(stderr, "error: %s has no tokenizer (key 'tokenizer.ggml.tokens' is missing); expected a GGUF "
-                "with an embedded byte-level BPE tokenizer\n", path);
-        exit(EXIT_FAILURE);
-    }
+    if (check_writable(output, create_directory, &err) != 0) { return fail(&err); }
+    return 0;
 }
 
-// Encodes the prompt (optionally in the chat template) into a malloc'd id array; errors if it is empty
-// or does not leave room for at least one generated token.
-static int* encode_prompt_or_die(Target* target, const char* prompt, int chat, int* n_out) {
-    char* text = chat ? chat_template_apply(prompt) : strdup(prompt);
-    int capacity = target->cache_capacity;
-    int* ids = mallocCheck((size_t)(capacity + 1) * sizeof(int));
-    Error err;
-    int n = tokenizer_encode(&target->tokenizer, text, strlen(text), chat, ids, capacity + 1, &err);
-    free(text);
-    if (n < 0 || n >= capacity) {
-        fprintf(stderr, "error: the prompt is %s%d tokens, but the context holds %d tokens (at least one must be "
-                "left for generation); shorten the prompt or raise --context\n", n < 0 ? "more than " : "",
-                n < 0 ? capacity : n, capacity);
-        exit(EXIT_FAILURE);
-    }
-    if (n == 0) {
-        fprintf(stderr, "error: the prompt is empty after tokenization; expected at least one token\n");
-        exit(EXIT_FAILURE);
-    }
-    *n_out = n;
-    return ids;
-}
-
-static void setup_engine(Engine* engine, Target* target, int use_cuda) {
-    engine->target = target;
-    engine->cuda = NULL;
-    if (!use_cuda) { return; }
+static int resolve_device(Options* o) {
+    o->use_cuda = o->device && strcmp(o->device, "cuda") == 0;
+    if (!o->use_cuda) { return 0; }
 #ifdef USE_CUDA
     if (cuda_device_count() == 0) {
         fprintf(stderr, "error: --device cuda: no CUDA device is visible; run without --device cuda for the CPU path\n");
-        exit(EXIT_FAILURE);
+        return 1;
     }
-    engine->cuda = target_cuda_create(target);
-    fprintf(stderr, "device: %s\n", cuda_device_name());
+    return 0;
 #else
     fprintf(stderr, "error: --device cuda: this binary was built without CUDA (nvcc was not found, or NO_CUDA=1); "
             "rebuild with the CUDA toolkit installed\n");
-    exit(EXIT_FAILURE);
+    return 1;
 #endif
+}
+
+static void resolve_tree_shape(Options* o) {
+    if (o->shape.nodes == 0) {
+        int full = 1 + o->shape.k * o->shape.depth;
+        o->shape.nodes = full < TREE_MAX_NODES ? full : TREE_MAX_NODES;
+    }
+}
+
+static int load_target(Target* target, const Options* o, int context, int max_tokens) {
+    Error err;
+    if (target_load(target, o->model_path, context, max_tokens, &err) != 0) { return fail(&err); }
+    if (!target->has_tokenizer) {
+        fprintf(stderr, "error: %s has no tokenizer (key 'tokenizer.ggml.tokens' is missing); expected a GGUF "
+                "with an embedded byte-level BPE tokenizer\n", o->model_path);
+        target_free(target);
+        return 1;
+    }
+    return 0;
+}
+
+static int setup_engine(Engine* engine, Target* target, int use_cuda) {
+    engine->target = target;
+    engine->cuda = NULL;
+#ifdef USE_CUDA
+    if (use_cuda) {
+        engine->cuda = target_cuda_create(target);
+        fprintf(stderr, "device: %s\n", cuda_device_name());
+    }
+#else
+    (void)use_cuda;
+#endif
+    return 0;
 }
 
 static void free_engine(Engine* engine) {
@@ -325,11 +442,27 @@ static void free_engine(Engine* engine) {
     engine->cuda = NULL;
 }
 
-// What generate and logits share: the matmul path, the model, the encoded prompt, the engine.
+// What generate and logits share: the matmul path, the model, the encoded prompt (at least one cache
+// slot left for generation), the engine. Returns the prompt (malloc'd), or NULL after an error.
 static int* start_session(const Options* o, Target* target, Engine* engine, int* n_prompt) {
     use_blas = !o->no_blas;
-    load_or_die(target, o->model_path, o->context, o->max_tokens);
-    int* prompt = encode_prompt_or_die(target, o->prompt, o->chat, n_prompt);
+    if (load_target(target, o, o->context, o->batch) != 0) { return NULL; }
+    int capacity = target->cache_capacity;
+    int* prompt = mallocCheck((size_t)capacity * sizeof(int));
+    Error err;
+    *n_prompt = prompt_encode(&target->tokenizer, o->prompt, o->chat, prompt, capacity - 1, &err);
+    if (*n_prompt < 0) {
+        fprintf(stderr, "error: %s; the context holds %d tokens and at least one must be left for generation: shorten the "
+                "prompt or raise --context\n", err.message, capacity);
+        free(prompt);
+        target_free(target);
+        return NULL;
+    }
+    if (o->verbose_prompt) {
+        fprintf(stderr, "prompt: %d tokens:", *n_prompt);
+        for (int i = 0; i < *n_prompt; i++) { fprintf(stderr, " %d", prompt[i]); }
+        fprintf(stderr, "\n");
+    }
     setup_engine(engine, target, o->use_cuda);
     return prompt;
 }
@@ -351,118 +484,116 @@ static void print_generated_ids(const int* ids, int n, int print_ids) {
     fflush(stdout);
 }
 
-static int default_draft_vocab(const Target* target, int requested) {
-    int V = target->config.vocab_size;
-    if (requested > V) {
-        fprintf(stderr, "error: --draft-vocab %d is larger than the target vocabulary %d\n", requested, V);
-        exit(EXIT_FAILURE);
-    }
-    return requested > 0 ? requested : (V < 8192 ? V : 8192);
-}
-
-// --draft: a checkpoint, a random draft, the target itself, or prompt lookup
-static DraftKind setup_draft_source(DraftSource* source, Draft* draft, Engine* engine, const Options* o, TreeShape shape) {
+// --draft: a checkpoint, a random draft, the target itself, or prompt lookup. Returns 0 or 1 (error).
+static int setup_draft_source(DraftSource* source, Draft* draft, DraftKind* kind, Engine* engine, const Options* o) {
     Target* target = engine->target;
     Error err;
-    if (tree_shape_check(shape, &err) != 0) { die(&err); }
-    DraftKind kind;
-    if (strcmp(o->draft, "self") == 0) { kind = DRAFT_SELF; }
-    else if (strcmp(o->draft, "lookup") == 0) { kind = DRAFT_LOOKUP; }
+    if (tree_shape_check(o->shape, &err) != 0) { return fail(&err); }
+    if (strcmp(o->draft, "self") == 0) { *kind = DRAFT_SELF; }
+    else if (strcmp(o->draft, "lookup") == 0) { *kind = DRAFT_LOOKUP; }
     else {
-        kind = DRAFT_EAGLE;
-        if (strcmp(o->draft, "random") == 0) {
-            draft_init_random(draft, target, default_draft_vocab(target, o->draft_vocab), NULL, o->seed);
-        } else if (draft_load(draft, o->draft, target, &err) != 0) {
-            die(&err);
-        }
+        *kind = DRAFT_EAGLE;
+        if (replay_load_draft(draft, o->draft, target, o->draft_vocab, (uint64_t)o->seed, &err) != 0) { return fail(&err); }
     }
-    draft_source_init(source, kind, shape, kind == DRAFT_EAGLE ? draft : NULL, engine);
-    return kind;
+    draft_source_init(source, *kind, o->shape, *kind == DRAFT_EAGLE ? draft : NULL, engine);
+    return 0;
 }
 
-static int command_generate(int argc, char** argv) {
-    const char* positional[1];
-    int n_positional;
-    Options o = parse_options(argc, argv, USAGE_GENERATE, positional, &n_positional);
-    if (n_positional > 0) { usage_error(USAGE_GENERATE, "unexpected argument '%s' (the prompt goes after -p)", positional[0]); }
-    if (o.prompt == NULL) { usage_error(USAGE_GENERATE, "%s", "missing -p PROMPT"); }
+// ---- the commands
+
+static void no_defaults(Options* o) { (void)o; }
+
+static void generate_defaults(Options* o) {
+    o->n_predict = 64; o->sampling = (SamplerSettings){0.0f, 1.0f}; o->seed = 42; o->top_k = 10; o->batch = 256;
+    o->shape = (TreeShape){1, 5, 0}; o->device = "cpu";
+}
+
+static int command_generate(Options* o) {
+    resolve_tree_shape(o);
+    if (resolve_device(o) != 0) { return 1; }
     Target target;
     Engine engine;
     int n_prompt;
-    int* prompt = start_session(&o, &target, &engine, &n_prompt);
-    SamplerSettings settings = {o.temperature, o.top_p};
-    int* out = mallocCheck((size_t)(o.n_predict + 1) * sizeof(int));
-    TokenCallback stream = o.print_ids ? NULL : print_token_text;
-    if (o.draft != NULL) {
+    int* prompt = start_session(o, &target, &engine, &n_prompt);
+    if (prompt == NULL) { return 1; }
+    int room = target.cache_capacity - n_prompt;
+    int* out = mallocCheck((size_t)(o->n_predict + 1) * sizeof(int));
+    TokenCallback stream = o->print_ids ? NULL : print_token_text;
+    int n = 0, status = 0, eos = 0;
+    if (o->draft != NULL) {
         Draft draft;
         DraftSource source;
-        TreeShape shape = {o.spec_k, o.spec_depth, o.spec_nodes};
-        DraftKind kind = setup_draft_source(&source, &draft, &engine, &o, shape);
-        SpecStats stats;
-        int n = generate_speculative(&engine, &source, prompt, n_prompt, o.n_predict, settings, o.seed, out, &stats,
-                                     stream, &target.tokenizer, NULL);
-        print_generated_ids(out, n, o.print_ids);
-        fprintf(stderr, "draft: %s, tree K=%d S=%d N=%d\n", o.draft, source.shape.k, source.shape.depth, source.shape.nodes);
-        print_spec_stats(&stats, stderr);
-        draft_source_free(&source);
-        if (kind == DRAFT_EAGLE) { draft_free(&draft); }
+        DraftKind kind;
+        if (setup_draft_source(&source, &draft, &kind, &engine, o) != 0) {
+            status = 1;
+        } else {
+            SpecStats stats;
+            n = generate_speculative(&engine, &source, prompt, n_prompt, o->n_predict, o->sampling, (uint64_t)o->seed, out,
+                                     &stats, stream, &target.tokenizer, NULL);
+            print_generated_ids(out, n, o->print_ids);
+            fprintf(stderr, "draft: %s, tree K=%d S=%d N=%d\n", o->draft, source.shape.k, source.shape.depth, source.shape.nodes);
+            print_spec_stats(&stats, stderr);
+            eos = stats.stopped_at_eos;
+            draft_source_free(&source);
+            if (kind == DRAFT_EAGLE) { draft_free(&draft); }
+        }
     } else {
         GenerateStats stats;
-        int n = generate_plain(&engine, prompt, n_prompt, o.n_predict, settings, o.seed, out, &stats, stream,
-                               &target.tokenizer);
-        print_generated_ids(out, n, o.print_ids);
+        n = generate_plain(&engine, prompt, n_prompt, o->n_predict, o->sampling, (uint64_t)o->seed, out, &stats, stream,
+                           &target.tokenizer);
+        print_generated_ids(out, n, o->print_ids);
         int decode_steps = stats.n_generated > 0 ? stats.n_generated - 1 : 0; // the first token comes from prefill
         fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tokens/s)\n", stats.n_prompt, stats.prefill_seconds,
                 stats.prefill_seconds > 0 ? stats.n_prompt / stats.prefill_seconds : 0.0);
         fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tokens/s)%s\n", decode_steps, stats.decode_seconds,
                 stats.decode_seconds > 0 ? decode_steps / stats.decode_seconds : 0.0,
                 stats.stopped_at_eos ? ", stopped at end-of-sequence" : "");
+        eos = stats.stopped_at_eos;
     }
+    if (status == 0 && n < o->n_predict && !eos) {
+        fprintf(stderr, "warning: stopped after %d of the %d tokens asked for: the context of %d slots is full (the prompt "
+                "takes %d); raise --context for longer outputs\n", n, o->n_predict, target.cache_capacity, n_prompt);
+    }
+    (void)room;
     free(out);
     free(prompt);
     free_engine(&engine);
     target_free(&target);
-    return 0;
+    return status;
 }
 
-static int command_tokenize(int argc, char** argv) {
-    const char* positional[1] = {NULL};
-    int n_positional;
-    Options o = parse_options(argc, argv, USAGE_TOKENIZE, positional, &n_positional);
-    if (n_positional != 1) { usage_error(USAGE_TOKENIZE, "%s", "expected exactly one TEXT argument"); }
-    // the tokenizer alone: no need to dequantise weights
+
+static int command_tokenize(Options* o) {
+    // the tokenizer alone: no need to load the weights
     GGUFFile file;
     Tokenizer tokenizer;
     Error err;
-    if (gguf_open(&file, o.model_path, &err) != 0) { die(&err); }
-    if (tokenizer_load_gguf(&tokenizer, &file, &err) != 0) { die(&err); }
-    const char* text = positional[0];
+    if (gguf_open(&file, o->model_path, &err) != 0) { return fail(&err); }
+    if (tokenizer_load_gguf(&tokenizer, &file, &err) != 0) { gguf_close(&file); return fail(&err); }
+    const char* text = o->positional[0];
     size_t length = strlen(text);
     int max_ids = (int)length + 16;
     int* ids = mallocCheck((size_t)max_ids * sizeof(int));
-    int n = tokenizer_encode(&tokenizer, text, length, o.parse_special, ids, max_ids, &err);
-    if (n < 0) { die(&err); }
+    int n = tokenizer_encode(&tokenizer, text, length, o->parse_special, ids, max_ids, &err);
+    int status = n < 0 ? fail(&err) : 0;
     for (int i = 0; i < n; i++) { printf(i ? " %d" : "%d", ids[i]); }
-    printf("\n");
+    if (n >= 0) { printf("\n"); }
     free(ids);
     tokenizer_free(&tokenizer);
     gguf_close(&file);
-    return 0;
+    return status;
 }
 
-static int command_logits(int argc, char** argv) {
-    const char* positional[1];
-    int n_positional;
-    Options o = parse_options(argc, argv, USAGE_LOGITS, positional, &n_positional);
-    if (n_positional > 0) { usage_error(USAGE_LOGITS, "unexpected argument '%s' (the prompt goes after -p)", positional[0]); }
-    if (o.prompt == NULL) { usage_error(USAGE_LOGITS, "%s", "missing -p PROMPT"); }
+static int command_logits(Options* o) {
+    if (resolve_device(o) != 0) { return 1; }
     Target target;
     Engine engine;
     int n_prompt;
-    int* prompt = start_session(&o, &target, &engine, &n_prompt);
+    int* prompt = start_session(o, &target, &engine, &n_prompt);
+    if (prompt == NULL) { return 1; }
     engine_prefill(&engine, prompt, n_prompt, 0, NULL, NULL);
     int V = target.config.vocab_size;
-    int K = o.top_k < V ? o.top_k : V;
+    int K = o->top_k < V ? o->top_k : V;
     ProbIndex* order = mallocCheck((size_t)V * sizeof(ProbIndex));
     for (int i = 0; i < V; i++) { order[i].prob = target.act.logits[i]; order[i].index = i; }
     qsort(order, V, sizeof(ProbIndex), compare_prob_descending);
@@ -474,16 +605,12 @@ static int command_logits(int argc, char** argv) {
     return 0;
 }
 
-static int command_info(int argc, char** argv) {
-    const char* positional[1];
-    int n_positional;
-    Options o = parse_options(argc, argv, USAGE_INFO, positional, &n_positional);
-    if (n_positional > 0) { usage_error(USAGE_INFO, "unexpected argument '%s'", positional[0]); }
+static int command_info(Options* o) {
     Target target;
-    load_or_die(&target, o.model_path, 16, 1);
+    if (load_target(&target, o, 16, 1) != 0) { return 1; }
     TargetConfig* c = &target.config;
     GGUFFile* file = &target.file;
-    printf("file: %s (GGUF v%u, %llu metadata keys, %llu tensors, alignment %llu)\n", o.model_path, file->version,
+    printf("file: %s (GGUF v%u, %llu metadata keys, %llu tensors, alignment %llu)\n", o->model_path, file->version,
            (unsigned long long)file->n_values, (unsigned long long)file->n_tensors, (unsigned long long)file->alignment);
     printf("architecture: llama\n");
     printf("dim %d, layers %d, heads %d, kv heads %d, head size %d, ffn %d, vocab %d, context %d\n", c->dim,
@@ -508,38 +635,23 @@ static int command_info(int argc, char** argv) {
     return 0;
 }
 
-static int parse_tensor_type(const char* usage, const char* text) {
-    const char* names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"};
-    const int types[] = {TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_1};
-    for (int i = 0; i < 6; i++) { if (strcmp(text, names[i]) == 0) { return types[i]; } }
-    usage_error(usage, "--type expects one of f32, f16, bf16, q8_0, q4_0, q4_1; got '%s'", text);
-    return -1;
+static int tensor_type_from_name(const char* name) {
+    static const char* names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"};
+    static const int types[] = {TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_1};
+    for (int i = 0; i < 6; i++) { if (strcmp(name, names[i]) == 0) { return types[i]; } }
+    return TYPE_F32; // unreachable: the flag table accepts only these names
 }
 
-static int command_tiny_model(int argc, char** argv) {
-    TinyModelSpec spec = {64, 4, 4, 2, 96, 320, 256, 1, TYPE_F32, 10000.0f, 1};
-    const char* out_path = NULL;
-    const char* u = USAGE_TINY_MODEL;
-    for (int i = 0; i < argc; i++) {
-        const char* arg = argv[i];
-        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) { printf("%s", u); return 0; }
-        if (strcmp(arg, "--untied") == 0) { spec.tied_output = 0; continue; }
-        if (arg[0] != '-') { usage_error(u, "unexpected argument '%s'", arg); }
-        if (i + 1 >= argc) { usage_error(u, "flag %s needs a value (or is unknown)", arg); }
-        const char* value = argv[++i];
-        if (strcmp(arg, "-o") == 0) { out_path = value; }
-        else if (strcmp(arg, "--dim") == 0) { spec.dim = (int)parse_long(u, arg, value, 2, 8192); }
-        else if (strcmp(arg, "--layers") == 0) { spec.n_layers = (int)parse_long(u, arg, value, 1, 256); }
-        else if (strcmp(arg, "--heads") == 0) { spec.n_heads = (int)parse_long(u, arg, value, 1, 256); }
-        else if (strcmp(arg, "--kv-heads") == 0) { spec.n_kv_heads = (int)parse_long(u, arg, value, 1, 256); }
-        else if (strcmp(arg, "--ffn") == 0) { spec.ffn_dim = (int)parse_long(u, arg, value, 1, 65536); }
-        else if (strcmp(arg, "--vocab") == 0) { spec.vocab_size = (int)parse_long(u, arg, value, 259, 1 << 20); }
-        else if (strcmp(arg, "--context") == 0) { spec.context_length = (int)parse_long(u, arg, value, 2, 1 << 20); }
-        else if (strcmp(arg, "--type") == 0) { spec.weight_type = parse_tensor_type(u, value); }
-        else if (strcmp(arg, "--seed") == 0) { spec.seed = (uint64_t)parse_long(u, arg, value, 0, 0x7fffffffL); }
-        else { usage_error(u, "unknown flag '%s'", arg); }
-    }
-    if (out_path == NULL) { usage_error(u, "%s", "missing -o FILE"); }
+static void tiny_model_defaults(Options* o) {
+    o->tiny = (TinyModelSpec){64, 4, 4, 2, 96, 320, 256, 1, TYPE_F32, 10000.0f, 1};
+    o->type_name = "f32"; o->seed = 1;
+}
+
+static int command_tiny_model(Options* o) {
+    TinyModelSpec spec = o->tiny;
+    spec.tied_output = !o->untied;
+    spec.weight_type = tensor_type_from_name(o->type_name);
+    spec.seed = (uint64_t)o->seed;
     int head_size = spec.dim / spec.n_heads;
     if (spec.dim % spec.n_heads != 0 || head_size % 2 != 0 || spec.n_heads % spec.n_kv_heads != 0) {
         fprintf(stderr, "error: --dim %d, --heads %d, --kv-heads %d: expected dim = heads * an even head size, and "
@@ -553,208 +665,200 @@ static int command_tiny_model(int argc, char** argv) {
         return 1;
     }
     Error err;
-    if (tiny_model_write(out_path, &spec, &err) != 0) { die(&err); }
-    fprintf(stderr, "wrote %s\n", out_path);
+    if (tiny_model_write(o->out_path, &spec, &err) != 0) { return fail(&err); }
+    fprintf(stderr, "wrote %s\n", o->out_path);
     return 0;
 }
 
-static int command_convert(int argc, char** argv) {
-    const char *in_path = NULL, *out_path = NULL;
-    int type = -1;
-    for (int i = 0; i < argc; i++) {
-        const char* arg = argv[i];
-        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) { printf("%s", USAGE_CONVERT); return 0; }
-        if (strcmp(arg, "-m") != 0 && strcmp(arg, "-o") != 0 && strcmp(arg, "--type") != 0) {
-            usage_error(USAGE_CONVERT, "unknown flag '%s'", arg);
-        }
-        if (i + 1 >= argc) { usage_error(USAGE_CONVERT, "flag %s needs a value", arg); }
-        const char* value = argv[++i];
-        if (strcmp(arg, "-m") == 0) { in_path = value; }
-        else if (strcmp(arg, "-o") == 0) { out_path = value; }
-        else { type = parse_tensor_type(USAGE_CONVERT, value); }
-    }
-    if (in_path == NULL || out_path == NULL || type < 0) { usage_error(USAGE_CONVERT, "%s", "expected -m MODEL, -o OUT and --type"); }
+static int command_convert(Options* o) {
+    int type = tensor_type_from_name(o->type_name);
+    const char* inputs[1] = {o->model_path};
+    const char* input_flags[1] = {"-m"};
+    if (check_output(o->out_path, "-o", inputs, input_flags, 1, 1) != 0) { return 1; }
     GGUFFile file;
     Error err;
-    if (gguf_open(&file, in_path, &err) != 0) { die(&err); }
+    if (gguf_open(&file, o->model_path, &err) != 0) { return fail(&err); }
     GGUFWriter* writer = gguf_writer_new();
-    if (gguf_writer_copy_values(writer, &file, NULL, &err) != 0) { die(&err); }
-    for (uint64_t i = 0; i < file.n_tensors; i++) {
+    int status = gguf_writer_copy_values(writer, &file, NULL, &err) != 0 ? fail(&err) : 0;
+    for (uint64_t i = 0; i < file.n_tensors && status == 0; i++) {
         const GGUFTensor* t = &file.tensors[i];
         int is_matrix = t->n_dims >= 2;
         if (is_matrix && t->shape[0] % tensor_type_block_size(type) != 0) {
             fprintf(stderr, "error: %s: tensor '%s' has rows of %lld values, expected a multiple of %s's block of %lld\n",
-                    in_path, t->name, (long long)t->shape[0], tensor_type_name(type), (long long)tensor_type_block_size(type));
-            return 1;
+                    o->model_path, t->name, (long long)t->shape[0], tensor_type_name(type), (long long)tensor_type_block_size(type));
+            status = 1;
+            break;
         }
         float* data = mallocCheck((size_t)t->n_elements * sizeof(float));
         gguf_tensor_to_f32(t, data);
         gguf_writer_add_tensor(writer, t->name, is_matrix ? type : TYPE_F32, t->n_dims, t->shape, data);
         free(data);
     }
-    if (gguf_writer_save(writer, out_path, &err) != 0) { die(&err); }
+    if (status == 0 && gguf_writer_save(writer, o->out_path, &err) != 0) { status = fail(&err); }
     gguf_writer_free(writer);
     gguf_close(&file);
-    fprintf(stderr, "wrote %s (matrices as %s)\n", out_path, tensor_type_name(type));
-    return 0;
+    if (status == 0) { fprintf(stderr, "wrote %s (matrices as %s)\n", o->out_path, tensor_type_name(type)); }
+    return status;
 }
 
-static int command_draft_init(int argc, char** argv) {
-    const char* positional[1];
-    int n_positional;
-    Options o = parse_options(argc, argv, USAGE_DRAFT_INIT, positional, &n_positional);
-    if (n_positional > 0) { usage_error(USAGE_DRAFT_INIT, "unexpected argument '%s'", positional[0]); }
-    if (o.out_path == NULL) { usage_error(USAGE_DRAFT_INIT, "%s", "missing -o DRAFT.gguf"); }
+static void draft_init_defaults(Options* o) { o->seed = 42; }
+
+static int command_draft_init(Options* o) {
+    const char* inputs[1] = {o->model_path};
+    const char* input_flags[1] = {"-m"};
+    if (check_output(o->out_path, "-o", inputs, input_flags, 1, 1) != 0) { return 1; }
     Target target;
-    load_or_die(&target, o.model_path, 16, 1);
+    if (load_target(&target, o, 16, 1) != 0) { return 1; }
     Draft draft;
-    draft_init_random(&draft, &target, default_draft_vocab(&target, o.draft_vocab), NULL, o.seed);
     Error err;
-    if (draft_save(&draft, o.out_path, &err) != 0) { die(&err); }
-    fprintf(stderr, "wrote %s: EAGLE-3 draft, width %d, %d heads (%d kv), ffn %d, draft vocabulary %d of %d, %zu parameters\n",
-            o.out_path, draft.config.dim, draft.config.n_heads, draft.config.n_kv_heads, draft.config.ffn_dim,
-            draft.config.vocab_size, draft.config.target_vocab_size, draft.n_weight_floats);
-    draft_free(&draft);
+    int vocab_size = 0, status = 0;
+    if (choose_draft_vocab(&target, o->draft_vocab, &vocab_size, &err) != 0) {
+        status = fail(&err);
+    } else {
+        draft_init_random(&draft, &target, vocab_size, NULL, (uint64_t)o->seed);
+        if (draft_save(&draft, o->out_path, &err) != 0) { status = fail(&err); }
+        else {
+            fprintf(stderr, "wrote %s: EAGLE-3 draft, width %d, %d heads (%d kv), ffn %d, draft vocabulary %d of %d, %zu parameters\n",
+                    o->out_path, draft.config.dim, draft.config.n_heads, draft.config.n_kv_heads, draft.config.ffn_dim,
+                    draft.config.vocab_size, draft.config.target_vocab_size, draft.n_weight_floats);
+        }
+        draft_free(&draft);
+    }
     target_free(&target);
-    return 0;
+    return status;
 }
 
-static LossKind parse_loss_kind(const char* usage, const char* text) {
-    if (strcmp(text, "fkl") == 0) { return LOSS_FORWARD_KL; }
-    if (strcmp(text, "rkl") == 0) { return LOSS_REVERSE_KL; }
-    if (strcmp(text, "ntp") == 0) { return LOSS_NEXT_TOKEN; }
-    usage_error(usage, "--loss expects fkl, rkl or ntp; got '%s'", text);
+static LossKind loss_kind_from_name(const char* name) {
+    if (strcmp(name, "rkl") == 0) { return LOSS_REVERSE_KL; }
+    if (strcmp(name, "ntp") == 0) { return LOSS_NEXT_TOKEN; }
     return LOSS_FORWARD_KL;
 }
 
-// The trainer's flags, shared by replay and train. Returns 1 if arg was one of them (value consumed).
-static int parse_trainer_flag(const char* usage, const char* arg, const char* value, TrainerSettings* t) {
-    if (strcmp(arg, "--lr") == 0) { t->learning_rate = parse_float(usage, arg, value, 0.0f, 1.0f); }
-    else if (strcmp(arg, "--warmup") == 0) { t->warmup_steps = (int)parse_long(usage, arg, value, 0, 1 << 24); }
-    else if (strcmp(arg, "--clip") == 0) { t->max_grad_norm = parse_float(usage, arg, value, 0.0f, 1e6f); }
-    else if (strcmp(arg, "--ttt-length") == 0) { t->ttt_length = (int)parse_long(usage, arg, value, 1, TTT_MAX_STEPS); }
-    else if (strcmp(arg, "--loss") == 0) { t->loss = parse_loss_kind(usage, value); }
-    else if (strcmp(arg, "--discard-weight") == 0) { t->discard_weight = parse_float(usage, arg, value, 0.0f, 100.0f); }
-    else if (strcmp(arg, "--discard-top-k") == 0) { t->discard_top_k = (int)parse_long(usage, arg, value, 0, TREE_MAX_NODES); }
-    else { return 0; }
+// What replay and train check before any work: outputs are not inputs, the draft vocabulary.
+static int run_check_outputs(const Options* o, const char* output, const char* output_flag) {
+    const char* inputs[3] = {o->model_path, o->traffic_path, NULL};
+    const char* input_flags[3] = {"-m", "--traffic", NULL};
+    return output ? check_output(output, output_flag, inputs, input_flags, 2, 1) : 0;
+}
+
+static int command_replay(Options* o) {
+    int modes = (o->online != 0) + (o->static_draft != NULL) + (o->no_spec != 0);
+    if (modes > 1) { fprintf(stderr, "error: --online, --static and --no-spec exclude each other; give one\n"); return 1; }
+    o->mode = o->static_draft ? "static" : o->no_spec ? "none" : "online";
+    if (strcmp(o->mode, "online") != 0 && o->save_draft) {
+        fprintf(stderr, "error: --save-draft saves a draft trained online; with --%s nothing is trained (drop --save-draft, "
+                "or use --online)\n", o->static_draft ? "static" : "no-spec");
+        return 1;
+    }
+    if (strcmp(o->mode, "online") != 0 && o->draft_init) {
+        fprintf(stderr, "error: --draft-init sets where online training starts; with --%s give the draft to serve with "
+                "--static DRAFT\n", o->static_draft ? "static" : "no-spec");
+        return 1;
+    }
+    o->draft = o->static_draft ? o->static_draft : o->draft_init ? o->draft_init : "random";
+    o->train.loss = loss_kind_from_name(o->loss_name);
+    resolve_tree_shape(o);
+    Error err;
+    if (tree_shape_check(o->shape, &err) != 0) { return fail(&err); }
+    if (resolve_device(o) != 0 || run_check_outputs(o, o->save_draft, "--save-draft") != 0) { return 1; }
+    return replay_run(o);
+}
+
+static int command_train(Options* o) {
+    o->draft = o->draft_init ? o->draft_init : "random";
+    o->train.loss = loss_kind_from_name(o->loss_name);
+    if (run_check_outputs(o, o->out_path, "-o") != 0) { return 1; }
+    return train_offline(o);
+}
+
+static void run_defaults(Options* o) { *o = replay_default_options(); }
+
+static int command_plot(Options* o) {
+    const char* inputs[1] = {NULL};
+    if (check_output(o->out_path, "-o", inputs, inputs, 0, 1) != 0) { return 1; }
+    return plot_runs(o->out_path, o->title, o->positional, o->n_positional);
+}
+
+static const Command COMMANDS[] = {
+    {"generate", "generate -m MODEL -p PROMPT [options]", "generate text from a prompt",
+     "  prints the generated text (or ids) on stdout and speed figures on stderr",
+     "model prompt n-predict temp top-p seed chat verbose-prompt print-ids device no-blas context batch draft spec-k spec-depth "
+     "spec-nodes draft-vocab", "model prompt", 0, 0, NULL, generate_defaults, command_generate},
+    {"tokenize", "tokenize -m MODEL [--special] TEXT", "print the token ids of a text",
+     "  prints the token ids of TEXT, space-separated, on one line", "model special", "model", 1, 1, "TEXT argument",
+     no_defaults, command_tokenize},
+    {"logits", "logits -m MODEL -p PROMPT [options]", "print the largest final-position logits of a prompt",
+     "  prints the K largest final-position logits as 'id logit' lines, largest first",
+     "model prompt top chat no-blas context batch device", "model prompt", 0, 0, NULL, generate_defaults, command_logits},
+    {"info", "info -m MODEL", "print a model's configuration and tensor table", NULL, "model", "model", 0, 0, NULL,
+     no_defaults, command_info},
+    {"tiny-model", "tiny-model -o FILE [options]", "write a small model with seeded random weights",
+     "  a Llama model with seeded random weights and a small byte-level BPE tokenizer (for tests, experiments\n"
+     "  and CPU/GPU parity checks)", "out dim layers heads kv-heads ffn vocab model-context type untied seed", "out",
+     0, 0, NULL, tiny_model_defaults, command_tiny_model},
+    {"convert", "convert -m MODEL -o OUT --type TYPE", "rewrite a GGUF model with its matrices in another tensor type",
+     "  every matrix stored as TYPE (vectors stay F32), the metadata unchanged; e.g. an F32 copy of a quantised\n"
+     "  model for exact comparisons with llama.cpp", "model out type", "model out type", 0, 0, NULL, no_defaults,
+     command_convert},
+    {"draft-init", "draft-init -m MODEL -o DRAFT.gguf [options]", "write a fresh random EAGLE-3 draft for a model",
+     "  a fresh EAGLE-3 draft for MODEL with seeded random weights", "model out seed draft-vocab", "model out", 0, 0,
+     NULL, draft_init_defaults, command_draft_init},
+    {"replay", "replay -m MODEL --traffic FILE [options]",
+     "serve a traffic file with speculative decoding, training the draft online",
+     "  serves every request of FILE with speculative decoding and writes DIR/requests.csv, DIR/summary.txt and\n"
+     "  DIR/acceptance.svg. Ctrl-C stops after the request in flight and saves everything (a second Ctrl-C exits).",
+     "model traffic online static no-spec draft-init order domain requests from max-new out-dir label save-draft "
+     "sync-every sync-schedule batch-requests buffer pool steps-per-request lr warmup clip ttt-length loss "
+     "discard-weight discard-top-k spec-k spec-depth spec-nodes temp top-p seed draft-vocab context batch device",
+     "model traffic", 0, 0, NULL, run_defaults, command_replay},
+    {"train", "train -m MODEL --traffic FILE -o DRAFT.gguf [options]", "train a draft offline on the target's outputs",
+     "  trains a draft offline on the target's own greedy outputs for the traffic's prompts (the static baseline),\n"
+     "  with the same trainer as the online flywheel. Ctrl-C stops after the step in flight and saves the draft.",
+     "model traffic out domain requests max-new epochs draft-init lr warmup clip ttt-length loss batch-requests seed "
+     "draft-vocab context batch", "model traffic out", 0, 0, NULL, run_defaults, command_train},
+    {"plot", "plot -o CHART.svg [--title T] RUN/requests.csv[:LABEL] ...", "draw several replays' acceptance on one chart",
+     "  acceptance length per request of one or more replays on one chart (a self-contained SVG): faint dots per\n"
+     "  request, a moving average over 25 requests per run, dashed lines where the first run's domain changes.\n"
+     "  LABEL names a run in the legend (default: the CSV file's directory name).", "out title", "out", 1, 1 << 20,
+     "RUN/requests.csv", no_defaults, command_plot},
+};
+enum { N_COMMANDS = sizeof(COMMANDS) / sizeof(COMMANDS[0]) };
+
+static void print_commands(FILE* stream) {
+    fprintf(stream, "usage: aurora <command> [options]\ncommands:\n");
+    for (int i = 0; i < N_COMMANDS; i++) { fprintf(stream, "  %-11s %s\n", COMMANDS[i].name, COMMANDS[i].summary); }
+    fprintf(stream, "run 'aurora <command> --help' for the options of a command\n");
+}
+
+// The whole program: returns the exit status (tests call it with argv as the shell would).
+static int aurora_main(int argc, char** argv) {
+    if (argc < 2) {
+        fprintf(stderr, "error: missing command\n");
+        print_commands(stderr);
+        return 1;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) { print_commands(stdout); return 0; }
+    for (int i = 0; i < N_COMMANDS; i++) {
+        const Command* command = &COMMANDS[i];
+        if (strcmp(argv[1], command->name) != 0) { continue; }
+        Options o;
+        memset(&o, 0, sizeof(o));
+        command->defaults(&o);
+        int status = parse_flags(command, argc - 2, argv + 2, &o);
+        if (status == 0) { status = command->run(&o); }
+        else if (status < 0) { status = 0; } // --help
+        free(o.positional);
+        return status;
+    }
+    fprintf(stderr, "error: unknown command '%s'\n", argv[1]);
+    print_commands(stderr);
     return 1;
 }
 
-static int command_replay(int argc, char** argv) {
-    ReplayOptions o = replay_default_options();
-    const char* u = USAGE_REPLAY;
-    int spec_nodes = 0;
-    for (int i = 0; i < argc; i++) {
-        const char* arg = argv[i];
-        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) { printf("%s", u); return 0; }
-        if (strcmp(arg, "--online") == 0) { o.mode = "online"; continue; }
-        if (strcmp(arg, "--no-spec") == 0) { o.mode = "none"; continue; }
-        if (arg[0] != '-') { usage_error(u, "unexpected argument '%s'", arg); }
-        if (i + 1 >= argc) { usage_error(u, "flag %s needs a value (or is unknown)", arg); }
-        const char* value = argv[++i];
-        if (parse_trainer_flag(u, arg, value, &o.train)) { continue; }
-        if (strcmp(arg, "-m") == 0 || strcmp(arg, "--model") == 0) { o.model_path = value; }
-        else if (strcmp(arg, "--traffic") == 0) { o.traffic_path = value; }
-        else if (strcmp(arg, "--static") == 0) { o.mode = "static"; o.draft = value; }
-        else if (strcmp(arg, "--draft-init") == 0) { o.draft = value; }
-        else if (strcmp(arg, "--order") == 0) {
-            if (strcmp(value, "mixed") != 0 && strcmp(value, "ordered") != 0) { usage_error(u, "--order expects mixed or ordered, got '%s'", value); }
-            o.order = value;
-        }
-        else if (strcmp(arg, "--domain") == 0) { o.domain = value; }
-        else if (strcmp(arg, "--requests") == 0) { o.requests = (int)parse_long(u, arg, value, 1, 1 << 24); }
-        else if (strcmp(arg, "--from") == 0) { o.from = (int)parse_long(u, arg, value, 0, 1 << 24); }
-        else if (strcmp(arg, "--max-new") == 0) { o.max_new = (int)parse_long(u, arg, value, 1, 1 << 16); }
-        else if (strcmp(arg, "--out") == 0) { o.out_dir = value; }
-        else if (strcmp(arg, "--label") == 0) { o.label = value; }
-        else if (strcmp(arg, "--save-draft") == 0) { o.save_draft = value; }
-        else if (strcmp(arg, "--sync-every") == 0) { o.sync_every = (int)parse_long(u, arg, value, 1, 1 << 24); }
-        else if (strcmp(arg, "--sync-schedule") == 0) { o.lockstep_every = (int)parse_long(u, arg, value, 1, 1 << 24); }
-        else if (strcmp(arg, "--batch-requests") == 0) { o.batch_requests = (int)parse_long(u, arg, value, 1, 64); }
-        else if (strcmp(arg, "--buffer") == 0) { o.buffer_capacity = (int)parse_long(u, arg, value, 1, 1 << 16); }
-        else if (strcmp(arg, "--pool") == 0) { o.pool_capacity = (int)parse_long(u, arg, value, 1, 1 << 16); }
-        else if (strcmp(arg, "--steps-per-request") == 0) { o.steps_per_request = (int)parse_long(u, arg, value, 1, 1 << 16); }
-        else if (strcmp(arg, "--spec-k") == 0) { o.shape.k = (int)parse_long(u, arg, value, 1, MAX_SPEC_K); }
-        else if (strcmp(arg, "--spec-depth") == 0) { o.shape.depth = (int)parse_long(u, arg, value, 1, TREE_MAX_DEPTH); }
-        else if (strcmp(arg, "--spec-nodes") == 0) { spec_nodes = (int)parse_long(u, arg, value, 2, TREE_MAX_NODES); }
-        else if (strcmp(arg, "--temp") == 0) { o.sampling.temperature = parse_float(u, arg, value, 0.0f, 100.0f); }
-        else if (strcmp(arg, "--top-p") == 0) { o.sampling.top_p = parse_float(u, arg, value, 1e-6f, 1.0f); }
-        else if (strcmp(arg, "--seed") == 0) { o.seed = (uint64_t)parse_long(u, arg, value, 0, 0x7fffffffL); }
-        else if (strcmp(arg, "--draft-vocab") == 0) { o.draft_vocab = (int)parse_long(u, arg, value, 1, 1 << 24); }
-        else if (strcmp(arg, "--context") == 0) { o.context = (int)parse_long(u, arg, value, 64, 1 << 20); }
-        else if (strcmp(arg, "--device") == 0) {
-            if (strcmp(value, "cpu") == 0) { o.use_cuda = 0; }
-            else if (strcmp(value, "cuda") == 0) { o.use_cuda = 1; }
-            else { usage_error(u, "--device expects 'cpu' or 'cuda', got '%s'", value); }
-        }
-        else { usage_error(u, "unknown flag '%s'", arg); }
-    }
-    if (o.model_path == NULL) { usage_error(u, "%s", "missing -m MODEL"); }
-    if (o.traffic_path == NULL) { usage_error(u, "%s", "missing --traffic FILE"); }
-    o.shape.nodes = spec_nodes ? spec_nodes : (1 + o.shape.k * o.shape.depth < TREE_MAX_NODES ? 1 + o.shape.k * o.shape.depth : TREE_MAX_NODES);
-    Error err;
-    if (tree_shape_check(o.shape, &err) != 0) { die(&err); }
-    if (o.use_cuda) {
-#ifdef USE_CUDA
-        if (cuda_device_count() == 0) { fprintf(stderr, "error: --device cuda: no CUDA device is visible\n"); return 1; }
-#else
-        fprintf(stderr, "error: --device cuda: this binary was built without CUDA\n");
-        return 1;
-#endif
-    }
-    return replay_run(&o);
-}
-
-static int command_train(int argc, char** argv) {
-    TrainOptions o;
-    memset(&o, 0, sizeof(o));
-    o.max_new = 32; o.epochs = 1; o.context = 2048; o.batch_requests = 1; o.seed = 1;
-    o.train = trainer_default_settings();
-    const char* u = USAGE_TRAIN;
-    for (int i = 0; i < argc; i++) {
-        const char* arg = argv[i];
-        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) { printf("%s", u); return 0; }
-        if (arg[0] != '-') { usage_error(u, "unexpected argument '%s'", arg); }
-        if (i + 1 >= argc) { usage_error(u, "flag %s needs a value (or is unknown)", arg); }
-        const char* value = argv[++i];
-        if (parse_trainer_flag(u, arg, value, &o.train)) { continue; }
-        if (strcmp(arg, "-m") == 0 || strcmp(arg, "--model") == 0) { o.model_path = value; }
-        else if (strcmp(arg, "--traffic") == 0) { o.traffic_path = value; }
-        else if (strcmp(arg, "-o") == 0) { o.out_path = value; }
-        else if (strcmp(arg, "--domain") == 0) { o.domain = value; }
-        else if (strcmp(arg, "--draft-init") == 0) { o.draft = value; }
-        else if (strcmp(arg, "--requests") == 0) { o.requests = (int)parse_long(u, arg, value, 1, 1 << 24); }
-        else if (strcmp(arg, "--max-new") == 0) { o.max_new = (int)parse_long(u, arg, value, 1, 1 << 16); }
-        else if (strcmp(arg, "--epochs") == 0) { o.epochs = (int)parse_long(u, arg, value, 1, 1 << 16); }
-        else if (strcmp(arg, "--batch-requests") == 0) { o.batch_requests = (int)parse_long(u, arg, value, 1, 1 << 16); }
-        else if (strcmp(arg, "--seed") == 0) { o.seed = (uint64_t)parse_long(u, arg, value, 0, 0x7fffffffL); }
-        else if (strcmp(arg, "--draft-vocab") == 0) { o.draft_vocab = (int)parse_long(u, arg, value, 1, 1 << 24); }
-        else { usage_error(u, "unknown flag '%s'", arg); }
-    }
-    if (o.model_path == NULL || o.traffic_path == NULL || o.out_path == NULL) {
-        usage_error(u, "%s", "expected -m MODEL, --traffic FILE and -o DRAFT.gguf");
-    }
-    return train_offline(&o);
-}
-
+#ifndef TESTING
 int main(int argc, char** argv) {
-    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-        fprintf(argc < 2 ? stderr : stdout, "%s", USAGE_MAIN);
-        return argc < 2 ? EXIT_FAILURE : EXIT_SUCCESS;
-    }
-    const char* command = argv[1];
-    if (strcmp(command, "generate") == 0) { return command_generate(argc - 2, argv + 2); }
-    if (strcmp(command, "tokenize") == 0) { return command_tokenize(argc - 2, argv + 2); }
-    if (strcmp(command, "logits") == 0) { return command_logits(argc - 2, argv + 2); }
-    if (strcmp(command, "info") == 0) { return command_info(argc - 2, argv + 2); }
-    if (strcmp(command, "tiny-model") == 0) { return command_tiny_model(argc - 2, argv + 2); }
-    if (strcmp(command, "convert") == 0) { return command_convert(argc - 2, argv + 2); }
-    if (strcmp(command, "draft-init") == 0) { return command_draft_init(argc - 2, argv + 2); }
-    if (strcmp(command, "replay") == 0) { return command_replay(argc - 2, argv + 2); }
-    if (strcmp(command, "train") == 0) { return command_train(argc - 2, argv + 2); }
-    if (strcmp(command, "plot") == 0) { return command_plot_main(argc - 2, argv + 2); }
-    fprintf(stderr, "error: unknown command '%s'\n%s", command, USAGE_MAIN);
-    return EXIT_FAILURE;
+    // a write past a file-size limit (ulimit -f) must fail as a write error, not kill the process
+    signal(SIGXFSZ, SIG_IGN);
+    return aurora_main(argc, argv);
 }
-
-#endif // TESTING
+#endif

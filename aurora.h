@@ -71,6 +71,13 @@ int make_directories(const char* path, Error* err);
 // create_directory, is created) and a file can be created in it. Nothing at path itself changes.
 int check_writable(const char* path, int create_directory, Error* err);
 
+// SIGINT / SIGTERM during a long run (replay, train): the first asks the run to stop after the work in
+// flight (stop_requested() returns the signal number), a second exits at once. Runs poll stop_requested
+// between requests and training steps, then save as for a normal end and exit with 128 + the signal.
+void stop_signals_install(void);
+void stop_signals_restore(void);
+int stop_requested(void);
+
 // An output written to a temporary file in the same directory and renamed over the target only when
 // every byte is written, flushed and synced: a failure leaves the old file intact.
 //   OutputFile out; if (output_open(&out, path, err) != 0) ...; fprintf(out.stream, ...);
@@ -249,8 +256,10 @@ int tokenizer_encode(const Tokenizer* tokenizer, const char* text, size_t len, i
 const char* tokenizer_token_bytes(const Tokenizer* tokenizer, int id, int* length);
 // Decodes ids into a malloc'd buffer of bytes (NUL-terminated for convenience; may hold any bytes).
 char* tokenizer_decode(const Tokenizer* tokenizer, const int* ids, int n_ids, size_t* length);
-// Wraps a user message in the SmolLM2-Instruct ChatML template; returns a malloc'd string.
-char* chat_template_apply(const char* user_message);
+// The one prompt-to-tokens path: text as plain text (special-token spellings stay text), or with chat
+// the SmolLM2-Instruct ChatML template around it, whose markers (<|im_start|>, <|im_end|>) are the only
+// special tokens. Returns the count (>= 1), or -1 with err: empty, or more than max_ids tokens.
+int prompt_encode(const Tokenizer* tokenizer, const char* text, int chat, int* ids, int max_ids, Error* err);
 // Adds tokenizer.ggml.* keys for a tiny byte-level BPE vocabulary of exactly vocab_size (>= 259)
 // tokens: <|endoftext|> <|im_start|> <|im_end|> (control, ids 0-2; bos 1, eos 2), the 256 byte
 // tokens (ids 3..258, byte b is id 3 + b), then merges learned deterministically from a built-in
@@ -459,6 +468,11 @@ typedef struct {
 //   logits_t = lm_head(RMSNorm_out(out_t))            (V_d draft-vocabulary logits; d2t maps to target ids)
 //
 // H is the target width; the draft width C equals it (the embedding e_t is C wide).
+
+// A fresh draft's default vocabulary: the DRAFT_DEFAULT_VOCAB lowest target ids (byte-level BPE numbers
+// tokens in merge order, so low ids are the frequent ones: the first 8192 cover 83-86% of the tokens of
+// English prose and C code), or the whole vocabulary when it is smaller.
+enum { DRAFT_DEFAULT_VOCAB = 8192 };
 
 typedef struct {
     int dim;                // C (= target dim)
@@ -819,10 +833,15 @@ typedef struct {
     char** domains;             // (n_domains) in order of first appearance
 } Traffic;
 
-// Reads a JSONL file: one JSON object per non-empty line; the prompt is "prompt", else "text", else
+// Traffic files are read whole; larger ones are refused (an error naming the bound), never streamed.
+enum { TRAFFIC_MAX_BYTES = 256 << 20 };
+// Reads a JSONL file (at most TRAFFIC_MAX_BYTES; a leading UTF-8 byte-order mark is skipped): one JSON
+// object per non-empty line; the prompt is "prompt", else "text", else
 // the first human/user turn of "conversations" (chat); optional "domain". Errors name the file, line,
 // column and what was expected; on error nothing needs freeing.
 int traffic_load(Traffic* traffic, const char* path, Error* err);
+// The same over n_bytes of JSONL in memory (tests, fuzzing); path names it in messages.
+int traffic_parse(Traffic* traffic, const char* bytes, size_t n_bytes, const char* path, Error* err);
 void traffic_free(Traffic* traffic);
 // order "mixed": seeded Fisher-Yates shuffle (random_seed_state / random_u32); "ordered": grouped by
 // domain in order of first appearance, stable within a domain. Any other order is a caller bug (exits).
@@ -842,17 +861,72 @@ typedef struct {
 int svg_acceptance_chart(const char* path, const ChartSeries* series, int n_series, const char* title, Error* err);
 
 // The replay's per-request CSV, header exactly
-// request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version
+// request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version,status
+// status is "served", or "skipped_prompt_too_long" (the request was not served: no measurement).
 typedef struct {
     int n;
-    char** domains;     // (n)
+    char** domains;     // (n) served requests only
     float* acceptance;  // (n)
 } RequestRows;
+// Reads the served rows (files without the status column, from older runs, read as all served).
 int read_requests_csv(const char* path, RequestRows* rows, Error* err);
 void request_rows_free(RequestRows* rows);
-// `aurora plot -o CHART.svg [--title T] RUN/requests.csv[:LABEL] ...` (argv after "plot"); returns the
-// exit status (0, or 1 after an "error: ..." line).
-int command_plot_main(int argc, char** argv);
+// `aurora plot`: draws runs (RUN/requests.csv[:LABEL]) on one chart at out_path; returns the exit
+// status (0, or 1 after an "error: ..." line).
+int plot_runs(const char* out_path, const char* title, const char* const* runs, int n_runs);
+
+// ----------------------------------------------------------------------------
+// command-line options: one struct for every command (aurora.c fills it from its flag table, where every
+// flag is listed once with its type, range and help; replay and train runs in flywheel.c read it)
+
+typedef struct {
+    // files
+    const char* model_path;     // -m: the target GGUF
+    const char* out_path;       // -o: the file a command writes (draft-init, train, convert, tiny-model, plot)
+    const char* traffic_path;   // --traffic: JSONL requests (replay, train)
+    const char* out_dir;        // replay --out: requests.csv, summary.txt, acceptance.svg
+    // generation
+    const char* prompt;
+    int n_predict;
+    int chat;                   // wrap the prompt in the chat template
+    int print_ids;
+    int verbose_prompt;         // print the prompt's token ids on stderr
+    int parse_special;          // tokenize --special
+    int top_k;                  // logits --top
+    SamplerSettings sampling;
+    int seed;
+    const char* device;         // "cpu" or "cuda"
+    int use_cuda;               // derived from device
+    int no_blas;
+    int context;                // KV cache slots (0: the model's context, capped)
+    int batch;                  // most tokens per forward call
+    // speculative decoding
+    const char* draft;          // generate --draft SOURCE; replay/train: the draft a run starts from (derived)
+    TreeShape shape;            // nodes 0 until parsed: 1 + k * depth, capped
+    int draft_vocab;            // a fresh draft's vocabulary size (0: min(V, DRAFT_DEFAULT_VOCAB))
+    // replay and train
+    const char* mode;           // replay: "online", "static" or "none" (derived from the three flags below)
+    int online, no_spec;        // --online, --no-spec
+    const char* static_draft;   // --static DRAFT
+    const char* draft_init;     // --draft-init random|target|FILE
+    const char* order;          // "mixed" or "ordered"
+    const char* domain;
+    const char* label;          // a run's name in its chart and summary
+    const char* title;          // plot --title
+    const char* save_draft;
+    const char* loss_name;      // --loss fkl|rkl|ntp
+    int requests, from, max_new, epochs;
+    int sync_every, lockstep_every, batch_requests, buffer_capacity, pool_capacity, steps_per_request;
+    TrainerSettings train;
+    int quiet;                  // no progress or summary on stderr (tests)
+    // tiny-model, convert
+    TinyModelSpec tiny;
+    const char* type_name;      // --type f32|f16|bf16|q8_0|q4_0|q4_1
+    int untied;
+    // positional arguments (tokenize: TEXT; plot: RUN/requests.csv[:LABEL] ...)
+    int n_positional;
+    const char** positional;
+} Options;
 
 // ----------------------------------------------------------------------------
 // the CUDA twin (kernels.cu), present when built with USE_CUDA

@@ -227,7 +227,7 @@ static int draft_read_config(DraftConfig* c, const GGUFFile* file, const Target*
     c->rope_theta = (float)value;
     if (gguf_get_float(file, "aurora.draft.layer_norm_rms_epsilon", &value, err)) { return -1; }
     c->norm_eps = (float)value;
-    if (!(c->rope_theta > 0.0f) || !(c->norm_eps >= 0.0f)) {
+    if (!(c->rope_theta > 0.0f) || !(c->norm_eps >= 0.0f) || !isfinite(c->rope_theta) || !isfinite(c->norm_eps)) {
         return error_set(err, "%s: aurora.draft.rope.freq_base %g / aurora.draft.layer_norm_rms_epsilon %g out of "
                          "range, expected positive values", file->path, c->rope_theta, c->norm_eps);
     }

@@ -162,59 +162,43 @@ static void flywheel_free(Flywheel* flywheel) {
 // ----------------------------------------------------------------------------
 // replaying traffic through the flywheel
 
-typedef struct {
-    const char* model_path;
-    const char* traffic_path;
-    const char* order;          // "mixed" or "ordered"
-    const char* domain;         // keep only this domain (NULL: all)
-    const char* mode;           // "online" (train while serving), "static" (a frozen draft), "none" (no drafting)
-    const char* draft;          // online: the starting draft ("random" or FILE); static: FILE ("random" allowed)
-    const char* save_draft;     // online: write the final trained draft here
-    const char* out_dir;
-    const char* label;          // for the chart legend and the summary
-    int requests;               // at most this many (0: all)
-    int from;                   // start at this request of the ordered stream (0: the first)
-    int max_new;
-    int context;
-    int draft_vocab;
-    int use_cuda;
-    TreeShape shape;
-    SamplerSettings sampling;
-    uint64_t seed;
-    TrainerSettings train;
-    int sync_every, batch_requests, lockstep_every, buffer_capacity;
-    int pool_capacity, steps_per_request;
-    int quiet;                  // no progress bar or summary on stderr (tests)
-} ReplayOptions;
-
-static ReplayOptions replay_default_options(void) {
-    ReplayOptions o = {0};
-    o.order = "mixed"; o.mode = "online"; o.draft = "random"; o.out_dir = "out/replay";
-    o.max_new = 32; o.context = 2048; o.shape = (TreeShape){1, 5, 6};
-    o.sampling = (SamplerSettings){0.0f, 1.0f}; o.seed = 1;
+// The defaults of replay and train (the CLI's flag table shows them in --help).
+static Options replay_default_options(void) {
+    Options o;
+    memset(&o, 0, sizeof(o));
+    o.order = "mixed"; o.mode = "online"; o.draft = "random"; o.out_dir = "out/replay"; o.device = "cpu";
+    o.max_new = 32; o.context = 2048; o.batch = 256; o.shape = (TreeShape){1, 5, 6};
+    o.sampling = (SamplerSettings){0.0f, 1.0f}; o.seed = 1; o.epochs = 1;
     o.train = trainer_default_settings();
+    o.loss_name = "fkl";
     o.sync_every = 4; o.batch_requests = 1; o.lockstep_every = 0; o.buffer_capacity = 16;
     o.pool_capacity = 64; o.steps_per_request = 4;
     return o;
 }
 
-static void make_directory(const char* path) {
-    char command[1200];
-    snprintf(command, sizeof(command), "mkdir -p '%s'", path);
-    if (system(command) != 0) { fprintf(stderr, "error: cannot create the directory %s\n", path); exit(EXIT_FAILURE); }
+// A fresh draft's vocabulary size: requested (an error if the target has fewer tokens), or by default
+// the DRAFT_DEFAULT_VOCAB lowest ids (all of them for a smaller vocabulary).
+static int choose_draft_vocab(const Target* target, int requested, int* vocab_size, Error* err) {
+    int V = target->config.vocab_size;
+    if (requested > V) {
+        return error_set(err, "--draft-vocab %d is larger than the target vocabulary %d; expected 1..%d", requested, V, V);
+    }
+    *vocab_size = requested > 0 ? requested : (V < DRAFT_DEFAULT_VOCAB ? V : DRAFT_DEFAULT_VOCAB);
+    return 0;
 }
 
-// Loads a draft for replay or training: "random" (seeded), or a checkpoint file.
-static void replay_load_draft(Draft* draft, const char* what, const Target* target, int draft_vocab, uint64_t seed) {
-    Error err;
+// The draft a run starts from: "random" (seeded), "target" (random, with the target's LM head: a warm
+// start), or a checkpoint file.
+static int replay_load_draft(Draft* draft, const char* what, const Target* target, int draft_vocab, uint64_t seed,
+                             Error* err) {
     if (strcmp(what, "random") == 0 || strcmp(what, "target") == 0) {
-        int V = target->config.vocab_size;
-        draft_init_random(draft, target, draft_vocab > 0 && draft_vocab <= V ? draft_vocab : (V < 8192 ? V : 8192), NULL, seed);
+        int vocab_size = 0;
+        if (choose_draft_vocab(target, draft_vocab, &vocab_size, err) != 0) { return -1; }
+        draft_init_random(draft, target, vocab_size, NULL, seed);
         if (strcmp(what, "target") == 0) { draft_init_from_target(draft, target); }
-    } else if (draft_load(draft, what, target, &err) != 0) {
-        fprintf(stderr, "error: %s\n", err.message);
-        exit(EXIT_FAILURE);
+        return 0;
     }
+    return draft_load(draft, what, target, err);
 }
 
 static void replay_progress(int index, int total, double mean_recent, const Flywheel* flywheel, int version,
@@ -238,15 +222,117 @@ static void replay_progress(int index, int total, double mean_recent, const Flyw
     fflush(stderr);
 }
 
-// Serves every request of the traffic and writes DIR/requests.csv, DIR/summary.txt, DIR/acceptance.svg.
-static int replay_run(const ReplayOptions* o) {
+// The path DIR/NAME in a malloc'd string.
+static char* path_join(const char* directory, const char* name) {
+    size_t n = strlen(directory) + strlen(name) + 2;
+    char* path = mallocCheck(n);
+    snprintf(path, n, "%s/%s", directory, name);
+    return path;
+}
+
+// Room the context leaves for a prompt: the KV cache holds the prompt, max_new generated tokens and
+// one verify pass's tree (TREE_MAX_NODES slots). Errors when max_new alone does not fit.
+static int prompt_room(const Target* target, int max_new, int* room, Error* err) {
+    *room = target->cache_capacity - max_new - TREE_MAX_NODES;
+    if (*room < 1) {
+        return error_set(err, "--max-new %d does not fit the context of %d slots (it needs max-new + %d tree slots + a "
+                         "prompt); lower --max-new or raise --context", max_new, target->cache_capacity, TREE_MAX_NODES);
+    }
+    return 0;
+}
+
+// The summary of a replay, written to each of the streams.
+typedef struct {
+    int n_requests;         // in the stream
+    int n_done;             // reached (served or skipped) before the end or an interruption
+    int n_served, n_skipped;
+    long total_tokens, total_passes, total_emitted;
+    double total_seconds;
+    const float* acceptance;    // (n_served) per served request
+    const char** domains;       // (n_served)
+} ReplayTotals;
+
+static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* r, const Traffic* traffic,
+                                 const DraftSource* source, Flywheel* flywheel, int room) {
+    int no_draft = strcmp(o->mode, "none") == 0;
+    fprintf(f, "run: %s  mode %s  draft %s  traffic %s (%s order%s%s)\n", o->label ? o->label : o->out_dir, o->mode,
+            no_draft ? "none" : o->draft, o->traffic_path, o->order, o->domain ? ", domain " : "", o->domain ? o->domain : "");
+    if (stop_requested()) {
+        fprintf(f, "interrupted by signal %d after %d of %d requests: the figures below cover the requests served\n",
+                stop_requested(), r->n_done, r->n_requests);
+    }
+    fprintf(f, "requests %d served, %d skipped (prompt longer than the %d tokens the context of %d leaves after "
+            "--max-new %d and a tree), tokens %ld, tree K=%d S=%d N=%d\n", r->n_served, r->n_skipped, room,
+            room + o->max_new + TREE_MAX_NODES, o->max_new, r->total_tokens, source->shape.k, source->shape.depth,
+            source->shape.nodes);
+    int n = r->n_served, window = n < 100 ? n : 100;
+    double first_mean = 0, last_mean = 0;
+    for (int i = 0; i < window; i++) { first_mean += r->acceptance[i]; last_mean += r->acceptance[n - window + i]; }
+    if (window > 0) {
+        fprintf(f, "acceptance length: overall %.3f, first %d requests %.3f, last %d requests %.3f\n",
+                r->total_passes ? (double)r->total_emitted / r->total_passes : 1.0, window, first_mean / window, window,
+                last_mean / window);
+    }
+    for (int d = 0; d < traffic->n_domains; d++) {
+        double sum = 0;
+        int count = 0;
+        for (int i = 0; i < n; i++) { if (strcmp(r->domains[i], traffic->domains[d]) == 0) { sum += r->acceptance[i]; count++; } }
+        if (count) { fprintf(f, "  domain %-10s %4d requests, mean acceptance length %.3f\n", traffic->domains[d], count, sum / count); }
+    }
+    fprintf(f, "speed: %.2f tokens/s over %.1f s of generation\n", r->total_seconds > 0 ? r->total_tokens / r->total_seconds : 0.0,
+            r->total_seconds);
+    if (flywheel) {
+        long pushed, dropped;
+        record_buffer_counts(flywheel->records, &pushed, &dropped, NULL);
+        fprintf(f, "training: %d optimiser steps, %ld rejected (non-finite), records %ld pushed / %ld dropped / %ld "
+                "trained on, final version %d, %ld publishes skipped\n", flywheel->trainer.step,
+                flywheel->trainer.rejected_updates, pushed, dropped, flywheel->records_taken, flywheel->published_version,
+                weight_exchange_skipped(flywheel->exchange));
+        fprintf(f, "hot swaps: %d, switch time mean %.3f ms, max %.3f ms\n", source->swaps,
+                source->swaps ? 1e3 * source->swap_seconds / source->swaps : 0.0, 1e3 * source->swap_seconds_max);
+    }
+}
+
+// Serves every request of the traffic and writes DIR/requests.csv, DIR/summary.txt, DIR/acceptance.svg
+// (and the trained draft with save_draft). Every output is checked before any work starts and written
+// atomically; a write error is reported after everything else has been saved. Returns the exit status:
+// 0, 1 after an "error: ..." line, or 128 + the signal when interrupted (results saved as for a normal end).
+static int replay_run(const Options* o) {
     Error err;
+    int online = strcmp(o->mode, "online") == 0, no_draft = strcmp(o->mode, "none") == 0;
+    char* csv_path = path_join(o->out_dir, "requests.csv");
+    char* summary_path = path_join(o->out_dir, "summary.txt");
+    char* chart_path = path_join(o->out_dir, "acceptance.svg");
+    // every output can be written, before any work
+    if (make_directories(o->out_dir, &err) != 0 || check_writable(csv_path, 0, &err) != 0 ||
+        check_writable(summary_path, 0, &err) != 0 || check_writable(chart_path, 0, &err) != 0 ||
+        (o->save_draft && check_writable(o->save_draft, 1, &err) != 0)) {
+        fprintf(stderr, "error: %s\n", err.message);
+        free(csv_path); free(summary_path); free(chart_path);
+        return 1;
+    }
+
     Target target;
-    if (target_load(&target, o->model_path, o->context, 256, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     Traffic traffic;
-    if (traffic_load(&traffic, o->traffic_path, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
-    if (o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
-    traffic_order(&traffic, o->order, o->seed);
+    int room = 0, status = 0;
+    if (target_load(&target, o->model_path, o->context, o->batch, &err) != 0) {
+        fprintf(stderr, "error: %s\n", err.message);
+        free(csv_path); free(summary_path); free(chart_path);
+        return 1;
+    }
+    if (traffic_load(&traffic, o->traffic_path, &err) != 0) {
+        fprintf(stderr, "error: %s\n", err.message);
+        target_free(&target);
+        free(csv_path); free(summary_path); free(chart_path);
+        return 1;
+    }
+    if ((o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) || prompt_room(&target, o->max_new, &room, &err) != 0) {
+        fprintf(stderr, "error: %s\n", err.message);
+        traffic_free(&traffic); target_free(&target);
+        free(csv_path); free(summary_path); free(chart_path);
+        return 1;
+    }
+    traffic_order(&traffic, o->order, (uint64_t)o->seed);
     if (o->from > 0) { // drop the first requests of the ordered stream
         int from = o->from < traffic.n_requests ? o->from : traffic.n_requests;
         for (int i = 0; i < from; i++) { free(traffic.requests[i].prompt); }
@@ -254,25 +340,30 @@ static int replay_run(const ReplayOptions* o) {
         traffic.n_requests -= from;
     }
     int n_requests = o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
-    if (n_requests == 0) { fprintf(stderr, "error: %s: no requests to replay\n", o->traffic_path); return 1; }
+    Draft draft;
+    memset(&draft, 0, sizeof(draft));
+    if (n_requests == 0) {
+        error_set(&err, "%s: no requests to replay (the stream has %d after --from %d)", o->traffic_path, traffic.n_requests, o->from);
+        status = 1;
+    } else if (!no_draft && replay_load_draft(&draft, o->draft, &target, o->draft_vocab, (uint64_t)o->seed, &err) != 0) {
+        status = 1;
+    }
+    if (status != 0) {
+        fprintf(stderr, "error: %s\n", err.message);
+        traffic_free(&traffic); target_free(&target);
+        free(csv_path); free(summary_path); free(chart_path);
+        return 1;
+    }
     Engine engine = {&target, NULL};
 #ifdef USE_CUDA
     if (o->use_cuda) { engine.cuda = target_cuda_create(&target); }
 #endif
-    int online = strcmp(o->mode, "online") == 0, no_draft = strcmp(o->mode, "none") == 0;
-    Draft draft;
-    memset(&draft, 0, sizeof(draft));
     DraftSource source;
-    if (no_draft) {
-        draft_source_init(&source, DRAFT_NONE, o->shape, NULL, &engine);
-    } else {
-        replay_load_draft(&draft, o->draft, &target, o->draft_vocab, o->seed);
-        draft_source_init(&source, DRAFT_EAGLE, o->shape, &draft, &engine);
-    }
+    draft_source_init(&source, no_draft ? DRAFT_NONE : DRAFT_EAGLE, o->shape, no_draft ? NULL : &draft, &engine);
     Flywheel flywheel;
     if (online) {
         flywheel_start(&flywheel, &draft, &target, o->train, o->buffer_capacity, o->sync_every, o->batch_requests,
-                       o->lockstep_every, o->pool_capacity, o->steps_per_request, o->seed, engine.cuda != NULL);
+                       o->lockstep_every, o->pool_capacity, o->steps_per_request, (uint64_t)o->seed, engine.cuda != NULL);
         source.exchange = flywheel.exchange;
     }
 #ifdef _OPENMP
@@ -282,112 +373,101 @@ static int replay_run(const ReplayOptions* o) {
     if (online && o->lockstep_every == 0) { omp_set_num_threads(1); }
 #endif
 
-    make_directory(o->out_dir);
-    char path[1100];
-    snprintf(path, sizeof(path), "%s/requests.csv", o->out_dir);
-    FILE* csv = fopen(path, "w");
-    if (csv == NULL) { fprintf(stderr, "error: cannot write %s\n", path); return 1; }
-    fprintf(csv, "request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n");
+    OutputFile csv;
+    if (output_open(&csv, csv_path, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
+    FILE* rows = csv.stream ? csv.stream : NULL;
+    if (rows) { fprintf(rows, "%s\n", REQUESTS_CSV_HEADER); }
 
     float* acceptance = mallocCheck((size_t)n_requests * sizeof(float));
     const char** domains = mallocCheck((size_t)n_requests * sizeof(char*));
-    int* prompt = mallocCheck((size_t)(target.cache_capacity + 1) * sizeof(int));
+    int* prompt = mallocCheck((size_t)(room + 1) * sizeof(int));
     int* out = mallocCheck((size_t)(o->max_new + 1) * sizeof(int));
-    long total_tokens = 0, total_passes = 0, total_emitted = 0;
-    double total_seconds = 0.0;
-    int skipped_prompts = 0;
-    for (int r = 0; r < n_requests; r++) {
+    ReplayTotals totals;
+    memset(&totals, 0, sizeof(totals));
+    totals.n_requests = n_requests;
+    totals.acceptance = acceptance;
+    totals.domains = domains;
+    stop_signals_install();
+    for (int r = 0; r < n_requests && status == 0 && !stop_requested(); r++) {
         const TrafficRequest* request = &traffic.requests[r];
-        char* text = request->chat ? chat_template_apply(request->prompt) : strdup(request->prompt);
-        int room = target.cache_capacity - o->max_new - TREE_MAX_NODES;
-        int n_prompt = tokenizer_encode(&target.tokenizer, text, strlen(text), request->chat, prompt, room, &err);
-        free(text);
-        if (n_prompt <= 0) { // too long for the context: keep going, and say so in the summary
-            skipped_prompts++;
-            acceptance[r] = 1.0f;
-            domains[r] = request->domain;
+        totals.n_done = r + 1;
+        int n_prompt = prompt_encode(&target.tokenizer, request->prompt, request->chat, prompt, room, &err);
+        if (n_prompt < 0) { // does not fit (or tokenizes to nothing): recorded as skipped, not measured
+            totals.n_skipped++;
+            fprintf(rows, "%d,%s,0,0,0,0,0,%d,skipped_prompt_too_long\n", r, request->domain, source.draft_version);
+            fflush(rows);
             continue;
         }
         Record* record = online ? record_new(target.config.dim) : NULL;
         SpecStats stats;
-        int n = generate_speculative(&engine, &source, prompt, n_prompt, o->max_new, o->sampling, o->seed + (uint64_t)r,
+        int n = generate_speculative(&engine, &source, prompt, n_prompt, o->max_new, o->sampling, (uint64_t)o->seed + (uint64_t)r,
                                      out, &stats, NULL, NULL, record);
         if (online) { record_buffer_push(flywheel.records, record); }
-        double seconds = stats.total_seconds;
-        acceptance[r] = stats.verify_passes ? (float)stats.emitted / stats.verify_passes : 1.0f;
-        domains[r] = request->domain;
-        total_tokens += n;
-        total_seconds += seconds;
-        total_passes += stats.verify_passes;
-        total_emitted += stats.emitted;
-        fprintf(csv, "%d,%s,%d,%d,%d,%.4f,%.4f,%d\n", r, request->domain, n_prompt, n, stats.verify_passes, acceptance[r],
-                seconds, source.draft_version);
-        fflush(csv); // a long replay can be watched (and survives an interruption) row by row
+        float accepted = stats.verify_passes ? (float)stats.emitted / stats.verify_passes : 1.0f;
+        acceptance[totals.n_served] = accepted;
+        domains[totals.n_served] = request->domain;
+        totals.n_served++;
+        totals.total_tokens += n;
+        totals.total_seconds += stats.total_seconds;
+        totals.total_passes += stats.verify_passes;
+        totals.total_emitted += stats.emitted;
+        fprintf(rows, "%d,%s,%d,%d,%d,%.4f,%.4f,%d,served\n", r, request->domain, n_prompt, n, stats.verify_passes, accepted,
+                stats.total_seconds, source.draft_version);
+        fflush(rows); // a long replay can be watched row by row (in the temporary file beside requests.csv)
         double recent = 0.0;
-        int window = r + 1 < 25 ? r + 1 : 25;
-        for (int i = r + 1 - window; i <= r; i++) { recent += acceptance[i]; }
+        int window = totals.n_served < 25 ? totals.n_served : 25;
+        for (int i = totals.n_served - window; i < totals.n_served; i++) { recent += acceptance[i]; }
         if (!o->quiet) {
             replay_progress(r, n_requests, recent / window, online ? &flywheel : NULL, source.draft_version,
-                            total_seconds > 0 ? total_tokens / total_seconds : 0.0, r == n_requests - 1);
+                            totals.total_seconds > 0 ? totals.total_tokens / totals.total_seconds : 0.0, r == n_requests - 1);
         }
         if (online && o->lockstep_every > 0 && (r + 1) % o->lockstep_every == 0) { flywheel_lockstep_round(&flywheel); }
     }
-    fclose(csv);
-    if (online) { flywheel_stop(&flywheel); }
+    if (online) { flywheel_stop(&flywheel); } // the training step in flight finishes
 #ifdef _OPENMP
     omp_set_num_threads(serving_threads);
 #endif
-
-    // summary
-    snprintf(path, sizeof(path), "%s/summary.txt", o->out_dir);
-    FILE* summary = fopen(path, "w");
-    if (summary == NULL) { fprintf(stderr, "error: cannot write %s\n", path); return 1; }
-    FILE* streams[2] = {summary, stderr};
-    int n_streams = o->quiet ? 1 : 2;
-    double first_mean = 0, last_mean = 0;
-    int window = n_requests < 100 ? n_requests : 100;
-    for (int i = 0; i < window; i++) { first_mean += acceptance[i]; last_mean += acceptance[n_requests - window + i]; }
-    for (int s = 0; s < n_streams; s++) {
-        FILE* f = streams[s];
-        fprintf(f, "run: %s  mode %s  draft %s  traffic %s (%s order%s%s)\n", o->label ? o->label : o->out_dir, o->mode,
-                no_draft ? "none" : o->draft, o->traffic_path, o->order, o->domain ? ", domain " : "", o->domain ? o->domain : "");
-        fprintf(f, "requests %d (%d skipped: prompt longer than the context), tokens %ld, max new %d, tree K=%d S=%d N=%d\n",
-                n_requests, skipped_prompts, total_tokens, o->max_new, source.shape.k, source.shape.depth, source.shape.nodes);
-        fprintf(f, "acceptance length: overall %.3f, first %d requests %.3f, last %d requests %.3f\n",
-                total_passes ? (double)total_emitted / total_passes : 1.0, window, first_mean / window, window, last_mean / window);
-        for (int d = 0; d < traffic.n_domains; d++) {
-            double sum = 0;
-            int count = 0;
-            for (int i = 0; i < n_requests; i++) { if (strcmp(domains[i], traffic.domains[d]) == 0) { sum += acceptance[i]; count++; } }
-            if (count) { fprintf(f, "  domain %-10s %4d requests, mean acceptance length %.3f\n", traffic.domains[d], count, sum / count); }
-        }
-        fprintf(f, "speed: %.2f tokens/s over %.1f s of generation\n", total_seconds > 0 ? total_tokens / total_seconds : 0.0, total_seconds);
-        if (online) {
-            long pushed, dropped;
-            record_buffer_counts(flywheel.records, &pushed, &dropped, NULL);
-            fprintf(f, "training: %d optimiser steps, %ld rejected (non-finite), records %ld pushed / %ld dropped / %ld "
-                    "trained on, final version %d, %ld publishes skipped\n", flywheel.trainer.step,
-                    flywheel.trainer.rejected_updates, pushed, dropped, flywheel.records_taken, flywheel.published_version,
-                    weight_exchange_skipped(flywheel.exchange));
-            fprintf(f, "hot swaps: %d, switch time mean %.3f ms, max %.3f ms\n", source.swaps,
-                    source.swaps ? 1e3 * source.swap_seconds / source.swaps : 0.0, 1e3 * source.swap_seconds_max);
-        }
+    if (stop_requested() && !o->quiet) {
+        fprintf(stderr, "stopped after %d of %d requests; saving the results\n", totals.n_done, n_requests);
     }
-    fclose(summary);
 
-    // the chart
-    snprintf(path, sizeof(path), "%s/acceptance.svg", o->out_dir);
-    ChartSeries series = {o->label ? o->label : o->mode, n_requests, acceptance, domains};
-    if (svg_acceptance_chart(path, &series, 1, "acceptance length per request", &err) != 0) {
-        fprintf(stderr, "error: %s\n", err.message);
-    }
+    // the results, most valuable first: the trained draft, the per-request rows, the summary, the chart
+    int wrote_draft = 0;
     if (online && o->save_draft) {
-        if (draft_save(&flywheel.trainer.draft, o->save_draft, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); }
-        else if (!o->quiet) { fprintf(stderr, "saved the trained draft (version %d) to %s\n", flywheel.published_version, o->save_draft); }
+        if (draft_save(&flywheel.trainer.draft, o->save_draft, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
+        else { wrote_draft = 1; }
     }
-    if (!o->quiet) { fprintf(stderr, "wrote %s/requests.csv, summary.txt, acceptance.svg\n", o->out_dir); }
+    if (rows && output_commit(&csv, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
+    OutputFile summary;
+    if (output_open(&summary, summary_path, &err) != 0) {
+        fprintf(stderr, "error: %s\n", err.message);
+        status = 1;
+    } else {
+        replay_write_summary(summary.stream, o, &totals, &traffic, &source, online ? &flywheel : NULL, room);
+        if (output_commit(&summary, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
+    }
+    if (!o->quiet) { replay_write_summary(stderr, o, &totals, &traffic, &source, online ? &flywheel : NULL, room); }
+    if (totals.n_served > 0) {
+        ChartSeries series = {o->label ? o->label : o->mode, totals.n_served, acceptance, domains};
+        if (svg_acceptance_chart(chart_path, &series, 1, "acceptance length per request", &err) != 0) {
+            fprintf(stderr, "error: %s\n", err.message);
+            status = 1;
+        }
+    } else if (totals.n_done > 0) {
+        fprintf(stderr, "error: %s: none of the %d requests could be served: every prompt is longer than the %d tokens the "
+                "context leaves after --max-new %d; raise --context or lower --max-new\n", o->traffic_path, totals.n_done,
+                room, o->max_new);
+        status = 1;
+    }
+    if (!o->quiet) {
+        if (wrote_draft) { fprintf(stderr, "saved the trained draft (version %d) to %s\n", flywheel.published_version, o->save_draft); }
+        if (status == 0) { fprintf(stderr, "wrote %s, %s, %s\n", csv_path, summary_path, chart_path); }
+    }
+    if (status == 0 && stop_requested()) { status = 128 + stop_requested(); }
+    stop_signals_restore();
 
     free(acceptance); free(domains); free(prompt); free(out);
+    free(csv_path); free(summary_path); free(chart_path);
     if (online) { flywheel_free(&flywheel); }
     draft_source_free(&source);
     if (!no_draft) { draft_free(&draft); }
@@ -396,44 +476,50 @@ static int replay_run(const ReplayOptions* o) {
 #endif
     traffic_free(&traffic);
     target_free(&target);
-    return 0;
+    return status;
 }
 
 // ----------------------------------------------------------------------------
 // offline training (the static baseline): the target's own greedy outputs, the same trainer
 
-typedef struct {
-    const char* model_path, *traffic_path, *domain, *out_path, *draft;
-    int requests, max_new, epochs, context, draft_vocab, batch_requests;
-    uint64_t seed;
-    TrainerSettings train;
-} TrainOptions;
-
-static int train_offline(const TrainOptions* o) {
+// Generates the target's outputs for the traffic's prompts, trains a draft on them for o->epochs, and
+// writes it to o->out_path (checked writable before any work). Returns the exit status as replay_run.
+static int train_offline(const Options* o) {
     Error err;
+    if (check_writable(o->out_path, 1, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     Target target;
-    if (target_load(&target, o->model_path, o->context, 256, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    if (target_load(&target, o->model_path, o->context, o->batch, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     Traffic traffic;
-    if (traffic_load(&traffic, o->traffic_path, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
-    if (o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
-    traffic_order(&traffic, "mixed", o->seed);
+    if (traffic_load(&traffic, o->traffic_path, &err) != 0) {
+        fprintf(stderr, "error: %s\n", err.message);
+        target_free(&target);
+        return 1;
+    }
+    int room;
+    Draft draft;
+    if ((o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) || prompt_room(&target, o->max_new, &room, &err) != 0 ||
+        replay_load_draft(&draft, o->draft, &target, o->draft_vocab, (uint64_t)o->seed, &err) != 0) {
+        fprintf(stderr, "error: %s\n", err.message);
+        traffic_free(&traffic);
+        target_free(&target);
+        return 1;
+    }
+    traffic_order(&traffic, "mixed", (uint64_t)o->seed);
     int n_requests = o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
     Engine engine = {&target, NULL};
     DraftSource source;
     draft_source_init(&source, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, &engine);
     Record** records = callocCheck((size_t)n_requests, sizeof(Record*));
-    int* prompt = mallocCheck((size_t)(target.cache_capacity + 1) * sizeof(int));
+    int* prompt = mallocCheck((size_t)(room + 1) * sizeof(int));
     int* out = mallocCheck((size_t)(o->max_new + 1) * sizeof(int));
     SamplerSettings greedy = {0.0f, 1.0f};
-    int n_records = 0;
+    int n_records = 0, n_skipped = 0;
     double start = now_seconds();
-    for (int r = 0; r < n_requests; r++) {
+    stop_signals_install();
+    for (int r = 0; r < n_requests && !stop_requested(); r++) {
         const TrafficRequest* request = &traffic.requests[r];
-        char* text = request->chat ? chat_template_apply(request->prompt) : strdup(request->prompt);
-        int n_prompt = tokenizer_encode(&target.tokenizer, text, strlen(text), request->chat, prompt,
-                                        target.cache_capacity - o->max_new - TREE_MAX_NODES, &err);
-        free(text);
-        if (n_prompt <= 0) { continue; }
+        int n_prompt = prompt_encode(&target.tokenizer, request->prompt, request->chat, prompt, room, &err);
+        if (n_prompt < 0) { n_skipped++; continue; }
         Record* record = record_new(target.config.dim);
         SpecStats stats;
         generate_speculative(&engine, &source, prompt, n_prompt, o->max_new, greedy, 0, out, &stats, NULL, NULL, record);
@@ -441,37 +527,51 @@ static int train_offline(const TrainOptions* o) {
         fprintf(stderr, "\rgenerating the target's outputs: %d/%d requests (%.0f s)", r + 1, n_requests, now_seconds() - start);
     }
     fprintf(stderr, "\n");
-    Draft draft;
-    replay_load_draft(&draft, o->draft ? o->draft : "random", &target, o->draft_vocab, o->seed);
+    int status = 0;
+    if (n_skipped > 0) {
+        fprintf(stderr, "skipped %d requests whose prompt is longer than the %d tokens the context leaves after --max-new %d\n",
+                n_skipped, room, o->max_new);
+    }
     Trainer trainer;
     trainer_init(&trainer, &draft, &target, o->train);
-    int batch = o->batch_requests < 1 ? 1 : o->batch_requests;
-    uint64_t rng = random_seed_state(o->seed);
-    for (int epoch = 0; epoch < o->epochs; epoch++) {
-        for (int i = n_records - 1; i > 0; i--) { // a fresh order each epoch
-            int j = (int)(random_u32(&rng) % (uint32_t)(i + 1));
-            Record* swap = records[i]; records[i] = records[j]; records[j] = swap;
+    if (stop_requested()) {
+        fprintf(stderr, "interrupted before training: nothing trained, %s not written\n", o->out_path);
+        status = 128 + stop_requested();
+    } else if (n_records == 0) {
+        fprintf(stderr, "error: %s: none of the %d requests could be served: every prompt is longer than the %d tokens the "
+                "context leaves after --max-new %d\n", o->traffic_path, n_requests, room, o->max_new);
+        status = 1;
+    } else {
+        int batch = o->batch_requests < 1 ? 1 : o->batch_requests;
+        uint64_t rng = random_seed_state((uint64_t)o->seed);
+        for (int epoch = 0; epoch < o->epochs && !stop_requested(); epoch++) {
+            for (int i = n_records - 1; i > 0; i--) { // a fresh order each epoch
+                int j = (int)(random_u32(&rng) % (uint32_t)(i + 1));
+                Record* swap = records[i]; records[i] = records[j]; records[j] = swap;
+            }
+            double loss = 0, accuracy = 0;
+            int steps = 0;
+            for (int first = 0; first < n_records && !stop_requested(); first += batch) {
+                int n = n_records - first < batch ? n_records - first : batch;
+                TrainStats stats;
+                trainer_step(&trainer, records + first, n, &stats);
+                loss += stats.loss;
+                accuracy += stats.step0_accuracy;
+                steps++;
+                fprintf(stderr, "\repoch %d/%d  step %d  loss %.3f  step-0 accuracy %.3f   ", epoch + 1, o->epochs, trainer.step,
+                        loss / steps, accuracy / steps);
+            }
+            fprintf(stderr, "\n");
         }
-        double loss = 0, accuracy = 0;
-        int steps = 0;
-        for (int first = 0; first < n_records; first += batch) {
-            int n = n_records - first < batch ? n_records - first : batch;
-            TrainStats stats;
-            trainer_step(&trainer, records + first, n, &stats);
-            loss += stats.loss;
-            accuracy += stats.step0_accuracy;
-            steps++;
-            fprintf(stderr, "\repoch %d/%d  step %d  loss %.3f  step-0 accuracy %.3f   ", epoch + 1, o->epochs, trainer.step,
-                    loss / steps, accuracy / steps);
+        if (draft_save(&trainer.draft, o->out_path, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
+        else {
+            fprintf(stderr, "wrote %s: trained on %d requests x %d epochs (%d optimiser steps, %ld rejected)%s\n", o->out_path,
+                    n_records, o->epochs, trainer.step, trainer.rejected_updates,
+                    stop_requested() ? " (interrupted: the steps taken so far)" : "");
+            if (stop_requested()) { status = 128 + stop_requested(); }
         }
-        fprintf(stderr, "\n");
     }
-    int status = 0;
-    if (draft_save(&trainer.draft, o->out_path, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
-    else {
-        fprintf(stderr, "wrote %s: trained on %d requests x %d epochs (%d optimiser steps, %ld rejected)\n", o->out_path,
-                n_records, o->epochs, trainer.step, trainer.rejected_updates);
-    }
+    stop_signals_restore();
     trainer_free(&trainer);
     draft_free(&draft);
     for (int i = 0; i < n_records; i++) { record_free(records[i]); }

@@ -162,8 +162,9 @@ int svg_acceptance_chart(const char* path, const ChartSeries* series, int n_seri
     double y_step = svg_nice_step((y_top - 1.0) / 6.0);
     SvgScale scale = {n_max > 1 ? n_max - 1 : 1, 1.0, 1.0 + ceil((y_top - 1.0) / y_step - 1e-9) * y_step};
 
-    FILE* f = fopen(path, "w");
-    if (f == NULL) { return error_set(err, "%s: cannot open for writing: %s", path, strerror(errno)); }
+    OutputFile output;
+    if (output_open(&output, path, err) != 0) { return -1; }
+    FILE* f = output.stream;
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
             "font-family=\"Helvetica, Arial, sans-serif\" font-size=\"13\">\n", SVG_WIDTH, SVG_HEIGHT, SVG_WIDTH, SVG_HEIGHT);
     fprintf(f, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", SVG_WIDTH, SVG_HEIGHT);
@@ -189,16 +190,17 @@ int svg_acceptance_chart(const char* path, const ChartSeries* series, int n_seri
                 SVG_RIGHT + 50, y + 19, svg_mean(&series[k]), series[k].n);
     }
     fprintf(f, "</g>\n</svg>\n");
-    int failed = ferror(f);
-    if (fclose(f) != 0 || failed) { return error_set(err, "%s: write error", path); }
-    return 0;
+    return output_commit(&output, err);
 }
 
 // ----------------------------------------------------------------------------
 // the replay's per-request CSV
 
+// The header replay writes. A row whose status is not "served" (a skipped request) is not a
+// measurement: the reader leaves it out. Files from before the status column (8 fields) still read.
 static const char* REQUESTS_CSV_HEADER =
-    "request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version";
+    "request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version,status";
+enum { REQUESTS_CSV_FIELDS = 9, REQUESTS_CSV_MAX_BYTES = 64 << 20 };
 
 void request_rows_free(RequestRows* rows) {
     for (int i = 0; i < rows->n; i++) { free(rows->domains[i]); }
@@ -209,38 +211,46 @@ void request_rows_free(RequestRows* rows) {
 
 int read_requests_csv(const char* path, RequestRows* rows, Error* err) {
     memset(rows, 0, sizeof(*rows));
-    FILE* f = fopen(path, "r");
-    if (f == NULL) { return error_set(err, "%s: cannot open: %s", path, strerror(errno)); }
-    char* line = NULL;
-    size_t line_capacity = 0;
-    ssize_t length;
-    int line_number = 0, capacity = 0;
-    while ((length = getline(&line, &line_capacity, f)) >= 0) {
+    char* text = NULL;
+    size_t text_length = 0;
+    if (read_text_file(path, REQUESTS_CSV_MAX_BYTES, &text, &text_length, err) != 0) { return -1; }
+    int line_number = 0, capacity = 0, n_expected = REQUESTS_CSV_FIELDS;
+    size_t header_length = strlen(REQUESTS_CSV_HEADER), old_header_length = header_length - strlen(",status");
+    for (char* line = text; line < text + text_length; ) {
+        char* newline = memchr(line, '\n', (size_t)(text + text_length - line));
+        char* next = newline ? newline + 1 : text + text_length;
+        size_t length = (size_t)(next - line) - (newline ? 1 : 0);
+        while (length > 0 && line[length - 1] == '\r') { length--; }
+        line[length] = '\0';
         line_number++;
-        while (length > 0 && (line[length - 1] == '\n' || line[length - 1] == '\r')) { line[--length] = '\0'; }
         if (line_number == 1) {
-            if (strcmp(line, REQUESTS_CSV_HEADER) != 0) {
+            if (strcmp(line, REQUESTS_CSV_HEADER) == 0) { n_expected = REQUESTS_CSV_FIELDS; }
+            else if (length == old_header_length && strncmp(line, REQUESTS_CSV_HEADER, old_header_length) == 0) { n_expected = REQUESTS_CSV_FIELDS - 1; }
+            else {
                 error_set(err, "%s:1: expected the header '%s', found '%.100s'", path, REQUESTS_CSV_HEADER, line);
                 goto fail;
             }
+            line = next;
             continue;
         }
-        if (length == 0) { continue; }
-        char* fields[8];
+        if (length == 0) { line = next; continue; }
+        char* fields[REQUESTS_CSV_FIELDS];
         int n_fields = 0;
         for (char* cursor = line; ; ) {
             char* comma = strchr(cursor, ',');
-            if (n_fields < 8) { fields[n_fields] = cursor; }
+            if (n_fields < REQUESTS_CSV_FIELDS) { fields[n_fields] = cursor; }
             n_fields++;
             if (comma == NULL) { break; }
             *comma = '\0';
             cursor = comma + 1;
         }
-        if (n_fields != 8) {
-            error_set(err, "%s:%d: expected 8 comma-separated fields (%s), found %d", path, line_number,
+        line = next;
+        if (n_fields != n_expected) {
+            error_set(err, "%s:%d: expected %d comma-separated fields (%s), found %d", path, line_number, n_expected,
                       REQUESTS_CSV_HEADER, n_fields);
             goto fail;
         }
+        if (n_expected == REQUESTS_CSV_FIELDS && strcmp(fields[8], "served") != 0) { continue; } // skipped: no measurement
         char* end = NULL;
         double acceptance = strtod(fields[5], &end);
         if (fields[5][0] == '\0' || *end != '\0') {
@@ -266,26 +276,16 @@ int read_requests_csv(const char* path, RequestRows* rows, Error* err) {
         rows->n++;
     }
     if (line_number == 0) { error_set(err, "%s: empty file (expected the header '%s')", path, REQUESTS_CSV_HEADER); goto fail; }
-    free(line);
-    fclose(f);
+    free(text);
     return 0;
 fail:
-    free(line);
-    fclose(f);
+    free(text);
     request_rows_free(rows);
     return -1;
 }
 
 // ----------------------------------------------------------------------------
 // aurora plot
-
-static const char* SVG_PLOT_USAGE =
-    "usage: aurora plot -o CHART.svg [--title T] RUN1/requests.csv[:LABEL] [RUN2/requests.csv[:LABEL] ...]\n"
-    "  draws acceptance length per request of one or more replays on one chart (a self-contained SVG):\n"
-    "  faint dots per request, a moving average over 25 requests per run, dashed lines where the first\n"
-    "  run's domain changes. LABEL names a run in the legend (default: the CSV file's directory name).\n"
-    "  -o, --output FILE    the SVG file to write\n"
-    "  --title T            chart title (default \"acceptance length per request\")\n";
 
 // The default label of a CSV path: its directory's name ("runs/adaptive/requests.csv" -> "adaptive"),
 // or the file name without extension when the path has no directory.
@@ -308,32 +308,9 @@ static void svg_default_label(const char* path, char* label, size_t size) {
     snprintf(label, size, "%.*s", (int)(end - start), start);
 }
 
-static int svg_usage_error(const char* message, const char* what) {
-    fprintf(stderr, "error: ");
-    fprintf(stderr, message, what);
-    fprintf(stderr, "\n%s", SVG_PLOT_USAGE);
-    return 1;
-}
-
-int command_plot_main(int argc, char** argv) {
-    const char* out_path = NULL;
-    const char* title = NULL;
-    int n_runs = 0;
-    const char** runs = mallocCheck((size_t)(argc > 0 ? argc : 1) * sizeof(char*));
-    for (int i = 0; i < argc; i++) {
-        const char* a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { printf("%s", SVG_PLOT_USAGE); free(runs); return 0; }
-        if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0 || strcmp(a, "--title") == 0) {
-            if (i + 1 >= argc) { free(runs); return svg_usage_error("%s needs a value", a); }
-            if (strcmp(a, "--title") == 0) { title = argv[++i]; } else { out_path = argv[++i]; }
-            continue;
-        }
-        if (a[0] == '-' && a[1] != '\0') { free(runs); return svg_usage_error("unknown option '%s'", a); }
-        runs[n_runs++] = a;
-    }
-    if (out_path == NULL) { free(runs); return svg_usage_error("%s", "missing -o CHART.svg"); }
-    if (n_runs == 0) { free(runs); return svg_usage_error("%s", "expected at least one RUN/requests.csv"); }
-
+// `aurora plot`: runs are RUN/requests.csv[:LABEL]; draws them on one chart at out_path. Returns the exit
+// status (0, or 1 after an "error: ..." line).
+int plot_runs(const char* out_path, const char* title, const char* const* runs, int n_runs) {
     RequestRows* rows = callocCheck((size_t)n_runs, sizeof(RequestRows));
     ChartSeries* series = callocCheck((size_t)n_runs, sizeof(ChartSeries));
     char** labels = callocCheck((size_t)n_runs, sizeof(char*));
@@ -373,6 +350,5 @@ int command_plot_main(int argc, char** argv) {
     free(rows);
     free(series);
     free(labels);
-    free(runs);
     return status;
 }

@@ -150,8 +150,9 @@ static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err)
     c->rope_theta = (float)value;
     if (gguf_get_float(file, "llama.attention.layer_norm_rms_epsilon", &value, err)) { return -1; }
     c->norm_eps = (float)value;
-    if (!(c->rope_theta > 0.0f) || !(c->norm_eps >= 0.0f)) {
-        return error_set(err, "%s: rope freq_base %g / rms epsilon %g out of range, expected positive values",
+    if (!(c->rope_theta > 0.0f) || !(c->norm_eps >= 0.0f) || !isfinite(c->rope_theta) || !isfinite(c->norm_eps)) {
+        return error_set(err, "%s: rope freq_base %g / rms epsilon %g out of range, expected finite values, the base "
+                         "positive and the epsilon not negative",
                          file->path, c->rope_theta, c->norm_eps);
     }
     // the vocabulary size comes from the embedding tensor (llama.vocab_size is optional in GGUF)

@@ -531,14 +531,25 @@ char* tokenizer_decode(const Tokenizer* tokenizer, const int* ids, int n_ids, si
 
 // The template in SmolLM2-Instruct's tokenizer.chat_template, for one user message and the default
 // system prompt, with add_generation_prompt.
-char* chat_template_apply(const char* user_message) {
-    static const char* head = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
-                              "<|im_end|>\n<|im_start|>user\n";
-    static const char* tail = "<|im_end|>\n<|im_start|>assistant\n";
-    size_t a = strlen(head), b = strlen(user_message), c = strlen(tail);
-    char* out = (char*)mallocCheck(a + b + c + 1);
-    memcpy(out, head, a); memcpy(out + a, user_message, b); memcpy(out + a + b, tail, c + 1);
-    return out;
+// The SmolLM2-Instruct ChatML template around one user message.
+static const char* const CHAT_TEMPLATE_HEAD =
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    "<|im_start|>user\n";
+static const char* const CHAT_TEMPLATE_TAIL = "<|im_end|>\n<|im_start|>assistant\n";
+
+int prompt_encode(const Tokenizer* tokenizer, const char* text, int chat, int* ids, int max_ids, Error* err) {
+    // the template's pieces with special tokens, the user's text always as plain text
+    const char* pieces[3] = {chat ? CHAT_TEMPLATE_HEAD : "", text, chat ? CHAT_TEMPLATE_TAIL : ""};
+    int n = 0;
+    for (int i = 0; i < 3; i++) {
+        size_t length = strlen(pieces[i]);
+        if (length == 0) { continue; }
+        int got = tokenizer_encode(tokenizer, pieces[i], length, i != 1, ids + n, max_ids - n, err);
+        if (got < 0) { return error_set(err, "the prompt is more than %d tokens", max_ids); }
+        n += got;
+    }
+    if (n == 0) { return error_set(err, "the prompt is empty after tokenization; expected at least one token"); }
+    return n;
 }
 
 // ----------------------------------------------------------------------------

@@ -456,19 +456,21 @@ void traffic_free(Traffic* traffic) {
 
 int traffic_load(Traffic* traffic, const char* path, Error* err) {
     memset(traffic, 0, sizeof(*traffic));
-    FILE* f = fopen(path, "rb");
-    if (f == NULL) { return error_set(err, "%s: cannot open: %s", path, strerror(errno)); }
-    JsonBuffer text = {NULL, 0, 0};
-    char chunk[65536];
-    size_t got;
-    json_buffer_push(&text, "", 0);
-    while ((got = fread(chunk, 1, sizeof(chunk), f)) > 0) { json_buffer_push(&text, chunk, got); }
-    int read_failed = ferror(f);
-    fclose(f);
-    if (read_failed) { free(text.data); return error_set(err, "%s: read error", path); }
+    char* text = NULL;
+    size_t length = 0;
+    if (read_text_file(path, TRAFFIC_MAX_BYTES, &text, &length, err) != 0) { return -1; }
+    int status = traffic_parse(traffic, text, length, path, err);
+    free(text);
+    return status;
+}
+
+int traffic_parse(Traffic* traffic, const char* bytes, size_t n_bytes, const char* path, Error* err) {
+    memset(traffic, 0, sizeof(*traffic));
+    JsonBuffer text = {(char*)bytes, n_bytes, n_bytes};
 
     int request_capacity = 0, domain_capacity = 0;
     size_t start = 0;
+    if (text.length >= 3 && memcmp(text.data, "\xEF\xBB\xBF", 3) == 0) { start = 3; } // a UTF-8 byte-order mark
     int line = 0;
     while (start < text.length) {
         line++;
@@ -516,14 +518,12 @@ int traffic_load(Traffic* traffic, const char* path, Error* err) {
         r->chat = chat;
         json_free(&object);
     }
-    free(text.data);
     if (traffic->n_requests == 0) {
         traffic_free(traffic);
         return error_set(err, "%s: no requests (expected one JSON object per line)", path);
     }
     return 0;
 fail:
-    free(text.data);
     traffic_free(traffic);
     return -1;
 }

@@ -10,6 +10,7 @@ Included first by aurora.c (one translation unit).
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "aurora.h"
@@ -216,3 +217,34 @@ int write_file_atomic(const char* path, const void* bytes, size_t n, Error* err)
     }
     return output_commit(&out, err);
 }
+
+// ----------------------------------------------------------------------------
+// stopping a long run cleanly: the first SIGINT/SIGTERM asks the run to stop after the request (or
+// training step) in flight and save everything as for a normal end; a second one exits at once.
+
+static volatile sig_atomic_t stop_signal_number = 0;
+
+static void on_stop_signal(int signal_number) {
+    if (stop_signal_number != 0) { _exit(128 + signal_number); }
+    stop_signal_number = signal_number;
+    static const char note[] = "\ninterrupted: finishing the work in flight, then saving (a second signal exits at once)\n";
+    ssize_t ignored = write(STDERR_FILENO, note, sizeof(note) - 1);
+    (void)ignored;
+}
+
+void stop_signals_install(void) {
+    stop_signal_number = 0;
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, NULL);
+    sigaction(SIGTERM, &action, NULL);
+}
+
+void stop_signals_restore(void) {
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+}
+
+int stop_requested(void) { return stop_signal_number; }

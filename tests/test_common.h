@@ -100,4 +100,19 @@ static void fill_uniform(float* x, size_t n, uint64_t* state, float lo, float hi
     for (size_t i = 0; i < n; i++) { x[i] = test_uniform(state, lo, hi); }
 }
 
+// ----------------------------------------------------------------------------
+// temporary directories, made and removed without a shell
+
+#include <ftw.h>
+
+static int remove_entry(const char* path, const struct stat* info, int flag, struct FTW* walk) {
+    (void)info; (void)flag; (void)walk;
+    return remove(path);
+}
+
+// Removes a directory and everything under it (depth first, no symlinks followed).
+static int remove_tree(const char* path) {
+    return nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 #endif // TEST_COMMON_H

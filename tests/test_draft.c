@@ -545,9 +545,8 @@ static void test_blas(Draft* draft, Target* target) {
 
 int main(void) {
     snprintf(temp_dir, sizeof(temp_dir), "/tmp/aurora_test_draft_%d", (int)getpid());
-    char command[300];
-    snprintf(command, sizeof(command), "mkdir -p %s", temp_dir);
-    if (system(command) != 0) { fprintf(stderr, "cannot create %s\n", temp_dir); return 1; }
+    Error mkdir_err;
+    if (make_directories(temp_dir, &mkdir_err) != 0) { fprintf(stderr, "%s\n", mkdir_err.message); return 1; }
     Target target, other_width, other_vocabulary;
     TinyModelSpec spec = TARGET_SPEC;
     TinyModelSpec wider = TARGET_SPEC;
@@ -580,7 +579,6 @@ int main(void) {
     target_free(&target);
     target_free(&other_width);
     target_free(&other_vocabulary);
-    snprintf(command, sizeof(command), "rm -rf %s", temp_dir);
-    if (system(command) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_dir); }
+    if (remove_tree(temp_dir) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_dir); }
     return test_summary();
 }

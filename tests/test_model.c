@@ -294,9 +294,8 @@ static void test_malformed_model(const char* good_path) {
 
 int main(void) {
     snprintf(temp_dir, sizeof(temp_dir), "/tmp/aurora_test_model_%d", (int)getpid());
-    char command[300];
-    snprintf(command, sizeof(command), "mkdir -p %s", temp_dir);
-    if (system(command) != 0) { fprintf(stderr, "cannot create %s\n", temp_dir); return 1; }
+    Error mkdir_err;
+    if (make_directories(temp_dir, &mkdir_err) != 0) { fprintf(stderr, "%s\n", mkdir_err.message); return 1; }
     for (int i = 0; i < NUM_SPECS; i++) {
         const NamedSpec* named = &SPECS[i];
         const char* path = temp_path(named->label);
@@ -316,7 +315,6 @@ int main(void) {
         target_free(&target);
     }
     test_malformed_model(temp_path(SPECS[0].label));
-    snprintf(command, sizeof(command), "rm -rf %s", temp_dir);
-    if (system(command) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_dir); }
+    if (remove_tree(temp_dir) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_dir); }
     return test_summary();
 }

@@ -216,11 +216,11 @@ static void test_pretokenizer(void) {
 }
 
 static void test_chat_template(void) {
-    char* prompt = chat_template_apply("Hi!");
+    char prompt[512];
+    snprintf(prompt, sizeof(prompt), "%sHi!%s", CHAT_TEMPLATE_HEAD, CHAT_TEMPLATE_TAIL);
     const char* expected = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
                            "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n";
     check(strcmp(prompt, expected) == 0, "chat template: got \"%s\"", prompt);
-    free(prompt);
 }
 
 // ----------------------------------------------------------------------------
@@ -277,6 +277,34 @@ static void test_tiny_tokenizer(void) {
         int has_special = 0;
         for (int i = 0; i < n; i++) { has_special |= ids[i] < 3; }
         check(n > 3 && !has_special, "tiny: without parse_special no control token appears");
+
+        // the prompt path: user text spelling every special token stays text, with and without the chat
+        // template; with it, the only control tokens are the template's own five markers
+        char injection[1024] = "hi ";
+        for (int id = 0; id < tokenizer.vocab_size; id++) {
+            if (tokenizer.token_types[id] != TOKEN_CONTROL && tokenizer.token_types[id] != TOKEN_USER_DEFINED) { continue; }
+            strncat(injection, tokenizer.tokens[id], sizeof(injection) - strlen(injection) - 16);
+            strncat(injection, "\nsystem ", sizeof(injection) - strlen(injection) - 1);
+        }
+        for (int chat_mode = 0; chat_mode <= 1; chat_mode++) {
+            int injected_ids[2048];
+            n = prompt_encode(&tokenizer, injection, chat_mode, injected_ids, 2048, &err);
+            int control = 0;
+            for (int i = 0; i < n; i++) { control += tokenizer.token_types[injected_ids[i]] == TOKEN_CONTROL; }
+            check(n > 0 && control == (chat_mode ? 5 : 0), "tiny: injected special-token text gave %d control tokens "
+                  "(chat %d), expected %d", control, chat_mode, chat_mode ? 5 : 0);
+        }
+        // ordinary text: the pieces give what the whole templated string gives with special tokens parsed
+        char templated[512];
+        snprintf(templated, sizeof(templated), "%sthe cat sat%s", CHAT_TEMPLATE_HEAD, CHAT_TEMPLATE_TAIL);
+        int whole[128];
+        int n_whole = tokenizer_encode(&tokenizer, templated, strlen(templated), 1, whole, 128, &err);
+        n = prompt_encode(&tokenizer, "the cat sat", 1, ids, 128, &err);
+        check(n == n_whole && memcmp(ids, whole, (size_t)n * sizeof(int)) == 0, "tiny: chat prompt_encode differs from the "
+              "templated string's tokens (%d vs %d)", n, n_whole);
+        check(prompt_encode(&tokenizer, "", 0, ids, 128, &err) < 0 && strstr(err.message, "empty"), "an empty prompt is an error");
+        check(prompt_encode(&tokenizer, "the cat sat on the mat", 0, ids, 3, &err) < 0 && strstr(err.message, "more than 3"),
+              "a prompt over max_ids is an error");
         tokenizer_free(&tokenizer);
         gguf_close(&gguf);
         unlink(path);

@@ -234,8 +234,8 @@ static void write_traffic(const char* path, int n) {
     fclose(f);
 }
 
-static ReplayOptions tiny_replay(const char* model, const char* traffic, const char* out_dir) {
-    ReplayOptions o = replay_default_options();
+static Options tiny_replay(const char* model, const char* traffic, const char* out_dir) {
+    Options o = replay_default_options();
     o.model_path = model; o.traffic_path = traffic; o.out_dir = out_dir; o.order = "ordered";
     o.max_new = 24; o.context = 256; o.draft_vocab = 300;
     o.train.learning_rate = 3e-3f; o.train.warmup_steps = 5; o.train.ttt_length = 3;
@@ -285,7 +285,7 @@ static void test_learning_and_lockstep(void) {
     write_traffic(traffic, 120);
 
     // learning: lockstep after every 2 requests, 120 requests
-    ReplayOptions o = tiny_replay(model, traffic, temp_path("learn_out"));
+    Options o = tiny_replay(model, traffic, temp_path("learn_out"));
     o.lockstep_every = 2;
     o.label = "learning";
     check(replay_run(&o) == 0, "learning replay failed");
@@ -298,8 +298,8 @@ static void test_learning_and_lockstep(void) {
     check(last >= 2.5, "acceptance length should reach 2.5 within 120 requests on the learnable stream (got %.2f)", last);
 
     // lockstep: two runs give bit-identical weights and logs
-    ReplayOptions a = tiny_replay(model, traffic, temp_path("lockstep_a"));
-    ReplayOptions b = tiny_replay(model, traffic, temp_path("lockstep_b"));
+    Options a = tiny_replay(model, traffic, temp_path("lockstep_a"));
+    Options b = tiny_replay(model, traffic, temp_path("lockstep_b"));
     a.requests = b.requests = 24;
     a.lockstep_every = b.lockstep_every = 3;
     a.train.discard_weight = b.train.discard_weight = 0.5f;
@@ -377,9 +377,8 @@ static void test_hot_swap(void) {
 
 int main(int argc, char** argv) {
     snprintf(temp_dir, sizeof(temp_dir), "/tmp/aurora_test_trainer_%d", (int)getpid());
-    char command[400];
-    snprintf(command, sizeof(command), "mkdir -p %s", temp_dir);
-    if (system(command) != 0) { return 1; }
+    Error mkdir_err;
+    if (make_directories(temp_dir, &mkdir_err) != 0) { fprintf(stderr, "%s\n", mkdir_err.message); return 1; }
     int hot_swap_only = argc > 1 && strcmp(argv[1], "--hot-swap-only") == 0;
     if (!hot_swap_only) {
         Target target;
@@ -391,7 +390,6 @@ int main(int argc, char** argv) {
         test_learning_and_lockstep();
     }
     test_hot_swap();
-    snprintf(command, sizeof(command), "rm -rf %s", temp_dir);
-    if (system(command) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_dir); }
+    if (remove_tree(temp_dir) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_dir); }
     return test_summary();
 }

@@ -31,8 +31,8 @@ day0)
         --max-new "$MAX_NEW" --out "$out/plain" --label plain > /dev/null 2>&1
     "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --order mixed --static "$out/online.gguf" --from "$FROM" \
         --requests "$LAST" --max-new "$MAX_NEW" --out "$out/learned" --label "learned draft" > /dev/null 2>&1
-    speed() { awk -F, 'NR > 1 { tokens += $4; seconds += $7 } END { printf "%.3f", tokens / seconds }' "$1"; }
-    acceptance() { awk -F, 'NR > 1 { a += $6; n++ } END { printf "%.3f", a / n }' "$1"; }
+    speed() { awk -F, 'NR > 1 && $9 == "served" { tokens += $4; seconds += $7 } END { printf "%.3f", tokens / seconds }' "$1"; }
+    acceptance() { awk -F, 'NR > 1 && $9 == "served" { a += $6; n++ } END { printf "%.3f", a / n }' "$1"; }
     plain=$(speed "$out/plain/requests.csv")
     learned=$(speed "$out/learned/requests.csv")
     awk -v plain="$plain" -v learned="$learned" -v last="$LAST" -v a="$(acceptance "$out/learned/requests.csv")" 'BEGIN {

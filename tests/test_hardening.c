@@ -1,0 +1,177 @@
+/*
+test_hardening.c: what surrounds the results. Inputs are regular files only (a FIFO or a device is
+refused without blocking, text inputs have a size bound), outputs replace their target atomically (a
+failed write leaves the old file intact and is an error), directories are made without a shell, the
+chat template never turns user text into control tokens, and a model or draft whose RMS epsilon or RoPE
+base is not finite is refused. The command-line side of the same guarantees (signals, full disks,
+skipped requests) is in tests/test_cli.sh.
+*/
+#define TESTING
+#include "../aurora.c"
+#include "test_common.h"
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+static char temp_directory[256];
+
+static const char* temp_path(const char* name) {
+    static char paths[16][512];
+    static int next = 0;
+    char* path = paths[next++ % 16];
+    snprintf(path, 512, "%s/%s", temp_directory, name);
+    return path;
+}
+
+static char* read_all(const char* path, size_t* n) {
+    char* text = NULL;
+    Error err;
+    if (read_text_file(path, 1 << 30, &text, n, &err) != 0) { return NULL; }
+    return text;
+}
+
+static void test_regular_files_only(void) {
+    Error err;
+    size_t size;
+    const char* fifo = temp_path("fifo");
+    check(mkfifo(fifo, 0600) == 0, "mkfifo");
+    // every one of these would block forever if the FIFO were opened for a blocking read
+    int fd = open_regular_file(fifo, &size, &err);
+    check(fd < 0 && strstr(err.message, "FIFO") != NULL, "a FIFO is refused without blocking: %s", err.message);
+    GGUFFile gguf;
+    check(gguf_open(&gguf, fifo, &err) != 0 && strstr(err.message, "FIFO"), "gguf_open on a FIFO: %s", err.message);
+    Traffic traffic;
+    check(traffic_load(&traffic, fifo, &err) != 0 && strstr(err.message, "FIFO"), "traffic_load on a FIFO: %s", err.message);
+    RequestRows rows;
+    check(read_requests_csv(fifo, &rows, &err) != 0 && strstr(err.message, "FIFO"), "read_requests_csv on a FIFO: %s", err.message);
+    check(traffic_load(&traffic, "/dev/zero", &err) != 0 && strstr(err.message, "character device"),
+          "/dev/zero as traffic is refused: %s", err.message);
+    check(traffic_load(&traffic, temp_directory, &err) != 0 && strstr(err.message, "directory"),
+          "a directory as traffic is refused: %s", err.message);
+
+    // the size bound of text inputs
+    const char* big = temp_path("big.txt");
+    FILE* f = fopen(big, "w");
+    for (int i = 0; i < 1000; i++) { fputs("{\"prompt\": \"a\"}\n", f); }
+    fclose(f);
+    char* text;
+    check(read_text_file(big, 100, &text, &size, &err) != 0 && strstr(err.message, "at most 100 bytes"),
+          "a file over the bound is refused: %s", err.message);
+    check(read_text_file(big, 1 << 20, &text, &size, &err) == 0 && size == 16000 && text[size] == '\0', "read within the bound");
+    free(text);
+
+    // a byte-order mark does not reject a JSONL file
+    const char* bom = temp_path("bom.jsonl");
+    f = fopen(bom, "w");
+    fputs("\xEF\xBB\xBF{\"prompt\": \"first\"}\n{\"prompt\": \"second\"}\n", f);
+    fclose(f);
+    check(traffic_load(&traffic, bom, &err) == 0 && traffic.n_requests == 2 && strcmp(traffic.requests[0].prompt, "first") == 0,
+          "a UTF-8 byte-order mark is skipped: %s", err.message);
+    if (traffic.n_requests == 2) { traffic_free(&traffic); }
+}
+
+static void test_atomic_outputs(void) {
+    Error err;
+    const char* path = temp_path("out.bin");
+    check(write_file_atomic(path, "old contents", 12, &err) == 0, "write: %s", err.message);
+    // a failure mid-write (here: a file-size limit, as a full disk) leaves the old file and no temporary
+    pid_t child = fork();
+    if (child == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit limit = {4, 4};
+        setrlimit(RLIMIT_FSIZE, &limit);
+        char big[4096];
+        memset(big, 'x', sizeof(big));
+        Error child_err;
+        int status = write_file_atomic(path, big, sizeof(big), &child_err);
+        _exit(status != 0 && strstr(child_err.message, "write failed") ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a write past the size limit must report an error");
+    size_t n;
+    char* text = read_all(path, &n);
+    check(text && n == 12 && memcmp(text, "old contents", 12) == 0, "the old file survives a failed write");
+    free(text);
+    char temporary[600];
+    snprintf(temporary, sizeof(temporary), "%s.tmp.%d", path, (int)child);
+    check(access(temporary, F_OK) != 0, "no temporary file is left behind");
+
+    // output_abandon leaves the target alone
+    OutputFile out;
+    check(output_open(&out, path, &err) == 0, "output_open");
+    fputs("half", out.stream);
+    output_abandon(&out);
+    text = read_all(path, &n);
+    check(text && n == 12, "an abandoned output changes nothing");
+    free(text);
+
+    // unwritable places are found before any work
+    const char* file = temp_path("plain_file");
+    write_file_atomic(file, "x", 1, &err);
+    char under_file[600];
+    snprintf(under_file, sizeof(under_file), "%s/draft.gguf", file);
+    check(check_writable(under_file, 1, &err) != 0 && strstr(err.message, file), "a path under a file: %s", err.message);
+    check(check_writable(temp_directory, 0, &err) != 0 && strstr(err.message, "is a directory"), "a directory as output: %s", err.message);
+    char nested[600];
+    snprintf(nested, sizeof(nested), "%s/a/b/c/out.txt", temp_directory);
+    check(check_writable(nested, 1, &err) == 0, "nested directories are made: %s", err.message);
+    check(access(nested, F_OK) != 0, "check_writable leaves no file at the path");
+    // mkdir(2), never a shell: a name with quotes and semicolons is only a name
+    char hostile[600];
+    snprintf(hostile, sizeof(hostile), "%s/x'; touch %s/PWNED; echo '", temp_directory, temp_directory);
+    check(make_directories(hostile, &err) == 0, "a hostile directory name is created as a name: %s", err.message);
+    check(access(temp_path("PWNED"), F_OK) != 0, "no command ran");
+    struct stat info;
+    check(stat(hostile, &info) == 0 && S_ISDIR(info.st_mode), "the directory exists under its literal name");
+}
+
+// A tiny model whose epsilon or RoPE base is overridden (INFINITY, NaN).
+static int write_model_with(const char* path, float eps, float theta, Error* err) {
+    TinyModelSpec spec = {32, 1, 4, 2, 32, 300, 64, 1, TYPE_F32, theta, 5};
+    const char* clean = temp_path("clean.gguf");
+    if (tiny_model_write(clean, &spec, err) != 0) { return -1; }
+    GGUFFile file;
+    if (gguf_open(&file, clean, err) != 0) { return -1; }
+    GGUFWriter* writer = gguf_writer_new();
+    const char* skip[] = {"llama.attention.layer_norm_rms_epsilon", NULL};
+    gguf_writer_copy_values(writer, &file, skip, err);
+    gguf_writer_add_float32(writer, "llama.attention.layer_norm_rms_epsilon", eps);
+    for (uint64_t i = 0; i < file.n_tensors; i++) {
+        const GGUFTensor* t = &file.tensors[i];
+        float* data = mallocCheck((size_t)t->n_elements * sizeof(float));
+        gguf_tensor_to_f32(t, data);
+        gguf_writer_add_tensor(writer, t->name, t->type, t->n_dims, t->shape, data);
+        free(data);
+    }
+    int status = gguf_writer_save(writer, path, err);
+    gguf_writer_free(writer);
+    gguf_close(&file);
+    return status;
+}
+
+static void test_config_ranges(void) {
+    Error err;
+    Target target;
+    const char* path = temp_path("config.gguf");
+    check(write_model_with(path, 1e-5f, 10000.0f, &err) == 0, "write: %s", err.message);
+    check(target_load(&target, path, 32, 4, &err) == 0, "a finite config loads: %s", err.message);
+    target_free(&target);
+    float bad[][2] = {{INFINITY, 10000.0f}, {NAN, 10000.0f}, {1e-5f, INFINITY}, {1e-5f, NAN}, {-1.0f, 10000.0f}, {1e-5f, 0.0f}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        check(write_model_with(path, bad[i][0], bad[i][1], &err) == 0, "write: %s", err.message);
+        int status = target_load(&target, path, 32, 4, &err);
+        check(status != 0 && strstr(err.message, "epsilon"), "eps %g, rope base %g must be refused (%s)", bad[i][0], bad[i][1],
+              status == 0 ? "loaded" : err.message);
+        if (status == 0) { target_free(&target); }
+    }
+}
+
+int main(void) {
+    snprintf(temp_directory, sizeof(temp_directory), "/tmp/aurora_test_hardening_%d", (int)getpid());
+    Error err;
+    if (make_directories(temp_directory, &err) != 0) { fprintf(stderr, "%s\n", err.message); return 1; }
+    test_regular_files_only();
+    test_atomic_outputs();
+    test_config_ranges();
+    return test_summary();
+}

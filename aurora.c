@@ -47,6 +47,7 @@ stays streamed.
 #include "target.c"
 #include "draft.c"
 #include "speculative.c"
+#include "speculation/suffix.c"
 #include "recorder.c"
 #include "trainer.c"
 #include "generate.c"

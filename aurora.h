@@ -647,6 +647,49 @@ typedef struct {
 } SpecStats;
 
 // ----------------------------------------------------------------------------
+// the suffix draft (speculation/suffix.c): a depth-bounded suffix trie over served text, each node counting
+// the occurrences of its path; a model-free draft that learns from every request at once
+
+enum { SUFFIX_MAX_DEPTH = 64 };
+
+typedef struct {
+    int token;              // the edge from the parent (-1 at the root)
+    int count;              // occurrences of the path from the root in the indexed text
+    int depth;              // path length
+    int first_child, next_sibling;  // children as a list (-1 ends it), newest first
+} SuffixNode;
+
+typedef struct {
+    int max_depth;          // D: substrings of at most D tokens are indexed (2..SUFFIX_MAX_DEPTH)
+    int max_nodes;          // node bound (0: none); paths needing more nodes stop growing
+    long refused;           // nodes not made because of the bound
+    int n_nodes, capacity;
+    SuffixNode* nodes;      // (capacity) node 0 is the root; its count is the number of tokens indexed
+    size_t n_edges, edge_capacity;
+    uint64_t* edge_keys;    // (edge_capacity) (parent << 32 | token), open addressing
+    int* edge_children;     // (edge_capacity) the child, -1 for an empty slot
+    int n_cursor;
+    int* cursor;            // (D) nodes of the suffixes ending at the last appended token
+} SuffixIndex;
+
+void suffix_index_init(SuffixIndex* index, int max_depth, int max_nodes);
+void suffix_index_free(SuffixIndex* index);
+// Indexes a text token by token: begin, then append each token (every suffix ending at it gains one
+// occurrence). suffix_index_add indexes a whole text (begin, append each, begin).
+void suffix_index_begin(SuffixIndex* index);
+void suffix_index_append(SuffixIndex* index, int token);
+void suffix_index_add(SuffixIndex* index, const int* tokens, int n);
+int suffix_child(const SuffixIndex* index, int parent, int token);   // -1 when absent
+// The deepest node whose path is a suffix of context[0..n) (at most max_match long, and at most D-1 so
+// that a continuation can follow) with at least one continuation; *match_length its length (0: none).
+int suffix_match(const SuffixIndex* index, const int* context, int n, int max_match, int* match_length);
+// Up to max_nodes continuations of node, at most max_depth deep, the best by empirical probability
+// first: tokens, parents (-1: a child of node, else an earlier output index), scores (log-probabilities
+// given the match). Returns the count.
+int suffix_propose(const SuffixIndex* index, int node, int max_nodes, int max_depth, int* tokens, int* parents,
+                   float* scores);
+
+// ----------------------------------------------------------------------------
 // recording (recorder.c): what the inference side hands the trainer
 
 // A rejected tree node of one verify pass: what the discard loss needs.

@@ -1,0 +1,197 @@
+/*
+test_suffix.c: the suffix draft's index and proposals against a brute-force search over the same history.
+  - every path's count equals the number of occurrences of that substring in the indexed texts
+  - the match is the longest suffix of the context that occurs in the history followed by a token
+  - the proposal is the best-first set of continuations by empirical probability, each computed by
+    counting continuations in the raw history
+  - the node bound holds, and what was indexed before it still answers
+*/
+#define TESTING
+#include "../aurora.c"
+#include "test_common.h"
+
+enum { MAX_TEXTS = 8, MAX_TEXT = 200 };
+
+typedef struct {
+    int n_texts;
+    int lengths[MAX_TEXTS];
+    int tokens[MAX_TEXTS][MAX_TEXT];
+} History;
+
+// Occurrences of pattern (m tokens) in the history as a substring; with followed, only those that have
+// a next token, and then counts[next] receives how often each token follows.
+static int brute_occurrences(const History* h, const int* pattern, int m, int followed, int* counts, int vocab) {
+    int total = 0;
+    if (counts) { memset(counts, 0, (size_t)vocab * sizeof(int)); }
+    for (int t = 0; t < h->n_texts; t++) {
+        for (int start = 0; start + m <= h->lengths[t]; start++) {
+            if (m > 0 && memcmp(&h->tokens[t][start], pattern, (size_t)m * sizeof(int)) != 0) { continue; }
+            if (followed && start + m >= h->lengths[t]) { continue; }
+            total++;
+            if (counts) { counts[h->tokens[t][start + m]]++; }
+        }
+    }
+    return total;
+}
+
+static void random_history(History* h, uint64_t* rng, int vocab) {
+    h->n_texts = 1 + (int)(random_u32(rng) % MAX_TEXTS);
+    for (int t = 0; t < h->n_texts; t++) {
+        h->lengths[t] = 1 + (int)(random_u32(rng) % MAX_TEXT);
+        // repetitive text (a small vocabulary, repeated phrases) so that long matches exist
+        for (int i = 0; i < h->lengths[t]; i++) {
+            h->tokens[t][i] = i >= 8 && random_u32(rng) % 3 != 0 ? h->tokens[t][i - 8] : (int)(random_u32(rng) % vocab);
+        }
+    }
+}
+
+// Every path of the trie: its count is the substring's occurrence count (depth-first walk).
+static void check_counts(const SuffixIndex* index, const History* h, int node, int* path, int depth, int* checked) {
+    if (node != 0) {
+        int occurrences = brute_occurrences(h, path, depth, 0, NULL, 0);
+        if (index->nodes[node].count != occurrences) {
+            check(0, "path of length %d: count %d, brute force %d", depth, index->nodes[node].count, occurrences);
+        }
+        (*checked)++;
+    }
+    for (int c = index->nodes[node].first_child; c >= 0; c = index->nodes[c].next_sibling) {
+        path[depth] = index->nodes[c].token;
+        check_counts(index, h, c, path, depth + 1, checked);
+    }
+}
+
+static void test_against_brute_force(void) {
+    uint64_t rng = random_seed_state(11);
+    int vocab = 6, depth = 6;
+    int matches_checked = 0, proposals_checked = 0;
+    for (int trial = 0; trial < 40; trial++) {
+        History h;
+        random_history(&h, &rng, vocab);
+        SuffixIndex index;
+        suffix_index_init(&index, depth, 0);
+        for (int t = 0; t < h.n_texts; t++) { suffix_index_add(&index, h.tokens[t], h.lengths[t]); }
+        int total_tokens = 0;
+        for (int t = 0; t < h.n_texts; t++) { total_tokens += h.lengths[t]; }
+        check(index.nodes[0].count == total_tokens, "the root counts every token (%d vs %d)", index.nodes[0].count, total_tokens);
+        // every substring of length <= depth is a path, with its count
+        int path[SUFFIX_MAX_DEPTH], checked = 0;
+        check_counts(&index, &h, 0, path, 0, &checked);
+        int distinct = 0;   // distinct substrings of length 1..depth, brute force
+        for (int m = 1; m <= depth; m++) {
+            for (int t = 0; t < h.n_texts; t++) {
+                for (int s = 0; s + m <= h.lengths[t]; s++) {
+                    int first = 1; // is this the first occurrence?
+                    for (int t2 = 0; t2 <= t && first; t2++) {
+                        for (int s2 = 0; s2 + m <= h.lengths[t2] && (t2 < t || s2 < s); s2++) {
+                            if (memcmp(&h.tokens[t2][s2], &h.tokens[t][s], (size_t)m * sizeof(int)) == 0) { first = 0; break; }
+                        }
+                    }
+                    distinct += first;
+                }
+            }
+        }
+        check(checked == distinct && index.n_nodes == distinct + 1, "the trie has %d paths, brute force %d distinct substrings",
+              checked, distinct);
+
+        // matches and proposals for random contexts
+        for (int q = 0; q < 30; q++) {
+            int context[12], n = 1 + (int)(random_u32(&rng) % 12);
+            for (int i = 0; i < n; i++) { context[i] = (int)(random_u32(&rng) % vocab); }
+            if (q % 2 == 0) { // half the contexts end with a piece of the history
+                int t = (int)(random_u32(&rng) % h.n_texts);
+                int m = n < h.lengths[t] ? n : h.lengths[t];
+                int s = (int)(random_u32(&rng) % (h.lengths[t] - m + 1));
+                memcpy(context + n - m, &h.tokens[t][s], (size_t)m * sizeof(int));
+            }
+            int max_match = 4, length;
+            int node = suffix_match(&index, context, n, max_match, &length);
+            // brute force: the longest suffix (<= max_match, <= depth - 1) followed somewhere by a token
+            int expected = 0;
+            for (int m = (n < max_match ? n : max_match); m >= 1; m--) {
+                if (m > depth - 1) { continue; }
+                if (brute_occurrences(&h, context + n - m, m, 1, NULL, 0) > 0) { expected = m; break; }
+            }
+            check(length == expected, "match length %d, brute force %d", length, expected);
+            matches_checked++;
+            if (length == 0) { continue; }
+            // the proposal: best first by empirical probability, computed from raw continuation counts
+            int tokens[16], parents[16];
+            float scores[16];
+            int max_nodes = 1 + (int)(random_u32(&rng) % 12), max_depth = depth - length;
+            int got = suffix_propose(&index, node, max_nodes, max_depth, tokens, parents, scores);
+            check(got >= 1 && got <= max_nodes, "proposal size %d (max %d)", got, max_nodes);
+            for (int i = 0; i < got; i++) {
+                // the node's path from the match: its ancestors' tokens, then its own
+                int chain[SUFFIX_MAX_DEPTH], d = 0;
+                for (int j = i; j >= 0; j = parents[j]) { chain[d++] = tokens[j]; check(parents[j] < j, "parents come first"); }
+                int pattern[SUFFIX_MAX_DEPTH];
+                memcpy(pattern, context + n - length, (size_t)length * sizeof(int));
+                for (int k = 0; k < d; k++) { pattern[length + k] = chain[d - 1 - k]; }
+                // probability of the continuation = product over its steps of count(next) / count(followed)
+                double probability = 1.0;
+                for (int k = 0; k < d; k++) {
+                    int counts[8];
+                    int followed = brute_occurrences(&h, pattern, length + k, 1, counts, vocab);
+                    probability *= followed > 0 ? (double)counts[pattern[length + k]] / followed : 0.0;
+                }
+                check(fabs(exp(scores[i]) - probability) < 1e-5, "node %d: probability %.6f, brute force %.6f", i,
+                      exp(scores[i]), probability);
+                check(d <= max_depth, "node %d deeper (%d) than allowed (%d)", i, d, max_depth);
+                if (i > 0) { check(scores[i] <= scores[i - 1] + 1e-6f, "best first: scores must not rise"); }
+            }
+            // nothing left out scores above the worst chosen node (best-first optimality), brute force over
+            // every continuation of the match of length <= max_depth
+            if (got == max_nodes) {
+                float worst = scores[got - 1];
+                int counts[8];
+                int followed = brute_occurrences(&h, context + n - length, length, 1, counts, vocab);
+                for (int v = 0; v < vocab; v++) { // depth-1 candidates not chosen must not beat the worst
+                    if (counts[v] == 0) { continue; }
+                    int chosen = 0;
+                    for (int i = 0; i < got; i++) { chosen |= parents[i] == -1 && tokens[i] == v; }
+                    if (!chosen) { check(logf((float)counts[v] / followed) <= worst + 1e-6f, "a better first-level continuation was left out"); }
+                }
+            }
+            proposals_checked++;
+        }
+        suffix_index_free(&index);
+    }
+    printf("suffix index: 40 histories, %d matches and %d proposals against brute force\n", matches_checked, proposals_checked);
+}
+
+static void test_incremental_and_bound(void) {
+    // appending token by token equals adding the text at once
+    int text[64];
+    uint64_t rng = random_seed_state(3);
+    for (int i = 0; i < 64; i++) { text[i] = (int)(random_u32(&rng) % 5); }
+    SuffixIndex a, b;
+    suffix_index_init(&a, 8, 0);
+    suffix_index_init(&b, 8, 0);
+    suffix_index_add(&a, text, 64);
+    suffix_index_begin(&b);
+    for (int i = 0; i < 64; i++) { suffix_index_append(&b, text[i]); }
+    check(a.n_nodes == b.n_nodes, "incremental indexing: %d vs %d nodes", a.n_nodes, b.n_nodes);
+    int same = a.n_nodes == b.n_nodes;
+    for (int i = 0; i < a.n_nodes && same; i++) { same = a.nodes[i].count == b.nodes[i].count && a.nodes[i].token == b.nodes[i].token; }
+    check(same, "incremental indexing gives the same trie");
+    suffix_index_free(&a);
+    suffix_index_free(&b);
+    // the node bound: no more than max_nodes, refusals counted, old paths still answer
+    SuffixIndex bounded;
+    suffix_index_init(&bounded, 8, 50);
+    int phrase[4] = {1, 2, 3, 4};
+    suffix_index_add(&bounded, phrase, 4);
+    suffix_index_add(&bounded, text, 64);
+    check(bounded.n_nodes <= 50 && bounded.refused > 0, "bound: %d nodes, %ld refused", bounded.n_nodes, bounded.refused);
+    int length;
+    int context[3] = {9, 1, 2};
+    int node = suffix_match(&bounded, context, 3, 4, &length);
+    check(length == 2 && bounded.nodes[suffix_child(&bounded, node, 3)].count >= 1, "indexed before the bound: still matches");
+    suffix_index_free(&bounded);
+}
+
+int main(void) {
+    test_against_brute_force();
+    test_incremental_and_bound();
+    return test_summary();
+}

@@ -58,7 +58,7 @@ else
 endif
 
 # ---- build -------------------------------------------------------------------------------------
-SOURCES = aurora.c aurora.h util.c cpu_ref.c gguf.c tokenizer.c unicode_data.h sampling.c target.c draft.c speculative.c recorder.c trainer.c generate.c traffic.c plot.c flywheel.c speculation/suffix.c
+SOURCES = aurora.c aurora.h util.c cpu_ref.c gguf.c tokenizer.c unicode_data.h sampling.c target.c draft.c speculative.c recorder.c trainer.c generate.c traffic.c plot.c flywheel.c speculation/suffix.c speculation/adaptive.c
 BIN = build
 
 .PHONY: test-cli-asan fuzz all model demo experiment-day0 experiment-shift experiment-mixed test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
@@ -96,7 +96,7 @@ experiment-day0 experiment-shift experiment-mixed: aurora $(MODEL_FILE)
 	sh tools/experiments.sh $(subst experiment-,,$@) $(REQUESTS)
 
 # ---- tests -------------------------------------------------------------------------------------
-UNIT_TESTS = test_ops test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_hardening test_suffix
+UNIT_TESTS = test_ops test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_hardening test_suffix test_adaptive
 
 $(BIN)/%: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
@@ -111,7 +111,7 @@ test-unit: $(addprefix $(BIN)/,$(UNIT_TESTS))
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$(BIN)/$$t; done
 
 # the parsers (GGUF, tokenizer) and the model on malformed and hard inputs, under ASan + UBSan
-SANITIZED_TESTS = test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_hardening test_suffix
+SANITIZED_TESTS = test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_hardening test_suffix test_adaptive
 test-sanitize: $(addprefix $(BIN)/,$(addsuffix _asan,$(SANITIZED_TESTS)))
 	@set -e; for t in $(SANITIZED_TESTS); do echo "== $${t}_asan"; ./$(BIN)/$${t}_asan; done
 

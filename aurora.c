@@ -48,6 +48,7 @@ stays streamed.
 #include "draft.c"
 #include "speculative.c"
 #include "speculation/suffix.c"
+#include "speculation/adaptive.c"
 #include "recorder.c"
 #include "trainer.c"
 #include "generate.c"

@@ -647,6 +647,33 @@ typedef struct {
 } SpecStats;
 
 // ----------------------------------------------------------------------------
+// adaptive speculation (speculation/adaptive.c): the tree shape of each pass chosen from measured costs
+// and measured acceptance by depth and sibling rank, maximising expected tokens per second
+
+enum { ADAPTIVE_MAX_K = 8 };   // the most children per node the chooser considers (= MAX_SPEC_K)
+
+typedef struct {
+    TreeShape limit;            // the largest shape allowed (depth and nodes bound the menu)
+    int max_k;                  // children per node considered: 1..max_k
+    double verify_seconds[TREE_MAX_NODES + 1];  // average seconds of a verify pass by node count (0: unmeasured)
+    double draft_step_seconds;  // average seconds per depth drafted (0: unmeasured)
+    double reached[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K]; // decayed count: the accepted path reached depth d-1
+                                                        // and its node had a rank-r child
+    double hit[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K];     // ... and that child was accepted
+    long passes, passes_without_drafting;
+} SpecAdaptive;
+
+void spec_adaptive_init(SpecAdaptive* a, TreeShape limit, int max_k);
+// The shape for the next pass; nodes == 1 (depth 0) means no speculation (a plain decode step).
+TreeShape spec_adaptive_choose(const SpecAdaptive* a);
+// After a pass: its tree, the acceptance, the seconds spent drafting it (not catching the draft up over
+// earlier tokens) and verifying it.
+void spec_adaptive_observe(SpecAdaptive* a, const Tree* tree, const Acceptance* acceptance, double draft_seconds,
+                           double verify_seconds);
+double spec_adaptive_expected_tokens(const SpecAdaptive* a, int k, int depth);
+double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n_nodes);
+
+// ----------------------------------------------------------------------------
 // the suffix draft (speculation/suffix.c): a depth-bounded suffix trie over served text, each node counting
 // the occurrences of its path; a model-free draft that learns from every request at once
 

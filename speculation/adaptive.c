@@ -1,0 +1,141 @@
+/*
+adaptive.c: adaptive speculation. Before each verify pass, choose the tree shape (children per node K,
+depth S, nodes N, or no speculation at all) that maximises the expected tokens per second, from what
+serving has measured so far:
+
+  - costs: a verify pass by node count (an average per N; unmeasured counts from a line through the
+    measured ones), and a drafting step (the draft source's time per depth drafted);
+  - acceptance by depth and sibling rank: q[d][r], how often the accepted path, having reached depth
+    d-1, continues through the rank-r child (children ranked by the draft's score), counted over recent
+    passes (counts decay, so an improving draft is noticed and a stale estimate fades).
+
+For a shape (K, S), the chance of going one level deeper is s_d(K) = sum over r < K of q[d][r], and
+
+    expected tokens per pass   E(K, S) = 1 + sum_{d=1..S} prod_{j=1..d} s_j(K)     (the bonus is the 1)
+    seconds per pass           T(K, S) = S * draft_step + verify(N),  N = 1 + K * S  (capped at the menu's N)
+    choose the shape maximising E / T;  no speculation: E = 1, T = verify(1) (one decode step)
+
+Estimates are the decayed counts shrunk towards a prior (below), and the counts decay every pass,
+including passes without speculation. So a draft that is never right is soon
+not drafted at all (it costs nothing but the rare pass where the prior, grown back, asks for a probe), and
+a draft that starts being right is found again within a few hundred passes. A good draft gets a deep tree.
+Randomness plays no part: the same measurements give the same choices.
+*/
+#include "aurora.h"
+
+// The prior an estimate falls back to where evidence is thin: acceptance PRIOR_ACCEPT at depth 1, rank 0;
+// at depth 1, rank r > 0: RANK_PRIOR_SHARE of what the better ranks leave; deeper: the estimate of the
+// depth above (a draft right at depth d is likely right at d+1, and one wrong at d likely wrong below).
+// It weighs PRIOR_WEIGHT observations; the evidence decays by DECAY per pass (half-life about 70 passes).
+static const double PRIOR_ACCEPT = 0.5, RANK_PRIOR_SHARE = 0.25, PRIOR_WEIGHT = 1.0, DECAY = 0.99;
+// Costs before anything is measured: a verify pass of N nodes costs (1 + (N-1) * VERIFY_SLOPE_PRIOR)
+// decode steps, and a drafting step DRAFT_STEP_PRIOR decode steps.
+static const double VERIFY_SLOPE_PRIOR = 0.1, DRAFT_STEP_PRIOR = 0.05;
+// Averages of measured times: each new measurement weighs this much.
+static const double COST_SMOOTHING = 0.1;
+
+void spec_adaptive_init(SpecAdaptive* a, TreeShape limit, int max_k) {
+    memset(a, 0, sizeof(*a));
+    a->limit = limit;
+    a->max_k = max_k < limit.k ? max_k : limit.k;
+    if (a->max_k > ADAPTIVE_MAX_K) { a->max_k = ADAPTIVE_MAX_K; }
+    if (a->max_k < 1) { a->max_k = 1; }
+}
+
+// The acceptance estimates q[d][r] for depths 1..depth and ranks 0..k-1: decayed evidence shrunk
+// towards the prior above.
+static void adaptive_estimates(const SpecAdaptive* a, int k, int depth, double q[][ADAPTIVE_MAX_K]) {
+    for (int d = 1; d <= depth; d++) {
+        double taken = 0.0;
+        for (int r = 0; r < k; r++) {
+            double prior = d > 1 ? q[d - 1][r] : r == 0 ? PRIOR_ACCEPT : RANK_PRIOR_SHARE * (taken < 1.0 ? 1.0 - taken : 0.0);
+            q[d][r] = (a->hit[d][r] + PRIOR_WEIGHT * prior) / (a->reached[d][r] + PRIOR_WEIGHT);
+            taken += q[d][r];
+        }
+    }
+}
+
+double spec_adaptive_expected_tokens(const SpecAdaptive* a, int k, int depth) {
+    double q[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K];
+    adaptive_estimates(a, k, depth, q);
+    double expected = 1.0, reach = 1.0;
+    for (int d = 1; d <= depth; d++) {
+        double step = 0.0;
+        for (int r = 0; r < k; r++) { step += q[d][r]; }
+        if (step > 1.0) { step = 1.0; } // ranks are exclusive; estimates from few passes can overshoot
+        reach *= step;
+        expected += reach;
+    }
+    return expected;
+}
+
+// Seconds of a verify pass over n nodes: the measured average, else a line through (1, decode) and the
+// measured counts (least squares on the slope), else the prior.
+double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n) {
+    if (a->verify_seconds[n] > 0) { return a->verify_seconds[n]; }
+    double decode = a->verify_seconds[1];
+    if (decode <= 0) { // nothing measured at one node: the smallest measured count stands in
+        for (int m = 2; m <= TREE_MAX_NODES && decode <= 0; m++) {
+            if (a->verify_seconds[m] > 0) { decode = a->verify_seconds[m] / (1 + (m - 1) * VERIFY_SLOPE_PRIOR); }
+        }
+    }
+    if (decode <= 0) { decode = 1.0; } // nothing at all: relative units
+    double numerator = 0, denominator = 0;
+    for (int m = 2; m <= TREE_MAX_NODES; m++) {
+        if (a->verify_seconds[m] <= 0) { continue; }
+        numerator += (m - 1) * (a->verify_seconds[m] / decode - 1.0);
+        denominator += (double)(m - 1) * (m - 1);
+    }
+    double slope = denominator > 0 ? numerator / denominator : VERIFY_SLOPE_PRIOR;
+    if (slope < 0) { slope = 0; }
+    return decode * (1.0 + slope * (n - 1));
+}
+
+static double adaptive_draft_step_seconds(const SpecAdaptive* a) {
+    if (a->draft_step_seconds > 0) { return a->draft_step_seconds; }
+    return DRAFT_STEP_PRIOR * spec_adaptive_verify_seconds(a, 1);
+}
+
+TreeShape spec_adaptive_choose(const SpecAdaptive* a) {
+    TreeShape best = {1, 0, 1}; // no speculation: the root alone
+    double best_rate = 1.0 / spec_adaptive_verify_seconds(a, 1);
+    double step = adaptive_draft_step_seconds(a);
+    for (int k = 1; k <= a->max_k; k++) {
+        for (int depth = 1; depth <= a->limit.depth; depth++) {
+            int nodes = 1 + k * depth;
+            if (nodes > a->limit.nodes) { break; }
+            double rate = spec_adaptive_expected_tokens(a, k, depth) / (depth * step + spec_adaptive_verify_seconds(a, nodes));
+            if (rate > best_rate * (1.0 + 1e-9)) { best_rate = rate; best = (TreeShape){k, depth, nodes}; }
+        }
+    }
+    return best;
+}
+
+static void adaptive_average(double* average, double value) {
+    *average = *average > 0 ? (1.0 - COST_SMOOTHING) * *average + COST_SMOOTHING * value : value;
+}
+
+void spec_adaptive_observe(SpecAdaptive* a, const Tree* tree, const Acceptance* acceptance, double draft_seconds,
+                           double verify_seconds) {
+    a->passes++;
+    // the evidence fades a little each pass, drafted or not
+    for (int d = 1; d <= TREE_MAX_DEPTH; d++) {
+        for (int r = 0; r < ADAPTIVE_MAX_K; r++) { a->reached[d][r] *= DECAY; a->hit[d][r] *= DECAY; }
+    }
+    adaptive_average(&a->verify_seconds[tree->n_nodes], verify_seconds);
+    if (tree->n_nodes == 1) { a->passes_without_drafting++; return; }
+    if (tree->max_depth > 0) { adaptive_average(&a->draft_step_seconds, draft_seconds / tree->max_depth); }
+    // along the accepted path: at each depth the parent's children, in index order (the drafter adds a
+    // node's children best first), and which of them, if any, was accepted
+    for (int d = 1; d <= tree->max_depth; d++) {
+        if (d - 1 > acceptance->n_accepted) { break; }
+        int parent = acceptance->path[d - 1];
+        int n_children = tree->n_children[parent];
+        if (n_children == 0) { break; }
+        int accepted = d <= acceptance->n_accepted ? acceptance->path[d] : -1;
+        for (int r = 0; r < n_children && r < ADAPTIVE_MAX_K; r++) {
+            a->reached[d][r] += 1.0;
+            if (tree->children[parent][r] == accepted) { a->hit[d][r] += 1.0; }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+/*
+test_adaptive.c: adaptive speculation in a simulated world whose truth is known: per-depth, per-rank
+acceptance probabilities and a cost model. The chooser sees only what a server would measure (each pass's
+tree, acceptance and times) and must
+  - stop drafting a draft that is never right (>= 0.97x the speed of plain decoding),
+  - give a perfect draft the deepest chain allowed,
+  - reach, for a middling draft, a shape whose true speed is within 5% of the best shape's (brute force
+    over the menu with the true model),
+  - notice a draft that becomes good (online training) within a few hundred passes;
+and the counting itself is checked on a hand-made tree.
+*/
+#define TESTING
+#include "../aurora.c"
+#include "test_common.h"
+
+typedef struct {
+    double q[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K]; // true P(rank-r child accepted | path reached d-1)
+    double decode_seconds, verify_slope, draft_step_seconds;
+} World;
+
+static double world_verify(const World* w, int n) { return w->decode_seconds * (1.0 + w->verify_slope * (n - 1)); }
+
+// The tree the real drafter builds (speculative.c's candidate pool: expand the k best of each depth,
+// keep the N-1 best overall) when the draft's probabilities are the world's: the rank-r child of any
+// node at depth d has probability q[d][r] (its token is r). Scores are then exact acceptance chances.
+static void world_tree(Tree* tree, const World* w, TreeShape shape) {
+    static CandidatePool pool;
+    pool.n = 0;
+    if (shape.depth > 0) {
+        int ids[ADAPTIVE_MAX_K];
+        float log_probs[ADAPTIVE_MAX_K];
+        for (int r = 0; r < shape.k; r++) { ids[r] = r; log_probs[r] = logf((float)w->q[1][r]); }
+        pool_add_children(&pool, -1, ids, log_probs, shape.k, NULL);
+        for (int d = 1; d < shape.depth; d++) {
+            int batch[ADAPTIVE_MAX_K];
+            int n = pool_best_at_depth(&pool, d, shape.k, batch);
+            for (int r = 0; r < shape.k; r++) { log_probs[r] = logf((float)w->q[d + 1][r]); }
+            for (int b = 0; b < n; b++) { pool_add_children(&pool, batch[b], ids, log_probs, shape.k, NULL); }
+        }
+    }
+    pool_to_tree(tree, &pool, 0, 10, shape.depth > 0 ? shape.nodes : 1);
+    Error err;
+    if (tree_derive(tree, &err) != 0) { fprintf(stderr, "%s\n", err.message); exit(1); }
+}
+
+// The target's choice at each accepted node: rank r with probability q[d][r] (or none of them).
+static void world_accept(const World* w, const Tree* tree, Acceptance* out, uint64_t* rng) {
+    out->n_accepted = 0;
+    out->path[0] = 0;
+    out->bonus = 0;
+    int node = 0;
+    for (int d = 1; d <= TREE_MAX_DEPTH; d++) {
+        double u = random_f32(rng), cumulative = 0;
+        int rank = -1;
+        for (int r = 0; r < ADAPTIVE_MAX_K; r++) {
+            cumulative += w->q[d][r];
+            if (u < cumulative) { rank = r; break; }
+        }
+        int accepted = -1;
+        for (int c = 0; c < tree->n_children[node]; c++) {
+            if (tree->tokens[tree->children[node][c]] == rank) { accepted = tree->children[node][c]; }
+        }
+        if (accepted < 0) { break; }
+        out->path[++out->n_accepted] = accepted;
+        node = accepted;
+    }
+}
+
+// True expected tokens per second of a shape: each node's score is its exact acceptance chance.
+static double world_rate(const World* w, TreeShape shape) {
+    Tree tree;
+    world_tree(&tree, w, shape);
+    double expected = 1.0;
+    for (int i = 1; i < tree.n_nodes; i++) { expected += exp(tree.scores[i]); }
+    return expected / (shape.depth * w->draft_step_seconds + world_verify(w, tree.n_nodes));
+}
+
+// Runs passes; returns the tokens per second achieved over the last `measure` of them.
+static double simulate(SpecAdaptive* a, const World* w, int passes, int measure, uint64_t* rng, int* drafted_passes) {
+    double tokens = 0, seconds = 0;
+    *drafted_passes = 0;
+    for (int p = 0; p < passes; p++) {
+        TreeShape shape = spec_adaptive_choose(a);
+        Tree tree;
+        world_tree(&tree, w, shape);
+        Acceptance acceptance;
+        world_accept(w, &tree, &acceptance, rng);
+        double draft = shape.depth * w->draft_step_seconds, verify = world_verify(w, tree.n_nodes);
+        spec_adaptive_observe(a, &tree, &acceptance, draft, verify);
+        if (p >= passes - measure) {
+            tokens += acceptance.n_accepted + 1;
+            seconds += draft + verify;
+            *drafted_passes += tree.n_nodes > 1;
+        }
+    }
+    return tokens / seconds;
+}
+
+static World world_with(double depth1, double decay_per_depth, double rank1_share) {
+    World w;
+    memset(&w, 0, sizeof(w));
+    w.decode_seconds = 0.010; w.verify_slope = 0.04; w.draft_step_seconds = 0.0005;
+    for (int d = 1; d <= TREE_MAX_DEPTH; d++) {
+        double p = depth1 * pow(decay_per_depth, d - 1);
+        w.q[d][0] = p * (1 - rank1_share);
+        w.q[d][1] = p * rank1_share * 0.7;
+        w.q[d][2] = p * rank1_share * 0.3;
+    }
+    return w;
+}
+
+static TreeShape best_true_shape(const World* w, TreeShape limit, int max_k, double* best_rate) {
+    TreeShape best = {1, 0, 1};
+    *best_rate = world_rate(w, best);
+    for (int k = 1; k <= max_k; k++) {
+        for (int depth = 1; depth <= limit.depth && 1 + k * depth <= limit.nodes; depth++) {
+            TreeShape shape = {k, depth, 1 + k * depth};
+            double rate = world_rate(w, shape);
+            if (rate > *best_rate) { *best_rate = rate; best = shape; }
+        }
+    }
+    return best;
+}
+
+static void test_counting(void) {
+    // root -> a (rank 0), b (rank 1); a -> c; accepted path root, b: depth 1 reached at ranks 0 and 1,
+    // rank 1 hit; depth 2 not reached through b (b has no children)
+    Tree tree;
+    memset(&tree, 0, sizeof(tree));
+    int parents[4] = {-1, 0, 0, 1};
+    tree.n_nodes = 4;
+    for (int i = 0; i < 4; i++) { tree.parents[i] = parents[i]; tree.tokens[i] = i; }
+    Error err;
+    tree_derive(&tree, &err);
+    Acceptance acceptance = {1, {0, 2}, 7};
+    SpecAdaptive a;
+    spec_adaptive_init(&a, (TreeShape){2, 4, 9}, 2);
+    spec_adaptive_observe(&a, &tree, &acceptance, 0.002, 0.012);
+    check(a.reached[1][0] == 1.0 && a.reached[1][1] == 1.0 && a.hit[1][0] == 0.0 && a.hit[1][1] == 1.0,
+          "depth 1: ranks 0 and 1 reached, rank 1 accepted");
+    check(a.reached[2][0] == 0.0, "depth 2 not reached (b has no children)");
+    spec_adaptive_observe(&a, &tree, &acceptance, 0.002, 0.012);
+    check(fabs(a.reached[1][0] - 1.99) < 1e-12 && fabs(a.hit[1][1] - 1.99) < 1e-12, "evidence decays by 0.99 a pass");
+    check(a.verify_seconds[4] == 0.012 && fabs(a.draft_step_seconds - 0.001) < 1e-12, "costs recorded");
+}
+
+static void test_worlds(void) {
+    TreeShape limit = {4, 8, 33};
+    uint64_t rng = random_seed_state(5);
+    int drafted;
+    // never right: speculation must cost almost nothing
+    World useless = world_with(0.0, 1.0, 0.0);
+    SpecAdaptive a;
+    spec_adaptive_init(&a, limit, 4);
+    double rate = simulate(&a, &useless, 4000, 3000, &rng, &drafted);
+    double plain = 1.0 / useless.decode_seconds;
+    printf("never right: %.3fx plain decoding, %d of the last 3000 passes drafted\n", rate / plain, drafted);
+    check(rate >= 0.97 * plain, "a useless draft must run at >= 0.97x plain decoding (%.3fx)", rate / plain);
+    // perfect: the deepest chain
+    World perfect = world_with(1.0, 1.0, 0.0);
+    spec_adaptive_init(&a, limit, 4);
+    simulate(&a, &perfect, 500, 100, &rng, &drafted);
+    TreeShape chosen = spec_adaptive_choose(&a);
+    printf("perfect: K=%d S=%d N=%d\n", chosen.k, chosen.depth, chosen.nodes);
+    check(chosen.depth == limit.depth && chosen.k == 1, "a perfect draft gets the deepest chain (K=%d S=%d)", chosen.k, chosen.depth);
+    // middling drafts: within 5% of the best shape's true speed
+    double settings[][3] = {{0.8, 0.9, 0.0}, {0.7, 0.85, 0.3}, {0.5, 0.8, 0.5}, {0.3, 0.7, 0.2}, {0.9, 0.95, 0.1}};
+    for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+        World w = world_with(settings[i][0], settings[i][1], settings[i][2]);
+        spec_adaptive_init(&a, limit, 4);
+        double achieved = simulate(&a, &w, 6000, 4000, &rng, &drafted);
+        double best_rate;
+        TreeShape best = best_true_shape(&w, limit, 4, &best_rate);
+        chosen = spec_adaptive_choose(&a);
+        printf("q1 %.1f decay %.2f rank-1 share %.1f: chose K=%d S=%d (true %.1f tok/s), best K=%d S=%d (%.1f); "
+               "achieved %.1f\n", settings[i][0], settings[i][1], settings[i][2], chosen.k, chosen.depth,
+               world_rate(&w, chosen), best.k, best.depth, best_rate, achieved);
+        check(world_rate(&w, chosen) >= 0.95 * best_rate, "middling draft %zu: chosen shape's true speed %.1f < 95%% of the best %.1f",
+              i, world_rate(&w, chosen), best_rate);
+    }
+    // a draft that becomes good (online training): found again within 400 passes
+    spec_adaptive_init(&a, limit, 4);
+    simulate(&a, &useless, 3000, 100, &rng, &drafted);
+    World good = world_with(0.8, 0.9, 0.0);
+    double late = simulate(&a, &good, 400, 100, &rng, &drafted);
+    double best_rate;
+    best_true_shape(&good, limit, 4, &best_rate);
+    printf("useless, then good: %.1f tok/s over passes 300-400 after the change (best %.1f)\n", late, best_rate);
+    check(late >= 0.8 * best_rate, "an improved draft must be found within 300 passes (%.1f vs best %.1f)", late, best_rate);
+}
+
+int main(void) {
+    test_counting();
+    test_worlds();
+    return test_summary();
+}

@@ -3,7 +3,8 @@ aurora.c: the system. One translation unit: it #includes the rest of the impleme
 #define TESTING and #include this file to reach every static function.
 
   util.c       errors, checked allocation
-  cpu_ref.c    the reference ops (plain fp32 loops)
+  cpu_ref.c    the reference ops (plain fp32 loops) and the reference backend table
+  backends.c   the backend registry and the OpenBLAS table (kernels.cu holds the CUDA table)
   gguf.c       GGUF reader and writer, tensor types
   tokenizer.c  byte-level BPE tokenizer, ChatML template
   sampling.c   the seeded random generator, greedy / temperature / top-p sampling
@@ -37,6 +38,7 @@ stays streamed.
 #include "aurora.h"
 #include "util.c"
 #include "cpu_ref.c"
+#include "backends.c"
 #include "gguf.c"
 #include "tokenizer.c"
 #include "sampling.c"
@@ -267,9 +269,9 @@ static void die(const Error* err) {
     exit(EXIT_FAILURE);
 }
 
-static void load_or_die(Target* target, const char* path, int context, int max_tokens) {
+static void load_or_die(Target* target, const char* path, const Backend* backend, int context, int max_tokens) {
     Error err;
-    if (target_load(target, path, context, max_tokens, &err) != 0) { die(&err); }
+    if (target_load(target, path, backend, context, max_tokens, &err) != 0) { die(&err); }
     if (!target->has_tokenizer) {
         fprintf(stderr, "error: %s has no tokenizer (key 'tokenizer.ggml.tokens' is missing); expected a GGUF "
                 "with an embedded byte-level BPE tokenizer\n", path);
@@ -300,38 +302,19 @@ static int* encode_prompt_or_die(Target* target, const char* prompt, int chat, i
     return ids;
 }
 
-static void setup_engine(Engine* engine, Target* target, int use_cuda) {
-    engine->target = target;
-    engine->cuda = NULL;
-    if (!use_cuda) { return; }
-#ifdef USE_CUDA
-    if (cuda_device_count() == 0) {
-        fprintf(stderr, "error: --device cuda: no CUDA device is visible; run without --device cuda for the CPU path\n");
-        exit(EXIT_FAILURE);
-    }
-    engine->cuda = target_cuda_create(target);
-    fprintf(stderr, "device: %s\n", cuda_device_name());
-#else
-    fprintf(stderr, "error: --device cuda: this binary was built without CUDA (nvcc was not found, or NO_CUDA=1); "
-            "rebuild with the CUDA toolkit installed\n");
-    exit(EXIT_FAILURE);
-#endif
+// The backend of --device and --no-blas: CUDA, the reference (plain matmuls), or the default CPU table.
+static const Backend* backend_or_die(int use_cuda, int no_blas) {
+    Error err;
+    const Backend* backend = backend_by_name(use_cuda ? "cuda" : no_blas ? "ref" : "cpu", &err);
+    if (backend == NULL) { fprintf(stderr, "error: --device %s: %s\n", use_cuda ? "cuda" : "cpu", err.message); exit(EXIT_FAILURE); }
+    if (!backend->host_memory) { fprintf(stderr, "device: %s\n", backend->device); }
+    return backend;
 }
 
-static void free_engine(Engine* engine) {
-#ifdef USE_CUDA
-    if (engine->cuda) { target_cuda_free(engine->cuda); }
-#endif
-    engine->cuda = NULL;
-}
-
-// What generate and logits share: the matmul path, the model, the encoded prompt, the engine.
-static int* start_session(const Options* o, Target* target, Engine* engine, int* n_prompt) {
-    use_blas = !o->no_blas;
-    load_or_die(target, o->model_path, o->context, o->max_tokens);
-    int* prompt = encode_prompt_or_die(target, o->prompt, o->chat, n_prompt);
-    setup_engine(engine, target, o->use_cuda);
-    return prompt;
+// What generate and logits share: the model on its backend, the encoded prompt.
+static int* start_session(const Options* o, Target* target, int* n_prompt) {
+    load_or_die(target, o->model_path, backend_or_die(o->use_cuda, o->no_blas), o->context, o->max_tokens);
+    return encode_prompt_or_die(target, o->prompt, o->chat, n_prompt);
 }
 
 static void print_token_text(void* context, int token) {
@@ -361,8 +344,7 @@ static int default_draft_vocab(const Target* target, int requested) {
 }
 
 // --draft: a checkpoint, a random draft, the target itself, or prompt lookup
-static DraftKind setup_draft_source(DraftSource* source, Draft* draft, Engine* engine, const Options* o, TreeShape shape) {
-    Target* target = engine->target;
+static DraftKind setup_draft_source(DraftSource* source, Draft* draft, Target* target, const Options* o, TreeShape shape) {
     Error err;
     if (tree_shape_check(shape, &err) != 0) { die(&err); }
     DraftKind kind;
@@ -376,7 +358,7 @@ static DraftKind setup_draft_source(DraftSource* source, Draft* draft, Engine* e
             die(&err);
         }
     }
-    draft_source_init(source, kind, shape, kind == DRAFT_EAGLE ? draft : NULL, engine);
+    draft_source_init(source, kind, shape, kind == DRAFT_EAGLE ? draft : NULL, target);
     return kind;
 }
 
@@ -387,9 +369,8 @@ static int command_generate(int argc, char** argv) {
     if (n_positional > 0) { usage_error(USAGE_GENERATE, "unexpected argument '%s' (the prompt goes after -p)", positional[0]); }
     if (o.prompt == NULL) { usage_error(USAGE_GENERATE, "%s", "missing -p PROMPT"); }
     Target target;
-    Engine engine;
     int n_prompt;
-    int* prompt = start_session(&o, &target, &engine, &n_prompt);
+    int* prompt = start_session(&o, &target, &n_prompt);
     SamplerSettings settings = {o.temperature, o.top_p};
     int* out = mallocCheck((size_t)(o.n_predict + 1) * sizeof(int));
     TokenCallback stream = o.print_ids ? NULL : print_token_text;
@@ -397,9 +378,9 @@ static int command_generate(int argc, char** argv) {
         Draft draft;
         DraftSource source;
         TreeShape shape = {o.spec_k, o.spec_depth, o.spec_nodes};
-        DraftKind kind = setup_draft_source(&source, &draft, &engine, &o, shape);
+        DraftKind kind = setup_draft_source(&source, &draft, &target, &o, shape);
         SpecStats stats;
-        int n = generate_speculative(&engine, &source, prompt, n_prompt, o.n_predict, settings, o.seed, out, &stats,
+        int n = generate_speculative(&target, &source, prompt, n_prompt, o.n_predict, settings, o.seed, out, &stats,
                                      stream, &target.tokenizer, NULL);
         print_generated_ids(out, n, o.print_ids);
         fprintf(stderr, "draft: %s, tree K=%d S=%d N=%d\n", o.draft, source.shape.k, source.shape.depth, source.shape.nodes);
@@ -408,7 +389,7 @@ static int command_generate(int argc, char** argv) {
         if (kind == DRAFT_EAGLE) { draft_free(&draft); }
     } else {
         GenerateStats stats;
-        int n = generate_plain(&engine, prompt, n_prompt, o.n_predict, settings, o.seed, out, &stats, stream,
+        int n = generate_plain(&target, prompt, n_prompt, o.n_predict, settings, o.seed, out, &stats, stream,
                                &target.tokenizer);
         print_generated_ids(out, n, o.print_ids);
         int decode_steps = stats.n_generated > 0 ? stats.n_generated - 1 : 0; // the first token comes from prefill
@@ -420,7 +401,6 @@ static int command_generate(int argc, char** argv) {
     }
     free(out);
     free(prompt);
-    free_engine(&engine);
     target_free(&target);
     return 0;
 }
@@ -457,19 +437,17 @@ static int command_logits(int argc, char** argv) {
     if (n_positional > 0) { usage_error(USAGE_LOGITS, "unexpected argument '%s' (the prompt goes after -p)", positional[0]); }
     if (o.prompt == NULL) { usage_error(USAGE_LOGITS, "%s", "missing -p PROMPT"); }
     Target target;
-    Engine engine;
     int n_prompt;
-    int* prompt = start_session(&o, &target, &engine, &n_prompt);
-    engine_prefill(&engine, prompt, n_prompt, 0, NULL, NULL);
+    int* prompt = start_session(&o, &target, &n_prompt);
+    target_prefill(&target, prompt, n_prompt, 0, NULL, NULL);
     int V = target.config.vocab_size;
     int K = o.top_k < V ? o.top_k : V;
     ProbIndex* order = mallocCheck((size_t)V * sizeof(ProbIndex));
-    for (int i = 0; i < V; i++) { order[i].prob = target.act.logits[i]; order[i].index = i; }
+    for (int i = 0; i < V; i++) { order[i].prob = target.host.logits[i]; order[i].index = i; }
     qsort(order, V, sizeof(ProbIndex), compare_prob_descending);
     for (int i = 0; i < K; i++) { printf("%d %.6f\n", order[i].index, order[i].prob); }
     free(order);
     free(prompt);
-    free_engine(&engine);
     target_free(&target);
     return 0;
 }
@@ -480,7 +458,7 @@ static int command_info(int argc, char** argv) {
     Options o = parse_options(argc, argv, USAGE_INFO, positional, &n_positional);
     if (n_positional > 0) { usage_error(USAGE_INFO, "unexpected argument '%s'", positional[0]); }
     Target target;
-    load_or_die(&target, o.model_path, 16, 1);
+    load_or_die(&target, o.model_path, &backend_cpu_ref, 16, 1);
     TargetConfig* c = &target.config;
     GGUFFile* file = &target.file;
     printf("file: %s (GGUF v%u, %llu metadata keys, %llu tensors, alignment %llu)\n", o.model_path, file->version,
@@ -606,7 +584,7 @@ static int command_draft_init(int argc, char** argv) {
     if (n_positional > 0) { usage_error(USAGE_DRAFT_INIT, "unexpected argument '%s'", positional[0]); }
     if (o.out_path == NULL) { usage_error(USAGE_DRAFT_INIT, "%s", "missing -o DRAFT.gguf"); }
     Target target;
-    load_or_die(&target, o.model_path, 16, 1);
+    load_or_die(&target, o.model_path, &backend_cpu_ref, 16, 1);
     Draft draft;
     draft_init_random(&draft, &target, default_draft_vocab(&target, o.draft_vocab), NULL, o.seed);
     Error err;
@@ -694,14 +672,6 @@ static int command_replay(int argc, char** argv) {
     o.shape.nodes = spec_nodes ? spec_nodes : (1 + o.shape.k * o.shape.depth < TREE_MAX_NODES ? 1 + o.shape.k * o.shape.depth : TREE_MAX_NODES);
     Error err;
     if (tree_shape_check(o.shape, &err) != 0) { die(&err); }
-    if (o.use_cuda) {
-#ifdef USE_CUDA
-        if (cuda_device_count() == 0) { fprintf(stderr, "error: --device cuda: no CUDA device is visible\n"); return 1; }
-#else
-        fprintf(stderr, "error: --device cuda: this binary was built without CUDA\n");
-        return 1;
-#endif
-    }
     return replay_run(&o);
 }
 

@@ -20,8 +20,7 @@ A failing trainer (non-finite updates are rejected, not fatal) stops training an
 #include "aurora.h"
 
 typedef struct {
-    Trainer trainer;
-    TrainerCuda* trainer_cuda; // the trainer's steps on the GPU (NULL: the CPU reference)
+    Trainer trainer;        // on the target's backend
     RecordBuffer* records;
     WeightExchange* exchange;
     int sync_every;         // publish every this many optimiser steps (threaded mode)
@@ -74,10 +73,6 @@ static void flywheel_train_step(Flywheel* flywheel) {
     int n = flywheel->batch_requests < flywheel->pool_count ? flywheel->batch_requests : flywheel->pool_count;
     for (int i = 0; i < n; i++) { batch[i] = flywheel->pool[random_u32(&flywheel->pool_rng) % (uint32_t)flywheel->pool_count]; }
     TrainStats stats;
-#ifdef USE_CUDA
-    if (flywheel->trainer_cuda) { trainer_step_cuda(flywheel->trainer_cuda, &flywheel->trainer, batch, n, &stats); }
-    else
-#endif
     trainer_step(&flywheel->trainer, batch, n, &stats);
     int version = 0;
     if (flywheel->lockstep_every == 0 && flywheel->trainer.step % flywheel->sync_every == 0) {
@@ -111,14 +106,9 @@ static void flywheel_lockstep_round(Flywheel* flywheel) {
 
 static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target* target, TrainerSettings settings,
                            int buffer_capacity, int sync_every, int batch_requests, int lockstep_every,
-                           int pool_capacity, int steps_per_request, uint64_t seed, int use_cuda) {
+                           int pool_capacity, int steps_per_request, uint64_t seed) {
     memset(flywheel, 0, sizeof(*flywheel));
     trainer_init(&flywheel->trainer, draft, target, settings);
-#ifdef USE_CUDA
-    if (use_cuda) { flywheel->trainer_cuda = trainer_cuda_create(&flywheel->trainer); }
-#else
-    (void)use_cuda;
-#endif
     flywheel->records = record_buffer_new(buffer_capacity);
     flywheel->exchange = weight_exchange_new(draft->n_weight_floats);
     flywheel->sync_every = sync_every < 1 ? 1 : sync_every;
@@ -152,9 +142,6 @@ static void flywheel_free(Flywheel* flywheel) {
     for (int i = 0; i < flywheel->pool_count; i++) { record_free(flywheel->pool[i]); }
     free(flywheel->pool);
     weight_exchange_free(flywheel->exchange);
-#ifdef USE_CUDA
-    if (flywheel->trainer_cuda) { trainer_cuda_free(flywheel->trainer_cuda); }
-#endif
     trainer_free(&flywheel->trainer);
     pthread_mutex_destroy(&flywheel->stats_lock);
 }
@@ -242,7 +229,9 @@ static void replay_progress(int index, int total, double mean_recent, const Flyw
 static int replay_run(const ReplayOptions* o) {
     Error err;
     Target target;
-    if (target_load(&target, o->model_path, o->context, 256, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    const Backend* backend = backend_by_name(o->use_cuda ? "cuda" : "cpu", &err);
+    if (backend == NULL) { fprintf(stderr, "error: --device %s: %s\n", o->use_cuda ? "cuda" : "cpu", err.message); return 1; }
+    if (target_load(&target, o->model_path, backend, o->context, 256, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     Traffic traffic;
     if (traffic_load(&traffic, o->traffic_path, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     if (o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
@@ -255,24 +244,20 @@ static int replay_run(const ReplayOptions* o) {
     }
     int n_requests = o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
     if (n_requests == 0) { fprintf(stderr, "error: %s: no requests to replay\n", o->traffic_path); return 1; }
-    Engine engine = {&target, NULL};
-#ifdef USE_CUDA
-    if (o->use_cuda) { engine.cuda = target_cuda_create(&target); }
-#endif
     int online = strcmp(o->mode, "online") == 0, no_draft = strcmp(o->mode, "none") == 0;
     Draft draft;
     memset(&draft, 0, sizeof(draft));
     DraftSource source;
     if (no_draft) {
-        draft_source_init(&source, DRAFT_NONE, o->shape, NULL, &engine);
+        draft_source_init(&source, DRAFT_NONE, o->shape, NULL, &target);
     } else {
         replay_load_draft(&draft, o->draft, &target, o->draft_vocab, o->seed);
-        draft_source_init(&source, DRAFT_EAGLE, o->shape, &draft, &engine);
+        draft_source_init(&source, DRAFT_EAGLE, o->shape, &draft, &target);
     }
     Flywheel flywheel;
     if (online) {
         flywheel_start(&flywheel, &draft, &target, o->train, o->buffer_capacity, o->sync_every, o->batch_requests,
-                       o->lockstep_every, o->pool_capacity, o->steps_per_request, o->seed, engine.cuda != NULL);
+                       o->lockstep_every, o->pool_capacity, o->steps_per_request, o->seed);
         source.exchange = flywheel.exchange;
     }
 #ifdef _OPENMP
@@ -310,7 +295,7 @@ static int replay_run(const ReplayOptions* o) {
         }
         Record* record = online ? record_new(target.config.dim) : NULL;
         SpecStats stats;
-        int n = generate_speculative(&engine, &source, prompt, n_prompt, o->max_new, o->sampling, o->seed + (uint64_t)r,
+        int n = generate_speculative(&target, &source, prompt, n_prompt, o->max_new, o->sampling, o->seed + (uint64_t)r,
                                      out, &stats, NULL, NULL, record);
         if (online) { record_buffer_push(flywheel.records, record); }
         double seconds = stats.total_seconds;
@@ -391,9 +376,6 @@ static int replay_run(const ReplayOptions* o) {
     if (online) { flywheel_free(&flywheel); }
     draft_source_free(&source);
     if (!no_draft) { draft_free(&draft); }
-#ifdef USE_CUDA
-    if (engine.cuda) { target_cuda_free(engine.cuda); }
-#endif
     traffic_free(&traffic);
     target_free(&target);
     return 0;
@@ -412,15 +394,14 @@ typedef struct {
 static int train_offline(const TrainOptions* o) {
     Error err;
     Target target;
-    if (target_load(&target, o->model_path, o->context, 256, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    if (target_load(&target, o->model_path, backend_cpu(), o->context, 256, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     Traffic traffic;
     if (traffic_load(&traffic, o->traffic_path, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     if (o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     traffic_order(&traffic, "mixed", o->seed);
     int n_requests = o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
-    Engine engine = {&target, NULL};
     DraftSource source;
-    draft_source_init(&source, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, &engine);
+    draft_source_init(&source, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, &target);
     Record** records = callocCheck((size_t)n_requests, sizeof(Record*));
     int* prompt = mallocCheck((size_t)(target.cache_capacity + 1) * sizeof(int));
     int* out = mallocCheck((size_t)(o->max_new + 1) * sizeof(int));
@@ -436,7 +417,7 @@ static int train_offline(const TrainOptions* o) {
         if (n_prompt <= 0) { continue; }
         Record* record = record_new(target.config.dim);
         SpecStats stats;
-        generate_speculative(&engine, &source, prompt, n_prompt, o->max_new, greedy, 0, out, &stats, NULL, NULL, record);
+        generate_speculative(&target, &source, prompt, n_prompt, o->max_new, greedy, 0, out, &stats, NULL, NULL, record);
         records[n_records++] = record;
         fprintf(stderr, "\rgenerating the target's outputs: %d/%d requests (%.0f s)", r + 1, n_requests, now_seconds() - start);
     }

@@ -317,6 +317,21 @@ void swiglu_backward_cpu(float* dgate, float* dup, const float* dout, const floa
 // REVERSE_KL clamps log p(v) at log(1e-30) so p(v) = 0 stays finite; weights NULL means 1; p_target may
 // be NULL for NEXT_TOKEN and target_tokens NULL for the KL kinds.
 typedef enum { LOSS_FORWARD_KL = 0, LOSS_REVERSE_KL = 1, LOSS_NEXT_TOKEN = 2 } LossKind;
+#define REVERSE_KL_MIN_PROBABILITY 1e-30
+// One element of distribution_loss's gradient, dL/dz(j), written once for cpu_ref.c and kernels.cu: with
+// log q(j) = z(j) - logsumexp(z), the row's loss L and, for FORWARD_KL, sum_p = sum_v p(v):
+//   FORWARD_KL  q(j) sum_p - p(j)      REVERSE_KL  q(j) (log q(j) - log p(j) - L)      NEXT_TOKEN  q(j) - [j == x]
+// p is read only by the KL kinds (it may be NULL for NEXT_TOKEN).
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+static inline double distribution_loss_gradient(LossKind kind, double log_q, const float* p, int j, double sum_p,
+                                                double loss, int target_token) {
+    double q = exp(log_q);
+    if (kind == LOSS_FORWARD_KL) { return q * sum_p - p[j]; }
+    if (kind == LOSS_REVERSE_KL) { return q * (log_q - log(fmax((double)p[j], REVERSE_KL_MIN_PROBABILITY)) - loss); }
+    return q - (j == target_token ? 1.0 : 0.0);
+}
 void distribution_loss_cpu(float* losses, float* dlogits, const float* logits, const float* p_target,
                            const int* target_tokens, const float* weights, int T, int V, LossKind kind);
 // AdamW (decoupled weight decay), step t >= 1 for the bias correction; updates params, m, v in place.

@@ -410,7 +410,6 @@ void swiglu_backward_cpu(float* dgate, float* dup, const float* dout, const floa
 // then strongly but finitely pushes q(v) towards 0. FORWARD_KL needs no clamp (p(v) = 0 terms vanish).
 // p_target may be NULL for NEXT_TOKEN, target_tokens may be NULL for the KL kinds, weights NULL means 1.
 
-#define REVERSE_KL_MIN_PROBABILITY 1e-30
 
 void distribution_loss_cpu(float* losses, float* dlogits, const float* logits, const float* p_target,
                            const int* target_tokens, const float* weights, int T, int V, LossKind kind) {
@@ -444,18 +443,10 @@ void distribution_loss_cpu(float* losses, float* dlogits, const float* logits, c
         if (dlogits == NULL) { continue; }
         double row_weight = weights != NULL ? weights[t] : 1.0;
         float* dz = dlogits + (size_t)t * V;
+        int target_token = kind == LOSS_NEXT_TOKEN ? target_tokens[t] : -1;
         for (int j = 0; j < V; j++) {
             double log_q = (double)z[j] - log_normaliser;
-            double q = exp(log_q);
-            double gradient;
-            if (kind == LOSS_FORWARD_KL) {
-                gradient = q * sum_p - p[j];
-            } else if (kind == LOSS_REVERSE_KL) {
-                gradient = q * (log_q - log(fmax((double)p[j], REVERSE_KL_MIN_PROBABILITY)) - loss);
-            } else {
-                gradient = q - (j == target_tokens[t] ? 1.0 : 0.0);
-            }
-            dz[j] += (float)(row_weight * gradient);
+            dz[j] += (float)(row_weight * distribution_loss_gradient(kind, log_q, p, j, sum_p, loss, target_token));
         }
     }
 }

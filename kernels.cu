@@ -693,8 +693,6 @@ static void swiglu_backward_cuda(float* dgate, float* dup, const float* dout, co
 // REVERSE_KL clamps log p at log(1e-30), the same constant as cpu_ref.c. Writes losses[t]; if dlogits is
 // not NULL, ADDS weights[t] * dL/dz to it (weights NULL means 1).
 
-#define REVERSE_KL_MIN_PROBABILITY 1e-30 // as in cpu_ref.c
-
 __global__ void distribution_loss_kernel(float* losses, float* dlogits, const float* logits, const float* p_target,
                                          const int* target_tokens, const float* weights, int V, int kind) {
     int t = blockIdx.x;
@@ -731,18 +729,10 @@ __global__ void distribution_loss_kernel(float* losses, float* dlogits, const fl
     if (dlogits == NULL) { return; }
     double row_weight = weights != NULL ? weights[t] : 1.0;
     float* dz = dlogits + (size_t)t * V;
+    int target_token = kind == LOSS_NEXT_TOKEN ? target_tokens[t] : -1;
     for (int j = threadIdx.x; j < V; j += blockDim.x) {
         double log_q = (double)z[j] - log_normaliser;
-        double q = exp(log_q);
-        double gradient;
-        if (kind == LOSS_FORWARD_KL) {
-            gradient = q * sum_p - p[j];
-        } else if (kind == LOSS_REVERSE_KL) {
-            gradient = q * (log_q - log(fmax((double)p[j], REVERSE_KL_MIN_PROBABILITY)) - loss);
-        } else {
-            gradient = q - (j == target_tokens[t] ? 1.0 : 0.0);
-        }
-        dz[j] = __fadd_rn(dz[j], (float)(row_weight * gradient));
+        dz[j] = __fadd_rn(dz[j], (float)(row_weight * distribution_loss_gradient((LossKind)kind, log_q, p, j, sum_p, loss, target_token)));
     }
 }
 

@@ -906,19 +906,6 @@ static void test_draft(const TinyModelSpec* spec, int draft_vocab) {
 
 // ---- the trainer ------------------------------------------------------------------------------------
 
-// A record with rejected branches: a random draft proposing K=2 trees on the reference target.
-static Record* make_record(Target* target, Draft* draft, const int* prompt, int n_prompt, int max_new) {
-    DraftSource source;
-    draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, draft, target);
-    Record* record = record_new(target->config.dim);
-    int out[64];
-    SpecStats stats;
-    SamplerSettings greedy = {0.0f, 1.0f};
-    generate_speculative(target, &source, prompt, n_prompt, max_new, greedy, 0, out, &stats, NULL, NULL, record);
-    draft_source_free(&source);
-    return record;
-}
-
 // n records of prompts of 4 to 9 random tokens, max_new 8 to 13.
 static Record** make_records(Target* target, Draft* draft, int n) {
     Record** records = mallocCheck((size_t)n * sizeof(Record*));

@@ -119,4 +119,20 @@ static void fill_uniform(float* x, size_t n, uint64_t* state, float lo, float hi
     for (size_t i = 0; i < n; i++) { x[i] = test_uniform(state, lo, hi); }
 }
 
+// ----------------------------------------------------------------------------
+// records for the trainer's tests
+
+// A record with rejected branches: a random draft proposing K=2 trees (greedy, so the same every run).
+static Record* make_record(Target* target, Draft* draft, const int* prompt, int n_prompt, int max_new) {
+    DraftSource source;
+    draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, draft, target);
+    Record* record = record_new(target->config.dim);
+    int out[64];
+    SpecStats stats;
+    SamplerSettings greedy = {0.0f, 1.0f};
+    generate_speculative(target, &source, prompt, n_prompt, max_new, greedy, 0, out, &stats, NULL, NULL, record);
+    draft_source_free(&source);
+    return record;
+}
+
 #endif // TEST_COMMON_H

@@ -41,19 +41,6 @@ static void load_tiny_target(Target* target, int n_layers, uint64_t seed) {
     target->tokenizer.eos_id = -1; // random weights: always generate max_new tokens
 }
 
-// A record with rejected branches: a random draft proposing K=2 trees.
-static Record* make_record(Target* target, Draft* draft, const int* prompt, int n_prompt, int max_new) {
-    DraftSource source;
-    draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, draft, target);
-    Record* record = record_new(target->config.dim);
-    int out[64];
-    SpecStats stats;
-    SamplerSettings greedy = {0.0f, 1.0f};
-    generate_speculative(target, &source, prompt, n_prompt, max_new, greedy, 0, out, &stats, NULL, NULL, record);
-    draft_source_free(&source);
-    return record;
-}
-
 // ---- gradients ---------------------------------------------------------------------------------
 static void test_gradients(Target* target) {
     Draft draft;

@@ -64,6 +64,7 @@ static void* device_malloc(size_t bytes, const char* file, int line) {
 // block-wide reductions (blockDim.x must be BLOCK_SIZE, a power of two); every thread gets the result
 
 #define BLOCK_SIZE 256
+#define DEFAULT_SHARED_BYTES (48 * 1024) // dynamic shared memory a kernel gets without opting in
 
 __device__ float block_max(float value) {
     __shared__ float partial[BLOCK_SIZE];
@@ -277,8 +278,8 @@ static void attention_forward_cuda(float* out, const float* q, const float* key_
     if (T == 0) { return; }
     float scale = 1.0f / sqrtf((float)HS); // on the host, exactly as the CPU computes it
     size_t shared_bytes = ((size_t)HS + P) * sizeof(float);
-    if (shared_bytes > 48 * 1024) {
-        // beyond the default 48 KiB of dynamic shared memory a kernel must opt in (up to the device limit)
+    if (shared_bytes > DEFAULT_SHARED_BYTES) {
+        // beyond the default of dynamic shared memory a kernel must opt in (up to the device limit)
         int device = 0, limit = 0;
         cudaCheck(cudaGetDevice(&device));
         cudaCheck(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));

@@ -139,7 +139,10 @@ typedef struct {
     int slot;       // the drafter's cache slot once expanded, else -1
 } Candidate;
 
-enum { MAX_CANDIDATES = TREE_MAX_DEPTH * 64 + 64 };
+// Each depth adds at most K children to each of its K best candidates; the first depth K.
+enum { MAX_CANDIDATES = TREE_MAX_DEPTH * MAX_SPEC_K * MAX_SPEC_K + MAX_SPEC_K * MAX_SPEC_K };
+// Prompt lookup matches the last n tokens, n from this down to 1.
+enum { LOOKUP_MAX_NGRAM = 3 };
 
 struct CandidatePool {
     int n;
@@ -258,7 +261,7 @@ void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Dra
     source->kind = kind;
     source->shape = kind == DRAFT_LOOKUP ? (TreeShape){1, shape.depth, shape.depth + 1 < shape.nodes ? shape.depth + 1 : shape.nodes} : shape;
     source->draft = draft;
-    source->lookup_max_ngram = 3;
+    source->lookup_max_ngram = LOOKUP_MAX_NGRAM;
     source->pool = mallocCheck(sizeof(CandidatePool));
     int C = target->config.dim;
     source->mask = mallocCheck((size_t)MAX_SPEC_K * (target->cache_capacity + TREE_MAX_NODES * MAX_SPEC_K));

@@ -3,7 +3,8 @@ aurora.c: the system. One translation unit: it #includes the rest of the impleme
 #define TESTING and #include this file to reach every static function.
 
   util.c       errors, checked allocation
-  cpu_ref.c    the reference ops (plain fp32 loops)
+  cpu_ref.c    the reference ops (plain fp32 loops) and the reference backend table
+  backends.c   the backend registry and the OpenBLAS table (kernels.cu holds the CUDA table)
   gguf.c       GGUF reader and writer, tensor types
   tokenizer.c  byte-level BPE tokenizer, ChatML template
   sampling.c   the seeded random generator, greedy / temperature / top-p sampling
@@ -41,6 +42,7 @@ stays streamed.
 #include "aurora.h"
 #include "util.c"
 #include "cpu_ref.c"
+#include "backends.c"
 #include "gguf.c"
 #include "tokenizer.c"
 #include "sampling.c"
@@ -203,7 +205,6 @@ static int flag_has_name(const Flag* flag, const void* context) {
     const char* name = context;
     return strcmp(flag->name, name) == 0 || (flag->short_name && strcmp(flag->short_name, name) == 0);
 }
-static int flag_is(const Flag* flag, const void* context) { return flag == context; }
 static int flag_print_help(const Flag* flag, const void* context);
 
 static void command_print_help(const Command* command, const Options* defaults, FILE* stream) {
@@ -388,20 +389,15 @@ static int check_output(const char* output, const char* flag, const char* const*
     return 0;
 }
 
-static int resolve_device(Options* o) {
+// --device and --no-blas: the backend the model runs on (CUDA, the reference, or the default CPU table);
+// an error when it is not in this build or on this machine.
+static const Backend* resolve_backend(Options* o) {
     o->use_cuda = o->device && strcmp(o->device, "cuda") == 0;
-    if (!o->use_cuda) { return 0; }
-#ifdef USE_CUDA
-    if (cuda_device_count() == 0) {
-        fprintf(stderr, "error: --device cuda: no CUDA device is visible; run without --device cuda for the CPU path\n");
-        return 1;
-    }
-    return 0;
-#else
-    fprintf(stderr, "error: --device cuda: this binary was built without CUDA (nvcc was not found, or NO_CUDA=1); "
-            "rebuild with the CUDA toolkit installed\n");
-    return 1;
-#endif
+    Error err;
+    const Backend* backend = backend_by_name(o->use_cuda ? "cuda" : o->no_blas ? "ref" : "cpu", &err);
+    if (backend == NULL) { fprintf(stderr, "error: --device %s: %s\n", o->use_cuda ? "cuda" : "cpu", err.message); return NULL; }
+    if (!backend->host_memory) { fprintf(stderr, "device: %s\n", backend->device); }
+    return backend;
 }
 
 static void resolve_tree_shape(Options* o) {
@@ -411,9 +407,9 @@ static void resolve_tree_shape(Options* o) {
     }
 }
 
-static int load_target(Target* target, const Options* o, int context, int max_tokens) {
+static int load_target(Target* target, const Options* o, const Backend* backend, int context, int max_tokens) {
     Error err;
-    if (target_load(target, o->model_path, context, max_tokens, &err) != 0) { return fail(&err); }
+    if (target_load(target, o->model_path, backend, context, max_tokens, &err) != 0) { return fail(&err); }
     if (!target->has_tokenizer) {
         fprintf(stderr, "error: %s has no tokenizer (key 'tokenizer.ggml.tokens' is missing); expected a GGUF "
                 "with an embedded byte-level BPE tokenizer\n", o->model_path);
@@ -423,32 +419,11 @@ static int load_target(Target* target, const Options* o, int context, int max_to
     return 0;
 }
 
-static int setup_engine(Engine* engine, Target* target, int use_cuda) {
-    engine->target = target;
-    engine->cuda = NULL;
-#ifdef USE_CUDA
-    if (use_cuda) {
-        engine->cuda = target_cuda_create(target);
-        fprintf(stderr, "device: %s\n", cuda_device_name());
-    }
-#else
-    (void)use_cuda;
-#endif
-    return 0;
-}
-
-static void free_engine(Engine* engine) {
-#ifdef USE_CUDA
-    if (engine->cuda) { target_cuda_free(engine->cuda); }
-#endif
-    engine->cuda = NULL;
-}
-
-// What generate and logits share: the matmul path, the model, the encoded prompt (at least one cache
-// slot left for generation), the engine. Returns the prompt (malloc'd), or NULL after an error.
-static int* start_session(const Options* o, Target* target, Engine* engine, int* n_prompt) {
-    use_blas = !o->no_blas;
-    if (load_target(target, o, o->context, o->batch) != 0) { return NULL; }
+// What generate and logits share: the model on its backend and the encoded prompt (at least one cache
+// slot left for generation). Returns the prompt (malloc'd), or NULL after an error.
+static int* start_session(Options* o, Target* target, int* n_prompt) {
+    const Backend* backend = resolve_backend(o);
+    if (backend == NULL || load_target(target, o, backend, o->context, o->batch) != 0) { return NULL; }
     int capacity = target->cache_capacity;
     int* prompt = mallocCheck((size_t)capacity * sizeof(int));
     Error err;
@@ -465,7 +440,6 @@ static int* start_session(const Options* o, Target* target, Engine* engine, int*
         for (int i = 0; i < *n_prompt; i++) { fprintf(stderr, " %d", prompt[i]); }
         fprintf(stderr, "\n");
     }
-    setup_engine(engine, target, o->use_cuda);
     return prompt;
 }
 
@@ -487,8 +461,7 @@ static void print_generated_ids(const int* ids, int n, int print_ids) {
 }
 
 // --draft: a checkpoint, a random draft, the target itself, or prompt lookup. Returns 0 or 1 (error).
-static int setup_draft_source(DraftSource* source, Draft* draft, DraftKind* kind, Engine* engine, const Options* o) {
-    Target* target = engine->target;
+static int setup_draft_source(DraftSource* source, Draft* draft, DraftKind* kind, Target* target, const Options* o) {
     Error err;
     if (tree_shape_check(o->shape, &err) != 0) { return fail(&err); }
     if (strcmp(o->draft, "self") == 0) { *kind = DRAFT_SELF; }
@@ -497,7 +470,7 @@ static int setup_draft_source(DraftSource* source, Draft* draft, DraftKind* kind
         *kind = DRAFT_EAGLE;
         if (replay_load_draft(draft, o->draft, target, o->draft_vocab, (uint64_t)o->seed, &err) != 0) { return fail(&err); }
     }
-    draft_source_init(source, *kind, o->shape, *kind == DRAFT_EAGLE ? draft : NULL, engine);
+    draft_source_init(source, *kind, o->shape, *kind == DRAFT_EAGLE ? draft : NULL, target);
     return 0;
 }
 
@@ -512,11 +485,9 @@ static void generate_defaults(Options* o) {
 
 static int command_generate(Options* o) {
     resolve_tree_shape(o);
-    if (resolve_device(o) != 0) { return 1; }
     Target target;
-    Engine engine;
     int n_prompt;
-    int* prompt = start_session(o, &target, &engine, &n_prompt);
+    int* prompt = start_session(o, &target, &n_prompt);
     if (prompt == NULL) { return 1; }
     int room = target.cache_capacity - n_prompt;
     int* out = mallocCheck((size_t)(o->n_predict + 1) * sizeof(int));
@@ -526,11 +497,11 @@ static int command_generate(Options* o) {
         Draft draft;
         DraftSource source;
         DraftKind kind;
-        if (setup_draft_source(&source, &draft, &kind, &engine, o) != 0) {
+        if (setup_draft_source(&source, &draft, &kind, &target, o) != 0) {
             status = 1;
         } else {
             SpecStats stats;
-            n = generate_speculative(&engine, &source, prompt, n_prompt, o->n_predict, o->sampling, (uint64_t)o->seed, out,
+            n = generate_speculative(&target, &source, prompt, n_prompt, o->n_predict, o->sampling, (uint64_t)o->seed, out,
                                      &stats, stream, &target.tokenizer, NULL);
             print_generated_ids(out, n, o->print_ids);
             fprintf(stderr, "draft: %s, tree K=%d S=%d N=%d\n", o->draft, source.shape.k, source.shape.depth, source.shape.nodes);
@@ -541,7 +512,7 @@ static int command_generate(Options* o) {
         }
     } else {
         GenerateStats stats;
-        n = generate_plain(&engine, prompt, n_prompt, o->n_predict, o->sampling, (uint64_t)o->seed, out, &stats, stream,
+        n = generate_plain(&target, prompt, n_prompt, o->n_predict, o->sampling, (uint64_t)o->seed, out, &stats, stream,
                            &target.tokenizer);
         print_generated_ids(out, n, o->print_ids);
         int decode_steps = stats.n_generated > 0 ? stats.n_generated - 1 : 0; // the first token comes from prefill
@@ -559,7 +530,6 @@ static int command_generate(Options* o) {
     (void)room;
     free(out);
     free(prompt);
-    free_engine(&engine);
     target_free(&target);
     return status;
 }
@@ -587,29 +557,26 @@ static int command_tokenize(Options* o) {
 }
 
 static int command_logits(Options* o) {
-    if (resolve_device(o) != 0) { return 1; }
     Target target;
-    Engine engine;
     int n_prompt;
-    int* prompt = start_session(o, &target, &engine, &n_prompt);
+    int* prompt = start_session(o, &target, &n_prompt);
     if (prompt == NULL) { return 1; }
-    engine_prefill(&engine, prompt, n_prompt, 0, NULL, NULL);
+    target_prefill(&target, prompt, n_prompt, 0, NULL, NULL);
     int V = target.config.vocab_size;
     int K = o->top_k < V ? o->top_k : V;
     ProbIndex* order = mallocCheck((size_t)V * sizeof(ProbIndex));
-    for (int i = 0; i < V; i++) { order[i].prob = target.act.logits[i]; order[i].index = i; }
+    for (int i = 0; i < V; i++) { order[i].prob = target.host.logits[i]; order[i].index = i; }
     qsort(order, V, sizeof(ProbIndex), compare_prob_descending);
     for (int i = 0; i < K; i++) { printf("%d %.6f\n", order[i].index, order[i].prob); }
     free(order);
     free(prompt);
-    free_engine(&engine);
     target_free(&target);
     return 0;
 }
 
 static int command_info(Options* o) {
     Target target;
-    if (load_target(&target, o, 16, 1) != 0) { return 1; }
+    if (load_target(&target, o, &backend_cpu_ref, 16, 1) != 0) { return 1; }
     TargetConfig* c = &target.config;
     GGUFFile* file = &target.file;
     printf("file: %s (GGUF v%u, %llu metadata keys, %llu tensors, alignment %llu)\n", o->model_path, file->version,
@@ -710,7 +677,7 @@ static int command_draft_init(Options* o) {
     const char* input_flags[1] = {"-m"};
     if (check_output(o->out_path, "-o", inputs, input_flags, 1, 1) != 0) { return 1; }
     Target target;
-    if (load_target(&target, o, 16, 1) != 0) { return 1; }
+    if (load_target(&target, o, &backend_cpu_ref, 16, 1) != 0) { return 1; }
     Draft draft;
     Error err;
     int vocab_size = 0, status = 0;
@@ -762,7 +729,7 @@ static int command_replay(Options* o) {
     resolve_tree_shape(o);
     Error err;
     if (tree_shape_check(o->shape, &err) != 0) { return fail(&err); }
-    if (resolve_device(o) != 0 || run_check_outputs(o, o->save_draft, "--save-draft") != 0) { return 1; }
+    if (resolve_backend(o) == NULL || run_check_outputs(o, o->save_draft, "--save-draft") != 0) { return 1; }
     return replay_run(o);
 }
 

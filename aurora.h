@@ -5,11 +5,28 @@ Aurora-in-C is a reference implementation of self-improving speculative decoding
 (Llama architecture, loaded from GGUF) verifies the guesses of a small draft model, and the draft is
 trained online from the requests it serves. This header is the map of the code:
 
-  cpu_ref.c   every op of the forward pass as plain, readable fp32 loops (the reference)
-  kernels.cu  the CUDA twin of every op in cpu_ref.c: same name root with _cuda, same argument order
-  gguf.c      GGUF reader (validated, memory-mapped), writer, tensor-type (de)quantisation
-  tokenizer.c byte-level BPE tokenizer built from GGUF metadata, ChatML template
-  aurora.c    the system: target model, sampling, CLI; #includes cpu_ref.c, gguf.c, tokenizer.c
+  util.c        errors, checked allocation, files written atomically
+  cpu_ref.c     the CPU reference: every op, forward and backward (and the losses, AdamW and the small
+                data-movement ops), as plain fp32 loops; the reference backend table (the oracle)
+  backends.c    the backend registry, the OpenBLAS table, helpers shared by every table
+  kernels.cu    the CUDA twin of every op in cpu_ref.c (same name root with _cuda, same argument order)
+                and the CUDA backend table: kernels only, no orchestration
+  gguf.c        GGUF reader (validated, memory-mapped), writer, tensor-type (de)quantisation
+  tokenizer.c   byte-level BPE tokenizer built from GGUF metadata, ChatML template
+  sampling.c    the seeded random generator, greedy / temperature / top-p sampling
+  target.c      the target model: load from GGUF onto a backend, the forward pass, tiny random models
+  draft.c       the EAGLE-3 draft model: init, save/load, the forward pass on the target's backend
+  speculative.c draft trees, tree attention masks, lossless acceptance (host functions), draft sources
+  recorder.c    records of finished requests, the bounded buffer and weight exchange between the sides
+  trainer.c     the online trainer on a backend: TTT unroll, accepted and discard losses, backward, AdamW
+  generate.c    plain and speculative generation loops
+  traffic.c     JSONL traffic, mixed and ordered streams       plot.c  SVG acceptance charts
+  flywheel.c    serving and training together: trainer thread or lockstep, hot swap, replay, offline train
+  aurora.c      the command-line interface; #includes every .c file above (one translation unit)
+
+One model code, many backends: the orchestration (target forward, draft forward, the trainer step) is
+written once, in target.c, draft.c and trainer.c, and calls every op through a Backend table (section
+"backends"). Host-side bookkeeping (masks, positions, loss rows, acceptance) is plain C on host memory.
 
 Dimension legend (used in every shape comment):
   T   tokens processed in one forward call       C    model width (embedding_length)
@@ -267,23 +284,27 @@ int prompt_encode(const Tokenizer* tokenizer, const char* text, int chat, int* i
 void gguf_writer_add_tiny_tokenizer(GGUFWriter* writer, int vocab_size);
 
 // ----------------------------------------------------------------------------
-// CPU reference ops (cpu_ref.c). Arguments: outputs, inputs, weights, dimensions.
+// CPU reference ops (cpu_ref.c). Arguments: outputs, inputs, weights, dimensions. Every backend has
+// each of these ops with exactly this signature (its table, below); in a table every pointer is the
+// backend's memory. Ops that read a weight matrix take a Matrix; the reference accepts TYPE_F32 only.
 
-void embedding_forward_cpu(float* out, const int* tokens, const float* table, int T, int C, int V);
+void embedding_forward_cpu(float* out, const int* tokens, Matrix table, int T, int C, int V);
 void rmsnorm_forward_cpu(float* out, const float* inp, const float* weight, int T, int C, float eps);
-void matmul_forward_cpu(float* out, const float* inp, const float* weight, int T, int C, int OC);
+void matmul_forward_cpu(float* out, const float* inp, Matrix weight, int T, int C, int OC);
 void rope_forward_cpu(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta);
 void attention_forward_cpu(float* out, const float* q, const float* key_cache, const float* value_cache,
                            const uint8_t* mask, int T, int P, int NH, int NKV, int HS);
 void swiglu_forward_cpu(float* out, const float* gate, const float* up, int N);
 void residual_forward_cpu(float* out, const float* inp1, const float* inp2, int N);
 void softmax_forward_cpu(float* probs, const float* logits, int T, int V);
+// Slot source_slots[i] moves to slot destination + i in every layer (sources increasing, never below
+// their destination). source_slots: (n), the backend's memory like every other argument.
 void kv_compact_cpu(float* key_cache, float* value_cache, const int* source_slots, int n, int destination,
                     int L, int S, int KVD);
 
 // Backward passes (cpu_ref.c). Each differentiates the forward op of the same name root; gradients
 // ACCUMULATE (+=) into d-buffers, so a buffer used twice sums its contributions; a NULL d-buffer is
-// skipped. Shapes as in the forward.
+// skipped. Shapes as in the forward. Training is fp32: the weight is a plain float array.
 void matmul_backward_cpu(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                          int T, int C, int OC);
 void rmsnorm_backward_cpu(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
@@ -305,13 +326,131 @@ void swiglu_backward_cpu(float* dgate, float* dup, const float* dout, const floa
 // REVERSE_KL clamps log p(v) at log(1e-30) so p(v) = 0 stays finite; weights NULL means 1; p_target may
 // be NULL for NEXT_TOKEN and target_tokens NULL for the KL kinds.
 typedef enum { LOSS_FORWARD_KL = 0, LOSS_REVERSE_KL = 1, LOSS_NEXT_TOKEN = 2 } LossKind;
+#define REVERSE_KL_MIN_PROBABILITY 1e-30
+// One element of distribution_loss's gradient, dL/dz(j), written once for cpu_ref.c and kernels.cu: with
+// log q(j) = z(j) - logsumexp(z), the row's loss L and, for FORWARD_KL, sum_p = sum_v p(v):
+//   FORWARD_KL  q(j) sum_p - p(j)      REVERSE_KL  q(j) (log q(j) - log p(j) - L)      NEXT_TOKEN  q(j) - [j == x]
+// p is read only by the KL kinds (it may be NULL for NEXT_TOKEN).
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+static inline double distribution_loss_gradient(LossKind kind, double log_q, const float* p, int j, double sum_p,
+                                                double loss, int target_token) {
+    double q = exp(log_q);
+    if (kind == LOSS_FORWARD_KL) { return q * sum_p - p[j]; }
+    if (kind == LOSS_REVERSE_KL) { return q * (log_q - log(fmax((double)p[j], REVERSE_KL_MIN_PROBABILITY)) - loss); }
+    return q - (j == target_token ? 1.0 : 0.0);
+}
 void distribution_loss_cpu(float* losses, float* dlogits, const float* logits, const float* p_target,
                            const int* target_tokens, const float* weights, int T, int V, LossKind kind);
 // AdamW (decoupled weight decay), step t >= 1 for the bias correction; updates params, m, v in place.
 void adamw_update_cpu(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
                       float beta1, float beta2, float eps, float weight_decay, int t);
-// sum of squares of grads (for global gradient-norm clipping), accumulated in double
+// sum of squares of values (for global gradient-norm clipping), accumulated in double; returned to the host
 double sum_squares_cpu(const float* values, size_t N);
+
+// Data movement (cpu_ref.c): what the orchestration needs so that no host loop touches backend memory.
+// out (n, C): row i = source row rows[i]
+void gather_rows_cpu(float* out, const float* source, const int* rows, int n, int C);
+// destination row rows[i] += source row i (rows distinct)
+void scatter_add_rows_cpu(float* destination, const float* source, const int* rows, int n, int C);
+// values *= factor
+void scale_cpu(float* values, float factor, size_t N);
+// T rows of width floats: out[t * out_stride + c] = inp[t * inp_stride + c] (a column block of a wider
+// matrix: a tap into the features, a half of the draft's attention input)
+void copy_strided_cpu(float* out, const float* inp, int T, int width, int out_stride, int inp_stride);
+// out[t] = the index of the largest value of row t (ties to the lowest index; NaNs never win): sample_argmax
+void argmax_rows_cpu(int* out, const float* values, int T, int V);
+
+// ----------------------------------------------------------------------------
+// backends: one struct of function pointers per device (cpu_ref.c, backends.c, kernels.cu)
+//
+// The orchestration (target.c, draft.c, trainer.c) is written once and calls every op through a table.
+// Memory: every pointer an op receives is the backend's memory; upload / download move bytes between it
+// and the host. A table whose memory IS host memory (host_memory = 1: the CPU tables) lets callers alias
+// host buffers to backend buffers: upload and download then skip the copy when both pointers are equal.
+// Weights: upload_matrix takes a GGUF tensor's bytes (host, the file's mapping, which outlives the
+// Matrix) and returns the matrix in the type this backend computes with: the reference, OpenBLAS and
+// CUDA tables dequantise to fp32; a fast CPU table may keep the GGUF type in place (no copy).
+// Adding a backend is filling a table: memory ops (the CPU ones below can be reused), upload_matrix, and
+// every op (the reference's where nothing faster exists).
+
+typedef struct {
+    const char* name;       // "cpu-ref", "cpu-blas", "cuda"
+    const char* device;     // what it runs on, for messages ("CPU", the GPU's name)
+    int host_memory;        // 1: its memory is host memory (pointers usable on the host)
+    // memory
+    void* (*alloc)(size_t bytes);                                       // zeroed; exits on failure
+    void (*free)(void* pointer);                                        // NULL allowed
+    void (*upload)(void* destination, const void* host_source, size_t bytes);
+    void (*download)(void* host_destination, const void* source, size_t bytes);
+    void (*copy)(void* destination, const void* source, size_t bytes);  // within the backend's memory
+    void (*zero)(void* destination, size_t bytes);
+    Matrix (*upload_matrix)(const void* gguf_data, int gguf_type, int rows, int cols);
+    void (*free_matrix)(Matrix matrix);
+    // forward ops
+    void (*embedding_forward)(float* out, const int* tokens, Matrix table, int T, int C, int V);
+    void (*rmsnorm_forward)(float* out, const float* inp, const float* weight, int T, int C, float eps);
+    void (*matmul_forward)(float* out, const float* inp, Matrix weight, int T, int C, int OC);
+    void (*rope_forward)(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta);
+    void (*attention_forward)(float* out, const float* q, const float* key_cache, const float* value_cache,
+                              const uint8_t* mask, int T, int P, int NH, int NKV, int HS);
+    void (*swiglu_forward)(float* out, const float* gate, const float* up, int N);
+    void (*residual_forward)(float* out, const float* inp1, const float* inp2, int N);
+    void (*softmax_forward)(float* probs, const float* logits, int T, int V);
+    void (*kv_compact)(float* key_cache, float* value_cache, const int* source_slots, int n, int destination,
+                       int L, int S, int KVD);
+    // backward passes and training ops
+    void (*matmul_backward)(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                            int T, int C, int OC);
+    void (*rmsnorm_backward)(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                             int T, int C, float eps);
+    void (*rope_backward)(float* dinp, const float* dout, const int* positions, int T, int n_heads, int HS, float theta);
+    void (*attention_backward)(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
+                               const float* keys, const float* values, const uint8_t* mask,
+                               int T, int P, int NH, int NKV, int HS);
+    void (*swiglu_backward)(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int N);
+    void (*distribution_loss)(float* losses, float* dlogits, const float* logits, const float* p_target,
+                              const int* target_tokens, const float* weights, int T, int V, LossKind kind);
+    void (*adamw_update)(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
+                         float beta1, float beta2, float eps, float weight_decay, int t);
+    double (*sum_squares)(const float* values, size_t N);
+    // data movement
+    void (*gather_rows)(float* out, const float* source, const int* rows, int n, int C);
+    void (*scatter_add_rows)(float* destination, const float* source, const int* rows, int n, int C);
+    void (*scale)(float* values, float factor, size_t N);
+    void (*copy_strided)(float* out, const float* inp, int T, int width, int out_stride, int inp_stride);
+    void (*argmax_rows)(int* out, const float* values, int T, int V);
+} Backend;
+
+// The tables. The reference is the oracle every other table is tested against (tests/test_backends.c).
+extern const Backend backend_cpu_ref;       // cpu_ref.c: plain loops, fp32 weights
+#ifdef USE_BLAS
+extern const Backend backend_cpu_blas;      // backends.c: the reference with OpenBLAS matmuls
+#endif
+// kernels.cu: the CUDA table, or NULL when no device (or no driver) is visible. Defined only in a build
+// with CUDA; call it through backend_by_name.
+const Backend* backend_cuda(void);
+// The default CPU table: OpenBLAS when built with it, else the reference.
+const Backend* backend_cpu(void);
+// By name: "cpu" (the default CPU table), "ref" (the reference), "blas", "cuda". NULL with a message
+// when the name is unknown or the backend is not available in this build or on this machine.
+const Backend* backend_by_name(const char* name, Error* err);
+
+// The CPU memory ops (cpu_ref.c), for every table whose memory is host memory.
+void* cpu_alloc(size_t bytes);
+void cpu_free(void* pointer);
+void cpu_copy(void* destination, const void* source, size_t bytes);  // upload, download and copy; skips dst == src
+void cpu_zero(void* destination, size_t bytes);
+// Every matrix dequantised into a new fp32 host array (the reference's and OpenBLAS's upload_matrix).
+Matrix cpu_upload_matrix_f32(const void* gguf_data, int gguf_type, int rows, int cols);
+void cpu_free_matrix(Matrix matrix);
+// A host buffer for a backend buffer: the backend buffer itself on a host-memory backend (nothing to
+// copy), else a new host allocation; and its release.
+void* backend_host_buffer(const Backend* backend, void* backend_buffer, size_t bytes);
+void backend_free_host_buffer(const Backend* backend, void* host_buffer);
+// A matrix of the backend, as fp32 on the host (rows, cols): downloaded, and dequantised if need be.
+void matrix_to_host_f32(const Backend* backend, Matrix matrix, int rows, int cols, float* out);
 
 // ----------------------------------------------------------------------------
 // random numbers and sampling (sampling.c)
@@ -341,6 +480,9 @@ int sample_token(const float* logits, int V, SamplerSettings settings, float coi
 // target model: Llama (token embedding; L x [RMSNorm, GQA attention with RoPE, residual, RMSNorm,
 // SwiGLU MLP, residual]; final RMSNorm; LM head, possibly tied to the embedding)
 
+// The draft reads the residual stream of this many target layers (their outputs, concatenated: g, 3C wide).
+enum { TAP_LAYERS = 3 };
+
 typedef struct {
     int dim;            // C
     int n_layers;       // L
@@ -353,39 +495,62 @@ typedef struct {
     float rope_theta;   // llama.rope.freq_base
     float norm_eps;     // llama.attention.layer_norm_rms_epsilon
     int tied_output;    // 1 if output.weight is absent and the LM head reuses token_embd.weight
-    int tap_layers[3];  // layers whose residual-stream output feeds the draft (default 1, L/2-1, L-4)
+    int tap_layers[TAP_LAYERS]; // layers whose residual-stream output feeds the draft (default 1, L/2-1, L-4)
 } TargetConfig;
 
-// All weights live in one fp32 arena (dequantised at load); the pointers below point into it.
+// The weights on the target's backend: matrices as the backend keeps them (upload_matrix), norm weights
+// fp32. One struct per layer, since GGUF stores each layer's tensors apart (a fast CPU backend reads
+// them in place).
 typedef struct {
-    float* token_embedding; // (V, C)
-    float* attn_norm;       // (L, C)
-    float* wq;              // (L, QD, C)
-    float* wk;              // (L, KVD, C)
-    float* wv;              // (L, KVD, C)
-    float* wo;              // (L, C, QD)
-    float* ffn_norm;        // (L, C)
-    float* w_gate;          // (L, F, C)
-    float* w_up;            // (L, F, C)
-    float* w_down;          // (L, C, F)
-    float* output_norm;     // (C)
-    float* output;          // (V, C); == token_embedding when tied
+    float* attn_norm;       // (C)
+    Matrix wq;              // (QD, C)
+    Matrix wk;              // (KVD, C)
+    Matrix wv;              // (KVD, C)
+    Matrix wo;              // (C, QD)
+    float* ffn_norm;        // (C)
+    Matrix w_gate;          // (F, C)
+    Matrix w_up;            // (F, C)
+    Matrix w_down;          // (C, F)
+} TargetLayerWeights;
+
+typedef struct {
+    Matrix token_embedding;     // (V, C)
+    TargetLayerWeights* layers; // (L) host array of the per-layer weights
+    float* output_norm;         // (C)
+    Matrix output;              // (V, C); the embedding's Matrix when tied
 } TargetWeights;
 
-// The tensor table: one row per weight array, so tests and tools can loop "for every tensor".
+// The tensor table: one row per weight, so tests and tools can loop "for every tensor".
 enum { TARGET_NUM_TENSORS = 12 };
 typedef struct {
     const char* gguf_name;  // GGUF name; per-layer names have one %d for the layer
-    int per_layer;          // 1: L copies, one per layer
+    int per_layer;          // 1: L copies, one per layer, in TargetLayerWeights; 0: one, in TargetWeights
     int rows, cols;         // shape of one copy: (rows, cols), cols fastest (cols == 1 for vectors)
-    float** data;           // where the pointer to the (L,) rows, cols array lives in TargetWeights
+    size_t offset;          // offsetof the field (a Matrix, or a float* for vectors) in its struct
     size_t n_elements;      // total over all layers
     int required;           // 0 only for output.weight (absent when tied)
 } TargetTensorInfo;
 
-// Per-call activations, sized for up to max_tokens tokens per forward call.
+// One named buffer of a model's activations or state, as the tensor table is for weights: tests loop
+// "for every named intermediate" and compare backends with it.
+typedef enum { ELEMENT_F32 = 0, ELEMENT_I32 = 1, ELEMENT_U8 = 2 } ElementKind;
+size_t element_size(ElementKind kind);
+typedef struct {
+    const char* name;       // "x", "logits", "key_cache", ...
+    ElementKind kind;
+    size_t rows, cols;      // shape at capacity (a call fills a prefix)
+    void** data;            // where the pointer to the backend buffer lives (a NULL pointer: not allocated)
+} ActivationInfo;
+
+// Per-call activations on the backend, sized for up to max_tokens tokens per forward call. The
+// per-layer buffers hold the last layer's values after a call.
+enum { TARGET_NUM_ACTIVATIONS = 19 };
 typedef struct {
     int max_tokens;         // T capacity
+    int* tokens;            // (T) this call's tokens
+    int* positions;         // (T) their RoPE positions
+    uint8_t* mask;          // (T, S) attention mask of the current call, used as (T, P)
+    int* slots;             // (TREE_MAX_DEPTH + 1) source slots of a compaction
     float* x;               // (T, C) residual stream
     float* x_norm;          // (T, C) normed input of the current sublayer
     float* q;               // (T, QD)
@@ -395,40 +560,74 @@ typedef struct {
     float* proj;            // (T, C) output of wo or w_down before the residual add
     float* ffn_gate;        // (T, F)
     float* ffn_up;          // (T, F)
-    float* taps;            // (T, 3*C) residual-stream outputs of the three tap layers, concatenated
-    float* hidden;          // (T, C) final normed hidden state (input of the LM head)
+    float* features;        // (T, 3C) g: residual-stream outputs of the three tap layers, concatenated
+    float* hidden;          // (T, C) h: final normed hidden state (input of the LM head)
     float* logits;          // (T, V)
-    uint8_t* mask;          // (T, S) attention mask of the current call
-    float* layer_outputs;   // (L, T, C) residual stream after each layer; NULL unless a test asks
+    float* layer_outputs;   // (L, T, C) residual stream after each layer; NULL unless target_keep_layer_outputs
+    ActivationInfo table[TARGET_NUM_ACTIVATIONS]; // the buffers above and the key/value caches, by name
 } TargetActivations;
+
+// What a forward call builds on the host and hands back to it (host memory). On a host-memory backend
+// these are the activation buffers themselves, so nothing is copied.
+typedef struct {
+    uint8_t* mask;          // (T, S) the call's mask, built here and uploaded
+    float* features;        // (T, 3C) downloaded after every call
+    float* hidden;          // (T, C)
+    float* logits;          // (T, V): all rows, or the last row in row 0
+} TargetHost;
 
 typedef struct {
     TargetConfig config;
+    const Backend* backend;     // where the weights, the cache and the activations live
     TargetWeights weights;
-    float* weight_arena;        // every weight, fp32
-    size_t n_weight_floats;
+    size_t n_weight_floats;     // parameters: elements of every tensor (a tied LM head once)
     TargetTensorInfo tensors[TARGET_NUM_TENSORS];
     int cache_capacity;         // S: key/value cache slots
-    float* key_cache;           // (L, S, KVD)
+    float* key_cache;           // (L, S, KVD) backend memory
     float* value_cache;         // (L, S, KVD)
     TargetActivations act;
+    TargetHost host;
     Tokenizer tokenizer;
     int has_tokenizer;
-    GGUFFile file;
+    GGUFFile file;              // kept open: the weights' source (a backend may read it in place)
 } Target;
 
-// Loads config, weights (every tensor dequantised to fp32) and tokenizer from a GGUF file.
-// cache_capacity 0 means min(context_length, 4096); max_tokens is the most tokens per forward call.
-int target_load(Target* target, const char* path, int cache_capacity, int max_tokens, Error* err);
+// The cache capacity when the caller gives none: the model's context, at most this many slots.
+enum { TARGET_DEFAULT_CACHE_CAPACITY = 4096 };
+
+// Loads config, weights (onto the backend: upload_matrix) and tokenizer from a GGUF file.
+// cache_capacity 0 means min(context_length, TARGET_DEFAULT_CACHE_CAPACITY); max_tokens is the most
+// tokens per forward call.
+int target_load(Target* target, const char* path, const Backend* backend, int cache_capacity, int max_tokens,
+                Error* err);
 void target_free(Target* target);
+// Where tensor i of the table lives for one layer (layer ignored for whole-model tensors): a Matrix*
+// for matrices, a float** (backend memory) for vectors.
+void* target_tensor_field(Target* target, int i, int layer);
+// Tensor i (one layer) in fp32 on the host: rows * cols floats.
+void target_tensor_to_host(Target* target, int i, int layer, float* out);
+// Rows of a GGUF matrix of the model file dequantised to fp32 on the host (rows NULL: the first n):
+// the draft and the trainer copy LM-head rows and the final norm with it, whatever the backend.
+int target_read_rows(const Target* target, const char* gguf_name, const int32_t* rows, int n, float* out, Error* err);
+// The LM head's GGUF name: "output.weight", or "token_embd.weight" when tied.
+const char* target_output_name(const Target* target);
+// Allocates act.layer_outputs (L, max_tokens, C): every later forward call fills it (parity tests).
+void target_keep_layer_outputs(Target* target);
 
 // Runs the target over T new tokens and writes their keys/values into cache slots
 // [n_past, n_past + T). positions: (T) RoPE positions. mask: (T, n_past + T), token t may attend to
 // cache slot p iff mask[t*(n_past+T) + p]; NULL means causal (all n_past slots, and the new tokens up
-// to itself). One mechanism for prefill, decode and tree verification. Fills act.taps and act.hidden
-// for all T rows, and act.logits for all T rows if all_logits, else only the last row (in row 0).
+// to itself). One mechanism for prefill, decode and tree verification. Inputs are host memory. Fills
+// host.features and host.hidden for all T rows, and host.logits for all T rows if all_logits, else only
+// the last row (in row 0).
 void target_forward(Target* target, const int* tokens, const int* positions, const uint8_t* mask,
                     int T, int n_past, int all_logits);
+// Feeds n tokens at cache slots (and positions) [n_past, n_past + n) in chunks of at most max_tokens.
+// Leaves the logits of the last token in host.logits row 0. When features / hidden (host) are not NULL,
+// they receive every token's features g (n, 3C) and final hidden state h (n, C).
+void target_prefill(Target* target, const int* tokens, int n, int n_past, float* features, float* hidden);
+// Keeps only the accepted path in the cache: slot slots[i] (host) moves to slot destination + i.
+void target_compact(Target* target, const int* slots, int n, int destination);
 
 // Tiny models with seeded random weights and a small byte-level BPE tokenizer (tests, experiments).
 typedef struct {
@@ -440,19 +639,13 @@ typedef struct {
 } TinyModelSpec;
 int tiny_model_write(const char* path, const TinyModelSpec* spec, Error* err);
 
-// matmul with the fast path: OpenBLAS sgemm when built with it and enabled, else matmul_forward_cpu.
-void matmul_forward(float* out, const float* inp, const float* weight, int T, int C, int OC);
-// matmul_backward_cpu with the same fast path (sgemm accumulating into dinp and dweight).
-void matmul_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
-                     int T, int C, int OC);
-
-// The target on its device: one forward entry point (engine_forward), CPU reference or CUDA.
-typedef struct TargetCuda TargetCuda; // declared always so CPU-only code can hold a NULL pointer
-typedef struct DraftCuda DraftCuda;
-typedef struct {
-    Target* target;
-    TargetCuda* cuda;   // NULL: the CPU reference path
-} Engine;
+// Model-file helpers shared by the target and the draft (target.c).
+// An integer hyperparameter that must lie in [lo, hi].
+int model_read_config_int(const GGUFFile* file, const char* key, int lo, int hi, int* out, Error* err);
+// The tensor named name, checked to have shape (rows, cols) (cols == 1: a vector of rows).
+const GGUFTensor* model_find_tensor(const GGUFFile* file, const char* name, int rows, int cols, Error* err);
+// The (T, n_past + T) attention mask of one call: the caller's mask when given, else causal.
+void build_attention_mask(uint8_t* out, const uint8_t* mask, int T, int n_past);
 
 // ----------------------------------------------------------------------------
 // draft model: EAGLE-3 style head over the target's tapped hidden states (draft.c)
@@ -510,16 +703,24 @@ typedef struct {
     size_t n_elements;
 } DraftTensorInfo;
 
+// The activations of the draft layer on the backend, for up to max_tokens rows with masks over up to
+// mask_columns slots. Serving has one (Draft.act); the trainer one per unrolled step.
+enum { DRAFT_NUM_ACTIVATIONS = 20 };
 typedef struct {
     int max_tokens;         // T capacity
-    float* hidden_in;       // (T, C) u
+    int mask_columns;       // columns of mask
+    int* tokens;            // (T) target ids x whose embedding is e
+    int* positions;         // (T) RoPE positions
+    uint8_t* mask;          // (T, mask_columns) used as (T, P)
+    float* features;        // (T, 3C) g, the input of fc
+    float* u;               // (T, C) u: fc(g), or the previous step's out
     float* embed;           // (T, C) e
     float* attn_in;         // (T, 2C) concat(RMSNorm_e(e), RMSNorm_u(u))
     float* q;               // (T, QD)
     float* k;               // (T, KVD)
     float* v;               // (T, KVD)
     float* attn_out;        // (T, QD)
-    float* proj;            // (T, C)
+    float* proj;            // (T, C) output of wo or w_down (also scratch for each half of attn_in)
     float* h;               // (T, C) residual stream after attention
     float* h_norm;          // (T, C)
     float* ffn_gate;        // (T, F)
@@ -528,26 +729,42 @@ typedef struct {
     float* out;             // (T, C) layer output: the next draft step's u
     float* out_norm;        // (T, C)
     float* logits;          // (T, V_d)
-    uint8_t* mask;          // (T, S)
+    ActivationInfo table[DRAFT_NUM_ACTIVATIONS]; // the buffers above, by name
 } DraftActivations;
+void draft_activations_alloc(DraftActivations* a, const Backend* backend, const DraftConfig* c, int max_tokens,
+                             int mask_columns);
+void draft_activations_free(DraftActivations* a, const Backend* backend);
+
+// What a draft call builds on the host and hands back (host memory; the activation buffers themselves
+// on a host-memory backend).
+typedef struct {
+    uint8_t* mask;          // (T, S) the call's mask, built here and uploaded
+    float* out;             // (T, C) the layer outputs (the next step's u), downloaded after every call
+    float* logits;          // (T, V_d)
+} DraftHost;
 
 typedef struct {
     DraftConfig config;
-    DraftWeights weights;
-    float* weight_arena;
+    DraftWeights weights;       // host: the weights as initialised, loaded, trained, saved and published
+    float* weight_arena;        // host; weights point into it (or into a published copy: draft_use_weights)
     size_t n_weight_floats;
     DraftTensorInfo tensors[DRAFT_NUM_TENSORS];
     int32_t* d2t;               // (V_d) draft id -> target id
     int32_t* t2d;               // (V) target id -> draft id, or -1 when the token is outside the draft vocabulary
-    const float* target_embedding; // (V, C) the target's token embedding (frozen, not owned)
+    const Backend* backend;     // the target's: the draft reads the target's embedding table there
+    Matrix target_embedding;    // (V, C) the target's token embedding on the backend (frozen, not owned)
+    DraftWeights device_weights; // what the backend computes with: the host weights themselves on a
+                                 // host-memory backend, else pointers into device_arena
+    float* device_arena;        // (n_weight_floats) backend memory; NULL on a host-memory backend
     int cache_capacity;         // S
-    float* key_cache;           // (S, KVD)
+    float* key_cache;           // (S, KVD) backend memory
     float* value_cache;         // (S, KVD)
     DraftActivations act;
+    DraftHost host;
 } Draft;
 
-// A fresh draft for a target: same width, heads and FFN width as the target's layers, a draft
-// vocabulary of vocab_size ids (vocab_size = V allowed), weights seeded from seed. The draft
+// A fresh draft for a target (on its backend): same width, heads and FFN width as the target's layers,
+// a draft vocabulary of vocab_size ids (vocab_size = V allowed), weights seeded from seed. The draft
 // vocabulary is given by d2t (vocab_size distinct target ids); NULL means the vocab_size lowest ids.
 void draft_init_random(Draft* draft, const Target* target, int vocab_size, const int32_t* d2t, uint64_t seed);
 // Warm start (optional): LM head and final norm from the target, fc passing the deepest tap through.
@@ -556,16 +773,35 @@ void draft_init_from_target(Draft* draft, const Target* target);
 int draft_save(const Draft* draft, const char* path, Error* err);
 // Loads a checkpoint and checks it fits the target (width, vocabulary); errors name the file and key.
 int draft_load(Draft* draft, const char* path, const Target* target, Error* err);
-// Allocates the KV cache and activations (call after init or load).
+// A copy of a draft's host weights and vocabulary (no serving state, no backend weights): what the
+// trainer trains and the flywheel publishes.
+void draft_copy_weights(Draft* copy, const Draft* source);
+// Points the host weights into arena (laid out by the tensor table: the draft's own, or a published
+// copy) and brings the backend's weights up to date (draft_upload_weights). A hot swap is this call.
+void draft_use_weights(Draft* draft, float* arena);
+// Makes device_weights match the host weights: on a host-memory backend they ARE the host weights (no
+// copy); otherwise the bound host arena is uploaded into device_arena (allocated on first use). Call
+// after the host weights change.
+void draft_upload_weights(Draft* draft);
+// Allocates the KV cache and activations on the backend (call after init or load).
 void draft_alloc_state(Draft* draft, int cache_capacity, int max_tokens);
 void draft_free(Draft* draft);
-// u = fc(g): hidden (T, C) from features (T, 3C).
-void draft_project_features(Draft* draft, float* hidden, const float* features, int T);
-// Runs the draft layer over T inputs: tokens (T) are target ids (their embedding is e), hidden (T, C)
-// is u. Keys/values go to cache slots [n_past, n_past + T); positions (T) are RoPE positions; mask is
-// (T, n_past + T) as for target_forward (NULL: causal). Fills act.out (T, C) and act.logits (T, V_d).
-void draft_forward(Draft* draft, const int* tokens, const float* hidden, const int* positions,
+// u = fc(g): u (T, C) from features (T, 3C), both host memory; T <= act.max_tokens.
+void draft_project_features(Draft* draft, float* u, const float* features, int T);
+// Runs the draft layer over T inputs: tokens (T) are target ids (their embedding is e), u (T, C) the
+// hidden input. Keys/values go to cache slots [n_past, n_past + T); positions (T) are RoPE positions;
+// mask is (T, n_past + T) as for target_forward (NULL: causal). Inputs are host memory (u may be
+// host.out of the previous call). Fills host.out (T, C) and host.logits (T, V_d).
+void draft_forward(Draft* draft, const int* tokens, const float* u, const int* positions,
                    const uint8_t* mask, int T, int n_past);
+// The two halves of draft_forward on backend memory, shared by serving and the training unroll: the
+// decoder layer over T rows (tokens, u, positions, mask (T, n_past + T) and the weights w all backend
+// memory; keys/values into rows [n_past, n_past + T) of key_buffer / value_buffer; u is copied into
+// a->u first, so it may be the previous step's out), and the LM head logits = lm_head(RMSNorm_out(out)).
+void draft_layer_forward(const Draft* draft, const DraftWeights* w, DraftActivations* a, float* key_buffer,
+                         float* value_buffer, const int* tokens, const float* u, const int* positions,
+                         const uint8_t* mask, int T, int n_past);
+void draft_head_forward(const Draft* draft, const DraftWeights* w, float* logits, float* out_norm, const float* out, int T);
 
 // ----------------------------------------------------------------------------
 // speculative decoding (speculative.c): draft a tree, verify it in one target pass, accept losslessly
@@ -738,19 +974,20 @@ typedef struct {
     int n_prompt;
     int draft_version;  // the draft version that served it
     int* tokens;        // (n_tokens)
-    float* features;    // (n_committed, 3C) the target's taps g_t
+    float* features;    // (n_committed, 3C) g_t: the target's tapped residual streams, concatenated
     float* hidden;      // (n_committed, C) the target's final hidden state h_t
     int n_discard, discard_capacity;
     DiscardNode* discard;       // (n_discard)
-    float* discard_features;    // (n_discard, 3C) the taps at each node's parent
+    float* discard_features;    // (n_discard, 3C) g at each node's parent
     float* discard_hidden;      // (n_discard, C) the target's final hidden state at the node
     int dim;            // C
 } Record;
 
 Record* record_new(int dim);
 void record_free(Record* record);
-// Appends the rejected nodes of one verify pass. taps (N, 3C) and hidden (N, C) are the verify pass's.
-void record_add_verify_step(Record* record, const Tree* tree, const Acceptance* acceptance, const float* taps,
+// Appends the rejected nodes of one verify pass. features (N, 3C) and hidden (N, C) are the verify pass's
+// (target->host).
+void record_add_verify_step(Record* record, const Tree* tree, const Acceptance* acceptance, const float* features,
                             const float* hidden, int verify_step);
 // Copies the finished sequence into the record.
 void record_finish(Record* record, const int* tokens, int n_tokens, int n_committed, int n_prompt,
@@ -781,6 +1018,71 @@ float* weight_exchange_take(WeightExchange* exchange, int current_version, int* 
 long weight_exchange_skipped(WeightExchange* exchange);
 
 // ----------------------------------------------------------------------------
+// draft sources (speculative.c) and generation (generate.c)
+
+enum { MAX_SPEC_K = 8 };     // most children per expanded node (--spec-k)
+
+typedef struct CandidatePool CandidatePool; // private to speculative.c: the candidates of one tree
+typedef struct {
+    DraftKind kind;
+    TreeShape shape;
+    Draft* draft;               // DRAFT_EAGLE (on the target's backend)
+    int n_extended;             // DRAFT_EAGLE: sequence positions held in the draft cache
+    float* root_out;            // DRAFT_EAGLE: (C) the draft's layer output at the last extended position
+    float* root_logits;         // DRAFT_EAGLE: (V_d) its logits: the distribution of the root's children
+    float* expanded_out;        // DRAFT_EAGLE: (candidates, C) layer output of each expanded candidate
+    int lookup_max_ngram;       // DRAFT_LOOKUP: longest n-gram matched (default 3)
+    int draft_version;          // DRAFT_EAGLE: the version of the weights being served (recorded)
+    WeightExchange* exchange;   // DRAFT_EAGLE online: where newer weights are published (NULL: frozen)
+    int swaps;                  // weight versions switched to
+    double swap_seconds, swap_seconds_max; // time spent switching (rebinding, and uploading on a GPU)
+    CandidatePool* pool;        // the candidates of the tree being drafted
+    uint8_t* mask;              // scratch: (MAX_SPEC_K, cache slots)
+    float* u_batch;             // scratch: (max(T, MAX_SPEC_K), C) the draft's u for one call
+} DraftSource;
+
+// A sequence being generated: what the target has committed and what the draft reads.
+typedef struct {
+    int capacity;               // most tokens it can hold
+    int n_tokens;               // prompt + emitted
+    int n_committed;            // tokens whose keys/values (and features) the target holds
+    int* tokens;                // (capacity)
+    float* features;            // (capacity, 3C) g, the target's taps at each committed token
+    float* hidden;              // (capacity, C) the target's final hidden state at each committed token
+} Sequence;
+
+// A tree shape the drafters support (K, S, N in range); the message names the flag.
+int tree_shape_check(TreeShape shape, Error* err);
+// A draft source on the target's backend (draft: the EAGLE draft for DRAFT_EAGLE, else NULL).
+void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Draft* draft, Target* target);
+void draft_source_free(DraftSource* source);
+// Brings the draft up to date with the sequence (extends its cache over the committed positions, and
+// switches to newer published weights between verify passes).
+void draft_source_sync(DraftSource* source, const Sequence* sequence);
+// Proposes a tree rooted at the sequence's last token; slots_free: cache slots beyond the committed
+// prefix (when drafting would not fit, the tree is the root alone).
+void draft_source_propose(DraftSource* source, Target* target, const Sequence* sequence, Tree* tree, int slots_free);
+
+typedef struct {
+    int n_prompt, n_generated;
+    double prefill_seconds, decode_seconds;
+    int stopped_at_eos;
+} GenerateStats;
+
+typedef void (*TokenCallback)(void* context, int token);
+
+// Plain autoregressive generation: prefill the prompt, then one decode step per new token, until
+// max_new tokens, the end-of-sequence token, or a full cache. out_tokens: (max_new). Returns the count.
+int generate_plain(Target* target, const int* prompt, int n_prompt, int max_new, SamplerSettings settings,
+                   uint64_t seed, int* out_tokens, GenerateStats* stats, TokenCallback on_token, void* context);
+// Speculative generation: the same tokens as generate_plain when greedy, the same distribution when
+// sampling. record: when not NULL, receives what the trainer needs.
+int generate_speculative(Target* target, DraftSource* source, const int* prompt, int n_prompt, int max_new,
+                         SamplerSettings settings, uint64_t seed, int* out_tokens, SpecStats* stats,
+                         TokenCallback on_token, void* context, Record* record);
+void print_spec_stats(const SpecStats* stats, FILE* stream);
+
+// ----------------------------------------------------------------------------
 // training (trainer.c)
 
 enum { TTT_MAX_STEPS = 10 };
@@ -797,9 +1099,12 @@ typedef struct {
     int discard_top_k;      // rejected nodes per verify pass (0: all)
     LossKind discard_loss;  // LOSS_FORWARD_KL or LOSS_REVERSE_KL
     int max_positions;      // longest record trained on (longer ones keep their first max_positions)
+                            // (default TRAINER_DEFAULT_MAX_POSITIONS)
     int context_window;     // prompt positions kept before the first completion token (the rest of
                             // the prompt is dropped from training: it costs a full layer per step)
+                            // (default TRAINER_DEFAULT_CONTEXT_WINDOW)
 } TrainerSettings;
+enum { TRAINER_DEFAULT_MAX_POSITIONS = 1024, TRAINER_DEFAULT_CONTEXT_WINDOW = 64 };
 
 typedef struct {
     float loss;             // total (accepted + discard), batch mean
@@ -812,23 +1117,27 @@ typedef struct {
     int rejected;           // 1: non-finite loss or gradient, update skipped
 } TrainStats;
 
-// Per-step workspace of the unroll, sized by the longest record seen (grown on demand).
+// The unroll's workspace, sized by the longest record seen (grown on demand): backend buffers for the
+// forward and backward, host buffers for the bookkeeping uploaded each step.
 typedef struct {
     int capacity_rows;      // rows of step 0 (sequence columns + discard nodes)
     int capacity_keys;      // rows of all blocks together
-    DraftActivations act[TTT_MAX_STEPS];
+    int capacity_steps;     // unrolled steps with activations
+    // backend memory
+    DraftActivations act[TTT_MAX_STEPS]; // per step; act[k].mask (rows, keys) is step k's mask, act[0].features
+                                         // the step-0 inputs of fc: sequence taps, then discard parents' taps
     float* d_out[TTT_MAX_STEPS];    // (rows, C) gradient of each step's layer output
     float* key_buffer;      // (keys, KVD) blocks 0..L-1
     float* value_buffer;    // (keys, KVD)
     float* d_keys;          // (keys, KVD)
     float* d_values;        // (keys, KVD)
-    uint8_t* masks[TTT_MAX_STEPS];  // (rows, keys) each step's mask
-    float* features;        // (rows, 3C) step-0 inputs of fc: sequence taps, then discard parents' taps
     float* p_target;        // (rows, V_d) target distributions of the loss rows
+    float* gathered;        // (rows, C) target hidden states, then layer outputs, of the loss rows
     int* loss_rows;         // (rows) which rows of a step carry a loss
-    int* target_tokens;     // (rows) the token at each loss row (next-token loss, accuracy)
+    int* target_tokens;     // (rows) the token at each loss row (next-token loss)
     float* loss_weights;    // (rows)
     float* losses;          // (rows)
+    int* argmax;            // (2 rows) step-0 argmax of the draft's logits, then of the target's p
     float* d_logits;        // (rows, V_d)
     float* d_out_norm;      // (rows, C)
     float* d_h;             // (rows, C)
@@ -839,26 +1148,48 @@ typedef struct {
     float* d_attn_out;      // (rows, QD)
     float* d_q;             // (rows, QD)
     float* d_attn_in;       // (rows, 2C)
+    float* d_half;          // (rows, C) one half of d_attn_in, made contiguous
     float* d_u;             // (rows, C)
-    float* gathered;        // (rows, C) layer outputs of the loss rows
-    int* tokens;            // (rows)
-    int* positions;         // (rows)
+    // host memory: what is built here and uploaded, or downloaded and read here
+    float* host_rows;       // (rows, 3C) features, or target hidden states, staged for upload
+    uint8_t* host_mask;     // (rows, keys)
+    int* host_tokens;       // (rows)
+    int* host_positions;    // (rows)
+    int* host_loss_rows;    // (rows)
+    int* host_target_tokens; // (rows)
+    float* host_loss_weights; // (rows)
+    float* host_losses;     // (rows)
+    int* host_argmax;       // (2 rows)
     int* discard_used;      // (rows) indices of the record's discard nodes in use
     int* discard_row;       // (record's discard nodes) their row in step 0, or -1
 } TrainWorkspace;
 
 typedef struct {
     TrainerSettings settings;
-    Draft draft;            // the weights being trained (the trainer's own copy)
-    float* grads;           // (n_weight_floats) same layout as draft.weight_arena
+    const Backend* backend; // the target's: where the weights, gradients, moments and workspace live
+    Draft draft;            // the weights being trained (the trainer's own copy): draft.weight_arena on the
+                            // host (published, saved), draft.device_weights on the backend (the same
+                            // memory on a host-memory backend; downloaded after every applied step)
+    float* grads;           // (n_weight_floats) backend memory, same layout as draft.weight_arena
     DraftWeights grad;      // pointers into grads, one per weight
-    float* adam_m;          // (n_weight_floats)
+    float* adam_m;          // (n_weight_floats) backend memory
     float* adam_v;          // (n_weight_floats)
     int step;               // optimiser steps taken
     long rejected_updates;  // steps skipped for a non-finite loss or gradient
-    float* head_rows;       // (V_d, C) the target's LM head rows of the draft vocabulary (frozen)
+    float* head_rows;       // (V_d, C) backend memory: the target's LM head rows of the draft vocabulary (frozen)
     TrainWorkspace work;
 } Trainer;
+
+TrainerSettings trainer_default_settings(void);
+// The trainer's own copy of draft's weights, on target's backend (zero moments, step 0).
+void trainer_init(Trainer* trainer, const Draft* draft, const Target* target, TrainerSettings settings);
+void trainer_free(Trainer* trainer);
+// Forward and backward over the batch (the loss is the mean over records), then clipping, warm-up and
+// AdamW. A non-finite loss or gradient leaves the weights untouched and counts the rejection. Returns 0
+// if the update was applied, 1 if it was rejected; stats filled either way.
+int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainStats* stats);
+// The learning rate of the next step: linear warm-up from 0 over warmup_steps, then the setting.
+float trainer_learning_rate(const Trainer* trainer);
 
 // The unroll of one record: which columns (a context window before the completion, then the
 // completion), how many steps, how many discard rows, each step's rows and key-block offset.
@@ -997,88 +1328,6 @@ typedef struct {
     int n_positional;
     const char** positional;
 } Options;
-
-// ----------------------------------------------------------------------------
-// the CUDA twin (kernels.cu), present when built with USE_CUDA
-
-typedef struct TrainerCuda TrainerCuda; // declared always so CPU-only code can hold a NULL pointer
-
-#ifdef USE_CUDA
-#ifdef __cplusplus
-extern "C" {
-#endif
-int cuda_device_count(void);                 // 0 when no GPU (or no driver)
-const char* cuda_device_name(void);
-// ops: same name root and argument order as cpu_ref.c; every pointer is device memory
-void embedding_forward_cuda(float* out, const int* tokens, const float* table, int T, int C, int V);
-void rmsnorm_forward_cuda(float* out, const float* inp, const float* weight, int T, int C, float eps);
-void matmul_forward_cuda(float* out, const float* inp, const float* weight, int T, int C, int OC);
-void rope_forward_cuda(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta);
-void attention_forward_cuda(float* out, const float* q, const float* key_cache, const float* value_cache,
-                            const uint8_t* mask, int T, int P, int NH, int NKV, int HS);
-void swiglu_forward_cuda(float* out, const float* gate, const float* up, int N);
-void residual_forward_cuda(float* out, const float* inp1, const float* inp2, int N);
-void softmax_forward_cuda(float* probs, const float* logits, int T, int V);
-// source_slots is host memory (a handful of ints); the caches are device memory
-void kv_compact_cuda(float* key_cache, float* value_cache, const int* source_slots, int n, int destination,
-                     int L, int S, int KVD);
-// the whole target on the GPU: weights uploaded once, cache and activations on the device
-TargetCuda* target_cuda_create(const Target* target);
-void target_cuda_free(TargetCuda* target_cuda);
-float* target_cuda_key_cache(TargetCuda* target_cuda);    // (L, S, KVD) device memory
-float* target_cuda_value_cache(TargetCuda* target_cuda);  // (L, S, KVD) device memory
-// Same contract as target_forward; results (taps, hidden, logits, and layer_outputs if the host
-// activations have it) are copied back into target->act so callers read them in one place.
-void target_forward_cuda(TargetCuda* target_cuda, Target* target, const int* tokens, const int* positions,
-                         const uint8_t* mask, int T, int n_past, int all_logits);
-// the draft on the GPU, and acceptance reading device memory
-float* target_cuda_logits(TargetCuda* target_cuda);    // (T, V) device logits of the last forward call
-// Copies n host floats into a device staging buffer (grown as needed) and returns its device address.
-float* target_cuda_stage(TargetCuda* target_cuda, const float* host, size_t n);
-float* target_cuda_residual(TargetCuda* target_cuda);  // (V) device scratch for accept_sampling_cuda
-DraftCuda* draft_cuda_create(const Draft* draft);      // uploads weights and the target embedding once
-void draft_cuda_free(DraftCuda* draft_cuda);
-void draft_cuda_upload_weights(DraftCuda* draft_cuda, const Draft* draft); // after the host weights change
-// Same contracts as draft_project_features / draft_forward; host inputs, results copied back into
-// draft->act (out, logits) and hidden (host) so the drafting logic reads them in one place.
-void draft_project_features_cuda(DraftCuda* draft_cuda, Draft* draft, float* hidden, const float* features, int T);
-void draft_forward_cuda(DraftCuda* draft_cuda, Draft* draft, const int* tokens, const float* hidden, const int* positions,
-                        const uint8_t* mask, int T, int n_past);
-// Same contracts as accept_greedy / accept_sampling; target_logits, p_target and residual are device
-// memory, uniforms host memory.
-void accept_greedy_cuda(Acceptance* out, const Tree* tree, const float* target_logits, int V);
-void accept_sampling_cuda(Acceptance* out, const Tree* tree, const float* p_target, const float* uniforms, int V,
-                          float* residual);
-// backward passes and training ops: same contracts as cpu_ref.c's (gradients accumulate, NULL d-buffers
-// skipped, rope_backward assigns and may run in place); every pointer is device memory. Deterministic:
-// no atomics, every sum in a fixed order, so two runs agree bit for bit.
-void matmul_backward_cuda(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
-                          int T, int C, int OC);
-void rmsnorm_backward_cuda(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
-                           int T, int C, float eps);
-void rope_backward_cuda(float* dinp, const float* dout, const int* positions, int T, int n_heads, int HS, float theta);
-// keeps a device scratch of 2*T*NH*P floats between calls (grown on demand; one caller at a time)
-void attention_backward_cuda(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
-                             const float* keys, const float* values, const uint8_t* mask,
-                             int T, int P, int NH, int NKV, int HS);
-void swiglu_backward_cuda(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int N);
-void distribution_loss_cuda(float* losses, float* dlogits, const float* logits, const float* p_target,
-                            const int* target_tokens, const float* weights, int T, int V, LossKind kind);
-void adamw_update_cuda(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
-                       float beta1, float beta2, float eps, float weight_decay, int t);
-double sum_squares_cuda(const float* values, size_t N);   // values: device memory; the sum is returned to the host
-// The trainer on the GPU (trainer_step's algorithm, every tensor op on the device). create uploads the
-// trainer's draft weights, AdamW moments, frozen head rows and the target embedding; from then on the
-// TrainerCuda owns the weights, gradients and moments: drive the Trainer only through trainer_step_cuda.
-// trainer_step_cuda has trainer_step's contract (returns 0 if applied, 1 if rejected; stats filled;
-// trainer->step and rejected_updates counted) and copies the new weights into trainer->draft.weight_arena.
-TrainerCuda* trainer_cuda_create(const Trainer* trainer);
-int trainer_step_cuda(TrainerCuda* trainer_cuda, Trainer* trainer, Record* const* records, int n_records, TrainStats* stats);
-void trainer_cuda_free(TrainerCuda* trainer_cuda);
-#ifdef __cplusplus
-}
-#endif
-#endif
 
 #ifdef __cplusplus
 }

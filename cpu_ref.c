@@ -1,26 +1,42 @@
 /*
-cpu_ref.c: the CPU reference of every op in the forward pass.
+cpu_ref.c: the CPU reference of every op, and the reference backend table.
 
-What this file is: plain fp32 loops, one function per op, written to be read next to the math. It is the
-oracle for everything else: the OpenBLAS fast path and the CUDA kernels in kernels.cu (same name root
-with _cuda, same argument order) are tested against these functions. What it refuses to do: intrinsics,
-clever blocking, fused special cases. The only concession to speed is an OpenMP pragma on the outer loop
-of the two ops that dominate run time (matmul, attention); each output element is still computed by one
-thread in one fixed order, so results are identical with or without OpenMP.
+What this file is: plain fp32 loops, one function per op, written to be read next to the math: the
+forward ops, their backward passes, the training losses and AdamW, the small data-movement ops the
+orchestration needs (gathers, scatters, strided copies, argmax), the CPU memory ops, and the table that
+bundles them (backend_cpu_ref). It is the oracle for everything else: the OpenBLAS table (backends.c) and
+the CUDA kernels in kernels.cu (same name root with _cuda, same argument order) are tested against these
+functions (tests/test_backends.c). What it refuses to do: intrinsics, clever blocking, fused special
+cases, weights in any type but fp32 (a Matrix of another type is an internal error). The only concession
+to speed is an OpenMP pragma on the outer loop of the ops that dominate run time (matmul, attention);
+each output element is still computed by one thread in one fixed order, so results are identical with or
+without OpenMP.
 
 Arguments: outputs first, then inputs, then weights, then dimensions (see the legend in aurora.h).
 Every op tolerates out == inp where it says so.
 */
 #include "aurora.h"
 
+// The reference computes in fp32 only: a weight in another type reaching it is a program bug (the
+// reference backend's upload_matrix dequantises every matrix).
+static const float* matrix_expect_f32(Matrix matrix, const char* op) {
+    if (matrix.type != TYPE_F32) {
+        fprintf(stderr, "error: internal: %s received a %s matrix; the reference computes in fp32 only (upload "
+                "weights with the reference backend's upload_matrix, which dequantises)\n", op, tensor_type_name(matrix.type));
+        exit(EXIT_FAILURE);
+    }
+    return (const float*)matrix.data;
+}
+
 // ----------------------------------------------------------------------------
 // embedding: out[t] = table[tokens[t]]
 
-void embedding_forward_cpu(float* out, const int* tokens, const float* table, int T, int C, int V) {
-    // out: (T, C); tokens: (T), each in [0, V); table: (V, C)
-    (void)V; // token ids are validated by the caller (model_check_tokens), V documents the table shape
+void embedding_forward_cpu(float* out, const int* tokens, Matrix table, int T, int C, int V) {
+    // out: (T, C); tokens: (T), each in [0, V) (target_forward and draft_forward check them); table: (V, C)
+    (void)V; // V documents the table's shape
+    const float* rows = matrix_expect_f32(table, "embedding_forward_cpu");
     for (int t = 0; t < T; t++) {
-        memcpy(out + (size_t)t * C, table + (size_t)tokens[t] * C, (size_t)C * sizeof(float));
+        memcpy(out + (size_t)t * C, rows + (size_t)tokens[t] * C, (size_t)C * sizeof(float));
     }
 }
 
@@ -42,8 +58,9 @@ void rmsnorm_forward_cpu(float* out, const float* inp, const float* weight, int 
 // ----------------------------------------------------------------------------
 // matmul: out[t][o] = sum_c inp[t][c] * weight[o][c]       (no bias: Llama has none)
 
-void matmul_forward_cpu(float* out, const float* inp, const float* weight, int T, int C, int OC) {
+void matmul_forward_cpu(float* out, const float* inp, Matrix weight_matrix, int T, int C, int OC) {
     // out: (T, OC); inp: (T, C); weight: (OC, C)
+    const float* weight = matrix_expect_f32(weight_matrix, "matmul_forward_cpu");
     #pragma omp parallel for collapse(2)
     for (int t = 0; t < T; t++) {
         for (int o = 0; o < OC; o++) {
@@ -393,7 +410,6 @@ void swiglu_backward_cpu(float* dgate, float* dup, const float* dout, const floa
 // then strongly but finitely pushes q(v) towards 0. FORWARD_KL needs no clamp (p(v) = 0 terms vanish).
 // p_target may be NULL for NEXT_TOKEN, target_tokens may be NULL for the KL kinds, weights NULL means 1.
 
-#define REVERSE_KL_MIN_PROBABILITY 1e-30
 
 void distribution_loss_cpu(float* losses, float* dlogits, const float* logits, const float* p_target,
                            const int* target_tokens, const float* weights, int T, int V, LossKind kind) {
@@ -427,18 +443,10 @@ void distribution_loss_cpu(float* losses, float* dlogits, const float* logits, c
         if (dlogits == NULL) { continue; }
         double row_weight = weights != NULL ? weights[t] : 1.0;
         float* dz = dlogits + (size_t)t * V;
+        int target_token = kind == LOSS_NEXT_TOKEN ? target_tokens[t] : -1;
         for (int j = 0; j < V; j++) {
             double log_q = (double)z[j] - log_normaliser;
-            double q = exp(log_q);
-            double gradient;
-            if (kind == LOSS_FORWARD_KL) {
-                gradient = q * sum_p - p[j];
-            } else if (kind == LOSS_REVERSE_KL) {
-                gradient = q * (log_q - log(fmax((double)p[j], REVERSE_KL_MIN_PROBABILITY)) - loss);
-            } else {
-                gradient = q - (j == target_tokens[t] ? 1.0 : 0.0);
-            }
-            dz[j] += (float)(row_weight * gradient);
+            dz[j] += (float)(row_weight * distribution_loss_gradient(kind, log_q, p, j, sum_p, loss, target_token));
         }
     }
 }
@@ -473,3 +481,76 @@ double sum_squares_cpu(const float* values, size_t N) {
     for (size_t i = 0; i < N; i++) { sum += (double)values[i] * values[i]; }
     return sum;
 }
+
+// ============================================================================
+// Data movement: the small ops the orchestration needs so that no host loop touches backend memory.
+
+// gather: out row i = source row rows[i]
+void gather_rows_cpu(float* out, const float* source, const int* rows, int n, int C) {
+    // out: (n, C); source: (any, C); rows: (n)
+    for (int i = 0; i < n; i++) { memcpy(out + (size_t)i * C, source + (size_t)rows[i] * C, (size_t)C * sizeof(float)); }
+}
+
+// scatter-add: destination row rows[i] += source row i (the rows are distinct)
+void scatter_add_rows_cpu(float* destination, const float* source, const int* rows, int n, int C) {
+    // destination: (any, C); source: (n, C); rows: (n)
+    for (int i = 0; i < n; i++) {
+        float* row = destination + (size_t)rows[i] * C;
+        const float* add = source + (size_t)i * C;
+        for (int c = 0; c < C; c++) { row[c] += add[c]; }
+    }
+}
+
+// values *= factor
+void scale_cpu(float* values, float factor, size_t N) {
+    for (size_t i = 0; i < N; i++) { values[i] *= factor; }
+}
+
+// A block of columns: out[t * out_stride + c] = inp[t * inp_stride + c], c < width (no overlap)
+void copy_strided_cpu(float* out, const float* inp, int T, int width, int out_stride, int inp_stride) {
+    for (int t = 0; t < T; t++) {
+        memcpy(out + (size_t)t * out_stride, inp + (size_t)t * inp_stride, (size_t)width * sizeof(float));
+    }
+}
+
+// The argmax of each row, exactly sample_argmax (sampling.c): ties to the lowest index; a NaN never wins,
+// except that a NaN at index 0 stays the answer (nothing compares greater than it)
+void argmax_rows_cpu(int* out, const float* values, int T, int V) {
+    // out: (T); values: (T, V)
+    for (int t = 0; t < T; t++) { out[t] = sample_argmax(values + (size_t)t * V, V); }
+}
+
+// ============================================================================
+// The reference backend: host memory, every op above, every matrix dequantised to fp32 at upload.
+
+void* cpu_alloc(size_t bytes) { return callocCheck(bytes > 0 ? bytes : 1, 1); }
+void cpu_free(void* pointer) { free(pointer); }
+// upload, download and copy are one memcpy on the CPU; a buffer aliased to itself is left alone
+void cpu_copy(void* destination, const void* source, size_t bytes) {
+    if (destination != source && bytes > 0) { memcpy(destination, source, bytes); }
+}
+void cpu_zero(void* destination, size_t bytes) { memset(destination, 0, bytes); }
+
+Matrix cpu_upload_matrix_f32(const void* gguf_data, int gguf_type, int rows, int cols) {
+    size_t n = (size_t)rows * cols;
+    float* values = mallocCheck((n > 0 ? n : 1) * sizeof(float));
+    dequantize_row(gguf_type, gguf_data, values, (int64_t)n); // the rows are whole blocks: one call does them all
+    return matrix_f32(values);
+}
+void cpu_free_matrix(Matrix matrix) { free((void*)matrix.data); }
+
+const Backend backend_cpu_ref = {
+    .name = "cpu-ref", .device = "CPU", .host_memory = 1,
+    .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy, .copy = cpu_copy, .zero = cpu_zero,
+    .upload_matrix = cpu_upload_matrix_f32, .free_matrix = cpu_free_matrix,
+    .embedding_forward = embedding_forward_cpu, .rmsnorm_forward = rmsnorm_forward_cpu,
+    .matmul_forward = matmul_forward_cpu, .rope_forward = rope_forward_cpu,
+    .attention_forward = attention_forward_cpu, .swiglu_forward = swiglu_forward_cpu,
+    .residual_forward = residual_forward_cpu, .softmax_forward = softmax_forward_cpu, .kv_compact = kv_compact_cpu,
+    .matmul_backward = matmul_backward_cpu, .rmsnorm_backward = rmsnorm_backward_cpu,
+    .rope_backward = rope_backward_cpu, .attention_backward = attention_backward_cpu,
+    .swiglu_backward = swiglu_backward_cpu, .distribution_loss = distribution_loss_cpu,
+    .adamw_update = adamw_update_cpu, .sum_squares = sum_squares_cpu,
+    .gather_rows = gather_rows_cpu, .scatter_add_rows = scatter_add_rows_cpu, .scale = scale_cpu,
+    .copy_strided = copy_strided_cpu, .argmax_rows = argmax_rows_cpu,
+};

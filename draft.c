@@ -10,14 +10,17 @@ and the optimizer can all loop "for every tensor".
   draft_init_random       fresh seeded weights for a target (norms 1, matrices with variance 1/fan_in)
   draft_save / draft_load GGUF checkpoints: architecture "aurora-draft", aurora.draft.* keys, the d2t map
                           as an INT32 array, the 13 tensors in F32; loading checks the draft fits the target
-  draft_alloc_state       the key/value cache (one layer) and the per-call activations
+  draft_alloc_state       the key/value cache (one layer) and the per-call activations, on the backend
+  draft_use_weights       a hot swap: the host weights bound to another arena, the backend's brought along
   draft_project_features  u = fc(g)
   draft_forward           the layer over T inputs with explicit positions and a (T, n_past + T) mask,
                           then the LM head
 
-The forward is a sequence of calls to the reference ops in cpu_ref.c, matmuls through matmul_forward
-(the OpenBLAS fast path when built with it), like target_forward. This file is #included by aurora.c
-after target.c and uses its static helpers (build_attention_mask, read_config_int, target_load_tensor).
+The draft lives on its target's backend (it reads the target's embedding table there). Its weights are
+kept on the host (init, load, save, training and publishing work there) and, for the forward, on the
+backend (device_weights: the host weights themselves on a CPU backend). The forward is written once, a
+sequence of calls to the backend's ops, shared by serving (draft_forward) and the training unroll
+(trainer.c) through draft_layer_forward and draft_head_forward.
 */
 #include "aurora.h"
 
@@ -50,8 +53,7 @@ static void draft_build_tensor_table(Draft* draft) {
     }
 }
 
-// Points every weight into an arena laid out by the tensor table (the draft's own, or a published
-// copy: a hot swap is this rebinding).
+// Points every host weight into an arena laid out by the tensor table.
 static void draft_bind_arena(Draft* draft, float* arena) {
     float* cursor = arena;
     for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
@@ -122,6 +124,7 @@ void draft_init_random(Draft* draft, const Target* target, int vocab_size, const
         fprintf(stderr, "error: %s\n", err.message);
         exit(EXIT_FAILURE); // as above: a program bug
     }
+    draft->backend = target->backend;
     draft->target_embedding = target->weights.token_embedding;
     draft_alloc_weights(draft);
 
@@ -147,13 +150,17 @@ void draft_init_random(Draft* draft, const Target* target, int vocab_size, const
 void draft_init_from_target(Draft* draft, const Target* target) {
     const DraftConfig* c = &draft->config;
     int C = c->dim;
-    for (int i = 0; i < c->vocab_size; i++) {
-        memcpy(draft->weights.lm_head + (size_t)i * C, target->weights.output + (size_t)draft->d2t[i] * C, (size_t)C * sizeof(float));
+    // read from the model file, whatever the backend keeps: the rows of the draft vocabulary, the final norm
+    Error err;
+    if (target_read_rows(target, target_output_name(target), draft->d2t, c->vocab_size, draft->weights.lm_head, &err) != 0 ||
+        target_read_rows(target, "output_norm.weight", NULL, 1, draft->weights.output_norm, &err) != 0) {
+        fprintf(stderr, "error: internal: draft_init_from_target: %s\n", err.message);
+        exit(EXIT_FAILURE); // the target loaded these tensors: a program bug
     }
-    memcpy(draft->weights.output_norm, target->weights.output_norm, (size_t)C * sizeof(float));
-    // fc (C, 3C): u = the third tap (rows of the identity on the last C columns)
-    memset(draft->weights.fc, 0, (size_t)C * 3 * C * sizeof(float));
-    for (int i = 0; i < C; i++) { draft->weights.fc[(size_t)i * 3 * C + 2 * C + i] = 1.0f; }
+    // fc (C, 3C): u = the last tap (rows of the identity on the last C columns)
+    int last_tap = (TAP_LAYERS - 1) * C;
+    memset(draft->weights.fc, 0, (size_t)C * TAP_LAYERS * C * sizeof(float));
+    for (int i = 0; i < C; i++) { draft->weights.fc[(size_t)i * TAP_LAYERS * C + last_tap + i] = 1.0f; }
 }
 
 // ----------------------------------------------------------------------------
@@ -197,11 +204,11 @@ static int draft_read_config(DraftConfig* c, const GGUFFile* file, const Target*
     }
     free(architecture);
     if (!is_draft) { return -1; }
-    if (read_config_int(file, "aurora.draft.dim", 1, 1 << 16, &c->dim, err) ||
-        read_config_int(file, "aurora.draft.head_count", 1, 1024, &c->n_heads, err) ||
-        read_config_int(file, "aurora.draft.head_count_kv", 1, 1024, &c->n_kv_heads, err) ||
-        read_config_int(file, "aurora.draft.feed_forward_length", 1, 1 << 20, &c->ffn_dim, err) ||
-        read_config_int(file, "aurora.draft.target_vocab_size", 1, 1 << 24, &c->target_vocab_size, err)) {
+    if (model_read_config_int(file, "aurora.draft.dim", 1, 1 << 16, &c->dim, err) ||
+        model_read_config_int(file, "aurora.draft.head_count", 1, 1024, &c->n_heads, err) ||
+        model_read_config_int(file, "aurora.draft.head_count_kv", 1, 1024, &c->n_kv_heads, err) ||
+        model_read_config_int(file, "aurora.draft.feed_forward_length", 1, 1 << 20, &c->ffn_dim, err) ||
+        model_read_config_int(file, "aurora.draft.target_vocab_size", 1, 1 << 24, &c->target_vocab_size, err)) {
         return -1;
     }
     if (c->dim != tc->dim) {
@@ -212,7 +219,7 @@ static int draft_read_config(DraftConfig* c, const GGUFFile* file, const Target*
         return error_set(err, "%s: key 'aurora.draft.target_vocab_size' is %d, expected the target's vocabulary size %d",
                          file->path, c->target_vocab_size, tc->vocab_size);
     }
-    if (read_config_int(file, "aurora.draft.vocab_size", 1, tc->vocab_size, &c->vocab_size, err)) { return -1; }
+    if (model_read_config_int(file, "aurora.draft.vocab_size", 1, tc->vocab_size, &c->vocab_size, err)) { return -1; }
     if (c->dim % c->n_heads != 0 || c->n_heads % c->n_kv_heads != 0) {
         return error_set(err, "%s: aurora.draft.dim %d, aurora.draft.head_count %d, aurora.draft.head_count_kv %d: "
                          "expected the width to divide into heads and the heads into key/value groups",
@@ -258,8 +265,8 @@ int draft_load(Draft* draft, const char* path, const Target* target, Error* err)
     if (status != 0) { gguf_close(&file); draft_free(draft); return -1; }
 
     // Before allocating, every tensor must exist and hold as many elements as its shape says, so a
-    // malformed file cannot make us allocate more than it holds. target_load_tensor checks the exact
-    // shape (a transposed matrix has the right count) while copying.
+    // malformed file cannot make us allocate more than it holds. model_find_tensor checks the exact
+    // shape (a transposed matrix has the right count) before copying.
     draft_build_tensor_table(draft);
     for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
         const DraftTensorInfo* info = &draft->tensors[i];
@@ -275,57 +282,114 @@ int draft_load(Draft* draft, const char* path, const Target* target, Error* err)
     draft_alloc_weights(draft);
     for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
         const DraftTensorInfo* info = &draft->tensors[i];
-        if (target_load_tensor(&file, info->gguf_name, info->rows, info->cols, *info->data, err) != 0) {
+        const GGUFTensor* tensor = model_find_tensor(&file, info->gguf_name, info->rows, info->cols, err);
+        if (tensor == NULL) {
             gguf_close(&file);
             draft_free(draft);
             return -1;
         }
+        gguf_tensor_to_f32(tensor, *info->data);
     }
     gguf_close(&file);
+    draft->backend = target->backend;
     draft->target_embedding = target->weights.token_embedding;
     return 0;
 }
 
 // ----------------------------------------------------------------------------
-// draft model: state
+// draft model: weights on the backend, and a copy for the trainer
 
-// Activations for up to max_tokens rows with masks over up to mask_columns cache slots (training
-// reuses this for each unrolled step, so it is separate from the draft's own state).
-static void draft_activations_alloc(DraftActivations* a, const DraftConfig* c, int max_tokens, int mask_columns) {
-    size_t T = (size_t)max_tokens, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
-    size_t QD = (size_t)c->n_heads * c->head_size, KVD = (size_t)c->n_kv_heads * c->head_size;
-    a->max_tokens = max_tokens;
-    a->hidden_in = mallocCheck(T * C * sizeof(float));
-    a->embed = mallocCheck(T * C * sizeof(float));
-    a->attn_in = mallocCheck(T * 2 * C * sizeof(float));
-    a->q = mallocCheck(T * QD * sizeof(float));
-    a->k = mallocCheck(T * KVD * sizeof(float));
-    a->v = mallocCheck(T * KVD * sizeof(float));
-    a->attn_out = mallocCheck(T * QD * sizeof(float));
-    a->proj = mallocCheck(T * C * sizeof(float));
-    a->h = mallocCheck(T * C * sizeof(float));
-    a->h_norm = mallocCheck(T * C * sizeof(float));
-    a->ffn_gate = mallocCheck(T * F * sizeof(float));
-    a->ffn_up = mallocCheck(T * F * sizeof(float));
-    a->ffn_hidden = mallocCheck(T * F * sizeof(float));
-    a->out = mallocCheck(T * C * sizeof(float));
-    a->out_norm = mallocCheck(T * C * sizeof(float));
-    a->logits = mallocCheck(T * c->vocab_size * sizeof(float));
-    a->mask = mallocCheck(T * (size_t)mask_columns);
+void draft_upload_weights(Draft* draft) {
+    const Backend* b = draft->backend;
+    if (b->host_memory) { draft->device_weights = draft->weights; return; } // the host weights themselves
+    if (draft->device_arena == NULL) { draft->device_arena = b->alloc(draft->n_weight_floats * sizeof(float)); }
+    // the host weights may be bound to another arena (a published copy): the table's first entry is its start
+    const float* bound_arena = *draft->tensors[0].data;
+    b->upload(draft->device_arena, bound_arena, draft->n_weight_floats * sizeof(float));
+    float** device_pointers = (float**)&draft->device_weights; // DraftWeights is all float*, in table order
+    const float* cursor = draft->device_arena;
+    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+        device_pointers[i] = (float*)cursor;
+        cursor += draft->tensors[i].n_elements;
+    }
 }
 
-static void draft_activations_free(DraftActivations* a) {
-    float* buffers[] = {a->hidden_in, a->embed, a->attn_in, a->q, a->k, a->v, a->attn_out, a->proj, a->h, a->h_norm,
-                        a->ffn_gate, a->ffn_up, a->ffn_hidden, a->out, a->out_norm, a->logits};
-    for (size_t i = 0; i < sizeof(buffers) / sizeof(buffers[0]); i++) { free(buffers[i]); }
-    free(a->mask);
+void draft_use_weights(Draft* draft, float* arena) {
+    draft_bind_arena(draft, arena);
+    draft_upload_weights(draft);
+}
+
+void draft_copy_weights(Draft* copy, const Draft* source) {
+    memset(copy, 0, sizeof(*copy));
+    copy->config = source->config;
+    copy->n_weight_floats = source->n_weight_floats;
+    copy->weight_arena = mallocCheck(source->n_weight_floats * sizeof(float));
+    memcpy(copy->weight_arena, *source->tensors[0].data, source->n_weight_floats * sizeof(float)); // the bound arena
+    draft_build_tensor_table(copy);
+    draft_bind_arena(copy, copy->weight_arena);
+    int V_d = source->config.vocab_size, V = source->config.target_vocab_size;
+    copy->d2t = mallocCheck((size_t)V_d * sizeof(int32_t));
+    memcpy(copy->d2t, source->d2t, (size_t)V_d * sizeof(int32_t));
+    copy->t2d = mallocCheck((size_t)V * sizeof(int32_t));
+    memcpy(copy->t2d, source->t2d, (size_t)V * sizeof(int32_t));
+    copy->backend = source->backend;
+    copy->target_embedding = source->target_embedding;
+}
+
+// ----------------------------------------------------------------------------
+// draft model: state
+
+void draft_activations_alloc(DraftActivations* a, const Backend* backend, const DraftConfig* c, int max_tokens,
+                             int mask_columns) {
+    size_t T = (size_t)max_tokens, C = (size_t)c->dim, F = (size_t)c->ffn_dim, V_d = (size_t)c->vocab_size;
+    size_t QD = (size_t)c->n_heads * c->head_size, KVD = (size_t)c->n_kv_heads * c->head_size;
+    a->max_tokens = max_tokens;
+    a->mask_columns = mask_columns;
+    ActivationInfo table[DRAFT_NUM_ACTIVATIONS] = {
+        {"tokens",     ELEMENT_I32, T, 1,                       (void**)&a->tokens},
+        {"positions",  ELEMENT_I32, T, 1,                       (void**)&a->positions},
+        {"mask",       ELEMENT_U8,  T, (size_t)mask_columns,    (void**)&a->mask},
+        {"features",   ELEMENT_F32, T, TAP_LAYERS * C,          (void**)&a->features},
+        {"u",          ELEMENT_F32, T, C,                       (void**)&a->u},
+        {"embed",      ELEMENT_F32, T, C,                       (void**)&a->embed},
+        {"attn_in",    ELEMENT_F32, T, 2 * C,                   (void**)&a->attn_in},
+        {"q",          ELEMENT_F32, T, QD,                      (void**)&a->q},
+        {"k",          ELEMENT_F32, T, KVD,                     (void**)&a->k},
+        {"v",          ELEMENT_F32, T, KVD,                     (void**)&a->v},
+        {"attn_out",   ELEMENT_F32, T, QD,                      (void**)&a->attn_out},
+        {"proj",       ELEMENT_F32, T, C,                       (void**)&a->proj},
+        {"h",          ELEMENT_F32, T, C,                       (void**)&a->h},
+        {"h_norm",     ELEMENT_F32, T, C,                       (void**)&a->h_norm},
+        {"ffn_gate",   ELEMENT_F32, T, F,                       (void**)&a->ffn_gate},
+        {"ffn_up",     ELEMENT_F32, T, F,                       (void**)&a->ffn_up},
+        {"ffn_hidden", ELEMENT_F32, T, F,                       (void**)&a->ffn_hidden},
+        {"out",        ELEMENT_F32, T, C,                       (void**)&a->out},
+        {"out_norm",   ELEMENT_F32, T, C,                       (void**)&a->out_norm},
+        {"logits",     ELEMENT_F32, T, V_d,                     (void**)&a->logits},
+    };
+    for (int i = 0; i < DRAFT_NUM_ACTIVATIONS; i++) {
+        a->table[i] = table[i];
+        *table[i].data = backend->alloc(table[i].rows * table[i].cols * element_size(table[i].kind));
+    }
+}
+
+void draft_activations_free(DraftActivations* a, const Backend* backend) {
+    if (a->max_tokens > 0) {
+        for (int i = 0; i < DRAFT_NUM_ACTIVATIONS; i++) { backend->free(*a->table[i].data); }
+    }
     memset(a, 0, sizeof(*a));
 }
 
 static void draft_free_state(Draft* draft) {
-    draft_activations_free(&draft->act);
-    free(draft->key_cache);
-    free(draft->value_cache);
+    if (draft->cache_capacity == 0) { return; }
+    const Backend* b = draft->backend;
+    backend_free_host_buffer(b, draft->host.mask);
+    backend_free_host_buffer(b, draft->host.out);
+    backend_free_host_buffer(b, draft->host.logits);
+    memset(&draft->host, 0, sizeof(draft->host));
+    draft_activations_free(&draft->act, b);
+    b->free(draft->key_cache);
+    b->free(draft->value_cache);
     draft->key_cache = NULL;
     draft->value_cache = NULL;
     draft->cache_capacity = 0;
@@ -333,21 +397,28 @@ static void draft_free_state(Draft* draft) {
 
 void draft_alloc_state(Draft* draft, int cache_capacity, int max_tokens) {
     DraftConfig* c = &draft->config;
-    if (cache_capacity < 1) {
-        fprintf(stderr, "error: draft_alloc_state: cache capacity %d, expected at least 1 slot\n", cache_capacity);
+    if (cache_capacity < 1 || draft->backend == NULL) {
+        fprintf(stderr, "error: draft_alloc_state: cache capacity %d (expected at least 1 slot), backend %s (expected the "
+                "target's, from draft_init_random or draft_load)\n", cache_capacity, draft->backend ? draft->backend->name : "none");
         exit(EXIT_FAILURE); // a program bug
     }
     draft_free_state(draft); // calling it again resizes
     if (max_tokens <= 0 || max_tokens > cache_capacity) { max_tokens = cache_capacity; }
-    size_t KVD = (size_t)c->n_kv_heads * c->head_size;
+    const Backend* b = draft->backend;
+    size_t KVD = (size_t)c->n_kv_heads * c->head_size, T = (size_t)max_tokens;
     draft->cache_capacity = cache_capacity;
-    draft->key_cache = callocCheck((size_t)cache_capacity * KVD, sizeof(float));
-    draft->value_cache = callocCheck((size_t)cache_capacity * KVD, sizeof(float));
-    draft_activations_alloc(&draft->act, c, max_tokens, cache_capacity);
+    draft->key_cache = b->alloc((size_t)cache_capacity * KVD * sizeof(float));
+    draft->value_cache = b->alloc((size_t)cache_capacity * KVD * sizeof(float));
+    draft_activations_alloc(&draft->act, b, c, max_tokens, cache_capacity);
+    draft->host.mask = backend_host_buffer(b, draft->act.mask, T * cache_capacity);
+    draft->host.out = backend_host_buffer(b, draft->act.out, T * c->dim * sizeof(float));
+    draft->host.logits = backend_host_buffer(b, draft->act.logits, T * c->vocab_size * sizeof(float));
+    draft_upload_weights(draft);
 }
 
 void draft_free(Draft* draft) {
     draft_free_state(draft);
+    if (draft->device_arena != NULL) { draft->backend->free(draft->device_arena); }
     free(draft->weight_arena);
     free(draft->d2t);
     free(draft->t2d);
@@ -355,69 +426,82 @@ void draft_free(Draft* draft) {
 }
 
 // ----------------------------------------------------------------------------
-// draft model: forward
+// draft model: forward, written once on the backend's ops
 
-void draft_project_features(Draft* draft, float* hidden, const float* features, int T) {
-    // hidden: (T, C); features: (T, 3C); fc: (C, 3C)
-    int C = draft->config.dim;
-    matmul_forward(hidden, features, draft->weights.fc, T, 3 * C, C);
-}
-
-// The decoder layer over T rows, up to the layer output act.out (the next step's u). Keys and values
-// of the rows go to key_buffer / value_buffer rows [n_past, n_past + T); mask (T, n_past + T) is the
-// full mask. The serving forward and the training unroll (trainer.c) both run exactly this.
-static void draft_layer_forward(const Draft* draft, DraftActivations* a, float* key_buffer, float* value_buffer,
-                                const int* tokens, const float* hidden, const int* positions, const uint8_t* mask,
-                                int T, int n_past) {
+// The decoder layer over T rows, up to the layer output a->out (the next step's u). Every pointer is
+// backend memory: w the backend's weights, tokens / positions / mask the call's (mask (T, n_past + T),
+// the full mask), u the hidden input (copied into a->u first, so it may be the previous step's out).
+// Keys and values of the rows go to key_buffer / value_buffer rows [n_past, n_past + T). The serving
+// forward and the training unroll (trainer.c) both run exactly this.
+void draft_layer_forward(const Draft* draft, const DraftWeights* w, DraftActivations* a, float* key_buffer,
+                         float* value_buffer, const int* tokens, const float* u, const int* positions,
+                         const uint8_t* mask, int T, int n_past) {
+    const Backend* b = draft->backend;
     const DraftConfig* c = &draft->config;
-    const DraftWeights* w = &draft->weights;
     int C = c->dim, NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_size, F = c->ffn_dim;
     int V = c->target_vocab_size, QD = NH * HS, KVD = NKV * HS, P = n_past + T;
 
-    // inputs: u is copied first, so hidden may be act.out of the previous call (a draft step);
-    // e_t is the target's embedding of tokens[t]
-    if (hidden != a->hidden_in) { memcpy(a->hidden_in, hidden, (size_t)T * C * sizeof(float)); }
-    embedding_forward_cpu(a->embed, tokens, draft->target_embedding, T, C, V);
-    // attn_in row t = [RMSNorm_e(e_t), RMSNorm_u(u_t)]: each norm writes its half of the row
-    for (int t = 0; t < T; t++) {
-        float* row = a->attn_in + (size_t)t * 2 * C;
-        rmsnorm_forward_cpu(row, a->embed + (size_t)t * C, w->embed_norm, 1, C, c->norm_eps);
-        rmsnorm_forward_cpu(row + C, a->hidden_in + (size_t)t * C, w->hidden_norm, 1, C, c->norm_eps);
-    }
+    // inputs: u, and e_t, the target's embedding of tokens[t]
+    b->copy(a->u, u, (size_t)T * C * sizeof(float));
+    b->embedding_forward(a->embed, tokens, draft->target_embedding, T, C, V);
+    // attn_in row t = [RMSNorm_e(e_t), RMSNorm_u(u_t)]: each norm over all rows into proj (free until the
+    // output projection below), then copied into its half of attn_in
+    b->rmsnorm_forward(a->proj, a->embed, w->embed_norm, T, C, c->norm_eps);
+    b->copy_strided(a->attn_in, a->proj, T, C, 2 * C, C);
+    b->rmsnorm_forward(a->proj, a->u, w->hidden_norm, T, C, c->norm_eps);
+    b->copy_strided(a->attn_in + C, a->proj, T, C, 2 * C, C);
 
     // attention block: h = u + wo(attention(rope(wq a_in), rope(wk a_in), wv a_in))
-    matmul_forward(a->q, a->attn_in, w->wq, T, 2 * C, QD);
-    matmul_forward(a->k, a->attn_in, w->wk, T, 2 * C, KVD);
-    matmul_forward(a->v, a->attn_in, w->wv, T, 2 * C, KVD);
-    rope_forward_cpu(a->q, a->q, positions, T, NH, HS, c->rope_theta);
-    rope_forward_cpu(a->k, a->k, positions, T, NKV, HS, c->rope_theta);
-    memcpy(key_buffer + (size_t)n_past * KVD, a->k, (size_t)T * KVD * sizeof(float));
-    memcpy(value_buffer + (size_t)n_past * KVD, a->v, (size_t)T * KVD * sizeof(float));
-    attention_forward_cpu(a->attn_out, a->q, key_buffer, value_buffer, mask, T, P, NH, NKV, HS);
-    matmul_forward(a->proj, a->attn_out, w->wo, T, QD, C);
-    residual_forward_cpu(a->h, a->hidden_in, a->proj, T * C);
+    b->matmul_forward(a->q, a->attn_in, matrix_f32(w->wq), T, 2 * C, QD);
+    b->matmul_forward(a->k, a->attn_in, matrix_f32(w->wk), T, 2 * C, KVD);
+    b->matmul_forward(a->v, a->attn_in, matrix_f32(w->wv), T, 2 * C, KVD);
+    b->rope_forward(a->q, a->q, positions, T, NH, HS, c->rope_theta);
+    b->rope_forward(a->k, a->k, positions, T, NKV, HS, c->rope_theta);
+    b->copy(key_buffer + (size_t)n_past * KVD, a->k, (size_t)T * KVD * sizeof(float));
+    b->copy(value_buffer + (size_t)n_past * KVD, a->v, (size_t)T * KVD * sizeof(float));
+    b->attention_forward(a->attn_out, a->q, key_buffer, value_buffer, mask, T, P, NH, NKV, HS);
+    b->matmul_forward(a->proj, a->attn_out, matrix_f32(w->wo), T, QD, C);
+    b->residual_forward(a->h, a->u, a->proj, T * C);
 
     // MLP block: out = h + w_down(silu(w_gate n) * w_up n), n = RMSNorm_ffn(h)
-    rmsnorm_forward_cpu(a->h_norm, a->h, w->ffn_norm, T, C, c->norm_eps);
-    matmul_forward(a->ffn_gate, a->h_norm, w->w_gate, T, C, F);
-    matmul_forward(a->ffn_up, a->h_norm, w->w_up, T, C, F);
-    swiglu_forward_cpu(a->ffn_hidden, a->ffn_gate, a->ffn_up, T * F);
-    matmul_forward(a->proj, a->ffn_hidden, w->w_down, T, F, C);
-    residual_forward_cpu(a->out, a->h, a->proj, T * C);
+    b->rmsnorm_forward(a->h_norm, a->h, w->ffn_norm, T, C, c->norm_eps);
+    b->matmul_forward(a->ffn_gate, a->h_norm, matrix_f32(w->w_gate), T, C, F);
+    b->matmul_forward(a->ffn_up, a->h_norm, matrix_f32(w->w_up), T, C, F);
+    b->swiglu_forward(a->ffn_hidden, a->ffn_gate, a->ffn_up, T * F);
+    b->matmul_forward(a->proj, a->ffn_hidden, matrix_f32(w->w_down), T, F, C);
+    b->residual_forward(a->out, a->h, a->proj, T * C);
 }
 
 // The LM head over the draft vocabulary: logits (T, V_d) = lm_head(RMSNorm_out(out)); out_norm (T, C).
-static void draft_head_forward(const Draft* draft, float* logits, float* out_norm, const float* out, int T) {
+// Backend memory, as draft_layer_forward.
+void draft_head_forward(const Draft* draft, const DraftWeights* w, float* logits, float* out_norm, const float* out, int T) {
+    const Backend* b = draft->backend;
     const DraftConfig* c = &draft->config;
-    rmsnorm_forward_cpu(out_norm, out, draft->weights.output_norm, T, c->dim, c->norm_eps);
-    matmul_forward(logits, out_norm, draft->weights.lm_head, T, c->dim, c->vocab_size);
+    b->rmsnorm_forward(out_norm, out, w->output_norm, T, c->dim, c->norm_eps);
+    b->matmul_forward(logits, out_norm, matrix_f32(w->lm_head), T, c->dim, c->vocab_size);
 }
 
-void draft_forward(Draft* draft, const int* tokens, const float* hidden, const int* positions,
-                   const uint8_t* mask, int T, int n_past) {
+void draft_project_features(Draft* draft, float* u, const float* features, int T) {
+    // u: (T, C) host; features: (T, 3C) host; fc: (C, 3C)
+    const Backend* b = draft->backend;
     DraftActivations* a = &draft->act;
-    int V = draft->config.target_vocab_size, S = draft->cache_capacity;
-    if (T < 1 || T > a->max_tokens || n_past < 0 || n_past + T > S) {
+    int C = draft->config.dim;
+    if (T < 1 || T > a->max_tokens) {
+        fprintf(stderr, "error: draft_project_features called with T=%d (max %d per call)\n", T, a->max_tokens);
+        exit(EXIT_FAILURE); // callers chunk their rows; reaching here is a program bug
+    }
+    b->upload(a->features, features, (size_t)T * TAP_LAYERS * C * sizeof(float));
+    b->matmul_forward(a->u, a->features, matrix_f32(draft->device_weights.fc), T, TAP_LAYERS * C, C);
+    b->download(u, a->u, (size_t)T * C * sizeof(float));
+}
+
+void draft_forward(Draft* draft, const int* tokens, const float* u, const int* positions,
+                   const uint8_t* mask, int T, int n_past) {
+    const Backend* b = draft->backend;
+    DraftActivations* a = &draft->act;
+    int C = draft->config.dim, V = draft->config.target_vocab_size, V_d = draft->config.vocab_size;
+    int S = draft->cache_capacity, P = n_past + T;
+    if (T < 1 || T > a->max_tokens || n_past < 0 || P > S) {
         fprintf(stderr, "error: draft_forward called with T=%d n_past=%d (max %d tokens per call, %d cache slots)\n",
                 T, n_past, a->max_tokens, S);
         exit(EXIT_FAILURE); // callers check these bounds first; reaching here is a program bug
@@ -428,7 +512,15 @@ void draft_forward(Draft* draft, const int* tokens, const float* hidden, const i
             exit(EXIT_FAILURE); // as above
         }
     }
-    build_attention_mask(a->mask, mask, T, n_past); // (T, P): the given mask, or causal when NULL
-    draft_layer_forward(draft, a, draft->key_cache, draft->value_cache, tokens, hidden, positions, a->mask, T, n_past);
-    draft_head_forward(draft, a->logits, a->out_norm, a->out, T);
+    // the call's inputs (u first: it may be host.out, which this call overwrites) and its (T, P) mask
+    b->upload(a->u, u, (size_t)T * C * sizeof(float));
+    b->upload(a->tokens, tokens, (size_t)T * sizeof(int));
+    b->upload(a->positions, positions, (size_t)T * sizeof(int));
+    build_attention_mask(draft->host.mask, mask, T, n_past);
+    b->upload(a->mask, draft->host.mask, (size_t)T * P);
+    draft_layer_forward(draft, &draft->device_weights, a, draft->key_cache, draft->value_cache, a->tokens, a->u,
+                        a->positions, a->mask, T, n_past);
+    draft_head_forward(draft, &draft->device_weights, a->logits, a->out_norm, a->out, T);
+    b->download(draft->host.out, a->out, (size_t)T * C * sizeof(float));
+    b->download(draft->host.logits, a->logits, (size_t)T * V_d * sizeof(float));
 }

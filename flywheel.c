@@ -20,8 +20,7 @@ A failing trainer (non-finite updates are rejected, not fatal) stops training an
 #include "aurora.h"
 
 typedef struct {
-    Trainer trainer;
-    TrainerCuda* trainer_cuda; // the trainer's steps on the GPU (NULL: the CPU reference)
+    Trainer trainer;        // on the target's backend
     RecordBuffer* records;
     WeightExchange* exchange;
     int sync_every;         // publish every this many optimiser steps (threaded mode)
@@ -74,10 +73,6 @@ static void flywheel_train_step(Flywheel* flywheel) {
     int n = flywheel->batch_requests < flywheel->pool_count ? flywheel->batch_requests : flywheel->pool_count;
     for (int i = 0; i < n; i++) { batch[i] = flywheel->pool[random_u32(&flywheel->pool_rng) % (uint32_t)flywheel->pool_count]; }
     TrainStats stats;
-#ifdef USE_CUDA
-    if (flywheel->trainer_cuda) { trainer_step_cuda(flywheel->trainer_cuda, &flywheel->trainer, batch, n, &stats); }
-    else
-#endif
     trainer_step(&flywheel->trainer, batch, n, &stats);
     int version = 0;
     if (flywheel->lockstep_every == 0 && flywheel->trainer.step % flywheel->sync_every == 0) {
@@ -111,14 +106,9 @@ static void flywheel_lockstep_round(Flywheel* flywheel) {
 
 static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target* target, TrainerSettings settings,
                            int buffer_capacity, int sync_every, int batch_requests, int lockstep_every,
-                           int pool_capacity, int steps_per_request, uint64_t seed, int use_cuda) {
+                           int pool_capacity, int steps_per_request, uint64_t seed) {
     memset(flywheel, 0, sizeof(*flywheel));
     trainer_init(&flywheel->trainer, draft, target, settings);
-#ifdef USE_CUDA
-    if (use_cuda) { flywheel->trainer_cuda = trainer_cuda_create(&flywheel->trainer); }
-#else
-    (void)use_cuda;
-#endif
     flywheel->records = record_buffer_new(buffer_capacity);
     flywheel->exchange = weight_exchange_new(draft->n_weight_floats);
     flywheel->sync_every = sync_every < 1 ? 1 : sync_every;
@@ -152,9 +142,6 @@ static void flywheel_free(Flywheel* flywheel) {
     for (int i = 0; i < flywheel->pool_count; i++) { record_free(flywheel->pool[i]); }
     free(flywheel->pool);
     weight_exchange_free(flywheel->exchange);
-#ifdef USE_CUDA
-    if (flywheel->trainer_cuda) { trainer_cuda_free(flywheel->trainer_cuda); }
-#endif
     trainer_free(&flywheel->trainer);
     pthread_mutex_destroy(&flywheel->stats_lock);
 }
@@ -315,7 +302,8 @@ static int replay_run(const Options* o) {
     Target target;
     Traffic traffic;
     int room = 0, status = 0;
-    if (target_load(&target, o->model_path, o->context, o->batch, &err) != 0) {
+    const Backend* backend = backend_by_name(o->use_cuda ? "cuda" : "cpu", &err);
+    if (backend == NULL || target_load(&target, o->model_path, backend, o->context, o->batch, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
         free(csv_path); free(summary_path); free(chart_path);
         return 1;
@@ -354,16 +342,12 @@ static int replay_run(const Options* o) {
         free(csv_path); free(summary_path); free(chart_path);
         return 1;
     }
-    Engine engine = {&target, NULL};
-#ifdef USE_CUDA
-    if (o->use_cuda) { engine.cuda = target_cuda_create(&target); }
-#endif
     DraftSource source;
-    draft_source_init(&source, no_draft ? DRAFT_NONE : DRAFT_EAGLE, o->shape, no_draft ? NULL : &draft, &engine);
+    draft_source_init(&source, no_draft ? DRAFT_NONE : DRAFT_EAGLE, o->shape, no_draft ? NULL : &draft, &target);
     Flywheel flywheel;
     if (online) {
         flywheel_start(&flywheel, &draft, &target, o->train, o->buffer_capacity, o->sync_every, o->batch_requests,
-                       o->lockstep_every, o->pool_capacity, o->steps_per_request, (uint64_t)o->seed, engine.cuda != NULL);
+                       o->lockstep_every, o->pool_capacity, o->steps_per_request, (uint64_t)o->seed);
         source.exchange = flywheel.exchange;
     }
 #ifdef _OPENMP
@@ -400,7 +384,7 @@ static int replay_run(const Options* o) {
         }
         Record* record = online ? record_new(target.config.dim) : NULL;
         SpecStats stats;
-        int n = generate_speculative(&engine, &source, prompt, n_prompt, o->max_new, o->sampling, (uint64_t)o->seed + (uint64_t)r,
+        int n = generate_speculative(&target, &source, prompt, n_prompt, o->max_new, o->sampling, (uint64_t)o->seed + (uint64_t)r,
                                      out, &stats, NULL, NULL, record);
         if (online) { record_buffer_push(flywheel.records, record); }
         float accepted = stats.verify_passes ? (float)stats.emitted / stats.verify_passes : 1.0f;
@@ -471,9 +455,6 @@ static int replay_run(const Options* o) {
     if (online) { flywheel_free(&flywheel); }
     draft_source_free(&source);
     if (!no_draft) { draft_free(&draft); }
-#ifdef USE_CUDA
-    if (engine.cuda) { target_cuda_free(engine.cuda); }
-#endif
     traffic_free(&traffic);
     target_free(&target);
     return status;
@@ -488,7 +469,7 @@ static int train_offline(const Options* o) {
     Error err;
     if (check_writable(o->out_path, 1, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     Target target;
-    if (target_load(&target, o->model_path, o->context, o->batch, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    if (target_load(&target, o->model_path, backend_cpu(), o->context, o->batch, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     Traffic traffic;
     if (traffic_load(&traffic, o->traffic_path, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
@@ -506,9 +487,8 @@ static int train_offline(const Options* o) {
     }
     traffic_order(&traffic, "mixed", (uint64_t)o->seed);
     int n_requests = o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
-    Engine engine = {&target, NULL};
     DraftSource source;
-    draft_source_init(&source, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, &engine);
+    draft_source_init(&source, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, &target);
     Record** records = callocCheck((size_t)n_requests, sizeof(Record*));
     int* prompt = mallocCheck((size_t)(room + 1) * sizeof(int));
     int* out = mallocCheck((size_t)(o->max_new + 1) * sizeof(int));
@@ -522,7 +502,7 @@ static int train_offline(const Options* o) {
         if (n_prompt < 0) { n_skipped++; continue; }
         Record* record = record_new(target.config.dim);
         SpecStats stats;
-        generate_speculative(&engine, &source, prompt, n_prompt, o->max_new, greedy, 0, out, &stats, NULL, NULL, record);
+        generate_speculative(&target, &source, prompt, n_prompt, o->max_new, greedy, 0, out, &stats, NULL, NULL, record);
         records[n_records++] = record;
         fprintf(stderr, "\rgenerating the target's outputs: %d/%d requests (%.0f s)", r + 1, n_requests, now_seconds() - start);
     }

@@ -1,22 +1,14 @@
 /*
 generate.c: the generation loops. Plain autoregressive decoding (one target step per token), and
-speculative decoding (draft a tree, verify it in one target pass, accept, compact the caches).
+speculative decoding (draft a tree, verify it in one target pass, accept, compact the caches). They run
+on whatever backend the target lives on and read only host memory (target->host, draft->host).
 */
 #include "aurora.h"
 
-typedef struct {
-    int n_prompt, n_generated;
-    double prefill_seconds, decode_seconds;
-    int stopped_at_eos;
-} GenerateStats;
-
-typedef void (*TokenCallback)(void* context, int token);
-
 // Plain autoregressive generation: prefill the prompt, then one decode step per new token, until
 // max_new tokens, the end-of-sequence token, or a full cache. out_tokens: (max_new). Returns the count.
-static int generate_plain(Engine* engine, const int* prompt, int n_prompt, int max_new, SamplerSettings settings,
-                          uint64_t seed, int* out_tokens, GenerateStats* stats, TokenCallback on_token, void* context) {
-    Target* target = engine->target;
+int generate_plain(Target* target, const int* prompt, int n_prompt, int max_new, SamplerSettings settings,
+                   uint64_t seed, int* out_tokens, GenerateStats* stats, TokenCallback on_token, void* context) {
     int V = target->config.vocab_size;
     int eos = target->has_tokenizer ? target->tokenizer.eos_id : -1;
     float* probs = mallocCheck((size_t)V * sizeof(float));
@@ -26,19 +18,19 @@ static int generate_plain(Engine* engine, const int* prompt, int n_prompt, int m
     stats->n_prompt = n_prompt;
 
     double start = now_seconds();
-    engine_prefill(engine, prompt, n_prompt, 0, NULL, NULL);
+    target_prefill(target, prompt, n_prompt, 0, NULL, NULL);
     stats->prefill_seconds = now_seconds() - start;
 
     start = now_seconds();
     int n_generated = 0;
     int position = n_prompt;
     while (n_generated < max_new) {
-        int token = sample_token(target->act.logits, V, settings, random_f32(&rng), probs, scratch);
+        int token = sample_token(target->host.logits, V, settings, random_f32(&rng), probs, scratch);
         out_tokens[n_generated++] = token;
         if (on_token) { on_token(context, token); }
         if (token == eos) { stats->stopped_at_eos = 1; break; }
         if (n_generated == max_new || position >= target->cache_capacity) { break; }
-        engine_forward(engine, &token, &position, NULL, 1, position, 0);
+        target_forward(target, &token, &position, NULL, 1, position, 0);
         position++;
     }
     stats->decode_seconds = now_seconds() - start;
@@ -68,36 +60,15 @@ static void sequence_free(Sequence* sequence) {
     memset(sequence, 0, sizeof(*sequence));
 }
 
-// Acceptance on the engine's device: greedy reads the verify pass's logits, sampling the target's
-// distributions p_target (N, V) (computed on the host from the same logits) and the pass's uniforms.
-static void engine_accept(Engine* engine, Acceptance* out, const Tree* tree, SamplerSettings settings,
-                          const float* p_target, const float* uniforms, float* residual) {
-    int V = engine->target->config.vocab_size;
-#ifdef USE_CUDA
-    if (engine->cuda) {
-        if (settings.temperature == 0.0f) {
-            accept_greedy_cuda(out, tree, target_cuda_logits(engine->cuda), V);
-        } else {
-            const float* p_target_device = target_cuda_stage(engine->cuda, p_target, (size_t)tree->n_nodes * V);
-            accept_sampling_cuda(out, tree, p_target_device, uniforms, V, target_cuda_residual(engine->cuda));
-        }
-        return;
-    }
-#endif
-    if (settings.temperature == 0.0f) { accept_greedy(out, tree, engine->target->act.logits, V); }
-    else { accept_sampling(out, tree, p_target, uniforms, V, residual); }
-}
-
 // Speculative generation: the same contract as generate_plain (same tokens for greedy; the same
 // distribution when sampling), faster when the draft source guesses well. Per step: the source drafts a
 // tree from the last token, the target verifies every node in one pass, acceptance keeps the longest
 // agreeing path plus a bonus token, the target cache keeps only that path, and the source catches up.
 // record: when not NULL, receives what the trainer needs (every verify pass's rejected nodes, then the
 // finished sequence).
-static int generate_speculative(Engine* engine, DraftSource* source, const int* prompt, int n_prompt, int max_new,
-                                SamplerSettings settings, uint64_t seed, int* out_tokens, SpecStats* stats,
-                                TokenCallback on_token, void* context, Record* record) {
-    Target* target = engine->target;
+int generate_speculative(Target* target, DraftSource* source, const int* prompt, int n_prompt, int max_new,
+                         SamplerSettings settings, uint64_t seed, int* out_tokens, SpecStats* stats,
+                         TokenCallback on_token, void* context, Record* record) {
     TargetConfig* c = &target->config;
     int V = c->vocab_size, C = c->dim, S = target->cache_capacity;
     int eos = target->has_tokenizer ? target->tokenizer.eos_id : -1;
@@ -122,9 +93,9 @@ static int generate_speculative(Engine* engine, DraftSource* source, const int* 
     Sequence sequence;
     sequence_init(&sequence, S + 1, C);
     memcpy(sequence.tokens, prompt, (size_t)n_prompt * sizeof(int));
-    engine_prefill(engine, prompt, n_prompt, 0, sequence.features, sequence.hidden);
+    target_prefill(target, prompt, n_prompt, 0, sequence.features, sequence.hidden);
     sequence.n_committed = n_prompt;
-    int first = sample_token(target->act.logits, V, settings, random_f32(&rng), p_target, scratch);
+    int first = sample_token(target->host.logits, V, settings, random_f32(&rng), p_target, scratch);
     sequence.tokens[n_prompt] = first;
     sequence.n_tokens = n_prompt + 1;
     int n_generated = 0;
@@ -140,30 +111,34 @@ static int generate_speculative(Engine* engine, DraftSource* source, const int* 
         // draft
         double t0 = now_seconds();
         draft_source_sync(source, &sequence);
-        draft_source_propose(source, engine, &sequence, &tree, S - sequence.n_committed);
+        draft_source_propose(source, target, &sequence, &tree, S - sequence.n_committed);
         double t1 = now_seconds();
         // verify: one pass over every node, each seeing the prefix, its ancestors and itself
         int N = tree.n_nodes, n_prefix = sequence.n_committed;
         tree_attention_mask(mask, &tree, n_prefix);
-        engine_forward(engine, tree.tokens, tree.positions, mask, N, n_prefix, 1);
-        if (settings.temperature != 0.0f) {
+        target_forward(target, tree.tokens, tree.positions, mask, N, n_prefix, 1);
+        // accept: a host function of the verify pass's logits (and, sampling, the pass's uniforms)
+        if (settings.temperature == 0.0f) {
+            accept_greedy(&acceptance, &tree, target->host.logits, V);
+        } else {
             for (int i = 0; i < N; i++) {
-                sampling_distribution(p_target + (size_t)i * V, target->act.logits + (size_t)i * V, V, settings, scratch);
+                sampling_distribution(p_target + (size_t)i * V, target->host.logits + (size_t)i * V, V, settings, scratch);
             }
             for (int i = 0; i < N; i++) { uniforms[i] = random_f32(&rng); } // N per pass, whatever the outcome
+            accept_sampling(&acceptance, &tree, p_target, uniforms, V, residual);
         }
-        engine_accept(engine, &acceptance, &tree, settings, p_target, uniforms, residual);
         // commit: the path's keys/values move to consecutive slots; its features join the sequence
         int n_path = acceptance.n_accepted + 1;
         int slots[TREE_MAX_DEPTH + 1];
         for (int i = 0; i < n_path; i++) {
             int node = acceptance.path[i];
             slots[i] = n_prefix + node;
-            memcpy(sequence.features + (size_t)(n_prefix + i) * 3 * C, target->act.taps + (size_t)node * 3 * C, (size_t)3 * C * sizeof(float));
-            memcpy(sequence.hidden + (size_t)(n_prefix + i) * C, target->act.hidden + (size_t)node * C, (size_t)C * sizeof(float));
+            memcpy(sequence.features + (size_t)(n_prefix + i) * TAP_LAYERS * C, target->host.features + (size_t)node * TAP_LAYERS * C,
+                   (size_t)TAP_LAYERS * C * sizeof(float));
+            memcpy(sequence.hidden + (size_t)(n_prefix + i) * C, target->host.hidden + (size_t)node * C, (size_t)C * sizeof(float));
         }
-        if (record) { record_add_verify_step(record, &tree, &acceptance, target->act.taps, target->act.hidden, stats->verify_passes); }
-        engine_compact(engine, slots, n_path, n_prefix);
+        if (record) { record_add_verify_step(record, &tree, &acceptance, target->host.features, target->host.hidden, stats->verify_passes); }
+        target_compact(target, slots, n_path, n_prefix);
         sequence.n_committed += n_path;
         double t2 = now_seconds();
         stats->draft_seconds += t1 - t0;
@@ -196,7 +171,7 @@ static int generate_speculative(Engine* engine, DraftSource* source, const int* 
     return n_generated;
 }
 
-static void print_spec_stats(const SpecStats* stats, FILE* stream) {
+void print_spec_stats(const SpecStats* stats, FILE* stream) {
     double passes = stats->verify_passes > 0 ? stats->verify_passes : 1;
     fprintf(stream, "speculative: %d verify passes, acceptance length %.3f (%d tokens emitted / %d passes), "
             "accept rate %.3f (%d of %d drafted nodes)\n", stats->verify_passes, stats->emitted / passes,

@@ -11,11 +11,13 @@ Contract:
     domain of the FIRST series changes (traffic replayed in "ordered" mode) a vertical dashed line is
     drawn, labelled with the domain that starts there; mixed traffic, whose domain changes at almost
     every request (more than 20 changes), gets no lines. Non-finite acceptance values are skipped.
-  - read_requests_csv reads the replay's requests.csv: the header must be exactly
-        request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version
-    and every row must have 8 comma-separated fields (domain is a bare word). Errors name the file,
-    the line and what was expected.
-  - command_plot_main is `aurora plot`: returns 0, or 1 after a one-line "error: ..." on stderr.
+  - read_requests_csv reads the replay's requests.csv (at most 64 MiB, a regular file): the header must be
+        request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version,status
+    (or the same without status, from older runs), every row has that many comma-separated fields, and
+    only rows whose status is "served" are measurements (skipped requests are left out). Errors name
+    the file, the line and what was expected.
+  - plot_runs is `aurora plot` (aurora.c parses its flags): returns 0, or 1 after a one-line "error: ...".
+  - every SVG is written atomically (a temporary file renamed over the target).
 */
 #include <errno.h>
 #include "aurora.h"

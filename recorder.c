@@ -46,7 +46,7 @@ static void record_reserve_discard(Record* record, int needed) {
     record->discard_capacity = capacity;
 }
 
-void record_add_verify_step(Record* record, const Tree* tree, const Acceptance* acceptance, const float* taps,
+void record_add_verify_step(Record* record, const Tree* tree, const Acceptance* acceptance, const float* features,
                             const float* hidden, int verify_step) {
     int N = tree->n_nodes, C = record->dim;
     uint8_t accepted[TREE_MAX_NODES] = {0};
@@ -65,7 +65,7 @@ void record_add_verify_step(Record* record, const Tree* tree, const Acceptance* 
         node->prefix_end = tree->root_position + n_accepted_ancestors;
         node->verify_step = verify_step;
         node->score = tree->scores[i];
-        memcpy(record->discard_features + (size_t)record->n_discard * 3 * C, taps + (size_t)parent * 3 * C, (size_t)3 * C * sizeof(float));
+        memcpy(record->discard_features + (size_t)record->n_discard * 3 * C, features + (size_t)parent * 3 * C, (size_t)3 * C * sizeof(float));
         memcpy(record->discard_hidden + (size_t)record->n_discard * C, hidden + (size_t)i * C, (size_t)C * sizeof(float));
         discard_index[i] = record->n_discard++;
     }

@@ -4,7 +4,7 @@ speculative.c: draft trees, their attention masks, lossless acceptance, and the 
 One speculative step, with its data:
 
     sequence:  x_0 ... x_{m-1} | x_m                 x_m: the root, decided but not yet run by the target
-    draft:     a tree of guesses for x_{m+1}, x_{m+2}, ... hanging from the root (tree_build)
+    draft:     a tree of guesses for x_{m+1}, x_{m+2}, ... hanging from the root (draft_source_propose)
     verify:    ONE target pass over the N tree nodes at positions m + depth, tree attention mask
     accept:    walk from the root while the target agrees (accept_greedy / accept_sampling), then the
                bonus token from the target's distribution at the last accepted node
@@ -12,8 +12,9 @@ One speculative step, with its data:
 
 Contracts:
   - tree_derive is the only place tree buffers are computed; everything reads them from the Tree.
-  - Acceptance functions are pure: inputs are the tree, the target's logits or distributions, and the
-    random numbers; they never draw randomness themselves (STYLE.md items 7, 8).
+  - Acceptance functions are pure host functions: inputs are the tree, the target's logits or
+    distributions (host memory, whatever backend computed them), and the random numbers; they never draw
+    randomness themselves (STYLE.md items 7, 8), so every backend decides identically.
   - A draft source only proposes. Whatever it proposes, the output equals what the target alone would
     produce (greedy: token for token; sampling: in distribution); only the speed depends on the draft.
 */
@@ -138,13 +139,15 @@ typedef struct {
     int slot;       // the drafter's cache slot once expanded, else -1
 } Candidate;
 
-enum { MAX_CANDIDATES = TREE_MAX_DEPTH * 64 + 64 };
-enum { MAX_SPEC_K = 8 };
+// Each depth adds at most K children to each of its K best candidates; the first depth K.
+enum { MAX_CANDIDATES = TREE_MAX_DEPTH * MAX_SPEC_K * MAX_SPEC_K + MAX_SPEC_K * MAX_SPEC_K };
+// Prompt lookup matches the last n tokens, n from this down to 1.
+enum { LOOKUP_MAX_NGRAM = 3 };
 
-typedef struct {
+struct CandidatePool {
     int n;
     Candidate items[MAX_CANDIDATES];
-} CandidatePool;
+};
 
 // The k most probable entries of logits (n), as (id, log-probability), best first, ties to the lowest
 // id (so that k = 1 is exactly sample_argmax). One pass, keeping a sorted list of the best k so far.
@@ -235,36 +238,7 @@ static void pool_to_tree(Tree* tree, const CandidatePool* pool, int root_token, 
 // ----------------------------------------------------------------------------
 // the draft sources
 
-typedef struct {
-    DraftKind kind;
-    TreeShape shape;
-    Draft* draft;               // DRAFT_EAGLE
-    DraftCuda* draft_cuda;      // DRAFT_EAGLE on a GPU (the engine's device); NULL: the CPU path
-    int n_extended;             // DRAFT_EAGLE: sequence positions held in the draft cache
-    float* root_hidden;         // DRAFT_EAGLE: (C) the draft's output at the last extended position
-    float* root_logits;         // DRAFT_EAGLE: (V_d) its logits: the distribution of the root's children
-    float* expanded_hidden;     // DRAFT_EAGLE: (MAX_CANDIDATES, C) output of each expanded candidate
-    int lookup_max_ngram;       // DRAFT_LOOKUP: longest n-gram matched (default 3)
-    int draft_version;          // DRAFT_EAGLE: the version of the weights being served (recorded)
-    WeightExchange* exchange;   // DRAFT_EAGLE online: where newer weights are published (NULL: frozen)
-    int swaps;                  // weight versions switched to
-    double swap_seconds, swap_seconds_max; // time spent switching (rebinding, and uploading on a GPU)
-    CandidatePool* pool;        // the candidates of the tree being drafted
-    uint8_t* mask;              // scratch: (MAX_SPEC_K, cache slots)
-    float* hidden_batch;        // scratch: (max(T, MAX_SPEC_K), C)
-} DraftSource;
-
-// A sequence being generated: what the target has committed and what the draft reads.
-typedef struct {
-    int capacity;               // most tokens it can hold
-    int n_tokens;               // prompt + emitted
-    int n_committed;            // tokens whose keys/values (and features) the target holds
-    int* tokens;                // (capacity)
-    float* features;            // (capacity, 3C) the target's taps at each committed token
-    float* hidden;              // (capacity, C) the target's final hidden state at each committed token
-} Sequence;
-
-static int tree_shape_check(TreeShape shape, Error* err) {
+int tree_shape_check(TreeShape shape, Error* err) {
     if (shape.k < 1 || shape.k > MAX_SPEC_K) { return error_set(err, "--spec-k is %d, expected 1..%d", shape.k, MAX_SPEC_K); }
     if (shape.depth < 1 || shape.depth > TREE_MAX_DEPTH) {
         return error_set(err, "--spec-depth is %d, expected 1..%d", shape.depth, TREE_MAX_DEPTH);
@@ -282,64 +256,40 @@ static int draft_source_slots_needed(const DraftSource* source) {
     return expanded > source->shape.nodes ? expanded : source->shape.nodes;
 }
 
-static void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Draft* draft, Engine* engine) {
-    const Target* target = engine->target;
+void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Draft* draft, Target* target) {
     memset(source, 0, sizeof(*source));
     source->kind = kind;
     source->shape = kind == DRAFT_LOOKUP ? (TreeShape){1, shape.depth, shape.depth + 1 < shape.nodes ? shape.depth + 1 : shape.nodes} : shape;
     source->draft = draft;
-    source->lookup_max_ngram = 3;
+    source->lookup_max_ngram = LOOKUP_MAX_NGRAM;
     source->pool = mallocCheck(sizeof(CandidatePool));
     int C = target->config.dim;
     source->mask = mallocCheck((size_t)MAX_SPEC_K * (target->cache_capacity + TREE_MAX_NODES * MAX_SPEC_K));
     int rows = target->act.max_tokens > MAX_SPEC_K ? target->act.max_tokens : MAX_SPEC_K;
-    source->hidden_batch = mallocCheck((size_t)rows * C * sizeof(float));
+    source->u_batch = mallocCheck((size_t)rows * C * sizeof(float));
     if (kind == DRAFT_EAGLE) {
         // the draft's cache holds the committed sequence plus every candidate a proposal expands
         draft_alloc_state(draft, target->cache_capacity + MAX_SPEC_K * TREE_MAX_DEPTH, target->act.max_tokens);
-        source->root_hidden = mallocCheck((size_t)C * sizeof(float));
+        source->root_out = mallocCheck((size_t)C * sizeof(float));
         source->root_logits = mallocCheck((size_t)draft->config.vocab_size * sizeof(float));
-        source->expanded_hidden = mallocCheck((size_t)MAX_CANDIDATES * C * sizeof(float));
-#ifdef USE_CUDA
-        if (engine->cuda) { source->draft_cuda = draft_cuda_create(draft); }
-#endif
+        source->expanded_out = mallocCheck((size_t)MAX_CANDIDATES * C * sizeof(float));
     }
 }
 
-static void draft_source_free(DraftSource* source) {
-    free(source->root_hidden);
+void draft_source_free(DraftSource* source) {
+    free(source->root_out);
     free(source->root_logits);
-    free(source->expanded_hidden);
+    free(source->expanded_out);
     free(source->mask);
-    free(source->hidden_batch);
+    free(source->u_batch);
     free(source->pool);
-#ifdef USE_CUDA
-    if (source->draft_cuda) { draft_cuda_free(source->draft_cuda); }
-#endif
     memset(source, 0, sizeof(*source));
-}
-
-// The draft's two computations, on the engine's device. Inputs and outputs are host memory either way
-// (the CUDA path copies act.out and act.logits back), so the drafting logic above them is shared.
-static void source_project_features(DraftSource* source, float* hidden, const float* features, int T) {
-#ifdef USE_CUDA
-    if (source->draft_cuda) { draft_project_features_cuda(source->draft_cuda, source->draft, hidden, features, T); return; }
-#endif
-    draft_project_features(source->draft, hidden, features, T);
-}
-
-static void source_draft_forward(DraftSource* source, const int* tokens, const float* hidden, const int* positions,
-                                 const uint8_t* mask, int T, int n_past) {
-#ifdef USE_CUDA
-    if (source->draft_cuda) { draft_forward_cuda(source->draft_cuda, source->draft, tokens, hidden, positions, mask, T, n_past); return; }
-#endif
-    draft_forward(source->draft, tokens, hidden, positions, mask, T, n_past);
 }
 
 // Brings the draft up to date with the sequence: the EAGLE draft extends its cache over each committed
 // position t, pairing the target's features g_t with the next token x_{t+1}. The output at the last
 // committed position predicts the root's children. Called after every commit (and after the prefill).
-static void draft_source_sync(DraftSource* source, const Sequence* sequence) {
+void draft_source_sync(DraftSource* source, const Sequence* sequence) {
     if (source->kind != DRAFT_EAGLE) { return; }
     Draft* draft = source->draft;
     // hot swap: between verify passes, switch to the newest published weights. The request in flight
@@ -350,10 +300,7 @@ static void draft_source_sync(DraftSource* source, const Sequence* sequence) {
         int version;
         float* weights = weight_exchange_take(source->exchange, source->draft_version, &version);
         if (weights) {
-            draft_bind_arena(draft, weights);
-#ifdef USE_CUDA
-            if (source->draft_cuda) { draft_cuda_upload_weights(source->draft_cuda, draft); }
-#endif
+            draft_use_weights(draft, weights); // a rebinding on a CPU backend, an upload on a GPU
             source->draft_version = version;
             double elapsed = now_seconds() - start;
             source->swaps++;
@@ -369,11 +316,11 @@ static void draft_source_sync(DraftSource* source, const Sequence* sequence) {
         if (T > chunk) { T = chunk; }
         if (T > TREE_MAX_NODES) { T = TREE_MAX_NODES; }
         for (int t = 0; t < T; t++) { positions[t] = start + t; }
-        source_project_features(source, source->hidden_batch, sequence->features + (size_t)start * 3 * C, T);
-        source_draft_forward(source, sequence->tokens + start + 1, source->hidden_batch, positions, NULL, T, start);
+        draft_project_features(draft, source->u_batch, sequence->features + (size_t)start * TAP_LAYERS * C, T);
+        draft_forward(draft, sequence->tokens + start + 1, source->u_batch, positions, NULL, T, start);
         source->n_extended += T;
-        memcpy(source->root_hidden, draft->act.out + (size_t)(T - 1) * C, (size_t)C * sizeof(float));
-        memcpy(source->root_logits, draft->act.logits + (size_t)(T - 1) * draft->config.vocab_size,
+        memcpy(source->root_out, draft->host.out + (size_t)(T - 1) * C, (size_t)C * sizeof(float));
+        memcpy(source->root_logits, draft->host.logits + (size_t)(T - 1) * draft->config.vocab_size,
                (size_t)draft->config.vocab_size * sizeof(float));
     }
 }
@@ -395,7 +342,7 @@ static void expansion_mask(uint8_t* mask, const CandidatePool* pool, const int* 
 }
 
 // Runs the drafting model over a batch of candidates (all at one depth) and adds their top-K children.
-static void expand_candidates(DraftSource* source, Engine* engine, const Sequence* sequence, CandidatePool* pool,
+static void expand_candidates(DraftSource* source, Target* target, const Sequence* sequence, CandidatePool* pool,
                               const int* batch, int n_batch, int* n_slots_used) {
     int root_position = sequence->n_tokens - 1, n_prefix = sequence->n_committed, K = source->shape.k;
     int tokens[MAX_SPEC_K], positions[MAX_SPEC_K], ids[MAX_SPEC_K];
@@ -407,30 +354,28 @@ static void expand_candidates(DraftSource* source, Engine* engine, const Sequenc
         c->slot = first_slot + b;
     }
     if (source->kind == DRAFT_SELF) {
-        Target* target = engine->target;
         int V = target->config.vocab_size;
         for (int b = 0; b < n_batch; b++) { positions[b] = root_position + pool->items[batch[b]].depth; }
         expansion_mask(source->mask, pool, batch, n_batch, n_prefix, *n_slots_used, 1);
-        engine_forward(engine, tokens, positions, source->mask, n_batch, first_slot, 1);
+        target_forward(target, tokens, positions, source->mask, n_batch, first_slot, 1);
         for (int b = 0; b < n_batch; b++) {
-            int k = top_k_log_probs(ids, log_probs, target->act.logits + (size_t)b * V, V, K);
+            int k = top_k_log_probs(ids, log_probs, target->host.logits + (size_t)b * V, V, K);
             pool_add_children(pool, batch[b], ids, log_probs, k, NULL);
         }
-    } else { // DRAFT_EAGLE: u is the parent's output (the root's children read root_hidden)
+    } else { // DRAFT_EAGLE: u is the parent's output (the root's children read root_out)
         Draft* draft = source->draft;
         int C = draft->config.dim, Vd = draft->config.vocab_size;
         for (int b = 0; b < n_batch; b++) {
             const Candidate* c = &pool->items[batch[b]];
             positions[b] = root_position - 1 + c->depth;
-            const float* parent_hidden = c->parent < 0 ? source->root_hidden
-                                                       : source->expanded_hidden + (size_t)c->parent * C;
-            memcpy(source->hidden_batch + (size_t)b * C, parent_hidden, (size_t)C * sizeof(float));
+            const float* parent_out = c->parent < 0 ? source->root_out : source->expanded_out + (size_t)c->parent * C;
+            memcpy(source->u_batch + (size_t)b * C, parent_out, (size_t)C * sizeof(float));
         }
         expansion_mask(source->mask, pool, batch, n_batch, n_prefix, *n_slots_used, 0);
-        source_draft_forward(source, tokens, source->hidden_batch, positions, source->mask, n_batch, first_slot);
+        draft_forward(draft, tokens, source->u_batch, positions, source->mask, n_batch, first_slot);
         for (int b = 0; b < n_batch; b++) {
-            memcpy(source->expanded_hidden + (size_t)batch[b] * C, draft->act.out + (size_t)b * C, (size_t)C * sizeof(float));
-            int k = top_k_log_probs(ids, log_probs, draft->act.logits + (size_t)b * Vd, Vd, K);
+            memcpy(source->expanded_out + (size_t)batch[b] * C, draft->host.out + (size_t)b * C, (size_t)C * sizeof(float));
+            int k = top_k_log_probs(ids, log_probs, draft->host.logits + (size_t)b * Vd, Vd, K);
             pool_add_children(pool, batch[b], ids, log_probs, k, draft->d2t);
         }
     }
@@ -459,7 +404,7 @@ static void propose_lookup(DraftSource* source, const Sequence* sequence, Candid
 
 // Proposes a tree rooted at the sequence's last token. slots_free: cache slots available beyond the
 // committed prefix; when drafting would not fit, the tree is the root alone (a plain decode step).
-static void draft_source_propose(DraftSource* source, Engine* engine, const Sequence* sequence, Tree* tree, int slots_free) {
+void draft_source_propose(DraftSource* source, Target* target, const Sequence* sequence, Tree* tree, int slots_free) {
     CandidatePool* pool = source->pool;
     pool->n = 0;
     int root_token = sequence->tokens[sequence->n_tokens - 1], root_position = sequence->n_tokens - 1;
@@ -478,10 +423,9 @@ static void draft_source_propose(DraftSource* source, Engine* engine, const Sequ
                 int k = top_k_log_probs(ids, log_probs, source->root_logits, source->draft->config.vocab_size, shape.k);
                 pool_add_children(pool, -1, ids, log_probs, k, source->draft->d2t);
             } else { // DRAFT_SELF: run the root through the target (slot n_committed, as the verify pass will)
-                Target* target = engine->target;
-                engine_forward(engine, &root_token, &root_position, NULL, 1, sequence->n_committed, 1);
+                target_forward(target, &root_token, &root_position, NULL, 1, sequence->n_committed, 1);
                 n_slots_used = 1;
-                int k = top_k_log_probs(ids, log_probs, target->act.logits, target->config.vocab_size, shape.k);
+                int k = top_k_log_probs(ids, log_probs, target->host.logits, target->config.vocab_size, shape.k);
                 pool_add_children(pool, -1, ids, log_probs, k, NULL);
             }
             // depths 2..S: expand the K best of the newest depth
@@ -489,7 +433,7 @@ static void draft_source_propose(DraftSource* source, Engine* engine, const Sequ
                 int batch[MAX_SPEC_K];
                 int n_batch = pool_best_at_depth(pool, depth, shape.k, batch);
                 if (n_batch == 0) { break; }
-                expand_candidates(source, engine, sequence, pool, batch, n_batch, &n_slots_used);
+                expand_candidates(source, target, sequence, pool, batch, n_batch, &n_slots_used);
             }
         }
     }

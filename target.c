@@ -1,93 +1,36 @@
 /*
-target.c: the target model. Configuration and weights from GGUF (every tensor dequantised into one fp32
-arena, described by a tensor table), the forward pass over any set of new tokens with explicit positions
-and an attention mask, and tiny random models written with our GGUF writer.
+target.c: the target model on a backend. Configuration from GGUF, every weight uploaded to the backend
+(upload_matrix decides how the backend keeps a matrix: fp32, or the GGUF type in place), the forward
+pass over any set of new tokens with explicit positions and an attention mask, cache compaction, and tiny
+random models written with our GGUF writer.
 
-The forward is a sequence of calls to the reference ops in cpu_ref.c (matmuls through matmul_forward,
-which takes the OpenBLAS fast path when built with it); kernels.cu runs the same sequence on a GPU.
+The forward is written once: a sequence of calls to the backend's ops (cpu_ref.c's signatures), on
+weights, cache and activations in the backend's memory. The host uploads a call's tokens, positions and
+mask, and reads back the taps, hidden states and logits (target->host; on a CPU backend these are the
+activation buffers themselves). Both tables, weights and activations, name every tensor.
 */
 #include "aurora.h"
 
 // ----------------------------------------------------------------------------
-// fast paths: the reference op stays the definition; these are checked against it in tests
+// target model: configuration and tensor table
 
-static int use_blas = 1; // switched off by --no-blas (and absent without USE_BLAS)
-
-// Called once before any forward pass (target_load): with OpenMP, OpenBLAS runs single-threaded.
-static void blas_init(void) {
-#if defined(USE_BLAS) && defined(_OPENMP)
-    openblas_set_num_threads(1);
-#endif
-}
-
-#ifdef USE_BLAS
-// One threading system. OpenMP's idle workers spin after each parallel region, and OpenBLAS's own
-// threads would fight them for the cores (measured: decode at half speed on 2 cores). So with OpenMP,
-// OpenBLAS runs single-threaded and OpenMP splits the output columns between threads.
-static void matmul_forward_blas(float* out, const float* inp, const float* weight, int T, int C, int OC) {
-    int n_parts = 1;
-#ifdef _OPENMP
-    n_parts = omp_get_max_threads(); // OpenBLAS itself runs single-threaded: see blas_init
-    if (n_parts > OC) { n_parts = OC; }
-#endif
-    #pragma omp parallel for
-    for (int part = 0; part < n_parts; part++) {
-        int first = (int)((long)OC * part / n_parts), last = (int)((long)OC * (part + 1) / n_parts);
-        // out[:, first:last] (T, last-first) = inp (T, C) @ weight[first:last]^T (C, last-first)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, last - first, C,
-                    1.0f, inp, C, weight + (size_t)first * C, C, 0.0f, out + first, OC);
-    }
-}
-#endif
-
-// matmul_backward_cpu through OpenBLAS: dinp (T, C) += dout (T, OC) @ weight (OC, C) and
-// dweight (OC, C) += dout^T @ inp (T, C); NULL skips, as in the reference.
-void matmul_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
-                     int T, int C, int OC) {
-#ifdef USE_BLAS
-    if (use_blas) {
-        if (dinp) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
-        }
-        if (dweight) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, T, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
-        }
-        return;
-    }
-#endif
-    matmul_backward_cpu(dinp, dweight, dout, inp, weight, T, C, OC);
-}
-
-void matmul_forward(float* out, const float* inp, const float* weight, int T, int C, int OC) {
-#ifdef USE_BLAS
-    if (use_blas) { matmul_forward_blas(out, inp, weight, T, C, OC); return; }
-#else
-    (void)use_blas; // a build without OpenBLAS has only the reference
-#endif
-    matmul_forward_cpu(out, inp, weight, T, C, OC);
-}
-
-// ----------------------------------------------------------------------------
-// target model: configuration and weights from GGUF
-
-// Fills the tensor table from the config (shapes) and the weight struct (where each pointer lives).
+// Fills the tensor table from the config: names, shapes, and where each weight lives.
 static void target_build_tensor_table(Target* target) {
     TargetConfig* c = &target->config;
-    TargetWeights* w = &target->weights;
     int QD = c->n_heads * c->head_size, KVD = c->n_kv_heads * c->head_size;
     TargetTensorInfo table[TARGET_NUM_TENSORS] = {
-        {"token_embd.weight",       0, c->vocab_size, c->dim,     &w->token_embedding, 0, 1},
-        {"blk.%d.attn_norm.weight", 1, c->dim,        1,          &w->attn_norm,       0, 1},
-        {"blk.%d.attn_q.weight",    1, QD,            c->dim,     &w->wq,              0, 1},
-        {"blk.%d.attn_k.weight",    1, KVD,           c->dim,     &w->wk,              0, 1},
-        {"blk.%d.attn_v.weight",    1, KVD,           c->dim,     &w->wv,              0, 1},
-        {"blk.%d.attn_output.weight", 1, c->dim,      QD,         &w->wo,              0, 1},
-        {"blk.%d.ffn_norm.weight",  1, c->dim,        1,          &w->ffn_norm,        0, 1},
-        {"blk.%d.ffn_gate.weight",  1, c->ffn_dim,    c->dim,     &w->w_gate,          0, 1},
-        {"blk.%d.ffn_up.weight",    1, c->ffn_dim,    c->dim,     &w->w_up,            0, 1},
-        {"blk.%d.ffn_down.weight",  1, c->dim,        c->ffn_dim, &w->w_down,          0, 1},
-        {"output_norm.weight",      0, c->dim,        1,          &w->output_norm,     0, 1},
-        {"output.weight",           0, c->vocab_size, c->dim,     &w->output,          0, 0},
+        {"token_embd.weight",         0, c->vocab_size, c->dim,     offsetof(TargetWeights, token_embedding),   0, 1},
+        {"blk.%d.attn_norm.weight",   1, c->dim,        1,          offsetof(TargetLayerWeights, attn_norm),   0, 1},
+        {"blk.%d.attn_q.weight",      1, QD,            c->dim,     offsetof(TargetLayerWeights, wq),          0, 1},
+        {"blk.%d.attn_k.weight",      1, KVD,           c->dim,     offsetof(TargetLayerWeights, wk),          0, 1},
+        {"blk.%d.attn_v.weight",      1, KVD,           c->dim,     offsetof(TargetLayerWeights, wv),          0, 1},
+        {"blk.%d.attn_output.weight", 1, c->dim,        QD,         offsetof(TargetLayerWeights, wo),          0, 1},
+        {"blk.%d.ffn_norm.weight",    1, c->dim,        1,          offsetof(TargetLayerWeights, ffn_norm),    0, 1},
+        {"blk.%d.ffn_gate.weight",    1, c->ffn_dim,    c->dim,     offsetof(TargetLayerWeights, w_gate),      0, 1},
+        {"blk.%d.ffn_up.weight",      1, c->ffn_dim,    c->dim,     offsetof(TargetLayerWeights, w_up),        0, 1},
+        {"blk.%d.ffn_down.weight",    1, c->dim,        c->ffn_dim, offsetof(TargetLayerWeights, w_down),      0, 1},
+        {"output_norm.weight",        0, c->dim,        1,          offsetof(TargetWeights, output_norm),       0, 1},
+        {"output.weight",             0, c->vocab_size, c->dim,     offsetof(TargetWeights, output),            0, 0},
     };
     for (int i = 0; i < TARGET_NUM_TENSORS; i++) {
         table[i].n_elements = (size_t)table[i].rows * table[i].cols * (table[i].per_layer ? c->n_layers : 1);
@@ -95,8 +38,48 @@ static void target_build_tensor_table(Target* target) {
     }
 }
 
-// Reads an integer hyperparameter and checks it lies in [lo, hi].
-static int read_config_int(const GGUFFile* file, const char* key, int lo, int hi, int* out, Error* err) {
+// The table's last row is the LM head; when tied it is the embedding's Matrix, not a tensor of its own.
+static int target_is_tied_output(const Target* target, int i) {
+    return i == TARGET_NUM_TENSORS - 1 && target->config.tied_output;
+}
+
+void* target_tensor_field(Target* target, int i, int layer) {
+    const TargetTensorInfo* info = &target->tensors[i];
+    char* base = info->per_layer ? (char*)&target->weights.layers[layer] : (char*)&target->weights;
+    return base + info->offset;
+}
+
+void target_tensor_to_host(Target* target, int i, int layer, float* out) {
+    const TargetTensorInfo* info = &target->tensors[i];
+    void* field = target_tensor_field(target, i, layer);
+    if (info->cols == 1) {
+        target->backend->download(out, *(float**)field, (size_t)info->rows * sizeof(float));
+    } else {
+        matrix_to_host_f32(target->backend, *(Matrix*)field, info->rows, info->cols, out);
+    }
+}
+
+const char* target_output_name(const Target* target) {
+    return target->config.tied_output ? "token_embd.weight" : "output.weight";
+}
+
+int target_read_rows(const Target* target, const char* gguf_name, const int32_t* rows, int n, float* out, Error* err) {
+    const GGUFTensor* tensor = gguf_find_tensor(&target->file, gguf_name);
+    if (tensor == NULL) { return error_set(err, "%s: tensor '%s' is missing", target->file.path, gguf_name); }
+    int64_t cols = tensor->shape[0], n_rows = tensor->n_elements / cols;
+    size_t row_bytes = tensor_bytes(tensor->type, cols);
+    for (int r = 0; r < n; r++) {
+        int64_t row = rows != NULL ? rows[r] : r;
+        if (row < 0 || row >= n_rows) {
+            return error_set(err, "%s: row %lld of tensor '%s', expected a row in [0, %lld)", target->file.path,
+                             (long long)row, gguf_name, (long long)n_rows);
+        }
+        dequantize_row(tensor->type, (const uint8_t*)tensor->data + (size_t)row * row_bytes, out + (size_t)r * cols, cols);
+    }
+    return 0;
+}
+
+int model_read_config_int(const GGUFFile* file, const char* key, int lo, int hi, int* out, Error* err) {
     int64_t value;
     if (gguf_get_int(file, key, &value, err) != 0) { return -1; }
     if (value < lo || value > hi) {
@@ -117,16 +100,16 @@ static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err)
     }
     free(architecture);
     if (!is_llama) { return -1; }
-    if (read_config_int(file, "llama.embedding_length", 1, 1 << 16, &c->dim, err) ||
-        read_config_int(file, "llama.block_count", 1, 1024, &c->n_layers, err) ||
-        read_config_int(file, "llama.attention.head_count", 1, 1024, &c->n_heads, err) ||
-        read_config_int(file, "llama.feed_forward_length", 1, 1 << 20, &c->ffn_dim, err) ||
-        read_config_int(file, "llama.context_length", 1, 1 << 24, &c->context_length, err)) {
+    if (model_read_config_int(file, "llama.embedding_length", 1, 1 << 16, &c->dim, err) ||
+        model_read_config_int(file, "llama.block_count", 1, 1024, &c->n_layers, err) ||
+        model_read_config_int(file, "llama.attention.head_count", 1, 1024, &c->n_heads, err) ||
+        model_read_config_int(file, "llama.feed_forward_length", 1, 1 << 20, &c->ffn_dim, err) ||
+        model_read_config_int(file, "llama.context_length", 1, 1 << 24, &c->context_length, err)) {
         return -1;
     }
     c->n_kv_heads = c->n_heads; // absent key means plain multi-head attention
     if (gguf_find(file, "llama.attention.head_count_kv") &&
-        read_config_int(file, "llama.attention.head_count_kv", 1, c->n_heads, &c->n_kv_heads, err)) {
+        model_read_config_int(file, "llama.attention.head_count_kv", 1, c->n_heads, &c->n_kv_heads, err)) {
         return -1;
     }
     if (c->dim % c->n_heads != 0 || c->n_heads % c->n_kv_heads != 0) {
@@ -139,7 +122,7 @@ static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err)
     }
     if (gguf_find(file, "llama.rope.dimension_count")) {
         int rope_dims;
-        if (read_config_int(file, "llama.rope.dimension_count", 1, 1 << 16, &rope_dims, err)) { return -1; }
+        if (model_read_config_int(file, "llama.rope.dimension_count", 1, 1 << 16, &rope_dims, err)) { return -1; }
         if (rope_dims != c->head_size) {
             return error_set(err, "%s: llama.rope.dimension_count is %d, expected the head size %d (partial RoPE "
                              "is not supported)", file->path, rope_dims, c->head_size);
@@ -167,8 +150,8 @@ static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err)
     c->vocab_size = (int)embedding->shape[1];
     c->tied_output = gguf_find_tensor(file, "output.weight") == NULL;
     // Aurora taps layers 1, L/2-1 and L-4 (0-indexed); tiny models clamp into [0, L-1]
-    int defaults[3] = {1, c->n_layers / 2 - 1, c->n_layers - 4};
-    for (int i = 0; i < 3; i++) {
+    int defaults[TAP_LAYERS] = {1, c->n_layers / 2 - 1, c->n_layers - 4};
+    for (int i = 0; i < TAP_LAYERS; i++) {
         int layer = defaults[i];
         if (layer < 0) { layer = 0; }
         if (layer > c->n_layers - 1) { layer = c->n_layers - 1; }
@@ -177,83 +160,114 @@ static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err)
     return 0;
 }
 
-// Copies one GGUF tensor into the fp32 arena after checking its shape is (rows, cols).
-static int target_load_tensor(const GGUFFile* file, const char* name, int rows, int cols, float* destination, Error* err) {
+const GGUFTensor* model_find_tensor(const GGUFFile* file, const char* name, int rows, int cols, Error* err) {
     const GGUFTensor* tensor = gguf_find_tensor(file, name);
-    if (tensor == NULL) { return error_set(err, "%s: required tensor '%s' is missing", file->path, name); }
+    if (tensor == NULL) { error_set(err, "%s: required tensor '%s' is missing", file->path, name); return NULL; }
     int is_vector = cols == 1;
     int shape_ok = is_vector ? (tensor->n_dims == 1 && tensor->shape[0] == rows)
                              : (tensor->n_dims == 2 && tensor->shape[0] == cols && tensor->shape[1] == rows);
     if (!shape_ok) {
         if (is_vector) {
-            return error_set(err, "%s: tensor '%s' has %d dims [%lld, %lld], expected shape [%d]", file->path, name,
-                             tensor->n_dims, (long long)tensor->shape[0], (long long)tensor->shape[1], rows);
+            error_set(err, "%s: tensor '%s' has %d dims [%lld, %lld], expected shape [%d]", file->path, name,
+                      tensor->n_dims, (long long)tensor->shape[0], (long long)tensor->shape[1], rows);
+        } else {
+            error_set(err, "%s: tensor '%s' has %d dims [%lld, %lld], expected shape [%d, %d]", file->path, name,
+                      tensor->n_dims, (long long)tensor->shape[0], (long long)tensor->shape[1], cols, rows);
         }
-        return error_set(err, "%s: tensor '%s' has %d dims [%lld, %lld], expected shape [%d, %d]", file->path, name,
-                         tensor->n_dims, (long long)tensor->shape[0], (long long)tensor->shape[1], cols, rows);
+        return NULL;
     }
-    gguf_tensor_to_f32(tensor, destination);
-    return 0;
+    return tensor;
 }
+
+// ----------------------------------------------------------------------------
+// target model: activations on the backend, and what the host reads back
 
 static void target_alloc_activations(Target* target, int max_tokens) {
+    const Backend* b = target->backend;
     TargetConfig* c = &target->config;
     TargetActivations* a = &target->act;
-    size_t T = (size_t)max_tokens;
-    int QD = c->n_heads * c->head_size, KVD = c->n_kv_heads * c->head_size;
+    size_t T = (size_t)max_tokens, S = (size_t)target->cache_capacity, C = (size_t)c->dim;
+    size_t QD = (size_t)c->n_heads * c->head_size, KVD = (size_t)c->n_kv_heads * c->head_size;
+    size_t F = (size_t)c->ffn_dim, V = (size_t)c->vocab_size, L = (size_t)c->n_layers;
     a->max_tokens = max_tokens;
-    a->x = mallocCheck(T * c->dim * sizeof(float));
-    a->x_norm = mallocCheck(T * c->dim * sizeof(float));
-    a->q = mallocCheck(T * QD * sizeof(float));
-    a->k = mallocCheck(T * KVD * sizeof(float));
-    a->v = mallocCheck(T * KVD * sizeof(float));
-    a->attn_out = mallocCheck(T * QD * sizeof(float));
-    a->proj = mallocCheck(T * c->dim * sizeof(float));
-    a->ffn_gate = mallocCheck(T * c->ffn_dim * sizeof(float));
-    a->ffn_up = mallocCheck(T * c->ffn_dim * sizeof(float));
-    a->taps = mallocCheck(T * 3 * c->dim * sizeof(float));
-    a->hidden = mallocCheck(T * c->dim * sizeof(float));
-    a->logits = mallocCheck(T * c->vocab_size * sizeof(float));
-    a->mask = mallocCheck(T * target->cache_capacity);
-    a->layer_outputs = NULL;
+    ActivationInfo table[TARGET_NUM_ACTIVATIONS] = {
+        {"tokens",        ELEMENT_I32, T,     1,                     (void**)&a->tokens},
+        {"positions",     ELEMENT_I32, T,     1,                     (void**)&a->positions},
+        {"mask",          ELEMENT_U8,  T,     S,                     (void**)&a->mask},
+        {"slots",         ELEMENT_I32, TREE_MAX_DEPTH + 1, 1,        (void**)&a->slots},
+        {"x",             ELEMENT_F32, T,     C,                     (void**)&a->x},
+        {"x_norm",        ELEMENT_F32, T,     C,                     (void**)&a->x_norm},
+        {"q",             ELEMENT_F32, T,     QD,                    (void**)&a->q},
+        {"k",             ELEMENT_F32, T,     KVD,                   (void**)&a->k},
+        {"v",             ELEMENT_F32, T,     KVD,                   (void**)&a->v},
+        {"attn_out",      ELEMENT_F32, T,     QD,                    (void**)&a->attn_out},
+        {"proj",          ELEMENT_F32, T,     C,                     (void**)&a->proj},
+        {"ffn_gate",      ELEMENT_F32, T,     F,                     (void**)&a->ffn_gate},
+        {"ffn_up",        ELEMENT_F32, T,     F,                     (void**)&a->ffn_up},
+        {"features",      ELEMENT_F32, T,     TAP_LAYERS * C,        (void**)&a->features},
+        {"hidden",        ELEMENT_F32, T,     C,                     (void**)&a->hidden},
+        {"logits",        ELEMENT_F32, T,     V,                     (void**)&a->logits},
+        {"key_cache",     ELEMENT_F32, L * S, KVD,                   (void**)&target->key_cache},
+        {"value_cache",   ELEMENT_F32, L * S, KVD,                   (void**)&target->value_cache},
+        {"layer_outputs", ELEMENT_F32, L * T, C,                     (void**)&a->layer_outputs},
+    };
+    // every buffer but the last (layer_outputs: target_keep_layer_outputs), zeroed
+    for (int i = 0; i < TARGET_NUM_ACTIVATIONS; i++) {
+        a->table[i] = table[i];
+        if (i < TARGET_NUM_ACTIVATIONS - 1) { *table[i].data = b->alloc(table[i].rows * table[i].cols * element_size(table[i].kind)); }
+    }
+    target->host.mask = backend_host_buffer(b, a->mask, T * S);
+    target->host.features = backend_host_buffer(b, a->features, T * TAP_LAYERS * C * sizeof(float));
+    target->host.hidden = backend_host_buffer(b, a->hidden, T * C * sizeof(float));
+    target->host.logits = backend_host_buffer(b, a->logits, T * V * sizeof(float));
 }
 
-int target_load(Target* target, const char* path, int cache_capacity, int max_tokens, Error* err) {
+void target_keep_layer_outputs(Target* target) {
+    TargetActivations* a = &target->act;
+    if (a->layer_outputs != NULL) { return; }
+    const TargetConfig* c = &target->config;
+    a->layer_outputs = target->backend->alloc((size_t)c->n_layers * a->max_tokens * c->dim * sizeof(float));
+}
+
+// ----------------------------------------------------------------------------
+// target model: load, free
+
+int target_load(Target* target, const char* path, const Backend* backend, int cache_capacity, int max_tokens,
+                Error* err) {
     memset(target, 0, sizeof(*target));
-    blas_init();
+    target->backend = backend;
     GGUFFile* file = &target->file;
     if (gguf_open(file, path, err) != 0) { return -1; }
     TargetConfig* c = &target->config;
     if (target_read_config(c, file, err) != 0) { gguf_close(file); return -1; }
     target_build_tensor_table(target);
 
-    // one arena for every weight; the tied LM head is not stored twice
-    size_t total = 0;
+    // every weight onto the backend, checked against the table's shape first; the tied LM head is the
+    // embedding's Matrix, not a second copy
+    target->weights.layers = callocCheck((size_t)c->n_layers, sizeof(TargetLayerWeights));
     for (int i = 0; i < TARGET_NUM_TENSORS; i++) {
-        if (i == TARGET_NUM_TENSORS - 1 && c->tied_output) { continue; }
-        total += target->tensors[i].n_elements;
-    }
-    target->n_weight_floats = total;
-    target->weight_arena = mallocCheck(total * sizeof(float));
-    float* cursor = target->weight_arena;
-    for (int i = 0; i < TARGET_NUM_TENSORS; i++) {
-        TargetTensorInfo* info = &target->tensors[i];
-        if (i == TARGET_NUM_TENSORS - 1 && c->tied_output) {
-            *info->data = target->weights.token_embedding;
-            continue;
-        }
-        *info->data = cursor;
+        const TargetTensorInfo* info = &target->tensors[i];
+        if (target_is_tied_output(target, i)) { target->weights.output = target->weights.token_embedding; continue; }
         int copies = info->per_layer ? c->n_layers : 1;
         for (int layer = 0; layer < copies; layer++) {
             char name[128];
             snprintf(name, sizeof(name), info->gguf_name, layer);
-            float* destination = cursor + (size_t)layer * info->rows * info->cols;
-            if (target_load_tensor(file, name, info->rows, info->cols, destination, err) != 0) {
-                target_free(target);
-                return -1;
+            const GGUFTensor* tensor = model_find_tensor(file, name, info->rows, info->cols, err);
+            if (tensor == NULL) { target_free(target); return -1; }
+            void* field = target_tensor_field(target, i, layer);
+            if (info->cols == 1) { // a norm's weight: fp32 on every backend
+                size_t bytes = (size_t)info->rows * sizeof(float);
+                float* values = mallocCheck(bytes);
+                gguf_tensor_to_f32(tensor, values);
+                float* on_backend = backend->alloc(bytes);
+                backend->upload(on_backend, values, bytes);
+                free(values);
+                *(float**)field = on_backend;
+            } else {
+                *(Matrix*)field = backend->upload_matrix(tensor->data, tensor->type, info->rows, info->cols);
             }
         }
-        cursor += info->n_elements;
+        target->n_weight_floats += info->n_elements;
     }
 
     target->has_tokenizer = gguf_find(file, "tokenizer.ggml.tokens") != NULL;
@@ -269,22 +283,37 @@ int target_load(Target* target, const char* path, int cache_capacity, int max_to
         return -1;
     }
 
-    if (cache_capacity <= 0) { cache_capacity = c->context_length < 4096 ? c->context_length : 4096; }
+    if (cache_capacity <= 0) {
+        cache_capacity = c->context_length < TARGET_DEFAULT_CACHE_CAPACITY ? c->context_length : TARGET_DEFAULT_CACHE_CAPACITY;
+    }
     if (max_tokens <= 0 || max_tokens > cache_capacity) { max_tokens = cache_capacity; }
     target->cache_capacity = cache_capacity;
-    size_t cache_floats = (size_t)c->n_layers * cache_capacity * c->n_kv_heads * c->head_size;
-    target->key_cache = callocCheck(cache_floats, sizeof(float));
-    target->value_cache = callocCheck(cache_floats, sizeof(float));
-    target_alloc_activations(target, max_tokens);
+    target_alloc_activations(target, max_tokens); // the key/value caches too: they are in its table
     return 0;
 }
 
 void target_free(Target* target) {
+    const Backend* b = target->backend;
+    if (target->weights.layers != NULL) {
+        for (int i = 0; i < TARGET_NUM_TENSORS; i++) {
+            if (target_is_tied_output(target, i)) { continue; }
+            int copies = target->tensors[i].per_layer ? target->config.n_layers : 1;
+            for (int layer = 0; layer < copies; layer++) {
+                void* field = target_tensor_field(target, i, layer);
+                if (target->tensors[i].cols == 1) { b->free(*(float**)field); }
+                else if (((Matrix*)field)->data != NULL) { b->free_matrix(*(Matrix*)field); }
+            }
+        }
+        free(target->weights.layers);
+    }
     TargetActivations* a = &target->act;
-    float* buffers[] = {a->x, a->x_norm, a->q, a->k, a->v, a->attn_out, a->proj, a->ffn_gate, a->ffn_up,
-                        a->taps, a->hidden, a->logits, target->key_cache, target->value_cache, target->weight_arena};
-    for (size_t i = 0; i < sizeof(buffers) / sizeof(buffers[0]); i++) { free(buffers[i]); }
-    free(a->mask);
+    if (a->max_tokens > 0) {
+        backend_free_host_buffer(b, target->host.mask);
+        backend_free_host_buffer(b, target->host.features);
+        backend_free_host_buffer(b, target->host.hidden);
+        backend_free_host_buffer(b, target->host.logits);
+        for (int i = 0; i < TARGET_NUM_ACTIVATIONS; i++) { b->free(*a->table[i].data); }
+    }
     if (target->has_tokenizer) { tokenizer_free(&target->tokenizer); }
     gguf_close(&target->file);
     memset(target, 0, sizeof(*target));
@@ -293,9 +322,9 @@ void target_free(Target* target) {
 // ----------------------------------------------------------------------------
 // target model: forward
 
-// The (T, P) attention mask of one call, P = n_past + T: the caller's mask when given, else causal
-// (every new token sees the n_past cached slots, and the new tokens up to itself).
-static void build_attention_mask(uint8_t* out, const uint8_t* mask, int T, int n_past) {
+void build_attention_mask(uint8_t* out, const uint8_t* mask, int T, int n_past) {
+    // out: (T, P), P = n_past + T: the caller's mask when given, else causal (every new token sees the
+    // n_past cached slots, and the new tokens up to itself)
     int P = n_past + T;
     if (mask != NULL) { memcpy(out, mask, (size_t)T * P); return; }
     for (int t = 0; t < T; t++) {
@@ -307,6 +336,7 @@ static void build_attention_mask(uint8_t* out, const uint8_t* mask, int T, int n
 
 void target_forward(Target* target, const int* tokens, const int* positions, const uint8_t* mask,
                     int T, int n_past, int all_logits) {
+    const Backend* b = target->backend;
     TargetConfig* c = &target->config;
     TargetWeights* w = &target->weights;
     TargetActivations* a = &target->act;
@@ -317,46 +347,84 @@ void target_forward(Target* target, const int* tokens, const int* positions, con
                 T, n_past, a->max_tokens, S);
         exit(EXIT_FAILURE); // callers check these bounds first; reaching here is a program bug
     }
-    build_attention_mask(a->mask, mask, T, n_past);
-    embedding_forward_cpu(a->x, tokens, w->token_embedding, T, C, V);
+    for (int t = 0; t < T; t++) {
+        if (tokens[t] < 0 || tokens[t] >= V) { // the embedding would read outside its table
+            fprintf(stderr, "error: target_forward: token %d is %d, expected an id in [0, %d)\n", t, tokens[t], V);
+            exit(EXIT_FAILURE); // as above
+        }
+    }
+    // the call's inputs: tokens, positions and the (T, P) mask, built on the host
+    b->upload(a->tokens, tokens, (size_t)T * sizeof(int));
+    b->upload(a->positions, positions, (size_t)T * sizeof(int));
+    build_attention_mask(target->host.mask, mask, T, n_past);
+    b->upload(a->mask, target->host.mask, (size_t)T * P);
+    b->embedding_forward(a->x, a->tokens, w->token_embedding, T, C, V);
 
     for (int l = 0; l < c->n_layers; l++) {
+        const TargetLayerWeights* lw = &w->layers[l];
         float* key_cache = target->key_cache + (size_t)l * S * KVD;     // (S, KVD)
         float* value_cache = target->value_cache + (size_t)l * S * KVD; // (S, KVD)
         // attention block: x = x + wo(attention(rope(wq xn), rope(wk xn), wv xn)), xn = rmsnorm(x)
-        rmsnorm_forward_cpu(a->x_norm, a->x, w->attn_norm + (size_t)l * C, T, C, c->norm_eps);
-        matmul_forward(a->q, a->x_norm, w->wq + (size_t)l * QD * C, T, C, QD);
-        matmul_forward(a->k, a->x_norm, w->wk + (size_t)l * KVD * C, T, C, KVD);
-        matmul_forward(a->v, a->x_norm, w->wv + (size_t)l * KVD * C, T, C, KVD);
-        rope_forward_cpu(a->q, a->q, positions, T, NH, HS, c->rope_theta);
-        rope_forward_cpu(a->k, a->k, positions, T, NKV, HS, c->rope_theta);
-        memcpy(key_cache + (size_t)n_past * KVD, a->k, (size_t)T * KVD * sizeof(float));
-        memcpy(value_cache + (size_t)n_past * KVD, a->v, (size_t)T * KVD * sizeof(float));
-        attention_forward_cpu(a->attn_out, a->q, key_cache, value_cache, a->mask, T, P, NH, NKV, HS);
-        matmul_forward(a->proj, a->attn_out, w->wo + (size_t)l * C * QD, T, QD, C);
-        residual_forward_cpu(a->x, a->x, a->proj, T * C);
+        b->rmsnorm_forward(a->x_norm, a->x, lw->attn_norm, T, C, c->norm_eps);
+        b->matmul_forward(a->q, a->x_norm, lw->wq, T, C, QD);
+        b->matmul_forward(a->k, a->x_norm, lw->wk, T, C, KVD);
+        b->matmul_forward(a->v, a->x_norm, lw->wv, T, C, KVD);
+        b->rope_forward(a->q, a->q, a->positions, T, NH, HS, c->rope_theta);
+        b->rope_forward(a->k, a->k, a->positions, T, NKV, HS, c->rope_theta);
+        b->copy(key_cache + (size_t)n_past * KVD, a->k, (size_t)T * KVD * sizeof(float));
+        b->copy(value_cache + (size_t)n_past * KVD, a->v, (size_t)T * KVD * sizeof(float));
+        b->attention_forward(a->attn_out, a->q, key_cache, value_cache, a->mask, T, P, NH, NKV, HS);
+        b->matmul_forward(a->proj, a->attn_out, lw->wo, T, QD, C);
+        b->residual_forward(a->x, a->x, a->proj, T * C);
         // MLP block: x = x + w_down(silu(w_gate xn) * w_up xn), xn = rmsnorm(x)
-        rmsnorm_forward_cpu(a->x_norm, a->x, w->ffn_norm + (size_t)l * C, T, C, c->norm_eps);
-        matmul_forward(a->ffn_gate, a->x_norm, w->w_gate + (size_t)l * F * C, T, C, F);
-        matmul_forward(a->ffn_up, a->x_norm, w->w_up + (size_t)l * F * C, T, C, F);
-        swiglu_forward_cpu(a->ffn_gate, a->ffn_gate, a->ffn_up, T * F);
-        matmul_forward(a->proj, a->ffn_gate, w->w_down + (size_t)l * C * F, T, F, C);
-        residual_forward_cpu(a->x, a->x, a->proj, T * C);
-        // taps for the draft, and per-layer outputs when a parity test asks for them
-        for (int i = 0; i < 3; i++) {
-            if (c->tap_layers[i] != l) { continue; }
-            for (int t = 0; t < T; t++) {
-                memcpy(a->taps + (size_t)t * 3 * C + (size_t)i * C, a->x + (size_t)t * C, (size_t)C * sizeof(float));
-            }
+        b->rmsnorm_forward(a->x_norm, a->x, lw->ffn_norm, T, C, c->norm_eps);
+        b->matmul_forward(a->ffn_gate, a->x_norm, lw->w_gate, T, C, F);
+        b->matmul_forward(a->ffn_up, a->x_norm, lw->w_up, T, C, F);
+        b->swiglu_forward(a->ffn_gate, a->ffn_gate, a->ffn_up, T * F);
+        b->matmul_forward(a->proj, a->ffn_gate, lw->w_down, T, F, C);
+        b->residual_forward(a->x, a->x, a->proj, T * C);
+        // taps for the draft: row t of x into columns [i*C, (i+1)*C) of row t of features
+        for (int i = 0; i < TAP_LAYERS; i++) {
+            if (c->tap_layers[i] == l) { b->copy_strided(a->features + (size_t)i * C, a->x, T, C, TAP_LAYERS * C, C); }
         }
-        if (a->layer_outputs) { memcpy(a->layer_outputs + (size_t)l * T * C, a->x, (size_t)T * C * sizeof(float)); }
+        if (a->layer_outputs) { b->copy(a->layer_outputs + (size_t)l * T * C, a->x, (size_t)T * C * sizeof(float)); }
     }
-    rmsnorm_forward_cpu(a->hidden, a->x, w->output_norm, T, C, c->norm_eps);
-    if (all_logits) {
-        matmul_forward(a->logits, a->hidden, w->output, T, C, V);
-    } else {
-        matmul_forward(a->logits, a->hidden + (size_t)(T - 1) * C, w->output, 1, C, V);
+    b->rmsnorm_forward(a->hidden, a->x, w->output_norm, T, C, c->norm_eps);
+    int logit_rows = all_logits ? T : 1;
+    b->matmul_forward(a->logits, a->hidden + (size_t)(T - logit_rows) * C, w->output, logit_rows, C, V);
+
+    // what the host reads (on a host-memory backend these are the same buffers: nothing moves)
+    b->download(target->host.features, a->features, (size_t)T * TAP_LAYERS * C * sizeof(float));
+    b->download(target->host.hidden, a->hidden, (size_t)T * C * sizeof(float));
+    b->download(target->host.logits, a->logits, (size_t)logit_rows * V * sizeof(float));
+}
+
+void target_prefill(Target* target, const int* tokens, int n, int n_past, float* features, float* hidden) {
+    int C = target->config.dim;
+    int chunk = target->act.max_tokens;
+    int* positions = mallocCheck((size_t)chunk * sizeof(int));
+    for (int start = 0; start < n; start += chunk) {
+        int T = n - start < chunk ? n - start : chunk;
+        for (int t = 0; t < T; t++) { positions[t] = n_past + start + t; }
+        target_forward(target, tokens + start, positions, NULL, T, n_past + start, 0);
+        if (features) {
+            memcpy(features + (size_t)start * TAP_LAYERS * C, target->host.features, (size_t)T * TAP_LAYERS * C * sizeof(float));
+        }
+        if (hidden) { memcpy(hidden + (size_t)start * C, target->host.hidden, (size_t)T * C * sizeof(float)); }
     }
+    free(positions);
+}
+
+void target_compact(Target* target, const int* slots, int n, int destination) {
+    const Backend* b = target->backend;
+    TargetConfig* c = &target->config;
+    if (n < 1 || n > TREE_MAX_DEPTH + 1) {
+        fprintf(stderr, "error: target_compact: %d slots, expected 1 to %d (a path through a tree)\n", n, TREE_MAX_DEPTH + 1);
+        exit(EXIT_FAILURE); // a program bug
+    }
+    b->upload(target->act.slots, slots, (size_t)n * sizeof(int));
+    b->kv_compact(target->key_cache, target->value_cache, target->act.slots, n, destination, c->n_layers,
+                  target->cache_capacity, c->n_kv_heads * c->head_size);
 }
 
 // ----------------------------------------------------------------------------
@@ -414,64 +482,3 @@ int tiny_model_write(const char* path, const TinyModelSpec* spec, Error* err) {
     gguf_writer_free(writer);
     return status;
 }
-
-
-// ----------------------------------------------------------------------------
-// engine: the target on its device. One forward entry point, CPU or CUDA.
-
-
-static void engine_forward(Engine* engine, const int* tokens, const int* positions, const uint8_t* mask,
-                           int T, int n_past, int all_logits) {
-#ifdef USE_CUDA
-    if (engine->cuda) {
-        target_forward_cuda(engine->cuda, engine->target, tokens, positions, mask, T, n_past, all_logits);
-        return;
-    }
-#endif
-    target_forward(engine->target, tokens, positions, mask, T, n_past, all_logits);
-}
-
-// Feeds n tokens at cache slots (and positions) [n_past, n_past + n) in chunks of at most max_tokens.
-// Leaves the logits of the last token in act.logits row 0. When features / hidden are not NULL, they
-// receive every token's taps (n, 3C) and final hidden state (n, C): what the draft and the trainer read.
-static void engine_prefill(Engine* engine, const int* tokens, int n, int n_past, float* features, float* hidden) {
-    TargetActivations* a = &engine->target->act;
-    int C = engine->target->config.dim;
-    int chunk = a->max_tokens;
-    int* positions = mallocCheck((size_t)chunk * sizeof(int));
-    for (int start = 0; start < n; start += chunk) {
-        int T = n - start < chunk ? n - start : chunk;
-        for (int t = 0; t < T; t++) { positions[t] = n_past + start + t; }
-        engine_forward(engine, tokens + start, positions, NULL, T, n_past + start, 0);
-        if (features) { memcpy(features + (size_t)start * 3 * C, a->taps, (size_t)T * 3 * C * sizeof(float)); }
-        if (hidden) { memcpy(hidden + (size_t)start * C, a->hidden, (size_t)T * C * sizeof(float)); }
-    }
-    free(positions);
-}
-
-// Keeps only the accepted path in the target's cache: slot slots[i] moves to slot destination + i.
-static void engine_compact(Engine* engine, const int* slots, int n, int destination) {
-    Target* target = engine->target;
-    TargetConfig* c = &target->config;
-    int KVD = c->n_kv_heads * c->head_size;
-#ifdef USE_CUDA
-    if (engine->cuda) {
-        kv_compact_cuda(target_cuda_key_cache(engine->cuda), target_cuda_value_cache(engine->cuda), slots, n,
-                        destination, c->n_layers, target->cache_capacity, KVD);
-        return;
-    }
-#endif
-    kv_compact_cpu(target->key_cache, target->value_cache, slots, n, destination, c->n_layers, target->cache_capacity, KVD);
-}
-
-// Every token id must index the embedding table: a guard on ids that come from users (--ids) or files.
-static int check_token_ids(const Target* target, const int* tokens, int n, Error* err) {
-    for (int i = 0; i < n; i++) {
-        if (tokens[i] < 0 || tokens[i] >= target->config.vocab_size) {
-            return error_set(err, "token id %d at index %d is out of range, expected 0 <= id < %d",
-                             tokens[i], i, target->config.vocab_size);
-        }
-    }
-    return 0;
-}
-

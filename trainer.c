@@ -27,124 +27,142 @@ One optimiser step over a batch of records:
   6. a non-finite loss or gradient rejects the step (counted; the weights stay); otherwise global
      gradient-norm clipping, linear learning-rate warm-up, AdamW.
 
-The trainer owns its own copy of the draft. flywheel.c publishes it to the serving side.
+Written once for every backend: the tensors (weights, gradients, moments, activations) live on the
+target's backend and every tensor op is a call through its table; the host does the bookkeeping (the
+plan, rows, tokens, positions, masks, loss rows and weights, built here and uploaded) and adds the
+per-row losses (downloaded) in a fixed order. The trainer owns its own copy of the draft; after every
+applied step the weights are on the host too (draft.weight_arena), where flywheel.c publishes them.
 */
 #include "aurora.h"
 
-static TrainerSettings trainer_default_settings(void) {
+TrainerSettings trainer_default_settings(void) {
     TrainerSettings s = {0};
     s.learning_rate = 3e-4f; s.warmup_steps = 20;
     s.beta1 = 0.9f; s.beta2 = 0.999f; s.adam_eps = 1e-8f; s.weight_decay = 0.0f;
     s.max_grad_norm = 1.0f; s.ttt_length = 5; s.step_decay = 0.8f;
     s.loss = LOSS_FORWARD_KL; s.discard_weight = 0.0f; s.discard_top_k = 0; s.discard_loss = LOSS_FORWARD_KL;
-    s.max_positions = 1024; s.context_window = 64;
+    s.max_positions = TRAINER_DEFAULT_MAX_POSITIONS; s.context_window = TRAINER_DEFAULT_CONTEXT_WINDOW;
     return s;
 }
 
 // ----------------------------------------------------------------------------
 // setup
 
-// A copy of a draft's weights and vocabulary (no serving state): what the trainer trains and what
-// the flywheel publishes.
-static void draft_copy_weights(Draft* copy, const Draft* source) {
-    memset(copy, 0, sizeof(*copy));
-    copy->config = source->config;
-    copy->n_weight_floats = source->n_weight_floats;
-    copy->weight_arena = mallocCheck(source->n_weight_floats * sizeof(float));
-    memcpy(copy->weight_arena, source->weight_arena, source->n_weight_floats * sizeof(float));
-    draft_build_tensor_table(copy);
-    draft_bind_arena(copy, copy->weight_arena);
-    int V_d = source->config.vocab_size, V = source->config.target_vocab_size;
-    copy->d2t = mallocCheck((size_t)V_d * sizeof(int32_t));
-    memcpy(copy->d2t, source->d2t, (size_t)V_d * sizeof(int32_t));
-    copy->t2d = mallocCheck((size_t)V * sizeof(int32_t));
-    memcpy(copy->t2d, source->t2d, (size_t)V * sizeof(int32_t));
-    copy->target_embedding = source->target_embedding;
-}
-
-static void trainer_init(Trainer* trainer, const Draft* draft, const Target* target, TrainerSettings settings) {
+void trainer_init(Trainer* trainer, const Draft* draft, const Target* target, TrainerSettings settings) {
     memset(trainer, 0, sizeof(*trainer));
+    const Backend* b = target->backend;
     trainer->settings = settings;
+    trainer->backend = b;
     draft_copy_weights(&trainer->draft, draft);
+    trainer->draft.backend = b;
+    trainer->draft.target_embedding = target->weights.token_embedding;
+    draft_upload_weights(&trainer->draft); // on a CPU backend the host arena itself
     size_t n = draft->n_weight_floats;
-    trainer->grads = callocCheck(n, sizeof(float));
-    trainer->adam_m = callocCheck(n, sizeof(float));
-    trainer->adam_v = callocCheck(n, sizeof(float));
-    // gradient pointers: the same offsets as the weights
-    float** weight_pointers = (float**)&trainer->draft.weights;
+    trainer->grads = b->alloc(n * sizeof(float));   // zeroed, as the moments
+    trainer->adam_m = b->alloc(n * sizeof(float));
+    trainer->adam_v = b->alloc(n * sizeof(float));
+    // gradient pointers: the same offsets as the weights (DraftWeights is all float*, in table order)
     float** grad_pointers = (float**)&trainer->grad;
-    for (size_t i = 0; i < sizeof(DraftWeights) / sizeof(float*); i++) {
-        grad_pointers[i] = trainer->grads + (weight_pointers[i] - trainer->draft.weight_arena);
+    size_t offset = 0;
+    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+        grad_pointers[i] = trainer->grads + offset;
+        offset += trainer->draft.tensors[i].n_elements;
     }
+    // the target's LM head rows of the draft vocabulary, read from the model file whatever the backend keeps
     int C = draft->config.dim, V_d = draft->config.vocab_size;
-    trainer->head_rows = mallocCheck((size_t)V_d * C * sizeof(float));
-    for (int i = 0; i < V_d; i++) {
-        memcpy(trainer->head_rows + (size_t)i * C, target->weights.output + (size_t)draft->d2t[i] * C, (size_t)C * sizeof(float));
+    float* head_rows = mallocCheck((size_t)V_d * C * sizeof(float));
+    Error err;
+    if (target_read_rows(target, target_output_name(target), draft->d2t, V_d, head_rows, &err) != 0) {
+        fprintf(stderr, "error: internal: trainer_init: %s\n", err.message);
+        exit(EXIT_FAILURE); // the target loaded this tensor: a program bug
     }
+    trainer->head_rows = b->alloc((size_t)V_d * C * sizeof(float));
+    b->upload(trainer->head_rows, head_rows, (size_t)V_d * C * sizeof(float));
+    free(head_rows);
 }
 
-static void train_workspace_free(TrainWorkspace* w) {
+static void train_workspace_free(TrainWorkspace* w, const Backend* b) {
     for (int k = 0; k < TTT_MAX_STEPS; k++) {
-        if (w->act[k].max_tokens) { draft_activations_free(&w->act[k]); }
-        free(w->d_out[k]);
-        free(w->masks[k]);
+        draft_activations_free(&w->act[k], b);
+        b->free(w->d_out[k]);
     }
-    void* buffers[] = {w->key_buffer, w->value_buffer, w->d_keys, w->d_values, w->features, w->p_target, w->loss_rows,
-                       w->target_tokens, w->loss_weights, w->losses, w->d_logits, w->d_out_norm, w->d_h, w->d_h_norm,
-                       w->d_ffn_hidden, w->d_gate, w->d_up, w->d_attn_out, w->d_q, w->d_attn_in, w->d_u, w->gathered,
-                       w->tokens, w->positions, w->discard_used, w->discard_row};
-    for (size_t i = 0; i < sizeof(buffers) / sizeof(buffers[0]); i++) { free(buffers[i]); }
+    void* on_backend[] = {w->key_buffer, w->value_buffer, w->d_keys, w->d_values, w->p_target, w->gathered, w->loss_rows,
+                          w->target_tokens, w->loss_weights, w->losses, w->argmax, w->d_logits, w->d_out_norm, w->d_h,
+                          w->d_h_norm, w->d_ffn_hidden, w->d_gate, w->d_up, w->d_attn_out, w->d_q, w->d_attn_in,
+                          w->d_half, w->d_u};
+    for (size_t i = 0; i < sizeof(on_backend) / sizeof(on_backend[0]); i++) { b->free(on_backend[i]); }
+    void* on_host[] = {w->host_rows, w->host_mask, w->host_tokens, w->host_positions, w->host_loss_rows,
+                       w->host_target_tokens, w->host_loss_weights, w->host_losses, w->host_argmax, w->discard_used,
+                       w->discard_row};
+    for (size_t i = 0; i < sizeof(on_host) / sizeof(on_host[0]); i++) { free(on_host[i]); }
     memset(w, 0, sizeof(*w));
 }
 
-static void trainer_free(Trainer* trainer) {
-    train_workspace_free(&trainer->work);
-    free(trainer->grads);
-    free(trainer->adam_m);
-    free(trainer->adam_v);
-    free(trainer->head_rows);
+void trainer_free(Trainer* trainer) {
+    const Backend* b = trainer->backend;
+    train_workspace_free(&trainer->work, b);
+    b->free(trainer->grads);
+    b->free(trainer->adam_m);
+    b->free(trainer->adam_v);
+    b->free(trainer->head_rows);
     draft_free(&trainer->draft);
     memset(trainer, 0, sizeof(*trainer));
 }
 
-// Grows the workspace to hold rows (step 0) and keys (all blocks).
-static void train_workspace_reserve(TrainWorkspace* w, const DraftConfig* c, int rows, int keys, int discard_nodes) {
-    if (rows <= w->capacity_rows && keys <= w->capacity_keys && discard_nodes <= w->capacity_rows) { return; }
-    train_workspace_free(w);
+// Grows the workspace to hold rows (step 0), keys (all blocks) and steps unrolled steps; capacities never
+// shrink.
+static void train_workspace_reserve(TrainWorkspace* w, const Backend* b, const DraftConfig* c, int rows, int keys,
+                                    int discard_nodes, int steps) {
+    if (rows <= w->capacity_rows && keys <= w->capacity_keys && discard_nodes <= w->capacity_rows &&
+        steps <= w->capacity_steps) {
+        return;
+    }
     rows = rows > discard_nodes ? rows : discard_nodes;
+    rows = rows > w->capacity_rows ? rows : w->capacity_rows;
+    keys = keys > w->capacity_keys ? keys : w->capacity_keys;
+    steps = steps > w->capacity_steps ? steps : w->capacity_steps;
+    train_workspace_free(w, b);
     size_t R = (size_t)rows, K = (size_t)keys, C = (size_t)c->dim, F = (size_t)c->ffn_dim, V_d = (size_t)c->vocab_size;
     size_t QD = (size_t)c->n_heads * c->head_size, KVD = (size_t)c->n_kv_heads * c->head_size;
     w->capacity_rows = rows;
     w->capacity_keys = keys;
-    for (int k = 0; k < TTT_MAX_STEPS; k++) {
-        draft_activations_alloc(&w->act[k], c, rows, 1);
-        w->d_out[k] = mallocCheck(R * C * sizeof(float));
-        w->masks[k] = mallocCheck(R * K);
+    w->capacity_steps = steps;
+    for (int k = 0; k < steps; k++) {
+        draft_activations_alloc(&w->act[k], b, c, rows, keys);
+        w->d_out[k] = b->alloc(R * C * sizeof(float));
     }
-    w->key_buffer = mallocCheck(K * KVD * sizeof(float));
-    w->value_buffer = mallocCheck(K * KVD * sizeof(float));
-    w->d_keys = mallocCheck(K * KVD * sizeof(float));
-    w->d_values = mallocCheck(K * KVD * sizeof(float));
-    w->features = mallocCheck(R * 3 * C * sizeof(float));
-    w->p_target = mallocCheck(R * V_d * sizeof(float));
-    w->loss_rows = mallocCheck(R * sizeof(int));
-    w->target_tokens = mallocCheck(R * sizeof(int));
-    w->loss_weights = mallocCheck(R * sizeof(float));
-    w->losses = mallocCheck(R * sizeof(float));
-    w->d_logits = mallocCheck(R * V_d * sizeof(float));
-    w->d_out_norm = mallocCheck(R * C * sizeof(float));
-    w->d_h = mallocCheck(R * C * sizeof(float));
-    w->d_h_norm = mallocCheck(R * C * sizeof(float));
-    w->d_ffn_hidden = mallocCheck(R * F * sizeof(float));
-    w->d_gate = mallocCheck(R * F * sizeof(float));
-    w->d_up = mallocCheck(R * F * sizeof(float));
-    w->d_attn_out = mallocCheck(R * QD * sizeof(float));
-    w->d_q = mallocCheck(R * QD * sizeof(float));
-    w->d_attn_in = mallocCheck(R * 2 * C * sizeof(float));
-    w->d_u = mallocCheck(R * C * sizeof(float));
-    w->gathered = mallocCheck(R * C * sizeof(float));
-    w->tokens = mallocCheck(R * sizeof(int));
-    w->positions = mallocCheck(R * sizeof(int));
+    w->key_buffer = b->alloc(K * KVD * sizeof(float));
+    w->value_buffer = b->alloc(K * KVD * sizeof(float));
+    w->d_keys = b->alloc(K * KVD * sizeof(float));
+    w->d_values = b->alloc(K * KVD * sizeof(float));
+    w->p_target = b->alloc(R * V_d * sizeof(float));
+    w->gathered = b->alloc(R * C * sizeof(float));
+    w->loss_rows = b->alloc(R * sizeof(int));
+    w->target_tokens = b->alloc(R * sizeof(int));
+    w->loss_weights = b->alloc(R * sizeof(float));
+    w->losses = b->alloc(R * sizeof(float));
+    w->argmax = b->alloc(2 * R * sizeof(int));
+    w->d_logits = b->alloc(R * V_d * sizeof(float));
+    w->d_out_norm = b->alloc(R * C * sizeof(float));
+    w->d_h = b->alloc(R * C * sizeof(float));
+    w->d_h_norm = b->alloc(R * C * sizeof(float));
+    w->d_ffn_hidden = b->alloc(R * F * sizeof(float));
+    w->d_gate = b->alloc(R * F * sizeof(float));
+    w->d_up = b->alloc(R * F * sizeof(float));
+    w->d_attn_out = b->alloc(R * QD * sizeof(float));
+    w->d_q = b->alloc(R * QD * sizeof(float));
+    w->d_attn_in = b->alloc(R * 2 * C * sizeof(float));
+    w->d_half = b->alloc(R * C * sizeof(float));
+    w->d_u = b->alloc(R * C * sizeof(float));
+    w->host_rows = mallocCheck(R * TAP_LAYERS * C * sizeof(float));
+    w->host_mask = mallocCheck(R * K);
+    w->host_tokens = mallocCheck(R * sizeof(int));
+    w->host_positions = mallocCheck(R * sizeof(int));
+    w->host_loss_rows = mallocCheck(R * sizeof(int));
+    w->host_target_tokens = mallocCheck(R * sizeof(int));
+    w->host_loss_weights = mallocCheck(R * sizeof(float));
+    w->host_losses = mallocCheck(R * sizeof(float));
+    w->host_argmax = mallocCheck(2 * R * sizeof(int));
     w->discard_used = mallocCheck(R * sizeof(int));
     w->discard_row = mallocCheck(R * sizeof(int));
 }
@@ -200,7 +218,7 @@ void ttt_mask(uint8_t* mask, int k, int rows, int n_columns, const int* block_of
 }
 
 // ----------------------------------------------------------------------------
-// the unroll's plan for one record (shared with the GPU trainer in kernels.cu)
+// the unroll's plan for one record
 
 int unroll_plan_columns(UnrollPlan* plan, const Record* record, const TrainerSettings* s) {
     // local column t = 0..T-1 pairs the taps g_{f+t} with the token x_{f+t+1}, f = first_column: the
@@ -229,13 +247,13 @@ void unroll_plan_rows(UnrollPlan* plan, const Record* record, const TrainerSetti
 // the backward of one decoder layer (draft_layer_forward), from d_out (rows, C) to d_u (rows, C);
 // accumulates weight gradients, and the key/value gradients of every block this step attended to.
 // On return the gradients of this step's own keys/values (block at key_offset) are complete, so they
-// are pushed through rope and the k/v projections here too.
+// are pushed through rope and the k/v projections here too. Backend memory throughout.
 
-static void draft_layer_backward(Trainer* trainer, const DraftActivations* a, const float* d_out, const int* positions,
-                                 const uint8_t* mask, int rows, int key_offset) {
+static void draft_layer_backward(Trainer* trainer, const DraftActivations* a, const float* d_out, int rows, int key_offset) {
+    const Backend* b = trainer->backend;
     const Draft* draft = &trainer->draft;
     const DraftConfig* c = &draft->config;
-    const DraftWeights* w = &draft->weights;
+    const DraftWeights* w = &draft->device_weights;
     DraftWeights* g = &trainer->grad;
     TrainWorkspace* ws = &trainer->work;
     int C = c->dim, NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_size, F = c->ffn_dim;
@@ -243,59 +261,60 @@ static void draft_layer_backward(Trainer* trainer, const DraftActivations* a, co
     size_t RC = (size_t)rows * C, RF = (size_t)rows * F;
 
     // out = h + w_down(ffn_hidden): d_h = d_out, d_ffn_hidden = d_out @ w_down
-    memcpy(ws->d_h, d_out, RC * sizeof(float));
-    memset(ws->d_ffn_hidden, 0, RF * sizeof(float));
-    matmul_backward(ws->d_ffn_hidden, g->w_down, d_out, a->ffn_hidden, w->w_down, rows, F, C);
+    b->copy(ws->d_h, d_out, RC * sizeof(float));
+    b->zero(ws->d_ffn_hidden, RF * sizeof(float));
+    b->matmul_backward(ws->d_ffn_hidden, g->w_down, d_out, a->ffn_hidden, w->w_down, rows, F, C);
     // ffn_hidden = silu(gate) * up
-    memset(ws->d_gate, 0, RF * sizeof(float));
-    memset(ws->d_up, 0, RF * sizeof(float));
-    swiglu_backward_cpu(ws->d_gate, ws->d_up, ws->d_ffn_hidden, a->ffn_gate, a->ffn_up, rows * F);
+    b->zero(ws->d_gate, RF * sizeof(float));
+    b->zero(ws->d_up, RF * sizeof(float));
+    b->swiglu_backward(ws->d_gate, ws->d_up, ws->d_ffn_hidden, a->ffn_gate, a->ffn_up, rows * F);
     // gate = w_gate h_norm, up = w_up h_norm
-    memset(ws->d_h_norm, 0, RC * sizeof(float));
-    matmul_backward(ws->d_h_norm, g->w_gate, ws->d_gate, a->h_norm, w->w_gate, rows, C, F);
-    matmul_backward(ws->d_h_norm, g->w_up, ws->d_up, a->h_norm, w->w_up, rows, C, F);
+    b->zero(ws->d_h_norm, RC * sizeof(float));
+    b->matmul_backward(ws->d_h_norm, g->w_gate, ws->d_gate, a->h_norm, w->w_gate, rows, C, F);
+    b->matmul_backward(ws->d_h_norm, g->w_up, ws->d_up, a->h_norm, w->w_up, rows, C, F);
     // h_norm = RMSNorm_ffn(h)
-    rmsnorm_backward_cpu(ws->d_h, g->ffn_norm, ws->d_h_norm, a->h, w->ffn_norm, rows, C, c->norm_eps);
+    b->rmsnorm_backward(ws->d_h, g->ffn_norm, ws->d_h_norm, a->h, w->ffn_norm, rows, C, c->norm_eps);
     // h = u + wo(attn_out): d_u = d_h, d_attn_out = d_h @ wo
-    memcpy(ws->d_u, ws->d_h, RC * sizeof(float));
-    memset(ws->d_attn_out, 0, (size_t)rows * QD * sizeof(float));
-    matmul_backward(ws->d_attn_out, g->wo, ws->d_h, a->attn_out, w->wo, rows, QD, C);
+    b->copy(ws->d_u, ws->d_h, RC * sizeof(float));
+    b->zero(ws->d_attn_out, (size_t)rows * QD * sizeof(float));
+    b->matmul_backward(ws->d_attn_out, g->wo, ws->d_h, a->attn_out, w->wo, rows, QD, C);
     // attention over the key buffer
-    memset(ws->d_q, 0, (size_t)rows * QD * sizeof(float));
-    attention_backward_cpu(ws->d_q, ws->d_keys, ws->d_values, ws->d_attn_out, a->q, ws->key_buffer, ws->value_buffer,
-                           mask, rows, P, NH, NKV, HS);
+    b->zero(ws->d_q, (size_t)rows * QD * sizeof(float));
+    b->attention_backward(ws->d_q, ws->d_keys, ws->d_values, ws->d_attn_out, a->q, ws->key_buffer, ws->value_buffer,
+                          a->mask, rows, P, NH, NKV, HS);
     // this step's keys and queries were rotated: undo, then through the projections from attn_in
     float* d_k = ws->d_keys + (size_t)key_offset * KVD;
     float* d_v = ws->d_values + (size_t)key_offset * KVD;
-    rope_backward_cpu(ws->d_q, ws->d_q, positions, rows, NH, HS, c->rope_theta);
-    rope_backward_cpu(d_k, d_k, positions, rows, NKV, HS, c->rope_theta);
-    memset(ws->d_attn_in, 0, (size_t)rows * 2 * C * sizeof(float));
-    matmul_backward(ws->d_attn_in, g->wq, ws->d_q, a->attn_in, w->wq, rows, 2 * C, QD);
-    matmul_backward(ws->d_attn_in, g->wk, d_k, a->attn_in, w->wk, rows, 2 * C, KVD);
-    matmul_backward(ws->d_attn_in, g->wv, d_v, a->attn_in, w->wv, rows, 2 * C, KVD);
-    // attn_in row = [RMSNorm_e(e), RMSNorm_u(u)]: the embedding is frozen (only its norm's weight
-    // learns); u receives the rest
-    for (int t = 0; t < rows; t++) {
-        const float* d_row = ws->d_attn_in + (size_t)t * 2 * C;
-        rmsnorm_backward_cpu(NULL, g->embed_norm, d_row, a->embed + (size_t)t * C, w->embed_norm, 1, C, c->norm_eps);
-        rmsnorm_backward_cpu(ws->d_u + (size_t)t * C, g->hidden_norm, d_row + C, a->hidden_in + (size_t)t * C,
-                             w->hidden_norm, 1, C, c->norm_eps);
-    }
+    b->rope_backward(ws->d_q, ws->d_q, a->positions, rows, NH, HS, c->rope_theta);
+    b->rope_backward(d_k, d_k, a->positions, rows, NKV, HS, c->rope_theta);
+    b->zero(ws->d_attn_in, (size_t)rows * 2 * C * sizeof(float));
+    b->matmul_backward(ws->d_attn_in, g->wq, ws->d_q, a->attn_in, w->wq, rows, 2 * C, QD);
+    b->matmul_backward(ws->d_attn_in, g->wk, d_k, a->attn_in, w->wk, rows, 2 * C, KVD);
+    b->matmul_backward(ws->d_attn_in, g->wv, d_v, a->attn_in, w->wv, rows, 2 * C, KVD);
+    // attn_in row = [RMSNorm_e(e), RMSNorm_u(u)]: each half made contiguous, then its norm's backward over
+    // all rows. The embedding is frozen (only its norm's weight learns); u receives the rest.
+    b->copy_strided(ws->d_half, ws->d_attn_in, rows, C, C, 2 * C);
+    b->rmsnorm_backward(NULL, g->embed_norm, ws->d_half, a->embed, w->embed_norm, rows, C, c->norm_eps);
+    b->copy_strided(ws->d_half, ws->d_attn_in + C, rows, C, C, 2 * C);
+    b->rmsnorm_backward(ws->d_u, g->hidden_norm, ws->d_half, a->u, w->hidden_norm, rows, C, c->norm_eps);
 }
 
 // ----------------------------------------------------------------------------
 // one record: forward (and backward), returns the record's loss
 
 static float record_train(Trainer* trainer, const Record* record, float scale, int backward, TrainStats* stats) {
+    const Backend* b = trainer->backend;
     Draft* draft = &trainer->draft;
     const DraftConfig* c = &draft->config;
+    const DraftWeights* w = &draft->device_weights;
     const TrainerSettings* s = &trainer->settings;
     TrainWorkspace* ws = &trainer->work;
-    int C = c->dim, V_d = c->vocab_size, KVD = c->n_kv_heads * c->head_size;
+    int C = c->dim, V_d = c->vocab_size, KVD = c->n_kv_heads * c->head_size, G = TAP_LAYERS * C; // G: g's width, 3C
     UnrollPlan plan;
     if (!unroll_plan_columns(&plan, record, s)) { return 0.0f; }
     // reserve: rows of step 0 include every discard node at most
-    train_workspace_reserve(ws, c, plan.T + record->n_discard, plan.T + record->n_discard + plan.T * plan.L, record->n_discard);
+    train_workspace_reserve(ws, b, c, plan.T + record->n_discard, plan.T + record->n_discard + plan.T * plan.L,
+                            record->n_discard, plan.L);
     unroll_plan_rows(&plan, record, s, ws->discard_used, ws->discard_row);
     int first_column = plan.first_column, T = plan.T, L = plan.L, D = plan.D;
     const int* rows = plan.rows;
@@ -303,130 +322,137 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
     int total_keys = block_offset[L];
 
     // step-0 inputs of fc: the sequence's taps, then each discard node's parent's taps
-    memcpy(ws->features, record->features + (size_t)first_column * 3 * C, (size_t)T * 3 * C * sizeof(float));
+    memcpy(ws->host_rows, record->features + (size_t)first_column * G, (size_t)T * G * sizeof(float));
     for (int j = 0; j < D; j++) {
-        memcpy(ws->features + (size_t)(T + j) * 3 * C, record->discard_features + (size_t)ws->discard_used[j] * 3 * C,
-               (size_t)3 * C * sizeof(float));
+        memcpy(ws->host_rows + (size_t)(T + j) * G, record->discard_features + (size_t)ws->discard_used[j] * G,
+               (size_t)G * sizeof(float));
     }
+    b->upload(ws->act[0].features, ws->host_rows, (size_t)(T + D) * G * sizeof(float));
 
     float total_loss = 0.0f;
     float weight_k = 1.0f;
     int step0_correct = 0, step0_positions = 0;
     // the gradient of each step's output starts at zero: its loss rows add to it during the forward,
     // the next step's u adds to it during the backward
-    if (backward) { for (int k = 0; k < L; k++) { memset(ws->d_out[k], 0, (size_t)rows[k] * C * sizeof(float)); } }
+    if (backward) { for (int k = 0; k < L; k++) { b->zero(ws->d_out[k], (size_t)rows[k] * C * sizeof(float)); } }
     for (int k = 0; k < L; k++, weight_k *= s->step_decay) {
         DraftActivations* a = &ws->act[k];
         int R = rows[k];
         for (int t = 0; t < R; t++) {
             if (k > 0 || t < T) {
-                ws->tokens[t] = record->tokens[first_column + t + k + 1];
-                ws->positions[t] = first_column + t + k;
+                ws->host_tokens[t] = record->tokens[first_column + t + k + 1];
+                ws->host_positions[t] = first_column + t + k;
             } else {
                 const DiscardNode* node = &record->discard[ws->discard_used[t - T]];
-                ws->tokens[t] = node->token;
-                ws->positions[t] = node->position - 1;
+                ws->host_tokens[t] = node->token;
+                ws->host_positions[t] = node->position - 1;
             }
         }
+        b->upload(a->tokens, ws->host_tokens, (size_t)R * sizeof(int));
+        b->upload(a->positions, ws->host_positions, (size_t)R * sizeof(int)); // kept: the backward's RoPE reads them
         const float* u;
         if (k == 0) {
-            draft_project_features(draft, a->hidden_in, ws->features, R);
-            u = a->hidden_in;
+            b->matmul_forward(a->u, a->features, matrix_f32(w->fc), R, G, C); // u = fc(g)
+            u = a->u;
         } else {
             u = ws->act[k - 1].out; // the first R rows of the previous step are columns 0..R-1
         }
         int P = block_offset[k] + R;
-        ttt_mask(ws->masks[k], k, R, T, block_offset, P, record, first_column, ws->discard_used, ws->discard_row);
-        draft_layer_forward(draft, a, ws->key_buffer, ws->value_buffer, ws->tokens, u, ws->positions, ws->masks[k], R, block_offset[k]);
+        ttt_mask(ws->host_mask, k, R, T, block_offset, P, record, first_column, ws->discard_used, ws->discard_row);
+        b->upload(a->mask, ws->host_mask, (size_t)R * P);
+        draft_layer_forward(draft, w, a, ws->key_buffer, ws->value_buffer, a->tokens, u, a->positions, a->mask, R,
+                            block_offset[k]);
 
         // loss rows: sequence columns whose prediction x_{t+k+2} is a completion token with a recorded
         // target (hidden state index t+k+1 < T), then (step 0) the discard rows
         int n_loss = 0;
         int first = record->n_prompt - k - 2 - first_column > 0 ? record->n_prompt - k - 2 - first_column : 0;
-        for (int t = first; t + k + 1 < T; t++) { ws->loss_rows[n_loss++] = t; }
+        for (int t = first; t + k + 1 < T; t++) { ws->host_loss_rows[n_loss++] = t; }
         int n_sequence_loss = n_loss;
-        if (k == 0) { for (int j = 0; j < D; j++) { ws->loss_rows[n_loss++] = T + j; } }
+        if (k == 0) { for (int j = 0; j < D; j++) { ws->host_loss_rows[n_loss++] = T + j; } }
         if (n_loss == 0) { continue; }
         // target distributions of the loss rows: softmax over the draft vocabulary of W_lm[d2t] h
         for (int i = 0; i < n_loss; i++) {
-            int row = ws->loss_rows[i];
+            int row = ws->host_loss_rows[i];
             const float* h = row < T ? record->hidden + (size_t)(first_column + row + k + 1) * C
                                      : record->discard_hidden + (size_t)ws->discard_used[row - T] * C;
-            memcpy(ws->gathered + (size_t)i * C, h, (size_t)C * sizeof(float));
-            ws->target_tokens[i] = row < T ? record->tokens[first_column + row + k + 2] : -1;
-            ws->loss_weights[i] = row < T ? scale * weight_k / n_sequence_loss : scale * s->discard_weight / D;
+            memcpy(ws->host_rows + (size_t)i * C, h, (size_t)C * sizeof(float));
+            ws->host_target_tokens[i] = row < T ? record->tokens[first_column + row + k + 2] : -1;
+            ws->host_loss_weights[i] = row < T ? scale * weight_k / n_sequence_loss : scale * s->discard_weight / D;
         }
-        matmul_forward(ws->p_target, ws->gathered, trainer->head_rows, n_loss, C, V_d);
-        softmax_forward_cpu(ws->p_target, ws->p_target, n_loss, V_d);
+        b->upload(ws->gathered, ws->host_rows, (size_t)n_loss * C * sizeof(float));
+        b->matmul_forward(ws->p_target, ws->gathered, matrix_f32(trainer->head_rows), n_loss, C, V_d);
+        b->softmax_forward(ws->p_target, ws->p_target, n_loss, V_d);
         // the draft's logits at the loss rows
-        for (int i = 0; i < n_loss; i++) {
-            memcpy(ws->gathered + (size_t)i * C, a->out + (size_t)ws->loss_rows[i] * C, (size_t)C * sizeof(float));
-        }
-        draft_head_forward(draft, a->logits, a->out_norm, ws->gathered, n_loss);
+        b->upload(ws->loss_rows, ws->host_loss_rows, (size_t)n_loss * sizeof(int));
+        b->gather_rows(ws->gathered, a->out, ws->loss_rows, n_loss, C);
+        draft_head_forward(draft, w, a->logits, a->out_norm, ws->gathered, n_loss);
         // the losses (sequence rows and discard rows use their own kinds); the next-token loss needs a
         // draft id: a token outside the draft vocabulary contributes nothing to it
         for (int i = 0; i < n_sequence_loss; i++) {
-            int target_id = ws->target_tokens[i];
-            ws->target_tokens[i] = target_id >= 0 ? draft->t2d[target_id] : -1;
-            if (s->loss == LOSS_NEXT_TOKEN && ws->target_tokens[i] < 0) { ws->loss_weights[i] = 0.0f; ws->target_tokens[i] = 0; }
+            int target_id = ws->host_target_tokens[i];
+            ws->host_target_tokens[i] = target_id >= 0 ? draft->t2d[target_id] : -1;
+            if (s->loss == LOSS_NEXT_TOKEN && ws->host_target_tokens[i] < 0) {
+                ws->host_loss_weights[i] = 0.0f;
+                ws->host_target_tokens[i] = 0;
+            }
         }
+        b->upload(ws->target_tokens, ws->host_target_tokens, (size_t)n_loss * sizeof(int));
+        b->upload(ws->loss_weights, ws->host_loss_weights, (size_t)n_loss * sizeof(float));
         // one call per kind gives each row's loss and, when training, adds its weighted gradient to d_logits
         float* d_logits = backward ? ws->d_logits : NULL;
-        if (backward) { memset(ws->d_logits, 0, (size_t)n_loss * V_d * sizeof(float)); }
-        distribution_loss_cpu(ws->losses, d_logits, a->logits, ws->p_target, ws->target_tokens, ws->loss_weights,
-                              n_sequence_loss, V_d, s->loss);
+        if (backward) { b->zero(ws->d_logits, (size_t)n_loss * V_d * sizeof(float)); }
+        b->distribution_loss(ws->losses, d_logits, a->logits, ws->p_target, ws->target_tokens, ws->loss_weights,
+                             n_sequence_loss, V_d, s->loss);
+        if (n_loss > n_sequence_loss) {
+            size_t offset = (size_t)n_sequence_loss * V_d;
+            b->distribution_loss(ws->losses + n_sequence_loss, d_logits ? d_logits + offset : NULL, a->logits + offset,
+                                 ws->p_target + offset, NULL, ws->loss_weights + n_sequence_loss, n_loss - n_sequence_loss,
+                                 V_d, s->discard_loss);
+        }
+        // the sums on the host, in row order
+        b->download(ws->host_losses, ws->losses, (size_t)n_loss * sizeof(float));
         float sequence_part = 0.0f;
-        for (int i = 0; i < n_sequence_loss; i++) { sequence_part += ws->loss_weights[i] * ws->losses[i]; }
+        for (int i = 0; i < n_sequence_loss; i++) { sequence_part += ws->host_loss_weights[i] * ws->host_losses[i]; }
         total_loss += sequence_part;
         if (stats) { stats->accepted_loss += sequence_part; }
         if (n_loss > n_sequence_loss) {
-            distribution_loss_cpu(ws->losses + n_sequence_loss, d_logits ? d_logits + (size_t)n_sequence_loss * V_d : NULL,
-                                  a->logits + (size_t)n_sequence_loss * V_d, ws->p_target + (size_t)n_sequence_loss * V_d,
-                                  NULL, ws->loss_weights + n_sequence_loss, n_loss - n_sequence_loss, V_d, s->discard_loss);
             float discard_part = 0.0f;
-            for (int i = n_sequence_loss; i < n_loss; i++) { discard_part += ws->loss_weights[i] * ws->losses[i]; }
+            for (int i = n_sequence_loss; i < n_loss; i++) { discard_part += ws->host_loss_weights[i] * ws->host_losses[i]; }
             total_loss += discard_part;
             if (stats) { stats->discard_loss += discard_part; stats->n_discard += D; }
         }
-        if (k == 0) {
-            for (int i = 0; i < n_sequence_loss; i++) {
-                const float* p = ws->p_target + (size_t)i * V_d;
-                step0_correct += sample_argmax(a->logits + (size_t)i * V_d, V_d) == sample_argmax(p, V_d);
-            }
-            step0_positions += n_sequence_loss;
+        if (k == 0 && n_sequence_loss > 0) { // step-0 accuracy: the draft's argmax against the target's
+            b->argmax_rows(ws->argmax, a->logits, n_sequence_loss, V_d);
+            b->argmax_rows(ws->argmax + n_sequence_loss, ws->p_target, n_sequence_loss, V_d);
+            b->download(ws->host_argmax, ws->argmax, (size_t)2 * n_sequence_loss * sizeof(int));
+            for (int i = 0; i < n_sequence_loss; i++) { step0_correct += ws->host_argmax[i] == ws->host_argmax[n_sequence_loss + i]; }
         }
+        if (k == 0) { step0_positions += n_sequence_loss; }
         if (backward) {
-            // logits = lm_head(RMSNorm_out(out)) over the gathered rows
-            memset(ws->d_out_norm, 0, (size_t)n_loss * C * sizeof(float));
-            matmul_backward(ws->d_out_norm, trainer->grad.lm_head, ws->d_logits, a->out_norm, draft->weights.lm_head, n_loss, C, V_d);
-            memset(ws->d_h, 0, (size_t)n_loss * C * sizeof(float));
-            rmsnorm_backward_cpu(ws->d_h, trainer->grad.output_norm, ws->d_out_norm, ws->gathered, draft->weights.output_norm,
-                                 n_loss, C, c->norm_eps);
-            for (int i = 0; i < n_loss; i++) { // scatter to the loss rows
-                float* d_row = ws->d_out[k] + (size_t)ws->loss_rows[i] * C;
-                const float* d_gathered = ws->d_h + (size_t)i * C;
-                for (int j = 0; j < C; j++) { d_row[j] += d_gathered[j]; }
-            }
+            // logits = lm_head(RMSNorm_out(out)) over the gathered rows, then scattered back to the loss rows
+            b->zero(ws->d_out_norm, (size_t)n_loss * C * sizeof(float));
+            b->matmul_backward(ws->d_out_norm, trainer->grad.lm_head, ws->d_logits, a->out_norm, w->lm_head, n_loss, C, V_d);
+            b->zero(ws->d_h, (size_t)n_loss * C * sizeof(float));
+            b->rmsnorm_backward(ws->d_h, trainer->grad.output_norm, ws->d_out_norm, ws->gathered, w->output_norm,
+                                n_loss, C, c->norm_eps);
+            b->scatter_add_rows(ws->d_out[k], ws->d_h, ws->loss_rows, n_loss, C);
         }
     }
     if (stats) { stats->n_positions += step0_positions; stats->step0_accuracy += step0_correct; }
     if (!backward) { return total_loss; }
 
     // backward, last step first: block k's key/value gradients are complete once step k is reached
-    memset(ws->d_keys, 0, (size_t)total_keys * KVD * sizeof(float));
-    memset(ws->d_values, 0, (size_t)total_keys * KVD * sizeof(float));
+    b->zero(ws->d_keys, (size_t)total_keys * KVD * sizeof(float));
+    b->zero(ws->d_values, (size_t)total_keys * KVD * sizeof(float));
     for (int k = L - 1; k >= 0; k--) {
         int R = rows[k];
-        for (int t = 0; t < R; t++) {
-            ws->positions[t] = k > 0 || t < T ? first_column + t + k : record->discard[ws->discard_used[t - T]].position - 1;
-        }
-        draft_layer_backward(trainer, &ws->act[k], ws->d_out[k], ws->positions, ws->masks[k], R, block_offset[k]);
+        draft_layer_backward(trainer, &ws->act[k], ws->d_out[k], R, block_offset[k]);
         if (k > 0) {
-            float* d_previous = ws->d_out[k - 1];
-            for (size_t i = 0; i < (size_t)R * C; i++) { d_previous[i] += ws->d_u[i]; }
+            b->residual_forward(ws->d_out[k - 1], ws->d_out[k - 1], ws->d_u, R * C); // d_previous += d_u
         } else {
             // u = fc(features): the features are data
-            matmul_backward(NULL, trainer->grad.fc, ws->d_u, ws->features, draft->weights.fc, R, 3 * C, C);
+            b->matmul_backward(NULL, trainer->grad.fc, ws->d_u, ws->act[0].features, w->fc, R, G, C);
         }
     }
     return total_loss;
@@ -435,7 +461,8 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
 // ----------------------------------------------------------------------------
 // one optimiser step over a batch of records
 
-static float trainer_learning_rate(const Trainer* trainer) {
+// Linear warm-up from 0 over warmup_steps, then the setting.
+float trainer_learning_rate(const Trainer* trainer) {
     const TrainerSettings* s = &trainer->settings;
     if (s->warmup_steps > 0 && trainer->step < s->warmup_steps) {
         return s->learning_rate * (trainer->step + 1) / s->warmup_steps;
@@ -443,37 +470,29 @@ static float trainer_learning_rate(const Trainer* trainer) {
     return s->learning_rate;
 }
 
-// The loss of a batch without changing anything (evaluation, finite-difference checks).
-static float trainer_batch_loss(Trainer* trainer, Record* const* records, int n_records) {
-    float loss = 0.0f;
-    for (int i = 0; i < n_records; i++) { loss += record_train(trainer, records[i], 1.0f / n_records, 0, NULL); }
-    return loss;
-}
-
-// Forward and backward over the batch (the loss is the mean over records), then AdamW. A non-finite
-// loss or gradient leaves the weights untouched and counts the rejection. Returns 0 if the update was
-// applied, 1 if it was rejected.
-static int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainStats* stats) {
+int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainStats* stats) {
+    const Backend* b = trainer->backend;
     const TrainerSettings* s = &trainer->settings;
     size_t n = trainer->draft.n_weight_floats;
     memset(stats, 0, sizeof(*stats));
-    memset(trainer->grads, 0, n * sizeof(float));
+    b->zero(trainer->grads, n * sizeof(float));
     for (int i = 0; i < n_records; i++) { stats->loss += record_train(trainer, records[i], 1.0f / n_records, 1, stats); }
     stats->step0_accuracy = stats->n_positions ? stats->step0_accuracy / stats->n_positions : 0.0f;
-    double norm = sqrt(sum_squares_cpu(trainer->grads, n));
+    double norm = sqrt(b->sum_squares(trainer->grads, n));
     stats->grad_norm = (float)norm;
-    if (!isfinite(stats->loss) || !isfinite(norm)) {
+    if (!isfinite(stats->loss) || !isfinite(norm)) { // the weights (host and backend) stay as they are
         stats->rejected = 1;
         trainer->rejected_updates++;
         return 1;
     }
-    if (s->max_grad_norm > 0.0f && norm > s->max_grad_norm) {
-        float clip = (float)(s->max_grad_norm / norm);
-        for (size_t i = 0; i < n; i++) { trainer->grads[i] *= clip; }
-    }
+    if (s->max_grad_norm > 0.0f && norm > s->max_grad_norm) { b->scale(trainer->grads, (float)(s->max_grad_norm / norm), n); }
     float learning_rate = trainer_learning_rate(trainer);
     trainer->step++;
-    adamw_update_cpu(trainer->draft.weight_arena, trainer->grads, trainer->adam_m, trainer->adam_v, n, learning_rate,
-                     s->beta1, s->beta2, s->adam_eps, s->weight_decay, trainer->step);
+    // the backend's arena: the host arena itself on a host-memory backend
+    float* weights = b->host_memory ? trainer->draft.weight_arena : trainer->draft.device_arena;
+    b->adamw_update(weights, trainer->grads, trainer->adam_m, trainer->adam_v, n, learning_rate, s->beta1, s->beta2,
+                    s->adam_eps, s->weight_decay, trainer->step);
+    // the new weights on the host, where they are published and saved (a CPU backend updated them there)
+    b->download(trainer->draft.weight_arena, weights, n * sizeof(float));
     return 0;
 }

@@ -86,7 +86,7 @@ typedef struct { float *out, *inp, *weight, *r; int T, C, OC; } MatmulCase;
 
 static double matmul_objective(void* context) {
     MatmulCase* m = context;
-    matmul_forward_cpu(m->out, m->inp, m->weight, m->T, m->C, m->OC);
+    matmul_forward_cpu(m->out, m->inp, matrix_f32(m->weight), m->T, m->C, m->OC);
     return weighted_sum(m->r, m->out, (size_t)m->T * m->OC);
 }
 
@@ -472,22 +472,22 @@ typedef struct {
 static double block_forward(void* context) {
     Block* b = context;
     rmsnorm_forward_cpu(b->xn1, b->x0, b->attn_norm, BT, BC, b->eps);
-    matmul_forward_cpu(b->q, b->xn1, b->wq, BT, BC, BQD);
-    matmul_forward_cpu(b->k, b->xn1, b->wk, BT, BC, BKVD);
-    matmul_forward_cpu(b->v, b->xn1, b->wv, BT, BC, BKVD);
+    matmul_forward_cpu(b->q, b->xn1, matrix_f32(b->wq), BT, BC, BQD);
+    matmul_forward_cpu(b->k, b->xn1, matrix_f32(b->wk), BT, BC, BKVD);
+    matmul_forward_cpu(b->v, b->xn1, matrix_f32(b->wv), BT, BC, BKVD);
     rope_forward_cpu(b->qr, b->q, b->positions, BT, BNH, BHS, b->theta);
     rope_forward_cpu(b->kr, b->k, b->positions, BT, BNKV, BHS, b->theta);
     attention_forward_cpu(b->att, b->qr, b->kr, b->v, b->mask, BT, BT, BNH, BNKV, BHS);
-    matmul_forward_cpu(b->o, b->att, b->wo, BT, BQD, BC);
+    matmul_forward_cpu(b->o, b->att, matrix_f32(b->wo), BT, BQD, BC);
     residual_forward_cpu(b->x1, b->x0, b->o, BT * BC);
     rmsnorm_forward_cpu(b->xn2, b->x1, b->ffn_norm, BT, BC, b->eps);
-    matmul_forward_cpu(b->g, b->xn2, b->w_gate, BT, BC, BF);
-    matmul_forward_cpu(b->u, b->xn2, b->w_up, BT, BC, BF);
+    matmul_forward_cpu(b->g, b->xn2, matrix_f32(b->w_gate), BT, BC, BF);
+    matmul_forward_cpu(b->u, b->xn2, matrix_f32(b->w_up), BT, BC, BF);
     swiglu_forward_cpu(b->hsw, b->g, b->u, BT * BF);
-    matmul_forward_cpu(b->d, b->hsw, b->w_down, BT, BF, BC);
+    matmul_forward_cpu(b->d, b->hsw, matrix_f32(b->w_down), BT, BF, BC);
     residual_forward_cpu(b->x2, b->x1, b->d, BT * BC);
     rmsnorm_forward_cpu(b->xn3, b->x2, b->out_norm, BT, BC, b->eps);
-    matmul_forward_cpu(b->logits, b->xn3, b->w_lm, BT, BC, BV);
+    matmul_forward_cpu(b->logits, b->xn3, matrix_f32(b->w_lm), BT, BC, BV);
     distribution_loss_cpu(b->losses, NULL, b->logits, b->p, b->tokens, b->weights, BT, BV, b->kind);
     double loss = 0.0;
     for (int t = 0; t < BT; t++) { loss += (double)b->weights[t] * b->losses[t]; }

@@ -1,6 +1,6 @@
 /*
-test_common.h: what every test program shares. The one comparison routine for all parity checks, the
-one tolerance table, the pass/fail counters, and tiny-model construction.
+test_common.h: what every test program shares. The one comparison routine for all parity checks
+(compare_elements), the one tolerance table, the pass/fail counters, seeded test data.
 
 A test program: #define TESTING, #include "../aurora.c", then this file; call check(...) /
 check_tensor(...) as often as needed; `return test_summary();` at the end of main. The exit status is
@@ -35,6 +35,9 @@ static const Tolerance TOLERANCES[] = {
     {"quantised", 1e-2f, 1e-2f, "one quantise/dequantise round trip of values in [-1, 1] (Q8_0 and better)"},
     {"finite_difference", 1e-3f, 1e-2f, "analytic gradients against central differences (step 1e-2) of fp32 forwards"},
     {"hand",      1e-6f, 2e-6f, "fp32 arithmetic against values worked out by hand to 9 significant digits"},
+    {"adamw_steps", 2e-4f, 0.0f, "weights after up to 3 AdamW steps at lr 1e-3 from one start: each step moves a weight "
+                                 "by about lr whatever its gradient's size, so a wrong gradient shows as ~1e-3 and "
+                                 "reordered sums as far less"},
 };
 static Tolerance tolerance(const char* name) {
     for (size_t i = 0; i < sizeof(TOLERANCES) / sizeof(TOLERANCES[0]); i++) {
@@ -44,22 +47,33 @@ static Tolerance tolerance(const char* name) {
     exit(2);
 }
 
-// The one comparison routine: NaN anywhere fails, infinities must match exactly, and every other
-// element must satisfy |got - ref| <= atol + rtol*|ref|. Prints the first few mismatches and the worst.
-static int check_tensor(const char* what, const float* got, const float* ref, size_t n, Tolerance tol) {
+// The one comparison routine, for every parity check. Floats: NaN anywhere fails, infinities must match
+// exactly (masked attention entries are -INFINITY), and every other element must satisfy
+// |got - ref| <= atol + rtol*|ref|. Integers and bytes: exact. Prints the first few mismatches and the
+// worst one, and returns the number of mismatches; check_elements turns that into the verdict.
+static size_t compare_elements(const char* what, ElementKind kind, const void* got, const void* ref, size_t n,
+                               Tolerance tol) {
     size_t mismatches = 0, worst_index = 0;
     double worst_excess = -1.0;
     for (size_t i = 0; i < n; i++) {
-        float g = got[i], r = ref[i];
         int ok;
-        double excess = 0.0;
-        if (isnan(g) || isnan(r)) { ok = 0; excess = INFINITY; }
-        else if (isinf(g) || isinf(r)) { ok = g == r; excess = ok ? 0.0 : INFINITY; }
-        else {
-            double bound = tol.atol + tol.rtol * fabs((double)r);
-            double difference = fabs((double)g - (double)r);
-            ok = difference <= bound;
-            excess = difference - bound;
+        double excess = 0.0, g, r;
+        if (kind == ELEMENT_F32) {
+            g = ((const float*)got)[i];
+            r = ((const float*)ref)[i];
+            if (isnan(g) || isnan(r)) { ok = 0; excess = INFINITY; }
+            else if (isinf(g) || isinf(r)) { ok = g == r; excess = ok ? 0.0 : INFINITY; }
+            else {
+                double bound = tol.atol + tol.rtol * fabs(r);
+                double difference = fabs(g - r);
+                ok = difference <= bound;
+                excess = difference - bound;
+            }
+        } else {
+            g = kind == ELEMENT_I32 ? ((const int*)got)[i] : ((const uint8_t*)got)[i];
+            r = kind == ELEMENT_I32 ? ((const int*)ref)[i] : ((const uint8_t*)ref)[i];
+            ok = g == r;
+            excess = fabs(g - r);
         }
         if (!ok) {
             if (mismatches < 5) {
@@ -70,24 +84,29 @@ static int check_tensor(const char* what, const float* got, const float* ref, si
         if (excess > worst_excess) { worst_excess = excess; worst_index = i; }
     }
     if (mismatches > 0) {
+        double g = kind == ELEMENT_F32 ? ((const float*)got)[worst_index]
+                 : kind == ELEMENT_I32 ? ((const int*)got)[worst_index] : ((const uint8_t*)got)[worst_index];
+        double r = kind == ELEMENT_F32 ? ((const float*)ref)[worst_index]
+                 : kind == ELEMENT_I32 ? ((const int*)ref)[worst_index] : ((const uint8_t*)ref)[worst_index];
         fprintf(stderr, "  %s: %zu of %zu elements mismatch; worst at [%zu]: got %.9g, expected %.9g\n",
-                what, mismatches, n, worst_index, got[worst_index], ref[worst_index]);
+                what, mismatches, n, worst_index, g, r);
     }
+    return mismatches;
+}
+
+static int check_elements(const char* what, ElementKind kind, const void* got, const void* ref, size_t n, Tolerance tol) {
+    size_t mismatches = compare_elements(what, kind, got, ref, n, tol);
     check(mismatches == 0, "%s differs from the reference", what);
     return mismatches == 0;
 }
 
+static int check_tensor(const char* what, const float* got, const float* ref, size_t n, Tolerance tol) {
+    return check_elements(what, ELEMENT_F32, got, ref, n, tol);
+}
+
 // Integers must be exact.
 static int check_ints(const char* what, const int* got, const int* ref, size_t n) {
-    size_t mismatches = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (got[i] != ref[i]) {
-            if (mismatches < 5) { fprintf(stderr, "  %s[%zu]: got %d, expected %d\n", what, i, got[i], ref[i]); }
-            mismatches++;
-        }
-    }
-    check(mismatches == 0, "%s: %zu of %zu integers differ", what, mismatches, n);
-    return mismatches == 0;
+    return check_elements(what, ELEMENT_I32, got, ref, n, tolerance("exact"));
 }
 
 // ----------------------------------------------------------------------------
@@ -113,6 +132,22 @@ static int remove_entry(const char* path, const struct stat* info, int flag, str
 // Removes a directory and everything under it (depth first, no symlinks followed).
 static int remove_tree(const char* path) {
     return nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+// ----------------------------------------------------------------------------
+// records for the trainer's tests
+
+// A record with rejected branches: a random draft proposing K=2 trees (greedy, so the same every run).
+static Record* make_record(Target* target, Draft* draft, const int* prompt, int n_prompt, int max_new) {
+    DraftSource source;
+    draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, draft, target);
+    Record* record = record_new(target->config.dim);
+    int out[64];
+    SpecStats stats;
+    SamplerSettings greedy = {0.0f, 1.0f};
+    generate_speculative(target, &source, prompt, n_prompt, max_new, greedy, 0, out, &stats, NULL, NULL, record);
+    draft_source_free(&source);
+    return record;
 }
 
 #endif // TEST_COMMON_H

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
     if (argc != 2) { fprintf(stderr, "usage: %s MODEL.gguf\n", argv[0]); return 2; }
     Target target;
     Error err;
-    if (target_load(&target, argv[1], 256, 64, &err) != 0) {
+    if (target_load(&target, argv[1], backend_cpu(), 256, 64, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
         return 1;
     }
@@ -58,26 +58,26 @@ int main(int argc, char** argv) {
     for (int t = 0; t < 16; t++) { positions[t] = t; }
     int V = c->vocab_size;
     float* batch = mallocCheck((size_t)n_prompt * V * sizeof(float));
-    use_blas = 0;
+    // the two CPU tables keep the same fp32 weights in host memory, so a test may switch a target between them
+    target.backend = &backend_cpu_ref;
     target_forward(&target, ids, positions, NULL, n_prompt, 0, 1);
-    memcpy(batch, target.act.logits, (size_t)n_prompt * V * sizeof(float));
+    memcpy(batch, target.host.logits, (size_t)n_prompt * V * sizeof(float));
     for (int t = 0; t < n_prompt; t++) {
         target_forward(&target, &ids[t], &positions[t], NULL, 1, t, 1);
         char what[64];
         snprintf(what, sizeof(what), "logits of token %d, one at a time vs batch", t);
-        check_tensor(what, target.act.logits, batch + (size_t)t * V, V, tolerance("layer"));
+        check_tensor(what, target.host.logits, batch + (size_t)t * V, V, tolerance("layer"));
     }
-    use_blas = 1;
+    target.backend = backend_cpu();
     target_forward(&target, ids, positions, NULL, n_prompt, 0, 1);
-    check_tensor("logits, fast path vs reference", target.act.logits, batch, (size_t)n_prompt * V, tolerance("layer"));
+    check_tensor("logits, fast path vs reference", target.host.logits, batch, (size_t)n_prompt * V, tolerance("layer"));
 
     // greedy: deterministic, and the recorded continuation
-    Engine engine = {&target, NULL};
     SamplerSettings greedy = {0.0f, 1.0f};
     int first[16], second[16];
     GenerateStats stats;
-    generate_plain(&engine, ids, n_prompt, 16, greedy, 1, first, &stats, NULL, NULL);
-    generate_plain(&engine, ids, n_prompt, 16, greedy, 2, second, &stats, NULL, NULL);
+    generate_plain(&target, ids, n_prompt, 16, greedy, 1, first, &stats, NULL, NULL);
+    generate_plain(&target, ids, n_prompt, 16, greedy, 2, second, &stats, NULL, NULL);
     check_ints("greedy output, two runs", first, second, 16);
     check_ints("greedy output vs the recorded ids", first, GREEDY_EXPECTED, 16);
     // speculative decoding on the real model gives the plain greedy output, for every draft source
@@ -87,14 +87,14 @@ int main(int argc, char** argv) {
     for (int p = 0; p < 3; p++) {
         int prompt_ids[64], plain[24], speculative[24];
         int n = tokenizer_encode(&target.tokenizer, prompts[p], strlen(prompts[p]), 0, prompt_ids, 64, &err);
-        int n_plain = generate_plain(&engine, prompt_ids, n, 24, greedy, 0, plain, &stats, NULL, NULL);
+        int n_plain = generate_plain(&target, prompt_ids, n, 24, greedy, 0, plain, &stats, NULL, NULL);
         const DraftKind kinds[3] = {DRAFT_EAGLE, DRAFT_SELF, DRAFT_LOOKUP};
         const TreeShape shapes[3] = {{1, 5, 6}, {2, 3, 7}, {1, 4, 5}};
         for (int k = 0; k < 3; k++) {
             DraftSource source;
-            draft_source_init(&source, kinds[k], shapes[k], kinds[k] == DRAFT_EAGLE ? &draft : NULL, &engine);
+            draft_source_init(&source, kinds[k], shapes[k], kinds[k] == DRAFT_EAGLE ? &draft : NULL, &target);
             SpecStats spec_stats;
-            int n_spec = generate_speculative(&engine, &source, prompt_ids, n, 24, greedy, 0, speculative, &spec_stats, NULL, NULL, NULL);
+            int n_spec = generate_speculative(&target, &source, prompt_ids, n, 24, greedy, 0, speculative, &spec_stats, NULL, NULL, NULL);
             check(n_spec == n_plain && memcmp(plain, speculative, sizeof(int) * n_plain) == 0,
                   "speculative greedy (source %d) differs from plain greedy on '%s'", k, prompts[p]);
             draft_source_free(&source);

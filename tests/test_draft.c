@@ -33,7 +33,7 @@ static int load_tiny_target(Target* target, const char* label, TinyModelSpec spe
     Error err;
     const char* path = temp_path(label);
     check(tiny_model_write(path, &spec, &err) == 0, "%s: write: %s", label, err.message);
-    if (target_load(target, path, 64, 16, &err) != 0) {
+    if (target_load(target, path, backend_cpu(), 64, 16, &err) != 0) {
         check(0, "%s: load: %s", label, err.message);
         return -1;
     }
@@ -68,7 +68,7 @@ static int* test_tokens(int n, int V, uint64_t seed) {
 }
 
 // u for T tokens the way the system makes it: the target's taps, projected by fc.
-static float* hidden_from_target(Draft* draft, Target* target, const int* tokens, int T) {
+static float* u_from_target(Draft* draft, Target* target, const int* tokens, int T) {
     int C = draft->config.dim;
     int* positions = mallocCheck((size_t)T * sizeof(int));
     for (int t = 0; t < T; t++) { positions[t] = t; }
@@ -76,10 +76,10 @@ static float* hidden_from_target(Draft* draft, Target* target, const int* tokens
                                  target->config.n_kv_heads * target->config.head_size * sizeof(float));
     target_forward(target, tokens, positions, NULL, T, 0, 0);
     float* hidden = mallocCheck((size_t)T * C * sizeof(float));
-    draft_project_features(draft, hidden, target->act.taps, T);
+    draft_project_features(draft, hidden, target->host.features, T);
     // fc(g) by hand for one row: the projection reads the (T, 3C) taps row by row
     float* expected = mallocCheck((size_t)C * sizeof(float));
-    matmul_forward_cpu(expected, target->act.taps + (size_t)(T - 1) * 3 * C, draft->weights.fc, 1, 3 * C, C);
+    matmul_forward_cpu(expected, target->host.features + (size_t)(T - 1) * 3 * C, matrix_f32(draft->weights.fc), 1, 3 * C, C);
     check_tensor("draft_project_features last row", hidden + (size_t)(T - 1) * C, expected, C, tolerance("reorder"));
     free(expected);
     free(positions);
@@ -112,7 +112,8 @@ static void test_init(Target* target) {
           c->head_size == tc->head_size && c->ffn_dim == tc->ffn_dim && c->vocab_size == 100 &&
           c->target_vocab_size == V && c->rope_theta == tc->rope_theta && c->norm_eps == tc->norm_eps,
           "init: config not copied from the target");
-    check(draft.target_embedding == target->weights.token_embedding, "init: target_embedding must be the target's table");
+    check(draft.target_embedding.data == target->weights.token_embedding.data && draft.backend == target->backend,
+          "init: target_embedding must be the target's table, on its backend");
     int lowest = 1;
     for (int i = 0; i < 100; i++) { lowest &= draft.d2t[i] == i; }
     for (int id = 0; id < V; id++) { lowest &= draft.t2d[id] == (id < 100 ? id : -1); }
@@ -196,7 +197,8 @@ static void test_round_trip(Target* target, Target* other_width, Target* other_v
     check(memcmp(&loaded.config, &draft.config, sizeof(DraftConfig)) == 0, "round trip: config differs");
     check(memcmp(loaded.d2t, draft.d2t, sizeof(d2t)) == 0, "round trip: d2t differs");
     check(memcmp(loaded.t2d, draft.t2d, (size_t)V * sizeof(int32_t)) == 0, "round trip: t2d differs");
-    check(loaded.target_embedding == target->weights.token_embedding, "round trip: target_embedding");
+    check(loaded.target_embedding.data == target->weights.token_embedding.data && loaded.backend == target->backend,
+          "round trip: target_embedding");
     check(loaded.n_weight_floats == draft.n_weight_floats, "round trip: arena size");
     for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
         const DraftTensorInfo* a = &draft.tensors[i];
@@ -311,35 +313,35 @@ static void test_malformed_checkpoints(Target* target) {
 static void test_batch_equals_sequential(Draft* draft, Target* target) {
     int T = 7, V = target->config.vocab_size, C = draft->config.dim, V_draft = draft->config.vocab_size;
     int* tokens = test_tokens(T, V, 41);
-    float* hidden = hidden_from_target(draft, target, tokens, T);
+    float* hidden = u_from_target(draft, target, tokens, T);
     int positions[7];
     for (int t = 0; t < T; t++) { positions[t] = t; }
     reset_draft_cache(draft);
     draft_forward(draft, tokens, hidden, positions, NULL, T, 0);
     float* batch_out = mallocCheck((size_t)T * C * sizeof(float));
     float* batch_logits = mallocCheck((size_t)T * V_draft * sizeof(float));
-    memcpy(batch_out, draft->act.out, (size_t)T * C * sizeof(float));
-    memcpy(batch_logits, draft->act.logits, (size_t)T * V_draft * sizeof(float));
+    memcpy(batch_out, draft->host.out, (size_t)T * C * sizeof(float));
+    memcpy(batch_logits, draft->host.logits, (size_t)T * V_draft * sizeof(float));
     reset_draft_cache(draft);
     char what[128];
     for (int t = 0; t < T; t++) {
         draft_forward(draft, &tokens[t], hidden + (size_t)t * C, &positions[t], NULL, 1, t);
         snprintf(what, sizeof(what), "draft out of token %d, batch vs one at a time", t);
-        check_tensor(what, draft->act.out, batch_out + (size_t)t * C, C, tolerance("layer"));
+        check_tensor(what, draft->host.out, batch_out + (size_t)t * C, C, tolerance("layer"));
         snprintf(what, sizeof(what), "draft logits of token %d, batch vs one at a time", t);
-        check_tensor(what, draft->act.logits, batch_logits + (size_t)t * V_draft, V_draft, tolerance("layer"));
+        check_tensor(what, draft->host.logits, batch_logits + (size_t)t * V_draft, V_draft, tolerance("layer"));
     }
     // u may be act.out of the previous call (a draft step feeds its own output back)
     reset_draft_cache(draft);
     draft_forward(draft, tokens, hidden, positions, NULL, 1, 0);
     float* fed_back = mallocCheck((size_t)C * sizeof(float));
-    memcpy(fed_back, draft->act.out, (size_t)C * sizeof(float));
+    memcpy(fed_back, draft->host.out, (size_t)C * sizeof(float));
     draft_forward(draft, &tokens[1], fed_back, &positions[1], NULL, 1, 1);
-    memcpy(batch_out, draft->act.out, (size_t)C * sizeof(float));
+    memcpy(batch_out, draft->host.out, (size_t)C * sizeof(float));
     reset_draft_cache(draft);
     draft_forward(draft, tokens, hidden, positions, NULL, 1, 0);
-    draft_forward(draft, &tokens[1], draft->act.out, &positions[1], NULL, 1, 1);
-    check_tensor("draft step with u = act.out", draft->act.out, batch_out, C, tolerance("exact"));
+    draft_forward(draft, &tokens[1], draft->host.out, &positions[1], NULL, 1, 1);
+    check_tensor("draft step with u = act.out", draft->host.out, batch_out, C, tolerance("exact"));
     free(fed_back); free(tokens); free(hidden); free(batch_out); free(batch_logits);
 }
 
@@ -348,7 +350,7 @@ static void test_tree(Draft* draft, Target* target) {
     int C = draft->config.dim, V = target->config.vocab_size, V_draft = draft->config.vocab_size;
     int prefix = 4, n_nodes = 4;
     int* tokens = test_tokens(prefix + n_nodes, V, 51);
-    float* hidden = hidden_from_target(draft, target, tokens, prefix + n_nodes);
+    float* hidden = u_from_target(draft, target, tokens, prefix + n_nodes);
     // the nodes' u: arbitrary rows (in a draft step they are the parents' outputs)
     uint64_t rng = random_seed_state(52);
     float* node_hidden = hidden + (size_t)prefix * C;
@@ -374,8 +376,8 @@ static void test_tree(Draft* draft, Target* target) {
     draft_forward(draft, node_tokens, node_hidden, node_positions, tree_mask, n_nodes, prefix);
     float* tree_out = mallocCheck((size_t)n_nodes * C * sizeof(float));
     float* tree_logits = mallocCheck((size_t)n_nodes * V_draft * sizeof(float));
-    memcpy(tree_out, draft->act.out, (size_t)n_nodes * C * sizeof(float));
-    memcpy(tree_logits, draft->act.logits, (size_t)n_nodes * V_draft * sizeof(float));
+    memcpy(tree_out, draft->host.out, (size_t)n_nodes * C * sizeof(float));
+    memcpy(tree_logits, draft->host.logits, (size_t)n_nodes * V_draft * sizeof(float));
     char what[128];
     for (int node = 0; node < n_nodes; node++) {
         int path[3], n_path = 0;
@@ -396,9 +398,9 @@ static void test_tree(Draft* draft, Target* target) {
         draft_forward(draft, sequence, sequence_hidden, sequence_positions, NULL, prefix + n_path, 0);
         int last = prefix + n_path - 1;
         snprintf(what, sizeof(what), "draft tree node %d out vs its path run alone", node);
-        check_tensor(what, tree_out + (size_t)node * C, draft->act.out + (size_t)last * C, C, tolerance("layer"));
+        check_tensor(what, tree_out + (size_t)node * C, draft->host.out + (size_t)last * C, C, tolerance("layer"));
         snprintf(what, sizeof(what), "draft tree node %d logits vs its path run alone", node);
-        check_tensor(what, tree_logits + (size_t)node * V_draft, draft->act.logits + (size_t)last * V_draft, V_draft,
+        check_tensor(what, tree_logits + (size_t)node * V_draft, draft->host.logits + (size_t)last * V_draft, V_draft,
                      tolerance("layer"));
         free(sequence_hidden);
     }
@@ -439,7 +441,7 @@ static void reference_row_kv(double* attn_in, double* k, double* v, const Draft*
     const DraftConfig* c = &draft->config;
     int C = c->dim, KVD = c->n_kv_heads * c->head_size;
     double e_row[64], u_row[64];
-    for (int i = 0; i < C; i++) { e_row[i] = draft->target_embedding[(size_t)token * C + i]; u_row[i] = u[i]; }
+    for (int i = 0; i < C; i++) { e_row[i] = ((const float*)draft->target_embedding.data)[(size_t)token * C + i]; u_row[i] = u[i]; }
     reference_rmsnorm(attn_in, e_row, draft->weights.embed_norm, C, c->norm_eps);
     reference_rmsnorm(attn_in + C, u_row, draft->weights.hidden_norm, C, c->norm_eps);
     reference_matvec(k, draft->weights.wk, attn_in, KVD, 2 * C);
@@ -512,9 +514,9 @@ static void test_independent_forward(Draft* draft, Target* target) {
     float* expected_logits = mallocCheck((size_t)V_draft * sizeof(float));
     for (int i = 0; i < C; i++) { expected_out[i] = (float)out[i]; }
     for (int i = 0; i < V_draft; i++) { expected_logits[i] = (float)logits[i]; }
-    check_tensor("draft out vs independent double recomputation", draft->act.out + (size_t)row_in_call * C,
+    check_tensor("draft out vs independent double recomputation", draft->host.out + (size_t)row_in_call * C,
                  expected_out, C, tolerance("layer"));
-    check_tensor("draft logits vs independent double recomputation", draft->act.logits + (size_t)row_in_call * V_draft,
+    check_tensor("draft logits vs independent double recomputation", draft->host.logits + (size_t)row_in_call * V_draft,
                  expected_logits, V_draft, tolerance("layer"));
     free(logits); free(expected_logits); free(tokens); free(hidden);
 }
@@ -523,23 +525,24 @@ static void test_independent_forward(Draft* draft, Target* target) {
 static void test_blas(Draft* draft, Target* target) {
     int T = 6, C = draft->config.dim, V_draft = draft->config.vocab_size;
     int* tokens = test_tokens(T, target->config.vocab_size, 71);
-    float* hidden = hidden_from_target(draft, target, tokens, T);
+    float* hidden = u_from_target(draft, target, tokens, T);
     int positions[6] = {0, 1, 2, 3, 4, 5};
-    int saved = use_blas;
-    use_blas = 0;
+    // the two CPU tables keep the same fp32 weights in host memory, so a test may switch a draft between them
+    const Backend* saved = draft->backend;
+    draft->backend = &backend_cpu_ref;
     reset_draft_cache(draft);
     draft_forward(draft, tokens, hidden, positions, NULL, T, 0);
     float* reference_out = mallocCheck((size_t)T * C * sizeof(float));
     float* reference_logits = mallocCheck((size_t)T * V_draft * sizeof(float));
-    memcpy(reference_out, draft->act.out, (size_t)T * C * sizeof(float));
-    memcpy(reference_logits, draft->act.logits, (size_t)T * V_draft * sizeof(float));
-    use_blas = 1;
+    memcpy(reference_out, draft->host.out, (size_t)T * C * sizeof(float));
+    memcpy(reference_logits, draft->host.logits, (size_t)T * V_draft * sizeof(float));
+    draft->backend = backend_cpu();
     reset_draft_cache(draft);
     draft_forward(draft, tokens, hidden, positions, NULL, T, 0);
-    check_tensor("draft out, BLAS vs reference", draft->act.out, reference_out, (size_t)T * C, tolerance("layer"));
-    check_tensor("draft logits, BLAS vs reference", draft->act.logits, reference_logits, (size_t)T * V_draft,
+    check_tensor("draft out, BLAS vs reference", draft->host.out, reference_out, (size_t)T * C, tolerance("layer"));
+    check_tensor("draft logits, BLAS vs reference", draft->host.logits, reference_logits, (size_t)T * V_draft,
                  tolerance("layer"));
-    use_blas = saved;
+    draft->backend = saved;
     free(tokens); free(hidden); free(reference_out); free(reference_logits);
 }
 

@@ -154,12 +154,12 @@ static void test_config_ranges(void) {
     Target target;
     const char* path = temp_path("config.gguf");
     check(write_model_with(path, 1e-5f, 10000.0f, &err) == 0, "write: %s", err.message);
-    check(target_load(&target, path, 32, 4, &err) == 0, "a finite config loads: %s", err.message);
+    check(target_load(&target, path, &backend_cpu_ref, 32, 4, &err) == 0, "a finite config loads: %s", err.message);
     target_free(&target);
     float bad[][2] = {{INFINITY, 10000.0f}, {NAN, 10000.0f}, {1e-5f, INFINITY}, {1e-5f, NAN}, {-1.0f, 10000.0f}, {1e-5f, 0.0f}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         check(write_model_with(path, bad[i][0], bad[i][1], &err) == 0, "write: %s", err.message);
-        int status = target_load(&target, path, 32, 4, &err);
+        int status = target_load(&target, path, &backend_cpu_ref, 32, 4, &err);
         check(status != 0 && strstr(err.message, "epsilon"), "eps %g, rope base %g must be refused (%s)", bad[i][0], bad[i][1],
               status == 0 ? "loaded" : err.message);
         if (status == 0) { target_free(&target); }

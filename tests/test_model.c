@@ -63,13 +63,14 @@ static void test_loading(const NamedSpec* named, Target* target) {
     for (int i = 0; i < TARGET_NUM_TENSORS; i++) {
         const TargetTensorInfo* info = &target->tensors[i];
         if (i == TARGET_NUM_TENSORS - 1 && c->tied_output) {
-            check(target->weights.output == target->weights.token_embedding, "%s: tied output must alias the embedding", named->label);
+            check(target->weights.output.data == target->weights.token_embedding.data, "%s: tied output must alias the embedding", named->label);
             continue;
         }
         counted += info->n_elements;
         int copies = info->per_layer ? c->n_layers : 1;
         size_t per_copy = (size_t)info->rows * info->cols;
         float* expected = mallocCheck(per_copy * sizeof(float));
+        float* loaded = mallocCheck(per_copy * sizeof(float));
         for (int layer = 0; layer < copies; layer++) {
             char name[128];
             snprintf(name, sizeof(name), info->gguf_name, layer);
@@ -80,9 +81,11 @@ static void test_loading(const NamedSpec* named, Target* target) {
             check(tensor->type == expected_type, "%s: %s has type %s, expected %s", named->label, name,
                   tensor_type_name(tensor->type), tensor_type_name(expected_type));
             gguf_tensor_to_f32(tensor, expected);
-            check_tensor(name, *info->data + (size_t)layer * per_copy, expected, per_copy, tolerance("exact"));
+            target_tensor_to_host(target, i, layer, loaded);
+            check_tensor(name, loaded, expected, per_copy, tolerance("exact"));
         }
         free(expected);
+        free(loaded);
     }
     check(counted == target->n_weight_floats, "%s: tensor table covers %zu floats, arena has %zu", named->label,
           counted, target->n_weight_floats);
@@ -98,22 +101,22 @@ static void test_batch_equals_sequential(const NamedSpec* named, Target* target)
     target_forward(target, tokens, positions, NULL, T, 0, 1);
     float* batch_logits = mallocCheck((size_t)T * V * sizeof(float));
     float* batch_taps = mallocCheck((size_t)T * 3 * C * sizeof(float));
-    memcpy(batch_logits, target->act.logits, (size_t)T * V * sizeof(float));
-    memcpy(batch_taps, target->act.taps, (size_t)T * 3 * C * sizeof(float));
+    memcpy(batch_logits, target->host.logits, (size_t)T * V * sizeof(float));
+    memcpy(batch_taps, target->host.features, (size_t)T * 3 * C * sizeof(float));
     reset_cache(target);
     char what[128];
     for (int t = 0; t < T; t++) {
         target_forward(target, &tokens[t], &positions[t], NULL, 1, t, 1);
         snprintf(what, sizeof(what), "%s: logits of token %d, batch vs one at a time", named->label, t);
-        check_tensor(what, target->act.logits, batch_logits + (size_t)t * V, V, tolerance("layer"));
+        check_tensor(what, target->host.logits, batch_logits + (size_t)t * V, V, tolerance("layer"));
         snprintf(what, sizeof(what), "%s: taps of token %d, batch vs one at a time", named->label, t);
-        check_tensor(what, target->act.taps, batch_taps + (size_t)t * 3 * C, 3 * C, tolerance("layer"));
+        check_tensor(what, target->host.features, batch_taps + (size_t)t * 3 * C, 3 * C, tolerance("layer"));
     }
     // all_logits = 0 puts the last row's logits in row 0
     reset_cache(target);
     target_forward(target, tokens, positions, NULL, T, 0, 0);
     snprintf(what, sizeof(what), "%s: last-row logits", named->label);
-    check_tensor(what, target->act.logits, batch_logits + (size_t)(T - 1) * V, V, tolerance("reorder"));
+    check_tensor(what, target->host.logits, batch_logits + (size_t)(T - 1) * V, V, tolerance("reorder"));
     free(tokens); free(batch_logits); free(batch_taps);
 }
 
@@ -126,12 +129,12 @@ static void test_positions(const NamedSpec* named, Target* target) {
     reset_cache(target);
     target_forward(target, tokens, positions, NULL, T, 0, 1);
     float* reference = mallocCheck((size_t)T * V * sizeof(float));
-    memcpy(reference, target->act.logits, (size_t)T * V * sizeof(float));
+    memcpy(reference, target->host.logits, (size_t)T * V * sizeof(float));
     reset_cache(target);
     target_forward(target, tokens, shifted, NULL, T, 0, 1);
     char what[128];
     snprintf(what, sizeof(what), "%s: logits with every position shifted by 37", named->label);
-    check_tensor(what, target->act.logits, reference, (size_t)T * V, tolerance("layer"));
+    check_tensor(what, target->host.logits, reference, (size_t)T * V, tolerance("layer"));
 
     // A tree after a 4-token prefix: node 0 is the root, nodes 1 and 2 its children (same position),
     // node 3 a child of node 1. Each node must get the logits of its root-to-node path run alone.
@@ -155,7 +158,7 @@ static void test_positions(const NamedSpec* named, Target* target) {
     target_forward(target, tokens, positions, NULL, prefix, 0, 0);
     target_forward(target, tree_tokens, tree_positions, tree_mask, 4, prefix, 1);
     float* tree_logits = mallocCheck((size_t)4 * V * sizeof(float));
-    memcpy(tree_logits, target->act.logits, (size_t)4 * V * sizeof(float));
+    memcpy(tree_logits, target->host.logits, (size_t)4 * V * sizeof(float));
     for (int node = 0; node < 4; node++) {
         int path[3], n_path = 0;
         for (int j = node; j >= 0; j = parent[j]) { path[n_path++] = j; }
@@ -167,7 +170,7 @@ static void test_positions(const NamedSpec* named, Target* target) {
         reset_cache(target);
         target_forward(target, sequence, sequence_positions, NULL, prefix + n_path, 0, 0);
         snprintf(what, sizeof(what), "%s: tree node %d vs its path run alone", named->label, node);
-        check_tensor(what, tree_logits + (size_t)node * V, target->act.logits, V, tolerance("layer"));
+        check_tensor(what, tree_logits + (size_t)node * V, target->host.logits, V, tolerance("layer"));
     }
     free(tokens); free(reference); free(tree_logits);
 }
@@ -178,44 +181,43 @@ static void test_taps_and_blas(const NamedSpec* named, Target* target) {
     int T = 5, C = c->dim, V = c->vocab_size;
     int* tokens = test_tokens(T, V, 13);
     int positions[5] = {0, 1, 2, 3, 4};
-    float* layer_outputs = mallocCheck((size_t)c->n_layers * T * C * sizeof(float));
-    target->act.layer_outputs = layer_outputs;
-    use_blas = 0;
+    target_keep_layer_outputs(target);
+    float* layer_outputs = target->act.layer_outputs; // host memory on a CPU backend
+    // the two CPU tables keep the same fp32 weights in host memory, so a test may switch a target between them
+    target->backend = &backend_cpu_ref;
     reset_cache(target);
     target_forward(target, tokens, positions, NULL, T, 0, 1);
     char what[128];
     for (int i = 0; i < 3; i++)
         for (int t = 0; t < T; t++) {
             snprintf(what, sizeof(what), "%s: tap %d (layer %d) token %d", named->label, i, c->tap_layers[i], t);
-            check_tensor(what, target->act.taps + (size_t)t * 3 * C + (size_t)i * C,
+            check_tensor(what, target->host.features + (size_t)t * 3 * C + (size_t)i * C,
                          layer_outputs + ((size_t)c->tap_layers[i] * T + t) * C, C, tolerance("exact"));
         }
     float* hidden = mallocCheck((size_t)T * C * sizeof(float));
     rmsnorm_forward_cpu(hidden, layer_outputs + (size_t)(c->n_layers - 1) * T * C, target->weights.output_norm, T, C, c->norm_eps);
     snprintf(what, sizeof(what), "%s: hidden = final rmsnorm of the last layer", named->label);
-    check_tensor(what, target->act.hidden, hidden, (size_t)T * C, tolerance("exact"));
+    check_tensor(what, target->host.hidden, hidden, (size_t)T * C, tolerance("exact"));
     float* reference_logits = mallocCheck((size_t)T * V * sizeof(float));
-    memcpy(reference_logits, target->act.logits, (size_t)T * V * sizeof(float));
-    use_blas = 1;
+    memcpy(reference_logits, target->host.logits, (size_t)T * V * sizeof(float));
+    target->backend = backend_cpu();
     reset_cache(target);
     target_forward(target, tokens, positions, NULL, T, 0, 1);
     snprintf(what, sizeof(what), "%s: whole forward, fast path vs reference", named->label);
-    check_tensor(what, target->act.logits, reference_logits, (size_t)T * V, tolerance("layer"));
-    target->act.layer_outputs = NULL;
-    free(tokens); free(layer_outputs); free(hidden); free(reference_logits);
+    check_tensor(what, target->host.logits, reference_logits, (size_t)T * V, tolerance("layer"));
+    free(tokens); free(hidden); free(reference_logits);
 }
 
 // ---- generation ------------------------------------------------------------------------------
 static void test_generation(const NamedSpec* named, Target* target) {
     int V = target->config.vocab_size, n_prompt = 5, max_new = 12;
     int* prompt = test_tokens(n_prompt, V, 14);
-    Engine engine = {target, NULL};
     SamplerSettings greedy = {0.0f, 1.0f};
     int first[12], second[12];
     GenerateStats stats;
     target->tokenizer.eos_id = -1; // random weights: don't let an early end-of-sequence shorten the check
-    int n1 = generate_plain(&engine, prompt, n_prompt, max_new, greedy, 1, first, &stats, NULL, NULL);
-    int n2 = generate_plain(&engine, prompt, n_prompt, max_new, greedy, 2, second, &stats, NULL, NULL);
+    int n1 = generate_plain(target, prompt, n_prompt, max_new, greedy, 1, first, &stats, NULL, NULL);
+    int n2 = generate_plain(target, prompt, n_prompt, max_new, greedy, 2, second, &stats, NULL, NULL);
     check(n1 == max_new && n2 == max_new, "%s: greedy generated %d and %d tokens, expected %d", named->label, n1, n2, max_new);
     check_ints("greedy generation is deterministic (seed ignored)", first, second, max_new);
     // every generated token is the argmax of a fresh full forward over prompt + tokens so far
@@ -227,12 +229,12 @@ static void test_generation(const NamedSpec* named, Target* target) {
     reset_cache(target);
     target_forward(target, sequence, positions, NULL, n_prompt + max_new - 1, 0, 1);
     int argmax[12];
-    for (int k = 0; k < max_new; k++) { argmax[k] = sample_argmax(target->act.logits + (size_t)(n_prompt - 1 + k) * V, V); }
+    for (int k = 0; k < max_new; k++) { argmax[k] = sample_argmax(target->host.logits + (size_t)(n_prompt - 1 + k) * V, V); }
     check_ints("greedy tokens vs argmax of one full forward", first, argmax, max_new);
     // sampling repeats exactly for a seed
     SamplerSettings sampled = {0.8f, 0.95f};
-    generate_plain(&engine, prompt, n_prompt, max_new, sampled, 5, first, &stats, NULL, NULL);
-    generate_plain(&engine, prompt, n_prompt, max_new, sampled, 5, second, &stats, NULL, NULL);
+    generate_plain(target, prompt, n_prompt, max_new, sampled, 5, first, &stats, NULL, NULL);
+    generate_plain(target, prompt, n_prompt, max_new, sampled, 5, second, &stats, NULL, NULL);
     check_ints("sampled generation repeats for one seed", first, second, max_new);
     free(prompt);
 }
@@ -280,7 +282,7 @@ static void test_malformed_model(const char* good_path) {
         gguf_writer_free(writer);
         Target target;
         err.message[0] = '\0';
-        int status = target_load(&target, path, 32, 8, &err);
+        int status = target_load(&target, path, backend_cpu(), 32, 8, &err);
         check(status != 0, "malformed case %zu (%s) loaded without error", k, cases[k].expected_in_message);
         check(strstr(err.message, cases[k].expected_in_message) != NULL && strstr(err.message, path) != NULL,
               "malformed case %zu: message '%s' should name '%s' and the file", k, err.message, cases[k].expected_in_message);
@@ -288,7 +290,7 @@ static void test_malformed_model(const char* good_path) {
     }
     gguf_close(&good);
     Target target;
-    check(target_load(&target, temp_path("does-not-exist"), 32, 8, &err) != 0 && strstr(err.message, "does-not-exist"),
+    check(target_load(&target, temp_path("does-not-exist"), backend_cpu(), 32, 8, &err) != 0 && strstr(err.message, "does-not-exist"),
           "a missing file must fail naming the file: '%s'", err.message);
 }
 
@@ -302,7 +304,7 @@ int main(void) {
         Error err;
         check(tiny_model_write(path, &named->spec, &err) == 0, "%s: write: %s", named->label, err.message);
         Target target;
-        if (target_load(&target, path, 64, 16, &err) != 0) {
+        if (target_load(&target, path, backend_cpu(), 64, 16, &err) != 0) {
             check(0, "%s: load: %s", named->label, err.message);
             continue;
         }

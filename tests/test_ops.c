@@ -25,14 +25,13 @@ static void test_matmul(int T, int C, int OC) {
             for (int o = 0; o < OC; o++) accumulator[(size_t)t * OC + o] += (double)inp[(size_t)t * C + c] * weight[(size_t)o * C + c];
     for (size_t i = 0; i < (size_t)T * OC; i++) { expected[i] = (float)accumulator[i]; }
     char what[96];
-    matmul_forward_cpu(out, inp, weight, T, C, OC);
+    matmul_forward_cpu(out, inp, matrix_f32(weight), T, C, OC);
     Tolerance tol = {"matmul", 1e-5f * sqrtf((float)C), 1e-5f, "fp32 sum of C products against a double sum"};
     snprintf(what, sizeof(what), "matmul_cpu T=%d C=%d OC=%d", T, C, OC);
     check_tensor(what, out, expected, (size_t)T * OC, tol);
-    // the fast path (OpenBLAS when built with it) against the reference
-    use_blas = 1;
+    // the default CPU table (OpenBLAS when built with it) against the reference
     float* fast = mallocCheck((size_t)T * OC * sizeof(float));
-    matmul_forward(fast, inp, weight, T, C, OC);
+    backend_cpu()->matmul_forward(fast, inp, matrix_f32(weight), T, C, OC);
     snprintf(what, sizeof(what), "matmul fast path T=%d C=%d OC=%d", T, C, OC);
     check_tensor(what, fast, out, (size_t)T * OC, tol);
     // the backward: the fast path against the reference, both accumulating into non-zero buffers
@@ -46,7 +45,7 @@ static void test_matmul(int T, int C, int OC) {
         for (size_t i = 0; i < (size_t)OC * C; i++) { dweight[path][i] = -0.25f; }
     }
     matmul_backward_cpu(dinp[0], dweight[0], dout, inp, weight, T, C, OC);
-    matmul_backward(dinp[1], dweight[1], dout, inp, weight, T, C, OC);
+    backend_cpu()->matmul_backward(dinp[1], dweight[1], dout, inp, weight, T, C, OC);
     Tolerance backward_tol = {"matmul backward", 1e-5f * sqrtf((float)(OC > T ? OC : T)), 1e-5f, "fp32 sums in another order"};
     snprintf(what, sizeof(what), "matmul_backward dinp fast path T=%d C=%d OC=%d", T, C, OC);
     check_tensor(what, dinp[1], dinp[0], (size_t)T * C, backward_tol);
@@ -194,7 +193,7 @@ static void test_pointwise(void) {
     float table[6 * 4];
     fill_uniform(table, 24, &rng_state, -1, 1);
     int tokens[3] = {5, 0, 5};
-    embedding_forward_cpu(out, tokens, table, 3, 4, 6);
+    embedding_forward_cpu(out, tokens, matrix_f32(table), 3, 4, 6);
     check_tensor("embedding row 5", out, table + 20, 4, tolerance("exact"));
     check_tensor("embedding row 0", out + 4, table, 4, tolerance("exact"));
     // softmax: independent double formulation via log-sum-exp, sums to 1, -inf gives exactly 0

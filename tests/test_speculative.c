@@ -102,7 +102,6 @@ static void test_verify_and_compaction(Target* target) {
     uint64_t rng = random_seed_state(5);
     int prefix[6];
     for (int i = 0; i < 6; i++) { prefix[i] = (int)(random_u32(&rng) % (uint32_t)V); }
-    Engine engine = {target, NULL};
     float* node_logits = mallocCheck((size_t)TREE_MAX_NODES * V * sizeof(float));
     float* next_logits = mallocCheck((size_t)V * sizeof(float));
     uint8_t* mask = mallocCheck((size_t)TREE_MAX_NODES * (6 + TREE_MAX_NODES));
@@ -114,23 +113,23 @@ static void test_verify_and_compaction(Target* target) {
         Error err;
         tree_derive(&tree, &err);
         reset_cache(target);
-        engine_prefill(&engine, prefix, 6, 0, NULL, NULL);
+        target_prefill(target, prefix, 6, 0, NULL, NULL);
         tree_attention_mask(mask, &tree, 6);
         target_forward(target, tree.tokens, tree.positions, mask, tree.n_nodes, 6, 1);
-        memcpy(node_logits, target->act.logits, (size_t)tree.n_nodes * V * sizeof(float));
+        memcpy(node_logits, target->host.logits, (size_t)tree.n_nodes * V * sizeof(float));
         // every node's logits vs its root-to-node path run one token at a time after a fresh prefill
         for (int node = 0; node < tree.n_nodes; node++) {
             int path[TREE_MAX_DEPTH + 1], n_path = 0;
             for (int j = node; j >= 0; j = tree.parents[j]) { path[n_path++] = j; }
             reset_cache(target);
-            engine_prefill(&engine, prefix, 6, 0, NULL, NULL);
+            target_prefill(target, prefix, 6, 0, NULL, NULL);
             for (int k = n_path - 1; k >= 0; k--) {
                 int position = 6 + (n_path - 1 - k);
                 target_forward(target, &tree.tokens[path[k]], &position, NULL, 1, position, 1);
             }
             char what[96];
             snprintf(what, sizeof(what), "verify logits of node %d (tree of %d) vs its path", node, tree.n_nodes);
-            check_tensor(what, node_logits + (size_t)node * V, target->act.logits, V, tolerance("layer"));
+            check_tensor(what, node_logits + (size_t)node * V, target->host.logits, V, tolerance("layer"));
         }
         // compaction: accept the path to the last leaf, then one more token; compare to a fresh prefill
         int leaf = tree.leaves[tree.n_leaves - 1];
@@ -142,18 +141,18 @@ static void test_verify_and_compaction(Target* target) {
             sequence[6 + tree.depth[j]] = tree.tokens[j];
         }
         reset_cache(target);
-        engine_prefill(&engine, prefix, 6, 0, NULL, NULL);
+        target_prefill(target, prefix, 6, 0, NULL, NULL);
         target_forward(target, tree.tokens, tree.positions, mask, tree.n_nodes, 6, 1);
-        engine_compact(&engine, slots, path_length, 6);
+        target_compact(target, slots, path_length, 6);
         int next = (int)(random_u32(&rng) % (uint32_t)V), position = 6 + path_length;
         sequence[position] = next;
         target_forward(target, &next, &position, NULL, 1, position, 1);
-        memcpy(next_logits, target->act.logits, (size_t)V * sizeof(float));
+        memcpy(next_logits, target->host.logits, (size_t)V * sizeof(float));
         reset_cache(target);
-        engine_prefill(&engine, sequence, position + 1, 0, NULL, NULL);
+        target_prefill(target, sequence, position + 1, 0, NULL, NULL);
         char what[96];
         snprintf(what, sizeof(what), "logits after compacting a path of %d nodes vs a fresh prefill", path_length);
-        check_tensor(what, next_logits, target->act.logits, V, tolerance("layer"));
+        check_tensor(what, next_logits, target->host.logits, V, tolerance("layer"));
     }
     free(node_logits); free(next_logits); free(mask);
 }
@@ -161,7 +160,6 @@ static void test_verify_and_compaction(Target* target) {
 // ---- greedy losslessness -----------------------------------------------------------------------
 static void test_greedy_lossless(Target* target) {
     int V = target->config.vocab_size;
-    Engine engine = {target, NULL};
     SamplerSettings greedy = {0.0f, 1.0f};
     target->tokenizer.eos_id = -1; // random weights: run to max_new
     enum { MAX_NEW = 24, PROMPTS = 6 };
@@ -184,13 +182,13 @@ static void test_greedy_lossless(Target* target) {
         // half the prompts repeat a pattern, so prompt lookup has something to find
         for (int i = 0; i < n_prompt; i++) { prompt[i] = p % 2 ? (int)(random_u32(&rng) % (uint32_t)V) : 10 + i % 3; }
         GenerateStats plain_stats;
-        int n_plain = generate_plain(&engine, prompt, n_prompt, MAX_NEW, greedy, 0, plain, &plain_stats, NULL, NULL);
+        int n_plain = generate_plain(target, prompt, n_prompt, MAX_NEW, greedy, 0, plain, &plain_stats, NULL, NULL);
         for (int k = 0; k < 3; k++) {
             for (int s = 0; s < n_shapes; s++) {
                 DraftSource source;
-                draft_source_init(&source, kinds[k], shapes[s], kinds[k] == DRAFT_EAGLE ? &draft : NULL, &engine);
+                draft_source_init(&source, kinds[k], shapes[s], kinds[k] == DRAFT_EAGLE ? &draft : NULL, target);
                 SpecStats stats;
-                int n = generate_speculative(&engine, &source, prompt, n_prompt, MAX_NEW, greedy, 0, speculative, &stats, NULL, NULL, NULL);
+                int n = generate_speculative(target, &source, prompt, n_prompt, MAX_NEW, greedy, 0, speculative, &stats, NULL, NULL, NULL);
                 runs++;
                 if (n != n_plain || memcmp(plain, speculative, sizeof(int) * n) != 0) {
                     mismatches++;
@@ -336,17 +334,16 @@ static void test_sampling_lossless(void) {
 
 // ---- sampling end to end on the tiny model: repeatable, and a valid sample -----------------------
 static void test_sampling_end_to_end(Target* target) {
-    Engine engine = {target, NULL};
     SamplerSettings settings = {0.9f, 0.95f};
     int prompt[4] = {5, 6, 7, 8};
     int first[20], second[20];
     Draft draft;
     draft_init_random(&draft, target, target->config.vocab_size, NULL, 3);
     DraftSource source;
-    draft_source_init(&source, DRAFT_SELF, (TreeShape){2, 3, 7}, NULL, &engine);
+    draft_source_init(&source, DRAFT_SELF, (TreeShape){2, 3, 7}, NULL, target);
     SpecStats stats;
-    int n1 = generate_speculative(&engine, &source, prompt, 4, 20, settings, 11, first, &stats, NULL, NULL, NULL);
-    int n2 = generate_speculative(&engine, &source, prompt, 4, 20, settings, 11, second, &stats, NULL, NULL, NULL);
+    int n1 = generate_speculative(target, &source, prompt, 4, 20, settings, 11, first, &stats, NULL, NULL, NULL);
+    int n2 = generate_speculative(target, &source, prompt, 4, 20, settings, 11, second, &stats, NULL, NULL, NULL);
     check(n1 == n2 && memcmp(first, second, sizeof(int) * n1) == 0, "speculative sampling is not repeatable for a seed");
     check(stats.accepted > 0, "self-drafting under sampling never accepted a draft");
     draft_source_free(&source);
@@ -358,7 +355,7 @@ int main(void) {
     TinyModelSpec spec = {64, 3, 4, 2, 96, 300, 256, 1, TYPE_F32, 10000.0f, 21};
     Error err;
     Target target;
-    if (tiny_model_write(model_path, &spec, &err) != 0 || target_load(&target, model_path, 256, 64, &err) != 0) {
+    if (tiny_model_write(model_path, &spec, &err) != 0 || target_load(&target, model_path, backend_cpu(), 256, 64, &err) != 0) {
         fprintf(stderr, "setup: %s\n", err.message);
         return 1;
     }

@@ -34,36 +34,22 @@ static void load_tiny_target(Target* target, int n_layers, uint64_t seed) {
     TinyModelSpec spec = {32, n_layers, 4, 2, 64, 300, 256, 1, TYPE_F32, 10000.0f, seed};
     Error err;
     const char* path = temp_path("target.gguf");
-    if (tiny_model_write(path, &spec, &err) != 0 || target_load(target, path, 256, 64, &err) != 0) {
+    if (tiny_model_write(path, &spec, &err) != 0 || target_load(target, path, backend_cpu(), 256, 64, &err) != 0) {
         fprintf(stderr, "setup: %s\n", err.message);
         exit(1);
     }
     target->tokenizer.eos_id = -1; // random weights: always generate max_new tokens
 }
 
-// A record with rejected branches: a random draft proposing K=2 trees.
-static Record* make_record(Engine* engine, Draft* draft, const int* prompt, int n_prompt, int max_new) {
-    DraftSource source;
-    draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, draft, engine);
-    Record* record = record_new(engine->target->config.dim);
-    int out[64];
-    SpecStats stats;
-    SamplerSettings greedy = {0.0f, 1.0f};
-    generate_speculative(engine, &source, prompt, n_prompt, max_new, greedy, 0, out, &stats, NULL, NULL, record);
-    draft_source_free(&source);
-    return record;
-}
-
 // ---- gradients ---------------------------------------------------------------------------------
 static void test_gradients(Target* target) {
-    Engine engine = {target, NULL};
     Draft draft;
     draft_init_random(&draft, target, 120, NULL, 5);
     // larger random weights than the init, so every tensor's gradient is far from zero
     uint64_t rng = random_seed_state(8);
     for (size_t i = 0; i < draft.n_weight_floats; i++) { draft.weight_arena[i] += 0.05f * (2.0f * random_f32(&rng) - 1.0f); }
     int prompt[6] = {10, 11, 12, 13, 14, 15};
-    Record* record = make_record(&engine, &draft, prompt, 6, 10);
+    Record* record = make_record(target, &draft, prompt, 6, 10);
     check(record->n_discard > 0, "the test record should have rejected nodes (has %d)", record->n_discard);
     const LossKind kinds[3] = {LOSS_FORWARD_KL, LOSS_REVERSE_KL, LOSS_NEXT_TOKEN};
     for (int kind = 0; kind < 3; kind++) {
@@ -171,11 +157,10 @@ static void test_masks(void) {
 
 // ---- non-finite updates, ring buffer, exchange -------------------------------------------------
 static void test_rejection_and_buffers(Target* target) {
-    Engine engine = {target, NULL};
     Draft draft;
     draft_init_random(&draft, target, 100, NULL, 2);
     int prompt[5] = {20, 21, 22, 23, 24};
-    Record* record = make_record(&engine, &draft, prompt, 5, 8);
+    Record* record = make_record(target, &draft, prompt, 5, 8);
     record->hidden[(size_t)(record->n_committed - 1) * target->config.dim] = NAN; // a corrupted target state
     Trainer trainer;
     trainer_init(&trainer, &draft, target, trainer_default_settings());
@@ -331,16 +316,15 @@ static long flywheel_buffered(Flywheel* flywheel) {
 static void test_hot_swap(void) {
     Target target;
     load_tiny_target(&target, 2, 31);
-    Engine engine = {&target, NULL};
     Draft draft;
     draft_init_random(&draft, &target, 300, NULL, 4);
     TrainerSettings settings = trainer_default_settings();
     settings.learning_rate = 3e-3f;
     settings.ttt_length = 2;
     Flywheel flywheel;
-    flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 1, 0, 8, 1, 1, 0); // publish after every step
+    flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 1, 0, 8, 1, 1); // publish after every step
     DraftSource source;
-    draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, &draft, &engine);
+    draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, &draft, &target);
     source.exchange = flywheel.exchange;
     SamplerSettings greedy = {0.0f, 1.0f};
     enum { REQUESTS = 40, MAX_NEW = 20 };
@@ -352,9 +336,9 @@ static void test_hot_swap(void) {
         int plain[MAX_NEW], speculative[MAX_NEW];
         GenerateStats plain_stats;
         SpecStats stats;
-        int n_plain = generate_plain(&engine, prompt, 8, MAX_NEW, greedy, 0, plain, &plain_stats, NULL, NULL);
+        int n_plain = generate_plain(&target, prompt, 8, MAX_NEW, greedy, 0, plain, &plain_stats, NULL, NULL);
         Record* record = record_new(target.config.dim);
-        int n = generate_speculative(&engine, &source, prompt, 8, MAX_NEW, greedy, 0, speculative, &stats, NULL, NULL, record);
+        int n = generate_speculative(&target, &source, prompt, 8, MAX_NEW, greedy, 0, speculative, &stats, NULL, NULL, record);
         record_buffer_push(flywheel.records, record);
         mismatches += n != n_plain || memcmp(plain, speculative, sizeof(int) * n) != 0;
     }

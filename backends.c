@@ -1,0 +1,137 @@
+/*
+backends.c: the backend registry, the OpenBLAS table, and helpers every table shares.
+
+A backend is a table of function pointers (aurora.h, section "backends"): memory and every op with the
+reference's signature. The tables: backend_cpu_ref (cpu_ref.c, the oracle), backend_cpu_blas (here: the
+reference with OpenBLAS matmuls, forward and backward), and CUDA's (kernels.cu, reached through
+backend_cuda()). backend_by_name is the one place that knows which tables this build has: it holds the
+only #ifdef USE_CUDA outside kernels.cu.
+*/
+#include "aurora.h"
+
+// ----------------------------------------------------------------------------
+// helpers shared by every table
+
+size_t element_size(ElementKind kind) {
+    return kind == ELEMENT_F32 ? sizeof(float) : kind == ELEMENT_I32 ? sizeof(int) : sizeof(uint8_t);
+}
+
+void* backend_host_buffer(const Backend* backend, void* backend_buffer, size_t bytes) {
+    return backend->host_memory ? backend_buffer : mallocCheck(bytes > 0 ? bytes : 1);
+}
+
+void backend_free_host_buffer(const Backend* backend, void* host_buffer) {
+    if (!backend->host_memory) { free(host_buffer); }
+}
+
+void matrix_to_host_f32(const Backend* backend, Matrix matrix, int rows, int cols, float* out) {
+    size_t n = (size_t)rows * cols;
+    if (matrix.type == TYPE_F32) { backend->download(out, matrix.data, n * sizeof(float)); return; }
+    size_t bytes = tensor_bytes(matrix.type, (int64_t)n);
+    void* raw = mallocCheck(bytes > 0 ? bytes : 1);
+    backend->download(raw, matrix.data, bytes);
+    dequantize_row(matrix.type, raw, out, (int64_t)n);
+    free(raw);
+}
+
+// ----------------------------------------------------------------------------
+// OpenBLAS: the reference with sgemm for the matmuls (the reference stays the definition; the two are
+// checked against each other in tests/test_ops.c and tests/test_backends.c)
+
+#ifdef USE_BLAS
+// One threading system. OpenMP's idle workers spin after each parallel region, and OpenBLAS's own
+// threads would fight them for the cores (measured: decode at half speed on 2 cores). So with OpenMP,
+// OpenBLAS runs single-threaded and OpenMP splits the output columns between threads.
+static void blas_use_one_thread(void) {
+#ifdef _OPENMP
+    static int done = 0; // openblas_set_num_threads is idempotent: a race here is harmless
+    if (!done) { openblas_set_num_threads(1); done = 1; }
+#endif
+}
+
+static void matmul_forward_blas(float* out, const float* inp, Matrix weight_matrix, int T, int C, int OC) {
+    // out: (T, OC); inp: (T, C); weight: (OC, C) fp32
+    if (weight_matrix.type != TYPE_F32) { matmul_forward_cpu(out, inp, weight_matrix, T, C, OC); return; } // reports the internal error
+    const float* weight = weight_matrix.data;
+    blas_use_one_thread();
+    int n_parts = 1;
+#ifdef _OPENMP
+    n_parts = omp_get_max_threads();
+    if (n_parts > OC) { n_parts = OC; }
+#endif
+    #pragma omp parallel for
+    for (int part = 0; part < n_parts; part++) {
+        int first = (int)((long)OC * part / n_parts), last = (int)((long)OC * (part + 1) / n_parts);
+        // out[:, first:last] (T, last-first) = inp (T, C) @ weight[first:last]^T (C, last-first)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, last - first, C,
+                    1.0f, inp, C, weight + (size_t)first * C, C, 0.0f, out + first, OC);
+    }
+}
+
+// matmul_backward_cpu through sgemm: dinp (T, C) += dout (T, OC) @ weight (OC, C) and
+// dweight (OC, C) += dout^T @ inp (T, C); NULL skips, as in the reference.
+static void matmul_backward_blas(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                          int T, int C, int OC) {
+    blas_use_one_thread();
+    if (dinp) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+    }
+    if (dweight) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, T, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+    }
+}
+
+const Backend backend_cpu_blas = {
+    .name = "cpu-blas", .device = "CPU", .host_memory = 1,
+    .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy, .copy = cpu_copy, .zero = cpu_zero,
+    .upload_matrix = cpu_upload_matrix_f32, .free_matrix = cpu_free_matrix,
+    .embedding_forward = embedding_forward_cpu, .rmsnorm_forward = rmsnorm_forward_cpu,
+    .matmul_forward = matmul_forward_blas, .rope_forward = rope_forward_cpu,
+    .attention_forward = attention_forward_cpu, .swiglu_forward = swiglu_forward_cpu,
+    .residual_forward = residual_forward_cpu, .softmax_forward = softmax_forward_cpu, .kv_compact = kv_compact_cpu,
+    .matmul_backward = matmul_backward_blas, .rmsnorm_backward = rmsnorm_backward_cpu,
+    .rope_backward = rope_backward_cpu, .attention_backward = attention_backward_cpu,
+    .swiglu_backward = swiglu_backward_cpu, .distribution_loss = distribution_loss_cpu,
+    .adamw_update = adamw_update_cpu, .sum_squares = sum_squares_cpu,
+    .gather_rows = gather_rows_cpu, .scatter_add_rows = scatter_add_rows_cpu, .scale = scale_cpu,
+    .copy_strided = copy_strided_cpu, .argmax_rows = argmax_rows_cpu,
+};
+#endif
+
+// ----------------------------------------------------------------------------
+// the registry
+
+const Backend* backend_cpu(void) {
+#ifdef USE_BLAS
+    return &backend_cpu_blas;
+#else
+    return &backend_cpu_ref;
+#endif
+}
+
+const Backend* backend_by_name(const char* name, Error* err) {
+    if (strcmp(name, "cpu") == 0) { return backend_cpu(); }
+    if (strcmp(name, "ref") == 0) { return &backend_cpu_ref; }
+    if (strcmp(name, "blas") == 0) {
+#ifdef USE_BLAS
+        return &backend_cpu_blas;
+#else
+        error_set(err, "backend 'blas': this binary was built without OpenBLAS (not found, or NO_BLAS=1); "
+                  "install libopenblas-dev and rebuild, or use 'cpu'");
+        return NULL;
+#endif
+    }
+    if (strcmp(name, "cuda") == 0) {
+#ifdef USE_CUDA
+        const Backend* cuda = backend_cuda();
+        if (cuda == NULL) { error_set(err, "backend 'cuda': no CUDA device is visible; use 'cpu'"); }
+        return cuda;
+#else
+        error_set(err, "backend 'cuda': this binary was built without CUDA (nvcc was not found, or NO_CUDA=1); "
+                  "rebuild with the CUDA toolkit installed, or use 'cpu'");
+        return NULL;
+#endif
+    }
+    error_set(err, "unknown backend '%s', expected cpu, ref, blas or cuda", name);
+    return NULL;
+}

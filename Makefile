@@ -113,9 +113,10 @@ test: test-unit test-sanitize test-tsan test-cli
 test-unit: $(addprefix $(BIN)/,$(UNIT_TESTS))
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$(BIN)/$$t; done
 
-# the parsers (GGUF, tokenizer) and the model on malformed and hard inputs, under ASan + UBSan
-test-sanitize: $(BIN)/test_gguf_asan $(BIN)/test_tokenizer_asan $(BIN)/test_model_asan $(BIN)/test_draft_asan $(BIN)/test_speculative_asan $(BIN)/test_backward_asan $(BIN)/test_traffic_asan $(BIN)/test_trainer_asan
-	@set -e; for t in test_gguf_asan test_tokenizer_asan test_model_asan test_draft_asan test_speculative_asan test_backward_asan test_traffic_asan test_trainer_asan; do echo "== $$t"; ./$(BIN)/$$t; done
+# the parsers (GGUF, tokenizer) and the model on malformed and hard inputs, and the backend orchestration
+# (through the simulated device's memory paths), under ASan + UBSan
+test-sanitize: $(BIN)/test_gguf_asan $(BIN)/test_tokenizer_asan $(BIN)/test_model_asan $(BIN)/test_draft_asan $(BIN)/test_speculative_asan $(BIN)/test_backward_asan $(BIN)/test_traffic_asan $(BIN)/test_trainer_asan $(BIN)/test_backends_asan
+	@set -e; for t in test_gguf_asan test_tokenizer_asan test_model_asan test_draft_asan test_speculative_asan test_backward_asan test_traffic_asan test_trainer_asan test_backends_asan; do echo "== $$t"; ./$(BIN)/$$t; done
 
 # serving and training threads under ThreadSanitizer (the hot-swap test); without OpenMP and OpenBLAS,
 # whose uninstrumented threads TSan cannot see into

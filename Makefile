@@ -113,8 +113,9 @@ test: test-unit test-sanitize test-tsan test-cli test-cli-asan
 test-unit: $(addprefix $(BIN)/,$(UNIT_TESTS))
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$(BIN)/$$t; done
 
-# the parsers (GGUF, tokenizer) and the model on malformed and hard inputs, under ASan + UBSan
-SANITIZED_TESTS = test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_hardening test_suffix test_adaptive
+# the parsers (GGUF, tokenizer, traffic) and the model on malformed and hard inputs, the hardening, and the
+# backend orchestration (through the simulated device's memory paths), under ASan + UBSan
+SANITIZED_TESTS = test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_backends test_hardening test_suffix test_adaptive
 test-sanitize: $(addprefix $(BIN)/,$(addsuffix _asan,$(SANITIZED_TESTS)))
 	@set -e; for t in $(SANITIZED_TESTS); do echo "== $${t}_asan"; ./$(BIN)/$${t}_asan; done
 

@@ -61,7 +61,7 @@ else
 endif
 
 # ---- build -------------------------------------------------------------------------------------
-SOURCES = aurora.c aurora.h util.c cpu_ref.c backends.c gguf.c tokenizer.c unicode_data.h sampling.c target.c draft.c speculative.c recorder.c trainer.c generate.c traffic.c plot.c flywheel.c speculation/suffix.c speculation/adaptive.c
+SOURCES = aurora.c aurora.h cpu_ref.c $(wildcard base/*.c backends/*.c model/*.c model/*.h speculation/*.c flywheel/*.c interop/*.c)
 BIN = build
 
 .PHONY: test-cli-asan fuzz all model demo experiment-day0 experiment-shift experiment-mixed test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean

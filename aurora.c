@@ -1,27 +1,33 @@
 /*
-aurora.c: the system. One translation unit: it #includes the rest of the implementation, and tests
-#define TESTING and #include this file to reach every static function.
+aurora.c: the command-line interface, and the one translation unit: it #includes the rest of the
+implementation in dependency order; tests #define TESTING and #include this file to reach every static
+function. The layout, one folder per layer (aurora.h has the same map with every public function):
 
-  util.c       errors, checked allocation
-  cpu_ref.c    the reference ops (plain fp32 loops) and the reference backend table
-  backends.c   the backend registry and the OpenBLAS table (kernels.cu holds the CUDA table)
-  gguf.c       GGUF reader and writer, tensor types
-  tokenizer.c  byte-level BPE tokenizer, ChatML template
-  sampling.c   the seeded random generator, greedy / temperature / top-p sampling
-  target.c     the target model: load from GGUF, forward pass, tiny random models
-  draft.c      the EAGLE-3 draft model: init, save/load, forward
-  speculative.c draft trees, tree attention masks, lossless acceptance, the draft sources
-  recorder.c   records of finished requests, the bounded buffer between serving and training
-  trainer.c    the online trainer: TTT unroll, accepted and discard losses, hand-written backward, AdamW
-  generate.c   plain and speculative generation loops
-  traffic.c    JSONL traffic (prompt / text / ShareGPT conversations), mixed and ordered streams
-  plot.c       SVG acceptance charts
-  flywheel.c   serving and training together: trainer thread or lockstep, hot swap, replay, offline train
-  this file    the command-line interface
+  base/         util.c      errors, checked allocation, files (regular inputs, atomic outputs), signals
+                json.c      a strict JSON parser (traffic, interop formats)
+  cpu_ref.c     the reference ops (plain fp32 loops, forward and backward) and the reference backend table
+  backends/     backends.c  the backend registry and the OpenBLAS table (kernels.cu holds the CUDA table)
+  model/        gguf.c      GGUF reader and writer, tensor types
+                tokenizer.c byte-level BPE tokenizer, the prompt path (plain text, ChatML template)
+                target.c    the target model: load from GGUF, forward over any mask, prefill, compaction
+                draft.c     the EAGLE-3 draft model: init, checkpoints, forward
+  speculation/  sampling.c  the seeded random generator, greedy / temperature / top-p sampling
+                tree.c      draft trees and every buffer derived from them, the verify mask
+                acceptance.c lossless greedy and sampling acceptance
+                drafting.c  tree drafting and the draft sources (EAGLE-3, self, lookup)
+                suffix.c    the suffix draft's index (a model-free online learner)
+                adaptive.c  adaptive speculation: the tree shape from measured costs and acceptance
+                generate.c  plain and speculative generation loops
+  flywheel/     recorder.c  records of finished requests, the ring buffer, the weight exchange
+                trainer.c   the online trainer: TTT unroll, accepted and discard losses, backward, AdamW
+                traffic.c   JSONL traffic (prompt / text / ShareGPT conversations), mixed and ordered streams
+                plot.c      SVG acceptance charts
+                flywheel.c  serving and training together: trainer thread or lockstep, hot swap, replay, train
+  this file     the command-line interface: one flag table, one parser, the commands
 
 Contract: every command exits 0 on success and 1 with a one-line "error: ..." message on bad input
 (unknown flag, unreadable or malformed model, prompt longer than the context); output already streamed
-stays streamed.
+stays streamed; an interrupted replay or train saves its results and exits with 128 + the signal.
 */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -40,23 +46,26 @@ stays streamed.
 #include <omp.h>
 #endif
 #include "aurora.h"
-#include "util.c"
+#include "base/util.c"
+#include "base/json.c"
 #include "cpu_ref.c"
-#include "backends.c"
-#include "gguf.c"
-#include "tokenizer.c"
-#include "sampling.c"
-#include "target.c"
-#include "draft.c"
-#include "speculative.c"
+#include "backends/backends.c"
+#include "model/gguf.c"
+#include "model/tokenizer.c"
+#include "speculation/sampling.c"
+#include "model/target.c"
+#include "model/draft.c"
+#include "speculation/tree.c"
+#include "speculation/acceptance.c"
+#include "speculation/drafting.c"
 #include "speculation/suffix.c"
 #include "speculation/adaptive.c"
-#include "recorder.c"
-#include "trainer.c"
-#include "generate.c"
-#include "traffic.c"
-#include "plot.c"
-#include "flywheel.c"
+#include "flywheel/recorder.c"
+#include "flywheel/trainer.c"
+#include "speculation/generate.c"
+#include "flywheel/traffic.c"
+#include "flywheel/plot.c"
+#include "flywheel/flywheel.c"
 
 // ----------------------------------------------------------------------------
 // command-line interface: one flag table (every flag once: its type, range and help), one parser, and a
@@ -108,9 +117,9 @@ static const Flag FLAGS[] = {
      "speculative decoding from DRAFT.gguf (an EAGLE-3 draft), random (a fresh random draft), self (the target "
      "drafts for itself: the ceiling) or lookup (prompt lookup); the output is the same, statistics go to stderr"},
     {"spec-k", NULL, "--spec-k", FLAG_INT, "K", 1, MAX_SPEC_K, NULL, OPTION(shape.k), "children per expanded node (1: a chain)"},
-    {"spec-depth", NULL, "--spec-depth", FLAG_INT, "S", 1, TREE_MAX_DEPTH, NULL, OPTION(shape.depth), "drafting steps = tree depth"},
+    {"spec-depth", NULL, "--spec-depth", FLAG_INT, "D", 1, TREE_MAX_DEPTH, NULL, OPTION(shape.depth), "drafting steps = tree depth"},
     {"spec-nodes", NULL, "--spec-nodes", FLAG_INT, "N", 2, TREE_MAX_NODES, NULL, OPTION(shape.nodes),
-     "tree nodes verified per pass, root included (1 + K*S when not given, at most 64)"},
+     "tree nodes verified per pass, root included (1 + K*D when not given, at most 64)"},
     {"draft-vocab", NULL, "--draft-vocab", FLAG_INT, "N", 1, 1 << 24, NULL, OPTION(draft_vocab),
      "a fresh draft's vocabulary: the N lowest target ids (default min(V, 8192): byte-level BPE numbers tokens "
      "in merge order, so low ids are the frequent ones)"},
@@ -504,7 +513,7 @@ static int command_generate(Options* o) {
             n = generate_speculative(&target, &source, prompt, n_prompt, o->n_predict, o->sampling, (uint64_t)o->seed, out,
                                      &stats, stream, &target.tokenizer, NULL);
             print_generated_ids(out, n, o->print_ids);
-            fprintf(stderr, "draft: %s, tree K=%d S=%d N=%d\n", o->draft, source.shape.k, source.shape.depth, source.shape.nodes);
+            fprintf(stderr, "draft: %s, tree K=%d D=%d N=%d\n", o->draft, source.shape.k, source.shape.depth, source.shape.nodes);
             print_spec_stats(&stats, stderr);
             eos = stats.stopped_at_eos;
             draft_source_free(&source);

@@ -5,28 +5,29 @@ Aurora-in-C is a reference implementation of self-improving speculative decoding
 (Llama architecture, loaded from GGUF) verifies the guesses of a small draft model, and the draft is
 trained online from the requests it serves. This header is the map of the code:
 
-  util.c        errors, checked allocation, files written atomically
+  aurora.c      the command-line interface (one flag table); #includes every .c file (one translation unit)
   cpu_ref.c     the CPU reference: every op, forward and backward (and the losses, AdamW and the small
                 data-movement ops), as plain fp32 loops; the reference backend table (the oracle)
-  backends.c    the backend registry, the OpenBLAS table, helpers shared by every table
   kernels.cu    the CUDA twin of every op in cpu_ref.c (same name root with _cuda, same argument order)
                 and the CUDA backend table: kernels only, no orchestration
-  gguf.c        GGUF reader (validated, memory-mapped), writer, tensor-type (de)quantisation
-  tokenizer.c   byte-level BPE tokenizer built from GGUF metadata, ChatML template
-  sampling.c    the seeded random generator, greedy / temperature / top-p sampling
-  target.c      the target model: load from GGUF onto a backend, the forward pass, tiny random models
-  draft.c       the EAGLE-3 draft model: init, save/load, the forward pass on the target's backend
-  speculative.c draft trees, tree attention masks, lossless acceptance (host functions), draft sources
-  recorder.c    records of finished requests, the bounded buffer and weight exchange between the sides
-  trainer.c     the online trainer on a backend: TTT unroll, accepted and discard losses, backward, AdamW
-  generate.c    plain and speculative generation loops
-  traffic.c     JSONL traffic, mixed and ordered streams       plot.c  SVG acceptance charts
-  flywheel.c    serving and training together: trainer thread or lockstep, hot swap, replay, offline train
-  aurora.c      the command-line interface; #includes every .c file above (one translation unit)
+  base/         util.c: errors, allocation, regular-file inputs, atomic outputs, signals; json.c: JSON
+  backends/     backends.c: the registry, the OpenBLAS table; cpu_fast.c: the fast CPU table
+  model/        gguf.c: GGUF reader and writer, tensor types; tokenizer.c: byte-level BPE, the prompt path;
+                target.c: the target (load onto a backend, forward, prefill, compaction, tiny models);
+                draft.c: the EAGLE-3 draft (init, checkpoints, forward on the target's backend)
+  speculation/  sampling.c: seeded generator, samplers; tree.c: draft trees and their buffers;
+                acceptance.c: lossless acceptance (host functions); drafting.c: tree drafting, the draft
+                sources; suffix.c: the suffix draft's index; adaptive.c: adaptive tree shapes;
+                generate.c: plain and speculative generation loops
+  flywheel/     recorder.c: records, the ring buffer, the weight exchange; trainer.c: the online trainer
+                (TTT unroll, accepted and discard losses, backward, AdamW); traffic.c: JSONL traffic;
+                plot.c: SVG charts; flywheel.c: serving and training together, replay, offline training
+  interop/      other systems' draft formats (llama.cpp's eagle3 GGUF, SpecForge safetensors + config.json)
+  tests/, tools/, models/ (models/README.md), traffic/, docs/
 
 One model code, many backends: the orchestration (target forward, draft forward, the trainer step) is
-written once, in target.c, draft.c and trainer.c, and calls every op through a Backend table (section
-"backends"). Host-side bookkeeping (masks, positions, loss rows, acceptance) is plain C on host memory.
+written once, in model/target.c, model/draft.c and flywheel/trainer.c, and calls every op through a
+Backend table (section "backends"). Host-side bookkeeping (masks, positions, loss rows, acceptance) is plain C on host memory.
 
 Dimension legend (used in every shape comment):
   T   tokens processed in one forward call       C    model width (embedding_length)
@@ -109,6 +110,31 @@ int output_commit(OutputFile* out, Error* err);  // write errors (a full disk, a
 void output_abandon(OutputFile* out);
 // Writes n bytes to path atomically (output_open, fwrite, output_commit).
 int write_file_atomic(const char* path, const void* bytes, size_t n, Error* err);
+
+// Small helpers (base/util.c).
+char* string_copy(const char* text);        // a malloc'd copy (exits on out of memory)
+double now_seconds(void);                   // a monotonic clock
+
+// ----------------------------------------------------------------------------
+// JSON (base/json.c): strict RFC 8259, UTF-8; errors name the file, line, column and what was expected
+
+typedef enum { JSON_NULL, JSON_FALSE, JSON_TRUE, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSON_OBJECT } JsonType;
+
+typedef struct JsonValue {
+    JsonType type;
+    double number;              // JSON_NUMBER
+    char* string;               // JSON_STRING: UTF-8, NUL-terminated (NUL itself is refused)
+    int n;                      // JSON_ARRAY / JSON_OBJECT: element or member count
+    struct JsonValue* items;    // (n) elements, or member values
+    char** keys;                // (n) member names (JSON_OBJECT)
+    int line, column;           // where the value starts (for messages)
+} JsonValue;
+// Parses length bytes that must hold exactly one JSON object (a JSONL line, a config.json, a safetensors
+// header); line numbers the messages. On error nothing needs freeing.
+int json_parse_line(const char* text, size_t length, const char* path, int line, JsonValue* out, Error* err);
+void json_free(JsonValue* value);
+const JsonValue* json_get(const JsonValue* object, const char* key);   // the first member named key, or NULL
+const char* json_type_name(JsonType type);                            // "a string", "an object", ...
 
 // ----------------------------------------------------------------------------
 // tensor types (numbering is GGUF's ggml_type)
@@ -867,7 +893,7 @@ typedef enum {
 
 typedef struct {
     int k;          // children per expanded node (1: a chain)
-    int depth;      // S: drafting steps (tree depth)
+    int depth;      // D: drafting steps (tree depth)
     int nodes;      // N: nodes kept, root included
 } TreeShape;
 
@@ -1195,9 +1221,9 @@ float trainer_learning_rate(const Trainer* trainer);
 // completion), how many steps, how many discard rows, each step's rows and key-block offset.
 typedef struct {
     int first_column;   // absolute position of local column 0
-    int T;              // sequence columns
-    int L;              // unrolled steps
-    int D;              // discard rows (step 0 only)
+    int T;              // sequence columns (the tokens of step 0)
+    int n_steps;        // unrolled steps (L_ttt, or fewer for a short record)
+    int n_discard;              // discard rows (step 0 only)
     int rows[TTT_MAX_STEPS];             // rows of each step: T + D, then T - k
     int block_offset[TTT_MAX_STEPS + 1]; // where each step's keys start in the key buffer
 } UnrollPlan;
@@ -1264,6 +1290,8 @@ int svg_acceptance_chart(const char* path, const ChartSeries* series, int n_seri
 // The replay's per-request CSV, header exactly
 // request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version,status
 // status is "served", or "skipped_prompt_too_long" (the request was not served: no measurement).
+#define REQUESTS_CSV_HEADER \
+    "request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version,status"
 typedef struct {
     int n;
     char** domains;     // (n) served requests only
@@ -1328,6 +1356,16 @@ typedef struct {
     int n_positional;
     const char** positional;
 } Options;
+
+// Runs (flywheel/flywheel.c): the defaults of replay and train; replay (serve a traffic file, training
+// online) and offline training, each returning the exit status (0, 1 after an "error: ..." line, 128 + the
+// signal when interrupted, results saved); a fresh draft's vocabulary size (an error when requested > V);
+// the draft a run starts from ("random", "target" or a checkpoint).
+Options replay_default_options(void);
+int replay_run(const Options* o);
+int train_offline(const Options* o);
+int choose_draft_vocab(const Target* target, int requested, int* vocab_size, Error* err);
+int replay_load_draft(Draft* draft, const char* what, const Target* target, int draft_vocab, uint64_t seed, Error* err);
 
 #ifdef __cplusplus
 }

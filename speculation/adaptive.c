@@ -1,6 +1,6 @@
 /*
 adaptive.c: adaptive speculation. Before each verify pass, choose the tree shape (children per node K,
-depth S, nodes N, or no speculation at all) that maximises the expected tokens per second, from what
+depth D, nodes N, or no speculation at all) that maximises the expected tokens per second, from what
 serving has measured so far:
 
   - costs: a verify pass by node count (an average per N; unmeasured counts from a line through the
@@ -9,10 +9,10 @@ serving has measured so far:
     d-1, continues through the rank-r child (children ranked by the draft's score), counted over recent
     passes (counts decay, so an improving draft is noticed and a stale estimate fades).
 
-For a shape (K, S), the chance of going one level deeper is s_d(K) = sum over r < K of q[d][r], and
+For a shape (K, D), the chance of going one level deeper is s_d(K) = sum over r < K of q[d][r], and
 
-    expected tokens per pass   E(K, S) = 1 + sum_{d=1..S} prod_{j=1..d} s_j(K)     (the bonus is the 1)
-    seconds per pass           T(K, S) = S * draft_step + verify(N),  N = 1 + K * S  (capped at the menu's N)
+    expected tokens per pass   E(K, D) = 1 + sum_{d=1..D} prod_{j=1..d} s_j(K)     (the bonus is the 1)
+    seconds per pass           T(K, D) = D * draft_step + verify(N),  N = 1 + K * D  (capped at the menu's N)
     choose the shape maximising E / T;  no speculation: E = 1, T = verify(1) (one decode step)
 
 Estimates are the decayed counts shrunk towards a prior (below), and the counts decay every pass,

@@ -10,7 +10,7 @@ number (\p{N}), or whitespace (\s)? We answer them like llama.cpp's unicode.cpp 
               by hand. Python's str.isspace() is NOT used: it also accepts U+001C..U+001F.
 Each class becomes a sorted array of inclusive [first, last] ranges for binary search.
 
-Usage: python3 tools/gen_unicode.py > unicode_data.h
+Usage: python3 tools/gen_unicode.py > model/unicode_data.h
 Use a Python whose unicodedata is as new as possible (3.13 ships Unicode 15.1, like llama.cpp's table).
 """
 import sys

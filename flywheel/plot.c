@@ -21,7 +21,7 @@ Contract:
 */
 #include <errno.h>
 #include "aurora.h"
-// uses traffic_copy from traffic.c (included before this file)
+// uses string_copy from traffic.c (included before this file)
 
 // ----------------------------------------------------------------------------
 // the SVG chart
@@ -200,8 +200,6 @@ int svg_acceptance_chart(const char* path, const ChartSeries* series, int n_seri
 
 // The header replay writes. A row whose status is not "served" (a skipped request) is not a
 // measurement: the reader leaves it out. Files from before the status column (8 fields) still read.
-static const char* REQUESTS_CSV_HEADER =
-    "request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version,status";
 enum { REQUESTS_CSV_FIELDS = 9, REQUESTS_CSV_MAX_BYTES = 64 << 20 };
 
 void request_rows_free(RequestRows* rows) {
@@ -273,7 +271,7 @@ int read_requests_csv(const char* path, RequestRows* rows, Error* err) {
             rows->domains = domains;
             rows->acceptance = values;
         }
-        rows->domains[rows->n] = traffic_copy(fields[1]);
+        rows->domains[rows->n] = string_copy(fields[1]);
         rows->acceptance[rows->n] = (float)acceptance;
         rows->n++;
     }
@@ -320,7 +318,7 @@ int plot_runs(const char* out_path, const char* title, const char* const* runs, 
     Error err;
     for (int k = 0; k < n_runs && status == 0; k++) {
         // PATH:LABEL; a ':' followed by a '/' belongs to the path
-        char* path = traffic_copy(runs[k]);
+        char* path = string_copy(runs[k]);
         char* colon = strrchr(path, ':');
         labels[k] = mallocCheck(256);
         if (colon != NULL && strchr(colon, '/') == NULL) {

@@ -1,131 +1,13 @@
 /*
-speculative.c: draft trees, their attention masks, lossless acceptance, and the draft sources.
+drafting.c: where draft trees come from. EAGLE-2 style tree drafting (grow candidates depth by depth,
+expanding the K best of the newest depth, keep the N-1 best by cumulative draft log-probability), and the
+draft sources behind one interface: the EAGLE-3 draft model (with hot-swapped weights), the target itself
+(the ceiling), prompt lookup, and none (plain decoding with recording).
 
-One speculative step, with its data:
-
-    sequence:  x_0 ... x_{m-1} | x_m                 x_m: the root, decided but not yet run by the target
-    draft:     a tree of guesses for x_{m+1}, x_{m+2}, ... hanging from the root (draft_source_propose)
-    verify:    ONE target pass over the N tree nodes at positions m + depth, tree attention mask
-    accept:    walk from the root while the target agrees (accept_greedy / accept_sampling), then the
-               bonus token from the target's distribution at the last accepted node
-    commit:    keep the accepted path's keys/values (kv compaction), append path tokens + bonus
-
-Contracts:
-  - tree_derive is the only place tree buffers are computed; everything reads them from the Tree.
-  - Acceptance functions are pure host functions: inputs are the tree, the target's logits or
-    distributions (host memory, whatever backend computed them), and the random numbers; they never draw
-    randomness themselves (STYLE.md items 7, 8), so every backend decides identically.
-  - A draft source only proposes. Whatever it proposes, the output equals what the target alone would
-    produce (greedy: token for token; sampling: in distribution); only the speed depends on the draft.
+Contract: a draft source only proposes. Whatever it proposes, the output equals what the target alone
+would produce (greedy: token for token; sampling: in distribution); only the speed depends on the draft.
 */
 #include "aurora.h"
-
-// ----------------------------------------------------------------------------
-// the tree and its buffers
-//
-// Example: N = 6 nodes, K = 2 children per node, depth 3, root at position m:
-//
-//   node:      0          parents: {-1, 0, 0, 1, 1, 3}      positions: m + depth
-//            /   \                                          0:m  1:m+1  2:m+1  3:m+2  4:m+2  5:m+3
-//           1     2       ancestor mask (row i: what node i may attend to among the tree nodes):
-//          / \                  0 1 2 3 4 5
-//         3   4            0  [ 1 . . . . . ]       paths (root to leaf):  0-2, 0-1-4, 0-1-3-5
-//         |                1  [ 1 1 . . . . ]       leaves: 2, 4, 5
-//         5                2  [ 1 . 1 . . . ]
-//                          3  [ 1 1 . 1 . . ]       In the verify pass every node also sees all of
-//                          4  [ 1 1 . . 1 . ]       the cached prefix (tree_attention_mask).
-//                          5  [ 1 1 . 1 . 1 ]
-
-int tree_derive(Tree* tree, Error* err) {
-    int N = tree->n_nodes;
-    if (N < 1 || N > TREE_MAX_NODES) { return error_set(err, "tree has %d nodes, expected 1..%d", N, TREE_MAX_NODES); }
-    if (tree->parents[0] != -1) { return error_set(err, "tree node 0 must be the root (parent -1), has parent %d", tree->parents[0]); }
-    memset(tree->ancestor, 0, (size_t)N * N);
-    tree->max_depth = 0;
-    for (int i = 0; i < N; i++) {
-        int parent = tree->parents[i];
-        if (i > 0 && (parent < 0 || parent >= i)) {
-            return error_set(err, "tree node %d has parent %d, expected a node in [0, %d) (parents come before children)", i, parent, i);
-        }
-        tree->depth[i] = i == 0 ? 0 : tree->depth[parent] + 1;
-        if (tree->depth[i] > TREE_MAX_DEPTH) {
-            return error_set(err, "tree node %d is at depth %d, deeper than TREE_MAX_DEPTH %d", i, tree->depth[i], TREE_MAX_DEPTH);
-        }
-        if (tree->depth[i] > tree->max_depth) { tree->max_depth = tree->depth[i]; }
-        tree->positions[i] = tree->root_position + tree->depth[i];
-        // a node sees what its parent sees, and itself
-        if (i > 0) { memcpy(tree->ancestor + (size_t)i * N, tree->ancestor + (size_t)parent * N, (size_t)N); }
-        tree->ancestor[(size_t)i * N + i] = 1;
-        tree->n_children[i] = 0;
-        if (i > 0) { tree->children[parent][tree->n_children[parent]++] = i; }
-    }
-    tree->n_leaves = 0;
-    for (int i = 0; i < N; i++) {
-        if (tree->n_children[i] != 0) { continue; }
-        int leaf = tree->n_leaves++;
-        tree->leaves[leaf] = i;
-        tree->path_length[leaf] = tree->depth[i] + 1;
-        for (int node = i; node >= 0; node = tree->parents[node]) { tree->paths[leaf][tree->depth[node]] = node; }
-    }
-    return 0;
-}
-
-void tree_attention_mask(uint8_t* mask, const Tree* tree, int n_prefix) {
-    // mask: (N, n_prefix + N)
-    int N = tree->n_nodes, P = n_prefix + N;
-    for (int i = 0; i < N; i++) {
-        memset(mask + (size_t)i * P, 1, (size_t)n_prefix);
-        memcpy(mask + (size_t)i * P + n_prefix, tree->ancestor + (size_t)i * N, (size_t)N);
-    }
-}
-
-// ----------------------------------------------------------------------------
-// acceptance
-
-void accept_greedy(Acceptance* out, const Tree* tree, const float* target_logits, int V) {
-    int node = 0;
-    out->n_accepted = 0;
-    out->path[0] = 0;
-    for (;;) {
-        int target_choice = sample_argmax(target_logits + (size_t)node * V, V);
-        int next = -1;
-        for (int c = 0; c < tree->n_children[node]; c++) {
-            int child = tree->children[node][c];
-            if (tree->tokens[child] == target_choice) { next = child; break; }
-        }
-        if (next < 0) { out->bonus = target_choice; return; }
-        out->path[++out->n_accepted] = next;
-        node = next;
-    }
-}
-
-void accept_sampling(Acceptance* out, const Tree* tree, const float* p_target, const float* uniforms, int V,
-                     float* residual) {
-    int node = 0;
-    out->n_accepted = 0;
-    out->path[0] = 0;
-    for (;;) {
-        // residual = the target's distribution at this node, unnormalised; residual_mass is its sum
-        memcpy(residual, p_target + (size_t)node * V, (size_t)V * sizeof(float));
-        double residual_mass = 1.0;
-        int next = -1;
-        for (int c = 0; c < tree->n_children[node]; c++) {
-            int child = tree->children[node][c];
-            int token = tree->tokens[child];
-            // the child is a point-mass draft: accept with probability residual(token) / residual_mass
-            if (residual_mass > 0.0 && uniforms[child] < residual[token] / residual_mass) { next = child; break; }
-            residual_mass -= residual[token]; // rejected: remove its token from the residual
-            residual[token] = 0.0f;
-        }
-        if (next < 0) {
-            // the bonus token: from the residual (the target's distribution if nothing was rejected)
-            out->bonus = sample_multinomial(residual, V, (float)(uniforms[0] * (residual_mass > 0.0 ? residual_mass : 0.0)));
-            return;
-        }
-        out->path[++out->n_accepted] = next;
-        node = next;
-    }
-}
 
 // ----------------------------------------------------------------------------
 // tree drafting (EAGLE-2 style): grow candidates depth by depth, expanding the K best of the newest
@@ -428,7 +310,7 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
                 int k = top_k_log_probs(ids, log_probs, target->host.logits, target->config.vocab_size, shape.k);
                 pool_add_children(pool, -1, ids, log_probs, k, NULL);
             }
-            // depths 2..S: expand the K best of the newest depth
+            // depths 2..D: expand the K best of the newest depth
             for (int depth = 1; depth < shape.depth; depth++) {
                 int batch[MAX_SPEC_K];
                 int n_batch = pool_best_at_depth(pool, depth, shape.k, batch);

@@ -229,16 +229,16 @@ int unroll_plan_columns(UnrollPlan* plan, const Record* record, const TrainerSet
     if (plan->first_column < 0) { plan->first_column = 0; }
     plan->T = n_columns - plan->first_column;
     if (plan->T < 1 || record->n_tokens < n_columns + 1) { return 0; }
-    plan->L = s->ttt_length < plan->T ? s->ttt_length : plan->T;
+    plan->n_steps = s->ttt_length < plan->T ? s->ttt_length : plan->T;
     return 1;
 }
 
 void unroll_plan_rows(UnrollPlan* plan, const Record* record, const TrainerSettings* s, int* discard_used, int* discard_row) {
-    plan->D = s->discard_weight > 0.0f
+    plan->n_discard = s->discard_weight > 0.0f
             ? select_discard_nodes(record, s->discard_top_k, plan->first_column, plan->T, discard_used, discard_row, plan->T) : 0;
     plan->block_offset[0] = 0;
-    for (int k = 0; k < plan->L; k++) {
-        plan->rows[k] = k == 0 ? plan->T + plan->D : plan->T - k;
+    for (int k = 0; k < plan->n_steps; k++) {
+        plan->rows[k] = k == 0 ? plan->T + plan->n_discard : plan->T - k;
         plan->block_offset[k + 1] = plan->block_offset[k] + plan->rows[k];
     }
 }
@@ -313,13 +313,13 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
     UnrollPlan plan;
     if (!unroll_plan_columns(&plan, record, s)) { return 0.0f; }
     // reserve: rows of step 0 include every discard node at most
-    train_workspace_reserve(ws, b, c, plan.T + record->n_discard, plan.T + record->n_discard + plan.T * plan.L,
-                            record->n_discard, plan.L);
+    train_workspace_reserve(ws, b, c, plan.T + record->n_discard, plan.T + record->n_discard + plan.T * plan.n_steps,
+                            record->n_discard, plan.n_steps);
     unroll_plan_rows(&plan, record, s, ws->discard_used, ws->discard_row);
-    int first_column = plan.first_column, T = plan.T, L = plan.L, D = plan.D;
+    int first_column = plan.first_column, T = plan.T, n_steps = plan.n_steps, D = plan.n_discard;
     const int* rows = plan.rows;
     const int* block_offset = plan.block_offset;
-    int total_keys = block_offset[L];
+    int total_keys = block_offset[n_steps];
 
     // step-0 inputs of fc: the sequence's taps, then each discard node's parent's taps
     memcpy(ws->host_rows, record->features + (size_t)first_column * G, (size_t)T * G * sizeof(float));
@@ -334,8 +334,8 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
     int step0_correct = 0, step0_positions = 0;
     // the gradient of each step's output starts at zero: its loss rows add to it during the forward,
     // the next step's u adds to it during the backward
-    if (backward) { for (int k = 0; k < L; k++) { b->zero(ws->d_out[k], (size_t)rows[k] * C * sizeof(float)); } }
-    for (int k = 0; k < L; k++, weight_k *= s->step_decay) {
+    if (backward) { for (int k = 0; k < n_steps; k++) { b->zero(ws->d_out[k], (size_t)rows[k] * C * sizeof(float)); } }
+    for (int k = 0; k < n_steps; k++, weight_k *= s->step_decay) {
         DraftActivations* a = &ws->act[k];
         int R = rows[k];
         for (int t = 0; t < R; t++) {
@@ -445,7 +445,7 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
     // backward, last step first: block k's key/value gradients are complete once step k is reached
     b->zero(ws->d_keys, (size_t)total_keys * KVD * sizeof(float));
     b->zero(ws->d_values, (size_t)total_keys * KVD * sizeof(float));
-    for (int k = L - 1; k >= 0; k--) {
+    for (int k = n_steps - 1; k >= 0; k--) {
         int R = rows[k];
         draft_layer_backward(trainer, &ws->act[k], ws->d_out[k], R, block_offset[k]);
         if (k > 0) {

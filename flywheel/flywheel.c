@@ -150,7 +150,7 @@ static void flywheel_free(Flywheel* flywheel) {
 // replaying traffic through the flywheel
 
 // The defaults of replay and train (the CLI's flag table shows them in --help).
-static Options replay_default_options(void) {
+Options replay_default_options(void) {
     Options o;
     memset(&o, 0, sizeof(o));
     o.order = "mixed"; o.mode = "online"; o.draft = "random"; o.out_dir = "out/replay"; o.device = "cpu";
@@ -165,7 +165,7 @@ static Options replay_default_options(void) {
 
 // A fresh draft's vocabulary size: requested (an error if the target has fewer tokens), or by default
 // the DRAFT_DEFAULT_VOCAB lowest ids (all of them for a smaller vocabulary).
-static int choose_draft_vocab(const Target* target, int requested, int* vocab_size, Error* err) {
+int choose_draft_vocab(const Target* target, int requested, int* vocab_size, Error* err) {
     int V = target->config.vocab_size;
     if (requested > V) {
         return error_set(err, "--draft-vocab %d is larger than the target vocabulary %d; expected 1..%d", requested, V, V);
@@ -176,7 +176,7 @@ static int choose_draft_vocab(const Target* target, int requested, int* vocab_si
 
 // The draft a run starts from: "random" (seeded), "target" (random, with the target's LM head: a warm
 // start), or a checkpoint file.
-static int replay_load_draft(Draft* draft, const char* what, const Target* target, int draft_vocab, uint64_t seed,
+int replay_load_draft(Draft* draft, const char* what, const Target* target, int draft_vocab, uint64_t seed,
                              Error* err) {
     if (strcmp(what, "random") == 0 || strcmp(what, "target") == 0) {
         int vocab_size = 0;
@@ -249,7 +249,7 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
                 stop_requested(), r->n_done, r->n_requests);
     }
     fprintf(f, "requests %d served, %d skipped (prompt longer than the %d tokens the context of %d leaves after "
-            "--max-new %d and a tree), tokens %ld, tree K=%d S=%d N=%d\n", r->n_served, r->n_skipped, room,
+            "--max-new %d and a tree), tokens %ld, tree K=%d D=%d N=%d\n", r->n_served, r->n_skipped, room,
             room + o->max_new + TREE_MAX_NODES, o->max_new, r->total_tokens, source->shape.k, source->shape.depth,
             source->shape.nodes);
     int n = r->n_served, window = n < 100 ? n : 100;
@@ -284,7 +284,7 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
 // (and the trained draft with save_draft). Every output is checked before any work starts and written
 // atomically; a write error is reported after everything else has been saved. Returns the exit status:
 // 0, 1 after an "error: ..." line, or 128 + the signal when interrupted (results saved as for a normal end).
-static int replay_run(const Options* o) {
+int replay_run(const Options* o) {
     Error err;
     int online = strcmp(o->mode, "online") == 0, no_draft = strcmp(o->mode, "none") == 0;
     char* csv_path = path_join(o->out_dir, "requests.csv");
@@ -465,7 +465,7 @@ static int replay_run(const Options* o) {
 
 // Generates the target's outputs for the traffic's prompts, trains a draft on them for o->epochs, and
 // writes it to o->out_path (checked writable before any work). Returns the exit status as replay_run.
-static int train_offline(const Options* o) {
+int train_offline(const Options* o) {
     Error err;
     if (check_writable(o->out_path, 1, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     Target target;

@@ -43,7 +43,14 @@ void* checked_calloc(size_t count, size_t size, const char* file, int line) {
     return pointer;
 }
 
-static double now_seconds(void) {
+char* string_copy(const char* text) {
+    size_t n = strlen(text) + 1;
+    char* copy = mallocCheck(n);
+    memcpy(copy, text, n);
+    return copy;
+}
+
+double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;

@@ -142,7 +142,7 @@ static const Flag FLAGS[] = {
     {"sync-every", NULL, "--sync-every", FLAG_INT, "N", 1, 1 << 24, NULL, OPTION(sync_every), "publish new weights every N optimiser steps"},
     {"sync-schedule", NULL, "--sync-schedule", FLAG_INT, "M", 1, 1 << 24, NULL, OPTION(lockstep_every),
      "lockstep: after every M requests, train on everything recorded, then publish (no thread; bitwise repeatable)"},
-    {"batch-requests", NULL, "--batch-requests", FLAG_INT, "B", 1, 64, NULL, OPTION(batch_requests), "records per optimiser step"},
+    {"batch-requests", NULL, "--batch-requests", FLAG_INT, "B", 1, FLYWHEEL_MAX_BATCH, NULL, OPTION(batch_requests), "records per optimiser step"},
     {"buffer", NULL, "--buffer", FLAG_INT, "N", 1, 1 << 16, NULL, OPTION(buffer_capacity), "record buffer size (the oldest is dropped when full)"},
     {"pool", NULL, "--pool", FLAG_INT, "N", 1, 1 << 16, NULL, OPTION(pool_capacity), "records kept for training; each step samples from the newest N"},
     {"steps-per-request", NULL, "--steps-per-request", FLAG_INT, "R", 1, 1 << 16, NULL, OPTION(steps_per_request),
@@ -488,8 +488,8 @@ static int setup_draft_source(DraftSource* source, Draft* draft, DraftKind* kind
 static void no_defaults(Options* o) { (void)o; }
 
 static void generate_defaults(Options* o) {
-    o->n_predict = 64; o->sampling = (SamplerSettings){0.0f, 1.0f}; o->seed = 42; o->top_k = 10; o->batch = 256;
-    o->shape = (TreeShape){1, 5, 0}; o->device = "cpu";
+    o->n_predict = 64; o->sampling = (SamplerSettings){0.0f, 1.0f}; o->seed = 42; o->top_k = 10;
+    o->batch = DEFAULT_BATCH_TOKENS; o->shape = (TreeShape){1, DEFAULT_SPEC_DEPTH, 0}; o->device = "cpu";
 }
 
 static int command_generate(Options* o) {

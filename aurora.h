@@ -1308,6 +1308,13 @@ int plot_runs(const char* out_path, const char* title, const char* const* runs, 
 // command-line options: one struct for every command (aurora.c fills it from its flag table, where every
 // flag is listed once with its type, range and help; replay and train runs in flywheel.c read it)
 
+// Defaults the commands share: tokens per forward call (a prefill chunk), the drafting depth; replay's
+// and train's KV cache, tokens per request and training pool; the most records per optimiser step.
+enum {
+    DEFAULT_BATCH_TOKENS = 256, DEFAULT_SPEC_DEPTH = 5,
+    REPLAY_DEFAULT_CONTEXT = 2048, REPLAY_DEFAULT_MAX_NEW = 32, REPLAY_DEFAULT_POOL = 64, FLYWHEEL_MAX_BATCH = 64,
+};
+
 typedef struct {
     // files
     const char* model_path;     // -m: the target GGUF

@@ -55,8 +55,8 @@ static void flywheel_report(Flywheel* flywheel, const TrainStats* stats, int ver
 
 // Moves newly recorded requests into the pool (the oldest leave it). Returns how many arrived.
 static int flywheel_take_records(Flywheel* flywheel, int wait) {
-    Record* arrived[64];
-    int n = record_buffer_pop(flywheel->records, arrived, 64, wait);
+    Record* arrived[FLYWHEEL_MAX_BATCH];
+    int n = record_buffer_pop(flywheel->records, arrived, FLYWHEEL_MAX_BATCH, wait);
     for (int i = 0; i < n; i++) {
         if (flywheel->pool_count == flywheel->pool_capacity) { record_free(flywheel->pool[flywheel->pool_next]); }
         else { flywheel->pool_count++; }
@@ -69,7 +69,7 @@ static int flywheel_take_records(Flywheel* flywheel, int wait) {
 
 // One optimiser step on a batch drawn from the pool (seeded, so lockstep runs repeat).
 static void flywheel_train_step(Flywheel* flywheel) {
-    Record* batch[64];
+    Record* batch[FLYWHEEL_MAX_BATCH];
     int n = flywheel->batch_requests < flywheel->pool_count ? flywheel->batch_requests : flywheel->pool_count;
     for (int i = 0; i < n; i++) { batch[i] = flywheel->pool[random_u32(&flywheel->pool_rng) % (uint32_t)flywheel->pool_count]; }
     TrainStats stats;
@@ -112,7 +112,7 @@ static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target*
     flywheel->records = record_buffer_new(buffer_capacity);
     flywheel->exchange = weight_exchange_new(draft->n_weight_floats);
     flywheel->sync_every = sync_every < 1 ? 1 : sync_every;
-    flywheel->batch_requests = batch_requests < 1 ? 1 : (batch_requests > 64 ? 64 : batch_requests);
+    flywheel->batch_requests = batch_requests < 1 ? 1 : (batch_requests > FLYWHEEL_MAX_BATCH ? FLYWHEEL_MAX_BATCH : batch_requests);
     flywheel->lockstep_every = lockstep_every;
     flywheel->steps_per_request = steps_per_request < 1 ? 1 : steps_per_request;
     flywheel->pool_capacity = pool_capacity < 1 ? 1 : pool_capacity;
@@ -154,12 +154,13 @@ Options replay_default_options(void) {
     Options o;
     memset(&o, 0, sizeof(o));
     o.order = "mixed"; o.mode = "online"; o.draft = "random"; o.out_dir = "out/replay"; o.device = "cpu";
-    o.max_new = 32; o.context = 2048; o.batch = 256; o.shape = (TreeShape){1, 5, 6};
+    o.max_new = REPLAY_DEFAULT_MAX_NEW; o.context = REPLAY_DEFAULT_CONTEXT; o.batch = DEFAULT_BATCH_TOKENS;
+    o.shape = (TreeShape){1, DEFAULT_SPEC_DEPTH, 1 + DEFAULT_SPEC_DEPTH};
     o.sampling = (SamplerSettings){0.0f, 1.0f}; o.seed = 1; o.epochs = 1;
     o.train = trainer_default_settings();
     o.loss_name = "fkl";
     o.sync_every = 4; o.batch_requests = 1; o.lockstep_every = 0; o.buffer_capacity = 16;
-    o.pool_capacity = 64; o.steps_per_request = 4;
+    o.pool_capacity = REPLAY_DEFAULT_POOL; o.steps_per_request = 4;
     return o;
 }
 

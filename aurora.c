@@ -153,6 +153,16 @@ static const Flag FLAGS[] = {
     {"ttt-length", NULL, "--ttt-length", FLAG_INT, "L", 1, TTT_MAX_STEPS, NULL, OPTION(train.ttt_length), "training-time-test unroll length"},
     {"loss", NULL, "--loss", FLAG_CHOICE, "KIND", 0, 0, "fkl|rkl|ntp", OPTION(loss_name),
      "accepted-path loss: forward KL, reverse KL or next-token cross-entropy"},
+    {"prompt-weight", NULL, "--prompt-weight", FLAG_FLOAT, "W", 0, 100, NULL, OPTION(train.prompt_weight),
+     "loss weight of a prompt position against a completion position: every recorded position has an exact teacher "
+     "(0: completion only)"},
+    {"context-window", NULL, "--context-window", FLAG_INT, "N", 0, 1 << 20, NULL, OPTION(train.context_window),
+     "prompt positions trained on before the first completion token"},
+    {"eval-every", NULL, "--eval-every", FLAG_INT, "M", 0, 1 << 24, NULL, OPTION(eval_every),
+     "every M requests, measure the served draft, frozen, on held-back requests it never serves or trains on "
+     "(DIR/held_back.csv and a curve in the chart; 0: off)"},
+    {"eval-requests", NULL, "--eval-requests", FLAG_INT, "E", 1, 4096, NULL, OPTION(eval_requests),
+     "requests held back from the stream for --eval-every, spread evenly over it"},
     {"discard-weight", NULL, "--discard-weight", FLAG_FLOAT, "X", 0, 100, NULL, OPTION(train.discard_weight),
      "weight of the rejected-branch (discard) loss (0: off)"},
     {"discard-top-k", NULL, "--discard-top-k", FLAG_INT, "K", 0, TREE_MAX_NODES, NULL, OPTION(train.discard_top_k),
@@ -786,14 +796,14 @@ static const Command COMMANDS[] = {
      "  serves every request of FILE with speculative decoding and writes DIR/requests.csv, DIR/summary.txt and\n"
      "  DIR/acceptance.svg. Ctrl-C stops after the request in flight and saves everything (a second Ctrl-C exits).",
      "model traffic online static no-spec draft-init order domain requests from max-new out-dir label save-draft "
-     "sync-every sync-schedule batch-requests buffer pool steps-per-request lr warmup clip ttt-length loss "
-     "discard-weight discard-top-k spec-k spec-depth spec-nodes temp top-p seed draft-vocab context batch device",
+     "sync-every sync-schedule batch-requests buffer pool steps-per-request eval-every eval-requests lr warmup clip "
+     "ttt-length loss prompt-weight context-window discard-weight discard-top-k spec-k spec-depth spec-nodes temp top-p seed draft-vocab context batch device",
      "model traffic", 0, 0, NULL, run_defaults, command_replay},
     {"train", "train -m MODEL --traffic FILE -o DRAFT.gguf [options]", "train a draft offline on the target's outputs",
      "  trains a draft offline on the target's own greedy outputs for the traffic's prompts (the static baseline),\n"
      "  with the same trainer as the online flywheel. Ctrl-C stops after the step in flight and saves the draft.",
-     "model traffic out domain requests max-new epochs draft-init lr warmup clip ttt-length loss batch-requests seed "
-     "draft-vocab context batch", "model traffic out", 0, 0, NULL, run_defaults, command_train},
+     "model traffic out domain requests max-new epochs draft-init lr warmup clip ttt-length loss prompt-weight "
+     "context-window batch-requests seed draft-vocab context batch", "model traffic out", 0, 0, NULL, run_defaults, command_train},
     {"plot", "plot -o CHART.svg [--title T] RUN/requests.csv[:LABEL] ...", "draw several replays' acceptance on one chart",
      "  acceptance length per request of one or more replays on one chart (a self-contained SVG): faint dots per\n"
      "  request, a moving average over 25 requests per run, dashed lines where the first run's domain changes.\n"

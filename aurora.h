@@ -1085,6 +1085,8 @@ void draft_source_free(DraftSource* source);
 // Brings the draft up to date with the sequence (extends its cache over the committed positions, and
 // switches to newer published weights between verify passes).
 void draft_source_sync(DraftSource* source, const Sequence* sequence);
+// The hot swap alone: switch to newer published weights, if any (draft_source_sync does it every pass).
+void draft_source_take_weights(DraftSource* source);
 // Proposes a tree rooted at the sequence's last token; slots_free: cache slots beyond the committed
 // prefix (when drafting would not fit, the tree is the root alone).
 void draft_source_propose(DraftSource* source, Target* target, const Sequence* sequence, Tree* tree, int slots_free);
@@ -1129,6 +1131,9 @@ typedef struct {
     int context_window;     // prompt positions kept before the first completion token (the rest of
                             // the prompt is dropped from training: it costs a full layer per step)
                             // (default TRAINER_DEFAULT_CONTEXT_WINDOW)
+    float prompt_weight;    // loss weight of a prompt position relative to a completion position (0: the
+                            // loss lives on the completion only). Every recorded position has an exact
+                            // teacher (the target's distribution from its recorded hidden state).
 } TrainerSettings;
 enum { TRAINER_DEFAULT_MAX_POSITIONS = 1024, TRAINER_DEFAULT_CONTEXT_WINDOW = 64 };
 
@@ -1227,12 +1232,28 @@ typedef struct {
     int rows[TTT_MAX_STEPS];             // rows of each step: T + D, then T - k
     int block_offset[TTT_MAX_STEPS + 1]; // where each step's keys start in the key buffer
 } UnrollPlan;
-// Fills first_column, T and L; returns 0 when the record has nothing to train on.
+// Fills first_column, T and n_steps; returns 0 when the record has nothing to train on.
 int unroll_plan_columns(UnrollPlan* plan, const Record* record, const TrainerSettings* settings);
 // Then selects the discard rows (discard_used, discard_row sized by the record's discard nodes) and
 // fills D, rows and block_offset.
 void unroll_plan_rows(UnrollPlan* plan, const Record* record, const TrainerSettings* settings, int* discard_used,
                       int* discard_row);
+
+// The sequence rows of step k that carry a loss, and each row's relative weight: column t predicts the
+// token at position first_column + t + k + 2 and has a teacher when its target distribution was recorded
+// (t + k + 1 < T). It carries loss if that token is a completion token (weight 1), or a prompt token when
+// prompt_weight > 0 (weight prompt_weight). rows (T), weights (T); returns the count.
+int unroll_loss_rows(const UnrollPlan* plan, const Record* record, const TrainerSettings* settings, int k, int* rows,
+                     float* weights);
+
+// Replaces the trainer's draft weights (n_weight_floats, host memory) without touching its optimiser state.
+void trainer_set_weights(Trainer* trainer, const float* weights);
+// The held-back evaluation: the greedy chain acceptance the trainer's current draft would get serving the
+// recorded request (prompt and the target's greedy output) with chains of `depth` (at most TTT_MAX_STEPS),
+// replayed exactly from the record with one teacher-forced unroll and no target pass. Adds the tokens
+// emitted by verify passes and the passes to *emitted and *passes (acceptance length = emitted / passes);
+// returns 0 when the record has nothing to evaluate.
+int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* emitted, long* passes);
 
 // The discard nodes a record trains on (all rejected nodes, or the top_k per verify pass by draft
 // score; ancestors are kept with their descendants): used (D) their indices, row_of (n_discard) each
@@ -1279,12 +1300,15 @@ int traffic_select_domain(Traffic* traffic, const char* domain, Error* err);
 // One run on the acceptance chart.
 typedef struct {
     const char* label;              // legend text
-    int n;                          // requests
-    const float* acceptance;        // (n) acceptance length per request (tokens per verify pass)
+    int n;                          // points
+    const float* acceptance;        // (n) acceptance length per point (tokens per verify pass)
     const char* const* domains;     // (n) domain per request, or NULL
+    const int* x;                   // (n) the request index of each point; NULL: 0..n-1
+    int measured_curve;             // 1: the points joined as they are, with markers (a held-back evaluation
+                                    // every M requests); 0: faint points and a 25-request moving average
 } ChartSeries;
-// Writes a self-contained SVG: raw points faint, a 25-request moving average per series, axes, legend,
-// dashed lines where the first series' domain changes.
+// Writes a self-contained SVG: per series faint points and a 25-request moving average (or a measured
+// curve), axes, legend, dashed lines where the first series' domain changes.
 int svg_acceptance_chart(const char* path, const ChartSeries* series, int n_series, const char* title, Error* err);
 
 // The replay's per-request CSV, header exactly
@@ -1313,6 +1337,7 @@ int plot_runs(const char* out_path, const char* title, const char* const* runs, 
 enum {
     DEFAULT_BATCH_TOKENS = 256, DEFAULT_SPEC_DEPTH = 5,
     REPLAY_DEFAULT_CONTEXT = 2048, REPLAY_DEFAULT_MAX_NEW = 32, REPLAY_DEFAULT_POOL = 64, FLYWHEEL_MAX_BATCH = 64,
+    REPLAY_DEFAULT_EVAL_REQUESTS = 16,
 };
 
 typedef struct {
@@ -1352,6 +1377,8 @@ typedef struct {
     const char* save_draft;
     const char* loss_name;      // --loss fkl|rkl|ntp
     int requests, from, max_new, epochs;
+    int eval_every;             // replay: measure the served draft on the held-back set every this many requests (0: off)
+    int eval_requests;          // replay: requests held back from the stream for that
     int sync_every, lockstep_every, batch_requests, buffer_capacity, pool_capacity, steps_per_request;
     TrainerSettings train;
     int quiet;                  // no progress or summary on stderr (tests)

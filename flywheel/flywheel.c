@@ -161,6 +161,7 @@ Options replay_default_options(void) {
     o.loss_name = "fkl";
     o.sync_every = 4; o.batch_requests = 1; o.lockstep_every = 0; o.buffer_capacity = 16;
     o.pool_capacity = REPLAY_DEFAULT_POOL; o.steps_per_request = 4;
+    o.eval_every = 0; o.eval_requests = REPLAY_DEFAULT_EVAL_REQUESTS;
     return o;
 }
 
@@ -229,6 +230,98 @@ static int prompt_room(const Target* target, int max_new, int* room, Error* err)
     return 0;
 }
 
+// ----------------------------------------------------------------------------
+// the target's greedy outputs for a list of requests, recorded (held-back evaluation, offline training)
+
+// Serves each request with plain greedy decoding (no draft), recording tokens, features and hidden
+// states. Requests whose prompt does not fit `room` are skipped. Stops early on SIGINT/SIGTERM. Returns
+// how many records were made; *skipped counts the rest.
+static int record_greedy_outputs(Target* target, const TrafficRequest* requests, int n, int max_new, int room,
+                                 Record** records, int* skipped, const char* what) {
+    DraftSource source;
+    draft_source_init(&source, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, target);
+    int* prompt = mallocCheck((size_t)(room + 1) * sizeof(int));
+    int* out = mallocCheck((size_t)(max_new + 1) * sizeof(int));
+    SamplerSettings greedy = {0.0f, 1.0f};
+    Error err;
+    int n_records = 0;
+    *skipped = 0;
+    double start = now_seconds();
+    for (int r = 0; r < n && !stop_requested(); r++) {
+        int n_prompt = prompt_encode(&target->tokenizer, requests[r].prompt, requests[r].chat, prompt, room, &err);
+        if (n_prompt < 0) { (*skipped)++; continue; }
+        Record* record = record_new(target->config.dim);
+        SpecStats stats;
+        generate_speculative(target, &source, prompt, n_prompt, max_new, greedy, 0, out, &stats, NULL, NULL, record);
+        records[n_records++] = record;
+        if (what) { fprintf(stderr, "\r%s: %d/%d requests (%.0f s)", what, r + 1, n, now_seconds() - start); }
+    }
+    if (what) { fprintf(stderr, "\n"); }
+    free(prompt);
+    free(out);
+    draft_source_free(&source);
+    return n_records;
+}
+
+// ----------------------------------------------------------------------------
+// the held-back evaluation: eval_requests requests spread evenly over the stream, never served or trained
+// on; before serving request 0, every eval_every requests, and at the end, the draft being served (the
+// newest published weights), frozen, is measured on them: the greedy chain acceptance it would get at the
+// serving depth, replayed exactly from the target's recorded outputs (trainer_evaluate: draft work only)
+
+typedef struct {
+    int n_records;
+    Record** records;       // (n_records) the target's greedy outputs for the held-back prompts
+    Trainer evaluator;      // a copy of the served weights and its own workspace (never stepped)
+    int depth;              // the serving depth
+    int n_points, capacity;
+    int* at_request;        // (n_points) measured before serving this request index
+    float* acceptance;      // (n_points) acceptance length over the held-back set
+    int* version;           // (n_points) the draft version measured
+    double seconds;         // time spent evaluating
+} HeldBack;
+
+// Moves n requests, evenly spaced, out of the stream into held (n malloc'd entries).
+static void held_back_split(Traffic* traffic, int n, TrafficRequest* held) {
+    int total = traffic->n_requests, kept = 0;
+    for (int i = 0, j = 0; i < total; i++) {
+        int take = j < n && i == (int)(((long)j * total + total / 2) / n);
+        if (take) { held[j++] = traffic->requests[i]; } else { traffic->requests[kept++] = traffic->requests[i]; }
+    }
+    traffic->n_requests = kept;
+}
+
+static void held_back_measure(HeldBack* h, DraftSource* source, int at_request) {
+    double start = now_seconds();
+    draft_source_take_weights(source); // the newest published weights, as the next pass would serve them
+    trainer_set_weights(&h->evaluator, *source->draft->tensors[0].data);
+    long emitted = 0, passes = 0;
+    for (int i = 0; i < h->n_records; i++) { trainer_evaluate(&h->evaluator, h->records[i], h->depth, &emitted, &passes); }
+    if (h->n_points == h->capacity) {
+        h->capacity = h->capacity ? 2 * h->capacity : 64;
+        h->at_request = realloc(h->at_request, (size_t)h->capacity * sizeof(int));
+        h->acceptance = realloc(h->acceptance, (size_t)h->capacity * sizeof(float));
+        h->version = realloc(h->version, (size_t)h->capacity * sizeof(int));
+        if (!h->at_request || !h->acceptance || !h->version) { fprintf(stderr, "error: out of memory\n"); exit(EXIT_FAILURE); }
+    }
+    h->at_request[h->n_points] = at_request;
+    h->acceptance[h->n_points] = passes ? (float)emitted / passes : 1.0f;
+    h->version[h->n_points] = source->draft_version;
+    h->n_points++;
+    h->seconds += now_seconds() - start;
+}
+
+static void held_back_free(HeldBack* h) {
+    for (int i = 0; i < h->n_records; i++) { record_free(h->records[i]); }
+    free(h->records);
+    if (h->evaluator.backend) { trainer_free(&h->evaluator); }
+    free(h->at_request); free(h->acceptance); free(h->version);
+    memset(h, 0, sizeof(*h));
+}
+
+// ----------------------------------------------------------------------------
+// replay
+
 // The summary of a replay, written to each of the streams.
 typedef struct {
     int n_requests;         // in the stream
@@ -241,7 +334,7 @@ typedef struct {
 } ReplayTotals;
 
 static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* r, const Traffic* traffic,
-                                 const DraftSource* source, Flywheel* flywheel, int room) {
+                                 const DraftSource* source, Flywheel* flywheel, const HeldBack* held_back, int room) {
     int no_draft = strcmp(o->mode, "none") == 0;
     fprintf(f, "run: %s  mode %s  draft %s  traffic %s (%s order%s%s)\n", o->label ? o->label : o->out_dir, o->mode,
             no_draft ? "none" : o->draft, o->traffic_path, o->order, o->domain ? ", domain " : "", o->domain ? o->domain : "");
@@ -279,6 +372,13 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
         fprintf(f, "hot swaps: %d, switch time mean %.3f ms, max %.3f ms\n", source->swaps,
                 source->swaps ? 1e3 * source->swap_seconds / source->swaps : 0.0, 1e3 * source->swap_seconds_max);
     }
+    if (held_back->n_points > 0) {
+        int last = held_back->n_points - 1;
+        fprintf(f, "held-back: %d requests never served or trained on, greedy chains of depth %d, the served draft frozen: "
+                "acceptance length %.3f at request %d, %.3f at request %d (%d measurements, %.1f s)\n", held_back->n_records,
+                held_back->depth, held_back->acceptance[0], held_back->at_request[0], held_back->acceptance[last],
+                held_back->at_request[last], held_back->n_points, held_back->seconds);
+    }
 }
 
 // Serves every request of the traffic and writes DIR/requests.csv, DIR/summary.txt, DIR/acceptance.svg
@@ -291,12 +391,14 @@ int replay_run(const Options* o) {
     char* csv_path = path_join(o->out_dir, "requests.csv");
     char* summary_path = path_join(o->out_dir, "summary.txt");
     char* chart_path = path_join(o->out_dir, "acceptance.svg");
+    char* eval_path = path_join(o->out_dir, "held_back.csv");
     // every output can be written, before any work
     if (make_directories(o->out_dir, &err) != 0 || check_writable(csv_path, 0, &err) != 0 ||
         check_writable(summary_path, 0, &err) != 0 || check_writable(chart_path, 0, &err) != 0 ||
+        (o->eval_every > 0 && check_writable(eval_path, 0, &err) != 0) ||
         (o->save_draft && check_writable(o->save_draft, 1, &err) != 0)) {
         fprintf(stderr, "error: %s\n", err.message);
-        free(csv_path); free(summary_path); free(chart_path);
+        free(csv_path); free(summary_path); free(chart_path); free(eval_path);
         return 1;
     }
 
@@ -328,10 +430,22 @@ int replay_run(const Options* o) {
         memmove(traffic.requests, traffic.requests + from, (size_t)(traffic.n_requests - from) * sizeof(TrafficRequest));
         traffic.n_requests -= from;
     }
+    // the held-back set leaves the stream before anything is served
+    int n_held = o->eval_every > 0 ? o->eval_requests : 0;
+    TrafficRequest* held = NULL;
+    if (n_held > 0 && n_held >= traffic.n_requests) {
+        error_set(&err, "--eval-requests %d: the stream has only %d requests; expected fewer", n_held, traffic.n_requests);
+        status = 1;
+    } else if (n_held > 0) {
+        held = mallocCheck((size_t)n_held * sizeof(TrafficRequest));
+        held_back_split(&traffic, n_held, held);
+    }
     int n_requests = o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
     Draft draft;
     memset(&draft, 0, sizeof(draft));
-    if (n_requests == 0) {
+    if (status != 0) {
+        // the message is set
+    } else if (n_requests == 0) {
         error_set(&err, "%s: no requests to replay (the stream has %d after --from %d)", o->traffic_path, traffic.n_requests, o->from);
         status = 1;
     } else if (!no_draft && replay_load_draft(&draft, o->draft, &target, o->draft_vocab, (uint64_t)o->seed, &err) != 0) {
@@ -339,8 +453,10 @@ int replay_run(const Options* o) {
     }
     if (status != 0) {
         fprintf(stderr, "error: %s\n", err.message);
+        for (int i = 0; held && i < n_held; i++) { free(held[i].prompt); }
+        free(held);
         traffic_free(&traffic); target_free(&target);
-        free(csv_path); free(summary_path); free(chart_path);
+        free(csv_path); free(summary_path); free(chart_path); free(eval_path);
         return 1;
     }
     DraftSource source;
@@ -350,6 +466,16 @@ int replay_run(const Options* o) {
         flywheel_start(&flywheel, &draft, &target, o->train, o->buffer_capacity, o->sync_every, o->batch_requests,
                        o->lockstep_every, o->pool_capacity, o->steps_per_request, (uint64_t)o->seed);
         source.exchange = flywheel.exchange;
+    }
+    HeldBack held_back;
+    memset(&held_back, 0, sizeof(held_back));
+    if (n_held > 0 && !no_draft) { // the target's outputs for the held-back prompts, once
+        held_back.records = callocCheck((size_t)n_held, sizeof(Record*));
+        int skipped;
+        held_back.n_records = record_greedy_outputs(&target, held, n_held, o->max_new, room, held_back.records, &skipped,
+                                                    o->quiet ? NULL : "held-back set: the target's outputs");
+        trainer_init(&held_back.evaluator, &draft, &target, o->train);
+        held_back.depth = o->shape.depth;
     }
 #ifdef _OPENMP
     // with a training thread beside it, serving takes one core: OpenMP teams on oversubscribed cores
@@ -365,6 +491,7 @@ int replay_run(const Options* o) {
 
     float* acceptance = mallocCheck((size_t)n_requests * sizeof(float));
     const char** domains = mallocCheck((size_t)n_requests * sizeof(char*));
+    int* served_at = mallocCheck((size_t)n_requests * sizeof(int)); // the request index of each served request
     int* prompt = mallocCheck((size_t)(room + 1) * sizeof(int));
     int* out = mallocCheck((size_t)(o->max_new + 1) * sizeof(int));
     ReplayTotals totals;
@@ -375,6 +502,7 @@ int replay_run(const Options* o) {
     stop_signals_install();
     for (int r = 0; r < n_requests && status == 0 && !stop_requested(); r++) {
         const TrafficRequest* request = &traffic.requests[r];
+        if (held_back.n_records > 0 && r % o->eval_every == 0) { held_back_measure(&held_back, &source, r); }
         totals.n_done = r + 1;
         int n_prompt = prompt_encode(&target.tokenizer, request->prompt, request->chat, prompt, room, &err);
         if (n_prompt < 0) { // does not fit (or tokenizes to nothing): recorded as skipped, not measured
@@ -390,6 +518,7 @@ int replay_run(const Options* o) {
         if (online) { record_buffer_push(flywheel.records, record); }
         float accepted = stats.verify_passes ? (float)stats.emitted / stats.verify_passes : 1.0f;
         acceptance[totals.n_served] = accepted;
+        served_at[totals.n_served] = r;
         domains[totals.n_served] = request->domain;
         totals.n_served++;
         totals.total_tokens += n;
@@ -409,6 +538,14 @@ int replay_run(const Options* o) {
         if (online && o->lockstep_every > 0 && (r + 1) % o->lockstep_every == 0) { flywheel_lockstep_round(&flywheel); }
     }
     if (online) { flywheel_stop(&flywheel); } // the training step in flight finishes
+    if (held_back.n_records > 0 && (held_back.n_points == 0 || held_back.at_request[held_back.n_points - 1] != totals.n_done)) {
+        if (online) { // the last weights the trainer published
+            int version;
+            float* weights = weight_exchange_take(flywheel.exchange, source.draft_version, &version);
+            if (weights) { draft_use_weights(&draft, weights); source.draft_version = version; }
+        }
+        held_back_measure(&held_back, &source, totals.n_done);
+    }
 #ifdef _OPENMP
     omp_set_num_threads(serving_threads);
 #endif
@@ -423,18 +560,36 @@ int replay_run(const Options* o) {
         else { wrote_draft = 1; }
     }
     if (rows && output_commit(&csv, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
+    if (held_back.n_points > 0) {
+        OutputFile eval;
+        if (output_open(&eval, eval_path, &err) != 0) {
+            fprintf(stderr, "error: %s\n", err.message);
+            status = 1;
+        } else {
+            fprintf(eval.stream, "request,draft_version,held_back_acceptance\n");
+            for (int i = 0; i < held_back.n_points; i++) {
+                fprintf(eval.stream, "%d,%d,%.4f\n", held_back.at_request[i], held_back.version[i], held_back.acceptance[i]);
+            }
+            if (output_commit(&eval, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
+        }
+    }
     OutputFile summary;
     if (output_open(&summary, summary_path, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
         status = 1;
     } else {
-        replay_write_summary(summary.stream, o, &totals, &traffic, &source, online ? &flywheel : NULL, room);
+        replay_write_summary(summary.stream, o, &totals, &traffic, &source, online ? &flywheel : NULL, &held_back, room);
         if (output_commit(&summary, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
     }
-    if (!o->quiet) { replay_write_summary(stderr, o, &totals, &traffic, &source, online ? &flywheel : NULL, room); }
+    if (!o->quiet) { replay_write_summary(stderr, o, &totals, &traffic, &source, online ? &flywheel : NULL, &held_back, room); }
     if (totals.n_served > 0) {
-        ChartSeries series = {o->label ? o->label : o->mode, totals.n_served, acceptance, domains};
-        if (svg_acceptance_chart(chart_path, &series, 1, "acceptance length per request", &err) != 0) {
+        ChartSeries series[2] = {
+            {.label = o->label ? o->label : o->mode, .n = totals.n_served, .acceptance = acceptance, .domains = domains,
+             .x = served_at},
+            {.label = "held-back requests, the draft frozen", .n = held_back.n_points, .acceptance = held_back.acceptance,
+             .x = held_back.at_request, .measured_curve = 1},
+        };
+        if (svg_acceptance_chart(chart_path, series, held_back.n_points > 0 ? 2 : 1, "acceptance length per request", &err) != 0) {
             fprintf(stderr, "error: %s\n", err.message);
             status = 1;
         }
@@ -446,13 +601,19 @@ int replay_run(const Options* o) {
     }
     if (!o->quiet) {
         if (wrote_draft) { fprintf(stderr, "saved the trained draft (version %d) to %s\n", flywheel.published_version, o->save_draft); }
-        if (status == 0) { fprintf(stderr, "wrote %s, %s, %s\n", csv_path, summary_path, chart_path); }
+        if (status == 0) {
+            fprintf(stderr, "wrote %s, %s, %s%s%s\n", csv_path, summary_path, chart_path, held_back.n_points ? ", " : "",
+                    held_back.n_points ? eval_path : "");
+        }
     }
     if (status == 0 && stop_requested()) { status = 128 + stop_requested(); }
     stop_signals_restore();
 
-    free(acceptance); free(domains); free(prompt); free(out);
-    free(csv_path); free(summary_path); free(chart_path);
+    free(acceptance); free(domains); free(served_at); free(prompt); free(out);
+    free(csv_path); free(summary_path); free(chart_path); free(eval_path);
+    held_back_free(&held_back);
+    for (int i = 0; held && i < n_held; i++) { free(held[i].prompt); }
+    free(held);
     if (online) { flywheel_free(&flywheel); }
     draft_source_free(&source);
     if (!no_draft) { draft_free(&draft); }
@@ -488,26 +649,11 @@ int train_offline(const Options* o) {
     }
     traffic_order(&traffic, "mixed", (uint64_t)o->seed);
     int n_requests = o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
-    DraftSource source;
-    draft_source_init(&source, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, &target);
     Record** records = callocCheck((size_t)n_requests, sizeof(Record*));
-    int* prompt = mallocCheck((size_t)(room + 1) * sizeof(int));
-    int* out = mallocCheck((size_t)(o->max_new + 1) * sizeof(int));
-    SamplerSettings greedy = {0.0f, 1.0f};
-    int n_records = 0, n_skipped = 0;
-    double start = now_seconds();
+    int n_skipped = 0;
     stop_signals_install();
-    for (int r = 0; r < n_requests && !stop_requested(); r++) {
-        const TrafficRequest* request = &traffic.requests[r];
-        int n_prompt = prompt_encode(&target.tokenizer, request->prompt, request->chat, prompt, room, &err);
-        if (n_prompt < 0) { n_skipped++; continue; }
-        Record* record = record_new(target.config.dim);
-        SpecStats stats;
-        generate_speculative(&target, &source, prompt, n_prompt, o->max_new, greedy, 0, out, &stats, NULL, NULL, record);
-        records[n_records++] = record;
-        fprintf(stderr, "\rgenerating the target's outputs: %d/%d requests (%.0f s)", r + 1, n_requests, now_seconds() - start);
-    }
-    fprintf(stderr, "\n");
+    int n_records = record_greedy_outputs(&target, traffic.requests, n_requests, o->max_new, room, records, &n_skipped,
+                                          "generating the target's outputs");
     int status = 0;
     if (n_skipped > 0) {
         fprintf(stderr, "skipped %d requests whose prompt is longer than the %d tokens the context leaves after --max-new %d\n",
@@ -556,8 +702,7 @@ int train_offline(const Options* o) {
     trainer_free(&trainer);
     draft_free(&draft);
     for (int i = 0; i < n_records; i++) { record_free(records[i]); }
-    free(records); free(prompt); free(out);
-    draft_source_free(&source);
+    free(records);
     traffic_free(&traffic);
     target_free(&target);
     return status;

@@ -111,11 +111,27 @@ static void svg_domain_lines(FILE* f, const SvgScale* s, const ChartSeries* firs
 
 // One series: faint dots (a path of zero-length round-capped segments, compact for thousands of
 // points) and the moving average as polylines (broken where a window holds no finite value).
+static double svg_point_x(const ChartSeries* series, int i) { return series->x ? series->x[i] : i; }
+
 static void svg_series(FILE* f, const SvgScale* s, const ChartSeries* series, const char* colour) {
+    if (series->measured_curve) { // a line through the points, a marker on each
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2.2\" stroke-dasharray=\"6 3\" points=\"", colour);
+        for (int i = 0; i < series->n; i++) {
+            if (isfinite(series->acceptance[i])) { fprintf(f, "%.1f,%.1f ", svg_x(s, svg_point_x(series, i)), svg_y(s, series->acceptance[i])); }
+        }
+        fprintf(f, "\"/>\n");
+        for (int i = 0; i < series->n; i++) {
+            if (isfinite(series->acceptance[i])) {
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", svg_x(s, svg_point_x(series, i)),
+                        svg_y(s, series->acceptance[i]), colour);
+            }
+        }
+        return;
+    }
     fprintf(f, "<path fill=\"none\" stroke=\"%s\" stroke-opacity=\"0.22\" stroke-width=\"3.5\" stroke-linecap=\"round\" d=\"", colour);
     for (int i = 0; i < series->n; i++) {
         if (isfinite(series->acceptance[i])) {
-            fprintf(f, "M%.1f %.1fh0", svg_x(s, i), svg_y(s, series->acceptance[i]));
+            fprintf(f, "M%.1f %.1fh0", svg_x(s, svg_point_x(series, i)), svg_y(s, series->acceptance[i]));
         }
     }
     fprintf(f, "\"/>\n");
@@ -135,7 +151,7 @@ static void svg_series(FILE* f, const SvgScale* s, const ChartSeries* series, co
             fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2.2\" stroke-linejoin=\"round\" points=\"", colour);
             in_line = 1;
         }
-        fprintf(f, "%.1f,%.1f ", svg_x(s, i), svg_y(s, sum / count));
+        fprintf(f, "%.1f,%.1f ", svg_x(s, svg_point_x(series, i)), svg_y(s, sum / count));
     }
     if (in_line) { fprintf(f, "\"/>\n"); }
 }
@@ -155,7 +171,8 @@ int svg_acceptance_chart(const char* path, const ChartSeries* series, int n_seri
     double y_top = 2.0;
     for (int k = 0; k < n_series; k++) {
         if (series[k].n < 1) { return error_set(err, "%s: series '%s' has no requests", path, series[k].label); }
-        if (series[k].n > n_max) { n_max = series[k].n; }
+        int last = (int)svg_point_x(&series[k], series[k].n - 1) + 1;
+        if (last > n_max) { n_max = last; }
         for (int i = 0; i < series[k].n; i++) {
             if (isfinite(series[k].acceptance[i]) && series[k].acceptance[i] > y_top) { y_top = series[k].acceptance[i]; }
         }
@@ -188,8 +205,8 @@ int svg_acceptance_chart(const char* path, const ChartSeries* series, int n_seri
                 SVG_RIGHT + 20, y, SVG_RIGHT + 44, y, SVG_COLOURS[k % 10]);
         fprintf(f, "<text x=\"%d\" y=\"%d\">", SVG_RIGHT + 50, y + 4);
         svg_write_escaped(f, series[k].label);
-        fprintf(f, "</text>\n<text x=\"%d\" y=\"%d\" fill=\"#666\">mean %.2f, %d requests</text>\n",
-                SVG_RIGHT + 50, y + 19, svg_mean(&series[k]), series[k].n);
+        fprintf(f, "</text>\n<text x=\"%d\" y=\"%d\" fill=\"#666\">mean %.2f, %d %s</text>\n",
+                SVG_RIGHT + 50, y + 19, svg_mean(&series[k]), series[k].n, series[k].measured_curve ? "evaluations" : "requests");
     }
     fprintf(f, "</g>\n</svg>\n");
     return output_commit(&output, err);
@@ -336,7 +353,8 @@ int plot_runs(const char* out_path, const char* title, const char* const* runs, 
             status = 1;
         }
         free(path);
-        series[k] = (ChartSeries){labels[k], rows[k].n, rows[k].acceptance, (const char* const*)rows[k].domains};
+        series[k] = (ChartSeries){.label = labels[k], .n = rows[k].n, .acceptance = rows[k].acceptance,
+                                  .domains = (const char* const*)rows[k].domains};
     }
     if (status == 0) {
         if (svg_acceptance_chart(out_path, series, n_runs, title, &err) != 0) {

@@ -74,6 +74,9 @@ void record_add_verify_step(Record* record, const Tree* tree, const Acceptance* 
 void record_finish(Record* record, const int* tokens, int n_tokens, int n_committed, int n_prompt,
                    const float* features, const float* hidden, int draft_version) {
     size_t C = (size_t)record->dim;
+    // a last verify pass that ran past max_new committed positions whose tokens were cut: keep the
+    // positions that have a next token (before this clamp such a record had nothing to train on)
+    if (n_committed > n_tokens - 1) { n_committed = n_tokens - 1; }
     record->n_tokens = n_tokens;
     record->n_committed = n_committed;
     record->n_prompt = n_prompt;

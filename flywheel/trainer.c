@@ -233,6 +233,20 @@ int unroll_plan_columns(UnrollPlan* plan, const Record* record, const TrainerSet
     return 1;
 }
 
+int unroll_loss_rows(const UnrollPlan* plan, const Record* record, const TrainerSettings* s, int k, int* rows,
+                     float* weights) {
+    int n = 0;
+    for (int t = 0; t + k + 1 < plan->T; t++) {
+        int predicted = plan->first_column + t + k + 2; // the position of the token this row predicts
+        int is_prompt = predicted < record->n_prompt;
+        if (is_prompt && s->prompt_weight <= 0.0f) { continue; }
+        rows[n] = t;
+        weights[n] = is_prompt ? s->prompt_weight : 1.0f;
+        n++;
+    }
+    return n;
+}
+
 void unroll_plan_rows(UnrollPlan* plan, const Record* record, const TrainerSettings* s, int* discard_used, int* discard_row) {
     plan->n_discard = s->discard_weight > 0.0f
             ? select_discard_nodes(record, s->discard_top_k, plan->first_column, plan->T, discard_used, discard_row, plan->T) : 0;
@@ -302,12 +316,15 @@ static void draft_layer_backward(Trainer* trainer, const DraftActivations* a, co
 // ----------------------------------------------------------------------------
 // one record: forward (and backward), returns the record's loss
 
-static float record_train(Trainer* trainer, const Record* record, float scale, int backward, TrainStats* stats) {
+// The unroll of one record under settings s: the forward, the losses (returned), and with backward the
+// gradients. With predictions (n_steps * T target ids, -1 where a row carries no loss), the draft's
+// argmax at every loss row of every step is written there too (the held-back evaluation).
+static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Record* record, float scale, int backward,
+                           TrainStats* stats, int* predictions) {
     const Backend* b = trainer->backend;
     Draft* draft = &trainer->draft;
     const DraftConfig* c = &draft->config;
     const DraftWeights* w = &draft->device_weights;
-    const TrainerSettings* s = &trainer->settings;
     TrainWorkspace* ws = &trainer->work;
     int C = c->dim, V_d = c->vocab_size, KVD = c->n_kv_heads * c->head_size, G = TAP_LAYERS * C; // G: g's width, 3C
     UnrollPlan plan;
@@ -363,12 +380,12 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
         draft_layer_forward(draft, w, a, ws->key_buffer, ws->value_buffer, a->tokens, u, a->positions, a->mask, R,
                             block_offset[k]);
 
-        // loss rows: sequence columns whose prediction x_{t+k+2} is a completion token with a recorded
-        // target (hidden state index t+k+1 < T), then (step 0) the discard rows
-        int n_loss = 0;
-        int first = record->n_prompt - k - 2 - first_column > 0 ? record->n_prompt - k - 2 - first_column : 0;
-        for (int t = first; t + k + 1 < T; t++) { ws->host_loss_rows[n_loss++] = t; }
+        // loss rows: sequence columns with a teacher (completion positions, and prompt positions when
+        // prompt_weight > 0), weighted to a weighted mean; then (step 0) the discard rows
+        int n_loss = unroll_loss_rows(&plan, record, s, k, ws->host_loss_rows, ws->host_loss_weights);
         int n_sequence_loss = n_loss;
+        float weight_sum = 0.0f;
+        for (int i = 0; i < n_sequence_loss; i++) { weight_sum += ws->host_loss_weights[i]; }
         if (k == 0) { for (int j = 0; j < D; j++) { ws->host_loss_rows[n_loss++] = T + j; } }
         if (n_loss == 0) { continue; }
         // target distributions of the loss rows: softmax over the draft vocabulary of W_lm[d2t] h
@@ -378,7 +395,8 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
                                      : record->discard_hidden + (size_t)ws->discard_used[row - T] * C;
             memcpy(ws->host_rows + (size_t)i * C, h, (size_t)C * sizeof(float));
             ws->host_target_tokens[i] = row < T ? record->tokens[first_column + row + k + 2] : -1;
-            ws->host_loss_weights[i] = row < T ? scale * weight_k / n_sequence_loss : scale * s->discard_weight / D;
+            ws->host_loss_weights[i] = row < T ? scale * weight_k * ws->host_loss_weights[i] / weight_sum
+                                               : scale * s->discard_weight / D;
         }
         b->upload(ws->gathered, ws->host_rows, (size_t)n_loss * C * sizeof(float));
         b->matmul_forward(ws->p_target, ws->gathered, matrix_f32(trainer->head_rows), n_loss, C, V_d);
@@ -429,6 +447,13 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
             for (int i = 0; i < n_sequence_loss; i++) { step0_correct += ws->host_argmax[i] == ws->host_argmax[n_sequence_loss + i]; }
         }
         if (k == 0) { step0_positions += n_sequence_loss; }
+        if (predictions && n_sequence_loss > 0) { // the draft's guesses, as target ids
+            b->argmax_rows(ws->argmax, a->logits, n_sequence_loss, V_d);
+            b->download(ws->host_argmax, ws->argmax, (size_t)n_sequence_loss * sizeof(int));
+            for (int i = 0; i < n_sequence_loss; i++) {
+                predictions[(size_t)k * T + ws->host_loss_rows[i]] = draft->d2t[ws->host_argmax[i]];
+            }
+        }
         if (backward) {
             // logits = lm_head(RMSNorm_out(out)) over the gathered rows, then scattered back to the loss rows
             b->zero(ws->d_out_norm, (size_t)n_loss * C * sizeof(float));
@@ -456,6 +481,49 @@ static float record_train(Trainer* trainer, const Record* record, float scale, i
         }
     }
     return total_loss;
+}
+
+static float record_train(Trainer* trainer, const Record* record, float scale, int backward, TrainStats* stats) {
+    return record_unroll(trainer, &trainer->settings, record, scale, backward, stats, NULL);
+}
+
+// ----------------------------------------------------------------------------
+// the held-back evaluation: greedy chain acceptance, replayed exactly from a record
+
+void trainer_set_weights(Trainer* trainer, const float* weights) {
+    memcpy(trainer->draft.weight_arena, weights, trainer->draft.n_weight_floats * sizeof(float));
+    draft_upload_weights(&trainer->draft); // on a host-memory backend the arena itself
+}
+
+int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* emitted, long* passes) {
+    // the unroll of `depth` steps over the completion, teacher-forced: while the draft's guesses are right
+    // they ARE the teacher's tokens, so step k at column t is exactly what serving drafts k+1 tokens after
+    // a root at position t + 1 (the mask and positions of training-time test are those of drafting)
+    TrainerSettings s = trainer->settings;
+    s.ttt_length = depth < TTT_MAX_STEPS ? depth : TTT_MAX_STEPS;
+    s.prompt_weight = 0.0f;
+    s.discard_weight = 0.0f;
+    UnrollPlan plan;
+    if (!unroll_plan_columns(&plan, record, &s)) { return 0; }
+    int* predictions = mallocCheck((size_t)s.ttt_length * plan.T * sizeof(int));
+    for (size_t i = 0; i < (size_t)s.ttt_length * plan.T; i++) { predictions[i] = -1; }
+    record_unroll(trainer, &s, record, 1.0f, 0, NULL, predictions);
+    // generation replayed: the first completion token comes from the prefill; then each pass from root
+    // m drafts x_{m+1..m+depth} (column m - 1 - first_column, steps 0..depth-1), accepts the agreeing
+    // prefix a, and emits a + 1 tokens (the bonus is the target's own next token)
+    int n_steps = plan.n_steps;
+    for (int m = record->n_prompt; m < record->n_tokens - 1; ) {
+        int t = m - 1 - plan.first_column, accepted = 0;
+        while (accepted < n_steps && m + accepted + 1 < record->n_tokens - 1 && t >= 0 && t < plan.T &&
+               predictions[(size_t)accepted * plan.T + t] == record->tokens[m + accepted + 1]) {
+            accepted++;
+        }
+        *emitted += accepted + 1;
+        *passes += 1;
+        m += accepted + 1;
+    }
+    free(predictions);
+    return 1;
 }
 
 // ----------------------------------------------------------------------------

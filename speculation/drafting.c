@@ -171,25 +171,28 @@ void draft_source_free(DraftSource* source) {
 // Brings the draft up to date with the sequence: the EAGLE draft extends its cache over each committed
 // position t, pairing the target's features g_t with the next token x_{t+1}. The output at the last
 // committed position predicts the root's children. Called after every commit (and after the prefill).
+void draft_source_take_weights(DraftSource* source) {
+    if (source->kind != DRAFT_EAGLE || source->exchange == NULL) { return; }
+    double start = now_seconds();
+    int version;
+    float* weights = weight_exchange_take(source->exchange, source->draft_version, &version);
+    if (weights) {
+        draft_use_weights(source->draft, weights); // a rebinding on a CPU backend, an upload on a GPU
+        source->draft_version = version;
+        double elapsed = now_seconds() - start;
+        source->swaps++;
+        source->swap_seconds += elapsed;
+        if (elapsed > source->swap_seconds_max) { source->swap_seconds_max = elapsed; }
+    }
+}
+
 void draft_source_sync(DraftSource* source, const Sequence* sequence) {
     if (source->kind != DRAFT_EAGLE) { return; }
     Draft* draft = source->draft;
     // hot swap: between verify passes, switch to the newest published weights. The request in flight
     // keeps the keys/values its earlier positions got from the previous version (any draft is lossless;
     // recomputing them would pause the request).
-    if (source->exchange) {
-        double start = now_seconds();
-        int version;
-        float* weights = weight_exchange_take(source->exchange, source->draft_version, &version);
-        if (weights) {
-            draft_use_weights(draft, weights); // a rebinding on a CPU backend, an upload on a GPU
-            source->draft_version = version;
-            double elapsed = now_seconds() - start;
-            source->swaps++;
-            source->swap_seconds += elapsed;
-            if (elapsed > source->swap_seconds_max) { source->swap_seconds_max = elapsed; }
-        }
-    }
+    draft_source_take_weights(source);
     int C = draft->config.dim, chunk = draft->act.max_tokens;
     int positions[TREE_MAX_NODES];
     while (source->n_extended < sequence->n_committed) {

@@ -60,6 +60,7 @@ static void test_gradients(Target* target) {
         settings.discard_top_k = kind == 1 ? 2 : 0; // also the top-k selection once
         settings.discard_loss = kind == 1 ? LOSS_REVERSE_KL : LOSS_FORWARD_KL;
         settings.context_window = kind == 2 ? 1 : 64; // once with most of the prompt cut from the unroll
+        settings.prompt_weight = kind == 0 ? 0.5f : 0.0f; // once with the prompt positions carrying loss too
         Trainer trainer;
         trainer_init(&trainer, &draft, target, settings);
         memset(trainer.grads, 0, trainer.draft.n_weight_floats * sizeof(float));
@@ -105,6 +106,47 @@ static void test_gradients(Target* target) {
                kind, checked, DRAFT_NUM_TENSORS);
         trainer_free(&trainer);
     }
+    record_free(record);
+    draft_free(&draft);
+}
+
+// ---- which positions carry loss, against a plain oracle --------------------------------------------
+static void test_loss_rows(Target* target) {
+    Draft draft;
+    draft_init_random(&draft, target, 100, NULL, 3);
+    int prompt[9] = {30, 31, 32, 33, 34, 35, 36, 37, 38};
+    Record* record = make_record(target, &draft, prompt, 9, 8);
+    int checked = 0;
+    for (int window = 0; window <= 9; window += 3) {
+        for (int with_prompt = 0; with_prompt <= 1; with_prompt++) {
+            TrainerSettings s = trainer_default_settings();
+            s.context_window = window;
+            s.prompt_weight = with_prompt ? 0.25f : 0.0f;
+            s.ttt_length = 4;
+            UnrollPlan plan;
+            check(unroll_plan_columns(&plan, record, &s), "the record has columns");
+            for (int k = 0; k < plan.n_steps; k++) {
+                int rows[64];
+                float weights[64];
+                int n = unroll_loss_rows(&plan, record, &s, k, rows, weights);
+                // oracle: column t predicts the token at absolute position f + t + k + 2 from the target's
+                // recorded distribution at f + t + k + 1, which exists iff that index < n_committed
+                int expected = 0;
+                for (int t = 0; t < plan.T; t++) {
+                    int teacher = plan.first_column + t + k + 1, predicted = teacher + 1;
+                    if (teacher >= record->n_committed) { continue; }
+                    int is_prompt = predicted < record->n_prompt;
+                    if (is_prompt && !with_prompt) { continue; }
+                    check(expected < n && rows[expected] == t && weights[expected] == (is_prompt ? 0.25f : 1.0f),
+                          "window %d, prompt %d, step %d: loss row %d should be column %d", window, with_prompt, k, expected, t);
+                    expected++;
+                    checked++;
+                }
+                check(n == expected, "window %d, prompt %d, step %d: %d loss rows, oracle %d", window, with_prompt, k, n, expected);
+            }
+        }
+    }
+    printf("loss rows: %d (column, step) pairs agree with the oracle\n", checked);
     record_free(record);
     draft_free(&draft);
 }
@@ -261,6 +303,59 @@ static char* csv_without_seconds(const char* path) {
     return text;
 }
 
+// ---- the held-back evaluation replays greedy chain serving exactly ------------------------------
+static void test_evaluation(const char* model, const char* traffic_path, const char* draft_path) {
+    Target target;
+    Error err;
+    if (target_load(&target, model, backend_cpu(), 256, 64, &err) != 0) { check(0, "load: %s", err.message); return; }
+    target.tokenizer.eos_id = -1;
+    Draft trained, fresh;
+    check(draft_load(&trained, draft_path, &target, &err) == 0, "load the trained draft: %s", err.message);
+    draft_init_random(&fresh, &target, trained.config.vocab_size, trained.d2t, 123);
+    Traffic traffic;
+    check(traffic_load(&traffic, traffic_path, &err) == 0, "traffic: %s", err.message);
+    int depths[3] = {1, 3, 5};
+    int exact = 0, differs = 0, max_new = 20;
+    double best = 0;
+    for (int d = 0; d < 3; d++) {
+        DraftSource source;
+        draft_source_init(&source, DRAFT_EAGLE, (TreeShape){1, depths[d], depths[d] + 1}, &trained, &target);
+        Trainer evaluator, control;
+        trainer_init(&evaluator, &trained, &target, trainer_default_settings());
+        trainer_init(&control, &fresh, &target, trainer_default_settings());
+        for (int r = 0; r < 6; r++) {
+            int prompt[256], out[64];
+            int n_prompt = prompt_encode(&target.tokenizer, traffic.requests[r].prompt, 0, prompt, 200, &err);
+            Record* record = record_new(target.config.dim);
+            SpecStats stats;
+            SamplerSettings greedy = {0.0f, 1.0f};
+            int n = generate_speculative(&target, &source, prompt, n_prompt, max_new, greedy, 0, out, &stats, NULL, NULL, record);
+            long emitted = 0, passes = 0, control_emitted = 0, control_passes = 0;
+            check(trainer_evaluate(&evaluator, record, depths[d], &emitted, &passes), "evaluate");
+            trainer_evaluate(&control, record, depths[d], &control_emitted, &control_passes);
+            // serving's last pass may run past max_new (its emitted count includes what was cut); the pass
+            // count is exact, and the replay emits exactly the tokens after the prefill's
+            check(passes == stats.verify_passes && emitted == n - 1, "depth %d request %d: replay %ld passes / %ld tokens, "
+                  "serving %d passes / %d tokens", depths[d], r, passes, emitted, stats.verify_passes, n - 1);
+            exact += passes == stats.verify_passes;
+            differs += control_passes != stats.verify_passes; // negative control: another draft, other passes
+            if ((double)stats.emitted / stats.verify_passes > best) { best = (double)stats.emitted / stats.verify_passes; }
+            record_free(record);
+        }
+        trainer_free(&evaluator);
+        trainer_free(&control);
+        draft_source_free(&source);
+    }
+    printf("held-back evaluation: %d of 18 replays match serving's passes exactly (best acceptance length %.2f); "
+           "a different draft differs on %d\n", exact, best, differs);
+    check(best > 1.5, "the trained draft should accept something (best %.2f)", best);
+    check(differs > 0, "negative control: a different draft must replay differently");
+    traffic_free(&traffic);
+    draft_free(&trained);
+    draft_free(&fresh);
+    target_free(&target);
+}
+
 static void test_learning_and_lockstep(void) {
     const char* model = temp_path("learn_target.gguf");
     TinyModelSpec spec = {32, 2, 4, 2, 64, 300, 256, 1, TYPE_F32, 10000.0f, 77};
@@ -273,6 +368,7 @@ static void test_learning_and_lockstep(void) {
     Options o = tiny_replay(model, traffic, temp_path("learn_out"));
     o.lockstep_every = 2;
     o.label = "learning";
+    o.save_draft = temp_path("learned.gguf");
     check(replay_run(&o) == 0, "learning replay failed");
     char csv[600];
     snprintf(csv, sizeof(csv), "%s/requests.csv", o.out_dir);
@@ -281,6 +377,7 @@ static void test_learning_and_lockstep(void) {
     printf("learning: acceptance length %.2f for the first 2 requests (random draft), %.2f over requests 100-119\n", first, last);
     check(first < 1.2, "a random draft should start near 1.0 (got %.2f)", first);
     check(last >= 2.5, "acceptance length should reach 2.5 within 120 requests on the learnable stream (got %.2f)", last);
+    test_evaluation(model, traffic, o.save_draft);
 
     // lockstep: two runs give bit-identical weights and logs
     Options a = tiny_replay(model, traffic, temp_path("lockstep_a"));
@@ -368,6 +465,7 @@ int main(int argc, char** argv) {
         Target target;
         load_tiny_target(&target, 3, 12);
         test_gradients(&target);
+        test_loss_rows(&target);
         test_masks();
         test_rejection_and_buffers(&target);
         target_free(&target);

@@ -95,10 +95,12 @@ enum {
     TYPE_Q4_0 = 2,   // blocks of 32: fp16 scale d, 16 bytes of nibbles; x = d * (q - 8)
     TYPE_Q4_1 = 3,   // blocks of 32: fp16 scale d, fp16 min m, 16 bytes of nibbles; x = d * q + m
     TYPE_Q8_0 = 8,   // blocks of 32: fp16 scale d, 32 int8; x = d * q
+    TYPE_I32  = 26,  // integer tensors (llama.cpp's eagle3 d2t is I64): values convert to and from float,
+    TYPE_I64  = 27,  // exactly for |x| < 2^24
     TYPE_BF16 = 30,
 };
 
-int tensor_type_supported(int type);          // 1 for the six types above
+int tensor_type_supported(int type);          // 1 for the eight types above
 const char* tensor_type_name(int type);       // "F32", "Q4_1", ... ("unknown" otherwise)
 int64_t tensor_type_block_size(int type);     // elements per block (1 for F32/F16/BF16, 32 for Q*)
 size_t tensor_type_block_bytes(int type);     // bytes per block

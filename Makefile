@@ -7,6 +7,7 @@
 #   make test-cuda    CPU/GPU parity, tensor by tensor (says so and exits 0 where there is no GPU)
 #   make bench        speed figures on the default model
 #   make oracle-deps  install llama-cpp-python (builds llama.cpp from source) for the oracle checks
+#   make oracle-llama-tools  build llama.cpp's tools (llama-speculative-simple, llama-bench, ...) into build/llama.cpp
 # Switches: NO_BLAS=1, NO_CUDA=1, CUDA_ARCH=sm_90 (default sm_90).
 
 CC ?= cc
@@ -58,9 +59,10 @@ else
 endif
 
 # ---- build -------------------------------------------------------------------------------------
-SOURCES = aurora.c aurora.h util.c cpu_ref.c gguf.c tokenizer.c unicode_data.h sampling.c target.c draft.c speculative.c recorder.c trainer.c generate.c traffic.c plot.c flywheel.c traffic.c plot.c
+SOURCES = aurora.c aurora.h util.c cpu_ref.c gguf.c tokenizer.c unicode_data.h sampling.c target.c draft.c speculative.c recorder.c trainer.c generate.c traffic.c plot.c flywheel.c traffic.c plot.c interop/safetensors.c interop/eagle3_formats.c
 BIN = build
 
+.PHONY: oracle-llama-tools
 .PHONY: all model demo experiment-day0 experiment-shift experiment-mixed test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
 
 all: aurora
@@ -153,6 +155,11 @@ bench: aurora $(MODEL_FILE) $(BIN)/bench_verify
 oracle-deps:
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
 	  $(PYTHON) -m pip install llama-cpp-python==0.3.36
+
+# llama.cpp's own tools from the same source package (the EAGLE-3 oracle, side-by-side speed), built with
+# JOBS=2 parallel jobs under nice by default: the reference machine has 2 shared cores
+oracle-llama-tools:
+	sh tools/build_llama_tools.sh $(or $(JOBS),2)
 
 clean:
 	rm -rf $(BIN) aurora

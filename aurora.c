@@ -49,6 +49,8 @@ stays streamed.
 #include "traffic.c"
 #include "plot.c"
 #include "flywheel.c"
+#include "interop/safetensors.c"
+#include "interop/eagle3_formats.c"
 
 // ----------------------------------------------------------------------------
 // command-line interface
@@ -86,6 +88,7 @@ static const char* USAGE_MAIN =
     "  tiny-model write a small model with seeded random weights\n"
     "  convert    rewrite a GGUF model with its matrices in another tensor type\n"
     "  draft-init write a fresh random EAGLE-3 draft for a model\n"
+    "  draft-export write a draft for llama.cpp or SpecForge / SGLang / vLLM\n"
     "  replay     serve a traffic file with speculative decoding, training the draft online\n"
     "  train      train a draft offline on the target's outputs\n"
     "  plot       draw several replays' acceptance on one chart\n"
@@ -753,6 +756,7 @@ int main(int argc, char** argv) {
     if (strcmp(command, "replay") == 0) { return command_replay(argc - 2, argv + 2); }
     if (strcmp(command, "train") == 0) { return command_train(argc - 2, argv + 2); }
     if (strcmp(command, "plot") == 0) { return command_plot_main(argc - 2, argv + 2); }
+    if (strcmp(command, "draft-export") == 0) { return command_draft_export(argc - 2, argv + 2); }
     fprintf(stderr, "error: unknown command '%s'\n%s", command, USAGE_MAIN);
     return EXIT_FAILURE;
 }

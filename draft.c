@@ -234,7 +234,14 @@ static int draft_read_config(DraftConfig* c, const GGUFFile* file, const Target*
     return 0;
 }
 
+// Other systems' formats, llama.cpp's eagle3 GGUF and SpecForge directories (interop/eagle3_formats.c,
+// later in this translation unit): recognised here, so every caller of draft_load reads them too.
+static int eagle3_format_of(const char* path);
+static int eagle3_import(Draft* draft, const char* path, int format, const Target* target, Error* err);
+
 int draft_load(Draft* draft, const char* path, const Target* target, Error* err) {
+    int format = eagle3_format_of(path);
+    if (format != 0) { return eagle3_import(draft, path, format, target, err); }
     memset(draft, 0, sizeof(*draft));
     GGUFFile file;
     if (gguf_open(&file, path, err) != 0) { return -1; }

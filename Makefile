@@ -8,6 +8,8 @@
 #   make bench        speed figures on the default model
 #   make oracle-deps  install llama-cpp-python (builds llama.cpp from source) for the oracle checks
 #   make oracle-llama-tools  build llama.cpp's tools (llama-speculative-simple, llama-bench, ...) into build/llama.cpp
+#   make test-interop our drafts in llama.cpp's EAGLE-3 speculative decoding vs ours (after oracle-llama-tools)
+#   make fuzz-safetensors   libFuzzer on the safetensors / config.json readers (clang; FUZZ_SECONDS=30)
 # Switches: NO_BLAS=1, NO_CUDA=1, CUDA_ARCH=sm_90 (default sm_90).
 
 CC ?= cc
@@ -62,7 +64,7 @@ endif
 SOURCES = aurora.c aurora.h util.c cpu_ref.c gguf.c tokenizer.c unicode_data.h sampling.c target.c draft.c speculative.c recorder.c trainer.c generate.c traffic.c plot.c flywheel.c traffic.c plot.c interop/safetensors.c interop/eagle3_formats.c
 BIN = build
 
-.PHONY: oracle-llama-tools
+.PHONY: oracle-llama-tools fuzz-safetensors test-interop
 .PHONY: all model demo experiment-day0 experiment-shift experiment-mixed test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
 
 all: aurora
@@ -98,7 +100,7 @@ experiment-day0 experiment-shift experiment-mixed: aurora $(MODEL_FILE)
 	sh tools/experiments.sh $(subst experiment-,,$@) $(REQUESTS)
 
 # ---- tests -------------------------------------------------------------------------------------
-UNIT_TESTS = test_ops test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer
+UNIT_TESTS = test_ops test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_interop
 
 $(BIN)/%: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
@@ -113,8 +115,8 @@ test-unit: $(addprefix $(BIN)/,$(UNIT_TESTS))
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$(BIN)/$$t; done
 
 # the parsers (GGUF, tokenizer) and the model on malformed and hard inputs, under ASan + UBSan
-test-sanitize: $(BIN)/test_gguf_asan $(BIN)/test_tokenizer_asan $(BIN)/test_model_asan $(BIN)/test_draft_asan $(BIN)/test_speculative_asan $(BIN)/test_backward_asan $(BIN)/test_traffic_asan $(BIN)/test_trainer_asan
-	@set -e; for t in test_gguf_asan test_tokenizer_asan test_model_asan test_draft_asan test_speculative_asan test_backward_asan test_traffic_asan test_trainer_asan; do echo "== $$t"; ./$(BIN)/$$t; done
+test-sanitize: $(BIN)/test_gguf_asan $(BIN)/test_tokenizer_asan $(BIN)/test_model_asan $(BIN)/test_draft_asan $(BIN)/test_speculative_asan $(BIN)/test_backward_asan $(BIN)/test_traffic_asan $(BIN)/test_trainer_asan $(BIN)/test_interop_asan
+	@set -e; for t in test_gguf_asan test_tokenizer_asan test_model_asan test_draft_asan test_speculative_asan test_backward_asan test_traffic_asan test_trainer_asan test_interop_asan; do echo "== $$t"; ./$(BIN)/$$t; done
 
 # serving and training threads under ThreadSanitizer (the hot-swap test); without OpenMP and OpenBLAS,
 # whose uninstrumented threads TSan cannot see into
@@ -126,6 +128,7 @@ test-tsan: $(BIN)/test_trainer_tsan
 
 test-cli: aurora
 	@echo "== test_cli"; sh tests/test_cli.sh ./aurora
+	@echo "== test_interop_cli"; sh tests/test_interop_cli.sh ./aurora
 
 test-model: aurora $(BIN)/test_default_model $(BIN)/test_tokenizer
 	@test -f $(MODEL_FILE) || { echo "test-model: $(MODEL_FILE) is missing; run 'make model' first"; exit 1; }
@@ -160,6 +163,30 @@ oracle-deps:
 # JOBS=2 parallel jobs under nice by default: the reference machine has 2 shared cores
 oracle-llama-tools:
 	sh tools/build_llama_tools.sh $(or $(JOBS),2)
+
+# our draft in llama.cpp's EAGLE-3 speculative decoding (needs make oracle-llama-tools and the default
+# model): identical greedy outputs on 22 prompts, acceptance compared; INTEROP_WORK keeps the F32 target
+# and the trained draft between runs
+INTEROP_WORK ?= $(BIN)/interop
+test-interop: aurora $(MODEL_FILE)
+	@test -x $(BIN)/llama.cpp/bin/llama-speculative-simple || { echo "test-interop: run 'make oracle-llama-tools' first"; exit 1; }
+	$(PYTHON) tests/test_interop.py ./aurora $(MODEL_FILE) $(BIN)/llama.cpp/bin $(INTEROP_WORK)
+
+# libFuzzer (clang) on the safetensors and config.json readers, FUZZ_SECONDS long, seeded with a tiny
+# model's exported SpecForge draft (byte 0: which reader; see tests/fuzz_safetensors.c)
+FUZZ_SECONDS ?= 30
+$(BIN)/fuzz_safetensors: tests/fuzz_safetensors.c $(SOURCES) | $(BIN)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=c11 -Wno-unknown-pragmas \
+	  -D_GNU_SOURCE -I. $< -lm -lpthread -o $@
+
+fuzz-safetensors: aurora $(BIN)/fuzz_safetensors
+	@rm -rf $(BIN)/fuzz/seeds $(BIN)/fuzz/draft && mkdir -p $(BIN)/fuzz/seeds $(BIN)/fuzz/corpus
+	@./aurora tiny-model -o $(BIN)/fuzz/target.gguf --layers 8 > /dev/null
+	@./aurora draft-init -m $(BIN)/fuzz/target.gguf -o $(BIN)/fuzz/draft.gguf --draft-vocab 100 > /dev/null 2>&1
+	@./aurora draft-export -m $(BIN)/fuzz/target.gguf --draft $(BIN)/fuzz/draft.gguf --format specforge -o $(BIN)/fuzz/draft 2> /dev/null
+	@{ printf '\000'; cat $(BIN)/fuzz/draft/model.safetensors; } > $(BIN)/fuzz/seeds/safetensors
+	@{ printf '\001'; cat $(BIN)/fuzz/draft/config.json; } > $(BIN)/fuzz/seeds/config
+	./$(BIN)/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(BIN)/fuzz/corpus $(BIN)/fuzz/seeds
 
 clean:
 	rm -rf $(BIN) aurora

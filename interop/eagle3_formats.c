@@ -578,21 +578,18 @@ static int eagle3_json_taps(const JsonValue* value, const char* path, const char
     return 0;
 }
 
-// Reads config.json into a layer shape, the vocabulary size, and checks the taps.
-static int eagle3_read_config(DraftConfig* c, const char* path, const Target* target, Error* err) {
+// Parses config.json (text of length bytes, path for messages) into a layer shape and the vocabulary
+// size, and checks it against the target (vocabulary, width, taps).
+static int eagle3_parse_config(DraftConfig* c, const char* text, size_t length, const char* path, const Target* target,
+                               Error* err) {
     const TargetConfig* tc = &target->config;
-    char* text = NULL;
-    size_t length = 0;
-    if (read_text_file(path, 1 << 24, &text, &length, err) != 0) { return -1; }
     size_t first = 0;
     while (first < length && (text[first] == ' ' || text[first] == '\t' || text[first] == '\r' || text[first] == '\n')) { first++; }
     if (first >= length || text[first] != '{') {
-        free(text);
         return error_set(err, "%s: expected one JSON object (a Hugging Face config.json)", path);
     }
     JsonValue root;
     int status = json_parse_line(text, length, path, 1, &root, err);
-    free(text);
     if (status != 0) { return -1; }
     int n_layers = 0, target_vocab = 0, target_hidden = tc->dim;
     memset(c, 0, sizeof(*c));
@@ -659,6 +656,15 @@ static int eagle3_read_config(DraftConfig* c, const char* path, const Target* ta
         if (status == 0) { status = eagle3_check_taps(taps, target, path, where, err); }
     }
     json_free(&root);
+    return status;
+}
+
+static int eagle3_read_config(DraftConfig* c, const char* path, const Target* target, Error* err) {
+    char* text = NULL;
+    size_t length = 0;
+    if (read_text_file(path, 1 << 24, &text, &length, err) != 0) { return -1; }
+    int status = eagle3_parse_config(c, text, length, path, target, err);
+    free(text);
     return status;
 }
 

@@ -168,9 +168,9 @@ oracle-llama-tools:
 # model): identical greedy outputs on 22 prompts, acceptance compared; INTEROP_WORK keeps the F32 target
 # and the trained draft between runs
 INTEROP_WORK ?= $(BIN)/interop
-test-interop: aurora $(MODEL_FILE)
+test-interop: aurora $(BIN)/spec_passes $(MODEL_FILE)
 	@test -x $(BIN)/llama.cpp/bin/llama-speculative-simple || { echo "test-interop: run 'make oracle-llama-tools' first"; exit 1; }
-	$(PYTHON) tests/test_interop.py ./aurora $(MODEL_FILE) $(BIN)/llama.cpp/bin $(INTEROP_WORK)
+	$(PYTHON) tests/test_interop.py ./aurora ./$(BIN)/spec_passes $(MODEL_FILE) $(BIN)/llama.cpp/bin $(INTEROP_WORK)
 
 # libFuzzer (clang) on the safetensors and config.json readers, FUZZ_SECONDS long, seeded with a tiny
 # model's exported SpecForge draft (byte 0: which reader; see tests/fuzz_safetensors.c)

@@ -255,7 +255,7 @@ int draft_export_llama_cpp(const Draft* draft, const Target* target, const char*
     return status;
 }
 
-// An optional unsigned key: absent leaves *out unchanged.
+// An integer key in [lo, hi]; when not required, an absent key leaves *out unchanged.
 static int eagle3_gguf_count(const GGUFFile* file, const char* key, int required, int lo, int hi, int* out, Error* err) {
     if (!required && gguf_find(file, key) == NULL) { return 0; }
     int64_t value;

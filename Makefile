@@ -8,6 +8,9 @@
 #                     where there is no GPU; the CPU tables are checked either way)
 #   make bench        speed figures on the default model
 #   make oracle-deps  install llama-cpp-python (builds llama.cpp from source) for the oracle checks
+#   make oracle-llama-tools  build llama.cpp's tools (llama-speculative-simple, llama-bench, ...) into build/llama.cpp
+#   make test-interop our drafts in llama.cpp's EAGLE-3 speculative decoding vs ours (after oracle-llama-tools)
+#   make fuzz         libFuzzer on every reader of untrusted input (clang; SECONDS=30 each)
 # Switches: NO_BLAS=1, NO_CUDA=1, CUDA_ARCH=sm_90 (default sm_90).
 
 CC ?= cc
@@ -64,6 +67,7 @@ endif
 SOURCES = aurora.c aurora.h cpu_ref.c $(wildcard base/*.c backends/*.c model/*.c model/*.h speculation/*.c flywheel/*.c interop/*.c)
 BIN = build
 
+.PHONY: oracle-llama-tools test-interop
 .PHONY: test-cli-asan fuzz all model demo experiment-day0 experiment-shift experiment-mixed test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
 
 all: aurora
@@ -99,7 +103,7 @@ experiment-day0 experiment-shift experiment-mixed: aurora $(MODEL_FILE)
 	sh tools/experiments.sh $(subst experiment-,,$@) $(REQUESTS)
 
 # ---- tests -------------------------------------------------------------------------------------
-UNIT_TESTS = test_ops test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_backends test_hardening test_suffix test_adaptive
+UNIT_TESTS = test_ops test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_backends test_hardening test_suffix test_adaptive test_interop
 
 $(BIN)/%: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(LDLIBS)
@@ -113,9 +117,9 @@ test: test-unit test-sanitize test-tsan test-cli test-cli-asan
 test-unit: $(addprefix $(BIN)/,$(UNIT_TESTS))
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$(BIN)/$$t; done
 
-# the parsers (GGUF, tokenizer, traffic) and the model on malformed and hard inputs, the hardening, and the
-# backend orchestration (through the simulated device's memory paths), under ASan + UBSan
-SANITIZED_TESTS = test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_backends test_hardening test_suffix test_adaptive
+# the parsers (GGUF, tokenizer, traffic, safetensors) and the model on malformed and hard inputs, the
+# hardening, and the backend orchestration (through the simulated device's memory paths), under ASan + UBSan
+SANITIZED_TESTS = test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_backends test_hardening test_suffix test_adaptive test_interop
 test-sanitize: $(addprefix $(BIN)/,$(addsuffix _asan,$(SANITIZED_TESTS)))
 	@set -e; for t in $(SANITIZED_TESTS); do echo "== $${t}_asan"; ./$(BIN)/$${t}_asan; done
 
@@ -129,6 +133,7 @@ test-tsan: $(BIN)/test_trainer_tsan
 
 test-cli: aurora
 	@echo "== test_cli"; sh tests/test_cli.sh ./aurora
+	@echo "== test_interop_cli"; sh tests/test_interop_cli.sh ./aurora
 
 # the command line under ASan + UBSan: every bad input, signal, full disk and FIFO of test_cli.sh
 $(BIN)/aurora_asan: $(SOURCES) | $(BIN)
@@ -165,24 +170,46 @@ bench: aurora $(MODEL_FILE) $(BIN)/bench_verify
 	sh tools/bench.sh ./aurora $(MODEL_FILE)
 	./$(BIN)/bench_verify $(MODEL_FILE)
 
-# libFuzzer harnesses (clang): the GGUF reader, the JSONL traffic reader, the tokenizer and prompt path;
+# libFuzzer harnesses (clang): the GGUF reader, the JSONL traffic reader, the tokenizer and prompt path, the
+# safetensors and config.json readers (seeded with a tiny model's exported SpecForge draft; byte 0 picks the reader);
 # each runs SECONDS seconds from its corpus in build/ (seeded with valid inputs), e.g. make fuzz SECONDS=60
-FUZZERS = fuzz_gguf fuzz_jsonl fuzz_tokenizer
+FUZZERS = fuzz_gguf fuzz_jsonl fuzz_tokenizer fuzz_safetensors
 SECONDS ?= 30
 FUZZ_CC ?= clang
 $(BIN)/fuzz_%: tests/fuzz_%.c $(SOURCES) | $(BIN)
 	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE -I. $< -lm -lpthread -o $@
 
-fuzz: $(addprefix $(BIN)/,$(FUZZERS)) $(BIN)/test_gguf
+fuzz: aurora $(addprefix $(BIN)/,$(FUZZERS)) $(BIN)/test_gguf
 	@mkdir -p $(BIN)/corpus_gguf $(BIN)/corpus_jsonl $(BIN)/corpus_tokenizer $(BIN)/seeds_gguf
 	@./$(BIN)/test_gguf $(BIN)/seeds_gguf > /dev/null
 	./$(BIN)/fuzz_gguf -max_total_time=$(SECONDS) -print_final_stats=1 $(BIN)/corpus_gguf $(BIN)/seeds_gguf
 	./$(BIN)/fuzz_jsonl -max_total_time=$(SECONDS) -max_len=8192 -print_final_stats=1 $(BIN)/corpus_jsonl traffic
 	./$(BIN)/fuzz_tokenizer -max_total_time=$(SECONDS) -max_len=4096 -print_final_stats=1 $(BIN)/corpus_tokenizer traffic
+	@rm -rf $(BIN)/fuzz_seeds && mkdir -p $(BIN)/fuzz_seeds/safetensors $(BIN)/corpus_safetensors
+	@./aurora tiny-model -o $(BIN)/fuzz_seeds/target.gguf --layers 8 > /dev/null 2>&1
+	@./aurora draft-init -m $(BIN)/fuzz_seeds/target.gguf -o $(BIN)/fuzz_seeds/draft.gguf --draft-vocab 100 > /dev/null 2>&1
+	@./aurora draft-export -m $(BIN)/fuzz_seeds/target.gguf --draft $(BIN)/fuzz_seeds/draft.gguf --format specforge \
+	    -o $(BIN)/fuzz_seeds/draft > /dev/null 2>&1
+	@{ printf '\000'; cat $(BIN)/fuzz_seeds/draft/model.safetensors; } > $(BIN)/fuzz_seeds/safetensors/weights
+	@{ printf '\001'; cat $(BIN)/fuzz_seeds/draft/config.json; } > $(BIN)/fuzz_seeds/safetensors/config
+	./$(BIN)/fuzz_safetensors -max_total_time=$(SECONDS) -print_final_stats=1 $(BIN)/corpus_safetensors $(BIN)/fuzz_seeds/safetensors
 
 oracle-deps:
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
 	  $(PYTHON) -m pip install llama-cpp-python==0.3.36
+
+# llama.cpp's own tools from the same source package (the EAGLE-3 oracle, side-by-side speed), built with
+# JOBS=2 parallel jobs under nice by default: the reference machine has 2 shared cores
+oracle-llama-tools:
+	sh tools/build_llama_tools.sh $(or $(JOBS),2)
+
+# our draft in llama.cpp's EAGLE-3 speculative decoding (needs make oracle-llama-tools and the default
+# model): identical greedy outputs on 22 prompts, acceptance compared; INTEROP_WORK keeps the F32 target
+# and the trained draft between runs
+INTEROP_WORK ?= $(BIN)/interop
+test-interop: aurora $(BIN)/spec_passes $(MODEL_FILE)
+	@test -x $(BIN)/llama.cpp/bin/llama-speculative-simple || { echo "test-interop: run 'make oracle-llama-tools' first"; exit 1; }
+	$(PYTHON) tests/test_interop.py ./aurora ./$(BIN)/spec_passes $(MODEL_FILE) $(BIN)/llama.cpp/bin $(INTEROP_WORK)
 
 clean:
 	rm -rf $(BIN) aurora

@@ -23,6 +23,8 @@ function. The layout, one folder per layer (aurora.h has the same map with every
                 traffic.c   JSONL traffic (prompt / text / ShareGPT conversations), mixed and ordered streams
                 plot.c      SVG acceptance charts
                 flywheel.c  serving and training together: trainer thread or lockstep, hot swap, replay, train
+  interop/      safetensors.c the safetensors format, read and written; eagle3_formats.c: drafts in
+                llama.cpp's eagle3 GGUF and SpecForge's safetensors + config.json, both ways
   this file     the command-line interface: one flag table, one parser, the commands
 
 Contract: every command exits 0 on success and 1 with a one-line "error: ..." message on bad input
@@ -66,6 +68,8 @@ stays streamed; an interrupted replay or train saves its results and exits with 
 #include "flywheel/traffic.c"
 #include "flywheel/plot.c"
 #include "flywheel/flywheel.c"
+#include "interop/safetensors.c"
+#include "interop/eagle3_formats.c"
 
 // ----------------------------------------------------------------------------
 // command-line interface: one flag table (every flag once: its type, range and help), one parser, and a
@@ -178,6 +182,15 @@ static const Flag FLAGS[] = {
     {"type", NULL, "--type", FLAG_CHOICE, "TYPE", 0, 0, "f32|f16|bf16|q8_0|q4_0|q4_1", OPTION(type_name),
      "tensor type of the matrices (vectors stay F32)"},
     {"untied", NULL, "--untied", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(untied), "a separate output matrix (default: tied to the embedding)"},
+    // draft-export
+    {"draft-file", NULL, "--draft", FLAG_TEXT, "DRAFT", 0, 0, NULL, OPTION(draft),
+     "the draft to export: our GGUF, llama.cpp's eagle3 GGUF or a SpecForge directory"},
+    {"format", NULL, "--format", FLAG_CHOICE, "FORMAT", 0, 0, "llama.cpp|specforge|aurora", OPTION(format),
+     "llama.cpp: one GGUF for llama-speculative-simple --spec-type draft-eagle3 -md OUT (the target's tokenizer "
+     "copied in); specforge: OUT is a directory, model.safetensors + config.json, the layout SpecForge writes and "
+     "SGLang / vLLM load (Hugging Face Q/K layout, d2t offsets, t2d mask); aurora: our own GGUF checkpoint"},
+    {"dtype", NULL, "--dtype", FLAG_CHOICE, "TYPE", 0, 0, "f32|bf16", OPTION(dtype),
+     "matrix type written (f32: a bit-exact round trip)"},
     // plot
     {"title", NULL, "--title", FLAG_TEXT, "TEXT", 0, 0, NULL, OPTION(title), "chart title"},
 };
@@ -761,6 +774,52 @@ static int command_train(Options* o) {
 
 static void run_defaults(Options* o) { *o = replay_default_options(); }
 
+static void draft_export_defaults(Options* o) { o->dtype = "f32"; }
+
+static int command_draft_export(Options* o) {
+    int type = strcmp(o->dtype, "bf16") == 0 ? TYPE_BF16 : TYPE_F32;
+    int format = strcmp(o->format, "llama.cpp") == 0 ? DRAFT_FORMAT_LLAMA_CPP
+               : strcmp(o->format, "specforge") == 0 ? DRAFT_FORMAT_SPECFORGE : DRAFT_FORMAT_AURORA;
+    if (format == DRAFT_FORMAT_AURORA && type != TYPE_F32) {
+        fprintf(stderr, "error: --format aurora writes f32 only (got --dtype %s)\n", o->dtype);
+        return 1;
+    }
+    const char* inputs[2] = {o->model_path, o->draft};
+    const char* input_flags[2] = {"-m", "--draft"};
+    Error err;
+    struct stat info;
+    if (format == DRAFT_FORMAT_SPECFORGE && stat(o->out_path, &info) == 0 && S_ISDIR(info.st_mode)) {
+        // an existing directory: its files will be replaced
+        size_t n = strlen(o->out_path) + 32;
+        char* weights = mallocCheck(n);
+        snprintf(weights, n, "%s/model.safetensors", o->out_path);
+        int status = check_output(weights, "-o", inputs, input_flags, 2, 0);
+        free(weights);
+        if (status != 0) { return 1; }
+    } else if (check_output(o->out_path, "-o", inputs, input_flags, 2, 1) != 0) { // a file, or a directory made later
+        return 1;
+    }
+    Target target;
+    Draft draft;
+    if (load_target(&target, o, &backend_cpu_ref, 16, 1) != 0) { return 1; }
+    if (draft_load(&draft, o->draft, &target, &err) != 0) { target_free(&target); return fail(&err); }
+    int status = format == DRAFT_FORMAT_LLAMA_CPP ? draft_export_llama_cpp(&draft, &target, o->out_path, type, &err)
+               : format == DRAFT_FORMAT_SPECFORGE ? draft_export_specforge(&draft, &target, o->out_path, type, &err)
+               : draft_save(&draft, o->out_path, &err);
+    if (status != 0) {
+        fail(&err);
+    } else {
+        fprintf(stderr, "wrote %s: %s, %s, draft vocabulary %d of %d, feature layers %d, %d, %d (outputs)\n", o->out_path,
+                format == DRAFT_FORMAT_LLAMA_CPP ? "llama.cpp eagle3 GGUF"
+                : format == DRAFT_FORMAT_SPECFORGE ? "SpecForge directory (model.safetensors + config.json)" : "our GGUF checkpoint",
+                type == TYPE_F32 ? "F32" : "BF16", draft.config.vocab_size, target.config.vocab_size,
+                target.config.tap_layers[0], target.config.tap_layers[1], target.config.tap_layers[2]);
+    }
+    draft_free(&draft);
+    target_free(&target);
+    return status == 0 ? 0 : 1;
+}
+
 static int command_plot(Options* o) {
     const char* inputs[1] = {NULL};
     if (check_output(o->out_path, "-o", inputs, inputs, 0, 1) != 0) { return 1; }
@@ -791,6 +850,11 @@ static const Command COMMANDS[] = {
     {"draft-init", "draft-init -m MODEL -o DRAFT.gguf [options]", "write a fresh random EAGLE-3 draft for a model",
      "  a fresh EAGLE-3 draft for MODEL with seeded random weights", "model out seed draft-vocab", "model out", 0, 0,
      NULL, draft_init_defaults, command_draft_init},
+    {"draft-export", "draft-export -m MODEL --draft DRAFT --format FORMAT -o OUT [--dtype f32|bf16]",
+     "write a draft for llama.cpp or SpecForge / SGLang / vLLM",
+     "  writes DRAFT (any of the three formats) for another system; --draft and --draft-init read all three",
+     "model draft-file format out dtype", "model draft-file format out", 0, 0, NULL, draft_export_defaults,
+     command_draft_export},
     {"replay", "replay -m MODEL --traffic FILE [options]",
      "serve a traffic file with speculative decoding, training the draft online",
      "  serves every request of FILE with speculative decoding and writes DIR/requests.csv, DIR/summary.txt and\n"

@@ -145,10 +145,12 @@ enum {
     TYPE_Q4_0 = 2,   // blocks of 32: fp16 scale d, 16 bytes of nibbles; x = d * (q - 8)
     TYPE_Q4_1 = 3,   // blocks of 32: fp16 scale d, fp16 min m, 16 bytes of nibbles; x = d * q + m
     TYPE_Q8_0 = 8,   // blocks of 32: fp16 scale d, 32 int8; x = d * q
+    TYPE_I32  = 26,  // integer tensors (llama.cpp's eagle3 d2t is I64): values convert to and from float,
+    TYPE_I64  = 27,  // exactly for |x| < 2^24
     TYPE_BF16 = 30,
 };
 
-int tensor_type_supported(int type);          // 1 for the six types above
+int tensor_type_supported(int type);          // 1 for the eight types above
 const char* tensor_type_name(int type);       // "F32", "Q4_1", ... ("unknown" otherwise)
 int64_t tensor_type_block_size(int type);     // elements per block (1 for F32/F16/BF16, 32 for Q*)
 size_t tensor_type_block_bytes(int type);     // bytes per block
@@ -1329,6 +1331,72 @@ void request_rows_free(RequestRows* rows);
 int plot_runs(const char* out_path, const char* title, const char* const* runs, int n_runs);
 
 // ----------------------------------------------------------------------------
+// interop (interop/): drafts in the formats other systems use. Safetensors and config.json are read and
+// written by the project's own code (interop/safetensors.c); the conventions are in eagle3_formats.c.
+
+// Safetensors: 8 bytes of header length, a JSON header (name: dtype, shape, data_offsets), the data.
+enum { SAFETENSORS_MAX_DIMS = 8 };
+typedef struct {
+    char* name;
+    const char* dtype;              // one of SAFETENSORS_DTYPES' names
+    size_t dtype_size;
+    int n_dims;
+    int64_t shape[SAFETENSORS_MAX_DIMS]; // row-major: shape[n_dims-1] varies fastest (PyTorch order)
+    int64_t n_elements;
+    uint64_t begin, end;            // data_offsets, relative to the data section
+    const uint8_t* data;            // inside the mapping (no alignment promised: read with memcpy)
+    size_t n_bytes;
+} SafetensorsTensor;
+
+typedef struct {
+    char* path;                     // for messages
+    const uint8_t* bytes;           // the whole file
+    size_t size;
+    int is_mapped;
+    int n_tensors;
+    SafetensorsTensor* tensors;
+} SafetensorsFile;
+
+// Opens and validates a file (memory-mapped) or a caller's buffer: the rules of the reference reader
+// (header within the file and 100 MB, one JSON object, known dtypes, shapes matching byte counts, the
+// tensors tiling the data section exactly, unique names). On failure nothing needs freeing.
+int safetensors_open(SafetensorsFile* file, const char* path, Error* err);
+int safetensors_open_memory(SafetensorsFile* file, const void* bytes, size_t size, const char* name, Error* err);
+void safetensors_close(SafetensorsFile* file);
+const SafetensorsTensor* safetensors_find(const SafetensorsFile* file, const char* name);   // NULL if absent
+// F32, F16 or BF16 data to fp32 (n_elements floats); another dtype is an error naming the tensor.
+int safetensors_tensor_to_f32(const SafetensorsFile* file, const SafetensorsTensor* tensor, float* out, Error* err);
+
+// The writer: collects tensors (copies), then writes the file atomically.
+typedef struct {
+    char* name;
+    const char* dtype;
+    int n_dims;
+    int64_t shape[SAFETENSORS_MAX_DIMS];
+    uint8_t* bytes;                 // owned copy
+    size_t n_bytes;
+} SafetensorsWriterTensor;
+typedef struct {
+    SafetensorsWriterTensor* tensors;
+    int n_tensors;
+    char error[512];                // the first misuse, reported by safetensors_writer_save
+} SafetensorsWriter;
+void safetensors_writer_add(SafetensorsWriter* writer, const char* name, const char* dtype, int n_dims,
+                            const int64_t* shape, const void* bytes, size_t n_bytes);
+int safetensors_writer_save(SafetensorsWriter* writer, const char* path, Error* err);
+void safetensors_writer_free(SafetensorsWriter* writer);
+
+enum { DRAFT_FORMAT_AURORA = 0, DRAFT_FORMAT_LLAMA_CPP = 1, DRAFT_FORMAT_SPECFORGE = 2 };
+// Which format path holds: a directory (SpecForge), a GGUF with architecture eagle3 (llama.cpp), else ours.
+int eagle3_format_of(const char* path);
+// Reads a llama.cpp or SpecForge draft for target (draft_load calls this for those formats).
+int eagle3_import(Draft* draft, const char* path, int format, const Target* target, Error* err);
+// Writes draft for llama.cpp (one GGUF, the target's tokenizer copied in) or SpecForge / SGLang / vLLM (a
+// directory with model.safetensors + config.json); type TYPE_F32 (bit-exact round trips) or TYPE_BF16.
+int draft_export_llama_cpp(const Draft* draft, const Target* target, const char* path, int type, Error* err);
+int draft_export_specforge(const Draft* draft, const Target* target, const char* directory, int type, Error* err);
+
+// ----------------------------------------------------------------------------
 // command-line options: one struct for every command (aurora.c fills it from its flag table, where every
 // flag is listed once with its type, range and help; replay and train runs in flywheel.c read it)
 
@@ -1385,6 +1453,9 @@ typedef struct {
     // tiny-model, convert
     TinyModelSpec tiny;
     const char* type_name;      // --type f32|f16|bf16|q8_0|q4_0|q4_1
+    // draft-export
+    const char* format;         // llama.cpp, specforge or aurora
+    const char* dtype;          // f32 or bf16
     int untied;
     // positional arguments (tokenize: TEXT; plot: RUN/requests.csv[:LABEL] ...)
     int n_positional;

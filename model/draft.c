@@ -241,7 +241,12 @@ static int draft_read_config(DraftConfig* c, const GGUFFile* file, const Target*
     return 0;
 }
 
+// Other systems' formats, llama.cpp's eagle3 GGUF and SpecForge directories (interop/eagle3_formats.c):
+// recognised here, so every caller of draft_load reads them too.
+
 int draft_load(Draft* draft, const char* path, const Target* target, Error* err) {
+    int format = eagle3_format_of(path);
+    if (format != 0) { return eagle3_import(draft, path, format, target, err); }
     memset(draft, 0, sizeof(*draft));
     GGUFFile file;
     if (gguf_open(&file, path, err) != 0) { return -1; }

@@ -4,6 +4,8 @@ gguf.c: tensor types and GGUF files.
 Contract:
   - Tensor types F32, F16, BF16, Q8_0, Q4_0, Q4_1 with ggml's block layouts and numbering. quantize_row
     follows ggml's reference quantisers (quantize_row_*_ref), so files we write match llama.cpp's.
+    The integer types I32 and I64 (index maps, such as the d2t of llama.cpp's eagle3 drafts) convert
+    to and from float by value.
   - gguf_open / gguf_open_memory read GGUF versions 2 and 3 and validate everything before returning:
     every read is bounds-checked, every count is bounded by the bytes left in the file before anything
     is allocated for it, and every tensor must lie inside the file. A malformed file is an Error that
@@ -95,6 +97,8 @@ static const TensorTypeInfo tensor_types[] = {
     { TYPE_Q4_1, "Q4_1", TENSOR_QK, 2 + 2 + TENSOR_QK / 2 },   // fp16 d, fp16 m, uint8 qs[16]
     { TYPE_Q8_0, "Q8_0", TENSOR_QK, 2 + TENSOR_QK },           // fp16 d, int8 qs[32]
     { TYPE_BF16, "BF16", 1, 2 },
+    { TYPE_I32,  "I32",  1, 4 },                                // integer values (index maps such as d2t)
+    { TYPE_I64,  "I64",  1, 8 },
 };
 
 static const TensorTypeInfo* tensor_type_info(int type) {
@@ -147,6 +151,14 @@ void dequantize_row(int type, const void* source, float* destination, int64_t n)
         for (int64_t i = 0; i < n; i++) {
             uint16_t h = tensor_load_u16(bytes + 2 * i);
             destination[i] = type == TYPE_F16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
+        }
+        return;
+    }
+    if (type == TYPE_I32 || type == TYPE_I64) {   // little-endian integers, converted by value
+        for (int64_t i = 0; i < n; i++) {
+            int64_t v;
+            if (type == TYPE_I32) { int32_t v32; memcpy(&v32, bytes + 4 * i, 4); v = v32; } else { memcpy(&v, bytes + 8 * i, 8); }
+            destination[i] = (float)v;
         }
         return;
     }
@@ -226,6 +238,19 @@ void quantize_row(int type, const float* source, void* destination, int64_t n) {
     if (type == TYPE_F16 || type == TYPE_BF16) {
         for (int64_t i = 0; i < n; i++) {
             tensor_store_u16(bytes + 2 * i, type == TYPE_F16 ? fp32_to_fp16(source[i]) : fp32_to_bf16(source[i]));
+        }
+        return;
+    }
+    if (type == TYPE_I32 || type == TYPE_I64) {   // rounded to the nearest integer (NaN to 0), saturating
+        for (int64_t i = 0; i < n; i++) {
+            double x = isnan(source[i]) ? 0.0 : nearbyint((double)source[i]);
+            int64_t v = x >= 9.2e18 ? INT64_MAX : x <= -9.2e18 ? INT64_MIN : (int64_t)x;
+            if (type == TYPE_I32) {
+                int32_t v32 = v > INT32_MAX ? INT32_MAX : v < INT32_MIN ? INT32_MIN : (int32_t)v;
+                memcpy(bytes + 4 * i, &v32, 4);
+            } else {
+                memcpy(bytes + 8 * i, &v, 8);
+            }
         }
         return;
     }
@@ -478,7 +503,7 @@ static int gguf_read_metadata(GGUFReader* r, GGUFFile* gguf, uint64_t n_values) 
     return 0;
 }
 
-static const char* gguf_supported_types = "F32=0, F16=1, Q4_0=2, Q4_1=3, Q8_0=8, BF16=30";
+static const char* gguf_supported_types = "F32=0, F16=1, Q4_0=2, Q4_1=3, Q8_0=8, I32=26, I64=27, BF16=30";
 
 // Checks a tensor's type and shape and fills shape, n_elements and n_bytes.
 static int gguf_set_tensor_shape(GGUFReader* r, GGUFTensor* tensor, uint32_t n_dims, const uint64_t* dims, uint32_t type) {

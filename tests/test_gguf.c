@@ -650,7 +650,7 @@ static void test_malformed(void) {
     expect_error(&b, "alignment uint64", "'general.alignment' has type uint64, expected uint32", NULL);
     // tensors
     put_header(&b, 3, 1, 0); put_tensor_info(&b, "w", 1, dims1, 6, 0); put_zeros(&b, 64);
-    expect_error(&b, "unknown tensor type 6", "tensor 'w' has unknown tensor type 6", "supported: F32=0, F16=1, Q4_0=2, Q4_1=3, Q8_0=8, BF16=30");
+    expect_error(&b, "unknown tensor type 6", "tensor 'w' has unknown tensor type 6", "supported: F32=0, F16=1, Q4_0=2, Q4_1=3, Q8_0=8, I32=26, I64=27, BF16=30");
     put_header(&b, 3, 1, 0); put_tensor_info(&b, "w", 1, dims1, 12, 0); put_zeros(&b, 64);
     expect_error(&b, "unknown tensor type 12 (Q4_K)", "unknown tensor type 12", NULL);
     put_header(&b, 3, 1, 0); put_tensor_info(&b, "w", 0, dims1, TYPE_F32, 0); put_zeros(&b, 64);

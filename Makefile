@@ -6,6 +6,7 @@
 #   make test-model   tests on the default model (and llama.cpp oracle checks when llama-cpp-python is installed)
 #   make test-cuda    CPU/GPU parity, tensor by tensor (says so and exits 0 where there is no GPU)
 #   make bench        speed figures on the default model
+#   make bench-ops    the fast CPU ops against the reference and OpenBLAS, shape by shape (not a test)
 #   make oracle-deps  install llama-cpp-python (builds llama.cpp from source) for the oracle checks
 # Switches: NO_BLAS=1, NO_CUDA=1, CUDA_ARCH=sm_90 (default sm_90).
 
@@ -58,10 +59,10 @@ else
 endif
 
 # ---- build -------------------------------------------------------------------------------------
-SOURCES = aurora.c aurora.h util.c cpu_ref.c gguf.c tokenizer.c unicode_data.h sampling.c target.c draft.c speculative.c recorder.c trainer.c generate.c traffic.c plot.c flywheel.c traffic.c plot.c
+SOURCES = aurora.c aurora.h util.c cpu_ref.c backends/cpu_fast.c gguf.c tokenizer.c unicode_data.h sampling.c target.c draft.c speculative.c recorder.c trainer.c generate.c traffic.c plot.c flywheel.c traffic.c plot.c
 BIN = build
 
-.PHONY: all model demo experiment-day0 experiment-shift experiment-mixed test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
+.PHONY: all model demo bench-ops experiment-day0 experiment-shift experiment-mixed test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
 
 all: aurora
 
@@ -96,7 +97,7 @@ experiment-day0 experiment-shift experiment-mixed: aurora $(MODEL_FILE)
 	sh tools/experiments.sh $(subst experiment-,,$@) $(REQUESTS)
 
 # ---- tests -------------------------------------------------------------------------------------
-UNIT_TESTS = test_ops test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer
+UNIT_TESTS = test_ops test_fast test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer
 
 $(BIN)/%: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
@@ -111,8 +112,8 @@ test-unit: $(addprefix $(BIN)/,$(UNIT_TESTS))
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$(BIN)/$$t; done
 
 # the parsers (GGUF, tokenizer) and the model on malformed and hard inputs, under ASan + UBSan
-test-sanitize: $(BIN)/test_gguf_asan $(BIN)/test_tokenizer_asan $(BIN)/test_model_asan $(BIN)/test_draft_asan $(BIN)/test_speculative_asan $(BIN)/test_backward_asan $(BIN)/test_traffic_asan $(BIN)/test_trainer_asan
-	@set -e; for t in test_gguf_asan test_tokenizer_asan test_model_asan test_draft_asan test_speculative_asan test_backward_asan test_traffic_asan test_trainer_asan; do echo "== $$t"; ./$(BIN)/$$t; done
+test-sanitize: $(BIN)/test_fast_asan $(BIN)/test_gguf_asan $(BIN)/test_tokenizer_asan $(BIN)/test_model_asan $(BIN)/test_draft_asan $(BIN)/test_speculative_asan $(BIN)/test_backward_asan $(BIN)/test_traffic_asan $(BIN)/test_trainer_asan
+	@set -e; for t in test_fast_asan test_gguf_asan test_tokenizer_asan test_model_asan test_draft_asan test_speculative_asan test_backward_asan test_traffic_asan test_trainer_asan; do echo "== $$t"; ./$(BIN)/$$t; done
 
 # serving and training threads under ThreadSanitizer (the hot-swap test); without OpenMP and OpenBLAS,
 # whose uninstrumented threads TSan cannot see into
@@ -125,8 +126,9 @@ test-tsan: $(BIN)/test_trainer_tsan
 test-cli: aurora
 	@echo "== test_cli"; sh tests/test_cli.sh ./aurora
 
-test-model: aurora $(BIN)/test_default_model $(BIN)/test_tokenizer
+test-model: aurora $(BIN)/test_default_model $(BIN)/test_tokenizer $(BIN)/test_fast
 	@test -f $(MODEL_FILE) || { echo "test-model: $(MODEL_FILE) is missing; run 'make model' first"; exit 1; }
+	@echo "== test_fast on the model's weights"; ./$(BIN)/test_fast $(MODEL_FILE)
 	@echo "== test_default_model"; ./$(BIN)/test_default_model $(MODEL_FILE)
 	@echo "== oracle: tokenizer vs llama.cpp"; $(PYTHON) tests/oracle_tokenizer.py ./$(BIN)/test_tokenizer $(MODEL_FILE)
 	@echo "== oracle: CLI, logits and greedy output vs llama.cpp"; $(PYTHON) tests/oracle.py ./aurora $(MODEL_FILE)
@@ -149,6 +151,13 @@ $(BIN)/bench_verify: tools/bench_verify.c $(SOURCES) | $(BIN)
 bench: aurora $(MODEL_FILE) $(BIN)/bench_verify
 	sh tools/bench.sh ./aurora $(MODEL_FILE)
 	./$(BIN)/bench_verify $(MODEL_FILE)
+
+# the fast CPU ops, one by one, on the default model's shapes and the machine's measured bandwidth
+$(BIN)/bench_ops: tools/bench_ops.c $(SOURCES) | $(BIN)
+	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+
+bench-ops: $(BIN)/bench_ops $(MODEL_FILE)
+	./$(BIN)/bench_ops $(MODEL_FILE)
 
 oracle-deps:
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_FMA=ON -DGGML_F16C=ON" \

@@ -37,6 +37,7 @@ stays streamed.
 #include "aurora.h"
 #include "util.c"
 #include "cpu_ref.c"
+#include "backends/cpu_fast.c"
 #include "gguf.c"
 #include "tokenizer.c"
 #include "sampling.c"

@@ -166,11 +166,12 @@ static void free_instances(Instances* in) {
 // ----------------------------------------------------------------------------
 // timing
 
-enum { VARIANT_FAST, VARIANT_REF, VARIANT_BLAS, N_VARIANTS };
+enum { VARIANT_FAST, VARIANT_FAST_FP32, VARIANT_REF, VARIANT_BLAS, N_VARIANTS };
+static const char* VARIANT_LABELS[] = {"fast", "fast fp32", "ref", "blas"};
 
 static int variant_available(int variant) {
+    if (variant == VARIANT_FAST_FP32) { return fast_isa_current() == FAST_ISA_AVX512_VNNI; }   // else the same as fast
 #ifdef USE_BLAS
-    (void)variant;
     return 1;
 #else
     return variant != VARIANT_BLAS;
@@ -178,9 +179,11 @@ static int variant_available(int variant) {
 }
 
 static void run_variant(int variant, float* out, const float* inp, const Instances* in, int l, int T) {
-    if (variant == VARIANT_FAST) {
+    if (variant == VARIANT_FAST || variant == VARIANT_FAST_FP32) {
         Matrix weight = {in->stored[l], in->type};
+        fast_int8_activations = variant == VARIANT_FAST;
         matmul_forward_fast(out, inp, weight, T, in->C, in->OC);
+        fast_int8_activations = 1;
     } else if (variant == VARIANT_REF) {
         matmul_forward_cpu(out, inp, in->fp32[l], T, in->C, in->OC);
     } else {
@@ -264,34 +267,51 @@ int main(int argc, char** argv) {
     float* out = mallocCheck((size_t)16 * 49152 * sizeof(float));
     uint64_t rng = 7;
     for (size_t i = 0; i < (size_t)16 * 1536; i++) { inp[i] = 2.0f * random_f32(&rng) - 1.0f; }
-    printf("per call (microseconds), cycling over the model's matrices of each shape; GB/s of weight bytes read; "
-           "T/1: time over the 1-row time\n");
-    printf("%-22s %-5s %3s %10s %10s %10s %9s %9s %7s %7s\n", "shape", "type", "T", "fast us", "ref us", "blas us",
-           "fast GB/s", "blas GB/s", "fast T/1", "blas T/1");
+    printf("per call (microseconds), cycling over the model's matrices of each shape; GB/s: weight bytes read per "
+           "second (stored type for fast, fp32 for ref and blas); T/1: time over the 1-row time.\n"
+           "fast: int8 activations where the CPU has AVX-512 VNNI (else = fast fp32); fast fp32: fp32 activations; "
+           "ref: the reference on fp32 weights; blas: OpenBLAS sgemm on fp32 weights\n");
+    printf("%-22s %-5s %3s %9s %9s %9s %9s %7s %7s %7s %7s %7s\n", "shape", "type", "T", "fast", "fast fp32", "ref",
+           "blas", "GB/s", "blasGB/s", "T/1", "fp32T/1", "blasT/1");
+    double step_estimate[N_VARIANTS][16] = {{0}};   // [variant][T index]: one token's matmuls, summed
     for (int s = 0; s < N_SHAPES; s++) {
         Instances* in = &shapes[s];
         free_instances(in);
         load_instances(in, &gguf, &SHAPES[s], n_layers, 1);
         double one_row[N_VARIANTS] = {0};
+        double copies = SHAPES[s].count_per_token * (SHAPES[s].per_layer ? n_layers : 1);
         for (int k = 0; k < n_Ts; k++) {
             int T = Ts[k];
             double seconds[N_VARIANTS];
             time_shape(seconds, in, T, inp, out, 0.3);
             if (T == 1) { memcpy(one_row, seconds, sizeof(one_row)); }
+            for (int v = 0; v < N_VARIANTS; v++) { step_estimate[v][k] += copies * seconds[v]; }
             double fp32_bytes_one = (double)in->C * in->OC * 4;
-            printf("%-22s %-5s %3d %10.1f %10.1f %10.1f %9.1f %9.1f %7.2fx %7.2fx\n", SHAPES[s].name,
-                   tensor_type_name(in->type), T, seconds[VARIANT_FAST] * 1e6, seconds[VARIANT_REF] * 1e6,
-                   seconds[VARIANT_BLAS] * 1e6, in->stored_bytes / seconds[VARIANT_FAST] / 1e9,
+            printf("%-22s %-5s %3d %9.1f %9.1f %9.1f %9.1f %7.1f %7.1f %6.2fx %6.2fx %6.2fx\n", SHAPES[s].name,
+                   tensor_type_name(in->type), T, seconds[VARIANT_FAST] * 1e6, seconds[VARIANT_FAST_FP32] * 1e6,
+                   seconds[VARIANT_REF] * 1e6, seconds[VARIANT_BLAS] * 1e6, in->stored_bytes / seconds[VARIANT_FAST] / 1e9,
                    seconds[VARIANT_BLAS] > 0 ? fp32_bytes_one / seconds[VARIANT_BLAS] / 1e9 : 0.0,
                    seconds[VARIANT_FAST] / one_row[VARIANT_FAST],
+                   seconds[VARIANT_FAST_FP32] > 0 ? seconds[VARIANT_FAST_FP32] / one_row[VARIANT_FAST_FP32] : 0.0,
                    seconds[VARIANT_BLAS] > 0 ? seconds[VARIANT_BLAS] / one_row[VARIANT_BLAS] : 0.0);
         }
         free_instances(in);
         load_instances(in, &gguf, &SHAPES[s], n_layers, 0);
     }
+    printf("\none token's matmuls (30 layers x 7 + head), the sum of the per-call times above (ms), and T/1\n");
+    printf("%3s", "T");
+    for (int v = 0; v < N_VARIANTS; v++) { if (variant_available(v)) { printf(" %10s %6s", VARIANT_LABELS[v], "T/1"); } }
+    printf("\n");
+    for (int k = 0; k < n_Ts; k++) {
+        printf("%3d", Ts[k]);
+        for (int v = 0; v < N_VARIANTS; v++) {
+            if (variant_available(v)) { printf(" %10.2f %5.2fx", step_estimate[v][k] * 1e3, step_estimate[v][k] / step_estimate[v][0]); }
+        }
+        printf("\n");
+    }
 
     // ---- one token's matmuls in model order (per layer: q, k, v, output, gate, up, down; then the head)
-    printf("\nwhole step: one forward pass's matmuls (30 layers x 7 + head) for T rows, fast path, each call's best of 20, summed\n");
+    printf("\nthe same, measured in model order (the weights stream as in decode), fast path, each call's best of 20, summed\n");
     printf("%3s %10s %10s %9s %12s\n", "T", "ms/step", "GB/s", "T/1", "tok/s (T=1)");
     const char* layer_tensors[] = {"blk.%d.attn_q.weight", "blk.%d.attn_k.weight", "blk.%d.attn_v.weight",
                                    "blk.%d.attn_output.weight", "blk.%d.ffn_gate.weight", "blk.%d.ffn_up.weight",

@@ -51,28 +51,36 @@ what a compiler finds on its own.
 #else
 #define FAST_X86 0
 #endif
+#define FAST_INLINE static inline __attribute__((always_inline))
+#if FAST_X86
+// the same portable C, compiled for wider vectors (no intrinsics): the AVX2 level, and attention on AVX-512
+#define FAST_AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+#define FAST_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+#endif
 
 // ----------------------------------------------------------------------------
 // which path runs: chosen once from the CPU, overridable (tests check every path the CPU has)
 
-enum { FAST_ISA_UNSET = -1, FAST_ISA_PORTABLE = 0, FAST_ISA_AVX512 = 1, FAST_ISA_AVX512_VNNI = 2 };
+enum { FAST_ISA_UNSET = -1, FAST_ISA_PORTABLE = 0, FAST_ISA_AVX2 = 1, FAST_ISA_AVX512 = 2, FAST_ISA_AVX512_VNNI = 3 };
 static int fast_isa = FAST_ISA_UNSET;
 
 // The best path this CPU supports.
 static int fast_isa_best(void) {
 #if FAST_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c")) {
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
         return __builtin_cpu_supports("avx512vnni") ? FAST_ISA_AVX512_VNNI : FAST_ISA_AVX512;
     }
+    if (avx2) { return FAST_ISA_AVX2; }
 #endif
     return FAST_ISA_PORTABLE;
 }
 
 static const char* fast_isa_name(int isa) {
-    return isa == FAST_ISA_AVX512_VNNI ? "AVX-512 VNNI" : isa == FAST_ISA_AVX512 ? "AVX-512" : "portable C";
+    static const char* names[] = {"portable C", "portable C for AVX2", "AVX-512", "AVX-512 VNNI"};
+    return isa >= 0 && isa <= FAST_ISA_AVX512_VNNI ? names[isa] : "unset";
 }
 
 // The int8 path (activations quantised, see matmul_forward_fast) where the CPU has it; 0 keeps every
@@ -116,7 +124,7 @@ static size_t fast_row_bytes(int type, int cols) { return tensor_bytes(type, col
 
 // Dequantises columns [first, first + n) of one stored row into span (n and first multiples of the
 // block size for the quantised types). The same arithmetic as dequantize_row, so values are identical.
-static void fast_dequantize_span(float* restrict span, const uint8_t* restrict row, int type, int first, int n) {
+FAST_INLINE void fast_dequantize_span(float* restrict span, const uint8_t* restrict row, int type, int first, int n) {
     switch (type) {
     case TYPE_F32:
         memcpy(span, row + (size_t)first * 4, (size_t)n * 4);
@@ -195,8 +203,8 @@ void embedding_forward_fast(float* out, const int* tokens, Matrix table, int T, 
 #define FAST_SPAN 256   // columns per dequantised span (a multiple of the block size): 1 KiB of floats
 #define FAST_ROWS 16    // input rows served by one pass over a weight row
 
-static void matmul_rows_portable(float* out, const float* inp, Matrix weight, int T, int C, int OC,
-                                 int first_row, int last_row) {
+FAST_INLINE void matmul_rows_portable_body(float* out, const float* inp, Matrix weight, int T, int C, int OC,
+                                           int first_row, int last_row) {
     // out: (T, OC); inp: (T, C); weight: (OC, C); computes out[:, first_row:last_row]
     float span[FAST_SPAN] __attribute__((aligned(64)));
     size_t row_bytes = fast_row_bytes(weight.type, C);
@@ -221,15 +229,24 @@ static void matmul_rows_portable(float* out, const float* inp, Matrix weight, in
     }
 }
 
+// The body above, compiled for the baseline ISA and (x86) for AVX2: the compiler's vectorisation only.
+static void matmul_rows_portable(float* out, const float* inp, Matrix weight, int T, int C, int OC, int first_row,
+                                 int last_row) {
+    matmul_rows_portable_body(out, inp, weight, T, C, OC, first_row, last_row);
+}
+#if FAST_X86
+static FAST_AVX2_TARGET void matmul_rows_portable_avx2(float* out, const float* inp, Matrix weight, int T, int C, int OC,
+                                                       int first_row, int last_row) {
+    matmul_rows_portable_body(out, inp, weight, T, C, OC, first_row, last_row);
+}
+#endif
+
 // ----------------------------------------------------------------------------
 // matmul, AVX-512: one block of 32 columns of a weight row dequantised into two zmm registers, multiplied
 // into the accumulators of up to 16 input rows; R weight rows at a time so that at least 8 independent
 // accumulator chains hide the FMA latency. Tails of F32/F16/BF16 rows (C % 32 != 0) use masked loads.
 
 #if FAST_X86
-#define FAST_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
-#define FAST_INLINE static inline __attribute__((always_inline))
-
 // Columns [c, c + 32) of one stored row as two vectors of 16 floats (lanes past the mask are zero).
 FAST_INLINE FAST_AVX512_TARGET void avx512_load_block(__m512* w0, __m512* w1, const uint8_t* row, int type, int c,
                                                       __mmask16 mask0, __mmask16 mask1) {
@@ -647,6 +664,7 @@ void matmul_forward_fast(float* out, const float* inp, Matrix weight, int T, int
 #if FAST_X86
             if (int8_path && finite) { matmul_rows_vnni(out, &quantised, weight, T, C, OC, first_row, last_row); }
             else if (isa >= FAST_ISA_AVX512) { matmul_rows_avx512(out, inp, weight, T, C, OC, first_row, last_row); }
+            else if (isa == FAST_ISA_AVX2) { matmul_rows_portable_avx2(out, inp, weight, T, C, OC, first_row, last_row); }
             else
 #endif
             { (void)isa; (void)int8_path; matmul_rows_portable(out, inp, weight, T, C, OC, first_row, last_row); }
@@ -667,82 +685,108 @@ void matmul_forward_fast(float* out, const float* inp, Matrix weight, int T, int
 // lanes), so a query's result does not depend on T or on the other queries.
 
 #define FAST_QUERY_ROWS 16
+#define FAST_MAX_GROUP 64   // query heads per key/value head that the per-thread buffers hold
+
+// One work item: key/value head kv_head and query rows [t0, t0 + rows). scores: (rows * group, P).
+FAST_INLINE void attention_item_body(float* out, const float* q, const float* key_cache, const float* value_cache,
+                                     const uint8_t* mask, int T, int P, int NH, int NKV, int HS, int kv_head, int t0,
+                                     float* scores) {
+    int group = NH / NKV, KVD = NKV * HS, QD = NH * HS;
+    float scale = 1.0f / sqrtf((float)HS);
+    int rows = T - t0 < FAST_QUERY_ROWS ? T - t0 : FAST_QUERY_ROWS;
+    int n_queries = rows * group;   // query i: row t0 + i / group, head kv_head * group + i % group
+    float max_scores[FAST_QUERY_ROWS * FAST_MAX_GROUP], sums[FAST_QUERY_ROWS * FAST_MAX_GROUP];
+    // pass 1: scores and their maximum
+    for (int i = 0; i < n_queries; i++) { max_scores[i] = -INFINITY; }
+    for (int p = 0; p < P; p++) {
+        const float* restrict k_p = key_cache + (size_t)p * KVD + (size_t)kv_head * HS;
+        for (int i = 0; i < n_queries; i++) {
+            int t = t0 + i / group, h = kv_head * group + i % group;
+            float* score_ip = scores + (size_t)i * P + p;
+            if (!mask[(size_t)t * P + p]) { *score_ip = -INFINITY; continue; }
+            const float* restrict q_th = q + (size_t)t * QD + (size_t)h * HS;
+            float score = 0.0f;
+            #pragma omp simd reduction(+:score)
+            for (int d = 0; d < HS; d++) { score += q_th[d] * k_p[d]; }
+            score *= scale;
+            *score_ip = score;
+            if (score > max_scores[i]) { max_scores[i] = score; }
+        }
+    }
+    // softmax weights in slot order; a masked slot (or a -inf score) gets weight 0
+    for (int i = 0; i < n_queries; i++) {
+        int t = t0 + i / group, h = kv_head * group + i % group;
+        float* out_th = out + (size_t)t * QD + (size_t)h * HS;
+        for (int d = 0; d < HS; d++) { out_th[d] = 0.0f; }
+        float* weights = scores + (size_t)i * P;
+        float sum_weights = 0.0f;
+        if (max_scores[i] == -INFINITY) { sums[i] = 0.0f; continue; }   // fully masked row: zeros
+        for (int p = 0; p < P; p++) {
+            if (!mask[(size_t)t * P + p]) { weights[p] = 0.0f; continue; }
+            weights[p] = expf(weights[p] - max_scores[i]);
+            sum_weights += weights[p];
+        }
+        sums[i] = sum_weights;
+    }
+    // pass 2: weighted values, in slot order per query
+    for (int p = 0; p < P; p++) {
+        const float* restrict v_p = value_cache + (size_t)p * KVD + (size_t)kv_head * HS;
+        for (int i = 0; i < n_queries; i++) {
+            int t = t0 + i / group, h = kv_head * group + i % group;
+            if (!mask[(size_t)t * P + p] || max_scores[i] == -INFINITY) { continue; }
+            float weight = scores[(size_t)i * P + p];
+            float* restrict out_th = out + (size_t)t * QD + (size_t)h * HS;
+            #pragma omp simd
+            for (int d = 0; d < HS; d++) { out_th[d] += weight * v_p[d]; }
+        }
+    }
+    for (int i = 0; i < n_queries; i++) {
+        if (max_scores[i] == -INFINITY) { continue; }
+        int t = t0 + i / group, h = kv_head * group + i % group;
+        float* out_th = out + (size_t)t * QD + (size_t)h * HS;
+        for (int d = 0; d < HS; d++) { out_th[d] /= sums[i]; }
+    }
+}
+
+// The body above for each instruction set (the compiler's vectorisation: the same C, wider vectors).
+#define FAST_ATTENTION_ITEM(NAME, TARGET) \
+static TARGET void NAME(float* out, const float* q, const float* key_cache, const float* value_cache, \
+                        const uint8_t* mask, int T, int P, int NH, int NKV, int HS, int kv_head, int t0, float* scores) { \
+    attention_item_body(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, scores); \
+}
+FAST_ATTENTION_ITEM(attention_item_portable, )
+#if FAST_X86
+FAST_ATTENTION_ITEM(attention_item_avx2, FAST_AVX2_TARGET)
+FAST_ATTENTION_ITEM(attention_item_avx512, FAST_AVX512_TARGET)
+#endif
 
 void attention_forward_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
                             const uint8_t* mask, int T, int P, int NH, int NKV, int HS) {
     // out, q: (T, NH*HS); key_cache, value_cache: (P, NKV*HS); mask: (T, P)
     int group = NH / NKV;
-    int KVD = NKV * HS;
-    int QD = NH * HS;
-    float scale = 1.0f / sqrtf((float)HS);
+    if (group > FAST_MAX_GROUP) {   // never for the models we run; refuse rather than overflow
+        fprintf(stderr, "error: attention_forward_fast: %d query heads per key/value head (at most %d)\n", group,
+                FAST_MAX_GROUP);
+        exit(EXIT_FAILURE);
+    }
+    int isa = fast_isa_current();
     int n_chunks = (T + FAST_QUERY_ROWS - 1) / FAST_QUERY_ROWS;
     int n_items = NKV * n_chunks;
     #pragma omp parallel
     {
-        // per thread: scores, then weights, of the chunk's queries (FAST_QUERY_ROWS * group, P)
+        // per thread: scores, then weights, of one item's queries (FAST_QUERY_ROWS * group, P)
         float* scores = mallocCheck((size_t)FAST_QUERY_ROWS * group * (P > 0 ? P : 1) * sizeof(float));
-        float max_scores[FAST_QUERY_ROWS * 64], sums[FAST_QUERY_ROWS * 64];
-        int queries_max = FAST_QUERY_ROWS * 64;
         #pragma omp for schedule(static)
         for (int item = 0; item < n_items; item++) {
-            int kv_head = item / n_chunks;
-            int t0 = (item % n_chunks) * FAST_QUERY_ROWS;
-            int rows = T - t0 < FAST_QUERY_ROWS ? T - t0 : FAST_QUERY_ROWS;
-            int n_queries = rows * group;   // query i: row t0 + i / group, head kv_head * group + i % group
-            if (n_queries > queries_max) {  // group > 64: never for the models we run; keep it correct anyway
-                fprintf(stderr, "error: attention_forward_fast: %d query heads per key/value head (at most 64)\n", group);
-                exit(EXIT_FAILURE);
-            }
-            // pass 1: scores and their maximum
-            for (int i = 0; i < n_queries; i++) { max_scores[i] = -INFINITY; }
-            for (int p = 0; p < P; p++) {
-                const float* restrict k_p = key_cache + (size_t)p * KVD + (size_t)kv_head * HS;
-                for (int i = 0; i < n_queries; i++) {
-                    int t = t0 + i / group, h = kv_head * group + i % group;
-                    float* score_ip = scores + (size_t)i * P + p;
-                    if (!mask[(size_t)t * P + p]) { *score_ip = -INFINITY; continue; }
-                    const float* restrict q_th = q + (size_t)t * QD + (size_t)h * HS;
-                    float score = 0.0f;
-                    #pragma omp simd reduction(+:score)
-                    for (int d = 0; d < HS; d++) { score += q_th[d] * k_p[d]; }
-                    score *= scale;
-                    *score_ip = score;
-                    if (score > max_scores[i]) { max_scores[i] = score; }
-                }
-            }
-            // softmax weights in slot order; a masked slot (or a -inf score) gets weight 0
-            for (int i = 0; i < n_queries; i++) {
-                int t = t0 + i / group, h = kv_head * group + i % group;
-                float* out_th = out + (size_t)t * QD + (size_t)h * HS;
-                for (int d = 0; d < HS; d++) { out_th[d] = 0.0f; }
-                float* weights = scores + (size_t)i * P;
-                float sum_weights = 0.0f;
-                if (max_scores[i] == -INFINITY) { sums[i] = 0.0f; continue; }   // fully masked row: zeros
-                for (int p = 0; p < P; p++) {
-                    if (!mask[(size_t)t * P + p]) { weights[p] = 0.0f; continue; }
-                    weights[p] = expf(weights[p] - max_scores[i]);
-                    sum_weights += weights[p];
-                }
-                sums[i] = sum_weights;
-            }
-            // pass 2: weighted values, in slot order per query
-            for (int p = 0; p < P; p++) {
-                const float* restrict v_p = value_cache + (size_t)p * KVD + (size_t)kv_head * HS;
-                for (int i = 0; i < n_queries; i++) {
-                    int t = t0 + i / group, h = kv_head * group + i % group;
-                    if (!mask[(size_t)t * P + p] || max_scores[i] == -INFINITY) { continue; }
-                    float weight = scores[(size_t)i * P + p];
-                    float* restrict out_th = out + (size_t)t * QD + (size_t)h * HS;
-                    #pragma omp simd
-                    for (int d = 0; d < HS; d++) { out_th[d] += weight * v_p[d]; }
-                }
-            }
-            for (int i = 0; i < n_queries; i++) {
-                if (max_scores[i] == -INFINITY) { continue; }
-                int t = t0 + i / group, h = kv_head * group + i % group;
-                float* out_th = out + (size_t)t * QD + (size_t)h * HS;
-                for (int d = 0; d < HS; d++) { out_th[d] /= sums[i]; }
-            }
+            int kv_head = item / n_chunks, t0 = (item % n_chunks) * FAST_QUERY_ROWS;
+#if FAST_X86
+            if (isa >= FAST_ISA_AVX512) {
+                attention_item_avx512(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, scores);
+            } else if (isa == FAST_ISA_AVX2) {
+                attention_item_avx2(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, scores);
+            } else
+#endif
+            { (void)isa; attention_item_portable(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, scores); }
         }
         free(scores);
     }

@@ -450,14 +450,20 @@ static FAST_VNNI_TARGET int vnni_quantize_row(FastInt8Rows* x, const float* v, i
         int8_t* q = (int8_t*)record + half * FAST_QK;
         float* scales = (float*)(record + 64) + half * 8;
         int32_t* corrections = (int32_t*)(record + 128) + half * 8;
-        if (b == n_blocks) {   // the missing second block of the last pair
+        __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
+        __mmask16 block_not_finite = 0;
+        if (b < n_blocks) {
+            v0 = _mm512_loadu_ps(v + (size_t)b * FAST_QK);
+            v1 = _mm512_loadu_ps(v + (size_t)b * FAST_QK + 16);
+            block_not_finite = _mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99);   // NaN or inf
+            not_finite |= block_not_finite;
+        }
+        if (b == n_blocks || block_not_finite) {   // the missing second block of the last pair (or a dead record)
             _mm256_storeu_si256((__m256i*)q, _mm256_setzero_si256());
             _mm256_storeu_ps(scales, _mm256_setzero_ps());
             _mm256_storeu_si256((__m256i*)corrections, _mm256_setzero_si256());
             continue;
         }
-        __m512 v0 = _mm512_loadu_ps(v + (size_t)b * FAST_QK), v1 = _mm512_loadu_ps(v + (size_t)b * FAST_QK + 16);
-        not_finite |= _mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99);   // NaN or infinity
         float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         float scale = amax / 127.0f;
         float inverse = amax > 1e-30f ? 1.0f / scale : 0.0f;

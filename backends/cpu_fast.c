@@ -337,30 +337,41 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_tile(float* out, const float* x, cons
 // FMA latency (4 cycles, 2 per cycle).
 static int fast_tile_rows(int TB) { return TB >= 8 ? 1 : TB >= 4 ? 2 : TB >= 2 ? 4 : 8; }
 
-// One function per weight type, each with every (TB, R) tile it needs as constants.
-#define FAST_TILE_CASE(TB_) case TB_: \
-    if (R == fast_tile_rows(TB_)) { avx512_tile(out, x, row, row_bytes, TYPE, C, OC, fast_tile_rows(TB_), TB_); } \
-    else { avx512_tile(out, x, row, row_bytes, TYPE, C, OC, 1, TB_); } \
-    break;
-#define FAST_TILE_FUNCTION(NAME, TYPE_VALUE) \
+// One function per weight type, each with the tiles it needs as constants: TB input rows with
+// R = fast_tile_rows(TB) weight rows, and TB = 0 for a single row by a single row (the panel's tail).
+// Quantised types have every TB from 1 to 16 (their dequantisation is shared by the TB rows, so a
+// verify pass of, say, 7 rows should not pay for it twice); float types, whose weights need little or no
+// conversion, have TB = 1, 2, 4, 8, 16, and a batch of 7 runs as 4 + 2 + 1 (which keeps compile time down).
+#define FAST_TILE_CASE(TB_) case TB_: avx512_tile(out, x, row, row_bytes, TYPE, C, OC, fast_tile_rows(TB_), TB_); break;
+#define FAST_TILE_FUNCTION(NAME, TYPE_VALUE, CASES) \
 static FAST_AVX512_TARGET void avx512_tiles_##NAME(float* out, const float* x, const uint8_t* row, size_t row_bytes, \
-                                                    int C, int OC, int R, int TB) { \
+                                                    int C, int OC, int TB) { \
     enum { TYPE = TYPE_VALUE }; \
     switch (TB) { \
-        FAST_TILE_CASE(1) FAST_TILE_CASE(2) FAST_TILE_CASE(3) FAST_TILE_CASE(4) FAST_TILE_CASE(5) FAST_TILE_CASE(6) \
-        FAST_TILE_CASE(7) FAST_TILE_CASE(8) FAST_TILE_CASE(9) FAST_TILE_CASE(10) FAST_TILE_CASE(11) FAST_TILE_CASE(12) \
-        FAST_TILE_CASE(13) FAST_TILE_CASE(14) FAST_TILE_CASE(15) FAST_TILE_CASE(16) \
+        case 0: avx512_tile(out, x, row, row_bytes, TYPE, C, OC, 1, 1); break; \
+        CASES \
         default: break; \
     } \
 }
-FAST_TILE_FUNCTION(f32, TYPE_F32)
-FAST_TILE_FUNCTION(f16, TYPE_F16)
-FAST_TILE_FUNCTION(bf16, TYPE_BF16)
-FAST_TILE_FUNCTION(q8_0, TYPE_Q8_0)
-FAST_TILE_FUNCTION(q4_0, TYPE_Q4_0)
-FAST_TILE_FUNCTION(q4_1, TYPE_Q4_1)
+#define FAST_TB_ALL FAST_TILE_CASE(1) FAST_TILE_CASE(2) FAST_TILE_CASE(3) FAST_TILE_CASE(4) FAST_TILE_CASE(5) \
+    FAST_TILE_CASE(6) FAST_TILE_CASE(7) FAST_TILE_CASE(8) FAST_TILE_CASE(9) FAST_TILE_CASE(10) FAST_TILE_CASE(11) \
+    FAST_TILE_CASE(12) FAST_TILE_CASE(13) FAST_TILE_CASE(14) FAST_TILE_CASE(15) FAST_TILE_CASE(16)
+#define FAST_TB_POWERS FAST_TILE_CASE(1) FAST_TILE_CASE(2) FAST_TILE_CASE(4) FAST_TILE_CASE(8) FAST_TILE_CASE(16)
+FAST_TILE_FUNCTION(f32, TYPE_F32, FAST_TB_POWERS)
+FAST_TILE_FUNCTION(f16, TYPE_F16, FAST_TB_POWERS)
+FAST_TILE_FUNCTION(bf16, TYPE_BF16, FAST_TB_POWERS)
+FAST_TILE_FUNCTION(q8_0, TYPE_Q8_0, FAST_TB_ALL)
+FAST_TILE_FUNCTION(q4_0, TYPE_Q4_0, FAST_TB_ALL)
+FAST_TILE_FUNCTION(q4_1, TYPE_Q4_1, FAST_TB_ALL)
 
-typedef void (*FastTiles)(float* out, const float* x, const uint8_t* row, size_t row_bytes, int C, int OC, int R, int TB);
+// Input rows served by the next tile: up to FAST_ROWS, a power of two for the float types.
+static int fast_tile_batch(int type, int rows_left) {
+    int TB = rows_left < FAST_ROWS ? rows_left : FAST_ROWS;
+    if (tensor_type_block_size(type) == 1) { while (TB & (TB - 1)) { TB &= TB - 1; } }
+    return TB;
+}
+
+typedef void (*FastTiles)(float* out, const float* x, const uint8_t* row, size_t row_bytes, int C, int OC, int TB);
 
 static FastTiles avx512_tiles_for(int type) {
     switch (type) {
@@ -382,14 +393,18 @@ static void matmul_rows_avx512(float* out, const float* inp, Matrix weight, int 
     size_t row_bytes = fast_row_bytes(weight.type, C);
     for (int panel = first_row; panel < last_row; panel += FAST_PANEL) {
         int panel_end = panel + FAST_PANEL < last_row ? panel + FAST_PANEL : last_row;
-        for (int t0 = 0; t0 < T; t0 += FAST_ROWS) {
-            int TB = T - t0 < FAST_ROWS ? T - t0 : FAST_ROWS;
-            int R = fast_tile_rows(TB);
-            int o = panel;
-            for (; o < panel_end; o += R) {
-                if (o + R > panel_end) { R = 1; }   // the panel's last rows, one at a time
-                const uint8_t* row = (const uint8_t*)weight.data + (size_t)o * row_bytes;
-                tiles(out + (size_t)t0 * OC + o, inp + (size_t)t0 * C, row, row_bytes, C, OC, R, TB);
+        for (int t0 = 0, TB; t0 < T; t0 += TB) {
+            TB = fast_tile_batch(weight.type, T - t0);
+            int R = fast_tile_rows(TB), o = panel;
+            for (; o + R <= panel_end; o += R) {
+                tiles(out + (size_t)t0 * OC + o, inp + (size_t)t0 * C, (const uint8_t*)weight.data + (size_t)o * row_bytes,
+                      row_bytes, C, OC, TB);
+            }
+            for (; o < panel_end; o++) {   // the panel's last rows, one by one (the same arithmetic per element)
+                for (int t = t0; t < t0 + TB; t++) {
+                    tiles(out + (size_t)t * OC + o, inp + (size_t)t * C, (const uint8_t*)weight.data + (size_t)o * row_bytes,
+                          row_bytes, C, OC, 0);
+                }
             }
         }
     }
@@ -591,15 +606,13 @@ FAST_INLINE FAST_VNNI_TARGET void vnni_tile(float* out, const FastInt8Rows* x, i
 
 static int vnni_tile_rows(int TB) { return TB >= 9 ? 1 : TB >= 4 ? 2 : 4; }
 
-#define VNNI_TILE_CASE(TB_) case TB_: \
-    if (R == vnni_tile_rows(TB_)) { vnni_tile(out, x, t0, row, row_bytes, TYPE, C, OC, vnni_tile_rows(TB_), TB_); } \
-    else { vnni_tile(out, x, t0, row, row_bytes, TYPE, C, OC, 1, TB_); } \
-    break;
+#define VNNI_TILE_CASE(TB_) case TB_: vnni_tile(out, x, t0, row, row_bytes, TYPE, C, OC, vnni_tile_rows(TB_), TB_); break;
 #define VNNI_TILE_FUNCTION(NAME, TYPE_VALUE) \
 static FAST_VNNI_TARGET void vnni_tiles_##NAME(float* out, const FastInt8Rows* x, int t0, const uint8_t* row, \
-                                                size_t row_bytes, int C, int OC, int R, int TB) { \
+                                                size_t row_bytes, int C, int OC, int TB) { \
     enum { TYPE = TYPE_VALUE }; \
     switch (TB) { \
+        case 0: vnni_tile(out, x, t0, row, row_bytes, TYPE, C, OC, 1, 1); break; \
         VNNI_TILE_CASE(1) VNNI_TILE_CASE(2) VNNI_TILE_CASE(3) VNNI_TILE_CASE(4) VNNI_TILE_CASE(5) VNNI_TILE_CASE(6) \
         VNNI_TILE_CASE(7) VNNI_TILE_CASE(8) VNNI_TILE_CASE(9) VNNI_TILE_CASE(10) VNNI_TILE_CASE(11) VNNI_TILE_CASE(12) \
         VNNI_TILE_CASE(13) VNNI_TILE_CASE(14) VNNI_TILE_CASE(15) VNNI_TILE_CASE(16) \
@@ -611,7 +624,7 @@ VNNI_TILE_FUNCTION(q4_0, TYPE_Q4_0)
 VNNI_TILE_FUNCTION(q4_1, TYPE_Q4_1)
 
 typedef void (*VnniTiles)(float* out, const FastInt8Rows* x, int t0, const uint8_t* row, size_t row_bytes, int C,
-                          int OC, int R, int TB);
+                          int OC, int TB);
 
 static void matmul_rows_vnni(float* out, const FastInt8Rows* x, Matrix weight, int T, int C, int OC,
                              int first_row, int last_row) {
@@ -621,11 +634,14 @@ static void matmul_rows_vnni(float* out, const FastInt8Rows* x, Matrix weight, i
         int panel_end = panel + FAST_PANEL < last_row ? panel + FAST_PANEL : last_row;
         for (int t0 = 0; t0 < T; t0 += FAST_ROWS) {
             int TB = T - t0 < FAST_ROWS ? T - t0 : FAST_ROWS;
-            int R = vnni_tile_rows(TB);
-            for (int o = panel; o < panel_end; o += R) {
-                if (o + R > panel_end) { R = 1; }
-                const uint8_t* row = (const uint8_t*)weight.data + (size_t)o * row_bytes;
-                tiles(out + (size_t)t0 * OC + o, x, t0, row, row_bytes, C, OC, R, TB);
+            int R = vnni_tile_rows(TB), o = panel;
+            for (; o + R <= panel_end; o += R) {
+                tiles(out + (size_t)t0 * OC + o, x, t0, (const uint8_t*)weight.data + (size_t)o * row_bytes, row_bytes, C, OC, TB);
+            }
+            for (; o < panel_end; o++) {   // the panel's last rows, one by one (the same arithmetic per element)
+                for (int t = t0; t < t0 + TB; t++) {
+                    tiles(out + (size_t)t * OC + o, x, t, (const uint8_t*)weight.data + (size_t)o * row_bytes, row_bytes, C, OC, 0);
+                }
             }
         }
     }

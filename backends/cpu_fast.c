@@ -427,28 +427,30 @@ static void matmul_rows_avx512(float* out, const float* inp, Matrix weight, int 
 #define FAST_SCALE_CHUNK 64   // blocks whose fp16 weight scales are converted to fp32 at a time
 
 // Input rows quantised for the int8 kernels. A "pair" is two consecutive blocks (64 columns); a row with
-// an odd number of blocks has a last pair with one block, whose second half is zero everywhere. Records
-// are pair-major, so the TB rows that meet a pair of weight blocks lie at fixed offsets from each other.
-#define FAST_RECORD_BYTES 192   // per (pair, row): 64 int8 values, 16 float scales, 16 int32 corrections
+// an odd number of blocks has a last pair with one block, whose second half is zero everywhere. In a
+// pair's 64 bytes the two blocks alternate in 4-byte groups: int32 lane k of a vpdpbusd holds elements
+// 4 * (k / 2) .. 4 * (k / 2) + 3 of block k % 2 (the weights are unpacked into the same order). So each
+// per-block quantity (scales, corrections) is a pair of numbers broadcast to all lanes by one 8-byte load.
+// Records are pair-major, so the rows that meet a pair of weight blocks lie at fixed offsets.
 typedef struct {
     int T;                 // rows
-    uint8_t* records;      // (n_pairs, T, 192): q[64]; scales[16] (lanes 0-7: the first block's scale,
-                           // lanes 8-15: the second's); corrections[16]: -(8 or 128) / 8 * sum(q) of the
-                           // lane's block (Q4_0, Q8_0), so that 8 lanes carry the block's correction
-    float* sums;           // (T, 2 * n_blocks) (0, scale * sum(q)) per block: Q4_1's m term, laid out to
-                           // meet the weight row's interleaved (d, m) scales in one dot product
+    int8_t* q;             // (n_pairs, T, 64) quantised values, lanes interleaved as above
+    float* pair_scales;    // (n_pairs, T, 4): the two blocks' scales, then (as int32) their corrections
+                           // -(8 or 128) / 8 * sum(q) (Q4_0, Q8_0: an int32 lane holds 1/8 of its block's)
+    float* sums;           // (T, n_blocks) scale * sum(q) per block: Q4_1's m term
     void* memory;
 } FastInt8Rows;
 
 static void fast_int8_rows_allocate(FastInt8Rows* x, int T, int C) {
     int n_blocks = C / FAST_QK, n_pairs = (n_blocks + 1) / 2;
-    size_t record_bytes = (size_t)n_pairs * T * FAST_RECORD_BYTES;
-    uint8_t* memory = aligned_alloc(64, record_bytes + ((size_t)T * n_blocks * 8 + 63) / 64 * 64);
+    size_t q_bytes = (size_t)n_pairs * T * 64, scale_bytes = (size_t)n_pairs * T * 16;
+    uint8_t* memory = aligned_alloc(64, q_bytes + (scale_bytes + 63) / 64 * 64 + ((size_t)T * n_blocks * 4 + 63) / 64 * 64);
     if (!memory) { fprintf(stderr, "error: out of memory (%s:%d)\n", __FILE__, __LINE__); exit(EXIT_FAILURE); }
     x->T = T;
     x->memory = memory;
-    x->records = memory;
-    x->sums = (float*)(memory + record_bytes);
+    x->q = (int8_t*)memory;
+    x->pair_scales = (float*)(memory + q_bytes);
+    x->sums = (float*)(memory + q_bytes + (scale_bytes + 63) / 64 * 64);
 }
 
 // Quantises input row t (C values, C % 32 == 0) for weights of `type`: per block of 32, scale = max|x| / 127
@@ -458,84 +460,94 @@ static void fast_int8_rows_allocate(FastInt8Rows* x, int T, int C) {
 static FAST_VNNI_TARGET int vnni_quantize_row(FastInt8Rows* x, const float* v, int t, int C, int type) {
     int n_blocks = C / FAST_QK, n_pairs = (n_blocks + 1) / 2;
     int correction_factor = type == TYPE_Q8_0 ? 128 / 8 : type == TYPE_Q4_0 ? 8 / 8 : 0;
+    const __m512i interleave = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
     __mmask16 not_finite = 0;
-    for (int b = 0; b < n_pairs * 2; b++) {
-        uint8_t* record = x->records + ((size_t)(b / 2) * x->T + t) * FAST_RECORD_BYTES;
-        int half = b % 2;
-        int8_t* q = (int8_t*)record + half * FAST_QK;
-        float* scales = (float*)(record + 64) + half * 8;
-        int32_t* corrections = (int32_t*)(record + 128) + half * 8;
-        __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
-        __mmask16 block_not_finite = 0;
-        if (b < n_blocks) {
-            v0 = _mm512_loadu_ps(v + (size_t)b * FAST_QK);
-            v1 = _mm512_loadu_ps(v + (size_t)b * FAST_QK + 16);
-            block_not_finite = _mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99);   // NaN or inf
-            not_finite |= block_not_finite;
+    for (int pair = 0; pair < n_pairs; pair++) {
+        int8_t blocks[64] __attribute__((aligned(64)));   // the pair in column order
+        float* pair_scales = x->pair_scales + ((size_t)pair * x->T + t) * 4;
+        int32_t corrections[2] = {0, 0};
+        for (int half = 0; half < 2; half++) {
+            int b = 2 * pair + half;
+            __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
+            __mmask16 block_not_finite = 0;
+            if (b < n_blocks) {
+                v0 = _mm512_loadu_ps(v + (size_t)b * FAST_QK);
+                v1 = _mm512_loadu_ps(v + (size_t)b * FAST_QK + 16);
+                block_not_finite = _mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99);   // NaN, inf
+                not_finite |= block_not_finite;
+            }
+            if (b == n_blocks || block_not_finite) {   // the missing second block of the last pair (or dead)
+                _mm256_store_si256((__m256i*)(blocks + half * 32), _mm256_setzero_si256());
+                pair_scales[half] = 0.0f;
+                continue;
+            }
+            float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+            float scale = amax / 127.0f;
+            float inverse = amax > 1e-30f ? 1.0f / scale : 0.0f;
+            if (inverse == 0.0f) { scale = 0.0f; }
+            __m512 inverse_vector = _mm512_set1_ps(inverse);
+            __m512i q0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, inverse_vector), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            __m512i q1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, inverse_vector), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+            _mm_store_si128((__m128i*)(blocks + half * 32), _mm512_cvtepi32_epi8(q0));
+            _mm_store_si128((__m128i*)(blocks + half * 32 + 16), _mm512_cvtepi32_epi8(q1));
+            pair_scales[half] = scale;
+            corrections[half] = -correction_factor * sum;
+            x->sums[(size_t)t * n_blocks + b] = scale * (float)sum;
         }
-        if (b == n_blocks || block_not_finite) {   // the missing second block of the last pair (or a dead record)
-            _mm256_storeu_si256((__m256i*)q, _mm256_setzero_si256());
-            _mm256_storeu_ps(scales, _mm256_setzero_ps());
-            _mm256_storeu_si256((__m256i*)corrections, _mm256_setzero_si256());
-            continue;
-        }
-        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-        float scale = amax / 127.0f;
-        float inverse = amax > 1e-30f ? 1.0f / scale : 0.0f;
-        if (inverse == 0.0f) { scale = 0.0f; }
-        __m512 inverse_vector = _mm512_set1_ps(inverse);
-        __m512i q0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, inverse_vector), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m512i q1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, inverse_vector), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-        _mm_storeu_si128((__m128i*)q, _mm512_cvtepi32_epi8(q0));
-        _mm_storeu_si128((__m128i*)(q + 16), _mm512_cvtepi32_epi8(q1));
-        _mm256_storeu_ps(scales, _mm256_set1_ps(scale));
-        _mm256_storeu_si256((__m256i*)corrections, _mm256_set1_epi32(-correction_factor * sum));
-        x->sums[((size_t)t * n_blocks + b) * 2] = 0.0f;
-        x->sums[((size_t)t * n_blocks + b) * 2 + 1] = scale * (float)sum;
+        memcpy(pair_scales + 2, corrections, 8);
+        _mm512_store_si512(x->q + ((size_t)pair * x->T + t) * 64,
+                           _mm512_permutexvar_epi32(interleave, _mm512_load_si512(blocks)));
     }
     return not_finite ? -1 : 0;
 }
 
 static size_t fast_block_bytes(int type) { return type == TYPE_Q8_0 ? 34 : type == TYPE_Q4_0 ? 18 : 20; }
 
-// The fp32 scales of n consecutive blocks of one weight row: Q8_0 and Q4_0: scales[k] = d of block k;
-// Q4_1: scales[2k] = d and scales[2k + 1] = m of block k (one 32-bit copy per block, then one conversion
-// per 16 halves). Entries past the n blocks are zero.
-FAST_INLINE FAST_VNNI_TARGET void vnni_row_scales(float* scales, const uint8_t* first_block, int n, int type) {
-    int per_block = type == TYPE_Q4_1 ? 2 : 1;
-    uint16_t halves[2 * FAST_SCALE_CHUNK] __attribute__((aligned(64)));
-    size_t block_bytes = fast_block_bytes(type);
-    int count = n * per_block, rounded = (count + 15) / 16 * 16;
-    _mm256_store_si256((__m256i*)(halves + rounded - 16), _mm256_setzero_si256());   // the tail: zeros
-    if (type == TYPE_Q4_1) {
-        for (int k = 0; k < n; k++) { uint32_t dm; memcpy(&dm, first_block + (size_t)k * block_bytes, 4); memcpy(halves + 2 * k, &dm, 4); }
-    } else {
-        for (int k = 0; k < n; k++) { memcpy(halves + k, first_block + (size_t)k * block_bytes, 2); }
-    }
-    for (int k = 0; k < rounded; k += 16) {
-        _mm512_store_ps(scales + k, _mm512_cvtph_ps(_mm256_load_si256((const __m256i*)(halves + k))));
+// The fp32 scales d (and, for Q4_1, offsets m) of n consecutive blocks of one weight row, 16 blocks at a
+// time: one gather of the 4 bytes at each block's start (d, then m or the first quants), converted from
+// fp16 in registers. (Copying the halves to memory first stalls on store-to-load forwarding: measured 2x
+// slower at T = 1.) Entries past the n blocks (up to a multiple of 16) are zero.
+FAST_INLINE FAST_VNNI_TARGET void vnni_row_scales(float* d, float* m, const uint8_t* first_block, int n, int type) {
+    int block_bytes = (int)fast_block_bytes(type);
+    __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(block_bytes));
+    for (int k = 0; k < n; k += 16) {
+        __mmask16 mask = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
+        __m512i words = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, offsets,
+                                                    first_block + (size_t)k * block_bytes, 1);
+        _mm512_store_ps(d + k, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words)));   // the low halves
+        if (type == TYPE_Q4_1) { _mm512_store_ps(m + k, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(words, 16)))); }
     }
 }
 
-// The weight bytes of a pair of blocks as 64 unsigned bytes in column order (Q8_0: q + 128; Q4: the
-// nibbles, low nibbles of a block first); the second block zero when `single`.
+// The weight bytes of a pair of blocks as 64 unsigned bytes in the interleaved order above (Q8_0: q + 128;
+// Q4: the nibbles); the second block zero when `single`.
 FAST_INLINE FAST_VNNI_TARGET __m512i vnni_load_pair(const uint8_t* block, int type, int single) {
     size_t block_bytes = fast_block_bytes(type);
     if (type == TYPE_Q8_0) {
-        __m256i first = _mm256_loadu_si256((const __m256i*)(block + 2));
-        __m256i second = single ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i*)(block + block_bytes + 2));
-        __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1);
+        __m512i first = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)(block + 2)));
+        __m512i second = single ? _mm512_setzero_si512()
+                                : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)(block + block_bytes + 2)));
+        __m512i both = _mm512_permutex2var_epi32(first, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), second);
         return _mm512_xor_si512(both, _mm512_set1_epi8((char)0x80));
     }
     size_t offset = type == TYPE_Q4_0 ? 2 : 4;
     __m128i first = _mm_loadu_si128((const __m128i*)(block + offset));
     __m128i second = single ? _mm_setzero_si128() : _mm_loadu_si128((const __m128i*)(block + block_bytes + offset));
     __m512i packed = _mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(first), second, 1));
-    // 128-bit lanes (first, first, second, second), the copies shifted right by 4: low and high nibbles
-    __m512i spread = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3), packed);
-    spread = _mm512_srlv_epi64(spread, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
+    // lanes 0-7: the two blocks' bytes 4j..4j+3 alternating (low nibbles: elements 4j..4j+3); lanes 8-15 the
+    // same, shifted right by 4 (high nibbles: elements 16 + 4j..)
+    __m512i spread = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 0, 4, 1, 5, 2, 6, 3, 7), packed);
+    spread = _mm512_srlv_epi32(spread, _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4));
     return _mm512_and_si512(spread, _mm512_set1_epi8(0x0f));
+}
+
+// Two floats (or int32s) at p, repeated over the 16 lanes: one 8-byte broadcast load.
+FAST_INLINE FAST_VNNI_TARGET __m512 vnni_broadcast_pair(const void* p) {
+    double pair;
+    memcpy(&pair, p, 8);
+    return _mm512_castpd_ps(_mm512_set1_pd(pair));
 }
 
 // out[t][o] for R weight rows from `row` and TB quantised input rows from row t0 of x. As in avx512_tile,
@@ -552,12 +564,12 @@ FAST_INLINE FAST_VNNI_TARGET void vnni_tile(float* out, const FastInt8Rows* x, i
         #pragma GCC unroll 16
         for (int t = 0; t < TB; t++) { acc[r][t] = _mm512_setzero_ps(); }
     }
-    const int per_block = type == TYPE_Q4_1 ? 2 : 1;   // scales per block: d, or (d, m)
-    float scales[4][2 * FAST_SCALE_CHUNK] __attribute__((aligned(64)));
+    float d[4][FAST_SCALE_CHUNK + 16] __attribute__((aligned(64)));
+    float m[4][FAST_SCALE_CHUNK + 16] __attribute__((aligned(64)));
     for (int b0 = 0; b0 < n_blocks; b0 += FAST_SCALE_CHUNK) {
         int n = n_blocks - b0 < FAST_SCALE_CHUNK ? n_blocks - b0 : FAST_SCALE_CHUNK;
         #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) { vnni_row_scales(scales[r], row + r * row_bytes + (size_t)b0 * block_bytes, n, type); }
+        for (int r = 0; r < R; r++) { vnni_row_scales(d[r], m[r], row + r * row_bytes + (size_t)b0 * block_bytes, n, type); }
         for (int k = 0; k < n; k += 2) {
             int single = k + 1 == n;
             size_t pair = (size_t)(b0 + k) / 2;
@@ -566,33 +578,31 @@ FAST_INLINE FAST_VNNI_TARGET void vnni_tile(float* out, const FastInt8Rows* x, i
             #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 w[r] = vnni_load_pair(row + r * row_bytes + (size_t)(b0 + k) * block_bytes, type, single);
-                // (the scale after the last block is zero, so `single` needs no special case here)
-                dw[r] = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(scales[r][per_block * k]),
-                                             _mm512_set1_ps(scales[r][per_block * (k + 1)]));
+                dw[r] = vnni_broadcast_pair(d[r] + k);   // (the scale after the last block is zero)
             }
-            const uint8_t* records = x->records + (pair * x->T + t0) * FAST_RECORD_BYTES;
+            const int8_t* q = x->q + (pair * x->T + t0) * 64;
+            const float* pair_scales = x->pair_scales + (pair * x->T + t0) * 4;
             #pragma GCC unroll 16
             for (int t = 0; t < TB; t++) {
-                const uint8_t* record = records + t * FAST_RECORD_BYTES;
-                __m512i xv = _mm512_load_si512(record);
-                __m512 xs = _mm512_load_ps((const float*)(record + 64));
-                __m512i start = type == TYPE_Q4_1 ? _mm512_setzero_si512() : _mm512_load_si512(record + 128);
+                __m512i xq = _mm512_load_si512(q + t * 64);
+                __m512 xs = vnni_broadcast_pair(pair_scales + t * 4);
+                __m512i start = type == TYPE_Q4_1 ? _mm512_setzero_si512()
+                                                  : _mm512_castps_si512(vnni_broadcast_pair(pair_scales + t * 4 + 2));
                 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
-                    __m512i sum = _mm512_dpbusd_epi32(start, w[r], xv);
+                    __m512i sum = _mm512_dpbusd_epi32(start, w[r], xq);
                     acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw[r], xs), acc[r][t]);
                 }
             }
         }
-        if (type == TYPE_Q4_1) {   // the chunk's sum of m * (dx * sum qx): interleaved (d, m) . (0, dx * sum qx)
-            int count = 2 * n;
-            for (int k = 0; k < count; k += 16) {
-                __mmask16 mask = count - k >= 16 ? 0xffff : (__mmask16)((1u << (count - k)) - 1);
+        if (type == TYPE_Q4_1) {   // the chunk's sum of m * (dx * sum qx)
+            for (int k = 0; k < n; k += 16) {
+                __mmask16 mask = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
                 #pragma GCC unroll 16
                 for (int t = 0; t < TB; t++) {
-                    __m512 sums = _mm512_maskz_loadu_ps(mask, x->sums + ((size_t)(t0 + t) * n_blocks + b0) * 2 + k);
+                    __m512 sums = _mm512_maskz_loadu_ps(mask, x->sums + (size_t)(t0 + t) * n_blocks + b0 + k);
                     #pragma GCC unroll 4
-                    for (int r = 0; r < R; r++) { acc[r][t] = _mm512_fmadd_ps(_mm512_load_ps(scales[r] + k), sums, acc[r][t]); }
+                    for (int r = 0; r < R; r++) { acc[r][t] = _mm512_fmadd_ps(_mm512_load_ps(m[r] + k), sums, acc[r][t]); }
                 }
             }
         }

@@ -247,9 +247,30 @@ static FAST_AVX2_TARGET void matmul_rows_portable_avx2(float* out, const float* 
 // accumulator chains hide the FMA latency. Tails of F32/F16/BF16 rows (C % 32 != 0) use masked loads.
 
 #if FAST_X86
-// Columns [c, c + 32) of one stored row as two vectors of 16 floats (lanes past the mask are zero).
+static size_t fast_block_bytes(int type) { return type == TYPE_Q8_0 ? 34 : type == TYPE_Q4_0 ? 18 : 20; }
+#define FAST_SCALE_CHUNK 64   // blocks whose fp16 weight scales are converted to fp32 at a time
+
+// The fp32 scales d (and, for Q4_1, offsets m) of n consecutive blocks of one weight row, 16 blocks at a
+// time: one gather of the 4 bytes at each block's start (d, then m or the first quants), converted from
+// fp16 in registers. (Copying the halves to memory first stalls on store-to-load forwarding: measured 2x
+// slower at T = 1.) Entries past the n blocks (up to a multiple of 16) are zero.
+FAST_INLINE FAST_AVX512_TARGET void avx512_row_scales(float* d, float* m, const uint8_t* first_block, int n, int type) {
+    int block_bytes = (int)fast_block_bytes(type);
+    __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(block_bytes));
+    for (int k = 0; k < n; k += 16) {
+        __mmask16 mask = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
+        __m512i words = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, offsets,
+                                                    first_block + (size_t)k * block_bytes, 1);
+        _mm512_store_ps(d + k, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words)));   // the low halves
+        if (type == TYPE_Q4_1) { _mm512_store_ps(m + k, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(words, 16)))); }
+    }
+}
+
+// Columns [c, c + 32) of one stored row as two vectors of 16 floats (lanes past the mask are zero). For
+// the quantised types, d and m are the block's scale and offset in fp32 (from avx512_row_scales).
 FAST_INLINE FAST_AVX512_TARGET void avx512_load_block(__m512* w0, __m512* w1, const uint8_t* row, int type, int c,
-                                                      __mmask16 mask0, __mmask16 mask1) {
+                                                      __mmask16 mask0, __mmask16 mask1, float d, float m) {
     if (type == TYPE_F32) {
         const float* p = (const float*)row + c;
         *w0 = _mm512_maskz_loadu_ps(mask0, p);
@@ -264,24 +285,24 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_load_block(__m512* w0, __m512* w1, co
         *w1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask1, p + 16)), 16));
     } else if (type == TYPE_Q8_0) {
         const uint8_t* block = row + (size_t)(c / FAST_QK) * 34;
-        __m512 d = _mm512_set1_ps(_cvtsh_ss(fast_load_u16(block)));
+        __m512 scale = _mm512_set1_ps(d);
         __m128i q0 = _mm_loadu_si128((const __m128i*)(block + 2));
         __m128i q1 = _mm_loadu_si128((const __m128i*)(block + 18));
-        *w0 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)));
-        *w1 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)));
+        *w0 = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)));
+        *w1 = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)));
     } else if (type == TYPE_Q4_0 || type == TYPE_Q4_1) {
         // 16 possible values per block: build them (d * (q - 8), or d * q + m rounded twice as
         // dequantize_row does) and look each nibble up with a permute, which reads the low 4 bits of
         // the index, so the low nibbles need no mask.
         const uint8_t* block = row + (size_t)(c / FAST_QK) * (type == TYPE_Q4_0 ? 18 : 20);
         const uint8_t* qs = block + (type == TYPE_Q4_0 ? 2 : 4);
-        __m512 d = _mm512_set1_ps(_cvtsh_ss(fast_load_u16(block)));
+        __m512 scale = _mm512_set1_ps(d);
         __m512 table;
         if (type == TYPE_Q4_0) {
-            table = _mm512_mul_ps(d, _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7));
+            table = _mm512_mul_ps(scale, _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7));
         } else {
-            __m512 m = _mm512_set1_ps(_cvtsh_ss(fast_load_u16(block + 2)));
-            table = _mm512_add_ps(_mm512_mul_ps(d, _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)), m);
+            table = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)),
+                                  _mm512_set1_ps(m));
         }
         __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)qs));
         *w0 = _mm512_permutexvar_ps(q, table);
@@ -305,6 +326,9 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_tile(float* out, const float* x, cons
         for (int t = 0; t < TB; t++) { acc[r][t] = _mm512_setzero_ps(); }
     }
     int full = C / FAST_QK * FAST_QK;
+    int quantised = type == TYPE_Q8_0 || type == TYPE_Q4_0 || type == TYPE_Q4_1;
+    float d[8][FAST_SCALE_CHUNK + 16] __attribute__((aligned(64)));   // the quantised types' block scales
+    float m[8][FAST_SCALE_CHUNK + 16] __attribute__((aligned(64)));   // and offsets, a chunk at a time
     for (int c = 0; c < C; c += FAST_QK) {
         __mmask16 mask0 = 0xffff, mask1 = 0xffff;
         if (c >= full) {   // the tail of an F32/F16/BF16 row
@@ -312,9 +336,20 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_tile(float* out, const float* x, cons
             mask0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
             mask1 = left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
         }
+        int b = c / FAST_QK, k = b % FAST_SCALE_CHUNK;
+        if (quantised && k == 0) {
+            int n = C / FAST_QK - b < FAST_SCALE_CHUNK ? C / FAST_QK - b : FAST_SCALE_CHUNK;
+            #pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                avx512_row_scales(d[r], m[r], row + r * row_bytes + (size_t)b * fast_block_bytes(type), n, type);
+            }
+        }
         __m512 w0[8], w1[8];
         #pragma GCC unroll 8
-        for (int r = 0; r < R; r++) { avx512_load_block(&w0[r], &w1[r], row + r * row_bytes, type, c, mask0, mask1); }
+        for (int r = 0; r < R; r++) {
+            avx512_load_block(&w0[r], &w1[r], row + r * row_bytes, type, c, mask0, mask1, quantised ? d[r][k] : 0.0f,
+                              quantised ? m[r][k] : 0.0f);
+        }
         #pragma GCC unroll 16
         for (int t = 0; t < TB; t++) {
             __m512 x0 = _mm512_maskz_loadu_ps(mask0, x + (size_t)t * C + c);
@@ -424,8 +459,6 @@ static void matmul_rows_avx512(float* out, const float* inp, Matrix weight, int 
 // not all finite takes the fp32 path instead, so infinities and NaNs propagate as in the reference.
 
 #define FAST_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
-#define FAST_SCALE_CHUNK 64   // blocks whose fp16 weight scales are converted to fp32 at a time
-
 // Input rows quantised for the int8 kernels. A "pair" is two consecutive blocks (64 columns); a row with
 // an odd number of blocks has a last pair with one block, whose second half is zero everywhere. In a
 // pair's 64 bytes the two blocks alternate in 4-byte groups: int32 lane k of a vpdpbusd holds elements
@@ -502,24 +535,6 @@ static FAST_VNNI_TARGET int vnni_quantize_row(FastInt8Rows* x, const float* v, i
     return not_finite ? -1 : 0;
 }
 
-static size_t fast_block_bytes(int type) { return type == TYPE_Q8_0 ? 34 : type == TYPE_Q4_0 ? 18 : 20; }
-
-// The fp32 scales d (and, for Q4_1, offsets m) of n consecutive blocks of one weight row, 16 blocks at a
-// time: one gather of the 4 bytes at each block's start (d, then m or the first quants), converted from
-// fp16 in registers. (Copying the halves to memory first stalls on store-to-load forwarding: measured 2x
-// slower at T = 1.) Entries past the n blocks (up to a multiple of 16) are zero.
-FAST_INLINE FAST_VNNI_TARGET void vnni_row_scales(float* d, float* m, const uint8_t* first_block, int n, int type) {
-    int block_bytes = (int)fast_block_bytes(type);
-    __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                         _mm512_set1_epi32(block_bytes));
-    for (int k = 0; k < n; k += 16) {
-        __mmask16 mask = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
-        __m512i words = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, offsets,
-                                                    first_block + (size_t)k * block_bytes, 1);
-        _mm512_store_ps(d + k, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words)));   // the low halves
-        if (type == TYPE_Q4_1) { _mm512_store_ps(m + k, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(words, 16)))); }
-    }
-}
 
 // The weight bytes of a pair of blocks as 64 unsigned bytes in the interleaved order above (Q8_0: q + 128;
 // Q4: the nibbles); the second block zero when `single`.
@@ -569,7 +584,7 @@ FAST_INLINE FAST_VNNI_TARGET void vnni_tile(float* out, const FastInt8Rows* x, i
     for (int b0 = 0; b0 < n_blocks; b0 += FAST_SCALE_CHUNK) {
         int n = n_blocks - b0 < FAST_SCALE_CHUNK ? n_blocks - b0 : FAST_SCALE_CHUNK;
         #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) { vnni_row_scales(d[r], m[r], row + r * row_bytes + (size_t)b0 * block_bytes, n, type); }
+        for (int r = 0; r < R; r++) { avx512_row_scales(d[r], m[r], row + r * row_bytes + (size_t)b0 * block_bytes, n, type); }
         for (int k = 0; k < n; k += 2) {
             int single = k + 1 == n;
             size_t pair = (size_t)(b0 + k) / 2;

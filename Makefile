@@ -7,6 +7,7 @@
 #   make test-cuda    backend parity, tensor by tensor, with the CUDA table (CUDA reported as skipped, exit 0,
 #                     where there is no GPU; the CPU tables are checked either way)
 #   make bench        speed figures on the default model
+#   make bench-ops    the fast CPU ops against the reference and OpenBLAS, shape by shape (not a test)
 #   make oracle-deps  install llama-cpp-python (builds llama.cpp from source) for the oracle checks
 #   make oracle-llama-tools  build llama.cpp's tools (llama-speculative-simple, llama-bench, ...) into build/llama.cpp
 #   make test-interop our drafts in llama.cpp's EAGLE-3 speculative decoding vs ours (after oracle-llama-tools)
@@ -68,7 +69,7 @@ SOURCES = aurora.c aurora.h cpu_ref.c $(wildcard base/*.c backends/*.c model/*.c
 BIN = build
 
 .PHONY: oracle-llama-tools test-interop
-.PHONY: test-cli-asan fuzz all model demo experiment-day0 experiment-shift experiment-mixed test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
+.PHONY: bench-ops test-cli-asan fuzz all model demo experiment-day0 experiment-shift experiment-mixed test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
 
 all: aurora
 
@@ -103,7 +104,7 @@ experiment-day0 experiment-shift experiment-mixed: aurora $(MODEL_FILE)
 	sh tools/experiments.sh $(subst experiment-,,$@) $(REQUESTS)
 
 # ---- tests -------------------------------------------------------------------------------------
-UNIT_TESTS = test_ops test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_backends test_hardening test_suffix test_adaptive test_interop
+UNIT_TESTS = test_ops test_fast test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_backends test_hardening test_suffix test_adaptive test_interop
 
 $(BIN)/%: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(LDLIBS)
@@ -119,7 +120,7 @@ test-unit: $(addprefix $(BIN)/,$(UNIT_TESTS))
 
 # the parsers (GGUF, tokenizer, traffic, safetensors) and the model on malformed and hard inputs, the
 # hardening, and the backend orchestration (through the simulated device's memory paths), under ASan + UBSan
-SANITIZED_TESTS = test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_backends test_hardening test_suffix test_adaptive test_interop
+SANITIZED_TESTS = test_fast test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_backends test_hardening test_suffix test_adaptive test_interop
 test-sanitize: $(addprefix $(BIN)/,$(addsuffix _asan,$(SANITIZED_TESTS)))
 	@set -e; for t in $(SANITIZED_TESTS); do echo "== $${t}_asan"; ./$(BIN)/$${t}_asan; done
 
@@ -142,8 +143,9 @@ $(BIN)/aurora_asan: $(SOURCES) | $(BIN)
 test-cli-asan: $(BIN)/aurora_asan
 	@echo "== test_cli under ASan + UBSan"; sh tests/test_cli.sh ./$(BIN)/aurora_asan
 
-test-model: aurora $(BIN)/test_default_model $(BIN)/test_tokenizer
+test-model: aurora $(BIN)/test_default_model $(BIN)/test_tokenizer $(BIN)/test_fast
 	@test -f $(MODEL_FILE) || { echo "test-model: $(MODEL_FILE) is missing; run 'make model' first"; exit 1; }
+	@echo "== test_fast on the model's weights"; ./$(BIN)/test_fast $(MODEL_FILE)
 	@echo "== test_default_model"; ./$(BIN)/test_default_model $(MODEL_FILE)
 	@echo "== oracle: tokenizer vs llama.cpp"; $(PYTHON) tests/oracle_tokenizer.py ./$(BIN)/test_tokenizer $(MODEL_FILE)
 	@echo "== oracle: CLI, logits and greedy output vs llama.cpp"; $(PYTHON) tests/oracle.py ./aurora $(MODEL_FILE)
@@ -169,6 +171,13 @@ $(BIN)/bench_verify: tools/bench_verify.c $(SOURCES) | $(BIN)
 bench: aurora $(MODEL_FILE) $(BIN)/bench_verify
 	sh tools/bench.sh ./aurora $(MODEL_FILE)
 	./$(BIN)/bench_verify $(MODEL_FILE)
+
+# the fast CPU ops, one by one, on the default model's shapes and the machine's measured bandwidth
+$(BIN)/bench_ops: tools/bench_ops.c $(SOURCES) | $(BIN)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(LDLIBS)
+
+bench-ops: $(BIN)/bench_ops $(MODEL_FILE)
+	./$(BIN)/bench_ops $(MODEL_FILE)
 
 # libFuzzer harnesses (clang): the GGUF reader, the JSONL traffic reader, the tokenizer and prompt path, the
 # safetensors and config.json readers (seeded with a tiny model's exported SpecForge draft; byte 0 picks the reader);

@@ -6,7 +6,8 @@ function. The layout, one folder per layer (aurora.h has the same map with every
   base/         util.c      errors, checked allocation, files (regular inputs, atomic outputs), signals
                 json.c      a strict JSON parser (traffic, interop formats)
   cpu_ref.c     the reference ops (plain fp32 loops, forward and backward) and the reference backend table
-  backends/     backends.c  the backend registry and the OpenBLAS table (kernels.cu holds the CUDA table)
+  backends/     cpu_fast.c  the fast CPU ops: weights read in their GGUF type, each row streamed once per batch
+                backends.c  the backend registry and the OpenBLAS table (kernels.cu holds the CUDA table)
   model/        gguf.c      GGUF reader and writer, tensor types
                 tokenizer.c byte-level BPE tokenizer, the prompt path (plain text, ChatML template)
                 target.c    the target model: load from GGUF, forward over any mask, prefill, compaction
@@ -51,6 +52,7 @@ stays streamed; an interrupted replay or train saves its results and exits with 
 #include "base/util.c"
 #include "base/json.c"
 #include "cpu_ref.c"
+#include "backends/cpu_fast.c"
 #include "backends/backends.c"
 #include "model/gguf.c"
 #include "model/tokenizer.c"

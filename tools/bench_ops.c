@@ -1,0 +1,394 @@
+/*
+bench_ops.c: the fast CPU ops (backends/cpu_fast.c), shape by shape, against the reference and OpenBLAS,
+on the default model's own weight matrices, with the machine's measured read bandwidth beside them. A
+benchmark, not a test: it prints numbers and asserts nothing.
+
+For each matmul shape of the model and T input rows it times one call of
+  fast     matmul_forward_fast on the weights in their stored type (Q4_1 layers, Q8_0 LM head)
+  ref      matmul_forward_cpu on fp32 copies (the readable reference)
+  blas     OpenBLAS sgemm on the same fp32 copies (built with USE_BLAS)
+cycling over the 30 layers' matrices of that shape, as a decode step does (so a matrix is not served from
+the core's own cache on the next call). On a shared machine a call is slowed whenever another process
+takes a core (with OpenMP, the whole call waits for the descheduled thread), so everything is measured in
+rounds spread over the run, the variants alternating, and each call's fastest time is kept. Then one
+token's 211 matmuls (30 layers x 7 + the head): the sum of those times, and the same measured in model
+order, against the memory limit (weight bytes / read bandwidth); and attention over the cache.
+
+usage: bench_ops MODEL.gguf [ROUNDS]     (threads: OMP_NUM_THREADS)
+*/
+#define TESTING
+#include "../aurora.c"
+
+// ----------------------------------------------------------------------------
+// the machine
+
+static void cpu_model_name(char* name, size_t size) {
+    snprintf(name, size, "unknown CPU");
+    FILE* f = fopen("/proc/cpuinfo", "r");
+    if (!f) { return; }
+    char line[512];
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "model name", 10) == 0) {
+            char* colon = strchr(line, ':');
+            if (colon) {
+                colon++;
+                while (*colon == ' ' || *colon == '\t') { colon++; }
+                snprintf(name, size, "%s", colon);
+                name[strcspn(name, "\n")] = 0;
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static int n_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// Sum of n floats with 8 independent accumulators (so the adds keep up with memory), widest vectors the
+// CPU has; the result is only printed to keep the reads alive.
+#if FAST_X86
+static FAST_AVX512_TARGET float bench_sum_avx512(const float* x, size_t n) {
+    __m512 acc[8];
+    for (int k = 0; k < 8; k++) { acc[k] = _mm512_setzero_ps(); }
+    size_t i = 0;
+    for (; i + 128 <= n; i += 128) {
+        for (int k = 0; k < 8; k++) { acc[k] = _mm512_add_ps(acc[k], _mm512_loadu_ps(x + i + 16 * k)); }
+    }
+    for (int k = 1; k < 8; k++) { acc[0] = _mm512_add_ps(acc[0], acc[k]); }
+    float sum = _mm512_reduce_add_ps(acc[0]);
+    for (; i < n; i++) { sum += x[i]; }
+    return sum;
+}
+#endif
+static float bench_sum(const float* x, size_t n) {
+#if FAST_X86
+    if (fast_isa_current() == FAST_ISA_AVX512) { return bench_sum_avx512(x, n); }
+#endif
+    float acc[32] = {0};
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        #pragma omp simd
+        for (int k = 0; k < 32; k++) { acc[k] += x[i + k]; }
+    }
+    float sum = 0.0f;
+    for (int k = 0; k < 32; k++) { sum += acc[k]; }
+    for (; i < n; i++) { sum += x[i]; }
+    return sum;
+}
+
+// Read bandwidth in GB/s: every thread sums its share of a buffer of `bytes`, best of `repeats`.
+static double read_bandwidth(size_t bytes, int repeats) {
+    size_t n = bytes / sizeof(float);
+    float* buffer = mallocCheck(n * sizeof(float));
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) { buffer[i] = (float)(i & 7); }   // touch every page, on its thread
+    double best = 1e30;
+    volatile float sink = 0.0f;
+    for (int r = 0; r < repeats; r++) {
+        double start = now_seconds();
+        float total = 0.0f;
+        #pragma omp parallel reduction(+:total)
+        {
+            int parts = 1, part = 0;
+#ifdef _OPENMP
+            parts = omp_get_num_threads();
+            part = omp_get_thread_num();
+#endif
+            size_t first = n * part / parts, last = n * (part + 1) / parts;
+            total += bench_sum(buffer + first, last - first);
+        }
+        double seconds = now_seconds() - start;
+        sink += total;
+        if (seconds < best) { best = seconds; }
+    }
+    (void)sink;
+    free(buffer);
+    return (double)bytes / best / 1e9;
+}
+
+// ----------------------------------------------------------------------------
+// the model's matrices
+
+typedef struct {
+    const char* name;        // for the table
+    const char* tensor;      // printf pattern of the GGUF name, %d the layer
+    int per_layer;           // 1: one per layer; 0: one in all (the head)
+    int count_per_token;     // matmuls of this shape in one token's forward pass (per layer, or 1)
+} Shape;
+
+static const Shape SHAPES[] = {
+    {"576->576 (q, output)", "blk.%d.attn_q.weight", 1, 2},
+    {"576->192 (k, v)", "blk.%d.attn_k.weight", 1, 2},
+    {"576->1536 (gate, up)", "blk.%d.ffn_gate.weight", 1, 2},
+    {"1536->576 (down)", "blk.%d.ffn_down.weight", 1, 1},
+    {"576->49152 (LM head)", "token_embd.weight", 0, 1},
+};
+#define N_SHAPES (int)(sizeof(SHAPES) / sizeof(SHAPES[0]))
+#define MAX_INSTANCES 64
+
+typedef struct {
+    int n;                           // instances (layers)
+    int C, OC, type;
+    const void* stored[MAX_INSTANCES]; // in the file's type, inside the mapping
+    float* fp32[MAX_INSTANCES];      // (OC, C) dequantised copies for the reference and OpenBLAS
+    size_t stored_bytes;             // of one instance
+} Instances;
+
+static int load_instances(Instances* in, const GGUFFile* gguf, const Shape* shape, int n_layers) {
+    memset(in, 0, sizeof(*in));
+    in->n = shape->per_layer ? n_layers : 1;
+    if (in->n > MAX_INSTANCES) { in->n = MAX_INSTANCES; }
+    for (int l = 0; l < in->n; l++) {
+        char name[128];
+        snprintf(name, sizeof(name), shape->tensor, l);
+        const GGUFTensor* t = gguf_find_tensor(gguf, name);
+        if (!t || t->n_dims != 2) { fprintf(stderr, "error: %s: no 2-D tensor %s\n", gguf->path, name); return -1; }
+        in->C = (int)t->shape[0];
+        in->OC = (int)t->shape[1];
+        in->type = t->type;
+        in->stored[l] = t->data;
+        in->stored_bytes = t->n_bytes;
+        in->fp32[l] = mallocCheck((size_t)in->OC * in->C * sizeof(float));
+        dequantize_row(t->type, t->data, in->fp32[l], t->n_elements);
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// variants and timing
+
+enum { VARIANT_FAST, VARIANT_FAST_FP32, VARIANT_REF, VARIANT_BLAS, N_VARIANTS };
+static const char* VARIANT_LABELS[] = {"fast", "fast fp32", "ref", "blas"};
+#define REF_ROUNDS 2   // the reference's calls are long (noise averages out within them) and slow
+
+static int variant_available(int variant) {
+    if (variant == VARIANT_FAST_FP32) { return fast_isa_current() == FAST_ISA_AVX512_VNNI; }   // else = fast
+#ifdef USE_BLAS
+    return 1;
+#else
+    return variant != VARIANT_BLAS;
+#endif
+}
+
+static void run_variant(int variant, float* out, const float* inp, const Instances* in, int l, int T) {
+    if (variant == VARIANT_FAST || variant == VARIANT_FAST_FP32) {
+        Matrix weight = {in->stored[l], in->type};
+        fast_int8_activations = variant == VARIANT_FAST;
+        matmul_forward_fast(out, inp, weight, T, in->C, in->OC);
+        fast_int8_activations = 1;
+    } else if (variant == VARIANT_REF) {
+        matmul_forward_cpu(out, inp, in->fp32[l], T, in->C, in->OC);
+    } else {
+#ifdef USE_BLAS
+        matmul_forward_blas(out, inp, in->fp32[l], T, in->C, in->OC);
+#endif
+    }
+}
+
+static double load_average(void) {
+    double load = -1;
+    FILE* f = fopen("/proc/loadavg", "r");
+    if (f) { if (fscanf(f, "%lf", &load) != 1) { load = -1; } fclose(f); }
+    return load;
+}
+
+// ----------------------------------------------------------------------------
+
+int main(int argc, char** argv) {
+    if (argc < 2) { fprintf(stderr, "usage: %s MODEL.gguf [ROUNDS]\n", argv[0]); return 2; }
+    int rounds = argc > 2 ? atoi(argv[2]) : 12;
+    if (rounds < REF_ROUNDS) { rounds = REF_ROUNDS; }
+    GGUFFile gguf;
+    Error err;
+    if (gguf_open(&gguf, argv[1], &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    blas_init();
+    char cpu[256];
+    cpu_model_name(cpu, sizeof(cpu));
+    int threads = n_threads();
+    printf("CPU: %s, %d threads (OpenMP), fast path: %s, load average at start %.2f\n", cpu, threads,
+           fast_isa_name(fast_isa_current()), load_average());
+
+    int n_layers = 30;
+    double stored_bytes = 0, fp32_bytes = 0;   // of one token's matmuls
+    static Instances shapes[N_SHAPES];
+    for (int s = 0; s < N_SHAPES; s++) {
+        if (load_instances(&shapes[s], &gguf, &SHAPES[s], n_layers) != 0) { return 1; }
+        double copies = SHAPES[s].count_per_token * (SHAPES[s].per_layer ? n_layers : 1);
+        stored_bytes += copies * shapes[s].stored_bytes;
+        fp32_bytes += copies * (double)shapes[s].C * shapes[s].OC * 4;
+    }
+    // one token's matmuls in model order (per layer: q, k, v, output, gate, up, down; then the head)
+    const char* layer_tensors[] = {"blk.%d.attn_q.weight", "blk.%d.attn_k.weight", "blk.%d.attn_v.weight",
+                                   "blk.%d.attn_output.weight", "blk.%d.ffn_gate.weight", "blk.%d.ffn_up.weight",
+                                   "blk.%d.ffn_down.weight"};
+    int n_step = 0;
+    Matrix step_weights[30 * 7 + 1];
+    int step_C[30 * 7 + 1], step_OC[30 * 7 + 1];
+    for (int l = 0; l <= n_layers; l++) {
+        for (int k = 0; k < (l < n_layers ? 7 : 1); k++) {
+            char name[128];
+            if (l < n_layers) { snprintf(name, sizeof(name), layer_tensors[k], l); }
+            else { snprintf(name, sizeof(name), "token_embd.weight"); }
+            const GGUFTensor* t = gguf_find_tensor(&gguf, name);
+            if (!t) { fprintf(stderr, "error: no tensor %s\n", name); return 1; }
+            step_weights[n_step] = (Matrix){t->data, t->type};
+            step_C[n_step] = (int)t->shape[0];
+            step_OC[n_step] = (int)t->shape[1];
+            n_step++;
+        }
+    }
+
+    const int Ts[] = {1, 2, 4, 6, 8, 12, 16};
+    enum { N_TS = 7 };
+    float* inp = mallocCheck((size_t)16 * 1536 * sizeof(float));
+    float* out = mallocCheck((size_t)16 * 49152 * sizeof(float));
+    uint64_t rng = 7;
+    for (size_t i = 0; i < (size_t)16 * 1536; i++) { inp[i] = 2.0f * random_f32(&rng) - 1.0f; }
+
+    // attention: one layer's call over P cached slots, causal mask
+    const int NH = 9, NKV = 3, HS = 64;
+    const int Ps[] = {128, 1024};
+    const int attention_Ts[] = {1, 6, 12};
+    enum { N_PS = 2, N_ATTENTION_TS = 3 };
+    float* keys = mallocCheck((size_t)1024 * NKV * HS * sizeof(float));
+    float* values = mallocCheck((size_t)1024 * NKV * HS * sizeof(float));
+    for (size_t i = 0; i < (size_t)1024 * NKV * HS; i++) { keys[i] = random_f32(&rng) - 0.5f; values[i] = random_f32(&rng) - 0.5f; }
+    uint8_t* mask = mallocCheck((size_t)16 * 1024);
+
+    // fastest times seen: per call, per instance
+    static double best[N_VARIANTS][N_SHAPES][N_TS][MAX_INSTANCES];
+    static double best_step[N_TS][30 * 7 + 1];
+    double best_attention[2][N_PS][N_ATTENTION_TS];
+    for (int v = 0; v < N_VARIANTS; v++) for (int s = 0; s < N_SHAPES; s++) for (int k = 0; k < N_TS; k++)
+        for (int l = 0; l < MAX_INSTANCES; l++) { best[v][s][k][l] = 1e30; }
+    for (int k = 0; k < N_TS; k++) for (int i = 0; i < n_step; i++) { best_step[k][i] = 1e30; }
+    for (int v = 0; v < 2; v++) for (int p = 0; p < N_PS; p++) for (int k = 0; k < N_ATTENTION_TS; k++) { best_attention[v][p][k] = 1e30; }
+    double bandwidth_dram = 0, bandwidth_model = 0;
+
+    fprintf(stderr, "measuring in %d rounds:", rounds);
+    for (int round = 0; round < rounds; round++) {
+        fprintf(stderr, " %d", round + 1);
+        double b = read_bandwidth((size_t)1 << 30, 2);
+        if (b > bandwidth_dram) { bandwidth_dram = b; }
+        b = read_bandwidth((size_t)stored_bytes, 4);
+        if (b > bandwidth_model) { bandwidth_model = b; }
+        for (int s = 0; s < N_SHAPES; s++) {
+            const Instances* in = &shapes[s];
+            for (int k = 0; k < N_TS; k++) {
+                for (int v = 0; v < N_VARIANTS; v++) {
+                    if (!variant_available(v) || (v == VARIANT_REF && round >= REF_ROUNDS)) { continue; }
+                    for (int l = 0; l < in->n; l++) {
+                        double start = now_seconds();
+                        run_variant(v, out, inp, in, l, Ts[k]);
+                        double seconds = now_seconds() - start;
+                        if (seconds < best[v][s][k][l]) { best[v][s][k][l] = seconds; }
+                    }
+                }
+            }
+        }
+        for (int k = 0; k < N_TS; k++) {
+            for (int i = 0; i < n_step; i++) {
+                double start = now_seconds();
+                matmul_forward_fast(out, inp, step_weights[i], Ts[k], step_C[i], step_OC[i]);
+                double seconds = now_seconds() - start;
+                if (seconds < best_step[k][i]) { best_step[k][i] = seconds; }
+            }
+        }
+        for (int p = 0; p < N_PS; p++) {
+            int P = Ps[p];
+            for (int k = 0; k < N_ATTENTION_TS; k++) {
+                int T = attention_Ts[k];
+                for (int t = 0; t < T; t++) { for (int j = 0; j < P; j++) { mask[(size_t)t * P + j] = j <= P - T + t; } }
+                for (int v = 0; v < 2; v++) {
+                    if (v == 1 && round >= REF_ROUNDS) { continue; }
+                    double start = now_seconds();
+                    if (v == 0) { attention_forward_fast(out, inp, keys, values, mask, T, P, NH, NKV, HS); }
+                    else { attention_forward_cpu(out, inp, keys, values, mask, T, P, NH, NKV, HS); }
+                    double seconds = now_seconds() - start;
+                    if (seconds < best_attention[v][p][k]) { best_attention[v][p][k] = seconds; }
+                }
+            }
+        }
+    }
+    fprintf(stderr, "\n");
+
+    printf("read bandwidth (%d threads, best sum over the rounds): %.1f GB/s over 1 GiB, %.1f GB/s over %.0f MB "
+           "(the size of the model's weights, which may stay in a large L3)\n", threads, bandwidth_dram, bandwidth_model,
+           stored_bytes / 1e6);
+    printf("weights of one token's matmuls: %.1f MB stored (Q4_1 layers, Q8_0 head), %.1f MB as fp32\n\n",
+           stored_bytes / 1e6, fp32_bytes / 1e6);
+
+    // ---- shape by shape
+    printf("per call (microseconds; each instance's fastest call, averaged over the instances). GB/s: weight bytes "
+           "read per second (stored type for fast, fp32 for blas); T/1: time over the 1-row time.\n"
+           "fast: int8 activations where the CPU has AVX-512 VNNI (else = fast fp32); fast fp32: fp32 activations; "
+           "ref: the reference on fp32 weights; blas: OpenBLAS sgemm on fp32 weights\n");
+    printf("%-22s %-5s %3s %9s %9s %9s %9s %6s %7s %6s %7s %7s\n", "shape", "type", "T", "fast", "fast fp32", "ref",
+           "blas", "GB/s", "blasGB/s", "T/1", "fp32T/1", "blasT/1");
+    double seconds[N_VARIANTS][N_SHAPES][N_TS];
+    double step_sum[N_VARIANTS][N_TS] = {{0}};
+    for (int s = 0; s < N_SHAPES; s++) {
+        const Instances* in = &shapes[s];
+        double copies = SHAPES[s].count_per_token * (SHAPES[s].per_layer ? n_layers : 1);
+        for (int k = 0; k < N_TS; k++) {
+            for (int v = 0; v < N_VARIANTS; v++) {
+                double sum = 0;
+                for (int l = 0; l < in->n; l++) { sum += best[v][s][k][l]; }
+                seconds[v][s][k] = variant_available(v) ? sum / in->n : -1;
+                step_sum[v][k] += copies * seconds[v][s][k];
+            }
+            #define T_OVER_1(v) (seconds[v][s][k] > 0 ? seconds[v][s][k] / seconds[v][s][0] : 0.0)
+            printf("%-22s %-5s %3d %9.1f %9.1f %9.1f %9.1f %6.1f %7.1f %5.2fx %6.2fx %6.2fx\n", SHAPES[s].name,
+                   tensor_type_name(in->type), Ts[k], seconds[VARIANT_FAST][s][k] * 1e6, seconds[VARIANT_FAST_FP32][s][k] * 1e6,
+                   seconds[VARIANT_REF][s][k] * 1e6, seconds[VARIANT_BLAS][s][k] * 1e6,
+                   in->stored_bytes / seconds[VARIANT_FAST][s][k] / 1e9,
+                   seconds[VARIANT_BLAS][s][k] > 0 ? (double)in->C * in->OC * 4 / seconds[VARIANT_BLAS][s][k] / 1e9 : 0.0,
+                   T_OVER_1(VARIANT_FAST), T_OVER_1(VARIANT_FAST_FP32), T_OVER_1(VARIANT_BLAS));
+        }
+    }
+
+    // ---- one token's matmuls
+    printf("\none token's matmuls (30 layers x 7 + head): the sum of the per-call times above (ms), T/1\n");
+    printf("%3s", "T");
+    for (int v = 0; v < N_VARIANTS; v++) { if (variant_available(v)) { printf(" %10s %6s", VARIANT_LABELS[v], "T/1"); } }
+    printf(" %14s %6s\n", "fast in order", "T/1");
+    double step_in_order[N_TS];
+    for (int k = 0; k < N_TS; k++) {
+        step_in_order[k] = 0;
+        for (int i = 0; i < n_step; i++) { step_in_order[k] += best_step[k][i]; }
+        printf("%3d", Ts[k]);
+        for (int v = 0; v < N_VARIANTS; v++) {
+            if (variant_available(v)) { printf(" %10.2f %5.2fx", step_sum[v][k] * 1e3, step_sum[v][k] / step_sum[v][0]); }
+        }
+        printf(" %14.2f %5.2fx\n", step_in_order[k] * 1e3, step_in_order[k] / step_in_order[0]);
+    }
+    double limit_dram = stored_bytes / (bandwidth_dram * 1e9), limit_model = stored_bytes / (bandwidth_model * 1e9);
+    printf("memory limit of one decode step's matmuls (weight bytes / bandwidth): %.2f ms at %.1f GB/s (1 GiB sum), "
+           "%.2f ms at %.1f GB/s (model-sized sum); fp32 weights: %.2f ms at %.1f GB/s\n", limit_dram * 1e3,
+           bandwidth_dram, limit_model * 1e3, bandwidth_model, fp32_bytes / (bandwidth_dram * 1e9) * 1e3, bandwidth_dram);
+    printf("decode (T=1) matmuls, fast, measured in model order: %.2f ms (%.0f tokens/s from matmuls alone), %.2fx the "
+           "1 GiB memory limit, %.2fx the model-sized one\n", step_in_order[0] * 1e3, 1.0 / step_in_order[0],
+           step_in_order[0] / limit_dram, step_in_order[0] / limit_model);
+
+    // ---- attention
+    printf("\nattention, one layer's call (9 heads, 3 kv heads, head size 64; causal mask over P cached slots), "
+           "microseconds\n%5s %3s %10s %10s %8s %14s\n", "P", "T", "fast", "ref", "fast T/1", "fast x 30 (ms)");
+    for (int p = 0; p < N_PS; p++) {
+        for (int k = 0; k < N_ATTENTION_TS; k++) {
+            printf("%5d %3d %10.1f %10.1f %7.2fx %14.2f\n", Ps[p], attention_Ts[k], best_attention[0][p][k] * 1e6,
+                   best_attention[1][p][k] * 1e6, best_attention[0][p][k] / best_attention[0][p][0],
+                   best_attention[0][p][k] * 30 * 1e3);
+        }
+    }
+    printf("load average at the end: %.2f (timings of %d threads are unreliable while it exceeds the core count)\n",
+           load_average(), threads);
+    free(mask); free(values); free(keys); free(out); free(inp);
+    gguf_close(&gguf);
+    return 0;
+}

@@ -112,17 +112,29 @@ $(BIN)/%: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
 $(BIN)/%_asan: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
 	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -Wno-unused-function -D_GNU_SOURCE -I. $< -o $@ -lm -lpthread
 
-test: test-unit test-sanitize test-tsan test-cli test-cli-asan
+# Every test program is built first, as many at a time as there are cores (each is one translation unit of
+# the whole program: compiling dominates the suite's time), then the tests run one after another.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+TEST_PROGRAMS = aurora $(addprefix $(BIN)/,$(UNIT_TESTS)) $(addprefix $(BIN)/,$(addsuffix _asan,$(SANITIZED_TESTS))) \
+                $(BIN)/test_trainer_tsan $(BIN)/aurora_asan
+test:
+	@$(MAKE) --no-print-directory -j$(JOBS) $(TEST_PROGRAMS)
+	@$(MAKE) --no-print-directory test-unit test-sanitize test-tsan test-cli test-cli-asan
 	@echo "make test: all passed"
 
+# Tests run their tiny models on one thread: a second OpenMP thread buys nothing at these sizes, and on a
+# shared machine a team waiting at every barrier for a descheduled thread made the suite 20x slower
+# (measured here: test_speculative 85 s with two threads under load, 4 s with one). Thread counts that
+# matter are tested explicitly (test_fast: one thread against two, bit for bit).
+TEST_ENV = OMP_NUM_THREADS=1
 test-unit: $(addprefix $(BIN)/,$(UNIT_TESTS))
-	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$(BIN)/$$t; done
+	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $(TEST_ENV) ./$(BIN)/$$t; done
 
 # the parsers (GGUF, tokenizer, traffic, safetensors) and the model on malformed and hard inputs, the
 # hardening, and the backend orchestration (through the simulated device's memory paths), under ASan + UBSan
 SANITIZED_TESTS = test_fast test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_backends test_hardening test_suffix test_adaptive test_interop
 test-sanitize: $(addprefix $(BIN)/,$(addsuffix _asan,$(SANITIZED_TESTS)))
-	@set -e; for t in $(SANITIZED_TESTS); do echo "== $${t}_asan"; ./$(BIN)/$${t}_asan; done
+	@set -e; for t in $(SANITIZED_TESTS); do echo "== $${t}_asan"; $(TEST_ENV) ./$(BIN)/$${t}_asan; done
 
 # serving and training threads under ThreadSanitizer (the hot-swap test); without OpenMP and OpenBLAS,
 # whose uninstrumented threads TSan cannot see into
@@ -133,15 +145,15 @@ test-tsan: $(BIN)/test_trainer_tsan
 	./$(BIN)/test_trainer_tsan --hot-swap-only
 
 test-cli: aurora
-	@echo "== test_cli"; sh tests/test_cli.sh ./aurora
-	@echo "== test_interop_cli"; sh tests/test_interop_cli.sh ./aurora
+	@echo "== test_cli"; $(TEST_ENV) sh tests/test_cli.sh ./aurora
+	@echo "== test_interop_cli"; $(TEST_ENV) sh tests/test_interop_cli.sh ./aurora
 
 # the command line under ASan + UBSan: every bad input, signal, full disk and FIFO of test_cli.sh
 $(BIN)/aurora_asan: $(SOURCES) | $(BIN)
 	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -Wno-unused-function -D_GNU_SOURCE -I. aurora.c -o $@ -lm -lpthread
 
 test-cli-asan: $(BIN)/aurora_asan
-	@echo "== test_cli under ASan + UBSan"; sh tests/test_cli.sh ./$(BIN)/aurora_asan
+	@echo "== test_cli under ASan + UBSan"; $(TEST_ENV) sh tests/test_cli.sh ./$(BIN)/aurora_asan
 
 test-model: aurora $(BIN)/test_default_model $(BIN)/test_tokenizer $(BIN)/test_fast
 	@test -f $(MODEL_FILE) || { echo "test-model: $(MODEL_FILE) is missing; run 'make model' first"; exit 1; }

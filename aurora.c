@@ -120,12 +120,25 @@ static const Flag FLAGS[] = {
     {"batch", NULL, "--batch", FLAG_INT, "N", 1, 1 << 16, NULL, OPTION(batch), "most tokens per forward call (prefill chunk)"},
     // speculative decoding
     {"draft", NULL, "--draft", FLAG_TEXT, "SOURCE", 0, 0, NULL, OPTION(draft),
-     "speculative decoding from DRAFT.gguf (an EAGLE-3 draft), random (a fresh random draft), self (the target "
-     "drafts for itself: the ceiling) or lookup (prompt lookup); the output is the same, statistics go to stderr"},
-    {"spec-k", NULL, "--spec-k", FLAG_INT, "K", 1, MAX_SPEC_K, NULL, OPTION(shape.k), "children per expanded node (1: a chain)"},
-    {"spec-depth", NULL, "--spec-depth", FLAG_INT, "D", 1, TREE_MAX_DEPTH, NULL, OPTION(shape.depth), "drafting steps = tree depth"},
+     "speculative decoding from DRAFT (an EAGLE-3 draft: our GGUF, llama.cpp's eagle3 GGUF or a SpecForge "
+     "directory), random (a fresh random draft), self (the target drafts for itself: the ceiling), lookup (prompt "
+     "lookup) or suffix (the suffix draft over the prompt and the output so far); the output is the same, "
+     "statistics go to stderr"},
+    {"spec-k", NULL, "--spec-k", FLAG_INT, "K", 1, MAX_SPEC_K, NULL, OPTION(shape.k),
+     "children per expanded node (1: a chain); default 1 with --spec-fixed, else adaptive shapes use up to 4"},
+    {"spec-depth", NULL, "--spec-depth", FLAG_INT, "D", 1, TREE_MAX_DEPTH, NULL, OPTION(shape.depth),
+     "drafting steps = tree depth; default 5 with --spec-fixed, else adaptive shapes go up to 8"},
     {"spec-nodes", NULL, "--spec-nodes", FLAG_INT, "N", 2, TREE_MAX_NODES, NULL, OPTION(shape.nodes),
-     "tree nodes verified per pass, root included (1 + K*D when not given, at most 64)"},
+     "tree nodes verified per pass, root included (default 1 + K*D, at most 64 with --spec-fixed, 33 adaptive)"},
+    {"spec-fixed", NULL, "--spec-fixed", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(spec_fixed),
+     "every pass drafts the same shape (--spec-k/-depth/-nodes); default: adaptive speculation chooses each pass's "
+     "shape, down to no drafting at all, from measured costs and acceptance (the shape flags are then its largest)"},
+    {"hybrid", NULL, "--hybrid", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(hybrid),
+     "with an EAGLE draft (--draft FILE or random): the suffix draft beside it, per pass whichever is expected to "
+     "yield more"},
+    {"source", NULL, "--source", FLAG_CHOICE, "SOURCE", 0, 0, "eagle|suffix|hybrid", OPTION(source_name),
+     "what drafts: the EAGLE draft (online or --static), the model-free suffix draft (nothing trained), or both "
+     "(hybrid: per pass the one expected to yield more)"},
     {"draft-vocab", NULL, "--draft-vocab", FLAG_INT, "N", 1, 1 << 24, NULL, OPTION(draft_vocab),
      "a fresh draft's vocabulary: the N lowest target ids (default min(V, 8192): byte-level BPE numbers tokens "
      "in merge order, so low ids are the frequent ones)"},
@@ -134,8 +147,8 @@ static const Flag FLAGS[] = {
     {"static", NULL, "--static", FLAG_TEXT, "DRAFT", 0, 0, NULL, OPTION(static_draft), "serve a frozen draft (a checkpoint, or random)"},
     {"no-spec", NULL, "--no-spec", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(no_spec), "plain decoding (the speed baseline)"},
     {"draft-init", NULL, "--draft-init", FLAG_TEXT, "START", 0, 0, NULL, OPTION(draft_init),
-     "the trained draft's start: random, target (random with the target's LM head: a warm start) or a checkpoint "
-     "FILE (default random)"},
+     "the trained draft's start: random, target (random with the target's LM head and final norm: a warm start), "
+     "target-layer (that, and the decoder layer from the target's last layer) or a checkpoint FILE (default random)"},
     {"order", NULL, "--order", FLAG_CHOICE, "ORDER", 0, 0, "mixed|ordered", OPTION(order), "shuffled with --seed, or grouped by domain"},
     {"domain", NULL, "--domain", FLAG_TEXT, "D", 0, 0, NULL, OPTION(domain), "only requests of domain D"},
     {"requests", NULL, "--requests", FLAG_INT, "N", 1, 1 << 24, NULL, OPTION(requests), "at most N requests (default all)"},
@@ -153,6 +166,9 @@ static const Flag FLAGS[] = {
     {"pool", NULL, "--pool", FLAG_INT, "N", 1, 1 << 16, NULL, OPTION(pool_capacity), "records kept for training; each step samples from the newest N"},
     {"steps-per-request", NULL, "--steps-per-request", FLAG_INT, "R", 1, 1 << 16, NULL, OPTION(steps_per_request),
      "lockstep: optimiser steps per request served (threaded: as fast as it goes)"},
+    {"train-share", NULL, "--train-share", FLAG_FLOAT, "F", 0.01, 1, NULL, OPTION(train_share),
+     "the share of one core the trainer thread may use: after each step it rests so that training takes at most this "
+     "fraction of a core's time (serving keeps the rest)"},
     {"lr", NULL, "--lr", FLAG_FLOAT, "X", 0, 1, NULL, OPTION(train.learning_rate), "learning rate after warm-up"},
     {"warmup", NULL, "--warmup", FLAG_INT, "N", 0, 1 << 24, NULL, OPTION(train.warmup_steps), "linear warm-up steps"},
     {"clip", NULL, "--clip", FLAG_FLOAT, "X", 0, 1e6, NULL, OPTION(train.max_grad_norm), "global gradient-norm clipping (0: off)"},
@@ -434,12 +450,7 @@ static const Backend* resolve_backend(Options* o) {
     return backend;
 }
 
-static void resolve_tree_shape(Options* o) {
-    if (o->shape.nodes == 0) {
-        int full = 1 + o->shape.k * o->shape.depth;
-        o->shape.nodes = full < TREE_MAX_NODES ? full : TREE_MAX_NODES;
-    }
-}
+static void resolve_tree_shape(Options* o) { options_resolve_shape(&o->shape, o->spec_fixed); }
 
 static int load_target(Target* target, const Options* o, const Backend* backend, int context, int max_tokens) {
     Error err;
@@ -498,13 +509,22 @@ static void print_generated_ids(const int* ids, int n, int print_ids) {
 static int setup_draft_source(DraftSource* source, Draft* draft, DraftKind* kind, Target* target, const Options* o) {
     Error err;
     if (tree_shape_check(o->shape, &err) != 0) { return fail(&err); }
+    int model_free = strcmp(o->draft, "self") == 0 || strcmp(o->draft, "lookup") == 0 || strcmp(o->draft, "suffix") == 0;
+    if (o->hybrid && model_free) {
+        fprintf(stderr, "error: --hybrid pairs the suffix draft with an EAGLE draft; expected --draft FILE or random, "
+                "got '%s'\n", o->draft);
+        return 1;
+    }
     if (strcmp(o->draft, "self") == 0) { *kind = DRAFT_SELF; }
     else if (strcmp(o->draft, "lookup") == 0) { *kind = DRAFT_LOOKUP; }
+    else if (strcmp(o->draft, "suffix") == 0) { *kind = DRAFT_SUFFIX; }
     else {
-        *kind = DRAFT_EAGLE;
+        *kind = o->hybrid ? DRAFT_HYBRID : DRAFT_EAGLE;
         if (replay_load_draft(draft, o->draft, target, o->draft_vocab, (uint64_t)o->seed, &err) != 0) { return fail(&err); }
     }
-    draft_source_init(source, *kind, o->shape, *kind == DRAFT_EAGLE ? draft : NULL, target);
+    int has_model = *kind == DRAFT_EAGLE || *kind == DRAFT_HYBRID;
+    draft_source_init(source, *kind, o->shape, has_model ? draft : NULL, target);
+    draft_source_set_adaptive(source, !o->spec_fixed, 0);
     return 0;
 }
 
@@ -514,7 +534,7 @@ static void no_defaults(Options* o) { (void)o; }
 
 static void generate_defaults(Options* o) {
     o->n_predict = 64; o->sampling = (SamplerSettings){0.0f, 1.0f}; o->seed = 42; o->top_k = 10;
-    o->batch = DEFAULT_BATCH_TOKENS; o->shape = (TreeShape){1, DEFAULT_SPEC_DEPTH, 0}; o->device = "cpu";
+    o->batch = DEFAULT_BATCH_TOKENS; o->shape = (TreeShape){0, 0, 0}; o->device = "cpu";
 }
 
 static int command_generate(Options* o) {
@@ -538,11 +558,12 @@ static int command_generate(Options* o) {
             n = generate_speculative(&target, &source, prompt, n_prompt, o->n_predict, o->sampling, (uint64_t)o->seed, out,
                                      &stats, stream, &target.tokenizer, NULL);
             print_generated_ids(out, n, o->print_ids);
-            fprintf(stderr, "draft: %s, tree K=%d D=%d N=%d\n", o->draft, source.shape.k, source.shape.depth, source.shape.nodes);
+            fprintf(stderr, "draft: %s%s, tree K=%d D=%d N=%d (%s)\n", o->draft, o->hybrid ? " with the suffix draft" : "",
+                    source.limit.k, source.limit.depth, source.limit.nodes, source.adaptive ? "adaptive, at most" : "fixed");
             print_spec_stats(&stats, stderr);
             eos = stats.stopped_at_eos;
             draft_source_free(&source);
-            if (kind == DRAFT_EAGLE) { draft_free(&draft); }
+            if (kind == DRAFT_EAGLE || kind == DRAFT_HYBRID) { draft_free(&draft); }
         }
     } else {
         GenerateStats stats;
@@ -758,6 +779,18 @@ static int command_replay(Options* o) {
                 "--static DRAFT\n", o->static_draft ? "static" : "no-spec");
         return 1;
     }
+    if (strcmp(o->source_name, "suffix") == 0) { // model-free: nothing to load, serve or train but the suffix index
+        if (o->static_draft || o->no_spec || o->online || o->draft_init || o->save_draft) {
+            fprintf(stderr, "error: --source suffix drafts without a model; drop --online, --static, --no-spec, "
+                    "--draft-init and --save-draft\n");
+            return 1;
+        }
+        o->mode = "suffix";
+    }
+    if (strcmp(o->mode, "none") == 0 && strcmp(o->source_name, "eagle") != 0) {
+        fprintf(stderr, "error: --no-spec drafts nothing; drop --source %s\n", o->source_name);
+        return 1;
+    }
     o->draft = o->static_draft ? o->static_draft : o->draft_init ? o->draft_init : "random";
     o->train.loss = loss_kind_from_name(o->loss_name);
     resolve_tree_shape(o);
@@ -831,8 +864,8 @@ static int command_plot(Options* o) {
 static const Command COMMANDS[] = {
     {"generate", "generate -m MODEL -p PROMPT [options]", "generate text from a prompt",
      "  prints the generated text (or ids) on stdout and speed figures on stderr",
-     "model prompt n-predict temp top-p seed chat verbose-prompt print-ids device no-blas context batch draft spec-k spec-depth "
-     "spec-nodes draft-vocab", "model prompt", 0, 0, NULL, generate_defaults, command_generate},
+     "model prompt n-predict temp top-p seed chat verbose-prompt print-ids device no-blas context batch draft hybrid "
+     "spec-k spec-depth spec-nodes spec-fixed draft-vocab", "model prompt", 0, 0, NULL, generate_defaults, command_generate},
     {"tokenize", "tokenize -m MODEL [--special] TEXT", "print the token ids of a text",
      "  prints the token ids of TEXT, space-separated, on one line", "model special", "model", 1, 1, "TEXT argument",
      no_defaults, command_tokenize},
@@ -862,8 +895,9 @@ static const Command COMMANDS[] = {
      "  serves every request of FILE with speculative decoding and writes DIR/requests.csv, DIR/summary.txt and\n"
      "  DIR/acceptance.svg. Ctrl-C stops after the request in flight and saves everything (a second Ctrl-C exits).",
      "model traffic online static no-spec draft-init order domain requests from max-new out-dir label save-draft "
-     "sync-every sync-schedule batch-requests buffer pool steps-per-request eval-every eval-requests lr warmup clip "
-     "ttt-length loss prompt-weight context-window discard-weight discard-top-k spec-k spec-depth spec-nodes temp top-p seed draft-vocab context batch device",
+     "sync-every sync-schedule batch-requests buffer pool steps-per-request train-share eval-every eval-requests lr warmup clip "
+     "ttt-length loss prompt-weight context-window discard-weight discard-top-k source spec-k spec-depth spec-nodes spec-fixed "
+     "temp top-p seed draft-vocab context batch device",
      "model traffic", 0, 0, NULL, run_defaults, command_replay},
     {"train", "train -m MODEL --traffic FILE -o DRAFT.gguf [options]", "train a draft offline on the target's outputs",
      "  trains a draft offline on the target's own greedy outputs for the traffic's prompts (the static baseline),\n"

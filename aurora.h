@@ -797,6 +797,8 @@ typedef struct {
 void draft_init_random(Draft* draft, const Target* target, int vocab_size, const int32_t* d2t, uint64_t seed);
 // Warm start (optional): LM head and final norm from the target, fc passing the deepest tap through.
 void draft_init_from_target(Draft* draft, const Target* target);
+// A further warm start: the decoder layer from the target's last layer (on top of draft_init_from_target).
+void draft_init_from_target_layer(Draft* draft, const Target* target);
 // Checkpoints are GGUF: config keys, the d2t map, and the 13 tensors (F32).
 int draft_save(const Draft* draft, const char* path, Error* err);
 // Loads a checkpoint and checks it fits the target (width, vocabulary); errors name the file and key.
@@ -885,12 +887,15 @@ void accept_greedy(Acceptance* out, const Tree* tree, const float* target_logits
 void accept_sampling(Acceptance* out, const Tree* tree, const float* p_target, const float* uniforms, int V,
                      float* residual);
 
-// Where draft trees come from: one interface, three kinds.
+// Where draft trees come from: one interface, six kinds.
 typedef enum {
     DRAFT_EAGLE,    // the EAGLE-3 draft model (a checkpoint, or random)
     DRAFT_SELF,     // the target drafting for itself: the speedup ceiling (greedy acceptance is complete)
     DRAFT_LOOKUP,   // prompt lookup: the continuation of the latest earlier match of the last n-gram
     DRAFT_NONE,     // no draft: every pass verifies the root alone (plain decoding, with recording)
+    DRAFT_SUFFIX,   // the suffix draft: continuations of the longest match in the request so far and in
+                    // every output served before (SuffixDecoding; model-free, learns from every request)
+    DRAFT_HYBRID,   // per pass, the suffix draft's tree or the EAGLE draft's, whichever is expected to yield more
 } DraftKind;
 
 typedef struct {
@@ -908,6 +913,8 @@ typedef struct {
     int drafted_at_depth[TREE_MAX_DEPTH + 1];  // passes whose tree reached depth d
     double prefill_seconds, draft_seconds, verify_seconds, total_seconds;
     int n_prompt, n_generated, stopped_at_eos;
+    int passes_by_shape[9][TREE_MAX_DEPTH + 1]; // passes by (K, depth) drafted; [1][0]: no speculation
+    int passes_suffix;                  // hybrid: passes whose tree came from the suffix draft
 } SpecStats;
 
 // ----------------------------------------------------------------------------
@@ -921,6 +928,8 @@ typedef struct {
     int max_k;                  // children per node considered: 1..max_k
     double verify_seconds[TREE_MAX_NODES + 1];  // average seconds of a verify pass by node count (0: unmeasured)
     double draft_step_seconds;  // average seconds per depth drafted (0: unmeasured)
+    int deterministic;          // 1: costs from the prior model, not measured times (lockstep runs repeat
+                                // bit for bit); acceptance is still measured
     double reached[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K]; // decayed count: the accepted path reached depth d-1
                                                         // and its node had a rank-r child
     double hit[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K];     // ... and that child was accepted
@@ -1050,10 +1059,14 @@ long weight_exchange_skipped(WeightExchange* exchange);
 
 enum { MAX_SPEC_K = 8 };     // most children per expanded node (--spec-k)
 
-typedef struct CandidatePool CandidatePool; // private to speculative.c: the candidates of one tree
+typedef struct CandidatePool CandidatePool; // private to drafting.c: the candidates of one tree
+enum { SUFFIX_DRAFT_DEPTH = 32, SUFFIX_DRAFT_MAX_MATCH = 24, SUFFIX_GLOBAL_MAX_NODES = 4 << 20 };
 typedef struct {
     DraftKind kind;
-    TreeShape shape;
+    TreeShape limit;            // the shape asked for: the largest tree with adaptive shapes, else every tree's
+    TreeShape shape;            // the shape of the pass being drafted
+    int adaptive;               // choose each pass's shape (adaptive.c), from 1 node (no drafting) to limit
+    SpecAdaptive adaptive_state;
     Draft* draft;               // DRAFT_EAGLE (on the target's backend)
     int n_extended;             // DRAFT_EAGLE: sequence positions held in the draft cache
     float* root_out;            // DRAFT_EAGLE: (C) the draft's layer output at the last extended position
@@ -1067,6 +1080,18 @@ typedef struct {
     CandidatePool* pool;        // the candidates of the tree being drafted
     uint8_t* mask;              // scratch: (MAX_SPEC_K, cache slots)
     float* u_batch;             // scratch: (max(T, MAX_SPEC_K), C) the draft's u for one call
+    // the suffix draft (DRAFT_SUFFIX, DRAFT_HYBRID)
+    SuffixIndex* suffix_outputs;    // every output served so far (kept across requests; bounded)
+    SuffixIndex suffix_request;     // this request's prompt and output so far
+    int suffix_indexed;             // tokens of the sequence already in suffix_request
+    // hybrid: which source drafted the pass, and what each is expected to yield
+    DraftKind pass_source;          // DRAFT_SUFFIX or DRAFT_EAGLE (DRAFT_NONE: no tree this pass)
+    float pass_prediction;          // the suffix tree's uncalibrated expected accepted tokens
+    double suffix_predicted, suffix_actual; // decayed sums: the suffix draft's calibration (actual / predicted)
+    double eagle_accepted;          // decayed average of tokens the EAGLE draft got accepted per pass
+    // timing of the pass (adaptive costs): drafting, and the catching up over earlier passes' tokens
+    double pass_catch_up_seconds;
+    int pass_catch_up_tokens, last_committed_step;
 } DraftSource;
 
 // A sequence being generated: what the target has committed and what the draft reads.
@@ -1081,8 +1106,20 @@ typedef struct {
 
 // A tree shape the drafters support (K, S, N in range); the message names the flag.
 int tree_shape_check(TreeShape shape, Error* err);
-// A draft source on the target's backend (draft: the EAGLE draft for DRAFT_EAGLE, else NULL).
+// A draft source on the target's backend (draft: the EAGLE draft for DRAFT_EAGLE and DRAFT_HYBRID, else
+// NULL). shape: every tree's shape, or with draft_source_set_adaptive the largest.
 void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Draft* draft, Target* target);
+// Adaptive shapes (on or off); deterministic: costs from the prior model (lockstep runs).
+void draft_source_set_adaptive(DraftSource* source, int adaptive, int deterministic);
+// A request starts (the per-request state: the draft's cache, the request's suffix index) and ends (its
+// output joins the suffix draft's index of outputs).
+void draft_source_begin_request(DraftSource* source);
+void draft_source_end_request(DraftSource* source, const Sequence* sequence, int n_prompt);
+// The shape of the next pass (adaptive, or the fixed one) into source->shape.
+void draft_source_plan_pass(DraftSource* source);
+// After the pass: what adaptive shapes and the hybrid learn (seconds: drafting, catch-up excluded; verifying).
+void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acceptance* acceptance,
+                               double draft_seconds, double verify_seconds, SpecStats* stats);
 void draft_source_free(DraftSource* source);
 // Brings the draft up to date with the sequence (extends its cache over the committed positions, and
 // switches to newer published weights between verify passes).
@@ -1400,6 +1437,11 @@ int draft_export_specforge(const Draft* draft, const Target* target, const char*
 // command-line options: one struct for every command (aurora.c fills it from its flag table, where every
 // flag is listed once with its type, range and help; replay and train runs in flywheel.c read it)
 
+// The tree shape options mean: with --spec-fixed every pass's shape (default a chain of depth 5), else the
+// largest shape adaptive speculation may choose (default K=4, depth 8, 33 nodes). Fills what was not given.
+void options_resolve_shape(TreeShape* shape, int fixed);
+enum { ADAPTIVE_DEFAULT_K = 4, ADAPTIVE_DEFAULT_DEPTH = 8, ADAPTIVE_DEFAULT_NODES = 33 };
+
 // Defaults the commands share: tokens per forward call (a prefill chunk), the drafting depth; replay's
 // and train's KV cache, tokens per request and training pool; the most records per optimiser step.
 enum {
@@ -1431,7 +1473,10 @@ typedef struct {
     int batch;                  // most tokens per forward call
     // speculative decoding
     const char* draft;          // generate --draft SOURCE; replay/train: the draft a run starts from (derived)
-    TreeShape shape;            // nodes 0 until parsed: 1 + k * depth, capped
+    TreeShape shape;            // 0s until resolved (options_resolve_shape): the fixed shape, or adaptive's largest
+    int spec_fixed;             // every pass drafts `shape` (default: adaptive shapes up to it)
+    int hybrid;                 // generate: the EAGLE draft with the suffix draft, per pass the better
+    const char* source_name;    // replay: eagle, suffix or hybrid (the draft source served)
     int draft_vocab;            // a fresh draft's vocabulary size (0: min(V, DRAFT_DEFAULT_VOCAB))
     // replay and train
     const char* mode;           // replay: "online", "static" or "none" (derived from the three flags below)
@@ -1448,6 +1493,7 @@ typedef struct {
     int eval_every;             // replay: measure the served draft on the held-back set every this many requests (0: off)
     int eval_requests;          // replay: requests held back from the stream for that
     int sync_every, lockstep_every, batch_requests, buffer_capacity, pool_capacity, steps_per_request;
+    float train_share;          // replay: the share of one core the trainer thread may use (duty cycle)
     TrainerSettings train;
     int quiet;                  // no progress or summary on stderr (tests)
     // tiny-model, convert

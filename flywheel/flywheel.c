@@ -27,6 +27,7 @@ typedef struct {
     int batch_requests;     // records per optimiser step
     int lockstep_every;     // > 0: train in the serving thread after every this many requests
     int steps_per_request;  // lockstep: optimiser steps per request served
+    float train_share;      // threaded: the share of one core the trainer may use (a duty cycle; 1: all of it)
     // the training pool: the newest pool_capacity records; each step samples its batch from them, so a
     // record teaches more than once (Aurora's sample pool) while the trainer keeps pace with serving
     int pool_capacity;
@@ -89,7 +90,18 @@ static void* flywheel_thread_main(void* argument) {
     while (!__atomic_load_n(&flywheel->stopping, __ATOMIC_ACQUIRE)) {
         flywheel_take_records(flywheel, flywheel->pool_count == 0); // wait only when there is nothing to train on
         if (flywheel->pool_count == 0) { continue; }                // woken by close
+        double start = now_seconds();
         flywheel_train_step(flywheel);
+        // the trainer's share of a core: after a step of t seconds, rest t * (1 - share) / share
+        if (flywheel->train_share < 1.0f) {
+            double rest = (now_seconds() - start) * (1.0 - flywheel->train_share) / flywheel->train_share;
+            while (rest > 0 && !__atomic_load_n(&flywheel->stopping, __ATOMIC_ACQUIRE)) {
+                double slice = rest < 0.01 ? rest : 0.01; // short sleeps: a stop request is seen at once
+                struct timespec pause = {0, (long)(slice * 1e9)};
+                nanosleep(&pause, NULL);
+                rest -= slice;
+            }
+        }
     }
     return NULL;
 }
@@ -115,6 +127,7 @@ static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target*
     flywheel->batch_requests = batch_requests < 1 ? 1 : (batch_requests > FLYWHEEL_MAX_BATCH ? FLYWHEEL_MAX_BATCH : batch_requests);
     flywheel->lockstep_every = lockstep_every;
     flywheel->steps_per_request = steps_per_request < 1 ? 1 : steps_per_request;
+    flywheel->train_share = 1.0f;
     flywheel->pool_capacity = pool_capacity < 1 ? 1 : pool_capacity;
     flywheel->pool = callocCheck((size_t)flywheel->pool_capacity, sizeof(Record*));
     flywheel->pool_rng = random_seed_state(seed);
@@ -155,14 +168,23 @@ Options replay_default_options(void) {
     memset(&o, 0, sizeof(o));
     o.order = "mixed"; o.mode = "online"; o.draft = "random"; o.out_dir = "out/replay"; o.device = "cpu";
     o.max_new = REPLAY_DEFAULT_MAX_NEW; o.context = REPLAY_DEFAULT_CONTEXT; o.batch = DEFAULT_BATCH_TOKENS;
-    o.shape = (TreeShape){1, DEFAULT_SPEC_DEPTH, 1 + DEFAULT_SPEC_DEPTH};
+    o.shape = (TreeShape){0, 0, 0}; o.source_name = "eagle";
     o.sampling = (SamplerSettings){0.0f, 1.0f}; o.seed = 1; o.epochs = 1;
     o.train = trainer_default_settings();
     o.loss_name = "fkl";
     o.sync_every = 4; o.batch_requests = 1; o.lockstep_every = 0; o.buffer_capacity = 16;
     o.pool_capacity = REPLAY_DEFAULT_POOL; o.steps_per_request = 4;
-    o.eval_every = 0; o.eval_requests = REPLAY_DEFAULT_EVAL_REQUESTS;
+    o.eval_every = 0; o.eval_requests = REPLAY_DEFAULT_EVAL_REQUESTS; o.train_share = 1.0f;
     return o;
+}
+
+void options_resolve_shape(TreeShape* shape, int fixed) {
+    if (shape->k == 0) { shape->k = fixed ? 1 : ADAPTIVE_DEFAULT_K; }
+    if (shape->depth == 0) { shape->depth = fixed ? DEFAULT_SPEC_DEPTH : ADAPTIVE_DEFAULT_DEPTH; }
+    if (shape->nodes == 0) {
+        int full = 1 + shape->k * shape->depth, most = fixed ? TREE_MAX_NODES : ADAPTIVE_DEFAULT_NODES;
+        shape->nodes = full < most ? full : most;
+    }
 }
 
 // A fresh draft's vocabulary size: requested (an error if the target has fewer tokens), or by default
@@ -177,14 +199,16 @@ int choose_draft_vocab(const Target* target, int requested, int* vocab_size, Err
 }
 
 // The draft a run starts from: "random" (seeded), "target" (random, with the target's LM head: a warm
-// start), or a checkpoint file.
+// start), "target-layer" (that, and the decoder layer from the target's last layer), or a checkpoint file.
 int replay_load_draft(Draft* draft, const char* what, const Target* target, int draft_vocab, uint64_t seed,
                              Error* err) {
-    if (strcmp(what, "random") == 0 || strcmp(what, "target") == 0) {
+    int warm = strcmp(what, "target") == 0, warm_layer = strcmp(what, "target-layer") == 0;
+    if (strcmp(what, "random") == 0 || warm || warm_layer) {
         int vocab_size = 0;
         if (choose_draft_vocab(target, draft_vocab, &vocab_size, err) != 0) { return -1; }
         draft_init_random(draft, target, vocab_size, NULL, seed);
-        if (strcmp(what, "target") == 0) { draft_init_from_target(draft, target); }
+        if (warm || warm_layer) { draft_init_from_target(draft, target); }
+        if (warm_layer) { draft_init_from_target_layer(draft, target); }
         return 0;
     }
     return draft_load(draft, what, target, err);
@@ -335,17 +359,17 @@ typedef struct {
 
 static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* r, const Traffic* traffic,
                                  const DraftSource* source, Flywheel* flywheel, const HeldBack* held_back, int room) {
-    int no_draft = strcmp(o->mode, "none") == 0;
+    int no_draft = strcmp(o->mode, "none") == 0 || strcmp(o->mode, "suffix") == 0;
     fprintf(f, "run: %s  mode %s  draft %s  traffic %s (%s order%s%s)\n", o->label ? o->label : o->out_dir, o->mode,
-            no_draft ? "none" : o->draft, o->traffic_path, o->order, o->domain ? ", domain " : "", o->domain ? o->domain : "");
+            no_draft ? o->mode : o->draft, o->traffic_path, o->order, o->domain ? ", domain " : "", o->domain ? o->domain : "");
     if (stop_requested()) {
         fprintf(f, "interrupted by signal %d after %d of %d requests: the figures below cover the requests served\n",
                 stop_requested(), r->n_done, r->n_requests);
     }
     fprintf(f, "requests %d served, %d skipped (prompt longer than the %d tokens the context of %d leaves after "
-            "--max-new %d and a tree), tokens %ld, tree K=%d D=%d N=%d\n", r->n_served, r->n_skipped, room,
-            room + o->max_new + TREE_MAX_NODES, o->max_new, r->total_tokens, source->shape.k, source->shape.depth,
-            source->shape.nodes);
+            "--max-new %d and a tree), tokens %ld, tree K=%d D=%d N=%d (%s)\n", r->n_served, r->n_skipped, room,
+            room + o->max_new + TREE_MAX_NODES, o->max_new, r->total_tokens, source->limit.k, source->limit.depth,
+            source->limit.nodes, source->adaptive ? "adaptive, at most" : "fixed");
     int n = r->n_served, window = n < 100 ? n : 100;
     double first_mean = 0, last_mean = 0;
     for (int i = 0; i < window; i++) { first_mean += r->acceptance[i]; last_mean += r->acceptance[n - window + i]; }
@@ -387,7 +411,9 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
 // 0, 1 after an "error: ..." line, or 128 + the signal when interrupted (results saved as for a normal end).
 int replay_run(const Options* o) {
     Error err;
-    int online = strcmp(o->mode, "online") == 0, no_draft = strcmp(o->mode, "none") == 0;
+    // modes: online (the EAGLE or hybrid draft trained while serving), static (frozen), suffix (the model-free
+    // suffix draft alone: nothing to load or train), none (plain decoding)
+    int online = strcmp(o->mode, "online") == 0, no_draft = strcmp(o->mode, "none") == 0 || strcmp(o->mode, "suffix") == 0;
     char* csv_path = path_join(o->out_dir, "requests.csv");
     char* summary_path = path_join(o->out_dir, "summary.txt");
     char* chart_path = path_join(o->out_dir, "acceptance.svg");
@@ -460,22 +486,28 @@ int replay_run(const Options* o) {
         return 1;
     }
     DraftSource source;
-    draft_source_init(&source, no_draft ? DRAFT_NONE : DRAFT_EAGLE, o->shape, no_draft ? NULL : &draft, &target);
+    TreeShape shape = o->shape;
+    options_resolve_shape(&shape, o->spec_fixed);
+    DraftKind kind = strcmp(o->mode, "none") == 0 ? DRAFT_NONE : strcmp(o->mode, "suffix") == 0 ? DRAFT_SUFFIX
+                   : strcmp(o->source_name, "hybrid") == 0 ? DRAFT_HYBRID : DRAFT_EAGLE;
+    draft_source_init(&source, kind, shape, kind == DRAFT_EAGLE || kind == DRAFT_HYBRID ? &draft : NULL, &target);
+    draft_source_set_adaptive(&source, !o->spec_fixed, o->lockstep_every > 0); // lockstep: repeatable shapes
     Flywheel flywheel;
     if (online) {
         flywheel_start(&flywheel, &draft, &target, o->train, o->buffer_capacity, o->sync_every, o->batch_requests,
                        o->lockstep_every, o->pool_capacity, o->steps_per_request, (uint64_t)o->seed);
         source.exchange = flywheel.exchange;
+        flywheel.train_share = o->train_share > 0 ? o->train_share : 1.0f;
     }
     HeldBack held_back;
     memset(&held_back, 0, sizeof(held_back));
-    if (n_held > 0 && !no_draft) { // the target's outputs for the held-back prompts, once
+    if (n_held > 0 && kind != DRAFT_NONE && kind != DRAFT_SUFFIX) { // the target's outputs for the held-back prompts, once
         held_back.records = callocCheck((size_t)n_held, sizeof(Record*));
         int skipped;
         held_back.n_records = record_greedy_outputs(&target, held, n_held, o->max_new, room, held_back.records, &skipped,
                                                     o->quiet ? NULL : "held-back set: the target's outputs");
         trainer_init(&held_back.evaluator, &draft, &target, o->train);
-        held_back.depth = o->shape.depth;
+        held_back.depth = shape.depth < TTT_MAX_STEPS ? shape.depth : TTT_MAX_STEPS;
     }
 #ifdef _OPENMP
     // with a training thread beside it, serving takes one core: OpenMP teams on oversubscribed cores

@@ -163,6 +163,43 @@ void draft_init_from_target(Draft* draft, const Target* target) {
     for (int i = 0; i < C; i++) { draft->weights.fc[(size_t)i * TAP_LAYERS * C + last_tap + i] = 1.0f; }
 }
 
+// The decoder layer from the target's last layer, for the warm start "target-layer": the u half of the
+// q/k/v projections is the target layer's (the e half zero, so at first the layer ignores the token
+// embedding), hidden_norm is its attention norm, embed_norm is 1, and wo, ffn_norm and the MLP are the
+// target's. With fc passing the deepest tap through, step 0 then computes the target's last layer over
+// the deepest tap's residual stream: a rough guess at the target's final state from the start.
+void draft_init_from_target_layer(Draft* draft, const Target* target) {
+    const DraftConfig* c = &draft->config;
+    int C = c->dim, QD = c->n_heads * c->head_size, KVD = c->n_kv_heads * c->head_size, F = c->ffn_dim;
+    int last = target->config.n_layers - 1;
+    DraftWeights* w = &draft->weights;
+    struct { const char* name; float* destination; int rows, cols, into_u_half; } parts[] = {
+        {"attn_q", w->wq, QD, C, 1}, {"attn_k", w->wk, KVD, C, 1}, {"attn_v", w->wv, KVD, C, 1},
+        {"attn_output", w->wo, C, QD, 0}, {"ffn_gate", w->w_gate, F, C, 0}, {"ffn_up", w->w_up, F, C, 0},
+        {"ffn_down", w->w_down, C, F, 0}, {"attn_norm", w->hidden_norm, 1, C, 0}, {"ffn_norm", w->ffn_norm, 1, C, 0},
+    };
+    float* rows = mallocCheck((size_t)(QD > F ? QD : F) * (C > F ? C : F) * sizeof(float));
+    Error err;
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        char name[96];
+        snprintf(name, sizeof(name), "blk.%d.%s.weight", last, parts[i].name);
+        if (target_read_rows(target, name, NULL, parts[i].rows, rows, &err) != 0) {
+            fprintf(stderr, "error: internal: draft_init_from_target_layer: %s\n", err.message);
+            exit(EXIT_FAILURE); // the target loaded these tensors: a program bug
+        }
+        if (!parts[i].into_u_half) {
+            memcpy(parts[i].destination, rows, (size_t)parts[i].rows * parts[i].cols * sizeof(float));
+            continue;
+        }
+        for (int r = 0; r < parts[i].rows; r++) { // (rows, 2C): [e half | u half]
+            memset(parts[i].destination + (size_t)r * 2 * C, 0, (size_t)C * sizeof(float));
+            memcpy(parts[i].destination + (size_t)r * 2 * C + C, rows + (size_t)r * C, (size_t)C * sizeof(float));
+        }
+    }
+    for (int i = 0; i < C; i++) { w->embed_norm[i] = 1.0f; }
+    free(rows);
+}
+
 // ----------------------------------------------------------------------------
 // draft model: checkpoints (GGUF)
 

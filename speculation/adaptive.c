@@ -122,9 +122,11 @@ void spec_adaptive_observe(SpecAdaptive* a, const Tree* tree, const Acceptance* 
     for (int d = 1; d <= TREE_MAX_DEPTH; d++) {
         for (int r = 0; r < ADAPTIVE_MAX_K; r++) { a->reached[d][r] *= DECAY; a->hit[d][r] *= DECAY; }
     }
-    adaptive_average(&a->verify_seconds[tree->n_nodes], verify_seconds);
+    if (!a->deterministic) { // a deterministic chooser keeps the prior cost model: the same acceptance, the same shapes
+        adaptive_average(&a->verify_seconds[tree->n_nodes], verify_seconds);
+        if (tree->n_nodes > 1 && tree->max_depth > 0) { adaptive_average(&a->draft_step_seconds, draft_seconds / tree->max_depth); }
+    }
     if (tree->n_nodes == 1) { a->passes_without_drafting++; return; }
-    if (tree->max_depth > 0) { adaptive_average(&a->draft_step_seconds, draft_seconds / tree->max_depth); }
     // along the accepted path: at each depth the parent's children, in index order (the drafter adds a
     // node's children best first), and which of them, if any, was accepted
     for (int d = 1; d <= tree->max_depth; d++) {

@@ -2,7 +2,11 @@
 drafting.c: where draft trees come from. EAGLE-2 style tree drafting (grow candidates depth by depth,
 expanding the K best of the newest depth, keep the N-1 best by cumulative draft log-probability), and the
 draft sources behind one interface: the EAGLE-3 draft model (with hot-swapped weights), the target itself
-(the ceiling), prompt lookup, and none (plain decoding with recording).
+(the ceiling), prompt lookup, the suffix draft (suffix.c: a model-free online learner), the hybrid of the
+suffix and EAGLE drafts (per pass, whichever is expected to yield more), and none (plain decoding with
+recording). With adaptive shapes (adaptive.c) each pass's shape is chosen from measured costs and
+acceptance, down to no drafting at all; the EAGLE draft's cache then catches up lazily, in one batch, on
+the next pass that drafts.
 
 Contract: a draft source only proposes. Whatever it proposes, the output equals what the target alone
 would produce (greedy: token for token; sampling: in distribution); only the speed depends on the draft.
@@ -141,7 +145,8 @@ static int draft_source_slots_needed(const DraftSource* source) {
 void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Draft* draft, Target* target) {
     memset(source, 0, sizeof(*source));
     source->kind = kind;
-    source->shape = kind == DRAFT_LOOKUP ? (TreeShape){1, shape.depth, shape.depth + 1 < shape.nodes ? shape.depth + 1 : shape.nodes} : shape;
+    source->limit = kind == DRAFT_LOOKUP ? (TreeShape){1, shape.depth, shape.depth + 1 < shape.nodes ? shape.depth + 1 : shape.nodes} : shape;
+    source->shape = source->limit;
     source->draft = draft;
     source->lookup_max_ngram = LOOKUP_MAX_NGRAM;
     source->pool = mallocCheck(sizeof(CandidatePool));
@@ -149,13 +154,25 @@ void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Dra
     source->mask = mallocCheck((size_t)MAX_SPEC_K * (target->cache_capacity + TREE_MAX_NODES * MAX_SPEC_K));
     int rows = target->act.max_tokens > MAX_SPEC_K ? target->act.max_tokens : MAX_SPEC_K;
     source->u_batch = mallocCheck((size_t)rows * C * sizeof(float));
-    if (kind == DRAFT_EAGLE) {
+    if (kind == DRAFT_EAGLE || kind == DRAFT_HYBRID) {
         // the draft's cache holds the committed sequence plus every candidate a proposal expands
         draft_alloc_state(draft, target->cache_capacity + MAX_SPEC_K * TREE_MAX_DEPTH, target->act.max_tokens);
         source->root_out = mallocCheck((size_t)C * sizeof(float));
         source->root_logits = mallocCheck((size_t)draft->config.vocab_size * sizeof(float));
         source->expanded_out = mallocCheck((size_t)MAX_CANDIDATES * C * sizeof(float));
     }
+    if (kind == DRAFT_SUFFIX || kind == DRAFT_HYBRID) {
+        source->suffix_outputs = mallocCheck(sizeof(SuffixIndex));
+        suffix_index_init(source->suffix_outputs, SUFFIX_DRAFT_DEPTH, SUFFIX_GLOBAL_MAX_NODES);
+        suffix_index_init(&source->suffix_request, SUFFIX_DRAFT_DEPTH, 0);
+        source->eagle_accepted = 1.0; // optimistic until measured: the EAGLE draft gets tried
+    }
+    spec_adaptive_init(&source->adaptive_state, source->limit, source->limit.k);
+}
+
+void draft_source_set_adaptive(DraftSource* source, int adaptive, int deterministic) {
+    source->adaptive = adaptive && source->kind != DRAFT_NONE;
+    source->adaptive_state.deterministic = deterministic;
 }
 
 void draft_source_free(DraftSource* source) {
@@ -165,7 +182,28 @@ void draft_source_free(DraftSource* source) {
     free(source->mask);
     free(source->u_batch);
     free(source->pool);
+    if (source->suffix_outputs) {
+        suffix_index_free(source->suffix_outputs);
+        free(source->suffix_outputs);
+        suffix_index_free(&source->suffix_request);
+    }
     memset(source, 0, sizeof(*source));
+}
+
+void draft_source_begin_request(DraftSource* source) {
+    source->n_extended = 0; // the draft's cache starts empty
+    source->last_committed_step = 0;
+    if (source->suffix_outputs) {
+        suffix_index_free(&source->suffix_request);
+        suffix_index_init(&source->suffix_request, SUFFIX_DRAFT_DEPTH, 0);
+        source->suffix_indexed = 0;
+    }
+}
+
+void draft_source_end_request(DraftSource* source, const Sequence* sequence, int n_prompt) {
+    if (source->suffix_outputs && sequence->n_tokens > n_prompt) {
+        suffix_index_add(source->suffix_outputs, sequence->tokens + n_prompt, sequence->n_tokens - n_prompt);
+    }
 }
 
 // Brings the draft up to date with the sequence: the EAGLE draft extends its cache over each committed
@@ -186,15 +224,13 @@ void draft_source_take_weights(DraftSource* source) {
     }
 }
 
-void draft_source_sync(DraftSource* source, const Sequence* sequence) {
-    if (source->kind != DRAFT_EAGLE) { return; }
+// The EAGLE draft's cache catches up with the committed sequence (all the positions since it last drafted).
+static void eagle_catch_up(DraftSource* source, const Sequence* sequence) {
     Draft* draft = source->draft;
-    // hot swap: between verify passes, switch to the newest published weights. The request in flight
-    // keeps the keys/values its earlier positions got from the previous version (any draft is lossless;
-    // recomputing them would pause the request).
-    draft_source_take_weights(source);
     int C = draft->config.dim, chunk = draft->act.max_tokens;
     int positions[TREE_MAX_NODES];
+    double start_time = now_seconds();
+    int tokens = sequence->n_committed - source->n_extended;
     while (source->n_extended < sequence->n_committed) {
         int start = source->n_extended;
         int T = sequence->n_committed - start;
@@ -208,6 +244,27 @@ void draft_source_sync(DraftSource* source, const Sequence* sequence) {
         memcpy(source->root_logits, draft->host.logits + (size_t)(T - 1) * draft->config.vocab_size,
                (size_t)draft->config.vocab_size * sizeof(float));
     }
+    source->pass_catch_up_seconds += now_seconds() - start_time;
+    source->pass_catch_up_tokens += tokens;
+}
+
+// The request's suffix index catches up with the sequence (its prompt, then each token emitted).
+static void suffix_catch_up(DraftSource* source, const Sequence* sequence) {
+    for (; source->suffix_indexed < sequence->n_tokens; source->suffix_indexed++) {
+        suffix_index_append(&source->suffix_request, sequence->tokens[source->suffix_indexed]);
+    }
+}
+
+void draft_source_sync(DraftSource* source, const Sequence* sequence) {
+    source->pass_catch_up_seconds = 0;
+    source->pass_catch_up_tokens = 0;
+    if (source->kind == DRAFT_SUFFIX || source->kind == DRAFT_HYBRID) { suffix_catch_up(source, sequence); }
+    if (source->kind != DRAFT_EAGLE && source->kind != DRAFT_HYBRID) { return; }
+    // hot swap: between verify passes, switch to the newest published weights. The request in flight
+    // keeps the keys/values its earlier positions got from the previous version (any draft is lossless;
+    // recomputing them would pause the request).
+    draft_source_take_weights(source);
+    if (source->kind == DRAFT_EAGLE) { eagle_catch_up(source, sequence); } // the hybrid catches up when it drafts
 }
 
 // The mask of a batch of expanded candidates: the committed prefix, then among the expansion slots
@@ -287,6 +344,41 @@ static void propose_lookup(DraftSource* source, const Sequence* sequence, Candid
     }
 }
 
+// The suffix draft: the longest match of the sequence's latest tokens, in this request and in every output
+// served before, and the best-first continuations after it; of the two indexes, the one whose tree is
+// expected to yield more (the sum of its nodes' empirical probabilities). Returns that expectation.
+static float propose_suffix(DraftSource* source, const Sequence* sequence, CandidatePool* pool, TreeShape shape) {
+    const SuffixIndex* indexes[2] = {&source->suffix_request, source->suffix_outputs};
+    int tokens[2][TREE_MAX_NODES], parents[2][TREE_MAX_NODES];
+    float scores[2][TREE_MAX_NODES], expected[2] = {0, 0};
+    int counts[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        int length;
+        int node = suffix_match(indexes[i], sequence->tokens, sequence->n_tokens, SUFFIX_DRAFT_MAX_MATCH, &length);
+        if (length == 0) { continue; }
+        int depth = shape.depth < SUFFIX_DRAFT_DEPTH - length ? shape.depth : SUFFIX_DRAFT_DEPTH - length;
+        counts[i] = suffix_propose(indexes[i], node, shape.nodes - 1, depth, tokens[i], parents[i], scores[i]);
+        for (int j = 0; j < counts[i]; j++) { expected[i] += expf(scores[i][j]); }
+    }
+    int best = expected[1] > expected[0] ? 1 : 0;
+    int first = pool->n; // the proposal's parents are indexes into it, parents first
+    for (int j = 0; j < counts[best]; j++) {
+        int parent = parents[best][j] < 0 ? -1 : first + parents[best][j];
+        float step = scores[best][j] - (parent < 0 ? 0.0f : scores[best][parents[best][j]]);
+        pool_add_children(pool, parent, &tokens[best][j], &step, 1, NULL);
+    }
+    return expected[best];
+}
+
+// The hybrid's choice: the suffix tree when its calibrated expectation is at least what the EAGLE draft has
+// been getting accepted per pass (a decayed average, drifting back up while unused so the EAGLE draft is
+// tried again as it learns); else the EAGLE draft drafts (its cache catching up first).
+static int hybrid_prefers_suffix(const DraftSource* source, float suffix_expected) {
+    // the suffix draft's calibration (accepted / predicted), shrunk towards 1 by one pseudo-pass
+    double calibration = (source->suffix_actual + 1.0) / (source->suffix_predicted + 1.0);
+    return suffix_expected > 0 && calibration * suffix_expected >= source->eagle_accepted;
+}
+
 // Proposes a tree rooted at the sequence's last token. slots_free: cache slots available beyond the
 // committed prefix; when drafting would not fit, the tree is the root alone (a plain decode step).
 void draft_source_propose(DraftSource* source, Target* target, const Sequence* sequence, Tree* tree, int slots_free) {
@@ -294,17 +386,29 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
     pool->n = 0;
     int root_token = sequence->tokens[sequence->n_tokens - 1], root_position = sequence->n_tokens - 1;
     TreeShape shape = source->shape;
-    if (slots_free >= draft_source_slots_needed(source)) {
+    source->pass_source = DRAFT_NONE;
+    if (shape.nodes > 1 && slots_free >= draft_source_slots_needed(source)) {
         int n_slots_used = 0;
         int ids[MAX_SPEC_K];
         float log_probs[MAX_SPEC_K];
+        int use_eagle = source->kind == DRAFT_EAGLE;
+        if (source->kind == DRAFT_SUFFIX || source->kind == DRAFT_HYBRID) {
+            source->pass_prediction = propose_suffix(source, sequence, pool, shape);
+            source->pass_source = DRAFT_SUFFIX;
+            if (source->kind == DRAFT_HYBRID && !hybrid_prefers_suffix(source, source->pass_prediction)) {
+                pool->n = 0;
+                eagle_catch_up(source, sequence);
+                use_eagle = 1;
+            }
+        }
+        if (use_eagle) { source->pass_source = DRAFT_EAGLE; }
         if (source->kind == DRAFT_LOOKUP) {
             propose_lookup(source, sequence, pool);
-        } else if (source->kind == DRAFT_NONE) {
-            // the root alone: the verify pass is a plain decode step
+        } else if (source->kind == DRAFT_NONE || (!use_eagle && source->kind != DRAFT_SELF)) {
+            // the root alone (plain decoding), or the suffix tree already in the pool
         } else {
             // depth 1: the root's children
-            if (source->kind == DRAFT_EAGLE) {
+            if (use_eagle) {
                 int k = top_k_log_probs(ids, log_probs, source->root_logits, source->draft->config.vocab_size, shape.k);
                 pool_add_children(pool, -1, ids, log_probs, k, source->draft->d2t);
             } else { // DRAFT_SELF: run the root through the target (slot n_committed, as the verify pass will)
@@ -327,5 +431,47 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
     if (tree_derive(tree, &err) != 0) { // the builder's own output: a failure is a program bug
         fprintf(stderr, "error: internal: drafted tree is invalid: %s\n", err.message);
         exit(EXIT_FAILURE);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// per pass: the shape, and what adaptive shapes and the hybrid learn from the outcome
+
+// How fast the hybrid's estimates follow the passes of their source, and fade while the other one drafts.
+static const double HYBRID_SMOOTHING = 0.1, HYBRID_DRIFT = 0.002;
+
+void draft_source_plan_pass(DraftSource* source) {
+    source->shape = source->adaptive ? spec_adaptive_choose(&source->adaptive_state) : source->limit;
+}
+
+void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acceptance* acceptance,
+                               double draft_seconds, double verify_seconds, SpecStats* stats) {
+    int k = tree->n_nodes > 1 ? source->shape.k : 1;
+    stats->passes_by_shape[k < ADAPTIVE_MAX_K ? k : ADAPTIVE_MAX_K][tree->max_depth]++;
+    if (source->kind == DRAFT_HYBRID && source->pass_source == DRAFT_SUFFIX) { stats->passes_suffix++; }
+    // drafting's cost, as steady serving pays it: catching up over this pass's share of tokens (one pass's
+    // worth), not over every position since the draft last drafted
+    double catch_up = source->pass_catch_up_seconds;
+    if (source->pass_catch_up_tokens > 0 && source->last_committed_step > 0 && source->pass_catch_up_tokens > source->last_committed_step) {
+        catch_up *= (double)source->last_committed_step / source->pass_catch_up_tokens;
+    }
+    if (source->adaptive) {
+        spec_adaptive_observe(&source->adaptive_state, tree, acceptance,
+                              draft_seconds - source->pass_catch_up_seconds + catch_up, verify_seconds);
+    }
+    source->last_committed_step = acceptance->n_accepted + 1;
+    if (source->kind == DRAFT_HYBRID) {
+        double keep = 1.0 - HYBRID_SMOOTHING;
+        // each estimate learns from the passes its source drafted, and fades back towards its prior while
+        // the other source drafts (so a source that improves, the EAGLE draft as it trains, is tried again)
+        if (source->pass_source == DRAFT_SUFFIX) {
+            source->suffix_predicted = keep * source->suffix_predicted + source->pass_prediction;
+            source->suffix_actual = keep * source->suffix_actual + acceptance->n_accepted;
+            source->eagle_accepted += HYBRID_DRIFT * (1.0 - source->eagle_accepted);
+        } else if (source->pass_source == DRAFT_EAGLE) {
+            source->eagle_accepted = keep * source->eagle_accepted + HYBRID_SMOOTHING * acceptance->n_accepted;
+            source->suffix_predicted *= 1.0 - HYBRID_DRIFT;
+            source->suffix_actual *= 1.0 - HYBRID_DRIFT;
+        }
     }
 }

@@ -72,7 +72,7 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
     TargetConfig* c = &target->config;
     int V = c->vocab_size, C = c->dim, S = target->cache_capacity;
     int eos = target->has_tokenizer ? target->tokenizer.eos_id : -1;
-    int N_max = source->shape.nodes;
+    int N_max = source->limit.nodes;
     float* p_target = mallocCheck((size_t)N_max * V * sizeof(float)); // (N, V) target distributions (sampling)
     float* residual = mallocCheck((size_t)V * sizeof(float));
     ProbIndex* scratch = mallocCheck((size_t)V * sizeof(ProbIndex));
@@ -81,12 +81,12 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
     uint64_t rng = random_seed_state(seed);
     memset(stats, 0, sizeof(*stats));
     stats->n_prompt = n_prompt;
-    if (N_max > target->act.max_tokens || source->shape.k > target->act.max_tokens) {
+    if (N_max > target->act.max_tokens || source->limit.k > target->act.max_tokens) {
         fprintf(stderr, "error: a tree of %d nodes needs a target built for at least as many tokens per call (has %d)\n",
                 N_max, target->act.max_tokens);
         exit(EXIT_FAILURE); // callers size the target; reaching here is a program bug
     }
-    source->n_extended = 0; // a new request: the draft's cache starts empty
+    draft_source_begin_request(source);
     double start_time = now_seconds();
 
     // prefill: the prompt's features go to the sequence, the first token is sampled as in plain decoding
@@ -108,9 +108,12 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
     Tree tree;
     Acceptance acceptance;
     while (!done && sequence.n_committed < S) {
-        // draft
+        // draft (a tree of the pass's shape; with adaptive shapes possibly the root alone, and then the
+        // draft is not even brought up to date: it catches up on the next pass that drafts)
         double t0 = now_seconds();
-        draft_source_sync(source, &sequence);
+        draft_source_plan_pass(source);
+        if (source->shape.nodes > 1) { draft_source_sync(source, &sequence); }
+        else { source->pass_catch_up_seconds = 0; source->pass_catch_up_tokens = 0; draft_source_take_weights(source); }
         draft_source_propose(source, target, &sequence, &tree, S - sequence.n_committed);
         double t1 = now_seconds();
         // verify: one pass over every node, each seeing the prefix, its ancestors and itself
@@ -127,6 +130,7 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
             for (int i = 0; i < N; i++) { uniforms[i] = random_f32(&rng); } // N per pass, whatever the outcome
             accept_sampling(&acceptance, &tree, p_target, uniforms, V, residual);
         }
+        double t_verified = now_seconds();
         // commit: the path's keys/values move to consecutive slots; its features join the sequence
         int n_path = acceptance.n_accepted + 1;
         int slots[TREE_MAX_DEPTH + 1];
@@ -148,6 +152,7 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
         stats->emitted += n_path;
         stats->proposed += N - 1;
         stats->accepted += acceptance.n_accepted;
+        draft_source_observe_pass(source, &tree, &acceptance, t1 - t0, t_verified - t1, stats);
         for (int d = 1; d <= tree.max_depth; d++) { stats->drafted_at_depth[d]++; }
         for (int d = 1; d <= acceptance.n_accepted; d++) { stats->accepted_at_depth[d]++; }
         // emit the accepted tokens, then the bonus
@@ -160,6 +165,7 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
             if (n_generated >= max_new) { done = 1; }
         }
     }
+    draft_source_end_request(source, &sequence, n_prompt);
     stats->n_generated = n_generated;
     stats->total_seconds = now_seconds() - start_time;
     if (record) {
@@ -181,6 +187,16 @@ void print_spec_stats(const SpecStats* stats, FILE* stream) {
     for (int d = 1; d <= TREE_MAX_DEPTH && stats->drafted_at_depth[d] > 0; d++) {
         fprintf(stream, " d%d %.2f", d, (double)stats->accepted_at_depth[d] / stats->drafted_at_depth[d]);
     }
+    fprintf(stream, "\n");
+    fprintf(stream, "tree shapes (passes):");
+    for (int k = 1; k <= 8; k++) {
+        for (int d = 0; d <= TREE_MAX_DEPTH; d++) {
+            if (stats->passes_by_shape[k][d] == 0) { continue; }
+            if (d == 0) { fprintf(stream, " none %.0f%%", 100.0 * stats->passes_by_shape[k][d] / passes); }
+            else { fprintf(stream, " K=%d D=%d %.0f%%", k, d, 100.0 * stats->passes_by_shape[k][d] / passes); }
+        }
+    }
+    if (stats->passes_suffix > 0) { fprintf(stream, "; hybrid: suffix draft %.0f%% of passes", 100.0 * stats->passes_suffix / passes); }
     fprintf(stream, "\n");
     double generation = stats->total_seconds - stats->prefill_seconds;
     fprintf(stream, "time: prefill %.3f s, draft %.3f s, verify %.3f s; %d tokens in %.3f s (%.1f tokens/s after prefill)\n",

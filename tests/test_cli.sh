@@ -74,6 +74,13 @@ for draft in self lookup random "$work/draft.gguf"; do
         grep -q "acceptance length" "$work/err" && pass || fail "--draft $draft: no statistics on stderr"
     done
 done
+# the model-free suffix draft, the hybrid, fixed and adaptive shapes: the same output, the shapes reported
+for flags in "--draft suffix" "--draft suffix --spec-fixed" "--draft $work/draft.gguf --hybrid" "--draft random --hybrid --spec-fixed --spec-k 2 --spec-depth 3"; do
+    expect_ok "generate $flags" "$AURORA" generate -m "$model" -p "the cat sat on the mat. the cat" -n 24 --print-ids $flags
+    cmp -s "$work/out" "$work/plain" && pass || fail "$flags: output differs from plain greedy"
+    grep -q "tree shapes (passes):" "$work/err" && pass || fail "$flags: no tree shapes in the statistics"
+done
+expect_error "--hybrid needs a model draft" "--hybrid pairs" "$AURORA" generate -m "$model" -p x --draft lookup --hybrid
 expect_ok "speculative sampling" "$AURORA" generate -m "$model" -p "abc" -n 16 --temp 0.8 --draft self --print-ids
 expect_error "missing draft file" "$work/nope-draft.gguf" "$AURORA" generate -m "$model" -p x --draft "$work/nope-draft.gguf"
 expect_error "a model is not a draft" "aurora-draft" "$AURORA" generate -m "$model" -p x --draft "$model"
@@ -100,6 +107,14 @@ expect_ok "train offline" "$AURORA" train -m "$model" --traffic "$traffic" --req
 expect_ok "generate with the trained draft" "$AURORA" generate -m "$model" -p "abc" -n 8 --draft "$work/trained.gguf"
 expect_ok "plot" "$AURORA" plot -o "$work/chart.svg" "$work/replay/requests.csv:online" "$work/static/requests.csv"
 grep -q "<svg" "$work/chart.svg" && pass || fail "plot did not write an SVG"
+expect_ok "replay --source suffix" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --source suffix --out "$work/suffix"
+grep -q "mode suffix" "$work/suffix/summary.txt" && pass || fail "the suffix replay's summary does not name its mode"
+expect_ok "replay --source hybrid (lockstep)" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --source hybrid \
+    --sync-schedule 2 --eval-every 2 --eval-requests 2 --out "$work/hybrid"
+[ -s "$work/hybrid/held_back.csv" ] && pass || fail "--eval-every wrote no held_back.csv"
+expect_error "--source suffix with --online" "drafts without a model" "$AURORA" replay -m "$model" --traffic "$traffic" --source suffix --online
+expect_error "--eval-requests beyond the stream" "--eval-requests" "$AURORA" replay -m "$model" --traffic "$traffic" --eval-every 5 \
+    --eval-requests 4000 --out "$work/x"
 expect_error "replay without traffic" "missing --traffic" "$AURORA" replay -m "$model"
 expect_error "replay bad order" "--order expects" "$AURORA" replay -m "$model" --traffic "$traffic" --order random
 expect_error "replay unknown domain" "domain" "$AURORA" replay -m "$model" --traffic "$traffic" --domain klingon --out "$work/x"

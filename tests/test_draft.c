@@ -546,6 +546,41 @@ static void test_blas(Draft* draft, Target* target) {
     free(tokens); free(hidden); free(reference_out); free(reference_logits);
 }
 
+// The warm starts: LM head rows and final norm from the target (draft_init_from_target), and the decoder
+// layer from the target's last layer (draft_init_from_target_layer), checked against the model file.
+static void test_warm_starts(Target* target) {
+    Draft draft;
+    draft_init_random(&draft, target, 150, NULL, 9);
+    draft_init_from_target(&draft, target);
+    draft_init_from_target_layer(&draft, target);
+    const DraftConfig* c = &draft.config;
+    int C = c->dim, QD = c->n_heads * c->head_size, F = c->ffn_dim, last = target->config.n_layers - 1;
+    Error err;
+    char name[64];
+    float* rows = mallocCheck((size_t)F * C * sizeof(float));
+    snprintf(name, sizeof(name), "blk.%d.attn_q.weight", last);
+    check(target_read_rows(target, name, NULL, QD, rows, &err) == 0, "read: %s", err.message);
+    int bad = 0;
+    for (int r = 0; r < QD; r++) {
+        for (int j = 0; j < C; j++) {
+            bad += draft.weights.wq[(size_t)r * 2 * C + j] != 0.0f;                       // the e half: zero
+            bad += draft.weights.wq[(size_t)r * 2 * C + C + j] != rows[(size_t)r * C + j]; // the u half: the target's
+        }
+    }
+    check(bad == 0, "warm start: wq is [0 | the target's last attn_q] (%d elements differ)", bad);
+    snprintf(name, sizeof(name), "blk.%d.ffn_down.weight", last);
+    check(target_read_rows(target, name, NULL, C, rows, &err) == 0, "read: %s", err.message);
+    check(memcmp(draft.weights.w_down, rows, (size_t)C * F * sizeof(float)) == 0, "warm start: w_down is the target's");
+    snprintf(name, sizeof(name), "blk.%d.attn_norm.weight", last);
+    check(target_read_rows(target, name, NULL, 1, rows, &err) == 0, "read: %s", err.message);
+    check(memcmp(draft.weights.hidden_norm, rows, (size_t)C * sizeof(float)) == 0 && draft.weights.embed_norm[0] == 1.0f,
+          "warm start: hidden_norm is the target's attention norm, embed_norm 1");
+    check(target_read_rows(target, target_output_name(target), draft.d2t, 1, rows, &err) == 0, "read: %s", err.message);
+    check(memcmp(draft.weights.lm_head, rows, (size_t)C * sizeof(float)) == 0, "warm start: the LM head rows are the target's");
+    free(rows);
+    draft_free(&draft);
+}
+
 int main(void) {
     snprintf(temp_dir, sizeof(temp_dir), "/tmp/aurora_test_draft_%d", (int)getpid());
     Error mkdir_err;
@@ -564,6 +599,7 @@ int main(void) {
     test_init(&target);
     test_round_trip(&target, &other_width, &other_vocabulary);
     test_malformed_checkpoints(&target);
+    test_warm_starts(&target);
 
     // the forward tests: random weights everywhere (norms too), a draft vocabulary smaller than V
     Draft draft;

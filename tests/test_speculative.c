@@ -171,11 +171,12 @@ static void test_greedy_lossless(Target* target) {
     int n_shapes = sizeof(shapes) / sizeof(shapes[0]);
     Draft draft;
     draft_init_random(&draft, target, V / 2, NULL, 7);
-    DraftKind kinds[3] = {DRAFT_EAGLE, DRAFT_SELF, DRAFT_LOOKUP};
-    const char* names[3] = {"eagle (random draft)", "self", "lookup"};
+    enum { N_KINDS = 5 };
+    DraftKind kinds[N_KINDS] = {DRAFT_EAGLE, DRAFT_SELF, DRAFT_LOOKUP, DRAFT_SUFFIX, DRAFT_HYBRID};
+    const char* names[N_KINDS] = {"eagle (random draft)", "self", "lookup", "suffix", "hybrid"};
     uint64_t rng = random_seed_state(9);
     int mismatches = 0, runs = 0;
-    long accepted_self = 0, proposed_self = 0, accepted_lookup = 0;
+    long accepted_self = 0, proposed_self = 0, accepted_lookup = 0, accepted_suffix = 0;
     for (int p = 0; p < PROMPTS; p++) {
         int prompt[16];
         int n_prompt = 3 + p * 2;
@@ -183,24 +184,31 @@ static void test_greedy_lossless(Target* target) {
         for (int i = 0; i < n_prompt; i++) { prompt[i] = p % 2 ? (int)(random_u32(&rng) % (uint32_t)V) : 10 + i % 3; }
         GenerateStats plain_stats;
         int n_plain = generate_plain(target, prompt, n_prompt, MAX_NEW, greedy, 0, plain, &plain_stats, NULL, NULL);
-        for (int k = 0; k < 3; k++) {
-            for (int s = 0; s < n_shapes; s++) {
+        for (int k = 0; k < N_KINDS; k++) {
+            for (int s = 0; s <= n_shapes; s++) { // every fixed shape, then adaptive shapes (s == n_shapes)
+                int adaptive = s == n_shapes;
+                TreeShape shape = adaptive ? (TreeShape){ADAPTIVE_DEFAULT_K, ADAPTIVE_DEFAULT_DEPTH, ADAPTIVE_DEFAULT_NODES} : shapes[s];
                 DraftSource source;
-                draft_source_init(&source, kinds[k], shapes[s], kinds[k] == DRAFT_EAGLE ? &draft : NULL, target);
+                draft_source_init(&source, kinds[k], shape, kinds[k] == DRAFT_EAGLE || kinds[k] == DRAFT_HYBRID ? &draft : NULL,
+                                  target);
+                draft_source_set_adaptive(&source, adaptive, 1);
+                if (kinds[k] == DRAFT_SUFFIX || kinds[k] == DRAFT_HYBRID) { // something served before, to match
+                    suffix_index_add(source.suffix_outputs, plain, n_plain);
+                }
                 SpecStats stats;
                 int n = generate_speculative(target, &source, prompt, n_prompt, MAX_NEW, greedy, 0, speculative, &stats, NULL, NULL, NULL);
                 runs++;
                 if (n != n_plain || memcmp(plain, speculative, sizeof(int) * n) != 0) {
                     mismatches++;
-                    fprintf(stderr, "  %s K=%d S=%d N=%d prompt %d: speculative output differs from plain greedy\n",
-                            names[k], shapes[s].k, shapes[s].depth, shapes[s].nodes, p);
+                    fprintf(stderr, "  %s K=%d D=%d N=%d%s prompt %d: speculative output differs from plain greedy\n",
+                            names[k], shape.k, shape.depth, shape.nodes, adaptive ? " adaptive" : "", p);
                 }
                 // the statistics add up: every emitted token but the first came from a verify pass
-                check(stats.emitted >= n - 1 && stats.emitted <= n - 1 + source.shape.depth + 1 &&
+                check(stats.emitted >= n - 1 && stats.emitted <= n - 1 + source.limit.depth + 1 &&
                       stats.accepted + stats.verify_passes == stats.emitted,
                       "%s: statistics do not add up (emitted %d, passes %d, accepted %d, generated %d)",
                       names[k], stats.emitted, stats.verify_passes, stats.accepted, n);
-                if (kinds[k] == DRAFT_SELF && shapes[s].k == 1) {
+                if (kinds[k] == DRAFT_SELF && !adaptive && shape.k == 1) {
                     // the target drafting a chain for itself proposes its own argmax at every step: every
                     // pass accepts the whole chain. (A wider tree may prune the argmax path in favour of
                     // a path with a higher cumulative draft probability, so only chains are complete.)
@@ -208,6 +216,7 @@ static void test_greedy_lossless(Target* target) {
                     proposed_self += stats.proposed;
                 }
                 if (kinds[k] == DRAFT_LOOKUP) { accepted_lookup += stats.accepted; }
+                if (kinds[k] == DRAFT_SUFFIX) { accepted_suffix += stats.accepted; }
                 draft_source_free(&source);
             }
         }
@@ -216,8 +225,9 @@ static void test_greedy_lossless(Target* target) {
     check(accepted_self == proposed_self && proposed_self > 0, "self-drafted chains: %ld of %ld nodes accepted, expected all",
           accepted_self, proposed_self);
     check(accepted_lookup > 0, "prompt lookup never had a draft accepted on repetitive prompts (the partial case)");
-    printf("greedy losslessness: %d runs (3 sources x %d tree shapes x %d prompts), all equal to plain greedy\n",
-           runs, n_shapes, PROMPTS);
+    check(accepted_suffix > 0, "the suffix draft, having served the same output before, never had a draft accepted");
+    printf("greedy losslessness: %d runs (%d sources x (%d fixed tree shapes + adaptive) x %d prompts), all equal to plain "
+           "greedy\n", runs, N_KINDS, n_shapes, PROMPTS);
     draft_free(&draft);
 }
 
@@ -350,6 +360,82 @@ static void test_sampling_end_to_end(Target* target) {
     draft_free(&draft);
 }
 
+// Speculative sampling end to end through generate_speculative with the new sources (suffix, hybrid, the
+// EAGLE draft with adaptive shapes): the second token is drawn by the first verify pass, so given the first
+// it must follow the target's own distribution p(. | prompt, first). Each draw's randomized probability
+// integral transform u = F(x-) + w p(x) (F the cumulative distribution over token ids, w uniform) is then
+// uniform on [0, 1): a chi-square over 10 bins. Negative control: the same transform against a wrong
+// distribution (the target at another temperature) must fail.
+static double pit_value(const float* p, int token, float w) {
+    double below = 0.0;
+    for (int v = 0; v < token; v++) { below += p[v]; }
+    return below + w * p[token];
+}
+
+static void test_sampling_sources(Target* target) {
+    int V = target->config.vocab_size;
+    SamplerSettings settings = {2.0f, 1.0f}, wrong = {1.2f, 1.0f};
+    int prompt[8] = {11, 12, 13, 11, 12, 13, 11, 12};
+    Draft draft;
+    draft_init_random(&draft, target, V, NULL, 5);
+    float* p = mallocCheck((size_t)V * sizeof(float));
+    float* q = mallocCheck((size_t)V * sizeof(float));
+    ProbIndex* scratch = mallocCheck((size_t)V * sizeof(ProbIndex));
+    DraftKind kinds[3] = {DRAFT_SUFFIX, DRAFT_HYBRID, DRAFT_SELF};
+    const char* names[3] = {"suffix", "hybrid", "self (adaptive)"};
+    enum { BINS = 10, DRAWS = 1200 };
+    double threshold = 27.9; // chi-square, 9 degrees of freedom, 0.999
+    uint64_t rng = random_seed_state(77);
+    for (int k = 0; k < 3; k++) {
+        DraftSource source;
+        draft_source_init(&source, kinds[k], (TreeShape){2, 3, 7}, kinds[k] == DRAFT_HYBRID ? &draft : NULL, target);
+        draft_source_set_adaptive(&source, kinds[k] == DRAFT_SELF, 1);
+        if (source.suffix_outputs) { // a history in which the prompt continues in many ways
+            for (int v = 0; v < 60; v++) {
+                int text[8] = {11, 12, (v * 7) % V, (v * 13) % V, (v * 29) % V, 13, 11, 12};
+                suffix_index_add(source.suffix_outputs, text, 8);
+            }
+        }
+        double counts[BINS] = {0}, counts_wrong[BINS] = {0};
+        int drafted = 0, suffix_passes = 0;
+        long accepted = 0;
+        for (int i = 0; i < DRAWS; i++) {
+            int out[2];
+            SpecStats stats;
+            generate_speculative(target, &source, prompt, 8, 2, settings, 1000 + (uint64_t)i, out, &stats, NULL, NULL, NULL);
+            drafted += stats.proposed > 0;
+            accepted += stats.accepted;
+            suffix_passes += stats.passes_suffix;
+            // the target's distribution of the second token given the first
+            int extended[9];
+            memcpy(extended, prompt, sizeof(prompt));
+            extended[8] = out[0];
+            target_prefill(target, extended, 9, 0, NULL, NULL);
+            sampling_distribution(p, target->host.logits, V, settings, scratch);
+            sampling_distribution(q, target->host.logits, V, wrong, scratch);
+            float w = random_f32(&rng);
+            int bin = (int)(pit_value(p, out[1], w) * BINS), bin_wrong = (int)(pit_value(q, out[1], w) * BINS);
+            counts[bin < BINS ? bin : BINS - 1]++;
+            counts_wrong[bin_wrong < BINS ? bin_wrong : BINS - 1]++;
+        }
+        double chi2 = 0, chi2_wrong = 0, expected = (double)DRAWS / BINS;
+        for (int b = 0; b < BINS; b++) {
+            chi2 += (counts[b] - expected) * (counts[b] - expected) / expected;
+            chi2_wrong += (counts_wrong[b] - expected) * (counts_wrong[b] - expected) / expected;
+        }
+        printf("sampling end to end, %s: %d draws (%d with a drafted tree, %ld drafted tokens accepted), chi-square %.1f "
+               "(threshold %.1f at 0.999); against the wrong temperature %.1f\n", names[k], DRAWS, drafted, accepted, chi2,
+               threshold, chi2_wrong);
+        if (kinds[k] == DRAFT_HYBRID) { printf("  the hybrid drafted %d of %d passes with the suffix draft\n", suffix_passes, DRAWS); }
+        check(drafted > DRAWS / 4 && accepted > 0, "%s: too few drafted passes (%d) or none accepted", names[k], drafted);
+        check(chi2 < threshold, "%s: speculative sampling does not follow the target: chi-square %.1f", names[k], chi2);
+        check(chi2_wrong > threshold, "%s: negative control: the wrong distribution passed (%.1f)", names[k], chi2_wrong);
+        draft_source_free(&source);
+    }
+    free(p); free(q); free(scratch);
+    draft_free(&draft);
+}
+
 int main(void) {
     snprintf(model_path, sizeof(model_path), "/tmp/aurora_test_speculative_%d.gguf", (int)getpid());
     TinyModelSpec spec = {64, 3, 4, 2, 96, 300, 256, 1, TYPE_F32, 10000.0f, 21};
@@ -365,6 +451,7 @@ int main(void) {
     test_greedy_lossless(&target);
     test_sampling_lossless();
     test_sampling_end_to_end(&target);
+    test_sampling_sources(&target);
     target_free(&target);
     return test_summary();
 }

@@ -356,6 +356,52 @@ static void test_evaluation(const char* model, const char* traffic_path, const c
     target_free(&target);
 }
 
+// ---- the hybrid takes, per pass, the better of the suffix and EAGLE drafts ----------------------
+// On the learnable stream with the trained draft: the hybrid's acceptance must be at least about the better
+// of the two sources' (it cannot know a pass's outcome in advance, so a little is lost to its estimates).
+static void test_hybrid_choice(const char* model, const char* traffic_path, const char* draft_path) {
+    Target target;
+    Error err;
+    if (target_load(&target, model, backend_cpu(), 256, 64, &err) != 0) { check(0, "load: %s", err.message); return; }
+    target.tokenizer.eos_id = -1;
+    Draft draft;
+    check(draft_load(&draft, draft_path, &target, &err) == 0, "load the trained draft: %s", err.message);
+    Traffic traffic;
+    check(traffic_load(&traffic, traffic_path, &err) == 0, "traffic: %s", err.message);
+    DraftKind kinds[3] = {DRAFT_EAGLE, DRAFT_SUFFIX, DRAFT_HYBRID};
+    const char* names[3] = {"eagle", "suffix", "hybrid"};
+    double acceptance[3];
+    int suffix_passes = 0, passes_hybrid = 0;
+    for (int k = 0; k < 3; k++) {
+        DraftSource source;
+        draft_source_init(&source, kinds[k], (TreeShape){1, 4, 5}, kinds[k] == DRAFT_SUFFIX ? NULL : &draft, &target);
+        long emitted = 0, passes = 0;
+        for (int r = 0; r < 24; r++) {
+            int prompt[256], out[64];
+            int n_prompt = prompt_encode(&target.tokenizer, traffic.requests[r].prompt, 0, prompt, 200, &err);
+            SpecStats stats;
+            SamplerSettings greedy = {0.0f, 1.0f};
+            generate_speculative(&target, &source, prompt, n_prompt, 20, greedy, 0, out, &stats, NULL, NULL, NULL);
+            emitted += stats.emitted;
+            passes += stats.verify_passes;
+            if (kinds[k] == DRAFT_HYBRID) { suffix_passes += stats.passes_suffix; passes_hybrid += stats.verify_passes; }
+        }
+        acceptance[k] = (double)emitted / passes;
+        draft_source_free(&source);
+    }
+    printf("hybrid choice: acceptance length eagle %.2f, suffix %.2f, hybrid %.2f (the suffix draft in %d of %d passes)\n",
+           acceptance[0], acceptance[1], acceptance[2], suffix_passes, passes_hybrid);
+    double best = acceptance[0] > acceptance[1] ? acceptance[0] : acceptance[1];
+    check(acceptance[2] >= 0.95 * best, "the hybrid (%.2f) should be about as good as the better source (%.2f)",
+          acceptance[2], best);
+    check(suffix_passes > 0 && suffix_passes < passes_hybrid, "the hybrid should use both sources (%d of %d suffix)",
+          suffix_passes, passes_hybrid);
+    (void)names;
+    traffic_free(&traffic);
+    draft_free(&draft);
+    target_free(&target);
+}
+
 static void test_learning_and_lockstep(void) {
     const char* model = temp_path("learn_target.gguf");
     TinyModelSpec spec = {32, 2, 4, 2, 64, 300, 256, 1, TYPE_F32, 10000.0f, 77};
@@ -378,6 +424,7 @@ static void test_learning_and_lockstep(void) {
     check(first < 1.2, "a random draft should start near 1.0 (got %.2f)", first);
     check(last >= 2.5, "acceptance length should reach 2.5 within 120 requests on the learnable stream (got %.2f)", last);
     test_evaluation(model, traffic, o.save_draft);
+    test_hybrid_choice(model, traffic, o.save_draft);
 
     // lockstep: two runs give bit-identical weights and logs
     Options a = tiny_replay(model, traffic, temp_path("lockstep_a"));

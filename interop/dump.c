@@ -693,10 +693,11 @@ static int command_dump(Options* o) {
         float learning_rate = trainer_learning_rate(&trainer);
         TrainStats step_stats;
         trainer_step(&trainer, &record, 1, &step_stats);
-        if (step_stats.loss != unroll_loss || step_stats.rejected) {
+        // the same computation twice: equal on the CPU tables; a GPU's reductions may round differently per run
+        if (fabsf(step_stats.loss - unroll_loss) > 1e-5f * (1.0f + fabsf(unroll_loss)) || step_stats.rejected) {
             fprintf(stderr, "error: internal: dump: trainer_step's loss %.9g (rejected %d) differs from its unroll's %.9g\n",
                     step_stats.loss, step_stats.rejected, unroll_loss);
-            exit(EXIT_FAILURE); // the same computation twice: a program bug
+            exit(EXIT_FAILURE); // a program bug
         }
         if (fabs(steps_loss - unroll_stats.accepted_loss) > 1e-5 * (1.0 + fabs(steps_loss))) {
             fprintf(stderr, "error: internal: dump: the steps' losses sum to %.9g, the trainer's accepted loss is %.9g\n",

@@ -467,7 +467,9 @@ static double dump_unroll_steps(Dump* d, Trainer* trainer, const Record* record,
                          "request.target_head . request.hidden[first_column + t + k + 1]", ELEMENT_F32, (size_t)n_sequence,
                          (size_t)V_d, device_p, 0, c->head_size);
         snprintf(name, sizeof(name), "%s.row_losses", prefix);
-        dump_add_2d(d, name, "F32 [n]: each loss row's loss (forward KL: -sum_v p(v) log q(v), q = softmax(logits))",
+        dump_add_2d(d, name, "F32 [n]: each loss row's loss, q = softmax(logits): fkl -sum_v p(v) log q(v); rkl sum_v "
+                    "q(v) (log q(v) - log max(p(v), 1e-30)); ntp -log q(x) (a token outside the draft vocabulary: the loss "
+                    "of draft id 0, weight 0)",
                     ELEMENT_F32, n_sequence, 1, row_losses);
         double loss_sum = 0.0;
         for (int i = 0; i < n_sequence; i++) { loss_sum += (double)weights[i] * row_losses[i]; }

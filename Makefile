@@ -10,7 +10,10 @@
 #   make bench-ops    the fast CPU ops against the reference and OpenBLAS, shape by shape (not a test)
 #   make oracle-deps  install llama-cpp-python (builds llama.cpp from source) for the oracle checks
 #   make oracle-llama-tools  build llama.cpp's tools (llama-speculative-simple, llama-bench, ...) into build/llama.cpp
-#   make test-interop our drafts in llama.cpp's EAGLE-3 speculative decoding vs ours (after oracle-llama-tools)
+#   make test-interop our drafts in llama.cpp's EAGLE-3 speculative decoding vs ours (after oracle-llama-tools),
+#                     then the numpy oracle on the default model (and make test-oracle)
+#   make test-oracle  aurora dump, tools/compare_dump.py and the numpy oracle of the EAGLE-3 draft, the TTT unroll
+#                     and the loss (tests/oracle_eagle3.py) on tiny models (needs numpy: make oracle-deps)
 #   make fuzz         libFuzzer on every reader of untrusted input (clang; SECONDS=30 each)
 # Switches: NO_BLAS=1, NO_CUDA=1, CUDA_ARCH=sm_90 (default sm_90).
 
@@ -68,7 +71,7 @@ endif
 SOURCES = aurora.c aurora.h cpu_ref.c $(wildcard base/*.c backends/*.c model/*.c model/*.h speculation/*.c flywheel/*.c interop/*.c)
 BIN = build
 
-.PHONY: oracle-llama-tools test-interop
+.PHONY: oracle-llama-tools test-interop test-oracle
 .PHONY: bench-ops test-cli-asan fuzz all model demo experiment-day0 experiment-shift experiment-mixed test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
 
 all: aurora
@@ -231,6 +234,14 @@ INTEROP_WORK ?= $(BIN)/interop
 test-interop: aurora $(BIN)/spec_passes $(MODEL_FILE)
 	@test -x $(BIN)/llama.cpp/bin/llama-speculative-simple || { echo "test-interop: run 'make oracle-llama-tools' first"; exit 1; }
 	$(PYTHON) tests/test_interop.py ./aurora ./$(BIN)/spec_passes $(MODEL_FILE) $(BIN)/llama.cpp/bin $(INTEROP_WORK)
+	PYTHON=$(PYTHON) sh tests/test_oracle.sh ./aurora $(INTEROP_WORK)/target-f32.gguf $(INTEROP_WORK)/draft.gguf
+
+# aurora dump (every named intermediate of a request), tools/compare_dump.py (two dumps through the tolerance
+# table) and the independent numpy implementation of the EAGLE-3 draft, the TTT unroll and the forward-KL loss
+# (tests/oracle_eagle3.py, with its negative controls), on project-made tiny models: about 30 s. numpy only
+# (make oracle-deps installs it with llama-cpp-python); make test-interop runs it on the default model too
+test-oracle: aurora
+	PYTHON=$(PYTHON) sh tests/test_oracle.sh ./aurora
 
 clean:
 	rm -rf $(BIN) aurora

@@ -209,6 +209,9 @@ static const Flag FLAGS[] = {
      "SGLang / vLLM load (Hugging Face Q/K layout, d2t offsets, t2d mask); aurora: our own GGUF checkpoint"},
     {"dtype", NULL, "--dtype", FLAG_CHOICE, "TYPE", 0, 0, "f32|bf16", OPTION(dtype),
      "matrix type written (f32: a bit-exact round trip)"},
+    // dump
+    {"backend", NULL, "--backend", FLAG_CHOICE, "NAME", 0, 0, "ref|cpu|blas|cuda", OPTION(device),
+     "the backend table that computes everything (ref: the plain fp32 reference, the oracle)"},
     // plot
     {"title", NULL, "--title", FLAG_TEXT, "TEXT", 0, 0, NULL, OPTION(title), "chart title"},
 };
@@ -861,6 +864,10 @@ static int command_plot(Options* o) {
     return plot_runs(o->out_path, o->title, o->positional, o->n_positional);
 }
 
+// aurora dump: every named intermediate of a request, to check other implementations against (it uses the
+// command helpers above, so it is included here)
+#include "interop/dump.c"
+
 static const Command COMMANDS[] = {
     {"generate", "generate -m MODEL -p PROMPT [options]", "generate text from a prompt",
      "  prints the generated text (or ids) on stdout and speed figures on stderr",
@@ -904,6 +911,15 @@ static const Command COMMANDS[] = {
      "  with the same trainer as the online flywheel. Ctrl-C stops after the step in flight and saves the draft.",
      "model traffic out domain requests max-new epochs draft-init lr warmup clip ttt-length loss prompt-weight "
      "context-window batch-requests seed draft-vocab context batch", "model traffic out", 0, 0, NULL, run_defaults, command_train},
+    {"dump", "dump -m MODEL -p PROMPT -o DUMP.safetensors [--draft DRAFT] [options]",
+     "write every named intermediate of a request (draft, verify pass, acceptance, a trainer step) to one file",
+     "  one safetensors file: the draft's weights (SpecForge names), a request generated greedily with speculative\n"
+     "  decoding, its first verify pass in detail (every drafting call, the target's activations over the tree,\n"
+     "  acceptance) and one trainer step on it (each TTT step's activations and loss, every gradient, the updated\n"
+     "  weights); every name's meaning is in the file's metadata. Compare two with tools/compare_dump.py.",
+     "model out prompt chat n-predict seed draft spec-k spec-depth spec-nodes draft-vocab context batch backend lr warmup "
+     "clip ttt-length loss prompt-weight context-window discard-weight discard-top-k", "model prompt out", 0, 0, NULL,
+     dump_defaults, command_dump},
     {"plot", "plot -o CHART.svg [--title T] RUN/requests.csv[:LABEL] ...", "draw several replays' acceptance on one chart",
      "  acceptance length per request of one or more replays on one chart (a self-contained SVG): faint dots per\n"
      "  request, a moving average over 25 requests per run, dashed lines where the first run's domain changes.\n"

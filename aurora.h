@@ -1417,9 +1417,14 @@ typedef struct {
     SafetensorsWriterTensor* tensors;
     int n_tensors;
     char error[512];                // the first misuse, reported by safetensors_writer_save
+    int n_metadata;                 // "__metadata__" entries after "format": "pt" (copies)
+    char** metadata_keys;           // (n_metadata)
+    char** metadata_values;         // (n_metadata)
 } SafetensorsWriter;
 void safetensors_writer_add(SafetensorsWriter* writer, const char* name, const char* dtype, int n_dims,
                             const int64_t* shape, const void* bytes, size_t n_bytes);
+// A "__metadata__" string entry (the format allows string values only; "format" is always "pt").
+void safetensors_writer_add_metadata(SafetensorsWriter* writer, const char* key, const char* value);
 int safetensors_writer_save(SafetensorsWriter* writer, const char* path, Error* err);
 void safetensors_writer_free(SafetensorsWriter* writer);
 

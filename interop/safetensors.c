@@ -296,6 +296,9 @@ int safetensors_tensor_to_f32(const SafetensorsFile* file, const SafetensorsTens
 void safetensors_writer_free(SafetensorsWriter* writer) {
     for (int i = 0; i < writer->n_tensors; i++) { free(writer->tensors[i].name); free(writer->tensors[i].bytes); }
     free(writer->tensors);
+    for (int i = 0; i < writer->n_metadata; i++) { free(writer->metadata_keys[i]); free(writer->metadata_values[i]); }
+    free(writer->metadata_keys);
+    free(writer->metadata_values);
     memset(writer, 0, sizeof(*writer));
 }
 
@@ -330,6 +333,24 @@ void safetensors_writer_add(SafetensorsWriter* writer, const char* name, const c
     writer->tensors[writer->n_tensors++] = tensor;
 }
 
+void safetensors_writer_add_metadata(SafetensorsWriter* writer, const char* key, const char* value) {
+    int n = writer->n_metadata;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(writer->metadata_keys[i], key) == 0 && writer->error[0] == '\0') {
+            snprintf(writer->error, sizeof(writer->error), "metadata '%s': duplicate key", key);
+        }
+    }
+    writer->metadata_keys = realloc(writer->metadata_keys, (size_t)(n + 1) * sizeof(char*));
+    writer->metadata_values = realloc(writer->metadata_values, (size_t)(n + 1) * sizeof(char*));
+    if (writer->metadata_keys == NULL || writer->metadata_values == NULL) {
+        fprintf(stderr, "error: out of memory (safetensors metadata)\n");
+        exit(EXIT_FAILURE);
+    }
+    writer->metadata_keys[n] = string_copy(key);
+    writer->metadata_values[n] = string_copy(value);
+    writer->n_metadata = n + 1;
+}
+
 // A JSON string literal (names are ours, but escape anyway).
 static void json_write_string(FILE* out, const char* text) {
     fputc('"', out);
@@ -349,7 +370,14 @@ int safetensors_writer_save(SafetensorsWriter* writer, const char* path, Error* 
     size_t header_length = 0;
     FILE* memory = open_memstream(&header, &header_length);
     if (memory == NULL) { return error_set(err, "%s: cannot build the header: out of memory", path); }
-    fputs("{\"__metadata__\":{\"format\":\"pt\"}", memory);
+    fputs("{\"__metadata__\":{\"format\":\"pt\"", memory);
+    for (int i = 0; i < writer->n_metadata; i++) {
+        fputc(',', memory);
+        json_write_string(memory, writer->metadata_keys[i]);
+        fputc(':', memory);
+        json_write_string(memory, writer->metadata_values[i]);
+    }
+    fputc('}', memory);
     uint64_t offset = 0;
     for (int i = 0; i < writer->n_tensors; i++) {
         const SafetensorsWriterTensor* t = &writer->tensors[i];

@@ -96,5 +96,29 @@ expect_error "no config.json" "config.json: cannot open" "$AURORA" generate -m "
 head -c 5000 "$work/draft.llama.gguf" > "$work/cut.gguf"
 expect_error "truncated llama.cpp GGUF" "cut.gguf" "$AURORA" generate -m "$model" -p x -n 2 --draft "$work/cut.gguf"
 
+# ---- aurora dump (the numpy checks of its contents are make test-oracle's): deterministic, read back by our
+# own safetensors reader (through the SpecForge import, which refuses anything malformed: here a dump is not a
+# draft, so it must say which tensor is missing), every draft format gives the same tensors, bad inputs
+for source in "$work/draft.gguf" "$work/draft.llama.gguf" "$work/draft.specforge"; do
+    name=$(basename "$source")
+    expect_ok "dump with $name" "$AURORA" dump -m "$model" --draft "$source" -p "the cat sat" -n 8 --spec-k 2 --spec-depth 2 -o "$work/dump.$name.safetensors"
+done
+expect_ok "dump again" "$AURORA" dump -m "$model" --draft "$work/draft.gguf" -p "the cat sat" -n 8 --spec-k 2 --spec-depth 2 -o "$work/dump.again.safetensors"
+cmp -s "$work/dump.draft.gguf.safetensors" "$work/dump.again.safetensors" && pass || fail "two identical dumps differ"
+# the files differ only in the metadata (the draft's path): the end of the data section is the same
+tail -c 200000 "$work/dump.draft.gguf.safetensors" > "$work/tail.ours"
+for name in draft.llama.gguf draft.specforge; do
+    tail -c 200000 "$work/dump.$name.safetensors" | cmp -s - "$work/tail.ours" && pass || fail "dump with $name: other values"
+done
+mkdir -p "$work/dump_as_draft"
+cp "$work/draft.specforge/config.json" "$work/dump_as_draft/config.json"
+cp "$work/dump.draft.gguf.safetensors" "$work/dump_as_draft/model.safetensors"
+expect_error "a dump is not a draft" "fc.weight" "$AURORA" generate -m "$model" -p x -n 2 --draft "$work/dump_as_draft"
+expect_error "dump: --draft self" "dump needs an EAGLE-3 draft" "$AURORA" dump -m "$model" --draft self -p x -o "$work/x.safetensors"
+expect_error "dump: -o is -m" "is the same file as -m" "$AURORA" dump -m "$model" -p x -o "$model"
+expect_error "dump: bad --backend" "--backend expects" "$AURORA" dump -m "$model" -p x -o "$work/x.safetensors" --backend gpu
+expect_error "dump: no -p" "missing -p" "$AURORA" dump -m "$model" -o "$work/x.safetensors"
+expect_error "dump: a tree wider than --batch" "raise --context" "$AURORA" dump -m "$model" -p x -o "$work/x.safetensors" --spec-k 4 --spec-depth 4 --batch 4
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -72,7 +72,7 @@ SOURCES = aurora.c aurora.h cpu_ref.c $(wildcard base/*.c backends/*.c model/*.c
 BIN = build
 
 .PHONY: oracle-llama-tools test-interop test-oracle
-.PHONY: bench-ops test-cli-asan fuzz all model demo experiment-day0 experiment-shift experiment-mixed test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
+.PHONY: bench-ops test-cli-asan fuzz all model demo test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
 
 all: aurora
 
@@ -103,7 +103,9 @@ demo: aurora $(MODEL_FILE)
 
 DEMO_REQUESTS ?= 48
 
-experiment-day0 experiment-shift experiment-mixed: aurora $(MODEL_FILE)
+EXPERIMENTS = experiment-day0 experiment-shift experiment-mixed experiment-sources experiment-sync experiment-discard experiment-study
+.PHONY: $(EXPERIMENTS)
+$(EXPERIMENTS): aurora $(MODEL_FILE)
 	sh tools/experiments.sh $(subst experiment-,,$@) $(REQUESTS)
 
 # ---- tests -------------------------------------------------------------------------------------

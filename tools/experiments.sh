@@ -1,81 +1,186 @@
 #!/bin/sh
-# experiments.sh: the flywheel experiments of SPEC section 8, one command each, on the default model.
-# usage: sh tools/experiments.sh day0|shift|mixed [REQUESTS]
-#   day0   a fresh draft (INIT=target: random layer, the target's LM head; INIT=random) trained online
-#          from the traffic it serves; acceptance length against requests, then the last quarter of the
-#          requests again with plain decoding and with the trained draft frozen: the speedup
-#   shift  a static draft (trained offline on domain c) against the same draft trained online, on a stream
-#          ordered by domain (c, python, prose, shell)
-#   mixed  online from scratch against the static draft on a mixed stream
-# Outputs go to out/<experiment>/: each run's requests.csv, summary.txt, acceptance.svg, and a chart of
-# the runs together. Sizes default to what a 2-core CPU does in minutes; pass REQUESTS for longer runs.
+# experiments.sh: the flywheel experiments of SPEC section 8 (and issue 10's study), one command each, on
+# the default model. usage: sh tools/experiments.sh EXPERIMENT [REQUESTS]
+#
+#   day0     a fresh draft trained online from the traffic it serves (the demo at small sizes): the online
+#            curve, the held-back curve (the served draft, frozen, on requests it never sees), then the
+#            speedup: requests it never saw served by plain decoding and by the learned draft, frozen
+#   shift    a stream ordered by domain (c, python, prose, shell): a static draft trained offline on c
+#            against the same draft trained online
+#   mixed    a mixed stream: online from scratch against the static draft
+#   sources  a mixed stream: the learned draft (online), the suffix draft, and both (hybrid, online)
+#   sync     how often weights are published (--sync-every 1, 4, 16, 64) against adaptation and speed
+#   discard  the discard loss off and on, at lookahead 5 and 10
+#   study    one lever at a time against a base configuration (lockstep, so runs compare exactly): learning
+#            rate, warm-up, pool, steps per request, batch, TTT length, clipping, prompt-position weight,
+#            warm starts, draft vocabulary
+# Environment: AURORA, MODEL, TRAFFIC, MAX_NEW (64), JOBS (runs at a time, 2), THREADS (OpenMP threads per
+# run: 1 when JOBS > 1). Outputs: out/EXPERIMENT/RUN/{requests.csv,summary.txt,acceptance.svg,held_back.csv}
+# and out/EXPERIMENT/*.svg, the runs on one chart. Acceptance is measured with chains of depth 5 (the
+# papers' lookahead 5: --spec-fixed), speed with adaptive shapes.
 set -eu
 AURORA=${AURORA:-./aurora}
 MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 TRAFFIC=${TRAFFIC:-traffic/default.jsonl}
-MAX_NEW=${MAX_NEW:-32}
-TRAIN="--lr 3e-3 --warmup 5"
+MAX_NEW=${MAX_NEW:-64}
+JOBS=${JOBS:-2}
+if [ -z "${THREADS:-}" ]; then THREADS=$([ "$JOBS" -gt 1 ] && echo 1 || nproc); fi
+export OMP_NUM_THREADS=$THREADS
 experiment=${1:-day0}
 out=out/$experiment
 mkdir -p "$out"
 
+# the configuration the study chose (docs/learning-study.md)
+INIT=${INIT:-target-layer}
+TRAIN=${TRAIN:---lr 3e-3 --warmup 5 --prompt-weight 0.5 --context-window 128}
+EVAL=${EVAL:---eval-every 50 --eval-requests 16}
+LOOKAHEAD5="--spec-fixed --spec-k 1 --spec-depth 5"
+
+log() { echo "$(date +%H:%M:%S) $*" >&2; }
+
+# run NAME FLAGS...: one replay into out/EXPERIMENT/NAME, its stderr in NAME.log; at most JOBS at a time
+running=0
+run() {
+    name=$1; shift
+    if [ "$running" -ge "$JOBS" ]; then wait; running=0; fi
+    log "start $name"
+    ( "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --max-new "$MAX_NEW" --out "$out/$name" --label "$name" "$@" \
+        > "$out/$name.log" 2>&1 && log "done  $name" || log "FAILED $name (see $out/$name.log)" ) &
+    running=$((running + 1))
+}
+finish() { wait; running=0; }
+
+# mean acceptance of a run's served rows in [from, to) (1-based request rows), and its tokens/s
+acceptance() { awk -F, -v from="$2" -v to="$3" 'NR > 1 && $9 == "served" && NR - 1 > from && NR - 1 <= to { a += $6; n++ }
+                                               END { printf "%.3f", n ? a / n : 0 }' "$1/requests.csv"; }
+speed() { awk -F, 'NR > 1 && $9 == "served" { t += $4; s += $7 } END { printf "%.2f", s ? t / s : 0 }' "$1/requests.csv"; }
+held_back() { awk -F, 'NR > 1 { last = $3 } END { printf "%.3f", last }' "$1/held_back.csv" 2>/dev/null || echo "-"; }
+
 case "$experiment" in
 day0)
-    N=${2:-48}
-    LAST=$(( N / 4 > 8 ? N / 4 : 8 ))
-    "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --order mixed --online --draft-init "${INIT:-target}" \
-        --requests "$N" --max-new "$MAX_NEW" $TRAIN --save-draft "$out/online.gguf" --out "$out/online" --label "online (day 0)"
-    # the last requests of the same stream again: plain decoding, and the trained draft frozen: the speedup
-    FROM=$(( N - LAST ))
-    "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --order mixed --no-spec --from "$FROM" --requests "$LAST" \
-        --max-new "$MAX_NEW" --out "$out/plain" --label plain > /dev/null 2>&1
-    "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --order mixed --static "$out/online.gguf" --from "$FROM" \
-        --requests "$LAST" --max-new "$MAX_NEW" --out "$out/learned" --label "learned draft" > /dev/null 2>&1
-    speed() { awk -F, 'NR > 1 && $9 == "served" { tokens += $4; seconds += $7 } END { printf "%.3f", tokens / seconds }' "$1"; }
-    acceptance() { awk -F, 'NR > 1 && $9 == "served" { a += $6; n++ } END { printf "%.3f", a / n }' "$1"; }
-    plain=$(speed "$out/plain/requests.csv")
-    learned=$(speed "$out/learned/requests.csv")
-    awk -v plain="$plain" -v learned="$learned" -v last="$LAST" -v a="$(acceptance "$out/learned/requests.csv")" 'BEGIN {
-        printf "the last %d requests again: plain decoding %.2f tok/s; the learned draft (frozen) %.2f tok/s, acceptance length %.2f: speedup %.2fx\n",
-               last, plain, learned, a, learned / plain }' | tee "$out/speedup.txt"
+    N=${2:-1000}
+    run online --order mixed --online --draft-init "$INIT" --requests "$N" $TRAIN $EVAL $LOOKAHEAD5 \
+        --save-draft "$out/online.gguf"
+    finish
+    # the speedup on requests the draft never saw: the stream after the first N, plain and learned (frozen,
+    # adaptive shapes), served one after the other on the same cores
+    # (the held-back set came out of the stream, so the first N served requests reach a little past N: start
+    # after N + 16, the most held back)
+    M=${SPEEDUP_REQUESTS:-40}
+    FROM=$((N + 16))
+    JOBS=1
+    OMP_NUM_THREADS=$(nproc)
+    run plain --order mixed --no-spec --from "$FROM" --requests "$M"
+    finish
+    run learned --order mixed --static "$out/online.gguf" --from "$FROM" --requests "$M"
+    finish
+    run learned-hybrid --order mixed --static "$out/online.gguf" --source hybrid --from "$FROM" --requests "$M"
+    finish
+    {
+        echo "day 0 over $N requests (mixed traffic, max-new $MAX_NEW, chains of depth 5, warm start $INIT)"
+        for w in 50 300 1000; do
+            [ "$w" -le "$N" ] && echo "  online acceptance, requests $((w - 49))-$w (moving average of 50): $(acceptance "$out/online" $((w - 50)) "$w")"
+        done
+        echo "  held-back acceptance at the end: $(held_back "$out/online")"
+        plain=$(speed "$out/plain"); learned=$(speed "$out/learned"); hybrid=$(speed "$out/learned-hybrid")
+        awk -v p="$plain" -v l="$learned" -v h="$hybrid" -v m="$M" 'BEGIN {
+            printf "  %d requests it never saw: plain %.2f tok/s, learned draft (frozen, adaptive) %.2f tok/s (%.2fx), with the suffix draft (hybrid) %.2f tok/s (%.2fx)\n",
+                   m, p, l, l / p, h, h / p }'
+    } | tee "$out/result.txt"
     "$AURORA" plot -o "$out/acceptance.svg" --title "day 0: a draft learning online from the traffic it serves" \
         "$out/online/requests.csv:online (day 0)"
     ;;
 shift)
-    N=${2:-200}
-    "$AURORA" train -m "$MODEL" --traffic "$TRAFFIC" --domain c --requests "${STATIC_REQUESTS:-100}" --epochs 2 \
-        --max-new "$MAX_NEW" $TRAIN -o "$out/static-c.gguf"
-    PER_DOMAIN=$(( N / 4 ))
-    # an ordered stream with PER_DOMAIN requests of each domain
-    python3 - "$TRAFFIC" "$PER_DOMAIN" > "$out/stream.jsonl" <<'PY'
-import json, sys
-path, per = sys.argv[1], int(sys.argv[2])
-seen = {}
-for line in open(path):
-    d = json.loads(line)["domain"]
-    seen[d] = seen.get(d, 0) + 1
-    if seen[d] <= per: sys.stdout.write(line)
-PY
-    "$AURORA" replay -m "$MODEL" --traffic "$out/stream.jsonl" --order ordered --static "$out/static-c.gguf" \
-        --max-new "$MAX_NEW" --out "$out/static" --label "static (trained on c)"
-    "$AURORA" replay -m "$MODEL" --traffic "$out/stream.jsonl" --order ordered --online --draft-init "$out/static-c.gguf" \
-        --max-new "$MAX_NEW" $TRAIN --out "$out/online" --label "online (from the static draft)"
-    "$AURORA" plot -o "$out/acceptance.svg" --title "domain shift: c, python, prose, shell" \
-        "$out/static/requests.csv:static" "$out/online/requests.csv:online"
+    PER=${2:-250}
+    # an ordered stream with PER requests of each domain, and a static draft trained offline on c
+    awk -v per="$PER" '{ match($0, /"domain": *"[^"]*"/); d = substr($0, RSTART, RLENGTH); if (++seen[d] <= per) print }' \
+        "$TRAFFIC" > "$out/stream.jsonl"
+    OMP_NUM_THREADS=$(nproc) "$AURORA" train -m "$MODEL" --traffic "$TRAFFIC" --domain c --requests "${STATIC_REQUESTS:-250}" \
+        --epochs 2 --max-new "$MAX_NEW" --draft-init "$INIT" $TRAIN -o "$out/static-c.gguf" > "$out/train.log" 2>&1
+    TRAFFIC="$out/stream.jsonl"
+    run static --order ordered --static "$out/static-c.gguf" $LOOKAHEAD5 $EVAL
+    run online --order ordered --online --draft-init "$out/static-c.gguf" $TRAIN $LOOKAHEAD5 $EVAL
+    finish
+    "$AURORA" plot -o "$out/acceptance.svg" --title "domain shift: c, python, prose, shell ($PER requests each)" \
+        "$out/static/requests.csv:static (trained on c)" "$out/online/requests.csv:online"
     ;;
 mixed)
-    N=${2:-200}
-    test -f out/shift/static-c.gguf || "$AURORA" train -m "$MODEL" --traffic "$TRAFFIC" --domain c \
-        --requests "${STATIC_REQUESTS:-100}" --epochs 2 --max-new "$MAX_NEW" $TRAIN -o out/shift/static-c.gguf
-    "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --order mixed --requests "$N" --static out/shift/static-c.gguf \
-        --max-new "$MAX_NEW" --out "$out/static" --label "static (trained on c)"
-    "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --order mixed --requests "$N" --online --draft-init random \
-        --max-new "$MAX_NEW" $TRAIN --out "$out/online" --label "online from scratch"
+    N=${2:-1000}
+    test -f out/shift/static-c.gguf || { echo "run 'sh tools/experiments.sh shift' first (its static draft)"; exit 1; }
+    run static --order mixed --requests "$N" --static out/shift/static-c.gguf $LOOKAHEAD5 $EVAL
+    run online --order mixed --requests "$N" --online --draft-init "$INIT" $TRAIN $LOOKAHEAD5 $EVAL
+    finish
     "$AURORA" plot -o "$out/acceptance.svg" --title "mixed stream: online from scratch against static" \
         "$out/static/requests.csv:static" "$out/online/requests.csv:online"
     ;;
+sources)
+    N=${2:-1000}
+    run learned --order mixed --requests "$N" --online --draft-init "$INIT" $TRAIN $LOOKAHEAD5
+    run suffix --order mixed --requests "$N" --source suffix $LOOKAHEAD5
+    finish
+    run hybrid --order mixed --requests "$N" --online --source hybrid --draft-init "$INIT" $TRAIN $LOOKAHEAD5
+    finish
+    "$AURORA" plot -o "$out/acceptance.svg" --title "mixed stream: the learned draft, the suffix draft, both" \
+        "$out/learned/requests.csv:learned (online)" "$out/suffix/requests.csv:suffix" "$out/hybrid/requests.csv:hybrid"
+    ;;
+sync)
+    N=${2:-300}
+    for every in 1 4 16 64; do run "sync-$every" --order mixed --requests "$N" --online --draft-init "$INIT" $TRAIN \
+        $LOOKAHEAD5 --sync-every "$every"; done
+    finish
+    "$AURORA" plot -o "$out/acceptance.svg" --title "publishing every 1, 4, 16, 64 optimiser steps" \
+        "$out/sync-1/requests.csv:every 1" "$out/sync-4/requests.csv:every 4" "$out/sync-16/requests.csv:every 16" \
+        "$out/sync-64/requests.csv:every 64"
+    ;;
+discard)
+    N=${2:-300}
+    for depth in 5 10; do
+        for weight in 0 0.5; do
+            run "depth$depth-discard$weight" --order mixed --requests "$N" --online --draft-init "$INIT" $TRAIN \
+                --sync-schedule 1 --steps-per-request 4 --spec-fixed --spec-k 2 --spec-depth "$depth" \
+                --spec-nodes $((2 * depth + 1)) --ttt-length "$depth" --discard-weight "$weight" $EVAL
+        done
+    done
+    finish
+    "$AURORA" plot -o "$out/acceptance.svg" --title "the discard loss off and on, lookahead 5 and 10" \
+        "$out/depth5-discard0/requests.csv:lookahead 5, off" "$out/depth5-discard0.5/requests.csv:lookahead 5, on" \
+        "$out/depth10-discard0/requests.csv:lookahead 10, off" "$out/depth10-discard0.5/requests.csv:lookahead 10, on"
+    ;;
+study)
+    N=${2:-200}
+    # the base: lockstep after every request, 4 steps per request (repeatable, and fair between levers)
+    BASE="--order mixed --requests $N --online --sync-schedule 1 $LOOKAHEAD5 $EVAL"
+    run base $BASE --draft-init "$INIT" $TRAIN
+    run lr-1e-3 $BASE --draft-init "$INIT" --lr 1e-3 --warmup 5 --prompt-weight 0.5 --context-window 128
+    run lr-1e-2 $BASE --draft-init "$INIT" --lr 1e-2 --warmup 5 --prompt-weight 0.5 --context-window 128
+    run warmup-50 $BASE --draft-init "$INIT" --lr 3e-3 --warmup 50 --prompt-weight 0.5 --context-window 128
+    run pool-16 $BASE --draft-init "$INIT" $TRAIN --pool 16
+    run pool-256 $BASE --draft-init "$INIT" $TRAIN --pool 256
+    run steps-1 $BASE --draft-init "$INIT" $TRAIN --steps-per-request 1
+    run steps-16 $BASE --draft-init "$INIT" $TRAIN --steps-per-request 16
+    run batch-4 $BASE --draft-init "$INIT" $TRAIN --batch-requests 4
+    run ttt-1 $BASE --draft-init "$INIT" $TRAIN --ttt-length 1
+    run ttt-3 $BASE --draft-init "$INIT" $TRAIN --ttt-length 3
+    run clip-off $BASE --draft-init "$INIT" $TRAIN --clip 0
+    run prompt-0 $BASE --draft-init "$INIT" --lr 3e-3 --warmup 5 --prompt-weight 0 --context-window 128
+    run prompt-1 $BASE --draft-init "$INIT" --lr 3e-3 --warmup 5 --prompt-weight 1 --context-window 128
+    run init-random $BASE --draft-init random $TRAIN
+    run init-target $BASE --draft-init target $TRAIN
+    run vocab-4096 $BASE --draft-init "$INIT" $TRAIN --draft-vocab 4096
+    run vocab-16384 $BASE --draft-init "$INIT" $TRAIN --draft-vocab 16384
+    finish
+    {
+        printf "%-14s %10s %10s %10s %12s\n" run "1-50" "$((N - 49))-$N" "held-back" "tok/s"
+        for d in "$out"/*/; do
+            d=${d%/}; name=$(basename "$d")
+            [ -f "$d/requests.csv" ] || continue
+            printf "%-14s %10s %10s %10s %12s\n" "$name" "$(acceptance "$d" 0 50)" "$(acceptance "$d" $((N - 50)) "$N")" \
+                "$(held_back "$d")" "$(speed "$d")"
+        done
+    } | tee "$out/result.txt"
+    ;;
 *)
-    echo "usage: sh tools/experiments.sh day0|shift|mixed [REQUESTS]" >&2
+    echo "usage: sh tools/experiments.sh day0|shift|mixed|sources|sync|discard|study [REQUESTS]" >&2
     exit 1
     ;;
 esac

@@ -65,8 +65,16 @@ else
 endif
 
 # ---- build -------------------------------------------------------------------------------------
-SOURCES = aurora.c aurora.h cpu_ref.c $(wildcard base/*.c backends/*.c model/*.c model/*.h speculation/*.c flywheel/*.c interop/*.c)
+SOURCES = aurora.c aurora.h cpu_ref.c $(wildcard base/*.c backends/*.c backends/*.h model/*.c model/*.h speculation/*.c flywheel/*.c interop/*.c)
 BIN = build
+
+# The fast CPU kernels (backends/cpu_fast_kernels.c: a hundred unrolled tile shapes, most of the compile
+# time) are compiled once per flavour and linked into ./aurora and every test (backends/cpu_fast.h says
+# why): the kernels the tests check are the program's, byte for byte. `cc aurora.c` alone still works.
+FAST_KERNELS = $(BIN)/cpu_fast_kernels.o
+FAST_KERNELS_ASAN = $(BIN)/cpu_fast_kernels_asan.o
+KERNEL_SOURCES = backends/cpu_fast_kernels.c backends/cpu_fast.h aurora.h
+LINK_KERNELS = -DFAST_KERNELS_SEPARATE
 
 .PHONY: oracle-llama-tools test-interop
 .PHONY: bench-ops test-cli-asan fuzz all model demo experiment-day0 experiment-shift experiment-mixed test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
@@ -77,12 +85,18 @@ ifneq ($(CUDA_CFLAGS),)
 $(BIN)/kernels.o: kernels.cu aurora.h | $(BIN)
 	$(NVCC) -O2 -arch=$(CUDA_ARCH) -I. -c kernels.cu -o $@
 
-aurora: $(SOURCES) $(BIN)/kernels.o
-	$(CC) $(CFLAGS) $(CUDA_CFLAGS) aurora.c $(BIN)/kernels.o -o $@ $(LDLIBS) $(CUDA_LDLIBS)
+aurora: $(SOURCES) $(BIN)/kernels.o $(FAST_KERNELS)
+	$(CC) $(CFLAGS) $(CUDA_CFLAGS) $(LINK_KERNELS) aurora.c $(FAST_KERNELS) $(BIN)/kernels.o -o $@ $(LDLIBS) $(CUDA_LDLIBS)
 else
-aurora: $(SOURCES)
-	$(CC) $(CFLAGS) aurora.c -o $@ $(LDLIBS)
+aurora: $(SOURCES) $(FAST_KERNELS)
+	$(CC) $(CFLAGS) $(LINK_KERNELS) aurora.c $(FAST_KERNELS) -o $@ $(LDLIBS)
 endif
+
+$(FAST_KERNELS): $(KERNEL_SOURCES) | $(BIN)
+	$(CC) $(CFLAGS) -c backends/cpu_fast_kernels.c -o $@
+
+$(FAST_KERNELS_ASAN): $(KERNEL_SOURCES) | $(BIN)
+	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -D_GNU_SOURCE -I. -c backends/cpu_fast_kernels.c -o $@
 
 $(BIN):
 	mkdir -p $(BIN)
@@ -106,11 +120,11 @@ experiment-day0 experiment-shift experiment-mixed: aurora $(MODEL_FILE)
 # ---- tests -------------------------------------------------------------------------------------
 UNIT_TESTS = test_ops test_fast test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_backends test_hardening test_suffix test_adaptive test_interop
 
-$(BIN)/%: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
-	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(LDLIBS)
+$(BIN)/%: tests/%.c tests/test_common.h $(SOURCES) $(FAST_KERNELS) | $(BIN)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(LINK_KERNELS) $< $(FAST_KERNELS) -o $@ $(LDLIBS)
 
-$(BIN)/%_asan: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
-	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -Wno-unused-function -D_GNU_SOURCE -I. $< -o $@ -lm -lpthread
+$(BIN)/%_asan: tests/%.c tests/test_common.h $(SOURCES) $(FAST_KERNELS_ASAN) | $(BIN)
+	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -Wno-unused-function -D_GNU_SOURCE -I. $(LINK_KERNELS) $< $(FAST_KERNELS_ASAN) -o $@ -lm -lpthread
 
 test: test-unit test-sanitize test-tsan test-cli test-cli-asan
 	@echo "make test: all passed"
@@ -137,8 +151,8 @@ test-cli: aurora
 	@echo "== test_interop_cli"; sh tests/test_interop_cli.sh ./aurora
 
 # the command line under ASan + UBSan: every bad input, signal, full disk and FIFO of test_cli.sh
-$(BIN)/aurora_asan: $(SOURCES) | $(BIN)
-	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -Wno-unused-function -D_GNU_SOURCE -I. aurora.c -o $@ -lm -lpthread
+$(BIN)/aurora_asan: $(SOURCES) $(FAST_KERNELS_ASAN) | $(BIN)
+	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -Wno-unused-function -D_GNU_SOURCE -I. $(LINK_KERNELS) aurora.c $(FAST_KERNELS_ASAN) -o $@ -lm -lpthread
 
 test-cli-asan: $(BIN)/aurora_asan
 	@echo "== test_cli under ASan + UBSan"; sh tests/test_cli.sh ./$(BIN)/aurora_asan
@@ -153,8 +167,8 @@ test-model: aurora $(BIN)/test_default_model $(BIN)/test_tokenizer $(BIN)/test_f
 # the parity suite with the CUDA table linked in: every op, a verify pass, the draft and K trainer steps
 # against the reference on every backend this build and machine have (no GPU: CUDA reported as skipped)
 ifneq ($(CUDA_CFLAGS),)
-$(BIN)/test_backends_cuda: tests/test_backends.c tests/test_common.h $(SOURCES) $(BIN)/kernels.o | $(BIN)
-	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(CUDA_CFLAGS) $< $(BIN)/kernels.o -o $@ $(LDLIBS) $(CUDA_LDLIBS)
+$(BIN)/test_backends_cuda: tests/test_backends.c tests/test_common.h $(SOURCES) $(BIN)/kernels.o $(FAST_KERNELS) | $(BIN)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(CUDA_CFLAGS) $(LINK_KERNELS) $< $(FAST_KERNELS) $(BIN)/kernels.o -o $@ $(LDLIBS) $(CUDA_LDLIBS)
 
 test-cuda: $(BIN)/test_backends_cuda
 	./$(BIN)/test_backends_cuda
@@ -165,16 +179,16 @@ test-cuda: $(BIN)/test_backends
 endif
 
 # ---- benchmarks and tools ----------------------------------------------------------------------
-$(BIN)/bench_verify: tools/bench_verify.c $(SOURCES) | $(BIN)
-	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(LDLIBS)
+$(BIN)/bench_verify: tools/bench_verify.c $(SOURCES) $(FAST_KERNELS) | $(BIN)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(LINK_KERNELS) $< $(FAST_KERNELS) -o $@ $(LDLIBS)
 
 bench: aurora $(MODEL_FILE) $(BIN)/bench_verify
 	sh tools/bench.sh ./aurora $(MODEL_FILE)
 	./$(BIN)/bench_verify $(MODEL_FILE)
 
 # the fast CPU ops, one by one, on the default model's shapes and the machine's measured bandwidth
-$(BIN)/bench_ops: tools/bench_ops.c $(SOURCES) | $(BIN)
-	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(LDLIBS)
+$(BIN)/bench_ops: tools/bench_ops.c $(SOURCES) $(FAST_KERNELS) | $(BIN)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(LINK_KERNELS) $< $(FAST_KERNELS) -o $@ $(LDLIBS)
 
 bench-ops: $(BIN)/bench_ops $(MODEL_FILE)
 	./$(BIN)/bench_ops $(MODEL_FILE)

@@ -114,6 +114,9 @@ int write_file_atomic(const char* path, const void* bytes, size_t n, Error* err)
 // Small helpers (base/util.c).
 char* string_copy(const char* text);        // a malloc'd copy (exits on out of memory)
 double now_seconds(void);                   // a monotonic clock
+// The process's resident memory now and at its peak (VmRSS, VmHWM of /proc/self/status), in kB; -1 where
+// the system does not say. File-backed pages count: a model read in place counts the pages touched.
+void resident_memory_kb(long* current, long* peak);
 
 // ----------------------------------------------------------------------------
 // JSON (base/json.c): strict RFC 8259, UTF-8; errors name the file, line, column and what was expected
@@ -453,17 +456,30 @@ typedef struct {
 
 // The tables. The reference is the oracle every other table is tested against (tests/test_backends.c).
 extern const Backend backend_cpu_ref;       // cpu_ref.c: plain loops, fp32 weights
+extern const Backend backend_cpu_fast;      // cpu_fast.c: weights in their GGUF type, int8 activations on VNNI CPUs
+extern const Backend backend_cpu_fast_exact; // cpu_fast.c: the same kernels with fp32 activations
 #ifdef USE_BLAS
 extern const Backend backend_cpu_blas;      // backends.c: the reference with OpenBLAS matmuls
 #endif
 // kernels.cu: the CUDA table, or NULL when no device (or no driver) is visible. Defined only in a build
 // with CUDA; call it through backend_by_name.
 const Backend* backend_cuda(void);
-// The default CPU table: OpenBLAS when built with it, else the reference.
+// The default CPU table: the fast one (backend_cpu_fast).
 const Backend* backend_cpu(void);
-// By name: "cpu" (the default CPU table), "ref" (the reference), "blas", "cuda". NULL with a message
-// when the name is unknown or the backend is not available in this build or on this machine.
+// By name: "cpu" (the default CPU table), "fast", "fast-exact", "ref" (the reference), "blas", "cuda". NULL
+// with a message when the name is unknown or the backend is not available in this build or on this machine.
 const Backend* backend_by_name(const char* name, Error* err);
+// One line for reports: the table's name, what it runs on (the fast tables: the instruction set and the
+// activations' arithmetic) and the OpenMP threads.
+void backend_describe(const Backend* backend, char* text, size_t size);
+
+// The fast CPU ops (backends/cpu_fast.c; contract there): weights in any supported GGUF type, read in place.
+// matmul_forward_fast takes the int8 path on quantised weights where the CPU has AVX-512 VNNI (the tables
+// choose their arithmetic explicitly).
+void embedding_forward_fast(float* out, const int* tokens, Matrix table, int T, int C, int V);
+void matmul_forward_fast(float* out, const float* inp, Matrix weight, int T, int C, int OC);
+void attention_forward_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
+                            const uint8_t* mask, int T, int P, int NH, int NKV, int HS);
 
 // The CPU memory ops (cpu_ref.c), for every table whose memory is host memory.
 void* cpu_alloc(size_t bytes);
@@ -1426,7 +1442,8 @@ typedef struct {
     int seed;
     const char* device;         // "cpu" or "cuda"
     int use_cuda;               // derived from device
-    int no_blas;
+    int no_blas;                // --no-blas: the reference table (the same as --backend ref)
+    const char* backend_name;   // --backend fast|fast-exact|blas|ref|cuda; resolved: backend_by_name's name
     int context;                // KV cache slots (0: the model's context, capped)
     int batch;                  // most tokens per forward call
     // speculative decoding

@@ -101,16 +101,28 @@ const Backend backend_cpu_blas = {
 // ----------------------------------------------------------------------------
 // the registry
 
-const Backend* backend_cpu(void) {
-#ifdef USE_BLAS
-    return &backend_cpu_blas;
-#else
-    return &backend_cpu_ref;
+void backend_describe(const Backend* backend, char* text, size_t size) {
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
 #endif
+    if (backend == &backend_cpu_fast || backend == &backend_cpu_fast_exact) {
+        int isa = fast_isa_current();
+        snprintf(text, size, "%s (%s, %s activations on quantised weights), %d threads", backend->name, fast_isa_name(isa),
+                 backend == &backend_cpu_fast && isa == FAST_ISA_AVX512_VNNI ? "int8" : "fp32", threads);
+    } else {
+        snprintf(text, size, "%s (%s), %d threads", backend->name, backend->device, threads);
+    }
+}
+
+const Backend* backend_cpu(void) {
+    return &backend_cpu_fast;
 }
 
 const Backend* backend_by_name(const char* name, Error* err) {
     if (strcmp(name, "cpu") == 0) { return backend_cpu(); }
+    if (strcmp(name, "fast") == 0) { return &backend_cpu_fast; }
+    if (strcmp(name, "fast-exact") == 0) { return &backend_cpu_fast_exact; }
     if (strcmp(name, "ref") == 0) { return &backend_cpu_ref; }
     if (strcmp(name, "blas") == 0) {
 #ifdef USE_BLAS
@@ -132,6 +144,6 @@ const Backend* backend_by_name(const char* name, Error* err) {
         return NULL;
 #endif
     }
-    error_set(err, "unknown backend '%s', expected cpu, ref, blas or cuda", name);
+    error_set(err, "unknown backend '%s', expected cpu, fast, fast-exact, ref, blas or cuda", name);
     return NULL;
 }

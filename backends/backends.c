@@ -59,7 +59,8 @@ static void matmul_forward_blas(float* out, const float* inp, Matrix weight_matr
     n_parts = omp_get_max_threads();
     if (n_parts > OC) { n_parts = OC; }
 #endif
-    #pragma omp parallel for
+    if ((long)T * OC * C < PARALLEL_MIN_WORK) { n_parts = 1; }
+    #pragma omp parallel for if (n_parts > 1)
     for (int part = 0; part < n_parts; part++) {
         int first = (int)((long)OC * part / n_parts), last = (int)((long)OC * (part + 1) / n_parts);
         // out[:, first:last] (T, last-first) = inp (T, C) @ weight[first:last]^T (C, last-first)

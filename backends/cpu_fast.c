@@ -146,7 +146,7 @@ static void matmul_forward_fast_arithmetic(float* out, const float* inp, Matrix 
     (void)int8_activations;
 #endif
     int finite = 1;   // the int8 path needs finite inputs; otherwise the fp32 path runs
-    #pragma omp parallel
+    #pragma omp parallel if ((long)T * OC * C >= PARALLEL_MIN_WORK)
     {
 #if FAST_X86
         if (int8_path) {
@@ -206,7 +206,7 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
     int isa = fast_isa_current();
     int n_chunks = (T + FAST_QUERY_ROWS - 1) / FAST_QUERY_ROWS;
     int n_items = NKV * n_chunks;
-    #pragma omp parallel
+    #pragma omp parallel if ((long)T * P * NH * HS >= PARALLEL_MIN_WORK)
     {
         // per thread: scores, then weights, of one item's queries (FAST_QUERY_ROWS * group, P)
         float* scores = mallocCheck((size_t)FAST_QUERY_ROWS * group * (P > 0 ? P : 1) * sizeof(float));
@@ -223,6 +223,25 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
             { (void)isa; attention_item_portable(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, scores); }
         }
         free(scores);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// quantisation: quantize_row's results (bit for bit), in parallel, vectorised for Q8_0 on AVX-512
+
+void quantize_rows_fast(int type, const float* source, void* destination, int rows, int cols) {
+    // source: (rows, cols); destination: rows of tensor_bytes(type, cols) bytes
+    size_t row_bytes = tensor_bytes(type, cols);
+    int isa = fast_isa_current();
+    #pragma omp parallel for schedule(static) if ((long)rows * cols >= PARALLEL_MIN_WORK)
+    for (int r = 0; r < rows; r++) {
+        const float* x = source + (size_t)r * cols;
+        uint8_t* out = (uint8_t*)destination + (size_t)r * row_bytes;
+#if FAST_X86
+        if (type == TYPE_Q8_0 && isa >= FAST_ISA_AVX512) { fast_quantize_q8_0_avx512(out, x, cols / FAST_QK); continue; }
+#endif
+        (void)isa;
+        quantize_row(type, x, out, cols);
     }
 }
 
@@ -251,10 +270,10 @@ static void matmul_forward_fast_fp32(float* out, const float* inp, Matrix weight
     matmul_forward_fast_arithmetic(out, inp, weight, T, C, OC, 0);
 }
 
-#define FAST_TABLE(NAME, MATMUL) \
+#define FAST_TABLE(NAME, MATMUL, DRAFT_TYPE) \
     .name = NAME, .device = "CPU", .host_memory = 1, \
     .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy, .copy = cpu_copy, .zero = cpu_zero, \
-    .upload_matrix = fast_upload_matrix, .free_matrix = fast_free_matrix, \
+    .upload_matrix = fast_upload_matrix, .free_matrix = fast_free_matrix, .draft_type = DRAFT_TYPE, \
     .embedding_forward = embedding_forward_fast, .rmsnorm_forward = rmsnorm_forward_cpu, \
     .matmul_forward = MATMUL, .rope_forward = rope_forward_cpu, \
     .attention_forward = attention_forward_fast, .swiglu_forward = swiglu_forward_cpu, \
@@ -267,5 +286,7 @@ static void matmul_forward_fast_fp32(float* out, const float* inp, Matrix weight
     .copy_strided = copy_strided_cpu, .argmax_rows = argmax_rows_cpu,
 #define FAST_MATMUL_BACKWARD matmul_backward_cpu
 
-const Backend backend_cpu_fast = { FAST_TABLE("cpu-fast", matmul_forward_fast_int8) };
-const Backend backend_cpu_fast_exact = { FAST_TABLE("cpu-fast-exact", matmul_forward_fast_fp32) };
+// A serving draft's matrices: Q8_0 on the int8 table (the VNNI kernel's cheapest weights: a drafting step
+// reads a quarter of the fp32 bytes and skips the nibble unpacking), fp32 on the exact one.
+const Backend backend_cpu_fast = { FAST_TABLE("cpu-fast", matmul_forward_fast_int8, TYPE_Q8_0) };
+const Backend backend_cpu_fast_exact = { FAST_TABLE("cpu-fast-exact", matmul_forward_fast_fp32, TYPE_F32) };

@@ -261,6 +261,8 @@ void fast_attention_item_avx2(float* out, const float* q, const float* key_cache
 void fast_attention_item_avx512(float* out, const float* q, const float* key_cache, const float* value_cache,
                                 const uint8_t* mask, int T, int P, int NH, int NKV, int HS, int kv_head, int t0,
                                 float* scores);
+// n_blocks blocks of 32 values to Q8_0, exactly as quantize_row.
+void fast_quantize_q8_0_avx512(uint8_t* out, const float* x, int64_t n_blocks);
 #endif
 
 #endif // CPU_FAST_H

@@ -431,4 +431,36 @@ void fast_matmul_rows_vnni(float* out, const FastInt8Rows* x, Matrix weight, int
     }
 }
 
+// ----------------------------------------------------------------------------
+// Q8_0 quantisation (a serving draft's copy, quantised at every hot swap), AVX-512: quantize_row's results
+// bit for bit (tests/test_backends.c checks), 32 values at a time. Per block, as gguf.c: d = max|x| / 127
+// (the fp16 of d rounded to nearest even, as fp32_to_fp16 and the hardware conversion both do), inverse
+// = 1 / d (0 when d is 0), q = roundf(x * inverse), i.e. half away from zero: t = trunc(v), plus the sign
+// of v where |v - t| >= 0.5 (v - t is exact), clamped to [-127, 127]. A block with an infinity or a NaN is
+// left to quantize_row itself.
+FAST_AVX512_TARGET void fast_quantize_q8_0_avx512(uint8_t* out, const float* x, int64_t n_blocks) {
+    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), limit = _mm512_set1_ps(127.0f);
+    for (int64_t b = 0; b < n_blocks; b++) {
+        const float* block_x = x + b * FAST_QK;
+        uint8_t* block = out + b * 34;
+        __m512 v0 = _mm512_loadu_ps(block_x), v1 = _mm512_loadu_ps(block_x + 16);
+        if (_mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99)) { quantize_row(TYPE_Q8_0, block_x, block, FAST_QK); continue; }
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float d = amax / 127.0f;
+        float inverse = d != 0.0f ? 1.0f / d : 0.0f;
+        uint16_t d_half = (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), 0);
+        memcpy(block, &d_half, 2);   // little-endian, as tensor_store_u16
+        __m512 scale = _mm512_set1_ps(inverse);
+        for (int k = 0; k < 2; k++) {
+            __m512 v = _mm512_mul_ps(k ? v1 : v0, scale);
+            __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __mmask16 away = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(v, t)), half, _CMP_GE_OQ);
+            __m512 sign_one = _mm512_or_ps(one, _mm512_and_ps(v, _mm512_set1_ps(-0.0f)));
+            __m512 q = _mm512_mask_add_ps(t, away, t, sign_one);
+            q = _mm512_min_ps(_mm512_max_ps(q, _mm512_sub_ps(_mm512_setzero_ps(), limit)), limit);
+            _mm_storeu_si128((__m128i*)(block + 2 + 16 * k), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(q)));
+        }
+    }
+}
+
 #endif // FAST_X86

@@ -30,6 +30,13 @@ SANITIZE = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-om
 
 MODEL_FILE = models/SmolLM2-135M-Instruct.Q4_1.gguf
 
+# libgomp's idle threads spin for milliseconds after every parallel region (its default, "active"). On a
+# machine shared with other processes that spinning takes the core the thread it waits for needs: measured on
+# the project's loaded 2-core machine, test_backends ran 87 s with the default and 2.4 s with passive waiting.
+# Every recipe (tests, demo, bench) gets passive waiting unless the caller set OMP_WAIT_POLICY.
+OMP_WAIT_POLICY ?= passive
+export OMP_WAIT_POLICY
+
 # ---- probes ------------------------------------------------------------------------------------
 HASH := \#
 OPENMP_FOUND := $(shell printf 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo yes)
@@ -68,8 +75,16 @@ else
 endif
 
 # ---- build -------------------------------------------------------------------------------------
-SOURCES = aurora.c aurora.h cpu_ref.c $(wildcard base/*.c backends/*.c model/*.c model/*.h speculation/*.c flywheel/*.c interop/*.c)
+SOURCES = aurora.c aurora.h cpu_ref.c $(wildcard base/*.c backends/*.c backends/*.h model/*.c model/*.h speculation/*.c flywheel/*.c interop/*.c)
 BIN = build
+
+# The fast CPU kernels (backends/cpu_fast_kernels.c: a hundred unrolled tile shapes, most of the compile
+# time) are compiled once per flavour and linked into ./aurora and every test (backends/cpu_fast.h says
+# why): the kernels the tests check are the program's, byte for byte. `cc aurora.c` alone still works.
+FAST_KERNELS = $(BIN)/cpu_fast_kernels.o
+FAST_KERNELS_ASAN = $(BIN)/cpu_fast_kernels_asan.o
+KERNEL_SOURCES = backends/cpu_fast_kernels.c backends/cpu_fast.h aurora.h
+LINK_KERNELS = -DFAST_KERNELS_SEPARATE
 
 .PHONY: oracle-llama-tools test-interop test-oracle
 .PHONY: bench-ops test-cli-asan fuzz all model demo test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
@@ -80,12 +95,18 @@ ifneq ($(CUDA_CFLAGS),)
 $(BIN)/kernels.o: kernels.cu aurora.h | $(BIN)
 	$(NVCC) -O2 -arch=$(CUDA_ARCH) -I. -c kernels.cu -o $@
 
-aurora: $(SOURCES) $(BIN)/kernels.o
-	$(CC) $(CFLAGS) $(CUDA_CFLAGS) aurora.c $(BIN)/kernels.o -o $@ $(LDLIBS) $(CUDA_LDLIBS)
+aurora: $(SOURCES) $(BIN)/kernels.o $(FAST_KERNELS)
+	$(CC) $(CFLAGS) $(CUDA_CFLAGS) $(LINK_KERNELS) aurora.c $(FAST_KERNELS) $(BIN)/kernels.o -o $@ $(LDLIBS) $(CUDA_LDLIBS)
 else
-aurora: $(SOURCES)
-	$(CC) $(CFLAGS) aurora.c -o $@ $(LDLIBS)
+aurora: $(SOURCES) $(FAST_KERNELS)
+	$(CC) $(CFLAGS) $(LINK_KERNELS) aurora.c $(FAST_KERNELS) -o $@ $(LDLIBS)
 endif
+
+$(FAST_KERNELS): $(KERNEL_SOURCES) | $(BIN)
+	$(CC) $(CFLAGS) -c backends/cpu_fast_kernels.c -o $@
+
+$(FAST_KERNELS_ASAN): $(KERNEL_SOURCES) | $(BIN)
+	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -D_GNU_SOURCE -I. -c backends/cpu_fast_kernels.c -o $@
 
 $(BIN):
 	mkdir -p $(BIN)
@@ -111,11 +132,11 @@ $(EXPERIMENTS): aurora $(MODEL_FILE)
 # ---- tests -------------------------------------------------------------------------------------
 UNIT_TESTS = test_ops test_fast test_gguf test_tokenizer test_model test_draft test_speculative test_backward test_traffic test_trainer test_backends test_hardening test_suffix test_adaptive test_interop
 
-$(BIN)/%: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
-	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(LDLIBS)
+$(BIN)/%: tests/%.c tests/test_common.h $(SOURCES) $(FAST_KERNELS) | $(BIN)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(LINK_KERNELS) $< $(FAST_KERNELS) -o $@ $(LDLIBS)
 
-$(BIN)/%_asan: tests/%.c tests/test_common.h $(SOURCES) | $(BIN)
-	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -Wno-unused-function -D_GNU_SOURCE -I. $< -o $@ -lm -lpthread
+$(BIN)/%_asan: tests/%.c tests/test_common.h $(SOURCES) $(FAST_KERNELS_ASAN) | $(BIN)
+	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -Wno-unused-function -D_GNU_SOURCE -I. $(LINK_KERNELS) $< $(FAST_KERNELS_ASAN) -o $@ -lm -lpthread
 
 # Every test program is built first, as many at a time as there are cores (each is one translation unit of
 # the whole program: compiling dominates the suite's time), then the tests run one after another.
@@ -154,8 +175,8 @@ test-cli: aurora
 	@echo "== test_interop_cli"; $(TEST_ENV) sh tests/test_interop_cli.sh ./aurora
 
 # the command line under ASan + UBSan: every bad input, signal, full disk and FIFO of test_cli.sh
-$(BIN)/aurora_asan: $(SOURCES) | $(BIN)
-	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -Wno-unused-function -D_GNU_SOURCE -I. aurora.c -o $@ -lm -lpthread
+$(BIN)/aurora_asan: $(SOURCES) $(FAST_KERNELS_ASAN) | $(BIN)
+	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -Wno-unused-function -D_GNU_SOURCE -I. $(LINK_KERNELS) aurora.c $(FAST_KERNELS_ASAN) -o $@ -lm -lpthread
 
 test-cli-asan: $(BIN)/aurora_asan
 	@echo "== test_cli under ASan + UBSan"; $(TEST_ENV) sh tests/test_cli.sh ./$(BIN)/aurora_asan
@@ -170,8 +191,8 @@ test-model: aurora $(BIN)/test_default_model $(BIN)/test_tokenizer $(BIN)/test_f
 # the parity suite with the CUDA table linked in: every op, a verify pass, the draft and K trainer steps
 # against the reference on every backend this build and machine have (no GPU: CUDA reported as skipped)
 ifneq ($(CUDA_CFLAGS),)
-$(BIN)/test_backends_cuda: tests/test_backends.c tests/test_common.h $(SOURCES) $(BIN)/kernels.o | $(BIN)
-	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(CUDA_CFLAGS) $< $(BIN)/kernels.o -o $@ $(LDLIBS) $(CUDA_LDLIBS)
+$(BIN)/test_backends_cuda: tests/test_backends.c tests/test_common.h $(SOURCES) $(BIN)/kernels.o $(FAST_KERNELS) | $(BIN)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(CUDA_CFLAGS) $(LINK_KERNELS) $< $(FAST_KERNELS) $(BIN)/kernels.o -o $@ $(LDLIBS) $(CUDA_LDLIBS)
 
 test-cuda: $(BIN)/test_backends_cuda
 	./$(BIN)/test_backends_cuda
@@ -182,16 +203,16 @@ test-cuda: $(BIN)/test_backends
 endif
 
 # ---- benchmarks and tools ----------------------------------------------------------------------
-$(BIN)/bench_verify: tools/bench_verify.c $(SOURCES) | $(BIN)
-	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(LDLIBS)
+$(BIN)/bench_speed: tools/bench_speed.c tools/bench_common.h $(SOURCES) $(FAST_KERNELS) | $(BIN)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(LINK_KERNELS) $< $(FAST_KERNELS) -o $@ $(LDLIBS)
 
 bench: aurora $(MODEL_FILE) $(BIN)/bench_verify
 	sh tools/bench.sh ./aurora $(MODEL_FILE)
 	./$(BIN)/bench_verify $(MODEL_FILE)
 
 # the fast CPU ops, one by one, on the default model's shapes and the machine's measured bandwidth
-$(BIN)/bench_ops: tools/bench_ops.c $(SOURCES) | $(BIN)
-	$(CC) $(CFLAGS) $(TEST_CFLAGS) $< -o $@ $(LDLIBS)
+$(BIN)/bench_ops: tools/bench_ops.c tools/bench_common.h $(SOURCES) $(FAST_KERNELS) | $(BIN)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(LINK_KERNELS) $< $(FAST_KERNELS) -o $@ $(LDLIBS)
 
 bench-ops: $(BIN)/bench_ops $(MODEL_FILE)
 	./$(BIN)/bench_ops $(MODEL_FILE)

@@ -114,7 +114,11 @@ static const Flag FLAGS[] = {
      "parse special-token text such as <|im_start|> as that token"},
     {"top", NULL, "--top", FLAG_INT, "K", 1, 1 << 24, NULL, OPTION(top_k), "how many of the largest logits to print"},
     {"device", NULL, "--device", FLAG_CHOICE, "DEVICE", 0, 0, "cpu|cuda", OPTION(device), "where the model runs"},
-    {"no-blas", NULL, "--no-blas", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(no_blas), "the plain reference matmul even when built with OpenBLAS"},
+    {"no-blas", NULL, "--no-blas", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(no_blas), "the reference ops (the same as --backend ref)"},
+    {"backend", NULL, "--backend", FLAG_CHOICE, "TABLE", 0, 0, "cpu|fast|fast-exact|blas|ref|cuda", OPTION(backend_name),
+     "the op table: fast (the default on a CPU: weights read in their GGUF type, int8 activations on AVX-512 VNNI "
+     "CPUs), fast-exact (the same with fp32 activations), blas (fp32 weights, OpenBLAS matmuls), ref (the readable "
+     "reference, fp32 weights), cuda (as --device cuda)"},
     {"context", NULL, "--context", FLAG_INT, "N", 1, 1 << 20, NULL, OPTION(context),
      "KV cache slots (0 or absent: the model's context, at most 4096)"},
     {"batch", NULL, "--batch", FLAG_INT, "N", 1, 1 << 16, NULL, OPTION(batch), "most tokens per forward call (prefill chunk)"},
@@ -209,9 +213,6 @@ static const Flag FLAGS[] = {
      "SGLang / vLLM load (Hugging Face Q/K layout, d2t offsets, t2d mask); aurora: our own GGUF checkpoint"},
     {"dtype", NULL, "--dtype", FLAG_CHOICE, "TYPE", 0, 0, "f32|bf16", OPTION(dtype),
      "matrix type written (f32: a bit-exact round trip)"},
-    // dump
-    {"backend", NULL, "--backend", FLAG_CHOICE, "NAME", 0, 0, "ref|cpu|blas|cuda", OPTION(device),
-     "the backend table that computes everything (ref: the plain fp32 reference, the oracle)"},
     // plot
     {"title", NULL, "--title", FLAG_TEXT, "TEXT", 0, 0, NULL, OPTION(title), "chart title"},
 };
@@ -442,13 +443,19 @@ static int check_output(const char* output, const char* flag, const char* const*
     return 0;
 }
 
-// --device and --no-blas: the backend the model runs on (CUDA, the reference, or the default CPU table);
-// an error when it is not in this build or on this machine.
+// --backend, --device and --no-blas: the backend the model runs on (--backend when given; else CUDA for
+// --device cuda, the reference for --no-blas, the default CPU table otherwise); an error when it is not in
+// this build or on this machine. o->backend_name becomes the name resolved (replay reads it).
 static const Backend* resolve_backend(Options* o) {
-    o->use_cuda = o->device && strcmp(o->device, "cuda") == 0;
+    const char* flag = "--backend";
+    if (o->backend_name == NULL) {
+        flag = "--device";
+        o->backend_name = o->device && strcmp(o->device, "cuda") == 0 ? "cuda" : o->no_blas ? "ref" : "cpu";
+    }
+    o->use_cuda = strcmp(o->backend_name, "cuda") == 0;
     Error err;
-    const Backend* backend = backend_by_name(o->use_cuda ? "cuda" : o->no_blas ? "ref" : "cpu", &err);
-    if (backend == NULL) { fprintf(stderr, "error: --device %s: %s\n", o->use_cuda ? "cuda" : "cpu", err.message); return NULL; }
+    const Backend* backend = backend_by_name(o->backend_name, &err);
+    if (backend == NULL) { fprintf(stderr, "error: %s %s: %s\n", flag, o->backend_name, err.message); return NULL; }
     if (!backend->host_memory) { fprintf(stderr, "device: %s\n", backend->device); }
     return backend;
 }
@@ -584,6 +591,14 @@ static int command_generate(Options* o) {
     if (status == 0 && n < o->n_predict && !eos) {
         fprintf(stderr, "warning: stopped after %d of the %d tokens asked for: the context of %d slots is full (the prompt "
                 "takes %d); raise --context for longer outputs\n", n, o->n_predict, target.cache_capacity, n_prompt);
+    }
+    if (status == 0) {
+        char description[256];
+        long resident_kb, peak_kb;
+        backend_describe(target.backend, description, sizeof(description));
+        resident_memory_kb(&resident_kb, &peak_kb);
+        fprintf(stderr, "backend: %s; resident memory %.1f MB (peak %.1f MB)\n", description, resident_kb / 1024.0,
+                peak_kb / 1024.0);
     }
     (void)room;
     free(out);
@@ -871,14 +886,14 @@ static int command_plot(Options* o) {
 static const Command COMMANDS[] = {
     {"generate", "generate -m MODEL -p PROMPT [options]", "generate text from a prompt",
      "  prints the generated text (or ids) on stdout and speed figures on stderr",
-     "model prompt n-predict temp top-p seed chat verbose-prompt print-ids device no-blas context batch draft hybrid "
+     "model prompt n-predict temp top-p seed chat verbose-prompt print-ids device no-blas backend context batch draft hybrid "
      "spec-k spec-depth spec-nodes spec-fixed draft-vocab", "model prompt", 0, 0, NULL, generate_defaults, command_generate},
     {"tokenize", "tokenize -m MODEL [--special] TEXT", "print the token ids of a text",
      "  prints the token ids of TEXT, space-separated, on one line", "model special", "model", 1, 1, "TEXT argument",
      no_defaults, command_tokenize},
     {"logits", "logits -m MODEL -p PROMPT [options]", "print the largest final-position logits of a prompt",
      "  prints the K largest final-position logits as 'id logit' lines, largest first",
-     "model prompt top chat no-blas context batch device", "model prompt", 0, 0, NULL, generate_defaults, command_logits},
+     "model prompt top chat no-blas backend context batch device", "model prompt", 0, 0, NULL, generate_defaults, command_logits},
     {"info", "info -m MODEL", "print a model's configuration and tensor table", NULL, "model", "model", 0, 0, NULL,
      no_defaults, command_info},
     {"tiny-model", "tiny-model -o FILE [options]", "write a small model with seeded random weights",
@@ -904,7 +919,7 @@ static const Command COMMANDS[] = {
      "model traffic online static no-spec draft-init order domain requests from max-new out-dir label save-draft "
      "sync-every sync-schedule batch-requests buffer pool steps-per-request train-share eval-every eval-requests lr warmup clip "
      "ttt-length loss prompt-weight context-window discard-weight discard-top-k source spec-k spec-depth spec-nodes spec-fixed "
-     "temp top-p seed draft-vocab context batch device",
+     "temp top-p seed draft-vocab context batch device backend",
      "model traffic", 0, 0, NULL, run_defaults, command_replay},
     {"train", "train -m MODEL --traffic FILE -o DRAFT.gguf [options]", "train a draft offline on the target's outputs",
      "  trains a draft offline on the target's own greedy outputs for the traffic's prompts (the static baseline),\n"

@@ -114,6 +114,9 @@ int write_file_atomic(const char* path, const void* bytes, size_t n, Error* err)
 // Small helpers (base/util.c).
 char* string_copy(const char* text);        // a malloc'd copy (exits on out of memory)
 double now_seconds(void);                   // a monotonic clock
+// The process's resident memory now and at its peak (VmRSS, VmHWM of /proc/self/status), in kB; -1 where
+// the system does not say. File-backed pages count: a model read in place counts the pages touched.
+void resident_memory_kb(long* current, long* peak);
 
 // ----------------------------------------------------------------------------
 // JSON (base/json.c): strict RFC 8259, UTF-8; errors name the file, line, column and what was expected
@@ -311,6 +314,12 @@ int prompt_encode(const Tokenizer* tokenizer, const char* text, int chat, int* i
 // English + code sample (padded with unused tokens if the sample runs out of pairs). For test models.
 void gguf_writer_add_tiny_tokenizer(GGUFWriter* writer, int vocab_size);
 
+// The least work (multiply-adds) for which an op opens an OpenMP region: below it the fork and join cost
+// more than the threads save (microseconds on an idle machine, milliseconds when another process holds a
+// core and the region waits for the thread it displaced: measured, the tiny models of the tests ran 40x
+// slower on 2 threads than on 1 on this project's loaded 2-core machine). Results never depend on it.
+enum { PARALLEL_MIN_WORK = 1 << 16 };
+
 // ----------------------------------------------------------------------------
 // CPU reference ops (cpu_ref.c). Arguments: outputs, inputs, weights, dimensions. Every backend has
 // each of these ops with exactly this signature (its table, below); in a table every pointer is the
@@ -416,6 +425,8 @@ typedef struct {
     void (*zero)(void* destination, size_t bytes);
     Matrix (*upload_matrix)(const void* gguf_data, int gguf_type, int rows, int cols);
     void (*free_matrix)(Matrix matrix);
+    int draft_type;         // TYPE_* of a serving draft's matrices (draft_upload_weights quantises the fp32
+                            // weights to it); TYPE_F32 (0, the default): the fp32 weights themselves
     // forward ops
     void (*embedding_forward)(float* out, const int* tokens, Matrix table, int T, int C, int V);
     void (*rmsnorm_forward)(float* out, const float* inp, const float* weight, int T, int C, float eps);
@@ -453,17 +464,33 @@ typedef struct {
 
 // The tables. The reference is the oracle every other table is tested against (tests/test_backends.c).
 extern const Backend backend_cpu_ref;       // cpu_ref.c: plain loops, fp32 weights
+extern const Backend backend_cpu_fast;      // cpu_fast.c: weights in their GGUF type, int8 activations on VNNI CPUs
+extern const Backend backend_cpu_fast_exact; // cpu_fast.c: the same kernels with fp32 activations
 #ifdef USE_BLAS
 extern const Backend backend_cpu_blas;      // backends.c: the reference with OpenBLAS matmuls
 #endif
 // kernels.cu: the CUDA table, or NULL when no device (or no driver) is visible. Defined only in a build
 // with CUDA; call it through backend_by_name.
 const Backend* backend_cuda(void);
-// The default CPU table: OpenBLAS when built with it, else the reference.
+// The default CPU table: the fast one (backend_cpu_fast).
 const Backend* backend_cpu(void);
-// By name: "cpu" (the default CPU table), "ref" (the reference), "blas", "cuda". NULL with a message
-// when the name is unknown or the backend is not available in this build or on this machine.
+// By name: "cpu" (the default CPU table), "fast", "fast-exact", "ref" (the reference), "blas", "cuda". NULL
+// with a message when the name is unknown or the backend is not available in this build or on this machine.
 const Backend* backend_by_name(const char* name, Error* err);
+// One line for reports: the table's name, what it runs on (the fast tables: the instruction set and the
+// activations' arithmetic) and the OpenMP threads.
+void backend_describe(const Backend* backend, char* text, size_t size);
+
+// The fast CPU ops (backends/cpu_fast.c; contract there): weights in any supported GGUF type, read in place.
+// matmul_forward_fast takes the int8 path on quantised weights where the CPU has AVX-512 VNNI (the tables
+// choose their arithmetic explicitly).
+void embedding_forward_fast(float* out, const int* tokens, Matrix table, int T, int C, int V);
+void matmul_forward_fast(float* out, const float* inp, Matrix weight, int T, int C, int OC);
+void attention_forward_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
+                            const uint8_t* mask, int T, int P, int NH, int NKV, int HS);
+// quantize_row over rows rows of cols values, bit for bit, in parallel (Q8_0 vectorised where the CPU has
+// AVX-512): what a serving draft's copy is made with at every hot swap.
+void quantize_rows_fast(int type, const float* source, void* destination, int rows, int cols);
 
 // The CPU memory ops (cpu_ref.c), for every table whose memory is host memory.
 void* cpu_alloc(size_t bytes);
@@ -723,6 +750,18 @@ typedef struct {
     float* lm_head;         // (V_d, C)
 } DraftWeights;
 
+// The matrices a draft's forward multiplies with: the fp32 weights (draft_matrices_f32: the trainer, and
+// every table whose draft_type is F32), or a serving draft's copy in its backend's draft_type.
+typedef struct {
+    Matrix fc;              // (C, 3C)
+    Matrix wq, wk, wv;      // (QD, 2C), (KVD, 2C), (KVD, 2C)
+    Matrix wo;              // (C, QD)
+    Matrix w_gate, w_up;    // (F, C)
+    Matrix w_down;          // (C, F)
+    Matrix lm_head;         // (V_d, C)
+} DraftMatrices;
+DraftMatrices draft_matrices_f32(const DraftWeights* w);
+
 enum { DRAFT_NUM_TENSORS = 13 };
 typedef struct {
     const char* gguf_name;  // e.g. "draft.fc.weight"
@@ -784,6 +823,15 @@ typedef struct {
     DraftWeights device_weights; // what the backend computes with: the host weights themselves on a
                                  // host-memory backend, else pointers into device_arena
     float* device_arena;        // (n_weight_floats) backend memory; NULL on a host-memory backend
+    // serving (draft_alloc_state): the matrices draft_forward reads, in the backend's draft_type. With
+    // TYPE_F32 they are device_weights' own; otherwise a copy quantised from the fp32 weights whenever
+    // they change (draft_upload_weights: every hot swap), kept in serving_bytes (host) and uploaded. The
+    // trainer's copy of a draft never serves: it computes with the fp32 weights.
+    DraftMatrices serving;
+    int serving_type;           // TYPE_*: the copy's type (TYPE_F32: no copy)
+    uint8_t* serving_bytes;     // host: the quantised matrices, in table order; NULL without a copy
+    int serving_updates;        // copies made (the first at draft_alloc_state, then one per weight change)
+    double serving_seconds;     // time spent making them
     int cache_capacity;         // S
     float* key_cache;           // (S, KVD) backend memory
     float* value_cache;         // (S, KVD)
@@ -810,8 +858,9 @@ void draft_copy_weights(Draft* copy, const Draft* source);
 // copy) and brings the backend's weights up to date (draft_upload_weights). A hot swap is this call.
 void draft_use_weights(Draft* draft, float* arena);
 // Makes device_weights match the host weights: on a host-memory backend they ARE the host weights (no
-// copy); otherwise the bound host arena is uploaded into device_arena (allocated on first use). Call
-// after the host weights change.
+// copy); otherwise the bound host arena is uploaded into device_arena (allocated on first use). A serving
+// draft's matrices follow (quantised again when its backend serves in another type). Call after the host
+// weights change.
 void draft_upload_weights(Draft* draft);
 // Allocates the KV cache and activations on the backend (call after init or load).
 void draft_alloc_state(Draft* draft, int cache_capacity, int max_tokens);
@@ -828,10 +877,12 @@ void draft_forward(Draft* draft, const int* tokens, const float* u, const int* p
 // decoder layer over T rows (tokens, u, positions, mask (T, n_past + T) and the weights w all backend
 // memory; keys/values into rows [n_past, n_past + T) of key_buffer / value_buffer; u is copied into
 // a->u first, so it may be the previous step's out), and the LM head logits = lm_head(RMSNorm_out(out)).
-void draft_layer_forward(const Draft* draft, const DraftWeights* w, DraftActivations* a, float* key_buffer,
-                         float* value_buffer, const int* tokens, const float* u, const int* positions,
+// m: the matrices (NULL: w's own fp32 matrices, as the trainer computes); the norms always come from w.
+void draft_layer_forward(const Draft* draft, const DraftWeights* w, const DraftMatrices* m, DraftActivations* a,
+                         float* key_buffer, float* value_buffer, const int* tokens, const float* u, const int* positions,
                          const uint8_t* mask, int T, int n_past);
-void draft_head_forward(const Draft* draft, const DraftWeights* w, float* logits, float* out_norm, const float* out, int T);
+void draft_head_forward(const Draft* draft, const DraftWeights* w, const DraftMatrices* m, float* logits,
+                        float* out_norm, const float* out, int T);
 
 // ----------------------------------------------------------------------------
 // speculative decoding (speculative.c): draft a tree, verify it in one target pass, accept losslessly
@@ -1473,7 +1524,8 @@ typedef struct {
     int seed;
     const char* device;         // "cpu" or "cuda"
     int use_cuda;               // derived from device
-    int no_blas;
+    int no_blas;                // --no-blas: the reference table (the same as --backend ref)
+    const char* backend_name;   // --backend fast|fast-exact|blas|ref|cuda; resolved: backend_by_name's name
     int context;                // KV cache slots (0: the model's context, capped)
     int batch;                  // most tokens per forward call
     // speculative decoding

@@ -8,9 +8,9 @@ bundles them (backend_cpu_ref). It is the oracle for everything else: the OpenBL
 the CUDA kernels in kernels.cu (same name root with _cuda, same argument order) are tested against these
 functions (tests/test_backends.c). What it refuses to do: intrinsics, clever blocking, fused special
 cases, weights in any type but fp32 (a Matrix of another type is an internal error). The only concession
-to speed is an OpenMP pragma on the outer loop of the ops that dominate run time (matmul, attention);
-each output element is still computed by one thread in one fixed order, so results are identical with or
-without OpenMP.
+to speed is an OpenMP pragma on the outer loop of the ops that dominate run time (matmul, attention),
+taken when the call has PARALLEL_MIN_WORK multiply-adds or more; each output element is still computed by
+one thread in one fixed order, so results are identical with or without OpenMP.
 
 Arguments: outputs first, then inputs, then weights, then dimensions (see the legend in aurora.h).
 Every op tolerates out == inp where it says so.
@@ -61,7 +61,7 @@ void rmsnorm_forward_cpu(float* out, const float* inp, const float* weight, int 
 void matmul_forward_cpu(float* out, const float* inp, Matrix weight_matrix, int T, int C, int OC) {
     // out: (T, OC); inp: (T, C); weight: (OC, C)
     const float* weight = matrix_expect_f32(weight_matrix, "matmul_forward_cpu");
-    #pragma omp parallel for collapse(2)
+    #pragma omp parallel for collapse(2) if ((long)T * OC * C >= PARALLEL_MIN_WORK)
     for (int t = 0; t < T; t++) {
         for (int o = 0; o < OC; o++) {
             const float* x = inp + (size_t)t * C;
@@ -121,7 +121,7 @@ void attention_forward_cpu(float* out, const float* q, const float* key_cache, c
     int group = NH / NKV;
     int KVD = NKV * HS;
     float scale = 1.0f / sqrtf((float)HS);
-    #pragma omp parallel for collapse(2)
+    #pragma omp parallel for collapse(2) if ((long)T * P * NH * HS >= PARALLEL_MIN_WORK)
     for (int t = 0; t < T; t++) {
         for (int h = 0; h < NH; h++) {
             const float* q_th = q + (size_t)t * NH * HS + (size_t)h * HS;
@@ -228,7 +228,7 @@ void matmul_backward_cpu(float* dinp, float* dweight, const float* dout, const f
     // dinp, inp: (T, C); dweight, weight: (OC, C); dout: (T, OC)
     if (dinp != NULL) {
         // each dinp[t][c] is owned by one thread: no races, one fixed summation order
-        #pragma omp parallel for collapse(2)
+        #pragma omp parallel for collapse(2) if ((long)T * OC * C >= PARALLEL_MIN_WORK)
         for (int t = 0; t < T; t++) {
             for (int c = 0; c < C; c++) {
                 const float* dout_t = dout + (size_t)t * OC;
@@ -240,7 +240,7 @@ void matmul_backward_cpu(float* dinp, float* dweight, const float* dout, const f
     }
     if (dweight != NULL) {
         // each dweight[o][c] is owned by one thread
-        #pragma omp parallel for collapse(2)
+        #pragma omp parallel for collapse(2) if ((long)T * OC * C >= PARALLEL_MIN_WORK)
         for (int o = 0; o < OC; o++) {
             for (int c = 0; c < C; c++) {
                 float sum = 0.0f;
@@ -315,7 +315,7 @@ void attention_backward_cpu(float* dq, float* dkeys, float* dvalues, const float
     int group = NH / NKV;
     int KVD = NKV * HS;
     float scale = 1.0f / sqrtf((float)HS);
-    #pragma omp parallel for
+    #pragma omp parallel for if ((long)T * P * NH * HS >= PARALLEL_MIN_WORK)
     for (int kv_head = 0; kv_head < NKV; kv_head++) {
         float* attention_weights = mallocCheck((size_t)(P > 0 ? P : 1) * sizeof(float)); // a_p, per thread
         float* dweights = mallocCheck((size_t)(P > 0 ? P : 1) * sizeof(float));          // da_p

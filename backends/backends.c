@@ -59,7 +59,8 @@ static void matmul_forward_blas(float* out, const float* inp, Matrix weight_matr
     n_parts = omp_get_max_threads();
     if (n_parts > OC) { n_parts = OC; }
 #endif
-    #pragma omp parallel for
+    if ((long)T * OC * C < PARALLEL_MIN_WORK) { n_parts = 1; }
+    #pragma omp parallel for if (n_parts > 1)
     for (int part = 0; part < n_parts; part++) {
         int first = (int)((long)OC * part / n_parts), last = (int)((long)OC * (part + 1) / n_parts);
         // out[:, first:last] (T, last-first) = inp (T, C) @ weight[first:last]^T (C, last-first)
@@ -101,16 +102,28 @@ const Backend backend_cpu_blas = {
 // ----------------------------------------------------------------------------
 // the registry
 
-const Backend* backend_cpu(void) {
-#ifdef USE_BLAS
-    return &backend_cpu_blas;
-#else
-    return &backend_cpu_ref;
+void backend_describe(const Backend* backend, char* text, size_t size) {
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
 #endif
+    if (backend == &backend_cpu_fast || backend == &backend_cpu_fast_exact) {
+        int isa = fast_isa_current();
+        snprintf(text, size, "%s (%s, %s activations on quantised weights), %d threads", backend->name, fast_isa_name(isa),
+                 backend == &backend_cpu_fast && isa == FAST_ISA_AVX512_VNNI ? "int8" : "fp32", threads);
+    } else {
+        snprintf(text, size, "%s (%s), %d threads", backend->name, backend->device, threads);
+    }
+}
+
+const Backend* backend_cpu(void) {
+    return &backend_cpu_fast;
 }
 
 const Backend* backend_by_name(const char* name, Error* err) {
     if (strcmp(name, "cpu") == 0) { return backend_cpu(); }
+    if (strcmp(name, "fast") == 0) { return &backend_cpu_fast; }
+    if (strcmp(name, "fast-exact") == 0) { return &backend_cpu_fast_exact; }
     if (strcmp(name, "ref") == 0) { return &backend_cpu_ref; }
     if (strcmp(name, "blas") == 0) {
 #ifdef USE_BLAS
@@ -132,6 +145,6 @@ const Backend* backend_by_name(const char* name, Error* err) {
         return NULL;
 #endif
     }
-    error_set(err, "unknown backend '%s', expected cpu, ref, blas or cuda", name);
+    error_set(err, "unknown backend '%s', expected cpu, fast, fast-exact, ref, blas or cuda", name);
     return NULL;
 }

@@ -56,6 +56,20 @@ double now_seconds(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+// VmRSS and VmHWM of /proc/self/status (Linux), in kB; -1 where unavailable.
+void resident_memory_kb(long* current, long* peak) {
+    *current = -1;
+    *peak = -1;
+    FILE* f = fopen("/proc/self/status", "r");
+    if (f == NULL) { return; }
+    char line[256];
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "VmRSS:", 6) == 0) { *current = strtol(line + 6, NULL, 10); }
+        if (strncmp(line, "VmHWM:", 6) == 0) { *peak = strtol(line + 6, NULL, 10); }
+    }
+    fclose(f);
+}
+
 // ----------------------------------------------------------------------------
 // input files
 

@@ -431,7 +431,7 @@ int replay_run(const Options* o) {
     Target target;
     Traffic traffic;
     int room = 0, status = 0;
-    const Backend* backend = backend_by_name(o->use_cuda ? "cuda" : "cpu", &err);
+    const Backend* backend = backend_by_name(o->backend_name ? o->backend_name : o->use_cuda ? "cuda" : "cpu", &err);
     if (backend == NULL || target_load(&target, o->model_path, backend, o->context, o->batch, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
         free(csv_path); free(summary_path); free(chart_path);

@@ -377,7 +377,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         int P = block_offset[k] + R;
         ttt_mask(ws->host_mask, k, R, T, block_offset, P, record, first_column, ws->discard_used, ws->discard_row);
         b->upload(a->mask, ws->host_mask, (size_t)R * P);
-        draft_layer_forward(draft, w, a, ws->key_buffer, ws->value_buffer, a->tokens, u, a->positions, a->mask, R,
+        draft_layer_forward(draft, w, NULL, a, ws->key_buffer, ws->value_buffer, a->tokens, u, a->positions, a->mask, R,
                             block_offset[k]);
 
         // loss rows: sequence columns with a teacher (completion positions, and prompt positions when
@@ -404,7 +404,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         // the draft's logits at the loss rows
         b->upload(ws->loss_rows, ws->host_loss_rows, (size_t)n_loss * sizeof(int));
         b->gather_rows(ws->gathered, a->out, ws->loss_rows, n_loss, C);
-        draft_head_forward(draft, w, a->logits, a->out_norm, ws->gathered, n_loss);
+        draft_head_forward(draft, w, NULL, a->logits, a->out_norm, ws->gathered, n_loss);
         // the losses (sequence rows and discard rows use their own kinds); the next-token loss needs a
         // draft id: a token outside the draft vocabulary contributes nothing to it
         for (int i = 0; i < n_sequence_loss; i++) {

@@ -528,7 +528,7 @@ static char* dump_config_json(const Options* o, const Target* target, const Draf
 // the command
 
 static void dump_defaults(Options* o) {
-    o->n_predict = 24; o->seed = 42; o->batch = DEFAULT_BATCH_TOKENS; o->context = 512; o->device = "ref";
+    o->n_predict = 24; o->seed = 42; o->batch = DEFAULT_BATCH_TOKENS; o->context = 512; o->backend_name = "ref";
     o->shape = (TreeShape){1, DEFAULT_SPEC_DEPTH, 0}; o->draft = "random";
     o->train = trainer_default_settings();
     // one AdamW step from zero moments moves each weight by about lr (tolerance "adamw_steps"): 1e-3 makes a
@@ -551,8 +551,8 @@ static int command_dump(Options* o) {
     const char* inputs[2] = {o->model_path, o->draft};
     const char* input_flags[2] = {"-m", "--draft"};
     if (check_output(o->out_path, "-o", inputs, input_flags, 2, 1) != 0) { return 1; }
-    const Backend* backend = backend_by_name(o->device, &err);
-    if (backend == NULL) { fprintf(stderr, "error: --backend %s: %s\n", o->device, err.message); return 1; }
+    const Backend* backend = backend_by_name(o->backend_name, &err);
+    if (backend == NULL) { fprintf(stderr, "error: --backend %s: %s\n", o->backend_name, err.message); return 1; }
     Target target;
     if (load_target(&target, o, backend, o->context, o->batch) != 0) { return 1; }
     target_keep_layer_outputs(&target);

@@ -18,9 +18,12 @@ and the optimizer can all loop "for every tensor".
 
 The draft lives on its target's backend (it reads the target's embedding table there). Its weights are
 kept on the host (init, load, save, training and publishing work there) and, for the forward, on the
-backend (device_weights: the host weights themselves on a CPU backend). The forward is written once, a
-sequence of calls to the backend's ops, shared by serving (draft_forward) and the training unroll
-(trainer.c) through draft_layer_forward and draft_head_forward.
+backend (device_weights: the host weights themselves on a CPU backend). A draft that serves
+(draft_alloc_state) multiplies with its backend's serving form of the matrices (Backend.draft_type: on the
+fast CPU table a Q8_0 copy, quantised from the fp32 weights at every hot swap; elsewhere the fp32 weights);
+the trainer's copy always computes in fp32. The forward is written once, a sequence of calls to the
+backend's ops, shared by serving (draft_forward) and the training unroll (trainer.c) through
+draft_layer_forward and draft_head_forward.
 */
 #include "aurora.h"
 
@@ -341,19 +344,63 @@ int draft_load(Draft* draft, const char* path, const Target* target, Error* err)
 // ----------------------------------------------------------------------------
 // draft model: weights on the backend, and a copy for the trainer
 
+DraftMatrices draft_matrices_f32(const DraftWeights* w) {
+    DraftMatrices m = {matrix_f32(w->fc), matrix_f32(w->wq), matrix_f32(w->wk), matrix_f32(w->wv), matrix_f32(w->wo),
+                       matrix_f32(w->w_gate), matrix_f32(w->w_up), matrix_f32(w->w_down), matrix_f32(w->lm_head)};
+    return m;
+}
+
+// The serving copy in the backend's draft_type (a host-memory backend: upload_matrix reads the bytes in
+// place). Each matrix tensor (cols > 1; DraftMatrices lists them in table order) is quantised exactly as
+// quantize_row does (quantize_rows_fast: in parallel, vectorised); a matrix whose rows are not whole blocks
+// of the type stays fp32.
+static void draft_quantise_serving_copy(Draft* draft) {
+    const Backend* b = draft->backend;
+    int type = draft->serving_type;
+    double start = now_seconds();
+    if (draft->serving_bytes == NULL) {
+        size_t bytes = 0;
+        for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+            const DraftTensorInfo* info = &draft->tensors[i];
+            if (info->cols > 1 && info->cols % tensor_type_block_size(type) == 0) { bytes += (size_t)info->rows * tensor_bytes(type, info->cols); }
+        }
+        draft->serving_bytes = mallocCheck(bytes > 0 ? bytes : 1);
+    }
+    Matrix* matrices = (Matrix*)&draft->serving; // DraftMatrices is all Matrix, the matrix tensors in table order
+    uint8_t* cursor = draft->serving_bytes;
+    int m = 0;
+    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+        const DraftTensorInfo* info = &draft->tensors[i];
+        if (info->cols == 1) { continue; }
+        const float* weights = *info->data;
+        if (info->cols % tensor_type_block_size(type) != 0) { matrices[m++] = matrix_f32(weights); continue; }
+        quantize_rows_fast(type, weights, cursor, info->rows, info->cols);
+        matrices[m++] = b->upload_matrix(cursor, type, info->rows, info->cols);
+        cursor += (size_t)info->rows * tensor_bytes(type, info->cols);
+    }
+    draft->serving_updates++;
+    draft->serving_seconds += now_seconds() - start;
+}
+
 void draft_upload_weights(Draft* draft) {
     const Backend* b = draft->backend;
-    if (b->host_memory) { draft->device_weights = draft->weights; return; } // the host weights themselves
-    if (draft->device_arena == NULL) { draft->device_arena = b->alloc(draft->n_weight_floats * sizeof(float)); }
-    // the host weights may be bound to another arena (a published copy): the table's first entry is its start
-    const float* bound_arena = *draft->tensors[0].data;
-    b->upload(draft->device_arena, bound_arena, draft->n_weight_floats * sizeof(float));
-    float** device_pointers = (float**)&draft->device_weights; // DraftWeights is all float*, in table order
-    const float* cursor = draft->device_arena;
-    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
-        device_pointers[i] = (float*)cursor;
-        cursor += draft->tensors[i].n_elements;
+    if (b->host_memory) {
+        draft->device_weights = draft->weights; // the host weights themselves
+    } else {
+        if (draft->device_arena == NULL) { draft->device_arena = b->alloc(draft->n_weight_floats * sizeof(float)); }
+        // the host weights may be bound to another arena (a published copy): the table's first entry is its start
+        const float* bound_arena = *draft->tensors[0].data;
+        b->upload(draft->device_arena, bound_arena, draft->n_weight_floats * sizeof(float));
+        float** device_pointers = (float**)&draft->device_weights; // DraftWeights is all float*, in table order
+        const float* cursor = draft->device_arena;
+        for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+            device_pointers[i] = (float*)cursor;
+            cursor += draft->tensors[i].n_elements;
+        }
     }
+    // a serving draft: its matrices follow (a quantised copy only on host-memory tables, which read it in place)
+    if (draft->serving_type != TYPE_F32 && b->host_memory) { draft_quantise_serving_copy(draft); }
+    else { draft->serving = draft_matrices_f32(&draft->device_weights); }
 }
 
 void draft_use_weights(Draft* draft, float* arena) {
@@ -455,12 +502,14 @@ void draft_alloc_state(Draft* draft, int cache_capacity, int max_tokens) {
     draft->host.mask = backend_host_buffer(b, draft->act.mask, T * cache_capacity);
     draft->host.out = backend_host_buffer(b, draft->act.out, T * c->dim * sizeof(float));
     draft->host.logits = backend_host_buffer(b, draft->act.logits, T * c->vocab_size * sizeof(float));
+    draft->serving_type = b->draft_type; // it serves now: its matrices in the backend's serving type
     draft_upload_weights(draft);
 }
 
 void draft_free(Draft* draft) {
     draft_free_state(draft);
     if (draft->device_arena != NULL) { draft->backend->free(draft->device_arena); }
+    free(draft->serving_bytes); // (its matrices were read in place: nothing else to free)
     free(draft->weight_arena);
     free(draft->d2t);
     free(draft->t2d);
@@ -475,10 +524,12 @@ void draft_free(Draft* draft) {
 // the full mask), u the hidden input (copied into a->u first, so it may be the previous step's out).
 // Keys and values of the rows go to key_buffer / value_buffer rows [n_past, n_past + T). The serving
 // forward and the training unroll (trainer.c) both run exactly this.
-void draft_layer_forward(const Draft* draft, const DraftWeights* w, DraftActivations* a, float* key_buffer,
-                         float* value_buffer, const int* tokens, const float* u, const int* positions,
+void draft_layer_forward(const Draft* draft, const DraftWeights* w, const DraftMatrices* m, DraftActivations* a,
+                         float* key_buffer, float* value_buffer, const int* tokens, const float* u, const int* positions,
                          const uint8_t* mask, int T, int n_past) {
     const Backend* b = draft->backend;
+    DraftMatrices f32;
+    if (m == NULL) { f32 = draft_matrices_f32(w); m = &f32; }
     const DraftConfig* c = &draft->config;
     int C = c->dim, NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_size, F = c->ffn_dim;
     int V = c->target_vocab_size, QD = NH * HS, KVD = NKV * HS, P = n_past + T;
@@ -494,33 +545,34 @@ void draft_layer_forward(const Draft* draft, const DraftWeights* w, DraftActivat
     b->copy_strided(a->attn_in + C, a->proj, T, C, 2 * C, C);
 
     // attention block: h = u + wo(attention(rope(wq a_in), rope(wk a_in), wv a_in))
-    b->matmul_forward(a->q, a->attn_in, matrix_f32(w->wq), T, 2 * C, QD);
-    b->matmul_forward(a->k, a->attn_in, matrix_f32(w->wk), T, 2 * C, KVD);
-    b->matmul_forward(a->v, a->attn_in, matrix_f32(w->wv), T, 2 * C, KVD);
+    b->matmul_forward(a->q, a->attn_in, m->wq, T, 2 * C, QD);
+    b->matmul_forward(a->k, a->attn_in, m->wk, T, 2 * C, KVD);
+    b->matmul_forward(a->v, a->attn_in, m->wv, T, 2 * C, KVD);
     b->rope_forward(a->q, a->q, positions, T, NH, HS, c->rope_theta);
     b->rope_forward(a->k, a->k, positions, T, NKV, HS, c->rope_theta);
     b->copy(key_buffer + (size_t)n_past * KVD, a->k, (size_t)T * KVD * sizeof(float));
     b->copy(value_buffer + (size_t)n_past * KVD, a->v, (size_t)T * KVD * sizeof(float));
     b->attention_forward(a->attn_out, a->q, key_buffer, value_buffer, mask, T, P, NH, NKV, HS);
-    b->matmul_forward(a->proj, a->attn_out, matrix_f32(w->wo), T, QD, C);
+    b->matmul_forward(a->proj, a->attn_out, m->wo, T, QD, C);
     b->residual_forward(a->h, a->u, a->proj, T * C);
 
     // MLP block: out = h + w_down(silu(w_gate n) * w_up n), n = RMSNorm_ffn(h)
     b->rmsnorm_forward(a->h_norm, a->h, w->ffn_norm, T, C, c->norm_eps);
-    b->matmul_forward(a->ffn_gate, a->h_norm, matrix_f32(w->w_gate), T, C, F);
-    b->matmul_forward(a->ffn_up, a->h_norm, matrix_f32(w->w_up), T, C, F);
+    b->matmul_forward(a->ffn_gate, a->h_norm, m->w_gate, T, C, F);
+    b->matmul_forward(a->ffn_up, a->h_norm, m->w_up, T, C, F);
     b->swiglu_forward(a->ffn_hidden, a->ffn_gate, a->ffn_up, T * F);
-    b->matmul_forward(a->proj, a->ffn_hidden, matrix_f32(w->w_down), T, F, C);
+    b->matmul_forward(a->proj, a->ffn_hidden, m->w_down, T, F, C);
     b->residual_forward(a->out, a->h, a->proj, T * C);
 }
 
 // The LM head over the draft vocabulary: logits (T, V_d) = lm_head(RMSNorm_out(out)); out_norm (T, C).
 // Backend memory, as draft_layer_forward.
-void draft_head_forward(const Draft* draft, const DraftWeights* w, float* logits, float* out_norm, const float* out, int T) {
+void draft_head_forward(const Draft* draft, const DraftWeights* w, const DraftMatrices* m, float* logits,
+                        float* out_norm, const float* out, int T) {
     const Backend* b = draft->backend;
     const DraftConfig* c = &draft->config;
     b->rmsnorm_forward(out_norm, out, w->output_norm, T, c->dim, c->norm_eps);
-    b->matmul_forward(logits, out_norm, matrix_f32(w->lm_head), T, c->dim, c->vocab_size);
+    b->matmul_forward(logits, out_norm, m != NULL ? m->lm_head : matrix_f32(w->lm_head), T, c->dim, c->vocab_size);
 }
 
 void draft_project_features(Draft* draft, float* u, const float* features, int T) {
@@ -533,7 +585,7 @@ void draft_project_features(Draft* draft, float* u, const float* features, int T
         exit(EXIT_FAILURE); // callers chunk their rows; reaching here is a program bug
     }
     b->upload(a->features, features, (size_t)T * TAP_LAYERS * C * sizeof(float));
-    b->matmul_forward(a->u, a->features, matrix_f32(draft->device_weights.fc), T, TAP_LAYERS * C, C);
+    b->matmul_forward(a->u, a->features, draft->serving.fc, T, TAP_LAYERS * C, C);
     b->download(u, a->u, (size_t)T * C * sizeof(float));
 }
 
@@ -560,9 +612,9 @@ void draft_forward(Draft* draft, const int* tokens, const float* u, const int* p
     b->upload(a->positions, positions, (size_t)T * sizeof(int));
     build_attention_mask(draft->host.mask, mask, T, n_past);
     b->upload(a->mask, draft->host.mask, (size_t)T * P);
-    draft_layer_forward(draft, &draft->device_weights, a, draft->key_cache, draft->value_cache, a->tokens, a->u,
-                        a->positions, a->mask, T, n_past);
-    draft_head_forward(draft, &draft->device_weights, a->logits, a->out_norm, a->out, T);
+    draft_layer_forward(draft, &draft->device_weights, &draft->serving, a, draft->key_cache, draft->value_cache, a->tokens,
+                        a->u, a->positions, a->mask, T, n_past);
+    draft_head_forward(draft, &draft->device_weights, &draft->serving, a->logits, a->out_norm, a->out, T);
     b->download(draft->host.out, a->out, (size_t)T * C * sizeof(float));
     b->download(draft->host.logits, a->logits, (size_t)T * V_d * sizeof(float));
 }

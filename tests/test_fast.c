@@ -19,48 +19,10 @@ head's argmax agreement).
 #include "../aurora.c"
 #include "test_common.h"
 
-// ----------------------------------------------------------------------------
-// tolerances of this file, each with its reason (compared with |got - ref| <= atol + rtol * |ref|).
-// Inputs in [-1, 1]; the worst difference seen over every case is printed at the end of a run.
-
-static const Tolerance FAST_TOLERANCES[] = {
-    {"exact", 0.0f, 0.0f, "the same values by the same arithmetic: dequantised rows, a row computed alone or in a "
-                          "batch, one thread or several"},
-    {"matmul_reorder", 3e-4f, 1e-5f, "fp32 dot products of up to 1536 terms with |x*w| <= 1: the reference sums left "
-                                     "to right (measured against a double sum: up to 1e-4 off at C = 1536), the fast "
-                                     "path in 16 vector lanes (1e-5 off); measured worst difference 1e-4"},
-    {"int8_activations", 1e-2f, 0.0f, "atol per sqrt(C) (scaled by sqrt(C) where used), x and w uniform in [-1, 1]: "
-                                      "rounding x to steps of its block's max|x| / 127 errs by sd 2.3e-3 per value, so "
-                                      "an output by sd sqrt(C) * 2.3e-3 * rms(w) = 1.3e-3 sqrt(C); the bound is 7.6 sd, "
-                                      "measured worst 5.9e-3 sqrt(C) (4.5 sd over 1e5 outputs; at C = 1536: 0.23)"},
-    {"attention_reorder", 1e-5f, 1e-5f, "the HS-term q.k dot products in vector lanes (scores within a few ulp), "
-                                        "then the reference's exact softmax and value sums"},
-};
-// Model mode (real weights, real activations from a reference forward pass over a prompt): the int8
-// path's error relative to the output's RMS, and the LM head's argmax agreement. Measured on the default
-// model (SmolLM2-135M Q4_1), last layer and head, 88 positions; the bounds leave about 2.5x.
-static const struct { const char* name; double bound; const char* reason; } MODEL_BOUNDS[] = {
-    {"int8_rms_error", 5e-2, "rms(fast - reference) / rms(reference) per matrix: measured 5.8e-3 (attn_q) to 2.0e-2 "
-                             "(attn_v); the residual stream's few large channels coarsen their blocks' steps"},
-    {"int8_max_error", 0.5, "max |fast - reference| / rms(reference) per matrix: measured 5e-2 to 0.23 (ffn_down, "
-                            "whose SwiGLU inputs have the largest outliers)"},
-    {"head_argmax_agreement", 0.9, "fraction of positions whose LM-head argmax is the reference's: measured 86 of 88 "
-                                   "(the two flips are near ties: what llama.cpp's Q8 activations also do)"},
-};
-static double model_bound(const char* name) {
-    for (size_t i = 0; i < sizeof(MODEL_BOUNDS) / sizeof(MODEL_BOUNDS[0]); i++) {
-        if (strcmp(MODEL_BOUNDS[i].name, name) == 0) { return MODEL_BOUNDS[i].bound; }
-    }
-    fprintf(stderr, "test bug: no model bound named '%s'\n", name);
-    exit(2);
-}
-static Tolerance fast_tolerance(const char* name) {
-    for (size_t i = 0; i < sizeof(FAST_TOLERANCES) / sizeof(FAST_TOLERANCES[0]); i++) {
-        if (strcmp(FAST_TOLERANCES[i].name, name) == 0) { return FAST_TOLERANCES[i]; }
-    }
-    fprintf(stderr, "test bug: no tolerance named '%s'\n", name);
-    exit(2);
-}
+// Tolerances and bounds: the one table in test_common.h ("exact", "matmul_reorder", "int8_activations",
+// "attention_reorder"; in model mode "int8_rms_error", "int8_max_error", "head_argmax_agreement").
+static double model_bound(const char* name) { return tolerance(name).atol; }
+static Tolerance fast_tolerance(const char* name) { return tolerance(name); }
 
 static uint64_t rng_state = 0x5eed;
 static double worst_matmul_error = 0.0, worst_attention_error = 0.0, worst_int8_error_per_sqrt_c = 0.0;
@@ -335,6 +297,37 @@ static void test_attention_all(void) {
 }
 
 // ----------------------------------------------------------------------------
+// quantize_rows_fast: quantize_row's bytes exactly, for every quantised type, on hard blocks (zeros, ties of
+// x * inverse at .5, tiny and huge values, an infinity and a NaN, which go to quantize_row itself)
+
+static void test_quantize_rows(void) {
+    const int rows = 37, cols = 96;
+    float* x = mallocCheck((size_t)rows * cols * sizeof(float));
+    fill_uniform(x, (size_t)rows * cols, &rng_state, -1, 1);
+    for (int j = 0; j < 32; j++) {
+        x[32 + j] = 0.0f;                            // row 0, block 1: all zero
+        x[cols + j] = (float)(j - 16) * 127.0f / 16.0f / 2.0f;   // row 1, block 0: many exact halves
+        x[2 * cols + j] = 1e-30f * (float)(j + 1);   // row 2, block 0: tiny (a subnormal fp16 scale, or zero)
+        x[3 * cols + j] = 6e4f * (j % 2 ? 1.0f : -1.0f);   // row 3, block 0: near fp16's largest scale
+    }
+    x[4 * cols + 5] = INFINITY;
+    x[5 * cols + 40] = NAN;
+    const int types[] = {TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_1, TYPE_F16, TYPE_BF16};
+    for (int k = 0; k < 5; k++) {
+        size_t row_bytes = tensor_bytes(types[k], cols);
+        uint8_t* expected = mallocCheck((size_t)rows * row_bytes);
+        uint8_t* got = mallocCheck((size_t)rows * row_bytes);
+        for (int r = 0; r < rows; r++) { quantize_row(types[k], x + (size_t)r * cols, expected + (size_t)r * row_bytes, cols); }
+        memset(got, 0xAB, (size_t)rows * row_bytes);
+        quantize_rows_fast(types[k], x, got, rows, cols);
+        check(memcmp(got, expected, (size_t)rows * row_bytes) == 0, "quantize_rows_fast [%s] %s differs from quantize_row",
+              fast_isa_name(fast_isa), tensor_type_name(types[k]));
+        free(expected); free(got);
+    }
+    free(x);
+}
+
+// ----------------------------------------------------------------------------
 // negative control: the comparison must reject an output perturbed just past the bound, and a NaN
 
 static void test_negative_control(void) {
@@ -514,6 +507,7 @@ int main(int argc, char** argv) {
         test_matmul_not_finite();
         test_embedding();
         test_attention_all();
+        test_quantize_rows();
     }
     test_negative_control();
     if (argc > 1) { test_model_file(argv[1]); }

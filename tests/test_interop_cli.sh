@@ -52,11 +52,11 @@ cmp -s "$work/draft.specforge/config.json" "$work/across/config.json" && pass ||
 # ---- generate: every format gives the same tokens and the same acceptance
 expect_ok "generate --draft ours" "$AURORA" generate -m "$model" -p "the cat sat" -n 24 --print-ids --draft "$work/draft.gguf" --spec-k 2 --spec-depth 3 --spec-fixed
 cp "$work/out" "$work/ids.ours"
-grep -v "seconds\|tokens/s" "$work/err" > "$work/stats.ours"
+grep -v "seconds\|tokens/s\|resident memory" "$work/err" > "$work/stats.ours"
 for source in "$work/draft.llama.gguf" "$work/draft.specforge" "$work/draft.specforge/model.safetensors"; do
     expect_ok "generate --draft $source" "$AURORA" generate -m "$model" -p "the cat sat" -n 24 --print-ids --draft "$source" --spec-k 2 --spec-depth 3 --spec-fixed
     cmp -s "$work/out" "$work/ids.ours" && pass || fail "generate with $source gives other tokens"
-    grep -v "seconds\|tokens/s" "$work/err" | sed "s|$source|DRAFT|" > "$work/stats.other"
+    grep -v "seconds\|tokens/s\|resident memory" "$work/err" | sed "s|$source|DRAFT|" > "$work/stats.other"
     sed "s|$work/draft.gguf|DRAFT|" "$work/stats.ours" | cmp -s - "$work/stats.other" && pass || fail "generate with $source: other statistics"
 done
 

@@ -1,0 +1,466 @@
+/*
+backends/cpu_fast_kernels.c: the x86 kernels of the fast CPU ops (the contract is cpu_fast.c's): the
+portable matmul and attention bodies (cpu_fast.h) compiled for AVX2 and AVX-512, the AVX-512 matmul over
+every stored type with fp32 activations, and the AVX-512 VNNI matmul with int8 activations. cpu_fast.c
+chooses among them (and its portable C) at run time. Compiled on its own by the Makefile (see cpu_fast.h
+for why), or included by cpu_fast.c.
+*/
+#include "cpu_fast.h"
+
+#if FAST_X86
+
+// ----------------------------------------------------------------------------
+// the portable bodies, compiled for wider vectors (the compiler's vectorisation: the same C, no intrinsics)
+
+FAST_AVX2_TARGET void fast_matmul_rows_avx2(float* out, const float* inp, Matrix weight, int T, int C, int OC,
+                                            int first_row, int last_row) {
+    matmul_rows_portable_body(out, inp, weight, T, C, OC, first_row, last_row);
+}
+
+FAST_AVX2_TARGET void fast_attention_item_avx2(float* out, const float* q, const float* key_cache, const float* value_cache,
+                                               const uint8_t* mask, int T, int P, int NH, int NKV, int HS, int kv_head,
+                                               int t0, float* scores) {
+    attention_item_body(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, scores);
+}
+
+FAST_AVX512_TARGET void fast_attention_item_avx512(float* out, const float* q, const float* key_cache,
+                                                   const float* value_cache, const uint8_t* mask, int T, int P, int NH,
+                                                   int NKV, int HS, int kv_head, int t0, float* scores) {
+    attention_item_body(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, scores);
+}
+
+// ----------------------------------------------------------------------------
+// matmul, AVX-512: one block of 32 columns of a weight row dequantised into two zmm registers, multiplied
+// into the accumulators of up to 16 input rows; R weight rows at a time so that at least 8 independent
+// accumulator chains hide the FMA latency. Tails of F32/F16/BF16 rows (C % 32 != 0) use masked loads.
+
+static size_t fast_block_bytes(int type) { return type == TYPE_Q8_0 ? 34 : type == TYPE_Q4_0 ? 18 : 20; }
+#define FAST_SCALE_CHUNK 64   // blocks whose fp16 weight scales are converted to fp32 at a time
+
+// The fp32 scales d (and, for Q4_1, offsets m) of n consecutive blocks of one weight row, 16 blocks at a
+// time: one gather of the 4 bytes at each block's start (d, then m or the first quants), converted from
+// fp16 in registers. (Copying the halves to memory first stalls on store-to-load forwarding: measured 2x
+// slower at T = 1.) Entries past the n blocks (up to a multiple of 16) are zero.
+FAST_INLINE FAST_AVX512_TARGET void avx512_row_scales(float* d, float* m, const uint8_t* first_block, int n, int type) {
+    int block_bytes = (int)fast_block_bytes(type);
+    __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(block_bytes));
+    for (int k = 0; k < n; k += 16) {
+        __mmask16 mask = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
+        __m512i words = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, offsets,
+                                                    first_block + (size_t)k * block_bytes, 1);
+        _mm512_store_ps(d + k, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words)));   // the low halves
+        if (type == TYPE_Q4_1) { _mm512_store_ps(m + k, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(words, 16)))); }
+    }
+}
+
+// Columns [c, c + 32) of one stored row as two vectors of 16 floats (lanes past the mask are zero). For
+// the quantised types, d and m are the block's scale and offset in fp32 (from avx512_row_scales).
+FAST_INLINE FAST_AVX512_TARGET void avx512_load_block(__m512* w0, __m512* w1, const uint8_t* row, int type, int c,
+                                                      __mmask16 mask0, __mmask16 mask1, float d, float m) {
+    if (type == TYPE_F32) {
+        const float* p = (const float*)row + c;
+        *w0 = _mm512_maskz_loadu_ps(mask0, p);
+        *w1 = _mm512_maskz_loadu_ps(mask1, p + 16);
+    } else if (type == TYPE_F16) {
+        const uint16_t* p = (const uint16_t*)row + c;
+        *w0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask0, p));
+        *w1 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask1, p + 16));
+    } else if (type == TYPE_BF16) {
+        const uint16_t* p = (const uint16_t*)row + c;
+        *w0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask0, p)), 16));
+        *w1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask1, p + 16)), 16));
+    } else if (type == TYPE_Q8_0) {
+        const uint8_t* block = row + (size_t)(c / FAST_QK) * 34;
+        __m512 scale = _mm512_set1_ps(d);
+        __m128i q0 = _mm_loadu_si128((const __m128i*)(block + 2));
+        __m128i q1 = _mm_loadu_si128((const __m128i*)(block + 18));
+        *w0 = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)));
+        *w1 = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)));
+    } else if (type == TYPE_Q4_0 || type == TYPE_Q4_1) {
+        // 16 possible values per block: build them (d * (q - 8), or d * q + m rounded twice as
+        // dequantize_row does) and look each nibble up with a permute, which reads the low 4 bits of
+        // the index, so the low nibbles need no mask.
+        const uint8_t* block = row + (size_t)(c / FAST_QK) * (type == TYPE_Q4_0 ? 18 : 20);
+        const uint8_t* qs = block + (type == TYPE_Q4_0 ? 2 : 4);
+        __m512 scale = _mm512_set1_ps(d);
+        __m512 table;
+        if (type == TYPE_Q4_0) {
+            table = _mm512_mul_ps(scale, _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7));
+        } else {
+            table = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)),
+                                  _mm512_set1_ps(m));
+        }
+        __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)qs));
+        *w0 = _mm512_permutexvar_ps(q, table);
+        *w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table);
+    }
+}
+
+// out[t][o] for R weight rows starting at `row` (row_bytes apart) and TB input rows starting at x.
+// R, TB and type are constants at every call site, so the loops unroll and the accumulators live in
+// registers (R * TB accumulators, 2 * R weight vectors, 2 input vectors: at most 26 of the 32 zmm).
+// Each accumulator sums its lanes' products in column order, one FMA at a time, and is reduced at the
+// end, so an output element's arithmetic is the same for every R and TB: a row's result does not
+// depend on T or on the other rows of the batch (decode and a verify pass agree bit for bit).
+FAST_INLINE FAST_AVX512_TARGET void avx512_tile(float* out, const float* x, const uint8_t* row, size_t row_bytes,
+                                                int type, int C, int OC, int R, int TB) {
+    // out: (TB, OC) at the tile's first row and column; x: (TB, C)
+    __m512 acc[8][16];
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        #pragma GCC unroll 16
+        for (int t = 0; t < TB; t++) { acc[r][t] = _mm512_setzero_ps(); }
+    }
+    int full = C / FAST_QK * FAST_QK;
+    int quantised = type == TYPE_Q8_0 || type == TYPE_Q4_0 || type == TYPE_Q4_1;
+    float d[8][FAST_SCALE_CHUNK + 16] __attribute__((aligned(64)));   // the quantised types' block scales
+    float m[8][FAST_SCALE_CHUNK + 16] __attribute__((aligned(64)));   // and offsets, a chunk at a time
+    for (int c = 0; c < C; c += FAST_QK) {
+        __mmask16 mask0 = 0xffff, mask1 = 0xffff;
+        if (c >= full) {   // the tail of an F32/F16/BF16 row
+            int left = C - c;
+            mask0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+            mask1 = left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+        }
+        int b = c / FAST_QK, k = b % FAST_SCALE_CHUNK;
+        if (quantised && k == 0) {
+            int n = C / FAST_QK - b < FAST_SCALE_CHUNK ? C / FAST_QK - b : FAST_SCALE_CHUNK;
+            #pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                avx512_row_scales(d[r], m[r], row + r * row_bytes + (size_t)b * fast_block_bytes(type), n, type);
+            }
+        }
+        __m512 w0[8], w1[8];
+        #pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            avx512_load_block(&w0[r], &w1[r], row + r * row_bytes, type, c, mask0, mask1, quantised ? d[r][k] : 0.0f,
+                              quantised ? m[r][k] : 0.0f);
+        }
+        #pragma GCC unroll 16
+        for (int t = 0; t < TB; t++) {
+            __m512 x0 = _mm512_maskz_loadu_ps(mask0, x + (size_t)t * C + c);
+            __m512 x1 = _mm512_maskz_loadu_ps(mask1, x + (size_t)t * C + c + 16);
+            #pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                acc[r][t] = _mm512_fmadd_ps(w0[r], x0, acc[r][t]);
+                acc[r][t] = _mm512_fmadd_ps(w1[r], x1, acc[r][t]);
+            }
+        }
+    }
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        #pragma GCC unroll 16
+        for (int t = 0; t < TB; t++) { out[(size_t)t * OC + r] = _mm512_reduce_add_ps(acc[r][t]); }
+    }
+}
+
+// Weight rows per tile for TB input rows: enough independent accumulators (R * TB >= 8) to cover the
+// FMA latency (4 cycles, 2 per cycle).
+static int fast_tile_rows(int TB) { return TB >= 8 ? 1 : TB >= 4 ? 2 : TB >= 2 ? 4 : 8; }
+
+// One function per weight type, each with the tiles it needs as constants: TB input rows with
+// R = fast_tile_rows(TB) weight rows, and TB = 0 for a single row by a single row (the panel's tail).
+// Quantised types have every TB from 1 to 16 (their dequantisation is shared by the TB rows, so a
+// verify pass of, say, 7 rows should not pay for it twice); float types, whose weights need little or no
+// conversion, have TB = 1, 2, 4, 8, 16, and a batch of 7 runs as 4 + 2 + 1 (which keeps compile time down).
+#define FAST_TILE_CASE(TB_) case TB_: avx512_tile(out, x, row, row_bytes, TYPE, C, OC, fast_tile_rows(TB_), TB_); break;
+#define FAST_TILE_FUNCTION(NAME, TYPE_VALUE, CASES) \
+static FAST_AVX512_TARGET void avx512_tiles_##NAME(float* out, const float* x, const uint8_t* row, size_t row_bytes, \
+                                                    int C, int OC, int TB) { \
+    enum { TYPE = TYPE_VALUE }; \
+    switch (TB) { \
+        case 0: avx512_tile(out, x, row, row_bytes, TYPE, C, OC, 1, 1); break; \
+        CASES \
+        default: break; \
+    } \
+}
+#define FAST_TB_ALL FAST_TILE_CASE(1) FAST_TILE_CASE(2) FAST_TILE_CASE(3) FAST_TILE_CASE(4) FAST_TILE_CASE(5) \
+    FAST_TILE_CASE(6) FAST_TILE_CASE(7) FAST_TILE_CASE(8) FAST_TILE_CASE(9) FAST_TILE_CASE(10) FAST_TILE_CASE(11) \
+    FAST_TILE_CASE(12) FAST_TILE_CASE(13) FAST_TILE_CASE(14) FAST_TILE_CASE(15) FAST_TILE_CASE(16)
+#define FAST_TB_POWERS FAST_TILE_CASE(1) FAST_TILE_CASE(2) FAST_TILE_CASE(4) FAST_TILE_CASE(8) FAST_TILE_CASE(16)
+FAST_TILE_FUNCTION(f32, TYPE_F32, FAST_TB_POWERS)
+FAST_TILE_FUNCTION(f16, TYPE_F16, FAST_TB_POWERS)
+FAST_TILE_FUNCTION(bf16, TYPE_BF16, FAST_TB_POWERS)
+FAST_TILE_FUNCTION(q8_0, TYPE_Q8_0, FAST_TB_ALL)
+FAST_TILE_FUNCTION(q4_0, TYPE_Q4_0, FAST_TB_ALL)
+FAST_TILE_FUNCTION(q4_1, TYPE_Q4_1, FAST_TB_ALL)
+
+// Input rows served by the next tile: up to FAST_ROWS, a power of two for the float types.
+static int fast_tile_batch(int type, int rows_left) {
+    int TB = rows_left < FAST_ROWS ? rows_left : FAST_ROWS;
+    if (tensor_type_block_size(type) == 1) { while (TB & (TB - 1)) { TB &= TB - 1; } }
+    return TB;
+}
+
+typedef void (*FastTiles)(float* out, const float* x, const uint8_t* row, size_t row_bytes, int C, int OC, int TB);
+
+static FastTiles avx512_tiles_for(int type) {
+    switch (type) {
+    case TYPE_F32: return avx512_tiles_f32;
+    case TYPE_F16: return avx512_tiles_f16;
+    case TYPE_BF16: return avx512_tiles_bf16;
+    case TYPE_Q8_0: return avx512_tiles_q8_0;
+    case TYPE_Q4_0: return avx512_tiles_q4_0;
+    default: return avx512_tiles_q4_1;
+    }
+}
+
+#define FAST_PANEL 32   // weight rows kept in L1 while every input row passes over them
+
+void fast_matmul_rows_avx512(float* out, const float* inp, Matrix weight, int T, int C, int OC, int first_row,
+                             int last_row) {
+    // out: (T, OC); inp: (T, C); weight: (OC, C); computes out[:, first_row:last_row]
+    FastTiles tiles = avx512_tiles_for(weight.type);
+    size_t row_bytes = fast_row_bytes(weight.type, C);
+    for (int panel = first_row; panel < last_row; panel += FAST_PANEL) {
+        int panel_end = panel + FAST_PANEL < last_row ? panel + FAST_PANEL : last_row;
+        for (int t0 = 0, TB; t0 < T; t0 += TB) {
+            TB = fast_tile_batch(weight.type, T - t0);
+            int R = fast_tile_rows(TB), o = panel;
+            for (; o + R <= panel_end; o += R) {
+                tiles(out + (size_t)t0 * OC + o, inp + (size_t)t0 * C, (const uint8_t*)weight.data + (size_t)o * row_bytes,
+                      row_bytes, C, OC, TB);
+            }
+            for (; o < panel_end; o++) {   // the panel's last rows, one by one (the same arithmetic per element)
+                for (int t = t0; t < t0 + TB; t++) {
+                    tiles(out + (size_t)t * OC + o, inp + (size_t)t * C, (const uint8_t*)weight.data + (size_t)o * row_bytes,
+                          row_bytes, C, OC, 0);
+                }
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// matmul, AVX-512 VNNI, quantised weights (Q8_0, Q4_0, Q4_1): the input rows are quantised to int8 in
+// blocks of 32 (as llama.cpp's Q8 activations: scale = max|x| / 127, q = x / scale rounded to nearest),
+// and each pair of weight blocks meets each input row in one vpdpbusd (64 products of unsigned weight
+// bytes and signed activation bytes, summed 4 at a time into 16 int32 lanes: 8 lanes per block).
+// Then per block: scale_w * scale_x * integer sum, in fp32.
+//   Q4_1: w = d * q + m, q in [0, 15]   sum = d * dx * (q . qx) + m * (dx * sum qx)
+//   Q4_0: w = d * (q - 8)               sum = d * dx * (q . qx - 8 * sum qx)     (integer correction)
+//   Q8_0: w = d * q, q in [-127, 127]   sum = d * dx * ((q + 128) . qx - 128 * sum qx)
+// The integer corrections are exact; they ride in the accumulator that vpdpbusd starts from. The
+// activations' rounding is the only new error (measured in tests/test_fast.c). A call whose inputs are
+// not all finite takes the fp32 path instead, so infinities and NaNs propagate as in the reference.
+
+// Quantises input row t (C values, C % 32 == 0) for weights of `type`: per block of 32, scale = max|x| / 127
+// and q = x / scale rounded to nearest even (a block under 1e-30 in magnitude is all zeros: its products
+// are far below any tolerance, and the inverse of a subnormal scale would overflow). Returns -1 if a
+// value is not finite (the records are then meaningless).
+FAST_VNNI_TARGET int fast_vnni_quantize_row(FastInt8Rows* x, const float* v, int t, int C, int type) {
+    int n_blocks = C / FAST_QK, n_pairs = (n_blocks + 1) / 2;
+    int correction_factor = type == TYPE_Q8_0 ? 128 / 8 : type == TYPE_Q4_0 ? 8 / 8 : 0;
+    const __m512i interleave = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    __mmask16 not_finite = 0;
+    for (int pair = 0; pair < n_pairs; pair++) {
+        int8_t blocks[64] __attribute__((aligned(64)));   // the pair in column order
+        float* pair_scales = x->pair_scales + ((size_t)pair * x->T + t) * 4;
+        int32_t corrections[2] = {0, 0};
+        for (int half = 0; half < 2; half++) {
+            int b = 2 * pair + half;
+            __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
+            __mmask16 block_not_finite = 0;
+            if (b < n_blocks) {
+                v0 = _mm512_loadu_ps(v + (size_t)b * FAST_QK);
+                v1 = _mm512_loadu_ps(v + (size_t)b * FAST_QK + 16);
+                block_not_finite = _mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99);   // NaN, inf
+                not_finite |= block_not_finite;
+            }
+            if (b == n_blocks || block_not_finite) {   // the missing second block of the last pair (or dead)
+                _mm256_store_si256((__m256i*)(blocks + half * 32), _mm256_setzero_si256());
+                pair_scales[half] = 0.0f;
+                continue;
+            }
+            float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+            float scale = amax / 127.0f;
+            float inverse = amax > 1e-30f ? 1.0f / scale : 0.0f;
+            if (inverse == 0.0f) { scale = 0.0f; }
+            __m512 inverse_vector = _mm512_set1_ps(inverse);
+            __m512i q0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, inverse_vector), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            __m512i q1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, inverse_vector), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+            _mm_store_si128((__m128i*)(blocks + half * 32), _mm512_cvtepi32_epi8(q0));
+            _mm_store_si128((__m128i*)(blocks + half * 32 + 16), _mm512_cvtepi32_epi8(q1));
+            pair_scales[half] = scale;
+            corrections[half] = -correction_factor * sum;
+            x->sums[(size_t)t * n_blocks + b] = scale * (float)sum;
+        }
+        memcpy(pair_scales + 2, corrections, 8);
+        _mm512_store_si512(x->q + ((size_t)pair * x->T + t) * 64,
+                           _mm512_permutexvar_epi32(interleave, _mm512_load_si512(blocks)));
+    }
+    return not_finite ? -1 : 0;
+}
+
+
+// The weight bytes of a pair of blocks as 64 unsigned bytes in the interleaved order above (Q8_0: q + 128;
+// Q4: the nibbles); the second block zero when `single`.
+FAST_INLINE FAST_VNNI_TARGET __m512i vnni_load_pair(const uint8_t* block, int type, int single) {
+    size_t block_bytes = fast_block_bytes(type);
+    if (type == TYPE_Q8_0) {
+        __m512i first = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)(block + 2)));
+        __m512i second = single ? _mm512_setzero_si512()
+                                : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)(block + block_bytes + 2)));
+        __m512i both = _mm512_permutex2var_epi32(first, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), second);
+        return _mm512_xor_si512(both, _mm512_set1_epi8((char)0x80));
+    }
+    size_t offset = type == TYPE_Q4_0 ? 2 : 4;
+    __m128i first = _mm_loadu_si128((const __m128i*)(block + offset));
+    __m128i second = single ? _mm_setzero_si128() : _mm_loadu_si128((const __m128i*)(block + block_bytes + offset));
+    __m512i packed = _mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(first), second, 1));
+    // lanes 0-7: the two blocks' bytes 4j..4j+3 alternating (low nibbles: elements 4j..4j+3); lanes 8-15 the
+    // same, shifted right by 4 (high nibbles: elements 16 + 4j..)
+    __m512i spread = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 0, 4, 1, 5, 2, 6, 3, 7), packed);
+    spread = _mm512_srlv_epi32(spread, _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4));
+    return _mm512_and_si512(spread, _mm512_set1_epi8(0x0f));
+}
+
+// Two floats (or int32s) at p, repeated over the 16 lanes: one 8-byte broadcast load.
+FAST_INLINE FAST_VNNI_TARGET __m512 vnni_broadcast_pair(const void* p) {
+    double pair;
+    memcpy(&pair, p, 8);
+    return _mm512_castpd_ps(_mm512_set1_pd(pair));
+}
+
+// out[t][o] for R weight rows from `row` and TB quantised input rows from row t0 of x. As in avx512_tile,
+// R, TB and type are constants at the call sites, and every output element's arithmetic is the same for
+// any R and TB (batch invariance).
+FAST_INLINE FAST_VNNI_TARGET void vnni_tile(float* out, const FastInt8Rows* x, int t0, const uint8_t* row,
+                                            size_t row_bytes, int type, int C, int OC, int R, int TB) {
+    // out: (TB, OC) at the tile's first row and column
+    int n_blocks = C / FAST_QK;
+    size_t block_bytes = fast_block_bytes(type);
+    __m512 acc[4][16];
+    #pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        #pragma GCC unroll 16
+        for (int t = 0; t < TB; t++) { acc[r][t] = _mm512_setzero_ps(); }
+    }
+    float d[4][FAST_SCALE_CHUNK + 16] __attribute__((aligned(64)));
+    float m[4][FAST_SCALE_CHUNK + 16] __attribute__((aligned(64)));
+    for (int b0 = 0; b0 < n_blocks; b0 += FAST_SCALE_CHUNK) {
+        int n = n_blocks - b0 < FAST_SCALE_CHUNK ? n_blocks - b0 : FAST_SCALE_CHUNK;
+        #pragma GCC unroll 4
+        for (int r = 0; r < R; r++) { avx512_row_scales(d[r], m[r], row + r * row_bytes + (size_t)b0 * block_bytes, n, type); }
+        for (int k = 0; k < n; k += 2) {
+            int single = k + 1 == n;
+            size_t pair = (size_t)(b0 + k) / 2;
+            __m512i w[4];
+            __m512 dw[4];
+            #pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                w[r] = vnni_load_pair(row + r * row_bytes + (size_t)(b0 + k) * block_bytes, type, single);
+                dw[r] = vnni_broadcast_pair(d[r] + k);   // (the scale after the last block is zero)
+            }
+            const int8_t* q = x->q + (pair * x->T + t0) * 64;
+            const float* pair_scales = x->pair_scales + (pair * x->T + t0) * 4;
+            #pragma GCC unroll 16
+            for (int t = 0; t < TB; t++) {
+                __m512i xq = _mm512_load_si512(q + t * 64);
+                __m512 xs = vnni_broadcast_pair(pair_scales + t * 4);
+                __m512i start = type == TYPE_Q4_1 ? _mm512_setzero_si512()
+                                                  : _mm512_castps_si512(vnni_broadcast_pair(pair_scales + t * 4 + 2));
+                #pragma GCC unroll 4
+                for (int r = 0; r < R; r++) {
+                    __m512i sum = _mm512_dpbusd_epi32(start, w[r], xq);
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw[r], xs), acc[r][t]);
+                }
+            }
+        }
+        if (type == TYPE_Q4_1) {   // the chunk's sum of m * (dx * sum qx)
+            for (int k = 0; k < n; k += 16) {
+                __mmask16 mask = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
+                #pragma GCC unroll 16
+                for (int t = 0; t < TB; t++) {
+                    __m512 sums = _mm512_maskz_loadu_ps(mask, x->sums + (size_t)(t0 + t) * n_blocks + b0 + k);
+                    #pragma GCC unroll 4
+                    for (int r = 0; r < R; r++) { acc[r][t] = _mm512_fmadd_ps(_mm512_load_ps(m[r] + k), sums, acc[r][t]); }
+                }
+            }
+        }
+    }
+    #pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        #pragma GCC unroll 16
+        for (int t = 0; t < TB; t++) { out[(size_t)t * OC + r] = _mm512_reduce_add_ps(acc[r][t]); }
+    }
+}
+
+static int vnni_tile_rows(int TB) { return TB >= 9 ? 1 : TB >= 4 ? 2 : 4; }
+
+#define VNNI_TILE_CASE(TB_) case TB_: vnni_tile(out, x, t0, row, row_bytes, TYPE, C, OC, vnni_tile_rows(TB_), TB_); break;
+#define VNNI_TILE_FUNCTION(NAME, TYPE_VALUE) \
+static FAST_VNNI_TARGET void vnni_tiles_##NAME(float* out, const FastInt8Rows* x, int t0, const uint8_t* row, \
+                                                size_t row_bytes, int C, int OC, int TB) { \
+    enum { TYPE = TYPE_VALUE }; \
+    switch (TB) { \
+        case 0: vnni_tile(out, x, t0, row, row_bytes, TYPE, C, OC, 1, 1); break; \
+        VNNI_TILE_CASE(1) VNNI_TILE_CASE(2) VNNI_TILE_CASE(3) VNNI_TILE_CASE(4) VNNI_TILE_CASE(5) VNNI_TILE_CASE(6) \
+        VNNI_TILE_CASE(7) VNNI_TILE_CASE(8) VNNI_TILE_CASE(9) VNNI_TILE_CASE(10) VNNI_TILE_CASE(11) VNNI_TILE_CASE(12) \
+        VNNI_TILE_CASE(13) VNNI_TILE_CASE(14) VNNI_TILE_CASE(15) VNNI_TILE_CASE(16) \
+        default: break; \
+    } \
+}
+VNNI_TILE_FUNCTION(q8_0, TYPE_Q8_0)
+VNNI_TILE_FUNCTION(q4_0, TYPE_Q4_0)
+VNNI_TILE_FUNCTION(q4_1, TYPE_Q4_1)
+
+typedef void (*VnniTiles)(float* out, const FastInt8Rows* x, int t0, const uint8_t* row, size_t row_bytes, int C,
+                          int OC, int TB);
+
+void fast_matmul_rows_vnni(float* out, const FastInt8Rows* x, Matrix weight, int T, int C, int OC, int first_row,
+                           int last_row) {
+    VnniTiles tiles = weight.type == TYPE_Q8_0 ? vnni_tiles_q8_0 : weight.type == TYPE_Q4_0 ? vnni_tiles_q4_0 : vnni_tiles_q4_1;
+    size_t row_bytes = fast_row_bytes(weight.type, C);
+    for (int panel = first_row; panel < last_row; panel += FAST_PANEL) {
+        int panel_end = panel + FAST_PANEL < last_row ? panel + FAST_PANEL : last_row;
+        for (int t0 = 0; t0 < T; t0 += FAST_ROWS) {
+            int TB = T - t0 < FAST_ROWS ? T - t0 : FAST_ROWS;
+            int R = vnni_tile_rows(TB), o = panel;
+            for (; o + R <= panel_end; o += R) {
+                tiles(out + (size_t)t0 * OC + o, x, t0, (const uint8_t*)weight.data + (size_t)o * row_bytes, row_bytes, C, OC, TB);
+            }
+            for (; o < panel_end; o++) {   // the panel's last rows, one by one (the same arithmetic per element)
+                for (int t = t0; t < t0 + TB; t++) {
+                    tiles(out + (size_t)t * OC + o, x, t, (const uint8_t*)weight.data + (size_t)o * row_bytes, row_bytes, C, OC, 0);
+                }
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Q8_0 quantisation (a serving draft's copy, quantised at every hot swap), AVX-512: quantize_row's results
+// bit for bit (tests/test_backends.c checks), 32 values at a time. Per block, as gguf.c: d = max|x| / 127
+// (the fp16 of d rounded to nearest even, as fp32_to_fp16 and the hardware conversion both do), inverse
+// = 1 / d (0 when d is 0), q = roundf(x * inverse), i.e. half away from zero: t = trunc(v), plus the sign
+// of v where |v - t| >= 0.5 (v - t is exact), clamped to [-127, 127]. A block with an infinity or a NaN is
+// left to quantize_row itself.
+FAST_AVX512_TARGET void fast_quantize_q8_0_avx512(uint8_t* out, const float* x, int64_t n_blocks) {
+    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), limit = _mm512_set1_ps(127.0f);
+    for (int64_t b = 0; b < n_blocks; b++) {
+        const float* block_x = x + b * FAST_QK;
+        uint8_t* block = out + b * 34;
+        __m512 v0 = _mm512_loadu_ps(block_x), v1 = _mm512_loadu_ps(block_x + 16);
+        if (_mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99)) { quantize_row(TYPE_Q8_0, block_x, block, FAST_QK); continue; }
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float d = amax / 127.0f;
+        float inverse = d != 0.0f ? 1.0f / d : 0.0f;
+        uint16_t d_half = (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), 0);
+        memcpy(block, &d_half, 2);   // little-endian, as tensor_store_u16
+        __m512 scale = _mm512_set1_ps(inverse);
+        for (int k = 0; k < 2; k++) {
+            __m512 v = _mm512_mul_ps(k ? v1 : v0, scale);
+            __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __mmask16 away = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(v, t)), half, _CMP_GE_OQ);
+            __m512 sign_one = _mm512_or_ps(one, _mm512_and_ps(v, _mm512_set1_ps(-0.0f)));
+            __m512 q = _mm512_mask_add_ps(t, away, t, sign_one);
+            q = _mm512_min_ps(_mm512_max_ps(q, _mm512_sub_ps(_mm512_setzero_ps(), limit)), limit);
+            _mm_storeu_si128((__m128i*)(block + 2 + 16 * k), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(q)));
+        }
+    }
+}
+
+#endif // FAST_X86

@@ -1,0 +1,301 @@
+/*
+bench_speed.c: the whole model's speed on every CPU table of this build, side by side in one run (tools/bench.sh
+adds llama.cpp and prints the summary). A benchmark, not a test: it prints numbers and asserts nothing except
+that speculative and plain greedy outputs agree.
+
+On a shared machine a timing is slowed whenever another process takes a core (with OpenMP, every parallel
+region then waits for the displaced thread), so everything is measured in rounds spread over the run, the
+variants alternating, and the fastest time of each is kept (for speculative runs: the fastest run).
+
+  decode      one single-token step after CONTEXT cached tokens (the slot is rewritten each time)
+  prefill     PREFILL tokens from an empty cache, in one call
+  verify      a chain of N nodes after CONTEXT cached tokens (every row's logits), against a decode step measured
+              right before it: the cost of checking N - 1 draft tokens, in decode steps
+  draft       a random EAGLE-3 draft (vocabulary 8192) on the fast table: one drafting step (1 row, and K rows
+              as a tree's depth does), the catch-up over 3 accepted tokens, a hot swap
+  generation  plain greedy decoding and speculative decoding with the `self`, `lookup` and `random` drafts
+              (a chain of depth 5), GENERATE tokens after the bench prompt: tokens/s after the prefill
+  memory      read bandwidth (every thread summing its share of 1 GiB) and the limit it sets on a decode step:
+              the bytes one step must read (weights as stored, the key/value cache) / bandwidth
+
+Lines starting with "@ " are for tools/bench.sh (key value).
+
+usage: bench_speed MODEL.gguf [ROUNDS] [--fast-only]     (threads: OMP_NUM_THREADS; --fast-only: the fast
+tables only, for a quick look while tuning)
+*/
+#define TESTING
+#include "../aurora.c"
+#include "bench_common.h"
+
+enum { CONTEXT = 128, PREFILL = 128, GENERATE = 64, DRAFT_VOCAB = 8192, REF_ROUNDS = 2 };
+static const int VERIFY_NODES[] = {2, 4, 6, 8, 12, 16};
+enum { N_VERIFY = sizeof(VERIFY_NODES) / sizeof(VERIFY_NODES[0]) };
+
+static const char* BENCH_PROMPT =
+    "Speculative decoding makes a large language model faster without changing its output. A small draft model "
+    "guesses the next few tokens, and the large target model checks all of the guesses in a single forward pass. "
+    "Every guess that matches what the target would have produced is kept for free, so the speedup depends on how "
+    "often the draft is right. Explain how this works, step by step:";
+
+static int context_tokens[PREFILL];
+
+static double min_of(double a, double b) { return a < b ? a : b; }
+
+// One decode step after CONTEXT cached tokens (rewrites slot CONTEXT: the cache stays as it was).
+static double time_decode(Target* target) {
+    int token = 300, position = CONTEXT;
+    double start = now_seconds();
+    target_forward(target, &token, &position, NULL, 1, CONTEXT, 0);
+    return now_seconds() - start;
+}
+
+// PREFILL tokens from an empty cache in one call: the context's own tokens, so the cache ends as it was.
+static double time_prefill(Target* target) {
+    double start = now_seconds();
+    target_prefill(target, context_tokens, PREFILL, 0, NULL, NULL);
+    return now_seconds() - start;
+}
+
+// A chain of N nodes after CONTEXT cached tokens, every row's logits (what a verify pass computes).
+static double time_verify(Target* target, int N, uint8_t* mask) {
+    Tree tree;
+    memset(&tree, 0, sizeof(tree));
+    tree.n_nodes = N;
+    tree.root_position = CONTEXT;
+    for (int i = 0; i < N; i++) { tree.tokens[i] = 300 + i; tree.parents[i] = i - 1; }
+    Error err;
+    if (tree_derive(&tree, &err) != 0) { fprintf(stderr, "bench bug: %s\n", err.message); exit(1); }
+    tree_attention_mask(mask, &tree, CONTEXT);
+    double start = now_seconds();
+    target_forward(target, tree.tokens, tree.positions, mask, N, CONTEXT, 1);
+    return now_seconds() - start;
+}
+
+typedef struct {
+    const char* label;
+    const Backend* backend;
+    Target target;
+    double decode, prefill;
+} Subject;
+
+// Bytes one decode step reads: every weight matrix as the backend keeps it (the embedding gives one row;
+// a tied LM head reads the embedding table whole), the norms, and the key/value cache over P slots.
+static double decode_bytes(const Target* target, int fp32, int P) {
+    const TargetConfig* c = &target->config;
+    double bytes = 0;
+    for (uint64_t i = 0; i < target->file.n_tensors; i++) {
+        const GGUFTensor* t = &target->file.tensors[i];
+        int is_embedding = strcmp(t->name, "token_embd.weight") == 0;
+        if (is_embedding && !c->tied_output) { continue; }   // one row only
+        bytes += fp32 ? (double)t->n_elements * 4 : (double)t->n_bytes;
+    }
+    bytes += 2.0 * c->n_layers * P * c->n_kv_heads * c->head_size * sizeof(float);
+    return bytes;
+}
+
+// Speculative (or plain, kind < 0) greedy generation after the bench prompt: tokens/s after the prefill.
+static double generate_speed(Target* target, Draft* draft, int kind, const int* prompt, int n_prompt, int* out,
+                             SpecStats* spec_stats) {
+    SamplerSettings greedy = {0.0f, 1.0f};
+    if (kind < 0) {
+        GenerateStats stats;
+        int n = generate_plain(target, prompt, n_prompt, GENERATE, greedy, 1, out, &stats, NULL, NULL);
+        return (n - 1) / stats.decode_seconds;
+    }
+    DraftSource source;
+    draft_source_init(&source, (DraftKind)kind, (TreeShape){1, DEFAULT_SPEC_DEPTH, DEFAULT_SPEC_DEPTH + 1},
+                      kind == DRAFT_EAGLE ? draft : NULL, target);
+    int n = generate_speculative(target, &source, prompt, n_prompt, GENERATE, greedy, 1, out, spec_stats, NULL, NULL, NULL);
+    draft_source_free(&source);
+    return (n - 1) / (spec_stats->total_seconds - spec_stats->prefill_seconds);
+}
+
+int main(int argc, char** argv) {
+    if (argc < 2) { fprintf(stderr, "usage: %s MODEL.gguf [ROUNDS]\n", argv[0]); return 2; }
+    int rounds = argc > 2 ? atoi(argv[2]) : 5;
+    int fast_only = argc > 3 && strcmp(argv[3], "--fast-only") == 0;
+    if (rounds < REF_ROUNDS) { rounds = REF_ROUNDS; }
+    char cpu[256];
+    cpu_model_name(cpu, sizeof(cpu));
+    for (int i = 0; i < PREFILL; i++) { context_tokens[i] = 200 + (i * 37) % 5000; }
+
+    static Subject subjects[4];
+    int n_subjects = 0;
+    const char* labels[4] = {"aurora reference", "aurora OpenBLAS", "aurora fast, fp32 act.", "aurora fast"};
+    const Backend* tables[4] = {&backend_cpu_ref, NULL, &backend_cpu_fast_exact, &backend_cpu_fast};
+#ifdef USE_BLAS
+    tables[1] = &backend_cpu_blas;
+#endif
+    for (int s = 0; s < 4; s++) {
+        if (tables[s] == NULL || (fast_only && s < 2)) { continue; }
+        subjects[n_subjects].label = labels[s];
+        subjects[n_subjects].backend = tables[s];
+        subjects[n_subjects].decode = subjects[n_subjects].prefill = 1e30;
+        n_subjects++;
+    }
+    Subject* fast = &subjects[n_subjects - 1];
+    Error err;
+    for (int s = 0; s < n_subjects; s++) {
+        if (target_load(&subjects[s].target, argv[1], subjects[s].backend, 512, DEFAULT_BATCH_TOKENS, &err) != 0) {
+            fprintf(stderr, "error: %s\n", err.message);
+            return 1;
+        }
+        target_prefill(&subjects[s].target, context_tokens, CONTEXT, 0, NULL, NULL);
+    }
+    char description[256];
+    backend_describe(fast->backend, description, sizeof(description));
+    printf("CPU: %s, %d threads (OpenMP); fast table: %s; load average at start %.2f\n", cpu, n_threads(), description,
+           load_average());
+
+    // the draft on the fast table, its cache extended over the context
+    Target* target = &fast->target;
+    int C = target->config.dim;
+    Draft draft;
+    draft_init_random(&draft, target, DRAFT_VOCAB < target->config.vocab_size ? DRAFT_VOCAB : target->config.vocab_size,
+                      NULL, 7);
+    draft_alloc_state(&draft, 512, 64);
+    float* features = mallocCheck((size_t)CONTEXT * TAP_LAYERS * C * sizeof(float));
+    float* u = mallocCheck((size_t)64 * C * sizeof(float));
+    target_prefill(target, context_tokens, CONTEXT, 0, features, NULL);
+    int positions[64];
+    for (int start = 0; start < CONTEXT - 1; start += 64) {
+        int T = CONTEXT - 1 - start < 64 ? CONTEXT - 1 - start : 64;
+        for (int t = 0; t < T; t++) { positions[t] = start + t; }
+        draft_project_features(&draft, u, features + (size_t)start * TAP_LAYERS * C, T);
+        draft_forward(&draft, context_tokens + start + 1, u, positions, NULL, T, start);
+    }
+    float* published = mallocCheck(draft.n_weight_floats * sizeof(float));
+    memcpy(published, draft.weight_arena, draft.n_weight_floats * sizeof(float));
+    const int K = 4;
+    uint8_t* draft_mask = mallocCheck((size_t)K * (CONTEXT + K));
+    for (int k = 0; k < K; k++) {   // K siblings: each sees the context and itself
+        memset(draft_mask + (size_t)k * (CONTEXT + K), 1, CONTEXT);
+        memset(draft_mask + (size_t)k * (CONTEXT + K) + CONTEXT, 0, K);
+        draft_mask[(size_t)k * (CONTEXT + K) + CONTEXT + k] = 1;
+    }
+    double draft_step = 1e30, draft_step_k = 1e30, draft_extend = 1e30, swap = 1e30, swap_total = 0;
+    int swaps = 0;
+
+    // the prompt for generation
+    int prompt[256];
+    int n_prompt = tokenizer_encode(&target->tokenizer, BENCH_PROMPT, strlen(BENCH_PROMPT), 0, prompt, 256, &err);
+    if (n_prompt < 1) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    const char* kind_names[] = {"plain", "self", "lookup", "random"};
+    const int kinds[] = {-1, DRAFT_SELF, DRAFT_LOOKUP, DRAFT_EAGLE};
+    double speed[4] = {0};
+    SpecStats last_stats[4];
+    int outputs[4][GENERATE], n_out_mismatch = 0;
+
+    double verify[N_VERIFY], verify_decode[N_VERIFY];
+    for (int v = 0; v < N_VERIFY; v++) { verify[v] = verify_decode[v] = 1e30; }
+    uint8_t* mask = mallocCheck((size_t)16 * (CONTEXT + 16));
+    double bandwidth = 0;
+
+    fprintf(stderr, "measuring in %d rounds:", rounds);
+    for (int round = 0; round < rounds; round++) {
+        fprintf(stderr, " %d", round + 1);
+        double b = read_bandwidth((size_t)1 << 30, 2);
+        if (b > bandwidth) { bandwidth = b; }
+        for (int s = 0; s < n_subjects; s++) {
+            Subject* subject = &subjects[s];
+            int is_reference = subject->backend == &backend_cpu_ref;
+            if (is_reference && round >= REF_ROUNDS) { continue; }
+            for (int r = 0; r < (is_reference ? 2 : 8); r++) { subject->decode = min_of(subject->decode, time_decode(&subject->target)); }
+            subject->prefill = min_of(subject->prefill, time_prefill(&subject->target));
+        }
+        for (int v = 0; v < N_VERIFY; v++) {
+            for (int r = 0; r < 3; r++) {
+                verify_decode[v] = min_of(verify_decode[v], time_decode(target));
+                verify[v] = min_of(verify[v], time_verify(target, VERIFY_NODES[v], mask));
+            }
+        }
+        // the draft: one step (1 row; K rows), the catch-up over 3 tokens, a hot swap
+        for (int r = 0; r < 8; r++) {
+            int token = 400, position = CONTEXT - 1;
+            double start = now_seconds();
+            draft_forward(&draft, &token, draft.host.out, &position, NULL, 1, CONTEXT - 1);
+            draft_step = min_of(draft_step, now_seconds() - start);
+            int tokens[8] = {400, 401, 402, 403, 404, 405, 406, 407}, step_positions[8];
+            for (int k = 0; k < K; k++) { step_positions[k] = CONTEXT; memcpy(u + (size_t)k * C, draft.host.out, (size_t)C * sizeof(float)); }
+            start = now_seconds();
+            draft_forward(&draft, tokens, u, step_positions, draft_mask, K, CONTEXT);
+            draft_step_k = min_of(draft_step_k, now_seconds() - start);
+            for (int t = 0; t < 3; t++) { step_positions[t] = CONTEXT - 3 + t; }
+            start = now_seconds();
+            draft_project_features(&draft, u, features + (size_t)(CONTEXT - 3) * TAP_LAYERS * C, 3);
+            draft_forward(&draft, context_tokens + CONTEXT - 3, u, step_positions, NULL, 3, CONTEXT - 3);
+            draft_extend = min_of(draft_extend, now_seconds() - start);
+            start = now_seconds();
+            draft_use_weights(&draft, r % 2 ? draft.weight_arena : published);
+            double seconds = now_seconds() - start;
+            swap = min_of(swap, seconds);
+            swap_total += seconds;
+            swaps++;
+        }
+        draft_use_weights(&draft, draft.weight_arena);
+        // generation: plain, then each draft source
+        for (int k = 0; k < 4; k++) {
+            double tokens_per_second = generate_speed(target, &draft, kinds[k], prompt, n_prompt, outputs[k], &last_stats[k]);
+            if (tokens_per_second > speed[k]) { speed[k] = tokens_per_second; }
+            if (k > 0 && memcmp(outputs[k], outputs[0], sizeof(outputs[0])) != 0) { n_out_mismatch++; }
+        }
+        target_prefill(target, context_tokens, CONTEXT, 0, NULL, NULL);   // the context again, for the next round
+    }
+    fprintf(stderr, "\n");
+
+    printf("\nwhole model, %d threads (fastest of the rounds): decode = one token after %d cached; prefill = %d tokens in one call\n",
+           n_threads(), CONTEXT, PREFILL);
+    printf("%-24s %12s %12s %12s %12s\n", "", "decode ms", "decode tok/s", "prefill ms", "prefill tok/s");
+    for (int s = 0; s < n_subjects; s++) {
+        Subject* subject = &subjects[s];
+        printf("%-24s %12.2f %12.1f %12.1f %12.1f\n", subject->label, subject->decode * 1e3, 1.0 / subject->decode,
+               subject->prefill * 1e3, PREFILL / subject->prefill);
+        const char* key = subject->backend == &backend_cpu_ref ? "ref" : subject->backend == &backend_cpu_fast ? "fast"
+                        : subject->backend == &backend_cpu_fast_exact ? "fast_exact" : "blas";
+        printf("@ %s_decode_tps %.3f\n@ %s_prefill_tps %.3f\n", key, 1.0 / subject->decode, key, PREFILL / subject->prefill);
+    }
+
+    printf("\nverify pass over a chain of N nodes after %d cached tokens, fast table: time / a decode step measured beside it\n", CONTEXT);
+    for (int v = 0; v < N_VERIFY; v++) {
+        printf("  N = %2d: %7.2f ms, decode %6.2f ms, ratio %.2fx\n", VERIFY_NODES[v], verify[v] * 1e3,
+               verify_decode[v] * 1e3, verify[v] / verify_decode[v]);
+        printf("@ verify%d_vs_decode %.3f\n", VERIFY_NODES[v], verify[v] / verify_decode[v]);
+    }
+
+    printf("\ndraft (random EAGLE-3 draft, vocabulary %d, on the fast table; a decode step %.2f ms):\n", draft.config.vocab_size,
+           fast->decode * 1e3);
+    printf("  one drafting step, 1 row:  %.3f ms (%.1f%% of a decode step)\n", draft_step * 1e3, 100 * draft_step / fast->decode);
+    printf("  one drafting step, %d rows: %.3f ms (%.1f%%)\n", K, draft_step_k * 1e3, 100 * draft_step_k / fast->decode);
+    printf("  catch-up over 3 accepted tokens (fc and the layer): %.3f ms (%.1f%%)\n", draft_extend * 1e3,
+           100 * draft_extend / fast->decode);
+    printf("  hot swap (draft_use_weights): %.3f ms fastest, %.3f ms mean over %d\n", swap * 1e3, swap_total / swaps * 1e3, swaps);
+    printf("@ draft_step_vs_decode %.4f\n@ draft_swap_ms %.3f\n", draft_step / fast->decode, swap_total / swaps * 1e3);
+
+    printf("\ngeneration on the fast table, greedy, %d tokens after a %d-token prompt, chain of depth %d (fastest run):\n",
+           GENERATE, n_prompt, DEFAULT_SPEC_DEPTH);
+    for (int k = 0; k < 4; k++) {
+        printf("  %-7s %8.2f tok/s  %.2fx plain", kind_names[k], speed[k], speed[k] / speed[0]);
+        if (k > 0) {
+            const SpecStats* st = &last_stats[k];
+            printf("   acceptance length %.2f, draft %.0f%% of the time", (double)st->emitted / (st->verify_passes ? st->verify_passes : 1),
+                   100 * st->draft_seconds / (st->total_seconds - st->prefill_seconds));
+        }
+        printf("\n@ %s_tps %.3f\n", kind_names[k], speed[k]);
+    }
+    printf("  outputs identical to plain greedy: %s\n", n_out_mismatch == 0 ? "yes" : "NO");
+
+    double bytes = decode_bytes(target, 0, CONTEXT), bytes_fp32 = decode_bytes(target, 1, CONTEXT);
+    double limit = bytes / (bandwidth * 1e9);
+    printf("\nmemory: read bandwidth %.1f GB/s (%d threads, 1 GiB); one decode step reads %.1f MB (weights as stored, "
+           "the key/value cache at %d tokens; %.1f MB with fp32 weights): limit %.2f ms (%.0f tok/s); fast decode %.2f ms "
+           "is %.2fx the limit\n", bandwidth, n_threads(), bytes / 1e6, CONTEXT, bytes_fp32 / 1e6, limit * 1e3, 1 / limit,
+           fast->decode * 1e3, fast->decode / limit);
+    printf("@ bandwidth_gbs %.2f\n@ decode_limit_ms %.4f\n@ decode_vs_memory_limit %.4f\n", bandwidth, limit * 1e3,
+           limit / fast->decode);
+    printf("load average at the end: %.2f\n", load_average());
+
+    free(mask); free(draft_mask); free(features); free(u); free(published);
+    draft_free(&draft);
+    for (int s = 0; s < n_subjects; s++) { target_free(&subjects[s].target); }
+    return 0;
+}

@@ -12,10 +12,16 @@ Checks:
   2. On an F32 copy of the model (`aurora convert --type f32`), with llama.cpp's KV cache in F32 too,
      both programs do the same fp32 math: final logits must agree within F32_LOGIT_BOUND and greedy
      continuations must agree token for token.
-  3. On the quantised file itself, llama.cpp's CPU kernels quantise activations to 8 bits before the
-     Q4_1 dot products while we compute in fp32 from dequantised weights, so logits differ by tenths:
-     the argmax must agree, the difference must stay under Q_LOGIT_BOUND (a gross-error guard), and the
-     greedy agreement is reported.
+  3. On the quantised file itself, llama.cpp's CPU kernels quantise activations to 8 bits (blocks of 32)
+     before the Q4_1 and Q8_0 dot products. We check both of our arithmetics on it:
+     - `--backend fast-exact` (fp32 activations, the reference's arithmetic): logits differ from
+       llama.cpp's by tenths; the argmax must agree and the difference stay under Q_LOGIT_BOUND.
+     - the default `cpu` table (int8 activations on AVX-512 VNNI CPUs, else the same as fast-exact):
+       both sides round activations to 8 bits, but independently (llama.cpp keeps its scales in fp16,
+       ours in fp32, so values near a rounding boundary go different ways and the noise does not
+       cancel); measured max |diff| 1.17 on these prompts, bound INT8_LOGIT_BOUND.
+     Greedy agreement is reported (the first token must agree): two roundings of a 135M model drift
+     apart after a few tokens where the top two logits are close.
 """
 import os
 import subprocess
@@ -24,6 +30,7 @@ import tempfile
 
 F32_LOGIT_BOUND = 1e-3
 Q_LOGIT_BOUND = 1.0
+INT8_LOGIT_BOUND = 1.5
 
 # the tokenizer's thorough oracle is tests/oracle_tokenizer.py; here the CLI path on its strings
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -48,13 +55,13 @@ def run(args):
     return result.stdout.decode()
 
 
-def compare_logits(aurora, model, llm, np, bound):
+def compare_logits(aurora, model, llm, np, bound, backend=()):
     """Largest |ours - llama.cpp| over all logits, per prompt; returns (passed, failed, worst)."""
     passed = failed = 0
     worst = 0.0
     vocab = llm.n_vocab()
     for prompt in LOGIT_PROMPTS:
-        lines = run([aurora, "logits", "-m", model, "-p", prompt, "--top", str(vocab)]).split("\n")
+        lines = run([aurora, "logits", "-m", model, "-p", prompt, "--top", str(vocab)] + list(backend)).split("\n")
         ours = np.zeros(vocab, dtype=np.float64)
         for line in lines:
             if line:
@@ -71,12 +78,12 @@ def compare_logits(aurora, model, llm, np, bound):
         failed += not ok
         print("  logits %-34r argmax ours %5d llama.cpp %5d  max |diff| %.2e  %s" % (
             prompt, int(np.argmax(ours)), int(np.argmax(theirs)), difference, "ok" if ok else "FAIL"))
-    print("  largest absolute difference over %d prompts x %d logits: %.2e (bound %.0e)" % (len(LOGIT_PROMPTS), vocab, worst, bound))
+    print("  largest absolute difference over %d prompts x %d logits: %.2e (bound %g)" % (len(LOGIT_PROMPTS), vocab, worst, bound))
     return passed, failed
 
 
-def greedy_agreement(aurora, model, llm, prompt, n=32):
-    ours = [int(x) for x in run([aurora, "generate", "-m", model, "-p", prompt, "-n", str(n), "--print-ids"]).split()]
+def greedy_agreement(aurora, model, llm, prompt, n=32, backend=()):
+    ours = [int(x) for x in run([aurora, "generate", "-m", model, "-p", prompt, "-n", str(n), "--print-ids"] + list(backend)).split()]
     tokens = llm.tokenize(prompt.encode(), add_bos=False, special=False)
     llm.reset()
     theirs = []
@@ -135,16 +142,18 @@ def main():
             print("  greedy %-34r %d of %d tokens agree  %s" % (prompt, agree, n_ours, "ok" if ok else "FAIL"))
         del f32_llm
 
-    # 3. the quantised file as it is
-    print("quantised file as is (llama.cpp quantises activations to 8 bits in its dot products):")
-    p, f = compare_logits(aurora, model, llm, np, Q_LOGIT_BOUND)
-    passed += p
-    failed += f
-    for prompt in GREEDY_PROMPTS:
-        agree, n_ours, n_theirs = greedy_agreement(aurora, model, llm, prompt)
-        passed += agree >= 1
-        failed += agree < 1
-        print("  greedy %-34r first %d of %d tokens agree (reported; the first must)" % (prompt, agree, n_ours))
+    # 3. the quantised file as it is, with each of our arithmetics
+    for title, backend, bound in [("fp32 activations (--backend fast-exact)", ["--backend", "fast-exact"], Q_LOGIT_BOUND),
+                                  ("the default table (int8 activations where the CPU has AVX-512 VNNI)", [], INT8_LOGIT_BOUND)]:
+        print("quantised file as is, ours with %s; llama.cpp quantises activations to 8 bits:" % title)
+        p, f = compare_logits(aurora, model, llm, np, bound, backend)
+        passed += p
+        failed += f
+        for prompt in GREEDY_PROMPTS:
+            agree, n_ours, n_theirs = greedy_agreement(aurora, model, llm, prompt, backend=backend)
+            passed += agree >= 1
+            failed += agree < 1
+            print("  greedy %-34r first %d of %d tokens agree (reported; the first must)" % (prompt, agree, n_ours))
 
     print("%d passed, %d failed" % (passed, failed))
     return 0 if failed == 0 else 1

@@ -64,6 +64,10 @@ static const Tolerance TOLERANCES[] = {
                                     "coarsen their blocks' steps; the bound leaves 2.5x"},
     {"int8_max_error", 0.5f, 0.0f, "max |fast - reference| / rms(reference) per matrix, int8 activations: measured 5e-2 "
                                    "to 0.23 (ffn_down, whose SwiGLU inputs have the largest outliers)"},
+    {"int8_default_logits", 1.5f, 0.0f, "the default model's final logits, default table (int8 activations) against the "
+                                        "reference over a 5-token prompt: each matmul's rounding (int8_rms_error) "
+                                        "compounds through 30 layers; measured worst 0.83 where the logits' RMS is 3.5 "
+                                        "(llama.cpp's own 8-bit activations differ from the reference by up to 0.79)"},
     {"head_argmax_agreement", 0.9f, 0.0f, "fraction of positions whose LM-head argmax is the reference's, int8 "
                                           "activations: measured 86 of 88 (the two flips are near ties: what llama.cpp's "
                                           "Q8 activations also do)"},

@@ -7,6 +7,7 @@
 #   make test-cuda    backend parity, tensor by tensor, with the CUDA table (CUDA reported as skipped, exit 0,
 #                     where there is no GPU; the CPU tables are checked either way)
 #   make bench        speed figures on the default model
+#   make bench-spec   speculative decoding, llama.cpp and ours side by side (after oracle-llama-tools)
 #   make bench-ops    the fast CPU ops against the reference and OpenBLAS, shape by shape (not a test)
 #   make oracle-deps  install llama-cpp-python (builds llama.cpp from source) for the oracle checks
 #   make oracle-llama-tools  build llama.cpp's tools (llama-speculative-simple, llama-bench, ...) into build/llama.cpp
@@ -86,7 +87,7 @@ FAST_KERNELS_ASAN = $(BIN)/cpu_fast_kernels_asan.o
 KERNEL_SOURCES = backends/cpu_fast_kernels.c backends/cpu_fast.h aurora.h
 LINK_KERNELS = -DFAST_KERNELS_SEPARATE
 
-.PHONY: oracle-llama-tools test-interop test-oracle
+.PHONY: oracle-llama-tools test-interop test-oracle bench-spec
 .PHONY: bench-ops test-cli-asan fuzz all model demo test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
 
 all: aurora
@@ -206,9 +207,14 @@ endif
 $(BIN)/bench_speed: tools/bench_speed.c tools/bench_common.h $(SOURCES) $(FAST_KERNELS) | $(BIN)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(LINK_KERNELS) $< $(FAST_KERNELS) -o $@ $(LDLIBS)
 
-bench: aurora $(MODEL_FILE) $(BIN)/bench_verify
-	sh tools/bench.sh ./aurora $(MODEL_FILE)
-	./$(BIN)/bench_verify $(MODEL_FILE)
+bench: aurora $(MODEL_FILE) $(BIN)/bench_speed
+	sh tools/bench.sh ./aurora ./$(BIN)/bench_speed $(MODEL_FILE) $(BIN)/llama.cpp/bin
+
+# speculative decoding side by side: llama.cpp (plain, our draft, n-gram) and ours (plain, our draft, lookup,
+# suffix) on the same prompts, file and threads (needs make oracle-llama-tools; trains test-interop's draft once)
+bench-spec: aurora $(MODEL_FILE)
+	@test -x $(BIN)/llama.cpp/bin/llama-speculative-simple || { echo "bench-spec: run 'make oracle-llama-tools' first"; exit 1; }
+	$(PYTHON) tools/bench_spec.py ./aurora $(MODEL_FILE) $(BIN)/llama.cpp/bin $(INTEROP_WORK)
 
 # the fast CPU ops, one by one, on the default model's shapes and the machine's measured bandwidth
 $(BIN)/bench_ops: tools/bench_ops.c tools/bench_common.h $(SOURCES) $(FAST_KERNELS) | $(BIN)

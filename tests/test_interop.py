@@ -137,6 +137,25 @@ def compare_passes(ours, theirs, n_prompt):
     return matched, equal, differences
 
 
+def prepare(aurora, model, work):
+    """The F32 copy of the target and a draft trained on its continuations of PROMPTS, made once into work
+    (tools/bench_spec.py uses them too). Returns their paths."""
+    f32_model = os.path.join(work, "target-f32.gguf")
+    if not os.path.exists(f32_model):
+        run([aurora, "convert", "-m", model, "-o", f32_model, "--type", "f32"])
+    draft = os.path.join(work, "draft.gguf")
+    if not os.path.exists(draft):
+        traffic = os.path.join(work, "prompts.jsonl")
+        with open(traffic, "w") as f:
+            for prompt in PROMPTS:
+                f.write('{"domain": "interop", "prompt": %s}\n' % json_string(prompt))
+        _, err, seconds = run([aurora, "train", "-m", f32_model, "--traffic", traffic, "--max-new", str(N_TOKENS + DEPTH + 2),
+                               "--epochs", "3", "--draft-init", "target", "-o", draft])
+        print("draft trained in %.0f s (aurora train, %d prompts, 3 epochs, warm start from the target's LM head)"
+              % (seconds, len(PROMPTS)))
+    return f32_model, draft
+
+
 def main():
     if len(sys.argv) not in (5, 6):
         sys.exit(__doc__)
@@ -149,22 +168,8 @@ def main():
     started = time.time()
     failed = 0
 
-    # 1. the F32 target
-    f32_model = os.path.join(work, "target-f32.gguf")
-    if not os.path.exists(f32_model):
-        run([aurora, "convert", "-m", model, "-o", f32_model, "--type", "f32"])
-
-    # 2. a draft that accepts: trained on the target's continuations of these prompts
-    draft = os.path.join(work, "draft.gguf")
-    if not os.path.exists(draft):
-        traffic = os.path.join(work, "prompts.jsonl")
-        with open(traffic, "w") as f:
-            for prompt in PROMPTS:
-                f.write('{"domain": "interop", "prompt": %s}\n' % json_string(prompt))
-        _, err, seconds = run([aurora, "train", "-m", f32_model, "--traffic", traffic, "--max-new", str(N_TOKENS + DEPTH + 2),
-                               "--epochs", "3", "--draft-init", "target", "-o", draft])
-        print("draft trained in %.0f s (aurora train, %d prompts, 3 epochs, warm start from the target's LM head)"
-              % (seconds, len(PROMPTS)))
+    # 1. the F32 target; 2. a draft that accepts
+    f32_model, draft = prepare(aurora, model, work)
 
     # 3. exports
     llama_draft = os.path.join(work, "draft.llama.gguf")

@@ -73,7 +73,7 @@ expect_status "oracle on dump C" 0 "$PYTHON" "$ORACLE" "$work/c.safetensors" --f
 echo "== determinism, and the fast CPU table against the reference through compare_dump"
 expect_status "dump A again" 0 $dump_a -p "$prompt" -o "$work/a2.safetensors"
 cmp -s "$work/a.safetensors" "$work/a2.safetensors" && pass || fail "two runs of the same dump differ"
-expect_status "dump A on the fast CPU table" 0 $dump_a -p "$prompt" --backend cpu -o "$work/a_cpu.safetensors"
+expect_status "dump A on the fast CPU table (fp32 activations)" 0 $dump_a -p "$prompt" --backend fast-exact -o "$work/a_cpu.safetensors"
 expect_status "compare_dump ref vs cpu" 0 "$PYTHON" "$COMPARE" "$work/a.safetensors" "$work/a_cpu.safetensors"
 cat "$work/out"
 
@@ -117,7 +117,7 @@ if [ -n "$MODEL" ]; then
     tail -1 "$work/out"
     expect_status "oracle on $MODEL" 0 "$PYTHON" "$ORACLE" "$work/m.safetensors"
     cat "$work/out"
-    expect_status "dump on $MODEL, fast CPU table" 0 $dump_m -p "The capital of France is" --backend cpu -o "$work/m_cpu.safetensors"
+    expect_status "dump on $MODEL, fast CPU table (fp32 activations)" 0 $dump_m -p "The capital of France is" --backend fast-exact -o "$work/m_cpu.safetensors"
     expect_status "compare_dump ref vs cpu on $MODEL" 0 "$PYTHON" "$COMPARE" "$work/m.safetensors" "$work/m_cpu.safetensors"
     cat "$work/out"
 fi

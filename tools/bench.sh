@@ -1,56 +1,130 @@
 #!/bin/sh
-# bench.sh: prefill and decode speed on the default model, our reference path, our OpenBLAS path and
-# llama.cpp (when llama-cpp-python is installed) side by side in one run, so the ratios are meaningful
-# on a shared, noisy machine. usage: sh tools/bench.sh ./aurora MODEL.gguf
+# bench.sh: `make bench`. Our CPU tables (tools/bench_speed.c) and llama.cpp (llama-bench, from
+# `make oracle-llama-tools`) on the same GGUF file and an F32 copy of it, the same threads, in one run; then
+# the summary, one `name value` line each. On a shared machine every figure is the fastest of several
+# repetitions, and llama.cpp runs before and after our measurements (the better run counts).
+#
+# usage: sh tools/bench.sh AURORA BENCH_SPEED MODEL.gguf [LLAMA_BIN_DIR]
+#   THREADS (default: the core count), BENCH_ROUNDS (default 5), BENCH_WORK (default build/bench: the F32 copy)
 set -eu
 AURORA=$1
-MODEL=$2
-N=${BENCH_TOKENS:-64}
-PROMPT="Speculative decoding makes a large language model faster without changing its output. A small draft model guesses the next few tokens, and the large target model checks all of the guesses in a single forward pass. Every guess that matches what the target would have produced is kept for free, so the speedup depends on how often the draft is right. Explain how this works, step by step:"
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "model: $MODEL, greedy, $N new tokens"
+BENCH_SPEED=$2
+MODEL=$3
+LLAMA_BIN=${4:-build/llama.cpp/bin}
+THREADS=${THREADS:-$(nproc)}
+ROUNDS=${BENCH_ROUNDS:-5}
+WORK=${BENCH_WORK:-build/bench}
+mkdir -p "$WORK"
+F32="$WORK/$(basename "$MODEL" .gguf).F32.gguf"
+if [ ! -f "$F32" ]; then "$AURORA" convert -m "$MODEL" -o "$F32" --type f32 2> /dev/null; fi
+export OMP_NUM_THREADS="$THREADS"
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; $THREADS threads for" \
+     "everything; OpenMP waiting ${OMP_WAIT_POLICY:-libgomp's default}; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "model: $MODEL (F32 copy: $F32)"
 
-run() { # label, extra flags
-    label=$1; shift
-    "$AURORA" generate -m "$MODEL" -p "$PROMPT" -n "$N" --print-ids "$@" 2>&1 >/dev/null |
-        awk -v label="$label" '/^prefill:/ { p = $2; ps = $7; gsub(/\(/, "", ps) }
-                               /^decode:/  { d = $2; ds = $7; gsub(/\(/, "", ds) }
-                               END { printf "%-22s prefill %4d tokens %8.1f tok/s   decode %4d tokens %7.2f tok/s\n", label, p, ps, d, ds }'
-}
-run "aurora reference" --no-blas
-run "aurora OpenBLAS"
+# llama.cpp: prefill (128 tokens from an empty cache), decode (tg32) and batch passes of N tokens after 128 cached
+LLAMA=""
+if [ -x "$LLAMA_BIN/llama-bench" ]; then
+    LLAMA="$LLAMA_BIN/llama-bench"
+    llama() { # output file, model
+        "$LLAMA" -m "$2" -t "$THREADS" -p 128 -n 0 -d 0 -r 3 -o json > "$1.prefill" 2> /dev/null
+        "$LLAMA" -m "$2" -t "$THREADS" -p 1,2,4,6,8,12,16 -n 32 -d 128 -r 3 -o json > "$1.passes" 2> /dev/null
+    }
+    llama "$WORK/llama_q_before" "$MODEL"
+else
+    echo "llama.cpp: $LLAMA_BIN/llama-bench not found (make oracle-llama-tools builds it); its rows are skipped"
+fi
 
-# speculative decoding, greedy, chain of depth 5 (N = 6): the ceiling (self), the model-free baseline
-# (lookup) and the overhead floor (a random draft, which is never right)
-spec() { # label, flags
-    label=$1; shift
-    "$AURORA" generate -m "$MODEL" -p "$PROMPT" -n "$N" --print-ids "$@" 2>&1 >/dev/null |
-        awk -v label="$label" '/^speculative:/ { a = $7 } /^time:/ { s = $(NF-3); gsub(/\(/, "", s) }
-                               END { printf "%-22s acceptance length %5.2f   %7.2f tok/s after prefill\n", label, a, s }'
-}
-spec "speculative: self" --draft self
-spec "speculative: lookup" --draft lookup
-spec "speculative: random" --draft random
+"$BENCH_SPEED" "$MODEL" "$ROUNDS" > "$WORK/ours.txt"
+grep -v '^@ ' "$WORK/ours.txt"
 
-python3 - "$MODEL" "$PROMPT" "$N" <<'PY'
-import sys, time
-try:
-    from llama_cpp import Llama
-except ImportError:
-    print("llama.cpp: llama-cpp-python not installed (make oracle-deps); skipped")
-    sys.exit(0)
-model, prompt, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-import os
-llm = Llama(model_path=model, n_ctx=1024, n_threads=os.cpu_count(), n_batch=512, verbose=False)
-tokens = llm.tokenize(prompt.encode(), add_bos=False)
-start = time.time(); llm.eval(tokens); prefill = time.time() - start
-generated = 0
-start = time.time()
-for token in llm.generate(tokens, top_k=1, temp=0.0, repeat_penalty=1.0, reset=False):
-    generated += 1
-    if generated == n: break
-decode = time.time() - start
-# the first token comes from the prefill's logits; the rest are decode steps
-print("%-22s prefill %4d tokens %8.1f tok/s   decode %4d tokens %7.2f tok/s" % (
-    "llama.cpp (Q4_1 kernels)", len(tokens), len(tokens) / prefill, generated - 1, (generated - 1) / decode))
+if [ -n "$LLAMA" ]; then
+    llama "$WORK/llama_q_after" "$MODEL"
+    llama "$WORK/llama_f32" "$F32"
+fi
+
+# resident memory of `generate` on the model, the default table and the reference (fp32 weights)
+"$AURORA" generate -m "$MODEL" -p "Explain speculative decoding:" -n 32 --print-ids 2> "$WORK/generate.err" > /dev/null
+"$AURORA" generate -m "$MODEL" -p "Explain speculative decoding:" -n 4 --print-ids --backend ref 2> "$WORK/generate_ref.err" > /dev/null
+
+python3 - "$WORK" "$LLAMA" <<'PY'
+import json, os, re, sys
+work, have_llama = sys.argv[1], sys.argv[2] != ""
+ours = {}
+for line in open(os.path.join(work, "ours.txt")):
+    if line.startswith("@ "):
+        key, value = line[2:].split()
+        ours[key] = float(value)
+
+def llama_runs(prefix):
+    # {(n_prompt, n_gen, n_depth): seconds per test, fastest repetition} over the files of a prefix
+    best = {}
+    for suffix in ("prefill", "passes"):
+        path = prefix + "." + suffix
+        if not os.path.exists(path) or os.path.getsize(path) == 0:
+            continue
+        for r in json.load(open(path)):
+            key = (r["n_prompt"], r["n_gen"], r["n_depth"])
+            seconds = min(r["samples_ns"]) / 1e9
+            best[key] = min(best.get(key, seconds), seconds)
+    return best
+
+def merge(*runs):
+    out = {}
+    for run in runs:
+        for k, v in run.items():
+            out[k] = min(out.get(k, v), v)
+    return out
+
+def resident(path):
+    m = re.search(r"resident memory ([0-9.]+) MB \(peak ([0-9.]+) MB\)", open(path).read())
+    return (float(m.group(1)), float(m.group(2))) if m else (float("nan"), float("nan"))
+
+q = merge(llama_runs(os.path.join(work, "llama_q_before")), llama_runs(os.path.join(work, "llama_q_after"))) if have_llama else {}
+f = llama_runs(os.path.join(work, "llama_f32")) if have_llama else {}
+def decode_tps(run): return 32 / run[(0, 32, 128)] if (0, 32, 128) in run else float("nan")
+def prefill_tps(run): return 128 / run[(128, 0, 0)] if (128, 0, 0) in run else float("nan")
+
+print("\ndecode: one token after 128 cached (llama.cpp: tg32 after 128); prefill: 128 tokens from an empty cache")
+print("%-38s %12s %12s" % ("", "decode tok/s", "prefill tok/s"))
+rows = [("aurora reference (fp32 weights)", "ref"), ("aurora OpenBLAS (fp32 weights)", "blas"),
+        ("aurora fast, fp32 activations", "fast_exact"), ("aurora fast (default)", "fast")]
+for label, key in rows:
+    if key + "_decode_tps" in ours:
+        print("%-38s %12.1f %12.1f" % (label, ours[key + "_decode_tps"], ours[key + "_prefill_tps"]))
+if have_llama:
+    print("%-38s %12.1f %12.1f" % ("llama.cpp, same file", decode_tps(q), prefill_tps(q)))
+    print("%-38s %12.1f %12.1f" % ("llama.cpp, F32 copy", decode_tps(f), prefill_tps(f)))
+    print("\nverify cost: a pass over N tokens after 128 cached / one decode step")
+    print("%-38s" % "N" + "".join("%7d" % n for n in (2, 4, 6, 8, 12, 16)))
+    print("%-38s" % "aurora fast (chain, every row's logits)" + "".join("%6.2fx" % ours.get("verify%d_vs_decode" % n, float("nan")) for n in (2, 4, 6, 8, 12, 16)))
+    for label, run in (("llama.cpp, same file (batch pass)", q), ("llama.cpp, F32 copy (batch pass)", f)):
+        print("%-38s" % label + "".join("%6.2fx" % (run[(n, 0, 128)] / run[(1, 0, 128)]) if (n, 0, 128) in run and (1, 0, 128) in run
+                                          else "     - " for n in (2, 4, 6, 8, 12, 16)))
+
+now, peak = resident(os.path.join(work, "generate.err"))
+ref_now, ref_peak = resident(os.path.join(work, "generate_ref.err"))
+print("\nresident memory of `aurora generate` on this model: %.1f MB (peak %.1f MB); with --backend ref (fp32 copies "
+      "of the weights): %.1f MB" % (now, peak, ref_peak))
+
+nan = float("nan")
+def ratio(a, b): return a / b if b == b and b != 0 and a == a else nan
+summary = [
+    ("decode_vs_llamacpp", ratio(ours.get("fast_decode_tps", nan), decode_tps(q) if have_llama else nan)),
+    ("prefill_vs_llamacpp", ratio(ours.get("fast_prefill_tps", nan), prefill_tps(q) if have_llama else nan)),
+    ("verify6_vs_decode", ours.get("verify6_vs_decode", nan)),
+    ("verify12_vs_decode", ours.get("verify12_vs_decode", nan)),
+    ("draft_step_vs_decode", ours.get("draft_step_vs_decode", nan)),
+    ("random_draft_vs_plain", ratio(ours.get("random_adaptive_tps", nan), ours.get("plain_tps", nan))),
+    ("self_draft_vs_plain", ratio(ours.get("self_adaptive_tps", nan), ours.get("plain_tps", nan))),
+    ("lookup_draft_vs_plain", ratio(ours.get("lookup_adaptive_tps", nan), ours.get("plain_tps", nan))),
+    ("random_fixed_vs_plain", ratio(ours.get("random_tps", nan), ours.get("plain_tps", nan))),
+    ("self_fixed_vs_plain", ratio(ours.get("self_tps", nan), ours.get("plain_tps", nan))),
+    ("lookup_fixed_vs_plain", ratio(ours.get("lookup_tps", nan), ours.get("plain_tps", nan))),
+    ("decode_vs_memory_limit", ours.get("decode_vs_memory_limit", nan)),
+    ("resident_mb", peak),
+]
+print("\nsummary")
+for name, value in summary:
+    print("%s %.3f" % (name, value) if name != "resident_mb" else "%s %.1f" % (name, value))
 PY

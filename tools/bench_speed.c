@@ -94,8 +94,8 @@ static double decode_bytes(const Target* target, int fp32, int P) {
 }
 
 // Speculative (or plain, kind < 0) greedy generation after the bench prompt: tokens/s after the prefill.
-static double generate_speed(Target* target, Draft* draft, int kind, const int* prompt, int n_prompt, int* out,
-                             SpecStats* spec_stats) {
+static double generate_speed(Target* target, Draft* draft, int kind, int adaptive, const int* prompt, int n_prompt,
+                             int* out, SpecStats* spec_stats) {
     SamplerSettings greedy = {0.0f, 1.0f};
     if (kind < 0) {
         GenerateStats stats;
@@ -103,8 +103,10 @@ static double generate_speed(Target* target, Draft* draft, int kind, const int* 
         return (n - 1) / stats.decode_seconds;
     }
     DraftSource source;
-    draft_source_init(&source, (DraftKind)kind, (TreeShape){1, DEFAULT_SPEC_DEPTH, DEFAULT_SPEC_DEPTH + 1},
-                      kind == DRAFT_EAGLE ? draft : NULL, target);
+    TreeShape shape = adaptive ? (TreeShape){ADAPTIVE_DEFAULT_K, ADAPTIVE_DEFAULT_DEPTH, ADAPTIVE_DEFAULT_NODES}
+                               : (TreeShape){1, DEFAULT_SPEC_DEPTH, DEFAULT_SPEC_DEPTH + 1};
+    draft_source_init(&source, (DraftKind)kind, shape, kind == DRAFT_EAGLE ? draft : NULL, target);
+    draft_source_set_adaptive(&source, adaptive, 0);
     int n = generate_speculative(target, &source, prompt, n_prompt, GENERATE, greedy, 1, out, spec_stats, NULL, NULL, NULL);
     draft_source_free(&source);
     return (n - 1) / (spec_stats->total_seconds - spec_stats->prefill_seconds);
@@ -180,11 +182,13 @@ int main(int argc, char** argv) {
     int prompt[256];
     int n_prompt = tokenizer_encode(&target->tokenizer, BENCH_PROMPT, strlen(BENCH_PROMPT), 0, prompt, 256, &err);
     if (n_prompt < 1) { fprintf(stderr, "error: %s\n", err.message); return 1; }
-    const char* kind_names[] = {"plain", "self", "lookup", "random"};
-    const int kinds[] = {-1, DRAFT_SELF, DRAFT_LOOKUP, DRAFT_EAGLE};
-    double speed[4] = {0};
-    SpecStats last_stats[4];
-    int outputs[4][GENERATE], n_out_mismatch = 0;
+    // plain, then each draft fixed (a chain of depth 5) and adaptive (shapes up to K=4, depth 8, 33 nodes)
+    enum { N_RUNS = 7 };
+    const char* kind_names[N_RUNS] = {"plain", "self", "lookup", "random", "self_adaptive", "lookup_adaptive", "random_adaptive"};
+    const int kinds[N_RUNS] = {-1, DRAFT_SELF, DRAFT_LOOKUP, DRAFT_EAGLE, DRAFT_SELF, DRAFT_LOOKUP, DRAFT_EAGLE};
+    double speed[N_RUNS] = {0};
+    SpecStats last_stats[N_RUNS];
+    int outputs[N_RUNS][GENERATE], n_out_mismatch = 0;
 
     double verify[N_VERIFY], verify_decode[N_VERIFY];
     for (int v = 0; v < N_VERIFY; v++) { verify[v] = verify_decode[v] = 1e30; }
@@ -234,8 +238,8 @@ int main(int argc, char** argv) {
         }
         draft_use_weights(&draft, draft.weight_arena);
         // generation: plain, then each draft source
-        for (int k = 0; k < 4; k++) {
-            double tokens_per_second = generate_speed(target, &draft, kinds[k], prompt, n_prompt, outputs[k], &last_stats[k]);
+        for (int k = 0; k < N_RUNS; k++) {
+            double tokens_per_second = generate_speed(target, &draft, kinds[k], k >= 4, prompt, n_prompt, outputs[k], &last_stats[k]);
             if (tokens_per_second > speed[k]) { speed[k] = tokens_per_second; }
             if (k > 0 && memcmp(outputs[k], outputs[0], sizeof(outputs[0])) != 0) { n_out_mismatch++; }
         }
@@ -271,10 +275,11 @@ int main(int argc, char** argv) {
     printf("  hot swap (draft_use_weights): %.3f ms fastest, %.3f ms mean over %d\n", swap * 1e3, swap_total / swaps * 1e3, swaps);
     printf("@ draft_step_vs_decode %.4f\n@ draft_swap_ms %.3f\n", draft_step / fast->decode, swap_total / swaps * 1e3);
 
-    printf("\ngeneration on the fast table, greedy, %d tokens after a %d-token prompt, chain of depth %d (fastest run):\n",
-           GENERATE, n_prompt, DEFAULT_SPEC_DEPTH);
-    for (int k = 0; k < 4; k++) {
-        printf("  %-7s %8.2f tok/s  %.2fx plain", kind_names[k], speed[k], speed[k] / speed[0]);
+    printf("\ngeneration on the fast table, greedy, %d tokens after a %d-token prompt; fixed: a chain of depth %d, adaptive: "
+           "shapes up to K=%d, depth %d, %d nodes (fastest run):\n", GENERATE, n_prompt, DEFAULT_SPEC_DEPTH,
+           ADAPTIVE_DEFAULT_K, ADAPTIVE_DEFAULT_DEPTH, ADAPTIVE_DEFAULT_NODES);
+    for (int k = 0; k < N_RUNS; k++) {
+        printf("  %-16s %8.2f tok/s  %.2fx plain", kind_names[k], speed[k], speed[k] / speed[0]);
         if (k > 0) {
             const SpecStats* st = &last_stats[k];
             printf("   acceptance length %.2f, draft %.0f%% of the time", (double)st->emitted / (st->verify_passes ? st->verify_passes : 1),

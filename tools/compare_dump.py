@@ -21,9 +21,8 @@ exactly (masked attention entries are -inf), integers and bytes must be equal, a
 satisfies |got - ref| <= atol + rtol * |ref| (one exception, stated in updated_weight_slack: a weight after the
 AdamW step whose gradient is within its tolerance of zero may move by +-lr either way). The tolerance of a tensor
 comes from its family (FAMILIES below:
-the first pattern that matches its name); the families' numbers are TOLERANCES, a copy of the C table in
-tests/test_common.h (`make test-oracle` checks the copy with --check-table). tests/test_fast.c has a second
-table for the fast CPU kernels against the reference, op by op; it is not used here.
+the first pattern that matches its name); the families' numbers are TOLERANCES, a copy of the element-wise families of
+the C table in tests/test_common.h (`make test-oracle` checks the copy with --check-table).
 
 numpy only; safetensors files are read by read_safetensors below (the `safetensors` package is not needed).
 """
@@ -208,18 +207,22 @@ def compare_tensor(name, got, ref, family=None, out=sys.stderr, label=None, slac
 
 # ---- --check-table ---------------------------------------------------------------------------------------------
 def check_table(path):
-    """The C table in test_common.h must equal TOLERANCES (names, atol, rtol as float32)."""
+    """Every family of TOLERANCES must be in the C table in test_common.h with the same atol and rtol (as
+    float32). The C table has more: per-op and int8 families and bounds on measured ratios, which only the
+    C tests use."""
     text = open(path).read()
     block = text[text.index("TOLERANCES[] = {"):]
     block = block[:block.index("};")]
     rows = re.findall(r'\{"(\w+)",\s*([-0-9.eE+]+)f?,\s*([-0-9.eE+]+)f?,', block)
     c_table = {name: (np.float32(atol), np.float32(rtol)) for name, atol, rtol in rows}
     ours = {name: (np.float32(v[0]), np.float32(v[1])) for name, v in TOLERANCES.items()}
-    if c_table != ours:
-        print("compare_dump: the tolerance table differs from %s:\n  C:      %s\n  Python: %s" % (path, c_table, ours),
-              file=sys.stderr)
+    differing = [name for name in ours if c_table.get(name) != ours[name]]
+    if differing or not ours:
+        for name in differing:
+            print("compare_dump: family %s: Python %s, %s %s" % (name, ours[name], path, c_table.get(name, "missing")),
+                  file=sys.stderr)
         return 1
-    print("compare_dump: the tolerance table equals %s (%d families)" % (path, len(ours)))
+    print("compare_dump: the tolerance table's %d families equal %s's" % (len(ours), path))
     return 0
 
 

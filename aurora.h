@@ -138,6 +138,7 @@ int json_parse_line(const char* text, size_t length, const char* path, int line,
 void json_free(JsonValue* value);
 const JsonValue* json_get(const JsonValue* object, const char* key);   // the first member named key, or NULL
 const char* json_type_name(JsonType type);                            // "a string", "an object", ...
+void json_write_string(FILE* out, const char* text);                  // text as a JSON string literal
 
 // ----------------------------------------------------------------------------
 // tensor types (numbering is GGUF's ggml_type)
@@ -486,6 +487,9 @@ void backend_describe(const Backend* backend, char* text, size_t size);
 // choose their arithmetic explicitly).
 void embedding_forward_fast(float* out, const int* tokens, Matrix table, int T, int C, int V);
 void matmul_forward_fast(float* out, const float* inp, Matrix weight, int T, int C, int OC);
+// matmul_backward_cpu's results bit for bit, tiled and vectorised (fp32 weights: the trainer's draft)
+void matmul_backward_fast(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                          int T, int C, int OC);
 void attention_forward_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
                             const uint8_t* mask, int T, int P, int NH, int NKV, int HS);
 // quantize_row over rows rows of cols values, bit for bit, in parallel (Q8_0 vectorised where the CPU has

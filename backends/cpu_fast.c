@@ -29,6 +29,9 @@ Contract:
     arithmetic as the reference except the order of the q.k dot products' terms.
   - embedding_forward_fast: embedding_forward_cpu's contract for a table stored in any supported type
     (rows dequantised exactly: the result equals dequantize_row of the row).
+  - matmul_backward_fast: matmul_backward_cpu's contract and its results bit for bit (the same sums in
+    the same order), in tiles that keep 16 rows by 256 columns in L1 and run along rows: the trainer's
+    gradients (measured in tools/bench_ops.c: see the README's speed section).
 
 What it refuses to do: fast-math, approximate exp, dequantising a whole matrix into an fp32 copy, and
 orchestration (which ops run in which order belongs to the backend table).
@@ -227,6 +230,34 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
 }
 
 // ----------------------------------------------------------------------------
+// matmul backward (fp32 weights: the trainer's draft): matmul_backward_cpu's results bit for bit, in tiles
+// (matmul_backward_tile_body in cpu_fast.h), parallel over tiles, each tile owned by one thread
+
+static void matmul_backward_tiles(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
+                                  int C, int isa) {
+    int n_columns = (C + FAST_BACKWARD_COLUMNS - 1) / FAST_BACKWARD_COLUMNS;
+    int n_tiles = (R + FAST_BACKWARD_ROWS - 1) / FAST_BACKWARD_ROWS * n_columns;
+    #pragma omp parallel for schedule(static) if ((long)R * K * C >= PARALLEL_MIN_WORK)
+    for (int tile = 0; tile < n_tiles; tile++) {
+        int r0 = tile / n_columns * FAST_BACKWARD_ROWS, c0 = tile % n_columns * FAST_BACKWARD_COLUMNS;
+#if FAST_X86
+        if (isa >= FAST_ISA_AVX512) { fast_matmul_backward_tile_avx512(out, a, a_row, a_k, b, R, K, C, r0, c0); }
+        else if (isa == FAST_ISA_AVX2) { fast_matmul_backward_tile_avx2(out, a, a_row, a_k, b, R, K, C, r0, c0); }
+        else
+#endif
+        { (void)isa; matmul_backward_tile_body(out, a, a_row, a_k, b, R, K, C, r0, c0); }
+    }
+}
+
+void matmul_backward_fast(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                          int T, int C, int OC) {
+    // dinp, inp: (T, C); dweight, weight: (OC, C); dout: (T, OC)
+    int isa = fast_isa_current();
+    if (dinp != NULL) { matmul_backward_tiles(dinp, dout, (size_t)OC, 1, weight, T, OC, C, isa); }
+    if (dweight != NULL) { matmul_backward_tiles(dweight, dout, 1, (size_t)OC, inp, OC, T, C, isa); }
+}
+
+// ----------------------------------------------------------------------------
 // quantisation: quantize_row's results (bit for bit), in parallel, vectorised for Q8_0 on AVX-512
 
 void quantize_rows_fast(int type, const float* source, void* destination, int rows, int cols) {
@@ -278,13 +309,12 @@ static void matmul_forward_fast_fp32(float* out, const float* inp, Matrix weight
     .matmul_forward = MATMUL, .rope_forward = rope_forward_cpu, \
     .attention_forward = attention_forward_fast, .swiglu_forward = swiglu_forward_cpu, \
     .residual_forward = residual_forward_cpu, .softmax_forward = softmax_forward_cpu, .kv_compact = kv_compact_cpu, \
-    .matmul_backward = FAST_MATMUL_BACKWARD, .rmsnorm_backward = rmsnorm_backward_cpu, \
+    .matmul_backward = matmul_backward_fast, .rmsnorm_backward = rmsnorm_backward_cpu, \
     .rope_backward = rope_backward_cpu, .attention_backward = attention_backward_cpu, \
     .swiglu_backward = swiglu_backward_cpu, .distribution_loss = distribution_loss_cpu, \
     .adamw_update = adamw_update_cpu, .sum_squares = sum_squares_cpu, \
     .gather_rows = gather_rows_cpu, .scatter_add_rows = scatter_add_rows_cpu, .scale = scale_cpu, \
     .copy_strided = copy_strided_cpu, .argmax_rows = argmax_rows_cpu,
-#define FAST_MATMUL_BACKWARD matmul_backward_cpu
 
 // A serving draft's matrices: Q8_0 on the int8 table (the VNNI kernel's cheapest weights: a drafting step
 // reads a quarter of the fp32 bytes and skips the nibble unpacking), fp32 on the exact one.

@@ -151,6 +151,43 @@ FAST_INLINE void matmul_rows_portable_body(float* out, const float* inp, Matrix 
 // Per query the arithmetic is the reference's except for the order of the HS-term dot products (vector
 // lanes), so a query's result does not depend on T or on the other queries.
 
+// ----------------------------------------------------------------------------
+// matmul backward over fp32 weights (the trainer's draft). Both gradients have one form,
+//   out[r][c] += sum over k of a(r, k) * b[k][c],   a(r, k) = a[r * a_row + k * a_k], b: (K, C)
+//   dinp:    r = t, k = o: a = dout (a_row OC, a_k 1), b = weight
+//   dweight: r = o, k = t: a = dout (a_row 1, a_k OC), b = inp
+// computed for a tile of FAST_BACKWARD_ROWS rows by FAST_BACKWARD_COLUMNS columns (16 KB, in L1) with the
+// innermost loop along a row of b (vectorised over c). Each element's sum runs over k in order from zero
+// and is then added to out: the reference's arithmetic (matmul_backward_cpu), in the same order, so the
+// result is the reference's bit for bit (no fp contraction under -std=c11).
+#define FAST_BACKWARD_ROWS 16
+#define FAST_BACKWARD_COLUMNS 256
+
+// The tile at rows [r0, r0 + 16) and columns [c0, c0 + 256) of out (R, C), clipped to its edges.
+FAST_INLINE void matmul_backward_tile_body(float* restrict out, const float* restrict a, size_t a_row, size_t a_k,
+                                           const float* restrict b, int R, int K, int C, int r0, int c0) {
+    int nr = R - r0 < FAST_BACKWARD_ROWS ? R - r0 : FAST_BACKWARD_ROWS;
+    int nc = C - c0 < FAST_BACKWARD_COLUMNS ? C - c0 : FAST_BACKWARD_COLUMNS;
+    float tile[FAST_BACKWARD_ROWS][FAST_BACKWARD_COLUMNS];
+    for (int i = 0; i < nr; i++) {
+        for (int c = 0; c < nc; c++) { tile[i][c] = 0.0f; }
+    }
+    for (int k = 0; k < K; k++) {
+        const float* b_row = b + (size_t)k * C + c0;
+        for (int i = 0; i < nr; i++) {
+            float factor = a[(size_t)(r0 + i) * a_row + (size_t)k * a_k];
+            float* t = tile[i];
+            #pragma omp simd
+            for (int c = 0; c < nc; c++) { t[c] += factor * b_row[c]; }
+        }
+    }
+    for (int i = 0; i < nr; i++) {
+        float* o = out + (size_t)(r0 + i) * C + c0;
+        #pragma omp simd
+        for (int c = 0; c < nc; c++) { o[c] += tile[i][c]; }
+    }
+}
+
 #define FAST_QUERY_ROWS 16
 #define FAST_MAX_GROUP 64   // query heads per key/value head that the per-thread buffers hold
 
@@ -261,6 +298,10 @@ void fast_attention_item_avx2(float* out, const float* q, const float* key_cache
 void fast_attention_item_avx512(float* out, const float* q, const float* key_cache, const float* value_cache,
                                 const uint8_t* mask, int T, int P, int NH, int NKV, int HS, int kv_head, int t0,
                                 float* scores);
+void fast_matmul_backward_tile_avx2(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
+                                    int C, int r0, int c0);
+void fast_matmul_backward_tile_avx512(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
+                                      int C, int r0, int c0);
 // n_blocks blocks of 32 values to Q8_0, exactly as quantize_row.
 void fast_quantize_q8_0_avx512(uint8_t* out, const float* x, int64_t n_blocks);
 #endif

@@ -1,6 +1,6 @@
 /*
 backends/cpu_fast_kernels.c: the x86 kernels of the fast CPU ops (the contract is cpu_fast.c's): the
-portable matmul and attention bodies (cpu_fast.h) compiled for AVX2 and AVX-512, the AVX-512 matmul over
+portable matmul, matmul backward and attention bodies (cpu_fast.h) compiled for AVX2 and AVX-512, the AVX-512 matmul over
 every stored type with fp32 activations, and the AVX-512 VNNI matmul with int8 activations. cpu_fast.c
 chooses among them (and its portable C) at run time. Compiled on its own by the Makefile (see cpu_fast.h
 for why), or included by cpu_fast.c.
@@ -27,6 +27,16 @@ FAST_AVX512_TARGET void fast_attention_item_avx512(float* out, const float* q, c
                                                    const float* value_cache, const uint8_t* mask, int T, int P, int NH,
                                                    int NKV, int HS, int kv_head, int t0, float* scores) {
     attention_item_body(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, scores);
+}
+
+FAST_AVX2_TARGET void fast_matmul_backward_tile_avx2(float* out, const float* a, size_t a_row, size_t a_k, const float* b,
+                                                    int R, int K, int C, int r0, int c0) {
+    matmul_backward_tile_body(out, a, a_row, a_k, b, R, K, C, r0, c0);
+}
+
+FAST_AVX512_TARGET void fast_matmul_backward_tile_avx512(float* out, const float* a, size_t a_row, size_t a_k,
+                                                        const float* b, int R, int K, int C, int r0, int c0) {
+    matmul_backward_tile_body(out, a, a_row, a_k, b, R, K, C, r0, c0);
 }
 
 // ----------------------------------------------------------------------------

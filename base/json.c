@@ -330,3 +330,15 @@ const char* json_type_name(JsonType type) {
     static const char* names[] = {"null", "false", "true", "a number", "a string", "an array", "an object"};
     return names[type];
 }
+
+// Writes text as a JSON string literal: quotes, backslash escapes, control characters as \u00XX; other
+// bytes (UTF-8 included) as they are.
+void json_write_string(FILE* out, const char* text) {
+    fputc('"', out);
+    for (const unsigned char* c = (const unsigned char*)text; *c; c++) {
+        if (*c == '"' || *c == '\\') { fputc('\\', out); fputc(*c, out); }
+        else if (*c < 0x20) { fprintf(out, "\\u%04x", *c); }
+        else { fputc(*c, out); }
+    }
+    fputc('"', out);
+}

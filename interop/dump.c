@@ -44,21 +44,11 @@ typedef struct {
     const Backend* backend;
 } Dump;
 
-static void dump_json_string(FILE* out, const char* text) {
-    fputc('"', out);
-    for (const unsigned char* c = (const unsigned char*)text; *c; c++) {
-        if (*c == '"' || *c == '\\') { fputc('\\', out); fputc(*c, out); }
-        else if (*c < 0x20) { fprintf(out, "\\u%04x", *c); }
-        else { fputc(*c, out); }
-    }
-    fputc('"', out);
-}
-
 static void dump_document(Dump* d, const char* name, const char* meaning) {
     fputs(d->n_documented++ ? ",\n" : "{\n", d->doc);
-    dump_json_string(d->doc, name);
+    json_write_string(d->doc, name);
     fputs(": ", d->doc);
-    dump_json_string(d->doc, meaning);
+    json_write_string(d->doc, meaning);
 }
 
 // A host array of n_dims dimensions, kind F32 / I32 / U8.
@@ -496,13 +486,13 @@ static char* dump_config_json(const Options* o, const Target* target, const Draf
     const DraftConfig* c = &draft->config;
     const char* loss = s->loss == LOSS_REVERSE_KL ? "rkl" : s->loss == LOSS_NEXT_TOKEN ? "ntp" : "fkl";
     fprintf(out, "{\"format\": \"aurora-dump\", \"version\": 1, \"backend\": ");
-    dump_json_string(out, backend_name);
+    json_write_string(out, backend_name);
     fprintf(out, ", \"model\": ");
-    dump_json_string(out, o->model_path);
+    json_write_string(out, o->model_path);
     fprintf(out, ", \"draft\": ");
-    dump_json_string(out, o->draft);
+    json_write_string(out, o->draft);
     fprintf(out, ", \"prompt\": ");
-    dump_json_string(out, o->prompt);
+    json_write_string(out, o->prompt);
     fprintf(out, ", \"chat\": %d, \"n_predict\": %d, \"seed\": %d, \"greedy\": true,\n", o->chat, o->n_predict, o->seed);
     fprintf(out, " \"target\": {\"dim\": %d, \"n_layers\": %d, \"n_heads\": %d, \"n_kv_heads\": %d, \"head_size\": %d, "
             "\"ffn_dim\": %d, \"vocab_size\": %d, \"rope_theta\": %.9g, \"norm_eps\": %.9g, \"tap_layers\": [%d, %d, %d]},\n",

@@ -351,17 +351,6 @@ void safetensors_writer_add_metadata(SafetensorsWriter* writer, const char* key,
     writer->n_metadata = n + 1;
 }
 
-// A JSON string literal (names are ours, but escape anyway).
-static void json_write_string(FILE* out, const char* text) {
-    fputc('"', out);
-    for (const unsigned char* c = (const unsigned char*)text; *c; c++) {
-        if (*c == '"' || *c == '\\') { fputc('\\', out); fputc(*c, out); }
-        else if (*c < 0x20) { fprintf(out, "\\u%04x", *c); }
-        else { fputc(*c, out); }
-    }
-    fputc('"', out);
-}
-
 // The header in tensor order, data_offsets consecutive; padded with spaces to a multiple of 8 bytes
 // (as the reference writer does, so the data section starts aligned).
 int safetensors_writer_save(SafetensorsWriter* writer, const char* path, Error* err) {

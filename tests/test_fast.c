@@ -328,6 +328,55 @@ static void test_quantize_rows(void) {
 }
 
 // ----------------------------------------------------------------------------
+// matmul_backward_fast: matmul_backward_cpu's gradients bit for bit (both accumulate into what is there),
+// on sizes around the tile's 16 rows and 256 columns, one thread and two; with an infinity in dout
+
+static void test_matmul_backward(void) {
+    const int shapes[][3] = {{1, 1, 1}, {3, 7, 5}, {16, 256, 16}, {17, 257, 33}, {40, 576, 9}, {5, 300, 513}};   // T, C, OC
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+        int T = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+        size_t n_inp = (size_t)T * C, n_weight = (size_t)OC * C, n_out = (size_t)T * OC;
+        float* inp = mallocCheck(n_inp * sizeof(float));
+        float* weight = mallocCheck(n_weight * sizeof(float));
+        float* dout = mallocCheck(n_out * sizeof(float));
+        float* grads[2][2];   // [reference, fast][dinp, dweight]
+        fill_uniform(inp, n_inp, &rng_state, -1, 1);
+        fill_uniform(weight, n_weight, &rng_state, -1, 1);
+        fill_uniform(dout, n_out, &rng_state, -1, 1);
+        if (s == 3) { dout[OC + 2] = INFINITY; }
+        for (int k = 0; k < 2; k++) {
+            grads[k][0] = mallocCheck(n_inp * sizeof(float));
+            grads[k][1] = mallocCheck(n_weight * sizeof(float));
+            for (size_t i = 0; i < n_inp; i++) { grads[k][0][i] = 0.25f * (float)(i % 7); }   // accumulates
+            for (size_t i = 0; i < n_weight; i++) { grads[k][1][i] = -0.5f * (float)(i % 5); }
+        }
+        matmul_backward_cpu(grads[0][0], grads[0][1], dout, inp, weight, T, C, OC);
+        for (int threads = 1; threads <= 2; threads++) {
+#ifdef _OPENMP
+            int saved = omp_get_max_threads();
+            omp_set_num_threads(threads);
+#endif
+            float* dinp = mallocCheck(n_inp * sizeof(float));
+            float* dweight = mallocCheck(n_weight * sizeof(float));
+            memcpy(dinp, grads[1][0], n_inp * sizeof(float));
+            memcpy(dweight, grads[1][1], n_weight * sizeof(float));
+            matmul_backward_fast(dinp, dweight, dout, inp, weight, T, C, OC);
+            char what[128];
+            snprintf(what, sizeof(what), "matmul_backward_fast [%s] dinp T=%d C=%d OC=%d, %d thread(s)", fast_isa_name(fast_isa), T, C, OC, threads);
+            check(memcmp(dinp, grads[0][0], n_inp * sizeof(float)) == 0, "%s differs from matmul_backward_cpu", what);
+            snprintf(what, sizeof(what), "matmul_backward_fast [%s] dweight T=%d C=%d OC=%d, %d thread(s)", fast_isa_name(fast_isa), T, C, OC, threads);
+            check(memcmp(dweight, grads[0][1], n_weight * sizeof(float)) == 0, "%s differs from matmul_backward_cpu", what);
+            free(dinp); free(dweight);
+#ifdef _OPENMP
+            omp_set_num_threads(saved);
+#endif
+        }
+        free(inp); free(weight); free(dout);
+        for (int k = 0; k < 2; k++) { free(grads[k][0]); free(grads[k][1]); }
+    }
+}
+
+// ----------------------------------------------------------------------------
 // negative control: the comparison must reject an output perturbed just past the bound, and a NaN
 
 static void test_negative_control(void) {
@@ -508,6 +557,7 @@ int main(int argc, char** argv) {
         test_embedding();
         test_attention_all();
         test_quantize_rows();
+        test_matmul_backward();
     }
     test_negative_control();
     if (argc > 1) { test_model_file(argv[1]); }

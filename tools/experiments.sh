@@ -13,7 +13,7 @@
 #   discard  the discard loss off and on, at lookahead 5 and 10
 #   study    one lever at a time against a base configuration (lockstep, so runs compare exactly): learning
 #            rate, warm-up, pool, steps per request, batch, TTT length, clipping, prompt-position weight,
-#            warm starts, draft vocabulary
+#            warm starts, draft vocabulary (LEVERS="base prompt-0 ...": only those runs)
 # Environment: AURORA, MODEL, TRAFFIC, MAX_NEW (64), JOBS (runs at a time, 2), THREADS (OpenMP threads per
 # run: 1 when JOBS > 1). Outputs: out/EXPERIMENT/RUN/{requests.csv,summary.txt,acceptance.svg,held_back.csv}
 # and out/EXPERIMENT/*.svg, the runs on one chart. Acceptance is measured with chains of depth 5 (the
@@ -150,31 +150,34 @@ study)
     N=${2:-200}
     # the base: lockstep after every request, 4 steps per request (repeatable, and fair between levers)
     BASE="--order mixed --requests $N --online --sync-schedule 1 $LOOKAHEAD5 $EVAL"
-    run base $BASE --draft-init "$INIT" $TRAIN
-    run lr-1e-3 $BASE --draft-init "$INIT" --lr 1e-3 --warmup 5 --prompt-weight 0.5 --context-window 128
-    run lr-1e-2 $BASE --draft-init "$INIT" --lr 1e-2 --warmup 5 --prompt-weight 0.5 --context-window 128
-    run warmup-50 $BASE --draft-init "$INIT" --lr 3e-3 --warmup 50 --prompt-weight 0.5 --context-window 128
-    run pool-16 $BASE --draft-init "$INIT" $TRAIN --pool 16
-    run pool-256 $BASE --draft-init "$INIT" $TRAIN --pool 256
-    run steps-1 $BASE --draft-init "$INIT" $TRAIN --steps-per-request 1
-    run steps-16 $BASE --draft-init "$INIT" $TRAIN --steps-per-request 16
-    run batch-4 $BASE --draft-init "$INIT" $TRAIN --batch-requests 4
-    run ttt-1 $BASE --draft-init "$INIT" $TRAIN --ttt-length 1
-    run ttt-3 $BASE --draft-init "$INIT" $TRAIN --ttt-length 3
-    run clip-off $BASE --draft-init "$INIT" $TRAIN --clip 0
-    run prompt-0 $BASE --draft-init "$INIT" --lr 3e-3 --warmup 5 --prompt-weight 0 --context-window 128
-    run prompt-1 $BASE --draft-init "$INIT" --lr 3e-3 --warmup 5 --prompt-weight 1 --context-window 128
-    run init-random $BASE --draft-init random $TRAIN
-    run init-target $BASE --draft-init target $TRAIN
-    run vocab-4096 $BASE --draft-init "$INIT" $TRAIN --draft-vocab 4096
-    run vocab-16384 $BASE --draft-init "$INIT" $TRAIN --draft-vocab 16384
+    # LEVERS="base prompt-0 ..." runs only the runs named (default: all)
+    lever() { case " ${LEVERS:-$1} " in *" $1 "*) run "$@" ;; esac; }
+    lever base $BASE --draft-init "$INIT" $TRAIN
+    lever lr-1e-3 $BASE --draft-init "$INIT" --lr 1e-3 --warmup 5 --prompt-weight 0.5 --context-window 128
+    lever lr-1e-2 $BASE --draft-init "$INIT" --lr 1e-2 --warmup 5 --prompt-weight 0.5 --context-window 128
+    lever warmup-50 $BASE --draft-init "$INIT" --lr 3e-3 --warmup 50 --prompt-weight 0.5 --context-window 128
+    lever pool-16 $BASE --draft-init "$INIT" $TRAIN --pool 16
+    lever pool-256 $BASE --draft-init "$INIT" $TRAIN --pool 256
+    lever steps-1 $BASE --draft-init "$INIT" $TRAIN --steps-per-request 1
+    lever steps-16 $BASE --draft-init "$INIT" $TRAIN --steps-per-request 16
+    lever batch-4 $BASE --draft-init "$INIT" $TRAIN --batch-requests 4
+    lever ttt-1 $BASE --draft-init "$INIT" $TRAIN --ttt-length 1
+    lever ttt-3 $BASE --draft-init "$INIT" $TRAIN --ttt-length 3
+    lever clip-off $BASE --draft-init "$INIT" $TRAIN --clip 0
+    lever prompt-0 $BASE --draft-init "$INIT" --lr 3e-3 --warmup 5 --prompt-weight 0 --context-window 128
+    lever prompt-1 $BASE --draft-init "$INIT" --lr 3e-3 --warmup 5 --prompt-weight 1 --context-window 128
+    lever init-random $BASE --draft-init random $TRAIN
+    lever init-target $BASE --draft-init target $TRAIN
+    lever vocab-4096 $BASE --draft-init "$INIT" $TRAIN --draft-vocab 4096
+    lever vocab-16384 $BASE --draft-init "$INIT" $TRAIN --draft-vocab 16384
     finish
     {
-        printf "%-14s %10s %10s %10s %12s\n" run "1-50" "$((N - 49))-$N" "held-back" "tok/s"
+        W=$((N < 100 ? N / 2 : 50))   # the windows: the first and the last W requests
+        printf "%-14s %10s %10s %10s %12s\n" run "1-$W" "$((N - W + 1))-$N" "held-back" "tok/s"
         for d in "$out"/*/; do
             d=${d%/}; name=$(basename "$d")
             [ -f "$d/requests.csv" ] || continue
-            printf "%-14s %10s %10s %10s %12s\n" "$name" "$(acceptance "$d" 0 50)" "$(acceptance "$d" $((N - 50)) "$N")" \
+            printf "%-14s %10s %10s %10s %12s\n" "$name" "$(acceptance "$d" 0 "$W")" "$(acceptance "$d" $((N - W)) "$N")" \
                 "$(held_back "$d")" "$(speed "$d")"
         done
     } | tee "$out/result.txt"

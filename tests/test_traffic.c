@@ -303,8 +303,8 @@ static void test_chart_and_csv(void) {
     float flat[45];
     for (int i = 0; i < 45; i++) { flat[i] = i == 10 ? NAN : 1.5f; }
     ChartSeries series[2] = {
-        {"adaptive", rows.n, rows.acceptance, (const char* const*)rows.domains},
-        {"frozen <v0> & \"co\"", 45, flat, NULL},
+        {.label = "adaptive", .n = rows.n, .acceptance = rows.acceptance, .domains = (const char* const*)rows.domains},
+        {.label = "frozen <v0> & \"co\"", .n = 45, .acceptance = flat},
     };
     char path_svg[256];
     snprintf(path_svg, sizeof(path_svg), "/tmp/aurora_test_traffic_%d_chart.svg", (int)getpid());
@@ -328,7 +328,7 @@ static void test_chart_and_csv(void) {
         check(strstr(svg, ">1</text>") != NULL, "the y axis starts at 1");
         free(svg);
     }
-    ChartSeries empty = {"empty", 0, flat, NULL};
+    ChartSeries empty = {.label = "empty", .n = 0, .acceptance = flat};
     check(svg_acceptance_chart(path_svg, &empty, 1, NULL, &err) != 0 && strstr(err.message, "no requests") != NULL,
           "an empty series is an error");
     check(svg_acceptance_chart("/nonexistent/dir/chart.svg", series, 2, NULL, &err) != 0 &&

@@ -5,27 +5,7 @@
 # usage: sh tests/test_interop_cli.sh ./aurora
 set -u
 AURORA=${1:-./aurora}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0
-failed=0
-
-pass() { passed=$((passed + 1)); }
-fail() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
-
-expect_ok() {
-    description=$1; shift
-    if "$@" > "$work/out" 2> "$work/err"; then pass; else fail "$description (exit $?): $(cat "$work/err")"; fi
-}
-
-# expect_error DESCRIPTION PATTERN COMMAND...: exit status exactly 1 (not a signal) and PATTERN in stderr
-expect_error() {
-    description=$1; pattern=$2; shift 2
-    "$@" > "$work/out" 2> "$work/err"
-    status=$?
-    if [ "$status" -ne 1 ]; then fail "$description: exit status $status, expected 1: $(cat "$work/err")"; return; fi
-    if grep -q -- "$pattern" "$work/err"; then pass; else fail "$description: stderr lacks '$pattern': $(cat "$work/err")"; fi
-}
+. "$(dirname "$0")/cli_common.sh"   # $work, pass/fail, expect_ok, expect_error, expect_status
 
 # 8 layers: the taps 1, 3, 4 are distinct
 model="$work/tiny.gguf"

@@ -20,20 +20,7 @@ if ! "$PYTHON" -c "import numpy" 2> /dev/null; then
     echo "test_oracle: $PYTHON has no numpy: pip install numpy (make oracle-deps installs it with llama-cpp-python)" >&2
     exit 1
 fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); }
-fail() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
-
-# expect_status DESCRIPTION STATUS COMMAND...: the exit status, output kept in $work/out (shown on failure)
-expect_status() {
-    description=$1; want=$2; shift 2
-    "$@" > "$work/out" 2>&1
-    status=$?
-    if [ "$status" -eq "$want" ]; then pass; else fail "$description: exit status $status, expected $want"; tail -30 "$work/out" >&2; fi
-}
+. "$(dirname "$0")/cli_common.sh"   # $work, pass/fail, expect_ok, expect_error, expect_status
 expect_in_output() {
     if grep -q -- "$1" "$work/out"; then pass; else fail "output lacks '$1'"; tail -20 "$work/out" >&2; fi
 }

@@ -121,9 +121,9 @@ $(MODEL_FILE):
 # the day-0 flywheel: a fresh draft learning online from mixed traffic, its acceptance-length chart
 # (out/day0/acceptance.svg) and the measured speedup (a few minutes on 2 cores)
 # the day-0 story at demo size: a fresh draft learns online from DEMO_REQUESTS requests (the held-back curve
-# measured every 12), then plain decoding, the learned draft and the hybrid serve 24 requests none of them saw
+# measured every 12), then plain decoding, the learned draft and the hybrid serve 16 requests none of them saw
 demo: aurora $(MODEL_FILE)
-	EVAL="--eval-every 12 --eval-requests 8" SPEEDUP_REQUESTS=24 sh tools/experiments.sh day0 $(DEMO_REQUESTS)
+	EVAL="--eval-every 12 --eval-requests 8" SPEEDUP_REQUESTS=16 sh tools/experiments.sh day0 $(DEMO_REQUESTS)
 
 DEMO_REQUESTS ?= 48
 

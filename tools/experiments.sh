@@ -79,7 +79,8 @@ day0)
     finish
     {
         echo "day 0 over $N requests (mixed traffic, max-new $MAX_NEW, chains of depth 5, warm start $INIT)"
-        for w in 50 300 1000; do
+        echo "  online acceptance, all $N requests: $(acceptance "$out/online" 0 "$N")"
+        for w in 50 100 200 300 500 1000; do
             [ "$w" -le "$N" ] && echo "  online acceptance, requests $((w - 49))-$w (moving average of 50): $(acceptance "$out/online" $((w - 50)) "$w")"
         done
         echo "  held-back acceptance at the end: $(held_back "$out/online")"

@@ -977,6 +977,9 @@ typedef struct {
 // and measured acceptance by depth and sibling rank, maximising expected tokens per second
 
 enum { ADAPTIVE_MAX_K = 8 };   // the most children per node the chooser considers (= MAX_SPEC_K)
+// After this many passes in a row without drafting, one pass drafts the cheapest tree (one node): a probe
+// that measures again both a multi-node pass's cost and the draft's acceptance.
+enum { ADAPTIVE_PROBE_EVERY = 32 };
 
 typedef struct {
     TreeShape limit;            // the largest shape allowed (depth and nodes bound the menu)
@@ -989,6 +992,7 @@ typedef struct {
                                                         // and its node had a rank-r child
     double hit[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K];     // ... and that child was accepted
     long passes, passes_without_drafting;
+    int passes_since_drafted;   // passes in a row that drafted nothing (a probe is due at ADAPTIVE_PROBE_EVERY)
 } SpecAdaptive;
 
 void spec_adaptive_init(SpecAdaptive* a, TreeShape limit, int max_k);

@@ -16,9 +16,12 @@ For a shape (K, D), the chance of going one level deeper is s_d(K) = sum over r 
     choose the shape maximising E / T;  no speculation: E = 1, T = verify(1) (one decode step)
 
 Estimates are the decayed counts shrunk towards a prior (below), and the counts decay every pass,
-including passes without speculation. So a draft that is never right is soon
-not drafted at all (it costs nothing but the rare pass where the prior, grown back, asks for a probe), and
-a draft that starts being right is found again within a few hundred passes. A good draft gets a deep tree.
+including passes without speculation. So a draft that is never right is soon not drafted at all. What it
+still costs is a probe: after ADAPTIVE_PROBE_EVERY passes in a row without drafting, one pass drafts a
+single node (about (verify(2) - verify(1)) / 32 of a step on average). Probes matter twice: a cost is
+measured only when its node count is used, so one slow measurement (the first pass after a prefill, a
+descheduled thread) would otherwise price multi-node passes out for good; and a draft that starts being
+right (a learning draft, a suffix index that has filled) is found again within a few probes. A good draft gets a deep tree.
 Randomness plays no part: the same measurements give the same choices.
 */
 #include "aurora.h"
@@ -98,6 +101,9 @@ static double adaptive_draft_step_seconds(const SpecAdaptive* a) {
 
 TreeShape spec_adaptive_choose(const SpecAdaptive* a) {
     TreeShape best = {1, 0, 1}; // no speculation: the root alone
+    if (a->passes_since_drafted >= ADAPTIVE_PROBE_EVERY && a->limit.depth >= 1 && a->limit.nodes >= 2) {
+        return (TreeShape){1, 1, 2};   // the probe (see ADAPTIVE_PROBE_EVERY)
+    }
     double best_rate = 1.0 / spec_adaptive_verify_seconds(a, 1);
     double step = adaptive_draft_step_seconds(a);
     for (int k = 1; k <= a->max_k; k++) {
@@ -126,7 +132,12 @@ void spec_adaptive_observe(SpecAdaptive* a, const Tree* tree, const Acceptance* 
         adaptive_average(&a->verify_seconds[tree->n_nodes], verify_seconds);
         if (tree->n_nodes > 1 && tree->max_depth > 0) { adaptive_average(&a->draft_step_seconds, draft_seconds / tree->max_depth); }
     }
-    if (tree->n_nodes == 1) { a->passes_without_drafting++; return; }
+    if (tree->n_nodes == 1) {
+        a->passes_without_drafting++;
+        a->passes_since_drafted++;
+        return;
+    }
+    a->passes_since_drafted = 0;
     // along the accepted path: at each depth the parent's children, in index order (the drafter adds a
     // node's children best first), and which of them, if any, was accepted
     for (int d = 1; d <= tree->max_depth; d++) {

@@ -18,7 +18,7 @@ mkdir -p "$WORK"
 F32="$WORK/$(basename "$MODEL" .gguf).F32.gguf"
 if [ ! -f "$F32" ]; then "$AURORA" convert -m "$MODEL" -o "$F32" --type f32 2> /dev/null; fi
 export OMP_NUM_THREADS="$THREADS"
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; $THREADS threads for" \
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc --all) cores; $THREADS threads for" \
      "everything; OpenMP waiting ${OMP_WAIT_POLICY:-libgomp's default}; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "model: $MODEL (F32 copy: $F32)"
 

@@ -99,13 +99,8 @@ int main(int argc, char** argv) {
     check_tensor("logits, default table vs reference", target.host.logits, batch, (size_t)n_prompt * V,
                  tolerance("int8_default_logits"));
     for (int t = 0; t < n_prompt; t++) {
-        const float* got = target.host.logits + (size_t)t * V;
-        const float* want = batch + (size_t)t * V;
-        int got_max = 0, want_max = 0;
-        for (int v = 1; v < V; v++) {
-            if (got[v] > got[got_max]) { got_max = v; }
-            if (want[v] > want[want_max]) { want_max = v; }
-        }
+        int got_max = sample_argmax(target.host.logits + (size_t)t * V, V);
+        int want_max = sample_argmax(batch + (size_t)t * V, V);
         check(got_max == want_max, "argmax at position %d: default table %d, reference %d", t, got_max, want_max);
     }
     int default_greedy[16];

@@ -66,11 +66,12 @@ PROMPTS = [
 ]
 
 
-def run(args, timeout=1800):
+def run(args, timeout=1800, env=None):
+    """(stdout bytes, stderr text, seconds) of a program (no stdin, no shell); exits on a failure."""
     started = time.time()
-    result = subprocess.run(args, capture_output=True, timeout=timeout)
+    result = subprocess.run(args, capture_output=True, stdin=subprocess.DEVNULL, env=env, timeout=timeout)
     if result.returncode != 0:
-        sys.exit("test_interop: command failed (%d): %s\n%s" % (result.returncode, " ".join(args),
+        sys.exit("command failed (%d): %s\n%s" % (result.returncode, " ".join(args),
                  result.stderr.decode(errors="replace")[-3000:]))
     return result.stdout, result.stderr.decode(errors="replace"), time.time() - started
 

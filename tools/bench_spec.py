@@ -24,7 +24,6 @@ No shell: every program gets an argument list.
 """
 import os
 import re
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
@@ -35,11 +34,8 @@ PROMPTS = test_interop.PROMPTS
 
 
 def run(args, env=None):
-    result = subprocess.run(args, capture_output=True, env=env, timeout=600)
-    if result.returncode != 0:
-        sys.exit("bench_spec: command failed (%d): %s\n%s" % (result.returncode, " ".join(args),
-                 result.stderr.decode(errors="replace")[-2000:]))
-    return result.stderr.decode(errors="replace")
+    """A program's stderr (test_interop.run: no shell, no stdin, exits on a failure)."""
+    return test_interop.run(args, timeout=600, env=env)[1]
 
 
 def number(pattern, text, what):
@@ -62,12 +58,8 @@ def llama(llama_bin, model, threads, n, prompt, spec):
 
 def llama_plain(llama_bin, model, threads, n, prompt):
     """(tokens, seconds, 0, 0) of one llama-completion run: its decode steps ("eval time = S ms / N runs")."""
-    result = subprocess.run([os.path.join(llama_bin, "llama-completion"), "-m", model, "-p", prompt, "-n", str(n),
-                             "--temp", "0", "--top-k", "1", "-t", threads, "-c", "1024", "-no-cnv"],
-                            capture_output=True, stdin=subprocess.DEVNULL, timeout=600)
-    err = result.stderr.decode(errors="replace")
-    if result.returncode != 0:
-        sys.exit("bench_spec: llama-completion failed (%d):\n%s" % (result.returncode, err[-2000:]))
+    err = run([os.path.join(llama_bin, "llama-completion"), "-m", model, "-p", prompt, "-n", str(n),
+               "--temp", "0", "--top-k", "1", "-t", threads, "-c", "1024", "-no-cnv"])
     milliseconds = number(r"\beval time =\s+([0-9.]+) ms /\s+\d+ runs", err, "eval time")
     runs = number(r"\beval time =\s+[0-9.]+ ms /\s+(\d+) runs", err, "eval runs")
     return runs, milliseconds / 1e3, 0, 0

@@ -186,6 +186,7 @@ int main(int argc, char** argv) {
     enum { N_RUNS = 7 };
     const char* kind_names[N_RUNS] = {"plain", "self", "lookup", "random", "self_adaptive", "lookup_adaptive", "random_adaptive"};
     const int kinds[N_RUNS] = {-1, DRAFT_SELF, DRAFT_LOOKUP, DRAFT_EAGLE, DRAFT_SELF, DRAFT_LOOKUP, DRAFT_EAGLE};
+    const int adaptive[N_RUNS] = {0, 0, 0, 0, 1, 1, 1};
     double speed[N_RUNS] = {0};
     SpecStats last_stats[N_RUNS];
     int outputs[N_RUNS][GENERATE], n_out_mismatch = 0;
@@ -239,7 +240,7 @@ int main(int argc, char** argv) {
         draft_use_weights(&draft, draft.weight_arena);
         // generation: plain, then each draft source
         for (int k = 0; k < N_RUNS; k++) {
-            double tokens_per_second = generate_speed(target, &draft, kinds[k], k >= 4, prompt, n_prompt, outputs[k], &last_stats[k]);
+            double tokens_per_second = generate_speed(target, &draft, kinds[k], adaptive[k], prompt, n_prompt, outputs[k], &last_stats[k]);
             if (tokens_per_second > speed[k]) { speed[k] = tokens_per_second; }
             if (k > 0 && memcmp(outputs[k], outputs[0], sizeof(outputs[0])) != 0) { n_out_mismatch++; }
         }

@@ -492,6 +492,10 @@ void matmul_backward_fast(float* dinp, float* dweight, const float* dout, const 
                           int T, int C, int OC);
 void attention_forward_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
                             const uint8_t* mask, int T, int P, int NH, int NKV, int HS);
+// attention_backward_cpu's gradients up to fp32 reordering (the dot products in vector lanes)
+void attention_backward_fast(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
+                             const float* keys, const float* values, const uint8_t* mask, int T, int P, int NH, int NKV,
+                             int HS);
 // quantize_row over rows rows of cols values, bit for bit, in parallel (Q8_0 vectorised where the CPU has
 // AVX-512): what a serving draft's copy is made with at every hot swap.
 void quantize_rows_fast(int type, const float* source, void* destination, int rows, int cols);

@@ -29,6 +29,8 @@ Contract:
     arithmetic as the reference except the order of the q.k dot products' terms.
   - embedding_forward_fast: embedding_forward_cpu's contract for a table stored in any supported type
     (rows dequantised exactly: the result equals dequantize_row of the row).
+  - attention_backward_fast: attention_backward_cpu's contract; its sums have the reference's terms, the
+    dot products' in vector lanes (results within fp32 reordering of the reference).
   - matmul_backward_fast: matmul_backward_cpu's contract and its results bit for bit (the same sums in
     the same order), in tiles that keep 16 rows by 256 columns in L1 and run along rows: the trainer's
     gradients (measured in tools/bench_ops.c: see the README's speed section).
@@ -188,13 +190,13 @@ void matmul_forward_fast(float* out, const float* inp, Matrix weight, int T, int
 }
 
 // ----------------------------------------------------------------------------
-// attention (the algorithm and its portable body: attention_item_body in cpu_fast.h)
+// attention (the algorithm and its portable passes: cpu_fast.h)
 
-// The portable body (cpu_fast.h), compiled for the baseline ISA (cpu_fast_kernels.c: AVX2, AVX-512).
-static void attention_item_portable(float* out, const float* q, const float* key_cache, const float* value_cache,
-                                    const uint8_t* mask, int T, int P, int NH, int NKV, int HS, int kv_head, int t0,
-                                    float* scores) {
-    attention_item_body(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, scores);
+// The portable passes (cpu_fast.h), compiled for the baseline ISA (cpu_fast_kernels.c: AVX2, and AVX-512).
+static void attention_item_portable(const AttentionItem* item) {
+    attention_scores_body(item);
+    attention_softmax(item);
+    attention_values_body(item);
 }
 
 void attention_forward_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
@@ -213,17 +215,18 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
     {
         // per thread: scores, then weights, of one item's queries (FAST_QUERY_ROWS * group, P)
         float* scores = mallocCheck((size_t)FAST_QUERY_ROWS * group * (P > 0 ? P : 1) * sizeof(float));
+        float max_scores[FAST_QUERY_ROWS * FAST_MAX_GROUP], sums[FAST_QUERY_ROWS * FAST_MAX_GROUP];
         #pragma omp for schedule(static)
-        for (int item = 0; item < n_items; item++) {
-            int kv_head = item / n_chunks, t0 = (item % n_chunks) * FAST_QUERY_ROWS;
+        for (int index = 0; index < n_items; index++) {
+            int kv_head = index / n_chunks, t0 = (index % n_chunks) * FAST_QUERY_ROWS;
+            AttentionItem item = attention_item(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0,
+                                                scores, max_scores, sums);
 #if FAST_X86
-            if (isa >= FAST_ISA_AVX512) {
-                fast_attention_item_avx512(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, scores);
-            } else if (isa == FAST_ISA_AVX2) {
-                fast_attention_item_avx2(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, scores);
-            } else
+            if (isa >= FAST_ISA_AVX512) { fast_attention_item_avx512(&item); }
+            else if (isa == FAST_ISA_AVX2) { fast_attention_item_avx2(&item); }
+            else
 #endif
-            { (void)isa; attention_item_portable(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, scores); }
+            { (void)isa; attention_item_portable(&item); }
         }
         free(scores);
     }
@@ -235,14 +238,25 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
 
 static void matmul_backward_tiles(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
                                   int C, int isa) {
+#if FAST_X86
+    if (isa >= FAST_ISA_AVX512) {   // blocks of 128 rows by 64 columns (cpu_fast_kernels.c)
+        int n_columns = (C + 63) / 64;
+        int n_blocks = (R + FAST_BACKWARD_BLOCK_ROWS - 1) / FAST_BACKWARD_BLOCK_ROWS * n_columns;
+        #pragma omp parallel for schedule(static) if ((long)R * K * C >= PARALLEL_MIN_WORK)
+        for (int block = 0; block < n_blocks; block++) {
+            fast_matmul_backward_block_avx512(out, a, a_row, a_k, b, R, K, C, block / n_columns * FAST_BACKWARD_BLOCK_ROWS,
+                                              block % n_columns * 64);
+        }
+        return;
+    }
+#endif
     int n_columns = (C + FAST_BACKWARD_COLUMNS - 1) / FAST_BACKWARD_COLUMNS;
     int n_tiles = (R + FAST_BACKWARD_ROWS - 1) / FAST_BACKWARD_ROWS * n_columns;
     #pragma omp parallel for schedule(static) if ((long)R * K * C >= PARALLEL_MIN_WORK)
     for (int tile = 0; tile < n_tiles; tile++) {
         int r0 = tile / n_columns * FAST_BACKWARD_ROWS, c0 = tile % n_columns * FAST_BACKWARD_COLUMNS;
 #if FAST_X86
-        if (isa >= FAST_ISA_AVX512) { fast_matmul_backward_tile_avx512(out, a, a_row, a_k, b, R, K, C, r0, c0); }
-        else if (isa == FAST_ISA_AVX2) { fast_matmul_backward_tile_avx2(out, a, a_row, a_k, b, R, K, C, r0, c0); }
+        if (isa == FAST_ISA_AVX2) { fast_matmul_backward_tile_avx2(out, a, a_row, a_k, b, R, K, C, r0, c0); }
         else
 #endif
         { (void)isa; matmul_backward_tile_body(out, a, a_row, a_k, b, R, K, C, r0, c0); }
@@ -255,6 +269,42 @@ void matmul_backward_fast(float* dinp, float* dweight, const float* dout, const 
     int isa = fast_isa_current();
     if (dinp != NULL) { matmul_backward_tiles(dinp, dout, (size_t)OC, 1, weight, T, OC, C, isa); }
     if (dweight != NULL) { matmul_backward_tiles(dweight, dout, 1, (size_t)OC, inp, OC, T, C, isa); }
+}
+
+// ----------------------------------------------------------------------------
+// attention backward (the trainer's draft; attention_backward_head_body in cpu_fast.h), parallel over
+// key/value heads as the reference
+
+void attention_backward_fast(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
+                             const float* keys, const float* values, const uint8_t* mask, int T, int P, int NH, int NKV,
+                             int HS) {
+    // dq, dout, q: (T, NH*HS); dkeys, dvalues, keys, values: (P, NKV*HS); mask: (T, P)
+    int isa = fast_isa_current();
+    #pragma omp parallel if ((long)T * P * NH * HS >= PARALLEL_MIN_WORK)
+    {
+        size_t n = (size_t)(P > 0 ? P : 1);
+        int* visible = mallocCheck(n * sizeof(int));
+        float* scores = mallocCheck(n * sizeof(float));
+        float* dweights = mallocCheck(n * sizeof(float));
+        #pragma omp for schedule(static)
+        for (int kv_head = 0; kv_head < NKV; kv_head++) {
+#if FAST_X86
+            if (isa >= FAST_ISA_AVX512) {
+                fast_attention_backward_head_avx512(dq, dkeys, dvalues, dout, q, keys, values, mask, T, P, NH, NKV, HS,
+                                                    kv_head, visible, scores, dweights);
+            } else if (isa == FAST_ISA_AVX2) {
+                fast_attention_backward_head_avx2(dq, dkeys, dvalues, dout, q, keys, values, mask, T, P, NH, NKV, HS,
+                                                  kv_head, visible, scores, dweights);
+            } else
+#endif
+            {
+                (void)isa;
+                attention_backward_head_body(dq, dkeys, dvalues, dout, q, keys, values, mask, T, P, NH, NKV, HS, kv_head,
+                                             visible, scores, dweights);
+            }
+        }
+        free(visible); free(scores); free(dweights);
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -310,7 +360,7 @@ static void matmul_forward_fast_fp32(float* out, const float* inp, Matrix weight
     .attention_forward = attention_forward_fast, .swiglu_forward = swiglu_forward_cpu, \
     .residual_forward = residual_forward_cpu, .softmax_forward = softmax_forward_cpu, .kv_compact = kv_compact_cpu, \
     .matmul_backward = matmul_backward_fast, .rmsnorm_backward = rmsnorm_backward_cpu, \
-    .rope_backward = rope_backward_cpu, .attention_backward = attention_backward_cpu, \
+    .rope_backward = rope_backward_cpu, .attention_backward = attention_backward_fast, \
     .swiglu_backward = swiglu_backward_cpu, .distribution_loss = distribution_loss_cpu, \
     .adamw_update = adamw_update_cpu, .sum_squares = sum_squares_cpu, \
     .gather_rows = gather_rows_cpu, .scatter_add_rows = scatter_add_rows_cpu, .scale = scale_cpu, \

@@ -143,15 +143,6 @@ FAST_INLINE void matmul_rows_portable_body(float* out, const float* inp, Matrix 
 }
 
 // ----------------------------------------------------------------------------
-// attention: attention_forward_cpu's contract; each cached key and value row is read once for a chunk of
-// FAST_QUERY_ROWS query rows and all query heads of its group. Per (key/value head, chunk of rows):
-//   pass 1: for each slot p some query of the chunk sees, score every query against k_p (masked: -inf)
-//   softmax per query in slot order (exact max first, as the reference), weights kept in the score buffer
-//   pass 2: for each slot p, add weight * v_p into every query that sees it; divide by the sum at the end
-// Per query the arithmetic is the reference's except for the order of the HS-term dot products (vector
-// lanes), so a query's result does not depend on T or on the other queries.
-
-// ----------------------------------------------------------------------------
 // matmul backward over fp32 weights (the trainer's draft). Both gradients have one form,
 //   out[r][c] += sum over k of a(r, k) * b[k][c],   a(r, k) = a[r * a_row + k * a_k], b: (K, C)
 //   dinp:    r = t, k = o: a = dout (a_row OC, a_k 1), b = weight
@@ -188,67 +179,188 @@ FAST_INLINE void matmul_backward_tile_body(float* restrict out, const float* res
     }
 }
 
+// ----------------------------------------------------------------------------
+// attention: attention_forward_cpu's contract; each cached key and value row is read once for a chunk of
+// FAST_QUERY_ROWS query rows and all query heads of its group. Per (key/value head, chunk of rows):
+//   pass 1: for each slot p some query of the chunk sees, score every query against k_p (masked: -inf)
+//   softmax per query in slot order (exact max first, as the reference), weights kept in the score buffer
+//   pass 2: for each slot p, add weight * v_p into every query that sees it; divide by the sum at the end
+// Per query the arithmetic is the reference's except for the order of the HS-term dot products (vector
+// lanes), so a query's result does not depend on T or on the other queries. The two passes are bodies
+// (compiled again for AVX2 in cpu_fast_kernels.c, which also has AVX-512 versions of both); the softmax
+// between them is one function every path shares.
+
 #define FAST_QUERY_ROWS 16
 #define FAST_MAX_GROUP 64   // query heads per key/value head that the per-thread buffers hold
 
-// One work item: key/value head kv_head and query rows [t0, t0 + rows). scores: (rows * group, P).
-FAST_INLINE void attention_item_body(float* out, const float* q, const float* key_cache, const float* value_cache,
-                                     const uint8_t* mask, int T, int P, int NH, int NKV, int HS, int kv_head, int t0,
-                                     float* scores) {
-    int group = NH / NKV, KVD = NKV * HS, QD = NH * HS;
-    float scale = 1.0f / sqrtf((float)HS);
+// A work item: key/value head kv_head and query rows [t0, t0 + rows); its query i is row t0 + i / group,
+// head kv_head * group + i % group. scores: (rows * group, P), max_scores and sums: (rows * group).
+typedef struct {
+    float* out;
+    const float* q;
+    const float* key_cache;
+    const float* value_cache;
+    const uint8_t* mask;
+    int T, P, NH, NKV, HS, kv_head, t0;
+    int group, n_queries;
+    float* scores;
+    float* max_scores;
+    float* sums;
+} AttentionItem;
+
+static inline AttentionItem attention_item(float* out, const float* q, const float* key_cache, const float* value_cache,
+                                           const uint8_t* mask, int T, int P, int NH, int NKV, int HS, int kv_head,
+                                           int t0, float* scores, float* max_scores, float* sums) {
     int rows = T - t0 < FAST_QUERY_ROWS ? T - t0 : FAST_QUERY_ROWS;
-    int n_queries = rows * group;   // query i: row t0 + i / group, head kv_head * group + i % group
-    float max_scores[FAST_QUERY_ROWS * FAST_MAX_GROUP], sums[FAST_QUERY_ROWS * FAST_MAX_GROUP];
-    // pass 1: scores and their maximum
-    for (int i = 0; i < n_queries; i++) { max_scores[i] = -INFINITY; }
-    for (int p = 0; p < P; p++) {
-        const float* restrict k_p = key_cache + (size_t)p * KVD + (size_t)kv_head * HS;
-        for (int i = 0; i < n_queries; i++) {
-            int t = t0 + i / group, h = kv_head * group + i % group;
-            float* score_ip = scores + (size_t)i * P + p;
-            if (!mask[(size_t)t * P + p]) { *score_ip = -INFINITY; continue; }
-            const float* restrict q_th = q + (size_t)t * QD + (size_t)h * HS;
+    AttentionItem item = {out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, NH / NKV,
+                          rows * (NH / NKV), scores, max_scores, sums};
+    return item;
+}
+static inline const float* attention_query(const AttentionItem* a, int i) {
+    return a->q + (size_t)(a->t0 + i / a->group) * a->NH * a->HS + (size_t)(a->kv_head * a->group + i % a->group) * a->HS;
+}
+static inline float* attention_output(const AttentionItem* a, int i) {
+    return a->out + (size_t)(a->t0 + i / a->group) * a->NH * a->HS + (size_t)(a->kv_head * a->group + i % a->group) * a->HS;
+}
+static inline const uint8_t* attention_mask_row(const AttentionItem* a, int i) {
+    return a->mask + (size_t)(a->t0 + i / a->group) * a->P;
+}
+
+// pass 1: for each slot p some query of the item sees, every query's score against k_p (masked: -inf)
+// and each query's maximum (a NaN score never becomes the maximum)
+FAST_INLINE void attention_scores_body(const AttentionItem* a) {
+    int KVD = a->NKV * a->HS, HS = a->HS;
+    float scale = 1.0f / sqrtf((float)HS);
+    for (int i = 0; i < a->n_queries; i++) { a->max_scores[i] = -INFINITY; }
+    for (int p = 0; p < a->P; p++) {
+        const float* restrict k_p = a->key_cache + (size_t)p * KVD + (size_t)a->kv_head * HS;
+        for (int i = 0; i < a->n_queries; i++) {
+            float* score_ip = a->scores + (size_t)i * a->P + p;
+            if (!attention_mask_row(a, i)[p]) { *score_ip = -INFINITY; continue; }
+            const float* restrict q_th = attention_query(a, i);
             float score = 0.0f;
             #pragma omp simd reduction(+:score)
             for (int d = 0; d < HS; d++) { score += q_th[d] * k_p[d]; }
             score *= scale;
             *score_ip = score;
-            if (score > max_scores[i]) { max_scores[i] = score; }
+            if (score > a->max_scores[i]) { a->max_scores[i] = score; }
         }
     }
-    // softmax weights in slot order; a masked slot (or a -inf score) gets weight 0
-    for (int i = 0; i < n_queries; i++) {
-        int t = t0 + i / group, h = kv_head * group + i % group;
-        float* out_th = out + (size_t)t * QD + (size_t)h * HS;
-        for (int d = 0; d < HS; d++) { out_th[d] = 0.0f; }
-        float* weights = scores + (size_t)i * P;
+}
+
+// softmax weights per query in slot order (exact max first, as the reference), kept in the score buffer;
+// a masked slot (or a -inf score) gets weight 0. Scalar expf: every table runs this same code.
+static inline void attention_softmax(const AttentionItem* a) {
+    for (int i = 0; i < a->n_queries; i++) {
+        float* weights = a->scores + (size_t)i * a->P;
+        const uint8_t* mask_row = attention_mask_row(a, i);
         float sum_weights = 0.0f;
-        if (max_scores[i] == -INFINITY) { sums[i] = 0.0f; continue; }   // fully masked row: zeros
-        for (int p = 0; p < P; p++) {
-            if (!mask[(size_t)t * P + p]) { weights[p] = 0.0f; continue; }
-            weights[p] = expf(weights[p] - max_scores[i]);
+        if (a->max_scores[i] == -INFINITY) { a->sums[i] = 0.0f; continue; }   // fully masked row: zeros
+        for (int p = 0; p < a->P; p++) {
+            if (!mask_row[p]) { weights[p] = 0.0f; continue; }
+            weights[p] = expf(weights[p] - a->max_scores[i]);
             sum_weights += weights[p];
         }
-        sums[i] = sum_weights;
+        a->sums[i] = sum_weights;
     }
-    // pass 2: weighted values, in slot order per query
-    for (int p = 0; p < P; p++) {
-        const float* restrict v_p = value_cache + (size_t)p * KVD + (size_t)kv_head * HS;
-        for (int i = 0; i < n_queries; i++) {
-            int t = t0 + i / group, h = kv_head * group + i % group;
-            if (!mask[(size_t)t * P + p] || max_scores[i] == -INFINITY) { continue; }
-            float weight = scores[(size_t)i * P + p];
-            float* restrict out_th = out + (size_t)t * QD + (size_t)h * HS;
+}
+
+// pass 2: weighted values in slot order per query, each value row read once for the whole item; then
+// divided by the sum (a fully masked query: zeros)
+FAST_INLINE void attention_values_body(const AttentionItem* a) {
+    int KVD = a->NKV * a->HS, HS = a->HS;
+    for (int i = 0; i < a->n_queries; i++) {
+        float* out_th = attention_output(a, i);
+        for (int d = 0; d < HS; d++) { out_th[d] = 0.0f; }
+    }
+    for (int p = 0; p < a->P; p++) {
+        const float* restrict v_p = a->value_cache + (size_t)p * KVD + (size_t)a->kv_head * HS;
+        for (int i = 0; i < a->n_queries; i++) {
+            if (!attention_mask_row(a, i)[p] || a->max_scores[i] == -INFINITY) { continue; }
+            float weight = a->scores[(size_t)i * a->P + p];
+            float* restrict out_th = attention_output(a, i);
             #pragma omp simd
             for (int d = 0; d < HS; d++) { out_th[d] += weight * v_p[d]; }
         }
     }
-    for (int i = 0; i < n_queries; i++) {
-        if (max_scores[i] == -INFINITY) { continue; }
-        int t = t0 + i / group, h = kv_head * group + i % group;
-        float* out_th = out + (size_t)t * QD + (size_t)h * HS;
-        for (int d = 0; d < HS; d++) { out_th[d] /= sums[i]; }
+    for (int i = 0; i < a->n_queries; i++) {
+        if (a->max_scores[i] == -INFINITY) { continue; }
+        float* out_th = attention_output(a, i);
+        for (int d = 0; d < HS; d++) { out_th[d] /= a->sums[i]; }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// attention backward (the trainer's draft): attention_backward_cpu's contract and algorithm for one
+// key/value head (its dkeys and dvalues columns belong to it alone), with three changes that keep every
+// sum's terms but not their order: the dot products run in vector lanes (the reference's are serial, so
+// each waited on its 64 adds), each visible slot's score is computed once (the reference computes it in
+// both forward passes: the same value), and the visible slots of a query are listed once. The weighted
+// sums into dq, dkeys and dvalues are added slot by slot in the reference's order.
+// visible: (P) ints, scores: (P) floats, dweights: (P) floats of the caller's scratch.
+FAST_INLINE void attention_backward_head_body(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
+                                              const float* keys, const float* values, const uint8_t* mask, int T, int P,
+                                              int NH, int NKV, int HS, int kv_head, int* visible, float* scores,
+                                              float* dweights) {
+    int group = NH / NKV, KVD = NKV * HS;
+    float scale = 1.0f / sqrtf((float)HS);
+    for (int h = kv_head * group; h < (kv_head + 1) * group; h++) {
+        for (int t = 0; t < T; t++) {
+            const float* restrict q_th = q + (size_t)t * NH * HS + (size_t)h * HS;
+            const float* restrict dout_th = dout + (size_t)t * NH * HS + (size_t)h * HS;
+            const uint8_t* mask_t = mask + (size_t)t * P;
+            int n = 0;
+            for (int p = 0; p < P; p++) { if (mask_t[p]) { visible[n++] = p; } }
+            // forward: scores (q . k_p * scale) and their maximum
+            float max_score = -INFINITY;
+            for (int j = 0; j < n; j++) {
+                const float* restrict k_p = keys + (size_t)visible[j] * KVD + (size_t)kv_head * HS;
+                float score = 0.0f;
+                #pragma omp simd reduction(+:score)
+                for (int i = 0; i < HS; i++) { score += q_th[i] * k_p[i]; }
+                score *= scale;
+                scores[j] = score;
+                if (score > max_score) { max_score = score; }
+            }
+            if (max_score == -INFINITY) { continue; }   // fully masked row: out = 0, no gradient flows
+            float sum_weights = 0.0f;
+            for (int j = 0; j < n; j++) {
+                scores[j] = expf(scores[j] - max_score);   // (the reference: expf(score * scale - max), the same)
+                sum_weights += scores[j];
+            }
+            // out_t = sum_p a_p v_p: dv_p += a_p dout_t; da_p = dout_t . v_p
+            float weighted_dweights = 0.0f;
+            for (int j = 0; j < n; j++) {
+                scores[j] /= sum_weights;   // a_p
+                const float* restrict v_p = values + (size_t)visible[j] * KVD + (size_t)kv_head * HS;
+                float da = 0.0f;
+                #pragma omp simd reduction(+:da)
+                for (int i = 0; i < HS; i++) { da += dout_th[i] * v_p[i]; }
+                dweights[j] = da;
+                weighted_dweights += scores[j] * da;
+                if (dvalues != NULL) {
+                    float* restrict dv_p = dvalues + (size_t)visible[j] * KVD + (size_t)kv_head * HS;
+                    float a_p = scores[j];
+                    #pragma omp simd
+                    for (int i = 0; i < HS; i++) { dv_p[i] += a_p * dout_th[i]; }
+                }
+            }
+            // a = softmax(score): ds_p = a_p (da_p - sum_j a_j da_j); dq_t += scale ds_p k_p; dk_p += scale ds_p q_t
+            float* restrict dq_th = dq != NULL ? dq + (size_t)t * NH * HS + (size_t)h * HS : NULL;
+            for (int j = 0; j < n; j++) {
+                float dscore = scores[j] * (dweights[j] - weighted_dweights) * scale;
+                const float* restrict k_p = keys + (size_t)visible[j] * KVD + (size_t)kv_head * HS;
+                if (dq_th != NULL) {
+                    #pragma omp simd
+                    for (int i = 0; i < HS; i++) { dq_th[i] += dscore * k_p[i]; }
+                }
+                if (dkeys != NULL) {
+                    float* restrict dk_p = dkeys + (size_t)visible[j] * KVD + (size_t)kv_head * HS;
+                    #pragma omp simd
+                    for (int i = 0; i < HS; i++) { dk_p[i] += dscore * q_th[i]; }
+                }
+            }
+        }
     }
 }
 
@@ -293,15 +405,20 @@ void fast_matmul_rows_avx512(float* out, const float* inp, Matrix weight, int T,
 int fast_vnni_quantize_row(FastInt8Rows* x, const float* v, int t, int C, int type);
 void fast_matmul_rows_vnni(float* out, const FastInt8Rows* x, Matrix weight, int T, int C, int OC, int first_row,
                            int last_row);
-void fast_attention_item_avx2(float* out, const float* q, const float* key_cache, const float* value_cache,
-                              const uint8_t* mask, int T, int P, int NH, int NKV, int HS, int kv_head, int t0, float* scores);
-void fast_attention_item_avx512(float* out, const float* q, const float* key_cache, const float* value_cache,
-                                const uint8_t* mask, int T, int P, int NH, int NKV, int HS, int kv_head, int t0,
-                                float* scores);
+void fast_attention_item_avx2(const AttentionItem* item);
+void fast_attention_item_avx512(const AttentionItem* item);
+void fast_attention_backward_head_avx2(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
+                                       const float* keys, const float* values, const uint8_t* mask, int T, int P, int NH,
+                                       int NKV, int HS, int kv_head, int* visible, float* scores, float* dweights);
+void fast_attention_backward_head_avx512(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
+                                         const float* keys, const float* values, const uint8_t* mask, int T, int P, int NH,
+                                         int NKV, int HS, int kv_head, int* visible, float* scores, float* dweights);
 void fast_matmul_backward_tile_avx2(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
                                     int C, int r0, int c0);
-void fast_matmul_backward_tile_avx512(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
-                                      int C, int r0, int c0);
+// The AVX-512 backward's work item: rows [r0, r0 + FAST_BACKWARD_BLOCK_ROWS), columns [c0, c0 + 64).
+#define FAST_BACKWARD_BLOCK_ROWS 128
+void fast_matmul_backward_block_avx512(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
+                                       int C, int r0, int c0);
 // n_blocks blocks of 32 values to Q8_0, exactly as quantize_row.
 void fast_quantize_q8_0_avx512(uint8_t* out, const float* x, int64_t n_blocks);
 #endif

@@ -17,16 +17,26 @@ FAST_AVX2_TARGET void fast_matmul_rows_avx2(float* out, const float* inp, Matrix
     matmul_rows_portable_body(out, inp, weight, T, C, OC, first_row, last_row);
 }
 
-FAST_AVX2_TARGET void fast_attention_item_avx2(float* out, const float* q, const float* key_cache, const float* value_cache,
-                                               const uint8_t* mask, int T, int P, int NH, int NKV, int HS, int kv_head,
-                                               int t0, float* scores) {
-    attention_item_body(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, scores);
+FAST_AVX2_TARGET void fast_attention_item_avx2(const AttentionItem* item) {
+    attention_scores_body(item);
+    attention_softmax(item);
+    attention_values_body(item);
 }
 
-FAST_AVX512_TARGET void fast_attention_item_avx512(float* out, const float* q, const float* key_cache,
-                                                   const float* value_cache, const uint8_t* mask, int T, int P, int NH,
-                                                   int NKV, int HS, int kv_head, int t0, float* scores) {
-    attention_item_body(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, scores);
+FAST_AVX2_TARGET void fast_attention_backward_head_avx2(float* dq, float* dkeys, float* dvalues, const float* dout,
+                                                       const float* q, const float* keys, const float* values,
+                                                       const uint8_t* mask, int T, int P, int NH, int NKV, int HS,
+                                                       int kv_head, int* visible, float* scores, float* dweights) {
+    attention_backward_head_body(dq, dkeys, dvalues, dout, q, keys, values, mask, T, P, NH, NKV, HS, kv_head, visible,
+                                 scores, dweights);
+}
+
+FAST_AVX512_TARGET void fast_attention_backward_head_avx512(float* dq, float* dkeys, float* dvalues, const float* dout,
+                                                           const float* q, const float* keys, const float* values,
+                                                           const uint8_t* mask, int T, int P, int NH, int NKV, int HS,
+                                                           int kv_head, int* visible, float* scores, float* dweights) {
+    attention_backward_head_body(dq, dkeys, dvalues, dout, q, keys, values, mask, T, P, NH, NKV, HS, kv_head, visible,
+                                 scores, dweights);
 }
 
 FAST_AVX2_TARGET void fast_matmul_backward_tile_avx2(float* out, const float* a, size_t a_row, size_t a_k, const float* b,
@@ -34,9 +44,65 @@ FAST_AVX2_TARGET void fast_matmul_backward_tile_avx2(float* out, const float* a,
     matmul_backward_tile_body(out, a, a_row, a_k, b, R, K, C, r0, c0);
 }
 
-FAST_AVX512_TARGET void fast_matmul_backward_tile_avx512(float* out, const float* a, size_t a_row, size_t a_k,
-                                                        const float* b, int R, int K, int C, int r0, int c0) {
-    matmul_backward_tile_body(out, a, a_row, a_k, b, R, K, C, r0, c0);
+// ----------------------------------------------------------------------------
+// matmul backward, AVX-512: out (R, C) += a (R, K) @ b (K, C), each element's sum over k in order from
+// zero, then added to out: matmul_backward_cpu's arithmetic (separate multiply and add, no FMA), so its
+// results bit for bit. Register tiles of 4 rows by 64 columns (16 accumulators) run along k; a sum left
+// unfinished at the end of a chunk of k waits in `partial` and resumes from there, which keeps each sum's
+// order. One work item: rows [r0, r0 + FAST_BACKWARD_BLOCK_ROWS) by columns [c0, c0 + 64), over k in
+// chunks of FAST_BACKWARD_K_CHUNK (b's chunk, 32 KB, stays in L1 while the rows pass over it).
+// Measured against the portable tile on the trainer's shapes: see tools/bench_ops.c.
+
+#define FAST_BACKWARD_K_CHUNK 128
+
+FAST_AVX512_TARGET void fast_matmul_backward_block_avx512(float* out, const float* a, size_t a_row, size_t a_k,
+                                                         const float* b, int R, int K, int C, int r0, int c0) {
+    int nr = R - r0 < FAST_BACKWARD_BLOCK_ROWS ? R - r0 : FAST_BACKWARD_BLOCK_ROWS;
+    int nc = C - c0 < 64 ? C - c0 : 64;
+    __mmask16 masks[4];
+    for (int v = 0; v < 4; v++) {
+        int left = nc - 16 * v;
+        masks[v] = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+    }
+    float partial[FAST_BACKWARD_BLOCK_ROWS][64] __attribute__((aligned(64)));
+    for (int k0 = 0; k0 < K; k0 += FAST_BACKWARD_K_CHUNK) {
+        int k1 = K - k0 < FAST_BACKWARD_K_CHUNK ? K : k0 + FAST_BACKWARD_K_CHUNK;
+        for (int i0 = 0; i0 < nr; i0 += 4) {
+            const float* a_rows[4];   // a row past the block's end reads the last row again (its sum is not stored)
+            for (int i = 0; i < 4; i++) { a_rows[i] = a + (size_t)(r0 + (i0 + i < nr ? i0 + i : nr - 1)) * a_row; }
+            __m512 acc[4][4];
+            #pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                #pragma GCC unroll 4
+                for (int v = 0; v < 4; v++) { acc[i][v] = k0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(&partial[i0 + i][16 * v]); }
+            }
+            for (int k = k0; k < k1; k++) {
+                const float* b_row = b + (size_t)k * C + c0;
+                __m512 bv[4];
+                #pragma GCC unroll 4
+                for (int v = 0; v < 4; v++) { bv[v] = _mm512_maskz_loadu_ps(masks[v], b_row + 16 * v); }
+                #pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    __m512 factor = _mm512_set1_ps(a_rows[i][(size_t)k * a_k]);
+                    #pragma GCC unroll 4
+                    for (int v = 0; v < 4; v++) { acc[i][v] = _mm512_add_ps(acc[i][v], _mm512_mul_ps(factor, bv[v])); }
+                }
+            }
+            #pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                #pragma GCC unroll 4
+                for (int v = 0; v < 4; v++) { _mm512_store_ps(&partial[i0 + i][16 * v], acc[i][v]); }
+            }
+        }
+    }
+    if (K == 0) { memset(partial, 0, sizeof(partial)); }   // every sum is +0, and added as the reference adds it
+    for (int i = 0; i < nr; i++) {
+        float* o = out + (size_t)(r0 + i) * C + c0;
+        for (int v = 0; v < 4; v++) {
+            __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(masks[v], o + 16 * v), _mm512_load_ps(&partial[i][16 * v]));
+            _mm512_mask_storeu_ps(o + 16 * v, masks[v], sum);
+        }
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -239,6 +305,112 @@ void fast_matmul_rows_avx512(float* out, const float* inp, Matrix weight, int T,
                 }
             }
         }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// attention, AVX-512, for head sizes 32, 64 and 128 (a constant at each call site, so that the dot
+// products and outputs stay in registers; other sizes run the portable passes compiled for AVX-512). Measured on the default model (one thread, 128 cached tokens): the portable passes
+// took 11% of a decode step and 18% of a 6-node verify pass, because each q.k dot product ended in a
+// serial sum of its 16 lanes (about 60 cycles of latency per score) and each weighted value went through
+// memory. Here:
+//   scores: one query against 16 slots at a time: 16 dot products in 16 registers (lane l holds the
+//     terms d = l mod 16, summed over d in order), reduced together by one fixed tree of shuffles and adds
+//     (lane j of the result: slot j), then scaled, masked and stored with vector operations. Every score's
+//     arithmetic is the same whatever the slot's place in its block, T, or the other queries.
+//   values: one query at a time, its output in registers over all slots (slot order, as the portable pass,
+//     whose results it equals bit for bit); the value rows of the item stay in L1/L2 between queries.
+
+// Lane j of the result: the sum of the 16 lanes of v[j] (a fixed tree: halves of 256 bits, of 128, then
+// pairs, then single lanes; the last permute puts slot j in lane j).
+FAST_INLINE FAST_AVX512_TARGET __m512 avx512_sum_lanes_16(const __m512* v) {
+    __m512 a[8], b[4], c[2];
+    for (int k = 0; k < 8; k++) {   // chunks 0, 1: slot 2k; chunks 2, 3: slot 2k + 1 (8 partial sums each)
+        a[k] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0xEE));
+    }
+    for (int k = 0; k < 4; k++) {   // chunk c: slot 4k + c (4 partial sums)
+        b[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], 0x88),
+                             _mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], 0xDD));
+    }
+    for (int k = 0; k < 2; k++) {   // chunk c, lanes 0..3: slots 8k + c, 8k + 4 + c, 8k + c, 8k + 4 + c
+        c[k] = _mm512_add_ps(_mm512_unpacklo_ps(b[2 * k], b[2 * k + 1]), _mm512_unpackhi_ps(b[2 * k], b[2 * k + 1]));
+    }
+    __m512 sums = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(c[0]), _mm512_castps_pd(c[1]))),
+                                _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(c[0]), _mm512_castps_pd(c[1]))));
+    // lane 4c + l holds slot 4l + c
+    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), sums);
+}
+
+FAST_INLINE FAST_AVX512_TARGET void avx512_attention_scores(const AttentionItem* a, int nv) {
+    // nv = HS / 16 registers per row
+    int KVD = a->NKV * a->HS;
+    const __m512 scale = _mm512_set1_ps(1.0f / sqrtf((float)a->HS)), minus_infinity = _mm512_set1_ps(-INFINITY);
+    const float* k_head = a->key_cache + (size_t)a->kv_head * a->HS;
+    for (int i = 0; i < a->n_queries; i++) {
+        const float* q_th = attention_query(a, i);
+        const uint8_t* mask_row = attention_mask_row(a, i);
+        float* scores = a->scores + (size_t)i * a->P;
+        __m512 q[8];
+        #pragma GCC unroll 8
+        for (int c = 0; c < nv; c++) { q[c] = _mm512_loadu_ps(q_th + 16 * c); }
+        __m512 max = minus_infinity;
+        for (int p0 = 0; p0 < a->P; p0 += 16) {
+            int n = a->P - p0 < 16 ? a->P - p0 : 16;
+            __mmask16 in_range = n == 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+            __mmask16 seen = _mm_test_epi8_mask(_mm_maskz_loadu_epi8(in_range, mask_row + p0), _mm_set1_epi8(-1));
+            __m512 dots[16];
+            #pragma GCC unroll 16
+            for (int j = 0; j < 16; j++) {
+                dots[j] = _mm512_setzero_ps();
+                if (!(seen >> j & 1)) { continue; }   // (masked out: never read, the score is -inf)
+                const float* k_p = k_head + (size_t)(p0 + j) * KVD;
+                __m512 dot = _mm512_mul_ps(q[0], _mm512_loadu_ps(k_p));
+                #pragma GCC unroll 8
+                for (int c = 1; c < nv; c++) { dot = _mm512_add_ps(dot, _mm512_mul_ps(q[c], _mm512_loadu_ps(k_p + 16 * c))); }
+                dots[j] = dot;
+            }
+            __m512 s = _mm512_mask_blend_ps(seen, minus_infinity, _mm512_mul_ps(avx512_sum_lanes_16(dots), scale));
+            max = _mm512_mask_mov_ps(max, _mm512_cmp_ps_mask(s, max, _CMP_GT_OQ), s);   // NaN never the max
+            _mm512_mask_storeu_ps(scores + p0, in_range, s);
+        }
+        a->max_scores[i] = _mm512_reduce_max_ps(max);
+    }
+}
+
+FAST_INLINE FAST_AVX512_TARGET void avx512_attention_values(const AttentionItem* a, int nv) {
+    int KVD = a->NKV * a->HS;
+    const float* v_head = a->value_cache + (size_t)a->kv_head * a->HS;
+    for (int i = 0; i < a->n_queries; i++) {
+        float* out_th = attention_output(a, i);
+        __m512 acc[8];
+        #pragma GCC unroll 8
+        for (int c = 0; c < nv; c++) { acc[c] = _mm512_setzero_ps(); }
+        if (a->max_scores[i] != -INFINITY) {
+            const uint8_t* mask_row = attention_mask_row(a, i);
+            const float* weights = a->scores + (size_t)i * a->P;
+            for (int p = 0; p < a->P; p++) {
+                if (!mask_row[p]) { continue; }
+                const float* v_p = v_head + (size_t)p * KVD;
+                __m512 weight = _mm512_set1_ps(weights[p]);
+                #pragma GCC unroll 8
+                for (int c = 0; c < nv; c++) { acc[c] = _mm512_add_ps(acc[c], _mm512_mul_ps(weight, _mm512_loadu_ps(v_p + 16 * c))); }
+            }
+            __m512 sum = _mm512_set1_ps(a->sums[i]);
+            #pragma GCC unroll 8
+            for (int c = 0; c < nv; c++) { acc[c] = _mm512_div_ps(acc[c], sum); }
+        }
+        #pragma GCC unroll 8
+        for (int c = 0; c < nv; c++) { _mm512_storeu_ps(out_th + 16 * c, acc[c]); }
+    }
+}
+
+FAST_AVX512_TARGET void fast_attention_item_avx512(const AttentionItem* item) {
+    switch (item->HS) {
+        case 32: avx512_attention_scores(item, 2); attention_softmax(item); avx512_attention_values(item, 2); return;
+        case 64: avx512_attention_scores(item, 4); attention_softmax(item); avx512_attention_values(item, 4); return;
+        case 128: avx512_attention_scores(item, 8); attention_softmax(item); avx512_attention_values(item, 8); return;
+        default: attention_scores_body(item); attention_softmax(item); attention_values_body(item); return;
     }
 }
 

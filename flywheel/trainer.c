@@ -348,6 +348,10 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
 
     float total_loss = 0.0f;
     float weight_k = 1.0f;
+    // The teacher (the target's distribution) of a sequence row depends only on its column j = t + k, and
+    // step k's rows are step 0's from column k on: computed once at step 0 (every sequence row, then the
+    // discard rows), each later step reads a suffix of them.
+    int n_teacher = 0;
     int step0_correct = 0, step0_positions = 0;
     // the gradient of each step's output starts at zero: its loss rows add to it during the forward,
     // the next step's u adds to it during the backward
@@ -388,19 +392,26 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         for (int i = 0; i < n_sequence_loss; i++) { weight_sum += ws->host_loss_weights[i]; }
         if (k == 0) { for (int j = 0; j < D; j++) { ws->host_loss_rows[n_loss++] = T + j; } }
         if (n_loss == 0) { continue; }
-        // target distributions of the loss rows: softmax over the draft vocabulary of W_lm[d2t] h
+        // target distributions of the loss rows: softmax over the draft vocabulary of W_lm[d2t] h (step 0)
         for (int i = 0; i < n_loss; i++) {
             int row = ws->host_loss_rows[i];
-            const float* h = row < T ? record->hidden + (size_t)(first_column + row + k + 1) * C
-                                     : record->discard_hidden + (size_t)ws->discard_used[row - T] * C;
-            memcpy(ws->host_rows + (size_t)i * C, h, (size_t)C * sizeof(float));
+            if (k == 0) {
+                const float* h = row < T ? record->hidden + (size_t)(first_column + row + 1) * C
+                                         : record->discard_hidden + (size_t)ws->discard_used[row - T] * C;
+                memcpy(ws->host_rows + (size_t)i * C, h, (size_t)C * sizeof(float));
+            }
             ws->host_target_tokens[i] = row < T ? record->tokens[first_column + row + k + 2] : -1;
             ws->host_loss_weights[i] = row < T ? scale * weight_k * ws->host_loss_weights[i] / weight_sum
                                                : scale * s->discard_weight / D;
         }
-        b->upload(ws->gathered, ws->host_rows, (size_t)n_loss * C * sizeof(float));
-        b->matmul_forward(ws->p_target, ws->gathered, matrix_f32(trainer->head_rows), n_loss, C, V_d);
-        b->softmax_forward(ws->p_target, ws->p_target, n_loss, V_d);
+        float* p_target = ws->p_target + (size_t)(n_teacher - n_sequence_loss) * V_d;   // step 0: ws->p_target
+        if (k == 0) {
+            b->upload(ws->gathered, ws->host_rows, (size_t)n_loss * C * sizeof(float));
+            b->matmul_forward(ws->p_target, ws->gathered, matrix_f32(trainer->head_rows), n_loss, C, V_d);
+            b->softmax_forward(ws->p_target, ws->p_target, n_loss, V_d);
+            n_teacher = n_sequence_loss;
+            p_target = ws->p_target;
+        }
         // the draft's logits at the loss rows
         b->upload(ws->loss_rows, ws->host_loss_rows, (size_t)n_loss * sizeof(int));
         b->gather_rows(ws->gathered, a->out, ws->loss_rows, n_loss, C);
@@ -420,7 +431,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         // one call per kind gives each row's loss and, when training, adds its weighted gradient to d_logits
         float* d_logits = backward ? ws->d_logits : NULL;
         if (backward) { b->zero(ws->d_logits, (size_t)n_loss * V_d * sizeof(float)); }
-        b->distribution_loss(ws->losses, d_logits, a->logits, ws->p_target, ws->target_tokens, ws->loss_weights,
+        b->distribution_loss(ws->losses, d_logits, a->logits, p_target, ws->target_tokens, ws->loss_weights,
                              n_sequence_loss, V_d, s->loss);
         if (n_loss > n_sequence_loss) {
             size_t offset = (size_t)n_sequence_loss * V_d;

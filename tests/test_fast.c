@@ -25,7 +25,7 @@ static double model_bound(const char* name) { return tolerance(name).atol; }
 static Tolerance fast_tolerance(const char* name) { return tolerance(name); }
 
 static uint64_t rng_state = 0x5eed;
-static double worst_matmul_error = 0.0, worst_attention_error = 0.0, worst_int8_error_per_sqrt_c = 0.0;
+static double worst_matmul_error = 0.0, worst_attention_error = 0.0, worst_attention_backward_error = 0.0, worst_int8_error_per_sqrt_c = 0.0;
 
 static double max_abs_difference(const float* a, const float* b, size_t n) {
     double worst = 0.0;
@@ -284,6 +284,61 @@ static void test_attention_case(MaskKind kind, int T, int P, int NH, int NKV, in
     free(alone); free(got); free(expected); free(mask); free(values); free(keys); free(q);
 }
 
+// attention_backward_fast against attention_backward_cpu: every gradient accumulates into what is there;
+// some calls without dq or without the key/value gradients (the trainer asks for all three)
+static void test_attention_backward_case(MaskKind kind, int T, int P, int NH, int NKV, int HS, int with_dq, int with_kv) {
+    size_t q_size = (size_t)T * NH * HS, kv_size = (size_t)P * NKV * HS;
+    float* q = mallocCheck(q_size * sizeof(float));
+    float* dout = mallocCheck(q_size * sizeof(float));
+    float* keys = mallocCheck(kv_size * sizeof(float));
+    float* values = mallocCheck(kv_size * sizeof(float));
+    uint8_t* mask = mallocCheck((size_t)T * P);
+    fill_uniform(q, q_size, &rng_state, -1, 1);
+    fill_uniform(dout, q_size, &rng_state, -1, 1);
+    fill_uniform(keys, kv_size, &rng_state, -1, 1);
+    fill_uniform(values, kv_size, &rng_state, -1, 1);
+    make_mask(mask, kind, T, P);
+    float* grads[2][3];   // [reference, fast][dq, dkeys, dvalues]
+    size_t sizes[3] = {q_size, kv_size, kv_size};
+    for (int k = 0; k < 2; k++) {
+        for (int g = 0; g < 3; g++) {
+            grads[k][g] = mallocCheck(sizes[g] * sizeof(float));
+            for (size_t i = 0; i < sizes[g]; i++) { grads[k][g][i] = 0.125f * (float)((i + g) % 5); }
+        }
+    }
+    attention_backward_cpu(with_dq ? grads[0][0] : NULL, with_kv ? grads[0][1] : NULL, with_kv ? grads[0][2] : NULL,
+                           dout, q, keys, values, mask, T, P, NH, NKV, HS);
+    attention_backward_fast(with_dq ? grads[1][0] : NULL, with_kv ? grads[1][1] : NULL, with_kv ? grads[1][2] : NULL,
+                            dout, q, keys, values, mask, T, P, NH, NKV, HS);
+    const char* kinds[] = {"causal", "tree", "random"};
+    const char* names[] = {"dq", "dkeys", "dvalues"};
+    for (int g = 0; g < 3; g++) {
+        char what[160];
+        snprintf(what, sizeof(what), "attention_backward_fast [%s] %s %s T=%d P=%d NH=%d NKV=%d HS=%d", fast_isa_name(fast_isa),
+                 names[g], kinds[kind], T, P, NH, NKV, HS);
+        check_tensor(what, grads[1][g], grads[0][g], sizes[g], fast_tolerance("attention_reorder"));
+        double error = max_abs_difference(grads[1][g], grads[0][g], sizes[g]);
+        if (error > worst_attention_backward_error) { worst_attention_backward_error = error; }
+    }
+    for (int k = 0; k < 2; k++) { for (int g = 0; g < 3; g++) { free(grads[k][g]); } }
+    free(mask); free(values); free(keys); free(dout); free(q);
+}
+
+static void test_attention_backward_all(void) {
+    const int heads[][3] = {{9, 3, 64}, {4, 4, 12}, {6, 2, 7}};   // NH, NKV, HS
+    const int shapes[][2] = {{1, 1}, {3, 37}, {17, 200}, {33, 41}};   // T, P (P >= T)
+    for (size_t h = 0; h < sizeof(heads) / sizeof(heads[0]); h++) {
+        for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+            for (int kind = 0; kind < 3; kind++) {
+                test_attention_backward_case((MaskKind)kind, shapes[s][0], shapes[s][1], heads[h][0], heads[h][1],
+                                             heads[h][2], 1, 1);
+            }
+        }
+    }
+    test_attention_backward_case(MASK_CAUSAL, 7, 20, 9, 3, 64, 0, 1);
+    test_attention_backward_case(MASK_TREE, 7, 20, 9, 3, 64, 1, 0);
+}
+
 static void test_attention_all(void) {
     const int heads[][3] = {{9, 3, 64}, {4, 4, 12}, {8, 1, 16}, {6, 2, 7}};   // NH, NKV, HS
     const int shapes[][2] = {{1, 1}, {1, 37}, {3, 37}, {7, 130}, {16, 16}, {17, 200}, {33, 41}};   // T, P (P >= T)
@@ -329,10 +384,12 @@ static void test_quantize_rows(void) {
 
 // ----------------------------------------------------------------------------
 // matmul_backward_fast: matmul_backward_cpu's gradients bit for bit (both accumulate into what is there),
-// on sizes around the tile's 16 rows and 256 columns, one thread and two; with an infinity in dout
+// on sizes around the portable tile's 16 rows and 256 columns and the AVX-512 block's 128 rows, 64 columns
+// and chunks of 128 k; T = 0 (every sum zero); one thread and two; with an infinity in dout
 
 static void test_matmul_backward(void) {
-    const int shapes[][3] = {{1, 1, 1}, {3, 7, 5}, {16, 256, 16}, {17, 257, 33}, {40, 576, 9}, {5, 300, 513}};   // T, C, OC
+    const int shapes[][3] = {{1, 1, 1}, {3, 7, 5}, {16, 256, 16}, {17, 257, 33}, {40, 576, 9}, {5, 300, 513},
+                             {0, 5, 3}, {133, 70, 261}};   // T, C, OC (the last: across the AVX-512 blocks and k chunks)
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
         int T = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
         size_t n_inp = (size_t)T * C, n_weight = (size_t)OC * C, n_out = (size_t)T * OC;
@@ -556,12 +613,14 @@ int main(int argc, char** argv) {
         test_matmul_not_finite();
         test_embedding();
         test_attention_all();
+        test_attention_backward_all();
         test_quantize_rows();
         test_matmul_backward();
     }
     test_negative_control();
     if (argc > 1) { test_model_file(argv[1]); }
-    printf("worst |fast - reference|: matmul %.3g (fp32 reordering), attention %.3g; int8 activations %.3g * sqrt(C)\n",
-           worst_matmul_error, worst_attention_error, worst_int8_error_per_sqrt_c);
+    printf("worst |fast - reference|: matmul %.3g (fp32 reordering), attention %.3g, attention backward %.3g; int8 "
+           "activations %.3g * sqrt(C)\n", worst_matmul_error, worst_attention_error, worst_attention_backward_error,
+           worst_int8_error_per_sqrt_c);
     return test_summary();
 }

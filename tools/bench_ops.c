@@ -12,7 +12,8 @@ the core's own cache on the next call). On a shared machine a call is slowed whe
 takes a core (with OpenMP, the whole call waits for the descheduled thread), so everything is measured in
 rounds spread over the run, the variants alternating, and each call's fastest time is kept. Then one
 token's 211 matmuls (30 layers x 7 + the head): the sum of those times, and the same measured in model
-order, against the memory limit (weight bytes / read bandwidth); and attention over the cache.
+order, against the memory limit (weight bytes / read bandwidth); attention over the cache; and the
+trainer's fp32 ops (the LM head forward and backward over a step's loss rows, the attention backward).
 
 usage: bench_ops MODEL.gguf [ROUNDS]     (threads: OMP_NUM_THREADS)
 */
@@ -101,6 +102,81 @@ static void run_variant(int variant, float* out, const float* inp, const Instanc
 }
 
 // ----------------------------------------------------------------------------
+
+// ----------------------------------------------------------------------------
+// the trainer's ops: one TTT step's LM-head matmuls over TRAIN_ROWS loss rows (the draft vocabulary's
+// 8,192 rows, fp32), and the layer's attention backward over a TTT step's key buffer (causal in block 0,
+// plus each row's own slot in the K - 1 later blocks), fast against the reference (and OpenBLAS)
+
+enum { TRAIN_ROWS = 190, TRAIN_VOCAB = 8192, TRAIN_DIM = 576, TRAIN_BLOCKS = 5 };
+
+static void bench_trainer_ops(int rounds) {
+    int T = TRAIN_ROWS, C = TRAIN_DIM, V = TRAIN_VOCAB, NH = 9, NKV = 3, HS = 64;
+    int P = T * TRAIN_BLOCKS;
+    uint64_t rng = 11;
+    float* inp = mallocCheck((size_t)T * C * sizeof(float));
+    float* weight = mallocCheck((size_t)V * C * sizeof(float));
+    float* dout = mallocCheck((size_t)T * V * sizeof(float));
+    float* dinp = mallocCheck((size_t)T * C * sizeof(float));
+    float* dweight = mallocCheck((size_t)V * C * sizeof(float));
+    for (size_t i = 0; i < (size_t)T * C; i++) { inp[i] = random_f32(&rng) - 0.5f; }
+    for (size_t i = 0; i < (size_t)V * C; i++) { weight[i] = (random_f32(&rng) - 0.5f) * 0.1f; }
+    for (size_t i = 0; i < (size_t)T * V; i++) { dout[i] = (random_f32(&rng) - 0.5f) * 1e-3f; }
+    size_t q_size = (size_t)T * NH * HS, kv_size = (size_t)P * NKV * HS;
+    float* q = mallocCheck(q_size * sizeof(float));
+    float* dq = mallocCheck(q_size * sizeof(float));
+    float* d_attn = mallocCheck(q_size * sizeof(float));
+    float* keys = mallocCheck(kv_size * sizeof(float));
+    float* values = mallocCheck(kv_size * sizeof(float));
+    float* dkeys = mallocCheck(kv_size * sizeof(float));
+    float* dvalues = mallocCheck(kv_size * sizeof(float));
+    for (size_t i = 0; i < q_size; i++) { q[i] = random_f32(&rng) - 0.5f; d_attn[i] = random_f32(&rng) - 0.5f; }
+    for (size_t i = 0; i < kv_size; i++) { keys[i] = random_f32(&rng) - 0.5f; values[i] = random_f32(&rng) - 0.5f; }
+    uint8_t* mask = mallocCheck((size_t)T * P);
+    memset(mask, 0, (size_t)T * P);
+    for (int t = 0; t < T; t++) {
+        for (int p = 0; p <= t; p++) { mask[(size_t)t * P + p] = 1; }
+        for (int b = 1; b < TRAIN_BLOCKS; b++) { mask[(size_t)t * P + b * T + t] = 1; }
+    }
+    Matrix head = {weight, TYPE_F32};
+    // [variant][op]: op 0 forward, 1 dinp, 2 dweight, 3 attention backward; variant 0 fast, 1 ref, 2 blas
+    double best[3][4];
+    for (int v = 0; v < 3; v++) { for (int o = 0; o < 4; o++) { best[v][o] = 1e30; } }
+    const Backend* tables[3] = {&backend_cpu_fast_exact, &backend_cpu_ref, NULL};
+#ifdef USE_BLAS
+    tables[2] = &backend_cpu_blas;
+#endif
+    for (int round = 0; round < rounds; round++) {
+        for (int v = 0; v < 3; v++) {
+            const Backend* b = tables[v];
+            if (b == NULL || (v == 1 && round >= REF_ROUNDS)) { continue; }
+            double start = now_seconds();
+            b->matmul_forward(dout, inp, head, T, C, V);
+            best[v][0] = fmin(best[v][0], now_seconds() - start);
+            start = now_seconds();
+            b->matmul_backward(dinp, NULL, dout, inp, weight, T, C, V);
+            best[v][1] = fmin(best[v][1], now_seconds() - start);
+            start = now_seconds();
+            b->matmul_backward(NULL, dweight, dout, inp, weight, T, C, V);
+            best[v][2] = fmin(best[v][2], now_seconds() - start);
+            if (v == 2) { continue; }   // (the OpenBLAS table's attention backward is the reference's)
+            start = now_seconds();
+            b->attention_backward(dq, dkeys, dvalues, d_attn, q, keys, values, mask, T, P, NH, NKV, HS);
+            best[v][3] = fmin(best[v][3], now_seconds() - start);
+        }
+    }
+    printf("\nthe trainer's ops (fp32), one call, ms: the LM head over %d loss rows (%d x %d), and the attention "
+           "backward of a TTT step (%d rows, %d keys)\n%-26s %10s %10s %10s %8s\n", T, V, C, T, P, "", "fast", "ref",
+           "blas", "ref/fast");
+    const char* ops[4] = {"LM head forward", "LM head backward, dinp", "LM head backward, dweight", "attention backward"};
+    for (int o = 0; o < 4; o++) {
+        printf("%-26s %10.1f %10.1f ", ops[o], best[0][o] * 1e3, best[1][o] * 1e3);
+        if (tables[2] != NULL && o < 3) { printf("%10.1f", best[2][o] * 1e3); } else { printf("%10s", "-"); }
+        printf(" %7.1fx\n", best[1][o] / best[0][o]);
+    }
+    free(mask); free(dvalues); free(dkeys); free(values); free(keys); free(d_attn); free(dq); free(q);
+    free(dweight); free(dinp); free(dout); free(weight); free(inp);
+}
 
 int main(int argc, char** argv) {
     if (argc < 2) { fprintf(stderr, "usage: %s MODEL.gguf [ROUNDS]\n", argv[0]); return 2; }
@@ -287,6 +363,7 @@ int main(int argc, char** argv) {
                    best_attention[0][p][k] * 30 * 1e3);
         }
     }
+    bench_trainer_ops(rounds);
     printf("load average at the end: %.2f (timings of %d threads are unreliable while it exceeds the core count)\n",
            load_average(), threads);
     free(mask); free(values); free(keys); free(out); free(inp);

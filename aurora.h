@@ -487,7 +487,8 @@ void backend_describe(const Backend* backend, char* text, size_t size);
 // choose their arithmetic explicitly).
 void embedding_forward_fast(float* out, const int* tokens, Matrix table, int T, int C, int V);
 void matmul_forward_fast(float* out, const float* inp, Matrix weight, int T, int C, int OC);
-// matmul_backward_cpu's results bit for bit, tiled and vectorised (fp32 weights: the trainer's draft)
+// matmul_backward_cpu's sums in its order, tiled and vectorised (fp32 weights: the trainer's draft): its
+// results bit for bit, or on AVX-512 within fused multiply-add rounding
 void matmul_backward_fast(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                           int T, int C, int OC);
 void attention_forward_fast(float* out, const float* q, const float* key_cache, const float* value_cache,

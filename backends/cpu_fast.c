@@ -31,9 +31,11 @@ Contract:
     (rows dequantised exactly: the result equals dequantize_row of the row).
   - attention_backward_fast: attention_backward_cpu's contract; its sums have the reference's terms, the
     dot products' in vector lanes (results within fp32 reordering of the reference).
-  - matmul_backward_fast: matmul_backward_cpu's contract and its results bit for bit (the same sums in
-    the same order), in tiles that keep 16 rows by 256 columns in L1 and run along rows: the trainer's
-    gradients (measured in tools/bench_ops.c: see the README's speed section).
+  - matmul_backward_fast: matmul_backward_cpu's contract, each element's sum over the same terms in the
+    same order: on AVX-512 in register tiles with fused multiply-adds (results within a few ulp of the
+    reference's, measured in tests/test_fast.c), elsewhere in tiles of 16 rows by 256 columns with a
+    multiply and an add (the reference's results bit for bit). Any thread count gives the same bits. The
+    trainer's gradients: tools/bench_ops.c measures them (the README's speed section).
 
 What it refuses to do: fast-math, approximate exp, dequantising a whole matrix into an fp32 copy, and
 orchestration (which ops run in which order belongs to the backend table).
@@ -233,8 +235,8 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
 }
 
 // ----------------------------------------------------------------------------
-// matmul backward (fp32 weights: the trainer's draft): matmul_backward_cpu's results bit for bit, in tiles
-// (matmul_backward_tile_body in cpu_fast.h), parallel over tiles, each tile owned by one thread
+// matmul backward (fp32 weights: the trainer's draft): matmul_backward_cpu's sums in its order, in blocks
+// (AVX-512, cpu_fast_kernels.c) or tiles (matmul_backward_tile_body in cpu_fast.h), each owned by one thread
 
 static void matmul_backward_tiles(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
                                   int C, int isa) {

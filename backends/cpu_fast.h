@@ -143,7 +143,8 @@ FAST_INLINE void matmul_rows_portable_body(float* out, const float* inp, Matrix 
 }
 
 // ----------------------------------------------------------------------------
-// matmul backward over fp32 weights (the trainer's draft). Both gradients have one form,
+// matmul backward over fp32 weights (the trainer's draft), the portable tile (AVX-512 CPUs run the
+// register-tiled kernel in cpu_fast_kernels.c instead). Both gradients have one form,
 //   out[r][c] += sum over k of a(r, k) * b[k][c],   a(r, k) = a[r * a_row + k * a_k], b: (K, C)
 //   dinp:    r = t, k = o: a = dout (a_row OC, a_k 1), b = weight
 //   dweight: r = o, k = t: a = dout (a_row 1, a_k OC), b = inp

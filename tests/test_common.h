@@ -44,6 +44,10 @@ static const Tolerance TOLERANCES[] = {
                                       "steps of its block's max|x| / 127 errs by sd 2.3e-3 per value, so an output by sd "
                                       "sqrt(C) * 2.3e-3 * rms(w) = 1.3e-3 sqrt(C); the bound is 7.6 sd, measured worst "
                                       "5.9e-3 sqrt(C) (4.5 sd over 1e5 outputs; at C = 1536: 0.23)"},
+    {"fma_sum",   4e-7f, 1e-6f, "the reference's sum of K terms |a * b| <= 1, in its order, but each term added by a "
+                                "fused multiply-add (the product unrounded): each addition may round differently by "
+                                "about an ulp of the partial sum; atol per term (times K where used) about 3 ulp of 1, "
+                                "measured worst 1.1e-7 per term (short sums of values near 1; tests/test_fast.c)"},
     {"layer",     2e-4f, 1e-3f, "a whole layer or model: reordering errors compound through norms and softmax"},
     {"int8_model", 0.15f, 0.05f, "a whole tiny model, or the draft's layer, with int8 activations on quantised weights "
                                  "(the fast table; a serving draft's matrices also rounded to Q8_0): each matmul's "

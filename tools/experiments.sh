@@ -9,6 +9,9 @@
 #            against the same draft trained online
 #   mixed    a mixed stream: online from scratch against the static draft
 #   sources  a mixed stream: the learned draft (online), the suffix draft, and both (hybrid, online)
+#   live     serving with the trainer running against plain decoding, on the same cores and requests:
+#            plain decoding on every core, then the learned draft online and the hybrid online (adaptive
+#            shapes), each serving on one core while its trainer runs on the other
 #   sync     how often weights are published (--sync-every 1, 4, 16, 64) against adaptation and speed
 #   discard  the discard loss off and on, at lookahead 5 and 10
 #   study    one lever at a time against a base configuration (lockstep, so runs compare exactly): learning
@@ -125,6 +128,30 @@ sources)
     "$AURORA" plot -o "$out/acceptance.svg" --title "mixed stream: the learned draft, the suffix draft, both" \
         "$out/learned/requests.csv:learned (online)" "$out/suffix/requests.csv:suffix" "$out/hybrid/requests.csv:hybrid"
     ;;
+live)
+    N=${2:-100}
+    JOBS=1
+    OMP_NUM_THREADS=$(nproc)
+    run plain --order mixed --requests "$N" --no-spec
+    finish
+    run learned --order mixed --requests "$N" --online --draft-init "$INIT" $TRAIN
+    finish
+    run hybrid --order mixed --requests "$N" --online --source hybrid --draft-init "$INIT" $TRAIN
+    finish
+    {
+        echo "live: $N requests (mixed traffic, max-new $MAX_NEW), $(nproc) cores: plain decoding on all of them; online runs serve"
+        echo "on one core (adaptive shapes) while the trainer uses the other"
+        plain=$(speed "$out/plain")
+        for name in learned hybrid; do
+            awk -v p="$plain" -v s="$(speed "$out/$name")" -v n="$name" -v a="$(acceptance "$out/$name" 0 "$N")" \
+                -v last="$(acceptance "$out/$name" $((N - N / 2)) "$N")" 'BEGIN {
+                printf "  %-8s %6.2f tok/s against plain %6.2f: %.2fx (acceptance length %.2f, last half %.2f)\n",
+                       n, s, p, s / p, a, last }'
+        done
+    } | tee "$out/result.txt"
+    "$AURORA" plot -o "$out/acceptance.svg" --title "live: serving with the trainer running (adaptive shapes)" \
+        "$out/learned/requests.csv:learned (online)" "$out/hybrid/requests.csv:hybrid (online)"
+    ;;
 sync)
     N=${2:-300}
     for every in 1 4 16 64; do run "sync-$every" --order mixed --requests "$N" --online --draft-init "$INIT" $TRAIN \
@@ -188,7 +215,7 @@ study)
     "$AURORA" plot -o "$out/acceptance.svg" --title "the learning study: one lever at a time (lockstep)" "$@"
     ;;
 *)
-    echo "usage: sh tools/experiments.sh day0|shift|mixed|sources|sync|discard|study [REQUESTS]" >&2
+    echo "usage: sh tools/experiments.sh day0|shift|mixed|sources|live|sync|discard|study [REQUESTS]" >&2
     exit 1
     ;;
 esac

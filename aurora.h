@@ -882,6 +882,10 @@ void draft_project_features(Draft* draft, float* u, const float* features, int T
 // host.out of the previous call). Fills host.out (T, C) and host.logits (T, V_d).
 void draft_forward(Draft* draft, const int* tokens, const float* u, const int* positions,
                    const uint8_t* mask, int T, int n_past);
+// draft_forward for catching the cache up over committed tokens: the same keys, values and host.out, but
+// the LM head over the last row only (its logits in host.logits row 0, equal to draft_forward's last row):
+// the rows before it are never drafted from.
+void draft_extend(Draft* draft, const int* tokens, const float* u, const int* positions, int T, int n_past);
 // The two halves of draft_forward on backend memory, shared by serving and the training unroll: the
 // decoder layer over T rows (tokens, u, positions, mask (T, n_past + T) and the weights w all backend
 // memory; keys/values into rows [n_past, n_past + T) of key_buffer / value_buffer; u is copied into

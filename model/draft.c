@@ -589,8 +589,9 @@ void draft_project_features(Draft* draft, float* u, const float* features, int T
     b->download(u, a->u, (size_t)T * C * sizeof(float));
 }
 
-void draft_forward(Draft* draft, const int* tokens, const float* u, const int* positions,
-                   const uint8_t* mask, int T, int n_past) {
+// The layer over T rows; the head over rows [head_first, T), their logits from row 0 of host.logits.
+static void draft_forward_head(Draft* draft, const int* tokens, const float* u, const int* positions,
+                               const uint8_t* mask, int T, int n_past, int head_first) {
     const Backend* b = draft->backend;
     DraftActivations* a = &draft->act;
     int C = draft->config.dim, V = draft->config.target_vocab_size, V_d = draft->config.vocab_size;
@@ -614,7 +615,17 @@ void draft_forward(Draft* draft, const int* tokens, const float* u, const int* p
     b->upload(a->mask, draft->host.mask, (size_t)T * P);
     draft_layer_forward(draft, &draft->device_weights, &draft->serving, a, draft->key_cache, draft->value_cache, a->tokens,
                         a->u, a->positions, a->mask, T, n_past);
-    draft_head_forward(draft, &draft->device_weights, &draft->serving, a->logits, a->out_norm, a->out, T);
+    draft_head_forward(draft, &draft->device_weights, &draft->serving, a->logits, a->out_norm,
+                       a->out + (size_t)head_first * C, T - head_first);
     b->download(draft->host.out, a->out, (size_t)T * C * sizeof(float));
-    b->download(draft->host.logits, a->logits, (size_t)T * V_d * sizeof(float));
+    b->download(draft->host.logits, a->logits, (size_t)(T - head_first) * V_d * sizeof(float));
+}
+
+void draft_forward(Draft* draft, const int* tokens, const float* u, const int* positions,
+                   const uint8_t* mask, int T, int n_past) {
+    draft_forward_head(draft, tokens, u, positions, mask, T, n_past, 0);
+}
+
+void draft_extend(Draft* draft, const int* tokens, const float* u, const int* positions, int T, int n_past) {
+    draft_forward_head(draft, tokens, u, positions, NULL, T, n_past, T > 0 ? T - 1 : 0);
 }

@@ -138,6 +138,9 @@ static int check_elements(const char* what, ElementKind kind, const void* got, c
     return mismatches == 0;
 }
 
+// n floats equal bit for bit (NaN payloads and the sign of zero included)
+static int bits_equal(const float* a, const float* b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
+
 static int check_tensor(const char* what, const float* got, const float* ref, size_t n, Tolerance tol) {
     return check_elements(what, ELEMENT_F32, got, ref, n, tol);
 }

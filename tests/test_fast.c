@@ -37,7 +37,6 @@ static double max_abs_difference(const float* a, const float* b, size_t n) {
     return worst;
 }
 
-static int bits_equal(const float* a, const float* b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
 
 // ----------------------------------------------------------------------------
 // fp16: the branch-free conversion against gguf.c's, for all 65,536 inputs, bit for bit (NaN payloads too)

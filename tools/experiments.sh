@@ -67,13 +67,14 @@ day0)
         --save-draft "$out/online.gguf"
     finish
     # the speedup on requests the draft never saw: the stream after the first N, plain and learned (frozen,
-    # adaptive shapes), served one after the other on the same cores
+    # adaptive shapes), served one after the other on one core, as the online run served (its trainer had
+    # the other): the same conditions for both (SPEEDUP_THREADS to change it; `live` compares all cores)
     # (the held-back set came out of the stream, so the first N served requests reach a little past N: start
     # after N + 16, the most held back)
     M=${SPEEDUP_REQUESTS:-40}
     FROM=$((N + 16))
     JOBS=1
-    OMP_NUM_THREADS=$(nproc --all)
+    OMP_NUM_THREADS=${SPEEDUP_THREADS:-1}
     run plain --order mixed --no-spec --from "$FROM" --requests "$M"
     finish
     run learned --order mixed --static "$out/online.gguf" --from "$FROM" --requests "$M"
@@ -88,9 +89,9 @@ day0)
         done
         echo "  held-back acceptance at the end: $(held_back "$out/online")"
         plain=$(speed "$out/plain"); learned=$(speed "$out/learned"); hybrid=$(speed "$out/learned-hybrid")
-        awk -v p="$plain" -v l="$learned" -v h="$hybrid" -v m="$M" 'BEGIN {
-            printf "  %d requests it never saw: plain %.2f tok/s, learned draft (frozen, adaptive) %.2f tok/s (%.2fx), with the suffix draft (hybrid) %.2f tok/s (%.2fx)\n",
-                   m, p, l, l / p, h, h / p }'
+        awk -v p="$plain" -v l="$learned" -v h="$hybrid" -v m="$M" -v threads="$OMP_NUM_THREADS" 'BEGIN {
+            printf "  %d requests it never saw (%d thread(s)): plain %.2f tok/s, learned draft (frozen, adaptive) %.2f tok/s (%.2fx), with the suffix draft (hybrid) %.2f tok/s (%.2fx)\n",
+                   m, threads, p, l, l / p, h, h / p }'
     } | tee "$out/result.txt"
     # the online run's own chart: its acceptance per request and the held-back curve (dashed)
     cp "$out/online/acceptance.svg" "$out/acceptance.svg"

@@ -404,14 +404,13 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
             ws->host_loss_weights[i] = row < T ? scale * weight_k * ws->host_loss_weights[i] / weight_sum
                                                : scale * s->discard_weight / D;
         }
-        float* p_target = ws->p_target + (size_t)(n_teacher - n_sequence_loss) * V_d;   // step 0: ws->p_target
         if (k == 0) {
             b->upload(ws->gathered, ws->host_rows, (size_t)n_loss * C * sizeof(float));
             b->matmul_forward(ws->p_target, ws->gathered, matrix_f32(trainer->head_rows), n_loss, C, V_d);
             b->softmax_forward(ws->p_target, ws->p_target, n_loss, V_d);
             n_teacher = n_sequence_loss;
-            p_target = ws->p_target;
         }
+        const float* p_target = ws->p_target + (size_t)(n_teacher - n_sequence_loss) * V_d;   // step 0: the start
         // the draft's logits at the loss rows
         b->upload(ws->loss_rows, ws->host_loss_rows, (size_t)n_loss * sizeof(int));
         b->gather_rows(ws->gathered, a->out, ws->loss_rows, n_loss, C);

@@ -390,7 +390,6 @@ static void test_quantize_rows(void) {
 
 // The portable and AVX2 tiles: the reference's bits. AVX-512: the same order with fused multiply-adds,
 // within "fma_sum" of the reference per term summed (K terms of |a * b| <= 1).
-static float* one_thread = NULL;
 static void check_backward(const char* what, const float* got, const float* expected, size_t n, int K) {
     if (fast_isa < FAST_ISA_AVX512) {
         check(memcmp(got, expected, n * sizeof(float)) == 0, "%s differs from matmul_backward_cpu", what);
@@ -424,6 +423,7 @@ static void test_matmul_backward(void) {
             for (size_t i = 0; i < n_weight; i++) { grads[k][1][i] = -0.5f * (float)(i % 5); }
         }
         matmul_backward_cpu(grads[0][0], grads[0][1], dout, inp, weight, T, C, OC);
+        float* one_thread = mallocCheck((n_inp + n_weight + 1) * sizeof(float));   // one thread's dinp, dweight
         for (int threads = 1; threads <= 2; threads++) {
 #ifdef _OPENMP
             int saved = omp_get_max_threads();
@@ -440,11 +440,8 @@ static void test_matmul_backward(void) {
             snprintf(what, sizeof(what), "matmul_backward_fast [%s] dweight T=%d C=%d OC=%d, %d thread(s)", fast_isa_name(fast_isa), T, C, OC, threads);
             check_backward(what, dweight, grads[0][1], n_weight, T);
             if (threads == 1) {   // the reference for the two-thread run: bit for bit
-                float* one = mallocCheck((n_inp + n_weight) * sizeof(float));
-                memcpy(one, dinp, n_inp * sizeof(float));
-                memcpy(one + n_inp, dweight, n_weight * sizeof(float));
-                free(one_thread);
-                one_thread = one;
+                memcpy(one_thread, dinp, n_inp * sizeof(float));
+                memcpy(one_thread + n_inp, dweight, n_weight * sizeof(float));
             } else {
                 check(memcmp(dinp, one_thread, n_inp * sizeof(float)) == 0 &&
                       memcmp(dweight, one_thread + n_inp, n_weight * sizeof(float)) == 0,
@@ -455,7 +452,7 @@ static void test_matmul_backward(void) {
             omp_set_num_threads(saved);
 #endif
         }
-        free(inp); free(weight); free(dout);
+        free(one_thread); free(inp); free(weight); free(dout);
         for (int k = 0; k < 2; k++) { free(grads[k][0]); free(grads[k][1]); }
     }
 }

@@ -184,6 +184,12 @@ static const Flag FLAGS[] = {
      "(0: completion only)"},
     {"context-window", NULL, "--context-window", FLAG_INT, "N", 0, 1 << 20, NULL, OPTION(train.context_window),
      "prompt positions trained on before the first completion token"},
+    {"freeze-head", NULL, "--freeze-head", FLAG_INT, "0|1", 0, 1, NULL, OPTION(train.freeze_lm_head),
+     "1: the draft's LM head keeps its initial rows (the target's with --draft-init target or target-layer) and only "
+     "the rest of the draft trains"},
+    {"adapt-vocab", NULL, "--adapt-vocab", FLAG_INT, "0|1", 0, 1, NULL, OPTION(train.adapt_vocabulary),
+     "online: the draft vocabulary follows the traffic (an id seen at least twice and more than twice as often as "
+     "the least-seen entry replaces it, its LM-head row from the target's) (0: it stays as --draft-vocab made it)"},
     {"eval-every", NULL, "--eval-every", FLAG_INT, "M", 0, 1 << 24, NULL, OPTION(eval_every),
      "every M requests, measure the served draft, frozen, on held-back requests it never serves or trains on "
      "(DIR/held_back.csv and a curve in the chart; 0: off)"},
@@ -918,8 +924,8 @@ static const Command COMMANDS[] = {
      "  DIR/acceptance.svg. Ctrl-C stops after the request in flight and saves everything (a second Ctrl-C exits).",
      "model traffic online static no-spec draft-init order domain requests from max-new out-dir label save-draft "
      "sync-every sync-schedule batch-requests buffer pool steps-per-request train-share eval-every eval-requests lr warmup clip "
-     "ttt-length loss prompt-weight context-window discard-weight discard-top-k source spec-k spec-depth spec-nodes spec-fixed "
-     "temp top-p seed draft-vocab context batch device backend",
+     "ttt-length loss prompt-weight context-window freeze-head adapt-vocab discard-weight discard-top-k source spec-k spec-depth "
+     "spec-nodes spec-fixed temp top-p seed draft-vocab context batch device backend",
      "model traffic", 0, 0, NULL, run_defaults, command_replay},
     {"train", "train -m MODEL --traffic FILE -o DRAFT.gguf [options]", "train a draft offline on the target's outputs",
      "  trains a draft offline on the target's own greedy outputs for the traffic's prompts (the static baseline),\n"

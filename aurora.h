@@ -866,6 +866,9 @@ void draft_copy_weights(Draft* copy, const Draft* source);
 // Points the host weights into arena (laid out by the tensor table: the draft's own, or a published
 // copy) and brings the backend's weights up to date (draft_upload_weights). A hot swap is this call.
 void draft_use_weights(Draft* draft, float* arena);
+// Takes a published draft vocabulary (V_d distinct target ids, as the trainer keeps them: see
+// trainer_adapt_vocabulary) with the weights that go with it; d2t and t2d follow.
+void draft_use_vocabulary(Draft* draft, const int32_t* d2t);
 // Makes device_weights match the host weights: on a host-memory backend they ARE the host weights (no
 // copy); otherwise the bound host arena is uploaded into device_arena (allocated on first use). A serving
 // draft's matrices follow (quantised again when its backend serves in another type). Call after the host
@@ -1110,16 +1113,18 @@ int record_buffer_pop(RecordBuffer* buffer, Record** out, int max, int wait);
 void record_buffer_close(RecordBuffer* buffer);     // wakes waiting consumers; pushes still accepted
 void record_buffer_counts(RecordBuffer* buffer, long* pushed, long* dropped, int* depth);
 
-// The weight exchange: a double buffer of draft weights (n floats each) with a version number.
+// The weight exchange: a double buffer of draft weights (n floats each) and the draft vocabulary they go
+// with (n_ids target ids, d2t: it changes when the vocabulary follows the traffic), with a version number.
 typedef struct WeightExchange WeightExchange;
-WeightExchange* weight_exchange_new(size_t n);
+WeightExchange* weight_exchange_new(size_t n, int n_ids);
 void weight_exchange_free(WeightExchange* exchange);
 // Trainer side: copies weights into the buffer nobody reads and publishes it with the next version.
 // Returns the version, or 0 if skipped because the server has not yet taken the previous publish.
-int weight_exchange_publish(WeightExchange* exchange, const float* weights);
+int weight_exchange_publish(WeightExchange* exchange, const float* weights, const int32_t* vocabulary);
 // Server side: if a version newer than current_version is published, marks it served and returns its
-// weights (valid until the server takes another), writing its version; else NULL. Never blocks on a copy.
-float* weight_exchange_take(WeightExchange* exchange, int current_version, int* version);
+// weights and vocabulary (valid until the server takes another), writing its version; else NULL. Never
+// blocks on a copy.
+float* weight_exchange_take(WeightExchange* exchange, int current_version, int* version, const int32_t** vocabulary);
 long weight_exchange_skipped(WeightExchange* exchange);
 
 // ----------------------------------------------------------------------------
@@ -1241,6 +1246,11 @@ typedef struct {
     float prompt_weight;    // loss weight of a prompt position relative to a completion position (0: the
                             // loss lives on the completion only). Every recorded position has an exact
                             // teacher (the target's distribution from its recorded hidden state).
+    int freeze_lm_head;     // 1: the LM head matrix keeps its initial rows (the target's, with a warm start;
+                            // rows entering the vocabulary come from the target too): fewer weights to fit
+                            // a few hundred requests with, and no LM-head weight gradient to compute
+    int adapt_vocabulary;   // 1: the draft vocabulary follows the traffic (trainer_adapt_vocabulary); 0: it
+                            // stays as initialised
 } TrainerSettings;
 enum { TRAINER_DEFAULT_MAX_POSITIONS = 1024, TRAINER_DEFAULT_CONTEXT_WINDOW = 64 };
 
@@ -1315,6 +1325,9 @@ typedef struct {
     int step;               // optimiser steps taken
     long rejected_updates;  // steps skipped for a non-finite loss or gradient
     float* head_rows;       // (V_d, C) backend memory: the target's LM head rows of the draft vocabulary (frozen)
+    const Target* target;   // where head rows come from (a vocabulary change reads new ones)
+    long* token_counts;     // (V) how often each target id occurred in the records counted (trainer_count_tokens)
+    long vocabulary_swaps;  // draft-vocabulary entries replaced so far
     TrainWorkspace work;
 } Trainer;
 
@@ -1352,6 +1365,22 @@ void unroll_plan_rows(UnrollPlan* plan, const Record* record, const TrainerSetti
 // prompt_weight > 0 (weight prompt_weight). rows (T), weights (T); returns the count.
 int unroll_loss_rows(const UnrollPlan* plan, const Record* record, const TrainerSettings* settings, int k, int* rows,
                      float* weights);
+
+// The draft vocabulary follows the traffic (settings.adapt_vocabulary). A fresh draft's vocabulary is a
+// guess made before any request (the lowest ids: 79% of the default traffic's tokens at 8192); the
+// trainer counts the tokens of every record it receives and swaps an entry out for an id outside the
+// vocabulary that occurred at least VOCAB_MIN_COUNT times and more than twice as often. The entry
+// evicted is the least counted (ties: the highest id, the later BPE merge). The new entry's LM-head row
+// starts as the target's own row for that id (as the `target` warm start), its Adam moments at zero; the
+// teacher's head row follows. The vocabulary is published with the weights (WeightExchange).
+enum { VOCAB_MIN_COUNT = 2 };
+void trainer_count_tokens(Trainer* trainer, const Record* record);
+// The swaps the counts call for: slots (draft ids) and the target ids that replace them, strongest
+// first; returns how many (at most V_d). Pure: counts (V), d2t (V_d) and t2d (V) are only read.
+int vocabulary_swaps(const long* counts, const int32_t* d2t, const int32_t* t2d, int V_d, int V, int* slots,
+                     int32_t* ids);
+// Applies vocabulary_swaps to the trainer's draft; returns the number of entries replaced.
+int trainer_adapt_vocabulary(Trainer* trainer);
 
 // Replaces the trainer's draft weights (n_weight_floats, host memory) without touching its optimiser state.
 void trainer_set_weights(Trainer* trainer, const float* weights);

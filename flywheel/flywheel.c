@@ -63,7 +63,9 @@ static int flywheel_take_records(Flywheel* flywheel, int wait) {
         else { flywheel->pool_count++; }
         flywheel->pool[flywheel->pool_next] = arrived[i];
         flywheel->pool_next = (flywheel->pool_next + 1) % flywheel->pool_capacity;
+        if (flywheel->trainer.settings.adapt_vocabulary) { trainer_count_tokens(&flywheel->trainer, arrived[i]); }
     }
+    if (n > 0 && flywheel->trainer.settings.adapt_vocabulary) { trainer_adapt_vocabulary(&flywheel->trainer); }
     flywheel->records_taken += n;
     return n;
 }
@@ -77,7 +79,7 @@ static void flywheel_train_step(Flywheel* flywheel) {
     trainer_step(&flywheel->trainer, batch, n, &stats);
     int version = 0;
     if (flywheel->lockstep_every == 0 && flywheel->trainer.step % flywheel->sync_every == 0) {
-        version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena);
+        version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena, flywheel->trainer.draft.d2t);
     }
     flywheel_report(flywheel, &stats, version);
 }
@@ -112,7 +114,7 @@ static void flywheel_lockstep_round(Flywheel* flywheel) {
     flywheel_take_records(flywheel, 0);
     if (flywheel->pool_count == 0) { return; }
     for (int i = 0; i < flywheel->lockstep_every * flywheel->steps_per_request; i++) { flywheel_train_step(flywheel); }
-    int version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena);
+    int version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena, flywheel->trainer.draft.d2t);
     flywheel_report(flywheel, NULL, version);
 }
 
@@ -122,7 +124,7 @@ static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target*
     memset(flywheel, 0, sizeof(*flywheel));
     trainer_init(&flywheel->trainer, draft, target, settings);
     flywheel->records = record_buffer_new(buffer_capacity);
-    flywheel->exchange = weight_exchange_new(draft->n_weight_floats);
+    flywheel->exchange = weight_exchange_new(draft->n_weight_floats, draft->config.vocab_size);
     flywheel->sync_every = sync_every < 1 ? 1 : sync_every;
     flywheel->batch_requests = batch_requests < 1 ? 1 : (batch_requests > FLYWHEEL_MAX_BATCH ? FLYWHEEL_MAX_BATCH : batch_requests);
     flywheel->lockstep_every = lockstep_every;
@@ -171,6 +173,7 @@ Options replay_default_options(void) {
     o.shape = (TreeShape){0, 0, 0}; o.source_name = "eagle";
     o.sampling = (SamplerSettings){0.0f, 1.0f}; o.seed = 1; o.epochs = 1;
     o.train = trainer_default_settings();
+    o.train.adapt_vocabulary = 1; // serving online: the vocabulary follows the traffic (train: fixed)
     o.loss_name = "fkl";
     o.sync_every = 4; o.batch_requests = 1; o.lockstep_every = 0; o.buffer_capacity = 16;
     o.pool_capacity = REPLAY_DEFAULT_POOL; o.steps_per_request = 4;
@@ -393,6 +396,9 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
                 "trained on, final version %d, %ld publishes skipped\n", flywheel->trainer.step,
                 flywheel->trainer.rejected_updates, pushed, dropped, flywheel->records_taken, flywheel->published_version,
                 weight_exchange_skipped(flywheel->exchange));
+        if (flywheel->trainer.settings.adapt_vocabulary) {
+            fprintf(f, "draft vocabulary: %ld entries replaced by tokens of the traffic\n", flywheel->trainer.vocabulary_swaps);
+        }
         fprintf(f, "hot swaps: %d, switch time mean %.3f ms, max %.3f ms\n", source->swaps,
                 source->swaps ? 1e3 * source->swap_seconds / source->swaps : 0.0, 1e3 * source->swap_seconds_max);
     }
@@ -573,8 +579,13 @@ int replay_run(const Options* o) {
     if (held_back.n_records > 0 && (held_back.n_points == 0 || held_back.at_request[held_back.n_points - 1] != totals.n_done)) {
         if (online) { // the last weights the trainer published
             int version;
-            float* weights = weight_exchange_take(flywheel.exchange, source.draft_version, &version);
-            if (weights) { draft_use_weights(&draft, weights); source.draft_version = version; }
+            const int32_t* vocabulary;
+            float* weights = weight_exchange_take(flywheel.exchange, source.draft_version, &version, &vocabulary);
+            if (weights) {
+                draft_use_weights(&draft, weights);
+                draft_use_vocabulary(&draft, vocabulary);
+                source.draft_version = version;
+            }
         }
         held_back_measure(&held_back, &source, totals.n_done);
     }

@@ -176,19 +176,24 @@ void record_buffer_counts(RecordBuffer* buffer, long* pushed, long* dropped, int
 struct WeightExchange {
     pthread_mutex_t lock;   // held only for index updates, never during a copy
     float* buffers[2];      // (n) each
+    int32_t* vocabularies[2]; // (n_ids) each: the draft vocabulary (d2t) the weights of the same buffer go with
     size_t n;
+    int n_ids;
     int published;          // index of the newest published buffer, -1: none yet
     int published_version;
     int serving;            // index the server reads, -1: still its initial weights
     long skipped;
 };
 
-WeightExchange* weight_exchange_new(size_t n) {
+WeightExchange* weight_exchange_new(size_t n, int n_ids) {
     WeightExchange* exchange = callocCheck(1, sizeof(WeightExchange));
     pthread_mutex_init(&exchange->lock, NULL);
-    exchange->buffers[0] = mallocCheck(n * sizeof(float));
-    exchange->buffers[1] = mallocCheck(n * sizeof(float));
+    for (int i = 0; i < 2; i++) {
+        exchange->buffers[i] = mallocCheck(n * sizeof(float));
+        exchange->vocabularies[i] = mallocCheck((size_t)n_ids * sizeof(int32_t));
+    }
     exchange->n = n;
+    exchange->n_ids = n_ids;
     exchange->published = -1;
     exchange->serving = -1;
     return exchange;
@@ -196,12 +201,14 @@ WeightExchange* weight_exchange_new(size_t n) {
 
 void weight_exchange_free(WeightExchange* exchange) {
     pthread_mutex_destroy(&exchange->lock);
-    free(exchange->buffers[0]);
-    free(exchange->buffers[1]);
+    for (int i = 0; i < 2; i++) {
+        free(exchange->buffers[i]);
+        free(exchange->vocabularies[i]);
+    }
     free(exchange);
 }
 
-int weight_exchange_publish(WeightExchange* exchange, const float* weights) {
+int weight_exchange_publish(WeightExchange* exchange, const float* weights, const int32_t* vocabulary) {
     pthread_mutex_lock(&exchange->lock);
     int pending = exchange->published >= 0 && exchange->published != exchange->serving;
     int target = exchange->serving == 0 ? 1 : 0;
@@ -209,6 +216,7 @@ int weight_exchange_publish(WeightExchange* exchange, const float* weights) {
     pthread_mutex_unlock(&exchange->lock);
     if (pending) { return 0; }
     memcpy(exchange->buffers[target], weights, exchange->n * sizeof(float)); // nobody reads this buffer now
+    memcpy(exchange->vocabularies[target], vocabulary, (size_t)exchange->n_ids * sizeof(int32_t));
     pthread_mutex_lock(&exchange->lock);
     exchange->published = target;
     int version = ++exchange->published_version;
@@ -216,12 +224,13 @@ int weight_exchange_publish(WeightExchange* exchange, const float* weights) {
     return version;
 }
 
-float* weight_exchange_take(WeightExchange* exchange, int current_version, int* version) {
+float* weight_exchange_take(WeightExchange* exchange, int current_version, int* version, const int32_t** vocabulary) {
     float* weights = NULL;
     pthread_mutex_lock(&exchange->lock);
     if (exchange->published >= 0 && exchange->published_version != current_version) {
         exchange->serving = exchange->published;
         weights = exchange->buffers[exchange->serving];
+        *vocabulary = exchange->vocabularies[exchange->serving];
         *version = exchange->published_version;
     }
     pthread_mutex_unlock(&exchange->lock);

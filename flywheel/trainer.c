@@ -27,6 +27,9 @@ One optimiser step over a batch of records:
   6. a non-finite loss or gradient rejects the step (counted; the weights stay); otherwise global
      gradient-norm clipping, linear learning-rate warm-up, AdamW.
 
+Between steps the draft vocabulary may follow the traffic (trainer_adapt_vocabulary): ids the records
+use often replace entries they never use; a new entry's LM-head row and teacher row are the target's.
+
 Written once for every backend: the tensors (weights, gradients, moments, activations) live on the
 target's backend and every tensor op is a call through its table; the host does the bookkeeping (the
 plan, rows, tokens, positions, masks, loss rows and weights, built here and uploaded) and adds the
@@ -79,6 +82,8 @@ void trainer_init(Trainer* trainer, const Draft* draft, const Target* target, Tr
     trainer->head_rows = b->alloc((size_t)V_d * C * sizeof(float));
     b->upload(trainer->head_rows, head_rows, (size_t)V_d * C * sizeof(float));
     free(head_rows);
+    trainer->target = target;
+    trainer->token_counts = callocCheck((size_t)draft->config.target_vocab_size, sizeof(long));
 }
 
 static void train_workspace_free(TrainWorkspace* w, const Backend* b) {
@@ -105,6 +110,7 @@ void trainer_free(Trainer* trainer) {
     b->free(trainer->adam_m);
     b->free(trainer->adam_v);
     b->free(trainer->head_rows);
+    free(trainer->token_counts);
     draft_free(&trainer->draft);
     memset(trainer, 0, sizeof(*trainer));
 }
@@ -467,7 +473,8 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         if (backward) {
             // logits = lm_head(RMSNorm_out(out)) over the gathered rows, then scattered back to the loss rows
             b->zero(ws->d_out_norm, (size_t)n_loss * C * sizeof(float));
-            b->matmul_backward(ws->d_out_norm, trainer->grad.lm_head, ws->d_logits, a->out_norm, w->lm_head, n_loss, C, V_d);
+            float* d_head = trainer->settings.freeze_lm_head ? NULL : trainer->grad.lm_head; // frozen: stays zero
+            b->matmul_backward(ws->d_out_norm, d_head, ws->d_logits, a->out_norm, w->lm_head, n_loss, C, V_d);
             b->zero(ws->d_h, (size_t)n_loss * C * sizeof(float));
             b->rmsnorm_backward(ws->d_h, trainer->grad.output_norm, ws->d_out_norm, ws->gathered, w->output_norm,
                                 n_loss, C, c->norm_eps);
@@ -495,6 +502,90 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
 
 static float record_train(Trainer* trainer, const Record* record, float scale, int backward, TrainStats* stats) {
     return record_unroll(trainer, &trainer->settings, record, scale, backward, stats, NULL);
+}
+
+// ----------------------------------------------------------------------------
+// the draft vocabulary follows the traffic
+
+void trainer_count_tokens(Trainer* trainer, const Record* record) {
+    for (int i = 1; i < record->n_tokens; i++) { trainer->token_counts[record->tokens[i]]++; } // the first is never predicted
+}
+
+typedef struct { long count; int32_t id; int slot; } VocabEntry;
+
+// the eviction order: least counted first, then the highest id (BPE numbers later merges higher)
+static int vocab_evict_first(const void* a, const void* b) {
+    const VocabEntry* x = a; const VocabEntry* y = b;
+    if (x->count != y->count) { return x->count < y->count ? -1 : 1; }
+    return x->id > y->id ? -1 : (x->id < y->id);
+}
+// the admission order: most counted first, then the lowest id
+static int vocab_admit_first(const void* a, const void* b) {
+    const VocabEntry* x = a; const VocabEntry* y = b;
+    if (x->count != y->count) { return x->count > y->count ? -1 : 1; }
+    return x->id < y->id ? -1 : (x->id > y->id);
+}
+
+int vocabulary_swaps(const long* counts, const int32_t* d2t, const int32_t* t2d, int V_d, int V, int* slots,
+                     int32_t* ids) {
+    VocabEntry* members = mallocCheck((size_t)V_d * sizeof(VocabEntry));
+    for (int i = 0; i < V_d; i++) { members[i] = (VocabEntry){counts[d2t[i]], d2t[i], i}; }
+    int n_candidates = 0;
+    for (int id = 0; id < V; id++) { n_candidates += t2d[id] < 0 && counts[id] >= VOCAB_MIN_COUNT; }
+    VocabEntry* candidates = mallocCheck((size_t)(n_candidates > 0 ? n_candidates : 1) * sizeof(VocabEntry));
+    n_candidates = 0;
+    for (int id = 0; id < V; id++) {
+        if (t2d[id] < 0 && counts[id] >= VOCAB_MIN_COUNT) { candidates[n_candidates++] = (VocabEntry){counts[id], id, -1}; }
+    }
+    qsort(members, (size_t)V_d, sizeof(VocabEntry), vocab_evict_first);
+    qsort(candidates, (size_t)n_candidates, sizeof(VocabEntry), vocab_admit_first);
+    // both orders are monotone: once a candidate is not more than twice its evictee, none after it is
+    int n = 0;
+    while (n < n_candidates && n < V_d && candidates[n].count > 2 * members[n].count) {
+        slots[n] = members[n].slot;
+        ids[n] = candidates[n].id;
+        n++;
+    }
+    free(members);
+    free(candidates);
+    return n;
+}
+
+int trainer_adapt_vocabulary(Trainer* trainer) {
+    Draft* draft = &trainer->draft;
+    const Backend* b = trainer->backend;
+    int C = draft->config.dim, V_d = draft->config.vocab_size, V = draft->config.target_vocab_size;
+    int* slots = mallocCheck((size_t)V_d * sizeof(int));
+    int32_t* ids = mallocCheck((size_t)V_d * sizeof(int32_t));
+    int n = vocabulary_swaps(trainer->token_counts, draft->d2t, draft->t2d, V_d, V, slots, ids);
+    if (n > 0) {
+        float* rows = mallocCheck((size_t)n * C * sizeof(float));
+        float* zeros = callocCheck((size_t)C, sizeof(float));
+        Error err;
+        if (target_read_rows(trainer->target, target_output_name(trainer->target), ids, n, rows, &err) != 0) {
+            fprintf(stderr, "error: internal: trainer_adapt_vocabulary: %s\n", err.message);
+            exit(EXIT_FAILURE); // the target loaded this tensor: a program bug
+        }
+        size_t head = (size_t)(draft->weights.lm_head - draft->weight_arena); // the LM head's offset in every arena
+        size_t row_bytes = (size_t)C * sizeof(float);
+        for (int i = 0; i < n; i++) {
+            size_t at = (size_t)slots[i] * C;
+            draft->t2d[draft->d2t[slots[i]]] = -1;
+            draft->d2t[slots[i]] = ids[i];
+            draft->t2d[ids[i]] = slots[i];
+            memcpy(draft->weights.lm_head + at, rows + (size_t)i * C, row_bytes);
+            if (!b->host_memory) { b->upload(draft->device_weights.lm_head + at, rows + (size_t)i * C, row_bytes); }
+            b->upload(trainer->head_rows + at, rows + (size_t)i * C, row_bytes);
+            b->upload(trainer->adam_m + head + at, zeros, row_bytes);
+            b->upload(trainer->adam_v + head + at, zeros, row_bytes);
+        }
+        trainer->vocabulary_swaps += n;
+        free(rows);
+        free(zeros);
+    }
+    free(slots);
+    free(ids);
+    return n;
 }
 
 // ----------------------------------------------------------------------------

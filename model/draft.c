@@ -408,6 +408,16 @@ void draft_use_weights(Draft* draft, float* arena) {
     draft_upload_weights(draft);
 }
 
+void draft_use_vocabulary(Draft* draft, const int32_t* d2t) {
+    int V_d = draft->config.vocab_size;
+    if (memcmp(draft->d2t, d2t, (size_t)V_d * sizeof(int32_t)) == 0) { return; } // the usual case: unchanged
+    for (int i = 0; i < V_d; i++) { draft->t2d[draft->d2t[i]] = -1; }
+    for (int i = 0; i < V_d; i++) {
+        draft->d2t[i] = d2t[i];
+        draft->t2d[d2t[i]] = i;
+    }
+}
+
 void draft_copy_weights(Draft* copy, const Draft* source) {
     memset(copy, 0, sizeof(*copy));
     copy->config = source->config;

@@ -213,9 +213,11 @@ void draft_source_take_weights(DraftSource* source) {
     if (source->kind != DRAFT_EAGLE || source->exchange == NULL) { return; }
     double start = now_seconds();
     int version;
-    float* weights = weight_exchange_take(source->exchange, source->draft_version, &version);
+    const int32_t* vocabulary;
+    float* weights = weight_exchange_take(source->exchange, source->draft_version, &version, &vocabulary);
     if (weights) {
         draft_use_weights(source->draft, weights); // a rebinding on a CPU backend, an upload on a GPU
+        draft_use_vocabulary(source->draft, vocabulary);
         source->draft_version = version;
         double elapsed = now_seconds() - start;
         source->swaps++;

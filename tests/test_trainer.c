@@ -6,11 +6,13 @@ test_trainer.c: the flywheel's training side on project-made tiny models.
   - the TTT mask and the discard tree mask against plain oracles
   - a non-finite record is rejected and leaves the weights bit-identical (counted)
   - the ring buffer drops the oldest record when full, and counts it
-  - the weight exchange never hands out a buffer being written
+  - the weight exchange never hands out a buffer being written, and carries the vocabulary
+  - the draft vocabulary follows the traffic: the swaps chosen against a one-at-a-time oracle (with a
+    negative control), the trainer's rows and moments after a swap, the serving draft following
   - learning: on a learnable stream the acceptance length rises from about 1.0 past a threshold
   - lockstep replays are bitwise repeatable (weights and logs)
-  - hot swap under load: a training thread publishing after every step while requests are served;
-    every output equals plain greedy decoding and every record arrives (also run under ThreadSanitizer
+  - hot swap under load: a training thread publishing after every step (and changing the draft
+    vocabulary) while requests are served; every output equals plain greedy decoding and every record arrives (also run under ThreadSanitizer
     by `make test-tsan`: pass --hot-swap-only)
 */
 #define TESTING
@@ -235,20 +237,148 @@ static void test_rejection_and_buffers(Target* target) {
     check(record_buffer_pop(buffer, popped, 5, 1) == 0, "pop on a closed empty buffer must return at once");
     record_buffer_free(buffer);
 
-    WeightExchange* exchange = weight_exchange_new(4);
+    WeightExchange* exchange = weight_exchange_new(4, 2);
     float a[4] = {1, 1, 1, 1}, b[4] = {2, 2, 2, 2}, c[4] = {3, 3, 3, 3};
+    int32_t ids_a[2] = {5, 6}, ids_b[2] = {7, 8}, ids_c[2] = {9, 4};
     int version = 0;
-    check(weight_exchange_take(exchange, 0, &version) == NULL, "nothing published yet");
-    check(weight_exchange_publish(exchange, a) == 1, "first publish is version 1");
-    check(weight_exchange_publish(exchange, b) == 0, "a publish while the previous one waits must be skipped");
-    float* served = weight_exchange_take(exchange, 0, &version);
-    check(served && version == 1 && served[0] == 1.0f, "take returns version 1");
-    check(weight_exchange_publish(exchange, c) == 2, "after the take the next publish goes through");
-    check(served[0] == 1.0f, "publishing must not write the buffer being served");
-    float* newer = weight_exchange_take(exchange, version, &version);
-    check(newer && newer != served && newer[0] == 3.0f && version == 2, "take returns version 2 in the other buffer");
+    const int32_t* ids = NULL;
+    check(weight_exchange_take(exchange, 0, &version, &ids) == NULL, "nothing published yet");
+    check(weight_exchange_publish(exchange, a, ids_a) == 1, "first publish is version 1");
+    check(weight_exchange_publish(exchange, b, ids_b) == 0, "a publish while the previous one waits must be skipped");
+    float* served = weight_exchange_take(exchange, 0, &version, &ids);
+    check(served && version == 1 && served[0] == 1.0f && ids[0] == 5 && ids[1] == 6, "take returns version 1 and its vocabulary");
+    const int32_t* served_ids = ids;
+    check(weight_exchange_publish(exchange, c, ids_c) == 2, "after the take the next publish goes through");
+    check(served[0] == 1.0f && served_ids[0] == 5, "publishing must not write the buffer being served");
+    float* newer = weight_exchange_take(exchange, version, &version, &ids);
+    check(newer && newer != served && newer[0] == 3.0f && version == 2 && ids[0] == 9 && ids[1] == 4,
+          "take returns version 2 and its vocabulary in the other buffer");
     check(weight_exchange_skipped(exchange) == 1, "one skipped publish counted");
     weight_exchange_free(exchange);
+}
+
+// ---- the draft vocabulary follows the traffic --------------------------------------------------
+// The oracle: one swap at a time, searching every id: evict the least counted entry (ties: the highest
+// id), admit the most counted id outside (ties: the lowest; at least VOCAB_MIN_COUNT), while the admitted
+// count is more than twice the evicted one.
+static int vocabulary_swaps_oracle(const long* counts, const int32_t* d2t_in, int V_d, int V, int* slots, int32_t* ids) {
+    int32_t* d2t = mallocCheck((size_t)V_d * sizeof(int32_t));
+    memcpy(d2t, d2t_in, (size_t)V_d * sizeof(int32_t));
+    uint8_t* inside = callocCheck((size_t)V, 1);
+    for (int i = 0; i < V_d; i++) { inside[d2t[i]] = 1; }
+    int n = 0;
+    for (;;) {
+        int evict = -1, admit = -1;
+        for (int i = 0; i < V_d; i++) {
+            if (evict < 0 || counts[d2t[i]] < counts[d2t[evict]] ||
+                (counts[d2t[i]] == counts[d2t[evict]] && d2t[i] > d2t[evict])) { evict = i; }
+        }
+        for (int id = 0; id < V; id++) {
+            if (inside[id] || counts[id] < VOCAB_MIN_COUNT) { continue; }
+            if (admit < 0 || counts[id] > counts[admit]) { admit = id; }
+        }
+        if (evict < 0 || admit < 0 || counts[admit] <= 2 * counts[d2t[evict]]) { break; }
+        slots[n] = evict; ids[n] = admit; n++;
+        inside[d2t[evict]] = 0; inside[admit] = 1; d2t[evict] = admit;
+    }
+    free(d2t);
+    free(inside);
+    return n;
+}
+
+static void test_vocabulary(Target* target) {
+    enum { V_D = 100 };
+    int V = target->config.vocab_size, C = target->config.dim;
+    uint64_t rng = random_seed_state(21);
+    // the choice against the oracle, on counts with many zeros and ties
+    for (int trial = 0; trial < 20; trial++) {
+        Draft draft;
+        int32_t d2t[V_D];
+        for (int i = 0; i < V_D; i++) { d2t[i] = (int32_t)((i * 7 + trial * 13) % V); } // distinct: 7 is prime to V = 300
+        draft_init_random(&draft, target, V_D, d2t, 3);
+        long* counts = callocCheck((size_t)V, sizeof(long));
+        for (int id = 0; id < V; id++) { counts[id] = random_u32(&rng) % 3 == 0 ? (long)(random_u32(&rng) % (trial + 2)) : 0; }
+        int slots[V_D], slots_oracle[V_D];
+        int32_t ids[V_D], ids_oracle[V_D];
+        int n = vocabulary_swaps(counts, draft.d2t, draft.t2d, V_D, V, slots, ids);
+        int n_oracle = vocabulary_swaps_oracle(counts, draft.d2t, V_D, V, slots_oracle, ids_oracle);
+        int same = n == n_oracle && memcmp(slots, slots_oracle, sizeof(int) * n) == 0 && memcmp(ids, ids_oracle, sizeof(int32_t) * n) == 0;
+        check(same, "trial %d: vocabulary swaps (%d) differ from the one-at-a-time oracle (%d)", trial, n, n_oracle);
+        if (trial == 5) { // negative control: one admitted id's count lowered below its evictee's: the oracle disagrees
+            check(n > 0, "trial 5 should swap");
+            if (n > 0) {
+                counts[ids[0]] = 0;
+                int n_control = vocabulary_swaps_oracle(counts, draft.d2t, V_D, V, slots_oracle, ids_oracle);
+                check(n_control != n || memcmp(ids, ids_oracle, sizeof(int32_t) * n) != 0,
+                      "negative control: the oracle should see the changed counts");
+            }
+        }
+        free(counts);
+        draft_free(&draft);
+    }
+
+    // the trainer's swap: vocabulary, LM-head rows from the target, teacher rows, moments reset, the rest untouched
+    Draft draft;
+    draft_init_random(&draft, target, V_D, NULL, 9);
+    TrainerSettings settings = trainer_default_settings();
+    settings.adapt_vocabulary = 1;
+    Trainer trainer;
+    trainer_init(&trainer, &draft, target, settings);
+    size_t n_floats = draft.n_weight_floats, head = (size_t)(trainer.draft.weights.lm_head - trainer.draft.weight_arena);
+    for (size_t i = 0; i < n_floats; i++) { trainer.adam_m[i] = 1.0f; trainer.adam_v[i] = 2.0f; }
+    float* before = mallocCheck(n_floats * sizeof(float));
+    memcpy(before, trainer.draft.weight_arena, n_floats * sizeof(float));
+    int prompt[12] = {150, 151, 150, 151, 150, 151, 152, 152, 152, 5, 6, 7};
+    Record* record = record_new(C);
+    record->n_tokens = 12;
+    record->tokens = mallocCheck(sizeof(prompt));
+    memcpy(record->tokens, prompt, sizeof(prompt));
+    trainer_count_tokens(&trainer, record);
+    check(trainer.token_counts[150] == 2 && trainer.token_counts[151] == 3 && trainer.token_counts[152] == 3 &&
+          trainer.token_counts[5] == 1, "counts: every token after the first, once per occurrence");
+    int n = trainer_adapt_vocabulary(&trainer);
+    // 151 and 152 (3 each) and 150 (2) come in, in that order, replacing the highest unseen ids 99, 98, 97
+    int expect_slot[3] = {99, 98, 97}, expect_id[3] = {151, 152, 150};
+    check(n == 3 && trainer.vocabulary_swaps == 3, "three ids should enter the vocabulary (got %d)", n);
+    float* row = mallocCheck((size_t)C * sizeof(float));
+    Error err;
+    for (int i = 0; i < 3 && i < n; i++) {
+        int slot = expect_slot[i], id = expect_id[i];
+        check(trainer.draft.d2t[slot] == id && trainer.draft.t2d[id] == slot && trainer.draft.t2d[slot] == -1,
+              "swap %d: slot %d should map to %d and back (d2t %d, t2d %d)", i, slot, id, trainer.draft.d2t[slot],
+              trainer.draft.t2d[id]);
+        check(target_read_rows(target, target_output_name(target), &trainer.draft.d2t[slot], 1, row, &err) == 0, "read row");
+        size_t at = (size_t)slot * C;
+        check(memcmp(trainer.draft.weights.lm_head + at, row, (size_t)C * sizeof(float)) == 0 &&
+              memcmp(trainer.head_rows + at, row, (size_t)C * sizeof(float)) == 0,
+              "swap %d: the LM-head row and the teacher's row should be the target's row of id %d", i, id);
+        int zeroed = 1;
+        for (int c = 0; c < C; c++) { zeroed &= trainer.adam_m[head + at + c] == 0.0f && trainer.adam_v[head + at + c] == 0.0f; }
+        check(zeroed, "swap %d: the new row's moments should start at zero", i);
+    }
+    size_t changed = 0, moments_changed = 0;
+    for (size_t i = 0; i < n_floats; i++) {
+        int swapped_row = i >= head + (size_t)97 * C && i < head + (size_t)100 * C;
+        changed += !swapped_row && trainer.draft.weight_arena[i] != before[i];
+        moments_changed += !swapped_row && (trainer.adam_m[i] != 1.0f || trainer.adam_v[i] != 2.0f);
+    }
+    check(changed == 0 && moments_changed == 0, "a swap must touch only its rows (%zu weights, %zu moments elsewhere changed)",
+          changed, moments_changed);
+    int consistent = 1;
+    for (int i = 0; i < V_D; i++) { consistent &= trainer.draft.t2d[trainer.draft.d2t[i]] == i; }
+    int inside = 0;
+    for (int id = 0; id < V; id++) { inside += trainer.draft.t2d[id] >= 0; }
+    check(consistent && inside == V_D, "t2d must stay the inverse of d2t (%d ids inside, expected %d)", inside, V_D);
+    check(trainer_adapt_vocabulary(&trainer) == 0, "nothing more to swap on the same counts");
+    // the serving side takes the vocabulary with the weights
+    draft_use_vocabulary(&draft, trainer.draft.d2t);
+    check(memcmp(draft.d2t, trainer.draft.d2t, V_D * sizeof(int32_t)) == 0 && draft.t2d[151] == 99 && draft.t2d[99] == -1,
+          "draft_use_vocabulary: the serving draft's d2t and t2d follow");
+    free(row);
+    free(before);
+    record_free(record);
+    trainer_free(&trainer);
+    draft_free(&draft);
 }
 
 // ---- replays: learning, lockstep repeatability -------------------------------------------------
@@ -433,6 +563,7 @@ static void test_learning_and_lockstep(void) {
     a.lockstep_every = b.lockstep_every = 3;
     a.train.discard_weight = b.train.discard_weight = 0.5f;
     a.shape = b.shape = (TreeShape){2, 3, 7};
+    a.draft_vocab = b.draft_vocab = 200; // and the vocabulary follows the traffic (ids above 200 come in)
     a.save_draft = temp_path("lockstep_a.gguf");
     b.save_draft = temp_path("lockstep_b.gguf");
     check(replay_run(&a) == 0 && replay_run(&b) == 0, "lockstep replays failed");
@@ -448,6 +579,13 @@ static void test_learning_and_lockstep(void) {
     check(file_a.size == file_b.size && memcmp(file_a.bytes, file_b.bytes, file_a.size) == 0,
           "lockstep runs must give bit-identical weights");
     gguf_close(&file_a); gguf_close(&file_b);
+    char summary_path[600], line[512];
+    snprintf(summary_path, sizeof(summary_path), "%s/summary.txt", a.out_dir);
+    FILE* summary = fopen(summary_path, "r");
+    long swaps = -1;
+    while (summary && fgets(line, sizeof(line), summary)) { sscanf(line, "draft vocabulary: %ld entries replaced", &swaps); }
+    if (summary) { fclose(summary); }
+    check(swaps > 0, "the lockstep runs should have adapted the draft vocabulary (summary: %ld entries replaced)", swaps);
 }
 
 static long flywheel_buffered(Flywheel* flywheel) {
@@ -461,10 +599,11 @@ static void test_hot_swap(void) {
     Target target;
     load_tiny_target(&target, 2, 31);
     Draft draft;
-    draft_init_random(&draft, &target, 300, NULL, 4);
+    draft_init_random(&draft, &target, 150, NULL, 4); // prompts use ids up to 202: the vocabulary changes while serving
     TrainerSettings settings = trainer_default_settings();
     settings.learning_rate = 3e-3f;
     settings.ttt_length = 2;
+    settings.adapt_vocabulary = 1;
     Flywheel flywheel;
     flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 1, 0, 8, 1, 1); // publish after every step
     DraftSource source;
@@ -497,6 +636,7 @@ static void test_hot_swap(void) {
           flywheel.trainer.step > 0, "every record must reach the trainer (pushed %ld, dropped %ld, taken %ld, steps %d)",
           pushed, dropped, flywheel.records_taken, flywheel.trainer.step);
     check(source.swaps >= 2, "the server should have switched weights several times (%d)", source.swaps);
+    check(flywheel.trainer.vocabulary_swaps > 0, "the draft vocabulary should have changed while serving");
     draft_source_free(&source);
     flywheel_free(&flywheel);
     draft_free(&draft);
@@ -515,6 +655,7 @@ int main(int argc, char** argv) {
         test_loss_rows(&target);
         test_masks();
         test_rejection_and_buffers(&target);
+        test_vocabulary(&target);
         target_free(&target);
         test_learning_and_lockstep();
     }

@@ -191,9 +191,9 @@ study)
     # LEVERS="base prompt-0 ..." runs only the runs named (default: all)
     lever() { case " ${LEVERS:-$1} " in *" $1 "*) run "$@" ;; esac; }
     lever base $BASE --draft-init "$INIT" $TRAIN
-    lever lr-1e-3 $BASE --draft-init "$INIT" --lr 1e-3 --warmup 5 --prompt-weight 0.5 --context-window 128
-    lever lr-1e-2 $BASE --draft-init "$INIT" --lr 1e-2 --warmup 5 --prompt-weight 0.5 --context-window 128
-    lever warmup-50 $BASE --draft-init "$INIT" --lr 3e-3 --warmup 50 --prompt-weight 0.5 --context-window 128
+    lever lr-3e-4 $BASE --draft-init "$INIT" $TRAIN --lr 3e-4
+    lever lr-3e-3 $BASE --draft-init "$INIT" $TRAIN --lr 3e-3
+    lever warmup-50 $BASE --draft-init "$INIT" $TRAIN --warmup 50
     lever pool-16 $BASE --draft-init "$INIT" $TRAIN --pool 16
     lever pool-256 $BASE --draft-init "$INIT" $TRAIN --pool 256
     lever steps-1 $BASE --draft-init "$INIT" $TRAIN --steps-per-request 1
@@ -202,8 +202,8 @@ study)
     lever ttt-1 $BASE --draft-init "$INIT" $TRAIN --ttt-length 1
     lever ttt-3 $BASE --draft-init "$INIT" $TRAIN --ttt-length 3
     lever clip-off $BASE --draft-init "$INIT" $TRAIN --clip 0
-    lever prompt-0 $BASE --draft-init "$INIT" --lr 3e-3 --warmup 5 --prompt-weight 0 --context-window 128
-    lever prompt-1 $BASE --draft-init "$INIT" --lr 3e-3 --warmup 5 --prompt-weight 1 --context-window 128
+    lever prompt-0 $BASE --draft-init "$INIT" $TRAIN --prompt-weight 0
+    lever prompt-1 $BASE --draft-init "$INIT" $TRAIN --prompt-weight 1
     lever init-random $BASE --draft-init random $TRAIN
     lever init-target $BASE --draft-init target $TRAIN
     lever vocab-4096 $BASE --draft-init "$INIT" $TRAIN --draft-vocab 4096

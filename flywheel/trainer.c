@@ -604,6 +604,9 @@ int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* em
     s.ttt_length = depth < TTT_MAX_STEPS ? depth : TTT_MAX_STEPS;
     s.prompt_weight = 0.0f;
     s.discard_weight = 0.0f;
+    // serving's draft attends to every prompt position: so does the replay (the training window is narrower)
+    s.context_window = record->n_prompt;
+    s.max_positions = record->n_committed;
     UnrollPlan plan;
     if (!unroll_plan_columns(&plan, record, &s)) { return 0; }
     int* predictions = mallocCheck((size_t)s.ttt_length * plan.T * sizeof(int));

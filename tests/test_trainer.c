@@ -7,6 +7,7 @@ test_trainer.c: the flywheel's training side on project-made tiny models.
   - a non-finite record is rejected and leaves the weights bit-identical (counted)
   - the ring buffer drops the oldest record when full, and counts it
   - the weight exchange never hands out a buffer being written, and carries the vocabulary
+  - --freeze-head: two steps leave the LM head bit for bit and move the rest
   - the draft vocabulary follows the traffic: the swaps chosen against a one-at-a-time oracle (with a
     negative control), the trainer's rows and moments after a swap, the serving draft following
   - learning: on a learnable stream the acceptance length rises from about 1.0 past a threshold
@@ -257,6 +258,38 @@ static void test_rejection_and_buffers(Target* target) {
     weight_exchange_free(exchange);
 }
 
+// ---- --freeze-head: the LM head keeps its rows, everything else trains ---------------------------
+static void test_freeze_head(Target* target) {
+    Draft draft;
+    draft_init_random(&draft, target, 120, NULL, 6);
+    draft_init_from_target(&draft, target);
+    int prompt[6] = {30, 31, 32, 33, 34, 35};
+    Record* record = make_record(target, &draft, prompt, 6, 10);
+    TrainerSettings settings = trainer_default_settings();
+    settings.freeze_lm_head = 1;
+    settings.warmup_steps = 0;
+    settings.learning_rate = 1e-3f;
+    Trainer trainer;
+    trainer_init(&trainer, &draft, target, settings);
+    size_t n = draft.n_weight_floats, head = (size_t)(trainer.draft.weights.lm_head - trainer.draft.weight_arena);
+    size_t head_floats = (size_t)draft.config.vocab_size * draft.config.dim;
+    float* before = mallocCheck(n * sizeof(float));
+    memcpy(before, trainer.draft.weight_arena, n * sizeof(float));
+    TrainStats stats;
+    check(trainer_step(&trainer, &record, 1, &stats) == 0 && trainer_step(&trainer, &record, 1, &stats) == 0, "frozen head: steps applied");
+    size_t head_changed = 0, rest_changed = 0;
+    for (size_t i = 0; i < n; i++) {
+        int in_head = i >= head && i < head + head_floats;
+        if (trainer.draft.weight_arena[i] != before[i]) { head_changed += in_head; rest_changed += !in_head; }
+    }
+    check(head_changed == 0 && rest_changed > n / 4, "--freeze-head: %zu LM-head weights changed (expected 0), %zu others changed",
+          head_changed, rest_changed);
+    free(before);
+    record_free(record);
+    trainer_free(&trainer);
+    draft_free(&draft);
+}
+
 // ---- the draft vocabulary follows the traffic --------------------------------------------------
 // The oracle: one swap at a time, searching every id: evict the least counted entry (ties: the highest
 // id), admit the most counted id outside (ties: the lowest; at least VOCAB_MIN_COUNT), while the admitted
@@ -451,7 +484,9 @@ static void test_evaluation(const char* model, const char* traffic_path, const c
         DraftSource source;
         draft_source_init(&source, DRAFT_EAGLE, (TreeShape){1, depths[d], depths[d] + 1}, &trained, &target);
         Trainer evaluator, control;
-        trainer_init(&evaluator, &trained, &target, trainer_default_settings());
+        TrainerSettings narrow = trainer_default_settings();
+        narrow.context_window = 2; // shorter than every prompt: serving's draft attends to the whole prompt, so must the replay
+        trainer_init(&evaluator, &trained, &target, narrow);
         trainer_init(&control, &fresh, &target, trainer_default_settings());
         for (int r = 0; r < 6; r++) {
             int prompt[256], out[64];
@@ -656,6 +691,7 @@ int main(int argc, char** argv) {
         test_masks();
         test_rejection_and_buffers(&target);
         test_vocabulary(&target);
+        test_freeze_head(&target);
         target_free(&target);
         test_learning_and_lockstep();
     }

@@ -16,7 +16,8 @@
 #   discard  the discard loss off and on, at lookahead 5 and 10
 #   study    one lever at a time against a base configuration (lockstep, so runs compare exactly): learning
 #            rate, warm-up, pool, steps per request, batch, TTT length, clipping, prompt-position weight,
-#            warm starts, draft vocabulary (LEVERS="base prompt-0 ...": only those runs)
+#            warm starts, draft vocabulary and its adaptation, a frozen LM head, a wider context window
+#            (LEVERS="base prompt-0 ...": only those runs)
 # Environment: AURORA, MODEL, TRAFFIC, MAX_NEW (64), JOBS (runs at a time, 2), THREADS (OpenMP threads per
 # run: 1 when JOBS > 1). Outputs: out/EXPERIMENT/RUN/{requests.csv,summary.txt,acceptance.svg,held_back.csv}
 # and out/EXPERIMENT/*.svg, the runs on one chart. Acceptance is measured with chains of depth 5 (the
@@ -208,6 +209,9 @@ study)
     lever init-target $BASE --draft-init target $TRAIN
     lever vocab-4096 $BASE --draft-init "$INIT" $TRAIN --draft-vocab 4096
     lever vocab-16384 $BASE --draft-init "$INIT" $TRAIN --draft-vocab 16384
+    lever vocab-fixed $BASE --draft-init "$INIT" $TRAIN --adapt-vocab 0
+    lever head-frozen $BASE --draft-init "$INIT" $TRAIN --freeze-head 1
+    lever context-512 $BASE --draft-init "$INIT" $TRAIN --prompt-weight 1 --context-window 512
     finish
     {
         W=$((N < 100 ? N / 2 : 50))   # the windows: the first and the last W requests

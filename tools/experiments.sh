@@ -83,6 +83,10 @@ day0)
     finish
     run learned-hybrid --order mixed --static "$out/online.gguf" --source hybrid --from "$FROM" --requests "$M"
     finish
+    # plain once more: a shared machine drifts by several percent within a minute, so the baseline is the
+    # mean of a plain run before and one after the speculative ones (both printed: their gap is the noise)
+    run plain-after --order mixed --no-spec --from "$FROM" --requests "$M"
+    finish
     {
         echo "day 0 over $N requests (mixed traffic, max-new $MAX_NEW, chains of depth 5, warm start $INIT)"
         echo "  online acceptance, all $N requests: $(acceptance "$out/online" 0 "$N")"
@@ -90,10 +94,12 @@ day0)
             [ "$w" -le "$N" ] && echo "  online acceptance, requests $((w - 49))-$w (moving average of 50): $(acceptance "$out/online" $((w - 50)) "$w")"
         done
         echo "  held-back acceptance at the end: $(held_back "$out/online")"
-        plain=$(speed "$out/plain"); learned=$(speed "$out/learned"); hybrid=$(speed "$out/learned-hybrid")
-        awk -v p="$plain" -v l="$learned" -v h="$hybrid" -v m="$M" -v threads="$OMP_NUM_THREADS" 'BEGIN {
-            printf "  %d requests it never saw (%d thread(s)): plain %.2f tok/s, learned draft (frozen, adaptive) %.2f tok/s (%.2fx), with the suffix draft (hybrid) %.2f tok/s (%.2fx)\n",
-                   m, threads, p, l, l / p, h, h / p }'
+        before=$(speed "$out/plain"); after=$(speed "$out/plain-after")
+        learned=$(speed "$out/learned"); hybrid=$(speed "$out/learned-hybrid")
+        awk -v b="$before" -v a="$after" -v l="$learned" -v h="$hybrid" -v m="$M" -v threads="$OMP_NUM_THREADS" 'BEGIN {
+            p = (b + a) / 2
+            printf "  %d requests it never saw (%d thread(s)): plain %.2f tok/s (%.2f before, %.2f after the others), learned draft (frozen, adaptive) %.2f tok/s (%.2fx), with the suffix draft (hybrid) %.2f tok/s (%.2fx)\n",
+                   m, threads, p, b, a, l, l / p, h, h / p }'
     } | tee "$out/result.txt"
     # the online run's own chart: its acceptance per request and the held-back curve (dashed)
     cp "$out/online/acceptance.svg" "$out/acceptance.svg"

@@ -188,8 +188,9 @@ static const Flag FLAGS[] = {
      "1: the draft's LM head keeps its initial rows (the target's with --draft-init target or target-layer) and only "
      "the rest of the draft trains"},
     {"adapt-vocab", NULL, "--adapt-vocab", FLAG_INT, "0|1", 0, 1, NULL, OPTION(train.adapt_vocabulary),
-     "online: the draft vocabulary follows the traffic (an id seen at least twice and more than twice as often as "
-     "the least-seen entry replaces it, its LM-head row from the target's) (0: it stays as --draft-vocab made it)"},
+     "the draft vocabulary follows the traffic (an id seen at least twice and more than twice as often as the "
+     "least-seen entry replaces it, its LM-head row from the target's; replay: as requests arrive, train: from all the "
+     "records before the first step) (0: it stays as --draft-vocab made it)"},
     {"eval-every", NULL, "--eval-every", FLAG_INT, "M", 0, 1 << 24, NULL, OPTION(eval_every),
      "every M requests, measure the served draft, frozen, on held-back requests it never serves or trains on "
      "(DIR/held_back.csv and a curve in the chart; 0: off)"},
@@ -931,7 +932,7 @@ static const Command COMMANDS[] = {
      "  trains a draft offline on the target's own greedy outputs for the traffic's prompts (the static baseline),\n"
      "  with the same trainer as the online flywheel. Ctrl-C stops after the step in flight and saves the draft.",
      "model traffic out domain requests max-new epochs draft-init lr warmup clip ttt-length loss prompt-weight "
-     "context-window freeze-head batch-requests seed draft-vocab context batch", "model traffic out", 0, 0, NULL, run_defaults, command_train},
+     "context-window freeze-head adapt-vocab batch-requests seed draft-vocab context batch", "model traffic out", 0, 0, NULL, run_defaults, command_train},
     {"dump", "dump -m MODEL -p PROMPT -o DUMP.safetensors [--draft DRAFT] [options]",
      "write every named intermediate of a request (draft, verify pass, acceptance, a trainer step) to one file",
      "  one safetensors file: the draft's weights (SpecForge names), a request generated greedily with speculative\n"

@@ -704,6 +704,11 @@ int train_offline(const Options* o) {
     }
     Trainer trainer;
     trainer_init(&trainer, &draft, &target, o->train);
+    if (o->train.adapt_vocabulary) { // the vocabulary of the data: all records are known before the first step
+        for (int i = 0; i < n_records; i++) { trainer_count_tokens(&trainer, records[i]); }
+        fprintf(stderr, "draft vocabulary: %d entries replaced by the training records' frequent tokens\n",
+                trainer_adapt_vocabulary(&trainer));
+    }
     if (stop_requested()) {
         fprintf(stderr, "interrupted before training: nothing trained, %s not written\n", o->out_path);
         status = 128 + stop_requested();

@@ -84,6 +84,13 @@ expect_ok "replay static" "$AURORA" replay -m "$model" --traffic "$traffic" --re
 expect_ok "replay no-spec" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 3 --max-new 8 --no-spec --domain c --out "$work/plain-replay"
 expect_ok "train offline" "$AURORA" train -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --epochs 2 -o "$work/trained.gguf"
 expect_ok "generate with the trained draft" "$AURORA" generate -m "$model" -p "abc" -n 8 --draft "$work/trained.gguf"
+# a draft vocabulary smaller than the target's: train takes the records' frequent ids (none with --adapt-vocab 0)
+expect_ok "train --draft-vocab 100" "$AURORA" train -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --epochs 1 \
+    --draft-vocab 100 -o "$work/trained100.gguf"
+grep -E -q "draft vocabulary: [1-9][0-9]* entries replaced" "$work/err" && pass || fail "train did not adapt the vocabulary: $(grep vocabulary "$work/err")"
+expect_ok "train --adapt-vocab 0" "$AURORA" train -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --epochs 1 \
+    --draft-vocab 100 --adapt-vocab 0 -o "$work/trained100.gguf"
+if grep -q "draft vocabulary" "$work/err"; then fail "train --adapt-vocab 0 changed the vocabulary"; else pass; fi
 expect_ok "plot" "$AURORA" plot -o "$work/chart.svg" "$work/replay/requests.csv:online" "$work/static/requests.csv"
 grep -q "<svg" "$work/chart.svg" && pass || fail "plot did not write an SVG"
 expect_ok "replay --source suffix" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --source suffix --out "$work/suffix"

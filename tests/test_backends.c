@@ -1037,8 +1037,8 @@ static void compare_trainer_tensors(const char* what, const Trainer* got, const 
 }
 
 // K = 3 steps on each backend from one start, batches of 2 records, for each accepted-path loss kind (with
-// the discard loss, top-k selection, the reverse KL discard loss, a cut context window and a
-// max_positions cut along the way).
+// the discard loss, top-k selection, the reverse KL discard loss, a cut context window, a max_positions
+// cut and a change of the draft vocabulary along the way).
 static void test_trainer_steps(void) {
     TinyModelSpec spec = {32, 2, 4, 2, 64, 300, 256, 1, TYPE_F32, 10000.0f, 3};
     Target ref_target, got_target;
@@ -1073,6 +1073,17 @@ static void test_trainer_steps(void) {
         trainer_init(&got, &draft, &got_target, settings);
         int discard_trained = 0;
         for (int step = 0; step < K; step++) {
+            if (kind == 0 && step == 1) { // the vocabulary follows the records (draft vocabulary 120 of 300 ids)
+                for (int i = 0; i < K * BATCH; i++) {
+                    trainer_count_tokens(&ref, records[i]);
+                    trainer_count_tokens(&got, records[i]);
+                }
+                int ref_swaps = trainer_adapt_vocabulary(&ref), got_swaps = trainer_adapt_vocabulary(&got);
+                check(ref_swaps > 0 && got_swaps == ref_swaps &&
+                      memcmp(got.draft.d2t, ref.draft.d2t, (size_t)draft.config.vocab_size * sizeof(int32_t)) == 0,
+                      "%s: vocabulary adaptation: %d swaps, reference %d, the same ids", B->name, got_swaps, ref_swaps);
+                compare_trainer_tensors("after the vocabulary adaptation", &got, &ref);
+            }
             TrainStats ref_stats, got_stats;
             int ref_rejected = trainer_step(&ref, records + step * BATCH, BATCH, &ref_stats);
             int got_rejected = trainer_step(&got, records + step * BATCH, BATCH, &got_stats);

@@ -864,7 +864,8 @@ int draft_load(Draft* draft, const char* path, const Target* target, Error* err)
 // trainer trains and the flywheel publishes.
 void draft_copy_weights(Draft* copy, const Draft* source);
 // Points the host weights into arena (laid out by the tensor table: the draft's own, or a published
-// copy) and brings the backend's weights up to date (draft_upload_weights). A hot swap is this call.
+// copy) and brings the backend's weights up to date (draft_upload_weights). A hot swap is this call and
+// draft_use_vocabulary.
 void draft_use_weights(Draft* draft, float* arena);
 // Takes a published draft vocabulary (V_d distinct target ids, as the trainer keeps them: see
 // trainer_adapt_vocabulary) with the weights that go with it; d2t and t2d follow.
@@ -1382,8 +1383,9 @@ int vocabulary_swaps(const long* counts, const int32_t* d2t, const int32_t* t2d,
 // Applies vocabulary_swaps to the trainer's draft; returns the number of entries replaced.
 int trainer_adapt_vocabulary(Trainer* trainer);
 
-// Replaces the trainer's draft weights (n_weight_floats, host memory) without touching its optimiser state.
-void trainer_set_weights(Trainer* trainer, const float* weights);
+// Replaces the trainer's draft weights (n_weight_floats, host memory) and the vocabulary they go with (d2t,
+// V_d target ids; the teacher's rows follow) without touching its optimiser state.
+void trainer_set_weights(Trainer* trainer, const float* weights, const int32_t* d2t);
 // The held-back evaluation: the greedy chain acceptance the trainer's current draft would get serving the
 // recorded request (prompt and the target's greedy output) with chains of `depth` (at most TTT_MAX_STEPS),
 // replayed exactly from the record with one teacher-forced unroll and no target pass. Adds the tokens

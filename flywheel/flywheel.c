@@ -321,7 +321,7 @@ static void held_back_split(Traffic* traffic, int n, TrafficRequest* held) {
 static void held_back_measure(HeldBack* h, DraftSource* source, int at_request) {
     double start = now_seconds();
     draft_source_take_weights(source); // the newest published weights, as the next pass would serve them
-    trainer_set_weights(&h->evaluator, *source->draft->tensors[0].data);
+    trainer_set_weights(&h->evaluator, *source->draft->tensors[0].data, source->draft->d2t);
     long emitted = 0, passes = 0;
     for (int i = 0; i < h->n_records; i++) { trainer_evaluate(&h->evaluator, h->records[i], h->depth, &emitted, &passes); }
     if (h->n_points == h->capacity) {

@@ -530,10 +530,8 @@ int vocabulary_swaps(const long* counts, const int32_t* d2t, const int32_t* t2d,
                      int32_t* ids) {
     VocabEntry* members = mallocCheck((size_t)V_d * sizeof(VocabEntry));
     for (int i = 0; i < V_d; i++) { members[i] = (VocabEntry){counts[d2t[i]], d2t[i], i}; }
+    VocabEntry* candidates = mallocCheck((size_t)(V - V_d + 1) * sizeof(VocabEntry)); // at most the ids outside
     int n_candidates = 0;
-    for (int id = 0; id < V; id++) { n_candidates += t2d[id] < 0 && counts[id] >= VOCAB_MIN_COUNT; }
-    VocabEntry* candidates = mallocCheck((size_t)(n_candidates > 0 ? n_candidates : 1) * sizeof(VocabEntry));
-    n_candidates = 0;
     for (int id = 0; id < V; id++) {
         if (t2d[id] < 0 && counts[id] >= VOCAB_MIN_COUNT) { candidates[n_candidates++] = (VocabEntry){counts[id], id, -1}; }
     }
@@ -551,6 +549,17 @@ int vocabulary_swaps(const long* counts, const int32_t* d2t, const int32_t* t2d,
     return n;
 }
 
+// The target's LM-head rows of n target ids, (n, C) on the host (malloc'd).
+static float* target_head_rows(const Trainer* trainer, const int32_t* ids, int n) {
+    float* rows = mallocCheck((size_t)n * trainer->draft.config.dim * sizeof(float));
+    Error err;
+    if (target_read_rows(trainer->target, target_output_name(trainer->target), ids, n, rows, &err) != 0) {
+        fprintf(stderr, "error: internal: reading the target's LM-head rows: %s\n", err.message);
+        exit(EXIT_FAILURE); // the target loaded this tensor: a program bug
+    }
+    return rows;
+}
+
 int trainer_adapt_vocabulary(Trainer* trainer) {
     Draft* draft = &trainer->draft;
     const Backend* b = trainer->backend;
@@ -559,13 +568,8 @@ int trainer_adapt_vocabulary(Trainer* trainer) {
     int32_t* ids = mallocCheck((size_t)V_d * sizeof(int32_t));
     int n = vocabulary_swaps(trainer->token_counts, draft->d2t, draft->t2d, V_d, V, slots, ids);
     if (n > 0) {
-        float* rows = mallocCheck((size_t)n * C * sizeof(float));
+        float* rows = target_head_rows(trainer, ids, n);
         float* zeros = callocCheck((size_t)C, sizeof(float));
-        Error err;
-        if (target_read_rows(trainer->target, target_output_name(trainer->target), ids, n, rows, &err) != 0) {
-            fprintf(stderr, "error: internal: trainer_adapt_vocabulary: %s\n", err.message);
-            exit(EXIT_FAILURE); // the target loaded this tensor: a program bug
-        }
         size_t head = (size_t)(draft->weights.lm_head - draft->weight_arena); // the LM head's offset in every arena
         size_t row_bytes = (size_t)C * sizeof(float);
         for (int i = 0; i < n; i++) {
@@ -591,9 +595,28 @@ int trainer_adapt_vocabulary(Trainer* trainer) {
 // ----------------------------------------------------------------------------
 // the held-back evaluation: greedy chain acceptance, replayed exactly from a record
 
-void trainer_set_weights(Trainer* trainer, const float* weights) {
-    memcpy(trainer->draft.weight_arena, weights, trainer->draft.n_weight_floats * sizeof(float));
-    draft_upload_weights(&trainer->draft); // on a host-memory backend the arena itself
+void trainer_set_weights(Trainer* trainer, const float* weights, const int32_t* d2t) {
+    Draft* draft = &trainer->draft;
+    int C = draft->config.dim, V_d = draft->config.vocab_size;
+    memcpy(draft->weight_arena, weights, draft->n_weight_floats * sizeof(float));
+    draft_upload_weights(draft); // on a host-memory backend the arena itself
+    // the vocabulary the weights go with: the teacher's rows of the entries that changed follow
+    int* slots = mallocCheck((size_t)V_d * sizeof(int));
+    int32_t* ids = mallocCheck((size_t)V_d * sizeof(int32_t));
+    int n = 0;
+    for (int i = 0; i < V_d; i++) {
+        if (draft->d2t[i] != d2t[i]) { slots[n] = i; ids[n] = d2t[i]; n++; }
+    }
+    if (n > 0) {
+        float* rows = target_head_rows(trainer, ids, n);
+        for (int i = 0; i < n; i++) {
+            trainer->backend->upload(trainer->head_rows + (size_t)slots[i] * C, rows + (size_t)i * C, (size_t)C * sizeof(float));
+        }
+        free(rows);
+        draft_use_vocabulary(draft, d2t);
+    }
+    free(slots);
+    free(ids);
 }
 
 int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* emitted, long* passes) {

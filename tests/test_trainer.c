@@ -403,6 +403,15 @@ static void test_vocabulary(Target* target) {
     for (int id = 0; id < V; id++) { inside += trainer.draft.t2d[id] >= 0; }
     check(consistent && inside == V_D, "t2d must stay the inverse of d2t (%d ids inside, expected %d)", inside, V_D);
     check(trainer_adapt_vocabulary(&trainer) == 0, "nothing more to swap on the same counts");
+    // the held-back evaluator (a trainer made from the original draft) takes weights and vocabulary together
+    Trainer evaluator;
+    trainer_init(&evaluator, &draft, target, trainer_default_settings());
+    trainer_set_weights(&evaluator, trainer.draft.weight_arena, trainer.draft.d2t);
+    check(memcmp(evaluator.draft.d2t, trainer.draft.d2t, V_D * sizeof(int32_t)) == 0 && evaluator.draft.t2d[151] == 99 &&
+          evaluator.draft.t2d[99] == -1 && memcmp(evaluator.head_rows, trainer.head_rows, (size_t)V_D * C * sizeof(float)) == 0 &&
+          memcmp(evaluator.draft.weight_arena, trainer.draft.weight_arena, n_floats * sizeof(float)) == 0,
+          "trainer_set_weights: the evaluator's vocabulary, teacher rows and weights should follow the trainer's");
+    trainer_free(&evaluator);
     // the serving side takes the vocabulary with the weights
     draft_use_vocabulary(&draft, trainer.draft.d2t);
     check(memcmp(draft.d2t, trainer.draft.d2t, V_D * sizeof(int32_t)) == 0 && draft.t2d[151] == 99 && draft.t2d[99] == -1,

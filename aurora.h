@@ -235,6 +235,9 @@ typedef struct {
 int gguf_open(GGUFFile* gguf, const char* path, Error* err);
 // The same over a caller-owned buffer (tests, fuzzing). name is used in messages.
 int gguf_open_memory(GGUFFile* gguf, const void* bytes, size_t size, const char* name, Error* err);
+// The whole pages inside [data, data + bytes) of a mapped file leave the process's resident memory (read
+// again, they come back from the page cache); nothing happens to a file opened from memory.
+void gguf_release_pages(const GGUFFile* gguf, const void* data, size_t bytes);
 void gguf_close(GGUFFile* gguf);
 
 const GGUFValue* gguf_find(const GGUFFile* gguf, const char* key);   // NULL if absent
@@ -487,6 +490,11 @@ void backend_describe(const Backend* backend, char* text, size_t size);
 // choose their arithmetic explicitly).
 void embedding_forward_fast(float* out, const int* tokens, Matrix table, int T, int C, int V);
 void matmul_forward_fast(float* out, const float* inp, Matrix weight, int T, int C, int OC);
+// swiglu_forward_cpu's results bit for bit, in parallel for large N
+void swiglu_forward_fast(float* out, const float* gate, const float* up, int N);
+// Packs a stored Q8_0, Q4_0 or Q4_1 matrix (rows, cols) into the int8 table's packed form (the layout:
+// backends/cpu_fast.h), out holding the same number of bytes rounded up to whole groups of 16 rows.
+void fast_pack_matrix(uint8_t* out, const uint8_t* stored, int type, int rows, int cols);
 // matmul_backward_cpu's sums in its order, tiled and vectorised (fp32 weights: the trainer's draft): its
 // results bit for bit, or on AVX-512 within fused multiply-add rounding
 void matmul_backward_fast(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
@@ -1450,16 +1458,18 @@ typedef struct {
 int svg_acceptance_chart(const char* path, const ChartSeries* series, int n_series, const char* title, Error* err);
 
 // The replay's per-request CSV, header exactly
-// request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version,status
-// status is "served", or "skipped_prompt_too_long" (the request was not served: no measurement).
+// request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version,status,prefill_seconds
+// status is "served", or "skipped_prompt_too_long" (the request was not served: no measurement); seconds
+// is the whole request, prefill_seconds its prompt's part (the rest is the decoding speculation speeds up).
 #define REQUESTS_CSV_HEADER \
-    "request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version,status"
+    "request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version,status,prefill_seconds"
 typedef struct {
     int n;
     char** domains;     // (n) served requests only
     float* acceptance;  // (n)
 } RequestRows;
-// Reads the served rows (files without the status column, from older runs, read as all served).
+// Reads the served rows (files of older runs, whose header is the first 8 or 9 columns, too: without the
+// status column every row is a served one).
 int read_requests_csv(const char* path, RequestRows* rows, Error* err);
 void request_rows_free(RequestRows* rows);
 // `aurora plot`: draws runs (RUN/requests.csv[:LABEL]) on one chart at out_path; returns the exit

@@ -27,6 +27,10 @@ void backend_free_host_buffer(const Backend* backend, void* host_buffer) {
 void matrix_to_host_f32(const Backend* backend, Matrix matrix, int rows, int cols, float* out) {
     size_t n = (size_t)rows * cols;
     if (matrix.type == TYPE_F32) { backend->download(out, matrix.data, n * sizeof(float)); return; }
+    if (fast_is_packed(matrix.type)) {   // the fast int8 table's packed form (host memory)
+        for (int r = 0; r < rows; r++) { fast_packed_dequantize_row(out + (size_t)r * cols, matrix.data, matrix.type, cols, r); }
+        return;
+    }
     size_t bytes = tensor_bytes(matrix.type, (int64_t)n);
     void* raw = mallocCheck(bytes > 0 ? bytes : 1);
     backend->download(raw, matrix.data, bytes);

@@ -27,6 +27,7 @@ Contract:
     fully masked row gives zeros, -inf scores handled the same way), but each cached key and value row
     is read once for a chunk of up to 16 query rows and all query heads of its group. Per query the same
     arithmetic as the reference except the order of the q.k dot products' terms.
+  - swiglu_forward_fast: swiglu_forward_cpu's results bit for bit, in parallel over elements.
   - embedding_forward_fast: embedding_forward_cpu's contract for a table stored in any supported type
     (rows dequantised exactly: the result equals dequantize_row of the row).
   - attention_backward_fast: attention_backward_cpu's contract; its sums have the reference's terms, the
@@ -114,6 +115,10 @@ static void fast_check_matrix(int type, int cols, const char* function) {
 void embedding_forward_fast(float* out, const int* tokens, Matrix table, int T, int C, int V) {
     // out: (T, C); tokens: (T), each in [0, V) (validated by the caller, as for the reference); table: (V, C)
     (void)V;
+    if (fast_is_packed(table.type)) {
+        for (int t = 0; t < T; t++) { fast_packed_dequantize_row(out + (size_t)t * C, (const uint8_t*)table.data, table.type, C, tokens[t]); }
+        return;
+    }
     fast_check_matrix(table.type, C, "embedding_forward_fast");
     size_t row_bytes = fast_row_bytes(table.type, C);
     for (int t = 0; t < T; t++) {
@@ -139,9 +144,12 @@ static void matmul_rows_portable(float* out, const float* inp, Matrix weight, in
 // The one matmul: int8_activations 1 takes the int8 path where it applies (a VNNI CPU, a quantised
 // weight, finite inputs), 0 keeps fp32 activations. The tables pass their arithmetic (backend_cpu_fast: 1,
 // backend_cpu_fast_exact: 0); matmul_forward_fast passes fast_int8_activations.
+static void matmul_packed(float* out, const float* inp, Matrix weight, int T, int C, int OC, int int8_activations);
+
 static void matmul_forward_fast_arithmetic(float* out, const float* inp, Matrix weight, int T, int C, int OC,
                                            int int8_activations) {
     // out: (T, OC); inp: (T, C); weight: (OC, C)
+    if (fast_is_packed(weight.type)) { matmul_packed(out, inp, weight, T, C, OC, int8_activations); return; }
     fast_check_matrix(weight.type, C, "matmul_forward_fast");
     int isa = fast_isa_current();
 #if FAST_X86
@@ -180,6 +188,62 @@ static void matmul_forward_fast_arithmetic(float* out, const float* inp, Matrix 
             else
 #endif
             { (void)isa; (void)int8_path; matmul_rows_portable(out, inp, weight, T, C, OC, first_row, last_row); }
+        }
+    }
+#if FAST_X86
+    if (int8_path) { free(quantised.memory); }
+#endif
+}
+
+// A packed matrix (cpu_fast.h): the packed VNNI kernel; where it cannot run (fp32 activations asked for, a
+// non-finite input, a CPU level set lower by a test) each row is dequantised exactly and its dot products
+// summed in order: the reference's arithmetic on the same values.
+static void matmul_packed(float* out, const float* inp, Matrix weight, int T, int C, int OC, int int8_activations) {
+    fast_check_matrix(fast_stored_type(weight.type), C, "matmul_forward_fast");
+    int isa = fast_isa_current();
+    int finite = 1, int8_path = 0;
+    FastInt8Blocks quantised;
+#if FAST_X86
+    int8_path = int8_activations && isa == FAST_ISA_AVX512_VNNI;
+    if (int8_path) { fast_int8_blocks_allocate(&quantised, T, C); }
+#else
+    (void)int8_activations; (void)isa; (void)quantised;
+#endif
+    #pragma omp parallel if ((long)T * OC * C >= PARALLEL_MIN_WORK)
+    {
+#if FAST_X86
+        if (int8_path) {
+            #pragma omp for schedule(static) reduction(&:finite)
+            for (int t = 0; t < T; t++) { finite &= fast_vnni_quantize_blocks(&quantised, inp + (size_t)t * C, t, fast_stored_type(weight.type)) == 0; }
+        }
+#endif
+        int n_threads = 1, thread = 0;
+#ifdef _OPENMP
+        n_threads = omp_get_num_threads();
+        thread = omp_get_thread_num();
+#endif
+        int units = (OC + FAST_GROUP - 1) / FAST_GROUP;
+        int first_row = (int)((long)units * thread / n_threads) * FAST_GROUP;
+        int last_row = (int)((long)units * (thread + 1) / n_threads) * FAST_GROUP;
+        if (last_row > OC) { last_row = OC; }
+        if (first_row < last_row) {
+#if FAST_X86
+            if (int8_path && finite) { fast_matmul_packed_vnni(out, &quantised, weight, T, C, OC, first_row, last_row); }
+            else
+#endif
+            {
+                float* row = mallocCheck((size_t)C * sizeof(float));
+                for (int o = first_row; o < last_row; o++) {
+                    fast_packed_dequantize_row(row, (const uint8_t*)weight.data, weight.type, C, o);
+                    for (int t = 0; t < T; t++) {
+                        const float* x = inp + (size_t)t * C;
+                        float sum = 0.0f;
+                        for (int c = 0; c < C; c++) { sum += x[c] * row[c]; }
+                        out[(size_t)t * OC + o] = sum;
+                    }
+                }
+                free(row);
+            }
         }
     }
 #if FAST_X86
@@ -310,6 +374,21 @@ void attention_backward_fast(float* dq, float* dkeys, float* dvalues, const floa
 }
 
 // ----------------------------------------------------------------------------
+// SwiGLU: swiglu_forward_cpu's arithmetic element by element (the same expf), so the same bits, in parallel
+// for a batch of rows: its exponentials were the largest serial part of a verify pass (9,216 a layer at 6
+// rows, 1,536 at decode, which stays on one thread: a parallel region costs more than it saves there).
+
+enum { FAST_SWIGLU_PARALLEL_MIN = 4096 };
+
+void swiglu_forward_fast(float* out, const float* gate, const float* up, int N) {
+    #pragma omp parallel for schedule(static) if (N >= FAST_SWIGLU_PARALLEL_MIN)
+    for (int i = 0; i < N; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+// ----------------------------------------------------------------------------
 // quantisation: quantize_row's results (bit for bit), in parallel, vectorised for Q8_0 on AVX-512
 
 void quantize_rows_fast(int type, const float* source, void* destination, int rows, int cols) {
@@ -343,8 +422,46 @@ static Matrix fast_upload_matrix(const void* gguf_data, int gguf_type, int rows,
     Matrix matrix = {gguf_data, gguf_type};
     return matrix;
 }
-// The bytes belong to the caller (the model file's mapping): nothing to free.
-static void fast_free_matrix(Matrix matrix) { (void)matrix; }
+
+// Packs a stored Q8_0, Q4_0 or Q4_1 matrix (rows, cols) into out (cpu_fast.h's layout; padding rows zero).
+void fast_pack_matrix(uint8_t* out, const uint8_t* stored, int type, int rows, int cols) {
+    int n_blocks = cols / FAST_QK, n_groups = (rows + FAST_GROUP - 1) / FAST_GROUP;
+    size_t row_bytes = tensor_bytes(type, cols), block_bytes = tensor_type_block_bytes(type);
+    size_t packed_block = fast_packed_block_bytes(type), quads = fast_packed_quads_offset(type);
+    size_t head = type == TYPE_Q4_1 ? 4 : 2;   // a stored block's scale (and minimum) before its values
+    #pragma omp parallel for schedule(static) if ((long)rows * cols >= PARALLEL_MIN_WORK)
+    for (int g = 0; g < n_groups; g++) {
+        for (int b = 0; b < n_blocks; b++) {
+            uint8_t* block = out + ((size_t)g * n_blocks + b) * packed_block;
+            memset(block, 0, packed_block);
+            for (int lane = 0; lane < FAST_GROUP && g * FAST_GROUP + lane < rows; lane++) {
+                const uint8_t* source = stored + (size_t)(g * FAST_GROUP + lane) * row_bytes + (size_t)b * block_bytes;
+                memcpy(block + 2 * lane, source, 2);                                          // d
+                if (type == TYPE_Q4_1) { memcpy(block + 32 + 2 * lane, source + 2, 2); }      // m
+                for (int e = 0; e < (type == TYPE_Q8_0 ? FAST_QK : FAST_QK / 2); e++) {     // values (Q4: bytes)
+                    uint8_t value = type == TYPE_Q8_0 ? (uint8_t)(source[head + e] ^ 0x80) : source[head + e];
+                    block[quads + (size_t)(e / 4) * 64 + 4 * lane + e % 4] = value;   // Q8_0: q + 128
+                }
+            }
+        }
+    }
+}
+
+// The int8 table packs the quantised types where its packed kernel runs (an AVX-512 VNNI CPU) into a copy
+// of its own (the same size as the stored bytes); everything else is read in place, as by the exact table.
+static Matrix fast_upload_matrix_packed(const void* gguf_data, int gguf_type, int rows, int cols) {
+    fast_check_matrix(gguf_type, cols, "upload_matrix (cpu-fast)");
+    int packable = gguf_type == TYPE_Q8_0 || gguf_type == TYPE_Q4_0 || gguf_type == TYPE_Q4_1;
+    if (!packable || fast_isa_current() != FAST_ISA_AVX512_VNNI || rows <= 0) { return fast_upload_matrix(gguf_data, gguf_type, rows, cols); }
+    size_t bytes = (size_t)((rows + FAST_GROUP - 1) / FAST_GROUP) * fast_packed_group_bytes(gguf_type, cols);
+    uint8_t* packed = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (packed == NULL) { fprintf(stderr, "error: out of memory packing a %d x %d matrix\n", rows, cols); exit(EXIT_FAILURE); }
+    fast_pack_matrix(packed, gguf_data, gguf_type, rows, cols);
+    Matrix matrix = {packed, gguf_type | FAST_PACKED};
+    return matrix;
+}
+// The stored bytes belong to the caller (the model file's mapping): only a packed copy is freed.
+static void fast_free_matrix(Matrix matrix) { if (fast_is_packed(matrix.type)) { free((void*)matrix.data); } }
 
 static void matmul_forward_fast_int8(float* out, const float* inp, Matrix weight, int T, int C, int OC) {
     matmul_forward_fast_arithmetic(out, inp, weight, T, C, OC, 1);
@@ -353,13 +470,13 @@ static void matmul_forward_fast_fp32(float* out, const float* inp, Matrix weight
     matmul_forward_fast_arithmetic(out, inp, weight, T, C, OC, 0);
 }
 
-#define FAST_TABLE(NAME, MATMUL, DRAFT_TYPE) \
+#define FAST_TABLE(NAME, MATMUL, UPLOAD_MATRIX, DRAFT_TYPE) \
     .name = NAME, .device = "CPU", .host_memory = 1, \
     .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy, .copy = cpu_copy, .zero = cpu_zero, \
-    .upload_matrix = fast_upload_matrix, .free_matrix = fast_free_matrix, .draft_type = DRAFT_TYPE, \
+    .upload_matrix = UPLOAD_MATRIX, .free_matrix = fast_free_matrix, .draft_type = DRAFT_TYPE, \
     .embedding_forward = embedding_forward_fast, .rmsnorm_forward = rmsnorm_forward_cpu, \
     .matmul_forward = MATMUL, .rope_forward = rope_forward_cpu, \
-    .attention_forward = attention_forward_fast, .swiglu_forward = swiglu_forward_cpu, \
+    .attention_forward = attention_forward_fast, .swiglu_forward = swiglu_forward_fast, \
     .residual_forward = residual_forward_cpu, .softmax_forward = softmax_forward_cpu, .kv_compact = kv_compact_cpu, \
     .matmul_backward = matmul_backward_fast, .rmsnorm_backward = rmsnorm_backward_cpu, \
     .rope_backward = rope_backward_cpu, .attention_backward = attention_backward_fast, \
@@ -370,5 +487,5 @@ static void matmul_forward_fast_fp32(float* out, const float* inp, Matrix weight
 
 // A serving draft's matrices: Q8_0 on the int8 table (the VNNI kernel's cheapest weights: a drafting step
 // reads a quarter of the fp32 bytes and skips the nibble unpacking), fp32 on the exact one.
-const Backend backend_cpu_fast = { FAST_TABLE("cpu-fast", matmul_forward_fast_int8, TYPE_Q8_0) };
-const Backend backend_cpu_fast_exact = { FAST_TABLE("cpu-fast-exact", matmul_forward_fast_fp32, TYPE_F32) };
+const Backend backend_cpu_fast = { FAST_TABLE("cpu-fast", matmul_forward_fast_int8, fast_upload_matrix_packed, TYPE_Q8_0) };
+const Backend backend_cpu_fast_exact = { FAST_TABLE("cpu-fast-exact", matmul_forward_fast_fp32, fast_upload_matrix, TYPE_F32) };

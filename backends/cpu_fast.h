@@ -396,6 +396,80 @@ static inline void fast_int8_rows_allocate(FastInt8Rows* x, int T, int C) {
 }
 
 // ----------------------------------------------------------------------------
+// Packed quantised matrices: the int8 table's form of a Q8_0, Q4_0 or Q4_1 matrix (upload_matrix packs it
+// once, on AVX-512 VNNI CPUs). The same bytes as stored, regrouped so that one vpdpbusd serves 16 weight
+// rows: int32 lane r of a vector holds 4 consecutive elements of row r. Rows go in groups of 16 (the last
+// group padded with zero rows); a group's blocks follow each other; one block of a group is
+//   d[16]    the 16 rows' fp16 scales, as stored                                           32 bytes
+//   m[16]    Q4_1 only: the 16 rows' fp16 minimums                                         32 bytes
+//   quads    Q4_0, Q4_1: 4 vectors of 64 bytes; byte 4r + i of vector j is the stored byte 4j + i of
+//            row r's block (low nibble: element 4j + i, high nibble: element 16 + 4j + i)  256 bytes
+//            Q8_0: 8 vectors; byte 4r + i of vector j is element 4j + i of row r, plus 128  512 bytes
+// so a group's block takes exactly the bytes of 16 stored blocks: packing costs no memory. Matrix.type
+// is the stored type plus FAST_PACKED.
+#define FAST_PACKED 0x1000
+#define FAST_GROUP 16   // weight rows per packed group
+static inline int fast_is_packed(int type) { return (type & FAST_PACKED) != 0; }
+static inline int fast_stored_type(int type) { return type & ~FAST_PACKED; }
+// bytes of one block of a group, and of where its quads start
+static inline size_t fast_packed_block_bytes(int type) {
+    type = fast_stored_type(type);
+    return type == TYPE_Q8_0 ? 32 + 512 : type == TYPE_Q4_0 ? 32 + 256 : 64 + 256;
+}
+static inline size_t fast_packed_quads_offset(int type) { return fast_stored_type(type) == TYPE_Q4_1 ? 64 : 32; }
+static inline size_t fast_packed_group_bytes(int type, int cols) { return (size_t)(cols / FAST_QK) * fast_packed_block_bytes(type); }
+
+// Row `row` of a packed matrix (cols values) dequantised into out: dequantize_row's values exactly.
+static inline void fast_packed_dequantize_row(float* out, const uint8_t* data, int type, int cols, int row) {
+    int stored = fast_stored_type(type), lane = row % FAST_GROUP;
+    size_t block_bytes = fast_packed_block_bytes(type), quads = fast_packed_quads_offset(type);
+    const uint8_t* group = data + (size_t)(row / FAST_GROUP) * fast_packed_group_bytes(type, cols);
+    for (int b = 0; b < cols / FAST_QK; b++) {
+        const uint8_t* block = group + (size_t)b * block_bytes;
+        float d = fast_fp16_to_fp32(fast_load_u16(block + 2 * lane)), *w = out + (size_t)b * FAST_QK;
+        for (int j = 0; j < (stored == TYPE_Q8_0 ? 8 : 4); j++) {
+            for (int i = 0; i < 4; i++) {
+                uint8_t byte = block[quads + (size_t)j * 64 + 4 * lane + i];
+                if (stored == TYPE_Q8_0) { w[4 * j + i] = d * (float)((int)byte - 128); continue; }
+                int low = byte & 0x0f, high = byte >> 4;
+                if (stored == TYPE_Q4_0) {
+                    w[4 * j + i] = d * (float)(low - 8);
+                    w[16 + 4 * j + i] = d * (float)(high - 8);
+                } else {
+                    float m = fast_fp16_to_fp32(fast_load_u16(block + 32 + 2 * lane));
+                    w[4 * j + i] = d * (float)low + m;
+                    w[16 + 4 * j + i] = d * (float)high + m;
+                }
+            }
+        }
+    }
+}
+
+// Input rows quantised for the packed kernel: as FastInt8Rows quantises them (the same values), laid out
+// in column order, with each block's integer correction whole.
+typedef struct {
+    int T, C;
+    int8_t* q;             // (T, C)
+    float* scales;         // (T, n_blocks)
+    int32_t* starts;       // (T, n_blocks): -(8 or 128) * sum(q) (Q4_0, Q8_0), 0 (Q4_1)
+    float* sums;           // (T, n_blocks): scale * sum(q), Q4_1's m term
+    void* memory;
+} FastInt8Blocks;
+
+static inline void fast_int8_blocks_allocate(FastInt8Blocks* x, int T, int C) {
+    size_t n = (size_t)T * (C / FAST_QK), q_bytes = ((size_t)T * C + 63) / 64 * 64, field = (n * 4 + 63) / 64 * 64;
+    uint8_t* memory = aligned_alloc(64, q_bytes + 3 * field);
+    if (!memory) { fprintf(stderr, "error: out of memory (%s:%d)\n", __FILE__, __LINE__); exit(EXIT_FAILURE); }
+    x->T = T;
+    x->C = C;
+    x->memory = memory;
+    x->q = (int8_t*)memory;
+    x->scales = (float*)(memory + q_bytes);
+    x->starts = (int32_t*)(memory + q_bytes + field);
+    x->sums = (float*)(memory + q_bytes + 2 * field);
+}
+
+// ----------------------------------------------------------------------------
 // the x86 kernels (cpu_fast_kernels.c). Each computes out[:, first_row:last_row] of a matmul, or one
 // attention work item, exactly as the portable code of cpu_fast.c defines it (see the contract).
 
@@ -406,6 +480,11 @@ void fast_matmul_rows_avx512(float* out, const float* inp, Matrix weight, int T,
 int fast_vnni_quantize_row(FastInt8Rows* x, const float* v, int t, int C, int type);
 void fast_matmul_rows_vnni(float* out, const FastInt8Rows* x, Matrix weight, int T, int C, int OC, int first_row,
                            int last_row);
+// The same for the packed kernel (FastInt8Blocks; the same quantised values).
+int fast_vnni_quantize_blocks(FastInt8Blocks* x, const float* v, int t, int type);
+// out[:, first_row:last_row] (first_row a multiple of FAST_GROUP) of a packed matrix.
+void fast_matmul_packed_vnni(float* out, const FastInt8Blocks* x, Matrix weight, int T, int C, int OC, int first_row,
+                             int last_row);
 void fast_attention_item_avx2(const AttentionItem* item);
 void fast_attention_item_avx512(const AttentionItem* item);
 void fast_attention_backward_head_avx2(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,

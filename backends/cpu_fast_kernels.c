@@ -624,6 +624,165 @@ void fast_matmul_rows_vnni(float* out, const FastInt8Rows* x, Matrix weight, int
 }
 
 // ----------------------------------------------------------------------------
+// matmul, AVX-512 VNNI, packed quantised weights (cpu_fast.h): int32 lane r of every vector is weight row r
+// of a group of 16, so one vpdpbusd adds 4 products to each of 16 rows' sums, and a block's 32 products
+// take 8 of them (against one vpdpbusd per row and pair of blocks, plus a conversion, a multiply and an
+// add per row, in fast_matmul_rows_vnni). Per row and input row, per block: sum = the integer correction
+// (start) + the 8 dot products, exact in int32; then acc += float(sum) * (d * dx) (and, Q4_1, acc += m *
+// (dx * sum qx)), fused multiply-adds in block order. The integer sums are exact in any order, so every
+// output element's arithmetic is the same for any tile shape (G groups, TB input rows) and thread count.
+
+// The 8 quads of one block of G groups: Q4 types unpack a stored vector into two (low nibbles: elements
+// 4j.., high: 16 + 4j..); Q8_0's are stored as they are used.
+FAST_INLINE FAST_VNNI_TARGET __m512i packed_quad(const uint8_t* quads, int type, int j) {
+    // (unaligned loads: a Q8_0 or Q4_0 block of a group is not a whole number of cache lines)
+    if (type == TYPE_Q8_0) { return _mm512_loadu_si512(quads + (size_t)j * 64); }
+    __m512i packed = _mm512_loadu_si512(quads + (size_t)(j & 3) * 64);
+    if (j >= 4) { packed = _mm512_srli_epi16(packed, 4); }
+    return _mm512_and_si512(packed, _mm512_set1_epi8(0x0f));
+}
+
+FAST_INLINE FAST_VNNI_TARGET void packed_tile(float* out, const FastInt8Blocks* x, int t0, const uint8_t* group,
+                                              size_t group_bytes, int type, int C, int OC, int G, int TB,
+                                              __mmask16 last_mask) {
+    // out: (TB, OC) at the tile's first input row and output row; group: the tile's first group
+    int n_blocks = C / FAST_QK;
+    size_t block_bytes = fast_packed_block_bytes(type), quads = fast_packed_quads_offset(type);
+    __m512 acc[4][8];
+    #pragma GCC unroll 4
+    for (int g = 0; g < G; g++) {
+        #pragma GCC unroll 8
+        for (int t = 0; t < TB; t++) { acc[g][t] = _mm512_setzero_ps(); }
+    }
+    for (int b = 0; b < n_blocks; b++) {
+        __m512i sum[4][8];
+        #pragma GCC unroll 4
+        for (int g = 0; g < G; g++) {
+            #pragma GCC unroll 8
+            for (int t = 0; t < TB; t++) { sum[g][t] = _mm512_set1_epi32(x->starts[(size_t)(t0 + t) * n_blocks + b]); }
+        }
+        const int8_t* xq = x->q + (size_t)t0 * C + (size_t)b * FAST_QK;
+        #pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            int element = type == TYPE_Q8_0 ? 4 * j : j < 4 ? 4 * j : 16 + 4 * (j - 4);   // the quad's first column
+            __m512i w[4];
+            #pragma GCC unroll 4
+            for (int g = 0; g < G; g++) { w[g] = packed_quad(group + g * group_bytes + (size_t)b * block_bytes + quads, type, j); }
+            #pragma GCC unroll 8
+            for (int t = 0; t < TB; t++) {
+                int32_t four;
+                memcpy(&four, xq + (size_t)t * C + element, 4);
+                __m512i xv = _mm512_set1_epi32(four);
+                #pragma GCC unroll 4
+                for (int g = 0; g < G; g++) { sum[g][t] = _mm512_dpbusd_epi32(sum[g][t], w[g], xv); }
+            }
+        }
+        #pragma GCC unroll 4
+        for (int g = 0; g < G; g++) {
+            const uint8_t* block = group + g * group_bytes + (size_t)b * block_bytes;
+            __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)block));
+            __m512 m = type == TYPE_Q4_1 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(block + 32))) : d;
+            #pragma GCC unroll 8
+            for (int t = 0; t < TB; t++) {
+                size_t at = (size_t)(t0 + t) * n_blocks + b;
+                __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(x->scales[at]));
+                acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[g][t]), scale, acc[g][t]);
+                if (type == TYPE_Q4_1) { acc[g][t] = _mm512_fmadd_ps(m, _mm512_set1_ps(x->sums[at]), acc[g][t]); }
+            }
+        }
+    }
+    #pragma GCC unroll 4
+    for (int g = 0; g < G; g++) {
+        __mmask16 mask = g == G - 1 ? last_mask : 0xffff;
+        #pragma GCC unroll 8
+        for (int t = 0; t < TB; t++) { _mm512_mask_storeu_ps(out + (size_t)t * OC + g * FAST_GROUP, mask, acc[g][t]); }
+    }
+}
+
+// Tile shapes: up to 8 input rows, and G groups with G * TB <= 8 (independent dot-product chains enough to
+// hide vpdpbusd's latency when TB is small; the registers are 2 * G * TB accumulators and G quads).
+static int packed_tile_groups(int TB) { return TB >= 5 ? 1 : TB >= 3 ? 2 : 4; }
+
+#define PACKED_TILE_CASE(TB_) \
+    case TB_: \
+        if (G == 1) { packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, 1, TB_, last_mask); } \
+        else if (G == 2 && packed_tile_groups(TB_) >= 2) { packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, 2, TB_, last_mask); } \
+        else if (packed_tile_groups(TB_) >= 4) { packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, 4, TB_, last_mask); } \
+        break;
+#define PACKED_TILE_FUNCTION(NAME, TYPE_VALUE) \
+static FAST_VNNI_TARGET void packed_tiles_##NAME(float* out, const FastInt8Blocks* x, int t0, const uint8_t* group, \
+                                                  size_t group_bytes, int C, int OC, int G, int TB, __mmask16 last_mask) { \
+    enum { TYPE = TYPE_VALUE }; \
+    switch (TB) { \
+        PACKED_TILE_CASE(1) PACKED_TILE_CASE(2) PACKED_TILE_CASE(3) PACKED_TILE_CASE(4) \
+        PACKED_TILE_CASE(5) PACKED_TILE_CASE(6) PACKED_TILE_CASE(7) PACKED_TILE_CASE(8) \
+        default: break; \
+    } \
+}
+PACKED_TILE_FUNCTION(q8_0, TYPE_Q8_0)
+PACKED_TILE_FUNCTION(q4_0, TYPE_Q4_0)
+PACKED_TILE_FUNCTION(q4_1, TYPE_Q4_1)
+
+typedef void (*PackedTiles)(float* out, const FastInt8Blocks* x, int t0, const uint8_t* group, size_t group_bytes,
+                            int C, int OC, int G, int TB, __mmask16 last_mask);
+
+void fast_matmul_packed_vnni(float* out, const FastInt8Blocks* x, Matrix weight, int T, int C, int OC, int first_row,
+                             int last_row) {
+    int type = fast_stored_type(weight.type);
+    PackedTiles tiles = type == TYPE_Q8_0 ? packed_tiles_q8_0 : type == TYPE_Q4_0 ? packed_tiles_q4_0 : packed_tiles_q4_1;
+    size_t group_bytes = fast_packed_group_bytes(type, C);
+    int first_group = first_row / FAST_GROUP, end_group = (last_row + FAST_GROUP - 1) / FAST_GROUP;
+    int tail = OC % FAST_GROUP;   // rows of the matrix's last group (0: a whole one)
+    // a panel of groups stays in L2 while every tile of input rows passes over it
+    enum { PANEL_GROUPS = 8 };
+    for (int panel = first_group; panel < end_group; panel += PANEL_GROUPS) {
+        int panel_end = panel + PANEL_GROUPS < end_group ? panel + PANEL_GROUPS : end_group;
+        for (int t0 = 0; t0 < T; t0 += 8) {
+            int TB = T - t0 < 8 ? T - t0 : 8, G = packed_tile_groups(TB);
+            for (int g = panel; g < panel_end; ) {
+                int n = panel_end - g >= G ? G : 1;
+                int last = g + n - 1;
+                __mmask16 last_mask = tail != 0 && last == (OC - 1) / FAST_GROUP ? (__mmask16)((1u << tail) - 1) : 0xffff;
+                tiles(out + (size_t)t0 * OC + (size_t)g * FAST_GROUP, x, t0,
+                      (const uint8_t*)weight.data + (size_t)g * group_bytes, group_bytes, C, OC, n, TB, last_mask);
+                g += n;
+            }
+        }
+    }
+}
+
+// Quantises input row t as fast_vnni_quantize_row does (the same values), into FastInt8Blocks.
+FAST_VNNI_TARGET int fast_vnni_quantize_blocks(FastInt8Blocks* x, const float* v, int t, int type) {
+    int n_blocks = x->C / FAST_QK, correction = type == TYPE_Q8_0 ? 128 : type == TYPE_Q4_0 ? 8 : 0;
+    int not_finite = 0;
+    for (int b = 0; b < n_blocks; b++) {
+        size_t at = (size_t)t * n_blocks + b;
+        int8_t* q = x->q + (size_t)t * x->C + (size_t)b * FAST_QK;
+        __m512 v0 = _mm512_loadu_ps(v + (size_t)b * FAST_QK), v1 = _mm512_loadu_ps(v + (size_t)b * FAST_QK + 16);
+        if (_mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99)) {   // NaN, inf
+            not_finite = 1;
+            memset(q, 0, FAST_QK);
+            x->scales[at] = 0.0f; x->starts[at] = 0; x->sums[at] = 0.0f;
+            continue;
+        }
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float scale = amax / 127.0f;
+        float inverse = amax > 1e-30f ? 1.0f / scale : 0.0f;
+        if (inverse == 0.0f) { scale = 0.0f; }
+        __m512 inverse_vector = _mm512_set1_ps(inverse);
+        __m512i q0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, inverse_vector), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512i q1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, inverse_vector), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        _mm_storeu_si128((__m128i*)q, _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i*)(q + 16), _mm512_cvtepi32_epi8(q1));
+        x->scales[at] = scale;
+        x->starts[at] = -correction * sum;
+        x->sums[at] = scale * (float)sum;
+    }
+    return not_finite ? -1 : 0;
+}
+
+// ----------------------------------------------------------------------------
 // Q8_0 quantisation (a serving draft's copy, quantised at every hot swap), AVX-512: quantize_row's results
 // bit for bit (tests/test_backends.c checks), 32 values at a time. Per block, as gguf.c: d = max|x| / 127
 // (the fp16 of d rounded to nearest even, as fp32_to_fp16 and the hardware conversion both do), inverse

@@ -356,6 +356,7 @@ typedef struct {
     int n_served, n_skipped;
     long total_tokens, total_passes, total_emitted;
     double total_seconds;
+    double prefill_seconds;     // the part of total_seconds spent in prompt prefills
     const float* acceptance;    // (n_served) per served request
     const char** domains;       // (n_served)
 } ReplayTotals;
@@ -387,8 +388,11 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
         for (int i = 0; i < n; i++) { if (strcmp(r->domains[i], traffic->domains[d]) == 0) { sum += r->acceptance[i]; count++; } }
         if (count) { fprintf(f, "  domain %-10s %4d requests, mean acceptance length %.3f\n", traffic->domains[d], count, sum / count); }
     }
-    fprintf(f, "speed: %.2f tokens/s over %.1f s of generation\n", r->total_seconds > 0 ? r->total_tokens / r->total_seconds : 0.0,
-            r->total_seconds);
+    // tokens/s of whole requests, and of their decoding alone (after each prefill: what speculation changes)
+    double decoding = r->total_seconds - r->prefill_seconds;
+    fprintf(f, "speed: %.2f tokens/s over %.1f s of generation (prefills %.1f s of it); after the prefill %.2f tokens/s\n",
+            r->total_seconds > 0 ? r->total_tokens / r->total_seconds : 0.0, r->total_seconds, r->prefill_seconds,
+            decoding > 0 ? r->total_tokens / decoding : 0.0);
     if (flywheel) {
         long pushed, dropped;
         record_buffer_counts(flywheel->records, &pushed, &dropped, NULL);
@@ -545,7 +549,7 @@ int replay_run(const Options* o) {
         int n_prompt = prompt_encode(&target.tokenizer, request->prompt, request->chat, prompt, room, &err);
         if (n_prompt < 0) { // does not fit (or tokenizes to nothing): recorded as skipped, not measured
             totals.n_skipped++;
-            fprintf(rows, "%d,%s,0,0,0,0,0,%d,skipped_prompt_too_long\n", r, request->domain, source.draft_version);
+            fprintf(rows, "%d,%s,0,0,0,0,0,%d,skipped_prompt_too_long,0\n", r, request->domain, source.draft_version);
             fflush(rows);
             continue;
         }
@@ -561,10 +565,11 @@ int replay_run(const Options* o) {
         totals.n_served++;
         totals.total_tokens += n;
         totals.total_seconds += stats.total_seconds;
+        totals.prefill_seconds += stats.prefill_seconds;
         totals.total_passes += stats.verify_passes;
         totals.total_emitted += stats.emitted;
-        fprintf(rows, "%d,%s,%d,%d,%d,%.4f,%.4f,%d,served\n", r, request->domain, n_prompt, n, stats.verify_passes, accepted,
-                stats.total_seconds, source.draft_version);
+        fprintf(rows, "%d,%s,%d,%d,%d,%.4f,%.4f,%d,served,%.4f\n", r, request->domain, n_prompt, n, stats.verify_passes,
+                accepted, stats.total_seconds, source.draft_version, stats.prefill_seconds);
         fflush(rows); // a long replay can be watched row by row (in the temporary file beside requests.csv)
         double recent = 0.0;
         int window = totals.n_served < 25 ? totals.n_served : 25;

@@ -12,8 +12,8 @@ Contract:
     drawn, labelled with the domain that starts there; mixed traffic, whose domain changes at almost
     every request (more than 20 changes), gets no lines. Non-finite acceptance values are skipped.
   - read_requests_csv reads the replay's requests.csv (at most 64 MiB, a regular file): the header must be
-        request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version,status
-    (or the same without status, from older runs), every row has that many comma-separated fields, and
+        request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version,status,prefill_seconds
+    (or its first 8 or 9 columns, from older runs), every row has that many comma-separated fields, and
     only rows whose status is "served" are measurements (skipped requests are left out). Errors name
     the file, the line and what was expected.
   - plot_runs is `aurora plot` (aurora.c parses its flags): returns 0, or 1 after a one-line "error: ...".
@@ -217,7 +217,18 @@ int svg_acceptance_chart(const char* path, const ChartSeries* series, int n_seri
 
 // The header replay writes. A row whose status is not "served" (a skipped request) is not a
 // measurement: the reader leaves it out. Files from before the status column (8 fields) still read.
-enum { REQUESTS_CSV_FIELDS = 9, REQUESTS_CSV_MAX_BYTES = 64 << 20 };
+// the columns of the header, and the fewest an older run's file has (no status: every row served)
+enum { REQUESTS_CSV_FIELDS = 10, REQUESTS_CSV_OLDEST_FIELDS = 8, REQUESTS_CSV_STATUS = 8, REQUESTS_CSV_MAX_BYTES = 64 << 20 };
+
+// The number of columns of a header that is REQUESTS_CSV_HEADER or one of its older prefixes, else 0.
+static int requests_csv_columns(const char* line) {
+    size_t length = strlen(line);
+    if (strncmp(line, REQUESTS_CSV_HEADER, length) != 0) { return 0; }
+    if (REQUESTS_CSV_HEADER[length] != '\0' && REQUESTS_CSV_HEADER[length] != ',') { return 0; }
+    int columns = 1;
+    for (size_t i = 0; i < length; i++) { columns += line[i] == ','; }
+    return columns >= REQUESTS_CSV_OLDEST_FIELDS ? columns : 0;
+}
 
 void request_rows_free(RequestRows* rows) {
     for (int i = 0; i < rows->n; i++) { free(rows->domains[i]); }
@@ -232,7 +243,6 @@ int read_requests_csv(const char* path, RequestRows* rows, Error* err) {
     size_t text_length = 0;
     if (read_text_file(path, REQUESTS_CSV_MAX_BYTES, &text, &text_length, err) != 0) { return -1; }
     int line_number = 0, capacity = 0, n_expected = REQUESTS_CSV_FIELDS;
-    size_t header_length = strlen(REQUESTS_CSV_HEADER), old_header_length = header_length - strlen(",status");
     for (char* line = text; line < text + text_length; ) {
         char* newline = memchr(line, '\n', (size_t)(text + text_length - line));
         char* next = newline ? newline + 1 : text + text_length;
@@ -241,9 +251,8 @@ int read_requests_csv(const char* path, RequestRows* rows, Error* err) {
         line[length] = '\0';
         line_number++;
         if (line_number == 1) {
-            if (strcmp(line, REQUESTS_CSV_HEADER) == 0) { n_expected = REQUESTS_CSV_FIELDS; }
-            else if (length == old_header_length && strncmp(line, REQUESTS_CSV_HEADER, old_header_length) == 0) { n_expected = REQUESTS_CSV_FIELDS - 1; }
-            else {
+            n_expected = requests_csv_columns(line);
+            if (n_expected == 0) {
                 error_set(err, "%s:1: expected the header '%s', found '%.100s'", path, REQUESTS_CSV_HEADER, line);
                 goto fail;
             }
@@ -267,7 +276,7 @@ int read_requests_csv(const char* path, RequestRows* rows, Error* err) {
                       REQUESTS_CSV_HEADER, n_fields);
             goto fail;
         }
-        if (n_expected == REQUESTS_CSV_FIELDS && strcmp(fields[8], "served") != 0) { continue; } // skipped: no measurement
+        if (n_expected > REQUESTS_CSV_STATUS && strcmp(fields[REQUESTS_CSV_STATUS], "served") != 0) { continue; } // skipped: no measurement
         char* end = NULL;
         double acceptance = strtod(fields[5], &end);
         if (fields[5][0] == '\0' || *end != '\0') {

@@ -354,10 +354,24 @@ DraftMatrices draft_matrices_f32(const DraftWeights* w) {
 // place). Each matrix tensor (cols > 1; DraftMatrices lists them in table order) is quantised exactly as
 // quantize_row does (quantize_rows_fast: in parallel, vectorised); a matrix whose rows are not whole blocks
 // of the type stays fp32.
+// Frees the matrices the last serving copy uploaded (a table may keep a form of its own, e.g. packed).
+static void draft_free_serving_copy(Draft* draft) {
+    if (draft->serving_bytes == NULL) { return; }   // no quantised copy was made
+    Matrix* matrices = (Matrix*)&draft->serving;
+    int m = 0;
+    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+        const DraftTensorInfo* info = &draft->tensors[i];
+        if (info->cols == 1) { continue; }
+        if (info->cols % tensor_type_block_size(draft->serving_type) == 0) { draft->backend->free_matrix(matrices[m]); }
+        m++;
+    }
+}
+
 static void draft_quantise_serving_copy(Draft* draft) {
     const Backend* b = draft->backend;
     int type = draft->serving_type;
     double start = now_seconds();
+    draft_free_serving_copy(draft);
     if (draft->serving_bytes == NULL) {
         size_t bytes = 0;
         for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
@@ -519,7 +533,8 @@ void draft_alloc_state(Draft* draft, int cache_capacity, int max_tokens) {
 void draft_free(Draft* draft) {
     draft_free_state(draft);
     if (draft->device_arena != NULL) { draft->backend->free(draft->device_arena); }
-    free(draft->serving_bytes); // (its matrices were read in place: nothing else to free)
+    draft_free_serving_copy(draft);
+    free(draft->serving_bytes);
     free(draft->weight_arena);
     free(draft->d2t);
     free(draft->t2d);

@@ -684,6 +684,13 @@ int gguf_open(GGUFFile* gguf, const char* path, Error* err) {
     return 0;
 }
 
+void gguf_release_pages(const GGUFFile* gguf, const void* data, size_t bytes) {
+    if (!gguf->is_mapped) { return; }   // memory the caller owns: never advised away
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = ((uintptr_t)data + page - 1) / page * page, end = ((uintptr_t)data + bytes) / page * page;
+    if (end > start) { (void)madvise((void*)start, end - start, MADV_DONTNEED); }   // advice: a failure changes nothing
+}
+
 void gguf_close(GGUFFile* gguf) {
     for (uint64_t i = 0; i < gguf->n_values; i++) { free(gguf->values[i].key); }
     for (uint64_t i = 0; i < gguf->n_tensors; i++) { free(gguf->tensors[i].name); }

@@ -265,6 +265,9 @@ int target_load(Target* target, const char* path, const Backend* backend, int ca
                 *(float**)field = on_backend;
             } else {
                 *(Matrix*)field = backend->upload_matrix(tensor->data, tensor->type, info->rows, info->cols);
+                // a table that keeps a form of its own (fp32, packed, on a device) does not read the file's
+                // bytes again: their pages need not stay resident
+                if (((Matrix*)field)->data != tensor->data) { gguf_release_pages(file, tensor->data, tensor->n_bytes); }
             }
         }
         target->n_weight_floats += info->n_elements;

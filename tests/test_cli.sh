@@ -78,6 +78,10 @@ for file in requests.csv summary.txt acceptance.svg; do
 done
 [ "$(wc -l < "$work/replay/requests.csv")" -eq 7 ] && pass || fail "requests.csv should have a header and 6 rows"
 grep -q "optimiser steps" "$work/replay/summary.txt" && pass || fail "summary.txt lacks the training line"
+# every served row's prefill is a positive part of its seconds; the summary gives the speed after the prefill
+awk -F, 'NR > 1 && !($10 > 0 && $10 < $7) { bad = 1 } END { exit bad }' "$work/replay/requests.csv" && pass \
+    || fail "prefill_seconds not within seconds: $(cat "$work/replay/requests.csv")"
+grep -q "after the prefill [0-9.]* tokens/s" "$work/replay/summary.txt" && pass || fail "summary.txt lacks the decoding speed"
 expect_ok "replay online (thread)" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --out "$work/threaded"
 expect_ok "replay static" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 3 --max-new 8 --static "$work/online.gguf" \
     --order ordered --from 2 --out "$work/static"
@@ -280,8 +284,8 @@ long_text=$(awk 'BEGIN { for (i = 0; i < 200; i++) printf "word%d ", i }')
 printf '{"domain": "a", "prompt": "short one"}\n{"domain": "b", "prompt": "%s"}\n{"domain": "a", "prompt": "short two"}\n' "$long_text" > "$work/skip.jsonl"
 expect_ok "replay with an overlong prompt" "$AURORA" replay -m "$model" --traffic "$work/skip.jsonl" --order ordered --context 128 \
     --max-new 8 --no-spec --out "$work/skip"
-grep -q "^[0-9]*,b,.*,skipped_prompt_too_long$" "$work/skip/requests.csv" && pass || fail "the skipped request is not marked: $(cat "$work/skip/requests.csv")"
-[ "$(grep -c ',served$' "$work/skip/requests.csv")" -eq 2 ] && pass || fail "two requests should be served"
+grep -q "^[0-9]*,b,.*,skipped_prompt_too_long,0$" "$work/skip/requests.csv" && pass || fail "the skipped request is not marked: $(cat "$work/skip/requests.csv")"
+[ "$(grep -c ',served,[0-9.]*$' "$work/skip/requests.csv")" -eq 2 ] && pass || fail "two requests should be served"
 grep -q "requests 2 served, 1 skipped" "$work/skip/summary.txt" && pass || fail "summary counts: $(head -2 "$work/skip/summary.txt")"
 grep -q "domain b" "$work/skip/summary.txt" && fail "a domain with only skipped requests appears in the means" || pass
 expect_error "nothing can be served" "none of the" "$AURORA" replay -m "$model" --traffic "$work/skip.jsonl" --domain b \

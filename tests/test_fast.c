@@ -124,39 +124,58 @@ static void check_matmul(const char* what, int type, const float* got, const flo
     free(expected);
 }
 
+// The forms a matrix of `type` takes in the fast tables: as stored (form 0) and, for the quantised types,
+// packed (form 1, cpu_fast.h; the int8 table's form on VNNI CPUs; on every path here, so the fallback of
+// the other levels is checked too). Returns 0 where the type has no such form; *owned is freed by the caller.
+static int weight_form(Matrix* weight, const void* stored, int type, int rows, int cols, int form, void** owned) {
+    *owned = NULL;
+    if (form == 0) { *weight = (Matrix){stored, type}; return 1; }
+    if (type != TYPE_Q8_0 && type != TYPE_Q4_0 && type != TYPE_Q4_1) { return 0; }
+    size_t bytes = (size_t)((rows + FAST_GROUP - 1) / FAST_GROUP) * fast_packed_group_bytes(type, cols);
+    *owned = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    fast_pack_matrix(*owned, stored, type, rows, cols);
+    *weight = (Matrix){*owned, type | FAST_PACKED};
+    return 1;
+}
+
 static void test_matmul_case(int type, int T, int C, int OC) {
     float* dequantised = mallocCheck((size_t)OC * C * sizeof(float));
     void* stored = make_weight(type, OC, C, dequantised);
-    Matrix weight = {stored, type};
-    float* inp = mallocCheck((size_t)T * C * sizeof(float));
-    fill_uniform(inp, (size_t)T * C, &rng_state, -1, 1);
-    float* got = mallocCheck((size_t)T * OC * sizeof(float));
-    for (size_t i = 0; i < (size_t)T * OC; i++) { got[i] = NAN; }   // every element must be written
-    matmul_forward_fast(got, inp, weight, T, C, OC);
-    char what[160];
-    snprintf(what, sizeof(what), "matmul_forward_fast [%s] %s T=%d C=%d OC=%d", fast_isa_name(fast_isa),
-             tensor_type_name(type), T, C, OC);
-    check_matmul(what, type, got, inp, dequantised, T, C, OC);
-    // batch invariance: rows 0 and T-1 computed alone
-    float* alone = mallocCheck((size_t)OC * sizeof(float));
-    int rows_to_check[2] = {0, T - 1};
-    for (int k = 0; k < 2; k++) {
-        int t = rows_to_check[k];
-        matmul_forward_fast(alone, inp + (size_t)t * C, weight, 1, C, OC);
-        check(bits_equal(alone, got + (size_t)t * OC, (size_t)OC),
-              "%s: row %d computed alone differs from the same row in the batch (tolerance exact)", what, t);
-    }
+    for (int form = 0; form < 2; form++) {
+        Matrix weight;
+        void* owned;
+        if (!weight_form(&weight, stored, type, OC, C, form, &owned)) { continue; }
+        float* inp = mallocCheck((size_t)T * C * sizeof(float));
+        fill_uniform(inp, (size_t)T * C, &rng_state, -1, 1);
+        float* got = mallocCheck((size_t)T * OC * sizeof(float));
+        for (size_t i = 0; i < (size_t)T * OC; i++) { got[i] = NAN; }   // every element must be written
+        matmul_forward_fast(got, inp, weight, T, C, OC);
+        char what[160];
+        snprintf(what, sizeof(what), "matmul_forward_fast [%s] %s%s T=%d C=%d OC=%d", fast_isa_name(fast_isa),
+                 tensor_type_name(type), form ? " packed" : "", T, C, OC);
+        check_matmul(what, type, got, inp, dequantised, T, C, OC);
+        // batch invariance: rows 0 and T-1 computed alone
+        float* alone = mallocCheck((size_t)OC * sizeof(float));
+        int rows_to_check[2] = {0, T - 1};
+        for (int k = 0; k < 2; k++) {
+            int t = rows_to_check[k];
+            matmul_forward_fast(alone, inp + (size_t)t * C, weight, 1, C, OC);
+            check(bits_equal(alone, got + (size_t)t * OC, (size_t)OC),
+                  "%s: row %d computed alone differs from the same row in the batch (tolerance exact)", what, t);
+        }
 #ifdef _OPENMP
-    // thread-count invariance: one thread gives the same bits
-    float* one_thread = mallocCheck((size_t)T * OC * sizeof(float));
-    int threads = omp_get_max_threads();
-    omp_set_num_threads(1);
-    matmul_forward_fast(one_thread, inp, weight, T, C, OC);
-    omp_set_num_threads(threads);
-    check(bits_equal(one_thread, got, (size_t)T * OC), "%s: one thread differs from %d (tolerance exact)", what, threads);
-    free(one_thread);
+        // thread-count invariance: one thread gives the same bits
+        float* one_thread = mallocCheck((size_t)T * OC * sizeof(float));
+        int threads = omp_get_max_threads();
+        omp_set_num_threads(1);
+        matmul_forward_fast(one_thread, inp, weight, T, C, OC);
+        omp_set_num_threads(threads);
+        check(bits_equal(one_thread, got, (size_t)T * OC), "%s: one thread differs from %d (tolerance exact)", what, threads);
+        free(one_thread);
 #endif
-    free(alone); free(got); free(inp); free(stored); free(dequantised);
+        free(alone); free(got); free(inp); free(owned);
+    }
+    free(stored); free(dequantised);
 }
 
 // Inputs that are not finite: the int8 path hands the call to the fp32 kernels, so infinities and NaNs
@@ -167,20 +186,26 @@ static void test_matmul_not_finite(void) {
         int type = WEIGHT_TYPES[k];
         float dequantised[5 * 64], inp[3 * 64], expected[3 * 5], got[3 * 5];
         void* stored = make_weight(type, OC, C, dequantised);
-        Matrix weight = {stored, type};
-        fill_uniform(inp, (size_t)T * C, &rng_state, -1, 1);
-        inp[1 * C + 7] = INFINITY;   // row 1: +-inf outputs (or NaN where a weight is 0)
-        inp[2 * C + 9] = NAN;        // row 2: NaN outputs
-        matmul_forward_cpu(expected, inp, matrix_f32(dequantised), T, C, OC);
-        matmul_forward_fast(got, inp, weight, T, C, OC);
-        int mismatches = 0;
-        for (int i = 0; i < T * OC; i++) {
-            int same_class = isnan(got[i]) ? isnan(expected[i]) != 0 : isinf(got[i]) ? got[i] == expected[i]
-                             : !isnan(expected[i]) && !isinf(expected[i]);
-            mismatches += !same_class;
+        for (int form = 0; form < 2; form++) {
+            Matrix weight;
+            void* owned;
+            if (!weight_form(&weight, stored, type, OC, C, form, &owned)) { continue; }
+            fill_uniform(inp, (size_t)T * C, &rng_state, -1, 1);
+            inp[1 * C + 7] = INFINITY;   // row 1: +-inf outputs (or NaN where a weight is 0)
+            inp[2 * C + 9] = NAN;        // row 2: NaN outputs
+            matmul_forward_cpu(expected, inp, matrix_f32(dequantised), T, C, OC);
+            matmul_forward_fast(got, inp, weight, T, C, OC);
+            int mismatches = 0;
+            for (int i = 0; i < T * OC; i++) {
+                int same_class = isnan(got[i]) ? isnan(expected[i]) != 0 : isinf(got[i]) ? got[i] == expected[i]
+                                 : !isnan(expected[i]) && !isinf(expected[i]);
+                mismatches += !same_class;
+            }
+            check(mismatches == 0, "matmul_forward_fast [%s] %s%s with inf and NaN inputs: %d outputs of another class "
+                  "(finite / inf / NaN) than the reference's", fast_isa_name(fast_isa), tensor_type_name(type),
+                  form ? " packed" : "", mismatches);
+            free(owned);
         }
-        check(mismatches == 0, "matmul_forward_fast [%s] %s with inf and NaN inputs: %d outputs of another class "
-              "(finite / inf / NaN) than the reference's", fast_isa_name(fast_isa), tensor_type_name(type), mismatches);
         free(stored);
     }
 }
@@ -218,11 +243,23 @@ static void test_embedding(void) {
         void* stored = make_weight(type, V, C, dequantised);
         float got[7 * 96], expected[7 * 96];
         embedding_forward_cpu(expected, tokens, matrix_f32(dequantised), 7, C, V);
-        Matrix table = {stored, type};
-        embedding_forward_fast(got, tokens, table, 7, C, V);
-        char what[96];
-        snprintf(what, sizeof(what), "embedding_forward_fast %s", tensor_type_name(type));
-        check_tensor(what, got, expected, 7 * (size_t)C, fast_tolerance("exact"));
+        for (int form = 0; form < 2; form++) {
+            Matrix table;
+            void* owned;
+            if (!weight_form(&table, stored, type, V, C, form, &owned)) { continue; }
+            embedding_forward_fast(got, tokens, table, 7, C, V);
+            char what[96];
+            snprintf(what, sizeof(what), "embedding_forward_fast %s%s", tensor_type_name(type), form ? " packed" : "");
+            check_tensor(what, got, expected, 7 * (size_t)C, fast_tolerance("exact"));
+            if (form == 1) {   // and the whole matrix back on the host, as the trainer and the exporters read it
+                float* host = mallocCheck((size_t)V * C * sizeof(float));
+                matrix_to_host_f32(&backend_cpu_fast, table, V, C, host);
+                check(bits_equal(host, dequantised, (size_t)V * C), "matrix_to_host_f32 of a packed %s matrix: not "
+                      "dequantize_row's values (tolerance exact)", tensor_type_name(type));
+                free(host);
+            }
+            free(owned);
+        }
         free(stored); free(dequantised);
     }
 }
@@ -513,17 +550,22 @@ static void test_model_weights(const GGUFFile* gguf) {
         int OC = rows < 256 ? rows : 256;
         float* dequantised = mallocCheck((size_t)OC * C * sizeof(float));
         dequantize_row(tensor->type, tensor->data, dequantised, (int64_t)OC * C);
-        Matrix weight = {tensor->data, tensor->type};
-        for (int T = 1; T <= 7; T += 6) {
-            float* inp = mallocCheck((size_t)T * C * sizeof(float));
-            float* got = mallocCheck((size_t)T * OC * sizeof(float));
-            fill_uniform(inp, (size_t)T * C, &rng_state, -1, 1);
-            matmul_forward_fast(got, inp, weight, T, C, OC);
-            char what[200];
-            snprintf(what, sizeof(what), "%s (%s, %d x %d) [%s] T=%d", tensor->name, tensor_type_name(tensor->type), rows, C,
-                     fast_isa_name(fast_isa), T);
-            check_matmul(what, tensor->type, got, inp, dequantised, T, C, OC);
-            free(got); free(inp);
+        for (int form = 0; form < 2; form++) {
+            Matrix weight;
+            void* owned;
+            if (!weight_form(&weight, tensor->data, tensor->type, OC, C, form, &owned)) { continue; }
+            for (int T = 1; T <= 7; T += 6) {
+                float* inp = mallocCheck((size_t)T * C * sizeof(float));
+                float* got = mallocCheck((size_t)T * OC * sizeof(float));
+                fill_uniform(inp, (size_t)T * C, &rng_state, -1, 1);
+                matmul_forward_fast(got, inp, weight, T, C, OC);
+                char what[200];
+                snprintf(what, sizeof(what), "%s (%s%s, %d x %d) [%s] T=%d", tensor->name, tensor_type_name(tensor->type),
+                         form ? " packed" : "", rows, C, fast_isa_name(fast_isa), T);
+                check_matmul(what, tensor->type, got, inp, dequantised, T, C, OC);
+                free(got); free(inp);
+            }
+            free(owned);
         }
         free(dequantised);
         n_checked++;
@@ -561,46 +603,51 @@ static void test_model_activations(Target* target, const int* tokens, int n_toke
         float* expected = mallocCheck((size_t)T * OC * sizeof(float));
         float* got = mallocCheck((size_t)T * OC * sizeof(float));
         matmul_forward_cpu(expected, cases[k].inp, matrix_f32(dequantised), T, C, OC);
-        Matrix weight = {tensor->data, tensor->type};
-        matmul_forward_fast(got, cases[k].inp, weight, T, C, OC);
-        double sum_squares = 0, sum_error_squares = 0, max_error = 0;
-        for (size_t i = 0; i < (size_t)T * OC; i++) {
-            double e = fabs((double)got[i] - expected[i]);
-            sum_squares += (double)expected[i] * expected[i];
-            sum_error_squares += e * e;
-            if (e > max_error || e != e) { max_error = e; }
-        }
-        double rms = sqrt(sum_squares / ((double)T * OC));
-        double rms_error = sqrt(sum_error_squares / ((double)T * OC)) / rms, max_relative = max_error / rms;
-        char what[200];
-        snprintf(what, sizeof(what), "%s (%s) on real activations [%s] T=%d", name, tensor_type_name(tensor->type),
-                 fast_isa_name(fast_isa), T);
-        if (int8_path_runs(tensor->type)) {
-            check(rms_error <= model_bound("int8_rms_error"), "%s: rms error %.3g of the output rms (bound %.3g)", what,
-                  rms_error, model_bound("int8_rms_error"));
-            check(max_relative <= model_bound("int8_max_error"), "%s: max error %.3g of the output rms (bound %.3g)",
-                  what, max_relative, model_bound("int8_max_error"));
-        } else {
-            check_tensor(what, got, expected, (size_t)T * OC, fast_tolerance("matmul_reorder"));
-        }
-        printf("  %-24s %-5s rms(ref) %8.4f  rms error %.2e  max error %.2e (of rms(ref))", name,
-               tensor_type_name(tensor->type), rms, rms_error, max_relative);
-        if (strcmp(cases[k].tensor, "token_embd") == 0) {
-            int agree = 0;
-            double widest_flipped_margin = 0;   // the reference's top-1 minus the fast path's pick, where they differ
-            for (int t = 0; t < T; t++) {
-                const float* reference_row = expected + (size_t)t * OC;
-                int reference_pick = argmax_of(reference_row, OC), fast_pick = argmax_of(got + (size_t)t * OC, OC);
-                agree += reference_pick == fast_pick;
-                double margin = reference_row[reference_pick] - reference_row[fast_pick];
-                if (margin > widest_flipped_margin) { widest_flipped_margin = margin; }
+        for (int form = 0; form < 2; form++) {
+            Matrix weight;
+            void* owned;
+            if (!weight_form(&weight, tensor->data, tensor->type, OC, C, form, &owned)) { continue; }
+            matmul_forward_fast(got, cases[k].inp, weight, T, C, OC);
+            double sum_squares = 0, sum_error_squares = 0, max_error = 0;
+            for (size_t i = 0; i < (size_t)T * OC; i++) {
+                double e = fabs((double)got[i] - expected[i]);
+                sum_squares += (double)expected[i] * expected[i];
+                sum_error_squares += e * e;
+                if (e > max_error || e != e) { max_error = e; }
             }
-            double agreement = (double)agree / T;
-            printf("  argmax agrees at %d of %d positions (flips within %.3f of the reference's top logit)", agree, T,
-                   widest_flipped_margin);
-            check(agreement >= model_bound("head_argmax_agreement"), "%s: argmax agrees at %d of %d positions", what, agree, T);
+            double rms = sqrt(sum_squares / ((double)T * OC));
+            double rms_error = sqrt(sum_error_squares / ((double)T * OC)) / rms, max_relative = max_error / rms;
+            char what[200];
+            snprintf(what, sizeof(what), "%s (%s%s) on real activations [%s] T=%d", name, tensor_type_name(tensor->type),
+                     form ? " packed" : "", fast_isa_name(fast_isa), T);
+            if (int8_path_runs(tensor->type)) {
+                check(rms_error <= model_bound("int8_rms_error"), "%s: rms error %.3g of the output rms (bound %.3g)", what,
+                      rms_error, model_bound("int8_rms_error"));
+                check(max_relative <= model_bound("int8_max_error"), "%s: max error %.3g of the output rms (bound %.3g)",
+                      what, max_relative, model_bound("int8_max_error"));
+            } else {
+                check_tensor(what, got, expected, (size_t)T * OC, fast_tolerance("matmul_reorder"));
+            }
+            printf("  %-24s %-5s%s rms(ref) %8.4f  rms error %.2e  max error %.2e (of rms(ref))", name,
+                   tensor_type_name(tensor->type), form ? " packed" : "       ", rms, rms_error, max_relative);
+            if (strcmp(cases[k].tensor, "token_embd") == 0) {
+                int agree = 0;
+                double widest_flipped_margin = 0;   // the reference's top-1 minus the fast path's pick, where they differ
+                for (int t = 0; t < T; t++) {
+                    const float* reference_row = expected + (size_t)t * OC;
+                    int reference_pick = argmax_of(reference_row, OC), fast_pick = argmax_of(got + (size_t)t * OC, OC);
+                    agree += reference_pick == fast_pick;
+                    double margin = reference_row[reference_pick] - reference_row[fast_pick];
+                    if (margin > widest_flipped_margin) { widest_flipped_margin = margin; }
+                }
+                double agreement = (double)agree / T;
+                printf("  argmax agrees at %d of %d positions (flips within %.3f of the reference's top logit)", agree, T,
+                       widest_flipped_margin);
+                check(agreement >= model_bound("head_argmax_agreement"), "%s: argmax agrees at %d of %d positions", what, agree, T);
+            }
+            printf("\n");
+            free(owned);
         }
-        printf("\n");
         free(got); free(expected); free(dequantised);
     }
 }
@@ -627,9 +674,28 @@ static void test_model_file(const char* path) {
     target_free(&target);
 }
 
+// SwiGLU: the reference's bits, on one thread and in parallel
+static void test_swiglu(void) {
+    const int sizes[] = {7, 1536, 9216, 20001};
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        int N = sizes[k];
+        float* gate = mallocCheck((size_t)N * sizeof(float));
+        float* up = mallocCheck((size_t)N * sizeof(float));
+        float* expected = mallocCheck((size_t)N * sizeof(float));
+        float* got = mallocCheck((size_t)N * sizeof(float));
+        fill_uniform(gate, (size_t)N, &rng_state, -12, 12);
+        fill_uniform(up, (size_t)N, &rng_state, -3, 3);
+        swiglu_forward_cpu(expected, gate, up, N);
+        swiglu_forward_fast(got, gate, up, N);
+        check(bits_equal(got, expected, (size_t)N), "swiglu_forward_fast N=%d differs from the reference (tolerance exact)", N);
+        free(gate); free(up); free(expected); free(got);
+    }
+}
+
 int main(int argc, char** argv) {
     int best = fast_isa_best();
     test_fp16_conversion();
+    test_swiglu();
     for (int isa = FAST_ISA_PORTABLE; isa <= best; isa++) {
         fast_isa = isa;
         printf("path: %s\n", fast_isa_name(isa));

@@ -359,9 +359,28 @@ static void test_chart_and_csv(void) {
     char* dangling[] = {"-o"};
     check(plot_command(1, dangling) == 1, "plot: -o without a value");
 
+    // every header version reads: the current one (skipped rows are not measurements) and 9 columns (status,
+    // no prefill_seconds); the 8-column one is the file above
+    const char* current = write_temp("current.csv", REQUESTS_CSV_HEADER "\n"
+                                     "0,c,10,4,2,2.0,0.5,0,served,0.2\n1,c,0,0,0,0,0,0,skipped_prompt_too_long,0\n"
+                                     "2,prose,10,4,4,1.0,0.5,1,served,0.2\n");
+    RequestRows versions;
+    rc = read_requests_csv(current, &versions, &err);
+    check(rc == 0 && versions.n == 2 && versions.acceptance[1] == 1.0f && strcmp(versions.domains[1], "prose") == 0,
+          "the current header: 2 served rows of 3, got %d (%s)", rc ? -1 : versions.n, rc ? err.message : "");
+    if (rc == 0) { request_rows_free(&versions); }
+    const char* nine = write_temp("nine.csv", "request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,"
+                                  "seconds,draft_version,status\n0,c,10,4,2,2.0,0.5,0,served\n");
+    rc = read_requests_csv(nine, &versions, &err);
+    check(rc == 0 && versions.n == 1, "the 9-column header (%s)", rc ? err.message : "");
+    if (rc == 0) { request_rows_free(&versions); }
+
     // malformed CSV files name the line
     struct { const char* text; const char* expected; } bad[] = {
         {"request,domain\n0,c\n", ":1: expected the header"},
+        {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_versio\n",
+         ":1: expected the header"},   // a prefix that ends inside a column name
+        {REQUESTS_CSV_HEADER "\n0,c,1,2,3,2.5,0.1,0,served\n", ":2: expected 10 comma-separated fields"},
         {"", "empty file"},
         {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
          "0,c,1,2,3,2.5,0.1,0\n1,c,1,2,3,2.5,0.1\n", ":3: expected 8 comma-separated fields"},

@@ -60,6 +60,8 @@ finish() { wait; running=0; }
 acceptance() { awk -F, -v from="$2" -v to="$3" 'NR > 1 && $9 == "served" && NR - 1 > from && NR - 1 <= to { a += $6; n++ }
                                                END { printf "%.3f", n ? a / n : 0 }' "$1/requests.csv"; }
 speed() { awk -F, 'NR > 1 && $9 == "served" { t += $4; s += $7 } END { printf "%.2f", s ? t / s : 0 }' "$1/requests.csv"; }
+# the same after each request's prefill (decoding alone: what speculation changes; the prefill is the same work)
+decode_speed() { awk -F, 'NR > 1 && $9 == "served" { t += $4; s += $7 - $10 } END { printf "%.2f", s ? t / s : 0 }' "$1/requests.csv"; }
 held_back() { awk -F, 'NR > 1 { last = $3 } END { printf "%.3f", last }' "$1/held_back.csv" 2>/dev/null || echo "-"; }
 
 case "$experiment" in
@@ -94,12 +96,15 @@ day0)
             [ "$w" -le "$N" ] && echo "  online acceptance, requests $((w - 49))-$w (moving average of 50): $(acceptance "$out/online" $((w - 50)) "$w")"
         done
         echo "  held-back acceptance at the end: $(held_back "$out/online")"
-        before=$(speed "$out/plain"); after=$(speed "$out/plain-after")
-        learned=$(speed "$out/learned"); hybrid=$(speed "$out/learned-hybrid")
-        awk -v b="$before" -v a="$after" -v l="$learned" -v h="$hybrid" -v m="$M" -v threads="$OMP_NUM_THREADS" 'BEGIN {
-            p = (b + a) / 2
-            printf "  %d requests it never saw (%d thread(s)): plain %.2f tok/s (%.2f before, %.2f after the others), learned draft (frozen, adaptive) %.2f tok/s (%.2fx), with the suffix draft (hybrid) %.2f tok/s (%.2fx)\n",
-                   m, threads, p, b, a, l, l / p, h, h / p }'
+        for measure in speed decode_speed; do
+            before=$($measure "$out/plain"); after=$($measure "$out/plain-after")
+            learned=$($measure "$out/learned"); hybrid=$($measure "$out/learned-hybrid")
+            what=$([ "$measure" = speed ] && echo "whole requests" || echo "after the prefill")
+            awk -v b="$before" -v a="$after" -v l="$learned" -v h="$hybrid" -v m="$M" -v threads="$OMP_NUM_THREADS" -v what="$what" 'BEGIN {
+                p = (b + a) / 2
+                printf "  %d requests it never saw (%d thread(s)), %s: plain %.2f tok/s (%.2f before, %.2f after the others), learned draft (frozen, adaptive) %.2f tok/s (%.2fx), with the suffix draft (hybrid) %.2f tok/s (%.2fx)\n",
+                       m, threads, what, p, b, a, l, l / p, h, h / p }'
+        done
     } | tee "$out/result.txt"
     # the online run's own chart: its acceptance per request and the held-back curve (dashed)
     cp "$out/online/acceptance.svg" "$out/acceptance.svg"
@@ -156,14 +161,17 @@ live)
     {
         echo "live: $N requests (mixed traffic, max-new $MAX_NEW), $CORES cores: plain decoding on all of them and on one"
         echo "(the faster is the baseline); online runs serve on one core (adaptive shapes) while the trainer uses the other"
-        plain_all=$(speed "$out/plain"); plain_one=$(speed "$out/plain-1")
-        plain=$(awk -v a="$plain_all" -v b="$plain_one" 'BEGIN { print (a > b ? a : b) }')
-        echo "  plain    $plain_all tok/s on $CORES threads, $plain_one tok/s on 1"
-        for name in learned hybrid; do
-            awk -v p="$plain" -v s="$(speed "$out/$name")" -v n="$name" -v a="$(acceptance "$out/$name" 0 "$N")" \
-                -v last="$(acceptance "$out/$name" $((N - N / 2)) "$N")" 'BEGIN {
-                printf "  %-8s %6.2f tok/s against plain %6.2f: %.2fx (acceptance length %.2f, last half %.2f)\n",
-                       n, s, p, s / p, a, last }'
+        for measure in speed decode_speed; do
+            [ "$measure" = speed ] && echo " whole requests:" || echo " after the prefill (decoding alone):"
+            plain_all=$($measure "$out/plain"); plain_one=$($measure "$out/plain-1")
+            plain=$(awk -v a="$plain_all" -v b="$plain_one" 'BEGIN { print (a > b ? a : b) }')
+            echo "  plain    $plain_all tok/s on $CORES threads, $plain_one tok/s on 1"
+            for name in learned hybrid; do
+                awk -v p="$plain" -v s="$($measure "$out/$name")" -v n="$name" -v a="$(acceptance "$out/$name" 0 "$N")" \
+                    -v last="$(acceptance "$out/$name" $((N - N / 2)) "$N")" 'BEGIN {
+                    printf "  %-8s %6.2f tok/s against plain %6.2f: %.2fx (acceptance length %.2f, last half %.2f)\n",
+                           n, s, p, s / p, a, last }'
+            done
         done
     } | tee "$out/result.txt"
     "$AURORA" plot -o "$out/acceptance.svg" --title "live: serving with the trainer running (adaptive shapes)" \

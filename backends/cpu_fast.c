@@ -6,13 +6,14 @@ tests/test_fast.c checks every op here against them.
 
 Contract:
   - matmul_forward_fast(out, inp, weight, T, C, OC): out (T, OC) = inp (T, C) @ weight (OC, C)^T for a
-    weight of type F32, F16, BF16, Q8_0, Q4_0 or Q4_1, read in place (quantised types need C % 32 == 0).
-    Two arithmetics:
+    weight of type F32, F16, BF16, Q8_0, Q4_0 or Q4_1, read in place (quantised types need C % 32 == 0),
+    or a quantised weight packed by the int8 table (FAST_PACKED, cpu_fast.h). Two arithmetics:
       fp32 activations (every CPU; every weight type): each weight value is dequantised exactly (as
         dequantize_row does) into registers or an L1-sized span and multiplied with every input row before
         the next is read; the products are summed in fp32 in another order than the reference (vector
         lanes), so results differ from matmul_forward_cpu on the dequantised weights by reordering only.
-      int8 activations (CPUs with AVX-512 VNNI; Q8_0, Q4_0, Q4_1 weights; on unless
+        (A packed weight off the int8 kernel: each row dequantised, its dot products summed in order.)
+      int8 activations (packed Q8_0, Q4_0, Q4_1 weights on CPUs with AVX-512 VNNI; on unless
         fast_int8_activations is 0): each input row is quantised in blocks of 32 as llama.cpp quantises
         its activations (scale = max|x| / 127, q = x * (1 / scale) rounded to nearest even; a block below
         1e-30 is zeros), integer dot products per block, scales applied in fp32. Results equal the fp32
@@ -47,7 +48,7 @@ check every level the machine has):
   portable C         any CPU (ARM included): spans, `restrict`, `omp simd`; the compiler vectorises it
   portable C, AVX2   the same C compiled with __attribute__((target("avx2,fma,f16c"))), no intrinsics
   AVX-512            intrinsics, fp32 activations (matmul); attention is the portable C compiled for it
-  AVX-512 VNNI       as AVX-512, plus the int8 kernel for the quantised types
+  AVX-512 VNNI       as AVX-512, plus the int8 kernel for the packed quantised types
 Why not -march=native: the binary must run on any x86-64, and one dispatch point keeps the portable path
 compiled and tested on every machine. Why intrinsics: one core of this project's Xeon (Sapphire Rapids),
 a Q4_1 576 -> 1536 matrix in L2, one input row, per block of 32 weights: portable C 10.4 ns, portable C
@@ -141,9 +142,11 @@ static void matmul_rows_portable(float* out, const float* inp, Matrix weight, in
 // ----------------------------------------------------------------------------
 // matmul: out[t][o] = sum_c inp[t][c] * weight[o][c], weight in its stored type
 
-// The one matmul: int8_activations 1 takes the int8 path where it applies (a VNNI CPU, a quantised
-// weight, finite inputs), 0 keeps fp32 activations. The tables pass their arithmetic (backend_cpu_fast: 1,
-// backend_cpu_fast_exact: 0); matmul_forward_fast passes fast_int8_activations.
+// The one matmul. A weight in its stored type: fp32 activations, the widest path the CPU has. A packed
+// weight (the int8 table's form of the quantised types, cpu_fast.h): int8_activations 1 takes the int8
+// kernel where it runs, 0 the exact path. The tables pass their arithmetic (backend_cpu_fast: 1,
+// backend_cpu_fast_exact: 0, whose matrices are never packed); matmul_forward_fast passes
+// fast_int8_activations.
 static void matmul_packed(float* out, const float* inp, Matrix weight, int T, int C, int OC, int int8_activations);
 
 static void matmul_forward_fast_arithmetic(float* out, const float* inp, Matrix weight, int T, int C, int OC,
@@ -152,24 +155,8 @@ static void matmul_forward_fast_arithmetic(float* out, const float* inp, Matrix 
     if (fast_is_packed(weight.type)) { matmul_packed(out, inp, weight, T, C, OC, int8_activations); return; }
     fast_check_matrix(weight.type, C, "matmul_forward_fast");
     int isa = fast_isa_current();
-#if FAST_X86
-    FastInt8Rows quantised;
-    int int8_path = int8_activations && isa == FAST_ISA_AVX512_VNNI && tensor_type_block_size(weight.type) == FAST_QK;
-    if (int8_path) { fast_int8_rows_allocate(&quantised, T, C); }
-#else
-    int int8_path = 0;
-    (void)int8_activations;
-#endif
-    int finite = 1;   // the int8 path needs finite inputs; otherwise the fp32 path runs
     #pragma omp parallel if ((long)T * OC * C >= PARALLEL_MIN_WORK)
     {
-#if FAST_X86
-        if (int8_path) {
-            #pragma omp for schedule(static) reduction(&:finite)
-            for (int t = 0; t < T; t++) { finite &= fast_vnni_quantize_row(&quantised, inp + (size_t)t * C, t, C, weight.type) == 0; }
-            // (the loop's barrier: every thread sees every row quantised and the reduced `finite`)
-        }
-#endif
         // Each thread takes one contiguous range of output rows (a multiple of 16 rows, so tiles stay whole).
         int n_threads = 1, thread = 0;
 #ifdef _OPENMP
@@ -182,17 +169,13 @@ static void matmul_forward_fast_arithmetic(float* out, const float* inp, Matrix 
         if (last_row > OC) { last_row = OC; }
         if (first_row < last_row) {
 #if FAST_X86
-            if (int8_path && finite) { fast_matmul_rows_vnni(out, &quantised, weight, T, C, OC, first_row, last_row); }
-            else if (isa >= FAST_ISA_AVX512) { fast_matmul_rows_avx512(out, inp, weight, T, C, OC, first_row, last_row); }
+            if (isa >= FAST_ISA_AVX512) { fast_matmul_rows_avx512(out, inp, weight, T, C, OC, first_row, last_row); }
             else if (isa == FAST_ISA_AVX2) { fast_matmul_rows_avx2(out, inp, weight, T, C, OC, first_row, last_row); }
             else
 #endif
-            { (void)isa; (void)int8_path; matmul_rows_portable(out, inp, weight, T, C, OC, first_row, last_row); }
+            { (void)isa; matmul_rows_portable(out, inp, weight, T, C, OC, first_row, last_row); }
         }
     }
-#if FAST_X86
-    if (int8_path) { free(quantised.memory); }
-#endif
 }
 
 // A packed matrix (cpu_fast.h): the packed VNNI kernel; where it cannot run (fp32 activations asked for, a

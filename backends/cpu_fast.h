@@ -366,36 +366,6 @@ FAST_INLINE void attention_backward_head_body(float* dq, float* dkeys, float* dv
 }
 
 // ----------------------------------------------------------------------------
-// int8 input rows (the AVX-512 VNNI matmul in cpu_fast_kernels.c; its arithmetic is described there)
-
-// Input rows quantised for the int8 kernels. A "pair" is two consecutive blocks (64 columns); a row with
-// an odd number of blocks has a last pair with one block, whose second half is zero everywhere. In a
-// pair's 64 bytes the two blocks alternate in 4-byte groups: int32 lane k of a vpdpbusd holds elements
-// 4 * (k / 2) .. 4 * (k / 2) + 3 of block k % 2 (the weights are unpacked into the same order). So each
-// per-block quantity (scales, corrections) is a pair of numbers broadcast to all lanes by one 8-byte load.
-// Records are pair-major, so the rows that meet a pair of weight blocks lie at fixed offsets.
-typedef struct {
-    int T;                 // rows
-    int8_t* q;             // (n_pairs, T, 64) quantised values, lanes interleaved as above
-    float* pair_scales;    // (n_pairs, T, 4): the two blocks' scales, then (as int32) their corrections
-                           // -(8 or 128) / 8 * sum(q) (Q4_0, Q8_0: an int32 lane holds 1/8 of its block's)
-    float* sums;           // (T, n_blocks) scale * sum(q) per block: Q4_1's m term
-    void* memory;
-} FastInt8Rows;
-
-static inline void fast_int8_rows_allocate(FastInt8Rows* x, int T, int C) {
-    int n_blocks = C / FAST_QK, n_pairs = (n_blocks + 1) / 2;
-    size_t q_bytes = (size_t)n_pairs * T * 64, scale_bytes = (size_t)n_pairs * T * 16;
-    uint8_t* memory = aligned_alloc(64, q_bytes + (scale_bytes + 63) / 64 * 64 + ((size_t)T * n_blocks * 4 + 63) / 64 * 64);
-    if (!memory) { fprintf(stderr, "error: out of memory (%s:%d)\n", __FILE__, __LINE__); exit(EXIT_FAILURE); }
-    x->T = T;
-    x->memory = memory;
-    x->q = (int8_t*)memory;
-    x->pair_scales = (float*)(memory + q_bytes);
-    x->sums = (float*)(memory + q_bytes + (scale_bytes + 63) / 64 * 64);
-}
-
-// ----------------------------------------------------------------------------
 // Packed quantised matrices: the int8 table's form of a Q8_0, Q4_0 or Q4_1 matrix (upload_matrix packs it
 // once, on AVX-512 VNNI CPUs). The same bytes as stored, regrouped so that one vpdpbusd serves 16 weight
 // rows: int32 lane r of a vector holds 4 consecutive elements of row r. Rows go in groups of 16 (the last
@@ -445,8 +415,8 @@ static inline void fast_packed_dequantize_row(float* out, const uint8_t* data, i
     }
 }
 
-// Input rows quantised for the packed kernel: as FastInt8Rows quantises them (the same values), laid out
-// in column order, with each block's integer correction whole.
+// Input rows quantised for the packed kernel (its arithmetic: cpu_fast_kernels.c), in column order, with
+// each block's scale, integer correction and sum.
 typedef struct {
     int T, C;
     int8_t* q;             // (T, C)
@@ -477,10 +447,6 @@ static inline void fast_int8_blocks_allocate(FastInt8Blocks* x, int T, int C) {
 void fast_matmul_rows_avx2(float* out, const float* inp, Matrix weight, int T, int C, int OC, int first_row, int last_row);
 void fast_matmul_rows_avx512(float* out, const float* inp, Matrix weight, int T, int C, int OC, int first_row, int last_row);
 // Quantises input row t for weights of `type`; -1 if a value is not finite.
-int fast_vnni_quantize_row(FastInt8Rows* x, const float* v, int t, int C, int type);
-void fast_matmul_rows_vnni(float* out, const FastInt8Rows* x, Matrix weight, int T, int C, int OC, int first_row,
-                           int last_row);
-// The same for the packed kernel (FastInt8Blocks; the same quantised values).
 int fast_vnni_quantize_blocks(FastInt8Blocks* x, const float* v, int t, int type);
 // out[:, first_row:last_row] (first_row a multiple of FAST_GROUP) of a packed matrix.
 void fast_matmul_packed_vnni(float* out, const FastInt8Blocks* x, Matrix weight, int T, int C, int OC, int first_row,

@@ -425,212 +425,21 @@ FAST_AVX512_TARGET void fast_attention_item_avx512(const AttentionItem* item) {
 }
 
 // ----------------------------------------------------------------------------
-// matmul, AVX-512 VNNI, quantised weights (Q8_0, Q4_0, Q4_1): the input rows are quantised to int8 in
-// blocks of 32 (as llama.cpp's Q8 activations: scale = max|x| / 127, q = x / scale rounded to nearest),
-// and each pair of weight blocks meets each input row in one vpdpbusd (64 products of unsigned weight
-// bytes and signed activation bytes, summed 4 at a time into 16 int32 lanes: 8 lanes per block).
-// Then per block: scale_w * scale_x * integer sum, in fp32.
+// matmul, AVX-512 VNNI, packed quantised weights (Q8_0, Q4_0, Q4_1; the layout: cpu_fast.h). The input rows
+// are quantised to int8 in blocks of 32 (as llama.cpp's Q8 activations: scale dx = max|x| / 127, q = x /
+// scale rounded to nearest), and vpdpbusd multiplies unsigned weight bytes with signed activation bytes:
 //   Q4_1: w = d * q + m, q in [0, 15]   sum = d * dx * (q . qx) + m * (dx * sum qx)
 //   Q4_0: w = d * (q - 8)               sum = d * dx * (q . qx - 8 * sum qx)     (integer correction)
 //   Q8_0: w = d * q, q in [-127, 127]   sum = d * dx * ((q + 128) . qx - 128 * sum qx)
-// The integer corrections are exact; they ride in the accumulator that vpdpbusd starts from. The
-// activations' rounding is the only new error (measured in tests/test_fast.c). A call whose inputs are
-// not all finite takes the fp32 path instead, so infinities and NaNs propagate as in the reference.
-
-// Quantises input row t (C values, C % 32 == 0) for weights of `type`: per block of 32, scale = max|x| / 127
-// and q = x / scale rounded to nearest even (a block under 1e-30 in magnitude is all zeros: its products
-// are far below any tolerance, and the inverse of a subnormal scale would overflow). Returns -1 if a
-// value is not finite (the records are then meaningless).
-FAST_VNNI_TARGET int fast_vnni_quantize_row(FastInt8Rows* x, const float* v, int t, int C, int type) {
-    int n_blocks = C / FAST_QK, n_pairs = (n_blocks + 1) / 2;
-    int correction_factor = type == TYPE_Q8_0 ? 128 / 8 : type == TYPE_Q4_0 ? 8 / 8 : 0;
-    const __m512i interleave = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
-    __mmask16 not_finite = 0;
-    for (int pair = 0; pair < n_pairs; pair++) {
-        int8_t blocks[64] __attribute__((aligned(64)));   // the pair in column order
-        float* pair_scales = x->pair_scales + ((size_t)pair * x->T + t) * 4;
-        int32_t corrections[2] = {0, 0};
-        for (int half = 0; half < 2; half++) {
-            int b = 2 * pair + half;
-            __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
-            __mmask16 block_not_finite = 0;
-            if (b < n_blocks) {
-                v0 = _mm512_loadu_ps(v + (size_t)b * FAST_QK);
-                v1 = _mm512_loadu_ps(v + (size_t)b * FAST_QK + 16);
-                block_not_finite = _mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99);   // NaN, inf
-                not_finite |= block_not_finite;
-            }
-            if (b == n_blocks || block_not_finite) {   // the missing second block of the last pair (or dead)
-                _mm256_store_si256((__m256i*)(blocks + half * 32), _mm256_setzero_si256());
-                pair_scales[half] = 0.0f;
-                continue;
-            }
-            float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-            float scale = amax / 127.0f;
-            float inverse = amax > 1e-30f ? 1.0f / scale : 0.0f;
-            if (inverse == 0.0f) { scale = 0.0f; }
-            __m512 inverse_vector = _mm512_set1_ps(inverse);
-            __m512i q0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, inverse_vector), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            __m512i q1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, inverse_vector), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-            _mm_store_si128((__m128i*)(blocks + half * 32), _mm512_cvtepi32_epi8(q0));
-            _mm_store_si128((__m128i*)(blocks + half * 32 + 16), _mm512_cvtepi32_epi8(q1));
-            pair_scales[half] = scale;
-            corrections[half] = -correction_factor * sum;
-            x->sums[(size_t)t * n_blocks + b] = scale * (float)sum;
-        }
-        memcpy(pair_scales + 2, corrections, 8);
-        _mm512_store_si512(x->q + ((size_t)pair * x->T + t) * 64,
-                           _mm512_permutexvar_epi32(interleave, _mm512_load_si512(blocks)));
-    }
-    return not_finite ? -1 : 0;
-}
-
-
-// The weight bytes of a pair of blocks as 64 unsigned bytes in the interleaved order above (Q8_0: q + 128;
-// Q4: the nibbles); the second block zero when `single`.
-FAST_INLINE FAST_VNNI_TARGET __m512i vnni_load_pair(const uint8_t* block, int type, int single) {
-    size_t block_bytes = fast_block_bytes(type);
-    if (type == TYPE_Q8_0) {
-        __m512i first = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)(block + 2)));
-        __m512i second = single ? _mm512_setzero_si512()
-                                : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)(block + block_bytes + 2)));
-        __m512i both = _mm512_permutex2var_epi32(first, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), second);
-        return _mm512_xor_si512(both, _mm512_set1_epi8((char)0x80));
-    }
-    size_t offset = type == TYPE_Q4_0 ? 2 : 4;
-    __m128i first = _mm_loadu_si128((const __m128i*)(block + offset));
-    __m128i second = single ? _mm_setzero_si128() : _mm_loadu_si128((const __m128i*)(block + block_bytes + offset));
-    __m512i packed = _mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(first), second, 1));
-    // lanes 0-7: the two blocks' bytes 4j..4j+3 alternating (low nibbles: elements 4j..4j+3); lanes 8-15 the
-    // same, shifted right by 4 (high nibbles: elements 16 + 4j..)
-    __m512i spread = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 0, 4, 1, 5, 2, 6, 3, 7), packed);
-    spread = _mm512_srlv_epi32(spread, _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4));
-    return _mm512_and_si512(spread, _mm512_set1_epi8(0x0f));
-}
-
-// Two floats (or int32s) at p, repeated over the 16 lanes: one 8-byte broadcast load.
-FAST_INLINE FAST_VNNI_TARGET __m512 vnni_broadcast_pair(const void* p) {
-    double pair;
-    memcpy(&pair, p, 8);
-    return _mm512_castpd_ps(_mm512_set1_pd(pair));
-}
-
-// out[t][o] for R weight rows from `row` and TB quantised input rows from row t0 of x. As in avx512_tile,
-// R, TB and type are constants at the call sites, and every output element's arithmetic is the same for
-// any R and TB (batch invariance).
-FAST_INLINE FAST_VNNI_TARGET void vnni_tile(float* out, const FastInt8Rows* x, int t0, const uint8_t* row,
-                                            size_t row_bytes, int type, int C, int OC, int R, int TB) {
-    // out: (TB, OC) at the tile's first row and column
-    int n_blocks = C / FAST_QK;
-    size_t block_bytes = fast_block_bytes(type);
-    __m512 acc[4][16];
-    #pragma GCC unroll 4
-    for (int r = 0; r < R; r++) {
-        #pragma GCC unroll 16
-        for (int t = 0; t < TB; t++) { acc[r][t] = _mm512_setzero_ps(); }
-    }
-    float d[4][FAST_SCALE_CHUNK + 16] __attribute__((aligned(64)));
-    float m[4][FAST_SCALE_CHUNK + 16] __attribute__((aligned(64)));
-    for (int b0 = 0; b0 < n_blocks; b0 += FAST_SCALE_CHUNK) {
-        int n = n_blocks - b0 < FAST_SCALE_CHUNK ? n_blocks - b0 : FAST_SCALE_CHUNK;
-        #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) { avx512_row_scales(d[r], m[r], row + r * row_bytes + (size_t)b0 * block_bytes, n, type); }
-        for (int k = 0; k < n; k += 2) {
-            int single = k + 1 == n;
-            size_t pair = (size_t)(b0 + k) / 2;
-            __m512i w[4];
-            __m512 dw[4];
-            #pragma GCC unroll 4
-            for (int r = 0; r < R; r++) {
-                w[r] = vnni_load_pair(row + r * row_bytes + (size_t)(b0 + k) * block_bytes, type, single);
-                dw[r] = vnni_broadcast_pair(d[r] + k);   // (the scale after the last block is zero)
-            }
-            const int8_t* q = x->q + (pair * x->T + t0) * 64;
-            const float* pair_scales = x->pair_scales + (pair * x->T + t0) * 4;
-            #pragma GCC unroll 16
-            for (int t = 0; t < TB; t++) {
-                __m512i xq = _mm512_load_si512(q + t * 64);
-                __m512 xs = vnni_broadcast_pair(pair_scales + t * 4);
-                __m512i start = type == TYPE_Q4_1 ? _mm512_setzero_si512()
-                                                  : _mm512_castps_si512(vnni_broadcast_pair(pair_scales + t * 4 + 2));
-                #pragma GCC unroll 4
-                for (int r = 0; r < R; r++) {
-                    __m512i sum = _mm512_dpbusd_epi32(start, w[r], xq);
-                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw[r], xs), acc[r][t]);
-                }
-            }
-        }
-        if (type == TYPE_Q4_1) {   // the chunk's sum of m * (dx * sum qx)
-            for (int k = 0; k < n; k += 16) {
-                __mmask16 mask = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
-                #pragma GCC unroll 16
-                for (int t = 0; t < TB; t++) {
-                    __m512 sums = _mm512_maskz_loadu_ps(mask, x->sums + (size_t)(t0 + t) * n_blocks + b0 + k);
-                    #pragma GCC unroll 4
-                    for (int r = 0; r < R; r++) { acc[r][t] = _mm512_fmadd_ps(_mm512_load_ps(m[r] + k), sums, acc[r][t]); }
-                }
-            }
-        }
-    }
-    #pragma GCC unroll 4
-    for (int r = 0; r < R; r++) {
-        #pragma GCC unroll 16
-        for (int t = 0; t < TB; t++) { out[(size_t)t * OC + r] = _mm512_reduce_add_ps(acc[r][t]); }
-    }
-}
-
-static int vnni_tile_rows(int TB) { return TB >= 9 ? 1 : TB >= 4 ? 2 : 4; }
-
-#define VNNI_TILE_CASE(TB_) case TB_: vnni_tile(out, x, t0, row, row_bytes, TYPE, C, OC, vnni_tile_rows(TB_), TB_); break;
-#define VNNI_TILE_FUNCTION(NAME, TYPE_VALUE) \
-static FAST_VNNI_TARGET void vnni_tiles_##NAME(float* out, const FastInt8Rows* x, int t0, const uint8_t* row, \
-                                                size_t row_bytes, int C, int OC, int TB) { \
-    enum { TYPE = TYPE_VALUE }; \
-    switch (TB) { \
-        case 0: vnni_tile(out, x, t0, row, row_bytes, TYPE, C, OC, 1, 1); break; \
-        VNNI_TILE_CASE(1) VNNI_TILE_CASE(2) VNNI_TILE_CASE(3) VNNI_TILE_CASE(4) VNNI_TILE_CASE(5) VNNI_TILE_CASE(6) \
-        VNNI_TILE_CASE(7) VNNI_TILE_CASE(8) VNNI_TILE_CASE(9) VNNI_TILE_CASE(10) VNNI_TILE_CASE(11) VNNI_TILE_CASE(12) \
-        VNNI_TILE_CASE(13) VNNI_TILE_CASE(14) VNNI_TILE_CASE(15) VNNI_TILE_CASE(16) \
-        default: break; \
-    } \
-}
-VNNI_TILE_FUNCTION(q8_0, TYPE_Q8_0)
-VNNI_TILE_FUNCTION(q4_0, TYPE_Q4_0)
-VNNI_TILE_FUNCTION(q4_1, TYPE_Q4_1)
-
-typedef void (*VnniTiles)(float* out, const FastInt8Rows* x, int t0, const uint8_t* row, size_t row_bytes, int C,
-                          int OC, int TB);
-
-void fast_matmul_rows_vnni(float* out, const FastInt8Rows* x, Matrix weight, int T, int C, int OC, int first_row,
-                           int last_row) {
-    VnniTiles tiles = weight.type == TYPE_Q8_0 ? vnni_tiles_q8_0 : weight.type == TYPE_Q4_0 ? vnni_tiles_q4_0 : vnni_tiles_q4_1;
-    size_t row_bytes = fast_row_bytes(weight.type, C);
-    for (int panel = first_row; panel < last_row; panel += FAST_PANEL) {
-        int panel_end = panel + FAST_PANEL < last_row ? panel + FAST_PANEL : last_row;
-        for (int t0 = 0; t0 < T; t0 += FAST_ROWS) {
-            int TB = T - t0 < FAST_ROWS ? T - t0 : FAST_ROWS;
-            int R = vnni_tile_rows(TB), o = panel;
-            for (; o + R <= panel_end; o += R) {
-                tiles(out + (size_t)t0 * OC + o, x, t0, (const uint8_t*)weight.data + (size_t)o * row_bytes, row_bytes, C, OC, TB);
-            }
-            for (; o < panel_end; o++) {   // the panel's last rows, one by one (the same arithmetic per element)
-                for (int t = t0; t < t0 + TB; t++) {
-                    tiles(out + (size_t)t * OC + o, x, t, (const uint8_t*)weight.data + (size_t)o * row_bytes, row_bytes, C, OC, 0);
-                }
-            }
-        }
-    }
-}
-
-// ----------------------------------------------------------------------------
-// matmul, AVX-512 VNNI, packed quantised weights (cpu_fast.h): int32 lane r of every vector is weight row r
-// of a group of 16, so one vpdpbusd adds 4 products to each of 16 rows' sums, and a block's 32 products
-// take 8 of them (against one vpdpbusd per row and pair of blocks, plus a conversion, a multiply and an
-// add per row, in fast_matmul_rows_vnni). Per row and input row, per block: sum = the integer correction
-// (start) + the 8 dot products, exact in int32; then acc += float(sum) * (d * dx) (and, Q4_1, acc += m *
-// (dx * sum qx)), fused multiply-adds in block order. The integer sums are exact in any order, so every
-// output element's arithmetic is the same for any tile shape (G groups, TB input rows) and thread count.
+// int32 lane r of every vector is weight row r of a group of 16, so one vpdpbusd adds 4 products to each of
+// 16 rows' sums, and a block's 32 products take 8 of them (the kernel this replaced spent a vpdpbusd per row
+// and pair of blocks, plus a conversion, a multiply and a fused multiply-add per row, and a horizontal sum
+// per output: decode 2.2x slower). Per row and input row, per block: sum = the integer correction (start)
+// + the 8 dot products, exact in int32; then acc += float(sum) * (d * dx) (and, Q4_1, acc += m * (dx * sum
+// qx)), fused multiply-adds in block order. The integer sums are exact in any order, so every output
+// element's arithmetic is the same for any tile shape (G groups, TB input rows) and thread count. The
+// activations' rounding is the only new error (measured in tests/test_fast.c). A call whose inputs are not
+// all finite takes the exact path instead, so infinities and NaNs propagate as in the reference.
 
 // The 8 quads of one block of G groups: Q4 types unpack a stored vector into two (low nibbles: elements
 // 4j.., high: 16 + 4j..); Q8_0's are stored as they are used.
@@ -751,7 +560,10 @@ void fast_matmul_packed_vnni(float* out, const FastInt8Blocks* x, Matrix weight,
     }
 }
 
-// Quantises input row t as fast_vnni_quantize_row does (the same values), into FastInt8Blocks.
+// Quantises input row t (C values, C % 32 == 0) for weights of `type`: per block of 32, scale = max|x| / 127
+// and q = x / scale rounded to nearest even (a block under 1e-30 in magnitude is all zeros: its products
+// are far below any tolerance, and the inverse of a subnormal scale would overflow). Returns -1 if a
+// value is not finite (the row is then meaningless).
 FAST_VNNI_TARGET int fast_vnni_quantize_blocks(FastInt8Blocks* x, const float* v, int t, int type) {
     int n_blocks = x->C / FAST_QK, correction = type == TYPE_Q8_0 ? 128 : type == TYPE_Q4_0 ? 8 : 0;
     int not_finite = 0;

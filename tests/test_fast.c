@@ -89,8 +89,9 @@ static void quantise_like_the_contract(float* quantised, const float* x, size_t 
     }
 }
 
+// type: the Matrix's (packed weights carry FAST_PACKED): only packed weights take the int8 kernel
 static int int8_path_runs(int type) {
-    return fast_int8_activations && fast_isa == FAST_ISA_AVX512_VNNI && tensor_type_block_size(type) == 32;
+    return fast_int8_activations && fast_isa == FAST_ISA_AVX512_VNNI && fast_is_packed(type);
 }
 
 // Checks one matmul_forward_fast result against the reference on the dequantised weights, as the path
@@ -153,7 +154,7 @@ static void test_matmul_case(int type, int T, int C, int OC) {
         char what[160];
         snprintf(what, sizeof(what), "matmul_forward_fast [%s] %s%s T=%d C=%d OC=%d", fast_isa_name(fast_isa),
                  tensor_type_name(type), form ? " packed" : "", T, C, OC);
-        check_matmul(what, type, got, inp, dequantised, T, C, OC);
+        check_matmul(what, weight.type, got, inp, dequantised, T, C, OC);
         // batch invariance: rows 0 and T-1 computed alone
         float* alone = mallocCheck((size_t)OC * sizeof(float));
         int rows_to_check[2] = {0, T - 1};
@@ -562,7 +563,7 @@ static void test_model_weights(const GGUFFile* gguf) {
                 char what[200];
                 snprintf(what, sizeof(what), "%s (%s%s, %d x %d) [%s] T=%d", tensor->name, tensor_type_name(tensor->type),
                          form ? " packed" : "", rows, C, fast_isa_name(fast_isa), T);
-                check_matmul(what, tensor->type, got, inp, dequantised, T, C, OC);
+                check_matmul(what, weight.type, got, inp, dequantised, T, C, OC);
                 free(got); free(inp);
             }
             free(owned);
@@ -620,7 +621,7 @@ static void test_model_activations(Target* target, const int* tokens, int n_toke
             char what[200];
             snprintf(what, sizeof(what), "%s (%s%s) on real activations [%s] T=%d", name, tensor_type_name(tensor->type),
                      form ? " packed" : "", fast_isa_name(fast_isa), T);
-            if (int8_path_runs(tensor->type)) {
+            if (int8_path_runs(weight.type)) {
                 check(rms_error <= model_bound("int8_rms_error"), "%s: rms error %.3g of the output rms (bound %.3g)", what,
                       rms_error, model_bound("int8_rms_error"));
                 check(max_relative <= model_bound("int8_max_error"), "%s: max error %.3g of the output rms (bound %.3g)",

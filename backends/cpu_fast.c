@@ -198,6 +198,7 @@ static void matmul_packed(float* out, const float* inp, Matrix weight, int T, in
         if (int8_path) {
             #pragma omp for schedule(static) reduction(&:finite)
             for (int t = 0; t < T; t++) { finite &= fast_vnni_quantize_blocks(&quantised, inp + (size_t)t * C, t, fast_stored_type(weight.type)) == 0; }
+            // (the loop's barrier: every thread sees every row quantised and the reduced `finite`)
         }
 #endif
         int n_threads = 1, thread = 0;

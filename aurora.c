@@ -144,8 +144,8 @@ static const Flag FLAGS[] = {
      "what drafts: the EAGLE draft (online or --static), the model-free suffix draft (nothing trained), or both "
      "(hybrid: per pass the one expected to yield more)"},
     {"draft-vocab", NULL, "--draft-vocab", FLAG_INT, "N", 1, 1 << 24, NULL, OPTION(draft_vocab),
-     "a fresh draft's vocabulary: the N lowest target ids (default min(V, 8192): byte-level BPE numbers tokens "
-     "in merge order, so low ids are the frequent ones)"},
+     "a fresh draft's vocabulary: the N lowest target ids (default min(V, 4096): byte-level BPE numbers tokens "
+     "in merge order, so low ids are the frequent ones; online it follows the traffic)"},
     // replay and train
     {"online", NULL, "--online", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(online), "train the draft from the traffic while serving (the default)"},
     {"static", NULL, "--static", FLAG_TEXT, "DRAFT", 0, 0, NULL, OPTION(static_draft), "serve a frozen draft (a checkpoint, or random)"},

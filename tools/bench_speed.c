@@ -11,7 +11,7 @@ variants alternating, and the fastest time of each is kept (for speculative runs
   prefill     PREFILL tokens from an empty cache, in one call
   verify      a chain of N nodes after CONTEXT cached tokens (every row's logits), against a decode step measured
               right before it: the cost of checking N - 1 draft tokens, in decode steps
-  draft       a random EAGLE-3 draft (vocabulary 8192) on the fast table: one drafting step (1 row, and K rows
+  draft       a random EAGLE-3 draft (the default vocabulary, DRAFT_DEFAULT_VOCAB) on the fast table: one drafting step (1 row, and K rows
               as a tree's depth does), the catch-up over 3 accepted tokens, a hot swap
   generation  plain greedy decoding and speculative decoding with the `self`, `lookup` and `random` drafts
               (a chain of depth 5), GENERATE tokens after the bench prompt: tokens/s after the prefill
@@ -27,7 +27,7 @@ tables only, for a quick look while tuning)
 #include "../aurora.c"
 #include "bench_common.h"
 
-enum { CONTEXT = 128, PREFILL = 128, GENERATE = 64, DRAFT_VOCAB = 8192, REF_ROUNDS = 2 };
+enum { CONTEXT = 128, PREFILL = 128, GENERATE = 64, DRAFT_VOCAB = DRAFT_DEFAULT_VOCAB, REF_ROUNDS = 2 };
 static const int VERIFY_NODES[] = {2, 4, 6, 8, 12, 16};
 enum { N_VERIFY = sizeof(VERIFY_NODES) / sizeof(VERIFY_NODES[0]) };
 

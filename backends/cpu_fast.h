@@ -397,6 +397,7 @@ static inline void fast_packed_dequantize_row(float* out, const uint8_t* data, i
     for (int b = 0; b < cols / FAST_QK; b++) {
         const uint8_t* block = group + (size_t)b * block_bytes;
         float d = fast_fp16_to_fp32(fast_load_u16(block + 2 * lane)), *w = out + (size_t)b * FAST_QK;
+        float m = stored == TYPE_Q4_1 ? fast_fp16_to_fp32(fast_load_u16(block + 32 + 2 * lane)) : 0.0f;
         for (int j = 0; j < (stored == TYPE_Q8_0 ? 8 : 4); j++) {
             for (int i = 0; i < 4; i++) {
                 uint8_t byte = block[quads + (size_t)j * 64 + 4 * lane + i];
@@ -406,7 +407,6 @@ static inline void fast_packed_dequantize_row(float* out, const uint8_t* data, i
                     w[4 * j + i] = d * (float)(low - 8);
                     w[16 + 4 * j + i] = d * (float)(high - 8);
                 } else {
-                    float m = fast_fp16_to_fp32(fast_load_u16(block + 32 + 2 * lane));
                     w[4 * j + i] = d * (float)low + m;
                     w[16 + 4 * j + i] = d * (float)high + m;
                 }

@@ -437,7 +437,7 @@ static Matrix fast_upload_matrix_packed(const void* gguf_data, int gguf_type, in
     fast_check_matrix(gguf_type, cols, "upload_matrix (cpu-fast)");
     int packable = gguf_type == TYPE_Q8_0 || gguf_type == TYPE_Q4_0 || gguf_type == TYPE_Q4_1;
     if (!packable || fast_isa_current() != FAST_ISA_AVX512_VNNI || rows <= 0) { return fast_upload_matrix(gguf_data, gguf_type, rows, cols); }
-    size_t bytes = (size_t)((rows + FAST_GROUP - 1) / FAST_GROUP) * fast_packed_group_bytes(gguf_type, cols);
+    size_t bytes = fast_packed_bytes(gguf_type, rows, cols);
     uint8_t* packed = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (packed == NULL) { fprintf(stderr, "error: out of memory packing a %d x %d matrix\n", rows, cols); exit(EXIT_FAILURE); }
     fast_pack_matrix(packed, gguf_data, gguf_type, rows, cols);

@@ -388,6 +388,10 @@ static inline size_t fast_packed_block_bytes(int type) {
 }
 static inline size_t fast_packed_quads_offset(int type) { return fast_stored_type(type) == TYPE_Q4_1 ? 64 : 32; }
 static inline size_t fast_packed_group_bytes(int type, int cols) { return (size_t)(cols / FAST_QK) * fast_packed_block_bytes(type); }
+// bytes of a whole packed matrix (rows rounded up to whole groups)
+static inline size_t fast_packed_bytes(int type, int rows, int cols) {
+    return (size_t)((rows + FAST_GROUP - 1) / FAST_GROUP) * fast_packed_group_bytes(type, cols);
+}
 
 // Row `row` of a packed matrix (cols values) dequantised into out: dequantize_row's values exactly.
 static inline void fast_packed_dequantize_row(float* out, const uint8_t* data, int type, int cols, int row) {

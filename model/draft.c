@@ -350,10 +350,12 @@ DraftMatrices draft_matrices_f32(const DraftWeights* w) {
     return m;
 }
 
-// The serving copy in the backend's draft_type (a host-memory backend: upload_matrix reads the bytes in
-// place). Each matrix tensor (cols > 1; DraftMatrices lists them in table order) is quantised exactly as
-// quantize_row does (quantize_rows_fast: in parallel, vectorised); a matrix whose rows are not whole blocks
-// of the type stays fp32.
+// Whether a serving copy in `type` quantises this tensor: a matrix (cols > 1) whose rows are whole blocks
+// of the type; other matrices serve in fp32, vectors are not matrices.
+static int draft_serving_quantises(const DraftTensorInfo* info, int type) {
+    return info->cols > 1 && info->cols % tensor_type_block_size(type) == 0;
+}
+
 // Frees the matrices the last serving copy uploaded (a table may keep a form of its own, e.g. packed).
 static void draft_free_serving_copy(Draft* draft) {
     if (draft->serving_bytes == NULL) { return; }   // no quantised copy was made
@@ -362,11 +364,15 @@ static void draft_free_serving_copy(Draft* draft) {
     for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
         const DraftTensorInfo* info = &draft->tensors[i];
         if (info->cols == 1) { continue; }
-        if (info->cols % tensor_type_block_size(draft->serving_type) == 0) { draft->backend->free_matrix(matrices[m]); }
+        if (draft_serving_quantises(info, draft->serving_type)) { draft->backend->free_matrix(matrices[m]); }
         m++;
     }
 }
 
+// The serving copy in the backend's draft_type (a host-memory backend: upload_matrix reads the bytes in
+// place, or keeps a form of its own). Each matrix tensor (cols > 1; DraftMatrices lists them in table
+// order) is quantised exactly as quantize_row does (quantize_rows_fast: in parallel, vectorised); a matrix
+// whose rows are not whole blocks of the type stays fp32.
 static void draft_quantise_serving_copy(Draft* draft) {
     const Backend* b = draft->backend;
     int type = draft->serving_type;
@@ -376,7 +382,7 @@ static void draft_quantise_serving_copy(Draft* draft) {
         size_t bytes = 0;
         for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
             const DraftTensorInfo* info = &draft->tensors[i];
-            if (info->cols > 1 && info->cols % tensor_type_block_size(type) == 0) { bytes += (size_t)info->rows * tensor_bytes(type, info->cols); }
+            if (draft_serving_quantises(info, type)) { bytes += (size_t)info->rows * tensor_bytes(type, info->cols); }
         }
         draft->serving_bytes = mallocCheck(bytes > 0 ? bytes : 1);
     }
@@ -387,7 +393,7 @@ static void draft_quantise_serving_copy(Draft* draft) {
         const DraftTensorInfo* info = &draft->tensors[i];
         if (info->cols == 1) { continue; }
         const float* weights = *info->data;
-        if (info->cols % tensor_type_block_size(type) != 0) { matrices[m++] = matrix_f32(weights); continue; }
+        if (!draft_serving_quantises(info, type)) { matrices[m++] = matrix_f32(weights); continue; }
         quantize_rows_fast(type, weights, cursor, info->rows, info->cols);
         matrices[m++] = b->upload_matrix(cursor, type, info->rows, info->cols);
         cursor += (size_t)info->rows * tensor_bytes(type, info->cols);

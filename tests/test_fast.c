@@ -132,7 +132,7 @@ static int weight_form(Matrix* weight, const void* stored, int type, int rows, i
     *owned = NULL;
     if (form == 0) { *weight = (Matrix){stored, type}; return 1; }
     if (type != TYPE_Q8_0 && type != TYPE_Q4_0 && type != TYPE_Q4_1) { return 0; }
-    size_t bytes = (size_t)((rows + FAST_GROUP - 1) / FAST_GROUP) * fast_packed_group_bytes(type, cols);
+    size_t bytes = fast_packed_bytes(type, rows, cols);
     *owned = aligned_alloc(64, (bytes + 63) / 64 * 64);
     fast_pack_matrix(*owned, stored, type, rows, cols);
     *weight = (Matrix){*owned, type | FAST_PACKED};

@@ -56,12 +56,15 @@ run() {
 }
 finish() { wait; running=0; }
 
-# mean acceptance of a run's served rows in [from, to) (1-based request rows), and its tokens/s
+# mean acceptance of a run's served rows in [from, to) (1-based request rows), and its tokens/s: of whole
+# requests (speed), or after each request's prefill (decode_speed: decoding alone, what speculation
+# changes; the prefill is the same work)
 acceptance() { awk -F, -v from="$2" -v to="$3" 'NR > 1 && $9 == "served" && NR - 1 > from && NR - 1 <= to { a += $6; n++ }
                                                END { printf "%.3f", n ? a / n : 0 }' "$1/requests.csv"; }
-speed() { awk -F, 'NR > 1 && $9 == "served" { t += $4; s += $7 } END { printf "%.2f", s ? t / s : 0 }' "$1/requests.csv"; }
-# the same after each request's prefill (decoding alone: what speculation changes; the prefill is the same work)
-decode_speed() { awk -F, 'NR > 1 && $9 == "served" { t += $4; s += $7 - $10 } END { printf "%.2f", s ? t / s : 0 }' "$1/requests.csv"; }
+tokens_per_second() { awk -F, -v prefill="$2" 'NR > 1 && $9 == "served" { t += $4; s += $7 - prefill * $10 }
+                                              END { printf "%.2f", s ? t / s : 0 }' "$1/requests.csv"; }
+speed() { tokens_per_second "$1" 0; }
+decode_speed() { tokens_per_second "$1" 1; }
 held_back() { awk -F, 'NR > 1 { last = $3 } END { printf "%.3f", last }' "$1/held_back.csv" 2>/dev/null || echo "-"; }
 
 case "$experiment" in

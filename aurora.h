@@ -490,8 +490,10 @@ void backend_describe(const Backend* backend, char* text, size_t size);
 // choose their arithmetic explicitly).
 void embedding_forward_fast(float* out, const int* tokens, Matrix table, int T, int C, int V);
 void matmul_forward_fast(float* out, const float* inp, Matrix weight, int T, int C, int OC);
-// swiglu_forward_cpu's results bit for bit, in parallel for large N
+// swiglu_forward_cpu's expression with the fast tables' exp (cpu_fast.h: fast_expf), in parallel for large N
 void swiglu_forward_fast(float* out, const float* gate, const float* up, int N);
+// rope_forward_cpu's results bit for bit, each position's angles computed once for a run of calls
+void rope_forward_fast(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta);
 // Packs a stored Q8_0, Q4_0 or Q4_1 matrix (rows, cols) into the int8 table's packed form (the layout:
 // backends/cpu_fast.h), out holding the same number of bytes rounded up to whole groups of 16 rows.
 void fast_pack_matrix(uint8_t* out, const uint8_t* stored, int type, int rows, int cols);

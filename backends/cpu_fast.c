@@ -26,9 +26,13 @@ Contract:
     for bit), so a verify pass computes what decode computes. Parallel over output rows with OpenMP.
   - attention_forward_fast: attention_forward_cpu's contract (grouped-query heads, the (T, P) mask, a
     fully masked row gives zeros, -inf scores handled the same way), but each cached key and value row
-    is read once for a chunk of up to 16 query rows and all query heads of its group. Per query the same
-    arithmetic as the reference except the order of the q.k dot products' terms.
-  - swiglu_forward_fast: swiglu_forward_cpu's results bit for bit, in parallel over elements.
+    is read once for a chunk of up to 16 query rows and all query heads of its group (or, for few rows, one
+    query head). Per query the same arithmetic as the reference except the order of the q.k dot products'
+    terms, and fast_expf for expf.
+  - swiglu_forward_fast: swiglu_forward_cpu's expression with fast_expf (cpu_fast.h: at most 2 ulp from
+    exp) for expf, in parallel over elements; the same bits on every CPU level, N and thread count.
+  - rope_forward_fast: rope_forward_cpu's results bit for bit; the angles of the last positions are kept
+    per thread (a forward pass rotates at the same positions 60 times).
   - embedding_forward_fast: embedding_forward_cpu's contract for a table stored in any supported type
     (rows dequantised exactly: the result equals dequantize_row of the row).
   - attention_backward_fast: attention_backward_cpu's contract; its sums have the reference's terms, the
@@ -39,7 +43,7 @@ Contract:
     multiply and an add (the reference's results bit for bit). Any thread count gives the same bits. The
     trainer's gradients: tools/bench_ops.c measures them (the README's speed section).
 
-What it refuses to do: fast-math, approximate exp, dequantising a whole matrix into an fp32 copy, and
+What it refuses to do: fast-math, an exp without a measured bound (fast_expf has one), dequantising a whole matrix into an fp32 copy, and
 orchestration (which ops run in which order belongs to the backend table).
 
 Instruction sets. The checking build is plain -O2 for any x86-64 (no -march), so the fast path gets its
@@ -249,6 +253,8 @@ static void attention_item_portable(const AttentionItem* item) {
     attention_values_body(item);
 }
 
+enum { FAST_ATTENTION_MIN_ITEMS = 8 };
+
 void attention_forward_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
                             const uint8_t* mask, int T, int P, int NH, int NKV, int HS) {
     // out, q: (T, NH*HS); key_cache, value_cache: (P, NKV*HS); mask: (T, P)
@@ -260,17 +266,21 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
     }
     int isa = fast_isa_current();
     int n_chunks = (T + FAST_QUERY_ROWS - 1) / FAST_QUERY_ROWS;
-    int n_items = NKV * n_chunks;
+    // Few items (a decode step or a verify pass: one chunk per key/value head) are split by query head too,
+    // so two threads share 9 items rather than 3 (2:1); each query's arithmetic is the same either way.
+    int splits = NKV * n_chunks < FAST_ATTENTION_MIN_ITEMS ? group : 1, heads = group / splits;
+    int n_items = NKV * n_chunks * splits;
     #pragma omp parallel if ((long)T * P * NH * HS >= PARALLEL_MIN_WORK)
     {
-        // per thread: scores, then weights, of one item's queries (FAST_QUERY_ROWS * group, P)
-        float* scores = mallocCheck((size_t)FAST_QUERY_ROWS * group * (P > 0 ? P : 1) * sizeof(float));
+        // per thread: scores, then weights, of one item's queries (FAST_QUERY_ROWS * heads, P)
+        float* scores = mallocCheck((size_t)FAST_QUERY_ROWS * heads * (P > 0 ? P : 1) * sizeof(float));
         float max_scores[FAST_QUERY_ROWS * FAST_MAX_GROUP], sums[FAST_QUERY_ROWS * FAST_MAX_GROUP];
         #pragma omp for schedule(static)
         for (int index = 0; index < n_items; index++) {
-            int kv_head = index / n_chunks, t0 = (index % n_chunks) * FAST_QUERY_ROWS;
+            int kv_head = index / (n_chunks * splits), t0 = (index / splits % n_chunks) * FAST_QUERY_ROWS;
+            int h0 = index % splits * heads;
             AttentionItem item = attention_item(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0,
-                                                scores, max_scores, sums);
+                                                h0, heads, scores, max_scores, sums);
 #if FAST_X86
             if (isa >= FAST_ISA_AVX512) { fast_attention_item_avx512(&item); }
             else if (isa == FAST_ISA_AVX2) { fast_attention_item_avx2(&item); }
@@ -358,17 +368,81 @@ void attention_backward_fast(float* dq, float* dkeys, float* dvalues, const floa
 }
 
 // ----------------------------------------------------------------------------
-// SwiGLU: swiglu_forward_cpu's arithmetic element by element (the same expf), so the same bits, in parallel
-// for a batch of rows: its exponentials were the largest serial part of a verify pass (9,216 a layer at 6
-// rows, 1,536 at decode, which stays on one thread: a parallel region costs more than it saves there).
+// RoPE: rope_forward_cpu's arithmetic bit for bit (the same double angle, cos and sin, the same float
+// rotation), but each (position, pair)'s cos and sin are computed once for a run of calls with the same
+// positions: a forward pass rotates q and k in each of 30 layers at the same positions, and the 60 calls'
+// pow, cos and sin were 7% of a 6-node verify pass (0.6 ms of 9.0 on two threads). The table of the last
+// positions is per thread (the serving and training threads rotate independently); a call with more rows
+// or pairs than it holds computes its angles as the reference does.
 
-enum { FAST_SWIGLU_PARALLEL_MIN = 4096 };
+enum { ROPE_MEMO_ROWS = 64, ROPE_MEMO_PAIRS = 64 };
+typedef struct {
+    int valid, T, HS;
+    float theta;
+    int positions[ROPE_MEMO_ROWS];
+    float cos_angle[ROPE_MEMO_ROWS * ROPE_MEMO_PAIRS], sin_angle[ROPE_MEMO_ROWS * ROPE_MEMO_PAIRS];
+} RopeMemo;
+static _Thread_local RopeMemo rope_memo;
+
+static void rope_angles(float* cos_angle, float* sin_angle, int position, int HS, float theta) {
+    for (int i = 0; i < HS / 2; i++) {   // rope_rotate's expressions (cpu_ref.c)
+        double frequency = pow((double)theta, -2.0 * i / HS);
+        double angle = (double)position * frequency;
+        cos_angle[i] = (float)cos(angle);
+        sin_angle[i] = (float)sin(angle);
+    }
+}
+
+void rope_forward_fast(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta) {
+    if (T > ROPE_MEMO_ROWS || HS / 2 > ROPE_MEMO_PAIRS) { rope_forward_cpu(out, inp, positions, T, n_heads, HS, theta); return; }
+    RopeMemo* memo = &rope_memo;
+    if (!memo->valid || memo->T != T || memo->HS != HS || memo->theta != theta ||
+        memcmp(memo->positions, positions, (size_t)T * sizeof(int)) != 0) {
+        for (int t = 0; t < T; t++) {
+            rope_angles(memo->cos_angle + t * ROPE_MEMO_PAIRS, memo->sin_angle + t * ROPE_MEMO_PAIRS, positions[t], HS, theta);
+        }
+        memcpy(memo->positions, positions, (size_t)T * sizeof(int));
+        memo->T = T, memo->HS = HS, memo->theta = theta, memo->valid = 1;
+    }
+    for (int t = 0; t < T; t++) {
+        const float* cos_t = memo->cos_angle + t * ROPE_MEMO_PAIRS;
+        const float* sin_t = memo->sin_angle + t * ROPE_MEMO_PAIRS;
+        for (int h = 0; h < n_heads; h++) {
+            size_t base = (size_t)t * n_heads * HS + (size_t)h * HS;
+            for (int i = 0; i < HS / 2; i++) {
+                float x0 = inp[base + 2 * i], x1 = inp[base + 2 * i + 1];
+                out[base + 2 * i]     = x0 * cos_t[i] - x1 * sin_t[i];
+                out[base + 2 * i + 1] = x0 * sin_t[i] + x1 * cos_t[i];
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// SwiGLU: swiglu_forward_cpu's expression with fast_expf (cpu_fast.h) for expf, element by element (16 at a
+// time on AVX-512, the same bits), in parallel for a batch of rows: its exponentials were the largest serial
+// part of a verify pass (9,216 a layer at 6 rows, 1,536 at decode, which stays on one thread: a parallel
+// region costs more than it saves there). Each element's result is the same for any N and thread count.
+
+enum { FAST_SWIGLU_PARALLEL_MIN = 4096, FAST_SWIGLU_CHUNK = 1024 };
+
+static void swiglu_span(float* out, const float* gate, const float* up, int n, int isa) {
+#if FAST_X86
+    if (isa >= FAST_ISA_AVX512) { fast_swiglu_avx512(out, gate, up, n); return; }
+#endif
+    (void)isa;
+    for (int i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + fast_expf(-g)) * up[i];
+    }
+}
 
 void swiglu_forward_fast(float* out, const float* gate, const float* up, int N) {
+    int isa = fast_isa_current(), n_chunks = (N + FAST_SWIGLU_CHUNK - 1) / FAST_SWIGLU_CHUNK;
     #pragma omp parallel for schedule(static) if (N >= FAST_SWIGLU_PARALLEL_MIN)
-    for (int i = 0; i < N; i++) {
-        float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+    for (int chunk = 0; chunk < n_chunks; chunk++) {
+        int first = chunk * FAST_SWIGLU_CHUNK, n = N - first < FAST_SWIGLU_CHUNK ? N - first : FAST_SWIGLU_CHUNK;
+        swiglu_span(out + first, gate + first, up + first, n, isa);
     }
 }
 
@@ -459,7 +533,7 @@ static void matmul_forward_fast_fp32(float* out, const float* inp, Matrix weight
     .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy, .copy = cpu_copy, .zero = cpu_zero, \
     .upload_matrix = UPLOAD_MATRIX, .free_matrix = fast_free_matrix, .draft_type = DRAFT_TYPE, \
     .embedding_forward = embedding_forward_fast, .rmsnorm_forward = rmsnorm_forward_cpu, \
-    .matmul_forward = MATMUL, .rope_forward = rope_forward_cpu, \
+    .matmul_forward = MATMUL, .rope_forward = rope_forward_fast, \
     .attention_forward = attention_forward_fast, .swiglu_forward = swiglu_forward_fast, \
     .residual_forward = residual_forward_cpu, .softmax_forward = softmax_forward_cpu, .kv_compact = kv_compact_cpu, \
     .matmul_backward = matmul_backward_fast, .rmsnorm_backward = rmsnorm_backward_cpu, \

@@ -194,8 +194,11 @@ FAST_INLINE void matmul_backward_tile_body(float* restrict out, const float* res
 #define FAST_QUERY_ROWS 16
 #define FAST_MAX_GROUP 64   // query heads per key/value head that the per-thread buffers hold
 
-// A work item: key/value head kv_head and query rows [t0, t0 + rows); its query i is row t0 + i / group,
-// head kv_head * group + i % group. scores: (rows * group, P), max_scores and sums: (rows * group).
+// A work item: key/value head kv_head, `heads` of its group's query heads from the group's head h0, and
+// query rows [t0, t0 + rows); its query i is row t0 + i / heads, head kv_head * group + h0 + i % heads.
+// scores: (rows * heads, P), max_scores and sums: (rows * heads). (Items of fewer heads read the same key
+// and value rows more often; they exist so that a decode step's three key/value heads make more than three
+// items for the threads to share.)
 typedef struct {
     float* out;
     const float* q;
@@ -203,7 +206,7 @@ typedef struct {
     const float* value_cache;
     const uint8_t* mask;
     int T, P, NH, NKV, HS, kv_head, t0;
-    int group, n_queries;
+    int group, h0, heads, n_queries;
     float* scores;
     float* max_scores;
     float* sums;
@@ -211,20 +214,19 @@ typedef struct {
 
 static inline AttentionItem attention_item(float* out, const float* q, const float* key_cache, const float* value_cache,
                                            const uint8_t* mask, int T, int P, int NH, int NKV, int HS, int kv_head,
-                                           int t0, float* scores, float* max_scores, float* sums) {
+                                           int t0, int h0, int heads, float* scores, float* max_scores, float* sums) {
     int rows = T - t0 < FAST_QUERY_ROWS ? T - t0 : FAST_QUERY_ROWS;
-    AttentionItem item = {out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, NH / NKV,
-                          rows * (NH / NKV), scores, max_scores, sums};
+    AttentionItem item = {out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, NH / NKV, h0, heads,
+                          rows * heads, scores, max_scores, sums};
     return item;
 }
-static inline const float* attention_query(const AttentionItem* a, int i) {
-    return a->q + (size_t)(a->t0 + i / a->group) * a->NH * a->HS + (size_t)(a->kv_head * a->group + i % a->group) * a->HS;
+static inline size_t attention_offset(const AttentionItem* a, int i) {
+    return (size_t)(a->t0 + i / a->heads) * a->NH * a->HS + (size_t)(a->kv_head * a->group + a->h0 + i % a->heads) * a->HS;
 }
-static inline float* attention_output(const AttentionItem* a, int i) {
-    return a->out + (size_t)(a->t0 + i / a->group) * a->NH * a->HS + (size_t)(a->kv_head * a->group + i % a->group) * a->HS;
-}
+static inline const float* attention_query(const AttentionItem* a, int i) { return a->q + attention_offset(a, i); }
+static inline float* attention_output(const AttentionItem* a, int i) { return a->out + attention_offset(a, i); }
 static inline const uint8_t* attention_mask_row(const AttentionItem* a, int i) {
-    return a->mask + (size_t)(a->t0 + i / a->group) * a->P;
+    return a->mask + (size_t)(a->t0 + i / a->heads) * a->P;
 }
 
 // pass 1: for each slot p some query of the item sees, every query's score against k_p (masked: -inf)
@@ -249,8 +251,42 @@ FAST_INLINE void attention_scores_body(const AttentionItem* a) {
     }
 }
 
+// ----------------------------------------------------------------------------
+// exp for the fast tables' softmax and SwiGLU. libm's expf was 27% of the attention of a verify pass and
+// most of its SwiGLU (a scalar call per score and per hidden unit), so these ops compute
+//   n = round(x * log2 e), r = x - n * C1 - n * C2 (C1 + C2 = ln 2, C1 exact in 9 bits: Cody and Waite),
+//   exp(x) = 2^n * (1 + r + r^2/2! + ... + r^7/7!)  (|r| <= 0.35: the series' remainder is 5e-9 relative)
+// in fp32 with separate multiplies and adds, the polynomial in Horner form, 2^n applied exactly (ldexpf, or
+// vscalefps in the AVX-512 twin, fast_expf_avx512, which gives the same bits). x is clamped to [-104, 89]
+// first (exp underflows to 0 below -103.97 and overflows above 88.73, as here) and NaN is returned as it
+// is. Measured against exp in double over [-104, 89] (tests/test_fast.c): at most FAST_EXP_MAX_ULP units in
+// the last place where the result is normal (measured 1.19). The reference keeps libm's expf; the fast tables' results
+// differ from it by that much per exponential, far inside their op tolerances.
+#define FAST_EXP_MAX_ULP 2
+#define FAST_EXP_LOG2E 1.44269504088896341f
+#define FAST_EXP_C1 0.693359375f
+#define FAST_EXP_C2 -2.12194440e-4f
+#define FAST_EXP_LOW -104.0f
+#define FAST_EXP_HIGH 89.0f
+static inline float fast_expf(float x) {
+    if (x != x) { return x; }
+    x = x < FAST_EXP_LOW ? FAST_EXP_LOW : x > FAST_EXP_HIGH ? FAST_EXP_HIGH : x;
+    float n = rintf(x * FAST_EXP_LOG2E);
+    float r = x - n * FAST_EXP_C1;
+    r = r - n * FAST_EXP_C2;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    return ldexpf(p, (int)n);
+}
+
 // softmax weights per query in slot order (exact max first, as the reference), kept in the score buffer;
-// a masked slot (or a -inf score) gets weight 0. Scalar expf: every table runs this same code.
+// a masked slot (or a -inf score) gets weight 0. (The AVX-512 table has a vector twin: cpu_fast_kernels.c.)
 static inline void attention_softmax(const AttentionItem* a) {
     for (int i = 0; i < a->n_queries; i++) {
         float* weights = a->scores + (size_t)i * a->P;
@@ -259,7 +295,7 @@ static inline void attention_softmax(const AttentionItem* a) {
         if (a->max_scores[i] == -INFINITY) { a->sums[i] = 0.0f; continue; }   // fully masked row: zeros
         for (int p = 0; p < a->P; p++) {
             if (!mask_row[p]) { weights[p] = 0.0f; continue; }
-            weights[p] = expf(weights[p] - a->max_scores[i]);
+            weights[p] = fast_expf(weights[p] - a->max_scores[i]);
             sum_weights += weights[p];
         }
         a->sums[i] = sum_weights;
@@ -456,6 +492,8 @@ int fast_vnni_quantize_blocks(FastInt8Blocks* x, const float* v, int t, int type
 void fast_matmul_packed_vnni(float* out, const FastInt8Blocks* x, Matrix weight, int T, int C, int OC, int first_row,
                              int last_row);
 void fast_attention_item_avx2(const AttentionItem* item);
+// SwiGLU over n elements with fast_expf's twin: the same bits as the portable loop (cpu_fast.c)
+void fast_swiglu_avx512(float* out, const float* gate, const float* up, int n);
 void fast_attention_item_avx512(const AttentionItem* item);
 void fast_attention_backward_head_avx2(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
                                        const float* keys, const float* values, const uint8_t* mask, int T, int P, int NH,

@@ -319,6 +319,27 @@ static void test_attention_case(MaskKind kind, int T, int P, int NH, int NKV, in
     float* alone = mallocCheck((size_t)NH * HS * sizeof(float));
     attention_forward_fast(alone, q + (size_t)(T - 1) * NH * HS, keys, values, mask + (size_t)(T - 1) * P, 1, P, NH, NKV, HS);
     check(bits_equal(alone, got + (size_t)(T - 1) * NH * HS, (size_t)NH * HS), "%s: the last row alone differs from the batch", what);
+    // compaction invariance (verify = decode): the last row against only the slots it sees, moved together
+    // to the front of the cache (what acceptance does) and all visible, gives the same bits
+    int KVD = NKV * HS, seen = 0;
+    float* compact_keys = mallocCheck(kv_size * sizeof(float));
+    float* compact_values = mallocCheck(kv_size * sizeof(float));
+    for (int p = 0; p < P; p++) {
+        if (!mask[(size_t)(T - 1) * P + p]) { continue; }
+        memcpy(compact_keys + (size_t)seen * KVD, keys + (size_t)p * KVD, (size_t)KVD * sizeof(float));
+        memcpy(compact_values + (size_t)seen * KVD, values + (size_t)p * KVD, (size_t)KVD * sizeof(float));
+        seen++;
+    }
+    if (seen > 0) {
+        uint8_t* all_visible = mallocCheck((size_t)seen);
+        memset(all_visible, 1, (size_t)seen);
+        attention_forward_fast(alone, q + (size_t)(T - 1) * NH * HS, compact_keys, compact_values, all_visible, 1, seen, NH,
+                               NKV, HS);
+        check(bits_equal(alone, got + (size_t)(T - 1) * NH * HS, (size_t)NH * HS),
+              "%s: the last row over its %d visible slots, compacted, differs from the batch", what, seen);
+        free(all_visible);
+    }
+    free(compact_keys); free(compact_values);
     free(alone); free(got); free(expected); free(mask); free(values); free(keys); free(q);
 }
 
@@ -675,7 +696,44 @@ static void test_model_file(const char* path) {
     target_free(&target);
 }
 
-// SwiGLU: the reference's bits, on one thread and in parallel
+// fast_expf (cpu_fast.h) against exp in double: units in the last place of the float result, over a sweep of
+// [-104, 89] (every 1/4096, and 2^20 random points), where the result is normal; subnormal results within
+// 2 of their spacing; the special values; and a negative control (libm's expf with its argument rounded to
+// 1/64 must be caught: the sweep can fail)
+static double exp_ulp_error(float got, double x) {
+    double exact = exp(x);
+    if (isinf(got) || exact >= 3.4028235677973366e38) {   // past FLT_MAX by half its spacing: rounds to inf
+        return isinf(got) && exact >= 3.4028235677973366e38 ? 0.0 : INFINITY;
+    }
+    if (exact < 1.1754943508222875e-38) { return fabs(got - exact) / 1.401298464324817e-45; }   // in subnormal spacings
+    int exponent;
+    frexp(exact, &exponent);
+    return fabs(got - exact) / ldexp(1.0, exponent - 24);
+}
+static double exp_sweep(float (*f)(float), double* worst_x) {
+    double worst = 0;
+    for (int k = 0; k < 2 * (104 + 89) * 4096; k++) {
+        float x = k < (104 + 89) * 4096 ? -104.0f + (float)k / 4096.0f : test_uniform(&rng_state, -104.0f, 89.0f);
+        double e = exp_ulp_error(f(x), (double)x);
+        if (e > worst) { worst = e, *worst_x = x; }
+    }
+    return worst;
+}
+static float expf_coarse(float x) { return expf(roundf(x * 64.0f) / 64.0f); }
+static void test_fast_exp(void) {
+    double worst_x = 0, worst = exp_sweep(fast_expf, &worst_x);
+    printf("fast_expf: worst %.2f ulp (at x = %.6g), bound %d\n", worst, worst_x, FAST_EXP_MAX_ULP);
+    check(worst <= FAST_EXP_MAX_ULP, "fast_expf: %.2f ulp from exp at x = %.9g, expected at most %d", worst, worst_x,
+          FAST_EXP_MAX_ULP);
+    double control = exp_sweep(expf_coarse, &worst_x);
+    check(control > FAST_EXP_MAX_ULP, "negative control: expf of x rounded to 1/64 passed the sweep (%.2f ulp)", control);
+    check(fast_expf(0.0f) == 1.0f && fast_expf(-INFINITY) == 0.0f && fast_expf(-200.0f) == 0.0f &&
+          isinf(fast_expf(INFINITY)) && isinf(fast_expf(100.0f)) && isnan(fast_expf(NAN)),
+          "fast_expf: exp(0) = 1, exp(-inf) = exp(-200) = 0, exp(inf) = exp(100) = inf, exp(NaN) = NaN");
+}
+
+// SwiGLU: the portable expression with fast_expf bit for bit at every CPU level, on one thread and in
+// parallel (N from 7 to past the parallel threshold), and the reference's within "reorder"
 static void test_swiglu(void) {
     const int sizes[] = {7, 1536, 9216, 20001};
     for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
@@ -683,23 +741,61 @@ static void test_swiglu(void) {
         float* gate = mallocCheck((size_t)N * sizeof(float));
         float* up = mallocCheck((size_t)N * sizeof(float));
         float* expected = mallocCheck((size_t)N * sizeof(float));
+        float* reference = mallocCheck((size_t)N * sizeof(float));
         float* got = mallocCheck((size_t)N * sizeof(float));
         fill_uniform(gate, (size_t)N, &rng_state, -12, 12);
         fill_uniform(up, (size_t)N, &rng_state, -3, 3);
-        swiglu_forward_cpu(expected, gate, up, N);
+        if (N > 2) { gate[0] = 95.0f; gate[1] = -95.0f; }   // exp(-g) overflows, and underflows
+        for (int i = 0; i < N; i++) { expected[i] = gate[i] / (1.0f + fast_expf(-gate[i])) * up[i]; }
+        swiglu_forward_cpu(reference, gate, up, N);
         swiglu_forward_fast(got, gate, up, N);
-        check(bits_equal(got, expected, (size_t)N), "swiglu_forward_fast N=%d differs from the reference (tolerance exact)", N);
-        free(gate); free(up); free(expected); free(got);
+        check(bits_equal(got, expected, (size_t)N), "swiglu_forward_fast N=%d (%s) differs from its expression "
+              "(tolerance exact)", N, fast_isa_name(fast_isa));
+        char what[96];
+        snprintf(what, sizeof(what), "swiglu_forward_fast N=%d (%s) against the reference", N, fast_isa_name(fast_isa));
+        check_tensor(what, got, reference, (size_t)N, fast_tolerance("reorder"));
+        free(gate); free(up); free(expected); free(reference); free(got);
+    }
+}
+
+// RoPE: the reference's bits, in place and not, through runs of calls at the same positions (the kept
+// angles), other positions, head sizes and theta (each must recompute them), and more rows than are kept
+static void test_rope(void) {
+    struct { int T, n_heads, HS; float theta; int first; } cases[] = {
+        {6, 9, 64, 10000.0f, 128}, {6, 3, 64, 10000.0f, 128}, {6, 9, 64, 10000.0f, 129}, {6, 9, 64, 100000.0f, 129},
+        {5, 9, 64, 100000.0f, 129}, {1, 9, 64, 10000.0f, 4000}, {3, 2, 32, 10000.0f, 7}, {100, 3, 64, 10000.0f, 0},
+        {6, 9, 64, 10000.0f, 128},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        int T = cases[k].T, D = cases[k].n_heads * cases[k].HS;
+        int positions[100];
+        for (int t = 0; t < T; t++) { positions[t] = cases[k].first + (t * 7) % (T + 3); }   // not in order, as a tree's
+        float* inp = mallocCheck((size_t)T * D * sizeof(float));
+        float* expected = mallocCheck((size_t)T * D * sizeof(float));
+        float* got = mallocCheck((size_t)T * D * sizeof(float));
+        fill_uniform(inp, (size_t)T * D, &rng_state, -3, 3);
+        rope_forward_cpu(expected, inp, positions, T, cases[k].n_heads, cases[k].HS, cases[k].theta);
+        for (int call = 0; call < 2; call++) {
+            rope_forward_fast(got, inp, positions, T, cases[k].n_heads, cases[k].HS, cases[k].theta);
+            check(bits_equal(got, expected, (size_t)T * D), "rope_forward_fast case %zu call %d differs from the reference "
+                  "(tolerance exact)", k, call);
+        }
+        memcpy(got, inp, (size_t)T * D * sizeof(float));
+        rope_forward_fast(got, got, positions, T, cases[k].n_heads, cases[k].HS, cases[k].theta);
+        check(bits_equal(got, expected, (size_t)T * D), "rope_forward_fast in place, case %zu, differs from the reference", k);
+        free(inp); free(expected); free(got);
     }
 }
 
 int main(int argc, char** argv) {
     int best = fast_isa_best();
     test_fp16_conversion();
-    test_swiglu();
+    test_fast_exp();
+    test_rope();
     for (int isa = FAST_ISA_PORTABLE; isa <= best; isa++) {
         fast_isa = isa;
         printf("path: %s\n", fast_isa_name(isa));
+        test_swiglu();
         test_matmul_all();
         test_matmul_not_finite();
         test_embedding();

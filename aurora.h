@@ -492,6 +492,8 @@ void embedding_forward_fast(float* out, const int* tokens, Matrix table, int T, 
 void matmul_forward_fast(float* out, const float* inp, Matrix weight, int T, int C, int OC);
 // swiglu_forward_cpu's expression with the fast tables' exp (cpu_fast.h: fast_expf), in parallel for large N
 void swiglu_forward_fast(float* out, const float* gate, const float* up, int N);
+// rmsnorm_forward_cpu's results bit for bit, rows in parallel for a prefill's batch
+void rmsnorm_forward_fast(float* out, const float* inp, const float* weight, int T, int C, float eps);
 // rope_forward_cpu's results bit for bit, each position's angles computed once for a run of calls
 void rope_forward_fast(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta);
 // Packs a stored Q8_0, Q4_0 or Q4_1 matrix (rows, cols) into the int8 table's packed form (the layout:

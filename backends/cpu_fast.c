@@ -31,6 +31,7 @@ Contract:
     terms, and fast_expf for expf.
   - swiglu_forward_fast: swiglu_forward_cpu's expression with fast_expf (cpu_fast.h: at most 2 ulp from
     exp) for expf, in parallel over elements; the same bits on every CPU level, N and thread count.
+  - rmsnorm_forward_fast: rmsnorm_forward_cpu's results bit for bit, rows in parallel for a prefill's batch.
   - rope_forward_fast: rope_forward_cpu's results bit for bit; the angles of the last positions are kept
     per thread (a forward pass rotates at the same positions 60 times).
   - embedding_forward_fast: embedding_forward_cpu's contract for a table stored in any supported type
@@ -368,6 +369,20 @@ void attention_backward_fast(float* dq, float* dkeys, float* dvalues, const floa
 }
 
 // ----------------------------------------------------------------------------
+// RMSNorm: rmsnorm_forward_cpu row by row (the same bits), rows in parallel for a prefill's batch: its
+// double sum is one long dependency chain per row (0.7 us at C = 576). Below 16 rows a parallel region
+// costs what it saves (a 6-node verify pass: 0.27 ms either way), and even an OpenMP region that is not
+// taken (`if` false) costs a call into libgomp, so small batches return before it.
+
+enum { FAST_RMSNORM_PARALLEL_ROWS = 16 };
+
+void rmsnorm_forward_fast(float* out, const float* inp, const float* weight, int T, int C, float eps) {
+    if (T < FAST_RMSNORM_PARALLEL_ROWS) { rmsnorm_forward_cpu(out, inp, weight, T, C, eps); return; }
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) { rmsnorm_forward_cpu(out + (size_t)t * C, inp + (size_t)t * C, weight, 1, C, eps); }
+}
+
+// ----------------------------------------------------------------------------
 // RoPE: rope_forward_cpu's arithmetic bit for bit (the same double angle, cos and sin, the same float
 // rotation), but each (position, pair)'s cos and sin are computed once for a run of calls with the same
 // positions: a forward pass rotates q and k in each of 30 layers at the same positions, and the 60 calls'
@@ -439,7 +454,8 @@ static void swiglu_span(float* out, const float* gate, const float* up, int n, i
 
 void swiglu_forward_fast(float* out, const float* gate, const float* up, int N) {
     int isa = fast_isa_current(), n_chunks = (N + FAST_SWIGLU_CHUNK - 1) / FAST_SWIGLU_CHUNK;
-    #pragma omp parallel for schedule(static) if (N >= FAST_SWIGLU_PARALLEL_MIN)
+    if (N < FAST_SWIGLU_PARALLEL_MIN) { swiglu_span(out, gate, up, N, isa); return; }   // (no libgomp call)
+    #pragma omp parallel for schedule(static)
     for (int chunk = 0; chunk < n_chunks; chunk++) {
         int first = chunk * FAST_SWIGLU_CHUNK, n = N - first < FAST_SWIGLU_CHUNK ? N - first : FAST_SWIGLU_CHUNK;
         swiglu_span(out + first, gate + first, up + first, n, isa);
@@ -532,7 +548,7 @@ static void matmul_forward_fast_fp32(float* out, const float* inp, Matrix weight
     .name = NAME, .device = "CPU", .host_memory = 1, \
     .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy, .copy = cpu_copy, .zero = cpu_zero, \
     .upload_matrix = UPLOAD_MATRIX, .free_matrix = fast_free_matrix, .draft_type = DRAFT_TYPE, \
-    .embedding_forward = embedding_forward_fast, .rmsnorm_forward = rmsnorm_forward_cpu, \
+    .embedding_forward = embedding_forward_fast, .rmsnorm_forward = rmsnorm_forward_fast, \
     .matmul_forward = MATMUL, .rope_forward = rope_forward_fast, \
     .attention_forward = attention_forward_fast, .swiglu_forward = swiglu_forward_fast, \
     .residual_forward = residual_forward_cpu, .softmax_forward = softmax_forward_cpu, .kv_compact = kv_compact_cpu, \

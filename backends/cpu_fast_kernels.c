@@ -388,33 +388,64 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_attention_scores(const AttentionItem*
     }
 }
 
-FAST_INLINE FAST_AVX512_TARGET void avx512_attention_values(const AttentionItem* a, int nv) {
+// The values of queries [i0, i0 + nq) together: each value row is loaded once for all of them (one query at a
+// time waited on the loads: 13 cycles a slot). Per query the arithmetic and its order are unchanged.
+#ifndef VALUES_PREFETCH
+#define VALUES_PREFETCH 8
+#endif
+FAST_INLINE FAST_AVX512_TARGET void avx512_values_queries(const AttentionItem* a, int nv, int i0, int nq) {
     int KVD = a->NKV * a->HS;
     const float* v_head = a->value_cache + (size_t)a->kv_head * a->HS;
-    for (int i = 0; i < a->n_queries; i++) {
-        float* out_th = attention_output(a, i);
-        __m512 acc[8];
+    __m512 acc[4][8];
+    float sum_weights[4];   // attention_softmax's sums, in its order
+    const uint8_t* mask_rows[4];
+    const float* weights[4];
+    int active[4];
+    #pragma GCC unroll 4
+    for (int j = 0; j < nq; j++) {
         #pragma GCC unroll 8
-        for (int c = 0; c < nv; c++) { acc[c] = _mm512_setzero_ps(); }
-        if (a->max_scores[i] != -INFINITY) {
-            const uint8_t* mask_row = attention_mask_row(a, i);
-            const float* weights = a->scores + (size_t)i * a->P;
-            float sum_weights = 0.0f;   // attention_softmax's sum, in its order
-            for (int p = 0; p < a->P; p++) {
-                if (!mask_row[p]) { continue; }
-                const float* v_p = v_head + (size_t)p * KVD;
-                __m512 weight = _mm512_set1_ps(weights[p]);
-                sum_weights += weights[p];
-                #pragma GCC unroll 8
-                for (int c = 0; c < nv; c++) { acc[c] = _mm512_add_ps(acc[c], _mm512_mul_ps(weight, _mm512_loadu_ps(v_p + 16 * c))); }
-            }
-            __m512 sum = _mm512_set1_ps(sum_weights);
-            #pragma GCC unroll 8
-            for (int c = 0; c < nv; c++) { acc[c] = _mm512_div_ps(acc[c], sum); }
-        }
-        #pragma GCC unroll 8
-        for (int c = 0; c < nv; c++) { _mm512_storeu_ps(out_th + 16 * c, acc[c]); }
+        for (int c = 0; c < nv; c++) { acc[j][c] = _mm512_setzero_ps(); }
+        sum_weights[j] = 0.0f;
+        mask_rows[j] = attention_mask_row(a, i0 + j);
+        weights[j] = a->scores + (size_t)(i0 + j) * a->P;
+        active[j] = a->max_scores[i0 + j] != -INFINITY;   // a fully masked query: zeros
     }
+    for (int p = 0; p < a->P; p++) {
+        int any = 0;
+        #pragma GCC unroll 4
+        for (int j = 0; j < nq; j++) { any |= active[j] & (mask_rows[j][p] != 0); }
+        if (!any) { continue; }
+        const float* v_p = v_head + (size_t)p * KVD;
+        #pragma GCC unroll 8
+        for (int c = 0; c < nv; c++) { _mm_prefetch((const char*)(v_p + (size_t)VALUES_PREFETCH * KVD + 16 * c), _MM_HINT_T0); }
+        __m512 v[8];
+        #pragma GCC unroll 8
+        for (int c = 0; c < nv; c++) { v[c] = _mm512_loadu_ps(v_p + 16 * c); }
+        #pragma GCC unroll 4
+        for (int j = 0; j < nq; j++) {
+            if (!active[j] || !mask_rows[j][p]) { continue; }
+            __m512 weight = _mm512_set1_ps(weights[j][p]);
+            sum_weights[j] += weights[j][p];
+            #pragma GCC unroll 8
+            for (int c = 0; c < nv; c++) { acc[j][c] = _mm512_add_ps(acc[j][c], _mm512_mul_ps(weight, v[c])); }
+        }
+    }
+    #pragma GCC unroll 4
+    for (int j = 0; j < nq; j++) {
+        float* out_th = attention_output(a, i0 + j);
+        __m512 sum = _mm512_set1_ps(sum_weights[j]);
+        #pragma GCC unroll 8
+        for (int c = 0; c < nv; c++) { _mm512_storeu_ps(out_th + 16 * c, active[j] ? _mm512_div_ps(acc[j][c], sum) : acc[j][c]); }
+    }
+}
+
+FAST_INLINE FAST_AVX512_TARGET void avx512_attention_values(const AttentionItem* a, int nv) {
+    int together = nv <= 4 ? 4 : 2;   // accumulators: together * nv registers
+    int i = 0;
+    for (; i + together <= a->n_queries; i += together) {
+        if (together == 4) { avx512_values_queries(a, nv, i, 4); } else { avx512_values_queries(a, nv, i, 2); }
+    }
+    for (; i < a->n_queries; i++) { avx512_values_queries(a, nv, i, 1); }
 }
 
 // fast_expf (cpu_fast.h) on 16 lanes: the same operations in the same order, so the same bits

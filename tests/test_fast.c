@@ -787,11 +787,30 @@ static void test_rope(void) {
     }
 }
 
+// RMSNorm: the reference's bits, one row and batches past the parallel threshold
+static void test_rmsnorm(void) {
+    const int shapes[][2] = {{1, 576}, {6, 576}, {16, 576}, {33, 100}};   // T, C (from 16 rows: in parallel)
+    for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
+        int T = shapes[k][0], C = shapes[k][1];
+        float* inp = mallocCheck((size_t)T * C * sizeof(float));
+        float* weight = mallocCheck((size_t)C * sizeof(float));
+        float* expected = mallocCheck((size_t)T * C * sizeof(float));
+        float* got = mallocCheck((size_t)T * C * sizeof(float));
+        fill_uniform(inp, (size_t)T * C, &rng_state, -30, 30);
+        fill_uniform(weight, (size_t)C, &rng_state, -2, 2);
+        rmsnorm_forward_cpu(expected, inp, weight, T, C, 1e-5f);
+        rmsnorm_forward_fast(got, inp, weight, T, C, 1e-5f);
+        check(bits_equal(got, expected, (size_t)T * C), "rmsnorm_forward_fast T=%d C=%d differs from the reference", T, C);
+        free(inp); free(weight); free(expected); free(got);
+    }
+}
+
 int main(int argc, char** argv) {
     int best = fast_isa_best();
     test_fp16_conversion();
     test_fast_exp();
     test_rope();
+    test_rmsnorm();
     for (int isa = FAST_ISA_PORTABLE; isa <= best; isa++) {
         fast_isa = isa;
         printf("path: %s\n", fast_isa_name(isa));

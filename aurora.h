@@ -1239,6 +1239,8 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
                          SamplerSettings settings, uint64_t seed, int* out_tokens, SpecStats* stats,
                          TokenCallback on_token, void* context, Record* record);
 void print_spec_stats(const SpecStats* stats, FILE* stream);
+void print_spec_shapes(const SpecStats* stats, FILE* stream);   // the chosen shapes' shares: one line
+void spec_stats_add(SpecStats* total, const SpecStats* stats);   // a running total over requests
 
 // ----------------------------------------------------------------------------
 // training (trainer.c)

@@ -353,22 +353,22 @@ FAST_INLINE FAST_AVX512_TARGET __m512 avx512_sum_lanes_16(const __m512* v) {
 }
 
 FAST_INLINE FAST_AVX512_TARGET void avx512_attention_scores(const AttentionItem* a, int nv) {
-    // nv = HS / 16 registers per row
+    // nv = HS / 16 registers per row. Blocks of 16 slots outside, the item's queries inside: a block's key
+    // rows (4 KB at HS = 64) come from L2 once and stay in L1 for every query (one query at a time over all
+    // slots read each key row again per query). Per query the arithmetic is unchanged.
     int KVD = a->NKV * a->HS;
     const __m512 scale = _mm512_set1_ps(1.0f / sqrtf((float)a->HS)), minus_infinity = _mm512_set1_ps(-INFINITY);
     const float* k_head = a->key_cache + (size_t)a->kv_head * a->HS;
-    for (int i = 0; i < a->n_queries; i++) {
-        const float* q_th = attention_query(a, i);
-        const uint8_t* mask_row = attention_mask_row(a, i);
-        float* scores = a->scores + (size_t)i * a->P;
-        __m512 q[8];
-        #pragma GCC unroll 8
-        for (int c = 0; c < nv; c++) { q[c] = _mm512_loadu_ps(q_th + 16 * c); }
-        __m512 max = minus_infinity;
-        for (int p0 = 0; p0 < a->P; p0 += 16) {
-            int n = a->P - p0 < 16 ? a->P - p0 : 16;
-            __mmask16 in_range = n == 16 ? 0xffff : (__mmask16)((1u << n) - 1);
-            __mmask16 seen = _mm_test_epi8_mask(_mm_maskz_loadu_epi8(in_range, mask_row + p0), _mm_set1_epi8(-1));
+    for (int i = 0; i < a->n_queries; i++) { a->max_scores[i] = -INFINITY; }
+    for (int p0 = 0; p0 < a->P; p0 += 16) {
+        int n = a->P - p0 < 16 ? a->P - p0 : 16;
+        __mmask16 in_range = n == 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+        for (int i = 0; i < a->n_queries; i++) {
+            const float* q_th = attention_query(a, i);
+            __mmask16 seen = _mm_test_epi8_mask(_mm_maskz_loadu_epi8(in_range, attention_mask_row(a, i) + p0), _mm_set1_epi8(-1));
+            __m512 q[8];
+            #pragma GCC unroll 8
+            for (int c = 0; c < nv; c++) { q[c] = _mm512_loadu_ps(q_th + 16 * c); }
             __m512 dots[16];
             #pragma GCC unroll 16
             for (int j = 0; j < 16; j++) {
@@ -381,10 +381,11 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_attention_scores(const AttentionItem*
                 dots[j] = dot;
             }
             __m512 s = _mm512_mask_blend_ps(seen, minus_infinity, _mm512_mul_ps(avx512_sum_lanes_16(dots), scale));
-            max = _mm512_mask_mov_ps(max, _mm512_cmp_ps_mask(s, max, _CMP_GT_OQ), s);   // NaN never the max
-            _mm512_mask_storeu_ps(scores + p0, in_range, s);
+            _mm512_mask_storeu_ps(a->scores + (size_t)i * a->P + p0, in_range, s);
+            // the running maximum (NaN never the max; the order of comparisons does not change a maximum)
+            float block_max = _mm512_mask_reduce_max_ps(_mm512_cmp_ps_mask(s, s, _CMP_ORD_Q) & in_range, s);
+            if (block_max > a->max_scores[i]) { a->max_scores[i] = block_max; }
         }
-        a->max_scores[i] = _mm512_reduce_max_ps(max);
     }
 }
 
@@ -441,11 +442,14 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_values_queries(const AttentionItem* a
 
 FAST_INLINE FAST_AVX512_TARGET void avx512_attention_values(const AttentionItem* a, int nv) {
     int together = nv <= 4 ? 4 : 2;   // accumulators: together * nv registers
-    int i = 0;
-    for (; i + together <= a->n_queries; i += together) {
-        if (together == 4) { avx512_values_queries(a, nv, i, 4); } else { avx512_values_queries(a, nv, i, 2); }
+    for (int i = 0; i < a->n_queries; i += together) {
+        switch (a->n_queries - i < together ? a->n_queries - i : together) {
+            case 1: avx512_values_queries(a, nv, i, 1); break;
+            case 2: avx512_values_queries(a, nv, i, 2); break;
+            case 3: avx512_values_queries(a, nv, i, 3); break;
+            default: avx512_values_queries(a, nv, i, 4); break;
+        }
     }
-    for (; i < a->n_queries; i++) { avx512_values_queries(a, nv, i, 1); }
 }
 
 // fast_expf (cpu_fast.h) on 16 lanes: the same operations in the same order, so the same bits

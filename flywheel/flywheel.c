@@ -359,6 +359,7 @@ typedef struct {
     double prefill_seconds;     // the part of total_seconds spent in prompt prefills
     const float* acceptance;    // (n_served) per served request
     const char** domains;       // (n_served)
+    SpecStats spec;             // every served request's passes, shapes and times, summed
 } ReplayTotals;
 
 static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* r, const Traffic* traffic,
@@ -387,6 +388,11 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
         int count = 0;
         for (int i = 0; i < n; i++) { if (strcmp(r->domains[i], traffic->domains[d]) == 0) { sum += r->acceptance[i]; count++; } }
         if (count) { fprintf(f, "  domain %-10s %4d requests, mean acceptance length %.3f\n", traffic->domains[d], count, sum / count); }
+    }
+    if (r->spec.verify_passes > 0) {
+        print_spec_shapes(&r->spec, f);
+        fprintf(f, "time in passes: drafting %.1f s, verifying and committing %.1f s\n", r->spec.draft_seconds,
+                r->spec.verify_seconds);
     }
     // tokens/s of whole requests, and of their decoding alone (after each prefill: what speculation changes)
     double decoding = r->total_seconds - r->prefill_seconds;
@@ -568,6 +574,7 @@ int replay_run(const Options* o) {
         totals.prefill_seconds += stats.prefill_seconds;
         totals.total_passes += stats.verify_passes;
         totals.total_emitted += stats.emitted;
+        spec_stats_add(&totals.spec, &stats);
         fprintf(rows, "%d,%s,%d,%d,%d,%.4f,%.4f,%d,served,%.4f\n", r, request->domain, n_prompt, n, stats.verify_passes,
                 accepted, stats.total_seconds, source.draft_version, stats.prefill_seconds);
         fflush(rows); // a long replay can be watched row by row (in the temporary file beside requests.csv)

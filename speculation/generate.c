@@ -177,6 +177,41 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
     return n_generated;
 }
 
+// The shapes adaptive speculation chose, as shares of the passes ("none": no drafting), and the hybrid's
+// share of suffix-draft passes: one line.
+void print_spec_shapes(const SpecStats* stats, FILE* stream) {
+    double passes = stats->verify_passes > 0 ? stats->verify_passes : 1;
+    fprintf(stream, "tree shapes (passes):");
+    for (int k = 1; k <= 8; k++) {
+        for (int d = 0; d <= TREE_MAX_DEPTH; d++) {
+            if (stats->passes_by_shape[k][d] == 0) { continue; }
+            if (d == 0) { fprintf(stream, " none %.0f%%", 100.0 * stats->passes_by_shape[k][d] / passes); }
+            else { fprintf(stream, " K=%d D=%d %.0f%%", k, d, 100.0 * stats->passes_by_shape[k][d] / passes); }
+        }
+    }
+    if (stats->passes_suffix > 0) { fprintf(stream, "; hybrid: suffix draft %.0f%% of passes", 100.0 * stats->passes_suffix / passes); }
+    fprintf(stream, "\n");
+}
+
+// Adds one request's pass counts and times into a running total (a replay's summary).
+void spec_stats_add(SpecStats* total, const SpecStats* stats) {
+    total->verify_passes += stats->verify_passes;
+    total->emitted += stats->emitted;
+    total->proposed += stats->proposed;
+    total->accepted += stats->accepted;
+    total->passes_suffix += stats->passes_suffix;
+    total->prefill_seconds += stats->prefill_seconds;
+    total->draft_seconds += stats->draft_seconds;
+    total->verify_seconds += stats->verify_seconds;
+    total->total_seconds += stats->total_seconds;
+    total->n_generated += stats->n_generated;
+    for (int d = 0; d <= TREE_MAX_DEPTH; d++) {
+        total->accepted_at_depth[d] += stats->accepted_at_depth[d];
+        total->drafted_at_depth[d] += stats->drafted_at_depth[d];
+        for (int k = 0; k < 9; k++) { total->passes_by_shape[k][d] += stats->passes_by_shape[k][d]; }
+    }
+}
+
 void print_spec_stats(const SpecStats* stats, FILE* stream) {
     double passes = stats->verify_passes > 0 ? stats->verify_passes : 1;
     fprintf(stream, "speculative: %d verify passes, acceptance length %.3f (%d tokens emitted / %d passes), "
@@ -188,16 +223,7 @@ void print_spec_stats(const SpecStats* stats, FILE* stream) {
         fprintf(stream, " d%d %.2f", d, (double)stats->accepted_at_depth[d] / stats->drafted_at_depth[d]);
     }
     fprintf(stream, "\n");
-    fprintf(stream, "tree shapes (passes):");
-    for (int k = 1; k <= 8; k++) {
-        for (int d = 0; d <= TREE_MAX_DEPTH; d++) {
-            if (stats->passes_by_shape[k][d] == 0) { continue; }
-            if (d == 0) { fprintf(stream, " none %.0f%%", 100.0 * stats->passes_by_shape[k][d] / passes); }
-            else { fprintf(stream, " K=%d D=%d %.0f%%", k, d, 100.0 * stats->passes_by_shape[k][d] / passes); }
-        }
-    }
-    if (stats->passes_suffix > 0) { fprintf(stream, "; hybrid: suffix draft %.0f%% of passes", 100.0 * stats->passes_suffix / passes); }
-    fprintf(stream, "\n");
+    print_spec_shapes(stats, stream);
     double generation = stats->total_seconds - stats->prefill_seconds;
     fprintf(stream, "time: prefill %.3f s, draft %.3f s, verify %.3f s; %d tokens in %.3f s (%.1f tokens/s after prefill)\n",
             stats->prefill_seconds, stats->draft_seconds, stats->verify_seconds, stats->n_generated, generation,

@@ -1009,13 +1009,18 @@ typedef struct {
 enum { ADAPTIVE_MAX_K = 8 };   // the most children per node the chooser considers (= MAX_SPEC_K)
 // After this many passes in a row without drafting, one pass drafts the cheapest tree (one node): a probe
 // that measures again both a multi-node pass's cost and the draft's acceptance.
-enum { ADAPTIVE_PROBE_EVERY = 32 };
+// A probe waits for a pass with at most ADAPTIVE_PROBE_MAX_PENDING generated tokens to catch up over (for
+// an EAGLE draft: the start of a request, whose prompt it catches up over in batches), since drafting after
+// n tokens without it costs n tokens' catch-up (on one thread, 5% of a decode step each).
+enum { ADAPTIVE_PROBE_EVERY = 32, ADAPTIVE_PROBE_MAX_PENDING = 2 };
 
 typedef struct {
     TreeShape limit;            // the largest shape allowed (depth and nodes bound the menu)
     int max_k;                  // children per node considered: 1..max_k
     double verify_seconds[TREE_MAX_NODES + 1];  // average seconds of a verify pass by node count (0: unmeasured)
     double draft_step_seconds;  // average seconds per depth drafted (0: unmeasured)
+    double catch_up_seconds;    // average seconds to bring the draft up to date over one committed token
+                                // (an EAGLE draft's forward over it; 0: unmeasured)
     int deterministic;          // 1: costs from the prior model, not measured times (lockstep runs repeat
                                 // bit for bit); acceptance is still measured
     double reached[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K]; // decayed count: the accepted path reached depth d-1
@@ -1026,12 +1031,13 @@ typedef struct {
 } SpecAdaptive;
 
 void spec_adaptive_init(SpecAdaptive* a, TreeShape limit, int max_k);
-// The shape for the next pass; nodes == 1 (depth 0) means no speculation (a plain decode step).
-TreeShape spec_adaptive_choose(const SpecAdaptive* a);
-// After a pass: its tree, the acceptance, the seconds spent drafting it (not catching the draft up over
-// earlier tokens) and verifying it.
+// The shape for the next pass; nodes == 1 (depth 0) means no speculation (a plain decode step). pending:
+// the generated tokens the draft must catch up over before it can draft (0 for drafts that need none).
+TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending);
+// After a pass: its tree, the acceptance, the seconds spent drafting it (not catching the draft up), the
+// catch-up's seconds and tokens (0, 0 for none), and the seconds verifying it.
 void spec_adaptive_observe(SpecAdaptive* a, const Tree* tree, const Acceptance* acceptance, double draft_seconds,
-                           double verify_seconds);
+                           double catch_up_seconds, int catch_up_tokens, double verify_seconds);
 double spec_adaptive_expected_tokens(const SpecAdaptive* a, int k, int depth);
 double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n_nodes);
 
@@ -1182,7 +1188,8 @@ typedef struct {
     double eagle_accepted;          // decayed average of tokens the EAGLE draft got accepted per pass
     // timing of the pass (adaptive costs): drafting, and the catching up over earlier passes' tokens
     double pass_catch_up_seconds;
-    int pass_catch_up_tokens, last_committed_step;
+    int pass_catch_up_tokens;
+    int n_prompt;                   // the request's prompt tokens (catching up over them is not charged to drafting)
 } DraftSource;
 
 // A sequence being generated: what the target has committed and what the draft reads.
@@ -1204,10 +1211,10 @@ void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Dra
 void draft_source_set_adaptive(DraftSource* source, int adaptive, int deterministic);
 // A request starts (the per-request state: the draft's cache, the request's suffix index) and ends (its
 // output joins the suffix draft's index of outputs).
-void draft_source_begin_request(DraftSource* source);
+void draft_source_begin_request(DraftSource* source, int n_prompt);
 void draft_source_end_request(DraftSource* source, const Sequence* sequence, int n_prompt);
 // The shape of the next pass (adaptive, or the fixed one) into source->shape.
-void draft_source_plan_pass(DraftSource* source);
+void draft_source_plan_pass(DraftSource* source, const Sequence* sequence);
 // After the pass: what adaptive shapes and the hybrid learn (seconds: drafting, catch-up excluded; verifying).
 void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acceptance* acceptance,
                                double draft_seconds, double verify_seconds, SpecStats* stats);

@@ -190,9 +190,9 @@ void draft_source_free(DraftSource* source) {
     memset(source, 0, sizeof(*source));
 }
 
-void draft_source_begin_request(DraftSource* source) {
+void draft_source_begin_request(DraftSource* source, int n_prompt) {
     source->n_extended = 0; // the draft's cache starts empty
-    source->last_committed_step = 0;
+    source->n_prompt = n_prompt;
     if (source->suffix_outputs) {
         suffix_index_free(&source->suffix_request);
         suffix_index_init(&source->suffix_request, SUFFIX_DRAFT_DEPTH, 0);
@@ -441,8 +441,13 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
 // How fast the hybrid's estimates follow the passes of their source, and fade while the other one drafts.
 static const double HYBRID_SMOOTHING = 0.1, HYBRID_DRIFT = 0.002;
 
-void draft_source_plan_pass(DraftSource* source) {
-    source->shape = source->adaptive ? spec_adaptive_choose(&source->adaptive_state) : source->limit;
+void draft_source_plan_pass(DraftSource* source, const Sequence* sequence) {
+    // the generated tokens an EAGLE draft must catch up over before drafting (the hybrid's EAGLE draft
+    // catches up only when it drafts, which is decided after the shape: not charged, as its suffix draft
+    // needs no catch-up)
+    int caught_up = source->n_extended > source->n_prompt ? source->n_extended : source->n_prompt;
+    int pending = source->kind == DRAFT_EAGLE ? sequence->n_committed - caught_up : 0;
+    source->shape = source->adaptive ? spec_adaptive_choose(&source->adaptive_state, pending) : source->limit;
 }
 
 void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acceptance* acceptance,
@@ -450,17 +455,11 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
     int k = tree->n_nodes > 1 ? source->shape.k : 1;
     stats->passes_by_shape[k < ADAPTIVE_MAX_K ? k : ADAPTIVE_MAX_K][tree->max_depth]++;
     if (source->kind == DRAFT_HYBRID && source->pass_source == DRAFT_SUFFIX) { stats->passes_suffix++; }
-    // drafting's cost, as steady serving pays it: catching up over this pass's share of tokens (one pass's
-    // worth), not over every position since the draft last drafted
-    double catch_up = source->pass_catch_up_seconds;
-    if (source->pass_catch_up_tokens > 0 && source->last_committed_step > 0 && source->pass_catch_up_tokens > source->last_committed_step) {
-        catch_up *= (double)source->last_committed_step / source->pass_catch_up_tokens;
-    }
+    // drafting's cost: the drafting itself, and the catch-up per token (charged by what is pending: adaptive.c)
     if (source->adaptive) {
-        spec_adaptive_observe(&source->adaptive_state, tree, acceptance,
-                              draft_seconds - source->pass_catch_up_seconds + catch_up, verify_seconds);
+        spec_adaptive_observe(&source->adaptive_state, tree, acceptance, draft_seconds - source->pass_catch_up_seconds,
+                              source->pass_catch_up_seconds, source->pass_catch_up_tokens, verify_seconds);
     }
-    source->last_committed_step = acceptance->n_accepted + 1;
     if (source->kind == DRAFT_HYBRID) {
         double keep = 1.0 - HYBRID_SMOOTHING;
         // each estimate learns from the passes its source drafted, and fades back towards its prior while

@@ -86,7 +86,7 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
                 N_max, target->act.max_tokens);
         exit(EXIT_FAILURE); // callers size the target; reaching here is a program bug
     }
-    draft_source_begin_request(source);
+    draft_source_begin_request(source, n_prompt);
     double start_time = now_seconds();
 
     // prefill: the prompt's features go to the sequence, the first token is sampled as in plain decoding
@@ -111,7 +111,7 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
         // draft (a tree of the pass's shape; with adaptive shapes possibly the root alone, and then the
         // draft is not even brought up to date: it catches up on the next pass that drafts)
         double t0 = now_seconds();
-        draft_source_plan_pass(source);
+        draft_source_plan_pass(source, &sequence);
         if (source->shape.nodes > 1) { draft_source_sync(source, &sequence); }
         else { source->pass_catch_up_seconds = 0; source->pass_catch_up_tokens = 0; draft_source_take_weights(source); }
         draft_source_propose(source, target, &sequence, &tree, S - sequence.n_committed);

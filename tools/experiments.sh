@@ -61,10 +61,12 @@ finish() { wait; running=0; }
 # changes; the prefill is the same work)
 acceptance() { awk -F, -v from="$2" -v to="$3" 'NR > 1 && $9 == "served" && NR - 1 > from && NR - 1 <= to { a += $6; n++ }
                                                END { printf "%.3f", n ? a / n : 0 }' "$1/requests.csv"; }
-tokens_per_second() { awk -F, -v prefill="$2" 'NR > 1 && $9 == "served" { t += $4; s += $7 - prefill * $10 }
-                                              END { printf "%.2f", s ? t / s : 0 }' "$1/requests.csv"; }
-speed() { tokens_per_second "$1" 0; }
-decode_speed() { tokens_per_second "$1" 1; }
+# (several runs' directories: their tokens over their seconds, together)
+tokens_per_second() { prefill=$1; shift; for d in "$@"; do cat "$d/requests.csv"; done |
+                      awk -F, -v prefill="$prefill" '$1 != "request" && $9 == "served" { t += $4; s += $7 - prefill * $10 }
+                                                     END { printf "%.2f", s ? t / s : 0 }'; }
+speed() { tokens_per_second 0 "$@"; }
+decode_speed() { tokens_per_second 1 "$@"; }
 held_back() { awk -F, 'NR > 1 { last = $3 } END { printf "%.3f", last }' "$1/held_back.csv" 2>/dev/null || echo "-"; }
 
 case "$experiment" in
@@ -82,14 +84,20 @@ day0)
     FROM=$((N + 16))
     JOBS=1
     OMP_NUM_THREADS=${SPEEDUP_THREADS:-1}
+    # A shared machine drifts by several percent within a minute (plain decoding 142 then 168 tok/s in one
+    # demo), so the runs go in a palindrome, plain, learned, hybrid, hybrid, learned, plain: each kind's
+    # runs are centred on the same moment and a steady drift cancels. Each figure is over both of its runs;
+    # plain's two are printed apart too (their gap is the noise).
     run plain --order mixed --no-spec --from "$FROM" --requests "$M"
     finish
     run learned --order mixed --static "$out/online.gguf" --from "$FROM" --requests "$M"
     finish
     run learned-hybrid --order mixed --static "$out/online.gguf" --source hybrid --from "$FROM" --requests "$M"
     finish
-    # plain once more: a shared machine drifts by several percent within a minute, so the baseline is the
-    # mean of a plain run before and one after the speculative ones (both printed: their gap is the noise)
+    run learned-hybrid-2 --order mixed --static "$out/online.gguf" --source hybrid --from "$FROM" --requests "$M"
+    finish
+    run learned-2 --order mixed --static "$out/online.gguf" --from "$FROM" --requests "$M"
+    finish
     run plain-after --order mixed --no-spec --from "$FROM" --requests "$M"
     finish
     {
@@ -100,12 +108,11 @@ day0)
         done
         echo "  held-back acceptance at the end: $(held_back "$out/online")"
         for measure in speed decode_speed; do
-            before=$($measure "$out/plain"); after=$($measure "$out/plain-after")
-            learned=$($measure "$out/learned"); hybrid=$($measure "$out/learned-hybrid")
+            before=$($measure "$out/plain"); after=$($measure "$out/plain-after"); plain=$($measure "$out/plain" "$out/plain-after")
+            learned=$($measure "$out/learned" "$out/learned-2"); hybrid=$($measure "$out/learned-hybrid" "$out/learned-hybrid-2")
             what=$([ "$measure" = speed ] && echo "whole requests" || echo "after the prefill")
-            awk -v b="$before" -v a="$after" -v l="$learned" -v h="$hybrid" -v m="$M" -v threads="$OMP_NUM_THREADS" -v what="$what" 'BEGIN {
-                p = (b + a) / 2
-                printf "  %d requests it never saw (%d thread(s)), %s: plain %.2f tok/s (%.2f before, %.2f after the others), learned draft (frozen, adaptive) %.2f tok/s (%.2fx), with the suffix draft (hybrid) %.2f tok/s (%.2fx)\n",
+            awk -v p="$plain" -v b="$before" -v a="$after" -v l="$learned" -v h="$hybrid" -v m="$M" -v threads="$OMP_NUM_THREADS" -v what="$what" 'BEGIN {
+                printf "  %d requests it never saw (%d thread(s), each run twice), %s: plain %.2f tok/s (%.2f first, %.2f last), learned draft (frozen, adaptive) %.2f tok/s (%.2fx), with the suffix draft (hybrid) %.2f tok/s (%.2fx)\n",
                        m, threads, what, p, b, a, l, l / p, h, h / p }'
         done
     } | tee "$out/result.txt"

@@ -333,6 +333,8 @@ void embedding_forward_cpu(float* out, const int* tokens, Matrix table, int T, i
 void rmsnorm_forward_cpu(float* out, const float* inp, const float* weight, int T, int C, float eps);
 void matmul_forward_cpu(float* out, const float* inp, Matrix weight, int T, int C, int OC);
 void rope_forward_cpu(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta);
+// The cos and sin of pair i's angle at a position (rope_forward_cpu's, rounded to float)
+void rope_angle(float* cos_angle, float* sin_angle, int position, int i, int HS, float theta);
 void attention_forward_cpu(float* out, const float* q, const float* key_cache, const float* value_cache,
                            const uint8_t* mask, int T, int P, int NH, int NKV, int HS);
 void swiglu_forward_cpu(float* out, const float* gate, const float* up, int N);

@@ -79,6 +79,15 @@ void matmul_forward_cpu(float* out, const float* inp, Matrix weight_matrix, int 
 // Hugging Face checkpoints so that this layout gives the same result as HF's rotate_half.
 // Positions are explicit per token: a tree-verify pass gives sibling nodes the same position.
 
+// The angle of pair i at a position: cos and sin, rounded to float (the fast table keeps these per thread).
+void rope_angle(float* cos_angle, float* sin_angle, int position, int i, int HS, float theta) {
+    // in double: positions reach thousands and a float angle would lose the low digits
+    double frequency = pow((double)theta, -2.0 * i / HS);
+    double angle = (double)position * frequency;
+    *cos_angle = (float)cos(angle);
+    *sin_angle = (float)sin(angle);
+}
+
 // The rotation itself: direction +1 rotates by +angle (the forward), -1 by -angle (its transpose,
 // the backward). One loop, so the two cannot drift apart.
 static void rope_rotate(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta,
@@ -86,11 +95,9 @@ static void rope_rotate(float* out, const float* inp, const int* positions, int 
     // out, inp: (T, n_heads * HS) (out == inp allowed); positions: (T)
     for (int t = 0; t < T; t++) {
         for (int i = 0; i < HS / 2; i++) {
-            // angle in double: positions reach thousands and a float angle would lose the low digits
-            double frequency = pow((double)theta, -2.0 * i / HS);
-            double angle = (double)positions[t] * frequency;
-            float cos_angle = (float)cos(angle);
-            float sin_angle = direction * (float)sin(angle);
+            float cos_angle, sin_angle;
+            rope_angle(&cos_angle, &sin_angle, positions[t], i, HS, theta);
+            sin_angle *= direction;
             for (int h = 0; h < n_heads; h++) {
                 size_t base = (size_t)t * n_heads * HS + (size_t)h * HS + 2 * i;
                 float x0 = inp[base], x1 = inp[base + 1];

@@ -44,8 +44,9 @@ Contract:
     multiply and an add (the reference's results bit for bit). Any thread count gives the same bits. The
     trainer's gradients: tools/bench_ops.c measures them (the README's speed section).
 
-What it refuses to do: fast-math, an exp without a measured bound (fast_expf has one), dequantising a whole matrix into an fp32 copy, and
-orchestration (which ops run in which order belongs to the backend table).
+What it refuses to do: fast-math, an exp without a measured bound (fast_expf has one), dequantising a
+whole matrix into an fp32 copy, and orchestration (which ops run in which order belongs to the backend
+table).
 
 Instruction sets. The checking build is plain -O2 for any x86-64 (no -march), so the fast path gets its
 ISA at run time, four levels chosen by __builtin_cpu_supports on the first call (fast_isa; tests set it to
@@ -407,22 +408,15 @@ typedef struct {
 } RopeMemo;
 static _Thread_local RopeMemo rope_memo;
 
-static void rope_angles(float* cos_angle, float* sin_angle, int position, int HS, float theta) {
-    for (int i = 0; i < HS / 2; i++) {   // rope_rotate's expressions (cpu_ref.c)
-        double frequency = pow((double)theta, -2.0 * i / HS);
-        double angle = (double)position * frequency;
-        cos_angle[i] = (float)cos(angle);
-        sin_angle[i] = (float)sin(angle);
-    }
-}
-
 void rope_forward_fast(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta) {
     if (T > ROPE_MEMO_ROWS || HS / 2 > ROPE_MEMO_PAIRS) { rope_forward_cpu(out, inp, positions, T, n_heads, HS, theta); return; }
     RopeMemo* memo = &rope_memo;
     if (!memo->valid || memo->T != T || memo->HS != HS || memo->theta != theta ||
         memcmp(memo->positions, positions, (size_t)T * sizeof(int)) != 0) {
         for (int t = 0; t < T; t++) {
-            rope_angles(memo->cos_angle + t * ROPE_MEMO_PAIRS, memo->sin_angle + t * ROPE_MEMO_PAIRS, positions[t], HS, theta);
+            for (int i = 0; i < HS / 2; i++) {
+                rope_angle(&memo->cos_angle[t * ROPE_MEMO_PAIRS + i], &memo->sin_angle[t * ROPE_MEMO_PAIRS + i], positions[t], i, HS, theta);
+            }
         }
         memcpy(memo->positions, positions, (size_t)T * sizeof(int));
         memo->T = T, memo->HS = HS, memo->theta = theta, memo->valid = 1;

@@ -1163,9 +1163,12 @@ enum { SUFFIX_DRAFT_DEPTH = 32, SUFFIX_DRAFT_MAX_MATCH = 24, SUFFIX_GLOBAL_MAX_N
 typedef struct {
     DraftKind kind;
     TreeShape limit;            // the shape asked for: the largest tree with adaptive shapes, else every tree's
-    TreeShape shape;            // the shape of the pass being drafted
+    TreeShape shape;            // the shape of the pass being drafted (the hybrid: its suffix draft's, until the
+                                // EAGLE draft is chosen)
+    TreeShape eagle_shape;      // DRAFT_HYBRID: the EAGLE draft's shape for the pass, should it draft
     int adaptive;               // choose each pass's shape (adaptive.c), from 1 node (no drafting) to limit
-    SpecAdaptive adaptive_state;
+    SpecAdaptive adaptive_state;         // the (EAGLE, lookup, ...) draft's measured costs and acceptance
+    SpecAdaptive suffix_adaptive_state;  // DRAFT_HYBRID: its suffix draft's, apart (the two accept differently)
     Draft* draft;               // DRAFT_EAGLE (on the target's backend)
     int n_extended;             // DRAFT_EAGLE: sequence positions held in the draft cache
     float* root_out;            // DRAFT_EAGLE: (C) the draft's layer output at the last extended position
@@ -1217,6 +1220,7 @@ void draft_source_begin_request(DraftSource* source, int n_prompt);
 void draft_source_end_request(DraftSource* source, const Sequence* sequence, int n_prompt);
 // The shape of the next pass (adaptive, or the fixed one) into source->shape.
 void draft_source_plan_pass(DraftSource* source, const Sequence* sequence);
+int draft_source_may_draft(const DraftSource* source);   // after plan_pass: 0 when the pass drafts nothing
 // After the pass: what adaptive shapes and the hybrid learn (seconds: drafting, catch-up excluded; verifying).
 void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acceptance* acceptance,
                                double draft_seconds, double verify_seconds, SpecStats* stats);

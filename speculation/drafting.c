@@ -137,16 +137,29 @@ int tree_shape_check(TreeShape shape, Error* err) {
 
 // Slots a proposal may use beyond the committed prefix: the verify pass uses N, self-drafting writes
 // the root and every expanded candidate, the EAGLE draft every expanded candidate.
+static int shape_slots_needed(TreeShape shape) {
+    int expanded = shape.k * (shape.depth - 1) + 1;
+    return expanded > shape.nodes ? expanded : shape.nodes;
+}
+
+// Cache slots a proposal may use beyond the committed prefix (the hybrid: whichever of its two shapes needs more)
 static int draft_source_slots_needed(const DraftSource* source) {
-    int expanded = source->shape.k * (source->shape.depth - 1) + 1;
-    return expanded > source->shape.nodes ? expanded : source->shape.nodes;
+    int needed = shape_slots_needed(source->shape);
+    if (source->kind == DRAFT_HYBRID && shape_slots_needed(source->eagle_shape) > needed) {
+        needed = shape_slots_needed(source->eagle_shape);
+    }
+    return needed;
+}
+
+int draft_source_may_draft(const DraftSource* source) {
+    return source->shape.nodes > 1 || (source->kind == DRAFT_HYBRID && source->eagle_shape.nodes > 1);
 }
 
 void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Draft* draft, Target* target) {
     memset(source, 0, sizeof(*source));
     source->kind = kind;
     source->limit = kind == DRAFT_LOOKUP ? (TreeShape){1, shape.depth, shape.depth + 1 < shape.nodes ? shape.depth + 1 : shape.nodes} : shape;
-    source->shape = source->limit;
+    source->shape = source->eagle_shape = source->limit;
     source->draft = draft;
     source->lookup_max_ngram = LOOKUP_MAX_NGRAM;
     source->pool = mallocCheck(sizeof(CandidatePool));
@@ -168,11 +181,13 @@ void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Dra
         source->eagle_accepted = 1.0; // optimistic until measured: the EAGLE draft gets tried
     }
     spec_adaptive_init(&source->adaptive_state, source->limit, source->limit.k);
+    spec_adaptive_init(&source->suffix_adaptive_state, source->limit, source->limit.k);
 }
 
 void draft_source_set_adaptive(DraftSource* source, int adaptive, int deterministic) {
     source->adaptive = adaptive && source->kind != DRAFT_NONE;
     source->adaptive_state.deterministic = deterministic;
+    source->suffix_adaptive_state.deterministic = deterministic;
 }
 
 void draft_source_free(DraftSource* source) {
@@ -388,18 +403,23 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
     int root_token = sequence->tokens[sequence->n_tokens - 1], root_position = sequence->n_tokens - 1;
     TreeShape shape = source->shape;
     source->pass_source = DRAFT_NONE;
-    if (shape.nodes > 1 && slots_free >= draft_source_slots_needed(source)) {
+    if (draft_source_may_draft(source) && slots_free >= draft_source_slots_needed(source)) {
         int n_slots_used = 0;
         int ids[MAX_SPEC_K];
         float log_probs[MAX_SPEC_K];
         int use_eagle = source->kind == DRAFT_EAGLE;
         if (source->kind == DRAFT_SUFFIX || source->kind == DRAFT_HYBRID) {
-            source->pass_prediction = propose_suffix(source, sequence, pool, shape);
-            source->pass_source = DRAFT_SUFFIX;
+            source->pass_prediction = shape.nodes > 1 ? propose_suffix(source, sequence, pool, shape) : 0.0f;
+            source->pass_source = shape.nodes > 1 ? DRAFT_SUFFIX : DRAFT_NONE;
             if (source->kind == DRAFT_HYBRID && !hybrid_prefers_suffix(source, source->pass_prediction)) {
+                // the EAGLE draft, in the shape its own measurements chose (or, if that is none, the root alone)
                 pool->n = 0;
-                eagle_catch_up(source, sequence);
-                use_eagle = 1;
+                source->pass_source = DRAFT_NONE;
+                shape = source->shape = source->eagle_shape;
+                if (shape.nodes > 1) {
+                    eagle_catch_up(source, sequence);
+                    use_eagle = 1;
+                }
             }
         }
         if (use_eagle) { source->pass_source = DRAFT_EAGLE; }
@@ -442,12 +462,19 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
 static const double HYBRID_SMOOTHING = 0.1, HYBRID_DRIFT = 0.002;
 
 void draft_source_plan_pass(DraftSource* source, const Sequence* sequence) {
-    // the generated tokens an EAGLE draft must catch up over before drafting (the hybrid's EAGLE draft
-    // catches up only when it drafts, which is decided after the shape: not charged, as its suffix draft
-    // needs no catch-up)
+    // the generated tokens an EAGLE draft must catch up over before drafting
     int caught_up = source->n_extended > source->n_prompt ? source->n_extended : source->n_prompt;
-    int pending = source->kind == DRAFT_EAGLE ? sequence->n_committed - caught_up : 0;
-    source->shape = source->adaptive ? spec_adaptive_choose(&source->adaptive_state, pending) : source->limit;
+    int pending = source->kind == DRAFT_EAGLE || source->kind == DRAFT_HYBRID ? sequence->n_committed - caught_up : 0;
+    if (!source->adaptive) {
+        source->shape = source->eagle_shape = source->limit;
+    } else if (source->kind == DRAFT_HYBRID) {
+        // each of the hybrid's drafts in the shape its own measurements choose: the suffix draft's long
+        // matches would otherwise choose deep trees for the EAGLE draft too, which its acceptance does not pay
+        source->shape = spec_adaptive_choose(&source->suffix_adaptive_state, 0);
+        source->eagle_shape = spec_adaptive_choose(&source->adaptive_state, pending);
+    } else {
+        source->shape = spec_adaptive_choose(&source->adaptive_state, pending);
+    }
 }
 
 void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acceptance* acceptance,
@@ -457,8 +484,15 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
     if (source->kind == DRAFT_HYBRID && source->pass_source == DRAFT_SUFFIX) { stats->passes_suffix++; }
     // drafting's cost: the drafting itself, and the catch-up per token (charged by what is pending: adaptive.c)
     if (source->adaptive) {
-        spec_adaptive_observe(&source->adaptive_state, tree, acceptance, draft_seconds - source->pass_catch_up_seconds,
-                              source->pass_catch_up_seconds, source->pass_catch_up_tokens, verify_seconds);
+        // the hybrid: the pass teaches the draft that drafted it; a pass neither drafted teaches both
+        double drafting = draft_seconds - source->pass_catch_up_seconds;
+        if (source->kind != DRAFT_HYBRID || source->pass_source != DRAFT_SUFFIX) {
+            spec_adaptive_observe(&source->adaptive_state, tree, acceptance, drafting, source->pass_catch_up_seconds,
+                                  source->pass_catch_up_tokens, verify_seconds);
+        }
+        if (source->kind == DRAFT_HYBRID && source->pass_source != DRAFT_EAGLE) {
+            spec_adaptive_observe(&source->suffix_adaptive_state, tree, acceptance, drafting, 0.0, 0, verify_seconds);
+        }
     }
     if (source->kind == DRAFT_HYBRID) {
         double keep = 1.0 - HYBRID_SMOOTHING;

@@ -197,8 +197,8 @@ FAST_INLINE void matmul_backward_tile_body(float* restrict out, const float* res
 // A work item: key/value head kv_head, `heads` of its group's query heads from the group's head h0, and
 // query rows [t0, t0 + rows); its query i is row t0 + i / heads, head kv_head * group + h0 + i % heads.
 // scores: (rows * heads, P), max_scores and sums: (rows * heads). (Items of fewer heads read the same key
-// and value rows more often; they exist so that a decode step's three key/value heads make more than three
-// items for the threads to share.)
+// and value rows more often; they exist so that a verify pass's three key/value heads make more than three
+// items for the threads to share: attention_forward_fast.)
 typedef struct {
     float* out;
     const float* q;
@@ -260,28 +260,25 @@ FAST_INLINE void attention_scores_body(const AttentionItem* a) {
 // vscalefps in the AVX-512 twin, fast_expf_avx512, which gives the same bits). x is clamped to [-104, 89]
 // first (exp underflows to 0 below -103.97 and overflows above 88.73, as here) and NaN is returned as it
 // is. Measured against exp in double over [-104, 89] (tests/test_fast.c): at most FAST_EXP_MAX_ULP units in
-// the last place where the result is normal (measured 1.19). The reference keeps libm's expf; the fast tables' results
-// differ from it by that much per exponential, far inside their op tolerances.
+// the last place where the result is normal (measured 1.19). The reference keeps libm's expf; the fast
+// tables' results differ from it by that much per exponential, far inside their op tolerances. The
+// coefficients 1/7!, ..., 1/1!, 1/0! are one table, FAST_EXP_POLY, for the function and its twin.
 #define FAST_EXP_MAX_ULP 2
 #define FAST_EXP_LOG2E 1.44269504088896341f
 #define FAST_EXP_C1 0.693359375f
 #define FAST_EXP_C2 -2.12194440e-4f
 #define FAST_EXP_LOW -104.0f
 #define FAST_EXP_HIGH 89.0f
+static const float FAST_EXP_POLY[8] = {1.0f / 5040.0f, 1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f,
+                                        0.5f, 1.0f, 1.0f};
 static inline float fast_expf(float x) {
     if (x != x) { return x; }
     x = x < FAST_EXP_LOW ? FAST_EXP_LOW : x > FAST_EXP_HIGH ? FAST_EXP_HIGH : x;
     float n = rintf(x * FAST_EXP_LOG2E);
     float r = x - n * FAST_EXP_C1;
     r = r - n * FAST_EXP_C2;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    float p = FAST_EXP_POLY[0];
+    for (int k = 1; k < 8; k++) { p = p * r + FAST_EXP_POLY[k]; }
     return ldexpf(p, (int)n);
 }
 

@@ -460,10 +460,9 @@ FAST_INLINE FAST_AVX512_TARGET __m512 fast_expf_avx512(__m512 x) {
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_sub_ps(clamped, _mm512_mul_ps(n, _mm512_set1_ps(FAST_EXP_C1)));
     r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(FAST_EXP_C2)));
-    const float c[7] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    __m512 p = _mm512_set1_ps(FAST_EXP_POLY[0]);
     #pragma GCC unroll 7
-    for (int k = 0; k < 7; k++) { p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c[k])); }
+    for (int k = 1; k < 8; k++) { p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(FAST_EXP_POLY[k])); }
     return _mm512_mask_mov_ps(_mm512_scalef_ps(p, n), nan, x);
 }
 

@@ -354,12 +354,9 @@ typedef struct {
     int n_requests;         // in the stream
     int n_done;             // reached (served or skipped) before the end or an interruption
     int n_served, n_skipped;
-    long total_tokens, total_passes, total_emitted;
-    double total_seconds;
-    double prefill_seconds;     // the part of total_seconds spent in prompt prefills
     const float* acceptance;    // (n_served) per served request
     const char** domains;       // (n_served)
-    SpecStats spec;             // every served request's passes, shapes and times, summed
+    SpecStats spec;             // every served request's tokens, passes, shapes and times, summed
 } ReplayTotals;
 
 static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* r, const Traffic* traffic,
@@ -372,15 +369,15 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
                 stop_requested(), r->n_done, r->n_requests);
     }
     fprintf(f, "requests %d served, %d skipped (prompt longer than the %d tokens the context of %d leaves after "
-            "--max-new %d and a tree), tokens %ld, tree K=%d D=%d N=%d (%s)\n", r->n_served, r->n_skipped, room,
-            room + o->max_new + TREE_MAX_NODES, o->max_new, r->total_tokens, source->limit.k, source->limit.depth,
+            "--max-new %d and a tree), tokens %d, tree K=%d D=%d N=%d (%s)\n", r->n_served, r->n_skipped, room,
+            room + o->max_new + TREE_MAX_NODES, o->max_new, r->spec.n_generated, source->limit.k, source->limit.depth,
             source->limit.nodes, source->adaptive ? "adaptive, at most" : "fixed");
     int n = r->n_served, window = n < 100 ? n : 100;
     double first_mean = 0, last_mean = 0;
     for (int i = 0; i < window; i++) { first_mean += r->acceptance[i]; last_mean += r->acceptance[n - window + i]; }
     if (window > 0) {
         fprintf(f, "acceptance length: overall %.3f, first %d requests %.3f, last %d requests %.3f\n",
-                r->total_passes ? (double)r->total_emitted / r->total_passes : 1.0, window, first_mean / window, window,
+                r->spec.verify_passes ? (double)r->spec.emitted / r->spec.verify_passes : 1.0, window, first_mean / window, window,
                 last_mean / window);
     }
     for (int d = 0; d < traffic->n_domains; d++) {
@@ -395,10 +392,10 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
                 r->spec.verify_seconds);
     }
     // tokens/s of whole requests, and of their decoding alone (after each prefill: what speculation changes)
-    double decoding = r->total_seconds - r->prefill_seconds;
+    double decoding = r->spec.total_seconds - r->spec.prefill_seconds;
     fprintf(f, "speed: %.2f tokens/s over %.1f s of generation (prefills %.1f s of it); after the prefill %.2f tokens/s\n",
-            r->total_seconds > 0 ? r->total_tokens / r->total_seconds : 0.0, r->total_seconds, r->prefill_seconds,
-            decoding > 0 ? r->total_tokens / decoding : 0.0);
+            r->spec.total_seconds > 0 ? r->spec.n_generated / r->spec.total_seconds : 0.0, r->spec.total_seconds,
+            r->spec.prefill_seconds, decoding > 0 ? r->spec.n_generated / decoding : 0.0);
     if (flywheel) {
         long pushed, dropped;
         record_buffer_counts(flywheel->records, &pushed, &dropped, NULL);
@@ -569,11 +566,6 @@ int replay_run(const Options* o) {
         served_at[totals.n_served] = r;
         domains[totals.n_served] = request->domain;
         totals.n_served++;
-        totals.total_tokens += n;
-        totals.total_seconds += stats.total_seconds;
-        totals.prefill_seconds += stats.prefill_seconds;
-        totals.total_passes += stats.verify_passes;
-        totals.total_emitted += stats.emitted;
         spec_stats_add(&totals.spec, &stats);
         fprintf(rows, "%d,%s,%d,%d,%d,%.4f,%.4f,%d,served,%.4f\n", r, request->domain, n_prompt, n, stats.verify_passes,
                 accepted, stats.total_seconds, source.draft_version, stats.prefill_seconds);
@@ -583,7 +575,8 @@ int replay_run(const Options* o) {
         for (int i = totals.n_served - window; i < totals.n_served; i++) { recent += acceptance[i]; }
         if (!o->quiet) {
             replay_progress(r, n_requests, recent / window, online ? &flywheel : NULL, source.draft_version,
-                            totals.total_seconds > 0 ? totals.total_tokens / totals.total_seconds : 0.0, r == n_requests - 1);
+                            totals.spec.total_seconds > 0 ? totals.spec.n_generated / totals.spec.total_seconds : 0.0,
+                            r == n_requests - 1);
         }
         if (online && o->lockstep_every > 0 && (r + 1) % o->lockstep_every == 0) { flywheel_lockstep_round(&flywheel); }
     }

@@ -205,7 +205,7 @@ static void test_worlds(void) {
     // the day-0 learned draft on one thread (measured in a replay): right 32% of the time at depth 1, a
     // 2-node pass 1.32 decode steps, a drafting step 4% of one and a token's catch-up 5%: drafting loses
     // wherever it is done, so the chooser must hold plain decoding's speed (it drafted 28% of passes at
-    // 0.93x when the catch-up was charged one pass's worth and recent evidence faded to the 0.5 prior)
+    // 0.93x when the catch-up was charged one pass's worth)
     World dear = world_with(0.32, 0.6, 0.1);
     dear.verify_slope = 0.32; dear.draft_step_seconds = 0.0004; dear.catch_up_seconds = 0.0005;
     dear.prompt_catch_up_seconds = 0.004;   // 170 prompt tokens in batches: about 0.4 of a step

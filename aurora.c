@@ -152,7 +152,8 @@ static const Flag FLAGS[] = {
     {"no-spec", NULL, "--no-spec", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(no_spec), "plain decoding (the speed baseline)"},
     {"draft-init", NULL, "--draft-init", FLAG_TEXT, "START", 0, 0, NULL, OPTION(draft_init),
      "the trained draft's start: random, target (random with the target's LM head and final norm: a warm start), "
-     "target-layer (that, and the decoder layer from the target's last layer) or a checkpoint FILE (default random)"},
+     "target-layer (that, and the decoder layer from the target's last layer) or a checkpoint FILE (default "
+     REPLAY_DEFAULT_DRAFT_INIT ")"},
     {"order", NULL, "--order", FLAG_CHOICE, "ORDER", 0, 0, "mixed|ordered", OPTION(order), "shuffled with --seed, or grouped by domain"},
     {"domain", NULL, "--domain", FLAG_TEXT, "D", 0, 0, NULL, OPTION(domain), "only requests of domain D"},
     {"requests", NULL, "--requests", FLAG_INT, "N", 1, 1 << 24, NULL, OPTION(requests), "at most N requests (default all)"},
@@ -816,7 +817,7 @@ static int command_replay(Options* o) {
         fprintf(stderr, "error: --no-spec drafts nothing; drop --source %s\n", o->source_name);
         return 1;
     }
-    o->draft = o->static_draft ? o->static_draft : o->draft_init ? o->draft_init : "random";
+    o->draft = o->static_draft ? o->static_draft : o->draft_init ? o->draft_init : REPLAY_DEFAULT_DRAFT_INIT;
     o->train.loss = loss_kind_from_name(o->loss_name);
     resolve_tree_shape(o);
     Error err;
@@ -826,7 +827,7 @@ static int command_replay(Options* o) {
 }
 
 static int command_train(Options* o) {
-    o->draft = o->draft_init ? o->draft_init : "random";
+    o->draft = o->draft_init ? o->draft_init : REPLAY_DEFAULT_DRAFT_INIT;
     o->train.loss = loss_kind_from_name(o->loss_name);
     if (run_check_outputs(o, o->out_path, "-o") != 0) { return 1; }
     return train_offline(o);

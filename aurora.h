@@ -1587,6 +1587,8 @@ enum {
     REPLAY_DEFAULT_CONTEXT = 2048, REPLAY_DEFAULT_MAX_NEW = 32, REPLAY_DEFAULT_POOL = 64, FLYWHEEL_MAX_BATCH = 64,
     REPLAY_DEFAULT_EVAL_REQUESTS = 16,
 };
+// replay's and train's warm start (--draft-init): the study's best (docs/learning-study.md)
+#define REPLAY_DEFAULT_DRAFT_INIT "target-layer"
 
 typedef struct {
     // files

@@ -178,6 +178,7 @@ void swiglu_forward_cpu(float* out, const float* gate, const float* up, int N) {
 // residual: out = inp1 + inp2      (out == inp1 or inp2 allowed)
 
 void residual_forward_cpu(float* out, const float* inp1, const float* inp2, int N) {
+    #pragma omp simd   // (out may be inp1: each element is read before it is written)
     for (int i = 0; i < N; i++) { out[i] = inp1[i] + inp2[i]; }
 }
 

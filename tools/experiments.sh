@@ -14,6 +14,9 @@
 #            the hybrid online (adaptive shapes), each serving on one core while its trainer runs on the other
 #   sync     how often weights are published (--sync-every 1, 4, 16, 64) against adaptation and speed
 #   discard  the discard loss off and on, at lookahead 5 and 10
+#   ttt      the TTT unroll's length (1, 2, 3, 5) at equal time: day 0 online, threaded (the trainer beside
+#            serving, as the day-0 run trains), one run after another on all cores; a shorter unroll is a
+#            cheaper optimiser step, so more steps per request served
 #   study    one lever at a time against a base configuration (lockstep, so runs compare exactly): learning
 #            rate, warm-up, pool, steps per request, batch, TTT length, clipping, prompt-position weight,
 #            warm starts, draft vocabulary and its adaptation, a frozen LM head, a wider context window
@@ -36,9 +39,11 @@ mkdir -p "$out"
 
 # the configuration the experiments use, from the study (docs/learning-study.md, 48 lockstep requests): the warm
 # start target-layer, lr 1e-3 (beat 3e-3 and 1e-2), and every prompt position up to 512 at full weight (served
-# acceptance over requests 25-48: 1.37 against 1.20 with 128 at half weight); the vocabulary follows the traffic
+# acceptance over requests 25-48: 1.37 against 1.20 with 128 at half weight); the vocabulary follows the traffic;
+# a TTT unroll of 2 steps (the `ttt` experiment: at equal time, threaded as online training runs, 2 beat 1, 3
+# and 5). These are replay's defaults too; they are spelled out here so that a run's flags say what it did.
 INIT=${INIT:-target-layer}
-TRAIN=${TRAIN:---lr 1e-3 --warmup 5 --prompt-weight 1 --context-window 512}
+TRAIN=${TRAIN:---lr 1e-3 --warmup 5 --prompt-weight 1 --context-window 512 --ttt-length 2}
 EVAL=${EVAL:---eval-every 50 --eval-requests 16}
 LOOKAHEAD5="--spec-fixed --spec-k 1 --spec-depth 5"
 
@@ -210,6 +215,26 @@ discard)
         "$out/depth5-discard0/requests.csv:lookahead 5, off" "$out/depth5-discard0.5/requests.csv:lookahead 5, on" \
         "$out/depth10-discard0/requests.csv:lookahead 10, off" "$out/depth10-discard0.5/requests.csv:lookahead 10, on"
     ;;
+ttt)
+    N=${2:-100}
+    # threaded like day 0 (serving on one thread, the trainer on the other core), one run at a time
+    OMP_NUM_THREADS=1
+    for length in 1 2 3 5; do
+        run "ttt-$length" --order mixed --requests "$N" --online --draft-init "$INIT" $TRAIN \
+            --ttt-length "$length" $LOOKAHEAD5 --eval-every $((N / 4)) --eval-requests 16
+        finish
+    done
+    {
+        printf "%-8s %12s %12s %10s %16s\n" run "1-$((N / 2))" "$((N / 2 + 1))-$N" "held-back" "optimiser steps"
+        for length in 1 2 3 5; do
+            d=$out/ttt-$length
+            printf "%-8s %12s %12s %10s %16s\n" "ttt-$length" "$(acceptance "$d" 0 $((N / 2)))" "$(acceptance "$d" $((N / 2)) "$N")" \
+                "$(held_back "$d")" "$(sed -n 's/^training: \([0-9]*\) optimiser steps.*/\1/p' "$d/summary.txt")"
+        done
+    } | tee "$out/result.txt"
+    "$AURORA" plot -o "$out/acceptance.svg" --title "the TTT unroll's length at equal time (threaded)" \
+        "$out/ttt-1/requests.csv:TTT 1" "$out/ttt-2/requests.csv:TTT 2" "$out/ttt-3/requests.csv:TTT 3" "$out/ttt-5/requests.csv:TTT 5"
+    ;;
 study)
     N=${2:-200}
     # the base: lockstep after every request, 4 steps per request (repeatable, and fair between levers)
@@ -227,6 +252,7 @@ study)
     lever batch-4 $BASE --draft-init "$INIT" $TRAIN --batch-requests 4
     lever ttt-1 $BASE --draft-init "$INIT" $TRAIN --ttt-length 1
     lever ttt-3 $BASE --draft-init "$INIT" $TRAIN --ttt-length 3
+    lever ttt-5 $BASE --draft-init "$INIT" $TRAIN --ttt-length 5
     lever clip-off $BASE --draft-init "$INIT" $TRAIN --clip 0
     lever prompt-0 $BASE --draft-init "$INIT" $TRAIN --prompt-weight 0
     lever prompt-0.5 $BASE --draft-init "$INIT" $TRAIN --prompt-weight 0.5
@@ -253,7 +279,7 @@ study)
     "$AURORA" plot -o "$out/acceptance.svg" --title "the learning study: one lever at a time (lockstep)" "$@"
     ;;
 *)
-    echo "usage: sh tools/experiments.sh day0|shift|mixed|sources|live|sync|discard|study [REQUESTS]" >&2
+    echo "usage: sh tools/experiments.sh day0|shift|mixed|sources|live|sync|discard|ttt|study [REQUESTS]" >&2
     exit 1
     ;;
 esac

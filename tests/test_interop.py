@@ -150,8 +150,11 @@ def prepare(aurora, model, work):
         with open(traffic, "w") as f:
             for prompt in PROMPTS:
                 f.write('{"domain": "interop", "prompt": %s}\n' % json_string(prompt))
+        # the training settings spelled out (the trainer library's defaults), so that the draft this test
+        # compares, and so the trees it builds, do not change when replay's learning defaults move
         _, err, seconds = run([aurora, "train", "-m", f32_model, "--traffic", traffic, "--max-new", str(N_TOKENS + DEPTH + 2),
-                               "--epochs", "3", "--draft-init", "target", "-o", draft])
+                               "--epochs", "3", "--draft-init", "target", "--lr", "3e-4", "--warmup", "20",
+                               "--ttt-length", "5", "--prompt-weight", "0", "--context-window", "64", "-o", draft])
         print("draft trained in %.0f s (aurora train, %d prompts, 3 epochs, warm start from the target's LM head)"
               % (seconds, len(PROMPTS)))
     return f32_model, draft

@@ -1002,6 +1002,7 @@ typedef struct {
     int n_prompt, n_generated, stopped_at_eos;
     int passes_by_shape[9][TREE_MAX_DEPTH + 1]; // passes by (K, depth) drafted; [1][0]: no speculation
     int passes_suffix;                  // hybrid: passes whose tree came from the suffix draft
+    int left_out;                       // adaptive: drafted nodes whose calibrated chance did not pay (adaptive.c)
 } SpecStats;
 
 // ----------------------------------------------------------------------------
@@ -1015,6 +1016,11 @@ enum { ADAPTIVE_MAX_K = 8 };   // the most children per node the chooser conside
 // an EAGLE draft: the start of a request, whose prompt it catches up over in batches), since drafting after
 // n tokens without it costs n tokens' catch-up (on one thread, 5% of a decode step each).
 enum { ADAPTIVE_PROBE_EVERY = 32, ADAPTIVE_PROBE_MAX_PENDING = 2 };
+// Confidence (a drafting model's: the EAGLE draft's): a node's draft probability given its parent, in
+// ADAPTIVE_CONFIDENCE_BUCKETS equal bins, calibrated by how often such nodes were accepted; a node whose
+// calibrated chance of acceptance does not pay for its share of the verify pass is left out of the tree.
+// Every ADAPTIVE_EXPLORE_EVERY-th drafting pass keeps them all, so that every bin stays measured.
+enum { ADAPTIVE_CONFIDENCE_BUCKETS = 10, ADAPTIVE_EXPLORE_EVERY = 16 };
 
 typedef struct {
     TreeShape limit;            // the largest shape allowed (depth and nodes bound the menu)
@@ -1030,6 +1036,11 @@ typedef struct {
     double hit[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K];     // ... and that child was accepted
     long passes, passes_without_drafting;
     int passes_since_drafted;   // passes in a row that drafted nothing (a probe is due at ADAPTIVE_PROBE_EVERY)
+    int calibrates;             // 1: the draft's scores are its log-probabilities (an EAGLE draft): calibrate them
+    double confidence_reached[ADAPTIVE_CONFIDENCE_BUCKETS]; // decayed count: a verified node whose parent was on
+                                                            // the accepted path, by its draft probability's bin
+    double confidence_hit[ADAPTIVE_CONFIDENCE_BUCKETS];     // ... and it was accepted
+    long drafting_passes;       // passes planned to draft (every ADAPTIVE_EXPLORE_EVERY-th keeps every node)
 } SpecAdaptive;
 
 void spec_adaptive_init(SpecAdaptive* a, TreeShape limit, int max_k);
@@ -1042,6 +1053,19 @@ void spec_adaptive_observe(SpecAdaptive* a, const Tree* tree, const Acceptance* 
                            double catch_up_seconds, int catch_up_tokens, double verify_seconds);
 double spec_adaptive_expected_tokens(const SpecAdaptive* a, int k, int depth);
 double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n_nodes);
+// The calibrated chance that a node is accepted once its parent is, from its draft log-probability given
+// the parent (step_log_prob); the prior is the draft's own probability.
+double spec_adaptive_node_chance(const SpecAdaptive* a, float step_log_prob);
+// The least chance of acceptance (a path's product of node chances) that pays for a node in a pass of this
+// shape: a node's share of the verify pass times the tokens per second the shape is expected to yield.
+// 0 for no drafting, and on an exploring pass (spec_adaptive_explores).
+double spec_adaptive_min_chance(const SpecAdaptive* a, TreeShape shape, int pending);
+// Counts a pass planned to draft; returns 1 if it keeps every node (every ADAPTIVE_EXPLORE_EVERY-th, and
+// probes), 0 if it may leave nodes out.
+int spec_adaptive_explores(SpecAdaptive* a);
+// After spec_adaptive_observe: a node left out of the pass's tree (depth, sibling rank), whose parent was
+// on the accepted path: counted for the chooser as reached, and hit by its calibrated chance.
+void spec_adaptive_observe_left_out(SpecAdaptive* a, int depth, int rank, double chance);
 
 // ----------------------------------------------------------------------------
 // the suffix draft (speculation/suffix.c): a depth-bounded suffix trie over served text, each node counting
@@ -1195,6 +1219,11 @@ typedef struct {
     double pass_catch_up_seconds;
     int pass_catch_up_tokens;
     int n_prompt;                   // the request's prompt tokens (catching up over them is not charged to drafting)
+    // adaptive, the EAGLE draft (adaptive.c): the pass's least chance for a node (0: every node is kept),
+    // and the nodes it left out whose parent is in the tree (its index), for the chooser's counts
+    float pass_min_chance;
+    int n_left_out;
+    struct { int parent_node, depth, rank; float chance; } left_out[TREE_MAX_NODES * MAX_SPEC_K];
 } DraftSource;
 
 // A sequence being generated: what the target has committed and what the draft reads.

@@ -23,6 +23,8 @@ typedef struct {
     int depth;      // 1 for the root's children
     float score;    // cumulative draft log-probability
     int slot;       // the drafter's cache slot once expanded, else -1
+    int rank;       // among its parent's children as drafted, best first
+    float chance;   // adaptive, a drafting model: the calibrated chance its path is accepted (adaptive.c); else 1
 } Candidate;
 
 // Each depth adds at most K children to each of its K best candidates; the first depth K.
@@ -66,6 +68,19 @@ static void pool_add_children(CandidatePool* pool, int parent, const int* ids, c
         c->depth = depth;
         c->score = base + log_probs[j];
         c->slot = -1;
+        c->rank = j;
+        c->chance = 1.0f;
+    }
+}
+
+// The chances of candidates [first, pool->n) (a drafting model's, calibrated: adaptive.c): the parent's
+// chance times the calibrated chance of the candidate's own probability given the parent.
+static void pool_set_chances(CandidatePool* pool, int first, const SpecAdaptive* adaptive) {
+    for (int i = first; i < pool->n; i++) {
+        Candidate* c = &pool->items[i];
+        float parent_score = c->parent < 0 ? 0.0f : pool->items[c->parent].score;
+        float parent_chance = c->parent < 0 ? 1.0f : pool->items[c->parent].chance;
+        c->chance = parent_chance * (float)spec_adaptive_node_chance(adaptive, c->score - parent_score);
     }
 }
 
@@ -75,11 +90,11 @@ static int candidate_better(const CandidatePool* pool, int a, int b) {
     return a < b;
 }
 
-// The (up to) k best candidates at a depth, best first.
-static int pool_best_at_depth(const CandidatePool* pool, int depth, int k, int* out) {
+// The (up to) k best candidates at a depth whose chance is at least min_chance, best first.
+static int pool_best_at_depth(const CandidatePool* pool, int depth, int k, float min_chance, int* out) {
     int n = 0;
     for (int i = 0; i < pool->n; i++) {
-        if (pool->items[i].depth != depth) { continue; }
+        if (pool->items[i].depth != depth || pool->items[i].chance < min_chance) { continue; }
         int at = n < k ? n++ : k;             // insertion into a sorted list of at most k
         if (at == k && !candidate_better(pool, i, out[k - 1])) { continue; }
         if (at == k) { at = k - 1; }
@@ -89,16 +104,21 @@ static int pool_best_at_depth(const CandidatePool* pool, int depth, int k, int* 
     return n;
 }
 
-// Keeps the N-1 best candidates and writes the tree (root first, then by depth, then by creation).
-// Ancestors are always kept with their descendants: a child never scores above its parent.
-static void pool_to_tree(Tree* tree, const CandidatePool* pool, int root_token, int root_position, int n_nodes) {
-    int keep = n_nodes - 1 < pool->n ? n_nodes - 1 : pool->n;
+// Keeps the N-1 best candidates of those whose chance is at least min_chance and writes the tree (root
+// first, then by depth, then by creation); node_of_candidate: each candidate's tree index, or -1.
+// Ancestors are always kept with their descendants: a child never scores above its parent, nor has a
+// greater chance.
+static void pool_to_tree(Tree* tree, const CandidatePool* pool, int root_token, int root_position, int n_nodes,
+                         float min_chance, int* node_of_candidate) {
+    int eligible = 0;
+    for (int i = 0; i < pool->n; i++) { eligible += pool->items[i].chance >= min_chance; }
+    int keep = n_nodes - 1 < eligible ? n_nodes - 1 : eligible;
     int chosen[MAX_CANDIDATES];
     uint8_t selected[MAX_CANDIDATES] = {0};
     for (int j = 0; j < keep; j++) {
         int best = -1;
         for (int i = 0; i < pool->n; i++) {
-            if (!selected[i] && (best < 0 || candidate_better(pool, i, best))) { best = i; }
+            if (!selected[i] && pool->items[i].chance >= min_chance && (best < 0 || candidate_better(pool, i, best))) { best = i; }
         }
         selected[best] = 1;
     }
@@ -106,7 +126,7 @@ static void pool_to_tree(Tree* tree, const CandidatePool* pool, int root_token, 
     for (int depth = 1; depth <= TREE_MAX_DEPTH; depth++) {
         for (int i = 0; i < pool->n; i++) { if (selected[i] && pool->items[i].depth == depth) { chosen[n++] = i; } }
     }
-    int node_of_candidate[MAX_CANDIDATES];
+    for (int i = 0; i < pool->n; i++) { node_of_candidate[i] = -1; }
     tree->n_nodes = n + 1;
     tree->root_position = root_position;
     tree->tokens[0] = root_token;
@@ -182,6 +202,7 @@ void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Dra
     }
     spec_adaptive_init(&source->adaptive_state, source->limit, source->limit.k);
     spec_adaptive_init(&source->suffix_adaptive_state, source->limit, source->limit.k);
+    source->adaptive_state.calibrates = kind == DRAFT_EAGLE || kind == DRAFT_HYBRID; // its scores are log-probabilities
 }
 
 void draft_source_set_adaptive(DraftSource* source, int adaptive, int deterministic) {
@@ -334,7 +355,9 @@ static void expand_candidates(DraftSource* source, Target* target, const Sequenc
         for (int b = 0; b < n_batch; b++) {
             memcpy(source->expanded_out + (size_t)batch[b] * C, draft->host.out + (size_t)b * C, (size_t)C * sizeof(float));
             int k = top_k_log_probs(ids, log_probs, draft->host.logits + (size_t)b * Vd, Vd, K);
+            int first = pool->n;
             pool_add_children(pool, batch[b], ids, log_probs, k, draft->d2t);
+            if (source->pass_min_chance > 0) { pool_set_chances(pool, first, &source->adaptive_state); }
         }
     }
     *n_slots_used += n_batch;
@@ -403,6 +426,7 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
     int root_token = sequence->tokens[sequence->n_tokens - 1], root_position = sequence->n_tokens - 1;
     TreeShape shape = source->shape;
     source->pass_source = DRAFT_NONE;
+    float min_chance = 0.0f;   // set once the EAGLE draft drafts (its pass_min_chance)
     if (draft_source_may_draft(source) && slots_free >= draft_source_slots_needed(source)) {
         int n_slots_used = 0;
         int ids[MAX_SPEC_K];
@@ -422,7 +446,10 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
                 }
             }
         }
-        if (use_eagle) { source->pass_source = DRAFT_EAGLE; }
+        if (use_eagle) {
+            source->pass_source = DRAFT_EAGLE;
+            min_chance = source->pass_min_chance;
+        }
         if (source->kind == DRAFT_LOOKUP) {
             propose_lookup(source, sequence, pool);
         } else if (source->kind == DRAFT_NONE || (!use_eagle && source->kind != DRAFT_SELF)) {
@@ -432,22 +459,37 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
             if (use_eagle) {
                 int k = top_k_log_probs(ids, log_probs, source->root_logits, source->draft->config.vocab_size, shape.k);
                 pool_add_children(pool, -1, ids, log_probs, k, source->draft->d2t);
+                if (source->pass_min_chance > 0) { pool_set_chances(pool, 0, &source->adaptive_state); }
             } else { // DRAFT_SELF: run the root through the target (slot n_committed, as the verify pass will)
                 target_forward(target, &root_token, &root_position, NULL, 1, sequence->n_committed, 1);
                 n_slots_used = 1;
                 int k = top_k_log_probs(ids, log_probs, target->host.logits, target->config.vocab_size, shape.k);
                 pool_add_children(pool, -1, ids, log_probs, k, NULL);
             }
-            // depths 2..D: expand the K best of the newest depth
+            // depths 2..D: expand the K best of the newest depth (of those whose chance pays for a node)
             for (int depth = 1; depth < shape.depth; depth++) {
                 int batch[MAX_SPEC_K];
-                int n_batch = pool_best_at_depth(pool, depth, shape.k, batch);
+                int n_batch = pool_best_at_depth(pool, depth, shape.k, min_chance, batch);
                 if (n_batch == 0) { break; }
                 expand_candidates(source, target, sequence, pool, batch, n_batch, &n_slots_used);
             }
         }
     }
-    pool_to_tree(tree, pool, root_token, root_position, shape.nodes);
+    int node_of_candidate[MAX_CANDIDATES];
+    pool_to_tree(tree, pool, root_token, root_position, shape.nodes, min_chance, node_of_candidate);
+    // the candidates left out for their chance whose parent is in the tree (the chooser counts them)
+    source->n_left_out = 0;
+    for (int i = 0; i < pool->n && min_chance > 0; i++) {
+        const Candidate* c = &pool->items[i];
+        int parent_node = c->parent < 0 ? 0 : node_of_candidate[c->parent];
+        if (c->chance >= min_chance || parent_node < 0) { continue; }
+        float parent_chance = c->parent < 0 ? 1.0f : pool->items[c->parent].chance;
+        source->left_out[source->n_left_out].parent_node = parent_node;
+        source->left_out[source->n_left_out].depth = c->depth;
+        source->left_out[source->n_left_out].rank = c->rank;
+        source->left_out[source->n_left_out].chance = parent_chance > 0 ? c->chance / parent_chance : 0.0f;
+        source->n_left_out++;
+    }
     Error err;
     if (tree_derive(tree, &err) != 0) { // the builder's own output: a failure is a program bug
         fprintf(stderr, "error: internal: drafted tree is invalid: %s\n", err.message);
@@ -475,6 +517,15 @@ void draft_source_plan_pass(DraftSource* source, const Sequence* sequence) {
     } else {
         source->shape = spec_adaptive_choose(&source->adaptive_state, pending);
     }
+    // the EAGLE draft's nodes must pay for themselves by their calibrated chance (adaptive.c), except on a
+    // pass that explores
+    source->pass_min_chance = 0.0f;
+    source->n_left_out = 0;
+    TreeShape eagle = source->kind == DRAFT_HYBRID ? source->eagle_shape : source->shape;
+    if (source->adaptive && source->adaptive_state.calibrates && eagle.nodes > 1 &&
+        !spec_adaptive_explores(&source->adaptive_state)) {
+        source->pass_min_chance = (float)spec_adaptive_min_chance(&source->adaptive_state, eagle, pending);
+    }
 }
 
 void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acceptance* acceptance,
@@ -482,6 +533,7 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
     int k = tree->n_nodes > 1 ? source->shape.k : 1;
     stats->passes_by_shape[k < ADAPTIVE_MAX_K ? k : ADAPTIVE_MAX_K][tree->max_depth]++;
     if (source->kind == DRAFT_HYBRID && source->pass_source == DRAFT_SUFFIX) { stats->passes_suffix++; }
+    if (source->pass_source == DRAFT_EAGLE) { stats->left_out += source->n_left_out; }
     // drafting's cost: the drafting itself, and the catch-up per token (charged by what is pending: adaptive.c)
     if (source->adaptive) {
         // the hybrid: the pass teaches the draft that drafted it; a pass neither drafted teaches both
@@ -489,6 +541,15 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
         if (source->kind != DRAFT_HYBRID || source->pass_source != DRAFT_SUFFIX) {
             spec_adaptive_observe(&source->adaptive_state, tree, acceptance, drafting, source->pass_catch_up_seconds,
                                   source->pass_catch_up_tokens, verify_seconds);
+        }
+        if (source->pass_source == DRAFT_EAGLE) {   // the nodes left out, where the accepted path reached their parent
+            for (int i = 0; i < source->n_left_out; i++) {
+                int depth = source->left_out[i].depth, parent = source->left_out[i].parent_node;
+                if (depth - 1 <= acceptance->n_accepted && acceptance->path[depth - 1] == parent) {
+                    spec_adaptive_observe_left_out(&source->adaptive_state, depth, source->left_out[i].rank,
+                                                   source->left_out[i].chance);
+                }
+            }
         }
         if (source->kind == DRAFT_HYBRID && source->pass_source != DRAFT_EAGLE) {
             spec_adaptive_observe(&source->suffix_adaptive_state, tree, acceptance, drafting, 0.0, 0, verify_seconds);

@@ -177,8 +177,9 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
     return n_generated;
 }
 
-// The shapes adaptive speculation chose, as shares of the passes ("none": no drafting), and the hybrid's
-// share of suffix-draft passes: one line.
+// The shapes adaptive speculation chose, as shares of the passes ("none": no drafting; a shape is the tree
+// verified, after the nodes its confidence left out), the nodes left out, and the hybrid's share of
+// suffix-draft passes: one line.
 void print_spec_shapes(const SpecStats* stats, FILE* stream) {
     double passes = stats->verify_passes > 0 ? stats->verify_passes : 1;
     fprintf(stream, "tree shapes (passes):");
@@ -188,6 +189,9 @@ void print_spec_shapes(const SpecStats* stats, FILE* stream) {
             if (d == 0) { fprintf(stream, " none %.0f%%", 100.0 * stats->passes_by_shape[k][d] / passes); }
             else { fprintf(stream, " K=%d D=%d %.0f%%", k, d, 100.0 * stats->passes_by_shape[k][d] / passes); }
         }
+    }
+    if (stats->left_out > 0) {
+        fprintf(stream, "; left out by confidence: %d drafted nodes (%.2f a pass)", stats->left_out, stats->left_out / passes);
     }
     if (stats->passes_suffix > 0) { fprintf(stream, "; hybrid: suffix draft %.0f%% of passes", 100.0 * stats->passes_suffix / passes); }
     fprintf(stream, "\n");
@@ -200,6 +204,7 @@ void spec_stats_add(SpecStats* total, const SpecStats* stats) {
     total->proposed += stats->proposed;
     total->accepted += stats->accepted;
     total->passes_suffix += stats->passes_suffix;
+    total->left_out += stats->left_out;
     total->prefill_seconds += stats->prefill_seconds;
     total->draft_seconds += stats->draft_seconds;
     total->verify_seconds += stats->verify_seconds;

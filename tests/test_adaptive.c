@@ -38,12 +38,13 @@ static void world_tree(Tree* tree, const World* w, TreeShape shape) {
         pool_add_children(&pool, -1, ids, log_probs, shape.k, NULL);
         for (int d = 1; d < shape.depth; d++) {
             int batch[ADAPTIVE_MAX_K];
-            int n = pool_best_at_depth(&pool, d, shape.k, batch);
+            int n = pool_best_at_depth(&pool, d, shape.k, 0.0f, batch);
             for (int r = 0; r < shape.k; r++) { log_probs[r] = logf((float)w->q[d + 1][r]); }
             for (int b = 0; b < n; b++) { pool_add_children(&pool, batch[b], ids, log_probs, shape.k, NULL); }
         }
     }
-    pool_to_tree(tree, &pool, 0, 10, shape.depth > 0 ? shape.nodes : 1);
+    int node_of_candidate[MAX_CANDIDATES];
+    pool_to_tree(tree, &pool, 0, 10, shape.depth > 0 ? shape.nodes : 1, 0.0f, node_of_candidate);
     Error err;
     if (tree_derive(tree, &err) != 0) { fprintf(stderr, "%s\n", err.message); exit(1); }
 }
@@ -217,8 +218,134 @@ static void test_worlds(void) {
     check(rate >= 0.97 * plain, "a draft that loses wherever it drafts must run at >= 0.97x plain (%.3fx)", rate / plain);
 }
 
+// Confidence: a world where each node's draft probability is its true chance of acceptance, drawn per node
+// (confident 0.9 half the time, else 0.05): chains up to depth 8, drafted as draft_source_propose does
+// (pool_set_chances, expansion and the tree only over candidates whose chance pays). Returns tokens per
+// second over the last `measure` passes; *left_out: nodes left out over them.
+static double simulate_confidence(SpecAdaptive* a, double confident_share, int prune, int passes, int measure,
+                                  uint64_t* rng, long* left_out) {
+    static CandidatePool pool;
+    const double decode = 0.010, slope = 0.14, step = 0.0004, catch_up_per_token = 0.0004;
+    double tokens = 0, seconds = 0;
+    int pending = 0;
+    *left_out = 0;
+    for (int p = 0; p < passes; p++) {
+        TreeShape shape = spec_adaptive_choose(a, pending);
+        float min_chance = 0.0f;
+        if (shape.nodes > 1 && prune && !spec_adaptive_explores(a)) { min_chance = (float)spec_adaptive_min_chance(a, shape, pending); }
+        double chance_of[TREE_MAX_DEPTH + 1];   // the true chance of each depth's node
+        pool.n = 0;
+        int steps = 0;
+        for (int d = 1; d <= shape.depth; d++) {
+            int parent = -1;
+            if (d > 1) {
+                int batch[1];
+                if (pool_best_at_depth(&pool, d - 1, 1, min_chance, batch) == 0) { break; }
+                parent = batch[0];
+            }
+            chance_of[d] = random_f32(rng) < confident_share ? 0.9 : 0.05;
+            int id = d;
+            float log_prob = logf((float)chance_of[d]);
+            int first = pool.n;
+            pool_add_children(&pool, parent, &id, &log_prob, 1, NULL);
+            pool_set_chances(&pool, first, a);
+            steps++;
+        }
+        Tree tree;
+        int node_of_candidate[MAX_CANDIDATES];
+        pool_to_tree(&tree, &pool, 0, 10, shape.depth > 0 ? shape.nodes : 1, min_chance, node_of_candidate);
+        Error err;
+        if (tree_derive(&tree, &err) != 0) { fprintf(stderr, "%s\n", err.message); exit(1); }
+        Acceptance acceptance = {0, {0}, 0};
+        for (int node = 1; node < tree.n_nodes && random_f32(rng) < chance_of[node]; node++) {   // a chain: node i at depth i
+            acceptance.path[++acceptance.n_accepted] = node;
+        }
+        double draft = steps * step, verify = decode * (1.0 + slope * (tree.n_nodes - 1));
+        double catch_up = shape.nodes > 1 ? pending * catch_up_per_token : 0.0;
+        spec_adaptive_observe(a, &tree, &acceptance, draft, catch_up, shape.nodes > 1 ? pending : 0, verify);
+        for (int i = 0; i < pool.n; i++) {   // as draft_source_observe_pass: the left-out nodes the path reached
+            const Candidate* c = &pool.items[i];
+            int parent_node = c->parent < 0 ? 0 : node_of_candidate[c->parent];
+            if (c->chance >= min_chance || parent_node < 0) { continue; }
+            if (p >= passes - measure) { (*left_out)++; }
+            if (c->depth - 1 <= acceptance.n_accepted && acceptance.path[c->depth - 1] == parent_node) {
+                float parent_chance = c->parent < 0 ? 1.0f : pool.items[c->parent].chance;
+                spec_adaptive_observe_left_out(a, c->depth, c->rank, c->chance / parent_chance);
+            }
+        }
+        pending = (shape.nodes > 1 ? 0 : pending) + acceptance.n_accepted + 1;
+        if (p >= passes - measure) {
+            tokens += acceptance.n_accepted + 1;
+            seconds += catch_up + draft + verify;
+        }
+    }
+    return tokens / seconds;
+}
+
+static void test_confidence(void) {
+    // calibration: with no evidence a node's chance is its draft probability; then what verified nodes of its bin did
+    SpecAdaptive a;
+    spec_adaptive_init(&a, (TreeShape){1, 2, 3}, 1);
+    a.calibrates = 1;
+    check(fabs(spec_adaptive_node_chance(&a, logf(0.35f)) - 0.35) < 1e-6, "no evidence: the draft's own probability");
+    // a chain root -> x (draft probability 0.95, always accepted) -> y (0.95 given x, never accepted)
+    Tree tree;
+    memset(&tree, 0, sizeof(tree));
+    int parents[3] = {-1, 0, 1};
+    tree.n_nodes = 3;
+    for (int i = 0; i < 3; i++) { tree.parents[i] = parents[i]; tree.tokens[i] = i; }
+    tree.scores[1] = logf(0.95f); tree.scores[2] = 2 * logf(0.95f);
+    Error err;
+    tree_derive(&tree, &err);
+    Acceptance acceptance = {1, {0, 1}, 7};
+    for (int i = 0; i < 300; i++) { spec_adaptive_observe(&a, &tree, &acceptance, 0.001, 0.0, 0, 0.012); }
+    double chance = spec_adaptive_node_chance(&a, logf(0.95f));
+    printf("calibration: bin 0.9-1.0 after 300 passes with x accepted and y not: %.3f (x and y share the bin)\n", chance);
+    check(fabs(chance - 0.5) < 0.02, "the bin's calibrated chance is its verified nodes' acceptance (%.3f, expected 0.5)", chance);
+    check(fabs(spec_adaptive_node_chance(&a, logf(0.05f)) - 0.05) < 1e-6, "an unmeasured bin keeps its prior");
+    // the least chance: a node's share of the verify pass times the shape's expected rate
+    spec_adaptive_init(&a, (TreeShape){1, 2, 3}, 1);
+    a.verify_seconds[1] = 0.010; a.verify_seconds[3] = 0.014; a.draft_step_seconds = 0.0005; a.catch_up_seconds = 0.001;
+    TreeShape shape = {1, 2, 3};
+    double expected = spec_adaptive_min_chance(&a, shape, 2);
+    double by_hand = 0.002 * spec_adaptive_expected_tokens(&a, 1, 2) / (2 * 0.001 + 2 * 0.0005 + 0.014);
+    check(fabs(expected - by_hand) < 1e-12, "least chance %.6f, by hand %.6f", expected, by_hand);
+    check(spec_adaptive_min_chance(&a, (TreeShape){1, 0, 1}, 0) == 0.0, "no drafting: no least chance");
+    // exploring: every ADAPTIVE_EXPLORE_EVERY-th drafting pass (not the first: a fresh draft's own
+    // probabilities are the prior), and probes
+    int explored = 0, first = spec_adaptive_explores(&a);
+    for (int i = 1; i < 4 * ADAPTIVE_EXPLORE_EVERY; i++) { explored += spec_adaptive_explores(&a); }
+    check(first == 0 && explored == 4, "one drafting pass in %d explores (%d of the first %d)", ADAPTIVE_EXPLORE_EVERY, explored,
+          4 * ADAPTIVE_EXPLORE_EVERY);
+    a.passes_since_drafted = ADAPTIVE_PROBE_EVERY;
+    check(spec_adaptive_explores(&a) == 1, "a probe explores");
+
+    // the world: half the nodes confident. Leaving out the unconfident ones must pay; a draft never
+    // confident (and never right) must still cost almost nothing.
+    TreeShape limit = {1, 8, 9};
+    uint64_t rng = random_seed_state(11);
+    long left_out;
+    double rates[2];
+    for (int prune = 0; prune <= 1; prune++) {
+        rng = random_seed_state(11);
+        spec_adaptive_init(&a, limit, 1);
+        a.calibrates = 1;
+        rates[prune] = simulate_confidence(&a, 0.5, prune, 4000, 3000, &rng, &left_out);
+        printf("half confident, %s: %.3fx plain decoding, %ld nodes left out over 3000 passes\n",
+               prune ? "leaving out what does not pay" : "every node", rates[prune] * 0.010, left_out);
+    }
+    check(rates[1] >= 1.03 * rates[0], "leaving out unconfident nodes must pay (%.3fx against %.3fx plain)", rates[1] * 0.010,
+          rates[0] * 0.010);
+    spec_adaptive_init(&a, limit, 1);
+    a.calibrates = 1;
+    double never = simulate_confidence(&a, 0.0, 1, 4000, 3000, &rng, &left_out);
+    printf("never confident: %.3fx plain decoding\n", never * 0.010);
+    check(never * 0.010 >= 0.97, "a draft never confident must run at >= 0.97x plain decoding (%.3fx)", never * 0.010);
+}
+
 int main(void) {
     test_counting();
     test_worlds();
+    test_confidence();
     return test_summary();
 }

@@ -176,7 +176,7 @@ static void test_greedy_lossless(Target* target) {
     const char* names[N_KINDS] = {"eagle (random draft)", "self", "lookup", "suffix", "hybrid"};
     uint64_t rng = random_seed_state(9);
     int mismatches = 0, runs = 0;
-    long accepted_self = 0, proposed_self = 0, accepted_lookup = 0, accepted_suffix = 0;
+    long accepted_self = 0, proposed_self = 0, accepted_lookup = 0, accepted_suffix = 0, left_out = 0;
     for (int p = 0; p < PROMPTS; p++) {
         int prompt[16];
         int n_prompt = 3 + p * 2;
@@ -216,6 +216,7 @@ static void test_greedy_lossless(Target* target) {
                     proposed_self += stats.proposed;
                 }
                 if (kinds[k] == DRAFT_LOOKUP) { accepted_lookup += stats.accepted; }
+                if (kinds[k] == DRAFT_EAGLE && adaptive) { left_out += stats.left_out; }
                 if (kinds[k] == DRAFT_SUFFIX) { accepted_suffix += stats.accepted; }
                 draft_source_free(&source);
             }
@@ -226,6 +227,10 @@ static void test_greedy_lossless(Target* target) {
           accepted_self, proposed_self);
     check(accepted_lookup > 0, "prompt lookup never had a draft accepted on repetitive prompts (the partial case)");
     check(accepted_suffix > 0, "the suffix draft, having served the same output before, never had a draft accepted");
+    // the random draft's probabilities are low: with adaptive shapes its confidence leaves nodes out, and the
+    // outputs above stayed equal
+    check(left_out > 0, "adaptive shapes never left a random draft's node out for its confidence");
+    printf("adaptive, the random EAGLE draft: %ld drafted nodes left out for their confidence\n", left_out);
     printf("greedy losslessness: %d runs (%d sources x (%d fixed tree shapes + adaptive) x %d prompts), all equal to plain "
            "greedy\n", runs, N_KINDS, n_shapes, PROMPTS);
     draft_free(&draft);
@@ -376,20 +381,25 @@ static void test_sampling_sources(Target* target) {
     int V = target->config.vocab_size;
     SamplerSettings settings = {2.0f, 1.0f}, wrong = {1.2f, 1.0f};
     int prompt[8] = {11, 12, 13, 11, 12, 13, 11, 12};
-    Draft draft;
+    Draft draft, confident;
     draft_init_random(&draft, target, V, NULL, 5);
+    // a draft sure of itself (its LM head 20x the random one's): with adaptive shapes its confidence keeps some
+    // nodes and leaves others out, so that trees cut by confidence are verified under sampling
+    draft_init_random(&confident, target, V, NULL, 6);
+    for (size_t i = 0; i < (size_t)V * target->config.dim; i++) { confident.weights.lm_head[i] *= 20.0f; }
     float* p = mallocCheck((size_t)V * sizeof(float));
     float* q = mallocCheck((size_t)V * sizeof(float));
     ProbIndex* scratch = mallocCheck((size_t)V * sizeof(ProbIndex));
-    DraftKind kinds[3] = {DRAFT_SUFFIX, DRAFT_HYBRID, DRAFT_SELF};
-    const char* names[3] = {"suffix", "hybrid", "self (adaptive)"};
+    DraftKind kinds[4] = {DRAFT_SUFFIX, DRAFT_HYBRID, DRAFT_SELF, DRAFT_EAGLE};
+    const char* names[4] = {"suffix", "hybrid", "self (adaptive)", "eagle (adaptive, confidence)"};
     enum { BINS = 10, DRAWS = 1200 };
     double threshold = 27.9; // chi-square, 9 degrees of freedom, 0.999
     uint64_t rng = random_seed_state(77);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         DraftSource source;
-        draft_source_init(&source, kinds[k], (TreeShape){2, 3, 7}, kinds[k] == DRAFT_HYBRID ? &draft : NULL, target);
-        draft_source_set_adaptive(&source, kinds[k] == DRAFT_SELF, 1);
+        Draft* eagle = kinds[k] == DRAFT_HYBRID ? &draft : kinds[k] == DRAFT_EAGLE ? &confident : NULL;
+        draft_source_init(&source, kinds[k], (TreeShape){2, 3, 7}, eagle, target);
+        draft_source_set_adaptive(&source, kinds[k] == DRAFT_SELF || kinds[k] == DRAFT_EAGLE, 1);
         if (source.suffix_outputs) { // a history in which the prompt continues in many ways
             for (int v = 0; v < 60; v++) {
                 int text[8] = {11, 12, (v * 7) % V, (v * 13) % V, (v * 29) % V, 13, 11, 12};
@@ -398,14 +408,20 @@ static void test_sampling_sources(Target* target) {
         }
         double counts[BINS] = {0}, counts_wrong[BINS] = {0};
         int drafted = 0, suffix_passes = 0;
-        long accepted = 0;
+        long accepted = 0, left_out = 0;
         for (int i = 0; i < DRAWS; i++) {
             int out[2];
             SpecStats stats;
+            if (kinds[k] == DRAFT_EAGLE) {   // a fresh chooser each draw: it drafts, and its confidence decides the nodes
+                draft_source_free(&source);
+                draft_source_init(&source, kinds[k], (TreeShape){2, 3, 7}, eagle, target);
+                draft_source_set_adaptive(&source, 1, 1);
+            }
             generate_speculative(target, &source, prompt, 8, 2, settings, 1000 + (uint64_t)i, out, &stats, NULL, NULL, NULL);
             drafted += stats.proposed > 0;
             accepted += stats.accepted;
             suffix_passes += stats.passes_suffix;
+            left_out += stats.left_out;
             // the target's distribution of the second token given the first
             int extended[9];
             memcpy(extended, prompt, sizeof(prompt));
@@ -427,6 +443,10 @@ static void test_sampling_sources(Target* target) {
                "(threshold %.1f at 0.999); against the wrong temperature %.1f\n", names[k], DRAWS, drafted, accepted, chi2,
                threshold, chi2_wrong);
         if (kinds[k] == DRAFT_HYBRID) { printf("  the hybrid drafted %d of %d passes with the suffix draft\n", suffix_passes, DRAWS); }
+        if (kinds[k] == DRAFT_EAGLE) {
+            printf("  %ld drafted nodes left out for their confidence\n", left_out);
+            check(left_out > 0, "%s: no node was left out for its confidence", names[k]);
+        }
         check(drafted > DRAWS / 4 && accepted > 0, "%s: too few drafted passes (%d) or none accepted", names[k], drafted);
         check(chi2 < threshold, "%s: speculative sampling does not follow the target: chi-square %.1f", names[k], chi2);
         check(chi2_wrong > threshold, "%s: negative control: the wrong distribution passed (%.1f)", names[k], chi2_wrong);
@@ -434,6 +454,7 @@ static void test_sampling_sources(Target* target) {
     }
     free(p); free(q); free(scratch);
     draft_free(&draft);
+    draft_free(&confident);
 }
 
 int main(void) {

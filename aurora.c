@@ -174,6 +174,10 @@ static const Flag FLAGS[] = {
     {"train-share", NULL, "--train-share", FLAG_FLOAT, "F", 0.01, 1, NULL, OPTION(train_share),
      "the share of one core the trainer thread may use: after each step it rests so that training takes at most this "
      "fraction of a core's time (serving keeps the rest)"},
+    {"load", NULL, "--load", FLAG_FLOAT, "F", 0.01, 1, NULL, OPTION(load),
+     "the offered load: after a request that took t seconds the server is idle for t (1 - F) / F, and the online "
+     "trainer trains only then, on every core (serving too keeps every core); 1: requests back to back, the "
+     "trainer beside serving on a core of its own"},
     {"lr", NULL, "--lr", FLAG_FLOAT, "X", 0, 1, NULL, OPTION(train.learning_rate), "learning rate after warm-up"},
     {"warmup", NULL, "--warmup", FLAG_INT, "N", 0, 1 << 24, NULL, OPTION(train.warmup_steps), "linear warm-up steps"},
     {"clip", NULL, "--clip", FLAG_FLOAT, "X", 0, 1e6, NULL, OPTION(train.max_grad_norm), "global gradient-norm clipping (0: off)"},
@@ -813,6 +817,11 @@ static int command_replay(Options* o) {
         }
         o->mode = "suffix";
     }
+    if (o->load < 1.0f && (strcmp(o->mode, "online") != 0 || o->lockstep_every > 0)) {
+        fprintf(stderr, "error: --load %g makes an online trainer train in the gaps between requests; it needs --online "
+                "without --sync-schedule\n", o->load);
+        return 1;
+    }
     if (strcmp(o->mode, "none") == 0 && strcmp(o->source_name, "eagle") != 0) {
         fprintf(stderr, "error: --no-spec drafts nothing; drop --source %s\n", o->source_name);
         return 1;
@@ -925,7 +934,7 @@ static const Command COMMANDS[] = {
      "  serves every request of FILE with speculative decoding and writes DIR/requests.csv, DIR/summary.txt and\n"
      "  DIR/acceptance.svg. Ctrl-C stops after the request in flight and saves everything (a second Ctrl-C exits).",
      "model traffic online static no-spec draft-init order domain requests from max-new out-dir label save-draft "
-     "sync-every sync-schedule batch-requests buffer pool steps-per-request train-share eval-every eval-requests lr warmup clip "
+     "sync-every sync-schedule batch-requests buffer pool steps-per-request train-share load eval-every eval-requests lr warmup clip "
      "ttt-length loss prompt-weight context-window freeze-head adapt-vocab discard-weight discard-top-k source spec-k spec-depth "
      "spec-nodes spec-fixed temp top-p seed draft-vocab context batch device backend",
      "model traffic", 0, 0, NULL, run_defaults, command_replay},

@@ -1664,6 +1664,8 @@ typedef struct {
     int eval_requests;          // replay: requests held back from the stream for that
     int sync_every, lockstep_every, batch_requests, buffer_capacity, pool_capacity, steps_per_request;
     float train_share;          // replay: the share of one core the trainer thread may use (duty cycle)
+    float load;                 // replay: the offered load (1: requests back to back; below 1: idle gaps, and an
+                                // online trainer trains only in them)
     TrainerSettings train;
     int quiet;                  // no progress or summary on stderr (tests)
     // tiny-model, convert

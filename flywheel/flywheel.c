@@ -14,6 +14,15 @@ inference side switches to each new version between verify passes.
 The two sides share nothing but the RecordBuffer and the WeightExchange (recorder.c), so the trainer
 could live in another process. With lockstep_every = M > 0 there is no thread: after every M requests
 the serving loop itself trains on everything recorded and publishes, so a run is bitwise repeatable.
+
+Where the trainer runs: beside serving on a core of its own (the default; serving keeps the others, since
+OpenMP teams on oversubscribed cores wait at every barrier for a descheduled thread), optionally on a
+share of that core (train_share, a duty cycle); or, with an offered load below 1, only in the gaps between
+requests (in_gaps). A server is not busy all the time: at load F, after a request that took t seconds it
+is idle for t (1 - F) / F (a replay simulates the gap by waiting). The trainer then has every core while
+serving is idle and none while it serves: the gap opens the gate, its end closes it and waits for the step
+in flight (the next request waits that long, counted), so serving always runs on every core, with no
+trainer beside it.
 A failing trainer (non-finite updates are rejected, not fatal) stops training and never serving.
 */
 #include <pthread.h>
@@ -28,6 +37,14 @@ typedef struct {
     int lockstep_every;     // > 0: train in the serving thread after every this many requests
     int steps_per_request;  // lockstep: optimiser steps per request served
     float train_share;      // threaded: the share of one core the trainer may use (a duty cycle; 1: all of it)
+    // training in the gaps (threaded, offered load below 1): the trainer steps only while the gate is open
+    int in_gaps;
+    pthread_mutex_t gate_lock;
+    pthread_cond_t gate_changed;
+    int gate_open;          // serving is idle: the trainer may start a step
+    int stepping;           // a step is in flight
+    double gap_seconds, wait_seconds; // idle time given to training; time requests waited for a step to end
+    long gaps;
     // the training pool: the newest pool_capacity records; each step samples its batch from them, so a
     // record teaches more than once (Aurora's sample pool) while the trainer keeps pace with serving
     int pool_capacity;
@@ -84,16 +101,41 @@ static void flywheel_train_step(Flywheel* flywheel) {
     flywheel_report(flywheel, &stats, version);
 }
 
+// Training in the gaps: waits until serving is idle (or a stop), then marks a step in flight. Returns 0 on a stop.
+static int flywheel_gate_enter(Flywheel* flywheel) {
+    pthread_mutex_lock(&flywheel->gate_lock);
+    while (!flywheel->gate_open && !__atomic_load_n(&flywheel->stopping, __ATOMIC_ACQUIRE)) {
+        pthread_cond_wait(&flywheel->gate_changed, &flywheel->gate_lock);
+    }
+    int go = flywheel->gate_open && !__atomic_load_n(&flywheel->stopping, __ATOMIC_ACQUIRE);
+    flywheel->stepping = go;
+    pthread_mutex_unlock(&flywheel->gate_lock);
+    return go;
+}
+
+static void flywheel_gate_leave(Flywheel* flywheel) {
+    pthread_mutex_lock(&flywheel->gate_lock);
+    flywheel->stepping = 0;
+    pthread_cond_broadcast(&flywheel->gate_changed);
+    pthread_mutex_unlock(&flywheel->gate_lock);
+}
+
 static void* flywheel_thread_main(void* argument) {
     Flywheel* flywheel = argument;
 #ifdef _OPENMP
-    omp_set_num_threads(1); // serving keeps the cores' OpenMP teams; training runs beside it on one thread
+    // beside serving: one thread (serving keeps the cores' OpenMP teams); in the gaps: every core
+    if (!flywheel->in_gaps) { omp_set_num_threads(1); }
 #endif
     while (!__atomic_load_n(&flywheel->stopping, __ATOMIC_ACQUIRE)) {
+        if (flywheel->in_gaps && !flywheel_gate_enter(flywheel)) { break; }
         flywheel_take_records(flywheel, flywheel->pool_count == 0); // wait only when there is nothing to train on
-        if (flywheel->pool_count == 0) { continue; }                // woken by close
+        if (flywheel->pool_count == 0) {                            // woken by close
+            if (flywheel->in_gaps) { flywheel_gate_leave(flywheel); }
+            continue;
+        }
         double start = now_seconds();
         flywheel_train_step(flywheel);
+        if (flywheel->in_gaps) { flywheel_gate_leave(flywheel); }
         // the trainer's share of a core: after a step of t seconds, rest t * (1 - share) / share
         if (flywheel->train_share < 1.0f) {
             double rest = (now_seconds() - start) * (1.0 - flywheel->train_share) / flywheel->train_share;
@@ -120,7 +162,7 @@ static void flywheel_lockstep_round(Flywheel* flywheel) {
 
 static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target* target, TrainerSettings settings,
                            int buffer_capacity, int sync_every, int batch_requests, int lockstep_every,
-                           int pool_capacity, int steps_per_request, uint64_t seed) {
+                           int pool_capacity, int steps_per_request, int in_gaps, uint64_t seed) {
     memset(flywheel, 0, sizeof(*flywheel));
     trainer_init(&flywheel->trainer, draft, target, settings);
     flywheel->records = record_buffer_new(buffer_capacity);
@@ -134,6 +176,9 @@ static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target*
     flywheel->pool = callocCheck((size_t)flywheel->pool_capacity, sizeof(Record*));
     flywheel->pool_rng = random_seed_state(seed);
     pthread_mutex_init(&flywheel->stats_lock, NULL);
+    pthread_mutex_init(&flywheel->gate_lock, NULL);
+    pthread_cond_init(&flywheel->gate_changed, NULL);
+    flywheel->in_gaps = lockstep_every == 0 && in_gaps;
     if (lockstep_every == 0) {
         if (pthread_create(&flywheel->thread, NULL, flywheel_thread_main, flywheel) != 0) {
             fprintf(stderr, "warning: could not start the training thread; serving continues without training\n");
@@ -143,9 +188,36 @@ static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target*
     }
 }
 
+// A gap between requests (training in the gaps): opens the gate for `seconds`, then closes it and waits
+// for the step in flight (the next request's wait, counted). Returns early on a stop request.
+static void flywheel_gap(Flywheel* flywheel, double seconds) {
+    pthread_mutex_lock(&flywheel->gate_lock);
+    flywheel->gate_open = 1;
+    pthread_cond_broadcast(&flywheel->gate_changed);
+    pthread_mutex_unlock(&flywheel->gate_lock);
+    double start = now_seconds(), left = seconds;
+    while (left > 0 && !stop_requested()) {
+        double slice = left < 0.01 ? left : 0.01; // short sleeps: a stop request is seen at once
+        struct timespec pause = {0, (long)(slice * 1e9)};
+        nanosleep(&pause, NULL);
+        left = seconds - (now_seconds() - start);
+    }
+    double closing = now_seconds();
+    pthread_mutex_lock(&flywheel->gate_lock);
+    flywheel->gate_open = 0;
+    while (flywheel->stepping) { pthread_cond_wait(&flywheel->gate_changed, &flywheel->gate_lock); }
+    pthread_mutex_unlock(&flywheel->gate_lock);
+    flywheel->gap_seconds += closing - start;
+    flywheel->wait_seconds += now_seconds() - closing;
+    flywheel->gaps++;
+}
+
 // Stops training (the step in progress finishes), then joins the thread.
 static void flywheel_stop(Flywheel* flywheel) {
     __atomic_store_n(&flywheel->stopping, 1, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&flywheel->gate_lock);   // wake a trainer waiting for a gap
+    pthread_cond_broadcast(&flywheel->gate_changed);
+    pthread_mutex_unlock(&flywheel->gate_lock);
     record_buffer_close(flywheel->records);
     if (flywheel->thread_started) { pthread_join(flywheel->thread, NULL); }
     flywheel->thread_started = 0;
@@ -159,6 +231,8 @@ static void flywheel_free(Flywheel* flywheel) {
     weight_exchange_free(flywheel->exchange);
     trainer_free(&flywheel->trainer);
     pthread_mutex_destroy(&flywheel->stats_lock);
+    pthread_mutex_destroy(&flywheel->gate_lock);
+    pthread_cond_destroy(&flywheel->gate_changed);
 }
 
 // ----------------------------------------------------------------------------
@@ -185,7 +259,7 @@ Options replay_default_options(void) {
     o.loss_name = "fkl";
     o.sync_every = 4; o.batch_requests = 1; o.lockstep_every = 0; o.buffer_capacity = 16;
     o.pool_capacity = REPLAY_DEFAULT_POOL; o.steps_per_request = 4;
-    o.eval_every = 0; o.eval_requests = REPLAY_DEFAULT_EVAL_REQUESTS; o.train_share = 1.0f;
+    o.eval_every = 0; o.eval_requests = REPLAY_DEFAULT_EVAL_REQUESTS; o.train_share = 1.0f; o.load = 1.0f;
     return o;
 }
 
@@ -414,6 +488,11 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
         if (flywheel->trainer.settings.adapt_vocabulary) {
             fprintf(f, "draft vocabulary: %ld entries replaced by tokens of the traffic\n", flywheel->trainer.vocabulary_swaps);
         }
+        if (flywheel->in_gaps) {
+            fprintf(f, "training in the gaps (offered load %.2f): %ld gaps, %.1f s of idle time given to training; "
+                    "requests waited %.1f s in all for a step in flight (%.0f ms a request)\n", o->load, flywheel->gaps,
+                    flywheel->gap_seconds, flywheel->wait_seconds, flywheel->gaps ? 1e3 * flywheel->wait_seconds / flywheel->gaps : 0.0);
+        }
         fprintf(f, "hot swaps: %d, switch time mean %.3f ms, max %.3f ms\n", source->swaps,
                 source->swaps ? 1e3 * source->swap_seconds / source->swaps : 0.0, 1e3 * source->swap_seconds_max);
     }
@@ -516,7 +595,7 @@ int replay_run(const Options* o) {
     Flywheel flywheel;
     if (online) {
         flywheel_start(&flywheel, &draft, &target, o->train, o->buffer_capacity, o->sync_every, o->batch_requests,
-                       o->lockstep_every, o->pool_capacity, o->steps_per_request, (uint64_t)o->seed);
+                       o->lockstep_every, o->pool_capacity, o->steps_per_request, o->load < 1.0f, (uint64_t)o->seed);
         source.exchange = flywheel.exchange;
         flywheel.train_share = o->train_share > 0 ? o->train_share : 1.0f;
     }
@@ -534,7 +613,7 @@ int replay_run(const Options* o) {
     // with a training thread beside it, serving takes one core: OpenMP teams on oversubscribed cores
     // wait at every barrier for a descheduled thread (measured: 3x slower serving)
     int serving_threads = omp_get_max_threads();
-    if (online && o->lockstep_every == 0) { omp_set_num_threads(1); }
+    if (online && o->lockstep_every == 0 && !flywheel.in_gaps) { omp_set_num_threads(1); }
 #endif
 
     OutputFile csv;
@@ -569,6 +648,8 @@ int replay_run(const Options* o) {
         int n = generate_speculative(&target, &source, prompt, n_prompt, o->max_new, o->sampling, (uint64_t)o->seed + (uint64_t)r,
                                      out, &stats, NULL, NULL, record);
         if (online) { record_buffer_push(flywheel.records, record); }
+        // training in the gaps: the idle time after the request at the offered load, the trainer's
+        if (online && flywheel.in_gaps) { flywheel_gap(&flywheel, stats.total_seconds * (1.0 - o->load) / o->load); }
         float accepted = stats.verify_passes ? (float)stats.emitted / stats.verify_passes : 1.0f;
         acceptance[totals.n_served] = accepted;
         served_at[totals.n_served] = r;

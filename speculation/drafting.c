@@ -246,7 +246,7 @@ void draft_source_end_request(DraftSource* source, const Sequence* sequence, int
 // position t, pairing the target's features g_t with the next token x_{t+1}. The output at the last
 // committed position predicts the root's children. Called after every commit (and after the prefill).
 void draft_source_take_weights(DraftSource* source) {
-    if (source->kind != DRAFT_EAGLE || source->exchange == NULL) { return; }
+    if ((source->kind != DRAFT_EAGLE && source->kind != DRAFT_HYBRID) || source->exchange == NULL) { return; }
     double start = now_seconds();
     int version;
     const int32_t* vocabulary;

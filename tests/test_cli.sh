@@ -83,6 +83,16 @@ awk -F, 'NR > 1 && !($10 > 0 && $10 < $7) { bad = 1 } END { exit bad }' "$work/r
     || fail "prefill_seconds not within seconds: $(cat "$work/replay/requests.csv")"
 grep -q "after the prefill [0-9.]* tokens/s" "$work/replay/summary.txt" && pass || fail "summary.txt lacks the decoding speed"
 expect_ok "replay online (thread)" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --out "$work/threaded"
+# training in the gaps between requests (--load): the trainer steps only while serving is idle
+expect_ok "replay online, training in the gaps" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 4 --max-new 8 \
+    --load 0.5 --source hybrid --out "$work/gaps"
+grep -q "training in the gaps (offered load 0.50): 4 gaps" "$work/gaps/summary.txt" && pass \
+    || fail "summary.txt lacks the gaps line: $(cat "$work/gaps/summary.txt")"
+expect_error "--load with --static" "needs --online" "$AURORA" replay -m "$model" --traffic "$traffic" --load 0.5 \
+    --static "$work/online.gguf"
+expect_error "--load with --sync-schedule" "without --sync-schedule" "$AURORA" replay -m "$model" --traffic "$traffic" \
+    --load 0.5 --sync-schedule 2
+expect_error "--load 0" "--load expects" "$AURORA" replay -m "$model" --traffic "$traffic" --load 0
 expect_ok "replay static" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 3 --max-new 8 --static "$work/online.gguf" \
     --order ordered --from 2 --out "$work/static"
 expect_ok "replay no-spec" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 3 --max-new 8 --no-spec --domain c --out "$work/plain-replay"

@@ -642,7 +642,9 @@ static long flywheel_buffered(Flywheel* flywheel) {
 }
 
 // ---- hot swap under load -----------------------------------------------------------------------
-static void test_hot_swap(void) {
+// With the EAGLE draft alone and with the hybrid (whose EAGLE draft learns too: its swaps were once never
+// taken, so the hybrid served its initial draft however long it trained).
+static void test_hot_swap(DraftKind kind) {
     Target target;
     load_tiny_target(&target, 2, 31);
     Draft draft;
@@ -652,10 +654,11 @@ static void test_hot_swap(void) {
     settings.ttt_length = 2;
     settings.adapt_vocabulary = 1;
     Flywheel flywheel;
-    flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 1, 0, 8, 1, 1); // publish after every step
+    flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 1, 0, 8, 1, 0, 1); // publish after every step
     DraftSource source;
-    draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, &draft, &target);
+    draft_source_init(&source, kind, (TreeShape){2, 3, 7}, &draft, &target);
     source.exchange = flywheel.exchange;
+    const char* name = kind == DRAFT_HYBRID ? "hybrid" : "eagle";
     SamplerSettings greedy = {0.0f, 1.0f};
     enum { REQUESTS = 40, MAX_NEW = 20 };
     int mismatches = 0;
@@ -675,14 +678,14 @@ static void test_hot_swap(void) {
     flywheel_stop(&flywheel);
     long pushed, dropped;
     record_buffer_counts(flywheel.records, &pushed, &dropped, NULL);
-    printf("hot swap under load: %d requests, %d swaps (mean %.3f ms, max %.3f ms), %d optimiser steps, %ld records dropped\n",
-           REQUESTS, source.swaps, source.swaps ? 1e3 * source.swap_seconds / source.swaps : 0.0,
+    printf("hot swap under load (%s): %d requests, %d swaps (mean %.3f ms, max %.3f ms), %d optimiser steps, %ld records "
+           "dropped\n", name, REQUESTS, source.swaps, source.swaps ? 1e3 * source.swap_seconds / source.swaps : 0.0,
            1e3 * source.swap_seconds_max, flywheel.trainer.step, dropped);
     check(mismatches == 0, "%d of %d requests differ from plain greedy while the draft was being swapped", mismatches, REQUESTS);
     check(pushed == REQUESTS && dropped == 0 && flywheel.records_taken + flywheel_buffered(&flywheel) == REQUESTS &&
           flywheel.trainer.step > 0, "every record must reach the trainer (pushed %ld, dropped %ld, taken %ld, steps %d)",
           pushed, dropped, flywheel.records_taken, flywheel.trainer.step);
-    check(source.swaps >= 2, "the server should have switched weights several times (%d)", source.swaps);
+    check(source.swaps >= 2, "%s: the server should have switched weights several times (%d)", name, source.swaps);
     check(flywheel.trainer.vocabulary_swaps > 0, "the draft vocabulary should have changed while serving");
     draft_source_free(&source);
     flywheel_free(&flywheel);
@@ -707,7 +710,8 @@ int main(int argc, char** argv) {
         target_free(&target);
         test_learning_and_lockstep();
     }
-    test_hot_swap();
+    test_hot_swap(DRAFT_EAGLE);
+    test_hot_swap(DRAFT_HYBRID);
     if (remove_tree(temp_dir) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_dir); }
     return test_summary();
 }

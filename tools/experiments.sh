@@ -11,7 +11,9 @@
 #   sources  a mixed stream: the learned draft (online), the suffix draft, and both (hybrid, online)
 #   live     serving with the trainer running against plain decoding, on the same cores and requests:
 #            plain decoding on every core and on one (the faster counts), then the learned draft online and
-#            the hybrid online (adaptive shapes), each serving on one core while its trainer runs on the other
+#            the hybrid online (adaptive shapes), each serving on one core while its trainer runs on the other,
+#            then both again training in the gaps between requests at an offered load of LOAD (0.5): serving
+#            and training each on every core, never at once
 #   sync     how often weights are published (--sync-every 1, 4, 16, 64) against adaptation and speed
 #   discard  the discard loss off and on, at lookahead 5 and 10
 #   ttt      the TTT unroll's length (1, 2, 3, 5) at equal time: day 0 online, threaded (the trainer beside
@@ -173,24 +175,37 @@ live)
     finish
     run hybrid --order mixed --requests "$N" --online --source hybrid --draft-init "$INIT" $TRAIN
     finish
+    # training in the gaps: at an offered load of LOAD the server is idle for t (1 - LOAD) / LOAD after a request
+    # of t seconds; the trainer trains only then, on every core, and serving has every core (tok/s below are of
+    # serving: the gaps are not its time; what requests waited for a step in flight is in each summary.txt)
+    LOAD=${LOAD:-0.5}
+    run learned-gaps --order mixed --requests "$N" --online --draft-init "$INIT" $TRAIN --load "$LOAD"
+    finish
+    run hybrid-gaps --order mixed --requests "$N" --online --source hybrid --draft-init "$INIT" $TRAIN --load "$LOAD"
+    finish
     {
         echo "live: $N requests (mixed traffic, max-new $MAX_NEW), $CORES cores: plain decoding on all of them and on one"
-        echo "(the faster is the baseline); online runs serve on one core (adaptive shapes) while the trainer uses the other"
+        echo "(the faster is the baseline); learned and hybrid serve on one core (adaptive shapes) while the trainer uses"
+        echo "the other; the -gaps runs serve on every core and train only between requests, at an offered load of $LOAD"
         for measure in speed decode_speed; do
             [ "$measure" = speed ] && echo " whole requests:" || echo " after the prefill (decoding alone):"
             plain_all=$($measure "$out/plain"); plain_one=$($measure "$out/plain-1")
             plain=$(awk -v a="$plain_all" -v b="$plain_one" 'BEGIN { print (a > b ? a : b) }')
-            echo "  plain    $plain_all tok/s on $CORES threads, $plain_one tok/s on 1"
-            for name in learned hybrid; do
+            echo "  plain          $plain_all tok/s on $CORES threads, $plain_one tok/s on 1"
+            for name in learned hybrid learned-gaps hybrid-gaps; do
                 awk -v p="$plain" -v s="$($measure "$out/$name")" -v n="$name" -v a="$(acceptance "$out/$name" 0 "$N")" \
                     -v last="$(acceptance "$out/$name" $((N - N / 2)) "$N")" 'BEGIN {
-                    printf "  %-8s %6.2f tok/s against plain %6.2f: %.2fx (acceptance length %.2f, last half %.2f)\n",
+                    printf "  %-12s %6.2f tok/s against plain %6.2f: %.2fx (acceptance length %.2f, last half %.2f)\n",
                            n, s, p, s / p, a, last }'
             done
         done
+        for name in learned-gaps hybrid-gaps; do
+            echo " $name: $(grep -h "^training:" "$out/$name/summary.txt" | cut -d, -f1); $(grep -h "^training in the gaps" "$out/$name/summary.txt")"
+        done
     } | tee "$out/result.txt"
     "$AURORA" plot -o "$out/acceptance.svg" --title "live: serving with the trainer running (adaptive shapes)" \
-        "$out/learned/requests.csv:learned (online)" "$out/hybrid/requests.csv:hybrid (online)"
+        "$out/learned/requests.csv:learned (online)" "$out/hybrid/requests.csv:hybrid (online)" \
+        "$out/learned-gaps/requests.csv:learned (in the gaps)" "$out/hybrid-gaps/requests.csv:hybrid (in the gaps)"
     ;;
 sync)
     N=${2:-300}

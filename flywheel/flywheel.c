@@ -19,10 +19,12 @@ Where the trainer runs: beside serving on a core of its own (the default; servin
 OpenMP teams on oversubscribed cores wait at every barrier for a descheduled thread), optionally on a
 share of that core (train_share, a duty cycle); or, with an offered load below 1, only in the gaps between
 requests (in_gaps). A server is not busy all the time: at load F, after a request that took t seconds it
-is idle for t (1 - F) / F (a replay simulates the gap by waiting). The trainer then has every core while
-serving is idle and none while it serves: the gap opens the gate, its end closes it and waits for the step
-in flight (the next request waits that long, counted), so serving always runs on every core, with no
-trainer beside it.
+is idle for t (1 - F) / F (a replay simulates the gap). There the serving thread itself trains, on every
+core, step after step until the gap is over (the step that runs past its end delays the next request: that
+wait is counted), and idles for what is left; so serving always has every core, and no trainer beside it.
+(Not a second thread that waits for the gaps: with two OpenMP teams on two cores libgomp stops spinning
+at its barriers, and every one of a decode step's ~400 parallel regions then wakes a sleeping thread:
+serving ran 5x slower.)
 A failing trainer (non-finite updates are rejected, not fatal) stops training and never serving.
 */
 #include <pthread.h>
@@ -37,12 +39,8 @@ typedef struct {
     int lockstep_every;     // > 0: train in the serving thread after every this many requests
     int steps_per_request;  // lockstep: optimiser steps per request served
     float train_share;      // threaded: the share of one core the trainer may use (a duty cycle; 1: all of it)
-    // training in the gaps (threaded, offered load below 1): the trainer steps only while the gate is open
+    // training in the gaps (offered load below 1): the serving thread trains while it is idle
     int in_gaps;
-    pthread_mutex_t gate_lock;
-    pthread_cond_t gate_changed;
-    int gate_open;          // serving is idle: the trainer may start a step
-    int stepping;           // a step is in flight
     double gap_seconds, wait_seconds; // idle time given to training; time requests waited for a step to end
     long gaps;
     // the training pool: the newest pool_capacity records; each step samples its batch from them, so a
@@ -101,41 +99,16 @@ static void flywheel_train_step(Flywheel* flywheel) {
     flywheel_report(flywheel, &stats, version);
 }
 
-// Training in the gaps: waits until serving is idle (or a stop), then marks a step in flight. Returns 0 on a stop.
-static int flywheel_gate_enter(Flywheel* flywheel) {
-    pthread_mutex_lock(&flywheel->gate_lock);
-    while (!flywheel->gate_open && !__atomic_load_n(&flywheel->stopping, __ATOMIC_ACQUIRE)) {
-        pthread_cond_wait(&flywheel->gate_changed, &flywheel->gate_lock);
-    }
-    int go = flywheel->gate_open && !__atomic_load_n(&flywheel->stopping, __ATOMIC_ACQUIRE);
-    flywheel->stepping = go;
-    pthread_mutex_unlock(&flywheel->gate_lock);
-    return go;
-}
-
-static void flywheel_gate_leave(Flywheel* flywheel) {
-    pthread_mutex_lock(&flywheel->gate_lock);
-    flywheel->stepping = 0;
-    pthread_cond_broadcast(&flywheel->gate_changed);
-    pthread_mutex_unlock(&flywheel->gate_lock);
-}
-
 static void* flywheel_thread_main(void* argument) {
     Flywheel* flywheel = argument;
 #ifdef _OPENMP
-    // beside serving: one thread (serving keeps the cores' OpenMP teams); in the gaps: every core
-    if (!flywheel->in_gaps) { omp_set_num_threads(1); }
+    omp_set_num_threads(1); // serving keeps the cores' OpenMP teams; training runs beside it on one thread
 #endif
     while (!__atomic_load_n(&flywheel->stopping, __ATOMIC_ACQUIRE)) {
-        if (flywheel->in_gaps && !flywheel_gate_enter(flywheel)) { break; }
         flywheel_take_records(flywheel, flywheel->pool_count == 0); // wait only when there is nothing to train on
-        if (flywheel->pool_count == 0) {                            // woken by close
-            if (flywheel->in_gaps) { flywheel_gate_leave(flywheel); }
-            continue;
-        }
+        if (flywheel->pool_count == 0) { continue; }                // woken by close
         double start = now_seconds();
         flywheel_train_step(flywheel);
-        if (flywheel->in_gaps) { flywheel_gate_leave(flywheel); }
         // the trainer's share of a core: after a step of t seconds, rest t * (1 - share) / share
         if (flywheel->train_share < 1.0f) {
             double rest = (now_seconds() - start) * (1.0 - flywheel->train_share) / flywheel->train_share;
@@ -176,10 +149,8 @@ static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target*
     flywheel->pool = callocCheck((size_t)flywheel->pool_capacity, sizeof(Record*));
     flywheel->pool_rng = random_seed_state(seed);
     pthread_mutex_init(&flywheel->stats_lock, NULL);
-    pthread_mutex_init(&flywheel->gate_lock, NULL);
-    pthread_cond_init(&flywheel->gate_changed, NULL);
     flywheel->in_gaps = lockstep_every == 0 && in_gaps;
-    if (lockstep_every == 0) {
+    if (lockstep_every == 0 && !flywheel->in_gaps) {
         if (pthread_create(&flywheel->thread, NULL, flywheel_thread_main, flywheel) != 0) {
             fprintf(stderr, "warning: could not start the training thread; serving continues without training\n");
         } else {
@@ -188,36 +159,28 @@ static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target*
     }
 }
 
-// A gap between requests (training in the gaps): opens the gate for `seconds`, then closes it and waits
-// for the step in flight (the next request's wait, counted). Returns early on a stop request.
+// A gap between requests (training in the gaps), in the serving thread: optimiser steps while the gap
+// lasts (the one that runs past its end is the next request's wait, counted), then idle for the rest.
+// Returns early on a stop request.
 static void flywheel_gap(Flywheel* flywheel, double seconds) {
-    pthread_mutex_lock(&flywheel->gate_lock);
-    flywheel->gate_open = 1;
-    pthread_cond_broadcast(&flywheel->gate_changed);
-    pthread_mutex_unlock(&flywheel->gate_lock);
-    double start = now_seconds(), left = seconds;
+    double start = now_seconds();
+    flywheel_take_records(flywheel, 0);
+    while (flywheel->pool_count > 0 && now_seconds() - start < seconds && !stop_requested()) { flywheel_train_step(flywheel); }
+    double left = seconds - (now_seconds() - start);
+    if (left < 0) { flywheel->wait_seconds -= left; }
     while (left > 0 && !stop_requested()) {
         double slice = left < 0.01 ? left : 0.01; // short sleeps: a stop request is seen at once
         struct timespec pause = {0, (long)(slice * 1e9)};
         nanosleep(&pause, NULL);
         left = seconds - (now_seconds() - start);
     }
-    double closing = now_seconds();
-    pthread_mutex_lock(&flywheel->gate_lock);
-    flywheel->gate_open = 0;
-    while (flywheel->stepping) { pthread_cond_wait(&flywheel->gate_changed, &flywheel->gate_lock); }
-    pthread_mutex_unlock(&flywheel->gate_lock);
-    flywheel->gap_seconds += closing - start;
-    flywheel->wait_seconds += now_seconds() - closing;
+    flywheel->gap_seconds += seconds;
     flywheel->gaps++;
 }
 
 // Stops training (the step in progress finishes), then joins the thread.
 static void flywheel_stop(Flywheel* flywheel) {
     __atomic_store_n(&flywheel->stopping, 1, __ATOMIC_RELEASE);
-    pthread_mutex_lock(&flywheel->gate_lock);   // wake a trainer waiting for a gap
-    pthread_cond_broadcast(&flywheel->gate_changed);
-    pthread_mutex_unlock(&flywheel->gate_lock);
     record_buffer_close(flywheel->records);
     if (flywheel->thread_started) { pthread_join(flywheel->thread, NULL); }
     flywheel->thread_started = 0;
@@ -231,8 +194,6 @@ static void flywheel_free(Flywheel* flywheel) {
     weight_exchange_free(flywheel->exchange);
     trainer_free(&flywheel->trainer);
     pthread_mutex_destroy(&flywheel->stats_lock);
-    pthread_mutex_destroy(&flywheel->gate_lock);
-    pthread_cond_destroy(&flywheel->gate_changed);
 }
 
 // ----------------------------------------------------------------------------

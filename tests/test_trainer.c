@@ -643,8 +643,10 @@ static long flywheel_buffered(Flywheel* flywheel) {
 
 // ---- hot swap under load -----------------------------------------------------------------------
 // With the EAGLE draft alone and with the hybrid (whose EAGLE draft learns too: its swaps were once never
-// taken, so the hybrid served its initial draft however long it trained).
-static void test_hot_swap(DraftKind kind) {
+// taken, so the hybrid served its initial draft however long it trained); and training in the gaps between
+// requests (in_gaps: the serving thread trains between requests; no thread beside it).
+
+static void test_hot_swap(DraftKind kind, int in_gaps) {
     Target target;
     load_tiny_target(&target, 2, 31);
     Draft draft;
@@ -654,11 +656,12 @@ static void test_hot_swap(DraftKind kind) {
     settings.ttt_length = 2;
     settings.adapt_vocabulary = 1;
     Flywheel flywheel;
-    flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 1, 0, 8, 1, 0, 1); // publish after every step
+    flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 1, 0, 8, 1, in_gaps, 1); // publish after every step
     DraftSource source;
     draft_source_init(&source, kind, (TreeShape){2, 3, 7}, &draft, &target);
     source.exchange = flywheel.exchange;
-    const char* name = kind == DRAFT_HYBRID ? "hybrid" : "eagle";
+    const char* name = kind == DRAFT_HYBRID ? "hybrid" : in_gaps ? "eagle, training in the gaps" : "eagle";
+
     SamplerSettings greedy = {0.0f, 1.0f};
     enum { REQUESTS = 40, MAX_NEW = 20 };
     int mismatches = 0;
@@ -673,6 +676,7 @@ static void test_hot_swap(DraftKind kind) {
         Record* record = record_new(target.config.dim);
         int n = generate_speculative(&target, &source, prompt, 8, MAX_NEW, greedy, 0, speculative, &stats, NULL, NULL, record);
         record_buffer_push(flywheel.records, record);
+        if (in_gaps) { flywheel_gap(&flywheel, 0.01); }
         mismatches += n != n_plain || memcmp(plain, speculative, sizeof(int) * n) != 0;
     }
     flywheel_stop(&flywheel);
@@ -686,6 +690,11 @@ static void test_hot_swap(DraftKind kind) {
           flywheel.trainer.step > 0, "every record must reach the trainer (pushed %ld, dropped %ld, taken %ld, steps %d)",
           pushed, dropped, flywheel.records_taken, flywheel.trainer.step);
     check(source.swaps >= 2, "%s: the server should have switched weights several times (%d)", name, source.swaps);
+    if (in_gaps) {
+        check(!flywheel.thread_started && flywheel.gaps == REQUESTS && fabs(flywheel.gap_seconds - 0.01 * REQUESTS) < 1e-9,
+              "%s: no trainer thread, %d gaps of 10 ms (thread %d, %ld gaps, %.3f s)", name, REQUESTS, flywheel.thread_started,
+              flywheel.gaps, flywheel.gap_seconds);
+    }
     check(flywheel.trainer.vocabulary_swaps > 0, "the draft vocabulary should have changed while serving");
     draft_source_free(&source);
     flywheel_free(&flywheel);
@@ -710,8 +719,9 @@ int main(int argc, char** argv) {
         target_free(&target);
         test_learning_and_lockstep();
     }
-    test_hot_swap(DRAFT_EAGLE);
-    test_hot_swap(DRAFT_HYBRID);
+    test_hot_swap(DRAFT_EAGLE, 0);
+    test_hot_swap(DRAFT_HYBRID, 0);
+    test_hot_swap(DRAFT_EAGLE, 1);
     if (remove_tree(temp_dir) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_dir); }
     return test_summary();
 }

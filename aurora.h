@@ -1217,6 +1217,7 @@ typedef struct {
     double eagle_accepted;          // decayed average of tokens the EAGLE draft got accepted per pass
     // timing of the pass (adaptive costs): drafting, and the catching up over earlier passes' tokens
     double pass_catch_up_seconds;
+    double pass_swap_seconds;       // a hot swap's time in the pass (not charged to drafting)
     int pass_catch_up_tokens;
     int n_prompt;                   // the request's prompt tokens (catching up over them is not charged to drafting)
     // adaptive, the EAGLE draft (adaptive.c): the pass's least chance for a node (0: every node is kept),

@@ -256,6 +256,7 @@ void draft_source_take_weights(DraftSource* source) {
         draft_use_vocabulary(source->draft, vocabulary);
         source->draft_version = version;
         double elapsed = now_seconds() - start;
+        source->pass_swap_seconds += elapsed;
         source->swaps++;
         source->swap_seconds += elapsed;
         if (elapsed > source->swap_seconds_max) { source->swap_seconds_max = elapsed; }
@@ -504,6 +505,7 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
 static const double HYBRID_SMOOTHING = 0.1, HYBRID_DRIFT = 0.002;
 
 void draft_source_plan_pass(DraftSource* source, const Sequence* sequence) {
+    source->pass_swap_seconds = 0;
     // the generated tokens an EAGLE draft must catch up over before drafting
     int caught_up = source->n_extended > source->n_prompt ? source->n_extended : source->n_prompt;
     int pending = source->kind == DRAFT_EAGLE || source->kind == DRAFT_HYBRID ? sequence->n_committed - caught_up : 0;
@@ -537,7 +539,11 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
     // drafting's cost: the drafting itself, and the catch-up per token (charged by what is pending: adaptive.c)
     if (source->adaptive) {
         // the hybrid: the pass teaches the draft that drafted it; a pass neither drafted teaches both
-        double drafting = draft_seconds - source->pass_catch_up_seconds;
+        // (a hot swap in the pass is not drafting's cost: it comes with a publish, not with a depth drafted; a
+        // 16 ms swap charged to one 6-deep suffix tree once made the hybrid's drafting look 25% of a decode step
+        // dearer for a hundred passes, and it stopped drafting)
+        double drafting = draft_seconds - source->pass_catch_up_seconds - source->pass_swap_seconds;
+        if (drafting < 0) { drafting = 0; }
         if (source->kind != DRAFT_HYBRID || source->pass_source != DRAFT_SUFFIX) {
             spec_adaptive_observe(&source->adaptive_state, tree, acceptance, drafting, source->pass_catch_up_seconds,
                                   source->pass_catch_up_tokens, verify_seconds);

@@ -457,6 +457,34 @@ static void test_sampling_sources(Target* target) {
     draft_free(&confident);
 }
 
+// A pass's costs as adaptive speculation learns them: a hot swap in the pass is not drafting's cost (it
+// comes with a publish), nor is the catch-up (charged per token apart).
+static void test_pass_costs(Target* target) {
+    DraftSource source;
+    draft_source_init(&source, DRAFT_LOOKUP, (TreeShape){1, 4, 5}, NULL, target);
+    draft_source_set_adaptive(&source, 1, 0);
+    Sequence sequence;
+    memset(&sequence, 0, sizeof(sequence));
+    draft_source_plan_pass(&source, &sequence);
+    source.pass_swap_seconds = 0.016;   // as draft_source_take_weights adds a swap's time
+    Tree tree;
+    memset(&tree, 0, sizeof(tree));
+    int parents[3] = {-1, 0, 1};
+    tree.n_nodes = 3;
+    for (int i = 0; i < 3; i++) { tree.parents[i] = parents[i]; tree.tokens[i] = i; }
+    Error err;
+    tree_derive(&tree, &err);
+    Acceptance acceptance = {1, {0, 1}, 5};
+    SpecStats stats;
+    memset(&stats, 0, sizeof(stats));
+    draft_source_observe_pass(&source, &tree, &acceptance, 0.016 + 2 * 0.0003, 0.004, &stats);
+    check(fabs(source.adaptive_state.draft_step_seconds - 0.0003) < 1e-12,
+          "a pass's hot swap was charged to drafting: %.6f s a step, expected 0.000300", source.adaptive_state.draft_step_seconds);
+    draft_source_plan_pass(&source, &sequence);
+    check(source.pass_swap_seconds == 0.0, "a new pass starts with no swap time");
+    draft_source_free(&source);
+}
+
 int main(void) {
     snprintf(model_path, sizeof(model_path), "/tmp/aurora_test_speculative_%d.gguf", (int)getpid());
     TinyModelSpec spec = {64, 3, 4, 2, 96, 300, 256, 1, TYPE_F32, 10000.0f, 21};
@@ -470,6 +498,7 @@ int main(void) {
     test_tree_buffers();
     test_verify_and_compaction(&target);
     test_greedy_lossless(&target);
+    test_pass_costs(&target);
     test_sampling_lossless();
     test_sampling_end_to_end(&target);
     test_sampling_sources(&target);

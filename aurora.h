@@ -1187,6 +1187,10 @@ long weight_exchange_skipped(WeightExchange* exchange);
 enum { MAX_SPEC_K = 8 };     // most children per expanded node (--spec-k)
 
 typedef struct CandidatePool CandidatePool; // private to drafting.c: the candidates of one tree
+// A drafted node left out of a pass's tree for its confidence (adaptive.c), whose parent is in the tree
+// (its index): the chooser counts it as reached, when the accepted path reaches the parent, and hit by its
+// calibrated chance given the parent.
+typedef struct { int parent_node, depth, rank; float chance; } LeftOutNode;
 enum { SUFFIX_DRAFT_DEPTH = 32, SUFFIX_DRAFT_MAX_MATCH = 24, SUFFIX_GLOBAL_MAX_NODES = 4 << 20 };
 typedef struct {
     DraftKind kind;
@@ -1228,7 +1232,7 @@ typedef struct {
     // and the nodes it left out whose parent is in the tree (its index), for the chooser's counts
     float pass_min_chance;
     int n_left_out;
-    struct { int parent_node, depth, rank; float chance; } left_out[TREE_MAX_NODES * MAX_SPEC_K];
+    LeftOutNode left_out[TREE_MAX_NODES * MAX_SPEC_K];
 } DraftSource;
 
 // A sequence being generated: what the target has committed and what the draft reads.
@@ -1252,10 +1256,12 @@ void draft_source_set_adaptive(DraftSource* source, int adaptive, int determinis
 // output joins the suffix draft's index of outputs).
 void draft_source_begin_request(DraftSource* source, int n_prompt);
 void draft_source_end_request(DraftSource* source, const Sequence* sequence, int n_prompt);
-// The shape of the next pass (adaptive, or the fixed one) into source->shape.
+// The shape of the next pass (adaptive, or the fixed one) into source->shape; starts the pass's timing
+// (its catch-up and hot swap, which draft_source_observe_pass does not charge to drafting).
 void draft_source_plan_pass(DraftSource* source, const Sequence* sequence);
 int draft_source_may_draft(const DraftSource* source);   // after plan_pass: 0 when the pass drafts nothing
-// After the pass: what adaptive shapes and the hybrid learn (seconds: drafting, catch-up excluded; verifying).
+// After the pass: what adaptive shapes and the hybrid learn (seconds: drafting, the pass's catch-up and hot
+// swap excluded; verifying).
 void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acceptance* acceptance,
                                double draft_seconds, double verify_seconds, SpecStats* stats);
 void draft_source_free(DraftSource* source);

@@ -132,39 +132,46 @@ static double adaptive_catch_up_seconds(const SpecAdaptive* a) {
     return CATCH_UP_PRIOR * spec_adaptive_verify_seconds(a, 1);
 }
 
-TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending) {
-    TreeShape best = {1, 0, 1}; // no speculation: the root alone
-    if (a->passes_since_drafted >= a->probe_every && pending <= ADAPTIVE_PROBE_MAX_PENDING &&
-        a->limit.depth >= 1 && a->limit.nodes >= 2) {
-        return (TreeShape){1, 1, 2};   // the probe (see ADAPTIVE_PROBE_EVERY)
-    }
-    double best_rate = 1.0 / spec_adaptive_verify_seconds(a, 1);
-    double step = adaptive_draft_step_seconds(a), catch_up = (pending > 0 ? pending : 0) * adaptive_catch_up_seconds(a);
-    for (int k = 1; k <= a->max_k; k++) {
-        for (int depth = 1; depth <= a->limit.depth; depth++) {
-            int nodes = 1 + k * depth;
-            if (nodes > a->limit.nodes) { break; }
-            double rate = spec_adaptive_expected_tokens(a, k, depth) /
-                          (catch_up + depth * step + spec_adaptive_verify_seconds(a, nodes));
-            if (rate > best_rate * (1.0 + 1e-9)) { best_rate = rate; best = (TreeShape){k, depth, nodes}; }
-        }
-    }
-    return best;
-}
-
-// A pass's cost and expected rate: the seconds of drafting (catch-up, draft steps) and verifying it.
+// The seconds of a pass of this shape: drafting (the catch-up over what is pending, the draft steps) and
+// verifying; no drafting: one decode step.
 static double adaptive_pass_seconds(const SpecAdaptive* a, TreeShape shape, int pending) {
     if (shape.nodes <= 1) { return spec_adaptive_verify_seconds(a, 1); }
     return (pending > 0 ? pending : 0) * adaptive_catch_up_seconds(a) + shape.depth * adaptive_draft_step_seconds(a) +
            spec_adaptive_verify_seconds(a, shape.nodes);
 }
 
-double spec_adaptive_node_chance(const SpecAdaptive* a, float step_log_prob) {
-    double p = exp((double)step_log_prob);
-    if (!(p >= 0.0)) { p = 0.0; }    // NaN: no confidence
-    if (p > 1.0) { p = 1.0; }
+TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending) {
+    TreeShape best = {1, 0, 1}; // no speculation: the root alone
+    if (a->passes_since_drafted >= a->probe_every && pending <= ADAPTIVE_PROBE_MAX_PENDING &&
+        a->limit.depth >= 1 && a->limit.nodes >= 2) {
+        return (TreeShape){1, 1, 2};   // the probe (see ADAPTIVE_PROBE_EVERY)
+    }
+    double best_rate = 1.0 / adaptive_pass_seconds(a, best, pending);
+    for (int k = 1; k <= a->max_k; k++) {
+        for (int depth = 1; depth <= a->limit.depth; depth++) {
+            TreeShape shape = {k, depth, 1 + k * depth};
+            if (shape.nodes > a->limit.nodes) { break; }
+            double rate = spec_adaptive_expected_tokens(a, k, depth) / adaptive_pass_seconds(a, shape, pending);
+            if (rate > best_rate * (1.0 + 1e-9)) { best_rate = rate; best = shape; }
+        }
+    }
+    return best;
+}
+
+// A node's draft probability given its parent, from the log-probabilities' difference, in [0, 1] (NaN: 0),
+// and its confidence bin.
+static double confidence_probability(double step_log_prob) {
+    double p = exp(step_log_prob);
+    return !(p >= 0.0) ? 0.0 : p > 1.0 ? 1.0 : p;
+}
+static int confidence_bin(double p) {
     int bin = (int)(p * ADAPTIVE_CONFIDENCE_BUCKETS);
-    if (bin >= ADAPTIVE_CONFIDENCE_BUCKETS) { bin = ADAPTIVE_CONFIDENCE_BUCKETS - 1; }
+    return bin < ADAPTIVE_CONFIDENCE_BUCKETS ? bin : ADAPTIVE_CONFIDENCE_BUCKETS - 1;
+}
+
+double spec_adaptive_node_chance(const SpecAdaptive* a, float step_log_prob) {
+    double p = confidence_probability(step_log_prob);
+    int bin = confidence_bin(p);
     return (a->confidence_hit[bin] + PRIOR_WEIGHT * p) / (a->confidence_reached[bin] + PRIOR_WEIGHT);
 }
 
@@ -231,9 +238,7 @@ void spec_adaptive_observe(SpecAdaptive* a, const Tree* tree, const Acceptance* 
         if (a->calibrates) {   // every child of the reached node, by its probability given the parent
             for (int r = 0; r < n_children; r++) {
                 int child = tree->children[parent][r];
-                double p = exp((double)tree->scores[child] - tree->scores[parent]);
-                int bin = p >= 0.0 ? (int)(p * ADAPTIVE_CONFIDENCE_BUCKETS) : 0;
-                if (bin >= ADAPTIVE_CONFIDENCE_BUCKETS) { bin = ADAPTIVE_CONFIDENCE_BUCKETS - 1; }
+                int bin = confidence_bin(confidence_probability((double)tree->scores[child] - tree->scores[parent]));
                 a->confidence_reached[bin] += 1.0;
                 if (child == accepted) { a->confidence_hit[bin] += 1.0; }
             }

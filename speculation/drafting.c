@@ -141,6 +141,31 @@ static void pool_to_tree(Tree* tree, const CandidatePool* pool, int root_token, 
     }
 }
 
+// The candidates left out for their chance (below min_chance) whose parent is in the tree (after
+// pool_to_tree): written to out, their count returned. Their chance given the parent is the ratio of the
+// two paths' chances.
+static int pool_left_out(const CandidatePool* pool, const int* node_of_candidate, float min_chance, LeftOutNode* out) {
+    int n = 0;
+    for (int i = 0; i < pool->n && min_chance > 0; i++) {
+        const Candidate* c = &pool->items[i];
+        int parent_node = c->parent < 0 ? 0 : node_of_candidate[c->parent];
+        if (c->chance >= min_chance || parent_node < 0) { continue; }
+        float parent_chance = c->parent < 0 ? 1.0f : pool->items[c->parent].chance;
+        out[n++] = (LeftOutNode){parent_node, c->depth, c->rank, parent_chance > 0 ? c->chance / parent_chance : 0.0f};
+    }
+    return n;
+}
+
+// After a pass: the left-out nodes whose parent the accepted path reached, for the chooser's counts.
+static void observe_left_out(SpecAdaptive* adaptive, const LeftOutNode* left_out, int n, const Acceptance* acceptance) {
+    for (int i = 0; i < n; i++) {
+        int depth = left_out[i].depth;
+        if (depth - 1 <= acceptance->n_accepted && acceptance->path[depth - 1] == left_out[i].parent_node) {
+            spec_adaptive_observe_left_out(adaptive, depth, left_out[i].rank, left_out[i].chance);
+        }
+    }
+}
+
 // ----------------------------------------------------------------------------
 // the draft sources
 
@@ -294,8 +319,6 @@ static void suffix_catch_up(DraftSource* source, const Sequence* sequence) {
 }
 
 void draft_source_sync(DraftSource* source, const Sequence* sequence) {
-    source->pass_catch_up_seconds = 0;
-    source->pass_catch_up_tokens = 0;
     if (source->kind == DRAFT_SUFFIX || source->kind == DRAFT_HYBRID) { suffix_catch_up(source, sequence); }
     if (source->kind != DRAFT_EAGLE && source->kind != DRAFT_HYBRID) { return; }
     // hot swap: between verify passes, switch to the newest published weights. The request in flight
@@ -478,19 +501,7 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
     }
     int node_of_candidate[MAX_CANDIDATES];
     pool_to_tree(tree, pool, root_token, root_position, shape.nodes, min_chance, node_of_candidate);
-    // the candidates left out for their chance whose parent is in the tree (the chooser counts them)
-    source->n_left_out = 0;
-    for (int i = 0; i < pool->n && min_chance > 0; i++) {
-        const Candidate* c = &pool->items[i];
-        int parent_node = c->parent < 0 ? 0 : node_of_candidate[c->parent];
-        if (c->chance >= min_chance || parent_node < 0) { continue; }
-        float parent_chance = c->parent < 0 ? 1.0f : pool->items[c->parent].chance;
-        source->left_out[source->n_left_out].parent_node = parent_node;
-        source->left_out[source->n_left_out].depth = c->depth;
-        source->left_out[source->n_left_out].rank = c->rank;
-        source->left_out[source->n_left_out].chance = parent_chance > 0 ? c->chance / parent_chance : 0.0f;
-        source->n_left_out++;
-    }
+    source->n_left_out = pool_left_out(pool, node_of_candidate, min_chance, source->left_out);
     Error err;
     if (tree_derive(tree, &err) != 0) { // the builder's own output: a failure is a program bug
         fprintf(stderr, "error: internal: drafted tree is invalid: %s\n", err.message);
@@ -505,6 +516,9 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
 static const double HYBRID_SMOOTHING = 0.1, HYBRID_DRIFT = 0.002;
 
 void draft_source_plan_pass(DraftSource* source, const Sequence* sequence) {
+    // the pass's timing starts here (catch-up and hot swap, which are not charged to drafting)
+    source->pass_catch_up_seconds = 0;
+    source->pass_catch_up_tokens = 0;
     source->pass_swap_seconds = 0;
     // the generated tokens an EAGLE draft must catch up over before drafting
     int caught_up = source->n_extended > source->n_prompt ? source->n_extended : source->n_prompt;
@@ -548,14 +562,8 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
             spec_adaptive_observe(&source->adaptive_state, tree, acceptance, drafting, source->pass_catch_up_seconds,
                                   source->pass_catch_up_tokens, verify_seconds);
         }
-        if (source->pass_source == DRAFT_EAGLE) {   // the nodes left out, where the accepted path reached their parent
-            for (int i = 0; i < source->n_left_out; i++) {
-                int depth = source->left_out[i].depth, parent = source->left_out[i].parent_node;
-                if (depth - 1 <= acceptance->n_accepted && acceptance->path[depth - 1] == parent) {
-                    spec_adaptive_observe_left_out(&source->adaptive_state, depth, source->left_out[i].rank,
-                                                   source->left_out[i].chance);
-                }
-            }
+        if (source->pass_source == DRAFT_EAGLE) {
+            observe_left_out(&source->adaptive_state, source->left_out, source->n_left_out, acceptance);
         }
         if (source->kind == DRAFT_HYBRID && source->pass_source != DRAFT_EAGLE) {
             spec_adaptive_observe(&source->suffix_adaptive_state, tree, acceptance, drafting, 0.0, 0, verify_seconds);

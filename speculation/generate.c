@@ -113,7 +113,7 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
         double t0 = now_seconds();
         draft_source_plan_pass(source, &sequence);
         if (draft_source_may_draft(source)) { draft_source_sync(source, &sequence); }
-        else { source->pass_catch_up_seconds = 0; source->pass_catch_up_tokens = 0; draft_source_take_weights(source); }
+        else { draft_source_take_weights(source); }
         draft_source_propose(source, target, &sequence, &tree, S - sequence.n_committed);
         double t1 = now_seconds();
         // verify: one pass over every node, each seeing the prefix, its ancestors and itself

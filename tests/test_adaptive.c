@@ -141,12 +141,7 @@ static void test_counting(void) {
     // root -> a (rank 0), b (rank 1); a -> c; accepted path root, b: depth 1 reached at ranks 0 and 1,
     // rank 1 hit; depth 2 not reached through b (b has no children)
     Tree tree;
-    memset(&tree, 0, sizeof(tree));
-    int parents[4] = {-1, 0, 0, 1};
-    tree.n_nodes = 4;
-    for (int i = 0; i < 4; i++) { tree.parents[i] = parents[i]; tree.tokens[i] = i; }
-    Error err;
-    tree_derive(&tree, &err);
+    hand_made_tree(&tree, (int[]){-1, 0, 0, 1}, 4);
     Acceptance acceptance = {1, {0, 2}, 7};
     SpecAdaptive a;
     spec_adaptive_init(&a, (TreeShape){2, 4, 9}, 2);
@@ -263,16 +258,11 @@ static double simulate_confidence(SpecAdaptive* a, double confident_share, int p
         double draft = steps * step, verify = decode * (1.0 + slope * (tree.n_nodes - 1));
         double catch_up = shape.nodes > 1 ? pending * catch_up_per_token : 0.0;
         spec_adaptive_observe(a, &tree, &acceptance, draft, catch_up, shape.nodes > 1 ? pending : 0, verify);
-        for (int i = 0; i < pool.n; i++) {   // as draft_source_observe_pass: the left-out nodes the path reached
-            const Candidate* c = &pool.items[i];
-            int parent_node = c->parent < 0 ? 0 : node_of_candidate[c->parent];
-            if (c->chance >= min_chance || parent_node < 0) { continue; }
-            if (p >= passes - measure) { (*left_out)++; }
-            if (c->depth - 1 <= acceptance.n_accepted && acceptance.path[c->depth - 1] == parent_node) {
-                float parent_chance = c->parent < 0 ? 1.0f : pool.items[c->parent].chance;
-                spec_adaptive_observe_left_out(a, c->depth, c->rank, c->chance / parent_chance);
-            }
-        }
+        // as draft_source_propose and draft_source_observe_pass: the left-out nodes, and those the path reached
+        LeftOutNode nodes_left_out[TREE_MAX_NODES * MAX_SPEC_K];
+        int n_left_out = pool_left_out(&pool, node_of_candidate, min_chance, nodes_left_out);
+        observe_left_out(a, nodes_left_out, n_left_out, &acceptance);
+        if (p >= passes - measure) { *left_out += n_left_out; }
         pending = (shape.nodes > 1 ? 0 : pending) + acceptance.n_accepted + 1;
         if (p >= passes - measure) {
             tokens += acceptance.n_accepted + 1;
@@ -290,13 +280,8 @@ static void test_confidence(void) {
     check(fabs(spec_adaptive_node_chance(&a, logf(0.35f)) - 0.35) < 1e-6, "no evidence: the draft's own probability");
     // a chain root -> x (draft probability 0.95, always accepted) -> y (0.95 given x, never accepted)
     Tree tree;
-    memset(&tree, 0, sizeof(tree));
-    int parents[3] = {-1, 0, 1};
-    tree.n_nodes = 3;
-    for (int i = 0; i < 3; i++) { tree.parents[i] = parents[i]; tree.tokens[i] = i; }
+    hand_made_tree(&tree, (int[]){-1, 0, 1}, 3);
     tree.scores[1] = logf(0.95f); tree.scores[2] = 2 * logf(0.95f);
-    Error err;
-    tree_derive(&tree, &err);
     Acceptance acceptance = {1, {0, 1}, 7};
     for (int i = 0; i < 300; i++) { spec_adaptive_observe(&a, &tree, &acceptance, 0.001, 0.0, 0, 0.012); }
     double chance = spec_adaptive_node_chance(&a, logf(0.95f));
@@ -349,12 +334,7 @@ static void test_probe_backoff(void) {
     SpecAdaptive a;
     spec_adaptive_init(&a, (TreeShape){1, 4, 5}, 1);
     Tree tree;
-    memset(&tree, 0, sizeof(tree));
-    int parents[2] = {-1, 0};
-    tree.n_nodes = 2;
-    for (int i = 0; i < 2; i++) { tree.parents[i] = parents[i]; tree.tokens[i] = i; }
-    Error err;
-    tree_derive(&tree, &err);
+    hand_made_tree(&tree, (int[]){-1, 0}, 2);
     Acceptance missed = {0, {0}, 3}, hit = {1, {0, 1}, 3};
     int expected[] = {2 * ADAPTIVE_PROBE_EVERY, 4 * ADAPTIVE_PROBE_EVERY, 8 * ADAPTIVE_PROBE_EVERY, ADAPTIVE_PROBE_MAX_EVERY,
                       ADAPTIVE_PROBE_MAX_EVERY};

@@ -196,4 +196,13 @@ static Record* make_record(Target* target, Draft* draft, const int* prompt, int 
     return record;
 }
 
+// A hand-made tree for tests: node i's parent parents[i] (the root's -1), token i, scores 0; derived.
+static void hand_made_tree(Tree* tree, const int* parents, int n_nodes) {
+    memset(tree, 0, sizeof(*tree));
+    tree->n_nodes = n_nodes;
+    for (int i = 0; i < n_nodes; i++) { tree->parents[i] = parents[i]; tree->tokens[i] = i; }
+    Error err;
+    if (tree_derive(tree, &err) != 0) { fprintf(stderr, "hand_made_tree: %s\n", err.message); exit(1); }
+}
+
 #endif // TEST_COMMON_H

@@ -468,12 +468,7 @@ static void test_pass_costs(Target* target) {
     draft_source_plan_pass(&source, &sequence);
     source.pass_swap_seconds = 0.016;   // as draft_source_take_weights adds a swap's time
     Tree tree;
-    memset(&tree, 0, sizeof(tree));
-    int parents[3] = {-1, 0, 1};
-    tree.n_nodes = 3;
-    for (int i = 0; i < 3; i++) { tree.parents[i] = parents[i]; tree.tokens[i] = i; }
-    Error err;
-    tree_derive(&tree, &err);
+    hand_made_tree(&tree, (int[]){-1, 0, 1}, 3);
     Acceptance acceptance = {1, {0, 1}, 5};
     SpecStats stats;
     memset(&stats, 0, sizeof(stats));

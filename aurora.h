@@ -1015,10 +1015,7 @@ enum { ADAPTIVE_MAX_K = 8 };   // the most children per node the chooser conside
 // A probe waits for a pass with at most ADAPTIVE_PROBE_MAX_PENDING generated tokens to catch up over (for
 // an EAGLE draft: the start of a request, whose prompt it catches up over in batches), since drafting after
 // n tokens without it costs n tokens' catch-up (on one thread, 5% of a decode step each).
-// A probe that finds nothing accepted doubles the wait for the next, up to ADAPTIVE_PROBE_MAX_EVERY passes
-// (each probe of an EAGLE draft catches it up over a prompt); one that is accepted brings it back to
-// ADAPTIVE_PROBE_EVERY.
-enum { ADAPTIVE_PROBE_EVERY = 32, ADAPTIVE_PROBE_MAX_EVERY = 256, ADAPTIVE_PROBE_MAX_PENDING = 2 };
+enum { ADAPTIVE_PROBE_EVERY = 32, ADAPTIVE_PROBE_MAX_PENDING = 2 };
 // Confidence (a drafting model's: the EAGLE draft's): a node's draft probability given its parent, in
 // ADAPTIVE_CONFIDENCE_BUCKETS equal bins, calibrated by how often such nodes were accepted; a node whose
 // calibrated chance of acceptance does not pay for its share of the verify pass is left out of the tree.
@@ -1038,8 +1035,7 @@ typedef struct {
                                                         // and its node had a rank-r child
     double hit[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K];     // ... and that child was accepted
     long passes, passes_without_drafting;
-    int passes_since_drafted;   // passes in a row that drafted nothing (a probe is due at probe_every)
-    int probe_every;            // ADAPTIVE_PROBE_EVERY, doubled by each probe with nothing accepted
+    int passes_since_drafted;   // passes in a row that drafted nothing (a probe is due at ADAPTIVE_PROBE_EVERY)
     int calibrates;             // 1: the draft's scores are its log-probabilities (an EAGLE draft): calibrate them
     double confidence_reached[ADAPTIVE_CONFIDENCE_BUCKETS]; // decayed count: a verified node whose parent was on
                                                             // the accepted path, by its draft probability's bin

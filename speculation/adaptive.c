@@ -19,9 +19,8 @@ For a shape (K, D), the chance of going one level deeper is s_d(K) = sum over r 
 
 Estimates are the decayed counts shrunk towards a prior (below), and the counts decay every pass,
 including passes without speculation. So a draft that is never right is soon not drafted at all. What it
-still costs is a probe: after ADAPTIVE_PROBE_EVERY passes in a row without drafting (doubled after each
-probe with nothing accepted, up to ADAPTIVE_PROBE_MAX_EVERY; back to the start when one is), one pass drafts a
-single node (at most (verify(2) - verify(1)) / 32 of a step on average), at a pass with little to catch up
+still costs is a probe: after ADAPTIVE_PROBE_EVERY passes in a row without drafting, one pass drafts a
+single node (about (verify(2) - verify(1)) / 32 of a step on average), at a pass with little to catch up
 over (ADAPTIVE_PROBE_MAX_PENDING: for an EAGLE draft, a request's start). Probes matter twice: a cost is
 measured only when its node count is used, so one slow measurement (the first pass after a prefill, a
 descheduled thread) would otherwise price multi-node passes out for good; and a draft that starts being
@@ -68,7 +67,6 @@ void spec_adaptive_init(SpecAdaptive* a, TreeShape limit, int max_k) {
     memset(a, 0, sizeof(*a));
     a->limit = limit;
     a->max_k = max_k < limit.k ? max_k : limit.k;
-    a->probe_every = ADAPTIVE_PROBE_EVERY;
     if (a->max_k > ADAPTIVE_MAX_K) { a->max_k = ADAPTIVE_MAX_K; }
     if (a->max_k < 1) { a->max_k = 1; }
 }
@@ -142,7 +140,7 @@ static double adaptive_pass_seconds(const SpecAdaptive* a, TreeShape shape, int 
 
 TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending) {
     TreeShape best = {1, 0, 1}; // no speculation: the root alone
-    if (a->passes_since_drafted >= a->probe_every && pending <= ADAPTIVE_PROBE_MAX_PENDING &&
+    if (a->passes_since_drafted >= ADAPTIVE_PROBE_EVERY && pending <= ADAPTIVE_PROBE_MAX_PENDING &&
         a->limit.depth >= 1 && a->limit.nodes >= 2) {
         return (TreeShape){1, 1, 2};   // the probe (see ADAPTIVE_PROBE_EVERY)
     }
@@ -184,7 +182,7 @@ double spec_adaptive_min_chance(const SpecAdaptive* a, TreeShape shape, int pend
 
 int spec_adaptive_explores(SpecAdaptive* a) {
     a->drafting_passes++;
-    return a->passes_since_drafted >= a->probe_every || a->drafting_passes % ADAPTIVE_EXPLORE_EVERY == 0;
+    return a->passes_since_drafted >= ADAPTIVE_PROBE_EVERY || a->drafting_passes % ADAPTIVE_EXPLORE_EVERY == 0;
 }
 
 void spec_adaptive_observe_left_out(SpecAdaptive* a, int depth, int rank, double chance) {
@@ -217,10 +215,6 @@ void spec_adaptive_observe(SpecAdaptive* a, const Tree* tree, const Acceptance* 
         a->passes_without_drafting++;
         a->passes_since_drafted++;
         return;
-    }
-    if (a->passes_since_drafted >= a->probe_every) {   // the pass after a long wait was a probe: back off if it failed
-        a->probe_every = acceptance->n_accepted > 0 ? ADAPTIVE_PROBE_EVERY
-                       : a->probe_every * 2 < ADAPTIVE_PROBE_MAX_EVERY ? a->probe_every * 2 : ADAPTIVE_PROBE_MAX_EVERY;
     }
     a->passes_since_drafted = 0;
     // along the accepted path: at each depth the parent's children, in index order (the drafter adds a

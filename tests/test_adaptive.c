@@ -328,34 +328,8 @@ static void test_confidence(void) {
     check(never * 0.010 >= 0.97, "a draft never confident must run at >= 0.97x plain decoding (%.3fx)", never * 0.010);
 }
 
-// Probes back off: each probe with nothing accepted doubles the wait for the next (up to
-// ADAPTIVE_PROBE_MAX_EVERY); one accepted brings it back.
-static void test_probe_backoff(void) {
-    SpecAdaptive a;
-    spec_adaptive_init(&a, (TreeShape){1, 4, 5}, 1);
-    Tree tree;
-    hand_made_tree(&tree, (int[]){-1, 0}, 2);
-    Acceptance missed = {0, {0}, 3}, hit = {1, {0, 1}, 3};
-    int expected[] = {2 * ADAPTIVE_PROBE_EVERY, 4 * ADAPTIVE_PROBE_EVERY, 8 * ADAPTIVE_PROBE_EVERY, ADAPTIVE_PROBE_MAX_EVERY,
-                      ADAPTIVE_PROBE_MAX_EVERY};
-    int ok = 1;
-    for (int i = 0; i < 5; i++) {
-        a.passes_since_drafted = a.probe_every;
-        TreeShape due = spec_adaptive_choose(&a, 0);
-        spec_adaptive_observe(&a, &tree, &missed, 0.001, 0.0, 0, 0.012);
-        ok &= due.nodes == 2 && a.probe_every == (expected[i] < ADAPTIVE_PROBE_MAX_EVERY ? expected[i] : ADAPTIVE_PROBE_MAX_EVERY);
-    }
-    check(ok, "failed probes double the wait up to %d (now %d)", ADAPTIVE_PROBE_MAX_EVERY, a.probe_every);
-    a.passes_since_drafted = a.probe_every - 1;
-    check(spec_adaptive_choose(&a, 0).nodes == 1, "no probe before the wait is over (the misses keep the chooser from drafting)");
-    a.passes_since_drafted = a.probe_every;
-    spec_adaptive_observe(&a, &tree, &hit, 0.001, 0.0, 0, 0.012);
-    check(a.probe_every == ADAPTIVE_PROBE_EVERY, "an accepted probe brings the wait back to %d (%d)", ADAPTIVE_PROBE_EVERY, a.probe_every);
-}
-
 int main(void) {
     test_counting();
-    test_probe_backoff();
     test_worlds();
     test_confidence();
     return test_summary();

@@ -253,8 +253,7 @@ fuzz: aurora $(addprefix $(BIN)/,$(FUZZERS)) $(BIN)/test_gguf
 	./$(BIN)/fuzz_safetensors -max_total_time=$(SECONDS) -print_final_stats=1 $(BIN)/corpus_safetensors $(BIN)/fuzz_seeds/safetensors
 
 oracle-deps:
-	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
-	  $(PYTHON) -m pip install llama-cpp-python==0.3.36
+	CMAKE_ARGS="$$(sh tools/llama_isa.sh)" $(PYTHON) -m pip install llama-cpp-python==0.3.36
 
 # llama.cpp's own tools from the same source package (the EAGLE-3 oracle, side-by-side speed), built with
 # JOBS=2 parallel jobs under nice by default: the reference machine has 2 shared cores

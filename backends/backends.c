@@ -114,7 +114,7 @@ void backend_describe(const Backend* backend, char* text, size_t size) {
     if (backend == &backend_cpu_fast || backend == &backend_cpu_fast_exact) {
         int isa = fast_isa_current();
         snprintf(text, size, "%s (%s, %s activations on quantised weights), %d threads", backend->name, fast_isa_name(isa),
-                 backend == &backend_cpu_fast && isa == FAST_ISA_AVX512_VNNI ? "int8" : "fp32", threads);
+                 backend == &backend_cpu_fast && fast_isa_has_int8(isa) ? "int8" : "fp32", threads);
     } else {
         snprintf(text, size, "%s (%s), %d threads", backend->name, backend->device, threads);
     }

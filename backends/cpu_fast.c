@@ -13,7 +13,7 @@ Contract:
         the next is read; the products are summed in fp32 in another order than the reference (vector
         lanes), so results differ from matmul_forward_cpu on the dequantised weights by reordering only.
         (A packed weight off the int8 kernel: each row dequantised, its dot products summed in order.)
-      int8 activations (packed Q8_0, Q4_0, Q4_1 weights on CPUs with AVX-512 VNNI; on unless
+      int8 activations (packed Q8_0, Q4_0, Q4_1 weights on CPUs with AVX-512 VNNI or AVX2; on unless
         fast_int8_activations is 0): each input row is quantised in blocks of 32 as llama.cpp quantises
         its activations (scale = max|x| / 127, q = x * (1 / scale) rounded to nearest even; a block below
         1e-30 is zeros), integer dot products per block, scales applied in fp32. Results equal the fp32
@@ -52,14 +52,16 @@ Instruction sets. The checking build is plain -O2 for any x86-64 (no -march), so
 ISA at run time, four levels chosen by __builtin_cpu_supports on the first call (fast_isa; tests set it to
 check every level the machine has):
   portable C         any CPU (ARM included): spans, `restrict`, `omp simd`; the compiler vectorises it
-  portable C, AVX2   the same C compiled with __attribute__((target("avx2,fma,f16c"))), no intrinsics
+  portable C, AVX2   the same C compiled with __attribute__((target("avx2,fma,f16c"))), no intrinsics, plus
+                     the int8 kernel for the packed quantised types (intrinsics: vpmaddubsw, vpmaddwd)
   AVX-512            intrinsics, fp32 activations (matmul); attention is the portable C compiled for it
   AVX-512 VNNI       as AVX-512, plus the int8 kernel for the packed quantised types
 Why not -march=native: the binary must run on any x86-64, and one dispatch point keeps the portable path
 compiled and tested on every machine. Why intrinsics: one core of this project's Xeon (Sapphire Rapids),
 a Q4_1 576 -> 1536 matrix in L2, one input row, per block of 32 weights: portable C 10.4 ns, portable C
 for AVX2 9.7 ns, AVX-512 2.0 ns, AVX-512 VNNI 1.3 ns (the nibble unpacking and the int8 dot products are
-not what a compiler finds on its own). AVX2 intrinsics (for AVX-512-less x86) are not written yet.
+not what a compiler finds on its own). On an AVX2-only CPU (AMD EPYC, Zen 3) the default model decoded at
+15 tok/s on fp32 activations, about a tenth of llama.cpp: hence the AVX2 int8 kernel (README, Speed).
 */
 #include "cpu_fast.h"
 #ifndef FAST_KERNELS_SEPARATE
@@ -87,13 +89,18 @@ static int fast_isa_best(void) {
 }
 
 static const char* fast_isa_name(int isa) {
-    static const char* names[] = {"portable C", "portable C for AVX2", "AVX-512", "AVX-512 VNNI"};
+    static const char* names[] = {"portable C", "AVX2", "AVX-512", "AVX-512 VNNI"};
     return isa >= 0 && isa <= FAST_ISA_AVX512_VNNI ? names[isa] : "unset";
 }
 
 // The int8 path (activations quantised, see matmul_forward_fast) where the CPU has it; 0 keeps every
 // matmul on fp32 activations (results within fp32 reordering of the reference, slower).
 static int fast_int8_activations = 1;
+
+// The levels with an int8 kernel for packed weights: AVX-512 VNNI (vpdpbusd) and AVX2 (vpmaddubsw and
+// vpmaddwd), the same results bit for bit. (AVX-512 without VNNI keeps fp32 activations: no such CPU
+// was at hand to measure whether the AVX2 kernel beats its fp32 kernel there.)
+static int fast_isa_has_int8(int isa) { return isa == FAST_ISA_AVX512_VNNI || isa == FAST_ISA_AVX2; }
 
 // Chosen on the first call; atomic because serving and training threads may make that call together.
 static int fast_isa_current(void) {
@@ -184,7 +191,7 @@ static void matmul_forward_fast_arithmetic(float* out, const float* inp, Matrix 
     }
 }
 
-// A packed matrix (cpu_fast.h): the packed VNNI kernel; where it cannot run (fp32 activations asked for, a
+// A packed matrix (cpu_fast.h): the packed int8 kernel (VNNI or AVX2); where it cannot run (fp32 activations asked for, a
 // non-finite input, a CPU level set lower by a test) each row is dequantised exactly and its dot products
 // summed in order: the reference's arithmetic on the same values.
 static void matmul_packed(float* out, const float* inp, Matrix weight, int T, int C, int OC, int int8_activations) {
@@ -193,7 +200,7 @@ static void matmul_packed(float* out, const float* inp, Matrix weight, int T, in
     int finite = 1, int8_path = 0;
     FastInt8Blocks quantised;
 #if FAST_X86
-    int8_path = int8_activations && isa == FAST_ISA_AVX512_VNNI;
+    int8_path = int8_activations && fast_isa_has_int8(isa);
     if (int8_path) { fast_int8_blocks_allocate(&quantised, T, C); }
 #else
     (void)int8_activations; (void)isa; (void)quantised;
@@ -203,7 +210,12 @@ static void matmul_packed(float* out, const float* inp, Matrix weight, int T, in
 #if FAST_X86
         if (int8_path) {
             #pragma omp for schedule(static) reduction(&:finite)
-            for (int t = 0; t < T; t++) { finite &= fast_vnni_quantize_blocks(&quantised, inp + (size_t)t * C, t, fast_stored_type(weight.type)) == 0; }
+            for (int t = 0; t < T; t++) {
+                const float* row = inp + (size_t)t * C;
+                int type = fast_stored_type(weight.type);
+                finite &= (isa == FAST_ISA_AVX2 ? fast_avx2_quantize_blocks(&quantised, row, t, type)
+                                                : fast_vnni_quantize_blocks(&quantised, row, t, type)) == 0;
+            }
             // (the loop's barrier: every thread sees every row quantised and the reduced `finite`)
         }
 #endif
@@ -218,7 +230,8 @@ static void matmul_packed(float* out, const float* inp, Matrix weight, int T, in
         if (last_row > OC) { last_row = OC; }
         if (first_row < last_row) {
 #if FAST_X86
-            if (int8_path && finite) { fast_matmul_packed_vnni(out, &quantised, weight, T, C, OC, first_row, last_row); }
+            if (int8_path && finite && isa == FAST_ISA_AVX2) { fast_matmul_packed_avx2(out, &quantised, weight, T, C, OC, first_row, last_row); }
+            else if (int8_path && finite) { fast_matmul_packed_vnni(out, &quantised, weight, T, C, OC, first_row, last_row); }
             else
 #endif
             {
@@ -488,7 +501,7 @@ void quantize_rows_fast(int type, const float* source, void* destination, int ro
 // place (upload_matrix keeps the caller's bytes: the target's file mapping, which outlives the Matrix; no
 // copy, no fp32 duplicate), the fast ops above, and the reference's ops elsewhere (measured: together
 // they take a few percent of a decode step; see tools/bench.sh). Two arithmetics, one kernel:
-//   backend_cpu_fast        int8 activations on quantised weights where the CPU has AVX-512 VNNI (the
+//   backend_cpu_fast        int8 activations on quantised weights where the CPU has AVX-512 VNNI or AVX2 (the
 //                           default CPU table: measured faster, its error bounded in tests/test_common.h)
 //   backend_cpu_fast_exact  fp32 activations everywhere: the reference's results up to fp32 reordering
 
@@ -523,12 +536,12 @@ void fast_pack_matrix(uint8_t* out, const uint8_t* stored, int type, int rows, i
     }
 }
 
-// The int8 table packs the quantised types where its packed kernel runs (an AVX-512 VNNI CPU) into a copy
+// The int8 table packs the quantised types where its packed kernel runs (AVX-512 VNNI or AVX2) into a copy
 // of its own (the same size as the stored bytes); everything else is read in place, as by the exact table.
 static Matrix fast_upload_matrix_packed(const void* gguf_data, int gguf_type, int rows, int cols) {
     fast_check_matrix(gguf_type, cols, "upload_matrix (cpu-fast)");
     int packable = gguf_type == TYPE_Q8_0 || gguf_type == TYPE_Q4_0 || gguf_type == TYPE_Q4_1;
-    if (!packable || fast_isa_current() != FAST_ISA_AVX512_VNNI || rows <= 0) { return fast_upload_matrix(gguf_data, gguf_type, rows, cols); }
+    if (!packable || !fast_isa_has_int8(fast_isa_current()) || rows <= 0) { return fast_upload_matrix(gguf_data, gguf_type, rows, cols); }
     size_t bytes = fast_packed_bytes(gguf_type, rows, cols);
     uint8_t* packed = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (packed == NULL) { fprintf(stderr, "error: out of memory packing a %d x %d matrix\n", rows, cols); exit(EXIT_FAILURE); }

@@ -476,6 +476,29 @@ static inline void fast_int8_blocks_allocate(FastInt8Blocks* x, int T, int C) {
     x->sums = (float*)(memory + q_bytes + 2 * field);
 }
 
+// The quantisation rule both kernels' quantisers share (cpu_fast_kernels.c), per block of 32 values whose
+// largest magnitude is amax: scale = amax / 127, q = x * (1 / scale) rounded to nearest even; a block under
+// 1e-30 in magnitude is all zeros (its products are far below any tolerance, and the inverse of a
+// subnormal scale would overflow). Returns the scale, *inverse the multiplier.
+static inline float fast_int8_scale(float amax, float* inverse) {
+    float scale = amax / 127.0f;
+    *inverse = amax > 1e-30f ? 1.0f / scale : 0.0f;
+    return *inverse == 0.0f ? 0.0f : scale;
+}
+// Block `at` (row-major over (T, n_blocks)) quantised with scale and its values' sum: the scale, the
+// kernels' integer correction for weights of `type` and Q4_1's m term.
+static inline void fast_int8_block_store(FastInt8Blocks* x, size_t at, float scale, int sum, int type) {
+    int correction = type == TYPE_Q8_0 ? 128 : type == TYPE_Q4_0 ? 8 : 0;
+    x->scales[at] = scale;
+    x->starts[at] = -correction * sum;
+    x->sums[at] = scale * (float)sum;
+}
+// A block with an infinity or a NaN: zeros (the call then takes the exact path)
+static inline void fast_int8_block_empty(FastInt8Blocks* x, int8_t* q, size_t at) {
+    memset(q, 0, FAST_QK);
+    x->scales[at] = 0.0f; x->starts[at] = 0; x->sums[at] = 0.0f;
+}
+
 // ----------------------------------------------------------------------------
 // the x86 kernels (cpu_fast_kernels.c). Each computes out[:, first_row:last_row] of a matmul, or one
 // attention work item, exactly as the portable code of cpu_fast.c defines it (see the contract).
@@ -483,10 +506,14 @@ static inline void fast_int8_blocks_allocate(FastInt8Blocks* x, int T, int C) {
 #if FAST_X86
 void fast_matmul_rows_avx2(float* out, const float* inp, Matrix weight, int T, int C, int OC, int first_row, int last_row);
 void fast_matmul_rows_avx512(float* out, const float* inp, Matrix weight, int T, int C, int OC, int first_row, int last_row);
-// Quantises input row t for weights of `type`; -1 if a value is not finite.
+// Quantises input row t for weights of `type`; -1 if a value is not finite. (VNNI and AVX2: the same bits.)
 int fast_vnni_quantize_blocks(FastInt8Blocks* x, const float* v, int t, int type);
-// out[:, first_row:last_row] (first_row a multiple of FAST_GROUP) of a packed matrix.
+int fast_avx2_quantize_blocks(FastInt8Blocks* x, const float* v, int t, int type);
+// out[:, first_row:last_row] (first_row a multiple of FAST_GROUP) of a packed matrix. (VNNI and AVX2: the
+// same bits.)
 void fast_matmul_packed_vnni(float* out, const FastInt8Blocks* x, Matrix weight, int T, int C, int OC, int first_row,
+                             int last_row);
+void fast_matmul_packed_avx2(float* out, const FastInt8Blocks* x, Matrix weight, int T, int C, int OC, int first_row,
                              int last_row);
 void fast_attention_item_avx2(const AttentionItem* item);
 // SwiGLU over n elements with fast_expf's twin: the same bits as the portable loop (cpu_fast.c)

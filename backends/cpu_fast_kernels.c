@@ -652,38 +652,239 @@ void fast_matmul_packed_vnni(float* out, const FastInt8Blocks* x, Matrix weight,
     }
 }
 
-// Quantises input row t (C values, C % 32 == 0) for weights of `type`: per block of 32, scale = max|x| / 127
-// and q = x / scale rounded to nearest even (a block under 1e-30 in magnitude is all zeros: its products
-// are far below any tolerance, and the inverse of a subnormal scale would overflow). Returns -1 if a
-// value is not finite (the row is then meaningless).
+// Quantises input row t (C values, C % 32 == 0) for weights of `type`, per block of 32 as fast_int8_scale
+// (cpu_fast.h) says. Returns -1 if a value is not finite (the row is then meaningless).
 FAST_VNNI_TARGET int fast_vnni_quantize_blocks(FastInt8Blocks* x, const float* v, int t, int type) {
-    int n_blocks = x->C / FAST_QK, correction = type == TYPE_Q8_0 ? 128 : type == TYPE_Q4_0 ? 8 : 0;
-    int not_finite = 0;
+    int n_blocks = x->C / FAST_QK, not_finite = 0;
     for (int b = 0; b < n_blocks; b++) {
-        size_t at = (size_t)t * n_blocks + b;
         int8_t* q = x->q + (size_t)t * x->C + (size_t)b * FAST_QK;
         __m512 v0 = _mm512_loadu_ps(v + (size_t)b * FAST_QK), v1 = _mm512_loadu_ps(v + (size_t)b * FAST_QK + 16);
         if (_mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99)) {   // NaN, inf
             not_finite = 1;
-            memset(q, 0, FAST_QK);
-            x->scales[at] = 0.0f; x->starts[at] = 0; x->sums[at] = 0.0f;
+            fast_int8_block_empty(x, q, (size_t)t * n_blocks + b);
             continue;
         }
-        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-        float scale = amax / 127.0f;
-        float inverse = amax > 1e-30f ? 1.0f / scale : 0.0f;
-        if (inverse == 0.0f) { scale = 0.0f; }
+        float inverse, scale = fast_int8_scale(_mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1))), &inverse);
         __m512 inverse_vector = _mm512_set1_ps(inverse);
         __m512i q0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, inverse_vector), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         __m512i q1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, inverse_vector), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
         _mm_storeu_si128((__m128i*)q, _mm512_cvtepi32_epi8(q0));
         _mm_storeu_si128((__m128i*)(q + 16), _mm512_cvtepi32_epi8(q1));
-        x->scales[at] = scale;
-        x->starts[at] = -correction * sum;
-        x->sums[at] = scale * (float)sum;
+        fast_int8_block_store(x, (size_t)t * n_blocks + b, scale, _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1)), type);
     }
     return not_finite ? -1 : 0;
+}
+
+// The same quantisation on AVX2, the same bits (nearest-even rounding: vcvtps2dq under the default MXCSR).
+FAST_AVX2_TARGET int fast_avx2_quantize_blocks(FastInt8Blocks* x, const float* v, int t, int type) {
+    int n_blocks = x->C / FAST_QK, not_finite = 0;
+    const __m256 magnitude_bits = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), infinity = _mm256_set1_ps(INFINITY);
+    for (int b = 0; b < n_blocks; b++) {
+        int8_t* q = x->q + (size_t)t * x->C + (size_t)b * FAST_QK;
+        __m256 values[4], largest = _mm256_setzero_ps(), finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+        for (int k = 0; k < 4; k++) {
+            values[k] = _mm256_loadu_ps(v + (size_t)b * FAST_QK + 8 * k);
+            __m256 magnitude = _mm256_and_ps(values[k], magnitude_bits);
+            finite = _mm256_and_ps(finite, _mm256_cmp_ps(magnitude, infinity, _CMP_LT_OQ));   // NaN, inf: 0
+            largest = _mm256_max_ps(largest, magnitude);
+        }
+        if (_mm256_movemask_ps(finite) != 0xff) {
+            not_finite = 1;
+            fast_int8_block_empty(x, q, (size_t)t * n_blocks + b);
+            continue;
+        }
+        __m128 half = _mm_max_ps(_mm256_castps256_ps128(largest), _mm256_extractf128_ps(largest, 1));
+        half = _mm_max_ps(half, _mm_movehl_ps(half, half));
+        half = _mm_max_ss(half, _mm_shuffle_ps(half, half, 1));
+        float inverse, scale = fast_int8_scale(_mm_cvtss_f32(half), &inverse);
+        __m256 inverse_vector = _mm256_set1_ps(inverse);
+        __m256i integers[4], total = _mm256_setzero_si256();
+        for (int k = 0; k < 4; k++) {
+            integers[k] = _mm256_cvtps_epi32(_mm256_mul_ps(values[k], inverse_vector));
+            total = _mm256_add_epi32(total, integers[k]);
+        }
+        // int32 -> int8 (every value in [-127, 127], so the saturating packs change nothing); the packs work
+        // within 128-bit lanes, the permute restores element order
+        __m256i words = _mm256_packs_epi32(integers[0], integers[1]), words2 = _mm256_packs_epi32(integers[2], integers[3]);
+        __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(words, words2), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i*)q, bytes);
+        __m128i sum4 = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+        sum4 = _mm_add_epi32(sum4, _mm_shuffle_epi32(sum4, 0x4e));
+        sum4 = _mm_add_epi32(sum4, _mm_shuffle_epi32(sum4, 0xb1));
+        fast_int8_block_store(x, (size_t)t * n_blocks + b, scale, _mm_cvtsi128_si32(sum4), type);
+    }
+    return not_finite ? -1 : 0;
+}
+
+// ----------------------------------------------------------------------------
+// matmul, AVX2 (no VNNI, no AVX-512: Zen 2/3, Haswell to Alder Lake's AVX-512-less parts), int8 activations
+// on the same packed weights and the same quantised input rows as the VNNI kernel, with the same results
+// bit for bit: the integer sums are exact and the fp32 steps (acc += float(sum) * (d * dx), Q4_1's acc += m
+// * (dx * sum qx)) are the same fused multiply-adds in block order. What changes is how the integer sums are
+// formed without vpdpbusd, as llama.cpp's AVX2 kernels form them: a 256-bit vector holds half a group (8
+// weight rows, int32 lane r = row r's quad), vpmaddubsw multiplies unsigned weight bytes with signed
+// activation bytes and adds pairs into int16, vpmaddwd against ones adds the pairs into int32.
+//   Q4_0, Q4_1: weights in [0, 15], activations in [-127, 127]: a pair is at most 3,810 in magnitude, so the
+//     8 pair sums of a block (30,480) add up in int16 without saturating; one vpmaddwd per block and row.
+//   Q8_0: weights stored as q + 128 in [0, 255] would saturate vpmaddubsw (2 * 255 * 127 > 32,767), so the
+//     weights go back to signed q, and vpmaddubsw takes |q| (at most 128, -128 included) against the
+//     activations with q's sign (vpsignb): a pair is at most 2 * 128 * 127 = 32,512. That is q . qx itself,
+//     so Q8_0's integer correction (-128 * sum qx, for the VNNI kernel's q + 128) is not added.
+// Tiles: H halves of groups (8 rows each) by TB input rows, H * TB <= 4 (16 ymm registers hold the fp32
+// accumulators, the int16 sums, the weights and the broadcast activations); a panel of groups stays in L2
+// while every tile of input rows passes over it, as in the VNNI kernel.
+
+// The 4 bytes of one quad of half `half` of packed quad vector j (64 bytes: rows 0-7 in the first 32)
+FAST_INLINE FAST_AVX2_TARGET __m256i avx2_packed_half(const uint8_t* quads, int j, int half) {
+    return _mm256_loadu_si256((const __m256i*)(quads + (size_t)j * 64 + 32 * half));
+}
+
+FAST_INLINE FAST_AVX2_TARGET void avx2_packed_tile(float* out, const FastInt8Blocks* x, int t0, const uint8_t* group,
+                                                   size_t group_bytes, int type, int C, int OC, int half0, int H,
+                                                   int TB, int valid_rows) {
+    // out: (TB, OC) at the tile's first input row and output row; group: the group holding the tile's first
+    // half, which is that group's half half0 (0 or 1); the tile's half h is rows [8h, 8h + 8) from its first
+    // row; valid_rows: rows of the tile that exist (fewer than 8H at the matrix's end)
+    int n_blocks = C / FAST_QK;
+    size_t block_bytes = fast_packed_block_bytes(type), quads = fast_packed_quads_offset(type);
+    const __m256i ones = _mm256_set1_epi16(1), nibble = _mm256_set1_epi8(0x0f), flip = _mm256_set1_epi8((char)0x80);
+    __m256 acc[4][4];
+    #pragma GCC unroll 4
+    for (int h = 0; h < H; h++) {
+        #pragma GCC unroll 4
+        for (int t = 0; t < TB; t++) { acc[h][t] = _mm256_setzero_ps(); }
+    }
+    for (int b = 0; b < n_blocks; b++) {
+        const int8_t* xq = x->q + (size_t)t0 * C + (size_t)b * FAST_QK;
+        const uint8_t* block[4];
+        #pragma GCC unroll 4
+        for (int h = 0; h < H; h++) { block[h] = group + (size_t)((half0 + h) / 2) * group_bytes + (size_t)b * block_bytes; }
+        __m256i sum[4][4];   // Q4: int16 pair sums; Q8_0: int32 sums
+        #pragma GCC unroll 4
+        for (int h = 0; h < H; h++) {
+            #pragma GCC unroll 4
+            for (int t = 0; t < TB; t++) { sum[h][t] = _mm256_setzero_si256(); }
+        }
+        if (type == TYPE_Q8_0) {
+            #pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                __m256i q[4], magnitude[4];
+                #pragma GCC unroll 4
+                for (int h = 0; h < H; h++) {
+                    q[h] = _mm256_xor_si256(avx2_packed_half(block[h] + quads, j, (half0 + h) % 2), flip);   // q + 128 -> q
+                    magnitude[h] = _mm256_abs_epi8(q[h]);                                         // -128 -> 128
+                }
+                #pragma GCC unroll 4
+                for (int t = 0; t < TB; t++) {
+                    int32_t four;
+                    memcpy(&four, xq + (size_t)t * C + 4 * j, 4);
+                    __m256i xv = _mm256_set1_epi32(four);
+                    #pragma GCC unroll 4
+                    for (int h = 0; h < H; h++) {
+                        __m256i pairs = _mm256_maddubs_epi16(magnitude[h], _mm256_sign_epi8(xv, q[h]));
+                        sum[h][t] = _mm256_add_epi32(sum[h][t], _mm256_madd_epi16(pairs, ones));
+                    }
+                }
+            }
+        } else {
+            #pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {   // stored vector j: low nibbles are elements 4j.., high 16 + 4j..
+                __m256i low[4], high[4];
+                #pragma GCC unroll 4
+                for (int h = 0; h < H; h++) {
+                    __m256i packed = avx2_packed_half(block[h] + quads, j, (half0 + h) % 2);
+                    low[h] = _mm256_and_si256(packed, nibble);
+                    high[h] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+                }
+                #pragma GCC unroll 4
+                for (int t = 0; t < TB; t++) {
+                    int32_t four_low, four_high;
+                    memcpy(&four_low, xq + (size_t)t * C + 4 * j, 4);
+                    memcpy(&four_high, xq + (size_t)t * C + 16 + 4 * j, 4);
+                    __m256i x_low = _mm256_set1_epi32(four_low), x_high = _mm256_set1_epi32(four_high);
+                    #pragma GCC unroll 4
+                    for (int h = 0; h < H; h++) {
+                        sum[h][t] = _mm256_add_epi16(sum[h][t], _mm256_maddubs_epi16(low[h], x_low));
+                        sum[h][t] = _mm256_add_epi16(sum[h][t], _mm256_maddubs_epi16(high[h], x_high));
+                    }
+                }
+            }
+        }
+        #pragma GCC unroll 4
+        for (int h = 0; h < H; h++) {
+            __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(block[h] + 16 * ((half0 + h) % 2))));
+            __m256 m = type == TYPE_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(block[h] + 32 + 16 * ((half0 + h) % 2)))) : d;
+            #pragma GCC unroll 4
+            for (int t = 0; t < TB; t++) {
+                size_t at = (size_t)(t0 + t) * n_blocks + b;
+                __m256i total = sum[h][t];
+                if (type != TYPE_Q8_0) {
+                    total = _mm256_add_epi32(_mm256_madd_epi16(total, ones), _mm256_set1_epi32(x->starts[at]));
+                }
+                __m256 scale = _mm256_mul_ps(d, _mm256_set1_ps(x->scales[at]));
+                acc[h][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), scale, acc[h][t]);
+                if (type == TYPE_Q4_1) { acc[h][t] = _mm256_fmadd_ps(m, _mm256_set1_ps(x->sums[at]), acc[h][t]); }
+            }
+        }
+    }
+    #pragma GCC unroll 4
+    for (int h = 0; h < H; h++) {
+        int rows = valid_rows - 8 * h;
+        #pragma GCC unroll 4
+        for (int t = 0; t < TB; t++) {
+            float* o = out + (size_t)t * OC + 8 * h;
+            if (rows >= 8) { _mm256_storeu_ps(o, acc[h][t]); continue; }
+            float lanes[8];
+            _mm256_storeu_ps(lanes, acc[h][t]);
+            for (int r = 0; r < rows; r++) { o[r] = lanes[r]; }
+        }
+    }
+}
+
+// halves per tile for TB input rows (H * TB <= 4)
+static int avx2_tile_halves(int TB) { return TB == 1 ? 4 : TB == 2 ? 2 : 1; }
+
+#define AVX2_TILE_CASE(TB_) \
+    case TB_: \
+        if (H == 1) { avx2_packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, half0, 1, TB_, valid_rows); } \
+        else if (H == 2 && avx2_tile_halves(TB_) >= 2) { avx2_packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, half0, 2, TB_, valid_rows); } \
+        else if (H == 4 && avx2_tile_halves(TB_) >= 4) { avx2_packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, half0, 4, TB_, valid_rows); } \
+        break;
+#define AVX2_TILE_FUNCTION(NAME, TYPE_VALUE) \
+static FAST_AVX2_TARGET void avx2_packed_tiles_##NAME(float* out, const FastInt8Blocks* x, int t0, const uint8_t* group, \
+                                                       size_t group_bytes, int C, int OC, int half0, int H, int TB, \
+                                                       int valid_rows) { \
+    enum { TYPE = TYPE_VALUE }; \
+    switch (TB) { AVX2_TILE_CASE(1) AVX2_TILE_CASE(2) AVX2_TILE_CASE(3) AVX2_TILE_CASE(4) default: break; } \
+}
+AVX2_TILE_FUNCTION(q8_0, TYPE_Q8_0)
+AVX2_TILE_FUNCTION(q4_0, TYPE_Q4_0)
+AVX2_TILE_FUNCTION(q4_1, TYPE_Q4_1)
+
+typedef void (*Avx2PackedTiles)(float* out, const FastInt8Blocks* x, int t0, const uint8_t* group, size_t group_bytes,
+                                int C, int OC, int half0, int H, int TB, int valid_rows);
+
+void fast_matmul_packed_avx2(float* out, const FastInt8Blocks* x, Matrix weight, int T, int C, int OC, int first_row,
+                             int last_row) {
+    int type = fast_stored_type(weight.type);
+    Avx2PackedTiles tiles = type == TYPE_Q8_0 ? avx2_packed_tiles_q8_0 : type == TYPE_Q4_0 ? avx2_packed_tiles_q4_0
+                                                                                            : avx2_packed_tiles_q4_1;
+    size_t group_bytes = fast_packed_group_bytes(type, C);
+    int first_half = first_row / 8, end_half = (last_row + 7) / 8;
+    enum { PANEL_HALVES = 16 };
+    for (int panel = first_half; panel < end_half; panel += PANEL_HALVES) {
+        int panel_end = panel + PANEL_HALVES < end_half ? panel + PANEL_HALVES : end_half;
+        for (int t0 = 0; t0 < T; t0 += 4) {
+            int TB = T - t0 < 4 ? T - t0 : 4, H = avx2_tile_halves(TB);
+            for (int h = panel; h < panel_end; ) {
+                int left = panel_end - h, n = left >= H ? H : left >= 2 ? 2 : 1;
+                int valid_rows = OC - 8 * h < 8 * n ? OC - 8 * h : 8 * n;
+                tiles(out + (size_t)t0 * OC + (size_t)h * 8, x, t0, (const uint8_t*)weight.data + (size_t)(h / 2) * group_bytes,
+                      group_bytes, C, OC, h % 2, n, TB, valid_rows);
+                h += n;
+            }
+        }
+    }
 }
 
 // ----------------------------------------------------------------------------

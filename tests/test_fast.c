@@ -1,6 +1,6 @@
 /*
 test_fast.c: the fast CPU ops (backends/cpu_fast.c) against the reference ops (cpu_ref.c), op by op, on
-every instruction-set path this CPU has (portable C always; AVX-512 and AVX-512 VNNI where present), for
+every instruction-set path this CPU has (portable C always; AVX2, AVX-512 and AVX-512 VNNI where present), for
 every weight type and odd sizes. Exit status is the verdict.
 
   test_fast              synthetic data only (make test; no model file needed)
@@ -8,12 +8,13 @@ every weight type and odd sizes. Exit status is the verdict.
 
 The reference for a quantised weight is matmul_forward_cpu on its fp32 dequantisation (dequantize_row):
 the fast matmul reads the same values in place. With fp32 activations (portable C, AVX-512) the only
-difference allowed is the order of the fp32 sums. The int8 path (AVX-512 VNNI, quantised weights)
+difference allowed is the order of the fp32 sums. The int8 path (AVX-512 VNNI or AVX2, quantised weights)
 quantises the activations in blocks of 32 as cpu_fast.c's contract says; it is checked twice: against
 the reference run on those quantised activations (fp32 reordering only: the kernel's arithmetic), and
 against the reference on the original activations (the quantisation error: a bound measured here on
 synthetic data and, in model mode, on the default model's weights and real activations, with the LM
-head's argmax agreement).
+head's argmax agreement); and a third time, bit for bit, against the kernels' arithmetic written out
+(int8_kernel_oracle), which makes the VNNI and AVX2 kernels give the same bits.
 */
 #define TESTING
 #include "../aurora.c"
@@ -91,7 +92,7 @@ static void quantise_like_the_contract(float* quantised, const float* x, size_t 
 
 // type: the Matrix's (packed weights carry FAST_PACKED): only packed weights take the int8 kernel
 static int int8_path_runs(int type) {
-    return fast_int8_activations && fast_isa == FAST_ISA_AVX512_VNNI && fast_is_packed(type);
+    return fast_int8_activations && fast_isa_has_int8(fast_isa) && fast_is_packed(type);
 }
 
 // Checks one matmul_forward_fast result against the reference on the dequantised weights, as the path
@@ -177,6 +178,100 @@ static void test_matmul_case(int type, int T, int C, int OC) {
         free(alone); free(got); free(inp); free(owned);
     }
     free(stored); free(dequantised);
+}
+
+// ----------------------------------------------------------------------------
+// The int8 kernels' arithmetic, written out here from the contract (cpu_fast.c) and the kernels' comment
+// (cpu_fast_kernels.c), one output at a time: the activations quantised per block of 32 (integers qx,
+// scale dx), and per block in order the exact integer dot product of the weight's quants (Q4_0: q - 8;
+// Q8_0 and Q4_1: q) with qx, then acc = fma(float(sum), d * dx, acc) and, for Q4_1, acc = fma(m, dx *
+// float(sum qx), acc). Both int8 kernels (VNNI, AVX2) must give exactly these bits, for any tile shape and
+// thread count, so they give each other's.
+static void int8_kernel_oracle(float* out, const float* inp, const uint8_t* stored, int type, int T, int C, int OC) {
+    int n_blocks = C / 32;
+    size_t row_bytes = tensor_bytes(type, C), block_bytes = tensor_type_block_bytes(type);
+    int* qx = mallocCheck((size_t)C * sizeof(int));
+    float* dx = mallocCheck((size_t)n_blocks * sizeof(float));
+    for (int t = 0; t < T; t++) {
+        const float* x = inp + (size_t)t * C;
+        for (int b = 0; b < n_blocks; b++) {
+            float amax = 0.0f;
+            for (int j = 0; j < 32; j++) { amax = fmaxf(amax, fabsf(x[32 * b + j])); }
+            float scale = amax / 127.0f, inverse = amax > 1e-30f ? 1.0f / scale : 0.0f;
+            dx[b] = inverse == 0.0f ? 0.0f : scale;
+            for (int j = 0; j < 32; j++) { qx[32 * b + j] = (int)nearbyintf(x[32 * b + j] * inverse); }
+        }
+        for (int o = 0; o < OC; o++) {
+            float acc = 0.0f;
+            for (int b = 0; b < n_blocks; b++) {
+                const uint8_t* block = stored + (size_t)o * row_bytes + (size_t)b * block_bytes;
+                float d = fp16_to_fp32((uint16_t)(block[0] | block[1] << 8));
+                int sum = 0, sum_x = 0;
+                for (int j = 0; j < 32; j++) {
+                    int q = type == TYPE_Q8_0 ? (int)(int8_t)block[2 + j]
+                          : j < 16 ? block[(type == TYPE_Q4_1 ? 4 : 2) + j] & 0x0f : block[(type == TYPE_Q4_1 ? 4 : 2) + j - 16] >> 4;
+                    if (type == TYPE_Q4_0) { q -= 8; }
+                    sum += q * qx[32 * b + j];
+                    sum_x += qx[32 * b + j];
+                }
+                acc = fmaf((float)sum, d * dx[b], acc);
+                if (type == TYPE_Q4_1) { acc = fmaf(fp16_to_fp32((uint16_t)(block[2] | block[3] << 8)), dx[b] * (float)sum_x, acc); }
+            }
+            out[(size_t)t * OC + o] = acc;
+        }
+    }
+    free(dx); free(qx);
+}
+
+// On every level with an int8 kernel: packed Q8_0, Q4_0 and Q4_1 weights give the oracle's bits at odd
+// shapes, every batch size up to 17 (all tile shapes and their tails) and one thread or all; Q8_0's
+// quants include -128 (a file may hold it; the AVX2 kernel's sign trick must not overflow on it). Where
+// the machine has no int8 level this test reports that and checks nothing.
+static void test_int8_kernel_exact(void) {
+    if (!int8_path_runs(TYPE_Q4_1 | FAST_PACKED)) { return; }
+    const int shapes[][2] = {{32, 7}, {96, 33}, {576, 150}, {1536, 9}};
+    const int types[] = {TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_1};
+    int checked = 0;
+    for (int k = 0; k < 3; k++) {
+        for (int s = 0; s < 4; s++) {
+            int C = shapes[s][0], OC = shapes[s][1], T = 17;
+            float* dequantised = mallocCheck((size_t)OC * C * sizeof(float));
+            uint8_t* stored = make_weight(types[k], OC, C, dequantised);
+            if (types[k] == TYPE_Q8_0) {
+                for (int o = 0; o < OC; o += 3) { stored[(size_t)o * tensor_bytes(TYPE_Q8_0, C) + 2 + o % 32] = 0x80; }
+            }
+            Matrix weight;
+            void* owned;
+            weight_form(&weight, stored, types[k], OC, C, 1, &owned);
+            float* inp = mallocCheck((size_t)T * C * sizeof(float));
+            fill_uniform(inp, (size_t)T * C, &rng_state, -1, 1);
+            for (int c = 0; c < 32; c++) { inp[c] = 0.0f; }          // a block of zeros (scale 0)
+            inp[C + 5] = -4.0f; inp[C + 6] = 4.0f;                   // quants of +-127
+            float* expected = mallocCheck((size_t)T * OC * sizeof(float));
+            float* got = mallocCheck((size_t)T * OC * sizeof(float));
+            int8_kernel_oracle(expected, inp, stored, types[k], T, C, OC);
+            for (int rows = 1; rows <= T; rows++) {
+                for (int one_thread = 0; one_thread < 2; one_thread++) {
+#ifdef _OPENMP
+                    int threads = omp_get_max_threads();
+                    if (one_thread) { omp_set_num_threads(1); }
+#else
+                    if (one_thread) { continue; }
+#endif
+                    matmul_forward_fast(got, inp, weight, rows, C, OC);
+#ifdef _OPENMP
+                    omp_set_num_threads(threads);
+#endif
+                    check(bits_equal(got, expected, (size_t)rows * OC), "int8 kernel [%s] %s packed T=%d C=%d OC=%d%s: "
+                          "not the oracle's bits (first row %g against %g)", fast_isa_name(fast_isa), tensor_type_name(types[k]),
+                          rows, C, OC, one_thread ? ", one thread" : "", got[0], expected[0]);
+                    checked++;
+                }
+            }
+            free(got); free(expected); free(inp); free(owned); free(stored); free(dequantised);
+        }
+    }
+    printf("int8 kernel [%s]: %d calls gave the oracle's bits\n", fast_isa_name(fast_isa), checked);
 }
 
 // Inputs that are not finite: the int8 path hands the call to the fp32 kernels, so infinities and NaNs
@@ -817,6 +912,7 @@ int main(int argc, char** argv) {
         test_swiglu();
         test_matmul_all();
         test_matmul_not_finite();
+        test_int8_kernel_exact();
         test_embedding();
         test_attention_all();
         test_attention_backward_all();

@@ -3,9 +3,8 @@
 # llama-cpp-python==0.3.36 (vendor/llama.cpp), for the oracle and side-by-side checks (make test-interop,
 # make bench-spec). Output: build/llama.cpp/bin/{llama-speculative-simple,llama-simple,llama-completion,
 # llama-bench}. Network: PyPI only (skipped when build/llama-cpp-python/ already holds the archive).
-# Flags: GGML_NATIVE=OFF (native builds crash in the AMX Q4_1 kernels on some of these machines) plus every
-# x86 extension this CPU reports in /proc/cpuinfo among AVX2, FMA, F16C, AVX-512, AVX-512 VNNI and AVX-VNNI,
-# so llama-bench's figures are what llama.cpp does on this CPU short of AMX (make bench compares with them).
+# Flags: tools/llama_isa.sh (this CPU's x86 extensions short of AMX), so llama-bench's figures are what
+# llama.cpp does on this CPU (make bench compares with them).
 # No curl/OpenSSL, no web UI, no tests.
 # Usage: tools/build_llama_tools.sh [JOBS]   (JOBS defaults to 2; the build runs under nice -n 10)
 set -eu
@@ -32,17 +31,12 @@ if [ ! -f "$SOURCE/CMakeLists.txt" ]; then
     tar -xzf "$ARCHIVE" -C "$ARCHIVE_DIR"
 fi
 
-# the CPU's extensions (whole words of the flags line), AMX left out
-ISA=""
-flags=$(grep -m1 '^flags' /proc/cpuinfo 2> /dev/null || true)
-for pair in avx2:AVX2 fma:FMA f16c:F16C avx512f:AVX512 avx512_vnni:AVX512_VNNI avx_vnni:AVX_VNNI; do
-    case " ${flags#*:} " in *" ${pair%%:*} "*) ISA="$ISA -DGGML_${pair#*:}=ON" ;; esac
-done
-echo "llama.cpp: GGML_NATIVE=OFF,$ISA"
+ISA=$(sh tools/llama_isa.sh)
+echo "llama.cpp: $ISA"
 
 start=$(date +%s)
 # shellcheck disable=SC2086
-nice -n 10 cmake -S "$SOURCE" -B "$DEST" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF $ISA \
+nice -n 10 cmake -S "$SOURCE" -B "$DEST" -DCMAKE_BUILD_TYPE=Release $ISA \
     -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
     -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DBUILD_SHARED_LIBS=OFF -DGGML_BACKEND_DL=OFF
 # shellcheck disable=SC2086

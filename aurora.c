@@ -117,7 +117,7 @@ static const Flag FLAGS[] = {
     {"no-blas", NULL, "--no-blas", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(no_blas), "the reference ops (the same as --backend ref)"},
     {"backend", NULL, "--backend", FLAG_CHOICE, "TABLE", 0, 0, "cpu|fast|fast-exact|blas|ref|cuda", OPTION(backend_name),
      "the op table: fast (the default on a CPU: weights read in their GGUF type, int8 activations on AVX-512 VNNI "
-     "CPUs), fast-exact (the same with fp32 activations), blas (fp32 weights, OpenBLAS matmuls), ref (the readable "
+     "and AVX2 CPUs), fast-exact (the same with fp32 activations), blas (fp32 weights, OpenBLAS matmuls), ref (the readable "
      "reference, fp32 weights), cuda (as --device cuda)"},
     {"context", NULL, "--context", FLAG_INT, "N", 1, 1 << 20, NULL, OPTION(context),
      "KV cache slots (0 or absent: the model's context, at most 4096)"},

@@ -470,7 +470,7 @@ typedef struct {
 
 // The tables. The reference is the oracle every other table is tested against (tests/test_backends.c).
 extern const Backend backend_cpu_ref;       // cpu_ref.c: plain loops, fp32 weights
-extern const Backend backend_cpu_fast;      // cpu_fast.c: weights in their GGUF type, int8 activations on VNNI CPUs
+extern const Backend backend_cpu_fast;      // cpu_fast.c: weights in their GGUF type, int8 activations on VNNI and AVX2 CPUs
 extern const Backend backend_cpu_fast_exact; // cpu_fast.c: the same kernels with fp32 activations
 #ifdef USE_BLAS
 extern const Backend backend_cpu_blas;      // backends.c: the reference with OpenBLAS matmuls
@@ -488,7 +488,7 @@ const Backend* backend_by_name(const char* name, Error* err);
 void backend_describe(const Backend* backend, char* text, size_t size);
 
 // The fast CPU ops (backends/cpu_fast.c; contract there): weights in any supported GGUF type, read in place.
-// matmul_forward_fast takes the int8 path on quantised weights where the CPU has AVX-512 VNNI (the tables
+// matmul_forward_fast takes the int8 path on quantised weights where the CPU has AVX-512 VNNI or AVX2 (the tables
 // choose their arithmetic explicitly).
 void embedding_forward_fast(float* out, const int* tokens, Matrix table, int T, int C, int V);
 void matmul_forward_fast(float* out, const float* inp, Matrix weight, int T, int C, int OC);

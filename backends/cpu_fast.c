@@ -459,6 +459,7 @@ enum { FAST_SWIGLU_PARALLEL_MIN = 4096, FAST_SWIGLU_CHUNK = 1024 };
 static void swiglu_span(float* out, const float* gate, const float* up, int n, int isa) {
 #if FAST_X86
     if (isa >= FAST_ISA_AVX512) { fast_swiglu_avx512(out, gate, up, n); return; }
+    if (isa == FAST_ISA_AVX2) { fast_swiglu_avx2(out, gate, up, n); return; }
 #endif
     (void)isa;
     for (int i = 0; i < n; i++) {

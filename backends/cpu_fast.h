@@ -400,7 +400,7 @@ FAST_INLINE void attention_backward_head_body(float* dq, float* dkeys, float* dv
 
 // ----------------------------------------------------------------------------
 // Packed quantised matrices: the int8 table's form of a Q8_0, Q4_0 or Q4_1 matrix (upload_matrix packs it
-// once, on AVX-512 VNNI CPUs). The same bytes as stored, regrouped so that one vpdpbusd serves 16 weight
+// once, on AVX-512 VNNI and AVX2 CPUs). The same bytes as stored, regrouped so that one vpdpbusd serves 16 weight
 // rows: int32 lane r of a vector holds 4 consecutive elements of row r. Rows go in groups of 16 (the last
 // group padded with zero rows); a group's blocks follow each other; one block of a group is
 //   d[16]    the 16 rows' fp16 scales, as stored                                           32 bytes
@@ -518,6 +518,7 @@ void fast_matmul_packed_avx2(float* out, const FastInt8Blocks* x, Matrix weight,
 void fast_attention_item_avx2(const AttentionItem* item);
 // SwiGLU over n elements with fast_expf's twin: the same bits as the portable loop (cpu_fast.c)
 void fast_swiglu_avx512(float* out, const float* gate, const float* up, int n);
+void fast_swiglu_avx2(float* out, const float* gate, const float* up, int n);
 void fast_attention_item_avx512(const AttentionItem* item);
 void fast_attention_backward_head_avx2(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
                                        const float* keys, const float* values, const uint8_t* mask, int T, int P, int NH,

@@ -38,10 +38,10 @@ static const Backend* B;    // the backend under test; the reference is backend_
 static const char* model_tolerance = "layer";
 
 // Whether the backend under test multiplies weights of this type with int8 activations (the fast table on
-// quantised weights, where the CPU has AVX-512 VNNI): its results then differ from the reference's by the
+// quantised weights, where the CPU has AVX-512 VNNI or AVX2): its results then differ from the reference's by the
 // activations' rounding (tolerances "int8_activations", "int8_model"), not by reordering alone.
 static int int8_arithmetic(int weight_type) {
-    return B == &backend_cpu_fast && fast_isa_current() == FAST_ISA_AVX512_VNNI && tensor_type_block_size(weight_type) == 32;
+    return B == &backend_cpu_fast && fast_isa_has_int8(fast_isa_current()) && tensor_type_block_size(weight_type) == 32;
 }
 // Whether a serving draft on the backend under test computes with int8 activations (its matrices in the
 // backend's draft_type, quantised when its width allows).
@@ -1370,7 +1370,7 @@ int main(void) {
     test_negative_control();
     const Backend* backends[6];
     int n_backends = 0;
-    backends[n_backends++] = &backend_cpu_fast;       // the default CPU table (int8 activations on VNNI CPUs)
+    backends[n_backends++] = &backend_cpu_fast;       // the default CPU table (int8 activations on VNNI and AVX2 CPUs)
     backends[n_backends++] = &backend_cpu_fast_exact; // the same kernels, fp32 activations
     const char* names[2] = {"blas", "cuda"};
     for (int i = 0; i < 2; i++) {

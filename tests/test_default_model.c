@@ -7,7 +7,7 @@ consistently. Run by `make test-model` after `make model`; the llama.cpp compari
   - the multi-token forward equals token-at-a-time decoding on the real weights (reference table)
   - the fast table with fp32 activations (cpu-fast-exact) equals the reference, and its greedy output for
     a fixed prompt is deterministic and equals the recorded ids below
-  - the default table (int8 activations where the CPU has AVX-512 VNNI) stays within a measured bound of
+  - the default table (int8 activations where the CPU has AVX-512 VNNI or AVX2) stays within a measured bound of
     the reference, with the same argmax at every position and the same first greedy token; how long its
     greedy output stays equal to the reference's is reported (two roundings part at near ties)
   - speculative decoding (random EAGLE draft, self, lookup) on the default table gives exactly its plain

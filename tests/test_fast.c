@@ -851,6 +851,23 @@ static void test_swiglu(void) {
         check_tensor(what, got, reference, (size_t)N, fast_tolerance("reorder"));
         free(gate); free(up); free(expected); free(reference); free(got);
     }
+    // the exponential's vector twins over their whole range: gate from -110 to 110 in steps of 1/256, so
+    // exp(-gate) runs through overflow, normal results, subnormal ones (where 2^n is applied in two steps)
+    // and underflow; up = 1
+    int N = 220 * 256 + 1;
+    float* gate = mallocCheck((size_t)N * sizeof(float));
+    float* up = mallocCheck((size_t)N * sizeof(float));
+    float* expected = mallocCheck((size_t)N * sizeof(float));
+    float* got = mallocCheck((size_t)N * sizeof(float));
+    for (int i = 0; i < N; i++) {
+        gate[i] = -110.0f + (float)i / 256.0f;
+        up[i] = 1.0f;
+        expected[i] = gate[i] / (1.0f + fast_expf(-gate[i])) * up[i];
+    }
+    swiglu_forward_fast(got, gate, up, N);
+    check(bits_equal(got, expected, (size_t)N), "swiglu_forward_fast (%s) over gate in [-110, 110] differs from its "
+          "expression (tolerance exact)", fast_isa_name(fast_isa));
+    free(gate); free(up); free(expected); free(got);
 }
 
 // RoPE: the reference's bits, in place and not, through runs of calls at the same positions (the kept

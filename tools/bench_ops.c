@@ -5,7 +5,7 @@ benchmark, not a test: it prints numbers and asserts nothing.
 
 For each matmul shape of the model and T input rows it times one call of
   fast     the default table's matmul on its form of the weights (Q4_1 layers, Q8_0 LM head; packed
-           into groups of 16 rows on AVX-512 VNNI CPUs)
+           into groups of 16 rows on AVX-512 VNNI and AVX2 CPUs)
   ref      matmul_forward_cpu on fp32 copies (the readable reference)
   blas     OpenBLAS sgemm on the same fp32 copies (built with USE_BLAS)
 cycling over the 30 layers' matrices of that shape, as a decode step does (so a matrix is not served from
@@ -47,7 +47,7 @@ typedef struct {
     int n;                           // instances (layers)
     int C, OC, type;
     const void* stored[MAX_INSTANCES]; // in the file's type, inside the mapping
-    Matrix fast[MAX_INSTANCES];      // as the default table keeps it (upload_matrix: packed on VNNI CPUs)
+    Matrix fast[MAX_INSTANCES];      // as the default table keeps it (upload_matrix: packed on VNNI and AVX2 CPUs)
     float* fp32[MAX_INSTANCES];      // (OC, C) dequantised copies for the reference and OpenBLAS
     size_t stored_bytes;             // of one instance
 } Instances;
@@ -81,7 +81,7 @@ static const char* VARIANT_LABELS[] = {"fast", "fast fp32", "ref", "blas"};
 #define REF_ROUNDS 2   // the reference's calls are long (noise averages out within them) and slow
 
 static int variant_available(int variant) {
-    if (variant == VARIANT_FAST_FP32) { return fast_isa_current() == FAST_ISA_AVX512_VNNI; }   // else = fast
+    if (variant == VARIANT_FAST_FP32) { return fast_isa_has_int8(fast_isa_current()); }   // else = fast
 #ifdef USE_BLAS
     return 1;
 #else
@@ -307,7 +307,7 @@ int main(int argc, char** argv) {
     // ---- shape by shape
     printf("per call (microseconds; each instance's fastest call, averaged over the instances). GB/s: weight bytes "
            "read per second (stored type for fast, fp32 for blas); T/1: time over the 1-row time.\n"
-           "fast: int8 activations where the CPU has AVX-512 VNNI (else = fast fp32); fast fp32: fp32 activations; "
+           "fast: int8 activations where the CPU has AVX-512 VNNI or AVX2 (else = fast fp32); fast fp32: fp32 activations; "
            "ref: the reference on fp32 weights; blas: OpenBLAS sgemm on fp32 weights\n");
     printf("%-22s %-5s %3s %9s %9s %9s %9s %6s %7s %6s %7s %7s\n", "shape", "type", "T", "fast", "fast fp32", "ref",
            "blas", "GB/s", "blasGB/s", "T/1", "fp32T/1", "blasT/1");

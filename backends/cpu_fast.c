@@ -479,7 +479,7 @@ void swiglu_forward_fast(float* out, const float* gate, const float* up, int N) 
 }
 
 // ----------------------------------------------------------------------------
-// quantisation: quantize_row's results (bit for bit), in parallel, vectorised for Q8_0 on AVX-512
+// quantisation: quantize_row's results (bit for bit), in parallel, vectorised for Q8_0 on AVX-512 and AVX2
 
 void quantize_rows_fast(int type, const float* source, void* destination, int rows, int cols) {
     // source: (rows, cols); destination: rows of tensor_bytes(type, cols) bytes
@@ -491,6 +491,7 @@ void quantize_rows_fast(int type, const float* source, void* destination, int ro
         uint8_t* out = (uint8_t*)destination + (size_t)r * row_bytes;
 #if FAST_X86
         if (type == TYPE_Q8_0 && isa >= FAST_ISA_AVX512) { fast_quantize_q8_0_avx512(out, x, cols / FAST_QK); continue; }
+        if (type == TYPE_Q8_0 && isa == FAST_ISA_AVX2) { fast_quantize_q8_0_avx2(out, x, cols / FAST_QK); continue; }
 #endif
         (void)isa;
         quantize_row(type, x, out, cols);

@@ -534,6 +534,7 @@ void fast_matmul_backward_block_avx512(float* out, const float* a, size_t a_row,
                                        int C, int r0, int c0);
 // n_blocks blocks of 32 values to Q8_0, exactly as quantize_row.
 void fast_quantize_q8_0_avx512(uint8_t* out, const float* x, int64_t n_blocks);
+void fast_quantize_q8_0_avx2(uint8_t* out, const float* x, int64_t n_blocks);
 #endif
 
 #endif // CPU_FAST_H

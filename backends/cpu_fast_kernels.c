@@ -1087,4 +1087,43 @@ FAST_AVX512_TARGET void fast_quantize_q8_0_avx512(uint8_t* out, const float* x, 
     }
 }
 
+// The same on AVX2 (a draft's hot swap on AVX-512-less CPUs), 8 values at a time: quantize_row's bits.
+FAST_AVX2_TARGET void fast_quantize_q8_0_avx2(uint8_t* out, const float* x, int64_t n_blocks) {
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f), limit = _mm256_set1_ps(127.0f);
+    const __m256 sign = _mm256_set1_ps(-0.0f), infinity = _mm256_set1_ps(INFINITY);
+    for (int64_t b = 0; b < n_blocks; b++) {
+        const float* block_x = x + b * FAST_QK;
+        uint8_t* block = out + b * 34;
+        __m256 v[4], largest = _mm256_setzero_ps(), finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(block_x + 8 * k);
+            __m256 magnitude = _mm256_andnot_ps(sign, v[k]);
+            finite = _mm256_and_ps(finite, _mm256_cmp_ps(magnitude, infinity, _CMP_LT_OQ));
+            largest = _mm256_max_ps(largest, magnitude);
+        }
+        if (_mm256_movemask_ps(finite) != 0xff) { quantize_row(TYPE_Q8_0, block_x, block, FAST_QK); continue; }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(largest), _mm256_extractf128_ps(largest, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1)));
+        float d = amax / 127.0f;
+        float inverse = d != 0.0f ? 1.0f / d : 0.0f;
+        uint16_t d_half = (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), 0);
+        memcpy(block, &d_half, 2);   // little-endian, as tensor_store_u16
+        __m256 scale = _mm256_set1_ps(inverse);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) {
+            __m256 scaled = _mm256_mul_ps(v[k], scale);
+            __m256 t = _mm256_round_ps(scaled, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __m256 away = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(scaled, t)), half, _CMP_GE_OQ);
+            __m256 sign_one = _mm256_or_ps(one, _mm256_and_ps(scaled, sign));
+            __m256 rounded = _mm256_add_ps(t, _mm256_and_ps(away, sign_one));
+            rounded = _mm256_min_ps(_mm256_max_ps(rounded, _mm256_sub_ps(_mm256_setzero_ps(), limit)), limit);
+            q[k] = _mm256_cvttps_epi32(rounded);
+        }
+        __m256i words = _mm256_packs_epi32(q[0], q[1]), words2 = _mm256_packs_epi32(q[2], q[3]);
+        __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(words, words2), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i*)(block + 2), bytes);
+    }
+}
+
 #endif // FAST_X86

@@ -39,9 +39,9 @@ Contract:
   - attention_backward_fast: attention_backward_cpu's contract; its sums have the reference's terms, the
     dot products' in vector lanes (results within fp32 reordering of the reference).
   - matmul_backward_fast: matmul_backward_cpu's contract, each element's sum over the same terms in the
-    same order: on AVX-512 in register tiles with fused multiply-adds (results within a few ulp of the
-    reference's, measured in tests/test_fast.c), elsewhere in tiles of 16 rows by 256 columns with a
-    multiply and an add (the reference's results bit for bit). Any thread count gives the same bits. The
+    same order: on AVX-512 and AVX2 in register tiles with fused multiply-adds (the same bits on both,
+    within a few ulp of the reference's, measured in tests/test_fast.c), in portable C in tiles of 16 rows
+    by 256 columns with a multiply and an add (the reference's results bit for bit). Any thread count gives the same bits. The
     trainer's gradients: tools/bench_ops.c measures them (the README's speed section).
 
 What it refuses to do: fast-math, an exp without a measured bound (fast_expf has one), dequantising a
@@ -317,18 +317,20 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
 
 // ----------------------------------------------------------------------------
 // matmul backward (fp32 weights: the trainer's draft): matmul_backward_cpu's sums in its order, in blocks
-// (AVX-512, cpu_fast_kernels.c) or tiles (matmul_backward_tile_body in cpu_fast.h), each owned by one thread
+// (AVX-512 and AVX2, cpu_fast_kernels.c: fused multiply-adds, the same bits on both) or tiles
+// (matmul_backward_tile_body in cpu_fast.h: the reference's bits), each owned by one thread
 
 static void matmul_backward_tiles(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
                                   int C, int isa) {
 #if FAST_X86
-    if (isa >= FAST_ISA_AVX512) {   // blocks of 128 rows by 64 columns (cpu_fast_kernels.c)
-        int n_columns = (C + 63) / 64;
+    if (isa >= FAST_ISA_AVX2) {   // blocks of 128 rows by 64 columns (AVX-512) or 16 (AVX2)
+        int width = isa >= FAST_ISA_AVX512 ? 64 : 16, n_columns = (C + width - 1) / width;
         int n_blocks = (R + FAST_BACKWARD_BLOCK_ROWS - 1) / FAST_BACKWARD_BLOCK_ROWS * n_columns;
         #pragma omp parallel for schedule(static) if ((long)R * K * C >= PARALLEL_MIN_WORK)
         for (int block = 0; block < n_blocks; block++) {
-            fast_matmul_backward_block_avx512(out, a, a_row, a_k, b, R, K, C, block / n_columns * FAST_BACKWARD_BLOCK_ROWS,
-                                              block % n_columns * 64);
+            int r0 = block / n_columns * FAST_BACKWARD_BLOCK_ROWS, c0 = block % n_columns * width;
+            if (isa >= FAST_ISA_AVX512) { fast_matmul_backward_block_avx512(out, a, a_row, a_k, b, R, K, C, r0, c0); }
+            else { fast_matmul_backward_block_avx2(out, a, a_row, a_k, b, R, K, C, r0, c0); }
         }
         return;
     }
@@ -338,10 +340,6 @@ static void matmul_backward_tiles(float* out, const float* a, size_t a_row, size
     #pragma omp parallel for schedule(static) if ((long)R * K * C >= PARALLEL_MIN_WORK)
     for (int tile = 0; tile < n_tiles; tile++) {
         int r0 = tile / n_columns * FAST_BACKWARD_ROWS, c0 = tile % n_columns * FAST_BACKWARD_COLUMNS;
-#if FAST_X86
-        if (isa == FAST_ISA_AVX2) { fast_matmul_backward_tile_avx2(out, a, a_row, a_k, b, R, K, C, r0, c0); }
-        else
-#endif
         { (void)isa; matmul_backward_tile_body(out, a, a_row, a_k, b, R, K, C, r0, c0); }
     }
 }

@@ -143,8 +143,8 @@ FAST_INLINE void matmul_rows_portable_body(float* out, const float* inp, Matrix 
 }
 
 // ----------------------------------------------------------------------------
-// matmul backward over fp32 weights (the trainer's draft), the portable tile (AVX-512 CPUs run the
-// register-tiled kernel in cpu_fast_kernels.c instead). Both gradients have one form,
+// matmul backward over fp32 weights (the trainer's draft), the portable tile (AVX-512 and AVX2 CPUs run
+// the register-tiled kernels in cpu_fast_kernels.c instead). Both gradients have one form,
 //   out[r][c] += sum over k of a(r, k) * b[k][c],   a(r, k) = a[r * a_row + k * a_k], b: (K, C)
 //   dinp:    r = t, k = o: a = dout (a_row OC, a_k 1), b = weight
 //   dweight: r = o, k = t: a = dout (a_row 1, a_k OC), b = inp
@@ -526,12 +526,14 @@ void fast_attention_backward_head_avx2(float* dq, float* dkeys, float* dvalues, 
 void fast_attention_backward_head_avx512(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
                                          const float* keys, const float* values, const uint8_t* mask, int T, int P, int NH,
                                          int NKV, int HS, int kv_head, int* visible, float* scores, float* dweights);
-void fast_matmul_backward_tile_avx2(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
-                                    int C, int r0, int c0);
 // The AVX-512 backward's work item: rows [r0, r0 + FAST_BACKWARD_BLOCK_ROWS), columns [c0, c0 + 64).
 #define FAST_BACKWARD_BLOCK_ROWS 128
 void fast_matmul_backward_block_avx512(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
                                        int C, int r0, int c0);
+// The AVX2 backward's work item: rows [r0, r0 + FAST_BACKWARD_BLOCK_ROWS), columns [c0, c0 + 16); the same
+// bits as the AVX-512 block.
+void fast_matmul_backward_block_avx2(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
+                                     int C, int r0, int c0);
 // n_blocks blocks of 32 values to Q8_0, exactly as quantize_row.
 void fast_quantize_q8_0_avx512(uint8_t* out, const float* x, int64_t n_blocks);
 void fast_quantize_q8_0_avx2(uint8_t* out, const float* x, int64_t n_blocks);

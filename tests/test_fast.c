@@ -545,7 +545,7 @@ static void test_quantize_rows(void) {
 // The portable and AVX2 tiles: the reference's bits. AVX-512: the same order with fused multiply-adds,
 // within "fma_sum" of the reference per term summed (K terms of |a * b| <= 1).
 static void check_backward(const char* what, const float* got, const float* expected, size_t n, int K) {
-    if (fast_isa < FAST_ISA_AVX512) {
+    if (fast_isa < FAST_ISA_AVX2) {
         check(memcmp(got, expected, n * sizeof(float)) == 0, "%s differs from matmul_backward_cpu", what);
         return;
     }
@@ -554,6 +554,33 @@ static void check_backward(const char* what, const float* got, const float* expe
     check_tensor(what, got, expected, n, tolerance);
     double error = max_abs_difference(got, expected, n) / (K > 0 ? K : 1);
     if (error > worst_backward_error_per_term) { worst_backward_error_per_term = error; }
+}
+
+// The AVX2 and AVX-512 backward blocks promise the same bits (each sum over k in order with fused
+// multiply-adds): checked where the CPU has both.
+static void test_matmul_backward_levels_agree(void) {
+    if (fast_isa_best() < FAST_ISA_AVX512) { printf("matmul backward: no AVX-512 here, AVX2 against AVX-512 not checked\n"); return; }
+    const int T = 133, C = 70, OC = 261;
+    float* inp = mallocCheck((size_t)T * C * sizeof(float));
+    float* weight = mallocCheck((size_t)OC * C * sizeof(float));
+    float* dout = mallocCheck((size_t)T * OC * sizeof(float));
+    fill_uniform(inp, (size_t)T * C, &rng_state, -1, 1);
+    fill_uniform(weight, (size_t)OC * C, &rng_state, -1, 1);
+    fill_uniform(dout, (size_t)T * OC, &rng_state, -1, 1);
+    float* grads[2][2];
+    int saved = fast_isa;
+    for (int k = 0; k < 2; k++) {
+        grads[k][0] = calloc((size_t)T * C, sizeof(float));
+        grads[k][1] = calloc((size_t)OC * C, sizeof(float));
+        fast_isa = k == 0 ? FAST_ISA_AVX2 : FAST_ISA_AVX512;
+        matmul_backward_fast(grads[k][0], grads[k][1], dout, inp, weight, T, C, OC);
+    }
+    fast_isa = saved;
+    check(memcmp(grads[0][0], grads[1][0], (size_t)T * C * sizeof(float)) == 0 &&
+          memcmp(grads[0][1], grads[1][1], (size_t)OC * C * sizeof(float)) == 0,
+          "matmul_backward_fast: the AVX2 and AVX-512 blocks differ");
+    for (int k = 0; k < 2; k++) { free(grads[k][0]); free(grads[k][1]); }
+    free(inp); free(weight); free(dout);
 }
 
 static void test_matmul_backward(void) {
@@ -936,6 +963,7 @@ int main(int argc, char** argv) {
         test_quantize_rows();
         test_matmul_backward();
     }
+    test_matmul_backward_levels_agree();
     test_negative_control();
     if (argc > 1) { test_model_file(argv[1]); }
     printf("worst |fast - reference|: matmul %.3g (fp32 reordering), attention %.3g, attention backward %.3g, matmul "

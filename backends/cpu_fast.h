@@ -299,6 +299,24 @@ static inline void attention_softmax(const AttentionItem* a) {
     }
 }
 
+// The per-query state of the vector kernels' values pass over queries [i0, i0 + nq) of an item (nq <= 4):
+// each query's softmax sum (added in slot order as the slots are read, as attention_softmax adds it), its
+// mask row and weights, and whether it sees any slot (a fully masked query gives zeros)
+typedef struct {
+    float sum_weights[4];
+    const uint8_t* mask_rows[4];
+    const float* weights[4];
+    int active[4];
+} ValuesQueries;
+static inline void values_queries_begin(ValuesQueries* v, const AttentionItem* a, int i0, int nq) {
+    for (int j = 0; j < nq; j++) {
+        v->sum_weights[j] = 0.0f;
+        v->mask_rows[j] = attention_mask_row(a, i0 + j);
+        v->weights[j] = a->scores + (size_t)(i0 + j) * a->P;
+        v->active[j] = a->max_scores[i0 + j] != -INFINITY;
+    }
+}
+
 // pass 2: weighted values in slot order per query, each value row read once for the whole item; then
 // divided by the sum (a fully masked query: zeros)
 FAST_INLINE void attention_values_body(const AttentionItem* a) {

@@ -512,18 +512,16 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_values_queries(const AttentionItem* a
     int KVD = a->NKV * a->HS;
     const float* v_head = a->value_cache + (size_t)a->kv_head * a->HS;
     __m512 acc[4][8];
-    float sum_weights[4];   // attention_softmax's sums, in its order
-    const uint8_t* mask_rows[4];
-    const float* weights[4];
-    int active[4];
+    ValuesQueries queries;
+    values_queries_begin(&queries, a, i0, nq);
+    float* sum_weights = queries.sum_weights;
+    const uint8_t* const* mask_rows = queries.mask_rows;
+    const float* const* weights = queries.weights;
+    const int* active = queries.active;
     #pragma GCC unroll 4
     for (int j = 0; j < nq; j++) {
         #pragma GCC unroll 8
         for (int c = 0; c < nv; c++) { acc[j][c] = _mm512_setzero_ps(); }
-        sum_weights[j] = 0.0f;
-        mask_rows[j] = attention_mask_row(a, i0 + j);
-        weights[j] = a->scores + (size_t)(i0 + j) * a->P;
-        active[j] = a->max_scores[i0 + j] != -INFINITY;   // a fully masked query: zeros
     }
     for (int p = 0; p < a->P; p++) {
         int any = 0;
@@ -734,18 +732,16 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_values_queries(const AttentionItem* a, in
     int KVD = a->NKV * a->HS;
     const float* v_head = a->value_cache + (size_t)a->kv_head * a->HS;
     __m256 acc[2][8];
-    float sum_weights[2];   // attention_softmax's sums, in its order
-    const uint8_t* mask_rows[2];
-    const float* weights[2];
-    int active[2];
+    ValuesQueries queries;
+    values_queries_begin(&queries, a, i0, nq);
+    float* sum_weights = queries.sum_weights;
+    const uint8_t* const* mask_rows = queries.mask_rows;
+    const float* const* weights = queries.weights;
+    const int* active = queries.active;
     #pragma GCC unroll 2
     for (int j = 0; j < nq; j++) {
         #pragma GCC unroll 8
         for (int c = 0; c < nv; c++) { acc[j][c] = _mm256_setzero_ps(); }
-        sum_weights[j] = 0.0f;
-        mask_rows[j] = attention_mask_row(a, i0 + j);
-        weights[j] = a->scores + (size_t)(i0 + j) * a->P;
-        active[j] = a->max_scores[i0 + j] != -INFINITY;   // a fully masked query: zeros
     }
     for (int p = 0; p < a->P; p++) {
         const float* v_p = v_head + (size_t)p * KVD;

@@ -1108,10 +1108,9 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_packed_tile(float* out, const FastInt8Blo
             #pragma GCC unroll 4
             for (int t = 0; t < TB; t++) {
                 size_t at = (size_t)(t0 + t) * n_blocks + b;
-                __m256i total = sum[h][t];
-                if (type != TYPE_Q8_0) {
-                    total = _mm256_add_epi32(_mm256_madd_epi16(total, ones), _mm256_set1_epi32(x->starts[at]));
-                }
+                __m256i total = sum[h][t];   // Q8_0: q . qx already; Q4_1's correction is 0, not added
+                if (type != TYPE_Q8_0) { total = _mm256_madd_epi16(total, ones); }
+                if (type == TYPE_Q4_0) { total = _mm256_add_epi32(total, _mm256_set1_epi32(x->starts[at])); }
                 __m256 scale = _mm256_mul_ps(d, _mm256_set1_ps(x->scales[at]));
                 acc[h][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), scale, acc[h][t]);
                 if (type == TYPE_Q4_1) { acc[h][t] = _mm256_fmadd_ps(m, _mm256_set1_ps(x->sums[at]), acc[h][t]); }

@@ -702,6 +702,50 @@ static void test_hot_swap(DraftKind kind, int in_gaps) {
     target_free(&target);
 }
 
+// ---- training in the gaps: a step starts only where it is expected to fit -----------------------------
+// Deterministic whatever the machine's speed: with no step measured yet a 50 ms gap runs at least one;
+// with the last steps recorded as 10 s long no step fits, so four gaps run none, and the fifth (after
+// GAP_STARVED gaps without a step) runs exactly one.
+static void test_gap_fit(void) {
+    Target target;
+    load_tiny_target(&target, 2, 33);
+    Draft draft;
+    draft_init_random(&draft, &target, 150, NULL, 4);
+    Flywheel flywheel;
+    flywheel_start(&flywheel, &draft, &target, trainer_default_settings(), 64, 1, 1, 0, 8, 1, 1, 1);
+    DraftSource source;
+    draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, &draft, &target);
+    SamplerSettings greedy = {0.0f, 1.0f};
+    for (int r = 0; r < 3; r++) {
+        int prompt[8], out[12];
+        for (int i = 0; i < 8; i++) { prompt[i] = 3 + 17 * r + i; }
+        SpecStats stats;
+        Record* record = record_new(target.config.dim);
+        generate_speculative(&target, &source, prompt, 8, 12, greedy, 0, out, &stats, NULL, NULL, record);
+        record_buffer_push(flywheel.records, record);
+    }
+    flywheel_gap(&flywheel, 0.05);
+    long first = flywheel.gap_steps;
+    check(first >= 1, "gap fit: a 50 ms gap with no step measured yet ran %ld steps (expected at least one)", first);
+    for (int i = 0; i < GAP_STEP_HISTORY; i++) { flywheel.gap_step_seconds[i] = 10.0; }
+    flywheel.gap_step_count = GAP_STEP_HISTORY;
+    long counts[5];
+    for (int g = 0; g < 5; g++) {
+        flywheel_gap(&flywheel, 0.05);
+        counts[g] = flywheel.gap_steps - first;
+    }
+    check(counts[3] == 0 && counts[4] == 1, "gap fit: with steps of 10 s, gaps of 50 ms ran %ld, %ld, %ld, %ld, %ld steps in all "
+          "after each of five gaps (expected 0, 0, 0, 0, then 1: a step after %d gaps without one)", counts[0], counts[1],
+          counts[2], counts[3], counts[4], GAP_STARVED);
+    printf("gap fit: %ld step(s) in a first 50 ms gap; with 10 s steps, steps after each of five gaps: %ld %ld %ld %ld %ld\n",
+           first, counts[0], counts[1], counts[2], counts[3], counts[4]);
+    flywheel_stop(&flywheel);
+    draft_source_free(&source);
+    flywheel_free(&flywheel);
+    draft_free(&draft);
+    target_free(&target);
+}
+
 int main(int argc, char** argv) {
     snprintf(temp_dir, sizeof(temp_dir), "/tmp/aurora_test_trainer_%d", (int)getpid());
     Error mkdir_err;
@@ -722,6 +766,7 @@ int main(int argc, char** argv) {
     test_hot_swap(DRAFT_EAGLE, 0);
     test_hot_swap(DRAFT_HYBRID, 0);
     test_hot_swap(DRAFT_EAGLE, 1);
+    test_gap_fit();
     if (remove_tree(temp_dir) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_dir); }
     return test_summary();
 }

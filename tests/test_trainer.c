@@ -704,7 +704,7 @@ static void test_hot_swap(DraftKind kind, int in_gaps) {
 
 // ---- training in the gaps: a step starts only where it is expected to fit -----------------------------
 // Deterministic whatever the machine's speed: with no step measured yet a 50 ms gap runs at least one;
-// with the last steps recorded as 10 s long no step fits, so four gaps run none, and the fifth (after
+// with the last steps recorded as 10 s long no step fits (nor after one short step joins them), so four gaps run none, and the fifth (after
 // GAP_STARVED gaps without a step) runs exactly one.
 static void test_gap_fit(void) {
     Target target;

@@ -52,8 +52,9 @@ Instruction sets. The checking build is plain -O2 for any x86-64 (no -march), so
 ISA at run time, four levels chosen by __builtin_cpu_supports on the first call (fast_isa; tests set it to
 check every level the machine has):
   portable C         any CPU (ARM included): spans, `restrict`, `omp simd`; the compiler vectorises it
-  portable C, AVX2   the same C compiled with __attribute__((target("avx2,fma,f16c"))), no intrinsics, plus
-                     the int8 kernel for the packed quantised types (intrinsics: vpmaddubsw, vpmaddwd)
+  AVX2               intrinsics at 8 lanes: the int8 kernel for the packed quantised types (vpmaddubsw,
+                     vpmaddwd: the VNNI kernel's bits), fp32 weights in register tiles, attention, SwiGLU,
+                     the trainer's backward; other weight types take the portable C compiled for AVX2
   AVX-512            intrinsics, fp32 activations (matmul); attention is the portable C compiled for it
   AVX-512 VNNI       as AVX-512, plus the int8 kernel for the packed quantised types
 Why not -march=native: the binary must run on any x86-64, and one dispatch point keeps the portable path

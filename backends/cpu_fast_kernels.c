@@ -9,84 +9,8 @@ for why), or included by cpu_fast.c.
 
 #if FAST_X86
 
-#define FAST_PANEL 32   // weight rows kept in L1 while every input row passes over them (the fp32 tiles)
-
 // ----------------------------------------------------------------------------
 // the portable bodies, compiled for wider vectors (the compiler's vectorisation: the same C, no intrinsics)
-
-// ----------------------------------------------------------------------------
-// fp32 weights on AVX2 (the trainer's draft, its held-back evaluation): avx512_tile's scheme at 8 lanes.
-// R weight rows by TB input rows of accumulators (R * TB = 8: the FMA latency covered, 11 of the 16 ymm
-// registers), 8 columns at a time, a row's tail by masked loads; each accumulator sums its lanes' products
-// in column order, one FMA at a time, and is reduced by one fixed tree at the end, so an output element's
-// arithmetic is the same for every R and TB (a row's result does not depend on T or the other rows).
-// Other weight types take the portable span (quantised weights take the int8 kernel on this level).
-// Measured on the 2-core EPYC (Zen 3), one thread, the trainer's LM head (190 rows, 576 -> 4096): the
-// portable span 66 ms.
-
-FAST_INLINE FAST_AVX2_TARGET float avx2_reduce_add(__m256 v) {
-    __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    half = _mm_add_ps(half, _mm_movehl_ps(half, half));
-    return _mm_cvtss_f32(_mm_add_ss(half, _mm_shuffle_ps(half, half, 1)));
-}
-
-FAST_INLINE FAST_AVX2_TARGET void avx2_f32_tile(float* out, const float* x, const float* w, int C, int OC, int R, int TB) {
-    // out: (TB, OC) at the tile's first row and column; x: (TB, C); w: R rows of C
-    __m256 acc[8][8];
-    #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-        #pragma GCC unroll 8
-        for (int t = 0; t < TB; t++) { acc[r][t] = _mm256_setzero_ps(); }
-    }
-    for (int c = 0; c < C; c += 8) {
-        int left = C - c;
-        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        __m256 wv[8];
-        #pragma GCC unroll 8
-        for (int r = 0; r < R; r++) { wv[r] = left >= 8 ? _mm256_loadu_ps(w + (size_t)r * C + c) : _mm256_maskload_ps(w + (size_t)r * C + c, mask); }
-        #pragma GCC unroll 8
-        for (int t = 0; t < TB; t++) {
-            __m256 xv = left >= 8 ? _mm256_loadu_ps(x + (size_t)t * C + c) : _mm256_maskload_ps(x + (size_t)t * C + c, mask);
-            #pragma GCC unroll 8
-            for (int r = 0; r < R; r++) { acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]); }
-        }
-    }
-    #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-        #pragma GCC unroll 8
-        for (int t = 0; t < TB; t++) { out[(size_t)t * OC + r] = avx2_reduce_add(acc[r][t]); }
-    }
-}
-
-static FAST_AVX2_TARGET void avx2_f32_tiles(float* out, const float* x, const float* w, int C, int OC, int TB) {
-    switch (TB) {   // R = 8 / TB weight rows; TB = 0: one row by one row (a panel's tail)
-        case 0: avx2_f32_tile(out, x, w, C, OC, 1, 1); break;
-        case 1: avx2_f32_tile(out, x, w, C, OC, 8, 1); break;
-        case 2: avx2_f32_tile(out, x, w, C, OC, 4, 2); break;
-        case 4: avx2_f32_tile(out, x, w, C, OC, 2, 4); break;
-        default: avx2_f32_tile(out, x, w, C, OC, 1, 8); break;
-    }
-}
-
-FAST_AVX2_TARGET void fast_matmul_rows_avx2(float* out, const float* inp, Matrix weight, int T, int C, int OC,
-                                            int first_row, int last_row) {
-    if (weight.type != TYPE_F32) { matmul_rows_portable_body(out, inp, weight, T, C, OC, first_row, last_row); return; }
-    const float* w = (const float*)weight.data;
-    for (int panel = first_row; panel < last_row; panel += FAST_PANEL) {
-        int panel_end = panel + FAST_PANEL < last_row ? panel + FAST_PANEL : last_row;
-        for (int t0 = 0, TB; t0 < T; t0 += TB) {
-            TB = T - t0 >= 8 ? 8 : T - t0 >= 4 ? 4 : T - t0 >= 2 ? 2 : 1;
-            int R = 8 / TB, o = panel;
-            for (; o + R <= panel_end; o += R) {
-                avx2_f32_tiles(out + (size_t)t0 * OC + o, inp + (size_t)t0 * C, w + (size_t)o * C, C, OC, TB);
-            }
-            for (; o < panel_end; o++) {   // the panel's last rows, one by one (the same arithmetic per element)
-                for (int t = t0; t < t0 + TB; t++) { avx2_f32_tiles(out + (size_t)t * OC + o, inp + (size_t)t * C, w + (size_t)o * C, C, OC, 0); }
-            }
-        }
-    }
-}
-
 
 FAST_AVX2_TARGET void fast_attention_backward_head_avx2(float* dq, float* dkeys, float* dvalues, const float* dout,
                                                        const float* q, const float* keys, const float* values,
@@ -103,7 +27,6 @@ FAST_AVX512_TARGET void fast_attention_backward_head_avx512(float* dq, float* dk
     attention_backward_head_body(dq, dkeys, dvalues, dout, q, keys, values, mask, T, P, NH, NKV, HS, kv_head, visible,
                                  scores, dweights);
 }
-
 
 // ----------------------------------------------------------------------------
 // matmul backward, AVX-512: out (R, C) += a (R, K) @ b (K, C), each element's sum over k in order from
@@ -408,21 +331,25 @@ static FastTiles avx512_tiles_for(int type) {
 }
 
 
-void fast_matmul_rows_avx512(float* out, const float* inp, Matrix weight, int T, int C, int OC, int first_row,
-                             int last_row) {
-    // out: (T, OC); inp: (T, C); weight: (OC, C); computes out[:, first_row:last_row]
-    FastTiles tiles = avx512_tiles_for(weight.type);
+#define FAST_PANEL 32   // weight rows kept in L1 while every input row passes over them
+
+// The panel loop of the fp32-activation matmuls (AVX-512, and AVX2's fp32 tiles below): panels of
+// FAST_PANEL weight rows, tiles of TB = fast_tile_batch input rows by rows_for(type, TB) weight rows, the
+// panel's last rows one by one (the same arithmetic per element). Computes out[:, first_row:last_row].
+static void fast_matmul_rows_panels(float* out, const float* inp, Matrix weight, int T, int C, int OC, int first_row,
+                                    int last_row, FastTiles tiles, int (*rows_for)(int type, int TB)) {
+    // out: (T, OC); inp: (T, C); weight: (OC, C)
     size_t row_bytes = fast_row_bytes(weight.type, C);
     for (int panel = first_row; panel < last_row; panel += FAST_PANEL) {
         int panel_end = panel + FAST_PANEL < last_row ? panel + FAST_PANEL : last_row;
         for (int t0 = 0, TB; t0 < T; t0 += TB) {
             TB = fast_tile_batch(weight.type, T - t0);
-            int R = fast_tile_rows(weight.type, TB), o = panel;
+            int R = rows_for(weight.type, TB), o = panel;
             for (; o + R <= panel_end; o += R) {
                 tiles(out + (size_t)t0 * OC + o, inp + (size_t)t0 * C, (const uint8_t*)weight.data + (size_t)o * row_bytes,
                       row_bytes, C, OC, TB);
             }
-            for (; o < panel_end; o++) {   // the panel's last rows, one by one (the same arithmetic per element)
+            for (; o < panel_end; o++) {
                 for (int t = t0; t < t0 + TB; t++) {
                     tiles(out + (size_t)t * OC + o, inp + (size_t)t * C, (const uint8_t*)weight.data + (size_t)o * row_bytes,
                           row_bytes, C, OC, 0);
@@ -430,6 +357,77 @@ void fast_matmul_rows_avx512(float* out, const float* inp, Matrix weight, int T,
             }
         }
     }
+}
+
+void fast_matmul_rows_avx512(float* out, const float* inp, Matrix weight, int T, int C, int OC, int first_row,
+                             int last_row) {
+    fast_matmul_rows_panels(out, inp, weight, T, C, OC, first_row, last_row, avx512_tiles_for(weight.type), fast_tile_rows);
+}
+
+// ----------------------------------------------------------------------------
+// fp32 weights on AVX2 (the trainer's draft, its held-back evaluation): avx512_tile's scheme at 8 lanes.
+// R weight rows by TB input rows of accumulators (R * TB = 8: the FMA latency covered, 11 of the 16 ymm
+// registers), 8 columns at a time, a row's tail by masked loads; each accumulator sums its lanes' products
+// in column order, one FMA at a time, and is reduced by one fixed tree at the end, so an output element's
+// arithmetic is the same for every R and TB (a row's result does not depend on T or the other rows).
+// Other weight types take the portable span (quantised weights take the int8 kernel on this level).
+// Measured on the 2-core EPYC (Zen 3), one thread, the trainer's LM head (190 rows, 576 -> 4096): the
+// portable span 66 ms.
+
+FAST_INLINE FAST_AVX2_TARGET float avx2_reduce_add(__m256 v) {
+    __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    return _mm_cvtss_f32(_mm_add_ss(half, _mm_shuffle_ps(half, half, 1)));
+}
+
+FAST_INLINE FAST_AVX2_TARGET void avx2_f32_tile(float* out, const float* x, const float* w, int C, int OC, int R, int TB) {
+    // out: (TB, OC) at the tile's first row and column; x: (TB, C); w: R rows of C
+    __m256 acc[8][8];
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        #pragma GCC unroll 8
+        for (int t = 0; t < TB; t++) { acc[r][t] = _mm256_setzero_ps(); }
+    }
+    for (int c = 0; c < C; c += 8) {
+        int left = C - c;
+        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 wv[8];
+        #pragma GCC unroll 8
+        for (int r = 0; r < R; r++) { wv[r] = left >= 8 ? _mm256_loadu_ps(w + (size_t)r * C + c) : _mm256_maskload_ps(w + (size_t)r * C + c, mask); }
+        #pragma GCC unroll 8
+        for (int t = 0; t < TB; t++) {
+            __m256 xv = left >= 8 ? _mm256_loadu_ps(x + (size_t)t * C + c) : _mm256_maskload_ps(x + (size_t)t * C + c, mask);
+            #pragma GCC unroll 8
+            for (int r = 0; r < R; r++) { acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]); }
+        }
+    }
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        #pragma GCC unroll 8
+        for (int t = 0; t < TB; t++) { out[(size_t)t * OC + r] = avx2_reduce_add(acc[r][t]); }
+    }
+}
+
+// weight rows per tile for TB input rows: R * TB = 8 accumulators
+static int avx2_f32_tile_rows(int type, int TB) { (void)type; return 8 / TB; }
+
+static FAST_AVX2_TARGET void avx2_f32_tiles(float* out, const float* x, const uint8_t* row, size_t row_bytes, int C,
+                                            int OC, int TB) {
+    (void)row_bytes;   // C floats
+    const float* w = (const float*)row;
+    switch (TB) {   // TB is a power of two up to 8 (fast_tile_batch)
+        case 0: avx2_f32_tile(out, x, w, C, OC, 1, 1); break;
+        case 1: avx2_f32_tile(out, x, w, C, OC, 8, 1); break;
+        case 2: avx2_f32_tile(out, x, w, C, OC, 4, 2); break;
+        case 4: avx2_f32_tile(out, x, w, C, OC, 2, 4); break;
+        default: avx2_f32_tile(out, x, w, C, OC, 1, 8); break;
+    }
+}
+
+FAST_AVX2_TARGET void fast_matmul_rows_avx2(float* out, const float* inp, Matrix weight, int T, int C, int OC,
+                                            int first_row, int last_row) {
+    if (weight.type != TYPE_F32) { matmul_rows_portable_body(out, inp, weight, T, C, OC, first_row, last_row); return; }
+    fast_matmul_rows_panels(out, inp, weight, T, C, OC, first_row, last_row, avx2_f32_tiles, avx2_f32_tile_rows);
 }
 
 // ----------------------------------------------------------------------------

@@ -95,7 +95,8 @@ FAST_AVX512_TARGET void fast_matmul_backward_block_avx512(float* out, const floa
 // fused multiply-adds, resumed across chunks of k, then added to out), in register tiles of 4 rows by 16
 // columns (8 accumulators, the FMA latency covered). One work item: rows [r0, r0 +
 // FAST_BACKWARD_BLOCK_ROWS) by columns [c0, c0 + 16). Measured on the 2-core EPYC (Zen 3), one thread,
-// the trainer's LM head backward (190 rows, 4096 x 576, both gradients): the portable tiles 98 ms.
+// the trainer's LM head backward (190 rows, 4096 x 576, both gradients): the portable tiles 98 ms, these
+// 48 ms.
 FAST_AVX2_TARGET void fast_matmul_backward_block_avx2(float* out, const float* a, size_t a_row, size_t a_k,
                                                      const float* b, int R, int K, int C, int r0, int c0) {
     int nr = R - r0 < FAST_BACKWARD_BLOCK_ROWS ? R - r0 : FAST_BACKWARD_BLOCK_ROWS;
@@ -365,6 +366,46 @@ void fast_matmul_rows_avx512(float* out, const float* inp, Matrix weight, int T,
 }
 
 // ----------------------------------------------------------------------------
+// AVX2 helpers the kernels below share
+
+// The largest of 8 lanes (no NaN among them)
+FAST_INLINE FAST_AVX2_TARGET float avx2_reduce_max(__m256 v) {
+    __m128 half = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    half = _mm_max_ps(half, _mm_movehl_ps(half, half));
+    return _mm_cvtss_f32(_mm_max_ss(half, _mm_shuffle_ps(half, half, 1)));
+}
+
+// A block of 32 values into v[0..3]; returns whether all are finite, and *amax their largest magnitude
+FAST_INLINE FAST_AVX2_TARGET int avx2_load_block(const float* x, __m256* v, float* amax) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), infinity = _mm256_set1_ps(INFINITY);
+    __m256 largest = _mm256_setzero_ps(), finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        __m256 magnitude = _mm256_andnot_ps(sign, v[k]);
+        finite = _mm256_and_ps(finite, _mm256_cmp_ps(magnitude, infinity, _CMP_LT_OQ));   // NaN, inf: 0
+        largest = _mm256_max_ps(largest, magnitude);
+    }
+    if (_mm256_movemask_ps(finite) != 0xff) { return 0; }
+    *amax = avx2_reduce_max(largest);
+    return 1;
+}
+
+// 32 int32 values, each in [-128, 127] (so the saturating packs change nothing), stored as 32 bytes in
+// order (the packs work within 128-bit lanes; the permute restores element order)
+FAST_INLINE FAST_AVX2_TARGET void avx2_store_int8(void* out, const __m256i* q) {
+    __m256i words = _mm256_packs_epi32(q[0], q[1]), words2 = _mm256_packs_epi32(q[2], q[3]);
+    __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(words, words2), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i*)out, bytes);
+}
+
+// The sum of 8 lanes (a fixed tree: halves, pairs, then the last two)
+FAST_INLINE FAST_AVX2_TARGET float avx2_reduce_add(__m256 v) {
+    __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    return _mm_cvtss_f32(_mm_add_ss(half, _mm_shuffle_ps(half, half, 1)));
+}
+
+// ----------------------------------------------------------------------------
 // fp32 weights on AVX2 (the trainer's draft, its held-back evaluation): avx512_tile's scheme at 8 lanes.
 // R weight rows by TB input rows of accumulators (R * TB = 8: the FMA latency covered, 11 of the 16 ymm
 // registers), 8 columns at a time, a row's tail by masked loads; each accumulator sums its lanes' products
@@ -372,13 +413,7 @@ void fast_matmul_rows_avx512(float* out, const float* inp, Matrix weight, int T,
 // arithmetic is the same for every R and TB (a row's result does not depend on T or the other rows).
 // Other weight types take the portable span (quantised weights take the int8 kernel on this level).
 // Measured on the 2-core EPYC (Zen 3), one thread, the trainer's LM head (190 rows, 576 -> 4096): the
-// portable span 66 ms.
-
-FAST_INLINE FAST_AVX2_TARGET float avx2_reduce_add(__m256 v) {
-    __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    half = _mm_add_ps(half, _mm_movehl_ps(half, half));
-    return _mm_cvtss_f32(_mm_add_ss(half, _mm_shuffle_ps(half, half, 1)));
-}
+// portable span 66 ms, these tiles 20 ms.
 
 FAST_INLINE FAST_AVX2_TARGET void avx2_f32_tile(float* out, const float* x, const float* w, int C, int OC, int R, int TB) {
     // out: (TB, OC) at the tile's first row and column; x: (TB, C); w: R rows of C
@@ -619,8 +654,9 @@ FAST_AVX512_TARGET void fast_swiglu_avx512(float* out, const float* gate, const 
 // ----------------------------------------------------------------------------
 // attention and SwiGLU, AVX2: the AVX-512 kernels above at half the width, for head sizes 32 and 64 (q,
 // a block's dot products and a query's output stay in the 16 ymm registers; other sizes run the portable
-// passes compiled for AVX2). On the 2-core EPYC (Zen 3) the portable passes took 2.3 of a 12 ms decode
-// step and 7.9 of a 31 ms 6-row pass, SwiGLU's scalar exponentials 0.6 and 3.8 ms.
+// passes compiled for AVX2). On the 2-core EPYC (Zen 3), one thread, the portable passes took 2.3 ms of a
+// 12 ms decode step and 7.9 of a 31 ms 6-row pass, SwiGLU's scalar exponentials 0.6 and 3.8 ms; these
+// kernels 1.1 and 2.8 ms, SwiGLU 0.05 and 0.28 ms.
 //   scores: one query against 8 slots at a time, 8 dot products in 8 registers (lane l: the terms d = l
 //     mod 8, in order), reduced together by one fixed tree (lane j: slot j); the same arithmetic for every
 //     slot whatever its place in a block, T or the other queries, so a verify pass scores what decode does.
@@ -683,10 +719,7 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_attention_scores(const AttentionItem* a, 
                                         _mm256_castsi256_ps(avx2_lane_mask(seen)));
             _mm256_maskstore_ps(a->scores + (size_t)i * a->P + p0, in_range, s);
             // the running maximum (NaN never the max; the order of comparisons does not change a maximum)
-            __m256 ordered = _mm256_blendv_ps(minus_infinity, s, _mm256_cmp_ps(s, s, _CMP_ORD_Q));
-            __m128 half = _mm_max_ps(_mm256_castps256_ps128(ordered), _mm256_extractf128_ps(ordered, 1));
-            half = _mm_max_ps(half, _mm_movehl_ps(half, half));
-            float block_max = _mm_cvtss_f32(_mm_max_ss(half, _mm_shuffle_ps(half, half, 1)));
+            float block_max = avx2_reduce_max(_mm256_blendv_ps(minus_infinity, s, _mm256_cmp_ps(s, s, _CMP_ORD_Q)));
             if (block_max > a->max_scores[i]) { a->max_scores[i] = block_max; }
         }
     }
@@ -959,36 +992,23 @@ FAST_VNNI_TARGET int fast_vnni_quantize_blocks(FastInt8Blocks* x, const float* v
 // The same quantisation on AVX2, the same bits (nearest-even rounding: vcvtps2dq under the default MXCSR).
 FAST_AVX2_TARGET int fast_avx2_quantize_blocks(FastInt8Blocks* x, const float* v, int t, int type) {
     int n_blocks = x->C / FAST_QK, not_finite = 0;
-    const __m256 magnitude_bits = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), infinity = _mm256_set1_ps(INFINITY);
     for (int b = 0; b < n_blocks; b++) {
         int8_t* q = x->q + (size_t)t * x->C + (size_t)b * FAST_QK;
-        __m256 values[4], largest = _mm256_setzero_ps(), finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-        for (int k = 0; k < 4; k++) {
-            values[k] = _mm256_loadu_ps(v + (size_t)b * FAST_QK + 8 * k);
-            __m256 magnitude = _mm256_and_ps(values[k], magnitude_bits);
-            finite = _mm256_and_ps(finite, _mm256_cmp_ps(magnitude, infinity, _CMP_LT_OQ));   // NaN, inf: 0
-            largest = _mm256_max_ps(largest, magnitude);
-        }
-        if (_mm256_movemask_ps(finite) != 0xff) {
+        __m256 values[4];
+        float amax;
+        if (!avx2_load_block(v + (size_t)b * FAST_QK, values, &amax)) {
             not_finite = 1;
             fast_int8_block_empty(x, q, (size_t)t * n_blocks + b);
             continue;
         }
-        __m128 half = _mm_max_ps(_mm256_castps256_ps128(largest), _mm256_extractf128_ps(largest, 1));
-        half = _mm_max_ps(half, _mm_movehl_ps(half, half));
-        half = _mm_max_ss(half, _mm_shuffle_ps(half, half, 1));
-        float inverse, scale = fast_int8_scale(_mm_cvtss_f32(half), &inverse);
+        float inverse, scale = fast_int8_scale(amax, &inverse);
         __m256 inverse_vector = _mm256_set1_ps(inverse);
         __m256i integers[4], total = _mm256_setzero_si256();
         for (int k = 0; k < 4; k++) {
             integers[k] = _mm256_cvtps_epi32(_mm256_mul_ps(values[k], inverse_vector));
             total = _mm256_add_epi32(total, integers[k]);
         }
-        // int32 -> int8 (every value in [-127, 127], so the saturating packs change nothing); the packs work
-        // within 128-bit lanes, the permute restores element order
-        __m256i words = _mm256_packs_epi32(integers[0], integers[1]), words2 = _mm256_packs_epi32(integers[2], integers[3]);
-        __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(words, words2), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256((__m256i*)q, bytes);
+        avx2_store_int8(q, integers);
         __m128i sum4 = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
         sum4 = _mm_add_epi32(sum4, _mm_shuffle_epi32(sum4, 0x4e));
         sum4 = _mm_add_epi32(sum4, _mm_shuffle_epi32(sum4, 0xb1));
@@ -1210,21 +1230,13 @@ FAST_AVX512_TARGET void fast_quantize_q8_0_avx512(uint8_t* out, const float* x, 
 // The same on AVX2 (a draft's hot swap on AVX-512-less CPUs), 8 values at a time: quantize_row's bits.
 FAST_AVX2_TARGET void fast_quantize_q8_0_avx2(uint8_t* out, const float* x, int64_t n_blocks) {
     const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f), limit = _mm256_set1_ps(127.0f);
-    const __m256 sign = _mm256_set1_ps(-0.0f), infinity = _mm256_set1_ps(INFINITY);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int64_t b = 0; b < n_blocks; b++) {
         const float* block_x = x + b * FAST_QK;
         uint8_t* block = out + b * 34;
-        __m256 v[4], largest = _mm256_setzero_ps(), finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-        for (int k = 0; k < 4; k++) {
-            v[k] = _mm256_loadu_ps(block_x + 8 * k);
-            __m256 magnitude = _mm256_andnot_ps(sign, v[k]);
-            finite = _mm256_and_ps(finite, _mm256_cmp_ps(magnitude, infinity, _CMP_LT_OQ));
-            largest = _mm256_max_ps(largest, magnitude);
-        }
-        if (_mm256_movemask_ps(finite) != 0xff) { quantize_row(TYPE_Q8_0, block_x, block, FAST_QK); continue; }
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(largest), _mm256_extractf128_ps(largest, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1)));
+        __m256 v[4];
+        float amax;
+        if (!avx2_load_block(block_x, v, &amax)) { quantize_row(TYPE_Q8_0, block_x, block, FAST_QK); continue; }
         float d = amax / 127.0f;
         float inverse = d != 0.0f ? 1.0f / d : 0.0f;
         uint16_t d_half = (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), 0);
@@ -1240,9 +1252,7 @@ FAST_AVX2_TARGET void fast_quantize_q8_0_avx2(uint8_t* out, const float* x, int6
             rounded = _mm256_min_ps(_mm256_max_ps(rounded, _mm256_sub_ps(_mm256_setzero_ps(), limit)), limit);
             q[k] = _mm256_cvttps_epi32(rounded);
         }
-        __m256i words = _mm256_packs_epi32(q[0], q[1]), words2 = _mm256_packs_epi32(q[2], q[3]);
-        __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(words, words2), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256((__m256i*)(block + 2), bytes);
+        avx2_store_int8(block + 2, q);
     }
 }
 

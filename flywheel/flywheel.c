@@ -24,9 +24,8 @@ core, and idles for what is left; so serving always has every core, and no train
 only where it is expected to end inside the gap: the mean of the last GAP_STEP_HISTORY steps fits in what
 is left of it (a step that ran past a gap's end delayed the next request by 336 ms on average in the live
 experiment on a 2-core EPYC; with this rule 24 ms, at half the steps; the longest of the last 8 as the
-estimate: 12 ms, at a quarter). So that training never starves, a gap after
-GAP_STARVED gaps without a step runs one whatever its length. The wait a step in flight still causes is
-counted.
+estimate: 12 ms, at a quarter). So that training never starves, a gap after GAP_STARVED gaps without a
+step runs one whatever its length. The wait a step in flight still causes is counted.
 (Not a second thread that waits for the gaps: with two OpenMP teams on two cores libgomp stops spinning
 at its barriers, and every one of a decode step's ~400 parallel regions then wakes a sleeping thread:
 serving ran 5x slower.)
@@ -51,7 +50,6 @@ typedef struct {
     double gap_seconds, wait_seconds; // idle time given to training; time requests waited for a step to end
     long gaps, gap_steps;
     double gap_step_seconds[GAP_STEP_HISTORY]; // the last steps' durations (a ring: the fit rule's estimate)
-    int gap_step_count;               // steps in the ring
     int gaps_without_step;
     // the training pool: the newest pool_capacity records; each step samples its batch from them, so a
     // record teaches more than once (Aurora's sample pool) while the trainer keeps pace with serving
@@ -174,9 +172,10 @@ static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target*
 // left of the gap), or one after GAP_STARVED gaps without any; then idle for the rest. A step that still runs
 // past the gap's end is the next request's wait, counted. Returns early on a stop request.
 static double flywheel_gap_step_estimate(const Flywheel* flywheel) {
+    int n = flywheel->gap_steps < GAP_STEP_HISTORY ? (int)flywheel->gap_steps : GAP_STEP_HISTORY;
     double sum = 0.0;
-    for (int i = 0; i < flywheel->gap_step_count; i++) { sum += flywheel->gap_step_seconds[i]; }
-    return flywheel->gap_step_count > 0 ? sum / flywheel->gap_step_count : 0.0;
+    for (int i = 0; i < n; i++) { sum += flywheel->gap_step_seconds[i]; }
+    return n > 0 ? sum / n : 0.0;
 }
 
 static void flywheel_gap(Flywheel* flywheel, double seconds) {
@@ -190,7 +189,6 @@ static void flywheel_gap(Flywheel* flywheel, double seconds) {
         double step_start = now_seconds();
         flywheel_train_step(flywheel);
         flywheel->gap_step_seconds[flywheel->gap_steps % GAP_STEP_HISTORY] = now_seconds() - step_start;
-        if (flywheel->gap_step_count < GAP_STEP_HISTORY) { flywheel->gap_step_count++; }
         flywheel->gap_steps++;
         stepped = 1;
     }

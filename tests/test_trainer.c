@@ -727,8 +727,7 @@ static void test_gap_fit(void) {
     flywheel_gap(&flywheel, 0.05);
     long first = flywheel.gap_steps;
     check(first >= 1, "gap fit: a 50 ms gap with no step measured yet ran %ld steps (expected at least one)", first);
-    for (int i = 0; i < GAP_STEP_HISTORY; i++) { flywheel.gap_step_seconds[i] = 10.0; }
-    flywheel.gap_step_count = GAP_STEP_HISTORY;
+    for (int i = 0; i < GAP_STEP_HISTORY; i++) { flywheel.gap_step_seconds[i] = 10.0; }   // the ring's steps
     long counts[5];
     for (int g = 0; g < 5; g++) {
         flywheel_gap(&flywheel, 0.05);

@@ -196,15 +196,15 @@ static void matmul_forward_fast_arithmetic(float* out, const float* inp, Matrix 
 // non-finite input, a CPU level set lower by a test) each row is dequantised exactly and its dot products
 // summed in order: the reference's arithmetic on the same values.
 static void matmul_packed(float* out, const float* inp, Matrix weight, int T, int C, int OC, int int8_activations) {
-    fast_check_matrix(fast_stored_type(weight.type), C, "matmul_forward_fast");
-    int isa = fast_isa_current();
+    int isa = fast_isa_current(), stored = fast_stored_type(weight.type);
+    fast_check_matrix(stored, C, "matmul_forward_fast");
     int finite = 1, int8_path = 0;
     FastInt8Blocks quantised;
 #if FAST_X86
     int8_path = int8_activations && fast_isa_has_int8(isa);
     if (int8_path) { fast_int8_blocks_allocate(&quantised, T, C); }
 #else
-    (void)int8_activations; (void)isa; (void)quantised;
+    (void)int8_activations; (void)isa; (void)quantised; (void)stored;
 #endif
     #pragma omp parallel if ((long)T * OC * C >= PARALLEL_MIN_WORK)
     {
@@ -213,9 +213,8 @@ static void matmul_packed(float* out, const float* inp, Matrix weight, int T, in
             #pragma omp for schedule(static) reduction(&:finite)
             for (int t = 0; t < T; t++) {
                 const float* row = inp + (size_t)t * C;
-                int type = fast_stored_type(weight.type);
-                finite &= (isa == FAST_ISA_AVX2 ? fast_avx2_quantize_blocks(&quantised, row, t, type)
-                                                : fast_vnni_quantize_blocks(&quantised, row, t, type)) == 0;
+                finite &= (isa == FAST_ISA_AVX2 ? fast_avx2_quantize_blocks(&quantised, row, t, stored)
+                                                : fast_vnni_quantize_blocks(&quantised, row, t, stored)) == 0;
             }
             // (the loop's barrier: every thread sees every row quantised and the reduced `finite`)
         }

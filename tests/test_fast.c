@@ -80,13 +80,21 @@ static void* make_weight(int type, int rows, int cols, float* dequantised) {
 
 // The int8 path's activations, from the contract in cpu_fast.c (written here independently): per block of
 // 32, scale = max|x| / 127, q = x * (1 / scale) rounded to nearest even; a block under 1e-30 is zeros.
+// One block of 32: its integers into q, its scale returned (0 for a block of zeros).
+static float quantise_block_like_the_contract(int* q, const float* x) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; j++) { amax = fmaxf(amax, fabsf(x[j])); }
+    float scale = amax / 127.0f;
+    float inverse = amax > 1e-30f ? 1.0f / scale : 0.0f;
+    for (int j = 0; j < 32; j++) { q[j] = (int)nearbyintf(x[j] * inverse); }
+    return inverse == 0.0f ? 0.0f : scale;
+}
+// The activations as the int8 path sees them: each value its integer times its block's scale.
 static void quantise_like_the_contract(float* quantised, const float* x, size_t n) {
+    int q[32];
     for (size_t b = 0; b < n; b += 32) {
-        float amax = 0.0f;
-        for (int j = 0; j < 32; j++) { amax = fmaxf(amax, fabsf(x[b + j])); }
-        float scale = amax / 127.0f;
-        float inverse = amax > 1e-30f ? 1.0f / scale : 0.0f;
-        for (int j = 0; j < 32; j++) { quantised[b + j] = inverse == 0.0f ? 0.0f : nearbyintf(x[b + j] * inverse) * scale; }
+        float scale = quantise_block_like_the_contract(q, x + b);
+        for (int j = 0; j < 32; j++) { quantised[b + j] = (float)q[j] * scale; }
     }
 }
 
@@ -194,13 +202,7 @@ static void int8_kernel_oracle(float* out, const float* inp, const uint8_t* stor
     float* dx = mallocCheck((size_t)n_blocks * sizeof(float));
     for (int t = 0; t < T; t++) {
         const float* x = inp + (size_t)t * C;
-        for (int b = 0; b < n_blocks; b++) {
-            float amax = 0.0f;
-            for (int j = 0; j < 32; j++) { amax = fmaxf(amax, fabsf(x[32 * b + j])); }
-            float scale = amax / 127.0f, inverse = amax > 1e-30f ? 1.0f / scale : 0.0f;
-            dx[b] = inverse == 0.0f ? 0.0f : scale;
-            for (int j = 0; j < 32; j++) { qx[32 * b + j] = (int)nearbyintf(x[32 * b + j] * inverse); }
-        }
+        for (int b = 0; b < n_blocks; b++) { dx[b] = quantise_block_like_the_contract(qx + 32 * b, x + 32 * b); }
         for (int o = 0; o < OC; o++) {
             float acc = 0.0f;
             for (int b = 0; b < n_blocks; b++) {

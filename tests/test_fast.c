@@ -207,7 +207,7 @@ static void int8_kernel_oracle(float* out, const float* inp, const uint8_t* stor
             float acc = 0.0f;
             for (int b = 0; b < n_blocks; b++) {
                 const uint8_t* block = stored + (size_t)o * row_bytes + (size_t)b * block_bytes;
-                float d = fp16_to_fp32((uint16_t)(block[0] | block[1] << 8));
+                float d = fp16_to_fp32(tensor_load_u16(block));
                 int sum = 0, sum_x = 0;
                 for (int j = 0; j < 32; j++) {
                     int q = type == TYPE_Q8_0 ? (int)(int8_t)block[2 + j]
@@ -217,7 +217,7 @@ static void int8_kernel_oracle(float* out, const float* inp, const uint8_t* stor
                     sum_x += qx[32 * b + j];
                 }
                 acc = fmaf((float)sum, d * dx[b], acc);
-                if (type == TYPE_Q4_1) { acc = fmaf(fp16_to_fp32((uint16_t)(block[2] | block[3] << 8)), dx[b] * (float)sum_x, acc); }
+                if (type == TYPE_Q4_1) { acc = fmaf(fp16_to_fp32(tensor_load_u16(block + 2)), dx[b] * (float)sum_x, acc); }
             }
             out[(size_t)t * OC + o] = acc;
         }
@@ -230,7 +230,7 @@ static void int8_kernel_oracle(float* out, const float* inp, const uint8_t* stor
 // quants include -128 (a file may hold it; the AVX2 kernel's sign trick must not overflow on it). Where
 // the machine has no int8 level this test reports that and checks nothing.
 static void test_int8_kernel_exact(void) {
-    if (!int8_path_runs(TYPE_Q4_1 | FAST_PACKED)) { return; }
+    if (!int8_path_runs(TYPE_Q4_1 | FAST_PACKED)) { printf("int8 kernel [%s]: no int8 kernel on this level, nothing to check\n", fast_isa_name(fast_isa)); return; }
     const int shapes[][2] = {{32, 7}, {96, 33}, {576, 150}, {1536, 9}};
     const int types[] = {TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_1};
     int checked = 0;

@@ -1092,6 +1092,7 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_packed_tile(float* out, const FastInt8Blo
                     for (int h = 0; h < H; h++) {
                         __m256i pairs = _mm256_maddubs_epi16(magnitude[h], _mm256_sign_epi8(xv, q[h]));
                         sum[h][t] = _mm256_add_epi32(sum[h][t], _mm256_madd_epi16(pairs, ones));
+                        FAST_KEEP_CHAIN(sum[h][t]);
                     }
                 }
             }
@@ -1114,7 +1115,9 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_packed_tile(float* out, const FastInt8Blo
                     #pragma GCC unroll 4
                     for (int h = 0; h < H; h++) {
                         sum[h][t] = _mm256_add_epi16(sum[h][t], _mm256_maddubs_epi16(low[h], x_low));
+                        FAST_KEEP_CHAIN(sum[h][t]);
                         sum[h][t] = _mm256_add_epi16(sum[h][t], _mm256_maddubs_epi16(high[h], x_high));
+                        FAST_KEEP_CHAIN(sum[h][t]);
                     }
                 }
             }

@@ -83,14 +83,16 @@ day0)
         --save-draft "$out/online.gguf"
     finish
     # the speedup on requests the draft never saw: the stream after the first N, plain and learned (frozen,
-    # adaptive shapes), served one after the other on one core, as the online run served (its trainer had
-    # the other): the same conditions for both (SPEEDUP_THREADS to change it; `live` compares all cores)
+    # adaptive shapes), served one after the other on every core, as a user serves with a frozen draft: the
+    # same conditions for both (SPEEDUP_THREADS=1 serves on one core, as the online run served while its
+    # trainer had the other: on the 2-core EPYC the same ratios, 1.04x and 1.11x, and 42 s longer; `live`
+    # measures serving with the trainer running)
     # (the held-back set came out of the stream, so the first N served requests reach a little past N: start
     # after N + 16, the most held back)
     M=${SPEEDUP_REQUESTS:-40}
     FROM=$((N + 16))
     JOBS=1
-    OMP_NUM_THREADS=${SPEEDUP_THREADS:-1}
+    OMP_NUM_THREADS=${SPEEDUP_THREADS:-$(nproc --all)}
     # A shared machine drifts by several percent within a minute (plain decoding 142 then 168 tok/s in one
     # demo), so the runs go in a palindrome, plain, learned, hybrid, hybrid, learned, plain: each kind's
     # runs are centred on the same moment and a steady drift cancels. Each figure is over both of its runs;

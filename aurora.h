@@ -1410,6 +1410,9 @@ void trainer_free(Trainer* trainer);
 int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainStats* stats);
 // The learning rate of the next step: linear warm-up from 0 over warmup_steps, then the setting.
 float trainer_learning_rate(const Trainer* trainer);
+// What a step over these records costs, in rows the unroll runs (each record's columns times its unrolled
+// steps; discard rows left out): a step's time grows with it (training in the gaps predicts from it).
+long trainer_step_rows(const Trainer* trainer, Record* const* records, int n_records);
 
 // The unroll of one record: which columns (a context window before the completion, then the
 // completion), how many steps, how many discard rows, each step's rows and key-block offset.

@@ -49,7 +49,9 @@ typedef struct {
     int in_gaps;
     double gap_seconds, wait_seconds; // idle time given to training; time requests waited for a step to end
     long gaps, gap_steps;
-    double gap_step_seconds[GAP_STEP_HISTORY]; // the last steps' durations (a ring: the fit rule's estimate)
+    double gap_step_seconds[GAP_STEP_HISTORY]; // the last steps' durations and rows (a ring: the fit rule's
+    long gap_step_rows[GAP_STEP_HISTORY];      // seconds per row)
+    int gap_batch[FLYWHEEL_MAX_BATCH], gap_batch_size; // the next step's pool slots (0: none drawn yet)
     int gaps_without_step;
     // the training pool: the newest pool_capacity records; each step samples its batch from them, so a
     // record teaches more than once (Aurora's sample pool) while the trainer keeps pace with serving
@@ -94,10 +96,16 @@ static int flywheel_take_records(Flywheel* flywheel, int wait) {
 }
 
 // One optimiser step on a batch drawn from the pool (seeded, so lockstep runs repeat).
-static void flywheel_train_step(Flywheel* flywheel) {
-    Record* batch[FLYWHEEL_MAX_BATCH];
+// The next step's batch: batch_requests pool slots drawn with replacement. Returns how many.
+static int flywheel_draw_batch(Flywheel* flywheel, int* slots) {
     int n = flywheel->batch_requests < flywheel->pool_count ? flywheel->batch_requests : flywheel->pool_count;
-    for (int i = 0; i < n; i++) { batch[i] = flywheel->pool[random_u32(&flywheel->pool_rng) % (uint32_t)flywheel->pool_count]; }
+    for (int i = 0; i < n; i++) { slots[i] = (int)(random_u32(&flywheel->pool_rng) % (uint32_t)flywheel->pool_count); }
+    return n;
+}
+
+static void flywheel_train_batch(Flywheel* flywheel, const int* slots, int n) {
+    Record* batch[FLYWHEEL_MAX_BATCH];
+    for (int i = 0; i < n; i++) { batch[i] = flywheel->pool[slots[i]]; }
     TrainStats stats;
     trainer_step(&flywheel->trainer, batch, n, &stats);
     int version = 0;
@@ -105,6 +113,12 @@ static void flywheel_train_step(Flywheel* flywheel) {
         version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena, flywheel->trainer.draft.d2t);
     }
     flywheel_report(flywheel, &stats, version);
+}
+
+static void flywheel_train_step(Flywheel* flywheel) {
+    int slots[FLYWHEEL_MAX_BATCH];
+    int n = flywheel_draw_batch(flywheel, slots);
+    flywheel_train_batch(flywheel, slots, n);
 }
 
 static void* flywheel_thread_main(void* argument) {
@@ -167,15 +181,18 @@ static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target*
     }
 }
 
-// A gap between requests (training in the gaps), in the serving thread: optimiser steps while the next
-// is expected to fit (the mean of the last GAP_STEP_HISTORY steps, 0 before the first, is at most what is
-// left of the gap), or one after GAP_STARVED gaps without any; then idle for the rest. A step that still runs
-// past the gap's end is the next request's wait, counted. Returns early on a stop request.
-static double flywheel_gap_step_estimate(const Flywheel* flywheel) {
+// A gap between requests (training in the gaps), in the serving thread: the next step's batch (drawn once,
+// kept until it trains, so a long record is not skipped for a short one) trains while it is expected to fit
+// in what is left of the gap, or anyway after GAP_STARVED gaps without a step; then idle for the rest. The
+// expectation is the batch's rows (trainer_step_rows: records differ several times over, a prompt of 40
+// tokens or of 500) at the last GAP_STEP_HISTORY steps' seconds per row, 0 before the first step. A step
+// that still runs past the gap's end is the next request's wait, counted. Returns early on a stop request.
+static double flywheel_gap_step_estimate(const Flywheel* flywheel, long rows) {
     int n = flywheel->gap_steps < GAP_STEP_HISTORY ? (int)flywheel->gap_steps : GAP_STEP_HISTORY;
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) { sum += flywheel->gap_step_seconds[i]; }
-    return n > 0 ? sum / n : 0.0;
+    double seconds = 0.0;
+    long history_rows = 0;
+    for (int i = 0; i < n; i++) { seconds += flywheel->gap_step_seconds[i]; history_rows += flywheel->gap_step_rows[i]; }
+    return history_rows > 0 ? seconds / (double)history_rows * (double)rows : 0.0;
 }
 
 static void flywheel_gap(Flywheel* flywheel, double seconds) {
@@ -183,12 +200,20 @@ static void flywheel_gap(Flywheel* flywheel, double seconds) {
     int stepped = 0;
     flywheel_take_records(flywheel, 0);
     while (flywheel->pool_count > 0 && !stop_requested()) {
-        int fits = now_seconds() - start + flywheel_gap_step_estimate(flywheel) <= seconds;
+        if (flywheel->gap_batch_size == 0) { flywheel->gap_batch_size = flywheel_draw_batch(flywheel, flywheel->gap_batch); }
+        int n = flywheel->gap_batch_size;
+        Record* batch[FLYWHEEL_MAX_BATCH];   // (a slot's record may have changed since the draw: the pool moves on)
+        for (int i = 0; i < n; i++) { batch[i] = flywheel->pool[flywheel->gap_batch[i]]; }
+        long rows = trainer_step_rows(&flywheel->trainer, batch, n);
+        int fits = now_seconds() - start + flywheel_gap_step_estimate(flywheel, rows) <= seconds;
         int starved = !stepped && flywheel->gaps_without_step >= GAP_STARVED;
         if (!fits && !starved) { break; }
         double step_start = now_seconds();
-        flywheel_train_step(flywheel);
-        flywheel->gap_step_seconds[flywheel->gap_steps % GAP_STEP_HISTORY] = now_seconds() - step_start;
+        flywheel_train_batch(flywheel, flywheel->gap_batch, n);
+        flywheel->gap_batch_size = 0;
+        int slot = (int)(flywheel->gap_steps % GAP_STEP_HISTORY);
+        flywheel->gap_step_seconds[slot] = now_seconds() - step_start;
+        flywheel->gap_step_rows[slot] = rows > 0 ? rows : 1;
         flywheel->gap_steps++;
         stepped = 1;
     }
@@ -478,8 +503,8 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
         }
         if (flywheel->in_gaps) {
             fprintf(f, "training in the gaps (offered load %.2f): %ld gaps, %.1f s of idle time given to training, %ld "
-                    "steps (each started where the mean of the last %d fits in what is left of its gap, or after %d gaps "
-                    "without one); requests waited %.1f s in all for a step in flight (%.0f ms a request)\n", o->load,
+                    "steps (each started where its rows at the last %d steps' seconds per row fit in what is left of its "
+                    "gap, or after %d gaps without one); requests waited %.1f s in all for a step in flight (%.0f ms a request)\n", o->load,
                     flywheel->gaps, flywheel->gap_seconds, flywheel->gap_steps, GAP_STEP_HISTORY, GAP_STARVED,
                     flywheel->wait_seconds, flywheel->gaps ? 1e3 * flywheel->wait_seconds / flywheel->gaps : 0.0);
         }

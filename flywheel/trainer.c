@@ -665,6 +665,15 @@ float trainer_learning_rate(const Trainer* trainer) {
     return s->learning_rate;
 }
 
+long trainer_step_rows(const Trainer* trainer, Record* const* records, int n_records) {
+    long rows = 0;
+    for (int i = 0; i < n_records; i++) {
+        UnrollPlan plan;
+        if (unroll_plan_columns(&plan, records[i], &trainer->settings)) { rows += (long)plan.T * plan.n_steps; }
+    }
+    return rows;
+}
+
 int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainStats* stats) {
     const Backend* b = trainer->backend;
     const TrainerSettings* s = &trainer->settings;

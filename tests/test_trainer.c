@@ -704,8 +704,10 @@ static void test_hot_swap(DraftKind kind, int in_gaps) {
 
 // ---- training in the gaps: a step starts only where it is expected to fit -----------------------------
 // Deterministic whatever the machine's speed: with no step measured yet a 50 ms gap runs at least one;
-// with the last steps recorded as 10 s long no step fits (nor after one short step joins them), so four gaps run none, and the fifth (after
-// GAP_STARVED gaps without a step) runs exactly one.
+// the estimate is the batch's rows at the history's seconds per row (checked by hand); with the last steps
+// recorded at 1 s a row no step fits (nor after one short step joins them), so four gaps run none, the
+// batch drawn for them stays the next one, and the fifth gap (after GAP_STARVED gaps without a step) runs
+// exactly one.
 static void test_gap_fit(void) {
     Target target;
     load_tiny_target(&target, 2, 33);
@@ -727,17 +729,27 @@ static void test_gap_fit(void) {
     flywheel_gap(&flywheel, 0.05);
     long first = flywheel.gap_steps;
     check(first >= 1, "gap fit: a 50 ms gap with no step measured yet ran %ld steps (expected at least one)", first);
-    for (int i = 0; i < GAP_STEP_HISTORY; i++) { flywheel.gap_step_seconds[i] = 10.0; }   // the ring's steps
+    // the ring's steps: i / 2 seconds over 100 rows each, 14 s over 800 rows: 17.5 ms a row
+    for (int i = 0; i < GAP_STEP_HISTORY; i++) { flywheel.gap_step_seconds[i] = 0.5 * i; flywheel.gap_step_rows[i] = 100; }
+    double estimate = flywheel_gap_step_estimate(&flywheel, 40);
+    check(fabs(estimate - 0.7) < 1e-9, "gap fit: 40 rows at 14 s over 800 rows estimated %.9f s (expected 0.7)", estimate);
+    for (int i = 0; i < GAP_STEP_HISTORY; i++) { flywheel.gap_step_seconds[i] = 10.0; flywheel.gap_step_rows[i] = 10; }
     long counts[5];
+    int drawn[FLYWHEEL_MAX_BATCH], n_drawn = 0, kept = 1;
     for (int g = 0; g < 5; g++) {
         flywheel_gap(&flywheel, 0.05);
         counts[g] = flywheel.gap_steps - first;
+        if (g == 0) { n_drawn = flywheel.gap_batch_size; memcpy(drawn, flywheel.gap_batch, sizeof(drawn)); }
+        else if (g < 4) { kept = kept && flywheel.gap_batch_size == n_drawn && memcmp(drawn, flywheel.gap_batch, n_drawn * sizeof(int)) == 0; }
     }
-    check(counts[3] == 0 && counts[4] == 1, "gap fit: with steps of 10 s, gaps of 50 ms ran %ld, %ld, %ld, %ld, %ld steps in all "
+    check(counts[3] == 0 && counts[4] == 1, "gap fit: at 1 s a row, gaps of 50 ms ran %ld, %ld, %ld, %ld, %ld steps in all "
           "after each of five gaps (expected 0, 0, 0, 0, then 1: a step after %d gaps without one)", counts[0], counts[1],
           counts[2], counts[3], counts[4], GAP_STARVED);
-    printf("gap fit: %ld step(s) in a first 50 ms gap; with 10 s steps, steps after each of five gaps: %ld %ld %ld %ld %ld\n",
-           first, counts[0], counts[1], counts[2], counts[3], counts[4]);
+    check(n_drawn >= 1 && kept, "gap fit: the batch drawn in a gap it did not fit (%d record(s)) was not kept for the next gaps",
+          n_drawn);
+    printf("gap fit: %ld step(s) in a first 50 ms gap; 40 rows at 17.5 ms a row: %.3f s; at 1 s a row, steps after each "
+           "of five gaps: %ld %ld %ld %ld %ld, the batch drawn kept until it trained\n", first, estimate, counts[0], counts[1],
+           counts[2], counts[3], counts[4]);
     flywheel_stop(&flywheel);
     draft_source_free(&source);
     flywheel_free(&flywheel);

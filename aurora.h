@@ -1421,20 +1421,23 @@ typedef struct {
     int T;              // sequence columns (the tokens of step 0)
     int n_steps;        // unrolled steps (L_ttt, or fewer for a short record)
     int n_discard;              // discard rows (step 0 only)
-    int rows[TTT_MAX_STEPS];             // rows of each step: T + D, then T - k
+    int chain_first;    // steps 1.. run columns [chain_first, T - k) (row r is column chain_first + r): 0 when
+                        // training; the held-back evaluation needs only the completion's columns there
+    int rows[TTT_MAX_STEPS];             // rows of each step: T + D, then T - k - chain_first
     int block_offset[TTT_MAX_STEPS + 1]; // where each step's keys start in the key buffer
 } UnrollPlan;
-// Fills first_column, T and n_steps; returns 0 when the record has nothing to train on.
+// Fills first_column, T and n_steps (chain_first 0); returns 0 when the record has nothing to train on.
 int unroll_plan_columns(UnrollPlan* plan, const Record* record, const TrainerSettings* settings);
 // Then selects the discard rows (discard_used, discard_row sized by the record's discard nodes) and
 // fills D, rows and block_offset.
 void unroll_plan_rows(UnrollPlan* plan, const Record* record, const TrainerSettings* settings, int* discard_used,
                       int* discard_row);
 
-// The sequence rows of step k that carry a loss, and each row's relative weight: column t predicts the
+// The sequence columns of step k that carry a loss, and each one's relative weight: column t predicts the
 // token at position first_column + t + k + 2 and has a teacher when its target distribution was recorded
 // (t + k + 1 < T). It carries loss if that token is a completion token (weight 1), or a prompt token when
-// prompt_weight > 0 (weight prompt_weight). rows (T), weights (T); returns the count.
+// prompt_weight > 0 (weight prompt_weight); for k > 0 only columns the step runs (t >= chain_first).
+// rows (T), weights (T); returns the count.
 int unroll_loss_rows(const UnrollPlan* plan, const Record* record, const TrainerSettings* settings, int k, int* rows,
                      float* weights);
 
@@ -1470,8 +1473,9 @@ int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* em
 int select_discard_nodes(const Record* record, int top_k, int first_column, int n_columns, int* used, int* row_of,
                          int first_row);
 // Step k's attention mask over the unroll's key buffer: the EAGLE-3 TTT mask, and at step 0 the
-// discard rows' tree mask (the prefix before each node, its rejected ancestors, itself).
-void ttt_mask(uint8_t* mask, int k, int rows, int n_columns, const int* block_offset, int n_keys,
+// discard rows' tree mask (the prefix before each node, its rejected ancestors, itself). For k > 0 row r
+// is column chain_first + r (UnrollPlan.chain_first).
+void ttt_mask(uint8_t* mask, int k, int rows, int n_columns, int chain_first, const int* block_offset, int n_keys,
               const Record* record, int first_column, const int* discard_used, const int* discard_row);
 
 // ----------------------------------------------------------------------------

@@ -203,16 +203,17 @@ int select_discard_nodes(const Record* record, int top_k, int first_column, int 
 }
 
 // Step k's mask over the key buffer: sequence column t sees block 0 at s <= t and column t of blocks
-// 1..k; a discard row (step 0 only) sees block-0 columns before prefix_end, its rejected ancestors'
-// rows and itself.
-void ttt_mask(uint8_t* mask, int k, int rows, int n_columns, const int* block_offset, int n_keys,
-                     const Record* record, int first_column, const int* discard_used, const int* discard_row) {
+// 1..k (their row t - chain_first: blocks 1.. start at chain_first); a discard row (step 0 only) sees
+// block-0 columns before prefix_end, its rejected ancestors' rows and itself.
+void ttt_mask(uint8_t* mask, int k, int rows, int n_columns, int chain_first, const int* block_offset, int n_keys,
+              const Record* record, int first_column, const int* discard_used, const int* discard_row) {
     memset(mask, 0, (size_t)rows * n_keys);
     for (int t = 0; t < rows; t++) {
         uint8_t* row = mask + (size_t)t * n_keys;
         if (k > 0 || t < n_columns) {
-            for (int s = 0; s <= t; s++) { row[s] = 1; }
-            for (int block = 1; block <= k; block++) { row[block_offset[block] + t] = 1; }
+            int column = k > 0 ? chain_first + t : t, chain_row = column - chain_first;
+            for (int s = 0; s <= column; s++) { row[s] = 1; }
+            for (int block = 1; block <= k; block++) { row[block_offset[block] + chain_row] = 1; }
         } else {
             int i = discard_used[t - n_columns];
             const DiscardNode* node = &record->discard[i];
@@ -242,7 +243,7 @@ int unroll_plan_columns(UnrollPlan* plan, const Record* record, const TrainerSet
 int unroll_loss_rows(const UnrollPlan* plan, const Record* record, const TrainerSettings* s, int k, int* rows,
                      float* weights) {
     int n = 0;
-    for (int t = 0; t + k + 1 < plan->T; t++) {
+    for (int t = k > 0 ? plan->chain_first : 0; t + k + 1 < plan->T; t++) {
         int predicted = plan->first_column + t + k + 2; // the position of the token this row predicts
         int is_prompt = predicted < record->n_prompt;
         if (is_prompt && s->prompt_weight <= 0.0f) { continue; }
@@ -258,7 +259,7 @@ void unroll_plan_rows(UnrollPlan* plan, const Record* record, const TrainerSetti
             ? select_discard_nodes(record, s->discard_top_k, plan->first_column, plan->T, discard_used, discard_row, plan->T) : 0;
     plan->block_offset[0] = 0;
     for (int k = 0; k < plan->n_steps; k++) {
-        plan->rows[k] = k == 0 ? plan->T + plan->n_discard : plan->T - k;
+        plan->rows[k] = k == 0 ? plan->T + plan->n_discard : plan->T - k - plan->chain_first;
         plan->block_offset[k + 1] = plan->block_offset[k] + plan->rows[k];
     }
 }
@@ -325,8 +326,9 @@ static void draft_layer_backward(Trainer* trainer, const DraftActivations* a, co
 // The unroll of one record under settings s: the forward, the losses (returned), and with backward the
 // gradients. With predictions (n_steps * T target ids, -1 where a row carries no loss), the draft's
 // argmax at every loss row of every step is written there too (the held-back evaluation).
+// chain_first: steps 1.. run only the columns from it on (UnrollPlan.chain_first; 0 when training)
 static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Record* record, float scale, int backward,
-                           TrainStats* stats, int* predictions) {
+                           TrainStats* stats, int* predictions, int chain_first) {
     const Backend* b = trainer->backend;
     Draft* draft = &trainer->draft;
     const DraftConfig* c = &draft->config;
@@ -335,11 +337,16 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
     int C = c->dim, V_d = c->vocab_size, KVD = c->n_kv_heads * c->head_size, G = TAP_LAYERS * C; // G: g's width, 3C
     UnrollPlan plan;
     if (!unroll_plan_columns(&plan, record, s)) { return 0.0f; }
+    if (chain_first > 0) {   // every step keeps at least one row
+        plan.chain_first = chain_first < plan.T - 1 ? chain_first : plan.T - 1;
+        if (plan.n_steps > plan.T - plan.chain_first) { plan.n_steps = plan.T - plan.chain_first; }
+    }
     // reserve: rows of step 0 include every discard node at most
     train_workspace_reserve(ws, b, c, plan.T + record->n_discard, plan.T + record->n_discard + plan.T * plan.n_steps,
                             record->n_discard, plan.n_steps);
     unroll_plan_rows(&plan, record, s, ws->discard_used, ws->discard_row);
     int first_column = plan.first_column, T = plan.T, n_steps = plan.n_steps, D = plan.n_discard;
+    int chain = plan.chain_first;
     const int* rows = plan.rows;
     const int* block_offset = plan.block_offset;
     int total_keys = block_offset[n_steps];
@@ -364,11 +371,11 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
     if (backward) { for (int k = 0; k < n_steps; k++) { b->zero(ws->d_out[k], (size_t)rows[k] * C * sizeof(float)); } }
     for (int k = 0; k < n_steps; k++, weight_k *= s->step_decay) {
         DraftActivations* a = &ws->act[k];
-        int R = rows[k];
+        int R = rows[k], shift = k > 0 ? chain : 0;   // row t is column t + shift
         for (int t = 0; t < R; t++) {
             if (k > 0 || t < T) {
-                ws->host_tokens[t] = record->tokens[first_column + t + k + 1];
-                ws->host_positions[t] = first_column + t + k;
+                ws->host_tokens[t] = record->tokens[first_column + t + shift + k + 1];
+                ws->host_positions[t] = first_column + t + shift + k;
             } else {
                 const DiscardNode* node = &record->discard[ws->discard_used[t - T]];
                 ws->host_tokens[t] = node->token;
@@ -381,17 +388,18 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         if (k == 0) {
             b->matmul_forward(a->u, a->features, matrix_f32(w->fc), R, G, C); // u = fc(g)
             u = a->u;
-        } else {
-            u = ws->act[k - 1].out; // the first R rows of the previous step are columns 0..R-1
+        } else {   // the previous step's rows from this step's first column
+            u = ws->act[k - 1].out + (k == 1 ? (size_t)chain * C : 0);
         }
         int P = block_offset[k] + R;
-        ttt_mask(ws->host_mask, k, R, T, block_offset, P, record, first_column, ws->discard_used, ws->discard_row);
+        ttt_mask(ws->host_mask, k, R, T, chain, block_offset, P, record, first_column, ws->discard_used, ws->discard_row);
         b->upload(a->mask, ws->host_mask, (size_t)R * P);
         draft_layer_forward(draft, w, NULL, a, ws->key_buffer, ws->value_buffer, a->tokens, u, a->positions, a->mask, R,
                             block_offset[k]);
 
         // loss rows: sequence columns with a teacher (completion positions, and prompt positions when
-        // prompt_weight > 0), weighted to a weighted mean; then (step 0) the discard rows
+        // prompt_weight > 0), weighted to a weighted mean; then (step 0) the discard rows. host_loss_rows
+        // holds columns until the upload below, rows (column - shift) after it.
         int n_loss = unroll_loss_rows(&plan, record, s, k, ws->host_loss_rows, ws->host_loss_weights);
         int n_sequence_loss = n_loss;
         float weight_sum = 0.0f;
@@ -418,6 +426,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         }
         const float* p_target = ws->p_target + (size_t)(n_teacher - n_sequence_loss) * V_d;   // step 0: the start
         // the draft's logits at the loss rows
+        for (int i = 0; i < n_sequence_loss; i++) { ws->host_loss_rows[i] -= shift; }
         b->upload(ws->loss_rows, ws->host_loss_rows, (size_t)n_loss * sizeof(int));
         b->gather_rows(ws->gathered, a->out, ws->loss_rows, n_loss, C);
         draft_head_forward(draft, w, NULL, a->logits, a->out_norm, ws->gathered, n_loss);
@@ -467,7 +476,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
             b->argmax_rows(ws->argmax, a->logits, n_sequence_loss, V_d);
             b->download(ws->host_argmax, ws->argmax, (size_t)n_sequence_loss * sizeof(int));
             for (int i = 0; i < n_sequence_loss; i++) {
-                predictions[(size_t)k * T + ws->host_loss_rows[i]] = draft->d2t[ws->host_argmax[i]];
+                predictions[(size_t)k * T + ws->host_loss_rows[i] + shift] = draft->d2t[ws->host_argmax[i]];
             }
         }
         if (backward) {
@@ -501,7 +510,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
 }
 
 static float record_train(Trainer* trainer, const Record* record, float scale, int backward, TrainStats* stats) {
-    return record_unroll(trainer, &trainer->settings, record, scale, backward, stats, NULL);
+    return record_unroll(trainer, &trainer->settings, record, scale, backward, stats, NULL, 0);
 }
 
 // ----------------------------------------------------------------------------
@@ -634,7 +643,9 @@ int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* em
     if (!unroll_plan_columns(&plan, record, &s)) { return 0; }
     int* predictions = mallocCheck((size_t)s.ttt_length * plan.T * sizeof(int));
     for (size_t i = 0; i < (size_t)s.ttt_length * plan.T; i++) { predictions[i] = -1; }
-    record_unroll(trainer, &s, record, 1.0f, 0, NULL, predictions);
+    // steps 1.. need only the columns of the roots, from the last prompt position on (their chains see
+    // step 0's keys over the whole prefix and their own columns' keys of the steps before)
+    record_unroll(trainer, &s, record, 1.0f, 0, NULL, predictions, record->n_prompt - 1 - plan.first_column);
     // generation replayed: the first completion token comes from the prefill; then each pass from root
     // m drafts x_{m+1..m+depth} (column m - 1 - first_column, steps 0..depth-1), accepts the agreeing
     // prefix a, and emits a + 1 tokens (the bonus is the target's own next token)

@@ -678,7 +678,7 @@ static int command_dump(Options* o) {
         memset(&unroll_stats, 0, sizeof(unroll_stats));
         size_t n_floats = trainer.draft.n_weight_floats;
         backend->zero(trainer.grads, n_floats * sizeof(float));
-        float unroll_loss = record_unroll(&trainer, &s, record, 1.0f, 1, &unroll_stats, NULL);
+        float unroll_loss = record_unroll(&trainer, &s, record, 1.0f, 1, &unroll_stats, NULL, 0);
         double steps_loss = dump_unroll_steps(&d, &trainer, record, &s);
         float* grads = mallocCheck(n_floats * sizeof(float));
         backend->download(grads, trainer.grads, n_floats * sizeof(float));

@@ -164,7 +164,7 @@ static void test_masks(void) {
     int bad = 0;
     for (int k = 0; k < L; k++) {
         int rows = T - k, P = block_offset[k] + rows;
-        ttt_mask(mask, k, rows, T, block_offset, P, &empty, 0, NULL, NULL);
+        ttt_mask(mask, k, rows, T, 0, block_offset, P, &empty, 0, NULL, NULL);
         for (int t = 0; t < rows; t++)
             for (int p = 0; p < P; p++) {
                 int block = 0;
@@ -184,7 +184,7 @@ static void test_masks(void) {
     int used[3] = {0, 1, 2}, row_of[3] = {4, 5, 6};
     int offsets[2] = {0, 7};
     uint8_t discard_mask[7 * 7];
-    ttt_mask(discard_mask, 0, 7, 4, offsets, 7, &record, 0, used, row_of);
+    ttt_mask(discard_mask, 0, 7, 4, 0, offsets, 7, &record, 0, used, row_of);
     const uint8_t expected[7][7] = {
         {1, 0, 0, 0, 0, 0, 0}, {1, 1, 0, 0, 0, 0, 0}, {1, 1, 1, 0, 0, 0, 0}, {1, 1, 1, 1, 0, 0, 0},
         {1, 1, 0, 0, 1, 0, 0},  // node 0: prefix columns 0..1, itself

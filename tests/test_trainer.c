@@ -729,10 +729,14 @@ static void test_gap_fit(void) {
     flywheel_gap(&flywheel, 0.05);
     long first = flywheel.gap_steps;
     check(first >= 1, "gap fit: a 50 ms gap with no step measured yet ran %ld steps (expected at least one)", first);
-    // the ring's steps: i / 2 seconds over 100 rows each, 14 s over 800 rows: 17.5 ms a row
-    for (int i = 0; i < GAP_STEP_HISTORY; i++) { flywheel.gap_step_seconds[i] = 0.5 * i; flywheel.gap_step_rows[i] = 100; }
+    // the ring's steps: 50 + 10i rows each at 17.5 ms a row (whichever of them the ring holds yet: fewer
+    // than 8 steps may have run), so 40 rows: 0.7 s (the mean duration would say 1.05 s or more)
+    for (int i = 0; i < GAP_STEP_HISTORY; i++) {
+        flywheel.gap_step_rows[i] = 50 + 10 * i;
+        flywheel.gap_step_seconds[i] = 0.0175 * flywheel.gap_step_rows[i];
+    }
     double estimate = flywheel_gap_step_estimate(&flywheel, 40);
-    check(fabs(estimate - 0.7) < 1e-9, "gap fit: 40 rows at 14 s over 800 rows estimated %.9f s (expected 0.7)", estimate);
+    check(fabs(estimate - 0.7) < 1e-9, "gap fit: 40 rows at 17.5 ms a row estimated %.9f s (expected 0.7)", estimate);
     for (int i = 0; i < GAP_STEP_HISTORY; i++) { flywheel.gap_step_seconds[i] = 10.0; flywheel.gap_step_rows[i] = 10; }
     long counts[5];
     int drawn[FLYWHEEL_MAX_BATCH], n_drawn = 0, kept = 1;

@@ -500,7 +500,8 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         int R = rows[k];
         draft_layer_backward(trainer, &ws->act[k], ws->d_out[k], R, block_offset[k]);
         if (k > 0) {
-            b->residual_forward(ws->d_out[k - 1], ws->d_out[k - 1], ws->d_u, R * C); // d_previous += d_u
+            float* d_previous = ws->d_out[k - 1] + (k == 1 ? (size_t)chain * C : 0);   // its rows from this step's first column
+            b->residual_forward(d_previous, d_previous, ws->d_u, R * C); // d_previous += d_u
         } else {
             // u = fc(features): the features are data
             b->matmul_backward(NULL, trainer->grad.fc, ws->d_u, ws->act[0].features, w->fc, R, G, C);

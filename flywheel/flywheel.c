@@ -21,11 +21,13 @@ share of that core (train_share, a duty cycle); or, with an offered load below 1
 requests (in_gaps). A server is not busy all the time: at load F, after a request that took t seconds it
 is idle for t (1 - F) / F (a replay simulates the gap). There the serving thread itself trains, on every
 core, and idles for what is left; so serving always has every core, and no trainer beside it. A step starts
-only where it is expected to end inside the gap: the mean of the last GAP_STEP_HISTORY steps fits in what
-is left of it (a step that ran past a gap's end delayed the next request by 336 ms on average in the live
-experiment on a 2-core EPYC; with this rule 24 ms, at half the steps; the longest of the last 8 as the
-estimate: 12 ms, at a quarter). So that training never starves, a gap after GAP_STARVED gaps without a
-step runs one whatever its length. The wait a step in flight still causes is counted.
+only where it is expected to end inside the gap: its batch's rows at the last GAP_STEP_HISTORY steps'
+seconds per row fit in what is left of it (a step that ran past a gap's end delayed the next request by
+336 ms on average in the live experiment on a 2-core EPYC; the mean of the last 8 steps' durations as the
+estimate: 24 ms, at half the steps; the per-row estimate: 9 ms). The batch is drawn once and kept until
+it trains, so long records are not passed over for short ones. So that training never starves, a gap
+after GAP_STARVED gaps without a step runs one whatever its length. The wait a step in flight still
+causes is counted.
 (Not a second thread that waits for the gaps: with two OpenMP teams on two cores libgomp stops spinning
 at its barriers, and every one of a decode step's ~400 parallel regions then wakes a sleeping thread:
 serving ran 5x slower.)
@@ -95,17 +97,21 @@ static int flywheel_take_records(Flywheel* flywheel, int wait) {
     return n;
 }
 
-// One optimiser step on a batch drawn from the pool (seeded, so lockstep runs repeat).
-// The next step's batch: batch_requests pool slots drawn with replacement. Returns how many.
+// The next step's batch: batch_requests pool slots drawn with replacement (seeded, so lockstep runs
+// repeat). Returns how many.
 static int flywheel_draw_batch(Flywheel* flywheel, int* slots) {
     int n = flywheel->batch_requests < flywheel->pool_count ? flywheel->batch_requests : flywheel->pool_count;
     for (int i = 0; i < n; i++) { slots[i] = (int)(random_u32(&flywheel->pool_rng) % (uint32_t)flywheel->pool_count); }
     return n;
 }
 
-static void flywheel_train_batch(Flywheel* flywheel, const int* slots, int n) {
-    Record* batch[FLYWHEEL_MAX_BATCH];
+// The records in those slots now (the pool moves on: a slot drawn earlier may hold a newer record).
+static void flywheel_batch_records(const Flywheel* flywheel, const int* slots, int n, Record** batch) {
     for (int i = 0; i < n; i++) { batch[i] = flywheel->pool[slots[i]]; }
+}
+
+// One optimiser step on the batch, then a publish every sync_every steps (threaded and in the gaps).
+static void flywheel_train_batch(Flywheel* flywheel, Record** batch, int n) {
     TrainStats stats;
     trainer_step(&flywheel->trainer, batch, n, &stats);
     int version = 0;
@@ -115,10 +121,13 @@ static void flywheel_train_batch(Flywheel* flywheel, const int* slots, int n) {
     flywheel_report(flywheel, &stats, version);
 }
 
+// One optimiser step on a batch drawn from the pool.
 static void flywheel_train_step(Flywheel* flywheel) {
     int slots[FLYWHEEL_MAX_BATCH];
+    Record* batch[FLYWHEEL_MAX_BATCH];
     int n = flywheel_draw_batch(flywheel, slots);
-    flywheel_train_batch(flywheel, slots, n);
+    flywheel_batch_records(flywheel, slots, n, batch);
+    flywheel_train_batch(flywheel, batch, n);
 }
 
 static void* flywheel_thread_main(void* argument) {
@@ -202,14 +211,14 @@ static void flywheel_gap(Flywheel* flywheel, double seconds) {
     while (flywheel->pool_count > 0 && !stop_requested()) {
         if (flywheel->gap_batch_size == 0) { flywheel->gap_batch_size = flywheel_draw_batch(flywheel, flywheel->gap_batch); }
         int n = flywheel->gap_batch_size;
-        Record* batch[FLYWHEEL_MAX_BATCH];   // (a slot's record may have changed since the draw: the pool moves on)
-        for (int i = 0; i < n; i++) { batch[i] = flywheel->pool[flywheel->gap_batch[i]]; }
+        Record* batch[FLYWHEEL_MAX_BATCH];
+        flywheel_batch_records(flywheel, flywheel->gap_batch, n, batch);
         long rows = trainer_step_rows(&flywheel->trainer, batch, n);
         int fits = now_seconds() - start + flywheel_gap_step_estimate(flywheel, rows) <= seconds;
         int starved = !stepped && flywheel->gaps_without_step >= GAP_STARVED;
         if (!fits && !starved) { break; }
         double step_start = now_seconds();
-        flywheel_train_batch(flywheel, flywheel->gap_batch, n);
+        flywheel_train_batch(flywheel, batch, n);
         flywheel->gap_batch_size = 0;
         int slot = (int)(flywheel->gap_steps % GAP_STEP_HISTORY);
         flywheel->gap_step_seconds[slot] = now_seconds() - step_start;

@@ -320,18 +320,39 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
 // (AVX-512 and AVX2, cpu_fast_kernels.c: fused multiply-adds, the same bits on both) or tiles
 // (matmul_backward_tile_body in cpu_fast.h: the reference's bits), each owned by one thread
 
+// a (R, K) with a_row = K, a_k = 1 from one with any strides (the weight gradient's dout^T), 32 x 32 at a time
+static float* transpose_copy(const float* a, size_t a_row, size_t a_k, int R, int K) {
+    float* copy = mallocCheck((size_t)R * K * sizeof(float) + 1);
+    int n_row_blocks = (R + 31) / 32;
+    #pragma omp parallel for schedule(static) if ((long)R * K >= PARALLEL_MIN_WORK)
+    for (int block = 0; block < n_row_blocks; block++) {
+        int i0 = block * 32, i1 = i0 + 32 < R ? i0 + 32 : R;
+        for (int k0 = 0; k0 < K; k0 += 32) {
+            int k1 = k0 + 32 < K ? k0 + 32 : K;
+            for (int k = k0; k < k1; k++) {
+                for (int i = i0; i < i1; i++) { copy[(size_t)i * K + k] = a[(size_t)i * a_row + (size_t)k * a_k]; }
+            }
+        }
+    }
+    return copy;
+}
+
 static void matmul_backward_tiles(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
                                   int C, int isa) {
 #if FAST_X86
-    if (isa >= FAST_ISA_AVX2) {   // blocks of 128 rows by 64 columns (AVX-512) or 16 (AVX2)
+    if (isa >= FAST_ISA_AVX2) {   // blocks of 128 rows by 64 columns (AVX-512) or 120 by 16 (AVX2)
         int width = isa >= FAST_ISA_AVX512 ? 64 : 16, n_columns = (C + width - 1) / width;
-        int n_blocks = (R + FAST_BACKWARD_BLOCK_ROWS - 1) / FAST_BACKWARD_BLOCK_ROWS * n_columns;
+        int height = isa >= FAST_ISA_AVX512 ? FAST_BACKWARD_BLOCK_ROWS : FAST_BACKWARD_BLOCK_ROWS_AVX2;
+        int n_blocks = (R + height - 1) / height * n_columns;
+        float* a_copy = NULL;   // AVX2 reads a's rows contiguous in k (a strided read crossed a page per k)
+        if (isa < FAST_ISA_AVX512 && a_k != 1) { a_copy = transpose_copy(a, a_row, a_k, R, K); a = a_copy; a_row = (size_t)K; a_k = 1; }
         #pragma omp parallel for schedule(static) if ((long)R * K * C >= PARALLEL_MIN_WORK)
         for (int block = 0; block < n_blocks; block++) {
-            int r0 = block / n_columns * FAST_BACKWARD_BLOCK_ROWS, c0 = block % n_columns * width;
+            int r0 = block / n_columns * height, c0 = block % n_columns * width;
             if (isa >= FAST_ISA_AVX512) { fast_matmul_backward_block_avx512(out, a, a_row, a_k, b, R, K, C, r0, c0); }
-            else { fast_matmul_backward_block_avx2(out, a, a_row, a_k, b, R, K, C, r0, c0); }
+            else { fast_matmul_backward_block_avx2(out, a, a_row, b, R, K, C, r0, c0); }
         }
+        free(a_copy);
         return;
     }
 #endif

@@ -553,10 +553,11 @@ void fast_attention_backward_head_avx512(float* dq, float* dkeys, float* dvalues
 #define FAST_BACKWARD_BLOCK_ROWS 128
 void fast_matmul_backward_block_avx512(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
                                        int C, int r0, int c0);
-// The AVX2 backward's work item: rows [r0, r0 + FAST_BACKWARD_BLOCK_ROWS), columns [c0, c0 + 16); the same
-// bits as the AVX-512 block.
-void fast_matmul_backward_block_avx2(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
-                                     int C, int r0, int c0);
+// The AVX2 backward's work item: rows [r0, r0 + FAST_BACKWARD_BLOCK_ROWS_AVX2), columns [c0, c0 + 16); the
+// same bits as the AVX-512 block. a's rows are contiguous in k (a_row apart).
+#define FAST_BACKWARD_BLOCK_ROWS_AVX2 120   // a multiple of its register tile's 6 rows
+void fast_matmul_backward_block_avx2(float* out, const float* a, size_t a_row, const float* b, int R, int K, int C,
+                                     int r0, int c0);
 // n_blocks blocks of 32 values to Q8_0, exactly as quantize_row.
 void fast_quantize_q8_0_avx512(uint8_t* out, const float* x, int64_t n_blocks);
 void fast_quantize_q8_0_avx2(uint8_t* out, const float* x, int64_t n_blocks);

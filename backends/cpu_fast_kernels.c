@@ -92,45 +92,62 @@ FAST_AVX512_TARGET void fast_matmul_backward_block_avx512(float* out, const floa
 }
 
 // The same sums on AVX2 (the same bits as the AVX-512 block: each sum over k in order from zero with
-// fused multiply-adds, resumed across chunks of k, then added to out), in register tiles of 4 rows by 16
-// columns (8 accumulators, the FMA latency covered). One work item: rows [r0, r0 +
-// FAST_BACKWARD_BLOCK_ROWS) by columns [c0, c0 + 16). Measured on the 2-core EPYC (Zen 3), one thread,
-// the trainer's LM head backward (190 rows, 4096 x 576, both gradients): the portable tiles 98 ms, these
-// 48 ms.
-FAST_AVX2_TARGET void fast_matmul_backward_block_avx2(float* out, const float* a, size_t a_row, size_t a_k,
-                                                     const float* b, int R, int K, int C, int r0, int c0) {
-    int nr = R - r0 < FAST_BACKWARD_BLOCK_ROWS ? R - r0 : FAST_BACKWARD_BLOCK_ROWS;
+// fused multiply-adds, resumed across chunks of k, then added to out), in register tiles of 6 rows by 16
+// columns (12 accumulators: the FMA latency covered with room to spare, 8 loads for 12 FMAs). One work
+// item: rows [r0, r0 + FAST_BACKWARD_BLOCK_ROWS_AVX2) by columns [c0, c0 + 16). Each chunk of b (its
+// FAST_BACKWARD_K_CHUNK rows' 16 columns: one 64-byte piece of each of 128 rows, C floats apart, which
+// spans more pages than the L1 TLB holds) is first copied into one contiguous 8 KB buffer that the block's
+// 20 tiles then read; zeros past column C, whose sums are not stored. The caller gives a's rows contiguous
+// in k (matmul_backward_fast transposes the weight gradient's dout). Measured on the 2-core EPYC (Zen 3),
+// one thread, the trainer's LM head backward (190 rows, 8192 x 576; tools/bench_ops.c, old and new
+// alternating), input gradient / weight gradient: tiles of 4 rows by 16 reading b and a in place 44-60 /
+// 49-72 ms, these 33 / 39-58 ms, OpenBLAS 23 / 23 ms. A whole trainer step (a 363-column record, one
+// thread): 1.24-1.43 s before this and the forward's 4 x 3 tiles, 0.91-1.06 s after (OpenBLAS 0.94 s).
+
+// One register tile's sums over a chunk of kn values of k: acc[i][v] += a_rows[i][k] * b[k][8v .. 8v + 8),
+// b the packed chunk (16 floats a row).
+FAST_INLINE FAST_AVX2_TARGET void avx2_backward_tile(__m256 acc[6][2], const float* const a_rows[6], const float* b,
+                                                     int kn) {
+    for (int k = 0; k < kn; k++) {
+        __m256 b0 = _mm256_load_ps(b + 16 * k), b1 = _mm256_load_ps(b + 16 * k + 8);
+        #pragma GCC unroll 6
+        for (int i = 0; i < 6; i++) {
+            __m256 factor = _mm256_broadcast_ss(&a_rows[i][k]);
+            acc[i][0] = _mm256_fmadd_ps(factor, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(factor, b1, acc[i][1]);
+        }
+    }
+}
+
+FAST_AVX2_TARGET void fast_matmul_backward_block_avx2(float* out, const float* a, size_t a_row, const float* b, int R,
+                                                     int K, int C, int r0, int c0) {
+    int nr = R - r0 < FAST_BACKWARD_BLOCK_ROWS_AVX2 ? R - r0 : FAST_BACKWARD_BLOCK_ROWS_AVX2;
     int nc = C - c0 < 16 ? C - c0 : 16;
     __m256i masks[2];
     for (int v = 0; v < 2; v++) {
         masks[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(nc - 8 * v), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     }
-    float partial[FAST_BACKWARD_BLOCK_ROWS][16] __attribute__((aligned(32)));
+    float partial[FAST_BACKWARD_BLOCK_ROWS_AVX2][16] __attribute__((aligned(32)));
+    float packed[FAST_BACKWARD_K_CHUNK][16] __attribute__((aligned(32)));
     for (int k0 = 0; k0 < K; k0 += FAST_BACKWARD_K_CHUNK) {
-        int k1 = K - k0 < FAST_BACKWARD_K_CHUNK ? K : k0 + FAST_BACKWARD_K_CHUNK;
-        for (int i0 = 0; i0 < nr; i0 += 4) {
-            const float* a_rows[4];   // a row past the block's end reads the last row again (its sum is not stored)
-            for (int i = 0; i < 4; i++) { a_rows[i] = a + (size_t)(r0 + (i0 + i < nr ? i0 + i : nr - 1)) * a_row; }
-            __m256 acc[4][2];
-            #pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) {
+        int kn = K - k0 < FAST_BACKWARD_K_CHUNK ? K - k0 : FAST_BACKWARD_K_CHUNK;
+        for (int k = 0; k < kn; k++) {
+            const float* b_row = b + (size_t)(k0 + k) * C + c0;
+            _mm256_store_ps(packed[k], _mm256_maskload_ps(b_row, masks[0]));
+            _mm256_store_ps(packed[k] + 8, _mm256_maskload_ps(b_row + 8, masks[1]));
+        }
+        for (int i0 = 0; i0 < nr; i0 += 6) {
+            const float* a_rows[6];   // a row past the block's end reads the last row again (its sum is not stored)
+            for (int i = 0; i < 6; i++) { a_rows[i] = a + (size_t)(r0 + (i0 + i < nr ? i0 + i : nr - 1)) * a_row + k0; }
+            __m256 acc[6][2];
+            #pragma GCC unroll 6
+            for (int i = 0; i < 6; i++) {
                 #pragma GCC unroll 2
                 for (int v = 0; v < 2; v++) { acc[i][v] = k0 == 0 ? _mm256_setzero_ps() : _mm256_load_ps(&partial[i0 + i][8 * v]); }
             }
-            for (int k = k0; k < k1; k++) {
-                const float* b_row = b + (size_t)k * C + c0;
-                __m256 bv[2];
-                #pragma GCC unroll 2
-                for (int v = 0; v < 2; v++) { bv[v] = nc == 16 ? _mm256_loadu_ps(b_row + 8 * v) : _mm256_maskload_ps(b_row + 8 * v, masks[v]); }
-                #pragma GCC unroll 4
-                for (int i = 0; i < 4; i++) {
-                    __m256 factor = _mm256_broadcast_ss(&a_rows[i][(size_t)k * a_k]);
-                    #pragma GCC unroll 2
-                    for (int v = 0; v < 2; v++) { acc[i][v] = _mm256_fmadd_ps(factor, bv[v], acc[i][v]); }
-                }
-            }
-            #pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) {
+            avx2_backward_tile(acc, a_rows, &packed[0][0], kn);
+            #pragma GCC unroll 6
+            for (int i = 0; i < 6; i++) {
                 #pragma GCC unroll 2
                 for (int v = 0; v < 2; v++) { _mm256_store_ps(&partial[i0 + i][8 * v], acc[i][v]); }
             }
@@ -332,20 +349,29 @@ static FastTiles avx512_tiles_for(int type) {
 }
 
 
-#define FAST_PANEL 32   // weight rows kept in L1 while every input row passes over them
+// A family of register tiles: the tiles themselves, the input rows the next tile serves, the weight rows a
+// tile of TB input rows takes, and the panel (weight rows kept in cache while every input row passes over
+// them: a multiple of every tile's weight rows, so that a panel's last rows rarely run one by one).
+typedef struct {
+    FastTiles tiles;
+    int (*batch_for)(int type, int rows_left);
+    int (*rows_for)(int type, int TB);
+    int panel;
+} FastTileScheme;
 
 // The panel loop of the fp32-activation matmuls (AVX-512, and AVX2's fp32 tiles below): panels of
-// FAST_PANEL weight rows, tiles of TB = fast_tile_batch input rows by rows_for(type, TB) weight rows, the
+// scheme.panel weight rows, tiles of TB = batch_for input rows by rows_for(type, TB) weight rows, the
 // panel's last rows one by one (the same arithmetic per element). Computes out[:, first_row:last_row].
 static void fast_matmul_rows_panels(float* out, const float* inp, Matrix weight, int T, int C, int OC, int first_row,
-                                    int last_row, FastTiles tiles, int (*rows_for)(int type, int TB)) {
+                                    int last_row, FastTileScheme scheme) {
     // out: (T, OC); inp: (T, C); weight: (OC, C)
     size_t row_bytes = fast_row_bytes(weight.type, C);
-    for (int panel = first_row; panel < last_row; panel += FAST_PANEL) {
-        int panel_end = panel + FAST_PANEL < last_row ? panel + FAST_PANEL : last_row;
+    FastTiles tiles = scheme.tiles;
+    for (int panel = first_row; panel < last_row; panel += scheme.panel) {
+        int panel_end = panel + scheme.panel < last_row ? panel + scheme.panel : last_row;
         for (int t0 = 0, TB; t0 < T; t0 += TB) {
-            TB = fast_tile_batch(weight.type, T - t0);
-            int R = rows_for(weight.type, TB), o = panel;
+            TB = scheme.batch_for(weight.type, T - t0);
+            int R = scheme.rows_for(weight.type, TB), o = panel;
             for (; o + R <= panel_end; o += R) {
                 tiles(out + (size_t)t0 * OC + o, inp + (size_t)t0 * C, (const uint8_t*)weight.data + (size_t)o * row_bytes,
                       row_bytes, C, OC, TB);
@@ -362,7 +388,8 @@ static void fast_matmul_rows_panels(float* out, const float* inp, Matrix weight,
 
 void fast_matmul_rows_avx512(float* out, const float* inp, Matrix weight, int T, int C, int OC, int first_row,
                              int last_row) {
-    fast_matmul_rows_panels(out, inp, weight, T, C, OC, first_row, last_row, avx512_tiles_for(weight.type), fast_tile_rows);
+    FastTileScheme scheme = { avx512_tiles_for(weight.type), fast_tile_batch, fast_tile_rows, 32 };
+    fast_matmul_rows_panels(out, inp, weight, T, C, OC, first_row, last_row, scheme);
 }
 
 // ----------------------------------------------------------------------------
@@ -407,10 +434,10 @@ FAST_INLINE FAST_AVX2_TARGET float avx2_reduce_add(__m256 v) {
 
 // ----------------------------------------------------------------------------
 // fp32 weights on AVX2 (the trainer's draft, its held-back evaluation): avx512_tile's scheme at 8 lanes.
-// R weight rows by TB input rows of accumulators (R * TB = 8: the FMA latency covered, 11 of the 16 ymm
-// registers), 8 columns at a time, a row's tail by masked loads; each accumulator sums its lanes' products
-// in column order, one FMA at a time, and is reduced by one fixed tree at the end, so an output element's
-// arithmetic is the same for every R and TB (a row's result does not depend on T or the other rows).
+// R weight rows by TB input rows of accumulators (R * TB = 8 or 12: the FMA latency covered), 8 columns
+// at a time, a row's tail by masked loads; each accumulator sums its lanes' products in column order, one
+// FMA at a time, and is reduced by one fixed tree at the end, so an output element's arithmetic is the same
+// for every R and TB (a row's result does not depend on T or the other rows).
 // Other weight types take the portable span (quantised weights take the int8 kernel on this level).
 // Measured on the 2-core EPYC (Zen 3), one thread, the trainer's LM head (190 rows, 576 -> 4096): the
 // portable span 66 ms, these tiles 20 ms.
@@ -423,17 +450,25 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_f32_tile(float* out, const float* x, cons
         #pragma GCC unroll 8
         for (int t = 0; t < TB; t++) { acc[r][t] = _mm256_setzero_ps(); }
     }
-    for (int c = 0; c < C; c += 8) {
-        int left = C - c;
-        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    int c = 0;
+    for (; c + 8 <= C; c += 8) {   // whole vectors (no mask register: 12 accumulators, 4 weights and 1 input fill the 16)
         __m256 wv[8];
         #pragma GCC unroll 8
-        for (int r = 0; r < R; r++) { wv[r] = left >= 8 ? _mm256_loadu_ps(w + (size_t)r * C + c) : _mm256_maskload_ps(w + (size_t)r * C + c, mask); }
+        for (int r = 0; r < R; r++) { wv[r] = _mm256_loadu_ps(w + (size_t)r * C + c); }
         #pragma GCC unroll 8
         for (int t = 0; t < TB; t++) {
-            __m256 xv = left >= 8 ? _mm256_loadu_ps(x + (size_t)t * C + c) : _mm256_maskload_ps(x + (size_t)t * C + c, mask);
+            __m256 xv = _mm256_loadu_ps(x + (size_t)t * C + c);
             #pragma GCC unroll 8
             for (int r = 0; r < R; r++) { acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]); }
+        }
+    }
+    if (c < C) {   // the row's tail: masked loads, lanes past it zero
+        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(C - c), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        #pragma GCC unroll 8
+        for (int t = 0; t < TB; t++) {
+            __m256 xv = _mm256_maskload_ps(x + (size_t)t * C + c, mask);
+            #pragma GCC unroll 8
+            for (int r = 0; r < R; r++) { acc[r][t] = _mm256_fmadd_ps(_mm256_maskload_ps(w + (size_t)r * C + c, mask), xv, acc[r][t]); }
         }
     }
     #pragma GCC unroll 8
@@ -443,26 +478,30 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_f32_tile(float* out, const float* x, cons
     }
 }
 
-// weight rows per tile for TB input rows: R * TB = 8 accumulators
-static int avx2_f32_tile_rows(int type, int TB) { (void)type; return 8 / TB; }
+// Input rows per tile: 3 while there are, then 2, 1. Weight rows: 4 for 3 or 2 input rows, 8 for one (12 or 8
+// accumulators). 4 weight rows by 3 input rows load 7 vectors for 12 fused multiply-adds, where the
+// earlier 1 by 8 loaded 9 for 8 and was bound by the loads (the trainer's LM head, 363 rows, 576 -> 4096,
+// one thread on the EPYC: 25 -> 33 GMAC/s in a side-by-side scratch run).
+static int avx2_f32_tile_batch(int type, int rows_left) { (void)type; return rows_left < 3 ? rows_left : 3; }
+static int avx2_f32_tile_rows(int type, int TB) { (void)type; return TB >= 2 ? 4 : 8; }
 
 static FAST_AVX2_TARGET void avx2_f32_tiles(float* out, const float* x, const uint8_t* row, size_t row_bytes, int C,
                                             int OC, int TB) {
     (void)row_bytes;   // C floats
     const float* w = (const float*)row;
-    switch (TB) {   // TB is a power of two up to 8 (fast_tile_batch)
+    switch (TB) {   // avx2_f32_tile_batch: 1 to 3
         case 0: avx2_f32_tile(out, x, w, C, OC, 1, 1); break;
         case 1: avx2_f32_tile(out, x, w, C, OC, 8, 1); break;
         case 2: avx2_f32_tile(out, x, w, C, OC, 4, 2); break;
-        case 4: avx2_f32_tile(out, x, w, C, OC, 2, 4); break;
-        default: avx2_f32_tile(out, x, w, C, OC, 1, 8); break;
+        default: avx2_f32_tile(out, x, w, C, OC, 4, 3); break;
     }
 }
 
 FAST_AVX2_TARGET void fast_matmul_rows_avx2(float* out, const float* inp, Matrix weight, int T, int C, int OC,
                                             int first_row, int last_row) {
     if (weight.type != TYPE_F32) { matmul_rows_portable_body(out, inp, weight, T, C, OC, first_row, last_row); return; }
-    fast_matmul_rows_panels(out, inp, weight, T, C, OC, first_row, last_row, avx2_f32_tiles, avx2_f32_tile_rows);
+    FastTileScheme scheme = { avx2_f32_tiles, avx2_f32_tile_batch, avx2_f32_tile_rows, 24 };
+    fast_matmul_rows_panels(out, inp, weight, T, C, OC, first_row, last_row, scheme);
 }
 
 // ----------------------------------------------------------------------------

@@ -5,7 +5,11 @@ that speculative and plain greedy outputs agree.
 
 On a shared machine a timing is slowed whenever another process takes a core (with OpenMP, every parallel
 region then waits for the displaced thread), so everything is measured in rounds spread over the run, the
-variants alternating, and the fastest time of each is kept (for speculative runs: the fastest run).
+variants alternating, and the fastest time of each is kept (for speculative runs: the fastest run). A
+speculative run's ratio to plain decoding is paired instead: each round runs plain, every draft, plain
+again, and the ratio is the median over the rounds of the run's speed over the mean of its round's two
+plain runs (the fastest runs of two variants can come from different minutes of a drifting machine: single
+ratios moved by 10-25% between runs of the same code).
 
   decode      one single-token step after CONTEXT cached tokens (the slot is rewritten each time)
   prefill     PREFILL tokens from an empty cache, in one call
@@ -27,7 +31,7 @@ tables only, for a quick look while tuning)
 #include "../aurora.c"
 #include "bench_common.h"
 
-enum { CONTEXT = 128, PREFILL = 128, GENERATE = 64, DRAFT_VOCAB = DRAFT_DEFAULT_VOCAB, REF_ROUNDS = 2 };
+enum { CONTEXT = 128, PREFILL = 128, GENERATE = 64, DRAFT_VOCAB = DRAFT_DEFAULT_VOCAB, REF_ROUNDS = 2, MAX_ROUNDS = 64 };
 static const int VERIFY_NODES[] = {2, 4, 6, 8, 12, 16};
 enum { N_VERIFY = sizeof(VERIFY_NODES) / sizeof(VERIFY_NODES[0]) };
 
@@ -93,6 +97,19 @@ static double decode_bytes(const Target* target, int fp32, int P) {
     return bytes;
 }
 
+// The median of n values (n >= 1; sorts a copy)
+static double median_of(const double* values, int n) {
+    double sorted[MAX_ROUNDS];
+    memcpy(sorted, values, (size_t)n * sizeof(double));
+    for (int i = 1; i < n; i++) {
+        double v = sorted[i];
+        int j = i;
+        for (; j > 0 && sorted[j - 1] > v; j--) { sorted[j] = sorted[j - 1]; }
+        sorted[j] = v;
+    }
+    return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+}
+
 // Speculative (or plain, kind < 0) greedy generation after the bench prompt: tokens/s after the prefill.
 static double generate_speed(Target* target, Draft* draft, int kind, int adaptive, const int* prompt, int n_prompt,
                              int* out, SpecStats* spec_stats) {
@@ -117,6 +134,7 @@ int main(int argc, char** argv) {
     int rounds = argc > 2 ? atoi(argv[2]) : 5;
     int fast_only = argc > 3 && strcmp(argv[3], "--fast-only") == 0;
     if (rounds < REF_ROUNDS) { rounds = REF_ROUNDS; }
+    if (rounds > MAX_ROUNDS) { rounds = MAX_ROUNDS; }
     char cpu[256];
     cpu_model_name(cpu, sizeof(cpu));
     for (int i = 0; i < PREFILL; i++) { context_tokens[i] = 200 + (i * 37) % 5000; }
@@ -188,6 +206,7 @@ int main(int argc, char** argv) {
     const int kinds[N_RUNS] = {-1, DRAFT_SELF, DRAFT_LOOKUP, DRAFT_EAGLE, DRAFT_SELF, DRAFT_LOOKUP, DRAFT_EAGLE};
     const int adaptive[N_RUNS] = {0, 0, 0, 0, 1, 1, 1};
     double speed[N_RUNS] = {0};
+    double paired[N_RUNS][MAX_ROUNDS];   // per round: tokens/s over the round's plain tokens/s
     SpecStats last_stats[N_RUNS];
     int outputs[N_RUNS][GENERATE], n_out_mismatch = 0;
 
@@ -238,12 +257,17 @@ int main(int argc, char** argv) {
             swaps++;
         }
         draft_use_weights(&draft, draft.weight_arena);
-        // generation: plain, then each draft source
-        for (int k = 0; k < N_RUNS; k++) {
-            double tokens_per_second = generate_speed(target, &draft, kinds[k], adaptive[k], prompt, n_prompt, outputs[k], &last_stats[k]);
-            if (tokens_per_second > speed[k]) { speed[k] = tokens_per_second; }
-            if (k > 0 && memcmp(outputs[k], outputs[0], sizeof(outputs[0])) != 0) { n_out_mismatch++; }
+        // generation: plain, each draft source, plain again (the round's ratios are against the mean of the
+        // two plain runs, so that a drift during the round cancels)
+        double round_speed[N_RUNS];
+        for (int k = 0; k <= N_RUNS; k++) {
+            int run = k % N_RUNS;
+            double tokens_per_second = generate_speed(target, &draft, kinds[run], adaptive[run], prompt, n_prompt, outputs[run], &last_stats[run]);
+            if (tokens_per_second > speed[run]) { speed[run] = tokens_per_second; }
+            round_speed[run] = k == N_RUNS ? (round_speed[0] + tokens_per_second) / 2 : tokens_per_second;
+            if (run > 0 && memcmp(outputs[run], outputs[0], sizeof(outputs[0])) != 0) { n_out_mismatch++; }
         }
+        for (int k = 0; k < N_RUNS; k++) { paired[k][round] = round_speed[k] / round_speed[0]; }
         target_prefill(target, context_tokens, CONTEXT, 0, NULL, NULL);   // the context again, for the next round
     }
     fprintf(stderr, "\n");
@@ -277,16 +301,19 @@ int main(int argc, char** argv) {
     printf("@ draft_step_vs_decode %.4f\n@ draft_swap_ms %.3f\n", draft_step / fast->decode, swap_total / swaps * 1e3);
 
     printf("\ngeneration on the fast table, greedy, %d tokens after a %d-token prompt; fixed: a chain of depth %d, adaptive: "
-           "shapes up to K=%d, depth %d, %d nodes (fastest run):\n", GENERATE, n_prompt, DEFAULT_SPEC_DEPTH,
-           ADAPTIVE_DEFAULT_K, ADAPTIVE_DEFAULT_DEPTH, ADAPTIVE_DEFAULT_NODES);
+           "shapes up to K=%d, depth %d, %d nodes (fastest run; the ratio: the median over the %d rounds of a run's "
+           "speed over the mean of the plain runs that begin and end its round):\n", GENERATE, n_prompt, DEFAULT_SPEC_DEPTH,
+           ADAPTIVE_DEFAULT_K, ADAPTIVE_DEFAULT_DEPTH, ADAPTIVE_DEFAULT_NODES, rounds);
     for (int k = 0; k < N_RUNS; k++) {
-        printf("  %-16s %8.2f tok/s  %.2fx plain", kind_names[k], speed[k], speed[k] / speed[0]);
+        double ratio = median_of(paired[k], rounds);
+        printf("  %-16s %8.2f tok/s  %.2fx plain", kind_names[k], speed[k], ratio);
         if (k > 0) {
             const SpecStats* st = &last_stats[k];
             printf("   acceptance length %.2f, draft %.0f%% of the time", (double)st->emitted / (st->verify_passes ? st->verify_passes : 1),
                    100 * st->draft_seconds / (st->total_seconds - st->prefill_seconds));
         }
         printf("\n@ %s_tps %.3f\n", kind_names[k], speed[k]);
+        if (k > 0) { printf("@ %s_vs_plain %.4f\n", kind_names[k], ratio); }
     }
     printf("  outputs identical to plain greedy: %s\n", n_out_mismatch == 0 ? "yes" : "NO");
 

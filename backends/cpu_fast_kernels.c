@@ -98,7 +98,7 @@ FAST_AVX512_TARGET void fast_matmul_backward_block_avx512(float* out, const floa
 // FAST_BACKWARD_K_CHUNK rows' 16 columns: one 64-byte piece of each of 128 rows, C floats apart, which
 // spans more pages than the L1 TLB holds) is first copied into one contiguous 8 KB buffer that the block's
 // 20 tiles then read; zeros past column C, whose sums are not stored. The caller gives a's rows contiguous
-// in k (matmul_backward_fast transposes the weight gradient's dout). Measured on the 2-core EPYC (Zen 3),
+// in k (matmul_backward_tiles transposes the weight gradient's dout). Measured on the 2-core EPYC (Zen 3),
 // one thread, the trainer's LM head backward (190 rows, 8192 x 576; tools/bench_ops.c, old and new
 // alternating), input gradient / weight gradient: tiles of 4 rows by 16 reading b and a in place 44-60 /
 // 49-72 ms, these 33 / 39-58 ms, OpenBLAS 23 / 23 ms. A whole trainer step (a 363-column record, one
@@ -440,7 +440,8 @@ FAST_INLINE FAST_AVX2_TARGET float avx2_reduce_add(__m256 v) {
 // for every R and TB (a row's result does not depend on T or the other rows).
 // Other weight types take the portable span (quantised weights take the int8 kernel on this level).
 // Measured on the 2-core EPYC (Zen 3), one thread, the trainer's LM head (190 rows, 576 -> 4096): the
-// portable span 66 ms, these tiles 20 ms.
+// portable span 66 ms, the earlier tiles of 1 weight row by 8 input rows 20 ms; over 363 rows (576 ->
+// 4096, a scratch timer, old and new alternating) those 21 GMAC/s, these 4 x 3 tiles 29.
 
 FAST_INLINE FAST_AVX2_TARGET void avx2_f32_tile(float* out, const float* x, const float* w, int C, int OC, int R, int TB) {
     // out: (TB, OC) at the tile's first row and column; x: (TB, C); w: R rows of C
@@ -451,7 +452,9 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_f32_tile(float* out, const float* x, cons
         for (int t = 0; t < TB; t++) { acc[r][t] = _mm256_setzero_ps(); }
     }
     int c = 0;
-    for (; c + 8 <= C; c += 8) {   // whole vectors (no mask register: 12 accumulators, 4 weights and 1 input fill the 16)
+    for (; c + 8 <= C; c += 8) {   // whole vectors: no mask register (12 accumulators, 4 weights and an
+                                   // input are already one more than the 16 registers: the compiler folds a
+                                   // load into an FMA; a live mask spilled accumulators, 21 -> 18 GMAC/s)
         __m256 wv[8];
         #pragma GCC unroll 8
         for (int r = 0; r < R; r++) { wv[r] = _mm256_loadu_ps(w + (size_t)r * C + c); }

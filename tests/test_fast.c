@@ -540,11 +540,12 @@ static void test_quantize_rows(void) {
 
 // ----------------------------------------------------------------------------
 // matmul_backward_fast: matmul_backward_cpu's gradients (both accumulate into what is there): bit for bit on
-// the portable and AVX2 paths, within fused multiply-add rounding on AVX-512; two threads as one, bit for bit,
-// on sizes around the portable tile's 16 rows and 256 columns and the AVX-512 block's 128 rows, 64 columns
-// and chunks of 128 k; T = 0 (every sum zero); one thread and two; with an infinity in dout
+// the portable path, within fused multiply-add rounding on AVX2 and AVX-512 (the same bits on both); two
+// threads as one, bit for bit, on sizes around the portable tile's 16 rows and 256 columns, the AVX-512
+// block's 128 rows and 64 columns, the AVX2 block's 120 rows (tiles of 6) and 16 columns, and chunks of 128
+// k; T = 0 (every sum zero); one thread and two; with an infinity in dout
 
-// The portable and AVX2 tiles: the reference's bits. AVX-512: the same order with fused multiply-adds,
+// The portable tiles: the reference's bits. AVX2 and AVX-512: the same order with fused multiply-adds,
 // within "fma_sum" of the reference per term summed (K terms of |a * b| <= 1).
 static void check_backward(const char* what, const float* got, const float* expected, size_t n, int K) {
     if (fast_isa < FAST_ISA_AVX2) {

@@ -9,7 +9,8 @@ variants alternating, and the fastest time of each is kept (for speculative runs
 speculative run's ratio to plain decoding is paired instead: each round runs plain, every draft, plain
 again, and the ratio is the median over the rounds of the run's speed over the mean of its round's two
 plain runs (the fastest runs of two variants can come from different minutes of a drifting machine: single
-ratios moved by 10-25% between runs of the same code).
+ratios moved by 10-25% between runs of the same code). The "@ NAME_tps" lines are the fastest runs, the
+"@ NAME_vs_plain" lines the paired medians.
 
   decode      one single-token step after CONTEXT cached tokens (the slot is rewritten each time)
   prefill     PREFILL tokens from an empty cache, in one call
@@ -265,7 +266,9 @@ int main(int argc, char** argv) {
             double tokens_per_second = generate_speed(target, &draft, kinds[run], adaptive[run], prompt, n_prompt, outputs[run], &last_stats[run]);
             if (tokens_per_second > speed[run]) { speed[run] = tokens_per_second; }
             round_speed[run] = k == N_RUNS ? (round_speed[0] + tokens_per_second) / 2 : tokens_per_second;
-            if (run > 0 && memcmp(outputs[run], outputs[0], sizeof(outputs[0])) != 0) { n_out_mismatch++; }
+            // every output against the first plain run's (the second plain run's against the first draft's,
+            // which was checked against it)
+            if (k > 0 && memcmp(outputs[run], outputs[k == N_RUNS ? 1 : 0], sizeof(outputs[0])) != 0) { n_out_mismatch++; }
         }
         for (int k = 0; k < N_RUNS; k++) { paired[k][round] = round_speed[k] / round_speed[0]; }
         target_prefill(target, context_tokens, CONTEXT, 0, NULL, NULL);   // the context again, for the next round

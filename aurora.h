@@ -993,7 +993,8 @@ typedef struct {
 
 typedef struct {
     int verify_passes;
-    int emitted;                        // tokens emitted by verify passes (accepted + bonus)
+    int emitted;                        // tokens verify passes yielded (accepted + bonus; the last pass's
+                                        // count whole, past an end-of-sequence token or max_new too)
     int proposed;                       // draft nodes verified (root excluded)
     int accepted;                       // draft nodes accepted
     int accepted_at_depth[TREE_MAX_DEPTH + 1]; // passes whose accepted path reached depth d

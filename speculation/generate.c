@@ -95,15 +95,19 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
     memcpy(sequence.tokens, prompt, (size_t)n_prompt * sizeof(int));
     target_prefill(target, prompt, n_prompt, 0, sequence.features, sequence.hidden);
     sequence.n_committed = n_prompt;
+    // (max_new 0: nothing is emitted, as in generate_plain; the first coin is drawn all the same)
     int first = sample_token(target->host.logits, V, settings, random_f32(&rng), p_target, scratch);
-    sequence.tokens[n_prompt] = first;
-    sequence.n_tokens = n_prompt + 1;
     int n_generated = 0;
-    out_tokens[n_generated++] = first;
-    if (on_token) { on_token(context, first); }
+    sequence.n_tokens = n_prompt;
+    if (max_new > 0) {
+        sequence.tokens[n_prompt] = first;
+        sequence.n_tokens = n_prompt + 1;
+        out_tokens[n_generated++] = first;
+        if (on_token) { on_token(context, first); }
+        stats->stopped_at_eos = first == eos;
+    }
     stats->prefill_seconds = now_seconds() - start_time;
-    int done = first == eos || n_generated >= max_new;
-    stats->stopped_at_eos = first == eos;
+    int done = stats->stopped_at_eos || n_generated >= max_new;
 
     Tree tree;
     Acceptance acceptance;

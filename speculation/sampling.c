@@ -62,11 +62,15 @@ static int compare_prob_descending(const void* a, const void* b) {
 // Top-p (nucleus): keeps the smallest set of most probable tokens whose mass reaches top_p (ties by
 // id), zeroes the rest and renormalises, in place. scratch: (V).
 void apply_top_p(float* probs, int V, float top_p, ProbIndex* scratch) {
-    // a token below (1 - top_p) / (V - 1) can never be in the nucleus: skip those before sorting
+    // a token below (1 - top_p) / (V - 1) can never be in the nucleus unless it is the most probable (the
+    // nucleus always holds that one, the only case where the bound fails: a near-flat distribution with
+    // top_p < 1 / V): skip the others before sorting
     const float cutoff = V > 1 ? (1.0f - top_p) / (V - 1) : 0.0f;
+    int best = 0;
+    for (int i = 1; i < V; i++) { if (probs[i] > probs[best]) { best = i; } }
     int n = 0;
     for (int i = 0; i < V; i++) {
-        if (probs[i] >= cutoff) { scratch[n].index = i; scratch[n].prob = probs[i]; n++; }
+        if (probs[i] >= cutoff || i == best) { scratch[n].index = i; scratch[n].prob = probs[i]; n++; }
     }
     qsort(scratch, n, sizeof(ProbIndex), compare_prob_descending);
     double kept = 0.0;

@@ -236,6 +236,54 @@ static void test_greedy_lossless(Target* target) {
     draft_free(&draft);
 }
 
+// Stops inside an accepted path: max_new from 0 to 3 and an end-of-sequence token the plain output reaches
+// early, for every source on a chain and a tree: the same tokens as plain greedy, nothing past the stop.
+static void test_stop_conditions(Target* target) {
+    int V = target->config.vocab_size;
+    SamplerSettings greedy = {0.0f, 1.0f};
+    enum { MAX_NEW = 16 };
+    int prompt[6] = {10, 11, 12, 10, 11, 12}, plain[MAX_NEW], speculative[MAX_NEW + TREE_MAX_DEPTH + 1];
+    Draft draft;
+    draft_init_random(&draft, target, V / 2, NULL, 7);
+    DraftKind kinds[5] = {DRAFT_EAGLE, DRAFT_SELF, DRAFT_LOOKUP, DRAFT_SUFFIX, DRAFT_HYBRID};
+    TreeShape shapes[2] = {{1, 5, 6}, {4, 3, 13}};
+    int mismatches = 0, runs = 0;
+    for (int eos_case = 0; eos_case < 2; eos_case++) {
+        target->tokenizer.eos_id = -1;
+        GenerateStats plain_stats;
+        if (eos_case) {   // the end-of-sequence token: the plain output's fourth token
+            generate_plain(target, prompt, 6, MAX_NEW, greedy, 0, plain, &plain_stats, NULL, NULL);
+            target->tokenizer.eos_id = plain[3];
+        }
+        for (int max_new = eos_case ? MAX_NEW : 0; max_new <= (eos_case ? MAX_NEW : 3); max_new++) {
+            int n_plain = generate_plain(target, prompt, 6, max_new, greedy, 0, plain, &plain_stats, NULL, NULL);
+            for (int k = 0; k < 5; k++) {
+                for (int s = 0; s < 2; s++) {
+                    DraftSource source;
+                    draft_source_init(&source, kinds[k], shapes[s], kinds[k] == DRAFT_EAGLE || kinds[k] == DRAFT_HYBRID ? &draft : NULL,
+                                      target);
+                    draft_source_set_adaptive(&source, 0, 1);
+                    if (kinds[k] == DRAFT_SUFFIX || kinds[k] == DRAFT_HYBRID) { suffix_index_add(source.suffix_outputs, plain, n_plain); }
+                    SpecStats stats;
+                    int n = generate_speculative(target, &source, prompt, 6, max_new, greedy, 0, speculative, &stats, NULL, NULL, NULL);
+                    runs++;
+                    if (n != n_plain || memcmp(plain, speculative, sizeof(int) * (size_t)n) != 0 ||
+                        stats.stopped_at_eos != plain_stats.stopped_at_eos) {
+                        mismatches++;
+                        fprintf(stderr, "  source %d shape %d max_new %d eos %d: %d tokens, plain %d\n", k, s, max_new,
+                                target->tokenizer.eos_id, n, n_plain);
+                    }
+                    draft_source_free(&source);
+                }
+            }
+        }
+    }
+    target->tokenizer.eos_id = -1;
+    check(mismatches == 0, "stops inside an accepted path: %d of %d runs differ from plain greedy", mismatches, runs);
+    printf("stop conditions: %d runs (max_new 0-3, an early end-of-sequence token), all equal to plain greedy\n", runs);
+    draft_free(&draft);
+}
+
 // ---- sampling losslessness ----------------------------------------------------------------------
 // A Markov "target" over V tokens: p_target(next | previous) fixed random tables; the "draft" proposes
 // the top-K tokens of a different table q. Speculative sampling from x0 must emit (x1, x2) with
@@ -345,6 +393,39 @@ static void test_sampling_lossless(void) {
     double broken = sampling_chi_square(2, draws, 1, 200);
     printf("negative control (no residual update): chi-square %.1f\n", broken);
     check(broken > threshold, "the chi-square test failed to catch acceptance without the residual update (%.1f)", broken);
+}
+
+// ---- sampling's edge cases: the nucleus always holds the most probable token; a sibling that is the
+// residual's only token left is accepted whatever rounding left of its ratio ------------------------
+static void test_sampling_edges(void) {
+    ProbIndex scratch[8];
+    float two[2] = {0.6f, 0.4f};   // top_p below 1 / V: the nucleus is the top token alone
+    apply_top_p(two, 2, 0.3f, scratch);
+    check(two[0] == 1.0f && two[1] == 0.0f, "top-p 0.3 of {0.6, 0.4}: {%g, %g}, expected {1, 0}", two[0], two[1]);
+    float flat[4] = {0.25f, 0.25f, 0.25f, 0.25f};   // ties: the lowest id
+    apply_top_p(flat, 4, 0.1f, scratch);
+    check(flat[0] == 1.0f && flat[1] == 0.0f && flat[2] == 0.0f && flat[3] == 0.0f,
+          "top-p 0.1 of a flat distribution over 4: {%g %g %g %g}, expected {1 0 0 0}", flat[0], flat[1], flat[2], flat[3]);
+    // two tokens whose fp32 probabilities sum to just under 1 (as a renormalised nucleus can), both drafted
+    // as siblings, the first rejected: the second is the residual's only token and must be accepted even
+    // at the largest uniform (a running mass started at 1.0 rejected it there and drew the bonus from zeros)
+    enum { V4 = 4 };
+    float p_target[3 * V4] = {0};
+    p_target[0] = 0.500024974f, p_target[1] = 0.499974996f;   // sum 0.99999997
+    for (int node = 1; node < 3; node++) { p_target[node * V4 + 2] = 1.0f; }
+    Tree tree = {0};
+    tree.n_nodes = 3;
+    tree.parents[0] = -1, tree.parents[1] = 0, tree.parents[2] = 0;
+    tree.tokens[0] = 0, tree.tokens[1] = 0, tree.tokens[2] = 1;
+    Error err;
+    check(tree_derive(&tree, &err) == 0, "sampling edges: tree: %s", err.message);
+    float uniforms[3] = {0.5f, 0.99f, 16777215.0f / 16777216.0f}, residual[V4];
+    Acceptance acceptance;
+    accept_sampling(&acceptance, &tree, p_target, uniforms, V4, residual);
+    check(acceptance.n_accepted == 1 && acceptance.path[1] == 2 && acceptance.bonus == 2,
+          "the residual's last token, drafted: accepted %d (path node %d), bonus %d; expected node 2 accepted, bonus 2",
+          acceptance.n_accepted, acceptance.path[1], acceptance.bonus);
+    printf("sampling edges: top-p keeps the top token; the residual's last token is accepted\n");
 }
 
 // ---- sampling end to end on the tiny model: repeatable, and a valid sample -----------------------
@@ -493,8 +574,10 @@ int main(void) {
     test_tree_buffers();
     test_verify_and_compaction(&target);
     test_greedy_lossless(&target);
+    test_stop_conditions(&target);
     test_pass_costs(&target);
     test_sampling_lossless();
+    test_sampling_edges();
     test_sampling_end_to_end(&target);
     test_sampling_sources(&target);
     target_free(&target);

@@ -159,23 +159,47 @@ static void test_against_brute_force(void) {
     printf("suffix index: 40 histories, %d matches and %d proposals against brute force\n", matches_checked, proposals_checked);
 }
 
+// Occurrences of pattern (length L) inside text (n tokens), by brute force.
+static int brute_count(const int* text, int n, const int* pattern, int L) {
+    int count = 0;
+    for (int i = 0; i + L <= n; i++) { count += memcmp(text + i, pattern, (size_t)L * sizeof(int)) == 0; }
+    return count;
+}
+
 static void test_incremental_and_bound(void) {
-    // appending token by token equals adding the text at once
-    int text[64];
+    // two texts indexed one after the other (token by token: suffix_index_add), against brute force: every
+    // substring of at most max_depth tokens has a node counting its occurrences in the two texts (none
+    // spanning both), and there is no other node
+    enum { N_TEXT = 64, DEPTH = 6 };
+    int texts[2][N_TEXT];
     uint64_t rng = random_seed_state(3);
-    for (int i = 0; i < 64; i++) { text[i] = (int)(random_u32(&rng) % 5); }
-    SuffixIndex a, b;
-    suffix_index_init(&a, 8, 0);
-    suffix_index_init(&b, 8, 0);
-    suffix_index_add(&a, text, 64);
-    suffix_index_begin(&b);
-    for (int i = 0; i < 64; i++) { suffix_index_append(&b, text[i]); }
-    check(a.n_nodes == b.n_nodes, "incremental indexing: %d vs %d nodes", a.n_nodes, b.n_nodes);
-    int same = a.n_nodes == b.n_nodes;
-    for (int i = 0; i < a.n_nodes && same; i++) { same = a.nodes[i].count == b.nodes[i].count && a.nodes[i].token == b.nodes[i].token; }
-    check(same, "incremental indexing gives the same trie");
+    for (int k = 0; k < 2; k++) { for (int i = 0; i < N_TEXT; i++) { texts[k][i] = (int)(random_u32(&rng) % 5); } }
+    SuffixIndex a;
+    suffix_index_init(&a, DEPTH, 0);
+    suffix_index_add(&a, texts[0], N_TEXT);
+    suffix_index_add(&a, texts[1], N_TEXT);
+    int wrong = 0, distinct = 0;
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < N_TEXT; i++) {
+            int node = 0;
+            for (int L = 1; L <= DEPTH && i + L <= N_TEXT; L++) {
+                node = node < 0 ? -1 : suffix_child(&a, node, texts[k][i + L - 1]);
+                int expected = brute_count(texts[0], N_TEXT, texts[k] + i, L) + brute_count(texts[1], N_TEXT, texts[k] + i, L);
+                if (node < 0 || a.nodes[node].count != expected || a.nodes[node].depth != L) { wrong++; continue; }
+                // a substring's first occurrence over both texts counts it once among the distinct ones
+                int first = brute_count(texts[0], k == 0 ? i + L - 1 : N_TEXT, texts[k] + i, L) == 0 &&
+                            (k == 0 || brute_count(texts[1], i + L - 1, texts[k] + i, L) == 0);
+                distinct += first;
+            }
+        }
+    }
+    check(wrong == 0, "incremental indexing: %d substrings without a node of their brute-force count", wrong);
+    check(a.n_nodes == 1 + distinct && a.nodes[0].count == 2 * N_TEXT,
+          "incremental indexing: %d nodes (root count %d), expected %d (1 + the distinct substrings; root %d)", a.n_nodes,
+          a.nodes[0].count, 1 + distinct, 2 * N_TEXT);
     suffix_index_free(&a);
-    suffix_index_free(&b);
+    int text[64];
+    for (int i = 0; i < 64; i++) { text[i] = texts[0][i]; }
     // the node bound: no more than max_nodes, refusals counted, old paths still answer
     SuffixIndex bounded;
     suffix_index_init(&bounded, 8, 50);

@@ -1308,7 +1308,8 @@ typedef struct {
     float discard_weight;   // lambda_discard (0: off)
     int discard_top_k;      // rejected nodes per verify pass (0: all)
     LossKind discard_loss;  // LOSS_FORWARD_KL or LOSS_REVERSE_KL
-    int max_positions;      // longest record trained on (longer ones keep their first max_positions)
+    int max_positions;      // the most columns one record trains on: the context window, then the
+                            // completion (a longer completion keeps its first positions)
                             // (default TRAINER_DEFAULT_MAX_POSITIONS)
     int context_window;     // prompt positions kept before the first completion token (the rest of
                             // the prompt is dropped from training: it costs a full layer per step)
@@ -1407,7 +1408,8 @@ void trainer_init(Trainer* trainer, const Draft* draft, const Target* target, Tr
 void trainer_free(Trainer* trainer);
 // Forward and backward over the batch (the loss is the mean over records), then clipping, warm-up and
 // AdamW. A non-finite loss or gradient leaves the weights untouched and counts the rejection. Returns 0
-// if the update was applied, 1 if it was rejected; stats filled either way.
+// if the update was applied, 1 if it was rejected, 2 if the batch had no loss row (no update, no step);
+// stats filled either way.
 int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainStats* stats);
 // The learning rate of the next step: linear warm-up from 0 over warmup_steps, then the setting.
 float trainer_learning_rate(const Trainer* trainer);

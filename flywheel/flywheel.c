@@ -113,9 +113,9 @@ static void flywheel_batch_records(const Flywheel* flywheel, const int* slots, i
 // One optimiser step on the batch, then a publish every sync_every steps (threaded and in the gaps).
 static void flywheel_train_batch(Flywheel* flywheel, Record** batch, int n) {
     TrainStats stats;
-    trainer_step(&flywheel->trainer, batch, n, &stats);
+    int applied = trainer_step(&flywheel->trainer, batch, n, &stats) == 0;
     int version = 0;
-    if (flywheel->lockstep_every == 0 && flywheel->trainer.step % flywheel->sync_every == 0) {
+    if (applied && flywheel->lockstep_every == 0 && flywheel->trainer.step % flywheel->sync_every == 0) {
         version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena, flywheel->trainer.draft.d2t);
     }
     flywheel_report(flywheel, &stats, version);
@@ -169,7 +169,8 @@ static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target*
                            int pool_capacity, int steps_per_request, int in_gaps, uint64_t seed) {
     memset(flywheel, 0, sizeof(*flywheel));
     trainer_init(&flywheel->trainer, draft, target, settings);
-    flywheel->records = record_buffer_new(buffer_capacity);
+    // lockstep trains on everything recorded: the buffer holds a round's records (it drops the oldest when full)
+    flywheel->records = record_buffer_new(lockstep_every > buffer_capacity ? lockstep_every : buffer_capacity);
     flywheel->exchange = weight_exchange_new(draft->n_weight_floats, draft->config.vocab_size);
     flywheel->sync_every = sync_every < 1 ? 1 : sync_every;
     flywheel->batch_requests = batch_requests < 1 ? 1 : (batch_requests > FLYWHEEL_MAX_BATCH ? FLYWHEEL_MAX_BATCH : batch_requests);
@@ -623,6 +624,7 @@ int replay_run(const Options* o) {
         source.exchange = flywheel.exchange;
         flywheel.train_share = o->train_share > 0 ? o->train_share : 1.0f;
     }
+    stop_signals_install();   // (before the held-back set: an interrupt there still writes the summary)
     HeldBack held_back;
     memset(&held_back, 0, sizeof(held_back));
     if (n_held > 0 && kind != DRAFT_NONE && kind != DRAFT_SUFFIX) { // the target's outputs for the held-back prompts, once
@@ -655,7 +657,6 @@ int replay_run(const Options* o) {
     totals.n_requests = n_requests;
     totals.acceptance = acceptance;
     totals.domains = domains;
-    stop_signals_install();
     for (int r = 0; r < n_requests && status == 0 && !stop_requested(); r++) {
         const TrafficRequest* request = &traffic.requests[r];
         if (held_back.n_records > 0 && r % o->eval_every == 0) { held_back_measure(&held_back, &source, r); }
@@ -761,7 +762,7 @@ int replay_run(const Options* o) {
         status = 1;
     }
     if (!o->quiet) {
-        if (wrote_draft) { fprintf(stderr, "saved the trained draft (version %d) to %s\n", flywheel.published_version, o->save_draft); }
+        if (wrote_draft) { fprintf(stderr, "saved the trained draft (%d optimiser steps) to %s\n", flywheel.trainer.step, o->save_draft); }
         if (status == 0) {
             fprintf(stderr, "wrote %s, %s, %s%s%s\n", csv_path, summary_path, chart_path, held_back.n_points ? ", " : "",
                     held_back.n_points ? eval_path : "");

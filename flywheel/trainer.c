@@ -229,13 +229,15 @@ void ttt_mask(uint8_t* mask, int k, int rows, int n_columns, int chain_first, co
 
 int unroll_plan_columns(UnrollPlan* plan, const Record* record, const TrainerSettings* s) {
     // local column t = 0..T-1 pairs the taps g_{f+t} with the token x_{f+t+1}, f = first_column: the
-    // context window before the first completion position, then the completion
-    int n_columns = record->n_committed < s->max_positions ? record->n_committed : s->max_positions;
+    // context window before the first completion position, then the completion, at most max_positions
+    // columns in all (a long prompt is cut before the window, a long completion at its end)
     memset(plan, 0, sizeof(*plan));
     plan->first_column = record->n_prompt - 2 - s->context_window;
     if (plan->first_column < 0) { plan->first_column = 0; }
-    plan->T = n_columns - plan->first_column;
-    if (plan->T < 1 || record->n_tokens < n_columns + 1) { return 0; }
+    int end = record->n_committed < plan->first_column + s->max_positions ? record->n_committed
+                                                                           : plan->first_column + s->max_positions;
+    plan->T = end - plan->first_column;
+    if (plan->T < 1 || record->n_tokens < end + 1) { return 0; }
     plan->n_steps = s->ttt_length < plan->T ? s->ttt_length : plan->T;
     return 1;
 }
@@ -701,6 +703,9 @@ int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainS
         trainer->rejected_updates++;
         return 1;
     }
+    // a batch without a single loss row (records too short, or only prompt rows at --prompt-weight 0) has
+    // nothing to teach: AdamW's moments would still move every weight, and the step count and warm-up advance
+    if (stats->n_positions == 0 && stats->n_discard == 0) { return 2; }
     if (s->max_grad_norm > 0.0f && norm > s->max_grad_norm) { b->scale(trainer->grads, (float)(s->max_grad_norm / norm), n); }
     float learning_rate = trainer_learning_rate(trainer);
     trainer->step++;

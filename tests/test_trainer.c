@@ -119,27 +119,35 @@ static void test_loss_rows(Target* target) {
     draft_init_random(&draft, target, 100, NULL, 3);
     int prompt[9] = {30, 31, 32, 33, 34, 35, 36, 37, 38};
     Record* record = make_record(target, &draft, prompt, 9, 8);
-    int checked = 0;
+    int checked = 0, cut_completion_rows = 0;
     for (int window = 0; window <= 9; window += 3) {
-        for (int with_prompt = 0; with_prompt <= 1; with_prompt++) {
+        for (int with_prompt = 0; with_prompt <= 2; with_prompt++) {   // 2: no prompt rows, at most 5 columns
             TrainerSettings s = trainer_default_settings();
             s.context_window = window;
-            s.prompt_weight = with_prompt ? 0.25f : 0.0f;
+            s.prompt_weight = with_prompt == 1 ? 0.25f : 0.0f;
+            s.max_positions = with_prompt == 2 ? 5 : TRAINER_DEFAULT_MAX_POSITIONS;
             s.ttt_length = 4;
             UnrollPlan plan;
             check(unroll_plan_columns(&plan, record, &s), "the record has columns");
+            // the columns: the window before the completion's first prediction, then at most max_positions
+            int first = record->n_prompt - 2 - window < 0 ? 0 : record->n_prompt - 2 - window;
+            int end = record->n_committed < first + s.max_positions ? record->n_committed : first + s.max_positions;
+            check(plan.first_column == first && plan.T == end - first, "window %d, max_positions %d: columns [%d, +%d), oracle [%d, +%d)",
+                  window, s.max_positions, plan.first_column, plan.T, first, end - first);
             for (int k = 0; k < plan.n_steps; k++) {
                 int rows[64];
                 float weights[64];
                 int n = unroll_loss_rows(&plan, record, &s, k, rows, weights);
                 // oracle: column t predicts the token at absolute position f + t + k + 2 from the target's
-                // recorded distribution at f + t + k + 1, which exists iff that index < n_committed
+                // recorded distribution at f + t + k + 1, which exists iff that index < n_committed, and is
+                // in the unroll iff it is one of its columns (< end)
                 int expected = 0;
                 for (int t = 0; t < plan.T; t++) {
                     int teacher = plan.first_column + t + k + 1, predicted = teacher + 1;
-                    if (teacher >= record->n_committed) { continue; }
+                    if (teacher >= record->n_committed || teacher >= end) { continue; }
                     int is_prompt = predicted < record->n_prompt;
-                    if (is_prompt && !with_prompt) { continue; }
+                    if (is_prompt && with_prompt != 1) { continue; }
+                    cut_completion_rows += with_prompt == 2;
                     check(expected < n && rows[expected] == t && weights[expected] == (is_prompt ? 0.25f : 1.0f),
                           "window %d, prompt %d, step %d: loss row %d should be column %d", window, with_prompt, k, expected, t);
                     expected++;
@@ -149,6 +157,9 @@ static void test_loss_rows(Target* target) {
             }
         }
     }
+    // a record longer than max_positions keeps the window and the completion's first positions (it was cut
+    // from its start, which left a long prompt's completion out)
+    check(cut_completion_rows > 0, "a max_positions cut left no completion row");
     printf("loss rows: %d (column, step) pairs agree with the oracle\n", checked);
     record_free(record);
     draft_free(&draft);
@@ -217,6 +228,19 @@ static void test_rejection_and_buffers(Target* target) {
           "a non-finite loss must reject the update (rejected %d, counted %ld)", rejected, trainer.rejected_updates);
     check(memcmp(before, trainer.draft.weight_arena, draft.n_weight_floats * sizeof(float)) == 0,
           "a rejected update must leave the weights bit-identical");
+    trainer_free(&trainer);
+    // a batch without a loss row (prompt rows only, at prompt weight 0): no update, no step
+    record->hidden[(size_t)(record->n_committed - 1) * target->config.dim] = 0.0f;
+    TrainerSettings prompt_only = trainer_default_settings();
+    prompt_only.prompt_weight = 0.0f;
+    prompt_only.max_positions = 2;
+    prompt_only.warmup_steps = 0;
+    trainer_init(&trainer, &draft, target, prompt_only);
+    int empty = trainer_step(&trainer, &record, 1, &stats);
+    check(empty == 2 && trainer.step == 0 && stats.n_positions == 0 &&
+          memcmp(before, trainer.draft.weight_arena, draft.n_weight_floats * sizeof(float)) == 0,
+          "a batch without loss rows must leave the weights and the step count as they were (returned %d, step %d)",
+          empty, trainer.step);
     free(before);
     trainer_free(&trainer);
     record_free(record);

@@ -173,8 +173,20 @@ int check_writable(const char* path, int create_directory, Error* err) {
     return 0;
 }
 
+// What a non-regular file is, for the error that refuses to replace it.
+static const char* file_kind(mode_t mode) {
+    return S_ISDIR(mode) ? "a directory" : S_ISFIFO(mode) ? "a FIFO" : S_ISCHR(mode) ? "a character device"
+         : S_ISBLK(mode) ? "a block device" : S_ISSOCK(mode) ? "a socket" : "not a regular file";
+}
+
 int output_open(OutputFile* out, const char* path, Error* err) {
     memset(out, 0, sizeof(*out));
+    // the finished file replaces path by a rename: never a device, a FIFO or a directory (as root, -o
+    // /dev/null would otherwise become a regular file)
+    struct stat existing;
+    if (stat(path, &existing) == 0 && !S_ISREG(existing.st_mode)) {
+        return error_set(err, "%s: is %s; expected a regular file or a new file name", path, file_kind(existing.st_mode));
+    }
     size_t n = strlen(path) + 32;
     out->temporary_path = mallocCheck(n);
     snprintf(out->temporary_path, n, "%s.tmp.%ld", path, (long)getpid());

@@ -607,8 +607,35 @@ static int gguf_check_unique_names(const GGUFFile* gguf, Error* err) {
     return status;
 }
 
+static int compare_tensor_offsets(const void* a, const void* b) {
+    const GGUFTensor* x = *(const GGUFTensor* const*)a;
+    const GGUFTensor* y = *(const GGUFTensor* const*)b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+// No two tensors share bytes (a tensor whose offset or size points into another's data would be read as
+// weights that are not its own: ggml refuses such files too).
+static int gguf_check_disjoint(GGUFFile* gguf, Error* err) {
+    GGUFTensor** order = mallocCheck((size_t)gguf->n_tensors * sizeof(GGUFTensor*));
+    for (uint64_t i = 0; i < gguf->n_tensors; i++) { order[i] = &gguf->tensors[i]; }
+    qsort(order, (size_t)gguf->n_tensors, sizeof(GGUFTensor*), compare_tensor_offsets);
+    int status = 0;
+    for (uint64_t i = 1; i < gguf->n_tensors && status == 0; i++) {
+        const GGUFTensor* before = order[i - 1];
+        const GGUFTensor* tensor = order[i];
+        if (before->n_bytes > 0 && tensor->offset < before->offset + before->n_bytes) {
+            status = error_set(err, "%s: tensor '%.200s' (data offset %llu) overlaps tensor '%.200s' (%zu bytes at data "
+                               "offset %llu); expected every tensor's data apart", gguf->path, tensor->name,
+                               (unsigned long long)tensor->offset, before->name, before->n_bytes,
+                               (unsigned long long)before->offset);
+        }
+    }
+    free(order);
+    return status;
+}
+
 // The data section starts at the end of the header rounded up to the alignment; every tensor's
-// offset must be aligned and its bytes must lie inside the file.
+// offset must be aligned, its bytes must lie inside the file, and no two tensors may overlap.
 static int gguf_place_tensors(GGUFFile* gguf, size_t header_end, Error* err) {
     uint64_t data_offset = (header_end + gguf->alignment - 1) / gguf->alignment * gguf->alignment;
     gguf->data_offset = (size_t)data_offset;
@@ -633,7 +660,7 @@ static int gguf_place_tensors(GGUFFile* gguf, size_t header_end, Error* err) {
         }
         tensor->data = gguf->bytes + gguf->data_offset + tensor->offset;
     }
-    return 0;
+    return gguf_check_disjoint(gguf, err);
 }
 
 // Parses and validates gguf->bytes (already set, with path and size).

@@ -245,6 +245,7 @@ int target_load(Target* target, const char* path, const Backend* backend, int ca
     // every weight onto the backend, checked against the table's shape first; the tied LM head is the
     // embedding's Matrix, not a second copy
     target->weights.layers = callocCheck((size_t)c->n_layers, sizeof(TargetLayerWeights));
+    uint8_t* used = callocCheck(file->n_tensors > 0 ? (size_t)file->n_tensors : 1, 1);
     for (int i = 0; i < TARGET_NUM_TENSORS; i++) {
         const TargetTensorInfo* info = &target->tensors[i];
         if (target_is_tied_output(target, i)) { target->weights.output = target->weights.token_embedding; continue; }
@@ -253,7 +254,8 @@ int target_load(Target* target, const char* path, const Backend* backend, int ca
             char name[128];
             snprintf(name, sizeof(name), info->gguf_name, layer);
             const GGUFTensor* tensor = model_find_tensor(file, name, info->rows, info->cols, err);
-            if (tensor == NULL) { target_free(target); return -1; }
+            if (tensor == NULL) { free(used); target_free(target); return -1; }
+            used[tensor - file->tensors] = 1;
             void* field = target_tensor_field(target, i, layer);
             if (info->cols == 1) { // a norm's weight: fp32 on every backend
                 size_t bytes = (size_t)info->rows * sizeof(float);
@@ -272,6 +274,18 @@ int target_load(Target* target, const char* path, const Backend* backend, int ca
         }
         target->n_weight_floats += info->n_elements;
     }
+    // a tensor the model does not read means the configuration does not describe the file (a block count
+    // lowered in the header would otherwise run a shallower model on the first layers, and answer)
+    for (uint64_t t = 0; t < file->n_tensors; t++) {
+        if (used[t]) { continue; }
+        error_set(err, "%s: tensor '%.200s' is not part of a llama model with %s = %d; expected only the %s tensors of "
+                  "those %d layers, the embedding, the output norm and the output", path, file->tensors[t].name,
+                  "llama.block_count", c->n_layers, "attention, norm and feed-forward", c->n_layers);
+        free(used);
+        target_free(target);
+        return -1;
+    }
+    free(used);
 
     target->has_tokenizer = gguf_find(file, "tokenizer.ggml.tokens") != NULL;
     if (target->has_tokenizer && tokenizer_load_gguf(&target->tokenizer, file, err) != 0) {

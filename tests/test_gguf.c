@@ -671,6 +671,13 @@ static void test_malformed(void) {
     expect_error(&b, "misaligned offset", "tensor 'w' has data offset 4, not a multiple of the alignment 32", NULL);
     put_header(&b, 3, 1, 0); put_tensor_info(&b, "w", 1, dims1, TYPE_F32, 0); while (b.size % 32) { put_zeros(&b, 1); } put_zeros(&b, 127);
     expect_error(&b, "tensor past end by one byte", "tensor 'w' (F32, 128 bytes at data offset 0) lies past the end of the file", "holds 127 bytes");
+    // two tensors sharing bytes: the second starts inside the first (128 bytes at 0), or at the same offset
+    put_header(&b, 3, 2, 0); put_tensor_info(&b, "w", 1, dims1, TYPE_F32, 0); put_tensor_info(&b, "v", 1, dims1, TYPE_F32, 96);
+    while (b.size % 32) { put_zeros(&b, 1); } put_zeros(&b, 256);
+    expect_error(&b, "overlapping tensors", "tensor 'v' (data offset 96) overlaps tensor 'w' (128 bytes at data offset 0)", NULL);
+    put_header(&b, 3, 2, 0); put_tensor_info(&b, "w", 1, dims1, TYPE_F32, 128); put_tensor_info(&b, "v", 1, dims1, TYPE_F32, 128);
+    while (b.size % 32) { put_zeros(&b, 1); } put_zeros(&b, 256);
+    expect_error(&b, "aliased tensors", "overlaps tensor", "expected every tensor's data apart");
     put_header(&b, 3, 1, 0); put_tensor_info(&b, "w", 1, dims1, TYPE_F32, 1ULL << 63); while (b.size % 32) { put_zeros(&b, 1); } put_zeros(&b, 128);
     expect_error(&b, "tensor offset huge", "lies past the end of the file", NULL);
     put_header(&b, 3, 1, 0); put_tensor_info(&b, "w", 1, dims1, TYPE_F32, 0); put_zeros(&b, 1);

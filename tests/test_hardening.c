@@ -43,6 +43,13 @@ static void test_regular_files_only(void) {
     check(traffic_load(&traffic, fifo, &err) != 0 && strstr(err.message, "FIFO"), "traffic_load on a FIFO: %s", err.message);
     RequestRows rows;
     check(read_requests_csv(fifo, &rows, &err) != 0 && strstr(err.message, "FIFO"), "read_requests_csv on a FIFO: %s", err.message);
+    // nor is an output: the finished file's rename would replace the FIFO (or, as root, a device) with a file
+    OutputFile out;
+    check(output_open(&out, fifo, &err) != 0 && strstr(err.message, "is a FIFO"), "output_open on a FIFO: %s", err.message);
+    check(write_file_atomic("/dev/null", "x", 1, &err) != 0 && strstr(err.message, "character device"),
+          "writing over /dev/null is refused: %s", err.message);
+    struct stat fifo_info;
+    check(stat(fifo, &fifo_info) == 0 && S_ISFIFO(fifo_info.st_mode), "the FIFO is still a FIFO");
     check(traffic_load(&traffic, "/dev/zero", &err) != 0 && strstr(err.message, "character device"),
           "/dev/zero as traffic is refused: %s", err.message);
     check(traffic_load(&traffic, temp_directory, &err) != 0 && strstr(err.message, "directory"),
@@ -166,6 +173,38 @@ static void test_config_ranges(void) {
     }
 }
 
+// A file whose header describes fewer layers than it holds: the model would run on the first layers and
+// answer; the loader refuses a tensor it does not read.
+static void test_unused_tensors(void) {
+    Error err;
+    TinyModelSpec spec = {32, 2, 4, 2, 32, 300, 64, 1, TYPE_F32, 10000.0f, 5};
+    const char* clean = temp_path("two_layers.gguf"), *path = temp_path("one_layer_header.gguf");
+    check(tiny_model_write(clean, &spec, &err) == 0, "write: %s", err.message);
+    GGUFFile file;
+    if (gguf_open(&file, clean, &err) != 0) { check(0, "open: %s", err.message); return; }
+    GGUFWriter* writer = gguf_writer_new();
+    const char* skip[] = {"llama.block_count", NULL};
+    gguf_writer_copy_values(writer, &file, skip, &err);
+    gguf_writer_add_uint32(writer, "llama.block_count", 1);
+    for (uint64_t i = 0; i < file.n_tensors; i++) {
+        const GGUFTensor* t = &file.tensors[i];
+        float* data = mallocCheck((size_t)t->n_elements * sizeof(float));
+        gguf_tensor_to_f32(t, data);
+        gguf_writer_add_tensor(writer, t->name, t->type, t->n_dims, t->shape, data);
+        free(data);
+    }
+    check(gguf_writer_save(writer, path, &err) == 0, "save: %s", err.message);
+    gguf_writer_free(writer);
+    gguf_close(&file);
+    Target target;
+    check(target_load(&target, clean, &backend_cpu_ref, 32, 4, &err) == 0, "the two-layer file loads: %s", err.message);
+    target_free(&target);
+    int status = target_load(&target, path, &backend_cpu_ref, 32, 4, &err);
+    check(status != 0 && strstr(err.message, "tensor 'blk.1.") && strstr(err.message, "llama.block_count = 1"),
+          "a tensor past the header's block count must be refused (%s)", status == 0 ? "loaded" : err.message);
+    if (status == 0) { target_free(&target); }
+}
+
 int main(void) {
     snprintf(temp_directory, sizeof(temp_directory), "/tmp/aurora_test_hardening_%d", (int)getpid());
     Error err;
@@ -173,5 +212,6 @@ int main(void) {
     test_regular_files_only();
     test_atomic_outputs();
     test_config_ranges();
+    test_unused_tensors();
     return test_summary();
 }

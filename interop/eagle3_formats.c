@@ -134,6 +134,15 @@ static void eagle3_draft_alloc(Draft* draft, const Target* target, const DraftCo
     free(shaped);
 }
 
+// The tensor table of a layer shape, without weights: every tensor of a file is checked against it before
+// the draft, whose size the file's config sets, is allocated (a config asking for a huge FFN over tensors
+// of the ordinary size must fail on the first tensor, not after allocating gigabytes).
+static void eagle3_shape_table(Draft* shape_only, const DraftConfig* c) {
+    memset(shape_only, 0, sizeof(*shape_only));
+    shape_only->config = *c;
+    draft_build_tensor_table(shape_only);
+}
+
 // Checks a layer shape read from a file against the target (the draft's width is the target's: it
 // reads the target's embedding) and against itself.
 static int eagle3_check_shape(const DraftConfig* c, const Target* target, const char* path, Error* err) {
@@ -287,7 +296,7 @@ static int eagle3_gguf_tensor(const GGUFFile* file, const GGUFTensor* tensor, in
         return error_set(err, "%s: tensor '%s' has integer type %s, expected a float type", file->path, tensor->name,
                          tensor_type_name(tensor->type));
     }
-    gguf_tensor_to_f32(tensor, out);
+    if (out != NULL) { gguf_tensor_to_f32(tensor, out); }   // (NULL: the check alone)
     return 0;
 }
 
@@ -413,6 +422,12 @@ static int eagle3_import_llama_cpp(Draft* draft, const char* path, const Target*
         }
     }
     if (status == 0) { status = eagle3_check_shape(&c, target, path, err); }
+    Draft shape_only;
+    eagle3_shape_table(&shape_only, &c);
+    for (int i = 0; i < DRAFT_NUM_TENSORS && status == 0; i++) {
+        const DraftTensorInfo* info = eagle3_draft_tensor(&shape_only, EAGLE3_TENSOR_NAMES[i].ours);
+        if (found[i] != NULL) { status = eagle3_gguf_tensor(&file, found[i], info->rows, info->cols, NULL, err); }
+    }
     if (status != 0) { free(d2t); gguf_close(&file); return -1; }
 
     eagle3_draft_alloc(draft, target, &c, d2t);
@@ -677,7 +692,7 @@ static int eagle3_safetensors_tensor(const SafetensorsFile* file, const Safetens
                          tensor->n_dims > 1 ? (long long)tensor->shape[1] : 0ll, rows, cols == 1 ? "" : ", ",
                          cols == 1 ? 0 : cols);
     }
-    return safetensors_tensor_to_f32(file, tensor, out, err);
+    return out != NULL ? safetensors_tensor_to_f32(file, tensor, out, err) : 0;   // (NULL: the check alone)
 }
 
 // The tensor with this SpecForge name, or its vLLM speculators alias (layers.0. for midlayer.).
@@ -794,6 +809,12 @@ static int eagle3_import_specforge(Draft* draft, const char* path, const Target*
     if (status == 0) {
         d2t = mallocCheck((size_t)c.vocab_size * sizeof(int32_t));
         status = eagle3_read_vocabulary(d2t, &file, c.vocab_size, target->config.vocab_size, err);
+    }
+    Draft shape_only;
+    eagle3_shape_table(&shape_only, &c);
+    for (int i = 0; i < DRAFT_NUM_TENSORS && status == 0; i++) {
+        const DraftTensorInfo* info = eagle3_draft_tensor(&shape_only, EAGLE3_TENSOR_NAMES[i].ours);
+        status = eagle3_safetensors_tensor(&file, found[i], info->rows, info->cols, NULL, err);
     }
     if (status == 0) {
         eagle3_draft_alloc(draft, target, &c, d2t);

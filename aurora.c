@@ -496,8 +496,11 @@ static int* start_session(Options* o, Target* target, int* n_prompt) {
     Error err;
     *n_prompt = prompt_encode(&target->tokenizer, o->prompt, o->chat, prompt, capacity - 1, &err);
     if (*n_prompt < 0) {
-        fprintf(stderr, "error: %s; the context holds %d tokens and at least one must be left for generation: shorten the "
-                "prompt or raise --context\n", err.message, capacity);
+        if (strstr(err.message, "empty after tokenization") != NULL) { fprintf(stderr, "error: %s\n", err.message); }
+        else {
+            fprintf(stderr, "error: %s; the context holds %d tokens and at least one must be left for generation: shorten "
+                    "the prompt or raise --context\n", err.message, capacity);
+        }
         free(prompt);
         target_free(target);
         return NULL;

@@ -289,6 +289,7 @@ typedef struct {
     int* token_types;           // (V) TOKEN_*
     char** token_bytes;         // (V) decoded raw bytes of each token
     int* token_bytes_length;    // (V)
+    int max_token_bytes;        // the longest token's bytes: n ids cover at most n times as many text bytes
     int pre_tokenizer;          // which regex split the text before BPE (see tokenizer.c)
     int bos_id, eos_id;         // -1 if absent
     int add_bos;
@@ -1494,8 +1495,9 @@ typedef struct {
     int n_requests;
     TrafficRequest* requests;   // (n_requests)
     int n_domains;
-    char** domains;             // (n_domains) in order of first appearance
+    char** domains;             // (n_domains <= TRAFFIC_MAX_DOMAINS) in order of first appearance
 } Traffic;
+enum { TRAFFIC_MAX_DOMAINS = 1024 };   // distinct domains in one traffic file
 
 // Traffic files are read whole; larger ones are refused (an error naming the bound), never streamed.
 enum { TRAFFIC_MAX_BYTES = 256 << 20 };

@@ -15,10 +15,13 @@ typedef struct {
     const char* path;           // for messages
     int line;
     int depth;
+    long values;                // parsed so far
     Error* err;
 } JsonParser;
 
 enum { JSON_MAX_DEPTH = 64 };   // nesting limit: deep garbage must not overflow the stack
+// values in one document: a line of 100 MB of [0,0,...] would otherwise take gigabytes (about 60 bytes a value)
+enum { JSON_MAX_VALUES = 1 << 20 };
 
 void json_free(JsonValue* value) {
     if (value->type == JSON_STRING) { free(value->string); }
@@ -65,7 +68,7 @@ typedef struct { char* data; size_t length, capacity; } JsonBuffer;
 
 static void json_buffer_push(JsonBuffer* b, const char* bytes, size_t n) {
     if (b->length + n + 1 > b->capacity) {
-        size_t capacity = b->capacity ? b->capacity : 64;
+        size_t capacity = b->capacity ? b->capacity : 16;
         while (b->length + n + 1 > capacity) { capacity *= 2; }
         char* grown = mallocCheck(capacity);
         if (b->data != NULL) { memcpy(grown, b->data, b->length); free(b->data); }
@@ -292,6 +295,7 @@ static int json_parse_value(JsonParser* p, JsonValue* value) {
     memset(value, 0, sizeof(*value));
     value->line = p->line;
     value->column = (int)p->pos + 1;
+    if (++p->values > JSON_MAX_VALUES) { return json_error(p, "at most 1048576 values in one document"); }
     int c = json_peek(p);
     switch (c) {
         case '{': return json_parse_container(p, value, 1);
@@ -308,7 +312,7 @@ static int json_parse_value(JsonParser* p, JsonValue* value) {
 
 // Parses a whole line that must hold exactly one JSON object.
 int json_parse_line(const char* text, size_t length, const char* path, int line, JsonValue* out, Error* err) {
-    JsonParser p = {text, length, 0, path, line, 0, err};
+    JsonParser p = {text, length, 0, path, line, 0, 0, err};
     memset(out, 0, sizeof(*out));
     json_skip_space(&p);
     if (json_peek(&p) != '{') { return json_error(&p, "'{' (each line is one JSON object)"); }

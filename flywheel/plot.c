@@ -31,9 +31,11 @@ enum { SVG_MOVING_WINDOW = 25, SVG_MAX_DOMAIN_LINES = 20 };
 static const char* SVG_COLOURS[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
                                     "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"};
 
-// Writes text with the five XML special characters escaped.
+// Writes text with the five XML special characters escaped, and the control characters XML 1.0 does not
+// allow (all below 0x20 but tab, newline and carriage return) as U+FFFD, so any label gives a valid file.
 static void svg_write_escaped(FILE* f, const char* text) {
     for (const char* c = text; *c; c++) {
+        if ((unsigned char)*c < 0x20 && *c != '\t' && *c != '\n' && *c != '\r') { fputs("\xEF\xBF\xBD", f); continue; }
         switch (*c) {
             case '&': fputs("&amp;", f); break;
             case '<': fputs("&lt;", f); break;
@@ -279,8 +281,9 @@ int read_requests_csv(const char* path, RequestRows* rows, Error* err) {
         if (n_expected > REQUESTS_CSV_STATUS && strcmp(fields[REQUESTS_CSV_STATUS], "served") != 0) { continue; } // skipped: no measurement
         char* end = NULL;
         double acceptance = strtod(fields[5], &end);
-        if (fields[5][0] == '\0' || *end != '\0') {
-            error_set(err, "%s:%d: acceptance_length (field 6) must be a number, found '%.40s'", path, line_number, fields[5]);
+        if (fields[5][0] == '\0' || *end != '\0' || !isfinite(acceptance) || acceptance < 0) {
+            error_set(err, "%s:%d: acceptance_length (field 6) must be a number >= 0, found '%.40s'", path, line_number,
+                      fields[5]);
             goto fail;
         }
         if (fields[1][0] == '\0') { error_set(err, "%s:%d: domain (field 2) is empty", path, line_number); goto fail; }

@@ -140,6 +140,8 @@ expect_error "negative count" "-n expects an integer" "$AURORA" generate -m "$mo
 expect_error "bad temperature" "--temp expects a number" "$AURORA" generate -m "$model" -p x --temp hot
 expect_error "bad top-p" "--top-p expects a number" "$AURORA" generate -m "$model" -p x --top-p 1.5
 expect_error "bad device" "--device expects" "$AURORA" generate -m "$model" -p x --device tpu
+expect_error "an empty prompt" "the prompt is empty after tokenization; expected at least one token\$" "$AURORA" generate \
+    -m "$model" -p ""
 expect_error "bad tensor type" "--type expects" "$AURORA" tiny-model -o "$work/x.gguf" --type q5_k
 expect_error "tokenize without text" "expected exactly one TEXT" "$AURORA" tokenize -m "$model"
 

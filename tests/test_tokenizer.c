@@ -379,6 +379,15 @@ static void test_malformed(void) {
         check(n == 2 && ids[0] == 258 && ids[1] == 259, "merges apply: \" the\" -> [\" t\", \"he\"], got %d tokens", n);
         n = tokenizer_encode(&tokenizer, "abcdefghij", 10, 0, ids, 8, &err);
         check(n == -1 && strstr(err.message, "more than 8") != NULL, "max_ids overflow is an error: %s", err.message);
+        // a text of more bytes than max_ids of the longest tokens hold is refused before it is tokenised
+        enum { LONG_TEXT = 4096 };
+        char* long_text = mallocCheck(LONG_TEXT);
+        memset(long_text, 'a', LONG_TEXT);
+        n = tokenizer_encode(&tokenizer, long_text, LONG_TEXT, 0, ids, 8, &err);
+        check(n == -1 && tokenizer.max_token_bytes > 0 && strstr(err.message, "bytes a token") != NULL,
+              "a text over max_ids longest tokens is refused up front (longest %d bytes): %s", tokenizer.max_token_bytes,
+              err.message);
+        free(long_text);
         size_t length;
         int bad_ids[3] = {-5, 2 + 'a', 1 << 30};   // byte b is token 2 + b here
         char* decoded = tokenizer_decode(&tokenizer, bad_ids, 3, &length);

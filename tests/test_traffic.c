@@ -129,6 +129,15 @@ static void test_malformed(void) {
     Traffic t;
     Error err;
     check(load_text(deep, &t, &err) != 0 && strstr(err.message, "levels of nesting") != NULL, "deep nesting: %s", err.message);
+    // and more values in one line than the bound is an error, not gigabytes
+    size_t n_zeros = (1 << 20) + 1, wide_size = 2 * n_zeros + 64;
+    char* wide = mallocCheck(wide_size);
+    size_t used = (size_t)snprintf(wide, wide_size, "{\"prompt\": \"x\", \"a\": [");
+    for (size_t i = 0; i < n_zeros; i++) { wide[used++] = '0'; wide[used++] = i + 1 < n_zeros ? ',' : ']'; }
+    snprintf(wide + used, wide_size - used, "}\n");
+    check(load_text(wide, &t, &err) != 0 && strstr(err.message, "values in one document") != NULL, "too many values: %s",
+          err.message);
+    free(wide);
     // semantic errors name the line
     struct { const char* line; const char* expected; } semantic[] = {
         {"{\"domain\": \"c\", \"id\": 3}", ":2: no prompt"},
@@ -275,6 +284,35 @@ static void test_ordered_stable(void) {
     traffic_free(&t);
 }
 
+// At most TRAFFIC_MAX_DOMAINS distinct domains: the file with one more is refused at that line; the file at
+// the bound loads and orders by domain, stably.
+static void test_domain_bound(void) {
+    size_t size = (size_t)(TRAFFIC_MAX_DOMAINS + 1) * 64;
+    char* text = mallocCheck(size);
+    size_t used = 0;
+    for (int i = 0; i <= TRAFFIC_MAX_DOMAINS; i++) {
+        used += (size_t)snprintf(text + used, size - used, "{\"prompt\": \"p%d\", \"domain\": \"d%d\"}\n", i,
+                                 (TRAFFIC_MAX_DOMAINS - 1 - i % TRAFFIC_MAX_DOMAINS));
+    }
+    Traffic t;
+    Error err;
+    check(load_text(text, &t, &err) == 0 && t.n_domains == TRAFFIC_MAX_DOMAINS, "the bound's domains load: %s", err.message);
+    if (t.n_requests == TRAFFIC_MAX_DOMAINS + 1) {
+        traffic_order(&t, "ordered", 1);   // domain of first appearance: p0 (and p1024, same domain) first, then p1
+        check(strcmp(t.requests[0].prompt, "p0") == 0 && strcmp(t.requests[1].prompt, "p1024") == 0 &&
+              strcmp(t.requests[2].prompt, "p1") == 0, "ordered by domain: %s %s %s", t.requests[0].prompt,
+              t.requests[1].prompt, t.requests[2].prompt);
+        traffic_free(&t);
+    }
+    used = 0;
+    for (int i = 0; i <= TRAFFIC_MAX_DOMAINS; i++) {
+        used += (size_t)snprintf(text + used, size - used, "{\"prompt\": \"p\", \"domain\": \"d%d\"}\n", i);
+    }
+    check(load_text(text, &t, &err) != 0 && strstr(err.message, "expected at most 1024"), "one domain more is refused: %s",
+          err.message);
+    free(text);
+}
+
 static void test_chart_and_csv(void) {
     // a CSV as the replay writes it: 30 "c" requests, then 30 "prose"
     char path_csv[256];
@@ -304,7 +342,7 @@ static void test_chart_and_csv(void) {
     for (int i = 0; i < 45; i++) { flat[i] = i == 10 ? NAN : 1.5f; }
     ChartSeries series[2] = {
         {.label = "adaptive", .n = rows.n, .acceptance = rows.acceptance, .domains = (const char* const*)rows.domains},
-        {.label = "frozen <v0> & \"co\"", .n = 45, .acceptance = flat},
+        {.label = "frozen <v0> & \"co\"\x01", .n = 45, .acceptance = flat},
     };
     char path_svg[256];
     snprintf(path_svg, sizeof(path_svg), "/tmp/aurora_test_traffic_%d_chart.svg", (int)getpid());
@@ -321,7 +359,8 @@ static void test_chart_and_csv(void) {
         check(strstr(svg, ">requests</text>") != NULL, "x axis label");
         check(strstr(svg, ">acceptance length (tokens per verify pass)</text>") != NULL, "y axis label");
         check(strstr(svg, ">adaptive</text>") != NULL, "legend label of series 1");
-        check(strstr(svg, ">frozen &lt;v0&gt; &amp; &quot;co&quot;</text>") != NULL, "legend label escaped");
+        check(strstr(svg, ">frozen &lt;v0&gt; &amp; &quot;co&quot;\xEF\xBF\xBD</text>") != NULL,
+              "legend label escaped (a control character XML does not allow as U+FFFD)");
         check(strstr(svg, ">test chart</text>") != NULL, "title");
         check(strstr(svg, "#1f77b4") != NULL && strstr(svg, "#d62728") != NULL, "distinct colours");
         check(strstr(svg, "nan") == NULL && strstr(svg, "inf") == NULL, "non-finite values are skipped");
@@ -385,7 +424,11 @@ static void test_chart_and_csv(void) {
         {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
          "0,c,1,2,3,2.5,0.1,0\n1,c,1,2,3,2.5,0.1\n", ":3: expected 8 comma-separated fields"},
         {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
-         "0,c,1,2,3,fast,0.1,0\n", ":2: acceptance_length (field 6) must be a number, found 'fast'"},
+         "0,c,1,2,3,fast,0.1,0\n", ":2: acceptance_length (field 6) must be a number >= 0, found 'fast'"},
+        {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
+         "0,c,1,2,3,nan,0.1,0\n", ":2: acceptance_length (field 6) must be a number >= 0, found 'nan'"},
+        {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
+         "0,c,1,2,3,-5,0.1,0\n", ":2: acceptance_length (field 6) must be a number >= 0, found '-5'"},
         {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
          "0,,1,2,3,2.0,0.1,0\n", ":2: domain (field 2) is empty"},
     };
@@ -409,6 +452,7 @@ int main(void) {
     test_sample_and_order();
     test_default_traffic();
     test_ordered_stable();
+    test_domain_bound();
     test_chart_and_csv();
     remove(write_temp("in.jsonl", ""));
     remove(write_temp("bad.csv", ""));

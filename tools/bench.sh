@@ -115,6 +115,8 @@ summary = [
     ("verify6_vs_decode", ours.get("verify6_vs_decode", nan)),
     ("verify12_vs_decode", ours.get("verify12_vs_decode", nan)),
     ("draft_step_vs_decode", ours.get("draft_step_vs_decode", nan)),
+    ("draft_catch_up_vs_decode", ours.get("draft_catch_up_vs_decode", nan)),
+    ("draft_step_cold_vs_decode", ours.get("draft_step_cold_vs_decode", nan)),
     ("random_draft_vs_plain", ours.get("random_adaptive_vs_plain", nan)),
     ("self_draft_vs_plain", ours.get("self_adaptive_vs_plain", nan)),
     ("lookup_draft_vs_plain", ours.get("lookup_adaptive_vs_plain", nan)),

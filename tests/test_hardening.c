@@ -132,6 +132,17 @@ static void test_atomic_outputs(void) {
     check(stat(hostile, &info) == 0 && S_ISDIR(info.st_mode), "the directory exists under its literal name");
 }
 
+// Every tensor of file into writer (through fp32, in the same types).
+static void writer_copy_tensors(GGUFWriter* writer, const GGUFFile* file) {
+    for (uint64_t i = 0; i < file->n_tensors; i++) {
+        const GGUFTensor* t = &file->tensors[i];
+        float* data = mallocCheck((size_t)t->n_elements * sizeof(float));
+        gguf_tensor_to_f32(t, data);
+        gguf_writer_add_tensor(writer, t->name, t->type, t->n_dims, t->shape, data);
+        free(data);
+    }
+}
+
 // A tiny model whose epsilon or RoPE base is overridden (INFINITY, NaN).
 static int write_model_with(const char* path, float eps, float theta, Error* err) {
     TinyModelSpec spec = {32, 1, 4, 2, 32, 300, 64, 1, TYPE_F32, theta, 5};
@@ -143,13 +154,7 @@ static int write_model_with(const char* path, float eps, float theta, Error* err
     const char* skip[] = {"llama.attention.layer_norm_rms_epsilon", NULL};
     gguf_writer_copy_values(writer, &file, skip, err);
     gguf_writer_add_float32(writer, "llama.attention.layer_norm_rms_epsilon", eps);
-    for (uint64_t i = 0; i < file.n_tensors; i++) {
-        const GGUFTensor* t = &file.tensors[i];
-        float* data = mallocCheck((size_t)t->n_elements * sizeof(float));
-        gguf_tensor_to_f32(t, data);
-        gguf_writer_add_tensor(writer, t->name, t->type, t->n_dims, t->shape, data);
-        free(data);
-    }
+    writer_copy_tensors(writer, &file);
     int status = gguf_writer_save(writer, path, err);
     gguf_writer_free(writer);
     gguf_close(&file);
@@ -186,13 +191,7 @@ static void test_unused_tensors(void) {
     const char* skip[] = {"llama.block_count", NULL};
     gguf_writer_copy_values(writer, &file, skip, &err);
     gguf_writer_add_uint32(writer, "llama.block_count", 1);
-    for (uint64_t i = 0; i < file.n_tensors; i++) {
-        const GGUFTensor* t = &file.tensors[i];
-        float* data = mallocCheck((size_t)t->n_elements * sizeof(float));
-        gguf_tensor_to_f32(t, data);
-        gguf_writer_add_tensor(writer, t->name, t->type, t->n_dims, t->shape, data);
-        free(data);
-    }
+    writer_copy_tensors(writer, &file);
     check(gguf_writer_save(writer, path, &err) == 0, "save: %s", err.message);
     gguf_writer_free(writer);
     gguf_close(&file);

@@ -422,8 +422,8 @@ static int eagle3_import_llama_cpp(Draft* draft, const char* path, const Target*
         }
     }
     if (status == 0) { status = eagle3_check_shape(&c, target, path, err); }
-    Draft shape_only;
-    eagle3_shape_table(&shape_only, &c);
+    Draft shape_only;   // (a checked shape only: its sizes are products of the config's)
+    if (status == 0) { eagle3_shape_table(&shape_only, &c); }
     for (int i = 0; i < DRAFT_NUM_TENSORS && status == 0; i++) {
         const DraftTensorInfo* info = eagle3_draft_tensor(&shape_only, EAGLE3_TENSOR_NAMES[i].ours);
         if (found[i] != NULL) { status = eagle3_gguf_tensor(&file, found[i], info->rows, info->cols, NULL, err); }
@@ -810,8 +810,8 @@ static int eagle3_import_specforge(Draft* draft, const char* path, const Target*
         d2t = mallocCheck((size_t)c.vocab_size * sizeof(int32_t));
         status = eagle3_read_vocabulary(d2t, &file, c.vocab_size, target->config.vocab_size, err);
     }
-    Draft shape_only;
-    eagle3_shape_table(&shape_only, &c);
+    Draft shape_only;   // (a checked shape only: its sizes are products of the config's)
+    if (status == 0) { eagle3_shape_table(&shape_only, &c); }
     for (int i = 0; i < DRAFT_NUM_TENSORS && status == 0; i++) {
         const DraftTensorInfo* info = eagle3_draft_tensor(&shape_only, EAGLE3_TENSOR_NAMES[i].ours);
         status = eagle3_safetensors_tensor(&file, found[i], info->rows, info->cols, NULL, err);

@@ -162,8 +162,6 @@ static char* directory_of(const char* path) {
 
 int check_writable(const char* path, int create_directory, Error* err) {
     if (path[0] == '\0') { return error_set(err, "empty output path"); }
-    struct stat info;
-    if (stat(path, &info) == 0 && S_ISDIR(info.st_mode)) { return error_set(err, "%s: is a directory; expected a file name", path); }
     char* directory = directory_of(path);
     if (create_directory && make_directories(directory, err) != 0) { free(directory); return -1; }
     free(directory);

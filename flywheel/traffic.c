@@ -32,12 +32,19 @@ static int traffic_domain_is_bare_word(const char* s) {
     return 1;
 }
 
-// The index of domain in traffic->domains, adding it (a copy) if new; -1 if that would make more than
-// TRAFFIC_MAX_DOMAINS (each line searches the domains: 200,000 of them took two minutes).
-static int traffic_intern_domain(Traffic* traffic, const char* domain, int* capacity) {
+// The index of domain in traffic->domains (-1: absent).
+static int traffic_domain_index(const Traffic* traffic, const char* domain) {
     for (int i = 0; i < traffic->n_domains; i++) {
         if (strcmp(traffic->domains[i], domain) == 0) { return i; }
     }
+    return -1;
+}
+
+// The index of domain in traffic->domains, adding it (a copy) if new; -1 if that would make more than
+// TRAFFIC_MAX_DOMAINS (each line searches the domains: 200,000 of them took two minutes).
+static int traffic_intern_domain(Traffic* traffic, const char* domain, int* capacity) {
+    int known = traffic_domain_index(traffic, domain);
+    if (known >= 0) { return known; }
     if (traffic->n_domains == TRAFFIC_MAX_DOMAINS) { return -1; }
     if (traffic->n_domains == *capacity) {
         *capacity = *capacity ? *capacity * 2 : 8;
@@ -188,13 +195,6 @@ int traffic_parse(Traffic* traffic, const char* bytes, size_t n_bytes, const cha
     return 0;
 fail:
     traffic_free(traffic);
-    return -1;
-}
-
-static int traffic_domain_index(const Traffic* traffic, const char* domain) {
-    for (int i = 0; i < traffic->n_domains; i++) {
-        if (strcmp(traffic->domains[i], domain) == 0) { return i; }
-    }
     return -1;
 }
 

@@ -278,9 +278,9 @@ int target_load(Target* target, const char* path, const Backend* backend, int ca
     // lowered in the header would otherwise run a shallower model on the first layers, and answer)
     for (uint64_t t = 0; t < file->n_tensors; t++) {
         if (used[t]) { continue; }
-        error_set(err, "%s: tensor '%.200s' is not part of a llama model with %s = %d; expected only the %s tensors of "
-                  "those %d layers, the embedding, the output norm and the output", path, file->tensors[t].name,
-                  "llama.block_count", c->n_layers, "attention, norm and feed-forward", c->n_layers);
+        error_set(err, "%s: tensor '%.200s' is not part of a llama model with llama.block_count = %d; expected only the "
+                  "attention, norm and feed-forward tensors of those %d layers, the embedding, the output norm and the "
+                  "output", path, file->tensors[t].name, c->n_layers, c->n_layers);
         free(used);
         target_free(target);
         return -1;

@@ -66,8 +66,7 @@ void apply_top_p(float* probs, int V, float top_p, ProbIndex* scratch) {
     // nucleus always holds that one, the only case where the bound fails: a near-flat distribution with
     // top_p < 1 / V): skip the others before sorting
     const float cutoff = V > 1 ? (1.0f - top_p) / (V - 1) : 0.0f;
-    int best = 0;
-    for (int i = 1; i < V; i++) { if (probs[i] > probs[best]) { best = i; } }
+    int best = sample_argmax(probs, V);
     int n = 0;
     for (int i = 0; i < V; i++) {
         if (probs[i] >= cutoff || i == best) { scratch[n].index = i; scratch[n].prob = probs[i]; n++; }

@@ -482,7 +482,8 @@ static void test_round_trip(void) {
     for (int a = 0; a < 3; a++) {
         GGUFWriter* writer = build_round_trip_writer(alignments[a]);
         Error err = {{0}};
-        const char* path = "/tmp/aurora_test_gguf_round_trip.gguf";
+        char path[96];   // the process id: make test runs a test and its sanitized build side by side
+        snprintf(path, sizeof(path), "/tmp/aurora_test_gguf_round_trip_%d.gguf", (int)getpid());
         CHECK(gguf_writer_save(writer, path, &err) == 0, "save: %s", err.message);
         gguf_writer_free(writer);
         GGUFFile gguf;
@@ -688,7 +689,8 @@ static void test_malformed(void) {
     put_header(&b, 3, 1, 0); put_string(&b, "w"); put_u32(&b, 2); put_u64(&b, 32); put_u32(&b, TYPE_F32); put_u64(&b, 0);   // claims 2 dims, has 1
     expect_error(&b, "truncated tensor info", "truncated header at byte", "of tensor 'w'");
     // an empty file through gguf_open (mmap cannot map 0 bytes)
-    const char* empty_path = "/tmp/aurora_test_gguf_empty.gguf";
+    char empty_path[96];
+    snprintf(empty_path, sizeof(empty_path), "/tmp/aurora_test_gguf_empty_%d.gguf", (int)getpid());
     FILE* f = fopen(empty_path, "wb");
     if (f) { fclose(f); }
     GGUFFile gguf;

@@ -97,7 +97,7 @@ all: aurora
 
 ifneq ($(CUDA_CFLAGS),)
 $(BIN)/kernels.o: kernels.cu aurora.h | $(BIN)
-	$(NVCC) -O2 -arch=$(CUDA_ARCH) -I. -c kernels.cu -o $@
+	$(NVCC) -O2 -fmad=false -arch=$(CUDA_ARCH) -I. -c kernels.cu -o $@
 
 aurora: $(SOURCES) $(BIN)/kernels.o $(FAST_KERNELS)
 	$(CC) $(CFLAGS) $(CUDA_CFLAGS) $(LINK_KERNELS) aurora.c $(FAST_KERNELS) $(BIN)/kernels.o -o $@ $(LDLIBS) $(CUDA_LDLIBS)

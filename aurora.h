@@ -476,9 +476,9 @@ extern const Backend backend_cpu_fast_exact; // cpu_fast.c: the same kernels wit
 #ifdef USE_BLAS
 extern const Backend backend_cpu_blas;      // backends.c: the reference with OpenBLAS matmuls
 #endif
-// kernels.cu: the CUDA table, or NULL when no device (or no driver) is visible. Defined only in a build
-// with CUDA; call it through backend_by_name.
-const Backend* backend_cuda(void);
+// kernels.cu: the CUDA table, or NULL with err saying why: no device (or no driver) visible, or a GPU this
+// binary has no kernels for. Defined only in a build with CUDA; call it through backend_by_name.
+const Backend* backend_cuda(Error* err);
 // The default CPU table: the fast one (backend_cpu_fast).
 const Backend* backend_cpu(void);
 // By name: "cpu" (the default CPU table), "fast", "fast-exact", "ref" (the reference), "blas", "cuda". NULL

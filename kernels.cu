@@ -15,8 +15,10 @@ What this file is: plain, readable CUDA in the style of llm.c's dev/cuda: one ke
 that checks the launch, a block-wide reduction written out, a tiled shared-memory matmul. What it
 refuses to do: clever fusion, tensor cores, reduced precision. Where it matters it also mirrors the
 CPU's order of operations: the matmul and attention dot products add the products in the CPU's order,
-and use __fmul_rn / __fadd_rn so the compiler cannot fuse them into FMAs the CPU does not do; the two
-agree to the last bit or nearly so, which keeps the parity tests tight. The backward passes are
+and use __fmul_rn / __fadd_rn so the compiler cannot fuse them into FMAs the CPU does not do, and the
+file is compiled with -fmad=false so that no other expression is fused either (the double-precision
+sums of rmsnorm's backward and the loss were); the two agree to the last bit or nearly so, which keeps
+the parity tests tight. The backward passes are
 deterministic (no atomics: every sum is owned by one thread or block and taken in a fixed order).
 
 Weights: upload_matrix dequantises a GGUF tensor to fp32 on the host with the reference's own
@@ -277,15 +279,20 @@ static void attention_forward_cuda(float* out, const float* q, const float* key_
     // out, q: (T, NH*HS); key_cache, value_cache: (P, NKV*HS); mask: (T, P)
     if (T == 0) { return; }
     float scale = 1.0f / sqrtf((float)HS); // on the host, exactly as the CPU computes it
+    // the scores of all P slots live in shared memory (dynamic), beside the kernel's own reduction buffers
+    // (static): past the default 48 KiB for the two together a kernel must opt in, up to the device's limit
     size_t shared_bytes = ((size_t)HS + P) * sizeof(float);
-    if (shared_bytes > DEFAULT_SHARED_BYTES) {
-        // beyond the default of dynamic shared memory a kernel must opt in (up to the device limit)
+    cudaFuncAttributes attributes;
+    cudaCheck(cudaFuncGetAttributes(&attributes, attention_forward_kernel));
+    size_t total_bytes = shared_bytes + attributes.sharedSizeBytes;
+    if (total_bytes > DEFAULT_SHARED_BYTES) {
         int device = 0, limit = 0;
         cudaCheck(cudaGetDevice(&device));
         cudaCheck(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-        if (shared_bytes + BLOCK_SIZE * (sizeof(float) + sizeof(double)) > (size_t)limit) {
-            fprintf(stderr, "[CUDA ERROR] attention_forward_cuda at %s:%d: P=%d slots need %zu bytes of shared memory, "
-                    "the device allows %d\n", __FILE__, __LINE__, P, shared_bytes, limit);
+        if (total_bytes > (size_t)limit) {
+            fprintf(stderr, "[CUDA ERROR] attention_forward_cuda at %s:%d: a context of %d slots needs %zu bytes of shared "
+                    "memory, the device allows %d (a shorter --context, or the cpu device)\n", __FILE__, __LINE__, P,
+                    total_bytes, limit);
             exit(EXIT_FAILURE);
         }
         cudaCheck(cudaFuncSetAttribute(attention_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared_bytes));
@@ -947,15 +954,32 @@ static void free_matrix_cuda(Matrix matrix) { free_cuda((void*)matrix.data); }
 static Backend cuda_table;
 static char cuda_device[256];
 
-extern "C" const Backend* backend_cuda(void) {
+extern "C" const Backend* backend_cuda(Error* err) {
     static int probed = 0, available = 0;
-    if (probed) { return available ? &cuda_table : NULL; }
+    static char unavailable[200];   // why not, for every call after the first
+    if (probed) {
+        if (!available) { error_set(err, "%s", unavailable); }
+        return available ? &cuda_table : NULL;
+    }
     probed = 1;
     int count = 0, device = 0;
     cudaDeviceProp properties;
+    cudaFuncAttributes attributes;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0 || cudaGetDevice(&device) != cudaSuccess ||
         cudaGetDeviceProperties(&properties, device) != cudaSuccess) {
         cudaGetLastError(); // clear the sticky "no device" / "no driver" error
+        snprintf(unavailable, sizeof(unavailable), "backend 'cuda': no CUDA device is visible; use 'cpu'");
+        error_set(err, "%s", unavailable);
+        return NULL;
+    }
+    // a GPU this binary has no kernels for (built for CUDA_ARCH, another architecture) fails here, not at the
+    // first launch in the middle of a run
+    if (cudaFuncGetAttributes(&attributes, swiglu_forward_kernel) != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(unavailable, sizeof(unavailable), "backend 'cuda': this binary has no kernels for %s (compute "
+                 "capability %d.%d); rebuild with CUDA_ARCH=sm_%d%d, or use 'cpu'", properties.name, properties.major,
+                 properties.minor, properties.major, properties.minor);
+        error_set(err, "%s", unavailable);
         return NULL;
     }
     snprintf(cuda_device, sizeof(cuda_device), "%s", properties.name);

@@ -140,9 +140,7 @@ const Backend* backend_by_name(const char* name, Error* err) {
     }
     if (strcmp(name, "cuda") == 0) {
 #ifdef USE_CUDA
-        const Backend* cuda = backend_cuda();
-        if (cuda == NULL) { error_set(err, "backend 'cuda': no CUDA device is visible; use 'cpu'"); }
-        return cuda;
+        return backend_cuda(err);
 #else
         error_set(err, "backend 'cuda': this binary was built without CUDA (nvcc was not found, or NO_CUDA=1); "
                   "rebuild with the CUDA toolkit installed, or use 'cpu'");

@@ -716,6 +716,10 @@ static void test_ops(void) {
     test_attention(4, 4, 8, 1, 6, MASK_TREE, row_1);          // no prefix, one key/value head
     test_attention(5, 300, 8, 2, 64, MASK_CAUSAL, no_rows);   // a longer cache
     test_attention(3, 257, 9, 3, 64, MASK_RANDOM, row_1);
+    // long caches: on CUDA the scores of every slot sit in shared memory beside the kernel's static buffers;
+    // 12,100 slots need the opt-in past 48 KiB only with those buffers counted, 13,000 need it anyway
+    test_attention(1, 12100, 2, 1, 64, MASK_CAUSAL, no_rows);
+    test_attention(2, 13000, 2, 2, 64, MASK_TREE, no_rows);
     test_swiglu_and_residual(1);
     test_swiglu_and_residual(7);
     test_swiglu_and_residual(1001);

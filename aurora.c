@@ -348,11 +348,14 @@ static int flag_set(const Command* command, const Flag* flag, const char* typed_
         return 0;
     }
     case FLAG_FLOAT: {
-        float number = strtof(value, &end);
-        if (errno != 0 || end == value || *end != '\0' || !(number >= flag->min && number <= flag->max)) {
+        // parsed and range-checked in double (the bounds are doubles: 0.01f < 0.01), stored as float; a
+        // value strtod can only underflow (1e-320) is still a number, judged by the range
+        double number = strtod(value, &end);
+        int overflow = errno == ERANGE && (number == HUGE_VAL || number == -HUGE_VAL);
+        if (overflow || end == value || *end != '\0' || !(number >= flag->min && number <= flag->max)) {
             return usage_error(command, "%s expects a number in [%g, %g], got '%s'", typed_name, flag->min, flag->max, value);
         }
-        *(float*)field = number;
+        *(float*)field = (float)number;
         return 0;
     }
     case FLAG_CHOICE: {
@@ -515,6 +518,8 @@ static int* start_session(Options* o, Target* target, int* n_prompt) {
 
 static void print_token_text(void* context, int token) {
     const Tokenizer* tokenizer = context;
+    // a model's embedding may have rows past its tokenizer's list (padding): such an id has no text
+    if (token < 0 || token >= tokenizer->vocab_size) { return; }
     int length = 0;
     const char* bytes = tokenizer_token_bytes(tokenizer, token, &length);
     if (tokenizer->token_types[token] == TOKEN_CONTROL) { return; } // never print <|im_end|> and kin
@@ -548,6 +553,10 @@ static int setup_draft_source(DraftSource* source, Draft* draft, DraftKind* kind
         if (replay_load_draft(draft, o->draft, target, o->draft_vocab, (uint64_t)o->seed, &err) != 0) { return fail(&err); }
     }
     int has_model = *kind == DRAFT_EAGLE || *kind == DRAFT_HYBRID;
+    if (tree_shape_fits(o->shape, target, &err) != 0) {
+        if (has_model) { draft_free(draft); }
+        return fail(&err);
+    }
     draft_source_init(source, *kind, o->shape, has_model ? draft : NULL, target);
     draft_source_set_adaptive(source, !o->spec_fixed, 0);
     return 0;

@@ -576,6 +576,9 @@ typedef struct {
     int tied_output;    // 1 if output.weight is absent and the LM head reuses token_embd.weight
     int tap_layers[TAP_LAYERS]; // layers whose residual-stream output feeds the draft (default 1, L/2-1, L-4)
 } TargetConfig;
+// Query heads per key/value head a model may have (the fast attention keeps a group's scores per thread;
+// real models have 1 to 16)
+enum { MODEL_MAX_HEAD_GROUP = 64 };
 
 // The weights on the target's backend: matrices as the backend keeps them (upload_matrix), norm weights
 // fp32. One struct per layer, since GGUF stores each layer's tensors apart (a fast CPU backend reads
@@ -1245,6 +1248,9 @@ typedef struct {
 
 // A tree shape the drafters support (K, S, N in range); the message names the flag.
 int tree_shape_check(TreeShape shape, Error* err);
+// 0 if a pass of this shape fits the target's forward call (N nodes and K rows at most act.max_tokens);
+// else -1 with err naming --batch, --context and --spec-nodes
+int tree_shape_fits(TreeShape shape, const Target* target, Error* err);
 // A draft source on the target's backend (draft: the EAGLE draft for DRAFT_EAGLE and DRAFT_HYBRID, else
 // NULL). shape: every tree's shape, or with draft_source_set_adaptive the largest.
 void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Draft* draft, Target* target);

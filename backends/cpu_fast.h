@@ -197,7 +197,7 @@ FAST_INLINE void matmul_backward_tile_body(float* restrict out, const float* res
 // between them is one function every path shares.
 
 #define FAST_QUERY_ROWS 16
-#define FAST_MAX_GROUP 64   // query heads per key/value head that the per-thread buffers hold
+#define FAST_MAX_GROUP MODEL_MAX_HEAD_GROUP   // query heads per key/value head that the per-thread buffers hold
 
 // A work item: key/value head kv_head, `heads` of its group's query heads from the group's head h0, and
 // query rows [t0, t0 + rows); its query i is row t0 + i / heads, head kv_head * group + h0 + i % heads.

@@ -559,19 +559,19 @@ int replay_run(const Options* o) {
     const Backend* backend = backend_by_name(o->backend_name ? o->backend_name : o->use_cuda ? "cuda" : "cpu", &err);
     if (backend == NULL || target_load(&target, o->model_path, backend, o->context, o->batch, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
-        free(csv_path); free(summary_path); free(chart_path);
+        free(csv_path); free(summary_path); free(chart_path); free(eval_path);
         return 1;
     }
     if (traffic_load(&traffic, o->traffic_path, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
         target_free(&target);
-        free(csv_path); free(summary_path); free(chart_path);
+        free(csv_path); free(summary_path); free(chart_path); free(eval_path);
         return 1;
     }
     if ((o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) || prompt_room(&target, o->max_new, &room, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
         traffic_free(&traffic); target_free(&target);
-        free(csv_path); free(summary_path); free(chart_path);
+        free(csv_path); free(summary_path); free(chart_path); free(eval_path);
         return 1;
     }
     traffic_order(&traffic, o->order, (uint64_t)o->seed);
@@ -594,11 +594,15 @@ int replay_run(const Options* o) {
     int n_requests = o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
     Draft draft;
     memset(&draft, 0, sizeof(draft));
+    TreeShape shape = o->shape;
+    options_resolve_shape(&shape, o->spec_fixed);
     if (status != 0) {
         // the message is set
     } else if (n_requests == 0) {
         error_set(&err, "%s: no requests to replay (the stream has %d after --from %d)", o->traffic_path, traffic.n_requests, o->from);
         status = 1;
+    } else if (strcmp(o->mode, "none") != 0 && tree_shape_fits(shape, &target, &err) != 0) {
+        status = 1;   // before any output is opened
     } else if (!no_draft && replay_load_draft(&draft, o->draft, &target, o->draft_vocab, (uint64_t)o->seed, &err) != 0) {
         status = 1;
     }
@@ -611,8 +615,6 @@ int replay_run(const Options* o) {
         return 1;
     }
     DraftSource source;
-    TreeShape shape = o->shape;
-    options_resolve_shape(&shape, o->spec_fixed);
     DraftKind kind = strcmp(o->mode, "none") == 0 ? DRAFT_NONE : strcmp(o->mode, "suffix") == 0 ? DRAFT_SUFFIX
                    : strcmp(o->source_name, "hybrid") == 0 ? DRAFT_HYBRID : DRAFT_EAGLE;
     draft_source_init(&source, kind, shape, kind == DRAFT_EAGLE || kind == DRAFT_HYBRID ? &draft : NULL, &target);

@@ -116,6 +116,10 @@ static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err)
         return error_set(err, "%s: embedding_length %d, head_count %d, head_count_kv %d: expected the width to "
                          "divide into heads and the heads into key/value groups", file->path, c->dim, c->n_heads, c->n_kv_heads);
     }
+    if (c->n_heads / c->n_kv_heads > MODEL_MAX_HEAD_GROUP) {
+        return error_set(err, "%s: head_count %d over head_count_kv %d is %d query heads per key/value head, expected "
+                         "at most %d", file->path, c->n_heads, c->n_kv_heads, c->n_heads / c->n_kv_heads, MODEL_MAX_HEAD_GROUP);
+    }
     c->head_size = c->dim / c->n_heads;
     if (c->head_size % 2 != 0) {
         return error_set(err, "%s: head size %d is odd, expected an even head size for RoPE", file->path, c->head_size);
@@ -127,6 +131,17 @@ static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err)
             return error_set(err, "%s: llama.rope.dimension_count is %d, expected the head size %d (partial RoPE "
                              "is not supported)", file->path, rope_dims, c->head_size);
         }
+    }
+    if (gguf_find(file, "llama.rope.scaling.type")) {   // linear, yarn, longrope: positions rescaled, not done here
+        char* scaling = NULL;
+        if (gguf_get_string(file, "llama.rope.scaling.type", &scaling, err)) { return -1; }
+        int none = strcmp(scaling, "none") == 0;
+        if (!none) {
+            error_set(err, "%s: llama.rope.scaling.type is '%s', expected 'none' (RoPE scaling is not implemented)",
+                      file->path, scaling);
+        }
+        free(scaling);
+        if (!none) { return -1; }
     }
     double value = 10000.0;
     if (gguf_find(file, "llama.rope.freq_base") && gguf_get_float(file, "llama.rope.freq_base", &value, err)) { return -1; }

@@ -547,6 +547,10 @@ int prompt_encode(const Tokenizer* tokenizer, const char* text, int chat, int* i
     // the template's pieces with special tokens, the user's text always as plain text
     const char* pieces[3] = {chat ? CHAT_TEMPLATE_HEAD : "", text, chat ? CHAT_TEMPLATE_TAIL : ""};
     int n = 0;
+    if (tokenizer->add_bos && tokenizer->bos_id >= 0) {   // tokenizer.ggml.add_bos_token, as llama.cpp
+        if (max_ids < 1) { return error_set(err, "the prompt is more than %d tokens", max_ids); }
+        ids[n++] = tokenizer->bos_id;
+    }
     for (int i = 0; i < 3; i++) {
         size_t length = strlen(pieces[i]);
         if (length == 0) { continue; }
@@ -554,7 +558,9 @@ int prompt_encode(const Tokenizer* tokenizer, const char* text, int chat, int* i
         if (got < 0) { return error_set(err, "the prompt is more than %d tokens", max_ids); }
         n += got;
     }
-    if (n == 0) { return error_set(err, "the prompt is empty after tokenization; expected at least one token"); }
+    if (n == (tokenizer->add_bos && tokenizer->bos_id >= 0)) {
+        return error_set(err, "the prompt is empty after tokenization; expected at least one token");
+    }
     return n;
 }
 

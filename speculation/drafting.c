@@ -180,6 +180,16 @@ int tree_shape_check(TreeShape shape, Error* err) {
     return 0;
 }
 
+int tree_shape_fits(TreeShape shape, const Target* target, Error* err) {
+    int capacity = target->act.max_tokens;
+    if (shape.nodes > capacity || shape.k > capacity) {
+        return error_set(err, "a pass may verify %d tree nodes, more than the %d tokens one forward call of the target "
+                         "holds (--batch, at most --context); expected --batch and --context of at least %d, or a "
+                         "smaller --spec-nodes", shape.nodes, capacity, shape.nodes);
+    }
+    return 0;
+}
+
 // Slots a proposal may use beyond the committed prefix: the verify pass uses N, self-drafting writes
 // the root and every expanded candidate, the EAGLE draft every expanded candidate.
 static int shape_slots_needed(TreeShape shape) {

@@ -67,6 +67,15 @@ expect_error "bad --spec-k" "--spec-k expects an integer" "$AURORA" generate -m 
 expect_error "bad --spec-nodes" "--spec-nodes expects an integer" "$AURORA" generate -m "$model" -p x --draft self --spec-nodes 65
 expect_error "bad --draft-vocab" "larger than the target vocabulary" "$AURORA" draft-init -m "$model" -o "$work/d.gguf" --draft-vocab 100000
 expect_error "draft-init without -o" "missing -o" "$AURORA" draft-init -m "$model"
+# a tree larger than a forward call: an error naming the flags, before any output (replay leaves no file)
+expect_error "a tree larger than --batch" "--batch" "$AURORA" generate -m "$model" -p "the cat" -n 4 --draft random --batch 4
+mkdir -p "$work/small-batch"
+expect_error "replay, a tree larger than --batch" "--spec-nodes" "$AURORA" replay -m "$model" \
+    --traffic "$(dirname "$0")/../traffic/sample.jsonl" --requests 2 --max-new 4 --batch 4 --out "$work/small-batch"
+[ -z "$(ls -A "$work/small-batch")" ] && pass || fail "a refused replay left files: $(ls "$work/small-batch")"
+# a float flag takes its own bounds (parsed as double: 1e-6f is below 1e-6)
+expect_ok "--top-p at its lower bound" "$AURORA" generate -m "$model" -p "the cat" -n 4 --temp 0.5 --top-p 1e-6
+expect_error "--top-p below its lower bound" "--top-p expects" "$AURORA" generate -m "$model" -p "the cat" -n 4 --top-p 1e-7
 
 # ---- the flywheel commands on the tiny model and the shipped sample traffic
 traffic=traffic/sample.jsonl

@@ -178,6 +178,63 @@ static void test_config_ranges(void) {
     }
 }
 
+// A tiny model with one more metadata value: a RoPE scaling type (string) or add_bos_token (bool).
+static int write_model_with_key(const char* path, const char* key, const char* text, int flag, Error* err) {
+    TinyModelSpec spec = {32, 1, 4, 2, 32, 300, 64, 1, TYPE_F32, 10000.0f, 5};
+    const char* clean = temp_path("clean_key.gguf");
+    if (tiny_model_write(clean, &spec, err) != 0) { return -1; }
+    GGUFFile file;
+    if (gguf_open(&file, clean, err) != 0) { return -1; }
+    GGUFWriter* writer = gguf_writer_new();
+    const char* skip[] = {key, NULL};
+    gguf_writer_copy_values(writer, &file, skip, err);
+    if (text != NULL) { gguf_writer_add_string(writer, key, text); } else { gguf_writer_add_bool(writer, key, flag); }
+    writer_copy_tensors(writer, &file);
+    int status = gguf_writer_save(writer, path, err);
+    gguf_writer_free(writer);
+    gguf_close(&file);
+    return status;
+}
+
+// What the loader does not implement it refuses, what the file asks for it does: RoPE scaling (linear,
+// yarn) refused ('none' loads); add_bos_token puts the BOS id first in a prompt; more query heads per
+// key/value head than the attention holds refused at load, not at the first forward.
+static void test_model_metadata(void) {
+    Error err;
+    Target target;
+    const char* path = temp_path("metadata.gguf");
+    const char* scalings[] = {"none", "linear", "yarn"};
+    for (int i = 0; i < 3; i++) {
+        check(write_model_with_key(path, "llama.rope.scaling.type", scalings[i], 0, &err) == 0, "write: %s", err.message);
+        int status = target_load(&target, path, &backend_cpu_ref, 32, 4, &err);
+        if (i == 0) {
+            check(status == 0, "rope scaling 'none' must load: %s", err.message);
+        } else {
+            check(status != 0 && strstr(err.message, "llama.rope.scaling.type") && strstr(err.message, scalings[i]),
+                  "rope scaling '%s' must be refused (%s)", scalings[i], status == 0 ? "loaded" : err.message);
+        }
+        if (status == 0) { target_free(&target); }
+    }
+    for (int add_bos = 0; add_bos <= 1; add_bos++) {
+        check(write_model_with_key(path, "tokenizer.ggml.add_bos_token", NULL, add_bos, &err) == 0, "write: %s", err.message);
+        if (target_load(&target, path, &backend_cpu_ref, 32, 4, &err) != 0) { check(0, "load: %s", err.message); continue; }
+        int ids[16], plain[16];
+        int n = prompt_encode(&target.tokenizer, "hi there", 0, ids, 16, &err);
+        int n_plain = tokenizer_encode(&target.tokenizer, "hi there", 8, 0, plain, 16, &err);
+        check(n == n_plain + add_bos && (!add_bos || ids[0] == target.tokenizer.bos_id) &&
+              memcmp(ids + add_bos, plain, (size_t)n_plain * sizeof(int)) == 0,
+              "add_bos_token %d: the prompt is %d ids (text %d), first %d (bos %d)", add_bos, n, n_plain, ids[0],
+              target.tokenizer.bos_id);
+        target_free(&target);
+    }
+    TinyModelSpec wide = {264, 1, 66, 1, 32, 300, 64, 1, TYPE_F32, 10000.0f, 5};   // 66 query heads per key/value head
+    check(tiny_model_write(path, &wide, &err) == 0, "write: %s", err.message);
+    int status = target_load(&target, path, &backend_cpu_fast, 32, 4, &err);
+    check(status != 0 && strstr(err.message, "66 query heads per key/value head"), "a group of 66 heads must be refused "
+          "at load (%s)", status == 0 ? "loaded" : err.message);
+    if (status == 0) { target_free(&target); }
+}
+
 // A file whose header describes fewer layers than it holds: the model would run on the first layers and
 // answer; the loader refuses a tensor it does not read.
 static void test_unused_tensors(void) {
@@ -211,6 +268,7 @@ int main(void) {
     test_regular_files_only();
     test_atomic_outputs();
     test_config_ranges();
+    test_model_metadata();
     test_unused_tensors();
     return test_summary();
 }

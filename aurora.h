@@ -1042,6 +1042,9 @@ typedef struct {
     long passes, passes_without_drafting;
     int passes_since_drafted;   // passes in a row that drafted nothing (a probe is due at ADAPTIVE_PROBE_EVERY)
     int calibrates;             // 1: the draft's scores are its log-probabilities (an EAGLE draft): calibrate them
+    int root_children_free;     // 1: the depth-1 children come with the catch-up (an EAGLE draft's logits at the
+                                // root), so a tree of depth D costs D - 1 drafting steps; 0: D steps (self-drafting
+                                // runs the root through the target; the model-free drafts are charged per depth)
     double confidence_reached[ADAPTIVE_CONFIDENCE_BUCKETS]; // decayed count: a verified node whose parent was on
                                                             // the accepted path, by its draft probability's bin
     double confidence_hit[ADAPTIVE_CONFIDENCE_BUCKETS];     // ... and it was accepted
@@ -1052,10 +1055,11 @@ void spec_adaptive_init(SpecAdaptive* a, TreeShape limit, int max_k);
 // The shape for the next pass; nodes == 1 (depth 0) means no speculation (a plain decode step). pending:
 // the generated tokens the draft must catch up over before it can draft (0 for drafts that need none).
 TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending);
-// After a pass: its tree, the acceptance, the seconds spent drafting it (not catching the draft up), the
+// After a pass: the shape it was planned with, its tree (the shape's, cut by the node budget and by
+// confidence), the acceptance, the seconds spent drafting it (not catching the draft up), the
 // catch-up's seconds and tokens (0, 0 for none), and the seconds verifying it.
-void spec_adaptive_observe(SpecAdaptive* a, const Tree* tree, const Acceptance* acceptance, double draft_seconds,
-                           double catch_up_seconds, int catch_up_tokens, double verify_seconds);
+void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, const Acceptance* acceptance,
+                           double draft_seconds, double catch_up_seconds, int catch_up_tokens, double verify_seconds);
 double spec_adaptive_expected_tokens(const SpecAdaptive* a, int k, int depth);
 double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n_nodes);
 // The calibrated chance that a node is accepted once its parent is, from its draft log-probability given
@@ -1069,7 +1073,8 @@ double spec_adaptive_min_chance(const SpecAdaptive* a, TreeShape shape, int pend
 // probes), 0 if it may leave nodes out.
 int spec_adaptive_explores(SpecAdaptive* a);
 // After spec_adaptive_observe: a node left out of the pass's tree (depth, sibling rank), whose parent was
-// on the accepted path: counted for the chooser as reached, and hit by its calibrated chance.
+// on the accepted path: spec_adaptive_observe counted its rank as reached (a child the tree lacks); it is
+// hit by its calibrated chance.
 void spec_adaptive_observe_left_out(SpecAdaptive* a, int depth, int rank, double chance);
 
 // ----------------------------------------------------------------------------

@@ -13,7 +13,8 @@ serving has measured so far:
 For a shape (K, D), the chance of going one level deeper is s_d(K) = sum over r < K of q[d][r], and
 
     expected tokens per pass   E(K, D) = 1 + sum_{d=1..D} prod_{j=1..d} s_j(K)     (the bonus is the 1)
-    seconds per pass           T(K, D) = pending * catch_up + D * draft_step + verify(N),  N = 1 + K * D
+    seconds per pass           T(K, D) = pending * catch_up + D' * draft_step + verify(N),  N = 1 + K * D
+                               (D' = D - 1 for an EAGLE draft, whose depth-1 children come with the catch-up)
                                (capped at the menu's N; pending: generated tokens the draft has not seen)
     choose the shape maximising E / T;  no speculation: E = 1, T = verify(1) (one decode step)
 
@@ -134,7 +135,8 @@ static double adaptive_catch_up_seconds(const SpecAdaptive* a) {
 // verifying; no drafting: one decode step.
 static double adaptive_pass_seconds(const SpecAdaptive* a, TreeShape shape, int pending) {
     if (shape.nodes <= 1) { return spec_adaptive_verify_seconds(a, 1); }
-    return (pending > 0 ? pending : 0) * adaptive_catch_up_seconds(a) + shape.depth * adaptive_draft_step_seconds(a) +
+    int steps = shape.depth - a->root_children_free;
+    return (pending > 0 ? pending : 0) * adaptive_catch_up_seconds(a) + steps * adaptive_draft_step_seconds(a) +
            spec_adaptive_verify_seconds(a, shape.nodes);
 }
 
@@ -187,16 +189,15 @@ int spec_adaptive_explores(SpecAdaptive* a) {
 
 void spec_adaptive_observe_left_out(SpecAdaptive* a, int depth, int rank, double chance) {
     if (depth < 1 || depth > TREE_MAX_DEPTH || rank < 0 || rank >= ADAPTIVE_MAX_K) { return; }
-    a->reached[depth][rank] += 1.0;
-    a->hit[depth][rank] += chance;
+    a->hit[depth][rank] += chance;   // reached: counted by spec_adaptive_observe (a rank the tree lacks)
 }
 
 static void adaptive_average(double* average, double value) {
     *average = *average > 0 ? (1.0 - COST_SMOOTHING) * *average + COST_SMOOTHING * value : value;
 }
 
-void spec_adaptive_observe(SpecAdaptive* a, const Tree* tree, const Acceptance* acceptance, double draft_seconds,
-                           double catch_up_seconds, int catch_up_tokens, double verify_seconds) {
+void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, const Acceptance* acceptance,
+                           double draft_seconds, double catch_up_seconds, int catch_up_tokens, double verify_seconds) {
     a->passes++;
     // the evidence fades a little each pass, drafted or not
     for (int d = 1; d <= TREE_MAX_DEPTH; d++) {
@@ -208,8 +209,30 @@ void spec_adaptive_observe(SpecAdaptive* a, const Tree* tree, const Acceptance* 
     }
     if (!a->deterministic) { // a deterministic chooser keeps the prior cost model: the same acceptance, the same shapes
         adaptive_average(&a->verify_seconds[tree->n_nodes], verify_seconds);
-        if (tree->n_nodes > 1 && tree->max_depth > 0) { adaptive_average(&a->draft_step_seconds, draft_seconds / tree->max_depth); }
+        int steps = tree->max_depth - a->root_children_free;   // the drafting steps this pass ran
+        if (tree->n_nodes > 1 && steps > 0) { adaptive_average(&a->draft_step_seconds, draft_seconds / steps); }
         if (catch_up_tokens > 0) { adaptive_average(&a->catch_up_seconds, catch_up_seconds / catch_up_tokens); }
+    }
+    // along the accepted path, at each depth of the pass's shape the path reached: the K ranks of the shape
+    // (the parent's children in index order: the drafter adds a node's children best first), each reached,
+    // and which child, if any, was accepted. A rank the tree lacks is a miss: the drafter keeps the N - 1 =
+    // K * D best candidates overall, so a node on the path often has fewer than K children, and a tree can
+    // end above depth D; E(K, D) below counts K children at every depth, so its estimates must include
+    // those cuts (counting only the children present overestimated a K = 4, D = 8 tree's tokens per pass by
+    // half, and the chooser drafted trees deeper than the best). Children left out for low confidence are
+    // hit by their calibrated chance (spec_adaptive_observe_left_out).
+    int ranks = shape.k < ADAPTIVE_MAX_K ? shape.k : ADAPTIVE_MAX_K;
+    int depth = shape.depth > tree->max_depth ? shape.depth : tree->max_depth;
+    for (int d = 1; shape.nodes > 1 && d <= depth && d <= TREE_MAX_DEPTH; d++) {
+        if (d - 1 > acceptance->n_accepted) { break; }
+        int parent = acceptance->path[d - 1];
+        int n_children = tree->n_children[parent];
+        int accepted = d <= acceptance->n_accepted ? acceptance->path[d] : -1;
+        int counted = n_children > ranks ? n_children : ranks;
+        for (int r = 0; r < counted && r < ADAPTIVE_MAX_K; r++) {
+            a->reached[d][r] += 1.0;
+            if (r < n_children && tree->children[parent][r] == accepted) { a->hit[d][r] += 1.0; }
+        }
     }
     if (tree->n_nodes == 1) {
         a->passes_without_drafting++;
@@ -217,25 +240,15 @@ void spec_adaptive_observe(SpecAdaptive* a, const Tree* tree, const Acceptance* 
         return;
     }
     a->passes_since_drafted = 0;
-    // along the accepted path: at each depth the parent's children, in index order (the drafter adds a
-    // node's children best first), and which of them, if any, was accepted
-    for (int d = 1; d <= tree->max_depth; d++) {
-        if (d - 1 > acceptance->n_accepted) { break; }
+    // the calibration: every child of each node the accepted path reached, by its probability given the parent
+    for (int d = 1; a->calibrates && d <= tree->max_depth && d - 1 <= acceptance->n_accepted; d++) {
         int parent = acceptance->path[d - 1];
-        int n_children = tree->n_children[parent];
-        if (n_children == 0) { break; }
         int accepted = d <= acceptance->n_accepted ? acceptance->path[d] : -1;
-        for (int r = 0; r < n_children && r < ADAPTIVE_MAX_K; r++) {
-            a->reached[d][r] += 1.0;
-            if (tree->children[parent][r] == accepted) { a->hit[d][r] += 1.0; }
-        }
-        if (a->calibrates) {   // every child of the reached node, by its probability given the parent
-            for (int r = 0; r < n_children; r++) {
-                int child = tree->children[parent][r];
-                int bin = confidence_bin(confidence_probability((double)tree->scores[child] - tree->scores[parent]));
-                a->confidence_reached[bin] += 1.0;
-                if (child == accepted) { a->confidence_hit[bin] += 1.0; }
-            }
+        for (int r = 0; r < tree->n_children[parent]; r++) {
+            int child = tree->children[parent][r];
+            int bin = confidence_bin(confidence_probability((double)tree->scores[child] - tree->scores[parent]));
+            a->confidence_reached[bin] += 1.0;
+            if (child == accepted) { a->confidence_hit[bin] += 1.0; }
         }
     }
 }

@@ -238,6 +238,7 @@ void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Dra
     spec_adaptive_init(&source->adaptive_state, source->limit, source->limit.k);
     spec_adaptive_init(&source->suffix_adaptive_state, source->limit, source->limit.k);
     source->adaptive_state.calibrates = kind == DRAFT_EAGLE || kind == DRAFT_HYBRID; // its scores are log-probabilities
+    source->adaptive_state.root_children_free = kind == DRAFT_EAGLE || kind == DRAFT_HYBRID;
 }
 
 void draft_source_set_adaptive(DraftSource* source, int adaptive, int deterministic) {
@@ -304,7 +305,10 @@ static void eagle_catch_up(DraftSource* source, const Sequence* sequence) {
     int C = draft->config.dim, chunk = draft->act.max_tokens;
     int positions[TREE_MAX_NODES];
     double start_time = now_seconds();
-    int tokens = sequence->n_committed - source->n_extended;
+    // a catch-up that takes in the prompt (a request's first drafting pass, in batches like a prefill) is not a
+    // measure of the per-token catch-up over generated tokens that adaptive.c charges: its time still leaves
+    // drafting's, its tokens are not counted
+    int tokens = source->n_extended >= source->n_prompt ? sequence->n_committed - source->n_extended : 0;
     while (source->n_extended < sequence->n_committed) {
         int start = source->n_extended;
         int T = sequence->n_committed - start;
@@ -569,14 +573,15 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
         double drafting = draft_seconds - source->pass_catch_up_seconds - source->pass_swap_seconds;
         if (drafting < 0) { drafting = 0; }
         if (source->kind != DRAFT_HYBRID || source->pass_source != DRAFT_SUFFIX) {
-            spec_adaptive_observe(&source->adaptive_state, tree, acceptance, drafting, source->pass_catch_up_seconds,
-                                  source->pass_catch_up_tokens, verify_seconds);
+            spec_adaptive_observe(&source->adaptive_state, source->shape, tree, acceptance, drafting,
+                                  source->pass_catch_up_seconds, source->pass_catch_up_tokens, verify_seconds);
         }
         if (source->pass_source == DRAFT_EAGLE) {
             observe_left_out(&source->adaptive_state, source->left_out, source->n_left_out, acceptance);
         }
         if (source->kind == DRAFT_HYBRID && source->pass_source != DRAFT_EAGLE) {
-            spec_adaptive_observe(&source->suffix_adaptive_state, tree, acceptance, drafting, 0.0, 0, verify_seconds);
+            spec_adaptive_observe(&source->suffix_adaptive_state, source->shape, tree, acceptance, drafting, 0.0, 0,
+                                  verify_seconds);
         }
     }
     if (source->kind == DRAFT_HYBRID) {

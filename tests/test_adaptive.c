@@ -99,7 +99,7 @@ static double simulate(SpecAdaptive* a, const World* w, int passes, int measure,
         double catch_up = tree.n_nodes > 1 ? pending * w->catch_up_seconds + prompt_pending * w->prompt_catch_up_seconds : 0.0;
         int caught_up = tree.n_nodes > 1 ? pending : 0;
         if (tree.n_nodes > 1) { prompt_pending = 0; }
-        spec_adaptive_observe(a, &tree, &acceptance, draft, catch_up, caught_up, verify);
+        spec_adaptive_observe(a, shape, &tree, &acceptance, draft, catch_up, caught_up, verify);
         pending = (tree.n_nodes > 1 ? 0 : pending) + acceptance.n_accepted + 1;
         if (p >= passes - measure) {
             tokens += acceptance.n_accepted + 1;
@@ -139,20 +139,35 @@ static TreeShape best_true_shape(const World* w, TreeShape limit, int max_k, dou
 
 static void test_counting(void) {
     // root -> a (rank 0), b (rank 1); a -> c; accepted path root, b: depth 1 reached at ranks 0 and 1,
-    // rank 1 hit; depth 2 not reached through b (b has no children)
+    // rank 1 hit; depth 2 reached through b, which the tree gave no children: the shape's 2 ranks missed
     Tree tree;
     hand_made_tree(&tree, (int[]){-1, 0, 0, 1}, 4);
     Acceptance acceptance = {1, {0, 2}, 7};
     SpecAdaptive a;
     spec_adaptive_init(&a, (TreeShape){2, 4, 9}, 2);
-    spec_adaptive_observe(&a, &tree, &acceptance, 0.002, 0.003, 3, 0.012);
+    spec_adaptive_observe(&a, (TreeShape){2, 4, 9}, &tree, &acceptance, 0.002, 0.003, 3, 0.012);
     check(a.reached[1][0] == 1.0 && a.reached[1][1] == 1.0 && a.hit[1][0] == 0.0 && a.hit[1][1] == 1.0,
           "depth 1: ranks 0 and 1 reached, rank 1 accepted");
-    check(a.reached[2][0] == 0.0, "depth 2 not reached (b has no children)");
-    spec_adaptive_observe(&a, &tree, &acceptance, 0.002, 0.0, 0, 0.012);
+    check(a.reached[2][0] == 1.0 && a.reached[2][1] == 1.0 && a.hit[2][0] == 0.0 && a.hit[2][1] == 0.0,
+          "depth 2: reached through b, whose children the tree lacks: both ranks of the shape missed");
+    check(a.reached[3][0] == 0.0, "depth 3 not reached");
+    spec_adaptive_observe(&a, (TreeShape){2, 4, 9}, &tree, &acceptance, 0.002, 0.0, 0, 0.012);
     check(fabs(a.reached[1][0] - 1.99) < 1e-12 && fabs(a.hit[1][1] - 1.99) < 1e-12, "evidence decays by 0.99 a pass");
     check(a.verify_seconds[4] == 0.012 && fabs(a.draft_step_seconds - 0.001) < 1e-12 && fabs(a.catch_up_seconds - 0.001) < 1e-12,
           "costs recorded (a pass without catch-up leaves its average)");
+    // an EAGLE draft's depth-1 children come with the catch-up: a depth-2 tree ran 1 drafting step
+    SpecAdaptive eagle;
+    spec_adaptive_init(&eagle, (TreeShape){2, 4, 9}, 2);
+    eagle.root_children_free = 1;
+    spec_adaptive_observe(&eagle, (TreeShape){2, 4, 9}, &tree, &acceptance, 0.002, 0.0, 0, 0.012);
+    check(fabs(eagle.draft_step_seconds - 0.002) < 1e-12, "an EAGLE draft's depth-2 pass is one drafting step (%g s)",
+          eagle.draft_step_seconds);
+    Tree root_children;
+    hand_made_tree(&root_children, (int[]){-1, 0, 0}, 3);
+    Acceptance none = {0, {0}, 7};
+    spec_adaptive_observe(&eagle, (TreeShape){2, 4, 9}, &root_children, &none, 0.0001, 0.0, 0, 0.012);
+    check(fabs(eagle.draft_step_seconds - 0.002) < 1e-12, "a depth-1 pass drafts no step: the average stays (%g s)",
+          eagle.draft_step_seconds);
 }
 
 static void test_worlds(void) {
@@ -257,7 +272,7 @@ static double simulate_confidence(SpecAdaptive* a, double confident_share, int p
         }
         double draft = steps * step, verify = decode * (1.0 + slope * (tree.n_nodes - 1));
         double catch_up = shape.nodes > 1 ? pending * catch_up_per_token : 0.0;
-        spec_adaptive_observe(a, &tree, &acceptance, draft, catch_up, shape.nodes > 1 ? pending : 0, verify);
+        spec_adaptive_observe(a, shape, &tree, &acceptance, draft, catch_up, shape.nodes > 1 ? pending : 0, verify);
         // as draft_source_propose and draft_source_observe_pass: the left-out nodes, and those the path reached
         LeftOutNode nodes_left_out[TREE_MAX_NODES * MAX_SPEC_K];
         int n_left_out = pool_left_out(&pool, node_of_candidate, min_chance, nodes_left_out);
@@ -283,7 +298,7 @@ static void test_confidence(void) {
     hand_made_tree(&tree, (int[]){-1, 0, 1}, 3);
     tree.scores[1] = logf(0.95f); tree.scores[2] = 2 * logf(0.95f);
     Acceptance acceptance = {1, {0, 1}, 7};
-    for (int i = 0; i < 300; i++) { spec_adaptive_observe(&a, &tree, &acceptance, 0.001, 0.0, 0, 0.012); }
+    for (int i = 0; i < 300; i++) { spec_adaptive_observe(&a, (TreeShape){1, 2, 3}, &tree, &acceptance, 0.001, 0.0, 0, 0.012); }
     double chance = spec_adaptive_node_chance(&a, logf(0.95f));
     printf("calibration: bin 0.9-1.0 after 300 passes with x accepted and y not: %.3f (x and y share the bin)\n", chance);
     check(fabs(chance - 0.5) < 0.02, "the bin's calibrated chance is its verified nodes' acceptance (%.3f, expected 0.5)", chance);
@@ -328,8 +343,49 @@ static void test_confidence(void) {
     check(never * 0.010 >= 0.97, "a draft never confident must run at >= 0.97x plain decoding (%.3fx)", never * 0.010);
 }
 
+// The chooser's expected tokens for a tree shape against the exact expectation of the tree the drafter
+// builds (N - 1 = K * D best candidates: the accepted path's node often has fewer than K children, and the
+// tree may end above depth D), after many passes of that shape. Counting only the children present
+// overestimated K = 4, D = 8 by half (the negative control below counts that way).
+static void test_expected_tokens_of_cut_trees(void) {
+    World w;
+    memset(&w, 0, sizeof(w));
+    w.decode_seconds = 0.010; w.verify_slope = 0.04;
+    for (int d = 1; d <= TREE_MAX_DEPTH; d++) { w.q[d][0] = 0.45; w.q[d][1] = 0.2; w.q[d][2] = 0.1; w.q[d][3] = 0.05; }
+    TreeShape shapes[] = {{1, 4, 5}, {2, 4, 9}, {4, 4, 17}, {4, 8, 33}};
+    for (int s = 0; s < 4; s++) {
+        SpecAdaptive a, present_only;
+        spec_adaptive_init(&a, (TreeShape){4, 8, 33}, 4);
+        spec_adaptive_init(&present_only, (TreeShape){4, 8, 33}, 4);
+        uint64_t rng = random_seed_state(11 + s);
+        Tree tree;
+        world_tree(&tree, &w, shapes[s]);
+        double exact = 1.0;
+        for (int i = 1; i < tree.n_nodes; i++) { exact += exp(tree.scores[i]); }
+        for (int p = 0; p < 3000; p++) {
+            Acceptance acceptance;
+            world_accept(&w, &tree, &acceptance, &rng);
+            spec_adaptive_observe(&a, shapes[s], &tree, &acceptance, 0.001, 0.0, 0, 0.012);
+            // the old counting: a shape as wide as each reached node's children (no cuts seen)
+            TreeShape as_present = {1, tree.max_depth, 2};
+            spec_adaptive_observe(&present_only, as_present, &tree, &acceptance, 0.001, 0.0, 0, 0.012);
+        }
+        double estimate = spec_adaptive_expected_tokens(&a, shapes[s].k, shapes[s].depth);
+        double old = spec_adaptive_expected_tokens(&present_only, shapes[s].k, shapes[s].depth);
+        printf("K=%d D=%d: expected tokens a pass %.3f exact, %.3f estimated (%.3f counting present children only)\n",
+               shapes[s].k, shapes[s].depth, exact, estimate, old);
+        check(fabs(estimate / exact - 1.0) < 0.05, "K=%d D=%d: the estimate %.3f is not within 5%% of the exact %.3f",
+              shapes[s].k, shapes[s].depth, estimate, exact);
+        if (s == 3) {
+            check(old / exact > 1.2, "negative control: counting present children only should overestimate K=4 D=8 "
+                  "(%.3f against %.3f)", old, exact);
+        }
+    }
+}
+
 int main(void) {
     test_counting();
+    test_expected_tokens_of_cut_trees();
     test_worlds();
     test_confidence();
     return test_summary();

@@ -343,9 +343,12 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         plan.chain_first = chain_first < plan.T - 1 ? chain_first : plan.T - 1;
         if (plan.n_steps > plan.T - plan.chain_first) { plan.n_steps = plan.T - plan.chain_first; }
     }
-    // reserve: rows of step 0 include every discard node at most
-    train_workspace_reserve(ws, b, c, plan.T + record->n_discard, plan.T + record->n_discard + plan.T * plan.n_steps,
-                            record->n_discard, plan.n_steps);
+    // reserve: rows of step 0 include every discard node at most, when the discard loss is on (records keep
+    // their rejected nodes either way: a long completion's hundreds of them would size every step's mask
+    // and logits for nothing)
+    int discard_nodes = s->discard_weight > 0.0f ? record->n_discard : 0;
+    train_workspace_reserve(ws, b, c, plan.T + discard_nodes, plan.T + discard_nodes + plan.T * plan.n_steps,
+                            discard_nodes, plan.n_steps);
     unroll_plan_rows(&plan, record, s, ws->discard_used, ws->discard_row);
     int first_column = plan.first_column, T = plan.T, n_steps = plan.n_steps, D = plan.n_discard;
     int chain = plan.chain_first;

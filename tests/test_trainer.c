@@ -109,6 +109,16 @@ static void test_gradients(Target* target) {
                kind, checked, DRAFT_NUM_TENSORS);
         trainer_free(&trainer);
     }
+    // the discard loss off: the record's rejected nodes take no room in the workspace (rows: the unroll's)
+    Trainer trainer;
+    trainer_init(&trainer, &draft, target, trainer_default_settings());
+    TrainStats stats;
+    memset(&stats, 0, sizeof(stats));
+    record_train(&trainer, record, 1.0f, 1, &stats);
+    check(trainer.work.capacity_rows <= record->n_committed && stats.n_discard == 0,
+          "the discard loss off: the workspace holds %d rows for a record of %d positions and %d rejected nodes",
+          trainer.work.capacity_rows, record->n_committed, record->n_discard);
+    trainer_free(&trainer);
     record_free(record);
     draft_free(&draft);
 }

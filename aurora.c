@@ -188,7 +188,8 @@ static const Flag FLAGS[] = {
      "loss weight of a prompt position against a completion position: every recorded position has an exact teacher "
      "(0: completion only)"},
     {"context-window", NULL, "--context-window", FLAG_INT, "N", 0, 1 << 20, NULL, OPTION(train.context_window),
-     "prompt positions trained on before the first completion token"},
+     "prompt positions trained on before the first completion token (with the completion at most 1,024 columns: "
+     "the window gives way to the completion)"},
     {"freeze-head", NULL, "--freeze-head", FLAG_INT, "0|1", 0, 1, NULL, OPTION(train.freeze_lm_head),
      "1: the draft's LM head keeps its initial rows (the target's with --draft-init target or target-layer) and only "
      "the rest of the draft trains"},

@@ -230,10 +230,18 @@ void ttt_mask(uint8_t* mask, int k, int rows, int n_columns, int chain_first, co
 int unroll_plan_columns(UnrollPlan* plan, const Record* record, const TrainerSettings* s) {
     // local column t = 0..T-1 pairs the taps g_{f+t} with the token x_{f+t+1}, f = first_column: the
     // context window before the first completion position, then the completion, at most max_positions
-    // columns in all (a long prompt is cut before the window, a long completion at its end)
+    // columns in all (a long prompt is cut before the window; a window that would leave the completion
+    // no room is shortened, so that a window near max_positions cannot train the prompt alone; a long
+    // completion is cut at its end)
     memset(plan, 0, sizeof(*plan));
-    plan->first_column = record->n_prompt - 2 - s->context_window;
+    int completion_start = record->n_prompt - 2 > 0 ? record->n_prompt - 2 : 0;
+    plan->first_column = completion_start - s->context_window;
     if (plan->first_column < 0) { plan->first_column = 0; }
+    if (record->n_committed - plan->first_column > s->max_positions) {
+        int room = record->n_committed - s->max_positions;   // the first column that keeps the completion whole
+        int first = room < completion_start ? room : completion_start;
+        if (first > plan->first_column) { plan->first_column = first; }
+    }
     int end = record->n_committed < plan->first_column + s->max_positions ? record->n_committed
                                                                            : plan->first_column + s->max_positions;
     plan->T = end - plan->first_column;

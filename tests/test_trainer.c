@@ -139,8 +139,14 @@ static void test_loss_rows(Target* target) {
             s.ttt_length = 4;
             UnrollPlan plan;
             check(unroll_plan_columns(&plan, record, &s), "the record has columns");
-            // the columns: the window before the completion's first prediction, then at most max_positions
-            int first = record->n_prompt - 2 - window < 0 ? 0 : record->n_prompt - 2 - window;
+            // the columns, completion first: as many completion columns as max_positions holds, then as many
+            // of the window's (those before the completion's first prediction) as are left
+            int completion_start = record->n_prompt - 2;
+            int completion = record->n_committed - completion_start;
+            int kept_completion = completion < s.max_positions ? completion : s.max_positions;
+            int kept_window = window < completion_start ? window : completion_start;
+            if (kept_window > s.max_positions - kept_completion) { kept_window = s.max_positions - kept_completion; }
+            int first = completion_start - kept_window;
             int end = record->n_committed < first + s.max_positions ? record->n_committed : first + s.max_positions;
             check(plan.first_column == first && plan.T == end - first, "window %d, max_positions %d: columns [%d, +%d), oracle [%d, +%d)",
                   window, s.max_positions, plan.first_column, plan.T, first, end - first);
@@ -239,11 +245,11 @@ static void test_rejection_and_buffers(Target* target) {
     check(memcmp(before, trainer.draft.weight_arena, draft.n_weight_floats * sizeof(float)) == 0,
           "a rejected update must leave the weights bit-identical");
     trainer_free(&trainer);
-    // a batch without a loss row (prompt rows only, at prompt weight 0): no update, no step
+    // a batch without a loss row (one column: nothing after it to predict): no update, no step
     record->hidden[(size_t)(record->n_committed - 1) * target->config.dim] = 0.0f;
     TrainerSettings prompt_only = trainer_default_settings();
     prompt_only.prompt_weight = 0.0f;
-    prompt_only.max_positions = 2;
+    prompt_only.max_positions = 1;
     prompt_only.warmup_steps = 0;
     trainer_init(&trainer, &draft, target, prompt_only);
     int empty = trainer_step(&trainer, &record, 1, &stats);

@@ -380,10 +380,15 @@ static int parse_flags(const Command* command, int argc, char** argv, Options* o
     const Options defaults = *o;
     o->positional = mallocCheck((size_t)(argc > 0 ? argc : 1) * sizeof(char*));
     o->n_positional = 0;
+    int options_end = 0;   // after "--" every argument is positional ("tokenize -m M -- -5 degrees")
     for (int i = 0; i < argc; i++) {
         const char* arg = argv[i];
-        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) { command_print_help(command, &defaults, stdout); return -1; }
-        if (arg[0] != '-' || strcmp(arg, "-") == 0) {
+        if (!options_end && strcmp(arg, "--") == 0) { options_end = 1; continue; }
+        if (!options_end && (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)) {
+            command_print_help(command, &defaults, stdout);
+            return -1;
+        }
+        if (options_end || arg[0] != '-' || strcmp(arg, "-") == 0) {
             if (o->n_positional >= command->max_positional) {
                 return command->max_positional == 0
                     ? usage_error(command, "unexpected argument '%s'%s", arg, command->flags && strstr(command->flags, "prompt") ? " (the prompt goes after -p)" : "")

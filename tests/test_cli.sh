@@ -22,6 +22,9 @@ grep -q "blk.3.ffn_down.weight" "$work/out" && pass || fail "info does not print
 expect_ok "tokenize" "$AURORA" tokenize -m "$model" "hello world"
 ids=$(cat "$work/out")
 echo "$ids" | grep -E -q '^[0-9]+( [0-9]+)*$' && pass || fail "tokenize output '$ids' is not space-separated ids"
+expect_ok "tokenize after --, text that starts with a dash" "$AURORA" tokenize -m "$model" -- "-5 degrees"
+[ "$(cat "$work/out")" = "$("$AURORA" tokenize -m "$model" " -5 degrees" | cut -d' ' -f2-)" ] && pass \
+    || fail "tokenize -- '-5 degrees' gave '$(cat "$work/out")'"
 expect_ok "tokenize --special" "$AURORA" tokenize -m "$model" --special "<|im_start|>hi"
 [ "$(cut -d' ' -f1 "$work/out")" = "1" ] && pass || fail "--special should map <|im_start|> to id 1: $(cat "$work/out")"
 

@@ -120,7 +120,7 @@ static const Flag FLAGS[] = {
      "and AVX2 CPUs), fast-exact (the same with fp32 activations), blas (fp32 weights, OpenBLAS matmuls), ref (the readable "
      "reference, fp32 weights), cuda (as --device cuda)"},
     {"context", NULL, "--context", FLAG_INT, "N", 1, 1 << 20, NULL, OPTION(context),
-     "KV cache slots (0 or absent: the model's context, at most 4096)"},
+     "KV cache slots (absent: the model's context, at most 4096)"},
     {"batch", NULL, "--batch", FLAG_INT, "N", 1, 1 << 16, NULL, OPTION(batch), "most tokens per forward call (prefill chunk)"},
     // speculative decoding
     {"draft", NULL, "--draft", FLAG_TEXT, "SOURCE", 0, 0, NULL, OPTION(draft),

@@ -143,22 +143,30 @@ static void writer_copy_tensors(GGUFWriter* writer, const GGUFFile* file) {
     }
 }
 
-// A tiny model whose epsilon or RoPE base is overridden (INFINITY, NaN).
-static int write_model_with(const char* path, float eps, float theta, Error* err) {
+// A tiny model (RoPE base theta) with one metadata value set: a float, a string or a bool.
+typedef struct { const char* key; enum { VALUE_FLOAT, VALUE_STRING, VALUE_BOOL } kind; float number; const char* text; } MetadataValue;
+static int write_model_with_value(const char* path, float theta, MetadataValue value, Error* err) {
     TinyModelSpec spec = {32, 1, 4, 2, 32, 300, 64, 1, TYPE_F32, theta, 5};
     const char* clean = temp_path("clean.gguf");
     if (tiny_model_write(clean, &spec, err) != 0) { return -1; }
     GGUFFile file;
     if (gguf_open(&file, clean, err) != 0) { return -1; }
     GGUFWriter* writer = gguf_writer_new();
-    const char* skip[] = {"llama.attention.layer_norm_rms_epsilon", NULL};
+    const char* skip[] = {value.key, NULL};
     gguf_writer_copy_values(writer, &file, skip, err);
-    gguf_writer_add_float32(writer, "llama.attention.layer_norm_rms_epsilon", eps);
+    if (value.kind == VALUE_FLOAT) { gguf_writer_add_float32(writer, value.key, value.number); }
+    else if (value.kind == VALUE_STRING) { gguf_writer_add_string(writer, value.key, value.text); }
+    else { gguf_writer_add_bool(writer, value.key, value.number != 0.0f); }
     writer_copy_tensors(writer, &file);
     int status = gguf_writer_save(writer, path, err);
     gguf_writer_free(writer);
     gguf_close(&file);
     return status;
+}
+
+// A tiny model whose epsilon or RoPE base is overridden (INFINITY, NaN).
+static int write_model_with(const char* path, float eps, float theta, Error* err) {
+    return write_model_with_value(path, theta, (MetadataValue){"llama.attention.layer_norm_rms_epsilon", VALUE_FLOAT, eps, NULL}, err);
 }
 
 static void test_config_ranges(void) {
@@ -178,24 +186,6 @@ static void test_config_ranges(void) {
     }
 }
 
-// A tiny model with one more metadata value: a RoPE scaling type (string) or add_bos_token (bool).
-static int write_model_with_key(const char* path, const char* key, const char* text, int flag, Error* err) {
-    TinyModelSpec spec = {32, 1, 4, 2, 32, 300, 64, 1, TYPE_F32, 10000.0f, 5};
-    const char* clean = temp_path("clean_key.gguf");
-    if (tiny_model_write(clean, &spec, err) != 0) { return -1; }
-    GGUFFile file;
-    if (gguf_open(&file, clean, err) != 0) { return -1; }
-    GGUFWriter* writer = gguf_writer_new();
-    const char* skip[] = {key, NULL};
-    gguf_writer_copy_values(writer, &file, skip, err);
-    if (text != NULL) { gguf_writer_add_string(writer, key, text); } else { gguf_writer_add_bool(writer, key, flag); }
-    writer_copy_tensors(writer, &file);
-    int status = gguf_writer_save(writer, path, err);
-    gguf_writer_free(writer);
-    gguf_close(&file);
-    return status;
-}
-
 // What the loader does not implement it refuses, what the file asks for it does: RoPE scaling (linear,
 // yarn) refused ('none' loads); add_bos_token puts the BOS id first in a prompt; more query heads per
 // key/value head than the attention holds refused at load, not at the first forward.
@@ -205,7 +195,8 @@ static void test_model_metadata(void) {
     const char* path = temp_path("metadata.gguf");
     const char* scalings[] = {"none", "linear", "yarn"};
     for (int i = 0; i < 3; i++) {
-        check(write_model_with_key(path, "llama.rope.scaling.type", scalings[i], 0, &err) == 0, "write: %s", err.message);
+        MetadataValue scaling = {"llama.rope.scaling.type", VALUE_STRING, 0.0f, scalings[i]};
+        check(write_model_with_value(path, 10000.0f, scaling, &err) == 0, "write: %s", err.message);
         int status = target_load(&target, path, &backend_cpu_ref, 32, 4, &err);
         if (i == 0) {
             check(status == 0, "rope scaling 'none' must load: %s", err.message);
@@ -216,7 +207,8 @@ static void test_model_metadata(void) {
         if (status == 0) { target_free(&target); }
     }
     for (int add_bos = 0; add_bos <= 1; add_bos++) {
-        check(write_model_with_key(path, "tokenizer.ggml.add_bos_token", NULL, add_bos, &err) == 0, "write: %s", err.message);
+        MetadataValue bos = {"tokenizer.ggml.add_bos_token", VALUE_BOOL, (float)add_bos, NULL};
+        check(write_model_with_value(path, 10000.0f, bos, &err) == 0, "write: %s", err.message);
         if (target_load(&target, path, &backend_cpu_ref, 32, 4, &err) != 0) { check(0, "load: %s", err.message); continue; }
         int ids[16], plain[16];
         int n = prompt_encode(&target.tokenizer, "hi there", 0, ids, 16, &err);

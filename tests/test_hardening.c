@@ -227,6 +227,36 @@ static void test_model_metadata(void) {
     if (status == 0) { target_free(&target); }
 }
 
+// An embedding with rows past the tokenizer's list (padded vocabularies: Qwen's 151,936 rows for 151,665
+// tokens): the model may sample such an id, and printing it must not read past the tokenizer's arrays
+// (the ASan build of this test is the check: print_token_text read token_types[id] unguarded).
+static void test_tokenizer_shorter_than_embedding(void) {
+    Error err;
+    TinyModelSpec spec = {32, 1, 4, 2, 32, 320, 64, 1, TYPE_F32, 10000.0f, 5};
+    const char* clean = temp_path("padded_clean.gguf"), *path = temp_path("padded.gguf");
+    check(tiny_model_write(clean, &spec, &err) == 0, "write: %s", err.message);
+    GGUFFile file;
+    if (gguf_open(&file, clean, &err) != 0) { check(0, "open: %s", err.message); return; }
+    GGUFWriter* writer = gguf_writer_new();
+    const char* skip[] = {"tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
+                          "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                          "tokenizer.ggml.add_bos_token", NULL};
+    gguf_writer_copy_values(writer, &file, skip, &err);
+    gguf_writer_add_tiny_tokenizer(writer, 300);
+    writer_copy_tensors(writer, &file);
+    check(gguf_writer_save(writer, path, &err) == 0, "save: %s", err.message);
+    gguf_writer_free(writer);
+    gguf_close(&file);
+    Target target;
+    if (target_load(&target, path, &backend_cpu_ref, 32, 4, &err) != 0) { check(0, "load: %s", err.message); return; }
+    check(target.tokenizer.vocab_size == 300 && target.config.vocab_size == 320, "tokenizer %d tokens, embedding %d rows",
+          target.tokenizer.vocab_size, target.config.vocab_size);
+    fflush(stdout);
+    for (int id = 298; id < 320; id++) { print_token_text(&target.tokenizer, id); }   // 300..319: no text, no read
+    printf("\n");
+    target_free(&target);
+}
+
 // A file whose header describes fewer layers than it holds: the model would run on the first layers and
 // answer; the loader refuses a tensor it does not read.
 static void test_unused_tensors(void) {
@@ -261,6 +291,7 @@ int main(void) {
     test_atomic_outputs();
     test_config_ranges();
     test_model_metadata();
+    test_tokenizer_shorter_than_embedding();
     test_unused_tensors();
     return test_summary();
 }

@@ -737,7 +737,10 @@ static int command_tiny_model(Options* o) {
         return 1;
     }
     Error err;
-    if (tiny_model_write(o->out_path, &spec, &err) != 0) { return fail(&err); }
+    if (check_writable(o->out_path, 1, &err) != 0 || tiny_model_write(o->out_path, &spec, &err) != 0) {
+        fprintf(stderr, "error: -o %s: %s\n", o->out_path, err.message);
+        return 1;
+    }
     fprintf(stderr, "wrote %s\n", o->out_path);
     return 0;
 }

@@ -8,6 +8,7 @@ AURORA=${1:-./aurora}
 
 model="$work/tiny.gguf"
 expect_ok "tiny-model" "$AURORA" tiny-model -o "$model" --seed 3
+expect_error "tiny-model -o empty" "-o : empty output path" "$AURORA" tiny-model -o ""
 expect_ok "tiny-model q4_1 untied" "$AURORA" tiny-model -o "$work/tiny_q41.gguf" --type q4_1 --untied --ffn 64
 
 # ---- the commands work

@@ -15,7 +15,8 @@ For a shape (K, D), the chance of going one level deeper is s_d(K) = sum over r 
     expected tokens per pass   E(K, D) = 1 + sum_{d=1..D} prod_{j=1..d} s_j(K)     (the bonus is the 1)
     seconds per pass           T(K, D) = pending * catch_up + D' * draft_step + verify(N),  N = 1 + K * D
                                (D' = D - 1 for an EAGLE draft, whose depth-1 children come with the catch-up)
-                               (capped at the menu's N; pending: generated tokens the draft has not seen)
+                               (shapes over the menu's N are not considered; pending: generated tokens the
+                               draft has not seen)
     choose the shape maximising E / T;  no speculation: E = 1, T = verify(1) (one decode step)
 
 Estimates are the decayed counts shrunk towards a prior (below), and the counts decay every pass,

@@ -143,25 +143,36 @@ static void writer_copy_tensors(GGUFWriter* writer, const GGUFFile* file) {
     }
 }
 
-// A tiny model (RoPE base theta) with one metadata value set: a float, a string or a bool.
-typedef struct { const char* key; enum { VALUE_FLOAT, VALUE_STRING, VALUE_BOOL } kind; float number; const char* text; } MetadataValue;
-static int write_model_with_value(const char* path, float theta, MetadataValue value, Error* err) {
-    TinyModelSpec spec = {32, 1, 4, 2, 32, 300, 64, 1, TYPE_F32, theta, 5};
-    const char* clean = temp_path("clean.gguf");
-    if (tiny_model_write(clean, &spec, err) != 0) { return -1; }
+// A variant of a tiny model: the file `clean` written from spec, then copied to path without the
+// metadata keys in skip, with what add writes in their place (values or a whole tokenizer).
+typedef struct { const char* key; enum { VALUE_FLOAT, VALUE_STRING, VALUE_BOOL, VALUE_UINT32, VALUE_TOKENIZER } kind;
+                 float number; const char* text; } MetadataValue;
+static int write_variant(const char* clean, const char* path, const TinyModelSpec* spec, const char* const* skip,
+                         MetadataValue value, Error* err) {
+    if (tiny_model_write(clean, spec, err) != 0) { return -1; }
     GGUFFile file;
     if (gguf_open(&file, clean, err) != 0) { return -1; }
     GGUFWriter* writer = gguf_writer_new();
-    const char* skip[] = {value.key, NULL};
     gguf_writer_copy_values(writer, &file, skip, err);
-    if (value.kind == VALUE_FLOAT) { gguf_writer_add_float32(writer, value.key, value.number); }
-    else if (value.kind == VALUE_STRING) { gguf_writer_add_string(writer, value.key, value.text); }
-    else { gguf_writer_add_bool(writer, value.key, value.number != 0.0f); }
+    switch (value.kind) {
+    case VALUE_FLOAT: gguf_writer_add_float32(writer, value.key, value.number); break;
+    case VALUE_STRING: gguf_writer_add_string(writer, value.key, value.text); break;
+    case VALUE_BOOL: gguf_writer_add_bool(writer, value.key, value.number != 0.0f); break;
+    case VALUE_UINT32: gguf_writer_add_uint32(writer, value.key, (uint32_t)value.number); break;
+    case VALUE_TOKENIZER: gguf_writer_add_tiny_tokenizer(writer, (int)value.number); break;
+    }
     writer_copy_tensors(writer, &file);
     int status = gguf_writer_save(writer, path, err);
     gguf_writer_free(writer);
     gguf_close(&file);
     return status;
+}
+
+// A tiny model (RoPE base theta) with one metadata value set: a float, a string or a bool.
+static int write_model_with_value(const char* path, float theta, MetadataValue value, Error* err) {
+    TinyModelSpec spec = {32, 1, 4, 2, 32, 300, 64, 1, TYPE_F32, theta, 5};
+    const char* skip[] = {value.key, NULL};
+    return write_variant(temp_path("clean.gguf"), path, &spec, skip, value, err);
 }
 
 // A tiny model whose epsilon or RoPE base is overridden (INFINITY, NaN).
@@ -233,20 +244,12 @@ static void test_model_metadata(void) {
 static void test_tokenizer_shorter_than_embedding(void) {
     Error err;
     TinyModelSpec spec = {32, 1, 4, 2, 32, 320, 64, 1, TYPE_F32, 10000.0f, 5};
-    const char* clean = temp_path("padded_clean.gguf"), *path = temp_path("padded.gguf");
-    check(tiny_model_write(clean, &spec, &err) == 0, "write: %s", err.message);
-    GGUFFile file;
-    if (gguf_open(&file, clean, &err) != 0) { check(0, "open: %s", err.message); return; }
-    GGUFWriter* writer = gguf_writer_new();
+    const char* path = temp_path("padded.gguf");
     const char* skip[] = {"tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
                           "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
                           "tokenizer.ggml.add_bos_token", NULL};
-    gguf_writer_copy_values(writer, &file, skip, &err);
-    gguf_writer_add_tiny_tokenizer(writer, 300);
-    writer_copy_tensors(writer, &file);
-    check(gguf_writer_save(writer, path, &err) == 0, "save: %s", err.message);
-    gguf_writer_free(writer);
-    gguf_close(&file);
+    MetadataValue tokenizer = {NULL, VALUE_TOKENIZER, 300.0f, NULL};   // 300 tokens over 320 embedding rows
+    check(write_variant(temp_path("padded_clean.gguf"), path, &spec, skip, tokenizer, &err) == 0, "write: %s", err.message);
     Target target;
     if (target_load(&target, path, &backend_cpu_ref, 32, 4, &err) != 0) { check(0, "load: %s", err.message); return; }
     check(target.tokenizer.vocab_size == 300 && target.config.vocab_size == 320, "tokenizer %d tokens, embedding %d rows",
@@ -263,17 +266,9 @@ static void test_unused_tensors(void) {
     Error err;
     TinyModelSpec spec = {32, 2, 4, 2, 32, 300, 64, 1, TYPE_F32, 10000.0f, 5};
     const char* clean = temp_path("two_layers.gguf"), *path = temp_path("one_layer_header.gguf");
-    check(tiny_model_write(clean, &spec, &err) == 0, "write: %s", err.message);
-    GGUFFile file;
-    if (gguf_open(&file, clean, &err) != 0) { check(0, "open: %s", err.message); return; }
-    GGUFWriter* writer = gguf_writer_new();
     const char* skip[] = {"llama.block_count", NULL};
-    gguf_writer_copy_values(writer, &file, skip, &err);
-    gguf_writer_add_uint32(writer, "llama.block_count", 1);
-    writer_copy_tensors(writer, &file);
-    check(gguf_writer_save(writer, path, &err) == 0, "save: %s", err.message);
-    gguf_writer_free(writer);
-    gguf_close(&file);
+    MetadataValue one_layer = {"llama.block_count", VALUE_UINT32, 1.0f, NULL};
+    check(write_variant(clean, path, &spec, skip, one_layer, &err) == 0, "write: %s", err.message);
     Target target;
     check(target_load(&target, clean, &backend_cpu_ref, 32, 4, &err) == 0, "the two-layer file loads: %s", err.message);
     target_free(&target);

@@ -505,7 +505,7 @@ static int* start_session(Options* o, Target* target, int* n_prompt) {
     Error err;
     *n_prompt = prompt_encode(&target->tokenizer, o->prompt, o->chat, prompt, capacity - 1, &err);
     if (*n_prompt < 0) {
-        if (strstr(err.message, "empty after tokenization") != NULL) { fprintf(stderr, "error: %s\n", err.message); }
+        if (*n_prompt == PROMPT_EMPTY) { fprintf(stderr, "error: %s\n", err.message); }
         else {
             fprintf(stderr, "error: %s; the context holds %d tokens and at least one must be left for generation: shorten "
                     "the prompt or raise --context\n", err.message, capacity);

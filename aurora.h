@@ -311,7 +311,9 @@ const char* tokenizer_token_bytes(const Tokenizer* tokenizer, int id, int* lengt
 char* tokenizer_decode(const Tokenizer* tokenizer, const int* ids, int n_ids, size_t* length);
 // The one prompt-to-tokens path: text as plain text (special-token spellings stay text), or with chat
 // the SmolLM2-Instruct ChatML template around it, whose markers (<|im_start|>, <|im_end|>) are the only
-// special tokens. Returns the count (>= 1), or -1 with err: empty, or more than max_ids tokens.
+// special tokens (a tokenizer with add_bos_token puts its BOS id first). Returns the count (>= 1), or with err
+// -1 (more than max_ids tokens) or PROMPT_EMPTY.
+enum { PROMPT_EMPTY = -2 };
 int prompt_encode(const Tokenizer* tokenizer, const char* text, int chat, int* ids, int max_ids, Error* err);
 // Adds tokenizer.ggml.* keys for a tiny byte-level BPE vocabulary of exactly vocab_size (>= 259)
 // tokens: <|endoftext|> <|im_start|> <|im_end|> (control, ids 0-2; bos 1, eos 2), the 256 byte
@@ -724,6 +726,8 @@ int tiny_model_write(const char* path, const TinyModelSpec* spec, Error* err);
 // Model-file helpers shared by the target and the draft (target.c).
 // An integer hyperparameter that must lie in [lo, hi].
 int model_read_config_int(const GGUFFile* file, const char* key, int lo, int hi, int* out, Error* err);
+// 0, or -1 with err naming heads_key when a key/value head serves more than MODEL_MAX_HEAD_GROUP query heads
+int model_check_head_group(const GGUFFile* file, const char* heads_key, int n_heads, int n_kv_heads, Error* err);
 // The tensor named name, checked to have shape (rows, cols) (cols == 1: a vector of rows).
 const GGUFTensor* model_find_tensor(const GGUFFile* file, const char* name, int rows, int cols, Error* err);
 // The (T, n_past + T) attention mask of one call: the caller's mask when given, else causal.

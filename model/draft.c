@@ -265,11 +265,7 @@ static int draft_read_config(DraftConfig* c, const GGUFFile* file, const Target*
                          "expected the width to divide into heads and the heads into key/value groups",
                          file->path, c->dim, c->n_heads, c->n_kv_heads);
     }
-    if (c->n_heads / c->n_kv_heads > MODEL_MAX_HEAD_GROUP) {
-        return error_set(err, "%s: aurora.draft.head_count %d over head_count_kv %d is %d query heads per key/value "
-                         "head, expected at most %d", file->path, c->n_heads, c->n_kv_heads, c->n_heads / c->n_kv_heads,
-                         MODEL_MAX_HEAD_GROUP);
-    }
+    if (model_check_head_group(file, "aurora.draft.head_count", c->n_heads, c->n_kv_heads, err)) { return -1; }
     c->head_size = c->dim / c->n_heads;
     if (c->head_size % 2 != 0) {
         return error_set(err, "%s: draft head size %d is odd, expected an even head size for RoPE", file->path, c->head_size);

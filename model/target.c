@@ -90,6 +90,12 @@ int model_read_config_int(const GGUFFile* file, const char* key, int lo, int hi,
     return 0;
 }
 
+int model_check_head_group(const GGUFFile* file, const char* heads_key, int n_heads, int n_kv_heads, Error* err) {
+    if (n_heads / n_kv_heads <= MODEL_MAX_HEAD_GROUP) { return 0; }
+    return error_set(err, "%s: %s %d over head_count_kv %d is %d query heads per key/value head, expected at most %d",
+                     file->path, heads_key, n_heads, n_kv_heads, n_heads / n_kv_heads, MODEL_MAX_HEAD_GROUP);
+}
+
 static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err) {
     char* architecture = NULL;
     if (gguf_get_string(file, "general.architecture", &architecture, err) != 0) { return -1; }
@@ -116,10 +122,7 @@ static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err)
         return error_set(err, "%s: embedding_length %d, head_count %d, head_count_kv %d: expected the width to "
                          "divide into heads and the heads into key/value groups", file->path, c->dim, c->n_heads, c->n_kv_heads);
     }
-    if (c->n_heads / c->n_kv_heads > MODEL_MAX_HEAD_GROUP) {
-        return error_set(err, "%s: head_count %d over head_count_kv %d is %d query heads per key/value head, expected "
-                         "at most %d", file->path, c->n_heads, c->n_kv_heads, c->n_heads / c->n_kv_heads, MODEL_MAX_HEAD_GROUP);
-    }
+    if (model_check_head_group(file, "head_count", c->n_heads, c->n_kv_heads, err)) { return -1; }
     c->head_size = c->dim / c->n_heads;
     if (c->head_size % 2 != 0) {
         return error_set(err, "%s: head size %d is odd, expected an even head size for RoPE", file->path, c->head_size);
@@ -135,13 +138,10 @@ static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err)
     if (gguf_find(file, "llama.rope.scaling.type")) {   // linear, yarn, longrope: positions rescaled, not done here
         char* scaling = NULL;
         if (gguf_get_string(file, "llama.rope.scaling.type", &scaling, err)) { return -1; }
-        int none = strcmp(scaling, "none") == 0;
-        if (!none) {
-            error_set(err, "%s: llama.rope.scaling.type is '%s', expected 'none' (RoPE scaling is not implemented)",
-                      file->path, scaling);
-        }
+        int status = strcmp(scaling, "none") == 0 ? 0 : error_set(err, "%s: llama.rope.scaling.type is '%s', expected "
+                                                                  "'none' (RoPE scaling is not implemented)", file->path, scaling);
         free(scaling);
-        if (!none) { return -1; }
+        if (status != 0) { return -1; }
     }
     double value = 10000.0;
     if (gguf_find(file, "llama.rope.freq_base") && gguf_get_float(file, "llama.rope.freq_base", &value, err)) { return -1; }

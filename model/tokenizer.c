@@ -546,8 +546,8 @@ static const char* const CHAT_TEMPLATE_TAIL = "<|im_end|>\n<|im_start|>assistant
 int prompt_encode(const Tokenizer* tokenizer, const char* text, int chat, int* ids, int max_ids, Error* err) {
     // the template's pieces with special tokens, the user's text always as plain text
     const char* pieces[3] = {chat ? CHAT_TEMPLATE_HEAD : "", text, chat ? CHAT_TEMPLATE_TAIL : ""};
-    int n = 0;
-    if (tokenizer->add_bos && tokenizer->bos_id >= 0) {   // tokenizer.ggml.add_bos_token, as llama.cpp
+    int n = 0, bos = tokenizer->add_bos && tokenizer->bos_id >= 0;   // tokenizer.ggml.add_bos_token, as llama.cpp
+    if (bos) {
         if (max_ids < 1) { return error_set(err, "the prompt is more than %d tokens", max_ids); }
         ids[n++] = tokenizer->bos_id;
     }
@@ -558,8 +558,9 @@ int prompt_encode(const Tokenizer* tokenizer, const char* text, int chat, int* i
         if (got < 0) { return error_set(err, "the prompt is more than %d tokens", max_ids); }
         n += got;
     }
-    if (n == (tokenizer->add_bos && tokenizer->bos_id >= 0)) {
-        return error_set(err, "the prompt is empty after tokenization; expected at least one token");
+    if (n == bos) {
+        error_set(err, "the prompt is empty after tokenization; expected at least one token");
+        return PROMPT_EMPTY;
     }
     return n;
 }

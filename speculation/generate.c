@@ -81,10 +81,10 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
     uint64_t rng = random_seed_state(seed);
     memset(stats, 0, sizeof(*stats));
     stats->n_prompt = n_prompt;
-    if (N_max > target->act.max_tokens || source->limit.k > target->act.max_tokens) {
-        fprintf(stderr, "error: a tree of %d nodes needs a target built for at least as many tokens per call (has %d)\n",
-                N_max, target->act.max_tokens);
-        exit(EXIT_FAILURE); // callers size the target; reaching here is a program bug
+    Error fit;
+    if (tree_shape_fits(source->limit, target, &fit) != 0) {   // callers check it first: reaching here is a program bug
+        fprintf(stderr, "error: internal: %s\n", fit.message);
+        exit(EXIT_FAILURE);
     }
     draft_source_begin_request(source, n_prompt);
     double start_time = now_seconds();

@@ -318,6 +318,11 @@ int target_load(Target* target, const char* path, const Backend* backend, int ca
     if (cache_capacity <= 0) {
         cache_capacity = c->context_length < TARGET_DEFAULT_CACHE_CAPACITY ? c->context_length : TARGET_DEFAULT_CACHE_CAPACITY;
     }
+    if (cache_capacity > c->context_length) { // as llama.cpp does: allowed, but the model never saw such positions
+        fprintf(stderr, "warning: a context of %d slots is longer than the %d positions %s was trained on "
+                "(llama.context_length): positions past %d may give poor output\n", cache_capacity, c->context_length,
+                path, c->context_length);
+    }
     if (max_tokens <= 0 || max_tokens > cache_capacity) { max_tokens = cache_capacity; }
     target->cache_capacity = cache_capacity;
     target_alloc_activations(target, max_tokens); // the key/value caches too: they are in its table

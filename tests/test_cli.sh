@@ -329,6 +329,11 @@ grep -q "2 requests" "$work/skip.svg" && pass || fail "the chart counts skipped 
 expect_error "no command says so" "missing command" "$AURORA"
 expect_ok "-n beyond the context warns" "$AURORA" generate -m "$model" -p "abc" -n 500 --context 32 --print-ids
 grep -q "warning: stopped after .* the context of 32 slots is full" "$work/err" && pass || fail "no warning at a full context: $(cat "$work/err")"
+expect_ok "--context beyond the model's trained length warns" "$AURORA" generate -m "$model" -p "abc" -n 4 --context 1024
+grep -q "warning: a context of 1024 slots is longer than the 256 positions" "$work/err" && pass \
+    || fail "no warning for a context past llama.context_length: $(cat "$work/err")"
+expect_ok "--context within the model's trained length" "$AURORA" generate -m "$model" -p "abc" -n 4 --context 256
+grep -q "warning" "$work/err" && fail "a context within llama.context_length warned: $(cat "$work/err")" || pass
 expect_error "replay --draft-vocab beyond V" "larger than the target vocabulary" "$AURORA" replay -m "$model" --traffic "$traffic" \
     --requests 1 --draft-vocab 999 --out "$work/x"
 expect_error "--save-draft with --static" "--save-draft" "$AURORA" replay -m "$model" --traffic "$traffic" --static random \

@@ -543,16 +543,6 @@ int replay_run(const Options* o) {
     char* summary_path = path_join(o->out_dir, "summary.txt");
     char* chart_path = path_join(o->out_dir, "acceptance.svg");
     char* eval_path = path_join(o->out_dir, "held_back.csv");
-    // every output can be written, before any work
-    if (make_directories(o->out_dir, &err) != 0 || check_writable(csv_path, 0, &err) != 0 ||
-        check_writable(summary_path, 0, &err) != 0 || check_writable(chart_path, 0, &err) != 0 ||
-        (o->eval_every > 0 && check_writable(eval_path, 0, &err) != 0) ||
-        (o->save_draft && check_writable(o->save_draft, 1, &err) != 0)) {
-        fprintf(stderr, "error: %s\n", err.message);
-        free(csv_path); free(summary_path); free(chart_path); free(eval_path);
-        return 1;
-    }
-
     Target target;
     Traffic traffic;
     int room = 0, status = 0;
@@ -569,6 +559,17 @@ int replay_run(const Options* o) {
         return 1;
     }
     if ((o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) || prompt_room(&target, o->max_new, &room, &err) != 0) {
+        fprintf(stderr, "error: %s\n", err.message);
+        traffic_free(&traffic); target_free(&target);
+        free(csv_path); free(summary_path); free(chart_path); free(eval_path);
+        return 1;
+    }
+    // every output can be written, before any work (and after the inputs are read: a bad model or traffic
+    // file leaves no empty output directory behind)
+    if (make_directories(o->out_dir, &err) != 0 || check_writable(csv_path, 0, &err) != 0 ||
+        check_writable(summary_path, 0, &err) != 0 || check_writable(chart_path, 0, &err) != 0 ||
+        (o->eval_every > 0 && check_writable(eval_path, 0, &err) != 0) ||
+        (o->save_draft && check_writable(o->save_draft, 1, &err) != 0)) {
         fprintf(stderr, "error: %s\n", err.message);
         traffic_free(&traffic); target_free(&target);
         free(csv_path); free(summary_path); free(chart_path); free(eval_path);

@@ -134,6 +134,12 @@ expect_error "--source suffix with --online" "drafts without a model" "$AURORA" 
 expect_error "--eval-requests beyond the stream" "--eval-requests" "$AURORA" replay -m "$model" --traffic "$traffic" --eval-every 5 \
     --eval-requests 4000 --out "$work/x"
 expect_error "replay without traffic" "missing --traffic" "$AURORA" replay -m "$model"
+expect_error "replay with a missing model" "cannot open" "$AURORA" replay -m "$work/absent.gguf" --traffic "$traffic" \
+    --out "$work/never_made"
+[ ! -e "$work/never_made" ] && pass || fail "replay with a missing model left its output directory behind"
+expect_error "replay with a missing traffic file" "cannot open" "$AURORA" replay -m "$model" --traffic "$work/absent.jsonl" \
+    --out "$work/never_made"
+[ ! -e "$work/never_made" ] && pass || fail "replay with a missing traffic file left its output directory behind"
 expect_error "replay bad order" "--order expects" "$AURORA" replay -m "$model" --traffic "$traffic" --order random
 expect_error "replay unknown domain" "domain" "$AURORA" replay -m "$model" --traffic "$traffic" --domain klingon --out "$work/x"
 printf '{"prompt": "ok"}\n{"prompt": 12}\n' > "$work/bad.jsonl"

@@ -791,15 +791,20 @@ int replay_run(const Options* o) {
 // offline training (the static baseline): the target's own greedy outputs, the same trainer
 
 // Generates the target's outputs for the traffic's prompts, trains a draft on them for o->epochs, and
-// writes it to o->out_path (checked writable before any work). Returns the exit status as replay_run.
+// writes it to o->out_path (checked writable once the inputs are read, before any work). Returns the exit status as replay_run.
 int train_offline(const Options* o) {
     Error err;
-    if (check_writable(o->out_path, 1, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     Target target;
     if (target_load(&target, o->model_path, backend_cpu(), o->context, o->batch, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     Traffic traffic;
     if (traffic_load(&traffic, o->traffic_path, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
+        target_free(&target);
+        return 1;
+    }
+    if (check_writable(o->out_path, 1, &err) != 0) { // before any work, after the inputs
+        fprintf(stderr, "error: %s\n", err.message);
+        traffic_free(&traffic);
         target_free(&target);
         return 1;
     }

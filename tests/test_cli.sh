@@ -140,6 +140,15 @@ expect_error "replay with a missing model" "cannot open" "$AURORA" replay -m "$w
 expect_error "replay with a missing traffic file" "cannot open" "$AURORA" replay -m "$model" --traffic "$work/absent.jsonl" \
     --out "$work/never_made"
 [ ! -e "$work/never_made" ] && pass || fail "replay with a missing traffic file left its output directory behind"
+expect_error "train with a missing model" "cannot open" "$AURORA" train -m "$work/absent.gguf" --traffic "$traffic" \
+    -o "$work/never_made/d.gguf"
+[ ! -e "$work/never_made" ] && pass || fail "train with a missing model left its output directory behind"
+expect_error "draft-init with a missing model" "-m $work/absent.gguf: cannot open" "$AURORA" draft-init -m "$work/absent.gguf" \
+    -o "$work/never_made/d.gguf"
+[ ! -e "$work/never_made" ] && pass || fail "draft-init with a missing model left its output directory behind"
+expect_error "convert with a missing model" "cannot open" "$AURORA" convert -m "$work/absent.gguf" --type f32 \
+    -o "$work/never_made/m.gguf"
+[ ! -e "$work/never_made" ] && pass || fail "convert with a missing model left its output directory behind"
 expect_error "replay bad order" "--order expects" "$AURORA" replay -m "$model" --traffic "$traffic" --order random
 expect_error "replay unknown domain" "domain" "$AURORA" replay -m "$model" --traffic "$traffic" --domain klingon --out "$work/x"
 printf '{"prompt": "ok"}\n{"prompt": 12}\n' > "$work/bad.jsonl"

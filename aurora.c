@@ -449,18 +449,10 @@ static int same_file(const char* a, const char* b) {
     return stat(a, &info_a) == 0 && stat(b, &info_b) == 0 && info_a.st_dev == info_b.st_dev && info_a.st_ino == info_b.st_ino;
 }
 
-// An output must never replace one of the run's inputs (draft-init -m X -o X would destroy the model), and
-// an input that cannot be opened is reported before the output's directory is made (a typo in -m leaves
-// nothing behind).
+// An output must never replace one of the run's inputs (draft-init -m X -o X would destroy the model).
 static int check_output(const char* output, const char* flag, const char* const* inputs, const char* const* input_flags,
                         int n_inputs, int create_directory) {
     for (int i = 0; i < n_inputs; i++) {
-        FILE* input = inputs[i] ? fopen(inputs[i], "rb") : NULL;
-        if (inputs[i] && input == NULL) {
-            fprintf(stderr, "error: %s %s: cannot open: %s\n", input_flags[i], inputs[i], strerror(errno));
-            return 1;
-        }
-        if (input) { fclose(input); }
         if (inputs[i] && same_file(output, inputs[i])) {
             fprintf(stderr, "error: %s %s is the same file as %s %s; choose another output path\n", flag, output,
                     input_flags[i], inputs[i]);

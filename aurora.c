@@ -450,8 +450,8 @@ static int same_file(const char* a, const char* b) {
 }
 
 // An output must never replace one of the run's inputs (draft-init -m X -o X would destroy the model).
-static int check_output(const char* output, const char* flag, const char* const* inputs, const char* const* input_flags,
-                        int n_inputs, int create_directory) {
+static int check_not_input(const char* output, const char* flag, const char* const* inputs, const char* const* input_flags,
+                           int n_inputs) {
     for (int i = 0; i < n_inputs; i++) {
         if (inputs[i] && same_file(output, inputs[i])) {
             fprintf(stderr, "error: %s %s is the same file as %s %s; choose another output path\n", flag, output,
@@ -459,6 +459,13 @@ static int check_output(const char* output, const char* flag, const char* const*
             return 1;
         }
     }
+    return 0;
+}
+
+// That, and the output can be written (with create_directory, its directory is made).
+static int check_output(const char* output, const char* flag, const char* const* inputs, const char* const* input_flags,
+                        int n_inputs, int create_directory) {
+    if (check_not_input(output, flag, inputs, input_flags, n_inputs) != 0) { return 1; }
     Error err;
     if (check_writable(output, create_directory, &err) != 0) { return fail(&err); }
     return 0;
@@ -809,11 +816,12 @@ static LossKind loss_kind_from_name(const char* name) {
     return LOSS_FORWARD_KL;
 }
 
-// What replay and train check before any work: outputs are not inputs, the draft vocabulary.
+// What replay and train check before any work: outputs are not inputs (whether they can be written, they
+// check once their model and traffic are read: a bad input leaves no directory behind).
 static int run_check_outputs(const Options* o, const char* output, const char* output_flag) {
     const char* inputs[3] = {o->model_path, o->traffic_path, NULL};
     const char* input_flags[3] = {"-m", "--traffic", NULL};
-    return output ? check_output(output, output_flag, inputs, input_flags, 2, 1) : 0;
+    return output ? check_not_input(output, output_flag, inputs, input_flags, 2) : 0;
 }
 
 static int command_replay(Options* o) {

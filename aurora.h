@@ -85,10 +85,8 @@ int open_regular_file(const char* path, size_t* size, Error* err);
 int read_text_file(const char* path, size_t max_bytes, char** text, size_t* length, Error* err);
 // Creates a directory and its parents with mkdir(2) (no shell); existing directories are fine.
 int make_directories(const char* path, Error* err);
-// Checks, before any work starts, that path can be written: its directory exists and a file can be
-// created in it, or (with create_directory) the directory is missing and could be made in its nearest
-// existing ancestor. Nothing is created: output_open makes a missing directory when the output is written,
-// so a run that stops on a bad input leaves nothing behind.
+// Checks, before any work starts, that path can be written: its directory exists (or, with
+// create_directory, is created) and a file can be created in it. Nothing at path itself changes.
 int check_writable(const char* path, int create_directory, Error* err);
 
 // SIGINT / SIGTERM during a long run (replay, train): the first asks the run to stop after the work in
@@ -99,8 +97,7 @@ void stop_signals_restore(void);
 int stop_requested(void);
 
 // An output written to a temporary file in the same directory and renamed over the target only when
-// every byte is written, flushed and synced: a failure leaves the old file intact. A missing directory
-// is made first (check_writable has said whether it may be).
+// every byte is written, flushed and synced: a failure leaves the old file intact.
 //   OutputFile out; if (output_open(&out, path, err) != 0) ...; fprintf(out.stream, ...);
 //   if (output_commit(&out, err) != 0) ...   (or output_abandon(&out) to drop it)
 typedef struct {

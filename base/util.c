@@ -160,41 +160,10 @@ static char* directory_of(const char* path) {
     return result;
 }
 
-// Whether the directories of path could be made: its nearest existing ancestor is a directory we may
-// write in. Nothing is made: a run that fails on its inputs leaves nothing behind (output_open makes them).
-static int check_directory_creatable(const char* directory, Error* err) {
-    char* ancestor = mallocCheck(strlen(directory) + 1);
-    strcpy(ancestor, directory);
-    struct stat info;
-    while (stat(ancestor, &info) != 0 && (errno == ENOENT || errno == ENOTDIR) && strcmp(ancestor, ".") != 0 &&
-           strcmp(ancestor, "/") != 0) {
-        char* parent = directory_of(ancestor);
-        free(ancestor);
-        ancestor = parent;
-    }
-    int status = 0;
-    if (stat(ancestor, &info) != 0) {
-        status = error_set(err, "%s: cannot create the directory: %s: %s", directory, ancestor, strerror(errno));
-    } else if (!S_ISDIR(info.st_mode)) {
-        status = error_set(err, "%s: cannot create the directory: %s exists and is not a directory", directory, ancestor);
-    } else if (access(ancestor, W_OK | X_OK) != 0) {
-        status = error_set(err, "%s: cannot create the directory in %s: %s", directory, ancestor, strerror(errno));
-    }
-    free(ancestor);
-    return status;
-}
-
 int check_writable(const char* path, int create_directory, Error* err) {
     if (path[0] == '\0') { return error_set(err, "empty output path"); }
     char* directory = directory_of(path);
-    struct stat info;
-    int missing = stat(directory, &info) != 0 && (errno == ENOENT || errno == ENOTDIR);
-    if (missing) { // with create_directory: made when the output is written (output_open)
-        int status = create_directory ? check_directory_creatable(directory, err)
-                                      : error_set(err, "%s: cannot write: the directory %s does not exist", path, directory);
-        free(directory);
-        return status;
-    }
+    if (create_directory && make_directories(directory, err) != 0) { free(directory); return -1; }
     free(directory);
     OutputFile probe;
     if (output_open(&probe, path, err) != 0) { return -1; }
@@ -216,12 +185,6 @@ int output_open(OutputFile* out, const char* path, Error* err) {
     if (stat(path, &existing) == 0 && !S_ISREG(existing.st_mode)) {
         return error_set(err, "%s: is %s; expected a regular file or a new file name", path, file_kind(existing.st_mode));
     }
-    // the directories check_writable allowed to be made are made now
-    char* directory = directory_of(path);
-    struct stat info;
-    int missing = stat(directory, &info) != 0 && errno == ENOENT;
-    if (missing && make_directories(directory, err) != 0) { free(directory); return -1; }
-    free(directory);
     size_t n = strlen(path) + 32;
     out->temporary_path = mallocCheck(n);
     snprintf(out->temporary_path, n, "%s.tmp.%ld", path, (long)getpid());

@@ -143,17 +143,6 @@ expect_error "replay with a missing traffic file" "cannot open" "$AURORA" replay
 expect_error "train with a missing model" "cannot open" "$AURORA" train -m "$work/absent.gguf" --traffic "$traffic" \
     -o "$work/never_made/d.gguf"
 [ ! -e "$work/never_made" ] && pass || fail "train with a missing model left its output directory behind"
-expect_error "draft-init with a missing model" "cannot open" "$AURORA" draft-init -m "$work/absent.gguf" \
-    -o "$work/never_made/d.gguf"
-[ ! -e "$work/never_made" ] && pass || fail "draft-init with a missing model left its output directory behind"
-expect_error "convert with a missing model" "cannot open" "$AURORA" convert -m "$work/absent.gguf" --type f32 \
-    -o "$work/never_made/m.gguf"
-[ ! -e "$work/never_made" ] && pass || fail "convert with a missing model left its output directory behind"
-expect_ok "draft-init makes the output's missing directories" "$AURORA" draft-init -m "$model" -o "$work/made/a/b/d.gguf"
-[ -f "$work/made/a/b/d.gguf" ] && pass || fail "draft-init did not make $work/made/a/b for its output"
-: > "$work/a_file"
-expect_error "an output under a regular file" "exists and is not a directory" "$AURORA" draft-init -m "$model" \
-    -o "$work/a_file/sub/d.gguf"
 expect_error "replay bad order" "--order expects" "$AURORA" replay -m "$model" --traffic "$traffic" --order random
 expect_error "replay unknown domain" "domain" "$AURORA" replay -m "$model" --traffic "$traffic" --domain klingon --out "$work/x"
 printf '{"prompt": "ok"}\n{"prompt": 12}\n' > "$work/bad.jsonl"

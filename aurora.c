@@ -816,8 +816,9 @@ static LossKind loss_kind_from_name(const char* name) {
     return LOSS_FORWARD_KL;
 }
 
-// What replay and train check before any work: outputs are not inputs (whether they can be written, they
-// check once their model and traffic are read: a bad input leaves no directory behind).
+// What replay and train check before any work: no output is one of their inputs. Whether the outputs can
+// be written, replay_run and train_offline check once the model and traffic are read, so a bad input
+// leaves no directory behind.
 static int run_check_outputs(const Options* o, const char* output, const char* output_flag) {
     const char* inputs[3] = {o->model_path, o->traffic_path, NULL};
     const char* input_flags[3] = {"-m", "--traffic", NULL};

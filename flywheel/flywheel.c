@@ -791,7 +791,8 @@ int replay_run(const Options* o) {
 // offline training (the static baseline): the target's own greedy outputs, the same trainer
 
 // Generates the target's outputs for the traffic's prompts, trains a draft on them for o->epochs, and
-// writes it to o->out_path (checked writable once the inputs are read, before any work). Returns the exit status as replay_run.
+// writes it to o->out_path (checked writable once the inputs are read, before any work). Returns the exit
+// status as replay_run.
 int train_offline(const Options* o) {
     Error err;
     Target target;

@@ -443,12 +443,6 @@ static int fail(const Error* err) {
     return 1;
 }
 
-// Whether two paths name the same existing file.
-static int same_file(const char* a, const char* b) {
-    struct stat info_a, info_b;
-    return stat(a, &info_a) == 0 && stat(b, &info_b) == 0 && info_a.st_dev == info_b.st_dev && info_a.st_ino == info_b.st_ino;
-}
-
 // An output must never replace one of the run's inputs (draft-init -m X -o X would destroy the model).
 static int check_not_input(const char* output, const char* flag, const char* const* inputs, const char* const* input_flags,
                            int n_inputs) {
@@ -756,10 +750,10 @@ static int command_convert(Options* o) {
     int type = tensor_type_from_name(o->type_name);
     const char* inputs[1] = {o->model_path};
     const char* input_flags[1] = {"-m"};
-    if (check_output(o->out_path, "-o", inputs, input_flags, 1, 1) != 0) { return 1; }
     GGUFFile file;
     Error err;
     if (gguf_open(&file, o->model_path, &err) != 0) { return fail(&err); }
+    if (check_output(o->out_path, "-o", inputs, input_flags, 1, 1) != 0) { gguf_close(&file); return 1; }
     GGUFWriter* writer = gguf_writer_new();
     int status = gguf_writer_copy_values(writer, &file, NULL, &err) != 0 ? fail(&err) : 0;
     for (uint64_t i = 0; i < file.n_tensors && status == 0; i++) {
@@ -788,9 +782,9 @@ static void draft_init_defaults(Options* o) { o->seed = 42; }
 static int command_draft_init(Options* o) {
     const char* inputs[1] = {o->model_path};
     const char* input_flags[1] = {"-m"};
-    if (check_output(o->out_path, "-o", inputs, input_flags, 1, 1) != 0) { return 1; }
     Target target;
     if (load_target(&target, o, &backend_cpu_ref, 16, 1) != 0) { return 1; }
+    if (check_output(o->out_path, "-o", inputs, input_flags, 1, 1) != 0) { target_free(&target); return 1; }
     Draft draft;
     Error err;
     int vocab_size = 0, status = 0;
@@ -887,28 +881,29 @@ static int command_draft_export(Options* o) {
     const char* inputs[2] = {o->model_path, o->draft};
     const char* input_flags[2] = {"-m", "--draft"};
     Error err;
+    Target target;
+    Draft draft;
+    if (load_target(&target, o, &backend_cpu_ref, 16, 1) != 0) { return 1; }
+    if (draft_load(&draft, o->draft, &target, &err) != 0) { target_free(&target); return fail(&err); }
+    int status = 0;
     struct stat info;
     if (format == DRAFT_FORMAT_SPECFORGE && stat(o->out_path, &info) == 0 && S_ISDIR(info.st_mode)) {
         // an existing directory: its files will be replaced
         size_t n = strlen(o->out_path) + 32;
         char* weights = mallocCheck(n);
         snprintf(weights, n, "%s/model.safetensors", o->out_path);
-        int status = check_output(weights, "-o", inputs, input_flags, 2, 0);
+        status = check_output(weights, "-o", inputs, input_flags, 2, 0);
         free(weights);
-        if (status != 0) { return 1; }
-    } else if (check_output(o->out_path, "-o", inputs, input_flags, 2, 1) != 0) { // a file, or a directory made later
-        return 1;
+    } else { // a file, or a directory made later
+        status = check_output(o->out_path, "-o", inputs, input_flags, 2, 1);
     }
-    Target target;
-    Draft draft;
-    if (load_target(&target, o, &backend_cpu_ref, 16, 1) != 0) { return 1; }
-    if (draft_load(&draft, o->draft, &target, &err) != 0) { target_free(&target); return fail(&err); }
-    int status = format == DRAFT_FORMAT_LLAMA_CPP ? draft_export_llama_cpp(&draft, &target, o->out_path, type, &err)
+    if (status == 0) {
+        status = format == DRAFT_FORMAT_LLAMA_CPP ? draft_export_llama_cpp(&draft, &target, o->out_path, type, &err)
                : format == DRAFT_FORMAT_SPECFORGE ? draft_export_specforge(&draft, &target, o->out_path, type, &err)
                : draft_save(&draft, o->out_path, &err);
-    if (status != 0) {
-        fail(&err);
-    } else {
+        if (status != 0) { fail(&err); }
+    }
+    if (status == 0) {
         fprintf(stderr, "wrote %s: %s, %s, draft vocabulary %d of %d, feature layers %d, %d, %d (outputs)\n", o->out_path,
                 format == DRAFT_FORMAT_LLAMA_CPP ? "llama.cpp eagle3 GGUF"
                 : format == DRAFT_FORMAT_SPECFORGE ? "SpecForge directory (model.safetensors + config.json)" : "our GGUF checkpoint",
@@ -921,8 +916,6 @@ static int command_draft_export(Options* o) {
 }
 
 static int command_plot(Options* o) {
-    const char* inputs[1] = {NULL};
-    if (check_output(o->out_path, "-o", inputs, inputs, 0, 1) != 0) { return 1; }
     return plot_runs(o->out_path, o->title, o->positional, o->n_positional);
 }
 

@@ -88,6 +88,8 @@ int make_directories(const char* path, Error* err);
 // Checks, before any work starts, that path can be written: its directory exists (or, with
 // create_directory, is created) and a file can be created in it. Nothing at path itself changes.
 int check_writable(const char* path, int create_directory, Error* err);
+// Whether two paths name the same existing file (an output must never replace one of the run's inputs).
+int same_file(const char* a, const char* b);
 
 // SIGINT / SIGTERM during a long run (replay, train): the first asks the run to stop after the work in
 // flight (stop_requested() returns the signal number), a second exits at once. Runs poll stop_requested

@@ -160,6 +160,11 @@ static char* directory_of(const char* path) {
     return result;
 }
 
+int same_file(const char* a, const char* b) {
+    struct stat info_a, info_b;
+    return stat(a, &info_a) == 0 && stat(b, &info_b) == 0 && info_a.st_dev == info_b.st_dev && info_a.st_ino == info_b.st_ino;
+}
+
 int check_writable(const char* path, int create_directory, Error* err) {
     if (path[0] == '\0') { return error_set(err, "empty output path"); }
     char* directory = directory_of(path);

@@ -357,7 +357,10 @@ int plot_runs(const char* out_path, const char* title, const char* const* runs, 
         } else {
             svg_default_label(path, labels[k], 256);
         }
-        if (read_requests_csv(path, &rows[k], &err) != 0) {
+        if (same_file(path, out_path)) {
+            fprintf(stderr, "error: -o %s is the same file as the run %s; choose another output path\n", out_path, path);
+            status = 1;
+        } else if (read_requests_csv(path, &rows[k], &err) != 0) {
             fprintf(stderr, "error: %s\n", err.message);
             status = 1;
         } else if (rows[k].n == 0) {
@@ -369,7 +372,8 @@ int plot_runs(const char* out_path, const char* title, const char* const* runs, 
                                   .domains = (const char* const*)rows[k].domains};
     }
     if (status == 0) {
-        if (svg_acceptance_chart(out_path, series, n_runs, title, &err) != 0) {
+        // the output's directory is made once every input has been read, so a bad input leaves none behind
+        if (check_writable(out_path, 1, &err) != 0 || svg_acceptance_chart(out_path, series, n_runs, title, &err) != 0) {
             fprintf(stderr, "error: %s\n", err.message);
             status = 1;
         } else {

@@ -540,11 +540,11 @@ static int command_dump(Options* o) {
     }
     const char* inputs[2] = {o->model_path, o->draft};
     const char* input_flags[2] = {"-m", "--draft"};
-    if (check_output(o->out_path, "-o", inputs, input_flags, 2, 1) != 0) { return 1; }
     const Backend* backend = backend_by_name(o->backend_name, &err);
     if (backend == NULL) { fprintf(stderr, "error: --backend %s: %s\n", o->backend_name, err.message); return 1; }
     Target target;
     if (load_target(&target, o, backend, o->context, o->batch) != 0) { return 1; }
+    if (check_output(o->out_path, "-o", inputs, input_flags, 2, 1) != 0) { target_free(&target); return 1; }
     target_keep_layer_outputs(&target);
     int S = target.cache_capacity, C = target.config.dim, V = target.config.vocab_size;
     int room = o->n_predict + TREE_MAX_NODES + MAX_SPEC_K * TREE_MAX_DEPTH + 1; // generation, a tree, the drafter's slots

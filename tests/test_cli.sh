@@ -143,6 +143,21 @@ expect_error "replay with a missing traffic file" "cannot open" "$AURORA" replay
 expect_error "train with a missing model" "cannot open" "$AURORA" train -m "$work/absent.gguf" --traffic "$traffic" \
     -o "$work/never_made/d.gguf"
 [ ! -e "$work/never_made" ] && pass || fail "train with a missing model left its output directory behind"
+# every command that writes reads its inputs first: a bad input leaves no directory behind
+expect_error "convert with a missing model" "cannot open" "$AURORA" convert -m "$work/absent.gguf" --type f32 \
+    -o "$work/never_made/m.gguf"
+[ ! -e "$work/never_made" ] && pass || fail "convert with a missing model left its output directory behind"
+expect_error "draft-init with a missing model" "cannot open" "$AURORA" draft-init -m "$work/absent.gguf" \
+    -o "$work/never_made/d.gguf"
+[ ! -e "$work/never_made" ] && pass || fail "draft-init with a missing model left its output directory behind"
+expect_error "draft-export with a missing draft" "absent.gguf" "$AURORA" draft-export -m "$model" --draft "$work/absent.gguf" \
+    --format llama.cpp -o "$work/never_made/d.gguf"
+[ ! -e "$work/never_made" ] && pass || fail "draft-export with a missing draft left its output directory behind"
+expect_error "dump with a missing model" "cannot open" "$AURORA" dump -m "$work/absent.gguf" -p "hi" \
+    -o "$work/never_made/d.safetensors"
+[ ! -e "$work/never_made" ] && pass || fail "dump with a missing model left its output directory behind"
+expect_error "plot with a missing run" "absent.csv" "$AURORA" plot -o "$work/never_made/c.svg" "$work/absent.csv"
+[ ! -e "$work/never_made" ] && pass || fail "plot with a missing run left its output directory behind"
 expect_error "replay bad order" "--order expects" "$AURORA" replay -m "$model" --traffic "$traffic" --order random
 expect_error "replay unknown domain" "domain" "$AURORA" replay -m "$model" --traffic "$traffic" --domain klingon --out "$work/x"
 printf '{"prompt": "ok"}\n{"prompt": 12}\n' > "$work/bad.jsonl"
@@ -241,6 +256,9 @@ cp "$model" "$work/model_copy.gguf"
 expect_error "draft-init -o the model" "same file" "$AURORA" draft-init -m "$work/model_copy.gguf" -o "$work/model_copy.gguf"
 cmp -s "$model" "$work/model_copy.gguf" && pass || fail "draft-init -m X -o X changed the model"
 expect_error "train -o the traffic" "same file" "$AURORA" train -m "$model" --traffic "$work/inject.jsonl" -o "$work/inject.jsonl"
+cp "$work/replay/requests.csv" "$work/run_copy.csv"
+expect_error "plot -o one of its runs" "same file" "$AURORA" plot -o "$work/run_copy.csv" "$work/run_copy.csv:online"
+cmp -s "$work/replay/requests.csv" "$work/run_copy.csv" && pass || fail "plot -o RUN RUN replaced the run"
 
 # a full disk (a file-size limit): an error, exit 1, and the old files intact (written atomically)
 mkdir -p "$work/full"

@@ -545,54 +545,43 @@ int replay_run(const Options* o) {
     char* eval_path = path_join(o->out_dir, "held_back.csv");
     Target target;
     Traffic traffic;
-    int room = 0, status = 0;
+    int room = 0, have_target = 0, have_traffic = 0;
+    // the inputs, then whether every output can be written (after the inputs are read: a bad model or
+    // traffic file leaves no empty output directory behind), before any work; the first failure's message
+    // is in err
     const Backend* backend = backend_by_name(o->backend_name ? o->backend_name : o->use_cuda ? "cuda" : "cpu", &err);
-    if (backend == NULL || target_load(&target, o->model_path, backend, o->context, o->batch, &err) != 0) {
-        fprintf(stderr, "error: %s\n", err.message);
-        free(csv_path); free(summary_path); free(chart_path); free(eval_path);
-        return 1;
+    int status = backend == NULL || target_load(&target, o->model_path, backend, o->context, o->batch, &err) != 0;
+    have_target = !status;
+    if (status == 0) { status = traffic_load(&traffic, o->traffic_path, &err) != 0; have_traffic = !status; }
+    if (status == 0) {
+        status = (o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) ||
+                 prompt_room(&target, o->max_new, &room, &err) != 0 ||
+                 make_directories(o->out_dir, &err) != 0 || check_writable(csv_path, 0, &err) != 0 ||
+                 check_writable(summary_path, 0, &err) != 0 || check_writable(chart_path, 0, &err) != 0 ||
+                 (o->eval_every > 0 && check_writable(eval_path, 0, &err) != 0) ||
+                 (o->save_draft && check_writable(o->save_draft, 1, &err) != 0);
     }
-    if (traffic_load(&traffic, o->traffic_path, &err) != 0) {
-        fprintf(stderr, "error: %s\n", err.message);
-        target_free(&target);
-        free(csv_path); free(summary_path); free(chart_path); free(eval_path);
-        return 1;
-    }
-    if ((o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) || prompt_room(&target, o->max_new, &room, &err) != 0) {
-        fprintf(stderr, "error: %s\n", err.message);
-        traffic_free(&traffic); target_free(&target);
-        free(csv_path); free(summary_path); free(chart_path); free(eval_path);
-        return 1;
-    }
-    // every output can be written, before any work (and after the inputs are read: a bad model or traffic
-    // file leaves no empty output directory behind)
-    if (make_directories(o->out_dir, &err) != 0 || check_writable(csv_path, 0, &err) != 0 ||
-        check_writable(summary_path, 0, &err) != 0 || check_writable(chart_path, 0, &err) != 0 ||
-        (o->eval_every > 0 && check_writable(eval_path, 0, &err) != 0) ||
-        (o->save_draft && check_writable(o->save_draft, 1, &err) != 0)) {
-        fprintf(stderr, "error: %s\n", err.message);
-        traffic_free(&traffic); target_free(&target);
-        free(csv_path); free(summary_path); free(chart_path); free(eval_path);
-        return 1;
-    }
-    traffic_order(&traffic, o->order, (uint64_t)o->seed);
-    if (o->from > 0) { // drop the first requests of the ordered stream
-        int from = o->from < traffic.n_requests ? o->from : traffic.n_requests;
-        for (int i = 0; i < from; i++) { free(traffic.requests[i].prompt); }
-        memmove(traffic.requests, traffic.requests + from, (size_t)(traffic.n_requests - from) * sizeof(TrafficRequest));
-        traffic.n_requests -= from;
-    }
-    // the held-back set leaves the stream before anything is served
-    int n_held = o->eval_every > 0 ? o->eval_requests : 0;
+    int n_held = 0, n_requests = 0;
     TrafficRequest* held = NULL;
-    if (n_held > 0 && n_held >= traffic.n_requests) {
-        error_set(&err, "--eval-requests %d: the stream has only %d requests; expected fewer", n_held, traffic.n_requests);
-        status = 1;
-    } else if (n_held > 0) {
-        held = mallocCheck((size_t)n_held * sizeof(TrafficRequest));
-        held_back_split(&traffic, n_held, held);
+    if (status == 0) {
+        traffic_order(&traffic, o->order, (uint64_t)o->seed);
+        if (o->from > 0) { // drop the first requests of the ordered stream
+            int from = o->from < traffic.n_requests ? o->from : traffic.n_requests;
+            for (int i = 0; i < from; i++) { free(traffic.requests[i].prompt); }
+            memmove(traffic.requests, traffic.requests + from, (size_t)(traffic.n_requests - from) * sizeof(TrafficRequest));
+            traffic.n_requests -= from;
+        }
+        // the held-back set leaves the stream before anything is served
+        n_held = o->eval_every > 0 ? o->eval_requests : 0;
+        if (n_held > 0 && n_held >= traffic.n_requests) {
+            error_set(&err, "--eval-requests %d: the stream has only %d requests; expected fewer", n_held, traffic.n_requests);
+            status = 1;
+        } else if (n_held > 0) {
+            held = mallocCheck((size_t)n_held * sizeof(TrafficRequest));
+            held_back_split(&traffic, n_held, held);
+        }
+        n_requests = o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
     }
-    int n_requests = o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
     Draft draft;
     memset(&draft, 0, sizeof(draft));
     TreeShape shape = o->shape;
@@ -611,7 +600,8 @@ int replay_run(const Options* o) {
         fprintf(stderr, "error: %s\n", err.message);
         for (int i = 0; held && i < n_held; i++) { free(held[i].prompt); }
         free(held);
-        traffic_free(&traffic); target_free(&target);
+        if (have_traffic) { traffic_free(&traffic); }
+        if (have_target) { target_free(&target); }
         free(csv_path); free(summary_path); free(chart_path); free(eval_path);
         return 1;
     }

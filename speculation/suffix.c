@@ -150,34 +150,51 @@ int suffix_match(const SuffixIndex* index, const int* context, int n, int max_ma
     return 0;
 }
 
+typedef struct { int node; int parent_out; int depth; float score; } SuffixCandidate;
+
+// Whether candidate a ranks before b: the higher score, ties to the lower token id.
+static int suffix_ranks_before(const SuffixIndex* index, const SuffixCandidate* a, const SuffixCandidate* b) {
+    return a->score > b->score || (a->score == b->score && index->nodes[a->node].token < index->nodes[b->node].token);
+}
+
+// The children of node `from` onto the frontier, scored base_score + log(count(child) / count(children)):
+// only its `keep` best, since no more of one node's children can be chosen. So the frontier stays small
+// however many continuations a node has seen (a common token in the global index has thousands, newest
+// first in its list: a frontier filled in list order once dropped the oldest, often the most frequent).
+static void suffix_push_children(const SuffixIndex* index, int from, int parent_out, float base_score, int base_depth,
+                                 int keep, SuffixCandidate* frontier, int* n_frontier, int capacity) {
+    SuffixCandidate best[TREE_MAX_NODES];   // the best so far, best first
+    if (keep > TREE_MAX_NODES) { keep = TREE_MAX_NODES; }
+    if (keep > capacity - *n_frontier) { keep = capacity - *n_frontier; }
+    float total = 0.0f;
+    for (int c = index->nodes[from].first_child; c >= 0; c = index->nodes[c].next_sibling) { total += (float)index->nodes[c].count; }
+    int n = 0;
+    for (int c = index->nodes[from].first_child; c >= 0 && keep > 0; c = index->nodes[c].next_sibling) {
+        SuffixCandidate candidate = {c, parent_out, base_depth + 1, base_score + logf((float)index->nodes[c].count / total)};
+        if (n == keep && !suffix_ranks_before(index, &candidate, &best[n - 1])) { continue; }
+        int i = n < keep ? n++ : keep - 1;   // its place, the worst dropped when full
+        for (; i > 0 && suffix_ranks_before(index, &candidate, &best[i - 1]); i--) { best[i] = best[i - 1]; }
+        best[i] = candidate;
+    }
+    for (int i = 0; i < n; i++) { frontier[(*n_frontier)++] = best[i]; }
+}
+
 // Proposes up to max_nodes continuations of node, at most max_depth deep, best first: a candidate's score
-// is the log of its empirical probability given the match (the product of count(child) / count(parent)
-// along its path), and the max_nodes best-scoring candidates are taken (scores only fall along a path,
-// so every chosen node's parent is chosen too). Writes tokens, parents (-1: a child of the match, else
-// an index into the output) and scores; returns the count. Ties go to the lower token id.
+// is the log of its empirical probability given the match (the product of count(child) / count(children
+// of the parent) along its path), and the max_nodes best-scoring candidates are taken (scores only fall
+// along a path, so every chosen node's parent is chosen too). Writes tokens, parents (-1: a child of the
+// match, else an index into the output) and scores; returns the count. Ties go to the lower token id.
 int suffix_propose(const SuffixIndex* index, int node, int max_nodes, int max_depth, int* tokens, int* parents,
                    float* scores) {
-    enum { FRONTIER_MAX = 4096 };
-    typedef struct { int node; int parent_out; int depth; float score; } SuffixCandidate;
+    enum { FRONTIER_MAX = TREE_MAX_NODES * TREE_MAX_NODES };   // each push adds at most the nodes still to choose
     SuffixCandidate frontier[FRONTIER_MAX];
     int n_frontier = 0, n_out = 0;
-    // children of one node onto the frontier
-    #define SUFFIX_PUSH_CHILDREN(from, parent_index, base_score, base_depth) do { \
-        float total = 0.0f; \
-        for (int c = index->nodes[from].first_child; c >= 0; c = index->nodes[c].next_sibling) { total += (float)index->nodes[c].count; } \
-        for (int c = index->nodes[from].first_child; c >= 0 && n_frontier < FRONTIER_MAX; c = index->nodes[c].next_sibling) { \
-            frontier[n_frontier++] = (SuffixCandidate){c, parent_index, (base_depth) + 1, \
-                                                       (base_score) + logf((float)index->nodes[c].count / total)}; \
-        } \
-    } while (0)
     if (max_depth < 1) { return 0; }
-    SUFFIX_PUSH_CHILDREN(node, -1, 0.0f, 0);
+    suffix_push_children(index, node, -1, 0.0f, 0, max_nodes, frontier, &n_frontier, FRONTIER_MAX);
     while (n_out < max_nodes && n_frontier > 0) {
         int best = 0;
         for (int i = 1; i < n_frontier; i++) {
-            const SuffixCandidate* a = &frontier[i];
-            const SuffixCandidate* b = &frontier[best];
-            if (a->score > b->score || (a->score == b->score && index->nodes[a->node].token < index->nodes[b->node].token)) { best = i; }
+            if (suffix_ranks_before(index, &frontier[i], &frontier[best])) { best = i; }
         }
         SuffixCandidate chosen = frontier[best];
         frontier[best] = frontier[--n_frontier];
@@ -185,8 +202,10 @@ int suffix_propose(const SuffixIndex* index, int node, int max_nodes, int max_de
         parents[n_out] = chosen.parent_out;
         scores[n_out] = chosen.score;
         int out_index = n_out++;
-        if (chosen.depth < max_depth) { SUFFIX_PUSH_CHILDREN(chosen.node, out_index, chosen.score, chosen.depth); }
+        if (chosen.depth < max_depth) {
+            suffix_push_children(index, chosen.node, out_index, chosen.score, chosen.depth, max_nodes - n_out, frontier,
+                                 &n_frontier, FRONTIER_MAX);
+        }
     }
-    #undef SUFFIX_PUSH_CHILDREN
     return n_out;
 }

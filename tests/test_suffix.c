@@ -5,6 +5,7 @@ test_suffix.c: the suffix draft's index and proposals against a brute-force sear
   - the proposal is the best-first set of continuations by empirical probability, each computed by
     counting continuations in the raw history
   - the node bound holds, and what was indexed before it still answers
+  - a node with thousands of continuations still proposes its most frequent first
 */
 #define TESTING
 #include "../aurora.c"
@@ -214,8 +215,33 @@ static void test_incremental_and_bound(void) {
     suffix_index_free(&bounded);
 }
 
+// A node with thousands of distinct continuations (a common token in the global index): the most frequent
+// comes first however old it is. Its children are listed newest first, and a frontier filled in that order
+// up to a fixed size once dropped it.
+static void test_many_continuations(void) {
+    enum { FREQUENT = 50, RARE = 5000 };
+    int* text = malloc((size_t)2 * (FREQUENT + RARE) * sizeof(int));
+    int n = 0;
+    for (int i = 0; i < FREQUENT; i++) { text[n++] = 1; text[n++] = 7; }           // "1 7" fifty times, first
+    for (int i = 0; i < RARE; i++) { text[n++] = 1; text[n++] = 100 + i; }         // then 1 followed by 5,000 others
+    SuffixIndex index;
+    suffix_index_init(&index, 4, 1 << 16);
+    suffix_index_add(&index, text, n);
+    int context[1] = {1}, length, tokens[4], parents[4];
+    float scores[4];
+    int node = suffix_match(&index, context, 1, 1, &length);
+    int got = suffix_propose(&index, node, 3, 1, tokens, parents, scores);
+    check(length == 1 && got == 3 && tokens[0] == 7, "many continuations: first proposal %d (expected 7, seen %d times of %d)",
+          got > 0 ? tokens[0] : -1, FREQUENT, FREQUENT + RARE);
+    check(got == 3 && tokens[1] == 100 && tokens[2] == 101, "many continuations: ties go to the lower ids (%d, %d)",
+          got == 3 ? tokens[1] : -1, got == 3 ? tokens[2] : -1);
+    suffix_index_free(&index);
+    free(text);
+}
+
 int main(void) {
     test_against_brute_force();
     test_incremental_and_bound();
+    test_many_continuations();
     return test_summary();
 }

@@ -81,20 +81,25 @@ static void flywheel_report(Flywheel* flywheel, const TrainStats* stats, int ver
     pthread_mutex_unlock(&flywheel->stats_lock);
 }
 
-// Moves newly recorded requests into the pool (the oldest leave it). Returns how many arrived.
+// Moves every newly recorded request into the pool (the oldest leave it; with wait, waits for the first).
+// Returns how many arrived.
 static int flywheel_take_records(Flywheel* flywheel, int wait) {
-    Record* arrived[FLYWHEEL_MAX_BATCH];
-    int n = record_buffer_pop(flywheel->records, arrived, FLYWHEEL_MAX_BATCH, wait);
-    for (int i = 0; i < n; i++) {
-        if (flywheel->pool_count == flywheel->pool_capacity) { record_free(flywheel->pool[flywheel->pool_next]); }
-        else { flywheel->pool_count++; }
-        flywheel->pool[flywheel->pool_next] = arrived[i];
-        flywheel->pool_next = (flywheel->pool_next + 1) % flywheel->pool_capacity;
-        if (flywheel->trainer.settings.adapt_vocabulary) { trainer_count_tokens(&flywheel->trainer, arrived[i]); }
-    }
-    if (n > 0 && flywheel->trainer.settings.adapt_vocabulary) { trainer_adapt_vocabulary(&flywheel->trainer); }
-    flywheel->records_taken += n;
-    return n;
+    int total = 0, n;
+    do { // in pops of at most FLYWHEEL_MAX_BATCH: a lockstep round of more requests than that takes them all
+        Record* arrived[FLYWHEEL_MAX_BATCH];
+        n = record_buffer_pop(flywheel->records, arrived, FLYWHEEL_MAX_BATCH, total == 0 ? wait : 0);
+        for (int i = 0; i < n; i++) {
+            if (flywheel->pool_count == flywheel->pool_capacity) { record_free(flywheel->pool[flywheel->pool_next]); }
+            else { flywheel->pool_count++; }
+            flywheel->pool[flywheel->pool_next] = arrived[i];
+            flywheel->pool_next = (flywheel->pool_next + 1) % flywheel->pool_capacity;
+            if (flywheel->trainer.settings.adapt_vocabulary) { trainer_count_tokens(&flywheel->trainer, arrived[i]); }
+        }
+        total += n;
+    } while (n == FLYWHEEL_MAX_BATCH);
+    if (total > 0 && flywheel->trainer.settings.adapt_vocabulary) { trainer_adapt_vocabulary(&flywheel->trainer); }
+    flywheel->records_taken += total;
+    return total;
 }
 
 // The next step's batch: batch_requests pool slots drawn with replacement (seeded, so lockstep runs
@@ -155,11 +160,13 @@ static void* flywheel_thread_main(void* argument) {
 }
 
 // Lockstep: take everything recorded, train steps_per_request steps per request since the last round,
-// then publish (called by the serving loop; no thread).
+// then publish (called by the serving loop; no thread). An interrupt stops it after the step in flight.
 static void flywheel_lockstep_round(Flywheel* flywheel) {
     flywheel_take_records(flywheel, 0);
     if (flywheel->pool_count == 0) { return; }
-    for (int i = 0; i < flywheel->lockstep_every * flywheel->steps_per_request; i++) { flywheel_train_step(flywheel); }
+    for (int i = 0; i < flywheel->lockstep_every * flywheel->steps_per_request && !stop_requested(); i++) {
+        flywheel_train_step(flywheel);
+    }
     int version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena, flywheel->trainer.draft.d2t);
     flywheel_report(flywheel, NULL, version);
 }
@@ -503,11 +510,14 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
             r->spec.prefill_seconds, decoding > 0 ? r->spec.n_generated / decoding : 0.0);
     if (flywheel) {
         long pushed, dropped;
-        record_buffer_counts(flywheel->records, &pushed, &dropped, NULL);
+        int waiting;
+        record_buffer_counts(flywheel->records, &pushed, &dropped, &waiting);
+        // every record pushed was dropped from the full buffer, taken into the training pool (where steps
+        // sample it until newer records push it out), or is still waiting in the buffer at the end
         fprintf(f, "training: %d optimiser steps, %ld rejected (non-finite), records %ld pushed / %ld dropped / %ld "
-                "trained on, final version %d, %ld publishes skipped\n", flywheel->trainer.step,
-                flywheel->trainer.rejected_updates, pushed, dropped, flywheel->records_taken, flywheel->published_version,
-                weight_exchange_skipped(flywheel->exchange));
+                "taken into the pool / %d left in the buffer, final version %d, %ld publishes skipped\n",
+                flywheel->trainer.step, flywheel->trainer.rejected_updates, pushed, dropped, flywheel->records_taken, waiting,
+                flywheel->published_version, weight_exchange_skipped(flywheel->exchange));
         if (flywheel->trainer.settings.adapt_vocabulary) {
             fprintf(f, "draft vocabulary: %ld entries replaced by tokens of the traffic\n", flywheel->trainer.vocabulary_swaps);
         }
@@ -659,32 +669,33 @@ int replay_run(const Options* o) {
             totals.n_skipped++;
             fprintf(rows, "%d,%s,0,0,0,0,0,%d,skipped_prompt_too_long,0\n", r, request->domain, source.draft_version);
             fflush(rows);
-            continue;
+        } else {
+            Record* record = online ? record_new(target.config.dim) : NULL;
+            SpecStats stats;
+            int n = generate_speculative(&target, &source, prompt, n_prompt, o->max_new, o->sampling,
+                                         (uint64_t)o->seed + (uint64_t)r, out, &stats, NULL, NULL, record);
+            if (online) { record_buffer_push(flywheel.records, record); }
+            // training in the gaps: the idle time after the request at the offered load, the trainer's
+            if (online && flywheel.in_gaps) { flywheel_gap(&flywheel, stats.total_seconds * (1.0 - o->load) / o->load); }
+            float accepted = stats.verify_passes ? (float)stats.emitted / stats.verify_passes : 1.0f;
+            acceptance[totals.n_served] = accepted;
+            served_at[totals.n_served] = r;
+            domains[totals.n_served] = request->domain;
+            totals.n_served++;
+            spec_stats_add(&totals.spec, &stats);
+            fprintf(rows, "%d,%s,%d,%d,%d,%.4f,%.4f,%d,served,%.4f\n", r, request->domain, n_prompt, n, stats.verify_passes,
+                    accepted, stats.total_seconds, source.draft_version, stats.prefill_seconds);
+            fflush(rows); // a long replay can be watched row by row (in the temporary file beside requests.csv)
+            double recent = 0.0;
+            int window = totals.n_served < 25 ? totals.n_served : 25;
+            for (int i = totals.n_served - window; i < totals.n_served; i++) { recent += acceptance[i]; }
+            if (!o->quiet) {
+                replay_progress(r, n_requests, recent / window, online ? &flywheel : NULL, source.draft_version,
+                                totals.spec.total_seconds > 0 ? totals.spec.n_generated / totals.spec.total_seconds : 0.0,
+                                r == n_requests - 1);
+            }
         }
-        Record* record = online ? record_new(target.config.dim) : NULL;
-        SpecStats stats;
-        int n = generate_speculative(&target, &source, prompt, n_prompt, o->max_new, o->sampling, (uint64_t)o->seed + (uint64_t)r,
-                                     out, &stats, NULL, NULL, record);
-        if (online) { record_buffer_push(flywheel.records, record); }
-        // training in the gaps: the idle time after the request at the offered load, the trainer's
-        if (online && flywheel.in_gaps) { flywheel_gap(&flywheel, stats.total_seconds * (1.0 - o->load) / o->load); }
-        float accepted = stats.verify_passes ? (float)stats.emitted / stats.verify_passes : 1.0f;
-        acceptance[totals.n_served] = accepted;
-        served_at[totals.n_served] = r;
-        domains[totals.n_served] = request->domain;
-        totals.n_served++;
-        spec_stats_add(&totals.spec, &stats);
-        fprintf(rows, "%d,%s,%d,%d,%d,%.4f,%.4f,%d,served,%.4f\n", r, request->domain, n_prompt, n, stats.verify_passes,
-                accepted, stats.total_seconds, source.draft_version, stats.prefill_seconds);
-        fflush(rows); // a long replay can be watched row by row (in the temporary file beside requests.csv)
-        double recent = 0.0;
-        int window = totals.n_served < 25 ? totals.n_served : 25;
-        for (int i = totals.n_served - window; i < totals.n_served; i++) { recent += acceptance[i]; }
-        if (!o->quiet) {
-            replay_progress(r, n_requests, recent / window, online ? &flywheel : NULL, source.draft_version,
-                            totals.spec.total_seconds > 0 ? totals.spec.n_generated / totals.spec.total_seconds : 0.0,
-                            r == n_requests - 1);
-        }
+        // a lockstep round after every lockstep_every requests, served or skipped
         if (online && o->lockstep_every > 0 && (r + 1) % o->lockstep_every == 0) { flywheel_lockstep_round(&flywheel); }
     }
     if (online) { flywheel_stop(&flywheel); } // the training step in flight finishes
@@ -756,9 +767,9 @@ int replay_run(const Options* o) {
     }
     if (!o->quiet) {
         if (wrote_draft) { fprintf(stderr, "saved the trained draft (%d optimiser steps) to %s\n", flywheel.trainer.step, o->save_draft); }
-        if (status == 0) {
-            fprintf(stderr, "wrote %s, %s, %s%s%s\n", csv_path, summary_path, chart_path, held_back.n_points ? ", " : "",
-                    held_back.n_points ? eval_path : "");
+        if (status == 0) { // the chart only when a request was served (an interrupt can come before any)
+            fprintf(stderr, "wrote %s, %s%s%s%s%s\n", csv_path, summary_path, totals.n_served ? ", " : "",
+                    totals.n_served ? chart_path : "", held_back.n_points ? ", " : "", held_back.n_points ? eval_path : "");
         }
     }
     if (status == 0 && stop_requested()) { status = 128 + stop_requested(); }

@@ -98,7 +98,7 @@ grep -q "after the prefill [0-9.]* tokens/s" "$work/replay/summary.txt" && pass 
 # lockstep trains on everything recorded: a round larger than --buffer drops nothing
 expect_ok "replay lockstep, a round larger than the buffer" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 6 \
     --max-new 8 --sync-schedule 6 --buffer 2 --out "$work/round"
-grep -q "records 6 pushed / 0 dropped / 6 trained on" "$work/round/summary.txt" && pass \
+grep -q "records 6 pushed / 0 dropped / 6 taken into the pool / 0 left in the buffer" "$work/round/summary.txt" && pass \
     || fail "a lockstep round larger than the buffer lost records: $(grep records "$work/round/summary.txt")"
 expect_ok "replay online (thread)" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --out "$work/threaded"
 # training in the gaps between requests (--load): the trainer steps only while serving is idle

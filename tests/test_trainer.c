@@ -619,6 +619,38 @@ static void test_hybrid_choice(const char* model, const char* traffic_path, cons
     target_free(&target);
 }
 
+// A lockstep round follows every lockstep_every requests, skipped ones included: a prompt too long for the
+// context at a round's boundary once moved the round to the next boundary, and the requests between were
+// served by stale weights.
+static void test_lockstep_round_after_a_skip(const char* model) {
+    const char* traffic = temp_path("skip.jsonl");
+    FILE* f = fopen(traffic, "w");
+    fprintf(f, "{\"domain\": \"d\", \"prompt\": \"the cat sat on the mat\"}\n{\"domain\": \"d\", \"prompt\": \"");
+    for (int i = 0; i < 400; i++) { fprintf(f, "w%d ", i); }   // far more tokens than the context holds
+    fprintf(f, "\"}\n{\"domain\": \"d\", \"prompt\": \"hello world\"}\n{\"domain\": \"d\", \"prompt\": \"int main\"}\n");
+    fclose(f);
+    Options o = tiny_replay(model, traffic, temp_path("skip_out"));
+    o.lockstep_every = 2;
+    check(replay_run(&o) == 0, "replay with a skipped request failed");
+    char csv[600], line[512];
+    snprintf(csv, sizeof(csv), "%s/requests.csv", o.out_dir);
+    FILE* rows = fopen(csv, "r");
+    int versions[4] = {-1, -1, -1, -1};
+    char status[4][8] = {{0}};
+    while (rows && fgets(line, sizeof(line), rows)) {
+        int r, version;
+        char domain[32], state[64];
+        if (sscanf(line, "%d,%31[^,],%*d,%*d,%*d,%*f,%*f,%d,%63[^,]", &r, domain, &version, state) == 4 && r >= 0 && r < 4) {
+            versions[r] = version;
+            snprintf(status[r], sizeof(status[r]), "%.3s", state);
+        }
+    }
+    if (rows) { fclose(rows); }
+    check(versions[1] >= 0 && strncmp(status[1], "ski", 3) == 0, "request 1 should be skipped (its prompt is too long)");
+    check(versions[2] >= 1, "request 2 was served by draft version %d: the lockstep round after requests 0-1 (one of them "
+          "skipped) did not run", versions[2]);
+}
+
 static void test_learning_and_lockstep(void) {
     const char* model = temp_path("learn_target.gguf");
     TinyModelSpec spec = {32, 2, 4, 2, 64, 300, 256, 1, TYPE_F32, 10000.0f, 77};
@@ -642,6 +674,7 @@ static void test_learning_and_lockstep(void) {
     check(last >= 2.5, "acceptance length should reach 2.5 within 120 requests on the learnable stream (got %.2f)", last);
     test_evaluation(model, traffic, o.save_draft);
     test_hybrid_choice(model, traffic, o.save_draft);
+    test_lockstep_round_after_a_skip(model);
 
     // lockstep: two runs give bit-identical weights and logs
     Options a = tiny_replay(model, traffic, temp_path("lockstep_a"));
@@ -680,6 +713,30 @@ static long flywheel_buffered(Flywheel* flywheel) {
     record_buffer_counts(flywheel->records, NULL, NULL, &depth);
     return depth;
 }
+
+// A lockstep round takes every record of its requests, however many (it once took one pop of at most
+// FLYWHEEL_MAX_BATCH and left the rest to be dropped as the next round's records arrived).
+static void test_lockstep_takes_all(void) {
+    Target target;
+    load_tiny_target(&target, 2, 35);
+    Draft draft;
+    draft_init_random(&draft, &target, 150, NULL, 4);
+    TrainerSettings settings = trainer_default_settings();
+    settings.adapt_vocabulary = 0;
+    enum { ROUND = FLYWHEEL_MAX_BATCH + 36 };
+    Flywheel flywheel;
+    flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 1, ROUND, 2 * ROUND, 1, 0, 1);
+    for (int i = 0; i < ROUND; i++) { record_buffer_push(flywheel.records, record_new(target.config.dim)); }
+    int taken = flywheel_take_records(&flywheel, 0);
+    check(taken == ROUND && flywheel.pool_count == ROUND && flywheel_buffered(&flywheel) == 0,
+          "a lockstep round of %d requests took %d records (pool %d, %ld left in the buffer)", ROUND, taken,
+          flywheel.pool_count, flywheel_buffered(&flywheel));
+    flywheel_stop(&flywheel);
+    flywheel_free(&flywheel);
+    draft_free(&draft);
+    target_free(&target);
+}
+
 
 // ---- hot swap under load -----------------------------------------------------------------------
 // With the EAGLE draft alone and with the hybrid (whose EAGLE draft learns too: its swaps were once never
@@ -822,6 +879,7 @@ int main(int argc, char** argv) {
     test_hot_swap(DRAFT_HYBRID, 0);
     test_hot_swap(DRAFT_EAGLE, 1);
     test_gap_fit();
+    test_lockstep_takes_all();
     if (remove_tree(temp_dir) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_dir); }
     return test_summary();
 }

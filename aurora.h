@@ -1062,10 +1062,12 @@ void spec_adaptive_init(SpecAdaptive* a, TreeShape limit, int max_k);
 // the generated tokens the draft must catch up over before it can draft (0 for drafts that need none).
 TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending);
 // After a pass: the shape it was planned with, its tree (the shape's, cut by the node budget and by
-// confidence), the acceptance, the seconds spent drafting it (not catching the draft up), the
-// catch-up's seconds and tokens (0, 0 for none), and the seconds verifying it.
+// confidence), the acceptance, the seconds spent drafting it (not catching the draft up) and the drafting
+// steps they bought (-1: as many as the tree is deep), the catch-up's seconds and tokens (0, 0 for none),
+// and the seconds verifying it.
 void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, const Acceptance* acceptance,
-                           double draft_seconds, double catch_up_seconds, int catch_up_tokens, double verify_seconds);
+                           double draft_seconds, int draft_steps, double catch_up_seconds, int catch_up_tokens,
+                           double verify_seconds);
 double spec_adaptive_expected_tokens(const SpecAdaptive* a, int k, int depth);
 double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n_nodes);
 // The calibrated chance that a node is accepted once its parent is, from its draft log-probability given
@@ -1239,6 +1241,10 @@ typedef struct {
     double pass_catch_up_seconds;
     double pass_swap_seconds;       // a hot swap's time in the pass (not charged to drafting)
     int pass_catch_up_tokens;
+    int pass_draft_steps;           // the drafting steps the pass ran (an EAGLE draft's forward calls after the
+                                    // catch-up, self-drafting's target calls; -1: a model-free draft, charged
+                                    // per depth of its tree)
+    int pass_no_room;               // 1: the pass could not draft for want of cache slots (the root alone)
     int n_prompt;                   // the request's prompt tokens (catching up over them is not charged to drafting)
     // adaptive, the EAGLE draft (adaptive.c): the pass's least chance for a node (0: every node is kept),
     // and the nodes it left out whose parent is in the tree (its index), for the chooser's counts

@@ -198,7 +198,8 @@ static void adaptive_average(double* average, double value) {
 }
 
 void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, const Acceptance* acceptance,
-                           double draft_seconds, double catch_up_seconds, int catch_up_tokens, double verify_seconds) {
+                           double draft_seconds, int draft_steps, double catch_up_seconds, int catch_up_tokens,
+                           double verify_seconds) {
     a->passes++;
     // the evidence fades a little each pass, drafted or not
     for (int d = 1; d <= TREE_MAX_DEPTH; d++) {
@@ -210,7 +211,8 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
     }
     if (!a->deterministic) { // a deterministic chooser keeps the prior cost model: the same acceptance, the same shapes
         adaptive_average(&a->verify_seconds[tree->n_nodes], verify_seconds);
-        int steps = tree->max_depth - a->root_children_free;   // the drafting steps this pass ran
+        // the steps the pass ran, which confidence can leave deeper than the tree it kept
+        int steps = draft_steps >= 0 ? draft_steps : tree->max_depth - a->root_children_free;
         if (tree->n_nodes > 1 && steps > 0) { adaptive_average(&a->draft_step_seconds, draft_seconds / steps); }
         if (catch_up_tokens > 0) { adaptive_average(&a->catch_up_seconds, catch_up_seconds / catch_up_tokens); }
     }

@@ -90,11 +90,25 @@ static int candidate_better(const CandidatePool* pool, int a, int b) {
     return a < b;
 }
 
-// The (up to) k best candidates at a depth whose chance is at least min_chance, best first.
+// Which candidates may join the tree: a candidate's chance pays for a node (at least min_chance), and so
+// do its parent's and its better-ranked siblings'. Calibration is per probability bin (adaptive.c), so a
+// noisy bin can give a parent's second child more chance than its first; kept alone, the second would
+// sit where the chooser's counts take the first rank to be. A parent's children are added together, best
+// first (pool_add_children), so the sibling ranked just above a candidate is the one before it.
+static void pool_eligibility(const CandidatePool* pool, float min_chance, uint8_t* eligible) {
+    for (int i = 0; i < pool->n; i++) {
+        const Candidate* c = &pool->items[i];
+        eligible[i] = c->chance >= min_chance && (c->parent < 0 || eligible[c->parent]) && (c->rank == 0 || eligible[i - 1]);
+    }
+}
+
+// The (up to) k best eligible candidates at a depth, best first.
 static int pool_best_at_depth(const CandidatePool* pool, int depth, int k, float min_chance, int* out) {
+    uint8_t eligible[MAX_CANDIDATES];
+    pool_eligibility(pool, min_chance, eligible);
     int n = 0;
     for (int i = 0; i < pool->n; i++) {
-        if (pool->items[i].depth != depth || pool->items[i].chance < min_chance) { continue; }
+        if (pool->items[i].depth != depth || !eligible[i]) { continue; }
         int at = n < k ? n++ : k;             // insertion into a sorted list of at most k
         if (at == k && !candidate_better(pool, i, out[k - 1])) { continue; }
         if (at == k) { at = k - 1; }
@@ -104,21 +118,23 @@ static int pool_best_at_depth(const CandidatePool* pool, int depth, int k, float
     return n;
 }
 
-// Keeps the N-1 best candidates of those whose chance is at least min_chance and writes the tree (root
-// first, then by depth, then by creation); node_of_candidate: each candidate's tree index, or -1.
-// Ancestors are always kept with their descendants: a child never scores above its parent, nor has a
-// greater chance.
+// Keeps the N-1 best eligible candidates and writes the tree (root first, then by depth, then by
+// creation); node_of_candidate: each candidate's tree index, or -1. Ancestors are always kept with their
+// descendants (a child never scores above its parent, and is eligible only with it), and a parent's kept
+// children are its first ranks (a child never scores above a better-ranked sibling either).
 static void pool_to_tree(Tree* tree, const CandidatePool* pool, int root_token, int root_position, int n_nodes,
                          float min_chance, int* node_of_candidate) {
-    int eligible = 0;
-    for (int i = 0; i < pool->n; i++) { eligible += pool->items[i].chance >= min_chance; }
-    int keep = n_nodes - 1 < eligible ? n_nodes - 1 : eligible;
+    uint8_t eligible[MAX_CANDIDATES];
+    pool_eligibility(pool, min_chance, eligible);
+    int n_eligible = 0;
+    for (int i = 0; i < pool->n; i++) { n_eligible += eligible[i]; }
+    int keep = n_nodes - 1 < n_eligible ? n_nodes - 1 : n_eligible;
     int chosen[MAX_CANDIDATES];
     uint8_t selected[MAX_CANDIDATES] = {0};
     for (int j = 0; j < keep; j++) {
         int best = -1;
         for (int i = 0; i < pool->n; i++) {
-            if (!selected[i] && pool->items[i].chance >= min_chance && (best < 0 || candidate_better(pool, i, best))) { best = i; }
+            if (!selected[i] && eligible[i] && (best < 0 || candidate_better(pool, i, best))) { best = i; }
         }
         selected[best] = 1;
     }
@@ -141,15 +157,17 @@ static void pool_to_tree(Tree* tree, const CandidatePool* pool, int root_token, 
     }
 }
 
-// The candidates left out for their chance (below min_chance) whose parent is in the tree (after
+// The candidates left out for their chance (not eligible) whose parent is in the tree (after
 // pool_to_tree): written to out, their count returned. Their chance given the parent is the ratio of the
 // two paths' chances.
 static int pool_left_out(const CandidatePool* pool, const int* node_of_candidate, float min_chance, LeftOutNode* out) {
+    uint8_t eligible[MAX_CANDIDATES];
+    pool_eligibility(pool, min_chance, eligible);
     int n = 0;
     for (int i = 0; i < pool->n && min_chance > 0; i++) {
         const Candidate* c = &pool->items[i];
         int parent_node = c->parent < 0 ? 0 : node_of_candidate[c->parent];
-        if (c->chance >= min_chance || parent_node < 0) { continue; }
+        if (eligible[i] || parent_node < 0) { continue; }
         float parent_chance = c->parent < 0 ? 1.0f : pool->items[c->parent].chance;
         out[n++] = (LeftOutNode){parent_node, c->depth, c->rank, parent_chance > 0 ? c->chance / parent_chance : 0.0f};
     }
@@ -464,8 +482,10 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
     int root_token = sequence->tokens[sequence->n_tokens - 1], root_position = sequence->n_tokens - 1;
     TreeShape shape = source->shape;
     source->pass_source = DRAFT_NONE;
+    source->pass_draft_steps = -1;
+    source->pass_no_room = draft_source_may_draft(source) && slots_free < draft_source_slots_needed(source);
     float min_chance = 0.0f;   // set once the EAGLE draft drafts (its pass_min_chance)
-    if (draft_source_may_draft(source) && slots_free >= draft_source_slots_needed(source)) {
+    if (draft_source_may_draft(source) && !source->pass_no_room) {
         int n_slots_used = 0;
         int ids[MAX_SPEC_K];
         float log_probs[MAX_SPEC_K];
@@ -501,15 +521,18 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
             } else { // DRAFT_SELF: run the root through the target (slot n_committed, as the verify pass will)
                 target_forward(target, &root_token, &root_position, NULL, 1, sequence->n_committed, 1);
                 n_slots_used = 1;
+                source->pass_draft_steps = 1;
                 int k = top_k_log_probs(ids, log_probs, target->host.logits, target->config.vocab_size, shape.k);
                 pool_add_children(pool, -1, ids, log_probs, k, NULL);
             }
             // depths 2..D: expand the K best of the newest depth (of those whose chance pays for a node)
+            if (use_eagle) { source->pass_draft_steps = 0; }
             for (int depth = 1; depth < shape.depth; depth++) {
                 int batch[MAX_SPEC_K];
                 int n_batch = pool_best_at_depth(pool, depth, shape.k, min_chance, batch);
                 if (n_batch == 0) { break; }
                 expand_candidates(source, target, sequence, pool, batch, n_batch, &n_slots_used);
+                source->pass_draft_steps++;
             }
         }
     }
@@ -534,6 +557,8 @@ void draft_source_plan_pass(DraftSource* source, const Sequence* sequence) {
     source->pass_catch_up_seconds = 0;
     source->pass_catch_up_tokens = 0;
     source->pass_swap_seconds = 0;
+    source->pass_draft_steps = -1;   // (draft_source_propose counts them)
+    source->pass_no_room = 0;
     // the generated tokens an EAGLE draft must catch up over before drafting
     int caught_up = source->n_extended > source->n_prompt ? source->n_extended : source->n_prompt;
     int pending = source->kind == DRAFT_EAGLE || source->kind == DRAFT_HYBRID ? sequence->n_committed - caught_up : 0;
@@ -572,15 +597,17 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
         // dearer for a hundred passes, and it stopped drafting)
         double drafting = draft_seconds - source->pass_catch_up_seconds - source->pass_swap_seconds;
         if (drafting < 0) { drafting = 0; }
+        // a pass that could not draft for want of cache slots planned nothing: no rank was missed
+        TreeShape planned = source->pass_no_room ? (TreeShape){1, 0, 1} : source->shape;
         if (source->kind != DRAFT_HYBRID || source->pass_source != DRAFT_SUFFIX) {
-            spec_adaptive_observe(&source->adaptive_state, source->shape, tree, acceptance, drafting,
+            spec_adaptive_observe(&source->adaptive_state, planned, tree, acceptance, drafting, source->pass_draft_steps,
                                   source->pass_catch_up_seconds, source->pass_catch_up_tokens, verify_seconds);
         }
         if (source->pass_source == DRAFT_EAGLE) {
             observe_left_out(&source->adaptive_state, source->left_out, source->n_left_out, acceptance);
         }
         if (source->kind == DRAFT_HYBRID && source->pass_source != DRAFT_EAGLE) {
-            spec_adaptive_observe(&source->suffix_adaptive_state, source->shape, tree, acceptance, drafting, 0.0, 0,
+            spec_adaptive_observe(&source->suffix_adaptive_state, planned, tree, acceptance, drafting, -1, 0.0, 0,
                                   verify_seconds);
         }
     }

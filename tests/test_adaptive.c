@@ -99,7 +99,7 @@ static double simulate(SpecAdaptive* a, const World* w, int passes, int measure,
         double catch_up = tree.n_nodes > 1 ? pending * w->catch_up_seconds + prompt_pending * w->prompt_catch_up_seconds : 0.0;
         int caught_up = tree.n_nodes > 1 ? pending : 0;
         if (tree.n_nodes > 1) { prompt_pending = 0; }
-        spec_adaptive_observe(a, shape, &tree, &acceptance, draft, catch_up, caught_up, verify);
+        spec_adaptive_observe(a, shape, &tree, &acceptance, draft, -1, catch_up, caught_up, verify);
         pending = (tree.n_nodes > 1 ? 0 : pending) + acceptance.n_accepted + 1;
         if (p >= passes - measure) {
             tokens += acceptance.n_accepted + 1;
@@ -145,13 +145,13 @@ static void test_counting(void) {
     Acceptance acceptance = {1, {0, 2}, 7};
     SpecAdaptive a;
     spec_adaptive_init(&a, (TreeShape){2, 4, 9}, 2);
-    spec_adaptive_observe(&a, (TreeShape){2, 4, 9}, &tree, &acceptance, 0.002, 0.003, 3, 0.012);
+    spec_adaptive_observe(&a, (TreeShape){2, 4, 9}, &tree, &acceptance, 0.002, -1, 0.003, 3, 0.012);
     check(a.reached[1][0] == 1.0 && a.reached[1][1] == 1.0 && a.hit[1][0] == 0.0 && a.hit[1][1] == 1.0,
           "depth 1: ranks 0 and 1 reached, rank 1 accepted");
     check(a.reached[2][0] == 1.0 && a.reached[2][1] == 1.0 && a.hit[2][0] == 0.0 && a.hit[2][1] == 0.0,
           "depth 2: reached through b, whose children the tree lacks: both ranks of the shape missed");
     check(a.reached[3][0] == 0.0, "depth 3 not reached");
-    spec_adaptive_observe(&a, (TreeShape){2, 4, 9}, &tree, &acceptance, 0.002, 0.0, 0, 0.012);
+    spec_adaptive_observe(&a, (TreeShape){2, 4, 9}, &tree, &acceptance, 0.002, -1, 0.0, 0, 0.012);
     check(fabs(a.reached[1][0] - 1.99) < 1e-12 && fabs(a.hit[1][1] - 1.99) < 1e-12, "evidence decays by 0.99 a pass");
     check(a.verify_seconds[4] == 0.012 && fabs(a.draft_step_seconds - 0.001) < 1e-12 && fabs(a.catch_up_seconds - 0.001) < 1e-12,
           "costs recorded (a pass without catch-up leaves its average)");
@@ -159,15 +159,31 @@ static void test_counting(void) {
     SpecAdaptive eagle;
     spec_adaptive_init(&eagle, (TreeShape){2, 4, 9}, 2);
     eagle.root_children_free = 1;
-    spec_adaptive_observe(&eagle, (TreeShape){2, 4, 9}, &tree, &acceptance, 0.002, 0.0, 0, 0.012);
+    spec_adaptive_observe(&eagle, (TreeShape){2, 4, 9}, &tree, &acceptance, 0.002, -1, 0.0, 0, 0.012);
     check(fabs(eagle.draft_step_seconds - 0.002) < 1e-12, "an EAGLE draft's depth-2 pass is one drafting step (%g s)",
           eagle.draft_step_seconds);
     Tree root_children;
     hand_made_tree(&root_children, (int[]){-1, 0, 0}, 3);
     Acceptance none = {0, {0}, 7};
-    spec_adaptive_observe(&eagle, (TreeShape){2, 4, 9}, &root_children, &none, 0.0001, 0.0, 0, 0.012);
+    spec_adaptive_observe(&eagle, (TreeShape){2, 4, 9}, &root_children, &none, 0.0001, -1, 0.0, 0, 0.012);
     check(fabs(eagle.draft_step_seconds - 0.002) < 1e-12, "a depth-1 pass drafts no step: the average stays (%g s)",
           eagle.draft_step_seconds);
+    // the steps the drafter ran, when it counts them: confidence can keep a tree shallower than the drafting
+    // that built it (3 steps, a depth-2 tree kept: 1 ms a step, not the 3 ms a step the tree's depth says)
+    SpecAdaptive cut;
+    spec_adaptive_init(&cut, (TreeShape){2, 4, 9}, 2);
+    cut.root_children_free = 1;
+    spec_adaptive_observe(&cut, (TreeShape){2, 4, 9}, &tree, &acceptance, 0.003, 3, 0.0, 0, 0.012);
+    check(fabs(cut.draft_step_seconds - 0.001) < 1e-12, "3 drafting steps in 3 ms kept as a depth-2 tree: %g s a step "
+          "(expected 0.001)", cut.draft_step_seconds);
+    // a pass with no cache slots to draft in plans the root alone: no rank of the chosen shape is missed
+    SpecAdaptive full;
+    spec_adaptive_init(&full, (TreeShape){2, 4, 9}, 2);
+    Tree root;
+    hand_made_tree(&root, (int[]){-1}, 1);
+    Acceptance bonus_only = {0, {0}, 3};
+    spec_adaptive_observe(&full, (TreeShape){1, 0, 1}, &root, &bonus_only, 0.0, -1, 0.0, 0, 0.008);
+    check(full.reached[1][0] == 0.0 && full.passes_without_drafting == 1, "a root-alone pass counts no rank reached");
 }
 
 static void test_worlds(void) {
@@ -272,7 +288,7 @@ static double simulate_confidence(SpecAdaptive* a, double confident_share, int p
         }
         double draft = steps * step, verify = decode * (1.0 + slope * (tree.n_nodes - 1));
         double catch_up = shape.nodes > 1 ? pending * catch_up_per_token : 0.0;
-        spec_adaptive_observe(a, shape, &tree, &acceptance, draft, catch_up, shape.nodes > 1 ? pending : 0, verify);
+        spec_adaptive_observe(a, shape, &tree, &acceptance, draft, -1, catch_up, shape.nodes > 1 ? pending : 0, verify);
         // as draft_source_propose and draft_source_observe_pass: the left-out nodes, and those the path reached
         LeftOutNode nodes_left_out[TREE_MAX_NODES * MAX_SPEC_K];
         int n_left_out = pool_left_out(&pool, node_of_candidate, min_chance, nodes_left_out);
@@ -298,7 +314,7 @@ static void test_confidence(void) {
     hand_made_tree(&tree, (int[]){-1, 0, 1}, 3);
     tree.scores[1] = logf(0.95f); tree.scores[2] = 2 * logf(0.95f);
     Acceptance acceptance = {1, {0, 1}, 7};
-    for (int i = 0; i < 300; i++) { spec_adaptive_observe(&a, (TreeShape){1, 2, 3}, &tree, &acceptance, 0.001, 0.0, 0, 0.012); }
+    for (int i = 0; i < 300; i++) { spec_adaptive_observe(&a, (TreeShape){1, 2, 3}, &tree, &acceptance, 0.001, -1, 0.0, 0, 0.012); }
     double chance = spec_adaptive_node_chance(&a, logf(0.95f));
     printf("calibration: bin 0.9-1.0 after 300 passes with x accepted and y not: %.3f (x and y share the bin)\n", chance);
     check(fabs(chance - 0.5) < 0.02, "the bin's calibrated chance is its verified nodes' acceptance (%.3f, expected 0.5)", chance);
@@ -365,10 +381,10 @@ static void test_expected_tokens_of_cut_trees(void) {
         for (int p = 0; p < 3000; p++) {
             Acceptance acceptance;
             world_accept(&w, &tree, &acceptance, &rng);
-            spec_adaptive_observe(&a, shapes[s], &tree, &acceptance, 0.001, 0.0, 0, 0.012);
+            spec_adaptive_observe(&a, shapes[s], &tree, &acceptance, 0.001, -1, 0.0, 0, 0.012);
             // the old counting: a shape as wide as each reached node's children (no cuts seen)
             TreeShape as_present = {1, tree.max_depth, 2};
-            spec_adaptive_observe(&present_only, as_present, &tree, &acceptance, 0.001, 0.0, 0, 0.012);
+            spec_adaptive_observe(&present_only, as_present, &tree, &acceptance, 0.001, -1, 0.0, 0, 0.012);
         }
         double estimate = spec_adaptive_expected_tokens(&a, shapes[s].k, shapes[s].depth);
         double old = spec_adaptive_expected_tokens(&present_only, shapes[s].k, shapes[s].depth);

@@ -538,6 +538,34 @@ static void test_sampling_sources(Target* target) {
     draft_free(&confident);
 }
 
+// Confidence keeps a parent's first ranks: a child is eligible only if its better-ranked siblings and its
+// parent are (the calibrated chance of a noisy bin can rank a second child above the first, and the
+// chooser's counts take a parent's kept children for its first ranks). Root -> ranks 0, 1, 2 with chances
+// 0.2, 0.9, 0.9 and rank 1 -> a child of chance 0.8: at least 0.5 keeps none of them, and all three of the
+// root's children are left out with their own ranks.
+static void test_eligibility(void) {
+    CandidatePool pool;
+    pool.n = 0;
+    int ids[3] = {10, 11, 12};
+    float log_probs[3] = {-0.1f, -0.5f, -0.9f};
+    pool_add_children(&pool, -1, ids, log_probs, 3, NULL);
+    pool_add_children(&pool, 1, ids, log_probs, 1, NULL);
+    float chances[4] = {0.2f, 0.9f, 0.9f, 0.8f};
+    for (int i = 0; i < 4; i++) { pool.items[i].chance = chances[i]; }
+    Tree tree;
+    int node_of_candidate[MAX_CANDIDATES];
+    pool_to_tree(&tree, &pool, 3, 7, 5, 0.5f, node_of_candidate);
+    LeftOutNode left_out[8];
+    int n_left_out = pool_left_out(&pool, node_of_candidate, 0.5f, left_out);
+    check(tree.n_nodes == 1, "rank 0 left out for its chance: its siblings and their children must go too (tree of %d nodes)",
+          tree.n_nodes);
+    check(n_left_out == 3 && left_out[0].rank == 0 && left_out[1].rank == 1 && left_out[2].rank == 2,
+          "the root's three children are left out with their ranks (%d left out)", n_left_out);
+    pool.items[0].chance = 0.6f;   // rank 0 pays now: ranks 0, 1, 2 and rank 1's child are kept
+    pool_to_tree(&tree, &pool, 3, 7, 5, 0.5f, node_of_candidate);
+    check(tree.n_nodes == 5, "every candidate eligible: a tree of %d nodes (expected 5)", tree.n_nodes);
+}
+
 // A pass's costs as adaptive speculation learns them: a hot swap in the pass is not drafting's cost (it
 // comes with a publish), nor is the catch-up (charged per token apart).
 static void test_pass_costs(Target* target) {
@@ -558,6 +586,19 @@ static void test_pass_costs(Target* target) {
           "a pass's hot swap was charged to drafting: %.6f s a step, expected 0.000300", source.adaptive_state.draft_step_seconds);
     draft_source_plan_pass(&source, &sequence);
     check(source.pass_swap_seconds == 0.0, "a new pass starts with no swap time");
+    // no cache slots to draft in: the tree is the root alone, and the chooser counts no rank of the shape it
+    // planned as missed (it once did, and a full context taught it that drafting never pays)
+    int tokens[8] = {5, 6, 7, 5, 6, 7, 5, 6};
+    sequence.tokens = tokens;
+    sequence.n_tokens = sequence.n_committed = sequence.capacity = 8;
+    double reached = source.adaptive_state.reached[1][0] * 0.99;   // one pass's decay
+    check(source.shape.nodes > 1, "the lookup draft plans to draft (shape of %d nodes)", source.shape.nodes);
+    draft_source_propose(&source, target, &sequence, &tree, 0);
+    Acceptance bonus_only = {0, {0}, 7};
+    draft_source_observe_pass(&source, &tree, &bonus_only, 0.0, 0.004, &stats);
+    check(tree.n_nodes == 1 && fabs(source.adaptive_state.reached[1][0] - reached) < 1e-12,
+          "a pass without room to draft: tree of %d nodes, depth-1 rank 0 reached %.4f times (expected %.4f)", tree.n_nodes,
+          source.adaptive_state.reached[1][0], reached);
     draft_source_free(&source);
 }
 
@@ -576,6 +617,7 @@ int main(void) {
     test_greedy_lossless(&target);
     test_stop_conditions(&target);
     test_pass_costs(&target);
+    test_eligibility();
     test_sampling_lossless();
     test_sampling_edges();
     test_sampling_end_to_end(&target);

@@ -13,6 +13,7 @@ Included first by aurora.c (one translation unit).
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <pthread.h>
 #include "aurora.h"
 
 int error_set(Error* err, const char* format, ...) {
@@ -176,6 +177,19 @@ int check_writable(const char* path, int create_directory, Error* err) {
     return 0;
 }
 
+// The temporary files open now (between output_open and its commit or abandon): a second stop signal
+// exits at once and removes them first (unlink is async-signal-safe), so an interrupted run leaves no
+// PATH.tmp.PID behind. Slots, not a list: the handler may run while one is added or removed.
+enum { OPEN_OUTPUTS_MAX = 16 };
+static char* volatile open_outputs[OPEN_OUTPUTS_MAX];
+static pthread_mutex_t open_outputs_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void open_outputs_set(char* from, char* to) {
+    pthread_mutex_lock(&open_outputs_lock);
+    for (int i = 0; i < OPEN_OUTPUTS_MAX; i++) { if (open_outputs[i] == from) { open_outputs[i] = to; break; } }
+    pthread_mutex_unlock(&open_outputs_lock);
+}
+
 // What a non-regular file is, for the error that refuses to replace it.
 static const char* file_kind(mode_t mode) {
     return S_ISDIR(mode) ? "a directory" : S_ISFIFO(mode) ? "a FIFO" : S_ISCHR(mode) ? "a character device"
@@ -210,10 +224,12 @@ int output_open(OutputFile* out, const char* path, Error* err) {
     }
     out->path = mallocCheck(strlen(path) + 1);
     strcpy(out->path, path);
+    open_outputs_set(NULL, out->temporary_path);
     return 0;
 }
 
 static void output_release(OutputFile* out) {
+    if (out->temporary_path) { open_outputs_set(out->temporary_path, NULL); }
     free(out->path);
     free(out->temporary_path);
     memset(out, 0, sizeof(*out));
@@ -261,7 +277,13 @@ int write_file_atomic(const char* path, const void* bytes, size_t n, Error* err)
 static volatile sig_atomic_t stop_signal_number = 0;
 
 static void on_stop_signal(int signal_number) {
-    if (stop_signal_number != 0) { _exit(128 + signal_number); }
+    if (stop_signal_number != 0) {
+        for (int i = 0; i < OPEN_OUTPUTS_MAX; i++) {
+            char* path = open_outputs[i];
+            if (path) { unlink(path); }
+        }
+        _exit(128 + signal_number);
+    }
     stop_signal_number = signal_number;
     static const char note[] = "\ninterrupted: finishing the work in flight, then saving (a second signal exits at once)\n";
     ssize_t ignored = write(STDERR_FILENO, note, sizeof(note) - 1);

@@ -317,6 +317,7 @@ wait "$pid"
 status=$?
 [ "$status" -eq 130 ] && [ ! -e "$work/interrupted2/summary.txt" ] && pass || \
     fail "a second SIGINT: exit status $status (expected 130) and no summary (exits at once)"
+ls "$work/interrupted2" | grep -q "\.tmp\." && fail "a second SIGINT left temporary files: $(ls "$work/interrupted2")" || pass
 # SIGTERM during offline training: the steps taken so far are saved
 "$AURORA" train -m "$model" --traffic "$work/long.jsonl" --requests 200 --max-new 8 --epochs 1000 -o "$work/term.gguf" \
     > "$work/out" 2> "$work/err" &

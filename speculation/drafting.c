@@ -447,9 +447,13 @@ static float propose_suffix(DraftSource* source, const Sequence* sequence, Candi
     int tokens[2][TREE_MAX_NODES], parents[2][TREE_MAX_NODES];
     float scores[2][TREE_MAX_NODES], expected[2] = {0, 0};
     int counts[2] = {0, 0};
+    // a match leaves the index's depth less its length for the continuation: at most what lets the shape's
+    // whole depth follow (a 24-token match once capped a 16-deep chain at 8 on a verbatim repeat)
+    int max_match = SUFFIX_DRAFT_DEPTH - shape.depth < SUFFIX_DRAFT_MAX_MATCH ? SUFFIX_DRAFT_DEPTH - shape.depth
+                                                                              : SUFFIX_DRAFT_MAX_MATCH;
     for (int i = 0; i < 2; i++) {
         int length;
-        int node = suffix_match(indexes[i], sequence->tokens, sequence->n_tokens, SUFFIX_DRAFT_MAX_MATCH, &length);
+        int node = suffix_match(indexes[i], sequence->tokens, sequence->n_tokens, max_match, &length);
         if (length == 0) { continue; }
         int depth = shape.depth < SUFFIX_DRAFT_DEPTH - length ? shape.depth : SUFFIX_DRAFT_DEPTH - length;
         counts[i] = suffix_propose(indexes[i], node, shape.nodes - 1, depth, tokens[i], parents[i], scores[i]);

@@ -566,6 +566,29 @@ static void test_eligibility(void) {
     check(tree.n_nodes == 5, "every candidate eligible: a tree of %d nodes (expected 5)", tree.n_nodes);
 }
 
+// The suffix draft on a verbatim repeat proposes the whole depth asked for: a 16-deep chain after a phrase
+// seen before (a match as long as the index allows once left the continuation 8 levels).
+static void test_suffix_depth(Target* target) {
+    DraftSource source;
+    draft_source_init(&source, DRAFT_SUFFIX, (TreeShape){1, 16, 17}, NULL, target);
+    int tokens[100];
+    for (int i = 0; i < 60; i++) { tokens[i] = 20 + (i * 37) % 200; }     // a 60-token phrase, no token repeated
+    for (int i = 0; i < 30; i++) { tokens[60 + i] = tokens[i]; }          // and its first 30 tokens again
+    Sequence sequence;
+    memset(&sequence, 0, sizeof(sequence));
+    sequence.tokens = tokens;
+    sequence.n_tokens = sequence.n_committed = sequence.capacity = 90;
+    draft_source_begin_request(&source, 90);
+    draft_source_sync(&source, &sequence);
+    Tree tree;
+    draft_source_propose(&source, target, &sequence, &tree, 64);
+    int right = tree.n_nodes == 17 && tree.max_depth == 16;
+    for (int i = 1; right && i < tree.n_nodes; i++) { right = tree.tokens[i] == tokens[30 + i - 1]; }
+    check(right, "a 16-deep suffix chain on a verbatim repeat: %d nodes, depth %d (expected 17 nodes, depth 16, the "
+          "phrase's continuation)", tree.n_nodes, tree.max_depth);
+    draft_source_free(&source);
+}
+
 // A pass's costs as adaptive speculation learns them: a hot swap in the pass is not drafting's cost (it
 // comes with a publish), nor is the catch-up (charged per token apart).
 static void test_pass_costs(Target* target) {
@@ -618,6 +641,7 @@ int main(void) {
     test_stop_conditions(&target);
     test_pass_costs(&target);
     test_eligibility();
+    test_suffix_depth(&target);
     test_sampling_lossless();
     test_sampling_edges();
     test_sampling_end_to_end(&target);

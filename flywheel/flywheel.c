@@ -804,17 +804,18 @@ int train_offline(const Options* o) {
         target_free(&target);
         return 1;
     }
-    if (check_writable(o->out_path, 1, &err) != 0) { // before any work, after the inputs
-        fprintf(stderr, "error: %s\n", err.message);
-        traffic_free(&traffic);
-        target_free(&target);
-        return 1;
-    }
     int room;
     Draft draft;
     if ((o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) || prompt_room(&target, o->max_new, &room, &err) != 0 ||
         replay_load_draft(&draft, o->draft, &target, o->draft_vocab, (uint64_t)o->seed, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
+        traffic_free(&traffic);
+        target_free(&target);
+        return 1;
+    }
+    if (check_writable(o->out_path, 1, &err) != 0) { // before any work, after every input (the draft's start too)
+        fprintf(stderr, "error: %s\n", err.message);
+        draft_free(&draft);
         traffic_free(&traffic);
         target_free(&target);
         return 1;

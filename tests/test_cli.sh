@@ -143,6 +143,9 @@ expect_error "replay with a missing traffic file" "cannot open" "$AURORA" replay
 expect_error "train with a missing model" "cannot open" "$AURORA" train -m "$work/absent.gguf" --traffic "$traffic" \
     -o "$work/never_made/d.gguf"
 [ ! -e "$work/never_made" ] && pass || fail "train with a missing model left its output directory behind"
+expect_error "train with an unknown domain" "domain" "$AURORA" train -m "$model" --traffic "$traffic" --domain klingon \
+    -o "$work/never_made/d.gguf"
+[ ! -e "$work/never_made" ] && pass || fail "train with an unknown domain left its output directory behind"
 # every command that writes reads its inputs first: a bad input leaves no directory behind
 expect_error "convert with a missing model" "cannot open" "$AURORA" convert -m "$work/absent.gguf" --type f32 \
     -o "$work/never_made/m.gguf"

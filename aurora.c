@@ -443,19 +443,6 @@ static int fail(const Error* err) {
     return 1;
 }
 
-// An output must never replace one of the run's inputs (draft-init -m X -o X would destroy the model).
-static int check_not_input(const char* output, const char* flag, const char* const* inputs, const char* const* input_flags,
-                           int n_inputs) {
-    for (int i = 0; i < n_inputs; i++) {
-        if (inputs[i] && same_file(output, inputs[i])) {
-            fprintf(stderr, "error: %s %s is the same file as %s %s; choose another output path\n", flag, output,
-                    input_flags[i], inputs[i]);
-            return 1;
-        }
-    }
-    return 0;
-}
-
 // That, and the output can be written (with create_directory, its directory is made).
 static int check_output(const char* output, const char* flag, const char* const* inputs, const char* const* input_flags,
                         int n_inputs, int create_directory) {

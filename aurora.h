@@ -88,8 +88,10 @@ int make_directories(const char* path, Error* err);
 // Checks, before any work starts, that path can be written: its directory exists (or, with
 // create_directory, is created) and a file can be created in it. Nothing at path itself changes.
 int check_writable(const char* path, int create_directory, Error* err);
-// Whether two paths name the same existing file (an output must never replace one of the run's inputs).
-int same_file(const char* a, const char* b);
+// An output must never replace one of the run's inputs (draft-init -m X -o X would destroy the model):
+// 1 after a one-line "error:" naming both when output is the same file as one of them, else 0.
+int check_not_input(const char* output, const char* flag, const char* const* inputs, const char* const* input_flags,
+                    int n_inputs);
 
 // SIGINT / SIGTERM during a long run (replay, train): the first asks the run to stop after the work in
 // flight (stop_requested() returns the signal number), a second exits at once. Runs poll stop_requested

@@ -161,9 +161,22 @@ static char* directory_of(const char* path) {
     return result;
 }
 
-int same_file(const char* a, const char* b) {
+// Whether two paths name the same existing file.
+static int same_file(const char* a, const char* b) {
     struct stat info_a, info_b;
     return stat(a, &info_a) == 0 && stat(b, &info_b) == 0 && info_a.st_dev == info_b.st_dev && info_a.st_ino == info_b.st_ino;
+}
+
+int check_not_input(const char* output, const char* flag, const char* const* inputs, const char* const* input_flags,
+                    int n_inputs) {
+    for (int i = 0; i < n_inputs; i++) {
+        if (inputs[i] && same_file(output, inputs[i])) {
+            fprintf(stderr, "error: %s %s is the same file as %s %s; choose another output path\n", flag, output,
+                    input_flags[i], inputs[i]);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 int check_writable(const char* path, int create_directory, Error* err) {

@@ -357,8 +357,8 @@ int plot_runs(const char* out_path, const char* title, const char* const* runs, 
         } else {
             svg_default_label(path, labels[k], 256);
         }
-        if (same_file(path, out_path)) {
-            fprintf(stderr, "error: -o %s is the same file as the run %s; choose another output path\n", out_path, path);
+        const char* run_flag = "the run";
+        if (check_not_input(out_path, "-o", (const char* const*)&path, &run_flag, 1) != 0) {
             status = 1;
         } else if (read_requests_csv(path, &rows[k], &err) != 0) {
             fprintf(stderr, "error: %s\n", err.message);

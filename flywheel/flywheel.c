@@ -555,13 +555,13 @@ int replay_run(const Options* o) {
     char* eval_path = path_join(o->out_dir, "held_back.csv");
     Target target;
     Traffic traffic;
-    int room = 0, have_target = 0, have_traffic = 0;
+    int room = 0;
     // the inputs, then whether every output can be written (after the inputs are read: a bad model or
     // traffic file leaves no empty output directory behind), before any work; the first failure's message
     // is in err
     const Backend* backend = backend_by_name(o->backend_name ? o->backend_name : o->use_cuda ? "cuda" : "cpu", &err);
     int status = backend == NULL || target_load(&target, o->model_path, backend, o->context, o->batch, &err) != 0;
-    have_target = !status;
+    int have_target = !status, have_traffic = 0;
     if (status == 0) { status = traffic_load(&traffic, o->traffic_path, &err) != 0; have_traffic = !status; }
     if (status == 0) {
         status = (o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) ||

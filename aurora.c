@@ -169,6 +169,8 @@ static const Flag FLAGS[] = {
     {"batch-requests", NULL, "--batch-requests", FLAG_INT, "B", 1, FLYWHEEL_MAX_BATCH, NULL, OPTION(batch_requests), "records per optimiser step"},
     {"buffer", NULL, "--buffer", FLAG_INT, "N", 1, 1 << 16, NULL, OPTION(buffer_capacity), "record buffer size (the oldest is dropped when full)"},
     {"pool", NULL, "--pool", FLAG_INT, "N", 1, 1 << 16, NULL, OPTION(pool_capacity), "records kept for training; each step samples from the newest N"},
+    {"pool-sampling", NULL, "--pool-sampling", FLAG_CHOICE, "HOW", 0, 0, "uniform|new-first", OPTION(pool_sampling),
+     "a step's records: sampled from the pool, or first the ones no step has drawn yet"},
     {"steps-per-request", NULL, "--steps-per-request", FLAG_INT, "R", 1, 1 << 16, NULL, OPTION(steps_per_request),
      "lockstep: optimiser steps per request served (threaded: as fast as it goes)"},
     {"train-share", NULL, "--train-share", FLAG_FLOAT, "F", 0.01, 1, NULL, OPTION(train_share),
@@ -944,7 +946,7 @@ static const Command COMMANDS[] = {
      "  serves every request of FILE with speculative decoding and writes DIR/requests.csv, DIR/summary.txt and\n"
      "  DIR/acceptance.svg. Ctrl-C stops after the request in flight and saves everything (a second Ctrl-C exits).",
      "model traffic online static no-spec draft-init order domain requests from max-new out-dir label save-draft "
-     "sync-every sync-schedule batch-requests buffer pool steps-per-request train-share load eval-every eval-requests lr warmup clip "
+     "sync-every sync-schedule batch-requests buffer pool pool-sampling steps-per-request train-share load eval-every eval-requests lr warmup clip "
      "ttt-length loss prompt-weight context-window freeze-head adapt-vocab discard-weight discard-top-k source spec-k spec-depth "
      "spec-nodes spec-fixed temp top-p seed draft-vocab context batch device backend",
      "model traffic", 0, 0, NULL, run_defaults, command_replay},

@@ -1145,31 +1145,46 @@ typedef struct {
     float score;        // the drafter's cumulative log-probability (for top-k selection)
 } DiscardNode;
 
-// One finished request.
+// One finished request. The target's states are kept in fp16: half the memory of fp32, so that a pool can
+// hold every request served (a median request of the shipped traffic, 290 positions of 4C values, is 1.3 MB);
+// the trainer reads them back as fp32 (record_rows_f32). fp16 rather than bf16 (what SpecForge stores, its
+// targets running in bf16): 3 more bits of mantissa, and the residual stream's massive activations (up to
+// 22,272 in SmolLM2's middle and deep taps, at the first token) fit below fp16's 65,504; a larger value is
+// kept as +-65,504 rather than infinity. docs/learning-study.md measures the rounding's effect on learning.
+#define RECORD_TYPE TYPE_F16
 typedef struct {
     int n_tokens;       // prompt + generated tokens
     int n_committed;    // positions with target features (n_tokens - 1: the last token never ran)
     int n_prompt;
     int draft_version;  // the draft version that served it
     int* tokens;        // (n_tokens)
-    float* features;    // (n_committed, 3C) g_t: the target's tapped residual streams, concatenated
-    float* hidden;      // (n_committed, C) the target's final hidden state h_t
+    uint16_t* features; // (n_committed, 3C) fp16 g_t: the target's tapped residual streams, concatenated
+    uint16_t* hidden;   // (n_committed, C) fp16 the target's final hidden state h_t
+    int keep_discard;   // record the rejected nodes (only the discard loss reads them: they are as many as
+                        // the completion's positions times the rejected depth, more than the sequence's own)
     int n_discard, discard_capacity;
     DiscardNode* discard;       // (n_discard)
-    float* discard_features;    // (n_discard, 3C) g at each node's parent
-    float* discard_hidden;      // (n_discard, C) the target's final hidden state at the node
+    uint16_t* discard_features; // (n_discard, 3C) fp16 g at each node's parent
+    uint16_t* discard_hidden;   // (n_discard, C) fp16 the target's final hidden state at the node
     int dim;            // C
 } Record;
 
-Record* record_new(int dim);
+// keep_discard: whether record_add_verify_step keeps the rejected nodes (the discard loss is on).
+Record* record_new(int dim, int keep_discard);
 void record_free(Record* record);
-// Appends the rejected nodes of one verify pass. features (N, 3C) and hidden (N, C) are the verify pass's
-// (target->host).
+// Appends the rejected nodes of one verify pass (nothing without keep_discard). features (N, 3C) and
+// hidden (N, C) are the verify pass's (target->host).
 void record_add_verify_step(Record* record, const Tree* tree, const Acceptance* acceptance, const float* features,
                             const float* hidden, int verify_step);
 // Copies the finished sequence into the record.
 void record_finish(Record* record, const int* tokens, int n_tokens, int n_committed, int n_prompt,
                    const float* features, const float* hidden, int draft_version);
+// n_rows rows of width values of a record's states (features, hidden or the discard nodes') as fp32, and
+// back (rounded to nearest, saturating at +-65,504; NaN stays NaN).
+void record_rows_f32(float* out, const uint16_t* rows, int n_rows, int width);
+void record_rows_store(uint16_t* rows, const float* values, int n_rows, int width);
+// Bytes a record holds (its states, tokens and rejected nodes): what a pool of them costs.
+size_t record_bytes(const Record* record);
 
 // A bounded ring buffer between serving and training: push never blocks (when full, the oldest
 // record is dropped and counted); pop waits for records unless told not to.
@@ -1707,6 +1722,8 @@ typedef struct {
     int eval_every;             // replay: measure the served draft on the held-back set every this many requests (0: off)
     int eval_requests;          // replay: requests held back from the stream for that
     int sync_every, lockstep_every, batch_requests, buffer_capacity, pool_capacity, steps_per_request;
+    const char* pool_sampling;  // replay: "uniform" (each step samples the pool) or "new-first" (records no step
+                                // has drawn first, then samples)
     float train_share;          // replay: the share of one core the trainer thread may use (duty cycle)
     float load;                 // replay: the offered load (1: requests back to back; below 1: idle gaps, and an
                                 // online trainer trains only in them)

@@ -56,10 +56,18 @@ typedef struct {
     int gap_batch[FLYWHEEL_MAX_BATCH], gap_batch_size; // the next step's pool slots (0: none drawn yet)
     int gaps_without_step;
     // the training pool: the newest pool_capacity records; each step samples its batch from them, so a
-    // record teaches more than once (Aurora's sample pool) while the trainer keeps pace with serving
+    // record teaches more than once (Aurora's sample pool) while the trainer keeps pace with serving.
+    // With pool_new_first, a step's batch first takes the records no step has drawn yet, oldest first,
+    // and samples the rest: every record teaches at least once, however large the pool (uniform sampling
+    // from a pool of N leaves a record that arrives when it holds n about (n / N)^steps_per_record's
+    // chance of never being drawn by the N-th request: a third of the last tenth, at 4 steps a request).
     int pool_capacity;
     int pool_count, pool_next;
+    int pool_new_first;
+    int pool_undrawn;       // the newest records no step has drawn yet (pool_new_first)
     Record** pool;          // (pool_capacity)
+    size_t pool_bytes;      // what the records in it hold (record_bytes), and the most it held
+    size_t pool_peak_bytes;
     uint64_t pool_rng;
     long records_taken;
     pthread_t thread;
@@ -89,9 +97,16 @@ static int flywheel_take_records(Flywheel* flywheel, int wait) {
         Record* arrived[FLYWHEEL_MAX_BATCH];
         n = record_buffer_pop(flywheel->records, arrived, FLYWHEEL_MAX_BATCH, total == 0 ? wait : 0);
         for (int i = 0; i < n; i++) {
-            if (flywheel->pool_count == flywheel->pool_capacity) { record_free(flywheel->pool[flywheel->pool_next]); }
-            else { flywheel->pool_count++; }
+            if (flywheel->pool_count == flywheel->pool_capacity) {
+                flywheel->pool_bytes -= record_bytes(flywheel->pool[flywheel->pool_next]);
+                record_free(flywheel->pool[flywheel->pool_next]);
+            } else {
+                flywheel->pool_count++;
+            }
             flywheel->pool[flywheel->pool_next] = arrived[i];
+            if (flywheel->pool_undrawn < flywheel->pool_count) { flywheel->pool_undrawn++; }
+            flywheel->pool_bytes += record_bytes(arrived[i]);
+            if (flywheel->pool_bytes > flywheel->pool_peak_bytes) { flywheel->pool_peak_bytes = flywheel->pool_bytes; }
             flywheel->pool_next = (flywheel->pool_next + 1) % flywheel->pool_capacity;
             if (flywheel->trainer.settings.adapt_vocabulary) { trainer_count_tokens(&flywheel->trainer, arrived[i]); }
         }
@@ -102,11 +117,18 @@ static int flywheel_take_records(Flywheel* flywheel, int wait) {
     return total;
 }
 
-// The next step's batch: batch_requests pool slots drawn with replacement (seeded, so lockstep runs
-// repeat). Returns how many.
+// The next step's batch: batch_requests pool slots, with pool_new_first the undrawn records first (oldest
+// first), the rest drawn with replacement (seeded, so lockstep runs repeat). Returns how many.
 static int flywheel_draw_batch(Flywheel* flywheel, int* slots) {
     int n = flywheel->batch_requests < flywheel->pool_count ? flywheel->batch_requests : flywheel->pool_count;
-    for (int i = 0; i < n; i++) { slots[i] = (int)(random_u32(&flywheel->pool_rng) % (uint32_t)flywheel->pool_count); }
+    for (int i = 0; i < n; i++) {
+        if (flywheel->pool_new_first && flywheel->pool_undrawn > 0) {
+            slots[i] = (flywheel->pool_next - flywheel->pool_undrawn + flywheel->pool_capacity) % flywheel->pool_capacity;
+            flywheel->pool_undrawn--;
+        } else {
+            slots[i] = (int)(random_u32(&flywheel->pool_rng) % (uint32_t)flywheel->pool_count);
+        }
+    }
     return n;
 }
 
@@ -288,7 +310,7 @@ Options replay_default_options(void) {
     o.train.prompt_weight = 1.0f; o.train.context_window = 512; o.train.ttt_length = 2;
     o.loss_name = "fkl";
     o.sync_every = 4; o.batch_requests = 1; o.lockstep_every = 0; o.buffer_capacity = 16;
-    o.pool_capacity = REPLAY_DEFAULT_POOL; o.steps_per_request = 4;
+    o.pool_capacity = REPLAY_DEFAULT_POOL; o.pool_sampling = "uniform"; o.steps_per_request = 4;
     o.eval_every = 0; o.eval_requests = REPLAY_DEFAULT_EVAL_REQUESTS; o.train_share = 1.0f; o.load = 1.0f;
     return o;
 }
@@ -389,7 +411,7 @@ static int record_greedy_outputs(Target* target, const TrafficRequest* requests,
     for (int r = 0; r < n && !stop_requested(); r++) {
         int n_prompt = prompt_encode(&target->tokenizer, requests[r].prompt, requests[r].chat, prompt, room, &err);
         if (n_prompt < 0) { (*skipped)++; continue; }
-        Record* record = record_new(target->config.dim);
+        Record* record = record_new(target->config.dim, 0);   // drafted by nothing: no rejected nodes
         SpecStats stats;
         generate_speculative(target, &source, prompt, n_prompt, max_new, greedy, 0, out, &stats, NULL, NULL, record);
         records[n_records++] = record;
@@ -518,6 +540,8 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
                 "taken into the pool / %d left in the buffer, final version %d, %ld publishes skipped\n",
                 flywheel->trainer.step, flywheel->trainer.rejected_updates, pushed, dropped, flywheel->records_taken, waiting,
                 flywheel->published_version, weight_exchange_skipped(flywheel->exchange));
+        fprintf(f, "training pool: %d of %d records at the end (%.1f MB; at most %.1f MB)\n", flywheel->pool_count,
+                flywheel->pool_capacity, flywheel->pool_bytes / 1e6, flywheel->pool_peak_bytes / 1e6);
         if (flywheel->trainer.settings.adapt_vocabulary) {
             fprintf(f, "draft vocabulary: %ld entries replaced by tokens of the traffic\n", flywheel->trainer.vocabulary_swaps);
         }
@@ -626,6 +650,7 @@ int replay_run(const Options* o) {
                        o->lockstep_every, o->pool_capacity, o->steps_per_request, o->load < 1.0f, (uint64_t)o->seed);
         source.exchange = flywheel.exchange;
         flywheel.train_share = o->train_share > 0 ? o->train_share : 1.0f;
+        flywheel.pool_new_first = strcmp(o->pool_sampling, "new-first") == 0;
     }
     stop_signals_install();   // (before the held-back set: an interrupt there still writes the summary)
     HeldBack held_back;
@@ -670,7 +695,7 @@ int replay_run(const Options* o) {
             fprintf(rows, "%d,%s,0,0,0,0,0,%d,skipped_prompt_too_long,0\n", r, request->domain, source.draft_version);
             fflush(rows);
         } else {
-            Record* record = online ? record_new(target.config.dim) : NULL;
+            Record* record = online ? record_new(target.config.dim, o->train.discard_weight > 0.0f) : NULL;
             SpecStats stats;
             int n = generate_speculative(&target, &source, prompt, n_prompt, o->max_new, o->sampling,
                                          (uint64_t)o->seed + (uint64_t)r, out, &stats, NULL, NULL, record);

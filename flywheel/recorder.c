@@ -4,8 +4,9 @@ the bounded record buffer and the weight exchange (a double buffer of draft weig
 
 Per finished request (a Record): the tokens, the target's taps g_t and final hidden states h_t at every
 committed position (the trainer recomputes the target's distributions from h_t with the frozen LM head),
-the prompt length and the draft version that served it; and for every verify pass, each rejected tree
-node with its token, its parent's taps and its own target hidden state: the discard loss's inputs.
+in fp16, the prompt length and the draft version that served it; and, when the discard loss will read
+them, for every verify pass each rejected tree node with its token, its parent's taps and its own target
+hidden state.
 
 The RecordBuffer is the only thing serving and training share besides the weight double buffer
 (flywheel.c). Serving pushes and never waits: when the buffer is full the oldest record is dropped and
@@ -14,10 +15,30 @@ counted. Training pops, waiting when it is empty.
 #include <pthread.h>
 #include "aurora.h"
 
-Record* record_new(int dim) {
+Record* record_new(int dim, int keep_discard) {
     Record* record = callocCheck(1, sizeof(Record));
     record->dim = dim;
+    record->keep_discard = keep_discard;
     return record;
+}
+
+void record_rows_f32(float* out, const uint16_t* rows, int n_rows, int width) {
+    dequantize_row(RECORD_TYPE, rows, out, (int64_t)n_rows * width);
+}
+
+void record_rows_store(uint16_t* rows, const float* values, int n_rows, int width) {
+    const float largest = 65504.0f;   // fp16's largest finite value
+    for (size_t i = 0; i < (size_t)n_rows * width; i++) {
+        float x = values[i];
+        rows[i] = fp32_to_fp16(x > largest ? largest : x < -largest ? -largest : x);   // NaN fails both: kept
+    }
+}
+
+size_t record_bytes(const Record* record) {
+    size_t C = (size_t)record->dim;
+    return sizeof(Record) + (size_t)record->n_tokens * sizeof(int)
+         + (size_t)record->n_committed * (TAP_LAYERS + 1) * C * sizeof(uint16_t)
+         + (size_t)record->discard_capacity * (sizeof(DiscardNode) + (TAP_LAYERS + 1) * C * sizeof(uint16_t));
 }
 
 void record_free(Record* record) {
@@ -37,8 +58,8 @@ static void record_reserve_discard(Record* record, int needed) {
     while (capacity < needed) { capacity *= 2; }
     size_t C = (size_t)record->dim;
     record->discard = realloc(record->discard, (size_t)capacity * sizeof(DiscardNode));
-    record->discard_features = realloc(record->discard_features, (size_t)capacity * 3 * C * sizeof(float));
-    record->discard_hidden = realloc(record->discard_hidden, (size_t)capacity * C * sizeof(float));
+    record->discard_features = realloc(record->discard_features, (size_t)capacity * TAP_LAYERS * C * sizeof(uint16_t));
+    record->discard_hidden = realloc(record->discard_hidden, (size_t)capacity * C * sizeof(uint16_t));
     if (!record->discard || !record->discard_features || !record->discard_hidden) {
         fprintf(stderr, "error: out of memory recording rejected nodes\n");
         exit(EXIT_FAILURE);
@@ -48,6 +69,7 @@ static void record_reserve_discard(Record* record, int needed) {
 
 void record_add_verify_step(Record* record, const Tree* tree, const Acceptance* acceptance, const float* features,
                             const float* hidden, int verify_step) {
+    if (!record->keep_discard) { return; }
     int N = tree->n_nodes, C = record->dim;
     uint8_t accepted[TREE_MAX_NODES] = {0};
     for (int i = 0; i <= acceptance->n_accepted; i++) { accepted[acceptance->path[i]] = 1; }
@@ -65,8 +87,9 @@ void record_add_verify_step(Record* record, const Tree* tree, const Acceptance* 
         node->prefix_end = tree->root_position + n_accepted_ancestors;
         node->verify_step = verify_step;
         node->score = tree->scores[i];
-        memcpy(record->discard_features + (size_t)record->n_discard * 3 * C, features + (size_t)parent * 3 * C, (size_t)3 * C * sizeof(float));
-        memcpy(record->discard_hidden + (size_t)record->n_discard * C, hidden + (size_t)i * C, (size_t)C * sizeof(float));
+        record_rows_store(record->discard_features + (size_t)record->n_discard * TAP_LAYERS * C,
+                          features + (size_t)parent * TAP_LAYERS * C, 1, TAP_LAYERS * C);
+        record_rows_store(record->discard_hidden + (size_t)record->n_discard * C, hidden + (size_t)i * C, 1, C);
         discard_index[i] = record->n_discard++;
     }
 }
@@ -83,10 +106,10 @@ void record_finish(Record* record, const int* tokens, int n_tokens, int n_commit
     record->draft_version = draft_version;
     record->tokens = mallocCheck((size_t)n_tokens * sizeof(int));
     memcpy(record->tokens, tokens, (size_t)n_tokens * sizeof(int));
-    record->features = mallocCheck((size_t)n_committed * 3 * C * sizeof(float));
-    memcpy(record->features, features, (size_t)n_committed * 3 * C * sizeof(float));
-    record->hidden = mallocCheck((size_t)n_committed * C * sizeof(float));
-    memcpy(record->hidden, hidden, (size_t)n_committed * C * sizeof(float));
+    record->features = mallocCheck((size_t)n_committed * TAP_LAYERS * C * sizeof(uint16_t));
+    record_rows_store(record->features, features, n_committed, TAP_LAYERS * (int)C);
+    record->hidden = mallocCheck((size_t)n_committed * C * sizeof(uint16_t));
+    record_rows_store(record->hidden, hidden, n_committed, (int)C);
 }
 
 // ----------------------------------------------------------------------------

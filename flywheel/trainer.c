@@ -365,10 +365,9 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
     int total_keys = block_offset[n_steps];
 
     // step-0 inputs of fc: the sequence's taps, then each discard node's parent's taps
-    memcpy(ws->host_rows, record->features + (size_t)first_column * G, (size_t)T * G * sizeof(float));
+    record_rows_f32(ws->host_rows, record->features + (size_t)first_column * G, T, G);
     for (int j = 0; j < D; j++) {
-        memcpy(ws->host_rows + (size_t)(T + j) * G, record->discard_features + (size_t)ws->discard_used[j] * G,
-               (size_t)G * sizeof(float));
+        record_rows_f32(ws->host_rows + (size_t)(T + j) * G, record->discard_features + (size_t)ws->discard_used[j] * G, 1, G);
     }
     b->upload(ws->act[0].features, ws->host_rows, (size_t)(T + D) * G * sizeof(float));
 
@@ -423,9 +422,9 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         for (int i = 0; i < n_loss; i++) {
             int row = ws->host_loss_rows[i];
             if (k == 0) {
-                const float* h = row < T ? record->hidden + (size_t)(first_column + row + 1) * C
-                                         : record->discard_hidden + (size_t)ws->discard_used[row - T] * C;
-                memcpy(ws->host_rows + (size_t)i * C, h, (size_t)C * sizeof(float));
+                const uint16_t* h = row < T ? record->hidden + (size_t)(first_column + row + 1) * C
+                                            : record->discard_hidden + (size_t)ws->discard_used[row - T] * C;
+                record_rows_f32(ws->host_rows + (size_t)i * C, h, 1, C);
             }
             ws->host_target_tokens[i] = row < T ? record->tokens[first_column + row + k + 2] : -1;
             ws->host_loss_weights[i] = row < T ? scale * weight_k * ws->host_loss_weights[i] / weight_sum

@@ -434,8 +434,7 @@ static double dump_unroll_steps(Dump* d, Trainer* trainer, const Record* record,
         if (n_sequence == 0) { continue; }
         // the teacher: p = softmax(W_lm[d2t] h) at the position before the predicted token
         for (int i = 0; i < n_sequence; i++) {
-            memcpy(hidden + (size_t)i * C, record->hidden + (size_t)(plan.first_column + rows[i] + k + 1) * C,
-                   (size_t)C * sizeof(float));
+            record_rows_f32(hidden + (size_t)i * C, record->hidden + (size_t)(plan.first_column + rows[i] + k + 1) * C, 1, C);
             int target_id = record->tokens[plan.first_column + rows[i] + k + 2];
             target_tokens[i] = draft->t2d[target_id];
         }
@@ -575,7 +574,7 @@ static int command_dump(Options* o) {
     if (d.doc == NULL) { fprintf(stderr, "error: out of memory\n"); exit(EXIT_FAILURE); }
 
     // 1. the request: speculative generation with a record (what the trainer trains on)
-    Record* record = record_new(C);
+    Record* record = record_new(C, o->train.discard_weight > 0.0f);
     int* generated = mallocCheck((size_t)(o->n_predict + 1) * sizeof(int));
     SpecStats stats;
     generate_speculative(&target, &source, prompt, n_prompt, o->n_predict, greedy, (uint64_t)o->seed, generated, &stats,
@@ -588,11 +587,17 @@ static int command_dump(Options* o) {
     dump_add_2d(&d, "request.prompt", "I32 [n_prompt]: the prompt's token ids", ELEMENT_I32, n_prompt, 1, prompt);
     dump_add_2d(&d, "request.tokens", "I32 [n_tokens]: prompt + generated tokens (greedy speculative decoding)", ELEMENT_I32,
                 record->n_tokens, 1, record->tokens);
+    // the record keeps the target's states in fp16: dumped as the fp32 values the trainer reads
+    float* states = mallocCheck((size_t)record->n_committed * TAP_LAYERS * C * sizeof(float));
+    record_rows_f32(states, record->features, record->n_committed, TAP_LAYERS * C);
     dump_add_2d(&d, "request.features", "F32 [n_committed, 3C]: g_t, the target's tapped residual streams (outputs of the "
-                "tap layers, low, mid, high) at every verified position", ELEMENT_F32, record->n_committed, 3 * C, record->features);
+                "tap layers, low, mid, high) at every verified position, rounded to fp16 as the record keeps them",
+                ELEMENT_F32, record->n_committed, 3 * C, states);
+    record_rows_f32(states, record->hidden, record->n_committed, C);
     dump_add_2d(&d, "request.hidden", "F32 [n_committed, C]: h_t, the target's final-norm output at every verified position "
-                "(the teacher: softmax(target_head h_t) is the target's distribution of token t + 1)", ELEMENT_F32,
-                record->n_committed, C, record->hidden);
+                "(the teacher: softmax(target_head h_t) is the target's distribution of token t + 1), rounded to fp16 as "
+                "the record keeps them", ELEMENT_F32, record->n_committed, C, states);
+    free(states);
     float* rows = mallocCheck((size_t)(record->n_tokens > V_d ? record->n_tokens : V_d) * C * sizeof(float));
     if (target_read_rows(&target, "token_embd.weight", record->tokens, record->n_tokens, rows, &err) != 0) {
         fprintf(stderr, "error: internal: dump: %s\n", err.message);

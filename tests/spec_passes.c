@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
     DraftSource source;
     TreeShape shape = {1, depth, depth + 1};
     draft_source_init(&source, DRAFT_EAGLE, shape, &draft, &target);
-    Record* record = record_new(target.config.dim);
+    Record* record = record_new(target.config.dim, 1);
     SamplerSettings greedy = {0.0f, 1.0f};
     SpecStats stats;
     int* out = mallocCheck((size_t)(n_tokens + 1) * sizeof(int));

@@ -1110,7 +1110,7 @@ static void test_trainer_steps(void) {
 
     // a non-finite record is rejected on every backend: the weights stay bit-identical, the rejection counts
     Record* bad = make_record(&ref_target, &draft, (const int[]){20, 21, 22, 23, 24}, 5, 8);
-    bad->hidden[(size_t)(bad->n_committed - 1) * ref_target.config.dim] = NAN;
+    bad->hidden[(size_t)(bad->n_committed - 1) * ref_target.config.dim] = fp32_to_fp16(NAN);   // records keep fp16
     Trainer got;
     trainer_init(&got, &draft, &got_target, trainer_default_settings());
     float* before = copy_floats(got.draft.weight_arena, draft.n_weight_floats);

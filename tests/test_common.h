@@ -187,7 +187,7 @@ static int remove_tree(const char* path) {
 static Record* make_record(Target* target, Draft* draft, const int* prompt, int n_prompt, int max_new) {
     DraftSource source;
     draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, draft, target);
-    Record* record = record_new(target->config.dim);
+    Record* record = record_new(target->config.dim, 1);
     int out[64];
     SpecStats stats;
     SamplerSettings greedy = {0.0f, 1.0f};

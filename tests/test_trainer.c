@@ -227,13 +227,67 @@ static void test_masks(void) {
     check(n == 1 && used_k[0] == 0, "top-1 discard selection should keep node 0 only (kept %d)", n);
 }
 
+// ---- what a record keeps: the target's states in fp16, rejected nodes only when asked -----------
+static void test_record_storage(Target* target) {
+    Draft draft;
+    draft_init_random(&draft, target, 100, NULL, 3);
+    int prompt[7] = {30, 31, 32, 33, 34, 35, 36}, C = target->config.dim, G = TAP_LAYERS * C;
+    Record* with = make_record(target, &draft, prompt, 7, 10);   // keeps rejected nodes
+    DraftSource source;
+    draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, &draft, target);
+    Record* without = record_new(C, 0);
+    int out[64];
+    SpecStats stats;
+    SamplerSettings greedy = {0.0f, 1.0f};
+    generate_speculative(target, &source, prompt, 7, 10, greedy, 0, out, &stats, NULL, NULL, without);
+    draft_source_free(&source);
+    check(with->n_discard > 0 && without->n_discard == 0 && without->discard_features == NULL,
+          "a record without keep_discard keeps no rejected nodes (%d, with it %d)", without->n_discard, with->n_discard);
+    check(with->n_committed == without->n_committed && with->n_tokens == without->n_tokens &&
+          memcmp(with->tokens, without->tokens, (size_t)with->n_tokens * sizeof(int)) == 0 &&
+          memcmp(with->features, without->features, (size_t)with->n_committed * G * sizeof(uint16_t)) == 0 &&
+          memcmp(with->hidden, without->hidden, (size_t)with->n_committed * C * sizeof(uint16_t)) == 0,
+          "keeping the rejected nodes must not change the sequence or its states");
+    check(record_bytes(without) < record_bytes(with), "record_bytes counts the rejected nodes (%zu vs %zu)",
+          record_bytes(without), record_bytes(with));
+    // the states are the target's, each rounded to the nearest fp16: the prompt's from a plain prefill
+    float* features = mallocCheck((size_t)7 * G * sizeof(float));
+    float* hidden = mallocCheck((size_t)7 * C * sizeof(float));
+    float* stored = mallocCheck((size_t)7 * G * sizeof(float));
+    target_prefill(target, prompt, 7, 0, features, hidden);
+    long off = 0, not_nearest = 0;
+    for (int part = 0; part < 2; part++) {
+        const float* want = part == 0 ? features : hidden;
+        int n = part == 0 ? 7 * G : 7 * C;
+        record_rows_f32(stored, part == 0 ? without->features : without->hidden, 7, part == 0 ? G : C);
+        for (int i = 0; i < n; i++) {
+            off += stored[i] != fp16_to_fp32(fp32_to_fp16(want[i]));
+            // half a unit in the last place: 2^-11 relative for a normal fp16, 2^-25 for a subnormal
+            not_nearest += fabsf(stored[i] - want[i]) > fmaxf(fabsf(want[i]) * (1.0f / 2048.0f), 1.0f / 33554432.0f);
+        }
+    }
+    check(off == 0 && not_nearest == 0, "the record's states must be the target's rounded to fp16 (%ld differ, %ld beyond "
+          "half a unit)", off, not_nearest);
+    // beyond fp16's range a state saturates (a massive activation stays large and finite); NaN stays NaN
+    float extremes[5] = {1e6f, -70000.0f, 65504.0f, NAN, 3.0f}, back[5];
+    uint16_t packed[5];
+    record_rows_store(packed, extremes, 1, 5);
+    record_rows_f32(back, packed, 1, 5);
+    check(back[0] == 65504.0f && back[1] == -65504.0f && back[2] == 65504.0f && isnan(back[3]) && back[4] == 3.0f,
+          "saturation: %g %g %g %g %g, expected 65504 -65504 65504 nan 3", back[0], back[1], back[2], back[3], back[4]);
+    free(features); free(hidden); free(stored);
+    record_free(with);
+    record_free(without);
+    draft_free(&draft);
+}
+
 // ---- non-finite updates, ring buffer, exchange -------------------------------------------------
 static void test_rejection_and_buffers(Target* target) {
     Draft draft;
     draft_init_random(&draft, target, 100, NULL, 2);
     int prompt[5] = {20, 21, 22, 23, 24};
     Record* record = make_record(target, &draft, prompt, 5, 8);
-    record->hidden[(size_t)(record->n_committed - 1) * target->config.dim] = NAN; // a corrupted target state
+    record->hidden[(size_t)(record->n_committed - 1) * target->config.dim] = fp32_to_fp16(NAN); // a corrupted target state
     Trainer trainer;
     trainer_init(&trainer, &draft, target, trainer_default_settings());
     float* before = mallocCheck(draft.n_weight_floats * sizeof(float));
@@ -246,7 +300,7 @@ static void test_rejection_and_buffers(Target* target) {
           "a rejected update must leave the weights bit-identical");
     trainer_free(&trainer);
     // a batch without a loss row (one column: nothing after it to predict): no update, no step
-    record->hidden[(size_t)(record->n_committed - 1) * target->config.dim] = 0.0f;
+    record->hidden[(size_t)(record->n_committed - 1) * target->config.dim] = fp32_to_fp16(0.0f);
     TrainerSettings prompt_only = trainer_default_settings();
     prompt_only.prompt_weight = 0.0f;
     prompt_only.max_positions = 1;
@@ -264,7 +318,7 @@ static void test_rejection_and_buffers(Target* target) {
 
     RecordBuffer* buffer = record_buffer_new(3);
     Record* records[5];
-    for (int i = 0; i < 5; i++) { records[i] = record_new(4); records[i]->n_prompt = i; record_buffer_push(buffer, records[i]); }
+    for (int i = 0; i < 5; i++) { records[i] = record_new(4, 0); records[i]->n_prompt = i; record_buffer_push(buffer, records[i]); }
     long pushed, dropped;
     int depth;
     record_buffer_counts(buffer, &pushed, &dropped, &depth);
@@ -402,7 +456,7 @@ static void test_vocabulary(Target* target) {
     float* before = mallocCheck(n_floats * sizeof(float));
     memcpy(before, trainer.draft.weight_arena, n_floats * sizeof(float));
     int prompt[12] = {150, 151, 150, 151, 150, 151, 152, 152, 152, 5, 6, 7};
-    Record* record = record_new(C);
+    Record* record = record_new(C, 0);
     record->n_tokens = 12;
     record->tokens = mallocCheck(sizeof(prompt));
     memcpy(record->tokens, prompt, sizeof(prompt));
@@ -543,7 +597,7 @@ static void test_evaluation(const char* model, const char* traffic_path, const c
         for (int r = 0; r < 6; r++) {
             int prompt[256], out[64];
             int n_prompt = prompt_encode(&target.tokenizer, traffic.requests[r].prompt, 0, prompt, 200, &err);
-            Record* record = record_new(target.config.dim);
+            Record* record = record_new(target.config.dim, 1);
             SpecStats stats;
             SamplerSettings greedy = {0.0f, 1.0f};
             int n = generate_speculative(&target, &source, prompt, n_prompt, max_new, greedy, 0, out, &stats, NULL, NULL, record);
@@ -716,6 +770,53 @@ static long flywheel_buffered(Flywheel* flywheel) {
 
 // A lockstep round takes every record of its requests, however many (it once took one pop of at most
 // FLYWHEEL_MAX_BATCH and left the rest to be dropped as the next round's records arrived).
+// --pool-sampling new-first: a step's batch takes the records no step has drawn yet, oldest first, then samples
+static void test_pool_new_first(void) {
+    Target target;
+    load_tiny_target(&target, 2, 36);
+    Draft draft;
+    draft_init_random(&draft, &target, 150, NULL, 4);
+    TrainerSettings settings = trainer_default_settings();
+    settings.adapt_vocabulary = 0;
+    Flywheel flywheel;
+    flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 3, 1, 8, 1, 0, 1);   // batches of 3, a pool of 8
+    flywheel.pool_new_first = 1;
+    int next_id = 0, slots[FLYWHEEL_MAX_BATCH];
+    Record* batch[FLYWHEEL_MAX_BATCH];
+    #define PUSH(n) for (int i_ = 0; i_ < (n); i_++) { Record* r_ = record_new(target.config.dim, 0); \
+                                                      r_->n_prompt = next_id++; record_buffer_push(flywheel.records, r_); }
+    PUSH(5);
+    flywheel_take_records(&flywheel, 0);
+    int got[9], n_got = 0;
+    for (int step = 0; step < 3; step++) {
+        int n = flywheel_draw_batch(&flywheel, slots);
+        flywheel_batch_records(&flywheel, slots, n, batch);
+        for (int i = 0; i < n; i++) { got[n_got++] = batch[i]->n_prompt; }
+    }
+    check(got[0] == 0 && got[1] == 1 && got[2] == 2 && got[3] == 3 && got[4] == 4 && got[5] >= 0 && got[5] < 5 &&
+          got[8] >= 0 && got[8] < 5 && flywheel.pool_undrawn == 0,
+          "new-first: records 0-4 first in order, then samples of them (got %d %d %d %d %d %d ... %d)", got[0], got[1],
+          got[2], got[3], got[4], got[5], got[8]);
+    // ten more into a pool of 8: the 8 newest (7..14) are undrawn, drawn oldest first
+    PUSH(10);
+    flywheel_take_records(&flywheel, 0);
+    n_got = 0;
+    for (int step = 0; step < 3; step++) {
+        int n = flywheel_draw_batch(&flywheel, slots);
+        flywheel_batch_records(&flywheel, slots, n, batch);
+        for (int i = 0; i < n; i++) { got[n_got++] = batch[i]->n_prompt; }
+    }
+    int in_order = 1;
+    for (int i = 0; i < 8; i++) { in_order &= got[i] == 7 + i; }
+    check(in_order && got[8] >= 7 && got[8] <= 14 && flywheel.pool_count == 8,
+          "new-first past the pool's capacity: 7-14 in order, then a sample (got %d %d ... %d %d)", got[0], got[1], got[7], got[8]);
+    #undef PUSH
+    flywheel_stop(&flywheel);
+    flywheel_free(&flywheel);
+    draft_free(&draft);
+    target_free(&target);
+}
+
 static void test_lockstep_takes_all(void) {
     Target target;
     load_tiny_target(&target, 2, 35);
@@ -726,7 +827,7 @@ static void test_lockstep_takes_all(void) {
     enum { ROUND = FLYWHEEL_MAX_BATCH + 36 };
     Flywheel flywheel;
     flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 1, ROUND, 2 * ROUND, 1, 0, 1);
-    for (int i = 0; i < ROUND; i++) { record_buffer_push(flywheel.records, record_new(target.config.dim)); }
+    for (int i = 0; i < ROUND; i++) { record_buffer_push(flywheel.records, record_new(target.config.dim, 0)); }
     int taken = flywheel_take_records(&flywheel, 0);
     check(taken == ROUND && flywheel.pool_count == ROUND && flywheel_buffered(&flywheel) == 0,
           "a lockstep round of %d requests took %d records (pool %d, %ld left in the buffer)", ROUND, taken,
@@ -770,7 +871,7 @@ static void test_hot_swap(DraftKind kind, int in_gaps) {
         GenerateStats plain_stats;
         SpecStats stats;
         int n_plain = generate_plain(&target, prompt, 8, MAX_NEW, greedy, 0, plain, &plain_stats, NULL, NULL);
-        Record* record = record_new(target.config.dim);
+        Record* record = record_new(target.config.dim, 1);
         int n = generate_speculative(&target, &source, prompt, 8, MAX_NEW, greedy, 0, speculative, &stats, NULL, NULL, record);
         record_buffer_push(flywheel.records, record);
         if (in_gaps) { flywheel_gap(&flywheel, 0.01); }
@@ -819,7 +920,7 @@ static void test_gap_fit(void) {
         int prompt[8], out[12];
         for (int i = 0; i < 8; i++) { prompt[i] = 3 + 17 * r + i; }
         SpecStats stats;
-        Record* record = record_new(target.config.dim);
+        Record* record = record_new(target.config.dim, 1);
         generate_speculative(&target, &source, prompt, 8, 12, greedy, 0, out, &stats, NULL, NULL, record);
         record_buffer_push(flywheel.records, record);
     }
@@ -870,6 +971,7 @@ int main(int argc, char** argv) {
         test_loss_rows(&target);
         test_masks();
         test_rejection_and_buffers(&target);
+        test_record_storage(&target);
         test_vocabulary(&target);
         test_freeze_head(&target);
         target_free(&target);
@@ -880,6 +982,7 @@ int main(int argc, char** argv) {
     test_hot_swap(DRAFT_EAGLE, 1);
     test_gap_fit();
     test_lockstep_takes_all();
+    test_pool_new_first();
     if (remove_tree(temp_dir) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_dir); }
     return test_summary();
 }

@@ -946,7 +946,8 @@ static const Command COMMANDS[] = {
      "  serves every request of FILE with speculative decoding and writes DIR/requests.csv, DIR/summary.txt and\n"
      "  DIR/acceptance.svg. Ctrl-C stops after the request in flight and saves everything (a second Ctrl-C exits).",
      "model traffic online static no-spec draft-init order domain requests from max-new out-dir label save-draft "
-     "sync-every sync-schedule batch-requests buffer pool pool-sampling steps-per-request train-share load eval-every eval-requests lr warmup clip "
+     "sync-every sync-schedule batch-requests buffer pool pool-sampling steps-per-request train-share load eval-every "
+     "eval-requests lr warmup clip "
      "ttt-length loss prompt-weight context-window freeze-head adapt-vocab discard-weight discard-top-k source spec-k spec-depth "
      "spec-nodes spec-fixed temp top-p seed draft-vocab context batch device backend",
      "model traffic", 0, 0, NULL, run_defaults, command_replay},

@@ -768,8 +768,27 @@ static long flywheel_buffered(Flywheel* flywheel) {
     return depth;
 }
 
-// A lockstep round takes every record of its requests, however many (it once took one pop of at most
-// FLYWHEEL_MAX_BATCH and left the rest to be dropped as the next round's records arrived).
+// Empty records numbered by n_prompt, pushed and taken into the pool; then the record numbers of `steps` batches.
+static void push_numbered(Flywheel* flywheel, int n, int* next_id, int dim) {
+    for (int i = 0; i < n; i++) {
+        Record* record = record_new(dim, 0);
+        record->n_prompt = (*next_id)++;
+        record_buffer_push(flywheel->records, record);
+    }
+    flywheel_take_records(flywheel, 0);
+}
+
+static int drawn_numbers(Flywheel* flywheel, int steps, int* got) {
+    int slots[FLYWHEEL_MAX_BATCH], n_got = 0;
+    Record* batch[FLYWHEEL_MAX_BATCH];
+    for (int step = 0; step < steps; step++) {
+        int n = flywheel_draw_batch(flywheel, slots);
+        flywheel_batch_records(flywheel, slots, n, batch);
+        for (int i = 0; i < n; i++) { got[n_got++] = batch[i]->n_prompt; }
+    }
+    return n_got;
+}
+
 // --pool-sampling new-first: a step's batch takes the records no step has drawn yet, oldest first, then samples
 static void test_pool_new_first(void) {
     Target target;
@@ -781,42 +800,28 @@ static void test_pool_new_first(void) {
     Flywheel flywheel;
     flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 3, 1, 8, 1, 0, 1);   // batches of 3, a pool of 8
     flywheel.pool_new_first = 1;
-    int next_id = 0, slots[FLYWHEEL_MAX_BATCH];
-    Record* batch[FLYWHEEL_MAX_BATCH];
-    #define PUSH(n) for (int i_ = 0; i_ < (n); i_++) { Record* r_ = record_new(target.config.dim, 0); \
-                                                      r_->n_prompt = next_id++; record_buffer_push(flywheel.records, r_); }
-    PUSH(5);
-    flywheel_take_records(&flywheel, 0);
-    int got[9], n_got = 0;
-    for (int step = 0; step < 3; step++) {
-        int n = flywheel_draw_batch(&flywheel, slots);
-        flywheel_batch_records(&flywheel, slots, n, batch);
-        for (int i = 0; i < n; i++) { got[n_got++] = batch[i]->n_prompt; }
-    }
+    int next_id = 0, got[9];
+    push_numbered(&flywheel, 5, &next_id, target.config.dim);
+    drawn_numbers(&flywheel, 3, got);
     check(got[0] == 0 && got[1] == 1 && got[2] == 2 && got[3] == 3 && got[4] == 4 && got[5] >= 0 && got[5] < 5 &&
           got[8] >= 0 && got[8] < 5 && flywheel.pool_undrawn == 0,
           "new-first: records 0-4 first in order, then samples of them (got %d %d %d %d %d %d ... %d)", got[0], got[1],
           got[2], got[3], got[4], got[5], got[8]);
     // ten more into a pool of 8: the 8 newest (7..14) are undrawn, drawn oldest first
-    PUSH(10);
-    flywheel_take_records(&flywheel, 0);
-    n_got = 0;
-    for (int step = 0; step < 3; step++) {
-        int n = flywheel_draw_batch(&flywheel, slots);
-        flywheel_batch_records(&flywheel, slots, n, batch);
-        for (int i = 0; i < n; i++) { got[n_got++] = batch[i]->n_prompt; }
-    }
+    push_numbered(&flywheel, 10, &next_id, target.config.dim);
+    drawn_numbers(&flywheel, 3, got);
     int in_order = 1;
     for (int i = 0; i < 8; i++) { in_order &= got[i] == 7 + i; }
     check(in_order && got[8] >= 7 && got[8] <= 14 && flywheel.pool_count == 8,
           "new-first past the pool's capacity: 7-14 in order, then a sample (got %d %d ... %d %d)", got[0], got[1], got[7], got[8]);
-    #undef PUSH
     flywheel_stop(&flywheel);
     flywheel_free(&flywheel);
     draft_free(&draft);
     target_free(&target);
 }
 
+// A lockstep round takes every record of its requests, however many (it once took one pop of at most
+// FLYWHEEL_MAX_BATCH and left the rest to be dropped as the next round's records arrived).
 static void test_lockstep_takes_all(void) {
     Target target;
     load_tiny_target(&target, 2, 35);

@@ -564,6 +564,14 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
     }
 }
 
+// Removes an output file an earlier run left (absent is fine; another failure is a warning: the run's own
+// results are written).
+static void remove_stale_output(const char* path) {
+    if (unlink(path) != 0 && errno != ENOENT) {
+        fprintf(stderr, "warning: could not remove %s, an earlier run's output: %s\n", path, strerror(errno));
+    }
+}
+
 // Serves every request of the traffic and writes DIR/requests.csv, DIR/summary.txt, DIR/acceptance.svg
 // (and the trained draft with save_draft). Every output is checked before any work starts and written
 // atomically; a write error is reported after everything else has been saved. Returns the exit status:
@@ -790,6 +798,9 @@ int replay_run(const Options* o) {
                 room, o->max_new);
         status = 1;
     }
+    // a chart or held-back file this run did not write would be an earlier run's beside this run's rows
+    if (totals.n_served == 0) { remove_stale_output(chart_path); }
+    if (held_back.n_points == 0) { remove_stale_output(eval_path); }
     if (!o->quiet) {
         if (wrote_draft) { fprintf(stderr, "saved the trained draft (%d optimiser steps) to %s\n", flywheel.trainer.step, o->save_draft); }
         if (status == 0) { // the chart only when a request was served (an interrupt can come before any)

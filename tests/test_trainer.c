@@ -685,7 +685,21 @@ static void test_lockstep_round_after_a_skip(const char* model) {
     fclose(f);
     Options o = tiny_replay(model, traffic, temp_path("skip_out"));
     o.lockstep_every = 2;
+    // an earlier run's held-back file and chart in the directory: this run (no held-back set) removes the file
+    // and replaces the chart
+    Error err;
+    char stale_eval[600], stale_chart[600];
+    snprintf(stale_eval, sizeof(stale_eval), "%s/held_back.csv", o.out_dir);
+    snprintf(stale_chart, sizeof(stale_chart), "%s/acceptance.svg", o.out_dir);
+    check(make_directories(o.out_dir, &err) == 0, "mkdir %s", o.out_dir);
+    for (int i = 0; i < 2; i++) {
+        FILE* stale = fopen(i == 0 ? stale_eval : stale_chart, "w");
+        if (stale) { fputs("an earlier run\n", stale); fclose(stale); }
+    }
     check(replay_run(&o) == 0, "replay with a skipped request failed");
+    struct stat info;
+    check(stat(stale_eval, &info) != 0 && stat(stale_chart, &info) == 0 && info.st_size > 100,
+          "an earlier run's held_back.csv must go and its chart be replaced");
     char csv[600], line[512];
     snprintf(csv, sizeof(csv), "%s/requests.csv", o.out_dir);
     FILE* rows = fopen(csv, "r");
@@ -703,6 +717,13 @@ static void test_lockstep_round_after_a_skip(const char* model) {
     check(versions[1] >= 0 && strncmp(status[1], "ski", 3) == 0, "request 1 should be skipped (its prompt is too long)");
     check(versions[2] >= 1, "request 2 was served by draft version %d: the lockstep round after requests 0-1 (one of them "
           "skipped) did not run", versions[2]);
+    // a run that serves nothing (every prompt too long: an error) leaves no chart of the run before it
+    f = fopen(traffic, "w");
+    fprintf(f, "{\"domain\": \"d\", \"prompt\": \"");
+    for (int i = 0; i < 400; i++) { fprintf(f, "w%d ", i); }
+    fprintf(f, "\"}\n");
+    fclose(f);
+    check(replay_run(&o) == 1 && stat(stale_chart, &info) != 0, "a replay that served nothing must fail and leave no chart");
 }
 
 static void test_learning_and_lockstep(void) {

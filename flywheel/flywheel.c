@@ -58,9 +58,9 @@ typedef struct {
     // the training pool: the newest pool_capacity records; each step samples its batch from them, so a
     // record teaches more than once (Aurora's sample pool) while the trainer keeps pace with serving.
     // With pool_new_first, a step's batch first takes the records no step has drawn yet, oldest first,
-    // and samples the rest: every record teaches at least once, however large the pool (uniform sampling
-    // from a pool of N leaves a record that arrives when it holds n about (n / N)^steps_per_record's
-    // chance of never being drawn by the N-th request: a third of the last tenth, at 4 steps a request).
+    // and samples the rest: every record teaches at least once, however large the pool (uniform sampling at
+    // s steps a request, every record kept, leaves a record that arrived as the n-th a chance of about
+    // (n / N)^s of never being drawn by the N-th request: at 4 steps, two thirds or more of the last tenth).
     int pool_capacity;
     int pool_count, pool_next;
     int pool_new_first;

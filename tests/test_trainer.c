@@ -789,6 +789,24 @@ static long flywheel_buffered(Flywheel* flywheel) {
     return depth;
 }
 
+// A flywheel on a tiny target for the pool tests (no thread when lockstep_every > 0; the vocabulary fixed):
+// batch_requests records a step, pool_capacity records kept.
+static void start_pool_flywheel(Flywheel* flywheel, Target* target, Draft* draft, uint64_t seed, int batch_requests,
+                                int lockstep_every, int pool_capacity) {
+    load_tiny_target(target, 2, seed);
+    draft_init_random(draft, target, 150, NULL, 4);
+    TrainerSettings settings = trainer_default_settings();
+    settings.adapt_vocabulary = 0;
+    flywheel_start(flywheel, draft, target, settings, 64, 1, batch_requests, lockstep_every, pool_capacity, 1, 0, 1);
+}
+
+static void stop_pool_flywheel(Flywheel* flywheel, Target* target, Draft* draft) {
+    flywheel_stop(flywheel);
+    flywheel_free(flywheel);
+    draft_free(draft);
+    target_free(target);
+}
+
 // Empty records numbered by n_prompt, pushed and taken into the pool; then the record numbers of `steps` batches.
 static void push_numbered(Flywheel* flywheel, int n, int* next_id, int dim) {
     for (int i = 0; i < n; i++) {
@@ -813,13 +831,9 @@ static int drawn_numbers(Flywheel* flywheel, int steps, int* got) {
 // --pool-sampling new-first: a step's batch takes the records no step has drawn yet, oldest first, then samples
 static void test_pool_new_first(void) {
     Target target;
-    load_tiny_target(&target, 2, 36);
     Draft draft;
-    draft_init_random(&draft, &target, 150, NULL, 4);
-    TrainerSettings settings = trainer_default_settings();
-    settings.adapt_vocabulary = 0;
     Flywheel flywheel;
-    flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 3, 1, 8, 1, 0, 1);   // batches of 3, a pool of 8
+    start_pool_flywheel(&flywheel, &target, &draft, 36, 3, 1, 8);   // batches of 3, a pool of 8
     flywheel.pool_new_first = 1;
     int next_id = 0, got[9];
     push_numbered(&flywheel, 5, &next_id, target.config.dim);
@@ -835,33 +849,23 @@ static void test_pool_new_first(void) {
     for (int i = 0; i < 8; i++) { in_order &= got[i] == 7 + i; }
     check(in_order && got[8] >= 7 && got[8] <= 14 && flywheel.pool_count == 8,
           "new-first past the pool's capacity: 7-14 in order, then a sample (got %d %d ... %d %d)", got[0], got[1], got[7], got[8]);
-    flywheel_stop(&flywheel);
-    flywheel_free(&flywheel);
-    draft_free(&draft);
-    target_free(&target);
+    stop_pool_flywheel(&flywheel, &target, &draft);
 }
 
 // A lockstep round takes every record of its requests, however many (it once took one pop of at most
 // FLYWHEEL_MAX_BATCH and left the rest to be dropped as the next round's records arrived).
 static void test_lockstep_takes_all(void) {
-    Target target;
-    load_tiny_target(&target, 2, 35);
-    Draft draft;
-    draft_init_random(&draft, &target, 150, NULL, 4);
-    TrainerSettings settings = trainer_default_settings();
-    settings.adapt_vocabulary = 0;
     enum { ROUND = FLYWHEEL_MAX_BATCH + 36 };
+    Target target;
+    Draft draft;
     Flywheel flywheel;
-    flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 1, ROUND, 2 * ROUND, 1, 0, 1);
+    start_pool_flywheel(&flywheel, &target, &draft, 35, 1, ROUND, 2 * ROUND);
     for (int i = 0; i < ROUND; i++) { record_buffer_push(flywheel.records, record_new(target.config.dim, 0)); }
     int taken = flywheel_take_records(&flywheel, 0);
     check(taken == ROUND && flywheel.pool_count == ROUND && flywheel_buffered(&flywheel) == 0,
           "a lockstep round of %d requests took %d records (pool %d, %ld left in the buffer)", ROUND, taken,
           flywheel.pool_count, flywheel_buffered(&flywheel));
-    flywheel_stop(&flywheel);
-    flywheel_free(&flywheel);
-    draft_free(&draft);
-    target_free(&target);
+    stop_pool_flywheel(&flywheel, &target, &draft);
 }
 
 

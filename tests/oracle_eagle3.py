@@ -15,7 +15,9 @@ rows, and the run's settings (its metadata).
 
 What it checks (the tolerance family of every comparison is compare_dump.py's, the C table's copy):
   1. drafting: every draft_forward call of the first proposal. Extend calls: tokens x_{t+1}, positions t,
-     causal mask, u = fc(g_t) from the request's features; expand calls: u = the oracle's own output at
+     causal mask, u = fc(g_t) from the live features of the target's pass (the drafter reads them in fp32;
+     the request's record keeps them rounded to fp16, so the two must agree after that rounding, exactly);
+     expand calls: u = the oracle's own output at
      each candidate's parent, position = root position - 1 + depth, the mask (the prefix, the candidate's
      expanded ancestors, itself) from the candidate tree; every intermediate (u, attn_in, q, k, v,
      attn_out, h, ..., logits). Then the drafting decisions: each node's children are the top-K of its
@@ -137,6 +139,13 @@ def head(w, cfg, out):
     """logits = lm_head(norm(out)) over the draft vocabulary."""
     out_norm = rms_norm(out, w["norm.weight"], cfg.eps)
     return out_norm, out_norm @ w["lm_head.weight"].T
+
+
+def as_record_keeps(x):
+    """x rounded to fp16 as the C's record stores target states: round to nearest even, saturating at
+    +-65504 (numpy would overflow to inf there), NaN kept; back to float32."""
+    x = np.asarray(x, dtype=np.float32)
+    return np.clip(x, -65504.0, 65504.0).astype(np.float16).astype(np.float32)
 
 
 def repeat_kv(x, groups):
@@ -344,7 +353,6 @@ def top_k(logits, k):
 def check_drafting(tensors, config, cfg, w, check):
     """1. The first proposal's draft_forward calls, then its tree, verify-pass inputs and acceptance."""
     tokens = tensors["request.tokens"]
-    features = tensors["request.features"].astype(np.float64)
     n_prompt = config["request"]["n_prompt"]
     K = config["tree"]["k"]
     d2t = tensors["vocab.d2t"]
@@ -370,8 +378,10 @@ def check_drafting(tensors, config, cfg, w, check):
             mask = np.zeros((T, n_past + T), dtype=bool)
             for t in range(T):
                 mask[t, :n_past + t + 1] = True
-            check.compare(prefix + "features", tensors[prefix + "features"], features[slots], "exact")
-            u = features[slots] @ w["fc.weight"].T
+            live = tensors[prefix + "features"]         # the target's pass, fp32: an input
+            check.compare(prefix + "features (rounded to fp16)", as_record_keeps(live), tensors["request.features"][slots],
+                          "exact")
+            u = live.astype(np.float64) @ w["fc.weight"].T
         else:             # expand: each candidate at depth `kind`, u = its parent's output
             rows = tensors[prefix + "candidates"]
             want_tokens = cand_tokens[rows]
@@ -471,9 +481,12 @@ def check_drafting(tensors, config, cfg, w, check):
     # what the request recorded for the accepted path is what the verify pass computed there
     for i, node in enumerate(path):
         if n_prompt + i < tensors["request.features"].shape[0]:
-            check.require(np.array_equal(tensors["request.features"][n_prompt + i], tensors["verify.features"][node]) and
-                          np.array_equal(tensors["request.hidden"][n_prompt + i], tensors["verify.hidden"][node]),
-                          "request.features/hidden at position %d differ from the verify pass's node %d" % (n_prompt + i, node))
+            check.require(np.array_equal(tensors["request.features"][n_prompt + i],
+                                         as_record_keeps(tensors["verify.features"][node])) and
+                          np.array_equal(tensors["request.hidden"][n_prompt + i],
+                                         as_record_keeps(tensors["verify.hidden"][node])),
+                          "request.features/hidden at position %d differ from the verify pass's node %d rounded to "
+                          "fp16" % (n_prompt + i, node))
 
 
 def flat_mask(unroll, k):

@@ -437,7 +437,8 @@ typedef struct {
     int depth;              // the serving depth
     int n_points, capacity;
     int* at_request;        // (n_points) measured before serving this request index
-    float* acceptance;      // (n_points) acceptance length over the held-back set
+    float* acceptance;      // (n_points) acceptance length over the held-back set: all its tokens over all its passes
+    float* mean_per_request; // (n_points) the mean of each request's acceptance length (the served curve's measure)
     int* version;           // (n_points) the draft version measured
     double seconds;         // time spent evaluating
 } HeldBack;
@@ -457,16 +458,26 @@ static void held_back_measure(HeldBack* h, DraftSource* source, int at_request) 
     draft_source_take_weights(source); // the newest published weights, as the next pass would serve them
     trainer_set_weights(&h->evaluator, *source->draft->tensors[0].data, source->draft->d2t);
     long emitted = 0, passes = 0;
-    for (int i = 0; i < h->n_records; i++) { trainer_evaluate(&h->evaluator, h->records[i], h->depth, &emitted, &passes); }
+    double sum_of_means = 0.0;
+    int n_measured = 0;
+    for (int i = 0; i < h->n_records; i++) {
+        long request_emitted = 0, request_passes = 0;
+        trainer_evaluate(&h->evaluator, h->records[i], h->depth, &request_emitted, &request_passes);
+        if (request_passes > 0) { sum_of_means += (double)request_emitted / request_passes; n_measured++; }
+        emitted += request_emitted;
+        passes += request_passes;
+    }
     if (h->n_points == h->capacity) {
         h->capacity = h->capacity ? 2 * h->capacity : 64;
         h->at_request = realloc(h->at_request, (size_t)h->capacity * sizeof(int));
         h->acceptance = realloc(h->acceptance, (size_t)h->capacity * sizeof(float));
+        h->mean_per_request = realloc(h->mean_per_request, (size_t)h->capacity * sizeof(float));
         h->version = realloc(h->version, (size_t)h->capacity * sizeof(int));
-        if (!h->at_request || !h->acceptance || !h->version) { fprintf(stderr, "error: out of memory\n"); exit(EXIT_FAILURE); }
+        if (!h->at_request || !h->acceptance || !h->mean_per_request || !h->version) { fprintf(stderr, "error: out of memory\n"); exit(EXIT_FAILURE); }
     }
     h->at_request[h->n_points] = at_request;
     h->acceptance[h->n_points] = passes ? (float)emitted / passes : 1.0f;
+    h->mean_per_request[h->n_points] = n_measured ? (float)(sum_of_means / n_measured) : 1.0f;
     h->version[h->n_points] = source->draft_version;
     h->n_points++;
     h->seconds += now_seconds() - start;
@@ -476,7 +487,7 @@ static void held_back_free(HeldBack* h) {
     for (int i = 0; i < h->n_records; i++) { record_free(h->records[i]); }
     free(h->records);
     if (h->evaluator.backend) { trainer_free(&h->evaluator); }
-    free(h->at_request); free(h->acceptance); free(h->version);
+    free(h->at_request); free(h->acceptance); free(h->mean_per_request); free(h->version);
     memset(h, 0, sizeof(*h));
 }
 
@@ -558,9 +569,11 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
     if (held_back->n_points > 0) {
         int last = held_back->n_points - 1;
         fprintf(f, "held-back: %d requests never served or trained on, greedy chains of depth %d, the served draft frozen: "
-                "acceptance length %.3f at request %d, %.3f at request %d (%d measurements, %.1f s)\n", held_back->n_records,
+                "acceptance length %.3f at request %d, %.3f at request %d (all tokens over all passes; the mean of each "
+                "request's, as the served curve counts: %.3f, %.3f) (%d measurements, %.1f s)\n", held_back->n_records,
                 held_back->depth, held_back->acceptance[0], held_back->at_request[0], held_back->acceptance[last],
-                held_back->at_request[last], held_back->n_points, held_back->seconds);
+                held_back->at_request[last], held_back->mean_per_request[0], held_back->mean_per_request[last],
+                held_back->n_points, held_back->seconds);
     }
 }
 
@@ -765,9 +778,10 @@ int replay_run(const Options* o) {
             fprintf(stderr, "error: %s\n", err.message);
             status = 1;
         } else {
-            fprintf(eval.stream, "request,draft_version,held_back_acceptance\n");
+            fprintf(eval.stream, "request,draft_version,held_back_acceptance,held_back_mean_per_request\n");
             for (int i = 0; i < held_back.n_points; i++) {
-                fprintf(eval.stream, "%d,%d,%.4f\n", held_back.at_request[i], held_back.version[i], held_back.acceptance[i]);
+                fprintf(eval.stream, "%d,%d,%.4f,%.4f\n", held_back.at_request[i], held_back.version[i], held_back.acceptance[i],
+                        held_back.mean_per_request[i]);
             }
             if (output_commit(&eval, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
         }

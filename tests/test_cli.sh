@@ -130,6 +130,14 @@ grep -q "mode suffix" "$work/suffix/summary.txt" && pass || fail "the suffix rep
 expect_ok "replay --source hybrid (lockstep)" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --source hybrid \
     --sync-schedule 2 --eval-every 2 --eval-requests 2 --out "$work/hybrid"
 [ -s "$work/hybrid/held_back.csv" ] && pass || fail "--eval-every wrote no held_back.csv"
+# held_back.csv's two measures: all tokens over all passes, and the mean of each request's; one request: the same
+awk -F, 'NR == 1 { ok = $3 == "held_back_acceptance" && $4 == "held_back_mean_per_request"; next }
+         { rows++; if (NF != 4 || $3 < 1 || $4 < 1) ok = 0 } END { exit !(ok && rows >= 2) }' "$work/hybrid/held_back.csv" &&
+    pass || fail "held_back.csv: expected 4 columns, both measures >= 1: $(cat "$work/hybrid/held_back.csv")"
+expect_ok "replay --eval-requests 1" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 3 --max-new 8 --online \
+    --sync-schedule 1 --eval-every 1 --eval-requests 1 --out "$work/held1"
+awk -F, 'NR > 1 { rows++; if ($3 != $4) bad = 1 } END { exit !(rows >= 2 && !bad) }' "$work/held1/held_back.csv" &&
+    pass || fail "one held-back request: its mean per request must equal tokens over passes: $(cat "$work/held1/held_back.csv")"
 expect_error "--source suffix with --online" "drafts without a model" "$AURORA" replay -m "$model" --traffic "$traffic" --source suffix --online
 expect_error "--eval-requests beyond the stream" "--eval-requests" "$AURORA" replay -m "$model" --traffic "$traffic" --eval-every 5 \
     --eval-requests 4000 --out "$work/x"

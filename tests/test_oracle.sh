@@ -61,8 +61,12 @@ echo "== determinism, and the fast CPU table against the reference through compa
 expect_status "dump A again" 0 $dump_a -p "$prompt" -o "$work/a2.safetensors"
 cmp -s "$work/a.safetensors" "$work/a2.safetensors" && pass || fail "two runs of the same dump differ"
 expect_status "dump A on the fast CPU table (fp32 activations)" 0 $dump_a -p "$prompt" --backend fast-exact -o "$work/a_cpu.safetensors"
-expect_status "compare_dump ref vs cpu" 0 "$PYTHON" "$COMPARE" "$work/a.safetensors" "$work/a_cpu.safetensors"
+# the record keeps the target's states in fp16: where the two tables' fp32 states differ in the last bits, some
+# round to neighbouring fp16 values, and the trainer steps read different inputs; compare_dump skips those
+# tensors (--records-may-differ) and the oracle checks each table's trainer step from its own record
+expect_status "compare_dump ref vs cpu" 0 "$PYTHON" "$COMPARE" --records-may-differ "$work/a.safetensors" "$work/a_cpu.safetensors"
 cat "$work/out"
+expect_status "oracle on dump A from the fast CPU table" 0 "$PYTHON" "$ORACLE" "$work/a_cpu.safetensors" --fd-checks 2
 
 echo "== compare_dump must fail, and name the tensor: a damaged element, another learning rate, a missing tensor"
 "$PYTHON" - "$work/a.safetensors" "$work/damaged.safetensors" "$work/missing.safetensors" <<'EOF'
@@ -89,6 +93,9 @@ EOF
 expect_status "compare_dump on a damaged element" 1 "$PYTHON" "$COMPARE" "$work/a.safetensors" "$work/damaged.safetensors"
 expect_in_output "first difference: train.step2.q "
 expect_in_output "train.step2.q\[0, 5\]"
+expect_status "compare_dump --records-may-differ, the records equal: a damaged element still fails" 1 "$PYTHON" "$COMPARE" \
+    --records-may-differ "$work/a.safetensors" "$work/damaged.safetensors"
+expect_in_output "first difference: train.step2.q "
 expect_status "dump A at another learning rate" 0 $dump_a -p "$prompt" --lr 0.002 -o "$work/a_lr.safetensors"
 expect_status "compare_dump at another learning rate" 1 "$PYTHON" "$COMPARE" "$work/a.safetensors" "$work/a_lr.safetensors"
 expect_in_output "first difference: train.learning_rate"
@@ -105,8 +112,10 @@ if [ -n "$MODEL" ]; then
     expect_status "oracle on $MODEL" 0 "$PYTHON" "$ORACLE" "$work/m.safetensors"
     cat "$work/out"
     expect_status "dump on $MODEL, fast CPU table (fp32 activations)" 0 $dump_m -p "The capital of France is" --backend fast-exact -o "$work/m_cpu.safetensors"
-    expect_status "compare_dump ref vs cpu on $MODEL" 0 "$PYTHON" "$COMPARE" "$work/m.safetensors" "$work/m_cpu.safetensors"
+    expect_status "compare_dump ref vs cpu on $MODEL" 0 "$PYTHON" "$COMPARE" --records-may-differ "$work/m.safetensors" \
+        "$work/m_cpu.safetensors"
     cat "$work/out"
+    expect_status "oracle on $MODEL from the fast CPU table" 0 "$PYTHON" "$ORACLE" "$work/m_cpu.safetensors" --fd-checks 2
     echo "== the row-scale allowance still fails a wrong value: +0.1 on a small element of the last layer's output"
     "$PYTHON" - "$work/m_cpu.safetensors" "$work/m_damaged.safetensors" <<'EOF'
 import json, struct, sys

@@ -473,7 +473,10 @@ static void held_back_measure(HeldBack* h, DraftSource* source, int at_request) 
         h->acceptance = realloc(h->acceptance, (size_t)h->capacity * sizeof(float));
         h->mean_per_request = realloc(h->mean_per_request, (size_t)h->capacity * sizeof(float));
         h->version = realloc(h->version, (size_t)h->capacity * sizeof(int));
-        if (!h->at_request || !h->acceptance || !h->mean_per_request || !h->version) { fprintf(stderr, "error: out of memory\n"); exit(EXIT_FAILURE); }
+        if (!h->at_request || !h->acceptance || !h->mean_per_request || !h->version) {
+            fprintf(stderr, "error: out of memory\n");
+            exit(EXIT_FAILURE);
+        }
     }
     h->at_request[h->n_points] = at_request;
     h->acceptance[h->n_points] = passes ? (float)emitted / passes : 1.0f;

@@ -505,6 +505,8 @@ typedef struct {
     const float* acceptance;    // (n_served) per served request
     const char** domains;       // (n_served)
     SpecStats spec;             // every served request's tokens, passes, shapes and times, summed
+    long vocab_tokens, vocab_held; // an EAGLE draft: generated tokens after each request's first, and how
+                                   // many of them its vocabulary (as served at the request's end) holds
 } ReplayTotals;
 
 static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* r, const Traffic* traffic,
@@ -533,6 +535,11 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
         int count = 0;
         for (int i = 0; i < n; i++) { if (strcmp(r->domains[i], traffic->domains[d]) == 0) { sum += r->acceptance[i]; count++; } }
         if (count) { fprintf(f, "  domain %-10s %4d requests, mean acceptance length %.3f\n", traffic->domains[d], count, sum / count); }
+    }
+    if (r->vocab_tokens > 0) { // a token outside the draft vocabulary can never be proposed, so never accepted
+        fprintf(f, "draft vocabulary coverage: %.1f%% of the tokens generated after each request's first (%ld of %ld); "
+                "the rest the draft could not have proposed\n", 100.0 * r->vocab_held / r->vocab_tokens, r->vocab_held,
+                r->vocab_tokens);
     }
     if (r->spec.verify_passes > 0) {
         print_spec_shapes(&r->spec, f);
@@ -732,6 +739,9 @@ int replay_run(const Options* o) {
             domains[totals.n_served] = request->domain;
             totals.n_served++;
             spec_stats_add(&totals.spec, &stats);
+            if (source.draft && (source.kind == DRAFT_EAGLE || source.kind == DRAFT_HYBRID)) {
+                for (int i = 1; i < n; i++) { totals.vocab_tokens++; totals.vocab_held += source.draft->t2d[out[i]] >= 0; }
+            }
             fprintf(rows, "%d,%s,%d,%d,%d,%.4f,%.4f,%d,served,%.4f\n", r, request->domain, n_prompt, n, stats.verify_passes,
                     accepted, stats.total_seconds, source.draft_version, stats.prefill_seconds);
             fflush(rows); // a long replay can be watched row by row (in the temporary file beside requests.csv)

@@ -123,6 +123,17 @@ grep -E -q "draft vocabulary: [1-9][0-9]* entries replaced" "$work/err" && pass 
 expect_ok "train --adapt-vocab 0" "$AURORA" train -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --epochs 1 \
     --draft-vocab 100 --adapt-vocab 0 -o "$work/trained100.gguf"
 if grep -q "draft vocabulary" "$work/err"; then fail "train --adapt-vocab 0 changed the vocabulary"; else pass; fi
+# the summary's vocabulary coverage: a draft with the whole vocabulary holds every generated token, the 100 lowest
+# ids fewer (the tiny model writes mostly merges above them); plain decoding has no draft and no such line
+expect_ok "replay static, the whole vocabulary" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 3 --max-new 8 \
+    --static "$work/trained.gguf" --out "$work/cover-all"
+grep -q "draft vocabulary coverage: 100.0% of the tokens generated after each request's first" "$work/cover-all/summary.txt" \
+    && pass || fail "the whole vocabulary's coverage: $(grep coverage "$work/cover-all/summary.txt")"
+expect_ok "replay static, the 100 lowest ids" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 3 --max-new 8 \
+    --static "$work/trained100.gguf" --out "$work/cover-100"
+sed -n 's/^draft vocabulary coverage: \([0-9.]*\)% .*/\1/p' "$work/cover-100/summary.txt" | awk '{ found = 1; if (!($1 < 100)) bad = 1 }
+    END { exit !found || bad }' && pass || fail "the 100 lowest ids' coverage: $(grep coverage "$work/cover-100/summary.txt")"
+if grep -q "coverage" "$work/plain-replay/summary.txt"; then fail "plain decoding reports a draft vocabulary coverage"; else pass; fi
 expect_ok "plot" "$AURORA" plot -o "$work/chart.svg" "$work/replay/requests.csv:online" "$work/static/requests.csv"
 grep -q "<svg" "$work/chart.svg" && pass || fail "plot did not write an SVG"
 expect_ok "replay --source suffix" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --source suffix --out "$work/suffix"

@@ -739,7 +739,7 @@ int replay_run(const Options* o) {
             domains[totals.n_served] = request->domain;
             totals.n_served++;
             spec_stats_add(&totals.spec, &stats);
-            if (source.draft && (source.kind == DRAFT_EAGLE || source.kind == DRAFT_HYBRID)) {
+            if (source.draft) { // the EAGLE draft, alone or in the hybrid (the sources without one have none)
                 for (int i = 1; i < n; i++) { totals.vocab_tokens++; totals.vocab_held += source.draft->t2d[out[i]] >= 0; }
             }
             fprintf(rows, "%d,%s,%d,%d,%d,%.4f,%.4f,%d,served,%.4f\n", r, request->domain, n_prompt, n, stats.verify_passes,

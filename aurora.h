@@ -1047,6 +1047,8 @@ typedef struct {
     double reached[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K]; // decayed count: the accepted path reached depth d-1
                                                         // and its node had a rank-r child
     double hit[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K];     // ... and that child was accepted
+    int judged_in_hindsight;    // 1: acceptance is counted on trees judged in hindsight (a model-free draft:
+                                // drafting.c), not on the passes observed
     long passes, passes_without_drafting;
     int passes_since_drafted;   // passes in a row that drafted nothing (a probe is due at ADAPTIVE_PROBE_EVERY)
     int calibrates;             // 1: the draft's scores are its log-probabilities (an EAGLE draft): calibrate them
@@ -1067,6 +1069,11 @@ TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending);
 // confidence), the acceptance, the seconds spent drafting it (not catching the draft up) and the drafting
 // steps they bought (-1: as many as the tree is deep), the catch-up's seconds and tokens (0, 0 for none),
 // and the seconds verifying it.
+// Counts one tree's acceptance evidence by depth and rank (part of spec_adaptive_observe), and one level of
+// it: node `parent` on the accepted path at depth - 1, and its child `accepted` (-1: none) at depth (a tree
+// judged in hindsight, level by level as the target produces its tokens: drafting.c).
+void spec_adaptive_count(SpecAdaptive* a, TreeShape shape, const Tree* tree, const Acceptance* acceptance);
+void spec_adaptive_count_level(SpecAdaptive* a, TreeShape shape, const Tree* tree, int parent, int accepted, int depth);
 void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, const Acceptance* acceptance,
                            double draft_seconds, int draft_steps, double catch_up_seconds, int catch_up_tokens,
                            double verify_seconds);
@@ -1222,6 +1229,9 @@ typedef struct CandidatePool CandidatePool; // private to drafting.c: the candid
 // (its index): the chooser counts it as reached, when the accepted path reaches the parent, and hit by its
 // calibrated chance given the parent.
 typedef struct { int parent_node, depth, rank; float chance; } LeftOutNode;
+// A model-free draft's tree judged in hindsight: the node its produced tokens have followed to, at depth.
+typedef struct { Tree tree; int node, depth; } HindsightTree;
+enum { HINDSIGHT_TREES = TREE_MAX_DEPTH + 1 };   // a tree per pass, each judged within TREE_MAX_DEPTH tokens
 enum { SUFFIX_DRAFT_DEPTH = 32, SUFFIX_DRAFT_MAX_MATCH = 24, SUFFIX_GLOBAL_MAX_NODES = 4 << 20 };
 typedef struct {
     DraftKind kind;
@@ -1268,6 +1278,11 @@ typedef struct {
     float pass_min_chance;
     int n_left_out;
     LeftOutNode left_out[TREE_MAX_NODES * MAX_SPEC_K];
+    // adaptive, a model-free draft (lookup, suffix): the trees proposed at recent passes' roots, judged in
+    // hindsight as the target produces the tokens they guess (drafting.c)
+    HindsightTree* hindsight;       // (HINDSIGHT_TREES)
+    int n_hindsight;
+    long hindsight_judged;          // trees judged to their end so far
 } DraftSource;
 
 // A sequence being generated: what the target has committed and what the draft reads.

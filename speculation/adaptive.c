@@ -8,7 +8,10 @@ serving has measured so far:
     catch-up per generated token (its forward over the tokens committed since it last drafted);
   - acceptance by depth and sibling rank: q[d][r], how often the accepted path, having reached depth
     d-1, continues through the rank-r child (children ranked by the draft's score), counted over recent
-    passes (counts decay, so an improving draft is noticed and a stale estimate fades).
+    passes (counts decay, so an improving draft is noticed and a stale estimate fades). A model-free draft
+    (prompt lookup, the suffix draft) is counted on trees judged in hindsight instead: the largest tree,
+    proposed at every pass's root for free and judged against the tokens the target goes on to produce
+    (drafting.c), so its deeper levels stay measured while its passes draft shallow trees or none.
 
 For a shape (K, D), the chance of going one level deeper is s_d(K) = sum over r < K of q[d][r], and
 
@@ -101,9 +104,11 @@ double spec_adaptive_expected_tokens(const SpecAdaptive* a, int k, int depth) {
 }
 
 // Seconds of a verify pass over n nodes: the measured average, else a line through (1, decode) and the
-// measured counts (least squares on the slope), else the prior.
-double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n) {
-    if (a->verify_seconds[n] > 0) { return a->verify_seconds[n]; }
+// measured counts (least squares on the slope), else the prior. A count's average starts from the line's
+// value when it is first measured, not from that pass's time alone: timings are noisy (a descheduled
+// thread, a busy neighbour), and one slow first pass at 4 nodes, 1.75x a decode step where the bench
+// measures 1.3x, priced every deeper chain out of a 64-token request.
+static void adaptive_verify_table(const SpecAdaptive* a, int max_n, double* verify) {
     double decode = a->verify_seconds[1];
     if (decode <= 0) { // nothing measured at one node: the smallest measured count stands in
         for (int m = 2; m <= TREE_MAX_NODES && decode <= 0; m++) {
@@ -119,26 +124,32 @@ double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n) {
     }
     double slope = denominator > 0 ? numerator / denominator : VERIFY_SLOPE_PRIOR;
     if (slope < 0) { slope = 0; }
-    return decode * (1.0 + slope * (n - 1));
+    for (int n = 1; n <= max_n; n++) {
+        verify[n] = a->verify_seconds[n] > 0 ? a->verify_seconds[n] : decode * (1.0 + slope * (n - 1));
+    }
 }
 
-static double adaptive_draft_step_seconds(const SpecAdaptive* a) {
-    if (a->draft_step_seconds > 0) { return a->draft_step_seconds; }
-    return DRAFT_STEP_PRIOR * spec_adaptive_verify_seconds(a, 1);
+double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n) {
+    double verify[TREE_MAX_NODES + 1];
+    adaptive_verify_table(a, n, verify);
+    return verify[n];
 }
 
-static double adaptive_catch_up_seconds(const SpecAdaptive* a) {
-    if (a->catch_up_seconds > 0) { return a->catch_up_seconds; }
-    return CATCH_UP_PRIOR * spec_adaptive_verify_seconds(a, 1);
+static double adaptive_draft_step_seconds(const SpecAdaptive* a, const double* verify) {
+    return a->draft_step_seconds > 0 ? a->draft_step_seconds : DRAFT_STEP_PRIOR * verify[1];
+}
+
+static double adaptive_catch_up_seconds(const SpecAdaptive* a, const double* verify) {
+    return a->catch_up_seconds > 0 ? a->catch_up_seconds : CATCH_UP_PRIOR * verify[1];
 }
 
 // The seconds of a pass of this shape: drafting (the catch-up over what is pending, the draft steps) and
-// verifying; no drafting: one decode step.
-static double adaptive_pass_seconds(const SpecAdaptive* a, TreeShape shape, int pending) {
-    if (shape.nodes <= 1) { return spec_adaptive_verify_seconds(a, 1); }
+// verifying (verify: adaptive_verify_table's, up to the shape's nodes); no drafting: one decode step.
+static double adaptive_pass_seconds(const SpecAdaptive* a, TreeShape shape, int pending, const double* verify) {
+    if (shape.nodes <= 1) { return verify[1]; }
     int steps = shape.depth - a->root_children_free;
-    return (pending > 0 ? pending : 0) * adaptive_catch_up_seconds(a) + steps * adaptive_draft_step_seconds(a) +
-           spec_adaptive_verify_seconds(a, shape.nodes);
+    return (pending > 0 ? pending : 0) * adaptive_catch_up_seconds(a, verify) + steps * adaptive_draft_step_seconds(a, verify) +
+           verify[shape.nodes];
 }
 
 TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending) {
@@ -147,12 +158,14 @@ TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending) {
         a->limit.depth >= 1 && a->limit.nodes >= 2) {
         return (TreeShape){1, 1, 2};   // the probe (see ADAPTIVE_PROBE_EVERY)
     }
-    double best_rate = 1.0 / adaptive_pass_seconds(a, best, pending);
+    double verify[TREE_MAX_NODES + 1];
+    adaptive_verify_table(a, a->limit.nodes > 1 ? a->limit.nodes : 1, verify);
+    double best_rate = 1.0 / adaptive_pass_seconds(a, best, pending, verify);
     for (int k = 1; k <= a->max_k; k++) {
         for (int depth = 1; depth <= a->limit.depth; depth++) {
             TreeShape shape = {k, depth, 1 + k * depth};
             if (shape.nodes > a->limit.nodes) { break; }
-            double rate = spec_adaptive_expected_tokens(a, k, depth) / adaptive_pass_seconds(a, shape, pending);
+            double rate = spec_adaptive_expected_tokens(a, k, depth) / adaptive_pass_seconds(a, shape, pending, verify);
             if (rate > best_rate * (1.0 + 1e-9)) { best_rate = rate; best = shape; }
         }
     }
@@ -178,8 +191,10 @@ double spec_adaptive_node_chance(const SpecAdaptive* a, float step_log_prob) {
 
 double spec_adaptive_min_chance(const SpecAdaptive* a, TreeShape shape, int pending) {
     if (shape.nodes <= 1 || shape.depth < 1) { return 0.0; }
-    double per_node = (spec_adaptive_verify_seconds(a, shape.nodes) - spec_adaptive_verify_seconds(a, 1)) / (shape.nodes - 1);
-    double rate = spec_adaptive_expected_tokens(a, shape.k, shape.depth) / adaptive_pass_seconds(a, shape, pending);
+    double verify[TREE_MAX_NODES + 1];
+    adaptive_verify_table(a, shape.nodes, verify);
+    double per_node = (verify[shape.nodes] - verify[1]) / (shape.nodes - 1);
+    double rate = spec_adaptive_expected_tokens(a, shape.k, shape.depth) / adaptive_pass_seconds(a, shape, pending, verify);
     return per_node > 0 ? per_node * rate : 0.0;
 }
 
@@ -197,6 +212,33 @@ static void adaptive_average(double* average, double value) {
     *average = *average > 0 ? (1.0 - COST_SMOOTHING) * *average + COST_SMOOTHING * value : value;
 }
 
+// The acceptance evidence of one tree: along the accepted path, at
+// each depth of the shape the path reached, the K ranks of the shape (the parent's children in index
+// order: the drafter adds a node's children best first), each reached, and which child, if any, was
+// accepted. A rank the tree lacks is a miss: the drafter keeps the N - 1 = K * D best candidates overall,
+// so a node on the path often has fewer than K children, and a tree can end above depth D; E(K, D) counts
+// K children at every depth, so its estimates must include those cuts (counting only the children present
+// overestimated a K = 4, D = 8 tree's tokens per pass by half, and the chooser drafted trees deeper than the
+// best). Children left out for low confidence are hit by their calibrated chance
+// (spec_adaptive_observe_left_out).
+void spec_adaptive_count_level(SpecAdaptive* a, TreeShape shape, const Tree* tree, int parent, int accepted, int depth) {
+    if (depth < 1 || depth > TREE_MAX_DEPTH) { return; }
+    int ranks = shape.k < ADAPTIVE_MAX_K ? shape.k : ADAPTIVE_MAX_K;
+    int n_children = tree->n_children[parent];
+    int counted = n_children > ranks ? n_children : ranks;
+    for (int r = 0; r < counted && r < ADAPTIVE_MAX_K; r++) {
+        a->reached[depth][r] += 1.0;
+        if (r < n_children && tree->children[parent][r] == accepted) { a->hit[depth][r] += 1.0; }
+    }
+}
+
+void spec_adaptive_count(SpecAdaptive* a, TreeShape shape, const Tree* tree, const Acceptance* acceptance) {
+    int depth = shape.depth > tree->max_depth ? shape.depth : tree->max_depth;
+    for (int d = 1; shape.nodes > 1 && d <= depth && d <= TREE_MAX_DEPTH && d - 1 <= acceptance->n_accepted; d++) {
+        spec_adaptive_count_level(a, shape, tree, acceptance->path[d - 1], d <= acceptance->n_accepted ? acceptance->path[d] : -1, d);
+    }
+}
+
 void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, const Acceptance* acceptance,
                            double draft_seconds, int draft_steps, double catch_up_seconds, int catch_up_tokens,
                            double verify_seconds) {
@@ -210,33 +252,15 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
         a->confidence_hit[bin] *= DECAY;
     }
     if (!a->deterministic) { // a deterministic chooser keeps the prior cost model: the same acceptance, the same shapes
-        adaptive_average(&a->verify_seconds[tree->n_nodes], verify_seconds);
+        int n = tree->n_nodes;
+        if (n > 1 && a->verify_seconds[n] <= 0 && a->verify_seconds[1] > 0) { a->verify_seconds[n] = spec_adaptive_verify_seconds(a, n); }
+        adaptive_average(&a->verify_seconds[n], verify_seconds);
         // the steps the pass ran, which confidence can leave deeper than the tree it kept
         int steps = draft_steps >= 0 ? draft_steps : tree->max_depth - a->root_children_free;
         if (tree->n_nodes > 1 && steps > 0) { adaptive_average(&a->draft_step_seconds, draft_seconds / steps); }
         if (catch_up_tokens > 0) { adaptive_average(&a->catch_up_seconds, catch_up_seconds / catch_up_tokens); }
     }
-    // along the accepted path, at each depth of the pass's shape the path reached: the K ranks of the shape
-    // (the parent's children in index order: the drafter adds a node's children best first), each reached,
-    // and which child, if any, was accepted. A rank the tree lacks is a miss: the drafter keeps the N - 1 =
-    // K * D best candidates overall, so a node on the path often has fewer than K children, and a tree can
-    // end above depth D; E(K, D) below counts K children at every depth, so its estimates must include
-    // those cuts (counting only the children present overestimated a K = 4, D = 8 tree's tokens per pass by
-    // half, and the chooser drafted trees deeper than the best). Children left out for low confidence are
-    // hit by their calibrated chance (spec_adaptive_observe_left_out).
-    int ranks = shape.k < ADAPTIVE_MAX_K ? shape.k : ADAPTIVE_MAX_K;
-    int depth = shape.depth > tree->max_depth ? shape.depth : tree->max_depth;
-    for (int d = 1; shape.nodes > 1 && d <= depth && d <= TREE_MAX_DEPTH; d++) {
-        if (d - 1 > acceptance->n_accepted) { break; }
-        int parent = acceptance->path[d - 1];
-        int n_children = tree->n_children[parent];
-        int accepted = d <= acceptance->n_accepted ? acceptance->path[d] : -1;
-        int counted = n_children > ranks ? n_children : ranks;
-        for (int r = 0; r < counted && r < ADAPTIVE_MAX_K; r++) {
-            a->reached[d][r] += 1.0;
-            if (r < n_children && tree->children[parent][r] == accepted) { a->hit[d][r] += 1.0; }
-        }
-    }
+    if (!a->judged_in_hindsight) { spec_adaptive_count(a, shape, tree, acceptance); }
     if (tree->n_nodes == 1) {
         a->passes_without_drafting++;
         a->passes_since_drafted++;

@@ -228,6 +228,11 @@ int draft_source_may_draft(const DraftSource* source) {
     return source->shape.nodes > 1 || (source->kind == DRAFT_HYBRID && source->eagle_shape.nodes > 1);
 }
 
+// The model-free drafts: their proposals cost microseconds (adaptive shapes judge them in hindsight, below).
+static int draft_source_free_proposals(const DraftSource* source) {
+    return source->kind == DRAFT_LOOKUP || source->kind == DRAFT_SUFFIX;
+}
+
 void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Draft* draft, Target* target) {
     memset(source, 0, sizeof(*source));
     source->kind = kind;
@@ -257,6 +262,8 @@ void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Dra
     spec_adaptive_init(&source->suffix_adaptive_state, source->limit, source->limit.k);
     source->adaptive_state.calibrates = kind == DRAFT_EAGLE || kind == DRAFT_HYBRID; // its scores are log-probabilities
     source->adaptive_state.root_children_free = kind == DRAFT_EAGLE || kind == DRAFT_HYBRID;
+    source->adaptive_state.judged_in_hindsight = draft_source_free_proposals(source);
+    if (source->adaptive_state.judged_in_hindsight) { source->hindsight = mallocCheck(HINDSIGHT_TREES * sizeof(HindsightTree)); }
 }
 
 void draft_source_set_adaptive(DraftSource* source, int adaptive, int deterministic) {
@@ -272,6 +279,7 @@ void draft_source_free(DraftSource* source) {
     free(source->mask);
     free(source->u_batch);
     free(source->pool);
+    free(source->hindsight);
     if (source->suffix_outputs) {
         suffix_index_free(source->suffix_outputs);
         free(source->suffix_outputs);
@@ -283,6 +291,7 @@ void draft_source_free(DraftSource* source) {
 void draft_source_begin_request(DraftSource* source, int n_prompt) {
     source->n_extended = 0; // the draft's cache starts empty
     source->n_prompt = n_prompt;
+    source->n_hindsight = 0; // (the last request's trees guessed its continuation, which no request will produce)
     if (source->suffix_outputs) {
         suffix_index_free(&source->suffix_request);
         suffix_index_init(&source->suffix_request, SUFFIX_DRAFT_DEPTH, 0);
@@ -478,6 +487,68 @@ static int hybrid_prefers_suffix(const DraftSource* source, float suffix_expecte
     return suffix_expected > 0 && calibration * suffix_expected >= source->eagle_accepted;
 }
 
+// Hindsight, for the model-free drafts (prompt lookup, the suffix draft) with adaptive shapes: their
+// acceptance is measured on trees judged in hindsight rather than on the trees their passes verify. Their
+// proposals cost microseconds, so at every pass's root they propose the largest tree, whatever the pass
+// drafts, and as the target produces the tokens it guesses, the chooser counts it level by level as if it
+// had been verified: its accepted path is the one the produced tokens follow, which is what greedy
+// verification accepts (when sampling, a node's children hold the sampled token with the chance that
+// verification accepts one of them). So every depth and rank stays measured, at every pass, while the
+// passes draft shallow trees or none at all. Counting only the verified trees, a lookup unlucky in its
+// first few guesses drafted one node a pass, or none for thirty passes, while the text turned to copying:
+// its deeper levels were never measured, and it took five passes of one accepted node to try two (the
+// bench's request: the fixed chain 1.55x plain decoding, adaptive 1.31x).
+static void hindsight_propose(DraftSource* source, const Sequence* sequence, CandidatePool* pool) {
+    if (source->n_hindsight == HINDSIGHT_TREES) { return; }   // (each pass yields a token: never, in practice)
+    if (source->kind == DRAFT_SUFFIX) { suffix_catch_up(source, sequence); }   // (a pass that drafts nothing skips it)
+    pool->n = 0;
+    TreeShape shape = source->shape;
+    source->shape = source->limit;
+    if (source->kind == DRAFT_LOOKUP) { propose_lookup(source, sequence, pool); }
+    else { propose_suffix(source, sequence, pool, source->limit); }
+    source->shape = shape;
+    if (pool->n == 0) { return; }   // nothing to propose (no match): nothing to judge, and the pass costs a
+                                    // decode step whatever its shape, so the estimates are those of a proposal
+    int node_of_candidate[MAX_CANDIDATES];
+    HindsightTree* h = &source->hindsight[source->n_hindsight];
+    pool_to_tree(&h->tree, pool, sequence->tokens[sequence->n_tokens - 1], sequence->n_tokens - 1, source->limit.nodes,
+                 0.0f, node_of_candidate);
+    pool->n = 0;
+    Error err;
+    if (tree_derive(&h->tree, &err) != 0) { // the builder's own output: a failure is a program bug
+        fprintf(stderr, "error: internal: hindsight tree is invalid: %s\n", err.message);
+        exit(EXIT_FAILURE);
+    }
+    h->node = 0;
+    h->depth = 0;
+    source->n_hindsight++;
+}
+
+// Counts the levels of each pending tree that the sequence's tokens now decide; a tree ends at a produced
+// token none of its node's children has, or below the limit's depth.
+static void hindsight_judge(DraftSource* source, const Sequence* sequence) {
+    for (int i = 0; i < source->n_hindsight; ) {
+        HindsightTree* h = &source->hindsight[i];
+        int ended = 0;
+        while (!ended && h->tree.root_position + h->depth + 1 < sequence->n_tokens) {
+            int d = h->depth + 1, token = sequence->tokens[h->tree.root_position + d], next = -1;
+            for (int c = 0; c < h->tree.n_children[h->node]; c++) {
+                if (h->tree.tokens[h->tree.children[h->node][c]] == token) { next = h->tree.children[h->node][c]; }
+            }
+            spec_adaptive_count_level(&source->adaptive_state, source->limit, &h->tree, h->node, next, d);
+            h->node = next;
+            h->depth = d;
+            ended = next < 0 || d >= source->limit.depth;
+        }
+        if (ended) {
+            source->hindsight_judged++;
+            *h = source->hindsight[--source->n_hindsight];
+        } else {
+            i++;
+        }
+    }
+}
+
 // Proposes a tree rooted at the sequence's last token. slots_free: cache slots available beyond the
 // committed prefix; when drafting would not fit, the tree is the root alone (a plain decode step).
 void draft_source_propose(DraftSource* source, Target* target, const Sequence* sequence, Tree* tree, int slots_free) {
@@ -542,12 +613,14 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
     }
     int node_of_candidate[MAX_CANDIDATES];
     pool_to_tree(tree, pool, root_token, root_position, shape.nodes, min_chance, node_of_candidate);
+
     source->n_left_out = pool_left_out(pool, node_of_candidate, min_chance, source->left_out);
     Error err;
     if (tree_derive(tree, &err) != 0) { // the builder's own output: a failure is a program bug
         fprintf(stderr, "error: internal: drafted tree is invalid: %s\n", err.message);
         exit(EXIT_FAILURE);
     }
+    if (source->adaptive && draft_source_free_proposals(source)) { hindsight_propose(source, sequence, pool); }
 }
 
 // ----------------------------------------------------------------------------
@@ -566,6 +639,7 @@ void draft_source_plan_pass(DraftSource* source, const Sequence* sequence) {
     // the generated tokens an EAGLE draft must catch up over before drafting
     int caught_up = source->n_extended > source->n_prompt ? source->n_extended : source->n_prompt;
     int pending = source->kind == DRAFT_EAGLE || source->kind == DRAFT_HYBRID ? sequence->n_committed - caught_up : 0;
+    if (source->n_hindsight > 0) { hindsight_judge(source, sequence); }
     if (!source->adaptive) {
         source->shape = source->eagle_shape = source->limit;
     } else if (source->kind == DRAFT_HYBRID) {

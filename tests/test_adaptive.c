@@ -324,7 +324,8 @@ static void test_confidence(void) {
     a.verify_seconds[1] = 0.010; a.verify_seconds[3] = 0.014; a.draft_step_seconds = 0.0005; a.catch_up_seconds = 0.001;
     TreeShape shape = {1, 2, 3};
     double expected = spec_adaptive_min_chance(&a, shape, 2);
-    double by_hand = 0.002 * spec_adaptive_expected_tokens(&a, 1, 2) / (2 * 0.001 + 2 * 0.0005 + 0.014);
+    double v1 = spec_adaptive_verify_seconds(&a, 1), v3 = spec_adaptive_verify_seconds(&a, 3);
+    double by_hand = (v3 - v1) / 2 * spec_adaptive_expected_tokens(&a, 1, 2) / (2 * 0.001 + 2 * 0.0005 + v3);
     check(fabs(expected - by_hand) < 1e-12, "least chance %.6f, by hand %.6f", expected, by_hand);
     check(spec_adaptive_min_chance(&a, (TreeShape){1, 0, 1}, 0) == 0.0, "no drafting: no least chance");
     // exploring: every ADAPTIVE_EXPLORE_EVERY-th drafting pass (not the first: a fresh draft's own
@@ -399,10 +400,40 @@ static void test_expected_tokens_of_cut_trees(void) {
     }
 }
 
+// Verify costs from noisy timings: one slow pass at a node count must not price it out (its average starts
+// from the line through the other counts), while a count measured many times keeps its own cost (a tile
+// boundary).
+static void test_noisy_costs(void) {
+    SpecAdaptive a;
+    spec_adaptive_init(&a, (TreeShape){1, 8, 9}, 1);
+    Tree trees[10];
+    for (int n = 1; n <= 9; n++) {
+        int parents[10];
+        for (int i = 0; i < n; i++) { parents[i] = i - 1; }
+        hand_made_tree(&trees[n], parents, n);
+    }
+    Acceptance none = {0, {0}, 0};
+    for (int i = 0; i < 20; i++) {   // the truth: 10 ms and 0.6 ms a node
+        spec_adaptive_observe(&a, (TreeShape){1, 0, 1}, &trees[1], &none, 0, -1, 0, 0, 0.010);
+        spec_adaptive_observe(&a, (TreeShape){1, 2, 3}, &trees[3], &none, 0, -1, 0, 0, 0.0112);
+    }
+    spec_adaptive_observe(&a, (TreeShape){1, 4, 5}, &trees[5], &none, 0, -1, 0, 0, 0.020);   // one slow pass
+    double v5 = spec_adaptive_verify_seconds(&a, 5);
+    check(v5 < 0.0135, "one slow pass at 5 nodes (20 ms; the truth 12.4 ms): estimated %.2f ms (expected under 13.5)", v5 * 1e3);
+    double v7 = spec_adaptive_verify_seconds(&a, 7);
+    check(v7 > v5 && v7 < 0.016, "7 nodes, never measured: %.2f ms from the line (expected between 5 nodes' and 16)", v7 * 1e3);
+    for (int i = 0; i < 40; i++) { spec_adaptive_observe(&a, (TreeShape){1, 8, 9}, &trees[9], &none, 0, -1, 0, 0, 0.018); }
+    double v9 = spec_adaptive_verify_seconds(&a, 9);
+    check(fabs(v9 - 0.018) < 0.0015, "9 nodes measured 40 times at 18 ms (dearer than the line): estimated %.2f ms", v9 * 1e3);
+    printf("noisy costs: one 20 ms pass at 5 nodes -> %.2f ms; 7 nodes unmeasured -> %.2f ms; 9 nodes 40 x 18 ms -> %.2f ms\n",
+           v5 * 1e3, v7 * 1e3, v9 * 1e3);
+}
+
 int main(void) {
     test_counting();
     test_expected_tokens_of_cut_trees();
     test_worlds();
     test_confidence();
+    test_noisy_costs();
     return test_summary();
 }

@@ -592,8 +592,8 @@ static void test_suffix_depth(Target* target) {
 // A pass's costs as adaptive speculation learns them: a hot swap in the pass is not drafting's cost (it
 // comes with a publish), nor is the catch-up (charged per token apart).
 static void test_pass_costs(Target* target) {
-    DraftSource source;
-    draft_source_init(&source, DRAFT_LOOKUP, (TreeShape){1, 4, 5}, NULL, target);
+    DraftSource source;   // (self-drafting: a draft whose acceptance is counted on the passes it verifies)
+    draft_source_init(&source, DRAFT_SELF, (TreeShape){1, 4, 5}, NULL, target);
     draft_source_set_adaptive(&source, 1, 0);
     Sequence sequence;
     memset(&sequence, 0, sizeof(sequence));
@@ -615,13 +615,77 @@ static void test_pass_costs(Target* target) {
     sequence.tokens = tokens;
     sequence.n_tokens = sequence.n_committed = sequence.capacity = 8;
     double reached = source.adaptive_state.reached[1][0] * 0.99;   // one pass's decay
-    check(source.shape.nodes > 1, "the lookup draft plans to draft (shape of %d nodes)", source.shape.nodes);
+    check(source.shape.nodes > 1, "self-drafting plans to draft (shape of %d nodes)", source.shape.nodes);
     draft_source_propose(&source, target, &sequence, &tree, 0);
     Acceptance bonus_only = {0, {0}, 7};
     draft_source_observe_pass(&source, &tree, &bonus_only, 0.0, 0.004, &stats);
     check(tree.n_nodes == 1 && fabs(source.adaptive_state.reached[1][0] - reached) < 1e-12,
           "a pass without room to draft: tree of %d nodes, depth-1 rank 0 reached %.4f times (expected %.4f)", tree.n_nodes,
           source.adaptive_state.reached[1][0], reached);
+    draft_source_free(&source);
+}
+
+// Hindsight (drafting.c): a model-free draft with adaptive shapes proposes the largest tree at every pass's
+// root, whatever the pass drafts, and the chooser counts it level by level as the target produces the tokens
+// it guesses; the passes themselves count nothing.
+static void test_hindsight(Target* target) {
+    DraftSource source;
+    draft_source_init(&source, DRAFT_LOOKUP, (TreeShape){1, 4, 5}, NULL, target);
+    draft_source_set_adaptive(&source, 1, 1);
+    int tokens[16] = {5, 6, 7, 8, 5, 6};   // the lookup: "5 6" was followed by 7 8 5 6
+    Sequence sequence;
+    memset(&sequence, 0, sizeof(sequence));
+    sequence.tokens = tokens;
+    sequence.n_tokens = sequence.n_committed = 6;
+    sequence.capacity = 16;
+    SpecAdaptive* a = &source.adaptive_state;
+    draft_source_plan_pass(&source, &sequence);
+    source.shape = (TreeShape){1, 0, 1};   // the pass drafts nothing (as if the chooser had chosen so)
+    Tree tree;
+    draft_source_propose(&source, target, &sequence, &tree, 64);
+    check(tree.n_nodes == 1 && source.n_hindsight == 1 && source.hindsight[0].tree.n_nodes == 5,
+          "a pass drafting nothing: tree of %d nodes (expected 1), %d trees pending (expected 1) of %d nodes (expected "
+          "5: the lookup's chain at the largest shape)", tree.n_nodes, source.n_hindsight,
+          source.n_hindsight ? source.hindsight[0].tree.n_nodes : 0);
+    Acceptance bonus_only = {0, {0}, 7};
+    SpecStats stats;
+    memset(&stats, 0, sizeof(stats));
+    draft_source_observe_pass(&source, &tree, &bonus_only, 0.0, 0.004, &stats);
+    check(a->reached[1][0] == 0.0, "the pass itself was counted: depth 1 reached %.3f times", a->reached[1][0]);
+    // the target produced 7: depth 1 is decided (right), depth 2 not yet
+    tokens[6] = 7;
+    sequence.n_tokens = sequence.n_committed = 7;
+    draft_source_plan_pass(&source, &sequence);
+    check(a->reached[1][0] == 1.0 && a->hit[1][0] == 1.0 && a->reached[2][0] == 0.0 && source.n_hindsight == 1,
+          "after one produced token: depth 1 reached %.1f, hit %.1f (expected 1, 1); depth 2 reached %.1f (expected 0); "
+          "%d trees pending (expected 1)", a->reached[1][0], a->hit[1][0], a->reached[2][0], source.n_hindsight);
+    draft_source_propose(&source, target, &sequence, &tree, 64);   // a second tree, at this pass's root
+    check(source.n_hindsight == 2, "a tree at every pass's root: %d pending (expected 2)", source.n_hindsight);
+    draft_source_observe_pass(&source, &tree, &bonus_only, 0.0, 0.004, &stats);
+    // then 8 and 9: the first tree's depth 2 is right, depth 3 (5) wrong, and it ends; the second tree ("5 6 7"
+    // was followed by 8: its chain 8 5 6 7) is right at depth 1 and wrong at depth 2
+    tokens[7] = 8;
+    tokens[8] = 9;
+    sequence.n_tokens = sequence.n_committed = 9;
+    draft_source_plan_pass(&source, &sequence);
+    // (depth 1's first count has decayed by one observed pass)
+    double expect_reached[5] = {0, 1.0 * 0.99 + 1.0, 1.0 + 1.0, 1.0, 0.0}, expect_hit[5] = {0, 1.0 * 0.99 + 1.0, 1.0, 0.0, 0.0};
+    int right = source.n_hindsight == 0 && source.hindsight_judged == 2;
+    for (int d = 1; d <= 4; d++) {
+        right = right && fabs(a->reached[d][0] - expect_reached[d]) < 1e-12 && fabs(a->hit[d][0] - expect_hit[d]) < 1e-12;
+    }
+    check(right, "two trees judged to their end: pending %d (expected 0), judged %ld (expected 2); reached/hit by depth "
+          "%.2f/%.2f %.2f/%.2f %.2f/%.2f %.2f/%.2f (expected 1.99/1.99 2/1 1/0 0/0)", source.n_hindsight,
+          source.hindsight_judged, a->reached[1][0], a->hit[1][0], a->reached[2][0], a->hit[2][0], a->reached[3][0],
+          a->hit[3][0], a->reached[4][0], a->hit[4][0]);
+    draft_source_free(&source);
+    // fixed shapes judge nothing in hindsight
+    draft_source_init(&source, DRAFT_LOOKUP, (TreeShape){1, 4, 5}, NULL, target);
+    sequence.n_tokens = sequence.n_committed = 6;
+    draft_source_plan_pass(&source, &sequence);
+    draft_source_propose(&source, target, &sequence, &tree, 64);
+    check(tree.n_nodes == 5 && source.n_hindsight == 0, "a fixed-shape lookup: %d nodes (expected 5), %d trees in "
+          "hindsight (expected 0)", tree.n_nodes, source.n_hindsight);
     draft_source_free(&source);
 }
 
@@ -640,6 +704,7 @@ int main(void) {
     test_greedy_lossless(&target);
     test_stop_conditions(&target);
     test_pass_costs(&target);
+    test_hindsight(&target);
     test_eligibility();
     test_suffix_depth(&target);
     test_sampling_lossless();

@@ -1065,15 +1065,15 @@ void spec_adaptive_init(SpecAdaptive* a, TreeShape limit, int max_k);
 // The shape for the next pass; nodes == 1 (depth 0) means no speculation (a plain decode step). pending:
 // the generated tokens the draft must catch up over before it can draft (0 for drafts that need none).
 TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending);
-// After a pass: the shape it was planned with, its tree (the shape's, cut by the node budget and by
-// confidence), the acceptance, the seconds spent drafting it (not catching the draft up) and the drafting
-// steps they bought (-1: as many as the tree is deep), the catch-up's seconds and tokens (0, 0 for none),
-// and the seconds verifying it.
 // Counts one tree's acceptance evidence by depth and rank (part of spec_adaptive_observe), and one level of
 // it: node `parent` on the accepted path at depth - 1, and its child `accepted` (-1: none) at depth (a tree
 // judged in hindsight, level by level as the target produces its tokens: drafting.c).
 void spec_adaptive_count(SpecAdaptive* a, TreeShape shape, const Tree* tree, const Acceptance* acceptance);
 void spec_adaptive_count_level(SpecAdaptive* a, TreeShape shape, const Tree* tree, int parent, int accepted, int depth);
+// After a pass: the shape it was planned with, its tree (the shape's, cut by the node budget and by
+// confidence), the acceptance, the seconds spent drafting it (not catching the draft up) and the drafting
+// steps they bought (-1: as many as the tree is deep), the catch-up's seconds and tokens (0, 0 for none),
+// and the seconds verifying it.
 void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, const Acceptance* acceptance,
                            double draft_seconds, int draft_steps, double catch_up_seconds, int catch_up_tokens,
                            double verify_seconds);

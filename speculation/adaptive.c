@@ -212,10 +212,10 @@ static void adaptive_average(double* average, double value) {
     *average = *average > 0 ? (1.0 - COST_SMOOTHING) * *average + COST_SMOOTHING * value : value;
 }
 
-// The acceptance evidence of one tree: along the accepted path, at
-// each depth of the shape the path reached, the K ranks of the shape (the parent's children in index
-// order: the drafter adds a node's children best first), each reached, and which child, if any, was
-// accepted. A rank the tree lacks is a miss: the drafter keeps the N - 1 = K * D best candidates overall,
+// The acceptance evidence of one tree: along the accepted path, at each depth of the shape the path
+// reached, the K ranks of the shape (the parent's children in index order: the drafter adds a node's
+// children best first), each reached, and which child, if any, was accepted (one level at a time:
+// spec_adaptive_count_level). A rank the tree lacks is a miss: the drafter keeps the N - 1 = K * D best candidates overall,
 // so a node on the path often has fewer than K children, and a tree can end above depth D; E(K, D) counts
 // K children at every depth, so its estimates must include those cuts (counting only the children present
 // overestimated a K = 4, D = 8 tree's tokens per pass by half, and the chooser drafted trees deeper than the

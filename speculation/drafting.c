@@ -429,8 +429,8 @@ static void expand_candidates(DraftSource* source, Target* target, const Sequenc
 }
 
 // Prompt lookup: find the latest earlier occurrence of the sequence's last n tokens (n from
-// lookup_max_ngram down to 1) and propose the tokens that followed it, as a chain.
-static void propose_lookup(DraftSource* source, const Sequence* sequence, CandidatePool* pool) {
+// lookup_max_ngram down to 1) and propose the tokens that followed it, as a chain of at most depth.
+static void propose_lookup(const DraftSource* source, const Sequence* sequence, CandidatePool* pool, int depth) {
     const int* x = sequence->tokens;
     int n_tokens = sequence->n_tokens;
     for (int n = source->lookup_max_ngram; n >= 1; n--) {
@@ -438,7 +438,7 @@ static void propose_lookup(DraftSource* source, const Sequence* sequence, Candid
         for (int start = n_tokens - n - 1; start >= 0; start--) { // latest match first
             if (memcmp(x + start, x + n_tokens - n, (size_t)n * sizeof(int)) != 0) { continue; }
             int parent = -1;
-            for (int j = start + n; j < n_tokens && j - (start + n) < source->shape.depth; j++) {
+            for (int j = start + n; j < n_tokens && j - (start + n) < depth; j++) {
                 float zero = 0.0f; // a lookup has no probabilities: every node scores 0, so depth decides
                 pool_add_children(pool, parent, &x[j], &zero, 1, NULL);
                 parent = pool->n - 1;
@@ -502,18 +502,14 @@ static void hindsight_propose(DraftSource* source, const Sequence* sequence, Can
     if (source->n_hindsight == HINDSIGHT_TREES) { return; }   // (each pass yields a token: never, in practice)
     if (source->kind == DRAFT_SUFFIX) { suffix_catch_up(source, sequence); }   // (a pass that drafts nothing skips it)
     pool->n = 0;
-    TreeShape shape = source->shape;
-    source->shape = source->limit;
-    if (source->kind == DRAFT_LOOKUP) { propose_lookup(source, sequence, pool); }
+    if (source->kind == DRAFT_LOOKUP) { propose_lookup(source, sequence, pool, source->limit.depth); }
     else { propose_suffix(source, sequence, pool, source->limit); }
-    source->shape = shape;
     if (pool->n == 0) { return; }   // nothing to propose (no match): nothing to judge, and the pass costs a
                                     // decode step whatever its shape, so the estimates are those of a proposal
     int node_of_candidate[MAX_CANDIDATES];
     HindsightTree* h = &source->hindsight[source->n_hindsight];
     pool_to_tree(&h->tree, pool, sequence->tokens[sequence->n_tokens - 1], sequence->n_tokens - 1, source->limit.nodes,
                  0.0f, node_of_candidate);
-    pool->n = 0;
     Error err;
     if (tree_derive(&h->tree, &err) != 0) { // the builder's own output: a failure is a program bug
         fprintf(stderr, "error: internal: hindsight tree is invalid: %s\n", err.message);
@@ -584,7 +580,7 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
             min_chance = source->pass_min_chance;
         }
         if (source->kind == DRAFT_LOOKUP) {
-            propose_lookup(source, sequence, pool);
+            propose_lookup(source, sequence, pool, shape.depth);
         } else if (source->kind == DRAFT_NONE || (!use_eagle && source->kind != DRAFT_SELF)) {
             // the root alone (plain decoding), or the suffix tree already in the pool
         } else {
@@ -613,7 +609,6 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
     }
     int node_of_candidate[MAX_CANDIDATES];
     pool_to_tree(tree, pool, root_token, root_position, shape.nodes, min_chance, node_of_candidate);
-
     source->n_left_out = pool_left_out(pool, node_of_candidate, min_chance, source->left_out);
     Error err;
     if (tree_derive(tree, &err) != 0) { // the builder's own output: a failure is a program bug

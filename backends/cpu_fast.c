@@ -26,9 +26,10 @@ Contract:
     for bit), so a verify pass computes what decode computes. Parallel over output rows with OpenMP.
   - attention_forward_fast: attention_forward_cpu's contract (grouped-query heads, the (T, P) mask, a
     fully masked row gives zeros, -inf scores handled the same way), but each cached key and value row
-    is read once for a chunk of up to 16 query rows and all query heads of its group (or, for few rows, one
-    query head). Per query the same arithmetic as the reference except the order of the q.k dot products'
-    terms, and fast_expf for expf.
+    is read once for a chunk of query rows and all query heads of its group (or, for few rows, one query
+    head). Per query the same arithmetic as the reference except the order of the q.k dot products'
+    terms, and fast_expf for expf; on AVX-512 also fused multiply-adds, and a verify pass's queries
+    sixteen to a vector (cpu_fast_kernels.c). A query's result never depends on T or the other queries.
   - swiglu_forward_fast: swiglu_forward_cpu's expression with fast_expf (cpu_fast.h: at most 2 ulp from
     exp) for expf, in parallel over elements; the same bits on every CPU level, N and thread count.
   - rmsnorm_forward_fast: rmsnorm_forward_cpu's results bit for bit, rows in parallel for a prefill's batch.
@@ -55,7 +56,7 @@ check every level the machine has):
   AVX2               intrinsics at 8 lanes: the int8 kernel for the packed quantised types (vpmaddubsw,
                      vpmaddwd: the VNNI kernel's bits), fp32 weights in register tiles, attention, SwiGLU,
                      the trainer's backward; other weight types take the portable C compiled for AVX2
-  AVX-512            intrinsics, fp32 activations (matmul); attention is the portable C compiled for it
+  AVX-512            intrinsics, fp32 activations (matmul), attention (head sizes 16 to 128 in steps of 16)
   AVX-512 VNNI       as AVX-512, plus the int8 kernel for the packed quantised types
 Why not -march=native: the binary must run on any x86-64, and one dispatch point keeps the portable path
 compiled and tested on every machine. Why intrinsics: one core of this project's Xeon (Sapphire Rapids),
@@ -280,30 +281,39 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
         exit(EXIT_FAILURE);
     }
     int isa = fast_isa_current();
-    int n_chunks = (T + FAST_QUERY_ROWS - 1) / FAST_QUERY_ROWS;
-    // A verify pass's few items (one chunk per key/value head) are split by query head when threads share
-    // them: 9 items rather than 3 for two threads (2:1). Each item reads its key and value rows itself, so a
-    // decode step (one row: little work per row read) and one thread keep whole groups (measured, 2-core
-    // Xeon, P = 134: T = 6 on two threads 32.5 -> 29.5 us split; T = 1 on two threads 7.4 -> 8.3 us, on one
-    // 8.7 -> 12.4 us). Each query's arithmetic is the same either way.
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
-    int split = T > 1 && threads > 1 && NKV * n_chunks < FAST_ATTENTION_MIN_ITEMS;
+    // Items: a key/value head's queries in chunks of query rows (all heads of its group). The AVX-512
+    // kernel does a group of up to 16 queries per pass over the key rows in about the time of a few queries
+    // one by one (cpu_fast_kernels.c), so its chunks are as many rows as fill 16 lanes (5 rows of 3 heads);
+    // the other paths' work is per query, and their chunks are FAST_QUERY_ROWS rows.
+    // A verify pass's few items are split by query head when threads share them (9 items rather than 3 for
+    // two threads: 2:1), except for AVX-512 groups larger than a few queries, whose work would triple. A
+    // decode step (one row: little work per key row read) and one thread keep whole groups (measured, 2-core
+    // Xeon, P = 134, the portable path: T = 6 on two threads 32.5 -> 29.5 us split; T = 1 on two threads 7.4
+    // -> 8.3 us, on one 8.7 -> 12.4 us). Each query's arithmetic is the same whichever items it is in.
+    int lane_groups = isa >= FAST_ISA_AVX512 && fast_attention_lanes_fit(HS);
+    int chunk_rows = lane_groups ? (group < 16 ? 16 / group : 1) : FAST_QUERY_ROWS;
+    int n_chunks = (T + chunk_rows - 1) / chunk_rows;
+    int split = T > 1 && threads > 1 && NKV * n_chunks < FAST_ATTENTION_MIN_ITEMS &&
+                (!lane_groups || (T < chunk_rows ? T : chunk_rows) * group <= FAST_FEW_QUERIES);
     int splits = split ? group : 1, heads = group / splits;
     int n_items = NKV * n_chunks * splits;
     #pragma omp parallel if ((long)T * P * NH * HS >= PARALLEL_MIN_WORK)
     {
-        // per thread: scores, then weights, of one item's queries (FAST_QUERY_ROWS * heads, P)
-        float* scores = mallocCheck((size_t)FAST_QUERY_ROWS * heads * (P > 0 ? P : 1) * sizeof(float));
+        // per thread: scores, then weights, of one item's queries (chunk_rows * heads, P; AVX-512: at least 16)
+        int item_queries = chunk_rows * heads > 16 ? chunk_rows * heads : 16;
+        float* scores = mallocCheck((size_t)item_queries * (P > 0 ? P : 1) * sizeof(float));
+        uint16_t* lanes = lane_groups ? mallocCheck((size_t)(P > 0 ? P : 1) * sizeof(uint16_t)) : NULL;
         float max_scores[FAST_QUERY_ROWS * FAST_MAX_GROUP], sums[FAST_QUERY_ROWS * FAST_MAX_GROUP];
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(dynamic, 1)
         for (int index = 0; index < n_items; index++) {
-            int kv_head = index / (n_chunks * splits), t0 = (index / splits % n_chunks) * FAST_QUERY_ROWS;
+            int kv_head = index / (n_chunks * splits), t0 = (index / splits % n_chunks) * chunk_rows;
             int h0 = index % splits * heads;
             AttentionItem item = attention_item(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0,
-                                                h0, heads, scores, max_scores, sums);
+                                                chunk_rows, h0, heads, scores, max_scores, sums, lanes);
 #if FAST_X86
             if (isa >= FAST_ISA_AVX512) { fast_attention_item_avx512(&item); }
             else if (isa == FAST_ISA_AVX2) { fast_attention_item_avx2(&item); }
@@ -311,6 +321,7 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
 #endif
             { (void)isa; attention_item_portable(&item); }
         }
+        free(lanes);
         free(scores);
     }
 }
@@ -410,17 +421,62 @@ void attention_backward_fast(float* dq, float* dkeys, float* dvalues, const floa
 }
 
 // ----------------------------------------------------------------------------
-// RMSNorm: rmsnorm_forward_cpu row by row (the same bits), rows in parallel for a prefill's batch: its
-// double sum is one long dependency chain per row (0.7 us at C = 576). Below 16 rows a parallel region
-// costs what it saves (a 6-node verify pass: 0.27 ms either way), and even an OpenMP region that is not
-// taken (`if` false) costs a call into libgomp, so small batches return before it.
+// RMSNorm: rmsnorm_forward_cpu's results bit for bit. Its double sum of squares is one long dependency
+// chain per row (0.7 us at C = 576), so the rows of a block run their chains side by side, each in the
+// reference's order (the product of two floats is exact in double, so a contracted multiply-add changes
+// nothing): a block of 8 rows costs little more than one row. Rows in parallel for a prefill's batch; below
+// 16 rows a parallel region costs what it saves, and even an OpenMP region that is not taken (`if` false)
+// costs a call into libgomp, so small batches return before it. Measured at the default model's sizes,
+// 2-core Zen 5, the 61 RMSNorms of a verify pass: 6 rows 0.149 ms row by row, 0.060 in blocks (the scaling
+// loop vectorised too: without `omp simd` the compiler, unsure of aliasing, left it scalar); 12 rows 0.300
+// and 0.126 ms; one row 0.025 either way.
 
-enum { FAST_RMSNORM_PARALLEL_ROWS = 16 };
+enum { FAST_RMSNORM_PARALLEL_ROWS = 16, FAST_RMSNORM_BLOCK = 8 };
+
+// rows t0 .. t0 + n - 1 (n a constant at each call: the sums stay in registers)
+static inline void rmsnorm_block(float* out, const float* inp, const float* weight, int C, float eps, int n) {
+    double sum_squares[FAST_RMSNORM_BLOCK] = {0.0};
+    for (int c = 0; c < C; c++) {
+        #pragma GCC unroll 8
+        for (int j = 0; j < n; j++) {
+            double x = inp[(size_t)j * C + c];
+            sum_squares[j] += x * x;
+        }
+    }
+    for (int j = 0; j < n; j++) {
+        const float* x = inp + (size_t)j * C;
+        float* y = out + (size_t)j * C;
+        float scale = (float)(1.0 / sqrt(sum_squares[j] / C + eps));
+        #pragma omp simd   // (elementwise: y may be x itself, never a shifted copy of it)
+        for (int c = 0; c < C; c++) { y[c] = x[c] * scale * weight[c]; }
+    }
+}
+
+static void rmsnorm_rows(float* out, const float* inp, const float* weight, int T, int C, float eps) {
+    for (int t0 = 0; t0 < T; t0 += FAST_RMSNORM_BLOCK) {
+        float* y = out + (size_t)t0 * C;
+        const float* x = inp + (size_t)t0 * C;
+        switch (T - t0 < FAST_RMSNORM_BLOCK ? T - t0 : FAST_RMSNORM_BLOCK) {
+            case 1: rmsnorm_block(y, x, weight, C, eps, 1); break;
+            case 2: rmsnorm_block(y, x, weight, C, eps, 2); break;
+            case 3: rmsnorm_block(y, x, weight, C, eps, 3); break;
+            case 4: rmsnorm_block(y, x, weight, C, eps, 4); break;
+            case 5: rmsnorm_block(y, x, weight, C, eps, 5); break;
+            case 6: rmsnorm_block(y, x, weight, C, eps, 6); break;
+            case 7: rmsnorm_block(y, x, weight, C, eps, 7); break;
+            default: rmsnorm_block(y, x, weight, C, eps, 8); break;
+        }
+    }
+}
 
 void rmsnorm_forward_fast(float* out, const float* inp, const float* weight, int T, int C, float eps) {
-    if (T < FAST_RMSNORM_PARALLEL_ROWS) { rmsnorm_forward_cpu(out, inp, weight, T, C, eps); return; }
+    if (T < FAST_RMSNORM_PARALLEL_ROWS) { rmsnorm_rows(out, inp, weight, T, C, eps); return; }
+    int n_blocks = (T + FAST_RMSNORM_BLOCK - 1) / FAST_RMSNORM_BLOCK;
     #pragma omp parallel for schedule(static)
-    for (int t = 0; t < T; t++) { rmsnorm_forward_cpu(out + (size_t)t * C, inp + (size_t)t * C, weight, 1, C, eps); }
+    for (int b = 0; b < n_blocks; b++) {
+        int t0 = b * FAST_RMSNORM_BLOCK, n = T - t0 < FAST_RMSNORM_BLOCK ? T - t0 : FAST_RMSNORM_BLOCK;
+        rmsnorm_rows(out + (size_t)t0 * C, inp + (size_t)t0 * C, weight, n, C, eps);
+    }
 }
 
 // ----------------------------------------------------------------------------

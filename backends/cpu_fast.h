@@ -193,10 +193,17 @@ FAST_INLINE void matmul_backward_tile_body(float* restrict out, const float* res
 //   pass 2: for each slot p, add weight * v_p into every query that sees it; divide by the sum at the end
 // Per query the arithmetic is the reference's except for the order of the HS-term dot products (vector
 // lanes), so a query's result does not depend on T or on the other queries. The two passes are bodies
-// (compiled again for AVX2 in cpu_fast_kernels.c, which also has AVX-512 versions of both); the softmax
-// between them is one function every path shares.
+// (compiled again for AVX2 in cpu_fast_kernels.c); the softmax between them is one function the portable
+// and AVX2 paths share. The AVX-512 kernel (cpu_fast_kernels.c) has its own layout and order (fused
+// multiply-adds; the same independence of T and of the other queries).
 
 #define FAST_QUERY_ROWS 16
+// The AVX-512 kernel (cpu_fast_kernels.c) runs a key/value head's queries in groups of up to 16 lanes, for
+// head sizes that are multiples of 16 up to FAST_AVX512_MAX_HS (the others: the portable passes); groups of
+// FAST_FEW_QUERIES or fewer one query at a time.
+#define FAST_AVX512_MAX_HS 128
+#define FAST_FEW_QUERIES 7
+static inline int fast_attention_lanes_fit(int HS) { return HS % 16 == 0 && HS <= FAST_AVX512_MAX_HS; }
 #define FAST_MAX_GROUP MODEL_MAX_HEAD_GROUP   // query heads per key/value head that the per-thread buffers hold
 
 // A work item: key/value head kv_head, `heads` of its group's query heads from the group's head h0, and
@@ -215,14 +222,16 @@ typedef struct {
     float* scores;
     float* max_scores;
     float* sums;
+    uint16_t* lanes;   // (P): the AVX-512 kernel's slot masks (cpu_fast_kernels.c); NULL where not needed
 } AttentionItem;
 
 static inline AttentionItem attention_item(float* out, const float* q, const float* key_cache, const float* value_cache,
                                            const uint8_t* mask, int T, int P, int NH, int NKV, int HS, int kv_head,
-                                           int t0, int h0, int heads, float* scores, float* max_scores, float* sums) {
-    int rows = T - t0 < FAST_QUERY_ROWS ? T - t0 : FAST_QUERY_ROWS;
+                                           int t0, int chunk_rows, int h0, int heads, float* scores, float* max_scores,
+                                           float* sums, uint16_t* lanes) {
+    int rows = T - t0 < chunk_rows ? T - t0 : chunk_rows;
     AttentionItem item = {out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, NH / NKV, h0, heads,
-                          rows * heads, scores, max_scores, sums};
+                          rows * heads, scores, max_scores, sums, lanes};
     return item;
 }
 static inline size_t attention_offset(const AttentionItem* a, int i) {

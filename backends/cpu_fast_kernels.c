@@ -507,18 +507,54 @@ FAST_AVX2_TARGET void fast_matmul_rows_avx2(float* out, const float* inp, Matrix
     fast_matmul_rows_panels(out, inp, weight, T, C, OC, first_row, last_row, scheme);
 }
 
+// fast_expf (cpu_fast.h) on 16 lanes: the same operations in the same order, so the same bits
+FAST_INLINE FAST_AVX512_TARGET __m512 fast_expf_avx512(__m512 x) {
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    __m512 clamped = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(FAST_EXP_LOW)), _mm512_set1_ps(FAST_EXP_HIGH));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(clamped, _mm512_set1_ps(FAST_EXP_LOG2E)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_sub_ps(clamped, _mm512_mul_ps(n, _mm512_set1_ps(FAST_EXP_C1)));
+    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(FAST_EXP_C2)));
+    __m512 p = _mm512_set1_ps(FAST_EXP_POLY[0]);
+    #pragma GCC unroll 7
+    for (int k = 1; k < 8; k++) { p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(FAST_EXP_POLY[k])); }
+    return _mm512_mask_mov_ps(_mm512_scalef_ps(p, n), nan, x);
+}
+
 // ----------------------------------------------------------------------------
-// attention, AVX-512, for head sizes 32, 64 and 128 (a constant at each call site, so that the dot
-// products and outputs stay in registers; other sizes run the portable passes compiled for AVX-512). Measured on the default model (one thread, 128 cached tokens): the portable passes
-// took 11% of a decode step and 18% of a 6-node verify pass, because each q.k dot product ended in a
-// serial sum of its 16 lanes (about 60 cycles of latency per score) and each weighted value went through
-// memory. Here:
-//   scores: one query against 16 slots at a time: 16 dot products in 16 registers (lane l holds the
-//     terms d = l mod 16, summed over d in order), reduced together by one fixed tree of shuffles and adds
-//     (lane j of the result: slot j), then scaled, masked and stored with vector operations. Every score's
-//     arithmetic is the same whatever the slot's place in its block, T, or the other queries.
-//   values: one query at a time, its output in registers over all slots (slot order, as the portable pass,
-//     whose results it equals bit for bit); the value rows of the item stay in L1/L2 between queries.
+// attention, AVX-512, for head sizes that are multiples of 16 up to FAST_AVX512_MAX_HS (other sizes run the
+// portable passes compiled for AVX-512). A score q . k_p is summed in one fixed order: lane l of a vector
+// holds the terms d = l mod 16, chained in order (a multiply, then fused multiply-adds), and the 16 partial
+// sums are added pairwise, (l, l + 8), (l, l + 4), (l, l + 2), (0, 1). A weighted value is summed over the
+// slots a query sees in slot order, acc = fma(w_p, v_p[d], acc), and divided by the weights' sum (also
+// added in slot order). Two layouts compute exactly that, per group of at most 16 of an item's queries:
+//   few queries (FEW_QUERIES or fewer: a decode step has three per key/value head): one query against 16
+//     slots at a time, the 16 partial sums of 16 dot products reduced together by a tree of shuffles and
+//     adds (lane j: slot j); scores, then weights, in a row per query; values one query at a time, its HS
+//     outputs in registers, each value row read once for up to four queries.
+//   many queries (a verify pass's rows): the queries in the lanes, so nothing is summed across lanes: per
+//     slot, 16 partial-sum vectors from the transposed queries and the key row's elements broadcast, added
+//     by the same tree; weights per slot; values sixteen d at a time with each v_p[d] broadcast.
+// So a query's result has the same bits whatever T, the other queries or the layout (a verify pass weighs
+// what decode does: tests/test_fast.c checks it), though not the portable passes' bits (those chain mul
+// and add). With the items cut to fill 16 lanes (attention_forward_fast), measured on the default model
+// (2-core Zen 5, attention_forward_fast alone, 30 layers after 128 cached slots, two threads, alternated
+// with the previous kernel, one query at a time everywhere): T = 1 0.14 ms (unchanged), T = 4 0.40 ->
+// 0.32, T = 6 0.60 -> 0.39, T = 8 0.77 -> 0.47, T = 12 1.15 -> 0.75, T = 16 1.53 -> 0.87. Tried: every
+// score's terms chained d = 0, 1, ... in one lane (no tree: 0.70 ms at T = 12, but a decode step's few
+// queries then fill 3 of 16 lanes, 0.19 ms at T = 1; and slots in the lanes for few queries, the key rows
+// transposed 16 at a time, 0.30 ms at T = 1: the shuffles cost more than they save).
+
+enum { FEW_QUERIES = FAST_FEW_QUERIES, VALUES_PREFETCH = 8 };
+
+// a group of the item's queries first .. first + count - 1 (count <= 16; lane l: query first + l)
+typedef struct {
+    int first, count;
+    float* scores;      // few: (count, P), row l query l's; many: (P, 16), lane l of row p query l's
+    uint16_t* lanes;    // many: (P), bit l set when query l sees slot p (after the softmax: and is active)
+    float max[16];      // per query: its largest score (-inf: it sees no slot above -inf, zeros out)
+    __m512 sums;        // many: per lane, the weights' sum
+} AttentionGroup;
 
 // Lane j of the result: the sum of the 16 lanes of v[j] (a fixed tree: halves of 256 bits, of 128, then
 // pairs, then single lanes; the last permute puts slot j in lane j).
@@ -541,20 +577,20 @@ FAST_INLINE FAST_AVX512_TARGET __m512 avx512_sum_lanes_16(const __m512* v) {
     return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), sums);
 }
 
-FAST_INLINE FAST_AVX512_TARGET void avx512_attention_scores(const AttentionItem* a, int nv) {
-    // nv = HS / 16 registers per row. Blocks of 16 slots outside, the item's queries inside: a block's key
-    // rows (4 KB at HS = 64) come from L2 once and stay in L1 for every query (one query at a time over all
-    // slots read each key row again per query). Per query the arithmetic is unchanged.
-    int KVD = a->NKV * a->HS;
+// few: the scores against every slot into rows, each query's maximum. A block's key rows (4 KB at HS = 64)
+// come from L2 once and stay in L1 for every query.
+FAST_INLINE FAST_AVX512_TARGET void avx512_few_scores(AttentionGroup* g, const AttentionItem* a, int nv) {
+    int KVD = a->NKV * a->HS, P = a->P;
     const __m512 scale = _mm512_set1_ps(1.0f / sqrtf((float)a->HS)), minus_infinity = _mm512_set1_ps(-INFINITY);
     const float* k_head = a->key_cache + (size_t)a->kv_head * a->HS;
-    for (int i = 0; i < a->n_queries; i++) { a->max_scores[i] = -INFINITY; }
-    for (int p0 = 0; p0 < a->P; p0 += 16) {
-        int n = a->P - p0 < 16 ? a->P - p0 : 16;
+    for (int l = 0; l < g->count; l++) { g->max[l] = -INFINITY; }
+    for (int p0 = 0; p0 < P; p0 += 16) {
+        int n = P - p0 < 16 ? P - p0 : 16;
         __mmask16 in_range = n == 16 ? 0xffff : (__mmask16)((1u << n) - 1);
-        for (int i = 0; i < a->n_queries; i++) {
-            const float* q_th = attention_query(a, i);
-            __mmask16 seen = _mm_test_epi8_mask(_mm_maskz_loadu_epi8(in_range, attention_mask_row(a, i) + p0), _mm_set1_epi8(-1));
+        for (int l = 0; l < g->count; l++) {
+            const float* q_th = attention_query(a, g->first + l);
+            __mmask16 seen = _mm_test_epi8_mask(_mm_maskz_loadu_epi8(in_range, attention_mask_row(a, g->first + l) + p0),
+                                                _mm_set1_epi8(-1));
             __m512 q[8];
             #pragma GCC unroll 8
             for (int c = 0; c < nv; c++) { q[c] = _mm512_loadu_ps(q_th + 16 * c); }
@@ -566,35 +602,53 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_attention_scores(const AttentionItem*
                 const float* k_p = k_head + (size_t)(p0 + j) * KVD;
                 __m512 dot = _mm512_mul_ps(q[0], _mm512_loadu_ps(k_p));
                 #pragma GCC unroll 8
-                for (int c = 1; c < nv; c++) { dot = _mm512_add_ps(dot, _mm512_mul_ps(q[c], _mm512_loadu_ps(k_p + 16 * c))); }
+                for (int c = 1; c < nv; c++) { dot = _mm512_fmadd_ps(q[c], _mm512_loadu_ps(k_p + 16 * c), dot); }
                 dots[j] = dot;
             }
             __m512 s = _mm512_mask_blend_ps(seen, minus_infinity, _mm512_mul_ps(avx512_sum_lanes_16(dots), scale));
-            _mm512_mask_storeu_ps(a->scores + (size_t)i * a->P + p0, in_range, s);
+            _mm512_mask_storeu_ps(g->scores + (size_t)l * P + p0, in_range, s);
             // the running maximum (NaN never the max; the order of comparisons does not change a maximum)
             float block_max = _mm512_mask_reduce_max_ps(_mm512_cmp_ps_mask(s, s, _CMP_ORD_Q) & in_range, s);
-            if (block_max > a->max_scores[i]) { a->max_scores[i] = block_max; }
+            if (block_max > g->max[l]) { g->max[l] = block_max; }
         }
     }
 }
 
-// The values of queries [i0, i0 + nq) together: each value row is loaded once for all of them (one query at a
-// time waited on the loads: 13 cycles a slot). Per query the arithmetic and its order are unchanged. Value
-// rows are prefetched VALUES_PREFETCH slots ahead (4, 8 and 16 measured the same; a prefetch past the
-// cache's end never faults).
-enum { VALUES_PREFETCH = 8 };
-FAST_INLINE FAST_AVX512_TARGET void avx512_values_queries(const AttentionItem* a, int nv, int i0, int nq) {
+// few: the weights exp(score - max) where seen (else 0), 16 slots at a time. Their sum is taken in
+// avx512_few_values, one by one in slot order as it reads them.
+FAST_INLINE FAST_AVX512_TARGET void avx512_few_softmax(AttentionGroup* g, const AttentionItem* a) {
+    for (int l = 0; l < g->count; l++) {
+        if (g->max[l] == -INFINITY) { continue; }   // zeros out (avx512_few_values)
+        float* row = g->scores + (size_t)l * a->P;
+        const uint8_t* mask_row = attention_mask_row(a, g->first + l);
+        __m512 max = _mm512_set1_ps(g->max[l]);
+        for (int p0 = 0; p0 < a->P; p0 += 16) {
+            int n = a->P - p0 < 16 ? a->P - p0 : 16;
+            __mmask16 in_range = n == 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+            __mmask16 seen = _mm_test_epi8_mask(_mm_maskz_loadu_epi8(in_range, mask_row + p0), _mm_set1_epi8(-1));
+            __m512 w = _mm512_maskz_mov_ps(seen, fast_expf_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(in_range, row + p0), max)));
+            _mm512_mask_storeu_ps(row + p0, in_range, w);
+        }
+    }
+}
+
+// few: the values of queries l0 .. l0 + nq - 1 (nq <= 4) together, each value row loaded once for all of
+// them (one query at a time waited on the loads: 13 cycles a slot), prefetched VALUES_PREFETCH slots ahead
+// (4, 8 and 16 measured the same; a prefetch past the cache's end never faults)
+FAST_INLINE FAST_AVX512_TARGET void avx512_few_values_queries(const AttentionGroup* g, const AttentionItem* a, int nv,
+                                                              int l0, int nq) {
     int KVD = a->NKV * a->HS;
     const float* v_head = a->value_cache + (size_t)a->kv_head * a->HS;
     __m512 acc[4][8];
-    ValuesQueries queries;
-    values_queries_begin(&queries, a, i0, nq);
-    float* sum_weights = queries.sum_weights;
-    const uint8_t* const* mask_rows = queries.mask_rows;
-    const float* const* weights = queries.weights;
-    const int* active = queries.active;
+    float sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const uint8_t* mask_rows[4];
+    const float* weights[4];
+    int active[4];
     #pragma GCC unroll 4
     for (int j = 0; j < nq; j++) {
+        mask_rows[j] = attention_mask_row(a, g->first + l0 + j);
+        weights[j] = g->scores + (size_t)(l0 + j) * a->P;
+        active[j] = g->max[l0 + j] != -INFINITY;
         #pragma GCC unroll 8
         for (int c = 0; c < nv; c++) { acc[j][c] = _mm512_setzero_ps(); }
     }
@@ -613,72 +667,181 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_values_queries(const AttentionItem* a
         for (int j = 0; j < nq; j++) {
             if (!active[j] || !mask_rows[j][p]) { continue; }
             __m512 weight = _mm512_set1_ps(weights[j][p]);
-            sum_weights[j] += weights[j][p];
+            sums[j] += weights[j][p];
             #pragma GCC unroll 8
-            for (int c = 0; c < nv; c++) { acc[j][c] = _mm512_add_ps(acc[j][c], _mm512_mul_ps(weight, v[c])); }
+            for (int c = 0; c < nv; c++) { acc[j][c] = _mm512_fmadd_ps(weight, v[c], acc[j][c]); }
         }
     }
     #pragma GCC unroll 4
     for (int j = 0; j < nq; j++) {
-        float* out_th = attention_output(a, i0 + j);
-        __m512 sum = _mm512_set1_ps(sum_weights[j]);
+        float* out = attention_output(a, g->first + l0 + j);
+        __m512 sum = _mm512_set1_ps(sums[j]);
         #pragma GCC unroll 8
-        for (int c = 0; c < nv; c++) { _mm512_storeu_ps(out_th + 16 * c, active[j] ? _mm512_div_ps(acc[j][c], sum) : acc[j][c]); }
+        for (int c = 0; c < nv; c++) { _mm512_storeu_ps(out + 16 * c, active[j] ? _mm512_div_ps(acc[j][c], sum) : acc[j][c]); }
     }
 }
 
-FAST_INLINE FAST_AVX512_TARGET void avx512_attention_values(const AttentionItem* a, int nv) {
+FAST_INLINE FAST_AVX512_TARGET void avx512_few_values(const AttentionGroup* g, const AttentionItem* a, int nv) {
     int together = nv <= 4 ? 4 : 2;   // accumulators: together * nv registers
-    for (int i = 0; i < a->n_queries; i += together) {
-        switch (a->n_queries - i < together ? a->n_queries - i : together) {
-            case 1: avx512_values_queries(a, nv, i, 1); break;
-            case 2: avx512_values_queries(a, nv, i, 2); break;
-            case 3: avx512_values_queries(a, nv, i, 3); break;
-            default: avx512_values_queries(a, nv, i, 4); break;
+    for (int l = 0; l < g->count; l += together) {
+        switch (g->count - l < together ? g->count - l : together) {
+            case 1: avx512_few_values_queries(g, a, nv, l, 1); break;
+            case 2: avx512_few_values_queries(g, a, nv, l, 2); break;
+            case 3: avx512_few_values_queries(g, a, nv, l, 3); break;
+            default: avx512_few_values_queries(g, a, nv, l, 4); break;
         }
     }
 }
 
-// fast_expf (cpu_fast.h) on 16 lanes: the same operations in the same order, so the same bits
-FAST_INLINE FAST_AVX512_TARGET __m512 fast_expf_avx512(__m512 x) {
-    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-    __m512 clamped = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(FAST_EXP_LOW)), _mm512_set1_ps(FAST_EXP_HIGH));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(clamped, _mm512_set1_ps(FAST_EXP_LOG2E)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_sub_ps(clamped, _mm512_mul_ps(n, _mm512_set1_ps(FAST_EXP_C1)));
-    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(FAST_EXP_C2)));
-    __m512 p = _mm512_set1_ps(FAST_EXP_POLY[0]);
-    #pragma GCC unroll 7
-    for (int k = 1; k < 8; k++) { p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(FAST_EXP_POLY[k])); }
-    return _mm512_mask_mov_ps(_mm512_scalef_ps(p, n), nan, x);
+// many: bit l of lanes[p] set when query l's mask row sees slot p; 32 slots at a time
+FAST_INLINE FAST_AVX512_TARGET void avx512_many_lanes(AttentionGroup* g, const AttentionItem* a) {
+    for (int p0 = 0; p0 < a->P; p0 += 32) {
+        int n = a->P - p0 < 32 ? a->P - p0 : 32;
+        __mmask32 in_range = n == 32 ? 0xffffffffu : (__mmask32)((1u << n) - 1);
+        __m512i bits = _mm512_setzero_si512();
+        for (int l = 0; l < g->count; l++) {
+            __m256i row = _mm256_maskz_loadu_epi8(in_range, attention_mask_row(a, g->first + l) + p0);
+            bits = _mm512_mask_add_epi16(bits, _mm256_test_epi8_mask(row, row), bits, _mm512_set1_epi16((short)(1u << l)));
+        }
+        _mm512_mask_storeu_epi16(g->lanes + p0, in_range, bits);
+    }
 }
 
-// attention_softmax's weights (cpu_fast.h) 16 slots at a time. Their sum is not taken here: lanes would
-// group the slots by their place in a block of 16, which differs between a verify pass and the decode step
-// at the same position (the cache is compacted after acceptance), so avx512_attention_values sums them one
-// by one in slot order as it reads them, as attention_softmax does (same bits, and verify = decode).
-FAST_INLINE FAST_AVX512_TARGET void avx512_attention_softmax(const AttentionItem* a) {
-    for (int i = 0; i < a->n_queries; i++) {
-        float* weights = a->scores + (size_t)i * a->P;
-        const uint8_t* mask_row = attention_mask_row(a, i);
-        if (a->max_scores[i] == -INFINITY) { continue; }   // fully masked row: zeros (avx512_attention_values)
-        __m512 max = _mm512_set1_ps(a->max_scores[i]);
-        for (int p0 = 0; p0 < a->P; p0 += 16) {
-            int n = a->P - p0 < 16 ? a->P - p0 : 16;
-            __mmask16 in_range = n == 16 ? 0xffff : (__mmask16)((1u << n) - 1);
-            __mmask16 seen = _mm_test_epi8_mask(_mm_maskz_loadu_epi8(in_range, mask_row + p0), _mm_set1_epi8(-1));
-            __m512 w = _mm512_maskz_mov_ps(seen, fast_expf_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(in_range, weights + p0), max)));
-            _mm512_mask_storeu_ps(weights + p0, in_range, w);
+// many: the lanes' queries (qt: (HS, 16), the queries transposed) against key rows k0 and k1, in the order
+// above: partial sums l and l + 8 together (each of qt's rows loaded once for both keys), added at once
+FAST_INLINE FAST_AVX512_TARGET void avx512_many_dot2(__m512* out, const float* qt, const float* k0, const float* k1, int nv) {
+    __m512 x[2][8];
+    #pragma GCC unroll 8
+    for (int l = 0; l < 8; l++) {
+        __m512 q = _mm512_load_ps(qt + l * 16), q8 = _mm512_load_ps(qt + (l + 8) * 16);
+        __m512 a0 = _mm512_mul_ps(q, _mm512_set1_ps(k0[l])), b0 = _mm512_mul_ps(q8, _mm512_set1_ps(k0[l + 8]));
+        __m512 a1 = _mm512_mul_ps(q, _mm512_set1_ps(k1[l])), b1 = _mm512_mul_ps(q8, _mm512_set1_ps(k1[l + 8]));
+        #pragma GCC unroll 8
+        for (int c = 1; c < nv; c++) {
+            int d = 16 * c + l;
+            q = _mm512_load_ps(qt + d * 16);
+            q8 = _mm512_load_ps(qt + (d + 8) * 16);
+            a0 = _mm512_fmadd_ps(q, _mm512_set1_ps(k0[d]), a0);
+            b0 = _mm512_fmadd_ps(q8, _mm512_set1_ps(k0[d + 8]), b0);
+            a1 = _mm512_fmadd_ps(q, _mm512_set1_ps(k1[d]), a1);
+            b1 = _mm512_fmadd_ps(q8, _mm512_set1_ps(k1[d + 8]), b1);
         }
+        x[0][l] = _mm512_add_ps(a0, b0);
+        x[1][l] = _mm512_add_ps(a1, b1);
+    }
+    #pragma GCC unroll 2
+    for (int s = 0; s < 2; s++) {
+        #pragma GCC unroll 4
+        for (int l = 0; l < 4; l++) { x[s][l] = _mm512_add_ps(x[s][l], x[s][l + 4]); }
+        x[s][0] = _mm512_add_ps(x[s][0], x[s][2]);
+        x[s][1] = _mm512_add_ps(x[s][1], x[s][3]);
+        out[s] = _mm512_add_ps(x[s][0], x[s][1]);
+    }
+}
+
+// many: the scores against every slot into (P, 16), each lane's maximum
+FAST_INLINE FAST_AVX512_TARGET void avx512_many_scores(AttentionGroup* g, const AttentionItem* a, int nv) {
+    int KVD = a->NKV * a->HS, HS = a->HS;
+    float qt[FAST_AVX512_MAX_HS * 16] __attribute__((aligned(64)));
+    memset(qt, 0, (size_t)HS * 16 * sizeof(float));
+    for (int l = 0; l < g->count; l++) {
+        const float* q = attention_query(a, g->first + l);
+        for (int d = 0; d < HS; d++) { qt[d * 16 + l] = q[d]; }
+    }
+    const __m512 scale = _mm512_set1_ps(1.0f / sqrtf((float)HS)), minus_infinity = _mm512_set1_ps(-INFINITY);
+    const float* k_head = a->key_cache + (size_t)a->kv_head * HS;
+    __m512 max = minus_infinity;
+    for (int p = 0; p < a->P; p += 2) {   // (an odd last slot: paired with itself, stored once)
+        int p1 = p + 1 < a->P ? p + 1 : p;
+        __m512 dots[2];
+        avx512_many_dot2(dots, qt, k_head + (size_t)p * KVD, k_head + (size_t)p1 * KVD, nv);
+        for (int j = 0; j < p1 - p + 1; j++) {
+            __mmask16 seen = g->lanes[p + j];
+            __m512 s = _mm512_mask_blend_ps(seen, minus_infinity, _mm512_mul_ps(dots[j], scale));
+            _mm512_storeu_ps(g->scores + (size_t)(p + j) * 16, s);
+            max = _mm512_mask_max_ps(max, seen & _mm512_cmp_ps_mask(s, s, _CMP_ORD_Q), max, s);   // (as above)
+        }
+    }
+    _mm512_storeu_ps(g->max, max);
+}
+
+// many: the weights where seen (lanes[p] keeps only active queries' bits from here), each lane's sum
+FAST_INLINE FAST_AVX512_TARGET void avx512_many_softmax(AttentionGroup* g, const AttentionItem* a) {
+    __m512 max = _mm512_loadu_ps(g->max), sums = _mm512_setzero_ps();
+    __mmask16 active = _mm512_cmp_ps_mask(max, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+    for (int p = 0; p < a->P; p++) {
+        __mmask16 seen = g->lanes[p] & active;
+        g->lanes[p] = seen;
+        float* row = g->scores + (size_t)p * 16;
+        __m512 w = _mm512_maskz_mov_ps(seen, fast_expf_avx512(_mm512_sub_ps(_mm512_loadu_ps(row), max)));
+        _mm512_storeu_ps(row, w);
+        sums = _mm512_mask_add_ps(sums, seen, sums, w);
+    }
+    g->sums = sums;
+}
+
+// many: the values sixteen d at a time (lanes: queries), then transposed into the queries' output rows
+FAST_INLINE FAST_AVX512_TARGET void avx512_many_values(const AttentionGroup* g, const AttentionItem* a) {
+    int KVD = a->NKV * a->HS, HS = a->HS;
+    const float* v_head = a->value_cache + (size_t)a->kv_head * HS;
+    __mmask16 active = _mm512_cmp_ps_mask(_mm512_loadu_ps(g->max), _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+    float block[16 * 16] __attribute__((aligned(64)));   // (d, lane)
+    for (int d0 = 0; d0 < HS; d0 += 16) {
+        __m512 acc[16];
+        #pragma GCC unroll 16
+        for (int e = 0; e < 16; e++) { acc[e] = _mm512_setzero_ps(); }
+        for (int p = 0; p < a->P; p++) {
+            __mmask16 seen = g->lanes[p];
+            if (!seen) { continue; }
+            const float* v_p = v_head + (size_t)p * KVD + d0;
+            _mm_prefetch((const char*)(v_p + (size_t)VALUES_PREFETCH * KVD), _MM_HINT_T0);
+            __m512 w = _mm512_loadu_ps(g->scores + (size_t)p * 16);
+            #pragma GCC unroll 16
+            for (int e = 0; e < 16; e++) { acc[e] = _mm512_mask3_fmadd_ps(w, _mm512_set1_ps(v_p[e]), acc[e], seen); }
+        }
+        #pragma GCC unroll 16
+        for (int e = 0; e < 16; e++) { _mm512_store_ps(block + e * 16, _mm512_mask_div_ps(acc[e], active, acc[e], g->sums)); }
+        for (int l = 0; l < g->count; l++) {
+            float* out = attention_output(a, g->first + l) + d0;
+            for (int e = 0; e < 16; e++) { out[e] = block[e * 16 + l]; }
+        }
+    }
+}
+
+FAST_INLINE FAST_AVX512_TARGET void avx512_attention_group(AttentionGroup* g, const AttentionItem* a, int nv) {
+    if (g->count <= FEW_QUERIES) {
+        avx512_few_scores(g, a, nv);
+        avx512_few_softmax(g, a);
+        avx512_few_values(g, a, nv);
+    } else {
+        avx512_many_lanes(g, a);
+        avx512_many_scores(g, a, nv);
+        avx512_many_softmax(g, a);
+        avx512_many_values(g, a);
     }
 }
 
 FAST_AVX512_TARGET void fast_attention_item_avx512(const AttentionItem* item) {
-    switch (item->HS) {
-        case 32: avx512_attention_scores(item, 2); avx512_attention_softmax(item); avx512_attention_values(item, 2); return;
-        case 64: avx512_attention_scores(item, 4); avx512_attention_softmax(item); avx512_attention_values(item, 4); return;
-        case 128: avx512_attention_scores(item, 8); avx512_attention_softmax(item); avx512_attention_values(item, 8); return;
-        default: attention_scores_body(item); attention_softmax(item); attention_values_body(item); return;
+    if (!fast_attention_lanes_fit(item->HS) || item->lanes == NULL) {
+        attention_scores_body(item); attention_softmax(item); attention_values_body(item);
+        return;
+    }
+    for (int first = 0; first < item->n_queries; first += 16) {
+        AttentionGroup g;
+        g.first = first;
+        g.count = item->n_queries - first < 16 ? item->n_queries - first : 16;
+        g.scores = item->scores;
+        g.lanes = item->lanes;
+        switch (item->HS / 16) {   // a constant per call: a key row's registers and a query's outputs stay in registers
+            case 1: avx512_attention_group(&g, item, 1); break;
+            case 2: avx512_attention_group(&g, item, 2); break;
+            case 3: avx512_attention_group(&g, item, 3); break;
+            case 4: avx512_attention_group(&g, item, 4); break;
+            case 5: avx512_attention_group(&g, item, 5); break;
+            case 6: avx512_attention_group(&g, item, 6); break;
+            case 7: avx512_attention_group(&g, item, 7); break;
+            default: avx512_attention_group(&g, item, 8); break;
+        }
     }
 }
 

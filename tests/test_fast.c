@@ -929,7 +929,8 @@ static void test_rope(void) {
     }
 }
 
-// RMSNorm: the reference's bits, one row, small batches and batches past the parallel threshold
+// RMSNorm: the reference's bits, one row, small batches (blocks of rows, a partial block) and batches past
+// the parallel threshold; out of place and in place
 static void test_rmsnorm(void) {
     const int shapes[][2] = {{1, 576}, {2, 7}, {6, 576}, {8, 64}, {13, 576}, {16, 576}, {33, 100}, {71, 576}};   // T, C (from 16 rows: in parallel)
     for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
@@ -943,6 +944,9 @@ static void test_rmsnorm(void) {
         rmsnorm_forward_cpu(expected, inp, weight, T, C, 1e-5f);
         rmsnorm_forward_fast(got, inp, weight, T, C, 1e-5f);
         check(bits_equal(got, expected, (size_t)T * C), "rmsnorm_forward_fast T=%d C=%d differs from the reference", T, C);
+        memcpy(got, inp, (size_t)T * C * sizeof(float));   // in place (out = inp), as the reference allows
+        rmsnorm_forward_fast(got, got, weight, T, C, 1e-5f);
+        check(bits_equal(got, expected, (size_t)T * C), "rmsnorm_forward_fast T=%d C=%d in place differs from the reference", T, C);
         free(inp); free(weight); free(expected); free(got);
     }
 }

@@ -196,30 +196,51 @@ static void matmul_forward_fast_arithmetic(float* out, const float* inp, Matrix 
 // A packed matrix (cpu_fast.h): the packed int8 kernel (VNNI or AVX2); where it cannot run (fp32 activations asked for, a
 // non-finite input, a CPU level set lower by a test) each row is dequantised exactly and its dot products
 // summed in order: the reference's arithmetic on the same values.
+// The input rows are quantised once per call. A small input (FAST_PRIVATE_QUANTISE values or fewer: a decode
+// step, a verify pass) is quantised by every thread for itself, which costs less than the barrier that
+// sharing the rows needs before any thread may read them (a parallel region with a barrier inside 0.9-2
+// us on the 2-core Zen 5, without 0.6 us; a decode step runs 211 of them); a prefill's rows are shared.
+enum { FAST_PRIVATE_QUANTISE = 8192 };
+
+static int quantise_rows(FastInt8Blocks* x, const float* inp, int t0, int t1, int C, int isa, int stored) {
+    int finite = 1;
+#if FAST_X86
+    for (int t = t0; t < t1; t++) {
+        const float* row = inp + (size_t)t * C;
+        finite &= (isa == FAST_ISA_AVX2 ? fast_avx2_quantize_blocks(x, row, t, stored) : fast_vnni_quantize_blocks(x, row, t, stored)) == 0;
+    }
+#else
+    (void)x; (void)inp; (void)t0; (void)t1; (void)C; (void)isa; (void)stored;
+#endif
+    return finite;
+}
+
 static void matmul_packed(float* out, const float* inp, Matrix weight, int T, int C, int OC, int int8_activations) {
     int isa = fast_isa_current(), stored = fast_stored_type(weight.type);
     fast_check_matrix(stored, C, "matmul_forward_fast");
-    int finite = 1, int8_path = 0;
-    FastInt8Blocks quantised;
+    int shared_finite = 1, int8_path = 0;
+    FastInt8Blocks shared;
 #if FAST_X86
     int8_path = int8_activations && fast_isa_has_int8(isa);
-    if (int8_path) { fast_int8_blocks_allocate(&quantised, T, C); }
 #else
-    (void)int8_activations; (void)isa; (void)quantised; (void)stored;
+    (void)int8_activations;
 #endif
+    int private_rows = (long)T * C <= FAST_PRIVATE_QUANTISE;
+    if (int8_path && !private_rows) { fast_int8_blocks_allocate(&shared, T, C); }
     #pragma omp parallel if ((long)T * OC * C >= PARALLEL_MIN_WORK)
     {
-#if FAST_X86
-        if (int8_path) {
-            #pragma omp for schedule(static) reduction(&:finite)
-            for (int t = 0; t < T; t++) {
-                const float* row = inp + (size_t)t * C;
-                finite &= (isa == FAST_ISA_AVX2 ? fast_avx2_quantize_blocks(&quantised, row, t, stored)
-                                                : fast_vnni_quantize_blocks(&quantised, row, t, stored)) == 0;
-            }
-            // (the loop's barrier: every thread sees every row quantised and the reduced `finite`)
+        FastInt8Blocks own, *quantised = &shared;
+        int finite = 1;
+        if (int8_path && private_rows) {
+            fast_int8_blocks_allocate(&own, T, C);
+            quantised = &own;
+            finite = quantise_rows(&own, inp, 0, T, C, isa, stored);
+        } else if (int8_path) {
+            #pragma omp for schedule(static) reduction(&:shared_finite)
+            for (int t = 0; t < T; t++) { shared_finite &= quantise_rows(&shared, inp, t, t + 1, C, isa, stored); }
+            // (the loop's barrier: every thread sees every row quantised and the reduced `shared_finite`)
+            finite = shared_finite;
         }
-#endif
         int n_threads = 1, thread = 0;
 #ifdef _OPENMP
         n_threads = omp_get_num_threads();
@@ -231,8 +252,8 @@ static void matmul_packed(float* out, const float* inp, Matrix weight, int T, in
         if (last_row > OC) { last_row = OC; }
         if (first_row < last_row) {
 #if FAST_X86
-            if (int8_path && finite && isa == FAST_ISA_AVX2) { fast_matmul_packed_avx2(out, &quantised, weight, T, C, OC, first_row, last_row); }
-            else if (int8_path && finite) { fast_matmul_packed_vnni(out, &quantised, weight, T, C, OC, first_row, last_row); }
+            if (int8_path && finite && isa == FAST_ISA_AVX2) { fast_matmul_packed_avx2(out, quantised, weight, T, C, OC, first_row, last_row); }
+            else if (int8_path && finite) { fast_matmul_packed_vnni(out, quantised, weight, T, C, OC, first_row, last_row); }
             else
 #endif
             {
@@ -249,10 +270,9 @@ static void matmul_packed(float* out, const float* inp, Matrix weight, int T, in
                 free(row);
             }
         }
+        if (quantised == &own) { free(own.memory); }
     }
-#if FAST_X86
-    if (int8_path) { free(quantised.memory); }
-#endif
+    if (int8_path && !private_rows) { free(shared.memory); }
 }
 
 void matmul_forward_fast(float* out, const float* inp, Matrix weight, int T, int C, int OC) {

@@ -444,6 +444,12 @@ typedef struct {
     void (*embedding_forward)(float* out, const int* tokens, Matrix table, int T, int C, int V);
     void (*rmsnorm_forward)(float* out, const float* inp, const float* weight, int T, int C, float eps);
     void (*matmul_forward)(float* out, const float* inp, Matrix weight, int T, int C, int OC);
+    // outs[i] = matmul_forward(inp, weights[i]) for n weights of one input (a layer's q, k and v; gate and up):
+    // the same bits as n matmul_forward calls, in one pass that prepares the input once (the fast table: one
+    // quantisation, one parallel region over every weight's rows). Optional: NULL makes backend_matmuls call
+    // matmul_forward n times.
+    void (*matmul_forward_shared)(float* const* outs, const float* inp, const Matrix* weights, const int* OCs, int n,
+                                  int T, int C);
     void (*rope_forward)(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta);
     void (*attention_forward)(float* out, const float* q, const float* key_cache, const float* value_cache,
                               const uint8_t* mask, int T, int P, int NH, int NKV, int HS);
@@ -493,6 +499,11 @@ const Backend* backend_by_name(const char* name, Error* err);
 // One line for reports: the table's name, what it runs on (the fast tables: the instruction set and the
 // activations' arithmetic) and the OpenMP threads.
 void backend_describe(const Backend* backend, char* text, size_t size);
+// outs[i] = inp @ weights[i]^T, (T, OCs[i]), for n weights (at most BACKEND_MAX_SHARED) of one input (T, C):
+// the table's matmul_forward_shared where it has one, else n matmul_forward calls (the same bits).
+enum { BACKEND_MAX_SHARED = 4 };
+void backend_matmuls(const Backend* backend, float* const* outs, const float* inp, const Matrix* weights,
+                     const int* OCs, int n, int T, int C);
 
 // The fast CPU ops (backends/cpu_fast.c; contract there): weights in any supported GGUF type, read in place.
 // matmul_forward_fast takes the int8 path on quantised weights where the CPU has AVX-512 VNNI or AVX2 (the tables

@@ -106,6 +106,12 @@ const Backend backend_cpu_blas = {
 // ----------------------------------------------------------------------------
 // the registry
 
+void backend_matmuls(const Backend* backend, float* const* outs, const float* inp, const Matrix* weights,
+                     const int* OCs, int n, int T, int C) {
+    if (backend->matmul_forward_shared != NULL) { backend->matmul_forward_shared(outs, inp, weights, OCs, n, T, C); return; }
+    for (int i = 0; i < n; i++) { backend->matmul_forward(outs[i], inp, weights[i], T, C, OCs[i]); }
+}
+
 void backend_describe(const Backend* backend, char* text, size_t size) {
     int threads = 1;
 #ifdef _OPENMP

@@ -162,12 +162,13 @@ static void matmul_rows_portable(float* out, const float* inp, Matrix weight, in
 // kernel where it runs, 0 the exact path. The tables pass their arithmetic (backend_cpu_fast: 1,
 // backend_cpu_fast_exact: 0, whose matrices are never packed); matmul_forward_fast passes
 // fast_int8_activations.
-static void matmul_packed(float* out, const float* inp, Matrix weight, int T, int C, int OC, int int8_activations);
+static void matmul_packed(float* const* outs, const float* inp, const Matrix* weights, const int* OCs, int n, int T,
+                          int C, int int8_activations);
 
 static void matmul_forward_fast_arithmetic(float* out, const float* inp, Matrix weight, int T, int C, int OC,
                                            int int8_activations) {
     // out: (T, OC); inp: (T, C); weight: (OC, C)
-    if (fast_is_packed(weight.type)) { matmul_packed(out, inp, weight, T, C, OC, int8_activations); return; }
+    if (fast_is_packed(weight.type)) { matmul_packed(&out, inp, &weight, &OC, 1, T, C, int8_activations); return; }
     fast_check_matrix(weight.type, C, "matmul_forward_fast");
     int isa = fast_isa_current();
     #pragma omp parallel if ((long)T * OC * C >= PARALLEL_MIN_WORK)
@@ -215,10 +216,15 @@ static int quantise_rows(FastInt8Blocks* x, const float* inp, int t0, int t1, in
     return finite;
 }
 
-static void matmul_packed(float* out, const float* inp, Matrix weight, int T, int C, int OC, int int8_activations) {
-    int isa = fast_isa_current(), stored = fast_stored_type(weight.type);
+// n packed weights of one stored type, one input: each thread takes one contiguous range of the weights'
+// rows counted end to end (in groups of FAST_GROUP), so one region serves a layer's q, k and v.
+static void matmul_packed(float* const* outs, const float* inp, const Matrix* weights, const int* OCs, int n, int T,
+                          int C, int int8_activations) {
+    int isa = fast_isa_current(), stored = fast_stored_type(weights[0].type);
     fast_check_matrix(stored, C, "matmul_forward_fast");
-    int shared_finite = 1, int8_path = 0;
+    int shared_finite = 1, int8_path = 0, units = 0;
+    long work = 0;
+    for (int i = 0; i < n; i++) { units += (OCs[i] + FAST_GROUP - 1) / FAST_GROUP; work += (long)T * OCs[i] * C; }
     FastInt8Blocks shared;
 #if FAST_X86
     int8_path = int8_activations && fast_isa_has_int8(isa);
@@ -227,7 +233,7 @@ static void matmul_packed(float* out, const float* inp, Matrix weight, int T, in
 #endif
     int private_rows = (long)T * C <= FAST_PRIVATE_QUANTISE;
     if (int8_path && !private_rows) { fast_int8_blocks_allocate(&shared, T, C); }
-    #pragma omp parallel if ((long)T * OC * C >= PARALLEL_MIN_WORK)
+    #pragma omp parallel if (work >= PARALLEL_MIN_WORK)
     {
         FastInt8Blocks own, *quantised = &shared;
         int finite = 1;
@@ -246,20 +252,23 @@ static void matmul_packed(float* out, const float* inp, Matrix weight, int T, in
         n_threads = omp_get_num_threads();
         thread = omp_get_thread_num();
 #endif
-        int units = (OC + FAST_GROUP - 1) / FAST_GROUP;
-        int first_row = (int)((long)units * thread / n_threads) * FAST_GROUP;
-        int last_row = (int)((long)units * (thread + 1) / n_threads) * FAST_GROUP;
-        if (last_row > OC) { last_row = OC; }
-        if (first_row < last_row) {
+        int first_unit = (int)((long)units * thread / n_threads), end_unit = (int)((long)units * (thread + 1) / n_threads);
+        for (int i = 0, base = 0; i < n; base += (OCs[i] + FAST_GROUP - 1) / FAST_GROUP, i++) {
+            int OC = OCs[i], first = first_unit - base, end = end_unit - base, own_units = (OC + FAST_GROUP - 1) / FAST_GROUP;
+            first = first < 0 ? 0 : first;
+            end = end > own_units ? own_units : end;
+            if (first >= end) { continue; }
+            int first_row = first * FAST_GROUP, last_row = end * FAST_GROUP < OC ? end * FAST_GROUP : OC;
+            float* out = outs[i];
 #if FAST_X86
-            if (int8_path && finite && isa == FAST_ISA_AVX2) { fast_matmul_packed_avx2(out, quantised, weight, T, C, OC, first_row, last_row); }
-            else if (int8_path && finite) { fast_matmul_packed_vnni(out, quantised, weight, T, C, OC, first_row, last_row); }
+            if (int8_path && finite && isa == FAST_ISA_AVX2) { fast_matmul_packed_avx2(out, quantised, weights[i], T, C, OC, first_row, last_row); }
+            else if (int8_path && finite) { fast_matmul_packed_vnni(out, quantised, weights[i], T, C, OC, first_row, last_row); }
             else
 #endif
             {
                 float* row = mallocCheck((size_t)C * sizeof(float));
                 for (int o = first_row; o < last_row; o++) {
-                    fast_packed_dequantize_row(row, (const uint8_t*)weight.data, weight.type, C, o);
+                    fast_packed_dequantize_row(row, (const uint8_t*)weights[i].data, weights[i].type, C, o);
                     for (int t = 0; t < T; t++) {
                         const float* x = inp + (size_t)t * C;
                         float sum = 0.0f;
@@ -655,13 +664,24 @@ static void matmul_forward_fast_int8(float* out, const float* inp, Matrix weight
 static void matmul_forward_fast_fp32(float* out, const float* inp, Matrix weight, int T, int C, int OC) {
     matmul_forward_fast_arithmetic(out, inp, weight, T, C, OC, 0);
 }
+// The int8 table's shared-input matmuls: packed weights of one stored type in one region (matmul_packed);
+// anything else (fp32 or mixed weights) one matmul at a time.
+static void matmul_forward_shared_fast_int8(float* const* outs, const float* inp, const Matrix* weights, const int* OCs,
+                                            int n, int T, int C) {
+    int together = n <= BACKEND_MAX_SHARED;
+    for (int i = 0; i < n && together; i++) {
+        together = fast_is_packed(weights[i].type) && fast_stored_type(weights[i].type) == fast_stored_type(weights[0].type);
+    }
+    if (together) { matmul_packed(outs, inp, weights, OCs, n, T, C, 1); return; }
+    for (int i = 0; i < n; i++) { matmul_forward_fast_int8(outs[i], inp, weights[i], T, C, OCs[i]); }
+}
 
-#define FAST_TABLE(NAME, MATMUL, UPLOAD_MATRIX, DRAFT_TYPE) \
+#define FAST_TABLE(NAME, MATMUL, MATMUL_SHARED, UPLOAD_MATRIX, DRAFT_TYPE) \
     .name = NAME, .device = "CPU", .host_memory = 1, \
     .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy, .copy = cpu_copy, .zero = cpu_zero, \
     .upload_matrix = UPLOAD_MATRIX, .free_matrix = fast_free_matrix, .draft_type = DRAFT_TYPE, \
     .embedding_forward = embedding_forward_fast, .rmsnorm_forward = rmsnorm_forward_fast, \
-    .matmul_forward = MATMUL, .rope_forward = rope_forward_fast, \
+    .matmul_forward = MATMUL, .matmul_forward_shared = MATMUL_SHARED, .rope_forward = rope_forward_fast, \
     .attention_forward = attention_forward_fast, .swiglu_forward = swiglu_forward_fast, \
     .residual_forward = residual_forward_cpu, .softmax_forward = softmax_forward_cpu, .kv_compact = kv_compact_cpu, \
     .matmul_backward = matmul_backward_fast, .rmsnorm_backward = rmsnorm_backward_cpu, \
@@ -673,5 +693,6 @@ static void matmul_forward_fast_fp32(float* out, const float* inp, Matrix weight
 
 // A serving draft's matrices: Q8_0 on the int8 table (the VNNI kernel's cheapest weights: a drafting step
 // reads a quarter of the fp32 bytes and skips the nibble unpacking), fp32 on the exact one.
-const Backend backend_cpu_fast = { FAST_TABLE("cpu-fast", matmul_forward_fast_int8, fast_upload_matrix_packed, TYPE_Q8_0) };
-const Backend backend_cpu_fast_exact = { FAST_TABLE("cpu-fast-exact", matmul_forward_fast_fp32, fast_upload_matrix, TYPE_F32) };
+const Backend backend_cpu_fast = { FAST_TABLE("cpu-fast", matmul_forward_fast_int8, matmul_forward_shared_fast_int8,
+                                              fast_upload_matrix_packed, TYPE_Q8_0) };
+const Backend backend_cpu_fast_exact = { FAST_TABLE("cpu-fast-exact", matmul_forward_fast_fp32, NULL, fast_upload_matrix, TYPE_F32) };

@@ -577,9 +577,8 @@ void draft_layer_forward(const Draft* draft, const DraftWeights* w, const DraftM
     b->copy_strided(a->attn_in + C, a->proj, T, C, 2 * C, C);
 
     // attention block: h = u + wo(attention(rope(wq a_in), rope(wk a_in), wv a_in))
-    b->matmul_forward(a->q, a->attn_in, m->wq, T, 2 * C, QD);
-    b->matmul_forward(a->k, a->attn_in, m->wk, T, 2 * C, KVD);
-    b->matmul_forward(a->v, a->attn_in, m->wv, T, 2 * C, KVD);
+    float* qkv[3] = {a->q, a->k, a->v};
+    backend_matmuls(b, qkv, a->attn_in, (Matrix[3]){m->wq, m->wk, m->wv}, (int[3]){QD, KVD, KVD}, 3, T, 2 * C);
     b->rope_forward(a->q, a->q, positions, T, NH, HS, c->rope_theta);
     b->rope_forward(a->k, a->k, positions, T, NKV, HS, c->rope_theta);
     b->copy(key_buffer + (size_t)n_past * KVD, a->k, (size_t)T * KVD * sizeof(float));
@@ -590,8 +589,8 @@ void draft_layer_forward(const Draft* draft, const DraftWeights* w, const DraftM
 
     // MLP block: out = h + w_down(silu(w_gate n) * w_up n), n = RMSNorm_ffn(h)
     b->rmsnorm_forward(a->h_norm, a->h, w->ffn_norm, T, C, c->norm_eps);
-    b->matmul_forward(a->ffn_gate, a->h_norm, m->w_gate, T, C, F);
-    b->matmul_forward(a->ffn_up, a->h_norm, m->w_up, T, C, F);
+    float* gate_up[2] = {a->ffn_gate, a->ffn_up};
+    backend_matmuls(b, gate_up, a->h_norm, (Matrix[2]){m->w_gate, m->w_up}, (int[2]){F, F}, 2, T, C);
     b->swiglu_forward(a->ffn_hidden, a->ffn_gate, a->ffn_up, T * F);
     b->matmul_forward(a->proj, a->ffn_hidden, m->w_down, T, F, C);
     b->residual_forward(a->out, a->h, a->proj, T * C);

@@ -403,9 +403,8 @@ void target_forward(Target* target, const int* tokens, const int* positions, con
         float* value_cache = target->value_cache + (size_t)l * S * KVD; // (S, KVD)
         // attention block: x = x + wo(attention(rope(wq xn), rope(wk xn), wv xn)), xn = rmsnorm(x)
         b->rmsnorm_forward(a->x_norm, a->x, lw->attn_norm, T, C, c->norm_eps);
-        b->matmul_forward(a->q, a->x_norm, lw->wq, T, C, QD);
-        b->matmul_forward(a->k, a->x_norm, lw->wk, T, C, KVD);
-        b->matmul_forward(a->v, a->x_norm, lw->wv, T, C, KVD);
+        float* qkv[3] = {a->q, a->k, a->v};
+        backend_matmuls(b, qkv, a->x_norm, (Matrix[3]){lw->wq, lw->wk, lw->wv}, (int[3]){QD, KVD, KVD}, 3, T, C);
         b->rope_forward(a->q, a->q, a->positions, T, NH, HS, c->rope_theta);
         b->rope_forward(a->k, a->k, a->positions, T, NKV, HS, c->rope_theta);
         b->copy(key_cache + (size_t)n_past * KVD, a->k, (size_t)T * KVD * sizeof(float));
@@ -415,8 +414,8 @@ void target_forward(Target* target, const int* tokens, const int* positions, con
         b->residual_forward(a->x, a->x, a->proj, T * C);
         // MLP block: x = x + w_down(silu(w_gate xn) * w_up xn), xn = rmsnorm(x)
         b->rmsnorm_forward(a->x_norm, a->x, lw->ffn_norm, T, C, c->norm_eps);
-        b->matmul_forward(a->ffn_gate, a->x_norm, lw->w_gate, T, C, F);
-        b->matmul_forward(a->ffn_up, a->x_norm, lw->w_up, T, C, F);
+        float* gate_up[2] = {a->ffn_gate, a->ffn_up};
+        backend_matmuls(b, gate_up, a->x_norm, (Matrix[2]){lw->w_gate, lw->w_up}, (int[2]){F, F}, 2, T, C);
         b->swiglu_forward(a->ffn_gate, a->ffn_gate, a->ffn_up, T * F);
         b->matmul_forward(a->proj, a->ffn_gate, lw->w_down, T, F, C);
         b->residual_forward(a->x, a->x, a->proj, T * C);

@@ -20,7 +20,8 @@ ratios moved by 10-25% between runs of the same code). The "@ NAME_tps" lines ar
               order after a target step: the catch-up over 3 accepted tokens, then drafting steps (1 row, and K
               rows as a tree's depth does); a step straight after a target step (cold); a hot swap
   generation  plain greedy decoding and speculative decoding with the `self`, `lookup` and `random` drafts
-              (a chain of depth 5), GENERATE tokens after the bench prompt: tokens/s after the prefill
+              (a chain of depth 5, and adaptive shapes), GENERATE tokens after each of three prompts: tokens/s
+              after the prefills, over the three
   memory      read bandwidth (every thread summing its share of 1 GiB) and the limit it sets on a decode step:
               the bytes one step must read (weights as stored, the key/value cache) / bandwidth
 
@@ -38,11 +39,20 @@ enum { CONTEXT = 128, PREFILL = 128, GENERATE = 64, DRAFT_VOCAB = DRAFT_DEFAULT_
 static const int VERIFY_NODES[] = {2, 4, 6, 8, 12, 16};
 enum { N_VERIFY = sizeof(VERIFY_NODES) / sizeof(VERIFY_NODES[0]) };
 
-static const char* BENCH_PROMPT =
+// Generation runs over three requests, each GENERATE tokens after its prompt, and a run's speed is theirs
+// together: one request's greedy text decides how much a model-free draft can copy, and one arithmetic
+// change that flips a near-tie moves it (the nineteenth session's flipped the first prompt's text after its
+// 30th token, and the lookup's acceptance there went from 1.88 to 1.32).
+static const char* BENCH_PROMPTS[] = {
     "Speculative decoding makes a large language model faster without changing its output. A small draft model "
     "guesses the next few tokens, and the large target model checks all of the guesses in a single forward pass. "
     "Every guess that matches what the target would have produced is kept for free, so the speedup depends on how "
-    "often the draft is right. Explain how this works, step by step:";
+    "often the draft is right. Explain how this works, step by step:",
+    "Write a Python function is_prime(n) that returns True when n is a prime number, with a docstring, then "
+    "three tests for it:",
+    "List the planets of the solar system in order from the Sun, one line each, with the planet's name, its "
+    "distance from the Sun and one fact about it:"};
+enum { N_PROMPTS = sizeof(BENCH_PROMPTS) / sizeof(BENCH_PROMPTS[0]) };
 
 static int context_tokens[PREFILL];
 
@@ -113,23 +123,38 @@ static double median_of(const double* values, int n) {
     return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
 }
 
-// Speculative (or plain, kind < 0) greedy generation after the bench prompt: tokens/s after the prefill.
-static double generate_speed(Target* target, Draft* draft, int kind, int adaptive, const int* prompt, int n_prompt,
-                             int* out, SpecStats* spec_stats) {
+// Speculative (or plain, kind < 0) greedy generation after each bench prompt: tokens/s after the prefills,
+// over all the requests; stats: their statistics added up (plain: zeros)
+static double generate_speed(Target* target, Draft* draft, int kind, int adaptive, int prompts[][256],
+                             const int* n_prompts, int out[][GENERATE], SpecStats* stats) {
     SamplerSettings greedy = {0.0f, 1.0f};
-    if (kind < 0) {
-        GenerateStats stats;
-        int n = generate_plain(target, prompt, n_prompt, GENERATE, greedy, 1, out, &stats, NULL, NULL);
-        return (n - 1) / stats.decode_seconds;
+    double seconds = 0;
+    int tokens = 0;
+    memset(stats, 0, sizeof(*stats));
+    for (int p = 0; p < N_PROMPTS; p++) {
+        if (kind < 0) {
+            GenerateStats plain;
+            tokens += generate_plain(target, prompts[p], n_prompts[p], GENERATE, greedy, 1, out[p], &plain, NULL, NULL) - 1;
+            seconds += plain.decode_seconds;
+            continue;
+        }
+        DraftSource source;
+        TreeShape shape = adaptive ? (TreeShape){ADAPTIVE_DEFAULT_K, ADAPTIVE_DEFAULT_DEPTH, ADAPTIVE_DEFAULT_NODES}
+                                   : (TreeShape){1, DEFAULT_SPEC_DEPTH, DEFAULT_SPEC_DEPTH + 1};
+        draft_source_init(&source, (DraftKind)kind, shape, kind == DRAFT_EAGLE ? draft : NULL, target);
+        draft_source_set_adaptive(&source, adaptive, 0);
+        SpecStats one;
+        tokens += generate_speculative(target, &source, prompts[p], n_prompts[p], GENERATE, greedy, 1, out[p], &one, NULL,
+                                       NULL, NULL) - 1;
+        draft_source_free(&source);
+        seconds += one.total_seconds - one.prefill_seconds;
+        stats->verify_passes += one.verify_passes;
+        stats->emitted += one.emitted;
+        stats->draft_seconds += one.draft_seconds;
+        stats->total_seconds += one.total_seconds;
+        stats->prefill_seconds += one.prefill_seconds;
     }
-    DraftSource source;
-    TreeShape shape = adaptive ? (TreeShape){ADAPTIVE_DEFAULT_K, ADAPTIVE_DEFAULT_DEPTH, ADAPTIVE_DEFAULT_NODES}
-                               : (TreeShape){1, DEFAULT_SPEC_DEPTH, DEFAULT_SPEC_DEPTH + 1};
-    draft_source_init(&source, (DraftKind)kind, shape, kind == DRAFT_EAGLE ? draft : NULL, target);
-    draft_source_set_adaptive(&source, adaptive, 0);
-    int n = generate_speculative(target, &source, prompt, n_prompt, GENERATE, greedy, 1, out, spec_stats, NULL, NULL, NULL);
-    draft_source_free(&source);
-    return (n - 1) / (spec_stats->total_seconds - spec_stats->prefill_seconds);
+    return tokens / seconds;
 }
 
 int main(int argc, char** argv) {
@@ -199,10 +224,12 @@ int main(int argc, char** argv) {
     double draft_step = 1e30, draft_step_k = 1e30, draft_step_cold = 1e30, catch_up = 1e30, swap = 1e30, swap_total = 0;
     int swaps = 0;
 
-    // the prompt for generation
-    int prompt[256];
-    int n_prompt = tokenizer_encode(&target->tokenizer, BENCH_PROMPT, strlen(BENCH_PROMPT), 0, prompt, 256, &err);
-    if (n_prompt < 1) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    // the prompts for generation
+    int prompts[N_PROMPTS][256], n_prompts[N_PROMPTS];
+    for (int p = 0; p < N_PROMPTS; p++) {
+        n_prompts[p] = tokenizer_encode(&target->tokenizer, BENCH_PROMPTS[p], strlen(BENCH_PROMPTS[p]), 0, prompts[p], 256, &err);
+        if (n_prompts[p] < 1) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    }
     // plain, then each draft fixed (a chain of depth 5) and adaptive (shapes up to K=4, depth 8, 33 nodes)
     enum { N_RUNS = 7 };
     const char* kind_names[N_RUNS] = {"plain", "self", "lookup", "random", "self_adaptive", "lookup_adaptive", "random_adaptive"};
@@ -211,7 +238,8 @@ int main(int argc, char** argv) {
     double speed[N_RUNS] = {0};
     double paired[N_RUNS][MAX_ROUNDS];   // per round: tokens/s over the round's plain tokens/s
     SpecStats last_stats[N_RUNS];
-    int outputs[N_RUNS][GENERATE], n_out_mismatch = 0;
+    static int outputs[N_RUNS][N_PROMPTS][GENERATE];
+    int n_out_mismatch = 0;
 
     double verify[N_VERIFY], verify_decode[N_VERIFY];
     for (int v = 0; v < N_VERIFY; v++) { verify[v] = verify_decode[v] = 1e30; }
@@ -276,11 +304,12 @@ int main(int argc, char** argv) {
         // generation: plain, each draft source, plain again (the round's ratios are against the mean of the
         // two plain runs, so that a drift during the round cancels)
         double round_speed[N_RUNS];
-        int plain_again[GENERATE];
+        static int plain_again[N_PROMPTS][GENERATE];
         for (int k = 0; k <= N_RUNS; k++) {
             int run = k % N_RUNS;
-            int* out = k == N_RUNS ? plain_again : outputs[run];
-            double tokens_per_second = generate_speed(target, &draft, kinds[run], adaptive[run], prompt, n_prompt, out, &last_stats[run]);
+            int (*out)[GENERATE] = k == N_RUNS ? plain_again : outputs[run];
+            double tokens_per_second = generate_speed(target, &draft, kinds[run], adaptive[run], prompts, n_prompts, out,
+                                                      &last_stats[run]);
             if (tokens_per_second > speed[run]) { speed[run] = tokens_per_second; }
             round_speed[run] = k == N_RUNS ? (round_speed[0] + tokens_per_second) / 2 : tokens_per_second;
             if (k > 0 && memcmp(out, outputs[0], sizeof(outputs[0])) != 0) { n_out_mismatch++; }   // vs the first plain run
@@ -323,9 +352,10 @@ int main(int argc, char** argv) {
     printf("@ draft_step_vs_decode %.4f\n@ draft_step_cold_vs_decode %.4f\n@ draft_catch_up_vs_decode %.4f\n@ draft_swap_ms %.3f\n",
            draft_step / fast->decode, draft_step_cold / fast->decode, catch_up / fast->decode, swap_total / swaps * 1e3);
 
-    printf("\ngeneration on the fast table, greedy, %d tokens after a %d-token prompt; fixed: a chain of depth %d, adaptive: "
-           "shapes up to K=%d, depth %d, %d nodes (fastest run; the ratio: the median over the %d rounds of a run's "
-           "speed over the mean of the plain runs that begin and end its round):\n", GENERATE, n_prompt, DEFAULT_SPEC_DEPTH,
+    printf("\ngeneration on the fast table, greedy, %d tokens after each of %d prompts (%d, %d and %d tokens: an explanation, code, "
+           "a list), a run's speed over the three; fixed: a chain of depth %d, adaptive: shapes up to K=%d, depth %d, %d nodes "
+           "(fastest run; the ratio: the median over the %d rounds of a run's speed over the mean of the plain runs that "
+           "begin and end its round):\n", GENERATE, N_PROMPTS, n_prompts[0], n_prompts[1], n_prompts[2], DEFAULT_SPEC_DEPTH,
            ADAPTIVE_DEFAULT_K, ADAPTIVE_DEFAULT_DEPTH, ADAPTIVE_DEFAULT_NODES, rounds);
     for (int k = 0; k < N_RUNS; k++) {
         double ratio = median_of(paired[k], rounds);

@@ -499,9 +499,8 @@ const Backend* backend_by_name(const char* name, Error* err);
 // One line for reports: the table's name, what it runs on (the fast tables: the instruction set and the
 // activations' arithmetic) and the OpenMP threads.
 void backend_describe(const Backend* backend, char* text, size_t size);
-// outs[i] = inp @ weights[i]^T, (T, OCs[i]), for n weights (at most BACKEND_MAX_SHARED) of one input (T, C):
-// the table's matmul_forward_shared where it has one, else n matmul_forward calls (the same bits).
-enum { BACKEND_MAX_SHARED = 4 };
+// outs[i] = inp @ weights[i]^T, (T, OCs[i]), for n weights of one input (T, C): the table's
+// matmul_forward_shared where it has one, else n matmul_forward calls (the same bits).
 void backend_matmuls(const Backend* backend, float* const* outs, const float* inp, const Matrix* weights,
                      const int* OCs, int n, int T, int C);
 

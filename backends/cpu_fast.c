@@ -669,7 +669,7 @@ static void matmul_forward_fast_fp32(float* out, const float* inp, Matrix weight
 // anything else (fp32 or mixed weights) one matmul at a time.
 static void matmul_forward_shared_fast_int8(float* const* outs, const float* inp, const Matrix* weights, const int* OCs,
                                             int n, int T, int C) {
-    int together = n <= BACKEND_MAX_SHARED;
+    int together = 1;
     for (int i = 0; i < n && together; i++) {
         together = fast_is_packed(weights[i].type) && fast_stored_type(weights[i].type) == fast_stored_type(weights[0].type);
     }

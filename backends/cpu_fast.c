@@ -340,7 +340,9 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
         float max_scores[FAST_QUERY_ROWS * FAST_MAX_GROUP], sums[FAST_QUERY_ROWS * FAST_MAX_GROUP];
         #pragma omp for schedule(dynamic, 1)
         for (int index = 0; index < n_items; index++) {
-            int kv_head = index / (n_chunks * splits), t0 = (index / splits % n_chunks) * chunk_rows;
+            // chunk-major: every key/value head's first (whole) chunks before the last (partial) ones, so the
+            // dynamic schedule hands out the larger items first
+            int t0 = index / (NKV * splits) * chunk_rows, kv_head = index / splits % NKV;
             int h0 = index % splits * heads;
             AttentionItem item = attention_item(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0,
                                                 chunk_rows, h0, heads, scores, max_scores, sums, lanes);

@@ -254,10 +254,11 @@ static void matmul_packed(float* const* outs, const float* inp, const Matrix* we
         thread = omp_get_thread_num();
 #endif
         int first_unit = (int)((long)units * thread / n_threads), end_unit = (int)((long)units * (thread + 1) / n_threads);
-        for (int i = 0, base = 0; i < n; base += (OCs[i] + FAST_GROUP - 1) / FAST_GROUP, i++) {
-            int OC = OCs[i], first = first_unit - base, end = end_unit - base, own_units = (OC + FAST_GROUP - 1) / FAST_GROUP;
-            first = first < 0 ? 0 : first;
-            end = end > own_units ? own_units : end;
+        for (int i = 0, base = 0; i < n; i++) {   // weight i: units [base, base + its units) of the count
+            int OC = OCs[i], own_units = (OC + FAST_GROUP - 1) / FAST_GROUP;
+            int first = first_unit - base > 0 ? first_unit - base : 0;
+            int end = end_unit - base < own_units ? end_unit - base : own_units;
+            base += own_units;
             if (first >= end) { continue; }
             int first_row = first * FAST_GROUP, last_row = end * FAST_GROUP < OC ? end * FAST_GROUP : OC;
             float* out = outs[i];

@@ -547,13 +547,15 @@ FAST_INLINE FAST_AVX512_TARGET __m512 fast_expf_avx512(__m512 x) {
 
 enum { FEW_QUERIES = FAST_FEW_QUERIES, VALUES_PREFETCH = 8 };
 
-// a group of the item's queries first .. first + count - 1 (count <= 16; lane l: query first + l)
+// a group of the item's queries first .. first + count - 1 (count <= 16). A few queries use the item's own
+// per-query buffers (scores, then weights, in row i of a->scores; the maximum in a->max_scores[i]; the sums
+// as the values pass reads them: values_queries_begin); many use these, lane l holding query first + l:
 typedef struct {
     int first, count;
-    float* scores;      // few: (count, P), row l query l's; many: (P, 16), lane l of row p query l's
-    uint16_t* lanes;    // many: (P), bit l set when query l sees slot p (after the softmax: and is active)
+    float* scores;      // (P, 16): lane l of row p query l's score against slot p, then its weight
+    uint16_t* lanes;    // (P): bit l set when query l sees slot p (after the softmax: and is active)
     float max[16];      // per query: its largest score (-inf: it sees no slot above -inf, zeros out)
-    __m512 sums;        // many: per lane, the weights' sum
+    __m512 sums;        // per lane, the weights' sum
 } AttentionGroup;
 
 // Lane j of the result: the sum of the 16 lanes of v[j] (a fixed tree: halves of 256 bits, of 128, then
@@ -577,20 +579,20 @@ FAST_INLINE FAST_AVX512_TARGET __m512 avx512_sum_lanes_16(const __m512* v) {
     return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), sums);
 }
 
-// few: the scores against every slot into rows, each query's maximum. A block's key rows (4 KB at HS = 64)
-// come from L2 once and stay in L1 for every query.
+// few: the scores against every slot into the queries' rows, each query's maximum. A block's key rows (4 KB
+// at HS = 64) come from L2 once and stay in L1 for every query.
 FAST_INLINE FAST_AVX512_TARGET void avx512_few_scores(AttentionGroup* g, const AttentionItem* a, int nv) {
     int KVD = a->NKV * a->HS, P = a->P;
     const __m512 scale = _mm512_set1_ps(1.0f / sqrtf((float)a->HS)), minus_infinity = _mm512_set1_ps(-INFINITY);
     const float* k_head = a->key_cache + (size_t)a->kv_head * a->HS;
-    for (int l = 0; l < g->count; l++) { g->max[l] = -INFINITY; }
+    int end = g->first + g->count;
+    for (int i = g->first; i < end; i++) { a->max_scores[i] = -INFINITY; }
     for (int p0 = 0; p0 < P; p0 += 16) {
         int n = P - p0 < 16 ? P - p0 : 16;
         __mmask16 in_range = n == 16 ? 0xffff : (__mmask16)((1u << n) - 1);
-        for (int l = 0; l < g->count; l++) {
-            const float* q_th = attention_query(a, g->first + l);
-            __mmask16 seen = _mm_test_epi8_mask(_mm_maskz_loadu_epi8(in_range, attention_mask_row(a, g->first + l) + p0),
-                                                _mm_set1_epi8(-1));
+        for (int i = g->first; i < end; i++) {
+            const float* q_th = attention_query(a, i);
+            __mmask16 seen = _mm_test_epi8_mask(_mm_maskz_loadu_epi8(in_range, attention_mask_row(a, i) + p0), _mm_set1_epi8(-1));
             __m512 q[8];
             #pragma GCC unroll 8
             for (int c = 0; c < nv; c++) { q[c] = _mm512_loadu_ps(q_th + 16 * c); }
@@ -606,22 +608,22 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_few_scores(AttentionGroup* g, const A
                 dots[j] = dot;
             }
             __m512 s = _mm512_mask_blend_ps(seen, minus_infinity, _mm512_mul_ps(avx512_sum_lanes_16(dots), scale));
-            _mm512_mask_storeu_ps(g->scores + (size_t)l * P + p0, in_range, s);
+            _mm512_mask_storeu_ps(a->scores + (size_t)i * P + p0, in_range, s);
             // the running maximum (NaN never the max; the order of comparisons does not change a maximum)
             float block_max = _mm512_mask_reduce_max_ps(_mm512_cmp_ps_mask(s, s, _CMP_ORD_Q) & in_range, s);
-            if (block_max > g->max[l]) { g->max[l] = block_max; }
+            if (block_max > a->max_scores[i]) { a->max_scores[i] = block_max; }
         }
     }
 }
 
 // few: the weights exp(score - max) where seen (else 0), 16 slots at a time. Their sum is taken in
 // avx512_few_values, one by one in slot order as it reads them.
-FAST_INLINE FAST_AVX512_TARGET void avx512_few_softmax(AttentionGroup* g, const AttentionItem* a) {
-    for (int l = 0; l < g->count; l++) {
-        if (g->max[l] == -INFINITY) { continue; }   // zeros out (avx512_few_values)
-        float* row = g->scores + (size_t)l * a->P;
-        const uint8_t* mask_row = attention_mask_row(a, g->first + l);
-        __m512 max = _mm512_set1_ps(g->max[l]);
+FAST_INLINE FAST_AVX512_TARGET void avx512_few_softmax(const AttentionGroup* g, const AttentionItem* a) {
+    for (int i = g->first; i < g->first + g->count; i++) {
+        if (a->max_scores[i] == -INFINITY) { continue; }   // zeros out (avx512_few_values)
+        float* row = a->scores + (size_t)i * a->P;
+        const uint8_t* mask_row = attention_mask_row(a, i);
+        __m512 max = _mm512_set1_ps(a->max_scores[i]);
         for (int p0 = 0; p0 < a->P; p0 += 16) {
             int n = a->P - p0 < 16 ? a->P - p0 : 16;
             __mmask16 in_range = n == 16 ? 0xffff : (__mmask16)((1u << n) - 1);
@@ -632,23 +634,21 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_few_softmax(AttentionGroup* g, const 
     }
 }
 
-// few: the values of queries l0 .. l0 + nq - 1 (nq <= 4) together, each value row loaded once for all of
+// few: the values of queries i0 .. i0 + nq - 1 (nq <= 4) together, each value row loaded once for all of
 // them (one query at a time waited on the loads: 13 cycles a slot), prefetched VALUES_PREFETCH slots ahead
 // (4, 8 and 16 measured the same; a prefetch past the cache's end never faults)
-FAST_INLINE FAST_AVX512_TARGET void avx512_few_values_queries(const AttentionGroup* g, const AttentionItem* a, int nv,
-                                                              int l0, int nq) {
+FAST_INLINE FAST_AVX512_TARGET void avx512_few_values_queries(const AttentionItem* a, int nv, int i0, int nq) {
     int KVD = a->NKV * a->HS;
     const float* v_head = a->value_cache + (size_t)a->kv_head * a->HS;
     __m512 acc[4][8];
-    float sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    const uint8_t* mask_rows[4];
-    const float* weights[4];
-    int active[4];
+    ValuesQueries queries;
+    values_queries_begin(&queries, a, i0, nq);
+    float* sums = queries.sum_weights;
+    const uint8_t* const* mask_rows = queries.mask_rows;
+    const float* const* weights = queries.weights;
+    const int* active = queries.active;
     #pragma GCC unroll 4
     for (int j = 0; j < nq; j++) {
-        mask_rows[j] = attention_mask_row(a, g->first + l0 + j);
-        weights[j] = g->scores + (size_t)(l0 + j) * a->P;
-        active[j] = g->max[l0 + j] != -INFINITY;
         #pragma GCC unroll 8
         for (int c = 0; c < nv; c++) { acc[j][c] = _mm512_setzero_ps(); }
     }
@@ -674,7 +674,7 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_few_values_queries(const AttentionGro
     }
     #pragma GCC unroll 4
     for (int j = 0; j < nq; j++) {
-        float* out = attention_output(a, g->first + l0 + j);
+        float* out = attention_output(a, i0 + j);
         __m512 sum = _mm512_set1_ps(sums[j]);
         #pragma GCC unroll 8
         for (int c = 0; c < nv; c++) { _mm512_storeu_ps(out + 16 * c, active[j] ? _mm512_div_ps(acc[j][c], sum) : acc[j][c]); }
@@ -683,12 +683,12 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_few_values_queries(const AttentionGro
 
 FAST_INLINE FAST_AVX512_TARGET void avx512_few_values(const AttentionGroup* g, const AttentionItem* a, int nv) {
     int together = nv <= 4 ? 4 : 2;   // accumulators: together * nv registers
-    for (int l = 0; l < g->count; l += together) {
-        switch (g->count - l < together ? g->count - l : together) {
-            case 1: avx512_few_values_queries(g, a, nv, l, 1); break;
-            case 2: avx512_few_values_queries(g, a, nv, l, 2); break;
-            case 3: avx512_few_values_queries(g, a, nv, l, 3); break;
-            default: avx512_few_values_queries(g, a, nv, l, 4); break;
+    for (int i = g->first, end = g->first + g->count; i < end; i += together) {
+        switch (end - i < together ? end - i : together) {
+            case 1: avx512_few_values_queries(a, nv, i, 1); break;
+            case 2: avx512_few_values_queries(a, nv, i, 2); break;
+            case 3: avx512_few_values_queries(a, nv, i, 3); break;
+            default: avx512_few_values_queries(a, nv, i, 4); break;
         }
     }
 }

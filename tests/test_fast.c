@@ -350,9 +350,8 @@ static void test_matmul_shared(void) {
                     float* dequantised = mallocCheck((size_t)OCs[i] * C * sizeof(float));
                     stored[i] = make_weight(type_sets[s][i], OCs[i], C, dequantised);
                     free(dequantised);
-                    if (!weight_form(&weights[i], stored[i], type_sets[s][i], OCs[i], C, type_sets[s][i] != TYPE_F32, &owned[i])) {
-                        weights[i] = (Matrix){stored[i], type_sets[s][i]};
-                    }
+                    // packed (the int8 table's form), fp32 as stored
+                    weight_form(&weights[i], stored[i], type_sets[s][i], OCs[i], C, type_sets[s][i] != TYPE_F32, &owned[i]);
                     separate[i] = mallocCheck((size_t)T * OCs[i] * sizeof(float));
                     shared[i] = mallocCheck((size_t)T * OCs[i] * sizeof(float));
                 }

@@ -1037,7 +1037,8 @@ enum { ADAPTIVE_MAX_K = 8 };   // the most children per node the chooser conside
 // that measures again both a multi-node pass's cost and the draft's acceptance.
 // A probe waits for a pass with at most ADAPTIVE_PROBE_MAX_PENDING generated tokens to catch up over (for
 // an EAGLE draft: the start of a request, whose prompt it catches up over in batches), since drafting after
-// n tokens without it costs n tokens' catch-up (on one thread, 5% of a decode step each).
+// n tokens without it costs the catch-up over them (on one thread of a 2-core Zen 3, 5% of a decode step
+// each; on two of a Zen 5, 8% for one token and about 0.5% for each one more).
 enum { ADAPTIVE_PROBE_EVERY = 32, ADAPTIVE_PROBE_MAX_PENDING = 2 };
 // Confidence (a drafting model's: the EAGLE draft's): a node's draft probability given its parent, in
 // ADAPTIVE_CONFIDENCE_BUCKETS equal bins, calibrated by how often such nodes were accepted; a node whose
@@ -1050,8 +1051,8 @@ typedef struct {
     int max_k;                  // children per node considered: 1..max_k
     double verify_seconds[TREE_MAX_NODES + 1];  // average seconds of a verify pass by node count (0: unmeasured)
     double draft_step_seconds;  // average seconds per depth drafted (0: unmeasured)
-    double catch_up_seconds;    // average seconds to bring the draft up to date over one committed token
-                                // (an EAGLE draft's forward over it; 0: unmeasured)
+    double catch_up_seconds[TREE_MAX_NODES + 1]; // average seconds to bring the draft up to date over n
+                                // committed tokens (an EAGLE draft's forward over them; 0: unmeasured)
     int deterministic;          // 1: costs from the prior model, not measured times (lockstep runs repeat
                                 // bit for bit); acceptance is still measured
     double reached[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K]; // decayed count: the accepted path reached depth d-1

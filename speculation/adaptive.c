@@ -5,7 +5,8 @@ serving has measured so far:
 
   - costs: a verify pass by node count (an average per N; unmeasured counts from a line through the
     measured ones), a drafting step (the draft source's time per depth drafted), and an EAGLE draft's
-    catch-up per generated token (its forward over the tokens committed since it last drafted);
+    catch-up by token count (its forward over the tokens committed since it last drafted; the same kind
+    of table and line as a verify pass's);
   - acceptance by depth and sibling rank: q[d][r], how often the accepted path, having reached depth
     d-1, continues through the rank-r child (children ranked by the draft's score), counted over recent
     passes (counts decay, so an improving draft is noticed and a stale estimate fades). A model-free draft
@@ -16,7 +17,7 @@ serving has measured so far:
 For a shape (K, D), the chance of going one level deeper is s_d(K) = sum over r < K of q[d][r], and
 
     expected tokens per pass   E(K, D) = 1 + sum_{d=1..D} prod_{j=1..d} s_j(K)     (the bonus is the 1)
-    seconds per pass           T(K, D) = pending * catch_up + D' * draft_step + verify(N),  N = 1 + K * D
+    seconds per pass           T(K, D) = catch_up(pending) + D' * draft_step + verify(N),  N = 1 + K * D
                                (D' = D - 1 for an EAGLE draft, whose depth-1 children come with the catch-up)
                                (shapes over the menu's N are not considered; pending: generated tokens the
                                draft has not seen)
@@ -49,11 +50,13 @@ Measured on a draft trained online over 1,000 requests (40 unseen requests, chai
 draft gave under 0.1 were accepted 4% of the time, 0.4-0.5: 39%, over 0.9: 97%.
 
 Why the catch-up is charged by what is pending: a draft that drafts every pass catches up over the last
-pass's tokens (one pass's worth, which is what was charged before), but one that drafts every third pass
-catches up over three passes' tokens each time it drafts. A learned draft right a third of the time, on
-one thread, drafted 28% of passes (one node each), caught up over 6 generated tokens per drafting pass
-while charged for 1.3, and served 0.93x plain decoding (day 0 at 300 requests, 40 unseen requests). The
-prompt is not charged: a request's first drafting pass catches up over it in batches, once, like a prefill.
+pass's tokens (one pass's worth), but one that drafts every third pass catches up over three passes' tokens
+each time it drafts. A learned draft right a third of the time, on one thread, drafted 28% of passes (one
+node each), caught up over 6 generated tokens per drafting pass while charged for 1.3, and served 0.93x
+plain decoding (day 0 at 300 requests, 40 unseen requests). What those tokens cost is measured by their
+count, as a verify pass's nodes are (cost_by_rows): a catch-up is one forward over them, most of whose time
+is the pass over the draft's weights. The prompt is not charged: a request's first drafting pass catches up
+over it in batches, once, like a prefill.
 */
 #include "aurora.h"
 
@@ -62,9 +65,10 @@ prompt is not charged: a request's first drafting pass catches up over it in bat
 // depth above (a draft right at depth d is likely right at d+1, and one wrong at d likely wrong below).
 // It weighs PRIOR_WEIGHT observations; the evidence decays by DECAY per pass (half-life about 70 passes).
 static const double PRIOR_ACCEPT = 0.5, RANK_PRIOR_SHARE = 0.25, PRIOR_WEIGHT = 1.0, DECAY = 0.99;
-// Costs before anything is measured: a verify pass of N nodes costs (1 + (N-1) * VERIFY_SLOPE_PRIOR)
-// decode steps, and a drafting step DRAFT_STEP_PRIOR decode steps.
-static const double VERIFY_SLOPE_PRIOR = 0.1, DRAFT_STEP_PRIOR = 0.05, CATCH_UP_PRIOR = 0.05;
+// Costs before anything is measured: a forward over n rows (a verify pass of n nodes, a catch-up over n
+// tokens) costs (1 + (n - 1) * ROWS_SLOPE_PRIOR) times one row's; a decode step is one row of a verify pass,
+// a drafting step DRAFT_STEP_PRIOR decode steps, and a catch-up over one token CATCH_UP_PRIOR.
+static const double ROWS_SLOPE_PRIOR = 0.1, DRAFT_STEP_PRIOR = 0.05, CATCH_UP_PRIOR = 0.05;
 // Averages of measured times: each new measurement weighs this much.
 static const double COST_SMOOTHING = 0.1;
 
@@ -103,30 +107,40 @@ double spec_adaptive_expected_tokens(const SpecAdaptive* a, int k, int depth) {
     return expected;
 }
 
-// Seconds of a verify pass over n nodes: the measured average, else a line through (1, decode) and the
-// measured counts (least squares on the slope), else the prior. A count's average starts from the line's
-// value when it is first measured, not from that pass's time alone: timings are noisy (a descheduled
-// thread, a busy neighbour), and one slow first pass at 4 nodes, 1.75x a decode step where the bench
-// measures 1.3x, priced every deeper chain out of a 64-token request.
-static void adaptive_verify_table(const SpecAdaptive* a, int max_n, double* verify) {
-    double decode = a->verify_seconds[1];
-    if (decode <= 0) { // nothing measured at one node: the smallest measured count stands in
-        for (int m = 2; m <= TREE_MAX_NODES && decode <= 0; m++) {
-            if (a->verify_seconds[m] > 0) { decode = a->verify_seconds[m] / (1 + (m - 1) * VERIFY_SLOPE_PRIOR); }
-        }
+// Seconds of a forward over n rows, n = 1..max_n, from the measured averages by row count (measured[n];
+// 0: unmeasured): the measured average, else a line through (1, one row's cost) and the measured counts
+// (least squares on the slope), else the prior. One row's cost is its own average, else the smallest
+// measured count's by the prior slope, else unmeasured_one. A count's average starts from the line's value
+// when it is first measured (spec_adaptive_observe), not from that pass's time alone: timings are noisy (a
+// descheduled thread, a busy neighbour), and one slow first pass at 4 nodes, 1.75x a decode step where the
+// bench measures 1.3x, priced every deeper chain out of a 64-token request.
+// Both a verify pass and an EAGLE draft's catch-up are such forwards. The catch-up's line matters most: it
+// is mostly measured over the 1-3 tokens a drafting pass leaves, and its cost is mostly the pass over the
+// weights, not the tokens (2-core Zen 5: 0.22 ms over 1 token, 0.38 over 16, 0.66 over 32), so a catch-up
+// over the tokens of a stretch of plain passes costs little more than one over a single token; charged as
+// that many times one token's (as it was), 17 pending tokens cost 3.7 ms where they took 0.45, and a frozen
+// day-0 draft, once it had stopped drafting, did not draft again in that request (24% of its passes plain;
+// 1.14x plain decoding where a fixed tree of 2 children and depth 2 ran at 1.30x).
+static void cost_by_rows(const double* measured, int max_n, double unmeasured_one, double* cost) {
+    double one = measured[1];
+    for (int m = 2; m <= TREE_MAX_NODES && one <= 0; m++) {
+        if (measured[m] > 0) { one = measured[m] / (1 + (m - 1) * ROWS_SLOPE_PRIOR); }
     }
-    if (decode <= 0) { decode = 1.0; } // nothing at all: relative units
+    if (one <= 0) { one = unmeasured_one; }
     double numerator = 0, denominator = 0;
     for (int m = 2; m <= TREE_MAX_NODES; m++) {
-        if (a->verify_seconds[m] <= 0) { continue; }
-        numerator += (m - 1) * (a->verify_seconds[m] / decode - 1.0);
+        if (measured[m] <= 0) { continue; }
+        numerator += (m - 1) * (measured[m] / one - 1.0);
         denominator += (double)(m - 1) * (m - 1);
     }
-    double slope = denominator > 0 ? numerator / denominator : VERIFY_SLOPE_PRIOR;
+    double slope = denominator > 0 ? numerator / denominator : ROWS_SLOPE_PRIOR;
     if (slope < 0) { slope = 0; }
-    for (int n = 1; n <= max_n; n++) {
-        verify[n] = a->verify_seconds[n] > 0 ? a->verify_seconds[n] : decode * (1.0 + slope * (n - 1));
-    }
+    for (int n = 1; n <= max_n; n++) { cost[n] = measured[n] > 0 ? measured[n] : one * (1.0 + slope * (n - 1)); }
+}
+
+// Seconds of a verify pass by node count, 1..max_n (nothing measured at all: relative units, a decode step 1).
+static void adaptive_verify_table(const SpecAdaptive* a, int max_n, double* verify) {
+    cost_by_rows(a->verify_seconds, max_n, 1.0, verify);
 }
 
 double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n) {
@@ -139,17 +153,21 @@ static double adaptive_draft_step_seconds(const SpecAdaptive* a, const double* v
     return a->draft_step_seconds > 0 ? a->draft_step_seconds : DRAFT_STEP_PRIOR * verify[1];
 }
 
-static double adaptive_catch_up_seconds(const SpecAdaptive* a, const double* verify) {
-    return a->catch_up_seconds > 0 ? a->catch_up_seconds : CATCH_UP_PRIOR * verify[1];
+// Seconds of the catch-up over `pending` generated tokens (in forwards of at most TREE_MAX_NODES rows, as
+// drafting.c runs it); verify: adaptive_verify_table's.
+static double adaptive_catch_up_seconds(const SpecAdaptive* a, int pending, const double* verify) {
+    if (pending <= 0) { return 0.0; }
+    double cost[TREE_MAX_NODES + 1];
+    cost_by_rows(a->catch_up_seconds, TREE_MAX_NODES, CATCH_UP_PRIOR * verify[1], cost);
+    return (pending / TREE_MAX_NODES) * cost[TREE_MAX_NODES] + (pending % TREE_MAX_NODES ? cost[pending % TREE_MAX_NODES] : 0.0);
 }
 
-// The seconds of a pass of this shape: drafting (the catch-up over what is pending, the draft steps) and
-// verifying (verify: adaptive_verify_table's, up to the shape's nodes); no drafting: one decode step.
-static double adaptive_pass_seconds(const SpecAdaptive* a, TreeShape shape, int pending, const double* verify) {
+// The seconds of a pass of this shape: drafting (catch_up: the catch-up over what is pending; the draft
+// steps) and verifying (verify: adaptive_verify_table's, up to the shape's nodes); no drafting: one decode step.
+static double adaptive_pass_seconds(const SpecAdaptive* a, TreeShape shape, double catch_up, const double* verify) {
     if (shape.nodes <= 1) { return verify[1]; }
     int steps = shape.depth - a->root_children_free;
-    return (pending > 0 ? pending : 0) * adaptive_catch_up_seconds(a, verify) + steps * adaptive_draft_step_seconds(a, verify) +
-           verify[shape.nodes];
+    return catch_up + steps * adaptive_draft_step_seconds(a, verify) + verify[shape.nodes];
 }
 
 TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending) {
@@ -160,12 +178,13 @@ TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending) {
     }
     double verify[TREE_MAX_NODES + 1];
     adaptive_verify_table(a, a->limit.nodes > 1 ? a->limit.nodes : 1, verify);
-    double best_rate = 1.0 / adaptive_pass_seconds(a, best, pending, verify);
+    double catch_up = adaptive_catch_up_seconds(a, pending, verify);
+    double best_rate = 1.0 / adaptive_pass_seconds(a, best, catch_up, verify);
     for (int k = 1; k <= a->max_k; k++) {
         for (int depth = 1; depth <= a->limit.depth; depth++) {
             TreeShape shape = {k, depth, 1 + k * depth};
             if (shape.nodes > a->limit.nodes) { break; }
-            double rate = spec_adaptive_expected_tokens(a, k, depth) / adaptive_pass_seconds(a, shape, pending, verify);
+            double rate = spec_adaptive_expected_tokens(a, k, depth) / adaptive_pass_seconds(a, shape, catch_up, verify);
             if (rate > best_rate * (1.0 + 1e-9)) { best_rate = rate; best = shape; }
         }
     }
@@ -194,7 +213,8 @@ double spec_adaptive_min_chance(const SpecAdaptive* a, TreeShape shape, int pend
     double verify[TREE_MAX_NODES + 1];
     adaptive_verify_table(a, shape.nodes, verify);
     double per_node = (verify[shape.nodes] - verify[1]) / (shape.nodes - 1);
-    double rate = spec_adaptive_expected_tokens(a, shape.k, shape.depth) / adaptive_pass_seconds(a, shape, pending, verify);
+    double rate = spec_adaptive_expected_tokens(a, shape.k, shape.depth) /
+                  adaptive_pass_seconds(a, shape, adaptive_catch_up_seconds(a, pending, verify), verify);
     return per_node > 0 ? per_node * rate : 0.0;
 }
 
@@ -258,7 +278,14 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
         // the steps the pass ran, which confidence can leave deeper than the tree it kept
         int steps = draft_steps >= 0 ? draft_steps : tree->max_depth - a->root_children_free;
         if (tree->n_nodes > 1 && steps > 0) { adaptive_average(&a->draft_step_seconds, draft_seconds / steps); }
-        if (catch_up_tokens > 0) { adaptive_average(&a->catch_up_seconds, catch_up_seconds / catch_up_tokens); }
+        if (catch_up_tokens > 0 && catch_up_tokens <= TREE_MAX_NODES) {   // (longer ones ran in several forwards)
+            if (a->catch_up_seconds[catch_up_tokens] <= 0 && a->catch_up_seconds[1] > 0) {
+                double cost[TREE_MAX_NODES + 1];
+                cost_by_rows(a->catch_up_seconds, catch_up_tokens, 0.0, cost);
+                a->catch_up_seconds[catch_up_tokens] = cost[catch_up_tokens];
+            }
+            adaptive_average(&a->catch_up_seconds[catch_up_tokens], catch_up_seconds);
+        }
     }
     if (!a->judged_in_hindsight) { spec_adaptive_count(a, shape, tree, acceptance); }
     if (tree->n_nodes == 1) {

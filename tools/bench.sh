@@ -114,6 +114,7 @@ summary = [
     ("prefill_vs_llamacpp", ratio(ours.get("fast_prefill_tps", nan), prefill_tps(q) if have_llama else nan)),
     ("verify6_vs_decode", ours.get("verify6_vs_decode", nan)),
     ("verify12_vs_decode", ours.get("verify12_vs_decode", nan)),
+    ("verify12_matmul_floor_vs_decode", ours.get("verify12_matmul_floor_vs_decode", nan)),
     ("draft_step_vs_decode", ours.get("draft_step_vs_decode", nan)),
     ("draft_catch_up_vs_decode", ours.get("draft_catch_up_vs_decode", nan)),
     ("draft_step_cold_vs_decode", ours.get("draft_step_cold_vs_decode", nan)),

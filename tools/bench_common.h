@@ -106,4 +106,48 @@ static double read_bandwidth(size_t bytes, int repeats) {
     return (double)bytes / best / 1e9;
 }
 
+// The int8 multiply-add peak of the VNNI instruction the int8 matmul is built on (vpdpbusd: 64 multiply-adds
+// of unsigned by signed bytes into 16 int32 lanes), in multiply-adds per second, every thread at once: 16
+// independent accumulators per thread (enough chains to cover its latency), nothing but the instruction.
+// The compute limit of a batch's matmuls, as weight bytes / bandwidth is the memory limit of a decode step.
+// 0 where the CPU has no AVX-512 VNNI (the AVX2 int8 path needs three instructions per 32 products).
+#if FAST_X86
+static FAST_VNNI_TARGET __attribute__((noinline)) int vnni_chains(long iterations) {
+    __m512i acc[16];
+    for (int k = 0; k < 16; k++) { acc[k] = _mm512_set1_epi32(k); }
+    __m512i w = _mm512_set1_epi8(3), x = _mm512_set1_epi8(5);
+    for (long i = 0; i < iterations; i++) {
+        #pragma GCC unroll 16
+        for (int k = 0; k < 16; k++) { acc[k] = _mm512_dpbusd_epi32(acc[k], w, x); }
+        __asm__ volatile("" : "+v"(w));   // (w may have changed: the loop is not folded away)
+    }
+    int sum = 0;
+    for (int k = 0; k < 16; k++) { sum += _mm512_reduce_add_epi32(acc[k]); }
+    return sum;
+}
+#endif
+
+static double int8_peak_macs(int repeats) {
+#if FAST_X86
+    if (!__builtin_cpu_supports("avx512vnni") || !__builtin_cpu_supports("avx512bw")) { return 0; }
+    const long iterations = 2000000;   // 32 million instructions a thread: about 10 ms
+    double best = 1e30;
+    volatile int sink = 0;
+    for (int r = 0; r < repeats; r++) {
+        double start = now_seconds();
+        int total = 0;
+        #pragma omp parallel reduction(+:total)
+        { total += vnni_chains(iterations); }
+        double seconds = now_seconds() - start;
+        sink += total;
+        if (seconds < best) { best = seconds; }
+    }
+    (void)sink;
+    return (double)iterations * 16 * 64 * n_threads() / best;
+#else
+    (void)repeats;
+    return 0;
+#endif
+}
+
 #endif // BENCH_COMMON_H

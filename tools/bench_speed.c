@@ -15,7 +15,9 @@ ratios moved by 10-25% between runs of the same code). The "@ NAME_tps" lines ar
   decode      one single-token step after CONTEXT cached tokens (the slot is rewritten each time)
   prefill     PREFILL tokens from an empty cache, in one call
   verify      a chain of N nodes after CONTEXT cached tokens (every row's logits), against a decode step measured
-              right before it: the cost of checking N - 1 draft tokens, in decode steps
+              right before it: the cost of checking N - 1 draft tokens, in decode steps; and beside it the
+              compute limit, the int8 multiply-add instruction's measured peak (every thread at once) and the
+              time that N nodes' matmuls need at that peak, in decode steps
   draft       a random EAGLE-3 draft (the default vocabulary, DRAFT_DEFAULT_VOCAB) on the fast table, in serving
               order after a target step: the catch-up over 3 accepted tokens, then drafting steps (1 row, and K
               rows as a tree's depth does); a step straight after a target step (cold); a hot swap
@@ -244,13 +246,15 @@ int main(int argc, char** argv) {
     double verify[N_VERIFY], verify_decode[N_VERIFY];
     for (int v = 0; v < N_VERIFY; v++) { verify[v] = verify_decode[v] = 1e30; }
     uint8_t* mask = mallocCheck((size_t)16 * (CONTEXT + 16));
-    double bandwidth = 0;
+    double bandwidth = 0, int8_peak = 0;
 
     fprintf(stderr, "measuring in %d rounds:", rounds);
     for (int round = 0; round < rounds; round++) {
         fprintf(stderr, " %d", round + 1);
         double b = read_bandwidth((size_t)1 << 30, 2);
         if (b > bandwidth) { bandwidth = b; }
+        double p = int8_peak_macs(3);
+        if (p > int8_peak) { int8_peak = p; }
         for (int s = 0; s < n_subjects; s++) {
             Subject* subject = &subjects[s];
             int is_reference = subject->backend == &backend_cpu_ref;
@@ -336,6 +340,27 @@ int main(int argc, char** argv) {
         printf("  N = %2d: %7.2f ms, decode %6.2f ms, ratio %.2fx\n", VERIFY_NODES[v], verify[v] * 1e3,
                verify_decode[v] * 1e3, verify[v] / verify_decode[v]);
         printf("@ verify%d_vs_decode %.3f\n", VERIFY_NODES[v], verify[v] / verify_decode[v]);
+    }
+    // The compute limit beside the memory limit: a pass's matmuls at the int8 instruction's peak alone (every
+    // weight's multiply-adds for every node, nothing else), in decode steps. Where it is over a goal's
+    // ratio no kernel of this arithmetic reaches the goal on this CPU.
+    const TargetConfig* tc = &target->config;
+    double qd = (double)tc->n_heads * tc->head_size, kvd = (double)tc->n_kv_heads * tc->head_size;
+    double macs_per_row = tc->n_layers * ((double)tc->dim * (2 * qd + 2 * kvd) + 3.0 * tc->dim * tc->ffn_dim) +
+                          (double)tc->vocab_size * tc->dim;
+    if (int8_peak > 0) {
+        printf("  int8 compute: %.1f G multiply-adds/s (vpdpbusd alone, %d threads); one node's matmuls %.1f M; so the "
+               "matmuls of N nodes alone need at least (in decode steps):", int8_peak / 1e9, n_threads(), macs_per_row / 1e6);
+        for (int v = 0; v < N_VERIFY; v++) {
+            printf(" %s%d: %.2f", v ? ", " : "", VERIFY_NODES[v], VERIFY_NODES[v] * macs_per_row / int8_peak / verify_decode[v]);
+        }
+        printf("\n");
+        int twelve = 0;
+        while (VERIFY_NODES[twelve] != 12) { twelve++; }
+        printf("@ int8_peak_gmacs %.2f\n@ verify12_matmul_floor_vs_decode %.3f\n", int8_peak / 1e9,
+               12 * macs_per_row / int8_peak / verify_decode[twelve]);
+    } else {
+        printf("  int8 compute: no AVX-512 VNNI on this CPU, its peak not measured\n");
     }
 
     printf("\ndraft (random EAGLE-3 draft, vocabulary %d, on the fast table; a decode step %.2f ms):\n", draft.config.vocab_size,

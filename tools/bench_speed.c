@@ -352,7 +352,7 @@ int main(int argc, char** argv) {
         printf("  int8 compute: %.1f G multiply-adds/s (vpdpbusd alone, %d threads); one node's matmuls %.1f M; so the "
                "matmuls of N nodes alone need at least (in decode steps):", int8_peak / 1e9, n_threads(), macs_per_row / 1e6);
         for (int v = 0; v < N_VERIFY; v++) {
-            printf(" %s%d: %.2f", v ? ", " : "", VERIFY_NODES[v], VERIFY_NODES[v] * macs_per_row / int8_peak / verify_decode[v]);
+            printf("%s%d: %.2f", v ? ", " : " ", VERIFY_NODES[v], VERIFY_NODES[v] * macs_per_row / int8_peak / verify_decode[v]);
         }
         printf("\n");
         int twelve = 0;

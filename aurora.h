@@ -1053,11 +1053,6 @@ typedef struct {
     double draft_step_seconds;  // average seconds per depth drafted (0: unmeasured)
     double catch_up_seconds[TREE_MAX_NODES + 1]; // average seconds to bring the draft up to date over n
                                 // committed tokens (an EAGLE draft's forward over them; 0: unmeasured)
-    // the decode step's average when each cost above was last measured (0: none then): a cost is used scaled
-    // by how the decode step (measured at every pass that drafts nothing) has moved since, so that counts
-    // not drafted for a while follow the machine's speed (a shared machine drifts) instead of keeping that
-    // of the moment they were measured
-    double verify_decode_at[TREE_MAX_NODES + 1], draft_step_decode_at, catch_up_decode_at[TREE_MAX_NODES + 1];
     int deterministic;          // 1: costs from the prior model, not measured times (lockstep runs repeat
                                 // bit for bit); acceptance is still measured
     double reached[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K]; // decayed count: the accepted path reached depth d-1

@@ -107,27 +107,6 @@ double spec_adaptive_expected_tokens(const SpecAdaptive* a, int k, int depth) {
     return expected;
 }
 
-static void adaptive_average(double* average, double value) {
-    *average = *average > 0 ? (1.0 - COST_SMOOTHING) * *average + COST_SMOOTHING * value : value;
-}
-
-// A measured cost as it stands now: its average scaled by how the decode step's average (decode) has moved
-// since the cost was last measured (decode_at: the decode step's average then; 0: none, unscaled). A pass
-// that drafts nothing measures only the decode step, so without this a shape not drafted for a while kept
-// the speed of its last passes: on a shared machine, 5-node passes last measured at 7.0 ms, 1.6-1.9 decode
-// steps of that minute, held a frozen day-0 draft to plain decoding in 45-84% of its passes over 40
-// requests while decode steps came and went between 3.2 and 4.5 ms.
-static double cost_now(double seconds, double decode_at, double decode) {
-    return seconds > 0 && decode_at > 0 && decode > 0 ? seconds * (decode / decode_at) : seconds;
-}
-
-// A new measurement of a cost: the average brought to the decode step's current speed, then averaged.
-static void cost_measured(double* seconds, double* decode_at, double value, double decode) {
-    *seconds = cost_now(*seconds, *decode_at, decode);
-    adaptive_average(seconds, value);
-    *decode_at = decode;
-}
-
 // Seconds of a forward over n rows, n = 1..max_n, from the measured averages by row count (measured[n];
 // 0: unmeasured): the measured average, else a line through (1, one row's cost) and the measured counts
 // (least squares on the slope), else the prior. One row's cost is its own average, else the smallest
@@ -142,11 +121,7 @@ static void cost_measured(double* seconds, double* decode_at, double value, doub
 // that many times one token's (as it was), 17 pending tokens cost 3.7 ms where they took 0.45, and a frozen
 // day-0 draft, once it had stopped drafting, did not draft again in that request (24% of its passes plain;
 // 1.14x plain decoding where a fixed tree of 2 children and depth 2 ran at 1.30x).
-// measured[n] is read scaled to the decode step's current speed (decode; cost_now).
-static void cost_by_rows(const double* seconds, const double* decode_at, double decode, int max_n, double unmeasured_one,
-                         double* cost) {
-    double measured[TREE_MAX_NODES + 1];
-    for (int n = 1; n <= TREE_MAX_NODES; n++) { measured[n] = cost_now(seconds[n], decode_at[n], decode); }
+static void cost_by_rows(const double* measured, int max_n, double unmeasured_one, double* cost) {
     double one = measured[1];
     for (int m = 2; m <= TREE_MAX_NODES && one <= 0; m++) {
         if (measured[m] > 0) { one = measured[m] / (1 + (m - 1) * ROWS_SLOPE_PRIOR); }
@@ -165,7 +140,7 @@ static void cost_by_rows(const double* seconds, const double* decode_at, double 
 
 // Seconds of a verify pass by node count, 1..max_n (nothing measured at all: relative units, a decode step 1).
 static void adaptive_verify_table(const SpecAdaptive* a, int max_n, double* verify) {
-    cost_by_rows(a->verify_seconds, a->verify_decode_at, a->verify_seconds[1], max_n, 1.0, verify);
+    cost_by_rows(a->verify_seconds, max_n, 1.0, verify);
 }
 
 double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n) {
@@ -175,8 +150,7 @@ double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n) {
 }
 
 static double adaptive_draft_step_seconds(const SpecAdaptive* a, const double* verify) {
-    double step = cost_now(a->draft_step_seconds, a->draft_step_decode_at, a->verify_seconds[1]);
-    return step > 0 ? step : DRAFT_STEP_PRIOR * verify[1];
+    return a->draft_step_seconds > 0 ? a->draft_step_seconds : DRAFT_STEP_PRIOR * verify[1];
 }
 
 // Seconds of the catch-up over `pending` generated tokens (in forwards of at most TREE_MAX_NODES rows, as
@@ -184,7 +158,7 @@ static double adaptive_draft_step_seconds(const SpecAdaptive* a, const double* v
 static double adaptive_catch_up_seconds(const SpecAdaptive* a, int pending, const double* verify) {
     if (pending <= 0) { return 0.0; }
     double cost[TREE_MAX_NODES + 1];
-    cost_by_rows(a->catch_up_seconds, a->catch_up_decode_at, a->verify_seconds[1], TREE_MAX_NODES, CATCH_UP_PRIOR * verify[1], cost);
+    cost_by_rows(a->catch_up_seconds, TREE_MAX_NODES, CATCH_UP_PRIOR * verify[1], cost);
     return (pending / TREE_MAX_NODES) * cost[TREE_MAX_NODES] + (pending % TREE_MAX_NODES ? cost[pending % TREE_MAX_NODES] : 0.0);
 }
 
@@ -254,6 +228,10 @@ void spec_adaptive_observe_left_out(SpecAdaptive* a, int depth, int rank, double
     a->hit[depth][rank] += chance;   // reached: counted by spec_adaptive_observe (a rank the tree lacks)
 }
 
+static void adaptive_average(double* average, double value) {
+    *average = *average > 0 ? (1.0 - COST_SMOOTHING) * *average + COST_SMOOTHING * value : value;
+}
+
 // The acceptance evidence of one tree: along the accepted path, at each depth of the shape the path
 // reached, the K ranks of the shape (the parent's children in index order: the drafter adds a node's
 // children best first), each reached, and which child, if any, was accepted (one level at a time:
@@ -295,28 +273,18 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
     }
     if (!a->deterministic) { // a deterministic chooser keeps the prior cost model: the same acceptance, the same shapes
         int n = tree->n_nodes;
-        double decode = a->verify_seconds[1];   // (the decode step's average before this pass)
-        if (n == 1) {
-            adaptive_average(&a->verify_seconds[1], verify_seconds);
-        } else {
-            if (a->verify_seconds[n] <= 0 && decode > 0) {   // first measured: from the line (cost_by_rows)
-                a->verify_seconds[n] = spec_adaptive_verify_seconds(a, n);
-                a->verify_decode_at[n] = decode;
-            }
-            cost_measured(&a->verify_seconds[n], &a->verify_decode_at[n], verify_seconds, decode);
-        }
+        if (n > 1 && a->verify_seconds[n] <= 0 && a->verify_seconds[1] > 0) { a->verify_seconds[n] = spec_adaptive_verify_seconds(a, n); }
+        adaptive_average(&a->verify_seconds[n], verify_seconds);
         // the steps the pass ran, which confidence can leave deeper than the tree it kept
         int steps = draft_steps >= 0 ? draft_steps : tree->max_depth - a->root_children_free;
-        if (n > 1 && steps > 0) { cost_measured(&a->draft_step_seconds, &a->draft_step_decode_at, draft_seconds / steps, decode); }
-        int t = catch_up_tokens;
-        if (t > 0 && t <= TREE_MAX_NODES) {   // (longer ones ran in several forwards)
-            if (a->catch_up_seconds[t] <= 0 && a->catch_up_seconds[1] > 0) {
+        if (tree->n_nodes > 1 && steps > 0) { adaptive_average(&a->draft_step_seconds, draft_seconds / steps); }
+        if (catch_up_tokens > 0 && catch_up_tokens <= TREE_MAX_NODES) {   // (longer ones ran in several forwards)
+            if (a->catch_up_seconds[catch_up_tokens] <= 0 && a->catch_up_seconds[1] > 0) {
                 double cost[TREE_MAX_NODES + 1];
-                cost_by_rows(a->catch_up_seconds, a->catch_up_decode_at, decode, t, 0.0, cost);
-                a->catch_up_seconds[t] = cost[t];
-                a->catch_up_decode_at[t] = decode;
+                cost_by_rows(a->catch_up_seconds, catch_up_tokens, 0.0, cost);
+                a->catch_up_seconds[catch_up_tokens] = cost[catch_up_tokens];
             }
-            cost_measured(&a->catch_up_seconds[t], &a->catch_up_decode_at[t], catch_up_seconds, decode);
+            adaptive_average(&a->catch_up_seconds[catch_up_tokens], catch_up_seconds);
         }
     }
     if (!a->judged_in_hindsight) { spec_adaptive_count(a, shape, tree, acceptance); }

@@ -1053,6 +1053,7 @@ typedef struct {
     double draft_step_seconds;  // average seconds per depth drafted (0: unmeasured)
     double catch_up_seconds[TREE_MAX_NODES + 1]; // average seconds to bring the draft up to date over n
                                 // committed tokens (an EAGLE draft's forward over them; 0: unmeasured)
+    int catch_up_chunk;         // the most tokens one catch-up forward takes (more run in several; 0: TREE_MAX_NODES)
     int deterministic;          // 1: costs from the prior model, not measured times (lockstep runs repeat
                                 // bit for bit); acceptance is still measured
     double reached[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K]; // decayed count: the accepted path reached depth d-1

@@ -153,13 +153,18 @@ static double adaptive_draft_step_seconds(const SpecAdaptive* a, const double* v
     return a->draft_step_seconds > 0 ? a->draft_step_seconds : DRAFT_STEP_PRIOR * verify[1];
 }
 
-// Seconds of the catch-up over `pending` generated tokens (in forwards of at most TREE_MAX_NODES rows, as
-// drafting.c runs it); verify: adaptive_verify_table's.
+static int catch_up_chunk(const SpecAdaptive* a) {
+    return a->catch_up_chunk > 0 && a->catch_up_chunk < TREE_MAX_NODES ? a->catch_up_chunk : TREE_MAX_NODES;
+}
+
+// Seconds of the catch-up over `pending` generated tokens, in forwards of at most catch_up_chunk rows as
+// drafting.c runs it; verify: adaptive_verify_table's.
 static double adaptive_catch_up_seconds(const SpecAdaptive* a, int pending, const double* verify) {
     if (pending <= 0) { return 0.0; }
+    int chunk = catch_up_chunk(a);
     double cost[TREE_MAX_NODES + 1];
-    cost_by_rows(a->catch_up_seconds, TREE_MAX_NODES, CATCH_UP_PRIOR * verify[1], cost);
-    return (pending / TREE_MAX_NODES) * cost[TREE_MAX_NODES] + (pending % TREE_MAX_NODES ? cost[pending % TREE_MAX_NODES] : 0.0);
+    cost_by_rows(a->catch_up_seconds, chunk, CATCH_UP_PRIOR * verify[1], cost);
+    return (pending / chunk) * cost[chunk] + (pending % chunk ? cost[pending % chunk] : 0.0);
 }
 
 // The seconds of a pass of this shape: drafting (catch_up: the catch-up over what is pending; the draft
@@ -278,13 +283,16 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
         // the steps the pass ran, which confidence can leave deeper than the tree it kept
         int steps = draft_steps >= 0 ? draft_steps : tree->max_depth - a->root_children_free;
         if (tree->n_nodes > 1 && steps > 0) { adaptive_average(&a->draft_step_seconds, draft_seconds / steps); }
-        if (catch_up_tokens > 0 && catch_up_tokens <= TREE_MAX_NODES) {   // (longer ones ran in several forwards)
-            if (a->catch_up_seconds[catch_up_tokens] <= 0 && a->catch_up_seconds[1] > 0) {
+        int t = catch_up_tokens;
+        if (t > 0 && t <= catch_up_chunk(a)) {   // (longer ones ran in several forwards)
+            int measured = 0;
+            for (int m = 1; m <= TREE_MAX_NODES; m++) { measured |= a->catch_up_seconds[m] > 0; }
+            if (a->catch_up_seconds[t] <= 0 && measured) {   // first measured: from the line, as a verify pass's
                 double cost[TREE_MAX_NODES + 1];
-                cost_by_rows(a->catch_up_seconds, catch_up_tokens, 0.0, cost);
-                a->catch_up_seconds[catch_up_tokens] = cost[catch_up_tokens];
+                cost_by_rows(a->catch_up_seconds, t, 0.0, cost);
+                a->catch_up_seconds[t] = cost[t];
             }
-            adaptive_average(&a->catch_up_seconds[catch_up_tokens], catch_up_seconds);
+            adaptive_average(&a->catch_up_seconds[t], catch_up_seconds);
         }
     }
     if (!a->judged_in_hindsight) { spec_adaptive_count(a, shape, tree, acceptance); }

@@ -262,6 +262,9 @@ void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Dra
     spec_adaptive_init(&source->suffix_adaptive_state, source->limit, source->limit.k);
     source->adaptive_state.calibrates = kind == DRAFT_EAGLE || kind == DRAFT_HYBRID; // its scores are log-probabilities
     source->adaptive_state.root_children_free = kind == DRAFT_EAGLE || kind == DRAFT_HYBRID;
+    if (kind == DRAFT_EAGLE || kind == DRAFT_HYBRID) {   // the rows of each catch-up forward (eagle_catch_up)
+        source->adaptive_state.catch_up_chunk = draft->act.max_tokens < TREE_MAX_NODES ? draft->act.max_tokens : TREE_MAX_NODES;
+    }
     source->adaptive_state.judged_in_hindsight = draft_source_free_proposals(source);
     if (source->adaptive_state.judged_in_hindsight) { source->hindsight = mallocCheck(HINDSIGHT_TREES * sizeof(HindsightTree)); }
 }
@@ -333,8 +336,8 @@ static void eagle_catch_up(DraftSource* source, const Sequence* sequence) {
     int positions[TREE_MAX_NODES];
     double start_time = now_seconds();
     // a catch-up that takes in the prompt (a request's first drafting pass, in batches like a prefill) is not a
-    // measure of the per-token catch-up over generated tokens that adaptive.c charges: its time still leaves
-    // drafting's, its tokens are not counted
+    // measure of the catch-up over generated tokens that adaptive.c charges by their count: its time still
+    // leaves drafting's, its tokens are not counted
     int tokens = source->n_extended >= source->n_prompt ? sequence->n_committed - source->n_extended : 0;
     while (source->n_extended < sequence->n_committed) {
         int start = source->n_extended;
@@ -662,7 +665,7 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
     stats->passes_by_shape[k < ADAPTIVE_MAX_K ? k : ADAPTIVE_MAX_K][tree->max_depth]++;
     if (source->kind == DRAFT_HYBRID && source->pass_source == DRAFT_SUFFIX) { stats->passes_suffix++; }
     if (source->pass_source == DRAFT_EAGLE) { stats->left_out += source->n_left_out; }
-    // drafting's cost: the drafting itself, and the catch-up per token (charged by what is pending: adaptive.c)
+    // drafting's cost: the drafting itself, and the catch-up by its token count (charged by what is pending: adaptive.c)
     if (source->adaptive) {
         // the hybrid: the pass teaches the draft that drafted it; a pass neither drafted teaches both
         // (a hot swap in the pass is not drafting's cost: it comes with a publish, not with a depth drafted; a

@@ -9,6 +9,9 @@ tree, acceptance and times) and must
   - notice a draft that becomes good (online training) within a few hundred passes;
   - not lose to plain decoding with a draft right a third of the time whose catch-up is dear (an EAGLE
     draft's forward over every generated token before it drafts);
+  - charge the catch-up by its token count as measured: one that costs about one forward whatever its
+    tokens must not stop a draft that pays after a stretch of plain passes, one measured as that many
+    times one token's must;
 and the counting itself is checked on a hand-made tree.
 */
 #define TESTING
@@ -457,6 +460,17 @@ static void test_catch_up_by_tokens(void) {
             spec_adaptive_observe(&a, (TreeShape){1, 0, 1}, &trees[1], &rejected, 0, -1, 0, 0, 0.010);
         }
         chosen[world] = spec_adaptive_choose(&a, 20);
+        // a catch-up over more tokens than one forward takes runs in several (a --batch under 64): 20 pending
+        // with forwards of 8 cost two of 8 and one of 4
+        double verify[3], cost[TREE_MAX_NODES + 1];
+        adaptive_verify_table(&a, 2, verify);
+        double whole = adaptive_catch_up_seconds(&a, 20, verify);
+        a.catch_up_chunk = 8;
+        cost_by_rows(a.catch_up_seconds, 8, 0.0, cost);
+        double chunked = adaptive_catch_up_seconds(&a, 20, verify);
+        check(fabs(chunked - (2 * cost[8] + cost[4])) < 1e-12 && chunked > whole, "20 pending in forwards of 8: %.3f ms "
+              "(two of 8 and one of 4: %.3f; in one forward %.3f)", chunked * 1e3, (2 * cost[8] + cost[4]) * 1e3, whole * 1e3);
+        a.catch_up_chunk = 0;
         printf("catch-up over 1, 2, 3 tokens %.2f, %.2f, %.2f ms: with 20 pending, chose %d nodes (after 1: %d)\n",
                measured[world][1] * 1e3, measured[world][2] * 1e3, measured[world][3] * 1e3, chosen[world].nodes,
                spec_adaptive_choose(&a, 1).nodes);

@@ -76,11 +76,21 @@ not what a compiler finds on its own). On an AVX2-only CPU (AMD EPYC, Zen 3) the
 enum { FAST_ISA_UNSET = -1, FAST_ISA_PORTABLE = 0, FAST_ISA_AVX2 = 1, FAST_ISA_AVX512 = 2, FAST_ISA_AVX512_VNNI = 3 };
 static int fast_isa = FAST_ISA_UNSET;
 
+#if FAST_X86
+#include <cpuid.h>
+// F16C (the fp16 conversions the kernels use): CPUID leaf 1, ECX bit 29. (Clang 14's __builtin_cpu_supports
+// does not know "f16c": asked there, the program did not compile.)
+static int fast_cpu_has_f16c(void) {
+    unsigned int eax, ebx, ecx, edx;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
+}
+#endif
+
 // The best path this CPU supports.
 static int fast_isa_best(void) {
 #if FAST_X86
     __builtin_cpu_init();
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && fast_cpu_has_f16c();
     if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
         return __builtin_cpu_supports("avx512vnni") ? FAST_ISA_AVX512_VNNI : FAST_ISA_AVX512;

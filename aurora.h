@@ -1040,6 +1040,11 @@ enum { ADAPTIVE_MAX_K = 8 };   // the most children per node the chooser conside
 // n tokens without it costs the catch-up over them (on one thread of a 2-core Zen 3, 5% of a decode step
 // each; on two of a Zen 5, 8% for one token and about 0.5% for each one more).
 enum { ADAPTIVE_PROBE_EVERY = 32, ADAPTIVE_PROBE_MAX_PENDING = 2 };
+// A verify cost by node count not measured for ADAPTIVE_COST_MEMORY passes is forgotten (read from the line
+// through the counts measured since, or the prior), as acceptance evidence fades towards its prior: a pass
+// that drafts nothing measures only the decode step, so a count measured in a busy minute would otherwise
+// keep that minute's price until the draft drafted it again, which that price prevents.
+enum { ADAPTIVE_COST_MEMORY = 2 * ADAPTIVE_PROBE_EVERY };
 // Confidence (a drafting model's: the EAGLE draft's): a node's draft probability given its parent, in
 // ADAPTIVE_CONFIDENCE_BUCKETS equal bins, calibrated by how often such nodes were accepted; a node whose
 // calibrated chance of acceptance does not pay for its share of the verify pass is left out of the tree.
@@ -1050,6 +1055,7 @@ typedef struct {
     TreeShape limit;            // the largest shape allowed (depth and nodes bound the menu)
     int max_k;                  // children per node considered: 1..max_k
     double verify_seconds[TREE_MAX_NODES + 1];  // average seconds of a verify pass by node count (0: unmeasured)
+    long verify_measured_at[TREE_MAX_NODES + 1]; // the pass (counting passes) that last measured each count
     double draft_step_seconds;  // average seconds per depth drafted (0: unmeasured)
     double catch_up_seconds[TREE_MAX_NODES + 1]; // average seconds to bring the draft up to date over n
                                 // committed tokens (an EAGLE draft's forward over them; 0: unmeasured)

@@ -139,8 +139,14 @@ static void cost_by_rows(const double* measured, int max_n, double unmeasured_on
 }
 
 // Seconds of a verify pass by node count, 1..max_n (nothing measured at all: relative units, a decode step 1).
+// A count of 2 or more not measured for ADAPTIVE_COST_MEMORY passes counts as unmeasured (aurora.h).
 static void adaptive_verify_table(const SpecAdaptive* a, int max_n, double* verify) {
-    cost_by_rows(a->verify_seconds, max_n, 1.0, verify);
+    double fresh[TREE_MAX_NODES + 1];
+    for (int n = 1; n <= TREE_MAX_NODES; n++) {
+        int forgotten = n > 1 && a->passes - a->verify_measured_at[n] > ADAPTIVE_COST_MEMORY;
+        fresh[n] = forgotten ? 0.0 : a->verify_seconds[n];
+    }
+    cost_by_rows(fresh, max_n, 1.0, verify);
 }
 
 double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n) {
@@ -278,8 +284,13 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
     }
     if (!a->deterministic) { // a deterministic chooser keeps the prior cost model: the same acceptance, the same shapes
         int n = tree->n_nodes;
-        if (n > 1 && a->verify_seconds[n] <= 0 && a->verify_seconds[1] > 0) { a->verify_seconds[n] = spec_adaptive_verify_seconds(a, n); }
+        // a count first measured, or measured again once forgotten, starts from the line
+        int forgotten = n > 1 && a->passes - a->verify_measured_at[n] > ADAPTIVE_COST_MEMORY;
+        if (n > 1 && (a->verify_seconds[n] <= 0 || forgotten) && a->verify_seconds[1] > 0) {
+            a->verify_seconds[n] = spec_adaptive_verify_seconds(a, n);
+        }
         adaptive_average(&a->verify_seconds[n], verify_seconds);
+        a->verify_measured_at[n] = a->passes;
         // the steps the pass ran, which confidence can leave deeper than the tree it kept
         int steps = draft_steps >= 0 ? draft_steps : tree->max_depth - a->root_children_free;
         if (tree->n_nodes > 1 && steps > 0) { adaptive_average(&a->draft_step_seconds, draft_seconds / steps); }

@@ -9,6 +9,7 @@ tree, acceptance and times) and must
   - notice a draft that becomes good (online training) within a few hundred passes;
   - not lose to plain decoding with a draft right a third of the time whose catch-up is dear (an EAGLE
     draft's forward over every generated token before it drafts);
+  - forget a verify cost not measured for a while (it may be a busy minute's);
   - charge the catch-up by its token count as measured: one that costs about one forward whatever its
     tokens must not stop a draft that pays after a stretch of plain passes, one measured as that many
     times one token's must;
@@ -480,6 +481,34 @@ static void test_catch_up_by_tokens(void) {
     check(chosen[1].nodes == 1, "a catch-up measured at n times one token's: 20 pending (about 18 ms) does not draft");
 }
 
+// A verify cost not measured for ADAPTIVE_COST_MEMORY passes is forgotten: measured at 25 ms for 2 nodes in a
+// busy minute (2.5 decode steps: a draft right every time does not pay), then plain passes at 10 ms with 10
+// tokens pending (mid-request, where no probe comes): while remembered, the chooser stays plain; once
+// forgotten, the 2-node pass is priced from the prior line and it drafts again. (Without forgetting it stays
+// plain: the first check below, repeated at the end.)
+static void test_forgotten_costs(void) {
+    Tree chain2, root;
+    hand_made_tree(&chain2, (int[]){-1, 0}, 2);
+    hand_made_tree(&root, (int[]){-1}, 1);
+    Acceptance one = {1, {0, 1}, 0}, none = {0, {0}, 0};
+    SpecAdaptive a;
+    spec_adaptive_init(&a, (TreeShape){1, 1, 2}, 1);
+    for (int i = 0; i < 10; i++) {
+        spec_adaptive_observe(&a, (TreeShape){1, 0, 1}, &root, &none, 0, -1, 0, 0, 0.010);
+        spec_adaptive_observe(&a, (TreeShape){1, 1, 2}, &chain2, &one, 0.0004, -1, 0, 0, 0.025);
+    }
+    TreeShape soon = {0, 0, 0}, later = {0, 0, 0};
+    for (int i = 1; i <= ADAPTIVE_COST_MEMORY + 2; i++) {
+        spec_adaptive_observe(&a, (TreeShape){1, 0, 1}, &root, &none, 0, -1, 0, 0, 0.010);
+        if (i == ADAPTIVE_COST_MEMORY - 2) { soon = spec_adaptive_choose(&a, 10); }
+    }
+    later = spec_adaptive_choose(&a, 10);
+    printf("a 2-node pass measured at 25 ms beside 10: %d nodes chosen after %d plain passes, %d after %d (%.2f ms then)\n",
+           soon.nodes, ADAPTIVE_COST_MEMORY - 2, later.nodes, ADAPTIVE_COST_MEMORY + 2, spec_adaptive_verify_seconds(&a, 2) * 1e3);
+    check(soon.nodes == 1, "while its 25 ms is remembered, a 2-node pass does not pay (chose %d nodes)", soon.nodes);
+    check(later.nodes == 2, "once forgotten, the draft right every time drafts again (chose %d nodes)", later.nodes);
+}
+
 int main(void) {
     test_counting();
     test_expected_tokens_of_cut_trees();
@@ -487,5 +516,6 @@ int main(void) {
     test_confidence();
     test_noisy_costs();
     test_catch_up_by_tokens();
+    test_forgotten_costs();
     return test_summary();
 }

@@ -233,6 +233,12 @@ static int draft_source_free_proposals(const DraftSource* source) {
     return source->kind == DRAFT_LOOKUP || source->kind == DRAFT_SUFFIX;
 }
 
+// The most tokens one forward of the EAGLE draft's catch-up takes (eagle_catch_up runs longer ones in several;
+// adaptive.c charges them so).
+static int eagle_catch_up_rows(const Draft* draft) {
+    return draft->act.max_tokens < TREE_MAX_NODES ? draft->act.max_tokens : TREE_MAX_NODES;
+}
+
 void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Draft* draft, Target* target) {
     memset(source, 0, sizeof(*source));
     source->kind = kind;
@@ -262,9 +268,7 @@ void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Dra
     spec_adaptive_init(&source->suffix_adaptive_state, source->limit, source->limit.k);
     source->adaptive_state.calibrates = kind == DRAFT_EAGLE || kind == DRAFT_HYBRID; // its scores are log-probabilities
     source->adaptive_state.root_children_free = kind == DRAFT_EAGLE || kind == DRAFT_HYBRID;
-    if (kind == DRAFT_EAGLE || kind == DRAFT_HYBRID) {   // the rows of each catch-up forward (eagle_catch_up)
-        source->adaptive_state.catch_up_chunk = draft->act.max_tokens < TREE_MAX_NODES ? draft->act.max_tokens : TREE_MAX_NODES;
-    }
+    if (kind == DRAFT_EAGLE || kind == DRAFT_HYBRID) { source->adaptive_state.catch_up_chunk = eagle_catch_up_rows(draft); }
     source->adaptive_state.judged_in_hindsight = draft_source_free_proposals(source);
     if (source->adaptive_state.judged_in_hindsight) { source->hindsight = mallocCheck(HINDSIGHT_TREES * sizeof(HindsightTree)); }
 }
@@ -332,7 +336,7 @@ void draft_source_take_weights(DraftSource* source) {
 // The EAGLE draft's cache catches up with the committed sequence (all the positions since it last drafted).
 static void eagle_catch_up(DraftSource* source, const Sequence* sequence) {
     Draft* draft = source->draft;
-    int C = draft->config.dim, chunk = draft->act.max_tokens;
+    int C = draft->config.dim, chunk = eagle_catch_up_rows(draft);
     int positions[TREE_MAX_NODES];
     double start_time = now_seconds();
     // a catch-up that takes in the prompt (a request's first drafting pass, in batches like a prefill) is not a
@@ -343,7 +347,6 @@ static void eagle_catch_up(DraftSource* source, const Sequence* sequence) {
         int start = source->n_extended;
         int T = sequence->n_committed - start;
         if (T > chunk) { T = chunk; }
-        if (T > TREE_MAX_NODES) { T = TREE_MAX_NODES; }
         for (int t = 0; t < T; t++) { positions[t] = start + t; }
         draft_project_features(draft, source->u_batch, sequence->features + (size_t)start * TAP_LAYERS * C, T);
         draft_extend(draft, sequence->tokens + start + 1, source->u_batch, positions, T, start);

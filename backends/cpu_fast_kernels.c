@@ -1052,10 +1052,12 @@ FAST_INLINE FAST_VNNI_TARGET __m512i packed_quad(const uint8_t* quads, int type,
     return _mm512_and_si512(packed, _mm512_set1_epi8(0x0f));
 }
 
-// Weights are prefetched 8 blocks ahead (2.5 KB of Q4_1 per group): the hardware prefetcher alone left the
-// loads of a 6-row tile waiting (a 6-node verify pass, two threads, 2-core Xeon: 10.9 -> 8.7 ms; 2 and 4
-// blocks ahead: 10.0 and 9.2 ms). A prefetch past the matrix's end is harmless (it never faults).
-enum { PACKED_PREFETCH_BLOCKS = 8 };
+// Weights are prefetched 16 blocks ahead (5 KB of Q4_1 per group): the hardware prefetcher alone left the
+// loads of a 6-row tile waiting (a 6-node verify pass, two threads, 2-core Xeon: 10.9 -> 8.7 ms with 8
+// blocks ahead; 2 and 4 blocks: 10.0 and 9.2 ms), and 16 beat 8 again once tiles streamed one group at a
+// time (2-core Zen 5, a token's 211 matmuls on two threads: T = 1 2.32 -> 2.24 ms, T = 6 2.51 -> 2.35, T = 12
+// 3.95 -> 3.68; 24 blocks: the same as 16). A prefetch past the matrix's end is harmless (it never faults).
+enum { PACKED_PREFETCH_BLOCKS = 16 };
 
 FAST_INLINE FAST_VNNI_TARGET void packed_tile(float* out, const FastInt8Blocks* x, int t0, const uint8_t* group,
                                               size_t group_bytes, int type, int C, int OC, int G, int TB,
@@ -1119,15 +1121,21 @@ FAST_INLINE FAST_VNNI_TARGET void packed_tile(float* out, const FastInt8Blocks* 
     }
 }
 
-// Tile shapes: up to 8 input rows, and G groups with G * TB <= 8 (independent dot-product chains enough to
-// hide vpdpbusd's latency when TB is small; the registers are 2 * G * TB accumulators and G quads).
-static int packed_tile_groups(int TB) { return TB >= 5 ? 1 : TB >= 3 ? 2 : 4; }
+// Tile shapes: up to 8 input rows, and G groups. A panel's first tile of input rows reads its weights from
+// memory, and there one group at a time is fastest: the weights then arrive as one sequential stream (2-core
+// Zen 5, the default model's 211 matmuls of a token on two threads: T = 1 2.25 -> 1.85 ms, T = 4 2.45 ->
+// 1.95 ms against 4 groups; the LM head alone on one thread 0.78 -> 0.61 ms). The later tiles of a wider
+// call (T > 8) read the panel from L2, where the kernel is compute-bound and G groups with G * TB <= 8 are
+// faster (a broadcast input word feeds G vpdpbusd, and G * TB independent chains hide vpdpbusd's latency:
+// 4 rows, 2 groups 305 GMAC/s against 269 for 8 rows, 1 group, one thread, in L1/L2). The registers are
+// 2 * G * TB accumulators and G quads.
+static int packed_tile_groups(int TB, int streaming) { return streaming || TB >= 5 ? 1 : TB >= 3 ? 2 : 4; }
 
 #define PACKED_TILE_CASE(TB_) \
     case TB_: \
         if (G == 1) { packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, 1, TB_, last_mask); } \
-        else if (G == 2 && packed_tile_groups(TB_) >= 2) { packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, 2, TB_, last_mask); } \
-        else if (packed_tile_groups(TB_) >= 4) { packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, 4, TB_, last_mask); } \
+        else if (G == 2 && packed_tile_groups(TB_, 0) >= 2) { packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, 2, TB_, last_mask); } \
+        else if (packed_tile_groups(TB_, 0) >= 4) { packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, 4, TB_, last_mask); } \
         break;
 #define PACKED_TILE_FUNCTION(NAME, TYPE_VALUE) \
 static FAST_VNNI_TARGET void packed_tiles_##NAME(float* out, const FastInt8Blocks* x, int t0, const uint8_t* group, \
@@ -1158,7 +1166,7 @@ void fast_matmul_packed_vnni(float* out, const FastInt8Blocks* x, Matrix weight,
     for (int panel = first_group; panel < end_group; panel += PANEL_GROUPS) {
         int panel_end = panel + PANEL_GROUPS < end_group ? panel + PANEL_GROUPS : end_group;
         for (int t0 = 0; t0 < T; t0 += 8) {
-            int TB = T - t0 < 8 ? T - t0 : 8, G = packed_tile_groups(TB);
+            int TB = T - t0 < 8 ? T - t0 : 8, G = packed_tile_groups(TB, t0 == 0);
             for (int g = panel; g < panel_end; ) {
                 int n = panel_end - g >= G ? G : 1;
                 int last = g + n - 1;
@@ -1357,14 +1365,16 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_packed_tile(float* out, const FastInt8Blo
     }
 }
 
-// halves per tile for TB input rows (H * TB <= 4)
-static int avx2_tile_halves(int TB) { return TB == 1 ? 4 : TB == 2 ? 2 : 1; }
+// halves per tile for TB input rows (H * TB <= 4); at most one group's two halves where the tile streams
+// its weights from memory (a panel's first input rows: packed_tile_groups says why; the AVX2 kernel on the
+// 2-core Zen 5, a token's 211 matmuls, T = 1: 2.79 ms with 4 halves, 2.40 with 2)
+static int avx2_tile_halves(int TB, int streaming) { return TB == 1 && !streaming ? 4 : TB <= 2 ? 2 : 1; }
 
 #define AVX2_TILE_CASE(TB_) \
     case TB_: \
         if (H == 1) { avx2_packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, half0, 1, TB_, valid_rows); } \
-        else if (H == 2 && avx2_tile_halves(TB_) >= 2) { avx2_packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, half0, 2, TB_, valid_rows); } \
-        else if (H == 4 && avx2_tile_halves(TB_) >= 4) { avx2_packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, half0, 4, TB_, valid_rows); } \
+        else if (H == 2 && avx2_tile_halves(TB_, 0) >= 2) { avx2_packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, half0, 2, TB_, valid_rows); } \
+        else if (H == 4 && avx2_tile_halves(TB_, 0) >= 4) { avx2_packed_tile(out, x, t0, group, group_bytes, TYPE, C, OC, half0, 4, TB_, valid_rows); } \
         break;
 #define AVX2_TILE_FUNCTION(NAME, TYPE_VALUE) \
 static FAST_AVX2_TARGET void avx2_packed_tiles_##NAME(float* out, const FastInt8Blocks* x, int t0, const uint8_t* group, \
@@ -1391,7 +1401,7 @@ void fast_matmul_packed_avx2(float* out, const FastInt8Blocks* x, Matrix weight,
     for (int panel = first_half; panel < end_half; panel += PANEL_HALVES) {
         int panel_end = panel + PANEL_HALVES < end_half ? panel + PANEL_HALVES : end_half;
         for (int t0 = 0; t0 < T; t0 += 4) {
-            int TB = T - t0 < 4 ? T - t0 : 4, H = avx2_tile_halves(TB);
+            int TB = T - t0 < 4 ? T - t0 : 4, H = avx2_tile_halves(TB, t0 == 0);
             for (int h = panel; h < panel_end; ) {
                 int left = panel_end - h, n = left >= H ? H : left >= 2 ? 2 : 1;
                 int valid_rows = OC - 8 * h < 8 * n ? OC - 8 * h : 8 * n;

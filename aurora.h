@@ -316,9 +316,12 @@ char* tokenizer_decode(const Tokenizer* tokenizer, const int* ids, int n_ids, si
 // The one prompt-to-tokens path: text as plain text (special-token spellings stay text), or with chat
 // the SmolLM2-Instruct ChatML template around it, whose markers (<|im_start|>, <|im_end|>) are the only
 // special tokens (a tokenizer with add_bos_token puts its BOS id first). Returns the count (>= 1), or with err
-// -1 (more than max_ids tokens) or PROMPT_EMPTY.
-enum { PROMPT_EMPTY = -2 };
+// -1 (more than max_ids tokens), PROMPT_EMPTY, or PROMPT_NO_TEMPLATE (chat, and the vocabulary lacks the
+// template's control tokens: prompt_chat_check).
+enum { PROMPT_EMPTY = -2, PROMPT_NO_TEMPLATE = -3 };
 int prompt_encode(const Tokenizer* tokenizer, const char* text, int chat, int* ids, int max_ids, Error* err);
+// 0 if the vocabulary has the ChatML template's control tokens (<|im_start|>, <|im_end|>), else -1 with err.
+int prompt_chat_check(const Tokenizer* tokenizer, Error* err);
 // Adds tokenizer.ggml.* keys for a tiny byte-level BPE vocabulary of exactly vocab_size (>= 259)
 // tokens: <|endoftext|> <|im_start|> <|im_end|> (control, ids 0-2; bos 1, eos 2), the 256 byte
 // tokens (ids 3..258, byte b is id 3 + b), then merges learned deterministically from a built-in
@@ -1587,6 +1590,9 @@ void traffic_free(Traffic* traffic);
 void traffic_order(Traffic* traffic, const char* order, uint64_t seed);
 // Keeps only the requests of one domain; error (listing the domains present) if it is absent.
 int traffic_select_domain(Traffic* traffic, const char* domain, Error* err);
+// 0 if no request is a chat turn or the tokenizer has the chat template's control tokens (prompt_chat_check),
+// else -1 with err naming the first chat request: checked before a run, so that no request is skipped for it.
+int traffic_chat_check(const Traffic* traffic, const Tokenizer* tokenizer, Error* err);
 
 // One run on the acceptance chart.
 typedef struct {

@@ -620,6 +620,7 @@ int replay_run(const Options* o) {
     if (status == 0) { status = traffic_load(&traffic, o->traffic_path, &err) != 0; have_traffic = !status; }
     if (status == 0) {
         status = (o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) ||
+                 traffic_chat_check(&traffic, &target.tokenizer, &err) != 0 ||
                  prompt_room(&target, o->max_new, &room, &err) != 0 ||
                  make_directories(o->out_dir, &err) != 0 || check_writable(csv_path, 0, &err) != 0 ||
                  check_writable(summary_path, 0, &err) != 0 || check_writable(chart_path, 0, &err) != 0 ||
@@ -869,7 +870,8 @@ int train_offline(const Options* o) {
     }
     int room;
     Draft draft;
-    if ((o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) || prompt_room(&target, o->max_new, &room, &err) != 0 ||
+    if ((o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) ||
+        traffic_chat_check(&traffic, &target.tokenizer, &err) != 0 || prompt_room(&target, o->max_new, &room, &err) != 0 ||
         replay_load_draft(&draft, o->draft, &target, o->draft_vocab, (uint64_t)o->seed, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
         traffic_free(&traffic);

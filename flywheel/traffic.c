@@ -233,6 +233,19 @@ void traffic_order(Traffic* traffic, const char* order, uint64_t seed) {
     }
 }
 
+int traffic_chat_check(const Traffic* traffic, const Tokenizer* tokenizer, Error* err) {
+    for (int i = 0; i < traffic->n_requests; i++) {
+        if (!traffic->requests[i].chat) { continue; }
+        if (prompt_chat_check(tokenizer, err) != 0) {
+            char reason[sizeof(err->message)];
+            snprintf(reason, sizeof(reason), "%s", err->message);
+            return error_set(err, "request %d of the traffic is a chat turn (\"conversations\"): %s", i + 1, reason);
+        }
+        return 0;
+    }
+    return 0;
+}
+
 int traffic_select_domain(Traffic* traffic, const char* domain, Error* err) {
     int d = traffic_domain_index(traffic, domain);
     if (d < 0) {

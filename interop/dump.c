@@ -549,6 +549,12 @@ static int command_dump(Options* o) {
     int room = o->n_predict + TREE_MAX_NODES + MAX_SPEC_K * TREE_MAX_DEPTH + 1; // generation, a tree, the drafter's slots
     int* prompt = mallocCheck((size_t)S * sizeof(int));
     int n_prompt = S > room ? prompt_encode(&target.tokenizer, o->prompt, o->chat, prompt, S - room, &err) : -1;
+    if (n_prompt == PROMPT_EMPTY || n_prompt == PROMPT_NO_TEMPLATE) {
+        fprintf(stderr, "error: %s\n", err.message);
+        free(prompt);
+        target_free(&target);
+        return 1;
+    }
     if (n_prompt < 0 || o->shape.nodes > target.act.max_tokens) {
         if (n_prompt < 0 && S > room) { fprintf(stderr, "error: %s; ", err.message); } else { fprintf(stderr, "error: "); }
         fprintf(stderr, "the context (--context %d) must hold the prompt, -n %d tokens and a tree's slots (%d), and --batch "

@@ -535,15 +535,30 @@ char* tokenizer_decode(const Tokenizer* tokenizer, const int* ids, int n_ids, si
     return out;
 }
 
-// The template in SmolLM2-Instruct's tokenizer.chat_template, for one user message and the default
-// system prompt, with add_generation_prompt.
-// The SmolLM2-Instruct ChatML template around one user message.
+// The template in SmolLM2-Instruct's tokenizer.chat_template (ChatML), for one user message and the
+// default system prompt, with add_generation_prompt. Every model the tokenizer reads ("smollm" and "gpt-2"
+// pre-tokenizers) is checked for its two control tokens before the template is used: a vocabulary without
+// them would spell "<|im_start|>" out in plain text and the model would see a prompt it was never trained on.
 static const char* const CHAT_TEMPLATE_HEAD =
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
     "<|im_start|>user\n";
 static const char* const CHAT_TEMPLATE_TAIL = "<|im_end|>\n<|im_start|>assistant\n";
 
+int prompt_chat_check(const Tokenizer* tokenizer, Error* err) {
+    static const char* const controls[2] = {"<|im_start|>", "<|im_end|>"};
+    for (int i = 0; i < 2; i++) {
+        int id = tokenizer_lookup(tokenizer, controls[i], strlen(controls[i]));
+        if (id < 0 || tokenizer->token_types[id] != TOKEN_CONTROL) {
+            return error_set(err, "a chat prompt is wrapped in the ChatML template, but this model's vocabulary has no "
+                             "%s control token (its chat template is another one); give the prompt already "
+                             "formatted, as plain text", controls[i]);
+        }
+    }
+    return 0;
+}
+
 int prompt_encode(const Tokenizer* tokenizer, const char* text, int chat, int* ids, int max_ids, Error* err) {
+    if (chat && prompt_chat_check(tokenizer, err) != 0) { return PROMPT_NO_TEMPLATE; }
     // the template's pieces with special tokens, the user's text always as plain text
     const char* pieces[3] = {chat ? CHAT_TEMPLATE_HEAD : "", text, chat ? CHAT_TEMPLATE_TAIL : ""};
     int n = 0, bos = tokenizer->add_bos && tokenizer->bos_id >= 0;   // tokenizer.ggml.add_bos_token, as llama.cpp

@@ -266,6 +266,14 @@ expected=$((head_count + $(echo "$plain_ids" | wc -w) + tail_count))
 got=$(awk -F, 'NR == 2 { print $3 }' "$work/inject/requests.csv")
 [ "$got" = "$expected" ] && pass || fail "replay chat prompt is $got tokens, expected $expected (special-token text parsed?)"
 
+# a vocabulary without the ChatML markers as control tokens (the tiny model's <|im_start|> respelled, same
+# length): --chat and chat traffic are refused up front, naming the token; plain prompts still work
+LC_ALL=C sed 's/<|im_start|>/<|im_Start|>/' "$model" > "$work/nochat.gguf"
+expect_error "generate --chat, no ChatML markers" "no <|im_start|> control token" "$AURORA" generate -m "$work/nochat.gguf" -p "hi" -n 2 --chat
+expect_ok "generate plain, no ChatML markers" "$AURORA" generate -m "$work/nochat.gguf" -p "hi" -n 2
+expect_error "replay chat traffic, no ChatML markers" "request 1 of the traffic is a chat turn" "$AURORA" replay -m "$work/nochat.gguf" --traffic "$work/inject.jsonl" --no-spec --max-new 2 --out "$work/nochat_out"
+[ ! -e "$work/nochat_out" ] && pass || fail "replay refused for the chat template left an output directory"
+
 # outputs are checked before any work: an unwritable --save-draft / -o fails at once, serving nothing
 : > "$work/afile"
 expect_error "unwritable --save-draft" "afile" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 2 --max-new 4 \

@@ -305,6 +305,24 @@ static void test_tiny_tokenizer(void) {
         check(prompt_encode(&tokenizer, "", 0, ids, 128, &err) < 0 && strstr(err.message, "empty"), "an empty prompt is an error");
         check(prompt_encode(&tokenizer, "the cat sat on the mat", 0, ids, 3, &err) < 0 && strstr(err.message, "more than 3"),
               "a prompt over max_ids is an error");
+        // a vocabulary without the template's control tokens: chat is refused, naming the token (here
+        // <|im_end|> demoted to an ordinary token, as a model with another template would have it spelled)
+        check(prompt_chat_check(&tokenizer, &err) == 0, "tiny: the ChatML control tokens are found");
+        tokenizer.token_types[2] = TOKEN_NORMAL;
+        n = prompt_encode(&tokenizer, "the cat sat", 1, ids, 128, &err);
+        check(n == PROMPT_NO_TEMPLATE && strstr(err.message, "<|im_end|>") && strstr(err.message, "ChatML"),
+              "tiny: chat without <|im_end|> as a control token gave %d (%s)", n, n < 0 ? err.message : "");
+        check(prompt_encode(&tokenizer, "the cat sat", 0, ids, 128, &err) > 0, "tiny: plain text still encodes");
+        Traffic chat_traffic;
+        const char* jsonl = "{\"prompt\": \"plain\"}\n{\"conversations\": [{\"from\": \"human\", \"value\": \"hi\"}]}\n";
+        check(traffic_parse(&chat_traffic, jsonl, strlen(jsonl), "chat.jsonl", &err) == 0, "tiny: chat traffic parses (%s)", err.message);
+        check(traffic_chat_check(&chat_traffic, &tokenizer, &err) != 0 && strstr(err.message, "request 2") &&
+              strstr(err.message, "<|im_end|>"), "tiny: traffic with a chat turn is refused up front, naming the request");
+        chat_traffic.n_requests = 1;   // the plain request alone
+        check(traffic_chat_check(&chat_traffic, &tokenizer, &err) == 0, "tiny: plain traffic needs no chat template");
+        chat_traffic.n_requests = 2;
+        traffic_free(&chat_traffic);
+        tokenizer.token_types[2] = TOKEN_CONTROL;
         tokenizer_free(&tokenizer);
         gguf_close(&gguf);
         unlink(path);

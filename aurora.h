@@ -1047,6 +1047,9 @@ enum { ADAPTIVE_PROBE_EVERY = 32, ADAPTIVE_PROBE_MAX_PENDING = 2 };
 // through the counts measured since, or the prior), as acceptance evidence fades towards its prior: a pass
 // that drafts nothing measures only the decode step, so a count measured in a busy minute would otherwise
 // keep that minute's price until the draft drafted it again, which that price prevents.
+// The decode step's cost is the one the others are weighed against, and a draft that drafts every pass never
+// measures it: one that has not been measured for ADAPTIVE_COST_MEMORY passes is measured again by a plain
+// pass (a plain probe; the mirror of the drafting probe above).
 enum { ADAPTIVE_COST_MEMORY = 2 * ADAPTIVE_PROBE_EVERY };
 // Confidence (a drafting model's: the EAGLE draft's): a node's draft probability given its parent, in
 // ADAPTIVE_CONFIDENCE_BUCKETS equal bins, calibrated by how often such nodes were accepted; a node whose

@@ -31,6 +31,13 @@ over (ADAPTIVE_PROBE_MAX_PENDING: for an EAGLE draft, a request's start). Probes
 measured only when its node count is used, so one slow measurement (the first pass after a prefill, a
 descheduled thread) would otherwise price multi-node passes out for good; and a draft that starts being
 right (a learning draft, a suffix index that has filled) is found again within a few probes. A good draft gets a deep tree.
+The mirror image: a draft that drafts every pass never measures the decode step it is weighed against, so
+one slow plain pass (a descheduled thread: up to 12 ms against 3.3) kept its price for as long as drafting
+looked better at that price. Online, training in the gaps (100 requests, 2-core Zen 5): one such pass
+priced the decode step at 4.2 ms and the draft drafted the next 295 passes; the estimate stood more than
+10% above the median plain pass for two thirds of the run, and the learned draft (acceptance 1.1-1.2) served
+0.83-0.89x plain decoding after the prefill. So a decode step not measured for ADAPTIVE_COST_MEMORY passes
+is measured again by a plain pass (the plain probe).
 Randomness plays no part: the same measurements give the same choices.
 
 Within a pass's shape, a drafting model's confidence decides each node (EAGLE-2's observation: a draft's
@@ -69,8 +76,11 @@ static const double PRIOR_ACCEPT = 0.5, RANK_PRIOR_SHARE = 0.25, PRIOR_WEIGHT = 
 // tokens) costs (1 + (n - 1) * ROWS_SLOPE_PRIOR) times one row's; a decode step is one row of a verify pass,
 // a drafting step DRAFT_STEP_PRIOR decode steps, and a catch-up over one token CATCH_UP_PRIOR.
 static const double ROWS_SLOPE_PRIOR = 0.1, DRAFT_STEP_PRIOR = 0.05, CATCH_UP_PRIOR = 0.05;
-// Averages of measured times: each new measurement weighs this much.
-static const double COST_SMOOTHING = 0.1;
+// Averages of measured times: each new measurement weighs this much, and counts at most OUTLIER_CAP times the
+// average (a descheduled thread makes a pass several times slower: one 12 ms decode step beside 3.3 ms ones
+// raised the average by a quarter, where capped it moves it by a tenth; a real slowdown is still followed,
+// by up to a tenth a pass).
+static const double COST_SMOOTHING = 0.1, OUTLIER_CAP = 2.0;
 
 void spec_adaptive_init(SpecAdaptive* a, TreeShape limit, int max_k) {
     memset(a, 0, sizeof(*a));
@@ -187,6 +197,9 @@ TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending) {
         a->limit.depth >= 1 && a->limit.nodes >= 2) {
         return (TreeShape){1, 1, 2};   // the probe (see ADAPTIVE_PROBE_EVERY)
     }
+    if (a->verify_seconds[1] > 0 && a->passes - a->verify_measured_at[1] > ADAPTIVE_COST_MEMORY) {
+        return best;   // the plain probe (see ADAPTIVE_COST_MEMORY)
+    }
     double verify[TREE_MAX_NODES + 1];
     adaptive_verify_table(a, a->limit.nodes > 1 ? a->limit.nodes : 1, verify);
     double catch_up = adaptive_catch_up_seconds(a, pending, verify);
@@ -240,6 +253,7 @@ void spec_adaptive_observe_left_out(SpecAdaptive* a, int depth, int rank, double
 }
 
 static void adaptive_average(double* average, double value) {
+    if (*average > 0 && value > OUTLIER_CAP * *average) { value = OUTLIER_CAP * *average; }
     *average = *average > 0 ? (1.0 - COST_SMOOTHING) * *average + COST_SMOOTHING * value : value;
 }
 
@@ -284,11 +298,14 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
     }
     if (!a->deterministic) { // a deterministic chooser keeps the prior cost model: the same acceptance, the same shapes
         int n = tree->n_nodes;
-        // a count first measured, or measured again once forgotten, starts from the line
-        int forgotten = n > 1 && a->passes - a->verify_measured_at[n] > ADAPTIVE_COST_MEMORY;
+        // a count first measured, or measured again once forgotten, starts from the line; the decode step,
+        // measured again by the plain probe, starts from this measurement (its old average is the stale price
+        // the probe is there to replace: averaged in, one 10 ms pass would move a 30 ms price to 28)
+        int forgotten = a->passes - a->verify_measured_at[n] > ADAPTIVE_COST_MEMORY;
         if (n > 1 && (a->verify_seconds[n] <= 0 || forgotten) && a->verify_seconds[1] > 0) {
             a->verify_seconds[n] = spec_adaptive_verify_seconds(a, n);
         }
+        if (n == 1 && forgotten) { a->verify_seconds[1] = 0; }
         adaptive_average(&a->verify_seconds[n], verify_seconds);
         a->verify_measured_at[n] = a->passes;
         // the steps the pass ran, which confidence can leave deeper than the tree it kept

@@ -434,6 +434,15 @@ static void test_noisy_costs(void) {
     check(fabs(v9 - 0.018) < 0.0015, "9 nodes measured 40 times at 18 ms (dearer than the line): estimated %.2f ms", v9 * 1e3);
     printf("noisy costs: one 20 ms pass at 5 nodes -> %.2f ms; 7 nodes unmeasured -> %.2f ms; 9 nodes 40 x 18 ms -> %.2f ms\n",
            v5 * 1e3, v7 * 1e3, v9 * 1e3);
+    // an outlier counts at most twice the average: one 40 ms decode step beside 10 ms ones moves the price to 11
+    // ms, not 13; and a real slowdown (20 passes at 25 ms) is still followed
+    spec_adaptive_observe(&a, (TreeShape){1, 0, 1}, &trees[1], &none, 0, -1, 0, 0, 0.040);
+    double v1 = spec_adaptive_verify_seconds(&a, 1);
+    check(v1 > 0.0105 && v1 < 0.0115, "one 40 ms decode step beside 10 ms ones: priced %.2f ms (expected 11, capped)", v1 * 1e3);
+    for (int i = 0; i < 20; i++) { spec_adaptive_observe(&a, (TreeShape){1, 0, 1}, &trees[1], &none, 0, -1, 0, 0, 0.025); }
+    double slow = spec_adaptive_verify_seconds(&a, 1);
+    check(slow > 0.022, "20 decode steps at 25 ms are followed: priced %.2f ms", slow * 1e3);
+    printf("noisy costs: one 40 ms decode step beside 10 ms -> %.2f ms; then 20 at 25 ms -> %.2f ms\n", v1 * 1e3, slow * 1e3);
 }
 
 // The catch-up is charged by its token count from measurements, as a verify pass by its nodes: measured over
@@ -509,6 +518,36 @@ static void test_forgotten_costs(void) {
     check(later.nodes == 2, "once forgotten, the draft right every time drafts again (chose %d nodes)", later.nodes);
 }
 
+// A decode step priced once by a slow plain pass (30 ms beside 10), then a draft right a fifth of the time
+// that drafts every pass at 13 ms a 2-node pass: at the stale price drafting pays (1.2 tokens / 13 ms against
+// 1 / 30 ms), so without the plain probe the decode step would never be measured again. After
+// ADAPTIVE_COST_MEMORY passes a plain pass is chosen; measured at 10 ms, plain decoding then pays (1 / 10 ms
+// against 1.2 / 13 ms) and the chooser stays plain.
+static void test_plain_probe(void) {
+    Tree chain2, root;
+    hand_made_tree(&chain2, (int[]){-1, 0}, 2);
+    hand_made_tree(&root, (int[]){-1}, 1);
+    Acceptance one = {1, {0, 1}, 0}, none = {0, {0}, 0};
+    SpecAdaptive a;
+    spec_adaptive_init(&a, (TreeShape){1, 1, 2}, 1);
+    spec_adaptive_observe(&a, (TreeShape){1, 0, 1}, &root, &none, 0, -1, 0, 0, 0.030);
+    TreeShape before = {0, 0, 0};
+    for (int i = 1; i <= ADAPTIVE_COST_MEMORY + 1; i++) {
+        spec_adaptive_observe(&a, (TreeShape){1, 1, 2}, &chain2, i % 5 == 0 ? &one : &none, 0.0002, -1, 0, 0, 0.013);
+        if (i == ADAPTIVE_COST_MEMORY - 2) { before = spec_adaptive_choose(&a, 1); }
+    }
+    TreeShape probe = spec_adaptive_choose(&a, 1);
+    spec_adaptive_observe(&a, probe, probe.nodes == 1 ? &root : &chain2, &none, 0, -1, 0, 0, 0.010);
+    TreeShape after = spec_adaptive_choose(&a, 1);
+    printf("a decode step priced at 30 ms, then 2-node passes at 13 ms right 1 in 5: %d nodes chosen after %d passes, "
+           "%d after %d (the plain probe), %d once it measured 10 ms\n", before.nodes, ADAPTIVE_COST_MEMORY - 2,
+           probe.nodes, ADAPTIVE_COST_MEMORY + 1, after.nodes);
+    check(before.nodes == 2, "at the stale 30 ms decode price, drafting is chosen (chose %d nodes)", before.nodes);
+    check(probe.nodes == 1, "a decode step unmeasured for %d passes is measured by a plain pass (chose %d nodes)",
+          ADAPTIVE_COST_MEMORY, probe.nodes);
+    check(after.nodes == 1, "at the measured 10 ms, plain decoding pays more than the weak draft (chose %d nodes)", after.nodes);
+}
+
 int main(void) {
     test_counting();
     test_expected_tokens_of_cut_trees();
@@ -517,5 +556,6 @@ int main(void) {
     test_noisy_costs();
     test_catch_up_by_tokens();
     test_forgotten_costs();
+    test_plain_probe();
     return test_summary();
 }

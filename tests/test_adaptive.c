@@ -490,6 +490,14 @@ static void test_catch_up_by_tokens(void) {
     check(chosen[1].nodes == 1, "a catch-up measured at n times one token's: 20 pending (about 18 ms) does not draft");
 }
 
+// A chooser allowed one node below the root (K = 1, depth 1), with the 2-node chain and the root alone as
+// the trees its passes verify.
+static void two_node_chooser(SpecAdaptive* a, Tree* chain2, Tree* root) {
+    hand_made_tree(chain2, (int[]){-1, 0}, 2);
+    hand_made_tree(root, (int[]){-1}, 1);
+    spec_adaptive_init(a, (TreeShape){1, 1, 2}, 1);
+}
+
 // A verify cost not measured for ADAPTIVE_COST_MEMORY passes is forgotten: measured at 25 ms for 2 nodes in a
 // busy minute (2.5 decode steps: a draft right every time does not pay), then plain passes at 10 ms with 10
 // tokens pending (mid-request, where no probe comes): while remembered, the chooser stays plain; once
@@ -497,11 +505,9 @@ static void test_catch_up_by_tokens(void) {
 // plain: the first check below, repeated at the end.)
 static void test_forgotten_costs(void) {
     Tree chain2, root;
-    hand_made_tree(&chain2, (int[]){-1, 0}, 2);
-    hand_made_tree(&root, (int[]){-1}, 1);
-    Acceptance one = {1, {0, 1}, 0}, none = {0, {0}, 0};
     SpecAdaptive a;
-    spec_adaptive_init(&a, (TreeShape){1, 1, 2}, 1);
+    two_node_chooser(&a, &chain2, &root);
+    Acceptance one = {1, {0, 1}, 0}, none = {0, {0}, 0};
     for (int i = 0; i < 10; i++) {
         spec_adaptive_observe(&a, (TreeShape){1, 0, 1}, &root, &none, 0, -1, 0, 0, 0.010);
         spec_adaptive_observe(&a, (TreeShape){1, 1, 2}, &chain2, &one, 0.0004, -1, 0, 0, 0.025);
@@ -525,11 +531,9 @@ static void test_forgotten_costs(void) {
 // against 1.2 / 13 ms) and the chooser stays plain.
 static void test_plain_probe(void) {
     Tree chain2, root;
-    hand_made_tree(&chain2, (int[]){-1, 0}, 2);
-    hand_made_tree(&root, (int[]){-1}, 1);
-    Acceptance one = {1, {0, 1}, 0}, none = {0, {0}, 0};
     SpecAdaptive a;
-    spec_adaptive_init(&a, (TreeShape){1, 1, 2}, 1);
+    two_node_chooser(&a, &chain2, &root);
+    Acceptance one = {1, {0, 1}, 0}, none = {0, {0}, 0};
     spec_adaptive_observe(&a, (TreeShape){1, 0, 1}, &root, &none, 0, -1, 0, 0, 0.030);
     TreeShape before = {0, 0, 0};
     for (int i = 1; i <= ADAPTIVE_COST_MEMORY + 1; i++) {

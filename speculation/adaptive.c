@@ -148,12 +148,18 @@ static void cost_by_rows(const double* measured, int max_n, double unmeasured_on
     for (int n = 1; n <= max_n; n++) { cost[n] = measured[n] > 0 ? measured[n] : one * (1.0 + slope * (n - 1)); }
 }
 
+// A verify cost by node count not measured for ADAPTIVE_COST_MEMORY passes (aurora.h): forgotten for 2 or more
+// nodes, measured again by the plain probe for one.
+static int verify_cost_stale(const SpecAdaptive* a, int n) {
+    return a->passes - a->verify_measured_at[n] > ADAPTIVE_COST_MEMORY;
+}
+
 // Seconds of a verify pass by node count, 1..max_n (nothing measured at all: relative units, a decode step 1).
 // A count of 2 or more not measured for ADAPTIVE_COST_MEMORY passes counts as unmeasured (aurora.h).
 static void adaptive_verify_table(const SpecAdaptive* a, int max_n, double* verify) {
     double fresh[TREE_MAX_NODES + 1];
     for (int n = 1; n <= TREE_MAX_NODES; n++) {
-        int forgotten = n > 1 && a->passes - a->verify_measured_at[n] > ADAPTIVE_COST_MEMORY;
+        int forgotten = n > 1 && verify_cost_stale(a, n);
         fresh[n] = forgotten ? 0.0 : a->verify_seconds[n];
     }
     cost_by_rows(fresh, max_n, 1.0, verify);
@@ -197,7 +203,7 @@ TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending) {
         a->limit.depth >= 1 && a->limit.nodes >= 2) {
         return (TreeShape){1, 1, 2};   // the probe (see ADAPTIVE_PROBE_EVERY)
     }
-    if (a->verify_seconds[1] > 0 && a->passes - a->verify_measured_at[1] > ADAPTIVE_COST_MEMORY) {
+    if (a->verify_seconds[1] > 0 && verify_cost_stale(a, 1)) {
         return best;   // the plain probe (see ADAPTIVE_COST_MEMORY)
     }
     double verify[TREE_MAX_NODES + 1];
@@ -301,7 +307,7 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
         // a count first measured, or measured again once forgotten, starts from the line; the decode step,
         // measured again by the plain probe, starts from this measurement (its old average is the stale price
         // the probe is there to replace: averaged in, one 10 ms pass would move a 30 ms price to 28)
-        int forgotten = a->passes - a->verify_measured_at[n] > ADAPTIVE_COST_MEMORY;
+        int forgotten = verify_cost_stale(a, n);
         if (n > 1 && (a->verify_seconds[n] <= 0 || forgotten) && a->verify_seconds[1] > 0) {
             a->verify_seconds[n] = spec_adaptive_verify_seconds(a, n);
         }

@@ -236,12 +236,10 @@ void traffic_order(Traffic* traffic, const char* order, uint64_t seed) {
 int traffic_chat_check(const Traffic* traffic, const Tokenizer* tokenizer, Error* err) {
     for (int i = 0; i < traffic->n_requests; i++) {
         if (!traffic->requests[i].chat) { continue; }
-        if (prompt_chat_check(tokenizer, err) != 0) {
-            char reason[sizeof(err->message)];
-            snprintf(reason, sizeof(reason), "%s", err->message);
-            return error_set(err, "request %d of the traffic is a chat turn (\"conversations\"): %s", i + 1, reason);
-        }
-        return 0;
+        if (prompt_chat_check(tokenizer, err) == 0) { return 0; }   // (the vocabulary, checked once)
+        char reason[sizeof(err->message)];
+        snprintf(reason, sizeof(reason), "%s", err->message);
+        return error_set(err, "request %d of the traffic is a chat turn (\"conversations\"): %s", i + 1, reason);
     }
     return 0;
 }

@@ -549,6 +549,9 @@ void fast_matmul_packed_avx2(float* out, const FastInt8Blocks* x, Matrix weight,
                              int last_row);
 void fast_attention_item_avx2(const AttentionItem* item);
 // SwiGLU over n elements with fast_expf's twin: the same bits as the portable loop (cpu_fast.c)
+// RoPE's rotation with per-element cos and signed sin rows `stride` apart (HS % 8 == 0; cpu_fast.c)
+void fast_rope_avx2(float* out, const float* inp, const float* cos_dup, const float* sin_signed, size_t stride, int T,
+                    int n_heads, int HS);
 void fast_swiglu_avx512(float* out, const float* gate, const float* up, int n);
 void fast_swiglu_avx2(float* out, const float* gate, const float* up, int n);
 void fast_attention_item_avx512(const AttentionItem* item);

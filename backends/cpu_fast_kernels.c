@@ -1022,6 +1022,27 @@ FAST_AVX2_TARGET void fast_attention_item_avx2(const AttentionItem* item) {
     }
 }
 
+// RoPE's rotation of T rows of n_heads heads (HS % 8 == 0), with each row's cos and sin per element as
+// rope_forward_fast keeps them: cos_dup (c_i at 2i and 2i + 1) and sin_signed (-s_i at 2i, s_i at 2i + 1).
+// out = x * cos_dup + swap_pairs(x) * sin_signed, a multiply and an add each: element 2i is x0 c + x1 (-s) =
+// x0 c - x1 s and element 2i + 1 is x1 c + x0 s = x0 s + x1 c, the reference's expressions bit for bit.
+FAST_AVX2_TARGET void fast_rope_avx2(float* out, const float* inp, const float* cos_dup, const float* sin_signed,
+                                     size_t stride, int T, int n_heads, int HS) {
+    for (int t = 0; t < T; t++) {
+        const float* c_t = cos_dup + (size_t)t * stride;
+        const float* s_t = sin_signed + (size_t)t * stride;
+        for (int h = 0; h < n_heads; h++) {
+            size_t base = ((size_t)t * n_heads + h) * HS;
+            for (int i = 0; i < HS; i += 8) {
+                __m256 x = _mm256_loadu_ps(inp + base + i);
+                __m256 swapped = _mm256_permute_ps(x, 0xB1);   // (x1, x0) of each pair
+                __m256 y = _mm256_add_ps(_mm256_mul_ps(x, _mm256_loadu_ps(c_t + i)), _mm256_mul_ps(swapped, _mm256_loadu_ps(s_t + i)));
+                _mm256_storeu_ps(out + base + i, y);
+            }
+        }
+    }
+}
+
 FAST_AVX2_TARGET void fast_swiglu_avx2(float* out, const float* gate, const float* up, int n) {
     const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
     int i = 0;

@@ -1002,11 +1002,11 @@ int main(int argc, char** argv) {
     int best = fast_isa_best();
     test_fp16_conversion();
     test_fast_exp();
-    test_rope();
-    test_rmsnorm();
     for (int isa = FAST_ISA_PORTABLE; isa <= best; isa++) {
         fast_isa = isa;
         printf("path: %s\n", fast_isa_name(isa));
+        test_rope();
+        test_rmsnorm();
         test_swiglu();
         test_matmul_all();
         test_matmul_not_finite();

@@ -66,6 +66,7 @@ not what a compiler finds on its own). On an AVX2-only CPU (AMD EPYC, Zen 3) the
 15 tok/s on fp32 activations, about a tenth of llama.cpp: hence the AVX2 int8 kernel (README, Speed).
 */
 #include "cpu_fast.h"
+#include <pthread.h>
 #ifndef FAST_KERNELS_SEPARATE
 #include "cpu_fast_kernels.c"   // else linked: the Makefile's build/cpu_fast_kernels.o
 #endif
@@ -526,50 +527,73 @@ void rmsnorm_forward_fast(float* out, const float* inp, const float* weight, int
 // RoPE: rope_forward_cpu's arithmetic bit for bit (the same double angle, cos and sin, the same float
 // rotation), but each (position, pair)'s cos and sin are computed once for a run of calls with the same
 // positions: a forward pass rotates q and k in each of 30 layers at the same positions, and the 60 calls'
-// pow, cos and sin were 7% of a 6-node verify pass (0.6 ms of 9.0 on two threads). The table of the last
-// positions is per thread (the serving and training threads rotate independently); a call with more rows
-// or pairs than it holds computes its angles as the reference does. The table holds each element's factors
-// (cos_dup: c_i at 2i and 2i + 1; sin_signed: -s_i at 2i, s_i at 2i + 1), so that on AVX2 CPUs a rotation
-// is whole vectors' multiplies and adds (fast_rope_avx2). The default model's 60 rotations of a pass
-// (2-core Zen 5, alternated with the scalar loop in one process): 6 rows 55 -> 11 us, 12 rows 111 -> 22 us,
-// one row 9 -> 2 us.
+// pow, cos and sin were 7% of a 6-node verify pass (0.6 ms of 9.0 on two threads), and 4% of the samples of
+// a replay of 40 requests while the table held at most 64 rows (the prefills and the draft's catch-up over
+// each prompt, up to 512 rows a call, took the reference's loop). The table of the last positions is per
+// thread (the serving and training threads rotate independently), on the heap, grown to the most rows a
+// call has asked for and freed when its thread ends. It holds each element's factors (cos_dup: c_i at 2i
+// and 2i + 1; sin_signed: -s_i at 2i, s_i at 2i + 1), so that on AVX2 CPUs a rotation is whole vectors'
+// multiplies and adds (fast_rope_avx2). The default model's 60 rotations of a pass (2-core Zen 5,
+// alternated with the scalar loop in one process): 6 rows 55 -> 11 us, 12 rows 111 -> 22 us, one row 9 -> 2 us.
 
-enum { ROPE_MEMO_ROWS = 64, ROPE_MEMO_PAIRS = 64 };
 typedef struct {
-    int valid, T, HS;
+    int valid, T, HS, capacity;   // capacity: rows of HS factors each table holds
     float theta;
-    int positions[ROPE_MEMO_ROWS];
-    float cos_dup[ROPE_MEMO_ROWS * 2 * ROPE_MEMO_PAIRS], sin_signed[ROPE_MEMO_ROWS * 2 * ROPE_MEMO_PAIRS];
+    int* positions;               // (capacity)
+    float* cos_dup;               // (capacity, HS)
+    float* sin_signed;            // (capacity, HS)
 } RopeMemo;
 static _Thread_local RopeMemo rope_memo;
+static pthread_key_t rope_memo_key;   // its destructor frees a thread's tables when the thread ends
+static pthread_once_t rope_memo_key_once = PTHREAD_ONCE_INIT;
+
+static void rope_memo_free(void* memo_pointer) {
+    RopeMemo* memo = memo_pointer;
+    free(memo->positions); free(memo->cos_dup); free(memo->sin_signed);
+    memset(memo, 0, sizeof *memo);
+}
+static void rope_memo_key_create(void) {
+    if (pthread_key_create(&rope_memo_key, rope_memo_free) != 0) {
+        fprintf(stderr, "error: rope_forward_fast: pthread_key_create failed\n");
+        exit(EXIT_FAILURE);
+    }
+}
 
 void rope_forward_fast(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta) {
-    if (T > ROPE_MEMO_ROWS || HS / 2 > ROPE_MEMO_PAIRS) { rope_forward_cpu(out, inp, positions, T, n_heads, HS, theta); return; }
     RopeMemo* memo = &rope_memo;
-    enum { ROW = 2 * ROPE_MEMO_PAIRS };   // a row's factors in the table
-    if (!memo->valid || memo->T != T || memo->HS != HS || memo->theta != theta ||
-        memcmp(memo->positions, positions, (size_t)T * sizeof(int)) != 0) {
+    if (T > memo->capacity || HS != memo->HS) {   // grow (or reshape) the tables
+        pthread_once(&rope_memo_key_once, rope_memo_key_create);
+        int was_registered = memo->capacity > 0;
+        free(memo->positions); free(memo->cos_dup); free(memo->sin_signed);
+        memo->capacity = T, memo->HS = HS, memo->valid = 0;
+        memo->positions = mallocCheck((size_t)T * sizeof(int) + 1);
+        memo->cos_dup = mallocCheck((size_t)T * HS * sizeof(float) + 1);
+        memo->sin_signed = mallocCheck((size_t)T * HS * sizeof(float) + 1);
+        if (!was_registered) { pthread_setspecific(rope_memo_key, memo); }
+    }
+    if (!memo->valid || memo->T != T || memo->theta != theta || memcmp(memo->positions, positions, (size_t)T * sizeof(int)) != 0) {
         for (int t = 0; t < T; t++) {
             for (int i = 0; i < HS / 2; i++) {
                 float cos_angle, sin_angle;
                 rope_angle(&cos_angle, &sin_angle, positions[t], i, HS, theta);
-                memo->cos_dup[t * ROW + 2 * i] = memo->cos_dup[t * ROW + 2 * i + 1] = cos_angle;
-                memo->sin_signed[t * ROW + 2 * i] = -sin_angle;
-                memo->sin_signed[t * ROW + 2 * i + 1] = sin_angle;
+                size_t at = (size_t)t * HS + 2 * i;
+                memo->cos_dup[at] = memo->cos_dup[at + 1] = cos_angle;
+                memo->sin_signed[at] = -sin_angle;
+                memo->sin_signed[at + 1] = sin_angle;
             }
         }
         memcpy(memo->positions, positions, (size_t)T * sizeof(int));
-        memo->T = T, memo->HS = HS, memo->theta = theta, memo->valid = 1;
+        memo->T = T, memo->theta = theta, memo->valid = 1;
     }
 #if FAST_X86
     if (HS % 8 == 0 && fast_isa_current() >= FAST_ISA_AVX2) {
-        fast_rope_avx2(out, inp, memo->cos_dup, memo->sin_signed, ROW, T, n_heads, HS);
+        fast_rope_avx2(out, inp, memo->cos_dup, memo->sin_signed, (size_t)HS, T, n_heads, HS);
         return;
     }
 #endif
     for (int t = 0; t < T; t++) {
-        const float* cos_t = memo->cos_dup + t * ROW;
-        const float* sin_t = memo->sin_signed + t * ROW;
+        const float* cos_t = memo->cos_dup + (size_t)t * HS;
+        const float* sin_t = memo->sin_signed + (size_t)t * HS;
         for (int h = 0; h < n_heads; h++) {
             size_t base = (size_t)t * n_heads * HS + (size_t)h * HS;
             for (int i = 0; i < HS / 2; i++) {

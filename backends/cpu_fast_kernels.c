@@ -552,6 +552,7 @@ enum { FEW_QUERIES = FAST_FEW_QUERIES, VALUES_PREFETCH = 8 };
 // as the values pass reads them: values_queries_begin); many use these, lane l holding query first + l:
 typedef struct {
     int first, count;
+    int end;            // many: slots [0, end) hold every slot a lane sees (a causal prefill's early queries see few)
     float* scores;      // (P, 16): lane l of row p query l's score against slot p, then its weight
     uint16_t* lanes;    // (P): bit l set when query l sees slot p (after the softmax: and is active)
     float max[16];      // per query: its largest score (-inf: it sees no slot above -inf, zeros out)
@@ -701,8 +702,12 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_few_values(const AttentionGroup* g, c
     }
 }
 
-// many: bit l of lanes[p] set when query l's mask row sees slot p; 32 slots at a time
+// many: bit l of lanes[p] set when query l's mask row sees slot p; 32 slots at a time; and the end of the
+// slots any lane sees: the passes below stop there (the slots past it are masked for every lane, -inf
+// scores and zero weights that no sum takes, so stopping changes no bit; a prefill's queries see the
+// slots up to their own, so the scores of half the slots were computed for nothing)
 FAST_INLINE FAST_AVX512_TARGET void avx512_many_lanes(AttentionGroup* g, const AttentionItem* a) {
+    g->end = 0;
     for (int p0 = 0; p0 < a->P; p0 += 32) {
         int n = a->P - p0 < 32 ? a->P - p0 : 32;
         __mmask32 in_range = n == 32 ? 0xffffffffu : (__mmask32)((1u << n) - 1);
@@ -712,6 +717,8 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_many_lanes(AttentionGroup* g, const A
             bits = _mm512_mask_add_epi16(bits, _mm256_test_epi8_mask(row, row), bits, _mm512_set1_epi16((short)(1u << l)));
         }
         _mm512_mask_storeu_epi16(g->lanes + p0, in_range, bits);
+        __mmask32 any = _mm512_test_epi16_mask(bits, bits) & in_range;
+        if (any) { g->end = p0 + 32 - __builtin_clz(any); }
     }
 }
 
@@ -759,8 +766,8 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_many_scores(AttentionGroup* g, const 
     const __m512 scale = _mm512_set1_ps(1.0f / sqrtf((float)HS)), minus_infinity = _mm512_set1_ps(-INFINITY);
     const float* k_head = a->key_cache + (size_t)a->kv_head * HS;
     __m512 max = minus_infinity;
-    for (int p = 0; p < a->P; p += 2) {   // (an odd last slot: paired with itself, stored once)
-        int p1 = p + 1 < a->P ? p + 1 : p;
+    for (int p = 0; p < g->end; p += 2) {   // (an odd last slot: paired with itself, stored once)
+        int p1 = p + 1 < g->end ? p + 1 : p;
         __m512 dots[2];
         avx512_many_dot2(dots, qt, k_head + (size_t)p * KVD, k_head + (size_t)p1 * KVD, nv);
         for (int j = 0; j < p1 - p + 1; j++) {
@@ -774,10 +781,10 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_many_scores(AttentionGroup* g, const 
 }
 
 // many: the weights where seen (lanes[p] keeps only active queries' bits from here), each lane's sum
-FAST_INLINE FAST_AVX512_TARGET void avx512_many_softmax(AttentionGroup* g, const AttentionItem* a) {
+FAST_INLINE FAST_AVX512_TARGET void avx512_many_softmax(AttentionGroup* g) {
     __m512 max = _mm512_loadu_ps(g->max), sums = _mm512_setzero_ps();
     __mmask16 active = _mm512_cmp_ps_mask(max, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
-    for (int p = 0; p < a->P; p++) {
+    for (int p = 0; p < g->end; p++) {
         __mmask16 seen = g->lanes[p] & active;
         g->lanes[p] = seen;
         float* row = g->scores + (size_t)p * 16;
@@ -798,7 +805,7 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_many_values(const AttentionGroup* g, 
         __m512 acc[16];
         #pragma GCC unroll 16
         for (int e = 0; e < 16; e++) { acc[e] = _mm512_setzero_ps(); }
-        for (int p = 0; p < a->P; p++) {
+        for (int p = 0; p < g->end; p++) {
             __mmask16 seen = g->lanes[p];
             if (!seen) { continue; }
             const float* v_p = v_head + (size_t)p * KVD + d0;
@@ -824,7 +831,7 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_attention_group(AttentionGroup* g, co
     } else {
         avx512_many_lanes(g, a);
         avx512_many_scores(g, a, nv);
-        avx512_many_softmax(g, a);
+        avx512_many_softmax(g);
         avx512_many_values(g, a);
     }
 }

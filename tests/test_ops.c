@@ -218,6 +218,50 @@ static double chi_square_quantile_999(int df) {
     return df * pow(1.0 - h + z * sqrt(h), 3.0);
 }
 
+// sample_argmax against its definition, the plain loop, on rows built to catch a vectorised argmax out: few
+// distinct levels (ties everywhere), NaNs (at id 0 too), both zeros, infinities, every length from 1 to 70
+// (lane remainders) and the default model's vocabulary size
+static int argmax_definition(const float* logits, int V) {
+    int best = 0;
+    for (int i = 1; i < V; i++) { if (logits[i] > logits[best]) { best = i; } }
+    return best;
+}
+
+// the negative control's argmax: ties to the highest id
+static int argmax_ties_last(const float* logits, int V) {
+    int best = 0;
+    for (int i = 1; i < V; i++) { if (logits[i] >= logits[best]) { best = i; } }
+    return best;
+}
+
+static int argmax_mismatches(int (*argmax)(const float*, int), int* checked) {
+    static float row[49152];
+    uint64_t rng = random_seed_state(11);
+    const float levels[] = {-INFINITY, -1.0f, -0.0f, 0.0f, 0.5f, 2.0f, INFINITY, NAN};
+    int mismatches = 0;
+    *checked = 0;
+    for (int trial = 0; trial < 4000; trial++) {
+        int V = trial < 3500 ? 1 + trial % 70 : 49152;
+        int mode = trial % 5;   // 0: continuous values; 1-4: a few levels, with more NaNs and infinities as it rises
+        for (int i = 0; i < V; i++) {
+            float u = random_f32(&rng);
+            row[i] = mode == 0 ? u * 8.0f - 4.0f : levels[(int)(random_f32(&rng) * (2 + 2 * mode)) % 8];
+            if (mode == 0 && u < 0.01f) { row[i] = NAN; }
+        }
+        if (trial % 7 == 0) { row[0] = NAN; }
+        (*checked)++;
+        if (argmax(row, V) != argmax_definition(row, V)) { mismatches++; }
+    }
+    return mismatches;
+}
+
+static void test_argmax_definition(void) {
+    int checked, mismatches = argmax_mismatches(sample_argmax, &checked);
+    check(mismatches == 0, "sample_argmax differs from the plain loop on %d of %d rows", mismatches, checked);
+    int control = argmax_mismatches(argmax_ties_last, &checked);
+    check(control > 0, "negative control: an argmax with ties to the highest id should differ on some of %d rows", checked);
+}
+
 static void test_sampling(void) {
     // greedy: exact argmax, ties to the lowest id
     float logits[6] = {0.5f, 3.0f, -1.0f, 3.0f, 2.9999f, -INFINITY};
@@ -288,6 +332,7 @@ int main(void) {
     test_attention(6, 10, 9, 3, 64, 2); // arbitrary mask, a fully masked row, SmolLM2's head layout
     test_attention(4, 4, 3, 1, 6, 1);   // multi-query attention
     test_pointwise();
+    test_argmax_definition();
     test_sampling();
     return test_summary();
 }

@@ -237,6 +237,7 @@ static void matmul_packed(float* const* outs, const float* inp, const Matrix* we
     int shared_finite = 1, int8_path = 0, units = 0;
     long work = 0;
     for (int i = 0; i < n; i++) { units += (OCs[i] + FAST_GROUP - 1) / FAST_GROUP; work += (long)T * OCs[i] * C; }
+    (void)work;   // (read only by the parallel region's `if`: a build without OpenMP has none)
     FastInt8Blocks shared;
 #if FAST_X86
     int8_path = int8_activations && fast_isa_has_int8(isa);

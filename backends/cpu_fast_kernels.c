@@ -921,6 +921,10 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_attention_scores(const AttentionItem* a, 
         for (int i = 0; i < a->n_queries; i++) {
             const float* q_th = attention_query(a, i);
             int seen = avx2_seen_bits(attention_mask_row(a, i), p0, n);
+            if (seen == 0) {   // a block the query does not see (half a causal prefill's): -inf, no products
+                _mm256_maskstore_ps(a->scores + (size_t)i * a->P + p0, in_range, minus_infinity);
+                continue;
+            }
             __m256 dots[8];
             #pragma GCC unroll 8
             for (int j = 0; j < 8; j++) {
@@ -972,7 +976,12 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_attention_softmax(const AttentionItem* a)
         for (int p0 = 0; p0 < a->P; p0 += 8) {
             int n = a->P - p0 < 8 ? a->P - p0 : 8;
             __m256i in_range = avx2_lane_mask((1 << n) - 1);
-            __m256 seen = _mm256_castsi256_ps(avx2_lane_mask(avx2_seen_bits(mask_row, p0, n)));
+            int seen_bits = avx2_seen_bits(mask_row, p0, n);
+            if (seen_bits == 0) {   // (as in the scores: a block it does not see weighs zero, no exponentials)
+                _mm256_maskstore_ps(weights + p0, in_range, _mm256_setzero_ps());
+                continue;
+            }
+            __m256 seen = _mm256_castsi256_ps(avx2_lane_mask(seen_bits));
             __m256 w = _mm256_and_ps(seen, fast_expf_avx2(_mm256_sub_ps(_mm256_maskload_ps(weights + p0, in_range), max)));
             _mm256_maskstore_ps(weights + p0, in_range, w);
         }

@@ -345,7 +345,9 @@ rows=$(($(wc -l < "$work/interrupted/requests.csv") - 1))
 expect_ok "the draft saved at SIGINT loads" "$AURORA" generate -m "$model" -p abc -n 2 --draft "$work/interrupted.gguf"
 # a second signal exits at once, without waiting for the request in flight (a slower model: long requests)
 expect_ok "a wider tiny model" "$AURORA" tiny-model -o "$work/wide.gguf" --dim 256 --layers 8 --heads 8 --kv-heads 4 --ffn 512
-"$AURORA" replay -m "$work/wide.gguf" --traffic "$work/long.jsonl" --max-new 256 --no-spec --out "$work/interrupted2" \
+# (1,024 new tokens: about 0.6 s a request on one core of the 2-core Zen 5, where 256, 0.1 s, let the request
+# in flight finish within the 50 ms between the two signals once in a while)
+"$AURORA" replay -m "$work/wide.gguf" --traffic "$work/long.jsonl" --max-new 1024 --no-spec --out "$work/interrupted2" \
     > /dev/null 2>&1 &
 pid=$!
 tries=0

@@ -518,6 +518,12 @@ void swiglu_forward_fast(float* out, const float* gate, const float* up, int N);
 void rmsnorm_forward_fast(float* out, const float* inp, const float* weight, int T, int C, float eps);
 // rope_forward_cpu's results bit for bit, each position's angles computed once for a run of calls
 void rope_forward_fast(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta);
+// adamw_update_cpu's results bit for bit, vectorised and in parallel
+void adamw_update_fast(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
+                       float beta1, float beta2, float eps, float weight_decay, int t);
+// sum_squares_cpu within double rounding (chunks of 8 interleaved chains, added in a fixed order: the same
+// bits for any thread count)
+double sum_squares_fast(const float* values, size_t N);
 // Packs a stored Q8_0, Q4_0 or Q4_1 matrix (rows, cols) into the int8 table's packed form (the layout:
 // backends/cpu_fast.h), out holding the same number of bytes rounded up to whole groups of 16 rows.
 void fast_pack_matrix(uint8_t* out, const uint8_t* stored, int type, int rows, int cols);

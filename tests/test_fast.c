@@ -586,6 +586,67 @@ static void test_quantize_rows(void) {
 }
 
 // ----------------------------------------------------------------------------
+// The optimiser's passes: adamw_update_fast is adamw_update_cpu bit for bit (sizes around its chunk, one
+// thread and two, several steps so the moments and bias corrections move, zero and huge gradients);
+// sum_squares_fast is sum_squares_cpu within double rounding and the same bits on one thread and two
+
+static void test_optimiser_passes(void) {
+    const size_t sizes[] = {1, 7, 16383, 16384, 16385, 100003};
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        size_t N = sizes[k];
+        float* grads = mallocCheck(N * sizeof(float));
+        float *params[3], *m[3], *v[3];   // the reference, the fast op on all threads, the fast op on one
+        fill_uniform(grads, N, &rng_state, -2, 2);
+        grads[0] = 0.0f;
+        if (N > 5) { grads[5] = 3e4f; }
+        for (int c = 0; c < 3; c++) {
+            params[c] = mallocCheck(N * sizeof(float)); m[c] = mallocCheck(N * sizeof(float)); v[c] = mallocCheck(N * sizeof(float));
+        }
+        fill_uniform(params[0], N, &rng_state, -1, 1);
+        fill_uniform(m[0], N, &rng_state, -0.1f, 0.1f);
+        fill_uniform(v[0], N, &rng_state, 0, 0.01f);
+        for (int c = 1; c < 3; c++) {
+            memcpy(params[c], params[0], N * sizeof(float)); memcpy(m[c], m[0], N * sizeof(float)); memcpy(v[c], v[0], N * sizeof(float));
+        }
+        int threads = 1;
+#ifdef _OPENMP
+        threads = omp_get_max_threads();
+#endif
+        for (int step = 1; step <= 3; step++) {
+            adamw_update_cpu(params[0], grads, m[0], v[0], N, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.01f, step);
+            adamw_update_fast(params[1], grads, m[1], v[1], N, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.01f, step);
+#ifdef _OPENMP
+            omp_set_num_threads(1);
+#endif
+            adamw_update_fast(params[2], grads, m[2], v[2], N, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.01f, step);
+#ifdef _OPENMP
+            omp_set_num_threads(threads);
+#endif
+        }
+        for (int c = 1; c < 3; c++) {
+            check(bits_equal(params[c], params[0], N) && bits_equal(m[c], m[0], N) && bits_equal(v[c], v[0], N),
+                  "adamw_update_fast [%s] (%s) N=%zu differs from adamw_update_cpu after 3 steps", fast_isa_name(fast_isa),
+                  c == 1 ? "all threads" : "one thread", N);
+        }
+        double expected = sum_squares_cpu(grads, N), got = sum_squares_fast(grads, N);
+#ifdef _OPENMP
+        omp_set_num_threads(1);
+#endif
+        double got_one = sum_squares_fast(grads, N);
+#ifdef _OPENMP
+        omp_set_num_threads(threads);
+#endif
+        check(fabs(got - expected) <= 1e-12 * expected, "sum_squares_fast N=%zu: %.17g against sum_squares_cpu's %.17g", N, got, expected);
+        check(got == got_one, "sum_squares_fast N=%zu: %.17g on %d threads, %.17g on one", N, got, threads, got_one);
+        for (int c = 0; c < 3; c++) { free(params[c]); free(m[c]); free(v[c]); }
+        free(grads);
+    }
+    // negative control: the comparison sees one element's last bit
+    float a[2] = {1.0f, 2.0f}, b[2] = {1.0f, nextafterf(2.0f, 3.0f)};
+    check(!bits_equal(a, b, 2), "negative control: bits_equal must see a one-ulp difference");
+}
+
+// ----------------------------------------------------------------------------
 // matmul_backward_fast: matmul_backward_cpu's gradients (both accumulate into what is there): bit for bit on
 // the portable path, within fused multiply-add rounding on AVX2 and AVX-512 (the same bits on both); two
 // threads as one, bit for bit, on sizes around the portable tile's 16 rows and 256 columns, the AVX-512
@@ -1017,6 +1078,7 @@ int main(int argc, char** argv) {
         test_attention_backward_all();
         test_quantize_rows();
         test_matmul_backward();
+        test_optimiser_passes();
     }
     test_matmul_backward_levels_agree();
     test_negative_control();

@@ -1059,19 +1059,18 @@ FAST_AVX2_TARGET void fast_rope_avx2(float* out, const float* inp, const float* 
     }
 }
 
-// AdamW over elements [first, end), adamw_update_cpu's statements 8 lanes at a time: each multiply, add,
-// division and square root is correctly rounded in a lane as in a scalar register, and nothing is fused,
-// so the results are the reference's bit for bit (the portable loop stays scalar: the compiler keeps
-// sqrtf's errno path, which no vector instruction has). The tail is the same statements one at a time.
-FAST_AVX2_TARGET void fast_adamw_avx2(float* params, const float* grads, float* m, float* v, size_t first, size_t end,
-                                      float learning_rate, float beta1, float beta2, float eps, float weight_decay,
-                                      float bias_correction1, float bias_correction2) {
+// AdamW over n elements (a multiple of 8), adamw_update_cpu's statements 8 lanes at a time: each multiply,
+// add, division and square root is correctly rounded in a lane as in a scalar register, and nothing is
+// fused, so the results are the reference's bit for bit (whose own loop stays scalar: the compiler keeps
+// sqrtf's errno path, which no vector instruction has).
+FAST_AVX2_TARGET void fast_adamw_avx2(float* params, const float* grads, float* m, float* v, size_t n, float learning_rate,
+                                      float beta1, float beta2, float eps, float weight_decay, float bias_correction1,
+                                      float bias_correction2) {
     const __m256 decay = _mm256_set1_ps(1.0f - learning_rate * weight_decay), b1 = _mm256_set1_ps(beta1),
                  b2 = _mm256_set1_ps(beta2), one_minus_b1 = _mm256_set1_ps(1.0f - beta1),
                  one_minus_b2 = _mm256_set1_ps(1.0f - beta2), c1 = _mm256_set1_ps(bias_correction1),
                  c2 = _mm256_set1_ps(bias_correction2), lr = _mm256_set1_ps(learning_rate), e = _mm256_set1_ps(eps);
-    size_t i = first;
-    for (; i + 8 <= end; i += 8) {
+    for (size_t i = 0; i + 8 <= n; i += 8) {
         __m256 g = _mm256_loadu_ps(grads + i);
         __m256 p = _mm256_mul_ps(_mm256_loadu_ps(params + i), decay);
         __m256 m_new = _mm256_add_ps(_mm256_mul_ps(b1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(one_minus_b1, g));
@@ -1081,15 +1080,6 @@ FAST_AVX2_TARGET void fast_adamw_avx2(float* params, const float* grads, float* 
         _mm256_storeu_ps(m + i, m_new);
         _mm256_storeu_ps(v + i, v_new);
         _mm256_storeu_ps(params + i, p);
-    }
-    for (; i < end; i++) {
-        float g = grads[i];
-        params[i] *= 1.0f - learning_rate * weight_decay;
-        m[i] = beta1 * m[i] + (1.0f - beta1) * g;
-        v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
-        float m_hat = m[i] / bias_correction1;
-        float v_hat = v[i] / bias_correction2;
-        params[i] -= learning_rate * m_hat / (sqrtf(v_hat) + eps);
     }
 }
 

@@ -396,6 +396,8 @@ static inline double distribution_loss_gradient(LossKind kind, double log_q, con
 }
 void distribution_loss_cpu(float* losses, float* dlogits, const float* logits, const float* p_target,
                            const int* target_tokens, const float* weights, int T, int V, LossKind kind);
+// AdamW's bias corrections 1 - beta^t at step t (in double, rounded once), every table's
+void adamw_bias_corrections(float beta1, float beta2, int t, float* bias_correction1, float* bias_correction2);
 // AdamW (decoupled weight decay), step t >= 1 for the bias correction; updates params, m, v in place.
 void adamw_update_cpu(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
                       float beta1, float beta2, float eps, float weight_decay, int t);

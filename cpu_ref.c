@@ -466,10 +466,16 @@ void distribution_loss_cpu(float* losses, float* dlogits, const float* logits, c
 //   p = p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
 // which equals p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p_old). Bias corrections in double.
 
+// AdamW's bias corrections at step t (1, 2, ...): 1 - beta^t, in double, rounded once
+void adamw_bias_corrections(float beta1, float beta2, int t, float* bias_correction1, float* bias_correction2) {
+    *bias_correction1 = (float)(1.0 - pow((double)beta1, t));
+    *bias_correction2 = (float)(1.0 - pow((double)beta2, t));
+}
+
 void adamw_update_cpu(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
                       float beta1, float beta2, float eps, float weight_decay, int t) {
-    float bias_correction1 = (float)(1.0 - pow((double)beta1, t));
-    float bias_correction2 = (float)(1.0 - pow((double)beta2, t));
+    float bias_correction1, bias_correction2;
+    adamw_bias_corrections(beta1, beta2, t, &bias_correction1, &bias_correction2);
     for (size_t i = 0; i < N; i++) {
         float g = grads[i];
         params[i] *= 1.0f - learning_rate * weight_decay;

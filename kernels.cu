@@ -775,8 +775,8 @@ __global__ void adamw_update_kernel(float* params, const float* grads, float* m,
 static void adamw_update_cuda(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
                                   float beta1, float beta2, float eps, float weight_decay, int t) {
     if (N == 0) { return; }
-    float bias_correction1 = (float)(1.0 - pow((double)beta1, t));
-    float bias_correction2 = (float)(1.0 - pow((double)beta2, t));
+    float bias_correction1, bias_correction2;
+    adamw_bias_corrections(beta1, beta2, t, &bias_correction1, &bias_correction2);
     adamw_update_kernel<<<ceil_div(N, BLOCK_SIZE), BLOCK_SIZE>>>(params, grads, m, v, N, learning_rate, beta1, beta2, eps,
                                                                 weight_decay, bias_correction1, bias_correction2);
     cudaCheckLaunch("adamw_update_kernel");

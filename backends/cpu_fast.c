@@ -624,9 +624,8 @@ enum { FAST_ADAMW_CHUNK = 16384, FAST_SUM_CHUNK = 16384, FAST_SUM_CHAINS = 8 };
 
 void adamw_update_fast(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
                        float beta1, float beta2, float eps, float weight_decay, int t) {
-    // the bias corrections as adamw_update_cpu computes them (it recomputes them for the lanes' remainder)
-    float bias_correction1 = (float)(1.0 - pow((double)beta1, t));
-    float bias_correction2 = (float)(1.0 - pow((double)beta2, t));
+    float bias_correction1, bias_correction2;   // (adamw_update_cpu computes its own for the lanes' remainder)
+    adamw_bias_corrections(beta1, beta2, t, &bias_correction1, &bias_correction2);
     long n_chunks = (long)((N + FAST_ADAMW_CHUNK - 1) / FAST_ADAMW_CHUNK);
     int isa = fast_isa_current();
     #pragma omp parallel for schedule(static) if (N >= (size_t)PARALLEL_MIN_WORK)

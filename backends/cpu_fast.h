@@ -548,13 +548,13 @@ void fast_matmul_packed_vnni(float* out, const FastInt8Blocks* x, Matrix weight,
 void fast_matmul_packed_avx2(float* out, const FastInt8Blocks* x, Matrix weight, int T, int C, int OC, int first_row,
                              int last_row);
 void fast_attention_item_avx2(const AttentionItem* item);
-// SwiGLU over n elements with fast_expf's twin: the same bits as the portable loop (cpu_fast.c)
 // AdamW over n elements, n a multiple of 8: adamw_update_cpu's results bit for bit (cpu_fast.c)
 void fast_adamw_avx2(float* params, const float* grads, float* m, float* v, size_t n, float learning_rate, float beta1,
                      float beta2, float eps, float weight_decay, float bias_correction1, float bias_correction2);
 // RoPE's rotation with per-element cos and signed sin rows `stride` apart (HS % 8 == 0; cpu_fast.c)
 void fast_rope_avx2(float* out, const float* inp, const float* cos_dup, const float* sin_signed, size_t stride, int T,
                     int n_heads, int HS);
+// SwiGLU over n elements with fast_expf's twin: the same bits as the portable loop (cpu_fast.c)
 void fast_swiglu_avx512(float* out, const float* gate, const float* up, int n);
 void fast_swiglu_avx2(float* out, const float* gate, const float* up, int n);
 void fast_attention_item_avx512(const AttentionItem* item);

@@ -463,6 +463,24 @@ static void test_attention_case(MaskKind kind, int T, int P, int NH, int NKV, in
         attention_forward_fast(alone, q + (size_t)t * NH * HS, keys, values, mask + (size_t)t * P, 1, P, NH, NKV, HS);
         check(bits_equal(alone, got + (size_t)t * NH * HS, (size_t)NH * HS), "%s: row %d alone differs from the batch", what, t);
     }
+    // a slot a row does not see is never read for it: with every such slot's key and value NaN (slots other
+    // rows see included, whose outputs then carry the NaN), the row's output keeps its bits (a tree's
+    // siblings, or a stale slot, cannot leak into a node that does not see it)
+    float* poisoned_keys = mallocCheck(kv_size * sizeof(float));
+    float* poisoned_values = mallocCheck(kv_size * sizeof(float));
+    float* poisoned_out = mallocCheck(q_size * sizeof(float));
+    for (int t = 0; t < T; t += T > 4 ? T / 4 : 1) {
+        memcpy(poisoned_keys, keys, kv_size * sizeof(float));
+        memcpy(poisoned_values, values, kv_size * sizeof(float));
+        for (int p = 0; p < P; p++) {
+            if (mask[(size_t)t * P + p]) { continue; }
+            for (int e = 0; e < NKV * HS; e++) { poisoned_keys[(size_t)p * NKV * HS + e] = poisoned_values[(size_t)p * NKV * HS + e] = NAN; }
+        }
+        attention_forward_fast(poisoned_out, q, poisoned_keys, poisoned_values, mask, T, P, NH, NKV, HS);
+        check(bits_equal(poisoned_out + (size_t)t * NH * HS, got + (size_t)t * NH * HS, (size_t)NH * HS),
+              "%s: row %d read a slot it does not see (NaN there changed its output)", what, t);
+    }
+    free(poisoned_keys); free(poisoned_values); free(poisoned_out);
     // compaction invariance (verify = decode): the last row against only the slots it sees, moved together
     // to the front of the cache (what acceptance does) and all visible, gives the same bits
     int KVD = NKV * HS, seen = 0;

@@ -200,9 +200,14 @@ FAST_INLINE void matmul_backward_tile_body(float* restrict out, const float* res
 #define FAST_QUERY_ROWS 16
 // The AVX-512 kernel (cpu_fast_kernels.c) runs a key/value head's queries in groups of up to 16 lanes, for
 // head sizes that are multiples of 16 up to FAST_AVX512_MAX_HS (the others: the portable passes); groups of
-// FAST_FEW_QUERIES or fewer one query at a time.
+// FAST_FEW_QUERIES or fewer one query at a time. 5: a decode step's 3 queries (the default model's group)
+// go one at a time, a 2-row pass's 6 sixteen to a vector. With 7 those 6 went one at a time, split by
+// query head over the threads (each head's items reading the key and value rows again): attention alone,
+// 30 layers, two threads, the median of 8 alternated runs' fastest, 2 rows after 128 / 300 / 600 slots:
+// 0.330 / 0.705 / 1.995 ms, with 5: 0.247 / 0.565 / 1.318 (2-core Zen 5). One query at a time stays the
+// faster for 3 (T = 1 after 128 slots 0.210 ms, sixteen to a vector 0.273).
 #define FAST_AVX512_MAX_HS 128
-#define FAST_FEW_QUERIES 7
+#define FAST_FEW_QUERIES 5
 static inline int fast_attention_lanes_fit(int HS) { return HS % 16 == 0 && HS <= FAST_AVX512_MAX_HS; }
 #define FAST_MAX_GROUP MODEL_MAX_HEAD_GROUP   // query heads per key/value head that the per-thread buffers hold
 

@@ -810,7 +810,7 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_many_values_queries(const AttentionGr
     int KVD = a->NKV * a->HS;
     const float* v_head = a->value_cache + (size_t)a->kv_head * a->HS;
     unsigned all = (1u << nq) - 1;
-    __m512 acc[8][8];
+    __m512 acc[6][8];
     #pragma GCC unroll 8
     for (int j = 0; j < nq; j++) {
         #pragma GCC unroll 8
@@ -855,22 +855,21 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_many_values_queries(const AttentionGr
     }
 }
 
-// many: the values, the lanes in batches of as many queries as keep their outputs in registers (24 at most)
+// many: the values, the lanes in batches of as many queries as keep their outputs in registers (24 at
+// most; 6 queries at most, so that few shapes are compiled)
 FAST_INLINE FAST_AVX512_TARGET void avx512_many_values(const AttentionGroup* g, const AttentionItem* a, int nv) {
-    int most = 24 / nv < 8 ? 24 / nv : 8;
+    int most = 24 / nv < 6 ? 24 / nv : 6;
     int batches = (g->count + most - 1) / most;
     for (int b = 0, l0 = 0; b < batches; b++) {
         int nq = (g->count - l0) / (batches - b);   // even batches: 15 lanes at nv 4 go 5, 5, 5
         nq += (g->count - l0) % (batches - b) != 0;
-        switch (nq) {
+        switch (nq) {   // (nq <= most: the conditions drop the shapes no nv reaches, which doubled the compile time)
             case 1: avx512_many_values_queries(g, a, nv, l0, 1); break;
             case 2: avx512_many_values_queries(g, a, nv, l0, 2); break;
             case 3: avx512_many_values_queries(g, a, nv, l0, 3); break;
-            case 4: avx512_many_values_queries(g, a, nv, l0, 4); break;
-            case 5: avx512_many_values_queries(g, a, nv, l0, 5); break;
-            case 6: avx512_many_values_queries(g, a, nv, l0, 6); break;
-            case 7: avx512_many_values_queries(g, a, nv, l0, 7); break;
-            default: avx512_many_values_queries(g, a, nv, l0, 8); break;
+            case 4: if (nv <= 6) { avx512_many_values_queries(g, a, nv, l0, 4); } break;
+            case 5: if (nv <= 4) { avx512_many_values_queries(g, a, nv, l0, 5); } break;
+            default: if (nv <= 4) { avx512_many_values_queries(g, a, nv, l0, 6); } break;
         }
         l0 += nq;
     }

@@ -561,7 +561,10 @@ static void test_attention_backward_all(void) {
 }
 
 static void test_attention_all(void) {
-    const int heads[][3] = {{9, 3, 64}, {4, 4, 12}, {8, 1, 16}, {6, 2, 7}};   // NH, NKV, HS
+    // (AVX-512 runs head sizes 16 to 128 in steps of 16 with its own register shapes per size: 16, 32, 48,
+    // 64, 80 and 128 here; 12 and 7 take the portable passes)
+    const int heads[][3] = {{9, 3, 64}, {4, 4, 12}, {8, 1, 16}, {6, 2, 7}, {4, 2, 32}, {3, 1, 48}, {2, 1, 80},
+                            {4, 2, 128}};   // NH, NKV, HS
     const int shapes[][2] = {{1, 1}, {1, 37}, {3, 37}, {7, 130}, {16, 16}, {17, 200}, {33, 41}};   // T, P (P >= T)
     for (size_t h = 0; h < sizeof(heads) / sizeof(heads[0]); h++) {
         for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {

@@ -796,6 +796,9 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_many_softmax(AttentionGroup* g) {
     g->sums = sums;
 }
 
+// (a batch of values: at most MANY_VALUES_QUERIES queries and MANY_VALUES_REGISTERS accumulators)
+enum { MANY_VALUES_REGISTERS = 24, MANY_VALUES_QUERIES = 6 };
+
 // many: the values of the group's lanes l0 .. l0 + nq - 1 together, as the few queries' pass computes them
 // (each query's HS outputs in registers, acc = fma(w_p, v_p, acc) in slot order, divided by the lane's sum),
 // each value row read once for the nq queries and each weight broadcast once. A verify pass's queries all
@@ -810,7 +813,7 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_many_values_queries(const AttentionGr
     int KVD = a->NKV * a->HS;
     const float* v_head = a->value_cache + (size_t)a->kv_head * a->HS;
     unsigned all = (1u << nq) - 1;
-    __m512 acc[6][8];
+    __m512 acc[MANY_VALUES_QUERIES][8];
     #pragma GCC unroll 8
     for (int j = 0; j < nq; j++) {
         #pragma GCC unroll 8
@@ -858,18 +861,20 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_many_values_queries(const AttentionGr
 // many: the values, the lanes in batches of as many queries as keep their outputs in registers (24 at
 // most; 6 queries at most, so that few shapes are compiled)
 FAST_INLINE FAST_AVX512_TARGET void avx512_many_values(const AttentionGroup* g, const AttentionItem* a, int nv) {
-    int most = 24 / nv < 6 ? 24 / nv : 6;
+    int most = MANY_VALUES_REGISTERS / nv < MANY_VALUES_QUERIES ? MANY_VALUES_REGISTERS / nv : MANY_VALUES_QUERIES;
     int batches = (g->count + most - 1) / most;
     for (int b = 0, l0 = 0; b < batches; b++) {
         int nq = (g->count - l0) / (batches - b);   // even batches: 15 lanes at nv 4 go 5, 5, 5
         nq += (g->count - l0) % (batches - b) != 0;
-        switch (nq) {   // (nq <= most: the conditions drop the shapes no nv reaches, which doubled the compile time)
+        // (nq <= most: each shape's condition is most's own bound, so the shapes no nv reaches are not compiled,
+        // which doubled the compile time; 3 queries fit at every nv)
+        switch (nq) {
             case 1: avx512_many_values_queries(g, a, nv, l0, 1); break;
             case 2: avx512_many_values_queries(g, a, nv, l0, 2); break;
             case 3: avx512_many_values_queries(g, a, nv, l0, 3); break;
-            case 4: if (nv <= 6) { avx512_many_values_queries(g, a, nv, l0, 4); } break;
-            case 5: if (nv <= 4) { avx512_many_values_queries(g, a, nv, l0, 5); } break;
-            default: if (nv <= 4) { avx512_many_values_queries(g, a, nv, l0, 6); } break;
+            case 4: if (4 * nv <= MANY_VALUES_REGISTERS) { avx512_many_values_queries(g, a, nv, l0, 4); } break;
+            case 5: if (5 * nv <= MANY_VALUES_REGISTERS) { avx512_many_values_queries(g, a, nv, l0, 5); } break;
+            default: if (6 * nv <= MANY_VALUES_REGISTERS) { avx512_many_values_queries(g, a, nv, l0, 6); } break;
         }
         l0 += nq;
     }

@@ -937,6 +937,12 @@ FAST_AVX512_TARGET void fast_swiglu_avx512(float* out, const float* gate, const 
 //   scores: one query against 8 slots at a time, 8 dot products in 8 registers (lane l: the terms d = l
 //     mod 8, in order), reduced together by one fixed tree (lane j: slot j); the same arithmetic for every
 //     slot whatever its place in a block, T or the other queries, so a verify pass scores what decode does.
+//     Each 8 elements of q are loaded once per block, the queries' rows and running maxima (a vector per
+//     query) are kept at hand rather than found again per block (an integer division each), and a block is
+//     stored whole (vmaskmovps only for the cache's last block: on Zen 3 a masked store costs many times a
+//     store). Measured on the 2-core Zen 3, one item hot in cache, TSC ticks per slot and query: 3 queries
+//     13.5 -> 10.1, 18 queries 12.0 -> 7.8; softmax 6.0 -> 3.2 (the same unmasked loads and stores);
+//     attention alone, 30 layers after 128 slots, two threads: T = 6 1.29 -> 1.07 ms, T = 12 2.75 -> 2.12.
 //   softmax: fast_expf's twin on 8 lanes (the same bits as the portable function).
 //   values: one query at a time (two at HS = 32), its output in registers over all slots in slot order,
 //     its weights summed one by one in slot order: the portable pass's results bit for bit.
@@ -967,42 +973,64 @@ FAST_INLINE FAST_AVX2_TARGET __m256i avx2_lane_mask(int bits) {
     return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(bits), lane_bit), lane_bit);
 }
 
+// One query's scores against a block of n <= 8 slots from k_block (lane j: slot j; slots past n: 0, never
+// read): the 8 dot products at once, so their chains overlap (a branch per slot made them run one after
+// another: 3.4 -> 1.2 us per item of 3 queries, P = 129), each 8 elements of q loaded once for the block
+FAST_INLINE FAST_AVX2_TARGET __m256 avx2_block_scores(const float* q_th, const float* k_block, int KVD, int nv, int n) {
+    __m256 dots[8];
+    __m256 q_c = _mm256_loadu_ps(q_th);
+    #pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) { dots[j] = j < n ? _mm256_mul_ps(q_c, _mm256_loadu_ps(k_block + (size_t)j * KVD)) : _mm256_setzero_ps(); }
+    #pragma GCC unroll 8
+    for (int c = 1; c < nv; c++) {
+        q_c = _mm256_loadu_ps(q_th + 8 * c);
+        #pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            if (j < n) { dots[j] = _mm256_add_ps(dots[j], _mm256_mul_ps(q_c, _mm256_loadu_ps(k_block + (size_t)j * KVD + 8 * c))); }
+        }
+    }
+    return avx2_sum_lanes_8(dots);
+}
+
+enum { AVX2_SCORE_QUERIES = 16 };   // queries whose rows a scores pass keeps at hand (more: in turns)
+
 FAST_INLINE FAST_AVX2_TARGET void avx2_attention_scores(const AttentionItem* a, int nv) {
     int KVD = a->NKV * a->HS;
     const __m256 scale = _mm256_set1_ps(1.0f / sqrtf((float)a->HS)), minus_infinity = _mm256_set1_ps(-INFINITY);
     const float* k_head = a->key_cache + (size_t)a->kv_head * a->HS;
-    for (int i = 0; i < a->n_queries; i++) { a->max_scores[i] = -INFINITY; }
-    for (int p0 = 0; p0 < a->P; p0 += 8) {
-        int n = a->P - p0 < 8 ? a->P - p0 : 8;
-        __m256i in_range = avx2_lane_mask((1 << n) - 1);
-        for (int i = 0; i < a->n_queries; i++) {
-            const float* q_th = attention_query(a, i);
-            int seen = avx2_seen_bits(attention_mask_row(a, i), p0, n);
-            if (seen == 0) {   // a block the query does not see (half a causal prefill's): -inf, no products
-                _mm256_maskstore_ps(a->scores + (size_t)i * a->P + p0, in_range, minus_infinity);
-                continue;
-            }
-            __m256 dots[8];
-            #pragma GCC unroll 8
-            for (int j = 0; j < 8; j++) {
-                // a whole block's 8 dot products without branches, so their chains overlap (a branch per
-                // slot made them run one after another: 3.4 -> 1.2 us per item of 3 queries, P = 129);
-                // a masked slot's score is replaced by -inf below, lane by lane, whatever its key holds
-                dots[j] = _mm256_setzero_ps();
-                if (n < 8 && j >= n) { continue; }   // past the cache's last slot: never read
-                const float* k_p = k_head + (size_t)(p0 + j) * KVD;
-                __m256 dot = _mm256_mul_ps(_mm256_loadu_ps(q_th), _mm256_loadu_ps(k_p));
-                #pragma GCC unroll 8
-                for (int c = 1; c < nv; c++) { dot = _mm256_add_ps(dot, _mm256_mul_ps(_mm256_loadu_ps(q_th + 8 * c), _mm256_loadu_ps(k_p + 8 * c))); }
-                dots[j] = dot;
-            }
-            __m256 s = _mm256_blendv_ps(minus_infinity, _mm256_mul_ps(avx2_sum_lanes_8(dots), scale),
-                                        _mm256_castsi256_ps(avx2_lane_mask(seen)));
-            _mm256_maskstore_ps(a->scores + (size_t)i * a->P + p0, in_range, s);
-            // the running maximum (NaN never the max; the order of comparisons does not change a maximum)
-            float block_max = avx2_reduce_max(_mm256_blendv_ps(minus_infinity, s, _mm256_cmp_ps(s, s, _CMP_ORD_Q)));
-            if (block_max > a->max_scores[i]) { a->max_scores[i] = block_max; }
+    for (int i0 = 0; i0 < a->n_queries; i0 += AVX2_SCORE_QUERIES) {
+        int nq = a->n_queries - i0 < AVX2_SCORE_QUERIES ? a->n_queries - i0 : AVX2_SCORE_QUERIES;
+        const float* q_rows[AVX2_SCORE_QUERIES];
+        const uint8_t* mask_rows[AVX2_SCORE_QUERIES];
+        float* score_rows[AVX2_SCORE_QUERIES];
+        __m256 max[AVX2_SCORE_QUERIES];   // per query, the running maximum lane by lane
+        for (int i = 0; i < nq; i++) {
+            q_rows[i] = attention_query(a, i0 + i);
+            mask_rows[i] = attention_mask_row(a, i0 + i);
+            score_rows[i] = a->scores + (size_t)(i0 + i) * a->P;
+            max[i] = minus_infinity;
         }
+        for (int p0 = 0; p0 < a->P; p0 += 8) {
+            int n = a->P - p0 < 8 ? a->P - p0 : 8;
+            const float* k_block = k_head + (size_t)p0 * KVD;
+            for (int i = 0; i < nq; i++) {
+                int seen = avx2_seen_bits(mask_rows[i], p0, n);
+                __m256 s = minus_infinity;   // a block the query does not see (half a causal prefill's): no products
+                if (seen != 0) {
+                    // a masked slot's score is replaced by -inf, lane by lane, whatever its key holds
+                    __m256 dots = n == 8 ? avx2_block_scores(q_rows[i], k_block, KVD, nv, 8)
+                                         : avx2_block_scores(q_rows[i], k_block, KVD, nv, n);
+                    s = _mm256_blendv_ps(minus_infinity, _mm256_mul_ps(dots, scale), _mm256_castsi256_ps(avx2_lane_mask(seen)));
+                    // (NaN never the max; the order of comparisons does not change a maximum)
+                    max[i] = _mm256_max_ps(max[i], _mm256_blendv_ps(minus_infinity, s, _mm256_cmp_ps(s, s, _CMP_ORD_Q)));
+                }
+                // (a masked store only for the cache's last block: on Zen 3 vmaskmovps to memory costs many
+                // times a store)
+                if (n == 8) { _mm256_storeu_ps(score_rows[i] + p0, s); }
+                else { _mm256_maskstore_ps(score_rows[i] + p0, avx2_lane_mask((1 << n) - 1), s); }
+            }
+        }
+        for (int i = 0; i < nq; i++) { a->max_scores[i0 + i] = avx2_reduce_max(max[i]); }
     }
 }
 
@@ -1039,8 +1067,10 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_attention_softmax(const AttentionItem* a)
                 continue;
             }
             __m256 seen = _mm256_castsi256_ps(avx2_lane_mask(seen_bits));
-            __m256 w = _mm256_and_ps(seen, fast_expf_avx2(_mm256_sub_ps(_mm256_maskload_ps(weights + p0, in_range), max)));
-            _mm256_maskstore_ps(weights + p0, in_range, w);
+            __m256 score = n == 8 ? _mm256_loadu_ps(weights + p0) : _mm256_maskload_ps(weights + p0, in_range);
+            __m256 w = _mm256_and_ps(seen, fast_expf_avx2(_mm256_sub_ps(score, max)));
+            if (n == 8) { _mm256_storeu_ps(weights + p0, w); }
+            else { _mm256_maskstore_ps(weights + p0, in_range, w); }
         }
     }
 }
@@ -1370,16 +1400,25 @@ FAST_AVX2_TARGET int fast_avx2_quantize_blocks(FastInt8Blocks* x, const float* v
 //     weights go back to signed q, and vpmaddubsw takes |q| (at most 128, -128 included) against the
 //     activations with q's sign (vpsignb): a pair is at most 2 * 128 * 127 = 32,512. That is q . qx itself,
 //     so Q8_0's integer correction (-128 * sum qx, for the VNNI kernel's q + 128) is not added.
-// Tiles: H halves of groups (8 rows each) by TB input rows, H * TB <= 4 (16 ymm registers hold the fp32
-// accumulators, the int16 sums, the weights and the broadcast activations); a panel of groups stays in L2
-// while every tile of input rows passes over it, and weights are prefetched PACKED_PREFETCH_BLOCKS ahead,
-// as in the VNNI kernel (2-core EPYC, two threads, seven alternating pairs: faster in every pair, a decode
-// step's matmuls by about 5%).
+// Tiles: H halves of groups (8 rows each) by TB input rows, H * TB <= 4, or one half by up to 6 rows (16 ymm
+// registers hold the fp32 accumulators, the int16 sums, the weights and the broadcast activations); a panel
+// of groups stays in L2 while every tile of input rows passes over it, and weights are prefetched
+// PACKED_PREFETCH_BLOCKS ahead, as in the VNNI kernel (2-core EPYC, two threads, seven alternating pairs:
+// faster in every pair, a decode step's matmuls by about 5%). On Zen 3 a row costs about 9.4 cycles per
+// block and half group whatever the tile (llvm-mca -mcpu=znver3 on each tile's loop: the 8 vpmaddubsw, 7
+// vpaddw, the broadcasts and the fp32 steps share the 4 vector pipes; measured, one thread, a 576 x 1536
+// matrix hot in L2: 11-13 us per row, about 70 GMAC/s), so a verify pass of 6 rows is bound by that work
+// rather than by the weights' bytes; one tile of 6 rather than 4 + 2 streams the weights once (the default
+// model, 2-core Zen 3, a whole 6-row pass after 128 slots against a decode step beside it, the median of
+// 40-60 alternated pairs: 1.67 -> 1.56x, 1.79 -> 1.64x; 12 rows in 6 + 6 rather than 4 + 4 + 4: 3.09 ->
+// 2.70x, with the attention below).
 
 // The 4 bytes of one quad of half `half` of packed quad vector j (64 bytes: rows 0-7 in the first 32)
 FAST_INLINE FAST_AVX2_TARGET __m256i avx2_packed_half(const uint8_t* quads, int j, int half) {
     return _mm256_loadu_si256((const __m256i*)(quads + (size_t)j * 64 + 32 * half));
 }
+
+enum { AVX2_MAX_TB = 6 };   // input rows in one tile
 
 FAST_INLINE FAST_AVX2_TARGET void avx2_packed_tile(float* out, const FastInt8Blocks* x, int t0, const uint8_t* group,
                                                    size_t group_bytes, int type, int C, int OC, int half0, int H,
@@ -1390,10 +1429,10 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_packed_tile(float* out, const FastInt8Blo
     int n_blocks = C / FAST_QK;
     size_t block_bytes = fast_packed_block_bytes(type), quads = fast_packed_quads_offset(type);
     const __m256i ones = _mm256_set1_epi16(1), nibble = _mm256_set1_epi8(0x0f), flip = _mm256_set1_epi8((char)0x80);
-    __m256 acc[4][4];
+    __m256 acc[4][AVX2_MAX_TB];
     #pragma GCC unroll 4
     for (int h = 0; h < H; h++) {
-        #pragma GCC unroll 4
+        #pragma GCC unroll 6
         for (int t = 0; t < TB; t++) { acc[h][t] = _mm256_setzero_ps(); }
     }
     for (int b = 0; b < n_blocks; b++) {
@@ -1407,10 +1446,10 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_packed_tile(float* out, const FastInt8Blo
             const char* ahead = (const char*)(block[h] + (size_t)PACKED_PREFETCH_BLOCKS * block_bytes);
             for (size_t line = 0; line < block_bytes; line += 64) { _mm_prefetch(ahead + line, _MM_HINT_T0); }
         }
-        __m256i sum[4][4];   // Q4: int16 pair sums; Q8_0: int32 sums
+        __m256i sum[4][AVX2_MAX_TB];   // Q4: int16 pair sums; Q8_0: int32 sums
         #pragma GCC unroll 4
         for (int h = 0; h < H; h++) {
-            #pragma GCC unroll 4
+            #pragma GCC unroll 6
             for (int t = 0; t < TB; t++) { sum[h][t] = _mm256_setzero_si256(); }
         }
         if (type == TYPE_Q8_0) {
@@ -1422,7 +1461,7 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_packed_tile(float* out, const FastInt8Blo
                     q[h] = _mm256_xor_si256(avx2_packed_half(block[h] + quads, j, (half0 + h) % 2), flip);   // q + 128 -> q
                     magnitude[h] = _mm256_abs_epi8(q[h]);                                         // -128 -> 128
                 }
-                #pragma GCC unroll 4
+                #pragma GCC unroll 6
                 for (int t = 0; t < TB; t++) {
                     int32_t four;
                     memcpy(&four, xq + (size_t)t * C + 4 * j, 4);
@@ -1445,7 +1484,7 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_packed_tile(float* out, const FastInt8Blo
                     low[h] = _mm256_and_si256(packed, nibble);
                     high[h] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
                 }
-                #pragma GCC unroll 4
+                #pragma GCC unroll 6
                 for (int t = 0; t < TB; t++) {
                     int32_t four_low, four_high;
                     memcpy(&four_low, xq + (size_t)t * C + 4 * j, 4);
@@ -1465,7 +1504,7 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_packed_tile(float* out, const FastInt8Blo
         for (int h = 0; h < H; h++) {
             __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(block[h] + 16 * ((half0 + h) % 2))));
             __m256 m = type == TYPE_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(block[h] + 32 + 16 * ((half0 + h) % 2)))) : d;
-            #pragma GCC unroll 4
+            #pragma GCC unroll 6
             for (int t = 0; t < TB; t++) {
                 size_t at = (size_t)(t0 + t) * n_blocks + b;
                 __m256i total = sum[h][t];   // Q8_0: q . qx already; Q4_1's correction is 0, not added
@@ -1480,7 +1519,7 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_packed_tile(float* out, const FastInt8Blo
     #pragma GCC unroll 4
     for (int h = 0; h < H; h++) {
         int rows = valid_rows - 8 * h;
-        #pragma GCC unroll 4
+        #pragma GCC unroll 6
         for (int t = 0; t < TB; t++) {
             float* o = out + (size_t)t * OC + 8 * h;
             if (rows >= 8) { _mm256_storeu_ps(o, acc[h][t]); continue; }
@@ -1491,10 +1530,17 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_packed_tile(float* out, const FastInt8Blo
     }
 }
 
-// halves per tile for TB input rows (H * TB <= 4); at most one group's two halves where the tile streams
+// halves per tile for TB input rows (H * TB <= 4, or 1 for TB > 4); at most one group's two halves where the tile streams
 // its weights from memory (a panel's first input rows: packed_tile_groups says why; the AVX2 kernel on the
 // 2-core Zen 5, a token's 211 matmuls, T = 1: 2.79 ms with 4 halves, 2.40 with 2)
 static int avx2_tile_halves(int TB, int streaming) { return TB == 1 && !streaming ? 4 : TB <= 2 ? 2 : 1; }
+
+// input rows in the next tile when rows_left remain: as few tiles as AVX2_MAX_TB rows allow, of even sizes
+// (8: 4 + 4; 12: 6 + 6; 16: 6 + 5 + 5), so that a verify pass of up to 6 rows streams its weights once
+static int avx2_tile_batch(int rows_left) {
+    int tiles = (rows_left + AVX2_MAX_TB - 1) / AVX2_MAX_TB;
+    return (rows_left + tiles - 1) / tiles;
+}
 
 #define AVX2_TILE_CASE(TB_) \
     case TB_: \
@@ -1507,7 +1553,8 @@ static FAST_AVX2_TARGET void avx2_packed_tiles_##NAME(float* out, const FastInt8
                                                        size_t group_bytes, int C, int OC, int half0, int H, int TB, \
                                                        int valid_rows) { \
     enum { TYPE = TYPE_VALUE }; \
-    switch (TB) { AVX2_TILE_CASE(1) AVX2_TILE_CASE(2) AVX2_TILE_CASE(3) AVX2_TILE_CASE(4) default: break; } \
+    switch (TB) { AVX2_TILE_CASE(1) AVX2_TILE_CASE(2) AVX2_TILE_CASE(3) AVX2_TILE_CASE(4) AVX2_TILE_CASE(5) \
+                  AVX2_TILE_CASE(6) default: break; } \
 }
 AVX2_TILE_FUNCTION(q8_0, TYPE_Q8_0)
 AVX2_TILE_FUNCTION(q4_0, TYPE_Q4_0)
@@ -1526,8 +1573,9 @@ void fast_matmul_packed_avx2(float* out, const FastInt8Blocks* x, Matrix weight,
     enum { PANEL_HALVES = 16 };
     for (int panel = first_half; panel < end_half; panel += PANEL_HALVES) {
         int panel_end = panel + PANEL_HALVES < end_half ? panel + PANEL_HALVES : end_half;
-        for (int t0 = 0; t0 < T; t0 += 4) {
-            int TB = T - t0 < 4 ? T - t0 : 4, H = avx2_tile_halves(TB, t0 == 0);
+        for (int t0 = 0, TB; t0 < T; t0 += TB) {
+            TB = avx2_tile_batch(T - t0);
+            int H = avx2_tile_halves(TB, t0 == 0);
             for (int h = panel; h < panel_end; ) {
                 int left = panel_end - h, n = left >= H ? H : left >= 2 ? 2 : 1;
                 int valid_rows = OC - 8 * h < 8 * n ? OC - 8 * h : 8 * n;

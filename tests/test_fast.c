@@ -1105,7 +1105,8 @@ int main(int argc, char** argv) {
     test_negative_control();
     if (argc > 1) { test_model_file(argv[1]); }
     printf("worst |fast - reference|: matmul %.3g (fp32 reordering), attention %.3g, attention backward %.3g, matmul "
-           "backward (AVX-512 FMA) %.3g per term; int8 activations %.3g * sqrt(C)\n", worst_matmul_error,
-           worst_attention_error, worst_attention_backward_error, worst_backward_error_per_term, worst_int8_error_per_sqrt_c);
+           "backward (AVX2 / AVX-512 fused multiply-adds) %.3g per term; int8 activations %.3g * sqrt(C)\n",
+           worst_matmul_error, worst_attention_error, worst_attention_backward_error, worst_backward_error_per_term,
+           worst_int8_error_per_sqrt_c);
     return test_summary();
 }

@@ -973,6 +973,16 @@ FAST_INLINE FAST_AVX2_TARGET __m256i avx2_lane_mask(int bits) {
     return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(bits), lane_bit), lane_bit);
 }
 
+// A block of n <= 8 slots' floats loaded or stored (lanes past n: never touched; read as 0). Only the cache's
+// last block takes vmaskmovps: on Zen 3 a masked store to memory costs many times a store.
+FAST_INLINE FAST_AVX2_TARGET __m256 avx2_load_slots(const float* from, int n) {
+    return n == 8 ? _mm256_loadu_ps(from) : _mm256_maskload_ps(from, avx2_lane_mask((1 << n) - 1));
+}
+FAST_INLINE FAST_AVX2_TARGET void avx2_store_slots(float* to, int n, __m256 v) {
+    if (n == 8) { _mm256_storeu_ps(to, v); }
+    else { _mm256_maskstore_ps(to, avx2_lane_mask((1 << n) - 1), v); }
+}
+
 // One query's scores against a block of n <= 8 slots from k_block (lane j: slot j; slots past n: 0, never
 // read): the 8 dot products at once, so their chains overlap (a branch per slot made them run one after
 // another: 3.4 -> 1.2 us per item of 3 queries, P = 129), each 8 elements of q loaded once for the block
@@ -1024,10 +1034,7 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_attention_scores(const AttentionItem* a, 
                     // (NaN never the max; the order of comparisons does not change a maximum)
                     max[i] = _mm256_max_ps(max[i], _mm256_blendv_ps(minus_infinity, s, _mm256_cmp_ps(s, s, _CMP_ORD_Q)));
                 }
-                // (a masked store only for the cache's last block: on Zen 3 vmaskmovps to memory costs many
-                // times a store)
-                if (n == 8) { _mm256_storeu_ps(score_rows[i] + p0, s); }
-                else { _mm256_maskstore_ps(score_rows[i] + p0, avx2_lane_mask((1 << n) - 1), s); }
+                avx2_store_slots(score_rows[i] + p0, n, s);
             }
         }
         for (int i = 0; i < nq; i++) { a->max_scores[i0 + i] = avx2_reduce_max(max[i]); }
@@ -1060,17 +1067,14 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_attention_softmax(const AttentionItem* a)
         __m256 max = _mm256_set1_ps(a->max_scores[i]);
         for (int p0 = 0; p0 < a->P; p0 += 8) {
             int n = a->P - p0 < 8 ? a->P - p0 : 8;
-            __m256i in_range = avx2_lane_mask((1 << n) - 1);
             int seen_bits = avx2_seen_bits(mask_row, p0, n);
             if (seen_bits == 0) {   // (as in the scores: a block it does not see weighs zero, no exponentials)
-                _mm256_maskstore_ps(weights + p0, in_range, _mm256_setzero_ps());
+                avx2_store_slots(weights + p0, n, _mm256_setzero_ps());
                 continue;
             }
             __m256 seen = _mm256_castsi256_ps(avx2_lane_mask(seen_bits));
-            __m256 score = n == 8 ? _mm256_loadu_ps(weights + p0) : _mm256_maskload_ps(weights + p0, in_range);
-            __m256 w = _mm256_and_ps(seen, fast_expf_avx2(_mm256_sub_ps(score, max)));
-            if (n == 8) { _mm256_storeu_ps(weights + p0, w); }
-            else { _mm256_maskstore_ps(weights + p0, in_range, w); }
+            __m256 w = _mm256_and_ps(seen, fast_expf_avx2(_mm256_sub_ps(avx2_load_slots(weights + p0, n), max)));
+            avx2_store_slots(weights + p0, n, w);
         }
     }
 }
@@ -1530,8 +1534,8 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_packed_tile(float* out, const FastInt8Blo
     }
 }
 
-// halves per tile for TB input rows (H * TB <= 4, or 1 for TB > 4); at most one group's two halves where the tile streams
-// its weights from memory (a panel's first input rows: packed_tile_groups says why; the AVX2 kernel on the
+// halves per tile for TB input rows (H * TB <= 4, or 1 for TB > 4); at most one group's two halves where
+// the tile streams its weights from memory (a panel's first input rows: packed_tile_groups says why; the AVX2 kernel on the
 // 2-core Zen 5, a token's 211 matmuls, T = 1: 2.79 ms with 4 halves, 2.40 with 2)
 static int avx2_tile_halves(int TB, int streaming) { return TB == 1 && !streaming ? 4 : TB <= 2 ? 2 : 1; }
 

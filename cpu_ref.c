@@ -537,8 +537,26 @@ void argmax_rows_cpu(int* out, const float* values, int T, int V) {
 // ============================================================================
 // The reference backend: host memory, every op above, every matrix dequantised to fp32 at upload.
 
-void* cpu_alloc(size_t bytes) { return callocCheck(bytes > 0 ? bytes : 1, 1); }
-void cpu_free(void* pointer) { free(pointer); }
+// Zeroed and aligned to a cache line (CPU_ALIGNMENT): calloc's large blocks start 16 bytes into a page, so
+// a 32-byte load at every other offset of a row straddled two lines. Aligned, the AVX2 attention's passes
+// over a cache hot in L2 (18 queries after 300 slots, 2-core Zen 3) took 7.9 -> 7.2 TSC ticks per slot and
+// query (scores) and 6.5 -> 5.0 (values). The block calloc returned (whose pages stay
+// untouched until used: a large cache costs no memory until it fills) is kept just before the pointer given
+// out, for cpu_free.
+#define CPU_ALIGNMENT 64
+void* cpu_alloc(size_t bytes) {
+    if (bytes > SIZE_MAX - CPU_ALIGNMENT - sizeof(void*)) {
+        fprintf(stderr, "error: out of memory allocating %zu bytes (cpu_alloc)\n", bytes);
+        exit(EXIT_FAILURE);
+    }
+    char* block = callocCheck(bytes + CPU_ALIGNMENT + sizeof(void*), 1);
+    uintptr_t start = ((uintptr_t)(block + sizeof(void*)) + CPU_ALIGNMENT - 1) & ~(uintptr_t)(CPU_ALIGNMENT - 1);
+    ((void**)start)[-1] = block;
+    return (void*)start;
+}
+void cpu_free(void* pointer) {
+    if (pointer != NULL) { free(((void**)pointer)[-1]); }
+}
 // upload, download and copy are one memcpy on the CPU; a buffer aliased to itself is left alone
 void cpu_copy(void* destination, const void* source, size_t bytes) {
     if (destination != source && bytes > 0) { memcpy(destination, source, bytes); }

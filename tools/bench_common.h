@@ -106,11 +106,14 @@ static double read_bandwidth(size_t bytes, int repeats) {
     return (double)bytes / best / 1e9;
 }
 
-// The int8 multiply-add peak of the VNNI instruction the int8 matmul is built on (vpdpbusd: 64 multiply-adds
-// of unsigned by signed bytes into 16 int32 lanes), in multiply-adds per second, every thread at once: 16
-// independent accumulators per thread (enough chains to cover its latency), nothing but the instruction.
-// The compute limit of a batch's matmuls, as weight bytes / bandwidth is the memory limit of a decode step.
-// 0 where the CPU has no AVX-512 VNNI (the AVX2 int8 path needs three instructions per 32 products).
+// The int8 multiply-add peak of the instructions the int8 matmul is built on, in multiply-adds per second,
+// every thread at once: the compute limit of a batch's matmuls, as weight bytes / bandwidth is the memory
+// limit of a decode step. AVX-512 VNNI: vpdpbusd alone (64 multiply-adds of unsigned by signed bytes into 16
+// int32 lanes), 16 independent accumulators per thread (enough chains to cover its latency). AVX2: the int8
+// kernel's integer steps alone for 256 products (a block of 32 weights by 8 rows, one input row: 8
+// vpmaddubsw, 7 vpaddw summing them, a vpmaddwd to int32 and a vpaddd into an accumulator), two such blocks
+// at once; the kernel also unpacks the nibbles, broadcasts the input and scales in fp32, so this is a bound
+// it cannot reach. 0 on other CPUs.
 #if FAST_X86
 // (asm on 16 named accumulators: written as a loop over an array of vectors, GCC 12 moved the accumulators
 // between registers and the stack around the instructions)
@@ -137,9 +140,34 @@ static FAST_VNNI_TARGET __attribute__((noinline)) int vnni_chains(long iteration
 }
 #endif
 
+#if FAST_X86
+// one block of 256 products: 8 products into ymm0-7, summed to one, widened and added into acc (written
+// out in asm as vnni_chains is); two blocks a step, into two accumulators
+#define AVX2_INT8_BLOCK                                                                                      \
+    "vpmaddubsw %[x], %[w], %%ymm0\n\tvpmaddubsw %[x], %[w], %%ymm1\n\tvpmaddubsw %[x], %[w], %%ymm2\n\t"     \
+    "vpmaddubsw %[x], %[w], %%ymm3\n\tvpmaddubsw %[x], %[w], %%ymm4\n\tvpmaddubsw %[x], %[w], %%ymm5\n\t"     \
+    "vpmaddubsw %[x], %[w], %%ymm6\n\tvpmaddubsw %[x], %[w], %%ymm7\n\t"                                     \
+    "vpaddw %%ymm1, %%ymm0, %%ymm0\n\tvpaddw %%ymm3, %%ymm2, %%ymm2\n\tvpaddw %%ymm5, %%ymm4, %%ymm4\n\t"     \
+    "vpaddw %%ymm7, %%ymm6, %%ymm6\n\tvpaddw %%ymm2, %%ymm0, %%ymm0\n\tvpaddw %%ymm6, %%ymm4, %%ymm4\n\t"     \
+    "vpaddw %%ymm4, %%ymm0, %%ymm0\n\tvpmaddwd %[ones], %%ymm0, %%ymm0\n\tvpaddd %%ymm0, %[acc], %[acc]"
+static FAST_AVX2_TARGET __attribute__((noinline)) int avx2_int8_blocks(long iterations) {
+    __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0;
+    __m256i w = _mm256_set1_epi8(3), x = _mm256_set1_epi8(5), ones = _mm256_set1_epi16(1);
+    for (long i = 0; i < iterations; i++) {
+        __asm__ volatile(AVX2_INT8_BLOCK : [acc] "+x"(acc0) : [w] "x"(w), [x] "x"(x), [ones] "x"(ones)
+                         : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7");
+        __asm__ volatile(AVX2_INT8_BLOCK : [acc] "+x"(acc1) : [w] "x"(w), [x] "x"(x), [ones] "x"(ones)
+                         : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7");
+    }
+    __m256i sum = _mm256_add_epi32(acc0, acc1);
+    return _mm256_extract_epi32(sum, 0);
+}
+#endif
+
 static double int8_peak_macs(int repeats) {
 #if FAST_X86
-    if (!__builtin_cpu_supports("avx512vnni") || !__builtin_cpu_supports("avx512bw")) { return 0; }
+    int vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
+    if (!vnni && !__builtin_cpu_supports("avx2")) { return 0; }
     const long iterations = 2000000;   // 32 million instructions a thread: about 10 ms
     double best = 1e30;
     volatile int sink = 0;
@@ -147,13 +175,13 @@ static double int8_peak_macs(int repeats) {
         double start = now_seconds();
         int total = 0;
         #pragma omp parallel reduction(+:total)
-        { total += vnni_chains(iterations); }
+        { total += vnni ? vnni_chains(iterations) : avx2_int8_blocks(iterations); }
         double seconds = now_seconds() - start;
         sink += total;
         if (seconds < best) { best = seconds; }
     }
     (void)sink;
-    return (double)iterations * 16 * 64 * n_threads() / best;
+    return (double)iterations * (vnni ? 16 * 64 : 2 * 256) * n_threads() / best;
 #else
     (void)repeats;
     return 0;

@@ -349,8 +349,10 @@ int main(int argc, char** argv) {
     double macs_per_row = tc->n_layers * ((double)tc->dim * (2 * qd + 2 * kvd) + 3.0 * tc->dim * tc->ffn_dim) +
                           (double)tc->vocab_size * tc->dim;
     if (int8_peak > 0) {
-        printf("  int8 compute: %.1f G multiply-adds/s (vpdpbusd alone, %d threads); one node's matmuls %.1f M; so the "
-               "matmuls of N nodes alone need at least (in decode steps):", int8_peak / 1e9, n_threads(), macs_per_row / 1e6);
+        int vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
+        printf("  int8 compute: %.1f G multiply-adds/s (%s alone, %d threads); one node's matmuls %.1f M; so the "
+               "matmuls of N nodes alone need at least (in decode steps):", int8_peak / 1e9,
+               vnni ? "vpdpbusd" : "the AVX2 kernel's integer steps", n_threads(), macs_per_row / 1e6);
         for (int v = 0; v < N_VERIFY; v++) {
             printf("%s%d: %.2f", v ? ", " : " ", VERIFY_NODES[v], VERIFY_NODES[v] * macs_per_row / int8_peak / verify_decode[v]);
         }
@@ -360,7 +362,7 @@ int main(int argc, char** argv) {
         printf("@ int8_peak_gmacs %.2f\n@ verify12_matmul_floor_vs_decode %.3f\n", int8_peak / 1e9,
                12 * macs_per_row / int8_peak / verify_decode[twelve]);
     } else {
-        printf("  int8 compute: no AVX-512 VNNI on this CPU, its peak not measured\n");
+        printf("  int8 compute: neither AVX-512 VNNI nor AVX2 on this CPU, its peak not measured\n");
     }
 
     printf("\ndraft (random EAGLE-3 draft, vocabulary %d, on the fast table; a decode step %.2f ms):\n", draft.config.vocab_size,

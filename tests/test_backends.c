@@ -1370,8 +1370,26 @@ static const Backend backend_simulated_device = {
     .copy_strided = sim_copy_strided, .argmax_rows = sim_argmax_rows,
 };
 
+// The CPU tables' allocator: zeroed, every byte writable (ASan builds check the bound), and the start on a
+// CPU_ALIGNMENT-byte line (the fast kernels' rows: a 32-byte load across two lines costs two)
+static void test_cpu_alloc(void) {
+    const size_t sizes[] = {0, 1, 17, 63, 64, 65, 4095, 4096, 131071, 131072 + 5, (size_t)3 << 20};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        unsigned char* block = cpu_alloc(sizes[i]);
+        check((uintptr_t)block % CPU_ALIGNMENT == 0, "cpu_alloc(%zu) = %p: not on a %d-byte line", sizes[i], (void*)block,
+              CPU_ALIGNMENT);
+        size_t first_nonzero = sizes[i];
+        for (size_t b = 0; b < sizes[i]; b++) { if (block[b] != 0) { first_nonzero = b; break; } }
+        check(first_nonzero == sizes[i], "cpu_alloc(%zu): byte %zu is not zero", sizes[i], first_nonzero);
+        memset(block, 0xA5, sizes[i]);
+        cpu_free(block);
+    }
+    cpu_free(NULL);
+}
+
 int main(void) {
     test_negative_control();
+    test_cpu_alloc();
     const Backend* backends[6];
     int n_backends = 0;
     backends[n_backends++] = &backend_cpu_fast;       // the default CPU table (int8 activations on VNNI and AVX2 CPUs)

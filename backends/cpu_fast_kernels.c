@@ -1086,17 +1086,16 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_values_block(const AttentionItem* a, int 
     const float* v_head = a->value_cache + (size_t)a->kv_head * a->HS;
     __m256 acc[2][8];
     float* out_rows[2];
-    const uint8_t* mask_rows[2];
-    const float* weights[2];
-    float sum_weights[2];
-    int active[2];
+    ValuesQueries queries;
+    values_queries_begin(&queries, a, i0, nq);
+    float* sum_weights = queries.sum_weights;
+    const uint8_t* const* mask_rows = queries.mask_rows;
+    const float* const* weights = queries.weights;
+    const int* active = queries.active;
     #pragma GCC unroll 2
     for (int j = 0; j < nq; j++) {
         out_rows[j] = attention_output(a, i0 + j);
-        mask_rows[j] = attention_mask_row(a, i0 + j);
-        weights[j] = a->scores + (size_t)(i0 + j) * a->P;
-        sum_weights[j] = a->sums[i0 + j];
-        active[j] = a->max_scores[i0 + j] != -INFINITY;
+        sum_weights[j] = a->sums[i0 + j];   // (the blocks before this one's)
         #pragma GCC unroll 8
         for (int c = 0; c < nv; c++) { acc[j][c] = _mm256_loadu_ps(out_rows[j] + 8 * c); }
     }

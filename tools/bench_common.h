@@ -138,9 +138,7 @@ static FAST_VNNI_TARGET __attribute__((noinline)) int vnni_chains(long iteration
                                                  _mm512_add_epi32(_mm512_add_epi32(a12, a13), _mm512_add_epi32(a14, a15))));
     return _mm512_reduce_add_epi32(sum);
 }
-#endif
 
-#if FAST_X86
 // one block of 256 products: 8 products into ymm0-7, summed to one, widened and added into acc (written
 // out in asm as vnni_chains is); two blocks a step, into two accumulators
 #define AVX2_INT8_BLOCK                                                                                      \

@@ -123,10 +123,9 @@ void rope_forward_cpu(float* out, const float* inp, const int* positions, int T,
 //   out_t    = sum_p softmax(score)[p] * v_p
 
 void attention_forward_cpu(float* out, const float* q, const float* key_cache, const float* value_cache,
-                           const uint8_t* mask, int T, int P, int NH, int NKV, int HS) {
-    // out, q: (T, NH*HS); key_cache, value_cache: (P, NKV*HS); mask: (T, P)
+                           const uint8_t* mask, int T, int P, int NH, int NKV, int HS, CacheLayout layout) {
+    // out, q: (T, NH*HS); key_cache, value_cache: P slots laid out as `layout`; mask: (T, P)
     int group = NH / NKV;
-    int KVD = NKV * HS;
     float scale = 1.0f / sqrtf((float)HS);
     #pragma omp parallel for collapse(2) if ((long)T * P * NH * HS >= PARALLEL_MIN_WORK)
     for (int t = 0; t < T; t++) {
@@ -134,12 +133,14 @@ void attention_forward_cpu(float* out, const float* q, const float* key_cache, c
             const float* q_th = q + (size_t)t * NH * HS + (size_t)h * HS;
             const uint8_t* mask_t = mask + (size_t)t * P;
             int kv_head = h / group;
+            const float* keys = key_cache + kv_head * layout.head_stride;   // slot p: keys + p * slot_stride
+            const float* values = value_cache + kv_head * layout.head_stride;
             float* out_th = out + (size_t)t * NH * HS + (size_t)h * HS;
             // pass 1: the largest visible score (for a stable softmax)
             float max_score = -INFINITY;
             for (int p = 0; p < P; p++) {
                 if (!mask_t[p]) { continue; }
-                const float* k_p = key_cache + (size_t)p * KVD + (size_t)kv_head * HS;
+                const float* k_p = keys + p * layout.slot_stride;
                 float score = 0.0f;
                 for (int i = 0; i < HS; i++) { score += q_th[i] * k_p[i]; }
                 score *= scale;
@@ -151,8 +152,8 @@ void attention_forward_cpu(float* out, const float* q, const float* key_cache, c
             float sum_weights = 0.0f;
             for (int p = 0; p < P; p++) {
                 if (!mask_t[p]) { continue; }
-                const float* k_p = key_cache + (size_t)p * KVD + (size_t)kv_head * HS;
-                const float* v_p = value_cache + (size_t)p * KVD + (size_t)kv_head * HS;
+                const float* k_p = keys + p * layout.slot_stride;
+                const float* v_p = values + p * layout.slot_stride;
                 float score = 0.0f;
                 for (int i = 0; i < HS; i++) { score += q_th[i] * k_p[i]; }
                 float weight = expf(score * scale - max_score);
@@ -202,18 +203,19 @@ void softmax_forward_cpu(float* probs, const float* logits, int T, int V) {
 
 // ----------------------------------------------------------------------------
 // KV cache compaction: after a verify pass over a tree, keep only the accepted path. The entry in
-// slot source_slots[i] moves to slot destination + i, in every layer. Sources are increasing and never
-// below their destination (a path's tree indices only grow), so copying in order is safe.
+// slot source_slots[i] moves to slot destination + i, in every plane (the target's cache: one per layer
+// and key/value head). Sources are increasing and never below their destination (a path's tree indices
+// only grow), so copying in order is safe.
 
 void kv_compact_cpu(float* key_cache, float* value_cache, const int* source_slots, int n, int destination,
-                    int L, int S, int KVD) {
-    // key_cache, value_cache: (L, S, KVD); source_slots: (n)
-    for (int l = 0; l < L; l++) {
+                    int n_planes, int S, int width) {
+    // key_cache, value_cache: (n_planes, S, width); source_slots: (n)
+    for (int plane = 0; plane < n_planes; plane++) {
         for (int i = 0; i < n; i++) {
             if (source_slots[i] == destination + i) { continue; }
-            size_t from = ((size_t)l * S + source_slots[i]) * KVD, to = ((size_t)l * S + destination + i) * KVD;
-            memmove(key_cache + to, key_cache + from, (size_t)KVD * sizeof(float));
-            memmove(value_cache + to, value_cache + from, (size_t)KVD * sizeof(float));
+            size_t from = ((size_t)plane * S + source_slots[i]) * width, to = ((size_t)plane * S + destination + i) * width;
+            memmove(key_cache + to, key_cache + from, (size_t)width * sizeof(float));
+            memmove(value_cache + to, value_cache + from, (size_t)width * sizeof(float));
         }
     }
 }

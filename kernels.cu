@@ -225,13 +225,15 @@ static void rope_forward_cuda(float* out, const float* inp, const int* positions
 // Shared memory (dynamic): the query (HS floats) and one score / weight per slot (P floats).
 
 __global__ void attention_forward_kernel(float* out, const float* q, const float* key_cache, const float* value_cache,
-                                         const uint8_t* mask, int P, int NH, int NKV, int HS, float scale) {
+                                         CacheLayout layout, const uint8_t* mask, int P, int NH, int NKV, int HS,
+                                         float scale) {
     extern __shared__ float shared[];
     float* q_shared = shared;        // (HS)
     float* weights = shared + HS;    // (P) scaled scores, then exp weights
     int t = blockIdx.x / NH, h = blockIdx.x % NH;
     int kv_head = h / (NH / NKV);
-    int KVD = NKV * HS;
+    const float* keys = key_cache + kv_head * layout.head_stride;   // slot p: keys + p * slot_stride
+    const float* values = value_cache + kv_head * layout.head_stride;
     const float* q_th = q + (size_t)t * NH * HS + (size_t)h * HS;
     const uint8_t* mask_t = mask + (size_t)t * P;
     float* out_th = out + (size_t)t * NH * HS + (size_t)h * HS;
@@ -243,7 +245,7 @@ __global__ void attention_forward_kernel(float* out, const float* q, const float
     for (int p = threadIdx.x; p < P; p += blockDim.x) {
         float score = -INFINITY;
         if (mask_t[p]) {
-            const float* k_p = key_cache + (size_t)p * KVD + (size_t)kv_head * HS;
+            const float* k_p = keys + p * layout.slot_stride;
             score = 0.0f;
             for (int i = 0; i < HS; i++) { score = __fadd_rn(score, __fmul_rn(q_shared[i], k_p[i])); }
             score = __fmul_rn(score, scale);
@@ -266,7 +268,7 @@ __global__ void attention_forward_kernel(float* out, const float* q, const float
         float sum = 0.0f, sum_weights = 0.0f;
         for (int p = 0; p < P; p++) {
             if (!mask_t[p]) { continue; }
-            const float* v_p = value_cache + (size_t)p * KVD + (size_t)kv_head * HS;
+            const float* v_p = values + p * layout.slot_stride;
             sum_weights = __fadd_rn(sum_weights, weights[p]);
             sum = __fadd_rn(sum, __fmul_rn(weights[p], v_p[i]));
         }
@@ -275,8 +277,8 @@ __global__ void attention_forward_kernel(float* out, const float* q, const float
 }
 
 static void attention_forward_cuda(float* out, const float* q, const float* key_cache, const float* value_cache,
-                                       const uint8_t* mask, int T, int P, int NH, int NKV, int HS) {
-    // out, q: (T, NH*HS); key_cache, value_cache: (P, NKV*HS); mask: (T, P)
+                                       const uint8_t* mask, int T, int P, int NH, int NKV, int HS, CacheLayout layout) {
+    // out, q: (T, NH*HS); key_cache, value_cache: P slots laid out as `layout`; mask: (T, P)
     if (T == 0) { return; }
     float scale = 1.0f / sqrtf((float)HS); // on the host, exactly as the CPU computes it
     // the scores of all P slots live in shared memory (dynamic), beside the kernel's own reduction buffers
@@ -297,7 +299,8 @@ static void attention_forward_cuda(float* out, const float* q, const float* key_
         }
         cudaCheck(cudaFuncSetAttribute(attention_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared_bytes));
     }
-    attention_forward_kernel<<<T * NH, BLOCK_SIZE, shared_bytes>>>(out, q, key_cache, value_cache, mask, P, NH, NKV, HS, scale);
+    attention_forward_kernel<<<T * NH, BLOCK_SIZE, shared_bytes>>>(out, q, key_cache, value_cache, layout, mask, P, NH, NKV,
+                                                                     HS, scale);
     cudaCheckLaunch("attention_forward_kernel");
 }
 
@@ -359,29 +362,29 @@ static void softmax_forward_cuda(float* probs, const float* logits, int T, int V
 
 // ----------------------------------------------------------------------------
 // KV cache compaction, as kv_compact_cpu: slot source_slots[i] moves to slot destination + i in every
-// layer, sources increasing and never below their destination. One thread per (layer, element of a
+// plane, sources increasing and never below their destination. One thread per (plane, element of a
 // row) walks the path in order, as the CPU's in-order copies do, so a row that is both a source and a
 // later destination is read before it is overwritten.
 
 __global__ void kv_compact_kernel(float* key_cache, float* value_cache, const int* source_slots, int n, int destination,
-                                  int L, int S, int KVD) {
+                                  int n_planes, int S, int width) {
     size_t index = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (index >= (size_t)L * KVD) { return; }
-    int l = (int)(index / KVD), c = (int)(index % KVD);
+    if (index >= (size_t)n_planes * width) { return; }
+    int plane = (int)(index / width), c = (int)(index % width);
     for (int i = 0; i < n; i++) {
         if (source_slots[i] == destination + i) { continue; }
-        size_t from = ((size_t)l * S + source_slots[i]) * KVD + c, to = ((size_t)l * S + destination + i) * KVD + c;
+        size_t from = ((size_t)plane * S + source_slots[i]) * width + c, to = ((size_t)plane * S + destination + i) * width + c;
         key_cache[to] = key_cache[from];
         value_cache[to] = value_cache[from];
     }
 }
 
 static void kv_compact_cuda(float* key_cache, float* value_cache, const int* source_slots, int n, int destination,
-                            int L, int S, int KVD) {
-    // key_cache, value_cache: (L, S, KVD); source_slots: (n)
-    if (n == 0 || (size_t)L * KVD == 0) { return; }
-    kv_compact_kernel<<<ceil_div((size_t)L * KVD, BLOCK_SIZE), BLOCK_SIZE>>>(key_cache, value_cache, source_slots, n,
-                                                                             destination, L, S, KVD);
+                            int n_planes, int S, int width) {
+    // key_cache, value_cache: (n_planes, S, width); source_slots: (n)
+    if (n == 0 || (size_t)n_planes * width == 0) { return; }
+    kv_compact_kernel<<<ceil_div((size_t)n_planes * width, BLOCK_SIZE), BLOCK_SIZE>>>(key_cache, value_cache, source_slots,
+                                                                                      n, destination, n_planes, S, width);
     cudaCheckLaunch("kv_compact_kernel");
 }
 

@@ -112,6 +112,14 @@ void backend_matmuls(const Backend* backend, float* const* outs, const float* in
     for (int i = 0; i < n; i++) { backend->matmul_forward(outs[i], inp, weights[i], T, C, OCs[i]); }
 }
 
+void cache_store(const Backend* backend, float* cache, const float* rows, CacheLayout layout, int T, int n_past,
+                 int NKV, int HS) {
+    for (int h = 0; h < NKV; h++) {
+        backend->copy_strided(cache + h * layout.head_stride + (size_t)n_past * layout.slot_stride, rows + (size_t)h * HS,
+                              T, HS, (int)layout.slot_stride, NKV * HS);
+    }
+}
+
 void backend_describe(const Backend* backend, char* text, size_t size) {
     int threads = 1;
 #ifdef _OPENMP

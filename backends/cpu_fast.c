@@ -315,8 +315,8 @@ static void attention_item_portable(const AttentionItem* item) {
 enum { FAST_ATTENTION_MIN_ITEMS = 8 };
 
 void attention_forward_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
-                            const uint8_t* mask, int T, int P, int NH, int NKV, int HS) {
-    // out, q: (T, NH*HS); key_cache, value_cache: (P, NKV*HS); mask: (T, P)
+                            const uint8_t* mask, int T, int P, int NH, int NKV, int HS, CacheLayout layout) {
+    // out, q: (T, NH*HS); key_cache, value_cache: P slots laid out as `layout`; mask: (T, P)
     int group = NH / NKV;
     if (group > FAST_MAX_GROUP) {   // never for the models we run; refuse rather than overflow
         fprintf(stderr, "error: attention_forward_fast: %d query heads per key/value head (at most %d)\n", group,
@@ -370,8 +370,8 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
             // dynamic schedule hands out the larger items first
             int t0 = index / (NKV * splits) * chunk_rows, kv_head = index / splits % NKV;
             int h0 = index % splits * heads;
-            AttentionItem item = attention_item(out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0,
-                                                chunk_rows, h0, heads, scores, max_scores, sums, lanes);
+            AttentionItem item = attention_item(out, q, key_cache, value_cache, layout, mask, T, P, NH, NKV, HS, kv_head,
+                                                t0, chunk_rows, h0, heads, scores, max_scores, sums, lanes);
 #if FAST_X86
             if (isa >= FAST_ISA_AVX512) { fast_attention_item_avx512(&item); }
             else if (isa == FAST_ISA_AVX2) { fast_attention_item_avx2(&item); }

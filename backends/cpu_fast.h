@@ -215,12 +215,14 @@ static inline int fast_attention_lanes_fit(int HS) { return HS % 16 == 0 && HS <
 // query rows [t0, t0 + rows); its query i is row t0 + i / heads, head kv_head * group + h0 + i % heads.
 // scores: (rows * heads, P), max_scores and sums: (rows * heads). (Items of fewer heads read the same key
 // and value rows more often; they exist so that a verify pass's three key/value heads make more than three
-// items for the threads to share: attention_forward_fast.)
+// items for the threads to share: attention_forward_fast.) keys and values: the head's slot 0; slot p's
+// row is keys + p * slot_stride (HS floats in a row in either cache layout: aurora.h's CacheLayout).
 typedef struct {
     float* out;
     const float* q;
-    const float* key_cache;
-    const float* value_cache;
+    const float* keys;
+    const float* values;
+    size_t slot_stride;
     const uint8_t* mask;
     int T, P, NH, NKV, HS, kv_head, t0;
     int group, h0, heads, n_queries;
@@ -231,12 +233,13 @@ typedef struct {
 } AttentionItem;
 
 static inline AttentionItem attention_item(float* out, const float* q, const float* key_cache, const float* value_cache,
-                                           const uint8_t* mask, int T, int P, int NH, int NKV, int HS, int kv_head,
-                                           int t0, int chunk_rows, int h0, int heads, float* scores, float* max_scores,
-                                           float* sums, uint16_t* lanes) {
+                                           CacheLayout layout, const uint8_t* mask, int T, int P, int NH, int NKV,
+                                           int HS, int kv_head, int t0, int chunk_rows, int h0, int heads,
+                                           float* scores, float* max_scores, float* sums, uint16_t* lanes) {
     int rows = T - t0 < chunk_rows ? T - t0 : chunk_rows;
-    AttentionItem item = {out, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, kv_head, t0, NH / NKV, h0, heads,
-                          rows * heads, scores, max_scores, sums, lanes};
+    AttentionItem item = {out, q, key_cache + kv_head * layout.head_stride, value_cache + kv_head * layout.head_stride,
+                          layout.slot_stride, mask, T, P, NH, NKV, HS, kv_head, t0, NH / NKV, h0, heads, rows * heads,
+                          scores, max_scores, sums, lanes};
     return item;
 }
 static inline size_t attention_offset(const AttentionItem* a, int i) {
@@ -251,11 +254,11 @@ static inline const uint8_t* attention_mask_row(const AttentionItem* a, int i) {
 // pass 1: for each slot p some query of the item sees, every query's score against k_p (masked: -inf)
 // and each query's maximum (a NaN score never becomes the maximum)
 FAST_INLINE void attention_scores_body(const AttentionItem* a) {
-    int KVD = a->NKV * a->HS, HS = a->HS;
+    int HS = a->HS;
     float scale = 1.0f / sqrtf((float)HS);
     for (int i = 0; i < a->n_queries; i++) { a->max_scores[i] = -INFINITY; }
     for (int p = 0; p < a->P; p++) {
-        const float* restrict k_p = a->key_cache + (size_t)p * KVD + (size_t)a->kv_head * HS;
+        const float* restrict k_p = a->keys + p * a->slot_stride;
         for (int i = 0; i < a->n_queries; i++) {
             float* score_ip = a->scores + (size_t)i * a->P + p;
             if (!attention_mask_row(a, i)[p]) { *score_ip = -INFINITY; continue; }
@@ -339,13 +342,13 @@ static inline void values_queries_begin(ValuesQueries* v, const AttentionItem* a
 // pass 2: weighted values in slot order per query, each value row read once for the whole item; then
 // divided by the sum (a fully masked query: zeros)
 FAST_INLINE void attention_values_body(const AttentionItem* a) {
-    int KVD = a->NKV * a->HS, HS = a->HS;
+    int HS = a->HS;
     for (int i = 0; i < a->n_queries; i++) {
         float* out_th = attention_output(a, i);
         for (int d = 0; d < HS; d++) { out_th[d] = 0.0f; }
     }
     for (int p = 0; p < a->P; p++) {
-        const float* restrict v_p = a->value_cache + (size_t)p * KVD + (size_t)a->kv_head * HS;
+        const float* restrict v_p = a->values + p * a->slot_stride;
         for (int i = 0; i < a->n_queries; i++) {
             if (!attention_mask_row(a, i)[p] || a->max_scores[i] == -INFINITY) { continue; }
             float weight = a->scores[(size_t)i * a->P + p];

@@ -584,9 +584,10 @@ FAST_INLINE FAST_AVX512_TARGET __m512 avx512_sum_lanes_16(const __m512* v) {
 // few: the scores against every slot into the queries' rows, each query's maximum. A block's key rows (4 KB
 // at HS = 64) come from L2 once and stay in L1 for every query.
 FAST_INLINE FAST_AVX512_TARGET void avx512_few_scores(AttentionGroup* g, const AttentionItem* a, int nv) {
-    int KVD = a->NKV * a->HS, P = a->P;
+    size_t stride = a->slot_stride;
+    int P = a->P;
     const __m512 scale = _mm512_set1_ps(1.0f / sqrtf((float)a->HS)), minus_infinity = _mm512_set1_ps(-INFINITY);
-    const float* k_head = a->key_cache + (size_t)a->kv_head * a->HS;
+    const float* k_head = a->keys;
     int end = g->first + g->count;
     for (int i = g->first; i < end; i++) { a->max_scores[i] = -INFINITY; }
     for (int p0 = 0; p0 < P; p0 += 16) {
@@ -596,7 +597,7 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_few_scores(AttentionGroup* g, const A
         // since the last layer read it (30 layers, 128 slots, a cold cache, two threads: 0.47 -> 0.41 ms fastest,
         // 0.75 -> 0.45 ms mean; the many-query path's own prefetch measured no gain)
         for (int j = 0; j < 16; j++) {
-            const char* ahead = (const char*)(k_head + (size_t)(p0 + 16 + j) * KVD);
+            const char* ahead = (const char*)(k_head + (size_t)(p0 + 16 + j) * stride);
             #pragma GCC unroll 8
             for (int c = 0; c < nv; c++) { _mm_prefetch(ahead + 64 * c, _MM_HINT_T0); }
         }
@@ -611,7 +612,7 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_few_scores(AttentionGroup* g, const A
             for (int j = 0; j < 16; j++) {
                 dots[j] = _mm512_setzero_ps();
                 if (!(seen >> j & 1)) { continue; }   // (masked out: never read, the score is -inf)
-                const float* k_p = k_head + (size_t)(p0 + j) * KVD;
+                const float* k_p = k_head + (size_t)(p0 + j) * stride;
                 __m512 dot = _mm512_mul_ps(q[0], _mm512_loadu_ps(k_p));
                 #pragma GCC unroll 8
                 for (int c = 1; c < nv; c++) { dot = _mm512_fmadd_ps(q[c], _mm512_loadu_ps(k_p + 16 * c), dot); }
@@ -648,8 +649,8 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_few_softmax(const AttentionGroup* g, 
 // them (one query at a time waited on the loads: 13 cycles a slot), prefetched VALUES_PREFETCH slots ahead
 // (4, 8 and 16 measured the same; a prefetch past the cache's end never faults)
 FAST_INLINE FAST_AVX512_TARGET void avx512_few_values_queries(const AttentionItem* a, int nv, int i0, int nq) {
-    int KVD = a->NKV * a->HS;
-    const float* v_head = a->value_cache + (size_t)a->kv_head * a->HS;
+    size_t stride = a->slot_stride;
+    const float* v_head = a->values;
     __m512 acc[4][8];
     ValuesQueries queries;
     values_queries_begin(&queries, a, i0, nq);
@@ -667,9 +668,9 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_few_values_queries(const AttentionIte
         #pragma GCC unroll 4
         for (int j = 0; j < nq; j++) { any |= active[j] & (mask_rows[j][p] != 0); }
         if (!any) { continue; }
-        const float* v_p = v_head + (size_t)p * KVD;
+        const float* v_p = v_head + (size_t)p * stride;
         #pragma GCC unroll 8
-        for (int c = 0; c < nv; c++) { _mm_prefetch((const char*)(v_p + (size_t)VALUES_PREFETCH * KVD + 16 * c), _MM_HINT_T0); }
+        for (int c = 0; c < nv; c++) { _mm_prefetch((const char*)(v_p + (size_t)VALUES_PREFETCH * stride + 16 * c), _MM_HINT_T0); }
         __m512 v[8];
         #pragma GCC unroll 8
         for (int c = 0; c < nv; c++) { v[c] = _mm512_loadu_ps(v_p + 16 * c); }
@@ -757,7 +758,8 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_many_dot2(__m512* out, const float* q
 
 // many: the scores against every slot into (P, 16), each lane's maximum
 FAST_INLINE FAST_AVX512_TARGET void avx512_many_scores(AttentionGroup* g, const AttentionItem* a, int nv) {
-    int KVD = a->NKV * a->HS, HS = a->HS;
+    size_t stride = a->slot_stride;
+    int HS = a->HS;
     float qt[FAST_AVX512_MAX_HS * 16] __attribute__((aligned(64)));
     memset(qt, 0, (size_t)HS * 16 * sizeof(float));
     for (int l = 0; l < g->count; l++) {
@@ -765,12 +767,12 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_many_scores(AttentionGroup* g, const 
         for (int d = 0; d < HS; d++) { qt[d * 16 + l] = q[d]; }
     }
     const __m512 scale = _mm512_set1_ps(1.0f / sqrtf((float)HS)), minus_infinity = _mm512_set1_ps(-INFINITY);
-    const float* k_head = a->key_cache + (size_t)a->kv_head * HS;
+    const float* k_head = a->keys;
     __m512 max = minus_infinity;
     for (int p = 0; p < g->end; p += 2) {   // (an odd last slot: paired with itself, stored once)
         int p1 = p + 1 < g->end ? p + 1 : p;
         __m512 dots[2];
-        avx512_many_dot2(dots, qt, k_head + (size_t)p * KVD, k_head + (size_t)p1 * KVD, nv);
+        avx512_many_dot2(dots, qt, k_head + (size_t)p * stride, k_head + (size_t)p1 * stride, nv);
         for (int j = 0; j < p1 - p + 1; j++) {
             __mmask16 seen = g->lanes[p + j];
             __m512 s = _mm512_mask_blend_ps(seen, minus_infinity, _mm512_mul_ps(dots[j], scale));
@@ -810,8 +812,8 @@ enum { MANY_VALUES_REGISTERS = 24, MANY_VALUES_QUERIES = 6 };
 // rows at a time, qt's rows read once for four: no gain.)
 FAST_INLINE FAST_AVX512_TARGET void avx512_many_values_queries(const AttentionGroup* g, const AttentionItem* a, int nv,
                                                               int l0, int nq) {
-    int KVD = a->NKV * a->HS;
-    const float* v_head = a->value_cache + (size_t)a->kv_head * a->HS;
+    size_t stride = a->slot_stride;
+    const float* v_head = a->values;
     unsigned all = (1u << nq) - 1;
     __m512 acc[MANY_VALUES_QUERIES][8];
     #pragma GCC unroll 8
@@ -822,10 +824,10 @@ FAST_INLINE FAST_AVX512_TARGET void avx512_many_values_queries(const AttentionGr
     for (int p = 0; p < g->end; p++) {
         unsigned seen = (unsigned)g->lanes[p] >> l0 & all;
         if (!seen) { continue; }
-        const float* v_p = v_head + (size_t)p * KVD;
+        const float* v_p = v_head + (size_t)p * stride;
         const float* w_p = g->scores + (size_t)p * 16 + l0;
         #pragma GCC unroll 8
-        for (int c = 0; c < nv; c++) { _mm_prefetch((const char*)(v_p + (size_t)VALUES_PREFETCH * KVD + 16 * c), _MM_HINT_T0); }
+        for (int c = 0; c < nv; c++) { _mm_prefetch((const char*)(v_p + (size_t)VALUES_PREFETCH * stride + 16 * c), _MM_HINT_T0); }
         __m512 v[8];
         #pragma GCC unroll 8
         for (int c = 0; c < nv; c++) { v[c] = _mm512_loadu_ps(v_p + 16 * c); }
@@ -986,17 +988,17 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_store_slots(float* to, int n, __m256 v) {
 // One query's scores against a block of n <= 8 slots from k_block (lane j: slot j; slots past n: 0, never
 // read): the 8 dot products at once, so their chains overlap (a branch per slot made them run one after
 // another: 3.4 -> 1.2 us per item of 3 queries, P = 129), each 8 elements of q loaded once for the block
-FAST_INLINE FAST_AVX2_TARGET __m256 avx2_block_scores(const float* q_th, const float* k_block, int KVD, int nv, int n) {
+FAST_INLINE FAST_AVX2_TARGET __m256 avx2_block_scores(const float* q_th, const float* k_block, size_t stride, int nv, int n) {
     __m256 dots[8];
     __m256 q_c = _mm256_loadu_ps(q_th);
     #pragma GCC unroll 8
-    for (int j = 0; j < 8; j++) { dots[j] = j < n ? _mm256_mul_ps(q_c, _mm256_loadu_ps(k_block + (size_t)j * KVD)) : _mm256_setzero_ps(); }
+    for (int j = 0; j < 8; j++) { dots[j] = j < n ? _mm256_mul_ps(q_c, _mm256_loadu_ps(k_block + (size_t)j * stride)) : _mm256_setzero_ps(); }
     #pragma GCC unroll 8
     for (int c = 1; c < nv; c++) {
         q_c = _mm256_loadu_ps(q_th + 8 * c);
         #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
-            if (j < n) { dots[j] = _mm256_add_ps(dots[j], _mm256_mul_ps(q_c, _mm256_loadu_ps(k_block + (size_t)j * KVD + 8 * c))); }
+            if (j < n) { dots[j] = _mm256_add_ps(dots[j], _mm256_mul_ps(q_c, _mm256_loadu_ps(k_block + (size_t)j * stride + 8 * c))); }
         }
     }
     return avx2_sum_lanes_8(dots);
@@ -1005,9 +1007,9 @@ FAST_INLINE FAST_AVX2_TARGET __m256 avx2_block_scores(const float* q_th, const f
 enum { AVX2_SCORE_QUERIES = 16 };   // queries whose rows a scores pass keeps at hand (more: in turns)
 
 FAST_INLINE FAST_AVX2_TARGET void avx2_attention_scores(const AttentionItem* a, int nv) {
-    int KVD = a->NKV * a->HS;
+    size_t stride = a->slot_stride;
     const __m256 scale = _mm256_set1_ps(1.0f / sqrtf((float)a->HS)), minus_infinity = _mm256_set1_ps(-INFINITY);
-    const float* k_head = a->key_cache + (size_t)a->kv_head * a->HS;
+    const float* k_head = a->keys;
     for (int i0 = 0; i0 < a->n_queries; i0 += AVX2_SCORE_QUERIES) {
         int nq = a->n_queries - i0 < AVX2_SCORE_QUERIES ? a->n_queries - i0 : AVX2_SCORE_QUERIES;
         const float* q_rows[AVX2_SCORE_QUERIES];
@@ -1022,14 +1024,14 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_attention_scores(const AttentionItem* a, 
         }
         for (int p0 = 0; p0 < a->P; p0 += 8) {
             int n = a->P - p0 < 8 ? a->P - p0 : 8;
-            const float* k_block = k_head + (size_t)p0 * KVD;
+            const float* k_block = k_head + (size_t)p0 * stride;
             for (int i = 0; i < nq; i++) {
                 int seen = avx2_seen_bits(mask_rows[i], p0, n);
                 __m256 s = minus_infinity;   // a block the query does not see (half a causal prefill's): no products
                 if (seen != 0) {
                     // a masked slot's score is replaced by -inf, lane by lane, whatever its key holds
-                    __m256 dots = n == 8 ? avx2_block_scores(q_rows[i], k_block, KVD, nv, 8)
-                                         : avx2_block_scores(q_rows[i], k_block, KVD, nv, n);
+                    __m256 dots = n == 8 ? avx2_block_scores(q_rows[i], k_block, stride, nv, 8)
+                                         : avx2_block_scores(q_rows[i], k_block, stride, nv, n);
                     s = _mm256_blendv_ps(minus_infinity, _mm256_mul_ps(dots, scale), _mm256_castsi256_ps(avx2_lane_mask(seen)));
                     // (NaN never the max; the order of comparisons does not change a maximum)
                     max[i] = _mm256_max_ps(max[i], _mm256_blendv_ps(minus_infinity, s, _mm256_cmp_ps(s, s, _CMP_ORD_Q)));
@@ -1082,8 +1084,8 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_attention_softmax(const AttentionItem* a)
 // Queries [i0, i0 + nq) of an item (nq <= 2) over slots [p0, p1): each query's running output (its out row)
 // and softmax sum (a->sums) carried in registers through the block's slots in slot order
 FAST_INLINE FAST_AVX2_TARGET void avx2_values_block(const AttentionItem* a, int nv, int i0, int nq, int p0, int p1) {
-    int KVD = a->NKV * a->HS;
-    const float* v_head = a->value_cache + (size_t)a->kv_head * a->HS;
+    size_t stride = a->slot_stride;
+    const float* v_head = a->values;
     __m256 acc[2][8];
     float* out_rows[2];
     ValuesQueries queries;
@@ -1100,7 +1102,7 @@ FAST_INLINE FAST_AVX2_TARGET void avx2_values_block(const AttentionItem* a, int 
         for (int c = 0; c < nv; c++) { acc[j][c] = _mm256_loadu_ps(out_rows[j] + 8 * c); }
     }
     for (int p = p0; p < p1; p++) {
-        const float* v_p = v_head + (size_t)p * KVD;
+        const float* v_p = v_head + (size_t)p * stride;
         #pragma GCC unroll 2
         for (int j = 0; j < nq; j++) {
             if (!active[j] || !mask_rows[j][p]) { continue; }

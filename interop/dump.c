@@ -364,12 +364,22 @@ static void dump_verify_pass(Dump* d, Target* target, int N, int n_prefix) {
         int rope_heads = strcmp(info->name, "q") == 0 ? c->n_heads
                        : strcmp(info->name, "k") == 0 || strcmp(info->name, "key_cache") == 0 ? c->n_kv_heads : 0;
         if (strcmp(info->name, "key_cache") == 0 || strcmp(info->name, "value_cache") == 0) {
-            // (L, S, KVD) at capacity: slots 0..P-1 of every layer
+            // (L, NKV, S, HS) at capacity, head by head (cache_by_head): slots 0..P-1 of every layer, written
+            // slot by slot, (L, P, KVD), as the other programs hold a layer's keys
+            int NKV = c->n_kv_heads, HS = c->head_size;
             float* values = mallocCheck((size_t)L * P * KVD * sizeof(float));
+            float* head_rows = mallocCheck((size_t)P * HS * sizeof(float));
             for (int l = 0; l < L; l++) {
-                d->backend->download(values + (size_t)l * P * KVD, (const float*)*info->data + (size_t)l * S * KVD,
-                                     (size_t)P * KVD * sizeof(float));
+                for (int h = 0; h < NKV; h++) {
+                    d->backend->download(head_rows, (const float*)*info->data + ((size_t)l * NKV + h) * S * HS,
+                                         (size_t)P * HS * sizeof(float));
+                    for (int p = 0; p < P; p++) {
+                        memcpy(values + ((size_t)l * P + p) * KVD + (size_t)h * HS, head_rows + (size_t)p * HS,
+                               (size_t)HS * sizeof(float));
+                    }
+                }
             }
+            free(head_rows);
             if (rope_heads) { dump_rope_to_hf(values, (size_t)L * P, rope_heads, c->head_size); }
             int64_t shape[3] = {L, P, KVD};
             dump_add(d, name, meaning, ELEMENT_F32, 3, shape, values);

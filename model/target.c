@@ -399,17 +399,17 @@ void target_forward(Target* target, const int* tokens, const int* positions, con
 
     for (int l = 0; l < c->n_layers; l++) {
         const TargetLayerWeights* lw = &w->layers[l];
-        float* key_cache = target->key_cache + (size_t)l * S * KVD;     // (S, KVD)
-        float* value_cache = target->value_cache + (size_t)l * S * KVD; // (S, KVD)
+        float* key_cache = target->key_cache + (size_t)l * S * KVD;     // (NKV, S, HS): cache_by_head
+        float* value_cache = target->value_cache + (size_t)l * S * KVD;
         // attention block: x = x + wo(attention(rope(wq xn), rope(wk xn), wv xn)), xn = rmsnorm(x)
         b->rmsnorm_forward(a->x_norm, a->x, lw->attn_norm, T, C, c->norm_eps);
         float* qkv[3] = {a->q, a->k, a->v};
         backend_matmuls(b, qkv, a->x_norm, (Matrix[3]){lw->wq, lw->wk, lw->wv}, (int[3]){QD, KVD, KVD}, 3, T, C);
         b->rope_forward(a->q, a->q, a->positions, T, NH, HS, c->rope_theta);
         b->rope_forward(a->k, a->k, a->positions, T, NKV, HS, c->rope_theta);
-        b->copy(key_cache + (size_t)n_past * KVD, a->k, (size_t)T * KVD * sizeof(float));
-        b->copy(value_cache + (size_t)n_past * KVD, a->v, (size_t)T * KVD * sizeof(float));
-        b->attention_forward(a->attn_out, a->q, key_cache, value_cache, a->mask, T, P, NH, NKV, HS);
+        cache_store(b, key_cache, a->k, cache_by_head(S, HS), T, n_past, NKV, HS);
+        cache_store(b, value_cache, a->v, cache_by_head(S, HS), T, n_past, NKV, HS);
+        b->attention_forward(a->attn_out, a->q, key_cache, value_cache, a->mask, T, P, NH, NKV, HS, cache_by_head(S, HS));
         b->matmul_forward(a->proj, a->attn_out, lw->wo, T, QD, C);
         b->residual_forward(a->x, a->x, a->proj, T * C);
         // MLP block: x = x + w_down(silu(w_gate xn) * w_up xn), xn = rmsnorm(x)
@@ -459,8 +459,9 @@ void target_compact(Target* target, const int* slots, int n, int destination) {
         exit(EXIT_FAILURE); // a program bug
     }
     b->upload(target->act.slots, slots, (size_t)n * sizeof(int));
-    b->kv_compact(target->key_cache, target->value_cache, target->act.slots, n, destination, c->n_layers,
-                  target->cache_capacity, c->n_kv_heads * c->head_size);
+    // the cache as planes of one layer's key/value head: (L * NKV, S, HS)
+    b->kv_compact(target->key_cache, target->value_cache, target->act.slots, n, destination, c->n_layers * c->n_kv_heads,
+                  target->cache_capacity, c->head_size);
 }
 
 // ----------------------------------------------------------------------------

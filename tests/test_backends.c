@@ -257,15 +257,11 @@ static void make_mask(uint8_t* mask, int kind, int T, int P, const int* fully_ma
     free(parent);
 }
 
-static void test_attention(int T, int P, int NH, int NKV, int HS, int mask_kind, const int* fully_masked) {
-    size_t q_size = (size_t)T * NH * HS, kv_size = (size_t)P * NKV * HS;
-    float* q = random_floats(q_size, -1, 1);
-    float* key_cache = random_floats(kv_size, -1, 1);
-    float* value_cache = random_floats(kv_size, -1, 1);
-    uint8_t* mask = mallocCheck((size_t)T * P);
-    make_mask(mask, mask_kind, T, P, fully_masked);
-    float* expected = mallocCheck(q_size * sizeof(float));
-    attention_forward_cpu(expected, q, key_cache, value_cache, mask, T, P, NH, NKV, HS);
+// One layout's run on the table under test against the reference's output (slot by slot)
+static void check_attention_layout(const float* q, const float* key_cache, const float* value_cache, size_t kv_size,
+                                   CacheLayout layout, const uint8_t* mask, const float* expected, int T, int P, int NH,
+                                   int NKV, int HS, const char* what, const int* fully_masked) {
+    size_t q_size = (size_t)T * NH * HS;
     float* d_q = on_backend(q, q_size * sizeof(float));
     float* d_key = on_backend(key_cache, kv_size * sizeof(float));
     float* d_value = on_backend(value_cache, kv_size * sizeof(float));
@@ -273,9 +269,7 @@ static void test_attention(int T, int P, int NH, int NKV, int HS, int mask_kind,
     float* nans = mallocCheck(q_size * sizeof(float));
     for (size_t i = 0; i < q_size; i++) { nans[i] = NAN; } // every element must be written
     float* d_out = on_backend(nans, q_size * sizeof(float));
-    B->attention_forward(d_out, d_q, d_key, d_value, d_mask, T, P, NH, NKV, HS);
-    char what[128];
-    snprintf(what, sizeof(what), "attention %s T=%d P=%d NH=%d NKV=%d HS=%d", MASK_NAMES[mask_kind], T, P, NH, NKV, HS);
+    B->attention_forward(d_out, d_q, d_key, d_value, d_mask, T, P, NH, NKV, HS, layout);
     check_floats(what, d_out, expected, q_size, "reorder");
     float* got = mallocCheck(q_size * sizeof(float));
     B->download(got, d_out, q_size * sizeof(float));
@@ -287,7 +281,37 @@ static void test_attention(int T, int P, int NH, int NKV, int HS, int mask_kind,
         check(zeros, "%s: %s: fully masked row %d is not all zeros", B->name, what, t);
     }
     B->free(d_q); B->free(d_key); B->free(d_value); B->free(d_mask); B->free(d_out);
-    free(q); free(key_cache); free(value_cache); free(mask); free(expected); free(nans); free(got);
+    free(nans); free(got);
+}
+
+// Attention with the cache slot by slot and head by head: the table under test against the reference in
+// both, and the reference's two layouts bit for bit (the layout moves rows, never the arithmetic)
+static void test_attention(int T, int P, int NH, int NKV, int HS, int mask_kind, const int* fully_masked) {
+    size_t q_size = (size_t)T * NH * HS, kv_size = (size_t)P * NKV * HS;
+    int S = P + 3;
+    float* q = random_floats(q_size, -1, 1);
+    float* key_cache = random_floats(kv_size, -1, 1);
+    float* value_cache = random_floats(kv_size, -1, 1);
+    float* key_heads = head_by_head(key_cache, P, NKV, HS, S);
+    float* value_heads = head_by_head(value_cache, P, NKV, HS, S);
+    uint8_t* mask = mallocCheck((size_t)T * P);
+    make_mask(mask, mask_kind, T, P, fully_masked);
+    float* expected = mallocCheck(q_size * sizeof(float));
+    float* expected_heads = mallocCheck(q_size * sizeof(float));
+    attention_forward_cpu(expected, q, key_cache, value_cache, mask, T, P, NH, NKV, HS, cache_by_slot(NKV, HS));
+    attention_forward_cpu(expected_heads, q, key_heads, value_heads, mask, T, P, NH, NKV, HS, cache_by_head(S, HS));
+    char what[160];
+    snprintf(what, sizeof(what), "attention %s T=%d P=%d NH=%d NKV=%d HS=%d", MASK_NAMES[mask_kind], T, P, NH, NKV, HS);
+    check(memcmp(expected, expected_heads, q_size * sizeof(float)) == 0,
+          "%s: the reference head by head differs from slot by slot", what);
+    check_attention_layout(q, key_cache, value_cache, kv_size, cache_by_slot(NKV, HS), mask, expected, T, P, NH, NKV, HS,
+                           what, fully_masked);
+    snprintf(what, sizeof(what), "attention %s T=%d P=%d NH=%d NKV=%d HS=%d, head by head", MASK_NAMES[mask_kind], T, P,
+             NH, NKV, HS);
+    check_attention_layout(q, key_heads, value_heads, (size_t)NKV * S * HS, cache_by_head(S, HS), mask, expected, T, P, NH,
+                           NKV, HS, what, fully_masked);
+    free(q); free(key_cache); free(value_cache); free(key_heads); free(value_heads); free(mask); free(expected);
+    free(expected_heads);
 }
 
 static void test_swiglu_and_residual(int N) {
@@ -340,8 +364,8 @@ static void test_softmax(int T, int V, int with_minus_infinity) {
 
 // A path's slots as target_compact passes them: increasing, slots[i] >= destination + i (sources only move
 // down). identity: every slot already in place (nothing moves).
-static void test_kv_compact(int L, int S, int KVD, int destination, int n, int identity) {
-    size_t floats = (size_t)L * S * KVD;
+static void test_kv_compact(int n_planes, int S, int width, int destination, int n, int identity) {
+    size_t floats = (size_t)n_planes * S * width;
     float* key_cache = random_floats(floats, -1, 1);
     float* value_cache = random_floats(floats, -1, 1);
     int slots[TREE_MAX_DEPTH + 1];
@@ -353,15 +377,45 @@ static void test_kv_compact(int L, int S, int KVD, int destination, int n, int i
     float* d_key = on_backend(key_cache, floats * sizeof(float));
     float* d_value = on_backend(value_cache, floats * sizeof(float));
     int* d_slots = on_backend(slots, (size_t)n * sizeof(int));
-    kv_compact_cpu(key_cache, value_cache, slots, n, destination, L, S, KVD);
-    B->kv_compact(d_key, d_value, d_slots, n, destination, L, S, KVD);
+    kv_compact_cpu(key_cache, value_cache, slots, n, destination, n_planes, S, width);
+    B->kv_compact(d_key, d_value, d_slots, n, destination, n_planes, S, width);
     char what[128];
-    snprintf(what, sizeof(what), "kv_compact keys L=%d S=%d KVD=%d n=%d -> %d%s", L, S, KVD, n, destination, identity ? " (in place)" : "");
+    snprintf(what, sizeof(what), "kv_compact keys planes=%d S=%d width=%d n=%d -> %d%s", n_planes, S, width, n, destination, identity ? " (in place)" : "");
     check_floats(what, d_key, key_cache, floats, "exact");
-    snprintf(what, sizeof(what), "kv_compact values L=%d S=%d KVD=%d n=%d -> %d%s", L, S, KVD, n, destination, identity ? " (in place)" : "");
+    snprintf(what, sizeof(what), "kv_compact values planes=%d S=%d width=%d n=%d -> %d%s", n_planes, S, width, n, destination, identity ? " (in place)" : "");
     check_floats(what, d_value, value_cache, floats, "exact");
     B->free(d_key); B->free(d_value); B->free(d_slots);
     free(key_cache); free(value_cache);
+}
+
+// cache_store: T rows of (T, NKV*HS) into slots [n_past, n_past + T) of a cache of S slots in each layout,
+// against the rows copied one by one; every other slot keeps its NaN
+static void test_cache_store(int T, int n_past, int S, int NKV, int HS) {
+    size_t rows_size = (size_t)T * NKV * HS, cache_size = (size_t)S * NKV * HS;
+    float* rows = random_floats(rows_size, -1, 1);
+    float* nans = mallocCheck(cache_size * sizeof(float));
+    for (size_t i = 0; i < cache_size; i++) { nans[i] = NAN; }
+    float* d_rows = on_backend(rows, rows_size * sizeof(float));
+    for (int by_head = 0; by_head <= 1; by_head++) {
+        CacheLayout layout = by_head ? cache_by_head(S, HS) : cache_by_slot(NKV, HS);
+        float* expected = mallocCheck(cache_size * sizeof(float));
+        memcpy(expected, nans, cache_size * sizeof(float));
+        for (int t = 0; t < T; t++) {
+            for (int h = 0; h < NKV; h++) {
+                for (int e = 0; e < HS; e++) {
+                    expected[h * layout.head_stride + (size_t)(n_past + t) * layout.slot_stride + e] = rows[((size_t)t * NKV + h) * HS + e];
+                }
+            }
+        }
+        float* d_cache = on_backend(nans, cache_size * sizeof(float));
+        cache_store(B, d_cache, d_rows, layout, T, n_past, NKV, HS);
+        float* got = mallocCheck(cache_size * sizeof(float));
+        B->download(got, d_cache, cache_size * sizeof(float));
+        check(memcmp(got, expected, cache_size * sizeof(float)) == 0, "%s: cache_store %s T=%d n_past=%d S=%d NKV=%d HS=%d",
+              B->name, by_head ? "head by head" : "slot by slot", T, n_past, S, NKV, HS);
+        B->free(d_cache); free(expected); free(got);
+    }
+    B->free(d_rows); free(rows); free(nans);
 }
 
 // ---- backward passes and training ops: d-buffers start random on both sides (the ops accumulate) ------
@@ -731,6 +785,10 @@ static void test_ops(void) {
     test_kv_compact(3, 40, 16, 5, 6, 0);
     test_kv_compact(2, 64, 24, 7, TREE_MAX_DEPTH + 1, 0);
     test_kv_compact(4, 30, 8, 3, 5, 1);
+    test_cache_store(1, 0, 1, 1, 2);
+    test_cache_store(1, 9, 12, 3, 64);
+    test_cache_store(6, 20, 30, 3, 64);
+    test_cache_store(5, 0, 5, 2, 10);
     test_matmul_backward(1, 1, 1);
     test_matmul_backward(7, 37, 19);
     test_matmul_backward(33, 64, 100);
@@ -1304,17 +1362,17 @@ static void sim_rope_forward(float* out, const float* inp, const int* positions,
     rope_forward_cpu(R(out), R(inp), R(positions), T, n_heads, HS, theta);
 }
 static void sim_attention_forward(float* out, const float* q, const float* key_cache, const float* value_cache,
-                                  const uint8_t* mask, int T, int P, int NH, int NKV, int HS) {
-    attention_forward_cpu(R(out), R(q), R(key_cache), R(value_cache), R(mask), T, P, NH, NKV, HS);
+                                  const uint8_t* mask, int T, int P, int NH, int NKV, int HS, CacheLayout layout) {
+    attention_forward_cpu(R(out), R(q), R(key_cache), R(value_cache), R(mask), T, P, NH, NKV, HS, layout);
 }
 static void sim_swiglu_forward(float* out, const float* gate, const float* up, int N) { swiglu_forward_cpu(R(out), R(gate), R(up), N); }
 static void sim_residual_forward(float* out, const float* inp1, const float* inp2, int N) {
     residual_forward_cpu(R(out), R(inp1), R(inp2), N);
 }
 static void sim_softmax_forward(float* probs, const float* logits, int T, int V) { softmax_forward_cpu(R(probs), R(logits), T, V); }
-static void sim_kv_compact(float* key_cache, float* value_cache, const int* source_slots, int n, int destination, int L, int S,
-                           int KVD) {
-    kv_compact_cpu(R(key_cache), R(value_cache), R(source_slots), n, destination, L, S, KVD);
+static void sim_kv_compact(float* key_cache, float* value_cache, const int* source_slots, int n, int destination,
+                           int n_planes, int S, int width) {
+    kv_compact_cpu(R(key_cache), R(value_cache), R(source_slots), n, destination, n_planes, S, width);
 }
 static void sim_matmul_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight, int T,
                                 int C, int OC) {

@@ -188,7 +188,8 @@ typedef struct { float *out, *q, *keys, *values, *r; const uint8_t* mask; int T,
 
 static double attention_objective(void* context) {
     AttentionCase* m = context;
-    attention_forward_cpu(m->out, m->q, m->keys, m->values, m->mask, m->T, m->P, m->NH, m->NKV, m->HS);
+    attention_forward_cpu(m->out, m->q, m->keys, m->values, m->mask, m->T, m->P, m->NH, m->NKV, m->HS,
+                          cache_by_slot(m->NKV, m->HS));
     return weighted_sum(m->r, m->out, (size_t)m->T * m->NH * m->HS);
 }
 
@@ -477,7 +478,7 @@ static double block_forward(void* context) {
     matmul_forward_cpu(b->v, b->xn1, matrix_f32(b->wv), BT, BC, BKVD);
     rope_forward_cpu(b->qr, b->q, b->positions, BT, BNH, BHS, b->theta);
     rope_forward_cpu(b->kr, b->k, b->positions, BT, BNKV, BHS, b->theta);
-    attention_forward_cpu(b->att, b->qr, b->kr, b->v, b->mask, BT, BT, BNH, BNKV, BHS);
+    attention_forward_cpu(b->att, b->qr, b->kr, b->v, b->mask, BT, BT, BNH, BNKV, BHS, cache_by_slot(BNKV, BHS));
     matmul_forward_cpu(b->o, b->att, matrix_f32(b->wo), BT, BQD, BC);
     residual_forward_cpu(b->x1, b->x0, b->o, BT * BC);
     rmsnorm_forward_cpu(b->xn2, b->x1, b->ffn_norm, BT, BC, b->eps);

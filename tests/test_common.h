@@ -146,6 +146,19 @@ static int check_elements(const char* what, ElementKind kind, const void* got, c
 // n floats equal bit for bit (NaN payloads and the sign of zero included)
 static int bits_equal(const float* a, const float* b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
 
+// P slots of a (P, NKV*HS) cache laid out head by head, (NKV, S, HS) for S >= P (cache_by_head): the slots
+// past P hold NaN, which a correct attention never reads
+static float* head_by_head(const float* rows, int P, int NKV, int HS, int S) {
+    float* cache = mallocCheck((size_t)NKV * S * HS * sizeof(float));
+    for (size_t i = 0; i < (size_t)NKV * S * HS; i++) { cache[i] = NAN; }
+    for (int h = 0; h < NKV; h++) {
+        for (int p = 0; p < P; p++) {
+            memcpy(cache + ((size_t)h * S + p) * HS, rows + ((size_t)p * NKV + h) * HS, (size_t)HS * sizeof(float));
+        }
+    }
+    return cache;
+}
+
 static int check_tensor(const char* what, const float* got, const float* ref, size_t n, Tolerance tol) {
     return check_elements(what, ELEMENT_F32, got, ref, n, tol);
 }

@@ -443,9 +443,10 @@ static void test_attention_case(MaskKind kind, int T, int P, int NH, int NKV, in
     make_mask(mask, kind, T, P);
     float* expected = mallocCheck(q_size * sizeof(float));
     float* got = mallocCheck(q_size * sizeof(float));
-    attention_forward_cpu(expected, q, keys, values, mask, T, P, NH, NKV, HS);
+    CacheLayout by_slot = cache_by_slot(NKV, HS);
+    attention_forward_cpu(expected, q, keys, values, mask, T, P, NH, NKV, HS, by_slot);
     for (size_t i = 0; i < q_size; i++) { got[i] = NAN; }
-    attention_forward_fast(got, q, keys, values, mask, T, P, NH, NKV, HS);
+    attention_forward_fast(got, q, keys, values, mask, T, P, NH, NKV, HS, by_slot);
     const char* kinds[] = {"causal", "tree", "random"};
     char what[160];
     snprintf(what, sizeof(what), "attention_forward_fast %s T=%d P=%d NH=%d NKV=%d HS=%d", kinds[kind], T, P, NH, NKV, HS);
@@ -460,9 +461,24 @@ static void test_attention_case(MaskKind kind, int T, int P, int NH, int NKV, in
     // may sit in a vector of sixteen in the batch and be scored one by one alone: the same sums either way)
     float* alone = mallocCheck((size_t)NH * HS * sizeof(float));
     for (int t = 0; t < T; t++) {
-        attention_forward_fast(alone, q + (size_t)t * NH * HS, keys, values, mask + (size_t)t * P, 1, P, NH, NKV, HS);
+        attention_forward_fast(alone, q + (size_t)t * NH * HS, keys, values, mask + (size_t)t * P, 1, P, NH, NKV, HS, by_slot);
         check(bits_equal(alone, got + (size_t)t * NH * HS, (size_t)NH * HS), "%s: row %d alone differs from the batch", what, t);
     }
+    // layout invariance: the same rows head by head (the target's cache: S > P, NaN past P), the batch and
+    // every row alone, give the same bits
+    int S = P + 5;
+    float* key_heads = head_by_head(keys, P, NKV, HS, S);
+    float* value_heads = head_by_head(values, P, NKV, HS, S);
+    float* got_heads = mallocCheck(q_size * sizeof(float));
+    attention_forward_fast(got_heads, q, key_heads, value_heads, mask, T, P, NH, NKV, HS, cache_by_head(S, HS));
+    check(bits_equal(got_heads, got, q_size), "%s: the cache head by head differs from slot by slot", what);
+    for (int t = 0; t < T; t++) {
+        attention_forward_fast(alone, q + (size_t)t * NH * HS, key_heads, value_heads, mask + (size_t)t * P, 1, P, NH, NKV,
+                               HS, cache_by_head(S, HS));
+        check(bits_equal(alone, got + (size_t)t * NH * HS, (size_t)NH * HS),
+              "%s: row %d alone, the cache head by head, differs from the batch", what, t);
+    }
+    free(key_heads); free(value_heads); free(got_heads);
     // a slot a row does not see is never read for it: with every such slot's key and value NaN (slots other
     // rows see included, whose outputs then carry the NaN), the row's output keeps its bits (a tree's
     // siblings, or a stale slot, cannot leak into a node that does not see it)
@@ -476,7 +492,7 @@ static void test_attention_case(MaskKind kind, int T, int P, int NH, int NKV, in
             if (mask[(size_t)t * P + p]) { continue; }
             for (int e = 0; e < NKV * HS; e++) { poisoned_keys[(size_t)p * NKV * HS + e] = poisoned_values[(size_t)p * NKV * HS + e] = NAN; }
         }
-        attention_forward_fast(poisoned_out, q, poisoned_keys, poisoned_values, mask, T, P, NH, NKV, HS);
+        attention_forward_fast(poisoned_out, q, poisoned_keys, poisoned_values, mask, T, P, NH, NKV, HS, by_slot);
         check(bits_equal(poisoned_out + (size_t)t * NH * HS, got + (size_t)t * NH * HS, (size_t)NH * HS),
               "%s: row %d read a slot it does not see (NaN there changed its output)", what, t);
     }
@@ -496,7 +512,7 @@ static void test_attention_case(MaskKind kind, int T, int P, int NH, int NKV, in
         uint8_t* all_visible = mallocCheck((size_t)seen);
         memset(all_visible, 1, (size_t)seen);
         attention_forward_fast(alone, q + (size_t)(T - 1) * NH * HS, compact_keys, compact_values, all_visible, 1, seen, NH,
-                               NKV, HS);
+                               NKV, HS, by_slot);
         check(bits_equal(alone, got + (size_t)(T - 1) * NH * HS, (size_t)NH * HS),
               "%s: the last row over its %d visible slots, compacted, differs from the batch", what, seen);
         free(all_visible);

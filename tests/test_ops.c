@@ -166,7 +166,7 @@ static void test_attention(int T, int P, int NH, int NKV, int HS, int mask_kind)
             if (mask_kind == 2 && t == 0) { visible = 0; }                    // a fully masked row
             mask[(size_t)t * P + p] = visible;
         }
-    attention_forward_cpu(out, q, keys, values, mask, T, P, NH, NKV, HS);
+    attention_forward_cpu(out, q, keys, values, mask, T, P, NH, NKV, HS, cache_by_slot(NKV, HS));
     attention_independent(expected, q, keys, values, mask, T, P, NH, NKV, HS);
     char what[96];
     snprintf(what, sizeof(what), "attention T=%d P=%d NH=%d NKV=%d HS=%d mask=%d", T, P, NH, NKV, HS, mask_kind);

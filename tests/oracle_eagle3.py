@@ -465,6 +465,11 @@ def check_drafting(tensors, config, cfg, w, check):
             tree_mask[i, n_prompt + a] = 1
             a = want_parents[a]
     check.compare("verify.mask", tensors["verify.mask"], tree_mask)
+    # the caches as dumped, (L, P, NKV*HS): the last layer's node slots hold that layer's own keys and values
+    # (the dump reads the target's head-by-head cache back into slots: a wrong head or slot order shows here)
+    for cache, own in (("verify.key_cache", "verify.last_layer.k"), ("verify.value_cache", "verify.last_layer.v")):
+        check.compare(cache + " (the last layer's node slots)", tensors[cache][-1, n_prompt:n_prompt + N], tensors[own],
+                      "exact")
     # greedy acceptance from the target's logits at every node
     argmax = np.argmax(tensors["verify.logits"], axis=-1)           # numpy: ties to the lowest index
     check.compare("accept.target_argmax", tensors["accept.target_argmax"], argmax)

@@ -464,6 +464,23 @@ static void test_attention_case(MaskKind kind, int T, int P, int NH, int NKV, in
         attention_forward_fast(alone, q + (size_t)t * NH * HS, keys, values, mask + (size_t)t * P, 1, P, NH, NKV, HS, by_slot);
         check(bits_equal(alone, got + (size_t)t * NH * HS, (size_t)NH * HS), "%s: row %d alone differs from the batch", what, t);
     }
+#ifdef _OPENMP
+    // thread-count invariance: 1, 2 and 3 threads give the same bits (how a pass's rows and heads are cut
+    // into items depends on the thread count: attention_forward_fast)
+    int saved_threads = omp_get_max_threads();
+    float* by_threads = mallocCheck(q_size * sizeof(float));
+    float* first = mallocCheck(q_size * sizeof(float));
+    for (int threads = 1; threads <= 3; threads++) {
+        omp_set_num_threads(threads);
+        attention_forward_fast(threads == 1 ? first : by_threads, q, keys, values, mask, T, P, NH, NKV, HS, by_slot);
+        if (threads > 1) {
+            check(bits_equal(by_threads, first, q_size), "%s: %d threads differ from one", what, threads);
+        }
+    }
+    omp_set_num_threads(saved_threads);
+    check(bits_equal(first, got, q_size), "%s: one thread differs from %d", what, saved_threads);
+    free(by_threads); free(first);
+#endif
     // layout invariance: the same rows head by head (the target's cache: S > P, NaN past P), the batch and
     // every row alone, give the same bits
     int S = P + 5;
@@ -581,7 +598,7 @@ static void test_attention_all(void) {
     // 64, 80 and 128 here; 12 and 7 take the portable passes)
     const int heads[][3] = {{9, 3, 64}, {4, 4, 12}, {8, 1, 16}, {6, 2, 7}, {4, 2, 32}, {3, 1, 48}, {2, 1, 80},
                             {4, 2, 128}};   // NH, NKV, HS
-    const int shapes[][2] = {{1, 1}, {1, 37}, {3, 37}, {7, 130}, {16, 16}, {17, 200}, {33, 41}};   // T, P (P >= T)
+    const int shapes[][2] = {{1, 1}, {1, 37}, {1, 300}, {3, 37}, {6, 310}, {7, 130}, {16, 16}, {17, 200}, {33, 41}};   // T, P (P >= T)
     for (size_t h = 0; h < sizeof(heads) / sizeof(heads[0]); h++) {
         for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
             for (int kind = 0; kind < 3; kind++) {

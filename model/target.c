@@ -202,7 +202,7 @@ static void target_alloc_activations(Target* target, int max_tokens) {
     TargetConfig* c = &target->config;
     TargetActivations* a = &target->act;
     size_t T = (size_t)max_tokens, S = (size_t)target->cache_capacity, C = (size_t)c->dim;
-    size_t QD = (size_t)c->n_heads * c->head_size, KVD = (size_t)c->n_kv_heads * c->head_size;
+    size_t NKV = (size_t)c->n_kv_heads, HS = (size_t)c->head_size, QD = (size_t)c->n_heads * HS, KVD = NKV * HS;
     size_t F = (size_t)c->ffn_dim, V = (size_t)c->vocab_size, L = (size_t)c->n_layers;
     a->max_tokens = max_tokens;
     ActivationInfo table[TARGET_NUM_ACTIVATIONS] = {
@@ -222,8 +222,9 @@ static void target_alloc_activations(Target* target, int max_tokens) {
         {"features",      ELEMENT_F32, T,     TAP_LAYERS * C,        (void**)&a->features},
         {"hidden",        ELEMENT_F32, T,     C,                     (void**)&a->hidden},
         {"logits",        ELEMENT_F32, T,     V,                     (void**)&a->logits},
-        {"key_cache",     ELEMENT_F32, L * S, KVD,                   (void**)&target->key_cache},
-        {"value_cache",   ELEMENT_F32, L * S, KVD,                   (void**)&target->value_cache},
+        // head by head: rows of one layer's key/value head (cache_by_head)
+        {"key_cache",     ELEMENT_F32, L * NKV * S, HS,              (void**)&target->key_cache},
+        {"value_cache",   ELEMENT_F32, L * NKV * S, HS,              (void**)&target->value_cache},
         {"layer_outputs", ELEMENT_F32, L * T, C,                     (void**)&a->layer_outputs},
     };
     // every buffer but the last (layer_outputs: target_keep_layer_outputs), zeroed

@@ -431,6 +431,10 @@ void scale_cpu(float* values, float factor, size_t N);
 // T rows of width floats: out[t * out_stride + c] = inp[t * inp_stride + c] (a column block of a wider
 // matrix: a tap into the features, a half of the draft's attention input)
 void copy_strided_cpu(float* out, const float* inp, int T, int width, int out_stride, int inp_stride);
+// A forward call's keys and values into its cache slots: the (T, NKV*HS) rows k and v to slots
+// [n_past, n_past + T) of key_cache and value_cache, laid out as `layout`
+void cache_store_cpu(float* key_cache, float* value_cache, const float* k, const float* v, CacheLayout layout, int T,
+                     int n_past, int NKV, int HS);
 // out[t] = the index of the largest value of row t (ties to the lowest index; NaNs never win): sample_argmax
 void argmax_rows_cpu(int* out, const float* values, int T, int V);
 
@@ -500,6 +504,8 @@ typedef struct {
     void (*scatter_add_rows)(float* destination, const float* source, const int* rows, int n, int C);
     void (*scale)(float* values, float factor, size_t N);
     void (*copy_strided)(float* out, const float* inp, int T, int width, int out_stride, int inp_stride);
+    void (*cache_store)(float* key_cache, float* value_cache, const float* k, const float* v, CacheLayout layout, int T,
+                        int n_past, int NKV, int HS);
     void (*argmax_rows)(int* out, const float* values, int T, int V);
 } Backend;
 
@@ -525,10 +531,6 @@ void backend_describe(const Backend* backend, char* text, size_t size);
 // matmul_forward_shared where it has one, else n matmul_forward calls (the same bits).
 void backend_matmuls(const Backend* backend, float* const* outs, const float* inp, const Matrix* weights,
                      const int* OCs, int n, int T, int C);
-// Rows [n_past, n_past + T) of a key or value cache laid out as `layout` from the (T, NKV*HS) rows of a
-// forward call's k or v: one copy_strided per key/value head.
-void cache_store(const Backend* backend, float* cache, const float* rows, CacheLayout layout, int T, int n_past,
-                 int NKV, int HS);
 
 // The fast CPU ops (backends/cpu_fast.c; contract there): weights in any supported GGUF type, read in place.
 // matmul_forward_fast takes the int8 path on quantised weights where the CPU has AVX-512 VNNI or AVX2 (the tables

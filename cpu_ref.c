@@ -529,6 +529,19 @@ void copy_strided_cpu(float* out, const float* inp, int T, int width, int out_st
     }
 }
 
+// The rows of a call's keys and values into its cache slots, one key/value head's HS floats at a time
+void cache_store_cpu(float* key_cache, float* value_cache, const float* k, const float* v, CacheLayout layout, int T,
+                     int n_past, int NKV, int HS) {
+    // k, v: (T, NKV*HS); key_cache, value_cache: slots laid out as `layout`
+    for (int t = 0; t < T; t++) {
+        for (int h = 0; h < NKV; h++) {
+            size_t to = h * layout.head_stride + (size_t)(n_past + t) * layout.slot_stride, from = ((size_t)t * NKV + h) * HS;
+            memcpy(key_cache + to, k + from, (size_t)HS * sizeof(float));
+            memcpy(value_cache + to, v + from, (size_t)HS * sizeof(float));
+        }
+    }
+}
+
 // The argmax of each row, exactly sample_argmax (sampling.c): ties to the lowest index; a NaN never wins,
 // except that a NaN at index 0 stays the answer (nothing compares greater than it)
 void argmax_rows_cpu(int* out, const float* values, int T, int V) {
@@ -586,5 +599,5 @@ const Backend backend_cpu_ref = {
     .swiglu_backward = swiglu_backward_cpu, .distribution_loss = distribution_loss_cpu,
     .adamw_update = adamw_update_cpu, .sum_squares = sum_squares_cpu,
     .gather_rows = gather_rows_cpu, .scatter_add_rows = scatter_add_rows_cpu, .scale = scale_cpu,
-    .copy_strided = copy_strided_cpu, .argmax_rows = argmax_rows_cpu,
+    .copy_strided = copy_strided_cpu, .cache_store = cache_store_cpu, .argmax_rows = argmax_rows_cpu,
 };

@@ -874,6 +874,25 @@ static void copy_strided_cuda(float* out, const float* inp, int T, int width, in
     cudaCheckLaunch("copy_strided_kernel");
 }
 
+// cache_store_cpu: one thread per element of the call's keys (and the same element of its values)
+__global__ void cache_store_kernel(float* key_cache, float* value_cache, const float* k, const float* v,
+                                   CacheLayout layout, int T, int n_past, int NKV, int HS) {
+    size_t index = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (index >= (size_t)T * NKV * HS) { return; }
+    int t = (int)(index / ((size_t)NKV * HS)), h = (int)(index / HS % NKV), e = (int)(index % HS);
+    size_t to = h * layout.head_stride + (size_t)(n_past + t) * layout.slot_stride + e;
+    key_cache[to] = k[index];
+    value_cache[to] = v[index];
+}
+
+static void cache_store_cuda(float* key_cache, float* value_cache, const float* k, const float* v, CacheLayout layout,
+                             int T, int n_past, int NKV, int HS) {
+    if ((size_t)T * NKV * HS == 0) { return; }
+    cache_store_kernel<<<ceil_div((size_t)T * NKV * HS, BLOCK_SIZE), BLOCK_SIZE>>>(key_cache, value_cache, k, v, layout, T,
+                                                                                 n_past, NKV, HS);
+    cudaCheckLaunch("cache_store_kernel");
+}
+
 // Is (value_a, index_a) a better argmax than (value_b, index_b)? Larger value, then lower index.
 __device__ int argmax_better(float value_a, int index_a, float value_b, int index_b) {
     return value_a > value_b || (value_a == value_b && index_a < index_b);
@@ -999,7 +1018,7 @@ extern "C" const Backend* backend_cuda(Error* err) {
     t->swiglu_backward = swiglu_backward_cuda; t->distribution_loss = distribution_loss_cuda;
     t->adamw_update = adamw_update_cuda; t->sum_squares = sum_squares_cuda;
     t->gather_rows = gather_rows_cuda; t->scatter_add_rows = scatter_add_rows_cuda; t->scale = scale_cuda;
-    t->copy_strided = copy_strided_cuda; t->argmax_rows = argmax_rows_cuda;
+    t->copy_strided = copy_strided_cuda; t->cache_store = cache_store_cuda; t->argmax_rows = argmax_rows_cuda;
     available = 1;
     return t;
 }

@@ -99,7 +99,7 @@ const Backend backend_cpu_blas = {
     .swiglu_backward = swiglu_backward_cpu, .distribution_loss = distribution_loss_cpu,
     .adamw_update = adamw_update_cpu, .sum_squares = sum_squares_cpu,
     .gather_rows = gather_rows_cpu, .scatter_add_rows = scatter_add_rows_cpu, .scale = scale_cpu,
-    .copy_strided = copy_strided_cpu, .argmax_rows = argmax_rows_cpu,
+    .copy_strided = copy_strided_cpu, .cache_store = cache_store_cpu, .argmax_rows = argmax_rows_cpu,
 };
 #endif
 
@@ -110,14 +110,6 @@ void backend_matmuls(const Backend* backend, float* const* outs, const float* in
                      const int* OCs, int n, int T, int C) {
     if (backend->matmul_forward_shared != NULL) { backend->matmul_forward_shared(outs, inp, weights, OCs, n, T, C); return; }
     for (int i = 0; i < n; i++) { backend->matmul_forward(outs[i], inp, weights[i], T, C, OCs[i]); }
-}
-
-void cache_store(const Backend* backend, float* cache, const float* rows, CacheLayout layout, int T, int n_past,
-                 int NKV, int HS) {
-    for (int h = 0; h < NKV; h++) {
-        backend->copy_strided(cache + h * layout.head_stride + (size_t)n_past * layout.slot_stride, rows + (size_t)h * HS,
-                              T, HS, (int)layout.slot_stride, NKV * HS);
-    }
 }
 
 void backend_describe(const Backend* backend, char* text, size_t size) {

@@ -820,7 +820,7 @@ static void matmul_forward_shared_fast_int8(float* const* outs, const float* inp
     .swiglu_backward = swiglu_backward_cpu, .distribution_loss = distribution_loss_cpu, \
     .adamw_update = adamw_update_fast, .sum_squares = sum_squares_fast, \
     .gather_rows = gather_rows_cpu, .scatter_add_rows = scatter_add_rows_cpu, .scale = scale_cpu, \
-    .copy_strided = copy_strided_cpu, .argmax_rows = argmax_rows_cpu,
+    .copy_strided = copy_strided_cpu, .cache_store = cache_store_cpu, .argmax_rows = argmax_rows_cpu,
 
 // A serving draft's matrices: Q8_0 on the int8 table (the VNNI kernel's cheapest weights: a drafting step
 // reads a quarter of the fp32 bytes and skips the nibble unpacking), fp32 on the exact one.

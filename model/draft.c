@@ -581,8 +581,7 @@ void draft_layer_forward(const Draft* draft, const DraftWeights* w, const DraftM
     backend_matmuls(b, qkv, a->attn_in, (Matrix[3]){m->wq, m->wk, m->wv}, (int[3]){QD, KVD, KVD}, 3, T, 2 * C);
     b->rope_forward(a->q, a->q, positions, T, NH, HS, c->rope_theta);
     b->rope_forward(a->k, a->k, positions, T, NKV, HS, c->rope_theta);
-    b->copy(key_buffer + (size_t)n_past * KVD, a->k, (size_t)T * KVD * sizeof(float));   // slot by slot
-    b->copy(value_buffer + (size_t)n_past * KVD, a->v, (size_t)T * KVD * sizeof(float));
+    b->cache_store(key_buffer, value_buffer, a->k, a->v, cache_by_slot(NKV, HS), T, n_past, NKV, HS);
     b->attention_forward(a->attn_out, a->q, key_buffer, value_buffer, mask, T, P, NH, NKV, HS, cache_by_slot(NKV, HS));
     b->matmul_forward(a->proj, a->attn_out, m->wo, T, QD, C);
     b->residual_forward(a->h, a->u, a->proj, T * C);

@@ -408,8 +408,7 @@ void target_forward(Target* target, const int* tokens, const int* positions, con
         backend_matmuls(b, qkv, a->x_norm, (Matrix[3]){lw->wq, lw->wk, lw->wv}, (int[3]){QD, KVD, KVD}, 3, T, C);
         b->rope_forward(a->q, a->q, a->positions, T, NH, HS, c->rope_theta);
         b->rope_forward(a->k, a->k, a->positions, T, NKV, HS, c->rope_theta);
-        cache_store(b, key_cache, a->k, cache_by_head(S, HS), T, n_past, NKV, HS);
-        cache_store(b, value_cache, a->v, cache_by_head(S, HS), T, n_past, NKV, HS);
+        b->cache_store(key_cache, value_cache, a->k, a->v, cache_by_head(S, HS), T, n_past, NKV, HS);
         b->attention_forward(a->attn_out, a->q, key_cache, value_cache, a->mask, T, P, NH, NKV, HS, cache_by_head(S, HS));
         b->matmul_forward(a->proj, a->attn_out, lw->wo, T, QD, C);
         b->residual_forward(a->x, a->x, a->proj, T * C);

@@ -388,34 +388,38 @@ static void test_kv_compact(int n_planes, int S, int width, int destination, int
     free(key_cache); free(value_cache);
 }
 
-// cache_store: T rows of (T, NKV*HS) into slots [n_past, n_past + T) of a cache of S slots in each layout,
-// against the rows copied one by one; every other slot keeps its NaN
+// cache_store: a call's T rows of keys and of values, (T, NKV*HS), into slots [n_past, n_past + T) of two
+// caches of S slots in each layout, against the elements placed one by one; every other slot keeps its NaN
 static void test_cache_store(int T, int n_past, int S, int NKV, int HS) {
     size_t rows_size = (size_t)T * NKV * HS, cache_size = (size_t)S * NKV * HS;
-    float* rows = random_floats(rows_size, -1, 1);
+    float* rows[2] = {random_floats(rows_size, -1, 1), random_floats(rows_size, -1, 1)};   // k, v
     float* nans = mallocCheck(cache_size * sizeof(float));
     for (size_t i = 0; i < cache_size; i++) { nans[i] = NAN; }
-    float* d_rows = on_backend(rows, rows_size * sizeof(float));
+    float* d_rows[2] = {on_backend(rows[0], rows_size * sizeof(float)), on_backend(rows[1], rows_size * sizeof(float))};
     for (int by_head = 0; by_head <= 1; by_head++) {
         CacheLayout layout = by_head ? cache_by_head(S, HS) : cache_by_slot(NKV, HS);
-        float* expected = mallocCheck(cache_size * sizeof(float));
-        memcpy(expected, nans, cache_size * sizeof(float));
-        for (int t = 0; t < T; t++) {
-            for (int h = 0; h < NKV; h++) {
-                for (int e = 0; e < HS; e++) {
-                    expected[h * layout.head_stride + (size_t)(n_past + t) * layout.slot_stride + e] = rows[((size_t)t * NKV + h) * HS + e];
+        float* d_caches[2] = {on_backend(nans, cache_size * sizeof(float)), on_backend(nans, cache_size * sizeof(float))};
+        B->cache_store(d_caches[0], d_caches[1], d_rows[0], d_rows[1], layout, T, n_past, NKV, HS);
+        for (int kind = 0; kind < 2; kind++) {
+            float* expected = mallocCheck(cache_size * sizeof(float));
+            memcpy(expected, nans, cache_size * sizeof(float));
+            for (int t = 0; t < T; t++) {
+                for (int h = 0; h < NKV; h++) {
+                    for (int e = 0; e < HS; e++) {
+                        expected[h * layout.head_stride + (size_t)(n_past + t) * layout.slot_stride + e] =
+                            rows[kind][((size_t)t * NKV + h) * HS + e];
+                    }
                 }
             }
+            float* got = mallocCheck(cache_size * sizeof(float));
+            B->download(got, d_caches[kind], cache_size * sizeof(float));
+            check(memcmp(got, expected, cache_size * sizeof(float)) == 0, "%s: cache_store %s, %s T=%d n_past=%d S=%d NKV=%d HS=%d",
+                  B->name, kind ? "values" : "keys", by_head ? "head by head" : "slot by slot", T, n_past, S, NKV, HS);
+            free(expected); free(got);
         }
-        float* d_cache = on_backend(nans, cache_size * sizeof(float));
-        cache_store(B, d_cache, d_rows, layout, T, n_past, NKV, HS);
-        float* got = mallocCheck(cache_size * sizeof(float));
-        B->download(got, d_cache, cache_size * sizeof(float));
-        check(memcmp(got, expected, cache_size * sizeof(float)) == 0, "%s: cache_store %s T=%d n_past=%d S=%d NKV=%d HS=%d",
-              B->name, by_head ? "head by head" : "slot by slot", T, n_past, S, NKV, HS);
-        B->free(d_cache); free(expected); free(got);
+        B->free(d_caches[0]); B->free(d_caches[1]);
     }
-    B->free(d_rows); free(rows); free(nans);
+    B->free(d_rows[0]); B->free(d_rows[1]); free(rows[0]); free(rows[1]); free(nans);
 }
 
 // ---- backward passes and training ops: d-buffers start random on both sides (the ops accumulate) ------
@@ -1408,6 +1412,10 @@ static void sim_scatter_add_rows(float* destination, const float* source, const 
     scatter_add_rows_cpu(R(destination), R(source), R(rows), n, C);
 }
 static void sim_scale(float* values, float factor, size_t N) { scale_cpu(R(values), factor, N); }
+static void sim_cache_store(float* key_cache, float* value_cache, const float* k, const float* v, CacheLayout layout, int T,
+                            int n_past, int NKV, int HS) {
+    cache_store_cpu(R(key_cache), R(value_cache), R(k), R(v), layout, T, n_past, NKV, HS);
+}
 static void sim_copy_strided(float* out, const float* inp, int T, int width, int out_stride, int inp_stride) {
     copy_strided_cpu(R(out), R(inp), T, width, out_stride, inp_stride);
 }
@@ -1425,7 +1433,7 @@ static const Backend backend_simulated_device = {
     .rope_backward = sim_rope_backward, .attention_backward = sim_attention_backward, .swiglu_backward = sim_swiglu_backward,
     .distribution_loss = sim_distribution_loss, .adamw_update = sim_adamw_update, .sum_squares = sim_sum_squares,
     .gather_rows = sim_gather_rows, .scatter_add_rows = sim_scatter_add_rows, .scale = sim_scale,
-    .copy_strided = sim_copy_strided, .argmax_rows = sim_argmax_rows,
+    .copy_strided = sim_copy_strided, .cache_store = sim_cache_store, .argmax_rows = sim_argmax_rows,
 };
 
 // The CPU tables' allocator: zeroed, every byte writable (ASan builds check the bound), and the start on a

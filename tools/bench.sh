@@ -29,6 +29,7 @@ if [ -x "$LLAMA_BIN/llama-bench" ]; then
     llama() { # output file, model
         "$LLAMA" -m "$2" -t "$THREADS" -p 128 -n 0 -d 0 -r 3 -o json > "$1.prefill" 2> /dev/null
         "$LLAMA" -m "$2" -t "$THREADS" -p 1,2,4,6,8,12,16 -n 32 -d 128 -r 3 -o json > "$1.passes" 2> /dev/null
+        "$LLAMA" -m "$2" -t "$THREADS" -p 0 -n 32 -d 1000 -r 3 -o json > "$1.long" 2> /dev/null
     }
     llama "$WORK/llama_q_before" "$MODEL"
 else
@@ -59,7 +60,7 @@ for line in open(os.path.join(work, "ours.txt")):
 def llama_runs(prefix):
     # {(n_prompt, n_gen, n_depth): seconds per test, fastest repetition} over the files of a prefix
     best = {}
-    for suffix in ("prefill", "passes"):
+    for suffix in ("prefill", "passes", "long"):
         path = prefix + "." + suffix
         if not os.path.exists(path) or os.path.getsize(path) == 0:
             continue
@@ -84,6 +85,7 @@ q = merge(llama_runs(os.path.join(work, "llama_q_before")), llama_runs(os.path.j
 f = llama_runs(os.path.join(work, "llama_f32")) if have_llama else {}
 def decode_tps(run): return 32 / run[(0, 32, 128)] if (0, 32, 128) in run else float("nan")
 def prefill_tps(run): return 128 / run[(128, 0, 0)] if (128, 0, 0) in run else float("nan")
+def long_decode_tps(run): return 32 / run[(0, 32, 1000)] if (0, 32, 1000) in run else float("nan")
 
 print("\ndecode: one token after 128 cached (llama.cpp: tg32 after 128); prefill: 128 tokens from an empty cache")
 print("%-38s %12s %12s" % ("", "decode tok/s", "prefill tok/s"))
@@ -95,6 +97,9 @@ for label, key in rows:
 if have_llama:
     print("%-38s %12.1f %12.1f" % ("llama.cpp, same file", decode_tps(q), prefill_tps(q)))
     print("%-38s %12.1f %12.1f" % ("llama.cpp, F32 copy", decode_tps(f), prefill_tps(f)))
+    print("\ndecode after 1000 cached (llama.cpp: tg32 after 1000; its cache F16, ours F32), tok/s")
+    print("%-38s %12.1f" % ("aurora fast (default)", ours.get("fast_decode_long_tps", float("nan"))))
+    print("%-38s %12.1f" % ("llama.cpp, same file", long_decode_tps(q)))
     print("\nverify cost: a pass over N tokens after 128 cached / one decode step")
     print("%-38s" % "N" + "".join("%7d" % n for n in (2, 4, 6, 8, 12, 16)))
     print("%-38s" % "aurora fast (chain, every row's logits)" + "".join("%6.2fx" % ours.get("verify%d_vs_decode" % n, float("nan")) for n in (2, 4, 6, 8, 12, 16)))
@@ -112,6 +117,7 @@ def ratio(a, b): return a / b if b == b and b != 0 and a == a else nan
 summary = [
     ("decode_vs_llamacpp", ratio(ours.get("fast_decode_tps", nan), decode_tps(q) if have_llama else nan)),
     ("prefill_vs_llamacpp", ratio(ours.get("fast_prefill_tps", nan), prefill_tps(q) if have_llama else nan)),
+    ("decode_1000_vs_llamacpp", ratio(ours.get("fast_decode_long_tps", nan), long_decode_tps(q) if have_llama else nan)),
     ("verify6_vs_decode", ours.get("verify6_vs_decode", nan)),
     ("verify12_vs_decode", ours.get("verify12_vs_decode", nan)),
     ("verify12_matmul_floor_vs_decode", ours.get("verify12_matmul_floor_vs_decode", nan)),
@@ -125,6 +131,7 @@ summary = [
     ("self_fixed_vs_plain", ours.get("self_vs_plain", nan)),
     ("lookup_fixed_vs_plain", ours.get("lookup_vs_plain", nan)),
     ("decode_vs_memory_limit", ours.get("decode_vs_memory_limit", nan)),
+    ("decode_1000_vs_memory_limit", ours.get("decode_long_vs_memory_limit", nan)),
     ("resident_mb", peak),
 ]
 print("\nsummary")

@@ -12,7 +12,8 @@ plain runs (the fastest runs of two variants can come from different minutes of 
 ratios moved by 10-25% between runs of the same code). The "@ NAME_tps" lines are the fastest runs, the
 "@ NAME_vs_plain" lines the paired medians.
 
-  decode      one single-token step after CONTEXT cached tokens (the slot is rewritten each time)
+  decode      one single-token step after CONTEXT cached tokens (the slot is rewritten each time); and on the
+              fast table after LONG_CONTEXT, where the key/value cache is read beside the weights
   prefill     PREFILL tokens from an empty cache, in one call
   verify      a chain of N nodes after CONTEXT cached tokens (every row's logits), against a decode step measured
               right before it: the cost of checking N - 1 draft tokens, in decode steps; and beside it the
@@ -37,7 +38,7 @@ tables only, for a quick look while tuning)
 #include "bench_common.h"
 
 enum { CONTEXT = 128, PREFILL = 128, GENERATE = 64, DRAFT_VOCAB = DRAFT_DEFAULT_VOCAB, DRAFT_CHAIN = 4, REF_ROUNDS = 2,
-       MAX_ROUNDS = 64, VERIFY_REPEATS = 12 };
+       MAX_ROUNDS = 64, VERIFY_REPEATS = 12, LONG_CONTEXT = 1000 };
 static const int VERIFY_NODES[] = {2, 4, 6, 8, 12, 16};
 enum { N_VERIFY = sizeof(VERIFY_NODES) / sizeof(VERIFY_NODES[0]) };
 
@@ -60,13 +61,14 @@ static int context_tokens[PREFILL];
 
 static double min_of(double a, double b) { return a < b ? a : b; }
 
-// One decode step after CONTEXT cached tokens (rewrites slot CONTEXT: the cache stays as it was).
-static double time_decode(Target* target) {
-    int token = 300, position = CONTEXT;
+// One decode step after P cached tokens (rewrites slot P: the cache stays as it was).
+static double time_decode_after(Target* target, int P) {
+    int token = 300, position = P;
     double start = now_seconds();
-    target_forward(target, &token, &position, NULL, 1, CONTEXT, 0);
+    target_forward(target, &token, &position, NULL, 1, P, 0);
     return now_seconds() - start;
 }
+static double time_decode(Target* target) { return time_decode_after(target, CONTEXT); }
 
 // PREFILL tokens from an empty cache in one call: the context's own tokens, so the cache ends as it was.
 static double time_prefill(Target* target) {
@@ -192,6 +194,17 @@ int main(int argc, char** argv) {
         }
         target_prefill(&subjects[s].target, context_tokens, CONTEXT, 0, NULL, NULL);
     }
+    // the fast table again, its cache LONG_CONTEXT tokens long (the context's tokens over and over)
+    Target long_target;
+    if (target_load(&long_target, argv[1], fast->backend, LONG_CONTEXT + 1, DEFAULT_BATCH_TOKENS, &err) != 0) {
+        fprintf(stderr, "error: %s\n", err.message);
+        return 1;
+    }
+    int* long_tokens = mallocCheck(LONG_CONTEXT * sizeof(int));
+    for (int i = 0; i < LONG_CONTEXT; i++) { long_tokens[i] = context_tokens[i % CONTEXT]; }
+    target_prefill(&long_target, long_tokens, LONG_CONTEXT, 0, NULL, NULL);
+    free(long_tokens);
+    double long_decode = 1e30;
     char description[256];
     backend_describe(fast->backend, description, sizeof(description));
     printf("CPU: %s, %d threads (OpenMP); fast table: %s; load average at start %.2f\n", cpu, n_threads(), description,
@@ -262,6 +275,7 @@ int main(int argc, char** argv) {
             for (int r = 0; r < (is_reference ? 2 : 8); r++) { subject->decode = min_of(subject->decode, time_decode(&subject->target)); }
             subject->prefill = min_of(subject->prefill, time_prefill(&subject->target));
         }
+        for (int r = 0; r < 8; r++) { long_decode = min_of(long_decode, time_decode_after(&long_target, LONG_CONTEXT)); }
         // a verify pass is compute on both cores, which another process on the machine stretches more than a
         // memory-bound decode step: many samples of each pair, so that the fastest is a quiet moment's
         for (int v = 0; v < N_VERIFY; v++) {
@@ -405,10 +419,17 @@ int main(int argc, char** argv) {
            fast->decode * 1e3, fast->decode / limit);
     printf("@ bandwidth_gbs %.2f\n@ decode_limit_ms %.4f\n@ decode_vs_memory_limit %.4f\n", bandwidth, limit * 1e3,
            limit / fast->decode);
+    double long_bytes = decode_bytes(target, 0, LONG_CONTEXT), long_limit = long_bytes / (bandwidth * 1e9);
+    printf("after %d cached tokens a fast decode step reads %.1f MB (the cache %.1f MB of it): limit %.2f ms (%.0f tok/s); "
+           "it took %.2f ms (%.1f tok/s), %.2fx the limit\n", LONG_CONTEXT, long_bytes / 1e6,
+           (long_bytes - decode_bytes(target, 0, 0)) / 1e6, long_limit * 1e3, 1 / long_limit, long_decode * 1e3,
+           1 / long_decode, long_decode / long_limit);
+    printf("@ fast_decode_long_tps %.3f\n@ decode_long_vs_memory_limit %.4f\n", 1 / long_decode, long_limit / long_decode);
     printf("load average at the end: %.2f\n", load_average());
 
     free(mask); free(draft_mask); free(features); free(u); free(published);
     draft_free(&draft);
     for (int s = 0; s < n_subjects; s++) { target_free(&subjects[s].target); }
+    target_free(&long_target);
     return 0;
 }

@@ -581,8 +581,9 @@ void draft_layer_forward(const Draft* draft, const DraftWeights* w, const DraftM
     backend_matmuls(b, qkv, a->attn_in, (Matrix[3]){m->wq, m->wk, m->wv}, (int[3]){QD, KVD, KVD}, 3, T, 2 * C);
     b->rope_forward(a->q, a->q, positions, T, NH, HS, c->rope_theta);
     b->rope_forward(a->k, a->k, positions, T, NKV, HS, c->rope_theta);
-    b->cache_store(key_buffer, value_buffer, a->k, a->v, cache_by_slot(NKV, HS), T, n_past, NKV, HS);
-    b->attention_forward(a->attn_out, a->q, key_buffer, value_buffer, mask, T, P, NH, NKV, HS, cache_by_slot(NKV, HS));
+    CacheLayout layout = cache_by_slot(NKV, HS);   // (the trainer's buffers are slot by slot too)
+    b->cache_store(key_buffer, value_buffer, a->k, a->v, layout, T, n_past, NKV, HS);
+    b->attention_forward(a->attn_out, a->q, key_buffer, value_buffer, mask, T, P, NH, NKV, HS, layout);
     b->matmul_forward(a->proj, a->attn_out, m->wo, T, QD, C);
     b->residual_forward(a->h, a->u, a->proj, T * C);
 

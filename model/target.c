@@ -398,9 +398,10 @@ void target_forward(Target* target, const int* tokens, const int* positions, con
     b->upload(a->mask, target->host.mask, (size_t)T * P);
     b->embedding_forward(a->x, a->tokens, w->token_embedding, T, C, V);
 
+    CacheLayout layout = cache_by_head(S, HS);   // every layer's cache head by head
     for (int l = 0; l < c->n_layers; l++) {
         const TargetLayerWeights* lw = &w->layers[l];
-        float* key_cache = target->key_cache + (size_t)l * S * KVD;     // (NKV, S, HS): cache_by_head
+        float* key_cache = target->key_cache + (size_t)l * S * KVD;     // (NKV, S, HS): `layout`
         float* value_cache = target->value_cache + (size_t)l * S * KVD;
         // attention block: x = x + wo(attention(rope(wq xn), rope(wk xn), wv xn)), xn = rmsnorm(x)
         b->rmsnorm_forward(a->x_norm, a->x, lw->attn_norm, T, C, c->norm_eps);
@@ -408,8 +409,8 @@ void target_forward(Target* target, const int* tokens, const int* positions, con
         backend_matmuls(b, qkv, a->x_norm, (Matrix[3]){lw->wq, lw->wk, lw->wv}, (int[3]){QD, KVD, KVD}, 3, T, C);
         b->rope_forward(a->q, a->q, a->positions, T, NH, HS, c->rope_theta);
         b->rope_forward(a->k, a->k, a->positions, T, NKV, HS, c->rope_theta);
-        b->cache_store(key_cache, value_cache, a->k, a->v, cache_by_head(S, HS), T, n_past, NKV, HS);
-        b->attention_forward(a->attn_out, a->q, key_cache, value_cache, a->mask, T, P, NH, NKV, HS, cache_by_head(S, HS));
+        b->cache_store(key_cache, value_cache, a->k, a->v, layout, T, n_past, NKV, HS);
+        b->attention_forward(a->attn_out, a->q, key_cache, value_cache, a->mask, T, P, NH, NKV, HS, layout);
         b->matmul_forward(a->proj, a->attn_out, lw->wo, T, QD, C);
         b->residual_forward(a->x, a->x, a->proj, T * C);
         // MLP block: x = x + w_down(silu(w_gate xn) * w_up xn), xn = rmsnorm(x)

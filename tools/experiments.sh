@@ -75,6 +75,30 @@ tokens_per_second() { prefill=$1; shift; for d in "$@"; do cat "$d/requests.csv"
 speed() { tokens_per_second 0 "$@"; }
 decode_speed() { tokens_per_second 1 "$@"; }
 held_back() { awk -F, 'NR > 1 { last = $3 } END { printf "%.3f", last }' "$1/held_back.csv" 2>/dev/null || echo "-"; }
+# a summary.txt line's first number after a label ("training: 512 optimiser steps" -> 512; "-" if absent)
+summary_number() { sed -n "s/^$2 *\([0-9.]*\).*/\1/p" "$1/summary.txt" | head -1 | grep . || echo "-"; }
+# mean acceptance of a run's served rows per window of W requests: "1.234 1.456 ..."
+windows() { awk -F, -v w="$2" 'NR > 1 && $9 == "served" { i = int(n / w); a[i] += $6; c[i]++; n++ }
+                               END { for (j = 0; j * w < n; j++) printf "%s%.3f", j ? " " : "", a[j] / c[j] }' "$1/requests.csv"; }
+# per domain in stream order: "domain mean" lines of a run's served rows
+domain_means() { awk -F, 'NR > 1 && $9 == "served" { if (!($2 in c)) order[k++] = $2; a[$2] += $6; c[$2]++ }
+                          END { for (j = 0; j < k; j++) printf "%s %.3f %d\n", order[j], a[order[j]] / c[order[j]], c[order[j]] }' "$1/requests.csv"; }
+# recovery after each domain shift of an ordered stream: the level before it (the mean of the last 50 served
+# requests of the previous domain), and how many requests of the new domain pass before the trailing mean of
+# 25 comes back within 10% of that level (0.9 x), or "not within N" (N: the domain's served requests)
+recovery() { awk -F, 'NR > 1 && $9 == "served" {
+        if ($2 != domain) {
+            if (domain != "") {
+                report(); m = n < 50 ? n : 50; pre = 0; for (j = n - m; j < n; j++) pre += v[j]; pre /= m; from = domain; shifted = 1
+            }
+            domain = $2; n = 0; back = 0
+        }
+        v[n++] = $6
+        if (shifted && !back && n >= 25) { t = 0; for (j = n - 25; j < n; j++) t += v[j]; if (t / 25 >= 0.9 * pre) back = n }
+    }
+    function report() { if (shifted) printf "  %s -> %s: level before %.3f; within 10%% (a trailing mean of 25 >= %.3f) %s\n",
+                                            from, domain, pre, 0.9 * pre, back ? "after " back " requests" : "not within its " n }
+    END { report() }' "$1/requests.csv"; }
 
 case "$experiment" in
 day0)
@@ -139,6 +163,25 @@ shift)
     run static --order ordered --static "$out/static-c.gguf" $LOOKAHEAD5 $EVAL
     run online --order ordered --online --draft-init "$out/static-c.gguf" $TRAIN $LOOKAHEAD5 $EVAL
     finish
+    {
+        echo "domain shift: a static draft trained offline on ${STATIC_REQUESTS:-250} c requests (2 epochs), then an ordered stream of"
+        echo "$PER requests per domain (c, python, prose, shell; held back: $EVAL), served by it frozen and by the same"
+        echo "draft training online (side by side, $THREADS thread(s) each; chains of depth 5)"
+        echo " mean acceptance length per domain (served requests):"
+        for name in static online; do
+            domain_means "$out/$name" | awk -v n="$name" '{ printf "  %-7s %-7s %.3f (%d requests)\n", n, $1, $2, $3 }'
+        done
+        # the new domains: every served request after the first domain's, static against online
+        for name in static online; do
+            awk -F, 'NR > 1 && $9 == "served" { if (first == "") first = $2; if ($2 != first) { a += $6; n++ } }
+                     END { printf "%.3f\n", n ? a / n : 0 }' "$out/$name/requests.csv"
+        done | { read -r s; read -r o; awk -v s="$s" -v o="$o" 'BEGIN { printf " the new domains (all requests after c): static %.3f, online %.3f: %.2fx static\n", s, o, (s > 0 ? o / s : 0) }'; }
+        echo " recovery of the online draft after each shift:"
+        recovery "$out/online"
+        echo " held-back acceptance at the end (4 requests of each domain): static $(held_back "$out/static"), online $(held_back "$out/online")"
+        echo " online: $(summary_number "$out/online" "training:") optimiser steps, $(summary_number "$out/online" "draft vocabulary:") vocabulary entries replaced, $(summary_number "$out/online" "hot swaps:") hot swaps"
+        echo " speed (whole requests / after the prefill): static $(speed "$out/static") / $(decode_speed "$out/static") tok/s, online (trainer beside it) $(speed "$out/online") / $(decode_speed "$out/online") tok/s"
+    } | tee "$out/result.txt"
     "$AURORA" plot -o "$out/acceptance.svg" --title "domain shift: c, python, prose, shell ($PER requests each)" \
         "$out/static/requests.csv:static (trained on c)" "$out/online/requests.csv:online"
     ;;
@@ -148,6 +191,24 @@ mixed)
     run static --order mixed --requests "$N" --static out/shift/static-c.gguf $LOOKAHEAD5 $EVAL
     run online --order mixed --requests "$N" --online --draft-init "$INIT" $TRAIN $LOOKAHEAD5 $EVAL
     finish
+    {
+        W=$((N >= 200 ? N / 10 : N / 2))
+        echo "mixed stream: $N requests (held back: $EVAL), the static draft of 'shift' (trained offline on c) frozen"
+        echo "against a fresh draft (warm start $INIT) training online, side by side, $THREADS thread(s) each; chains of depth 5"
+        echo " mean acceptance length per $W requests:"
+        for name in static online; do printf "  %-7s %s\n" "$name" "$(windows "$out/$name" "$W")"; done
+        s_all=$(acceptance "$out/static" 0 "$N"); o_all=$(acceptance "$out/online" 0 "$N")
+        s_last=$(acceptance "$out/static" $((N - 50)) "$N"); o_last=$(acceptance "$out/online" $((N - 50)) "$N")
+        awk -v sa="$s_all" -v oa="$o_all" -v sl="$s_last" -v ol="$o_last" 'BEGIN {
+            printf " all requests: static %.3f, online %.3f (%.2fx); the last 50: static %.3f, online %.3f (%.2fx)\n", sa, oa, oa / sa, sl, ol, ol / sl }'
+        echo " online passes the static draft (a trailing mean of 50 above the static's over the same requests) at request $(paste -d, "$out/static/requests.csv" "$out/online/requests.csv" |
+            awk -F, 'NR > 1 && $9 == "served" && $19 == "served" { s[n % 50] = $6; o[n % 50] = $16; n++
+                     if (n >= 50 && !at) { ts = to = 0; for (j = 0; j < 50; j++) { ts += s[j]; to += o[j] } if (to > ts) at = n } }
+                     END { print at ? at : "- (never)" }')"
+        echo " held-back acceptance at the end: static $(held_back "$out/static"), online $(held_back "$out/online")"
+        echo " online: $(summary_number "$out/online" "training:") optimiser steps, $(summary_number "$out/online" "hot swaps:") hot swaps"
+        echo " speed (whole requests / after the prefill): static $(speed "$out/static") / $(decode_speed "$out/static") tok/s, online (trainer beside it) $(speed "$out/online") / $(decode_speed "$out/online") tok/s"
+    } | tee "$out/result.txt"
     "$AURORA" plot -o "$out/acceptance.svg" --title "mixed stream: online from scratch against static" \
         "$out/static/requests.csv:static" "$out/online/requests.csv:online"
     ;;
@@ -214,6 +275,18 @@ sync)
     for every in 1 4 16 64; do run "sync-$every" --order mixed --requests "$N" --online --draft-init "$INIT" $TRAIN \
         $LOOKAHEAD5 --sync-every "$every"; done
     finish
+    {
+        echo "publishing the trainer's weights every 1, 4, 16, 64 optimiser steps: $N requests (mixed traffic), day 0 online,"
+        echo "$JOBS runs at a time, $THREADS thread(s) each and a trainer thread; chains of depth 5"
+        printf "  %-8s %9s %9s %9s %7s %10s %14s %12s\n" run "1-$((N / 2))" "$((N / 2 + 1))-$N" all steps "hot swaps" "switch (ms)" "tok/s"
+        for every in 1 4 16 64; do
+            d=$out/sync-$every
+            printf "  %-8s %9s %9s %9s %7s %10s %14s %12s\n" "every $every" "$(acceptance "$d" 0 $((N / 2)))" \
+                "$(acceptance "$d" $((N / 2)) "$N")" "$(acceptance "$d" 0 "$N")" "$(summary_number "$d" "training:")" \
+                "$(summary_number "$d" "hot swaps:")" "$(sed -n 's/^hot swaps: [0-9]*, switch time mean \([0-9.]*\) ms.*/\1/p' "$d/summary.txt")" \
+                "$(speed "$d")"
+        done
+    } | tee "$out/result.txt"
     "$AURORA" plot -o "$out/acceptance.svg" --title "publishing every 1, 4, 16, 64 optimiser steps" \
         "$out/sync-1/requests.csv:every 1" "$out/sync-4/requests.csv:every 4" "$out/sync-16/requests.csv:every 16" \
         "$out/sync-64/requests.csv:every 64"

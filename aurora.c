@@ -213,7 +213,7 @@ static const Flag FLAGS[] = {
     {"layers", NULL, "--layers", FLAG_INT, "N", 1, 256, NULL, OPTION(tiny.n_layers), "layers"},
     {"heads", NULL, "--heads", FLAG_INT, "N", 1, 256, NULL, OPTION(tiny.n_heads), "query heads"},
     {"kv-heads", NULL, "--kv-heads", FLAG_INT, "N", 1, 256, NULL, OPTION(tiny.n_kv_heads), "key/value heads"},
-    {"ffn", NULL, "--ffn", FLAG_INT, "N", 1, 65536, NULL, OPTION(tiny.ffn_dim), "feed-forward width"},
+    {"ffn", NULL, "--ffn", FLAG_INT, "N", MODEL_MIN_FFN, 65536, NULL, OPTION(tiny.ffn_dim), "feed-forward width"},
     {"vocab", NULL, "--vocab", FLAG_INT, "N", 259, 1 << 20, NULL, OPTION(tiny.vocab_size), "vocabulary size (3 control + 256 byte tokens + merges)"},
     {"model-context", NULL, "--context", FLAG_INT, "N", 2, 1 << 20, NULL, OPTION(tiny.context_length), "the model's context length"},
     {"type", NULL, "--type", FLAG_CHOICE, "TYPE", 0, 0, "f32|f16|bf16|q8_0|q4_0|q4_1", OPTION(type_name),
@@ -735,6 +735,18 @@ static int command_tiny_model(Options* o) {
     return 0;
 }
 
+// general.file_type as llama.cpp numbers it (llama_ftype: "mostly" the matrices' type)
+static uint32_t llama_file_type(int type) {
+    switch (type) {
+    case TYPE_F16:  return 1;
+    case TYPE_Q4_0: return 2;
+    case TYPE_Q4_1: return 3;
+    case TYPE_Q8_0: return 7;
+    case TYPE_BF16: return 32;
+    default:        return 0;   // all F32
+    }
+}
+
 static int command_convert(Options* o) {
     int type = tensor_type_from_name(o->type_name);
     const char* inputs[1] = {o->model_path};
@@ -744,7 +756,9 @@ static int command_convert(Options* o) {
     if (gguf_open(&file, o->model_path, &err) != 0) { return fail(&err); }
     if (check_output(o->out_path, "-o", inputs, input_flags, 1, 1) != 0) { gguf_close(&file); return 1; }
     GGUFWriter* writer = gguf_writer_new();
-    int status = gguf_writer_copy_values(writer, &file, NULL, &err) != 0 ? fail(&err) : 0;
+    const char* const replaced[] = {"general.file_type", NULL};   // it names the old type
+    int status = gguf_writer_copy_values(writer, &file, replaced, &err) != 0 ? fail(&err) : 0;
+    gguf_writer_add_uint32(writer, "general.file_type", llama_file_type(type));
     for (uint64_t i = 0; i < file.n_tensors && status == 0; i++) {
         const GGUFTensor* t = &file.tensors[i];
         int is_matrix = t->n_dims >= 2;

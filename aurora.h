@@ -111,6 +111,9 @@ typedef struct {
 } OutputFile;
 int output_open(OutputFile* out, const char* path, Error* err);
 int output_commit(OutputFile* out, Error* err);  // write errors (a full disk, a size limit) are errors here
+// The first half of a commit: every byte written, flushed and synced, only the rename left (output_commit
+// or output_abandon next). Files that belong together finish all before any is renamed.
+int output_finish(OutputFile* out, Error* err);
 void output_abandon(OutputFile* out);
 // Writes n bytes to path atomically (output_open, fwrite, output_commit).
 int write_file_atomic(const char* path, const void* bytes, size_t n, Error* err);
@@ -629,6 +632,9 @@ typedef struct {
 // Query heads per key/value head a model may have (the fast attention keeps a group's scores per thread;
 // real models have 1 to 16)
 enum { MODEL_MAX_HEAD_GROUP = 64 };
+// The narrowest feed-forward layer a model may have: the tensor tables take a tensor of one column for a
+// vector (a norm's weight), and the down projection has one column per feed-forward unit
+enum { MODEL_MIN_FFN = 2 };
 
 // The weights on the target's backend: matrices as the backend keeps them (upload_matrix), norm weights
 // fp32. One struct per layer, since GGUF stores each layer's tensors apart (a fast CPU backend reads
@@ -775,8 +781,8 @@ int tiny_model_write(const char* path, const TinyModelSpec* spec, Error* err);
 // An integer hyperparameter that must lie in [lo, hi].
 int model_read_config_int(const GGUFFile* file, const char* key, int lo, int hi, int* out, Error* err);
 // 0, or -1 with err naming heads_key when a key/value head serves more than MODEL_MAX_HEAD_GROUP query heads
-int model_check_head_group(const GGUFFile* file, const char* heads_key, int n_heads, int n_kv_heads, Error* err);
-// The tensor named name, checked to have shape (rows, cols) (cols == 1: a vector of rows).
+int model_check_head_group(const char* path, const char* heads_key, int n_heads, int n_kv_heads, Error* err);
+// The tensor named name, checked to have shape (rows, cols) (cols == 1: a vector of rows) and a weight type.
 const GGUFTensor* model_find_tensor(const GGUFFile* file, const char* name, int rows, int cols, Error* err);
 // The (T, n_past + T) attention mask of one call: the caller's mask when given, else causal.
 void build_attention_mask(uint8_t* out, const uint8_t* mask, int T, int n_past);
@@ -1490,9 +1496,14 @@ typedef struct {
     float* host_loss_weights; // (rows)
     float* host_losses;     // (rows)
     int* host_argmax;       // (2 rows)
-    int* discard_used;      // (rows) indices of the record's discard nodes in use
-    int* discard_row;       // (record's discard nodes) their row in step 0, or -1
 } TrainWorkspace;
+// The discard loss's choice of rejected nodes for one record, sized by its rejected nodes (the workspace
+// is then sized by the nodes chosen, not by every node a long completion rejected).
+typedef struct {
+    int capacity;           // the record's discard nodes it holds
+    int* used;              // (capacity) indices of the record's discard nodes in use
+    int* row;               // (capacity) each node's row in step 0, or -1
+} DiscardSelection;
 
 typedef struct {
     TrainerSettings settings;
@@ -1511,6 +1522,7 @@ typedef struct {
     long* token_counts;     // (V) how often each target id occurred in the records counted (trainer_count_tokens)
     long vocabulary_swaps;  // draft-vocabulary entries replaced so far
     TrainWorkspace work;
+    DiscardSelection discard;
 } Trainer;
 
 TrainerSettings trainer_default_settings(void);

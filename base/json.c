@@ -216,12 +216,14 @@ static int json_parse_number(JsonParser* p, double* out) {
         if (!(json_peek(p) >= '0' && json_peek(p) <= '9')) { return json_error(p, "a digit in the exponent"); }
         while (json_peek(p) >= '0' && json_peek(p) <= '9') { p->pos++; }
     }
-    char buffer[64];
+    // the whole literal, however long (1e-000...0005 is 1e-5): strtod needs it terminated
+    char small[64];
     size_t n = p->pos - start;
-    if (n >= sizeof(buffer)) { n = sizeof(buffer) - 1; }   // the value of a huge literal is never used here
+    char* buffer = n < sizeof(small) ? small : mallocCheck(n + 1);
     memcpy(buffer, p->text + start, n);
     buffer[n] = '\0';
     *out = strtod(buffer, NULL);
+    if (buffer != small) { free(buffer); }
     return 0;
 }
 

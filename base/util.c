@@ -254,20 +254,28 @@ void output_abandon(OutputFile* out) {
     output_release(out);
 }
 
-int output_commit(OutputFile* out, Error* err) {
+// A failed commit: the temporary file removed, the error naming the target (errno saved, 0 if unknown).
+static int output_fail(OutputFile* out, int saved, Error* err) {
+    unlink(out->temporary_path);
+    error_set(err, "%s: write failed: %s (the previous file, if any, is unchanged)", out->path,
+              saved ? strerror(saved) : "I/O error");
+    output_release(out);
+    return -1;
+}
+
+int output_finish(OutputFile* out, Error* err) {
+    if (out->stream == NULL) { return 0; }   // finished already
     int failed = fflush(out->stream) != 0 || ferror(out->stream);
     int saved = errno;
     if (!failed && fsync(fileno(out->stream)) != 0 && errno != EINVAL && errno != EROFS) { failed = 1; saved = errno; }
     if (fclose(out->stream) != 0 && !failed) { failed = 1; saved = errno; }
     out->stream = NULL;
-    if (!failed && rename(out->temporary_path, out->path) != 0) { failed = 1; saved = errno; }
-    if (failed) {
-        unlink(out->temporary_path);
-        error_set(err, "%s: write failed: %s (the previous file, if any, is unchanged)", out->path,
-                  saved ? strerror(saved) : "I/O error");
-        output_release(out);
-        return -1;
-    }
+    return failed ? output_fail(out, saved, err) : 0;
+}
+
+int output_commit(OutputFile* out, Error* err) {
+    if (output_finish(out, err) != 0) { return -1; }
+    if (rename(out->temporary_path, out->path) != 0) { return output_fail(out, errno, err); }
     output_release(out);
     return 0;
 }

@@ -181,12 +181,14 @@ static void* flywheel_thread_main(void* argument) {
     return NULL;
 }
 
-// Lockstep: take everything recorded, train steps_per_request steps per request since the last round,
-// then publish (called by the serving loop; no thread). An interrupt stops it after the step in flight.
-static void flywheel_lockstep_round(Flywheel* flywheel) {
+// Lockstep: take everything recorded, train steps_per_request steps for each of the `requests` since the
+// last round, then publish (called by the serving loop; no thread). An interrupt stops it after the step
+// in flight.
+static void flywheel_lockstep_round(Flywheel* flywheel, int requests) {
     flywheel_take_records(flywheel, 0);
     if (flywheel->pool_count == 0) { return; }
-    for (int i = 0; i < flywheel->lockstep_every * flywheel->steps_per_request && !stop_requested(); i++) {
+    long long steps = (long long)requests * flywheel->steps_per_request;
+    for (long long i = 0; i < steps && !stop_requested(); i++) {
         flywheel_train_step(flywheel);
     }
     int version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena, flywheel->trainer.draft.d2t);
@@ -756,9 +758,25 @@ int replay_run(const Options* o) {
             }
         }
         // a lockstep round after every lockstep_every requests, served or skipped
-        if (online && o->lockstep_every > 0 && (r + 1) % o->lockstep_every == 0) { flywheel_lockstep_round(&flywheel); }
+        if (online && o->lockstep_every > 0 && (r + 1) % o->lockstep_every == 0) {
+            flywheel_lockstep_round(&flywheel, o->lockstep_every);
+        }
+    }
+    // the requests after the last full round are trained on too (not when stopped: the user asked to end)
+    if (online && o->lockstep_every > 0 && totals.n_done % o->lockstep_every != 0 && !stop_requested()) {
+        flywheel_lockstep_round(&flywheel, totals.n_done % o->lockstep_every);
     }
     if (online) { flywheel_stop(&flywheel); } // the training step in flight finishes
+    if (stop_requested() && !o->quiet) {
+        fprintf(stderr, "stopped after %d of %d requests; saving the results\n", totals.n_done, n_requests);
+    }
+    // the results, most valuable first: the trained draft before anything else runs (a second stop signal
+    // exits at once, and the final held-back measurement below takes a while)
+    int wrote_draft = 0;
+    if (online && o->save_draft) {
+        if (draft_save(&flywheel.trainer.draft, o->save_draft, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
+        else { wrote_draft = 1; }
+    }
     if (held_back.n_records > 0 && (held_back.n_points == 0 || held_back.at_request[held_back.n_points - 1] != totals.n_done)) {
         if (online) { // the last weights the trainer published
             int version;
@@ -775,16 +793,8 @@ int replay_run(const Options* o) {
 #ifdef _OPENMP
     omp_set_num_threads(serving_threads);
 #endif
-    if (stop_requested() && !o->quiet) {
-        fprintf(stderr, "stopped after %d of %d requests; saving the results\n", totals.n_done, n_requests);
-    }
 
-    // the results, most valuable first: the trained draft, the per-request rows, the summary, the chart
-    int wrote_draft = 0;
-    if (online && o->save_draft) {
-        if (draft_save(&flywheel.trainer.draft, o->save_draft, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
-        else { wrote_draft = 1; }
-    }
+    // then the per-request rows, the summary, the chart
     if (rows && output_commit(&csv, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
     if (held_back.n_points > 0) {
         OutputFile eval;

@@ -58,6 +58,8 @@ static double svg_nice_step(double raw) {
 typedef struct { double x_max, y_min, y_max; } SvgScale;
 
 static double svg_x(const SvgScale* s, double request) { return SVG_LEFT + (SVG_RIGHT - SVG_LEFT) * request / s->x_max; }
+// A point's x: its request number where the series has them, else its row
+static double svg_point_x(const ChartSeries* series, int i) { return series->x ? series->x[i] : i; }
 static double svg_y(const SvgScale* s, double value) {
     if (value < s->y_min) { value = s->y_min; }
     return SVG_BOTTOM - (SVG_BOTTOM - SVG_TOP) * (value - s->y_min) / (s->y_max - s->y_min);
@@ -99,7 +101,7 @@ static void svg_domain_lines(FILE* f, const SvgScale* s, const ChartSeries* firs
     fprintf(f, "<g font-size=\"12\" fill=\"#555\">\n");
     for (int i = 0; i < first->n; i++) {
         if (i > 0 && strcmp(first->domains[i], first->domains[i - 1]) == 0) { continue; }
-        double x = svg_x(s, i);
+        double x = svg_x(s, svg_point_x(first, i));   // at the point's x (a request number), not its row
         if (i > 0) {
             fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#777\" stroke-dasharray=\"6 4\"/>\n",
                     x, SVG_TOP - 14, x, SVG_BOTTOM);
@@ -113,8 +115,6 @@ static void svg_domain_lines(FILE* f, const SvgScale* s, const ChartSeries* firs
 
 // One series: faint dots (a path of zero-length round-capped segments, compact for thousands of
 // points) and the moving average as polylines (broken where a window holds no finite value).
-static double svg_point_x(const ChartSeries* series, int i) { return series->x ? series->x[i] : i; }
-
 static void svg_series(FILE* f, const SvgScale* s, const ChartSeries* series, const char* colour) {
     if (series->measured_curve) { // a line through the points, a marker on each
         fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2.2\" stroke-dasharray=\"6 3\" points=\"", colour);

@@ -97,8 +97,7 @@ static void train_workspace_free(TrainWorkspace* w, const Backend* b) {
                           w->d_half, w->d_u};
     for (size_t i = 0; i < sizeof(on_backend) / sizeof(on_backend[0]); i++) { b->free(on_backend[i]); }
     void* on_host[] = {w->host_rows, w->host_mask, w->host_tokens, w->host_positions, w->host_loss_rows,
-                       w->host_target_tokens, w->host_loss_weights, w->host_losses, w->host_argmax, w->discard_used,
-                       w->discard_row};
+                       w->host_target_tokens, w->host_loss_weights, w->host_losses, w->host_argmax};
     for (size_t i = 0; i < sizeof(on_host) / sizeof(on_host[0]); i++) { free(on_host[i]); }
     memset(w, 0, sizeof(*w));
 }
@@ -106,6 +105,8 @@ static void train_workspace_free(TrainWorkspace* w, const Backend* b) {
 void trainer_free(Trainer* trainer) {
     const Backend* b = trainer->backend;
     train_workspace_free(&trainer->work, b);
+    free(trainer->discard.used);
+    free(trainer->discard.row);
     b->free(trainer->grads);
     b->free(trainer->adam_m);
     b->free(trainer->adam_v);
@@ -118,12 +119,8 @@ void trainer_free(Trainer* trainer) {
 // Grows the workspace to hold rows (step 0), keys (all blocks) and steps unrolled steps; capacities never
 // shrink.
 static void train_workspace_reserve(TrainWorkspace* w, const Backend* b, const DraftConfig* c, int rows, int keys,
-                                    int discard_nodes, int steps) {
-    if (rows <= w->capacity_rows && keys <= w->capacity_keys && discard_nodes <= w->capacity_rows &&
-        steps <= w->capacity_steps) {
-        return;
-    }
-    rows = rows > discard_nodes ? rows : discard_nodes;
+                                    int steps) {
+    if (rows <= w->capacity_rows && keys <= w->capacity_keys && steps <= w->capacity_steps) { return; }
     rows = rows > w->capacity_rows ? rows : w->capacity_rows;
     keys = keys > w->capacity_keys ? keys : w->capacity_keys;
     steps = steps > w->capacity_steps ? steps : w->capacity_steps;
@@ -169,8 +166,16 @@ static void train_workspace_reserve(TrainWorkspace* w, const Backend* b, const D
     w->host_loss_weights = mallocCheck(R * sizeof(float));
     w->host_losses = mallocCheck(R * sizeof(float));
     w->host_argmax = mallocCheck(2 * R * sizeof(int));
-    w->discard_used = mallocCheck(R * sizeof(int));
-    w->discard_row = mallocCheck(R * sizeof(int));
+}
+
+// Grows the discard selection to a record's n rejected nodes.
+static void discard_selection_reserve(DiscardSelection* d, int n) {
+    if (n <= d->capacity) { return; }
+    free(d->used);
+    free(d->row);
+    d->used = mallocCheck((size_t)n * sizeof(int));
+    d->row = mallocCheck((size_t)n * sizeof(int));
+    d->capacity = n;
 }
 
 // ----------------------------------------------------------------------------
@@ -181,17 +186,23 @@ static void train_workspace_reserve(TrainWorkspace* w, const Backend* b, const D
 int select_discard_nodes(const Record* record, int top_k, int first_column, int n_columns, int* used, int* row_of,
                                 int first_row) {
     int n = 0;
+    int pass_start = 0, pass_end = 0; // node i's verify pass: its nodes are contiguous (recorded pass by pass)
     for (int i = 0; i < record->n_discard; i++) {
         const DiscardNode* node = &record->discard[i];
+        if (i >= pass_end) {
+            pass_start = i;
+            for (pass_end = i + 1; pass_end < record->n_discard && record->discard[pass_end].verify_step == node->verify_step;
+                 pass_end++) {}
+        }
         row_of[i] = -1;
         // a node needs its whole context inside the trained columns
         if (node->prefix_end <= first_column || node->prefix_end > first_column + n_columns) { continue; }
         if (node->parent >= 0 && row_of[node->parent] < 0) { continue; }
         if (top_k > 0) {
             int better = 0; // rejected nodes of the same pass that outrank this one
-            for (int j = 0; j < record->n_discard; j++) {
+            for (int j = pass_start; j < pass_end; j++) {
                 const DiscardNode* other = &record->discard[j];
-                if (other->verify_step != node->verify_step || j == i) { continue; }
+                if (j == i) { continue; }
                 better += other->score > node->score || (other->score == node->score && j < i);
             }
             if (better >= top_k) { continue; }
@@ -351,13 +362,13 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         plan.chain_first = chain_first < plan.T - 1 ? chain_first : plan.T - 1;
         if (plan.n_steps > plan.T - plan.chain_first) { plan.n_steps = plan.T - plan.chain_first; }
     }
-    // reserve: rows of step 0 include every discard node at most, when the discard loss is on (records keep
-    // their rejected nodes either way: a long completion's hundreds of them would size every step's mask
-    // and logits for nothing)
-    int discard_nodes = s->discard_weight > 0.0f ? record->n_discard : 0;
-    train_workspace_reserve(ws, b, c, plan.T + discard_nodes, plan.T + discard_nodes + plan.T * plan.n_steps,
-                            discard_nodes, plan.n_steps);
-    unroll_plan_rows(&plan, record, s, ws->discard_used, ws->discard_row);
+    // the discard nodes first (when the discard loss is on), then the workspace for the rows of step 0 they
+    // add: those inside the trained columns and the top-k, not every node a long completion rejected
+    DiscardSelection* discard = &trainer->discard;
+    discard_selection_reserve(discard, s->discard_weight > 0.0f && record->n_discard > 0 ? record->n_discard : 1);
+    unroll_plan_rows(&plan, record, s, discard->used, discard->row);
+    train_workspace_reserve(ws, b, c, plan.T + plan.n_discard, plan.T + plan.n_discard + plan.T * plan.n_steps,
+                            plan.n_steps);
     int first_column = plan.first_column, T = plan.T, n_steps = plan.n_steps, D = plan.n_discard;
     int chain = plan.chain_first;
     const int* rows = plan.rows;
@@ -367,7 +378,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
     // step-0 inputs of fc: the sequence's taps, then each discard node's parent's taps
     record_rows_f32(ws->host_rows, record->features + (size_t)first_column * G, T, G);
     for (int j = 0; j < D; j++) {
-        record_rows_f32(ws->host_rows + (size_t)(T + j) * G, record->discard_features + (size_t)ws->discard_used[j] * G, 1, G);
+        record_rows_f32(ws->host_rows + (size_t)(T + j) * G, record->discard_features + (size_t)discard->used[j] * G, 1, G);
     }
     b->upload(ws->act[0].features, ws->host_rows, (size_t)(T + D) * G * sizeof(float));
 
@@ -389,7 +400,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
                 ws->host_tokens[t] = record->tokens[first_column + t + shift + k + 1];
                 ws->host_positions[t] = first_column + t + shift + k;
             } else {
-                const DiscardNode* node = &record->discard[ws->discard_used[t - T]];
+                const DiscardNode* node = &record->discard[discard->used[t - T]];
                 ws->host_tokens[t] = node->token;
                 ws->host_positions[t] = node->position - 1;
             }
@@ -404,7 +415,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
             u = ws->act[k - 1].out + (k == 1 ? (size_t)chain * C : 0);
         }
         int P = block_offset[k] + R;
-        ttt_mask(ws->host_mask, k, R, T, chain, block_offset, P, record, first_column, ws->discard_used, ws->discard_row);
+        ttt_mask(ws->host_mask, k, R, T, chain, block_offset, P, record, first_column, discard->used, discard->row);
         b->upload(a->mask, ws->host_mask, (size_t)R * P);
         draft_layer_forward(draft, w, NULL, a, ws->key_buffer, ws->value_buffer, a->tokens, u, a->positions, a->mask, R,
                             block_offset[k]);
@@ -423,7 +434,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
             int row = ws->host_loss_rows[i];
             if (k == 0) {
                 const uint16_t* h = row < T ? record->hidden + (size_t)(first_column + row + 1) * C
-                                            : record->discard_hidden + (size_t)ws->discard_used[row - T] * C;
+                                            : record->discard_hidden + (size_t)discard->used[row - T] * C;
                 record_rows_f32(ws->host_rows + (size_t)i * C, h, 1, C);
             }
             ws->host_target_tokens[i] = row < T ? record->tokens[first_column + row + k + 2] : -1;

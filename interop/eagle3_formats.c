@@ -152,11 +152,12 @@ static int eagle3_check_shape(const DraftConfig* c, const Target* target, const 
                          "embedding)", path, c->dim, tc->dim);
     }
     if (c->n_heads < 1 || c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads != 0 || c->head_size < 2 ||
-        c->head_size % 2 != 0 || c->head_size > 4096 || c->n_heads > 1024 || c->ffn_dim < 1 || c->ffn_dim > (1 << 20)) {
+        c->head_size % 2 != 0 || c->head_size > 4096 || c->n_heads > 1024 || c->ffn_dim < MODEL_MIN_FFN || c->ffn_dim > (1 << 20)) {
         return error_set(err, "%s: draft heads %d, key/value heads %d, head size %d, FFN width %d: expected the "
                          "heads to divide into key/value groups, an even head size and sizes in range", path,
                          c->n_heads, c->n_kv_heads, c->head_size, c->ffn_dim);
     }
+    if (model_check_head_group(path, "draft heads", c->n_heads, c->n_kv_heads, err)) { return -1; }
     if (!(c->rope_theta > 0.0f) || !isfinite(c->rope_theta) || !(c->norm_eps >= 0.0f) || !isfinite(c->norm_eps)) {
         return error_set(err, "%s: rope theta %g / RMSNorm epsilon %g, expected positive finite values", path,
                          c->rope_theta, c->norm_eps);
@@ -313,7 +314,7 @@ static int eagle3_import_llama_cpp(Draft* draft, const char* path, const Target*
     c.rope_theta = 10000.0f;
     if (eagle3_gguf_count(&file, "eagle3.embedding_length", 1, 1, 1 << 16, &c.dim, err) ||
         eagle3_gguf_count(&file, "eagle3.block_count", 1, 1, 1024, &n_layers, err) ||
-        eagle3_gguf_count(&file, "eagle3.feed_forward_length", 1, 1, 1 << 20, &c.ffn_dim, err) ||
+        eagle3_gguf_count(&file, "eagle3.feed_forward_length", 1, MODEL_MIN_FFN, 1 << 20, &c.ffn_dim, err) ||
         eagle3_gguf_count(&file, "eagle3.attention.head_count", 1, 1, 1024, &c.n_heads, err) ||
         eagle3_gguf_count(&file, "eagle3.target_hidden_size", 1, 1, 1 << 16, &target_hidden, err) ||
         eagle3_gguf_false(&file, "eagle3.norm_before_residual", "the residual taken after hidden_norm", err) ||
@@ -467,12 +468,13 @@ static char* eagle3_join(const char* directory, const char* name) {
     return path;
 }
 
-static int eagle3_write_config(const Draft* draft, const Target* target, const char* path, int type, Error* err) {
+// config.json into out, finished (output_finish): the caller renames it once the weights are written too.
+static int eagle3_write_config(const Draft* draft, const Target* target, const char* path, int type, OutputFile* out,
+                               Error* err) {
     const DraftConfig* c = &draft->config;
     const TargetConfig* tc = &target->config;
-    OutputFile out;
-    if (output_open(&out, path, err) != 0) { return -1; }
-    FILE* f = out.stream;
+    if (output_open(out, path, err) != 0) { return -1; }
+    FILE* f = out->stream;
     fprintf(f, "{\n  \"architectures\": [\"LlamaForCausalLMEagle3\"],\n  \"model_type\": \"llama\",\n");
     fprintf(f, "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n", c->dim, c->ffn_dim);
     fprintf(f, "  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n", c->n_heads,
@@ -488,7 +490,7 @@ static int eagle3_write_config(const Draft* draft, const Target* target, const c
     fprintf(f, "  \"tie_word_embeddings\": false,\n  \"torch_dtype\": \"%s\",\n", type == TYPE_BF16 ? "bfloat16" : "float32");
     fprintf(f, "  \"eagle_config\": {\"use_aux_hidden_state\": true, \"eagle_aux_hidden_state_layer_ids\": [%d, %d, %d]}\n}\n",
             tc->tap_layers[0], tc->tap_layers[1], tc->tap_layers[2]);
-    return output_commit(&out, err);
+    return output_finish(out, err);
 }
 
 int draft_export_specforge(const Draft* draft, const Target* target, const char* directory, int type, Error* err) {
@@ -535,8 +537,13 @@ int draft_export_specforge(const Draft* draft, const Target* target, const char*
     free(mask);
     char* weights_path = eagle3_join(directory, "model.safetensors");
     char* config_path = eagle3_join(directory, "config.json");
-    int status = safetensors_writer_save(&writer, weights_path, err);
-    if (status == 0) { status = eagle3_write_config(draft, target, config_path, type, err); }
+    // both files written in full before either replaces an older export (then two renames in one directory)
+    OutputFile config;
+    int status = eagle3_write_config(draft, target, config_path, type, &config, err);
+    if (status == 0) {
+        status = safetensors_writer_save(&writer, weights_path, err);
+        if (status == 0) { status = output_commit(&config, err); } else { output_abandon(&config); }
+    }
     safetensors_writer_free(&writer);
     free(weights_path);
     free(config_path);
@@ -610,7 +617,7 @@ static int eagle3_parse_config(DraftConfig* c, const char* text, size_t length, 
     c->norm_eps = 1e-6f;
     if (eagle3_json_int(&root, path, "num_hidden_layers", 1, 1, 1024, &n_layers, err) ||
         eagle3_json_int(&root, path, "hidden_size", 1, 1, 1 << 16, &c->dim, err) ||
-        eagle3_json_int(&root, path, "intermediate_size", 1, 1, 1 << 20, &c->ffn_dim, err) ||
+        eagle3_json_int(&root, path, "intermediate_size", 1, MODEL_MIN_FFN, 1 << 20, &c->ffn_dim, err) ||
         eagle3_json_int(&root, path, "num_attention_heads", 1, 1, 1024, &c->n_heads, err) ||
         eagle3_json_int(&root, path, "vocab_size", 1, 1, 1 << 24, &target_vocab, err) ||
         eagle3_json_int(&root, path, "target_hidden_size", 0, 1, 1 << 16, &target_hidden, err) ||

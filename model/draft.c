@@ -214,6 +214,7 @@ int draft_save(const Draft* draft, const char* path, Error* err) {
     gguf_writer_add_uint32(writer, "aurora.draft.dim", (uint32_t)c->dim);
     gguf_writer_add_uint32(writer, "aurora.draft.head_count", (uint32_t)c->n_heads);
     gguf_writer_add_uint32(writer, "aurora.draft.head_count_kv", (uint32_t)c->n_kv_heads);
+    gguf_writer_add_uint32(writer, "aurora.draft.attention.key_length", (uint32_t)c->head_size);
     gguf_writer_add_uint32(writer, "aurora.draft.feed_forward_length", (uint32_t)c->ffn_dim);
     gguf_writer_add_uint32(writer, "aurora.draft.vocab_size", (uint32_t)c->vocab_size);
     gguf_writer_add_uint32(writer, "aurora.draft.target_vocab_size", (uint32_t)c->target_vocab_size);
@@ -247,7 +248,7 @@ static int draft_read_config(DraftConfig* c, const GGUFFile* file, const Target*
     if (model_read_config_int(file, "aurora.draft.dim", 1, 1 << 16, &c->dim, err) ||
         model_read_config_int(file, "aurora.draft.head_count", 1, 1024, &c->n_heads, err) ||
         model_read_config_int(file, "aurora.draft.head_count_kv", 1, 1024, &c->n_kv_heads, err) ||
-        model_read_config_int(file, "aurora.draft.feed_forward_length", 1, 1 << 20, &c->ffn_dim, err) ||
+        model_read_config_int(file, "aurora.draft.feed_forward_length", MODEL_MIN_FFN, 1 << 20, &c->ffn_dim, err) ||
         model_read_config_int(file, "aurora.draft.target_vocab_size", 1, 1 << 24, &c->target_vocab_size, err)) {
         return -1;
     }
@@ -260,13 +261,18 @@ static int draft_read_config(DraftConfig* c, const GGUFFile* file, const Target*
                          file->path, c->target_vocab_size, tc->vocab_size);
     }
     if (model_read_config_int(file, "aurora.draft.vocab_size", 1, tc->vocab_size, &c->vocab_size, err)) { return -1; }
-    if (c->dim % c->n_heads != 0 || c->n_heads % c->n_kv_heads != 0) {
+    // the head size: its own key (an imported draft's may differ from dim / head_count, as in llama.cpp's
+    // eagle3 files), or, in files written before the key, dim / head_count
+    int has_head_size = gguf_find(file, "aurora.draft.attention.key_length") != NULL;
+    if (has_head_size &&
+        model_read_config_int(file, "aurora.draft.attention.key_length", 2, 4096, &c->head_size, err)) { return -1; }
+    if ((!has_head_size && c->dim % c->n_heads != 0) || c->n_heads % c->n_kv_heads != 0) {
         return error_set(err, "%s: aurora.draft.dim %d, aurora.draft.head_count %d, aurora.draft.head_count_kv %d: "
                          "expected the width to divide into heads and the heads into key/value groups",
                          file->path, c->dim, c->n_heads, c->n_kv_heads);
     }
-    if (model_check_head_group(file, "aurora.draft.head_count", c->n_heads, c->n_kv_heads, err)) { return -1; }
-    c->head_size = c->dim / c->n_heads;
+    if (model_check_head_group(file->path, "aurora.draft.head_count", c->n_heads, c->n_kv_heads, err)) { return -1; }
+    if (!has_head_size) { c->head_size = c->dim / c->n_heads; }
     if (c->head_size % 2 != 0) {
         return error_set(err, "%s: draft head size %d is odd, expected an even head size for RoPE", file->path, c->head_size);
     }

@@ -90,10 +90,10 @@ int model_read_config_int(const GGUFFile* file, const char* key, int lo, int hi,
     return 0;
 }
 
-int model_check_head_group(const GGUFFile* file, const char* heads_key, int n_heads, int n_kv_heads, Error* err) {
+int model_check_head_group(const char* path, const char* heads_key, int n_heads, int n_kv_heads, Error* err) {
     if (n_heads / n_kv_heads <= MODEL_MAX_HEAD_GROUP) { return 0; }
     return error_set(err, "%s: %s %d over head_count_kv %d is %d query heads per key/value head, expected at most %d",
-                     file->path, heads_key, n_heads, n_kv_heads, n_heads / n_kv_heads, MODEL_MAX_HEAD_GROUP);
+                     path, heads_key, n_heads, n_kv_heads, n_heads / n_kv_heads, MODEL_MAX_HEAD_GROUP);
 }
 
 static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err) {
@@ -109,7 +109,7 @@ static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err)
     if (model_read_config_int(file, "llama.embedding_length", 1, 1 << 16, &c->dim, err) ||
         model_read_config_int(file, "llama.block_count", 1, 1024, &c->n_layers, err) ||
         model_read_config_int(file, "llama.attention.head_count", 1, 1024, &c->n_heads, err) ||
-        model_read_config_int(file, "llama.feed_forward_length", 1, 1 << 20, &c->ffn_dim, err) ||
+        model_read_config_int(file, "llama.feed_forward_length", MODEL_MIN_FFN, 1 << 20, &c->ffn_dim, err) ||
         model_read_config_int(file, "llama.context_length", 1, 1 << 24, &c->context_length, err)) {
         return -1;
     }
@@ -122,7 +122,7 @@ static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err)
         return error_set(err, "%s: embedding_length %d, head_count %d, head_count_kv %d: expected the width to "
                          "divide into heads and the heads into key/value groups", file->path, c->dim, c->n_heads, c->n_kv_heads);
     }
-    if (model_check_head_group(file, "head_count", c->n_heads, c->n_kv_heads, err)) { return -1; }
+    if (model_check_head_group(file->path, "head_count", c->n_heads, c->n_kv_heads, err)) { return -1; }
     c->head_size = c->dim / c->n_heads;
     if (c->head_size % 2 != 0) {
         return error_set(err, "%s: head size %d is odd, expected an even head size for RoPE", file->path, c->head_size);
@@ -189,6 +189,11 @@ const GGUFTensor* model_find_tensor(const GGUFFile* file, const char* name, int 
             error_set(err, "%s: tensor '%s' has %d dims [%lld, %lld], expected shape [%d, %d]", file->path, name,
                       tensor->n_dims, (long long)tensor->shape[0], (long long)tensor->shape[1], cols, rows);
         }
+        return NULL;
+    }
+    if (tensor->type == TYPE_I32 || tensor->type == TYPE_I64) {   // the GGUF reader's index types are no weights
+        error_set(err, "%s: tensor '%s' has integer type %s, expected a weight type (F32, F16, BF16, Q8_0, Q4_0 or "
+                  "Q4_1)", file->path, name, tensor_type_name(tensor->type));
         return NULL;
     }
     return tensor;

@@ -236,5 +236,5 @@ void print_spec_stats(const SpecStats* stats, FILE* stream) {
     double generation = stats->total_seconds - stats->prefill_seconds;
     fprintf(stream, "time: prefill %.3f s, draft %.3f s, verify %.3f s; %d tokens in %.3f s (%.1f tokens/s after prefill)\n",
             stats->prefill_seconds, stats->draft_seconds, stats->verify_seconds, stats->n_generated, generation,
-            generation > 0 ? (stats->n_generated - 1) / generation : 0.0);
+            generation > 0 && stats->n_generated > 1 ? (stats->n_generated - 1) / generation : 0.0);
 }

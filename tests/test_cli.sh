@@ -202,6 +202,7 @@ expect_error "bad device" "--device expects" "$AURORA" generate -m "$model" -p x
 expect_error "an empty prompt" "the prompt is empty after tokenization; expected at least one token\$" "$AURORA" generate \
     -m "$model" -p ""
 expect_error "bad tensor type" "--type expects" "$AURORA" tiny-model -o "$work/x.gguf" --type q5_k
+expect_error "a feed-forward width of 1" "--ffn expects an integer in \\[2," "$AURORA" tiny-model -o "$work/x.gguf" --ffn 1
 expect_error "tokenize without text" "expected exactly one TEXT" "$AURORA" tokenize -m "$model"
 
 # ---- bad files

@@ -278,6 +278,54 @@ static void test_unused_tensors(void) {
     if (status == 0) { target_free(&target); }
 }
 
+// Weights the tables cannot run refused at load, naming what is wrong: a feed-forward width of 1 (its down
+// projection, one column wide, would pass for a vector: the draft then crashed on a missing LM head) and
+// integer tensors as weights (the fast table read them as Q4 blocks: NaN logits, exit 0).
+static void test_weight_shapes(void) {
+    Error err;
+    Target target;
+    const char* path = temp_path("shapes.gguf");
+    TinyModelSpec narrow = {32, 1, 4, 2, 1, 300, 64, 1, TYPE_F32, 10000.0f, 5};
+    check(tiny_model_write(path, &narrow, &err) == 0, "write: %s", err.message);
+    int status = target_load(&target, path, &backend_cpu_fast, 32, 4, &err);
+    check(status != 0 && strstr(err.message, "llama.feed_forward_length") && strstr(err.message, "[2,"),
+          "a feed-forward width of 1 must be refused (%s)", status == 0 ? "loaded" : err.message);
+    if (status == 0) { target_free(&target); }
+    for (int type = TYPE_I32; type <= TYPE_I64; type++) {
+        TinyModelSpec integer = {32, 1, 4, 2, 32, 300, 64, 1, type, 10000.0f, 5};
+        check(tiny_model_write(path, &integer, &err) == 0, "write: %s", err.message);
+        status = target_load(&target, path, &backend_cpu_fast, 32, 4, &err);
+        check(status != 0 && strstr(err.message, "integer type") && strstr(err.message, tensor_type_name(type)),
+              "%s weights must be refused (%s)", tensor_type_name(type), status == 0 ? "loaded" : err.message);
+        if (status == 0) { target_free(&target); }
+    }
+}
+
+// convert rewrites general.file_type for the matrices' new type (llama.cpp's numbering), never copies the
+// old one: a Q4_1 file converted to F32 claimed to be Q4_1.
+static void test_convert_file_type(void) {
+    Error err;
+    const char* q41 = temp_path("convert_q41.gguf"), *f32 = temp_path("convert_f32.gguf");
+    const char* types[] = {"q4_1", "f32"};
+    const char* outputs[] = {q41, f32};
+    const char* inputs[] = {NULL, q41};
+    int64_t expected[] = {3, 0};   // LLAMA_FTYPE_MOSTLY_Q4_1, LLAMA_FTYPE_ALL_F32
+    TinyModelSpec spec = {32, 1, 4, 2, 32, 300, 64, 1, TYPE_F32, 10000.0f, 5};
+    const char* source = temp_path("convert_source.gguf");
+    check(tiny_model_write(source, &spec, &err) == 0, "write: %s", err.message);
+    for (int i = 0; i < 2; i++) {
+        char* argv[] = {"aurora", "convert", "-m", (char*)(inputs[i] ? inputs[i] : source), "-o", (char*)outputs[i],
+                        "--type", (char*)types[i]};
+        check(aurora_main(8, argv) == 0, "convert --type %s", types[i]);
+        GGUFFile file;
+        int64_t value = -1;
+        if (gguf_open(&file, outputs[i], &err) != 0) { check(0, "open: %s", err.message); continue; }
+        check(gguf_get_int(&file, "general.file_type", &value, &err) == 0 && value == expected[i],
+              "convert --type %s: general.file_type %lld, expected %lld", types[i], (long long)value, (long long)expected[i]);
+        gguf_close(&file);
+    }
+}
+
 int main(void) {
     snprintf(temp_directory, sizeof(temp_directory), "/tmp/aurora_test_hardening_%d", (int)getpid());
     Error err;
@@ -288,5 +336,7 @@ int main(void) {
     test_model_metadata();
     test_tokenizer_shorter_than_embedding();
     test_unused_tensors();
+    test_weight_shapes();
+    test_convert_file_type();
     return test_summary();
 }

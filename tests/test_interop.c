@@ -20,6 +20,7 @@ test_interop.c: other systems' draft formats (interop/) on project-made tiny mod
 #define TESTING
 #include <unistd.h>
 #include <ftw.h>
+#include <dirent.h>
 #include "../aurora.c"
 #include "test_common.h"
 
@@ -699,6 +700,71 @@ static void test_malformed_llama_cpp(const Target* target) {
     section_done("malformed llama.cpp drafts (shapes, keys, ids)", failed_before);
 }
 
+// Shapes our own drafts never take but imported ones may. A head size other than dim / heads must survive
+// a save in our format (whose reader took dim / heads, so a trained import saved and loaded again failed);
+// more query heads per key/value head than the attention holds is refused at load, naming the file, not
+// at the first draft pass. And a SpecForge export that fails on its config leaves the old weights whole
+// (both files written before either is renamed: the weights were renamed first).
+static void test_imported_shapes(const Target* target) {
+    int failed_before = tests_failed;
+    Error err;
+    const TargetConfig* tc = &target->config;
+    DraftConfig shape = {.dim = tc->dim, .n_heads = 4, .n_kv_heads = 2, .head_size = 8, .ffn_dim = 64,
+                         .vocab_size = tc->vocab_size, .target_vocab_size = tc->vocab_size, .rope_theta = 10000.0f,
+                         .norm_eps = 1e-5f};   // head size 8, where dim / heads is 12
+    Draft imported, ours;
+    eagle3_draft_alloc(&imported, target, &shape, NULL);
+    uint64_t rng = random_seed_state(21);
+    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+        const DraftTensorInfo* info = &imported.tensors[i];
+        for (size_t j = 0; j < info->n_elements; j++) { (*info->data)[j] = test_uniform(&rng, -0.5f, 0.5f); }
+    }
+    const char* llama = temp_path("head8.llama.gguf"), *saved = temp_path("head8.ours.gguf");
+    check(draft_export_llama_cpp(&imported, target, llama, TYPE_F32, &err) == 0, "export: %s", err.message);
+    Draft loaded;
+    if (load_draft(&loaded, llama, target, "head size 8 (llama.cpp)") == 0) {
+        check(loaded.config.head_size == 8, "head size %d read from llama.cpp's file, expected 8", loaded.config.head_size);
+        check(draft_save(&loaded, saved, &err) == 0, "save: %s", err.message);
+        if (load_draft(&ours, saved, target, "head size 8 (ours, saved again)") == 0) {
+            check_same_draft("head size 8: llama.cpp -> ours", &ours, &imported, tolerance("exact"));
+            draft_free(&ours);
+        }
+        draft_free(&loaded);
+    }
+
+    // a SpecForge export over an older one whose config cannot be replaced (config.json is a directory):
+    // an error, and the old model.safetensors untouched, no temporary file left
+    const char* directory = temp_path("blocked.specforge");
+    char config[600], weights[600];
+    snprintf(config, sizeof(config), "%s/config.json", directory);
+    snprintf(weights, sizeof(weights), "%s/model.safetensors", directory);
+    check(make_directories(config, &err) == 0 && write_file_atomic(weights, "old", 3, &err) == 0, "setup: %s", err.message);
+    int status = draft_export_specforge(&imported, target, directory, TYPE_F32, &err);
+    size_t n = 0;
+    char* text = NULL;
+    check(status != 0 && strstr(err.message, "config.json"), "an export whose config cannot be written must fail (%s)",
+          status == 0 ? "written" : err.message);
+    check(read_text_file(weights, 1 << 20, &text, &n, &err) == 0 && n == 3 && memcmp(text, "old", 3) == 0,
+          "the old model.safetensors must stay as it was when the config fails (%zu bytes)", n);
+    free(text);
+    DIR* listing = opendir(directory);
+    int leftovers = 0;
+    for (struct dirent* entry; listing && (entry = readdir(listing)) != NULL;) { leftovers += strstr(entry->d_name, ".tmp.") != NULL; }
+    if (listing) { closedir(listing); }
+    check(leftovers == 0, "%d temporary files left in %s", leftovers, directory);
+    draft_free(&imported);
+
+    // 96 query heads (of size 2) over one key/value head: more than MODEL_MAX_HEAD_GROUP (64)
+    DraftConfig wide = shape;
+    wide.n_heads = 96; wide.n_kv_heads = 1; wide.head_size = 2;
+    eagle3_draft_alloc(&imported, target, &wide, NULL);
+    const char* wide_path = temp_path("wide.llama.gguf");
+    check(draft_export_llama_cpp(&imported, target, wide_path, TYPE_F32, &err) == 0, "export: %s", err.message);
+    expect_load_error("96 query heads per key/value head", wide_path, target, "96 query heads per key/value head");
+    draft_free(&imported);
+    section_done("imported shapes (head size, head groups, a blocked export)", failed_before);
+}
+
 int main(void) {
     snprintf(temp_dir, sizeof(temp_dir), "/tmp/test_interop_XXXXXX");
     if (mkdtemp(temp_dir) == NULL) { perror("mkdtemp"); return 1; }
@@ -711,6 +777,7 @@ int main(void) {
     test_malformed_safetensors(&small);
     test_malformed_specforge(&target);
     test_malformed_llama_cpp(&target);
+    test_imported_shapes(&target);
     target_free(&target);
     target_free(&small);
     remove_tree(temp_dir);   // only what this program wrote

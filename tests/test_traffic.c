@@ -79,6 +79,16 @@ static void test_json_values(void) {
     check(t.requests[2].domain == t.requests[4].domain, "requests share their domain's string");
     for (int i = 0; i < t.n_requests; i++) { check(t.requests[i].chat == 0, "plain prompts are not chat"); }
     traffic_free(&t);
+
+    // a number literal longer than any buffer is read whole (it was cut at 63 characters: this one read as 1)
+    char line[256];
+    snprintf(line, sizeof(line), "{\"eps\": 1e-%0*d5, \"big\": 1%0*d}", 70, 0, 80, 0);
+    JsonValue root;
+    if (json_parse_line(line, strlen(line), "long.json", 1, &root, &err) != 0) { check(0, "long literals: %s", err.message); return; }
+    const JsonValue* eps = json_get(&root, "eps"), *big = json_get(&root, "big");
+    check(eps && eps->number == 1e-5 && big && big->number == 1e80, "long number literals: %g and %g, expected 1e-05 and 1e+80",
+          eps ? eps->number : 0.0, big ? big->number : 0.0);
+    json_free(&root);
 }
 
 static void test_malformed(void) {
@@ -367,6 +377,25 @@ static void test_chart_and_csv(void) {
         check(strstr(svg, ">1</text>") != NULL, "the y axis starts at 1");
         free(svg);
     }
+    // a replay's series with skipped requests: the points at their request numbers (3, 38, 39), and the
+    // domain line with them (at request 38, right of the middle; it was drawn at row 1, near the left edge)
+    const char* shifted_domains[] = {"c", "shell", "shell"};
+    float shifted_acceptance[] = {1.5f, 1.7f, 1.8f};
+    int shifted_x[] = {3, 38, 39};
+    ChartSeries shifted = {.label = "skips", .n = 3, .acceptance = shifted_acceptance, .x = shifted_x,
+                           .domains = shifted_domains};
+    rc = svg_acceptance_chart(path_svg, &shifted, 1, NULL, &err);
+    svg = rc == 0 ? read_whole(path_svg) : NULL;
+    const char* line = svg ? strstr(svg, "stroke-dasharray=\"6 4\"") : NULL;
+    double line_x = -1.0;
+    if (line) {
+        const char* start = line;
+        while (start > svg && strncmp(start, "<line", 5) != 0) { start--; }
+        sscanf(start, "<line x1=\"%lf\"", &line_x);
+    }
+    check(line_x > (SVG_LEFT + SVG_RIGHT) / 2.0, "the domain line at request 38 of 39 drawn at x %.1f, expected right of %.1f",
+          line_x, (SVG_LEFT + SVG_RIGHT) / 2.0);
+    free(svg);
     ChartSeries empty = {.label = "empty", .n = 0, .acceptance = flat};
     check(svg_acceptance_chart(path_svg, &empty, 1, NULL, &err) != 0 && strstr(err.message, "no requests") != NULL,
           "an empty series is an error");

@@ -119,6 +119,18 @@ static void test_gradients(Target* target) {
           "the discard loss off: the workspace holds %d rows for a record of %d positions and %d rejected nodes",
           trainer.work.capacity_rows, record->n_committed, record->n_discard);
     trainer_free(&trainer);
+    // on, with the top 1 per pass: rows for the nodes chosen, not for every rejected node
+    TrainerSettings top1 = trainer_default_settings();
+    top1.discard_weight = 0.5f;
+    top1.discard_top_k = 1;
+    trainer_init(&trainer, &draft, target, top1);
+    memset(&stats, 0, sizeof(stats));
+    record_train(&trainer, record, 1.0f, 1, &stats);
+    check(stats.n_discard > 0 && stats.n_discard < record->n_discard &&
+          trainer.work.capacity_rows <= record->n_committed + stats.n_discard,
+          "the top rejected node per pass: the workspace holds %d rows for a record of %d positions and %d of its %d rejected "
+          "nodes in use", trainer.work.capacity_rows, record->n_committed, (int)stats.n_discard, record->n_discard);
+    trainer_free(&trainer);
     record_free(record);
     draft_free(&draft);
 }
@@ -726,6 +738,28 @@ static void test_lockstep_round_after_a_skip(const char* model) {
     check(replay_run(&o) == 1 && stat(stale_chart, &info) != 0, "a replay that served nothing must fail and leave no chart");
 }
 
+// The requests after the last full lockstep round are trained on at the end (5 requests, rounds of 2: the
+// fifth was recorded and left in the buffer, its steps never taken, and --save-draft left it out).
+static void test_lockstep_tail(const char* model, const char* traffic) {
+    Options o = tiny_replay(model, traffic, temp_path("tail_out"));
+    o.requests = 5;
+    o.lockstep_every = 2;
+    check(replay_run(&o) == 0, "the lockstep replay of 5 requests failed");
+    char path[600], line[1024];
+    snprintf(path, sizeof(path), "%s/summary.txt", o.out_dir);
+    FILE* f = fopen(path, "r");
+    int steps = -1, pushed = -1, taken = -1, left = -1;
+    while (f && fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "training: ", 10) != 0) { continue; }
+        const char* records = strstr(line, "records ");
+        sscanf(line, "training: %d optimiser steps", &steps);
+        if (records) { sscanf(records, "records %d pushed / %*d dropped / %d taken into the pool / %d left", &pushed, &taken, &left); }
+    }
+    if (f) { fclose(f); }
+    check(steps == 5 && pushed == 5 && taken == 5 && left == 0, "5 requests in rounds of 2: %d optimiser steps (expected 5), "
+          "records %d pushed / %d taken / %d left (expected 5 / 5 / 0)", steps, pushed, taken, left);
+}
+
 static void test_learning_and_lockstep(void) {
     const char* model = temp_path("learn_target.gguf");
     TinyModelSpec spec = {32, 2, 4, 2, 64, 300, 256, 1, TYPE_F32, 10000.0f, 77};
@@ -750,6 +784,7 @@ static void test_learning_and_lockstep(void) {
     test_evaluation(model, traffic, o.save_draft);
     test_hybrid_choice(model, traffic, o.save_draft);
     test_lockstep_round_after_a_skip(model);
+    test_lockstep_tail(model, traffic);
 
     // lockstep: two runs give bit-identical weights and logs
     Options a = tiny_replay(model, traffic, temp_path("lockstep_a"));

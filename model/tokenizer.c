@@ -539,9 +539,11 @@ char* tokenizer_decode(const Tokenizer* tokenizer, const int* ids, int n_ids, si
 // default system prompt, with add_generation_prompt. Every model the tokenizer reads ("smollm" and "gpt-2"
 // pre-tokenizers) is checked for its two control tokens before the template is used: a vocabulary without
 // them would spell "<|im_start|>" out in plain text and the model would see a prompt it was never trained on.
-static const char* const CHAT_TEMPLATE_HEAD =
-    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-    "<|im_start|>user\n";
+// The head ends in text ("user\n") that the user's message continues: see prompt_encode.
+#define CHAT_HEAD_TO_LAST_CONTROL \
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>"
+#define CHAT_HEAD_TEXT "user\n"
+static const char* const CHAT_TEMPLATE_HEAD = CHAT_HEAD_TO_LAST_CONTROL CHAT_HEAD_TEXT;
 static const char* const CHAT_TEMPLATE_TAIL = "<|im_end|>\n<|im_start|>assistant\n";
 
 int prompt_chat_check(const Tokenizer* tokenizer, Error* err) {
@@ -559,20 +561,29 @@ int prompt_chat_check(const Tokenizer* tokenizer, Error* err) {
 
 int prompt_encode(const Tokenizer* tokenizer, const char* text, int chat, int* ids, int max_ids, Error* err) {
     if (chat && prompt_chat_check(tokenizer, err) != 0) { return PROMPT_NO_TEMPLATE; }
-    // the template's pieces with special tokens, the user's text always as plain text
-    const char* pieces[3] = {chat ? CHAT_TEMPLATE_HEAD : "", text, chat ? CHAT_TEMPLATE_TAIL : ""};
-    int n = 0, bos = tokenizer->add_bos && tokenizer->bos_id >= 0;   // tokenizer.ggml.add_bos_token, as llama.cpp
-    if (bos) {
-        if (max_ids < 1) { return error_set(err, "the prompt is more than %d tokens", max_ids); }
-        ids[n++] = tokenizer->bos_id;
+    // the template's pieces with special tokens, the user's text always as plain text. llama.cpp encodes
+    // the text between two control tokens as one piece, so the head's last text ("user\n") and the message
+    // go together: alone, a message starting with spaces or newlines split otherwise ("  hi" gave " ",
+    // " hi" where "\n  hi" gives "\n ", " hi")
+    char* message = NULL;
+    if (chat) {
+        size_t n_head = strlen(CHAT_HEAD_TEXT), n_text = strlen(text);
+        message = mallocCheck(n_head + n_text + 1);
+        memcpy(message, CHAT_HEAD_TEXT, n_head);
+        memcpy(message + n_head, text, n_text + 1);
     }
-    for (int i = 0; i < 3; i++) {
+    const char* pieces[3] = {chat ? CHAT_HEAD_TO_LAST_CONTROL : "", chat ? message : text, chat ? CHAT_TEMPLATE_TAIL : ""};
+    int n = 0, bos = tokenizer->add_bos && tokenizer->bos_id >= 0;   // tokenizer.ggml.add_bos_token, as llama.cpp
+    if (bos && max_ids >= 1) { ids[n++] = tokenizer->bos_id; }
+    int fits = !bos || max_ids >= 1;
+    for (int i = 0; i < 3 && fits; i++) {
         size_t length = strlen(pieces[i]);
         if (length == 0) { continue; }
         int got = tokenizer_encode(tokenizer, pieces[i], length, i != 1, ids + n, max_ids - n, err);
-        if (got < 0) { return error_set(err, "the prompt is more than %d tokens", max_ids); }
-        n += got;
+        if (got < 0) { fits = 0; } else { n += got; }
     }
+    free(message);
+    if (!fits) { return error_set(err, "the prompt is more than %d tokens", max_ids); }
     if (n == bos) {
         error_set(err, "the prompt is empty after tokenization; expected at least one token");
         return PROMPT_EMPTY;

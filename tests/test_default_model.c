@@ -59,6 +59,26 @@ int main(int argc, char** argv) {
     // "<|im_start|>assistant\n" is 1 520 9531 198 (llama.cpp's ids for the same text)
     check(n > 8 && ids[0] == 1 && ids[n - 4] == 1 && ids[n - 3] == 520 && ids[n - 2] == 9531 && ids[n - 1] == 198,
           "chat template should start with <|im_start|> (1) and end with <|im_start|>assistant\\n (1 520 9531 198)");
+    // a message starting with spaces or newlines: the same ids as the whole templated string with its special
+    // tokens parsed (what llama.cpp gives for it; tokenize --special is checked against llama.cpp by the
+    // oracle). The control: encoding "user\n" and the message apart, as prompt_encode once did, differs.
+    const char* messages[] = {"  hi", "\n\nhello", " x"};
+    int apart_differs = 0;
+    for (int m = 0; m < 3; m++) {
+        char templated[512];
+        snprintf(templated, sizeof(templated), "%s%s%s", CHAT_TEMPLATE_HEAD, messages[m], CHAT_TEMPLATE_TAIL);
+        int whole[128], apart[128];
+        int n_whole = tokenizer_encode(&target.tokenizer, templated, strlen(templated), 1, whole, 128, &err);
+        n = prompt_encode(&target.tokenizer, messages[m], 1, ids, 128, &err);
+        check(n == n_whole && memcmp(ids, whole, (size_t)n * sizeof(int)) == 0, "chat prompt of \"%s\": %d ids, the "
+              "templated string %d, or they differ", messages[m], n, n_whole);
+        int n_apart = tokenizer_encode(&target.tokenizer, CHAT_TEMPLATE_HEAD, strlen(CHAT_TEMPLATE_HEAD), 1, apart, 128, &err);
+        n_apart += tokenizer_encode(&target.tokenizer, messages[m], strlen(messages[m]), 0, apart + n_apart, 128 - n_apart, &err);
+        n_apart += tokenizer_encode(&target.tokenizer, CHAT_TEMPLATE_TAIL, strlen(CHAT_TEMPLATE_TAIL), 1, apart + n_apart,
+                                    128 - n_apart, &err);
+        apart_differs += n_apart != n_whole || memcmp(apart, whole, (size_t)n_whole * sizeof(int)) != 0;
+    }
+    check(apart_differs > 0, "the control: encoding the message apart should differ for one of them");
 
     // batch vs one at a time, and BLAS vs reference, on the real weights
     int n_prompt = tokenizer_encode(&target.tokenizer, GREEDY_PROMPT, strlen(GREEDY_PROMPT), 0, ids, 128, &err);

@@ -294,14 +294,19 @@ static void test_tiny_tokenizer(void) {
             check(n > 0 && control == (chat_mode ? 5 : 0), "tiny: injected special-token text gave %d control tokens "
                   "(chat %d), expected %d", control, chat_mode, chat_mode ? 5 : 0);
         }
-        // ordinary text: the pieces give what the whole templated string gives with special tokens parsed
-        char templated[512];
-        snprintf(templated, sizeof(templated), "%sthe cat sat%s", CHAT_TEMPLATE_HEAD, CHAT_TEMPLATE_TAIL);
-        int whole[128];
-        int n_whole = tokenizer_encode(&tokenizer, templated, strlen(templated), 1, whole, 128, &err);
-        n = prompt_encode(&tokenizer, "the cat sat", 1, ids, 128, &err);
-        check(n == n_whole && memcmp(ids, whole, (size_t)n * sizeof(int)) == 0, "tiny: chat prompt_encode differs from the "
-              "templated string's tokens (%d vs %d)", n, n_whole);
+        // ordinary text: the pieces give what the whole templated string gives with special tokens parsed (as
+        // llama.cpp tokenizes it), also for a message that starts with spaces or newlines (the template's
+        // "user\n" and the message are one piece of text)
+        const char* messages[] = {"the cat sat", "  hi", "\n\nhello there", " x", "\t tabbed", "end with spaces  "};
+        for (size_t m = 0; m < sizeof(messages) / sizeof(messages[0]); m++) {
+            char templated[512];
+            snprintf(templated, sizeof(templated), "%s%s%s", CHAT_TEMPLATE_HEAD, messages[m], CHAT_TEMPLATE_TAIL);
+            int whole[128];
+            int n_whole = tokenizer_encode(&tokenizer, templated, strlen(templated), 1, whole, 128, &err);
+            n = prompt_encode(&tokenizer, messages[m], 1, ids, 128, &err);
+            check(n == n_whole && memcmp(ids, whole, (size_t)n * sizeof(int)) == 0, "tiny: chat prompt_encode of \"%s\" "
+                  "differs from the templated string's tokens (%d vs %d)", messages[m], n, n_whole);
+        }
         check(prompt_encode(&tokenizer, "", 0, ids, 128, &err) < 0 && strstr(err.message, "empty"), "an empty prompt is an error");
         check(prompt_encode(&tokenizer, "the cat sat on the mat", 0, ids, 3, &err) < 0 && strstr(err.message, "more than 3"),
               "a prompt over max_ids is an error");

@@ -763,7 +763,7 @@ int replay_run(const Options* o) {
         }
     }
     // the requests after the last full round are trained on too (not when stopped: the user asked to end)
-    if (online && o->lockstep_every > 0 && totals.n_done % o->lockstep_every != 0 && !stop_requested()) {
+    if (online && status == 0 && o->lockstep_every > 0 && totals.n_done % o->lockstep_every != 0 && !stop_requested()) {
         flywheel_lockstep_round(&flywheel, totals.n_done % o->lockstep_every);
     }
     if (online) { flywheel_stop(&flywheel); } // the training step in flight finishes

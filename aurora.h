@@ -162,6 +162,7 @@ enum {
 };
 
 int tensor_type_supported(int type);          // 1 for the eight types above
+int tensor_type_is_integer(int type);         // 1 for I32 and I64: index maps, never weights
 const char* tensor_type_name(int type);       // "F32", "Q4_1", ... ("unknown" otherwise)
 int64_t tensor_type_block_size(int type);     // elements per block (1 for F32/F16/BF16, 32 for Q*)
 size_t tensor_type_block_bytes(int type);     // bytes per block

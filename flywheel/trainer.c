@@ -365,7 +365,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
     // the discard nodes first (when the discard loss is on), then the workspace for the rows of step 0 they
     // add: those inside the trained columns and the top-k, not every node a long completion rejected
     DiscardSelection* discard = &trainer->discard;
-    discard_selection_reserve(discard, s->discard_weight > 0.0f && record->n_discard > 0 ? record->n_discard : 1);
+    if (s->discard_weight > 0.0f) { discard_selection_reserve(discard, record->n_discard); }
     unroll_plan_rows(&plan, record, s, discard->used, discard->row);
     train_workspace_reserve(ws, b, c, plan.T + plan.n_discard, plan.T + plan.n_discard + plan.T * plan.n_steps,
                             plan.n_steps);

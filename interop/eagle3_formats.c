@@ -293,7 +293,7 @@ static int eagle3_gguf_tensor(const GGUFFile* file, const GGUFTensor* tensor, in
                          tensor->name, tensor->n_dims, (long long)tensor->shape[0], (long long)tensor->shape[1],
                          cols == 1 ? rows : cols, cols == 1 ? "" : ", ", cols == 1 ? 0 : rows);
     }
-    if (tensor->type == TYPE_I32 || tensor->type == TYPE_I64) {
+    if (tensor_type_is_integer(tensor->type)) {
         return error_set(err, "%s: tensor '%s' has integer type %s, expected a float type", file->path, tensor->name,
                          tensor_type_name(tensor->type));
     }

@@ -109,6 +109,7 @@ static const TensorTypeInfo* tensor_type_info(int type) {
 }
 
 int tensor_type_supported(int type) { return tensor_type_info(type) != NULL; }
+int tensor_type_is_integer(int type) { return type == TYPE_I32 || type == TYPE_I64; }
 const char* tensor_type_name(int type) { return tensor_type_info(type) ? tensor_type_info(type)->name : "unknown"; }
 int64_t tensor_type_block_size(int type) { return tensor_type_info(type) ? tensor_type_info(type)->block_size : 0; }
 size_t tensor_type_block_bytes(int type) { return tensor_type_info(type) ? tensor_type_info(type)->block_bytes : 0; }
@@ -154,7 +155,7 @@ void dequantize_row(int type, const void* source, float* destination, int64_t n)
         }
         return;
     }
-    if (type == TYPE_I32 || type == TYPE_I64) {   // little-endian integers, converted by value
+    if (tensor_type_is_integer(type)) {   // little-endian integers, converted by value
         for (int64_t i = 0; i < n; i++) {
             int64_t v;
             if (type == TYPE_I32) { int32_t v32; memcpy(&v32, bytes + 4 * i, 4); v = v32; } else { memcpy(&v, bytes + 8 * i, 8); }
@@ -241,7 +242,7 @@ void quantize_row(int type, const float* source, void* destination, int64_t n) {
         }
         return;
     }
-    if (type == TYPE_I32 || type == TYPE_I64) {   // rounded to the nearest integer (NaN to 0), saturating
+    if (tensor_type_is_integer(type)) {   // rounded to the nearest integer (NaN to 0), saturating
         for (int64_t i = 0; i < n; i++) {
             double x = isnan(source[i]) ? 0.0 : nearbyint((double)source[i]);
             int64_t v = x >= 9.2e18 ? INT64_MAX : x <= -9.2e18 ? INT64_MIN : (int64_t)x;

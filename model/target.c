@@ -191,7 +191,7 @@ const GGUFTensor* model_find_tensor(const GGUFFile* file, const char* name, int 
         }
         return NULL;
     }
-    if (tensor->type == TYPE_I32 || tensor->type == TYPE_I64) {   // the GGUF reader's index types are no weights
+    if (tensor_type_is_integer(tensor->type)) {
         error_set(err, "%s: tensor '%s' has integer type %s, expected a weight type (F32, F16, BF16, Q8_0, Q4_0 or "
                   "Q4_1)", file->path, name, tensor_type_name(tensor->type));
         return NULL;

@@ -559,35 +559,44 @@ int prompt_chat_check(const Tokenizer* tokenizer, Error* err) {
     return 0;
 }
 
-int prompt_encode(const Tokenizer* tokenizer, const char* text, int chat, int* ids, int max_ids, Error* err) {
-    if (chat && prompt_chat_check(tokenizer, err) != 0) { return PROMPT_NO_TEMPLATE; }
-    // the template's pieces with special tokens, the user's text always as plain text. llama.cpp encodes
-    // the text between two control tokens as one piece, so the head's last text ("user\n") and the message
-    // go together: alone, a message starting with spaces or newlines split otherwise ("  hi" gave " ",
-    // " hi" where "\n  hi" gives "\n ", " hi")
-    char* message = NULL;
-    if (chat) {
-        size_t n_head = strlen(CHAT_HEAD_TEXT), n_text = strlen(text);
-        message = mallocCheck(n_head + n_text + 1);
-        memcpy(message, CHAT_HEAD_TEXT, n_head);
-        memcpy(message + n_head, text, n_text + 1);
-    }
-    const char* pieces[3] = {chat ? CHAT_HEAD_TO_LAST_CONTROL : "", chat ? message : text, chat ? CHAT_TEMPLATE_TAIL : ""};
+// BOS (when the model asks for it), then the pieces: the first and last with special tokens, the middle one
+// (the user's text) always as plain text.
+static int prompt_encode_pieces(const Tokenizer* tokenizer, const char* const pieces[3], int* ids, int max_ids, Error* err) {
     int n = 0, bos = tokenizer->add_bos && tokenizer->bos_id >= 0;   // tokenizer.ggml.add_bos_token, as llama.cpp
-    if (bos && max_ids >= 1) { ids[n++] = tokenizer->bos_id; }
-    int fits = !bos || max_ids >= 1;
-    for (int i = 0; i < 3 && fits; i++) {
+    if (bos) {
+        if (max_ids < 1) { return error_set(err, "the prompt is more than %d tokens", max_ids); }
+        ids[n++] = tokenizer->bos_id;
+    }
+    for (int i = 0; i < 3; i++) {
         size_t length = strlen(pieces[i]);
         if (length == 0) { continue; }
         int got = tokenizer_encode(tokenizer, pieces[i], length, i != 1, ids + n, max_ids - n, err);
-        if (got < 0) { fits = 0; } else { n += got; }
+        if (got < 0) { return error_set(err, "the prompt is more than %d tokens", max_ids); }
+        n += got;
     }
-    free(message);
-    if (!fits) { return error_set(err, "the prompt is more than %d tokens", max_ids); }
     if (n == bos) {
         error_set(err, "the prompt is empty after tokenization; expected at least one token");
         return PROMPT_EMPTY;
     }
+    return n;
+}
+
+int prompt_encode(const Tokenizer* tokenizer, const char* text, int chat, int* ids, int max_ids, Error* err) {
+    if (!chat) {
+        const char* const pieces[3] = {"", text, ""};
+        return prompt_encode_pieces(tokenizer, pieces, ids, max_ids, err);
+    }
+    if (prompt_chat_check(tokenizer, err) != 0) { return PROMPT_NO_TEMPLATE; }
+    // llama.cpp encodes the text between two control tokens as one piece, so the head's last text ("user\n")
+    // and the message go together: alone, a message starting with spaces or newlines split otherwise
+    // ("  hi" gave " ", " hi" where "\n  hi" gives "\n ", " hi")
+    size_t n_head = strlen(CHAT_HEAD_TEXT), n_text = strlen(text);
+    char* message = mallocCheck(n_head + n_text + 1);
+    memcpy(message, CHAT_HEAD_TEXT, n_head);
+    memcpy(message + n_head, text, n_text + 1);
+    const char* const pieces[3] = {CHAT_HEAD_TO_LAST_CONTROL, message, CHAT_TEMPLATE_TAIL};
+    int n = prompt_encode_pieces(tokenizer, pieces, ids, max_ids, err);
+    free(message);
     return n;
 }
 

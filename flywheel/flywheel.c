@@ -89,6 +89,17 @@ static void flywheel_report(Flywheel* flywheel, const TrainStats* stats, int ver
     pthread_mutex_unlock(&flywheel->stats_lock);
 }
 
+// A record leaves the pool: a batch kept for the next gap (flywheel_gap) drops that slot, which is about to
+// hold a newer record no step has drawn (with new-first still counted as undrawn: kept in the batch as well,
+// it would train twice, and the record drawn there would not train at all).
+static void flywheel_forget_slot(Flywheel* flywheel, int slot) {
+    int kept = 0;
+    for (int i = 0; i < flywheel->gap_batch_size; i++) {
+        if (flywheel->gap_batch[i] != slot) { flywheel->gap_batch[kept++] = flywheel->gap_batch[i]; }
+    }
+    flywheel->gap_batch_size = kept;
+}
+
 // Moves every newly recorded request into the pool (the oldest leave it; with wait, waits for the first).
 // Returns how many arrived.
 static int flywheel_take_records(Flywheel* flywheel, int wait) {
@@ -98,6 +109,7 @@ static int flywheel_take_records(Flywheel* flywheel, int wait) {
         n = record_buffer_pop(flywheel->records, arrived, FLYWHEEL_MAX_BATCH, total == 0 ? wait : 0);
         for (int i = 0; i < n; i++) {
             if (flywheel->pool_count == flywheel->pool_capacity) {
+                flywheel_forget_slot(flywheel, flywheel->pool_next);
                 flywheel->pool_bytes -= record_bytes(flywheel->pool[flywheel->pool_next]);
                 record_free(flywheel->pool[flywheel->pool_next]);
             } else {

@@ -887,6 +887,31 @@ static void test_pool_new_first(void) {
     stop_pool_flywheel(&flywheel, &target, &draft);
 }
 
+// A batch kept for the next gap (training in the gaps: drawn, then not trained because the step did not fit)
+// whose slots are overwritten by newer records before it trains: it keeps only the records it drew, so with
+// new-first every record still trains once (it once trained the newer records in those slots, and then
+// again when new-first drew them as undrawn).
+static void test_gap_batch_pool_wrap(void) {
+    Target target;
+    Draft draft;
+    Flywheel flywheel;
+    start_pool_flywheel(&flywheel, &target, &draft, 37, 3, 1, 4);   // batches of 3, a pool of 4
+    flywheel.pool_new_first = 1;
+    int next_id = 0, got[6];
+    push_numbered(&flywheel, 4, &next_id, target.config.dim);     // 0-3
+    flywheel.gap_batch_size = flywheel_draw_batch(&flywheel, flywheel.gap_batch);   // 0, 1, 2; kept
+    push_numbered(&flywheel, 2, &next_id, target.config.dim);     // 4 and 5 replace 0 and 1
+    Record* batch[FLYWHEEL_MAX_BATCH];
+    flywheel_batch_records(&flywheel, flywheel.gap_batch, flywheel.gap_batch_size, batch);
+    int kept = flywheel.gap_batch_size, kept_first = kept > 0 ? batch[0]->n_prompt : -1;
+    drawn_numbers(&flywheel, 1, got);
+    check(kept == 1 && kept_first == 2 && got[0] == 3 && got[1] == 4 && got[2] == 5,
+          "a kept gap batch after the pool wrapped: it holds %d record(s), the first %d (expected 1: record 2, the one "
+          "it drew that is still in the pool); the next batch %d %d %d (expected the undrawn 3 4 5)", kept, kept_first,
+          got[0], got[1], got[2]);
+    stop_pool_flywheel(&flywheel, &target, &draft);
+}
+
 // A lockstep round takes every record of its requests, however many (it once took one pop of at most
 // FLYWHEEL_MAX_BATCH and left the rest to be dropped as the next round's records arrived).
 static void test_lockstep_takes_all(void) {
@@ -1048,6 +1073,7 @@ int main(int argc, char** argv) {
     test_gap_fit();
     test_lockstep_takes_all();
     test_pool_new_first();
+    test_gap_batch_pool_wrap();
     if (remove_tree(temp_dir) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_dir); }
     return test_summary();
 }

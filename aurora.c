@@ -768,10 +768,7 @@ static int command_convert(Options* o) {
             status = 1;
             break;
         }
-        float* data = mallocCheck((size_t)t->n_elements * sizeof(float));
-        gguf_tensor_to_f32(t, data);
-        gguf_writer_add_tensor(writer, t->name, is_matrix ? type : TYPE_F32, t->n_dims, t->shape, data);
-        free(data);
+        gguf_writer_add_tensor_from(writer, t->name, is_matrix ? type : TYPE_F32, t);
     }
     if (status == 0 && gguf_writer_save(writer, o->out_path, &err) != 0) { status = fail(&err); }
     gguf_writer_free(writer);

@@ -265,7 +265,7 @@ void free_string_array(char** strings, uint64_t count);
 // Dequantises a whole tensor to fp32 into destination (n_elements floats).
 void gguf_tensor_to_f32(const GGUFTensor* tensor, float* destination);
 
-// GGUF writer: collects metadata and tensors in memory, then writes a version-3 file.
+// GGUF writer: collects metadata and tensors (or where to read them), then writes a version-3 file.
 typedef struct GGUFWriter GGUFWriter;
 GGUFWriter* gguf_writer_new(void);
 void gguf_writer_free(GGUFWriter* writer);
@@ -281,7 +281,13 @@ void gguf_writer_add_array(GGUFWriter* writer, const char* key, uint32_t element
 void gguf_writer_add_string_array(GGUFWriter* writer, const char* key, const char* const* strings, uint64_t count);
 // Adds a tensor given in fp32, stored as `type` (quantised on write). shape in GGUF order.
 void gguf_writer_add_tensor(GGUFWriter* writer, const char* name, int type, int n_dims, const int64_t* shape, const float* data);
+// Adds a tensor of an open file, stored as `type`: converted chunk by chunk while the file is written
+// (the source file stays open until gguf_writer_save), so a model's conversion never holds the model.
+void gguf_writer_add_tensor_from(GGUFWriter* writer, const char* name, int type, const GGUFTensor* source);
+// Writes the file (the head built in memory, each tensor streamed) to a temporary name, then renames it.
 int gguf_writer_save(GGUFWriter* writer, const char* path, Error* err);
+// The same file in memory (malloc'd; for gguf_open_memory, as the tests and fuzzers use it). Returns its size.
+size_t gguf_writer_to_memory(const GGUFWriter* writer, uint8_t** bytes);
 // Copies a file's metadata (all but general.alignment and the NULL-terminated skip_keys) into writer.
 int gguf_writer_copy_values(GGUFWriter* writer, const GGUFFile* file, const char* const* skip_keys, Error* err);
 

@@ -917,7 +917,8 @@ typedef struct {
     int type;
     int n_dims;
     int64_t shape[GGUF_MAX_DIMS];
-    uint8_t* data;              // already in `type`
+    uint8_t* data;              // already in `type`; or NULL, and then
+    const GGUFTensor* source;   // converted to `type` while the file is written (gguf_writer_add_tensor_from)
     size_t n_bytes;
 } GGUFWriterTensor;
 
@@ -1037,35 +1038,46 @@ void gguf_writer_add_string_array(GGUFWriter* writer, const char* key, const cha
     for (uint64_t i = 0; i < count; i++) { gguf_buffer_string(&writer->metadata, strings[i]); }
 }
 
-void gguf_writer_add_tensor(GGUFWriter* writer, const char* name, int type, int n_dims, const int64_t* shape, const float* data) {
-    if (!tensor_type_supported(type)) { gguf_writer_fail(writer, "unsupported type for tensor", name); return; }
-    if (n_dims < 1 || n_dims > GGUF_MAX_DIMS) { gguf_writer_fail(writer, "n_dims must be 1..4 for tensor", name); return; }
+// A new tensor's description, checked (a misuse is remembered and the tensor not added: NULL).
+static GGUFWriterTensor* gguf_writer_new_tensor(GGUFWriter* writer, const char* name, int type, int n_dims, const int64_t* shape) {
+    if (!tensor_type_supported(type)) { gguf_writer_fail(writer, "unsupported type for tensor", name); return NULL; }
+    if (n_dims < 1 || n_dims > GGUF_MAX_DIMS) { gguf_writer_fail(writer, "n_dims must be 1..4 for tensor", name); return NULL; }
     for (int i = 0; i < writer->n_tensors; i++) {
-        if (strcmp(writer->tensors[i].name, name) == 0) { gguf_writer_fail(writer, "duplicate tensor", name); return; }
+        if (strcmp(writer->tensors[i].name, name) == 0) { gguf_writer_fail(writer, "duplicate tensor", name); return NULL; }
     }
     GGUFWriterTensor tensor = { .type = type, .n_dims = n_dims, .shape = {1, 1, 1, 1} };
     int64_t n_elements = 1;
     for (int d = 0; d < n_dims; d++) {
-        if (shape[d] < 1) { gguf_writer_fail(writer, "dimensions must be >= 1 for tensor", name); return; }
+        if (shape[d] < 1) { gguf_writer_fail(writer, "dimensions must be >= 1 for tensor", name); return NULL; }
         tensor.shape[d] = shape[d];
         n_elements *= shape[d];
     }
     if (shape[0] % tensor_type_block_size(type) != 0) {
         gguf_writer_fail(writer, "row length is not a multiple of the block size for tensor", name);
-        return;
+        return NULL;
     }
     tensor.name = gguf_copy_string(name, strlen(name));
     tensor.n_bytes = tensor_bytes(type, n_elements);
-    tensor.data = mallocCheck(tensor.n_bytes);
-    quantize_row(type, data, tensor.data, n_elements);
     size_t n = (size_t)writer->n_tensors;
     writer->tensors = gguf_grow(writer->tensors, n * sizeof(GGUFWriterTensor), (n + 1) * sizeof(GGUFWriterTensor));
-    writer->tensors[writer->n_tensors++] = tensor;
+    writer->tensors[writer->n_tensors] = tensor;
+    return &writer->tensors[writer->n_tensors++];
 }
 
-// The whole file in memory: header, metadata, tensor descriptions, padding, tensor data (each
-// tensor padded to the alignment, as llama.cpp does).
-static void gguf_writer_serialize(const GGUFWriter* writer, GGUFBuffer* out) {
+void gguf_writer_add_tensor(GGUFWriter* writer, const char* name, int type, int n_dims, const int64_t* shape, const float* data) {
+    GGUFWriterTensor* tensor = gguf_writer_new_tensor(writer, name, type, n_dims, shape);
+    if (tensor == NULL) { return; }
+    tensor->data = mallocCheck(tensor->n_bytes);
+    quantize_row(type, data, tensor->data, (int64_t)(tensor->shape[0] * tensor->shape[1] * tensor->shape[2] * tensor->shape[3]));
+}
+
+void gguf_writer_add_tensor_from(GGUFWriter* writer, const char* name, int type, const GGUFTensor* source) {
+    GGUFWriterTensor* tensor = gguf_writer_new_tensor(writer, name, type, source->n_dims, source->shape);
+    if (tensor != NULL) { tensor->source = source; }
+}
+
+// What comes before the tensor data: header, metadata, tensor descriptions, padding to the alignment.
+static void gguf_writer_serialize_head(const GGUFWriter* writer, GGUFBuffer* out) {
     gguf_buffer_append(out, GGUF_MAGIC, 4);
     gguf_buffer_u32(out, 3);
     gguf_buffer_u64(out, (uint64_t)writer->n_tensors);
@@ -1087,19 +1099,66 @@ static void gguf_writer_serialize(const GGUFWriter* writer, GGUFBuffer* out) {
         offset += (tensor->n_bytes + writer->alignment - 1) / writer->alignment * writer->alignment;
     }
     gguf_buffer_pad(out, writer->alignment);
-    for (int i = 0; i < writer->n_tensors; i++) {
-        gguf_buffer_append(out, writer->tensors[i].data, writer->tensors[i].n_bytes);
-        gguf_buffer_pad(out, writer->alignment);
+}
+
+// A source tensor's data converted to the written type and streamed to the file in chunks of whole rows
+// (each type's blocks lie within a row, so a chunk converts to the same bytes as the whole would), so
+// that converting a model holds one chunk at a time, never the model.
+static void gguf_writer_stream_source(const GGUFWriterTensor* tensor, FILE* stream) {
+    enum { CHUNK_VALUES = 1 << 20 };
+    const GGUFTensor* source = tensor->source;
+    int64_t row = source->shape[0], rows = source->n_elements / row;
+    int64_t chunk_rows = CHUNK_VALUES / row > 0 ? CHUNK_VALUES / row : 1;
+    float* values = mallocCheck((size_t)(chunk_rows * row) * sizeof(float));
+    uint8_t* bytes = mallocCheck(tensor_bytes(tensor->type, chunk_rows * row));
+    for (int64_t r = 0; r < rows; r += chunk_rows) {
+        int64_t n = (rows - r < chunk_rows ? rows - r : chunk_rows) * row;
+        dequantize_row(source->type, (const uint8_t*)source->data + tensor_bytes(source->type, r * row), values, n);
+        quantize_row(tensor->type, values, bytes, n);
+        fwrite(bytes, 1, tensor_bytes(tensor->type, n), stream);   // errors: output_commit reports them
+    }
+    free(bytes);
+    free(values);
+}
+
+// The file: the head, then each tensor's data padded to the alignment (as llama.cpp does). Write errors
+// are left in the stream's error flag for the caller.
+static void gguf_writer_write(const GGUFWriter* writer, FILE* stream) {
+    static const uint8_t zeros[64] = {0};
+    GGUFBuffer head = {0};
+    gguf_writer_serialize_head(writer, &head);
+    fwrite(head.data, 1, head.size, stream);
+    free(head.data);
+    for (int i = 0; i < writer->n_tensors && !ferror(stream); i++) {
+        const GGUFWriterTensor* tensor = &writer->tensors[i];
+        if (tensor->data) { fwrite(tensor->data, 1, tensor->n_bytes, stream); }
+        else { gguf_writer_stream_source(tensor, stream); }
+        size_t padding = (writer->alignment - tensor->n_bytes % writer->alignment) % writer->alignment;
+        while (padding > 0) {
+            size_t n = padding < sizeof(zeros) ? padding : sizeof(zeros);
+            fwrite(zeros, 1, n, stream);
+            padding -= n;
+        }
     }
 }
 
 int gguf_writer_save(GGUFWriter* writer, const char* path, Error* err) {
     if (writer->error[0] != '\0') { return error_set(err, "%s: not written: %s", path, writer->error); }
-    GGUFBuffer file = {0};
-    gguf_writer_serialize(writer, &file);
-    int status = write_file_atomic(path, file.data, file.size, err); // the old file survives a failure
-    free(file.data);
-    return status;
+    OutputFile out;
+    if (output_open(&out, path, err) != 0) { return -1; }
+    gguf_writer_write(writer, out.stream);
+    return output_commit(&out, err);   // the old file survives a failure
+}
+
+size_t gguf_writer_to_memory(const GGUFWriter* writer, uint8_t** bytes) {
+    char* data = NULL;
+    size_t size = 0;
+    FILE* stream = open_memstream(&data, &size);
+    if (stream == NULL) { fprintf(stderr, "error: out of memory writing a GGUF file in memory\n"); exit(1); }
+    gguf_writer_write(writer, stream);
+    if (ferror(stream) || fclose(stream) != 0) { fprintf(stderr, "error: out of memory writing a GGUF file in memory\n"); exit(1); }
+    *bytes = (uint8_t*)data;
+    return size;
 }
 
 // Copies every metadata value of a file into a writer, except general.alignment (the writer owns it)

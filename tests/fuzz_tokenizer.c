@@ -20,7 +20,7 @@ int LLVMFuzzerInitialize(int* argc, char*** argv) {
     (void)argc; (void)argv;
     GGUFWriter* writer = gguf_writer_new();
     gguf_writer_add_tiny_tokenizer(writer, 400);
-    gguf_writer_serialize(writer, &fuzz_file);
+    fuzz_file.size = fuzz_file.capacity = gguf_writer_to_memory(writer, &fuzz_file.data);
     gguf_writer_free(writer);
     Error err;
     if (gguf_open_memory(&fuzz_gguf, fuzz_file.data, fuzz_file.size, "tiny", &err) != 0 ||

@@ -495,7 +495,7 @@ static void test_round_trip(void) {
     // version 2 reads the same (the layout is identical)
     GGUFWriter* writer = build_round_trip_writer(0);
     GGUFBuffer b = {0};
-    gguf_writer_serialize(writer, &b);
+    b.size = b.capacity = gguf_writer_to_memory(writer, &b.data);
     gguf_writer_free(writer);
     b.data[4] = 2;
     GGUFFile gguf;
@@ -505,6 +505,57 @@ static void test_round_trip(void) {
     if (gguf.version == 2) { gguf_close(&gguf); }
     free(copy); free(b.data);
     group_end("writer -> reader round trip (all types, 3 alignments, v2)");
+}
+
+// gguf_writer_add_tensor_from: a tensor of an open file converted while the new file is written, in chunks of
+// whole rows (2^20 values: 5,000 rows of 256 make five chunks, the last one short), must give the bytes
+// of converting the whole tensor at once.
+static void test_conversion(void) {
+    enum { COLS = 256, ROWS = 5000 };
+    int64_t shape[2] = {COLS, ROWS}, vector_shape[1] = {96};
+    float* values = mallocCheck((size_t)COLS * ROWS * sizeof(float));
+    for (int64_t i = 0; i < (int64_t)COLS * ROWS; i++) { values[i] = random_normal(); }
+    GGUFWriter* writer = gguf_writer_new();
+    gguf_writer_add_tensor(writer, "matrix", TYPE_Q8_0, 2, shape, values);
+    gguf_writer_add_tensor(writer, "vector", TYPE_F32, 1, vector_shape, values);
+    uint8_t* bytes = NULL;
+    size_t size = gguf_writer_to_memory(writer, &bytes);
+    gguf_writer_free(writer);
+    GGUFFile source;
+    Error err = {{0}};
+    CHECK(gguf_open_memory(&source, bytes, size, "source", &err) == 0, "open the source: %s", err.message);
+    const int types[] = {TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_1};
+    for (int k = 0; k < 6; k++) {
+        GGUFWriter* converted = gguf_writer_new();
+        gguf_writer_add_tensor_from(converted, "matrix", types[k], gguf_find_tensor(&source, "matrix"));
+        gguf_writer_add_tensor_from(converted, "vector", types[k] == TYPE_F32 ? TYPE_F16 : TYPE_F32, gguf_find_tensor(&source, "vector"));
+        uint8_t* out = NULL;
+        size_t out_size = gguf_writer_to_memory(converted, &out);
+        gguf_writer_free(converted);
+        GGUFFile result;
+        int opened = gguf_open_memory(&result, out, out_size, "converted", &err) == 0;
+        CHECK(opened, "open the conversion to %s: %s", tensor_type_name(types[k]), err.message);
+        for (int t = 0; t < 2 && opened; t++) {
+            const GGUFTensor* from = gguf_find_tensor(&source, t == 0 ? "matrix" : "vector");
+            const GGUFTensor* got = gguf_find_tensor(&result, t == 0 ? "matrix" : "vector");
+            int type = t == 0 ? types[k] : types[k] == TYPE_F32 ? TYPE_F16 : TYPE_F32;
+            float* whole = mallocCheck((size_t)from->n_elements * sizeof(float));
+            uint8_t* want = mallocCheck(tensor_bytes(type, from->n_elements));
+            gguf_tensor_to_f32(from, whole);
+            quantize_row(type, whole, want, from->n_elements);
+            CHECK(got && got->type == type && got->n_elements == from->n_elements && got->n_bytes == tensor_bytes(type, from->n_elements) &&
+                  memcmp(got->data, want, got->n_bytes) == 0, "%s converted to %s: not the bytes of the whole tensor converted at once",
+                  from->name, tensor_type_name(type));
+            free(whole);
+            free(want);
+        }
+        if (opened) { gguf_close(&result); }
+        free(out);
+    }
+    gguf_close(&source);
+    free(bytes);
+    free(values);
+    group_end("conversion from an open file, in chunks of rows (6 types)");
 }
 
 static void test_nested_arrays(void) {
@@ -560,7 +611,7 @@ static void test_getter_errors(void) {
     gguf_writer_add_string(writer, "nul", "a");
     gguf_writer_add_string_array(writer, "words", (const char* const[]){ "a" }, 1);
     GGUFBuffer b = {0};
-    gguf_writer_serialize(writer, &b);
+    b.size = b.capacity = gguf_writer_to_memory(writer, &b.data);
     gguf_writer_free(writer);
     // make the one-byte value of "nul" a NUL byte: it follows the key (8 + 3 bytes), type (4) and length (8)
     uint8_t* nul_key = memmem(b.data, b.size, "\x03\0\0\0\0\0\0\0nul", 11);
@@ -819,13 +870,14 @@ int main(int argc, char** argv) {
     test_quantize_error_bounds();
     test_known_blocks();
     test_round_trip();
+    test_conversion();
     test_nested_arrays();
     test_getter_errors();
     test_malformed();
 
     GGUFWriter* writer = build_round_trip_writer(0);
     GGUFBuffer written = {0};
-    gguf_writer_serialize(writer, &written);
+    written.size = written.capacity = gguf_writer_to_memory(writer, &written.data);
     gguf_writer_free(writer);
     GGUFBuffer nested = {0};
     build_nested_file(&nested, 3);

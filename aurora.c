@@ -497,7 +497,7 @@ static int* start_session(Options* o, Target* target, int* n_prompt) {
     if (*n_prompt < 0) {
         if (*n_prompt != -1) { fprintf(stderr, "error: %s\n", err.message); }   // (empty; no chat template)
         else {
-            fprintf(stderr, "error: %s; the context holds %d tokens and at least one must be left for generation: shorten "
+            fprintf(stderr, "error: %s; the context holds %d slots and at least one must be left for generation: shorten "
                     "the prompt or raise --context\n", err.message, capacity);
         }
         free(prompt);

@@ -564,14 +564,14 @@ int prompt_chat_check(const Tokenizer* tokenizer, Error* err) {
 static int prompt_encode_pieces(const Tokenizer* tokenizer, const char* const pieces[3], int* ids, int max_ids, Error* err) {
     int n = 0, bos = tokenizer->add_bos && tokenizer->bos_id >= 0;   // tokenizer.ggml.add_bos_token, as llama.cpp
     if (bos) {
-        if (max_ids < 1) { return error_set(err, "the prompt is more than %d tokens", max_ids); }
+        if (max_ids < 1) { return error_set(err, "the prompt does not fit in %d tokens", max_ids); }
         ids[n++] = tokenizer->bos_id;
     }
     for (int i = 0; i < 3; i++) {
         size_t length = strlen(pieces[i]);
         if (length == 0) { continue; }
         int got = tokenizer_encode(tokenizer, pieces[i], length, i != 1, ids + n, max_ids - n, err);
-        if (got < 0) { return error_set(err, "the prompt is more than %d tokens", max_ids); }
+        if (got < 0) { return error_set(err, "the prompt does not fit in %d tokens", max_ids); }
         n += got;
     }
     if (n == bos) {

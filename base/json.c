@@ -262,6 +262,33 @@ static JsonValue* json_append(JsonValue* container, int* capacity, char* key) {
     return item;
 }
 
+// An object whose members' names repeat is refused: readers disagree on which value counts (Python's json
+// and most others keep the last, a first-match lookup the first; serde refuses), so a file read one way
+// here could mean another thing to the program that wrote it. Sorted, so a large object costs n log n.
+typedef struct { const char* name; int index; } JsonMember;
+static int json_compare_members(const void* a, const void* b) {
+    const JsonMember *x = a, *y = b;
+    int order = strcmp(x->name, y->name);
+    return order != 0 ? order : (x->index > y->index) - (x->index < y->index);
+}
+
+static int json_check_unique_names(JsonParser* p, const JsonValue* object) {
+    if (object->n < 2) { return 0; }
+    JsonMember* members = mallocCheck((size_t)object->n * sizeof(JsonMember));
+    for (int i = 0; i < object->n; i++) { members[i] = (JsonMember){object->keys[i], i}; }
+    qsort(members, (size_t)object->n, sizeof(JsonMember), json_compare_members);
+    int status = 0;
+    for (int k = 1; k < object->n && status == 0; k++) {
+        if (strcmp(members[k - 1].name, members[k].name) != 0) { continue; }
+        const JsonValue *first = &object->items[members[k - 1].index], *again = &object->items[members[k].index];
+        status = error_set(p->err, "%s:%d:%d: member \"%s\" appears twice in one object (its values at columns %d and %d); "
+                           "expected each name once", p->path, again->line, again->column, members[k].name, first->column,
+                           again->column);
+    }
+    free(members);
+    return status;
+}
+
 static int json_parse_container(JsonParser* p, JsonValue* value, int is_object) {
     if (++p->depth > JSON_MAX_DEPTH) { return json_error(p, "at most 64 levels of nesting"); }
     value->type = is_object ? JSON_OBJECT : JSON_ARRAY;
@@ -288,7 +315,7 @@ static int json_parse_container(JsonParser* p, JsonValue* value, int is_object) 
         return json_error(p, is_object ? "',' or '}' after an object member" : "',' or ']' after an array element");
     }
     p->depth--;
-    return 0;
+    return is_object ? json_check_unique_names(p, value) : 0;
 }
 
 // Parses one value at the parser's position (leading whitespace already skipped). On failure the
@@ -324,7 +351,7 @@ int json_parse_line(const char* text, size_t length, const char* path, int line,
     return 0;
 }
 
-// The first member named key of an object, or NULL.
+// The member named key of an object (names are unique: json_check_unique_names), or NULL.
 const JsonValue* json_get(const JsonValue* object, const char* key) {
     for (int i = 0; i < object->n; i++) {
         if (strcmp(object->keys[i], key) == 0) { return &object->items[i]; }

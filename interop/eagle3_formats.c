@@ -180,6 +180,15 @@ static int eagle3_check_taps(const int* taps, const Target* target, const char* 
     return 0;
 }
 
+// A draft file's own token embedding is not read: the draft runs on the target's, as SGLang runs it (it
+// overwrites the file's) and as SpecForge trains by default (a frozen copy of the target's). vLLM and
+// llama.cpp use the file's instead, so a draft trained with another embedding would run differently there
+// than here; and an export from here drops it, so that llama.cpp then uses the target's, as here.
+static void eagle3_warn_own_embedding(const char* path, const char* name) {
+    fprintf(stderr, "warning: %s: tensor '%s' (the draft's own token embedding) is not read: the draft runs on the "
+            "target's embedding, as SGLang runs it (vLLM and llama.cpp would use the file's)\n", path, name);
+}
+
 // Absolute target ids (int64) to d2t: each in [0, V) and distinct.
 static int eagle3_check_ids(int32_t* d2t, const int64_t* ids, int Vd, int V, const char* path, const char* what,
                             Error* err) {
@@ -344,6 +353,16 @@ static int eagle3_import_llama_cpp(Draft* draft, const char* path, const Target*
     c.rope_theta = (float)value;
     if (status == 0 && gguf_get_float(&file, "eagle3.attention.layer_norm_rms_epsilon", &value, err) != 0) { status = -1; }
     c.norm_eps = (float)value;
+    // llama.cpp scales positions by a factor whenever one is given, linearly unless a type says otherwise
+    const char* const factor_keys[2] = {"eagle3.rope.scaling.factor", "eagle3.rope.scale_linear"};
+    for (int k = 0; k < 2 && status == 0; k++) {
+        if (gguf_find(&file, factor_keys[k]) == NULL) { continue; }
+        if (gguf_get_float(&file, factor_keys[k], &value, err) != 0) { status = -1; }
+        else if (value != 0.0 && value != 1.0) {
+            status = error_set(err, "%s: key '%s' is %g, expected 0 or 1 (llama.cpp would scale RoPE's positions by it; RoPE "
+                               "scaling is not implemented)", path, factor_keys[k], value);
+        }
+    }
     if (status == 0 && gguf_find(&file, "eagle3.rope.scaling.type") != NULL) {
         char* scaling = NULL;
         if (gguf_get_string(&file, "eagle3.rope.scaling.type", &scaling, err) != 0) { status = -1; }
@@ -359,9 +378,19 @@ static int eagle3_import_llama_cpp(Draft* draft, const char* path, const Target*
             status = error_set(err, "%s: key 'eagle3.target_layers' has %llu entries, expected 3", path,
                                (unsigned long long)n_target_layers);
         } else {
-            int taps[3] = {target_layers[0] - 1, target_layers[1] - 1, target_layers[2] - 1};
-            status = eagle3_check_taps(taps, target, path, "key 'eagle3.target_layers' (layer inputs, i.e. outputs of "
-                                       "the layer before)", err);
+            int taps[3];
+            for (int i = 0; i < 3 && status == 0; i++) {
+                if (target_layers[i] < 1 || target_layers[i] > tc->n_layers) {
+                    status = error_set(err, "%s: key 'eagle3.target_layers' has %d at index %d, expected a layer number in "
+                                       "[1, %d] (the input of that layer)", path, target_layers[i], i, tc->n_layers);
+                } else {
+                    taps[i] = target_layers[i] - 1;
+                }
+            }
+            if (status == 0) {
+                status = eagle3_check_taps(taps, target, path, "key 'eagle3.target_layers' (layer inputs, i.e. outputs of the "
+                                           "layer before)", err);
+            }
         }
     }
     free(target_layers);
@@ -376,7 +405,7 @@ static int eagle3_import_llama_cpp(Draft* draft, const char* path, const Target*
             if (strcmp(tensor->name, EAGLE3_TENSOR_NAMES[i].llama_cpp) == 0) { found[i] = tensor; known = 1; }
         }
         if (strcmp(tensor->name, "d2t") == 0) { d2t_tensor = tensor; known = 1; }
-        if (strcmp(tensor->name, "token_embd.weight") == 0) { known = 1; }   // ignored: the target's is used
+        if (strcmp(tensor->name, "token_embd.weight") == 0) { known = 1; eagle3_warn_own_embedding(path, tensor->name); }
         if (!known) {
             status = error_set(err, "%s: unexpected tensor '%s' (%s); this reader takes a plain EAGLE-3 draft: fc, blk.0.*, "
                                "output_norm, output, d2t, token_embd", path, tensor->name,
@@ -625,8 +654,25 @@ static int eagle3_parse_config(DraftConfig* c, const char* text, size_t length, 
         eagle3_json_number(&root, path, "rope_theta", &c->rope_theta, err) ||
         eagle3_json_false(&root, path, "norm_before_residual", "the residual taken after hidden_norm", err) ||
         eagle3_json_false(&root, path, "norm_before_fc", "an RMSNorm before fc, EAGLE 3.1", err) ||
-        eagle3_json_false(&root, path, "attention_bias", "biases on q, k, v, o", err)) {
+        eagle3_json_false(&root, path, "attention_bias", "biases on q, k, v, o", err) ||
+        eagle3_json_false(&root, path, "tie_word_embeddings", "the LM head tied to the token embedding: SGLang then "
+                          "uses the embedding, not lm_head.weight", err)) {
         status = -1;
+    }
+    // newer Hugging Face configs keep RoPE's settings in rope_parameters, read before rope_theta (as llama.cpp's
+    // converter reads them)
+    const JsonValue* rope = json_get(&root, "rope_parameters");
+    if (status == 0 && rope != NULL && rope->type != JSON_NULL) {
+        const JsonValue* rope_type = rope->type == JSON_OBJECT ? json_get(rope, "rope_type") : NULL;
+        if (rope->type != JSON_OBJECT) {
+            status = error_set(err, "%s: key 'rope_parameters' is %s, expected an object", path, json_type_name(rope->type));
+        } else if (rope_type != NULL && (rope_type->type != JSON_STRING || strcmp(rope_type->string, "default") != 0)) {
+            status = error_set(err, "%s: key 'rope_parameters.rope_type' is %s%s%s, expected \"default\" (RoPE scaling is not "
+                               "implemented)", path, rope_type->type == JSON_STRING ? "\"" : json_type_name(rope_type->type),
+                               rope_type->type == JSON_STRING ? rope_type->string : "", rope_type->type == JSON_STRING ? "\"" : "");
+        } else if (eagle3_json_number(rope, path, "rope_theta", &c->rope_theta, err) != 0) {
+            status = -1;
+        }
     }
     if (status == 0) {
         c->n_kv_heads = c->n_heads;
@@ -804,6 +850,7 @@ static int eagle3_import_specforge(Draft* draft, const char* path, const Target*
     for (int t = 0; t < file.n_tensors && status == 0; t++) {
         const char* name = file.tensors[t].name;
         int known = strcmp(name, "d2t") == 0 || strcmp(name, "t2d") == 0 || strcmp(name, "embed_tokens.weight") == 0;
+        if (strcmp(name, "embed_tokens.weight") == 0) { eagle3_warn_own_embedding(weights_path, name); }
         for (int i = 0; i < DRAFT_NUM_TENSORS; i++) { known |= found[i] == &file.tensors[t]; }
         if (!known) {
             status = error_set(err, "%s: unexpected tensor '%s'; this reader takes a plain EAGLE-3 draft (fc, midlayer.*, "

@@ -368,7 +368,9 @@ static void test_malformed_safetensors(const Target* small) {
     expect_safetensors_error("trailing data", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 0, 8,
                              "no trailing bytes");
     expect_safetensors_error("duplicate name", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-                             "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 0, 8, "described twice");
+                             "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 0, 8, "member \"a\" appears twice");
+    expect_safetensors_error("duplicate field", "{\"a\":{\"dtype\":\"F16\",\"dtype\":\"BF16\",\"shape\":[2],"
+                             "\"data_offsets\":[0,4]}}", 0, 4, "member \"dtype\" appears twice");
     expect_safetensors_error("metadata not strings", "{\"__metadata__\":{\"format\":1}}", 0, 0, "not an object of strings");
     expect_safetensors_error("too many dimensions", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],"
                              "\"data_offsets\":[0,1]}}", 0, 1, "at most 8 sizes");
@@ -505,7 +507,8 @@ static void test_malformed_specforge(const Target* target) {
     Draft draft;
     make_draft(&draft, target, 200, 14);
     Error err;
-    const char* good = temp_path("good.specforge");
+    char good[512];   // (a copy: temp_path's ring of 32 paths wraps within this test)
+    snprintf(good, sizeof(good), "%s", temp_path("good.specforge"));
     check(draft_export_specforge(&draft, target, good, TYPE_F32, &err) == 0, "export: %s", err.message);
 
     expect_load_error("missing lm_head", rewrite_specforge(good, "m1", "lm_head.weight", NULL, NULL, NULL), target,
@@ -546,6 +549,13 @@ static void test_malformed_specforge(const Target* target) {
                                    "target layers 0, 2, 3"},
         {"layer ids not a list",   "eagle_config",        "{\"eagle_aux_hidden_state_layer_ids\": 5}", "array of 3 layer ids"},
         {"missing hidden_size",    "hidden_size",         "null",         "key 'hidden_size' is null"},
+        // newer configs: RoPE's settings in rope_parameters (read first, as llama.cpp's converter reads them)
+        {"rope_parameters llama3", "rope_parameters",     "{\"rope_type\": \"llama3\", \"rope_theta\": 500000.0, \"factor\": 8.0}",
+                                   "'rope_parameters.rope_type' is \"llama3\", expected \"default\""},
+        {"rope_parameters a list", "rope_parameters",     "[1]",          "'rope_parameters' is an array, expected an object"},
+        {"rope_parameters theta",  "rope_parameters",     "{\"rope_type\": \"default\", \"rope_theta\": \"big\"}",
+                                   "key 'rope_theta' is a string"},
+        {"tied LM head",           "tie_word_embeddings", "true",         "tie_word_embeddings"},
     };
     for (size_t i = 0; i < sizeof(configs) / sizeof(configs[0]); i++) {
         char* config = config_with(good, configs[i].key, configs[i].value);
@@ -562,6 +572,15 @@ static void test_malformed_specforge(const Target* target) {
         draft_free(&loaded);
     } else {
         check(0, "a top-level eagle_aux_hidden_state_layer_ids [2, 4, 5] should load: %s", err.message);
+    }
+    free(config);
+    // RoPE's base in rope_parameters, as newer Hugging Face configs keep it, wins over a top-level rope_theta
+    config = config_with(good, "rope_parameters", "{\"rope_type\": \"default\", \"rope_theta\": 20000.0}");
+    if (config && draft_load(&loaded, rewrite_specforge(good, "c-rope-parameters", NULL, NULL, NULL, config), target, &err) == 0) {
+        check(loaded.config.rope_theta == 20000.0f, "rope_parameters.rope_theta read: %g, expected 20000", loaded.config.rope_theta);
+        draft_free(&loaded);
+    } else {
+        check(0, "a config with rope_parameters (default type) should load: %s", err.message);
     }
     free(config);
     expect_load_error("not an object", rewrite_specforge(good, "c-array", NULL, NULL, NULL, "[1, 2]"), target,
@@ -638,6 +657,9 @@ static void add_two_blocks(GGUFWriter* w) { gguf_writer_add_uint32(w, "eagle3.bl
 static void add_wide_target(GGUFWriter* w) { gguf_writer_add_uint32(w, "eagle3.target_hidden_size", 64); }
 static void add_norm_before_fc(GGUFWriter* w) { gguf_writer_add_bool(w, "eagle3.norm_before_fc", 1); }
 static void add_eps_as_string(GGUFWriter* w) { gguf_writer_add_string(w, "eagle3.attention.layer_norm_rms_epsilon", "1e-6"); }
+static void add_huge_layer(GGUFWriter* w) { int32_t v[3] = {INT32_MIN, 4, 5}; gguf_writer_add_array(w, "eagle3.target_layers", GGUF_TYPE_INT32, v, 3); }
+static void add_rope_factor(GGUFWriter* w) { gguf_writer_add_float32(w, "eagle3.rope.scaling.factor", 4.0f); }
+static void add_rope_linear(GGUFWriter* w) { gguf_writer_add_float32(w, "eagle3.rope.scale_linear", 2.0f); }
 static void add_partial_rope(GGUFWriter* w) { gguf_writer_add_uint32(w, "eagle3.rope.dimension_count", 6); }
 
 static void test_malformed_llama_cpp(const Target* target) {
@@ -645,7 +667,8 @@ static void test_malformed_llama_cpp(const Target* target) {
     Draft draft;
     make_draft(&draft, target, 200, 15);
     Error err;
-    const char* good = temp_path("good.llama.gguf");
+    char good[512];   // (a copy: temp_path's ring of 32 paths wraps within this test)
+    snprintf(good, sizeof(good), "%s", temp_path("good.llama.gguf"));
     check(draft_export_llama_cpp(&draft, target, good, TYPE_F32, &err) == 0, "export: %s", err.message);
     expect_load_error("transposed attn_q", rewrite_gguf(good, "g1.gguf", NULL, NULL, NULL, "blk.0.attn_q.weight", NULL, NULL),
                       target, "tensor 'blk.0.attn_q.weight' has 2 dimensions [48, 96], expected [96, 48]");
@@ -661,6 +684,12 @@ static void test_malformed_llama_cpp(const Target* target) {
                       target, "has 2 entries, expected 3");
     expect_load_error("no layer ids", rewrite_gguf(good, "g7.gguf", "eagle3.target_layers", NULL, NULL, NULL, NULL, NULL),
                       target, "'eagle3.target_layers' is missing");
+    expect_load_error("layer id INT32_MIN", rewrite_gguf(good, "g7b.gguf", "eagle3.target_layers", add_huge_layer, NULL, NULL, NULL,
+                      NULL), target, "has -2147483648 at index 0, expected a layer number in [1, 8]");
+    expect_load_error("rope scaling factor, no type", rewrite_gguf(good, "g7c.gguf", NULL, add_rope_factor, NULL, NULL, NULL, NULL),
+                      target, "'eagle3.rope.scaling.factor' is 4, expected 0 or 1");
+    expect_load_error("rope scale_linear", rewrite_gguf(good, "g7d.gguf", NULL, add_rope_linear, NULL, NULL, NULL, NULL),
+                      target, "'eagle3.rope.scale_linear' is 2, expected 0 or 1");
     expect_load_error("two blocks", rewrite_gguf(good, "g8.gguf", "eagle3.block_count", add_two_blocks, NULL, NULL, NULL, NULL),
                       target, "expected 1");
     expect_load_error("target width", rewrite_gguf(good, "g9.gguf", "eagle3.target_hidden_size", add_wide_target, NULL, NULL, NULL, NULL),

@@ -117,6 +117,9 @@ static void test_malformed(void) {
         {"{\"prompt\" \"x\"}", 11, "':'"},
         {"{\"a\": [1 2], \"prompt\": \"x\"}", 10, "',' or ']'"},
         {"{prompt: \"x\"}", 2, "member name"},
+        // a name twice in one object (nested too), where readers disagree on which value counts
+        {"{\"prompt\": \"a\", \"prompt\": \"b\"}", 27, "member \"prompt\" appears twice"},
+        {"{\"prompt\": \"x\", \"m\": {\"k\": 1, \"j\": 2, \"k\": 3}}", 44, "member \"k\" appears twice"},
     };
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
         char text[512];

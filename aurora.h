@@ -595,7 +595,8 @@ void matrix_to_host_f32(const Backend* backend, Matrix matrix, int rows, int col
 // random numbers and sampling (sampling.c)
 
 uint32_t random_u32(uint64_t* state);       // xorshift64*
-float random_f32(uint64_t* state);          // uniform in [0, 1)
+float random_f32(uint64_t* state);          // uniform in [0, 1), 24 bits
+double random_f64(uint64_t* state);         // uniform in [0, 1), 53 bits: the coins of token sampling
 uint64_t random_seed_state(uint64_t seed);  // any seed (0 included) to a usable generator state
 
 typedef struct {
@@ -606,14 +607,15 @@ typedef struct {
 typedef struct { float prob; int index; } ProbIndex; // scratch for top-p sorting
 
 int sample_argmax(const float* logits, int V);
-int sample_multinomial(const float* probs, int V, float coin);
+// Index i with probability probs[i] / sum(probs), for a uniform coin in [0, 1) (sums in double).
+int sample_multinomial(const float* probs, int V, double coin);
 // Nucleus: zero all but the smallest most-probable set reaching top_p, renormalise (in place).
 void apply_top_p(float* probs, int V, float top_p, ProbIndex* scratch);
 void logits_to_probs(float* probs, const float* logits, int V, float temperature);
 // The exact distribution sample_token draws from when temperature > 0 (temperature, then top-p).
 void sampling_distribution(float* probs, const float* logits, int V, SamplerSettings settings, ProbIndex* scratch);
 // Greedy when settings.temperature == 0 (coin unused). probs, scratch: (V) workspace.
-int sample_token(const float* logits, int V, SamplerSettings settings, float coin, float* probs, ProbIndex* scratch);
+int sample_token(const float* logits, int V, SamplerSettings settings, double coin, float* probs, ProbIndex* scratch);
 
 // ----------------------------------------------------------------------------
 // target model: Llama (token embedding; L x [RMSNorm, GQA attention with RoPE, residual, RMSNorm,
@@ -1040,7 +1042,7 @@ void accept_greedy(Acceptance* out, const Tree* tree, const float* target_logits
 // with every rejected child's token removed and renormalised); the bonus comes from the residual.
 // residual: (V) scratch. Yields at least one token; the emitted sequence is distributed exactly as the
 // target's own sampling.
-void accept_sampling(Acceptance* out, const Tree* tree, const float* p_target, const float* uniforms, int V,
+void accept_sampling(Acceptance* out, const Tree* tree, const float* p_target, const double* uniforms, int V,
                      float* residual);
 
 // Where draft trees come from: one interface, six kinds.

@@ -35,7 +35,7 @@ static int residual_has_mass(const float* residual, int V) {
     return 0;
 }
 
-void accept_sampling(Acceptance* out, const Tree* tree, const float* p_target, const float* uniforms, int V,
+void accept_sampling(Acceptance* out, const Tree* tree, const float* p_target, const double* uniforms, int V,
                      float* residual) {
     int node = 0;
     out->n_accepted = 0;
@@ -61,7 +61,7 @@ void accept_sampling(Acceptance* out, const Tree* tree, const float* p_target, c
         }
         if (next < 0) {
             // the bonus token: from the residual (the target's distribution if nothing was rejected)
-            out->bonus = sample_multinomial(residual, V, (float)(uniforms[0] * (residual_mass > 0.0 ? residual_mass : 0.0)));
+            out->bonus = sample_multinomial(residual, V, uniforms[0]);
             return;
         }
         out->path[++out->n_accepted] = next;

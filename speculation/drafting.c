@@ -208,18 +208,19 @@ int tree_shape_fits(TreeShape shape, const Target* target, Error* err) {
     return 0;
 }
 
-// Slots a proposal may use beyond the committed prefix: the verify pass uses N, self-drafting writes
-// the root and every expanded candidate, the EAGLE draft every expanded candidate.
-static int shape_slots_needed(TreeShape shape) {
-    int expanded = shape.k * (shape.depth - 1) + 1;
+// Target cache slots a proposal may use beyond the committed prefix: the verify pass uses N; self-drafting
+// also writes the root and every expanded candidate there. (The EAGLE draft expands into its own cache,
+// which keeps MAX_SPEC_K * TREE_MAX_DEPTH slots spare for that; the model-free drafts write nothing.)
+static int shape_slots_needed(TreeShape shape, DraftKind kind) {
+    int expanded = kind == DRAFT_SELF ? shape.k * (shape.depth - 1) + 1 : 0;
     return expanded > shape.nodes ? expanded : shape.nodes;
 }
 
 // Cache slots a proposal may use beyond the committed prefix (the hybrid: whichever of its two shapes needs more)
 static int draft_source_slots_needed(const DraftSource* source) {
-    int needed = shape_slots_needed(source->shape);
-    if (source->kind == DRAFT_HYBRID && shape_slots_needed(source->eagle_shape) > needed) {
-        needed = shape_slots_needed(source->eagle_shape);
+    int needed = shape_slots_needed(source->shape, source->kind);
+    if (source->kind == DRAFT_HYBRID && shape_slots_needed(source->eagle_shape, source->kind) > needed) {
+        needed = shape_slots_needed(source->eagle_shape, source->kind);
     }
     return needed;
 }
@@ -242,7 +243,10 @@ static int eagle_catch_up_rows(const Draft* draft) {
 void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Draft* draft, Target* target) {
     memset(source, 0, sizeof(*source));
     source->kind = kind;
-    source->limit = kind == DRAFT_LOOKUP ? (TreeShape){1, shape.depth, shape.depth + 1 < shape.nodes ? shape.depth + 1 : shape.nodes} : shape;
+    // (plain decoding verifies the root alone, whatever shape was asked for: one row of a forward call)
+    source->limit = kind == DRAFT_NONE ? (TreeShape){1, 1, 1}
+                  : kind == DRAFT_LOOKUP ? (TreeShape){1, shape.depth, shape.depth + 1 < shape.nodes ? shape.depth + 1 : shape.nodes}
+                  : shape;
     source->shape = source->eagle_shape = source->limit;
     source->draft = draft;
     source->lookup_max_ngram = LOOKUP_MAX_NGRAM;

@@ -25,7 +25,7 @@ int generate_plain(Target* target, const int* prompt, int n_prompt, int max_new,
     int n_generated = 0;
     int position = n_prompt;
     while (n_generated < max_new) {
-        int token = sample_token(target->host.logits, V, settings, random_f32(&rng), probs, scratch);
+        int token = sample_token(target->host.logits, V, settings, random_f64(&rng), probs, scratch);
         out_tokens[n_generated++] = token;
         if (on_token) { on_token(context, token); }
         if (token == eos) { stats->stopped_at_eos = 1; break; }
@@ -77,7 +77,7 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
     float* residual = mallocCheck((size_t)V * sizeof(float));
     ProbIndex* scratch = mallocCheck((size_t)V * sizeof(ProbIndex));
     uint8_t* mask = mallocCheck((size_t)N_max * (S + N_max));
-    float uniforms[TREE_MAX_NODES];
+    double uniforms[TREE_MAX_NODES];
     uint64_t rng = random_seed_state(seed);
     memset(stats, 0, sizeof(*stats));
     stats->n_prompt = n_prompt;
@@ -96,7 +96,7 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
     target_prefill(target, prompt, n_prompt, 0, sequence.features, sequence.hidden);
     sequence.n_committed = n_prompt;
     // (max_new 0: nothing is emitted, as in generate_plain; the first coin is drawn all the same)
-    int first = sample_token(target->host.logits, V, settings, random_f32(&rng), p_target, scratch);
+    int first = sample_token(target->host.logits, V, settings, random_f64(&rng), p_target, scratch);
     int n_generated = 0;
     sequence.n_tokens = n_prompt;
     if (max_new > 0) {
@@ -131,7 +131,7 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
             for (int i = 0; i < N; i++) {
                 sampling_distribution(p_target + (size_t)i * V, target->host.logits + (size_t)i * V, V, settings, scratch);
             }
-            for (int i = 0; i < N; i++) { uniforms[i] = random_f32(&rng); } // N per pass, whatever the outcome
+            for (int i = 0; i < N; i++) { uniforms[i] = random_f64(&rng); } // N per pass, whatever the outcome
             accept_sampling(&acceptance, &tree, p_target, uniforms, V, residual);
         }
         double t_verified = now_seconds();

@@ -20,6 +20,14 @@ float random_f32(uint64_t* state) { // uniform in [0, 1), 24 random bits
     return (random_u32(state) >> 8) / 16777216.0f;
 }
 
+// Uniform in [0, 1) with 53 random bits (two draws, as genrand_res53): the coins that sample tokens. 24 bits
+// would give a token of probability under 2^-24 (6e-8) either none or 2^-24 of the draws, and a vocabulary of
+// 49,152 such tail tokens is in every softmax.
+double random_f64(uint64_t* state) {
+    uint32_t high = random_u32(state) >> 5, low = random_u32(state) >> 6;   // 27 and 26 bits
+    return ((double)high * 67108864.0 + (double)low) / 9007199254740992.0;
+}
+
 // A seed of 0 would make xorshift emit zeros forever; mix the seed so every value is usable.
 uint64_t random_seed_state(uint64_t seed) {
     uint64_t z = seed + 0x9E3779B97F4A7C15ull;
@@ -59,15 +67,20 @@ int sample_argmax(const float* logits, int V) {
     return 0;   // (unreachable: max is one of the logits, and not a NaN)
 }
 
-// Samples index i with probability probs[i], given a uniform coin in [0, 1).
-int sample_multinomial(const float* probs, int V, float coin) {
-    float cumulative = 0.0f;
+// Samples index i with probability probs[i] / sum(probs) (so an unnormalised residual needs no scaling),
+// given a uniform coin in [0, 1). The sums are doubles: in fp32 a running sum near 1 moves in steps of 6e-8,
+// every tail probability under half of that was lost (about 1e-4 of the mass over SmolLM2's vocabulary),
+// and the coins beyond the short total all fell to the last token. The two loops add the same numbers in
+// the same order, so the coin's point, coin * total < total, lies inside some token's interval.
+int sample_multinomial(const float* probs, int V, double coin) {
+    double total = 0.0;
+    for (int i = 0; i < V; i++) { total += probs[i]; }
+    double point = coin * total, cumulative = 0.0;
     for (int i = 0; i < V; i++) {
         cumulative += probs[i];
-        if (coin < cumulative) { return i; }
+        if (point < cumulative) { return i; }
     }
-    // rounding left the total just under the coin: return the last token with nonzero probability
-    for (int i = V - 1; i >= 0; i--) { if (probs[i] > 0.0f) { return i; } }
+    // (only when nothing has mass: the last token)
     return V - 1;
 }
 
@@ -116,7 +129,7 @@ void sampling_distribution(float* probs, const float* logits, int V, SamplerSett
 }
 
 // Picks the next token. Greedy when temperature == 0 (coin unused). probs, scratch: (V) workspace.
-int sample_token(const float* logits, int V, SamplerSettings settings, float coin, float* probs, ProbIndex* scratch) {
+int sample_token(const float* logits, int V, SamplerSettings settings, double coin, float* probs, ProbIndex* scratch) {
     if (settings.temperature == 0.0f) { return sample_argmax(logits, V); }
     sampling_distribution(probs, logits, V, settings, scratch);
     return sample_multinomial(probs, V, coin);

@@ -114,6 +114,10 @@ expect_error "--load 0" "--load expects" "$AURORA" replay -m "$model" --traffic 
 expect_ok "replay static" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 3 --max-new 8 --static "$work/online.gguf" \
     --order ordered --from 2 --out "$work/static"
 expect_ok "replay no-spec" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 3 --max-new 8 --no-spec --domain c --out "$work/plain-replay"
+# plain decoding verifies one row a pass, whatever tree shape the flags would allow (a small --batch once
+# failed as an internal error in both: the default shape's 33 nodes, train's 2)
+expect_ok "replay no-spec, --batch 4" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 2 --max-new 4 --no-spec --batch 4 --out "$work/plain-batch4"
+expect_ok "train, --batch 1" "$AURORA" train -m "$model" --traffic "$traffic" --requests 2 --max-new 4 --batch 1 -o "$work/batch1.gguf"
 expect_ok "train offline" "$AURORA" train -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --epochs 2 -o "$work/trained.gguf"
 expect_ok "generate with the trained draft" "$AURORA" generate -m "$model" -p "abc" -n 8 --draft "$work/trained.gguf"
 # a draft vocabulary smaller than the target's: train takes the records' frequent ids (none with --adapt-vocab 0)

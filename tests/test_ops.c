@@ -276,11 +276,35 @@ static void test_sampling(void) {
     float target_probs[V] = {0.30f, 0.20f, 0.15f, 0.12f, 0.10f, 0.08f, 0.04f, 0.01f};
     long counts[V] = {0};
     uint64_t rng = random_seed_state(7);
-    for (int i = 0; i < DRAWS; i++) { counts[sample_multinomial(target_probs, V, random_f32(&rng))]++; }
+    for (int i = 0; i < DRAWS; i++) { counts[sample_multinomial(target_probs, V, random_f64(&rng))]++; }
     double chi2 = 0;
     for (int i = 0; i < V; i++) { double e = DRAWS * target_probs[i]; chi2 += (counts[i] - e) * (counts[i] - e) / e; }
     check(chi2 < chi_square_quantile_999(V - 1), "multinomial sampling: chi-square %.2f exceeds the 0.999 quantile %.2f",
           chi2, chi_square_quantile_999(V - 1));
+
+    // the tail of a large vocabulary: one token at 0.99995904 and 4,095 at 1e-8 each (each under half of
+    // fp32's step near 1: an fp32 running sum lost all of them, and every coin past the first token fell
+    // to the last id). The coin at the middle of each tail token's interval must pick that token, and
+    // the largest coin the last token.
+    {
+        enum { VT = 4096 };
+        static float tail[VT];
+        tail[0] = 0.99995904f;
+        for (int i = 1; i < VT; i++) { tail[i] = 1e-8f; }
+        long double total = 0;
+        for (int i = 0; i < VT; i++) { total += tail[i]; }
+        const int picks[5] = {1, 2, 100, 2048, VT - 1};
+        int right = 0, got_first = -1;
+        for (int k = 0; k < 5; k++) {
+            long double before = tail[0] + (long double)(picks[k] - 1) * 1e-8f;
+            int got = sample_multinomial(tail, VT, (double)((before + 0.5L * 1e-8f) / total));
+            right += got == picks[k];
+            if (k == 0) { got_first = got; }
+        }
+        int last = sample_multinomial(tail, VT, 9007199254740991.0 / 9007199254740992.0);
+        check(right == 5 && last == VT - 1, "multinomial over a long tail of 1e-8 tokens: %d of 5 mid-interval coins picked "
+              "their token (token 1's coin picked %d); the largest coin picked %d, expected %d", right, got_first, last, VT - 1);
+    }
 
     // top-p: with p = 0.6 the nucleus is {0, 1, 2} (0.30 + 0.20 + 0.15 >= 0.6), renormalised
     long nucleus_counts[V] = {0};
@@ -288,7 +312,7 @@ static void test_sampling(void) {
     float nucleus[V];
     memcpy(nucleus, target_probs, sizeof(nucleus));
     apply_top_p(nucleus, V, 0.6f, top_scratch);
-    for (int i = 0; i < DRAWS; i++) { nucleus_counts[sample_multinomial(nucleus, V, random_f32(&rng))]++; }
+    for (int i = 0; i < DRAWS; i++) { nucleus_counts[sample_multinomial(nucleus, V, random_f64(&rng))]++; }
     long outside = 0;
     for (int i = 3; i < V; i++) { outside += nucleus_counts[i]; }
     check(outside == 0, "top-p 0.6 sampled %ld tokens outside the nucleus", outside);

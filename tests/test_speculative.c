@@ -324,7 +324,7 @@ static void markov_tree(Tree* tree, int root, int K) {
 
 // The deliberately wrong acceptance of the negative control: tests each child against the target's
 // probability without removing rejected tokens (and draws the bonus from the unmodified target).
-static void accept_without_residual(Acceptance* out, const Tree* tree, const float* p_target, const float* uniforms, int V) {
+static void accept_without_residual(Acceptance* out, const Tree* tree, const float* p_target, const double* uniforms, int V) {
     int node = 0;
     out->n_accepted = 0;
     for (;;) {
@@ -344,7 +344,8 @@ static void accept_without_residual(Acceptance* out, const Tree* tree, const flo
 static double sampling_chi_square(int K, int draws, int broken, uint64_t seed) {
     uint64_t rng = random_seed_state(seed);
     long counts[SV][SV] = {{0}};
-    float p_target[TREE_MAX_NODES * SV], residual[SV], uniforms[TREE_MAX_NODES];
+    float p_target[TREE_MAX_NODES * SV], residual[SV];
+    double uniforms[TREE_MAX_NODES];
     int x0 = 2;
     for (int draw = 0; draw < draws; draw++) {
         int emitted[2 + TREE_MAX_DEPTH + 1], n_emitted = 0, last = x0;
@@ -352,7 +353,7 @@ static double sampling_chi_square(int K, int draws, int broken, uint64_t seed) {
             Tree tree;
             markov_tree(&tree, last, K);
             for (int i = 0; i < tree.n_nodes; i++) { memcpy(p_target + i * SV, markov_p[tree.tokens[i]], sizeof(float) * SV); }
-            for (int i = 0; i < tree.n_nodes; i++) { uniforms[i] = random_f32(&rng); }
+            for (int i = 0; i < tree.n_nodes; i++) { uniforms[i] = random_f64(&rng); }
             Acceptance acceptance;
             if (broken) { accept_without_residual(&acceptance, &tree, p_target, uniforms, SV); }
             else { accept_sampling(&acceptance, &tree, p_target, uniforms, SV, residual); }
@@ -419,7 +420,8 @@ static void test_sampling_edges(void) {
     tree.tokens[0] = 0, tree.tokens[1] = 0, tree.tokens[2] = 1;
     Error err;
     check(tree_derive(&tree, &err) == 0, "sampling edges: tree: %s", err.message);
-    float uniforms[3] = {0.5f, 0.99f, 16777215.0f / 16777216.0f}, residual[V4];
+    float residual[V4];
+    double uniforms[3] = {0.5, 0.99, 9007199254740991.0 / 9007199254740992.0};   // the largest coin
     Acceptance acceptance;
     accept_sampling(&acceptance, &tree, p_target, uniforms, V4, residual);
     check(acceptance.n_accepted == 1 && acceptance.path[1] == 2 && acceptance.bonus == 2,
@@ -625,6 +627,37 @@ static void test_pass_costs(Target* target) {
     draft_source_free(&source);
 }
 
+// Room to draft: a tree needs its N nodes' slots of the target's cache beyond the committed prefix, and
+// self-drafting also the candidates it expands there, K (D - 1) + 1; the other drafts expand nowhere in it
+// (the EAGLE draft in its own cache). A shape of 8 nodes that expands 13, with exactly 8 slots free: the
+// suffix draft drafts (every draft once needed 13, and a fixed wide shape then drafted nothing near the end
+// of the context), self-drafting does not.
+static void test_room_to_draft(Target* target) {
+    TreeShape shape = {4, 4, 8};
+    int tokens[12] = {5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7, 8};
+    Sequence sequence;
+    memset(&sequence, 0, sizeof(sequence));
+    sequence.tokens = tokens;
+    sequence.n_tokens = sequence.n_committed = sequence.capacity = 12;
+    DraftKind kinds[2] = {DRAFT_SUFFIX, DRAFT_SELF};
+    int nodes[2] = {0, 0}, no_room[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        DraftSource source;
+        draft_source_init(&source, kinds[k], shape, NULL, target);
+        draft_source_set_adaptive(&source, 0, 1);
+        draft_source_begin_request(&source, 12);
+        if (kinds[k] == DRAFT_SUFFIX) { suffix_index_add(source.suffix_outputs, tokens, 12); }
+        Tree tree;
+        draft_source_propose(&source, target, &sequence, &tree, shape.nodes);
+        nodes[k] = tree.n_nodes;
+        no_room[k] = source.pass_no_room;
+        draft_source_free(&source);
+    }
+    check(nodes[0] > 1 && !no_room[0] && nodes[1] == 1 && no_room[1],
+          "room to draft with 8 slots free, a shape of 8 nodes expanding 13: suffix tree of %d nodes (no room: %d; expected "
+          "a tree), self-drafting %d (no room: %d; expected the root alone)", nodes[0], no_room[0], nodes[1], no_room[1]);
+}
+
 // Hindsight (drafting.c): a model-free draft with adaptive shapes proposes the largest tree at every pass's
 // root, whatever the pass drafts, and the chooser counts it level by level as the target produces the tokens
 // it guesses; the passes themselves count nothing.
@@ -704,6 +737,7 @@ int main(void) {
     test_greedy_lossless(&target);
     test_stop_conditions(&target);
     test_pass_costs(&target);
+    test_room_to_draft(&target);
     test_hindsight(&target);
     test_eligibility();
     test_suffix_depth(&target);

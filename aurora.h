@@ -1280,14 +1280,14 @@ void record_buffer_counts(RecordBuffer* buffer, long* pushed, long* dropped, int
 typedef struct WeightExchange WeightExchange;
 WeightExchange* weight_exchange_new(size_t n, int n_ids);
 void weight_exchange_free(WeightExchange* exchange);
-// Trainer side: copies weights into the buffer nobody reads and publishes it with the next version.
-// Returns the version, or 0 if skipped because the server has not yet taken the previous publish.
+// Trainer side: copies weights into the buffer not served and publishes it with the next version (one not
+// taken yet is superseded); returns the version. One publisher at a time.
 int weight_exchange_publish(WeightExchange* exchange, const float* weights, const int32_t* vocabulary);
 // Server side: if a version newer than current_version is published, marks it served and returns its
 // weights and vocabulary (valid until the server takes another), writing its version; else NULL. Never
-// blocks on a copy.
+// blocks on a copy (during a publish's copy it returns NULL).
 float* weight_exchange_take(WeightExchange* exchange, int current_version, int* version, const int32_t** vocabulary);
-long weight_exchange_skipped(WeightExchange* exchange);
+long weight_exchange_superseded(WeightExchange* exchange);   // publishes rewritten before the server took them
 
 // ----------------------------------------------------------------------------
 // draft sources (speculative.c) and generation (generate.c)

@@ -572,9 +572,9 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
         // every record pushed was dropped from the full buffer, taken into the training pool (where steps
         // sample it until newer records push it out), or is still waiting in the buffer at the end
         fprintf(f, "training: %d optimiser steps, %ld rejected (non-finite), records %ld pushed / %ld dropped / %ld "
-                "taken into the pool / %d left in the buffer, final version %d, %ld publishes skipped\n",
+                "taken into the pool / %d left in the buffer, final version %d, %ld publishes superseded before the server took them\n",
                 flywheel->trainer.step, flywheel->trainer.rejected_updates, pushed, dropped, flywheel->records_taken, waiting,
-                flywheel->published_version, weight_exchange_skipped(flywheel->exchange));
+                flywheel->published_version, weight_exchange_superseded(flywheel->exchange));
         fprintf(f, "training pool: %d of %d records at the end (%.1f MB; at most %.1f MB)\n", flywheel->pool_count,
                 flywheel->pool_capacity, flywheel->pool_bytes / 1e6, flywheel->pool_peak_bytes / 1e6);
         if (flywheel->trainer.settings.adapt_vocabulary) {
@@ -785,7 +785,10 @@ int replay_run(const Options* o) {
     // the results, most valuable first: the trained draft before anything else runs (a second stop signal
     // exits at once, and the final held-back measurement below takes a while)
     int wrote_draft = 0;
-    if (online && o->save_draft) {
+    if (online && o->save_draft && flywheel.trainer.step == 0) {
+        // (as train: an interrupt before any step must not replace an earlier result with the initial draft)
+        fprintf(stderr, "nothing trained (0 optimiser steps): %s not written\n", o->save_draft);
+    } else if (online && o->save_draft) {
         if (draft_save(&flywheel.trainer.draft, o->save_draft, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
         else { wrote_draft = 1; }
     }

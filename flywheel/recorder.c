@@ -191,10 +191,13 @@ void record_buffer_counts(RecordBuffer* buffer, long* pushed, long* dropped, int
 // ----------------------------------------------------------------------------
 // the weight exchange: a double buffer of draft weights with a version number
 //
-// The trainer writes only into a buffer that is neither being served nor waiting to be taken, so the
-// server never reads a half-written buffer and never waits: it takes the newest published buffer
-// between verify passes (a pointer swap). With two buffers, a publish while the previous one is still
-// waiting to be taken is skipped (counted); the next publish carries newer weights anyway.
+// The trainer writes only into the buffer that is not being served, so the server never reads a
+// half-written buffer and never waits: it takes the newest published buffer between verify passes (a
+// pointer swap). A publish while the previous one still waits to be taken rewrites that buffer (the older
+// version is superseded, counted): the server can take nothing while the copy runs, and then takes the
+// newest. (It once skipped such a publish instead, and where nothing takes a version for a while, training
+// in the gaps between requests or a lockstep round of requests without a verify pass, the server then
+// got the weights of the round's or the gap's first publish rather than its last.)
 
 struct WeightExchange {
     pthread_mutex_t lock;   // held only for index updates, never during a copy
@@ -205,7 +208,8 @@ struct WeightExchange {
     int published;          // index of the newest published buffer, -1: none yet
     int published_version;
     int serving;            // index the server reads, -1: still its initial weights
-    long skipped;
+    int writing;            // a publish is copying into the buffer not served: take hands out nothing
+    long superseded;        // publishes rewritten before the server took them
 };
 
 WeightExchange* weight_exchange_new(size_t n, int n_ids) {
@@ -233,15 +237,15 @@ void weight_exchange_free(WeightExchange* exchange) {
 
 int weight_exchange_publish(WeightExchange* exchange, const float* weights, const int32_t* vocabulary) {
     pthread_mutex_lock(&exchange->lock);
-    int pending = exchange->published >= 0 && exchange->published != exchange->serving;
-    int target = exchange->serving == 0 ? 1 : 0;
-    if (pending) { exchange->skipped++; }
+    int target = exchange->serving == 0 ? 1 : 0;   // not served: free, or holding a version not taken yet
+    if (exchange->published == target) { exchange->superseded++; }
+    exchange->writing = 1;
     pthread_mutex_unlock(&exchange->lock);
-    if (pending) { return 0; }
     memcpy(exchange->buffers[target], weights, exchange->n * sizeof(float)); // nobody reads this buffer now
     memcpy(exchange->vocabularies[target], vocabulary, (size_t)exchange->n_ids * sizeof(int32_t));
     pthread_mutex_lock(&exchange->lock);
     exchange->published = target;
+    exchange->writing = 0;
     int version = ++exchange->published_version;
     pthread_mutex_unlock(&exchange->lock);
     return version;
@@ -250,7 +254,7 @@ int weight_exchange_publish(WeightExchange* exchange, const float* weights, cons
 float* weight_exchange_take(WeightExchange* exchange, int current_version, int* version, const int32_t** vocabulary) {
     float* weights = NULL;
     pthread_mutex_lock(&exchange->lock);
-    if (exchange->published >= 0 && exchange->published_version != current_version) {
+    if (!exchange->writing && exchange->published >= 0 && exchange->published_version != current_version) {
         exchange->serving = exchange->published;
         weights = exchange->buffers[exchange->serving];
         *vocabulary = exchange->vocabularies[exchange->serving];
@@ -260,9 +264,9 @@ float* weight_exchange_take(WeightExchange* exchange, int current_version, int* 
     return weights;
 }
 
-long weight_exchange_skipped(WeightExchange* exchange) {
+long weight_exchange_superseded(WeightExchange* exchange) {
     pthread_mutex_lock(&exchange->lock);
-    long skipped = exchange->skipped;
+    long superseded = exchange->superseded;
     pthread_mutex_unlock(&exchange->lock);
-    return skipped;
+    return superseded;
 }

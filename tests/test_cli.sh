@@ -397,6 +397,12 @@ grep -q "requests 2 served, 1 skipped" "$work/skip/summary.txt" && pass || fail 
 grep -q "domain b" "$work/skip/summary.txt" && fail "a domain with only skipped requests appears in the means" || pass
 expect_error "nothing can be served" "none of the" "$AURORA" replay -m "$model" --traffic "$work/skip.jsonl" --domain b \
     --context 128 --max-new 8 --no-spec --out "$work/skip_all"
+# nothing trained (no request served, so no optimiser step): an earlier --save-draft result is not replaced
+cp "$work/online.gguf" "$work/kept.gguf"
+expect_error "nothing served, online" "none of the" "$AURORA" replay -m "$model" --traffic "$work/skip.jsonl" --domain b \
+    --context 128 --max-new 8 --sync-schedule 1 --save-draft "$work/kept.gguf" --out "$work/skip_all_online"
+grep -q "nothing trained (0 optimiser steps): .*kept.gguf not written" "$work/err" && cmp -s "$work/online.gguf" "$work/kept.gguf" &&
+    pass || fail "a run that trained nothing replaced --save-draft's file: $(cat "$work/err")"
 expect_error "--max-new beyond the context" "--max-new 65536 does not fit" "$AURORA" replay -m "$model" --traffic "$traffic" \
     --max-new 65536 --no-spec --out "$work/x"
 expect_ok "plot reads the served rows only" "$AURORA" plot -o "$work/skip.svg" "$work/skip/requests.csv"

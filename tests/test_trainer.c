@@ -351,16 +351,19 @@ static void test_rejection_and_buffers(Target* target) {
     const int32_t* ids = NULL;
     check(weight_exchange_take(exchange, 0, &version, &ids) == NULL, "nothing published yet");
     check(weight_exchange_publish(exchange, a, ids_a) == 1, "first publish is version 1");
-    check(weight_exchange_publish(exchange, b, ids_b) == 0, "a publish while the previous one waits must be skipped");
+    // a publish while the previous one waits supersedes it: the server takes the newest weights (it once
+    // skipped the publish, and a server that takes nothing for a while got the first of them)
+    check(weight_exchange_publish(exchange, b, ids_b) == 2, "a publish while the previous one waits is version 2");
     float* served = weight_exchange_take(exchange, 0, &version, &ids);
-    check(served && version == 1 && served[0] == 1.0f && ids[0] == 5 && ids[1] == 6, "take returns version 1 and its vocabulary");
+    check(served && version == 2 && served[0] == 2.0f && ids[0] == 7 && ids[1] == 8, "take returns the newest, version 2, "
+          "and its vocabulary (got version %d, weight %g)", version, served ? served[0] : -1.0f);
     const int32_t* served_ids = ids;
-    check(weight_exchange_publish(exchange, c, ids_c) == 2, "after the take the next publish goes through");
-    check(served[0] == 1.0f && served_ids[0] == 5, "publishing must not write the buffer being served");
+    check(weight_exchange_publish(exchange, c, ids_c) == 3, "after the take the next publish is version 3");
+    check(served[0] == 2.0f && served_ids[0] == 7, "publishing must not write the buffer being served");
     float* newer = weight_exchange_take(exchange, version, &version, &ids);
-    check(newer && newer != served && newer[0] == 3.0f && version == 2 && ids[0] == 9 && ids[1] == 4,
-          "take returns version 2 and its vocabulary in the other buffer");
-    check(weight_exchange_skipped(exchange) == 1, "one skipped publish counted");
+    check(newer && newer != served && newer[0] == 3.0f && version == 3 && ids[0] == 9 && ids[1] == 4,
+          "take returns version 3 and its vocabulary in the other buffer");
+    check(weight_exchange_superseded(exchange) == 1, "one superseded publish counted");
     weight_exchange_free(exchange);
 }
 
@@ -1017,6 +1020,13 @@ static void test_gap_fit(void) {
     flywheel_gap(&flywheel, 0.05);
     long first = flywheel.gap_steps;
     check(first >= 1, "gap fit: a 50 ms gap with no step measured yet ran %ld steps (expected at least one)", first);
+    // every step published (sync every step) while nothing was served: the next request takes the last
+    // (publishes made while one waited were once skipped, and the next request got the gap's first step)
+    int taken_version = 0;
+    const int32_t* taken_ids = NULL;
+    weight_exchange_take(flywheel.exchange, 0, &taken_version, &taken_ids);
+    check(taken_version == first, "after a gap of %ld steps, each published, the server took version %d (expected %ld)",
+          first, taken_version, first);
     // the ring's steps: 50 + 10i rows each at 17.5 ms a row (whichever of them the ring holds yet: fewer
     // than 8 steps may have run), so 40 rows: 0.7 s (the mean duration would say 1.05 s or more)
     for (int i = 0; i < GAP_STEP_HISTORY; i++) {

@@ -1465,13 +1465,15 @@ typedef struct {
 // The unroll's workspace, sized by the longest record seen (grown on demand): backend buffers for the
 // forward and backward, host buffers for the bookkeeping uploaded each step.
 typedef struct {
-    int capacity_rows;      // rows of step 0 (sequence columns + discard nodes)
+    int capacity_rows;      // rows of step 0 (sequence columns + discard nodes), the most of any step
     int capacity_keys;      // rows of all blocks together
-    int capacity_steps;     // unrolled steps with activations
+    size_t capacity_mask;   // the largest step mask, rows x keys
+    int step_rows[TTT_MAX_STEPS], step_keys[TTT_MAX_STEPS]; // each step's own rows and mask columns
     // backend memory
-    DraftActivations act[TTT_MAX_STEPS]; // per step; act[k].mask (rows, keys) is step k's mask, act[0].features
-                                         // the step-0 inputs of fc: sequence taps, then discard parents' taps
-    float* d_out[TTT_MAX_STEPS];    // (rows, C) gradient of each step's layer output
+    DraftActivations act[TTT_MAX_STEPS]; // per step, its own size; act[k].mask (rows, keys) is step k's mask,
+                                         // act[0].features the step-0 inputs of fc: sequence taps, then
+                                         // discard parents' taps
+    float* d_out[TTT_MAX_STEPS];    // (step rows, C) gradient of each step's layer output
     float* key_buffer;      // (keys, KVD) blocks 0..L-1
     float* value_buffer;    // (keys, KVD)
     float* d_keys;          // (keys, KVD)
@@ -1497,7 +1499,7 @@ typedef struct {
     float* d_u;             // (rows, C)
     // host memory: what is built here and uploaded, or downloaded and read here
     float* host_rows;       // (rows, 3C) features, or target hidden states, staged for upload
-    uint8_t* host_mask;     // (rows, keys)
+    uint8_t* host_mask;     // (capacity_mask) one step's mask
     int* host_tokens;       // (rows)
     int* host_positions;    // (rows)
     int* host_loss_rows;    // (rows)

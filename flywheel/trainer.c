@@ -86,11 +86,8 @@ void trainer_init(Trainer* trainer, const Draft* draft, const Target* target, Tr
     trainer->token_counts = callocCheck((size_t)draft->config.target_vocab_size, sizeof(long));
 }
 
-static void train_workspace_free(TrainWorkspace* w, const Backend* b) {
-    for (int k = 0; k < TTT_MAX_STEPS; k++) {
-        draft_activations_free(&w->act[k], b);
-        b->free(w->d_out[k]);
-    }
+// The buffers the steps share (train_workspace_reserve allocates them all again at once).
+static void train_workspace_free_shared(TrainWorkspace* w, const Backend* b) {
     void* on_backend[] = {w->key_buffer, w->value_buffer, w->d_keys, w->d_values, w->p_target, w->gathered, w->loss_rows,
                           w->target_tokens, w->loss_weights, w->losses, w->argmax, w->d_logits, w->d_out_norm, w->d_h,
                           w->d_h_norm, w->d_ffn_hidden, w->d_gate, w->d_up, w->d_attn_out, w->d_q, w->d_attn_in,
@@ -99,6 +96,14 @@ static void train_workspace_free(TrainWorkspace* w, const Backend* b) {
     void* on_host[] = {w->host_rows, w->host_mask, w->host_tokens, w->host_positions, w->host_loss_rows,
                        w->host_target_tokens, w->host_loss_weights, w->host_losses, w->host_argmax};
     for (size_t i = 0; i < sizeof(on_host) / sizeof(on_host[0]); i++) { free(on_host[i]); }
+}
+
+static void train_workspace_free(TrainWorkspace* w, const Backend* b) {
+    for (int k = 0; k < TTT_MAX_STEPS; k++) {
+        draft_activations_free(&w->act[k], b);
+        b->free(w->d_out[k]);
+    }
+    train_workspace_free_shared(w, b);
     memset(w, 0, sizeof(*w));
 }
 
@@ -116,24 +121,37 @@ void trainer_free(Trainer* trainer) {
     memset(trainer, 0, sizeof(*trainer));
 }
 
-// Grows the workspace to hold rows (step 0), keys (all blocks) and steps unrolled steps; capacities never
-// shrink.
-static void train_workspace_reserve(TrainWorkspace* w, const Backend* b, const DraftConfig* c, int rows, int keys,
-                                    int steps) {
-    if (rows <= w->capacity_rows && keys <= w->capacity_keys && steps <= w->capacity_steps) { return; }
+// Grows the workspace to hold a plan's unroll; capacities never shrink. Each step's activations hold its
+// own rows and mask columns: a held-back evaluation replays a whole prompt at step 0 but only the
+// completion's columns after it, and every step sized as step 0 reserved about 0.9 GB for a 2,000-token
+// prompt at depth 5, for the rest of the run (on the CPU mostly pages never touched, so not resident; on a
+// GPU, device memory). The buffers the steps share hold the most rows of a step (step 0's: the sequence
+// columns and the discard nodes) and the keys of all blocks.
+static void train_workspace_reserve(TrainWorkspace* w, const Backend* b, const DraftConfig* c, const UnrollPlan* plan) {
+    size_t C = (size_t)c->dim;
+    int rows = plan->rows[0], keys = plan->block_offset[plan->n_steps];
+    size_t mask = 0;
+    for (int k = 0; k < plan->n_steps; k++) {
+        int columns = plan->block_offset[k] + plan->rows[k];   // step k's keys: the blocks before it and its own
+        if ((size_t)plan->rows[k] * columns > mask) { mask = (size_t)plan->rows[k] * columns; }
+        if (plan->rows[k] <= w->step_rows[k] && columns <= w->step_keys[k]) { continue; }
+        w->step_rows[k] = plan->rows[k] > w->step_rows[k] ? plan->rows[k] : w->step_rows[k];
+        w->step_keys[k] = columns > w->step_keys[k] ? columns : w->step_keys[k];
+        draft_activations_free(&w->act[k], b);
+        b->free(w->d_out[k]);
+        draft_activations_alloc(&w->act[k], b, c, w->step_rows[k], w->step_keys[k]);
+        w->d_out[k] = b->alloc((size_t)w->step_rows[k] * C * sizeof(float));
+    }
+    if (rows <= w->capacity_rows && keys <= w->capacity_keys && mask <= w->capacity_mask) { return; }
     rows = rows > w->capacity_rows ? rows : w->capacity_rows;
     keys = keys > w->capacity_keys ? keys : w->capacity_keys;
-    steps = steps > w->capacity_steps ? steps : w->capacity_steps;
-    train_workspace_free(w, b);
-    size_t R = (size_t)rows, K = (size_t)keys, C = (size_t)c->dim, F = (size_t)c->ffn_dim, V_d = (size_t)c->vocab_size;
+    mask = mask > w->capacity_mask ? mask : w->capacity_mask;
+    train_workspace_free_shared(w, b);
+    size_t R = (size_t)rows, K = (size_t)keys, F = (size_t)c->ffn_dim, V_d = (size_t)c->vocab_size;
     size_t QD = (size_t)c->n_heads * c->head_size, KVD = (size_t)c->n_kv_heads * c->head_size;
     w->capacity_rows = rows;
     w->capacity_keys = keys;
-    w->capacity_steps = steps;
-    for (int k = 0; k < steps; k++) {
-        draft_activations_alloc(&w->act[k], b, c, rows, keys);
-        w->d_out[k] = b->alloc(R * C * sizeof(float));
-    }
+    w->capacity_mask = mask;
     w->key_buffer = b->alloc(K * KVD * sizeof(float));
     w->value_buffer = b->alloc(K * KVD * sizeof(float));
     w->d_keys = b->alloc(K * KVD * sizeof(float));
@@ -158,7 +176,7 @@ static void train_workspace_reserve(TrainWorkspace* w, const Backend* b, const D
     w->d_half = b->alloc(R * C * sizeof(float));
     w->d_u = b->alloc(R * C * sizeof(float));
     w->host_rows = mallocCheck(R * TAP_LAYERS * C * sizeof(float));
-    w->host_mask = mallocCheck(R * K);
+    w->host_mask = mallocCheck(mask);
     w->host_tokens = mallocCheck(R * sizeof(int));
     w->host_positions = mallocCheck(R * sizeof(int));
     w->host_loss_rows = mallocCheck(R * sizeof(int));
@@ -367,8 +385,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
     DiscardSelection* discard = &trainer->discard;
     if (s->discard_weight > 0.0f) { discard_selection_reserve(discard, record->n_discard); }
     unroll_plan_rows(&plan, record, s, discard->used, discard->row);
-    train_workspace_reserve(ws, b, c, plan.T + plan.n_discard, plan.T + plan.n_discard + plan.T * plan.n_steps,
-                            plan.n_steps);
+    train_workspace_reserve(ws, b, c, &plan);
     int first_column = plan.first_column, T = plan.T, n_steps = plan.n_steps, D = plan.n_discard;
     int chain = plan.chain_first;
     const int* rows = plan.rows;

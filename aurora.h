@@ -489,6 +489,9 @@ typedef struct {
     void (*rope_forward)(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta);
     void (*attention_forward)(float* out, const float* q, const float* key_cache, const float* value_cache,
                               const uint8_t* mask, int T, int P, int NH, int NKV, int HS, CacheLayout layout);
+    // The most cache slots P one attention_forward call takes at head size HS (the CUDA table keeps a row's
+    // scores in shared memory); NULL: no limit. target_load refuses a longer context.
+    int (*attention_max_slots)(int HS);
     void (*swiglu_forward)(float* out, const float* gate, const float* up, int N);
     void (*residual_forward)(float* out, const float* inp1, const float* inp2, int N);
     void (*softmax_forward)(float* probs, const float* logits, int T, int V);

@@ -276,28 +276,30 @@ __global__ void attention_forward_kernel(float* out, const float* q, const float
     }
 }
 
+// The dynamic shared memory attention_forward_kernel may use: the device's opt-in limit less the kernel's own
+// reduction buffers, opted into once when the table is made (backend_cuda). (Set before each launch that
+// needed more than the default 48 KiB, the setting, one for the whole process, raced between the serving
+// thread and the trainer's: one's smaller setting could land between the other's setting and its launch.)
+static size_t attention_dynamic_bytes;
+
+// The most cache slots one attention call takes at head size HS: its scores live in shared memory
+static int attention_max_slots_cuda(int HS) {
+    size_t floats = attention_dynamic_bytes / sizeof(float);
+    return floats > (size_t)HS ? (int)(floats - (size_t)HS < (size_t)INT_MAX ? floats - (size_t)HS : (size_t)INT_MAX) : 0;
+}
+
 static void attention_forward_cuda(float* out, const float* q, const float* key_cache, const float* value_cache,
                                        const uint8_t* mask, int T, int P, int NH, int NKV, int HS, CacheLayout layout) {
     // out, q: (T, NH*HS); key_cache, value_cache: P slots laid out as `layout`; mask: (T, P)
     if (T == 0) { return; }
     float scale = 1.0f / sqrtf((float)HS); // on the host, exactly as the CPU computes it
     // the scores of all P slots live in shared memory (dynamic), beside the kernel's own reduction buffers
-    // (static): past the default 48 KiB for the two together a kernel must opt in, up to the device's limit
+    // (static); target_load refuses a context longer than attention_max_slots allows, so this is a program bug
     size_t shared_bytes = ((size_t)HS + P) * sizeof(float);
-    cudaFuncAttributes attributes;
-    cudaCheck(cudaFuncGetAttributes(&attributes, attention_forward_kernel));
-    size_t total_bytes = shared_bytes + attributes.sharedSizeBytes;
-    if (total_bytes > DEFAULT_SHARED_BYTES) {
-        int device = 0, limit = 0;
-        cudaCheck(cudaGetDevice(&device));
-        cudaCheck(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-        if (total_bytes > (size_t)limit) {
-            fprintf(stderr, "[CUDA ERROR] attention_forward_cuda at %s:%d: a context of %d slots needs %zu bytes of shared "
-                    "memory, the device allows %d (a shorter --context, or the cpu device)\n", __FILE__, __LINE__, P,
-                    total_bytes, limit);
-            exit(EXIT_FAILURE);
-        }
-        cudaCheck(cudaFuncSetAttribute(attention_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared_bytes));
+    if (shared_bytes > attention_dynamic_bytes) {
+        fprintf(stderr, "[CUDA ERROR] attention_forward_cuda at %s:%d: %d slots need %zu bytes of shared memory, the "
+                "device allows %zu\n", __FILE__, __LINE__, P, shared_bytes, attention_dynamic_bytes);
+        exit(EXIT_FAILURE);
     }
     attention_forward_kernel<<<T * NH, BLOCK_SIZE, shared_bytes>>>(out, q, key_cache, value_cache, layout, mask, P, NH, NKV,
                                                                      HS, scale);
@@ -1004,6 +1006,20 @@ extern "C" const Backend* backend_cuda(Error* err) {
         error_set(err, "%s", unavailable);
         return NULL;
     }
+    // attention's shared memory: the device's opt-in limit, opted into once (attention_dynamic_bytes)
+    int optin = 0;
+    cudaFuncAttributes attention;
+    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess ||
+        cudaFuncGetAttributes(&attention, attention_forward_kernel) != cudaSuccess || (size_t)optin <= attention.sharedSizeBytes ||
+        cudaFuncSetAttribute(attention_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             optin - (int)attention.sharedSizeBytes) != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(unavailable, sizeof(unavailable), "backend 'cuda': could not size the attention kernel's shared memory on %s",
+                 properties.name);
+        error_set(err, "%s", unavailable);
+        return NULL;
+    }
+    attention_dynamic_bytes = (size_t)optin - attention.sharedSizeBytes;
     snprintf(cuda_device, sizeof(cuda_device), "%s", properties.name);
     Backend* t = &cuda_table;
     t->name = "cuda"; t->device = cuda_device; t->host_memory = 0;
@@ -1011,7 +1027,8 @@ extern "C" const Backend* backend_cuda(Error* err) {
     t->copy = copy_cuda; t->zero = zero_cuda; t->upload_matrix = upload_matrix_cuda; t->free_matrix = free_matrix_cuda;
     t->embedding_forward = embedding_forward_cuda; t->rmsnorm_forward = rmsnorm_forward_cuda;
     t->matmul_forward = matmul_forward_cuda; t->rope_forward = rope_forward_cuda;
-    t->attention_forward = attention_forward_cuda; t->swiglu_forward = swiglu_forward_cuda;
+    t->attention_forward = attention_forward_cuda; t->attention_max_slots = attention_max_slots_cuda;
+    t->swiglu_forward = swiglu_forward_cuda;
     t->residual_forward = residual_forward_cuda; t->softmax_forward = softmax_forward_cuda; t->kv_compact = kv_compact_cuda;
     t->matmul_backward = matmul_backward_cuda; t->rmsnorm_backward = rmsnorm_backward_cuda;
     t->rope_backward = rope_backward_cuda; t->attention_backward = attention_backward_cuda;

@@ -329,6 +329,16 @@ int target_load(Target* target, const char* path, const Backend* backend, int ca
                 "(llama.context_length): positions past %d may give poor output\n", cache_capacity, c->context_length,
                 path, c->context_length);
     }
+    // the longest attention a pass runs: the draft's cache, the context and a tree's candidates beyond it
+    int spare = MAX_SPEC_K * TREE_MAX_DEPTH;
+    if (backend->attention_max_slots != NULL && cache_capacity + spare > backend->attention_max_slots(c->head_size)) {
+        int most = backend->attention_max_slots(c->head_size);
+        error_set(err, "%s: a context of %d slots is more than the %s device's attention takes at head size %d (at most %d "
+                  "slots, %d of them kept for a draft's tree beyond the context); expected --context %d or less, or the "
+                  "cpu device", path, cache_capacity, backend->name, c->head_size, most, spare, most - spare > 1 ? most - spare : 1);
+        target_free(target);
+        return -1;
+    }
     if (max_tokens <= 0 || max_tokens > cache_capacity) { max_tokens = cache_capacity; }
     target->cache_capacity = cache_capacity;
     target_alloc_activations(target, max_tokens); // the key/value caches too: they are in its table

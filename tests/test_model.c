@@ -298,6 +298,27 @@ static void test_malformed_model(const char* good_path) {
           "a missing file must fail naming the file: '%s'", err.message);
 }
 
+// A table whose attention takes at most 400 slots at any head size (as the CUDA table's shared memory
+// bounds it): a context whose slots, with a draft tree's beyond them, exceed that is refused at load,
+// naming the most that fits; one that fits loads.
+static int attention_max_400(int HS) { (void)HS; return 400; }
+static void test_attention_limit(const char* path) {
+    Backend limited = backend_cpu_ref;
+    limited.attention_max_slots = attention_max_400;
+    int spare = MAX_SPEC_K * TREE_MAX_DEPTH;
+    Target target;
+    Error err = {{0}};
+    int status = target_load(&target, path, &limited, 400 - spare + 1, 8, &err);
+    char expected[64];
+    snprintf(expected, sizeof(expected), "expected --context %d or less", 400 - spare);
+    check(status != 0 && strstr(err.message, expected) != NULL && strstr(err.message, path) != NULL,
+          "a context past the table's attention limit: status %d, '%s' (expected an error with '%s')", status, err.message, expected);
+    if (status == 0) { target_free(&target); }
+    status = target_load(&target, path, &limited, 400 - spare, 8, &err);
+    check(status == 0, "a context at the table's attention limit loads: %s", status ? err.message : "");
+    if (status == 0) { target_free(&target); }
+}
+
 int main(void) {
     snprintf(temp_dir, sizeof(temp_dir), "/tmp/aurora_test_model_%d", (int)getpid());
     Error mkdir_err;
@@ -321,6 +342,7 @@ int main(void) {
         target_free(&target);
     }
     test_malformed_model(temp_path(SPECS[0].label));
+    test_attention_limit(temp_path(SPECS[0].label));
     if (remove_tree(temp_dir) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_dir); }
     return test_summary();
 }

@@ -459,6 +459,12 @@ static int check_output(const char* output, const char* flag, const char* const*
 // this build or on this machine. o->backend_name becomes the name resolved (replay reads it).
 static const Backend* resolve_backend(Options* o) {
     const char* flag = "--backend";
+    int cuda_device = o->device && strcmp(o->device, "cuda") == 0;
+    if (o->backend_name && ((cuda_device && strcmp(o->backend_name, "cuda") != 0) || (o->no_blas && strcmp(o->backend_name, "ref") != 0))) {
+        fprintf(stderr, "error: --backend %s disagrees with %s (which means --backend %s); give one of them\n", o->backend_name,
+                cuda_device ? "--device cuda" : "--no-blas", cuda_device ? "cuda" : "ref");
+        return NULL;
+    }
     if (o->backend_name == NULL) {
         flag = "--device";
         o->backend_name = o->device && strcmp(o->device, "cuda") == 0 ? "cuda" : o->no_blas ? "ref" : "cpu";
@@ -568,6 +574,11 @@ static void generate_defaults(Options* o) {
 }
 
 static int command_generate(Options* o) {
+    if (o->draft == NULL && (o->hybrid || o->spec_fixed || o->shape.k || o->shape.depth || o->shape.nodes)) {
+        fprintf(stderr, "error: --hybrid, --spec-fixed, --spec-k, --spec-depth and --spec-nodes shape speculative decoding, "
+                "which needs --draft (a checkpoint, random, self, lookup or suffix)\n");
+        return 1;
+    }
     resolve_tree_shape(o);
     Target target;
     int n_prompt;
@@ -819,6 +830,41 @@ static int run_check_outputs(const Options* o, const char* output, const char* o
     return output ? check_not_input(output, output_flag, inputs, input_flags, 2) : 0;
 }
 
+// Flags replay would accept and then not use, refused (a run must not look as if it used a setting it did
+// not): the trainer's with nothing trained (--static, --no-spec, --source suffix), --eval-requests without
+// --eval-every, and the training thread's with lockstep training (--sync-schedule). A flag counts as given
+// when its value differs from the default.
+static int replay_check_flags(const Options* o) {
+    Options d = replay_default_options();
+    const TrainerSettings *t = &o->train, *dt = &d.train;
+    int training_flags = t->learning_rate != dt->learning_rate || t->warmup_steps != dt->warmup_steps ||
+                         t->max_grad_norm != dt->max_grad_norm || t->ttt_length != dt->ttt_length ||
+                         strcmp(o->loss_name, d.loss_name) != 0 || t->prompt_weight != dt->prompt_weight ||
+                         t->context_window != dt->context_window || t->freeze_lm_head != dt->freeze_lm_head ||
+                         t->adapt_vocabulary != dt->adapt_vocabulary || t->discard_weight != dt->discard_weight ||
+                         t->discard_top_k != dt->discard_top_k || o->sync_every != d.sync_every ||
+                         o->lockstep_every != d.lockstep_every || o->batch_requests != d.batch_requests ||
+                         o->buffer_capacity != d.buffer_capacity || o->pool_capacity != d.pool_capacity ||
+                         strcmp(o->pool_sampling, d.pool_sampling) != 0 || o->steps_per_request != d.steps_per_request ||
+                         o->train_share != d.train_share;
+    if (strcmp(o->mode, "online") != 0 && training_flags) {
+        fprintf(stderr, "error: the training flags (--lr, --warmup, --ttt-length, --loss, --pool, --sync-every, "
+                "--sync-schedule and kin) set how --online trains; with %s nothing is trained: drop them\n",
+                o->static_draft ? "--static" : o->no_spec ? "--no-spec" : "--source suffix");
+        return 1;
+    }
+    if (o->eval_requests != d.eval_requests && o->eval_every == 0) {
+        fprintf(stderr, "error: --eval-requests sizes the held-back set that --eval-every measures; give --eval-every too\n");
+        return 1;
+    }
+    if (o->lockstep_every > 0 && (o->sync_every != d.sync_every || o->train_share != d.train_share)) {
+        fprintf(stderr, "error: --sync-every and --train-share set the training thread's publishing and share of a core; "
+                "with --sync-schedule there is no thread (each round publishes): drop them\n");
+        return 1;
+    }
+    return 0;
+}
+
 static int command_replay(Options* o) {
     int modes = (o->online != 0) + (o->static_draft != NULL) + (o->no_spec != 0);
     if (modes > 1) { fprintf(stderr, "error: --online, --static and --no-spec exclude each other; give one\n"); return 1; }
@@ -850,6 +896,7 @@ static int command_replay(Options* o) {
         fprintf(stderr, "error: --no-spec drafts nothing; drop --source %s\n", o->source_name);
         return 1;
     }
+    if (replay_check_flags(o) != 0) { return 1; }
     o->draft = o->static_draft ? o->static_draft : o->draft_init ? o->draft_init : REPLAY_DEFAULT_DRAFT_INIT;
     o->train.loss = loss_kind_from_name(o->loss_name);
     resolve_tree_shape(o);
@@ -886,15 +933,19 @@ static int command_draft_export(Options* o) {
     if (load_target(&target, o, &backend_cpu_ref, 16, 1) != 0) { return 1; }
     if (draft_load(&draft, o->draft, &target, &err) != 0) { target_free(&target); return fail(&err); }
     int status = 0;
-    struct stat info;
-    if (format == DRAFT_FORMAT_SPECFORGE && stat(o->out_path, &info) == 0 && S_ISDIR(info.st_mode)) {
-        // an existing directory: its files will be replaced
+    if (format == DRAFT_FORMAT_SPECFORGE) {
+        // a directory (made now that the inputs are read) whose two files are written: neither may be an input
         size_t n = strlen(o->out_path) + 32;
         char* weights = mallocCheck(n);
+        char* config = mallocCheck(n);
         snprintf(weights, n, "%s/model.safetensors", o->out_path);
-        status = check_output(weights, "-o", inputs, input_flags, 2, 0);
+        snprintf(config, n, "%s/config.json", o->out_path);
+        status = make_directories(o->out_path, &err) != 0 ? fail(&err)
+               : check_output(weights, "-o", inputs, input_flags, 2, 0) != 0 ? 1
+               : check_output(config, "-o", inputs, input_flags, 2, 0);
         free(weights);
-    } else { // a file, or a directory made later
+        free(config);
+    } else {
         status = check_output(o->out_path, "-o", inputs, input_flags, 2, 1);
     }
     if (status == 0) {
@@ -1019,6 +1070,7 @@ static int aurora_main(int argc, char** argv) {
 int main(int argc, char** argv) {
     // a write past a file-size limit (ulimit -f) must fail as a write error, not kill the process
     signal(SIGXFSZ, SIG_IGN);
+    exit_signals_install();   // an interrupt removes the temporary files (replay and train stop more gently)
     return aurora_main(argc, argv);
 }
 #endif

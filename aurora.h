@@ -88,6 +88,10 @@ int make_directories(const char* path, Error* err);
 // Checks, before any work starts, that path can be written: its directory exists (or, with
 // create_directory, is created) and a file can be created in it. Nothing at path itself changes.
 int check_writable(const char* path, int create_directory, Error* err);
+// Whether two paths name the same file, existing or not (the same name in the same existing directory).
+int same_path(const char* a, const char* b);
+// The length of the valid UTF-8 sequence at s (n bytes available), or 0 if there is none.
+size_t utf8_valid_length(const unsigned char* s, size_t n);
 // An output must never replace one of the run's inputs (draft-init -m X -o X would destroy the model):
 // 1 after a one-line "error:" naming both when output is the same file as one of them, else 0.
 int check_not_input(const char* output, const char* flag, const char* const* inputs, const char* const* input_flags,
@@ -97,6 +101,8 @@ int check_not_input(const char* output, const char* flag, const char* const* inp
 // flight (stop_requested() returns the signal number), a second exits at once. Runs poll stop_requested
 // between requests and training steps, then save as for a normal end and exit with 128 + the signal.
 void stop_signals_install(void);
+// Every other command: SIGINT / SIGTERM exits at once, removing the temporary files open (aurora_main).
+void exit_signals_install(void);
 void stop_signals_restore(void);
 int stop_requested(void);
 

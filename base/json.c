@@ -96,25 +96,6 @@ static void json_buffer_push_utf8(JsonBuffer* b, uint32_t cp) {
     json_buffer_push(b, out, n);
 }
 
-// Length of the valid UTF-8 sequence at s (at most n bytes available), or 0 if it is not valid
-// (overlong forms, surrogates and code points above 0x10FFFF are invalid).
-static size_t json_utf8_length(const unsigned char* s, size_t n) {
-    if (s[0] < 0x80) { return 1; }
-    size_t length;
-    uint32_t cp, min;
-    if ((s[0] & 0xE0) == 0xC0) { length = 2; cp = s[0] & 0x1F; min = 0x80; }
-    else if ((s[0] & 0xF0) == 0xE0) { length = 3; cp = s[0] & 0x0F; min = 0x800; }
-    else if ((s[0] & 0xF8) == 0xF0) { length = 4; cp = s[0] & 0x07; min = 0x10000; }
-    else { return 0; }
-    if (length > n) { return 0; }
-    for (size_t i = 1; i < length; i++) {
-        if ((s[i] & 0xC0) != 0x80) { return 0; }
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) { return 0; }
-    return length;
-}
-
 static int json_hex4(JsonParser* p, uint32_t* out) {
     uint32_t value = 0;
     for (int i = 0; i < 4; i++) {
@@ -188,7 +169,7 @@ static int json_parse_string(JsonParser* p, char** out) {
             json_buffer_push_utf8(&b, cp);
             continue;
         }
-        size_t n = json_utf8_length((const unsigned char*)p->text + p->pos, p->length - p->pos);
+        size_t n = utf8_valid_length((const unsigned char*)p->text + p->pos, p->length - p->pos);
         if (n == 0) { free(b.data); return json_error(p, "valid UTF-8"); }
         json_buffer_push(&b, p->text + p->pos, n);
         p->pos += n;
@@ -364,14 +345,20 @@ const char* json_type_name(JsonType type) {
     return names[type];
 }
 
-// Writes text as a JSON string literal: quotes, backslash escapes, control characters as \u00XX; other
-// bytes (UTF-8 included) as they are.
+// Writes text as a JSON string literal: quotes, backslash escapes, control characters as \u00XX, valid
+// UTF-8 as it is, and each byte that is not part of a valid UTF-8 sequence as \ufffd (JSON is UTF-8:
+// Python's json refuses the file otherwise).
 void json_write_string(FILE* out, const char* text) {
     fputc('"', out);
-    for (const unsigned char* c = (const unsigned char*)text; *c; c++) {
-        if (*c == '"' || *c == '\\') { fputc('\\', out); fputc(*c, out); }
-        else if (*c < 0x20) { fprintf(out, "\\u%04x", *c); }
-        else { fputc(*c, out); }
+    size_t length = strlen(text);
+    for (size_t i = 0; i < length; ) {
+        unsigned char c = (unsigned char)text[i];
+        size_t n = utf8_valid_length((const unsigned char*)text + i, length - i);
+        if (n == 0) { fputs("\\ufffd", out); i++; continue; }
+        if (c == '"' || c == '\\') { fputc('\\', out); fputc(c, out); }
+        else if (c < 0x20) { fprintf(out, "\\u%04x", c); }
+        else { fwrite(text + i, 1, n, out); }
+        i += n;
     }
     fputc('"', out);
 }

@@ -150,6 +150,26 @@ int make_directories(const char* path, Error* err) {
     return 0;
 }
 
+// The length of the valid UTF-8 sequence at s (n bytes available), or 0 if it is not one (overlong forms,
+// surrogates and code points above U+10FFFF are not).
+size_t utf8_valid_length(const unsigned char* s, size_t n) {
+    if (n == 0) { return 0; }
+    if (s[0] < 0x80) { return 1; }
+    size_t length;
+    uint32_t cp, min;
+    if ((s[0] & 0xE0) == 0xC0) { length = 2; cp = s[0] & 0x1F; min = 0x80; }
+    else if ((s[0] & 0xF0) == 0xE0) { length = 3; cp = s[0] & 0x0F; min = 0x800; }
+    else if ((s[0] & 0xF8) == 0xF0) { length = 4; cp = s[0] & 0x07; min = 0x10000; }
+    else { return 0; }
+    if (length > n) { return 0; }
+    for (size_t i = 1; i < length; i++) {
+        if ((s[i] & 0xC0) != 0x80) { return 0; }
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) { return 0; }
+    return length;
+}
+
 // The directory part of path in a malloc'd string ("." for a bare file name).
 static char* directory_of(const char* path) {
     char* copy = mallocCheck(strlen(path) + 1);
@@ -167,16 +187,40 @@ static int same_file(const char* a, const char* b) {
     return stat(a, &info_a) == 0 && stat(b, &info_b) == 0 && info_a.st_dev == info_b.st_dev && info_a.st_ino == info_b.st_ino;
 }
 
+// Whether two paths name the same file, existing or not: the same existing file, or the same name in the
+// same existing directory (so an output not written yet is caught, however its directory is spelt).
+int same_path(const char* a, const char* b) {
+    if (same_file(a, b)) { return 1; }
+    char *copy_a = string_copy(a), *copy_b = string_copy(b);
+    char *directory_a = directory_of(a), *directory_b = directory_of(b);
+    int same = strcmp(basename(copy_a), basename(copy_b)) == 0 && same_file(directory_a, directory_b);
+    free(copy_a); free(copy_b); free(directory_a); free(directory_b);
+    return same;
+}
+
+static int is_directory(const char* path) {
+    struct stat info;
+    return stat(path, &info) == 0 && S_ISDIR(info.st_mode);
+}
+
 int check_not_input(const char* output, const char* flag, const char* const* inputs, const char* const* input_flags,
                     int n_inputs) {
-    for (int i = 0; i < n_inputs; i++) {
+    char* directory = directory_of(output);
+    int status = 0;
+    for (int i = 0; i < n_inputs && status == 0; i++) {
         if (inputs[i] && same_file(output, inputs[i])) {
             fprintf(stderr, "error: %s %s is the same file as %s %s; choose another output path\n", flag, output,
                     input_flags[i], inputs[i]);
-            return 1;
+            status = 1;
+        } else if (inputs[i] && is_directory(inputs[i]) && same_file(directory, inputs[i])) {
+            // an input given as a directory (a SpecForge draft) is read from its files: none may be replaced
+            fprintf(stderr, "error: %s %s is inside %s %s, a directory this command reads; choose an output outside it\n",
+                    flag, output, input_flags[i], inputs[i]);
+            status = 1;
         }
     }
-    return 0;
+    free(directory);
+    return status;
 }
 
 int check_writable(const char* path, int create_directory, Error* err) {
@@ -297,33 +341,39 @@ int write_file_atomic(const char* path, const void* bytes, size_t n, Error* err)
 
 static volatile sig_atomic_t stop_signal_number = 0;
 
-static void on_stop_signal(int signal_number) {
-    if (stop_signal_number != 0) {
-        for (int i = 0; i < OPEN_OUTPUTS_MAX; i++) {
-            char* path = open_outputs[i];
-            if (path) { unlink(path); }
-        }
-        _exit(128 + signal_number);
+// Exits at once, removing the temporary files open now (unlink and _exit are async-signal-safe).
+static void on_exit_signal(int signal_number) {
+    for (int i = 0; i < OPEN_OUTPUTS_MAX; i++) {
+        char* path = open_outputs[i];
+        if (path) { unlink(path); }
     }
+    _exit(128 + signal_number);
+}
+
+static void on_stop_signal(int signal_number) {
+    if (stop_signal_number != 0) { on_exit_signal(signal_number); }
     stop_signal_number = signal_number;
     static const char note[] = "\ninterrupted: finishing the work in flight, then saving (a second signal exits at once)\n";
     ssize_t ignored = write(STDERR_FILENO, note, sizeof(note) - 1);
     (void)ignored;
 }
 
-void stop_signals_install(void) {
-    stop_signal_number = 0;
+static void signals_set(void (*handler)(int)) {
     struct sigaction action;
     memset(&action, 0, sizeof(action));
-    action.sa_handler = on_stop_signal;
+    action.sa_handler = handler;
     sigemptyset(&action.sa_mask);
     sigaction(SIGINT, &action, NULL);
     sigaction(SIGTERM, &action, NULL);
 }
 
-void stop_signals_restore(void) {
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
+void exit_signals_install(void) { signals_set(on_exit_signal); }
+
+void stop_signals_install(void) {
+    stop_signal_number = 0;
+    signals_set(on_stop_signal);
 }
+
+void stop_signals_restore(void) { signals_set(on_exit_signal); }
 
 int stop_requested(void) { return stop_signal_number; }

@@ -641,6 +641,15 @@ int replay_run(const Options* o) {
                  (o->eval_every > 0 && check_writable(eval_path, 0, &err) != 0) ||
                  (o->save_draft && check_writable(o->save_draft, 1, &err) != 0);
     }
+    // --save-draft is never one of the files written under --out (the summary would replace the trained
+    // draft); checked once both directories exist, so that any spelling of the path is caught
+    const char* const written[4] = {csv_path, summary_path, chart_path, eval_path};
+    for (int i = 0; i < 4 && status == 0 && o->save_draft; i++) {
+        if (same_path(o->save_draft, written[i])) {
+            status = error_set(&err, "--save-draft %s is %s, a file this run writes under --out %s; choose another path",
+                               o->save_draft, written[i], o->out_dir) != 0;
+        }
+    }
     int n_held = 0, n_requests = 0;
     TrafficRequest* held = NULL;
     if (status == 0) {

@@ -31,19 +31,29 @@ enum { SVG_MOVING_WINDOW = 25, SVG_MAX_DOMAIN_LINES = 20 };
 static const char* SVG_COLOURS[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
                                     "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"};
 
-// Writes text with the five XML special characters escaped, and the control characters XML 1.0 does not
-// allow (all below 0x20 but tab, newline and carriage return) as U+FFFD, so any label gives a valid file.
+// Writes text with the five XML special characters escaped, and as U+FFFD the control characters XML 1.0
+// does not allow (all below 0x20 but tab, newline and carriage return) and each byte that is not part of a
+// valid UTF-8 sequence (a label in another encoding, or cut inside a character), so any label gives a
+// valid file.
 static void svg_write_escaped(FILE* f, const char* text) {
-    for (const char* c = text; *c; c++) {
-        if ((unsigned char)*c < 0x20 && *c != '\t' && *c != '\n' && *c != '\r') { fputs("\xEF\xBF\xBD", f); continue; }
-        switch (*c) {
+    size_t length = strlen(text);
+    for (size_t i = 0; i < length; ) {
+        char c = text[i];
+        size_t n = utf8_valid_length((const unsigned char*)text + i, length - i);
+        if (n == 0 || ((unsigned char)c < 0x20 && c != '\t' && c != '\n' && c != '\r')) {
+            fputs("\xEF\xBF\xBD", f);
+            i++;
+            continue;
+        }
+        switch (c) {
             case '&': fputs("&amp;", f); break;
             case '<': fputs("&lt;", f); break;
             case '>': fputs("&gt;", f); break;
             case '"': fputs("&quot;", f); break;
             case '\'': fputs("&apos;", f); break;
-            default: fputc(*c, f);
+            default: fwrite(text + i, 1, n, f);
         }
+        i += n;
     }
 }
 

@@ -542,7 +542,7 @@ static int command_dump(Options* o) {
     o->train.loss = loss_kind_from_name(o->loss_name);
     Error err;
     if (tree_shape_check(o->shape, &err) != 0) { return fail(&err); }
-    if (strcmp(o->draft, "self") == 0 || strcmp(o->draft, "lookup") == 0) {
+    if (strcmp(o->draft, "self") == 0 || strcmp(o->draft, "lookup") == 0 || strcmp(o->draft, "suffix") == 0) {
         fprintf(stderr, "error: --draft %s: dump needs an EAGLE-3 draft (a checkpoint in any format --draft reads, random or "
                 "target)\n", o->draft);
         return 1;

@@ -179,6 +179,17 @@ expect_error "draft-init with a missing model" "cannot open" "$AURORA" draft-ini
 expect_error "draft-export with a missing draft" "absent.gguf" "$AURORA" draft-export -m "$model" --draft "$work/absent.gguf" \
     --format llama.cpp -o "$work/never_made/d.gguf"
 [ ! -e "$work/never_made" ] && pass || fail "draft-export with a missing draft left its output directory behind"
+# an output inside a draft directory the command reads is refused (the export once replaced the F32 weights it
+# read with BF16 ones; dump wrote over the directory's weights); a new export directory may end in a slash
+expect_ok "export a SpecForge directory" "$AURORA" draft-export -m "$model" --draft "$work/online.gguf" --format specforge \
+    -o "$work/sf_in/"
+cp "$work/sf_in/model.safetensors" "$work/sf_in.orig"
+expect_error "draft-export over the directory it reads" "inside --draft" "$AURORA" draft-export -m "$model" \
+    --draft "$work/sf_in" --format specforge -o "$work/./sf_in" --dtype bf16
+expect_error "dump into the directory it reads" "inside --draft" "$AURORA" dump -m "$model" -p "hi" --draft "$work/sf_in" \
+    -o "$work/sf_in/config.json"
+cmp -s "$work/sf_in/model.safetensors" "$work/sf_in.orig" && [ -s "$work/sf_in/config.json" ] && pass ||
+    fail "a refused output inside the draft directory changed its files"
 expect_error "dump with a missing model" "cannot open" "$AURORA" dump -m "$work/absent.gguf" -p "hi" \
     -o "$work/never_made/d.safetensors"
 [ ! -e "$work/never_made" ] && pass || fail "dump with a missing model left its output directory behind"
@@ -397,6 +408,36 @@ grep -q "requests 2 served, 1 skipped" "$work/skip/summary.txt" && pass || fail 
 grep -q "domain b" "$work/skip/summary.txt" && fail "a domain with only skipped requests appears in the means" || pass
 expect_error "nothing can be served" "none of the" "$AURORA" replay -m "$model" --traffic "$work/skip.jsonl" --domain b \
     --context 128 --max-new 8 --no-spec --out "$work/skip_all"
+# flags that would be accepted and then not used are refused
+expect_error "speculation flags without --draft" "needs --draft" "$AURORA" generate -m "$model" -p hi --hybrid --spec-k 3
+expect_error "--backend against --device" "disagrees with --device cuda" "$AURORA" generate -m "$model" -p hi --device cuda --backend ref
+expect_error "--backend against --no-blas" "disagrees with --no-blas" "$AURORA" generate -m "$model" -p hi --no-blas --backend fast
+expect_error "training flags with --static" "nothing is trained" "$AURORA" replay -m "$model" --traffic "$traffic" \
+    --static "$work/online.gguf" --lr 0.5 --out "$work/never_trained"
+expect_error "training flags with --source suffix" "nothing is trained" "$AURORA" replay -m "$model" --traffic "$traffic" \
+    --source suffix --ttt-length 4 --out "$work/never_trained"
+expect_error "--eval-requests alone" "give --eval-every too" "$AURORA" replay -m "$model" --traffic "$traffic" --eval-requests 7 \
+    --out "$work/never_trained"
+expect_error "thread flags with --sync-schedule" "there is no thread" "$AURORA" replay -m "$model" --traffic "$traffic" \
+    --sync-schedule 2 --sync-every 9 --out "$work/never_trained"
+expect_error "dump with the suffix draft" "dump needs an EAGLE-3 draft" "$AURORA" dump -m "$model" -p hi --draft suffix \
+    -o "$work/never_trained.safetensors"
+# --save-draft may not be a file replay writes under --out (the summary replaced the trained draft)
+expect_error "--save-draft among replay's outputs" "a file this run writes under --out" "$AURORA" replay -m "$model" \
+    --traffic "$traffic" --requests 2 --max-new 4 --sync-schedule 1 --save-draft "$work/same_out/./summary.txt" --out "$work/same_out"
+# any command interrupted while it writes leaves no temporary file (those without replay's gentle stop exit at
+# once): a tiny model of about 200 MB, signalled once its temporary file exists
+"$AURORA" tiny-model -o "$work/interrupted_model.gguf" --dim 512 --layers 16 --heads 8 --kv-heads 4 --ffn 1024 --vocab 32000 \
+    > /dev/null 2>&1 &
+pid=$!
+tries=0
+while [ "$tries" -lt 1000 ] && ! ls "$work" | grep -q "interrupted_model.gguf.tmp"; do sleep 0.01; tries=$((tries + 1)); done
+kill -TERM "$pid" 2>/dev/null
+wait "$pid"
+status=$?
+[ "$status" -eq 143 ] && ! ls "$work" | grep -q "interrupted_model.gguf.tmp" && pass ||
+    fail "tiny-model signalled while writing: exit $status (expected 143), files: $(ls "$work" | grep interrupted_model)"
+rm -f "$work/interrupted_model.gguf"
 # nothing trained (no request served, so no optimiser step): an earlier --save-draft result is not replaced
 cp "$work/online.gguf" "$work/kept.gguf"
 expect_error "nothing served, online" "none of the" "$AURORA" replay -m "$model" --traffic "$work/skip.jsonl" --domain b \

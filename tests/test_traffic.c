@@ -417,6 +417,34 @@ static void test_chart_and_csv(void) {
         check(count_occurrences(svg, "<polyline") == 2, "plot: two polylines");
         free(svg);
     }
+    // a title in another encoding (Latin-1 "Caf\xe9") and a label cut inside a character (130 x "é" is 260
+    // bytes, the label keeps 255): the chart is still valid UTF-8 (each stray byte written as U+FFFD)
+    char long_label[600];
+    int at = snprintf(long_label, sizeof(long_label), "%s:", path_csv);
+    for (int i = 0; i < 130; i++) { at += snprintf(long_label + at, sizeof(long_label) - (size_t)at, "\xc3\xa9"); }
+    char* latin1_args[] = {"-o", path_svg, "--title", "Caf\xe9", long_label};
+    check(plot_command(5, latin1_args) == 0, "aurora plot with a Latin-1 title and a long label");
+    svg = read_whole(path_svg);
+    if (svg != NULL) {
+        size_t length = strlen(svg), invalid = 0;
+        for (size_t i = 0; i < length; ) {
+            size_t n = utf8_valid_length((const unsigned char*)svg + i, length - i);
+            invalid += n == 0;
+            i += n ? n : 1;
+        }
+        check(invalid == 0 && strstr(svg, "Caf\xEF\xBF\xBD") != NULL, "plot: %zu bytes of the chart are not valid UTF-8 "
+              "(expected none; the Latin-1 title as Caf U+FFFD)", invalid);
+        free(svg);
+    }
+    // JSON strings likewise (dump's header): a stray byte is \ufffd
+    char* json_text = NULL;
+    size_t json_size = 0;
+    FILE* memory = open_memstream(&json_text, &json_size);
+    json_write_string(memory, "caf\xe9 \xc3\xa9\"");
+    fclose(memory);
+    check(json_text && strcmp(json_text, "\"caf\\ufffd \xc3\xa9\\\"\"") == 0, "json_write_string of Latin-1 text: %s",
+          json_text ? json_text : "(nothing)");
+    free(json_text);
     char* help[] = {"--help"};
     check(plot_command(1, help) == 0, "plot --help");
     char* bad_flag[] = {"-o", path_svg, "--bogus", path_csv};

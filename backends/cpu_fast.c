@@ -23,7 +23,10 @@ Contract:
         call with a non-finite input takes the fp32 arithmetic, so infinities and NaNs land where the
         reference puts them.
     Each row of out depends only on its own input row (not on T, the other rows or the thread count; bit
-    for bit), so a verify pass computes what decode computes. Parallel over output rows with OpenMP.
+    for bit), so a verify pass computes what decode computes. One exception, on the int8 arithmetic: a
+    call with a non-finite value in any row takes the fp32 arithmetic for all its rows (a verify pass with
+    one overflowed node no longer matches decode in its other rows; outputs that are already broken).
+    Parallel over output rows with OpenMP.
   - attention_forward_fast: attention_forward_cpu's contract (grouped-query heads, the (T, P) mask, a
     fully masked row gives zeros, -inf scores handled the same way), but each cached key and value row
     is read once for a chunk of query rows and all query heads of its group (or, for few rows, one query
@@ -359,11 +362,15 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
     int n_items = NKV * n_chunks * splits;
     #pragma omp parallel if ((long)T * P * NH * HS >= PARALLEL_MIN_WORK)
     {
-        // per thread: scores, then weights, of one item's queries (chunk_rows * heads, P; AVX-512: at least 16)
+        // per thread: scores, then weights, of one item's queries (chunk_rows * heads, P; AVX-512: at least 16),
+        // and each query's maximum and sum (sized so too: a pass cut into few chunks has items of more than
+        // FAST_QUERY_ROWS rows, and arrays of FAST_QUERY_ROWS * FAST_MAX_GROUP on the stack overflowed for a
+        // group of 32 query heads at 100 rows on two threads)
         int item_queries = chunk_rows * heads > 16 ? chunk_rows * heads : 16;
         float* scores = mallocCheck((size_t)item_queries * (P > 0 ? P : 1) * sizeof(float));
         uint16_t* lanes = lane_groups ? mallocCheck((size_t)(P > 0 ? P : 1) * sizeof(uint16_t)) : NULL;
-        float max_scores[FAST_QUERY_ROWS * FAST_MAX_GROUP], sums[FAST_QUERY_ROWS * FAST_MAX_GROUP];
+        float* max_scores = mallocCheck((size_t)item_queries * sizeof(float));
+        float* sums = mallocCheck((size_t)item_queries * sizeof(float));
         #pragma omp for schedule(dynamic, 1)
         for (int index = 0; index < n_items; index++) {
             // chunk-major: every key/value head's first (whole) chunks before the last (partial) ones, so the
@@ -381,6 +388,8 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
         }
         free(lanes);
         free(scores);
+        free(max_scores);
+        free(sums);
     }
 }
 

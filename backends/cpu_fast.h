@@ -9,7 +9,8 @@ Why the kernels are a file of their own: their unrolled tiles (a hundred shapes)
 compile time of the whole program, in every test binary. The Makefile compiles cpu_fast_kernels.c once
 into an object that ./aurora and every test binary link (-DFAST_KERNELS_SEPARATE), so the kernels the
 tests check are the program's, byte for byte. Without that switch cpu_fast.c includes the file, and
-`cc aurora.c` alone still builds the whole program.
+`cc -std=c11 -ffp-contract=off -fopenmp aurora.c -lm` alone still builds the whole program (the bit-for-bit
+contracts need -ffp-contract=off, or -std=c11 with GCC: no fused multiply-adds the code does not write).
 */
 #ifndef CPU_FAST_H
 #define CPU_FAST_H
@@ -156,7 +157,7 @@ FAST_INLINE void matmul_rows_portable_body(float* out, const float* inp, Matrix 
 // computed for a tile of FAST_BACKWARD_ROWS rows by FAST_BACKWARD_COLUMNS columns (16 KB, in L1) with the
 // innermost loop along a row of b (vectorised over c). Each element's sum runs over k in order from zero
 // and is then added to out: the reference's arithmetic (matmul_backward_cpu), in the same order, so the
-// result is the reference's bit for bit (no fp contraction under -std=c11).
+// result is the reference's bit for bit (no fp contraction: -ffp-contract=off, the Makefile's).
 #define FAST_BACKWARD_ROWS 16
 #define FAST_BACKWARD_COLUMNS 256
 
@@ -209,7 +210,7 @@ FAST_INLINE void matmul_backward_tile_body(float* restrict out, const float* res
 #define FAST_AVX512_MAX_HS 128
 #define FAST_FEW_QUERIES 5
 static inline int fast_attention_lanes_fit(int HS) { return HS % 16 == 0 && HS <= FAST_AVX512_MAX_HS; }
-#define FAST_MAX_GROUP MODEL_MAX_HEAD_GROUP   // query heads per key/value head that the per-thread buffers hold
+#define FAST_MAX_GROUP MODEL_MAX_HEAD_GROUP   // query heads per key/value head (the loaders refuse more)
 
 // A work item: key/value head kv_head, `heads` of its group's query heads from the group's head h0, and
 // query rows [t0, t0 + rows); its query i is row t0 + i / heads, head kv_head * group + h0 + i % heads.

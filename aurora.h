@@ -244,6 +244,10 @@ typedef struct {
     size_t data_offset;         // start of the tensor data section
 } GGUFFile;
 
+// RoPE scaling as llama.cpp reads ARCH.rope.scaling.* and ARCH.rope.scale_linear: 0 when it changes nothing
+// (type none, or a linear factor of 1 or 0), else an error naming the key (scaling is not implemented).
+int rope_scaling_check(const GGUFFile* file, const char* arch, Error* err);
+
 // Opens and fully validates a GGUF file: header, every key/value, the tensor table, and that every
 // tensor lies inside the file. On failure nothing needs freeing.
 int gguf_open(GGUFFile* gguf, const char* path, Error* err);

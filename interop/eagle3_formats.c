@@ -353,25 +353,7 @@ static int eagle3_import_llama_cpp(Draft* draft, const char* path, const Target*
     c.rope_theta = (float)value;
     if (status == 0 && gguf_get_float(&file, "eagle3.attention.layer_norm_rms_epsilon", &value, err) != 0) { status = -1; }
     c.norm_eps = (float)value;
-    // llama.cpp scales positions by a factor whenever one is given, linearly unless a type says otherwise
-    const char* const factor_keys[2] = {"eagle3.rope.scaling.factor", "eagle3.rope.scale_linear"};
-    for (int k = 0; k < 2 && status == 0; k++) {
-        if (gguf_find(&file, factor_keys[k]) == NULL) { continue; }
-        if (gguf_get_float(&file, factor_keys[k], &value, err) != 0) { status = -1; }
-        else if (value != 0.0 && value != 1.0) {
-            status = error_set(err, "%s: key '%s' is %g, expected 0 or 1 (llama.cpp would scale RoPE's positions by it; RoPE "
-                               "scaling is not implemented)", path, factor_keys[k], value);
-        }
-    }
-    if (status == 0 && gguf_find(&file, "eagle3.rope.scaling.type") != NULL) {
-        char* scaling = NULL;
-        if (gguf_get_string(&file, "eagle3.rope.scaling.type", &scaling, err) != 0) { status = -1; }
-        else if (strcmp(scaling, "none") != 0) {
-            status = error_set(err, "%s: key 'eagle3.rope.scaling.type' is '%s', expected none (RoPE scaling is not "
-                               "implemented)", path, scaling);
-        }
-        free(scaling);
-    }
+    if (status == 0 && rope_scaling_check(&file, "eagle3", err) != 0) { status = -1; }
     if (status == 0 && gguf_get_int_array(&file, "eagle3.target_layers", &target_layers, &n_target_layers, err) != 0) { status = -1; }
     if (status == 0) {
         if (n_target_layers != 3) {

@@ -96,6 +96,34 @@ int model_check_head_group(const char* path, const char* heads_key, int n_heads,
                      path, heads_key, n_heads, n_kv_heads, n_heads / n_kv_heads, MODEL_MAX_HEAD_GROUP);
 }
 
+
+// RoPE scaling as llama.cpp reads it: ARCH.rope.scaling.type (absent: linear) and a factor,
+// ARCH.rope.scaling.factor or the older ARCH.rope.scale_linear (absent or 0: none). Positions are rescaled
+// unless the type is none or a linear factor is 1 (or 0): anything else is refused, as scaling is not
+// implemented here (a factor given without a type once loaded silently, and ran unscaled where llama.cpp
+// scales; a linear type with factor 1, which changes nothing, was refused).
+int rope_scaling_check(const GGUFFile* file, const char* arch, Error* err) {
+    char type_key[96], factor_key[96], linear_key[96];
+    snprintf(type_key, sizeof(type_key), "%s.rope.scaling.type", arch);
+    snprintf(factor_key, sizeof(factor_key), "%s.rope.scaling.factor", arch);
+    snprintf(linear_key, sizeof(linear_key), "%s.rope.scale_linear", arch);
+    char* type = NULL;
+    if (gguf_find(file, type_key) && gguf_get_string(file, type_key, &type, err)) { return -1; }
+    double factor = 0.0;
+    const char* factor_from = gguf_find(file, factor_key) ? factor_key : gguf_find(file, linear_key) ? linear_key : NULL;
+    if (factor_from && gguf_get_float(file, factor_from, &factor, err)) { free(type); return -1; }
+    int none = type != NULL && strcmp(type, "none") == 0;
+    int linear = type == NULL || strcmp(type, "linear") == 0;
+    int status = 0;
+    if (!none && !(linear && (factor == 0.0 || factor == 1.0))) {
+        status = error_set(err, "%s: RoPE scaling %s%s%s with factor %g%s%s; expected none, or a linear factor of 1 (RoPE "
+                           "scaling is not implemented)", file->path, type ? "'" : "linear (no ", type ? type : type_key,
+                           type ? "'" : ")", factor, factor_from ? " from " : "", factor_from ? factor_from : "");
+    }
+    free(type);
+    return status;
+}
+
 static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err) {
     char* architecture = NULL;
     if (gguf_get_string(file, "general.architecture", &architecture, err) != 0) { return -1; }
@@ -135,14 +163,7 @@ static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err)
                              "is not supported)", file->path, rope_dims, c->head_size);
         }
     }
-    if (gguf_find(file, "llama.rope.scaling.type")) {   // linear, yarn, longrope: positions rescaled, not done here
-        char* scaling = NULL;
-        if (gguf_get_string(file, "llama.rope.scaling.type", &scaling, err)) { return -1; }
-        int status = strcmp(scaling, "none") == 0 ? 0 : error_set(err, "%s: llama.rope.scaling.type is '%s', expected "
-                                                                  "'none' (RoPE scaling is not implemented)", file->path, scaling);
-        free(scaling);
-        if (status != 0) { return -1; }
-    }
+    if (rope_scaling_check(file, "llama", err) != 0) { return -1; }
     double value = 10000.0;
     if (gguf_find(file, "llama.rope.freq_base") && gguf_get_float(file, "llama.rope.freq_base", &value, err)) { return -1; }
     c->rope_theta = (float)value;

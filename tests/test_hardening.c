@@ -204,16 +204,24 @@ static void test_model_metadata(void) {
     Error err;
     Target target;
     const char* path = temp_path("metadata.gguf");
-    const char* scalings[] = {"none", "linear", "yarn"};
-    for (int i = 0; i < 3; i++) {
-        MetadataValue scaling = {"llama.rope.scaling.type", VALUE_STRING, 0.0f, scalings[i]};
-        check(write_model_with_value(path, 10000.0f, scaling, &err) == 0, "write: %s", err.message);
+    // RoPE scaling as llama.cpp reads it: a type (absent: linear) and a factor (absent or 0: none); what
+    // changes positions is refused, a factor given without a type too (it once loaded and ran unscaled)
+    struct { MetadataValue value; int loads; const char* named; } scalings[] = {
+        {{"llama.rope.scaling.type", VALUE_STRING, 0.0f, "none"}, 1, NULL},
+        {{"llama.rope.scaling.type", VALUE_STRING, 0.0f, "linear"}, 1, NULL},   // no factor: nothing changes
+        {{"llama.rope.scaling.type", VALUE_STRING, 0.0f, "yarn"}, 0, "'yarn'"},
+        {{"llama.rope.scaling.factor", VALUE_FLOAT, 1.0f, NULL}, 1, NULL},
+        {{"llama.rope.scaling.factor", VALUE_FLOAT, 8.0f, NULL}, 0, "factor 8 from llama.rope.scaling.factor"},
+        {{"llama.rope.scale_linear", VALUE_FLOAT, 2.0f, NULL}, 0, "factor 2 from llama.rope.scale_linear"},
+    };
+    for (size_t i = 0; i < sizeof(scalings) / sizeof(scalings[0]); i++) {
+        check(write_model_with_value(path, 10000.0f, scalings[i].value, &err) == 0, "write: %s", err.message);
         int status = target_load(&target, path, &backend_cpu_ref, 32, 4, &err);
-        if (i == 0) {
-            check(status == 0, "rope scaling 'none' must load: %s", err.message);
+        if (scalings[i].loads) {
+            check(status == 0, "rope scaling case %zu (%s) must load: %s", i, scalings[i].value.key, err.message);
         } else {
-            check(status != 0 && strstr(err.message, "llama.rope.scaling.type") && strstr(err.message, scalings[i]),
-                  "rope scaling '%s' must be refused (%s)", scalings[i], status == 0 ? "loaded" : err.message);
+            check(status != 0 && strstr(err.message, scalings[i].named), "rope scaling case %zu must be refused naming %s (%s)",
+                  i, scalings[i].named, status == 0 ? "loaded" : err.message);
         }
         if (status == 0) { target_free(&target); }
     }

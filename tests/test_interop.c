@@ -687,9 +687,9 @@ static void test_malformed_llama_cpp(const Target* target) {
     expect_load_error("layer id INT32_MIN", rewrite_gguf(good, "g7b.gguf", "eagle3.target_layers", add_huge_layer, NULL, NULL, NULL,
                       NULL), target, "has -2147483648 at index 0, expected a layer number in [1, 8]");
     expect_load_error("rope scaling factor, no type", rewrite_gguf(good, "g7c.gguf", NULL, add_rope_factor, NULL, NULL, NULL, NULL),
-                      target, "'eagle3.rope.scaling.factor' is 4, expected 0 or 1");
+                      target, "factor 4 from eagle3.rope.scaling.factor");
     expect_load_error("rope scale_linear", rewrite_gguf(good, "g7d.gguf", NULL, add_rope_linear, NULL, NULL, NULL, NULL),
-                      target, "'eagle3.rope.scale_linear' is 2, expected 0 or 1");
+                      target, "factor 2 from eagle3.rope.scale_linear");
     expect_load_error("two blocks", rewrite_gguf(good, "g8.gguf", "eagle3.block_count", add_two_blocks, NULL, NULL, NULL, NULL),
                       target, "expected 1");
     expect_load_error("target width", rewrite_gguf(good, "g9.gguf", "eagle3.target_hidden_size", add_wide_target, NULL, NULL, NULL, NULL),

@@ -690,8 +690,12 @@ static int command_info(Options* o) {
            c->n_layers, c->n_heads, c->n_kv_heads, c->head_size, c->ffn_dim, c->vocab_size, c->context_length);
     printf("rope theta %g, rms eps %g, output %s, tap layers %d %d %d\n", c->rope_theta, c->norm_eps,
            c->tied_output ? "tied to the embedding" : "separate", c->tap_layers[0], c->tap_layers[1], c->tap_layers[2]);
-    printf("tokenizer: %d tokens, bos %d, eos %d\n", target.tokenizer.vocab_size, target.tokenizer.bos_id,
+    printf("tokenizer: %d tokens, bos %d, eos %d, end of generation:", target.tokenizer.vocab_size, target.tokenizer.bos_id,
            target.tokenizer.eos_id);
+    for (int id = 0; id < target.tokenizer.vocab_size; id++) {   // (ascending: the oracle compares llama.cpp's list)
+        if (tokenizer_is_end(&target.tokenizer, id)) { printf(" %d", id); }
+    }
+    printf("\n");
     printf("parameters: %zu (fp32 in memory: %.1f MiB)\n", target.n_weight_floats,
            target.n_weight_floats * 4.0 / (1 << 20));
     printf("%-32s %-6s %-20s %12s %12s\n", "tensor", "type", "shape", "offset", "bytes");

@@ -307,6 +307,7 @@ int gguf_writer_copy_values(GGUFWriter* writer, const GGUFFile* file, const char
 enum { TOKEN_NORMAL = 1, TOKEN_UNKNOWN = 2, TOKEN_CONTROL = 3, TOKEN_USER_DEFINED = 4, TOKEN_UNUSED = 5, TOKEN_BYTE = 6 };
 
 typedef struct TokenizerMergeTable TokenizerMergeTable;   // private to tokenizer.c
+enum { TOKENIZER_MAX_END_IDS = 32 };
 typedef struct {
     int vocab_size;
     char** tokens;              // (V) token text as stored in GGUF (GPT-2 byte-to-unicode form)
@@ -316,6 +317,10 @@ typedef struct {
     int max_token_bytes;        // the longest token's bytes: n ids cover at most n times as many text bytes
     int pre_tokenizer;          // which regex split the text before BPE (see tokenizer.c)
     int bos_id, eos_id;         // -1 if absent
+    // the other tokens that end generation, as llama.cpp finds them (tokenizer_is_end): the end-of-turn,
+    // end-of-message and fill-in-the-middle ids the file names, then tokens by their text (<|endoftext|>,
+    // <|im_end|>, <|eot_id|>, ...)
+    int end_ids[TOKENIZER_MAX_END_IDS], n_end_ids;
     int add_bos;
     TokenizerMergeTable* merges;
     void* token_lookup;         // private: text -> id
@@ -323,6 +328,9 @@ typedef struct {
 
 int tokenizer_load_gguf(Tokenizer* tokenizer, const GGUFFile* gguf, Error* err);
 void tokenizer_free(Tokenizer* tokenizer);
+// Whether generation stops at token: the end-of-sequence id or any other end-of-generation token
+// (llama.cpp's llama_vocab_is_eog). A test that must run to max_new clears both (eos_id -1, n_end_ids 0).
+int tokenizer_is_end(const Tokenizer* tokenizer, int token);
 // Encodes len bytes of text. With parse_special, the text of control / user-defined tokens (e.g.
 // "<|im_start|>") becomes that token; otherwise it is tokenized as plain text (except user-defined
 // tokens, which like in llama.cpp are always matched). Writes at most

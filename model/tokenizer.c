@@ -733,6 +733,65 @@ fail:
     return -1;
 }
 
+// ----------------------------------------------------------------------------
+// end of generation: what llama.cpp stops at (llama-vocab.cpp, load: special_eog_ids), besides eos: the
+// end-of-turn and end-of-message ids and the fill-in-the-middle pad, repo and separator ids the file names
+// (tokenizer.ggml.*_token_id), the FIM tokens found by their text where the file names none, and every
+// token whose text is one of the known end-of-turn spellings. (SmolLM2: <|endoftext|> 0, <|im_end|> 2,
+// which is eos, and <reponame> 4, its FIM repo token.)
+static const char* const END_TEXTS[] = {
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
+    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence" "\xef\xbd\x9c",
+    "[e~["};
+static const char* const FIM_PAD_TEXTS[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", NULL};
+static const char* const FIM_REP_TEXTS[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", NULL};
+static const char* const FIM_SEP_TEXTS[] = {"<|file_sep|>", NULL};
+
+static void tokenizer_add_end(Tokenizer* tokenizer, int id) {
+    if (id < 0 || id == tokenizer->eos_id) { return; }
+    for (int i = 0; i < tokenizer->n_end_ids; i++) { if (tokenizer->end_ids[i] == id) { return; } }
+    if (tokenizer->n_end_ids < TOKENIZER_MAX_END_IDS) { tokenizer->end_ids[tokenizer->n_end_ids++] = id; }
+}
+
+// The lowest id whose text is one of texts (NULL-terminated), or -1.
+static int tokenizer_find_text(const Tokenizer* tokenizer, const char* const* texts) {
+    int found = -1;
+    for (int k = 0; texts[k]; k++) {
+        int id = tokenizer_lookup(tokenizer, texts[k], strlen(texts[k]));
+        if (id >= 0 && (found < 0 || id < found)) { found = id; }
+    }
+    return found;
+}
+
+static int tokenizer_find_ends(Tokenizer* tokenizer, const GGUFFile* gguf, Error* err) {
+    tokenizer->n_end_ids = 0;
+    const char* const named[] = {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"};
+    for (int k = 0; k < 2; k++) {
+        int id = -1;
+        if (tokenizer_optional_id(gguf, named[k], tokenizer->vocab_size, &id, err) != 0) { return -1; }
+        tokenizer_add_end(tokenizer, id);
+    }
+    const char* const fim_keys[] = {"tokenizer.ggml.fim_pad_token_id", "tokenizer.ggml.fim_rep_token_id",
+                                    "tokenizer.ggml.fim_sep_token_id"};
+    const char* const* fim_texts[] = {FIM_PAD_TEXTS, FIM_REP_TEXTS, FIM_SEP_TEXTS};
+    for (int k = 0; k < 3; k++) {
+        int id = -1;
+        if (tokenizer_optional_id(gguf, fim_keys[k], tokenizer->vocab_size, &id, err) != 0) { return -1; }
+        tokenizer_add_end(tokenizer, id >= 0 ? id : tokenizer_find_text(tokenizer, fim_texts[k]));
+    }
+    for (size_t k = 0; k < sizeof(END_TEXTS) / sizeof(END_TEXTS[0]); k++) {
+        tokenizer_add_end(tokenizer, tokenizer_lookup(tokenizer, END_TEXTS[k], strlen(END_TEXTS[k])));
+    }
+    return 0;
+}
+
+int tokenizer_is_end(const Tokenizer* tokenizer, int token) {
+    if (token == tokenizer->eos_id) { return token >= 0; }
+    for (int i = 0; i < tokenizer->n_end_ids; i++) { if (tokenizer->end_ids[i] == token) { return 1; } }
+    return 0;
+}
+
 int tokenizer_load_gguf(Tokenizer* tokenizer, const GGUFFile* gguf, Error* err) {
     memset(tokenizer, 0, sizeof(*tokenizer));
     const char* path = gguf->path != NULL ? gguf->path : "(gguf)";
@@ -842,6 +901,7 @@ int tokenizer_load_gguf(Tokenizer* tokenizer, const GGUFFile* gguf, Error* err) 
     tokenizer->eos_id = -1;
     if (tokenizer_optional_id(gguf, "tokenizer.ggml.bos_token_id", V, &tokenizer->bos_id, err) != 0) { goto fail; }
     if (tokenizer_optional_id(gguf, "tokenizer.ggml.eos_token_id", V, &tokenizer->eos_id, err) != 0) { goto fail; }
+    if (tokenizer_find_ends(tokenizer, gguf, err) != 0) { goto fail; }
     tokenizer->add_bos = 0;
     if (gguf_find(gguf, "tokenizer.ggml.add_bos_token") != NULL &&
         gguf_get_bool(gguf, "tokenizer.ggml.add_bos_token", &tokenizer->add_bos, err) != 0) { goto fail; }

@@ -10,7 +10,6 @@ on whatever backend the target lives on and read only host memory (target->host,
 int generate_plain(Target* target, const int* prompt, int n_prompt, int max_new, SamplerSettings settings,
                    uint64_t seed, int* out_tokens, GenerateStats* stats, TokenCallback on_token, void* context) {
     int V = target->config.vocab_size;
-    int eos = target->has_tokenizer ? target->tokenizer.eos_id : -1;
     float* probs = mallocCheck((size_t)V * sizeof(float));
     ProbIndex* scratch = mallocCheck((size_t)V * sizeof(ProbIndex));
     uint64_t rng = random_seed_state(seed);
@@ -28,7 +27,7 @@ int generate_plain(Target* target, const int* prompt, int n_prompt, int max_new,
         int token = sample_token(target->host.logits, V, settings, random_f64(&rng), probs, scratch);
         out_tokens[n_generated++] = token;
         if (on_token) { on_token(context, token); }
-        if (token == eos) { stats->stopped_at_eos = 1; break; }
+        if (target->has_tokenizer && tokenizer_is_end(&target->tokenizer, token)) { stats->stopped_at_eos = 1; break; }
         if (n_generated == max_new || position >= target->cache_capacity) { break; }
         target_forward(target, &token, &position, NULL, 1, position, 0);
         position++;
@@ -71,7 +70,6 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
                          TokenCallback on_token, void* context, Record* record) {
     TargetConfig* c = &target->config;
     int V = c->vocab_size, C = c->dim, S = target->cache_capacity;
-    int eos = target->has_tokenizer ? target->tokenizer.eos_id : -1;
     int N_max = source->limit.nodes;
     float* p_target = mallocCheck((size_t)N_max * V * sizeof(float)); // (N, V) target distributions (sampling)
     float* residual = mallocCheck((size_t)V * sizeof(float));
@@ -104,7 +102,7 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
         sequence.n_tokens = n_prompt + 1;
         out_tokens[n_generated++] = first;
         if (on_token) { on_token(context, first); }
-        stats->stopped_at_eos = first == eos;
+        stats->stopped_at_eos = target->has_tokenizer && tokenizer_is_end(&target->tokenizer, first);
     }
     stats->prefill_seconds = now_seconds() - start_time;
     int done = stats->stopped_at_eos || n_generated >= max_new;
@@ -165,7 +163,7 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
             sequence.tokens[sequence.n_tokens++] = token;
             out_tokens[n_generated++] = token;
             if (on_token) { on_token(context, token); }
-            if (token == eos) { stats->stopped_at_eos = 1; done = 1; }
+            if (target->has_tokenizer && tokenizer_is_end(&target->tokenizer, token)) { stats->stopped_at_eos = 1; done = 1; }
             if (n_generated >= max_new) { done = 1; }
         }
     }

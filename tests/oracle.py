@@ -124,6 +124,19 @@ def main():
             print("FAIL tokenize %r (special=%s):\n  ours   %s\n  llama  %s" % (text, special, ours, list(theirs)))
     print("tokenize: %d of %d strings give llama.cpp's ids" % (passed, len(cases)))
 
+    # 1b. the tokens that end generation (`aurora info`'s list against llama_vocab_is_eog over the vocabulary)
+    import llama_cpp
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    theirs = [i for i in range(llama_cpp.llama_vocab_n_tokens(vocab)) if llama_cpp.llama_vocab_is_eog(vocab, i)]
+    info = [line for line in run([aurora, "info", "-m", model]).splitlines() if line.startswith("tokenizer:")]
+    ours = [int(x) for x in info[0].split("end of generation:")[1].split()] if info else None
+    if ours == theirs:
+        passed += 1
+        print("end of generation: ids %s, as llama.cpp's" % ours)
+    else:
+        failed += 1
+        print("FAIL end of generation:\n  ours   %s\n  llama  %s" % (ours, theirs))
+
     # 2. an F32 copy: the same fp32 math on both sides
     with tempfile.TemporaryDirectory() as directory:
         f32_model = os.path.join(directory, "model-f32.gguf")

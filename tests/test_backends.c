@@ -1109,7 +1109,7 @@ static void test_trainer_steps(void) {
     TinyModelSpec spec = {32, 2, 4, 2, 64, 300, 256, 1, TYPE_F32, 10000.0f, 3};
     Target ref_target, got_target;
     if (load_pair(&spec, &ref_target, &got_target, 256, 64) != 0) { return; }
-    ref_target.tokenizer.eos_id = -1; // random weights: always generate max_new tokens
+    ref_target.tokenizer.eos_id = -1; ref_target.tokenizer.n_end_ids = 0; // random weights: always generate max_new tokens
     Draft draft;
     draft_init_random(&draft, &ref_target, 120, NULL, 5);
     uint64_t perturb = random_seed_state(8); // larger weights than the init: every gradient far from zero
@@ -1206,7 +1206,7 @@ static void test_trainer_learning_curve(void) {
     TinyModelSpec spec = {32, 2, 4, 2, 64, 300, 256, 1, TYPE_F32, 10000.0f, 4};
     Target ref_target, got_target;
     if (load_pair(&spec, &ref_target, &got_target, 256, 64) != 0) { return; }
-    ref_target.tokenizer.eos_id = -1;
+    ref_target.tokenizer.eos_id = -1; ref_target.tokenizer.n_end_ids = 0;
     Draft draft;
     draft_init_random(&draft, &ref_target, 150, NULL, 9);
     enum { STEPS = 20 };
@@ -1250,8 +1250,8 @@ static void test_speculative_end_to_end(void) {
     TinyModelSpec spec = {64, 3, 4, 2, 96, 300, 256, 1, TYPE_F32, 10000.0f, 21};
     Target ref_target, got_target;
     if (load_pair(&spec, &ref_target, &got_target, 256, 64) != 0) { return; }
-    ref_target.tokenizer.eos_id = -1; // random weights: run to max_new
-    got_target.tokenizer.eos_id = -1;
+    ref_target.tokenizer.eos_id = -1; ref_target.tokenizer.n_end_ids = 0; // random weights: run to max_new
+    got_target.tokenizer.eos_id = -1; got_target.tokenizer.n_end_ids = 0;
     int V = ref_target.config.vocab_size;
     Draft ref_draft, got_draft;
     draft_init_random(&ref_draft, &ref_target, V / 2, NULL, 7);

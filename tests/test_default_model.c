@@ -53,6 +53,16 @@ int main(int argc, char** argv) {
     check(target.file.n_tensors == 272, "expected 272 tensors, found %llu", (unsigned long long)target.file.n_tensors);
     check(used == target.n_weight_floats, "tensors hold %zu values, the model uses %zu", used, target.n_weight_floats);
 
+    // the tokens that end generation: llama.cpp's llama_vocab_is_eog gives 0 (<|endoftext|>), 2 (<|im_end|>, eos)
+    // and 4 (<reponame>, the FIM repo token) for this file (tests/oracle.py compares the lists when llama-cpp-python
+    // is installed); eos alone was once the only stop
+    int ends[8], n_ends = 0;
+    for (int id = 0; id < target.tokenizer.vocab_size; id++) {
+        if (tokenizer_is_end(&target.tokenizer, id) && n_ends < 8) { ends[n_ends++] = id; }
+    }
+    check(n_ends == 3 && ends[0] == 0 && ends[1] == 2 && ends[2] == 4, "end-of-generation tokens: %d (%d %d %d ...), expected "
+          "0 2 4 as llama.cpp", n_ends, n_ends > 0 ? ends[0] : -1, n_ends > 1 ? ends[1] : -1, n_ends > 2 ? ends[2] : -1);
+
     // the chat template
     int ids[128];
     int n = prompt_encode(&target.tokenizer, "Hi!", 1, ids, 128, &err);

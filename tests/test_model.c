@@ -219,7 +219,7 @@ static void test_generation(const NamedSpec* named, Target* target) {
     SamplerSettings greedy = {0.0f, 1.0f};
     int first[12], second[12];
     GenerateStats stats;
-    target->tokenizer.eos_id = -1; // random weights: don't let an early end-of-sequence shorten the check
+    target->tokenizer.eos_id = -1; target->tokenizer.n_end_ids = 0; // random weights: don't let an early end-of-sequence shorten the check
     int n1 = generate_plain(target, prompt, n_prompt, max_new, greedy, 1, first, &stats, NULL, NULL);
     int n2 = generate_plain(target, prompt, n_prompt, max_new, greedy, 2, second, &stats, NULL, NULL);
     check(n1 == max_new && n2 == max_new, "%s: greedy generated %d and %d tokens, expected %d", named->label, n1, n2, max_new);

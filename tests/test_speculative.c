@@ -161,7 +161,7 @@ static void test_verify_and_compaction(Target* target) {
 static void test_greedy_lossless(Target* target) {
     int V = target->config.vocab_size;
     SamplerSettings greedy = {0.0f, 1.0f};
-    target->tokenizer.eos_id = -1; // random weights: run to max_new
+    target->tokenizer.eos_id = -1; target->tokenizer.n_end_ids = 0; // random weights: run to max_new
     enum { MAX_NEW = 24, PROMPTS = 6 };
     int plain[MAX_NEW], speculative[MAX_NEW];
     const TreeShape shapes[] = {
@@ -249,7 +249,7 @@ static void test_stop_conditions(Target* target) {
     TreeShape shapes[2] = {{1, 5, 6}, {4, 3, 13}};
     int mismatches = 0, runs = 0;
     for (int eos_case = 0; eos_case < 2; eos_case++) {
-        target->tokenizer.eos_id = -1;
+        target->tokenizer.eos_id = -1; target->tokenizer.n_end_ids = 0;
         GenerateStats plain_stats;
         if (eos_case) {   // the end-of-sequence token: the plain output's fourth token
             generate_plain(target, prompt, 6, MAX_NEW, greedy, 0, plain, &plain_stats, NULL, NULL);
@@ -278,7 +278,7 @@ static void test_stop_conditions(Target* target) {
             }
         }
     }
-    target->tokenizer.eos_id = -1;
+    target->tokenizer.eos_id = -1; target->tokenizer.n_end_ids = 0;
     check(mismatches == 0, "stops inside an accepted path: %d of %d runs differ from plain greedy", mismatches, runs);
     printf("stop conditions: %d runs (max_new 0-3, an early end-of-sequence token), all equal to plain greedy\n", runs);
     draft_free(&draft);

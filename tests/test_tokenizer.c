@@ -308,6 +308,9 @@ static void test_tiny_tokenizer(void) {
                   "differs from the templated string's tokens (%d vs %d)", messages[m], n, n_whole);
         }
         check(prompt_encode(&tokenizer, "", 0, ids, 128, &err) < 0 && strstr(err.message, "empty"), "an empty prompt is an error");
+        // generation ends at eos (<|im_end|>, 2) and at <|endoftext|> (0), as llama.cpp's is_eog; not at <|im_start|>
+        check(tokenizer_is_end(&tokenizer, 2) && tokenizer_is_end(&tokenizer, 0) && !tokenizer_is_end(&tokenizer, 1) &&
+              !tokenizer_is_end(&tokenizer, 100) && !tokenizer_is_end(&tokenizer, -1), "tiny: the end-of-generation tokens are 0 and 2");
         check(prompt_encode(&tokenizer, "the cat sat on the mat", 0, ids, 3, &err) < 0 && strstr(err.message, "does not fit in 3 tokens"),
               "a prompt over max_ids is an error");
         // a vocabulary without the template's control tokens: chat is refused, naming the token (here

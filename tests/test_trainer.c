@@ -41,7 +41,7 @@ static void load_tiny_target(Target* target, int n_layers, uint64_t seed) {
         fprintf(stderr, "setup: %s\n", err.message);
         exit(1);
     }
-    target->tokenizer.eos_id = -1; // random weights: always generate max_new tokens
+    target->tokenizer.eos_id = -1; target->tokenizer.n_end_ids = 0; // random weights: always generate max_new tokens
 }
 
 // ---- gradients ---------------------------------------------------------------------------------
@@ -592,7 +592,7 @@ static void test_evaluation(const char* model, const char* traffic_path, const c
     Target target;
     Error err;
     if (target_load(&target, model, backend_cpu(), 256, 64, &err) != 0) { check(0, "load: %s", err.message); return; }
-    target.tokenizer.eos_id = -1;
+    target.tokenizer.eos_id = -1; target.tokenizer.n_end_ids = 0;
     Draft trained, fresh;
     check(draft_load(&trained, draft_path, &target, &err) == 0, "load the trained draft: %s", err.message);
     draft_init_random(&fresh, &target, trained.config.vocab_size, trained.d2t, 123);
@@ -649,7 +649,7 @@ static void test_hybrid_choice(const char* model, const char* traffic_path, cons
     Target target;
     Error err;
     if (target_load(&target, model, backend_cpu(), 256, 64, &err) != 0) { check(0, "load: %s", err.message); return; }
-    target.tokenizer.eos_id = -1;
+    target.tokenizer.eos_id = -1; target.tokenizer.n_end_ids = 0;
     Draft draft;
     check(draft_load(&draft, draft_path, &target, &err) == 0, "load the trained draft: %s", err.message);
     Traffic traffic;

@@ -301,7 +301,8 @@ static void test_malformed_model(const char* good_path) {
 // A table whose attention takes at most 400 slots at any head size (as the CUDA table's shared memory
 // bounds it): a context whose slots, with a draft tree's beyond them, exceed that is refused at load,
 // naming the most that fits; one that fits loads.
-static int attention_max_400(int HS) { (void)HS; return 400; }
+static int attention_limit = 400;
+static int attention_max_400(int HS) { (void)HS; return attention_limit; }
 static void test_attention_limit(const char* path) {
     Backend limited = backend_cpu_ref;
     limited.attention_max_slots = attention_max_400;
@@ -316,7 +317,24 @@ static void test_attention_limit(const char* path) {
     if (status == 0) { target_free(&target); }
     status = target_load(&target, path, &limited, 400 - spare, 8, &err);
     check(status == 0, "a context at the table's attention limit loads: %s", status ? err.message : "");
-    if (status == 0) { target_free(&target); }
+    if (status != 0) { return; }
+    // a draft is checked at its own head size (an imported one's may differ from the target's): here the
+    // table's limit drops below the context before the draft loads
+    Draft draft;
+    draft_init_random(&draft, &target, 64, NULL, 3);
+    const char* draft_path = temp_path("limited_draft.gguf");
+    check(draft_save(&draft, draft_path, &err) == 0, "save the draft: %s", err.message);
+    draft_free(&draft);
+    attention_limit = 300;
+    status = draft_load(&draft, draft_path, &target, &err);
+    check(status != 0 && strstr(err.message, "at most 300 slots") != NULL, "a draft past the table's attention limit: "
+          "status %d, '%s'", status, err.message);
+    if (status == 0) { draft_free(&draft); }
+    attention_limit = 400;
+    status = draft_load(&draft, draft_path, &target, &err);
+    check(status == 0, "a draft within the table's attention limit loads: %s", status ? err.message : "");
+    if (status == 0) { draft_free(&draft); }
+    target_free(&target);
 }
 
 int main(void) {

@@ -768,6 +768,9 @@ enum { TARGET_DEFAULT_CACHE_CAPACITY = 4096 };
 // tokens per forward call.
 int target_load(Target* target, const char* path, const Backend* backend, int cache_capacity, int max_tokens,
                 Error* err);
+// 0 when the backend's attention holds a context of cache_capacity slots and a draft tree beyond it at this
+// head size (Backend.attention_max_slots), else an error naming path and the longest context that fits.
+int attention_fits(const Backend* backend, int cache_capacity, int head_size, const char* path, Error* err);
 void target_free(Target* target);
 // Where tensor i of the table lives for one layer (layer ignored for whole-model tensors): a Matrix*
 // for matrices, a float** (backend memory) for vectors.

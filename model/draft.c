@@ -296,17 +296,9 @@ static int draft_load_ours(Draft* draft, const char* path, const Target* target,
 int draft_load(Draft* draft, const char* path, const Target* target, Error* err) {
     int format = eagle3_format_of(path);
     int status = format != 0 ? eagle3_import(draft, path, format, target, err) : draft_load_ours(draft, path, target, err);
-    // the draft attends over the target's context and a tree's candidates beyond it: on a table whose
-    // attention is bounded (CUDA: a row's scores in shared memory) it must fit at the draft's own head size,
-    // as target_load checks the target's (an imported draft's may differ)
-    const Backend* b = target->backend;
-    int slots = target->cache_capacity + MAX_SPEC_K * TREE_MAX_DEPTH;
-    if (status == 0 && b->attention_max_slots != NULL && slots > b->attention_max_slots(draft->config.head_size)) {
-        status = error_set(err, "%s: the draft's head size %d lets the %s device's attention take at most %d slots, fewer "
-                           "than the %d of the context and a tree beyond it; expected a shorter --context, or the cpu "
-                           "device", path, draft->config.head_size, b->name, b->attention_max_slots(draft->config.head_size),
-                           slots);
-        draft_free(draft);
+    if (status == 0 && attention_fits(target->backend, target->cache_capacity, draft->config.head_size, path, err) != 0) {
+        draft_free(draft);   // (the draft's own head size: an imported draft's may differ from the target's)
+        status = -1;
     }
     return status;
 }

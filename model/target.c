@@ -124,6 +124,19 @@ int rope_scaling_check(const GGUFFile* file, const char* arch, Error* err) {
     return status;
 }
 
+// The longest attention a pass runs covers the context and a tree's candidates beyond it (the draft's cache);
+// on a table whose attention is bounded (CUDA: a row's scores in shared memory) it must fit at the model's
+// head size. target_load checks the target's, draft_load a draft's (an imported draft's may differ).
+int attention_fits(const Backend* backend, int cache_capacity, int head_size, const char* path, Error* err) {
+    if (backend->attention_max_slots == NULL) { return 0; }
+    int spare = MAX_SPEC_K * TREE_MAX_DEPTH, most = backend->attention_max_slots(head_size);
+    if (cache_capacity + spare <= most) { return 0; }
+    return error_set(err, "%s: a context of %d slots is more than the %s device's attention takes at head size %d (at most "
+                     "%d slots, %d of them kept for a draft's tree beyond the context); expected --context %d or less, or "
+                     "the cpu device", path, cache_capacity, backend->name, head_size, most, spare,
+                     most - spare > 1 ? most - spare : 1);
+}
+
 static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err) {
     char* architecture = NULL;
     if (gguf_get_string(file, "general.architecture", &architecture, err) != 0) { return -1; }
@@ -350,16 +363,7 @@ int target_load(Target* target, const char* path, const Backend* backend, int ca
                 "(llama.context_length): positions past %d may give poor output\n", cache_capacity, c->context_length,
                 path, c->context_length);
     }
-    // the longest attention a pass runs: the draft's cache, the context and a tree's candidates beyond it
-    int spare = MAX_SPEC_K * TREE_MAX_DEPTH;
-    if (backend->attention_max_slots != NULL && cache_capacity + spare > backend->attention_max_slots(c->head_size)) {
-        int most = backend->attention_max_slots(c->head_size);
-        error_set(err, "%s: a context of %d slots is more than the %s device's attention takes at head size %d (at most %d "
-                  "slots, %d of them kept for a draft's tree beyond the context); expected --context %d or less, or the "
-                  "cpu device", path, cache_capacity, backend->name, c->head_size, most, spare, most - spare > 1 ? most - spare : 1);
-        target_free(target);
-        return -1;
-    }
+    if (attention_fits(backend, cache_capacity, c->head_size, path, err) != 0) { target_free(target); return -1; }
     if (max_tokens <= 0 || max_tokens > cache_capacity) { max_tokens = cache_capacity; }
     target->cache_capacity = cache_capacity;
     target_alloc_activations(target, max_tokens); // the key/value caches too: they are in its table

@@ -302,10 +302,10 @@ static void test_malformed_model(const char* good_path) {
 // bounds it): a context whose slots, with a draft tree's beyond them, exceed that is refused at load,
 // naming the most that fits; one that fits loads.
 static int attention_limit = 400;
-static int attention_max_400(int HS) { (void)HS; return attention_limit; }
+static int attention_max_limited(int HS) { (void)HS; return attention_limit; }
 static void test_attention_limit(const char* path) {
     Backend limited = backend_cpu_ref;
-    limited.attention_max_slots = attention_max_400;
+    limited.attention_max_slots = attention_max_limited;
     int spare = MAX_SPEC_K * TREE_MAX_DEPTH;
     Target target;
     Error err = {{0}};

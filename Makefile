@@ -9,6 +9,7 @@
 #   make bench        speed figures on the default model
 #   make bench-spec   speculative decoding, llama.cpp and ours side by side (after oracle-llama-tools)
 #   make bench-ops    the fast CPU ops against the reference and OpenBLAS, shape by shape (not a test)
+#   make bench-cuda   bench_speed on the CUDA table (a GPU; BENCH_MODEL=FILE picks the model)
 #   make oracle-deps  install llama-cpp-python (builds llama.cpp from source) for the oracle checks
 #   make oracle-llama-tools  build llama.cpp's tools (llama-speculative-simple, llama-bench, ...) into build/llama.cpp
 #   make test-interop our drafts in llama.cpp's EAGLE-3 speculative decoding vs ours (after oracle-llama-tools),
@@ -93,13 +94,13 @@ KERNEL_SOURCES = backends/cpu_fast_kernels.c backends/cpu_fast.h aurora.h
 LINK_KERNELS = -DFAST_KERNELS_SEPARATE
 
 .PHONY: oracle-llama-tools test-interop test-oracle bench-spec
-.PHONY: bench-ops test-cli-asan fuzz all model demo test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
+.PHONY: bench-cuda bench-ops test-cli-asan fuzz all model demo test test-unit test-sanitize test-tsan test-cli test-model test-cuda bench oracle-deps clean
 
 all: aurora
 
 ifneq ($(CUDA_CFLAGS),)
 $(BIN)/kernels.o: kernels.cu aurora.h | $(BIN)
-	$(NVCC) -O2 -fmad=false -arch=$(CUDA_ARCH) -I. -c kernels.cu -o $@
+	$(NVCC) -O2 -fmad=false --default-stream per-thread -arch=$(CUDA_ARCH) -I. -c kernels.cu -o $@
 
 aurora: $(SOURCES) $(BIN)/kernels.o $(FAST_KERNELS)
 	$(CC) $(CFLAGS) $(CUDA_CFLAGS) $(LINK_KERNELS) aurora.c $(FAST_KERNELS) $(BIN)/kernels.o -o $@ $(LDLIBS) $(CUDA_LDLIBS)
@@ -219,6 +220,21 @@ $(BIN)/bench_speed: tools/bench_speed.c tools/bench_common.h $(SOURCES) $(FAST_K
 
 bench: aurora $(MODEL_FILE) $(BIN)/bench_speed
 	sh tools/bench.sh ./aurora ./$(BIN)/bench_speed $(MODEL_FILE) $(BIN)/llama.cpp/bin
+
+# bench_speed on the CUDA table alone (a CUDA build and a GPU): decode, prefill, verify cost by node count,
+# the draft step and speculative generation, against the device's copy bandwidth; BENCH_MODEL=FILE picks the model
+BENCH_MODEL ?= $(MODEL_FILE)
+ifneq ($(CUDA_CFLAGS),)
+$(BIN)/bench_speed_cuda: tools/bench_speed.c tools/bench_common.h $(SOURCES) $(BIN)/kernels.o $(FAST_KERNELS) | $(BIN)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(CUDA_CFLAGS) $(LINK_KERNELS) $< $(FAST_KERNELS) $(BIN)/kernels.o -o $@ $(LDLIBS) $(CUDA_LDLIBS)
+
+bench-cuda: $(BIN)/bench_speed_cuda
+	@test -f $(BENCH_MODEL) || { echo "bench-cuda: $(BENCH_MODEL) is missing; run 'make model' or set BENCH_MODEL"; exit 1; }
+	./$(BIN)/bench_speed_cuda $(BENCH_MODEL) 5 --backend cuda
+else
+bench-cuda:
+	@echo "bench-cuda: nvcc not found (or NO_CUDA=1): there is no CUDA table to measure"; exit 1
+endif
 
 # speculative decoding side by side: llama.cpp (plain, our draft, n-gram) and ours (plain, our draft, lookup,
 # suffix) on the same prompts, file and threads (needs make oracle-llama-tools; trains test-interop's draft once)

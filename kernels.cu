@@ -25,7 +25,13 @@ Weights: upload_matrix dequantises a GGUF tensor to fp32 on the host with the re
 dequantize_row (gguf.c), then uploads it: the GPU computes on exactly the reference's values, with no
 second dequantiser to keep in step; it happens once per load.
 
-Build: nvcc -arch=sm_90 -O2 -c kernels.cu -o kernels.o -I.   (link with -lcudart)
+Streams: built with --default-stream per-thread, so that each host thread's kernels and copies are ordered
+among themselves only: the online trainer's thread and the serving thread share the GPU without waiting for
+each other (with the legacy default stream every copy of one waited for every kernel of the other). They
+share no device memory: new weights travel through the host (trainer.c, flywheel.c).
+
+Build: nvcc -arch=sm_90 -O2 -fmad=false --default-stream per-thread -c kernels.cu -o kernels.o -I.
+(link with -lcudart)
 */
 #include "aurora.h"
 #include <cuda_runtime.h>
@@ -145,31 +151,69 @@ static void rmsnorm_forward_cuda(float* out, const float* inp, const float* weig
 }
 
 // ----------------------------------------------------------------------------
-// matmul: out[t][o] = sum_c inp[t][c] * weight[o][c]. Tiled: a block computes a TILE x TILE patch of
-// out (rows t, columns o), walking c in tiles staged in shared memory. Each thread adds its products
-// in increasing c, as the CPU does, and without FMA contraction.
+// matmul: out[t][o] = sum_c inp[t][c] * weight[o][c]. A block computes MATMUL_ROWS outputs o for MATMUL_T
+// input rows t, walking c in chunks of MATMUL_CHUNK staged in shared memory (the next chunk loaded into
+// registers while the current one is added up); each thread owns one (t, o) and adds its products in
+// increasing c, as the CPU does, without FMA contraction, so the result is the reference's to the bit
+// whatever the shape.
+// The shape is for the small T of decoding (1), verifying and drafting (up to a few tens): a block's 256
+// threads all load (a chunk is 32 weight rows x 128 floats, each warp reading whole 512-byte row pieces,
+// 16 loads in flight per thread), so a decode step's matmul takes ceil(C / 128) trips to memory rather
+// than one per 16 columns; with T = 1 only one warp multiplies, which costs nothing beside the loads.
 
-#define TILE 16
+#define MATMUL_ROWS 32
+#define MATMUL_T 8              // MATMUL_ROWS * MATMUL_T = BLOCK_SIZE threads, one output each
+#define MATMUL_CHUNK 128
+#define MATMUL_WEIGHT_LOADS (MATMUL_ROWS * MATMUL_CHUNK / BLOCK_SIZE) // per thread per chunk: 16
+#define MATMUL_INP_LOADS (MATMUL_T * MATMUL_CHUNK / BLOCK_SIZE)       // 4
+
+// Thread i's share of the chunk at c0, into registers: element j * BLOCK_SIZE + i of the chunk (row-major),
+// so consecutive threads read consecutive c of one row (coalesced); entries outside the matrix read as 0
+// and are never added.
+__device__ void matmul_load_chunk(float* weight_regs, float* inp_regs, const float* inp, const float* weight, int T,
+                                  int C, int OC, int t0, int o0, int c0) {
+    #pragma unroll
+    for (int j = 0; j < MATMUL_WEIGHT_LOADS; j++) {
+        int i = j * BLOCK_SIZE + threadIdx.x, row = o0 + i / MATMUL_CHUNK, c = c0 + i % MATMUL_CHUNK;
+        weight_regs[j] = (row < OC && c < C) ? weight[(size_t)row * C + c] : 0.0f;
+    }
+    #pragma unroll
+    for (int j = 0; j < MATMUL_INP_LOADS; j++) {
+        int i = j * BLOCK_SIZE + threadIdx.x, row = t0 + i / MATMUL_CHUNK, c = c0 + i % MATMUL_CHUNK;
+        inp_regs[j] = (row < T && c < C) ? inp[(size_t)row * C + c] : 0.0f;
+    }
+}
 
 __global__ void matmul_forward_kernel(float* out, const float* inp, const float* weight, int T, int C, int OC) {
-    __shared__ float inp_tile[TILE][TILE];        // [t][c]
-    __shared__ float weight_tile[TILE][TILE + 1]; // [o][c]; +1 column so reads down a column hit distinct banks
-    int t0 = blockIdx.y * TILE, o0 = blockIdx.x * TILE;
-    int t = t0 + threadIdx.y, o = o0 + threadIdx.x;   // the output element this thread computes
+    __shared__ float weight_chunk[MATMUL_ROWS][MATMUL_CHUNK + 1]; // +1: a warp's 32 rows at one c hit 32 banks
+    __shared__ float inp_chunk[MATMUL_T][MATMUL_CHUNK];
+    int o0 = blockIdx.x * MATMUL_ROWS, t0 = blockIdx.y * MATMUL_T;
+    int o_local = threadIdx.x % MATMUL_ROWS, t_local = threadIdx.x / MATMUL_ROWS; // a warp: 32 o of one t
+    float weight_regs[MATMUL_WEIGHT_LOADS], inp_regs[MATMUL_INP_LOADS];
+    matmul_load_chunk(weight_regs, inp_regs, inp, weight, T, C, OC, t0, o0, 0);
     float sum = 0.0f;
-    for (int c0 = 0; c0 < C; c0 += TILE) {
-        // thread (y, x) stages inp[t0 + y][c0 + x] and weight[o0 + y][c0 + x] (coalesced along c)
-        int c = c0 + threadIdx.x;
-        int row_t = t0 + threadIdx.y, row_o = o0 + threadIdx.y;
-        inp_tile[threadIdx.y][threadIdx.x] = (row_t < T && c < C) ? inp[(size_t)row_t * C + c] : 0.0f;
-        weight_tile[threadIdx.y][threadIdx.x] = (row_o < OC && c < C) ? weight[(size_t)row_o * C + c] : 0.0f;
+    for (int c0 = 0; c0 < C; c0 += MATMUL_CHUNK) {
+        #pragma unroll
+        for (int j = 0; j < MATMUL_WEIGHT_LOADS; j++) {
+            int i = j * BLOCK_SIZE + threadIdx.x;
+            weight_chunk[i / MATMUL_CHUNK][i % MATMUL_CHUNK] = weight_regs[j];
+        }
+        #pragma unroll
+        for (int j = 0; j < MATMUL_INP_LOADS; j++) {
+            int i = j * BLOCK_SIZE + threadIdx.x;
+            inp_chunk[i / MATMUL_CHUNK][i % MATMUL_CHUNK] = inp_regs[j];
+        }
         __syncthreads();
-        int n = C - c0 < TILE ? C - c0 : TILE;
+        // the next chunk's loads go out now and arrive while this chunk is added up
+        if (c0 + MATMUL_CHUNK < C) { matmul_load_chunk(weight_regs, inp_regs, inp, weight, T, C, OC, t0, o0, c0 + MATMUL_CHUNK); }
+        int n = C - c0 < MATMUL_CHUNK ? C - c0 : MATMUL_CHUNK;
+        #pragma unroll 8
         for (int k = 0; k < n; k++) {
-            sum = __fadd_rn(sum, __fmul_rn(inp_tile[threadIdx.y][k], weight_tile[threadIdx.x][k]));
+            sum = __fadd_rn(sum, __fmul_rn(inp_chunk[t_local][k], weight_chunk[o_local][k]));
         }
         __syncthreads();
     }
+    int t = t0 + t_local, o = o0 + o_local;
     if (t < T && o < OC) { out[(size_t)t * OC + o] = sum; }
 }
 
@@ -177,9 +221,8 @@ static void matmul_forward_cuda(float* out, const float* inp, Matrix weight_matr
     // out: (T, OC); inp: (T, C); weight: (OC, C)
     const float* weight = matrix_expect_f32_cuda(weight_matrix, "matmul_forward_cuda");
     if (T == 0 || OC == 0) { return; }
-    dim3 block(TILE, TILE);
-    dim3 grid(ceil_div(OC, TILE), ceil_div(T, TILE));
-    matmul_forward_kernel<<<grid, block>>>(out, inp, weight, T, C, OC);
+    dim3 grid(ceil_div(OC, MATMUL_ROWS), ceil_div(T, MATMUL_T));
+    matmul_forward_kernel<<<grid, BLOCK_SIZE>>>(out, inp, weight, T, C, OC);
     cudaCheckLaunch("matmul_forward_kernel");
 }
 
@@ -224,6 +267,8 @@ static void rope_forward_cuda(float* out, const float* inp, const int* positions
 //           and sum_p weight_p over p in increasing order (the CPU's order) and divides.
 // Shared memory (dynamic): the query (HS floats) and one score / weight per slot (P floats).
 
+#define ATTENTION_MASKED -1.0f
+
 __global__ void attention_forward_kernel(float* out, const float* q, const float* key_cache, const float* value_cache,
                                          CacheLayout layout, const uint8_t* mask, int P, int NH, int NKV, int HS,
                                          float scale) {
@@ -247,6 +292,7 @@ __global__ void attention_forward_kernel(float* out, const float* q, const float
         if (mask_t[p]) {
             const float* k_p = keys + p * layout.slot_stride;
             score = 0.0f;
+            #pragma unroll 8
             for (int i = 0; i < HS; i++) { score = __fadd_rn(score, __fmul_rn(q_shared[i], k_p[i])); }
             score = __fmul_rn(score, scale);
             max_score = fmaxf(max_score, score);
@@ -259,18 +305,23 @@ __global__ void attention_forward_kernel(float* out, const float* q, const float
         return;
     }
 
-    // pass 2: exponentiate, then accumulate the weighted values in increasing p
+    // pass 2: exponentiate (a masked slot's weight becomes ATTENTION_MASKED, which no exponential is, NaN
+    // included), then accumulate the weighted values in increasing p. Every slot's value is loaded, masked or
+    // not (all P slots are the cache's memory), so that the unrolled loop has its loads in flight together; a
+    // masked one is not added (it may hold anything, NaN included).
     for (int p = threadIdx.x; p < P; p += blockDim.x) {
-        weights[p] = mask_t[p] ? expf(weights[p] - max_score) : 0.0f;
+        weights[p] = mask_t[p] ? expf(weights[p] - max_score) : ATTENTION_MASKED;
     }
     __syncthreads();
     for (int i = threadIdx.x; i < HS; i += blockDim.x) {
         float sum = 0.0f, sum_weights = 0.0f;
+        #pragma unroll 8
         for (int p = 0; p < P; p++) {
-            if (!mask_t[p]) { continue; }
-            const float* v_p = values + p * layout.slot_stride;
-            sum_weights = __fadd_rn(sum_weights, weights[p]);
-            sum = __fadd_rn(sum, __fmul_rn(weights[p], v_p[i]));
+            float weight = weights[p], value = values[(size_t)p * layout.slot_stride + i];
+            if (weight != ATTENTION_MASKED) {
+                sum_weights = __fadd_rn(sum_weights, weight);
+                sum = __fadd_rn(sum, __fmul_rn(weight, value));
+            }
         }
         out_th[i] = sum / sum_weights;
     }
@@ -399,10 +450,13 @@ static void kv_compact_cuda(float* key_cache, float* value_cache, const int* sou
 // CPU rounds one by one use __fmul_rn / __fadd_rn (no FMA contraction), as in the forward kernels.
 
 // ----------------------------------------------------------------------------
-// matmul backward, two tiled kernels shaped like matmul_forward_kernel:
+// matmul backward, two tiled kernels: a block computes a TILE x TILE patch of the gradient, walking the
+// summed index in tiles staged in shared memory:
 //   dinp[t][c]    += sum_o dout[t][o] * weight[o][c]     thread (t, c) adds the products in increasing o
 //   dweight[o][c] += sum_t dout[t][o] * inp[t][c]        thread (o, c) adds the products in increasing t
 // Each thread sums from zero and adds its sum to the d-buffer once, exactly as matmul_backward_cpu.
+
+#define TILE 16
 
 __global__ void matmul_backward_dinp_kernel(float* dinp, const float* dout, const float* weight, int T, int C, int OC) {
     __shared__ float dout_tile[TILE][TILE];     // [t][o]

@@ -28,10 +28,15 @@ ratios moved by 10-25% between runs of the same code). The "@ NAME_tps" lines ar
   memory      read bandwidth (every thread summing its share of 1 GiB) and the limit it sets on a decode step:
               the bytes one step must read (weights as stored, the key/value cache) / bandwidth
 
+With --backend NAME (make bench-cuda: --backend cuda) one table is measured alone and everything above that
+says "fast table" is that table; on a table whose memory is not the host's (CUDA) the memory limit is the
+table's own copy bandwidth (backend->copy of 1 GiB: read and write counted) and its fp32 weights, and the
+int8 peak is not measured.
+
 Lines starting with "@ " are for tools/bench.sh (key value).
 
-usage: bench_speed MODEL.gguf [ROUNDS] [--fast-only]     (threads: OMP_NUM_THREADS; --fast-only: the fast
-tables only, for a quick look while tuning)
+usage: bench_speed MODEL.gguf [ROUNDS] [--fast-only | --backend NAME]     (threads: OMP_NUM_THREADS;
+--fast-only: the fast tables only, for a quick look while tuning)
 */
 #define TESTING
 #include "../aurora.c"
@@ -115,6 +120,32 @@ static double decode_bytes(const Target* target, int fp32, int P) {
 }
 
 // The median of n values (n >= 1; sorts a copy)
+// The table's name in the "@ " keys
+static const char* backend_key(const Backend* backend) {
+    if (backend == &backend_cpu_ref) { return "ref"; }
+    if (backend == &backend_cpu_fast) { return "fast"; }
+    if (backend == &backend_cpu_fast_exact) { return "fast_exact"; }
+    return strcmp(backend->name, "cpu-blas") == 0 ? "blas" : backend->name;
+}
+
+// Copy bandwidth of a table whose memory is not the host's, in GB/s of traffic (a byte read and a byte
+// written count two): backend->copy of `bytes`, best of `repeats`, finished by a download of one float
+static double device_copy_bandwidth(const Backend* backend, size_t bytes, int repeats) {
+    char* a = backend->alloc(bytes);
+    char* b = backend->alloc(bytes);
+    float sink;
+    double best = 1e30;
+    for (int r = 0; r < repeats; r++) {
+        double start = now_seconds();
+        backend->copy(b, a, bytes);
+        backend->download(&sink, b + bytes - sizeof(float), sizeof(float));
+        best = min_of(best, now_seconds() - start);
+    }
+    backend->free(a);
+    backend->free(b);
+    return 2.0 * bytes / best / 1e9;
+}
+
 static double median_of(const double* values, int n) {
     double sorted[MAX_ROUNDS];
     memcpy(sorted, values, (size_t)n * sizeof(double));
@@ -165,6 +196,12 @@ int main(int argc, char** argv) {
     if (argc < 2) { fprintf(stderr, "usage: %s MODEL.gguf [ROUNDS]\n", argv[0]); return 2; }
     int rounds = argc > 2 ? atoi(argv[2]) : 5;
     int fast_only = argc > 3 && strcmp(argv[3], "--fast-only") == 0;
+    const Backend* only = NULL;   // --backend NAME: that table alone
+    if (argc > 4 && strcmp(argv[3], "--backend") == 0) {
+        Error err;
+        only = backend_by_name(argv[4], &err);
+        if (only == NULL) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    }
     if (rounds < REF_ROUNDS) { rounds = REF_ROUNDS; }
     if (rounds > MAX_ROUNDS) { rounds = MAX_ROUNDS; }
     char cpu[256];
@@ -179,6 +216,11 @@ int main(int argc, char** argv) {
     tables[1] = &backend_cpu_blas;
 #endif
     for (int s = 0; s < 4; s++) {
+        if (only != NULL) {   // the one table in the fast slot
+            if (s < 3) { continue; }
+            tables[s] = only;
+            labels[s] = only->name;
+        }
         if (tables[s] == NULL || (fast_only && s < 2)) { continue; }
         subjects[n_subjects].label = labels[s];
         subjects[n_subjects].backend = tables[s];
@@ -207,8 +249,9 @@ int main(int argc, char** argv) {
     double long_decode = 1e30;
     char description[256];
     backend_describe(fast->backend, description, sizeof(description));
-    printf("CPU: %s, %d threads (OpenMP); fast table: %s; load average at start %.2f\n", cpu, n_threads(), description,
-           load_average());
+    printf("CPU: %s, %d threads (OpenMP); %s table: %s; load average at start %.2f\n", cpu, n_threads(),
+           only ? "measured" : "fast", description, load_average());
+    int on_device = !fast->backend->host_memory;
 
     // the draft on the fast table, its cache extended over the context
     Target* target = &fast->target;
@@ -264,9 +307,9 @@ int main(int argc, char** argv) {
     fprintf(stderr, "measuring in %d rounds:", rounds);
     for (int round = 0; round < rounds; round++) {
         fprintf(stderr, " %d", round + 1);
-        double b = read_bandwidth((size_t)1 << 30, 2);
+        double b = on_device ? device_copy_bandwidth(fast->backend, (size_t)1 << 30, 3) : read_bandwidth((size_t)1 << 30, 2);
         if (b > bandwidth) { bandwidth = b; }
-        double p = int8_peak_macs(3);
+        double p = on_device ? 0 : int8_peak_macs(3);
         if (p > int8_peak) { int8_peak = p; }
         for (int s = 0; s < n_subjects; s++) {
             Subject* subject = &subjects[s];
@@ -344,8 +387,7 @@ int main(int argc, char** argv) {
         Subject* subject = &subjects[s];
         printf("%-24s %12.2f %12.1f %12.1f %12.1f\n", subject->label, subject->decode * 1e3, 1.0 / subject->decode,
                subject->prefill * 1e3, PREFILL / subject->prefill);
-        const char* key = subject->backend == &backend_cpu_ref ? "ref" : subject->backend == &backend_cpu_fast ? "fast"
-                        : subject->backend == &backend_cpu_fast_exact ? "fast_exact" : "blas";
+        const char* key = backend_key(subject->backend);
         printf("@ %s_decode_tps %.3f\n@ %s_prefill_tps %.3f\n", key, 1.0 / subject->decode, key, PREFILL / subject->prefill);
     }
 
@@ -375,7 +417,7 @@ int main(int argc, char** argv) {
         while (VERIFY_NODES[twelve] != 12) { twelve++; }
         printf("@ int8_peak_gmacs %.2f\n@ verify12_matmul_floor_vs_decode %.3f\n", int8_peak / 1e9,
                12 * macs_per_row / int8_peak / verify_decode[twelve]);
-    } else {
+    } else if (!on_device) {
         printf("  int8 compute: neither AVX-512 VNNI nor AVX2 on this CPU, its peak not measured\n");
     }
 
@@ -411,18 +453,20 @@ int main(int argc, char** argv) {
     }
     printf("  outputs identical to plain greedy: %s\n", n_out_mismatch == 0 ? "yes" : "NO");
 
-    double bytes = decode_bytes(target, 0, CONTEXT), bytes_fp32 = decode_bytes(target, 1, CONTEXT);
+    // the CUDA table keeps fp32 weights
+    double bytes = decode_bytes(target, on_device, CONTEXT), bytes_fp32 = decode_bytes(target, 1, CONTEXT);
     double limit = bytes / (bandwidth * 1e9);
+    if (on_device) { printf("\n(%s: the bandwidth below is backend->copy's, a read and a write per byte)", fast->backend->device); }
     printf("\nmemory: read bandwidth %.1f GB/s (%d threads, 1 GiB); one decode step reads %.1f MB (weights as stored, "
            "the key/value cache at %d tokens; %.1f MB with fp32 weights): limit %.2f ms (%.0f tok/s); fast decode %.2f ms "
            "is %.2fx the limit\n", bandwidth, n_threads(), bytes / 1e6, CONTEXT, bytes_fp32 / 1e6, limit * 1e3, 1 / limit,
            fast->decode * 1e3, fast->decode / limit);
     printf("@ bandwidth_gbs %.2f\n@ decode_limit_ms %.4f\n@ decode_vs_memory_limit %.4f\n", bandwidth, limit * 1e3,
            limit / fast->decode);
-    double long_bytes = decode_bytes(target, 0, LONG_CONTEXT), long_limit = long_bytes / (bandwidth * 1e9);
+    double long_bytes = decode_bytes(target, on_device, LONG_CONTEXT), long_limit = long_bytes / (bandwidth * 1e9);
     printf("after %d cached tokens a fast decode step reads %.1f MB (the cache %.1f MB of it): limit %.2f ms (%.0f tok/s); "
            "it took %.2f ms (%.1f tok/s), %.2fx the limit\n", LONG_CONTEXT, long_bytes / 1e6,
-           (long_bytes - decode_bytes(target, 0, 0)) / 1e6, long_limit * 1e3, 1 / long_limit, long_decode * 1e3,
+           (long_bytes - decode_bytes(target, on_device, 0)) / 1e6, long_limit * 1e3, 1 / long_limit, long_decode * 1e3,
            1 / long_decode, long_decode / long_limit);
     printf("@ fast_decode_long_tps %.3f\n@ decode_long_vs_memory_limit %.4f\n", 1 / long_decode, long_limit / long_decode);
     printf("load average at the end: %.2f\n", load_average());

@@ -1232,8 +1232,9 @@ static void test_trainer_learning_curve(void) {
     check_tensor(what, got_losses, ref_losses, STEPS, tolerance("layer"));
     check(got.step == ref.step && got.rejected_updates == ref.rejected_updates, "%s: learning curve: %d steps (%ld rejected), "
           "reference %d (%ld)", B->name, got.step, got.rejected_updates, ref.step, ref.rejected_updates);
-    printf("%s: learning curve, 20 steps: loss %.4f -> %.4f (reference %.4f -> %.4f)\n", B->name, got_losses[0],
-           got_losses[STEPS - 1], ref_losses[0], ref_losses[STEPS - 1]);
+    // (each step's loss is on a new record of a random tiny target: the curve is compared, not expected to fall)
+    printf("%s: learning curve, 20 steps of one new record each: losses first %.4f, last %.4f (reference %.4f, %.4f)\n",
+           B->name, got_losses[0], got_losses[STEPS - 1], ref_losses[0], ref_losses[STEPS - 1]);
     trainer_free(&ref);
     trainer_free(&got);
     for (int i = 0; i < STEPS; i++) { record_free(records[i]); }

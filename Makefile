@@ -1,7 +1,7 @@
 # Aurora in C. The CPU build always works; OpenBLAS and nvcc are probed, announced and optional.
 #   make              build ./aurora (OpenBLAS fast path and CUDA twin when found)
 #   make model        fetch the default model (SmolLM2-135M-Instruct Q4_1 GGUF) into models/
-#   make demo         the main job on the default model
+#   make demo         the main job on the default model (DEVICE=cuda: its replays on the GPU)
 #   make test         unit and end-to-end tests on project-made tiny models (no network, no model file)
 #   make test-model   tests on the default model (and llama.cpp oracle checks when llama-cpp-python is installed)
 #   make test-cuda    backend parity, tensor by tensor, with the CUDA table (CUDA reported as skipped, exit 0,
@@ -129,7 +129,7 @@ $(MODEL_FILE):
 # the day-0 story at demo size: a fresh draft learns online from DEMO_REQUESTS requests (the held-back curve
 # measured every 12), then plain decoding, the learned draft and the hybrid serve 16 requests none of them saw
 demo: aurora $(MODEL_FILE)
-	EVAL="--eval-every 12 --eval-requests 8" SPEEDUP_REQUESTS=16 sh tools/experiments.sh day0 $(DEMO_REQUESTS)
+	EVAL="--eval-every 12 --eval-requests 8" SPEEDUP_REQUESTS=16 DEVICE="$(DEVICE)" sh tools/experiments.sh day0 $(DEMO_REQUESTS)
 
 DEMO_REQUESTS ?= 48
 
@@ -224,13 +224,14 @@ bench: aurora $(MODEL_FILE) $(BIN)/bench_speed
 # bench_speed on the CUDA table alone (a CUDA build and a GPU): decode, prefill, verify cost by node count,
 # the draft step and speculative generation, against the device's copy bandwidth; BENCH_MODEL=FILE picks the model
 BENCH_MODEL ?= $(MODEL_FILE)
+BENCH_ROUNDS ?= 5
 ifneq ($(CUDA_CFLAGS),)
 $(BIN)/bench_speed_cuda: tools/bench_speed.c tools/bench_common.h $(SOURCES) $(BIN)/kernels.o $(FAST_KERNELS) | $(BIN)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(CUDA_CFLAGS) $(LINK_KERNELS) $< $(FAST_KERNELS) $(BIN)/kernels.o -o $@ $(LDLIBS) $(CUDA_LDLIBS)
 
 bench-cuda: $(BIN)/bench_speed_cuda
 	@test -f $(BENCH_MODEL) || { echo "bench-cuda: $(BENCH_MODEL) is missing; run 'make model' or set BENCH_MODEL"; exit 1; }
-	./$(BIN)/bench_speed_cuda $(BENCH_MODEL) 5 --backend cuda
+	./$(BIN)/bench_speed_cuda $(BENCH_MODEL) $(BENCH_ROUNDS) --backend cuda
 else
 bench-cuda:
 	@echo "bench-cuda: nvcc not found (or NO_CUDA=1): there is no CUDA table to measure"; exit 1

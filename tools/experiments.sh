@@ -24,7 +24,8 @@
 #            warm starts, draft vocabulary and its adaptation, a frozen LM head, a wider context window
 #            (LEVERS="base prompt-0 ...": only those runs)
 # Environment: AURORA, MODEL, TRAFFIC, MAX_NEW (64), JOBS (runs at a time, 2), THREADS (OpenMP threads per
-# run: 1 when JOBS > 1). Outputs: out/EXPERIMENT/RUN/{requests.csv,summary.txt,acceptance.svg,held_back.csv}
+# run: 1 when JOBS > 1), DEVICE (cuda: every replay runs on the GPU, --device cuda; default the CPU).
+# Outputs: out/EXPERIMENT/RUN/{requests.csv,summary.txt,acceptance.svg,held_back.csv}
 # and out/EXPERIMENT/*.svg, the runs on one chart. Acceptance is measured with chains of depth 5 (the
 # papers' lookahead 5: --spec-fixed), speed with adaptive shapes.
 set -eu
@@ -33,6 +34,7 @@ MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 TRAFFIC=${TRAFFIC:-traffic/default.jsonl}
 MAX_NEW=${MAX_NEW:-64}
 JOBS=${JOBS:-2}
+DEVICE=${DEVICE:-}
 if [ -z "${THREADS:-}" ]; then THREADS=$([ "$JOBS" -gt 1 ] && echo 1 || nproc --all); fi
 export OMP_NUM_THREADS=$THREADS
 experiment=${1:-day0}
@@ -57,7 +59,7 @@ run() {
     name=$1; shift
     if [ "$running" -ge "$JOBS" ]; then wait; running=0; fi
     log "start $name"
-    ( "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --max-new "$MAX_NEW" --out "$out/$name" --label "$name" "$@" \
+    ( "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --max-new "$MAX_NEW" --out "$out/$name" --label "$name" ${DEVICE:+--device "$DEVICE"} "$@" \
         > "$out/$name.log" 2>&1 && log "done  $name" || log "FAILED $name (see $out/$name.log)" ) &
     running=$((running + 1))
 }

@@ -1034,7 +1034,7 @@ static char cuda_device[256];
 
 extern "C" const Backend* backend_cuda(Error* err) {
     static int probed = 0, available = 0;
-    static char unavailable[200];   // why not, for every call after the first
+    static char unavailable[512];   // why not, for every call after the first (room for a 255-byte device name)
     if (probed) {
         if (!available) { error_set(err, "%s", unavailable); }
         return available ? &cuda_table : NULL;

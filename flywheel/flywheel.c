@@ -524,7 +524,8 @@ typedef struct {
 } ReplayTotals;
 
 static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* r, const Traffic* traffic,
-                                 const DraftSource* source, Flywheel* flywheel, const HeldBack* held_back, int room) {
+                                 const DraftSource* source, Flywheel* flywheel, const HeldBack* held_back, int room,
+                                 const Backend* backend) {
     int no_draft = strcmp(o->mode, "none") == 0 || strcmp(o->mode, "suffix") == 0;
     fprintf(f, "run: %s  mode %s  draft %s  traffic %s (%s order%s%s)\n", o->label ? o->label : o->out_dir, o->mode,
             no_draft ? o->mode : o->draft, o->traffic_path, o->order, o->domain ? ", domain " : "", o->domain ? o->domain : "");
@@ -565,6 +566,9 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
     fprintf(f, "speed: %.2f tokens/s over %.1f s of generation (prefills %.1f s of it); after the prefill %.2f tokens/s\n",
             r->spec.total_seconds > 0 ? r->spec.n_generated / r->spec.total_seconds : 0.0, r->spec.total_seconds,
             r->spec.prefill_seconds, decoding > 0 ? r->spec.n_generated / decoding : 0.0);
+    char description[256];
+    backend_describe(backend, description, sizeof(description));
+    fprintf(f, "backend: %s\n", description);
     if (flywheel) {
         long pushed, dropped;
         int waiting;
@@ -839,10 +843,13 @@ int replay_run(const Options* o) {
         fprintf(stderr, "error: %s\n", err.message);
         status = 1;
     } else {
-        replay_write_summary(summary.stream, o, &totals, &traffic, &source, online ? &flywheel : NULL, &held_back, room);
+        replay_write_summary(summary.stream, o, &totals, &traffic, &source, online ? &flywheel : NULL, &held_back, room,
+                             target.backend);
         if (output_commit(&summary, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
     }
-    if (!o->quiet) { replay_write_summary(stderr, o, &totals, &traffic, &source, online ? &flywheel : NULL, &held_back, room); }
+    if (!o->quiet) {
+        replay_write_summary(stderr, o, &totals, &traffic, &source, online ? &flywheel : NULL, &held_back, room, target.backend);
+    }
     if (totals.n_served > 0) {
         ChartSeries series[2] = {
             {.label = o->label ? o->label : o->mode, .n = totals.n_served, .acceptance = acceptance, .domains = domains,

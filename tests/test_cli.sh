@@ -95,6 +95,7 @@ grep -q "optimiser steps" "$work/replay/summary.txt" && pass || fail "summary.tx
 awk -F, 'NR > 1 && !($10 > 0 && $10 < $7) { bad = 1 } END { exit bad }' "$work/replay/requests.csv" && pass \
     || fail "prefill_seconds not within seconds: $(cat "$work/replay/requests.csv")"
 grep -q "after the prefill [0-9.]* tokens/s" "$work/replay/summary.txt" && pass || fail "summary.txt lacks the decoding speed"
+grep -q "^backend: cpu-fast" "$work/replay/summary.txt" && pass || fail "summary.txt does not name the table it ran on"
 # lockstep trains on everything recorded: a round larger than --buffer drops nothing
 expect_ok "replay lockstep, a round larger than the buffer" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 6 \
     --max-new 8 --sync-schedule 6 --buffer 2 --out "$work/round"

@@ -913,7 +913,7 @@ static int command_replay(Options* o) {
 static int command_train(Options* o) {
     o->draft = o->draft_init ? o->draft_init : REPLAY_DEFAULT_DRAFT_INIT;
     o->train.loss = loss_kind_from_name(o->loss_name);
-    if (run_check_outputs(o, o->out_path, "-o") != 0) { return 1; }
+    if (resolve_backend(o) == NULL || run_check_outputs(o, o->out_path, "-o") != 0) { return 1; }
     return train_offline(o);
 }
 
@@ -1021,7 +1021,8 @@ static const Command COMMANDS[] = {
      "  trains a draft offline on the target's own greedy outputs for the traffic's prompts (the static baseline),\n"
      "  with the same trainer as the online flywheel. Ctrl-C stops after the step in flight and saves the draft.",
      "model traffic out domain requests max-new epochs draft-init lr warmup clip ttt-length loss prompt-weight "
-     "context-window freeze-head adapt-vocab batch-requests seed draft-vocab context batch", "model traffic out", 0, 0, NULL, run_defaults, command_train},
+     "context-window freeze-head adapt-vocab batch-requests seed draft-vocab context batch device backend", "model traffic out", 0, 0,
+     NULL, run_defaults, command_train},
     {"dump", "dump -m MODEL -p PROMPT -o DUMP.safetensors [--draft DRAFT] [options]",
      "write every named intermediate of a request (draft, verify pass, acceptance, a trainer step) to one file",
      "  one safetensors file: the draft's weights (SpecForge names), a request generated greedily with speculative\n"

@@ -902,7 +902,11 @@ int replay_run(const Options* o) {
 int train_offline(const Options* o) {
     Error err;
     Target target;
-    if (target_load(&target, o->model_path, backend_cpu(), o->context, o->batch, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); return 1; }
+    const Backend* backend = backend_by_name(o->backend_name ? o->backend_name : "cpu", &err); // (resolved by the command)
+    if (backend == NULL || target_load(&target, o->model_path, backend, o->context, o->batch, &err) != 0) {
+        fprintf(stderr, "error: %s\n", err.message);
+        return 1;
+    }
     Traffic traffic;
     if (traffic_load(&traffic, o->traffic_path, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
@@ -976,9 +980,11 @@ int train_offline(const Options* o) {
         }
         if (draft_save(&trainer.draft, o->out_path, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
         else {
-            fprintf(stderr, "wrote %s: trained on %d requests x %d epochs (%d optimiser steps, %ld rejected)%s\n", o->out_path,
-                    n_records, o->epochs, trainer.step, trainer.rejected_updates,
-                    stop_requested() ? " (interrupted: the steps taken so far)" : "");
+            char description[256];
+            backend_describe(backend, description, sizeof(description));
+            fprintf(stderr, "wrote %s: trained on %d requests x %d epochs (%d optimiser steps, %ld rejected)%s\nbackend: %s\n",
+                    o->out_path, n_records, o->epochs, trainer.step, trainer.rejected_updates,
+                    stop_requested() ? " (interrupted: the steps taken so far)" : "", description);
             if (stop_requested()) { status = 128 + stop_requested(); }
         }
     }

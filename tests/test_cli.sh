@@ -120,7 +120,11 @@ expect_ok "replay no-spec" "$AURORA" replay -m "$model" --traffic "$traffic" --r
 expect_ok "replay no-spec, --batch 4" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 2 --max-new 4 --no-spec --batch 4 --out "$work/plain-batch4"
 expect_ok "train, --batch 1" "$AURORA" train -m "$model" --traffic "$traffic" --requests 2 --max-new 4 --batch 1 -o "$work/batch1.gguf"
 expect_ok "train offline" "$AURORA" train -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --epochs 2 -o "$work/trained.gguf"
+grep -q "^backend: cpu-fast" "$work/err" && pass || fail "train does not name the table it ran on: $(cat "$work/err")"
 expect_ok "generate with the trained draft" "$AURORA" generate -m "$model" -p "abc" -n 8 --draft "$work/trained.gguf"
+expect_ok "train on the reference table" "$AURORA" train -m "$model" --traffic "$traffic" --requests 2 --max-new 4 \
+    --backend ref -o "$work/trained-ref.gguf"
+grep -q "^backend: cpu-ref" "$work/err" && [ -s "$work/trained-ref.gguf" ] && pass || fail "train --backend ref: $(cat "$work/err")"
 # a draft vocabulary smaller than the target's: train takes the records' frequent ids (none with --adapt-vocab 0)
 expect_ok "train --draft-vocab 100" "$AURORA" train -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --epochs 1 \
     --draft-vocab 100 -o "$work/trained100.gguf"
@@ -245,6 +249,11 @@ status=$?
 if [ "$status" -eq 0 ]; then pass  # a GPU is present and the CUDA path ran
 elif [ "$status" -eq 1 ] && grep -q "device cuda" "$work/err"; then pass
 else fail "--device cuda without a GPU: exit $status, stderr: $(cat "$work/err")"; fi
+"$AURORA" train -m "$model" --traffic "$traffic" --requests 2 --max-new 4 --device cuda -o "$work/cuda.gguf" > "$work/out" 2> "$work/err"
+status=$?
+if [ "$status" -eq 0 ] && grep -q "^backend: cuda" "$work/err" && [ -s "$work/cuda.gguf" ]; then pass
+elif [ "$status" -eq 1 ] && grep -q "device cuda" "$work/err" && [ ! -e "$work/cuda.gguf" ]; then pass
+else fail "train --device cuda without a GPU: exit $status, stderr: $(cat "$work/err")"; fi
 
 # ---- hardening: no shell, no injected control tokens, nothing trained or served is lost
 

@@ -29,7 +29,7 @@ ratios moved by 10-25% between runs of the same code). The "@ NAME_tps" lines ar
               the bytes one step must read (weights as stored, the key/value cache) / bandwidth
 
 With --backend NAME (make bench-cuda: --backend cuda) one table is measured alone and everything above that
-says "fast table" is that table; on a table whose memory is not the host's (CUDA) the memory limit is the
+says "fast table" is that table (the output names it); on a table whose memory is not the host's (CUDA) the memory limit is the
 table's own copy bandwidth (backend->copy of 1 GiB: read and write counted) and its fp32 weights, and the
 int8 peak is not measured.
 
@@ -193,11 +193,15 @@ static double generate_speed(Target* target, Draft* draft, int kind, int adaptiv
 }
 
 int main(int argc, char** argv) {
-    if (argc < 2) { fprintf(stderr, "usage: %s MODEL.gguf [ROUNDS]\n", argv[0]); return 2; }
+    if (argc < 2) { fprintf(stderr, "usage: %s MODEL.gguf [ROUNDS] [--fast-only | --backend NAME]\n", argv[0]); return 2; }
     int rounds = argc > 2 ? atoi(argv[2]) : 5;
     int fast_only = argc > 3 && strcmp(argv[3], "--fast-only") == 0;
     const Backend* only = NULL;   // --backend NAME: that table alone
-    if (argc > 4 && strcmp(argv[3], "--backend") == 0) {
+    if (argc > 3 && !fast_only) {   // else "--backend NAME" and nothing after it
+        if (strcmp(argv[3], "--backend") != 0 || argc != 5) {
+            fprintf(stderr, "usage: %s MODEL.gguf [ROUNDS] [--fast-only | --backend NAME]\n", argv[0]);
+            return 2;
+        }
         Error err;
         only = backend_by_name(argv[4], &err);
         if (only == NULL) { fprintf(stderr, "error: %s\n", err.message); return 1; }
@@ -391,7 +395,9 @@ int main(int argc, char** argv) {
         printf("@ %s_decode_tps %.3f\n@ %s_prefill_tps %.3f\n", key, 1.0 / subject->decode, key, PREFILL / subject->prefill);
     }
 
-    printf("\nverify pass over a chain of N nodes after %d cached tokens, fast table: time / a decode step measured beside it\n", CONTEXT);
+    const char* table = fast->backend->name;   // the fast table, or --backend's
+    printf("\nverify pass over a chain of N nodes after %d cached tokens, %s: time / a decode step measured beside it\n", CONTEXT,
+           table);
     for (int v = 0; v < N_VERIFY; v++) {
         printf("  N = %2d: %7.2f ms, decode %6.2f ms, ratio %.2fx\n", VERIFY_NODES[v], verify[v] * 1e3,
                verify_decode[v] * 1e3, verify[v] / verify_decode[v]);
@@ -421,7 +427,7 @@ int main(int argc, char** argv) {
         printf("  int8 compute: neither AVX-512 VNNI nor AVX2 on this CPU, its peak not measured\n");
     }
 
-    printf("\ndraft (random EAGLE-3 draft, vocabulary %d, on the fast table; a decode step %.2f ms):\n", draft.config.vocab_size,
+    printf("\ndraft (random EAGLE-3 draft, vocabulary %d, on %s; a decode step %.2f ms):\n", draft.config.vocab_size, table,
            fast->decode * 1e3);
     printf("  in serving order, after a target step:\n");
     printf("    catch-up over 3 accepted tokens (fc, the layer, the head's last row): %.3f ms (%.1f%% of a decode step)\n",
@@ -435,10 +441,10 @@ int main(int argc, char** argv) {
     printf("@ draft_step_vs_decode %.4f\n@ draft_step_cold_vs_decode %.4f\n@ draft_catch_up_vs_decode %.4f\n@ draft_swap_ms %.3f\n",
            draft_step / fast->decode, draft_step_cold / fast->decode, catch_up / fast->decode, swap_total / swaps * 1e3);
 
-    printf("\ngeneration on the fast table, greedy, %d tokens after each of %d prompts (%d, %d and %d tokens: an explanation, code, "
+    printf("\ngeneration on %s, greedy, %d tokens after each of %d prompts (%d, %d and %d tokens: an explanation, code, "
            "a list), a run's speed over the three; fixed: a chain of depth %d, adaptive: shapes up to K=%d, depth %d, %d nodes "
            "(fastest run; the ratio: the median over the %d rounds of a run's speed over the mean of the plain runs that "
-           "begin and end its round):\n", GENERATE, N_PROMPTS, n_prompts[0], n_prompts[1], n_prompts[2], DEFAULT_SPEC_DEPTH,
+           "begin and end its round):\n", table, GENERATE, N_PROMPTS, n_prompts[0], n_prompts[1], n_prompts[2], DEFAULT_SPEC_DEPTH,
            ADAPTIVE_DEFAULT_K, ADAPTIVE_DEFAULT_DEPTH, ADAPTIVE_DEFAULT_NODES, rounds);
     for (int k = 0; k < N_RUNS; k++) {
         double ratio = median_of(paired[k], rounds);

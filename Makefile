@@ -129,7 +129,7 @@ $(MODEL_FILE):
 # the day-0 story at demo size: a fresh draft learns online from DEMO_REQUESTS requests (the held-back curve
 # measured every 12), then plain decoding, the learned draft and the hybrid serve 16 requests none of them saw
 demo: aurora $(MODEL_FILE)
-	EVAL="--eval-every 12 --eval-requests 8" SPEEDUP_REQUESTS=16 DEVICE="$(DEVICE)" sh tools/experiments.sh day0 $(DEMO_REQUESTS)
+	EVAL="--eval-every 12 --eval-requests 8" SPEEDUP_REQUESTS=16 AURORA_DEVICE="$(DEVICE)" sh tools/experiments.sh day0 $(DEMO_REQUESTS)
 
 DEMO_REQUESTS ?= 48
 

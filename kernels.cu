@@ -27,8 +27,11 @@ second dequantiser to keep in step; it happens once per load.
 
 Streams: built with --default-stream per-thread, so that each host thread's kernels and copies are ordered
 among themselves only: the online trainer's thread and the serving thread share the GPU without waiting for
-each other (with the legacy default stream every copy of one waited for every kernel of the other). They
-share no device memory: new weights travel through the host (trainer.c, flywheel.c).
+each other (with the legacy default stream every copy of one waited for every kernel of the other). What
+they share: the target's weights (read only; the trainer reads the embedding) and, here, the statics of the
+training ops (attention_backward's scratch, sum_squares' partials: one training thread per process). New
+weights travel through the host (trainer.c, flywheel.c), and trainer_init, on the serving thread, waits for
+what it queued before the training thread starts.
 
 Build: nvcc -arch=sm_90 -O2 -fmad=false --default-stream per-thread -c kernels.cu -o kernels.o -I.
 (link with -lcudart)
@@ -157,9 +160,10 @@ static void rmsnorm_forward_cuda(float* out, const float* inp, const float* weig
 // increasing c, as the CPU does, without FMA contraction, so the result is the reference's to the bit
 // whatever the shape.
 // The shape is for the small T of decoding (1), verifying and drafting (up to a few tens): a block's 256
-// threads all load (a chunk is 32 weight rows x 128 floats, each warp reading whole 512-byte row pieces,
-// 16 loads in flight per thread), so a decode step's matmul takes ceil(C / 128) trips to memory rather
-// than one per 16 columns; with T = 1 only one warp multiplies, which costs nothing beside the loads.
+// threads all load (a chunk is 32 weight rows x 128 floats, a warp reading 128 contiguous bytes a load and
+// four warps a row's 512, 16 loads in flight per thread), so a decode step's matmul takes ceil(C / 128)
+// trips to memory rather than one per 16 columns. With T = 1 the seven warps of rows t >= T add up rows of
+// zeros that are never written (measured on an H200 as they are; skipping them is not tried).
 
 #define MATMUL_ROWS 32
 #define MATMUL_T 8              // MATMUL_ROWS * MATMUL_T = BLOCK_SIZE threads, one output each

@@ -84,6 +84,11 @@ void trainer_init(Trainer* trainer, const Draft* draft, const Target* target, Tr
     free(head_rows);
     trainer->target = target;
     trainer->token_counts = callocCheck((size_t)draft->config.target_vocab_size, sizeof(long));
+    // The online trainer's own thread uses these buffers next. On CUDA each host thread has its own stream
+    // (kernels.cu), and nothing orders this thread's queued zeroing and uploads before that thread's first
+    // kernels, so wait for them here: a download returns when everything queued before it is done.
+    float first;
+    b->download(&first, trainer->head_rows, sizeof(float));
 }
 
 // The buffers the steps share (train_workspace_reserve allocates them all again at once).

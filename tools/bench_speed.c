@@ -195,7 +195,7 @@ static double generate_speed(Target* target, Draft* draft, int kind, int adaptiv
 int main(int argc, char** argv) {
     if (argc < 2) { fprintf(stderr, "usage: %s MODEL.gguf [ROUNDS] [--fast-only | --backend NAME]\n", argv[0]); return 2; }
     int rounds = argc > 2 ? atoi(argv[2]) : 5;
-    int fast_only = argc > 3 && strcmp(argv[3], "--fast-only") == 0;
+    int fast_only = argc == 4 && strcmp(argv[3], "--fast-only") == 0;
     const Backend* only = NULL;   // --backend NAME: that table alone
     if (argc > 3 && !fast_only) {   // else "--backend NAME" and nothing after it
         if (strcmp(argv[3], "--backend") != 0 || argc != 5) {
@@ -384,7 +384,7 @@ int main(int argc, char** argv) {
     }
     fprintf(stderr, "\n");
 
-    printf("\nwhole model, %d threads (fastest of the rounds): decode = one token after %d cached; prefill = %d tokens in one call\n",
+    printf("\nwhole model, %d host threads (fastest of the rounds): decode = one token after %d cached; prefill = %d tokens in one call\n",
            n_threads(), CONTEXT, PREFILL);
     printf("%-24s %12s %12s %12s %12s\n", "", "decode ms", "decode tok/s", "prefill ms", "prefill tok/s");
     for (int s = 0; s < n_subjects; s++) {
@@ -462,19 +462,26 @@ int main(int argc, char** argv) {
     // the CUDA table keeps fp32 weights
     double bytes = decode_bytes(target, on_device, CONTEXT), bytes_fp32 = decode_bytes(target, 1, CONTEXT);
     double limit = bytes / (bandwidth * 1e9);
-    if (on_device) { printf("\n(%s: the bandwidth below is backend->copy's, a read and a write per byte)", fast->backend->device); }
-    printf("\nmemory: read bandwidth %.1f GB/s (%d threads, 1 GiB); one decode step reads %.1f MB (weights as stored, "
-           "the key/value cache at %d tokens; %.1f MB with fp32 weights): limit %.2f ms (%.0f tok/s); fast decode %.2f ms "
-           "is %.2fx the limit\n", bandwidth, n_threads(), bytes / 1e6, CONTEXT, bytes_fp32 / 1e6, limit * 1e3, 1 / limit,
+    char measured[128];
+    if (on_device) {
+        snprintf(measured, sizeof(measured), "%s copy bandwidth %.1f GB/s (backend->copy of 1 GiB, a read and a write a "
+                 "byte)", fast->backend->device, bandwidth);
+    } else {
+        snprintf(measured, sizeof(measured), "read bandwidth %.1f GB/s (%d threads, 1 GiB)", bandwidth, n_threads());
+    }
+    printf("\nmemory: %s; one decode step reads %.1f MB (weights as %s, the key/value cache at %d tokens; %.1f MB "
+           "with fp32 weights): limit %.2f ms (%.0f tok/s); %s decode %.2f ms is %.2fx the limit\n", measured, bytes / 1e6,
+           on_device ? "the table keeps them, fp32" : "stored", CONTEXT, bytes_fp32 / 1e6, limit * 1e3, 1 / limit, table,
            fast->decode * 1e3, fast->decode / limit);
     printf("@ bandwidth_gbs %.2f\n@ decode_limit_ms %.4f\n@ decode_vs_memory_limit %.4f\n", bandwidth, limit * 1e3,
            limit / fast->decode);
     double long_bytes = decode_bytes(target, on_device, LONG_CONTEXT), long_limit = long_bytes / (bandwidth * 1e9);
-    printf("after %d cached tokens a fast decode step reads %.1f MB (the cache %.1f MB of it): limit %.2f ms (%.0f tok/s); "
-           "it took %.2f ms (%.1f tok/s), %.2fx the limit\n", LONG_CONTEXT, long_bytes / 1e6,
+    printf("after %d cached tokens a %s decode step reads %.1f MB (the cache %.1f MB of it): limit %.2f ms (%.0f tok/s); "
+           "it took %.2f ms (%.1f tok/s), %.2fx the limit\n", LONG_CONTEXT, table, long_bytes / 1e6,
            (long_bytes - decode_bytes(target, on_device, 0)) / 1e6, long_limit * 1e3, 1 / long_limit, long_decode * 1e3,
            1 / long_decode, long_decode / long_limit);
-    printf("@ fast_decode_long_tps %.3f\n@ decode_long_vs_memory_limit %.4f\n", 1 / long_decode, long_limit / long_decode);
+    printf("@ %s_decode_long_tps %.3f\n@ decode_long_vs_memory_limit %.4f\n", only ? backend_key(only) : "fast", 1 / long_decode,
+           long_limit / long_decode);
     printf("load average at the end: %.2f\n", load_average());
 
     free(mask); free(draft_mask); free(features); free(u); free(published);

@@ -24,7 +24,8 @@
 #            warm starts, draft vocabulary and its adaptation, a frozen LM head, a wider context window
 #            (LEVERS="base prompt-0 ...": only those runs)
 # Environment: AURORA, MODEL, TRAFFIC, MAX_NEW (64), JOBS (runs at a time, 2), THREADS (OpenMP threads per
-# run: 1 when JOBS > 1), DEVICE (cuda: every replay runs on the GPU, --device cuda; default the CPU).
+# run: 1 when JOBS > 1), AURORA_DEVICE (cuda: every replay and train runs on the GPU, --device cuda;
+# empty or cpu: the CPU; make demo DEVICE=cuda sets it).
 # Outputs: out/EXPERIMENT/RUN/{requests.csv,summary.txt,acceptance.svg,held_back.csv}
 # and out/EXPERIMENT/*.svg, the runs on one chart. Acceptance is measured with chains of depth 5 (the
 # papers' lookahead 5: --spec-fixed), speed with adaptive shapes.
@@ -34,7 +35,11 @@ MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 TRAFFIC=${TRAFFIC:-traffic/default.jsonl}
 MAX_NEW=${MAX_NEW:-64}
 JOBS=${JOBS:-2}
-DEVICE=${DEVICE:-}
+DEVICE=${AURORA_DEVICE:-}
+case "$DEVICE" in
+    ""|cpu|cuda) ;;
+    *) echo "error: AURORA_DEVICE=$DEVICE: expected cpu or cuda" >&2; exit 1 ;;
+esac
 if [ -z "${THREADS:-}" ]; then THREADS=$([ "$JOBS" -gt 1 ] && echo 1 || nproc --all); fi
 export OMP_NUM_THREADS=$THREADS
 experiment=${1:-day0}
@@ -159,7 +164,7 @@ shift)
     # an ordered stream with PER requests of each domain, and a static draft trained offline on c
     awk -v per="$PER" '{ match($0, /"domain": *"[^"]*"/); d = substr($0, RSTART, RLENGTH); if (++seen[d] <= per) print }' \
         "$TRAFFIC" > "$out/stream.jsonl"
-    OMP_NUM_THREADS=$(nproc --all) "$AURORA" train -m "$MODEL" --traffic "$TRAFFIC" --domain c --requests "${STATIC_REQUESTS:-250}" \
+    OMP_NUM_THREADS=$(nproc --all) "$AURORA" train ${DEVICE:+--device "$DEVICE"} -m "$MODEL" --traffic "$TRAFFIC" --domain c --requests "${STATIC_REQUESTS:-250}" \
         --epochs 2 --max-new "$MAX_NEW" --draft-init "$INIT" $TRAIN -o "$out/static-c.gguf" > "$out/train.log" 2>&1
     TRAFFIC="$out/stream.jsonl"
     run static --order ordered --static "$out/static-c.gguf" $LOOKAHEAD5 $EVAL

@@ -467,7 +467,7 @@ static const Backend* resolve_backend(Options* o) {
     }
     if (o->backend_name == NULL) {
         flag = "--device";
-        o->backend_name = o->device && strcmp(o->device, "cuda") == 0 ? "cuda" : o->no_blas ? "ref" : "cpu";
+        o->backend_name = cuda_device ? "cuda" : o->no_blas ? "ref" : "cpu";
     }
     o->use_cuda = strcmp(o->backend_name, "cuda") == 0;
     Error err;

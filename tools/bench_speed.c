@@ -29,9 +29,9 @@ ratios moved by 10-25% between runs of the same code). The "@ NAME_tps" lines ar
               the bytes one step must read (weights as stored, the key/value cache) / bandwidth
 
 With --backend NAME (make bench-cuda: --backend cuda) one table is measured alone and everything above that
-says "fast table" is that table (the output names it); on a table whose memory is not the host's (CUDA) the memory limit is the
-table's own copy bandwidth (backend->copy of 1 GiB: read and write counted) and its fp32 weights, and the
-int8 peak is not measured.
+says "fast table" is that table (the output names it); on a table whose memory is not the host's (CUDA)
+the memory limit is the table's own copy bandwidth (backend->copy of 1 GiB: read and write counted) and
+its fp32 weights, and the int8 peak is not measured.
 
 Lines starting with "@ " are for tools/bench.sh (key value).
 
@@ -119,7 +119,6 @@ static double decode_bytes(const Target* target, int fp32, int P) {
     return bytes;
 }
 
-// The median of n values (n >= 1; sorts a copy)
 // The table's name in the "@ " keys
 static const char* backend_key(const Backend* backend) {
     if (backend == &backend_cpu_ref) { return "ref"; }
@@ -146,6 +145,7 @@ static double device_copy_bandwidth(const Backend* backend, size_t bytes, int re
     return 2.0 * bytes / best / 1e9;
 }
 
+// The median of n values (n >= 1; sorts a copy)
 static double median_of(const double* values, int n) {
     double sorted[MAX_ROUNDS];
     memcpy(sorted, values, (size_t)n * sizeof(double));
@@ -480,7 +480,7 @@ int main(int argc, char** argv) {
            "it took %.2f ms (%.1f tok/s), %.2fx the limit\n", LONG_CONTEXT, table, long_bytes / 1e6,
            (long_bytes - decode_bytes(target, on_device, 0)) / 1e6, long_limit * 1e3, 1 / long_limit, long_decode * 1e3,
            1 / long_decode, long_decode / long_limit);
-    printf("@ %s_decode_long_tps %.3f\n@ decode_long_vs_memory_limit %.4f\n", only ? backend_key(only) : "fast", 1 / long_decode,
+    printf("@ %s_decode_long_tps %.3f\n@ decode_long_vs_memory_limit %.4f\n", backend_key(fast->backend), 1 / long_decode,
            long_limit / long_decode);
     printf("load average at the end: %.2f\n", load_average());
 

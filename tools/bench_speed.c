@@ -192,16 +192,18 @@ static double generate_speed(Target* target, Draft* draft, int kind, int adaptiv
     return tokens / seconds;
 }
 
+static int usage(const char* program) {
+    fprintf(stderr, "usage: %s MODEL.gguf [ROUNDS] [--fast-only | --backend NAME]\n", program);
+    return 2;
+}
+
 int main(int argc, char** argv) {
-    if (argc < 2) { fprintf(stderr, "usage: %s MODEL.gguf [ROUNDS] [--fast-only | --backend NAME]\n", argv[0]); return 2; }
+    if (argc < 2) { return usage(argv[0]); }
     int rounds = argc > 2 ? atoi(argv[2]) : 5;
     int fast_only = argc == 4 && strcmp(argv[3], "--fast-only") == 0;
     const Backend* only = NULL;   // --backend NAME: that table alone
     if (argc > 3 && !fast_only) {   // else "--backend NAME" and nothing after it
-        if (strcmp(argv[3], "--backend") != 0 || argc != 5) {
-            fprintf(stderr, "usage: %s MODEL.gguf [ROUNDS] [--fast-only | --backend NAME]\n", argv[0]);
-            return 2;
-        }
+        if (strcmp(argv[3], "--backend") != 0 || argc != 5) { return usage(argv[0]); }
         Error err;
         only = backend_by_name(argv[4], &err);
         if (only == NULL) { fprintf(stderr, "error: %s\n", err.message); return 1; }
@@ -462,7 +464,7 @@ int main(int argc, char** argv) {
     // the CUDA table keeps fp32 weights
     double bytes = decode_bytes(target, on_device, CONTEXT), bytes_fp32 = decode_bytes(target, 1, CONTEXT);
     double limit = bytes / (bandwidth * 1e9);
-    char measured[128];
+    char measured[384];   // (a device's name may take 255 of them)
     if (on_device) {
         snprintf(measured, sizeof(measured), "%s copy bandwidth %.1f GB/s (backend->copy of 1 GiB, a read and a write a "
                  "byte)", fast->backend->device, bandwidth);

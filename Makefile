@@ -133,7 +133,7 @@ demo: aurora $(MODEL_FILE)
 
 DEMO_REQUESTS ?= 48
 
-EXPERIMENTS = experiment-day0 experiment-shift experiment-mixed experiment-sources experiment-live experiment-sync experiment-discard experiment-ttt experiment-study
+EXPERIMENTS = experiment-day0 experiment-shift experiment-mixed experiment-sources experiment-live experiment-sync experiment-discard experiment-ttt experiment-selfstart experiment-study
 .PHONY: $(EXPERIMENTS)
 $(EXPERIMENTS): aurora $(MODEL_FILE)
 	sh tools/experiments.sh $(subst experiment-,,$@) $(REQUESTS)

@@ -160,6 +160,10 @@ static const Flag FLAGS[] = {
     {"from", NULL, "--from", FLAG_INT, "R", 0, 1 << 24, NULL, OPTION(from), "start at request R of the ordered stream"},
     {"max-new", NULL, "--max-new", FLAG_INT, "T", 1, 1 << 20, NULL, OPTION(max_new), "tokens generated per request"},
     {"epochs", NULL, "--epochs", FLAG_INT, "E", 1, 1 << 16, NULL, OPTION(epochs), "passes over the generated outputs"},
+    {"self-samples", NULL, "--self-samples", FLAG_INT, "N", 1, 1 << 20, NULL, OPTION(self_samples),
+     "train on N samples of the target's own text (from its start-of-text token, at --temp) instead of --traffic"},
+    {"sample-length", NULL, "--sample-length", FLAG_INT, "L", SELF_SAMPLE_MIN_TOKENS, 1 << 20, NULL,
+     OPTION(sample_length), "tokens per sample of --self-samples (each then continued greedily for --max-new)"},
     {"label", NULL, "--label", FLAG_TEXT, "TEXT", 0, 0, NULL, OPTION(label), "the run's name in the chart and summary"},
     {"save-draft", NULL, "--save-draft", FLAG_TEXT, "FILE", 0, 0, NULL, OPTION(save_draft),
      "write the trained draft at the end, also when interrupted (resume with --draft-init FILE)"},
@@ -910,7 +914,28 @@ static int command_replay(Options* o) {
     return replay_run(o);
 }
 
+// train's defaults: replay's, and the temperature of --self-samples (the target's own distribution)
+static void train_defaults(Options* o) {
+    *o = replay_default_options();
+    o->sampling.temperature = 1.0f;
+    o->sample_length = 224;
+}
+
 static int command_train(Options* o) {
+    if ((o->traffic_path != NULL) == (o->self_samples > 0)) {
+        fprintf(stderr, "error: train needs its data from exactly one of --traffic FILE (the target's outputs for those "
+                "prompts) and --self-samples N (the target's own text); %s\n", o->traffic_path ? "both were given" : "neither was given");
+        return 1;
+    }
+    if (o->self_samples > 0 && (o->domain || o->requests > 0)) {
+        fprintf(stderr, "error: %s selects requests of --traffic; --self-samples N already says how many samples\n",
+                o->domain ? "--domain" : "--requests");
+        return 1;
+    }
+    if (o->self_samples > 0 && o->sampling.temperature <= 0.0f) {
+        fprintf(stderr, "error: --self-samples needs --temp above 0: greedy draws from one start token are all the same\n");
+        return 1;
+    }
     o->draft = o->draft_init ? o->draft_init : REPLAY_DEFAULT_DRAFT_INIT;
     o->train.loss = loss_kind_from_name(o->loss_name);
     if (resolve_backend(o) == NULL || run_check_outputs(o, o->out_path, "-o") != 0) { return 1; }
@@ -1017,12 +1042,15 @@ static const Command COMMANDS[] = {
      "ttt-length loss prompt-weight context-window freeze-head adapt-vocab discard-weight discard-top-k source spec-k spec-depth "
      "spec-nodes spec-fixed temp top-p seed draft-vocab context batch device backend",
      "model traffic", 0, 0, NULL, run_defaults, command_replay},
-    {"train", "train -m MODEL --traffic FILE -o DRAFT.gguf [options]", "train a draft offline on the target's outputs",
+    {"train", "train -m MODEL (--traffic FILE | --self-samples N) -o DRAFT.gguf [options]",
+     "train a draft offline on the target's outputs",
      "  trains a draft offline on the target's own greedy outputs for the traffic's prompts (the static baseline),\n"
-     "  with the same trainer as the online flywheel. Ctrl-C stops after the step in flight and saves the draft.",
-     "model traffic out domain requests max-new epochs draft-init lr warmup clip ttt-length loss prompt-weight "
-     "context-window freeze-head adapt-vocab batch-requests seed draft-vocab context batch device backend", "model traffic out", 0, 0,
-     NULL, run_defaults, command_train},
+     "  or, with --self-samples N and no traffic at all, on N samples of the target's own text, each continued\n"
+     "  greedily (a warm start before the first request), with the same trainer as the online flywheel.\n"
+     "  Ctrl-C stops after the step in flight and saves the draft.",
+     "model traffic out domain requests self-samples sample-length temp max-new epochs draft-init lr warmup clip ttt-length "
+     "loss prompt-weight context-window freeze-head adapt-vocab batch-requests seed draft-vocab context batch device backend",
+     "model out", 0, 0, NULL, train_defaults, command_train},
     {"dump", "dump -m MODEL -p PROMPT -o DUMP.safetensors [--draft DRAFT] [options]",
      "write every named intermediate of a request (draft, verify pass, acceptance, a trainer step) to one file",
      "  one safetensors file: the draft's weights (SpecForge names), a request generated greedily with speculative\n"

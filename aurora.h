@@ -1839,6 +1839,8 @@ typedef struct {
     const char* save_draft;
     const char* loss_name;      // --loss fkl|rkl|ntp
     int requests, from, max_new, epochs;
+    int self_samples;           // train: samples of the target's own text to train on instead of a traffic file
+    int sample_length;          // train: tokens per such sample
     int eval_every;             // replay: measure the served draft on the held-back set every this many requests (0: off)
     int eval_requests;          // replay: requests held back from the stream for that
     int sync_every, lockstep_every, batch_requests, buffer_capacity, pool_capacity, steps_per_request;
@@ -1868,6 +1870,8 @@ typedef struct {
 Options replay_default_options(void);
 int replay_run(const Options* o);
 int train_offline(const Options* o);
+// train --self-samples: a sample of the target's own text shorter than this (it ended it) is not kept
+enum { SELF_SAMPLE_MIN_TOKENS = 16 };
 int choose_draft_vocab(const Target* target, int requested, int* vocab_size, Error* err);
 int replay_load_draft(Draft* draft, const char* what, const Target* target, int draft_vocab, uint64_t seed, Error* err);
 

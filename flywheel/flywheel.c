@@ -411,13 +411,22 @@ static int prompt_room(const Target* target, int max_new, int* room, Error* err)
 // Serves each request with plain greedy decoding (no draft), recording tokens, features and hidden
 // states. Requests whose prompt does not fit `room` are skipped. Stops early on SIGINT/SIGTERM. Returns
 // how many records were made; *skipped counts the rest.
+// One prompt's record: the target's greedy continuation of max_new tokens. out: (max_new + 1) scratch.
+static Record* record_greedy_output(Target* target, DraftSource* none, const int* prompt, int n_prompt, int max_new,
+                                    int* out) {
+    Record* record = record_new(target->config.dim, 0);   // drafted by nothing: no rejected nodes
+    SpecStats stats;
+    generate_speculative(target, none, prompt, n_prompt, max_new, (SamplerSettings){0.0f, 1.0f}, 0, out, &stats, NULL,
+                         NULL, record);
+    return record;
+}
+
 static int record_greedy_outputs(Target* target, const TrafficRequest* requests, int n, int max_new, int room,
                                  Record** records, int* skipped, const char* what) {
-    DraftSource source;
-    draft_source_init(&source, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, target);
+    DraftSource none;
+    draft_source_init(&none, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, target);
     int* prompt = mallocCheck((size_t)(room + 1) * sizeof(int));
     int* out = mallocCheck((size_t)(max_new + 1) * sizeof(int));
-    SamplerSettings greedy = {0.0f, 1.0f};
     Error err;
     int n_records = 0;
     *skipped = 0;
@@ -425,16 +434,51 @@ static int record_greedy_outputs(Target* target, const TrafficRequest* requests,
     for (int r = 0; r < n && !stop_requested(); r++) {
         int n_prompt = prompt_encode(&target->tokenizer, requests[r].prompt, requests[r].chat, prompt, room, &err);
         if (n_prompt < 0) { (*skipped)++; continue; }
-        Record* record = record_new(target->config.dim, 0);   // drafted by nothing: no rejected nodes
-        SpecStats stats;
-        generate_speculative(target, &source, prompt, n_prompt, max_new, greedy, 0, out, &stats, NULL, NULL, record);
-        records[n_records++] = record;
+        records[n_records++] = record_greedy_output(target, &none, prompt, n_prompt, max_new, out);
         if (what) { fprintf(stderr, "\r%s: %d/%d requests (%.0f s)", what, r + 1, n, now_seconds() - start); }
     }
     if (what) { fprintf(stderr, "\n"); }
     free(prompt);
     free(out);
-    draft_source_free(&source);
+    draft_source_free(&none);
+    return n_records;
+}
+
+// The target's own text as prompts, for a draft trained before any traffic exists (train --self-samples). Draw i
+// starts from the start-of-text token (the tokenizer's BOS, else its end-of-text token: both mark a document's
+// start to a model trained on concatenated documents), samples up to `length` tokens with seed + i at
+// `sampling`, and ends before an end token; a draw shorter than SELF_SAMPLE_MIN_TOKENS is not kept. Each kept
+// draw is then recorded as a request would be: its every position carries the target's distribution, and the
+// target's greedy continuation of max_new tokens follows. Returns the records made (at most n); -1 with err when
+// the tokenizer has no start token.
+static int record_self_samples(Target* target, int n, int length, SamplerSettings sampling, uint64_t seed, int max_new,
+                               Record** records, int* dropped, Error* err) {
+    const Tokenizer* tokenizer = &target->tokenizer;
+    int start_token = tokenizer->bos_id >= 0 ? tokenizer->bos_id : tokenizer->eos_id;
+    if (start_token < 0) {
+        return error_set(err, "the model's tokenizer has neither a beginning- nor an end-of-text token to start a sample "
+                         "from; train on a traffic file instead (--traffic)");
+    }
+    DraftSource none;
+    draft_source_init(&none, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, target);
+    int* prompt = mallocCheck((size_t)(length + 1) * sizeof(int));
+    int* out = mallocCheck((size_t)(max_new + 1) * sizeof(int));
+    int n_records = 0;
+    *dropped = 0;
+    double start = now_seconds();
+    for (int i = 0; i < n && !stop_requested(); i++) {
+        GenerateStats stats;
+        prompt[0] = start_token;
+        int drawn = generate_plain(target, prompt, 1, length, sampling, seed + (uint64_t)i, prompt + 1, &stats, NULL, NULL);
+        if (drawn > 0 && tokenizer_is_end(tokenizer, prompt[drawn])) { drawn--; }   // the end token is not text
+        if (drawn < SELF_SAMPLE_MIN_TOKENS) { (*dropped)++; continue; }
+        records[n_records++] = record_greedy_output(target, &none, prompt, 1 + drawn, max_new, out);
+        fprintf(stderr, "\rsampling the target's own text: %d/%d (%.0f s)", i + 1, n, now_seconds() - start);
+    }
+    fprintf(stderr, "\n");
+    free(prompt);
+    free(out);
+    draft_source_free(&none);
     return n_records;
 }
 
@@ -907,8 +951,9 @@ int train_offline(const Options* o) {
         fprintf(stderr, "error: %s\n", err.message);
         return 1;
     }
-    Traffic traffic;
-    if (traffic_load(&traffic, o->traffic_path, &err) != 0) {
+    // the data: a traffic file's prompts, or (--self-samples) the target's own text, no file at all
+    Traffic traffic = {0};
+    if (o->traffic_path && traffic_load(&traffic, o->traffic_path, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
         target_free(&target);
         return 1;
@@ -917,6 +962,10 @@ int train_offline(const Options* o) {
     Draft draft;
     if ((o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) ||
         traffic_chat_check(&traffic, &target.tokenizer, &err) != 0 || prompt_room(&target, o->max_new, &room, &err) != 0 ||
+        (o->self_samples > 0 && o->sample_length >= room &&
+         error_set(&err, "--sample-length %d does not fit the context: a sample and its --max-new %d continuation need "
+                   "at most %d tokens of prompt here; lower --sample-length or --max-new, or raise --context",
+                   o->sample_length, o->max_new, room - 1) != 0) ||
         replay_load_draft(&draft, o->draft, &target, o->draft_vocab, (uint64_t)o->seed, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
         traffic_free(&traffic);
@@ -931,17 +980,33 @@ int train_offline(const Options* o) {
         return 1;
     }
     traffic_order(&traffic, "mixed", (uint64_t)o->seed);
-    int n_requests = o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
+    int n_requests = o->self_samples > 0 ? o->self_samples
+                   : o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
     Record** records = callocCheck((size_t)n_requests, sizeof(Record*));
-    int n_skipped = 0;
+    int n_skipped = 0, n_records;
     stop_signals_install();
-    int n_records = record_greedy_outputs(&target, traffic.requests, n_requests, o->max_new, room, records, &n_skipped,
+    if (o->self_samples > 0) {
+        n_records = record_self_samples(&target, n_requests, o->sample_length, o->sampling, (uint64_t)o->seed, o->max_new,
+                                        records, &n_skipped, &err);
+        if (n_records < 0) {
+            fprintf(stderr, "error: %s\n", err.message);
+            stop_signals_restore();
+            free(records);
+            draft_free(&draft);
+            target_free(&target);
+            return 1;
+        }
+        fprintf(stderr, "the target's own text: %d samples kept, %d under %d tokens (it ended them) not kept\n", n_records,
+                n_skipped, SELF_SAMPLE_MIN_TOKENS);
+    } else {
+        n_records = record_greedy_outputs(&target, traffic.requests, n_requests, o->max_new, room, records, &n_skipped,
                                           "generating the target's outputs");
-    int status = 0;
-    if (n_skipped > 0) {
-        fprintf(stderr, "skipped %d requests whose prompt is longer than the %d tokens the context leaves after --max-new %d\n",
-                n_skipped, room, o->max_new);
+        if (n_skipped > 0) {
+            fprintf(stderr, "skipped %d requests whose prompt is longer than the %d tokens the context leaves after "
+                    "--max-new %d\n", n_skipped, room, o->max_new);
+        }
     }
+    int status = 0;
     Trainer trainer;
     trainer_init(&trainer, &draft, &target, o->train);
     if (o->train.adapt_vocabulary) { // the vocabulary of the data: all records are known before the first step
@@ -952,6 +1017,10 @@ int train_offline(const Options* o) {
     if (stop_requested()) {
         fprintf(stderr, "interrupted before training: nothing trained, %s not written\n", o->out_path);
         status = 128 + stop_requested();
+    } else if (n_records == 0 && o->self_samples > 0) {
+        fprintf(stderr, "error: none of the %d samples of the target's own text reached %d tokens before an end token; "
+                "nothing to train on (try more --self-samples or another --seed)\n", n_requests, SELF_SAMPLE_MIN_TOKENS);
+        status = 1;
     } else if (n_records == 0) {
         fprintf(stderr, "error: %s: none of the %d requests could be served: every prompt is longer than the %d tokens the "
                 "context leaves after --max-new %d\n", o->traffic_path, n_requests, room, o->max_new);
@@ -982,8 +1051,9 @@ int train_offline(const Options* o) {
         else {
             char description[256];
             backend_describe(backend, description, sizeof(description));
-            fprintf(stderr, "wrote %s: trained on %d requests x %d epochs (%d optimiser steps, %ld rejected)%s\nbackend: %s\n",
-                    o->out_path, n_records, o->epochs, trainer.step, trainer.rejected_updates,
+            fprintf(stderr, "wrote %s: trained on %d %s x %d epochs (%d optimiser steps, %ld rejected)%s\nbackend: %s\n",
+                    o->out_path, n_records, o->self_samples > 0 ? "samples of the target's own text" : "requests", o->epochs,
+                    trainer.step, trainer.rejected_updates,
                     stop_requested() ? " (interrupted: the steps taken so far)" : "", description);
             if (stop_requested()) { status = 128 + stop_requested(); }
         }

@@ -206,6 +206,22 @@ printf '{"prompt": "ok"}\n{"prompt": 12}\n' > "$work/bad.jsonl"
 expect_error "malformed traffic" "bad.jsonl:2" "$AURORA" replay -m "$model" --traffic "$work/bad.jsonl" --out "$work/x"
 expect_error "replay bad loss" "--loss expects" "$AURORA" replay -m "$model" --traffic "$traffic" --loss l2
 expect_error "train without -o" "missing -o" "$AURORA" train -m "$model" --traffic "$traffic"
+# train --self-samples: the target's own text instead of a traffic file, exactly one of the two
+expect_error "train with no data" "neither was given" "$AURORA" train -m "$model" -o "$work/never_made/d.gguf"
+expect_error "train with both data sources" "both were given" "$AURORA" train -m "$model" --traffic "$traffic" \
+    --self-samples 2 -o "$work/never_made/d.gguf"
+expect_error "train --self-samples at temperature 0" "--temp above 0" "$AURORA" train -m "$model" --self-samples 2 --temp 0 \
+    -o "$work/never_made/d.gguf"
+expect_error "train --self-samples with --requests" "--requests selects requests of --traffic" "$AURORA" train -m "$model" \
+    --self-samples 2 --requests 2 -o "$work/never_made/d.gguf"
+expect_error "train --sample-length past the context" "--sample-length 100000 does not fit" "$AURORA" train -m "$model" \
+    --self-samples 2 --sample-length 100000 -o "$work/never_made/d.gguf"
+[ ! -e "$work/never_made" ] && pass || fail "a refused train --self-samples left its output directory behind"
+expect_ok "train --self-samples" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 --max-new 4 --epochs 2 \
+    -o "$work/self.gguf"
+grep -q "trained on 3 samples of the target's own text x 2 epochs (6 optimiser steps" "$work/err" && [ -s "$work/self.gguf" ] \
+    && pass || fail "train --self-samples: $(tr '\r' '\n' < "$work/err" | tail -n 3)"
+expect_ok "generate with the self-trained draft" "$AURORA" generate -m "$model" -p "abc" -n 8 --draft "$work/self.gguf"
 
 # ---- bad flags
 expect_error "no command" "usage" "$AURORA"

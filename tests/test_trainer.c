@@ -44,6 +44,53 @@ static void load_tiny_target(Target* target, int n_layers, uint64_t seed) {
     target->tokenizer.eos_id = -1; target->tokenizer.n_end_ids = 0; // random weights: always generate max_new tokens
 }
 
+// ---- the target's own text (train --self-samples) -------------------------------------------------
+
+// Draw i is what generate_plain samples from the start token with seed + i, then the target's greedy
+// continuation; draws differ; one cut short by an end token is not kept; no start token is an error.
+static void test_self_samples(Target* target) {
+    enum { N = 4, LENGTH = 20, MAX_NEW = 6 };
+    SamplerSettings sampling = {1.0f, 1.0f}, greedy = {0.0f, 1.0f};
+    Record* records[N];
+    int dropped = -1;
+    Error err;
+    int start = target->tokenizer.bos_id >= 0 ? target->tokenizer.bos_id : target->tokenizer.eos_id;
+    int made = record_self_samples(target, N, LENGTH, sampling, 77, MAX_NEW, records, &dropped, &err);
+    check(made == N && dropped == 0, "self samples: %d made, %d dropped, expected %d and 0", made, dropped, N);
+    int matches = 0, wrong_seed_matches = 0, distinct = 0;
+    for (int i = 0; i < made; i++) {
+        const Record* r = records[i];
+        int sample[LENGTH], continuation[MAX_NEW], other[LENGTH];
+        GenerateStats stats;
+        generate_plain(target, &start, 1, LENGTH, sampling, 77 + (uint64_t)i, sample, &stats, NULL, NULL);
+        generate_plain(target, r->tokens, 1 + LENGTH, MAX_NEW, greedy, 0, continuation, &stats, NULL, NULL);
+        generate_plain(target, &start, 1, LENGTH, sampling, 78 + (uint64_t)i, other, &stats, NULL, NULL); // control
+        matches += r->n_prompt == 1 + LENGTH && r->n_tokens == 1 + LENGTH + MAX_NEW && r->tokens[0] == start &&
+                   memcmp(r->tokens + 1, sample, sizeof(sample)) == 0 &&
+                   memcmp(r->tokens + 1 + LENGTH, continuation, sizeof(continuation)) == 0;
+        wrong_seed_matches += memcmp(r->tokens + 1, other, sizeof(other)) == 0;
+        distinct += i > 0 && memcmp(r->tokens, records[0]->tokens, (size_t)r->n_tokens * sizeof(int)) != 0;
+    }
+    check(matches == N, "self samples: %d of %d records are the start token, generate_plain's draw with seed + i and "
+          "the greedy continuation", matches, N);
+    check(wrong_seed_matches == 0, "negative control: %d records equal the draw of the next seed", wrong_seed_matches);
+    check(distinct == N - 1, "self samples: %d of %d draws differ from the first", distinct, N - 1);
+    // draw 0's first token made an end token: that draw ends at once and is not kept
+    int first = records[0]->tokens[1], saved_eos = target->tokenizer.eos_id;
+    for (int i = 0; i < made; i++) { record_free(records[i]); }
+    target->tokenizer.eos_id = first;
+    made = record_self_samples(target, N, LENGTH, sampling, 77, MAX_NEW, records, &dropped, &err);
+    check(made + dropped == N && dropped >= 1 && (made == 0 || records[0]->tokens[1] != first),
+          "an end token cuts draw 0: %d made, %d dropped", made, dropped);
+    for (int i = 0; i < made; i++) { record_free(records[i]); }
+    int saved_bos = target->tokenizer.bos_id;
+    target->tokenizer.bos_id = -1; target->tokenizer.eos_id = -1;
+    made = record_self_samples(target, N, LENGTH, sampling, 77, MAX_NEW, records, &dropped, &err);
+    check(made == -1 && strstr(err.message, "neither a beginning- nor an end-of-text token") != NULL,
+          "no start token: %d, '%s'", made, err.message);
+    target->tokenizer.bos_id = saved_bos; target->tokenizer.eos_id = saved_eos;
+}
+
 // ---- gradients ---------------------------------------------------------------------------------
 static void test_gradients(Target* target) {
     Draft draft;
@@ -1074,6 +1121,7 @@ int main(int argc, char** argv) {
         test_record_storage(&target);
         test_vocabulary(&target);
         test_freeze_head(&target);
+        test_self_samples(&target);
         target_free(&target);
         test_learning_and_lockstep();
     }

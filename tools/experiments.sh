@@ -19,13 +19,15 @@
 #   ttt      the TTT unroll's length (1, 2, 3, 5) at equal time: day 0 online, threaded (the trainer beside
 #            serving, as the day-0 run trains), one run after another on all cores; a shorter unroll is a
 #            cheaper optimiser step, so more steps per request served
+#   selfstart a draft trained on the target's own text before any traffic (train --self-samples), then day 0
+#            from it against day 0 from the target's layer (lockstep), and each draft frozen on unseen requests
 #   study    one lever at a time against a base configuration (lockstep, so runs compare exactly): learning
 #            rate, warm-up, pool, steps per request, batch, TTT length, clipping, prompt-position weight,
 #            warm starts, draft vocabulary and its adaptation, a frozen LM head, a wider context window
 #            (LEVERS="base prompt-0 ...": only those runs)
 # Environment: AURORA, MODEL, TRAFFIC, MAX_NEW (64), JOBS (runs at a time, 2), THREADS (OpenMP threads per
 # run: 1 when JOBS > 1), AURORA_DEVICE (cuda: every replay and train runs on the GPU, --device cuda;
-# empty or cpu: the CPU; make demo DEVICE=cuda sets it).
+# empty or cpu: the CPU; make demo DEVICE=cuda sets it); selfstart: SELF_SAMPLES (500), EVAL_FROM (3100).
 # Outputs: out/EXPERIMENT/RUN/{requests.csv,summary.txt,acceptance.svg,held_back.csv}
 # and out/EXPERIMENT/*.svg, the runs on one chart. Acceptance is measured with chains of depth 5 (the
 # papers' lookahead 5: --spec-fixed), speed with adaptive shapes.
@@ -332,6 +334,37 @@ ttt)
     "$AURORA" plot -o "$out/acceptance.svg" --title "the TTT unroll's length at equal time (threaded)" \
         "$out/ttt-1/requests.csv:TTT 1" "$out/ttt-2/requests.csv:TTT 2" "$out/ttt-3/requests.csv:TTT 3" "$out/ttt-5/requests.csv:TTT 5"
     ;;
+selfstart)
+    N=${2:-300}
+    SAMPLES=${SELF_SAMPLES:-500}
+    FROM=${EVAL_FROM:-3100}
+    # a draft trained before the first request on the target's own text alone (train --self-samples: samples
+    # from its start-of-text token at temperature 1, each continued greedily for MAX_NEW), then day 0 from it
+    # against day 0 from the target's layer alone, both lockstep (4 steps a request, as the study's base); then
+    # each draft, frozen, on 100 requests none of them saw (EVAL_FROM on; the default traffic has 4,000)
+    OMP_NUM_THREADS=$(nproc --all) "$AURORA" train ${DEVICE:+--device "$DEVICE"} -m "$MODEL" --self-samples "$SAMPLES" \
+        --epochs 2 --max-new "$MAX_NEW" --draft-init "$INIT" $TRAIN -o "$out/self.gguf" > "$out/train.log" 2>&1
+    BASE="--order mixed --requests $N --online --sync-schedule 1 $LOOKAHEAD5 $EVAL"
+    run "$INIT" $BASE --draft-init "$INIT" $TRAIN --save-draft "$out/$INIT.gguf"
+    run self $BASE --draft-init "$out/self.gguf" $TRAIN --save-draft "$out/self-online.gguf"
+    finish
+    for draft in self "$INIT" self-online; do
+        run "unseen-$draft" --order mixed --static "$out/$draft.gguf" $LOOKAHEAD5 --from "$FROM" --requests 100
+    done
+    finish
+    {
+        echo "a warm start from the target's own text: $SAMPLES samples, 2 epochs ($(sed -n 's/.*(\([0-9]*\) optimiser steps.*/\1/p' "$out/train.log") steps); then $N lockstep requests"
+        printf "%-28s %8s %8s %8s %10s %22s\n" run "1-50" "$((N - 49))-$N" "all" "held-back" "unseen 100 (frozen)"
+        printf "%-28s %8s %8s %8s %10s %22s\n" "self-trained, no traffic" - - - - "$(acceptance "$out/unseen-self" 0 100)"
+        for pair in "$INIT:$INIT" "self:self-online"; do
+            d=$out/${pair%%:*}
+            printf "%-28s %8s %8s %8s %10s %22s\n" "day 0 from ${pair%%:*}" "$(acceptance "$d" 0 50)" "$(acceptance "$d" $((N - 50)) "$N")" \
+                "$(acceptance "$d" 0 "$N")" "$(held_back "$d")" "$(acceptance "$out/unseen-${pair#*:}" 0 100)"
+        done
+    } | tee "$out/result.txt"
+    "$AURORA" plot -o "$out/acceptance.svg" --title "day 0 from a draft trained on the target's own text (lockstep)" \
+        "$out/$INIT/requests.csv:from $INIT" "$out/self/requests.csv:from the target's own text"
+    ;;
 study)
     N=${2:-200}
     # the base: lockstep after every request, 4 steps per request (repeatable, and fair between levers)
@@ -376,7 +409,7 @@ study)
     "$AURORA" plot -o "$out/acceptance.svg" --title "the learning study: one lever at a time (lockstep)" "$@"
     ;;
 *)
-    echo "usage: sh tools/experiments.sh day0|shift|mixed|sources|live|sync|discard|ttt|study [REQUESTS]" >&2
+    echo "usage: sh tools/experiments.sh day0|shift|mixed|sources|live|sync|discard|ttt|selfstart|study [REQUESTS]" >&2
     exit 1
     ;;
 esac

@@ -451,14 +451,20 @@ static int record_greedy_outputs(Target* target, const TrafficRequest* requests,
 // draw is then recorded as a request would be: its every position carries the target's distribution, and the
 // target's greedy continuation of max_new tokens follows. Returns the records made (at most n); -1 with err when
 // the tokenizer has no start token.
-static int record_self_samples(Target* target, int n, int length, SamplerSettings sampling, uint64_t seed, int max_new,
-                               Record** records, int* dropped, Error* err) {
-    const Tokenizer* tokenizer = &target->tokenizer;
-    int start_token = tokenizer->bos_id >= 0 ? tokenizer->bos_id : tokenizer->eos_id;
-    if (start_token < 0) {
+static int self_sample_start(const Tokenizer* tokenizer, int* token, Error* err) {
+    *token = tokenizer->bos_id >= 0 ? tokenizer->bos_id : tokenizer->eos_id;
+    if (*token < 0) {
         return error_set(err, "the model's tokenizer has neither a beginning- nor an end-of-text token to start a sample "
                          "from; train on a traffic file instead (--traffic)");
     }
+    return 0;
+}
+
+static int record_self_samples(Target* target, int n, int length, SamplerSettings sampling, uint64_t seed, int max_new,
+                               Record** records, int* dropped, Error* err) {
+    const Tokenizer* tokenizer = &target->tokenizer;
+    int start_token;
+    if (self_sample_start(tokenizer, &start_token, err) != 0) { return -1; }
     DraftSource none;
     draft_source_init(&none, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, target);
     int* prompt = mallocCheck((size_t)(length + 1) * sizeof(int));
@@ -958,10 +964,11 @@ int train_offline(const Options* o) {
         target_free(&target);
         return 1;
     }
-    int room;
+    int room, start_token;
     Draft draft;
     if ((o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) ||
         traffic_chat_check(&traffic, &target.tokenizer, &err) != 0 || prompt_room(&target, o->max_new, &room, &err) != 0 ||
+        (o->self_samples > 0 && self_sample_start(&target.tokenizer, &start_token, &err) != 0) ||
         (o->self_samples > 0 && o->sample_length >= room &&
          error_set(&err, "--sample-length %d does not fit the context: a sample and its --max-new %d continuation need "
                    "at most %d tokens of prompt here; lower --sample-length or --max-new, or raise --context",

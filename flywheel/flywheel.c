@@ -408,9 +408,6 @@ static int prompt_room(const Target* target, int max_new, int* room, Error* err)
 // ----------------------------------------------------------------------------
 // the target's greedy outputs for a list of requests, recorded (held-back evaluation, offline training)
 
-// Serves each request with plain greedy decoding (no draft), recording tokens, features and hidden
-// states. Requests whose prompt does not fit `room` are skipped. Stops early on SIGINT/SIGTERM. Returns
-// how many records were made; *skipped counts the rest.
 // One prompt's record: the target's greedy continuation of max_new tokens. out: (max_new + 1) scratch.
 static Record* record_greedy_output(Target* target, DraftSource* none, const int* prompt, int n_prompt, int max_new,
                                     int* out) {
@@ -421,6 +418,9 @@ static Record* record_greedy_output(Target* target, DraftSource* none, const int
     return record;
 }
 
+// Serves each request with plain greedy decoding (no draft), recording tokens, features and hidden
+// states. Requests whose prompt does not fit `room` are skipped. Stops early on SIGINT/SIGTERM. Returns
+// how many records were made; *skipped counts the rest.
 static int record_greedy_outputs(Target* target, const TrafficRequest* requests, int n, int max_new, int room,
                                  Record** records, int* skipped, const char* what) {
     DraftSource none;
@@ -444,13 +444,8 @@ static int record_greedy_outputs(Target* target, const TrafficRequest* requests,
     return n_records;
 }
 
-// The target's own text as prompts, for a draft trained before any traffic exists (train --self-samples). Draw i
-// starts from the start-of-text token (the tokenizer's BOS, else its end-of-text token: both mark a document's
-// start to a model trained on concatenated documents), samples up to `length` tokens with seed + i at
-// `sampling`, and ends before an end token; a draw shorter than SELF_SAMPLE_MIN_TOKENS is not kept. Each kept
-// draw is then recorded as a request would be: its every position carries the target's distribution, and the
-// target's greedy continuation of max_new tokens follows. Returns the records made (at most n); -1 with err when
-// the tokenizer has no start token.
+// The token a sample of the target's own text starts from: the tokenizer's BOS, else its end-of-text token
+// (both mark a document's start to a model trained on concatenated documents); an error when it has neither.
 static int self_sample_start(const Tokenizer* tokenizer, int* token, Error* err) {
     *token = tokenizer->bos_id >= 0 ? tokenizer->bos_id : tokenizer->eos_id;
     if (*token < 0) {
@@ -460,11 +455,14 @@ static int self_sample_start(const Tokenizer* tokenizer, int* token, Error* err)
     return 0;
 }
 
-static int record_self_samples(Target* target, int n, int length, SamplerSettings sampling, uint64_t seed, int max_new,
-                               Record** records, int* dropped, Error* err) {
+// The target's own text as prompts, for a draft trained before any traffic exists (train --self-samples). Draw i
+// starts from start_token (self_sample_start), samples up to `length` tokens with seed + i at `sampling`, and ends
+// before an end token; a draw shorter than SELF_SAMPLE_MIN_TOKENS is not kept (*dropped counts them). Each kept
+// draw is then recorded as a request would be: its every position carries the target's distribution, and the
+// target's greedy continuation of max_new tokens follows. Stops early on SIGINT/SIGTERM. Returns the records made.
+static int record_self_samples(Target* target, int start_token, int n, int length, SamplerSettings sampling,
+                               uint64_t seed, int max_new, Record** records, int* dropped) {
     const Tokenizer* tokenizer = &target->tokenizer;
-    int start_token;
-    if (self_sample_start(tokenizer, &start_token, err) != 0) { return -1; }
     DraftSource none;
     draft_source_init(&none, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, target);
     int* prompt = mallocCheck((size_t)(length + 1) * sizeof(int));
@@ -964,7 +962,7 @@ int train_offline(const Options* o) {
         target_free(&target);
         return 1;
     }
-    int room, start_token;
+    int room, start_token = -1;
     Draft draft;
     if ((o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) ||
         traffic_chat_check(&traffic, &target.tokenizer, &err) != 0 || prompt_room(&target, o->max_new, &room, &err) != 0 ||
@@ -993,16 +991,8 @@ int train_offline(const Options* o) {
     int n_skipped = 0, n_records;
     stop_signals_install();
     if (o->self_samples > 0) {
-        n_records = record_self_samples(&target, n_requests, o->sample_length, o->sampling, (uint64_t)o->seed, o->max_new,
-                                        records, &n_skipped, &err);
-        if (n_records < 0) {
-            fprintf(stderr, "error: %s\n", err.message);
-            stop_signals_restore();
-            free(records);
-            draft_free(&draft);
-            target_free(&target);
-            return 1;
-        }
+        n_records = record_self_samples(&target, start_token, n_requests, o->sample_length, o->sampling, (uint64_t)o->seed,
+                                        o->max_new, records, &n_skipped);
         fprintf(stderr, "the target's own text: %d samples kept, %d under %d tokens (it ended them) not kept\n", n_records,
                 n_skipped, SELF_SAMPLE_MIN_TOKENS);
     } else {

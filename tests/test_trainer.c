@@ -54,8 +54,10 @@ static void test_self_samples(Target* target) {
     Record* records[N];
     int dropped = -1;
     Error err;
-    int start = target->tokenizer.bos_id >= 0 ? target->tokenizer.bos_id : target->tokenizer.eos_id;
-    int made = record_self_samples(target, N, LENGTH, sampling, 77, MAX_NEW, records, &dropped, &err);
+    int start = target->tokenizer.bos_id >= 0 ? target->tokenizer.bos_id : target->tokenizer.eos_id, found = -1;
+    check(self_sample_start(&target->tokenizer, &found, &err) == 0 && found == start, "start token %d, expected %d",
+          found, start);
+    int made = record_self_samples(target, start, N, LENGTH, sampling, 77, MAX_NEW, records, &dropped);
     check(made == N && dropped == 0, "self samples: %d made, %d dropped, expected %d and 0", made, dropped, N);
     int matches = 0, wrong_seed_matches = 0, distinct = 0;
     for (int i = 0; i < made; i++) {
@@ -79,15 +81,14 @@ static void test_self_samples(Target* target) {
     int first = records[0]->tokens[1], saved_eos = target->tokenizer.eos_id;
     for (int i = 0; i < made; i++) { record_free(records[i]); }
     target->tokenizer.eos_id = first;
-    made = record_self_samples(target, N, LENGTH, sampling, 77, MAX_NEW, records, &dropped, &err);
+    made = record_self_samples(target, start, N, LENGTH, sampling, 77, MAX_NEW, records, &dropped);
     check(made + dropped == N && dropped >= 1 && (made == 0 || records[0]->tokens[1] != first),
           "an end token cuts draw 0: %d made, %d dropped", made, dropped);
     for (int i = 0; i < made; i++) { record_free(records[i]); }
     int saved_bos = target->tokenizer.bos_id;
     target->tokenizer.bos_id = -1; target->tokenizer.eos_id = -1;
-    made = record_self_samples(target, N, LENGTH, sampling, 77, MAX_NEW, records, &dropped, &err);
-    check(made == -1 && strstr(err.message, "neither a beginning- nor an end-of-text token") != NULL,
-          "no start token: %d, '%s'", made, err.message);
+    check(self_sample_start(&target->tokenizer, &found, &err) != 0 &&
+          strstr(err.message, "neither a beginning- nor an end-of-text token") != NULL, "no start token: '%s'", err.message);
     target->tokenizer.bos_id = saved_bos; target->tokenizer.eos_id = saved_eos;
 }
 

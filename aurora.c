@@ -186,6 +186,8 @@ static const Flag FLAGS[] = {
      "trainer beside serving on a core of its own"},
     {"lr", NULL, "--lr", FLAG_FLOAT, "X", 0, 1, NULL, OPTION(train.learning_rate), "learning rate after warm-up"},
     {"warmup", NULL, "--warmup", FLAG_INT, "N", 0, 1 << 24, NULL, OPTION(train.warmup_steps), "linear warm-up steps"},
+    {"lr-schedule", NULL, "--lr-schedule", FLAG_CHOICE, "HOW", 0, 0, "constant|cosine", OPTION(lr_schedule),
+     "after the warm-up: the learning rate stays, or follows a cosine down to 0 by the run's last step"},
     {"clip", NULL, "--clip", FLAG_FLOAT, "X", 0, 1e6, NULL, OPTION(train.max_grad_norm), "global gradient-norm clipping (0: off)"},
     {"ttt-length", NULL, "--ttt-length", FLAG_INT, "L", 1, TTT_MAX_STEPS, NULL, OPTION(train.ttt_length), "training-time-test unroll length"},
     {"loss", NULL, "--loss", FLAG_CHOICE, "KIND", 0, 0, "fkl|rkl|ntp", OPTION(loss_name),
@@ -1048,7 +1050,8 @@ static const Command COMMANDS[] = {
      "  or, with --self-samples N and no traffic at all, on N samples of the target's own text, each continued\n"
      "  greedily (a warm start before the first request), with the same trainer as the online flywheel.\n"
      "  Ctrl-C stops after the step in flight and saves the draft.",
-     "model traffic out domain requests self-samples sample-length temp max-new epochs draft-init lr warmup clip ttt-length "
+     "model traffic out domain requests self-samples sample-length temp max-new epochs draft-init lr warmup lr-schedule clip "
+     "ttt-length "
      "loss prompt-weight context-window freeze-head adapt-vocab batch-requests seed draft-vocab context batch device backend",
      "model out", 0, 0, NULL, train_defaults, command_train},
     {"dump", "dump -m MODEL -p PROMPT -o DUMP.safetensors [--draft DRAFT] [options]",

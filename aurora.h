@@ -1450,6 +1450,8 @@ enum { TTT_MAX_STEPS = 10 };
 typedef struct {
     float learning_rate;    // after warm-up
     int warmup_steps;       // linear warm-up from 0
+    int decay_steps;        // 0: the rate stays after warm-up; N: it follows a cosine from the setting down to 0
+                            // at step N (offline training sets N to the run's steps: --lr-schedule cosine)
     float beta1, beta2, adam_eps, weight_decay;
     float max_grad_norm;    // global clipping threshold (0: off)
     int ttt_length;         // L_ttt, the unroll length (1..TTT_MAX_STEPS)
@@ -1569,7 +1571,8 @@ void trainer_free(Trainer* trainer);
 // if the update was applied, 1 if it was rejected, 2 if the batch had no loss row (no update, no step);
 // stats filled either way.
 int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainStats* stats);
-// The learning rate of the next step: linear warm-up from 0 over warmup_steps, then the setting.
+// The learning rate of the next step: linear warm-up from 0 over warmup_steps, then the setting, or with
+// decay_steps a cosine from it to 0 at step decay_steps.
 float trainer_learning_rate(const Trainer* trainer);
 // What a step over these records costs, in rows the unroll runs (each record's columns times its unrolled
 // steps; discard rows left out): a step's time grows with it (training in the gaps predicts from it).
@@ -1838,6 +1841,7 @@ typedef struct {
     const char* title;          // plot --title
     const char* save_draft;
     const char* loss_name;      // --loss fkl|rkl|ntp
+    const char* lr_schedule;    // train: "constant" after the warm-up, or "cosine" down to 0 by the last step
     int requests, from, max_new, epochs;
     int self_samples;           // train: samples of the target's own text to train on instead of a traffic file
     int sample_length;          // train: tokens per such sample

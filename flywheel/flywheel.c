@@ -323,6 +323,7 @@ Options replay_default_options(void) {
     o.train.learning_rate = 1e-3f; o.train.warmup_steps = 5;
     o.train.prompt_weight = 1.0f; o.train.context_window = 512; o.train.ttt_length = 2;
     o.loss_name = "fkl";
+    o.lr_schedule = "constant";
     o.sync_every = 4; o.batch_requests = 1; o.lockstep_every = 0; o.buffer_capacity = 16;
     o.pool_capacity = REPLAY_DEFAULT_POOL; o.pool_sampling = "uniform"; o.steps_per_request = 4;
     o.eval_every = 0; o.eval_requests = REPLAY_DEFAULT_EVAL_REQUESTS; o.train_share = 1.0f; o.load = 1.0f;
@@ -1024,6 +1025,11 @@ int train_offline(const Options* o) {
         status = 1;
     } else {
         int batch = o->batch_requests < 1 ? 1 : o->batch_requests;
+        if (strcmp(o->lr_schedule, "cosine") == 0) { // down to 0 by the run's last step
+            trainer.settings.decay_steps = o->epochs * ((n_records + batch - 1) / batch);
+            fprintf(stderr, "learning rate: warm-up over %d steps to %g, then a cosine down to 0 at step %d\n",
+                    trainer.settings.warmup_steps, trainer.settings.learning_rate, trainer.settings.decay_steps);
+        }
         uint64_t rng = random_seed_state((uint64_t)o->seed);
         for (int epoch = 0; epoch < o->epochs && !stop_requested(); epoch++) {
             for (int i = n_records - 1; i > 0; i--) { // a fresh order each epoch

@@ -713,11 +713,18 @@ int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* em
 // ----------------------------------------------------------------------------
 // one optimiser step over a batch of records
 
-// Linear warm-up from 0 over warmup_steps, then the setting.
+// Linear warm-up from 0 over warmup_steps, then the setting; with decay_steps, a cosine from the setting
+// after the warm-up to 0 at step decay_steps (SpecForge's offline schedule): the last step's rate is small,
+// not zero, and past decay_steps the rate stays 0.
 float trainer_learning_rate(const Trainer* trainer) {
     const TrainerSettings* s = &trainer->settings;
     if (s->warmup_steps > 0 && trainer->step < s->warmup_steps) {
         return s->learning_rate * (trainer->step + 1) / s->warmup_steps;
+    }
+    if (s->decay_steps > s->warmup_steps) {
+        double progress = (double)(trainer->step - s->warmup_steps) / (s->decay_steps - s->warmup_steps);
+        if (progress >= 1.0) { return 0.0f; }
+        return (float)(s->learning_rate * 0.5 * (1.0 + cos(M_PI * progress)));
     }
     return s->learning_rate;
 }

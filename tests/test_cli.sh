@@ -222,6 +222,17 @@ expect_ok "train --self-samples" "$AURORA" train -m "$model" --self-samples 3 --
 grep -q "trained on 3 samples of the target's own text x 2 epochs (6 optimiser steps" "$work/err" && [ -s "$work/self.gguf" ] \
     && pass || fail "train --self-samples: $(tr '\r' '\n' < "$work/err" | tail -n 3)"
 expect_ok "generate with the self-trained draft" "$AURORA" generate -m "$model" -p "abc" -n 8 --draft "$work/self.gguf"
+# --lr-schedule cosine: the rate decays to 0 by the run's last step (train only)
+# (the warm-up of 1 step leaves 5 to decay: with the default 5 the decay's one step would be at the full rate)
+expect_ok "train --lr-schedule constant" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 --max-new 4 --epochs 2 \
+    --warmup 1 -o "$work/self_constant.gguf"
+expect_ok "train --lr-schedule cosine" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 --max-new 4 --epochs 2 \
+    --warmup 1 --lr-schedule cosine -o "$work/self_cosine.gguf"
+grep -q "then a cosine down to 0 at step 6" "$work/err" && ! cmp -s "$work/self_constant.gguf" "$work/self_cosine.gguf" && pass ||
+    fail "train --lr-schedule cosine: $(tr '\r' '\n' < "$work/err" | tail -n 3)"
+expect_error "train --lr-schedule unknown" "--lr-schedule expects" "$AURORA" train -m "$model" --self-samples 3 \
+    --lr-schedule linear -o "$work/never_made/d.gguf"
+expect_error "replay --lr-schedule" "--lr-schedule" "$AURORA" replay -m "$model" --traffic "$traffic" --lr-schedule cosine
 
 # ---- bad flags
 expect_error "no command" "usage" "$AURORA"

@@ -4,6 +4,7 @@ test_trainer.c: the flywheel's training side on project-made tiny models.
   - the whole training loss (TTT unroll, accepted-path loss, discard loss with its tree mask) against
     finite differences, for sampled weights of every draft tensor and every loss kind
   - the TTT mask and the discard tree mask against plain oracles
+  - the learning-rate schedule: warm-up, then constant or a cosine to 0
   - a non-finite record is rejected and leaves the weights bit-identical (counted)
   - the ring buffer drops the oldest record when full, and counts it
   - the weight exchange never hands out a buffer being written, and carries the vocabulary
@@ -42,6 +43,49 @@ static void load_tiny_target(Target* target, int n_layers, uint64_t seed) {
         exit(1);
     }
     target->tokenizer.eos_id = -1; target->tokenizer.n_end_ids = 0; // random weights: always generate max_new tokens
+}
+
+// ---- the learning-rate schedule ------------------------------------------------------------------
+
+// Warm-up, then constant or a cosine to 0 (train --lr-schedule cosine): the rate at the steps where the
+// curve's value is known without the formula (the warm-up's ramp, the peak, the half-way point, zero at the
+// end), falling step by step, and 0 past the end; decay_steps 0 keeps the rate.
+static void test_learning_rate_schedule(void) {
+    Trainer trainer;
+    memset(&trainer, 0, sizeof(trainer));
+    TrainerSettings* s = &trainer.settings;
+    s->learning_rate = 1e-3f; s->warmup_steps = 4; s->decay_steps = 0;
+    int ok = 1;
+    for (int step = 0; step < 4; step++) { trainer.step = step; ok &= fabsf(trainer_learning_rate(&trainer) - 1e-3f * (step + 1) / 4) < 1e-9f; }
+    for (int step = 4; step < 100; step += 7) { trainer.step = step; ok &= trainer_learning_rate(&trainer) == 1e-3f; }
+    check(ok, "learning rate: linear warm-up over 4 steps, then constant without decay_steps");
+    s->decay_steps = 104;   // 100 steps of decay after the warm-up: half-way at step 54
+    trainer.step = 3; float last_warmup = trainer_learning_rate(&trainer);
+    trainer.step = 4; float peak = trainer_learning_rate(&trainer);
+    trainer.step = 54; float half = trainer_learning_rate(&trainer);
+    trainer.step = 103; float final = trainer_learning_rate(&trainer);
+    check(last_warmup == 1e-3f && peak == 1e-3f && fabsf(half - 0.5e-3f) < 1e-8f && final > 0.0f && final < 1e-6f,
+          "cosine: the warm-up reaches the rate, the decay starts there, half the rate half-way, nearly 0 at the last "
+          "step (%g %g %g %g)", last_warmup, peak, half, final);
+    int falling = 1;
+    float previous = peak;
+    for (int step = 5; step < 104; step++) {
+        trainer.step = step;
+        float rate = trainer_learning_rate(&trainer);
+        falling &= rate < previous;
+        previous = rate;
+    }
+    trainer.step = 104; float at_end = trainer_learning_rate(&trainer);
+    trainer.step = 500; float past_end = trainer_learning_rate(&trainer);
+    check(falling && at_end == 0.0f && past_end == 0.0f, "cosine: falls at every step, 0 at step decay_steps and after");
+    // the curve is symmetric about its midpoint: rate(54 - d) + rate(54 + d) = the full rate
+    int symmetric = 1;
+    for (int d = 1; d < 50; d += 3) {
+        trainer.step = 54 - d; float before = trainer_learning_rate(&trainer);
+        trainer.step = 54 + d; float after = trainer_learning_rate(&trainer);
+        symmetric &= fabsf(before + after - 1e-3f) < 1e-8f;
+    }
+    check(symmetric, "cosine: symmetric about the half-way point (a linear decay would be too, a shifted one not)");
 }
 
 // ---- the target's own text (train --self-samples) -------------------------------------------------
@@ -1118,6 +1162,7 @@ int main(int argc, char** argv) {
         test_gradients(&target);
         test_loss_rows(&target);
         test_masks();
+        test_learning_rate_schedule();
         test_rejection_and_buffers(&target);
         test_record_storage(&target);
         test_vocabulary(&target);

@@ -415,7 +415,12 @@ static int parse_flags(const Command* command, int argc, char** argv, Options* o
         name[name_length] = '\0';
         if (equals && arg[1] == '-') { value = equals + 1; }
         const Flag* flag = flag_list_find(command->flags, flag_has_name, name);
-        if (flag == NULL) { return usage_error(command, "unknown flag '%s'", name); }
+        if (flag == NULL) {
+            for (int f = 0; f < N_FLAGS; f++) { // another command's flag: say so, not "unknown"
+                if (flag_has_name(&FLAGS[f], name)) { return usage_error(command, "%s is not an option of %s", name, command->name); }
+            }
+            return usage_error(command, "unknown flag '%s'", name);
+        }
         if (flag->kind == FLAG_SWITCH) {
             if (value) { return usage_error(command, "flag %s takes no value", name); }
         } else if (value == NULL) {

@@ -232,7 +232,7 @@ grep -q "then a cosine down to 0 at step 6" "$work/err" && ! cmp -s "$work/self_
     fail "train --lr-schedule cosine: $(tr '\r' '\n' < "$work/err" | tail -n 3)"
 expect_error "train --lr-schedule unknown" "--lr-schedule expects" "$AURORA" train -m "$model" --self-samples 3 \
     --lr-schedule linear -o "$work/never_made/d.gguf"
-expect_error "replay --lr-schedule" "--lr-schedule" "$AURORA" replay -m "$model" --traffic "$traffic" --lr-schedule cosine
+expect_error "replay --lr-schedule" "--lr-schedule is not an option of replay" "$AURORA" replay -m "$model" --traffic "$traffic" --lr-schedule cosine
 
 # ---- bad flags
 expect_error "no command" "usage" "$AURORA"

@@ -57,6 +57,9 @@ INIT=${INIT:-target-layer}
 TRAIN=${TRAIN:---lr 1e-3 --warmup 5 --prompt-weight 1 --context-window 512 --ttt-length 2}
 EVAL=${EVAL:---eval-every 50 --eval-requests 16}
 LOOKAHEAD5="--spec-fixed --spec-k 1 --spec-depth 5"
+# the study's base over N requests: lockstep after every request, 4 steps per request (replay's default), so
+# runs are repeatable and fair between levers; mixed traffic, chains of depth 5, the held-back curve
+lockstep_base() { echo "--order mixed --requests $1 --online --sync-schedule 1 $LOOKAHEAD5 $EVAL"; }
 
 log() { echo "$(date +%H:%M:%S) $*" >&2; }
 
@@ -344,7 +347,7 @@ selfstart)
     # each draft, frozen, on 100 requests none of them saw (EVAL_FROM on; the default traffic has 4,000)
     OMP_NUM_THREADS=$(nproc --all) "$AURORA" train ${DEVICE:+--device "$DEVICE"} -m "$MODEL" --self-samples "$SAMPLES" \
         --epochs 2 --max-new "$MAX_NEW" --draft-init "$INIT" $TRAIN -o "$out/self.gguf" > "$out/train.log" 2>&1
-    BASE="--order mixed --requests $N --online --sync-schedule 1 $LOOKAHEAD5 $EVAL"
+    BASE=$(lockstep_base "$N")
     run "$INIT" $BASE --draft-init "$INIT" $TRAIN --save-draft "$out/$INIT.gguf"
     run self $BASE --draft-init "$out/self.gguf" $TRAIN --save-draft "$out/self-online.gguf"
     finish
@@ -367,8 +370,7 @@ selfstart)
     ;;
 study)
     N=${2:-200}
-    # the base: lockstep after every request, 4 steps per request (repeatable, and fair between levers)
-    BASE="--order mixed --requests $N --online --sync-schedule 1 $LOOKAHEAD5 $EVAL"
+    BASE=$(lockstep_base "$N")
     # LEVERS="base prompt-0 ..." runs only the runs named (default: all)
     lever() { case " ${LEVERS:-$1} " in *" $1 "*) run "$@" ;; esac; }
     lever base $BASE --draft-init "$INIT" $TRAIN

@@ -195,6 +195,9 @@ static const Flag FLAGS[] = {
     {"prompt-weight", NULL, "--prompt-weight", FLAG_FLOAT, "W", 0, 100, NULL, OPTION(train.prompt_weight),
      "loss weight of a prompt position against a completion position: every recorded position has an exact teacher "
      "(0: completion only)"},
+    {"feature-weight", NULL, "--feature-weight", FLAG_FLOAT, "W", 0, 100, NULL, OPTION(train.feature_weight),
+     "weight of the feature loss: the mean squared difference between the draft's normed output and the target's "
+     "final hidden state at each loss position, beside the distribution loss (0: off)"},
     {"context-window", NULL, "--context-window", FLAG_INT, "N", 0, 1 << 20, NULL, OPTION(train.context_window),
      "prompt positions trained on before the first completion token (with the completion at most 1,024 columns: "
      "the window gives way to the completion)"},
@@ -855,6 +858,7 @@ static int replay_check_flags(const Options* o) {
     int training_flags = t->learning_rate != dt->learning_rate || t->warmup_steps != dt->warmup_steps ||
                          t->max_grad_norm != dt->max_grad_norm || t->ttt_length != dt->ttt_length ||
                          strcmp(o->loss_name, d.loss_name) != 0 || t->prompt_weight != dt->prompt_weight ||
+                         t->feature_weight != dt->feature_weight ||
                          t->context_window != dt->context_window || t->freeze_lm_head != dt->freeze_lm_head ||
                          t->adapt_vocabulary != dt->adapt_vocabulary || t->discard_weight != dt->discard_weight ||
                          t->discard_top_k != dt->discard_top_k || o->sync_every != d.sync_every ||
@@ -1046,7 +1050,8 @@ static const Command COMMANDS[] = {
      "model traffic online static no-spec draft-init order domain requests from max-new out-dir label save-draft "
      "sync-every sync-schedule batch-requests buffer pool pool-sampling steps-per-request train-share load eval-every "
      "eval-requests lr warmup clip "
-     "ttt-length loss prompt-weight context-window freeze-head adapt-vocab discard-weight discard-top-k source spec-k spec-depth "
+     "ttt-length loss prompt-weight feature-weight context-window freeze-head adapt-vocab discard-weight discard-top-k source "
+     "spec-k spec-depth "
      "spec-nodes spec-fixed temp top-p seed draft-vocab context batch device backend",
      "model traffic", 0, 0, NULL, run_defaults, command_replay},
     {"train", "train -m MODEL (--traffic FILE | --self-samples N) -o DRAFT.gguf [options]",
@@ -1057,7 +1062,8 @@ static const Command COMMANDS[] = {
      "  Ctrl-C stops after the step in flight and saves the draft.",
      "model traffic out domain requests self-samples sample-length temp max-new epochs draft-init lr warmup lr-schedule clip "
      "ttt-length "
-     "loss prompt-weight context-window freeze-head adapt-vocab batch-requests seed draft-vocab context batch device backend",
+     "loss prompt-weight feature-weight context-window freeze-head adapt-vocab batch-requests seed draft-vocab context batch "
+     "device backend",
      "model out", 0, 0, NULL, train_defaults, command_train},
     {"dump", "dump -m MODEL -p PROMPT -o DUMP.safetensors [--draft DRAFT] [options]",
      "write every named intermediate of a request (draft, verify pass, acceptance, a trainer step) to one file",

@@ -1474,6 +1474,12 @@ typedef struct {
                             // a few hundred requests with, and no LM-head weight gradient to compute
     int adapt_vocabulary;   // 1: the draft vocabulary follows the traffic (trainer_adapt_vocabulary); 0: it
                             // stays as initialised
+    float feature_weight;   // the feature loss's weight (0: off). At every sequence loss row it adds
+                            // feature_weight x the row's weight x mean_c (y_c - h_c)^2, y = RMSNorm_out(out) the
+                            // draft's normed output and h the target's final normed hidden state at the same
+                            // column: the vector the target's LM head maps to the teacher distribution, which the
+                            // draft's head (the target's rows, with a warm start) is to reproduce; EAGLE-1's
+                            // feature regression beside EAGLE-3's distribution loss
 } TrainerSettings;
 enum { TRAINER_DEFAULT_MAX_POSITIONS = 1024, TRAINER_DEFAULT_CONTEXT_WINDOW = 64 };
 
@@ -1481,6 +1487,7 @@ typedef struct {
     float loss;             // total (accepted + discard), batch mean
     float accepted_loss;    // step-weighted accepted-path loss
     float discard_loss;
+    float feature_loss;     // the feature loss's part of loss (0 when it is off)
     float step0_accuracy;   // share of step-0 positions where the draft's argmax is the target's
     float grad_norm;        // before clipping
     int n_positions;        // step-0 loss positions
@@ -1533,6 +1540,8 @@ typedef struct {
     float* host_loss_weights; // (rows)
     float* host_losses;     // (rows)
     int* host_argmax;       // (2 rows)
+    float* host_teacher_hidden; // (rows, C) the sequence loss rows' target hidden states (the feature loss)
+    float* host_out_norm;   // (rows, C) the draft's normed outputs at the loss rows, then their gradient
 } TrainWorkspace;
 // The discard loss's choice of rejected nodes for one record, sized by its rejected nodes (the workspace
 // is then sized by the nodes chosen, not by every node a long completion rejected).

@@ -22,6 +22,9 @@ One optimiser step over a batch of records:
      along in step 0 as an extra row: u = fc(g at its parent), e = Emb(y_n), position pos(n) - 1; it sees
      the block-0 columns before it (prefix_end), its rejected ancestors and itself (tree attention);
      target p(. | prefix, path to n) from the node's recorded hidden state; weight lambda / #nodes;
+  4b. the feature loss (off by default, --feature-weight): at each accepted-path loss row, the mean squared
+     difference between the draft's normed output and the target's recorded hidden state h at the same
+     column (what the target's LM head turns into that row's teacher), computed on the host;
   5. backward through everything by hand (the ops' backward passes in cpu_ref.c), in reverse step
      order, so that the gradient of block k's keys/values is complete when step k is reached;
   6. a non-finite loss or gradient rejects the step (counted; the weights stay); otherwise global
@@ -99,7 +102,8 @@ static void train_workspace_free_shared(TrainWorkspace* w, const Backend* b) {
                           w->d_half, w->d_u};
     for (size_t i = 0; i < sizeof(on_backend) / sizeof(on_backend[0]); i++) { b->free(on_backend[i]); }
     void* on_host[] = {w->host_rows, w->host_mask, w->host_tokens, w->host_positions, w->host_loss_rows,
-                       w->host_target_tokens, w->host_loss_weights, w->host_losses, w->host_argmax};
+                       w->host_target_tokens, w->host_loss_weights, w->host_losses, w->host_argmax,
+                       w->host_teacher_hidden, w->host_out_norm};
     for (size_t i = 0; i < sizeof(on_host) / sizeof(on_host[0]); i++) { free(on_host[i]); }
 }
 
@@ -189,6 +193,8 @@ static void train_workspace_reserve(TrainWorkspace* w, const Backend* b, const D
     w->host_loss_weights = mallocCheck(R * sizeof(float));
     w->host_losses = mallocCheck(R * sizeof(float));
     w->host_argmax = mallocCheck(2 * R * sizeof(int));
+    w->host_teacher_hidden = mallocCheck(R * C * sizeof(float));
+    w->host_out_norm = mallocCheck(R * C * sizeof(float));
 }
 
 // Grows the discard selection to a record's n rejected nodes.
@@ -464,6 +470,9 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
                                                : scale * s->discard_weight / D;
         }
         if (k == 0) {
+            if (s->feature_weight > 0.0f) {   // the feature loss's targets: the sequence rows' hidden states
+                memcpy(ws->host_teacher_hidden, ws->host_rows, (size_t)n_sequence_loss * C * sizeof(float));
+            }
             b->upload(ws->gathered, ws->host_rows, (size_t)n_loss * C * sizeof(float));
             b->matmul_forward(ws->p_target, ws->gathered, matrix_f32(trainer->head_rows), n_loss, C, V_d);
             b->softmax_forward(ws->p_target, ws->p_target, n_loss, V_d);
@@ -510,6 +519,29 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
             total_loss += discard_part;
             if (stats) { stats->discard_loss += discard_part; stats->n_discard += D; }
         }
+        // the feature loss, on the host (a few hundred rows of C: small beside the layer): w * mean((y - h)^2)
+        // per sequence row, y = RMSNorm_out(out) and h the target's hidden state at the same column, and
+        // its gradient w * 2 (y - h) / C into d_out_norm (the LM head's is added to it below)
+        int feature_loss = s->feature_weight > 0.0f && n_sequence_loss > 0;
+        if (feature_loss) {
+            float* y = ws->host_out_norm;
+            const float* h = ws->host_teacher_hidden + (size_t)(n_teacher - n_sequence_loss) * C;
+            b->download(y, a->out_norm, (size_t)n_sequence_loss * C * sizeof(float));
+            float feature_part = 0.0f;
+            for (int i = 0; i < n_sequence_loss; i++) {
+                float* yi = y + (size_t)i * C;
+                const float* hi = h + (size_t)i * C;
+                float weight = s->feature_weight * ws->host_loss_weights[i], squares = 0.0f;
+                for (int j = 0; j < C; j++) {
+                    float d = yi[j] - hi[j];
+                    squares += d * d;
+                    yi[j] = weight * 2.0f * d / C;   // the gradient replaces y
+                }
+                feature_part += weight * squares / C;
+            }
+            total_loss += feature_part;
+            if (stats) { stats->feature_loss += feature_part; }
+        }
         if (k == 0 && n_sequence_loss > 0) { // step-0 accuracy: the draft's argmax against the target's
             b->argmax_rows(ws->argmax, a->logits, n_sequence_loss, V_d);
             b->argmax_rows(ws->argmax + n_sequence_loss, ws->p_target, n_sequence_loss, V_d);
@@ -527,6 +559,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         if (backward) {
             // logits = lm_head(RMSNorm_out(out)) over the gathered rows, then scattered back to the loss rows
             b->zero(ws->d_out_norm, (size_t)n_loss * C * sizeof(float));
+            if (feature_loss) { b->upload(ws->d_out_norm, ws->host_out_norm, (size_t)n_sequence_loss * C * sizeof(float)); }
             float* d_head = trainer->settings.freeze_lm_head ? NULL : trainer->grad.lm_head; // frozen: stays zero
             b->matmul_backward(ws->d_out_norm, d_head, ws->d_logits, a->out_norm, w->lm_head, n_loss, C, V_d);
             b->zero(ws->d_h, (size_t)n_loss * C * sizeof(float));
@@ -682,6 +715,7 @@ int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* em
     s.ttt_length = depth < TTT_MAX_STEPS ? depth : TTT_MAX_STEPS;
     s.prompt_weight = 0.0f;
     s.discard_weight = 0.0f;
+    s.feature_weight = 0.0f;   // (its loss is not used here: only the guesses)
     // serving's draft attends to every prompt position: so does the replay (the training window is narrower)
     s.context_window = record->n_prompt;
     s.max_positions = record->n_committed;

@@ -230,6 +230,12 @@ expect_ok "train --lr-schedule cosine" "$AURORA" train -m "$model" --self-sample
     --warmup 1 --lr-schedule cosine -o "$work/self_cosine.gguf"
 grep -q "then a cosine down to 0 at step 6" "$work/err" && ! cmp -s "$work/self_constant.gguf" "$work/self_cosine.gguf" && pass ||
     fail "train --lr-schedule cosine: $(tr '\r' '\n' < "$work/err" | tail -n 3)"
+# --feature-weight: the feature loss beside the distribution loss changes what is trained (train and replay)
+expect_ok "train --feature-weight 1" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 --max-new 4 --epochs 2 \
+    --warmup 1 --feature-weight 1 -o "$work/self_feature.gguf"
+! cmp -s "$work/self_constant.gguf" "$work/self_feature.gguf" && pass || fail "train --feature-weight 1 trained the same draft"
+expect_error "train --feature-weight negative" "--feature-weight expects" "$AURORA" train -m "$model" --self-samples 3 \
+    --feature-weight -1 -o "$work/never_made/d.gguf"
 expect_error "train --lr-schedule unknown" "--lr-schedule expects" "$AURORA" train -m "$model" --self-samples 3 \
     --lr-schedule linear -o "$work/never_made/d.gguf"
 expect_error "replay --lr-schedule" "--lr-schedule is not an option of replay" "$AURORA" replay -m "$model" --traffic "$traffic" --lr-schedule cosine
@@ -451,6 +457,8 @@ expect_error "--backend against --device" "disagrees with --device cuda" "$AUROR
 expect_error "--backend against --no-blas" "disagrees with --no-blas" "$AURORA" generate -m "$model" -p hi --no-blas --backend fast
 expect_error "training flags with --static" "nothing is trained" "$AURORA" replay -m "$model" --traffic "$traffic" \
     --static "$work/online.gguf" --lr 0.5 --out "$work/never_trained"
+expect_error "the feature loss with --static" "nothing is trained" "$AURORA" replay -m "$model" --traffic "$traffic" \
+    --static "$work/online.gguf" --feature-weight 1 --out "$work/never_trained"
 expect_error "training flags with --source suffix" "nothing is trained" "$AURORA" replay -m "$model" --traffic "$traffic" \
     --source suffix --ttt-length 4 --out "$work/never_trained"
 expect_error "--eval-requests alone" "give --eval-every too" "$AURORA" replay -m "$model" --traffic "$traffic" --eval-requests 7 \

@@ -156,6 +156,7 @@ static void test_gradients(Target* target) {
         settings.discard_loss = kind == 1 ? LOSS_REVERSE_KL : LOSS_FORWARD_KL;
         settings.context_window = kind == 2 ? 1 : 64; // once with most of the prompt cut from the unroll
         settings.prompt_weight = kind == 0 ? 0.5f : 0.0f; // once with the prompt positions carrying loss too
+        settings.feature_weight = kind == 1 ? 0.0f : kind == 0 ? 0.3f : 2.0f; // the feature loss on, twice
         Trainer trainer;
         trainer_init(&trainer, &draft, target, settings);
         memset(trainer.grads, 0, trainer.draft.n_weight_floats * sizeof(float));
@@ -163,6 +164,8 @@ static void test_gradients(Target* target) {
         memset(&stats, 0, sizeof(stats));
         float loss = record_train(&trainer, record, 1.0f, 1, &stats);
         check(isfinite(loss) && loss > 0.0f && stats.n_discard > 0, "loss %g with %d discard nodes", loss, stats.n_discard);
+        check((stats.feature_loss > 0.0f) == (settings.feature_weight > 0.0f) && stats.feature_loss < loss,
+              "the feature loss is %g of %g at weight %g", stats.feature_loss, loss, settings.feature_weight);
         int bad = 0, checked = 0;
         for (int t = 0; t < DRAFT_NUM_TENSORS; t++) {
             const DraftTensorInfo* info = &trainer.draft.tensors[t];

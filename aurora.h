@@ -1479,12 +1479,13 @@ typedef struct {
                             // draft's normed output and h the target's final normed hidden state at the same
                             // column: the vector the target's LM head maps to the teacher distribution, which the
                             // draft's head (the target's rows, with a warm start) is to reproduce; EAGLE-1's
-                            // feature regression beside EAGLE-3's distribution loss
+                            // feature regression beside EAGLE-3's distribution loss. It takes the row's weight,
+                            // so with --loss ntp a row whose token is outside the draft vocabulary has neither
 } TrainerSettings;
 enum { TRAINER_DEFAULT_MAX_POSITIONS = 1024, TRAINER_DEFAULT_CONTEXT_WINDOW = 64 };
 
 typedef struct {
-    float loss;             // total (accepted + discard), batch mean
+    float loss;             // total (accepted + discard + feature), batch mean
     float accepted_loss;    // step-weighted accepted-path loss
     float discard_loss;
     float feature_loss;     // the feature loss's part of loss (0 when it is off)
@@ -1540,8 +1541,8 @@ typedef struct {
     float* host_loss_weights; // (rows)
     float* host_losses;     // (rows)
     int* host_argmax;       // (2 rows)
-    float* host_teacher_hidden; // (rows, C) the sequence loss rows' target hidden states (the feature loss)
-    float* host_out_norm;   // (rows, C) the draft's normed outputs at the loss rows, then their gradient
+    float* host_out_norm;   // (rows, C) the draft's normed outputs at the loss rows, then the feature loss's
+                            // gradient
 } TrainWorkspace;
 // The discard loss's choice of rejected nodes for one record, sized by its rejected nodes (the workspace
 // is then sized by the nodes chosen, not by every node a long completion rejected).

@@ -103,7 +103,7 @@ static void train_workspace_free_shared(TrainWorkspace* w, const Backend* b) {
     for (size_t i = 0; i < sizeof(on_backend) / sizeof(on_backend[0]); i++) { b->free(on_backend[i]); }
     void* on_host[] = {w->host_rows, w->host_mask, w->host_tokens, w->host_positions, w->host_loss_rows,
                        w->host_target_tokens, w->host_loss_weights, w->host_losses, w->host_argmax,
-                       w->host_teacher_hidden, w->host_out_norm};
+                       w->host_out_norm};
     for (size_t i = 0; i < sizeof(on_host) / sizeof(on_host[0]); i++) { free(on_host[i]); }
 }
 
@@ -193,7 +193,6 @@ static void train_workspace_reserve(TrainWorkspace* w, const Backend* b, const D
     w->host_loss_weights = mallocCheck(R * sizeof(float));
     w->host_losses = mallocCheck(R * sizeof(float));
     w->host_argmax = mallocCheck(2 * R * sizeof(int));
-    w->host_teacher_hidden = mallocCheck(R * C * sizeof(float));
     w->host_out_norm = mallocCheck(R * C * sizeof(float));
 }
 
@@ -470,9 +469,6 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
                                                : scale * s->discard_weight / D;
         }
         if (k == 0) {
-            if (s->feature_weight > 0.0f) {   // the feature loss's targets: the sequence rows' hidden states
-                memcpy(ws->host_teacher_hidden, ws->host_rows, (size_t)n_sequence_loss * C * sizeof(float));
-            }
             b->upload(ws->gathered, ws->host_rows, (size_t)n_loss * C * sizeof(float));
             b->matmul_forward(ws->p_target, ws->gathered, matrix_f32(trainer->head_rows), n_loss, C, V_d);
             b->softmax_forward(ws->p_target, ws->p_target, n_loss, V_d);
@@ -520,12 +516,17 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
             if (stats) { stats->discard_loss += discard_part; stats->n_discard += D; }
         }
         // the feature loss, on the host (a few hundred rows of C: small beside the layer): w * mean((y - h)^2)
-        // per sequence row, y = RMSNorm_out(out) and h the target's hidden state at the same column, and
-        // its gradient w * 2 (y - h) / C into d_out_norm (the LM head's is added to it below)
+        // per sequence row, y = RMSNorm_out(out) and h the target's hidden state at the row's column t + k
+        // (the state its teacher distribution comes from), and its gradient w * 2 (y - h) / C into
+        // d_out_norm (the LM head's is added to it below)
         int feature_loss = s->feature_weight > 0.0f && n_sequence_loss > 0;
         if (feature_loss) {
             float* y = ws->host_out_norm;
-            const float* h = ws->host_teacher_hidden + (size_t)(n_teacher - n_sequence_loss) * C;
+            float* h = ws->host_rows;   // (free again: its rows went up before the layer)
+            for (int i = 0; i < n_sequence_loss; i++) {
+                int column = ws->host_loss_rows[i] + shift + k;
+                record_rows_f32(h + (size_t)i * C, record->hidden + (size_t)(first_column + column + 1) * C, 1, C);
+            }
             b->download(y, a->out_norm, (size_t)n_sequence_loss * C * sizeof(float));
             float feature_part = 0.0f;
             for (int i = 0; i < n_sequence_loss; i++) {

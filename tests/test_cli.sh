@@ -234,6 +234,9 @@ grep -q "then a cosine down to 0 at step 6" "$work/err" && ! cmp -s "$work/self_
 expect_ok "train --feature-weight 1" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 --max-new 4 --epochs 2 \
     --warmup 1 --feature-weight 1 -o "$work/self_feature.gguf"
 ! cmp -s "$work/self_constant.gguf" "$work/self_feature.gguf" && pass || fail "train --feature-weight 1 trained the same draft"
+expect_ok "train --feature-weight 0" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 --max-new 4 --epochs 2 \
+    --warmup 1 --feature-weight 0 -o "$work/self_feature0.gguf"
+cmp -s "$work/self_constant.gguf" "$work/self_feature0.gguf" && pass || fail "train --feature-weight 0 is not the default's draft"
 expect_error "train --feature-weight negative" "--feature-weight expects" "$AURORA" train -m "$model" --self-samples 3 \
     --feature-weight -1 -o "$work/never_made/d.gguf"
 expect_error "train --lr-schedule unknown" "--lr-schedule expects" "$AURORA" train -m "$model" --self-samples 3 \

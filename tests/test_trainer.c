@@ -230,6 +230,52 @@ static void test_gradients(Target* target) {
     draft_free(&draft);
 }
 
+// ---- the feature loss's targets, against a plain oracle ---------------------------------------------
+// A finite-difference check cannot see a loss compared with the wrong rows (it stays consistent with its own
+// targets), so the targets are checked directly: with the draft's final norm zero its normed output y is 0,
+// and the feature loss is W x sum over steps k of 0.8^k / n_k x sum over its rows t of mean_c h^2, h the
+// target's hidden state at column t + k + 1 (every column a loss row: a short prompt inside the window, prompt
+// weight 1). Negative control: the same sum with the hidden state at column t + 1 (k left out) differs.
+static void test_feature_loss_targets(Target* target) {
+    Draft draft;
+    draft_init_random(&draft, target, 120, NULL, 11);
+    int C = draft.config.dim;
+    for (int i = 0; i < C; i++) { draft.weights.output_norm[i] = 0.0f; }
+    int prompt[5] = {20, 21, 22, 23, 24};
+    Record* record = make_record(target, &draft, prompt, 5, 12);
+    TrainerSettings settings = trainer_default_settings();
+    settings.ttt_length = 3;
+    settings.prompt_weight = 1.0f;
+    settings.feature_weight = 1.5f;
+    Trainer trainer;
+    trainer_init(&trainer, &draft, target, settings);
+    TrainStats stats;
+    memset(&stats, 0, sizeof(stats));
+    record_train(&trainer, record, 1.0f, 0, &stats);
+    int T = record->n_committed;
+    float* h = mallocCheck((size_t)C * sizeof(float));
+    double want = 0.0, wrong = 0.0, step_weight = 1.0;
+    for (int k = 0; k < settings.ttt_length; k++, step_weight *= 0.8) {
+        int n = T - k - 1;
+        for (int t = 0; t < n; t++) {
+            for (int shifted = 0; shifted < 2; shifted++) {
+                record_rows_f32(h, record->hidden + (size_t)(t + (shifted ? 0 : k) + 1) * C, 1, C);
+                double squares = 0.0;
+                for (int c = 0; c < C; c++) { squares += (double)h[c] * h[c]; }
+                *(shifted ? &wrong : &want) += settings.feature_weight * step_weight / n * squares / C;
+            }
+        }
+    }
+    check(fabs(stats.feature_loss - want) <= 1e-4 * want, "the feature loss %.7g, against the oracle's %.7g",
+          stats.feature_loss, want);
+    check(fabs(wrong - want) > 1e-3 * want, "negative control: the targets at column t + 1 give %.7g, the oracle %.7g",
+          wrong, want);
+    free(h);
+    trainer_free(&trainer);
+    record_free(record);
+    draft_free(&draft);
+}
+
 // ---- which positions carry loss, against a plain oracle --------------------------------------------
 static void test_loss_rows(Target* target) {
     Draft draft;
@@ -1163,6 +1209,7 @@ int main(int argc, char** argv) {
         Target target;
         load_tiny_target(&target, 3, 12);
         test_gradients(&target);
+        test_feature_loss_targets(&target);
         test_loss_rows(&target);
         test_masks();
         test_learning_rate_schedule();

@@ -230,7 +230,8 @@ expect_ok "train --lr-schedule cosine" "$AURORA" train -m "$model" --self-sample
     --warmup 1 --lr-schedule cosine -o "$work/self_cosine.gguf"
 grep -q "then a cosine down to 0 at step 6" "$work/err" && ! cmp -s "$work/self_constant.gguf" "$work/self_cosine.gguf" && pass ||
     fail "train --lr-schedule cosine: $(tr '\r' '\n' < "$work/err" | tail -n 3)"
-# --feature-weight: the feature loss beside the distribution loss changes what is trained (train and replay)
+# --feature-weight: the feature loss beside the distribution loss changes what is trained (train here; replay runs
+# the same trainer, and refuses the flag with nothing to train below)
 expect_ok "train --feature-weight 1" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 --max-new 4 --epochs 2 \
     --warmup 1 --feature-weight 1 -o "$work/self_feature.gguf"
 ! cmp -s "$work/self_constant.gguf" "$work/self_feature.gguf" && pass || fail "train --feature-weight 1 trained the same draft"

@@ -198,6 +198,10 @@ static const Flag FLAGS[] = {
     {"feature-weight", NULL, "--feature-weight", FLAG_FLOAT, "W", 0, 100, NULL, OPTION(train.feature_weight),
      "weight of the feature loss: the mean squared difference between the draft's normed output and the target's "
      "final hidden state at each loss position, beside the distribution loss (0: off)"},
+    {"train-precision", NULL, "--train-precision", FLAG_CHOICE, "P", 0, 0, "fp32|bf16|auto", OPTION(train_precision),
+     "the trainer's matmuls: fp32, or bf16 products (operands rounded to bf16, sums and everything else fp32: "
+     "PyTorch's bf16 autocast; twice the multiply-adds a cycle on a CPU with AVX-512 BF16; the fast CPU table only), "
+     "or auto: bf16 where the table is the fast CPU one and the CPU has AVX-512 BF16, else fp32"},
     {"context-window", NULL, "--context-window", FLAG_INT, "N", 0, 1 << 20, NULL, OPTION(train.context_window),
      "prompt positions trained on before the first completion token (with the completion at most 1,024 columns: "
      "the window gives way to the completion)"},
@@ -465,6 +469,22 @@ static int check_output(const char* output, const char* flag, const char* const*
     if (check_not_input(output, flag, inputs, input_flags, n_inputs) != 0) { return 1; }
     Error err;
     if (check_writable(output, create_directory, &err) != 0) { return fail(&err); }
+    return 0;
+}
+
+// --train-precision: bf16 products need the serving table's mixed-precision twin (the fast CPU table's); auto takes
+// them where they run on the CPU's own instruction
+static int resolve_train_precision(Options* o, const Backend* backend) {
+    Error err;
+    if (strcmp(o->train_precision, "auto") == 0) {
+        o->train.bf16_products = fast_bf16_native() && backend_bf16_twin(backend, &err) != NULL;
+        return 0;
+    }
+    o->train.bf16_products = strcmp(o->train_precision, "bf16") == 0;
+    if (o->train.bf16_products && backend_bf16_twin(backend, &err) == NULL) {
+        fprintf(stderr, "error: --train-precision bf16: %s\n", err.message);
+        return 1;
+    }
     return 0;
 }
 
@@ -858,7 +878,7 @@ static int replay_check_flags(const Options* o) {
     int training_flags = t->learning_rate != dt->learning_rate || t->warmup_steps != dt->warmup_steps ||
                          t->max_grad_norm != dt->max_grad_norm || t->ttt_length != dt->ttt_length ||
                          strcmp(o->loss_name, d.loss_name) != 0 || t->prompt_weight != dt->prompt_weight ||
-                         t->feature_weight != dt->feature_weight ||
+                         t->feature_weight != dt->feature_weight || strcmp(o->train_precision, d.train_precision) != 0 ||
                          t->context_window != dt->context_window || t->freeze_lm_head != dt->freeze_lm_head ||
                          t->adapt_vocabulary != dt->adapt_vocabulary || t->discard_weight != dt->discard_weight ||
                          t->discard_top_k != dt->discard_top_k || o->sync_every != d.sync_every ||
@@ -921,7 +941,10 @@ static int command_replay(Options* o) {
     resolve_tree_shape(o);
     Error err;
     if (tree_shape_check(o->shape, &err) != 0) { return fail(&err); }
-    if (resolve_backend(o) == NULL || run_check_outputs(o, o->save_draft, "--save-draft") != 0) { return 1; }
+    const Backend* backend = resolve_backend(o);
+    if (backend == NULL || resolve_train_precision(o, backend) != 0 || run_check_outputs(o, o->save_draft, "--save-draft") != 0) {
+        return 1;
+    }
     return replay_run(o);
 }
 
@@ -949,7 +972,8 @@ static int command_train(Options* o) {
     }
     o->draft = o->draft_init ? o->draft_init : REPLAY_DEFAULT_DRAFT_INIT;
     o->train.loss = loss_kind_from_name(o->loss_name);
-    if (resolve_backend(o) == NULL || run_check_outputs(o, o->out_path, "-o") != 0) { return 1; }
+    const Backend* backend = resolve_backend(o);
+    if (backend == NULL || resolve_train_precision(o, backend) != 0 || run_check_outputs(o, o->out_path, "-o") != 0) { return 1; }
     return train_offline(o);
 }
 
@@ -1050,7 +1074,7 @@ static const Command COMMANDS[] = {
      "model traffic online static no-spec draft-init order domain requests from max-new out-dir label save-draft "
      "sync-every sync-schedule batch-requests buffer pool pool-sampling steps-per-request train-share load eval-every "
      "eval-requests lr warmup clip "
-     "ttt-length loss prompt-weight feature-weight context-window freeze-head adapt-vocab discard-weight discard-top-k source "
+     "ttt-length loss prompt-weight feature-weight train-precision context-window freeze-head adapt-vocab discard-weight discard-top-k source "
      "spec-k spec-depth "
      "spec-nodes spec-fixed temp top-p seed draft-vocab context batch device backend",
      "model traffic", 0, 0, NULL, run_defaults, command_replay},
@@ -1062,7 +1086,7 @@ static const Command COMMANDS[] = {
      "  Ctrl-C stops after the step in flight and saves the draft.",
      "model traffic out domain requests self-samples sample-length temp max-new epochs draft-init lr warmup lr-schedule clip "
      "ttt-length "
-     "loss prompt-weight feature-weight context-window freeze-head adapt-vocab batch-requests seed draft-vocab context batch "
+     "loss prompt-weight feature-weight train-precision context-window freeze-head adapt-vocab batch-requests seed draft-vocab context batch "
      "device backend",
      "model out", 0, 0, NULL, train_defaults, command_train},
     {"dump", "dump -m MODEL -p PROMPT -o DUMP.safetensors [--draft DRAFT] [options]",

@@ -544,6 +544,7 @@ typedef struct {
 extern const Backend backend_cpu_ref;       // cpu_ref.c: plain loops, fp32 weights
 extern const Backend backend_cpu_fast;      // cpu_fast.c: weights in their GGUF type, int8 activations on VNNI and AVX2 CPUs
 extern const Backend backend_cpu_fast_exact; // cpu_fast.c: the same kernels with fp32 activations
+extern const Backend backend_cpu_fast_bf16;  // cpu_fast.c: backend_cpu_fast with bf16 products for fp32 weights (a trainer's)
 #ifdef USE_BLAS
 extern const Backend backend_cpu_blas;      // backends.c: the reference with OpenBLAS matmuls
 #endif
@@ -555,6 +556,13 @@ const Backend* backend_cpu(void);
 // By name: "cpu" (the default CPU table), "fast", "fast-exact", "ref" (the reference), "blas", "cuda". NULL
 // with a message when the name is unknown or the backend is not available in this build or on this machine.
 const Backend* backend_by_name(const char* name, Error* err);
+// The table a trainer with bf16 products (TrainerSettings.bf16_products) computes on, beside serving's table:
+// the fast CPU table's mixed-precision twin (backend_cpu_fast_bf16: the same matrices and memory). NULL with
+// err for any other table (they have none).
+const Backend* backend_bf16_twin(const Backend* serving, Error* err);
+// 1 where the bf16 products run on the CPU's own instruction (AVX-512 BF16: twice an fp32 FMA's multiply-adds);
+// elsewhere a portable loop gives the same results, slower than the fp32 kernels.
+int fast_bf16_native(void);
 // One line for reports: the table's name, what it runs on (the fast tables: the instruction set and the
 // activations' arithmetic) and the OpenMP threads.
 void backend_describe(const Backend* backend, char* text, size_t size);
@@ -587,6 +595,11 @@ void fast_pack_matrix(uint8_t* out, const uint8_t* stored, int type, int rows, i
 // results bit for bit, or on AVX-512 within fused multiply-add rounding
 void matmul_backward_fast(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                           int T, int C, int OC);
+// The same contracts with bf16 products for fp32 weights (backends/cpu_fast.h: both operands rounded to bf16,
+// exact products summed in fp32, each output's terms in order): backend_cpu_fast_bf16's matmuls.
+void matmul_forward_fast_bf16(float* out, const float* inp, Matrix weight, int T, int C, int OC);
+void matmul_backward_fast_bf16(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                               int T, int C, int OC);
 void attention_forward_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
                             const uint8_t* mask, int T, int P, int NH, int NKV, int HS, CacheLayout layout);
 // attention_backward_cpu's gradients up to fp32 reordering (the dot products in vector lanes)
@@ -1481,6 +1494,10 @@ typedef struct {
                             // draft's head (the target's rows, with a warm start) is to reproduce; EAGLE-1's
                             // feature regression beside EAGLE-3's distribution loss. It takes the row's weight,
                             // so with --loss ntp a row whose token is outside the draft vocabulary has neither
+    int bf16_products;      // 1: the matmuls of the trainer's draft (forward and backward) take bf16 products on
+                            // the serving table's mixed-precision twin (backend_bf16_twin; the fast CPU table's),
+                            // the weights, gradients, moments and everything else staying fp32: PyTorch's bf16
+                            // autocast, twice an fp32 FMA's multiply-adds where the CPU has AVX-512 BF16
 } TrainerSettings;
 enum { TRAINER_DEFAULT_MAX_POSITIONS = 1024, TRAINER_DEFAULT_CONTEXT_WINDOW = 64 };
 
@@ -1852,6 +1869,7 @@ typedef struct {
     const char* save_draft;
     const char* loss_name;      // --loss fkl|rkl|ntp
     const char* lr_schedule;    // train: "constant" after the warm-up, or "cosine" down to 0 by the last step
+    const char* train_precision; // --train-precision fp32|bf16|auto (TrainerSettings.bf16_products)
     int requests, from, max_new, epochs;
     int self_samples;           // train: samples of the target's own text to train on instead of a traffic file
     int sample_length;          // train: tokens per such sample

@@ -117,13 +117,22 @@ void backend_describe(const Backend* backend, char* text, size_t size) {
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
-    if (backend == &backend_cpu_fast || backend == &backend_cpu_fast_exact) {
+    if (backend == &backend_cpu_fast || backend == &backend_cpu_fast_exact || backend == &backend_cpu_fast_bf16) {
         int isa = fast_isa_current();
-        snprintf(text, size, "%s (%s, %s activations on quantised weights), %d threads", backend->name, fast_isa_name(isa),
-                 backend == &backend_cpu_fast && fast_isa_has_int8(isa) ? "int8" : "fp32", threads);
+        snprintf(text, size, "%s (%s, %s activations on quantised weights%s), %d threads", backend->name, fast_isa_name(isa),
+                 backend != &backend_cpu_fast_exact && fast_isa_has_int8(isa) ? "int8" : "fp32",
+                 backend != &backend_cpu_fast_bf16 ? "" : fast_bf16_native() ? ", bf16 products on fp32 weights (AVX-512 BF16)"
+                                                                             : ", bf16 products on fp32 weights (portable C)",
+                 threads);
     } else {
         snprintf(text, size, "%s (%s), %d threads", backend->name, backend->device, threads);
     }
+}
+
+const Backend* backend_bf16_twin(const Backend* serving, Error* err) {
+    if (serving == &backend_cpu_fast || serving == &backend_cpu_fast_bf16) { return &backend_cpu_fast_bf16; }
+    error_set(err, "bf16 products run on the fast CPU table only (--backend cpu or fast), not on %s", serving->name);
+    return NULL;
 }
 
 const Backend* backend_cpu(void) {

@@ -452,6 +452,108 @@ void matmul_backward_fast(float* dinp, float* dweight, const float* dout, const 
 }
 
 // ----------------------------------------------------------------------------
+// bf16 products (backend_cpu_fast_bf16, the trainer's mixed precision; the arithmetic and the packing are in
+// cpu_fast.h): out (M, N) [+]= A (M, K) @ B (K, N), each operand read from fp32 with its own strides
+// (element (m, k) of A at a[m * a_m + k * a_k], (k, n) of B at b[k * b_k + n * b_n]), so the forward and both
+// backward products are one routine: packing rounds and transposes, the tiles only multiply. Each output is
+// its own sum over k in order (the same bits for any tiling, thread count and kernel).
+
+// Where the AVX-512 BF16 tile runs (and tests may turn it off, to check the portable tile on the same CPU).
+int fast_bf16_kernel = 1;
+static int fast_cpu_has_bf16(void) {
+#if FAST_X86
+    unsigned int eax, ebx, ecx, edx;   // CPUID leaf 7, subleaf 1: EAX bit 5 is AVX512_BF16
+    return fast_isa_current() >= FAST_ISA_AVX512 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 5));
+#else
+    return 0;
+#endif
+}
+int fast_bf16_native(void) { return fast_bf16_kernel && fast_cpu_has_bf16(); }
+
+// Packs rows [0, n) of an operand, element (i, k) at src[i * s_i + k * s_k], into blocks of `width` rows
+// (cpu_fast.h's layout), in parallel over blocks; the loops run along whichever stride is 1, so the reads
+// are contiguous for every operand the matmuls pass.
+static void fast_bf16_pack(uint32_t* out, const float* src, size_t s_i, size_t s_k, int n, int K, int width, int native) {
+    int K2 = (K + 1) / 2, n_blocks = (n + width - 1) / width;
+    #pragma omp for schedule(static)
+    for (int blk = 0; blk < n_blocks; blk++) {
+        uint32_t* block = out + (size_t)blk * width * K2;
+        int rows = n - blk * width < width ? n - blk * width : width;
+        if (rows < width) { memset(block, 0, (size_t)width * K2 * sizeof(uint32_t)); }
+        const float* first = src + (size_t)blk * width * s_i;
+#if FAST_X86
+        if (native && (s_k == 1 || s_i == 1)) { fast_bf16_pack_block_avx512(block, first, s_i, s_k, rows, K, width); continue; }
+#endif
+        if (s_k == 1) {   // each row's k contiguous
+            for (int i = 0; i < rows; i++) {
+                const float* row = first + (size_t)i * s_i;
+                for (int k2 = 0; k2 < K / 2; k2++) {
+                    block[(size_t)k2 * width + i] = fast_bf16_round(row[2 * k2]) | fast_bf16_round(row[2 * k2 + 1]) << 16;
+                }
+                if (K % 2) { block[(size_t)(K2 - 1) * width + i] = fast_bf16_round(row[K - 1]); }
+            }
+        } else {          // each k's rows contiguous (s_i == 1) or not: rows inner
+            for (int k2 = 0; k2 < K2; k2++) {
+                const float* lo = first + (size_t)(2 * k2) * s_k;
+                uint32_t* words = block + (size_t)k2 * width;
+                if (2 * k2 + 1 < K) {
+                    const float* hi = lo + s_k;
+                    for (int i = 0; i < rows; i++) { words[i] = fast_bf16_round(lo[(size_t)i * s_i]) | fast_bf16_round(hi[(size_t)i * s_i]) << 16; }
+                } else {
+                    for (int i = 0; i < rows; i++) { words[i] = fast_bf16_round(lo[(size_t)i * s_i]); }
+                }
+            }
+        }
+    }
+}
+
+static void fast_gemm_bf16(float* out, int accumulate, int M, int N, int K, const float* a, size_t a_m, size_t a_k,
+                           const float* b, size_t b_k, size_t b_n) {
+    if (M <= 0 || N <= 0) { return; }
+    int K2 = (K + 1) / 2, R = FAST_BF16_TILE_ROWS, W = FAST_BF16_PANEL;
+    int n_tiles = (M + R - 1) / R, n_panels = (N + W - 1) / W;
+    uint32_t* pa = mallocCheck((size_t)n_tiles * R * K2 * sizeof(uint32_t) + 1);
+    uint32_t* pb = mallocCheck((size_t)n_panels * W * K2 * sizeof(uint32_t) + 1);
+    int native = fast_bf16_native();
+    #pragma omp parallel if ((long)M * N * K >= PARALLEL_MIN_WORK)
+    {
+        fast_bf16_pack(pa, a, a_m, a_k, M, K, R, native);
+        fast_bf16_pack(pb, b, b_n, b_k, N, K, W, native);
+        // panel-major: the tiles of one panel run one after another, its K2 x 32 words staying in cache
+        #pragma omp for schedule(static)
+        for (int item = 0; item < n_panels * n_tiles; item++) {
+            int p = item / n_tiles, t = item % n_tiles;
+            int rows = M - t * R < R ? M - t * R : R, cols = N - p * W < W ? N - p * W : W;
+            float* o = out + (size_t)t * R * N + (size_t)p * W;
+            const uint32_t* ta = pa + (size_t)t * R * K2;
+            const uint32_t* tb = pb + (size_t)p * W * K2;
+#if FAST_X86
+            if (native) { fast_bf16_tile_avx512(o, (size_t)N, ta, tb, K2, rows, cols, accumulate); continue; }
+#endif
+            fast_bf16_tile_portable(o, (size_t)N, ta, tb, K2, rows, cols, accumulate);
+        }
+    }
+    free(pa);
+    free(pb);
+}
+
+// matmul_forward_cpu's contract with bf16 products for an fp32 weight (the trainer's draft); any other weight
+// (the target's, the serving draft's) as the int8 table computes it.
+void matmul_forward_fast_bf16(float* out, const float* inp, Matrix weight, int T, int C, int OC) {
+    if (weight.type != TYPE_F32) { matmul_forward_fast_arithmetic(out, inp, weight, T, C, OC, 1); return; }
+    const float* w = (const float*)weight.data;   // out (T, OC) = inp (T, C) @ w (OC, C)^T
+    fast_gemm_bf16(out, 0, T, OC, C, inp, (size_t)C, 1, w, 1, (size_t)C);
+}
+
+// matmul_backward_cpu's contract (both gradients added to) with bf16 products.
+void matmul_backward_fast_bf16(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                               int T, int C, int OC) {
+    // dinp (T, C) += dout (T, OC) @ weight (OC, C); dweight (OC, C) += dout^T (OC, T) @ inp (T, C)
+    if (dinp != NULL) { fast_gemm_bf16(dinp, 1, T, C, OC, dout, (size_t)OC, 1, weight, (size_t)C, 1); }
+    if (dweight != NULL) { fast_gemm_bf16(dweight, 1, OC, C, T, dout, 1, (size_t)OC, inp, (size_t)C, 1); }
+}
+
+// ----------------------------------------------------------------------------
 // attention backward (the trainer's draft; attention_backward_head_body in cpu_fast.h), parallel over
 // key/value heads as the reference
 
@@ -816,7 +918,7 @@ static void matmul_forward_shared_fast_int8(float* const* outs, const float* inp
     for (int i = 0; i < n; i++) { matmul_forward_fast_int8(outs[i], inp, weights[i], T, C, OCs[i]); }
 }
 
-#define FAST_TABLE(NAME, MATMUL, MATMUL_SHARED, UPLOAD_MATRIX, DRAFT_TYPE) \
+#define FAST_TABLE(NAME, MATMUL, MATMUL_SHARED, UPLOAD_MATRIX, DRAFT_TYPE, MATMUL_BACKWARD) \
     .name = NAME, .device = "CPU", .host_memory = 1, \
     .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy, .copy = cpu_copy, .zero = cpu_zero, \
     .upload_matrix = UPLOAD_MATRIX, .free_matrix = fast_free_matrix, .draft_type = DRAFT_TYPE, \
@@ -824,7 +926,7 @@ static void matmul_forward_shared_fast_int8(float* const* outs, const float* inp
     .matmul_forward = MATMUL, .matmul_forward_shared = MATMUL_SHARED, .rope_forward = rope_forward_fast, \
     .attention_forward = attention_forward_fast, .swiglu_forward = swiglu_forward_fast, \
     .residual_forward = residual_forward_cpu, .softmax_forward = softmax_forward_cpu, .kv_compact = kv_compact_cpu, \
-    .matmul_backward = matmul_backward_fast, .rmsnorm_backward = rmsnorm_backward_cpu, \
+    .matmul_backward = MATMUL_BACKWARD, .rmsnorm_backward = rmsnorm_backward_cpu, \
     .rope_backward = rope_backward_cpu, .attention_backward = attention_backward_fast, \
     .swiglu_backward = swiglu_backward_cpu, .distribution_loss = distribution_loss_cpu, \
     .adamw_update = adamw_update_fast, .sum_squares = sum_squares_fast, \
@@ -834,5 +936,11 @@ static void matmul_forward_shared_fast_int8(float* const* outs, const float* inp
 // A serving draft's matrices: Q8_0 on the int8 table (the VNNI kernel's cheapest weights: a drafting step
 // reads a quarter of the fp32 bytes and skips the nibble unpacking), fp32 on the exact one.
 const Backend backend_cpu_fast = { FAST_TABLE("cpu-fast", matmul_forward_fast_int8, matmul_forward_shared_fast_int8,
-                                              fast_upload_matrix_packed, TYPE_Q8_0) };
-const Backend backend_cpu_fast_exact = { FAST_TABLE("cpu-fast-exact", matmul_forward_fast_fp32, NULL, fast_upload_matrix, TYPE_F32) };
+                                              fast_upload_matrix_packed, TYPE_Q8_0, matmul_backward_fast) };
+const Backend backend_cpu_fast_exact = { FAST_TABLE("cpu-fast-exact", matmul_forward_fast_fp32, NULL, fast_upload_matrix, TYPE_F32,
+                                                    matmul_backward_fast) };
+// The trainer's table in mixed precision (--train-precision bf16): the int8 table, except that matmuls with fp32
+// weights (the trainer's draft: its forward and both backward products) take bf16 products. The same
+// matrices and memory as backend_cpu_fast, so a trainer on it reads what the target on that table keeps.
+const Backend backend_cpu_fast_bf16 = { FAST_TABLE("cpu-fast-bf16", matmul_forward_fast_bf16, NULL, fast_upload_matrix_packed,
+                                                   TYPE_Q8_0, matmul_backward_fast_bf16) };

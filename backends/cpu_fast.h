@@ -44,6 +44,50 @@ contracts need -ffp-contract=off, or -std=c11 with GCC: no fused multiply-adds t
 static inline uint32_t fast_float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float fast_bits_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
+// ----------------------------------------------------------------------------
+// bf16 products (the trainer's mixed precision, backend_cpu_fast_bf16): both operands rounded to bf16, the
+// products (exact in fp32: 8-bit by 8-bit significands) summed in fp32. Operands are packed in pairs along k,
+// one 32-bit word holding the bf16 of element 2i in its low half and of 2i + 1 in its high half, which is
+// what vdpbf16ps reads: per fp32 lane it adds the high halves' product to the sum, rounds, then the low
+// halves' product, rounds (measured on Zen 4: the two-step sum below, bit for bit, on 16 million random
+// lanes; one rounding per pair, or the low product first, differ). So the portable tile below and the
+// AVX-512 BF16 one are the same arithmetic.
+// Both operands are packed into blocks of `width` rows (A: FAST_BF16_TILE_ROWS rows of M, B: FAST_BF16_PANEL
+// columns of N), each block k2-major: the words of its rows for pair 0, then pair 1, ... (so a tile reads
+// one contiguous run a pair); rows past M or N, and the odd k's high half, are zero.
+
+#define FAST_BF16_TILE_ROWS 12
+#define FAST_BF16_PANEL 32
+
+// fp32 -> bf16, round to nearest even; NaN stays NaN (quiet); zero and the subnormals become a signed zero
+// (vdpbf16ps treats subnormal inputs as zero: flushing here keeps both tiles' inputs the same). Selects, not
+// branches, so that the packing loops vectorise.
+static inline uint32_t fast_bf16_round(float f) {
+    uint32_t u = fast_float_bits(f);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;   // a carry into the exponent is the right rounding
+    uint32_t nan = (u >> 16) | 0x0040u, zero = (u >> 16) & 0x8000u;
+    rounded = (u & 0x7f800000u) == 0 ? zero : rounded;
+    return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+}
+static inline float fast_bf16_value(uint32_t half) { return fast_bits_float(half << 16); }
+
+// out (rows x cols of the tile, out_row apart) = [out +] sum over the K2 pairs, in order, of the high product
+// then the low one, from zero; a: the tile's block of A, b: the panel's block of B (packed as above).
+static inline void fast_bf16_tile_portable(float* out, size_t out_row, const uint32_t* a, const uint32_t* b, int K2,
+                                           int rows, int cols, int accumulate) {
+    for (int r = 0; r < rows; r++) {
+        for (int j = 0; j < cols; j++) {
+            float sum = 0.0f;
+            for (int k2 = 0; k2 < K2; k2++) {
+                uint32_t x = a[(size_t)k2 * FAST_BF16_TILE_ROWS + r], y = b[(size_t)k2 * FAST_BF16_PANEL + j];
+                sum = sum + fast_bf16_value(x >> 16) * fast_bf16_value(y >> 16);
+                sum = sum + fast_bf16_value(x & 0xffffu) * fast_bf16_value(y & 0xffffu);
+            }
+            out[(size_t)r * out_row + j] = accumulate ? out[(size_t)r * out_row + j] + sum : sum;
+        }
+    }
+}
+
 // fp16 -> fp32 without branches, so loops over it vectorise. Exact for every input, subnormals, infinities
 // and NaN payloads included (tests check all 65,536 values against fp16_to_fp32, bit for bit). Normals:
 // move the exponent and mantissa into place and rescale by 2^-112 (exact); subnormals: build 0.5 + m * 2^-24
@@ -582,6 +626,14 @@ void fast_matmul_backward_block_avx512(float* out, const float* a, size_t a_row,
 #define FAST_BACKWARD_BLOCK_ROWS_AVX2 120   // a multiple of its register tile's 6 rows
 void fast_matmul_backward_block_avx2(float* out, const float* a, size_t a_row, const float* b, int R, int K, int C,
                                      int r0, int c0);
+// One tile of the bf16 product matmul (cpu_fast.c, fast_gemm_bf16): FAST_BF16_TILE_ROWS rows of packed A by
+// FAST_BF16_PANEL columns of one packed B panel, over k2 pairs; the portable tile's results bit for bit.
+#define FAST_BF16_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")))
+void fast_bf16_tile_avx512(float* out, size_t out_row, const uint32_t* a, const uint32_t* b, int K2, int rows, int cols,
+                           int accumulate);
+// Rows [0, rows) of one packed block (rows side by side: s_i == 1; or rows along k: s_k == 1), the portable
+// packing's words bit for bit.
+void fast_bf16_pack_block_avx512(uint32_t* block, const float* first, size_t s_i, size_t s_k, int rows, int K, int width);
 // n_blocks blocks of 32 values to Q8_0, exactly as quantize_row.
 void fast_quantize_q8_0_avx512(uint8_t* out, const float* x, int64_t n_blocks);
 void fast_quantize_q8_0_avx2(uint8_t* out, const float* x, int64_t n_blocks);

@@ -324,6 +324,7 @@ Options replay_default_options(void) {
     o.train.prompt_weight = 1.0f; o.train.context_window = 512; o.train.ttt_length = 2;
     o.loss_name = "fkl";
     o.lr_schedule = "constant";
+    o.train_precision = "fp32";
     o.sync_every = 4; o.batch_requests = 1; o.lockstep_every = 0; o.buffer_capacity = 16;
     o.pool_capacity = REPLAY_DEFAULT_POOL; o.pool_sampling = "uniform"; o.steps_per_request = 4;
     o.eval_every = 0; o.eval_requests = REPLAY_DEFAULT_EVAL_REQUESTS; o.train_share = 1.0f; o.load = 1.0f;
@@ -619,6 +620,8 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
     backend_describe(backend, description, sizeof(description));
     fprintf(f, "backend: %s\n", description);
     if (flywheel) {
+        backend_describe(flywheel->trainer.backend, description, sizeof(description));
+        fprintf(f, "trainer: %s\n", description);
         long pushed, dropped;
         int waiting;
         record_buffer_counts(flywheel->records, &pushed, &dropped, &waiting);
@@ -1052,12 +1055,13 @@ int train_offline(const Options* o) {
         }
         if (draft_save(&trainer.draft, o->out_path, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
         else {
-            char description[256];
+            char description[256], trainer_description[256];
             backend_describe(backend, description, sizeof(description));
-            fprintf(stderr, "wrote %s: trained on %d %s x %d epochs (%d optimiser steps, %ld rejected)%s\nbackend: %s\n",
-                    o->out_path, n_records, o->self_samples > 0 ? "samples of the target's own text" : "requests", o->epochs,
-                    trainer.step, trainer.rejected_updates,
-                    stop_requested() ? " (interrupted: the steps taken so far)" : "", description);
+            backend_describe(trainer.backend, trainer_description, sizeof(trainer_description));
+            fprintf(stderr, "wrote %s: trained on %d %s x %d epochs (%d optimiser steps, %ld rejected)%s\nbackend: %s\n"
+                    "trainer: %s\n", o->out_path, n_records, o->self_samples > 0 ? "samples of the target's own text" : "requests",
+                    o->epochs, trainer.step, trainer.rejected_updates,
+                    stop_requested() ? " (interrupted: the steps taken so far)" : "", description, trainer_description);
             if (stop_requested()) { status = 128 + stop_requested(); }
         }
     }

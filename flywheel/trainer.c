@@ -57,6 +57,14 @@ TrainerSettings trainer_default_settings(void) {
 void trainer_init(Trainer* trainer, const Draft* draft, const Target* target, TrainerSettings settings) {
     memset(trainer, 0, sizeof(*trainer));
     const Backend* b = target->backend;
+    if (settings.bf16_products) {
+        Error err;
+        b = backend_bf16_twin(target->backend, &err);
+        if (b == NULL) {   // the commands check the table first
+            fprintf(stderr, "error: internal: trainer_init: %s\n", err.message);
+            exit(EXIT_FAILURE);
+        }
+    }
     trainer->settings = settings;
     trainer->backend = b;
     draft_copy_weights(&trainer->draft, draft);

@@ -240,6 +240,23 @@ expect_ok "train --feature-weight 0" "$AURORA" train -m "$model" --self-samples 
 cmp -s "$work/self_constant.gguf" "$work/self_feature0.gguf" && pass || fail "train --feature-weight 0 is not the default's draft"
 expect_error "train --feature-weight negative" "--feature-weight expects" "$AURORA" train -m "$model" --self-samples 3 \
     --feature-weight -1 -o "$work/never_made/d.gguf"
+# --train-precision bf16: the trainer's matmuls take bf16 products on the fast table's twin (fp32 trains the
+# default's draft byte for byte); the other tables have no twin, and a run with nothing to train refuses it
+expect_ok "train --train-precision bf16" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 --max-new 4 --epochs 2 \
+    --warmup 1 --train-precision bf16 -o "$work/self_bf16.gguf"
+grep -q "^trainer: cpu-fast-bf16 (.*bf16 products on fp32 weights" "$work/err" && ! cmp -s "$work/self_constant.gguf" "$work/self_bf16.gguf" \
+    && pass || fail "train --train-precision bf16: $(tr '\r' '\n' < "$work/err" | tail -n 3)"
+expect_ok "train --train-precision fp32" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 --max-new 4 --epochs 2 \
+    --warmup 1 --train-precision fp32 -o "$work/self_fp32.gguf"
+grep -q "^trainer: cpu-fast (" "$work/err" && cmp -s "$work/self_constant.gguf" "$work/self_fp32.gguf" && pass ||
+    fail "train --train-precision fp32 is not the default's draft"
+expect_error "train --train-precision bf16 on the reference" "run on the fast CPU table only" "$AURORA" train -m "$model" \
+    --self-samples 3 --backend ref --train-precision bf16 -o "$work/never_made/d.gguf"
+expect_ok "train --train-precision auto on the reference" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 \
+    --max-new 4 --epochs 2 --warmup 1 --backend ref --train-precision auto -o "$work/self_auto_ref.gguf"
+grep -q "^trainer: cpu-ref" "$work/err" && pass || fail "train --train-precision auto took bf16 products off the fast table"
+expect_error "train --train-precision unknown" "--train-precision expects" "$AURORA" train -m "$model" --self-samples 3 \
+    --train-precision fp16 -o "$work/never_made/d.gguf"
 expect_error "train --lr-schedule unknown" "--lr-schedule expects" "$AURORA" train -m "$model" --self-samples 3 \
     --lr-schedule linear -o "$work/never_made/d.gguf"
 expect_error "replay --lr-schedule" "--lr-schedule is not an option of replay" "$AURORA" replay -m "$model" --traffic "$traffic" --lr-schedule cosine
@@ -463,6 +480,8 @@ expect_error "training flags with --static" "nothing is trained" "$AURORA" repla
     --static "$work/online.gguf" --lr 0.5 --out "$work/never_trained"
 expect_error "the feature loss with --static" "nothing is trained" "$AURORA" replay -m "$model" --traffic "$traffic" \
     --static "$work/online.gguf" --feature-weight 1 --out "$work/never_trained"
+expect_error "bf16 products with --static" "nothing is trained" "$AURORA" replay -m "$model" --traffic "$traffic" \
+    --static "$work/online.gguf" --train-precision bf16 --out "$work/never_trained"
 expect_error "training flags with --source suffix" "nothing is trained" "$AURORA" replay -m "$model" --traffic "$traffic" \
     --source suffix --ttt-length 4 --out "$work/never_trained"
 expect_error "--eval-requests alone" "give --eval-every too" "$AURORA" replay -m "$model" --traffic "$traffic" --eval-requests 7 \

@@ -19,6 +19,7 @@ head's argmax agreement); and a third time, bit for bit, against the kernels' ar
 #define TESTING
 #include "../aurora.c"
 #include "test_common.h"
+#include <float.h>
 
 // Tolerances and bounds: the one table in test_common.h ("exact", "matmul_reorder", "int8_activations",
 // "attention_reorder"; in model mode "int8_rms_error", "int8_max_error", "head_argmax_agreement").
@@ -1134,6 +1135,157 @@ static void test_rmsnorm(void) {
     }
 }
 
+// ----------------------------------------------------------------------------
+// bf16 products (backend_cpu_fast_bf16, --train-precision bf16): the rounding against a plain oracle (the
+// nearer of the two bf16 neighbours, ties to the even one), and the three matmuls against the arithmetic
+// written out (operands rounded, each output's pairs in order, the high product added first), bit for bit, on
+// the portable tile and where the CPU has it the AVX-512 BF16 one; and against the fp32 reference within
+// the rounding's bound.
+
+static uint32_t bf16_oracle(float f) {
+    uint32_t u = fast_float_bits(f);
+    if (isnan(f)) { return (u >> 16) | 0x40u; }
+    if (fpclassify(f) == FP_ZERO || fpclassify(f) == FP_SUBNORMAL) { return (u >> 16) & 0x8000u; }
+    if (isinf(f)) { return u >> 16; }
+    uint32_t down = u >> 16, up = down + 1;   // the neighbours toward zero and away from it (same sign)
+    double x = fabs((double)f), low = fabs((double)fast_bf16_value(down));
+    double high = (up & 0x7f80u) == 0x7f80u ? ldexp(1.0, 128) : fabs((double)fast_bf16_value(up));
+    if (x - low < high - x) { return down; }
+    if (x - low > high - x) { return up; }
+    return (down & 1u) ? up : down;
+}
+
+static void test_bf16_rounding(void) {
+    float specials[] = {0.0f, -0.0f, 1.0f, -1.0f, 1.00390625f /* a tie: 1 + 2^-8 */, 1.01171875f /* a tie, odd */,
+                        FLT_MAX, -FLT_MAX, 3.3895314e38f /* rounds up to infinity */, FLT_MIN, 1e-40f, -1e-42f,
+                        INFINITY, -INFINITY, NAN, -NAN, 0.1f, 3.14159265f};
+    int mismatches = 0;
+    for (size_t i = 0; i < sizeof(specials) / sizeof(specials[0]); i++) {
+        mismatches += fast_bf16_round(specials[i]) != bf16_oracle(specials[i]);
+    }
+    uint64_t state = 7;
+    for (int i = 0; i < 1000000; i++) {   // random bit patterns: every exponent, NaN payloads, subnormals
+        uint32_t bits = random_u32(&state);
+        float f = fast_bits_float(bits);
+        uint32_t got = fast_bf16_round(f), expected = bf16_oracle(f);
+        if (got != expected && mismatches++ < 5) { fprintf(stderr, "  bf16 of 0x%08x: got 0x%04x, expected 0x%04x\n", bits, got, expected); }
+    }
+    check(mismatches == 0, "fast_bf16_round differs from the plain rounding on %d inputs", mismatches);
+}
+
+// out (M, N) [+]= A (M, K) @ B (K, N), elements at a[m * a_m + k * a_k] and b[k * b_k + n * b_n], written
+// out: each operand rounded to bf16, each output summed from zero over k = 0, 2, 4, ...: the product of the
+// odd element first, then the even one (swap_order: the even first, the negative control).
+static void bf16_matmul_oracle(float* out, int accumulate, int M, int N, int K, const float* a, size_t a_m, size_t a_k,
+                               const float* b, size_t b_k, size_t b_n, int swap_order) {
+    for (int m = 0; m < M; m++) {
+        for (int n = 0; n < N; n++) {
+            float sum = 0.0f;
+            for (int k = 0; k < K; k += 2) {
+                float p[2];
+                for (int e = 0; e < 2; e++) {
+                    int kk = k + e;
+                    p[e] = kk < K ? fast_bf16_value(bf16_oracle(a[(size_t)m * a_m + (size_t)kk * a_k])) *
+                                    fast_bf16_value(bf16_oracle(b[(size_t)kk * b_k + (size_t)n * b_n])) : 0.0f;
+                }
+                if (swap_order) { sum = sum + p[0]; sum = sum + p[1]; }
+                else { sum = sum + p[1]; sum = sum + p[0]; }
+            }
+            out[(size_t)m * N + n] = accumulate ? out[(size_t)m * N + n] + sum : sum;
+        }
+    }
+}
+
+static void test_bf16_matmuls(void) {
+    const int shapes[][3] = {{1, 1, 1}, {3, 7, 5}, {12, 32, 64}, {13, 33, 65}, {0, 5, 3}, {25, 576, 100}, {190, 96, 40},
+                             {7, 1, 300}};   // T, C, OC
+    int kernels = fast_bf16_native() ? 2 : 1, saved_kernel = fast_bf16_kernel, swapped_differs = 0;
+    for (int kernel = 0; kernel < kernels; kernel++) {
+        fast_bf16_kernel = kernel == 0 && kernels == 2;   // the AVX-512 BF16 tile first where there is one, then portable C
+        const char* name = fast_bf16_native() ? "AVX-512 BF16" : "portable C";
+        for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+            int T = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+            size_t n_inp = (size_t)T * C, n_weight = (size_t)OC * C, n_out = (size_t)T * OC;
+            float* inp = mallocCheck(n_inp * sizeof(float) + 4);
+            float* weight = mallocCheck(n_weight * sizeof(float) + 4);
+            float* dout = mallocCheck(n_out * sizeof(float) + 4);
+            fill_uniform(inp, n_inp, &rng_state, -2, 2);
+            fill_uniform(weight, n_weight, &rng_state, -0.5, 0.5);
+            fill_uniform(dout, n_out, &rng_state, -1e-3, 1e-3);
+            float* got[3], *expected[3], *reference[3];
+            size_t sizes[3] = {n_out, n_inp, n_weight};
+            for (int i = 0; i < 3; i++) {
+                got[i] = mallocCheck(sizes[i] * sizeof(float) + 4);
+                expected[i] = mallocCheck(sizes[i] * sizeof(float) + 4);
+                reference[i] = mallocCheck(sizes[i] * sizeof(float) + 4);
+                for (size_t j = 0; j < sizes[i]; j++) { got[i][j] = expected[i][j] = reference[i][j] = i ? 0.125f * (float)(j % 5) : 0.0f; }
+            }
+            for (int threads = 1; threads <= 2; threads++) {
+#ifdef _OPENMP
+                omp_set_num_threads(threads);
+#endif
+                float* run[3];
+                for (int i = 0; i < 3; i++) { run[i] = mallocCheck(sizes[i] * sizeof(float) + 4); memcpy(run[i], expected[i], sizes[i] * sizeof(float)); }   // (the start values, both runs)
+                matmul_forward_fast_bf16(run[0], inp, matrix_f32(weight), T, C, OC);
+                matmul_backward_fast_bf16(run[1], run[2], dout, inp, weight, T, C, OC);
+                if (threads == 1) { for (int i = 0; i < 3; i++) { float* t = got[i]; got[i] = run[i]; run[i] = t; } }
+                else {
+                    for (int i = 0; i < 3; i++) {
+                        check(memcmp(run[i], got[i], sizes[i] * sizeof(float)) == 0, "bf16 matmuls [%s] T=%d C=%d OC=%d: two threads differ from one (output %d)", name, T, C, OC, i);
+                    }
+                }
+                for (int i = 0; i < 3; i++) { free(run[i]); }
+            }
+#ifdef _OPENMP
+            omp_set_num_threads(2);
+#endif
+            bf16_matmul_oracle(expected[0], 0, T, OC, C, inp, (size_t)C, 1, weight, 1, (size_t)C, 0);
+            bf16_matmul_oracle(expected[1], 1, T, C, OC, dout, (size_t)OC, 1, weight, (size_t)C, 1, 0);
+            bf16_matmul_oracle(expected[2], 1, OC, C, T, dout, 1, (size_t)OC, inp, (size_t)C, 1, 0);
+            const char* what[3] = {"forward", "backward dinp", "backward dweight"};
+            for (int i = 0; i < 3; i++) {
+                check(bits_equal(got[i], expected[i], sizes[i]), "bf16 %s [%s] T=%d C=%d OC=%d differs from its arithmetic written out",
+                      what[i], name, T, C, OC);
+            }
+            // the negative control: the even element's product first is another arithmetic (on sums of enough terms)
+            float* swapped = mallocCheck(n_out * sizeof(float) + 4);
+            bf16_matmul_oracle(swapped, 0, T, OC, C, inp, (size_t)C, 1, weight, 1, (size_t)C, 1);
+            swapped_differs += C >= 64 && !bits_equal(swapped, got[0], n_out);
+            free(swapped);
+            // against fp32: each product's operands within 2^-9 relative, so |error| <= 2^-8 * sum |a b| (+ fp32 sums)
+            matmul_forward_cpu(reference[0], inp, matrix_f32(weight), T, C, OC);
+            matmul_backward_cpu(reference[1], reference[2], dout, inp, weight, T, C, OC);
+            int K[3] = {C, OC, T};
+            double bound[3] = {2.0 * 0.5 * C, 1e-3 * 0.5 * OC, 1e-3 * 2.0 * T};   // sum |a b| at the fills' largest values
+            for (int i = 0; i < 3; i++) {
+                double error = max_abs_difference(got[i], reference[i], sizes[i]);
+                check(error <= bound[i] * 0x1p-8 + 1e-6 * K[i] * bound[i] / (K[i] ? K[i] : 1), "bf16 %s [%s] T=%d C=%d OC=%d: %.3g from fp32 (bound %.3g)",
+                      what[i], name, T, C, OC, error, bound[i] * 0x1p-8);
+            }
+            for (int i = 0; i < 3; i++) { free(got[i]); free(expected[i]); free(reference[i]); }
+            free(inp); free(weight); free(dout);
+        }
+    }
+    fast_bf16_kernel = saved_kernel;
+    check(swapped_differs > 0, "negative control: the even-first order should differ from the bf16 matmul somewhere");
+    // a weight not in fp32 (the target's, the serving draft's) is the int8 table's matmul, bit for bit
+    int T = 5, C = 64, OC = 40;
+    float* inp = mallocCheck((size_t)T * C * sizeof(float));
+    float* values = mallocCheck((size_t)OC * C * sizeof(float));
+    uint8_t* stored = mallocCheck(tensor_bytes(TYPE_Q8_0, (int64_t)OC * C));
+    fill_uniform(inp, (size_t)T * C, &rng_state, -1, 1);
+    fill_uniform(values, (size_t)OC * C, &rng_state, -1, 1);
+    quantize_row(TYPE_Q8_0, values, stored, (int64_t)OC * C);
+    Matrix q8 = backend_cpu_fast_bf16.upload_matrix(stored, TYPE_Q8_0, OC, C);
+    float* a = mallocCheck((size_t)T * OC * sizeof(float));
+    float* b = mallocCheck((size_t)T * OC * sizeof(float));
+    backend_cpu_fast_bf16.matmul_forward(a, inp, q8, T, C, OC);
+    backend_cpu_fast.matmul_forward(b, inp, q8, T, C, OC);
+    check(bits_equal(a, b, (size_t)T * OC), "the bf16 table's matmul on a Q8_0 weight differs from the int8 table's");
+    backend_cpu_fast_bf16.free_matrix(q8);
+    free(a); free(b); free(stored); free(values); free(inp);
+}
+
 int main(int argc, char** argv) {
     int best = fast_isa_best();
     test_fp16_conversion();
@@ -1156,6 +1308,9 @@ int main(int argc, char** argv) {
         test_optimiser_passes();
     }
     test_matmul_backward_levels_agree();
+    fast_isa = best;
+    test_bf16_rounding();
+    test_bf16_matmuls();
     test_negative_control();
     if (argc > 1) { test_model_file(argv[1]); }
     printf("worst |fast - reference|: matmul %.3g (fp32 reordering), attention %.3g, attention backward %.3g, matmul "

@@ -1496,8 +1496,9 @@ typedef struct {
                             // so with --loss ntp a row whose token is outside the draft vocabulary has neither
     int bf16_products;      // 1: the matmuls of the trainer's draft (forward and backward) take bf16 products on
                             // the serving table's mixed-precision twin (backend_bf16_twin; the fast CPU table's),
-                            // the weights, gradients, moments and everything else staying fp32: PyTorch's bf16
-                            // autocast, twice an fp32 FMA's multiply-adds where the CPU has AVX-512 BF16
+                            // the weights, gradients, moments, the teacher (the target's head, on the target's
+                            // table) and everything else staying fp32: PyTorch's bf16 autocast, twice an fp32
+                            // FMA's multiply-adds where the CPU has AVX-512 BF16. The held-back measure stays fp32.
 } TrainerSettings;
 enum { TRAINER_DEFAULT_MAX_POSITIONS = 1024, TRAINER_DEFAULT_CONTEXT_WINDOW = 64 };
 

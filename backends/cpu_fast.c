@@ -48,6 +48,12 @@ Contract:
     by 256 columns with a multiply and an add (the reference's results bit for bit). Any thread count gives the same bits. The
     trainer's gradients: tools/bench_ops.c measures them (the README's speed section).
 
+  - matmul_forward_fast_bf16 / matmul_backward_fast_bf16 (backend_cpu_fast_bf16, the trainer's mixed
+    precision): the same contracts for fp32 weights with bf16 products: both operands rounded to bf16
+    (nearest even), the exact products summed in fp32, each output's terms in order (cpu_fast.h has the
+    arithmetic and the one exception between its two tiles, below 2^-126); any thread count, the same bits.
+    Any other weight type: matmul_forward_fast's int8 arithmetic, as backend_cpu_fast.
+
 What it refuses to do: fast-math, an exp without a measured bound (fast_expf has one), dequantising a
 whole matrix into an fp32 copy, and orchestration (which ops run in which order belongs to the backend
 table).
@@ -461,14 +467,18 @@ void matmul_backward_fast(float* dinp, float* dweight, const float* dout, const 
 // Where the AVX-512 BF16 tile runs (and tests may turn it off, to check the portable tile on the same CPU).
 int fast_bf16_kernel = 1;
 static int fast_cpu_has_bf16(void) {
-#if FAST_X86
+    static int has = -1;   // asked once (CPUID is slow under a hypervisor); racing first calls store the same answer
+    int known = __atomic_load_n(&has, __ATOMIC_RELAXED);
+    if (known >= 0) { return known; }
+    known = 0;
+#if FAST_X86 && FAST_BF16_KERNEL
     unsigned int eax, ebx, ecx, edx;   // CPUID leaf 7, subleaf 1: EAX bit 5 is AVX512_BF16
-    return fast_isa_current() >= FAST_ISA_AVX512 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 5));
-#else
-    return 0;
+    known = fast_isa_best() >= FAST_ISA_AVX512 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 5));
 #endif
+    __atomic_store_n(&has, known, __ATOMIC_RELAXED);
+    return known;
 }
-int fast_bf16_native(void) { return fast_bf16_kernel && fast_cpu_has_bf16(); }
+int fast_bf16_native(void) { return fast_bf16_kernel && fast_isa_current() >= FAST_ISA_AVX512 && fast_cpu_has_bf16(); }
 
 // Packs rows [0, n) of an operand, element (i, k) at src[i * s_i + k * s_k], into blocks of `width` rows
 // (cpu_fast.h's layout), in parallel over blocks; the loops run along whichever stride is 1, so the reads
@@ -481,9 +491,10 @@ static void fast_bf16_pack(uint32_t* out, const float* src, size_t s_i, size_t s
         int rows = n - blk * width < width ? n - blk * width : width;
         if (rows < width) { memset(block, 0, (size_t)width * K2 * sizeof(uint32_t)); }
         const float* first = src + (size_t)blk * width * s_i;
-#if FAST_X86
+#if FAST_X86 && FAST_BF16_KERNEL
         if (native && (s_k == 1 || s_i == 1)) { fast_bf16_pack_block_avx512(block, first, s_i, s_k, rows, K, width); continue; }
 #endif
+        (void)native;
         if (s_k == 1) {   // each row's k contiguous
             for (int i = 0; i < rows; i++) {
                 const float* row = first + (size_t)i * s_i;
@@ -521,13 +532,13 @@ static void fast_gemm_bf16(float* out, int accumulate, int M, int N, int K, cons
         fast_bf16_pack(pb, b, b_n, b_k, N, K, W, native);
         // panel-major: the tiles of one panel run one after another, its K2 x 32 words staying in cache
         #pragma omp for schedule(static)
-        for (int item = 0; item < n_panels * n_tiles; item++) {
-            int p = item / n_tiles, t = item % n_tiles;
+        for (long item = 0; item < (long)n_panels * n_tiles; item++) {
+            int p = (int)(item / n_tiles), t = (int)(item % n_tiles);
             int rows = M - t * R < R ? M - t * R : R, cols = N - p * W < W ? N - p * W : W;
             float* o = out + (size_t)t * R * N + (size_t)p * W;
             const uint32_t* ta = pa + (size_t)t * R * K2;
             const uint32_t* tb = pb + (size_t)p * W * K2;
-#if FAST_X86
+#if FAST_X86 && FAST_BF16_KERNEL
             if (native) { fast_bf16_tile_avx512(o, (size_t)N, ta, tb, K2, rows, cols, accumulate); continue; }
 #endif
             fast_bf16_tile_portable(o, (size_t)N, ta, tb, K2, rows, cols, accumulate);

@@ -49,9 +49,12 @@ static inline float fast_bits_float(uint32_t u) { float f; memcpy(&f, &u, 4); re
 // products (exact in fp32: 8-bit by 8-bit significands) summed in fp32. Operands are packed in pairs along k,
 // one 32-bit word holding the bf16 of element 2i in its low half and of 2i + 1 in its high half, which is
 // what vdpbf16ps reads: per fp32 lane it adds the high halves' product to the sum, rounds, then the low
-// halves' product, rounds (measured on Zen 4: the two-step sum below, bit for bit, on 16 million random
-// lanes; one rounding per pair, or the low product first, differ). So the portable tile below and the
-// AVX-512 BF16 one are the same arithmetic.
+// halves' product, rounds, a sum below fp32's normal range flushed to a signed zero (measured on Zen 4: the
+// two-step sum below, bit for bit, on 16 million random lanes of normal values; one rounding per pair, or
+// the low product first, differ). So the portable tile below and the AVX-512 BF16 one are the same
+// arithmetic, except near and below the normal range (|x| < 2^-126, where the instruction also rounds a
+// subnormal product its own way: 485 of 32 million lanes of such values differed) and in which NaN's
+// payload a result keeps: gradients are nowhere near there, and a NaN rejects the step either way.
 // Both operands are packed into blocks of `width` rows (A: FAST_BF16_TILE_ROWS rows of M, B: FAST_BF16_PANEL
 // columns of N), each block k2-major: the words of its rows for pair 0, then pair 1, ... (so a tile reads
 // one contiguous run a pair); rows past M or N, and the odd k's high half, are zero.
@@ -70,6 +73,8 @@ static inline uint32_t fast_bf16_round(float f) {
     return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
 }
 static inline float fast_bf16_value(uint32_t half) { return fast_bits_float(half << 16); }
+// x, or a zero of its sign where it is below fp32's normal range (FTZ: the instruction's results)
+static inline float fast_flush_subnormal(float x) { return fabsf(x) < 0x1p-126f ? copysignf(0.0f, x) : x; }
 
 // out (rows x cols of the tile, out_row apart) = [out +] sum over the K2 pairs, in order, of the high product
 // then the low one, from zero; a: the tile's block of A, b: the panel's block of B (packed as above).
@@ -80,8 +85,8 @@ static inline void fast_bf16_tile_portable(float* out, size_t out_row, const uin
             float sum = 0.0f;
             for (int k2 = 0; k2 < K2; k2++) {
                 uint32_t x = a[(size_t)k2 * FAST_BF16_TILE_ROWS + r], y = b[(size_t)k2 * FAST_BF16_PANEL + j];
-                sum = sum + fast_bf16_value(x >> 16) * fast_bf16_value(y >> 16);
-                sum = sum + fast_bf16_value(x & 0xffffu) * fast_bf16_value(y & 0xffffu);
+                sum = fast_flush_subnormal(sum + fast_bf16_value(x >> 16) * fast_bf16_value(y >> 16));
+                sum = fast_flush_subnormal(sum + fast_bf16_value(x & 0xffffu) * fast_bf16_value(y & 0xffffu));
             }
             out[(size_t)r * out_row + j] = accumulate ? out[(size_t)r * out_row + j] + sum : sum;
         }
@@ -628,6 +633,12 @@ void fast_matmul_backward_block_avx2(float* out, const float* a, size_t a_row, c
                                      int r0, int c0);
 // One tile of the bf16 product matmul (cpu_fast.c, fast_gemm_bf16): FAST_BF16_TILE_ROWS rows of packed A by
 // FAST_BF16_PANEL columns of one packed B panel, over k2 pairs; the portable tile's results bit for bit.
+// (GCC 10 and clang 9 first know the instruction set; an older compiler builds the portable tile alone)
+#if (defined(__clang__) && __clang_major__ >= 9) || (!defined(__clang__) && __GNUC__ >= 10)
+#define FAST_BF16_KERNEL 1
+#else
+#define FAST_BF16_KERNEL 0
+#endif
 #define FAST_BF16_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")))
 void fast_bf16_tile_avx512(float* out, size_t out_row, const uint32_t* a, const uint32_t* b, int K2, int rows, int cols,
                            int accumulate);

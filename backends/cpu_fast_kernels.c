@@ -28,6 +28,7 @@ FAST_AVX512_TARGET void fast_attention_backward_head_avx512(float* dq, float* dk
                                  scores, dweights);
 }
 
+#if FAST_BF16_KERNEL
 // ----------------------------------------------------------------------------
 // the bf16 product matmul's tile, AVX-512 BF16 (the packing and the arithmetic: cpu_fast.h). 12 rows by 32
 // columns: 24 accumulators, each lane one output's sum over the k2 pairs in order, one vdpbf16ps a pair (the
@@ -101,6 +102,7 @@ FAST_BF16_AVX512_TARGET void fast_bf16_pack_block_avx512(uint32_t* block, const 
         }
     }
 }
+#endif
 
 // ----------------------------------------------------------------------------
 // matmul backward, AVX-512: out (R, C) += a (R, K) @ b (K, C), each element's sum over k in order from

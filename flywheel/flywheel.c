@@ -771,7 +771,9 @@ int replay_run(const Options* o) {
         int skipped;
         held_back.n_records = record_greedy_outputs(&target, held, n_held, o->max_new, room, held_back.records, &skipped,
                                                     o->quiet ? NULL : "held-back set: the target's outputs");
-        trainer_init(&held_back.evaluator, &draft, &target, o->train);
+        TrainerSettings measure = o->train;   // the measure is the same whatever the trainer's precision: fp32
+        measure.bf16_products = 0;
+        trainer_init(&held_back.evaluator, &draft, &target, measure);
         held_back.depth = shape.depth < TTT_MAX_STEPS ? shape.depth : TTT_MAX_STEPS;
     }
 #ifdef _OPENMP

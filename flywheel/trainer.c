@@ -478,7 +478,8 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         }
         if (k == 0) {
             b->upload(ws->gathered, ws->host_rows, (size_t)n_loss * C * sizeof(float));
-            b->matmul_forward(ws->p_target, ws->gathered, matrix_f32(trainer->head_rows), n_loss, C, V_d);
+            // the teacher is the target's, on the target's table (with bf16 products only the draft's matmuls take them)
+            trainer->target->backend->matmul_forward(ws->p_target, ws->gathered, matrix_f32(trainer->head_rows), n_loss, C, V_d);
             b->softmax_forward(ws->p_target, ws->p_target, n_loss, V_d);
             n_teacher = n_sequence_loss;
         }

@@ -1175,7 +1175,8 @@ static void test_bf16_rounding(void) {
 
 // out (M, N) [+]= A (M, K) @ B (K, N), elements at a[m * a_m + k * a_k] and b[k * b_k + n * b_n], written
 // out: each operand rounded to bf16, each output summed from zero over k = 0, 2, 4, ...: the product of the
-// odd element first, then the even one (swap_order: the even first, the negative control).
+// odd element first, then the even one (swap_order: the even first, the negative control), each partial sum
+// below the normal range flushed to zero.
 static void bf16_matmul_oracle(float* out, int accumulate, int M, int N, int K, const float* a, size_t a_m, size_t a_k,
                                const float* b, size_t b_k, size_t b_n, int swap_order) {
     for (int m = 0; m < M; m++) {
@@ -1188,8 +1189,11 @@ static void bf16_matmul_oracle(float* out, int accumulate, int M, int N, int K, 
                     p[e] = kk < K ? fast_bf16_value(bf16_oracle(a[(size_t)m * a_m + (size_t)kk * a_k])) *
                                     fast_bf16_value(bf16_oracle(b[(size_t)kk * b_k + (size_t)n * b_n])) : 0.0f;
                 }
-                if (swap_order) { sum = sum + p[0]; sum = sum + p[1]; }
-                else { sum = sum + p[1]; sum = sum + p[0]; }
+                float first = swap_order ? p[0] : p[1], second = swap_order ? p[1] : p[0];
+                sum = sum + first;   // a sum below the normal range is a zero of its sign (the instruction's FTZ)
+                if (fabsf(sum) < FLT_MIN) { sum = copysignf(0.0f, sum); }
+                sum = sum + second;
+                if (fabsf(sum) < FLT_MIN) { sum = copysignf(0.0f, sum); }
             }
             out[(size_t)m * N + n] = accumulate ? out[(size_t)m * N + n] + sum : sum;
         }
@@ -1268,6 +1272,41 @@ static void test_bf16_matmuls(void) {
     }
     fast_bf16_kernel = saved_kernel;
     check(swapped_differs > 0, "negative control: the even-first order should differ from the bf16 matmul somewhere");
+    // special values through both tiles (and both packings): NaN, infinities, subnormal inputs (zeros in bf16),
+    // products and sums near and below the normal range. Where they meet the two tiles may differ in a NaN's
+    // payload and, below 2^-126, in rounding (cpu_fast.h): NaN where NaN, the same infinities, and finite
+    // results within 2^-120 of each other.
+    if (kernels == 2) {
+        int T = 13, C = 70, OC = 45;
+        float* inp = mallocCheck((size_t)T * C * sizeof(float));
+        float* weight = mallocCheck((size_t)OC * C * sizeof(float));
+        for (int i = 0; i < T * C; i++) { inp[i] = test_uniform(&rng_state, -1, 1) * ldexpf(1.0f, -(int)(random_u32(&rng_state) % 70)); }
+        for (int i = 0; i < OC * C; i++) { weight[i] = test_uniform(&rng_state, -1, 1) * ldexpf(1.0f, -(int)(random_u32(&rng_state) % 70)); }
+        inp[5] = NAN; inp[C + 3] = INFINITY; inp[2 * C + 1] = -1e-40f; weight[7] = -INFINITY; weight[C + 9] = 1e-39f;
+        weight[3 * C + 2] = NAN;
+        float* out[2][3];
+        for (int k = 0; k < 2; k++) {
+            fast_bf16_kernel = k == 0;
+            for (int i = 0; i < 3; i++) { out[k][i] = callocCheck((size_t)(i == 0 ? T * OC : i == 1 ? T * C : OC * C), sizeof(float)); }
+            matmul_forward_fast_bf16(out[k][0], inp, matrix_f32(weight), T, C, OC);
+            matmul_backward_fast_bf16(out[k][1], out[k][2], out[k][0], inp, weight, T, C, OC);   // dout: the forward's output
+        }
+        fast_bf16_kernel = saved_kernel;
+        int bad = 0, nans = 0;
+        for (int i = 0; i < 3; i++) {
+            int n = i == 0 ? T * OC : i == 1 ? T * C : OC * C;
+            for (int j = 0; j < n; j++) {
+                float x = out[0][i][j], y = out[1][i][j];
+                nans += isnan(x);
+                int same = isnan(x) ? isnan(y) : isinf(x) || isinf(y) ? x == y : fabsf(x - y) <= 0x1p-120f;
+                if (!same && bad++ < 3) { fprintf(stderr, "  bf16 specials output %d[%d]: AVX-512 BF16 %a, portable %a\n", i, j, x, y); }
+            }
+        }
+        check(bad == 0 && nans > 0, "bf16 special values: %d outputs differ between the AVX-512 BF16 and portable tiles beyond the "
+              "contract (%d NaNs: expected some)", bad, nans);
+        for (int k = 0; k < 2; k++) { for (int i = 0; i < 3; i++) { free(out[k][i]); } }
+        free(inp); free(weight);
+    }
     // a weight not in fp32 (the target's, the serving draft's) is the int8 table's matmul, bit for bit
     int T = 5, C = 64, OC = 40;
     float* inp = mallocCheck((size_t)T * C * sizeof(float));

@@ -44,55 +44,6 @@ contracts need -ffp-contract=off, or -std=c11 with GCC: no fused multiply-adds t
 static inline uint32_t fast_float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float fast_bits_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
-// ----------------------------------------------------------------------------
-// bf16 products (the trainer's mixed precision, backend_cpu_fast_bf16): both operands rounded to bf16, the
-// products (exact in fp32: 8-bit by 8-bit significands) summed in fp32. Operands are packed in pairs along k,
-// one 32-bit word holding the bf16 of element 2i in its low half and of 2i + 1 in its high half, which is
-// what vdpbf16ps reads: per fp32 lane it adds the high halves' product to the sum, rounds, then the low
-// halves' product, rounds, a sum below fp32's normal range flushed to a signed zero (measured on Zen 4: the
-// two-step sum below, bit for bit, on 16 million random lanes of normal values; one rounding per pair, or
-// the low product first, differ). So the portable tile below and the AVX-512 BF16 one are the same
-// arithmetic, except near and below the normal range (|x| < 2^-126, where the instruction also rounds a
-// subnormal product its own way: 485 of 32 million lanes of such values differed) and in which NaN's
-// payload a result keeps: gradients are nowhere near there, and a NaN rejects the step either way.
-// Both operands are packed into blocks of `width` rows (A: FAST_BF16_TILE_ROWS rows of M, B: FAST_BF16_PANEL
-// columns of N), each block k2-major: the words of its rows for pair 0, then pair 1, ... (so a tile reads
-// one contiguous run a pair); rows past M or N, and the odd k's high half, are zero.
-
-#define FAST_BF16_TILE_ROWS 12
-#define FAST_BF16_PANEL 32
-
-// fp32 -> bf16, round to nearest even; NaN stays NaN (quiet); zero and the subnormals become a signed zero
-// (vdpbf16ps treats subnormal inputs as zero: flushing here keeps both tiles' inputs the same). Selects, not
-// branches, so that the packing loops vectorise.
-static inline uint32_t fast_bf16_round(float f) {
-    uint32_t u = fast_float_bits(f);
-    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;   // a carry into the exponent is the right rounding
-    uint32_t nan = (u >> 16) | 0x0040u, zero = (u >> 16) & 0x8000u;
-    rounded = (u & 0x7f800000u) == 0 ? zero : rounded;
-    return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
-}
-static inline float fast_bf16_value(uint32_t half) { return fast_bits_float(half << 16); }
-// x, or a zero of its sign where it is below fp32's normal range (FTZ: the instruction's results)
-static inline float fast_flush_subnormal(float x) { return fabsf(x) < 0x1p-126f ? copysignf(0.0f, x) : x; }
-
-// out (rows x cols of the tile, out_row apart) = [out +] sum over the K2 pairs, in order, of the high product
-// then the low one, from zero; a: the tile's block of A, b: the panel's block of B (packed as above).
-static inline void fast_bf16_tile_portable(float* out, size_t out_row, const uint32_t* a, const uint32_t* b, int K2,
-                                           int rows, int cols, int accumulate) {
-    for (int r = 0; r < rows; r++) {
-        for (int j = 0; j < cols; j++) {
-            float sum = 0.0f;
-            for (int k2 = 0; k2 < K2; k2++) {
-                uint32_t x = a[(size_t)k2 * FAST_BF16_TILE_ROWS + r], y = b[(size_t)k2 * FAST_BF16_PANEL + j];
-                sum = fast_flush_subnormal(sum + fast_bf16_value(x >> 16) * fast_bf16_value(y >> 16));
-                sum = fast_flush_subnormal(sum + fast_bf16_value(x & 0xffffu) * fast_bf16_value(y & 0xffffu));
-            }
-            out[(size_t)r * out_row + j] = accumulate ? out[(size_t)r * out_row + j] + sum : sum;
-        }
-    }
-}
-
 // fp16 -> fp32 without branches, so loops over it vectorise. Exact for every input, subnormals, infinities
 // and NaN payloads included (tests check all 65,536 values against fp16_to_fp32, bit for bit). Normals:
 // move the exponent and mantissa into place and rescale by 2^-112 (exact); subnormals: build 0.5 + m * 2^-24
@@ -160,6 +111,54 @@ FAST_INLINE void fast_dequantize_span(float* restrict span, const uint8_t* restr
                 w[j] = d * (float)(qs[j] & 0x0f) + m;
                 w[j + FAST_QK / 2] = d * (float)(qs[j] >> 4) + m;
             }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// bf16 products (the trainer's mixed precision, backend_cpu_fast_bf16): both operands rounded to bf16, the
+// products (exact in fp32: 8-bit by 8-bit significands) summed in fp32. Operands are packed in pairs along k,
+// one 32-bit word holding the bf16 of element 2i in its low half and of 2i + 1 in its high half, which is
+// what vdpbf16ps reads: per fp32 lane it adds the high halves' product to the sum, rounds, then the low
+// halves' product, rounds, a sum below fp32's normal range flushed to a signed zero (measured on Zen 4: the
+// two-step sum below, bit for bit, on 16 million random lanes of normal values; one rounding per pair, or
+// the low product first, differ). So the portable tile below and the AVX-512 BF16 one are the same
+// arithmetic, except near and below the normal range (|x| < 2^-126, where the instruction also rounds a
+// subnormal product its own way: 485 of 32 million lanes of such values differed) and in which NaN's
+// payload a result keeps: gradients are nowhere near there, and a NaN rejects the step either way.
+// Both operands are packed into blocks of `width` rows (A: FAST_BF16_TILE_ROWS rows of M, B: FAST_BF16_PANEL
+// columns of N), each block k2-major: the words of its rows for pair 0, then pair 1, ... (so a tile reads
+// one contiguous run a pair); rows past M or N, and the odd k's high half, are zero.
+
+#define FAST_BF16_TILE_ROWS 12
+#define FAST_BF16_PANEL 32
+
+// fp32 -> bf16, round to nearest even; NaN stays NaN (quiet); zero and the subnormals become a signed zero
+// (vdpbf16ps treats subnormal inputs as zero: flushing here keeps both tiles' inputs the same). gguf.c's
+// fp32_to_bf16 of the flushed value, in selects rather than branches, so that the packing loops vectorise.
+static inline uint32_t fast_bf16_round(float f) {
+    uint32_t u = fast_float_bits(f);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;   // a carry into the exponent is the right rounding
+    uint32_t nan = (u >> 16) | 0x0040u, zero = (u >> 16) & 0x8000u;
+    rounded = (u & 0x7f800000u) == 0 ? zero : rounded;
+    return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+}
+// x, or a zero of its sign where it is below fp32's normal range (FTZ: the instruction's results)
+static inline float fast_flush_subnormal(float x) { return fabsf(x) < 0x1p-126f ? copysignf(0.0f, x) : x; }
+
+// out (rows x cols of the tile, out_row apart) = [out +] sum over the K2 pairs, in order, of the high product
+// then the low one, from zero; a: the tile's block of A, b: the panel's block of B (packed as above).
+static inline void fast_bf16_tile_portable(float* out, size_t out_row, const uint32_t* a, const uint32_t* b, int K2,
+                                           int rows, int cols, int accumulate) {
+    for (int r = 0; r < rows; r++) {
+        for (int j = 0; j < cols; j++) {
+            float sum = 0.0f;
+            for (int k2 = 0; k2 < K2; k2++) {
+                uint32_t x = a[(size_t)k2 * FAST_BF16_TILE_ROWS + r], y = b[(size_t)k2 * FAST_BF16_PANEL + j];
+                sum = fast_flush_subnormal(sum + bf16_to_fp32((uint16_t)(x >> 16)) * bf16_to_fp32((uint16_t)(y >> 16)));
+                sum = fast_flush_subnormal(sum + bf16_to_fp32((uint16_t)(x & 0xffffu)) * bf16_to_fp32((uint16_t)(y & 0xffffu)));
+            }
+            out[(size_t)r * out_row + j] = accumulate ? out[(size_t)r * out_row + j] + sum : sum;
         }
     }
 }

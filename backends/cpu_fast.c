@@ -48,6 +48,11 @@ Contract:
     by 256 columns with a multiply and an add (the reference's results bit for bit). Any thread count gives the same bits. The
     trainer's gradients: tools/bench_ops.c measures them (the README's speed section).
 
+  - softmax_forward_fast / distribution_loss_fast (the trainer's teacher distribution and loss):
+    softmax_forward_cpu's and distribution_loss_cpu's contracts, their expressions in fp32 with fast_expf,
+    each row's sums over 16 lanes (cpu_fast.h); within "loss_fp32" of the reference (tests/test_fast.c). The
+    same bits on every CPU level, T and thread count. The reverse KL runs the reference's code.
+
   - matmul_forward_fast_bf16 / matmul_backward_fast_bf16 (backend_cpu_fast_bf16, the trainer's mixed
     precision): the same contracts for fp32 weights with bf16 products: both operands rounded to bf16
     (nearest even), the exact products summed in fp32, each output's terms in order (cpu_fast.h has the
@@ -836,6 +841,51 @@ void swiglu_forward_fast(float* out, const float* gate, const float* up, int N) 
 }
 
 // ----------------------------------------------------------------------------
+// The trainer's softmax (the teacher's distribution) and distribution loss: one row at a time (cpu_fast.h's
+// fast_softmax_row and fast_loss_row, or their AVX-512 twins, the same bits), rows in parallel. These were a
+// tenth of a bf16 trainer step in the reference's double exp (2-core Zen 4, perf: exp and the loss's loops over
+// 4,096 columns a row, two exponentials an element). The reverse KL (a lever, not the default) keeps the
+// reference's code.
+
+static int fast_rows_parallel(int T, int V) { return (long)T * V >= PARALLEL_MIN_WORK && T > 1; }
+
+void softmax_forward_fast(float* probs, const float* logits, int T, int V) {
+    int isa = fast_isa_current();
+    #pragma omp parallel for schedule(static) if (fast_rows_parallel(T, V))
+    for (int t = 0; t < T; t++) {
+        float* y = probs + (size_t)t * V;
+        const float* x = logits + (size_t)t * V;
+#if FAST_X86
+        if (isa >= FAST_ISA_AVX512) { fast_softmax_row_avx512(y, x, V); continue; }
+#endif
+        (void)isa;
+        fast_softmax_row(y, x, V);
+    }
+}
+
+void distribution_loss_fast(float* losses, float* dlogits, const float* logits, const float* p_target,
+                            const int* target_tokens, const float* weights, int T, int V, LossKind kind) {
+    if (kind == LOSS_REVERSE_KL) {
+        distribution_loss_cpu(losses, dlogits, logits, p_target, target_tokens, weights, T, V, kind);
+        return;
+    }
+    int isa = fast_isa_current();
+    #pragma omp parallel for schedule(static) if (fast_rows_parallel(T, V))
+    for (int t = 0; t < T; t++) {
+        float* dz = dlogits != NULL ? dlogits + (size_t)t * V : NULL;
+        const float* z = logits + (size_t)t * V;
+        const float* p = kind == LOSS_FORWARD_KL ? p_target + (size_t)t * V : NULL;
+        int target = kind == LOSS_NEXT_TOKEN ? target_tokens[t] : -1;
+        float weight = weights != NULL ? weights[t] : 1.0f;
+#if FAST_X86
+        if (isa >= FAST_ISA_AVX512) { losses[t] = fast_loss_row_avx512(dz, z, p, target, V, weight); continue; }
+#endif
+        (void)isa;
+        losses[t] = fast_loss_row(dz, z, p, target, V, weight);
+    }
+}
+
+// ----------------------------------------------------------------------------
 // quantisation: quantize_row's results (bit for bit), in parallel, vectorised for Q8_0 on AVX-512 and AVX2
 
 void quantize_rows_fast(int type, const float* source, void* destination, int rows, int cols) {
@@ -936,10 +986,10 @@ static void matmul_forward_shared_fast_int8(float* const* outs, const float* inp
     .embedding_forward = embedding_forward_fast, .rmsnorm_forward = rmsnorm_forward_fast, \
     .matmul_forward = MATMUL, .matmul_forward_shared = MATMUL_SHARED, .rope_forward = rope_forward_fast, \
     .attention_forward = attention_forward_fast, .swiglu_forward = swiglu_forward_fast, \
-    .residual_forward = residual_forward_cpu, .softmax_forward = softmax_forward_cpu, .kv_compact = kv_compact_cpu, \
+    .residual_forward = residual_forward_cpu, .softmax_forward = softmax_forward_fast, .kv_compact = kv_compact_cpu, \
     .matmul_backward = MATMUL_BACKWARD, .rmsnorm_backward = rmsnorm_backward_cpu, \
     .rope_backward = rope_backward_cpu, .attention_backward = attention_backward_fast, \
-    .swiglu_backward = swiglu_backward_cpu, .distribution_loss = distribution_loss_cpu, \
+    .swiglu_backward = swiglu_backward_cpu, .distribution_loss = distribution_loss_fast, \
     .adamw_update = adamw_update_fast, .sum_squares = sum_squares_fast, \
     .gather_rows = gather_rows_cpu, .scatter_add_rows = scatter_add_rows_cpu, .scale = scale_cpu, \
     .copy_strided = copy_strided_cpu, .cache_store = cache_store_cpu, .argmax_rows = argmax_rows_cpu,

@@ -353,6 +353,66 @@ static inline float fast_expf(float x) {
     return ldexpf(p, (int)n);
 }
 
+// ----------------------------------------------------------------------------
+// the trainer's softmax and distribution loss (softmax_forward_fast, distribution_loss_fast: cpu_fast.c), one
+// row at a time: the reference's expressions (cpu_ref.c) in fp32 with fast_expf for exp, the reference's
+// double sums replaced by sums over FAST_ROW_LANES lanes (element v into lane v % 16, in order; then the lanes
+// added pairwise, (l, l + 8), (l, l + 4), (l, l + 2), (0, 1)). The AVX-512 twins (cpu_fast_kernels.c) hold the
+// lanes in one vector and give the same bits; every row's result is the same for any T and thread count.
+
+#define FAST_ROW_LANES 16
+static inline float fast_lanes_total(float* lanes) {
+    for (int width = FAST_ROW_LANES / 2; width >= 1; width /= 2) {
+        for (int l = 0; l < width; l++) { lanes[l] += lanes[l + width]; }
+    }
+    return lanes[0];
+}
+
+// The largest of a row (NaN skipped, as the reference's `>` skips it; exact in any order)
+static inline float fast_row_max(const float* z, int V) {
+    float max = -INFINITY;
+    for (int v = 0; v < V; v++) { if (z[v] > max) { max = z[v]; } }
+    return max;
+}
+
+// One row of softmax_forward_fast (y may be x)
+static inline void fast_softmax_row(float* y, const float* x, int V) {
+    float max = fast_row_max(x, V), lanes[FAST_ROW_LANES] = {0};
+    for (int v = 0; v < V; v++) { y[v] = fast_expf(x[v] - max); lanes[v % FAST_ROW_LANES] += y[v]; }
+    float inverse = 1.0f / fast_lanes_total(lanes);
+    for (int v = 0; v < V; v++) { y[v] *= inverse; }
+}
+
+// One row of distribution_loss_fast, forward KL (p: the teacher's row) or next-token (p NULL, the target
+// token `target`): returns the row's loss and, if dz is not NULL, adds weight * dloss/dz to dz:
+//   log Z = max + log sum_v exp(z(v) - max)
+//   forward KL  loss = -sum_{p(v) != 0} p(v) (z(v) - log Z)   dz(j) += weight (exp(z(j) - log Z) sum_p - p(j))
+//   next token  loss = log Z - z(x)                           dz(j) += weight (exp(z(j) - log Z) 1 - [j == x])
+static inline float fast_loss_row(float* dz, const float* z, const float* p, int target, int V, float weight) {
+    float max = fast_row_max(z, V), lanes[FAST_ROW_LANES] = {0};
+    for (int v = 0; v < V; v++) { lanes[v % FAST_ROW_LANES] += fast_expf(z[v] - max); }
+    float log_normaliser = max + logf(fast_lanes_total(lanes)), loss, sum_p = 1.0f;
+    if (p != NULL) {
+        float terms[FAST_ROW_LANES] = {0}, mass[FAST_ROW_LANES] = {0};
+        for (int v = 0; v < V; v++) {
+            if (p[v] == 0.0f) { continue; }   // 0 * log q = 0, even where q underflows
+            terms[v % FAST_ROW_LANES] += p[v] * (z[v] - log_normaliser);
+            mass[v % FAST_ROW_LANES] += p[v];
+        }
+        loss = -fast_lanes_total(terms);
+        sum_p = fast_lanes_total(mass);
+    } else {
+        loss = log_normaliser - z[target];
+    }
+    if (dz != NULL) {
+        for (int j = 0; j < V; j++) {
+            float teacher = p != NULL ? p[j] : j == target ? 1.0f : 0.0f;
+            dz[j] += weight * (fast_expf(z[j] - log_normaliser) * sum_p - teacher);
+        }
+    }
+    return loss;
+}
+
 // softmax weights per query in slot order (exact max first, as the reference), kept in the score buffer;
 // a masked slot (or a -inf score) gets weight 0. (The AVX-512 table has a vector twin: cpu_fast_kernels.c.)
 static inline void attention_softmax(const AttentionItem* a) {
@@ -611,6 +671,10 @@ void fast_adamw_avx2(float* params, const float* grads, float* m, float* v, size
 // RoPE's rotation with per-element cos and signed sin rows `stride` apart (HS % 8 == 0; cpu_fast.c)
 void fast_rope_avx2(float* out, const float* inp, const float* cos_dup, const float* sin_signed, size_t stride, int T,
                     int n_heads, int HS);
+// One row of the trainer's softmax and distribution loss with fast_expf's twin: fast_softmax_row's and
+// fast_loss_row's bits (cpu_fast.h)
+void fast_softmax_row_avx512(float* y, const float* x, int V);
+float fast_loss_row_avx512(float* dz, const float* z, const float* p, int target, int V, float weight);
 // SwiGLU over n elements with fast_expf's twin: the same bits as the portable loop (cpu_fast.c)
 void fast_swiglu_avx512(float* out, const float* gate, const float* up, int n);
 void fast_swiglu_avx2(float* out, const float* gate, const float* up, int n);

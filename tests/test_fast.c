@@ -812,6 +812,18 @@ static void test_matmul_backward(void) {
 // ----------------------------------------------------------------------------
 // negative control: the comparison must reject an output perturbed just past the bound, and a NaN
 
+// stderr to /dev/null and back, around a comparison whose report of mismatches is expected (a negative control)
+static int stderr_silence(void) {
+    fflush(stderr);
+    int saved = dup(2), null_fd = open("/dev/null", O_WRONLY);
+    if (null_fd >= 0) { dup2(null_fd, 2); close(null_fd); }
+    return saved;
+}
+static void stderr_restore(int saved) {
+    fflush(stderr);
+    if (saved >= 0) { dup2(saved, 2); close(saved); }
+}
+
 static void test_negative_control(void) {
     const int T = 3, C = 64, OC = 9;
     float* dequantised = mallocCheck((size_t)OC * C * sizeof(float));
@@ -827,10 +839,7 @@ static void test_negative_control(void) {
     Tolerance tol = fast_tolerance("matmul_reorder");
     check_tensor("negative control, unperturbed", got, expected, (size_t)T * OC, tol);
     int perturbations = 2, rejected = 0;
-    // the comparison's report of these mismatches is expected: silence stderr around it
-    fflush(stderr);
-    int saved_stderr = dup(2), null_fd = open("/dev/null", O_WRONLY);
-    if (null_fd >= 0) { dup2(null_fd, 2); close(null_fd); }
+    int saved_stderr = stderr_silence();   // the comparison's report of these mismatches is expected
     for (int k = 0; k < perturbations; k++) {
         float saved = got[4];
         got[4] = k == 0 ? expected[4] + 2.0f * (tol.atol + tol.rtol * fabsf(expected[4])) : NAN;
@@ -840,8 +849,7 @@ static void test_negative_control(void) {
         rejected += !accepted;
         got[4] = saved;
     }
-    fflush(stderr);
-    if (saved_stderr >= 0) { dup2(saved_stderr, 2); close(saved_stderr); }
+    stderr_restore(saved_stderr);
     printf("negative control: the comparison rejected %d of %d perturbed outputs (one past the bound, one NaN)\n",
            rejected, perturbations);
     check(rejected == perturbations, "the comparison accepted %d of %d perturbed outputs", perturbations - rejected, perturbations);
@@ -1082,6 +1090,95 @@ static void test_swiglu(void) {
     check(bits_equal(got, expected, (size_t)N), "swiglu_forward_fast (%s) over gate in [-110, 110] differs from its "
           "expression (tolerance exact)", fast_isa_name(fast_isa));
     free(gate); free(up); free(expected); free(got);
+}
+
+// The trainer's teacher softmax and distribution loss (forward KL and next-token): the row functions' bits
+// (cpu_fast.h) at every CPU level, for any T, on one thread and several, the gradient added to what dlogits
+// held; within "loss_fp32" of the reference; the reverse KL is the reference's own code; and a negative
+// control: the loss with the teacher's rows shifted by one must fail the same comparison.
+static double worst_loss_error;
+static void test_loss_ops(void) {
+    const struct { int T, V; } cases[] = {{3, 7}, {2, 16}, {5, 33}, {4, 4096}, {40, 4096}, {3, 4101}};
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        int T = cases[c].T, V = cases[c].V;
+        size_t n = (size_t)T * V;
+        float* logits = mallocCheck(n * sizeof(float));
+        float* teacher = mallocCheck(n * sizeof(float));
+        float* start = mallocCheck(n * sizeof(float));
+        float* dz[3];   // the row functions, the op, the reference
+        for (int k = 0; k < 3; k++) { dz[k] = mallocCheck(n * sizeof(float)); }
+        float weights[40], losses[3][40];
+        int tokens[40];
+        fill_uniform(logits, n, &rng_state, -8, 8);
+        fill_uniform(teacher, n, &rng_state, -6, 6);
+        softmax_forward_cpu(teacher, teacher, T, V);
+        for (size_t i = 0; i < n; i += 5) { teacher[i] = 0.0f; }   // exact zeros: their terms are skipped
+        fill_uniform(start, n, &rng_state, -1e-3f, 1e-3f);
+        fill_uniform(weights, (size_t)T, &rng_state, 0.2f, 1.5f);
+        for (int t = 0; t < T; t++) { tokens[t] = (int)(random_u32(&rng_state) % (uint32_t)V); }
+        char what[160];
+        for (int kind = LOSS_FORWARD_KL; kind <= LOSS_NEXT_TOKEN; kind++) {
+            const char* name = kind == LOSS_FORWARD_KL ? "forward KL" : kind == LOSS_REVERSE_KL ? "reverse KL" : "next token";
+            for (int k = 0; k < 3; k++) { memcpy(dz[k], start, n * sizeof(float)); }
+            distribution_loss_fast(losses[1], dz[1], logits, teacher, tokens, weights, T, V, (LossKind)kind);
+            distribution_loss_cpu(losses[2], dz[2], logits, teacher, tokens, weights, T, V, (LossKind)kind);
+            snprintf(what, sizeof(what), "distribution_loss_fast [%s] %s T=%d V=%d", fast_isa_name(fast_isa), name, T, V);
+            if (kind == LOSS_REVERSE_KL) {
+                check(bits_equal(losses[1], losses[2], (size_t)T) && bits_equal(dz[1], dz[2], n),
+                      "%s: not the reference's bits (tolerance exact)", what);
+                continue;
+            }
+            for (int t = 0; t < T; t++) {
+                losses[0][t] = fast_loss_row(dz[0] + (size_t)t * V, logits + (size_t)t * V,
+                                             kind == LOSS_FORWARD_KL ? teacher + (size_t)t * V : NULL, tokens[t], V, weights[t]);
+            }
+            check(bits_equal(losses[1], losses[0], (size_t)T) && bits_equal(dz[1], dz[0], n),
+                  "%s: not the row functions' bits (tolerance exact)", what);
+            check_tensor(what, losses[1], losses[2], (size_t)T, fast_tolerance("loss_fp32"));
+            check_tensor(what, dz[1], dz[2], n, fast_tolerance("loss_fp32"));
+            for (size_t i = 0; i < n; i++) {
+                double e = fabs((double)dz[1][i] - dz[2][i]);
+                if (e > worst_loss_error) { worst_loss_error = e; }
+            }
+            for (int t = 0; t < T; t++) {
+                double e = fabs((double)losses[1][t] - losses[2][t]) / (fabs(losses[2][t]) + 1e-30);
+                if (e > worst_loss_error) { worst_loss_error = e; }
+            }
+            float alone[40];   // no gradient asked: the same losses
+            distribution_loss_fast(alone, NULL, logits, teacher, tokens, weights, T, V, (LossKind)kind);
+            check(bits_equal(alone, losses[1], (size_t)T), "%s: the losses without a gradient differ (tolerance exact)", what);
+#ifdef _OPENMP
+            int threads = omp_get_max_threads();
+            memcpy(dz[0], start, n * sizeof(float));
+            omp_set_num_threads(1);
+            distribution_loss_fast(alone, dz[0], logits, teacher, tokens, weights, T, V, (LossKind)kind);
+            omp_set_num_threads(threads);
+            check(bits_equal(alone, losses[1], (size_t)T) && bits_equal(dz[0], dz[1], n),
+                  "%s: one thread differs from %d (tolerance exact)", what, threads);
+#endif
+            if (kind == LOSS_FORWARD_KL && T > 1) {   // the negative control: another row's teacher
+                memcpy(dz[0], start, n * sizeof(float));
+                distribution_loss_fast(alone, dz[0], logits, teacher + V, tokens, weights, T - 1, V, (LossKind)kind);
+                int saved_stderr = stderr_silence();
+                size_t mismatches = compare_elements("negative control", ELEMENT_F32, dz[0], dz[2], (size_t)(T - 1) * V,
+                                                     fast_tolerance("loss_fp32"));
+                stderr_restore(saved_stderr);
+                check(mismatches > 0, "%s: the loss against shifted teacher rows passed the reference comparison", what);
+            }
+        }
+        // the teacher's softmax
+        softmax_forward_fast(dz[1], logits, T, V);
+        for (int t = 0; t < T; t++) { fast_softmax_row(dz[0] + (size_t)t * V, logits + (size_t)t * V, V); }
+        softmax_forward_cpu(dz[2], logits, T, V);
+        snprintf(what, sizeof(what), "softmax_forward_fast [%s] T=%d V=%d", fast_isa_name(fast_isa), T, V);
+        check(bits_equal(dz[1], dz[0], n), "%s: not the row function's bits (tolerance exact)", what);
+        check_tensor(what, dz[1], dz[2], n, fast_tolerance("loss_fp32"));
+        memcpy(dz[0], logits, n * sizeof(float));
+        softmax_forward_fast(dz[0], dz[0], T, V);   // in place, as the trainer calls it
+        check(bits_equal(dz[0], dz[1], n), "%s: in place differs (tolerance exact)", what);
+        free(logits); free(teacher); free(start);
+        for (int k = 0; k < 3; k++) { free(dz[k]); }
+    }
 }
 
 // RoPE: the reference's bits, in place and not, through runs of calls at the same positions (the kept
@@ -1337,6 +1434,7 @@ int main(int argc, char** argv) {
         test_rope();
         test_rmsnorm();
         test_swiglu();
+        test_loss_ops();
         test_matmul_all();
         test_matmul_not_finite();
         test_matmul_shared();
@@ -1355,8 +1453,9 @@ int main(int argc, char** argv) {
     test_negative_control();
     if (argc > 1) { test_model_file(argv[1]); }
     printf("worst |fast - reference|: matmul %.3g (fp32 reordering), attention %.3g, attention backward %.3g, matmul "
-           "backward (AVX2 / AVX-512 fused multiply-adds) %.3g per term; int8 activations %.3g * sqrt(C)\n",
+           "backward (AVX2 / AVX-512 fused multiply-adds) %.3g per term; int8 activations %.3g * sqrt(C); the trainer's loss %.3g "
+           "(the larger of its gradient's absolute and its value's relative error)\n",
            worst_matmul_error, worst_attention_error, worst_attention_backward_error, worst_backward_error_per_term,
-           worst_int8_error_per_sqrt_c);
+           worst_int8_error_per_sqrt_c, worst_loss_error);
     return test_summary();
 }

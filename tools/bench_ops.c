@@ -142,10 +142,20 @@ static void bench_trainer_ops(int rounds) {
         for (int b = 1; b < TRAIN_BLOCKS; b++) { mask[(size_t)t * P + b * T + t] = 1; }
     }
     Matrix head = {weight, TYPE_F32};
-    // [variant][op]: op 0 forward, 1 dinp, 2 dweight, 3 attention backward; variant 0 fast, 1 ref, 2 blas,
-    // 3 bf16 products (the fast table's mixed-precision twin: --train-precision bf16)
-    double best[4][4];
-    for (int v = 0; v < 4; v++) { for (int o = 0; o < 4; o++) { best[v][o] = 1e30; } }
+    // the distribution loss's inputs: the draft's logits (dout's buffer) against a teacher distribution, softmax of
+    // other logits, a gradient row per loss row
+    float* teacher = mallocCheck((size_t)T * V * sizeof(float));
+    float* dlogits = mallocCheck((size_t)T * V * sizeof(float));
+    float* teacher_logits = mallocCheck((size_t)T * V * sizeof(float));
+    float losses[TRAIN_ROWS], loss_weights[TRAIN_ROWS];
+    for (size_t i = 0; i < (size_t)T * V; i++) { teacher_logits[i] = 8.0f * (random_f32(&rng) - 0.5f); }
+    for (int t = 0; t < T; t++) { loss_weights[t] = 1.0f; }
+    // [variant][op]: op 0 forward, 1 dinp, 2 dweight, 3 attention backward, 4 the teacher's softmax and the
+    // loss with its gradient; variant 0 fast, 1 ref, 2 blas, 3 bf16 products (the fast table's mixed-precision
+    // twin: --train-precision bf16)
+    enum { TRAIN_OPS = 5 };
+    double best[4][TRAIN_OPS];
+    for (int v = 0; v < 4; v++) { for (int o = 0; o < TRAIN_OPS; o++) { best[v][o] = 1e30; } }
     const Backend* tables[4] = {&backend_cpu_fast_exact, &backend_cpu_ref, NULL, &backend_cpu_fast_bf16};
 #ifdef USE_BLAS
     tables[2] = &backend_cpu_blas;
@@ -163,18 +173,24 @@ static void bench_trainer_ops(int rounds) {
             start = now_seconds();
             b->matmul_backward(NULL, dweight, dout, inp, weight, T, C, V);
             best[v][2] = fmin(best[v][2], now_seconds() - start);
-            if (v >= 2) { continue; }   // (the OpenBLAS and bf16 tables' attention backward: the reference's, the fast one's)
+            if (v >= 2) { continue; }   // (the OpenBLAS and bf16 tables' other ops: the reference's, the fast one's)
             start = now_seconds();
             b->attention_backward(dq, dkeys, dvalues, d_attn, q, keys, values, mask, T, P, NH, NKV, HS);
             best[v][3] = fmin(best[v][3], now_seconds() - start);
+            memset(dlogits, 0, (size_t)T * V * sizeof(float));
+            start = now_seconds();
+            b->softmax_forward(teacher, teacher_logits, T, V);
+            b->distribution_loss(losses, dlogits, dout, teacher, NULL, loss_weights, T, V, LOSS_FORWARD_KL);
+            best[v][4] = fmin(best[v][4], now_seconds() - start);
         }
     }
     printf("\nthe trainer's ops (fp32; bf16: bf16 products, %s), one call, ms: the LM head over %d loss rows (%d x %d), and "
-           "the attention backward of a TTT step (%d rows, %d keys)\n%-26s %10s %10s %10s %10s %8s %9s\n",
+           "the attention backward of a TTT step (%d rows, %d keys), the teacher's softmax and the loss (forward KL) with its gradient over the LM head's rows\n%-26s %10s %10s %10s %10s %8s %9s\n",
            fast_bf16_native() ? "AVX-512 BF16" : "portable C", T, V, C, T, P, "", "fast", "ref", "blas", "bf16", "ref/fast",
            "fast/bf16");
-    const char* ops[4] = {"LM head forward", "LM head backward, dinp", "LM head backward, dweight", "attention backward"};
-    for (int o = 0; o < 4; o++) {
+    const char* ops[TRAIN_OPS] = {"LM head forward", "LM head backward, dinp", "LM head backward, dweight",
+                                  "attention backward", "softmax and loss"};
+    for (int o = 0; o < TRAIN_OPS; o++) {
         printf("%-26s %10.1f %10.1f ", ops[o], best[0][o] * 1e3, best[1][o] * 1e3);
         if (tables[2] != NULL && o < 3) { printf("%10.1f", best[2][o] * 1e3); } else { printf("%10s", "-"); }
         if (o < 3) { printf(" %10.1f", best[3][o] * 1e3); } else { printf(" %10s", "-"); }
@@ -182,6 +198,7 @@ static void bench_trainer_ops(int rounds) {
         if (o < 3) { printf(" %8.2fx", best[0][o] / best[3][o]); }
         printf("\n");
     }
+    free(teacher); free(dlogits); free(teacher_logits);
     free(mask); free(dvalues); free(dkeys); free(values); free(keys); free(d_attn); free(dq); free(q);
     free(dweight); free(dinp); free(dout); free(weight); free(inp);
 }

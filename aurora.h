@@ -579,7 +579,7 @@ void matmul_forward_fast(float* out, const float* inp, Matrix weight, int T, int
 // swiglu_forward_cpu's expression with the fast tables' exp (cpu_fast.h: fast_expf), in parallel for large N
 void swiglu_forward_fast(float* out, const float* gate, const float* up, int N);
 // the trainer's teacher softmax and distribution loss: the reference's expressions in fp32 with fast_expf, each
-// row's sums over 16 lanes; rows in parallel (the reverse KL: the reference's code)
+// row's sums over 16 lanes, on AVX2 and AVX-512; rows in parallel (the reverse KL, and plain C: the reference's code)
 void softmax_forward_fast(float* probs, const float* logits, int T, int V);
 void distribution_loss_fast(float* losses, float* dlogits, const float* logits, const float* p_target,
                             const int* target_tokens, const float* weights, int T, int V, LossKind kind);

@@ -1368,6 +1368,104 @@ FAST_AVX2_TARGET void fast_swiglu_avx2(float* out, const float* gate, const floa
     for (; i < n; i++) { out[i] = gate[i] / (1.0f + fast_expf(-gate[i])) * up[i]; }
 }
 
+// The trainer's softmax and distribution loss, one row, AVX2 (cpu_fast.h: fast_softmax_row, fast_loss_row): the
+// 16 lanes of each sum in two vectors (elements v .. v + 7 and v + 8 .. v + 15 of each whole block of 16), then
+// the row's last V % 16 elements one by one into their lanes, in order: the portable loops' bits.
+
+FAST_INLINE FAST_AVX2_TARGET void avx2_lanes_store(float* lanes, __m256 low, __m256 high) {
+    _mm256_storeu_ps(lanes, low);
+    _mm256_storeu_ps(lanes + 8, high);
+}
+
+FAST_INLINE FAST_AVX2_TARGET float avx2_row_max(const float* z, int V) {
+    __m256 low = _mm256_set1_ps(-INFINITY), high = low;
+    int v = 0;
+    for (; v + 16 <= V; v += 16) {   // (vmaxps returns its second operand where the first is NaN: NaN skipped)
+        low = _mm256_max_ps(_mm256_loadu_ps(z + v), low);
+        high = _mm256_max_ps(_mm256_loadu_ps(z + v + 8), high);
+    }
+    float lanes[16], max = -INFINITY;
+    avx2_lanes_store(lanes, low, high);
+    for (int l = 0; l < 16; l++) { if (lanes[l] > max) { max = lanes[l]; } }
+    for (; v < V; v++) { if (z[v] > max) { max = z[v]; } }
+    return max;
+}
+
+FAST_AVX2_TARGET void fast_softmax_row_avx2(float* y, const float* x, int V) {
+    float max = avx2_row_max(x, V), lanes[16];
+    __m256 shift = _mm256_set1_ps(max), low = _mm256_setzero_ps(), high = low;
+    int v = 0;
+    for (; v + 16 <= V; v += 16) {
+        __m256 e0 = fast_expf_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + v), shift));
+        __m256 e1 = fast_expf_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + v + 8), shift));
+        _mm256_storeu_ps(y + v, e0);
+        _mm256_storeu_ps(y + v + 8, e1);
+        low = _mm256_add_ps(low, e0);
+        high = _mm256_add_ps(high, e1);
+    }
+    avx2_lanes_store(lanes, low, high);
+    for (; v < V; v++) { y[v] = fast_expf(x[v] - max); lanes[v % 16] += y[v]; }
+    float inverse = 1.0f / fast_lanes_total(lanes);
+    __m256 scale = _mm256_set1_ps(inverse);
+    for (v = 0; v + 8 <= V; v += 8) { _mm256_storeu_ps(y + v, _mm256_mul_ps(_mm256_loadu_ps(y + v), scale)); }
+    for (; v < V; v++) { y[v] *= inverse; }
+}
+
+FAST_AVX2_TARGET float fast_loss_row_avx2(float* dz, const float* z, const float* p, int target, int V, float weight) {
+    float max = avx2_row_max(z, V), lanes[16];
+    __m256 shift = _mm256_set1_ps(max), low = _mm256_setzero_ps(), high = low;
+    int v = 0;
+    for (; v + 16 <= V; v += 16) {
+        low = _mm256_add_ps(low, fast_expf_avx2(_mm256_sub_ps(_mm256_loadu_ps(z + v), shift)));
+        high = _mm256_add_ps(high, fast_expf_avx2(_mm256_sub_ps(_mm256_loadu_ps(z + v + 8), shift)));
+    }
+    avx2_lanes_store(lanes, low, high);
+    for (; v < V; v++) { lanes[v % 16] += fast_expf(z[v] - max); }
+    float log_normaliser = max + logf(fast_lanes_total(lanes)), loss, sum_p = 1.0f;
+    __m256 log_z = _mm256_set1_ps(log_normaliser);
+    if (p != NULL) {
+        __m256 terms[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, mass[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (v = 0; v + 16 <= V; v += 16) {
+            for (int h = 0; h < 2; h++) {
+                __m256 pv = _mm256_loadu_ps(p + v + 8 * h);
+                __m256 taken = _mm256_cmp_ps(pv, _mm256_setzero_ps(), _CMP_NEQ_UQ);   // p != 0 (NaN too)
+                __m256 term = _mm256_mul_ps(pv, _mm256_sub_ps(_mm256_loadu_ps(z + v + 8 * h), log_z));
+                terms[h] = _mm256_add_ps(terms[h], _mm256_and_ps(taken, term));   // (+0 where not taken: the same sum)
+                mass[h] = _mm256_add_ps(mass[h], _mm256_and_ps(taken, pv));
+            }
+        }
+        float term_lanes[16], mass_lanes[16];
+        avx2_lanes_store(term_lanes, terms[0], terms[1]);
+        avx2_lanes_store(mass_lanes, mass[0], mass[1]);
+        for (; v < V; v++) {
+            if (p[v] == 0.0f) { continue; }
+            term_lanes[v % 16] += p[v] * (z[v] - log_normaliser);
+            mass_lanes[v % 16] += p[v];
+        }
+        loss = -fast_lanes_total(term_lanes);
+        sum_p = fast_lanes_total(mass_lanes);
+    } else {
+        loss = log_normaliser - z[target];
+    }
+    if (dz != NULL) {
+        __m256 scale = _mm256_set1_ps(sum_p), w = _mm256_set1_ps(weight);
+        int j = 0;
+        for (; j + 8 <= V; j += 8) {
+            __m256 teacher = p != NULL ? _mm256_loadu_ps(p + j)
+                           : target >= j && target < j + 8 ? _mm256_and_ps(_mm256_castsi256_ps(avx2_lane_mask(1 << (target - j))), _mm256_set1_ps(1.0f))
+                           : _mm256_setzero_ps();
+            __m256 q = fast_expf_avx2(_mm256_sub_ps(_mm256_loadu_ps(z + j), log_z));
+            __m256 gradient = _mm256_mul_ps(w, _mm256_sub_ps(_mm256_mul_ps(q, scale), teacher));
+            _mm256_storeu_ps(dz + j, _mm256_add_ps(_mm256_loadu_ps(dz + j), gradient));
+        }
+        for (; j < V; j++) {
+            float teacher = p != NULL ? p[j] : j == target ? 1.0f : 0.0f;
+            dz[j] += weight * (fast_expf(z[j] - log_normaliser) * sum_p - teacher);
+        }
+    }
+    return loss;
+}
+
 // ----------------------------------------------------------------------------
 // matmul, AVX-512 VNNI, packed quantised weights (Q8_0, Q4_0, Q4_1; the layout: cpu_fast.h). The input rows
 // are quantised to int8 in blocks of 32 (as llama.cpp's Q8 activations: scale dx = max|x| / 127, q = x /

@@ -293,6 +293,8 @@ static void matmul_packed(float* const* outs, const float* inp, const Matrix* we
             if (int8_path && finite && isa == FAST_ISA_AVX2) { fast_matmul_packed_avx2(out, quantised, weights[i], T, C, OC, first_row, last_row); }
             else if (int8_path && finite) { fast_matmul_packed_vnni(out, quantised, weights[i], T, C, OC, first_row, last_row); }
             else
+#else
+            (void)finite;
 #endif
             {
                 float* row = mallocCheck((size_t)C * sizeof(float));

@@ -855,7 +855,7 @@ static int fast_rows_parallel(int T, int V) { return (long)T * V >= PARALLEL_MIN
 
 void softmax_forward_fast(float* probs, const float* logits, int T, int V) {
     int isa = fast_isa_current();
-    if (isa < FAST_ISA_AVX2) { softmax_forward_cpu(probs, logits, T, V); return; }   // (plain C: the reference's is faster)
+    if (!FAST_X86 || isa < FAST_ISA_AVX2) { softmax_forward_cpu(probs, logits, T, V); return; }   // (plain C: the reference's is faster)
     #pragma omp parallel for schedule(static) if (fast_rows_parallel(T, V))
     for (int t = 0; t < T; t++) {
         float* y = probs + (size_t)t * V;
@@ -864,7 +864,7 @@ void softmax_forward_fast(float* probs, const float* logits, int T, int V) {
         if (isa >= FAST_ISA_AVX512) { fast_softmax_row_avx512(y, x, V); }
         else { fast_softmax_row_avx2(y, x, V); }
 #else
-        (void)y; (void)x;
+        (void)y; (void)x;   // (never reached: returned above)
 #endif
     }
 }
@@ -872,7 +872,7 @@ void softmax_forward_fast(float* probs, const float* logits, int T, int V) {
 void distribution_loss_fast(float* losses, float* dlogits, const float* logits, const float* p_target,
                             const int* target_tokens, const float* weights, int T, int V, LossKind kind) {
     int isa = fast_isa_current();
-    if (kind == LOSS_REVERSE_KL || isa < FAST_ISA_AVX2) {
+    if (kind == LOSS_REVERSE_KL || !FAST_X86 || isa < FAST_ISA_AVX2) {
         distribution_loss_cpu(losses, dlogits, logits, p_target, target_tokens, weights, T, V, kind);
         return;
     }
@@ -887,7 +887,7 @@ void distribution_loss_fast(float* losses, float* dlogits, const float* logits, 
         losses[t] = isa >= FAST_ISA_AVX512 ? fast_loss_row_avx512(dz, z, p, target, V, weight)
                                            : fast_loss_row_avx2(dz, z, p, target, V, weight);
 #else
-        (void)dz; (void)z; (void)p; (void)target; (void)weight;
+        (void)dz; (void)z; (void)p; (void)target; (void)weight;   // (never reached: returned above)
 #endif
     }
 }

@@ -51,8 +51,8 @@ static const Tolerance TOLERANCES[] = {
                                 "measured worst 1.1e-7 per term (short sums of values near 1; tests/test_fast.c)"},
     {"loss_fp32", 1e-6f, 1e-5f, "the trainer's teacher softmax and distribution loss in fp32 with fast_expf (within 2 ulp "
                                 "of exp) against the reference's double sums and exp: a row's sums of up to 4,109 terms "
-                                "in 16 fp32 lanes; gradients and probabilities are at most 1 (measured worst: "
-                                "tests/test_fast.c prints it)"},
+                                "in 16 fp32 lanes; gradients and probabilities are at most 1 (measured worst 3.6e-7), "
+                                "losses of about 1 to 10 err by their fp32 rounding (measured worst 1.9e-6 absolute)"},
     {"layer",     2e-4f, 1e-3f, "a whole layer or model: reordering errors compound through norms and softmax"},
     {"int8_model", 0.15f, 0.05f, "a whole tiny model, or the draft's layer, with int8 activations on quantised weights "
                                  "(the fast table; a serving draft's matrices also rounded to Q8_0): each matmul's "

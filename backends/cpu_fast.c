@@ -50,9 +50,9 @@ Contract:
 
   - softmax_forward_fast / distribution_loss_fast (the trainer's teacher distribution and loss):
     softmax_forward_cpu's and distribution_loss_cpu's contracts, their expressions in fp32 with fast_expf,
-    each row's sums over 16 lanes (cpu_fast.h); within "loss_fp32" of the reference (tests/test_fast.c). The
-    same bits on AVX2 and AVX-512, for any T and thread count. The reverse KL, and every kind on the portable
-    level, run the reference's code.
+    each row's sums over 16 lanes (cpu_fast.h; one AVX2 twin, which AVX-512 CPUs run too); within "loss_fp32"
+    of the reference (tests/test_fast.c); the same bits for any T and thread count. The reverse KL, and every
+    kind on the portable level, run the reference's code.
 
   - matmul_forward_fast_bf16 / matmul_backward_fast_bf16 (backend_cpu_fast_bf16, the trainer's mixed
     precision): the same contracts for fp32 weights with bf16 products: both operands rounded to bf16
@@ -845,51 +845,39 @@ void swiglu_forward_fast(float* out, const float* gate, const float* up, int N) 
 
 // ----------------------------------------------------------------------------
 // The trainer's softmax (the teacher's distribution) and distribution loss: one row at a time (cpu_fast.h's
-// fast_softmax_row and fast_loss_row, by their AVX-512 or AVX2 twins, the same bits), rows in parallel. These
-// were a tenth of a bf16 trainer step in the reference's double exp (2-core Zen 4, perf: exp and the loss's
-// loops over 4,096 columns a row, two exponentials an element). The reverse KL (a lever, not the default) and
-// the portable level (where the row functions in plain C are slower than the reference) keep the reference's
-// code.
+// fast_softmax_row and fast_loss_row, by their AVX2 twins, the same bits), rows in parallel. These were a tenth
+// of a bf16 trainer step in the reference's double exp (2-core Zen 4, perf: exp and the loss's loops over 4,096
+// columns a row, two exponentials an element). The reverse KL (a lever, not the default) and CPUs below AVX2
+// (where the row functions in plain C are slower than the reference) keep the reference's code.
 
 static int fast_rows_parallel(int T, int V) { return (long)T * V >= PARALLEL_MIN_WORK && T > 1; }
 
 void softmax_forward_fast(float* probs, const float* logits, int T, int V) {
-    int isa = fast_isa_current();
-    if (!FAST_X86 || isa < FAST_ISA_AVX2) { softmax_forward_cpu(probs, logits, T, V); return; }   // (plain C: the reference's is faster)
-    #pragma omp parallel for schedule(static) if (fast_rows_parallel(T, V))
-    for (int t = 0; t < T; t++) {
-        float* y = probs + (size_t)t * V;
-        const float* x = logits + (size_t)t * V;
 #if FAST_X86
-        if (isa >= FAST_ISA_AVX512) { fast_softmax_row_avx512(y, x, V); }
-        else { fast_softmax_row_avx2(y, x, V); }
-#else
-        (void)y; (void)x;   // (never reached: returned above)
-#endif
+    if (fast_isa_current() >= FAST_ISA_AVX2) {
+        #pragma omp parallel for schedule(static) if (fast_rows_parallel(T, V))
+        for (int t = 0; t < T; t++) { fast_softmax_row_avx2(probs + (size_t)t * V, logits + (size_t)t * V, V); }
+        return;
     }
+#endif
+    softmax_forward_cpu(probs, logits, T, V);   // (plain C: the reference's is faster)
 }
 
 void distribution_loss_fast(float* losses, float* dlogits, const float* logits, const float* p_target,
                             const int* target_tokens, const float* weights, int T, int V, LossKind kind) {
-    int isa = fast_isa_current();
-    if (kind == LOSS_REVERSE_KL || !FAST_X86 || isa < FAST_ISA_AVX2) {
-        distribution_loss_cpu(losses, dlogits, logits, p_target, target_tokens, weights, T, V, kind);
+#if FAST_X86
+    if (kind != LOSS_REVERSE_KL && fast_isa_current() >= FAST_ISA_AVX2) {
+        #pragma omp parallel for schedule(static) if (fast_rows_parallel(T, V))
+        for (int t = 0; t < T; t++) {
+            losses[t] = fast_loss_row_avx2(dlogits != NULL ? dlogits + (size_t)t * V : NULL, logits + (size_t)t * V,
+                                           kind == LOSS_FORWARD_KL ? p_target + (size_t)t * V : NULL,
+                                           kind == LOSS_NEXT_TOKEN ? target_tokens[t] : -1, V,
+                                           weights != NULL ? weights[t] : 1.0f);
+        }
         return;
     }
-    #pragma omp parallel for schedule(static) if (fast_rows_parallel(T, V))
-    for (int t = 0; t < T; t++) {
-        float* dz = dlogits != NULL ? dlogits + (size_t)t * V : NULL;
-        const float* z = logits + (size_t)t * V;
-        const float* p = kind == LOSS_FORWARD_KL ? p_target + (size_t)t * V : NULL;
-        int target = kind == LOSS_NEXT_TOKEN ? target_tokens[t] : -1;
-        float weight = weights != NULL ? weights[t] : 1.0f;
-#if FAST_X86
-        losses[t] = isa >= FAST_ISA_AVX512 ? fast_loss_row_avx512(dz, z, p, target, V, weight)
-                                           : fast_loss_row_avx2(dz, z, p, target, V, weight);
-#else
-        (void)dz; (void)z; (void)p; (void)target; (void)weight;   // (never reached: returned above)
 #endif
-    }
+    distribution_loss_cpu(losses, dlogits, logits, p_target, target_tokens, weights, T, V, kind);
 }
 
 // ----------------------------------------------------------------------------

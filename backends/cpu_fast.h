@@ -357,8 +357,9 @@ static inline float fast_expf(float x) {
 // the trainer's softmax and distribution loss (softmax_forward_fast, distribution_loss_fast: cpu_fast.c), one
 // row at a time: the reference's expressions (cpu_ref.c) in fp32 with fast_expf for exp, the reference's
 // double sums replaced by sums over FAST_ROW_LANES lanes (element v into lane v % 16, in order; then the lanes
-// added pairwise, (l, l + 8), (l, l + 4), (l, l + 2), (0, 1)). The AVX-512 and AVX2 twins (cpu_fast_kernels.c)
-// hold the lanes in vectors and give the same bits; every row's result is the same for any T and thread count.
+// added pairwise, (l, l + 8), (l, l + 4), (l, l + 2), (0, 1)). The AVX2 twins (cpu_fast_kernels.c; AVX-512 CPUs
+// run them too) hold the lanes in vectors and give the same bits; every row's result is the same for any T and
+// thread count.
 // In plain C these loops are slower than the reference's (fast_expf's rounding and scaling are library calls
 // where the compiler may not assume SSE4.1: 44 against 25 ms over 190 rows of 8,192, one thread), so the
 // portable level runs the reference's code; these functions stay the twins' definition, and the tests' oracle.
@@ -675,9 +676,7 @@ void fast_adamw_avx2(float* params, const float* grads, float* m, float* v, size
 void fast_rope_avx2(float* out, const float* inp, const float* cos_dup, const float* sin_signed, size_t stride, int T,
                     int n_heads, int HS);
 // One row of the trainer's softmax and distribution loss with fast_expf's twin: fast_softmax_row's and
-// fast_loss_row's bits (cpu_fast.h)
-void fast_softmax_row_avx512(float* y, const float* x, int V);
-float fast_loss_row_avx512(float* dz, const float* z, const float* p, int target, int V, float weight);
+// fast_loss_row's bits (cpu_fast.h); AVX2 and AVX-512 CPUs
 void fast_softmax_row_avx2(float* y, const float* x, int V);
 float fast_loss_row_avx2(float* dz, const float* z, const float* p, int target, int V, float weight);
 // SwiGLU over n elements with fast_expf's twin: the same bits as the portable loop (cpu_fast.c)

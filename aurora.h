@@ -607,7 +607,7 @@ void matmul_backward_fast_bf16(float* dinp, float* dweight, const float* dout, c
                                int T, int C, int OC);
 void attention_forward_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
                             const uint8_t* mask, int T, int P, int NH, int NKV, int HS, CacheLayout layout);
-// attention_backward_cpu's gradients up to fp32 reordering (the dot products in vector lanes)
+// attention_backward_cpu's gradients bit for bit (its sums in register tiles)
 void attention_backward_fast(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
                              const float* keys, const float* values, const uint8_t* mask, int T, int P, int NH, int NKV,
                              int HS);

@@ -40,8 +40,8 @@ Contract:
     per thread (a forward pass rotates at the same positions 60 times).
   - embedding_forward_fast: embedding_forward_cpu's contract for a table stored in any supported type
     (rows dequantised exactly: the result equals dequantize_row of the row).
-  - attention_backward_fast: attention_backward_cpu's contract; its sums have the reference's terms, the
-    dot products' in vector lanes (results within fp32 reordering of the reference).
+  - attention_backward_fast: attention_backward_cpu's results bit for bit (the same sums in the same order,
+    grouped into register tiles whose lanes are independent outputs; any thread count).
   - matmul_backward_fast: matmul_backward_cpu's contract, each element's sum over the same terms in the
     same order: on AVX-512 and AVX2 in register tiles with fused multiply-adds (the same bits on both,
     within a few ulp of the reference's, measured in tests/test_fast.c), in portable C in tiles of 16 rows
@@ -574,7 +574,10 @@ void matmul_backward_fast_bf16(float* dinp, float* dweight, const float* dout, c
 
 // ----------------------------------------------------------------------------
 // attention backward (the trainer's draft; attention_backward_head_body in cpu_fast.h), parallel over
-// key/value heads as the reference
+// key/value heads as the reference. Measured against the body it replaced (the reference's loop with its
+// dot products in vector lanes), one thread, 2-core Zen 4 EPYC: a trainer-shaped call (500 rows, a causal
+// block and a TTT block of 500 slots each, 9 heads of 64) 62 -> 20 ms; `make bench-ops`' row 10.1 -> 7.0 ms;
+// a bf16 `train` step (40 requests x 5 epochs) 1.12x faster.
 
 void attention_backward_fast(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
                              const float* keys, const float* values, const uint8_t* mask, int T, int P, int NH, int NKV,
@@ -583,28 +586,32 @@ void attention_backward_fast(float* dq, float* dkeys, float* dvalues, const floa
     int isa = fast_isa_current();
     #pragma omp parallel if ((long)T * P * NH * HS >= PARALLEL_MIN_WORK)
     {
-        size_t n = (size_t)(P > 0 ? P : 1);
-        int* visible = mallocCheck(n * sizeof(int));
-        float* scores = mallocCheck(n * sizeof(float));
-        float* dweights = mallocCheck(n * sizeof(float));
+        AttentionBackwardScratch s;
+        s.P16 = (P + FAST_BACKWARD_SLOTS - 1) / FAST_BACKWARD_SLOTS * FAST_BACKWARD_SLOTS;
+        size_t n = (size_t)(s.P16 > 0 ? s.P16 : 1);
+        s.keys_t = mallocCheck((size_t)HS * n * sizeof(float));
+        s.values_t = mallocCheck((size_t)HS * n * sizeof(float));
+        s.weights = mallocCheck(FAST_BACKWARD_QUERY_ROWS * n * sizeof(float));
+        s.dweights = mallocCheck(FAST_BACKWARD_QUERY_ROWS * n * sizeof(float));
+        s.keep = mallocCheck(FAST_BACKWARD_QUERY_ROWS * n);
+        s.seen = mallocCheck(((size_t)T / FAST_BACKWARD_QUERY_ROWS + 1) * (n / FAST_BACKWARD_SLOTS));
         #pragma omp for schedule(static)
         for (int kv_head = 0; kv_head < NKV; kv_head++) {
 #if FAST_X86
             if (isa >= FAST_ISA_AVX512) {
                 fast_attention_backward_head_avx512(dq, dkeys, dvalues, dout, q, keys, values, mask, T, P, NH, NKV, HS,
-                                                    kv_head, visible, scores, dweights);
+                                                    kv_head, &s);
             } else if (isa == FAST_ISA_AVX2) {
                 fast_attention_backward_head_avx2(dq, dkeys, dvalues, dout, q, keys, values, mask, T, P, NH, NKV, HS,
-                                                  kv_head, visible, scores, dweights);
+                                                  kv_head, &s);
             } else
 #endif
             {
                 (void)isa;
-                attention_backward_head_body(dq, dkeys, dvalues, dout, q, keys, values, mask, T, P, NH, NKV, HS, kv_head,
-                                             visible, scores, dweights);
+                attention_backward_head_body(dq, dkeys, dvalues, dout, q, keys, values, mask, T, P, NH, NKV, HS, kv_head, &s);
             }
         }
-        free(visible); free(scores); free(dweights);
+        free(s.keys_t); free(s.values_t); free(s.weights); free(s.dweights); free(s.keep); free(s.seen);
     }
 }
 

@@ -478,73 +478,206 @@ FAST_INLINE void attention_values_body(const AttentionItem* a) {
 }
 
 // ----------------------------------------------------------------------------
-// attention backward (the trainer's draft): attention_backward_cpu's contract and algorithm for one
-// key/value head (its dkeys and dvalues columns belong to it alone), with three changes that keep every
-// sum's terms but not their order: the dot products run in vector lanes (the reference's are serial, so
-// each waited on its 64 adds), each visible slot's score is computed once (the reference computes it in
-// both forward passes: the same value), and the visible slots of a query are listed once. The weighted
-// sums into dq, dkeys and dvalues are added slot by slot in the reference's order.
-// visible: (P) ints, scores: (P) floats, dweights: (P) floats of the caller's scratch.
+// attention backward (the trainer's draft): attention_backward_cpu's contract, arithmetic and order, bit for
+// bit, for one key/value head (its dkeys and dvalues columns belong to it alone). The reference walks one
+// (query head, row) at a time and each of its dot products is a serial chain of HS adds; here the same sums
+// are grouped into small matrix products whose vector lanes are independent outputs, each lane's sum still
+// running over its terms in the reference's order:
+//   per query head h, per block of FAST_BACKWARD_QUERY_ROWS rows, per block of 16 slots some row sees:
+//   scores      q_t . k_p            lanes over slots (the keys transposed once a call)
+//   softmax     per row over its visible slots in order (the reference's expressions)
+//   da_p        dout_t . v_p         lanes over slots (the values transposed)
+//   dvalues_p  += a_p dout_t         lanes over the head's dimensions, rows of the block in order
+//   dkeys_p    += ds_p q_t           likewise
+//   dq_t       += ds_p k_p           likewise, slots in order
+// A term the reference skips (a slot the row does not see, or any slot of a row whose visible scores give no
+// maximum) is skipped here, so non-finite values there change nothing. Each gradient element starts from what
+// is in memory and adds its terms in the reference's order: h, then the rows, then the slots.
+#define FAST_BACKWARD_QUERY_ROWS 16
+#define FAST_BACKWARD_SLOTS 16
+
+// The scratch one thread's key/value heads use (attention_backward_fast allocates it per thread).
+typedef struct {
+    int P16;            // P rounded up to whole blocks of slots
+    float* keys_t;      // (HS, P16) this key/value head's keys, transposed (padding zero)
+    float* values_t;    // (HS, P16) its values
+    float* weights;     // (ROWS, P16) a block's scores, then its attention weights a_p
+    float* dweights;    // (ROWS, P16) da_p, then ds_p
+    uint8_t* keep;      // (ROWS, P16) 1 where a term exists: the slot visible and the row's maximum finite
+    uint8_t* seen;      // (row blocks, P16 / 16) a block of slots some row of a block of query rows sees
+} AttentionBackwardScratch;
+
+// 16 floats as one value (GCC's and Clang's vector extension, not an instruction set's intrinsics: AVX-512
+// holds it in one register, AVX2 in two, SSE in four), so a register tile stays in registers; its arithmetic
+// is lane by lane, each lane the scalar expression's bits (-ffp-contract=off: no fused multiply-adds).
+typedef float FastLanes __attribute__((vector_size(64)));
+#define FAST_LANES_LOAD(v, p) memcpy(&(v), (p), sizeof(FastLanes))   // (macros: a function passing a
+#define FAST_LANES_STORE(p, v) memcpy((p), &(v), sizeof(FastLanes))  // vector by value changes its ABI per target)
+
+// attention_combine_body's arithmetic one output and lane at a time (its edges)
+FAST_INLINE void attention_combine_edge(float* restrict out, size_t out_s, int n_out, int width, int accumulate,
+                                        const float* restrict coef, size_t c_o, size_t c_b, const uint8_t* restrict keep,
+                                        size_t k_o, size_t k_b, const float* restrict x, size_t x_s, int n_in) {
+    for (int o = 0; o < n_out; o++) {
+        for (int l = 0; l < width; l++) {
+            float sum = accumulate ? out[(size_t)o * out_s + l] : 0.0f;
+            for (int b = 0; b < n_in; b++) {
+                if (keep == NULL || keep[(size_t)o * k_o + (size_t)b * k_b]) { sum += coef[(size_t)o * c_o + (size_t)b * c_b] * x[(size_t)b * x_s + l]; }
+            }
+            out[(size_t)o * out_s + l] = sum;
+        }
+    }
+}
+
+// out[o][l] = (accumulate ? out[o][l] : 0) + the sum over b in [0, n_in), in order, of coef(o, b) * x[b][l],
+// for o < n_out, l < width, each term added only where keep(o, b) (keep NULL: everywhere). Strides in floats
+// (bytes for keep): out[o * out_s + l], coef[o * c_o + b * c_b], keep[o * k_o + b * k_b], x[b * x_s + l].
+// Register tiles of 4 outputs by 16 lanes run along b; the edges one output and lane at a time, in the same order.
+FAST_INLINE void attention_combine_body(float* restrict out, size_t out_s, int n_out, int width, int accumulate,
+                                        const float* restrict coef, size_t c_o, size_t c_b, const uint8_t* restrict keep,
+                                        size_t k_o, size_t k_b, const float* restrict x, size_t x_s, int n_in) {
+    enum { L = 16 };
+    int o = 0;
+    for (; o + 4 <= n_out; o += 4) {
+        float* o0 = out + (size_t)o * out_s;
+        const float* c0 = coef + (size_t)o * c_o;
+        const uint8_t* k0 = keep != NULL ? keep + (size_t)o * k_o : NULL;
+        int l = 0;
+        for (; l + L <= width; l += L) {
+            FastLanes zero = {0}, a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+            if (accumulate) {
+                FAST_LANES_LOAD(a0, o0 + l); FAST_LANES_LOAD(a1, o0 + out_s + l);
+                FAST_LANES_LOAD(a2, o0 + 2 * out_s + l); FAST_LANES_LOAD(a3, o0 + 3 * out_s + l);
+            }
+            for (int b = 0; b < n_in; b++) {
+                FastLanes xb;
+                FAST_LANES_LOAD(xb, x + (size_t)b * x_s + l);
+                const float* cb = c0 + (size_t)b * c_b;
+                if (k0 == NULL) {
+                    a0 += cb[0] * xb; a1 += cb[c_o] * xb; a2 += cb[2 * c_o] * xb; a3 += cb[3 * c_o] * xb;
+                    continue;
+                }
+                const uint8_t* kb = k0 + (size_t)b * k_b;
+                if (kb[0]) { a0 += cb[0] * xb; }
+                if (kb[k_o]) { a1 += cb[c_o] * xb; }
+                if (kb[2 * k_o]) { a2 += cb[2 * c_o] * xb; }
+                if (kb[3 * k_o]) { a3 += cb[3 * c_o] * xb; }
+            }
+            FAST_LANES_STORE(o0 + l, a0); FAST_LANES_STORE(o0 + out_s + l, a1);
+            FAST_LANES_STORE(o0 + 2 * out_s + l, a2); FAST_LANES_STORE(o0 + 3 * out_s + l, a3);
+        }
+        if (l < width) {   // the last lanes: the edge loop below, these four outputs
+            attention_combine_edge(out + (size_t)o * out_s + l, out_s, 4, width - l, accumulate, coef + (size_t)o * c_o, c_o,
+                                   c_b, keep != NULL ? keep + (size_t)o * k_o : NULL, k_o, k_b, x + l, x_s, n_in);
+        }
+    }
+    if (o < n_out) {
+        attention_combine_edge(out + (size_t)o * out_s, out_s, n_out - o, width, accumulate, coef + (size_t)o * c_o, c_o, c_b,
+                               keep != NULL ? keep + (size_t)o * k_o : NULL, k_o, k_b, x, x_s, n_in);
+    }
+}
+
 FAST_INLINE void attention_backward_head_body(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
                                               const float* keys, const float* values, const uint8_t* mask, int T, int P,
-                                              int NH, int NKV, int HS, int kv_head, int* visible, float* scores,
-                                              float* dweights) {
-    int group = NH / NKV, KVD = NKV * HS;
+                                              int NH, int NKV, int HS, int kv_head, const AttentionBackwardScratch* s) {
+    enum { ROWS = FAST_BACKWARD_QUERY_ROWS, SLOTS = FAST_BACKWARD_SLOTS };
+    int group = NH / NKV, KVD = NKV * HS, QD = NH * HS, P16 = s->P16, n_blocks = P16 / SLOTS;
     float scale = 1.0f / sqrtf((float)HS);
+    for (int i = 0; i < HS; i++) {   // the head's keys and values, transposed: slots along a row
+        for (int p = 0; p < P16; p++) {
+            s->keys_t[(size_t)i * P16 + p] = p < P ? keys[(size_t)p * KVD + (size_t)kv_head * HS + i] : 0.0f;
+            s->values_t[(size_t)i * P16 + p] = p < P ? values[(size_t)p * KVD + (size_t)kv_head * HS + i] : 0.0f;
+        }
+    }
+    // seen[row block][slot block]: some row of the block sees some slot of the block (the mask's rows OR-ed)
+    for (int t0 = 0; t0 < T; t0 += ROWS) {
+        uint8_t* any = s->keep;   // (borrowed: P16 bytes of the keep rows, rewritten below)
+        memset(any, 0, (size_t)P16);
+        for (int t = t0; t < T && t < t0 + ROWS; t++) {
+            const uint8_t* m = mask + (size_t)t * P;
+            for (int p = 0; p < P; p++) { any[p] |= m[p]; }
+        }
+        uint8_t* seen = s->seen + (size_t)(t0 / ROWS) * n_blocks;
+        for (int blk = 0; blk < n_blocks; blk++) {
+            uint8_t bits = 0;
+            for (int p = 0; p < SLOTS; p++) { bits |= any[blk * SLOTS + p]; }
+            seen[blk] = bits != 0;
+        }
+    }
     for (int h = kv_head * group; h < (kv_head + 1) * group; h++) {
-        for (int t = 0; t < T; t++) {
-            const float* restrict q_th = q + (size_t)t * NH * HS + (size_t)h * HS;
-            const float* restrict dout_th = dout + (size_t)t * NH * HS + (size_t)h * HS;
-            const uint8_t* mask_t = mask + (size_t)t * P;
-            int n = 0;
-            for (int p = 0; p < P; p++) { if (mask_t[p]) { visible[n++] = p; } }
-            // forward: scores (q . k_p * scale) and their maximum
-            float max_score = -INFINITY;
-            for (int j = 0; j < n; j++) {
-                const float* restrict k_p = keys + (size_t)visible[j] * KVD + (size_t)kv_head * HS;
-                float score = 0.0f;
-                #pragma omp simd reduction(+:score)
-                for (int i = 0; i < HS; i++) { score += q_th[i] * k_p[i]; }
-                score *= scale;
-                scores[j] = score;
-                if (score > max_score) { max_score = score; }
+        for (int t0 = 0; t0 < T; t0 += ROWS) {
+            int nr = T - t0 < ROWS ? T - t0 : ROWS;
+            const uint8_t* seen = s->seen + (size_t)(t0 / ROWS) * n_blocks;
+            const float* q_block = q + (size_t)t0 * QD + (size_t)h * HS;
+            const float* dout_block = dout + (size_t)t0 * QD + (size_t)h * HS;
+            // scores (unscaled dot products) and da_p = dout_t . v_p of every slot of a seen block
+            for (int blk = 0; blk < n_blocks; blk++) {
+                if (!seen[blk]) { continue; }
+                attention_combine_body(s->weights + blk * SLOTS, (size_t)P16, nr, SLOTS, 0, q_block, (size_t)QD, 1, NULL, 0, 0,
+                                       s->keys_t + blk * SLOTS, (size_t)P16, HS);
+                attention_combine_body(s->dweights + blk * SLOTS, (size_t)P16, nr, SLOTS, 0, dout_block, (size_t)QD, 1, NULL, 0,
+                                       0, s->values_t + blk * SLOTS, (size_t)P16, HS);
             }
-            if (max_score == -INFINITY) { continue; }   // fully masked row: out = 0, no gradient flows
-            float sum_weights = 0.0f;
-            for (int j = 0; j < n; j++) {
-                scores[j] = expf(scores[j] - max_score);   // (the reference: expf(score * scale - max), the same)
-                sum_weights += scores[j];
-            }
-            // out_t = sum_p a_p v_p: dv_p += a_p dout_t; da_p = dout_t . v_p
-            float weighted_dweights = 0.0f;
-            for (int j = 0; j < n; j++) {
-                scores[j] /= sum_weights;   // a_p
-                const float* restrict v_p = values + (size_t)visible[j] * KVD + (size_t)kv_head * HS;
-                float da = 0.0f;
-                #pragma omp simd reduction(+:da)
-                for (int i = 0; i < HS; i++) { da += dout_th[i] * v_p[i]; }
-                dweights[j] = da;
-                weighted_dweights += scores[j] * da;
-                if (dvalues != NULL) {
-                    float* restrict dv_p = dvalues + (size_t)visible[j] * KVD + (size_t)kv_head * HS;
-                    float a_p = scores[j];
+            // per row, as the reference: a_p = expf(score * scale - max) / sum over the visible slots, then
+            // ds_p = a_p (da_p - sum_j a_j da_j) * scale. Sums in slot order (a skipped slot adds +0 to a sum
+            // that started at +0: nothing); the lane-by-lane steps also run on slots without a term, whose
+            // values nothing reads.
+            for (int r = 0; r < nr; r++) {
+                const uint8_t* m = mask + (size_t)(t0 + r) * P;
+                float* w = s->weights + (size_t)r * P16;
+                float* dw = s->dweights + (size_t)r * P16;
+                uint8_t* keep = s->keep + (size_t)r * P16;
+                float max_score = -INFINITY;
+                for (int blk = 0; blk < n_blocks; blk++) {
+                    if (!seen[blk]) { continue; }
+                    for (int p = blk * SLOTS; p < (blk + 1) * SLOTS; p++) {
+                        float score = p < P && m[p] ? w[p] * scale : -INFINITY;
+                        max_score = score > max_score ? score : max_score;
+                    }
+                }
+                int active = max_score != -INFINITY;   // else a fully masked row: no gradient flows
+                float sum_weights = 0.0f;
+                for (int blk = 0; blk < n_blocks; blk++) {
+                    if (!seen[blk]) { continue; }
+                    for (int p = blk * SLOTS; p < (blk + 1) * SLOTS; p++) {
+                        keep[p] = p < P && active && m[p];
+                        if (keep[p]) { w[p] = expf(w[p] * scale - max_score); sum_weights += w[p]; }
+                    }
+                }
+                float weighted_dweights = 0.0f;
+                for (int blk = 0; blk < n_blocks; blk++) {
+                    if (!seen[blk]) { continue; }
+                    float* wb = w + blk * SLOTS;
                     #pragma omp simd
-                    for (int i = 0; i < HS; i++) { dv_p[i] += a_p * dout_th[i]; }
+                    for (int p = 0; p < SLOTS; p++) { wb[p] /= sum_weights; }
+                    for (int p = blk * SLOTS; p < (blk + 1) * SLOTS; p++) { weighted_dweights += keep[p] ? w[p] * dw[p] : 0.0f; }
+                }
+                for (int blk = 0; blk < n_blocks; blk++) {
+                    if (!seen[blk]) { continue; }
+                    float* wb = w + blk * SLOTS;
+                    float* dwb = dw + blk * SLOTS;
+                    #pragma omp simd
+                    for (int p = 0; p < SLOTS; p++) { dwb[p] = wb[p] * (dwb[p] - weighted_dweights) * scale; }
                 }
             }
-            // a = softmax(score): ds_p = a_p (da_p - sum_j a_j da_j); dq_t += scale ds_p k_p; dk_p += scale ds_p q_t
-            float* restrict dq_th = dq != NULL ? dq + (size_t)t * NH * HS + (size_t)h * HS : NULL;
-            for (int j = 0; j < n; j++) {
-                float dscore = scores[j] * (dweights[j] - weighted_dweights) * scale;
-                const float* restrict k_p = keys + (size_t)visible[j] * KVD + (size_t)kv_head * HS;
-                if (dq_th != NULL) {
-                    #pragma omp simd
-                    for (int i = 0; i < HS; i++) { dq_th[i] += dscore * k_p[i]; }
+            // the gradients: per seen block of slots, its slots' rows over the block's query rows in order; dq's
+            // rows over the seen blocks' slots in order
+            for (int blk = 0; blk < n_blocks; blk++) {
+                if (!seen[blk]) { continue; }
+                int p0 = blk * SLOTS, np = P - p0 < SLOTS ? P - p0 : SLOTS;
+                const uint8_t* keep = s->keep + p0;
+                if (dvalues != NULL) {
+                    attention_combine_body(dvalues + (size_t)p0 * KVD + (size_t)kv_head * HS, (size_t)KVD, np, HS, 1,
+                                           s->weights + p0, 1, (size_t)P16, keep, 1, (size_t)P16, dout_block, (size_t)QD, nr);
                 }
                 if (dkeys != NULL) {
-                    float* restrict dk_p = dkeys + (size_t)visible[j] * KVD + (size_t)kv_head * HS;
-                    #pragma omp simd
-                    for (int i = 0; i < HS; i++) { dk_p[i] += dscore * q_th[i]; }
+                    attention_combine_body(dkeys + (size_t)p0 * KVD + (size_t)kv_head * HS, (size_t)KVD, np, HS, 1,
+                                           s->dweights + p0, 1, (size_t)P16, keep, 1, (size_t)P16, q_block, (size_t)QD, nr);
+                }
+                if (dq != NULL) {
+                    attention_combine_body(dq + (size_t)t0 * QD + (size_t)h * HS, (size_t)QD, nr, HS, 1, s->dweights + p0,
+                                           (size_t)P16, 1, keep, (size_t)P16, 1, keys + (size_t)p0 * KVD + (size_t)kv_head * HS,
+                                           (size_t)KVD, np);
                 }
             }
         }
@@ -685,10 +818,10 @@ void fast_swiglu_avx2(float* out, const float* gate, const float* up, int n);
 void fast_attention_item_avx512(const AttentionItem* item);
 void fast_attention_backward_head_avx2(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
                                        const float* keys, const float* values, const uint8_t* mask, int T, int P, int NH,
-                                       int NKV, int HS, int kv_head, int* visible, float* scores, float* dweights);
+                                       int NKV, int HS, int kv_head, const AttentionBackwardScratch* scratch);
 void fast_attention_backward_head_avx512(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
                                          const float* keys, const float* values, const uint8_t* mask, int T, int P, int NH,
-                                         int NKV, int HS, int kv_head, int* visible, float* scores, float* dweights);
+                                         int NKV, int HS, int kv_head, const AttentionBackwardScratch* scratch);
 // The AVX-512 backward's work item: rows [r0, r0 + FAST_BACKWARD_BLOCK_ROWS), columns [c0, c0 + 64).
 #define FAST_BACKWARD_BLOCK_ROWS 128
 void fast_matmul_backward_block_avx512(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,

@@ -15,17 +15,15 @@ for why), or included by cpu_fast.c.
 FAST_AVX2_TARGET void fast_attention_backward_head_avx2(float* dq, float* dkeys, float* dvalues, const float* dout,
                                                        const float* q, const float* keys, const float* values,
                                                        const uint8_t* mask, int T, int P, int NH, int NKV, int HS,
-                                                       int kv_head, int* visible, float* scores, float* dweights) {
-    attention_backward_head_body(dq, dkeys, dvalues, dout, q, keys, values, mask, T, P, NH, NKV, HS, kv_head, visible,
-                                 scores, dweights);
+                                                       int kv_head, const AttentionBackwardScratch* scratch) {
+    attention_backward_head_body(dq, dkeys, dvalues, dout, q, keys, values, mask, T, P, NH, NKV, HS, kv_head, scratch);
 }
 
 FAST_AVX512_TARGET void fast_attention_backward_head_avx512(float* dq, float* dkeys, float* dvalues, const float* dout,
                                                            const float* q, const float* keys, const float* values,
                                                            const uint8_t* mask, int T, int P, int NH, int NKV, int HS,
-                                                           int kv_head, int* visible, float* scores, float* dweights) {
-    attention_backward_head_body(dq, dkeys, dvalues, dout, q, keys, values, mask, T, P, NH, NKV, HS, kv_head, visible,
-                                 scores, dweights);
+                                                           int kv_head, const AttentionBackwardScratch* scratch) {
+    attention_backward_head_body(dq, dkeys, dvalues, dout, q, keys, values, mask, T, P, NH, NKV, HS, kv_head, scratch);
 }
 
 #if FAST_BF16_KERNEL

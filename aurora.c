@@ -951,7 +951,6 @@ static int command_replay(Options* o) {
 // train's defaults: replay's, and the temperature of --self-samples (the target's own distribution)
 static void train_defaults(Options* o) {
     *o = replay_default_options();
-    o->train.learning_rate = 1e-3f;   // (offline: the rate its figures were measured at; online's is lower)
     o->sampling.temperature = 1.0f;
     o->sample_length = 224;
 }

@@ -504,7 +504,8 @@ typedef struct {
     float* weights;     // (ROWS, P16) a block's scores, then its attention weights a_p
     float* dweights;    // (ROWS, P16) da_p, then ds_p
     uint8_t* keep;      // (ROWS, P16) 1 where a term exists: the slot visible and the row's maximum finite
-    uint8_t* seen;      // (row blocks, P16 / 16) a block of slots some row of a block of query rows sees
+    const uint8_t* seen; // (row blocks, P16 / 16) a block of slots some row of a block of query rows sees (one
+                        // array for every thread: it depends on the mask alone)
 } AttentionBackwardScratch;
 
 // 16 floats as one value (GCC's and Clang's vector extension, not an instruction set's intrinsics: AVX-512
@@ -587,21 +588,6 @@ FAST_INLINE void attention_backward_head_body(float* dq, float* dkeys, float* dv
         for (int p = 0; p < P16; p++) {
             s->keys_t[(size_t)i * P16 + p] = p < P ? keys[(size_t)p * KVD + (size_t)kv_head * HS + i] : 0.0f;
             s->values_t[(size_t)i * P16 + p] = p < P ? values[(size_t)p * KVD + (size_t)kv_head * HS + i] : 0.0f;
-        }
-    }
-    // seen[row block][slot block]: some row of the block sees some slot of the block (the mask's rows OR-ed)
-    for (int t0 = 0; t0 < T; t0 += ROWS) {
-        uint8_t* any = s->keep;   // (borrowed: P16 bytes of the keep rows, rewritten below)
-        memset(any, 0, (size_t)P16);
-        for (int t = t0; t < T && t < t0 + ROWS; t++) {
-            const uint8_t* m = mask + (size_t)t * P;
-            for (int p = 0; p < P; p++) { any[p] |= m[p]; }
-        }
-        uint8_t* seen = s->seen + (size_t)(t0 / ROWS) * n_blocks;
-        for (int blk = 0; blk < n_blocks; blk++) {
-            uint8_t bits = 0;
-            for (int p = 0; p < SLOTS; p++) { bits |= any[blk * SLOTS + p]; }
-            seen[blk] = bits != 0;
         }
     }
     for (int h = kv_head * group; h < (kv_head + 1) * group; h++) {

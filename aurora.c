@@ -188,6 +188,9 @@ static const Flag FLAGS[] = {
     {"warmup", NULL, "--warmup", FLAG_INT, "N", 0, 1 << 24, NULL, OPTION(train.warmup_steps), "linear warm-up steps"},
     {"lr-schedule", NULL, "--lr-schedule", FLAG_CHOICE, "HOW", 0, 0, "constant|cosine", OPTION(lr_schedule),
      "after the warm-up: the learning rate stays, or follows a cosine down to 0 by the run's last step"},
+    {"adam-beta2", NULL, "--adam-beta2", FLAG_FLOAT, "B", 0, 0.9999, NULL, OPTION(train.beta2),
+     "AdamW's second-moment decay: each step's squared gradient enters the moment with weight 1 - B (a window of "
+     "about 1 / (1 - B) steps)"},
     {"clip", NULL, "--clip", FLAG_FLOAT, "X", 0, 1e6, NULL, OPTION(train.max_grad_norm), "global gradient-norm clipping (0: off)"},
     {"ttt-length", NULL, "--ttt-length", FLAG_INT, "L", 1, TTT_MAX_STEPS, NULL, OPTION(train.ttt_length), "training-time-test unroll length"},
     {"loss", NULL, "--loss", FLAG_CHOICE, "KIND", 0, 0, "fkl|rkl|ntp", OPTION(loss_name),
@@ -876,7 +879,7 @@ static int replay_check_flags(const Options* o) {
     Options d = replay_default_options();
     const TrainerSettings *t = &o->train, *dt = &d.train;
     int training_flags = t->learning_rate != dt->learning_rate || t->warmup_steps != dt->warmup_steps ||
-                         t->max_grad_norm != dt->max_grad_norm || t->ttt_length != dt->ttt_length ||
+                         t->max_grad_norm != dt->max_grad_norm || t->ttt_length != dt->ttt_length || t->beta2 != dt->beta2 ||
                          strcmp(o->loss_name, d.loss_name) != 0 || t->prompt_weight != dt->prompt_weight ||
                          t->feature_weight != dt->feature_weight || strcmp(o->train_precision, d.train_precision) != 0 ||
                          t->context_window != dt->context_window || t->freeze_lm_head != dt->freeze_lm_head ||
@@ -1073,7 +1076,7 @@ static const Command COMMANDS[] = {
      "  DIR/acceptance.svg. Ctrl-C stops after the request in flight and saves everything (a second Ctrl-C exits).",
      "model traffic online static no-spec draft-init order domain requests from max-new out-dir label save-draft "
      "sync-every sync-schedule batch-requests buffer pool pool-sampling steps-per-request train-share load eval-every "
-     "eval-requests lr warmup clip "
+     "eval-requests lr warmup adam-beta2 clip "
      "ttt-length loss prompt-weight feature-weight train-precision context-window freeze-head adapt-vocab discard-weight discard-top-k source "
      "spec-k spec-depth "
      "spec-nodes spec-fixed temp top-p seed draft-vocab context batch device backend",
@@ -1084,7 +1087,7 @@ static const Command COMMANDS[] = {
      "  or, with --self-samples N and no traffic at all, on N samples of the target's own text, each continued\n"
      "  greedily (a warm start before the first request), with the same trainer as the online flywheel.\n"
      "  Ctrl-C stops after the step in flight and saves the draft.",
-     "model traffic out domain requests self-samples sample-length temp max-new epochs draft-init lr warmup lr-schedule clip "
+     "model traffic out domain requests self-samples sample-length temp max-new epochs draft-init lr warmup lr-schedule adam-beta2 clip "
      "ttt-length "
      "loss prompt-weight feature-weight train-precision context-window freeze-head adapt-vocab batch-requests seed draft-vocab context batch "
      "device backend",

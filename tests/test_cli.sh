@@ -238,6 +238,15 @@ expect_ok "train --feature-weight 1" "$AURORA" train -m "$model" --self-samples 
 expect_ok "train --feature-weight 0" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 --max-new 4 --epochs 2 \
     --warmup 1 --feature-weight 0 -o "$work/self_feature0.gguf"
 cmp -s "$work/self_constant.gguf" "$work/self_feature0.gguf" && pass || fail "train --feature-weight 0 is not the default's draft"
+# --adam-beta2: AdamW's second-moment decay (0.999 the default's, spelled out: the same draft; another: another draft)
+expect_ok "train --adam-beta2 0.999" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 --max-new 4 --epochs 2 \
+    --warmup 1 --adam-beta2 0.999 -o "$work/self_beta999.gguf"
+cmp -s "$work/self_constant.gguf" "$work/self_beta999.gguf" && pass || fail "train --adam-beta2 0.999 is not the default's draft"
+expect_ok "train --adam-beta2 0.95" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 --max-new 4 --epochs 2 \
+    --warmup 1 --adam-beta2 0.95 -o "$work/self_beta95.gguf"
+! cmp -s "$work/self_constant.gguf" "$work/self_beta95.gguf" && pass || fail "train --adam-beta2 0.95 trained the default's draft"
+expect_error "train --adam-beta2 1" "--adam-beta2 expects a number in .0, 0.9999." "$AURORA" train -m "$model" --self-samples 3 \
+    --adam-beta2 1 -o "$work/never_made/d.gguf"
 expect_error "train --feature-weight negative" "--feature-weight expects" "$AURORA" train -m "$model" --self-samples 3 \
     --feature-weight -1 -o "$work/never_made/d.gguf"
 # --train-precision bf16: the trainer's matmuls take bf16 products on the fast table's twin (fp32 trains the

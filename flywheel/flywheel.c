@@ -310,10 +310,10 @@ static void flywheel_free(Flywheel* flywheel) {
 // warm-up steps (threaded day 0 over 300 requests, 2 cores: 1.84 over requests 251-300 against 1.66 at 1e-3
 // and 1.74 at 2.5e-4; offline, 250 requests in 2 epochs, 1.75 per request on unseen requests against 1.60;
 // the 48-request study had chosen 1e-3 over 3e-3 and 1e-2), every prompt position up to 512 before the
-// completion at full weight,
-// and a TTT unroll of 2 steps. The last was chosen at equal time, as online training runs (a thread beside serving, 2 cores):
-// a shorter unroll buys more optimiser steps per request served (100 requests: 127 steps with 5, 192
-// with 3, 283 with 2, 466 with 1), and 2 served and held back best.
+// completion at full weight, and a TTT unroll of 2 steps. The last was chosen at equal time, as online
+// training runs (a thread beside serving, 2 cores): a shorter unroll buys more optimiser steps per request
+// served (100 requests: 127 steps with 5, 192 with 3, 283 with 2, 466 with 1), and 2 served and held back
+// best.
 Options replay_default_options(void) {
     Options o;
     memset(&o, 0, sizeof(o));

@@ -49,11 +49,12 @@ out=out/$experiment
 mkdir -p "$out"
 
 # the configuration the experiments use, from the study (docs/learning-study.md, 48 lockstep requests): the warm
-# start target-layer, lr 5e-4 (threaded day 0 at 300 requests: 1.84 over the last 50 against 1.66 at 1e-3 and 1.74
-# at 2.5e-4; at 48 lockstep requests 1e-3 had beaten 3e-3 and 1e-2), and every prompt position up to 512 at full weight (served
-# acceptance over requests 25-48: 1.37 against 1.20 with 128 at half weight); the vocabulary follows the traffic;
-# a TTT unroll of 2 steps (the `ttt` experiment: at equal time, threaded as online training runs, 2 beat 1, 3
-# and 5). These are replay's defaults too; they are spelled out here so that a run's flags say what it did.
+# start target-layer, lr 5e-4 (threaded day 0 at 300 requests: 1.84 over the last 50 against 1.66 at 1e-3 and
+# 1.74 at 2.5e-4; at 48 lockstep requests 1e-3 had beaten 3e-3 and 1e-2), and every prompt position up to 512
+# at full weight (served acceptance over requests 25-48: 1.37 against 1.20 with 128 at half weight); the
+# vocabulary follows the traffic; a TTT unroll of 2 steps (the `ttt` experiment: at equal time, threaded as
+# online training runs, 2 beat 1, 3 and 5). These are replay's defaults too; they are spelled out here so that
+# a run's flags say what it did.
 # One is not: the trainer's precision. The experiments take bf16 products where the CPU has the instruction
 # (auto: about 1.4 times the optimiser steps in the same time on AVX-512 BF16; fp32 elsewhere); replay's
 # default stays fp32, the trainer every table runs alike and the oracle checks describe.

@@ -203,7 +203,8 @@ static const Flag FLAGS[] = {
      "final hidden state at each loss position, beside the distribution loss (0: off)"},
     {"train-precision", NULL, "--train-precision", FLAG_CHOICE, "P", 0, 0, "fp32|bf16|auto", OPTION(train_precision),
      "the trainer's matmuls: fp32, or bf16 products (operands rounded to bf16, sums and everything else fp32: "
-     "PyTorch's bf16 autocast; twice the multiply-adds a cycle on a CPU with AVX-512 BF16; the fast CPU table only), "
+     "PyTorch's bf16 autocast; twice the multiply-adds a cycle on a CPU with AVX-512 BF16, and AMX's tiles where the "
+     "CPU has them; the fast CPU table only), "
      "or auto: bf16 where the table is the fast CPU one and the CPU has AVX-512 BF16, else fp32"},
     {"context-window", NULL, "--context-window", FLAG_INT, "N", 0, 1 << 20, NULL, OPTION(train.context_window),
      "prompt positions trained on before the first completion token (with the completion at most 1,024 columns: "

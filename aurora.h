@@ -563,6 +563,7 @@ const Backend* backend_bf16_twin(const Backend* serving, Error* err);
 // 1 where the bf16 products run on the CPU's own instruction (AVX-512 BF16: twice an fp32 FMA's multiply-adds);
 // elsewhere a portable loop gives the same results, slower than the fp32 kernels.
 int fast_bf16_native(void);
+int fast_bf16_amx(void);   // and the AMX tile runs its products (cpu_fast.c)
 // One line for reports: the table's name, what it runs on (the fast tables: the instruction set and the
 // activations' arithmetic) and the OpenMP threads.
 void backend_describe(const Backend* backend, char* text, size_t size);

@@ -63,6 +63,81 @@ FAST_BF16_AVX512_TARGET void fast_bf16_tile_avx512(float* out, size_t out_row, c
     }
 }
 
+#if FAST_AMX_KERNEL
+// ----------------------------------------------------------------------------
+// the bf16 product tile on AMX: two tiles of sums (columns 0-15 and 16-31 of the panel), one of A's 16 rows
+// and two of B's, FAST_BF16_AMX_PAIRS pairs at a time. The configuration: every tile 16 rows of 64 bytes.
+#define FAST_AMX_BF16_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")))
+// (GCC's tile intrinsics are assembly that does not tell the compiler which memory a tile load reads: the
+// configuration's stores must be done before ldtilecfg reads them)
+#define FAST_TILE_FENCE() __asm__ volatile("" ::: "memory")
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t bytes_per_row[16];
+    uint8_t rows[16];
+} AmxTileConfig;
+
+FAST_AMX_BF16_TARGET void fast_bf16_amx_begin(void) {
+    AmxTileConfig config __attribute__((aligned(64)));
+    memset(&config, 0, sizeof(config));
+    config.palette = 1;
+    for (int i = 0; i < 8; i++) { config.rows[i] = 16; config.bytes_per_row[i] = 64; }
+    FAST_TILE_FENCE();
+    _tile_loadconfig(&config);
+}
+
+// (a thread that keeps its tiles configured makes every context switch save 8 KB more)
+FAST_AMX_BF16_TARGET void fast_bf16_amx_end(void) { _tile_release(); }
+
+// Rows [0, rows) of one block of A for the AMX tile, rows first (row i's K2p words contiguous), from rows
+// whose k is contiguous (s_k == 1), 32 values to 16 words at a time with vcvtne2ps2bf16 (fast_bf16_round's
+// rounding, as fast_bf16_pack_block_avx512); the block's other rows and pairs past K zero.
+FAST_AMX_BF16_TARGET void fast_bf16_pack_rows_amx(uint32_t* block, const float* first, size_t s_i, int rows, int K, int K2p) {
+    for (int i = 0; i < FAST_BF16_AMX_ROWS; i++) {
+        uint32_t* words = block + (size_t)i * K2p;
+        if (i >= rows) { memset(words, 0, (size_t)K2p * sizeof(uint32_t)); continue; }
+        const float* row = first + (size_t)i * s_i;
+        for (int k2 = 0; k2 < K2p; k2 += 16) {
+            int left = K - 2 * k2;   // values of the row from 2 * k2 (16 words take 32)
+            __mmask16 low = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+            __mmask16 high = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+            __m512i w = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(high, row + 2 * k2 + 16),
+                                                     _mm512_maskz_loadu_ps(low, row + 2 * k2));
+            _mm512_storeu_si512(words + k2, w);
+        }
+    }
+}
+
+FAST_AMX_BF16_TARGET void fast_bf16_tile_amx(float* out, size_t out_row, const uint32_t* a, const uint32_t* b, int K2p,
+                                             int rows, int cols, int accumulate) {
+    float sums[FAST_BF16_AMX_ROWS][FAST_BF16_PANEL] __attribute__((aligned(64)));
+    _tile_zero(0);
+    _tile_zero(1);
+    for (int k0 = 0; k0 < K2p; k0 += FAST_BF16_AMX_PAIRS) {
+        _tile_loadd(2, a + k0, (long)K2p * 4);                                  // A: 16 rows, K2p words apart
+        _tile_loadd(3, b + (size_t)k0 * FAST_BF16_PANEL, FAST_BF16_PANEL * 4);       // B: columns 0-15
+        _tile_loadd(4, b + (size_t)k0 * FAST_BF16_PANEL + 16, FAST_BF16_PANEL * 4);  // B: columns 16-31
+        _tile_dpbf16ps(0, 2, 3);
+        _tile_dpbf16ps(1, 2, 4);
+    }
+    _tile_stored(0, &sums[0][0], FAST_BF16_PANEL * 4);
+    _tile_stored(1, &sums[0][16], FAST_BF16_PANEL * 4);
+    __mmask16 mask0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+    __mmask16 mask1 = cols >= 32 ? 0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+    for (int r = 0; r < rows; r++) {
+        float* o = out + (size_t)r * out_row;
+        __m512 s0 = _mm512_load_ps(sums[r]), s1 = _mm512_load_ps(sums[r] + 16);
+        if (accumulate) {
+            s0 = _mm512_add_ps(_mm512_maskz_loadu_ps(mask0, o), s0);
+            s1 = _mm512_add_ps(_mm512_maskz_loadu_ps(mask1, o + 16), s1);
+        }
+        _mm512_mask_storeu_ps(o, mask0, s0);
+        _mm512_mask_storeu_ps(o + 16, mask1, s1);
+    }
+}
+#endif
+
 // The packing's rows [0, rows) of one block (cpu_fast.c's fast_bf16_pack; its padding already zero) with
 // vcvtne2ps2bf16 / vcvtneps2bf16, whose rounding is fast_bf16_round's (nearest even, NaN kept quiet, subnormal
 // inputs to a signed zero): the scalar packing's words bit for bit. Rows along k (s_k == 1): 32 values of a

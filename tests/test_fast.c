@@ -1320,13 +1320,47 @@ static void bf16_matmul_oracle(float* out, int accumulate, int M, int N, int K, 
     }
 }
 
+// The AMX tile's contract (cpu_fast.h): the exact products of the same bf16 operands as the portable tile,
+// summed with other roundings. The portable tile rounds once a product (K of them, each at most 2^-24 of the
+// sum of |terms|), the tile fewer (measured: 4-8e-8 of that sum from the exact sum, against the portable
+// tile's 1.2-1.3e-7), so the two are within (K + 2) * 2^-24 * sum |terms| of each other, plus an ulp of the
+// result (an accumulating add rounds the two sums to neighbours where they straddle a rounding boundary) and
+// 2^-120 for sums flushed below the normal range. NaN where NaN, the same infinities. abs_sum: the oracle's
+// sums over |a| and |b|. Returns how many elements are outside it.
+static double bf16_amx_bound(int K, float abs_sum, float result) {
+    return (K + 2) * 0x1p-24 * abs_sum + 0x1p-23 * fabsf(result) + 0x1p-120;
+}
+static int bf16_amx_outside(const float* got, const float* expected, const float* abs_sum, size_t n, int K, int quiet) {
+    int outside = 0;
+    for (size_t j = 0; j < n; j++) {
+        float x = got[j], y = expected[j];
+        int ok;
+        if (isnan(y) || isnan(x)) { ok = isnan(x) && isnan(y); }
+        else if (isinf(x) || isinf(y)) { ok = x == y; }
+        else if (!isfinite(abs_sum[j])) { ok = 1; }   // (terms past fp32's range: no bound from them)
+        else { ok = fabs((double)x - y) <= bf16_amx_bound(K, abs_sum[j], y); }
+        if (!ok && outside++ < 3 && !quiet) { fprintf(stderr, "  bf16 AMX element %zu: %a, portable arithmetic %a (sum |terms| %a)\n", j, x, y, abs_sum[j]); }
+    }
+    return outside;
+}
+
+static float* abs_copy(const float* x, size_t n) {
+    float* y = mallocCheck(n * sizeof(float) + 4);
+    for (size_t i = 0; i < n; i++) { y[i] = fabsf(x[i]); }
+    return y;
+}
+
 static void test_bf16_matmuls(void) {
     const int shapes[][3] = {{1, 1, 1}, {3, 7, 5}, {12, 32, 64}, {13, 33, 65}, {0, 5, 3}, {25, 576, 100}, {190, 96, 40},
-                             {7, 1, 300}};   // T, C, OC
-    int kernels = fast_bf16_native() ? 2 : 1, saved_kernel = fast_bf16_kernel, swapped_differs = 0;
+                             {7, 1, 300}, {40, 600, 70}};   // T, C, OC
+    int saved_amx = fast_amx_kernel, has_amx = fast_bf16_amx(), amx_checked = 0;
+    int kernels = (fast_bf16_native() ? 2 : 1) + has_amx, saved_kernel = fast_bf16_kernel, swapped_differs = 0;
     for (int kernel = 0; kernel < kernels; kernel++) {
-        fast_bf16_kernel = kernel == 0 && kernels == 2;   // the AVX-512 BF16 tile first where there is one, then portable C
-        const char* name = fast_bf16_native() ? "AVX-512 BF16" : "portable C";
+        int level = kernels - 1 - kernel;   // AMX first where there is one, then the AVX-512 BF16 tile, then portable C
+        fast_amx_kernel = level == 2;
+        fast_bf16_kernel = level >= 1;
+        int amx = fast_bf16_amx();
+        const char* name = amx ? "AMX" : fast_bf16_native() ? "AVX-512 BF16" : "portable C";
         for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
             int T = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
             size_t n_inp = (size_t)T * C, n_weight = (size_t)OC * C, n_out = (size_t)T * OC;
@@ -1367,9 +1401,32 @@ static void test_bf16_matmuls(void) {
             bf16_matmul_oracle(expected[1], 1, T, C, OC, dout, (size_t)OC, 1, weight, (size_t)C, 1, 0);
             bf16_matmul_oracle(expected[2], 1, OC, C, T, dout, 1, (size_t)OC, inp, (size_t)C, 1, 0);
             const char* what[3] = {"forward", "backward dinp", "backward dweight"};
-            for (int i = 0; i < 3; i++) {
-                check(bits_equal(got[i], expected[i], sizes[i]), "bf16 %s [%s] T=%d C=%d OC=%d differs from its arithmetic written out",
-                      what[i], name, T, C, OC);
+            if (amx) {   // within the bound of the arithmetic written out (and outside it, a perturbed element)
+                float *abs_inp = abs_copy(inp, n_inp), *abs_weight = abs_copy(weight, n_weight), *abs_dout = abs_copy(dout, n_out);
+                float* abs_sum[3];
+                for (int i = 0; i < 3; i++) { abs_sum[i] = mallocCheck(sizes[i] * sizeof(float) + 4); }
+                bf16_matmul_oracle(abs_sum[0], 0, T, OC, C, abs_inp, (size_t)C, 1, abs_weight, 1, (size_t)C, 0);
+                bf16_matmul_oracle(abs_sum[1], 0, T, C, OC, abs_dout, (size_t)OC, 1, abs_weight, (size_t)C, 1, 0);
+                bf16_matmul_oracle(abs_sum[2], 0, OC, C, T, abs_dout, 1, (size_t)OC, abs_inp, (size_t)C, 1, 0);
+                int Ks[3] = {C, OC, T};
+                for (int i = 0; i < 3; i++) {
+                    check(bf16_amx_outside(got[i], expected[i], abs_sum[i], sizes[i], Ks[i], 0) == 0, "bf16 %s [AMX] T=%d C=%d OC=%d: "
+                          "outside its bound of the arithmetic written out", what[i], T, C, OC);
+                    if (sizes[i] == 0 || abs_sum[i][0] == 0.0f) { continue; }
+                    float saved = got[i][0];   // the negative control: an element moved by twice its bound
+                    got[i][0] = (float)(expected[i][0] + 2.0 * bf16_amx_bound(Ks[i], abs_sum[i][0], expected[i][0]));
+                    check(bf16_amx_outside(got[i], expected[i], abs_sum[i], 1, Ks[i], 1) == 1, "negative control: bf16 %s [AMX] T=%d "
+                          "C=%d OC=%d: an element past its bound passed", what[i], T, C, OC);
+                    got[i][0] = saved;
+                    amx_checked++;
+                }
+                for (int i = 0; i < 3; i++) { free(abs_sum[i]); }
+                free(abs_inp); free(abs_weight); free(abs_dout);
+            } else {
+                for (int i = 0; i < 3; i++) {
+                    check(bits_equal(got[i], expected[i], sizes[i]), "bf16 %s [%s] T=%d C=%d OC=%d differs from its arithmetic written out",
+                          what[i], name, T, C, OC);
+                }
             }
             // the negative control: the even element's product first is another arithmetic (on sums of enough terms)
             float* swapped = mallocCheck(n_out * sizeof(float) + 4);
@@ -1390,13 +1447,16 @@ static void test_bf16_matmuls(void) {
         }
     }
     fast_bf16_kernel = saved_kernel;
+    fast_amx_kernel = saved_amx;
     check(swapped_differs > 0, "negative control: the even-first order should differ from the bf16 matmul somewhere");
+    if (has_amx) { printf("bf16 matmuls [AMX]: %d products within their bound of the portable arithmetic\n", amx_checked); }
     // special values through both tiles (and both packings): NaN, infinities, subnormal inputs (zeros in bf16),
     // products and sums near and below the normal range. Where they meet the two tiles may differ in a NaN's
     // payload and, below 2^-126, in rounding (cpu_fast.h): NaN where NaN, the same infinities, and finite
     // results within 2^-120 of each other.
-    if (kernels == 2) {
+    if (fast_bf16_native()) {
         int T = 13, C = 70, OC = 45;
+        fast_amx_kernel = 0;   // (the AVX-512 BF16 tile against portable C; AMX after)
         float* inp = mallocCheck((size_t)T * C * sizeof(float));
         float* weight = mallocCheck((size_t)OC * C * sizeof(float));
         for (int i = 0; i < T * C; i++) { inp[i] = test_uniform(&rng_state, -1, 1) * ldexpf(1.0f, -(int)(random_u32(&rng_state) % 70)); }
@@ -1423,6 +1483,17 @@ static void test_bf16_matmuls(void) {
         }
         check(bad == 0 && nans > 0, "bf16 special values: %d outputs differ between the AVX-512 BF16 and portable tiles beyond the "
               "contract (%d NaNs: expected some)", bad, nans);
+        fast_amx_kernel = saved_amx;
+        if (has_amx) {   // the AMX tile's forward against the portable one's, within its bound (NaN where NaN)
+            float* amx_out = callocCheck((size_t)T * OC, sizeof(float));
+            float *abs_inp = abs_copy(inp, (size_t)T * C), *abs_weight = abs_copy(weight, (size_t)OC * C);
+            float* abs_sum = mallocCheck((size_t)T * OC * sizeof(float));
+            bf16_matmul_oracle(abs_sum, 0, T, OC, C, abs_inp, (size_t)C, 1, abs_weight, 1, (size_t)C, 0);
+            matmul_forward_fast_bf16(amx_out, inp, matrix_f32(weight), T, C, OC);
+            check(bf16_amx_outside(amx_out, out[1][0], abs_sum, (size_t)T * OC, C, 0) == 0, "bf16 special values: the AMX tile's "
+                  "forward outside its bound of the portable tile's");
+            free(amx_out); free(abs_inp); free(abs_weight); free(abs_sum);
+        }
         for (int k = 0; k < 2; k++) { for (int i = 0; i < 3; i++) { free(out[k][i]); } }
         free(inp); free(weight);
     }

@@ -152,18 +152,21 @@ static void bench_trainer_ops(int rounds) {
     for (int t = 0; t < T; t++) { loss_weights[t] = 1.0f; }
     // [variant][op]: op 0 forward, 1 dinp, 2 dweight, 3 attention backward, 4 the teacher's softmax and the
     // loss with its gradient; variant 0 fast, 1 ref, 2 blas, 3 bf16 products (the fast table's mixed-precision
-    // twin: --train-precision bf16)
+    // twin: --train-precision bf16) on AVX-512 BF16 (or portable C), 4 the same on AMX's tiles where the CPU has them
     enum { TRAIN_OPS = 5 };
-    double best[4][TRAIN_OPS];
-    for (int v = 0; v < 4; v++) { for (int o = 0; o < TRAIN_OPS; o++) { best[v][o] = 1e30; } }
-    const Backend* tables[4] = {&backend_cpu_fast_exact, &backend_cpu_ref, NULL, &backend_cpu_fast_bf16};
+    double best[5][TRAIN_OPS];
+    for (int v = 0; v < 5; v++) { for (int o = 0; o < TRAIN_OPS; o++) { best[v][o] = 1e30; } }
+    int amx = fast_bf16_amx(), saved_amx = fast_amx_kernel;
+    const Backend* tables[5] = {&backend_cpu_fast_exact, &backend_cpu_ref, NULL, &backend_cpu_fast_bf16,
+                                amx ? &backend_cpu_fast_bf16 : NULL};
 #ifdef USE_BLAS
     tables[2] = &backend_cpu_blas;
 #endif
     for (int round = 0; round < rounds; round++) {
-        for (int v = 0; v < 4; v++) {
+        for (int v = 0; v < 5; v++) {
             const Backend* b = tables[v];
             if (b == NULL || (v == 1 && round >= REF_ROUNDS)) { continue; }
+            fast_amx_kernel = v == 4;
             double start = now_seconds();
             b->matmul_forward(dout, inp, head, T, C, V);
             best[v][0] = fmin(best[v][0], now_seconds() - start);
@@ -183,6 +186,7 @@ static void bench_trainer_ops(int rounds) {
             b->distribution_loss(losses, dlogits, dout, teacher, NULL, loss_weights, T, V, LOSS_FORWARD_KL);
             best[v][4] = fmin(best[v][4], now_seconds() - start);
         }
+        fast_amx_kernel = saved_amx;
     }
     printf("\nthe trainer's ops (fp32; bf16: bf16 products, %s), one call, ms: the LM head over %d loss rows (%d x %d), and "
            "the attention backward of a TTT step (%d rows, %d keys), the teacher's softmax and the loss (forward KL) with its gradient over the LM head's rows\n%-26s %10s %10s %10s %10s %8s %9s\n",
@@ -197,6 +201,10 @@ static void bench_trainer_ops(int rounds) {
         printf(" %7.1fx", best[1][o] / best[0][o]);
         if (o < 3) { printf(" %8.2fx", best[0][o] / best[3][o]); }
         printf("\n");
+    }
+    if (amx) {   // the bf16 products on AMX's tiles (not the AVX-512 tile's bits: cpu_fast.h)
+        printf("the same bf16 products on AMX's tiles, ms (and the AVX-512 BF16 tile's time over it):\n");
+        for (int o = 0; o < 3; o++) { printf("%-26s %10.1f %8.2fx\n", ops[o], best[4][o] * 1e3, best[3][o] / best[4][o]); }
     }
     free(teacher); free(dlogits); free(teacher_logits);
     free(mask); free(dvalues); free(dkeys); free(values); free(keys); free(d_attn); free(dq); free(q);

@@ -1450,6 +1450,7 @@ static void test_bf16_matmuls(void) {
     fast_amx_kernel = saved_amx;
     check(swapped_differs > 0, "negative control: the even-first order should differ from the bf16 matmul somewhere");
     if (has_amx) { printf("bf16 matmuls [AMX]: %d products within their bound of the portable arithmetic\n", amx_checked); }
+    else { printf("bf16 matmuls [AMX]: no AMX on this CPU (or no leave from the kernel to use it), nothing to check\n"); }
     // special values through both tiles (and both packings): NaN, infinities, subnormal inputs (zeros in bf16),
     // products and sums near and below the normal range. Where they meet the two tiles may differ in a NaN's
     // payload and, below 2^-126, in rounding (cpu_fast.h): NaN where NaN, the same infinities, and finite

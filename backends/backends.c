@@ -121,8 +121,10 @@ void backend_describe(const Backend* backend, char* text, size_t size) {
         int isa = fast_isa_current();
         snprintf(text, size, "%s (%s, %s activations on quantised weights%s), %d threads", backend->name, fast_isa_name(isa),
                  backend != &backend_cpu_fast_exact && fast_isa_has_int8(isa) ? "int8" : "fp32",
-                 backend != &backend_cpu_fast_bf16 ? "" : fast_bf16_amx() ? ", bf16 products on fp32 weights (AMX)"
-                 : fast_bf16_native() ? ", bf16 products on fp32 weights (AVX-512 BF16)" : ", bf16 products on fp32 weights (portable C)",
+                 backend != &backend_cpu_fast_bf16 ? ""
+                 : fast_bf16_amx()                  ? ", bf16 products on fp32 weights (AMX)"
+                 : fast_bf16_native()               ? ", bf16 products on fp32 weights (AVX-512 BF16)"
+                                                    : ", bf16 products on fp32 weights (portable C)",
                  threads);
     } else {
         snprintf(text, size, "%s (%s), %d threads", backend->name, backend->device, threads);

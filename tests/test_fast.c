@@ -1339,7 +1339,9 @@ static int bf16_amx_outside(const float* got, const float* expected, const float
         else if (isinf(x) || isinf(y)) { ok = x == y; }
         else if (!isfinite(abs_sum[j])) { ok = 1; }   // (terms past fp32's range: no bound from them)
         else { ok = fabs((double)x - y) <= bf16_amx_bound(K, abs_sum[j], y); }
-        if (!ok && outside++ < 3 && !quiet) { fprintf(stderr, "  bf16 AMX element %zu: %a, portable arithmetic %a (sum |terms| %a)\n", j, x, y, abs_sum[j]); }
+        if (!ok && outside++ < 3 && !quiet) {
+            fprintf(stderr, "  bf16 AMX element %zu: %a, portable arithmetic %a (sum |terms| %a)\n", j, x, y, abs_sum[j]);
+        }
     }
     return outside;
 }

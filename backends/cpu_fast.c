@@ -582,7 +582,7 @@ static void fast_gemm_bf16(float* out, int accumulate, int M, int N, int K, cons
     int n_tiles = (M + R - 1) / R, n_panels = (N + W - 1) / W;
     uint32_t* pa = mallocCheck((size_t)n_tiles * R * K2p * sizeof(uint32_t) + 1);
     uint32_t* pb = mallocCheck((size_t)n_panels * W * K2p * sizeof(uint32_t) + 1);
-    uint32_t* pa_rows = amx ? mallocCheck((size_t)n_tiles * R * K2p * sizeof(uint32_t)) : NULL;
+    uint32_t* pa_rows = amx ? mallocCheck((size_t)n_tiles * R * K2p * sizeof(uint32_t) + 1) : NULL;
     #pragma omp parallel if ((long)M * N * K >= PARALLEL_MIN_WORK)
     {
         // A for the AMX tile: rows first, packed so where its k is contiguous, else packed and transposed

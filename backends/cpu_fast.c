@@ -582,22 +582,24 @@ static void fast_gemm_bf16(float* out, int accumulate, int M, int N, int K, cons
     int n_tiles = (M + R - 1) / R, n_panels = (N + W - 1) / W;
     uint32_t* pa = mallocCheck((size_t)n_tiles * R * K2p * sizeof(uint32_t) + 1);
     uint32_t* pb = mallocCheck((size_t)n_panels * W * K2p * sizeof(uint32_t) + 1);
-    uint32_t* pa_rows = amx ? mallocCheck((size_t)n_tiles * R * K2p * sizeof(uint32_t) + 1) : NULL;
+    // A for the AMX tile goes rows first: packed so directly where its k is contiguous, else packed pairs
+    // first as for the other tiles, then transposed into a second buffer
+    int amx_direct = amx && a_k == 1, amx_transposed = amx && a_k != 1;
+    uint32_t* pa_rows = amx_transposed ? mallocCheck((size_t)n_tiles * R * K2p * sizeof(uint32_t) + 1) : NULL;
+    const uint32_t* tiles_a = amx_transposed ? pa_rows : pa;
     #pragma omp parallel if ((long)M * N * K >= PARALLEL_MIN_WORK)
     {
-        // A for the AMX tile: rows first, packed so where its k is contiguous, else packed and transposed
-        const uint32_t* tiles_a = amx ? pa_rows : pa;
 #if FAST_X86 && FAST_AMX_KERNEL
-        if (amx && a_k == 1) {
+        if (amx_direct) {
             #pragma omp for schedule(static)
             for (int t = 0; t < n_tiles; t++) {
                 int rows = M - t * R < R ? M - t * R : R;
-                fast_bf16_pack_rows_amx(pa_rows + (size_t)t * R * K2p, a + (size_t)t * R * a_m, a_m, rows, K, K2p);
+                fast_bf16_pack_rows_amx(pa + (size_t)t * R * K2p, a + (size_t)t * R * a_m, a_m, rows, K, K2p);
             }
         }
 #endif
-        if (!amx || a_k != 1) { fast_bf16_pack(pa, a, a_m, a_k, M, K, R, K2p, native); }
-        if (amx && a_k != 1) { fast_bf16_rows_first(pa_rows, pa, n_tiles, K2p); }
+        if (!amx_direct) { fast_bf16_pack(pa, a, a_m, a_k, M, K, R, K2p, native); }
+        if (amx_transposed) { fast_bf16_rows_first(pa_rows, pa, n_tiles, K2p); }
         fast_bf16_pack(pb, b, b_n, b_k, N, K, W, K2p, native);
 #if FAST_X86 && FAST_AMX_KERNEL
         if (amx) { fast_bf16_amx_begin(); }

@@ -34,6 +34,18 @@ FAST_AVX512_TARGET void fast_attention_backward_head_avx512(float* dq, float* dk
 // two loads of B and 12 broadcasts of A (one 48-byte run) feed 24 instructions, which issue one a cycle on Zen 4 (twice the
 // multiply-adds of an fp32 FMA). The tile's rows past `rows` are the packing's zero rows: computed, not stored.
 
+// One output row of a tile (cols of its 32 columns, in s0 and s1): out = [out +] the sums (both tiles, and AMX's)
+FAST_INLINE FAST_BF16_AVX512_TARGET void bf16_tile_store_row(float* o, __m512 s0, __m512 s1, int cols, int accumulate) {
+    __mmask16 mask0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+    __mmask16 mask1 = cols >= 32 ? 0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+    if (accumulate) {
+        s0 = _mm512_add_ps(_mm512_maskz_loadu_ps(mask0, o), s0);
+        s1 = _mm512_add_ps(_mm512_maskz_loadu_ps(mask1, o + 16), s1);
+    }
+    _mm512_mask_storeu_ps(o, mask0, s0);
+    _mm512_mask_storeu_ps(o + 16, mask1, s1);
+}
+
 FAST_BF16_AVX512_TARGET void fast_bf16_tile_avx512(float* out, size_t out_row, const uint32_t* a, const uint32_t* b,
                                                    int K2, int rows, int cols, int accumulate) {
     __m512 acc[FAST_BF16_TILE_ROWS][2];
@@ -49,18 +61,7 @@ FAST_BF16_AVX512_TARGET void fast_bf16_tile_avx512(float* out, size_t out_row, c
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b1);
         }
     }
-    __mmask16 mask0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
-    __mmask16 mask1 = cols >= 32 ? 0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
-    for (int r = 0; r < rows; r++) {
-        float* o = out + (size_t)r * out_row;
-        __m512 s0 = acc[r][0], s1 = acc[r][1];
-        if (accumulate) {
-            s0 = _mm512_add_ps(_mm512_maskz_loadu_ps(mask0, o), s0);
-            s1 = _mm512_add_ps(_mm512_maskz_loadu_ps(mask1, o + 16), s1);
-        }
-        _mm512_mask_storeu_ps(o, mask0, s0);
-        _mm512_mask_storeu_ps(o + 16, mask1, s1);
-    }
+    for (int r = 0; r < rows; r++) { bf16_tile_store_row(out + (size_t)r * out_row, acc[r][0], acc[r][1], cols, accumulate); }
 }
 
 #if FAST_AMX_KERNEL
@@ -123,17 +124,8 @@ FAST_AMX_BF16_TARGET void fast_bf16_tile_amx(float* out, size_t out_row, const u
     }
     _tile_stored(0, &sums[0][0], FAST_BF16_PANEL * 4);
     _tile_stored(1, &sums[0][16], FAST_BF16_PANEL * 4);
-    __mmask16 mask0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
-    __mmask16 mask1 = cols >= 32 ? 0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
     for (int r = 0; r < rows; r++) {
-        float* o = out + (size_t)r * out_row;
-        __m512 s0 = _mm512_load_ps(sums[r]), s1 = _mm512_load_ps(sums[r] + 16);
-        if (accumulate) {
-            s0 = _mm512_add_ps(_mm512_maskz_loadu_ps(mask0, o), s0);
-            s1 = _mm512_add_ps(_mm512_maskz_loadu_ps(mask1, o + 16), s1);
-        }
-        _mm512_mask_storeu_ps(o, mask0, s0);
-        _mm512_mask_storeu_ps(o + 16, mask1, s1);
+        bf16_tile_store_row(out + (size_t)r * out_row, _mm512_load_ps(sums[r]), _mm512_load_ps(sums[r] + 16), cols, accumulate);
     }
 }
 #endif

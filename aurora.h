@@ -1140,6 +1140,10 @@ enum { ADAPTIVE_PROBE_EVERY = 32, ADAPTIVE_PROBE_MAX_PENDING = 2 };
 // measures it: one that has not been measured for ADAPTIVE_COST_MEMORY passes is measured again by a plain
 // pass (a plain probe; the mirror of the drafting probe above).
 enum { ADAPTIVE_COST_MEMORY = 2 * ADAPTIVE_PROBE_EVERY };
+// The first ADAPTIVE_COLD_PASSES passes of a request measure no costs (their acceptance still counts): they
+// run on the caches the prefill left (or whatever ran while the server idled), up to twice a pass's steady
+// time, and a request's first pass is where the drafting probe falls.
+enum { ADAPTIVE_COLD_PASSES = 4 };
 // Confidence (a drafting model's: the EAGLE draft's): a node's draft probability given its parent, in
 // ADAPTIVE_CONFIDENCE_BUCKETS equal bins, calibrated by how often such nodes were accepted; a node whose
 // calibrated chance of acceptance does not pay for its share of the verify pass is left out of the tree.
@@ -1164,6 +1168,7 @@ typedef struct {
                                 // drafting.c), not on the passes observed
     long passes, passes_without_drafting;
     int passes_since_drafted;   // passes in a row that drafted nothing (a probe is due at ADAPTIVE_PROBE_EVERY)
+    int request_passes;         // passes since the request began (spec_adaptive_begin_request)
     int calibrates;             // 1: the draft's scores are its log-probabilities (an EAGLE draft): calibrate them
     int root_children_free;     // 1: the depth-1 children come with the catch-up (an EAGLE draft's logits at the
                                 // root), so a tree of depth D costs D - 1 drafting steps; 0: D steps (self-drafting
@@ -1175,6 +1180,8 @@ typedef struct {
 } SpecAdaptive;
 
 void spec_adaptive_init(SpecAdaptive* a, TreeShape limit, int max_k);
+// A request begins (its prefill has run): its first ADAPTIVE_COLD_PASSES passes measure no costs.
+void spec_adaptive_begin_request(SpecAdaptive* a);
 // The shape for the next pass; nodes == 1 (depth 0) means no speculation (a plain decode step). pending:
 // the generated tokens the draft must catch up over before it can draft (0 for drafts that need none).
 TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending);

@@ -303,6 +303,8 @@ void draft_source_begin_request(DraftSource* source, int n_prompt) {
     source->n_extended = 0; // the draft's cache starts empty
     source->n_prompt = n_prompt;
     source->n_hindsight = 0; // (the last request's trees guessed its continuation, which no request will produce)
+    spec_adaptive_begin_request(&source->adaptive_state);
+    spec_adaptive_begin_request(&source->suffix_adaptive_state);
     if (source->suffix_outputs) {
         suffix_index_free(&source->suffix_request);
         suffix_index_init(&source->suffix_request, SUFFIX_DRAFT_DEPTH, 0);

@@ -429,8 +429,8 @@ int main(int argc, char** argv) {
         printf("  int8 compute: neither AVX-512 VNNI nor AVX2 on this CPU, its peak not measured\n");
     }
 
-    printf("\ndraft (random EAGLE-3 draft, vocabulary %d, on %s; a decode step %.2f ms):\n", draft.config.vocab_size, table,
-           fast->decode * 1e3);
+    printf("\ndraft (random EAGLE-3 draft, vocabulary %d, on %s, its serving copy %s; a decode step %.2f ms):\n",
+           draft.config.vocab_size, table, tensor_type_name(draft.serving_type), fast->decode * 1e3);
     printf("  in serving order, after a target step:\n");
     printf("    catch-up over 3 accepted tokens (fc, the layer, the head's last row): %.3f ms (%.1f%% of a decode step)\n",
            catch_up * 1e3, 100 * catch_up / fast->decode);

@@ -1137,12 +1137,13 @@ enum { ADAPTIVE_PROBE_EVERY = 32, ADAPTIVE_PROBE_MAX_PENDING = 2 };
 // that drafts nothing measures only the decode step, so a count measured in a busy minute would otherwise
 // keep that minute's price until the draft drafted it again, which that price prevents.
 // The decode step's cost is the one the others are weighed against, and a draft that drafts every pass never
-// measures it: one that has not been measured for ADAPTIVE_COST_MEMORY passes is measured again by a plain
-// pass (a plain probe; the mirror of the drafting probe above).
+// measures it: one that has not been measured for ADAPTIVE_COST_MEMORY passes, or never, is measured by a
+// plain pass (a plain probe; the mirror of the drafting probe above; not on a deterministic chooser, which
+// measures nothing).
 enum { ADAPTIVE_COST_MEMORY = 2 * ADAPTIVE_PROBE_EVERY };
-// The first ADAPTIVE_COLD_PASSES passes of a request measure no costs (their acceptance still counts): they
-// run on the caches the prefill left (or whatever ran while the server idled), up to twice a pass's steady
-// time, and a request's first pass is where the drafting probe falls.
+// The first ADAPTIVE_COLD_PASSES passes of a request run on the caches the prefill left (or whatever ran
+// while the server idled), up to twice a pass's steady time, and a request's first pass is where the
+// drafting probe falls: their times count divided by a slowdown measured for each on its plain passes.
 enum { ADAPTIVE_COLD_PASSES = 4 };
 // Confidence (a drafting model's: the EAGLE draft's): a node's draft probability given its parent, in
 // ADAPTIVE_CONFIDENCE_BUCKETS equal bins, calibrated by how often such nodes were accepted; a node whose
@@ -1169,6 +1170,8 @@ typedef struct {
     long passes, passes_without_drafting;
     int passes_since_drafted;   // passes in a row that drafted nothing (a probe is due at ADAPTIVE_PROBE_EVERY)
     int request_passes;         // passes since the request began (spec_adaptive_begin_request)
+    double cold_slowdown[ADAPTIVE_COLD_PASSES]; // a request's pass i (i < ADAPTIVE_COLD_PASSES): its plain
+                                // passes' average time over the decode step's price (0: unmeasured)
     int calibrates;             // 1: the draft's scores are its log-probabilities (an EAGLE draft): calibrate them
     int root_children_free;     // 1: the depth-1 children come with the catch-up (an EAGLE draft's logits at the
                                 // root), so a tree of depth D costs D - 1 drafting steps; 0: D steps (self-drafting
@@ -1180,7 +1183,7 @@ typedef struct {
 } SpecAdaptive;
 
 void spec_adaptive_init(SpecAdaptive* a, TreeShape limit, int max_k);
-// A request begins (its prefill has run): its first ADAPTIVE_COLD_PASSES passes measure no costs.
+// A request begins (its prefill has run): its first ADAPTIVE_COLD_PASSES passes are cold (aurora.h above).
 void spec_adaptive_begin_request(SpecAdaptive* a);
 // The shape for the next pass; nodes == 1 (depth 0) means no speculation (a plain decode step). pending:
 // the generated tokens the draft must catch up over before it can draft (0 for drafts that need none).

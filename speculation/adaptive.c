@@ -38,13 +38,21 @@ priced the decode step at 4.2 ms and the draft drafted the next 295 passes; the 
 10% above the median plain pass for two thirds of the run, and the learned draft (acceptance 1.1-1.2) served
 0.83-0.89x plain decoding after the prefill. So a decode step not measured for ADAPTIVE_COST_MEMORY passes
 is measured again by a plain pass (the plain probe).
-A request's first passes (ADAPTIVE_COLD_PASSES) measure no costs, only acceptance: they run on the caches
-the prefill left. On a 2-core Xeon (VM) the decode steps after a 200-token prefill took 5.3, 4.9, 4.0, 3.2,
-2.9 ms and then 2.6-2.8, after an 8-token prefill 2.3 from the first; and the drafting probe falls on a
-request's first pass. Measured there, it priced every multi-node pass: a learned draft (acceptance 2.0 in
-chains of 5) was probed at a verify(2) of 6.6-6.9 ms against a decode step of 3.0-3.5 (the bench: 1.11x),
-with a drafting step of 0.34 ms from the first passes (the bench: 0.13), and drafted in 2% of its passes
-in five runs of six (100 requests each).
+A request's first passes (ADAPTIVE_COLD_PASSES) run on the caches its prefill left: on a 2-core Xeon (VM)
+the decode steps after a 200-token prefill took 5.3, 4.9, 4.0, 3.2, 2.9 ms and then 2.6-2.8 (after an
+8-token prefill 2.3 from the first), and the drafting probe falls on a request's first pass. Taken as they
+came, those times priced every multi-node pass there: a learned draft (acceptance 2.0 in chains of 5) was
+probed at a verify(2) of 6.6-6.9 ms against a decode step of 3.0-3.5 (the bench: 1.11x), with a drafting
+step of 0.34 ms from the first passes (the bench: 0.13), and drafted in 2% of its passes in five replays of
+six (100 requests each). So each of those passes has a slowdown of its own, measured on its plain passes
+against the decode step's steady price (they teach nothing else), and its other times count divided by
+it (the probe's pass, which is never plain when a probe is due at every request, by the next pass's). Until
+one is measured, such a pass measures only costs never measured (taking none, a fresh chooser drafted
+a request's first passes at the prior's prices, and self-drafting, whose drafting step is a decode step,
+served 0.89x plain decoding where it had served 0.99x). Not measuring them at all did not do either: the
+probe's 2-node pass, its price forgotten (ADAPTIVE_COST_MEMORY) where the probe no longer renewed it, came
+back from the prior's slope, cheaper than it was, and a draft that loses wherever it drafts was drafted
+again every few requests (a simulated world, 30 seeds: 0.950x plain decoding against 0.964).
 Randomness plays no part: the same measurements give the same choices.
 
 Within a pass's shape, a drafting model's confidence decides each node (EAGLE-2's observation: a draft's
@@ -211,8 +219,8 @@ TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending) {
         a->limit.depth >= 1 && a->limit.nodes >= 2) {
         return (TreeShape){1, 1, 2};   // the probe (see ADAPTIVE_PROBE_EVERY)
     }
-    if (a->verify_seconds[1] > 0 && verify_cost_stale(a, 1)) {
-        return best;   // the plain probe (see ADAPTIVE_COST_MEMORY)
+    if (!a->deterministic && verify_cost_stale(a, 1)) {
+        return best;   // the plain probe (see ADAPTIVE_COST_MEMORY), also of a decode step never measured
     }
     double verify[TREE_MAX_NODES + 1];
     adaptive_verify_table(a, a->limit.nodes > 1 ? a->limit.nodes : 1, verify);
@@ -312,26 +320,46 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
         a->confidence_reached[bin] *= DECAY;
         a->confidence_hit[bin] *= DECAY;
     }
-    int cold = a->request_passes < ADAPTIVE_COLD_PASSES;   // (aurora.h: a request's first passes)
+    // a request's first passes (aurora.h: ADAPTIVE_COLD_PASSES) run slower than the steady ones by a factor
+    // measured for each of them on its plain passes (which teach only that); a cold pass's times, divided by
+    // its factor (or, unmeasured, the first measured one after it), count as steady ones. Before any is
+    // measured, a cold pass measures only costs never measured (which even a cold pass prices better than
+    // the prior does).
+    int cold = a->request_passes < ADAPTIVE_COLD_PASSES, index = a->request_passes;
     a->request_passes++;
     // a deterministic chooser keeps the prior cost model: the same acceptance, the same shapes
-    if (!a->deterministic && !cold) {
-        int n = tree->n_nodes;
+    if (!a->deterministic) {
+        int n = tree->n_nodes, measures = 1, only_new = 0;
+        double slowdown = 1.0;
+        if (cold && n == 1 && a->verify_seconds[1] > 0 && !verify_cost_stale(a, 1)) {
+            adaptive_average(&a->cold_slowdown[index], verify_seconds / a->verify_seconds[1]);
+            measures = 0;
+        } else if (cold) {   // (unmeasured: the next pass's, a little less cold; the probe's pass has no plain ones)
+            int j = index;
+            while (j < ADAPTIVE_COLD_PASSES && a->cold_slowdown[j] <= 0) { j++; }
+            only_new = j == ADAPTIVE_COLD_PASSES;
+            slowdown = only_new ? 1.0 : a->cold_slowdown[j];
+        }
         // a count first measured, or measured again once forgotten, starts from the line; the decode step,
         // measured again by the plain probe, starts from this measurement (its old average is the stale price
         // the probe is there to replace: averaged in, one 10 ms pass would move a 30 ms price to 28)
         int forgotten = verify_cost_stale(a, n);
-        if (n > 1 && (a->verify_seconds[n] <= 0 || forgotten) && a->verify_seconds[1] > 0) {
-            a->verify_seconds[n] = spec_adaptive_verify_seconds(a, n);
+        if (measures && (!only_new || a->verify_seconds[n] <= 0)) {
+            if (n > 1 && (a->verify_seconds[n] <= 0 || forgotten) && a->verify_seconds[1] > 0) {
+                a->verify_seconds[n] = spec_adaptive_verify_seconds(a, n);
+            }
+            if (n == 1 && forgotten) { a->verify_seconds[1] = 0; }
+            adaptive_average(&a->verify_seconds[n], verify_seconds / slowdown);
+            a->verify_measured_at[n] = a->passes;
         }
-        if (n == 1 && forgotten) { a->verify_seconds[1] = 0; }
-        adaptive_average(&a->verify_seconds[n], verify_seconds);
-        a->verify_measured_at[n] = a->passes;
         // the steps the pass ran, which confidence can leave deeper than the tree it kept
         int steps = draft_steps >= 0 ? draft_steps : tree->max_depth - a->root_children_free;
-        if (tree->n_nodes > 1 && steps > 0) { adaptive_average(&a->draft_step_seconds, draft_seconds / steps); }
+        if (measures && n > 1 && steps > 0 && (!only_new || a->draft_step_seconds <= 0)) {
+            adaptive_average(&a->draft_step_seconds, draft_seconds / steps / slowdown);
+        }
         int t = catch_up_tokens;
-        if (t > 0 && t <= catch_up_chunk(a)) {   // (longer ones ran in several forwards)
+        if (measures && t > 0 && t <= catch_up_chunk(a) && (!only_new || a->catch_up_seconds[t] <= 0)) {
+            // (longer ones ran in several forwards)
             int measured = 0;
             for (int m = 1; m <= TREE_MAX_NODES; m++) { measured |= a->catch_up_seconds[m] > 0; }
             if (a->catch_up_seconds[t] <= 0 && measured) {   // first measured: from the line, as a verify pass's
@@ -339,7 +367,7 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
                 cost_by_rows(a->catch_up_seconds, t, 0.0, cost);
                 a->catch_up_seconds[t] = cost[t];
             }
-            adaptive_average(&a->catch_up_seconds[t], catch_up_seconds);
+            adaptive_average(&a->catch_up_seconds[t], catch_up_seconds / slowdown);
         }
     }
     if (!a->judged_in_hindsight) { spec_adaptive_count(a, shape, tree, acceptance); }

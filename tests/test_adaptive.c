@@ -249,15 +249,25 @@ static void test_worlds(void) {
     // 2-node pass 1.32 decode steps, a drafting step 4% of one and a token's catch-up 5%: drafting loses
     // wherever it is done, so the chooser must hold plain decoding's speed (it drafted 28% of passes at
     // 0.93x when the catch-up was charged one pass's worth)
+    // Over 10 seeds: a chooser that drafted from its first pass never measured the decode step, priced it
+    // from the 2-node pass by the prior's slope (12 ms against 10) and drafted every pass at 0.89x in 2 of
+    // them (7 of 30), until a decode step never measured was probed as a stale one is.
     World dear = world_with(0.32, 0.6, 0.1);
     dear.verify_slope = 0.32; dear.draft_step_seconds = 0.0004; dear.catch_up_seconds = 0.0005;
     dear.prompt_catch_up_seconds = 0.004;   // 170 prompt tokens in batches: about 0.4 of a step
-    spec_adaptive_init(&a, limit, 4);
-    rate = simulate(&a, &dear, 4000, 3000, &rng, &drafted);
     plain = 1.0 / dear.decode_seconds;
-    printf("right a third of the time, dear catch-up: %.3fx plain decoding, %d of the last 3000 passes drafted\n",
-           rate / plain, drafted);
-    check(rate >= 0.97 * plain, "a draft that loses wherever it drafts must run at >= 0.97x plain (%.3fx)", rate / plain);
+    double worst = 1e9, mean = 0;
+    int worst_drafted = 0;
+    for (int seed = 1; seed <= 10; seed++) {
+        uint64_t dear_rng = random_seed_state((uint64_t)seed);
+        spec_adaptive_init(&a, limit, 4);
+        rate = simulate(&a, &dear, 4000, 3000, &dear_rng, &drafted) / plain;
+        mean += rate / 10;
+        if (rate < worst) { worst = rate; worst_drafted = drafted; }
+    }
+    printf("right a third of the time, dear catch-up, 10 seeds: %.3fx plain decoding on average, the worst %.3fx (%d of its "
+           "last 3000 passes drafted)\n", mean, worst, worst_drafted);
+    check(worst >= 0.97, "a draft that loses wherever it drafts must run at >= 0.97x plain (the worst of 10 seeds %.3fx)", worst);
 }
 
 // A request's first passes run on the caches its prefill left (2-core Xeon VM, a 200-token prefill: decode

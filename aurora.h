@@ -1172,6 +1172,9 @@ typedef struct {
     int request_passes;         // passes since the request began (spec_adaptive_begin_request)
     double cold_slowdown[ADAPTIVE_COLD_PASSES]; // a request's pass i (i < ADAPTIVE_COLD_PASSES): its plain
                                 // passes' average time over the decode step's price (0: unmeasured)
+    uint8_t verify_provisional[TREE_MAX_NODES + 1];   // 1: the price was measured cold, no slowdown known: the
+    uint8_t catch_up_provisional[TREE_MAX_NODES + 1]; // next measurement replaces it (the draft step likewise)
+    int draft_step_provisional;
     int calibrates;             // 1: the draft's scores are its log-probabilities (an EAGLE draft): calibrate them
     int root_children_free;     // 1: the depth-1 children come with the catch-up (an EAGLE draft's logits at the
                                 // root), so a tree of depth D costs D - 1 drafting steps; 0: D steps (self-drafting

@@ -324,14 +324,18 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
     // measured for each of them on its plain passes (which teach only that); a cold pass's times, divided by
     // its factor (or, unmeasured, the first measured one after it), count as steady ones. Before any is
     // measured, a cold pass measures only costs never measured (which even a cold pass prices better than
-    // the prior does).
+    // the prior does), and provisionally: the next measurement of the cost replaces it, as a first one would.
+    // (Averaged in instead, a 2-node pass first measured cold at 6.0 ms, then only by probes, came down to
+    // its 2.9 over 900 passes, and a learned draft training in the gaps drafted 3% of its passes.)
     int cold = a->request_passes < ADAPTIVE_COLD_PASSES, index = a->request_passes;
     a->request_passes++;
     // a deterministic chooser keeps the prior cost model: the same acceptance, the same shapes
     if (!a->deterministic) {
         int n = tree->n_nodes, measures = 1, only_new = 0;
+        int steps = draft_steps >= 0 ? draft_steps : tree->max_depth - a->root_children_free;
+        int t = catch_up_tokens;
         double slowdown = 1.0;
-        if (cold && n == 1 && a->verify_seconds[1] > 0 && !verify_cost_stale(a, 1)) {
+        if (cold && n == 1 && a->verify_seconds[1] > 0 && !a->verify_provisional[1] && !verify_cost_stale(a, 1)) {
             adaptive_average(&a->cold_slowdown[index], verify_seconds / a->verify_seconds[1]);
             measures = 0;
         } else if (cold) {   // (unmeasured: the next pass's, a little less cold; the probe's pass has no plain ones)
@@ -339,6 +343,11 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
             while (j < ADAPTIVE_COLD_PASSES && a->cold_slowdown[j] <= 0) { j++; }
             only_new = j == ADAPTIVE_COLD_PASSES;
             slowdown = only_new ? 1.0 : a->cold_slowdown[j];
+        }
+        if (measures && !only_new) {   // a measurement that counts: provisional prices give way to it
+            if (a->verify_provisional[n]) { a->verify_seconds[n] = 0; a->verify_provisional[n] = 0; }
+            if (n > 1 && steps > 0 && a->draft_step_provisional) { a->draft_step_seconds = 0; a->draft_step_provisional = 0; }
+            if (t > 0 && t <= TREE_MAX_NODES && a->catch_up_provisional[t]) { a->catch_up_seconds[t] = 0; a->catch_up_provisional[t] = 0; }
         }
         // a count first measured, or measured again once forgotten, starts from the line; the decode step,
         // measured again by the plain probe, starts from this measurement (its old average is the stale price
@@ -351,13 +360,13 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
             if (n == 1 && forgotten) { a->verify_seconds[1] = 0; }
             adaptive_average(&a->verify_seconds[n], verify_seconds / slowdown);
             a->verify_measured_at[n] = a->passes;
+            a->verify_provisional[n] = (uint8_t)only_new;
         }
-        // the steps the pass ran, which confidence can leave deeper than the tree it kept
-        int steps = draft_steps >= 0 ? draft_steps : tree->max_depth - a->root_children_free;
+        // (steps: those the pass ran, which confidence can leave deeper than the tree it kept)
         if (measures && n > 1 && steps > 0 && (!only_new || a->draft_step_seconds <= 0)) {
             adaptive_average(&a->draft_step_seconds, draft_seconds / steps / slowdown);
+            a->draft_step_provisional = only_new;
         }
-        int t = catch_up_tokens;
         if (measures && t > 0 && t <= catch_up_chunk(a) && (!only_new || a->catch_up_seconds[t] <= 0)) {
             // (longer ones ran in several forwards)
             int measured = 0;
@@ -368,6 +377,7 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
                 a->catch_up_seconds[t] = cost[t];
             }
             adaptive_average(&a->catch_up_seconds[t], catch_up_seconds / slowdown);
+            a->catch_up_provisional[t] = (uint8_t)only_new;
         }
     }
     if (!a->judged_in_hindsight) { spec_adaptive_count(a, shape, tree, acceptance); }

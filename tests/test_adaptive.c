@@ -13,7 +13,9 @@ tree, acceptance and times) and must
   - charge the catch-up by its token count as measured: one that costs about one forward whatever its
     tokens must not stop a draft that pays after a stretch of plain passes, one measured as that many
     times one token's must;
-  - not price drafting by a request's first passes, which run on the caches its prefill left;
+  - not price drafting by a request's first passes, which run on the caches its prefill left (their times
+    divided by a slowdown measured on plain passes; before one is known, provisional prices that the next
+    steady measurement replaces);
 and the counting itself is checked on a hand-made tree.
 */
 #define TESTING
@@ -613,6 +615,36 @@ static void test_plain_probe(void) {
     check(after.nodes == 1, "at the measured 10 ms, plain decoding pays more than the weak draft (chose %d nodes)", after.nodes);
 }
 
+// A fresh chooser's first request: its cold first passes measure the 2-node pass at 21 ms and the decode step
+// at 19 ms (no slowdown known yet: provisional prices), then steady passes measure 10 and 11 ms. The steady
+// measurements replace the provisional prices; averaged in (the negative control: a chooser not told that a
+// request began, whose every pass counts), the 2-node pass would still be priced near 20 ms.
+static void test_provisional_prices(void) {
+    Tree chain2, root;
+    double v1[2], v2[2];
+    for (int control = 0; control < 2; control++) {
+        SpecAdaptive a;
+        two_node_chooser(&a, &chain2, &root);
+        if (!control) { spec_adaptive_begin_request(&a); }
+        Acceptance none = {0, {0}, 0};
+        const double cold[ADAPTIVE_COLD_PASSES] = {0.021, 0.019, 0.015, 0.012};
+        for (int i = 0; i < ADAPTIVE_COLD_PASSES; i++) {
+            spec_adaptive_observe(&a, i == 0 ? (TreeShape){1, 1, 2} : (TreeShape){1, 0, 1}, i == 0 ? &chain2 : &root, &none,
+                                  0.0004, -1, 0, 0, cold[i]);
+        }
+        spec_adaptive_observe(&a, (TreeShape){1, 0, 1}, &root, &none, 0, -1, 0, 0, 0.010);
+        spec_adaptive_observe(&a, (TreeShape){1, 1, 2}, &chain2, &none, 0.0004, -1, 0, 0, 0.011);
+        v1[control] = spec_adaptive_verify_seconds(&a, 1);
+        v2[control] = spec_adaptive_verify_seconds(&a, 2);
+    }
+    printf("provisional prices: cold 21 / 19 ms, then steady 10 / 11 ms: priced %.2f / %.2f ms (every pass counted: "
+           "%.2f / %.2f)\n", v1[0] * 1e3, v2[0] * 1e3, v1[1] * 1e3, v2[1] * 1e3);
+    check(fabs(v1[0] - 0.010) < 1e-4 && fabs(v2[0] - 0.011) < 2e-4, "steady measurements replace the cold first ones: "
+          "decode step %.2f ms (expected 10), 2-node pass %.2f ms (expected 11)", v1[0] * 1e3, v2[0] * 1e3);
+    check(v2[1] > 0.015, "negative control: with every pass counted the 2-node pass stays near its cold price (%.2f ms)",
+          v2[1] * 1e3);
+}
+
 int main(void) {
     test_counting();
     test_expected_tokens_of_cut_trees();
@@ -623,5 +655,6 @@ int main(void) {
     test_forgotten_costs();
     test_plain_probe();
     test_cold_passes();
+    test_provisional_prices();
     return test_summary();
 }

@@ -576,7 +576,13 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
         if (source->kind == DRAFT_SUFFIX || source->kind == DRAFT_HYBRID) {
             source->pass_prediction = shape.nodes > 1 ? propose_suffix(source, sequence, pool, shape) : 0.0f;
             source->pass_source = shape.nodes > 1 ? DRAFT_SUFFIX : DRAFT_NONE;
-            if (source->kind == DRAFT_HYBRID && !hybrid_prefers_suffix(source, source->pass_prediction)) {
+            // (a probe the suffix draft's chooser is due is drafted whenever the suffix draft has a guess: it is
+            // a single node, and left to the comparison it lost to the EAGLE draft's average at every pass, the
+            // chooser kept asking for it, and the hybrid, training in the gaps, drafted nothing for the last 56
+            // of 100 requests)
+            int suffix_probe = source->adaptive && source->pass_prediction > 0 &&
+                               source->suffix_adaptive_state.passes_since_drafted >= ADAPTIVE_PROBE_EVERY;
+            if (source->kind == DRAFT_HYBRID && !suffix_probe && !hybrid_prefers_suffix(source, source->pass_prediction)) {
                 // the EAGLE draft, in the shape its own measurements chose (or, if that is none, the root alone)
                 pool->n = 0;
                 source->pass_source = DRAFT_NONE;

@@ -591,6 +591,53 @@ static void test_suffix_depth(Target* target) {
     draft_source_free(&source);
 }
 
+// The hybrid's suffix draft is probed as any draft is. Its chooser, after ADAPTIVE_PROBE_EVERY passes without
+// drafting, asks for a single node; left to the hybrid's comparison, one node's expectation lost to the
+// EAGLE draft's average every pass, the probe never ran, and the chooser kept asking for it (training in
+// the gaps, the hybrid drafted nothing for the last 56 of 100 requests). Here the EAGLE draft has been
+// getting 20 tokens a pass and expects nothing now (its misses counted): a probe due drafts the suffix
+// draft's one node; with none due, the comparison keeps the root alone. Each case checks that the
+// comparison alone would not have drafted the suffix tree (what the probe overrides).
+static void test_hybrid_suffix_probe(Target* target) {
+    Draft draft;
+    draft_init_random(&draft, target, target->config.vocab_size, NULL, 9);
+    int tokens[100];
+    for (int i = 0; i < 60; i++) { tokens[i] = 20 + (i * 37) % 200; }     // a phrase, then its start again
+    for (int i = 0; i < 30; i++) { tokens[60 + i] = tokens[i]; }
+    Sequence sequence;
+    memset(&sequence, 0, sizeof(sequence));
+    sequence.tokens = tokens;
+    sequence.n_tokens = sequence.n_committed = sequence.capacity = 90;
+    for (int due = 0; due < 2; due++) {
+        DraftSource source;
+        draft_source_init(&source, DRAFT_HYBRID, (TreeShape){4, 8, 33}, &draft, target);
+        draft_source_set_adaptive(&source, 1, 1);
+        source.eagle_accepted = 20.0;
+        for (int d = 1; d <= TREE_MAX_DEPTH; d++) {
+            for (int r = 0; r < ADAPTIVE_MAX_K; r++) { source.adaptive_state.reached[d][r] = 1000.0; }
+        }
+        source.suffix_adaptive_state.passes_since_drafted = due ? ADAPTIVE_PROBE_EVERY : 0;
+        draft_source_begin_request(&source, 90);
+        draft_source_plan_pass(&source, &sequence);
+        draft_source_sync(&source, &sequence);
+        Tree tree;
+        draft_source_propose(&source, target, &sequence, &tree, 64);
+        check(source.pass_prediction > 0 && !hybrid_prefers_suffix(&source, source.pass_prediction),
+              "hybrid probe (%s): the suffix draft should have a guess (expected %.2f tokens) that the comparison alone "
+              "does not draft", due ? "due" : "not due", source.pass_prediction);
+        if (due) {
+            check(source.pass_source == DRAFT_SUFFIX && tree.n_nodes == 2 && tree.tokens[1] == tokens[30],
+                  "hybrid probe due: the suffix draft's one node should be drafted (source %d, %d nodes)",
+                  source.pass_source, tree.n_nodes);
+        } else {
+            check(source.pass_source == DRAFT_NONE && tree.n_nodes == 1, "hybrid, no probe due: the root alone expected "
+                  "(source %d, %d nodes)", source.pass_source, tree.n_nodes);
+        }
+        draft_source_free(&source);
+    }
+    draft_free(&draft);
+}
+
 // A pass's costs as adaptive speculation learns them: a hot swap in the pass is not drafting's cost (it
 // comes with a publish), nor is the catch-up (charged per token apart).
 static void test_pass_costs(Target* target) {
@@ -741,6 +788,7 @@ int main(void) {
     test_hindsight(&target);
     test_eligibility();
     test_suffix_depth(&target);
+    test_hybrid_suffix_probe(&target);
     test_sampling_lossless();
     test_sampling_edges();
     test_sampling_end_to_end(&target);

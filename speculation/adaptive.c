@@ -47,9 +47,10 @@ step of 0.34 ms from the first passes (the bench: 0.13), and drafted in 2% of it
 six (100 requests each). So each of those passes has a slowdown of its own, measured on its plain passes
 against the decode step's steady price (they teach nothing else), and its other times count divided by
 it (the probe's pass, which is never plain when a probe is due at every request, by the next pass's). Until
-one is measured, such a pass measures only costs never measured (taking none, a fresh chooser drafted
-a request's first passes at the prior's prices, and self-drafting, whose drafting step is a decode step,
-served 0.89x plain decoding where it had served 0.99x). Not measuring them at all did not do either: the
+one is measured, such a pass measures only costs never measured, and provisionally: the next measurement
+replaces them (taking none, a fresh chooser drafted a request's first passes at the prior's prices, and
+self-drafting, whose drafting step is a decode step, served 0.89x plain decoding where it had served 0.99x;
+averaging them in, a 2-node pass first measured cold took 900 passes to come down to its price). Not measuring them at all did not do either: the
 probe's 2-node pass, its price forgotten (ADAPTIVE_COST_MEMORY) where the probe no longer renewed it, came
 back from the prior's slope, cheaper than it was, and a draft that loses wherever it drafts was drafted
 again every few requests (a simulated world, 30 seeds: 0.950x plain decoding against 0.964).

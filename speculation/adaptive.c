@@ -50,10 +50,11 @@ it (the probe's pass, which is never plain when a probe is due at every request,
 one is measured, such a pass measures only costs never measured, and provisionally: the next measurement
 replaces them (taking none, a fresh chooser drafted a request's first passes at the prior's prices, and
 self-drafting, whose drafting step is a decode step, served 0.89x plain decoding where it had served 0.99x;
-averaging them in, a 2-node pass first measured cold took 900 passes to come down to its price). Not measuring them at all did not do either: the
-probe's 2-node pass, its price forgotten (ADAPTIVE_COST_MEMORY) where the probe no longer renewed it, came
-back from the prior's slope, cheaper than it was, and a draft that loses wherever it drafts was drafted
-again every few requests (a simulated world, 30 seeds: 0.950x plain decoding against 0.964).
+averaging them in, a 2-node pass first measured cold took 900 passes to come down to its price). Not
+measuring them at all did not do either: the probe's 2-node pass, its price forgotten (ADAPTIVE_COST_MEMORY)
+where the probe no longer renewed it, came back from the prior's slope, cheaper than it was, and a draft that
+loses wherever it drafts was drafted again every few requests (a simulated world, 30 seeds: 0.950x plain
+decoding against 0.964).
 Randomness plays no part: the same measurements give the same choices.
 
 Within a pass's shape, a drafting model's confidence decides each node (EAGLE-2's observation: a draft's
@@ -345,16 +346,14 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
             only_new = j == ADAPTIVE_COLD_PASSES;
             slowdown = only_new ? 1.0 : a->cold_slowdown[j];
         }
-        if (measures && !only_new) {   // a measurement that counts: provisional prices give way to it
-            if (a->verify_provisional[n]) { a->verify_seconds[n] = 0; a->verify_provisional[n] = 0; }
-            if (n > 1 && steps > 0 && a->draft_step_provisional) { a->draft_step_seconds = 0; a->draft_step_provisional = 0; }
-            if (t > 0 && t <= TREE_MAX_NODES && a->catch_up_provisional[t]) { a->catch_up_seconds[t] = 0; a->catch_up_provisional[t] = 0; }
-        }
-        // a count first measured, or measured again once forgotten, starts from the line; the decode step,
-        // measured again by the plain probe, starts from this measurement (its old average is the stale price
-        // the probe is there to replace: averaged in, one 10 ms pass would move a 30 ms price to 28)
+        // each cost below: a provisional price (only ever met by a measurement that counts: not only_new)
+        // is taken as unmeasured. A count first measured, or measured again once forgotten, starts from the
+        // line; the decode step, measured again by the plain probe, starts from this measurement (its old
+        // average is the stale price the probe is there to replace: averaged in, one 10 ms pass would move a
+        // 30 ms price to 28)
         int forgotten = verify_cost_stale(a, n);
         if (measures && (!only_new || a->verify_seconds[n] <= 0)) {
+            if (a->verify_provisional[n]) { a->verify_seconds[n] = 0; }
             if (n > 1 && (a->verify_seconds[n] <= 0 || forgotten) && a->verify_seconds[1] > 0) {
                 a->verify_seconds[n] = spec_adaptive_verify_seconds(a, n);
             }
@@ -365,11 +364,13 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
         }
         // (steps: those the pass ran, which confidence can leave deeper than the tree it kept)
         if (measures && n > 1 && steps > 0 && (!only_new || a->draft_step_seconds <= 0)) {
+            if (a->draft_step_provisional) { a->draft_step_seconds = 0; }
             adaptive_average(&a->draft_step_seconds, draft_seconds / steps / slowdown);
             a->draft_step_provisional = only_new;
         }
         if (measures && t > 0 && t <= catch_up_chunk(a) && (!only_new || a->catch_up_seconds[t] <= 0)) {
             // (longer ones ran in several forwards)
+            if (a->catch_up_provisional[t]) { a->catch_up_seconds[t] = 0; }
             int measured = 0;
             for (int m = 1; m <= TREE_MAX_NODES; m++) { measured |= a->catch_up_seconds[m] > 0; }
             if (a->catch_up_seconds[t] <= 0 && measured) {   // first measured: from the line, as a verify pass's

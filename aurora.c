@@ -37,6 +37,7 @@ stays streamed; an interrupted replay or train saves its results and exits with 
 #endif
 #include <time.h>
 #include <errno.h>
+#include <limits.h>
 #include <unistd.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -101,7 +102,7 @@ static const Flag FLAGS[] = {
      "requests, JSONL (prompt / text / ShareGPT conversations), at most 256 MiB"},
     {"out-dir", NULL, "--out", FLAG_TEXT, "DIR", 0, 0, NULL, OPTION(out_dir), "output directory (requests.csv, summary.txt, acceptance.svg)"},
     // generation
-    {"prompt", "-p", "--prompt", FLAG_TEXT, "TEXT", 0, 0, NULL, OPTION(prompt), "prompt text (always plain text: special-token spellings stay text)"},
+    {"prompt", "-p", "--prompt", FLAG_TEXT, "TEXT", 0, 0, NULL, OPTION(prompt), "prompt text (plain text: control-token spellings stay text; a vocabulary's user-defined tokens match, as in llama.cpp)"},
     {"n-predict", "-n", "--n-predict", FLAG_INT, "N", 0, 1 << 20, NULL, OPTION(n_predict), "tokens to generate"},
     {"temp", NULL, "--temp", FLAG_FLOAT, "T", 0, 100, NULL, OPTION(sampling.temperature), "temperature; 0 = exact greedy"},
     {"top-p", NULL, "--top-p", FLAG_FLOAT, "P", 1e-6, 1, NULL, OPTION(sampling.top_p), "nucleus sampling threshold (1 = off)"},
@@ -814,14 +815,17 @@ static int command_convert(Options* o) {
     gguf_writer_add_uint32(writer, "general.file_type", llama_file_type(type));
     for (uint64_t i = 0; i < file.n_tensors && status == 0; i++) {
         const GGUFTensor* t = &file.tensors[i];
-        int is_matrix = t->n_dims >= 2;
+        int is_matrix = t->n_dims >= 2 && !tensor_type_is_integer(t->type);
         if (is_matrix && t->shape[0] % tensor_type_block_size(type) != 0) {
             fprintf(stderr, "error: %s: tensor '%s' has rows of %lld values, expected a multiple of %s's block of %lld\n",
                     o->model_path, t->name, (long long)t->shape[0], tensor_type_name(type), (long long)tensor_type_block_size(type));
             status = 1;
             break;
         }
-        gguf_writer_add_tensor_from(writer, t->name, is_matrix ? type : TYPE_F32, t);
+        // an integer tensor (an index map such as eagle3's d2t) keeps its type: as a float its ids past 2^24
+        // would round, and its readers expect I64 / I32
+        int out_type = tensor_type_is_integer(t->type) ? t->type : is_matrix ? type : TYPE_F32;
+        gguf_writer_add_tensor_from(writer, t->name, out_type, t);
     }
     if (status == 0 && gguf_writer_save(writer, o->out_path, &err) != 0) { status = fail(&err); }
     gguf_writer_free(writer);

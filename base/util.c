@@ -258,13 +258,30 @@ int output_open(OutputFile* out, const char* path, Error* err) {
     // the finished file replaces path by a rename: never a device, a FIFO or a directory (as root, -o
     // /dev/null would otherwise become a regular file)
     struct stat existing;
-    if (stat(path, &existing) == 0 && !S_ISREG(existing.st_mode)) {
+    int exists = stat(path, &existing) == 0;
+    if (exists && !S_ISREG(existing.st_mode)) {
         return error_set(err, "%s: is %s; expected a regular file or a new file name", path, file_kind(existing.st_mode));
     }
     size_t n = strlen(path) + 32;
     out->temporary_path = mallocCheck(n);
     snprintf(out->temporary_path, n, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(out->temporary_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    // created new, never through a link: in a shared directory (-o /tmp/x) a link planted at the
+    // predictable name would otherwise have its target truncated. A leftover of that name (an earlier
+    // run with this process id, or such a link) is removed, the link itself and not what it names, and
+    // the file created again; if something puts it back in between, the open fails.
+    const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+    int fd = open(out->temporary_path, flags, 0666);
+    if (fd < 0 && errno == EEXIST && unlink(out->temporary_path) == 0) { fd = open(out->temporary_path, flags, 0666); }
+    // the file it replaces keeps its permissions (a draft kept at 0600 does not become 0644); never the
+    // set-id bits
+    if (fd >= 0 && exists && fchmod(fd, existing.st_mode & 0777) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(out->temporary_path);
+        free(out->temporary_path);
+        out->temporary_path = NULL;
+        return error_set(err, "%s: cannot set the permissions of its replacement: %s", path, strerror(e));
+    }
     if (fd < 0) {
         int e = errno;
         free(out->temporary_path);

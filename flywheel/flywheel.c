@@ -1020,6 +1020,7 @@ int train_offline(const Options* o) {
         fprintf(stderr, "draft vocabulary: %d entries replaced by the training records' frequent tokens\n",
                 trainer_adapt_vocabulary(&trainer));
     }
+    int batch = o->batch_requests < 1 ? 1 : o->batch_requests;
     if (stop_requested()) {
         fprintf(stderr, "interrupted before training: nothing trained, %s not written\n", o->out_path);
         status = 128 + stop_requested();
@@ -1031,8 +1032,11 @@ int train_offline(const Options* o) {
         fprintf(stderr, "error: %s: none of the %d requests could be served: every prompt is longer than the %d tokens the "
                 "context leaves after --max-new %d\n", o->traffic_path, n_requests, room, o->max_new);
         status = 1;
+    } else if ((int64_t)o->epochs * ((n_records + batch - 1) / batch) > INT_MAX) {
+        fprintf(stderr, "error: --epochs %d over %d records is more than %d optimiser steps (the step counter's range); "
+                "expected fewer epochs or records\n", o->epochs, n_records, INT_MAX);
+        status = 1;
     } else {
-        int batch = o->batch_requests < 1 ? 1 : o->batch_requests;
         if (strcmp(o->lr_schedule, "cosine") == 0) { // down to 0 by the run's last step
             trainer.settings.decay_steps = o->epochs * ((n_records + batch - 1) / batch);
             fprintf(stderr, "learning rate: warm-up over %d steps to %g, then a cosine down to 0 at step %d\n",
@@ -1058,7 +1062,13 @@ int train_offline(const Options* o) {
             }
             fprintf(stderr, "\n");
         }
-        if (draft_save(&trainer.draft, o->out_path, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
+        if (trainer.step == 0) {
+            // every step rejected (a non-finite gradient), or an interrupt before the first: the initial draft
+            // must not replace an earlier result (as replay --save-draft)
+            fprintf(stderr, "%s: nothing trained (0 optimiser steps, %ld rejected): %s not written\n",
+                    stop_requested() ? "interrupted" : "error", trainer.rejected_updates, o->out_path);
+            status = stop_requested() ? 128 + stop_requested() : 1;
+        } else if (draft_save(&trainer.draft, o->out_path, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
         else {
             char description[256], trainer_description[256];
             backend_describe(backend, description, sizeof(description));

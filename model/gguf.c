@@ -1107,6 +1107,10 @@ static void gguf_writer_serialize_head(const GGUFWriter* writer, GGUFBuffer* out
 static void gguf_writer_stream_source(const GGUFWriterTensor* tensor, FILE* stream) {
     enum { CHUNK_VALUES = 1 << 20 };
     const GGUFTensor* source = tensor->source;
+    if (tensor->type == source->type) {   // the bytes as they are (a Q4_0 re-quantised could move its scale)
+        fwrite(source->data, 1, tensor_bytes(source->type, source->n_elements), stream);
+        return;
+    }
     int64_t row = source->shape[0], rows = source->n_elements / row;
     int64_t chunk_rows = CHUNK_VALUES / row > 0 ? CHUNK_VALUES / row : 1;
     float* values = mallocCheck((size_t)(chunk_rows * row) * sizeof(float));

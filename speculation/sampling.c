@@ -115,9 +115,13 @@ void apply_top_p(float* probs, int V, float top_p, ProbIndex* scratch) {
     for (int i = 0; i < n_kept; i++) { probs[scratch[i].index] = (float)(scratch[i].prob / kept); }
 }
 
-// Turns logits into probabilities at a temperature: probs = softmax(logits / temperature).
+// Turns logits into probabilities at a temperature: probs = softmax(logits / temperature). The largest
+// logit comes off before the division, so every quotient is <= 0: at a temperature so small that
+// logit / temperature overflows (1e-40 is a valid float), the distribution tends to the argmax (ties
+// share) instead of inf - inf = NaN, which sampled the last token every time.
 void logits_to_probs(float* probs, const float* logits, int V, float temperature) {
-    for (int i = 0; i < V; i++) { probs[i] = logits[i] / temperature; }
+    float max = logits[sample_argmax(logits, V)];
+    for (int i = 0; i < V; i++) { probs[i] = (logits[i] - max) / temperature; }
     softmax_forward_cpu(probs, probs, 1, V);
 }
 

@@ -112,6 +112,27 @@ static void test_atomic_outputs(void) {
     check(text && n == 12, "an abandoned output changes nothing");
     free(text);
 
+    // a link planted at the predictable temporary name (a shared directory): the link is replaced, what
+    // it names is left alone
+    const char* victim = temp_path("victim.txt");
+    check(write_file_atomic(victim, "precious", 8, &err) == 0, "write: %s", err.message);
+    char planted[600];
+    snprintf(planted, sizeof(planted), "%s.tmp.%ld", path, (long)getpid());
+    check(symlink(victim, planted) == 0, "symlink");
+    check(write_file_atomic(path, "new contents", 12, &err) == 0, "a write past a planted link: %s", err.message);
+    text = read_all(victim, &n);
+    check(text && n == 8 && memcmp(text, "precious", 8) == 0, "the link's target is untouched");
+    free(text);
+    text = read_all(path, &n);
+    check(text && n == 12 && memcmp(text, "new contents", 12) == 0, "the output is written");
+    free(text);
+    // the replacement keeps the replaced file's permissions
+    check(chmod(path, 0600) == 0, "chmod");
+    check(write_file_atomic(path, "old contents", 12, &err) == 0, "rewrite: %s", err.message);
+    struct stat mode_info;
+    check(stat(path, &mode_info) == 0 && (mode_info.st_mode & 0777) == 0600, "a 0600 file stays 0600 (got %o)",
+          mode_info.st_mode & 0777);
+
     // unwritable places are found before any work
     const char* file = temp_path("plain_file");
     write_file_atomic(file, "x", 1, &err);
@@ -334,6 +355,38 @@ static void test_convert_file_type(void) {
     }
 }
 
+// convert keeps integer tensors (llama.cpp's eagle3 d2t is I64) in their type: they went to F32 when 1-D,
+// and were quantised when 2-D
+static void test_convert_integer_tensors(void) {
+    Error err;
+    const char* source = temp_path("convert_ints.gguf"), *converted = temp_path("convert_ints_q8.gguf");
+    float matrix[64 * 2], ids[32];
+    for (int i = 0; i < 64 * 2; i++) { matrix[i] = 0.01f * (float)(i % 17) - 0.05f; }
+    for (int i = 0; i < 32; i++) { ids[i] = (float)(i * 1000003 % 16777216); }
+    GGUFWriter* writer = gguf_writer_new();
+    gguf_writer_add_tensor(writer, "weights", TYPE_F32, 2, (int64_t[]){64, 2}, matrix);
+    gguf_writer_add_tensor(writer, "d2t", TYPE_I64, 1, (int64_t[]){32}, ids);
+    gguf_writer_add_tensor(writer, "table", TYPE_I32, 2, (int64_t[]){16, 2}, ids);
+    check(gguf_writer_save(writer, source, &err) == 0, "write: %s", err.message);
+    gguf_writer_free(writer);
+    char* argv[] = {"aurora", "convert", "-m", (char*)source, "-o", (char*)converted, "--type", "q8_0"};
+    check(aurora_main(8, argv) == 0, "convert a file with integer tensors");
+    GGUFFile file;
+    if (gguf_open(&file, converted, &err) != 0) { check(0, "open: %s", err.message); return; }
+    const char* names[] = {"weights", "d2t", "table"};
+    int types[] = {TYPE_Q8_0, TYPE_I64, TYPE_I32};
+    for (int i = 0; i < 3; i++) {
+        const GGUFTensor* t = gguf_find_tensor(&file, names[i]);
+        check(t != NULL && t->type == types[i], "convert --type q8_0: '%s' is %s, expected %s", names[i],
+              t ? tensor_type_name(t->type) : "missing", tensor_type_name(types[i]));
+        if (t == NULL || i == 0) { continue; }
+        float values[32];
+        dequantize_row(t->type, t->data, values, t->n_elements);
+        check(memcmp(values, ids, (size_t)t->n_elements * sizeof(float)) == 0, "'%s': the ids are unchanged", names[i]);
+    }
+    gguf_close(&file);
+}
+
 int main(void) {
     snprintf(temp_directory, sizeof(temp_directory), "/tmp/aurora_test_hardening_%d", (int)getpid());
     Error err;
@@ -346,5 +399,6 @@ int main(void) {
     test_unused_tensors();
     test_weight_shapes();
     test_convert_file_type();
+    test_convert_integer_tensors();
     return test_summary();
 }

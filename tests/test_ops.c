@@ -327,6 +327,12 @@ static void test_sampling(void) {
     double z = 1 + exp(0.5) + exp(1.0);
     float expected[3] = {(float)(1 / z), (float)(exp(0.5) / z), (float)(exp(1.0) / z)};
     check_tensor("temperature softmax", tempered, expected, 3, tolerance("reorder"));
+    // a temperature so small that logit / T overflows (a valid float the flag accepts) tends to the argmax,
+    // ties sharing it; dividing before taking the largest logit off gave inf - inf = NaN everywhere
+    float tied_logits[4] = {0.5f, 3.0f, -2.0f, 3.0f}, tiny[4];
+    logits_to_probs(tiny, tied_logits, 4, 1e-40f);
+    float tied_expected[4] = {0.0f, 0.5f, 0.0f, 0.5f};
+    check_tensor("softmax at temperature 1e-40", tiny, tied_expected, 4, tolerance("exact"));
 
     // the generator: same seed, same stream; uniforms in [0, 1)
     uint64_t a = random_seed_state(99), b = random_seed_state(99);

@@ -121,6 +121,8 @@ summary = [
     ("verify6_vs_decode", ours.get("verify6_vs_decode", nan)),
     ("verify12_vs_decode", ours.get("verify12_vs_decode", nan)),
     ("verify12_matmul_floor_vs_decode", ours.get("verify12_matmul_floor_vs_decode", nan)),
+    ("verify2_at_320_vs_decode", ours.get("verify2_at_320_vs_decode", nan)),
+    ("verify6_at_320_vs_decode", ours.get("verify6_at_320_vs_decode", nan)),
     ("draft_step_vs_decode", ours.get("draft_step_vs_decode", nan)),
     ("draft_catch_up_vs_decode", ours.get("draft_catch_up_vs_decode", nan)),
     ("draft_step_cold_vs_decode", ours.get("draft_step_cold_vs_decode", nan)),

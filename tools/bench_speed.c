@@ -16,7 +16,9 @@ ratios moved by 10-25% between runs of the same code). The "@ NAME_tps" lines ar
               fast table after LONG_CONTEXT, where the key/value cache is read beside the weights
   prefill     PREFILL tokens from an empty cache, in one call
   verify      a chain of N nodes after CONTEXT cached tokens (every row's logits), against a decode step measured
-              right before it: the cost of checking N - 1 draft tokens, in decode steps; and beside it the
+              right before it: the cost of checking N - 1 draft tokens, in decode steps; the same for a few N after
+              SERVED_CONTEXT cached tokens (about where a served request's passes run: a 230-token prompt and
+              its 64 new tokens), where each extra row's attention over the cache costs more; and beside it the
               compute limit, the int8 multiply-add instruction's measured peak (every thread at once) and the
               time that N nodes' matmuls need at that peak, in decode steps
   draft       a random EAGLE-3 draft (the default vocabulary, DRAFT_DEFAULT_VOCAB) on the fast table, in serving
@@ -43,9 +45,11 @@ usage: bench_speed MODEL.gguf [ROUNDS] [--fast-only | --backend NAME]     (threa
 #include "bench_common.h"
 
 enum { CONTEXT = 128, PREFILL = 128, GENERATE = 64, DRAFT_VOCAB = DRAFT_DEFAULT_VOCAB, DRAFT_CHAIN = 4, REF_ROUNDS = 2,
-       MAX_ROUNDS = 64, VERIFY_REPEATS = 12, LONG_CONTEXT = 1000 };
+       MAX_ROUNDS = 64, VERIFY_REPEATS = 12, LONG_CONTEXT = 1000, SERVED_CONTEXT = 320 };
 static const int VERIFY_NODES[] = {2, 4, 6, 8, 12, 16};
 enum { N_VERIFY = sizeof(VERIFY_NODES) / sizeof(VERIFY_NODES[0]) };
+static const int SERVED_NODES[] = {2, 3, 6};
+enum { N_SERVED = sizeof(SERVED_NODES) / sizeof(SERVED_NODES[0]) };
 
 // Generation runs over three requests, each GENERATE tokens after its prompt, and a run's speed is theirs
 // together: one request's greedy text decides how much a model-free draft can copy, and one arithmetic
@@ -82,20 +86,21 @@ static double time_prefill(Target* target) {
     return now_seconds() - start;
 }
 
-// A chain of N nodes after CONTEXT cached tokens, every row's logits (what a verify pass computes).
-static double time_verify(Target* target, int N, uint8_t* mask) {
+// A chain of N nodes after P cached tokens, every row's logits (what a verify pass computes).
+static double time_verify_after(Target* target, int N, int P, uint8_t* mask) {
     Tree tree;
     memset(&tree, 0, sizeof(tree));
     tree.n_nodes = N;
-    tree.root_position = CONTEXT;
+    tree.root_position = P;
     for (int i = 0; i < N; i++) { tree.tokens[i] = 300 + i; tree.parents[i] = i - 1; }
     Error err;
     if (tree_derive(&tree, &err) != 0) { fprintf(stderr, "bench bug: %s\n", err.message); exit(1); }
-    tree_attention_mask(mask, &tree, CONTEXT);
+    tree_attention_mask(mask, &tree, P);
     double start = now_seconds();
-    target_forward(target, tree.tokens, tree.positions, mask, N, CONTEXT, 1);
+    target_forward(target, tree.tokens, tree.positions, mask, N, P, 1);
     return now_seconds() - start;
 }
+static double time_verify(Target* target, int N, uint8_t* mask) { return time_verify_after(target, N, CONTEXT, mask); }
 
 typedef struct {
     const char* label;
@@ -307,7 +312,9 @@ int main(int argc, char** argv) {
 
     double verify[N_VERIFY], verify_decode[N_VERIFY];
     for (int v = 0; v < N_VERIFY; v++) { verify[v] = verify_decode[v] = 1e30; }
-    uint8_t* mask = mallocCheck((size_t)16 * (CONTEXT + 16));
+    double served[N_SERVED], served_decode[N_SERVED];
+    for (int v = 0; v < N_SERVED; v++) { served[v] = served_decode[v] = 1e30; }
+    uint8_t* mask = mallocCheck((size_t)16 * (SERVED_CONTEXT + 16));
     double bandwidth = 0, int8_peak = 0;
 
     fprintf(stderr, "measuring in %d rounds:", rounds);
@@ -331,6 +338,14 @@ int main(int argc, char** argv) {
             for (int r = 0; r < VERIFY_REPEATS; r++) {
                 verify_decode[v] = min_of(verify_decode[v], time_decode(target));
                 verify[v] = min_of(verify[v], time_verify(target, VERIFY_NODES[v], mask));
+            }
+        }
+        // (the long cache's first SERVED_CONTEXT slots: slots from SERVED_CONTEXT on are rewritten, which only
+        // the timing of the long decode step reads, and it reads any values alike)
+        for (int v = 0; v < N_SERVED; v++) {
+            for (int r = 0; r < VERIFY_REPEATS / 2; r++) {
+                served_decode[v] = min_of(served_decode[v], time_decode_after(&long_target, SERVED_CONTEXT));
+                served[v] = min_of(served[v], time_verify_after(&long_target, SERVED_NODES[v], SERVED_CONTEXT, mask));
             }
         }
         // the draft in serving order: a target step (which streams the target's weights through the caches),
@@ -404,6 +419,15 @@ int main(int argc, char** argv) {
         printf("  N = %2d: %7.2f ms, decode %6.2f ms, ratio %.2fx\n", VERIFY_NODES[v], verify[v] * 1e3,
                verify_decode[v] * 1e3, verify[v] / verify_decode[v]);
         printf("@ verify%d_vs_decode %.3f\n", VERIFY_NODES[v], verify[v] / verify_decode[v]);
+    }
+    printf("  after %d cached tokens (a served request's passes: about a 230-token prompt and its new tokens):",
+           SERVED_CONTEXT);
+    for (int v = 0; v < N_SERVED; v++) {
+        printf("%s N = %d %.2fx", v ? "," : "", SERVED_NODES[v], served[v] / served_decode[v]);
+    }
+    printf(" (decode %.2f ms)\n", served_decode[0] * 1e3);
+    for (int v = 0; v < N_SERVED; v++) {
+        printf("@ verify%d_at_%d_vs_decode %.3f\n", SERVED_NODES[v], SERVED_CONTEXT, served[v] / served_decode[v]);
     }
     // The compute limit beside the memory limit: a pass's matmuls at the int8 instruction's peak alone (every
     // weight's multiply-adds for every node, nothing else), in decode steps. Where it is over a goal's

@@ -400,5 +400,6 @@ int main(void) {
     test_weight_shapes();
     test_convert_file_type();
     test_convert_integer_tensors();
+    if (remove_tree(temp_directory) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_directory); }
     return test_summary();
 }

@@ -514,7 +514,7 @@ int main(void) {
     test_ordered_stable();
     test_domain_bound();
     test_chart_and_csv();
-    remove(write_temp("in.jsonl", ""));
-    remove(write_temp("bad.csv", ""));
+    const char* written[] = {"in.jsonl", "bad.csv", "current.csv", "nine.csv"};   // every name write_temp took
+    for (int i = 0; i < 4; i++) { remove(write_temp(written[i], "")); }
     return test_summary();
 }

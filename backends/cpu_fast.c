@@ -1034,9 +1034,14 @@ void fast_pack_matrix(uint8_t* out, const uint8_t* stored, int type, int rows, i
                 const uint8_t* source = stored + (size_t)(g * FAST_GROUP + lane) * row_bytes + (size_t)b * block_bytes;
                 memcpy(block + 2 * lane, source, 2);                                          // d
                 if (type == TYPE_Q4_1) { memcpy(block + 32 + 2 * lane, source + 2, 2); }      // m
-                for (int e = 0; e < (type == TYPE_Q8_0 ? FAST_QK : FAST_QK / 2); e++) {     // values (Q4: bytes)
-                    uint8_t value = type == TYPE_Q8_0 ? (uint8_t)(source[head + e] ^ 0x80) : source[head + e];
-                    block[quads + (size_t)(e / 4) * 64 + 4 * lane + e % 4] = value;   // Q8_0: q + 128
+                // values (Q4: bytes of two nibbles) four at a time: stored bytes 4j .. 4j + 3 are the lane's word
+                // of quad j (Q8_0: q + 128, each byte's top bit flipped). Byte by byte, this loop was two thirds
+                // of a draft's hot swap (2-core Xeon: 4.3 of 6.8 ms on two threads)
+                for (int j = 0; j < (type == TYPE_Q8_0 ? FAST_QK : FAST_QK / 2) / 4; j++) {
+                    uint32_t word;
+                    memcpy(&word, source + head + 4 * j, 4);
+                    if (type == TYPE_Q8_0) { word ^= 0x80808080u; }
+                    memcpy(block + quads + (size_t)j * 64 + 4 * lane, &word, 4);
                 }
             }
         }

@@ -950,6 +950,32 @@ static void test_lockstep_tail(const char* model, const char* traffic) {
           "records %d pushed / %d taken / %d left (expected 5 / 5 / 0)", steps, pushed, taken, left);
 }
 
+// train whose every step is rejected (a draft start of NaN weights: every loss non-finite) writes nothing and
+// exits 1: the earlier file at -o stays as it was (it had been replaced by the untrained start)
+static void test_train_nothing_trained(const char* model, const char* traffic) {
+    Error err;
+    Target target;
+    Draft nan_draft;
+    check(target_load(&target, model, backend_cpu(), 256, 64, &err) == 0, "load: %s", err.message);
+    draft_init_random(&nan_draft, &target, 300, NULL, 3);
+    float* weights = *nan_draft.tensors[0].data;
+    for (size_t i = 0; i < nan_draft.n_weight_floats; i++) { weights[i] = NAN; }
+    const char* start = temp_path("nan_start.gguf"), *out = temp_path("kept.gguf");
+    check(draft_save(&nan_draft, start, &err) == 0, "save: %s", err.message);
+    draft_free(&nan_draft);
+    target_free(&target);
+    check(write_file_atomic(out, "an earlier result", 17, &err) == 0, "write: %s", err.message);
+    char* argv[] = {"aurora", "train", "-m", (char*)model, "--traffic", (char*)traffic, "--requests", "2", "--max-new", "4",
+                    "--draft-init", (char*)start, "-o", (char*)out};
+    int status = aurora_main(14, argv);
+    size_t n = 0;
+    char* kept = NULL;
+    check(status == 1, "train with every step rejected: exit status %d, expected 1", status);
+    check(read_text_file(out, 1 << 20, &kept, &n, &err) == 0 && n == 17 && memcmp(kept, "an earlier result", 17) == 0,
+          "train with every step rejected must leave the earlier -o file as it was");
+    free(kept);
+}
+
 static void test_learning_and_lockstep(void) {
     const char* model = temp_path("learn_target.gguf");
     TinyModelSpec spec = {32, 2, 4, 2, 64, 300, 256, 1, TYPE_F32, 10000.0f, 77};
@@ -957,6 +983,7 @@ static void test_learning_and_lockstep(void) {
     check(tiny_model_write(model, &spec, &err) == 0, "write: %s", err.message);
     const char* traffic = temp_path("learn.jsonl");
     write_traffic(traffic, 120);
+    test_train_nothing_trained(model, traffic);
 
     // learning: lockstep after every 2 requests, 120 requests
     Options o = tiny_replay(model, traffic, temp_path("learn_out"));

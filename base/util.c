@@ -272,21 +272,21 @@ int output_open(OutputFile* out, const char* path, Error* err) {
     const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
     int fd = open(out->temporary_path, flags, 0666);
     if (fd < 0 && errno == EEXIST && unlink(out->temporary_path) == 0) { fd = open(out->temporary_path, flags, 0666); }
+    if (fd < 0) {
+        int e = errno;
+        free(out->temporary_path);
+        out->temporary_path = NULL;
+        return error_set(err, "%s: cannot write: %s", path, strerror(e));
+    }
     // the file it replaces keeps its permissions (a draft kept at 0600 does not become 0644); never the
     // set-id bits
-    if (fd >= 0 && exists && fchmod(fd, existing.st_mode & 0777) != 0) {
+    if (exists && fchmod(fd, existing.st_mode & 0777) != 0) {
         int e = errno;
         close(fd);
         unlink(out->temporary_path);
         free(out->temporary_path);
         out->temporary_path = NULL;
         return error_set(err, "%s: cannot set the permissions of its replacement: %s", path, strerror(e));
-    }
-    if (fd < 0) {
-        int e = errno;
-        free(out->temporary_path);
-        out->temporary_path = NULL;
-        return error_set(err, "%s: cannot write: %s", path, strerror(e));
     }
     out->stream = fdopen(fd, "wb");
     if (out->stream == NULL) {

@@ -1021,6 +1021,7 @@ int train_offline(const Options* o) {
                 trainer_adapt_vocabulary(&trainer));
     }
     int batch = o->batch_requests < 1 ? 1 : o->batch_requests;
+    int64_t planned_steps = (int64_t)o->epochs * ((n_records + batch - 1) / batch);
     if (stop_requested()) {
         fprintf(stderr, "interrupted before training: nothing trained, %s not written\n", o->out_path);
         status = 128 + stop_requested();
@@ -1032,13 +1033,13 @@ int train_offline(const Options* o) {
         fprintf(stderr, "error: %s: none of the %d requests could be served: every prompt is longer than the %d tokens the "
                 "context leaves after --max-new %d\n", o->traffic_path, n_requests, room, o->max_new);
         status = 1;
-    } else if ((int64_t)o->epochs * ((n_records + batch - 1) / batch) > INT_MAX) {
+    } else if (planned_steps > INT_MAX) {
         fprintf(stderr, "error: --epochs %d over %d records is more than %d optimiser steps (the step counter's range); "
                 "expected fewer epochs or records\n", o->epochs, n_records, INT_MAX);
         status = 1;
     } else {
         if (strcmp(o->lr_schedule, "cosine") == 0) { // down to 0 by the run's last step
-            trainer.settings.decay_steps = o->epochs * ((n_records + batch - 1) / batch);
+            trainer.settings.decay_steps = (int)planned_steps;
             fprintf(stderr, "learning rate: warm-up over %d steps to %g, then a cosine down to 0 at step %d\n",
                     trainer.settings.warmup_steps, trainer.settings.learning_rate, trainer.settings.decay_steps);
         }

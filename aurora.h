@@ -443,9 +443,11 @@ void distribution_loss_cpu(float* losses, float* dlogits, const float* logits, c
                            const int* target_tokens, const float* weights, int T, int V, LossKind kind);
 // AdamW's bias corrections 1 - beta^t at step t (in double, rounded once), every table's
 void adamw_bias_corrections(float beta1, float beta2, int t, float* bias_correction1, float* bias_correction2);
-// AdamW (decoupled weight decay), step t >= 1 for the bias correction; updates params, m, v in place.
-void adamw_update_cpu(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
-                      float beta1, float beta2, float eps, float weight_decay, int t);
+// AdamW (decoupled weight decay), step t >= 1 for the bias correction; updates params, m, v in place. Each
+// gradient is grads[i] * grad_scale (the clipping's factor, 1 for none: the product then the gradient itself),
+// as if the gradients had been scaled in place first.
+void adamw_update_cpu(float* params, const float* grads, float grad_scale, float* m, float* v, size_t N,
+                      float learning_rate, float beta1, float beta2, float eps, float weight_decay, int t);
 // sum of squares of values (for global gradient-norm clipping), accumulated in double; returned to the host
 double sum_squares_cpu(const float* values, size_t N);
 
@@ -454,8 +456,6 @@ double sum_squares_cpu(const float* values, size_t N);
 void gather_rows_cpu(float* out, const float* source, const int* rows, int n, int C);
 // destination row rows[i] += source row i (rows distinct)
 void scatter_add_rows_cpu(float* destination, const float* source, const int* rows, int n, int C);
-// values *= factor
-void scale_cpu(float* values, float factor, size_t N);
 // T rows of width floats: out[t * out_stride + c] = inp[t * inp_stride + c] (a column block of a wider
 // matrix: a tap into the features, a half of the draft's attention input)
 void copy_strided_cpu(float* out, const float* inp, int T, int width, int out_stride, int inp_stride);
@@ -527,13 +527,12 @@ typedef struct {
     void (*swiglu_backward)(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int N);
     void (*distribution_loss)(float* losses, float* dlogits, const float* logits, const float* p_target,
                               const int* target_tokens, const float* weights, int T, int V, LossKind kind);
-    void (*adamw_update)(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
-                         float beta1, float beta2, float eps, float weight_decay, int t);
+    void (*adamw_update)(float* params, const float* grads, float grad_scale, float* m, float* v, size_t N,
+                         float learning_rate, float beta1, float beta2, float eps, float weight_decay, int t);
     double (*sum_squares)(const float* values, size_t N);
     // data movement
     void (*gather_rows)(float* out, const float* source, const int* rows, int n, int C);
     void (*scatter_add_rows)(float* destination, const float* source, const int* rows, int n, int C);
-    void (*scale)(float* values, float factor, size_t N);
     void (*copy_strided)(float* out, const float* inp, int T, int width, int out_stride, int inp_stride);
     void (*cache_store)(float* key_cache, float* value_cache, const float* k, const float* v, CacheLayout layout, int T,
                         int n_past, int NKV, int HS);
@@ -589,8 +588,8 @@ void rmsnorm_forward_fast(float* out, const float* inp, const float* weight, int
 // rope_forward_cpu's results bit for bit, each position's angles computed once for a run of calls
 void rope_forward_fast(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta);
 // adamw_update_cpu's results bit for bit, vectorised and in parallel
-void adamw_update_fast(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
-                       float beta1, float beta2, float eps, float weight_decay, int t);
+void adamw_update_fast(float* params, const float* grads, float grad_scale, float* m, float* v, size_t N,
+                       float learning_rate, float beta1, float beta2, float eps, float weight_decay, int t);
 // sum_squares_cpu within double rounding (chunks of 8 interleaved chains, added in a fixed order: the same
 // bits for any thread count)
 double sum_squares_fast(const float* values, size_t N);

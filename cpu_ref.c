@@ -474,12 +474,12 @@ void adamw_bias_corrections(float beta1, float beta2, int t, float* bias_correct
     *bias_correction2 = (float)(1.0 - pow((double)beta2, t));
 }
 
-void adamw_update_cpu(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
-                      float beta1, float beta2, float eps, float weight_decay, int t) {
+void adamw_update_cpu(float* params, const float* grads, float grad_scale, float* m, float* v, size_t N,
+                      float learning_rate, float beta1, float beta2, float eps, float weight_decay, int t) {
     float bias_correction1, bias_correction2;
     adamw_bias_corrections(beta1, beta2, t, &bias_correction1, &bias_correction2);
     for (size_t i = 0; i < N; i++) {
-        float g = grads[i];
+        float g = grads[i] * grad_scale;
         params[i] *= 1.0f - learning_rate * weight_decay;
         m[i] = beta1 * m[i] + (1.0f - beta1) * g;
         v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
@@ -515,11 +515,6 @@ void scatter_add_rows_cpu(float* destination, const float* source, const int* ro
         const float* add = source + (size_t)i * C;
         for (int c = 0; c < C; c++) { row[c] += add[c]; }
     }
-}
-
-// values *= factor
-void scale_cpu(float* values, float factor, size_t N) {
-    for (size_t i = 0; i < N; i++) { values[i] *= factor; }
 }
 
 // A block of columns: out[t * out_stride + c] = inp[t * inp_stride + c], c < width (no overlap)
@@ -598,6 +593,6 @@ const Backend backend_cpu_ref = {
     .rope_backward = rope_backward_cpu, .attention_backward = attention_backward_cpu,
     .swiglu_backward = swiglu_backward_cpu, .distribution_loss = distribution_loss_cpu,
     .adamw_update = adamw_update_cpu, .sum_squares = sum_squares_cpu,
-    .gather_rows = gather_rows_cpu, .scatter_add_rows = scatter_add_rows_cpu, .scale = scale_cpu,
+    .gather_rows = gather_rows_cpu, .scatter_add_rows = scatter_add_rows_cpu,
     .copy_strided = copy_strided_cpu, .cache_store = cache_store_cpu, .argmax_rows = argmax_rows_cpu,
 };

@@ -821,12 +821,12 @@ static void distribution_loss_cuda(float* losses, float* dlogits, const float* l
 // IEEE division and square root), as the CPU build does, so given the same gradients the two steps agree
 // to the last bit or nearly so.
 
-__global__ void adamw_update_kernel(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
-                                    float beta1, float beta2, float eps, float weight_decay, float bias_correction1,
-                                    float bias_correction2) {
+__global__ void adamw_update_kernel(float* params, const float* grads, float grad_scale, float* m, float* v, size_t N,
+                                    float learning_rate, float beta1, float beta2, float eps, float weight_decay,
+                                    float bias_correction1, float bias_correction2) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N) { return; }
-    float g = grads[i];
+    float g = __fmul_rn(grads[i], grad_scale);
     params[i] = __fmul_rn(params[i], __fsub_rn(1.0f, __fmul_rn(learning_rate, weight_decay)));
     m[i] = __fadd_rn(__fmul_rn(beta1, m[i]), __fmul_rn(__fsub_rn(1.0f, beta1), g));
     v[i] = __fadd_rn(__fmul_rn(beta2, v[i]), __fmul_rn(__fmul_rn(__fsub_rn(1.0f, beta2), g), g));
@@ -835,13 +835,13 @@ __global__ void adamw_update_kernel(float* params, const float* grads, float* m,
     params[i] = __fsub_rn(params[i], __fdiv_rn(__fmul_rn(learning_rate, m_hat), __fadd_rn(__fsqrt_rn(v_hat), eps)));
 }
 
-static void adamw_update_cuda(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
-                                  float beta1, float beta2, float eps, float weight_decay, int t) {
+static void adamw_update_cuda(float* params, const float* grads, float grad_scale, float* m, float* v, size_t N,
+                              float learning_rate, float beta1, float beta2, float eps, float weight_decay, int t) {
     if (N == 0) { return; }
     float bias_correction1, bias_correction2;
     adamw_bias_corrections(beta1, beta2, t, &bias_correction1, &bias_correction2);
-    adamw_update_kernel<<<ceil_div(N, BLOCK_SIZE), BLOCK_SIZE>>>(params, grads, m, v, N, learning_rate, beta1, beta2, eps,
-                                                                weight_decay, bias_correction1, bias_correction2);
+    adamw_update_kernel<<<ceil_div(N, BLOCK_SIZE), BLOCK_SIZE>>>(params, grads, grad_scale, m, v, N, learning_rate, beta1,
+                                                                beta2, eps, weight_decay, bias_correction1, bias_correction2);
     cudaCheckLaunch("adamw_update_kernel");
 }
 
@@ -895,13 +895,6 @@ __global__ void scatter_add_rows_kernel(float* destination, const float* source,
     *element = __fadd_rn(*element, source[index]);
 }
 
-// values[i] *= factor
-__global__ void scale_kernel(float* values, float factor, size_t N) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < N) { values[i] = __fmul_rn(values[i], factor); }
-}
-
-
 static void gather_rows_cuda(float* out, const float* source, const int* rows, int n, int C) {
     if ((size_t)n * C == 0) { return; }
     gather_rows_kernel<<<ceil_div((size_t)n * C, BLOCK_SIZE), BLOCK_SIZE>>>(out, source, rows, n, C);
@@ -912,12 +905,6 @@ static void scatter_add_rows_cuda(float* destination, const float* source, const
     if ((size_t)n * C == 0) { return; }
     scatter_add_rows_kernel<<<ceil_div((size_t)n * C, BLOCK_SIZE), BLOCK_SIZE>>>(destination, source, rows, n, C);
     cudaCheckLaunch("scatter_add_rows_kernel");
-}
-
-static void scale_cuda(float* values, float factor, size_t N) {
-    if (N == 0) { return; }
-    scale_kernel<<<ceil_div(N, BLOCK_SIZE), BLOCK_SIZE>>>(values, factor, N);
-    cudaCheckLaunch("scale_kernel");
 }
 
 // out[t * out_stride + c] = inp[t * inp_stride + c], c < width; one thread per element
@@ -1092,7 +1079,7 @@ extern "C" const Backend* backend_cuda(Error* err) {
     t->rope_backward = rope_backward_cuda; t->attention_backward = attention_backward_cuda;
     t->swiglu_backward = swiglu_backward_cuda; t->distribution_loss = distribution_loss_cuda;
     t->adamw_update = adamw_update_cuda; t->sum_squares = sum_squares_cuda;
-    t->gather_rows = gather_rows_cuda; t->scatter_add_rows = scatter_add_rows_cuda; t->scale = scale_cuda;
+    t->gather_rows = gather_rows_cuda; t->scatter_add_rows = scatter_add_rows_cuda;
     t->copy_strided = copy_strided_cuda; t->cache_store = cache_store_cuda; t->argmax_rows = argmax_rows_cuda;
     available = 1;
     return t;

@@ -98,7 +98,7 @@ const Backend backend_cpu_blas = {
     .rope_backward = rope_backward_cpu, .attention_backward = attention_backward_cpu,
     .swiglu_backward = swiglu_backward_cpu, .distribution_loss = distribution_loss_cpu,
     .adamw_update = adamw_update_cpu, .sum_squares = sum_squares_cpu,
-    .gather_rows = gather_rows_cpu, .scatter_add_rows = scatter_add_rows_cpu, .scale = scale_cpu,
+    .gather_rows = gather_rows_cpu, .scatter_add_rows = scatter_add_rows_cpu,
     .copy_strided = copy_strided_cpu, .cache_store = cache_store_cpu, .argmax_rows = argmax_rows_cpu,
 };
 #endif

@@ -580,11 +580,15 @@ static void fast_gemm_bf16(float* out, int accumulate, int M, int N, int K, cons
     int K2 = (K + 1) / 2, R = amx ? FAST_BF16_AMX_ROWS : FAST_BF16_TILE_ROWS, W = FAST_BF16_PANEL;
     int K2p = amx ? (K2 + FAST_BF16_AMX_PAIRS - 1) / FAST_BF16_AMX_PAIRS * FAST_BF16_AMX_PAIRS : K2;
     int n_tiles = (M + R - 1) / R, n_panels = (N + W - 1) / W;
+    // an item: a panel's columns by item_rows of A (AMX: two blocks, four tiles of sums, so that each tile
+    // loaded feeds two multiplies)
+    int item_rows = amx ? 2 * R : R, n_items = (M + item_rows - 1) / item_rows;
     uint32_t* pa = mallocCheck((size_t)n_tiles * R * K2p * sizeof(uint32_t) + 1);
     uint32_t* pb = mallocCheck((size_t)n_panels * W * K2p * sizeof(uint32_t) + 1);
-    // A for the AMX tile goes rows first: packed so directly where its k is contiguous, else packed pairs
-    // first as for the other tiles, then transposed into a second buffer
-    int amx_direct = amx && a_k == 1, amx_transposed = amx && a_k != 1;
+    // A for the AMX tile goes rows first: packed so directly where its k or its rows are contiguous (the
+    // weight gradient's A, the output gradient transposed), else packed pairs first as for the other tiles,
+    // then transposed into a second buffer
+    int amx_direct = amx && (a_k == 1 || a_m == 1), amx_transposed = amx && !amx_direct;
     uint32_t* pa_rows = amx_transposed ? mallocCheck((size_t)n_tiles * R * K2p * sizeof(uint32_t) + 1) : NULL;
     const uint32_t* tiles_a = amx_transposed ? pa_rows : pa;
     #pragma omp parallel if ((long)M * N * K >= PARALLEL_MIN_WORK)
@@ -594,7 +598,8 @@ static void fast_gemm_bf16(float* out, int accumulate, int M, int N, int K, cons
             #pragma omp for schedule(static)
             for (int t = 0; t < n_tiles; t++) {
                 int rows = M - t * R < R ? M - t * R : R;
-                fast_bf16_pack_rows_amx(pa + (size_t)t * R * K2p, a + (size_t)t * R * a_m, a_m, rows, K, K2p);
+                if (a_k == 1) { fast_bf16_pack_rows_amx(pa + (size_t)t * R * K2p, a + (size_t)t * R * a_m, a_m, rows, K, K2p); }
+                else { fast_bf16_pack_columns_amx(pa + (size_t)t * R * K2p, a + (size_t)t * R, a_k, rows, K, K2p); }
             }
         }
 #endif
@@ -606,11 +611,11 @@ static void fast_gemm_bf16(float* out, int accumulate, int M, int N, int K, cons
 #endif
         // panel-major: the tiles of one panel run one after another, its K2 x 32 words staying in cache
         #pragma omp for schedule(static)
-        for (long item = 0; item < (long)n_panels * n_tiles; item++) {
-            int p = (int)(item / n_tiles), t = (int)(item % n_tiles);
-            int rows = M - t * R < R ? M - t * R : R, cols = N - p * W < W ? N - p * W : W;
-            float* o = out + (size_t)t * R * N + (size_t)p * W;
-            const uint32_t* ta = tiles_a + (size_t)t * R * K2p;
+        for (long item = 0; item < (long)n_panels * n_items; item++) {
+            int p = (int)(item / n_items), r0 = (int)(item % n_items) * item_rows;
+            int rows = M - r0 < item_rows ? M - r0 : item_rows, cols = N - p * W < W ? N - p * W : W;
+            float* o = out + (size_t)r0 * N + (size_t)p * W;
+            const uint32_t* ta = tiles_a + (size_t)r0 * K2p;
             const uint32_t* tb = pb + (size_t)p * W * K2p;
 #if FAST_X86 && FAST_AMX_KERNEL
             if (amx) { fast_bf16_tile_amx(o, (size_t)N, ta, tb, K2p, rows, cols, accumulate); continue; }
@@ -868,8 +873,8 @@ void rope_forward_fast(float* out, const float* inp, const int* positions, int T
 
 enum { FAST_ADAMW_CHUNK = 16384, FAST_SUM_CHUNK = 16384, FAST_SUM_CHAINS = 8 };
 
-void adamw_update_fast(float* params, const float* grads, float* m, float* v, size_t N, float learning_rate,
-                       float beta1, float beta2, float eps, float weight_decay, int t) {
+void adamw_update_fast(float* params, const float* grads, float grad_scale, float* m, float* v, size_t N,
+                       float learning_rate, float beta1, float beta2, float eps, float weight_decay, int t) {
     float bias_correction1, bias_correction2;   // (adamw_update_cpu computes its own for the lanes' remainder)
     adamw_bias_corrections(beta1, beta2, t, &bias_correction1, &bias_correction2);
     long n_chunks = (long)((N + FAST_ADAMW_CHUNK - 1) / FAST_ADAMW_CHUNK);
@@ -881,14 +886,14 @@ void adamw_update_fast(float* params, const float* grads, float* m, float* v, si
 #if FAST_X86
         if (isa >= FAST_ISA_AVX2) {
             vectorised = n / 8 * 8;
-            fast_adamw_avx2(params + first, grads + first, m + first, v + first, vectorised, learning_rate, beta1, beta2,
-                            eps, weight_decay, bias_correction1, bias_correction2);
+            fast_adamw_avx2(params + first, grads + first, grad_scale, m + first, v + first, vectorised, learning_rate,
+                            beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2);
         }
 #endif
         (void)isa; (void)bias_correction1; (void)bias_correction2;
         size_t at = first + vectorised;
-        adamw_update_cpu(params + at, grads + at, m + at, v + at, n - vectorised, learning_rate, beta1, beta2, eps,
-                         weight_decay, t);
+        adamw_update_cpu(params + at, grads + at, grad_scale, m + at, v + at, n - vectorised, learning_rate, beta1,
+                         beta2, eps, weight_decay, t);
     }
 }
 
@@ -1094,7 +1099,7 @@ static void matmul_forward_shared_fast_int8(float* const* outs, const float* inp
     .rope_backward = rope_backward_cpu, .attention_backward = attention_backward_fast, \
     .swiglu_backward = swiglu_backward_cpu, .distribution_loss = distribution_loss_fast, \
     .adamw_update = adamw_update_fast, .sum_squares = sum_squares_fast, \
-    .gather_rows = gather_rows_cpu, .scatter_add_rows = scatter_add_rows_cpu, .scale = scale_cpu, \
+    .gather_rows = gather_rows_cpu, .scatter_add_rows = scatter_add_rows_cpu, \
     .copy_strided = copy_strided_cpu, .cache_store = cache_store_cpu, .argmax_rows = argmax_rows_cpu,
 
 // A serving draft's matrices: Q8_0 on the int8 table (the VNNI kernel's cheapest weights: a drafting step

@@ -792,8 +792,8 @@ void fast_matmul_packed_avx2(float* out, const FastInt8Blocks* x, Matrix weight,
                              int last_row);
 void fast_attention_item_avx2(const AttentionItem* item);
 // AdamW over n elements, n a multiple of 8: adamw_update_cpu's results bit for bit (cpu_fast.c)
-void fast_adamw_avx2(float* params, const float* grads, float* m, float* v, size_t n, float learning_rate, float beta1,
-                     float beta2, float eps, float weight_decay, float bias_correction1, float bias_correction2);
+void fast_adamw_avx2(float* params, const float* grads, float grad_scale, float* m, float* v, size_t n, float learning_rate,
+                     float beta1, float beta2, float eps, float weight_decay, float bias_correction1, float bias_correction2);
 // RoPE's rotation with per-element cos and signed sin rows `stride` apart (HS % 8 == 0; cpu_fast.c)
 void fast_rope_avx2(float* out, const float* inp, const float* cos_dup, const float* sin_signed, size_t stride, int T,
                     int n_heads, int HS);
@@ -832,8 +832,11 @@ void fast_matmul_backward_block_avx2(float* out, const float* a, size_t a_row, c
 void fast_bf16_tile_avx512(float* out, size_t out_row, const uint32_t* a, const uint32_t* b, int K2, int rows, int cols,
                            int accumulate);
 // The same product on AMX's tiles (Sapphire Rapids and later): A packed rows first (row r's K2p words
-// contiguous, K2p a multiple of FAST_BF16_AMX_PAIRS), B as above with K2p pairs; out (rows x cols of 16 x 32)
-// [+]= the sums. tdpbf16ps rounds its sums its own way (measured: closer to the exact sum than the portable
+// contiguous, K2p a multiple of FAST_BF16_AMX_PAIRS; rows past 16 in the next block of 16), B as above with
+// K2p pairs; out (rows x cols of at most 32 x 32) [+]= the sums. Two blocks of A (rows > 16) keep four tiles
+// of sums, so that each tile loaded feeds two multiplies: one thread, the trainer's matmuls over 600 rows
+// (576 -> 576, 1536 and 4096, their backward), 59 -> 47 ms against one block's two tiles; each sum is the
+// same tdpbf16ps chain either way, so the same bits. tdpbf16ps rounds its sums its own way (measured: closer to the exact sum than the portable
 // tile's sequential one), so these are not the portable tile's bits (cpu_fast.c, fast_gemm_bf16). A thread
 // calls fast_bf16_amx_begin before its tiles and fast_bf16_amx_end after. (GCC 11 and clang 12 first know AMX.)
 #if (defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11)
@@ -846,6 +849,8 @@ void fast_bf16_tile_avx512(float* out, size_t out_row, const uint32_t* a, const 
 void fast_bf16_amx_begin(void);
 void fast_bf16_amx_end(void);
 void fast_bf16_pack_rows_amx(uint32_t* block, const float* first, size_t s_i, int rows, int K, int K2p);
+// the same block from rows side by side (row i's k-th value at first[i + k * s_k])
+void fast_bf16_pack_columns_amx(uint32_t* block, const float* first, size_t s_k, int rows, int K, int K2p);
 void fast_bf16_tile_amx(float* out, size_t out_row, const uint32_t* a, const uint32_t* b, int K2p, int rows, int cols,
                         int accumulate);
 // Rows [0, rows) of one packed block (rows side by side: s_i == 1; or rows along k: s_k == 1), the portable

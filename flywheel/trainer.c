@@ -800,12 +800,14 @@ int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainS
     // a batch without a single loss row (records too short, or only prompt rows at --prompt-weight 0) has
     // nothing to teach: AdamW's moments would still move every weight, and the step count and warm-up advance
     if (stats->n_positions == 0 && stats->n_discard == 0) { return 2; }
-    if (s->max_grad_norm > 0.0f && norm > s->max_grad_norm) { b->scale(trainer->grads, (float)(s->max_grad_norm / norm), n); }
+    // clipping: the optimiser takes each gradient times the factor (one pass over the weights fewer than
+    // scaling the gradients in place first, which it equals bit for bit)
+    float clip = s->max_grad_norm > 0.0f && norm > s->max_grad_norm ? (float)(s->max_grad_norm / norm) : 1.0f;
     float learning_rate = trainer_learning_rate(trainer);
     trainer->step++;
     // the backend's arena: the host arena itself on a host-memory backend
     float* weights = b->host_memory ? trainer->draft.weight_arena : trainer->draft.device_arena;
-    b->adamw_update(weights, trainer->grads, trainer->adam_m, trainer->adam_v, n, learning_rate, s->beta1, s->beta2,
+    b->adamw_update(weights, trainer->grads, clip, trainer->adam_m, trainer->adam_v, n, learning_rate, s->beta1, s->beta2,
                     s->adam_eps, s->weight_decay, trainer->step);
     // the new weights on the host, where they are published and saved (a CPU backend updated them there)
     b->download(trainer->draft.weight_arena, weights, n * sizeof(float));

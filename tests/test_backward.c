@@ -411,7 +411,7 @@ static void test_adamw_by_hand(void) {
     //   mhat = m / (1 - 0.9) = (0.1, -0.2, 0); vhat = v / (1 - 0.999) = (0.01, 0.04, 0); sqrt = (0.1, 0.2, 0)
     //   mhat / (sqrt + eps) = (0.1 / 0.10000001, -0.2 / 0.20000001, 0) = (0.9999999, -0.99999995, 0)
     //   p = (0.999 - 0.09999999, -1.998 + 0.099999995, 0.4995) = (0.89900001, -1.898000005, 0.4995)
-    adamw_update_cpu(params, grads1, m, v, 3, 0.1f, 0.9f, 0.999f, 1e-8f, 0.01f, 1);
+    adamw_update_cpu(params, grads1, 1.0f, m, v, 3, 0.1f, 0.9f, 0.999f, 1e-8f, 0.01f, 1);
     float step1[3] = {0.89900001f, -1.898000005f, 0.4995f};
     float m1[3] = {0.01f, -0.02f, 0.0f}, v1[3] = {1e-5f, 4e-5f, 0.0f};
     check_tensor("adamw step 1 params", params, step1, 3, tolerance("hand"));
@@ -426,12 +426,33 @@ static void test_adamw_by_hand(void) {
     //   mhat / (sqrt + eps) = (0.266337006, -0.266337023, 0.744136788)
     //   p = (0.89810101 - 0.0266337006, -1.896102005 + 0.0266337023, 0.4990005 - 0.0744136788)
     //     = (0.871467309, -1.86946830, 0.424586821)
-    adamw_update_cpu(params, grads2, m, v, 3, 0.1f, 0.9f, 0.999f, 1e-8f, 0.01f, 2);
+    adamw_update_cpu(params, grads2, 1.0f, m, v, 3, 0.1f, 0.9f, 0.999f, 1e-8f, 0.01f, 2);
     float step2[3] = {0.871467309f, -1.86946830f, 0.424586821f};
     float m2[3] = {0.004f, -0.008f, 0.03f}, v2[3] = {1.249e-5f, 4.996e-5f, 9e-5f};
     check_tensor("adamw step 2 params", params, step2, 3, tolerance("hand"));
     check_tensor("adamw step 2 m", m, m2, 3, tolerance("hand"));
     check_tensor("adamw step 2 v", v, v2, 3, tolerance("hand"));
+}
+
+// The clipping factor AdamW takes (grad_scale) against the gradients scaled in place first, as the trainer
+// did before: the same bits for every element, over three steps; and a factor left out differs.
+static void test_adamw_grad_scale(void) {
+    enum { N = 257 };
+    uint64_t rng = 7;
+    float p[3][N], m[3][N], v[3][N], grads[N], scaled[N];
+    for (int i = 0; i < N; i++) { p[0][i] = random_f32(&rng) * 2 - 1; m[0][i] = v[0][i] = 0.0f; }
+    for (int c = 1; c < 3; c++) { memcpy(p[c], p[0], sizeof(p[0])); memcpy(m[c], m[0], sizeof(m[0])); memcpy(v[c], v[0], sizeof(v[0])); }
+    for (int t = 1; t <= 3; t++) {
+        float clip = 1.0f / (1.0f + 2.7f * t);
+        for (int i = 0; i < N; i++) { grads[i] = (random_f32(&rng) * 2 - 1) * 5; scaled[i] = grads[i]; }
+        for (int i = 0; i < N; i++) { scaled[i] *= clip; }   // (the in-place scaling the trainer did)
+        adamw_update_cpu(p[0], grads, clip, m[0], v[0], N, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, t);
+        adamw_update_cpu(p[1], scaled, 1.0f, m[1], v[1], N, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, t);
+        adamw_update_cpu(p[2], grads, 1.0f, m[2], v[2], N, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, t);   // the factor left out
+    }
+    check(memcmp(p[0], p[1], sizeof(p[0])) == 0 && memcmp(m[0], m[1], sizeof(m[0])) == 0 && memcmp(v[0], v[1], sizeof(v[0])) == 0,
+          "adamw with grad_scale differs from the gradients scaled first");
+    check(memcmp(v[0], v[2], sizeof(v[0])) != 0, "negative control: adamw without the factor matched");
 }
 
 static void test_sum_squares(void) {
@@ -593,6 +614,7 @@ int main(void) {
     for (int kind = 0; kind < 3; kind++) { test_distribution_loss_finite_differences((LossKind)kind); }
     test_distribution_loss_by_hand();
     test_adamw_by_hand();
+    test_adamw_grad_scale();
     test_sum_squares();
     for (int kind = 0; kind < 3; kind++) { test_decoder_block((LossKind)kind); }
     return test_summary();

@@ -682,12 +682,13 @@ static void test_optimiser_passes(void) {
         threads = omp_get_max_threads();
 #endif
         for (int step = 1; step <= 3; step++) {
-            adamw_update_cpu(params[0], grads, m[0], v[0], N, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.01f, step);
-            adamw_update_fast(params[1], grads, m[1], v[1], N, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.01f, step);
+            float clip = step == 2 ? 0.37f : 1.0f;   // a clipping factor on one step
+            adamw_update_cpu(params[0], grads, clip, m[0], v[0], N, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.01f, step);
+            adamw_update_fast(params[1], grads, clip, m[1], v[1], N, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.01f, step);
 #ifdef _OPENMP
             omp_set_num_threads(1);
 #endif
-            adamw_update_fast(params[2], grads, m[2], v[2], N, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.01f, step);
+            adamw_update_fast(params[2], grads, clip, m[2], v[2], N, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.01f, step);
 #ifdef _OPENMP
             omp_set_num_threads(threads);
 #endif

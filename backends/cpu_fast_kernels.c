@@ -162,8 +162,8 @@ FAST_AMX_BF16_TARGET void fast_bf16_pack_columns_amx(uint32_t* block, const floa
 FAST_AMX_BF16_TARGET void fast_bf16_tile_amx(float* out, size_t out_row, const uint32_t* a, const uint32_t* b, int K2p,
                                              int rows, int cols, int accumulate) {
     float sums[2 * FAST_BF16_AMX_ROWS][FAST_BF16_PANEL] __attribute__((aligned(64)));
-    const uint32_t* a1 = a + (size_t)FAST_BF16_AMX_ROWS * K2p;   // the second block of A (rows 16-31)
     if (rows > FAST_BF16_AMX_ROWS) {   // four tiles of sums: A's two blocks by B's two halves
+        const uint32_t* a1 = a + (size_t)FAST_BF16_AMX_ROWS * K2p;   // the second block of A (rows 16-31)
         _tile_zero(0);
         _tile_zero(1);
         _tile_zero(2);

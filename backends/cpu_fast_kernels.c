@@ -89,8 +89,9 @@ FAST_INLINE FAST_BF16_AVX512_TARGET void transpose_16x16_words(__m512i v[16]) {
 
 #if FAST_AMX_KERNEL
 // ----------------------------------------------------------------------------
-// the bf16 product tile on AMX: two tiles of sums (columns 0-15 and 16-31 of the panel), one of A's 16 rows
-// and two of B's, FAST_BF16_AMX_PAIRS pairs at a time. The configuration: every tile 16 rows of 64 bytes.
+// the bf16 product tile on AMX: tiles of sums for columns 0-15 and 16-31 of the panel, for A's first 16 rows
+// and, when the item has more, its next 16 (four tiles of sums, 0-3); A's blocks in tiles 4 and 5, B's halves
+// in 6 and 7, FAST_BF16_AMX_PAIRS pairs at a time. The configuration: every tile 16 rows of 64 bytes.
 #define FAST_AMX_BF16_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")))
 // (GCC's tile intrinsics are assembly that does not tell the compiler which memory a tile load reads: the
 // configuration's stores must be done before ldtilecfg reads them)
@@ -202,7 +203,8 @@ FAST_AMX_BF16_TARGET void fast_bf16_tile_amx(float* out, size_t out_row, const u
 // The packing's rows [0, rows) of one block (cpu_fast.c's fast_bf16_pack; its padding already zero) with
 // vcvtne2ps2bf16 / vcvtneps2bf16, whose rounding is fast_bf16_round's (nearest even, NaN kept quiet, subnormal
 // inputs to a signed zero): the scalar packing's words bit for bit. Rows along k (s_k == 1): 32 values of a
-// row are 16 words, scattered to their pairs' places; rows side by side (s_i == 1): 16 rows' words a pair.
+// row are 16 words, 16 rows' transposed in registers to their pairs' places (a last rows % 16 scattered row
+// by row); rows side by side (s_i == 1): 16 rows' words a pair.
 FAST_BF16_AVX512_TARGET void fast_bf16_pack_block_avx512(uint32_t* block, const float* first, size_t s_i, size_t s_k,
                                                          int rows, int K, int width) {
     int K2 = (K + 1) / 2;

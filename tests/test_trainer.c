@@ -540,6 +540,54 @@ static void test_freeze_head(Target* target) {
     draft_free(&draft);
 }
 
+// ---- gradient clipping: the step AdamW takes is the clipped gradient's --------------------------------
+// A step with clipping on (a threshold far below the gradient's norm) against AdamW written out on the
+// unclipped gradients of the same step (a trainer with clipping off leaves them in its buffer) times the
+// factor threshold / norm: the same weights bit for bit; the factor left out (1) must differ.
+static void test_clipping(Target* target) {
+    Draft draft;
+    draft_init_random(&draft, target, 120, NULL, 6);
+    draft_init_from_target(&draft, target);
+    int prompt[6] = {30, 31, 32, 33, 34, 35};
+    Record* record = make_record(target, &draft, prompt, 6, 10);
+    TrainerSettings settings = trainer_default_settings();
+    settings.warmup_steps = 0;
+    settings.learning_rate = 1e-3f;
+    settings.max_grad_norm = 1e-3f;
+    TrainerSettings unclipped = settings;
+    unclipped.max_grad_norm = 0.0f;
+    Trainer clipped_trainer, plain_trainer;
+    trainer_init(&clipped_trainer, &draft, target, settings);
+    trainer_init(&plain_trainer, &draft, target, unclipped);
+    size_t n = draft.n_weight_floats;
+    float* expected[2];
+    for (int i = 0; i < 2; i++) { expected[i] = mallocCheck(n * sizeof(float)); memcpy(expected[i], clipped_trainer.draft.weight_arena, n * sizeof(float)); }
+    TrainStats stats;
+    check(trainer_step(&clipped_trainer, &record, 1, &stats) == 0, "clipping: the clipped step applied");
+    check(trainer_step(&plain_trainer, &record, 1, &stats) == 0, "clipping: the unclipped step applied");
+    const Backend* b = plain_trainer.backend;
+    check(b->host_memory, "clipping: the test's table keeps the gradients on the host");
+    double norm = sqrt(b->sum_squares(plain_trainer.grads, n));
+    check(norm > 10 * settings.max_grad_norm, "clipping: the gradient's norm %g is over the threshold", norm);
+    float factors[2] = {(float)(settings.max_grad_norm / norm), 1.0f};
+    for (int i = 0; i < 2; i++) {
+        float* m = callocCheck(n, sizeof(float));
+        float* v = callocCheck(n, sizeof(float));
+        adamw_update_cpu(expected[i], plain_trainer.grads, factors[i], m, v, n, settings.learning_rate, settings.beta1,
+                         settings.beta2, settings.adam_eps, settings.weight_decay, 1);
+        free(m); free(v);
+    }
+    check(memcmp(clipped_trainer.draft.weight_arena, expected[0], n * sizeof(float)) == 0,
+          "clipping: the clipped step differs from AdamW on the gradient times threshold / norm");
+    check(memcmp(clipped_trainer.draft.weight_arena, expected[1], n * sizeof(float)) != 0,
+          "negative control: the clipped step matched AdamW on the unclipped gradient");
+    for (int i = 0; i < 2; i++) { free(expected[i]); }
+    record_free(record);
+    trainer_free(&clipped_trainer);
+    trainer_free(&plain_trainer);
+    draft_free(&draft);
+}
+
 // ---- bf16 products (--train-precision bf16): the same steps within their rounding -----------------
 // Three steps from the same draft and record with fp32 and with bf16 products: the trainer runs on the fast
 // table's twin, the losses and gradient norms agree within 0.1% and 0.5% (measured: 6e-5 and 3e-4 at most),
@@ -1290,6 +1338,7 @@ int main(int argc, char** argv) {
         test_record_storage(&target);
         test_vocabulary(&target);
         test_freeze_head(&target);
+        test_clipping(&target);
         test_bf16_steps(&target);
         test_self_samples(&target);
         target_free(&target);

@@ -836,8 +836,9 @@ void fast_bf16_tile_avx512(float* out, size_t out_row, const uint32_t* a, const 
 // K2p pairs; out (rows x cols of at most 32 x 32) [+]= the sums. Two blocks of A (rows > 16) keep four tiles
 // of sums, so that each tile loaded feeds two multiplies: one thread, the trainer's matmuls over 600 rows
 // (576 -> 576, 1536 and 4096, their backward), 59 -> 47 ms against one block's two tiles; each sum is the
-// same tdpbf16ps chain either way, so the same bits. tdpbf16ps rounds its sums its own way (measured: closer to the exact sum than the portable
-// tile's sequential one), so these are not the portable tile's bits (cpu_fast.c, fast_gemm_bf16). A thread
+// same tdpbf16ps chain either way, so the same bits. tdpbf16ps rounds its sums its own way (measured: closer
+// to the exact sum than the portable tile's sequential one), so these are not the portable tile's bits
+// (cpu_fast.c, fast_gemm_bf16). A thread
 // calls fast_bf16_amx_begin before its tiles and fast_bf16_amx_end after. (GCC 11 and clang 12 first know AMX.)
 #if (defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11)
 #define FAST_AMX_KERNEL 1

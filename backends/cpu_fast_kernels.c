@@ -64,6 +64,15 @@ FAST_BF16_AVX512_TARGET void fast_bf16_tile_avx512(float* out, size_t out_row, c
     for (int r = 0; r < rows; r++) { bf16_tile_store_row(out + (size_t)r * out_row, acc[r][0], acc[r][1], cols, accumulate); }
 }
 
+// One pair of k for 16 rows side by side (lo: the rows' values at the pair's low k, lo + s_k at its high k):
+// row i's word in lane i, bf16(low) | bf16(high) << 16 (high 0 past K); lanes past the mask zero
+FAST_INLINE FAST_BF16_AVX512_TARGET __m512i bf16_pair_words(const float* lo, size_t s_k, __mmask16 mask, int has_hi) {
+    __m512i low = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, lo)));
+    __m512i high = has_hi ? _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, lo + s_k)))
+                          : _mm512_setzero_si512();
+    return _mm512_or_si512(low, _mm512_slli_epi32(high, 16));
+}
+
 // A 16 x 16 matrix of 32-bit words in 16 registers (v[r]: row r) transposed in place: four rounds of swaps of
 // off-diagonal blocks 8, 4, 2 and 1 words wide, two two-source permutations a pair of rows each
 FAST_INLINE FAST_BF16_AVX512_TARGET void transpose_16x16_words(__m512i v[16]) {
@@ -147,12 +156,7 @@ FAST_AMX_BF16_TARGET void fast_bf16_pack_columns_amx(uint32_t* block, const floa
         #pragma GCC unroll 16
         for (int j = 0; j < 16; j++) {
             int k2 = k0 + j;
-            if (k2 >= K2) { v[j] = _mm512_setzero_si512(); continue; }
-            const float* lo = first + (size_t)(2 * k2) * s_k;
-            __m512i low = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, lo)));
-            __m512i high = 2 * k2 + 1 < K ? _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, lo + s_k)))
-                                          : _mm512_setzero_si512();
-            v[j] = _mm512_or_si512(low, _mm512_slli_epi32(high, 16));
+            v[j] = k2 < K2 ? bf16_pair_words(first + (size_t)(2 * k2) * s_k, s_k, mask, 2 * k2 + 1 < K) : _mm512_setzero_si512();
         }
         transpose_16x16_words(v);
         #pragma GCC unroll 16
@@ -160,40 +164,38 @@ FAST_AMX_BF16_TARGET void fast_bf16_pack_columns_amx(uint32_t* block, const floa
     }
 }
 
-FAST_AMX_BF16_TARGET void fast_bf16_tile_amx(float* out, size_t out_row, const uint32_t* a, const uint32_t* b, int K2p,
-                                             int rows, int cols, int accumulate) {
-    float sums[2 * FAST_BF16_AMX_ROWS][FAST_BF16_PANEL] __attribute__((aligned(64)));
-    if (rows > FAST_BF16_AMX_ROWS) {   // four tiles of sums: A's two blocks by B's two halves
-        const uint32_t* a1 = a + (size_t)FAST_BF16_AMX_ROWS * K2p;   // the second block of A (rows 16-31)
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-        for (int k0 = 0; k0 < K2p; k0 += FAST_BF16_AMX_PAIRS) {
-            _tile_loadd(4, a + k0, (long)K2p * 4);                                  // A: rows 0-15, K2p words apart
-            _tile_loadd(6, b + (size_t)k0 * FAST_BF16_PANEL, FAST_BF16_PANEL * 4);       // B: columns 0-15
-            _tile_loadd(7, b + (size_t)k0 * FAST_BF16_PANEL + 16, FAST_BF16_PANEL * 4);  // B: columns 16-31
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_loadd(5, a1 + k0, (long)K2p * 4);                                 // A: rows 16-31
+// The sums of one item into sums[]: A's first block (rows 0-15) and, with `second`, its next block (rows
+// 16-31, 16 * K2p words on) by B's two halves, over every pair of k
+FAST_INLINE FAST_AMX_BF16_TARGET void bf16_amx_sums(float sums[][FAST_BF16_PANEL], const uint32_t* a, const uint32_t* b,
+                                                   int K2p, int second) {
+    _tile_zero(0);
+    _tile_zero(1);
+    if (second) { _tile_zero(2); _tile_zero(3); }
+    for (int k0 = 0; k0 < K2p; k0 += FAST_BF16_AMX_PAIRS) {
+        _tile_loadd(4, a + k0, (long)K2p * 4);                                  // A: rows 0-15, K2p words apart
+        _tile_loadd(6, b + (size_t)k0 * FAST_BF16_PANEL, FAST_BF16_PANEL * 4);       // B: columns 0-15
+        _tile_loadd(7, b + (size_t)k0 * FAST_BF16_PANEL + 16, FAST_BF16_PANEL * 4);  // B: columns 16-31
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        if (second) {
+            _tile_loadd(5, a + (size_t)FAST_BF16_AMX_ROWS * K2p + k0, (long)K2p * 4);   // A: rows 16-31
             _tile_dpbf16ps(2, 5, 6);
             _tile_dpbf16ps(3, 5, 7);
-        }
-        _tile_stored(2, &sums[FAST_BF16_AMX_ROWS][0], FAST_BF16_PANEL * 4);
-        _tile_stored(3, &sums[FAST_BF16_AMX_ROWS][16], FAST_BF16_PANEL * 4);
-    } else {
-        _tile_zero(0);
-        _tile_zero(1);
-        for (int k0 = 0; k0 < K2p; k0 += FAST_BF16_AMX_PAIRS) {
-            _tile_loadd(4, a + k0, (long)K2p * 4);
-            _tile_loadd(6, b + (size_t)k0 * FAST_BF16_PANEL, FAST_BF16_PANEL * 4);
-            _tile_loadd(7, b + (size_t)k0 * FAST_BF16_PANEL + 16, FAST_BF16_PANEL * 4);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
         }
     }
     _tile_stored(0, &sums[0][0], FAST_BF16_PANEL * 4);
     _tile_stored(1, &sums[0][16], FAST_BF16_PANEL * 4);
+    if (second) {
+        _tile_stored(2, &sums[FAST_BF16_AMX_ROWS][0], FAST_BF16_PANEL * 4);
+        _tile_stored(3, &sums[FAST_BF16_AMX_ROWS][16], FAST_BF16_PANEL * 4);
+    }
+}
+
+FAST_AMX_BF16_TARGET void fast_bf16_tile_amx(float* out, size_t out_row, const uint32_t* a, const uint32_t* b, int K2p,
+                                             int rows, int cols, int accumulate) {
+    float sums[2 * FAST_BF16_AMX_ROWS][FAST_BF16_PANEL] __attribute__((aligned(64)));
+    if (rows > FAST_BF16_AMX_ROWS) { bf16_amx_sums(sums, a, b, K2p, 1); }   // (the flag a constant in each copy:
+    else { bf16_amx_sums(sums, a, b, K2p, 0); }                            // a test in the loop cost 2-3%)
     for (int r = 0; r < rows; r++) {
         bf16_tile_store_row(out + (size_t)r * out_row, _mm512_load_ps(sums[r]), _mm512_load_ps(sums[r] + 16), cols, accumulate);
     }
@@ -212,11 +214,10 @@ FAST_BF16_AVX512_TARGET void fast_bf16_pack_block_avx512(uint32_t* block, const 
         // 16 rows at a time: each row's 16 words of 16 pairs, the 16 x 16 words transposed in registers, so
         // each pair's 16 words are stored whole (the trainer's LM head forward, 576 -> 4096 over 600 rows, one
         // thread: 7.1 -> 5.4 ms with AMX's tiles, against a scatter a row)
-        int i0 = 0;
+        int vector_pairs = K / 32 * 16, i0 = 0;   // pairs [0, vector_pairs) 16 at a time, the rest one by one
         for (; i0 + 16 <= rows; i0 += 16) {
             const float* row0 = first + (size_t)i0 * s_i;
-            int k2 = 0;
-            for (; 2 * k2 + 32 <= K; k2 += 16) {
+            for (int k2 = 0; k2 < vector_pairs; k2 += 16) {
                 __m512i v[16];
                 #pragma GCC unroll 16
                 for (int r = 0; r < 16; r++) {
@@ -227,24 +228,19 @@ FAST_BF16_AVX512_TARGET void fast_bf16_pack_block_avx512(uint32_t* block, const 
                 #pragma GCC unroll 16
                 for (int j = 0; j < 16; j++) { _mm512_storeu_si512(block + (size_t)(k2 + j) * width + i0, v[j]); }
             }
-            for (int i = i0; i < i0 + 16; i++) {   // the last pairs (K % 32), one by one
-                const float* row = first + (size_t)i * s_i;
-                for (int k = k2; k < K2; k++) {
-                    uint32_t hi = 2 * k + 1 < K ? fast_bf16_round(row[2 * k + 1]) : 0;
-                    block[(size_t)k * width + i] = fast_bf16_round(row[2 * k]) | hi << 16;
-                }
-            }
         }
         __m512i places = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32(width));
-        for (int i = i0; i < rows; i++) {
+        for (int i = i0; i < rows; i++) {   // the rows past the last whole 16
             const float* row = first + (size_t)i * s_i;
-            int k2 = 0;
-            for (; 2 * k2 + 32 <= K; k2 += 16) {
+            for (int k2 = 0; k2 < vector_pairs; k2 += 16) {
                 __m512i words = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + 2 * k2 + 16), _mm512_loadu_ps(row + 2 * k2));
                 _mm512_i32scatter_epi32(block + (size_t)k2 * width + i, places, words, 4);
             }
-            for (; k2 < K2; k2++) {
+        }
+        for (int i = 0; i < rows; i++) {   // every row's last pairs (K % 32)
+            const float* row = first + (size_t)i * s_i;
+            for (int k2 = vector_pairs; k2 < K2; k2++) {
                 uint32_t hi = 2 * k2 + 1 < K ? fast_bf16_round(row[2 * k2 + 1]) : 0;
                 block[(size_t)k2 * width + i] = fast_bf16_round(row[2 * k2]) | hi << 16;
             }
@@ -254,13 +250,9 @@ FAST_BF16_AVX512_TARGET void fast_bf16_pack_block_avx512(uint32_t* block, const 
     for (int k2 = 0; k2 < K2; k2++) {
         const float* lo = first + (size_t)(2 * k2) * s_k;
         uint32_t* words = block + (size_t)k2 * width;
-        int has_hi = 2 * k2 + 1 < K;
         for (int i = 0; i < rows; i += 16) {
             __mmask16 mask = rows - i >= 16 ? 0xffff : (__mmask16)((1u << (rows - i)) - 1);
-            __m512i low = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, lo + i)));
-            __m512i high = has_hi ? _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, lo + s_k + i)))
-                                  : _mm512_setzero_si512();
-            _mm512_mask_storeu_epi32(words + i, mask, _mm512_or_si512(low, _mm512_slli_epi32(high, 16)));
+            _mm512_mask_storeu_epi32(words + i, mask, bf16_pair_words(lo + i, s_k, mask, 2 * k2 + 1 < K));
         }
     }
 }

@@ -508,17 +508,24 @@ static void test_rejection_and_buffers(Target* target) {
     weight_exchange_free(exchange);
 }
 
+// The start of the single-step tests below (--freeze-head, clipping): a draft of 120 entries with the target's
+// LM head, one record of a 6-token prompt, and settings with no warm-up and lr 1e-3
+static Record* one_step_start(Target* target, Draft* draft, TrainerSettings* settings) {
+    draft_init_random(draft, target, 120, NULL, 6);
+    draft_init_from_target(draft, target);
+    int prompt[6] = {30, 31, 32, 33, 34, 35};
+    *settings = trainer_default_settings();
+    settings->warmup_steps = 0;
+    settings->learning_rate = 1e-3f;
+    return make_record(target, draft, prompt, 6, 10);
+}
+
 // ---- --freeze-head: the LM head keeps its rows, everything else trains ---------------------------
 static void test_freeze_head(Target* target) {
     Draft draft;
-    draft_init_random(&draft, target, 120, NULL, 6);
-    draft_init_from_target(&draft, target);
-    int prompt[6] = {30, 31, 32, 33, 34, 35};
-    Record* record = make_record(target, &draft, prompt, 6, 10);
-    TrainerSettings settings = trainer_default_settings();
+    TrainerSettings settings;
+    Record* record = one_step_start(target, &draft, &settings);
     settings.freeze_lm_head = 1;
-    settings.warmup_steps = 0;
-    settings.learning_rate = 1e-3f;
     Trainer trainer;
     trainer_init(&trainer, &draft, target, settings);
     size_t n = draft.n_weight_floats, head = (size_t)(trainer.draft.weights.lm_head - trainer.draft.weight_arena);
@@ -546,13 +553,8 @@ static void test_freeze_head(Target* target) {
 // factor threshold / norm: the same weights bit for bit; the factor left out (1) must differ.
 static void test_clipping(Target* target) {
     Draft draft;
-    draft_init_random(&draft, target, 120, NULL, 6);
-    draft_init_from_target(&draft, target);
-    int prompt[6] = {30, 31, 32, 33, 34, 35};
-    Record* record = make_record(target, &draft, prompt, 6, 10);
-    TrainerSettings settings = trainer_default_settings();
-    settings.warmup_steps = 0;
-    settings.learning_rate = 1e-3f;
+    TrainerSettings settings;
+    Record* record = one_step_start(target, &draft, &settings);
     settings.max_grad_norm = 1e-3f;
     TrainerSettings unclipped = settings;
     unclipped.max_grad_norm = 0.0f;

@@ -253,6 +253,14 @@ static const char* file_kind(mode_t mode) {
          : S_ISBLK(mode) ? "a block device" : S_ISSOCK(mode) ? "a socket" : "not a regular file";
 }
 
+// output_open after its temporary file was created: the file closed and removed, nothing left of it
+static void output_open_undo(OutputFile* out, int fd) {
+    close(fd);
+    unlink(out->temporary_path);
+    free(out->temporary_path);
+    out->temporary_path = NULL;
+}
+
 int output_open(OutputFile* out, const char* path, Error* err) {
     memset(out, 0, sizeof(*out));
     // the finished file replaces path by a rename: never a device, a FIFO or a directory (as root, -o
@@ -282,18 +290,12 @@ int output_open(OutputFile* out, const char* path, Error* err) {
     // set-id bits
     if (exists && fchmod(fd, existing.st_mode & 0777) != 0) {
         int e = errno;
-        close(fd);
-        unlink(out->temporary_path);
-        free(out->temporary_path);
-        out->temporary_path = NULL;
+        output_open_undo(out, fd);
         return error_set(err, "%s: cannot set the permissions of its replacement: %s", path, strerror(e));
     }
     out->stream = fdopen(fd, "wb");
     if (out->stream == NULL) {
-        close(fd);
-        unlink(out->temporary_path);
-        free(out->temporary_path);
-        out->temporary_path = NULL;
+        output_open_undo(out, fd);
         return error_set(err, "%s: cannot write: out of memory", path);
     }
     out->path = mallocCheck(strlen(path) + 1);

@@ -563,6 +563,7 @@ const Backend* backend_bf16_twin(const Backend* serving, Error* err);
 // elsewhere a portable loop gives the same results, slower than the fp32 kernels.
 int fast_bf16_native(void);
 int fast_bf16_amx(void);   // and the AMX tile runs its products (cpu_fast.c)
+int fast_int8_amx(void);   // 1 where AMX's int8 tiles run the packed int8 matmul of several input rows (cpu_fast.c)
 // One line for reports: the table's name, what it runs on (the fast tables: the instruction set and the
 // activations' arithmetic) and the OpenMP threads.
 void backend_describe(const Backend* backend, char* text, size_t size);

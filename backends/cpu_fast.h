@@ -790,6 +790,9 @@ void fast_matmul_packed_vnni(float* out, const FastInt8Blocks* x, Matrix weight,
                              int last_row);
 void fast_matmul_packed_avx2(float* out, const FastInt8Blocks* x, Matrix weight, int T, int C, int OC, int first_row,
                              int last_row);
+// The same on AMX's int8 tiles (Sapphire Rapids and later; the VNNI kernel's bits): several input rows.
+void fast_matmul_packed_amx(float* out, const FastInt8Blocks* x, Matrix weight, int T, int C, int OC, int first_row,
+                            int last_row);
 void fast_attention_item_avx2(const AttentionItem* item);
 // AdamW over n elements, n a multiple of 8: adamw_update_cpu's results bit for bit (cpu_fast.c)
 void fast_adamw_avx2(float* params, const float* grads, float grad_scale, float* m, float* v, size_t n, float learning_rate,

@@ -227,17 +227,32 @@ static void int8_kernel_oracle(float* out, const float* inp, const uint8_t* stor
 }
 
 // On every level with an int8 kernel: packed Q8_0, Q4_0 and Q4_1 weights give the oracle's bits at odd
-// shapes, every batch size up to 17 (all tile shapes and their tails) and one thread or all; Q8_0's
-// quants include -128 (a file may hold it; the AVX2 kernel's sign trick must not overflow on it). Where
-// the machine has no int8 level this test reports that and checks nothing.
+// shapes, every batch size up to 17 (all tile shapes and their tails) and 35 (AMX's tiles of 16 rows, twice,
+// and a tail) and one thread or all; Q8_0's quants include -128 (a file may hold it; the AVX2 kernel's sign
+// trick must not overflow on it). Where AMX's int8 tiles exist, twice: the VNNI kernel alone, then AMX's
+// from one row on (by default they take calls of fast_amx_int8_min_rows rows or more). Where the machine
+// has no int8 level this test reports that and checks nothing.
+static void int8_kernel_exact_cases(const char* kernel);
 static void test_int8_kernel_exact(void) {
     if (!int8_path_runs(TYPE_Q4_1 | FAST_PACKED)) { printf("int8 kernel [%s]: no int8 kernel on this level, nothing to check\n", fast_isa_name(fast_isa)); return; }
+    int saved_amx = fast_amx_kernel, saved_min_rows = fast_amx_int8_min_rows, amx_runs = fast_int8_amx();
+    for (int amx = 0; amx <= amx_runs; amx++) {
+        fast_amx_kernel = amx;
+        fast_amx_int8_min_rows = amx ? 1 : saved_min_rows;
+        int8_kernel_exact_cases(amx ? "AMX int8 tiles" : fast_isa_name(fast_isa));
+    }
+    if (!amx_runs && fast_isa == FAST_ISA_AVX512_VNNI) { printf("int8 kernel: no AMX int8 tiles on this machine, the AMX kernel not checked\n"); }
+    fast_amx_kernel = saved_amx;
+    fast_amx_int8_min_rows = saved_min_rows;
+}
+
+static void int8_kernel_exact_cases(const char* kernel) {
     const int shapes[][2] = {{32, 7}, {96, 33}, {576, 150}, {1536, 9}};
     const int types[] = {TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_1};
     int checked = 0;
     for (int k = 0; k < 3; k++) {
         for (int s = 0; s < 4; s++) {
-            int C = shapes[s][0], OC = shapes[s][1], T = 17;
+            int C = shapes[s][0], OC = shapes[s][1], T = 35;
             float* dequantised = mallocCheck((size_t)OC * C * sizeof(float));
             uint8_t* stored = make_weight(types[k], OC, C, dequantised);
             if (types[k] == TYPE_Q8_0) {
@@ -253,7 +268,7 @@ static void test_int8_kernel_exact(void) {
             float* expected = mallocCheck((size_t)T * OC * sizeof(float));
             float* got = mallocCheck((size_t)T * OC * sizeof(float));
             int8_kernel_oracle(expected, inp, stored, types[k], T, C, OC);
-            for (int rows = 1; rows <= T; rows++) {
+            for (int rows = 1; rows <= T; rows = rows == 17 ? T : rows + 1) {
                 for (int one_thread = 0; one_thread < 2; one_thread++) {
 #ifdef _OPENMP
                     int threads = omp_get_max_threads();
@@ -266,7 +281,7 @@ static void test_int8_kernel_exact(void) {
                     omp_set_num_threads(threads);
 #endif
                     check(bits_equal(got, expected, (size_t)rows * OC), "int8 kernel [%s] %s packed T=%d C=%d OC=%d%s: "
-                          "not the oracle's bits (first row %g against %g)", fast_isa_name(fast_isa), tensor_type_name(types[k]),
+                          "not the oracle's bits (first row %g against %g)", kernel, tensor_type_name(types[k]),
                           rows, C, OC, one_thread ? ", one thread" : "", got[0], expected[0]);
                     checked++;
                 }
@@ -274,7 +289,7 @@ static void test_int8_kernel_exact(void) {
             free(got); free(expected); free(inp); free(owned); free(stored); free(dequantised);
         }
     }
-    printf("int8 kernel [%s]: %d calls gave the oracle's bits\n", fast_isa_name(fast_isa), checked);
+    printf("int8 kernel [%s]: %d calls gave the oracle's bits\n", kernel, checked);
 }
 
 // Inputs that are not finite: the int8 path hands the call to the fp32 kernels, so infinities and NaNs

@@ -72,7 +72,9 @@ check every level the machine has):
                      vpmaddwd: the VNNI kernel's bits), fp32 weights in register tiles, attention, SwiGLU,
                      RoPE, the trainer's backward; other weight types take the portable C compiled for AVX2
   AVX-512            intrinsics, fp32 activations (matmul), attention (head sizes 16 to 128 in steps of 16)
-  AVX-512 VNNI       as AVX-512, plus the int8 kernel for the packed quantised types
+  AVX-512 VNNI       as AVX-512, plus the int8 kernel for the packed quantised types; where the CPU has
+                     AMX's int8 tiles, that kernel's calls of fast_amx_int8_min_rows rows or more make
+                     their integer sums on the tiles (the same bits; a CPUID bit, not a level)
 Why not -march=native: the binary must run on any x86-64, and one dispatch point keeps the portable path
 compiled and tested on every machine. Why intrinsics: one core of this project's Xeon (Sapphire Rapids),
 a Q4_1 576 -> 1536 matrix in L2, one input row, per block of 32 weights: portable C 10.4 ns, portable C

@@ -425,6 +425,7 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
 // (AVX-512 and AVX2, cpu_fast_kernels.c: fused multiply-adds, the same bits on both) or tiles
 // (matmul_backward_tile_body in cpu_fast.h: the reference's bits), each owned by one thread
 
+#if FAST_X86   // (the AVX2 backward's)
 // a (R, K) with a_row = K, a_k = 1 from one with any strides (the weight gradient's dout^T), 32 x 32 at a time
 static float* transpose_copy(const float* a, size_t a_row, size_t a_k, int R, int K) {
     float* copy = mallocCheck((size_t)R * K * sizeof(float) + 1);
@@ -441,6 +442,7 @@ static float* transpose_copy(const float* a, size_t a_row, size_t a_k, int R, in
     }
     return copy;
 }
+#endif
 
 static void matmul_backward_tiles(float* out, const float* a, size_t a_row, size_t a_k, const float* b, int R, int K,
                                   int C, int isa) {
@@ -975,7 +977,9 @@ void swiglu_forward_fast(float* out, const float* gate, const float* up, int N) 
 // columns a row, two exponentials an element). The reverse KL (a lever, not the default) and CPUs below AVX2
 // (where the row functions in plain C are slower than the reference) keep the reference's code.
 
+#if FAST_X86
 static int fast_rows_parallel(int T, int V) { return (long)T * V >= PARALLEL_MIN_WORK && T > 1; }
+#endif
 
 void softmax_forward_fast(float* probs, const float* logits, int T, int V) {
 #if FAST_X86

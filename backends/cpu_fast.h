@@ -24,6 +24,17 @@ contracts need -ffp-contract=off, or -std=c11 with GCC: no fused multiply-adds t
 #define FAST_X86 0
 #endif
 #define FAST_INLINE static inline __attribute__((always_inline))
+// AMX's tiles (cpu_fast_kernels.c): GCC 11 and clang 12 first know them, and their tile intrinsics exist for
+// x86-64 only. The bf16 tile's shape is used by the portable packing too (cpu_fast.c), so it is defined on
+// every architecture.
+#if FAST_X86 && defined(__x86_64__) && \
+    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
+#define FAST_AMX_KERNEL 1
+#else
+#define FAST_AMX_KERNEL 0
+#endif
+#define FAST_BF16_AMX_PAIRS 16   // pairs of k per tile multiply (a tile row: 64 bytes)
+#define FAST_BF16_AMX_ROWS 16    // rows of A per tile
 #if FAST_X86
 // the same portable C, compiled for wider vectors (no intrinsics): the AVX2 level, and attention on AVX-512
 #define FAST_AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
@@ -842,14 +853,7 @@ void fast_bf16_tile_avx512(float* out, size_t out_row, const uint32_t* a, const 
 // same tdpbf16ps chain either way, so the same bits. tdpbf16ps rounds its sums its own way (measured: closer
 // to the exact sum than the portable tile's sequential one), so these are not the portable tile's bits
 // (cpu_fast.c, fast_gemm_bf16). A thread
-// calls fast_bf16_amx_begin before its tiles and fast_bf16_amx_end after. (GCC 11 and clang 12 first know AMX.)
-#if (defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11)
-#define FAST_AMX_KERNEL 1
-#else
-#define FAST_AMX_KERNEL 0
-#endif
-#define FAST_BF16_AMX_PAIRS 16   // pairs of k per tile multiply (a tile row: 64 bytes)
-#define FAST_BF16_AMX_ROWS 16    // rows of A per tile
+// calls fast_bf16_amx_begin before its tiles and fast_bf16_amx_end after. (FAST_AMX_KERNEL: above.)
 void fast_bf16_amx_begin(void);
 void fast_bf16_amx_end(void);
 void fast_bf16_pack_rows_amx(uint32_t* block, const float* first, size_t s_i, int rows, int K, int K2p);

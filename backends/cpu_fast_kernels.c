@@ -1588,6 +1588,17 @@ FAST_INLINE FAST_VNNI_TARGET __m512i packed_quad(const uint8_t* quads, int type,
 // 3.95 -> 3.68; 24 blocks: the same as 16). A prefetch past the matrix's end is harmless (it never faults).
 enum { PACKED_PREFETCH_BLOCKS = 16 };
 
+// One block's float steps for one input row and 16 weight rows, from its exact integer sums (both int8
+// kernels, VNNI and AMX: the same operations in the same order, so the same bits): acc + float(sum) * (d *
+// dx), then Q4_1's acc + m * (dx * sum qx).
+FAST_INLINE FAST_VNNI_TARGET __m512 packed_block_finish(__m512 acc, __m512i sum, __m512 d, __m512 m, const FastInt8Blocks* x,
+                                                        size_t at, int type) {
+    __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(x->scales[at]));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc);
+    if (type == TYPE_Q4_1) { acc = _mm512_fmadd_ps(m, _mm512_set1_ps(x->sums[at]), acc); }
+    return acc;
+}
+
 FAST_INLINE FAST_VNNI_TARGET void packed_tile(float* out, const FastInt8Blocks* x, int t0, const uint8_t* group,
                                               size_t group_bytes, int type, int C, int OC, int G, int TB,
                                               __mmask16 last_mask) {
@@ -1635,10 +1646,7 @@ FAST_INLINE FAST_VNNI_TARGET void packed_tile(float* out, const FastInt8Blocks* 
             __m512 m = type == TYPE_Q4_1 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(block + 32))) : d;
             #pragma GCC unroll 8
             for (int t = 0; t < TB; t++) {
-                size_t at = (size_t)(t0 + t) * n_blocks + b;
-                __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(x->scales[at]));
-                acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[g][t]), scale, acc[g][t]);
-                if (type == TYPE_Q4_1) { acc[g][t] = _mm512_fmadd_ps(m, _mm512_set1_ps(x->sums[at]), acc[g][t]); }
+                acc[g][t] = packed_block_finish(acc[g][t], sum[g][t], d, m, x, (size_t)(t0 + t) * n_blocks + b, type);
             }
         }
     }
@@ -1740,8 +1748,8 @@ static FAST_AMX_INT8_TARGET void amx_int8_configure(int rows) {
 // 2.2 ms against 1.0).
 enum { AMX_INT8_UNPACKED = 16 };
 
-// The float steps of block b of a tile: acc[t] += the block's integer sums (stored from a tile) * (d * dx), and
-// Q4_1's m term (the VNNI kernel's operations in its order).
+// The float steps of block b of a tile, from its integer sums stored from a tile plus the correction (the VNNI
+// kernel's, packed_block_finish).
 FAST_INLINE FAST_AMX_INT8_TARGET void amx_int8_finish(__m512* acc, int32_t sums[16][16], const FastInt8Blocks* x, int t0,
                                                       const uint8_t* block, int b, int n_blocks, int type, int TB) {
     __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)block));
@@ -1750,11 +1758,9 @@ FAST_INLINE FAST_AMX_INT8_TARGET void amx_int8_finish(__m512* acc, int32_t sums[
     for (int t = 0; t < 16; t++) {
         if (t >= TB) { break; }
         size_t at = (size_t)(t0 + t) * n_blocks + b;
-        __m512i sum = _mm512_load_si512(sums[t]);
+        __m512i sum = _mm512_load_si512(sums[t]);   // (Q4_1's correction is 0: fast_int8_block_store)
         if (type != TYPE_Q4_1) { sum = _mm512_add_epi32(sum, _mm512_set1_epi32(x->starts[at])); }
-        __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(x->scales[at]));
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[t]);
-        if (type == TYPE_Q4_1) { acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(x->sums[at]), acc[t]); }
+        acc[t] = packed_block_finish(acc[t], sum, d, m, x, at, type);
     }
 }
 
@@ -1782,6 +1788,7 @@ FAST_INLINE FAST_AMX_INT8_TARGET void amx_int8_tile(float* out, const FastInt8Bl
                     #pragma GCC unroll 8
                     for (int j = 0; j < 8; j++) { _mm512_store_si512(unpacked[u - b][j], packed_quad(stored, type, j)); }
                 }
+                FAST_TILE_FENCE();   // (a tile load's asm names no memory: the stores must be done before it)
             }
             b_tile = unpacked[b % AMX_INT8_UNPACKED][0];
         }

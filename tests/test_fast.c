@@ -276,6 +276,7 @@ static void int8_kernel_exact_cases(const char* kernel) {
 #else
                     if (one_thread) { continue; }
 #endif
+                    for (size_t i = 0; i < (size_t)rows * OC; i++) { got[i] = NAN; }   // (an output not written fails)
                     matmul_forward_fast(got, inp, weight, rows, C, OC);
 #ifdef _OPENMP
                     omp_set_num_threads(threads);

@@ -82,7 +82,7 @@ static const char* VARIANT_LABELS[] = {"fast", "fast VNNI", "fast fp32", "ref", 
 
 static int variant_available(int variant) {
     if (variant == VARIANT_FAST_FP32) { return fast_isa_has_int8(fast_isa_current()); }   // else = fast
-    if (variant == VARIANT_FAST_VNNI) { return fast_int8_amx(); }   // else = fast
+    if (variant == VARIANT_FAST_VNNI) { return fast_int8_amx(); }   // else = fast (and below fast_amx_int8_min_rows)
 #ifdef USE_BLAS
     return 1;
 #else
@@ -301,6 +301,7 @@ int main(int argc, char** argv) {
                 for (int i = 0; i < N_VARIANTS; i++) {
                     int v = round % 2 == 0 ? i : N_VARIANTS - 1 - i;
                     if (!variant_available(v) || (v == VARIANT_REF && round >= REF_ROUNDS)) { continue; }
+                    if (v == VARIANT_FAST_VNNI && Ts[k] < fast_amx_int8_min_rows) { continue; }   // (fast's code)
                     for (int l = 0; l < in->n; l++) {
                         double start = now_seconds();
                         run_variant(v, out, inp, in, l, Ts[k]);
@@ -367,12 +368,14 @@ int main(int argc, char** argv) {
                 double sum = 0;
                 for (int l = 0; l < in->n; l++) { sum += best[v][s][k][l]; }
                 seconds[v][s][k] = variant_available(v) ? sum / in->n : -1;
+                if (v == VARIANT_FAST_VNNI && Ts[k] < fast_amx_int8_min_rows) { seconds[v][s][k] = seconds[VARIANT_FAST][s][k]; }
                 step_sum[v][k] += copies * seconds[v][s][k];
             }
             #define T_OVER_1(v) (seconds[v][s][k] > 0 ? seconds[v][s][k] / seconds[v][s][0] : 0.0)
             printf("%-22s %-5s %3d", SHAPES[s].name, tensor_type_name(in->type), Ts[k]);
             for (int v = 0; v < N_VARIANTS; v++) {
-                if (seconds[v][s][k] > 0) { printf(" %9.1f", seconds[v][s][k] * 1e6); } else { printf(" %9s", "-"); }
+                int same = v == VARIANT_FAST_VNNI && Ts[k] < fast_amx_int8_min_rows;   // the same code as fast
+                if (seconds[v][s][k] > 0 && !same) { printf(" %9.1f", seconds[v][s][k] * 1e6); } else { printf(" %9s", "-"); }
             }
             printf(" %6.1f %7.1f %5.2fx %6.2fx %6.2fx\n",
                    in->stored_bytes / seconds[VARIANT_FAST][s][k] / 1e9,

@@ -1725,8 +1725,11 @@ void fast_matmul_packed_vnni(float* out, const FastInt8Blocks* x, Matrix weight,
 // of 64 bytes: exactly the packed layout, so a Q8_0 block is loaded as stored and a Q4 block after its
 // nibbles are unpacked), and the sums (tile 2, TB rows of 16 int32) are stored and finished by the VNNI
 // kernel's float steps. The integer sums are exact, so every output is the VNNI kernel's bit for bit (the
-// correction added in int32 as there). What it saves: the VNNI kernel spends 8 vpdpbusd per input row and
-// block; here the tile does them and a row costs its float steps.
+// correction added in int32 as there). Blocks alternate between two such sets of tiles (3, 4, 5 the second),
+// so one block's sums are finished while the next block's multiply runs. What it saves: the VNNI kernel
+// spends 8 vpdpbusd per input row and block; here the tile does them and a row costs its float steps (0.9
+// ns a block of 16 weight rows against 2.2), but loading and storing the tiles costs about 12 ns a block
+// whatever the rows, so it pays from about 9 rows (cpu_fast.c, fast_amx_int8_min_rows).
 #define FAST_AMX_INT8_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
 
 static FAST_AMX_INT8_TARGET void amx_int8_configure(int rows) {

@@ -268,8 +268,10 @@ static void matmul_packed(float* const* outs, const float* inp, const Matrix* we
 #else
     (void)int8_activations;
 #endif
-    int private_rows = (long)T * C <= FAST_PRIVATE_QUANTISE, amx = T >= fast_amx_int8_min_rows && fast_int8_amx();
-    (void)amx;
+    int private_rows = (long)T * C <= FAST_PRIVATE_QUANTISE;
+#if FAST_AMX_KERNEL
+    int amx = int8_path && T >= fast_amx_int8_min_rows && fast_int8_amx();
+#endif
     if (int8_path && !private_rows) { fast_int8_blocks_allocate(&shared, T, C); }
     #pragma omp parallel if (work >= PARALLEL_MIN_WORK)
     {
@@ -515,7 +517,8 @@ int fast_amx_kernel = 1;
 #if FAST_X86 && FAST_AMX_KERNEL && defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
-static unsigned int fast_cpu_amx_bits(void) {   // CPUID leaf 7's EDX with the tiles usable, else 0
+// CPUID leaf 7's EDX where the tiles are usable, else 0 (its bit 31 dropped: the cache's "not asked" is negative)
+static unsigned int fast_cpu_amx_bits(void) {
     static int has = -1;   // asked once, as fast_cpu_has_bf16
     int known = __atomic_load_n(&has, __ATOMIC_RELAXED);
     if (known >= 0) { return (unsigned int)known; }

@@ -232,20 +232,6 @@ static void int8_kernel_oracle(float* out, const float* inp, const uint8_t* stor
 // trick must not overflow on it). Where AMX's int8 tiles exist, twice: the VNNI kernel alone, then AMX's
 // from one row on (by default they take calls of fast_amx_int8_min_rows rows or more). Where the machine
 // has no int8 level this test reports that and checks nothing.
-static void int8_kernel_exact_cases(const char* kernel);
-static void test_int8_kernel_exact(void) {
-    if (!int8_path_runs(TYPE_Q4_1 | FAST_PACKED)) { printf("int8 kernel [%s]: no int8 kernel on this level, nothing to check\n", fast_isa_name(fast_isa)); return; }
-    int saved_amx = fast_amx_kernel, saved_min_rows = fast_amx_int8_min_rows, amx_runs = fast_int8_amx();
-    for (int amx = 0; amx <= amx_runs; amx++) {
-        fast_amx_kernel = amx;
-        fast_amx_int8_min_rows = amx ? 1 : saved_min_rows;
-        int8_kernel_exact_cases(amx ? "AMX int8 tiles" : fast_isa_name(fast_isa));
-    }
-    if (!amx_runs && fast_isa == FAST_ISA_AVX512_VNNI) { printf("int8 kernel: no AMX int8 tiles on this machine, the AMX kernel not checked\n"); }
-    fast_amx_kernel = saved_amx;
-    fast_amx_int8_min_rows = saved_min_rows;
-}
-
 static void int8_kernel_exact_cases(const char* kernel) {
     const int shapes[][2] = {{32, 7}, {96, 33}, {576, 150}, {1536, 9}};
     const int types[] = {TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_1};
@@ -291,6 +277,19 @@ static void int8_kernel_exact_cases(const char* kernel) {
         }
     }
     printf("int8 kernel [%s]: %d calls gave the oracle's bits\n", kernel, checked);
+}
+
+static void test_int8_kernel_exact(void) {
+    if (!int8_path_runs(TYPE_Q4_1 | FAST_PACKED)) { printf("int8 kernel [%s]: no int8 kernel on this level, nothing to check\n", fast_isa_name(fast_isa)); return; }
+    int saved_amx = fast_amx_kernel, saved_min_rows = fast_amx_int8_min_rows, amx_runs = fast_int8_amx();
+    for (int amx = 0; amx <= amx_runs; amx++) {
+        fast_amx_kernel = amx;
+        fast_amx_int8_min_rows = amx ? 1 : saved_min_rows;
+        int8_kernel_exact_cases(amx ? "AMX int8 tiles" : fast_isa_name(fast_isa));
+    }
+    if (!amx_runs && fast_isa == FAST_ISA_AVX512_VNNI) { printf("int8 kernel: no AMX int8 tiles on this machine, the AMX kernel not checked\n"); }
+    fast_amx_kernel = saved_amx;
+    fast_amx_int8_min_rows = saved_min_rows;
 }
 
 // Inputs that are not finite: the int8 path hands the call to the fp32 kernels, so infinities and NaNs

@@ -321,15 +321,17 @@ void output_abandon(OutputFile* out) {
 static int output_fail(OutputFile* out, int saved, Error* err) {
     unlink(out->temporary_path);
     error_set(err, "%s: write failed: %s (the previous file, if any, is unchanged)", out->path,
-              saved ? strerror(saved) : "I/O error");
+              saved ? strerror(saved) : "an earlier write to it failed");
     output_release(out);
     return -1;
 }
 
 int output_finish(OutputFile* out, Error* err) {
     if (out->stream == NULL) { return 0; }   // finished already
-    int failed = fflush(out->stream) != 0 || ferror(out->stream);
-    int saved = errno;
+    // (a write that failed earlier left the stream's error flag set, and its errno is long gone: the cause is
+    // named only when this flush is what fails)
+    int flushed = fflush(out->stream) == 0, saved = flushed ? 0 : errno;
+    int failed = !flushed || ferror(out->stream);
     if (!failed && fsync(fileno(out->stream)) != 0 && errno != EINVAL && errno != EROFS) { failed = 1; saved = errno; }
     if (fclose(out->stream) != 0 && !failed) { failed = 1; saved = errno; }
     out->stream = NULL;

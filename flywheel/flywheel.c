@@ -499,6 +499,7 @@ static int record_self_samples(Target* target, int start_token, int n, int lengt
 
 typedef struct {
     int n_records;
+    int n_skipped;          // held-back prompts longer than the context leaves (not measured; said in the summary)
     Record** records;       // (n_records) the target's greedy outputs for the held-back prompts
     Trainer evaluator;      // a copy of the served weights and its own workspace (never stepped)
     int depth;              // the serving depth
@@ -649,6 +650,11 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
         fprintf(f, "hot swaps: %d, switch time mean %.3f ms, max %.3f ms\n", source->swaps,
                 source->swaps ? 1e3 * source->swap_seconds / source->swaps : 0.0, 1e3 * source->swap_seconds_max);
     }
+    if (held_back->n_skipped > 0) {
+        fprintf(f, "held-back: %d of %d requests skipped (prompt longer than the %d tokens the context leaves)%s\n",
+                held_back->n_skipped, held_back->n_skipped + held_back->n_records, room,
+                held_back->n_records == 0 ? "; no held-back measurement" : "");
+    }
     if (held_back->n_points > 0) {
         int last = held_back->n_points - 1;
         fprintf(f, "held-back: %d requests never served or trained on, greedy chains of depth %d, the served draft frozen: "
@@ -721,7 +727,9 @@ int replay_run(const Options* o) {
         }
         // the held-back set leaves the stream before anything is served
         n_held = o->eval_every > 0 ? o->eval_requests : 0;
-        if (n_held > 0 && n_held >= traffic.n_requests) {
+        if (traffic.n_requests == 0) {
+            n_held = 0;   // (nothing to hold back: "no requests to replay" below)
+        } else if (n_held > 0 && n_held >= traffic.n_requests) {
             error_set(&err, "--eval-requests %d: the stream has only %d requests; expected fewer", n_held, traffic.n_requests);
             status = 1;
         } else if (n_held > 0) {
@@ -771,9 +779,13 @@ int replay_run(const Options* o) {
     memset(&held_back, 0, sizeof(held_back));
     if (n_held > 0 && kind != DRAFT_NONE && kind != DRAFT_SUFFIX) { // the target's outputs for the held-back prompts, once
         held_back.records = callocCheck((size_t)n_held, sizeof(Record*));
-        int skipped;
-        held_back.n_records = record_greedy_outputs(&target, held, n_held, o->max_new, room, held_back.records, &skipped,
-                                                    o->quiet ? NULL : "held-back set: the target's outputs");
+        held_back.n_records = record_greedy_outputs(&target, held, n_held, o->max_new, room, held_back.records,
+                                                    &held_back.n_skipped, o->quiet ? NULL : "held-back set: the target's outputs");
+        if (held_back.n_skipped > 0) {   // (a warning, not only a summary line: the evaluation asked for is smaller or none)
+            fprintf(stderr, "warning: held-back set: %d of its %d requests skipped (prompt longer than the %d tokens the "
+                    "context leaves after --max-new %d and a tree)%s\n", held_back.n_skipped, n_held, room, o->max_new,
+                    held_back.n_records == 0 ? "; no held-back measurement" : "");
+        }
         TrainerSettings measure = o->train;   // the measure is the same whatever the trainer's precision: fp32
         measure.bf16_products = 0;
         trainer_init(&held_back.evaluator, &draft, &target, measure);

@@ -481,6 +481,19 @@ grep -q "requests 2 served, 1 skipped" "$work/skip/summary.txt" && pass || fail 
 grep -q "domain b" "$work/skip/summary.txt" && fail "a domain with only skipped requests appears in the means" || pass
 expect_error "nothing can be served" "none of the" "$AURORA" replay -m "$model" --traffic "$work/skip.jsonl" --domain b \
     --context 128 --max-new 8 --no-spec --out "$work/skip_all"
+# a held-back request whose prompt does not fit is said, not dropped in silence (the stream's middle request,
+# the long one, is the held-back set of one)
+printf '{"domain": "a", "prompt": "short one"}\n{"domain": "a", "prompt": "%s"}\n{"domain": "a", "prompt": "short two"}\n' \
+    "$long_text" > "$work/held.jsonl"
+expect_ok "replay with an overlong held-back prompt" "$AURORA" replay -m "$model" --traffic "$work/held.jsonl" --order ordered \
+    --context 128 --max-new 8 --static random --eval-every 1 --eval-requests 1 --out "$work/skip_held"
+grep -q "warning: held-back set: 1 of its 1 requests skipped .*; no held-back measurement" "$work/err" && pass ||
+    fail "the skipped held-back request is not said: $(cat "$work/err")"
+grep -q "^held-back: 1 of 1 requests skipped" "$work/skip_held/summary.txt" && pass ||
+    fail "the summary does not say the held-back request was skipped: $(cat "$work/skip_held/summary.txt")"
+# --from past the stream's end with a held-back set asked for: the stream is empty, said as such
+expect_error "--from past the end, with --eval-every" "no requests to replay" "$AURORA" replay -m "$model" --traffic "$work/skip.jsonl" \
+    --from 3 --static random --eval-every 1 --out "$work/x"
 # flags that would be accepted and then not used are refused
 expect_error "speculation flags without --draft" "needs --draft" "$AURORA" generate -m "$model" -p hi --hybrid --spec-k 3
 expect_error "--backend against --device" "disagrees with --device cuda" "$AURORA" generate -m "$model" -p hi --device cuda --backend ref

@@ -103,6 +103,30 @@ static void test_atomic_outputs(void) {
     snprintf(temporary, sizeof(temporary), "%s.tmp.%d", path, (int)child);
     check(access(temporary, F_OK) != 0, "no temporary file is left behind");
 
+    // a write that failed mid-file and was flushed away (a streamed output flushes after each row: glibc then
+    // drops the buffer, and the final flush succeeds with errno long since changed) is reported as a failed
+    // write, not with whatever errno the program last left (it once read "Interrupted system call")
+    child = fork();
+    if (child == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit limit = {4, 4};
+        setrlimit(RLIMIT_FSIZE, &limit);
+        OutputFile streamed;
+        Error child_err;
+        if (output_open(&streamed, path, &child_err) != 0) { _exit(2); }
+        fputs("more than four bytes", streamed.stream);
+        fflush(streamed.stream);   // fails: the row is lost, the stream's error flag set
+        errno = EINTR;             // what a later, unrelated call leaves
+        int failed = output_commit(&streamed, &child_err) != 0;
+        _exit(failed && strstr(child_err.message, "write failed") && !strstr(child_err.message, strerror(EINTR)) ? 0 : 1);
+    }
+    waitpid(child, &status, 0);
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "a write that failed before the commit must be reported as a failed write, not by a stale errno");
+    text = read_all(path, &n);
+    check(text && n == 12 && memcmp(text, "old contents", 12) == 0, "the old file survives a failed streamed write");
+    free(text);
+
     // output_abandon leaves the target alone
     OutputFile out;
     check(output_open(&out, path, &err) == 0, "output_open");

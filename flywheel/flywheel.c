@@ -284,11 +284,30 @@ static void flywheel_gap(Flywheel* flywheel, double seconds) {
 }
 
 // Stops training (the step in progress finishes), then joins the thread.
+// A run that ended before its trainer's first step (a threaded run of a few short requests, whose serving
+// finished before the thread took a record; training in the gaps with gaps too short for a step) has
+// trained on none of what it served: it takes that one step now, on what was recorded, and publishes it, so
+// that --save-draft writes a trained draft and the last held-back measurement sees it. Not after a step, a
+// rejected step (the records' own fault: replay reports it), or a stop request (training ends then).
+static void flywheel_train_untrained(Flywheel* flywheel) {
+    if (flywheel->trainer.step > 0 || flywheel->trainer.rejected_updates > 0 || stop_requested()) { return; }
+    flywheel_take_records(flywheel, 0);
+    if (flywheel->pool_count == 0) { return; }
+    flywheel_train_step(flywheel);
+    if (flywheel->trainer.step > 0 && flywheel->trainer.step % flywheel->sync_every != 0) {   // (else published)
+        int version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena,
+                                              flywheel->trainer.draft.d2t);
+        flywheel_report(flywheel, NULL, version);
+    }
+}
+
 static void flywheel_stop(Flywheel* flywheel) {
     __atomic_store_n(&flywheel->stopping, 1, __ATOMIC_RELEASE);
     record_buffer_close(flywheel->records);
+    int trains_alone = flywheel->thread_started || flywheel->in_gaps;   // (lockstep trains its last round itself)
     if (flywheel->thread_started) { pthread_join(flywheel->thread, NULL); }
     flywheel->thread_started = 0;
+    if (trains_alone) { flywheel_train_untrained(flywheel); }
 }
 
 static void flywheel_free(Flywheel* flywheel) {
@@ -868,8 +887,11 @@ int replay_run(const Options* o) {
     // exits at once, and the final held-back measurement below takes a while)
     int wrote_draft = 0;
     if (online && o->save_draft && flywheel.trainer.step == 0) {
-        // (as train: an interrupt before any step must not replace an earlier result with the initial draft)
-        fprintf(stderr, "nothing trained (0 optimiser steps): %s not written\n", o->save_draft);
+        // (as train: an interrupt before any step must not replace an earlier result with the initial draft;
+        // without one, nothing trained is an error: nothing served, every step rejected, or no training thread)
+        fprintf(stderr, "%snothing trained (0 optimiser steps, %ld rejected): %s not written\n",
+                stop_requested() ? "" : "error: ", flywheel.trainer.rejected_updates, o->save_draft);
+        if (!stop_requested()) { status = 1; }
     } else if (online && o->save_draft) {
         if (draft_save(&flywheel.trainer.draft, o->save_draft, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
         else { wrote_draft = 1; }

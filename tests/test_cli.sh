@@ -532,7 +532,7 @@ rm -f "$work/interrupted_model.gguf"
 cp "$work/online.gguf" "$work/kept.gguf"
 expect_error "nothing served, online" "none of the" "$AURORA" replay -m "$model" --traffic "$work/skip.jsonl" --domain b \
     --context 128 --max-new 8 --sync-schedule 1 --save-draft "$work/kept.gguf" --out "$work/skip_all_online"
-grep -q "nothing trained (0 optimiser steps): .*kept.gguf not written" "$work/err" && cmp -s "$work/online.gguf" "$work/kept.gguf" &&
+grep -q "nothing trained (0 optimiser steps, 0 rejected): .*kept.gguf not written" "$work/err" && cmp -s "$work/online.gguf" "$work/kept.gguf" &&
     pass || fail "a run that trained nothing replaced --save-draft's file: $(cat "$work/err")"
 expect_error "--max-new beyond the context" "--max-new 65536 does not fit" "$AURORA" replay -m "$model" --traffic "$traffic" \
     --max-new 65536 --no-spec --out "$work/x"

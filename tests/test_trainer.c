@@ -1263,6 +1263,50 @@ static void test_hot_swap(DraftKind kind, int in_gaps) {
 // recorded at 1 s a row no step fits (nor after one short step joins them), so four gaps run none, the
 // batch drawn for them stays the next one, and the fifth gap (after GAP_STARVED gaps without a step) runs
 // exactly one.
+// A run that ends before its trainer's first step takes that step when it stops, and publishes it (a threaded
+// run of a few short requests could end before its thread took a record: replay then wrote no --save-draft,
+// and said so with exit status 0). Training in the gaps (no thread) with no gap long enough: the same.
+static void test_untrained_at_stop(void) {
+    Target target;
+    load_tiny_target(&target, 2, 35);
+    Draft draft;
+    draft_init_random(&draft, &target, 150, NULL, 4);
+    Flywheel flywheel;
+    flywheel_start(&flywheel, &draft, &target, trainer_default_settings(), 64, 4, 1, 0, 8, 1, 1, 1);   // in the gaps
+    flywheel_stop(&flywheel);   // nothing recorded: nothing to train on, no step
+    check(flywheel.trainer.step == 0, "a stop with nothing recorded took %d steps (expected 0)", flywheel.trainer.step);
+    flywheel_free(&flywheel);
+    flywheel_start(&flywheel, &draft, &target, trainer_default_settings(), 64, 4, 1, 0, 8, 1, 1, 1);
+    DraftSource source;
+    draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, &draft, &target);
+    SamplerSettings greedy = {0.0f, 1.0f};
+    for (int r = 0; r < 2; r++) {   // two requests served, no gap
+        int prompt[8], out[12];
+        for (int i = 0; i < 8; i++) { prompt[i] = 5 + 13 * r + i; }
+        SpecStats stats;
+        Record* record = record_new(target.config.dim, 1);
+        generate_speculative(&target, &source, prompt, 8, 12, greedy, 0, out, &stats, NULL, NULL, record);
+        record_buffer_push(flywheel.records, record);
+    }
+    check(flywheel.trainer.step == 0, "no gap ran, yet %d steps were taken", flywheel.trainer.step);
+    flywheel_stop(&flywheel);
+    int version = 0;
+    const int32_t* ids = NULL;
+    float* weights = weight_exchange_take(flywheel.exchange, 0, &version, &ids);
+    check(flywheel.trainer.step == 1 && flywheel.records_taken == 2,
+          "a stop after two requests and no step: %d steps on %ld records (expected 1 on 2)", flywheel.trainer.step,
+          flywheel.records_taken);
+    check(weights != NULL && version == 1 && memcmp(weights, flywheel.trainer.draft.weight_arena,
+                                                    draft.n_weight_floats * sizeof(float)) == 0,
+          "the step taken at the stop is published (version %d; expected 1, the trainer's weights)", version);
+    flywheel_stop(&flywheel);   // (again, as flywheel_free does: no second step)
+    check(flywheel.trainer.step == 1, "a second stop took another step (%d)", flywheel.trainer.step);
+    draft_source_free(&source);
+    flywheel_free(&flywheel);
+    draft_free(&draft);
+    target_free(&target);
+}
+
 static void test_gap_fit(void) {
     Target target;
     load_tiny_target(&target, 2, 33);
@@ -1350,6 +1394,7 @@ int main(int argc, char** argv) {
     test_hot_swap(DRAFT_HYBRID, 0);
     test_hot_swap(DRAFT_EAGLE, 1);
     test_gap_fit();
+    test_untrained_at_stop();
     test_lockstep_takes_all();
     test_pool_new_first();
     test_gap_batch_pool_wrap();

@@ -283,7 +283,6 @@ static void flywheel_gap(Flywheel* flywheel, double seconds) {
     flywheel->gaps++;
 }
 
-// Stops training (the step in progress finishes), then joins the thread.
 // A run that ended before its trainer's first step (a threaded run of a few short requests, whose serving
 // finished before the thread took a record; training in the gaps with gaps too short for a step) has
 // trained on none of what it served: it takes that one step now, on what was recorded, and publishes it, so
@@ -301,6 +300,8 @@ static void flywheel_train_untrained(Flywheel* flywheel) {
     }
 }
 
+// Stops training (the step in progress finishes), then joins the thread; a run that trained nothing takes its
+// one step here (flywheel_train_untrained).
 static void flywheel_stop(Flywheel* flywheel) {
     __atomic_store_n(&flywheel->stopping, 1, __ATOMIC_RELEASE);
     record_buffer_close(flywheel->records);

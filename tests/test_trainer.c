@@ -1257,12 +1257,20 @@ static void test_hot_swap(DraftKind kind, int in_gaps) {
     target_free(&target);
 }
 
-// ---- training in the gaps: a step starts only where it is expected to fit -----------------------------
-// Deterministic whatever the machine's speed: with no step measured yet a 50 ms gap runs at least one;
-// the estimate is the batch's rows at the history's seconds per row (checked by hand); with the last steps
-// recorded at 1 s a row no step fits (nor after one short step joins them), so four gaps run none, the
-// batch drawn for them stays the next one, and the fifth gap (after GAP_STARVED gaps without a step) runs
-// exactly one.
+// n requests of 8 prompt tokens (token base + stride * r + i) served greedily by the source, each recorded
+// and pushed to the flywheel's buffer, as serving does
+static void serve_recorded(Flywheel* flywheel, Target* target, DraftSource* source, int n, int base, int stride) {
+    SamplerSettings greedy = {0.0f, 1.0f};
+    for (int r = 0; r < n; r++) {
+        int prompt[8], out[12];
+        for (int i = 0; i < 8; i++) { prompt[i] = base + stride * r + i; }
+        SpecStats stats;
+        Record* record = record_new(target->config.dim, 1);
+        generate_speculative(target, source, prompt, 8, 12, greedy, 0, out, &stats, NULL, NULL, record);
+        record_buffer_push(flywheel->records, record);
+    }
+}
+
 // A run that ends before its trainer's first step takes that step when it stops, and publishes it (a threaded
 // run of a few short requests could end before its thread took a record: replay then wrote no --save-draft,
 // and said so with exit status 0). Training in the gaps (no thread) with no gap long enough: the same.
@@ -1279,15 +1287,7 @@ static void test_untrained_at_stop(void) {
     flywheel_start(&flywheel, &draft, &target, trainer_default_settings(), 64, 4, 1, 0, 8, 1, 1, 1);
     DraftSource source;
     draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, &draft, &target);
-    SamplerSettings greedy = {0.0f, 1.0f};
-    for (int r = 0; r < 2; r++) {   // two requests served, no gap
-        int prompt[8], out[12];
-        for (int i = 0; i < 8; i++) { prompt[i] = 5 + 13 * r + i; }
-        SpecStats stats;
-        Record* record = record_new(target.config.dim, 1);
-        generate_speculative(&target, &source, prompt, 8, 12, greedy, 0, out, &stats, NULL, NULL, record);
-        record_buffer_push(flywheel.records, record);
-    }
+    serve_recorded(&flywheel, &target, &source, 2, 5, 13);   // two requests served, no gap
     check(flywheel.trainer.step == 0, "no gap ran, yet %d steps were taken", flywheel.trainer.step);
     flywheel_stop(&flywheel);
     int version = 0;
@@ -1307,6 +1307,12 @@ static void test_untrained_at_stop(void) {
     target_free(&target);
 }
 
+// ---- training in the gaps: a step starts only where it is expected to fit -----------------------------
+// Deterministic whatever the machine's speed: with no step measured yet a 50 ms gap runs at least one;
+// the estimate is the batch's rows at the history's seconds per row (checked by hand); with the last steps
+// recorded at 1 s a row no step fits (nor after one short step joins them), so four gaps run none, the
+// batch drawn for them stays the next one, and the fifth gap (after GAP_STARVED gaps without a step) runs
+// exactly one.
 static void test_gap_fit(void) {
     Target target;
     load_tiny_target(&target, 2, 33);
@@ -1316,15 +1322,7 @@ static void test_gap_fit(void) {
     flywheel_start(&flywheel, &draft, &target, trainer_default_settings(), 64, 1, 1, 0, 8, 1, 1, 1);
     DraftSource source;
     draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, &draft, &target);
-    SamplerSettings greedy = {0.0f, 1.0f};
-    for (int r = 0; r < 3; r++) {
-        int prompt[8], out[12];
-        for (int i = 0; i < 8; i++) { prompt[i] = 3 + 17 * r + i; }
-        SpecStats stats;
-        Record* record = record_new(target.config.dim, 1);
-        generate_speculative(&target, &source, prompt, 8, 12, greedy, 0, out, &stats, NULL, NULL, record);
-        record_buffer_push(flywheel.records, record);
-    }
+    serve_recorded(&flywheel, &target, &source, 3, 3, 17);
     flywheel_gap(&flywheel, 0.05);
     long first = flywheel.gap_steps;
     check(first >= 1, "gap fit: a 50 ms gap with no step measured yet ran %ld steps (expected at least one)", first);

@@ -123,6 +123,9 @@ static const Flag FLAGS[] = {
     {"context", NULL, "--context", FLAG_INT, "N", 1, 1 << 20, NULL, OPTION(context),
      "KV cache slots (absent: the model's context, at most 4096)"},
     {"batch", NULL, "--batch", FLAG_INT, "N", 1, 1 << 16, NULL, OPTION(batch), "most tokens per forward call (prefill chunk)"},
+    {"parallel", NULL, "--parallel", FLAG_INT, "N", 1, 256, NULL, OPTION(parallel),
+     "prompts whose target outputs are recorded at once, each in its own slots of the context (train's data, replay's "
+     "held-back set; the records are the same for any N); train --self-samples raises the context to hold N samples"},
     // speculative decoding
     {"draft", NULL, "--draft", FLAG_TEXT, "SOURCE", 0, 0, NULL, OPTION(draft),
      "speculative decoding from DRAFT (an EAGLE-3 draft: our GGUF, llama.cpp's eagle3 GGUF or a SpecForge "
@@ -1084,7 +1087,7 @@ static const Command COMMANDS[] = {
      "eval-requests lr warmup adam-beta2 clip "
      "ttt-length loss prompt-weight feature-weight train-precision context-window freeze-head adapt-vocab discard-weight discard-top-k source "
      "spec-k spec-depth "
-     "spec-nodes spec-fixed temp top-p seed draft-vocab context batch device backend",
+     "spec-nodes spec-fixed temp top-p seed draft-vocab context batch parallel device backend",
      "model traffic", 0, 0, NULL, run_defaults, command_replay},
     {"train", "train -m MODEL (--traffic FILE | --self-samples N) -o DRAFT.gguf [options]",
      "train a draft offline on the target's outputs",
@@ -1095,7 +1098,7 @@ static const Command COMMANDS[] = {
      "model traffic out domain requests self-samples sample-length temp max-new epochs draft-init lr warmup lr-schedule adam-beta2 clip "
      "ttt-length "
      "loss prompt-weight feature-weight train-precision context-window freeze-head adapt-vocab batch-requests seed draft-vocab context batch "
-     "device backend",
+     "parallel device backend",
      "model out", 0, 0, NULL, train_defaults, command_train},
     {"dump", "dump -m MODEL -p PROMPT -o DUMP.safetensors [--draft DRAFT] [options]",
      "write every named intermediate of a request (draft, verify pass, acceptance, a trainer step) to one file",

@@ -376,6 +376,10 @@ enum { PARALLEL_MIN_WORK = 1 << 16 };
 typedef struct { size_t slot_stride, head_stride; } CacheLayout;
 static inline CacheLayout cache_by_slot(int NKV, int HS) { CacheLayout l = {(size_t)NKV * HS, (size_t)HS}; return l; }
 static inline CacheLayout cache_by_head(int S, int HS) { CacheLayout l = {(size_t)HS, (size_t)S * HS}; return l; }
+// Several sequences in one forward call, each with its own slots of the cache: rows [row, row + n) of the call
+// continue the sequence whose slots start at `base`; they are its slots [n_past, n_past + n) from there and
+// see only its slots (target_forward_spans, Backend.attention_forward_spans).
+typedef struct { int row, n, base, n_past; } SequenceSpan;
 
 // ----------------------------------------------------------------------------
 // CPU reference ops (cpu_ref.c). Arguments: outputs, inputs, weights, dimensions. Every backend has
@@ -507,6 +511,13 @@ typedef struct {
     void (*rope_forward)(float* out, const float* inp, const int* positions, int T, int n_heads, int HS, float theta);
     void (*attention_forward)(float* out, const float* q, const float* key_cache, const float* value_cache,
                               const uint8_t* mask, int T, int P, int NH, int NKV, int HS, CacheLayout layout);
+    // attention_forward over several sequences' spans of rows in one call (each span's mask, (n, n_past + n),
+    // one after another from mask; its slots from its base, in the layout's slot stride; spans: host memory):
+    // the same bits as a call per span. Optional: NULL makes backend_attention_spans call attention_forward
+    // per span.
+    void (*attention_forward_spans)(float* out, const float* q, const float* key_cache, const float* value_cache,
+                                    const uint8_t* mask, const SequenceSpan* spans, int n_spans, int NH, int NKV, int HS,
+                                    CacheLayout layout);
     // The most cache slots P one attention_forward call takes at head size HS (the CUDA table keeps a row's
     // scores in shared memory); NULL: no limit. target_load refuses a longer context.
     int (*attention_max_slots)(int HS);
@@ -567,6 +578,11 @@ int fast_int8_amx(void);   // 1 where AMX's int8 tiles run the packed int8 matmu
 // One line for reports: the table's name, what it runs on (the fast tables: the instruction set and the
 // activations' arithmetic) and the OpenMP threads.
 void backend_describe(const Backend* backend, char* text, size_t size);
+// Attention over several sequences' spans (Backend.attention_forward_spans): the table's op where it has one,
+// else attention_forward per span (the same bits).
+void backend_attention_spans(const Backend* backend, float* out, const float* q, const float* key_cache,
+                             const float* value_cache, const uint8_t* mask, const SequenceSpan* spans, int n_spans, int NH,
+                             int NKV, int HS, CacheLayout layout);
 // outs[i] = inp @ weights[i]^T, (T, OCs[i]), for n weights of one input (T, C): the table's
 // matmul_forward_shared where it has one, else n matmul_forward calls (the same bits).
 void backend_matmuls(const Backend* backend, float* const* outs, const float* inp, const Matrix* weights,
@@ -608,6 +624,9 @@ void matmul_backward_fast_bf16(float* dinp, float* dweight, const float* dout, c
                                int T, int C, int OC);
 void attention_forward_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
                             const uint8_t* mask, int T, int P, int NH, int NKV, int HS, CacheLayout layout);
+void attention_forward_spans_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
+                                  const uint8_t* mask, const SequenceSpan* spans, int n_spans, int NH, int NKV, int HS,
+                                  CacheLayout layout);
 // attention_backward_cpu's gradients bit for bit (its sums in register tiles)
 void attention_backward_fast(float* dq, float* dkeys, float* dvalues, const float* dout, const float* q,
                              const float* keys, const float* values, const uint8_t* mask, int T, int P, int NH, int NKV,
@@ -816,6 +835,17 @@ void target_forward(Target* target, const int* tokens, const int* positions, con
 // Leaves the logits of the last token in host.logits row 0. When features / hidden (host) are not NULL,
 // they receive every token's features g (n, 3C) and final hidden state h (n, C).
 void target_prefill(Target* target, const int* tokens, int n, int n_past, float* features, float* hidden);
+
+// Several sequences in one call (record_batch: the target's outputs for many prompts at once). The cache
+// holds each sequence in its own slots [base, base + its length); a span (SequenceSpan) is the rows of the
+// call that continue one of them. The rows' arithmetic is the same as in a call of their span alone (each op's rows are
+// independent; attention reads one span's slots), so a sequence's tokens, states and logits do not depend
+// on what runs beside it. Spans cover rows [0, T) in order; mask, when not NULL, is each span's
+// (n, n_past + n) mask one after another (NULL: causal in each). target_forward is one span at base 0.
+void target_forward_spans(Target* target, const int* tokens, const int* positions, const uint8_t* mask,
+                          const SequenceSpan* spans, int n_spans, int all_logits);
+// target_prefill of a sequence whose slots start at base.
+void target_prefill_span(Target* target, int base, const int* tokens, int n, int n_past, float* features, float* hidden);
 // Keeps only the accepted path in the cache: slot slots[i] (host) moves to slot destination + i.
 void target_compact(Target* target, const int* slots, int n, int destination);
 
@@ -1842,7 +1872,7 @@ enum { ADAPTIVE_DEFAULT_K = 4, ADAPTIVE_DEFAULT_DEPTH = 8, ADAPTIVE_DEFAULT_NODE
 // and train's KV cache, tokens per request and training pool; the most records per optimiser step.
 enum {
     DEFAULT_BATCH_TOKENS = 256, DEFAULT_SPEC_DEPTH = 5,
-    REPLAY_DEFAULT_CONTEXT = 2048, REPLAY_DEFAULT_MAX_NEW = 32, REPLAY_DEFAULT_POOL = 64, FLYWHEEL_MAX_BATCH = 64,
+    REPLAY_DEFAULT_CONTEXT = 2048, RECORD_DEFAULT_PARALLEL = 16, REPLAY_DEFAULT_MAX_NEW = 32, REPLAY_DEFAULT_POOL = 64, FLYWHEEL_MAX_BATCH = 64,
     REPLAY_DEFAULT_EVAL_REQUESTS = 16,
 };
 // replay's and train's warm start (--draft-init): the study's best (docs/learning-study.md)
@@ -1870,6 +1900,7 @@ typedef struct {
     const char* backend_name;   // --backend fast|fast-exact|blas|ref|cuda; resolved: backend_by_name's name
     int context;                // KV cache slots (0: the model's context, capped)
     int batch;                  // most tokens per forward call
+    int parallel;               // train, and replay's held-back set: prompts whose outputs are recorded at once
     // speculative decoding
     const char* draft;          // generate --draft SOURCE; replay/train: the draft a run starts from (derived)
     TreeShape shape;            // 0s until resolved (options_resolve_shape): the fixed shape, or adaptive's largest

@@ -112,6 +112,23 @@ void backend_matmuls(const Backend* backend, float* const* outs, const float* in
     for (int i = 0; i < n; i++) { backend->matmul_forward(outs[i], inp, weights[i], T, C, OCs[i]); }
 }
 
+void backend_attention_spans(const Backend* backend, float* out, const float* q, const float* key_cache,
+                             const float* value_cache, const uint8_t* mask, const SequenceSpan* spans, int n_spans, int NH,
+                             int NKV, int HS, CacheLayout layout) {
+    if (backend->attention_forward_spans != NULL && n_spans > 1) {   // (one span: the op made for it)
+        backend->attention_forward_spans(out, q, key_cache, value_cache, mask, spans, n_spans, NH, NKV, HS, layout);
+        return;
+    }
+    size_t mask_offset = 0, QD = (size_t)NH * HS;
+    for (int i = 0; i < n_spans; i++) {
+        const SequenceSpan* s = &spans[i];
+        size_t base = (size_t)s->base * layout.slot_stride;
+        backend->attention_forward(out + s->row * QD, q + s->row * QD, key_cache + base, value_cache + base,
+                                   mask + mask_offset, s->n, s->n_past + s->n, NH, NKV, HS, layout);
+        mask_offset += (size_t)s->n * (s->n_past + s->n);
+    }
+}
+
 void backend_describe(const Backend* backend, char* text, size_t size) {
     int threads = 1;
 #ifdef _OPENMP

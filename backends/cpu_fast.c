@@ -346,6 +346,65 @@ static void attention_item_portable(const AttentionItem* item) {
 
 enum { FAST_ATTENTION_MIN_ITEMS = 8 };
 
+// Runs the items of several spans' attention in one parallel region: span s's rows [row, row + n) see its
+// cache slots from base (its mask at mask_offsets[s]); each key/value head's queries of a span in chunks of
+// chunk_rows rows, each chunk cut into `splits` items by query head. Each query's arithmetic is the same
+// whichever items, spans and calls it is in.
+static void attention_run_spans(float* out, const float* q, const float* key_cache, const float* value_cache,
+                                const uint8_t* mask, const SequenceSpan* spans, const size_t* mask_offsets, int n_spans,
+                                int NH, int NKV, int HS, CacheLayout layout, int chunk_rows, int splits, int lane_groups,
+                                int isa, int parallel) {
+    int heads = NH / NKV / splits, QD = NH * HS, max_P = 1;
+    int* first_item = mallocCheck((size_t)(n_spans + 1) * sizeof(int));   // span s's items: [first_item[s], first_item[s + 1])
+    first_item[0] = 0;
+    for (int s = 0; s < n_spans; s++) {
+        int n_chunks = (spans[s].n + chunk_rows - 1) / chunk_rows, P = spans[s].n_past + spans[s].n;
+        first_item[s + 1] = first_item[s] + NKV * n_chunks * splits;
+        if (P > max_P) { max_P = P; }
+    }
+    int n_items = first_item[n_spans];
+    (void)parallel;   // (without OpenMP)
+    #pragma omp parallel if (parallel)
+    {
+        // per thread: scores, then weights, of one item's queries (chunk_rows * heads, P; AVX-512: at least 16),
+        // and each query's maximum and sum (sized so too: a pass cut into few chunks has items of more than
+        // FAST_QUERY_ROWS rows, and arrays of FAST_QUERY_ROWS * FAST_MAX_GROUP on the stack overflowed for a
+        // group of 32 query heads at 100 rows on two threads)
+        int item_queries = chunk_rows * heads > 16 ? chunk_rows * heads : 16;
+        float* scores = mallocCheck((size_t)item_queries * max_P * sizeof(float));
+        uint16_t* lanes = lane_groups ? mallocCheck((size_t)max_P * sizeof(uint16_t)) : NULL;
+        float* max_scores = mallocCheck((size_t)item_queries * sizeof(float));
+        float* sums = mallocCheck((size_t)item_queries * sizeof(float));
+        int s = 0;   // the span of this thread's last item (items are handed out in increasing order)
+        #pragma omp for schedule(dynamic, 1)
+        for (int index = 0; index < n_items; index++) {
+            while (index >= first_item[s + 1]) { s++; }
+            const SequenceSpan* span = &spans[s];
+            size_t base = (size_t)span->base * layout.slot_stride;
+            // chunk-major within a span: every key/value head's first (whole) chunks before the last (partial)
+            // ones, so the dynamic schedule hands out the larger items first
+            int local = index - first_item[s];
+            int t0 = local / (NKV * splits) * chunk_rows, kv_head = local / splits % NKV;
+            int h0 = local % splits * heads;
+            AttentionItem item = attention_item(out + (size_t)span->row * QD, q + (size_t)span->row * QD, key_cache + base,
+                                                value_cache + base, layout, mask + mask_offsets[s], span->n,
+                                                span->n_past + span->n, NH, NKV, HS, kv_head, t0, chunk_rows, h0, heads,
+                                                scores, max_scores, sums, lanes);
+#if FAST_X86
+            if (isa >= FAST_ISA_AVX512) { fast_attention_item_avx512(&item); }
+            else if (isa == FAST_ISA_AVX2) { fast_attention_item_avx2(&item); }
+            else
+#endif
+            { (void)isa; attention_item_portable(&item); }
+        }
+        free(lanes);
+        free(scores);
+        free(max_scores);
+        free(sums);
+    }
+    free(first_item);
+}
+
 void attention_forward_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
                             const uint8_t* mask, int T, int P, int NH, int NKV, int HS, CacheLayout layout) {
     // out, q: (T, NH*HS); key_cache, value_cache: P slots laid out as `layout`; mask: (T, P)
@@ -387,39 +446,38 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
     } else if (few_items && (T < chunk_rows ? T : chunk_rows) * group <= FAST_FEW_QUERIES) {
         splits = group;
     }
-    int heads = group / splits;
-    int n_items = NKV * n_chunks * splits;
-    #pragma omp parallel if ((long)T * P * NH * HS >= PARALLEL_MIN_WORK)
-    {
-        // per thread: scores, then weights, of one item's queries (chunk_rows * heads, P; AVX-512: at least 16),
-        // and each query's maximum and sum (sized so too: a pass cut into few chunks has items of more than
-        // FAST_QUERY_ROWS rows, and arrays of FAST_QUERY_ROWS * FAST_MAX_GROUP on the stack overflowed for a
-        // group of 32 query heads at 100 rows on two threads)
-        int item_queries = chunk_rows * heads > 16 ? chunk_rows * heads : 16;
-        float* scores = mallocCheck((size_t)item_queries * (P > 0 ? P : 1) * sizeof(float));
-        uint16_t* lanes = lane_groups ? mallocCheck((size_t)(P > 0 ? P : 1) * sizeof(uint16_t)) : NULL;
-        float* max_scores = mallocCheck((size_t)item_queries * sizeof(float));
-        float* sums = mallocCheck((size_t)item_queries * sizeof(float));
-        #pragma omp for schedule(dynamic, 1)
-        for (int index = 0; index < n_items; index++) {
-            // chunk-major: every key/value head's first (whole) chunks before the last (partial) ones, so the
-            // dynamic schedule hands out the larger items first
-            int t0 = index / (NKV * splits) * chunk_rows, kv_head = index / splits % NKV;
-            int h0 = index % splits * heads;
-            AttentionItem item = attention_item(out, q, key_cache, value_cache, layout, mask, T, P, NH, NKV, HS, kv_head,
-                                                t0, chunk_rows, h0, heads, scores, max_scores, sums, lanes);
-#if FAST_X86
-            if (isa >= FAST_ISA_AVX512) { fast_attention_item_avx512(&item); }
-            else if (isa == FAST_ISA_AVX2) { fast_attention_item_avx2(&item); }
-            else
-#endif
-            { (void)isa; attention_item_portable(&item); }
-        }
-        free(lanes);
-        free(scores);
-        free(max_scores);
-        free(sums);
+    SequenceSpan span = {0, T, 0, P - T};
+    size_t mask_offset = 0;
+    attention_run_spans(out, q, key_cache, value_cache, mask, &span, &mask_offset, 1, NH, NKV, HS, layout, chunk_rows,
+                        splits, lane_groups, isa, (long)T * P * NH * HS >= PARALLEL_MIN_WORK);
+}
+
+// Several sequences' rows at once (Backend.attention_forward_spans): a decode step of many sequences is
+// many one-row spans, each too little work to share among the threads alone, so all their items are shared in
+// one region. Chunks as attention_forward_fast's when the items are many (no span is cut by query head).
+void attention_forward_spans_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
+                                  const uint8_t* mask, const SequenceSpan* spans, int n_spans, int NH, int NKV, int HS,
+                                  CacheLayout layout) {
+    int group = NH / NKV;
+    if (group > FAST_MAX_GROUP) {
+        fprintf(stderr, "error: attention_forward_spans_fast: %d query heads per key/value head (at most %d)\n", group,
+                FAST_MAX_GROUP);
+        exit(EXIT_FAILURE);
     }
+    int isa = fast_isa_current();
+    int lane_groups = isa >= FAST_ISA_AVX512 && fast_attention_lanes_fit(HS);
+    int chunk_rows = lane_groups ? (group < 16 ? 16 / group : 1) : FAST_QUERY_ROWS;
+    size_t* mask_offsets = mallocCheck((size_t)n_spans * sizeof(size_t));
+    long work = 0;
+    size_t offset = 0;
+    for (int s = 0; s < n_spans; s++) {
+        mask_offsets[s] = offset;
+        offset += (size_t)spans[s].n * (spans[s].n_past + spans[s].n);
+        work += (long)spans[s].n * (spans[s].n_past + spans[s].n) * NH * HS;
+    }
+    attention_run_spans(out, q, key_cache, value_cache, mask, spans, mask_offsets, n_spans, NH, NKV, HS, layout, chunk_rows,
+                        1, lane_groups, isa, work >= PARALLEL_MIN_WORK);
+    free(mask_offsets);
 }
 
 // ----------------------------------------------------------------------------
@@ -1117,7 +1175,8 @@ static void matmul_forward_shared_fast_int8(float* const* outs, const float* inp
     .upload_matrix = UPLOAD_MATRIX, .free_matrix = fast_free_matrix, .draft_type = DRAFT_TYPE, \
     .embedding_forward = embedding_forward_fast, .rmsnorm_forward = rmsnorm_forward_fast, \
     .matmul_forward = MATMUL, .matmul_forward_shared = MATMUL_SHARED, .rope_forward = rope_forward_fast, \
-    .attention_forward = attention_forward_fast, .swiglu_forward = swiglu_forward_fast, \
+    .attention_forward = attention_forward_fast, .attention_forward_spans = attention_forward_spans_fast, \
+    .swiglu_forward = swiglu_forward_fast, \
     .residual_forward = residual_forward_cpu, .softmax_forward = softmax_forward_fast, .kv_compact = kv_compact_cpu, \
     .matmul_backward = MATMUL_BACKWARD, .rmsnorm_backward = rmsnorm_backward_cpu, \
     .rope_backward = rope_backward_cpu, .attention_backward = attention_backward_fast, \

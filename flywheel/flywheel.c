@@ -339,6 +339,7 @@ Options replay_default_options(void) {
     memset(&o, 0, sizeof(o));
     o.order = "mixed"; o.mode = "online"; o.draft = REPLAY_DEFAULT_DRAFT_INIT; o.out_dir = "out/replay"; o.device = "cpu";
     o.max_new = REPLAY_DEFAULT_MAX_NEW; o.context = REPLAY_DEFAULT_CONTEXT; o.batch = DEFAULT_BATCH_TOKENS;
+    o.parallel = RECORD_DEFAULT_PARALLEL;
     o.shape = (TreeShape){0, 0, 0}; o.source_name = "eagle";
     o.sampling = (SamplerSettings){0.0f, 1.0f}; o.seed = 1; o.epochs = 1;
     o.train = trainer_default_settings();
@@ -431,41 +432,199 @@ static int prompt_room(const Target* target, int max_new, int* room, Error* err)
 }
 
 // ----------------------------------------------------------------------------
-// the target's greedy outputs for a list of requests, recorded (held-back evaluation, offline training)
+// the target's outputs recorded, many sequences at once (held-back evaluation, offline training)
+//
+// A job is a list of prompts: traffic requests, each continued greedily for max_new tokens; or samples of the
+// target's own text (train --self-samples), each drawn from a start token at the sampling settings for up to
+// `length` tokens, ending before an end token, then continued greedily for max_new tokens like a prompt. Each
+// is recorded as plain greedy serving would record it (generate_speculative with no draft): its tokens, and
+// the target's taps and final hidden state at every position that ran.
+//
+// Up to `parallel` of them run at once, as lanes: each lane keeps its sequence in its own slots of the
+// target's cache, and one forward call carries every lane's next token (target_forward_spans), so that a
+// decode step reads the weights once for all of them. A lane's arithmetic is the same as alone: the records
+// are the same bits whatever `parallel` is (test_trainer checks it, and against generate_plain and
+// generate_speculative one prompt at a time).
 
-// One prompt's record: the target's greedy continuation of max_new tokens. out: (max_new + 1) scratch.
-static Record* record_greedy_output(Target* target, DraftSource* none, const int* prompt, int n_prompt, int max_new,
-                                    int* out) {
-    Record* record = record_new(target->config.dim, 0);   // drafted by nothing: no rejected nodes
-    SpecStats stats;
-    generate_speculative(target, none, prompt, n_prompt, max_new, (SamplerSettings){0.0f, 1.0f}, 0, out, &stats, NULL,
-                         NULL, record);
-    return record;
+typedef struct {
+    const TrafficRequest* requests; // the prompts, or NULL: samples of the target's own text
+    int room;                       // the longest prompt (tokens) a request may have; longer ones are skipped
+    int start_token, length;        // samples: their first token and most tokens drawn after it
+    SamplerSettings sampling;       // samples: how they are drawn (sample i with seed + i)
+    uint64_t seed;
+    int n;                          // requests or samples
+    int max_new, parallel;
+    const char* what;               // the progress line's name (NULL: quiet)
+} RecordJob;
+
+typedef struct {
+    int index;              // the request's or sample's place in the job (and its record's)
+    int base, capacity;     // its cache slots [base, base + capacity): as many as tokens it may run
+    int n_tokens;           // tokens so far; all but the last have run, and their states are in the rows below
+    int n_prompt;           // the prompt's tokens (a sample's: those drawn so far, while sampling)
+    int sampling;           // a sample still being drawn (else the greedy continuation)
+    int n_new;              // tokens of the greedy continuation so far
+    uint64_t rng;
+    int* tokens;            // (capacity + 1)
+    float* features;        // (capacity, 3C) the taps at each position that ran
+    float* hidden;          // (capacity, C) the final hidden states
+} Lane;
+
+enum { LANE_RUNS, LANE_DONE, LANE_DROPPED };
+
+// The lowest base of `need` free slots of the cache beside the running lanes, or -1 when none is free now.
+static int lane_find_slots(const Lane* lanes, int n_lanes, int need, int S) {
+    for (int c = -1; c < n_lanes; c++) {   // a free run starts at slot 0 or right after a lane's slots
+        int base = c < 0 ? 0 : lanes[c].base + lanes[c].capacity, free = base + need <= S;
+        for (int j = 0; j < n_lanes && free; j++) {
+            free = base + need <= lanes[j].base || lanes[j].base + lanes[j].capacity <= base;
+        }
+        if (free) { return base; }
+    }
+    return -1;
 }
 
-// Serves each request with plain greedy decoding (no draft), recording tokens, features and hidden
-// states. Requests whose prompt does not fit `room` are skipped. Stops early on SIGINT/SIGTERM. Returns
-// how many records were made; *skipped counts the rest.
-static int record_greedy_outputs(Target* target, const TrafficRequest* requests, int n, int max_new, int room,
-                                 Record** records, int* skipped, const char* what) {
-    DraftSource none;
-    draft_source_init(&none, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, target);
-    int* prompt = mallocCheck((size_t)(room + 1) * sizeof(int));
-    int* out = mallocCheck((size_t)(max_new + 1) * sizeof(int));
+// The lane's next token from the logits of its last token. Returns LANE_RUNS (the new token runs next),
+// LANE_DONE (the record is complete: an end token or max_new reached) or LANE_DROPPED (a sample that ended
+// before SELF_SAMPLE_MIN_TOKENS tokens, not kept).
+static int lane_take(Lane* lane, const float* logits, const RecordJob* job, const Tokenizer* tokenizer, int V,
+                     float* probs, ProbIndex* scratch) {
+    if (lane->sampling) {
+        int token = sample_token(logits, V, job->sampling, random_f64(&lane->rng), probs, scratch);
+        if (!tokenizer_is_end(tokenizer, token)) {
+            lane->tokens[lane->n_tokens++] = token;
+            lane->n_prompt = lane->n_tokens;
+            lane->sampling = lane->n_tokens - 1 < job->length; // its last token runs, and its logits start the continuation
+            return LANE_RUNS;
+        }
+        // an end token is not text: the sample ends before it, and these logits start the continuation
+        lane->sampling = 0;
+        if (lane->n_tokens - 1 < SELF_SAMPLE_MIN_TOKENS) { return LANE_DROPPED; }
+    }
+    if (lane->n_new == job->max_new) { return LANE_DONE; }
+    int token = sample_argmax(logits, V);
+    lane->tokens[lane->n_tokens++] = token;
+    lane->n_new++;
+    return tokenizer_is_end(tokenizer, token) || lane->n_new == job->max_new ? LANE_DONE : LANE_RUNS;
+}
+
+static void lane_free(Lane* lane) {
+    free(lane->tokens); free(lane->features); free(lane->hidden);
+    memset(lane, 0, sizeof(*lane));
+}
+
+// Starts prompt or sample `index` in a lane at free cache slots: its prompt runs (prefill) and its first
+// token is taken. Returns LANE_RUNS / LANE_DONE / LANE_DROPPED as lane_take, -1 when its slots are not free
+// now (the lane is left empty), or -2 when the prompt does not fit the room (skipped).
+static int lane_start(Lane* lane, Target* target, const RecordJob* job, int index, const Lane* running, int n_running,
+                      int* prompt, float* probs, ProbIndex* scratch) {
     Error err;
-    int n_records = 0;
+    int n_prompt = 1;
+    if (job->requests) {
+        n_prompt = prompt_encode(&target->tokenizer, job->requests[index].prompt, job->requests[index].chat, prompt,
+                                 job->room, &err);
+        if (n_prompt < 0) { return -2; }
+    } else {
+        prompt[0] = job->start_token;
+    }
+    int capacity = (job->requests ? n_prompt : 1 + job->length) + job->max_new;
+    int base = lane_find_slots(running, n_running, capacity, target->cache_capacity);
+    if (base < 0) { return -1; }
+    int C = target->config.dim;
+    memset(lane, 0, sizeof(*lane));
+    lane->index = index;
+    lane->base = base;
+    lane->capacity = capacity;
+    lane->tokens = mallocCheck((size_t)(capacity + 1) * sizeof(int));
+    lane->features = mallocCheck((size_t)capacity * TAP_LAYERS * C * sizeof(float));
+    lane->hidden = mallocCheck((size_t)capacity * C * sizeof(float));
+    memcpy(lane->tokens, prompt, (size_t)n_prompt * sizeof(int));
+    lane->n_tokens = lane->n_prompt = n_prompt;
+    lane->sampling = job->requests == NULL;
+    lane->rng = random_seed_state(job->seed + (uint64_t)index);
+    target_prefill_span(target, base, prompt, n_prompt, 0, lane->features, lane->hidden);
+    return lane_take(lane, target->host.logits, job, &target->tokenizer, target->config.vocab_size, probs, scratch);
+}
+
+// A lane that is done (its record to by_index) or dropped (counted in *skipped), freed.
+static void lane_finish(Lane* lane, int status, Record** by_index, int* skipped, int C) {
+    if (status == LANE_DONE) {
+        Record* record = record_new(C, 0);   // drafted by nothing: no rejected nodes
+        record_finish(record, lane->tokens, lane->n_tokens, lane->n_tokens - 1, lane->n_prompt, lane->features,
+                      lane->hidden, 0);
+        by_index[lane->index] = record;
+    } else {
+        (*skipped)++;
+    }
+    lane_free(lane);
+}
+
+// Runs the job. records: (job->n) receives the records in the job's order, those skipped or dropped left
+// out; *skipped counts them. Stops early on SIGINT/SIGTERM. Returns the records made.
+static int record_batch(Target* target, const RecordJob* job, Record** records, int* skipped) {
+    int V = target->config.vocab_size, C = target->config.dim;
+    int parallel = job->parallel < target->act.max_tokens ? job->parallel : target->act.max_tokens;
+    if (parallel < 1) { parallel = 1; }
+    Lane* lanes = callocCheck((size_t)parallel, sizeof(Lane));
+    Record** by_index = callocCheck((size_t)(job->n > 0 ? job->n : 1), sizeof(Record*));
+    int* prompt = mallocCheck((size_t)(target->cache_capacity + 1) * sizeof(int));
+    int* tokens = mallocCheck((size_t)parallel * sizeof(int));
+    int* positions = mallocCheck((size_t)parallel * sizeof(int));
+    SequenceSpan* spans = mallocCheck((size_t)parallel * sizeof(SequenceSpan));
+    float* probs = mallocCheck((size_t)V * sizeof(float));
+    ProbIndex* scratch = mallocCheck((size_t)V * sizeof(ProbIndex));
+    int n_lanes = 0, next = 0, shown = 0;
     *skipped = 0;
     double start = now_seconds();
-    for (int r = 0; r < n && !stop_requested(); r++) {
-        int n_prompt = prompt_encode(&target->tokenizer, requests[r].prompt, requests[r].chat, prompt, room, &err);
-        if (n_prompt < 0) { (*skipped)++; continue; }
-        records[n_records++] = record_greedy_output(target, &none, prompt, n_prompt, max_new, out);
-        if (what) { fprintf(stderr, "\r%s: %d/%d requests (%.0f s)", what, r + 1, n, now_seconds() - start); }
+    while (!stop_requested() && (n_lanes > 0 || next < job->n)) {
+        // start prompts while lanes and cache slots are free (in order: one that must wait holds the rest)
+        while (n_lanes < parallel && next < job->n) {
+            int status = lane_start(&lanes[n_lanes], target, job, next, lanes, n_lanes, prompt, probs, scratch);
+            if (status == -1 && n_lanes == 0) {   // callers size prompts to the cache: a program bug
+                fprintf(stderr, "error: internal: prompt %d does not fit an empty cache of %d slots\n", next,
+                        target->cache_capacity);
+                exit(EXIT_FAILURE);
+            }
+            if (status == -1) { break; }
+            next++;
+            if (status == -2) { (*skipped)++; }
+            else if (status == LANE_RUNS) { n_lanes++; }
+            else { lane_finish(&lanes[n_lanes], status, by_index, skipped, C); }
+        }
+        if (n_lanes > 0) {
+            // one decode step for every lane: its last token, at its slots
+            for (int j = 0; j < n_lanes; j++) {
+                int position = lanes[j].n_tokens - 1;
+                tokens[j] = lanes[j].tokens[position];
+                positions[j] = position;
+                spans[j] = (SequenceSpan){j, 1, lanes[j].base, position};
+            }
+            target_forward_spans(target, tokens, positions, NULL, spans, n_lanes, 1);
+            int kept = 0;
+            for (int j = 0; j < n_lanes; j++) {
+                Lane* lane = &lanes[j];
+                int position = lane->n_tokens - 1;
+                memcpy(lane->features + (size_t)position * TAP_LAYERS * C,
+                       target->host.features + (size_t)j * TAP_LAYERS * C, (size_t)TAP_LAYERS * C * sizeof(float));
+                memcpy(lane->hidden + (size_t)position * C, target->host.hidden + (size_t)j * C, (size_t)C * sizeof(float));
+                int status = lane_take(lane, target->host.logits + (size_t)j * V, job, &target->tokenizer, V, probs, scratch);
+                if (status == LANE_RUNS) { lanes[kept++] = *lane; }
+                else { lane_finish(lane, status, by_index, skipped, C); }
+            }
+            n_lanes = kept;
+        }
+        if (job->what && next - n_lanes > shown) {
+            shown = next - n_lanes;
+            fprintf(stderr, "\r%s: %d/%d (%.0f s)", job->what, shown, job->n, now_seconds() - start);
+        }
     }
-    if (what) { fprintf(stderr, "\n"); }
-    free(prompt);
-    free(out);
-    draft_source_free(&none);
+    for (int j = 0; j < n_lanes; j++) { lane_free(&lanes[j]); }   // interrupted
+    int n_records = 0;
+    for (int i = 0; i < job->n; i++) {
+        if (by_index[i]) { records[n_records++] = by_index[i]; }
+    }
+    if (job->what) { fprintf(stderr, "\n"); }
+    free(lanes); free(by_index); free(prompt); free(tokens); free(positions); free(spans); free(probs); free(scratch);
     return n_records;
 }
 
@@ -478,37 +637,6 @@ static int self_sample_start(const Tokenizer* tokenizer, int* token, Error* err)
                          "from; train on a traffic file instead (--traffic)");
     }
     return 0;
-}
-
-// The target's own text as prompts, for a draft trained before any traffic exists (train --self-samples). Draw i
-// starts from start_token (self_sample_start), samples up to `length` tokens with seed + i at `sampling`, and ends
-// before an end token; a draw shorter than SELF_SAMPLE_MIN_TOKENS is not kept (*dropped counts them). Each kept
-// draw is then recorded as a request would be: its every position carries the target's distribution, and the
-// target's greedy continuation of max_new tokens follows. Stops early on SIGINT/SIGTERM. Returns the records made.
-static int record_self_samples(Target* target, int start_token, int n, int length, SamplerSettings sampling,
-                               uint64_t seed, int max_new, Record** records, int* dropped) {
-    const Tokenizer* tokenizer = &target->tokenizer;
-    DraftSource none;
-    draft_source_init(&none, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, target);
-    int* prompt = mallocCheck((size_t)(length + 1) * sizeof(int));
-    int* out = mallocCheck((size_t)(max_new + 1) * sizeof(int));
-    int n_records = 0;
-    *dropped = 0;
-    double start = now_seconds();
-    for (int i = 0; i < n && !stop_requested(); i++) {
-        GenerateStats stats;
-        prompt[0] = start_token;
-        int drawn = generate_plain(target, prompt, 1, length, sampling, seed + (uint64_t)i, prompt + 1, &stats, NULL, NULL);
-        if (drawn > 0 && tokenizer_is_end(tokenizer, prompt[drawn])) { drawn--; }   // the end token is not text
-        if (drawn < SELF_SAMPLE_MIN_TOKENS) { (*dropped)++; continue; }
-        records[n_records++] = record_greedy_output(target, &none, prompt, 1 + drawn, max_new, out);
-        fprintf(stderr, "\rsampling the target's own text: %d/%d (%.0f s)", i + 1, n, now_seconds() - start);
-    }
-    fprintf(stderr, "\n");
-    free(prompt);
-    free(out);
-    draft_source_free(&none);
-    return n_records;
 }
 
 // ----------------------------------------------------------------------------
@@ -799,8 +927,9 @@ int replay_run(const Options* o) {
     memset(&held_back, 0, sizeof(held_back));
     if (n_held > 0 && kind != DRAFT_NONE && kind != DRAFT_SUFFIX) { // the target's outputs for the held-back prompts, once
         held_back.records = callocCheck((size_t)n_held, sizeof(Record*));
-        held_back.n_records = record_greedy_outputs(&target, held, n_held, o->max_new, room, held_back.records,
-                                                    &held_back.n_skipped, o->quiet ? NULL : "held-back set: the target's outputs");
+        RecordJob job = {.requests = held, .room = room, .n = n_held, .max_new = o->max_new, .parallel = o->parallel,
+                         .what = o->quiet ? NULL : "held-back set: the target's outputs"};
+        held_back.n_records = record_batch(&target, &job, held_back.records, &held_back.n_skipped);
         if (held_back.n_skipped > 0) {   // (a warning, not only a summary line: the evaluation asked for is smaller or none)
             fprintf(stderr, "warning: held-back set: %d of its %d requests skipped (prompt longer than the %d tokens the "
                     "context leaves after --max-new %d and a tree)%s\n", held_back.n_skipped, n_held, room, o->max_new,
@@ -995,7 +1124,12 @@ int train_offline(const Options* o) {
     Error err;
     Target target;
     const Backend* backend = backend_by_name(o->backend_name ? o->backend_name : "cpu", &err); // (resolved by the command)
-    if (backend == NULL || target_load(&target, o->model_path, backend, o->context, o->batch, &err) != 0) {
+    // --self-samples: a context that holds one sample holds --parallel of them, each in its own slots
+    int context = o->context, sample_slots = 1 + o->sample_length + o->max_new;
+    if (o->self_samples > 0 && sample_slots + TREE_MAX_NODES <= o->context && (long)o->parallel * sample_slots > context) {
+        context = o->parallel * sample_slots;
+    }
+    if (backend == NULL || target_load(&target, o->model_path, backend, context, o->batch, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
         return 1;
     }
@@ -1034,14 +1168,15 @@ int train_offline(const Options* o) {
     Record** records = callocCheck((size_t)n_requests, sizeof(Record*));
     int n_skipped = 0, n_records;
     stop_signals_install();
+    RecordJob job = {.requests = o->self_samples > 0 ? NULL : traffic.requests, .room = room, .start_token = start_token,
+                     .length = o->sample_length, .sampling = o->sampling, .seed = (uint64_t)o->seed, .n = n_requests,
+                     .max_new = o->max_new, .parallel = o->parallel,
+                     .what = o->self_samples > 0 ? "sampling the target's own text" : "generating the target's outputs"};
+    n_records = record_batch(&target, &job, records, &n_skipped);
     if (o->self_samples > 0) {
-        n_records = record_self_samples(&target, start_token, n_requests, o->sample_length, o->sampling, (uint64_t)o->seed,
-                                        o->max_new, records, &n_skipped);
         fprintf(stderr, "the target's own text: %d samples kept, %d under %d tokens (it ended them) not kept\n", n_records,
                 n_skipped, SELF_SAMPLE_MIN_TOKENS);
     } else {
-        n_records = record_greedy_outputs(&target, traffic.requests, n_requests, o->max_new, room, records, &n_skipped,
-                                          "generating the target's outputs");
         if (n_skipped > 0) {
             fprintf(stderr, "skipped %d requests whose prompt is longer than the %d tokens the context leaves after "
                     "--max-new %d\n", n_skipped, room, o->max_new);

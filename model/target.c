@@ -414,28 +414,57 @@ void build_attention_mask(uint8_t* out, const uint8_t* mask, int T, int n_past) 
 
 void target_forward(Target* target, const int* tokens, const int* positions, const uint8_t* mask,
                     int T, int n_past, int all_logits) {
+    SequenceSpan span = {0, T, 0, n_past};
+    target_forward_spans(target, tokens, positions, mask, &span, 1, all_logits);
+}
+
+// Checks the spans of one call (callers check them first: a failure here is a program bug) and returns the
+// bytes of its masks.
+static size_t target_check_spans(const Target* target, const SequenceSpan* spans, int n_spans) {
+    int S = target->cache_capacity;
+    size_t mask_bytes = 0;
+    for (int i = 0, row = 0; i < n_spans; i++) {
+        const SequenceSpan* s = &spans[i];
+        if (s->row != row || s->n < 1 || s->base < 0 || s->n_past < 0 || s->base + s->n_past + s->n > S) {
+            fprintf(stderr, "error: target_forward: span %d of %d is rows [%d, %d) at cache slots %d + %d, expected rows "
+                    "from %d inside the %d slots\n", i, n_spans, s->row, s->row + s->n, s->base, s->n_past, row, S);
+            exit(EXIT_FAILURE);
+        }
+        row += s->n;
+        mask_bytes += (size_t)s->n * (s->n_past + s->n);
+    }
+    return mask_bytes;
+}
+
+void target_forward_spans(Target* target, const int* tokens, const int* positions, const uint8_t* mask,
+                          const SequenceSpan* spans, int n_spans, int all_logits) {
     const Backend* b = target->backend;
     TargetConfig* c = &target->config;
     TargetWeights* w = &target->weights;
     TargetActivations* a = &target->act;
     int C = c->dim, NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_size, F = c->ffn_dim, V = c->vocab_size;
-    int QD = NH * HS, KVD = NKV * HS, S = target->cache_capacity, P = n_past + T;
-    if (T < 1 || T > a->max_tokens || n_past < 0 || P > S) {
-        fprintf(stderr, "error: target_forward called with T=%d n_past=%d (max %d tokens per call, %d cache slots)\n",
-                T, n_past, a->max_tokens, S);
+    int QD = NH * HS, KVD = NKV * HS, S = target->cache_capacity;
+    int T = n_spans > 0 ? spans[n_spans - 1].row + spans[n_spans - 1].n : 0;
+    if (n_spans < 1 || T < 1 || T > a->max_tokens) {
+        fprintf(stderr, "error: target_forward called with %d spans of %d tokens (max %d tokens per call, %d cache slots)\n",
+                n_spans, T, a->max_tokens, S);
         exit(EXIT_FAILURE); // callers check these bounds first; reaching here is a program bug
     }
+    size_t mask_bytes = target_check_spans(target, spans, n_spans);
     for (int t = 0; t < T; t++) {
         if (tokens[t] < 0 || tokens[t] >= V) { // the embedding would read outside its table
             fprintf(stderr, "error: target_forward: token %d is %d, expected an id in [0, %d)\n", t, tokens[t], V);
             exit(EXIT_FAILURE); // as above
         }
     }
-    // the call's inputs: tokens, positions and the (T, P) mask, built on the host
+    // the call's inputs: tokens, positions and each span's (n, n_past + n) mask, one after another, built on
+    // the host
     b->upload(a->tokens, tokens, (size_t)T * sizeof(int));
     b->upload(a->positions, positions, (size_t)T * sizeof(int));
-    build_attention_mask(target->host.mask, mask, T, n_past);
-    b->upload(a->mask, target->host.mask, (size_t)T * P);
+    for (size_t i = 0, offset = 0; i < (size_t)n_spans; offset += (size_t)spans[i].n * (spans[i].n_past + spans[i].n), i++) {
+        build_attention_mask(target->host.mask + offset, mask ? mask + offset : NULL, spans[i].n, spans[i].n_past);
+    }
+    b->upload(a->mask, target->host.mask, mask_bytes);
     b->embedding_forward(a->x, a->tokens, w->token_embedding, T, C, V);
 
     CacheLayout layout = cache_by_head(S, HS);   // every layer's cache head by head
@@ -449,8 +478,14 @@ void target_forward(Target* target, const int* tokens, const int* positions, con
         backend_matmuls(b, qkv, a->x_norm, (Matrix[3]){lw->wq, lw->wk, lw->wv}, (int[3]){QD, KVD, KVD}, 3, T, C);
         b->rope_forward(a->q, a->q, a->positions, T, NH, HS, c->rope_theta);
         b->rope_forward(a->k, a->k, a->positions, T, NKV, HS, c->rope_theta);
-        b->cache_store(key_cache, value_cache, a->k, a->v, layout, T, n_past, NKV, HS);
-        b->attention_forward(a->attn_out, a->q, key_cache, value_cache, a->mask, T, P, NH, NKV, HS, layout);
+        // each span's rows see its own slots: the cache from its base (a sequence's slots, in every head's plane)
+        for (int i = 0; i < n_spans; i++) {
+            const SequenceSpan* s = &spans[i];
+            size_t base = (size_t)s->base * layout.slot_stride;
+            b->cache_store(key_cache + base, value_cache + base, a->k + (size_t)s->row * KVD, a->v + (size_t)s->row * KVD,
+                           layout, s->n, s->n_past, NKV, HS);
+        }
+        backend_attention_spans(b, a->attn_out, a->q, key_cache, value_cache, a->mask, spans, n_spans, NH, NKV, HS, layout);
         b->matmul_forward(a->proj, a->attn_out, lw->wo, T, QD, C);
         b->residual_forward(a->x, a->x, a->proj, T * C);
         // MLP block: x = x + w_down(silu(w_gate xn) * w_up xn), xn = rmsnorm(x)
@@ -477,13 +512,18 @@ void target_forward(Target* target, const int* tokens, const int* positions, con
 }
 
 void target_prefill(Target* target, const int* tokens, int n, int n_past, float* features, float* hidden) {
+    target_prefill_span(target, 0, tokens, n, n_past, features, hidden);
+}
+
+void target_prefill_span(Target* target, int base, const int* tokens, int n, int n_past, float* features, float* hidden) {
     int C = target->config.dim;
     int chunk = target->act.max_tokens;
     int* positions = mallocCheck((size_t)chunk * sizeof(int));
     for (int start = 0; start < n; start += chunk) {
         int T = n - start < chunk ? n - start : chunk;
         for (int t = 0; t < T; t++) { positions[t] = n_past + start + t; }
-        target_forward(target, tokens + start, positions, NULL, T, n_past + start, 0);
+        SequenceSpan span = {0, T, base, n_past + start};
+        target_forward_spans(target, tokens + start, positions, NULL, &span, 1, 0);
         if (features) {
             memcpy(features + (size_t)start * TAP_LAYERS * C, target->host.features, (size_t)T * TAP_LAYERS * C * sizeof(float));
         }

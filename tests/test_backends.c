@@ -8,7 +8,7 @@ comparison routine (compare_elements) and the one tolerance table (tests/test_co
                logits, in-place calls, d-buffers that start non-zero, NULL d-buffers, two runs
                bit-identical where the op promises determinism), upload_matrix for every tensor type
   target       a prefill, three decodes, a tree-masked verify with repeated positions, a compaction and
-               a decode: after every call every named activation (the table, the key/value caches and
+               a decode, then three sequences at their own slots in one call (target_forward_spans): after every call every named activation (the table, the key/value caches and
                every layer's output) and what the host reads, and the argmax tokens
   draft        u = fc(g), a causal extend, a tree-masked step, the step after new weights and after a hot
                swap: every named activation, the cache, what the host reads
@@ -885,6 +885,14 @@ static void forward_both(const char* step, Target* ref, Target* got, const int* 
     compare_target_host(step, got, ref, T, all_logits);
 }
 
+static void forward_spans_both(const char* step, Target* ref, Target* got, const int* tokens, const int* positions,
+                               const SequenceSpan* spans, int n_spans) {
+    target_forward_spans(ref, tokens, positions, NULL, spans, n_spans, 1);
+    target_forward_spans(got, tokens, positions, NULL, spans, n_spans, 1);
+    compare_activation_tables(step, got->act.table, ref->act.table, TARGET_NUM_ACTIVATIONS);
+    compare_target_host(step, got, ref, spans[n_spans - 1].row + spans[n_spans - 1].n, 1);
+}
+
 static int load_pair(const TinyModelSpec* spec, Target* ref, Target* got, int cache_capacity, int max_tokens) {
     char path[256];
     snprintf(path, sizeof(path), "/tmp/aurora_test_backends_%d_%llu.gguf", (int)getpid(), (unsigned long long)spec->seed);
@@ -946,6 +954,18 @@ static void test_target(const TinyModelSpec* spec) {
     int token = tree.tokens[5], position = n_past;
     snprintf(step, sizeof(step), "%s: decode after the path (n_past=%d)", model, n_past);
     forward_both(step, &ref, &got, &token, &position, NULL, 1, n_past, 1);
+    n_past++;
+    // several sequences in one call (record_batch): a second sequence's 4 tokens at slots from 16, then one
+    // call of three spans: the first sequence's next token, the second's next 2, a third's first token at 24
+    int second[6], third = 5;
+    for (int t = 0; t < 6; t++) { second[t] = (int)(random_u32(&rng_state) % (uint32_t)c->vocab_size); }
+    snprintf(step, sizeof(step), "%s: a second sequence's prefill at slot 16", model);
+    SequenceSpan prefill = {0, 4, 16, 0};
+    forward_spans_both(step, &ref, &got, second, (int[4]){0, 1, 2, 3}, &prefill, 1);
+    int tokens[4] = {tree.tokens[2], second[4], second[5], third}, span_positions[4] = {n_past, 4, 5, 0};
+    SequenceSpan spans[3] = {{0, 1, 0, n_past}, {1, 2, 16, 4}, {3, 1, 24, 0}};
+    snprintf(step, sizeof(step), "%s: three sequences in one call", model);
+    forward_spans_both(step, &ref, &got, tokens, span_positions, spans, 3);
     target_free(&ref);
     target_free(&got);
     model_tolerance = "layer";

@@ -222,6 +222,11 @@ expect_ok "train --self-samples" "$AURORA" train -m "$model" --self-samples 3 --
 grep -q "trained on 3 samples of the target's own text x 2 epochs (6 optimiser steps" "$work/err" && [ -s "$work/self.gguf" ] \
     && pass || fail "train --self-samples: $(tr '\r' '\n' < "$work/err" | tail -n 3)"
 expect_ok "generate with the self-trained draft" "$AURORA" generate -m "$model" -p "abc" -n 8 --draft "$work/self.gguf"
+# --parallel: the samples recorded one at a time give the same draft, bit for bit (the records are the same)
+expect_ok "train --self-samples --parallel 1" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 --max-new 4 \
+    --epochs 2 --parallel 1 -o "$work/self_one.gguf"
+cmp -s "$work/self.gguf" "$work/self_one.gguf" && pass || fail "train --self-samples: --parallel 1 and the default differ"
+expect_error "train --parallel 0" "--parallel expects an integer" "$AURORA" train -m "$model" --self-samples 3 --parallel 0 -o "$work/never_made/d.gguf"
 # --lr-schedule cosine: the rate decays to 0 by the run's last step (train only)
 # (the warm-up of 1 step leaves 5 to decay: with the default 5 the decay's one step would be at the full rate)
 expect_ok "train --lr-schedule constant" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 --max-new 4 --epochs 2 \

@@ -555,6 +555,82 @@ static void test_attention_case(MaskKind kind, int T, int P, int NH, int NKV, in
     free(alone); free(got); free(expected); free(mask); free(values); free(keys); free(q);
 }
 
+// attention_forward_spans_fast (several sequences in one call, each at its own slots of a head-by-head cache):
+// the same bits as attention_forward_fast per span, on 1, 2 and 3 threads; a span reads only its own slots
+// (every slot outside all spans NaN leaves the outputs' bits; a NaN inside a span's slots reaches that span's
+// rows: the negative control that the poisoning is seen at all).
+static void test_attention_spans_case(int NH, int NKV, int HS) {
+    enum { N_SPANS = 6 };
+    const int rows[N_SPANS] = {1, 1, 3, 1, 2, 1}, pasts[N_SPANS] = {0, 40, 7, 300, 16, 1};
+    SequenceSpan spans[N_SPANS];
+    int T = 0, S = 0;
+    size_t mask_bytes = 0;
+    for (int i = 0; i < N_SPANS; i++) {
+        spans[i] = (SequenceSpan){T, rows[i], S + 3, pasts[i]};   // 3 unused slots before each sequence
+        T += rows[i];
+        S += 3 + pasts[i] + rows[i];
+        mask_bytes += (size_t)rows[i] * (pasts[i] + rows[i]);
+    }
+    S += 5;
+    size_t q_size = (size_t)T * NH * HS, kv_size = (size_t)S * NKV * HS;
+    float* q = mallocCheck(q_size * sizeof(float));
+    float* keys = mallocCheck(kv_size * sizeof(float));
+    float* values = mallocCheck(kv_size * sizeof(float));
+    uint8_t* mask = mallocCheck(mask_bytes);
+    fill_uniform(q, q_size, &rng_state, -1, 1);
+    fill_uniform(keys, kv_size, &rng_state, -1, 1);
+    fill_uniform(values, kv_size, &rng_state, -1, 1);
+    for (int i = 0, offset = 0; i < N_SPANS; offset += rows[i] * (pasts[i] + rows[i]), i++) {
+        make_mask(mask + offset, i == 2 ? MASK_TREE : MASK_CAUSAL, rows[i], pasts[i] + rows[i]);
+    }
+    CacheLayout layout = cache_by_head(S, HS);
+    float* expected = mallocCheck(q_size * sizeof(float));
+    float* got = mallocCheck(q_size * sizeof(float));
+    for (int i = 0, offset = 0; i < N_SPANS; offset += rows[i] * (pasts[i] + rows[i]), i++) {
+        size_t base = (size_t)spans[i].base * HS, row = (size_t)spans[i].row * NH * HS;
+        attention_forward_fast(expected + row, q + row, keys + base, values + base, mask + offset, rows[i], pasts[i] + rows[i],
+                               NH, NKV, HS, layout);
+    }
+    char what[128];
+    snprintf(what, sizeof(what), "attention_forward_spans_fast NH=%d NKV=%d HS=%d, %d spans", NH, NKV, HS, N_SPANS);
+#ifdef _OPENMP
+    int saved_threads = omp_get_max_threads();
+    for (int threads = 1; threads <= 3; threads++) {
+        omp_set_num_threads(threads);
+        for (size_t i = 0; i < q_size; i++) { got[i] = NAN; }
+        attention_forward_spans_fast(got, q, keys, values, mask, spans, N_SPANS, NH, NKV, HS, layout);
+        check(bits_equal(got, expected, q_size), "%s on %d threads: not the bits of a call per span", what, threads);
+    }
+    omp_set_num_threads(saved_threads);
+#else
+    attention_forward_spans_fast(got, q, keys, values, mask, spans, N_SPANS, NH, NKV, HS, layout);
+    check(bits_equal(got, expected, q_size), "%s: not the bits of a call per span", what);
+#endif
+    // every slot outside the spans' own slots NaN: the same bits; then one slot inside span 1's: its row changes
+    uint8_t* inside = callocCheck((size_t)S, 1);
+    for (int i = 0; i < N_SPANS; i++) { memset(inside + spans[i].base, 1, (size_t)(pasts[i] + rows[i])); }
+    for (int h = 0; h < NKV; h++) {
+        for (int p = 0; p < S; p++) {
+            if (inside[p]) { continue; }
+            for (int e = 0; e < HS; e++) { keys[((size_t)h * S + p) * HS + e] = values[((size_t)h * S + p) * HS + e] = NAN; }
+        }
+    }
+    attention_forward_spans_fast(got, q, keys, values, mask, spans, N_SPANS, NH, NKV, HS, layout);
+    check(bits_equal(got, expected, q_size), "%s: a span read a slot outside its own (NaN there reached an output)", what);
+    values[(size_t)(spans[1].base + 5) * HS] = NAN;   // key/value head 0, a slot span 1 sees
+    attention_forward_spans_fast(got, q, keys, values, mask, spans, N_SPANS, NH, NKV, HS, layout);
+    check(isnan(got[(size_t)spans[1].row * NH * HS]) && bits_equal(got, expected, (size_t)spans[1].row * NH * HS),
+          "negative control (%s): a NaN in span 1's own slots reaches its row and no earlier one", what);
+    free(inside); free(got); free(expected); free(mask); free(values); free(keys); free(q);
+}
+
+static void test_attention_spans(void) {
+    const int heads[][3] = {{9, 3, 64}, {4, 4, 12}, {8, 1, 16}, {6, 2, 7}, {4, 2, 128}};   // NH, NKV, HS
+    for (size_t h = 0; h < sizeof(heads) / sizeof(heads[0]); h++) {
+        test_attention_spans_case(heads[h][0], heads[h][1], heads[h][2]);
+    }
+}
+
 // attention_backward_fast against attention_backward_cpu, bit for bit (the same sums in the same order, its
 // products grouped into tiles): every gradient accumulates into what is there; some calls without dq or
 // without the key/value gradients (the trainer asks for all three); with `poison`, the last slot is seen by
@@ -1551,6 +1627,7 @@ int main(int argc, char** argv) {
         test_int8_kernel_exact();
         test_embedding();
         test_attention_all();
+        test_attention_spans();
         test_attention_backward_all();
         test_quantize_rows();
         test_matmul_backward();

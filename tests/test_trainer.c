@@ -34,16 +34,18 @@ static const char* temp_path(const char* name) {
 }
 
 // A tiny target: 2 layers, so the tapped layer 1 is the last layer and the draft can learn it quickly.
-static void load_tiny_target(Target* target, int n_layers, uint64_t seed) {
+static void load_tiny_target_on(Target* target, int n_layers, uint64_t seed, const Backend* backend) {
     TinyModelSpec spec = {32, n_layers, 4, 2, 64, 300, 256, 1, TYPE_F32, 10000.0f, seed};
     Error err;
     const char* path = temp_path("target.gguf");
-    if (tiny_model_write(path, &spec, &err) != 0 || target_load(target, path, backend_cpu(), 256, 64, &err) != 0) {
+    if (tiny_model_write(path, &spec, &err) != 0 || target_load(target, path, backend, 256, 64, &err) != 0) {
         fprintf(stderr, "setup: %s\n", err.message);
         exit(1);
     }
     target->tokenizer.eos_id = -1; target->tokenizer.n_end_ids = 0; // random weights: always generate max_new tokens
 }
+
+static void load_tiny_target(Target* target, int n_layers, uint64_t seed) { load_tiny_target_on(target, n_layers, seed, backend_cpu()); }
 
 // ---- the learning-rate schedule ------------------------------------------------------------------
 
@@ -88,6 +90,101 @@ static void test_learning_rate_schedule(void) {
     check(symmetric, "cosine: symmetric about the half-way point (a linear decay would be too, a shifted one not)");
 }
 
+// ---- the target's outputs recorded many at once (record_batch) ------------------------------------
+
+static int self_samples(Target* target, int start, int n, int length, SamplerSettings sampling, uint64_t seed,
+                        int max_new, int parallel, Record** records, int* dropped) {
+    RecordJob job = {.start_token = start, .length = length, .sampling = sampling, .seed = seed, .n = n,
+                     .max_new = max_new, .parallel = parallel};
+    return record_batch(target, &job, records, dropped);
+}
+
+// Two records hold the same tokens, lengths and states, bit for bit.
+static int records_equal(const Record* a, const Record* b) {
+    size_t C = (size_t)a->dim;
+    return a->dim == b->dim && a->n_tokens == b->n_tokens && a->n_committed == b->n_committed &&
+           a->n_prompt == b->n_prompt && a->draft_version == b->draft_version && a->n_discard == b->n_discard &&
+           memcmp(a->tokens, b->tokens, (size_t)a->n_tokens * sizeof(int)) == 0 &&
+           memcmp(a->features, b->features, (size_t)a->n_committed * TAP_LAYERS * C * sizeof(uint16_t)) == 0 &&
+           memcmp(a->hidden, b->hidden, (size_t)a->n_committed * C * sizeof(uint16_t)) == 0;
+}
+
+// The oracle: one prompt alone, recorded as greedy serving records it (generate_speculative, no draft: the
+// prompt in one prefill, then a pass per token).
+static Record* record_alone(Target* target, const int* prompt, int n_prompt, int max_new) {
+    DraftSource none;
+    draft_source_init(&none, DRAFT_NONE, (TreeShape){1, 1, 2}, NULL, target);
+    Record* record = record_new(target->config.dim, 0);
+    int* out = mallocCheck((size_t)(max_new + 1) * sizeof(int));
+    SpecStats stats;
+    generate_speculative(target, &none, prompt, n_prompt, max_new, (SamplerSettings){0.0f, 1.0f}, 0, out, &stats, NULL,
+                         NULL, record);
+    free(out);
+    draft_source_free(&none);
+    return record;
+}
+
+// Samples and traffic prompts recorded in lanes: each record equals its prompt recorded alone (the oracle),
+// whatever the lanes (one; a few; more than the cache's slots hold, so that prompts wait for slots), in the
+// job's order, with a prompt longer than the room skipped; a negative control shows the comparison fails
+// for other samples. On the target's table and on the reference.
+static void test_record_batch(Target* target, const char* table) {
+    enum { N = 12, LENGTH = 20, MAX_NEW = 6, N_PROMPTS = 7, ROOM = 40 };
+    SamplerSettings sampling = {1.0f, 1.0f};
+    int start = target->tokenizer.bos_id >= 0 ? target->tokenizer.bos_id : target->tokenizer.eos_id;
+    Record *alone[N], *lanes[N], *control[N];
+    int dropped = -1, made = self_samples(target, start, N, LENGTH, sampling, 5, MAX_NEW, 1, alone, &dropped);
+    check(made == N && dropped == 0, "%s: one lane: %d samples made, %d dropped, expected %d and 0", table, made, dropped, N);
+    int oracle = 0;
+    for (int i = 0; i < made; i++) {
+        Record* r = record_alone(target, alone[i]->tokens, alone[i]->n_prompt, MAX_NEW);
+        oracle += records_equal(r, alone[i]);
+        record_free(r);
+    }
+    check(oracle == N, "%s: %d of %d samples' records equal their sample recorded alone", table, oracle, N);
+    // lanes that fit at once (3), and more than fit (16 lanes of 27 slots in a cache of 256: 9 at a time)
+    int parallels[2] = {3, 16};
+    for (int k = 0; k < 2; k++) {
+        made = self_samples(target, start, N, LENGTH, sampling, 5, MAX_NEW, parallels[k], lanes, &dropped);
+        int same = made == N;
+        for (int i = 0; i < made && same; i++) { same = records_equal(lanes[i], alone[i]); }
+        check(same && dropped == 0, "%s: %d lanes: %d samples, the same records as one lane: %s", table, parallels[k], made,
+              same ? "yes" : "no");
+        for (int i = 0; i < made; i++) { record_free(lanes[i]); }
+    }
+    made = self_samples(target, start, N, LENGTH, sampling, 6, MAX_NEW, 3, control, &dropped);
+    int equal = 0;
+    for (int i = 0; i < made; i++) { equal += records_equal(control[i], alone[i]); record_free(control[i]); }
+    check(made == N && equal == 0, "negative control (%s): %d of %d records of other samples equal", table, equal, made);
+    for (int i = 0; i < N; i++) { record_free(alone[i]); }
+
+    // traffic prompts: one longer than the room is skipped, the others' records in order
+    char long_prompt[400];
+    memset(long_prompt, 'x', sizeof(long_prompt) - 1);
+    long_prompt[sizeof(long_prompt) - 1] = '\0';
+    char* texts[N_PROMPTS] = {"hello", "the quick brown fox", long_prompt, "a", "jumps over the lazy dog again",
+                              "speculative", "decoding"};
+    TrafficRequest requests[N_PROMPTS];
+    for (int i = 0; i < N_PROMPTS; i++) { requests[i] = (TrafficRequest){"default", texts[i], 0}; }
+    Record* records[N_PROMPTS];
+    int skipped = -1;
+    RecordJob job = {.requests = requests, .room = ROOM, .n = N_PROMPTS, .max_new = MAX_NEW, .parallel = 4};
+    made = record_batch(target, &job, records, &skipped);
+    int matches = 0;
+    for (int i = 0, r = 0; i < N_PROMPTS && r < made; i++) {
+        int prompt[ROOM + 1];
+        Error err;
+        int n_prompt = prompt_encode(&target->tokenizer, texts[i], 0, prompt, ROOM, &err);
+        if (n_prompt < 0) { continue; }
+        Record* oracle_record = record_alone(target, prompt, n_prompt, MAX_NEW);
+        matches += records_equal(oracle_record, records[r++]);
+        record_free(oracle_record);
+    }
+    check(made == N_PROMPTS - 1 && skipped == 1 && matches == made, "%s: traffic in 4 lanes: %d made (%d skipped), %d equal "
+          "their prompt recorded alone, expected %d, 1 and all", table, made, skipped, matches, N_PROMPTS - 1);
+    for (int i = 0; i < made; i++) { record_free(records[i]); }
+}
+
 // ---- the target's own text (train --self-samples) -------------------------------------------------
 
 // Draw i is what generate_plain samples from the start token with seed + i, then the target's greedy
@@ -101,7 +198,7 @@ static void test_self_samples(Target* target) {
     int start = target->tokenizer.bos_id >= 0 ? target->tokenizer.bos_id : target->tokenizer.eos_id, found = -1;
     check(self_sample_start(&target->tokenizer, &found, &err) == 0 && found == start, "start token %d, expected %d",
           found, start);
-    int made = record_self_samples(target, start, N, LENGTH, sampling, 77, MAX_NEW, records, &dropped);
+    int made = self_samples(target, start, N, LENGTH, sampling, 77, MAX_NEW, 3, records, &dropped);
     check(made == N && dropped == 0, "self samples: %d made, %d dropped, expected %d and 0", made, dropped, N);
     int matches = 0, wrong_seed_matches = 0, distinct = 0;
     for (int i = 0; i < made; i++) {
@@ -125,7 +222,7 @@ static void test_self_samples(Target* target) {
     int first = records[0]->tokens[1], saved_eos = target->tokenizer.eos_id;
     for (int i = 0; i < made; i++) { record_free(records[i]); }
     target->tokenizer.eos_id = first;
-    made = record_self_samples(target, start, N, LENGTH, sampling, 77, MAX_NEW, records, &dropped);
+    made = self_samples(target, start, N, LENGTH, sampling, 77, MAX_NEW, 3, records, &dropped);
     check(made + dropped == N && dropped >= 1 && (made == 0 || records[0]->tokens[1] != first),
           "an end token cuts draw 0: %d made, %d dropped", made, dropped);
     for (int i = 0; i < made; i++) { record_free(records[i]); }
@@ -1385,6 +1482,10 @@ int main(int argc, char** argv) {
         test_clipping(&target);
         test_bf16_steps(&target);
         test_self_samples(&target);
+        test_record_batch(&target, "fast table");
+        target_free(&target);
+        load_tiny_target_on(&target, 3, 12, &backend_cpu_ref);
+        test_record_batch(&target, "reference");
         target_free(&target);
         test_learning_and_lockstep();
     }

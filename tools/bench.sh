@@ -132,6 +132,7 @@ summary = [
     ("random_fixed_vs_plain", ours.get("random_vs_plain", nan)),
     ("self_fixed_vs_plain", ours.get("self_vs_plain", nan)),
     ("lookup_fixed_vs_plain", ours.get("lookup_vs_plain", nan)),
+    ("record_lanes_vs_one", ours.get("record_lanes_vs_one", nan)),
     ("decode_vs_memory_limit", ours.get("decode_vs_memory_limit", nan)),
     ("decode_1000_vs_memory_limit", ours.get("decode_long_vs_memory_limit", nan)),
     ("resident_mb", peak),

@@ -27,6 +27,8 @@ ratios moved by 10-25% between runs of the same code). The "@ NAME_tps" lines ar
   generation  plain greedy decoding and speculative decoding with the `self`, `lookup` and `random` drafts
               (a chain of depth 5, and adaptive shapes), GENERATE tokens after each of three prompts: tokens/s
               after the prefills, over the three
+  recording   the target's outputs for train's data (samples of its own text, each continued greedily), one
+              sample at a time and RECORD_LANES at once (record_batch): tokens/s and the ratio
   memory      read bandwidth (every thread summing its share of 1 GiB) and the limit it sets on a decode step:
               the bytes one step must read (weights as stored, the key/value cache) / bandwidth
 
@@ -46,6 +48,9 @@ usage: bench_speed MODEL.gguf [ROUNDS] [--fast-only | --backend NAME]     (threa
 
 enum { CONTEXT = 128, PREFILL = 128, GENERATE = 64, DRAFT_VOCAB = DRAFT_DEFAULT_VOCAB, DRAFT_CHAIN = 4, REF_ROUNDS = 2,
        MAX_ROUNDS = 64, VERIFY_REPEATS = 12, LONG_CONTEXT = 1000, SERVED_CONTEXT = 320 };
+// recording: RECORD_SAMPLES samples of RECORD_LENGTH tokens and RECORD_NEW greedy ones, one at a time and in
+// RECORD_LANES lanes (train's default --parallel)
+enum { RECORD_SAMPLES = 16, RECORD_LENGTH = 48, RECORD_NEW = 16, RECORD_LANES = RECORD_DEFAULT_PARALLEL };
 static const int VERIFY_NODES[] = {2, 4, 6, 8, 12, 16};
 enum { N_VERIFY = sizeof(VERIFY_NODES) / sizeof(VERIFY_NODES[0]) };
 static const int SERVED_NODES[] = {2, 3, 6};
@@ -484,6 +489,52 @@ int main(int argc, char** argv) {
         if (k > 0) { printf("@ %s_vs_plain %.4f\n", kind_names[k], ratio); }
     }
     printf("  outputs identical to plain greedy: %s\n", n_out_mismatch == 0 ? "yes" : "NO");
+
+    // recording the target's outputs (train's data): samples of its own text one at a time and in lanes
+    Target recorder;
+    if (target_load(&recorder, argv[1], fast->backend, RECORD_LANES * (1 + RECORD_LENGTH + RECORD_NEW),
+                    DEFAULT_BATCH_TOKENS, &err) != 0) {
+        fprintf(stderr, "error: %s\n", err.message);
+        return 1;
+    }
+    int start_token = -1;
+    if (self_sample_start(&recorder.tokenizer, &start_token, &err) != 0) { start_token = 0; }
+    double record_time[2] = {1e30, 1e30}, record_ratio[MAX_ROUNDS];
+    long record_tokens = 0;
+    int records_same = 1, record_rounds = rounds < 3 ? rounds : 3;
+    for (int r = 0; r < record_rounds; r++) {
+        Record* made[2][RECORD_SAMPLES];
+        int n_made[2], dropped;
+        double seconds[2];
+        for (int m = 0; m < 2; m++) {
+            RecordJob job = {.start_token = start_token, .length = RECORD_LENGTH, .sampling = {1.0f, 1.0f}, .seed = 1,
+                             .n = RECORD_SAMPLES, .max_new = RECORD_NEW, .parallel = m == 0 ? 1 : RECORD_LANES};
+            double t0 = now_seconds();
+            n_made[m] = record_batch(&recorder, &job, made[m], &dropped);
+            seconds[m] = now_seconds() - t0;
+            record_time[m] = min_of(record_time[m], seconds[m]);
+        }
+        record_ratio[r] = seconds[0] / seconds[1];
+        records_same &= n_made[0] == n_made[1];
+        record_tokens = 0;
+        for (int i = 0; i < n_made[0]; i++) {
+            record_tokens += made[0][i]->n_committed;
+            records_same &= i < n_made[1] && made[0][i]->n_tokens == made[1][i]->n_tokens &&
+                            memcmp(made[0][i]->tokens, made[1][i]->tokens, (size_t)made[0][i]->n_tokens * sizeof(int)) == 0 &&
+                            memcmp(made[0][i]->hidden, made[1][i]->hidden,
+                                   (size_t)made[0][i]->n_committed * made[0][i]->dim * sizeof(uint16_t)) == 0;
+        }
+        for (int m = 0; m < 2; m++) { for (int i = 0; i < n_made[m]; i++) { record_free(made[m][i]); } }
+    }
+    printf("\nrecording the target's outputs on %s (train --self-samples' data: %d samples of %d tokens, each continued "
+           "greedily for %d; the tokens that ran / the fastest run; the ratio: the median over %d rounds):\n", table,
+           RECORD_SAMPLES, RECORD_LENGTH, RECORD_NEW, record_rounds);
+    printf("  one at a time   %8.1f tok/s\n  %d lanes        %8.1f tok/s  %.2fx one at a time; records identical: %s\n",
+           record_tokens / record_time[0], RECORD_LANES, record_tokens / record_time[1], median_of(record_ratio, record_rounds),
+           records_same ? "yes" : "NO");
+    printf("@ record_one_tps %.3f\n@ record_lanes_tps %.3f\n@ record_lanes_vs_one %.4f\n", record_tokens / record_time[0],
+           record_tokens / record_time[1], median_of(record_ratio, record_rounds));
+    target_free(&recorder);
 
     // the CUDA table keeps fp32 weights
     double bytes = decode_bytes(target, on_device, CONTEXT), bytes_fp32 = decode_bytes(target, 1, CONTEXT);

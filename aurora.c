@@ -121,11 +121,12 @@ static const Flag FLAGS[] = {
      "and AVX2 CPUs), fast-exact (the same with fp32 activations), blas (fp32 weights, OpenBLAS matmuls), ref (the readable "
      "reference, fp32 weights), cuda (as --device cuda)"},
     {"context", NULL, "--context", FLAG_INT, "N", 1, 1 << 20, NULL, OPTION(context),
-     "KV cache slots (absent: the model's context, at most 4096)"},
+     "KV cache slots (absent: the model's context, at most 4096; replay and train 2048, and train --self-samples as "
+     "many as hold --parallel samples, up to the model's context)"},
     {"batch", NULL, "--batch", FLAG_INT, "N", 1, 1 << 16, NULL, OPTION(batch), "most tokens per forward call (prefill chunk)"},
     {"parallel", NULL, "--parallel", FLAG_INT, "N", 1, 256, NULL, OPTION(parallel),
      "prompts whose target outputs are recorded at once, each in its own slots of the context (train's data, replay's "
-     "held-back set; the records are the same for any N); train --self-samples raises the context to hold N samples"},
+     "held-back set; the same records for any N, bit for bit, on the fast and reference tables)"},
     // speculative decoding
     {"draft", NULL, "--draft", FLAG_TEXT, "SOURCE", 0, 0, NULL, OPTION(draft),
      "speculative decoding from DRAFT (an EAGLE-3 draft: our GGUF, llama.cpp's eagle3 GGUF or a SpecForge "
@@ -964,6 +965,7 @@ static void train_defaults(Options* o) {
     *o = replay_default_options();
     o->sampling.temperature = 1.0f;
     o->sample_length = 224;
+    o->context = 0;   // train_offline chooses: replay's, or with --self-samples enough for --parallel samples
 }
 
 static int command_train(Options* o) {

@@ -380,6 +380,8 @@ static inline CacheLayout cache_by_head(int S, int HS) { CacheLayout l = {(size_
 // continue the sequence whose slots start at `base`; they are its slots [n_past, n_past + n) from there and
 // see only its slots (target_forward_spans, Backend.attention_forward_spans).
 typedef struct { int row, n, base, n_past; } SequenceSpan;
+// The bytes of a span's mask, (n, n_past + n): the spans' masks lie one after another.
+static inline size_t span_mask_bytes(const SequenceSpan* span) { return (size_t)span->n * (span->n_past + span->n); }
 
 // ----------------------------------------------------------------------------
 // CPU reference ops (cpu_ref.c). Arguments: outputs, inputs, weights, dimensions. Every backend has
@@ -514,7 +516,7 @@ typedef struct {
     // attention_forward over several sequences' spans of rows in one call (each span's mask, (n, n_past + n),
     // one after another from mask; its slots from its base, in the layout's slot stride; spans: host memory):
     // the same bits as a call per span. Optional: NULL makes backend_attention_spans call attention_forward
-    // per span.
+    // per span (the CUDA table: a launch per span and layer, correct and slower for many lanes).
     void (*attention_forward_spans)(float* out, const float* q, const float* key_cache, const float* value_cache,
                                     const uint8_t* mask, const SequenceSpan* spans, int n_spans, int NH, int NKV, int HS,
                                     CacheLayout layout);
@@ -578,8 +580,8 @@ int fast_int8_amx(void);   // 1 where AMX's int8 tiles run the packed int8 matmu
 // One line for reports: the table's name, what it runs on (the fast tables: the instruction set and the
 // activations' arithmetic) and the OpenMP threads.
 void backend_describe(const Backend* backend, char* text, size_t size);
-// Attention over several sequences' spans (Backend.attention_forward_spans): the table's op where it has one,
-// else attention_forward per span (the same bits).
+// Attention over several sequences' spans (Backend.attention_forward_spans): the table's op where it has one
+// and there are several spans, else attention_forward per span (the same bits).
 void backend_attention_spans(const Backend* backend, float* out, const float* q, const float* key_cache,
                              const float* value_cache, const uint8_t* mask, const SequenceSpan* spans, int n_spans, int NH,
                              int NKV, int HS, CacheLayout layout);
@@ -846,6 +848,8 @@ void target_forward_spans(Target* target, const int* tokens, const int* position
                           const SequenceSpan* spans, int n_spans, int all_logits);
 // target_prefill of a sequence whose slots start at base.
 void target_prefill_span(Target* target, int base, const int* tokens, int n, int n_past, float* features, float* hidden);
+// Whether generation ends at this token: one of the tokenizer's end tokens (a model without one never ends).
+int target_is_end(const Target* target, int token);
 // Keeps only the accepted path in the cache: slot slots[i] (host) moves to slot destination + i.
 void target_compact(Target* target, const int* slots, int n, int destination);
 
@@ -1872,8 +1876,9 @@ enum { ADAPTIVE_DEFAULT_K = 4, ADAPTIVE_DEFAULT_DEPTH = 8, ADAPTIVE_DEFAULT_NODE
 // and train's KV cache, tokens per request and training pool; the most records per optimiser step.
 enum {
     DEFAULT_BATCH_TOKENS = 256, DEFAULT_SPEC_DEPTH = 5,
-    REPLAY_DEFAULT_CONTEXT = 2048, RECORD_DEFAULT_PARALLEL = 16, REPLAY_DEFAULT_MAX_NEW = 32, REPLAY_DEFAULT_POOL = 64, FLYWHEEL_MAX_BATCH = 64,
+    REPLAY_DEFAULT_CONTEXT = 2048, REPLAY_DEFAULT_MAX_NEW = 32, REPLAY_DEFAULT_POOL = 64, FLYWHEEL_MAX_BATCH = 64,
     REPLAY_DEFAULT_EVAL_REQUESTS = 16,
+    RECORD_DEFAULT_PARALLEL = 16,   // --parallel (recording, flywheel.c: three times one at a time, 2-core Xeon)
 };
 // replay's and train's warm start (--draft-init): the study's best (docs/learning-study.md)
 #define REPLAY_DEFAULT_DRAFT_INIT "target-layer"

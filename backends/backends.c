@@ -125,7 +125,7 @@ void backend_attention_spans(const Backend* backend, float* out, const float* q,
         size_t base = (size_t)s->base * layout.slot_stride;
         backend->attention_forward(out + s->row * QD, q + s->row * QD, key_cache + base, value_cache + base,
                                    mask + mask_offset, s->n, s->n_past + s->n, NH, NKV, HS, layout);
-        mask_offset += (size_t)s->n * (s->n_past + s->n);
+        mask_offset += span_mask_bytes(s);
     }
 }
 

@@ -346,6 +346,25 @@ static void attention_item_portable(const AttentionItem* item) {
 
 enum { FAST_ATTENTION_MIN_ITEMS = 8 };
 
+enum { FAST_FEW_SPANS = 16 };
+
+// The AVX-512 kernel does a group of up to 16 queries per pass over the key rows in about the time of a few
+// queries one by one (cpu_fast_kernels.c), so its chunks are as many rows as fill 16 lanes (5 rows of 3 heads);
+// the other paths' work is per query, and their chunks are FAST_QUERY_ROWS rows.
+static int attention_chunk_rows(int lane_groups, int group) {
+    return lane_groups ? (group < 16 ? 16 / group : 1) : FAST_QUERY_ROWS;
+}
+
+// The query heads a key/value head serves, checked (the per-thread arrays hold FAST_MAX_GROUP of a row's)
+static int attention_group(int NH, int NKV, const char* function) {
+    int group = NH / NKV;
+    if (group > FAST_MAX_GROUP) {   // never for the models we run; refuse rather than overflow
+        fprintf(stderr, "error: %s: %d query heads per key/value head (at most %d)\n", function, group, FAST_MAX_GROUP);
+        exit(EXIT_FAILURE);
+    }
+    return group;
+}
+
 // Runs the items of several spans' attention in one parallel region: span s's rows [row, row + n) see its
 // cache slots from base (its mask at mask_offsets[s]); each key/value head's queries of a span in chunks of
 // chunk_rows rows, each chunk cut into `splits` items by query head. Each query's arithmetic is the same
@@ -355,7 +374,9 @@ static void attention_run_spans(float* out, const float* q, const float* key_cac
                                 int NH, int NKV, int HS, CacheLayout layout, int chunk_rows, int splits, int lane_groups,
                                 int isa, int parallel) {
     int heads = NH / NKV / splits, QD = NH * HS, max_P = 1;
-    int* first_item = mallocCheck((size_t)(n_spans + 1) * sizeof(int));   // span s's items: [first_item[s], first_item[s + 1])
+    // (n_spans + 1) span s's items are [first_item[s], first_item[s + 1]) (on the stack for a few spans)
+    int few_spans[FAST_FEW_SPANS + 1];
+    int* first_item = n_spans <= FAST_FEW_SPANS ? few_spans : mallocCheck((size_t)(n_spans + 1) * sizeof(int));
     first_item[0] = 0;
     for (int s = 0; s < n_spans; s++) {
         int n_chunks = (spans[s].n + chunk_rows - 1) / chunk_rows, P = spans[s].n_past + spans[s].n;
@@ -375,10 +396,12 @@ static void attention_run_spans(float* out, const float* q, const float* key_cac
         uint16_t* lanes = lane_groups ? mallocCheck((size_t)max_P * sizeof(uint16_t)) : NULL;
         float* max_scores = mallocCheck((size_t)item_queries * sizeof(float));
         float* sums = mallocCheck((size_t)item_queries * sizeof(float));
-        int s = 0;   // the span of this thread's last item (items are handed out in increasing order)
+        int s = 0;   // the span of this thread's last item (a thread's items mostly increase: a dynamic schedule
+                     // may hand out an earlier one, so the search goes both ways)
         #pragma omp for schedule(dynamic, 1)
         for (int index = 0; index < n_items; index++) {
             while (index >= first_item[s + 1]) { s++; }
+            while (index < first_item[s]) { s--; }
             const SequenceSpan* span = &spans[s];
             size_t base = (size_t)span->base * layout.slot_stride;
             // chunk-major within a span: every key/value head's first (whole) chunks before the last (partial)
@@ -402,27 +425,19 @@ static void attention_run_spans(float* out, const float* q, const float* key_cac
         free(max_scores);
         free(sums);
     }
-    free(first_item);
+    if (first_item != few_spans) { free(first_item); }
 }
 
 void attention_forward_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
                             const uint8_t* mask, int T, int P, int NH, int NKV, int HS, CacheLayout layout) {
     // out, q: (T, NH*HS); key_cache, value_cache: P slots laid out as `layout`; mask: (T, P)
-    int group = NH / NKV;
-    if (group > FAST_MAX_GROUP) {   // never for the models we run; refuse rather than overflow
-        fprintf(stderr, "error: attention_forward_fast: %d query heads per key/value head (at most %d)\n", group,
-                FAST_MAX_GROUP);
-        exit(EXIT_FAILURE);
-    }
+    int group = attention_group(NH, NKV, "attention_forward_fast");
     int isa = fast_isa_current();
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
-    // Items: a key/value head's queries in chunks of query rows (all heads of its group). The AVX-512
-    // kernel does a group of up to 16 queries per pass over the key rows in about the time of a few queries
-    // one by one (cpu_fast_kernels.c), so its chunks are as many rows as fill 16 lanes (5 rows of 3 heads);
-    // the other paths' work is per query, and their chunks are FAST_QUERY_ROWS rows.
+    // Items: a key/value head's queries in chunks of query rows (all heads of its group; attention_chunk_rows).
     // A verify pass makes few items for the threads to share. The AVX2 and portable paths then cut its rows
     // into the fewest chunks whose items divide evenly among the threads (6 items of 3 rows for 6 rows, 3
     // key/value heads and two threads). Measured, 2-core Zen 3, AVX2, attention alone, 30 layers, median of
@@ -434,7 +449,7 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
     // Xeon, P = 134, the portable path: T = 1 on two threads 7.4 -> 8.3 us split, on one 8.7 -> 12.4 us).
     // Each query's arithmetic is the same whichever items it is in.
     int lane_groups = isa >= FAST_ISA_AVX512 && fast_attention_lanes_fit(HS);
-    int chunk_rows = lane_groups ? (group < 16 ? 16 / group : 1) : FAST_QUERY_ROWS;
+    int chunk_rows = attention_chunk_rows(lane_groups, group);
     int n_chunks = (T + chunk_rows - 1) / chunk_rows;
     int few_items = T > 1 && threads > 1 && NKV * n_chunks < FAST_ATTENTION_MIN_ITEMS;
     int splits = 1;
@@ -458,23 +473,18 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
 void attention_forward_spans_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
                                   const uint8_t* mask, const SequenceSpan* spans, int n_spans, int NH, int NKV, int HS,
                                   CacheLayout layout) {
-    int group = NH / NKV;
-    if (group > FAST_MAX_GROUP) {
-        fprintf(stderr, "error: attention_forward_spans_fast: %d query heads per key/value head (at most %d)\n", group,
-                FAST_MAX_GROUP);
-        exit(EXIT_FAILURE);
-    }
+    int group = attention_group(NH, NKV, "attention_forward_spans_fast");
     int isa = fast_isa_current();
     int lane_groups = isa >= FAST_ISA_AVX512 && fast_attention_lanes_fit(HS);
-    int chunk_rows = lane_groups ? (group < 16 ? 16 / group : 1) : FAST_QUERY_ROWS;
-    size_t* mask_offsets = mallocCheck((size_t)n_spans * sizeof(size_t));
+    size_t* mask_offsets = mallocCheck((size_t)n_spans * sizeof(size_t));   // (n_spans) each span's mask in `mask`
     long work = 0;
     size_t offset = 0;
     for (int s = 0; s < n_spans; s++) {
         mask_offsets[s] = offset;
-        offset += (size_t)spans[s].n * (spans[s].n_past + spans[s].n);
-        work += (long)spans[s].n * (spans[s].n_past + spans[s].n) * NH * HS;
+        offset += span_mask_bytes(&spans[s]);
+        work += (long)span_mask_bytes(&spans[s]) * NH * HS;
     }
+    int chunk_rows = attention_chunk_rows(lane_groups, group);
     attention_run_spans(out, q, key_cache, value_cache, mask, spans, mask_offsets, n_spans, NH, NKV, HS, layout, chunk_rows,
                         1, lane_groups, isa, work >= PARALLEL_MIN_WORK);
     free(mask_offsets);

@@ -459,53 +459,55 @@ typedef struct {
 
 typedef struct {
     int index;              // the request's or sample's place in the job (and its record's)
-    int base, capacity;     // its cache slots [base, base + capacity): as many as tokens it may run
+    int base, capacity;     // its cache slots [base, base + capacity): the most tokens it holds
     int n_tokens;           // tokens so far; all but the last have run, and their states are in the rows below
-    int n_prompt;           // the prompt's tokens (a sample's: those drawn so far, while sampling)
-    int sampling;           // a sample still being drawn (else the greedy continuation)
+    int n_prompt;           // the prompt's tokens (a sample's: those drawn so far, while drawing)
+    int drawing;            // a sample still being drawn (else: the greedy continuation)
     int n_new;              // tokens of the greedy continuation so far
     uint64_t rng;
-    int* tokens;            // (capacity + 1)
+    int* tokens;            // (capacity)
     float* features;        // (capacity, 3C) the taps at each position that ran
     float* hidden;          // (capacity, C) the final hidden states
 } Lane;
 
-enum { LANE_RUNS, LANE_DONE, LANE_DROPPED };
+// What a lane does next: its last token runs; its record is complete; it is not kept (a sample shorter than
+// SELF_SAMPLE_MIN_TOKENS); (lane_start) it waits for free cache slots.
+enum { LANE_RUNS, LANE_DONE, LANE_DROPPED, LANE_WAITS };
 
-// The lowest base of `need` free slots of the cache beside the running lanes, or -1 when none is free now.
+// The base of `need` free slots of the cache beside the running lanes (the first that fits, trying slot 0 and
+// the slot after each lane's), or -1 when none is free now.
 static int lane_find_slots(const Lane* lanes, int n_lanes, int need, int S) {
-    for (int c = -1; c < n_lanes; c++) {   // a free run starts at slot 0 or right after a lane's slots
-        int base = c < 0 ? 0 : lanes[c].base + lanes[c].capacity, free = base + need <= S;
-        for (int j = 0; j < n_lanes && free; j++) {
-            free = base + need <= lanes[j].base || lanes[j].base + lanes[j].capacity <= base;
+    for (int c = -1; c < n_lanes; c++) {
+        int base = c < 0 ? 0 : lanes[c].base + lanes[c].capacity, fits = base + need <= S;
+        for (int j = 0; j < n_lanes && fits; j++) {
+            fits = base + need <= lanes[j].base || lanes[j].base + lanes[j].capacity <= base;
         }
-        if (free) { return base; }
+        if (fits) { return base; }
     }
     return -1;
 }
 
-// The lane's next token from the logits of its last token. Returns LANE_RUNS (the new token runs next),
-// LANE_DONE (the record is complete: an end token or max_new reached) or LANE_DROPPED (a sample that ended
-// before SELF_SAMPLE_MIN_TOKENS tokens, not kept).
-static int lane_take(Lane* lane, const float* logits, const RecordJob* job, const Tokenizer* tokenizer, int V,
-                     float* probs, ProbIndex* scratch) {
-    if (lane->sampling) {
+// The lane's next token from the logits of its last token: LANE_RUNS (the new token runs next), LANE_DONE (an
+// end token or max_new reached) or LANE_DROPPED (a sample shorter than SELF_SAMPLE_MIN_TOKENS).
+static int lane_take(Lane* lane, const float* logits, const RecordJob* job, const Target* target, float* probs,
+                     ProbIndex* scratch) {
+    int V = target->config.vocab_size;
+    if (lane->drawing) {
         int token = sample_token(logits, V, job->sampling, random_f64(&lane->rng), probs, scratch);
-        if (!tokenizer_is_end(tokenizer, token)) {
-            lane->tokens[lane->n_tokens++] = token;
-            lane->n_prompt = lane->n_tokens;
-            lane->sampling = lane->n_tokens - 1 < job->length; // its last token runs, and its logits start the continuation
-            return LANE_RUNS;
-        }
-        // an end token is not text: the sample ends before it, and these logits start the continuation
-        lane->sampling = 0;
-        if (lane->n_tokens - 1 < SELF_SAMPLE_MIN_TOKENS) { return LANE_DROPPED; }
+        int ends = target_is_end(target, token);
+        if (!ends) { lane->tokens[lane->n_tokens++] = token; }
+        lane->n_prompt = lane->n_tokens;
+        lane->drawing = !ends && lane->n_tokens - 1 < job->length;
+        if (!lane->drawing && lane->n_tokens - 1 < SELF_SAMPLE_MIN_TOKENS) { return LANE_DROPPED; }
+        // drawn to its length, its last token runs and its logits start the continuation; ended by an end token
+        // (not text: not kept), these logits start it
+        if (!ends) { return LANE_RUNS; }
     }
     if (lane->n_new == job->max_new) { return LANE_DONE; }
     int token = sample_argmax(logits, V);
     lane->tokens[lane->n_tokens++] = token;
     lane->n_new++;
-    return tokenizer_is_end(tokenizer, token) || lane->n_new == job->max_new ? LANE_DONE : LANE_RUNS;
+    return target_is_end(target, token) || lane->n_new == job->max_new ? LANE_DONE : LANE_RUNS;
 }
 
 static void lane_free(Lane* lane) {
@@ -513,37 +515,28 @@ static void lane_free(Lane* lane) {
     memset(lane, 0, sizeof(*lane));
 }
 
-// Starts prompt or sample `index` in a lane at free cache slots: its prompt runs (prefill) and its first
-// token is taken. Returns LANE_RUNS / LANE_DONE / LANE_DROPPED as lane_take, -1 when its slots are not free
-// now (the lane is left empty), or -2 when the prompt does not fit the room (skipped).
-static int lane_start(Lane* lane, Target* target, const RecordJob* job, int index, const Lane* running, int n_running,
-                      int* prompt, float* probs, ProbIndex* scratch) {
-    Error err;
-    int n_prompt = 1;
-    if (job->requests) {
-        n_prompt = prompt_encode(&target->tokenizer, job->requests[index].prompt, job->requests[index].chat, prompt,
-                                 job->room, &err);
-        if (n_prompt < 0) { return -2; }
-    } else {
-        prompt[0] = job->start_token;
-    }
+// Starts prompt `index` (n_prompt tokens) in a lane at free cache slots beside the running lanes: the prompt
+// runs (a prefill) and its first token is taken. Returns lane_take's answer, or LANE_WAITS (no free slots
+// now; the lane is not written).
+static int lane_start(Lane* lane, Target* target, const RecordJob* job, int index, const int* prompt, int n_prompt,
+                      const Lane* running, int n_running, float* probs, ProbIndex* scratch) {
     int capacity = (job->requests ? n_prompt : 1 + job->length) + job->max_new;
     int base = lane_find_slots(running, n_running, capacity, target->cache_capacity);
-    if (base < 0) { return -1; }
+    if (base < 0) { return LANE_WAITS; }
     int C = target->config.dim;
     memset(lane, 0, sizeof(*lane));
     lane->index = index;
     lane->base = base;
     lane->capacity = capacity;
-    lane->tokens = mallocCheck((size_t)(capacity + 1) * sizeof(int));
+    lane->tokens = mallocCheck((size_t)capacity * sizeof(int));
     lane->features = mallocCheck((size_t)capacity * TAP_LAYERS * C * sizeof(float));
     lane->hidden = mallocCheck((size_t)capacity * C * sizeof(float));
     memcpy(lane->tokens, prompt, (size_t)n_prompt * sizeof(int));
     lane->n_tokens = lane->n_prompt = n_prompt;
-    lane->sampling = job->requests == NULL;
+    lane->drawing = job->requests == NULL;
     lane->rng = random_seed_state(job->seed + (uint64_t)index);
     target_prefill_span(target, base, prompt, n_prompt, 0, lane->features, lane->hidden);
-    return lane_take(lane, target->host.logits, job, &target->tokenizer, target->config.vocab_size, probs, scratch);
+    return lane_take(lane, target->host.logits, job, target, probs, scratch);
 }
 
 // A lane that is done (its record to by_index) or dropped (counted in *skipped), freed.
@@ -565,30 +558,39 @@ static int record_batch(Target* target, const RecordJob* job, Record** records, 
     int V = target->config.vocab_size, C = target->config.dim;
     int parallel = job->parallel < target->act.max_tokens ? job->parallel : target->act.max_tokens;
     if (parallel < 1) { parallel = 1; }
-    Lane* lanes = callocCheck((size_t)parallel, sizeof(Lane));
-    Record** by_index = callocCheck((size_t)(job->n > 0 ? job->n : 1), sizeof(Record*));
-    int* prompt = mallocCheck((size_t)(target->cache_capacity + 1) * sizeof(int));
-    int* tokens = mallocCheck((size_t)parallel * sizeof(int));
-    int* positions = mallocCheck((size_t)parallel * sizeof(int));
-    SequenceSpan* spans = mallocCheck((size_t)parallel * sizeof(SequenceSpan));
+    Lane* lanes = callocCheck((size_t)parallel, sizeof(Lane));              // (parallel) the running lanes first
+    Record** by_index = callocCheck((size_t)(job->n > 0 ? job->n : 1), sizeof(Record*));   // (n) NULL: none
+    int* prompt = mallocCheck((size_t)(job->room > 0 ? job->room : 1) * sizeof(int));    // (room) the next prompt
+    int* tokens = mallocCheck((size_t)parallel * sizeof(int));              // (parallel) a step's tokens,
+    int* positions = mallocCheck((size_t)parallel * sizeof(int));           // their positions
+    SequenceSpan* spans = mallocCheck((size_t)parallel * sizeof(SequenceSpan));   // and spans, one per lane
     float* probs = mallocCheck((size_t)V * sizeof(float));
     ProbIndex* scratch = mallocCheck((size_t)V * sizeof(ProbIndex));
-    int n_lanes = 0, next = 0, shown = 0;
+    int n_lanes = 0, next = 0, n_prompt = -1, shown = 0;   // n_prompt: the next prompt's tokens (-1: not read yet)
     *skipped = 0;
     double start = now_seconds();
     while (!stop_requested() && (n_lanes > 0 || next < job->n)) {
         // start prompts while lanes and cache slots are free (in order: one that must wait holds the rest)
         while (n_lanes < parallel && next < job->n) {
-            int status = lane_start(&lanes[n_lanes], target, job, next, lanes, n_lanes, prompt, probs, scratch);
-            if (status == -1 && n_lanes == 0) {   // callers size prompts to the cache: a program bug
+            Error err;
+            if (n_prompt < 0 && job->requests) {
+                n_prompt = prompt_encode(&target->tokenizer, job->requests[next].prompt, job->requests[next].chat, prompt,
+                                         job->room, &err);
+                if (n_prompt < 0) { (*skipped)++; next++; continue; }   // longer than the room
+            } else if (n_prompt < 0) {
+                prompt[0] = job->start_token;
+                n_prompt = 1;
+            }
+            int status = lane_start(&lanes[n_lanes], target, job, next, prompt, n_prompt, lanes, n_lanes, probs, scratch);
+            if (status == LANE_WAITS && n_lanes == 0) {   // callers size prompts to the cache: a program bug
                 fprintf(stderr, "error: internal: prompt %d does not fit an empty cache of %d slots\n", next,
                         target->cache_capacity);
                 exit(EXIT_FAILURE);
             }
-            if (status == -1) { break; }
+            if (status == LANE_WAITS) { break; }
             next++;
-            if (status == -2) { (*skipped)++; }
-            else if (status == LANE_RUNS) { n_lanes++; }
+            n_prompt = -1;
+            if (status == LANE_RUNS) { n_lanes++; }
             else { lane_finish(&lanes[n_lanes], status, by_index, skipped, C); }
         }
         if (n_lanes > 0) {
@@ -607,7 +609,7 @@ static int record_batch(Target* target, const RecordJob* job, Record** records, 
                 memcpy(lane->features + (size_t)position * TAP_LAYERS * C,
                        target->host.features + (size_t)j * TAP_LAYERS * C, (size_t)TAP_LAYERS * C * sizeof(float));
                 memcpy(lane->hidden + (size_t)position * C, target->host.hidden + (size_t)j * C, (size_t)C * sizeof(float));
-                int status = lane_take(lane, target->host.logits + (size_t)j * V, job, &target->tokenizer, V, probs, scratch);
+                int status = lane_take(lane, target->host.logits + (size_t)j * V, job, target, probs, scratch);
                 if (status == LANE_RUNS) { lanes[kept++] = *lane; }
                 else { lane_finish(lane, status, by_index, skipped, C); }
             }
@@ -1124,14 +1126,24 @@ int train_offline(const Options* o) {
     Error err;
     Target target;
     const Backend* backend = backend_by_name(o->backend_name ? o->backend_name : "cpu", &err); // (resolved by the command)
-    // --self-samples: a context that holds one sample holds --parallel of them, each in its own slots
-    int context = o->context, sample_slots = 1 + o->sample_length + o->max_new;
-    if (o->self_samples > 0 && sample_slots + TREE_MAX_NODES <= o->context && (long)o->parallel * sample_slots > context) {
-        context = o->parallel * sample_slots;
-    }
+    // the context: --context, else replay's; and with --self-samples and no --context, one that holds --parallel
+    // samples at once, each in its own slots (at most the positions the model was trained on: its lanes' positions
+    // stay short, but a longer context is the user's to ask for)
+    int context = o->context > 0 ? o->context : REPLAY_DEFAULT_CONTEXT;
     if (backend == NULL || target_load(&target, o->model_path, backend, context, o->batch, &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
         return 1;
+    }
+    int lanes = o->parallel < o->batch ? o->parallel : o->batch, sample_slots = 1 + o->sample_length + o->max_new;
+    long wanted = (long)lanes * sample_slots, trained = target.config.context_length;
+    if (o->context == 0 && o->self_samples > 0 && sample_slots + TREE_MAX_NODES <= context && wanted > context &&
+        trained > context) {
+        context = (int)(wanted < trained ? wanted : trained);
+        target_free(&target);
+        if (target_load(&target, o->model_path, backend, context, o->batch, &err) != 0) {
+            fprintf(stderr, "error: %s\n", err.message);
+            return 1;
+        }
     }
     // the data: a traffic file's prompts, or (--self-samples) the target's own text, no file at all
     Traffic traffic = {0};
@@ -1172,6 +1184,9 @@ int train_offline(const Options* o) {
                      .length = o->sample_length, .sampling = o->sampling, .seed = (uint64_t)o->seed, .n = n_requests,
                      .max_new = o->max_new, .parallel = o->parallel,
                      .what = o->self_samples > 0 ? "sampling the target's own text" : "generating the target's outputs"};
+    int fit = o->self_samples > 0 ? target.cache_capacity / sample_slots : lanes;   // (prompts: as their lengths allow)
+    fprintf(stderr, "recording %s%d %s at once, in a context of %d slots\n", o->self_samples > 0 ? "" : "up to ",
+            fit < lanes ? fit : lanes, o->self_samples > 0 ? "samples" : "prompts", target.cache_capacity);
     n_records = record_batch(&target, &job, records, &n_skipped);
     if (o->self_samples > 0) {
         fprintf(stderr, "the target's own text: %d samples kept, %d under %d tokens (it ended them) not kept\n", n_records,

@@ -431,7 +431,7 @@ static size_t target_check_spans(const Target* target, const SequenceSpan* spans
             exit(EXIT_FAILURE);
         }
         row += s->n;
-        mask_bytes += (size_t)s->n * (s->n_past + s->n);
+        mask_bytes += span_mask_bytes(s);
     }
     return mask_bytes;
 }
@@ -461,7 +461,7 @@ void target_forward_spans(Target* target, const int* tokens, const int* position
     // the host
     b->upload(a->tokens, tokens, (size_t)T * sizeof(int));
     b->upload(a->positions, positions, (size_t)T * sizeof(int));
-    for (size_t i = 0, offset = 0; i < (size_t)n_spans; offset += (size_t)spans[i].n * (spans[i].n_past + spans[i].n), i++) {
+    for (size_t i = 0, offset = 0; i < (size_t)n_spans; offset += span_mask_bytes(&spans[i]), i++) {
         build_attention_mask(target->host.mask + offset, mask ? mask + offset : NULL, spans[i].n, spans[i].n_past);
     }
     b->upload(a->mask, target->host.mask, mask_bytes);
@@ -530,6 +530,10 @@ void target_prefill_span(Target* target, int base, const int* tokens, int n, int
         if (hidden) { memcpy(hidden + (size_t)start * C, target->host.hidden, (size_t)T * C * sizeof(float)); }
     }
     free(positions);
+}
+
+int target_is_end(const Target* target, int token) {
+    return target->has_tokenizer && tokenizer_is_end(&target->tokenizer, token);
 }
 
 void target_compact(Target* target, const int* slots, int n, int destination) {

@@ -5,11 +5,6 @@ on whatever backend the target lives on and read only host memory (target->host,
 */
 #include "aurora.h"
 
-// Whether generation stops at token: any end-of-generation token of the model's tokenizer (none without one).
-static int generation_ends(const Target* target, int token) {
-    return target->has_tokenizer && tokenizer_is_end(&target->tokenizer, token);
-}
-
 // Plain autoregressive generation: prefill the prompt, then one decode step per new token, until
 // max_new tokens, an end-of-generation token, or a full cache. out_tokens: (max_new). Returns the count.
 int generate_plain(Target* target, const int* prompt, int n_prompt, int max_new, SamplerSettings settings,
@@ -32,7 +27,7 @@ int generate_plain(Target* target, const int* prompt, int n_prompt, int max_new,
         int token = sample_token(target->host.logits, V, settings, random_f64(&rng), probs, scratch);
         out_tokens[n_generated++] = token;
         if (on_token) { on_token(context, token); }
-        if (generation_ends(target, token)) { stats->stopped_at_eos = 1; break; }
+        if (target_is_end(target, token)) { stats->stopped_at_eos = 1; break; }
         if (n_generated == max_new || position >= target->cache_capacity) { break; }
         target_forward(target, &token, &position, NULL, 1, position, 0);
         position++;
@@ -107,7 +102,7 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
         sequence.n_tokens = n_prompt + 1;
         out_tokens[n_generated++] = first;
         if (on_token) { on_token(context, first); }
-        stats->stopped_at_eos = generation_ends(target, first);
+        stats->stopped_at_eos = target_is_end(target, first);
     }
     stats->prefill_seconds = now_seconds() - start_time;
     int done = stats->stopped_at_eos || n_generated >= max_new;
@@ -168,7 +163,7 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
             sequence.tokens[sequence.n_tokens++] = token;
             out_tokens[n_generated++] = token;
             if (on_token) { on_token(context, token); }
-            if (generation_ends(target, token)) { stats->stopped_at_eos = 1; done = 1; }
+            if (target_is_end(target, token)) { stats->stopped_at_eos = 1; done = 1; }
             if (n_generated >= max_new) { done = 1; }
         }
     }

@@ -7,9 +7,10 @@ comparison routine (compare_elements) and the one tolerance table (tests/test_co
                T = 1, grouped-query heads, causal / tree / random masks with fully masked rows, -inf
                logits, in-place calls, d-buffers that start non-zero, NULL d-buffers, two runs
                bit-identical where the op promises determinism), upload_matrix for every tensor type
-  target       a prefill, three decodes, a tree-masked verify with repeated positions, a compaction and
-               a decode, then three sequences at their own slots in one call (target_forward_spans): after every call every named activation (the table, the key/value caches and
-               every layer's output) and what the host reads, and the argmax tokens
+  target       a prefill, three decodes, a tree-masked verify with repeated positions, a compaction, a
+               decode, and three sequences at their own slots in one call (target_forward_spans): after
+               every call every named activation (the table, the key/value caches and every layer's
+               output) and what the host reads, and the argmax tokens
   draft        u = fc(g), a causal extend, a tree-masked step, the step after new weights and after a hot
                swap: every named activation, the cache, what the host reads
   trainer      K = 3 steps per loss kind (discard loss, top-k, reverse KL, cut windows along the way): the
@@ -905,7 +906,8 @@ static int load_pair(const TinyModelSpec* spec, Target* ref, Target* got, int ca
     return status;
 }
 
-// A prefill, three decodes, a tree verify, a decode after the tree, a compaction and a decode.
+// A prefill, three decodes, a tree verify, a decode after the tree, a compaction and a decode; then a second
+// sequence's prefill at its own slots and one call of three sequences' spans.
 static void test_target(const TinyModelSpec* spec) {
     Target ref, got;
     if (load_pair(spec, &ref, &got, 32, 16) != 0) { return; }

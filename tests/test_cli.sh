@@ -226,6 +226,17 @@ expect_ok "generate with the self-trained draft" "$AURORA" generate -m "$model" 
 expect_ok "train --self-samples --parallel 1" "$AURORA" train -m "$model" --self-samples 3 --sample-length 24 --max-new 4 \
     --epochs 2 --parallel 1 -o "$work/self_one.gguf"
 cmp -s "$work/self.gguf" "$work/self_one.gguf" && pass || fail "train --self-samples: --parallel 1 and the default differ"
+# without --context, train --self-samples takes a context that holds --parallel samples (29 slots each here), up
+# to the model's trained context (8,192 for this model; no warning that positions pass it); --context is kept
+expect_ok "tiny-model of context 8192" "$AURORA" tiny-model -o "$work/tiny_8k.gguf" --seed 3 --context 8192
+expect_ok "train --self-samples --parallel 100" "$AURORA" train -m "$work/tiny_8k.gguf" --self-samples 3 --sample-length 24 \
+    --max-new 4 --parallel 100 -o "$work/self_lanes.gguf"
+grep -q "recording 100 samples at once, in a context of 2900 slots" "$work/err" && ! grep -q "longer than the" "$work/err" \
+    && pass || fail "train --self-samples --parallel 100: $(grep recording "$work/err")"
+expect_ok "train --self-samples --context 1000" "$AURORA" train -m "$work/tiny_8k.gguf" --self-samples 3 --sample-length 24 \
+    --max-new 4 --parallel 100 --context 1000 -o "$work/self_lanes.gguf"
+grep -q "recording 34 samples at once, in a context of 1000 slots" "$work/err" && pass \
+    || fail "train --self-samples --context 1000: $(grep recording "$work/err")"
 expect_error "train --parallel 0" "--parallel expects an integer" "$AURORA" train -m "$model" --self-samples 3 --parallel 0 -o "$work/never_made/d.gguf"
 # --lr-schedule cosine: the rate decays to 0 by the run's last step (train only)
 # (the warm-up of 1 step leaves 5 to decay: with the default 5 the decay's one step would be at the full rate)

@@ -561,7 +561,8 @@ static void test_attention_case(MaskKind kind, int T, int P, int NH, int NKV, in
 // rows: the negative control that the poisoning is seen at all).
 static void test_attention_spans_case(int NH, int NKV, int HS) {
     enum { N_SPANS = 6 };
-    const int rows[N_SPANS] = {1, 1, 3, 1, 2, 1}, pasts[N_SPANS] = {0, 40, 7, 300, 16, 1};
+    // (a long span: every head shape's work is past PARALLEL_MIN_WORK, so that the threads share it)
+    const int rows[N_SPANS] = {1, 1, 3, 1, 2, 1}, pasts[N_SPANS] = {0, 40, 7, 2000, 16, 1};
     SequenceSpan spans[N_SPANS];
     int T = 0, S = 0;
     size_t mask_bytes = 0;

@@ -218,8 +218,34 @@ static void test_self_samples(Target* target) {
           "the greedy continuation", matches, N);
     check(wrong_seed_matches == 0, "negative control: %d records equal the draw of the next seed", wrong_seed_matches);
     check(distinct == N - 1, "self samples: %d of %d draws differ from the first", distinct, N - 1);
+    // a token of draw 1 past SELF_SAMPLE_MIN_TOKENS, not earlier in it, made an end token: draw 1 ends before it
+    // and is kept, continued greedily from there, and equals that prompt recorded alone (every record does)
+    int cut_at = -1, saved_eos = target->tokenizer.eos_id;
+    for (int k = SELF_SAMPLE_MIN_TOKENS + 1; k <= LENGTH && cut_at < 0; k++) {
+        int earlier = 0;
+        for (int j = 1; j < k; j++) { earlier |= records[1]->tokens[j] == records[1]->tokens[k]; }
+        if (!earlier) { cut_at = k; }
+    }
+    check(cut_at > 0, "test setup: draw 1 has a token past %d tokens not earlier in it", SELF_SAMPLE_MIN_TOKENS);
+    if (cut_at > 0) {
+        Record* cut[N];
+        target->tokenizer.eos_id = records[1]->tokens[cut_at];
+        int n_cut = self_samples(target, start, N, LENGTH, sampling, 77, MAX_NEW, 3, cut, &dropped), alone_equal = 0;
+        int draw_1 = -1;
+        for (int i = 0; i < n_cut; i++) {
+            Record* alone = record_alone(target, cut[i]->tokens, cut[i]->n_prompt, MAX_NEW);
+            alone_equal += records_equal(alone, cut[i]);
+            record_free(alone);
+            if (memcmp(cut[i]->tokens, records[1]->tokens, (size_t)cut_at * sizeof(int)) == 0) { draw_1 = i; }
+        }
+        check(n_cut >= 1 && alone_equal == n_cut && draw_1 >= 0 && cut[draw_1]->n_prompt == cut_at,
+              "an end token at draw 1's token %d: %d records (%d equal to their prompt recorded alone), draw 1's prompt "
+              "%d tokens", cut_at, n_cut, alone_equal, draw_1 >= 0 ? cut[draw_1]->n_prompt : -1);
+        for (int i = 0; i < n_cut; i++) { record_free(cut[i]); }
+        target->tokenizer.eos_id = saved_eos;
+    }
     // draw 0's first token made an end token: that draw ends at once and is not kept
-    int first = records[0]->tokens[1], saved_eos = target->tokenizer.eos_id;
+    int first = records[0]->tokens[1];
     for (int i = 0; i < made; i++) { record_free(records[i]); }
     target->tokenizer.eos_id = first;
     made = self_samples(target, start, N, LENGTH, sampling, 77, MAX_NEW, 3, records, &dropped);

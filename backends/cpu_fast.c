@@ -365,25 +365,32 @@ static int attention_group(int NH, int NKV, const char* function) {
     return group;
 }
 
-// Runs the items of several spans' attention in one parallel region: span s's rows [row, row + n) see its
-// cache slots from base (its mask at mask_offsets[s]); each key/value head's queries of a span in chunks of
-// chunk_rows rows, each chunk cut into `splits` items by query head. Each query's arithmetic is the same
-// whichever items, spans and calls it is in.
+// Runs the items of several spans' attention in one parallel region (when their work is worth sharing): span
+// s's rows [row, row + n) see its cache slots from base, its mask after the spans' before it; each key/value
+// head's queries of a span in chunks of chunk_rows rows, each chunk cut into `splits` items by query head. Each
+// query's arithmetic is the same whichever items, spans and calls it is in.
 static void attention_run_spans(float* out, const float* q, const float* key_cache, const float* value_cache,
-                                const uint8_t* mask, const SequenceSpan* spans, const size_t* mask_offsets, int n_spans,
-                                int NH, int NKV, int HS, CacheLayout layout, int chunk_rows, int splits, int lane_groups,
-                                int isa, int parallel) {
+                                const uint8_t* mask, const SequenceSpan* spans, int n_spans, int NH, int NKV, int HS,
+                                CacheLayout layout, int chunk_rows, int splits, int lane_groups, int isa) {
     int heads = NH / NKV / splits, QD = NH * HS, max_P = 1;
-    // (n_spans + 1) span s's items are [first_item[s], first_item[s + 1]) (on the stack for a few spans)
-    int few_spans[FAST_FEW_SPANS + 1];
-    int* first_item = n_spans <= FAST_FEW_SPANS ? few_spans : mallocCheck((size_t)(n_spans + 1) * sizeof(int));
+    // (n_spans + 1) span s's items are [first_item[s], first_item[s + 1]), and (n_spans) its mask starts at
+    // mask_offsets[s] (on the stack for a few spans)
+    int few_items[FAST_FEW_SPANS + 1];
+    size_t few_offsets[FAST_FEW_SPANS];
+    int few = n_spans <= FAST_FEW_SPANS;
+    int* first_item = few ? few_items : mallocCheck((size_t)(n_spans + 1) * sizeof(int));
+    size_t* mask_offsets = few ? few_offsets : mallocCheck((size_t)n_spans * sizeof(size_t));
     first_item[0] = 0;
+    size_t mask_bytes = 0;
     for (int s = 0; s < n_spans; s++) {
         int n_chunks = (spans[s].n + chunk_rows - 1) / chunk_rows, P = spans[s].n_past + spans[s].n;
         first_item[s + 1] = first_item[s] + NKV * n_chunks * splits;
+        mask_offsets[s] = mask_bytes;
+        mask_bytes += span_mask_bytes(&spans[s]);
         if (P > max_P) { max_P = P; }
     }
     int n_items = first_item[n_spans];
+    int parallel = (long)mask_bytes * NH * HS >= PARALLEL_MIN_WORK;   // every query's work over its slots
     (void)parallel;   // (without OpenMP)
     #pragma omp parallel if (parallel)
     {
@@ -425,7 +432,7 @@ static void attention_run_spans(float* out, const float* q, const float* key_cac
         free(max_scores);
         free(sums);
     }
-    if (first_item != few_spans) { free(first_item); }
+    if (!few) { free(first_item); free(mask_offsets); }
 }
 
 void attention_forward_fast(float* out, const float* q, const float* key_cache, const float* value_cache,
@@ -462,9 +469,8 @@ void attention_forward_fast(float* out, const float* q, const float* key_cache, 
         splits = group;
     }
     SequenceSpan span = {0, T, 0, P - T};
-    size_t mask_offset = 0;
-    attention_run_spans(out, q, key_cache, value_cache, mask, &span, &mask_offset, 1, NH, NKV, HS, layout, chunk_rows,
-                        splits, lane_groups, isa, (long)T * P * NH * HS >= PARALLEL_MIN_WORK);
+    attention_run_spans(out, q, key_cache, value_cache, mask, &span, 1, NH, NKV, HS, layout, chunk_rows, splits, lane_groups,
+                        isa);
 }
 
 // Several sequences' rows at once (Backend.attention_forward_spans): a decode step of many sequences is
@@ -476,18 +482,8 @@ void attention_forward_spans_fast(float* out, const float* q, const float* key_c
     int group = attention_group(NH, NKV, "attention_forward_spans_fast");
     int isa = fast_isa_current();
     int lane_groups = isa >= FAST_ISA_AVX512 && fast_attention_lanes_fit(HS);
-    size_t* mask_offsets = mallocCheck((size_t)n_spans * sizeof(size_t));   // (n_spans) each span's mask in `mask`
-    long work = 0;
-    size_t offset = 0;
-    for (int s = 0; s < n_spans; s++) {
-        mask_offsets[s] = offset;
-        offset += span_mask_bytes(&spans[s]);
-        work += (long)span_mask_bytes(&spans[s]) * NH * HS;
-    }
-    int chunk_rows = attention_chunk_rows(lane_groups, group);
-    attention_run_spans(out, q, key_cache, value_cache, mask, spans, mask_offsets, n_spans, NH, NKV, HS, layout, chunk_rows,
-                        1, lane_groups, isa, work >= PARALLEL_MIN_WORK);
-    free(mask_offsets);
+    attention_run_spans(out, q, key_cache, value_cache, mask, spans, n_spans, NH, NKV, HS, layout,
+                        attention_chunk_rows(lane_groups, group), 1, lane_groups, isa);
 }
 
 // ----------------------------------------------------------------------------

@@ -878,20 +878,18 @@ static void compare_target_host(const char* step, const Target* got, const Targe
     for (int r = 0; r < rows; r++) { check_argmax(step, r, got->host.logits + (size_t)r * V, ref->host.logits + (size_t)r * V, V); }
 }
 
-static void forward_both(const char* step, Target* ref, Target* got, const int* tokens, const int* positions,
-                         const uint8_t* mask, int T, int n_past, int all_logits) {
-    target_forward(ref, tokens, positions, mask, T, n_past, all_logits);
-    target_forward(got, tokens, positions, mask, T, n_past, all_logits);
+static void forward_spans_both(const char* step, Target* ref, Target* got, const int* tokens, const int* positions,
+                               const uint8_t* mask, const SequenceSpan* spans, int n_spans, int all_logits) {
+    target_forward_spans(ref, tokens, positions, mask, spans, n_spans, all_logits);
+    target_forward_spans(got, tokens, positions, mask, spans, n_spans, all_logits);
     compare_activation_tables(step, got->act.table, ref->act.table, TARGET_NUM_ACTIVATIONS);
-    compare_target_host(step, got, ref, T, all_logits);
+    compare_target_host(step, got, ref, spans[n_spans - 1].row + spans[n_spans - 1].n, all_logits);
 }
 
-static void forward_spans_both(const char* step, Target* ref, Target* got, const int* tokens, const int* positions,
-                               const SequenceSpan* spans, int n_spans) {
-    target_forward_spans(ref, tokens, positions, NULL, spans, n_spans, 1);
-    target_forward_spans(got, tokens, positions, NULL, spans, n_spans, 1);
-    compare_activation_tables(step, got->act.table, ref->act.table, TARGET_NUM_ACTIVATIONS);
-    compare_target_host(step, got, ref, spans[n_spans - 1].row + spans[n_spans - 1].n, 1);
+static void forward_both(const char* step, Target* ref, Target* got, const int* tokens, const int* positions,
+                         const uint8_t* mask, int T, int n_past, int all_logits) {
+    SequenceSpan span = {0, T, 0, n_past};   // (target_forward's one span)
+    forward_spans_both(step, ref, got, tokens, positions, mask, &span, 1, all_logits);
 }
 
 static int load_pair(const TinyModelSpec* spec, Target* ref, Target* got, int cache_capacity, int max_tokens) {
@@ -963,11 +961,11 @@ static void test_target(const TinyModelSpec* spec) {
     for (int t = 0; t < 6; t++) { second[t] = (int)(random_u32(&rng_state) % (uint32_t)c->vocab_size); }
     snprintf(step, sizeof(step), "%s: a second sequence's prefill at slot 16", model);
     SequenceSpan prefill = {0, 4, 16, 0};
-    forward_spans_both(step, &ref, &got, second, (int[4]){0, 1, 2, 3}, &prefill, 1);
+    forward_spans_both(step, &ref, &got, second, (int[4]){0, 1, 2, 3}, NULL, &prefill, 1, 1);
     int tokens[4] = {tree.tokens[2], second[4], second[5], third}, span_positions[4] = {n_past, 4, 5, 0};
     SequenceSpan spans[3] = {{0, 1, 0, n_past}, {1, 2, 16, 4}, {3, 1, 24, 0}};
     snprintf(step, sizeof(step), "%s: three sequences in one call", model);
-    forward_spans_both(step, &ref, &got, tokens, span_positions, spans, 3);
+    forward_spans_both(step, &ref, &got, tokens, span_positions, NULL, spans, 3, 1);
     target_free(&ref);
     target_free(&got);
     model_tolerance = "layer";

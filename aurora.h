@@ -1334,6 +1334,9 @@ typedef struct {
     uint16_t* discard_features; // (n_discard, 3C) fp16 g at each node's parent
     uint16_t* discard_hidden;   // (n_discard, C) fp16 the target's final hidden state at the node
     int dim;            // C
+    int spilled;        // features and hidden are in a RecordSpill's file (record_spill_map points them into its
+                        // read-only mapping; record_free leaves them): NULL until then
+    size_t spill_offset; // where they start in that file (features, then hidden)
 } Record;
 
 // keep_discard: whether record_add_verify_step keeps the rejected nodes (the discard loss is on).
@@ -1352,6 +1355,28 @@ void record_rows_f32(float* out, const uint16_t* rows, int n_rows, int width);
 void record_rows_store(uint16_t* rows, const float* values, int n_rows, int width);
 // Bytes a record holds (its states, tokens and rejected nodes): what a pool of them costs.
 size_t record_bytes(const Record* record);
+
+// Records whose states live in a file instead of memory (train's data: at the warm-start recipe about 1.25 MB
+// a sample, 9.8 GB for 8,000 held in memory). The file is created beside the output and unlinked at once, so
+// nothing is left behind however the run ends; once every record is written, one read-only mapping of it
+// serves the trainer, whose pages the kernel may drop and read again when memory is short. The states are the
+// same bytes either way: a draft trained from spilled records is the one trained from records in memory.
+typedef struct {
+    int fd;                     // the unlinked file; -1: closed
+    char* path;                 // its name while it existed (messages)
+    size_t bytes;               // written so far
+    void* map;                  // (bytes) the read-only mapping, after record_spill_map; NULL before
+    Error err;                  // the first failure (record_spill_failed)
+    int failed;
+} RecordSpill;
+// Creates the file at `path` (an error if it exists or cannot be created) and unlinks it.
+int record_spill_open(RecordSpill* spill, const char* path, Error* err);
+// Moves a finished record's states to the end of the file (freeing them in memory). A write error is kept in
+// the spill (the first one) and the record keeps its states in memory; returns -1 then.
+int record_spill_write(RecordSpill* spill, Record* record);
+// Maps the file and points each spilled record's features and hidden into the mapping (the others are left).
+int record_spill_map(RecordSpill* spill, Record** records, int n_records, Error* err);
+void record_spill_close(RecordSpill* spill);   // unmaps and closes (free the records that point into it first)
 
 // A bounded ring buffer between serving and training: push never blocks (when full, the oldest
 // record is dropped and counted); pop waits for records unless told not to.

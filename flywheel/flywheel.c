@@ -455,6 +455,8 @@ typedef struct {
     int n;                          // requests or samples
     int max_new, parallel;
     const char* what;               // the progress line's name (NULL: quiet)
+    RecordSpill* spill;             // where the records' states go as each finishes (NULL: they stay in memory); a
+                                    // write error stops the job (the spill holds it)
 } RecordJob;
 
 typedef struct {
@@ -539,12 +541,14 @@ static int lane_start(Lane* lane, Target* target, const RecordJob* job, int inde
     return lane_take(lane, target->host.logits, job, target, probs, scratch);
 }
 
-// A lane that is done (its record to by_index) or dropped (counted in *skipped), freed.
-static void lane_finish(Lane* lane, int status, Record** by_index, int* skipped, int C) {
+// A lane that is done (its record to by_index, its states to the job's spill if it has one) or dropped
+// (counted in *skipped), freed.
+static void lane_finish(Lane* lane, int status, const RecordJob* job, Record** by_index, int* skipped, int C) {
     if (status == LANE_DONE) {
         Record* record = record_new(C, 0);   // drafted by nothing: no rejected nodes
         record_finish(record, lane->tokens, lane->n_tokens, lane->n_tokens - 1, lane->n_prompt, lane->features,
                       lane->hidden, 0);
+        if (job->spill) { record_spill_write(job->spill, record); }
         by_index[lane->index] = record;
     } else {
         (*skipped)++;
@@ -553,7 +557,8 @@ static void lane_finish(Lane* lane, int status, Record** by_index, int* skipped,
 }
 
 // Runs the job. records: (job->n) receives the records in the job's order, those skipped or dropped left
-// out; *skipped counts them. Stops early on SIGINT/SIGTERM. Returns the records made.
+// out; *skipped counts them. Stops early on SIGINT/SIGTERM, or when the spill cannot be written. Returns the
+// records made.
 static int record_batch(Target* target, const RecordJob* job, Record** records, int* skipped) {
     int V = target->config.vocab_size, C = target->config.dim;
     int parallel = job->parallel < target->act.max_tokens ? job->parallel : target->act.max_tokens;
@@ -569,7 +574,7 @@ static int record_batch(Target* target, const RecordJob* job, Record** records, 
     int n_lanes = 0, next = 0, n_prompt = -1, shown = 0;   // n_prompt: the next prompt's tokens (-1: not read yet)
     *skipped = 0;
     double start = now_seconds();
-    while (!stop_requested() && (n_lanes > 0 || next < job->n)) {
+    while (!stop_requested() && !(job->spill && job->spill->failed) && (n_lanes > 0 || next < job->n)) {
         // start prompts while lanes and cache slots are free (in order: one that must wait holds the rest)
         while (n_lanes < parallel && next < job->n) {
             Error err;
@@ -591,7 +596,7 @@ static int record_batch(Target* target, const RecordJob* job, Record** records, 
             next++;
             n_prompt = -1;
             if (status == LANE_RUNS) { n_lanes++; }
-            else { lane_finish(&lanes[n_lanes], status, by_index, skipped, C); }
+            else { lane_finish(&lanes[n_lanes], status, job, by_index, skipped, C); }
         }
         if (n_lanes > 0) {
             // one decode step for every lane: its last token, at its slots
@@ -611,7 +616,7 @@ static int record_batch(Target* target, const RecordJob* job, Record** records, 
                 memcpy(lane->hidden + (size_t)position * C, target->host.hidden + (size_t)j * C, (size_t)C * sizeof(float));
                 int status = lane_take(lane, target->host.logits + (size_t)j * V, job, target, probs, scratch);
                 if (status == LANE_RUNS) { lanes[kept++] = *lane; }
-                else { lane_finish(lane, status, by_index, skipped, C); }
+                else { lane_finish(lane, status, job, by_index, skipped, C); }
             }
             n_lanes = kept;
         }
@@ -1177,13 +1182,29 @@ int train_offline(const Options* o) {
     traffic_order(&traffic, "mixed", (uint64_t)o->seed);
     int n_requests = o->self_samples > 0 ? o->self_samples
                    : o->requests > 0 && o->requests < traffic.n_requests ? o->requests : traffic.n_requests;
+    // the records' states go to a file beside the output as each is made (RecordSpill): memory holds their tokens
+    RecordSpill spill;
+    size_t spill_name_bytes = strlen(o->out_path) + 48;
+    char* spill_path = mallocCheck(spill_name_bytes);
+    snprintf(spill_path, spill_name_bytes, "%s.records.%ld", o->out_path, (long)getpid());
+    if (record_spill_open(&spill, spill_path, &err) != 0) {
+        fprintf(stderr, "error: %s (it is made beside -o and removed at once; expected a directory where -o can be "
+                "written)\n", err.message);
+        free(spill_path);
+        draft_free(&draft);
+        traffic_free(&traffic);
+        target_free(&target);
+        return 1;
+    }
+    free(spill_path);
     Record** records = callocCheck((size_t)n_requests, sizeof(Record*));
     int n_skipped = 0, n_records;
     stop_signals_install();
     RecordJob job = {.requests = o->self_samples > 0 ? NULL : traffic.requests, .room = room, .start_token = start_token,
                      .length = o->sample_length, .sampling = o->sampling, .seed = (uint64_t)o->seed, .n = n_requests,
                      .max_new = o->max_new, .parallel = o->parallel,
-                     .what = o->self_samples > 0 ? "sampling the target's own text" : "generating the target's outputs"};
+                     .what = o->self_samples > 0 ? "sampling the target's own text" : "generating the target's outputs",
+                     .spill = &spill};
     int fit = o->self_samples > 0 ? target.cache_capacity / sample_slots : lanes;   // (prompts: as their lengths allow)
     fprintf(stderr, "recording %s%d %s at once, in a context of %d slots\n", o->self_samples > 0 ? "" : "up to ",
             fit < lanes ? fit : lanes, o->self_samples > 0 ? "samples" : "prompts", target.cache_capacity);
@@ -1197,7 +1218,11 @@ int train_offline(const Options* o) {
                     "--max-new %d\n", n_skipped, room, o->max_new);
         }
     }
-    int status = 0;
+    int status = 0, spilled = record_spill_map(&spill, records, n_records, &err) == 0;
+    if (spilled && spill.bytes > 0) {
+        fprintf(stderr, "records: %.1f MB of the target's states in a file beside %s (unlinked: read back from the page "
+                "cache or the disk as the trainer needs them)\n", spill.bytes / 1048576.0, o->out_path);
+    }
     Trainer trainer;
     trainer_init(&trainer, &draft, &target, o->train);
     if (o->train.adapt_vocabulary) { // the vocabulary of the data: all records are known before the first step
@@ -1207,7 +1232,10 @@ int train_offline(const Options* o) {
     }
     int batch = o->batch_requests < 1 ? 1 : o->batch_requests;
     int64_t planned_steps = (int64_t)o->epochs * ((n_records + batch - 1) / batch);
-    if (stop_requested()) {
+    if (!spilled) {
+        fprintf(stderr, "error: %s; nothing trained, %s not written\n", err.message, o->out_path);
+        status = 1;
+    } else if (stop_requested()) {
         fprintf(stderr, "interrupted before training: nothing trained, %s not written\n", o->out_path);
         status = 128 + stop_requested();
     } else if (n_records == 0 && o->self_samples > 0) {
@@ -1271,6 +1299,7 @@ int train_offline(const Options* o) {
     draft_free(&draft);
     for (int i = 0; i < n_records; i++) { record_free(records[i]); }
     free(records);
+    record_spill_close(&spill);
     traffic_free(&traffic);
     target_free(&target);
     return status;

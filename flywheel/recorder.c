@@ -12,7 +12,11 @@ The RecordBuffer is the only thing serving and training share besides the weight
 (flywheel.c). Serving pushes and never waits: when the buffer is full the oldest record is dropped and
 counted. Training pops, waiting when it is empty.
 */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "aurora.h"
 
 Record* record_new(int dim, int keep_discard) {
@@ -44,8 +48,7 @@ size_t record_bytes(const Record* record) {
 void record_free(Record* record) {
     if (record == NULL) { return; }
     free(record->tokens);
-    free(record->features);
-    free(record->hidden);
+    if (!record->spilled) { free(record->features); free(record->hidden); }   // (else the spill's mapping's)
     free(record->discard);
     free(record->discard_features);
     free(record->discard_hidden);
@@ -110,6 +113,94 @@ void record_finish(Record* record, const int* tokens, int n_tokens, int n_commit
     record_rows_store(record->features, features, n_committed, TAP_LAYERS * (int)C);
     record->hidden = mallocCheck((size_t)n_committed * C * sizeof(uint16_t));
     record_rows_store(record->hidden, hidden, n_committed, (int)C);
+}
+
+// ----------------------------------------------------------------------------
+// records in a file (RecordSpill, aurora.h)
+
+int record_spill_open(RecordSpill* spill, const char* path, Error* err) {
+    memset(spill, 0, sizeof(*spill));
+    spill->fd = -1;
+    // created new, never through a link (as output_open's temporary file); a leftover of the name removed
+    const int flags = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+    int fd = open(path, flags, 0600);
+    if (fd < 0 && errno == EEXIST && unlink(path) == 0) { fd = open(path, flags, 0600); }
+    if (fd < 0) { return error_set(err, "%s: cannot create the file that holds the records: %s", path, strerror(errno)); }
+    if (unlink(path) != 0) {
+        int e = errno;
+        close(fd);
+        return error_set(err, "%s: cannot remove the name of the file that holds the records: %s", path, strerror(e));
+    }
+    spill->fd = fd;
+    spill->path = mallocCheck(strlen(path) + 1);
+    strcpy(spill->path, path);
+    return 0;
+}
+
+// Writes n bytes at the end of the file; -1 with the spill's error on failure (a full disk, a file-size limit).
+static int record_spill_append(RecordSpill* spill, const void* bytes, size_t n) {
+    const uint8_t* at = bytes;
+    while (n > 0) {
+        ssize_t written = write(spill->fd, at, n);
+        if (written < 0 && errno == EINTR) { continue; }
+        if (written <= 0) {
+            spill->failed = 1;
+            error_set(&spill->err, "%s: cannot write the records (%zu MB so far): %s", spill->path, spill->bytes >> 20,
+                      written < 0 ? strerror(errno) : "no progress");
+            return -1;
+        }
+        at += written;
+        n -= (size_t)written;
+        spill->bytes += (size_t)written;
+    }
+    return 0;
+}
+
+int record_spill_write(RecordSpill* spill, Record* record) {
+    if (spill->failed || spill->map != NULL) { return -1; }   // (after a failure the rest stay in memory)
+    size_t C = (size_t)record->dim, offset = spill->bytes;
+    size_t features = (size_t)record->n_committed * TAP_LAYERS * C * sizeof(uint16_t);
+    size_t hidden = (size_t)record->n_committed * C * sizeof(uint16_t);
+    if (record_spill_append(spill, record->features, features) != 0 ||
+        record_spill_append(spill, record->hidden, hidden) != 0) {
+        return -1;
+    }
+    free(record->features);
+    free(record->hidden);
+    record->features = record->hidden = NULL;
+    record->spilled = 1;
+    record->spill_offset = offset;
+    return 0;
+}
+
+int record_spill_map(RecordSpill* spill, Record** records, int n_records, Error* err) {
+    if (spill->failed) { *err = spill->err; return -1; }
+    if (spill->bytes > 0) {
+        void* map = mmap(NULL, spill->bytes, PROT_READ, MAP_SHARED, spill->fd, 0);
+        if (map == MAP_FAILED) {
+            return error_set(err, "%s: cannot map the records' file (%zu MB): %s", spill->path, spill->bytes >> 20,
+                             strerror(errno));
+        }
+        spill->map = map;
+    }
+    for (int i = 0; i < n_records; i++) {
+        Record* record = records[i];
+        if (!record->spilled) { continue; }
+        size_t C = (size_t)record->dim;
+        // (the mapping is read-only: the trainer only reads a record's states)
+        if (spill->map == NULL) { continue; }   // (every spilled record empty: nothing to point at)
+        record->features = (uint16_t*)((uint8_t*)spill->map + record->spill_offset);
+        record->hidden = record->features + (size_t)record->n_committed * TAP_LAYERS * C;
+    }
+    return 0;
+}
+
+void record_spill_close(RecordSpill* spill) {
+    if (spill->map != NULL) { munmap(spill->map, spill->bytes); }
+    if (spill->fd >= 0) { close(spill->fd); }
+    free(spill->path);
+    memset(spill, 0, sizeof(*spill));
+    spill->fd = -1;
 }
 
 // ----------------------------------------------------------------------------

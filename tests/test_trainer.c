@@ -18,6 +18,8 @@ test_trainer.c: the flywheel's training side on project-made tiny models.
     by `make test-tsan`: pass --hot-swap-only)
 */
 #define TESTING
+#include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include "../aurora.c"
 #include "test_common.h"
@@ -183,6 +185,79 @@ static void test_record_batch(Target* target, const char* table) {
     check(made == N_PROMPTS - 1 && skipped == 1 && matches == made, "%s: traffic in 4 lanes: %d made (%d skipped), %d equal "
           "their prompt recorded alone, expected %d, 1 and all", table, made, skipped, matches, N_PROMPTS - 1);
     for (int i = 0; i < made; i++) { record_free(records[i]); }
+}
+
+// Records whose states went to a file (train's RecordSpill): the same bytes as the job kept in memory, and a
+// draft trained on them the same bits; the file's name is gone once it is open; a write error (a file-size
+// limit) stops the job with an error that names the file, and the records made keep their states in memory.
+static void test_record_spill(Target* target) {
+    enum { N = 6, LENGTH = 20, MAX_NEW = 6 };
+    SamplerSettings sampling = {1.0f, 1.0f};
+    int start = target->tokenizer.bos_id >= 0 ? target->tokenizer.bos_id : target->tokenizer.eos_id;
+    Record *memory[N], *spilled[N];
+    int dropped = -1;
+    int made = self_samples(target, start, N, LENGTH, sampling, 9, MAX_NEW, 3, memory, &dropped);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/spill.records", temp_dir);
+    RecordSpill spill;
+    Error err;
+    int opened = record_spill_open(&spill, path, &err) == 0;
+    check(opened && access(path, F_OK) != 0, "the records' file is created and its name removed at once (%s)",
+          opened ? path : err.message);
+    if (!opened) { return; }
+    RecordJob job = {.start_token = start, .length = LENGTH, .sampling = sampling, .seed = 9, .n = N, .max_new = MAX_NEW,
+                     .parallel = 3, .spill = &spill};
+    int made_spilled = record_batch(target, &job, spilled, &dropped);
+    int all_spilled = made_spilled == made;
+    for (int i = 0; i < made_spilled; i++) { all_spilled &= spilled[i]->spilled && spilled[i]->features == NULL; }
+    check(all_spilled && !spill.failed && spill.bytes > 0, "every record's states went to the file (%d of %d, %zu bytes)",
+          made_spilled, made, spill.bytes);
+    check(record_spill_map(&spill, spilled, made_spilled, &err) == 0, "the records' file maps: %s", err.message);
+    int same = 0, shifted = 0;
+    for (int i = 0; i < made_spilled; i++) {
+        same += records_equal(spilled[i], memory[i]);
+        shifted += records_equal(spilled[i], memory[(i + 1) % made]);   // the negative control
+    }
+    check(same == made && shifted == 0, "spilled records equal the records kept in memory (%d of %d; another's: %d)", same,
+          made, shifted);
+    // a trainer step on each gives the same weights
+    Draft draft;
+    draft_init_random(&draft, target, 100, NULL, 4);
+    Trainer from_memory, from_file;
+    trainer_init(&from_memory, &draft, target, trainer_default_settings());
+    trainer_init(&from_file, &draft, target, trainer_default_settings());
+    TrainStats stats;
+    trainer_step(&from_memory, memory, 3, &stats);
+    trainer_step(&from_file, spilled, 3, &stats);
+    check(from_memory.step == 1 && memcmp(from_memory.draft.weight_arena, from_file.draft.weight_arena,
+                                          draft.n_weight_floats * sizeof(float)) == 0,
+          "a trainer step on spilled records gives the weights of one on records in memory, bit for bit");
+    trainer_free(&from_memory);
+    trainer_free(&from_file);
+    draft_free(&draft);
+    for (int i = 0; i < made_spilled; i++) { record_free(spilled[i]); }
+    record_spill_close(&spill);
+
+    // a file-size limit below the job's bytes: the job stops early with the error, and nothing maps
+    struct rlimit old_limit, small = {8192, 8192};
+    getrlimit(RLIMIT_FSIZE, &old_limit);
+    small.rlim_max = old_limit.rlim_max;
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);   // (else the signal ends the process)
+    setrlimit(RLIMIT_FSIZE, &small);
+    int reopened = record_spill_open(&spill, path, &err) == 0;
+    made_spilled = reopened ? record_batch(target, &job, spilled, &dropped) : 0;
+    setrlimit(RLIMIT_FSIZE, &old_limit);
+    signal(SIGXFSZ, old_handler);
+    int kept_in_memory = 1;
+    for (int i = 0; i < made_spilled; i++) { kept_in_memory &= spilled[i]->spilled || spilled[i]->features != NULL; }
+    int refused = reopened && record_spill_map(&spill, spilled, made_spilled, &err) != 0;
+    check(reopened && spill.failed && made_spilled < N && kept_in_memory && refused && strstr(err.message, path) &&
+          strstr(err.message, "cannot write the records"),
+          "a write error stops the job and is reported with the file's name (%d of %d made): %s", made_spilled, N,
+          spill.failed ? spill.err.message : "no error");
+    for (int i = 0; i < made_spilled; i++) { record_free(spilled[i]); }
+    record_spill_close(&spill);
+    for (int i = 0; i < made; i++) { record_free(memory[i]); }
 }
 
 // ---- the target's own text (train --self-samples) -------------------------------------------------
@@ -1509,6 +1584,7 @@ int main(int argc, char** argv) {
         test_bf16_steps(&target);
         test_self_samples(&target);
         test_record_batch(&target, "fast table");
+        test_record_spill(&target);
         target_free(&target);
         load_tiny_target_on(&target, 3, 12, &backend_cpu_ref);
         test_record_batch(&target, "reference");

@@ -1356,25 +1356,29 @@ void record_rows_store(uint16_t* rows, const float* values, int n_rows, int widt
 // Bytes a record holds (its states, tokens and rejected nodes): what a pool of them costs.
 size_t record_bytes(const Record* record);
 
-// Records whose states live in a file instead of memory (train's data: at the warm-start recipe about 1.25 MB
+// Records whose states live in a file instead of memory (train's data: at the warm-start recipe about 1.2 MB
 // a sample, 9.8 GB for 8,000 held in memory). The file is created beside the output and unlinked at once, so
 // nothing is left behind however the run ends; once every record is written, one read-only mapping of it
-// serves the trainer, whose pages the kernel may drop and read again when memory is short. The states are the
-// same bytes either way: a draft trained from spilled records is the one trained from records in memory.
+// serves the trainer, whose pages the kernel may drop and read again when memory is short (on a disk: a file
+// on tmpfs is memory). The states are the same bytes either way: a draft trained from spilled records is the
+// one trained from records in memory.
 typedef struct {
     int fd;                     // the unlinked file; -1: closed
     char* path;                 // its name while it existed (messages)
     size_t bytes;               // written so far
     void* map;                  // (bytes) the read-only mapping, after record_spill_map; NULL before
-    Error err;                  // the first failure (record_spill_failed)
+    Error err;                  // the first failure, when `failed` is set
     int failed;
 } RecordSpill;
-// Creates the file at `path` (an error if it exists or cannot be created) and unlinks it.
+// Creates the file at `path` (a leftover of that name is replaced; an error if it cannot be created or mapped)
+// and unlinks it.
 int record_spill_open(RecordSpill* spill, const char* path, Error* err);
 // Moves a finished record's states to the end of the file (freeing them in memory). A write error is kept in
-// the spill (the first one) and the record keeps its states in memory; returns -1 then.
+// the spill (the first one) and the record keeps its states in memory; returns -1 then, and after a failure or
+// record_spill_map (the record left in memory).
 int record_spill_write(RecordSpill* spill, Record* record);
-// Maps the file and points each spilled record's features and hidden into the mapping (the others are left).
+// Syncs and maps the file, and points each spilled record's features and hidden into the mapping (the others
+// are left); the spill's write error, if any, instead.
 int record_spill_map(RecordSpill* spill, Record** records, int n_records, Error* err);
 void record_spill_close(RecordSpill* spill);   // unmaps and closes (free the records that point into it first)
 

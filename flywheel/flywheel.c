@@ -34,6 +34,8 @@ serving ran 5x slower.)
 A failing trainer (non-finite updates are rejected, not fatal) stops training and never serving.
 */
 #include <pthread.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 #include "aurora.h"
 
 enum { GAP_STEP_HISTORY = 8, GAP_STARVED = 4 };   // training in the gaps: the fit rule (flywheel_gap)
@@ -1186,10 +1188,9 @@ int train_offline(const Options* o) {
     RecordSpill spill;
     size_t spill_name_bytes = strlen(o->out_path) + 48;
     char* spill_path = mallocCheck(spill_name_bytes);
-    snprintf(spill_path, spill_name_bytes, "%s.records.%ld", o->out_path, (long)getpid());
+    snprintf(spill_path, spill_name_bytes, "%s.rec.%ld", o->out_path, (long)getpid());
     if (record_spill_open(&spill, spill_path, &err) != 0) {
-        fprintf(stderr, "error: %s (it is made beside -o and removed at once; expected a directory where -o can be "
-                "written)\n", err.message);
+        fprintf(stderr, "error: %s (it is made beside -o and removed at once)\n", err.message);
         free(spill_path);
         draft_free(&draft);
         traffic_free(&traffic);
@@ -1197,6 +1198,15 @@ int train_offline(const Options* o) {
         return 1;
     }
     free(spill_path);
+    // the most the records can take (every sample or prompt at its longest) against the space free there: a
+    // warning, since they are usually shorter
+    struct statvfs disk;
+    double most = (double)n_requests * (o->self_samples > 0 ? 1 + o->sample_length : room) + (double)n_requests * o->max_new;
+    most *= (TAP_LAYERS + 1) * (double)target.config.dim * sizeof(uint16_t);
+    if (fstatvfs(spill.fd, &disk) == 0 && most > (double)disk.f_bavail * disk.f_frsize) {
+        fprintf(stderr, "warning: the records may take up to %.0f MB beside %s, and %.0f MB are free there\n",
+                most / 1048576.0, o->out_path, (double)disk.f_bavail * disk.f_frsize / 1048576.0);
+    }
     Record** records = callocCheck((size_t)n_requests, sizeof(Record*));
     int n_skipped = 0, n_records;
     stop_signals_install();
@@ -1209,30 +1219,28 @@ int train_offline(const Options* o) {
     fprintf(stderr, "recording %s%d %s at once, in a context of %d slots\n", o->self_samples > 0 ? "" : "up to ",
             fit < lanes ? fit : lanes, o->self_samples > 0 ? "samples" : "prompts", target.cache_capacity);
     n_records = record_batch(&target, &job, records, &n_skipped);
-    if (o->self_samples > 0) {
+    int status = 0, mapped = record_spill_map(&spill, records, n_records, &err) == 0;   // (else a write error)
+    if (mapped && o->self_samples > 0) {
         fprintf(stderr, "the target's own text: %d samples kept, %d under %d tokens (it ended them) not kept\n", n_records,
                 n_skipped, SELF_SAMPLE_MIN_TOKENS);
-    } else {
-        if (n_skipped > 0) {
-            fprintf(stderr, "skipped %d requests whose prompt is longer than the %d tokens the context leaves after "
-                    "--max-new %d\n", n_skipped, room, o->max_new);
-        }
+    } else if (mapped && n_skipped > 0) {
+        fprintf(stderr, "skipped %d requests whose prompt is longer than the %d tokens the context leaves after "
+                "--max-new %d\n", n_skipped, room, o->max_new);
     }
-    int status = 0, spilled = record_spill_map(&spill, records, n_records, &err) == 0;
-    if (spilled && spill.bytes > 0) {
+    if (mapped && spill.bytes > 0) {
         fprintf(stderr, "records: %.1f MB of the target's states in a file beside %s (unlinked: read back from the page "
                 "cache or the disk as the trainer needs them)\n", spill.bytes / 1048576.0, o->out_path);
     }
     Trainer trainer;
     trainer_init(&trainer, &draft, &target, o->train);
-    if (o->train.adapt_vocabulary) { // the vocabulary of the data: all records are known before the first step
+    if (mapped && o->train.adapt_vocabulary) { // the vocabulary of the data: all records are known before the first step
         for (int i = 0; i < n_records; i++) { trainer_count_tokens(&trainer, records[i]); }
         fprintf(stderr, "draft vocabulary: %d entries replaced by the training records' frequent tokens\n",
                 trainer_adapt_vocabulary(&trainer));
     }
     int batch = o->batch_requests < 1 ? 1 : o->batch_requests;
     int64_t planned_steps = (int64_t)o->epochs * ((n_records + batch - 1) / batch);
-    if (!spilled) {
+    if (!mapped) {
         fprintf(stderr, "error: %s; nothing trained, %s not written\n", err.message, o->out_path);
         status = 1;
     } else if (stop_requested()) {

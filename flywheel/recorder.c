@@ -131,6 +131,15 @@ int record_spill_open(RecordSpill* spill, const char* path, Error* err) {
         close(fd);
         return error_set(err, "%s: cannot remove the name of the file that holds the records: %s", path, strerror(e));
     }
+    // a filesystem that cannot map a file (some FUSE and 9p mounts) fails here rather than after the recording
+    void* probe = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+    if (probe == MAP_FAILED) {
+        int e = errno;
+        close(fd);
+        return error_set(err, "%s: the file that holds the records cannot be memory-mapped there: %s (expected -o on a "
+                         "local disk)", path, strerror(e));
+    }
+    munmap(probe, 4096);
     spill->fd = fd;
     spill->path = mallocCheck(strlen(path) + 1);
     strcpy(spill->path, path);
@@ -145,8 +154,9 @@ static int record_spill_append(RecordSpill* spill, const void* bytes, size_t n) 
         if (written < 0 && errno == EINTR) { continue; }
         if (written <= 0) {
             spill->failed = 1;
-            error_set(&spill->err, "%s: cannot write the records (%zu MB so far): %s", spill->path, spill->bytes >> 20,
-                      written < 0 ? strerror(errno) : "no progress");
+            error_set(&spill->err, "%s: cannot write the records (%.1f MB so far; the file's name was removed when it "
+                      "was made): %s; expected free space beside -o, about 1.2 MB a sample at --max-new 64", spill->path,
+                      spill->bytes / 1048576.0, written < 0 ? strerror(errno) : "no progress");
             return -1;
         }
         at += written;
@@ -175,6 +185,15 @@ int record_spill_write(RecordSpill* spill, Record* record) {
 
 int record_spill_map(RecordSpill* spill, Record** records, int n_records, Error* err) {
     if (spill->failed) { *err = spill->err; return -1; }
+    // on the disk before it is read back: a write that fails only there (NFS, a thin volume) is an error now, not a
+    // mapping that reads stale bytes or faults later
+    if (spill->bytes > 0 && fdatasync(spill->fd) != 0 && errno != EINVAL) {
+        spill->failed = 1;
+        error_set(&spill->err, "%s: cannot write the records (%.1f MB): %s", spill->path, spill->bytes / 1048576.0,
+                  strerror(errno));
+        *err = spill->err;
+        return -1;
+    }
     if (spill->bytes > 0) {
         void* map = mmap(NULL, spill->bytes, PROT_READ, MAP_SHARED, spill->fd, 0);
         if (map == MAP_FAILED) {
@@ -183,12 +202,12 @@ int record_spill_map(RecordSpill* spill, Record** records, int n_records, Error*
         }
         spill->map = map;
     }
+    if (spill->map == NULL) { return 0; }   // (every spilled record empty: nothing to point at)
+    // (the mapping is read-only: the trainer only reads a record's states)
     for (int i = 0; i < n_records; i++) {
         Record* record = records[i];
         if (!record->spilled) { continue; }
         size_t C = (size_t)record->dim;
-        // (the mapping is read-only: the trainer only reads a record's states)
-        if (spill->map == NULL) { continue; }   // (every spilled record empty: nothing to point at)
         record->features = (uint16_t*)((uint8_t*)spill->map + record->spill_offset);
         record->hidden = record->features + (size_t)record->n_committed * TAP_LAYERS * C;
     }

@@ -223,7 +223,7 @@ grep -q "trained on 3 samples of the target's own text x 2 epochs (6 optimiser s
     && pass || fail "train --self-samples: $(tr '\r' '\n' < "$work/err" | tail -n 3)"
 # the records' states went to a file beside -o, whose name was removed at once: nothing is left behind
 grep -q "records: [0-9.]* MB of the target's states in a file beside $work/self.gguf" "$work/err" \
-    && [ -z "$(find "$work" -name 'self.gguf.records.*')" ] && pass \
+    && [ -z "$(find "$work" -name 'self.gguf.rec.*')" ] && pass \
     || fail "train --self-samples: no records line, or the records' file left behind: $(grep records "$work/err")"
 expect_ok "generate with the self-trained draft" "$AURORA" generate -m "$model" -p "abc" -n 8 --draft "$work/self.gguf"
 # --parallel: the samples recorded one at a time give the same draft, bit for bit (the records are the same)

@@ -1096,7 +1096,9 @@ static const Command COMMANDS[] = {
      "  trains a draft offline on the target's own greedy outputs for the traffic's prompts (the static baseline),\n"
      "  or, with --self-samples N and no traffic at all, on N samples of the target's own text, each continued\n"
      "  greedily (a warm start before the first request), with the same trainer as the online flywheel.\n"
-     "  Ctrl-C stops after the step in flight and saves the draft.",
+     "  The target's states it records go to a file beside -o, its name removed at once and its space freed when\n"
+     "  the run ends (about 1.2 MB a sample at --max-new 64: disk, not memory). Ctrl-C stops after the step in\n"
+     "  flight and saves the draft.",
      "model traffic out domain requests self-samples sample-length temp max-new epochs draft-init lr warmup lr-schedule adam-beta2 clip "
      "ttt-length "
      "loss prompt-weight feature-weight train-precision context-window freeze-head adapt-vocab batch-requests seed draft-vocab context batch "

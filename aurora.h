@@ -1355,6 +1355,8 @@ void record_rows_f32(float* out, const uint16_t* rows, int n_rows, int width);
 void record_rows_store(uint16_t* rows, const float* values, int n_rows, int width);
 // Bytes a record holds (its states, tokens and rejected nodes): what a pool of them costs.
 size_t record_bytes(const Record* record);
+// Bytes the states (taps and final hidden state, fp16) of n_positions positions take at width dim.
+size_t record_state_bytes(int n_positions, int dim);
 
 // Records whose states live in a file instead of memory (train's data: at the warm-start recipe about 1.2 MB
 // a sample, 9.8 GB for 8,000 held in memory). The file is created beside the output and unlinked at once, so

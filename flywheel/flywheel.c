@@ -1201,8 +1201,8 @@ int train_offline(const Options* o) {
     // the most the records can take (every sample or prompt at its longest) against the space free there: a
     // warning, since they are usually shorter
     struct statvfs disk;
-    double most = (double)n_requests * (o->self_samples > 0 ? 1 + o->sample_length : room) + (double)n_requests * o->max_new;
-    most *= (TAP_LAYERS + 1) * (double)target.config.dim * sizeof(uint16_t);
+    double most = (double)n_requests * record_state_bytes((o->self_samples > 0 ? 1 + o->sample_length : room) + o->max_new,
+                                                          target.config.dim);
     if (fstatvfs(spill.fd, &disk) == 0 && most > (double)disk.f_bavail * disk.f_frsize) {
         fprintf(stderr, "warning: the records may take up to %.0f MB beside %s, and %.0f MB are free there\n",
                 most / 1048576.0, o->out_path, (double)disk.f_bavail * disk.f_frsize / 1048576.0);

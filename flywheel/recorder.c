@@ -38,11 +38,14 @@ void record_rows_store(uint16_t* rows, const float* values, int n_rows, int widt
     }
 }
 
+size_t record_state_bytes(int n_positions, int dim) {
+    return (size_t)n_positions * (TAP_LAYERS + 1) * (size_t)dim * sizeof(uint16_t);
+}
+
 size_t record_bytes(const Record* record) {
-    size_t C = (size_t)record->dim;
     return sizeof(Record) + (size_t)record->n_tokens * sizeof(int)
-         + (size_t)record->n_committed * (TAP_LAYERS + 1) * C * sizeof(uint16_t)
-         + (size_t)record->discard_capacity * (sizeof(DiscardNode) + (TAP_LAYERS + 1) * C * sizeof(uint16_t));
+         + record_state_bytes(record->n_committed, record->dim)
+         + (size_t)record->discard_capacity * sizeof(DiscardNode) + record_state_bytes(record->discard_capacity, record->dim);
 }
 
 void record_free(Record* record) {
@@ -168,9 +171,8 @@ static int record_spill_append(RecordSpill* spill, const void* bytes, size_t n) 
 
 int record_spill_write(RecordSpill* spill, Record* record) {
     if (spill->failed || spill->map != NULL) { return -1; }   // (after a failure the rest stay in memory)
-    size_t C = (size_t)record->dim, offset = spill->bytes;
-    size_t features = (size_t)record->n_committed * TAP_LAYERS * C * sizeof(uint16_t);
-    size_t hidden = (size_t)record->n_committed * C * sizeof(uint16_t);
+    size_t offset = spill->bytes, states = record_state_bytes(record->n_committed, record->dim);
+    size_t hidden = (size_t)record->n_committed * record->dim * sizeof(uint16_t), features = states - hidden;
     if (record_spill_append(spill, record->features, features) != 0 ||
         record_spill_append(spill, record->hidden, hidden) != 0) {
         return -1;
@@ -197,7 +199,7 @@ int record_spill_map(RecordSpill* spill, Record** records, int n_records, Error*
     if (spill->bytes > 0) {
         void* map = mmap(NULL, spill->bytes, PROT_READ, MAP_SHARED, spill->fd, 0);
         if (map == MAP_FAILED) {
-            return error_set(err, "%s: cannot map the records' file (%zu MB): %s", spill->path, spill->bytes >> 20,
+            return error_set(err, "%s: cannot map the records' file (%.1f MB): %s", spill->path, spill->bytes / 1048576.0,
                              strerror(errno));
         }
         spill->map = map;

@@ -255,7 +255,7 @@ static void test_record_spill(Target* target) {
 
     // a file-size limit of about one and a half records (about 6.5 kB each here): the first record goes to the
     // file, the second fails part-way and keeps its states in memory, the job stops, and nothing maps
-    size_t record_file_bytes = (size_t)memory[0]->n_committed * (TAP_LAYERS + 1) * memory[0]->dim * sizeof(uint16_t);
+    size_t record_file_bytes = record_state_bytes(memory[0]->n_committed, memory[0]->dim);
     struct rlimit old_limit, small;
     int limited = getrlimit(RLIMIT_FSIZE, &old_limit) == 0;
     small.rlim_cur = record_file_bytes * 3 / 2;

@@ -1239,6 +1239,10 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
                            double verify_seconds);
 double spec_adaptive_expected_tokens(const SpecAdaptive* a, int k, int depth);
 double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n_nodes);
+// The cost of a pass of this shape (catching up over `pending` tokens, the drafting steps, the verify pass)
+// in decode steps, as this chooser prices it: a ratio, so two choosers' prices compare whatever each has
+// measured (the hybrid's choice between its two drafts).
+double spec_adaptive_pass_steps(const SpecAdaptive* a, TreeShape shape, int pending);
 // The calibrated chance that a node is accepted once its parent is, from its draft log-probability given
 // the parent (step_log_prob); the prior is the draft's own probability.
 double spec_adaptive_node_chance(const SpecAdaptive* a, float step_log_prob);
@@ -1453,6 +1457,7 @@ typedef struct {
     // hybrid: which source drafted the pass, and what each is expected to yield
     DraftKind pass_source;          // DRAFT_SUFFIX or DRAFT_EAGLE (DRAFT_NONE: no tree this pass)
     float pass_prediction;          // the suffix tree's uncalibrated expected accepted tokens
+    int pass_pending;               // the generated tokens the EAGLE draft would catch up over this pass
     double suffix_predicted, suffix_actual; // decayed sums: the suffix draft's calibration (actual / predicted)
     double eagle_accepted;          // decayed average of tokens the EAGLE draft got accepted per pass
     // timing of the pass (adaptive costs): drafting, and the catching up over earlier passes' tokens

@@ -215,6 +215,12 @@ static double adaptive_pass_seconds(const SpecAdaptive* a, TreeShape shape, doub
     return catch_up + steps * adaptive_draft_step_seconds(a, verify) + verify[shape.nodes];
 }
 
+double spec_adaptive_pass_steps(const SpecAdaptive* a, TreeShape shape, int pending) {
+    double verify[TREE_MAX_NODES + 1];
+    adaptive_verify_table(a, shape.nodes > 1 ? shape.nodes : 1, verify);
+    return adaptive_pass_seconds(a, shape, adaptive_catch_up_seconds(a, pending, verify), verify) / verify[1];
+}
+
 TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending) {
     TreeShape best = {1, 0, 1}; // no speculation: the root alone
     if (a->passes_since_drafted >= ADAPTIVE_PROBE_EVERY && pending <= ADAPTIVE_PROBE_MAX_PENDING &&

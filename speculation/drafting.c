@@ -490,13 +490,33 @@ static float propose_suffix(DraftSource* source, const Sequence* sequence, Candi
     return expected[best];
 }
 
-// The hybrid's choice: the suffix tree when its calibrated expectation is at least what the EAGLE draft has
-// been getting accepted per pass (a decayed average, drifting back up while unused so the EAGLE draft is
-// tried again as it learns); else the EAGLE draft drafts (its cache catching up first).
-static int hybrid_prefers_suffix(const DraftSource* source, float suffix_expected) {
+// The hybrid's choice: the suffix tree (suffix_nodes, with the root) when it is expected to yield at least as
+// many tokens per second as the EAGLE draft would in its own shape, or as a plain decode step where that
+// shape is the root alone. Each yields its accepted tokens and the bonus token: the suffix tree its
+// calibrated expectation; the EAGLE draft what it has been getting accepted per pass (a decayed average,
+// drifting back up while unused, so the EAGLE draft is tried again as it learns). Each pass's cost, in
+// decode steps, is what that draft's own chooser has measured (adaptive.c): for the EAGLE draft its drafting
+// steps and its catch-up over the tokens it has not seen, which the suffix draft, whose proposal costs
+// microseconds, does not pay. (Comparing tokens alone, a learned draft that got 2.2 tokens a pass in chains
+// of 5, at 0.2-0.3 decode steps of drafting and catching up, took the suffix tree in 3-6% of its passes.)
+// With fixed shapes nothing is measured, every pass drafts, and what a run measures is tokens a pass: the
+// two are weighed by tokens alone (priced by the choosers' priors instead, the suffix tree won near-ties on
+// their guesses, and a trained draft getting 5.0 tokens a pass with the hybrid got 4.6).
+static int hybrid_prefers_suffix(const DraftSource* source, float suffix_expected, int suffix_nodes) {
+    if (!(suffix_expected > 0) || suffix_nodes < 2) { return 0; }
     // the suffix draft's calibration (accepted / predicted), shrunk towards 1 by one pseudo-pass
     double calibration = (source->suffix_actual + 1.0) / (source->suffix_predicted + 1.0);
-    return suffix_expected > 0 && calibration * suffix_expected >= source->eagle_accepted;
+    TreeShape suffix_shape = source->shape;
+    suffix_shape.nodes = suffix_nodes;
+    double suffix_rate = (1.0 + calibration * suffix_expected) /
+                         (source->adaptive ? spec_adaptive_pass_steps(&source->suffix_adaptive_state, suffix_shape, 0) : 1.0);
+    double eagle_rate = 1.0;   // the root alone: one token a decode step
+    if (source->eagle_shape.nodes > 1) {
+        eagle_rate = (1.0 + source->eagle_accepted) /
+                     (source->adaptive ? spec_adaptive_pass_steps(&source->adaptive_state, source->eagle_shape,
+                                                                  source->pass_pending) : 1.0);
+    }
+    return suffix_rate >= eagle_rate;
 }
 
 // Hindsight, for the model-free drafts (prompt lookup, the suffix draft) with adaptive shapes: their
@@ -582,7 +602,9 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
             // of 100 requests)
             int suffix_probe = source->adaptive && source->pass_prediction > 0 &&
                                source->suffix_adaptive_state.passes_since_drafted >= ADAPTIVE_PROBE_EVERY;
-            if (source->kind == DRAFT_HYBRID && !suffix_probe && !hybrid_prefers_suffix(source, source->pass_prediction)) {
+            int suffix_nodes = 1 + (pool->n < shape.nodes - 1 ? pool->n : shape.nodes - 1);
+            if (source->kind == DRAFT_HYBRID && !suffix_probe &&
+                !hybrid_prefers_suffix(source, source->pass_prediction, suffix_nodes)) {
                 // the EAGLE draft, in the shape its own measurements chose (or, if that is none, the root alone)
                 pool->n = 0;
                 source->pass_source = DRAFT_NONE;
@@ -652,6 +674,7 @@ void draft_source_plan_pass(DraftSource* source, const Sequence* sequence) {
     // the generated tokens an EAGLE draft must catch up over before drafting
     int caught_up = source->n_extended > source->n_prompt ? source->n_extended : source->n_prompt;
     int pending = source->kind == DRAFT_EAGLE || source->kind == DRAFT_HYBRID ? sequence->n_committed - caught_up : 0;
+    source->pass_pending = pending;
     if (source->n_hindsight > 0) { hindsight_judge(source, sequence); }
     if (!source->adaptive) {
         source->shape = source->eagle_shape = source->limit;

@@ -595,8 +595,8 @@ static void test_suffix_depth(Target* target) {
 // drafting, asks for a single node; left to the hybrid's comparison, one node's expectation lost to the
 // EAGLE draft's average every pass, the probe never ran, and the chooser kept asking for it (training in
 // the gaps, the hybrid drafted nothing for the last 56 of 100 requests). Here the EAGLE draft has been
-// getting 20 tokens a pass and expects nothing now (its misses counted): a probe due drafts the suffix
-// draft's one node; with none due, the comparison keeps the root alone. Each case checks that the
+// getting 20 tokens a pass and is expected to go on (every node of its deepest tree accepted): a probe due
+// drafts the suffix draft's one node; with none due, the EAGLE draft drafts. Each case checks that the
 // comparison alone would not have drafted the suffix tree (what the probe overrides).
 static void test_hybrid_suffix_probe(Target* target) {
     Draft draft;
@@ -607,22 +607,27 @@ static void test_hybrid_suffix_probe(Target* target) {
     Sequence sequence;
     memset(&sequence, 0, sizeof(sequence));
     sequence.tokens = tokens;
-    sequence.n_tokens = sequence.n_committed = sequence.capacity = 90;
+    sequence.n_tokens = sequence.capacity = 90;
+    sequence.n_committed = 89;   // (the root, the last token, is not in the cache yet)
+    // (the target's features the EAGLE draft catches up over: any values do here)
+    sequence.features = calloc((size_t)100 * TAP_LAYERS * target->config.dim, sizeof(float));
     for (int due = 0; due < 2; due++) {
         DraftSource source;
         draft_source_init(&source, DRAFT_HYBRID, (TreeShape){4, 8, 33}, &draft, target);
         draft_source_set_adaptive(&source, 1, 1);
         source.eagle_accepted = 20.0;
         for (int d = 1; d <= TREE_MAX_DEPTH; d++) {
-            for (int r = 0; r < ADAPTIVE_MAX_K; r++) { source.adaptive_state.reached[d][r] = 1000.0; }
+            for (int r = 0; r < ADAPTIVE_MAX_K; r++) {
+                source.adaptive_state.reached[d][r] = source.adaptive_state.hit[d][r] = 1000.0;
+            }
         }
         source.suffix_adaptive_state.passes_since_drafted = due ? ADAPTIVE_PROBE_EVERY : 0;
-        draft_source_begin_request(&source, 90);
+        draft_source_begin_request(&source, 89);
         draft_source_plan_pass(&source, &sequence);
         draft_source_sync(&source, &sequence);
         Tree tree;
         draft_source_propose(&source, target, &sequence, &tree, 64);
-        check(source.pass_prediction > 0 && !hybrid_prefers_suffix(&source, source.pass_prediction),
+        check(source.pass_prediction > 0 && !hybrid_prefers_suffix(&source, source.pass_prediction, 2),
               "hybrid probe (%s): the suffix draft should have a guess (expected %.2f tokens) that the comparison alone "
               "does not draft", due ? "due" : "not due", source.pass_prediction);
         if (due) {
@@ -630,11 +635,58 @@ static void test_hybrid_suffix_probe(Target* target) {
                   "hybrid probe due: the suffix draft's one node should be drafted (source %d, %d nodes)",
                   source.pass_source, tree.n_nodes);
         } else {
-            check(source.pass_source == DRAFT_NONE && tree.n_nodes == 1, "hybrid, no probe due: the root alone expected "
-                  "(source %d, %d nodes)", source.pass_source, tree.n_nodes);
+            check(source.pass_source == DRAFT_EAGLE, "hybrid, no probe due: the EAGLE draft expected (source %d)",
+                  source.pass_source);
         }
         draft_source_free(&source);
     }
+    free(sequence.features);
+    draft_free(&draft);
+}
+
+// The hybrid weighs tokens per second, not tokens: each draft's pass priced in decode steps by its own
+// chooser's measurements. Both choosers here measured a decode step at 1 ms and a 6-node verify pass at 1.6;
+// the EAGLE draft's drafting step 0.05 ms, the suffix draft's 1 microsecond per depth. By hand, in decode
+// steps: the EAGLE chain of 5 (1 + 2.0 tokens) costs 1.6 + 4 steps x 0.05 + its catch-up over one pending
+// token (never measured: the prior's 0.05) = 1.85, 1.62 tokens a step; the suffix chain of 5 expecting 1.8
+// accepted costs 1.605, 1.74 a step: the suffix tree, though it expects fewer tokens a pass. With the EAGLE
+// draft's steps and catch-up free (as at its depth-1 root): 1.875 a step, the EAGLE draft. Where the EAGLE
+// draft would draft nothing, the suffix tree is weighed against a plain decode step (1 token a step).
+static void test_hybrid_prices(Target* target) {
+    Draft draft;
+    draft_init_random(&draft, target, target->config.vocab_size, NULL, 9);
+    DraftSource source;
+    draft_source_init(&source, DRAFT_HYBRID, (TreeShape){1, 5, 6}, &draft, target);
+    draft_source_set_adaptive(&source, 1, 0);
+    SpecAdaptive* measured[2] = {&source.adaptive_state, &source.suffix_adaptive_state};
+    for (int i = 0; i < 2; i++) {
+        measured[i]->verify_seconds[1] = 1e-3;
+        measured[i]->verify_seconds[6] = 1.6e-3;
+        measured[i]->verify_seconds[2] = 1.1e-3;
+    }
+    source.adaptive_state.draft_step_seconds = 0.05e-3;
+    source.suffix_adaptive_state.draft_step_seconds = 1e-6;
+    source.shape = source.eagle_shape = (TreeShape){1, 5, 6};
+    source.eagle_accepted = 2.0;
+    source.pass_pending = 1;
+    check(hybrid_prefers_suffix(&source, 1.8f, 6), "hybrid prices: the suffix chain expecting 1.8 tokens (1.74 a "
+          "decode step) should win over the EAGLE chain getting 2.0 at its drafting's price (1.62 a step)");
+    check(hybrid_prefers_suffix(&source, 2.1f, 6), "hybrid prices: the suffix chain expecting more tokens should win");
+    source.adaptive_state.draft_step_seconds = 1e-9;
+    source.pass_pending = 0;
+    check(!hybrid_prefers_suffix(&source, 1.8f, 6), "hybrid prices: with the EAGLE draft's drafting free (1.875 tokens "
+          "a step) the EAGLE chain should win over the suffix chain (1.74)");
+    source.suffix_actual = 1.0, source.suffix_predicted = 3.0;   // calibration (1 + 1) / (3 + 1) = 0.5
+    check(!hybrid_prefers_suffix(&source, 2.1f, 6), "hybrid prices: calibrated to 1.05 tokens the suffix chain (1.28 a "
+          "step) should lose to the EAGLE chain (1.875)");
+    source.suffix_actual = source.suffix_predicted = 0.0;
+    source.eagle_shape = (TreeShape){1, 0, 1};   // the EAGLE draft would draft nothing: the alternative is plain
+    check(!hybrid_prefers_suffix(&source, 0.5f, 6), "hybrid prices: 1.5 tokens for a 6-node pass (0.94 a step) "
+          "should lose to a plain decode step");
+    check(hybrid_prefers_suffix(&source, 0.5f, 2), "hybrid prices: 1.5 tokens for a 2-node pass (1.36 a step) "
+          "should win over a plain decode step");
+    check(!hybrid_prefers_suffix(&source, 0.0f, 2), "hybrid prices: a suffix draft with no guess is never drafted");
+    draft_source_free(&source);
     draft_free(&draft);
 }
 
@@ -789,6 +841,7 @@ int main(void) {
     test_eligibility();
     test_suffix_depth(&target);
     test_hybrid_suffix_probe(&target);
+    test_hybrid_prices(&target);
     test_sampling_lossless();
     test_sampling_edges();
     test_sampling_end_to_end(&target);

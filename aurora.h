@@ -1457,7 +1457,6 @@ typedef struct {
     // hybrid: which source drafted the pass, and what each is expected to yield
     DraftKind pass_source;          // DRAFT_SUFFIX or DRAFT_EAGLE (DRAFT_NONE: no tree this pass)
     float pass_prediction;          // the suffix tree's uncalibrated expected accepted tokens
-    int pass_pending;               // the generated tokens the EAGLE draft would catch up over this pass
     double suffix_predicted, suffix_actual; // decayed sums: the suffix draft's calibration (actual / predicted)
     double eagle_accepted;          // decayed average of tokens the EAGLE draft got accepted per pass
     // timing of the pass (adaptive costs): drafting, and the catching up over earlier passes' tokens

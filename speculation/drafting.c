@@ -340,6 +340,14 @@ void draft_source_take_weights(DraftSource* source) {
 }
 
 // The EAGLE draft's cache catches up with the committed sequence (all the positions since it last drafted).
+// The generated tokens an EAGLE draft must catch up over before it drafts (0 for drafts that need none; the
+// prompt is caught up over apart, like a prefill, and not counted).
+static int eagle_pending(const DraftSource* source, const Sequence* sequence) {
+    if (source->kind != DRAFT_EAGLE && source->kind != DRAFT_HYBRID) { return 0; }
+    int caught_up = source->n_extended > source->n_prompt ? source->n_extended : source->n_prompt;
+    return sequence->n_committed - caught_up;
+}
+
 static void eagle_catch_up(DraftSource* source, const Sequence* sequence) {
     Draft* draft = source->draft;
     int C = draft->config.dim, chunk = eagle_catch_up_rows(draft);
@@ -494,9 +502,9 @@ static float propose_suffix(DraftSource* source, const Sequence* sequence, Candi
 // many tokens per second as the EAGLE draft would in its own shape, or as a plain decode step where that
 // shape is the root alone. Each yields its accepted tokens and the bonus token: the suffix tree its
 // calibrated expectation; the EAGLE draft what it has been getting accepted per pass (a decayed average,
-// drifting back up while unused, so the EAGLE draft is tried again as it learns). Each pass's cost, in
+// drifting towards 1 while unused, so a weak EAGLE draft is tried again as it learns). Each pass's cost, in
 // decode steps, is what that draft's own chooser has measured (adaptive.c): for the EAGLE draft its drafting
-// steps and its catch-up over the tokens it has not seen, which the suffix draft, whose proposal costs
+// steps and its catch-up over the `pending` tokens it has not seen, which the suffix draft, whose proposal costs
 // microseconds, does not pay. (Comparing tokens alone, a learned draft that got 2.2 tokens a pass in chains
 // of 5, at 0.2-0.3 decode steps of drafting and catching up, took the suffix tree in 3-6% of its passes;
 // training in the gaps from an 8,000-sample warm start, 100 requests on a 2-core Xeon, the hybrid served at
@@ -504,7 +512,7 @@ static float propose_suffix(DraftSource* source, const Sequence* sequence, Candi
 // With fixed shapes nothing is measured, every pass drafts, and what a run measures is tokens a pass: the
 // two are weighed by tokens alone (priced by the choosers' priors instead, the suffix tree won near-ties on
 // their guesses, and a trained draft getting 5.0 tokens a pass with the hybrid got 4.6).
-static int hybrid_prefers_suffix(const DraftSource* source, float suffix_expected, int suffix_nodes) {
+static int hybrid_prefers_suffix(const DraftSource* source, float suffix_expected, int suffix_nodes, int pending) {
     if (!(suffix_expected > 0) || suffix_nodes < 2) { return 0; }
     // the suffix draft's calibration (accepted / predicted), shrunk towards 1 by one pseudo-pass
     double calibration = (source->suffix_actual + 1.0) / (source->suffix_predicted + 1.0);
@@ -515,8 +523,8 @@ static int hybrid_prefers_suffix(const DraftSource* source, float suffix_expecte
     double eagle_rate = 1.0;   // the root alone: one token a decode step
     if (source->eagle_shape.nodes > 1) {
         eagle_rate = (1.0 + source->eagle_accepted) /
-                     (source->adaptive ? spec_adaptive_pass_steps(&source->adaptive_state, source->eagle_shape,
-                                                                  source->pass_pending) : 1.0);
+                     (source->adaptive ? spec_adaptive_pass_steps(&source->adaptive_state, source->eagle_shape, pending)
+                                       : 1.0);
     }
     return suffix_rate >= eagle_rate;
 }
@@ -606,7 +614,7 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
                                source->suffix_adaptive_state.passes_since_drafted >= ADAPTIVE_PROBE_EVERY;
             int suffix_nodes = 1 + (pool->n < shape.nodes - 1 ? pool->n : shape.nodes - 1);
             if (source->kind == DRAFT_HYBRID && !suffix_probe &&
-                !hybrid_prefers_suffix(source, source->pass_prediction, suffix_nodes)) {
+                !hybrid_prefers_suffix(source, source->pass_prediction, suffix_nodes, eagle_pending(source, sequence))) {
                 // the EAGLE draft, in the shape its own measurements chose (or, if that is none, the root alone)
                 pool->n = 0;
                 source->pass_source = DRAFT_NONE;
@@ -673,10 +681,7 @@ void draft_source_plan_pass(DraftSource* source, const Sequence* sequence) {
     source->pass_swap_seconds = 0;
     source->pass_draft_steps = -1;   // (draft_source_propose counts them)
     source->pass_no_room = 0;
-    // the generated tokens an EAGLE draft must catch up over before drafting
-    int caught_up = source->n_extended > source->n_prompt ? source->n_extended : source->n_prompt;
-    int pending = source->kind == DRAFT_EAGLE || source->kind == DRAFT_HYBRID ? sequence->n_committed - caught_up : 0;
-    source->pass_pending = pending;
+    int pending = eagle_pending(source, sequence);
     if (source->n_hindsight > 0) { hindsight_judge(source, sequence); }
     if (!source->adaptive) {
         source->shape = source->eagle_shape = source->limit;

@@ -627,7 +627,7 @@ static void test_hybrid_suffix_probe(Target* target) {
         draft_source_sync(&source, &sequence);
         Tree tree;
         draft_source_propose(&source, target, &sequence, &tree, 64);
-        check(source.pass_prediction > 0 && !hybrid_prefers_suffix(&source, source.pass_prediction, 2),
+        check(source.pass_prediction > 0 && !hybrid_prefers_suffix(&source, source.pass_prediction, 2, 0),
               "hybrid probe (%s): the suffix draft should have a guess (expected %.2f tokens) that the comparison alone "
               "does not draft", due ? "due" : "not due", source.pass_prediction);
         if (due) {
@@ -668,24 +668,24 @@ static void test_hybrid_prices(Target* target) {
     source.suffix_adaptive_state.draft_step_seconds = 1e-6;
     source.shape = source.eagle_shape = (TreeShape){1, 5, 6};
     source.eagle_accepted = 2.0;
-    source.pass_pending = 1;
-    check(hybrid_prefers_suffix(&source, 1.8f, 6), "hybrid prices: the suffix chain expecting 1.8 tokens (1.74 a "
+    int pending = 1;
+    check(hybrid_prefers_suffix(&source, 1.8f, 6, pending), "hybrid prices: the suffix chain expecting 1.8 tokens (1.74 a "
           "decode step) should win over the EAGLE chain getting 2.0 at its drafting's price (1.62 a step)");
-    check(hybrid_prefers_suffix(&source, 2.1f, 6), "hybrid prices: the suffix chain expecting more tokens should win");
+    check(hybrid_prefers_suffix(&source, 2.1f, 6, pending), "hybrid prices: the suffix chain expecting more tokens should win");
     source.adaptive_state.draft_step_seconds = 1e-9;
-    source.pass_pending = 0;
-    check(!hybrid_prefers_suffix(&source, 1.8f, 6), "hybrid prices: with the EAGLE draft's drafting free (1.875 tokens "
+    pending = 0;
+    check(!hybrid_prefers_suffix(&source, 1.8f, 6, pending), "hybrid prices: with the EAGLE draft's drafting free (1.875 tokens "
           "a step) the EAGLE chain should win over the suffix chain (1.74)");
     source.suffix_actual = 1.0, source.suffix_predicted = 3.0;   // calibration (1 + 1) / (3 + 1) = 0.5
-    check(!hybrid_prefers_suffix(&source, 2.1f, 6), "hybrid prices: calibrated to 1.05 tokens the suffix chain (1.28 a "
+    check(!hybrid_prefers_suffix(&source, 2.1f, 6, pending), "hybrid prices: calibrated to 1.05 tokens the suffix chain (1.28 a "
           "step) should lose to the EAGLE chain (1.875)");
     source.suffix_actual = source.suffix_predicted = 0.0;
     source.eagle_shape = (TreeShape){1, 0, 1};   // the EAGLE draft would draft nothing: the alternative is plain
-    check(!hybrid_prefers_suffix(&source, 0.5f, 6), "hybrid prices: 1.5 tokens for a 6-node pass (0.94 a step) "
+    check(!hybrid_prefers_suffix(&source, 0.5f, 6, pending), "hybrid prices: 1.5 tokens for a 6-node pass (0.94 a step) "
           "should lose to a plain decode step");
-    check(hybrid_prefers_suffix(&source, 0.5f, 2), "hybrid prices: 1.5 tokens for a 2-node pass (1.36 a step) "
+    check(hybrid_prefers_suffix(&source, 0.5f, 2, pending), "hybrid prices: 1.5 tokens for a 2-node pass (1.36 a step) "
           "should win over a plain decode step");
-    check(!hybrid_prefers_suffix(&source, 0.0f, 2), "hybrid prices: a suffix draft with no guess is never drafted");
+    check(!hybrid_prefers_suffix(&source, 0.0f, 2, pending), "hybrid prices: a suffix draft with no guess is never drafted");
     draft_source_free(&source);
     draft_free(&draft);
 }

@@ -1746,6 +1746,10 @@ void trainer_set_weights(Trainer* trainer, const float* weights, const int32_t* 
 // emitted by verify passes and the passes to *emitted and *passes (acceptance length = emitted / passes);
 // returns 0 when the record has nothing to evaluate.
 int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* emitted, long* passes);
+// An evaluator's forward from now on multiplies with a copy of its weights in serving_type (the serving
+// draft's Draft.serving_type), refreshed by trainer_set_weights: the draft measured as it is served. Never
+// for a trainer that steps (its forward stays fp32: the gradients are of the fp32 weights).
+void trainer_evaluate_as_served(Trainer* trainer, int serving_type);
 
 // The discard nodes a record trains on (all rejected nodes, or the top_k per verify pass by draft
 // score; ancestors are kept with their descendants): used (D) their indices, row_of (n_discard) each

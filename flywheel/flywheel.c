@@ -947,6 +947,7 @@ int replay_run(const Options* o) {
         TrainerSettings measure = o->train;   // the measure is the same whatever the trainer's precision: fp32
         measure.bf16_products = 0;
         trainer_init(&held_back.evaluator, &draft, &target, measure);
+        trainer_evaluate_as_served(&held_back.evaluator, draft.backend->draft_type);   // as draft_alloc_state serves it
         held_back.depth = shape.depth < TTT_MAX_STEPS ? shape.depth : TTT_MAX_STEPS;
     }
 #ifdef _OPENMP

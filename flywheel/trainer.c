@@ -390,6 +390,9 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
     Draft* draft = &trainer->draft;
     const DraftConfig* c = &draft->config;
     const DraftWeights* w = &draft->device_weights;
+    // the matrices of the forward: the fp32 weights; an evaluator's forward (no backward) multiplies with its
+    // serving copy when it has one (trainer_evaluate_as_served)
+    const DraftMatrices* m = !backward && draft->serving_type != TYPE_F32 ? &draft->serving : NULL;
     TrainWorkspace* ws = &trainer->work;
     int C = c->dim, V_d = c->vocab_size, KVD = c->n_kv_heads * c->head_size, G = TAP_LAYERS * C; // G: g's width, 3C
     UnrollPlan plan;
@@ -444,7 +447,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         b->upload(a->positions, ws->host_positions, (size_t)R * sizeof(int)); // kept: the backward's RoPE reads them
         const float* u;
         if (k == 0) {
-            b->matmul_forward(a->u, a->features, matrix_f32(w->fc), R, G, C); // u = fc(g)
+            b->matmul_forward(a->u, a->features, m ? m->fc : matrix_f32(w->fc), R, G, C); // u = fc(g)
             u = a->u;
         } else {   // the previous step's rows from this step's first column
             u = ws->act[k - 1].out + (k == 1 ? (size_t)chain * C : 0);
@@ -452,7 +455,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         int P = block_offset[k] + R;
         ttt_mask(ws->host_mask, k, R, T, chain, block_offset, P, record, first_column, discard->used, discard->row);
         b->upload(a->mask, ws->host_mask, (size_t)R * P);
-        draft_layer_forward(draft, w, NULL, a, ws->key_buffer, ws->value_buffer, a->tokens, u, a->positions, a->mask, R,
+        draft_layer_forward(draft, w, m, a, ws->key_buffer, ws->value_buffer, a->tokens, u, a->positions, a->mask, R,
                             block_offset[k]);
 
         // loss rows: sequence columns with a teacher (completion positions, and prompt positions when
@@ -488,7 +491,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         for (int i = 0; i < n_sequence_loss; i++) { ws->host_loss_rows[i] -= shift; }
         b->upload(ws->loss_rows, ws->host_loss_rows, (size_t)n_loss * sizeof(int));
         b->gather_rows(ws->gathered, a->out, ws->loss_rows, n_loss, C);
-        draft_head_forward(draft, w, NULL, a->logits, a->out_norm, ws->gathered, n_loss);
+        draft_head_forward(draft, w, m, a->logits, a->out_norm, ws->gathered, n_loss);
         // the losses (sequence rows and discard rows use their own kinds); the next-token loss needs a
         // draft id: a token outside the draft vocabulary contributes nothing to it
         for (int i = 0; i < n_sequence_loss; i++) {
@@ -715,6 +718,15 @@ void trainer_set_weights(Trainer* trainer, const float* weights, const int32_t* 
     }
     free(slots);
     free(ids);
+}
+
+// An evaluator measures the draft as served: its forward multiplies with a copy of the weights in the serving
+// draft's type (Backend.draft_type: Q4_1 on the int8 table), made now and again by every trainer_set_weights,
+// as a serving draft's is at every hot swap. (Measured against the fp32 weights, a pass of the tiny models'
+// held-back replay differed from serving's in 2 of 18 requests.) serving_type TYPE_F32: the fp32 weights.
+void trainer_evaluate_as_served(Trainer* trainer, int serving_type) {
+    trainer->draft.serving_type = serving_type;
+    draft_upload_weights(&trainer->draft);
 }
 
 int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* emitted, long* passes) {

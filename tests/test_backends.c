@@ -987,6 +987,27 @@ static void compare_draft(const char* step, Draft* got, Draft* ref, int T) {
     check_tensor(what, got->host.logits, ref->host.logits, (size_t)T * ref->config.vocab_size, tolerance(model_tolerance));
 }
 
+// The reference computes with the weights the backend under test serves: every matrix its serving copy
+// quantises (Backend.draft_type: rows of whole blocks) rounded in place through that type, so what remains
+// between the two is the arithmetic (int8 activations: "int8_model"), not the copy's 4-bit rounding of the
+// weights (a tenth of their RMS and more, compounded through the layer). The draft is bound to arena.
+static void round_as_served(Draft* ref, float* arena) {
+    int type = B->draft_type;
+    if (type == TYPE_F32) { return; }
+    const float* bound = *ref->tensors[0].data;
+    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+        const DraftTensorInfo* info = &ref->tensors[i];
+        if (info->cols <= 1 || info->cols % tensor_type_block_size(type) != 0) { continue; }
+        float* values = arena + (*info->data - bound);
+        int64_t n = (int64_t)info->rows * info->cols;
+        uint8_t* stored = mallocCheck(tensor_bytes(type, n));
+        quantize_row(type, values, stored, n);
+        dequantize_row(type, stored, values, n);
+        free(stored);
+    }
+    draft_upload_weights(ref);
+}
+
 // u = fc(g), a causal extend of 5 positions, a tree step of 4 nodes with an explicit mask, the step again
 // after new host weights are uploaded, and after a hot swap to another arena.
 static void test_draft(const TinyModelSpec* spec, int draft_vocab) {
@@ -997,6 +1018,7 @@ static void test_draft(const TinyModelSpec* spec, int draft_vocab) {
     draft_init_random(&got, &got_target, draft_vocab, NULL, 5);
     draft_alloc_state(&ref, 24, 8);
     draft_alloc_state(&got, 24, 8);
+    round_as_served(&ref, ref.weight_arena);
     int C = ref.config.dim, V = ref_target.config.vocab_size;
     model_tolerance = draft_int8_arithmetic() ? "int8_model" : "layer";
     char step[160], label[64];
@@ -1042,7 +1064,7 @@ static void test_draft(const TinyModelSpec* spec, int draft_vocab) {
     uint64_t perturb = random_seed_state(77);
     for (size_t i = 0; i < ref.n_weight_floats; i++) { ref.weight_arena[i] += 0.05f * (2.0f * random_f32(&perturb) - 1.0f); }
     memcpy(got.weight_arena, ref.weight_arena, ref.n_weight_floats * sizeof(float));
-    draft_upload_weights(&ref);
+    round_as_served(&ref, ref.weight_arena);
     draft_upload_weights(&got);
     draft_forward(&ref, node_tokens, node_u, node_positions, mask, NODES, T1);
     draft_forward(&got, node_tokens, node_u, node_positions, mask, NODES, T1);
@@ -1051,8 +1073,11 @@ static void test_draft(const TinyModelSpec* spec, int draft_vocab) {
 
     // a hot swap: the weights of another arena (as a publish hands them over)
     float* published = mallocCheck(ref.n_weight_floats * sizeof(float));
-    for (size_t i = 0; i < ref.n_weight_floats; i++) { published[i] = ref.weight_arena[i] * 0.9f; }
-    draft_use_weights(&ref, published);
+    float* published_ref = mallocCheck(ref.n_weight_floats * sizeof(float));
+    for (size_t i = 0; i < ref.n_weight_floats; i++) { published[i] = got.weight_arena[i] * 0.9f; }
+    memcpy(published_ref, published, ref.n_weight_floats * sizeof(float));
+    draft_use_weights(&ref, published_ref);
+    round_as_served(&ref, published_ref);
     draft_use_weights(&got, published);
     draft_forward(&ref, node_tokens, node_u, node_positions, mask, NODES, T1);
     draft_forward(&got, node_tokens, node_u, node_positions, mask, NODES, T1);
@@ -1061,7 +1086,7 @@ static void test_draft(const TinyModelSpec* spec, int draft_vocab) {
     draft_use_weights(&ref, ref.weight_arena); // before freeing: the draft does not own published
     draft_use_weights(&got, got.weight_arena);
 
-    free(published); free(features); free(ref_u); free(got_u); free(node_u);
+    free(published); free(published_ref); free(features); free(ref_u); free(got_u); free(node_u);
     draft_free(&ref);
     draft_free(&got);
     model_tolerance = "layer";

@@ -1090,8 +1090,6 @@ void quantize_rows_fast(int type, const float* source, void* destination, int ro
 #if FAST_X86
         if (type == TYPE_Q8_0 && isa >= FAST_ISA_AVX512) { fast_quantize_q8_0_avx512(out, x, cols / FAST_QK); continue; }
         if (type == TYPE_Q8_0 && isa == FAST_ISA_AVX2) { fast_quantize_q8_0_avx2(out, x, cols / FAST_QK); continue; }
-        if (type == TYPE_Q4_1 && isa >= FAST_ISA_AVX512) { fast_quantize_q4_1_avx512(out, x, cols / FAST_QK); continue; }
-        if (type == TYPE_Q4_1 && isa == FAST_ISA_AVX2) { fast_quantize_q4_1_avx2(out, x, cols / FAST_QK); continue; }
 #endif
         (void)isa;
         quantize_row(type, x, out, cols);
@@ -1193,18 +1191,19 @@ static void matmul_forward_shared_fast_int8(float* const* outs, const float* inp
     .gather_rows = gather_rows_cpu, .scatter_add_rows = scatter_add_rows_cpu, \
     .copy_strided = copy_strided_cpu, .cache_store = cache_store_cpu, .argmax_rows = argmax_rows_cpu,
 
-// A serving draft's matrices: Q4_1 on the int8 table, fp32 on the exact one. A drafting step reads its weights
-// from the caches once (6.5 M of them: the layer and the 4,096-row head), so its time follows their bytes:
-// measured on a 2-core Xeon (AVX-512 VNNI, no AMX), a step after 128 cached tokens, two threads, 138 us in Q8_0
-// (6.0% of a decode step), 79 us in Q4_1 (3.4%), 74 us in Q4_0. The draft's choices barely move: trained
-// 8,000 samples (out/s48's start), served frozen on 60 unseen requests, acceptance length in chains of 5 1.622
-// (Q8_0), 1.625 (Q4_1), 1.609 (Q4_0); in trees of 3 children and depth 4 1.911, 1.892, 1.890.
+// A serving draft's matrices: Q8_0 on the int8 table (the VNNI kernel's cheapest weights to unpack: a drafting
+// step reads a quarter of the fp32 bytes), fp32 on the exact one. A Q4_1 copy halves the step (measured on a
+// 2-core Xeon, AVX-512 VNNI without AMX, two threads, after 128 cached tokens: 138 us against 79, 6.0% and 3.4%
+// of a decode step) and kept a trained draft's chains (acceptance 1.622 against 1.625 on 60 unseen requests;
+// trees of 3 x 4: 1.911 against 1.892), but serving was not faster with it where the adaptive shapes and the
+// hybrid choose (the forty-ninth session: live 0.95x, frozen hybrid 0.99x, fixed chains of 3 1.05x, each
+// within that host's noise), so Q8_0 stays (README, speed section).
 const Backend backend_cpu_fast = { FAST_TABLE("cpu-fast", matmul_forward_fast_int8, matmul_forward_shared_fast_int8,
-                                              fast_upload_matrix_packed, TYPE_Q4_1, matmul_backward_fast) };
+                                              fast_upload_matrix_packed, TYPE_Q8_0, matmul_backward_fast) };
 const Backend backend_cpu_fast_exact = { FAST_TABLE("cpu-fast-exact", matmul_forward_fast_fp32, NULL, fast_upload_matrix, TYPE_F32,
                                                     matmul_backward_fast) };
 // The trainer's table in mixed precision (--train-precision bf16): the int8 table, except that matmuls with fp32
 // weights (the trainer's draft: its forward and both backward products) take bf16 products. The same
 // matrices and memory as backend_cpu_fast, so a trainer on it reads what the target on that table keeps.
 const Backend backend_cpu_fast_bf16 = { FAST_TABLE("cpu-fast-bf16", matmul_forward_fast_bf16, NULL, fast_upload_matrix_packed,
-                                                   TYPE_Q4_1, matmul_backward_fast_bf16) };
+                                                   TYPE_Q8_0, matmul_backward_fast_bf16) };

@@ -20,7 +20,7 @@ The draft lives on its target's backend (it reads the target's embedding table t
 kept on the host (init, load, save, training and publishing work there) and, for the forward, on the
 backend (device_weights: the host weights themselves on a CPU backend). A draft that serves
 (draft_alloc_state) multiplies with its backend's serving form of the matrices (Backend.draft_type: on the
-fast CPU table a Q4_1 copy, quantised from the fp32 weights at every hot swap; elsewhere the fp32 weights);
+fast CPU table a Q8_0 copy, quantised from the fp32 weights at every hot swap; elsewhere the fp32 weights);
 the trainer's copy computes in fp32 (its held-back evaluator with a serving copy of its own:
 trainer_evaluate_as_served). The forward is written once, a sequence of calls to the
 backend's ops, shared by serving (draft_forward) and the training unroll (trainer.c) through

@@ -989,8 +989,9 @@ static void compare_draft(const char* step, Draft* got, Draft* ref, int T) {
 
 // The reference computes with the weights the backend under test serves: every matrix its serving copy
 // quantises (Backend.draft_type: rows of whole blocks) rounded in place through that type, so what remains
-// between the two is the arithmetic (int8 activations: "int8_model"), not the copy's 4-bit rounding of the
-// weights (a tenth of their RMS and more, compounded through the layer). The draft is bound to arena.
+// between the two is the arithmetic (int8 activations: "int8_model"), not the copy's rounding of the weights
+// (a Q4_1 copy's is a tenth of their RMS and more, compounded through the layer, past that bound). The draft is
+// bound to arena.
 static void round_as_served(Draft* ref, float* arena) {
     int type = B->draft_type;
     if (type == TYPE_F32) { return; }

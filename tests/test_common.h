@@ -55,7 +55,7 @@ static const Tolerance TOLERANCES[] = {
     {"layer",     2e-4f, 1e-3f, "a whole layer or model: reordering errors compound through norms and softmax"},
     {"int8_model", 0.15f, 0.05f, "a whole tiny model, or the draft's layer, with int8 activations on quantised weights "
                                  "(the fast table; a serving draft's reference computes with the weights as served, rounded to "
-                                 "its Q4_1 copy: tests/test_backends.c round_as_served): each matmul's "
+                                 "its Q8_0 copy: tests/test_backends.c round_as_served): each matmul's "
                                  "rounding (int8_activations) compounds through the layers, norms and SwiGLU; measured "
                                  "worst over the parity suite 0.085 where the tensors' RMS is 0.4 to 0.9. Loose on "
                                  "purpose: a wrong row, mask or slot errs by the RMS itself; the kernels' arithmetic is "

@@ -1071,7 +1071,7 @@ static void test_evaluation(const char* model, const char* traffic_path, const c
         TrainerSettings narrow = trainer_default_settings();
         narrow.context_window = 2; // shorter than every prompt: serving's draft attends to the whole prompt, so must the replay
         trainer_init(&evaluator, &trained, &target, narrow);
-        trainer_evaluate_as_served(&evaluator, trained.serving_type);   // the served draft's copy (Q4_1 on the int8 table)
+        trainer_evaluate_as_served(&evaluator, trained.serving_type);   // the served draft's copy (Q8_0 on the int8 table)
         trainer_init(&control, &fresh, &target, trainer_default_settings());
         for (int r = 0; r < 6; r++) {
             int prompt[256], out[64];

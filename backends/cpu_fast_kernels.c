@@ -2161,5 +2161,4 @@ FAST_AVX2_TARGET void fast_quantize_q8_0_avx2(uint8_t* out, const float* x, int6
     }
 }
 
-
 #endif // FAST_X86

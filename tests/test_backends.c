@@ -988,7 +988,7 @@ static void compare_draft(const char* step, Draft* got, Draft* ref, int T) {
 }
 
 // The reference computes with the weights the backend under test serves: every matrix its serving copy
-// quantises (Backend.draft_type: rows of whole blocks) rounded in place through that type, so what remains
+// quantises (Backend.draft_type; draft_serving_quantises) rounded in place through that type, so what remains
 // between the two is the arithmetic (int8 activations: "int8_model"), not the copy's rounding of the weights
 // (a Q4_1 copy's is a tenth of their RMS and more, compounded through the layer, past that bound). The draft is
 // bound to arena.
@@ -998,7 +998,7 @@ static void round_as_served(Draft* ref, float* arena) {
     const float* bound = *ref->tensors[0].data;
     for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
         const DraftTensorInfo* info = &ref->tensors[i];
-        if (info->cols <= 1 || info->cols % tensor_type_block_size(type) != 0) { continue; }
+        if (!draft_serving_quantises(info, type)) { continue; }
         float* values = arena + (*info->data - bound);
         int64_t n = (int64_t)info->rows * info->cols;
         uint8_t* stored = mallocCheck(tensor_bytes(type, n));

@@ -730,8 +730,8 @@ static void test_quantize_rows(void) {
         x[2 * cols + j] = 1e-30f * (float)(j + 1);   // row 2, block 0: tiny (a subnormal fp16 scale, or zero)
         x[3 * cols + j] = 6e4f * (j % 2 ? 1.0f : -1.0f);   // row 3, block 0: near fp16's largest scale
     }
-    for (int j = 0; j < 32; j++) {   // row 6, block 0: both zeros beside positive values (Q4_1's min is a zero
-        x[6 * cols + j] = j % 3 == 0 ? 0.0f : j % 3 == 1 ? -0.0f : 0.25f * (float)j;   // of either sign)
+    for (int j = 0; j < 32; j++) {   // row 6, block 0: zeros of both signs beside positive values (a block's
+        x[6 * cols + j] = j % 3 == 0 ? 0.0f : j % 3 == 1 ? -0.0f : 0.25f * (float)j;   // min or max a zero)
         x[7 * cols + j] = 100.0f + (float)j / 64.0f;   // row 7, block 0: a narrow range far from zero
     }
     x[4 * cols + 5] = INFINITY;

@@ -1428,6 +1428,7 @@ typedef struct { int parent_node, depth, rank; float chance; } LeftOutNode;
 typedef struct { Tree tree; int node, depth; } HindsightTree;
 enum { HINDSIGHT_TREES = TREE_MAX_DEPTH + 1 };   // a tree per pass, each judged within TREE_MAX_DEPTH tokens
 enum { SUFFIX_DRAFT_DEPTH = 32, SUFFIX_DRAFT_MAX_MATCH = 24, SUFFIX_GLOBAL_MAX_NODES = 4 << 20 };
+enum { SUFFIX_MATCH_CLASSES = 7 };   // match lengths 1, 2, 3, 4-5, 6-8, 9-12, 13 and more (drafting.c)
 typedef struct {
     DraftKind kind;
     TreeShape limit;            // the shape asked for: the largest tree with adaptive shapes, else every tree's
@@ -1454,10 +1455,14 @@ typedef struct {
     SuffixIndex* suffix_outputs;    // every output served so far (kept across requests; bounded)
     SuffixIndex suffix_request;     // this request's prompt and output so far
     int suffix_indexed;             // tokens of the sequence already in suffix_request
-    // hybrid: which source drafted the pass, and what each is expected to yield
-    DraftKind pass_source;          // DRAFT_SUFFIX or DRAFT_EAGLE (DRAFT_NONE: no tree this pass)
+    // the suffix tree's calibration (accepted / expected), apart by the index it came from (this request's,
+    // every output's) and the length of the match it continues: decayed sums of the passes it drafted
+    // (class: index * SUFFIX_MATCH_CLASSES + the match length's class)
+    double suffix_predicted[2 * SUFFIX_MATCH_CLASSES], suffix_actual[2 * SUFFIX_MATCH_CLASSES];
+    int pass_suffix_class;          // the pass's suffix tree's class (-1: no tree)
     float pass_prediction;          // the suffix tree's uncalibrated expected accepted tokens
-    double suffix_predicted, suffix_actual; // decayed sums: the suffix draft's calibration (actual / predicted)
+    // hybrid: which source drafted the pass, and what the EAGLE draft is expected to yield
+    DraftKind pass_source;          // DRAFT_SUFFIX or DRAFT_EAGLE (DRAFT_NONE: no tree this pass)
     double eagle_accepted;          // decayed average of tokens the EAGLE draft got accepted per pass
     // timing of the pass (adaptive costs): drafting, and the catching up over earlier passes' tokens
     double pass_catch_up_seconds;

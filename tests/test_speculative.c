@@ -591,6 +591,54 @@ static void test_suffix_depth(Target* target) {
     draft_source_free(&source);
 }
 
+// The suffix tree's calibration by index and match length. This request has seen 5 followed by 6 and by 8
+// (a chain of 4 after a one-token match expects 2 tokens); every output's index has seen "9 10 5" followed by
+// 11 12 13 14 (a three-token match, 4 expected). Uncalibrated, every output's tree; with that class calibrated
+// down to 0.1, this request's; a pass teaches its tree's class alone.
+static void test_suffix_calibration(Target* target) {
+    DraftSource source;
+    draft_source_init(&source, DRAFT_SUFFIX, (TreeShape){1, 4, 5}, NULL, target);
+    int outputs[7] = {9, 10, 5, 11, 12, 13, 14};
+    suffix_index_add(source.suffix_outputs, outputs, 7);
+    int tokens[9] = {5, 6, 7, 5, 8, 9, 10, 5};
+    Sequence sequence;
+    memset(&sequence, 0, sizeof(sequence));
+    sequence.tokens = tokens;
+    sequence.n_tokens = sequence.n_committed = 8;
+    sequence.capacity = 9;
+    int outputs_class = SUFFIX_MATCH_CLASSES + 2, request_class = 0;
+    for (int calibrated = 0; calibrated < 2; calibrated++) {
+        if (calibrated) { source.suffix_predicted[outputs_class] = 9.0; }   // (0 + 1) / (9 + 1) = 0.1
+        draft_source_begin_request(&source, 8);
+        draft_source_plan_pass(&source, &sequence);
+        draft_source_sync(&source, &sequence);
+        Tree tree;
+        draft_source_propose(&source, target, &sequence, &tree, 64);
+        int expected_class = calibrated ? request_class : outputs_class;
+        int first = calibrated ? 6 : 11;   // (this request's: 6 and 8 tie, the lower id first)
+        check(source.pass_suffix_class == expected_class && tree.n_nodes > 1 && tree.tokens[1] == first,
+              "suffix calibration (%s): the %s index's tree expected (class %d, first token %d), got class %d, first "
+              "token %d", calibrated ? "every output's index calibrated to 0.1" : "uncalibrated",
+              calibrated ? "request's" : "outputs'", expected_class, first, source.pass_suffix_class,
+              tree.n_nodes > 1 ? tree.tokens[1] : -1);
+        if (calibrated) {
+            Acceptance acceptance = {1, {0, 1}, 7};
+            SpecStats stats;
+            memset(&stats, 0, sizeof(stats));
+            double predicted = source.pass_prediction;
+            draft_source_observe_pass(&source, &tree, &acceptance, 1e-6, 1e-3, &stats);
+            check(fabs(source.suffix_predicted[request_class] - predicted) < 1e-6 &&
+                  source.suffix_actual[request_class] == 1.0 && source.suffix_predicted[outputs_class] == 9.0 &&
+                  source.suffix_actual[outputs_class] == 0.0,
+                  "suffix calibration: the pass teaches its own class (request %.3f / %.3f, expected 1 / %.3f; "
+                  "outputs %.3f / %.3f, expected 0 / 9)", source.suffix_actual[request_class],
+                  source.suffix_predicted[request_class], predicted, source.suffix_actual[outputs_class],
+                  source.suffix_predicted[outputs_class]);
+        }
+    }
+    draft_source_free(&source);
+}
+
 // The hybrid's suffix draft is probed as any draft is. Its chooser, after ADAPTIVE_PROBE_EVERY passes without
 // drafting, asks for a single node; left to the hybrid's comparison, one node's expectation lost to the
 // EAGLE draft's average every pass, the probe never ran, and the chooser kept asking for it (training in
@@ -668,6 +716,7 @@ static void test_hybrid_prices(Target* target) {
     source.suffix_adaptive_state.draft_step_seconds = 1e-6;
     source.shape = source.eagle_shape = (TreeShape){1, 5, 6};
     source.eagle_accepted = 2.0;
+    source.pass_suffix_class = 0;   // (the pass's suffix tree: this request's index, a match of one token)
     int pending = 1;
     check(hybrid_prefers_suffix(&source, 1.8f, 6, pending), "hybrid prices: the suffix chain expecting 1.8 tokens (1.74 a "
           "decode step) should win over the EAGLE chain getting 2.0 at its drafting's price (1.62 a step)");
@@ -676,10 +725,15 @@ static void test_hybrid_prices(Target* target) {
     pending = 0;
     check(!hybrid_prefers_suffix(&source, 1.8f, 6, pending), "hybrid prices: with the EAGLE draft's drafting free (1.875 tokens "
           "a step) the EAGLE chain should win over the suffix chain (1.74)");
-    source.suffix_actual = 1.0, source.suffix_predicted = 3.0;   // calibration (1 + 1) / (3 + 1) = 0.5
+    int c = source.pass_suffix_class;
+    source.suffix_actual[c] = 1.0, source.suffix_predicted[c] = 3.0;   // calibration (1 + 1) / (3 + 1) = 0.5
     check(!hybrid_prefers_suffix(&source, 2.1f, 6, pending), "hybrid prices: calibrated to 1.05 tokens the suffix chain (1.28 a "
           "step) should lose to the EAGLE chain (1.875)");
-    source.suffix_actual = source.suffix_predicted = 0.0;
+    source.pass_suffix_class = c + 1;   // another class (another match length) keeps its own calibration
+    check(hybrid_prefers_suffix(&source, 2.1f, 6, pending), "hybrid prices: the suffix chain of a class not calibrated "
+          "down should win");
+    source.pass_suffix_class = c;
+    source.suffix_actual[c] = source.suffix_predicted[c] = 0.0;
     source.eagle_shape = (TreeShape){1, 0, 1};   // the EAGLE draft would draft nothing: the alternative is plain
     check(!hybrid_prefers_suffix(&source, 0.5f, 6, pending), "hybrid prices: 1.5 tokens for a 6-node pass (0.94 a step) "
           "should lose to a plain decode step");
@@ -840,6 +894,7 @@ int main(void) {
     test_hindsight(&target);
     test_eligibility();
     test_suffix_depth(&target);
+    test_suffix_calibration(&target);
     test_hybrid_suffix_probe(&target);
     test_hybrid_prices(&target);
     test_sampling_lossless();

@@ -1425,10 +1425,12 @@ typedef struct CandidatePool CandidatePool; // private to drafting.c: the candid
 // calibrated chance given the parent.
 typedef struct { int parent_node, depth, rank; float chance; } LeftOutNode;
 // A model-free draft's tree judged in hindsight: the node its produced tokens have followed to, at depth.
-typedef struct { Tree tree; int node, depth; } HindsightTree;
+// (the suffix draft's also records its calibration class: drafting.c)
+typedef struct { Tree tree; int node, depth, suffix_class; } HindsightTree;
 enum { HINDSIGHT_TREES = TREE_MAX_DEPTH + 1 };   // a tree per pass, each judged within TREE_MAX_DEPTH tokens
 enum { SUFFIX_DRAFT_DEPTH = 32, SUFFIX_DRAFT_MAX_MATCH = 24, SUFFIX_GLOBAL_MAX_NODES = 4 << 20 };
 enum { SUFFIX_MATCH_CLASSES = 7 };   // match lengths 1, 2, 3, 4-5, 6-8, 9-12, 13 and more (drafting.c)
+enum { SUFFIX_STEP_BINS = 5 };       // a suffix node's probability given its parent, in fifths
 typedef struct {
     DraftKind kind;
     TreeShape limit;            // the shape asked for: the largest tree with adaptive shapes, else every tree's
@@ -1455,12 +1457,12 @@ typedef struct {
     SuffixIndex* suffix_outputs;    // every output served so far (kept across requests; bounded)
     SuffixIndex suffix_request;     // this request's prompt and output so far
     int suffix_indexed;             // tokens of the sequence already in suffix_request
-    // the suffix tree's calibration (accepted / expected), apart by the index it came from (this request's,
-    // every output's) and the length of the match it continues: decayed sums of the passes it drafted
-    // (class: index * SUFFIX_MATCH_CLASSES + the match length's class)
-    double suffix_predicted[2 * SUFFIX_MATCH_CLASSES], suffix_actual[2 * SUFFIX_MATCH_CLASSES];
-    int pass_suffix_class;          // the pass's suffix tree's class (-1: no tree)
-    float pass_prediction;          // the suffix tree's uncalibrated expected accepted tokens
+    // the suffix draft's calibration: how often a node is accepted once its parent is, by its tree's class
+    // (index * SUFFIX_MATCH_CLASSES + the class of the match's length: this request's or every output's index)
+    // and its probability given its parent (SUFFIX_STEP_BINS bins); decayed counts over the trees judged in
+    // hindsight (drafting.c)
+    double suffix_reached[2 * SUFFIX_MATCH_CLASSES][SUFFIX_STEP_BINS], suffix_hit[2 * SUFFIX_MATCH_CLASSES][SUFFIX_STEP_BINS];
+    float pass_prediction;          // the suffix tree's expected accepted tokens (its kept nodes' calibrated chances)
     // hybrid: which source drafted the pass, and what the EAGLE draft is expected to yield
     DraftKind pass_source;          // DRAFT_SUFFIX or DRAFT_EAGLE (DRAFT_NONE: no tree this pass)
     double eagle_accepted;          // decayed average of tokens the EAGLE draft got accepted per pass
@@ -1476,6 +1478,7 @@ typedef struct {
     // adaptive, the EAGLE draft (adaptive.c): the pass's least chance for a node (0: every node is kept),
     // and the nodes it left out whose parent is in the tree (its index), for the chooser's counts
     float pass_min_chance;
+    float pass_suffix_min_chance;   // the same for the suffix tree's nodes
     int n_left_out;
     LeftOutNode left_out[TREE_MAX_NODES * MAX_SPEC_K];
     // adaptive, a model-free draft (lookup, suffix): the trees proposed at recent passes' roots, judged in

@@ -248,7 +248,6 @@ void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Dra
                   : kind == DRAFT_LOOKUP ? (TreeShape){1, shape.depth, shape.depth + 1 < shape.nodes ? shape.depth + 1 : shape.nodes}
                   : shape;
     source->shape = source->eagle_shape = source->limit;
-    source->pass_suffix_class = -1;
     source->draft = draft;
     source->lookup_max_ngram = LOOKUP_MAX_NGRAM;
     source->pool = mallocCheck(sizeof(CandidatePool));
@@ -275,7 +274,9 @@ void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Dra
     source->adaptive_state.root_children_free = kind == DRAFT_EAGLE || kind == DRAFT_HYBRID;
     if (kind == DRAFT_EAGLE || kind == DRAFT_HYBRID) { source->adaptive_state.catch_up_chunk = eagle_catch_up_rows(draft); }
     source->adaptive_state.judged_in_hindsight = draft_source_free_proposals(source);
-    if (source->adaptive_state.judged_in_hindsight) { source->hindsight = mallocCheck(HINDSIGHT_TREES * sizeof(HindsightTree)); }
+    if (source->adaptive_state.judged_in_hindsight || kind == DRAFT_HYBRID) { // (the suffix draft's calibration too)
+        source->hindsight = mallocCheck(HINDSIGHT_TREES * sizeof(HindsightTree));
+    }
 }
 
 void draft_source_set_adaptive(DraftSource* source, int adaptive, int deterministic) {
@@ -469,14 +470,19 @@ static void propose_lookup(const DraftSource* source, const Sequence* sequence, 
     }
 }
 
-// The suffix tree's calibration, by the index it came from and the length of the match it continues. Its
-// expectation, the sum of its nodes' empirical probabilities, overrates a short match and a match among other
-// requests' outputs: frozen, 100 unseen requests of the mixed traffic (2,148 trees judged in hindsight), the
-// trees got 0.47 of their expectation in all, but this request's 0.32 after a match of one token, 0.49 of
-// three, 0.73 of six to eight and 0.91 of 13 or more; every output's 0.05 after one token, 0.16 at most. One
-// calibration for all of them took the weak trees for good ones and the good for weak. Each class learns
-// from the passes its trees drafted (decayed sums), shrunk towards 1 by one pseudo-pass, so an unseen class
-// is tried.
+// The suffix draft's calibration. A suffix tree's nodes carry empirical probabilities (how often each
+// continuation followed the match), which overrate a short match and a match among other requests' outputs:
+// frozen, 100 unseen requests of the mixed traffic (the 8,000-sample draft in the hybrid, 2,148 trees judged in
+// hindsight), the trees got 0.47 of their summed probabilities, this request's 0.32 after a match of one token,
+// 0.49 of three, 0.73 of six to eight, 0.91 of 13 or more; every output's 0.05 after one token, 0.16 at most.
+// And a node's own chance differs from its path's share of its tree's: once its parent was accepted, a node of
+// probability 1 was accepted 0.67 of the time after a one-token match in this request, 0.97 after 13 or more.
+// So each node's chance given its parent is calibrated by its tree's class (index and match length) and its
+// probability's bin, from every tree judged in hindsight; a path's chance is the product along it, a tree's
+// expectation the sum of its nodes' chances. (One calibration for all trees took weak trees for good ones and
+// good for weak; a ratio for each class took a deep node's failures for its first levels'.)
+static const double SUFFIX_PRIOR_WEIGHT = 1.0, SUFFIX_DECAY = 0.995;   // (a half-life of about 140 passes)
+
 static int suffix_match_class(int length) {
     static const int first_length[SUFFIX_MATCH_CLASSES] = {1, 2, 3, 4, 6, 9, 13};
     int c = 0;
@@ -484,21 +490,45 @@ static int suffix_match_class(int length) {
     return c;
 }
 
-static double suffix_calibration(const DraftSource* source, int calibration_class) {
-    return (source->suffix_actual[calibration_class] + 1.0) / (source->suffix_predicted[calibration_class] + 1.0);
+static double suffix_step_probability(float step_log_prob) {
+    double p = exp(step_log_prob);
+    return !(p >= 0.0) ? 0.0 : p > 1.0 ? 1.0 : p;
+}
+
+static int suffix_step_bin(double p) {
+    int bin = (int)(p * SUFFIX_STEP_BINS);
+    return bin < SUFFIX_STEP_BINS ? bin : SUFFIX_STEP_BINS - 1;
+}
+
+// The calibrated chance that a node of a class-`calibration_class` tree is accepted once its parent is (its
+// prior: its empirical probability, weighing SUFFIX_PRIOR_WEIGHT observations).
+static double suffix_node_chance(const DraftSource* source, int calibration_class, float step_log_prob) {
+    double p = suffix_step_probability(step_log_prob);
+    int bin = suffix_step_bin(p);
+    return (source->suffix_hit[calibration_class][bin] + SUFFIX_PRIOR_WEIGHT * p) /
+           (source->suffix_reached[calibration_class][bin] + SUFFIX_PRIOR_WEIGHT);
+}
+
+// One level of a suffix tree judged in hindsight: each child of `parent` was reached, `accepted` (or -1) hit.
+static void suffix_count_level(DraftSource* source, const Tree* tree, int calibration_class, int parent, int accepted) {
+    for (int c = 0; c < tree->n_children[parent]; c++) {
+        int child = tree->children[parent][c];
+        int bin = suffix_step_bin(suffix_step_probability(tree->scores[child] - tree->scores[parent]));
+        source->suffix_reached[calibration_class][bin] += 1.0;
+        source->suffix_hit[calibration_class][bin] += child == accepted;
+    }
 }
 
 // The suffix draft: the longest match of the sequence's latest tokens, in this request and in every output
 // served before, and the best-first continuations after it; of the two indexes, the one whose tree is
-// expected to yield more, calibrated (above). Returns that tree's uncalibrated expectation and writes its
-// calibration class (-1: no tree).
+// expected to yield more (its nodes' calibrated chances, above, which the candidates keep). Returns that
+// expectation and writes the tree's calibration class (-1: no tree).
 static float propose_suffix(const DraftSource* source, const Sequence* sequence, CandidatePool* pool, TreeShape shape,
                             int* calibration_class) {
     const SuffixIndex* indexes[2] = {&source->suffix_request, source->suffix_outputs};
     int tokens[2][TREE_MAX_NODES], parents[2][TREE_MAX_NODES];
-    float scores[2][TREE_MAX_NODES], expected[2] = {0, 0};
+    float scores[2][TREE_MAX_NODES], chances[2][TREE_MAX_NODES], expected[2] = {0, 0};
     int counts[2] = {0, 0}, classes[2] = {-1, -1};
-    double calibrated[2] = {0, 0};
     // a match leaves the index's depth less its length for the continuation: at most what lets the shape's
     // whole depth follow (a 24-token match once capped a 16-deep chain at 8 on a verbatim repeat)
     int max_match = SUFFIX_DRAFT_DEPTH - shape.depth < SUFFIX_DRAFT_MAX_MATCH ? SUFFIX_DRAFT_DEPTH - shape.depth
@@ -509,19 +539,40 @@ static float propose_suffix(const DraftSource* source, const Sequence* sequence,
         if (length == 0) { continue; }
         int depth = shape.depth < SUFFIX_DRAFT_DEPTH - length ? shape.depth : SUFFIX_DRAFT_DEPTH - length;
         counts[i] = suffix_propose(indexes[i], node, shape.nodes - 1, depth, tokens[i], parents[i], scores[i]);
-        for (int j = 0; j < counts[i]; j++) { expected[i] += expf(scores[i][j]); }
         classes[i] = i * SUFFIX_MATCH_CLASSES + suffix_match_class(length);
-        calibrated[i] = expected[i] * suffix_calibration(source, classes[i]);
+        for (int j = 0; j < counts[i]; j++) {   // (parents come before their children)
+            int parent = parents[i][j];
+            float step = scores[i][j] - (parent < 0 ? 0.0f : scores[i][parent]);
+            chances[i][j] = (float)((parent < 0 ? 1.0 : chances[i][parent]) * suffix_node_chance(source, classes[i], step));
+            expected[i] += chances[i][j];
+        }
     }
-    int best = calibrated[1] > calibrated[0] ? 1 : 0;
+    int best = expected[1] > expected[0] ? 1 : 0;
     if (calibration_class) { *calibration_class = counts[best] > 0 ? classes[best] : -1; }
     int first = pool->n; // the proposal's parents are indexes into it, parents first
     for (int j = 0; j < counts[best]; j++) {
         int parent = parents[best][j] < 0 ? -1 : first + parents[best][j];
         float step = scores[best][j] - (parent < 0 ? 0.0f : scores[best][parents[best][j]]);
         pool_add_children(pool, parent, &tokens[best][j], &step, 1, NULL);
+        Candidate* c = &pool->items[pool->n - 1];
+        c->chance = chances[best][j];
+        c->rank = 0;   // among its parent's children, which come best first
+        for (int k = first; k < pool->n - 1; k++) { c->rank += pool->items[k].parent == parent; }
     }
     return expected[best];
+}
+
+// Of a suffix tree's candidates, those whose chance pays for a node (min_chance): their count, and their
+// chances' sum (the expectation of the tree that keeps them) returned.
+static float suffix_kept_expectation(const CandidatePool* pool, float min_chance, int* n_kept) {
+    uint8_t eligible[MAX_CANDIDATES];
+    pool_eligibility(pool, min_chance, eligible);
+    float expected = 0.0f;
+    *n_kept = 0;
+    for (int i = 0; i < pool->n; i++) {
+        if (eligible[i]) { expected += pool->items[i].chance; (*n_kept)++; }
+    }
+    return expected;
 }
 
 // The hybrid's choice: the suffix tree (suffix_nodes, with the root) when it is expected to yield at least as
@@ -539,11 +590,10 @@ static float propose_suffix(const DraftSource* source, const Sequence* sequence,
 // two are weighed by tokens alone (priced by the choosers' priors instead, the suffix tree won near-ties on
 // their guesses, and a trained draft getting 5.0 tokens a pass with the hybrid got 4.6).
 static int hybrid_prefers_suffix(const DraftSource* source, float suffix_expected, int suffix_nodes, int pending) {
-    if (!(suffix_expected > 0) || suffix_nodes < 2 || source->pass_suffix_class < 0) { return 0; }
-    double calibration = suffix_calibration(source, source->pass_suffix_class);
+    if (!(suffix_expected > 0) || suffix_nodes < 2) { return 0; }
     TreeShape suffix_shape = source->shape;
     suffix_shape.nodes = suffix_nodes;
-    double suffix_rate = (1.0 + calibration * suffix_expected) /
+    double suffix_rate = (1.0 + suffix_expected) /
                          (source->adaptive ? spec_adaptive_pass_steps(&source->suffix_adaptive_state, suffix_shape, 0) : 1.0);
     double eagle_rate = 1.0;   // the root alone: one token a decode step
     if (source->eagle_shape.nodes > 1) {
@@ -564,17 +614,28 @@ static int hybrid_prefers_suffix(const DraftSource* source, float suffix_expecte
 // passes draft shallow trees or none at all. Counting only the verified trees, a lookup unlucky in its
 // first few guesses drafted one node a pass, or none for thirty passes, while the text turned to copying:
 // its deeper levels were never measured, and it took five passes of one accepted node to try two (the
-// bench's request: the fixed chain 1.55x plain decoding, adaptive 1.31x).
+// bench's request: the fixed chain 1.55x plain decoding, adaptive 1.31x). The suffix draft's calibration
+// (above) learns from the same trees, the suffix draft's and the hybrid's, with fixed shapes too (the hybrid's
+// chooser counts the suffix trees it verifies: those it drafted when they were expected to pay).
 static void hindsight_propose(DraftSource* source, const Sequence* sequence, CandidatePool* pool) {
     if (source->n_hindsight == HINDSIGHT_TREES) { return; }   // (each pass yields a token: never, in practice)
-    if (source->kind == DRAFT_SUFFIX) { suffix_catch_up(source, sequence); }   // (a pass that drafts nothing skips it)
+    if (source->kind != DRAFT_LOOKUP) { suffix_catch_up(source, sequence); }   // (a pass that drafts nothing skips it)
     pool->n = 0;
+    HindsightTree* h = &source->hindsight[source->n_hindsight];
+    h->suffix_class = -1;
     if (source->kind == DRAFT_LOOKUP) { propose_lookup(source, sequence, pool, source->limit.depth); }
-    else { propose_suffix(source, sequence, pool, source->limit, NULL); }
+    else {
+        for (int c = 0; c < 2 * SUFFIX_MATCH_CLASSES; c++) {   // (the calibration's decay: a pass's worth)
+            for (int b = 0; b < SUFFIX_STEP_BINS; b++) {
+                source->suffix_reached[c][b] *= SUFFIX_DECAY;
+                source->suffix_hit[c][b] *= SUFFIX_DECAY;
+            }
+        }
+        propose_suffix(source, sequence, pool, source->limit, &h->suffix_class);
+    }
     if (pool->n == 0) { return; }   // nothing to propose (no match): nothing to judge, and the pass costs a
                                     // decode step whatever its shape, so the estimates are those of a proposal
     int node_of_candidate[MAX_CANDIDATES];
-    HindsightTree* h = &source->hindsight[source->n_hindsight];
     pool_to_tree(&h->tree, pool, sequence->tokens[sequence->n_tokens - 1], sequence->n_tokens - 1, source->limit.nodes,
                  0.0f, node_of_candidate);
     Error err;
@@ -598,7 +659,10 @@ static void hindsight_judge(DraftSource* source, const Sequence* sequence) {
             for (int c = 0; c < h->tree.n_children[h->node]; c++) {
                 if (h->tree.tokens[h->tree.children[h->node][c]] == token) { next = h->tree.children[h->node][c]; }
             }
-            spec_adaptive_count_level(&source->adaptive_state, source->limit, &h->tree, h->node, next, d);
+            if (source->adaptive_state.judged_in_hindsight) {
+                spec_adaptive_count_level(&source->adaptive_state, source->limit, &h->tree, h->node, next, d);
+            }
+            if (h->suffix_class >= 0) { suffix_count_level(source, &h->tree, h->suffix_class, h->node, next); }
             h->node = next;
             h->depth = d;
             ended = next < 0 || d >= source->limit.depth;
@@ -622,15 +686,15 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
     source->pass_source = DRAFT_NONE;
     source->pass_draft_steps = -1;
     source->pass_no_room = draft_source_may_draft(source) && slots_free < draft_source_slots_needed(source);
-    float min_chance = 0.0f;   // set once the EAGLE draft drafts (its pass_min_chance)
+    float min_chance = 0.0f;   // set once a draft drafts (its pass_min_chance, the suffix draft's pass_suffix_min_chance)
     if (draft_source_may_draft(source) && !source->pass_no_room) {
         int n_slots_used = 0;
         int ids[MAX_SPEC_K];
         float log_probs[MAX_SPEC_K];
         int use_eagle = source->kind == DRAFT_EAGLE;
         if (source->kind == DRAFT_SUFFIX || source->kind == DRAFT_HYBRID) {
-            source->pass_suffix_class = -1;
-            source->pass_prediction = shape.nodes > 1 ? propose_suffix(source, sequence, pool, shape, &source->pass_suffix_class) : 0.0f;
+            int suffix_class;
+            source->pass_prediction = shape.nodes > 1 ? propose_suffix(source, sequence, pool, shape, &suffix_class) : 0.0f;
             source->pass_source = shape.nodes > 1 ? DRAFT_SUFFIX : DRAFT_NONE;
             // (a probe the suffix draft's chooser is due is drafted whenever the suffix draft has a guess: it is
             // a single node, and left to the comparison it lost to the EAGLE draft's average at every pass, the
@@ -639,11 +703,17 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
             int suffix_probe = source->adaptive && source->pass_prediction > 0 &&
                                source->suffix_adaptive_state.passes_since_drafted >= ADAPTIVE_PROBE_EVERY;
             int suffix_nodes = 1 + (pool->n < shape.nodes - 1 ? pool->n : shape.nodes - 1);
+            if (source->pass_suffix_min_chance > 0 && pool->n > 0) {   // its nodes that pay for themselves
+                source->pass_prediction = suffix_kept_expectation(pool, source->pass_suffix_min_chance, &suffix_nodes);
+                suffix_nodes++;
+                min_chance = source->pass_suffix_min_chance;
+            }
             if (source->kind == DRAFT_HYBRID && !suffix_probe &&
                 !hybrid_prefers_suffix(source, source->pass_prediction, suffix_nodes, eagle_pending(source, sequence))) {
                 // the EAGLE draft, in the shape its own measurements chose (or, if that is none, the root alone)
                 pool->n = 0;
                 source->pass_source = DRAFT_NONE;
+                min_chance = 0.0f;
                 shape = source->shape = source->eagle_shape;
                 if (shape.nodes > 1) {
                     eagle_catch_up(source, sequence);
@@ -691,14 +761,13 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
         fprintf(stderr, "error: internal: drafted tree is invalid: %s\n", err.message);
         exit(EXIT_FAILURE);
     }
-    if (source->adaptive && draft_source_free_proposals(source)) { hindsight_propose(source, sequence, pool); }
+    if (source->hindsight && (source->adaptive || source->kind != DRAFT_LOOKUP)) { hindsight_propose(source, sequence, pool); }
 }
 
 // ----------------------------------------------------------------------------
 // per pass: the shape, and what adaptive shapes and the hybrid learn from the outcome
 
-// How fast the suffix tree's calibration and the hybrid's estimates follow the passes of their source, and
-// (the hybrid's) fade while the other one drafts.
+// How fast the hybrid's estimate of the EAGLE draft follows its passes, and fades while the suffix draft drafts.
 static const double HYBRID_SMOOTHING = 0.1, HYBRID_DRIFT = 0.002;
 
 void draft_source_plan_pass(DraftSource* source, const Sequence* sequence) {
@@ -720,14 +789,19 @@ void draft_source_plan_pass(DraftSource* source, const Sequence* sequence) {
     } else {
         source->shape = spec_adaptive_choose(&source->adaptive_state, pending);
     }
-    // the EAGLE draft's nodes must pay for themselves by their calibrated chance (adaptive.c), except on a
-    // pass that explores
-    source->pass_min_chance = 0.0f;
+    // the EAGLE draft's nodes must pay for themselves by their calibrated chance (adaptive.c), and so must
+    // the suffix tree's, except on a pass that explores
+    source->pass_min_chance = source->pass_suffix_min_chance = 0.0f;
     source->n_left_out = 0;
     TreeShape eagle = source->kind == DRAFT_HYBRID ? source->eagle_shape : source->shape;
     if (source->adaptive && source->adaptive_state.calibrates && eagle.nodes > 1 &&
         !spec_adaptive_explores(&source->adaptive_state)) {
         source->pass_min_chance = (float)spec_adaptive_min_chance(&source->adaptive_state, eagle, pending);
+    }
+    SpecAdaptive* suffix = source->kind == DRAFT_HYBRID ? &source->suffix_adaptive_state : &source->adaptive_state;
+    if (source->adaptive && (source->kind == DRAFT_SUFFIX || source->kind == DRAFT_HYBRID) && source->shape.nodes > 1 &&
+        !spec_adaptive_explores(suffix)) {
+        source->pass_suffix_min_chance = (float)spec_adaptive_min_chance(suffix, source->shape, 0);
     }
 }
 
@@ -736,7 +810,7 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
     int k = tree->n_nodes > 1 ? source->shape.k : 1;
     stats->passes_by_shape[k < ADAPTIVE_MAX_K ? k : ADAPTIVE_MAX_K][tree->max_depth]++;
     if (source->kind == DRAFT_HYBRID && source->pass_source == DRAFT_SUFFIX) { stats->passes_suffix++; }
-    if (source->pass_source == DRAFT_EAGLE) { stats->left_out += source->n_left_out; }
+    stats->left_out += source->n_left_out;
     // drafting's cost: the drafting itself, and the catch-up by its token count (charged by what is pending: adaptive.c)
     if (source->adaptive) {
         // the hybrid: the pass teaches the draft that drafted it; a pass neither drafted teaches both
@@ -751,32 +825,26 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
             spec_adaptive_observe(&source->adaptive_state, planned, tree, acceptance, drafting, source->pass_draft_steps,
                                   source->pass_catch_up_seconds, source->pass_catch_up_tokens, verify_seconds);
         }
+        // (the left-out nodes are counted where the pass's tree is: a suffix draft alone judges its largest
+        // tree in hindsight instead)
         if (source->pass_source == DRAFT_EAGLE) {
             observe_left_out(&source->adaptive_state, source->left_out, source->n_left_out, acceptance);
+        } else if (source->kind == DRAFT_HYBRID && source->pass_source == DRAFT_SUFFIX) {
+            observe_left_out(&source->suffix_adaptive_state, source->left_out, source->n_left_out, acceptance);
         }
         if (source->kind == DRAFT_HYBRID && source->pass_source != DRAFT_EAGLE) {
             spec_adaptive_observe(&source->suffix_adaptive_state, planned, tree, acceptance, drafting, -1, 0.0, 0,
                                   verify_seconds);
         }
     }
-    // each estimate learns from the passes its source drafted (the suffix tree's, its class's), and, in the
-    // hybrid, fades back towards its prior while the other source drafts (so a source that improves, the
-    // EAGLE draft as it trains, is tried again)
-    double keep = 1.0 - HYBRID_SMOOTHING;
-    if (source->pass_source == DRAFT_SUFFIX && source->pass_suffix_class >= 0) {
-        int c = source->pass_suffix_class;
-        source->suffix_predicted[c] = keep * source->suffix_predicted[c] + source->pass_prediction;
-        source->suffix_actual[c] = keep * source->suffix_actual[c] + acceptance->n_accepted;
-    }
+    // the EAGLE draft's estimate learns from the passes it drafted, and fades back towards its prior while
+    // the suffix draft drafts (so an EAGLE draft that improves as it trains is tried again); the suffix
+    // draft's calibration learns in hindsight at every pass
     if (source->kind == DRAFT_HYBRID) {
         if (source->pass_source == DRAFT_SUFFIX) {
             source->eagle_accepted += HYBRID_DRIFT * (1.0 - source->eagle_accepted);
         } else if (source->pass_source == DRAFT_EAGLE) {
-            source->eagle_accepted = keep * source->eagle_accepted + HYBRID_SMOOTHING * acceptance->n_accepted;
-            for (int c = 0; c < 2 * SUFFIX_MATCH_CLASSES; c++) {
-                source->suffix_predicted[c] *= 1.0 - HYBRID_DRIFT;
-                source->suffix_actual[c] *= 1.0 - HYBRID_DRIFT;
-            }
+            source->eagle_accepted = (1.0 - HYBRID_SMOOTHING) * source->eagle_accepted + HYBRID_SMOOTHING * acceptance->n_accepted;
         }
     }
 }

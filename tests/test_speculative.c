@@ -591,49 +591,102 @@ static void test_suffix_depth(Target* target) {
     draft_source_free(&source);
 }
 
-// The suffix tree's calibration by index and match length. This request has seen 5 followed by 6 and by 8
-// (a chain of 4 after a one-token match expects 2 tokens); every output's index has seen "9 10 5" followed by
-// 11 12 13 14 (a three-token match, 4 expected). Uncalibrated, every output's tree; with that class calibrated
-// down to 0.1, this request's; a pass teaches its tree's class alone.
+// The suffix draft's calibration by its tree's class (index and match length) and its nodes' probabilities.
+// This request has seen 5 followed by 6 and by 8 (after a one-token match, 4 nodes best first: 6 and 8 at 0.5,
+// then 7 and 9 at 1 given their parents, 2.0 expected at the prior); every output's index has seen "9 10 5"
+// followed by 11 12 13 14 (a three-token match, 4.0). Uncalibrated, every output's tree; with that class's
+// nodes of probability 1 accepted 1 time in 10 once their parents were, this request's (every output's: 0.1 +
+// 0.01 + ... = 0.11). Then, in hindsight, this request's tree as the sequence goes on with 6 9: at depth 1 both
+// nodes of probability 0.5 were reached and one hit, at depth 2 the node of probability 1 after 6 reached and
+// missed.
 static void test_suffix_calibration(Target* target) {
-    DraftSource source;
-    draft_source_init(&source, DRAFT_SUFFIX, (TreeShape){1, 4, 5}, NULL, target);
     int outputs[7] = {9, 10, 5, 11, 12, 13, 14};
-    suffix_index_add(source.suffix_outputs, outputs, 7);
-    int tokens[9] = {5, 6, 7, 5, 8, 9, 10, 5};
+    int tokens[12] = {5, 6, 7, 5, 8, 9, 10, 5};
     Sequence sequence;
     memset(&sequence, 0, sizeof(sequence));
     sequence.tokens = tokens;
-    sequence.n_tokens = sequence.n_committed = 8;
-    sequence.capacity = 9;
+    sequence.capacity = 12;
     int outputs_class = SUFFIX_MATCH_CLASSES + 2, request_class = 0;
     for (int calibrated = 0; calibrated < 2; calibrated++) {
-        if (calibrated) { source.suffix_predicted[outputs_class] = 9.0; }   // (0 + 1) / (9 + 1) = 0.1
+        DraftSource source;
+        draft_source_init(&source, DRAFT_SUFFIX, (TreeShape){1, 4, 5}, NULL, target);
+        suffix_index_add(source.suffix_outputs, outputs, 7);
+        if (calibrated) { source.suffix_reached[outputs_class][SUFFIX_STEP_BINS - 1] = 9.0; }   // (0 + 1) / (9 + 1)
+        sequence.n_tokens = sequence.n_committed = 8;
         draft_source_begin_request(&source, 8);
         draft_source_plan_pass(&source, &sequence);
         draft_source_sync(&source, &sequence);
         Tree tree;
         draft_source_propose(&source, target, &sequence, &tree, 64);
-        int expected_class = calibrated ? request_class : outputs_class;
         int first = calibrated ? 6 : 11;   // (this request's: 6 and 8 tie, the lower id first)
-        check(source.pass_suffix_class == expected_class && tree.n_nodes > 1 && tree.tokens[1] == first,
-              "suffix calibration (%s): the %s index's tree expected (class %d, first token %d), got class %d, first "
-              "token %d", calibrated ? "every output's index calibrated to 0.1" : "uncalibrated",
-              calibrated ? "request's" : "outputs'", expected_class, first, source.pass_suffix_class,
-              tree.n_nodes > 1 ? tree.tokens[1] : -1);
-        if (calibrated) {
-            Acceptance acceptance = {1, {0, 1}, 7};
-            SpecStats stats;
-            memset(&stats, 0, sizeof(stats));
-            double predicted = source.pass_prediction;
-            draft_source_observe_pass(&source, &tree, &acceptance, 1e-6, 1e-3, &stats);
-            check(fabs(source.suffix_predicted[request_class] - predicted) < 1e-6 &&
-                  source.suffix_actual[request_class] == 1.0 && source.suffix_predicted[outputs_class] == 9.0 &&
-                  source.suffix_actual[outputs_class] == 0.0,
-                  "suffix calibration: the pass teaches its own class (request %.3f / %.3f, expected 1 / %.3f; "
-                  "outputs %.3f / %.3f, expected 0 / 9)", source.suffix_actual[request_class],
-                  source.suffix_predicted[request_class], predicted, source.suffix_actual[outputs_class],
-                  source.suffix_predicted[outputs_class]);
+        float expected = calibrated ? 2.0f : 4.0f;
+        check(tree.n_nodes == 5 && tree.tokens[1] == first && fabsf(source.pass_prediction - expected) < 0.01f,
+              "suffix calibration (%s): the %s index's chain expected (first token %d, %.2f expected), got %d nodes, "
+              "first token %d, %.3f expected", calibrated ? "every output's index calibrated" : "uncalibrated",
+              calibrated ? "request's" : "outputs'", first, expected, tree.n_nodes, tree.n_nodes > 1 ? tree.tokens[1] : -1,
+              source.pass_prediction);
+        if (calibrated) {   // the hindsight tree (the same chain) judged as the sequence goes on
+            tokens[8] = 6, tokens[9] = 9;
+            sequence.n_tokens = sequence.n_committed = 10;
+            draft_source_plan_pass(&source, &sequence);
+            double reached_half = source.suffix_reached[request_class][2], hit_half = source.suffix_hit[request_class][2];
+            double reached_one = source.suffix_reached[request_class][SUFFIX_STEP_BINS - 1];
+            double hit_one = source.suffix_hit[request_class][SUFFIX_STEP_BINS - 1];
+            check(reached_half == 2.0 && hit_half == 1.0 && reached_one == 1.0 && hit_one == 0.0,
+                  "suffix calibration in hindsight: at depth 1 two nodes of probability 0.5 reached and one hit, at depth "
+                  "2 one of probability 1 reached and missed; got %.3f / %.3f and %.3f / %.3f", hit_half, reached_half,
+                  hit_one, reached_one);
+        }
+        draft_source_free(&source);
+    }
+}
+
+// The suffix tree's nodes pay for themselves as the EAGLE draft's do: every output's index has seen "1 2 3"
+// followed by 4 twice and by 5 once; with adaptive shapes a node is kept when its calibrated chance reaches
+// the pass's least chance. At 0.5 and the prior (its probability), 4 (0.67) is kept and 5 (0.33, its parent's
+// second child) left out; with that class's nodes calibrated to about half their probability, neither.
+static void test_suffix_confidence(Target* target) {
+    DraftSource source;
+    draft_source_init(&source, DRAFT_SUFFIX, (TreeShape){2, 1, 3}, NULL, target);
+    int a[4] = {1, 2, 3, 4}, b[4] = {1, 2, 3, 5};
+    suffix_index_add(source.suffix_outputs, a, 4);
+    suffix_index_add(source.suffix_outputs, b, 4);
+    suffix_index_add(source.suffix_outputs, a, 4);
+    int tokens[4] = {1, 2, 3};
+    Sequence sequence;
+    memset(&sequence, 0, sizeof(sequence));
+    sequence.tokens = tokens;
+    sequence.n_tokens = sequence.n_committed = 3;
+    sequence.capacity = 4;
+    draft_source_begin_request(&source, 3);
+    draft_source_sync(&source, &sequence);
+    int outputs_class = SUFFIX_MATCH_CLASSES + 2;
+    for (int calibrated = 0; calibrated < 2; calibrated++) {
+        if (calibrated) {   // bins 1 (0.33) and 3 (0.67): hit at half the probability, weighing 99 observations
+            source.suffix_reached[outputs_class][1] = source.suffix_reached[outputs_class][3] = 99.0;
+            source.suffix_hit[outputs_class][1] = 99.0 / 6, source.suffix_hit[outputs_class][3] = 99.0 / 3;
+        }
+        int c;
+        source.pool->n = 0;
+        float expected = propose_suffix(&source, &sequence, source.pool, source.limit, &c);
+        int n_kept;
+        float kept = suffix_kept_expectation(source.pool, 0.5f, &n_kept);
+        Tree tree;
+        int node_of_candidate[MAX_CANDIDATES];
+        pool_to_tree(&tree, source.pool, 3, 2, 3, 0.5f, node_of_candidate);
+        LeftOutNode left_out[4];
+        int n_left_out = pool_left_out(source.pool, node_of_candidate, 0.5f, left_out);
+        if (!calibrated) {
+            check(c == outputs_class && source.pool->n == 2 && fabsf(expected - 1.0f) < 1e-5f && n_kept == 1 &&
+                  fabsf(kept - 2.0f / 3) < 1e-5f && tree.n_nodes == 2 && tree.tokens[1] == 4 && n_left_out == 1 &&
+                  left_out[0].rank == 1,
+                  "suffix confidence: 4 (0.67) kept, 5 (0.33, rank 1) left out at 0.5; got class %d, %d candidates, "
+                  "expected %.3f, %d kept (%.3f), %d nodes, %d left out (rank %d)", c, source.pool->n, expected, n_kept,
+                  kept, tree.n_nodes, n_left_out, n_left_out ? left_out[0].rank : -1);
+        } else {
+            check(fabsf(expected - 0.5f) < 0.01f && n_kept == 0 && kept == 0.0f && tree.n_nodes == 1 && n_left_out == 2,
+                  "suffix confidence: calibrated to half, 0.5 expected and neither node pays at 0.5 (%.3f expected, %d "
+                  "kept, %d nodes, %d left out)", expected, n_kept, tree.n_nodes, n_left_out);
         }
     }
     draft_source_free(&source);
@@ -716,7 +769,6 @@ static void test_hybrid_prices(Target* target) {
     source.suffix_adaptive_state.draft_step_seconds = 1e-6;
     source.shape = source.eagle_shape = (TreeShape){1, 5, 6};
     source.eagle_accepted = 2.0;
-    source.pass_suffix_class = 0;   // (the pass's suffix tree: this request's index, a match of one token)
     int pending = 1;
     check(hybrid_prefers_suffix(&source, 1.8f, 6, pending), "hybrid prices: the suffix chain expecting 1.8 tokens (1.74 a "
           "decode step) should win over the EAGLE chain getting 2.0 at its drafting's price (1.62 a step)");
@@ -725,15 +777,8 @@ static void test_hybrid_prices(Target* target) {
     pending = 0;
     check(!hybrid_prefers_suffix(&source, 1.8f, 6, pending), "hybrid prices: with the EAGLE draft's drafting free (1.875 tokens "
           "a step) the EAGLE chain should win over the suffix chain (1.74)");
-    int c = source.pass_suffix_class;
-    source.suffix_actual[c] = 1.0, source.suffix_predicted[c] = 3.0;   // calibration (1 + 1) / (3 + 1) = 0.5
-    check(!hybrid_prefers_suffix(&source, 2.1f, 6, pending), "hybrid prices: calibrated to 1.05 tokens the suffix chain (1.28 a "
+    check(!hybrid_prefers_suffix(&source, 1.05f, 6, pending), "hybrid prices: expecting 1.05 tokens the suffix chain (1.28 a "
           "step) should lose to the EAGLE chain (1.875)");
-    source.pass_suffix_class = c + 1;   // another class (another match length) keeps its own calibration
-    check(hybrid_prefers_suffix(&source, 2.1f, 6, pending), "hybrid prices: the suffix chain of a class not calibrated "
-          "down should win");
-    source.pass_suffix_class = c;
-    source.suffix_actual[c] = source.suffix_predicted[c] = 0.0;
     source.eagle_shape = (TreeShape){1, 0, 1};   // the EAGLE draft would draft nothing: the alternative is plain
     check(!hybrid_prefers_suffix(&source, 0.5f, 6, pending), "hybrid prices: 1.5 tokens for a 6-node pass (0.94 a step) "
           "should lose to a plain decode step");
@@ -895,6 +940,7 @@ int main(void) {
     test_eligibility();
     test_suffix_depth(&target);
     test_suffix_calibration(&target);
+    test_suffix_confidence(&target);
     test_hybrid_suffix_probe(&target);
     test_hybrid_prices(&target);
     test_sampling_lossless();

@@ -693,8 +693,7 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
         float log_probs[MAX_SPEC_K];
         int use_eagle = source->kind == DRAFT_EAGLE;
         if (source->kind == DRAFT_SUFFIX || source->kind == DRAFT_HYBRID) {
-            int suffix_class;
-            source->pass_prediction = shape.nodes > 1 ? propose_suffix(source, sequence, pool, shape, &suffix_class) : 0.0f;
+            source->pass_prediction = shape.nodes > 1 ? propose_suffix(source, sequence, pool, shape, NULL) : 0.0f;
             source->pass_source = shape.nodes > 1 ? DRAFT_SUFFIX : DRAFT_NONE;
             // (a probe the suffix draft's chooser is due is drafted whenever the suffix draft has a guess: it is
             // a single node, and left to the comparison it lost to the EAGLE draft's average at every pass, the

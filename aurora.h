@@ -1246,6 +1246,10 @@ double spec_adaptive_pass_steps(const SpecAdaptive* a, TreeShape shape, int pend
 // The calibrated chance that a node is accepted once its parent is, from its draft log-probability given
 // the parent (step_log_prob); the prior is the draft's own probability.
 double spec_adaptive_node_chance(const SpecAdaptive* a, float step_log_prob);
+// A node's draft probability given its parent, from the log-probabilities' difference, in [0, 1] (NaN: 0), and
+// its bin among n_bins equal ones (the confidence calibrations: here, and the suffix draft's in drafting.c).
+double spec_step_probability(double step_log_prob);
+int spec_probability_bin(double p, int n_bins);
 // The least chance of acceptance (a path's product of node chances) that pays for a node in a pass of this
 // shape: a node's share of the verify pass times the tokens per second the shape is expected to yield.
 // 0 for no drafting, and on an exploring pass (spec_adaptive_explores).

@@ -247,19 +247,19 @@ TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending) {
 
 void spec_adaptive_begin_request(SpecAdaptive* a) { a->request_passes = 0; }
 
-// A node's draft probability given its parent, from the log-probabilities' difference, in [0, 1] (NaN: 0),
-// and its confidence bin.
-static double confidence_probability(double step_log_prob) {
+double spec_step_probability(double step_log_prob) {
     double p = exp(step_log_prob);
     return !(p >= 0.0) ? 0.0 : p > 1.0 ? 1.0 : p;
 }
-static int confidence_bin(double p) {
-    int bin = (int)(p * ADAPTIVE_CONFIDENCE_BUCKETS);
-    return bin < ADAPTIVE_CONFIDENCE_BUCKETS ? bin : ADAPTIVE_CONFIDENCE_BUCKETS - 1;
+
+int spec_probability_bin(double p, int n_bins) {
+    int bin = (int)(p * n_bins);
+    return bin < n_bins ? bin : n_bins - 1;
 }
+static int confidence_bin(double p) { return spec_probability_bin(p, ADAPTIVE_CONFIDENCE_BUCKETS); }
 
 double spec_adaptive_node_chance(const SpecAdaptive* a, float step_log_prob) {
-    double p = confidence_probability(step_log_prob);
+    double p = spec_step_probability(step_log_prob);
     int bin = confidence_bin(p);
     return (a->confidence_hit[bin] + PRIOR_WEIGHT * p) / (a->confidence_reached[bin] + PRIOR_WEIGHT);
 }
@@ -401,7 +401,7 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
         int accepted = d <= acceptance->n_accepted ? acceptance->path[d] : -1;
         for (int r = 0; r < tree->n_children[parent]; r++) {
             int child = tree->children[parent][r];
-            int bin = confidence_bin(confidence_probability((double)tree->scores[child] - tree->scores[parent]));
+            int bin = confidence_bin(spec_step_probability((double)tree->scores[child] - tree->scores[parent]));
             a->confidence_reached[bin] += 1.0;
             if (child == accepted) { a->confidence_hit[bin] += 1.0; }
         }

@@ -490,21 +490,11 @@ static int suffix_match_class(int length) {
     return c;
 }
 
-static double suffix_step_probability(float step_log_prob) {
-    double p = exp(step_log_prob);
-    return !(p >= 0.0) ? 0.0 : p > 1.0 ? 1.0 : p;
-}
-
-static int suffix_step_bin(double p) {
-    int bin = (int)(p * SUFFIX_STEP_BINS);
-    return bin < SUFFIX_STEP_BINS ? bin : SUFFIX_STEP_BINS - 1;
-}
-
 // The calibrated chance that a node of a class-`calibration_class` tree is accepted once its parent is (its
 // prior: its empirical probability, weighing SUFFIX_PRIOR_WEIGHT observations).
 static double suffix_node_chance(const DraftSource* source, int calibration_class, float step_log_prob) {
-    double p = suffix_step_probability(step_log_prob);
-    int bin = suffix_step_bin(p);
+    double p = spec_step_probability(step_log_prob);
+    int bin = spec_probability_bin(p, SUFFIX_STEP_BINS);
     return (source->suffix_hit[calibration_class][bin] + SUFFIX_PRIOR_WEIGHT * p) /
            (source->suffix_reached[calibration_class][bin] + SUFFIX_PRIOR_WEIGHT);
 }
@@ -513,7 +503,7 @@ static double suffix_node_chance(const DraftSource* source, int calibration_clas
 static void suffix_count_level(DraftSource* source, const Tree* tree, int calibration_class, int parent, int accepted) {
     for (int c = 0; c < tree->n_children[parent]; c++) {
         int child = tree->children[parent][c];
-        int bin = suffix_step_bin(suffix_step_probability(tree->scores[child] - tree->scores[parent]));
+        int bin = spec_probability_bin(spec_step_probability(tree->scores[child] - tree->scores[parent]), SUFFIX_STEP_BINS);
         source->suffix_reached[calibration_class][bin] += 1.0;
         source->suffix_hit[calibration_class][bin] += child == accepted;
     }

@@ -1196,7 +1196,7 @@ static void matmul_forward_shared_fast_int8(float* const* outs, const float* inp
 // 2-core Xeon, AVX-512 VNNI without AMX, two threads, after 128 cached tokens: 138 us against 79, 6.0% and 3.4%
 // of a decode step) and kept a trained draft's chains (acceptance 1.622 against 1.625 on 60 unseen requests;
 // trees of 3 x 4: 1.911 against 1.892), but serving was not faster with it where the adaptive shapes and the
-// hybrid choose (the forty-ninth session: live 0.95x, frozen hybrid 0.99x, fixed chains of 3 1.05x, each
+// hybrid choose (the forty-ninth session: live 0.95x, frozen hybrid 1.00x, fixed chains of 3 1.05x, each
 // within that host's noise), so Q8_0 stays (README, speed section).
 const Backend backend_cpu_fast = { FAST_TABLE("cpu-fast", matmul_forward_fast_int8, matmul_forward_shared_fast_int8,
                                               fast_upload_matrix_packed, TYPE_Q8_0, matmul_backward_fast) };

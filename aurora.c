@@ -186,9 +186,9 @@ static const Flag FLAGS[] = {
      "the share of one core the trainer thread may use: after each step it rests so that training takes at most this "
      "fraction of a core's time (serving keeps the rest)"},
     {"load", NULL, "--load", FLAG_FLOAT, "F", 0.01, 1, NULL, OPTION(load),
-     "the offered load: after a request that took t seconds the server is idle for t (1 - F) / F, and the online "
-     "trainer trains only then, on every core (serving too keeps every core); 1: requests back to back, the "
-     "trainer beside serving on a core of its own"},
+     "the offered load: after a request that took t seconds the server is idle for t (1 - F) / F (the replay waits; "
+     "not in its tokens/s), and an online trainer trains only then, on every core (serving too keeps every core); 1: "
+     "requests back to back, an online trainer beside serving on a core of its own"},
     {"lr", NULL, "--lr", FLAG_FLOAT, "X", 0, 1, NULL, OPTION(train.learning_rate), "learning rate after warm-up"},
     {"warmup", NULL, "--warmup", FLAG_INT, "N", 0, 1 << 24, NULL, OPTION(train.warmup_steps), "linear warm-up steps"},
     {"lr-schedule", NULL, "--lr-schedule", FLAG_CHOICE, "HOW", 0, 0, "constant|cosine", OPTION(lr_schedule),
@@ -938,9 +938,9 @@ static int command_replay(Options* o) {
         }
         o->mode = "suffix";
     }
-    if (o->load < 1.0f && (strcmp(o->mode, "online") != 0 || o->lockstep_every > 0)) {
-        fprintf(stderr, "error: --load %g makes an online trainer train in the gaps between requests; it needs --online "
-                "without --sync-schedule\n", o->load);
+    if (o->load < 1.0f && o->lockstep_every > 0) {
+        fprintf(stderr, "error: --load %g makes an online trainer train in the gaps between requests; --sync-schedule "
+                "trains in lockstep with serving instead: drop one of them\n", o->load);
         return 1;
     }
     if (strcmp(o->mode, "none") == 0 && strcmp(o->source_name, "eagle") != 0) {

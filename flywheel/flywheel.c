@@ -242,6 +242,16 @@ static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target*
 // expectation is the batch's rows (trainer_step_rows: records differ several times over, a prompt of 40
 // tokens or of 500) at the last GAP_STEP_HISTORY steps' seconds per row, 0 before the first step. A step
 // that still runs past the gap's end is the next request's wait, counted. Returns early on a stop request.
+// The server idles until `end` (now_seconds' clock), as if the next request had not yet arrived: in short
+// sleeps, so a stop request is seen at once.
+static void idle_until(double end) {
+    for (double left = end - now_seconds(); left > 0 && !stop_requested(); left = end - now_seconds()) {
+        double slice = left < 0.01 ? left : 0.01;
+        struct timespec pause = {0, (long)(slice * 1e9)};
+        nanosleep(&pause, NULL);
+    }
+}
+
 static double flywheel_gap_step_estimate(const Flywheel* flywheel, long rows) {
     int n = flywheel->gap_steps < GAP_STEP_HISTORY ? (int)flywheel->gap_steps : GAP_STEP_HISTORY;
     double seconds = 0.0;
@@ -275,12 +285,7 @@ static void flywheel_gap(Flywheel* flywheel, double seconds) {
     flywheel->gaps_without_step = stepped ? 0 : flywheel->gaps_without_step + 1;
     double left = seconds - (now_seconds() - start);
     if (left < 0) { flywheel->wait_seconds -= left; }
-    while (left > 0 && !stop_requested()) {
-        double slice = left < 0.01 ? left : 0.01; // short sleeps: a stop request is seen at once
-        struct timespec pause = {0, (long)(slice * 1e9)};
-        nanosleep(&pause, NULL);
-        left = seconds - (now_seconds() - start);
-    }
+    idle_until(start + seconds);
     flywheel->gap_seconds += seconds;
     flywheel->gaps++;
 }
@@ -732,6 +737,7 @@ typedef struct {
     SpecStats spec;             // every served request's tokens, passes, shapes and times, summed
     long vocab_tokens, vocab_held; // an EAGLE draft: generated tokens after each request's first, and how
                                    // many of them its vocabulary (as served at the request's end) holds
+    double idle_seconds;        // an offered load below 1 with no trainer in the gaps: the server's idle time
 } ReplayTotals;
 
 static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* r, const Traffic* traffic,
@@ -777,6 +783,10 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
     fprintf(f, "speed: %.2f tokens/s over %.1f s of generation (prefills %.1f s of it); after the prefill %.2f tokens/s\n",
             r->spec.total_seconds > 0 ? r->spec.n_generated / r->spec.total_seconds : 0.0, r->spec.total_seconds,
             r->spec.prefill_seconds, decoding > 0 ? r->spec.n_generated / decoding : 0.0);
+    if (o->load < 1.0f && !(flywheel && flywheel->in_gaps)) {   // (training in the gaps reports its gaps below)
+        fprintf(f, "offered load %.2f: %d gaps, %.3f s idle between requests (not in the tokens/s)\n", o->load,
+                r->n_served, r->idle_seconds);
+    }
     char description[256];
     backend_describe(backend, description, sizeof(description));
     fprintf(f, "backend: %s\n", description);
@@ -987,8 +997,11 @@ int replay_run(const Options* o) {
             int n = generate_speculative(&target, &source, prompt, n_prompt, o->max_new, o->sampling,
                                          (uint64_t)o->seed + (uint64_t)r, out, &stats, NULL, NULL, record);
             if (online) { record_buffer_push(flywheel.records, record); }
-            // training in the gaps: the idle time after the request at the offered load, the trainer's
-            if (online && flywheel.in_gaps) { flywheel_gap(&flywheel, stats.total_seconds * (1.0 - o->load) / o->load); }
+            // at an offered load below 1, the idle time after the request: the trainer's (training in the gaps), or
+            // idle (plain decoding and frozen drafts at the same load: the baseline a live run is compared with)
+            double gap = stats.total_seconds * (1.0 - o->load) / o->load;
+            if (online && flywheel.in_gaps) { flywheel_gap(&flywheel, gap); }
+            else if (o->load < 1.0f) { idle_until(now_seconds() + gap); totals.idle_seconds += gap; }
             float accepted = stats.verify_passes ? (float)stats.emitted / stats.verify_passes : 1.0f;
             acceptance[totals.n_served] = accepted;
             served_at[totals.n_served] = r;

@@ -107,9 +107,19 @@ expect_ok "replay online, training in the gaps" "$AURORA" replay -m "$model" --t
     --load 0.5 --source hybrid --out "$work/gaps"
 grep -q "training in the gaps (offered load 0.50): 4 gaps" "$work/gaps/summary.txt" && pass \
     || fail "summary.txt lacks the gaps line: $(cat "$work/gaps/summary.txt")"
-expect_error "--load with --static" "needs --online" "$AURORA" replay -m "$model" --traffic "$traffic" --load 0.5 \
-    --static "$work/online.gguf"
-expect_error "--load with --sync-schedule" "without --sync-schedule" "$AURORA" replay -m "$model" --traffic "$traffic" \
+# without a trainer the server idles in the gaps (the baseline a live run at that load is compared with): at
+# load 0.5 it idles as long as each request took
+expect_ok "replay no-spec at load 0.5" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 3 --max-new 8 --no-spec \
+    --load 0.5 --out "$work/plain-gaps"
+idle=$(sed -n 's/^offered load 0.50: 3 gaps, \([0-9.]*\) s idle between requests.*/\1/p' "$work/plain-gaps/summary.txt")
+awk -F, -v idle="$idle" 'NR > 1 { t += $7 } END { exit !(idle != "" && t > 0 && idle - t < 0.01 * t + 0.002 && t - idle < 0.01 * t + 0.002) }' \
+    "$work/plain-gaps/requests.csv" && pass \
+    || fail "plain at load 0.5 did not idle as long as its requests took: $(cat "$work/plain-gaps/summary.txt")"
+expect_ok "replay static at load 0.5" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 2 --max-new 8 --load 0.5 \
+    --static "$work/online.gguf" --out "$work/static-gaps"
+grep -q "^offered load 0.50: 2 gaps" "$work/static-gaps/summary.txt" && pass \
+    || fail "summary.txt of a static replay at load 0.5 lacks its gaps: $(cat "$work/static-gaps/summary.txt")"
+expect_error "--load with --sync-schedule" "drop one of them" "$AURORA" replay -m "$model" --traffic "$traffic" \
     --load 0.5 --sync-schedule 2
 expect_error "--load 0" "--load expects" "$AURORA" replay -m "$model" --traffic "$traffic" --load 0
 expect_ok "replay static" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 3 --max-new 8 --static "$work/online.gguf" \

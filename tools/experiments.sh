@@ -13,7 +13,8 @@
 #            plain decoding on every core and on one (the faster counts), then the learned draft online and
 #            the hybrid online (adaptive shapes), each serving on one core while its trainer runs on the other,
 #            then both again training in the gaps between requests at an offered load of LOAD (0.5): serving
-#            and training each on every core, never at once
+#            and training each on every core, never at once; and at that load plain decoding (idle in the
+#            gaps) and the hybrid with its start frozen (nothing trains)
 #   sync     how often weights are published (--sync-every 1, 4, 16, 64) against adaptation and speed
 #   discard  the discard loss off and on, at lookahead 5 and 10
 #   ttt      the TTT unroll's length (1, 2, 3, 5) at equal time: day 0 online, threaded (the trainer beside
@@ -259,6 +260,14 @@ live)
     # of t seconds; the trainer trains only then, on every core, and serving has every core (tok/s below are of
     # serving: the gaps are not its time; what requests waited for a step in flight is in each summary.txt)
     LOAD=${LOAD:-0.5}
+    # plain decoding at the same load: idle in the gaps, which on a shared VM slows the next request's first
+    # passes too (2-core Xeon, fifty-first session: prefills 12.5-13.3 s against 11.7-11.9 back to back); the
+    # -gaps runs are compared with it as well
+    run plain-gaps --order mixed --requests "$N" --no-spec --load "$LOAD"
+    finish
+    # and the hybrid with its start frozen at that load (nothing trains): what the trainer adds
+    run frozen-gaps --order mixed --requests "$N" --static "$INIT" --source hybrid --load "$LOAD"
+    finish
     run learned-gaps --order mixed --requests "$N" --online --draft-init "$INIT" $TRAIN --load "$LOAD"
     finish
     run hybrid-gaps --order mixed --requests "$N" --online --source hybrid --draft-init "$INIT" $TRAIN --load "$LOAD"
@@ -272,11 +281,14 @@ live)
             plain_all=$($measure "$out/plain"); plain_one=$($measure "$out/plain-1")
             plain=$(awk -v a="$plain_all" -v b="$plain_one" 'BEGIN { print (a > b ? a : b) }')
             echo "  plain          $plain_all tok/s on $CORES threads, $plain_one tok/s on 1"
-            for name in learned hybrid learned-gaps hybrid-gaps; do
-                awk -v p="$plain" -v s="$($measure "$out/$name")" -v n="$name" -v a="$(acceptance "$out/$name" 0 "$N")" \
-                    -v last="$(acceptance "$out/$name" $((N - N / 2)) "$N")" 'BEGIN {
-                    printf "  %-12s %6.2f tok/s against plain %6.2f: %.2fx (acceptance length %.2f, last half %.2f)\n",
-                           n, s, p, s / p, a, last }'
+            plain_gaps=$($measure "$out/plain-gaps")
+            echo "  plain-gaps     $plain_gaps tok/s on $CORES threads at load $LOAD (idle in the gaps)"
+            for name in learned hybrid learned-gaps hybrid-gaps frozen-gaps; do
+                awk -v p="$plain" -v g="$plain_gaps" -v s="$($measure "$out/$name")" -v n="$name" \
+                    -v a="$(acceptance "$out/$name" 0 "$N")" -v last="$(acceptance "$out/$name" $((N - N / 2)) "$N")" 'BEGIN {
+                    printf "  %-12s %6.2f tok/s against plain %6.2f: %.2fx", n, s, p, s / p
+                    if (n ~ /-gaps$/) printf ", against plain at the same load %.2fx", s / g
+                    printf " (acceptance length %.2f, last half %.2f)\n", a, last }'
             done
         done
         for name in learned-gaps hybrid-gaps; do
@@ -285,7 +297,8 @@ live)
     } | tee "$out/result.txt"
     "$AURORA" plot -o "$out/acceptance.svg" --title "live: serving with the trainer running (adaptive shapes)" \
         "$out/learned/requests.csv:learned (online)" "$out/hybrid/requests.csv:hybrid (online)" \
-        "$out/learned-gaps/requests.csv:learned (in the gaps)" "$out/hybrid-gaps/requests.csv:hybrid (in the gaps)"
+        "$out/learned-gaps/requests.csv:learned (in the gaps)" "$out/hybrid-gaps/requests.csv:hybrid (in the gaps)" \
+        "$out/frozen-gaps/requests.csv:hybrid frozen (its start, at the same load)"
     ;;
 sync)
     N=${2:-300}

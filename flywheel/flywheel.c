@@ -236,12 +236,6 @@ static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target*
     }
 }
 
-// A gap between requests (training in the gaps), in the serving thread: the next step's batch (drawn once,
-// kept until it trains, so a long record is not skipped for a short one) trains while it is expected to fit
-// in what is left of the gap, or anyway after GAP_STARVED gaps without a step; then idle for the rest. The
-// expectation is the batch's rows (trainer_step_rows: records differ several times over, a prompt of 40
-// tokens or of 500) at the last GAP_STEP_HISTORY steps' seconds per row, 0 before the first step. A step
-// that still runs past the gap's end is the next request's wait, counted. Returns early on a stop request.
 // The server idles until `end` (now_seconds' clock), as if the next request had not yet arrived: in short
 // sleeps, so a stop request is seen at once.
 static void idle_until(double end) {
@@ -252,6 +246,12 @@ static void idle_until(double end) {
     }
 }
 
+// A gap between requests (training in the gaps), in the serving thread: the next step's batch (drawn once,
+// kept until it trains, so a long record is not skipped for a short one) trains while it is expected to fit
+// in what is left of the gap, or anyway after GAP_STARVED gaps without a step; then idle for the rest. The
+// expectation is the batch's rows (trainer_step_rows: records differ several times over, a prompt of 40
+// tokens or of 500) at the last GAP_STEP_HISTORY steps' seconds per row, 0 before the first step. A step
+// that still runs past the gap's end is the next request's wait, counted. Returns early on a stop request.
 static double flywheel_gap_step_estimate(const Flywheel* flywheel, long rows) {
     int n = flywheel->gap_steps < GAP_STEP_HISTORY ? (int)flywheel->gap_steps : GAP_STEP_HISTORY;
     double seconds = 0.0;

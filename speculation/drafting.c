@@ -389,8 +389,8 @@ void draft_source_sync(DraftSource* source, const Sequence* sequence) {
     // recomputing them would pause the request).
     draft_source_take_weights(source);
     // (the EAGLE draft catches up when it drafts, draft_source_propose, over every token since it last did: a
-    // pass that drafts nothing costs it nothing. Caught up after every pass, a random draft that adaptive shapes
-    // kept from drafting still ran fc and its layer on every token: 0.976x plain decoding in make bench)
+    // pass that drafts nothing costs it nothing; caught up here instead, a draft that adaptive shapes kept from
+    // drafting still ran fc and its layer over every token)
 }
 
 // The mask of a batch of expanded candidates: the committed prefix, then among the expansion slots

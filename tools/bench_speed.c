@@ -23,7 +23,9 @@ ratios moved by 10-25% between runs of the same code). The "@ NAME_tps" lines ar
               time that N nodes' matmuls need at that peak, in decode steps
   draft       a random EAGLE-3 draft (the default vocabulary, DRAFT_DEFAULT_VOCAB) on the fast table, in serving
               order after a target step: the catch-up over 3 accepted tokens, then drafting steps (1 row, and K
-              rows as a tree's depth does); a step straight after a target step (cold); a hot swap
+              rows as a tree's depth does); a step straight after a target step (cold); a hot swap; and the
+              target step after that drafting against the step after it (the draft's bytes evict the target's
+              from the caches: a cost of drafting that the draft's own timings do not show)
   generation  plain greedy decoding and speculative decoding with the `self`, `lookup` and `random` drafts
               (a chain of depth 5, and adaptive shapes), GENERATE tokens after each of three prompts: tokens/s
               after the prefills, over the three
@@ -296,7 +298,8 @@ int main(int argc, char** argv) {
         draft_mask[(size_t)k * (CONTEXT + K) + CONTEXT + k] = 1;
     }
     double draft_step = 1e30, draft_step_k = 1e30, draft_step_cold = 1e30, catch_up = 1e30, swap = 1e30, swap_total = 0;
-    int swaps = 0;
+    double after_draft_total = 0, back_to_back_total = 0;   // target steps after drafting, and straight after those
+    int swaps = 0, after_draft_steps = 0;
 
     // the prompts for generation
     int prompts[N_PROMPTS][256], n_prompts[N_PROMPTS];
@@ -375,7 +378,10 @@ int main(int argc, char** argv) {
             start = now_seconds();
             draft_forward(&draft, tokens, u, step_positions, draft_mask, K, CONTEXT);
             draft_step_k = min_of(draft_step_k, now_seconds() - start);
-            time_decode(target);
+            // the target's next step, on the caches the draft's work left, and one more back to back
+            after_draft_total += time_decode(target);
+            back_to_back_total += time_decode(target);
+            after_draft_steps++;
             int token = 400, position = CONTEXT - 1;
             start = now_seconds();
             draft_forward(&draft, &token, draft.host.out, &position, NULL, 1, CONTEXT - 1);
@@ -469,8 +475,14 @@ int main(int argc, char** argv) {
     printf("  one drafting step, 1 row, straight after a target step (the draft's weights cold): %.3f ms (%.1f%%)\n",
            draft_step_cold * 1e3, 100 * draft_step_cold / fast->decode);
     printf("  hot swap (draft_use_weights): %.3f ms fastest, %.3f ms mean over %d\n", swap * 1e3, swap_total / swaps * 1e3, swaps);
+    // (the draft's weights and caches evict some of the target's from the CPU's caches, and the next target step
+    // reads them again from memory: a cost of drafting that its own timings do not show)
+    double after_draft = after_draft_total / after_draft_steps, back_to_back = back_to_back_total / after_draft_steps;
+    printf("  a target step straight after the catch-up and the drafting steps: %.3f ms, against %.3f ms for the step "
+           "after it (means over %d): %.3fx\n", after_draft * 1e3, back_to_back * 1e3, after_draft_steps, after_draft / back_to_back);
     printf("@ draft_step_vs_decode %.4f\n@ draft_step_cold_vs_decode %.4f\n@ draft_catch_up_vs_decode %.4f\n@ draft_swap_ms %.3f\n",
            draft_step / fast->decode, draft_step_cold / fast->decode, catch_up / fast->decode, swap_total / swaps * 1e3);
+    printf("@ decode_after_draft_vs_back_to_back %.3f\n", after_draft / back_to_back);
 
     printf("\ngeneration on %s, greedy, %d tokens after each of %d prompts (%d, %d and %d tokens: an explanation, code, "
            "a list), a run's speed over the three; fixed: a chain of depth %d, adaptive: shapes up to K=%d, depth %d, %d nodes "

@@ -14,7 +14,7 @@
 #            the hybrid online (adaptive shapes), each serving on one core while its trainer runs on the other,
 #            then both again training in the gaps between requests at an offered load of LOAD (0.5): serving
 #            and training each on every core, never at once; and at that load plain decoding (idle in the
-#            gaps) and the hybrid with its start frozen (nothing trains)
+#            gaps) and the hybrid with its start frozen (nothing trains); the runs at that load in a palindrome
 #   sync     how often weights are published (--sync-every 1, 4, 16, 64) against adaptation and speed
 #   discard  the discard loss off and on, at lookahead 5 and 10
 #   ttt      the TTT unroll's length (1, 2, 3, 5) at equal time: day 0 online, threaded (the trainer beside
@@ -260,18 +260,23 @@ live)
     # of t seconds; the trainer trains only then, on every core, and serving has every core (tok/s below are of
     # serving: the gaps are not its time; what requests waited for a step in flight is in each summary.txt)
     LOAD=${LOAD:-0.5}
-    # plain decoding at the same load: idle in the gaps, which on a shared VM slows the next request's first
-    # passes too (2-core Xeon, fifty-first session: prefills 12.5-13.3 s against 11.7-11.9 back to back); the
-    # -gaps runs are compared with it as well
-    run plain-gaps --order mixed --requests "$N" --no-spec --load "$LOAD"
-    finish
-    # and the hybrid with its start frozen at that load (nothing trains): what the trainer adds
-    run frozen-gaps --order mixed --requests "$N" --static "$INIT" --source hybrid --load "$LOAD"
-    finish
-    run learned-gaps --order mixed --requests "$N" --online --draft-init "$INIT" $TRAIN --load "$LOAD"
-    finish
-    run hybrid-gaps --order mixed --requests "$N" --online --source hybrid --draft-init "$INIT" $TRAIN --load "$LOAD"
-    finish
+    # plain decoding at the same load too: idle in the gaps, which on a shared VM slows the next request's first
+    # passes (2-core Xeon, fifty-first session: prefills 12.5-13.3 s against 11.7-11.9 back to back); and the
+    # hybrid with its start frozen at that load (nothing trains: what the trainer adds). The runs at that load
+    # go in a palindrome (each twice, the second time in reverse order), so that the shared machine's drift
+    # during them weighs on each alike (one such pair of runs moved from 1.23x to 1.11x as the host slowed);
+    # each figure is over both of its runs
+    gaps_run() {
+        case $1 in
+        plain-gaps*)   run "$1" --order mixed --requests "$N" --no-spec --load "$LOAD" ;;
+        frozen-gaps*)  run "$1" --order mixed --requests "$N" --static "$INIT" --source hybrid --load "$LOAD" ;;
+        learned-gaps*) run "$1" --order mixed --requests "$N" --online --draft-init "$INIT" $TRAIN --load "$LOAD" ;;
+        hybrid-gaps*)  run "$1" --order mixed --requests "$N" --online --source hybrid --draft-init "$INIT" $TRAIN --load "$LOAD" ;;
+        esac
+        finish
+    }
+    for name in plain-gaps hybrid-gaps frozen-gaps learned-gaps; do gaps_run "$name"; done
+    for name in learned-gaps frozen-gaps hybrid-gaps plain-gaps; do gaps_run "$name-2"; done
     {
         echo "live: $N requests (mixed traffic, max-new $MAX_NEW), $CORES cores: plain decoding on all of them and on one"
         echo "(the faster is the baseline); learned and hybrid serve on one core (adaptive shapes) while the trainer uses"
@@ -281,17 +286,23 @@ live)
             plain_all=$($measure "$out/plain"); plain_one=$($measure "$out/plain-1")
             plain=$(awk -v a="$plain_all" -v b="$plain_one" 'BEGIN { print (a > b ? a : b) }')
             echo "  plain          $plain_all tok/s on $CORES threads, $plain_one tok/s on 1"
-            plain_gaps=$($measure "$out/plain-gaps")
-            echo "  plain-gaps     $plain_gaps tok/s on $CORES threads at load $LOAD (idle in the gaps)"
+            plain_gaps=$($measure "$out/plain-gaps" "$out/plain-gaps-2")
+            echo "  plain-gaps     $plain_gaps tok/s on $CORES threads at load $LOAD (idle in the gaps; runs $($measure "$out/plain-gaps"), $($measure "$out/plain-gaps-2"))"
             for name in learned hybrid learned-gaps hybrid-gaps frozen-gaps; do
-                awk -v p="$plain" -v g="$plain_gaps" -v s="$($measure "$out/$name")" -v n="$name" \
-                    -v a="$(acceptance "$out/$name" 0 "$N")" -v last="$(acceptance "$out/$name" $((N - N / 2)) "$N")" 'BEGIN {
+                # (a pair's tok/s: both runs' tokens over both runs' seconds; its acceptance: the runs' mean)
+                dirs="$out/$name"; case $name in *-gaps) dirs="$out/$name $out/$name-2" ;; esac
+                runs=$(for d in $dirs; do $measure "$d"; echo; done | paste -sd, - | sed "s/,/, /g")
+                a=$(for d in $dirs; do acceptance "$d" 0 "$N"; echo; done | awk '{ s += $1 } END { printf "%.3f", s / NR }')
+                last=$(for d in $dirs; do acceptance "$d" $((N - N / 2)) "$N"; echo; done | awk '{ s += $1 } END { printf "%.3f", s / NR }')
+                # shellcheck disable=SC2086
+                awk -v p="$plain" -v g="$plain_gaps" -v s="$($measure $dirs)" -v n="$name" -v runs="$runs" -v a="$a" \
+                    -v last="$last" 'BEGIN {
                     printf "  %-12s %6.2f tok/s against plain %6.2f: %.2fx", n, s, p, s / p
-                    if (n ~ /-gaps$/) printf ", against plain at the same load %.2fx", s / g
+                    if (n ~ /-gaps$/) printf ", against plain at the same load %.2fx (runs %s)", s / g, runs
                     printf " (acceptance length %.2f, last half %.2f)\n", a, last }'
             done
         done
-        for name in learned-gaps hybrid-gaps; do
+        for name in learned-gaps learned-gaps-2 hybrid-gaps hybrid-gaps-2; do
             echo " $name: $(grep -h "^training:" "$out/$name/summary.txt" | cut -d, -f1); $(grep -h "^training in the gaps" "$out/$name/summary.txt")"
         done
     } | tee "$out/result.txt"

@@ -748,7 +748,8 @@ static void test_hybrid_suffix_probe(Target* target) {
 // The EAGLE draft catches up only on a pass that drafts: a pass whose shape is the root alone (adaptive shapes
 // chose not to draft) leaves its cache where it was, and the next pass that drafts catches up over every token
 // since, in one batch, and proposes the tree a draft caught up at every pass proposes, bit for bit. (Caught
-// up at every pass, a random draft kept from drafting still ran on every token: 0.976x plain in make bench.)
+// up at every pass, as serving did from 8128cae to the fifty-first session, a draft kept from drafting still
+// ran fc and its layer over every token.)
 static void test_eagle_lazy_catch_up(Target* target) {
     Draft draft;
     draft_init_random(&draft, target, target->config.vocab_size, NULL, 5);

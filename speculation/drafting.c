@@ -388,9 +388,8 @@ void draft_source_sync(DraftSource* source, const Sequence* sequence) {
     // keeps the keys/values its earlier positions got from the previous version (any draft is lossless;
     // recomputing them would pause the request).
     draft_source_take_weights(source);
-    // (the EAGLE draft catches up when it drafts, draft_source_propose, over every token since it last did: a
-    // pass that drafts nothing costs it nothing; caught up here instead, a draft that adaptive shapes kept from
-    // drafting still ran fc and its layer over every token)
+    // (the EAGLE draft catches up where it drafts, in draft_source_propose: caught up here, a draft that adaptive
+    // shapes kept from drafting still ran fc and its layer over every token)
 }
 
 // The mask of a batch of expanded candidates: the committed prefix, then among the expansion slots
@@ -519,7 +518,7 @@ static float propose_suffix(const DraftSource* source, const Sequence* sequence,
                             int* calibration_class) {
     const SuffixIndex* indexes[2] = {&source->suffix_request, source->suffix_outputs};
     int tokens[2][TREE_MAX_NODES], parents[2][TREE_MAX_NODES];
-    float scores[2][TREE_MAX_NODES], chances[2][TREE_MAX_NODES], expected[2] = {0, 0};
+    float scores[2][TREE_MAX_NODES], steps[2][TREE_MAX_NODES], chances[2][TREE_MAX_NODES], expected[2] = {0, 0};
     int counts[2] = {0, 0}, classes[2] = {-1, -1};
     // a match leaves the index's depth less its length for the continuation: at most what lets the shape's
     // whole depth follow (a 24-token match once capped a 16-deep chain at 8 on a verbatim repeat)
@@ -534,8 +533,8 @@ static float propose_suffix(const DraftSource* source, const Sequence* sequence,
         classes[i] = i * SUFFIX_MATCH_CLASSES + suffix_match_class(length);
         for (int j = 0; j < counts[i]; j++) {   // (parents come before their children)
             int parent = parents[i][j];
-            float step = scores[i][j] - (parent < 0 ? 0.0f : scores[i][parent]);
-            chances[i][j] = (float)((parent < 0 ? 1.0 : chances[i][parent]) * suffix_node_chance(source, classes[i], step));
+            steps[i][j] = scores[i][j] - (parent < 0 ? 0.0f : scores[i][parent]);   // (log-probability given the parent)
+            chances[i][j] = (float)((parent < 0 ? 1.0 : chances[i][parent]) * suffix_node_chance(source, classes[i], steps[i][j]));
             expected[i] += chances[i][j];
         }
     }
@@ -544,8 +543,7 @@ static float propose_suffix(const DraftSource* source, const Sequence* sequence,
     int first = pool->n; // the proposal's parents are indexes into it, parents first
     for (int j = 0; j < counts[best]; j++) {
         int parent = parents[best][j] < 0 ? -1 : first + parents[best][j];
-        float step = scores[best][j] - (parent < 0 ? 0.0f : scores[best][parents[best][j]]);
-        pool_add_children(pool, parent, &tokens[best][j], &step, 1, NULL);
+        pool_add_children(pool, parent, &tokens[best][j], &steps[best][j], 1, NULL);
         Candidate* c = &pool->items[pool->n - 1];
         c->chance = chances[best][j];
         c->rank = 0;   // among its parent's children, which come best first
@@ -706,17 +704,14 @@ void draft_source_propose(DraftSource* source, Target* target, const Sequence* s
                 source->pass_source = DRAFT_NONE;
                 min_chance = 0.0f;
                 shape = source->shape = source->eagle_shape;
-                if (shape.nodes > 1) {
-                    eagle_catch_up(source, sequence);
-                    use_eagle = 1;
-                }
+                use_eagle = 1;
             }
         }
-        if (source->kind == DRAFT_EAGLE) {   // (the hybrid's EAGLE draft caught up above, as it was chosen)
-            if (shape.nodes > 1) { eagle_catch_up(source, sequence); }
-            else { use_eagle = 0; }   // the root alone: nothing to draft, nothing to catch up
-        }
+        // the EAGLE draft drafts unless its shape is the root alone, and only then catches up (over every token
+        // since it last drafted: a pass that drafts nothing costs it nothing)
+        if (use_eagle && shape.nodes <= 1) { use_eagle = 0; }
         if (use_eagle) {
+            eagle_catch_up(source, sequence);
             source->pass_source = DRAFT_EAGLE;
             min_chance = source->pass_min_chance;
         }

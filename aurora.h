@@ -1185,29 +1185,52 @@ enum { ADAPTIVE_COLD_PASSES = 4 };
 // Every ADAPTIVE_EXPLORE_EVERY-th drafting pass keeps them all, so that every bin stays measured.
 enum { ADAPTIVE_CONFIDENCE_BUCKETS = 10, ADAPTIVE_EXPLORE_EVERY = 16 };
 
+// A verify pass's price is the target's, whichever draft drafted the pass: the seconds of a verify pass by
+// node count, how much slower a request's first passes run, and the pass count both are dated by. One
+// VerifyCosts serves every chooser drafting for the same target (the hybrid's two: spec_adaptive_share_costs).
+// (Each of the hybrid's choosers once measured only the passes its own draft drafted: while the EAGLE draft
+// drafted, the suffix draft's prices, its pass count and its count of a request's passes stood still, so a
+// slow spell's price of a suffix tree was neither measured again nor forgotten, and a request's twentieth
+// pass counted as its first, cold one.)
+typedef struct {
+    double seconds[TREE_MAX_NODES + 1];      // average seconds of a verify pass by node count (0: unmeasured)
+    long measured_at[TREE_MAX_NODES + 1];    // the pass (counting passes) that last measured each count
+    uint8_t provisional[TREE_MAX_NODES + 1]; // 1: the price was measured cold, no slowdown known: the next
+                                             // measurement replaces it (a chooser's other costs likewise)
+    double cold_slowdown[ADAPTIVE_COLD_PASSES]; // a request's pass i (i < ADAPTIVE_COLD_PASSES): its plain
+                                             // passes' average time over the decode step's price (0: unmeasured)
+    long passes;                             // verify passes observed
+    int request_passes;                      // passes since the request began (spec_adaptive_begin_request)
+    int deterministic;                       // 1: costs from the prior model, not measured times (lockstep runs
+                                             // repeat bit for bit); acceptance is still measured
+} VerifyCosts;
+
+// What one pass's times are worth to a chooser's own costs (its drafting step, its catch-up), as
+// verify_costs_observe judges them: measures (0: a cold plain pass, which teaches only its slowdown),
+// only_new (1: cold, slowdown unknown: only costs never measured, provisionally), slowdown (its times' divisor).
+typedef struct {
+    int measures, only_new;
+    double slowdown;
+} PassTiming;
+
 typedef struct {
     TreeShape limit;            // the largest shape allowed (depth and nodes bound the menu)
     int max_k;                  // children per node considered: 1..max_k
-    double verify_seconds[TREE_MAX_NODES + 1];  // average seconds of a verify pass by node count (0: unmeasured)
-    long verify_measured_at[TREE_MAX_NODES + 1]; // the pass (counting passes) that last measured each count
+    VerifyCosts* costs;         // the verify costs it prices with: its own (own_costs), or shared with another
+                                // chooser's (spec_adaptive_share_costs; so a SpecAdaptive is not copied)
+    VerifyCosts own_costs;
     double draft_step_seconds;  // average seconds per depth drafted (0: unmeasured)
     double catch_up_seconds[TREE_MAX_NODES + 1]; // average seconds to bring the draft up to date over n
                                 // committed tokens (an EAGLE draft's forward over them; 0: unmeasured)
     int catch_up_chunk;         // the most tokens one catch-up forward takes (more run in several; 0: TREE_MAX_NODES)
-    int deterministic;          // 1: costs from the prior model, not measured times (lockstep runs repeat
-                                // bit for bit); acceptance is still measured
     double reached[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K]; // decayed count: the accepted path reached depth d-1
                                                         // and its node had a rank-r child
     double hit[TREE_MAX_DEPTH + 1][ADAPTIVE_MAX_K];     // ... and that child was accepted
     int judged_in_hindsight;    // 1: acceptance is counted on trees judged in hindsight (a model-free draft:
                                 // drafting.c), not on the passes observed
-    long passes, passes_without_drafting;
+    long passes_without_drafting; // passes this chooser observed that drafted nothing
     int passes_since_drafted;   // passes in a row that drafted nothing (a probe is due at ADAPTIVE_PROBE_EVERY)
-    int request_passes;         // passes since the request began (spec_adaptive_begin_request)
-    double cold_slowdown[ADAPTIVE_COLD_PASSES]; // a request's pass i (i < ADAPTIVE_COLD_PASSES): its plain
-                                // passes' average time over the decode step's price (0: unmeasured)
-    uint8_t verify_provisional[TREE_MAX_NODES + 1];   // 1: the price was measured cold, no slowdown known: the
-    uint8_t catch_up_provisional[TREE_MAX_NODES + 1]; // next measurement replaces it (the draft step likewise)
+    uint8_t catch_up_provisional[TREE_MAX_NODES + 1]; // 1: measured cold, no slowdown known (VerifyCosts)
     int draft_step_provisional;
     int calibrates;             // 1: the draft's scores are its log-probabilities (an EAGLE draft): calibrate them
     int root_children_free;     // 1: the depth-1 children come with the catch-up (an EAGLE draft's logits at the
@@ -1220,6 +1243,9 @@ typedef struct {
 } SpecAdaptive;
 
 void spec_adaptive_init(SpecAdaptive* a, TreeShape limit, int max_k);
+// From now on `a` prices verify passes with `with`'s costs, and both measure them (choosers drafting for one
+// target: the hybrid's two).
+void spec_adaptive_share_costs(SpecAdaptive* a, SpecAdaptive* with);
 // A request begins (its prefill has run): its first ADAPTIVE_COLD_PASSES passes are cold (aurora.h above).
 void spec_adaptive_begin_request(SpecAdaptive* a);
 // The shape for the next pass; nodes == 1 (depth 0) means no speculation (a plain decode step). pending:
@@ -1230,15 +1256,23 @@ TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending);
 // judged in hindsight, level by level as the target produces its tokens: drafting.c).
 void spec_adaptive_count(SpecAdaptive* a, TreeShape shape, const Tree* tree, const Acceptance* acceptance);
 void spec_adaptive_count_level(SpecAdaptive* a, TreeShape shape, const Tree* tree, int parent, int accepted, int depth);
-// After a pass: the shape it was planned with, its tree (the shape's, cut by the node budget and by
-// confidence), the acceptance, the seconds spent drafting it (not catching the draft up) and the drafting
-// steps they bought (-1: as many as the tree is deep), the catch-up's seconds and tokens (0, 0 for none),
-// and the seconds verifying it.
+// After a pass, once whatever drafted it: its verify pass (node count, seconds) measured into the costs; returns
+// what the pass's other times are worth (PassTiming) to the choosers it teaches (spec_adaptive_learn).
+PassTiming verify_costs_observe(VerifyCosts* costs, int n_nodes, double verify_seconds);
+// After a pass, for a chooser it teaches: the pass's timing (verify_costs_observe's), the shape it was planned
+// with, its tree (the shape's, cut by the node budget and by confidence), the acceptance, the seconds spent
+// drafting it (not catching the draft up) and the drafting steps they bought (-1: as many as the tree is deep),
+// and the catch-up's seconds and tokens (0, 0 for none).
+void spec_adaptive_learn(SpecAdaptive* a, PassTiming timing, TreeShape shape, const Tree* tree,
+                         const Acceptance* acceptance, double draft_seconds, int draft_steps, double catch_up_seconds,
+                         int catch_up_tokens);
+// Both, for a chooser alone: verify_costs_observe on its costs, then spec_adaptive_learn.
 void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, const Acceptance* acceptance,
                            double draft_seconds, int draft_steps, double catch_up_seconds, int catch_up_tokens,
                            double verify_seconds);
 double spec_adaptive_expected_tokens(const SpecAdaptive* a, int k, int depth);
-double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n_nodes);
+// Seconds of a verify pass of n_nodes as the costs price it (measured, or from the line through those measured).
+double verify_costs_seconds(const VerifyCosts* costs, int n_nodes);
 // The cost of a pass of this shape (catching up over `pending` tokens, the drafting steps, the verify pass)
 // in decode steps, as this chooser prices it: a ratio, so two choosers' prices compare whatever each has
 // measured (the hybrid's choice between its two drafts).

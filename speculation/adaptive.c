@@ -6,7 +6,8 @@ serving has measured so far:
   - costs: a verify pass by node count (an average per N; unmeasured counts from a line through the
     measured ones), a drafting step (the draft source's time per depth drafted), and an EAGLE draft's
     catch-up by token count (its forward over the tokens committed since it last drafted; the same kind
-    of table and line as a verify pass's);
+    of table and line as a verify pass's). A verify pass's price is the target's, not the draft's: choosers
+    drafting for one target share it (VerifyCosts: the hybrid's two);
   - acceptance by depth and sibling rank: q[d][r], how often the accepted path, having reached depth
     d-1, continues through the rank-r child (children ranked by the draft's score), counted over recent
     passes (counts decay, so an improving draft is noticed and a stale estimate fades). A model-free draft
@@ -105,8 +106,11 @@ void spec_adaptive_init(SpecAdaptive* a, TreeShape limit, int max_k) {
     a->max_k = max_k < limit.k ? max_k : limit.k;
     if (a->max_k > ADAPTIVE_MAX_K) { a->max_k = ADAPTIVE_MAX_K; }
     if (a->max_k < 1) { a->max_k = 1; }
-    a->request_passes = ADAPTIVE_COLD_PASSES;   // no request has begun: no prefill to be cold after
+    a->costs = &a->own_costs;
+    a->costs->request_passes = ADAPTIVE_COLD_PASSES;   // no request has begun: no prefill to be cold after
 }
+
+void spec_adaptive_share_costs(SpecAdaptive* a, SpecAdaptive* with) { a->costs = with->costs; }
 
 // The acceptance estimates q[d][r] for depths 1..depth and ranks 0..k-1: decayed evidence shrunk
 // towards the prior above.
@@ -168,24 +172,24 @@ static void cost_by_rows(const double* measured, int max_n, double unmeasured_on
 
 // A verify cost by node count not measured for ADAPTIVE_COST_MEMORY passes (aurora.h): forgotten for 2 or more
 // nodes, measured again by the plain probe for one.
-static int verify_cost_stale(const SpecAdaptive* a, int n) {
-    return a->passes - a->verify_measured_at[n] > ADAPTIVE_COST_MEMORY;
+static int verify_cost_stale(const VerifyCosts* c, int n) {
+    return c->passes - c->measured_at[n] > ADAPTIVE_COST_MEMORY;
 }
 
 // Seconds of a verify pass by node count, 1..max_n (nothing measured at all: relative units, a decode step 1).
 // A count of 2 or more not measured for ADAPTIVE_COST_MEMORY passes counts as unmeasured (aurora.h).
-static void adaptive_verify_table(const SpecAdaptive* a, int max_n, double* verify) {
+static void verify_table(const VerifyCosts* c, int max_n, double* verify) {
     double fresh[TREE_MAX_NODES + 1];
     for (int n = 1; n <= TREE_MAX_NODES; n++) {
-        int forgotten = n > 1 && verify_cost_stale(a, n);
-        fresh[n] = forgotten ? 0.0 : a->verify_seconds[n];
+        int forgotten = n > 1 && verify_cost_stale(c, n);
+        fresh[n] = forgotten ? 0.0 : c->seconds[n];
     }
     cost_by_rows(fresh, max_n, 1.0, verify);
 }
 
-double spec_adaptive_verify_seconds(const SpecAdaptive* a, int n) {
+double verify_costs_seconds(const VerifyCosts* c, int n) {
     double verify[TREE_MAX_NODES + 1];
-    adaptive_verify_table(a, n, verify);
+    verify_table(c, n, verify);
     return verify[n];
 }
 
@@ -198,7 +202,7 @@ static int catch_up_chunk(const SpecAdaptive* a) {
 }
 
 // Seconds of the catch-up over `pending` generated tokens, in forwards of at most catch_up_chunk rows as
-// drafting.c runs it; verify: adaptive_verify_table's.
+// drafting.c runs it; verify: verify_table's.
 static double adaptive_catch_up_seconds(const SpecAdaptive* a, int pending, const double* verify) {
     if (pending <= 0) { return 0.0; }
     int chunk = catch_up_chunk(a);
@@ -208,7 +212,7 @@ static double adaptive_catch_up_seconds(const SpecAdaptive* a, int pending, cons
 }
 
 // The seconds of a pass of this shape: drafting (catch_up: the catch-up over what is pending; the draft
-// steps) and verifying (verify: adaptive_verify_table's, up to the shape's nodes); no drafting: one decode step.
+// steps) and verifying (verify: verify_table's, up to the shape's nodes); no drafting: one decode step.
 static double adaptive_pass_seconds(const SpecAdaptive* a, TreeShape shape, double catch_up, const double* verify) {
     if (shape.nodes <= 1) { return verify[1]; }
     int steps = shape.depth - a->root_children_free;
@@ -217,7 +221,7 @@ static double adaptive_pass_seconds(const SpecAdaptive* a, TreeShape shape, doub
 
 double spec_adaptive_pass_steps(const SpecAdaptive* a, TreeShape shape, int pending) {
     double verify[TREE_MAX_NODES + 1];
-    adaptive_verify_table(a, shape.nodes > 1 ? shape.nodes : 1, verify);
+    verify_table(a->costs, shape.nodes > 1 ? shape.nodes : 1, verify);
     return adaptive_pass_seconds(a, shape, adaptive_catch_up_seconds(a, pending, verify), verify) / verify[1];
 }
 
@@ -227,11 +231,11 @@ TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending) {
         a->limit.depth >= 1 && a->limit.nodes >= 2) {
         return (TreeShape){1, 1, 2};   // the probe (see ADAPTIVE_PROBE_EVERY)
     }
-    if (!a->deterministic && verify_cost_stale(a, 1)) {
+    if (!a->costs->deterministic && verify_cost_stale(a->costs, 1)) {
         return best;   // the plain probe (see ADAPTIVE_COST_MEMORY), also of a decode step never measured
     }
     double verify[TREE_MAX_NODES + 1];
-    adaptive_verify_table(a, a->limit.nodes > 1 ? a->limit.nodes : 1, verify);
+    verify_table(a->costs, a->limit.nodes > 1 ? a->limit.nodes : 1, verify);
     double catch_up = adaptive_catch_up_seconds(a, pending, verify);
     double best_rate = 1.0 / adaptive_pass_seconds(a, best, catch_up, verify);
     for (int k = 1; k <= a->max_k; k++) {
@@ -245,7 +249,7 @@ TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending) {
     return best;
 }
 
-void spec_adaptive_begin_request(SpecAdaptive* a) { a->request_passes = 0; }
+void spec_adaptive_begin_request(SpecAdaptive* a) { a->costs->request_passes = 0; }
 
 double spec_step_probability(double step_log_prob) {
     double p = exp(step_log_prob);
@@ -267,7 +271,7 @@ double spec_adaptive_node_chance(const SpecAdaptive* a, float step_log_prob) {
 double spec_adaptive_min_chance(const SpecAdaptive* a, TreeShape shape, int pending) {
     if (shape.nodes <= 1 || shape.depth < 1) { return 0.0; }
     double verify[TREE_MAX_NODES + 1];
-    adaptive_verify_table(a, shape.nodes, verify);
+    verify_table(a->costs, shape.nodes, verify);
     double per_node = (verify[shape.nodes] - verify[1]) / (shape.nodes - 1);
     double rate = spec_adaptive_expected_tokens(a, shape.k, shape.depth) /
                   adaptive_pass_seconds(a, shape, adaptive_catch_up_seconds(a, pending, verify), verify);
@@ -316,10 +320,52 @@ void spec_adaptive_count(SpecAdaptive* a, TreeShape shape, const Tree* tree, con
     }
 }
 
-void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, const Acceptance* acceptance,
-                           double draft_seconds, int draft_steps, double catch_up_seconds, int catch_up_tokens,
-                           double verify_seconds) {
-    a->passes++;
+// A request's first passes (aurora.h: ADAPTIVE_COLD_PASSES) run slower than the steady ones by a factor
+// measured for each of them on its plain passes (which teach only that); a cold pass's times, divided by
+// its factor (or, unmeasured, the first measured one after it), count as steady ones. Before any is
+// measured, a cold pass measures only costs never measured (which even a cold pass prices better than
+// the prior does), and provisionally: the next measurement of the cost replaces it, as a first one would.
+// (Averaged in instead, a 2-node pass first measured cold at 6.0 ms, then only by probes, came down to
+// its 2.9 over 900 passes, and a learned draft training in the gaps drafted 3% of its passes.)
+// Each cost: a provisional price (only ever met by a measurement that counts: not only_new) is taken as
+// unmeasured. A count first measured, or measured again once forgotten, starts from the line; the decode
+// step, measured again by the plain probe, starts from this measurement (its old average is the stale price
+// the probe is there to replace: averaged in, one 10 ms pass would move a 30 ms price to 28).
+PassTiming verify_costs_observe(VerifyCosts* c, int n, double verify_seconds) {
+    c->passes++;
+    int cold = c->request_passes < ADAPTIVE_COLD_PASSES, index = c->request_passes;
+    c->request_passes++;
+    PassTiming timing = {1, 0, 1.0};
+    if (c->deterministic) {   // a deterministic chooser keeps the prior cost model: the same acceptance, the same shapes
+        timing.measures = 0;
+        return timing;
+    }
+    if (cold && n == 1 && c->seconds[1] > 0 && !c->provisional[1] && !verify_cost_stale(c, 1)) {
+        adaptive_average(&c->cold_slowdown[index], verify_seconds / c->seconds[1]);
+        timing.measures = 0;
+        return timing;
+    }
+    if (cold) {   // (unmeasured: the next pass's, a little less cold; the probe's pass has no plain ones)
+        int j = index;
+        while (j < ADAPTIVE_COLD_PASSES && c->cold_slowdown[j] <= 0) { j++; }
+        timing.only_new = j == ADAPTIVE_COLD_PASSES;
+        timing.slowdown = timing.only_new ? 1.0 : c->cold_slowdown[j];
+    }
+    if (!timing.only_new || c->seconds[n] <= 0) {
+        int forgotten = verify_cost_stale(c, n);
+        if (c->provisional[n]) { c->seconds[n] = 0; }
+        if (n > 1 && (c->seconds[n] <= 0 || forgotten) && c->seconds[1] > 0) { c->seconds[n] = verify_costs_seconds(c, n); }
+        if (n == 1 && forgotten) { c->seconds[1] = 0; }
+        adaptive_average(&c->seconds[n], verify_seconds / timing.slowdown);
+        c->measured_at[n] = c->passes;
+        c->provisional[n] = (uint8_t)timing.only_new;
+    }
+    return timing;
+}
+
+void spec_adaptive_learn(SpecAdaptive* a, PassTiming timing, TreeShape shape, const Tree* tree,
+                         const Acceptance* acceptance, double draft_seconds, int draft_steps, double catch_up_seconds,
+                         int catch_up_tokens) {
     // the evidence fades a little each pass, drafted or not
     for (int d = 1; d <= TREE_MAX_DEPTH; d++) {
         for (int r = 0; r < ADAPTIVE_MAX_K; r++) { a->reached[d][r] *= DECAY; a->hit[d][r] *= DECAY; }
@@ -328,65 +374,27 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
         a->confidence_reached[bin] *= DECAY;
         a->confidence_hit[bin] *= DECAY;
     }
-    // a request's first passes (aurora.h: ADAPTIVE_COLD_PASSES) run slower than the steady ones by a factor
-    // measured for each of them on its plain passes (which teach only that); a cold pass's times, divided by
-    // its factor (or, unmeasured, the first measured one after it), count as steady ones. Before any is
-    // measured, a cold pass measures only costs never measured (which even a cold pass prices better than
-    // the prior does), and provisionally: the next measurement of the cost replaces it, as a first one would.
-    // (Averaged in instead, a 2-node pass first measured cold at 6.0 ms, then only by probes, came down to
-    // its 2.9 over 900 passes, and a learned draft training in the gaps drafted 3% of its passes.)
-    int cold = a->request_passes < ADAPTIVE_COLD_PASSES, index = a->request_passes;
-    a->request_passes++;
-    // a deterministic chooser keeps the prior cost model: the same acceptance, the same shapes
-    if (!a->deterministic) {
-        int n = tree->n_nodes, measures = 1, only_new = 0;
-        int steps = draft_steps >= 0 ? draft_steps : tree->max_depth - a->root_children_free;
-        int t = catch_up_tokens;
-        double slowdown = 1.0;
-        if (cold && n == 1 && a->verify_seconds[1] > 0 && !a->verify_provisional[1] && !verify_cost_stale(a, 1)) {
-            adaptive_average(&a->cold_slowdown[index], verify_seconds / a->verify_seconds[1]);
-            measures = 0;
-        } else if (cold) {   // (unmeasured: the next pass's, a little less cold; the probe's pass has no plain ones)
-            int j = index;
-            while (j < ADAPTIVE_COLD_PASSES && a->cold_slowdown[j] <= 0) { j++; }
-            only_new = j == ADAPTIVE_COLD_PASSES;
-            slowdown = only_new ? 1.0 : a->cold_slowdown[j];
+    // the draft's own costs, as verify_costs_observe judged the pass's times (a cold pass: divided by its slowdown)
+    int n = tree->n_nodes, t = catch_up_tokens, only_new = timing.only_new;
+    int steps = draft_steps >= 0 ? draft_steps : tree->max_depth - a->root_children_free;
+    // (steps: those the pass ran, which confidence can leave deeper than the tree it kept)
+    if (timing.measures && n > 1 && steps > 0 && (!only_new || a->draft_step_seconds <= 0)) {
+        if (a->draft_step_provisional) { a->draft_step_seconds = 0; }
+        adaptive_average(&a->draft_step_seconds, draft_seconds / steps / timing.slowdown);
+        a->draft_step_provisional = only_new;
+    }
+    if (timing.measures && t > 0 && t <= catch_up_chunk(a) && (!only_new || a->catch_up_seconds[t] <= 0)) {
+        // (longer ones ran in several forwards)
+        if (a->catch_up_provisional[t]) { a->catch_up_seconds[t] = 0; }
+        int measured = 0;
+        for (int m = 1; m <= TREE_MAX_NODES; m++) { measured |= a->catch_up_seconds[m] > 0; }
+        if (a->catch_up_seconds[t] <= 0 && measured) {   // first measured: from the line, as a verify pass's
+            double cost[TREE_MAX_NODES + 1];
+            cost_by_rows(a->catch_up_seconds, t, 0.0, cost);
+            a->catch_up_seconds[t] = cost[t];
         }
-        // each cost below: a provisional price (only ever met by a measurement that counts: not only_new)
-        // is taken as unmeasured. A count first measured, or measured again once forgotten, starts from the
-        // line; the decode step, measured again by the plain probe, starts from this measurement (its old
-        // average is the stale price the probe is there to replace: averaged in, one 10 ms pass would move a
-        // 30 ms price to 28)
-        int forgotten = verify_cost_stale(a, n);
-        if (measures && (!only_new || a->verify_seconds[n] <= 0)) {
-            if (a->verify_provisional[n]) { a->verify_seconds[n] = 0; }
-            if (n > 1 && (a->verify_seconds[n] <= 0 || forgotten) && a->verify_seconds[1] > 0) {
-                a->verify_seconds[n] = spec_adaptive_verify_seconds(a, n);
-            }
-            if (n == 1 && forgotten) { a->verify_seconds[1] = 0; }
-            adaptive_average(&a->verify_seconds[n], verify_seconds / slowdown);
-            a->verify_measured_at[n] = a->passes;
-            a->verify_provisional[n] = (uint8_t)only_new;
-        }
-        // (steps: those the pass ran, which confidence can leave deeper than the tree it kept)
-        if (measures && n > 1 && steps > 0 && (!only_new || a->draft_step_seconds <= 0)) {
-            if (a->draft_step_provisional) { a->draft_step_seconds = 0; }
-            adaptive_average(&a->draft_step_seconds, draft_seconds / steps / slowdown);
-            a->draft_step_provisional = only_new;
-        }
-        if (measures && t > 0 && t <= catch_up_chunk(a) && (!only_new || a->catch_up_seconds[t] <= 0)) {
-            // (longer ones ran in several forwards)
-            if (a->catch_up_provisional[t]) { a->catch_up_seconds[t] = 0; }
-            int measured = 0;
-            for (int m = 1; m <= TREE_MAX_NODES; m++) { measured |= a->catch_up_seconds[m] > 0; }
-            if (a->catch_up_seconds[t] <= 0 && measured) {   // first measured: from the line, as a verify pass's
-                double cost[TREE_MAX_NODES + 1];
-                cost_by_rows(a->catch_up_seconds, t, 0.0, cost);
-                a->catch_up_seconds[t] = cost[t];
-            }
-            adaptive_average(&a->catch_up_seconds[t], catch_up_seconds / slowdown);
-            a->catch_up_provisional[t] = (uint8_t)only_new;
-        }
+        adaptive_average(&a->catch_up_seconds[t], catch_up_seconds / timing.slowdown);
+        a->catch_up_provisional[t] = (uint8_t)only_new;
     }
     if (!a->judged_in_hindsight) { spec_adaptive_count(a, shape, tree, acceptance); }
     if (tree->n_nodes == 1) {
@@ -406,4 +414,11 @@ void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, c
             if (child == accepted) { a->confidence_hit[bin] += 1.0; }
         }
     }
+}
+
+void spec_adaptive_observe(SpecAdaptive* a, TreeShape shape, const Tree* tree, const Acceptance* acceptance,
+                           double draft_seconds, int draft_steps, double catch_up_seconds, int catch_up_tokens,
+                           double verify_seconds) {
+    PassTiming timing = verify_costs_observe(a->costs, tree->n_nodes, verify_seconds);
+    spec_adaptive_learn(a, timing, shape, tree, acceptance, draft_seconds, draft_steps, catch_up_seconds, catch_up_tokens);
 }

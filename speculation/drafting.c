@@ -270,6 +270,7 @@ void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Dra
     }
     spec_adaptive_init(&source->adaptive_state, source->limit, source->limit.k);
     spec_adaptive_init(&source->suffix_adaptive_state, source->limit, source->limit.k);
+    spec_adaptive_share_costs(&source->suffix_adaptive_state, &source->adaptive_state);   // one target
     source->adaptive_state.calibrates = kind == DRAFT_EAGLE || kind == DRAFT_HYBRID; // its scores are log-probabilities
     source->adaptive_state.root_children_free = kind == DRAFT_EAGLE || kind == DRAFT_HYBRID;
     if (kind == DRAFT_EAGLE || kind == DRAFT_HYBRID) { source->adaptive_state.catch_up_chunk = eagle_catch_up_rows(draft); }
@@ -281,8 +282,7 @@ void draft_source_init(DraftSource* source, DraftKind kind, TreeShape shape, Dra
 
 void draft_source_set_adaptive(DraftSource* source, int adaptive, int deterministic) {
     source->adaptive = adaptive && source->kind != DRAFT_NONE;
-    source->adaptive_state.deterministic = deterministic;
-    source->suffix_adaptive_state.deterministic = deterministic;
+    source->adaptive_state.costs->deterministic = deterministic;   // (the suffix draft's chooser shares them)
 }
 
 void draft_source_free(DraftSource* source) {
@@ -305,8 +305,7 @@ void draft_source_begin_request(DraftSource* source, int n_prompt) {
     source->n_extended = 0; // the draft's cache starts empty
     source->n_prompt = n_prompt;
     source->n_hindsight = 0; // (the last request's trees guessed its continuation, which no request will produce)
-    spec_adaptive_begin_request(&source->adaptive_state);
-    spec_adaptive_begin_request(&source->suffix_adaptive_state);
+    spec_adaptive_begin_request(&source->adaptive_state);   // (and the suffix draft's chooser, which shares its costs)
     if (source->suffix_outputs) {
         suffix_index_free(&source->suffix_request);
         suffix_index_init(&source->suffix_request, SUFFIX_DRAFT_DEPTH, 0);
@@ -570,9 +569,10 @@ static float suffix_kept_expectation(const CandidatePool* pool, float min_chance
 // shape is the root alone. Each yields its accepted tokens and the bonus token: the suffix tree its
 // calibrated expectation; the EAGLE draft what it has been getting accepted per pass (a decayed average,
 // drifting towards 1 while unused, so a weak EAGLE draft is tried again as it learns). Each pass's cost, in
-// decode steps, is what that draft's own chooser has measured (adaptive.c): for the EAGLE draft its drafting
-// steps and its catch-up over the `pending` tokens it has not seen, which the suffix draft, whose proposal costs
-// microseconds, does not pay. (Comparing tokens alone, a learned draft that got 2.2 tokens a pass in chains
+// decode steps: its verify pass at the one price both choosers share (measured on every pass, whichever draft
+// drafted it: VerifyCosts), and its drafting as that draft's own chooser has measured it (adaptive.c): for the
+// EAGLE draft its drafting steps and its catch-up over the `pending` tokens it has not seen, which the suffix
+// draft, whose proposal costs microseconds, does not pay. (Comparing tokens alone, a learned draft that got 2.2 tokens a pass in chains
 // of 5, at 0.2-0.3 decode steps of drafting and catching up, took the suffix tree in 3-6% of its passes;
 // training in the gaps from an 8,000-sample warm start, 100 requests on a 2-core Xeon, the hybrid served at
 // 1.01x plain decoding by tokens, 1.14x by tokens per second, taking the suffix tree in 30% and 46% of passes.)
@@ -803,7 +803,9 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
     stats->left_out += source->n_left_out;
     // drafting's cost: the drafting itself, and the catch-up by its token count (charged by what is pending: adaptive.c)
     if (source->adaptive) {
-        // the hybrid: the pass teaches the draft that drafted it; a pass neither drafted teaches both
+        // the verify pass is the target's price, measured whichever draft drafted it (the hybrid's choosers
+        // share it); the rest, in the hybrid, teaches the draft that drafted the pass (a pass neither drafted
+        // teaches both)
         // (a hot swap in the pass is not drafting's cost: it comes with a publish, not with a depth drafted; a
         // 16 ms swap charged to one 6-deep suffix tree once made the hybrid's drafting look 25% of a decode step
         // dearer for a hundred passes, and it stopped drafting)
@@ -811,9 +813,10 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
         if (drafting < 0) { drafting = 0; }
         // a pass that could not draft for want of cache slots planned nothing: no rank was missed
         TreeShape planned = source->pass_no_room ? (TreeShape){1, 0, 1} : source->shape;
+        PassTiming timing = verify_costs_observe(source->adaptive_state.costs, tree->n_nodes, verify_seconds);
         if (source->kind != DRAFT_HYBRID || source->pass_source != DRAFT_SUFFIX) {
-            spec_adaptive_observe(&source->adaptive_state, planned, tree, acceptance, drafting, source->pass_draft_steps,
-                                  source->pass_catch_up_seconds, source->pass_catch_up_tokens, verify_seconds);
+            spec_adaptive_learn(&source->adaptive_state, timing, planned, tree, acceptance, drafting, source->pass_draft_steps,
+                                source->pass_catch_up_seconds, source->pass_catch_up_tokens);
         }
         // (the left-out nodes are counted where the pass's tree is: a suffix draft alone judges its largest
         // tree in hindsight instead)
@@ -823,8 +826,7 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
             observe_left_out(&source->suffix_adaptive_state, source->left_out, source->n_left_out, acceptance);
         }
         if (source->kind == DRAFT_HYBRID && source->pass_source != DRAFT_EAGLE) {
-            spec_adaptive_observe(&source->suffix_adaptive_state, planned, tree, acceptance, drafting, -1, 0.0, 0,
-                                  verify_seconds);
+            spec_adaptive_learn(&source->suffix_adaptive_state, timing, planned, tree, acceptance, drafting, -1, 0.0, 0);
         }
     }
     // the EAGLE draft's estimate learns from the passes it drafted, and fades back towards its prior while

@@ -171,7 +171,7 @@ static void test_counting(void) {
     check(a.reached[3][0] == 0.0, "depth 3 not reached");
     spec_adaptive_observe(&a, (TreeShape){2, 4, 9}, &tree, &acceptance, 0.002, -1, 0.0, 0, 0.012);
     check(fabs(a.reached[1][0] - 1.99) < 1e-12 && fabs(a.hit[1][1] - 1.99) < 1e-12, "evidence decays by 0.99 a pass");
-    check(a.verify_seconds[4] == 0.012 && fabs(a.draft_step_seconds - 0.001) < 1e-12 && a.catch_up_seconds[3] == 0.003,
+    check(a.costs->seconds[4] == 0.012 && fabs(a.draft_step_seconds - 0.001) < 1e-12 && a.catch_up_seconds[3] == 0.003,
           "costs recorded (a pass without catch-up leaves its average)");
     // an EAGLE draft's depth-1 children come with the catch-up: a depth-2 tree ran 1 drafting step
     SpecAdaptive eagle;
@@ -391,10 +391,10 @@ static void test_confidence(void) {
     check(fabs(spec_adaptive_node_chance(&a, logf(0.05f)) - 0.05) < 1e-6, "an unmeasured bin keeps its prior");
     // the least chance: a node's share of the verify pass times the shape's expected rate
     spec_adaptive_init(&a, (TreeShape){1, 2, 3}, 1);
-    a.verify_seconds[1] = 0.010; a.verify_seconds[3] = 0.014; a.draft_step_seconds = 0.0005; a.catch_up_seconds[2] = 0.002;
+    a.costs->seconds[1] = 0.010; a.costs->seconds[3] = 0.014; a.draft_step_seconds = 0.0005; a.catch_up_seconds[2] = 0.002;
     TreeShape shape = {1, 2, 3};
     double expected = spec_adaptive_min_chance(&a, shape, 2);
-    double v1 = spec_adaptive_verify_seconds(&a, 1), v3 = spec_adaptive_verify_seconds(&a, 3);
+    double v1 = verify_costs_seconds(a.costs, 1), v3 = verify_costs_seconds(a.costs, 3);
     double by_hand = (v3 - v1) / 2 * spec_adaptive_expected_tokens(&a, 1, 2) / (2 * 0.001 + 2 * 0.0005 + v3);
     check(fabs(expected - by_hand) < 1e-12, "least chance %.6f, by hand %.6f", expected, by_hand);
     check(spec_adaptive_min_chance(&a, (TreeShape){1, 0, 1}, 0) == 0.0, "no drafting: no least chance");
@@ -488,22 +488,22 @@ static void test_noisy_costs(void) {
         spec_adaptive_observe(&a, (TreeShape){1, 2, 3}, &trees[3], &none, 0, -1, 0, 0, 0.0112);
     }
     spec_adaptive_observe(&a, (TreeShape){1, 4, 5}, &trees[5], &none, 0, -1, 0, 0, 0.020);   // one slow pass
-    double v5 = spec_adaptive_verify_seconds(&a, 5);
+    double v5 = verify_costs_seconds(a.costs, 5);
     check(v5 < 0.0135, "one slow pass at 5 nodes (20 ms; the truth 12.4 ms): estimated %.2f ms (expected under 13.5)", v5 * 1e3);
-    double v7 = spec_adaptive_verify_seconds(&a, 7);
+    double v7 = verify_costs_seconds(a.costs, 7);
     check(v7 > v5 && v7 < 0.016, "7 nodes, never measured: %.2f ms from the line (expected between 5 nodes' and 16)", v7 * 1e3);
     for (int i = 0; i < 40; i++) { spec_adaptive_observe(&a, (TreeShape){1, 8, 9}, &trees[9], &none, 0, -1, 0, 0, 0.018); }
-    double v9 = spec_adaptive_verify_seconds(&a, 9);
+    double v9 = verify_costs_seconds(a.costs, 9);
     check(fabs(v9 - 0.018) < 0.0015, "9 nodes measured 40 times at 18 ms (dearer than the line): estimated %.2f ms", v9 * 1e3);
     printf("noisy costs: one 20 ms pass at 5 nodes -> %.2f ms; 7 nodes unmeasured -> %.2f ms; 9 nodes 40 x 18 ms -> %.2f ms\n",
            v5 * 1e3, v7 * 1e3, v9 * 1e3);
     // an outlier counts at most twice the average: one 40 ms decode step beside 10 ms ones moves the price to 11
     // ms, not 13; and a real slowdown (20 passes at 25 ms) is still followed
     spec_adaptive_observe(&a, (TreeShape){1, 0, 1}, &trees[1], &none, 0, -1, 0, 0, 0.040);
-    double v1 = spec_adaptive_verify_seconds(&a, 1);
+    double v1 = verify_costs_seconds(a.costs, 1);
     check(v1 > 0.0105 && v1 < 0.0115, "one 40 ms decode step beside 10 ms ones: priced %.2f ms (expected 11, capped)", v1 * 1e3);
     for (int i = 0; i < 20; i++) { spec_adaptive_observe(&a, (TreeShape){1, 0, 1}, &trees[1], &none, 0, -1, 0, 0, 0.025); }
-    double slow = spec_adaptive_verify_seconds(&a, 1);
+    double slow = verify_costs_seconds(a.costs, 1);
     check(slow > 0.022, "20 decode steps at 25 ms are followed: priced %.2f ms", slow * 1e3);
     printf("noisy costs: one 40 ms decode step beside 10 ms -> %.2f ms; then 20 at 25 ms -> %.2f ms\n", v1 * 1e3, slow * 1e3);
 }
@@ -536,7 +536,7 @@ static void test_catch_up_by_tokens(void) {
         // a catch-up over more tokens than one forward takes runs in several (a --batch under 64): 20 pending
         // with forwards of 8 cost two of 8 and one of 4
         double verify[3], cost[TREE_MAX_NODES + 1];
-        adaptive_verify_table(&a, 2, verify);
+        verify_table(a.costs, 2, verify);
         double whole = adaptive_catch_up_seconds(&a, 20, verify);
         a.catch_up_chunk = 8;
         cost_by_rows(a.catch_up_seconds, 8, 0.0, cost);
@@ -582,7 +582,7 @@ static void test_forgotten_costs(void) {
     }
     later = spec_adaptive_choose(&a, 10);
     printf("a 2-node pass measured at 25 ms beside 10: %d nodes chosen after %d plain passes, %d after %d (%.2f ms then)\n",
-           soon.nodes, ADAPTIVE_COST_MEMORY - 2, later.nodes, ADAPTIVE_COST_MEMORY + 2, spec_adaptive_verify_seconds(&a, 2) * 1e3);
+           soon.nodes, ADAPTIVE_COST_MEMORY - 2, later.nodes, ADAPTIVE_COST_MEMORY + 2, verify_costs_seconds(a.costs, 2) * 1e3);
     check(soon.nodes == 1, "while its 25 ms is remembered, a 2-node pass does not pay (chose %d nodes)", soon.nodes);
     check(later.nodes == 2, "once forgotten, the draft right every time drafts again (chose %d nodes)", later.nodes);
 }
@@ -634,8 +634,8 @@ static void test_provisional_prices(void) {
         }
         spec_adaptive_observe(&a, (TreeShape){1, 0, 1}, &root, &none, 0, -1, 0, 0, 0.010);
         spec_adaptive_observe(&a, (TreeShape){1, 1, 2}, &chain2, &none, 0.0004, -1, 0, 0, 0.011);
-        v1[control] = spec_adaptive_verify_seconds(&a, 1);
-        v2[control] = spec_adaptive_verify_seconds(&a, 2);
+        v1[control] = verify_costs_seconds(a.costs, 1);
+        v2[control] = verify_costs_seconds(a.costs, 2);
     }
     printf("provisional prices: cold 21 / 19 ms, then steady 10 / 11 ms: priced %.2f / %.2f ms (every pass counted: "
            "%.2f / %.2f)\n", v1[0] * 1e3, v2[0] * 1e3, v1[1] * 1e3, v2[1] * 1e3);

@@ -814,12 +814,10 @@ static void test_hybrid_prices(Target* target) {
     DraftSource source;
     draft_source_init(&source, DRAFT_HYBRID, (TreeShape){1, 5, 6}, &draft, target);
     draft_source_set_adaptive(&source, 1, 0);
-    SpecAdaptive* measured[2] = {&source.adaptive_state, &source.suffix_adaptive_state};
-    for (int i = 0; i < 2; i++) {
-        measured[i]->verify_seconds[1] = 1e-3;
-        measured[i]->verify_seconds[6] = 1.6e-3;
-        measured[i]->verify_seconds[2] = 1.1e-3;
-    }
+    VerifyCosts* costs = source.adaptive_state.costs;   // (the suffix draft's chooser's too)
+    costs->seconds[1] = 1e-3;
+    costs->seconds[6] = 1.6e-3;
+    costs->seconds[2] = 1.1e-3;
     source.adaptive_state.draft_step_seconds = 0.05e-3;
     source.suffix_adaptive_state.draft_step_seconds = 1e-6;
     source.shape = source.eagle_shape = (TreeShape){1, 5, 6};
@@ -840,6 +838,53 @@ static void test_hybrid_prices(Target* target) {
     check(hybrid_prefers_suffix(&source, 0.5f, 2, pending), "hybrid prices: 1.5 tokens for a 2-node pass (1.36 a step) "
           "should win over a plain decode step");
     check(!hybrid_prefers_suffix(&source, 0.0f, 2, pending), "hybrid prices: a suffix draft with no guess is never drafted");
+    draft_source_free(&source);
+    draft_free(&draft);
+}
+
+// The hybrid's two choosers price a verify pass alike, whoever drafted the passes that measured it: a slow
+// spell's price of the suffix draft's 6-node trees (3 ms against a 1 ms decode step) is forgotten after
+// ADAPTIVE_COST_MEMORY passes of the EAGLE draft's 2-node chains (1.1 ms), which price it again from the line
+// through the fresh counts (1.5 ms). (With a table each, the suffix draft's stood still while the EAGLE draft
+// drafted, and kept the 3 ms; the EAGLE draft's never saw it.)
+static void test_hybrid_shared_costs(Target* target) {
+    Draft draft;
+    draft_init_random(&draft, target, target->config.vocab_size, NULL, 9);
+    DraftSource source;
+    draft_source_init(&source, DRAFT_HYBRID, (TreeShape){1, 5, 6}, &draft, target);
+    draft_source_set_adaptive(&source, 1, 0);
+    Tree root, chain2, chain6;
+    hand_made_tree(&root, (int[]){-1}, 1);
+    hand_made_tree(&chain2, (int[]){-1, 0}, 2);
+    hand_made_tree(&chain6, (int[]){-1, 0, 1, 2, 3, 4}, 6);
+    Acceptance none = {0, {0}, 7}, one = {1, {0, 1}, 7};
+    SpecStats stats;
+    memset(&stats, 0, sizeof(stats));
+    TreeShape suffix_chain = {1, 5, 6};
+    struct { DraftKind source; Tree* tree; double seconds; int times; } passes[] = {
+        {DRAFT_NONE, &root, 1e-3, 10}, {DRAFT_SUFFIX, &chain6, 3e-3, 30}, {DRAFT_EAGLE, &chain2, 1.1e-3, ADAPTIVE_COST_MEMORY + 8},
+    };
+    double eagle_saw = 0, suffix_saw = 0;
+    for (int p = 0; p < 3; p++) {
+        for (int i = 0; i < passes[p].times; i++) {
+            source.pass_source = passes[p].source;
+            source.shape = passes[p].tree->n_nodes == 6 ? suffix_chain : (TreeShape){1, passes[p].tree->n_nodes - 1, passes[p].tree->n_nodes};
+            source.pass_catch_up_seconds = source.pass_swap_seconds = 0;
+            source.pass_catch_up_tokens = source.pass_no_room = source.n_left_out = 0;
+            source.pass_draft_steps = -1;
+            draft_source_observe_pass(&source, passes[p].tree, i % 2 ? &one : &none, 1e-5, passes[p].seconds, &stats);
+        }
+        if (p == 1) {
+            eagle_saw = spec_adaptive_pass_steps(&source.adaptive_state, suffix_chain, 0);
+            suffix_saw = spec_adaptive_pass_steps(&source.suffix_adaptive_state, suffix_chain, 0);
+        }
+    }
+    double suffix_price = spec_adaptive_pass_steps(&source.suffix_adaptive_state, suffix_chain, 0);
+    check(eagle_saw > 2.5 && suffix_saw > 2.5, "hybrid costs: the suffix draft's passes priced a 6-node pass at 3 decode "
+          "steps, the EAGLE draft's chooser at %.2f, the suffix draft's at %.2f", eagle_saw, suffix_saw);
+    check(suffix_price > 1.4 && suffix_price < 1.7, "hybrid costs: after %d of the EAGLE draft's passes the suffix draft's "
+          "6-node pass should be priced from the line again (1.5 decode steps), not at the slow spell's 3: %.2f",
+          ADAPTIVE_COST_MEMORY + 8, suffix_price);
     draft_source_free(&source);
     draft_free(&draft);
 }
@@ -999,6 +1044,7 @@ int main(void) {
     test_hybrid_suffix_probe(&target);
     test_eagle_lazy_catch_up(&target);
     test_hybrid_prices(&target);
+    test_hybrid_shared_costs(&target);
     test_sampling_lossless();
     test_sampling_edges();
     test_sampling_end_to_end(&target);

@@ -1206,7 +1206,8 @@ typedef struct {
 } VerifyCosts;
 
 // What one pass's times are worth to a chooser's own costs (its drafting step, its catch-up), as
-// verify_costs_observe judges them: measures (0: a cold plain pass, which teaches only its slowdown),
+// verify_costs_observe judges them: measures (0: a cold plain pass, which teaches only its slowdown, and
+// every pass of deterministic costs),
 // only_new (1: cold, slowdown unknown: only costs never measured, provisionally), slowdown (its times' divisor).
 typedef struct {
     int measures, only_new;
@@ -1243,15 +1244,16 @@ typedef struct {
 } SpecAdaptive;
 
 void spec_adaptive_init(SpecAdaptive* a, TreeShape limit, int max_k);
-// From now on `a` prices verify passes with `with`'s costs, and both measure them (choosers drafting for one
-// target: the hybrid's two).
+// From now on `a` prices verify passes with `with`'s costs (choosers drafting for one target: the hybrid's two).
+// Whoever runs the passes then measures each pass once, verify_costs_observe, and each chooser it teaches
+// learns from it, spec_adaptive_learn (spec_adaptive_observe on each would count the pass twice).
 void spec_adaptive_share_costs(SpecAdaptive* a, SpecAdaptive* with);
 // A request begins (its prefill has run): its first ADAPTIVE_COLD_PASSES passes are cold (aurora.h above).
 void spec_adaptive_begin_request(SpecAdaptive* a);
 // The shape for the next pass; nodes == 1 (depth 0) means no speculation (a plain decode step). pending:
 // the generated tokens the draft must catch up over before it can draft (0 for drafts that need none).
 TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending);
-// Counts one tree's acceptance evidence by depth and rank (part of spec_adaptive_observe), and one level of
+// Counts one tree's acceptance evidence by depth and rank (part of spec_adaptive_learn), and one level of
 // it: node `parent` on the accepted path at depth - 1, and its child `accepted` (-1: none) at depth (a tree
 // judged in hindsight, level by level as the target produces its tokens: drafting.c).
 void spec_adaptive_count(SpecAdaptive* a, TreeShape shape, const Tree* tree, const Acceptance* acceptance);
@@ -1291,8 +1293,8 @@ double spec_adaptive_min_chance(const SpecAdaptive* a, TreeShape shape, int pend
 // Counts a pass planned to draft; returns 1 if it keeps every node (every ADAPTIVE_EXPLORE_EVERY-th, and
 // probes), 0 if it may leave nodes out.
 int spec_adaptive_explores(SpecAdaptive* a);
-// After spec_adaptive_observe: a node left out of the pass's tree (depth, sibling rank), whose parent was
-// on the accepted path: spec_adaptive_observe counted its rank as reached (a child the tree lacks); it is
+// After spec_adaptive_learn: a node left out of the pass's tree (depth, sibling rank), whose parent was
+// on the accepted path: spec_adaptive_learn counted its rank as reached (a child the tree lacks); it is
 // hit by its calibrated chance.
 void spec_adaptive_observe_left_out(SpecAdaptive* a, int depth, int rank, double chance);
 
@@ -1477,7 +1479,9 @@ typedef struct {
     TreeShape eagle_shape;      // DRAFT_HYBRID: the EAGLE draft's shape for the pass, should it draft
     int adaptive;               // choose each pass's shape (adaptive.c), from 1 node (no drafting) to limit
     SpecAdaptive adaptive_state;         // the (EAGLE, lookup, ...) draft's measured costs and acceptance
-    SpecAdaptive suffix_adaptive_state;  // DRAFT_HYBRID: its suffix draft's, apart (the two accept differently)
+    SpecAdaptive suffix_adaptive_state;  // DRAFT_HYBRID: its suffix draft's acceptance and drafting costs, apart
+                                         // (the two accept differently); its verify costs are adaptive_state's
+                                         // (so a DraftSource is not copied either)
     Draft* draft;               // DRAFT_EAGLE (on the target's backend)
     int n_extended;             // DRAFT_EAGLE: sequence positions held in the draft cache
     float* root_out;            // DRAFT_EAGLE: (C) the draft's layer output at the last extended position

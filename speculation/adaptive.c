@@ -143,7 +143,7 @@ double spec_adaptive_expected_tokens(const SpecAdaptive* a, int k, int depth) {
 // 0: unmeasured): the measured average, else a line through (1, one row's cost) and the measured counts
 // (least squares on the slope), else the prior. One row's cost is its own average, else the smallest
 // measured count's by the prior slope, else unmeasured_one. A count's average starts from the line's value
-// when it is first measured (spec_adaptive_observe), not from that pass's time alone: timings are noisy (a
+// when it is first measured (verify_costs_observe), not from that pass's time alone: timings are noisy (a
 // descheduled thread, a busy neighbour), and one slow first pass at 4 nodes, 1.75x a decode step where the
 // bench measures 1.3x, priced every deeper chain out of a 64-token request.
 // Both a verify pass and an EAGLE draft's catch-up are such forwards. The catch-up's line matters most: it
@@ -285,7 +285,7 @@ int spec_adaptive_explores(SpecAdaptive* a) {
 
 void spec_adaptive_observe_left_out(SpecAdaptive* a, int depth, int rank, double chance) {
     if (depth < 1 || depth > TREE_MAX_DEPTH || rank < 0 || rank >= ADAPTIVE_MAX_K) { return; }
-    a->hit[depth][rank] += chance;   // reached: counted by spec_adaptive_observe (a rank the tree lacks)
+    a->hit[depth][rank] += chance;   // reached: counted by spec_adaptive_learn (a rank the tree lacks)
 }
 
 static void adaptive_average(double* average, double value) {

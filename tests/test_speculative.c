@@ -864,14 +864,15 @@ static void test_hybrid_shared_costs(Target* target) {
     struct { DraftKind source; Tree* tree; double seconds; int times; } passes[] = {
         {DRAFT_NONE, &root, 1e-3, 10}, {DRAFT_SUFFIX, &chain6, 3e-3, 30}, {DRAFT_EAGLE, &chain2, 1.1e-3, ADAPTIVE_COST_MEMORY + 8},
     };
+    Sequence sequence;   // (nothing committed: nothing for the EAGLE draft to catch up over)
+    memset(&sequence, 0, sizeof(sequence));
     double eagle_saw = 0, suffix_saw = 0;
     for (int p = 0; p < 3; p++) {
         for (int i = 0; i < passes[p].times; i++) {
+            draft_source_plan_pass(&source, &sequence);   // (the pass's own state; then its draft and shape by hand)
+            int n = passes[p].tree->n_nodes;
             source.pass_source = passes[p].source;
-            source.shape = passes[p].tree->n_nodes == 6 ? suffix_chain : (TreeShape){1, passes[p].tree->n_nodes - 1, passes[p].tree->n_nodes};
-            source.pass_catch_up_seconds = source.pass_swap_seconds = 0;
-            source.pass_catch_up_tokens = source.pass_no_room = source.n_left_out = 0;
-            source.pass_draft_steps = -1;
+            source.shape = (TreeShape){1, n - 1, n};
             draft_source_observe_pass(&source, passes[p].tree, i % 2 ? &one : &none, 1e-5, passes[p].seconds, &stats);
         }
         if (p == 1) {

@@ -151,6 +151,9 @@ static const Flag FLAGS[] = {
     {"draft-vocab", NULL, "--draft-vocab", FLAG_INT, "N", 1, 1 << 24, NULL, OPTION(draft_vocab),
      "a fresh draft's vocabulary: the N lowest target ids (default min(V, 4096): byte-level BPE numbers tokens "
      "in merge order, so low ids are the frequent ones; online it follows the traffic)"},
+    {"draft-type", NULL, "--draft-type", FLAG_CHOICE, "TYPE", 0, 0, "auto|f32|q8_0|q4_1", OPTION(draft_type_name),
+     "the serving draft's matrices: a copy quantised from its fp32 weights at every hot swap (q8_0; q4_1, half its "
+     "bytes) or the fp32 weights themselves; auto: the backend's choice (q8_0 on the fast CPU table, f32 elsewhere)"},
     // replay and train
     {"online", NULL, "--online", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(online), "train the draft from the traffic while serving (the default)"},
     {"static", NULL, "--static", FLAG_TEXT, "DRAFT", 0, 0, NULL, OPTION(static_draft), "serve a frozen draft (a checkpoint, or random)"},
@@ -602,7 +605,13 @@ static int setup_draft_source(DraftSource* source, Draft* draft, DraftKind* kind
         if (has_model) { draft_free(draft); }
         return fail(&err);
     }
+    int serving_type = TYPE_F32;
+    if (has_model && draft_type_resolve(o->draft_type_name, target->backend, &serving_type, &err) != 0) {
+        draft_free(draft);
+        return fail(&err);
+    }
     draft_source_init(source, *kind, o->shape, has_model ? draft : NULL, target);
+    if (has_model && serving_type != draft->serving_type) { draft_serve_as(draft, serving_type); }
     draft_source_set_adaptive(source, !o->spec_fixed, 0);
     return 0;
 }
@@ -613,7 +622,7 @@ static void no_defaults(Options* o) { (void)o; }
 
 static void generate_defaults(Options* o) {
     o->n_predict = 64; o->sampling = (SamplerSettings){0.0f, 1.0f}; o->seed = 42; o->top_k = 10;
-    o->batch = DEFAULT_BATCH_TOKENS; o->shape = (TreeShape){0, 0, 0}; o->device = "cpu";
+    o->batch = DEFAULT_BATCH_TOKENS; o->shape = (TreeShape){0, 0, 0}; o->device = "cpu"; o->draft_type_name = "auto";
 }
 
 static int command_generate(Options* o) {
@@ -642,7 +651,11 @@ static int command_generate(Options* o) {
             n = generate_speculative(&target, &source, prompt, n_prompt, o->n_predict, o->sampling, (uint64_t)o->seed, out,
                                      &stats, stream, &target.tokenizer, NULL);
             print_generated_ids(out, n, o->print_ids);
-            fprintf(stderr, "draft: %s%s, tree K=%d D=%d N=%d (%s)\n", o->draft, o->hybrid ? " with the suffix draft" : "",
+            char served[48] = "";
+            if (kind == DRAFT_EAGLE || kind == DRAFT_HYBRID) {
+                snprintf(served, sizeof(served), " (its matrices %s)", tensor_type_name(draft.serving_type));
+            }
+            fprintf(stderr, "draft: %s%s%s, tree K=%d D=%d N=%d (%s)\n", o->draft, served, o->hybrid ? " with the suffix draft" : "",
                     source.limit.k, source.limit.depth, source.limit.nodes, source.adaptive ? "adaptive, at most" : "fixed");
             print_spec_stats(&stats, stderr);
             eos = stats.stopped_at_eos;
@@ -1055,7 +1068,7 @@ static const Command COMMANDS[] = {
     {"generate", "generate -m MODEL -p PROMPT [options]", "generate text from a prompt",
      "  prints the generated text (or ids) on stdout and speed figures on stderr",
      "model prompt n-predict temp top-p seed chat verbose-prompt print-ids device no-blas backend context batch draft hybrid "
-     "spec-k spec-depth spec-nodes spec-fixed draft-vocab", "model prompt", 0, 0, NULL, generate_defaults, command_generate},
+     "spec-k spec-depth spec-nodes spec-fixed draft-vocab draft-type", "model prompt", 0, 0, NULL, generate_defaults, command_generate},
     {"tokenize", "tokenize -m MODEL [--special] TEXT", "print the token ids of a text",
      "  prints the token ids of TEXT, space-separated, on one line", "model special", "model", 1, 1, "TEXT argument",
      no_defaults, command_tokenize},
@@ -1089,7 +1102,7 @@ static const Command COMMANDS[] = {
      "eval-requests lr warmup adam-beta2 clip "
      "ttt-length loss prompt-weight feature-weight train-precision context-window freeze-head adapt-vocab discard-weight discard-top-k source "
      "spec-k spec-depth "
-     "spec-nodes spec-fixed temp top-p seed draft-vocab context batch parallel device backend",
+     "spec-nodes spec-fixed temp top-p seed draft-vocab draft-type context batch parallel device backend",
      "model traffic", 0, 0, NULL, run_defaults, command_replay},
     {"train", "train -m MODEL (--traffic FILE | --self-samples N) -o DRAFT.gguf [options]",
      "train a draft offline on the target's outputs",

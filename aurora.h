@@ -1042,8 +1042,13 @@ void draft_use_vocabulary(Draft* draft, const int32_t* d2t);
 // draft's matrices follow (quantised again when its backend serves in another type). Call after the host
 // weights change.
 void draft_upload_weights(Draft* draft);
-// Allocates the KV cache and activations on the backend (call after init or load).
+// Allocates the KV cache and activations on the backend (call after init or load). The draft serves from
+// then on: its matrices in the backend's draft_type.
 void draft_alloc_state(Draft* draft, int cache_capacity, int max_tokens);
+// A serving draft's matrices in `type` from now on instead (--draft-type): TYPE_F32 (the fp32 weights), or a
+// copy quantised to TYPE_Q8_0 or TYPE_Q4_1 at every hot swap. A table that keeps its memory off the host
+// serves fp32 only (draft_type_resolve refuses the others there).
+void draft_serve_as(Draft* draft, int type);
 void draft_free(Draft* draft);
 // u = fc(g): u (T, C) from features (T, 3C), both host memory; T <= act.max_tokens.
 void draft_project_features(Draft* draft, float* u, const float* features, int T);
@@ -2002,6 +2007,7 @@ typedef struct {
     int hybrid;                 // generate: the EAGLE draft with the suffix draft, per pass the better
     const char* source_name;    // replay: eagle, suffix or hybrid (the draft source served)
     int draft_vocab;            // a fresh draft's vocabulary size (0: min(V, DRAFT_DEFAULT_VOCAB))
+    const char* draft_type_name; // --draft-type auto|f32|q8_0|q4_1: a serving draft's matrices (draft_type_resolve)
     // replay and train
     const char* mode;           // replay: "online", "static" or "none" (derived from the three flags below)
     int online, no_spec;        // --online, --no-spec
@@ -2050,6 +2056,9 @@ int train_offline(const Options* o);
 // train --self-samples: a sample of the target's own text shorter than this (it ended it) is not kept
 enum { SELF_SAMPLE_MIN_TOKENS = 16 };
 int choose_draft_vocab(const Target* target, int requested, int* vocab_size, Error* err);
+// --draft-type: the TYPE_* a serving draft's matrices take on backend ("auto" or NULL: its draft_type; an
+// error for a quantised type on a table whose memory is off the host, which serves the fp32 weights).
+int draft_type_resolve(const char* name, const Backend* backend, int* type, Error* err);
 int replay_load_draft(Draft* draft, const char* what, const Target* target, int draft_vocab, uint64_t seed, Error* err);
 
 #ifdef __cplusplus

@@ -1090,6 +1090,8 @@ void quantize_rows_fast(int type, const float* source, void* destination, int ro
 #if FAST_X86
         if (type == TYPE_Q8_0 && isa >= FAST_ISA_AVX512) { fast_quantize_q8_0_avx512(out, x, cols / FAST_QK); continue; }
         if (type == TYPE_Q8_0 && isa == FAST_ISA_AVX2) { fast_quantize_q8_0_avx2(out, x, cols / FAST_QK); continue; }
+        if (type == TYPE_Q4_1 && isa >= FAST_ISA_AVX512) { fast_quantize_q4_1_avx512(out, x, cols / FAST_QK); continue; }
+        if (type == TYPE_Q4_1 && isa == FAST_ISA_AVX2) { fast_quantize_q4_1_avx2(out, x, cols / FAST_QK); continue; }
 #endif
         (void)isa;
         quantize_row(type, x, out, cols);
@@ -1197,7 +1199,9 @@ static void matmul_forward_shared_fast_int8(float* const* outs, const float* inp
 // of a decode step) and kept a trained draft's chains (acceptance 1.622 against 1.625 on 60 unseen requests;
 // trees of 3 x 4: 1.911 against 1.892), but serving was not faster with it where the adaptive shapes and the
 // hybrid choose (the forty-ninth session: live 0.95x, frozen hybrid 1.00x, fixed chains of 3 1.05x, each
-// within that host's noise), so Q8_0 stays (README, speed section).
+// within that host's noise; the fifty-third, with the hybrid's verify prices shared: frozen hybrid 1.03x over
+// three pairs, live 0.92x over four), so Q8_0 stays, and --draft-type q4_1 asks for the Q4_1 copy (draft_serve_as;
+// README, speed section).
 const Backend backend_cpu_fast = { FAST_TABLE("cpu-fast", matmul_forward_fast_int8, matmul_forward_shared_fast_int8,
                                               fast_upload_matrix_packed, TYPE_Q8_0, matmul_backward_fast) };
 const Backend backend_cpu_fast_exact = { FAST_TABLE("cpu-fast-exact", matmul_forward_fast_fp32, NULL, fast_upload_matrix, TYPE_F32,

@@ -867,6 +867,9 @@ void fast_bf16_pack_block_avx512(uint32_t* block, const float* first, size_t s_i
 // n_blocks blocks of 32 values to Q8_0, exactly as quantize_row.
 void fast_quantize_q8_0_avx512(uint8_t* out, const float* x, int64_t n_blocks);
 void fast_quantize_q8_0_avx2(uint8_t* out, const float* x, int64_t n_blocks);
+// ... and to Q4_1 (a serving draft's copy with --draft-type q4_1)
+void fast_quantize_q4_1_avx512(uint8_t* out, const float* x, int64_t n_blocks);
+void fast_quantize_q4_1_avx2(uint8_t* out, const float* x, int64_t n_blocks);
 #endif
 
 #endif // CPU_FAST_H

@@ -2161,4 +2161,69 @@ FAST_AVX2_TARGET void fast_quantize_q8_0_avx2(uint8_t* out, const float* x, int6
     }
 }
 
+// Q4_1 quantisation (a serving draft's copy with --draft-type q4_1), AVX-512 and AVX2: quantize_row's bytes. Per
+// block, as gguf.c: min and max of the 32 values (exact in any order), d = (max - min) / 15 and m = min (their
+// fp16s rounded to nearest even), inverse = 1 / d (0 when d is 0), q = (int)((x - m) * inverse + 0.5f) clamped
+// to [0, 15] (the operations unfused, as -ffp-contract=off compiles gguf.c's); value j in the low nibble of
+// byte j, value 16 + j in its high nibble. quantize_row itself takes a block with an infinity or a NaN, and one
+// whose min or max is a zero (fminf and fmaxf may return either zero of a +0/-0 pair, and m keeps the sign).
+FAST_INLINE FAST_AVX2_TARGET uint16_t fast_fp16_bits(float value) {   // fp32_to_fp16's bits (round to nearest even)
+    return (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(value), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), 0);
+}
+
+FAST_AVX512_TARGET void fast_quantize_q4_1_avx512(uint8_t* out, const float* x, int64_t n_blocks) {
+    const __m512 half = _mm512_set1_ps(0.5f), fifteen = _mm512_set1_ps(15.0f), zero = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n_blocks; b++) {
+        const float* block_x = x + b * FAST_QK;
+        uint8_t* block = out + b * 20;
+        __m512 v0 = _mm512_loadu_ps(block_x), v1 = _mm512_loadu_ps(block_x + 16);
+        if (_mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99)) { quantize_row(TYPE_Q4_1, block_x, block, FAST_QK); continue; }
+        float min = _mm512_reduce_min_ps(_mm512_min_ps(v0, v1)), max = _mm512_reduce_max_ps(_mm512_max_ps(v0, v1));
+        if (min == 0.0f || max == 0.0f) { quantize_row(TYPE_Q4_1, block_x, block, FAST_QK); continue; }
+        float d = (max - min) / 15.0f;
+        float inverse = d != 0.0f ? 1.0f / d : 0.0f;
+        uint16_t d_half = fast_fp16_bits(d), m_half = fast_fp16_bits(min);
+        memcpy(block, &d_half, 2);   // little-endian, as tensor_store_u16
+        memcpy(block + 2, &m_half, 2);
+        __m512 m = _mm512_set1_ps(min), scale = _mm512_set1_ps(inverse);
+        __m512i q[2];
+        for (int k = 0; k < 2; k++) {
+            __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(k ? v1 : v0, m), scale), half);
+            q[k] = _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(v, zero), fifteen));   // (NaN: max gives 0)
+        }
+        _mm_storeu_si128((__m128i*)(block + 4), _mm512_cvtepi32_epi8(_mm512_or_si512(q[0], _mm512_slli_epi32(q[1], 4))));
+    }
+}
+
+FAST_AVX2_TARGET void fast_quantize_q4_1_avx2(uint8_t* out, const float* x, int64_t n_blocks) {
+    const __m256 half = _mm256_set1_ps(0.5f), fifteen = _mm256_set1_ps(15.0f), zero = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n_blocks; b++) {
+        const float* block_x = x + b * FAST_QK;
+        uint8_t* block = out + b * 20;
+        __m256 v[4];
+        float amax;
+        if (!avx2_load_block(block_x, v, &amax)) { quantize_row(TYPE_Q4_1, block_x, block, FAST_QK); continue; }
+        __m256 low = _mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3]));
+        __m256 high = _mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3]));
+        float min = -avx2_reduce_max(_mm256_sub_ps(zero, low)), max = avx2_reduce_max(high);
+        if (min == 0.0f || max == 0.0f) { quantize_row(TYPE_Q4_1, block_x, block, FAST_QK); continue; }
+        float d = (max - min) / 15.0f;
+        float inverse = d != 0.0f ? 1.0f / d : 0.0f;
+        uint16_t d_half = fast_fp16_bits(d), m_half = fast_fp16_bits(min);
+        memcpy(block, &d_half, 2);
+        memcpy(block + 2, &m_half, 2);
+        __m256 m = _mm256_set1_ps(min), scale = _mm256_set1_ps(inverse);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) {
+            __m256 value = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[k], m), scale), half);
+            q[k] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(value, zero), fifteen));
+        }
+        // bytes 0-7: values 0-7 and 16-23; bytes 8-15: values 8-15 and 24-31
+        __m256i words = _mm256_packs_epi32(_mm256_or_si256(q[0], _mm256_slli_epi32(q[2], 4)),
+                                           _mm256_or_si256(q[1], _mm256_slli_epi32(q[3], 4)));
+        words = _mm256_permute4x64_epi64(words, 0xd8);   // (the pack works within 128-bit lanes)
+        _mm_storeu_si128((__m128i*)(block + 4), _mm_packus_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1)));
+    }
+}
+
 #endif // FAST_X86

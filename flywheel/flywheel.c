@@ -347,7 +347,7 @@ Options replay_default_options(void) {
     o.order = "mixed"; o.mode = "online"; o.draft = REPLAY_DEFAULT_DRAFT_INIT; o.out_dir = "out/replay"; o.device = "cpu";
     o.max_new = REPLAY_DEFAULT_MAX_NEW; o.context = REPLAY_DEFAULT_CONTEXT; o.batch = DEFAULT_BATCH_TOKENS;
     o.parallel = RECORD_DEFAULT_PARALLEL;
-    o.shape = (TreeShape){0, 0, 0}; o.source_name = "eagle";
+    o.shape = (TreeShape){0, 0, 0}; o.source_name = "eagle"; o.draft_type_name = "auto";
     o.sampling = (SamplerSettings){0.0f, 1.0f}; o.seed = 1; o.epochs = 1;
     o.train = trainer_default_settings();
     o.train.adapt_vocabulary = 1; // serving online: the vocabulary follows the traffic (train: fixed)
@@ -379,6 +379,19 @@ int choose_draft_vocab(const Target* target, int requested, int* vocab_size, Err
         return error_set(err, "--draft-vocab %d is larger than the target vocabulary %d; expected 1..%d", requested, V, V);
     }
     *vocab_size = requested > 0 ? requested : (V < DRAFT_DEFAULT_VOCAB ? V : DRAFT_DEFAULT_VOCAB);
+    return 0;
+}
+
+int draft_type_resolve(const char* name, const Backend* backend, int* type, Error* err) {
+    if (name == NULL || strcmp(name, "auto") == 0) { *type = backend->draft_type; return 0; }
+    *type = strcmp(name, "q8_0") == 0 ? TYPE_Q8_0 : strcmp(name, "q4_1") == 0 ? TYPE_Q4_1 : TYPE_F32;
+    if (strcmp(name, "f32") != 0 && *type == TYPE_F32) {
+        return error_set(err, "--draft-type %s: unknown; expected auto, f32, q8_0 or q4_1", name);
+    }
+    if (*type != TYPE_F32 && !backend->host_memory) {
+        return error_set(err, "--draft-type %s: the %s table serves the draft's fp32 weights (a quantised serving copy "
+                         "is made on tables in host memory); expected auto or f32 there", name, backend->name);
+    }
     return 0;
 }
 
@@ -744,8 +757,10 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
                                  const DraftSource* source, Flywheel* flywheel, const HeldBack* held_back, int room,
                                  const Backend* backend) {
     int no_draft = strcmp(o->mode, "none") == 0 || strcmp(o->mode, "suffix") == 0;
-    fprintf(f, "run: %s  mode %s  draft %s  traffic %s (%s order%s%s)\n", o->label ? o->label : o->out_dir, o->mode,
-            no_draft ? o->mode : o->draft, o->traffic_path, o->order, o->domain ? ", domain " : "", o->domain ? o->domain : "");
+    char served[48] = "";
+    if (source->draft != NULL) { snprintf(served, sizeof(served), " (its matrices %s)", tensor_type_name(source->draft->serving_type)); }
+    fprintf(f, "run: %s  mode %s  draft %s%s  traffic %s (%s order%s%s)\n", o->label ? o->label : o->out_dir, o->mode,
+            no_draft ? o->mode : o->draft, served, o->traffic_path, o->order, o->domain ? ", domain " : "", o->domain ? o->domain : "");
     if (stop_requested()) {
         fprintf(f, "interrupted by signal %d after %d of %d requests: the figures below cover the requests served\n",
                 stop_requested(), r->n_done, r->n_requests);
@@ -907,6 +922,7 @@ int replay_run(const Options* o) {
     }
     Draft draft;
     memset(&draft, 0, sizeof(draft));
+    int serving_type = TYPE_F32;   // (--draft-type, resolved below)
     TreeShape shape = o->shape;
     options_resolve_shape(&shape, o->spec_fixed);
     if (status != 0) {
@@ -917,6 +933,9 @@ int replay_run(const Options* o) {
     } else if (strcmp(o->mode, "none") != 0 && tree_shape_fits(shape, &target, &err) != 0) {
         status = 1;   // before any output is opened
     } else if (!no_draft && replay_load_draft(&draft, o->draft, &target, o->draft_vocab, (uint64_t)o->seed, &err) != 0) {
+        status = 1;
+    } else if (!no_draft && draft_type_resolve(o->draft_type_name, target.backend, &serving_type, &err) != 0) {
+        draft_free(&draft);
         status = 1;
     }
     if (status != 0) {
@@ -932,6 +951,7 @@ int replay_run(const Options* o) {
     DraftKind kind = strcmp(o->mode, "none") == 0 ? DRAFT_NONE : strcmp(o->mode, "suffix") == 0 ? DRAFT_SUFFIX
                    : strcmp(o->source_name, "hybrid") == 0 ? DRAFT_HYBRID : DRAFT_EAGLE;
     draft_source_init(&source, kind, shape, kind == DRAFT_EAGLE || kind == DRAFT_HYBRID ? &draft : NULL, &target);
+    if ((kind == DRAFT_EAGLE || kind == DRAFT_HYBRID) && serving_type != draft.serving_type) { draft_serve_as(&draft, serving_type); }
     draft_source_set_adaptive(&source, !o->spec_fixed, o->lockstep_every > 0); // lockstep: repeatable shapes
     Flywheel flywheel;
     if (online) {
@@ -957,7 +977,7 @@ int replay_run(const Options* o) {
         TrainerSettings measure = o->train;   // the measure is the same whatever the trainer's precision: fp32
         measure.bf16_products = 0;
         trainer_init(&held_back.evaluator, &draft, &target, measure);
-        trainer_evaluate_as_served(&held_back.evaluator, draft.backend->draft_type);   // as draft_alloc_state serves it
+        trainer_evaluate_as_served(&held_back.evaluator, draft.serving_type);   // as it is served
         held_back.depth = shape.depth < TTT_MAX_STEPS ? shape.depth : TTT_MAX_STEPS;
     }
 #ifdef _OPENMP

@@ -20,8 +20,8 @@ The draft lives on its target's backend (it reads the target's embedding table t
 kept on the host (init, load, save, training and publishing work there) and, for the forward, on the
 backend (device_weights: the host weights themselves on a CPU backend). A draft that serves
 (draft_alloc_state) multiplies with its backend's serving form of the matrices (Backend.draft_type: on the
-fast CPU table a Q8_0 copy, quantised from the fp32 weights at every hot swap; elsewhere the fp32 weights);
-the trainer's copy computes in fp32 (its held-back evaluator with a serving copy of its own:
+fast CPU table a Q8_0 copy, quantised from the fp32 weights at every hot swap; elsewhere the fp32 weights),
+or with the form draft_serve_as asks for (--draft-type: a Q4_1 copy, say); the trainer's copy computes in fp32 (its held-back evaluator with a serving copy of its own:
 trainer_evaluate_as_served). The forward is written once, a sequence of calls to the
 backend's ops, shared by serving (draft_forward) and the training unroll (trainer.c) through
 draft_layer_forward and draft_head_forward.
@@ -388,7 +388,7 @@ static void draft_free_serving_copy(Draft* draft) {
     }
 }
 
-// The serving copy in the backend's draft_type (a host-memory backend: upload_matrix reads the bytes in
+// The serving copy in serving_type (a host-memory backend: upload_matrix reads the bytes in
 // place, or keeps a form of its own). Each matrix tensor (cols > 1; DraftMatrices lists them in table
 // order) is quantised exactly as quantize_row does (quantize_rows_fast: in parallel, vectorised); a matrix
 // whose rows are not whole blocks of the type stays fp32.
@@ -440,6 +440,14 @@ void draft_upload_weights(Draft* draft) {
     // a serving draft: its matrices follow (a quantised copy only on host-memory tables, which read it in place)
     if (draft->serving_type != TYPE_F32 && b->host_memory) { draft_quantise_serving_copy(draft); }
     else { draft->serving = draft_matrices_f32(&draft->device_weights); }
+}
+
+void draft_serve_as(Draft* draft, int type) {
+    draft_free_serving_copy(draft);   // (freed in the type it was made in)
+    free(draft->serving_bytes);       // (its size follows the type)
+    draft->serving_bytes = NULL;
+    draft->serving_type = type;
+    draft_upload_weights(draft);
 }
 
 void draft_use_weights(Draft* draft, float* arena) {

@@ -44,9 +44,9 @@ static const char* model_tolerance = "layer";
 static int int8_arithmetic(int weight_type) {
     return B == &backend_cpu_fast && fast_isa_has_int8(fast_isa_current()) && tensor_type_block_size(weight_type) == 32;
 }
-// Whether a serving draft on the backend under test computes with int8 activations (its matrices in the
-// backend's draft_type, quantised when its width allows).
-static int draft_int8_arithmetic(void) { return B->draft_type != TYPE_F32 && int8_arithmetic(B->draft_type); }
+// Whether a serving draft on the backend under test computes with int8 activations (its matrices in type:
+// the backend's draft_type or --draft-type's, quantised when its width allows).
+static int draft_int8_arithmetic(int type) { return type != TYPE_F32 && int8_arithmetic(type); }
 
 // ---- memory through the backend under test ------------------------------------------------------
 
@@ -988,12 +988,11 @@ static void compare_draft(const char* step, Draft* got, Draft* ref, int T) {
 }
 
 // The reference computes with the weights the backend under test serves: every matrix its serving copy
-// quantises (Backend.draft_type; draft_serving_quantises) rounded in place through that type, so what remains
+// quantises (in type; draft_serving_quantises) rounded in place through that type, so what remains
 // between the two is the arithmetic (int8 activations: "int8_model"), not the copy's rounding of the weights
 // (a Q4_1 copy's is a tenth of their RMS and more, compounded through the layer, past that bound). The draft is
 // bound to arena.
-static void round_as_served(Draft* ref, float* arena) {
-    int type = B->draft_type;
+static void round_as_served(Draft* ref, float* arena, int type) {
     if (type == TYPE_F32) { return; }
     const float* bound = *ref->tensors[0].data;
     for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
@@ -1010,8 +1009,9 @@ static void round_as_served(Draft* ref, float* arena) {
 }
 
 // u = fc(g), a causal extend of 5 positions, a tree step of 4 nodes with an explicit mask, the step again
-// after new host weights are uploaded, and after a hot swap to another arena.
-static void test_draft(const TinyModelSpec* spec, int draft_vocab) {
+// after new host weights are uploaded, and after a hot swap to another arena; the draft under test served with
+// its matrices in type (draft_serve_as: the backend's draft_type, or another as --draft-type asks).
+static void test_draft(const TinyModelSpec* spec, int draft_vocab, int type) {
     Target ref_target, got_target;
     if (load_pair(spec, &ref_target, &got_target, 32, 16) != 0) { return; }
     Draft ref, got;
@@ -1019,11 +1019,14 @@ static void test_draft(const TinyModelSpec* spec, int draft_vocab) {
     draft_init_random(&got, &got_target, draft_vocab, NULL, 5);
     draft_alloc_state(&ref, 24, 8);
     draft_alloc_state(&got, 24, 8);
-    round_as_served(&ref, ref.weight_arena);
+    if (type != got.serving_type) { draft_serve_as(&got, type); }
+    check(got.serving_type == type, "draft_serve_as: serving type %s, expected %s", tensor_type_name(got.serving_type),
+          tensor_type_name(type));
+    round_as_served(&ref, ref.weight_arena, type);
     int C = ref.config.dim, V = ref_target.config.vocab_size;
-    model_tolerance = draft_int8_arithmetic() ? "int8_model" : "layer";
+    model_tolerance = draft_int8_arithmetic(type) ? "int8_model" : "layer";
     char step[160], label[64];
-    snprintf(label, sizeof(label), "draft C=%d V_d=%d", C, draft_vocab);
+    snprintf(label, sizeof(label), "draft C=%d V_d=%d served %s", C, draft_vocab, tensor_type_name(type));
 
     enum { T1 = 5, NODES = 4 };
     float* features = random_floats((size_t)T1 * TAP_LAYERS * C, -2, 2);
@@ -1032,7 +1035,7 @@ static void test_draft(const TinyModelSpec* spec, int draft_vocab) {
     draft_project_features(&ref, ref_u, features, T1);
     draft_project_features(&got, got_u, features, T1);
     snprintf(step, sizeof(step), "%s: %s: project features T=%d", B->name, label, T1);
-    check_tensor(step, got_u, ref_u, (size_t)T1 * C, tolerance(draft_int8_arithmetic() ? "int8_model" : "reorder"));
+    check_tensor(step, got_u, ref_u, (size_t)T1 * C, tolerance(draft_int8_arithmetic(type) ? "int8_model" : "reorder"));
     int tokens[T1], positions[T1];
     for (int t = 0; t < T1; t++) { tokens[t] = (int)(random_u32(&rng_state) % (uint32_t)V); positions[t] = t; }
     tokens[T1 - 1] = V - 1; // the last row of the embedding table too
@@ -1065,7 +1068,7 @@ static void test_draft(const TinyModelSpec* spec, int draft_vocab) {
     uint64_t perturb = random_seed_state(77);
     for (size_t i = 0; i < ref.n_weight_floats; i++) { ref.weight_arena[i] += 0.05f * (2.0f * random_f32(&perturb) - 1.0f); }
     memcpy(got.weight_arena, ref.weight_arena, ref.n_weight_floats * sizeof(float));
-    round_as_served(&ref, ref.weight_arena);
+    round_as_served(&ref, ref.weight_arena, type);
     draft_upload_weights(&got);
     draft_forward(&ref, node_tokens, node_u, node_positions, mask, NODES, T1);
     draft_forward(&got, node_tokens, node_u, node_positions, mask, NODES, T1);
@@ -1078,7 +1081,7 @@ static void test_draft(const TinyModelSpec* spec, int draft_vocab) {
     for (size_t i = 0; i < ref.n_weight_floats; i++) { published[i] = got.weight_arena[i] * 0.9f; }
     memcpy(published_ref, published, ref.n_weight_floats * sizeof(float));
     draft_use_weights(&ref, published_ref);
-    round_as_served(&ref, published_ref);
+    round_as_served(&ref, published_ref, type);
     draft_use_weights(&got, published);
     draft_forward(&ref, node_tokens, node_u, node_positions, mask, NODES, T1);
     draft_forward(&got, node_tokens, node_u, node_positions, mask, NODES, T1);
@@ -1327,7 +1330,7 @@ static void test_speculative_end_to_end(void) {
                 if (n_got == n_ref) { check_ints(what, got_tokens, ref_tokens, (size_t)n_ref); }
                 // the same proposals, hence the same acceptance, wherever the drafter computes as the reference
                 // does (a serving draft with int8 arithmetic proposes from rounded logits: the output stays exact)
-                if (kinds[k] != DRAFT_EAGLE || !draft_int8_arithmetic()) {
+                if (kinds[k] != DRAFT_EAGLE || !draft_int8_arithmetic(B->draft_type)) {
                     check(got_stats.accepted == ref_stats.accepted && got_stats.verify_passes == ref_stats.verify_passes,
                           "%s: accepted %d in %d passes, reference %d in %d", what, got_stats.accepted, got_stats.verify_passes,
                           ref_stats.accepted, ref_stats.verify_passes);
@@ -1520,8 +1523,12 @@ int main(void) {
         test_target(&mha);
         TinyModelSpec quantised = {64, 2, 4, 1, 96, 288, 64, 0, TYPE_Q4_1, 10000.0f, 6};
         test_target(&quantised);
-        test_draft(&gqa, 150);
-        test_draft(&mha, mha.vocab_size);
+        test_draft(&gqa, 150, B->draft_type);
+        test_draft(&mha, mha.vocab_size, B->draft_type);
+        const int serving_types[] = {TYPE_F32, TYPE_Q8_0, TYPE_Q4_1};   // --draft-type (quantised: host memory only)
+        for (int t = 0; t < 3 && B->host_memory; t++) {
+            if (serving_types[t] != B->draft_type) { test_draft(&gqa, 150, serving_types[t]); }
+        }
         test_trainer_steps();
         test_trainer_learning_curve();
         test_speculative_end_to_end();

@@ -63,6 +63,14 @@ for flags in "--draft suffix" "--draft suffix --spec-fixed" "--draft $work/draft
     cmp -s "$work/out" "$work/plain" && pass || fail "$flags: output differs from plain greedy"
     grep -q "tree shapes (passes):" "$work/err" && pass || fail "$flags: no tree shapes in the statistics"
 done
+# --draft-type: the serving draft's matrices in another type, the output still plain greedy, the type reported
+for type in f32 q8_0 q4_1; do
+    expect_ok "generate --draft-type $type" "$AURORA" generate -m "$model" -p "the cat sat on the mat. the cat" -n 24 --print-ids \
+        --draft "$work/draft.gguf" --hybrid --draft-type $type
+    cmp -s "$work/out" "$work/plain" && pass || fail "--draft-type $type: output differs from plain greedy"
+    grep -q "its matrices $(echo $type | tr a-z A-Z)" "$work/err" && pass || fail "--draft-type $type: not reported: $(cat "$work/err")"
+done
+expect_error "bad --draft-type" "--draft-type expects" "$AURORA" generate -m "$model" -p x --draft random --draft-type q4_0
 expect_error "--hybrid needs a model draft" "--hybrid pairs" "$AURORA" generate -m "$model" -p x --draft lookup --hybrid
 expect_ok "speculative sampling" "$AURORA" generate -m "$model" -p "abc" -n 16 --temp 0.8 --draft self --print-ids
 expect_error "missing draft file" "$work/nope-draft.gguf" "$AURORA" generate -m "$model" -p x --draft "$work/nope-draft.gguf"
@@ -160,6 +168,10 @@ grep -q "mode suffix" "$work/suffix/summary.txt" && pass || fail "the suffix rep
 expect_ok "replay --source hybrid (lockstep)" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --source hybrid \
     --sync-schedule 2 --eval-every 2 --eval-requests 2 --out "$work/hybrid"
 [ -s "$work/hybrid/held_back.csv" ] && pass || fail "--eval-every wrote no held_back.csv"
+expect_ok "replay --draft-type q4_1 (online, held back)" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 4 --max-new 8 \
+    --source hybrid --draft-type q4_1 --sync-schedule 2 --eval-every 2 --eval-requests 2 --out "$work/hybrid-q41"
+grep -q "^run: .*draft target-layer (its matrices Q4_1)" "$work/hybrid-q41/summary.txt" && [ -s "$work/hybrid-q41/held_back.csv" ] && pass \
+    || fail "replay --draft-type q4_1: $(head -1 "$work/hybrid-q41/summary.txt")"
 # held_back.csv's two measures: all tokens over all passes, and the mean of each request's; one request: the same
 awk -F, 'NR == 1 { ok = $3 == "held_back_acceptance" && $4 == "held_back_mean_per_request"; next }
          { rows++; if (NF != 4 || $3 < 1 || $4 < 1) ok = 0 } END { exit !(ok && rows >= 2) }' "$work/hybrid/held_back.csv" &&

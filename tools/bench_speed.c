@@ -158,6 +158,25 @@ static double device_copy_bandwidth(const Backend* backend, size_t bytes, int re
 }
 
 // The median of n values (n >= 1; sorts a copy)
+// The draft in serving order after a target step: the catch-up over 3 accepted tokens (fc, the layer, the
+// head's last row), then a chain of DRAFT_CHAIN drafting steps of 1 row. The fastest catch-up and mean step so
+// far are kept; the chain's last output is left in draft->host.out.
+static void time_draft_chain(Draft* draft, Target* target, const float* features, float* u, double* catch_up, double* step) {
+    int C = draft->config.dim, positions[3], tokens[DRAFT_CHAIN] = {400, 401, 402, 403};
+    time_decode(target);
+    for (int t = 0; t < 3; t++) { positions[t] = CONTEXT - 3 + t; }
+    double start = now_seconds();
+    draft_project_features(draft, u, features + (size_t)(CONTEXT - 3) * TAP_LAYERS * C, 3);
+    draft_extend(draft, context_tokens + CONTEXT - 3, u, positions, 3, CONTEXT - 3);
+    *catch_up = min_of(*catch_up, now_seconds() - start);
+    start = now_seconds();
+    for (int s = 0; s < DRAFT_CHAIN; s++) {
+        int position = CONTEXT + s;
+        draft_forward(draft, &tokens[s], draft->host.out, &position, NULL, 1, CONTEXT + s);
+    }
+    *step = min_of(*step, (now_seconds() - start) / DRAFT_CHAIN);
+}
+
 static double median_of(const double* values, int n) {
     double sorted[MAX_ROUNDS];
     memcpy(sorted, values, (size_t)n * sizeof(double));
@@ -274,19 +293,25 @@ int main(int argc, char** argv) {
     // the draft on the fast table, its cache extended over the context
     Target* target = &fast->target;
     int C = target->config.dim;
-    Draft draft;
-    draft_init_random(&draft, target, DRAFT_VOCAB < target->config.vocab_size ? DRAFT_VOCAB : target->config.vocab_size,
-                      NULL, 7);
-    draft_alloc_state(&draft, 512, 64);
+    // (and its twin with the matrices in the other quantised type --draft-type offers, on a host-memory table)
+    Draft draft, other;
+    int other_type = on_device ? TYPE_F32 : fast->backend->draft_type == TYPE_Q4_1 ? TYPE_Q8_0 : TYPE_Q4_1;
     float* features = mallocCheck((size_t)CONTEXT * TAP_LAYERS * C * sizeof(float));
     float* u = mallocCheck((size_t)64 * C * sizeof(float));
     target_prefill(target, context_tokens, CONTEXT, 0, features, NULL);
-    int positions[64];
-    for (int start = 0; start < CONTEXT - 1; start += 64) {
-        int T = CONTEXT - 1 - start < 64 ? CONTEXT - 1 - start : 64;
-        for (int t = 0; t < T; t++) { positions[t] = start + t; }
-        draft_project_features(&draft, u, features + (size_t)start * TAP_LAYERS * C, T);
-        draft_forward(&draft, context_tokens + start + 1, u, positions, NULL, T, start);
+    for (int d = 0; d < (other_type != TYPE_F32 ? 2 : 1); d++) {
+        Draft* each = d ? &other : &draft;
+        draft_init_random(each, target, DRAFT_VOCAB < target->config.vocab_size ? DRAFT_VOCAB : target->config.vocab_size,
+                          NULL, 7);
+        draft_alloc_state(each, 512, 64);
+        if (d) { draft_serve_as(each, other_type); }
+        int positions[64];
+        for (int start = 0; start < CONTEXT - 1; start += 64) {
+            int T = CONTEXT - 1 - start < 64 ? CONTEXT - 1 - start : 64;
+            for (int t = 0; t < T; t++) { positions[t] = start + t; }
+            draft_project_features(each, u, features + (size_t)start * TAP_LAYERS * C, T);
+            draft_forward(each, context_tokens + start + 1, u, positions, NULL, T, start);
+        }
     }
     float* published = mallocCheck(draft.n_weight_floats * sizeof(float));
     memcpy(published, draft.weight_arena, draft.n_weight_floats * sizeof(float));
@@ -298,6 +323,7 @@ int main(int argc, char** argv) {
         draft_mask[(size_t)k * (CONTEXT + K) + CONTEXT + k] = 1;
     }
     double draft_step = 1e30, draft_step_k = 1e30, draft_step_cold = 1e30, catch_up = 1e30, swap = 1e30, swap_total = 0;
+    double other_step = 1e30, other_catch_up = 1e30;   // the twin's
     double after_draft_total = 0, back_to_back_total = 0;   // target steps after drafting, and straight after those
     int swaps = 0, after_draft_steps = 0;
 
@@ -357,25 +383,14 @@ int main(int argc, char** argv) {
             }
         }
         // the draft in serving order: a target step (which streams the target's weights through the caches),
-        // the catch-up over 3 accepted tokens (fc, the layer, the head's last row), a chain of DRAFT_CHAIN
-        // drafting steps of 1 row (their mean), one step of K rows (a tree's depth); then a step straight after
-        // a target step with no catch-up before it (the draft's weights cold), and a hot swap
+        // the catch-up and a chain of drafting steps (time_draft_chain), one step of K rows (a tree's depth);
+        // then a step straight after a target step with no catch-up before it (the draft's weights cold), a hot
+        // swap, and the twin's catch-up and chain
         for (int r = 0; r < 8; r++) {
             int step_positions[8], tokens[8] = {400, 401, 402, 403, 404, 405, 406, 407};
-            time_decode(target);
-            for (int t = 0; t < 3; t++) { step_positions[t] = CONTEXT - 3 + t; }
-            double start = now_seconds();
-            draft_project_features(&draft, u, features + (size_t)(CONTEXT - 3) * TAP_LAYERS * C, 3);
-            draft_extend(&draft, context_tokens + CONTEXT - 3, u, step_positions, 3, CONTEXT - 3);
-            catch_up = min_of(catch_up, now_seconds() - start);
-            start = now_seconds();
-            for (int s = 0; s < DRAFT_CHAIN; s++) {
-                int position = CONTEXT + s;
-                draft_forward(&draft, &tokens[s], draft.host.out, &position, NULL, 1, CONTEXT + s);
-            }
-            draft_step = min_of(draft_step, (now_seconds() - start) / DRAFT_CHAIN);
+            time_draft_chain(&draft, target, features, u, &catch_up, &draft_step);
             for (int k = 0; k < K; k++) { step_positions[k] = CONTEXT; memcpy(u + (size_t)k * C, draft.host.out, (size_t)C * sizeof(float)); }
-            start = now_seconds();
+            double start = now_seconds();
             draft_forward(&draft, tokens, u, step_positions, draft_mask, K, CONTEXT);
             draft_step_k = min_of(draft_step_k, now_seconds() - start);
             // the target's next step, on the caches the draft's work left, and one more back to back
@@ -392,6 +407,7 @@ int main(int argc, char** argv) {
             swap = min_of(swap, seconds);
             swap_total += seconds;
             swaps++;
+            if (other_type != TYPE_F32) { time_draft_chain(&other, target, features, u, &other_catch_up, &other_step); }
         }
         draft_use_weights(&draft, draft.weight_arena);
         // generation: plain, each draft source, plain again (the round's ratios are against the mean of the
@@ -475,6 +491,12 @@ int main(int argc, char** argv) {
     printf("  one drafting step, 1 row, straight after a target step (the draft's weights cold): %.3f ms (%.1f%%)\n",
            draft_step_cold * 1e3, 100 * draft_step_cold / fast->decode);
     printf("  hot swap (draft_use_weights): %.3f ms fastest, %.3f ms mean over %d\n", swap * 1e3, swap_total / swaps * 1e3, swaps);
+    if (other_type != TYPE_F32) {
+        printf("  the same draft served with its matrices %s (--draft-type), in serving order: catch-up %.3f ms (%.1f%%), "
+               "one drafting step %.3f ms (%.1f%%)\n", tensor_type_name(other_type), other_catch_up * 1e3,
+               100 * other_catch_up / fast->decode, other_step * 1e3, 100 * other_step / fast->decode);
+        printf("@ draft_step_%s_vs_decode %.4f\n", other_type == TYPE_Q4_1 ? "q4_1" : "q8_0", other_step / fast->decode);
+    }
     // (the draft's weights and caches evict some of the target's from the CPU's caches, and the next target step
     // reads them again from memory: a cost of drafting that its own timings do not show)
     double after_draft = after_draft_total / after_draft_steps, back_to_back = back_to_back_total / after_draft_steps;
@@ -575,6 +597,7 @@ int main(int argc, char** argv) {
 
     free(mask); free(draft_mask); free(features); free(u); free(published);
     draft_free(&draft);
+    if (other_type != TYPE_F32) { draft_free(&other); }
     for (int s = 0; s < n_subjects; s++) { target_free(&subjects[s].target); }
     target_free(&long_target);
     return 0;

@@ -152,7 +152,7 @@ static const Flag FLAGS[] = {
      "a fresh draft's vocabulary: the N lowest target ids (default min(V, 4096): byte-level BPE numbers tokens "
      "in merge order, so low ids are the frequent ones; online it follows the traffic)"},
     {"draft-type", NULL, "--draft-type", FLAG_CHOICE, "TYPE", 0, 0, "auto|f32|q8_0|q4_1", OPTION(draft_type_name),
-     "the serving draft's matrices: a copy quantised from its fp32 weights at every hot swap (q8_0; q4_1, half its "
+     "the serving draft's matrices: a copy quantised from its fp32 weights at every hot swap (q8_0; q4_1, 0.6 of its "
      "bytes) or the fp32 weights themselves; auto: the backend's choice (q8_0 on the fast CPU table, f32 elsewhere)"},
     // replay and train
     {"online", NULL, "--online", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(online), "train the draft from the traffic while serving (the default)"},
@@ -606,8 +606,8 @@ static int setup_draft_source(DraftSource* source, Draft* draft, DraftKind* kind
         return fail(&err);
     }
     int serving_type = TYPE_F32;
-    if (has_model && draft_type_resolve(o->draft_type_name, target->backend, &serving_type, &err) != 0) {
-        draft_free(draft);
+    if (draft_type_resolve(o->draft_type_name, has_model, target->backend, &serving_type, &err) != 0) {
+        if (has_model) { draft_free(draft); }
         return fail(&err);
     }
     draft_source_init(source, *kind, o->shape, has_model ? draft : NULL, target);
@@ -626,9 +626,10 @@ static void generate_defaults(Options* o) {
 }
 
 static int command_generate(Options* o) {
-    if (o->draft == NULL && (o->hybrid || o->spec_fixed || o->shape.k || o->shape.depth || o->shape.nodes)) {
-        fprintf(stderr, "error: --hybrid, --spec-fixed, --spec-k, --spec-depth and --spec-nodes shape speculative decoding, "
-                "which needs --draft (a checkpoint, random, self, lookup or suffix)\n");
+    if (o->draft == NULL && (o->hybrid || o->spec_fixed || o->shape.k || o->shape.depth || o->shape.nodes ||
+                             strcmp(o->draft_type_name, "auto") != 0)) {
+        fprintf(stderr, "error: --hybrid, --spec-fixed, --spec-k, --spec-depth, --spec-nodes and --draft-type shape "
+                "speculative decoding, which needs --draft (a checkpoint, random, self, lookup or suffix)\n");
         return 1;
     }
     resolve_tree_shape(o);

@@ -498,8 +498,9 @@ typedef struct {
     void (*zero)(void* destination, size_t bytes);
     Matrix (*upload_matrix)(const void* gguf_data, int gguf_type, int rows, int cols);
     void (*free_matrix)(Matrix matrix);
-    int draft_type;         // TYPE_* of a serving draft's matrices (draft_upload_weights quantises the fp32
-                            // weights to it); TYPE_F32 (0, the default): the fp32 weights themselves
+    int draft_type;         // TYPE_* of a serving draft's matrices by default (draft_upload_weights quantises the
+                            // fp32 weights to it; draft_serve_as, --draft-type, picks another); TYPE_F32 (0, the
+                            // default): the fp32 weights themselves
     // forward ops
     void (*embedding_forward)(float* out, const int* tokens, Matrix table, int T, int C, int V);
     void (*rmsnorm_forward)(float* out, const float* inp, const float* weight, int T, int C, float eps);
@@ -927,7 +928,7 @@ typedef struct {
 } DraftWeights;
 
 // The matrices a draft's forward multiplies with: the fp32 weights (draft_matrices_f32: the trainer, and
-// every table whose draft_type is F32), or a serving draft's copy in its backend's draft_type.
+// every table whose draft_type is F32), or a serving draft's copy in its serving_type.
 typedef struct {
     Matrix fc;              // (C, 3C)
     Matrix wq, wk, wv;      // (QD, 2C), (KVD, 2C), (KVD, 2C)
@@ -999,7 +1000,8 @@ typedef struct {
     DraftWeights device_weights; // what the backend computes with: the host weights themselves on a
                                  // host-memory backend, else pointers into device_arena
     float* device_arena;        // (n_weight_floats) backend memory; NULL on a host-memory backend
-    // serving (draft_alloc_state): the matrices draft_forward reads, in the backend's draft_type. With
+    // serving (draft_alloc_state): the matrices draft_forward reads, in serving_type (the backend's
+    // draft_type unless draft_serve_as chose another). With
     // TYPE_F32 they are device_weights' own; otherwise a copy quantised from the fp32 weights whenever
     // they change (draft_upload_weights: every hot swap), kept in serving_bytes (host) and uploaded. The
     // trainer's copy of a draft never serves: it computes with the fp32 weights.
@@ -1039,7 +1041,7 @@ void draft_use_weights(Draft* draft, float* arena);
 void draft_use_vocabulary(Draft* draft, const int32_t* d2t);
 // Makes device_weights match the host weights: on a host-memory backend they ARE the host weights (no
 // copy); otherwise the bound host arena is uploaded into device_arena (allocated on first use). A serving
-// draft's matrices follow (quantised again when its backend serves in another type). Call after the host
+// draft's matrices follow (quantised again when it serves in another type: serving_type). Call after the host
 // weights change.
 void draft_upload_weights(Draft* draft);
 // Allocates the KV cache and activations on the backend (call after init or load). The draft serves from
@@ -2056,9 +2058,10 @@ int train_offline(const Options* o);
 // train --self-samples: a sample of the target's own text shorter than this (it ended it) is not kept
 enum { SELF_SAMPLE_MIN_TOKENS = 16 };
 int choose_draft_vocab(const Target* target, int requested, int* vocab_size, Error* err);
-// --draft-type: the TYPE_* a serving draft's matrices take on backend ("auto" or NULL: its draft_type; an
-// error for a quantised type on a table whose memory is off the host, which serves the fp32 weights).
-int draft_type_resolve(const char* name, const Backend* backend, int* type, Error* err);
+// --draft-type: the TYPE_* a serving draft's matrices take on backend ("auto" or NULL: its draft_type). An error
+// for another where no draft model serves (has_model 0: plain, self, lookup, suffix), and for a quantised type on
+// a table whose memory is off the host, which serves the fp32 weights.
+int draft_type_resolve(const char* name, int has_model, const Backend* backend, int* type, Error* err);
 int replay_load_draft(Draft* draft, const char* what, const Target* target, int draft_vocab, uint64_t seed, Error* err);
 
 #ifdef __cplusplus

@@ -382,8 +382,12 @@ int choose_draft_vocab(const Target* target, int requested, int* vocab_size, Err
     return 0;
 }
 
-int draft_type_resolve(const char* name, const Backend* backend, int* type, Error* err) {
+int draft_type_resolve(const char* name, int has_model, const Backend* backend, int* type, Error* err) {
     if (name == NULL || strcmp(name, "auto") == 0) { *type = backend->draft_type; return 0; }
+    if (!has_model) {
+        return error_set(err, "--draft-type %s: no draft model is served (its matrices are what it sets); expected an "
+                         "EAGLE draft (a checkpoint or random, alone or in the hybrid)", name);
+    }
     *type = strcmp(name, "q8_0") == 0 ? TYPE_Q8_0 : strcmp(name, "q4_1") == 0 ? TYPE_Q4_1 : TYPE_F32;
     if (strcmp(name, "f32") != 0 && *type == TYPE_F32) {
         return error_set(err, "--draft-type %s: unknown; expected auto, f32, q8_0 or q4_1", name);
@@ -932,10 +936,9 @@ int replay_run(const Options* o) {
         status = 1;
     } else if (strcmp(o->mode, "none") != 0 && tree_shape_fits(shape, &target, &err) != 0) {
         status = 1;   // before any output is opened
-    } else if (!no_draft && replay_load_draft(&draft, o->draft, &target, o->draft_vocab, (uint64_t)o->seed, &err) != 0) {
+    } else if (draft_type_resolve(o->draft_type_name, !no_draft, target.backend, &serving_type, &err) != 0) {
         status = 1;
-    } else if (!no_draft && draft_type_resolve(o->draft_type_name, target.backend, &serving_type, &err) != 0) {
-        draft_free(&draft);
+    } else if (!no_draft && replay_load_draft(&draft, o->draft, &target, o->draft_vocab, (uint64_t)o->seed, &err) != 0) {
         status = 1;
     }
     if (status != 0) {

@@ -721,13 +721,12 @@ void trainer_set_weights(Trainer* trainer, const float* weights, const int32_t* 
 }
 
 // An evaluator measures the draft as served: its forward multiplies with a copy of the weights in the serving
-// draft's type (Backend.draft_type: Q8_0 on the int8 table), made now and again by every trainer_set_weights,
+// draft's type (its Draft.serving_type: by default Q8_0 on the int8 table), made now and again by every trainer_set_weights,
 // as a serving draft's is at every hot swap. (Against the fp32 weights, the tiny models' held-back replay
 // differed from serving's in 2 of 18 requests with a Q4_1 copy; it matched a Q8_0 copy's only while the
 // rounding flipped no choice.) serving_type TYPE_F32: the fp32 weights.
 void trainer_evaluate_as_served(Trainer* trainer, int serving_type) {
-    trainer->draft.serving_type = serving_type;
-    draft_upload_weights(&trainer->draft);
+    draft_serve_as(&trainer->draft, serving_type);
 }
 
 int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* emitted, long* passes) {

@@ -11,6 +11,7 @@ and the optimizer can all loop "for every tensor".
   draft_save / draft_load GGUF checkpoints: architecture "aurora-draft", aurora.draft.* keys, the d2t map
                           as an INT32 array, the 13 tensors in F32; loading checks the draft fits the target
   draft_alloc_state       the key/value cache (one layer) and the per-call activations, on the backend
+  draft_serve_as          the matrices a serving draft multiplies with, in another type (--draft-type)
   draft_use_weights       a hot swap: the host weights bound to another arena, the backend's brought along
   draft_project_features  u = fc(g)
   draft_forward           the layer over T inputs with explicit positions and a (T, n_past + T) mask,
@@ -21,9 +22,10 @@ kept on the host (init, load, save, training and publishing work there) and, for
 backend (device_weights: the host weights themselves on a CPU backend). A draft that serves
 (draft_alloc_state) multiplies with its backend's serving form of the matrices (Backend.draft_type: on the
 fast CPU table a Q8_0 copy, quantised from the fp32 weights at every hot swap; elsewhere the fp32 weights),
-or with the form draft_serve_as asks for (--draft-type: a Q4_1 copy, say); the trainer's copy computes in fp32 (its held-back evaluator with a serving copy of its own:
-trainer_evaluate_as_served). The forward is written once, a sequence of calls to the
-backend's ops, shared by serving (draft_forward) and the training unroll (trainer.c) through
+or with the form draft_serve_as asks for (--draft-type: a Q4_1 copy, say); the trainer's copy computes in
+fp32 (its held-back evaluator with a serving copy of its own: trainer_evaluate_as_served). The forward is
+written once, a sequence of calls to the backend's ops, shared by serving (draft_forward) and the training
+unroll (trainer.c) through
 draft_layer_forward and draft_head_forward.
 */
 #include "aurora.h"
@@ -559,8 +561,7 @@ void draft_alloc_state(Draft* draft, int cache_capacity, int max_tokens) {
     draft->host.mask = backend_host_buffer(b, draft->act.mask, T * cache_capacity);
     draft->host.out = backend_host_buffer(b, draft->act.out, T * c->dim * sizeof(float));
     draft->host.logits = backend_host_buffer(b, draft->act.logits, T * c->vocab_size * sizeof(float));
-    draft->serving_type = b->draft_type; // it serves now: its matrices in the backend's serving type
-    draft_upload_weights(draft);
+    draft_serve_as(draft, b->draft_type); // it serves now: its matrices in the backend's serving type
 }
 
 void draft_free(Draft* draft) {

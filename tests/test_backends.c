@@ -1498,9 +1498,36 @@ static void test_cpu_alloc(void) {
     cpu_free(NULL);
 }
 
+// --draft-type's resolution: auto is the table's own type; a named type is refused where no draft model serves,
+// and a quantised one on a table whose memory is off the host (it serves the fp32 weights), each error naming why.
+static void test_draft_type_resolve(void) {
+    Backend off_host = backend_cpu_fast;
+    off_host.host_memory = 0;
+    Error err;
+    int type = -1;
+    check(draft_type_resolve("auto", 1, &backend_cpu_fast, &type, &err) == 0 && type == backend_cpu_fast.draft_type,
+          "--draft-type auto: type %d, expected the table's %d", type, backend_cpu_fast.draft_type);
+    check(draft_type_resolve(NULL, 0, &off_host, &type, &err) == 0 && type == off_host.draft_type, "--draft-type unset");
+    const char* names[] = {"f32", "q8_0", "q4_1"};
+    const int types[] = {TYPE_F32, TYPE_Q8_0, TYPE_Q4_1};
+    for (int i = 0; i < 3; i++) {
+        check(draft_type_resolve(names[i], 1, &backend_cpu_fast, &type, &err) == 0 && type == types[i],
+              "--draft-type %s: type %d, expected %d", names[i], type, types[i]);
+        int refused = draft_type_resolve(names[i], 0, &backend_cpu_fast, &type, &err) != 0;
+        check(refused && strstr(err.message, "no draft model") != NULL, "--draft-type %s without a draft model: %s", names[i],
+              refused ? err.message : "accepted");
+        refused = draft_type_resolve(names[i], 1, &off_host, &type, &err) != 0;
+        check(refused == (types[i] != TYPE_F32) && (!refused || strstr(err.message, "fp32 weights") != NULL),
+              "--draft-type %s on a table off the host: %s", names[i], refused ? err.message : "accepted");
+    }
+    check(draft_type_resolve("q4_0", 1, &backend_cpu_fast, &type, &err) != 0 && strstr(err.message, "unknown") != NULL,
+          "--draft-type q4_0 (not offered) accepted");
+}
+
 int main(void) {
     test_negative_control();
     test_cpu_alloc();
+    test_draft_type_resolve();
     const Backend* backends[6];
     int n_backends = 0;
     backends[n_backends++] = &backend_cpu_fast;       // the default CPU table (int8 activations on VNNI and AVX2 CPUs)

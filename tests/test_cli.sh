@@ -71,6 +71,8 @@ for type in f32 q8_0 q4_1; do
     grep -q "its matrices $(echo $type | tr a-z A-Z)" "$work/err" && pass || fail "--draft-type $type: not reported: $(cat "$work/err")"
 done
 expect_error "bad --draft-type" "--draft-type expects" "$AURORA" generate -m "$model" -p x --draft random --draft-type q4_0
+expect_error "--draft-type without a draft model" "no draft model" "$AURORA" generate -m "$model" -p x --draft self --draft-type q4_1
+expect_error "--draft-type without --draft" "needs --draft" "$AURORA" generate -m "$model" -p x --draft-type q8_0
 expect_error "--hybrid needs a model draft" "--hybrid pairs" "$AURORA" generate -m "$model" -p x --draft lookup --hybrid
 expect_ok "speculative sampling" "$AURORA" generate -m "$model" -p "abc" -n 16 --temp 0.8 --draft self --print-ids
 expect_error "missing draft file" "$work/nope-draft.gguf" "$AURORA" generate -m "$model" -p x --draft "$work/nope-draft.gguf"
@@ -172,6 +174,8 @@ expect_ok "replay --draft-type q4_1 (online, held back)" "$AURORA" replay -m "$m
     --source hybrid --draft-type q4_1 --sync-schedule 2 --eval-every 2 --eval-requests 2 --out "$work/hybrid-q41"
 grep -q "^run: .*draft target-layer (its matrices Q4_1)" "$work/hybrid-q41/summary.txt" && [ -s "$work/hybrid-q41/held_back.csv" ] && pass \
     || fail "replay --draft-type q4_1: $(head -1 "$work/hybrid-q41/summary.txt")"
+expect_error "replay --no-spec --draft-type" "no draft model" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 1 \
+    --no-spec --draft-type f32 --out "$work/x"
 # held_back.csv's two measures: all tokens over all passes, and the mean of each request's; one request: the same
 awk -F, 'NR == 1 { ok = $3 == "held_back_acceptance" && $4 == "held_back_mean_per_request"; next }
          { rows++; if (NF != 4 || $3 < 1 || $4 < 1) ok = 0 } END { exit !(ok && rows >= 2) }' "$work/hybrid/held_back.csv" &&

@@ -157,12 +157,11 @@ static double device_copy_bandwidth(const Backend* backend, size_t bytes, int re
     return 2.0 * bytes / best / 1e9;
 }
 
-// The median of n values (n >= 1; sorts a copy)
 // The draft in serving order after a target step: the catch-up over 3 accepted tokens (fc, the layer, the
 // head's last row), then a chain of DRAFT_CHAIN drafting steps of 1 row. The fastest catch-up and mean step so
 // far are kept; the chain's last output is left in draft->host.out.
 static void time_draft_chain(Draft* draft, Target* target, const float* features, float* u, double* catch_up, double* step) {
-    int C = draft->config.dim, positions[3], tokens[DRAFT_CHAIN] = {400, 401, 402, 403};
+    int C = draft->config.dim, positions[3];
     time_decode(target);
     for (int t = 0; t < 3; t++) { positions[t] = CONTEXT - 3 + t; }
     double start = now_seconds();
@@ -171,12 +170,13 @@ static void time_draft_chain(Draft* draft, Target* target, const float* features
     *catch_up = min_of(*catch_up, now_seconds() - start);
     start = now_seconds();
     for (int s = 0; s < DRAFT_CHAIN; s++) {
-        int position = CONTEXT + s;
-        draft_forward(draft, &tokens[s], draft->host.out, &position, NULL, 1, CONTEXT + s);
+        int position = CONTEXT + s, token = 400 + s;
+        draft_forward(draft, &token, draft->host.out, &position, NULL, 1, CONTEXT + s);
     }
     *step = min_of(*step, (now_seconds() - start) / DRAFT_CHAIN);
 }
 
+// The median of n values (n >= 1; sorts a copy)
 static double median_of(const double* values, int n) {
     double sorted[MAX_ROUNDS];
     memcpy(sorted, values, (size_t)n * sizeof(double));

@@ -1043,6 +1043,28 @@ static void test_draft(const TinyModelSpec* spec, int draft_vocab, int type) {
     draft_forward(&got, tokens, ref_u, positions, NULL, T1, 0); // the same input on both
     snprintf(step, sizeof(step), "%s: causal extend T=%d", label, T1);
     compare_draft(step, &got, &ref, T1);
+    if (type != B->draft_type) {   // negative control: a draft still served in the table's own type (a copy
+        Draft stale;               // draft_serve_as did not re-make) differs from this reference past the tolerance
+        draft_init_random(&stale, &got_target, draft_vocab, NULL, 5);
+        draft_alloc_state(&stale, 24, 8);
+        draft_forward(&stale, tokens, ref_u, positions, NULL, T1, 0);
+        // counted over the activations from q on (the first product with the served matrices; before it come the
+        // inputs and the embedding, which the serving copy does not touch), host-memory tables
+        Tolerance tol = tolerance(model_tolerance);
+        long mismatches = 0;
+        int from_q = 0;
+        for (int i = 0; i < DRAFT_NUM_ACTIVATIONS; i++) {
+            const ActivationInfo* a = &stale.act.table[i];
+            from_q |= strcmp(a->name, "q") == 0;
+            if (!from_q || *a->data == NULL || a->kind != ELEMENT_F32) { continue; }
+            const float* g = *a->data;
+            const float* r = *ref.act.table[i].data;
+            for (size_t e = 0; e < a->rows * a->cols; e++) { mismatches += !(fabsf(g[e] - r[e]) <= tol.atol + tol.rtol * fabsf(r[e])); }
+        }
+        check(mismatches > 0, "%s: a draft served in %s instead of %s went unnoticed", label,
+              tensor_type_name(stale.serving_type), tensor_type_name(type));
+        draft_free(&stale);
+    }
 
     // tree step: parents {-, 0, 0, 1}; u of node i is a reference output row (the same input for both)
     int parent[NODES] = {-1, 0, 0, 1};

@@ -2101,6 +2101,11 @@ void fast_matmul_packed_avx2(float* out, const FastInt8Blocks* x, Matrix weight,
 }
 
 // ----------------------------------------------------------------------------
+// The draft quantisers' fp16 scales (and Q4_1's minimum), as quantize_row stores them.
+FAST_INLINE FAST_AVX2_TARGET uint16_t fast_fp16_bits(float value) {   // fp32_to_fp16's bits (round to nearest even)
+    return (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(value), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), 0);
+}
+
 // Q8_0 quantisation (a serving draft's copy, quantised at every hot swap), AVX-512: quantize_row's results
 // bit for bit (tests/test_backends.c checks), 32 values at a time. Per block, as gguf.c: d = max|x| / 127
 // (the fp16 of d rounded to nearest even, as fp32_to_fp16 and the hardware conversion both do), inverse
@@ -2117,7 +2122,7 @@ FAST_AVX512_TARGET void fast_quantize_q8_0_avx512(uint8_t* out, const float* x, 
         float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         float d = amax / 127.0f;
         float inverse = d != 0.0f ? 1.0f / d : 0.0f;
-        uint16_t d_half = (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), 0);
+        uint16_t d_half = fast_fp16_bits(d);
         memcpy(block, &d_half, 2);   // little-endian, as tensor_store_u16
         __m512 scale = _mm512_set1_ps(inverse);
         for (int k = 0; k < 2; k++) {
@@ -2144,7 +2149,7 @@ FAST_AVX2_TARGET void fast_quantize_q8_0_avx2(uint8_t* out, const float* x, int6
         if (!avx2_load_block(block_x, v, &amax)) { quantize_row(TYPE_Q8_0, block_x, block, FAST_QK); continue; }
         float d = amax / 127.0f;
         float inverse = d != 0.0f ? 1.0f / d : 0.0f;
-        uint16_t d_half = (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), 0);
+        uint16_t d_half = fast_fp16_bits(d);
         memcpy(block, &d_half, 2);   // little-endian, as tensor_store_u16
         __m256 scale = _mm256_set1_ps(inverse);
         __m256i q[4];
@@ -2167,9 +2172,6 @@ FAST_AVX2_TARGET void fast_quantize_q8_0_avx2(uint8_t* out, const float* x, int6
 // to [0, 15] (the operations unfused, as -ffp-contract=off compiles gguf.c's); value j in the low nibble of
 // byte j, value 16 + j in its high nibble. quantize_row itself takes a block with an infinity or a NaN, and one
 // whose min or max is a zero (fminf and fmaxf may return either zero of a +0/-0 pair, and m keeps the sign).
-FAST_INLINE FAST_AVX2_TARGET uint16_t fast_fp16_bits(float value) {   // fp32_to_fp16's bits (round to nearest even)
-    return (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(value), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), 0);
-}
 
 FAST_AVX512_TARGET void fast_quantize_q4_1_avx512(uint8_t* out, const float* x, int64_t n_blocks) {
     const __m512 half = _mm512_set1_ps(0.5f), fifteen = _mm512_set1_ps(15.0f), zero = _mm512_setzero_ps();

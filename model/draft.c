@@ -25,8 +25,7 @@ fast CPU table a Q8_0 copy, quantised from the fp32 weights at every hot swap; e
 or with the form draft_serve_as asks for (--draft-type: a Q4_1 copy, say); the trainer's copy computes in
 fp32 (its held-back evaluator with a serving copy of its own: trainer_evaluate_as_served). The forward is
 written once, a sequence of calls to the backend's ops, shared by serving (draft_forward) and the training
-unroll (trainer.c) through
-draft_layer_forward and draft_head_forward.
+unroll (trainer.c) through draft_layer_forward and draft_head_forward.
 */
 #include "aurora.h"
 

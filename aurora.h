@@ -1076,7 +1076,7 @@ void draft_head_forward(const Draft* draft, const DraftWeights* w, const DraftMa
                         float* out_norm, const float* out, int T);
 
 // ----------------------------------------------------------------------------
-// speculative decoding (speculative.c): draft a tree, verify it in one target pass, accept losslessly
+// speculative decoding (speculation/tree.c, acceptance.c): draft a tree, verify it in one target pass, accept losslessly
 
 enum { TREE_MAX_NODES = 64, TREE_MAX_DEPTH = 16 };
 
@@ -1462,7 +1462,7 @@ float* weight_exchange_take(WeightExchange* exchange, int current_version, int* 
 long weight_exchange_superseded(WeightExchange* exchange);   // publishes rewritten before the server took them
 
 // ----------------------------------------------------------------------------
-// draft sources (speculative.c) and generation (generate.c)
+// draft sources (speculation/drafting.c, suffix.c, adaptive.c) and generation (generate.c)
 
 enum { MAX_SPEC_K = 8 };     // most children per expanded node (--spec-k)
 

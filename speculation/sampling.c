@@ -118,10 +118,25 @@ void apply_top_p(float* probs, int V, float top_p, ProbIndex* scratch) {
 // Turns logits into probabilities at a temperature: probs = softmax(logits / temperature). The largest
 // logit comes off before the division, so every quotient is <= 0: at a temperature so small that
 // logit / temperature overflows (1e-40 is a valid float), the distribution tends to the argmax (ties
-// share) instead of inf - inf = NaN, which sampled the last token every time.
+// share) instead of inf - inf = NaN, which sampled the last token every time. Logits that are not finite
+// follow the argmax's rules: a NaN is never a candidate, +inf logits share the whole mass (the limit of a
+// logit that grows without bound), and a row with no finite or +inf logit at all (every one NaN or -inf)
+// puts it on the argmax's token, as greedy decoding would pick. (A NaN or +inf anywhere made the whole row
+// NaN, and sampling then returned the last id every time.) Finite rows are unchanged, bit for bit.
 void logits_to_probs(float* probs, const float* logits, int V, float temperature) {
-    float max = logits[sample_argmax(logits, V)];
-    for (int i = 0; i < V; i++) { probs[i] = (logits[i] - max) / temperature; }
+    int best = sample_argmax(logits, V);
+    float max = logits[best];
+    if (!(max > -INFINITY)) {
+        for (int i = 0; i < V; i++) { probs[i] = 0.0f; }
+        probs[best] = 1.0f;
+        return;
+    }
+    for (int i = 0; i < V; i++) {
+        float x = logits[i];
+        if (isnan(x)) { probs[i] = -INFINITY; }
+        else if (isinf(max)) { probs[i] = x == max ? 0.0f : -INFINITY; }
+        else { probs[i] = (x - max) / temperature; }
+    }
     softmax_forward_cpu(probs, probs, 1, V);
 }
 

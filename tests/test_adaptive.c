@@ -37,7 +37,7 @@ typedef struct {
 static double world_verify(const World* w, int n) { return w->decode_seconds * (1.0 + w->verify_slope * (n - 1)); }
 static double world_catch_up(const World* w, double n) { return n > 0 ? w->catch_up_seconds * (1.0 + w->catch_up_slope * (n - 1)) : 0.0; }
 
-// The tree the real drafter builds (speculative.c's candidate pool: expand the k best of each depth,
+// The tree the real drafter builds (speculation/drafting.c's candidate pool: expand the k best of each depth,
 // keep the N-1 best overall) when the draft's probabilities are the world's: the rank-r child of any
 // node at depth d has probability q[d][r] (its token is r). Scores are then exact acceptance chances.
 static void world_tree(Tree* tree, const World* w, TreeShape shape) {

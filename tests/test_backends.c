@@ -19,7 +19,7 @@ comparison routine (compare_elements) and the one tolerance table (tests/test_co
   end to end   speculative generation (EAGLE, self, lookup; chains and trees): identical greedy tokens
   control      the comparison catches a perturbed element, a NaN, a wrong infinity, a wrong integer
 
-Acceptance is a host function of downloaded logits (speculative.c), so a backend contributes only the
+Acceptance is a host function of downloaded logits (speculation/acceptance.c), so a backend contributes only the
 argmax of its rows (argmax_rows: ties, -inf rows and NaNs are checked here) and the logits themselves.
 
 Backends: the OpenBLAS table where built with it, CUDA where built with it and a GPU is visible (else it

@@ -333,6 +333,37 @@ static void test_sampling(void) {
     logits_to_probs(tiny, tied_logits, 4, 1e-40f);
     float tied_expected[4] = {0.0f, 0.5f, 0.0f, 0.5f};
     check_tensor("softmax at temperature 1e-40", tiny, tied_expected, 4, tolerance("exact"));
+    // logits that are not finite follow the argmax: a NaN is never a candidate, +inf logits share the mass,
+    // a row of NaN and -inf gives it to the argmax's id (the negative control, inf - inf and NaN propagated
+    // through the softmax, made every such row NaN, and sampling returned the last id)
+    {
+        float inf_row[5] = {-INFINITY, 1.0f, INFINITY, 2.0f, INFINITY}, nan_row[4] = {0.0f, NAN, 1.0f, NAN};
+        float dead_row[4] = {NAN, -INFINITY, NAN, -INFINITY}, got[5], naive[5];
+        logits_to_probs(got, inf_row, 5, 0.7f);
+        float inf_expected[5] = {0.0f, 0.0f, 0.5f, 0.0f, 0.5f};
+        check_tensor("sampling distribution of a row with +inf logits", got, inf_expected, 5, tolerance("exact"));
+        logits_to_probs(got, nan_row, 4, 1.0f);
+        double zn = 1 + exp(1.0);
+        float nan_expected[4] = {(float)(1 / zn), 0.0f, (float)(exp(1.0) / zn), 0.0f};
+        check_tensor("sampling distribution of a row with NaN logits", got, nan_expected, 4, tolerance("reorder"));
+        logits_to_probs(got, dead_row, 4, 1.0f);
+        float dead_expected[4] = {1.0f, 0.0f, 0.0f, 0.0f};   // sample_argmax's answer for this row: id 0
+        check(sample_argmax(dead_row, 4) == 0, "argmax of a row of NaN and -inf: id 0");
+        check_tensor("sampling distribution of a row of NaN and -inf", got, dead_expected, 4, tolerance("exact"));
+        SamplerSettings warm = {0.7f, 1.0f};
+        int picks_inf = 1;
+        for (int k = 0; k < 8; k++) {
+            int t = sample_token(inf_row, 5, warm, (k + 0.5) / 8, got, scratch);
+            picks_inf &= t == 2 || t == 4;
+        }
+        check(picks_inf, "sampling a row with +inf logits must pick one of them");
+        float max = INFINITY;   // the control: the plain formula on the +inf row
+        for (int i = 0; i < 5; i++) { naive[i] = (inf_row[i] - max) / 0.7f; }
+        softmax_forward_cpu(naive, naive, 1, 5);
+        int naive_nan = 0;
+        for (int i = 0; i < 5; i++) { naive_nan += isnan(naive[i]); }
+        check(naive_nan > 0, "negative control: the plain (logit - max) / T softmax of a +inf row should hold NaNs");
+    }
 
     // the generator: same seed, same stream; uniforms in [0, 1)
     uint64_t a = random_seed_state(99), b = random_seed_state(99);

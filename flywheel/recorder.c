@@ -9,8 +9,8 @@ them, for every verify pass each rejected tree node with its token, its parent's
 hidden state.
 
 The RecordBuffer is the only thing serving and training share besides the weight double buffer
-(flywheel.c). Serving pushes and never waits: when the buffer is full the oldest record is dropped and
-counted. Training pops, waiting when it is empty.
+(WeightExchange, below). Serving pushes and never waits: when the buffer is full the oldest record is
+dropped and counted. Training pops, waiting when it is empty.
 */
 #include <errno.h>
 #include <fcntl.h>

@@ -5,8 +5,11 @@ said after the draft's rejected guesses (the discard loss).
 
 One optimiser step over a batch of records:
 
-  0. the columns trained: a context window of prompt positions (default 64) before the first
-     completion position, then the completion (the loss lives only on completion tokens);
+  0. the columns trained: a context window of prompt positions before the first completion position
+     (TrainerSettings' default 64; replay and train take 512), then the completion; the loss lives on the
+     completion tokens, and with prompt_weight > 0 (replay's and train's default 1) on the window's prompt
+     tokens too, at that weight (unroll_loss_rows). A window's first columns see only the window, not the
+     prompt before it (the cost of a window; their taps g still carry the target's whole context);
   1. the target's distributions, recomputed from the recorded final hidden states h with the frozen
      target LM head restricted to the draft vocabulary: p = softmax(W_lm[d2t] h);
   2. the training-time-test (TTT) unroll of L_ttt steps over each record, teacher-forced:
@@ -16,8 +19,9 @@ One optimiser step over a batch of records:
      at columns s <= t (the teacher-forced prefix) and, in each block 1..k, only column t (its own
      earlier unrolled states): the EAGLE-3 TTT mask.
         step 2, column 3:   block 0: [x x x x . . ]   block 1: [. . . x . ]   block 2: [. . . x]
-  3. the accepted-path loss: at step k, over the columns whose prediction x_{t+k+2} is a completion
-     token with a recorded target, the mean of distribution_loss (forward KL by default), weighted 0.8^k;
+  3. the accepted-path loss: at step k, over the columns whose prediction x_{t+k+2} has a recorded target
+     (a completion token, or a prompt token at prompt_weight), the weighted mean of distribution_loss
+     (forward KL by default), weighted 0.8^k;
   4. the discard loss: every rejected tree node n (or the top-k per verify pass by draft score) rides
      along in step 0 as an extra row: u = fc(g at its parent), e = Emb(y_n), position pos(n) - 1; it sees
      the block-0 columns before it (prefix_end), its rejected ancestors and itself (tree attention);
@@ -681,6 +685,9 @@ int trainer_adapt_vocabulary(Trainer* trainer) {
             memcpy(draft->weights.lm_head + at, rows + (size_t)i * C, row_bytes);
             if (!b->host_memory) { b->upload(draft->device_weights.lm_head + at, rows + (size_t)i * C, row_bytes); }
             b->upload(trainer->head_rows + at, rows + (size_t)i * C, row_bytes);
+            // its moments start at zero under the global step's bias correction, so its first steps are
+            // 2.5-6.5 times the learning rate late in a run; moments at the staying rows' means instead
+            // learned no better (docs/learning-study.md, twelfth session), so they stay at zero
             b->upload(trainer->adam_m + head + at, zeros, row_bytes);
             b->upload(trainer->adam_v + head + at, zeros, row_bytes);
         }

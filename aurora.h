@@ -274,6 +274,10 @@ int gguf_get_int_array(const GGUFFile* gguf, const char* key, int32_t** out, uin
 void free_string_array(char** strings, uint64_t count);
 // Dequantises a whole tensor to fp32 into destination (n_elements floats).
 void gguf_tensor_to_f32(const GGUFTensor* tensor, float* destination);
+// The first element of a tensor whose value is not finite (NaN or an infinity), or -1 if there is none:
+// every value of an F32, F16 or BF16 tensor; a quantised one's block scales (d, and Q4_1's m), the first
+// element of the block named. A target with one would answer NaN logits, which decode as token 0.
+int64_t gguf_tensor_first_nonfinite(const GGUFTensor* tensor);
 
 // GGUF writer: collects metadata and tensors (or where to read them), then writes a version-3 file.
 typedef struct GGUFWriter GGUFWriter;

@@ -310,6 +310,15 @@ int target_load(Target* target, const char* path, const Backend* backend, int ca
             snprintf(name, sizeof(name), info->gguf_name, layer);
             const GGUFTensor* tensor = model_find_tensor(file, name, info->rows, info->cols, err);
             if (tensor == NULL) { free(used); target_free(target); return -1; }
+            int64_t nonfinite = gguf_tensor_first_nonfinite(tensor);
+            if (nonfinite >= 0) {   // every logit would be NaN: refused here rather than answered as token 0
+                error_set(err, "%s: tensor '%s' (%s) holds a value that is not finite (NaN or an infinity) at element "
+                          "%lld%s; expected finite weights", path, name, tensor_type_name(tensor->type),
+                          (long long)nonfinite, tensor_type_block_size(tensor->type) > 1 ? " (its block's scale)" : "");
+                free(used);
+                target_free(target);
+                return -1;
+            }
             used[tensor - file->tensors] = 1;
             void* field = target_tensor_field(target, i, layer);
             if (info->cols == 1) { // a norm's weight: fp32 on every backend

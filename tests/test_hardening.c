@@ -354,6 +354,59 @@ static void test_weight_shapes(void) {
     }
 }
 
+// Weights that are not finite refused at load, naming the tensor and the element: a NaN or an infinity in a
+// matrix (any stored type: the value itself, or a quantised block's scale) or a norm made every logit NaN,
+// which greedy decoding answered as token 0 (exit 0, an empty or wrong answer).
+static int patch_tensor(const char* path, const char* tensor, size_t byte_offset, const void* bytes, size_t n) {
+    GGUFFile file;
+    Error err;
+    if (gguf_open(&file, path, &err) != 0) { return -1; }
+    const GGUFTensor* t = gguf_find_tensor(&file, tensor);
+    long at = t ? (long)((const uint8_t*)t->data - file.bytes) + (long)byte_offset : -1;
+    gguf_close(&file);
+    FILE* f = at >= 0 ? fopen(path, "r+b") : NULL;
+    if (f == NULL) { return -1; }
+    int ok = fseek(f, at, SEEK_SET) == 0 && fwrite(bytes, 1, n, f) == n;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+static void test_nonfinite_weights(void) {
+    const int types[] = {TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_1};
+    const char* path = temp_path("nonfinite.gguf");
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        int type = types[i];
+        Error err;
+        Target target;
+        TinyModelSpec spec = {32, 1, 4, 2, 32, 300, 64, 1, type, 10000.0f, 5};
+        check(tiny_model_write(path, &spec, &err) == 0, "write: %s", err.message);
+        int status = target_load(&target, path, &backend_cpu_ref, 32, 4, &err);   // the control: it loads as written
+        check(status == 0, "%s: the file as written loads (%s)", tensor_type_name(type), status == 0 ? "" : err.message);
+        if (status == 0) { target_free(&target); }
+        // the second block's first value (or its scale) of a matrix: an infinity in F16 / BF16 / a scale, NaN in F32
+        uint32_t f32_nan = 0x7FC00000u;
+        uint16_t inf16 = type == TYPE_BF16 ? 0x7F80u : 0x7C00u;
+        size_t second = type == TYPE_F32 ? 32 * 4 : type == TYPE_F16 || type == TYPE_BF16 ? 32 * 2 : tensor_type_block_bytes(type);
+        check(patch_tensor(path, "blk.0.ffn_up.weight", second, type == TYPE_F32 ? (const void*)&f32_nan : (const void*)&inf16,
+                           type == TYPE_F32 ? 4 : 2) == 0, "%s: patch the matrix", tensor_type_name(type));
+        status = target_load(&target, path, &backend_cpu_ref, 32, 4, &err);
+        check(status != 0 && strstr(err.message, "'blk.0.ffn_up.weight'") && strstr(err.message, "not finite") &&
+              strstr(err.message, "element 32"), "%s: a matrix with a value that is not finite must be refused, naming "
+              "it and element 32 (%s)", tensor_type_name(type), status == 0 ? "loaded" : err.message);
+        if (status == 0) { target_free(&target); }
+    }
+    // a norm (fp32 in every file), NaN at its fourth element
+    Error err;
+    Target target;
+    TinyModelSpec spec = {32, 1, 4, 2, 32, 300, 64, 1, TYPE_Q8_0, 10000.0f, 5};
+    check(tiny_model_write(path, &spec, &err) == 0, "write: %s", err.message);
+    float nan_value = NAN;
+    check(patch_tensor(path, "output_norm.weight", 3 * sizeof(float), &nan_value, sizeof(float)) == 0, "patch the norm");
+    int status = target_load(&target, path, &backend_cpu_fast, 32, 4, &err);
+    check(status != 0 && strstr(err.message, "'output_norm.weight'") && strstr(err.message, "element 3;"),
+          "a norm holding NaN must be refused, naming it and element 3 (%s)", status == 0 ? "loaded" : err.message);
+    if (status == 0) { target_free(&target); }
+}
+
 // convert rewrites general.file_type for the matrices' new type (llama.cpp's numbering), never copies the
 // old one: a Q4_1 file converted to F32 claimed to be Q4_1.
 static void test_convert_file_type(void) {
@@ -422,6 +475,7 @@ int main(void) {
     test_tokenizer_shorter_than_embedding();
     test_unused_tensors();
     test_weight_shapes();
+    test_nonfinite_weights();
     test_convert_file_type();
     test_convert_integer_tensors();
     if (remove_tree(temp_directory) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_directory); }

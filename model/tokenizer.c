@@ -722,6 +722,19 @@ static int tokenizer_load_merges(Tokenizer* tokenizer, const GGUFFile* gguf, Err
                       path, (unsigned long long)rank, merge, (int)(left_length + right_length), joined);
             goto fail;
         }
+        // text never becomes a control token, and an unknown token's bytes are its literal text: a merge
+        // that joins or makes one would turn plain text into it (llama.cpp applies such merges)
+        int operands[3] = {left, right, merged};
+        for (int k = 0; k < 3; k++) {
+            int type = tokenizer->token_types[operands[k]];
+            if (type == TOKEN_CONTROL || type == TOKEN_UNKNOWN) {
+                error_set(err, "%s: tokenizer.ggml.merges[%llu] = \"%s\": %s \"%s\" is %s token (type %d); a merge joins "
+                          "and makes only tokens of text (normal or byte)", path, (unsigned long long)rank, merge,
+                          k == 2 ? "its result" : "its operand", tokenizer->tokens[operands[k]],
+                          type == TOKEN_CONTROL ? "a control" : "an unknown", type);
+                goto fail;
+            }
+        }
         bpe_merge_insert(table, left, right, (int)rank, merged);
     }
     free(joined);
@@ -891,8 +904,9 @@ int tokenizer_load_gguf(Tokenizer* tokenizer, const GGUFFile* gguf, Error* err) 
         char utf8[4];
         int n = utf8_encode((uint32_t)utf8_byte_to_codepoint(b), utf8);
         int id = tokenizer_lookup(tokenizer, utf8, (size_t)n);
-        int usable = id >= 0 && tokenizer->token_types[id] != TOKEN_CONTROL && tokenizer->token_types[id] != TOKEN_USER_DEFINED;
-        lookup->byte_token[b] = usable ? id : -1;   // missing (SmolLM2 lacks 21 bytes): dropped by encode
+        int type = id >= 0 ? tokenizer->token_types[id] : 0;
+        int usable = id >= 0 && type != TOKEN_CONTROL && type != TOKEN_USER_DEFINED && type != TOKEN_UNKNOWN;
+        lookup->byte_token[b] = usable ? id : -1;   // missing (SmolLM2 lacks 21 bytes) or special: dropped by encode
     }
 
     // merges, special ids, flags

@@ -341,7 +341,8 @@ static void test_tiny_tokenizer(void) {
 // malformed metadata: each case must fail to load with a message naming the problem
 
 enum { BAD_NONE, BAD_NO_TOKENS, BAD_MERGE_SPACES, BAD_MERGE_UNKNOWN, BAD_MERGE_RESULT, BAD_PRE, BAD_MODEL,
-       BAD_TYPE_COUNT, BAD_TYPE_VALUE, BAD_BOS, BAD_NO_BYTE, BAD_DUPLICATE, BAD_NO_MODEL };
+       BAD_TYPE_COUNT, BAD_TYPE_VALUE, BAD_BOS, BAD_NO_BYTE, BAD_DUPLICATE, BAD_NO_MODEL, BAD_MERGE_CONTROL,
+       BAD_MERGE_UNKNOWN_TYPE, BAD_BYTE_UNKNOWN };
 
 // A small valid vocabulary (control, 256 bytes, "Ġt", "he") with one defect.
 static void write_vocab(const char* path, int defect) {
@@ -358,7 +359,10 @@ static void write_vocab(const char* path, int defect) {
         tokens[n] = byte_text[b]; types[n++] = TOKEN_NORMAL;
     }
     tokens[n] = "\xc4\xa0t"; types[n++] = TOKEN_NORMAL;
-    tokens[n] = defect == BAD_DUPLICATE ? "a" : "he"; types[n++] = TOKEN_NORMAL;
+    tokens[n] = defect == BAD_DUPLICATE ? "a" : "he";
+    types[n++] = defect == BAD_MERGE_CONTROL ? TOKEN_CONTROL : TOKEN_NORMAL;   // made by the merge "h e"
+    if (defect == BAD_MERGE_UNKNOWN_TYPE) { types[2 + 'h'] = TOKEN_UNKNOWN; }  // an operand of "h e"
+    if (defect == BAD_BYTE_UNKNOWN) { types[2 + 'x'] = TOKEN_UNKNOWN; }      // in no merge
     const char* merges[2] = {"\xc4\xa0 t", "h e"};
     if (defect == BAD_MERGE_SPACES) { merges[1] = "h e x"; }
     if (defect == BAD_MERGE_UNKNOWN) { merges[1] = "h \xe2\x82\xac\xe2\x82\xac"; }
@@ -388,6 +392,8 @@ static void test_malformed(void) {
         {BAD_TYPE_VALUE, "token_type value", "token_type[5]"},
         {BAD_BOS, "bos out of range", "bos_token_id"},
         {BAD_DUPLICATE, "duplicate token", "duplicates"},
+        {BAD_MERGE_CONTROL, "merge whose result is a control token", "its result \"he\" is a control token"},
+        {BAD_MERGE_UNKNOWN_TYPE, "merge of an unknown-type token", "its operand \"h\" is an unknown token"},
     };
     char path[128];
     temp_path(path, sizeof(path), "bad");
@@ -430,6 +436,17 @@ static void test_malformed(void) {
         int ids[8];
         int n = tokenizer_encode(&tokenizer, "aqa", 3, 0, ids, 8, &err);
         check(n == 2 && ids[0] == 2 + 'a' && ids[1] == 2 + 'a', "a byte without a token is dropped (got %d ids)", n);
+        tokenizer_free(&tokenizer);
+        gguf_close(&gguf);
+    }
+    // a byte whose token is typed unknown (its bytes would be its literal text) is dropped the same way
+    write_vocab(path, BAD_BYTE_UNKNOWN);
+    ok = load_tokenizer(path, &gguf, &tokenizer, &err) == 0;
+    check(ok, "vocabulary with 'x' typed unknown: %s", err.message);
+    if (ok) {
+        int ids[8];
+        int n = tokenizer_encode(&tokenizer, "axa", 3, 0, ids, 8, &err);
+        check(n == 2 && ids[0] == 2 + 'a' && ids[1] == 2 + 'a', "a byte whose token is typed unknown is dropped (got %d ids)", n);
         tokenizer_free(&tokenizer);
         gguf_close(&gguf);
     }

@@ -308,8 +308,10 @@ static void flywheel_train_untrained(Flywheel* flywheel) {
 }
 
 // Stops training (the step in progress finishes), then joins the thread; a run that trained nothing takes its
-// one step here (flywheel_train_untrained).
+// one step here (flywheel_train_untrained). Once: flywheel_free calls it again, and a second call would try
+// that step again where the first found no loss rows.
 static void flywheel_stop(Flywheel* flywheel) {
+    if (__atomic_load_n(&flywheel->stopping, __ATOMIC_ACQUIRE)) { return; }
     __atomic_store_n(&flywheel->stopping, 1, __ATOMIC_RELEASE);
     record_buffer_close(flywheel->records);
     int trains_alone = flywheel->thread_started || flywheel->in_gaps;   // (lockstep trains its last round itself)

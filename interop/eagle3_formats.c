@@ -50,7 +50,7 @@ and from SGLang's (for SpecForge):
   in GGUF, our quantised types).
 
 Included by aurora.c after safetensors.c (one translation unit). It uses the Draft's public contract
-(aurora.h: DraftConfig, the tensor table, d2t, draft_init_random) and traffic.c's JSON parser.
+(aurora.h: DraftConfig, the tensor table, d2t, draft_init_random) and base/json.c's JSON parser.
 */
 #include <sys/stat.h>
 #include "aurora.h"

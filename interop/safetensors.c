@@ -9,12 +9,13 @@ The format (https://github.com/huggingface/safetensors, "Format"):
   the rest     the data section; each tensor's bytes are [begin, end) of it, row-major, little-endian
 
 What the reader checks (the rules of the reference implementation's validation, so a file we accept is
-one every other reader accepts): the header fits in the file and in 100 MB; it is one JSON object; every
+one every other reader accepts, with one leniency: a shape or offset written as a whole number in
+fraction or exponent form, 2.0 or 2e1, reads as that integer, where the reference's integer fields refuse it): the header fits in the file and in 100 MB; it is one JSON object; every
 tensor has a known dtype, a shape of non-negative integers and two integer offsets with begin <= end;
 the byte count of the shape equals end - begin; sorted by begin, the tensors tile the data section
 exactly (the first starts at 0, each starts where the previous one ends: no overlap, no gap, nothing
 left over); names are unique. Every failure is an Error naming the file and the tensor or the byte
-where the header went wrong. The JSON parser is traffic.c's (strict JSON, nesting limit).
+where the header went wrong. The JSON parser is base/json.c's (strict JSON, nesting limit).
 
   safetensors_open / _open_memory / _close    a validated, memory-mapped file (or a caller's buffer)
   safetensors_find                            a tensor by name (NULL if absent)

@@ -343,14 +343,31 @@ void safetensors_writer_add_metadata(SafetensorsWriter* writer, const char* key,
     writer->n_metadata = n + 1;
 }
 
-// The header in tensor order, data_offsets consecutive; padded with spaces to a multiple of 8 bytes
-// (as the reference writer does, so the data section starts aligned).
+// The header padded with spaces to a multiple of 8 bytes, so the data section starts aligned; the tensors
+// laid out largest dtype first (in the order added within a size), as the reference writer sorts them, so
+// each starts at a multiple of its element size and a reader may view it in place (dump's U8 masks came
+// before F32 tensors, which then started at odd offsets).
+static int safetensors_writer_order(const SafetensorsWriter* writer, int* order) {
+    int n = 0;
+    for (size_t size = 8; size >= 1; size /= 2) {
+        for (int i = 0; i < writer->n_tensors; i++) {
+            if (safetensors_dtype(writer->tensors[i].dtype)->size == size) { order[n++] = i; }
+        }
+    }
+    return n;
+}
+
 int safetensors_writer_save(SafetensorsWriter* writer, const char* path, Error* err) {
     if (writer->error[0] != '\0') { return error_set(err, "%s: not written: %s", path, writer->error); }
+    int* order = mallocCheck((size_t)(writer->n_tensors > 0 ? writer->n_tensors : 1) * sizeof(int));
+    if (safetensors_writer_order(writer, order) != writer->n_tensors) {
+        free(order);
+        return error_set(err, "%s: internal: a tensor's dtype has no size of 1, 2, 4 or 8 bytes", path);
+    }
     char* header = NULL;
     size_t header_length = 0;
     FILE* memory = open_memstream(&header, &header_length);
-    if (memory == NULL) { return error_set(err, "%s: cannot build the header: out of memory", path); }
+    if (memory == NULL) { free(order); return error_set(err, "%s: cannot build the header: out of memory", path); }
     fputs("{\"__metadata__\":{\"format\":\"pt\"", memory);
     for (int i = 0; i < writer->n_metadata; i++) {
         fputc(',', memory);
@@ -361,7 +378,7 @@ int safetensors_writer_save(SafetensorsWriter* writer, const char* path, Error* 
     fputc('}', memory);
     uint64_t offset = 0;
     for (int i = 0; i < writer->n_tensors; i++) {
-        const SafetensorsWriterTensor* t = &writer->tensors[i];
+        const SafetensorsWriterTensor* t = &writer->tensors[order[i]];
         fputc(',', memory);
         json_write_string(memory, t->name);
         fprintf(memory, ":{\"dtype\":\"%s\",\"shape\":[", t->dtype);
@@ -374,14 +391,16 @@ int safetensors_writer_save(SafetensorsWriter* writer, const char* path, Error* 
     while ((ftell(memory)) % 8 != 0) { fputc(' ', memory); }
     fclose(memory);
     OutputFile out;
-    if (output_open(&out, path, err) != 0) { free(header); return -1; }
+    if (output_open(&out, path, err) != 0) { free(header); free(order); return -1; }
     uint8_t length_bytes[8];
     for (int i = 0; i < 8; i++) { length_bytes[i] = (uint8_t)((uint64_t)header_length >> (8 * i)); }
     fwrite(length_bytes, 1, 8, out.stream);
     fwrite(header, 1, header_length, out.stream);
     free(header);
     for (int i = 0; i < writer->n_tensors; i++) {
-        if (writer->tensors[i].n_bytes) { fwrite(writer->tensors[i].bytes, 1, writer->tensors[i].n_bytes, out.stream); }
+        const SafetensorsWriterTensor* t = &writer->tensors[order[i]];
+        if (t->n_bytes) { fwrite(t->bytes, 1, t->n_bytes, out.stream); }
     }
+    free(order);
     return output_commit(&out, err);   // reports any write error above (ferror), keeping the old file
 }

@@ -313,6 +313,47 @@ static void expect_safetensors_error(const char* what, const char* header, uint6
     free(bytes);
 }
 
+// The writer lays tensors out largest dtype first (the order added within a size), so each starts at a
+// multiple of its element size: added as U8 [5], F32 [3], I64 [1], BF16 [3], F32 [1], in insertion order the
+// first F32 started at byte 5. The bytes round-trip, and the reader still tiles the data section.
+static void test_safetensors_alignment(void) {
+    SafetensorsWriter writer = {0};
+    const uint8_t mask[5] = {1, 0, 1, 1, 0};
+    const float values[3] = {1.5f, -2.0f, 3.25f}, one = 7.0f;
+    const int64_t index = -3;
+    const uint16_t halves[3] = {0x3F80, 0xC000, 0x4050};
+    int64_t five[1] = {5}, three[1] = {3}, single[1] = {1};
+    safetensors_writer_add(&writer, "mask", "U8", 1, five, mask, sizeof(mask));
+    safetensors_writer_add(&writer, "values", "F32", 1, three, values, sizeof(values));
+    safetensors_writer_add(&writer, "index", "I64", 1, single, &index, sizeof(index));
+    safetensors_writer_add(&writer, "halves", "BF16", 1, three, halves, sizeof(halves));
+    safetensors_writer_add(&writer, "one", "F32", 1, single, &one, sizeof(one));
+    char path[300];
+    snprintf(path, sizeof(path), "%s/aligned.safetensors", temp_dir);
+    Error err;
+    check(safetensors_writer_save(&writer, path, &err) == 0, "aligned safetensors: %s", err.message);
+    safetensors_writer_free(&writer);
+    SafetensorsFile file;
+    if (safetensors_open(&file, path, &err) != 0) { check(0, "aligned safetensors: %s", err.message); return; }
+    const char* names[5] = {"index", "values", "one", "halves", "mask"};   // the layout expected
+    const void* bytes[5] = {&index, values, &one, halves, mask};
+    uint64_t begin = 0;
+    int aligned = 1, laid_out = 1, same = 1;
+    for (int i = 0; i < 5; i++) {
+        const SafetensorsTensor* t = safetensors_find(&file, names[i]);
+        if (t == NULL) { laid_out = 0; continue; }
+        aligned &= t->begin % t->dtype_size == 0 && (size_t)(t->data - file.bytes) % t->dtype_size == 0;
+        laid_out &= t->begin == begin;
+        same &= memcmp(t->data, bytes[i], t->n_bytes) == 0;
+        begin = t->end;
+    }
+    check(aligned, "safetensors writer: every tensor should start at a multiple of its element size, in the file too");
+    check(laid_out, "safetensors writer: tensors laid out I64, F32, F32, BF16, U8 (largest dtype first, stable)");
+    check(same, "safetensors writer: the bytes should round-trip");
+    safetensors_close(&file);
+    unlink(path);
+}
+
 static void test_malformed_safetensors(const Target* small) {
     int failed_before = tests_failed;
     // a valid one first, so the cases below fail for their one reason
@@ -803,6 +844,7 @@ int main(void) {
     }
     test_round_trips(&target);
     test_conventions(&target);
+    test_safetensors_alignment();
     test_malformed_safetensors(&small);
     test_malformed_specforge(&target);
     test_malformed_llama_cpp(&target);

@@ -488,10 +488,26 @@ static int gguf_read_header(GGUFReader* r, GGUFFile* gguf, uint64_t* n_values, u
     return 0;
 }
 
+// Makes room for element i of an array of elements of `size` bytes (capacity in elements), doubling up to
+// the header's count, new elements zeroed. The header's counts are bounded by the bytes left in the file,
+// but an element in memory is larger than its least size there (a GGUFValue is 80 bytes, a key at least 13
+// in the file), so a corrupt count allocating them all up front asked for about 6 times the file.
+static void* gguf_room_for(void* array, uint64_t* capacity, uint64_t i, uint64_t count, size_t size) {
+    if (i < *capacity) { return array; }
+    uint64_t grown = *capacity ? 2 * *capacity : 64;
+    if (grown > count) { grown = count; }
+    void* larger = callocCheck((size_t)grown, size);
+    if (*capacity) { memcpy(larger, array, (size_t)*capacity * size); }
+    free(array);
+    *capacity = grown;
+    return larger;
+}
+
 // The key/value section. gguf->n_values counts the keys read so far, so gguf_close frees exactly those.
 static int gguf_read_metadata(GGUFReader* r, GGUFFile* gguf, uint64_t n_values) {
-    gguf->values = callocCheck((size_t)n_values, sizeof(GGUFValue));
+    uint64_t capacity = 0;
     for (uint64_t i = 0; i < n_values; i++) {
+        gguf->values = gguf_room_for(gguf->values, &capacity, i, n_values, sizeof(GGUFValue));
         GGUFValue* value = &gguf->values[i];
         snprintf(r->context, sizeof(r->context), "key #%llu", (unsigned long long)i);
         if (gguf_read_name(r, &value->key, "the name") != 0) { return -1; }
@@ -539,8 +555,9 @@ static int gguf_set_tensor_shape(GGUFReader* r, GGUFTensor* tensor, uint32_t n_d
 
 // The tensor descriptions: name, n_dims, dims, type, offset. gguf->n_tensors counts those read.
 static int gguf_read_tensor_infos(GGUFReader* r, GGUFFile* gguf, uint64_t n_tensors) {
-    gguf->tensors = callocCheck((size_t)n_tensors, sizeof(GGUFTensor));
+    uint64_t capacity = 0;
     for (uint64_t i = 0; i < n_tensors; i++) {
+        gguf->tensors = gguf_room_for(gguf->tensors, &capacity, i, n_tensors, sizeof(GGUFTensor));
         GGUFTensor* tensor = &gguf->tensors[i];
         snprintf(r->context, sizeof(r->context), "tensor #%llu", (unsigned long long)i);
         if (gguf_read_name(r, &tensor->name, "the name") != 0) { return -1; }

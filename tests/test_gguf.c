@@ -10,6 +10,8 @@ Prints one line per group of checks and ends with "N passed, M failed"; exits no
 */
 #define TESTING
 #include "../aurora.c"
+#include <sys/resource.h>
+#include <sys/wait.h>
 
 // ----------------------------------------------------------------------------
 // check bookkeeping
@@ -658,6 +660,47 @@ static void test_getter_errors(void) {
 // ----------------------------------------------------------------------------
 // malformed files
 
+// A corrupt key count within the bytes-left bound (48 MiB of file: up to 3.9 million keys of 13 bytes)
+// whose second key is malformed: the reader allocates as it reads, so it reports the bad key instead of
+// asking for 80 bytes a claimed key up front (310 MB here; about 18 GB for a 3 GB model with a flipped
+// bit). Run in a child whose address space is capped 160 MB above what it uses (not under the
+// sanitizers, whose shadow memory the cap would count).
+static void test_claimed_count_memory(void) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    printf("claimed key count: skipped under a sanitizer\n");
+#else
+    enum { FILE_BYTES = 48 << 20 };
+    GGUFBuffer b = {0};
+    put_header(&b, 3, 0, (FILE_BYTES - 24) / 13);
+    put_kv_u32(&b, "general.first", 1);
+    put_u64(&b, 1); gguf_buffer_append(&b, "k", 1); put_u32(&b, 99);   // key #1: an invalid value type
+    size_t used = b.size;
+    uint8_t* bytes = callocCheck(FILE_BYTES, 1);
+    memcpy(bytes, b.data, used);
+    free(b.data);
+    pid_t child = fork();
+    if (child == 0) {
+        long pages = 0;
+        FILE* statm = fopen("/proc/self/statm", "r");
+        if (statm == NULL || fscanf(statm, "%ld", &pages) != 1) { _exit(4); }
+        fclose(statm);
+        struct rlimit cap = {(rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (160u << 20), RLIM_INFINITY};
+        cap.rlim_max = cap.rlim_cur;
+        if (setrlimit(RLIMIT_AS, &cap) != 0) { _exit(4); }
+        GGUFFile gguf;
+        Error err = {{0}};
+        if (gguf_open_memory(&gguf, bytes, FILE_BYTES, "test.gguf", &err) == 0) { _exit(3); }
+        _exit(strstr(err.message, "key 'k'") != NULL && strstr(err.message, "99") != NULL ? 0 : 2);
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a corrupt key count of %d within the bound: the reader "
+          "should report key #1's bad type within 160 MB of address space (child exit %d: 1 out of memory, 2 another "
+          "message, 3 opened, 4 setup)", (FILE_BYTES - 24) / 13, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    free(bytes);
+#endif
+}
+
 static void test_malformed(void) {
     GGUFBuffer b = {0};
     uint64_t dims1[1] = { 32 };
@@ -874,6 +917,7 @@ int main(int argc, char** argv) {
     test_nested_arrays();
     test_getter_errors();
     test_malformed();
+    test_claimed_count_memory();
 
     GGUFWriter* writer = build_round_trip_writer(0);
     GGUFBuffer written = {0};

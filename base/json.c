@@ -9,11 +9,12 @@ line) and for the interop formats (config.json, safetensors headers).
 // a small strict JSON parser: one line of text to a tree of values
 
 typedef struct {
-    const char* text;           // one line (not NUL-terminated necessarily)
+    const char* text;           // one document (not NUL-terminated necessarily): a JSONL line, or a whole file
     size_t length;
     size_t pos;
     const char* path;           // for messages
-    int line;
+    int line;                   // of the position: the first line's number, plus the newlines skipped since
+    size_t line_start;          // where that line starts in text (columns count from it)
     int depth;
     long values;                // parsed so far
     Error* err;
@@ -49,7 +50,7 @@ static const char* json_found(const JsonParser* p, char* buffer, size_t size) {
 
 static int json_error(JsonParser* p, const char* expected) {
     char found[32];
-    return error_set(p->err, "%s:%d:%zu: expected %s, found %s", p->path, p->line, p->pos + 1, expected,
+    return error_set(p->err, "%s:%d:%zu: expected %s, found %s", p->path, p->line, p->pos - p->line_start + 1, expected,
                      json_found(p, found, sizeof(found)));
 }
 
@@ -58,6 +59,7 @@ static void json_skip_space(JsonParser* p) {
         char c = p->text[p->pos];
         if (c != ' ' && c != '\t' && c != '\r' && c != '\n') { break; }
         p->pos++;
+        if (c == '\n') { p->line++; p->line_start = p->pos; }   // (a newline is only ever whitespace in JSON)
     }
 }
 
@@ -262,9 +264,9 @@ static int json_check_unique_names(JsonParser* p, const JsonValue* object) {
     for (int k = 1; k < object->n && status == 0; k++) {
         if (strcmp(members[k - 1].name, members[k].name) != 0) { continue; }
         const JsonValue *first = &object->items[members[k - 1].index], *again = &object->items[members[k].index];
-        status = error_set(p->err, "%s:%d:%d: member \"%s\" appears twice in one object (its values at columns %d and %d); "
-                           "expected each name once", p->path, again->line, again->column, members[k].name, first->column,
-                           again->column);
+        status = error_set(p->err, "%s:%d:%d: member \"%s\" appears twice in one object (its values at line:column %d:%d "
+                           "and %d:%d); expected each name once", p->path, again->line, again->column, members[k].name,
+                           first->line, first->column, again->line, again->column);
     }
     free(members);
     return status;
@@ -304,7 +306,7 @@ static int json_parse_container(JsonParser* p, JsonValue* value, int is_object) 
 static int json_parse_value(JsonParser* p, JsonValue* value) {
     memset(value, 0, sizeof(*value));
     value->line = p->line;
-    value->column = (int)p->pos + 1;
+    value->column = (int)(p->pos - p->line_start) + 1;
     if (++p->values > JSON_MAX_VALUES) { return json_error(p, "at most 1048576 values in one document"); }
     int c = json_peek(p);
     switch (c) {
@@ -322,7 +324,7 @@ static int json_parse_value(JsonParser* p, JsonValue* value) {
 
 // Parses a whole line that must hold exactly one JSON object.
 int json_parse_line(const char* text, size_t length, const char* path, int line, JsonValue* out, Error* err) {
-    JsonParser p = {text, length, 0, path, line, 0, 0, err};
+    JsonParser p = {text, length, 0, path, line, 0, 0, 0, err};
     memset(out, 0, sizeof(*out));
     json_skip_space(&p);
     if (json_peek(&p) != '{') { return json_error(&p, "'{' (each line is one JSON object)"); }

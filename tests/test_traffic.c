@@ -85,6 +85,16 @@ static void test_json_values(void) {
     snprintf(line, sizeof(line), "{\"eps\": 1e-%0*d5, \"big\": 1%0*d}", 70, 0, 80, 0);
     JsonValue root;
     if (json_parse_line(line, strlen(line), "long.json", 1, &root, &err) != 0) { check(0, "long literals: %s", err.message); return; }
+    // a document of several lines (config.json) is numbered by its own lines: the bad comma is on line 3, column
+    // 14 (it was reported as line 1, column 26: the byte offset), and a repeated name names both places
+    const char* multi = "{\n  \"a\": 1,\n  \"b\": [1, 2,, 3]\n}";
+    JsonValue bad;
+    check(json_parse_line(multi, strlen(multi), "multi.json", 1, &bad, &err) != 0 && strstr(err.message, "multi.json:3:14:"),
+          "a document of several lines: the error at line 3, column 14 (%s)", err.message);
+    const char* twice = "{\n  \"a\": 1,\n\n    \"a\": 2\n}";
+    check(json_parse_line(twice, strlen(twice), "twice.json", 1, &bad, &err) != 0 && strstr(err.message, "twice.json:4:10:") &&
+          strstr(err.message, "2:8 and 4:10"), "a repeated name in a document of several lines: its values at 2:8 and 4:10 (%s)",
+          err.message);
     const JsonValue* eps = json_get(&root, "eps"), *big = json_get(&root, "big");
     check(eps && eps->number == 1e-5 && big && big->number == 1e80, "long number literals: %g and %g, expected 1e-05 and 1e+80",
           eps ? eps->number : 0.0, big ? big->number : 0.0);

@@ -877,27 +877,22 @@ void gguf_tensor_to_f32(const GGUFTensor* tensor, float* destination) {
     dequantize_row(tensor->type, tensor->data, destination, tensor->n_elements);
 }
 
-// Whether a 16- or 32-bit float's exponent is all ones (NaN or an infinity), by its bits.
-static int fp16_bits_nonfinite(uint16_t h) { return (h & 0x7C00u) == 0x7C00u; }
-static int bf16_bits_nonfinite(uint16_t h) { return (h & 0x7F80u) == 0x7F80u; }
-
 int64_t gguf_tensor_first_nonfinite(const GGUFTensor* tensor) {
     const uint8_t* bytes = (const uint8_t*)tensor->data;
     int64_t n = tensor->n_elements;
     switch (tensor->type) {
     case TYPE_F32:
         for (int64_t i = 0; i < n; i++) {
-            uint32_t bits;
-            memcpy(&bits, bytes + 4 * i, 4);
-            if ((bits & 0x7F800000u) == 0x7F800000u) { return i; }
+            float x;
+            memcpy(&x, bytes + 4 * i, 4);
+            if (!isfinite(x)) { return i; }
         }
         return -1;
     case TYPE_F16:
     case TYPE_BF16:
         for (int64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, bytes + 2 * i, 2);
-            if (tensor->type == TYPE_F16 ? fp16_bits_nonfinite(h) : bf16_bits_nonfinite(h)) { return i; }
+            uint16_t h = tensor_load_u16(bytes + 2 * i);
+            if (!isfinite(tensor->type == TYPE_F16 ? fp16_to_fp32(h) : bf16_to_fp32(h))) { return i; }
         }
         return -1;
     case TYPE_Q8_0:
@@ -905,11 +900,9 @@ int64_t gguf_tensor_first_nonfinite(const GGUFTensor* tensor) {
     case TYPE_Q4_1: {   // the block's fp16 scale d first, then Q4_1's min m; the quants are integers
         size_t block_bytes = tensor_type_block_bytes(tensor->type);
         int scales = tensor->type == TYPE_Q4_1 ? 2 : 1;
-        for (int64_t b = 0; b < n / 32; b++) {
+        for (int64_t b = 0; b < n / TENSOR_QK; b++) {
             for (int k = 0; k < scales; k++) {
-                uint16_t h;
-                memcpy(&h, bytes + (size_t)b * block_bytes + 2 * k, 2);
-                if (fp16_bits_nonfinite(h)) { return b * 32; }
+                if (!isfinite(fp16_to_fp32(tensor_load_u16(bytes + (size_t)b * block_bytes + 2 * k)))) { return b * TENSOR_QK; }
             }
         }
         return -1;

@@ -36,17 +36,34 @@ enum { PRE_TOKENIZER_GPT2 = 0, PRE_TOKENIZER_SMOLLM = 1 };
 
 // ----------------------------------------------------------------------------
 // hash maps: token text -> id, merge pair (left id, right id) -> rank and merged id
-
-static uint64_t tokenizer_hash_bytes(const char* text, size_t length) {
-    uint64_t hash = 1469598103934665603ull;   // FNV-1a
-    for (size_t i = 0; i < length; i++) { hash = (hash ^ (uint8_t)text[i]) * 1099511628211ull; }
-    return hash;
-}
+//
+// Both are open addressing with linear probing, at most half full. Their hashes are keyed by a seed drawn
+// at each load from the clock, the process id and a stack address: a vocabulary crafted so that its texts
+// (or its merge pairs) share a slot under a fixed hash would make every insertion walk all the ones before
+// it, a load quadratic in the vocabulary's size. The seed moves only where entries sit, never what a
+// lookup answers, so ids are the same on every run.
 
 static uint64_t tokenizer_hash_u64(uint64_t x) {   // splitmix64 finaliser
     x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ull;
     x ^= x >> 27; x *= 0x94d049bb133111ebull;
     return x ^ (x >> 31);
+}
+
+static uint64_t tokenizer_hash_bytes(uint64_t seed, const char* text, size_t length) {
+    uint64_t hash = 1469598103934665603ull ^ seed;   // FNV-1a from the seed
+    for (size_t i = 0; i < length; i++) { hash = (hash ^ (uint8_t)text[i]) * 1099511628211ull; }
+    // FNV-1a's low bits depend only on the low bits of its state and input, and the slot is the low bits:
+    // the finaliser makes the slot depend on all 64 (and so on the seed)
+    return tokenizer_hash_u64(hash ^ seed);
+}
+
+static uint64_t tokenizer_hash_seed(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int on_stack = 0;
+    uint64_t seed = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+    seed = tokenizer_hash_u64(seed ^ ((uint64_t)getpid() << 32));
+    return tokenizer_hash_u64(seed ^ (uint64_t)(uintptr_t)&on_stack);
 }
 
 static uint64_t tokenizer_table_capacity(uint64_t count) {   // power of two, at most half full
@@ -58,6 +75,7 @@ static uint64_t tokenizer_table_capacity(uint64_t count) {   // power of two, at
 // Everything private that hangs off Tokenizer.token_lookup.
 typedef struct {
     uint64_t capacity;
+    uint64_t seed;              // the hash's key (above)
     int* slots;                 // (capacity) token id, or -1 for an empty slot
     int* token_length;          // (V) byte length of tokens[id]
     int byte_token[256];        // id of the token for each single byte
@@ -67,6 +85,7 @@ typedef struct {
 
 struct TokenizerMergeTable {
     uint64_t capacity;
+    uint64_t seed;              // the hash's key (above)
     uint64_t* keys;             // (capacity) (left << 32) | right
     int* ranks;                 // (capacity) rank, or -1 for an empty slot
     int* merged;                // (capacity) id of the merged token
@@ -76,7 +95,7 @@ struct TokenizerMergeTable {
 static int tokenizer_lookup(const Tokenizer* tokenizer, const char* text, size_t length) {
     const TokenizerLookup* lookup = (const TokenizerLookup*)tokenizer->token_lookup;
     uint64_t mask = lookup->capacity - 1;
-    for (uint64_t slot = tokenizer_hash_bytes(text, length) & mask;; slot = (slot + 1) & mask) {
+    for (uint64_t slot = tokenizer_hash_bytes(lookup->seed, text, length) & mask;; slot = (slot + 1) & mask) {
         int id = lookup->slots[slot];
         if (id < 0) { return -1; }
         if ((size_t)lookup->token_length[id] == length && memcmp(tokenizer->tokens[id], text, length) == 0) { return id; }
@@ -89,7 +108,7 @@ static int tokenizer_lookup_insert(Tokenizer* tokenizer, int id) {
     uint64_t mask = lookup->capacity - 1;
     const char* text = tokenizer->tokens[id];
     size_t length = (size_t)lookup->token_length[id];
-    for (uint64_t slot = tokenizer_hash_bytes(text, length) & mask;; slot = (slot + 1) & mask) {
+    for (uint64_t slot = tokenizer_hash_bytes(lookup->seed, text, length) & mask;; slot = (slot + 1) & mask) {
         int other = lookup->slots[slot];
         if (other < 0) { lookup->slots[slot] = id; return -1; }
         if ((size_t)lookup->token_length[other] == length && memcmp(tokenizer->tokens[other], text, length) == 0) { return other; }
@@ -101,7 +120,7 @@ static uint64_t bpe_pair_key(int left, int right) { return ((uint64_t)(uint32_t)
 // The merge of (left, right): returns its rank and sets *merged, or returns -1 if there is none.
 static int bpe_merge_rank(const TokenizerMergeTable* table, int left, int right, int* merged) {
     uint64_t key = bpe_pair_key(left, right), mask = table->capacity - 1;
-    for (uint64_t slot = tokenizer_hash_u64(key) & mask;; slot = (slot + 1) & mask) {
+    for (uint64_t slot = tokenizer_hash_u64(key ^ table->seed) & mask;; slot = (slot + 1) & mask) {
         if (table->ranks[slot] < 0) { return -1; }
         if (table->keys[slot] == key) { *merged = table->merged[slot]; return table->ranks[slot]; }
     }
@@ -110,7 +129,7 @@ static int bpe_merge_rank(const TokenizerMergeTable* table, int left, int right,
 // Adds a merge unless the pair already has one (like llama.cpp, the first occurrence wins).
 static void bpe_merge_insert(TokenizerMergeTable* table, int left, int right, int rank, int merged) {
     uint64_t key = bpe_pair_key(left, right), mask = table->capacity - 1;
-    for (uint64_t slot = tokenizer_hash_u64(key) & mask;; slot = (slot + 1) & mask) {
+    for (uint64_t slot = tokenizer_hash_u64(key ^ table->seed) & mask;; slot = (slot + 1) & mask) {
         if (table->ranks[slot] < 0) {
             table->keys[slot] = key; table->ranks[slot] = rank; table->merged[slot] = merged;
             return;
@@ -684,6 +703,7 @@ static int tokenizer_load_merges(Tokenizer* tokenizer, const GGUFFile* gguf, Err
     TokenizerMergeTable* table = (TokenizerMergeTable*)callocCheck(1, sizeof(TokenizerMergeTable));
     tokenizer->merges = table;
     table->capacity = tokenizer_table_capacity(n_merges);
+    table->seed = tokenizer_hash_seed();
     table->keys = (uint64_t*)mallocCheck(table->capacity * sizeof(uint64_t));
     table->ranks = (int*)mallocCheck(table->capacity * sizeof(int));
     table->merged = (int*)mallocCheck(table->capacity * sizeof(int));
@@ -876,6 +896,7 @@ int tokenizer_load_gguf(Tokenizer* tokenizer, const GGUFFile* gguf, Error* err) 
 
     // text -> id map, raw bytes of each token, the byte tokens, the special tokens
     lookup->capacity = tokenizer_table_capacity((uint64_t)V);
+    lookup->seed = tokenizer_hash_seed();
     lookup->slots = (int*)mallocCheck(lookup->capacity * sizeof(int));
     for (uint64_t i = 0; i < lookup->capacity; i++) { lookup->slots[i] = -1; }
     lookup->token_length = (int*)mallocCheck((size_t)V * sizeof(int));

@@ -338,6 +338,108 @@ static void test_tiny_tokenizer(void) {
 }
 
 // ----------------------------------------------------------------------------
+// a vocabulary crafted against a fixed hash: its texts all share one slot of an unkeyed FNV-1a table, which
+// would make its load quadratic; the keyed hash (tokenizer.c) spreads them like any others
+
+static uint64_t unkeyed_fnv1a(const char* text) {
+    uint64_t hash = 1469598103934665603ull;
+    for (; *text; text++) { hash = (hash ^ (uint8_t)*text) * 1099511628211ull; }
+    return hash;
+}
+
+static void test_crafted_collisions(void) {
+    enum { N_CRAFTED = 3000 };
+    int V = 2 + 256 + N_CRAFTED;
+    uint64_t mask = tokenizer_table_capacity((uint64_t)V) - 1;
+    const char** tokens = (const char**)mallocCheck((size_t)V * sizeof(char*));
+    int32_t* types = (int32_t*)mallocCheck((size_t)V * sizeof(int32_t));
+    char (*texts)[16] = mallocCheck((size_t)(256 + N_CRAFTED) * sizeof(*texts));
+    int n = 0;
+    tokens[n] = "<|endoftext|>"; types[n++] = TOKEN_CONTROL;
+    tokens[n] = "<|im_start|>"; types[n++] = TOKEN_CONTROL;
+    for (int b = 0; b < 256; b++) {
+        memset(texts[b], 0, sizeof(texts[b]));
+        utf8_encode((uint32_t)utf8_byte_to_codepoint(b), texts[b]);
+        tokens[n] = texts[b]; types[n++] = TOKEN_NORMAL;
+    }
+    // each text: a distinct 4-letter stem, then the first 4-letter tail that puts it in slot 0 of the
+    // unkeyed table (about mask + 1 tries each)
+    int on_slot_zero = 0;
+    for (int i = 0; i < N_CRAFTED; i++) {
+        char* text = texts[256 + i];
+        int stem = i;
+        for (int j = 0; j < 4; j++) { text[j] = (char)('a' + stem % 26); stem /= 26; }
+        text[8] = '\0';
+        for (int tail = 0; tail < 26 * 26 * 26 * 26; tail++) {
+            int t = tail;
+            for (int j = 4; j < 8; j++) { text[j] = (char)('a' + t % 26); t /= 26; }
+            if ((unkeyed_fnv1a(text) & mask) == 0) { break; }
+        }
+        on_slot_zero += (unkeyed_fnv1a(text) & mask) == 0;
+        tokens[n] = text; types[n++] = TOKEN_NORMAL;
+    }
+    // the negative control: the input is what it claims, one slot for all under the unkeyed hash, so a
+    // table under it would probe 1 + 2 + ... + N_CRAFTED slots to load
+    check(on_slot_zero == N_CRAFTED, "crafted vocabulary: %d of %d texts in slot 0 of the unkeyed table", on_slot_zero, N_CRAFTED);
+
+    char path[128];
+    temp_path(path, sizeof(path), "crafted");
+    GGUFWriter* writer = gguf_writer_new();
+    const char* merges[1] = {"h e"};
+    gguf_writer_add_string(writer, "tokenizer.ggml.model", "gpt2");
+    gguf_writer_add_string(writer, "tokenizer.ggml.pre", "smollm");
+    tokens[n - 1] = "he";   // the merge's result (a crafted text less)
+    gguf_writer_add_string_array(writer, "tokenizer.ggml.tokens", tokens, (uint64_t)n);
+    gguf_writer_add_array(writer, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, (uint64_t)n);
+    gguf_writer_add_string_array(writer, "tokenizer.ggml.merges", merges, 1);
+    gguf_writer_add_uint32(writer, "tokenizer.ggml.bos_token_id", 1);
+    Error err = {{0}};
+    if (gguf_writer_save(writer, path, &err) != 0) { fprintf(stderr, "test bug: %s\n", err.message); exit(2); }
+    gguf_writer_free(writer);
+
+    GGUFFile gguf[2];
+    Tokenizer tokenizer[2];
+    for (int load = 0; load < 2; load++) {
+        if (load_tokenizer(path, &gguf[load], &tokenizer[load], &err) != 0) {
+            check(0, "crafted vocabulary: load: %s", err.message);
+            if (load == 1) { tokenizer_free(&tokenizer[0]); gguf_close(&gguf[0]); }
+            unlink(path); free(texts); free(types); free(tokens);
+            return;
+        }
+    }
+    // the longest probe: how far past its own slot an entry sits (a load walks that far for it)
+    const TokenizerLookup* lookup = (const TokenizerLookup*)tokenizer[0].token_lookup;
+    uint64_t longest = 0;
+    for (uint64_t slot = 0; slot < lookup->capacity; slot++) {
+        int id = lookup->slots[slot];
+        if (id < 0) { continue; }
+        uint64_t home = tokenizer_hash_bytes(lookup->seed, tokenizer[0].tokens[id], (size_t)lookup->token_length[id]) & mask;
+        uint64_t distance = (slot - home) & mask;
+        if (distance > longest) { longest = distance; }
+    }
+    check(lookup->capacity == mask + 1, "crafted vocabulary: capacity %llu, expected %llu",
+          (unsigned long long)lookup->capacity, (unsigned long long)(mask + 1));
+    check(longest < 64, "crafted vocabulary: an entry sits %llu slots past its own (expected a few, as for any "
+          "vocabulary at most half full)", (unsigned long long)longest);
+    check(lookup->seed != ((const TokenizerLookup*)tokenizer[1].token_lookup)->seed,
+          "crafted vocabulary: two loads drew the same hash key");
+    int found = 0;
+    for (int id = 0; id < n; id++) {
+        found += tokenizer_lookup(&tokenizer[1], tokens[id], strlen(tokens[id])) == id;
+    }
+    check(found == n, "crafted vocabulary: %d of %d texts found under their ids", found, n);
+    int ids[4];
+    int n_ids = tokenizer_encode(&tokenizer[1], "he", 2, 0, ids, 4, &err);
+    check(n_ids == 1 && ids[0] == n - 1, "crafted vocabulary: \"he\" encodes to %d ids (%d), expected [%d]", n_ids,
+          n_ids > 0 ? ids[0] : -1, n - 1);
+    for (int load = 0; load < 2; load++) { tokenizer_free(&tokenizer[load]); gguf_close(&gguf[load]); }
+    unlink(path);
+    free(texts);
+    free(types);
+    free(tokens);
+}
+
+// ----------------------------------------------------------------------------
 // malformed metadata: each case must fail to load with a message naming the problem
 
 enum { BAD_NONE, BAD_NO_TOKENS, BAD_MERGE_SPACES, BAD_MERGE_UNKNOWN, BAD_MERGE_RESULT, BAD_PRE, BAD_MODEL,
@@ -559,6 +661,7 @@ int main(int argc, char** argv) {
     test_pretokenizer();
     test_chat_template();
     test_tiny_tokenizer();
+    test_crafted_collisions();
     test_malformed();
     test_model(argc >= 2 ? argv[1] : DEFAULT_MODEL);
     printf("%d passed, %d failed\n", tests_passed, tests_failed);

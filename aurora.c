@@ -927,6 +927,16 @@ static int replay_check_flags(const Options* o) {
                 "with --sync-schedule there is no thread (each round publishes): drop them\n");
         return 1;
     }
+    if (o->lockstep_every == 0 && o->steps_per_request != d.steps_per_request) {
+        fprintf(stderr, "error: --steps-per-request sets the steps of a lockstep round (--sync-schedule M); the training "
+                "thread, and training in the gaps, step as fast as they go: give --sync-schedule, or drop it\n");
+        return 1;
+    }
+    if (o->load < 1.0f && o->train_share != d.train_share) {
+        fprintf(stderr, "error: --train-share caps the training thread beside serving; at --load %g training runs in the "
+                "gaps between requests, on every core, with no thread: drop --train-share\n", (double)o->load);
+        return 1;
+    }
     return 0;
 }
 

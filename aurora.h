@@ -1593,6 +1593,7 @@ typedef void (*TokenCallback)(void* context, int token);
 
 // Plain autoregressive generation: prefill the prompt, then one decode step per new token, until
 // max_new tokens, the end-of-sequence token, or a full cache. out_tokens: (max_new). Returns the count.
+// Both generators take a prompt of 1 to target->cache_capacity tokens (callers refuse others first).
 int generate_plain(Target* target, const int* prompt, int n_prompt, int max_new, SamplerSettings settings,
                    uint64_t seed, int* out_tokens, GenerateStats* stats, TokenCallback on_token, void* context);
 // Speculative generation: the same tokens as generate_plain when greedy, the same distribution when

@@ -195,13 +195,13 @@ static void* flywheel_thread_main(void* argument) {
     return NULL;
 }
 
-// Lockstep: take everything recorded, train steps_per_request steps for each of the `requests` since the
-// last round, then publish (called by the serving loop; no thread). An interrupt stops it after the step
-// in flight.
-static void flywheel_lockstep_round(Flywheel* flywheel, int requests) {
-    flywheel_take_records(flywheel, 0);
-    if (flywheel->pool_count == 0) { return; }
-    long long steps = (long long)requests * flywheel->steps_per_request;
+// Lockstep: take everything recorded, train steps_per_request steps for each request served since the last
+// round (a request skipped for its length recorded nothing), then publish (called by the serving loop; no
+// thread). An interrupt stops it after the step in flight.
+static void flywheel_lockstep_round(Flywheel* flywheel) {
+    int served = flywheel_take_records(flywheel, 0);
+    if (served == 0) { return; }
+    long long steps = (long long)served * flywheel->steps_per_request;
     for (long long i = 0; i < steps && !stop_requested(); i++) {
         flywheel_train_step(flywheel);
     }
@@ -286,30 +286,34 @@ static void flywheel_gap(Flywheel* flywheel, double seconds) {
     double left = seconds - (now_seconds() - start);
     if (left < 0) { flywheel->wait_seconds -= left; }
     idle_until(start + seconds);
-    flywheel->gap_seconds += seconds;
+    double elapsed = now_seconds() - start;   // (less than the gap where a stop request cut it short)
+    flywheel->gap_seconds += elapsed < seconds ? elapsed : seconds;
     flywheel->gaps++;
 }
 
 // A run that ended before its trainer's first step (a threaded run of a few short requests, whose serving
 // finished before the thread took a record; training in the gaps with gaps too short for a step) has
-// trained on none of what it served: it takes that one step now, on what was recorded, and publishes it, so
-// that --save-draft writes a trained draft and the last held-back measurement sees it. Not after a step, a
+// trained on none of what it served: it takes that one step now, on what was recorded. Not after a step, a
 // rejected step (the records' own fault: replay reports it), or a stop request (training ends then).
 static void flywheel_train_untrained(Flywheel* flywheel) {
     if (flywheel->trainer.step > 0 || flywheel->trainer.rejected_updates > 0 || stop_requested()) { return; }
     flywheel_take_records(flywheel, 0);
     if (flywheel->pool_count == 0) { return; }
     flywheel_train_step(flywheel);
-    if (flywheel->trainer.step > 0 && flywheel->trainer.step % flywheel->sync_every != 0) {   // (else published)
-        int version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena,
-                                              flywheel->trainer.draft.d2t);
-        flywheel_report(flywheel, NULL, version);
-    }
+}
+
+// The steps after the last publish (up to sync_every - 1 of them, or that first step) are published at the
+// end, so that the last held-back measurement and the summary's final version describe the draft
+// --save-draft writes.
+static void flywheel_publish_last(Flywheel* flywheel) {
+    if (flywheel->trainer.step == 0 || flywheel->trainer.step % flywheel->sync_every == 0) { return; }   // (published)
+    int version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena, flywheel->trainer.draft.d2t);
+    flywheel_report(flywheel, NULL, version);
 }
 
 // Stops training (the step in progress finishes), then joins the thread; a run that trained nothing takes its
-// one step here (flywheel_train_untrained). Once: flywheel_free calls it again, and a second call would try
-// that step again where the first found no loss rows.
+// one step here (flywheel_train_untrained), and the steps not yet published are. Once: flywheel_free calls it
+// again, and a second call would try that step again where the first found no loss rows.
 static void flywheel_stop(Flywheel* flywheel) {
     if (__atomic_load_n(&flywheel->stopping, __ATOMIC_ACQUIRE)) { return; }
     __atomic_store_n(&flywheel->stopping, 1, __ATOMIC_RELEASE);
@@ -317,7 +321,10 @@ static void flywheel_stop(Flywheel* flywheel) {
     int trains_alone = flywheel->thread_started || flywheel->in_gaps;   // (lockstep trains its last round itself)
     if (flywheel->thread_started) { pthread_join(flywheel->thread, NULL); }
     flywheel->thread_started = 0;
-    if (trains_alone) { flywheel_train_untrained(flywheel); }
+    if (trains_alone) {
+        flywheel_train_untrained(flywheel);
+        flywheel_publish_last(flywheel);
+    }
 }
 
 static void flywheel_free(Flywheel* flywheel) {
@@ -1026,7 +1033,12 @@ int replay_run(const Options* o) {
             // idle (plain decoding and frozen drafts at the same load: the baseline a live run is compared with)
             double gap = stats.total_seconds * (1.0 - o->load) / o->load;
             if (online && flywheel.in_gaps) { flywheel_gap(&flywheel, gap); }
-            else if (o->load < 1.0f) { idle_until(now_seconds() + gap); totals.idle_seconds += gap; }
+            else if (o->load < 1.0f) {
+                double idle_start = now_seconds();
+                idle_until(idle_start + gap);
+                double idle = now_seconds() - idle_start;   // (less than the gap where a stop request cut it short)
+                totals.idle_seconds += idle < gap ? idle : gap;
+            }
             float accepted = stats.verify_passes ? (float)stats.emitted / stats.verify_passes : 1.0f;
             acceptance[totals.n_served] = accepted;
             served_at[totals.n_served] = r;
@@ -1048,14 +1060,13 @@ int replay_run(const Options* o) {
                                 r == n_requests - 1);
             }
         }
-        // a lockstep round after every lockstep_every requests, served or skipped
-        if (online && o->lockstep_every > 0 && (r + 1) % o->lockstep_every == 0) {
-            flywheel_lockstep_round(&flywheel, o->lockstep_every);
-        }
+        // a lockstep round after every lockstep_every requests of the stream, served or skipped (its steps
+        // count the served ones)
+        if (online && o->lockstep_every > 0 && (r + 1) % o->lockstep_every == 0) { flywheel_lockstep_round(&flywheel); }
     }
     // the requests after the last full round are trained on too (not when stopped: the user asked to end)
     if (online && status == 0 && o->lockstep_every > 0 && totals.n_done % o->lockstep_every != 0 && !stop_requested()) {
-        flywheel_lockstep_round(&flywheel, totals.n_done % o->lockstep_every);
+        flywheel_lockstep_round(&flywheel);
     }
     if (online) { flywheel_stop(&flywheel); } // the training step in flight finishes
     if (stop_requested() && !o->quiet) {
@@ -1130,7 +1141,7 @@ int replay_run(const Options* o) {
             fprintf(stderr, "error: %s\n", err.message);
             status = 1;
         }
-    } else if (totals.n_done > 0) {
+    } else if (totals.n_done > 0 && !stop_requested()) { // (stopped: the run ended early, as asked, with 128 + signal)
         fprintf(stderr, "error: %s: none of the %d requests could be served: every prompt is longer than the %d tokens the "
                 "context leaves after --max-new %d; raise --context or lower --max-new\n", o->traffic_path, totals.n_done,
                 room, o->max_new);
@@ -1314,7 +1325,9 @@ int train_offline(const Options* o) {
             for (int first = 0; first < n_records && !stop_requested(); first += batch) {
                 int n = n_records - first < batch ? n_records - first : batch;
                 TrainStats stats;
-                trainer_step(&trainer, records + first, n, &stats);
+                // the epoch's means are over the steps applied (a rejected step's loss is not finite; a batch
+                // without a loss row taught nothing)
+                if (trainer_step(&trainer, records + first, n, &stats) != 0) { continue; }
                 loss += stats.loss;
                 accuracy += stats.step0_accuracy;
                 steps++;

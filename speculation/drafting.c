@@ -37,23 +37,32 @@ struct CandidatePool {
     Candidate items[MAX_CANDIDATES];
 };
 
+// A logit as top_k_log_probs ranks it: a NaN below every number (as sample_argmax, where a NaN never wins
+// but at id 0), so that it can neither take a place in the list nor, once there, bar a larger logit from it.
+static float rank_logit(float x) { return isnan(x) ? -INFINITY : x; }
+
 // The k most probable entries of logits (n), as (id, log-probability), best first, ties to the lowest
-// id (so that k = 1 is exactly sample_argmax). One pass, keeping a sorted list of the best k so far.
-// Returns how many were written (min(k, n)).
+// id (so that k = 1 is exactly sample_argmax, whose logits are never NaN at id 0 here). One pass, keeping a
+// sorted list of the best k so far. Returns how many were written (min(k, n)).
 static int top_k_log_probs(int* ids, float* log_probs, const float* logits, int n, int k) {
     if (k > n) { k = n; }
     int count = 0;
     for (int i = 0; i < n; i++) {
-        if (count == k && !(logits[i] > logits[ids[k - 1]])) { continue; }
+        float x = rank_logit(logits[i]);
+        if (count == k && !(x > rank_logit(logits[ids[k - 1]]))) { continue; }
         int at = count < k ? count++ : k - 1;
-        while (at > 0 && logits[i] > logits[ids[at - 1]]) { ids[at] = ids[at - 1]; at--; }
+        while (at > 0 && x > rank_logit(logits[ids[at - 1]])) { ids[at] = ids[at - 1]; at--; }
         ids[at] = i;
     }
-    float max_logit = logits[ids[0]];
+    float max_logit = rank_logit(logits[ids[0]]);
+    if (max_logit == -INFINITY) {   // every logit -inf or NaN: nothing to tell the ids apart
+        for (int j = 0; j < k; j++) { log_probs[j] = -logf((float)n); }
+        return k;
+    }
     double sum = 0.0;
-    for (int i = 0; i < n; i++) { sum += exp((double)logits[i] - max_logit); }
+    for (int i = 0; i < n; i++) { sum += exp((double)rank_logit(logits[i]) - max_logit); }
     float log_normaliser = (float)(max_logit + log(sum));
-    for (int j = 0; j < k; j++) { log_probs[j] = logits[ids[j]] - log_normaliser; }
+    for (int j = 0; j < k; j++) { log_probs[j] = rank_logit(logits[ids[j]]) - log_normaliser; }
     return k;
 }
 
@@ -93,12 +102,16 @@ static int candidate_better(const CandidatePool* pool, int a, int b) {
 // Which candidates may join the tree: a candidate's chance pays for a node (at least min_chance), and so
 // do its parent's and its better-ranked siblings'. Calibration is per probability bin (adaptive.c), so a
 // noisy bin can give a parent's second child more chance than its first; kept alone, the second would
-// sit where the chooser's counts take the first rank to be. A parent's children are added together, best
-// first (pool_add_children), so the sibling ranked just above a candidate is the one before it.
+// sit where the chooser's counts take the first rank to be. A parent's children enter the pool best first,
+// though not always side by side (a suffix tree's candidates come best first over the whole tree), so the
+// sibling ranked just above a candidate is its parent's latest child before it.
 static void pool_eligibility(const CandidatePool* pool, float min_chance, uint8_t* eligible) {
+    uint8_t latest_child[MAX_CANDIDATES + 1] = {0};   // [parent + 1]: whether that parent's latest child is eligible
     for (int i = 0; i < pool->n; i++) {
         const Candidate* c = &pool->items[i];
-        eligible[i] = c->chance >= min_chance && (c->parent < 0 || eligible[c->parent]) && (c->rank == 0 || eligible[i - 1]);
+        eligible[i] = c->chance >= min_chance && (c->parent < 0 || eligible[c->parent]) &&
+                      (c->rank == 0 || latest_child[c->parent + 1]);
+        latest_child[c->parent + 1] = eligible[i];
     }
 }
 

@@ -7,8 +7,19 @@ on whatever backend the target lives on and read only host memory (target->host,
 
 // Plain autoregressive generation: prefill the prompt, then one decode step per new token, until
 // max_new tokens, an end-of-generation token, or a full cache. out_tokens: (max_new). Returns the count.
+// Both generators take a prompt of 1 to cache_capacity tokens: callers refuse others first (an empty prompt
+// has no logits to sample the first token from; a longer one does not fit), so reaching here is a program bug.
+static void generate_check_prompt(const Target* target, int n_prompt) {
+    if (n_prompt < 1 || n_prompt > target->cache_capacity) {
+        fprintf(stderr, "error: internal: a prompt of %d tokens; expected 1 to %d (the cache's slots)\n", n_prompt,
+                target->cache_capacity);
+        exit(EXIT_FAILURE);
+    }
+}
+
 int generate_plain(Target* target, const int* prompt, int n_prompt, int max_new, SamplerSettings settings,
                    uint64_t seed, int* out_tokens, GenerateStats* stats, TokenCallback on_token, void* context) {
+    generate_check_prompt(target, n_prompt);
     int V = target->config.vocab_size;
     float* probs = mallocCheck((size_t)V * sizeof(float));
     ProbIndex* scratch = mallocCheck((size_t)V * sizeof(ProbIndex));
@@ -68,6 +79,7 @@ static void sequence_free(Sequence* sequence) {
 int generate_speculative(Target* target, DraftSource* source, const int* prompt, int n_prompt, int max_new,
                          SamplerSettings settings, uint64_t seed, int* out_tokens, SpecStats* stats,
                          TokenCallback on_token, void* context, Record* record) {
+    generate_check_prompt(target, n_prompt);
     TargetConfig* c = &target->config;
     int V = c->vocab_size, C = c->dim, S = target->cache_capacity;
     int N_max = source->limit.nodes;

@@ -184,6 +184,13 @@ expect_ok "replay --eval-requests 1" "$AURORA" replay -m "$model" --traffic "$tr
     --sync-schedule 1 --eval-every 1 --eval-requests 1 --out "$work/held1"
 awk -F, 'NR > 1 { rows++; if ($3 != $4) bad = 1 } END { exit !(rows >= 2 && !bad) }' "$work/held1/held_back.csv" &&
     pass || fail "one held-back request: its mean per request must equal tokens over passes: $(cat "$work/held1/held_back.csv")"
+# the steps after the last publish are published at the end: the last held-back point measures the draft
+# --save-draft writes (in the gaps a step runs after the first request; --sync-every 1000 publishes none before)
+expect_ok "replay, steps left unpublished at the end" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 3 --max-new 8 \
+    --online --load 0.5 --sync-every 1000 --eval-every 100 --eval-requests 1 --out "$work/unpublished"
+awk -F, 'NR > 1 { last = $2 } END { exit !(last >= 1) }' "$work/unpublished/held_back.csv" &&
+    grep -q "final version 1," "$work/unpublished/summary.txt" && pass ||
+    fail "the last held-back point must see the trained draft: $(cat "$work/unpublished/held_back.csv"; grep '^training:' "$work/unpublished/summary.txt")"
 expect_error "--source suffix with --online" "drafts without a model" "$AURORA" replay -m "$model" --traffic "$traffic" --source suffix --online
 expect_error "--eval-requests beyond the stream" "--eval-requests" "$AURORA" replay -m "$model" --traffic "$traffic" --eval-every 5 \
     --eval-requests 4000 --out "$work/x"
@@ -527,6 +534,11 @@ grep -q "requests 2 served, 1 skipped" "$work/skip/summary.txt" && pass || fail 
 grep -q "domain b" "$work/skip/summary.txt" && fail "a domain with only skipped requests appears in the means" || pass
 expect_error "nothing can be served" "none of the" "$AURORA" replay -m "$model" --traffic "$work/skip.jsonl" --domain b \
     --context 128 --max-new 8 --no-spec --out "$work/skip_all"
+# a lockstep round trains --steps-per-request steps for each request it served, not for the skipped one
+expect_ok "lockstep with an overlong prompt" "$AURORA" replay -m "$model" --traffic "$work/skip.jsonl" --order ordered \
+    --context 128 --max-new 8 --sync-schedule 3 --steps-per-request 2 --out "$work/skip_lockstep"
+grep -q "^training: 4 optimiser steps" "$work/skip_lockstep/summary.txt" && pass ||
+    fail "2 served requests at 2 steps each: $(grep '^training:' "$work/skip_lockstep/summary.txt")"
 # a held-back request whose prompt does not fit is said, not dropped in silence (the stream's middle request,
 # the long one, is the held-back set of one)
 printf '{"domain": "a", "prompt": "short one"}\n{"domain": "a", "prompt": "%s"}\n{"domain": "a", "prompt": "short two"}\n' \
@@ -556,6 +568,10 @@ expect_error "--eval-requests alone" "give --eval-every too" "$AURORA" replay -m
     --out "$work/never_trained"
 expect_error "thread flags with --sync-schedule" "there is no thread" "$AURORA" replay -m "$model" --traffic "$traffic" \
     --sync-schedule 2 --sync-every 9 --out "$work/never_trained"
+expect_error "--steps-per-request without --sync-schedule" "step as fast as they go" "$AURORA" replay -m "$model" \
+    --traffic "$traffic" --steps-per-request 8 --out "$work/never_trained"
+expect_error "--train-share when training in the gaps" "with no thread" "$AURORA" replay -m "$model" --traffic "$traffic" \
+    --load 0.5 --train-share 0.5 --out "$work/never_trained"
 expect_error "dump with the suffix draft" "dump needs an EAGLE-3 draft" "$AURORA" dump -m "$model" -p hi --draft suffix \
     -o "$work/never_trained.safetensors"
 # --save-draft may not be a file replay writes under --out (the summary replaced the trained draft)

@@ -540,6 +540,51 @@ static void test_sampling_sources(Target* target) {
     draft_free(&confident);
 }
 
+// The draft's top k against a brute-force order (larger logit first, ties to the lower id, a NaN below every
+// number) on rows with NaNs and infinities; NaN = {1, NaN, 5} at k = 2 once kept 5 out (the NaN sat in the
+// list and no logit compared larger than it).
+static void test_top_k_non_finite(void) {
+    float logits[3] = {1.0f, NAN, 5.0f};
+    int ids[4];
+    float log_probs[4];
+    top_k_log_probs(ids, log_probs, logits, 3, 2);
+    check(ids[0] == 2 && ids[1] == 0 && isfinite(log_probs[0]) && isfinite(log_probs[1]),
+          "top 2 of {1, NaN, 5}: ids %d %d (expected 2 0), log-probabilities %g %g", ids[0], ids[1], log_probs[0], log_probs[1]);
+    float none[3] = {NAN, -INFINITY, NAN};
+    top_k_log_probs(ids, log_probs, none, 3, 3);
+    check(ids[0] == 0 && ids[1] == 1 && ids[2] == 2 && log_probs[0] == log_probs[2] && isfinite(log_probs[0]),
+          "top 3 of {NaN, -inf, NaN}: ids %d %d %d (expected 0 1 2), log-probabilities %g %g %g (expected equal, finite)",
+          ids[0], ids[1], ids[2], log_probs[0], log_probs[1], log_probs[2]);
+    uint64_t rng = 12345;
+    int agree = 0, rows = 0;
+    for (int row = 0; row < 500; row++) {
+        enum { N = 12 };
+        float x[N];
+        for (int i = 0; i < N; i++) {
+            uint32_t r = random_u32(&rng) % 10;
+            x[i] = r == 0 ? NAN : r == 1 ? -INFINITY : (float)(random_u32(&rng) % 5);   // ties on purpose
+        }
+        int k = 1 + row % 4;
+        top_k_log_probs(ids, log_probs, x, N, k);
+        int expected[N], used[N] = {0};
+        for (int j = 0; j < k; j++) {   // brute force: the best unused each time
+            int best = -1;
+            for (int i = 0; i < N; i++) {
+                if (used[i]) { continue; }
+                float a = isnan(x[i]) ? -INFINITY : x[i], b = best < 0 ? 0 : (isnan(x[best]) ? -INFINITY : x[best]);
+                if (best < 0 || a > b) { best = i; }
+            }
+            used[best] = 1;
+            expected[j] = best;
+        }
+        int same = 1;
+        for (int j = 0; j < k; j++) { same &= ids[j] == expected[j] && !isnan(log_probs[j]); }
+        agree += same;
+        rows++;
+    }
+    check(agree == rows, "top k with NaNs and infinities: %d of %d rows in the brute-force order", agree, rows);
+}
+
 // Confidence keeps a parent's first ranks: a child is eligible only if its better-ranked siblings and its
 // parent are (the calibrated chance of a noisy bin can rank a second child above the first, and the
 // chooser's counts take a parent's kept children for its first ranks). Root -> ranks 0, 1, 2 with chances
@@ -566,6 +611,23 @@ static void test_eligibility(void) {
     pool.items[0].chance = 0.6f;   // rank 0 pays now: ranks 0, 1, 2 and rank 1's child are kept
     pool_to_tree(&tree, &pool, 3, 7, 5, 0.5f, node_of_candidate);
     check(tree.n_nodes == 5, "every candidate eligible: a tree of %d nodes (expected 5)", tree.n_nodes);
+
+    // A suffix tree's candidates come best first over the whole tree, siblings not side by side: root ->
+    // A (rank 0), B (rank 1), C (rank 2), and A -> A1 (rank 0), A2 (rank 1), in the order A, A1, B, A2, C.
+    // B does not pay for a node, A2 does: C must go with B (its sibling ranked just above is B, not A2).
+    pool.n = 0;
+    static const struct { int parent, rank; float score, chance; } order[5] = {
+        {-1, 0, -0.2f, 0.9f}, {0, 0, -0.9f, 0.8f}, {-1, 1, -1.0f, 0.3f}, {0, 1, -1.1f, 0.7f}, {-1, 2, -1.2f, 0.9f}};
+    for (int i = 0; i < 5; i++) {
+        Candidate* c = &pool.items[pool.n++];
+        c->token = 20 + i; c->parent = order[i].parent; c->rank = order[i].rank; c->score = order[i].score;
+        c->chance = order[i].chance; c->slot = -1;
+        c->depth = order[i].parent < 0 ? 1 : 2;
+    }
+    pool_to_tree(&tree, &pool, 3, 7, 8, 0.5f, node_of_candidate);
+    check(tree.n_nodes == 4 && node_of_candidate[2] < 0 && node_of_candidate[4] < 0,
+          "interleaved siblings: the root's rank 2 goes with its rank 1 (a tree of %d nodes, rank 2 %s; expected 4, left out)",
+          tree.n_nodes, node_of_candidate[4] < 0 ? "left out" : "kept");
 }
 
 // The suffix draft on a verbatim repeat proposes the whole depth asked for: a 16-deep chain after a phrase
@@ -1039,6 +1101,7 @@ int main(void) {
     test_room_to_draft(&target);
     test_hindsight(&target);
     test_eligibility();
+    test_top_k_non_finite();
     test_suffix_depth(&target);
     test_suffix_calibration(&target);
     test_suffix_confidence(&target);

@@ -1803,7 +1803,8 @@ int trainer_adapt_vocabulary(Trainer* trainer);
 // V_d target ids; the teacher's rows follow) without touching its optimiser state.
 void trainer_set_weights(Trainer* trainer, const float* weights, const int32_t* d2t);
 // The held-back evaluation: the greedy chain acceptance the trainer's current draft would get serving the
-// recorded request (prompt and the target's greedy output) with chains of `depth` (at most TTT_MAX_STEPS),
+// recorded request (prompt and the target's greedy output) with chains of `depth` (1 to TTT_MAX_STEPS; deeper
+// is cut to TTT_MAX_STEPS),
 // replayed exactly from the record with one teacher-forced unroll and no target pass. Adds the tokens
 // emitted by verify passes and the passes to *emitted and *passes (acceptance length = emitted / passes);
 // returns 0 when the record has nothing to evaluate.
@@ -1955,7 +1956,8 @@ int safetensors_writer_save(SafetensorsWriter* writer, const char* path, Error* 
 void safetensors_writer_free(SafetensorsWriter* writer);
 
 enum { DRAFT_FORMAT_AURORA = 0, DRAFT_FORMAT_LLAMA_CPP = 1, DRAFT_FORMAT_SPECFORGE = 2 };
-// Which format path holds: a directory (SpecForge), a GGUF with architecture eagle3 (llama.cpp), else ours.
+// Which format path holds: a directory or a *.safetensors file (SpecForge; its config.json beside it), a GGUF
+// with architecture eagle3 (llama.cpp), else ours.
 int eagle3_format_of(const char* path);
 // Reads a llama.cpp or SpecForge draft for target (draft_load calls this for those formats).
 int eagle3_import(Draft* draft, const char* path, int format, const Target* target, Error* err);

@@ -467,6 +467,13 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         // holds columns until the upload below, rows (column - shift) after it.
         int n_loss = unroll_loss_rows(&plan, record, s, k, ws->host_loss_rows, ws->host_loss_weights);
         int n_sequence_loss = n_loss;
+        // the next-token loss needs a draft id: a row whose token is outside the draft vocabulary teaches it
+        // nothing, and carries no weight (nor a share of the mean's denominator)
+        if (s->loss == LOSS_NEXT_TOKEN) {
+            for (int i = 0; i < n_sequence_loss; i++) {
+                if (draft->t2d[record->tokens[first_column + ws->host_loss_rows[i] + k + 2]] < 0) { ws->host_loss_weights[i] = 0.0f; }
+            }
+        }
         float weight_sum = 0.0f;
         for (int i = 0; i < n_sequence_loss; i++) { weight_sum += ws->host_loss_weights[i]; }
         if (k == 0) { for (int j = 0; j < D; j++) { ws->host_loss_rows[n_loss++] = T + j; } }
@@ -480,7 +487,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
                 record_rows_f32(ws->host_rows + (size_t)i * C, h, 1, C);
             }
             ws->host_target_tokens[i] = row < T ? record->tokens[first_column + row + k + 2] : -1;
-            ws->host_loss_weights[i] = row < T ? scale * weight_k * ws->host_loss_weights[i] / weight_sum
+            ws->host_loss_weights[i] = row < T ? (weight_sum > 0.0f ? scale * weight_k * ws->host_loss_weights[i] / weight_sum : 0.0f)
                                                : scale * s->discard_weight / D;
         }
         if (k == 0) {
@@ -496,8 +503,8 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         b->upload(ws->loss_rows, ws->host_loss_rows, (size_t)n_loss * sizeof(int));
         b->gather_rows(ws->gathered, a->out, ws->loss_rows, n_loss, C);
         draft_head_forward(draft, w, m, a->logits, a->out_norm, ws->gathered, n_loss);
-        // the losses (sequence rows and discard rows use their own kinds); the next-token loss needs a
-        // draft id: a token outside the draft vocabulary contributes nothing to it
+        // the losses (sequence rows and discard rows use their own kinds); the next-token loss's rows outside
+        // the draft vocabulary (weight 0, above) take draft id 0
         for (int i = 0; i < n_sequence_loss; i++) {
             int target_id = ws->host_target_tokens[i];
             ws->host_target_tokens[i] = target_id >= 0 ? draft->t2d[target_id] : -1;
@@ -740,6 +747,10 @@ int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* em
     // the unroll of `depth` steps over the completion, teacher-forced: while the draft's guesses are right
     // they ARE the teacher's tokens, so step k at column t is exactly what serving drafts k+1 tokens after
     // a root at position t + 1 (the mask and positions of training-time test are those of drafting)
+    if (depth < 1) {   // (callers resolve the shape first: a program bug)
+        fprintf(stderr, "error: internal: trainer_evaluate at depth %d; expected 1 to %d\n", depth, TTT_MAX_STEPS);
+        exit(EXIT_FAILURE);
+    }
     TrainerSettings s = trainer->settings;
     s.ttt_length = depth < TTT_MAX_STEPS ? depth : TTT_MAX_STEPS;
     s.prompt_weight = 0.0f;
@@ -826,8 +837,11 @@ int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainS
     trainer->step++;
     // the backend's arena: the host arena itself on a host-memory backend
     float* weights = b->host_memory ? trainer->draft.weight_arena : trainer->draft.device_arena;
-    b->adamw_update(weights, trainer->grads, clip, trainer->adam_m, trainer->adam_v, n, learning_rate, s->beta1, s->beta2,
-                    s->adam_eps, s->weight_decay, trainer->step);
+    // a frozen LM head (the arena's last tensor) is left out: its gradient is zero, but weight decay would
+    // still shrink it
+    size_t n_update = s->freeze_lm_head ? (size_t)(trainer->draft.weights.lm_head - trainer->draft.weight_arena) : n;
+    b->adamw_update(weights, trainer->grads, clip, trainer->adam_m, trainer->adam_v, n_update, learning_rate, s->beta1,
+                    s->beta2, s->adam_eps, s->weight_decay, trainer->step);
     // the new weights on the host, where they are published and saved (a CPU backend updated them there)
     b->download(trainer->draft.weight_arena, weights, n * sizeof(float));
     return 0;

@@ -432,6 +432,14 @@ static int eagle3_import_llama_cpp(Draft* draft, const char* path, const Target*
             status = error_set(err, "%s: no 'output.weight' (the target's LM head is inherited) but 'd2t' has %d ids; "
                                "expected the target's %d", path, c.vocab_size, tc->vocab_size);
         }
+        // an inherited head's row i is target id i, so a d2t beside it must say the same: any other order would
+        // name every proposal wrongly (llama.cpp would compute the same wrong thing: the file is incoherent)
+        for (int i = 0; status == 0 && output == NULL && d2t != NULL && i < c.vocab_size; i++) {
+            if (d2t[i] != i) {
+                status = error_set(err, "%s: no 'output.weight' (the target's LM head is inherited, row i for target id "
+                                   "i) but 'd2t' maps draft id %d to target id %d; expected the identity", path, i, d2t[i]);
+            }
+        }
     }
     if (status == 0) { status = eagle3_check_shape(&c, target, path, err); }
     Draft shape_only;   // (a checked shape only: its sizes are products of the config's)
@@ -692,6 +700,16 @@ static int eagle3_parse_config(DraftConfig* c, const char* text, size_t length, 
         if (nested != NULL && nested->type != JSON_NULL) {
             where = "eagle_config.eagle_aux_hidden_state_layer_ids (layer outputs, SGLang)";
             status = eagle3_json_taps(nested, path, "eagle_config.eagle_aux_hidden_state_layer_ids", 0, taps, err);
+            // both lists: SGLang reads the first, vLLM and llama.cpp the second, so they must name the same taps
+            int top_taps[3];
+            if (status == 0 && top != NULL && top->type != JSON_NULL &&
+                (status = eagle3_json_taps(top, path, "eagle_aux_hidden_state_layer_ids", 1, top_taps, err)) == 0 &&
+                memcmp(taps, top_taps, sizeof(taps)) != 0) {
+                status = error_set(err, "%s: eagle_config.eagle_aux_hidden_state_layer_ids [%d, %d, %d] (layer outputs) and "
+                                   "eagle_aux_hidden_state_layer_ids [%d, %d, %d] (layer inputs) name different layers; "
+                                   "expected the second to be the first plus 1", path, taps[0], taps[1], taps[2],
+                                   top_taps[0] + 1, top_taps[1] + 1, top_taps[2] + 1);
+            }
         } else if (top != NULL && top->type != JSON_NULL) {
             where = "eagle_aux_hidden_state_layer_ids (layer inputs, vLLM and llama.cpp)";
             status = eagle3_json_taps(top, path, "eagle_aux_hidden_state_layer_ids", 1, taps, err);
@@ -765,7 +783,12 @@ static int eagle3_read_vocabulary(int32_t* d2t, const SafetensorsFile* file, int
             if (is_i64) { memcpy(&offset, offsets->data + 8 * (size_t)i, 8); }
             else { int32_t v; memcpy(&v, offsets->data + 4 * (size_t)i, 4); offset = v; }
             // offsets are bounded before the addition so it cannot overflow
-            ids[i] = offset > (int64_t)V || offset < -(int64_t)V - Vd ? -1 : offset + i;
+            if (offset > (int64_t)V || offset < -(int64_t)V - Vd) {
+                status = error_set(err, "%s: tensor 'd2t' (offsets: target id = i + d2t[i]) holds %lld at draft id %d, "
+                                   "expected an offset to an id in [0, %d)", file->path, (long long)offset, i, V);
+                break;
+            }
+            ids[i] = offset + i;
         }
     }
     if (status == 0) { status = eagle3_check_ids(d2t, ids, Vd, V, file->path, "tensor 'd2t' (offsets: target id = i + d2t[i])", err); }

@@ -344,9 +344,10 @@ void safetensors_writer_add_metadata(SafetensorsWriter* writer, const char* key,
 }
 
 // The header padded with spaces to a multiple of 8 bytes, so the data section starts aligned; the tensors
-// laid out largest dtype first (in the order added within a size), as the reference writer sorts them, so
-// each starts at a multiple of its element size and a reader may view it in place (dump's U8 masks came
-// before F32 tensors, which then started at odd offsets).
+// laid out largest element first (in the order added within a size), so each starts at a multiple of its
+// element size and a reader may view it in place (dump's U8 masks came before F32 tensors, which then started
+// at odd offsets). The reference writer gets the same alignment by sorting on its dtype enum, then the name:
+// its offsets differ from ours, which no reader depends on.
 // (Every dtype is 1, 2, 4 or 8 bytes, and safetensors_writer_add refuses any other, so each tensor is placed.)
 static void safetensors_writer_order(const SafetensorsWriter* writer, int* order) {
     int n = 0;

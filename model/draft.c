@@ -295,10 +295,28 @@ static int draft_read_config(DraftConfig* c, const GGUFFile* file, const Target*
 
 static int draft_load_ours(Draft* draft, const char* path, const Target* target, Error* err);
 
+// A weight that is not finite makes every draft logit NaN: the draft would propose nothing useful and never
+// train (every step's loss is not finite, so every update is rejected). Refused, naming the tensor (by our
+// name, whatever the file's format) and the element, as the target's load does.
+static int draft_check_finite(const Draft* draft, const char* path, Error* err) {
+    for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
+        const DraftTensorInfo* info = &draft->tensors[i];
+        const float* values = *info->data;
+        for (size_t j = 0; j < info->n_elements; j++) {
+            if (isfinite(values[j])) { continue; }
+            return error_set(err, "%s: the draft's tensor '%s' holds %s at element %zu (row %zu, column %zu of (%d, %d)); "
+                             "expected finite weights", path, info->gguf_name, isnan(values[j]) ? "NaN" : "an infinity", j,
+                             j / (size_t)info->cols, j % (size_t)info->cols, info->rows, info->cols);
+        }
+    }
+    return 0;
+}
+
 int draft_load(Draft* draft, const char* path, const Target* target, Error* err) {
     int format = eagle3_format_of(path);
     int status = format != 0 ? eagle3_import(draft, path, format, target, err) : draft_load_ours(draft, path, target, err);
-    if (status == 0 && attention_fits(target->backend, target->cache_capacity, draft->config.head_size, path, err) != 0) {
+    if (status == 0 && (draft_check_finite(draft, path, err) != 0 ||
+                        attention_fits(target->backend, target->cache_capacity, draft->config.head_size, path, err) != 0)) {
         draft_free(draft);   // (the draft's own head size: an imported draft's may differ from the target's)
         status = -1;
     }

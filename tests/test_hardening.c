@@ -407,6 +407,44 @@ static void test_nonfinite_weights(void) {
     if (status == 0) { target_free(&target); }
 }
 
+// A draft's weights likewise, in each format a draft is read from (ours, llama.cpp's eagle3 GGUF, a SpecForge
+// directory): a NaN in fc made every draft logit NaN, and the trainer rejected every update, so the draft
+// never recovered and nothing was said.
+static void test_nonfinite_draft(void) {
+    const char* model = temp_path("nonfinite_target.gguf");
+    Error err;
+    TinyModelSpec spec = {32, 4, 4, 2, 32, 300, 64, 1, TYPE_F32, 10000.0f, 5};
+    check(tiny_model_write(model, &spec, &err) == 0, "write: %s", err.message);
+    Target target;
+    if (target_load(&target, model, &backend_cpu_ref, 32, 4, &err) != 0) { check(0, "load the target: %s", err.message); return; }
+    Draft draft;
+    draft_init_random(&draft, &target, 300, NULL, 3);
+    const char* ours = temp_path("nonfinite_draft.gguf");
+    const char* llama = temp_path("nonfinite_draft_llama.gguf");
+    const char* specforge = temp_path("nonfinite_draft_specforge");
+    for (int poisoned = 0; poisoned < 2; poisoned++) {   // the control first: the same files, all finite, load
+        if (poisoned) { draft.weights.fc[2 * 3 * 32 + 5] = NAN; }   // row 2, column 5 of fc (32, 96)
+        check(draft_save(&draft, ours, &err) == 0, "save: %s", err.message);
+        check(draft_export_llama_cpp(&draft, &target, llama, TYPE_F32, &err) == 0, "export llama.cpp: %s", err.message);
+        check(draft_export_specforge(&draft, &target, specforge, TYPE_F32, &err) == 0, "export SpecForge: %s", err.message);
+        const char* paths[3] = {ours, llama, specforge};
+        for (int f = 0; f < 3; f++) {
+            Draft loaded;
+            int status = draft_load(&loaded, paths[f], &target, &err);
+            if (!poisoned) {
+                check(status == 0, "%s: the finite draft loads (%s)", paths[f], status == 0 ? "" : err.message);
+            } else {
+                check(status != 0 && strstr(err.message, "'draft.fc.weight'") && strstr(err.message, "NaN") &&
+                      strstr(err.message, "row 2, column 5"), "%s: a draft holding NaN must be refused, naming fc and "
+                      "row 2, column 5 (%s)", paths[f], status == 0 ? "loaded" : err.message);
+            }
+            if (status == 0) { draft_free(&loaded); }
+        }
+    }
+    draft_free(&draft);
+    target_free(&target);
+}
+
 // convert rewrites general.file_type for the matrices' new type (llama.cpp's numbering), never copies the
 // old one: a Q4_1 file converted to F32 claimed to be Q4_1.
 static void test_convert_file_type(void) {
@@ -476,6 +514,7 @@ int main(void) {
     test_unused_tensors();
     test_weight_shapes();
     test_nonfinite_weights();
+    test_nonfinite_draft();
     test_convert_file_type();
     test_convert_integer_tensors();
     if (remove_tree(temp_directory) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_directory); }

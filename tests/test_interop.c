@@ -568,7 +568,7 @@ static void test_malformed_specforge(const Target* target) {
     offsets[0] = 300;                                       // target id 300 = V
     expect_load_error("id out of range", rewrite_specforge(good, "m7", "t2d", NULL, offsets, NULL), target, "[0, 300)");
     offsets[0] = INT64_MIN;
-    expect_load_error("id overflow", rewrite_specforge(good, "m7b", "t2d", NULL, offsets, NULL), target, "[0, 300)");
+    expect_load_error("id overflow", rewrite_specforge(good, "m7b", "t2d", NULL, offsets, NULL), target, "holds -9223372036854775808 at draft id 0");
     free(offsets);
 
     // config.json
@@ -589,6 +589,9 @@ static void test_malformed_specforge(const Target* target) {
         {"outputs given as inputs", "eagle_config",       "{\"eagle_aux_hidden_state_layer_ids\": null}, \"eagle_aux_hidden_state_layer_ids\": [1, 3, 4]",
                                    "target layers 0, 2, 3"},
         {"layer ids not a list",   "eagle_config",        "{\"eagle_aux_hidden_state_layer_ids\": 5}", "array of 3 layer ids"},
+        // SGLang reads the nested list, vLLM and llama.cpp the top-level one: both given, they must agree
+        {"the two lists disagree", "eagle_config",        "{\"eagle_aux_hidden_state_layer_ids\": [1, 3, 4]}, \"eagle_aux_hidden_state_layer_ids\": [1, 3, 4]",
+                                   "name different layers"},
         {"missing hidden_size",    "hidden_size",         "null",         "key 'hidden_size' is null"},
         // newer configs: RoPE's settings in rope_parameters (read first, as llama.cpp's converter reads them)
         {"rope_parameters llama3", "rope_parameters",     "{\"rope_type\": \"llama3\", \"rope_theta\": 500000.0, \"factor\": 8.0}",
@@ -613,6 +616,14 @@ static void test_malformed_specforge(const Target* target) {
         draft_free(&loaded);
     } else {
         check(0, "a top-level eagle_aux_hidden_state_layer_ids [2, 4, 5] should load: %s", err.message);
+    }
+    free(config);
+    config = config_with(good, "eagle_config", "{\"eagle_aux_hidden_state_layer_ids\": [1, 3, 4]}, \"eagle_aux_hidden_state_layer_ids\": [2, 4, 5]");
+    if (config && draft_load(&loaded, rewrite_specforge(good, "both", NULL, NULL, NULL, config), target, &err) == 0) {
+        check(loaded.config.dim == draft.config.dim, "both layer lists, agreeing: loaded");
+        draft_free(&loaded);
+    } else {
+        check(0, "both layer lists, agreeing (outputs [1, 3, 4], inputs [2, 4, 5]), should load: %s", err.message);
     }
     free(config);
     // RoPE's base in rope_parameters, as newer Hugging Face configs keep it, wins over a top-level rope_theta
@@ -755,17 +766,27 @@ static void test_malformed_llama_cpp(const Target* target) {
                       "no 'output.weight'");
     draft_free(&draft);
 
-    // a full-vocabulary draft without output.weight takes the target's LM head
+    // a full-vocabulary draft without output.weight takes the target's LM head (its d2t the identity)
     make_draft(&draft, target, target->config.vocab_size, 16);
     check(draft_export_llama_cpp(&draft, target, good, TYPE_F32, &err) == 0, "export: %s", err.message);
+    float* identity = mallocCheck((size_t)target->config.vocab_size * sizeof(float));
+    for (int i = 0; i < target->config.vocab_size; i++) { identity[i] = (float)i; }
     Draft inherited;
-    if (draft_load(&inherited, rewrite_gguf(good, "g17.gguf", NULL, NULL, "output.weight", NULL, NULL, NULL), target, &err) == 0) {
+    if (draft_load(&inherited, rewrite_gguf(good, "g17.gguf", NULL, NULL, "output.weight", NULL, NULL, identity), target, &err) == 0) {
         check_tensor("inherited LM head", inherited.weights.lm_head, (const float*)target->weights.output.data,
                      (size_t)target->config.vocab_size * target->config.dim, tolerance("exact")); // the reference keeps fp32
         draft_free(&inherited);
     } else {
         check(0, "no output.weight with V_d = V should load: %s", err.message);
     }
+    // ... but only with d2t the identity: the inherited head's row i is target id i
+    float* swapped = mallocCheck((size_t)target->config.vocab_size * sizeof(float));
+    for (int i = 0; i < target->config.vocab_size; i++) { swapped[i] = (float)i; }
+    swapped[7] = 8.0f; swapped[8] = 7.0f;
+    expect_load_error("no output, d2t not the identity", rewrite_gguf(good, "g18.gguf", NULL, NULL, "output.weight", NULL, NULL,
+                      swapped), target, "maps draft id 7 to target id 8; expected the identity");
+    free(swapped);
+    free(identity);
     draft_free(&draft);
     section_done("malformed llama.cpp drafts (shapes, keys, ids)", failed_before);
 }

@@ -456,6 +456,45 @@ static void test_gradients(Target* target) {
     draft_free(&draft);
 }
 
+// ---- the next-token loss over a vocabulary that misses tokens ------------------------------------------
+// With the draft's final norm zero its logits are 0, q is uniform over its V_d ids, and each row's next-token
+// loss is ln V_d. A step's loss is the weighted mean over the rows whose token the draft vocabulary holds (a
+// row outside it teaches nothing), so the record's is ln V_d x the sum of 0.8^k over the steps with such a row.
+// Negative control: the rows outside counted in the mean's denominator (the old rule) give less.
+static void test_next_token_outside_vocabulary(Target* target) {
+    Draft draft;
+    draft_init_random(&draft, target, 40, NULL, 13);   // the 40 lowest ids
+    for (int i = 0; i < draft.config.dim; i++) { draft.weights.output_norm[i] = 0.0f; }
+    int prompt[5] = {20, 21, 22, 23, 24};
+    Record* record = make_record(target, &draft, prompt, 5, 12);
+    TrainerSettings settings = trainer_default_settings();
+    settings.ttt_length = 3;
+    settings.prompt_weight = 1.0f;
+    settings.loss = LOSS_NEXT_TOKEN;
+    Trainer trainer;
+    trainer_init(&trainer, &draft, target, settings);
+    TrainStats stats;
+    memset(&stats, 0, sizeof(stats));
+    record_train(&trainer, record, 1.0f, 0, &stats);
+    int T = record->n_committed, outside = 0;
+    double want = 0.0, old_rule = 0.0, step_weight = 1.0, ln_v = log((double)draft.config.vocab_size);
+    for (int k = 0; k < settings.ttt_length; k++, step_weight *= 0.8) {
+        int n = T - k - 1, inside = 0;
+        for (int t = 0; t < n; t++) { inside += draft.t2d[record->tokens[t + k + 1]] >= 0; }
+        outside += n - inside;
+        if (inside > 0) { want += step_weight * ln_v; }
+        old_rule += step_weight * ln_v * inside / n;
+    }
+    check(outside > 0, "the record's tokens must include some outside the draft vocabulary (none: the test proves nothing)");
+    check(fabs(stats.accepted_loss - want) <= 1e-4 * want, "the next-token loss %.7g, against the oracle's %.7g",
+          stats.accepted_loss, want);
+    check(fabs(old_rule - want) > 1e-3 * want, "negative control: the rows outside counted give %.7g, the oracle %.7g",
+          old_rule, want);
+    trainer_free(&trainer);
+    record_free(record);
+    draft_free(&draft);
+}
+
 // ---- the feature loss's targets, against a plain oracle ---------------------------------------------
 // A finite-difference check cannot see a loss compared with the wrong rows (it stays consistent with its own
 // targets), so the targets are checked directly: with the draft's final norm zero its normed output y is 0,
@@ -747,30 +786,36 @@ static Record* one_step_start(Target* target, Draft* draft, TrainerSettings* set
 }
 
 // ---- --freeze-head: the LM head keeps its rows, everything else trains ---------------------------
+// (with weight decay too, which shrank the frozen rows though their gradient is zero)
 static void test_freeze_head(Target* target) {
-    Draft draft;
-    TrainerSettings settings;
-    Record* record = one_step_start(target, &draft, &settings);
-    settings.freeze_lm_head = 1;
-    Trainer trainer;
-    trainer_init(&trainer, &draft, target, settings);
-    size_t n = draft.n_weight_floats, head = (size_t)(trainer.draft.weights.lm_head - trainer.draft.weight_arena);
-    size_t head_floats = (size_t)draft.config.vocab_size * draft.config.dim;
-    float* before = mallocCheck(n * sizeof(float));
-    memcpy(before, trainer.draft.weight_arena, n * sizeof(float));
-    TrainStats stats;
-    check(trainer_step(&trainer, &record, 1, &stats) == 0 && trainer_step(&trainer, &record, 1, &stats) == 0, "frozen head: steps applied");
-    size_t head_changed = 0, rest_changed = 0;
-    for (size_t i = 0; i < n; i++) {
-        int in_head = i >= head && i < head + head_floats;
-        if (trainer.draft.weight_arena[i] != before[i]) { head_changed += in_head; rest_changed += !in_head; }
+    for (int decay = 0; decay < 2; decay++) {
+        Draft draft;
+        TrainerSettings settings;
+        Record* record = one_step_start(target, &draft, &settings);
+        settings.freeze_lm_head = 1;
+        settings.weight_decay = decay ? 0.1f : 0.0f;
+        Trainer trainer;
+        trainer_init(&trainer, &draft, target, settings);
+        size_t n = draft.n_weight_floats, head = (size_t)(trainer.draft.weights.lm_head - trainer.draft.weight_arena);
+        size_t head_floats = (size_t)draft.config.vocab_size * draft.config.dim;
+        check(head + head_floats == n, "the LM head is the arena's last tensor (%zu + %zu of %zu floats)", head, head_floats, n);
+        float* before = mallocCheck(n * sizeof(float));
+        memcpy(before, trainer.draft.weight_arena, n * sizeof(float));
+        TrainStats stats;
+        check(trainer_step(&trainer, &record, 1, &stats) == 0 && trainer_step(&trainer, &record, 1, &stats) == 0,
+              "frozen head: steps applied");
+        size_t head_changed = 0, rest_changed = 0;
+        for (size_t i = 0; i < n; i++) {
+            int in_head = i >= head && i < head + head_floats;
+            if (trainer.draft.weight_arena[i] != before[i]) { head_changed += in_head; rest_changed += !in_head; }
+        }
+        check(head_changed == 0 && rest_changed > n / 4, "--freeze-head, weight decay %g: %zu LM-head weights changed "
+              "(expected 0), %zu others changed", (double)settings.weight_decay, head_changed, rest_changed);
+        free(before);
+        record_free(record);
+        trainer_free(&trainer);
+        draft_free(&draft);
     }
-    check(head_changed == 0 && rest_changed > n / 4, "--freeze-head: %zu LM-head weights changed (expected 0), %zu others changed",
-          head_changed, rest_changed);
-    free(before);
-    record_free(record);
-    trainer_free(&trainer);
-    draft_free(&draft);
 }
 
 // ---- gradient clipping: the step AdamW takes is the clipped gradient's --------------------------------
@@ -1602,6 +1647,7 @@ int main(int argc, char** argv) {
         load_tiny_target(&target, 3, 12);
         test_gradients(&target);
         test_feature_loss_targets(&target);
+        test_next_token_outside_vocabulary(&target);
         test_loss_rows(&target);
         test_masks();
         test_learning_rate_schedule();

@@ -445,6 +445,13 @@ static int parse_flags(const Command* command, int argc, char** argv, Options* o
         } else if (value == NULL) {
             if (i + 1 >= argc) { return usage_error(command, "flag %s needs a value (%s)", name, flag->value_name); }
             value = argv[++i];
+            // a value that is one of this command's flags is a forgotten value (`--save-draft --online` saved to
+            // a file named --online), except in free text (a prompt, a label, a title); --flag=VALUE gives one anyway
+            int free_text = strcmp(flag->key, "prompt") == 0 || strcmp(flag->key, "label") == 0 || strcmp(flag->key, "title") == 0;
+            if (!free_text && value[0] == '-' && flag_list_find(command->flags, flag_has_name, value) != NULL) {
+                return usage_error(command, "flag %s needs a value (%s), but the next argument is the flag %s (to give "
+                                   "that text as the value: %s=%s)", name, flag->value_name, value, name, value);
+            }
         }
         if (flag_set(command, flag, name, value, o) != 0) { return 1; }
     }
@@ -509,6 +516,10 @@ static const Backend* resolve_backend(Options* o) {
     if (o->backend_name && ((cuda_device && strcmp(o->backend_name, "cuda") != 0) || (o->no_blas && strcmp(o->backend_name, "ref") != 0))) {
         fprintf(stderr, "error: --backend %s disagrees with %s (which means --backend %s); give one of them\n", o->backend_name,
                 cuda_device ? "--device cuda" : "--no-blas", cuda_device ? "cuda" : "ref");
+        return NULL;
+    }
+    if (cuda_device && o->no_blas) {
+        fprintf(stderr, "error: --device cuda runs the CUDA table; --no-blas asks for the reference CPU table: give one of them\n");
         return NULL;
     }
     if (o->backend_name == NULL) {
@@ -625,6 +636,18 @@ static void generate_defaults(Options* o) {
     o->batch = DEFAULT_BATCH_TOKENS; o->shape = (TreeShape){0, 0, 0}; o->device = "cpu"; o->draft_type_name = "auto";
 }
 
+// --draft-vocab sizes a fresh draft (random, target, target-layer); a checkpoint brings its own vocabulary, and
+// the model-free drafts have none: there it would be taken and not used.
+static int draft_vocab_check(const Options* o, const char* start) {
+    int fresh = start != NULL && (strcmp(start, "random") == 0 || strcmp(start, "target") == 0 ||
+                                  strcmp(start, "target-layer") == 0);
+    if (o->draft_vocab == 0 || fresh) { return 0; }
+    fprintf(stderr, "error: --draft-vocab sizes a fresh draft's vocabulary (random, target or target-layer); %s%s%s: "
+            "drop --draft-vocab\n", start ? "the draft '" : "no draft model is made here", start ? start : "",
+            start ? "' brings its own, or drafts without one" : "");
+    return 1;
+}
+
 static int command_generate(Options* o) {
     if (o->draft == NULL && (o->hybrid || o->spec_fixed || o->shape.k || o->shape.depth || o->shape.nodes ||
                              strcmp(o->draft_type_name, "auto") != 0)) {
@@ -632,6 +655,7 @@ static int command_generate(Options* o) {
                 "speculative decoding, which needs --draft (a checkpoint, random, self, lookup or suffix)\n");
         return 1;
     }
+    if (draft_vocab_check(o, o->draft) != 0) { return 1; }
     resolve_tree_shape(o);
     Target target;
     int n_prompt;
@@ -787,9 +811,11 @@ static int command_tiny_model(Options* o) {
     spec.weight_type = tensor_type_from_name(o->type_name);
     spec.seed = (uint64_t)o->seed;
     int head_size = spec.dim / spec.n_heads;
-    if (spec.dim % spec.n_heads != 0 || head_size % 2 != 0 || spec.n_heads % spec.n_kv_heads != 0) {
+    if (spec.dim % spec.n_heads != 0 || head_size % 2 != 0 || spec.n_heads % spec.n_kv_heads != 0 ||
+        spec.n_heads / spec.n_kv_heads > MODEL_MAX_HEAD_GROUP) {
         fprintf(stderr, "error: --dim %d, --heads %d, --kv-heads %d: expected dim = heads * an even head size, and "
-                "heads a multiple of kv-heads\n", spec.dim, spec.n_heads, spec.n_kv_heads);
+                "heads a multiple of kv-heads, at most %d query heads to one kv-head (what a model load takes)\n", spec.dim,
+                spec.n_heads, spec.n_kv_heads, MODEL_MAX_HEAD_GROUP);
         return 1;
     }
     int64_t block = tensor_type_block_size(spec.weight_type);
@@ -889,9 +915,17 @@ static LossKind loss_kind_from_name(const char* name) {
 // be written, replay_run and train_offline check once the model and traffic are read, so a bad input
 // leaves no directory behind.
 static int run_check_outputs(const Options* o, const char* output, const char* output_flag) {
-    const char* inputs[3] = {o->model_path, o->traffic_path, NULL};
-    const char* input_flags[3] = {"-m", "--traffic", NULL};
-    return output ? check_not_input(output, output_flag, inputs, input_flags, 2) : 0;
+    if (output == NULL) { return 0; }
+    const char* inputs[2] = {o->model_path, o->traffic_path};
+    const char* input_flags[2] = {"-m", "--traffic"};
+    if (check_not_input(output, output_flag, inputs, input_flags, 2) != 0) { return 1; }
+    // the start's own checkpoint may be replaced (--draft-init ck.gguf --save-draft ck.gguf resumes, safely: the
+    // start is read before any work), but not a file inside a start given as a directory (a SpecForge draft)
+    struct stat info;
+    const char* start[1] = {o->draft_init};
+    const char* start_flag[1] = {"--draft-init"};
+    int start_is_directory = o->draft_init != NULL && stat(o->draft_init, &info) == 0 && S_ISDIR(info.st_mode);
+    return start_is_directory ? check_not_input(output, output_flag, start, start_flag, 1) : 0;
 }
 
 // Flags replay would accept and then not use, refused (a run must not look as if it used a setting it did
@@ -925,6 +959,26 @@ static int replay_check_flags(const Options* o) {
     if (o->lockstep_every > 0 && (o->sync_every != d.sync_every || o->train_share != d.train_share)) {
         fprintf(stderr, "error: --sync-every and --train-share set the training thread's publishing and share of a core; "
                 "with --sync-schedule there is no thread (each round publishes): drop them\n");
+        return 1;
+    }
+    int model_free = strcmp(o->mode, "none") == 0 || strcmp(o->mode, "suffix") == 0;
+    if (strcmp(o->mode, "none") == 0 && (o->spec_fixed || o->shape.k || o->shape.depth || o->shape.nodes)) {
+        fprintf(stderr, "error: --spec-fixed, --spec-k, --spec-depth and --spec-nodes shape the drafted trees; --no-spec "
+                "drafts nothing: drop them\n");
+        return 1;
+    }
+    if (model_free && o->eval_every > 0) {
+        fprintf(stderr, "error: --eval-every measures a draft model on held-back requests; %s has none: drop it\n",
+                strcmp(o->mode, "none") == 0 ? "--no-spec" : "--source suffix");
+        return 1;
+    }
+    if (o->eval_every == 0 && o->parallel != d.parallel) {
+        fprintf(stderr, "error: --parallel sets how many held-back requests replay records at once; give --eval-every "
+                "too, or drop it\n");
+        return 1;
+    }
+    if (draft_vocab_check(o, model_free ? NULL : o->static_draft ? o->static_draft
+                                                : o->draft_init ? o->draft_init : REPLAY_DEFAULT_DRAFT_INIT) != 0) {
         return 1;
     }
     if (o->lockstep_every == 0 && o->steps_per_request != d.steps_per_request) {
@@ -1007,7 +1061,15 @@ static int command_train(Options* o) {
         fprintf(stderr, "error: --self-samples needs --temp above 0: greedy draws from one start token are all the same\n");
         return 1;
     }
+    Options d;
+    train_defaults(&d);
+    if (o->self_samples == 0 && (o->sampling.temperature != d.sampling.temperature || o->sample_length != d.sample_length)) {
+        fprintf(stderr, "error: --temp and --sample-length shape the samples of --self-samples; the outputs for --traffic "
+                "are the target's greedy ones: drop them\n");
+        return 1;
+    }
     o->draft = o->draft_init ? o->draft_init : REPLAY_DEFAULT_DRAFT_INIT;
+    if (draft_vocab_check(o, o->draft) != 0) { return 1; }
     o->train.loss = loss_kind_from_name(o->loss_name);
     const Backend* backend = resolve_backend(o);
     if (backend == NULL || resolve_train_precision(o, backend) != 0 || run_check_outputs(o, o->out_path, "-o") != 0) { return 1; }
@@ -1181,6 +1243,13 @@ int main(int argc, char** argv) {
     // a write past a file-size limit (ulimit -f) must fail as a write error, not kill the process
     signal(SIGXFSZ, SIG_IGN);
     exit_signals_install();   // an interrupt removes the temporary files (replay and train stop more gently)
-    return aurora_main(argc, argv);
+    int status = aurora_main(argc, argv);
+    // what went to the standard output (info, tokenize, logits, generate's text) must have arrived: a full
+    // disk or a file-size limit there is an error, not an exit status 0 over a truncated result
+    if ((fflush(stdout) != 0 || ferror(stdout)) && status == 0) {
+        fprintf(stderr, "error: writing the standard output failed: %s\n", errno ? strerror(errno) : "a write error");
+        status = 1;
+    }
+    return status;
 }
 #endif

@@ -379,22 +379,30 @@ static void on_stop_signal(int signal_number) {
     (void)ignored;
 }
 
-static void signals_set(void (*handler)(int)) {
+// SIGINT, SIGTERM and SIGHUP (a closed terminal or ssh session) take the handler. A closed pipe (SIGPIPE:
+// `| tee log` ended by the same Ctrl-C, or `| head`) exits as it would, removing the temporary files, except
+// during a long run's gentle stop, where it is ignored: a write to the pipe then fails, and the run goes on to
+// save what it trained rather than die on its next line of progress.
+static void signals_set(void (*handler)(int), int ignore_closed_pipe) {
     struct sigaction action;
     memset(&action, 0, sizeof(action));
     action.sa_handler = handler;
     sigemptyset(&action.sa_mask);
     sigaction(SIGINT, &action, NULL);
     sigaction(SIGTERM, &action, NULL);
+    sigaction(SIGHUP, &action, NULL);
+    if (ignore_closed_pipe) { action.sa_handler = SIG_IGN; }
+    else { action.sa_handler = on_exit_signal; }
+    sigaction(SIGPIPE, &action, NULL);
 }
 
-void exit_signals_install(void) { signals_set(on_exit_signal); }
+void exit_signals_install(void) { signals_set(on_exit_signal, 0); }
 
 void stop_signals_install(void) {
     stop_signal_number = 0;
-    signals_set(on_stop_signal);
+    signals_set(on_stop_signal, 1);
 }
 
-void stop_signals_restore(void) { signals_set(on_exit_signal); }
+void stop_signals_restore(void) { signals_set(on_exit_signal, 0); }
 
 int stop_requested(void) { return stop_signal_number; }

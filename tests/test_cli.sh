@@ -226,6 +226,10 @@ expect_error "draft-export over the directory it reads" "inside --draft" "$AUROR
     --draft "$work/sf_in" --format specforge -o "$work/./sf_in" --dtype bf16
 expect_error "dump into the directory it reads" "inside --draft" "$AURORA" dump -m "$model" -p "hi" --draft "$work/sf_in" \
     -o "$work/sf_in/config.json"
+expect_error "train into the directory it starts from" "inside --draft-init" "$AURORA" train -m "$model" --traffic "$traffic" \
+    --requests 2 --max-new 4 --draft-init "$work/sf_in" -o "$work/sf_in/model.safetensors"
+expect_error "replay saving into the directory it starts from" "inside --draft-init" "$AURORA" replay -m "$model" \
+    --traffic "$traffic" --requests 2 --max-new 4 --draft-init "$work/sf_in" --save-draft "$work/sf_in/config.json" --out "$work/x"
 cmp -s "$work/sf_in/model.safetensors" "$work/sf_in.orig" && [ -s "$work/sf_in/config.json" ] && pass ||
     fail "a refused output inside the draft directory changed its files"
 expect_error "dump with a missing model" "cannot open" "$AURORA" dump -m "$work/absent.gguf" -p "hi" \
@@ -514,6 +518,23 @@ kill -TERM "$pid"
 wait "$pid"
 status=$?
 [ "$status" -eq 143 ] && [ -s "$work/term.gguf" ] && pass || fail "SIGTERM in train: exit $status, draft saved: $(ls "$work/term.gguf" 2>&1)"
+# SIGHUP (a closed terminal) stops as gently
+"$AURORA" train -m "$model" --traffic "$work/long.jsonl" --requests 200 --max-new 8 --epochs 1000 -o "$work/hup.gguf" \
+    > "$work/out" 2> "$work/err" &
+pid=$!
+tries=0
+while [ "$tries" -lt 600 ] && ! grep -q "epoch" "$work/err"; do sleep 0.1; tries=$((tries + 1)); done
+kill -HUP "$pid"
+wait "$pid"
+status=$?
+[ "$status" -eq 129 ] && [ -s "$work/hup.gguf" ] && pass || fail "SIGHUP in train: exit $status, draft saved: $(ls "$work/hup.gguf" 2>&1)"
+# a closed pipe on the progress (`2>&1 | head`, or `| tee` ended by the same Ctrl-C): the run goes on and saves
+# its draft (it died at its next line of progress)
+"$AURORA" replay -m "$model" --traffic "$traffic" --requests 6 --max-new 8 --sync-schedule 1 --save-draft "$work/piped.gguf" \
+    --out "$work/piped" 2>&1 | head -c 1 > /dev/null
+[ -s "$work/piped.gguf" ] && [ -s "$work/piped/summary.txt" ] && pass || fail "replay with its output's pipe closed saved nothing"
+# a full standard output is an error, not a truncated result with exit status 0
+expect_error "info to a full disk" "writing the standard output" sh -c '"$0" info -m "$1" > /dev/full' "$AURORA" "$model"
 
 # inputs are regular files: FIFOs and devices are refused at once, never waited on
 mkfifo "$work/fifo"
@@ -570,6 +591,22 @@ expect_error "thread flags with --sync-schedule" "there is no thread" "$AURORA" 
     --sync-schedule 2 --sync-every 9 --out "$work/never_trained"
 expect_error "--steps-per-request without --sync-schedule" "step as fast as they go" "$AURORA" replay -m "$model" \
     --traffic "$traffic" --steps-per-request 8 --out "$work/never_trained"
+expect_error "--spec-k with --no-spec" "drafts nothing" "$AURORA" replay -m "$model" --traffic "$traffic" --no-spec --spec-k 2 \
+    --out "$work/never_trained"
+expect_error "--eval-every with --no-spec" "has none" "$AURORA" replay -m "$model" --traffic "$traffic" --no-spec --eval-every 5 \
+    --out "$work/never_trained"
+expect_error "--parallel without --eval-every" "give --eval-every" "$AURORA" replay -m "$model" --traffic "$traffic" --parallel 4 \
+    --out "$work/never_trained"
+expect_error "--draft-vocab with a checkpoint" "brings its own" "$AURORA" replay -m "$model" --traffic "$traffic" \
+    --static "$work/online.gguf" --draft-vocab 100 --out "$work/never_trained"
+expect_error "--draft-vocab without a draft" "no draft model is made" "$AURORA" generate -m "$model" -p hi --draft-vocab 100
+expect_error "train --temp from traffic" "greedy ones" "$AURORA" train -m "$model" --traffic "$traffic" --temp 0.5 \
+    -o "$work/never_trained.gguf"
+expect_error "a flag where a value belongs" "the next argument is the flag --online" "$AURORA" replay -m "$model" \
+    --traffic "$traffic" --save-draft --online
+expect_error "--no-blas with --device cuda" "give one of them" "$AURORA" generate -m "$model" -p hi --device cuda --no-blas
+expect_error "tiny-model past the head group a load takes" "at most 64 query heads" "$AURORA" tiny-model \
+    -o "$work/never_made.gguf" --dim 256 --heads 128 --kv-heads 1
 expect_error "--train-share when training in the gaps" "with no thread" "$AURORA" replay -m "$model" --traffic "$traffic" \
     --load 0.5 --train-share 0.5 --out "$work/never_trained"
 expect_error "dump with the suffix draft" "dump needs an EAGLE-3 draft" "$AURORA" dump -m "$model" -p hi --draft suffix \

@@ -510,20 +510,22 @@ status=$?
 ls "$work/interrupted2" | grep -q "\.tmp\." && fail "a second SIGINT left temporary files: $(ls "$work/interrupted2")" || pass
 # SIGTERM during offline training: the steps taken so far are saved
 "$AURORA" train -m "$model" --traffic "$work/long.jsonl" --requests 200 --max-new 8 --epochs 1000 -o "$work/term.gguf" \
-    > "$work/out" 2> "$work/err" &
+    > "$work/out" 2> "$work/term_err" &
 pid=$!
 tries=0
-while [ "$tries" -lt 600 ] && ! grep -q "epoch" "$work/err"; do sleep 0.1; tries=$((tries + 1)); done
+while [ "$tries" -lt 600 ] && ! grep -q "epoch" "$work/term_err" 2>/dev/null; do sleep 0.1; tries=$((tries + 1)); done
 kill -TERM "$pid"
 wait "$pid"
 status=$?
 [ "$status" -eq 143 ] && [ -s "$work/term.gguf" ] && pass || fail "SIGTERM in train: exit $status, draft saved: $(ls "$work/term.gguf" 2>&1)"
 # SIGHUP (a closed terminal) stops as gently
+# (its own stderr file: the one before holds "epoch" until this run's redirection truncates it, which under load
+# came after the first look, and the signal then arrived before the gentle stop was installed)
 "$AURORA" train -m "$model" --traffic "$work/long.jsonl" --requests 200 --max-new 8 --epochs 1000 -o "$work/hup.gguf" \
-    > "$work/out" 2> "$work/err" &
+    > "$work/out" 2> "$work/hup_err" &
 pid=$!
 tries=0
-while [ "$tries" -lt 600 ] && ! grep -q "epoch" "$work/err"; do sleep 0.1; tries=$((tries + 1)); done
+while [ "$tries" -lt 600 ] && ! grep -q "epoch" "$work/hup_err" 2>/dev/null; do sleep 0.1; tries=$((tries + 1)); done
 kill -HUP "$pid"
 wait "$pid"
 status=$?

@@ -126,6 +126,9 @@ int write_file_atomic(const char* path, const void* bytes, size_t n, Error* err)
 
 // Small helpers (base/util.c).
 char* string_copy(const char* text);        // a malloc'd copy (exits on out of memory)
+// text for a message: control bytes (an escape sequence from a hostile file must not reach a terminal) as
+// \xNN, cut with "..." at a character boundary to fit size bytes; returns out
+const char* printable_text(const char* text, char* out, size_t size);
 double now_seconds(void);                   // a monotonic clock
 // The process's resident memory now and at its peak (VmRSS, VmHWM of /proc/self/status), in kB; -1 where
 // the system does not say. File-backed pages count: a model read in place counts the pages touched.
@@ -1885,6 +1888,7 @@ typedef struct {
     int n;
     char** domains;     // (n) served requests only
     float* acceptance;  // (n)
+    int* request;       // (n) each row's request index (its x on a chart: a skipped request leaves a gap)
 } RequestRows;
 // Reads the served rows (files of older runs, whose header is the first 8 or 9 columns, too: without the
 // status column every row is a served one).

@@ -264,9 +264,11 @@ static int json_check_unique_names(JsonParser* p, const JsonValue* object) {
     for (int k = 1; k < object->n && status == 0; k++) {
         if (strcmp(members[k - 1].name, members[k].name) != 0) { continue; }
         const JsonValue *first = &object->items[members[k - 1].index], *again = &object->items[members[k].index];
+        char name[96];
         status = error_set(p->err, "%s:%d:%d: member \"%s\" appears twice in one object (its values at line:column %d:%d "
-                           "and %d:%d); expected each name once", p->path, again->line, again->column, members[k].name,
-                           first->line, first->column, again->line, again->column);
+                           "and %d:%d); expected each name once", p->path, again->line, again->column,
+                           printable_text(members[k].name, name, sizeof(name)), first->line, first->column, again->line,
+                           again->column);
     }
     free(members);
     return status;

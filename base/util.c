@@ -51,6 +51,27 @@ char* string_copy(const char* text) {
     return copy;
 }
 
+const char* printable_text(const char* text, char* out, size_t size) {
+    if (size == 0) { return out; }
+    size_t used = 0;
+    for (const unsigned char* c = (const unsigned char*)text; *c; c++) {
+        int control = *c < 0x20 || *c == 0x7F;
+        // the room this byte takes, at a UTF-8 lead byte its whole character's (its continuation bytes then fit),
+        // and after it room for "..." and the NUL
+        size_t need = control ? 4 : *c >= 0xF0 ? 4 : *c >= 0xE0 ? 3 : *c >= 0xC0 ? 2 : 1;
+        if (used + need + 3 >= size) {
+            size_t dots = size - 1 - used < 3 ? size - 1 - used : 3;
+            memcpy(out + used, "...", dots);
+            used += dots;
+            break;
+        }
+        if (control) { snprintf(out + used, 5, "\\x%02X", *c); used += 4; }
+        else { out[used++] = (char)*c; }
+    }
+    out[used] = '\0';
+    return out;
+}
+
 double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -21,7 +21,6 @@ Contract:
 */
 #include <errno.h>
 #include "aurora.h"
-// uses string_copy from traffic.c (included before this file)
 
 // ----------------------------------------------------------------------------
 // the SVG chart
@@ -31,15 +30,21 @@ enum { SVG_MOVING_WINDOW = 25, SVG_MAX_DOMAIN_LINES = 20 };
 static const char* SVG_COLOURS[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
                                     "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"};
 
-// Writes text with the five XML special characters escaped, and as U+FFFD the control characters XML 1.0
-// does not allow (all below 0x20 but tab, newline and carriage return) and each byte that is not part of a
-// valid UTF-8 sequence (a label in another encoding, or cut inside a character), so any label gives a
-// valid file.
+// Writes text with the five XML special characters escaped, and as U+FFFD the characters XML 1.0 does not
+// allow (the controls below 0x20 but tab, newline and carriage return; U+FFFE and U+FFFF) and each byte
+// that is not part of a valid UTF-8 sequence (a label in another encoding, or cut inside a character), so any
+// label gives a valid file.
 static void svg_write_escaped(FILE* f, const char* text) {
     size_t length = strlen(text);
     for (size_t i = 0; i < length; ) {
         char c = text[i];
-        size_t n = utf8_valid_length((const unsigned char*)text + i, length - i);
+        const unsigned char* u = (const unsigned char*)text + i;
+        size_t n = utf8_valid_length(u, length - i);
+        if (n == 3 && u[0] == 0xEF && u[1] == 0xBF && (u[2] == 0xBE || u[2] == 0xBF)) {   // U+FFFE, U+FFFF
+            fputs("\xEF\xBF\xBD", f);
+            i += 3;
+            continue;
+        }
         if (n == 0 || ((unsigned char)c < 0x20 && c != '\t' && c != '\n' && c != '\r')) {
             fputs("\xEF\xBF\xBD", f);
             i++;
@@ -246,6 +251,7 @@ void request_rows_free(RequestRows* rows) {
     for (int i = 0; i < rows->n; i++) { free(rows->domains[i]); }
     free(rows->domains);
     free(rows->acceptance);
+    free(rows->request);
     memset(rows, 0, sizeof(*rows));
 }
 
@@ -265,7 +271,9 @@ int read_requests_csv(const char* path, RequestRows* rows, Error* err) {
         if (line_number == 1) {
             n_expected = requests_csv_columns(line);
             if (n_expected == 0) {
-                error_set(err, "%s:1: expected the header '%s', found '%.100s'", path, REQUESTS_CSV_HEADER, line);
+                char shown[112];
+                error_set(err, "%s:1: expected the header '%s', found '%s'", path, REQUESTS_CSV_HEADER,
+                          printable_text(line, shown, sizeof(shown)));
                 goto fail;
             }
             line = next;
@@ -288,12 +296,26 @@ int read_requests_csv(const char* path, RequestRows* rows, Error* err) {
                       REQUESTS_CSV_HEADER, n_fields);
             goto fail;
         }
-        if (n_expected > REQUESTS_CSV_STATUS && strcmp(fields[REQUESTS_CSV_STATUS], "served") != 0) { continue; } // skipped: no measurement
+        if (n_expected > REQUESTS_CSV_STATUS) {
+            const char* status = fields[REQUESTS_CSV_STATUS];
+            if (strcmp(status, "skipped_prompt_too_long") == 0) { continue; } // skipped: no measurement
+            if (strcmp(status, "served") != 0) {
+                error_set(err, "%s:%d: status (field 9) must be served or skipped_prompt_too_long, found '%.40s'", path,
+                          line_number, status);
+                goto fail;
+            }
+        }
         char* end = NULL;
+        long request = strtol(fields[0], &end, 10);
+        if (fields[0][0] == '\0' || *end != '\0' || request < 0 || request > INT_MAX) {
+            error_set(err, "%s:%d: request (field 1) must be a request index >= 0, found '%.40s'", path, line_number, fields[0]);
+            goto fail;
+        }
         double acceptance = strtod(fields[5], &end);
-        if (fields[5][0] == '\0' || *end != '\0' || !isfinite(acceptance) || acceptance < 0) {
-            error_set(err, "%s:%d: acceptance_length (field 6) must be a number >= 0, found '%.40s'", path, line_number,
-                      fields[5]);
+        // (a pass emits at least the target's own token, so a served request's length is at least 1)
+        if (fields[5][0] == '\0' || *end != '\0' || !(acceptance >= 1.0) || !isfinite((float)acceptance)) {
+            error_set(err, "%s:%d: acceptance_length (field 6) must be a number >= 1 (tokens per verify pass), found "
+                      "'%.40s'", path, line_number, fields[5]);
             goto fail;
         }
         if (fields[1][0] == '\0') { error_set(err, "%s:%d: domain (field 2) is empty", path, line_number); goto fail; }
@@ -301,17 +323,22 @@ int read_requests_csv(const char* path, RequestRows* rows, Error* err) {
             capacity = capacity ? capacity * 2 : 256;
             char** domains = mallocCheck((size_t)capacity * sizeof(char*));
             float* values = mallocCheck((size_t)capacity * sizeof(float));
+            int* requests = mallocCheck((size_t)capacity * sizeof(int));
             if (rows->n > 0) {
                 memcpy(domains, rows->domains, (size_t)rows->n * sizeof(char*));
                 memcpy(values, rows->acceptance, (size_t)rows->n * sizeof(float));
+                memcpy(requests, rows->request, (size_t)rows->n * sizeof(int));
             }
             free(rows->domains);
             free(rows->acceptance);
+            free(rows->request);
             rows->domains = domains;
             rows->acceptance = values;
+            rows->request = requests;
         }
         rows->domains[rows->n] = string_copy(fields[1]);
         rows->acceptance[rows->n] = (float)acceptance;
+        rows->request[rows->n] = (int)request;
         rows->n++;
     }
     if (line_number == 0) { error_set(err, "%s: empty file (expected the header '%s')", path, REQUESTS_CSV_HEADER); goto fail; }
@@ -379,7 +406,7 @@ int plot_runs(const char* out_path, const char* title, const char* const* runs, 
         }
         free(path);
         series[k] = (ChartSeries){.label = labels[k], .n = rows[k].n, .acceptance = rows[k].acceptance,
-                                  .domains = (const char* const*)rows[k].domains};
+                                  .domains = (const char* const*)rows[k].domains, .x = rows[k].request};
     }
     if (status == 0) {
         // the output's directory is made once every input has been read, so a bad input leaves none behind

@@ -22,7 +22,7 @@ Contract:
 // ----------------------------------------------------------------------------
 // traffic
 
-// A mallocCheck'd copy of a NUL-terminated string (exits on out-of-memory, like mallocCheck).
+// A domain names runs, files and chart labels: letters, digits and - _ . / + only.
 static int traffic_domain_is_bare_word(const char* s) {
     if (s[0] == '\0') { return 0; }
     for (const char* c = s; *c; c++) {
@@ -157,8 +157,9 @@ int traffic_parse(Traffic* traffic, const char* bytes, size_t n_bytes, const cha
         }
         if (domain == NULL) { domain = "default"; }
         if (!traffic_domain_is_bare_word(domain)) {
-            error_set(err, "%s:%d:%d: domain \"%.60s\" must be a non-empty bare word (letters, digits, - _ . / +)",
-                      path, line, json_get(&object, "domain")->column, domain);
+            char shown[72];
+            error_set(err, "%s:%d:%d: domain \"%s\" must be a non-empty bare word (letters, digits, - _ . / +)",
+                      path, line, json_get(&object, "domain")->column, printable_text(domain, shown, sizeof(shown)));
             json_free(&object);
             goto fail;
         }

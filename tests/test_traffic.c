@@ -169,6 +169,9 @@ static void test_malformed(void) {
         {"{\"prompt\": \"\"}", ":2: the prompt is empty"},
         {"{\"prompt\": \"x\", \"domain\": \"a b\"}", "must be a non-empty bare word"},
         {"{\"prompt\": \"x\", \"domain\": \"\"}", "must be a non-empty bare word"},
+        // a terminal escape in the file reaches the message as text, not as the control bytes
+        {"{\"prompt\": \"x\", \"domain\": \"\\u001b]0;x\\u0007\"}", "domain \"\\x1B]0;x\\x07\" must be"},
+        {"{\"prompt\": \"x\", \"\\u001b[2J\": 1, \"\\u001b[2J\": 2}", "member \"\\x1B[2J\" appears twice"},
         {"{\"prompt\": \"x\", \"domain\": 7}", "field \"domain\" must be a string"},
         {"{\"conversations\": {}}", "must be an array of turns"},
         {"{\"conversations\": [\"hi\"]}", "conversations[0] must be an object"},
@@ -365,7 +368,7 @@ static void test_chart_and_csv(void) {
     for (int i = 0; i < 45; i++) { flat[i] = i == 10 ? NAN : 1.5f; }
     ChartSeries series[2] = {
         {.label = "adaptive", .n = rows.n, .acceptance = rows.acceptance, .domains = (const char* const*)rows.domains},
-        {.label = "frozen <v0> & \"co\"\x01", .n = 45, .acceptance = flat},
+        {.label = "frozen <v0> & \"co\"\x01\xEF\xBF\xBE", .n = 45, .acceptance = flat},
     };
     char path_svg[256];
     snprintf(path_svg, sizeof(path_svg), "/tmp/aurora_test_traffic_%d_chart.svg", (int)getpid());
@@ -382,8 +385,8 @@ static void test_chart_and_csv(void) {
         check(strstr(svg, ">requests</text>") != NULL, "x axis label");
         check(strstr(svg, ">acceptance length (tokens per verify pass)</text>") != NULL, "y axis label");
         check(strstr(svg, ">adaptive</text>") != NULL, "legend label of series 1");
-        check(strstr(svg, ">frozen &lt;v0&gt; &amp; &quot;co&quot;\xEF\xBF\xBD</text>") != NULL,
-              "legend label escaped (a control character XML does not allow as U+FFFD)");
+        check(strstr(svg, ">frozen &lt;v0&gt; &amp; &quot;co&quot;\xEF\xBF\xBD\xEF\xBF\xBD</text>") != NULL,
+              "legend label escaped (a control character and U+FFFE, which XML does not allow, as U+FFFD)");
         check(strstr(svg, ">test chart</text>") != NULL, "title");
         check(strstr(svg, "#1f77b4") != NULL && strstr(svg, "#d62728") != NULL, "distinct colours");
         check(strstr(svg, "nan") == NULL && strstr(svg, "inf") == NULL, "non-finite values are skipped");
@@ -477,6 +480,9 @@ static void test_chart_and_csv(void) {
     rc = read_requests_csv(current, &versions, &err);
     check(rc == 0 && versions.n == 2 && versions.acceptance[1] == 1.0f && strcmp(versions.domains[1], "prose") == 0,
           "the current header: 2 served rows of 3, got %d (%s)", rc ? -1 : versions.n, rc ? err.message : "");
+    // each row keeps its request index: the chart draws the row after a skipped request at its own x, 2
+    check(rc == 0 && versions.request[0] == 0 && versions.request[1] == 2, "the served rows' request indexes: %d %d "
+          "(expected 0 2)", rc ? -1 : versions.request[0], rc ? -1 : versions.request[1]);
     if (rc == 0) { request_rows_free(&versions); }
     const char* nine = write_temp("nine.csv", "request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,"
                                   "seconds,draft_version,status\n0,c,10,4,2,2.0,0.5,0,served\n");
@@ -494,11 +500,19 @@ static void test_chart_and_csv(void) {
         {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
          "0,c,1,2,3,2.5,0.1,0\n1,c,1,2,3,2.5,0.1\n", ":3: expected 8 comma-separated fields"},
         {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
-         "0,c,1,2,3,fast,0.1,0\n", ":2: acceptance_length (field 6) must be a number >= 0, found 'fast'"},
+         "0,c,1,2,3,fast,0.1,0\n", ":2: acceptance_length (field 6) must be a number >= 1 (tokens per verify pass), found 'fast'"},
         {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
-         "0,c,1,2,3,nan,0.1,0\n", ":2: acceptance_length (field 6) must be a number >= 0, found 'nan'"},
+         "0,c,1,2,3,nan,0.1,0\n", ":2: acceptance_length (field 6) must be a number >= 1 (tokens per verify pass), found 'nan'"},
         {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
-         "0,c,1,2,3,-5,0.1,0\n", ":2: acceptance_length (field 6) must be a number >= 0, found '-5'"},
+         "0,c,1,2,3,-5,0.1,0\n", ":2: acceptance_length (field 6) must be a number >= 1 (tokens per verify pass), found '-5'"},
+        {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
+         "0,c,1,2,3,0.5,0.1,0\n", ":2: acceptance_length (field 6) must be a number >= 1 (tokens per verify pass), found '0.5'"},
+        {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
+         "0,c,1,2,3,1e39,0.1,0\n", ":2: acceptance_length (field 6) must be a number >= 1 (tokens per verify pass), found '1e39'"},
+        {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
+         "x,c,1,2,3,2.0,0.1,0\n", ":2: request (field 1) must be a request index >= 0, found 'x'"},
+        {REQUESTS_CSV_HEADER "\n0,c,10,4,2,2.0,0.5,0,SERVED,0.2\n",
+         ":2: status (field 9) must be served or skipped_prompt_too_long, found 'SERVED'"},
         {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
          "0,,1,2,3,2.0,0.1,0\n", ":2: domain (field 2) is empty"},
     };

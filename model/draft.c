@@ -267,7 +267,7 @@ static int draft_read_config(DraftConfig* c, const GGUFFile* file, const Target*
     // eagle3 files), or, in files written before the key, dim / head_count
     int has_head_size = gguf_find(file, "aurora.draft.attention.key_length") != NULL;
     if (has_head_size &&
-        model_read_config_int(file, "aurora.draft.attention.key_length", 2, 4096, &c->head_size, err)) { return -1; }
+        model_read_config_int(file, "aurora.draft.attention.key_length", 2, 1 << 16, &c->head_size, err)) { return -1; }
     if ((!has_head_size && c->dim % c->n_heads != 0) || c->n_heads % c->n_kv_heads != 0) {
         return error_set(err, "%s: aurora.draft.dim %d, aurora.draft.head_count %d, aurora.draft.head_count_kv %d: "
                          "expected the width to divide into heads and the heads into key/value groups",
@@ -283,9 +283,9 @@ static int draft_read_config(DraftConfig* c, const GGUFFile* file, const Target*
     c->rope_theta = (float)value;
     if (gguf_get_float(file, "aurora.draft.layer_norm_rms_epsilon", &value, err)) { return -1; }
     c->norm_eps = (float)value;
-    if (!(c->rope_theta > 0.0f) || !(c->norm_eps >= 0.0f) || !isfinite(c->rope_theta) || !isfinite(c->norm_eps)) {
+    if (!(c->rope_theta > 0.0f) || !(c->norm_eps > 0.0f) || !isfinite(c->rope_theta) || !isfinite(c->norm_eps)) {
         return error_set(err, "%s: aurora.draft.rope.freq_base %g / aurora.draft.layer_norm_rms_epsilon %g out of "
-                         "range, expected positive values", file->path, c->rope_theta, c->norm_eps);
+                         "range, expected finite positive values (as a float)", file->path, c->rope_theta, c->norm_eps);
     }
     return 0;
 }

@@ -182,10 +182,10 @@ static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err)
     c->rope_theta = (float)value;
     if (gguf_get_float(file, "llama.attention.layer_norm_rms_epsilon", &value, err)) { return -1; }
     c->norm_eps = (float)value;
-    if (!(c->rope_theta > 0.0f) || !(c->norm_eps >= 0.0f) || !isfinite(c->rope_theta) || !isfinite(c->norm_eps)) {
-        return error_set(err, "%s: rope freq_base %g / rms epsilon %g out of range, expected finite values, the base "
-                         "positive and the epsilon not negative",
-                         file->path, c->rope_theta, c->norm_eps);
+    // (an epsilon of 0 makes RMSNorm of a zero row 0 / 0: NaN through every later position)
+    if (!(c->rope_theta > 0.0f) || !(c->norm_eps > 0.0f) || !isfinite(c->rope_theta) || !isfinite(c->norm_eps)) {
+        return error_set(err, "%s: rope freq_base %g / rms epsilon %g out of range, expected finite positive values "
+                         "(as a float)", file->path, c->rope_theta, c->norm_eps);
     }
     // the vocabulary size comes from the embedding tensor (llama.vocab_size is optional in GGUF)
     const GGUFTensor* embedding = gguf_find_tensor(file, "token_embd.weight");
@@ -374,6 +374,16 @@ int target_load(Target* target, const char* path, const Backend* backend, int ca
     }
     if (attention_fits(backend, cache_capacity, c->head_size, path, err) != 0) { target_free(target); return -1; }
     if (max_tokens <= 0 || max_tokens > cache_capacity) { max_tokens = cache_capacity; }
+    // a call's activations count their elements in an int (the op table's n): T rows of the widest row
+    int64_t widest = c->ffn_dim > 3 * c->dim ? c->ffn_dim : 3 * c->dim;   // (3C: the draft's features)
+    if (widest < (int64_t)c->n_heads * c->head_size) { widest = (int64_t)c->n_heads * c->head_size; }
+    if ((int64_t)max_tokens * widest > INT_MAX) {
+        error_set(err, "%s: %d tokens a call times the model's widest activation row (%lld values) is more than %d "
+                  "elements; expected --batch %lld or less", path, max_tokens, (long long)widest, INT_MAX,
+                  (long long)(INT_MAX / widest));
+        target_free(target);
+        return -1;
+    }
     target->cache_capacity = cache_capacity;
     target_alloc_activations(target, max_tokens); // the key/value caches too: they are in its table
     return 0;

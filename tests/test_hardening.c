@@ -232,7 +232,9 @@ static void test_config_ranges(void) {
     check(write_model_with(path, 1e-5f, 10000.0f, &err) == 0, "write: %s", err.message);
     check(target_load(&target, path, &backend_cpu_ref, 32, 4, &err) == 0, "a finite config loads: %s", err.message);
     target_free(&target);
-    float bad[][2] = {{INFINITY, 10000.0f}, {NAN, 10000.0f}, {1e-5f, INFINITY}, {1e-5f, NAN}, {-1.0f, 10000.0f}, {1e-5f, 0.0f}};
+    // (an epsilon of 0: RMSNorm of a zero embedding row is 0 / 0, NaN through every later position)
+    float bad[][2] = {{INFINITY, 10000.0f}, {NAN, 10000.0f}, {1e-5f, INFINITY}, {1e-5f, NAN}, {-1.0f, 10000.0f}, {1e-5f, 0.0f},
+                      {0.0f, 10000.0f}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         check(write_model_with(path, bad[i][0], bad[i][1], &err) == 0, "write: %s", err.message);
         int status = target_load(&target, path, &backend_cpu_ref, 32, 4, &err);
@@ -240,6 +242,13 @@ static void test_config_ranges(void) {
               status == 0 ? "loaded" : err.message);
         if (status == 0) { target_free(&target); }
     }
+    // a batch whose activations pass 2^31 - 1 elements (the op table counts them in an int): refused at load,
+    // naming the largest batch that fits (this model's widest row is its 96 = 3 x 32 draft features)
+    check(write_model_with(path, 1e-5f, 10000.0f, &err) == 0, "write: %s", err.message);
+    int status = target_load(&target, path, &backend_cpu_ref, 1 << 25, 1 << 25, &err);
+    check(status != 0 && strstr(err.message, "expected --batch 22369621 or less"), "a batch of 2^25 tokens at width 96 must be "
+          "refused (%s)", status == 0 ? "loaded" : err.message);
+    if (status == 0) { target_free(&target); }
 }
 
 // What the loader does not implement it refuses, what the file asks for it does: RoPE scaling (linear,

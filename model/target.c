@@ -342,9 +342,14 @@ int target_load(Target* target, const char* path, const Backend* backend, int ca
     // lowered in the header would otherwise run a shallower model on the first layers, and answer)
     for (uint64_t t = 0; t < file->n_tensors; t++) {
         if (used[t]) { continue; }
-        error_set(err, "%s: tensor '%.200s' is not part of a llama model with llama.block_count = %d; expected only the "
-                  "attention, norm and feed-forward tensors of those %d layers, the embedding, the output norm and the "
-                  "output", path, file->tensors[t].name, c->n_layers, c->n_layers);
+        if (strcmp(file->tensors[t].name, "rope_freqs.weight") == 0) {   // (Llama 3.1 and later ship it)
+            error_set(err, "%s: tensor 'rope_freqs.weight' asks for RoPE frequency scaling (Llama 3.1's and later's), "
+                      "which is not implemented; expected a model with plain RoPE", path);
+        } else {
+            error_set(err, "%s: tensor '%.200s' is not part of a llama model with llama.block_count = %d; expected only "
+                      "the attention, norm and feed-forward tensors of those %d layers, the embedding, the output norm and "
+                      "the output", path, file->tensors[t].name, c->n_layers, c->n_layers);
+        }
         free(used);
         target_free(target);
         return -1;
@@ -561,6 +566,15 @@ void target_compact(Target* target, const int* slots, int n, int destination) {
     if (n < 1 || n > TREE_MAX_DEPTH + 1) {
         fprintf(stderr, "error: target_compact: %d slots, expected 1 to %d (a path through a tree)\n", n, TREE_MAX_DEPTH + 1);
         exit(EXIT_FAILURE); // a program bug
+    }
+    // kv_compact moves slot slots[i] to destination + i in place: the slots must rise, from destination on, and
+    // stay in the cache (so no move overwrites a slot still to be read)
+    for (int i = 0; i < n; i++) {
+        if (slots[i] < destination + i || slots[i] >= target->cache_capacity || (i > 0 && slots[i] <= slots[i - 1])) {
+            fprintf(stderr, "error: target_compact: slot %d (of %d, to %d) is %d; expected rising slots from %d, below %d\n",
+                    i, n, destination + i, slots[i], destination, target->cache_capacity);
+            exit(EXIT_FAILURE); // a program bug
+        }
     }
     b->upload(target->act.slots, slots, (size_t)n * sizeof(int));
     // the cache as planes of one layer's key/value head: (L * NKV, S, HS)

@@ -362,6 +362,19 @@ static int draft_load_ours(Draft* draft, const char* path, const Target* target,
         }
         if (status != 0) { gguf_close(&file); draft_free(draft); return -1; }
     }
+    // and nothing else: a tensor the draft does not read (its own embedding, say) would be silently ignored
+    for (uint64_t t = 0; t < file.n_tensors; t++) {
+        int known = 0;
+        for (int i = 0; i < DRAFT_NUM_TENSORS; i++) { known |= strcmp(file.tensors[t].name, draft->tensors[i].gguf_name) == 0; }
+        if (!known) {
+            error_set(err, "%s: tensor '%.200s' is not part of an aurora draft; expected only its %d tensors (draft.fc.weight "
+                      "to draft.lm_head.weight: it reads the target's embedding)", file.path, file.tensors[t].name,
+                      DRAFT_NUM_TENSORS);
+            gguf_close(&file);
+            draft_free(draft);
+            return -1;
+        }
+    }
     draft_alloc_weights(draft);
     for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
         const DraftTensorInfo* info = &draft->tensors[i];

@@ -730,6 +730,18 @@ static void test_malformed_llama_cpp(const Target* target) {
                       target, "required tensor 'blk.0.ffn_down.weight' is missing");
     expect_load_error("unknown tensor", rewrite_gguf(good, "g4.gguf", NULL, NULL, NULL, NULL, "rope_freqs.weight", NULL),
                       target, "RoPE frequency scaling");
+    // our own format too: a tensor it does not read (its own embedding, here) is refused, not ignored
+    char ours[512];
+    snprintf(ours, sizeof(ours), "%s", temp_path("good.ours.gguf"));
+    check(draft_save(&draft, ours, &err) == 0, "save: %s", err.message);
+    Draft reread;
+    if (draft_load(&reread, rewrite_gguf(ours, "o1.gguf", NULL, NULL, NULL, NULL, NULL, NULL), target, &err) == 0) {
+        draft_free(&reread);   // the control: rewritten as it was, it loads
+    } else {
+        check(0, "our draft, rewritten unchanged, should load: %s", err.message);
+    }
+    expect_load_error("our format, an unknown tensor", rewrite_gguf(ours, "o2.gguf", NULL, NULL, NULL, NULL,
+                      "draft.embed_tokens.weight", NULL), target, "tensor 'draft.embed_tokens.weight' is not part of an aurora draft");
     expect_load_error("wrong layers", rewrite_gguf(good, "g5.gguf", "eagle3.target_layers", add_wrong_layers, NULL, NULL, NULL, NULL),
                       target, "target layers 0, 2, 3, but this target taps 1, 3, 4");
     expect_load_error("two layer ids", rewrite_gguf(good, "g6.gguf", "eagle3.target_layers", add_two_layers_list, NULL, NULL, NULL, NULL),

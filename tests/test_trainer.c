@@ -1277,14 +1277,20 @@ static void test_lockstep_tail(const char* model, const char* traffic) {
 static void test_train_nothing_trained(const char* model, const char* traffic) {
     Error err;
     Target target;
-    Draft nan_draft;
+    Draft huge_draft;
     check(target_load(&target, model, backend_cpu(), 256, 64, &err) == 0, "load: %s", err.message);
-    draft_init_random(&nan_draft, &target, 300, NULL, 3);
-    float* weights = *nan_draft.tensors[0].data;
-    for (size_t i = 0; i < nan_draft.n_weight_floats; i++) { weights[i] = NAN; }
-    const char* start = temp_path("nan_start.gguf"), *out = temp_path("kept.gguf");
-    check(draft_save(&nan_draft, start, &err) == 0, "save: %s", err.message);
-    draft_free(&nan_draft);
+    draft_init_random(&huge_draft, &target, 300, NULL, 3);
+    // weights finite (a NaN one is refused at load) but so large that every forward overflows: every step's
+    // loss is not finite, so every update is rejected
+    float* weights = *huge_draft.tensors[0].data;
+    for (size_t i = 0; i < huge_draft.n_weight_floats; i++) { weights[i] = 1e38f; }
+    const char* start = temp_path("huge_start.gguf"), *out = temp_path("kept.gguf");
+    check(draft_save(&huge_draft, start, &err) == 0, "save: %s", err.message);
+    draft_free(&huge_draft);
+    Draft loads;
+    int loaded = draft_load(&loads, start, &target, &err) == 0;
+    check(loaded, "the start loads (finite weights): %s", loaded ? "" : err.message);
+    if (loaded) { draft_free(&loads); }
     target_free(&target);
     check(write_file_atomic(out, "an earlier result", 17, &err) == 0, "write: %s", err.message);
     char* argv[] = {"aurora", "train", "-m", (char*)model, "--traffic", (char*)traffic, "--requests", "2", "--max-new", "4",

@@ -1818,10 +1818,13 @@ int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* em
 void trainer_evaluate_as_served(Trainer* trainer, int serving_type);
 
 // The discard nodes a record trains on (all rejected nodes, or the top_k per verify pass by draft
-// score; ancestors are kept with their descendants): used (D) their indices, row_of (n_discard) each
-// node's row in step 0 or -1. Returns D.
-int select_discard_nodes(const Record* record, int top_k, int first_column, int n_columns, int* used, int* row_of,
-                         int first_row);
+// score; ancestors are kept with their descendants), at most max_rows of them, the earliest passes' first:
+// used (D) their indices, row_of (n_discard) each node's row in step 0 or -1. Returns D.
+int select_discard_nodes(const Record* record, int top_k, int max_rows, int first_column, int n_columns, int* used,
+                         int* row_of, int first_row);
+// The most discard rows one record adds to step 0 (which attends over its rows and theirs: a mask of (T + D)^2,
+// and on CUDA a row's scores in shared memory): deep trees over long completions reject tens of thousands.
+enum { TRAIN_MAX_DISCARD_ROWS = 4096 };
 // Step k's attention mask over the unroll's key buffer: the EAGLE-3 TTT mask, and at step 0 the
 // discard rows' tree mask (the prefix before each node, its rejected ancestors, itself). For k > 0 row r
 // is column chain_first + r (UnrollPlan.chain_first).

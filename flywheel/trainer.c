@@ -223,8 +223,8 @@ static void discard_selection_reserve(DiscardSelection* d, int n) {
 
 // The discard nodes in use: all rejected nodes, or per verify pass the top_k by draft score. A node's
 // ancestors score at least as high, so the selection keeps every used node's rejected ancestors.
-int select_discard_nodes(const Record* record, int top_k, int first_column, int n_columns, int* used, int* row_of,
-                                int first_row) {
+int select_discard_nodes(const Record* record, int top_k, int max_rows, int first_column, int n_columns, int* used,
+                         int* row_of, int first_row) {
     int n = 0;
     int pass_start = 0, pass_end = 0; // node i's verify pass: its nodes are contiguous (recorded pass by pass)
     for (int i = 0; i < record->n_discard; i++) {
@@ -235,6 +235,7 @@ int select_discard_nodes(const Record* record, int top_k, int first_column, int 
                  pass_end++) {}
         }
         row_of[i] = -1;
+        if (n == max_rows) { continue; }   // (the rest unselected: a node comes after its parent, so none is orphaned)
         // a node needs its whole context inside the trained columns
         if (node->prefix_end <= first_column || node->prefix_end > first_column + n_columns) { continue; }
         if (node->parent >= 0 && row_of[node->parent] < 0) { continue; }
@@ -317,7 +318,8 @@ int unroll_loss_rows(const UnrollPlan* plan, const Record* record, const Trainer
 
 void unroll_plan_rows(UnrollPlan* plan, const Record* record, const TrainerSettings* s, int* discard_used, int* discard_row) {
     plan->n_discard = s->discard_weight > 0.0f
-            ? select_discard_nodes(record, s->discard_top_k, plan->first_column, plan->T, discard_used, discard_row, plan->T) : 0;
+            ? select_discard_nodes(record, s->discard_top_k, TRAIN_MAX_DISCARD_ROWS, plan->first_column, plan->T, discard_used,
+                                   discard_row, plan->T) : 0;
     plan->block_offset[0] = 0;
     for (int k = 0; k < plan->n_steps; k++) {
         plan->rows[k] = k == 0 ? plan->T + plan->n_discard : plan->T - k - plan->chain_first;

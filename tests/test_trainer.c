@@ -641,8 +641,14 @@ static void test_masks(void) {
     check(bad == 0, "discard tree mask differs from the hand-written oracle in %d entries", bad);
     // top-k selection keeps ancestors: with k = 1 per pass only node 0 (score -1.0) survives
     int used_k[3], row_k[3];
-    int n = select_discard_nodes(&record, 1, 0, 4, used_k, row_k, 4);
+    int n = select_discard_nodes(&record, 1, TRAIN_MAX_DISCARD_ROWS, 0, 4, used_k, row_k, 4);
     check(n == 1 && used_k[0] == 0, "top-1 discard selection should keep node 0 only (kept %d)", n);
+    // at most max_rows rows, the first nodes in order (a parent before its child): 2 keeps nodes 0 and 1
+    n = select_discard_nodes(&record, 0, 2, 0, 4, used_k, row_k, 4);
+    check(n == 2 && used_k[0] == 0 && used_k[1] == 1 && row_k[2] == -1, "at most 2 discard rows: kept %d (expected nodes 0 "
+          "and 1, node 2 without a row)", n);
+    n = select_discard_nodes(&record, 0, TRAIN_MAX_DISCARD_ROWS, 0, 4, used_k, row_k, 4);
+    check(n == 3, "all 3 discard nodes under the cap: kept %d", n);
 }
 
 // ---- what a record keeps: the target's states in fp16, rejected nodes only when asked -----------

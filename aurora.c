@@ -639,9 +639,7 @@ static void generate_defaults(Options* o) {
 // --draft-vocab sizes a fresh draft (random, target, target-layer); a checkpoint brings its own vocabulary, and
 // the model-free drafts have none: there it would be taken and not used.
 static int draft_vocab_check(const Options* o, const char* start) {
-    int fresh = start != NULL && (strcmp(start, "random") == 0 || strcmp(start, "target") == 0 ||
-                                  strcmp(start, "target-layer") == 0);
-    if (o->draft_vocab == 0 || fresh) { return 0; }
+    if (o->draft_vocab == 0 || (start != NULL && draft_start_is_fresh(start))) { return 0; }
     fprintf(stderr, "error: --draft-vocab sizes a fresh draft's vocabulary (random, target or target-layer); %s%s%s: "
             "drop --draft-vocab\n", start ? "the draft '" : "no draft model is made here", start ? start : "",
             start ? "' brings its own, or drafts without one" : "");
@@ -921,10 +919,9 @@ static int run_check_outputs(const Options* o, const char* output, const char* o
     if (check_not_input(output, output_flag, inputs, input_flags, 2) != 0) { return 1; }
     // the start's own checkpoint may be replaced (--draft-init ck.gguf --save-draft ck.gguf resumes, safely: the
     // start is read before any work), but not a file inside a start given as a directory (a SpecForge draft)
-    struct stat info;
     const char* start[1] = {o->draft_init};
     const char* start_flag[1] = {"--draft-init"};
-    int start_is_directory = o->draft_init != NULL && stat(o->draft_init, &info) == 0 && S_ISDIR(info.st_mode);
+    int start_is_directory = o->draft_init != NULL && path_is_directory(o->draft_init);
     return start_is_directory ? check_not_input(output, output_flag, start, start_flag, 1) : 0;
 }
 
@@ -977,10 +974,7 @@ static int replay_check_flags(const Options* o) {
                 "too, or drop it\n");
         return 1;
     }
-    if (draft_vocab_check(o, model_free ? NULL : o->static_draft ? o->static_draft
-                                                : o->draft_init ? o->draft_init : REPLAY_DEFAULT_DRAFT_INIT) != 0) {
-        return 1;
-    }
+    if (draft_vocab_check(o, model_free ? NULL : o->draft) != 0) { return 1; }
     if (o->lockstep_every == 0 && o->steps_per_request != d.steps_per_request) {
         fprintf(stderr, "error: --steps-per-request sets the steps of a lockstep round (--sync-schedule M); the training "
                 "thread, and training in the gaps, step as fast as they go: give --sync-schedule, or drop it\n");
@@ -1025,8 +1019,8 @@ static int command_replay(Options* o) {
         fprintf(stderr, "error: --no-spec drafts nothing; drop --source %s\n", o->source_name);
         return 1;
     }
-    if (replay_check_flags(o) != 0) { return 1; }
     o->draft = o->static_draft ? o->static_draft : o->draft_init ? o->draft_init : REPLAY_DEFAULT_DRAFT_INIT;
+    if (replay_check_flags(o) != 0) { return 1; }
     o->train.loss = loss_kind_from_name(o->loss_name);
     resolve_tree_shape(o);
     Error err;

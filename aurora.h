@@ -94,6 +94,7 @@ int same_path(const char* a, const char* b);
 size_t utf8_valid_length(const unsigned char* s, size_t n);
 // An output must never replace one of the run's inputs (draft-init -m X -o X would destroy the model):
 // 1 after a one-line "error:" naming both when output is the same file as one of them, else 0.
+int path_is_directory(const char* path);   // stat(2) says a directory (a path that cannot be stat'ed: no)
 int check_not_input(const char* output, const char* flag, const char* const* inputs, const char* const* input_flags,
                     int n_inputs);
 
@@ -2077,6 +2078,8 @@ int choose_draft_vocab(const Target* target, int requested, int* vocab_size, Err
 // a table whose memory is off the host, which serves the fp32 weights.
 int draft_type_resolve(const char* name, int has_model, const Backend* backend, int* type, Error* err);
 int replay_load_draft(Draft* draft, const char* what, const Target* target, int draft_vocab, uint64_t seed, Error* err);
+// Whether replay_load_draft makes `what` fresh (random, target, target-layer) rather than reading a checkpoint.
+int draft_start_is_fresh(const char* what);
 
 #ifdef __cplusplus
 }

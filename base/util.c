@@ -219,7 +219,7 @@ int same_path(const char* a, const char* b) {
     return same;
 }
 
-static int is_directory(const char* path) {
+int path_is_directory(const char* path) {
     struct stat info;
     return stat(path, &info) == 0 && S_ISDIR(info.st_mode);
 }
@@ -233,7 +233,7 @@ int check_not_input(const char* output, const char* flag, const char* const* inp
             fprintf(stderr, "error: %s %s is the same file as %s %s; choose another output path\n", flag, output,
                     input_flags[i], inputs[i]);
             status = 1;
-        } else if (inputs[i] && is_directory(inputs[i]) && same_file(directory, inputs[i])) {
+        } else if (inputs[i] && path_is_directory(inputs[i]) && same_file(directory, inputs[i])) {
             // an input given as a directory (a SpecForge draft) is read from its files: none may be replaced
             fprintf(stderr, "error: %s %s is inside %s %s, a directory this command reads; choose an output outside it\n",
                     flag, output, input_flags[i], inputs[i]);

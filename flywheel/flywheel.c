@@ -151,13 +151,18 @@ static void flywheel_batch_records(const Flywheel* flywheel, const int* slots, i
     for (int i = 0; i < n; i++) { batch[i] = flywheel->pool[slots[i]]; }
 }
 
+// The trainer's weights and vocabulary to the free half of the exchange; returns the new version.
+static int flywheel_publish(Flywheel* flywheel) {
+    return weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena, flywheel->trainer.draft.d2t);
+}
+
 // One optimiser step on the batch, then a publish every sync_every steps (threaded and in the gaps).
 static void flywheel_train_batch(Flywheel* flywheel, Record** batch, int n) {
     TrainStats stats;
     int applied = trainer_step(&flywheel->trainer, batch, n, &stats) == 0;
     int version = 0;
     if (applied && flywheel->lockstep_every == 0 && flywheel->trainer.step % flywheel->sync_every == 0) {
-        version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena, flywheel->trainer.draft.d2t);
+        version = flywheel_publish(flywheel);
     }
     flywheel_report(flywheel, &stats, version);
 }
@@ -205,7 +210,7 @@ static void flywheel_lockstep_round(Flywheel* flywheel) {
     for (long long i = 0; i < steps && !stop_requested(); i++) {
         flywheel_train_step(flywheel);
     }
-    int version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena, flywheel->trainer.draft.d2t);
+    int version = flywheel_publish(flywheel);
     flywheel_report(flywheel, NULL, version);
 }
 
@@ -307,7 +312,7 @@ static void flywheel_train_untrained(Flywheel* flywheel) {
 // --save-draft writes.
 static void flywheel_publish_last(Flywheel* flywheel) {
     if (flywheel->trainer.step == 0 || flywheel->trainer.step % flywheel->sync_every == 0) { return; }   // (published)
-    int version = weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena, flywheel->trainer.draft.d2t);
+    int version = flywheel_publish(flywheel);
     flywheel_report(flywheel, NULL, version);
 }
 
@@ -410,10 +415,14 @@ int draft_type_resolve(const char* name, int has_model, const Backend* backend, 
 
 // The draft a run starts from: "random" (seeded), "target" (random, with the target's LM head: a warm
 // start), "target-layer" (that, and the decoder layer from the target's last layer), or a checkpoint file.
+int draft_start_is_fresh(const char* what) {
+    return strcmp(what, "random") == 0 || strcmp(what, "target") == 0 || strcmp(what, "target-layer") == 0;
+}
+
 int replay_load_draft(Draft* draft, const char* what, const Target* target, int draft_vocab, uint64_t seed,
                              Error* err) {
     int warm = strcmp(what, "target") == 0, warm_layer = strcmp(what, "target-layer") == 0;
-    if (strcmp(what, "random") == 0 || warm || warm_layer) {
+    if (draft_start_is_fresh(what)) {
         int vocab_size = 0;
         if (choose_draft_vocab(target, draft_vocab, &vocab_size, err) != 0) { return -1; }
         draft_init_random(draft, target, vocab_size, NULL, seed);

@@ -508,28 +508,23 @@ status=$?
 [ "$status" -eq 130 ] && [ ! -e "$work/interrupted2/summary.txt" ] && pass || \
     fail "a second SIGINT: exit status $status (expected 130) and no summary (exits at once)"
 ls "$work/interrupted2" | grep -q "\.tmp\." && fail "a second SIGINT left temporary files: $(ls "$work/interrupted2")" || pass
-# SIGTERM during offline training: the steps taken so far are saved
-"$AURORA" train -m "$model" --traffic "$work/long.jsonl" --requests 200 --max-new 8 --epochs 1000 -o "$work/term.gguf" \
-    > "$work/out" 2> "$work/term_err" &
-pid=$!
-tries=0
-while [ "$tries" -lt 600 ] && ! grep -q "epoch" "$work/term_err" 2>/dev/null; do sleep 0.1; tries=$((tries + 1)); done
-kill -TERM "$pid"
-wait "$pid"
-status=$?
-[ "$status" -eq 143 ] && [ -s "$work/term.gguf" ] && pass || fail "SIGTERM in train: exit $status, draft saved: $(ls "$work/term.gguf" 2>&1)"
-# SIGHUP (a closed terminal) stops as gently
-# (its own stderr file: the one before holds "epoch" until this run's redirection truncates it, which under load
-# came after the first look, and the signal then arrived before the gentle stop was installed)
-"$AURORA" train -m "$model" --traffic "$work/long.jsonl" --requests 200 --max-new 8 --epochs 1000 -o "$work/hup.gguf" \
-    > "$work/out" 2> "$work/hup_err" &
-pid=$!
-tries=0
-while [ "$tries" -lt 600 ] && ! grep -q "epoch" "$work/hup_err" 2>/dev/null; do sleep 0.1; tries=$((tries + 1)); done
-kill -HUP "$pid"
-wait "$pid"
-status=$?
-[ "$status" -eq 129 ] && [ -s "$work/hup.gguf" ] && pass || fail "SIGHUP in train: exit $status, draft saved: $(ls "$work/hup.gguf" 2>&1)"
+# a stop signal during offline training (SIGTERM; SIGHUP, a closed terminal, as gently): the steps taken so far
+# are saved. signal_train SIGNAL NAME STATUS: each run its own stderr file (a file an earlier run left holds "epoch"
+# until this run's redirection truncates it, which under load came after the first look, and the signal then
+# arrived before the gentle stop was installed)
+signal_train() {
+    "$AURORA" train -m "$model" --traffic "$work/long.jsonl" --requests 200 --max-new 8 --epochs 1000 -o "$work/$2.gguf" \
+        > "$work/out" 2> "$work/$2_err" &
+    pid=$!
+    tries=0
+    while [ "$tries" -lt 600 ] && ! grep -q "epoch" "$work/$2_err" 2>/dev/null; do sleep 0.1; tries=$((tries + 1)); done
+    kill -"$1" "$pid"
+    wait "$pid"
+    status=$?
+    [ "$status" -eq "$3" ] && [ -s "$work/$2.gguf" ] && pass || fail "SIG$1 in train: exit $status (expected $3), draft saved: $(ls "$work/$2.gguf" 2>&1)"
+}
+signal_train TERM term 143
+signal_train HUP hup 129
 # a closed pipe on the progress (`2>&1 | head`, or `| tee` ended by the same Ctrl-C): the run goes on and saves
 # its draft (it died at its next line of progress)
 "$AURORA" replay -m "$model" --traffic "$traffic" --requests 6 --max-new 8 --sync-schedule 1 --save-draft "$work/piped.gguf" \

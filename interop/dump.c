@@ -451,13 +451,13 @@ static double dump_unroll_steps(Dump* d, Trainer* trainer, const Record* record,
         b->upload(device_hidden, hidden, (size_t)n_sequence * C * sizeof(float));
         b->matmul_forward(device_p, device_hidden, matrix_f32(trainer->head_rows), n_sequence, C, V_d);
         b->softmax_forward(device_p, device_p, n_sequence, V_d);
-        // the mean's denominator is every loss row's weight; the next-token loss then counts a token outside the
-        // draft vocabulary as nothing (weight 0, its row still in the denominator), as the trainer does
-        double weight_sum = 0.0;
-        for (int i = 0; i < n_sequence; i++) { weight_sum += weights[i]; }
+        // the next-token loss counts a token outside the draft vocabulary as nothing: weight 0, and no share of
+        // the mean's denominator, as the trainer does (the distribution losses need no draft id)
         for (int i = 0; i < n_sequence; i++) {
             if (target_tokens[i] < 0) { target_tokens[i] = 0; if (s->loss == LOSS_NEXT_TOKEN) { weights[i] = 0.0f; } }
         }
+        double weight_sum = 0.0;
+        for (int i = 0; i < n_sequence; i++) { weight_sum += weights[i]; }
         b->upload(device_tokens, target_tokens, (size_t)n_sequence * sizeof(int));
         b->distribution_loss(device_losses, NULL, ws->act[k].logits, device_p, device_tokens, NULL, n_sequence, V_d, s->loss);
         b->download(row_losses, device_losses, (size_t)n_sequence * sizeof(float));
@@ -474,7 +474,8 @@ static double dump_unroll_steps(Dump* d, Trainer* trainer, const Record* record,
         for (int i = 0; i < n_sequence; i++) { loss_sum += (double)weights[i] * row_losses[i]; }
         float step_loss = weight_sum > 0.0 ? (float)(loss_sum / weight_sum) : 0.0f;
         snprintf(name, sizeof(name), "%s.loss", prefix);
-        dump_add_scalar_f32(d, name, "F32 [1]: L_k, the weighted mean of row_losses over the loss rows", step_loss);
+        dump_add_scalar_f32(d, name, "F32 [1]: L_k, the weighted mean of row_losses over the loss rows (ntp: the rows whose "
+                            "token is in the draft vocabulary)", step_loss);
         weighted_sum += decay * step_loss;
     }
     b->free(device_hidden); b->free(device_p); b->free(device_tokens); b->free(device_losses);

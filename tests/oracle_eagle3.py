@@ -224,7 +224,7 @@ class Unroll:
         if self.loss_kind == "rkl":     # KL(q || p)
             q = np.exp(log_q)
             return (q * (log_q - np.log(np.maximum(p, 1e-30)))).sum(axis=-1), None
-        # next token: -log q(x); a token outside the draft vocabulary counts nothing (its row stays in the mean)
+        # next token: -log q(x); a token outside the draft vocabulary counts nothing (nor in the mean's denominator)
         targets = [self.t2d.get(int(self.tokens[self.first + t + k + 2]), -1) for t in rows]
         losses = np.array([-log_q[i, j] if j >= 0 else 0.0 for i, j in enumerate(targets)])
         return losses, np.array([j >= 0 for j in targets], dtype=np.float64)
@@ -272,7 +272,7 @@ class Unroll:
                 p = self.teacher(k, rows)
                 losses, counted = self.row_losses(logits, p, k, rows)
                 effective = weights * counted if counted is not None else weights
-                step_loss = float((effective * losses).sum() / weights.sum())
+                step_loss = float((effective * losses).sum() / effective.sum()) if effective.sum() > 0 else 0.0
                 total += self.decay ** k * step_loss
                 step.update(out_norm=out_norm, logits=logits, p=p, losses=losses, loss=step_loss,
                             counted=np.ones(len(rows), dtype=bool) if counted is None else counted > 0)

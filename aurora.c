@@ -513,6 +513,11 @@ static int resolve_train_precision(Options* o, const Backend* backend) {
 static const Backend* resolve_backend(Options* o) {
     const char* flag = "--backend";
     int cuda_device = o->device && strcmp(o->device, "cuda") == 0;
+    // (o->device is NULL unless --device was given, so an explicit --device cpu is told from the default)
+    if (o->backend_name && o->device && !cuda_device && strcmp(o->backend_name, "cuda") == 0) {
+        fprintf(stderr, "error: --backend cuda disagrees with --device %s (a CPU table); give one of them\n", o->device);
+        return NULL;
+    }
     if (o->backend_name && ((cuda_device && strcmp(o->backend_name, "cuda") != 0) || (o->no_blas && strcmp(o->backend_name, "ref") != 0))) {
         fprintf(stderr, "error: --backend %s disagrees with %s (which means --backend %s); give one of them\n", o->backend_name,
                 cuda_device ? "--device cuda" : "--no-blas", cuda_device ? "cuda" : "ref");
@@ -633,7 +638,7 @@ static void no_defaults(Options* o) { (void)o; }
 
 static void generate_defaults(Options* o) {
     o->n_predict = 64; o->sampling = (SamplerSettings){0.0f, 1.0f}; o->seed = 42; o->top_k = 10;
-    o->batch = DEFAULT_BATCH_TOKENS; o->shape = (TreeShape){0, 0, 0}; o->device = "cpu"; o->draft_type_name = "auto";
+    o->batch = DEFAULT_BATCH_TOKENS; o->shape = (TreeShape){0, 0, 0}; o->draft_type_name = "auto";
 }
 
 // --draft-vocab sizes a fresh draft (random, target, target-layer); a checkpoint brings its own vocabulary, and

@@ -2010,7 +2010,7 @@ typedef struct {
     int top_k;                  // logits --top
     SamplerSettings sampling;
     int seed;
-    const char* device;         // "cpu" or "cuda"
+    const char* device;         // "cpu" or "cuda"; NULL when --device was not given (the CPU)
     int use_cuda;               // derived from device
     int no_blas;                // --no-blas: the reference table (the same as --backend ref)
     const char* backend_name;   // --backend fast|fast-exact|blas|ref|cuda; resolved: backend_by_name's name

@@ -206,8 +206,14 @@ static int json_parse_number(JsonParser* p, double* out) {
     memcpy(buffer, p->text + start, n);
     buffer[n] = '\0';
     *out = strtod(buffer, NULL);
+    // a literal past double's range (1e999) is an error, not an infinity a reader would take as a value
+    int status = 0;
+    if (!isfinite(*out)) {
+        status = error_set(p->err, "%s:%d:%zu: expected a number within double's range (magnitude up to about 1.8e308), "
+                           "found %.32s%s", p->path, p->line, start - p->line_start + 1, buffer, n > 32 ? "..." : "");
+    }
     if (buffer != small) { free(buffer); }
-    return 0;
+    return status;
 }
 
 static int json_parse_value(JsonParser* p, JsonValue* value);

@@ -358,7 +358,7 @@ static void flywheel_free(Flywheel* flywheel) {
 Options replay_default_options(void) {
     Options o;
     memset(&o, 0, sizeof(o));
-    o.order = "mixed"; o.mode = "online"; o.draft = REPLAY_DEFAULT_DRAFT_INIT; o.out_dir = "out/replay"; o.device = "cpu";
+    o.order = "mixed"; o.mode = "online"; o.draft = REPLAY_DEFAULT_DRAFT_INIT; o.out_dir = "out/replay";
     o.max_new = REPLAY_DEFAULT_MAX_NEW; o.context = REPLAY_DEFAULT_CONTEXT; o.batch = DEFAULT_BATCH_TOKENS;
     o.parallel = RECORD_DEFAULT_PARALLEL;
     o.shape = (TreeShape){0, 0, 0}; o.source_name = "eagle"; o.draft_type_name = "auto";

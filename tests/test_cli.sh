@@ -552,6 +552,26 @@ grep -q "requests 2 served, 1 skipped" "$work/skip/summary.txt" && pass || fail 
 grep -q "domain b" "$work/skip/summary.txt" && fail "a domain with only skipped requests appears in the means" || pass
 expect_error "nothing can be served" "none of the" "$AURORA" replay -m "$model" --traffic "$work/skip.jsonl" --domain b \
     --context 128 --max-new 8 --no-spec --out "$work/skip_all"
+# stopped while every request so far was skipped: the exit status says it was stopped (128 + SIGTERM), not
+# the "none could be served" error. 5,000 overlong prompts and 8 short ones, held back and measured before
+# each request (about 6 ms, so the run lasts half a minute); the signal goes after the first row.
+awk 'BEGIN { N = 5000; n = 8; j = 0; long = ""; for (i = 0; i < 80; i++) long = long "word" i " ";
+             for (r = 0; r < N; r++) {   # the places held_back_split holds back
+                 if (j < n && r == int((j * N + int(N / 2)) / n)) { printf "{\"prompt\": \"short %d\"}\n", j; j++ }
+                 else { printf "{\"prompt\": \"%s\"}\n", long } } }' > "$work/all_long.jsonl"
+"$AURORA" replay -m "$model" --traffic "$work/all_long.jsonl" --order ordered --context 128 --max-new 32 --sync-schedule 1 \
+    --eval-every 1 --eval-requests 8 --out "$work/skip_stopped" > "$work/out" 2> "$work/skip_stopped_err" &
+pid=$!
+tries=0
+# (rows go to requests.csv.tmp.PID until the run ends)
+while [ "$tries" -lt 600 ] && [ "$(cat "$work"/skip_stopped/requests.csv.tmp.* 2>/dev/null | wc -l)" -lt 2 ]; do
+    sleep 0.1; tries=$((tries + 1))
+done
+kill -TERM "$pid"
+wait "$pid"
+status=$?
+[ "$status" -eq 143 ] && ! grep -q "none of the" "$work/skip_stopped_err" && grep -q "skipped_prompt_too_long" "$work/skip_stopped/requests.csv" &&
+    pass || fail "SIGTERM while every request was skipped: exit $status (expected 143): $(tail -2 "$work/skip_stopped_err")"
 # a lockstep round trains --steps-per-request steps for each request it served, not for the skipped one
 expect_ok "lockstep with an overlong prompt" "$AURORA" replay -m "$model" --traffic "$work/skip.jsonl" --order ordered \
     --context 128 --max-new 8 --sync-schedule 3 --steps-per-request 2 --out "$work/skip_lockstep"
@@ -574,6 +594,7 @@ expect_error "--from past the end, with --eval-every" "no requests to replay" "$
 expect_error "speculation flags without --draft" "needs --draft" "$AURORA" generate -m "$model" -p hi --hybrid --spec-k 3
 expect_error "--backend against --device" "disagrees with --device cuda" "$AURORA" generate -m "$model" -p hi --device cuda --backend ref
 expect_error "--backend against --no-blas" "disagrees with --no-blas" "$AURORA" generate -m "$model" -p hi --no-blas --backend fast
+expect_error "--backend cuda against --device cpu" "--backend cuda disagrees with --device cpu" "$AURORA" generate -m "$model" -p hi --device cpu --backend cuda
 expect_error "training flags with --static" "nothing is trained" "$AURORA" replay -m "$model" --traffic "$traffic" \
     --static "$work/online.gguf" --lr 0.5 --out "$work/never_trained"
 expect_error "the feature loss with --static" "nothing is trained" "$AURORA" replay -m "$model" --traffic "$traffic" \

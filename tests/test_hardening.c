@@ -252,8 +252,9 @@ static void test_config_ranges(void) {
 }
 
 // What the loader does not implement it refuses, what the file asks for it does: RoPE scaling (linear,
-// yarn) refused ('none' loads); add_bos_token puts the BOS id first in a prompt; more query heads per
-// key/value head than the attention holds refused at load, not at the first forward.
+// yarn) refused ('none' loads), a key or value length other than the width over the heads too;
+// add_bos_token puts the BOS id first in a prompt; more query heads per key/value head than the attention
+// holds refused at load, not at the first forward.
 static void test_model_metadata(void) {
     Error err;
     Target target;
@@ -267,14 +268,18 @@ static void test_model_metadata(void) {
         {{"llama.rope.scaling.factor", VALUE_FLOAT, 1.0f, NULL}, 1, NULL},
         {{"llama.rope.scaling.factor", VALUE_FLOAT, 8.0f, NULL}, 0, "factor 8 from llama.rope.scaling.factor"},
         {{"llama.rope.scale_linear", VALUE_FLOAT, 2.0f, NULL}, 0, "factor 2 from llama.rope.scale_linear"},
+        // a head size other than width / heads (here 32 / 4 = 8) is refused by the key's name
+        {{"llama.attention.key_length", VALUE_UINT32, 8.0f, NULL}, 1, NULL},
+        {{"llama.attention.key_length", VALUE_UINT32, 16.0f, NULL}, 0, "llama.attention.key_length is 16, expected"},
+        {{"llama.attention.value_length", VALUE_UINT32, 4.0f, NULL}, 0, "llama.attention.value_length is 4, expected"},
     };
     for (size_t i = 0; i < sizeof(scalings) / sizeof(scalings[0]); i++) {
         check(write_model_with_value(path, 10000.0f, scalings[i].value, &err) == 0, "write: %s", err.message);
         int status = target_load(&target, path, &backend_cpu_ref, 32, 4, &err);
         if (scalings[i].loads) {
-            check(status == 0, "rope scaling case %zu (%s) must load: %s", i, scalings[i].value.key, err.message);
+            check(status == 0, "metadata case %zu (%s) must load: %s", i, scalings[i].value.key, err.message);
         } else {
-            check(status != 0 && strstr(err.message, scalings[i].named), "rope scaling case %zu must be refused naming %s (%s)",
+            check(status != 0 && strstr(err.message, scalings[i].named), "metadata case %zu must be refused naming %s (%s)",
                   i, scalings[i].named, status == 0 ? "loaded" : err.message);
         }
         if (status == 0) { target_free(&target); }

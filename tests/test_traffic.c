@@ -99,6 +99,14 @@ static void test_json_values(void) {
     check(eps && eps->number == 1e-5 && big && big->number == 1e80, "long number literals: %g and %g, expected 1e-05 and 1e+80",
           eps ? eps->number : 0.0, big ? big->number : 0.0);
     json_free(&root);
+    // a literal too small for a double rounds to 0 (strtod's underflow), as any JSON reader reads it; one too
+    // large is an error (test_malformed)
+    const char* tiny = "{\"tiny\": 1e-999}";
+    JsonValue small;
+    if (json_parse_line(tiny, strlen(tiny), "tiny.json", 1, &small, &err) != 0) { check(0, "1e-999: %s", err.message); return; }
+    const JsonValue* zero = json_get(&small, "tiny");
+    check(zero && zero->type == JSON_NUMBER && zero->number == 0.0, "1e-999 reads as 0");
+    json_free(&small);
 }
 
 static void test_malformed(void) {
@@ -117,6 +125,8 @@ static void test_malformed(void) {
         {"{\"prompt\": 1.}", 14, "a digit after '.'"},
         {"{\"prompt\": -}", 13, "a digit"},
         {"{\"prompt\": 1e}", 14, "exponent"},
+        // a number past double's range is an error (strtod gives an infinity), named with its column and text
+        {"{\"prompt\": \"x\", \"n\": -1e999}", 22, "within double's range (magnitude up to about 1.8e308), found -1e999"},
         {"{\"prompt\": \"x\"} extra", 17, "end of line after the JSON object"},
         {"[\"prompt\"]", 1, "'{'"},
         {"{\"prompt\": tru}", 12, "'true'"},

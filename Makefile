@@ -206,8 +206,10 @@ ifneq ($(CUDA_CFLAGS),)
 $(BIN)/test_backends_cuda: tests/test_backends.c tests/test_common.h $(SOURCES) $(BIN)/kernels.o $(FAST_KERNELS) | $(BIN)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(CUDA_CFLAGS) $(LINK_KERNELS) $< $(FAST_KERNELS) $(BIN)/kernels.o -o $@ $(LDLIBS) $(CUDA_LDLIBS)
 
+# where nvidia-smi lists a GPU the CUDA table must run (REQUIRE_CUDA=1 turns its skip into a failure)
 test-cuda: $(BIN)/test_backends_cuda
-	./$(BIN)/test_backends_cuda
+	@if nvidia-smi -L > /dev/null 2>&1; then echo "test-cuda: a GPU is listed (nvidia-smi -L): the CUDA table must run"; \
+	    REQUIRE_CUDA=1 ./$(BIN)/test_backends_cuda; else ./$(BIN)/test_backends_cuda; fi
 else
 test-cuda: $(BIN)/test_backends
 	@echo "test-cuda: nvcc not found (or NO_CUDA=1): the CUDA table is not built; the CPU tables only"

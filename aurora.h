@@ -600,8 +600,9 @@ void backend_matmuls(const Backend* backend, float* const* outs, const float* in
                      const int* OCs, int n, int T, int C);
 
 // The fast CPU ops (backends/cpu_fast.c; contract there): weights in any supported GGUF type, read in place.
-// matmul_forward_fast takes the int8 path on quantised weights where the CPU has AVX-512 VNNI or AVX2 (the tables
-// choose their arithmetic explicitly).
+// matmul_forward_fast takes the int8 path on quantised weights packed by the int8 table's upload_matrix
+// (fast_upload_matrix_packed) where the CPU has AVX-512 VNNI or AVX2; quantised weights as stored take fp32
+// activations (the tables choose their arithmetic explicitly).
 void embedding_forward_fast(float* out, const int* tokens, Matrix table, int T, int C, int V);
 void matmul_forward_fast(float* out, const float* inp, Matrix weight, int T, int C, int OC);
 // swiglu_forward_cpu's expression with the fast tables' exp (cpu_fast.h: fast_expf), in parallel for large N
@@ -625,7 +626,7 @@ double sum_squares_fast(const float* values, size_t N);
 // backends/cpu_fast.h), out holding the same number of bytes rounded up to whole groups of 16 rows.
 void fast_pack_matrix(uint8_t* out, const uint8_t* stored, int type, int rows, int cols);
 // matmul_backward_cpu's sums in its order, tiled and vectorised (fp32 weights: the trainer's draft): its
-// results bit for bit, or on AVX-512 within fused multiply-add rounding
+// results bit for bit in portable C, or on AVX2 and AVX-512 within fused multiply-add rounding
 void matmul_backward_fast(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                           int T, int C, int OC);
 // The same contracts with bf16 products for fp32 weights (backends/cpu_fast.h: both operands rounded to bf16,

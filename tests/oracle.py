@@ -2,8 +2,8 @@
 """oracle.py: our tokenizer, logits and greedy output against llama.cpp on the same GGUF file.
 
 llama.cpp is the reference implementation of GGUF; llama-cpp-python builds it from source
-(`make oracle-deps`). When it is not importable this script says so and exits 0 (the check is optional,
-as the README explains); when it is, every disagreement fails it.
+(`make oracle-deps`). When it is not importable this script says so and fails (exit 1: an oracle that is
+absent has checked nothing); when it is, every disagreement fails it.
 
 usage: python3 tests/oracle.py ./aurora MODEL.gguf
 Checks:
@@ -104,9 +104,9 @@ def main():
     try:
         from llama_cpp import Llama
         import numpy as np
-    except ImportError:
-        print("oracle: llama-cpp-python is not installed; skipping the llama.cpp comparison (run 'make oracle-deps')")
-        return 0
+    except ImportError as e:
+        print("oracle: FAIL: llama-cpp-python (with numpy) is not importable (%s); run 'make oracle-deps'" % e)
+        return 1
     GGML_TYPE_F32 = 0
     llm = Llama(model_path=model, n_ctx=512, n_threads=2, logits_all=True, verbose=False,
                 type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32)

@@ -65,14 +65,14 @@ def random_strings(count, seed=1234):
 
 
 def source_texts():
-    """Real text: this repository's source files (whatever exists), in 4 KB slices."""
+    """Real text: these of this repository's source files (each must exist), in 4 KB slices."""
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     texts = []
-    for name in ["aurora.h", "tokenizer.c", "gguf.c", "tools/gen_unicode.py", "tests/oracle_tokenizer.py"]:
+    for name in ["aurora.h", "model/tokenizer.c", "model/gguf.c", "tools/gen_unicode.py", "tests/oracle_tokenizer.py"]:
         path = os.path.join(root, name)
-        if os.path.exists(path):
-            data = open(path, encoding="utf-8").read()
-            texts += [data[i:i + 4096] for i in range(0, len(data), 4096)]
+        assert os.path.exists(path), "oracle_tokenizer: source text %s is missing (moved? update source_texts)" % path
+        data = open(path, encoding="utf-8").read()
+        texts += [data[i:i + 4096] for i in range(0, len(data), 4096)]
     return texts
 
 
@@ -97,7 +97,11 @@ def main():
         print(__doc__)
         return 2
     driver, model_path = sys.argv[1], sys.argv[2]
-    from llama_cpp import Llama
+    try:
+        from llama_cpp import Llama
+    except ImportError as e:
+        print("oracle_tokenizer: FAIL: llama-cpp-python is not importable (%s); run 'make oracle-deps'" % e)
+        return 1
     llama = Llama(model_path=model_path, vocab_only=True, verbose=False)
 
     def pieces(ids):

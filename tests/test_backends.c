@@ -1555,11 +1555,17 @@ int main(void) {
     backends[n_backends++] = &backend_cpu_fast;       // the default CPU table (int8 activations on VNNI and AVX2 CPUs)
     backends[n_backends++] = &backend_cpu_fast_exact; // the same kernels, fp32 activations
     const char* names[2] = {"blas", "cuda"};
+    // REQUIRE_CUDA=1 (make test-cuda sets it where nvidia-smi lists a GPU): a CUDA table that cannot start is a
+    // failure, not a skip, so a broken CUDA build on a GPU machine cannot pass as "no GPU"
+    const char* require = getenv("REQUIRE_CUDA");
+    int cuda_required = require != NULL && strcmp(require, "1") == 0;
     for (int i = 0; i < 2; i++) {
         Error err;
         const Backend* backend = backend_by_name(names[i], &err);
+        int is_cuda = strcmp(names[i], "cuda") == 0;
         if (backend != NULL) { backends[n_backends++] = backend; }
-        else { printf("%s: skipped: %s\n", strcmp(names[i], "cuda") == 0 ? "CUDA" : "OpenBLAS", err.message); }
+        else if (is_cuda && cuda_required) { check(0, "CUDA: REQUIRE_CUDA=1 (a GPU is present), but %s", err.message); }
+        else { printf("%s: skipped: %s\n", is_cuda ? "CUDA" : "OpenBLAS", err.message); }
     }
     backends[n_backends++] = &backend_simulated_device; // the reference's ops through a GPU's memory paths
     for (int i = 0; i < n_backends; i++) {

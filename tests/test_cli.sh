@@ -41,6 +41,15 @@ expect_ok "generate sampled" "$AURORA" generate -m "$model" -p "the cat" -n 8 --
 cp "$work/out" "$work/sampled"
 "$AURORA" generate -m "$model" -p "the cat" -n 8 --temp 0.9 --top-p 0.9 --seed 5 --print-ids > "$work/out2" 2>/dev/null
 cmp -s "$work/sampled" "$work/out2" && pass || fail "sampling with a fixed seed is not repeatable"
+# and it samples: other seeds give other tokens (this tiny model's distributions are wide), greedy among them
+"$AURORA" generate -m "$model" -p "the cat" -n 8 --print-ids > "$work/greedy_ids" 2>/dev/null
+differ=0
+for seed in 6 7 8; do
+    "$AURORA" generate -m "$model" -p "the cat" -n 8 --temp 0.9 --top-p 0.9 --seed $seed --print-ids > "$work/out2" 2>/dev/null
+    cmp -s "$work/sampled" "$work/out2" || differ=$((differ + 1))
+done
+[ "$differ" -ge 2 ] && ! cmp -s "$work/sampled" "$work/greedy_ids" && pass ||
+    fail "--temp 0.9 --top-p 0.9: seeds 6-8 gave seed 5's tokens $((3 - differ)) times, or seed 5 gave the greedy ones"
 expect_ok "generate --chat text" "$AURORA" generate -m "$model" -p "hi" -n 4 --chat
 expect_ok "logits --top 3" "$AURORA" logits -m "$model" -p "the cat" --top 3
 [ "$(wc -l < "$work/out")" -eq 3 ] && pass || fail "logits --top 3 printed $(wc -l < "$work/out") lines"
@@ -492,9 +501,9 @@ expect_ok "the draft saved at SIGINT loads" "$AURORA" generate -m "$model" -p ab
 # a second signal exits at once, without waiting for the request in flight (a slower model: long requests)
 expect_ok "a wider tiny model" "$AURORA" tiny-model -o "$work/wide.gguf" --dim 256 --layers 8 --heads 8 --kv-heads 4 --ffn 512
 # (1,024 new tokens: about 0.6 s a request on one core of the 2-core Zen 5, where 256, 0.1 s, let the request
-# in flight finish within the 50 ms between the two signals once in a while)
+# in flight finish between the two signals once in a while)
 "$AURORA" replay -m "$work/wide.gguf" --traffic "$work/long.jsonl" --max-new 1024 --no-spec --out "$work/interrupted2" \
-    > /dev/null 2>&1 &
+    > /dev/null 2> "$work/interrupted2_err" &
 pid=$!
 tries=0
 while [ "$tries" -lt 600 ]; do
@@ -502,7 +511,12 @@ while [ "$tries" -lt 600 ]; do
     [ "$rows" -ge 2 ] && break
     sleep 0.1; tries=$((tries + 1))
 done
-kill -INT "$pid"; sleep 0.05; kill -INT "$pid"
+# the second signal once the first one's handler has said it ran (two signals sent back to back may merge
+# into one), polled every 10 ms
+kill -INT "$pid"
+tries=0
+while [ "$tries" -lt 3000 ] && ! grep -q "^interrupted: finishing" "$work/interrupted2_err"; do sleep 0.01; tries=$((tries + 1)); done
+kill -INT "$pid"
 wait "$pid"
 status=$?
 [ "$status" -eq 130 ] && [ ! -e "$work/interrupted2/summary.txt" ] && pass || \
@@ -679,7 +693,11 @@ done
 printf '\357\273\277{"prompt": "with a byte-order mark"}\n' > "$work/bom.jsonl"
 expect_ok "a JSONL file with a byte-order mark" "$AURORA" replay -m "$model" --traffic "$work/bom.jsonl" --no-spec --max-new 2 --out "$work/bom"
 if command -v nm > /dev/null 2>&1; then
-    nm "$AURORA" | grep -q -w -E "U (system|popen)(@.*)?" && fail "the binary links system() or popen()" || pass
+    if symbols=$(nm "$AURORA" 2>&1); then
+        printf '%s\n' "$symbols" | grep -q -w -E "U (system|popen)(@.*)?" && fail "the binary links system() or popen()" || pass
+    else
+        fail "nm could not read the binary's symbols: $symbols"
+    fi
 fi
 
 echo "$passed passed, $failed failed"

@@ -1617,6 +1617,12 @@ static void test_bf16_matmuls(void) {
 }
 
 int main(int argc, char** argv) {
+#ifdef _OPENMP
+    // The thread-count checks compare one thread with omp_get_max_threads(): at least two, whatever
+    // OMP_NUM_THREADS the suite runs under (make test runs its programs on one thread)
+    if (omp_get_max_threads() < 2) { omp_set_num_threads(2); }
+    printf("threads: %d (the thread-count checks compare one thread with these)\n", omp_get_max_threads());
+#endif
     int best = fast_isa_best();
     test_fp16_conversion();
     test_fast_exp();

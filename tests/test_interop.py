@@ -141,11 +141,14 @@ def compare_passes(ours, theirs, n_prompt):
 def prepare(aurora, model, work):
     """The F32 copy of the target and a draft trained on its continuations of PROMPTS, made once into work
     (tools/bench_spec.py uses them too). Returns their paths."""
+    # (made again when older than the binary or the model: files an older aurora wrote test nothing of this one)
+    def stale(path):
+        return not os.path.exists(path) or os.path.getmtime(path) < max(os.path.getmtime(aurora), os.path.getmtime(model))
     f32_model = os.path.join(work, "target-f32.gguf")
-    if not os.path.exists(f32_model):
+    if stale(f32_model):
         run([aurora, "convert", "-m", model, "-o", f32_model, "--type", "f32"])
     draft = os.path.join(work, "draft.gguf")
-    if not os.path.exists(draft):
+    if stale(draft):
         traffic = os.path.join(work, "prompts.jsonl")
         with open(traffic, "w") as f:
             for prompt in PROMPTS:

@@ -1505,7 +1505,10 @@ static void test_hot_swap(DraftKind kind, int in_gaps) {
     enum { REQUESTS = 40, MAX_NEW = 20 };
     int mismatches = 0;
     uint64_t rng = random_seed_state(6);
-    for (int r = 0; r < REQUESTS; r++) {
+    // at least REQUESTS, and more (up to 20 times as many) until the server has switched weights twice: a trainer
+    // thread starved by a loaded machine publishes late, and the count of swaps must not depend on the schedule
+    int served = 0;
+    for (int r = 0; r < REQUESTS || (source.swaps < 2 && r < 20 * REQUESTS); r++, served++) {
         int prompt[8];
         for (int i = 0; i < 8; i++) { prompt[i] = 3 + (int)(random_u32(&rng) % 200); }
         int plain[MAX_NEW], speculative[MAX_NEW];
@@ -1516,22 +1519,23 @@ static void test_hot_swap(DraftKind kind, int in_gaps) {
         int n = generate_speculative(&target, &source, prompt, 8, MAX_NEW, greedy, 0, speculative, &stats, NULL, NULL, record);
         record_buffer_push(flywheel.records, record);
         if (in_gaps) { flywheel_gap(&flywheel, 0.01); }
+        else if (r >= REQUESTS) { nanosleep(&(struct timespec){0, 10000000}, NULL); }   // (10 ms for a late trainer thread)
         mismatches += n != n_plain || memcmp(plain, speculative, sizeof(int) * n) != 0;
     }
     flywheel_stop(&flywheel);
     long pushed, dropped;
     record_buffer_counts(flywheel.records, &pushed, &dropped, NULL);
     printf("hot swap under load (%s): %d requests, %d swaps (mean %.3f ms, max %.3f ms), %d optimiser steps, %ld records "
-           "dropped\n", name, REQUESTS, source.swaps, source.swaps ? 1e3 * source.swap_seconds / source.swaps : 0.0,
+           "dropped\n", name, served, source.swaps, source.swaps ? 1e3 * source.swap_seconds / source.swaps : 0.0,
            1e3 * source.swap_seconds_max, flywheel.trainer.step, dropped);
-    check(mismatches == 0, "%d of %d requests differ from plain greedy while the draft was being swapped", mismatches, REQUESTS);
-    check(pushed == REQUESTS && dropped == 0 && flywheel.records_taken + flywheel_buffered(&flywheel) == REQUESTS &&
+    check(mismatches == 0, "%d of %d requests differ from plain greedy while the draft was being swapped", mismatches, served);
+    check(pushed == served && dropped == 0 && flywheel.records_taken + flywheel_buffered(&flywheel) == served &&
           flywheel.trainer.step > 0, "every record must reach the trainer (pushed %ld, dropped %ld, taken %ld, steps %d)",
           pushed, dropped, flywheel.records_taken, flywheel.trainer.step);
     check(source.swaps >= 2, "%s: the server should have switched weights several times (%d)", name, source.swaps);
     if (in_gaps) {
-        check(!flywheel.thread_started && flywheel.gaps == REQUESTS && fabs(flywheel.gap_seconds - 0.01 * REQUESTS) < 1e-9,
-              "%s: no trainer thread, %d gaps of 10 ms (thread %d, %ld gaps, %.3f s)", name, REQUESTS, flywheel.thread_started,
+        check(!flywheel.thread_started && flywheel.gaps == served && fabs(flywheel.gap_seconds - 0.01 * served) < 1e-9,
+              "%s: no trainer thread, %d gaps of 10 ms (thread %d, %ld gaps, %.3f s)", name, served, flywheel.thread_started,
               flywheel.gaps, flywheel.gap_seconds);
     }
     check(flywheel.trainer.vocabulary_swaps > 0, "the draft vocabulary should have changed while serving");

@@ -246,6 +246,10 @@ static void test_malformed_checkpoints(Target* target) {
         {{.int_key = "aurora.draft.head_count", .int_value = 5}, "aurora.draft.head_count"},
         {{.int_key = "aurora.draft.vocab_size", .int_value = 100000}, "aurora.draft.vocab_size"},
         {{.int_key = "aurora.draft.feed_forward_length", .int_value = 81}, "draft.ffn_gate.weight"},
+        // the head size's own key: within 2 .. 2^16, even (RoPE), and the projections' shapes must follow it
+        {{.int_key = "aurora.draft.attention.key_length", .int_value = 70000}, "aurora.draft.attention.key_length"},
+        {{.int_key = "aurora.draft.attention.key_length", .int_value = 7}, "head size 7 is odd"},
+        {{.int_key = "aurora.draft.attention.key_length", .int_value = 64}, "draft.attn_q.weight"},
         {{.architecture = "llama"}, "architecture"},
         {{.d2t_change = 1}, "aurora.draft.d2t"},
         {{.d2t_change = 2}, "aurora.draft.d2t"},

@@ -305,6 +305,36 @@ static void test_model_metadata(void) {
     if (status == 0) { target_free(&target); }
 }
 
+// A tensor the model does not read is refused; rope_freqs.weight (Llama 3.1's frequency scaling) by what it
+// asks for, so that a user learns why the file does not load rather than that it has a stray tensor.
+static void test_rope_freqs_refused(void) {
+    Error err;
+    TinyModelSpec spec = {32, 1, 4, 2, 32, 300, 64, 1, TYPE_F32, 10000.0f, 5};
+    const char* clean = temp_path("rope_freqs_clean.gguf");
+    const char* names[2] = {"rope_freqs.weight", "blk.7.attn_q.weight"};
+    const char* expected[2] = {"tensor 'rope_freqs.weight' asks for RoPE frequency scaling",
+                               "tensor 'blk.7.attn_q.weight' is not part of a llama model with llama.block_count = 1"};
+    check(tiny_model_write(clean, &spec, &err) == 0, "write: %s", err.message);
+    for (int i = 0; i < 2; i++) {
+        const char* path = temp_path(i == 0 ? "rope_freqs.gguf" : "stray.gguf");
+        GGUFFile file;
+        if (gguf_open(&file, clean, &err) != 0) { check(0, "open: %s", err.message); return; }
+        GGUFWriter* writer = gguf_writer_new();
+        check(gguf_writer_copy_values(writer, &file, NULL, &err) == 0, "copy: %s", err.message);
+        writer_copy_tensors(writer, &file);
+        float values[4] = {1.0f, 1.0f, 1.0f, 1.0f};   // (head size 8: 4 frequencies)
+        gguf_writer_add_tensor(writer, names[i], TYPE_F32, 1, (int64_t[]){4}, values);
+        check(gguf_writer_save(writer, path, &err) == 0, "save: %s", err.message);
+        gguf_writer_free(writer);
+        gguf_close(&file);
+        Target target;
+        int status = target_load(&target, path, &backend_cpu_ref, 32, 4, &err);
+        check(status != 0 && strstr(err.message, expected[i]) != NULL, "a model with %s must be refused naming it (%s)", names[i],
+              status == 0 ? "loaded" : err.message);
+        if (status == 0) { target_free(&target); }
+    }
+}
+
 // An embedding with rows past the tokenizer's list (padded vocabularies: Qwen's 151,936 rows for 151,665
 // tokens): the model may sample such an id, and printing it must not read past the tokenizer's arrays
 // (the ASan build of this test is the check: print_token_text read token_types[id] unguarded).
@@ -524,6 +554,7 @@ int main(void) {
     test_atomic_outputs();
     test_config_ranges();
     test_model_metadata();
+    test_rope_freqs_refused();
     test_tokenizer_shorter_than_embedding();
     test_unused_tensors();
     test_weight_shapes();

@@ -1814,6 +1814,9 @@ void trainer_set_weights(Trainer* trainer, const float* weights, const int32_t* 
 // emitted by verify passes and the passes to *emitted and *passes (acceptance length = emitted / passes);
 // returns 0 when the record has nothing to evaluate.
 int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* emitted, long* passes);
+// Whether trainer_evaluate's unroll of a record at `depth` fits the table's attention (a CUDA row's scores
+// in shared memory; always on the CPU tables): its keys run past a serving pass's context and tree
+int trainer_evaluate_fits(const Trainer* trainer, const Record* record, int depth);
 // An evaluator's forward from now on multiplies with a copy of its weights in serving_type (the serving
 // draft's Draft.serving_type), refreshed by trainer_set_weights: the draft measured as it is served. Never
 // for a trainer that steps (its forward stays fp32: the gradients are of the fp32 weights).

@@ -697,6 +697,7 @@ static int self_sample_start(const Tokenizer* tokenizer, int* token, Error* err)
 typedef struct {
     int n_records;
     int n_skipped;          // held-back prompts longer than the context leaves (not measured; said in the summary)
+    int n_past_attention;   // held-back records whose evaluation attends past the table's bound (CUDA; left out, said)
     Record** records;       // (n_records) the target's greedy outputs for the held-back prompts
     Trainer evaluator;      // a copy of the served weights and its own workspace (never stepped)
     int depth;              // the serving depth
@@ -859,6 +860,10 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
                 held_back->n_skipped, held_back->n_skipped + held_back->n_records, room,
                 held_back->n_records == 0 ? "; no held-back measurement" : "");
     }
+    if (held_back->n_past_attention > 0) {
+        fprintf(f, "held-back: %d requests left out (their measurement at depth %d attends past the table's attention)\n",
+                held_back->n_past_attention, held_back->depth);
+    }
     if (held_back->n_points > 0) {
         int last = held_back->n_points - 1;
         fprintf(f, "held-back: %d requests never served or trained on, greedy chains of depth %d, the served draft frozen: "
@@ -1000,6 +1005,24 @@ int replay_run(const Options* o) {
         trainer_init(&held_back.evaluator, &draft, &target, measure);
         trainer_evaluate_as_served(&held_back.evaluator, draft.serving_type);   // as it is served
         held_back.depth = shape.depth < TTT_MAX_STEPS ? shape.depth : TTT_MAX_STEPS;
+        // a record whose evaluation would attend to more slots than the table's attention takes (a CUDA
+        // table near its longest context: the unroll's keys run depth - 1 completions past the record) is left
+        // out, said as a skipped prompt is
+        int kept = 0;
+        for (int i = 0; i < held_back.n_records; i++) {
+            if (trainer_evaluate_fits(&held_back.evaluator, held_back.records[i], held_back.depth)) {
+                held_back.records[kept++] = held_back.records[i];
+            } else {
+                record_free(held_back.records[i]);
+                held_back.n_past_attention++;
+            }
+        }
+        held_back.n_records = kept;
+        if (held_back.n_past_attention > 0) {
+            fprintf(stderr, "warning: held-back set: %d requests left out: measuring them at depth %d attends past what "
+                    "the %s table's attention takes (lower --context, --max-new or the depth)%s\n", held_back.n_past_attention,
+                    held_back.depth, target.backend->name, held_back.n_records == 0 ? "; no held-back measurement" : "");
+        }
     }
 #ifdef _OPENMP
     // with a training thread beside it, serving takes one core: OpenMP teams on oversubscribed cores

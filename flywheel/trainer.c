@@ -316,6 +316,13 @@ int unroll_loss_rows(const UnrollPlan* plan, const Record* record, const Trainer
     return n;
 }
 
+// Steps 1.. from column chain_first on (0: every column), each keeping at least one row
+static void unroll_plan_chains(UnrollPlan* plan, int chain_first) {
+    if (chain_first <= 0) { return; }
+    plan->chain_first = chain_first < plan->T - 1 ? chain_first : plan->T - 1;
+    if (plan->n_steps > plan->T - plan->chain_first) { plan->n_steps = plan->T - plan->chain_first; }
+}
+
 void unroll_plan_rows(UnrollPlan* plan, const Record* record, const TrainerSettings* s, int* discard_used, int* discard_row) {
     plan->n_discard = s->discard_weight > 0.0f
             ? select_discard_nodes(record, s->discard_top_k, TRAIN_MAX_DISCARD_ROWS, plan->first_column, plan->T, discard_used,
@@ -403,10 +410,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
     int C = c->dim, V_d = c->vocab_size, KVD = c->n_kv_heads * c->head_size, G = TAP_LAYERS * C; // G: g's width, 3C
     UnrollPlan plan;
     if (!unroll_plan_columns(&plan, record, s)) { return 0.0f; }
-    if (chain_first > 0) {   // every step keeps at least one row
-        plan.chain_first = chain_first < plan.T - 1 ? chain_first : plan.T - 1;
-        if (plan.n_steps > plan.T - plan.chain_first) { plan.n_steps = plan.T - plan.chain_first; }
-    }
+    unroll_plan_chains(&plan, chain_first);
     // the discard nodes first (when the discard loss is on), then the workspace for the rows of step 0 they
     // add: those inside the trained columns and the top-k, not every node a long completion rejected
     DiscardSelection* discard = &trainer->discard;
@@ -745,28 +749,53 @@ void trainer_evaluate_as_served(Trainer* trainer, int serving_type) {
     draft_serve_as(&trainer->draft, serving_type);
 }
 
-int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* emitted, long* passes) {
-    // the unroll of `depth` steps over the completion, teacher-forced: while the draft's guesses are right
-    // they ARE the teacher's tokens, so step k at column t is exactly what serving drafts k+1 tokens after
-    // a root at position t + 1 (the mask and positions of training-time test are those of drafting)
+// The settings and plan of trainer_evaluate's unroll of `depth` steps over a record (0: nothing to measure)
+static int evaluate_plan(const Trainer* trainer, const Record* record, int depth, TrainerSettings* s, UnrollPlan* plan) {
     if (depth < 1) {   // (callers resolve the shape first: a program bug)
         fprintf(stderr, "error: internal: trainer_evaluate at depth %d; expected 1 to %d\n", depth, TTT_MAX_STEPS);
         exit(EXIT_FAILURE);
     }
-    TrainerSettings s = trainer->settings;
-    s.ttt_length = depth < TTT_MAX_STEPS ? depth : TTT_MAX_STEPS;
-    s.prompt_weight = 0.0f;
-    s.discard_weight = 0.0f;
-    s.feature_weight = 0.0f;   // (its loss is not used here: only the guesses)
+    *s = trainer->settings;
+    s->ttt_length = depth < TTT_MAX_STEPS ? depth : TTT_MAX_STEPS;
+    s->prompt_weight = 0.0f;
+    s->discard_weight = 0.0f;
+    s->feature_weight = 0.0f;   // (its loss is not used here: only the guesses)
     // serving's draft attends to every prompt position: so does the replay (the training window is narrower)
-    s.context_window = record->n_prompt;
-    s.max_positions = record->n_committed;
-    UnrollPlan plan;
-    if (!unroll_plan_columns(&plan, record, &s)) { return 0; }
-    int* predictions = mallocCheck((size_t)s.ttt_length * plan.T * sizeof(int));
-    for (size_t i = 0; i < (size_t)s.ttt_length * plan.T; i++) { predictions[i] = -1; }
+    s->context_window = record->n_prompt;
+    s->max_positions = record->n_committed;
+    if (!unroll_plan_columns(plan, record, s)) { return 0; }
     // steps 1.. need only the columns of the roots, from the last prompt position on (their chains see
     // step 0's keys over the whole prefix and their own columns' keys of the steps before)
+    unroll_plan_chains(plan, record->n_prompt - 1 - plan->first_column);
+    unroll_plan_rows(plan, record, s, NULL, NULL);
+    return 1;
+}
+
+int trainer_evaluate_fits(const Trainer* trainer, const Record* record, int depth) {
+    // its last step attends to every step's keys: the whole record at step 0, then each step's completion
+    // columns, about n_committed + (depth - 1) * completion, past a serving pass's context and tree
+    const Backend* b = trainer->backend;
+    TrainerSettings s;
+    UnrollPlan plan;
+    if (b->attention_max_slots == NULL || !evaluate_plan(trainer, record, depth, &s, &plan)) { return 1; }
+    return plan.block_offset[plan.n_steps] <= b->attention_max_slots(trainer->draft.config.head_size);
+}
+
+int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* emitted, long* passes) {
+    // the unroll of `depth` steps over the completion, teacher-forced: while the draft's guesses are right
+    // they ARE the teacher's tokens, so step k at column t is exactly what serving drafts k+1 tokens after
+    // a root at position t + 1 (the mask and positions of training-time test are those of drafting)
+    TrainerSettings s;
+    UnrollPlan plan;
+    if (!evaluate_plan(trainer, record, depth, &s, &plan)) { return 0; }
+    if (!trainer_evaluate_fits(trainer, record, depth)) {   // (callers leave such records out: a program bug)
+        fprintf(stderr, "error: internal: trainer_evaluate: the unroll of a record of %d tokens at depth %d attends to "
+                "%d slots, more than the %s table's attention takes\n", record->n_committed, depth,
+                plan.block_offset[plan.n_steps], trainer->backend->name);
+        exit(EXIT_FAILURE);
+    }
+    int* predictions = mallocCheck((size_t)s.ttt_length * plan.T * sizeof(int));
+    for (size_t i = 0; i < (size_t)s.ttt_length * plan.T; i++) { predictions[i] = -1; }
     record_unroll(trainer, &s, record, 1.0f, 0, NULL, predictions, record->n_prompt - 1 - plan.first_column);
     // generation replayed: the first completion token comes from the prefill; then each pass from root
     // m drafts x_{m+1..m+depth} (column m - 1 - first_column, steps 0..depth-1), accepts the agreeing

@@ -1102,6 +1102,28 @@ static char* csv_without_seconds(const char* path) {
 }
 
 // ---- the held-back evaluation replays greedy chain serving exactly ------------------------------
+
+// On a table whose attention is bounded (CUDA), trainer_evaluate_fits compares the unroll's keys with the
+// bound: the whole record at step 0, then each later step's completion columns from the last prompt position
+// (a record of n tokens, prompt p: n + sum over k = 1..depth-1 of (n - k - (p - 1))), written out here.
+static int evaluation_limit;
+static int evaluation_limited(int HS) { (void)HS; return evaluation_limit; }
+static void check_evaluation_bound(Trainer* evaluator, const Record* record, int depth) {
+    int n = record->n_committed, p = record->n_prompt, keys = n;
+    for (int k = 1; k < depth && k < n - (p - 1); k++) { keys += n - k - (p - 1); }
+    const Backend* saved = evaluator->backend;
+    Backend limited = *saved;
+    limited.attention_max_slots = evaluation_limited;
+    evaluator->backend = &limited;
+    evaluation_limit = keys;
+    int at = trainer_evaluate_fits(evaluator, record, depth);
+    evaluation_limit = keys - 1;
+    int below = trainer_evaluate_fits(evaluator, record, depth);
+    evaluator->backend = saved;
+    check(at && !below && trainer_evaluate_fits(evaluator, record, depth), "depth %d, %d tokens (prompt %d): the unroll's "
+          "%d keys fit a bound of %d (%d) and not %d (%d), and always an unbounded table", depth, n, p, keys, keys, at,
+          keys - 1, below);
+}
 static void test_evaluation(const char* model, const char* traffic_path, const char* draft_path) {
     Target target;
     Error err;
@@ -1141,6 +1163,7 @@ static void test_evaluation(const char* model, const char* traffic_path, const c
             exact += passes == stats.verify_passes;
             differs += control_passes != stats.verify_passes; // negative control: another draft, other passes
             if ((double)stats.emitted / stats.verify_passes > best) { best = (double)stats.emitted / stats.verify_passes; }
+            if (r == 0) { check_evaluation_bound(&evaluator, record, depths[d]); }
             record_free(record);
         }
         trainer_free(&evaluator);

@@ -712,8 +712,9 @@ static int command_generate(Options* o) {
         long resident_kb, peak_kb;
         backend_describe(target.backend, description, sizeof(description));
         resident_memory_kb(&resident_kb, &peak_kb);
-        fprintf(stderr, "backend: %s; resident memory %.1f MB (peak %.1f MB)\n", description, resident_kb / 1024.0,
-                peak_kb / 1024.0);
+        // (MB: 10^6 bytes, as every other size the program prints; /proc counts kB of 1,024 bytes)
+        fprintf(stderr, "backend: %s; resident memory %.1f MB (peak %.1f MB)\n", description, resident_kb * 1.024e-3,
+                peak_kb * 1.024e-3);
     }
     (void)room;
     free(out);

@@ -265,7 +265,8 @@ static double flywheel_gap_step_estimate(const Flywheel* flywheel, long rows) {
     return history_rows > 0 ? seconds / (double)history_rows * (double)rows : 0.0;
 }
 
-static void flywheel_gap(Flywheel* flywheel, double seconds) {
+// Returns the seconds a step ran past the gap's end: the next request's wait.
+static double flywheel_gap(Flywheel* flywheel, double seconds) {
     double start = now_seconds();
     int stepped = 0;
     flywheel_take_records(flywheel, 0);
@@ -294,6 +295,7 @@ static void flywheel_gap(Flywheel* flywheel, double seconds) {
     double elapsed = now_seconds() - start;   // (less than the gap where a stop request cut it short)
     flywheel->gap_seconds += elapsed < seconds ? elapsed : seconds;
     flywheel->gaps++;
+    return left < 0 ? -left : 0.0;
 }
 
 // A run that ended before its trainer's first step (a threaded run of a few short requests, whose serving
@@ -793,12 +795,13 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
             room + o->max_new + TREE_MAX_NODES, o->max_new, r->spec.n_generated, source->limit.k, source->limit.depth,
             source->limit.nodes, source->adaptive ? "adaptive, at most" : "fixed");
     int n = r->n_served, window = n < 100 ? n : 100;
-    double first_mean = 0, last_mean = 0;
+    double first_mean = 0, last_mean = 0, all_mean = 0;
     for (int i = 0; i < window; i++) { first_mean += r->acceptance[i]; last_mean += r->acceptance[n - window + i]; }
-    if (window > 0) {
-        fprintf(f, "acceptance length: overall %.3f, first %d requests %.3f, last %d requests %.3f\n",
-                r->spec.verify_passes ? (double)r->spec.emitted / r->spec.verify_passes : 1.0, window, first_mean / window, window,
-                last_mean / window);
+    for (int i = 0; i < n; i++) { all_mean += r->acceptance[i]; }
+    if (window > 0) {   // (the per-request means are the served curve's and the goals' measure)
+        fprintf(f, "acceptance length, the mean of each request's: all %d requests %.3f, first %d %.3f, last %d %.3f; all "
+                "tokens over all passes %.3f\n", n, all_mean / n, window, first_mean / window, window, last_mean / window,
+                r->spec.verify_passes ? (double)r->spec.emitted / r->spec.verify_passes : 1.0);
     }
     for (int d = 0; d < traffic->n_domains; d++) {
         double sum = 0;
@@ -816,11 +819,13 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
         fprintf(f, "time in passes: drafting %.1f s, verifying and committing %.1f s\n", r->spec.draft_seconds,
                 r->spec.verify_seconds);
     }
-    // tokens/s of whole requests, and of their decoding alone (after each prefill: what speculation changes)
+    // tokens/s of whole requests, and of their decoding alone (after each prefill: what speculation changes;
+    // each request's first token came from its prefill, as `aurora generate` counts it)
     double decoding = r->spec.total_seconds - r->spec.prefill_seconds;
+    long decoded = (long)r->spec.n_generated - r->n_served;
     fprintf(f, "speed: %.2f tokens/s over %.1f s of generation (prefills %.1f s of it); after the prefill %.2f tokens/s\n",
             r->spec.total_seconds > 0 ? r->spec.n_generated / r->spec.total_seconds : 0.0, r->spec.total_seconds,
-            r->spec.prefill_seconds, decoding > 0 ? r->spec.n_generated / decoding : 0.0);
+            r->spec.prefill_seconds, decoding > 0 && decoded > 0 ? decoded / decoding : 0.0);
     if (o->load < 1.0f && !(flywheel && flywheel->in_gaps)) {   // (training in the gaps reports its gaps below)
         fprintf(f, "offered load %.2f: %d gaps, %.3f s idle between requests (not in the tokens/s)\n", o->load,
                 r->n_served, r->idle_seconds);
@@ -848,7 +853,8 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
         if (flywheel->in_gaps) {
             fprintf(f, "training in the gaps (offered load %.2f): %ld gaps, %.1f s of idle time given to training, %ld "
                     "steps (each started where its rows at the last %d steps' seconds per row fit in what is left of its "
-                    "gap, or after %d gaps without one); requests waited %.1f s in all for a step in flight (%.0f ms a request)\n", o->load,
+                    "gap, or after %d gaps without one); requests waited %.1f s in all for a step in flight (%.0f ms a "
+                    "request; each wait in the seconds of the request it delayed, so in the speed above)\n", o->load,
                     flywheel->gaps, flywheel->gap_seconds, flywheel->gap_steps, GAP_STEP_HISTORY, GAP_STARVED,
                     flywheel->wait_seconds, flywheel->gaps ? 1e3 * flywheel->wait_seconds / flywheel->gaps : 0.0);
         }
@@ -1046,6 +1052,7 @@ int replay_run(const Options* o) {
     totals.n_requests = n_requests;
     totals.acceptance = acceptance;
     totals.domains = domains;
+    double gap_overrun = 0.0;   // (training in the gaps: how long the last gap's step kept the next request waiting)
     for (int r = 0; r < n_requests && status == 0 && !stop_requested(); r++) {
         const TrafficRequest* request = &traffic.requests[r];
         if (held_back.n_records > 0 && r % o->eval_every == 0) { held_back_measure(&held_back, &source, r); }
@@ -1064,7 +1071,11 @@ int replay_run(const Options* o) {
             // at an offered load below 1, the idle time after the request: the trainer's (training in the gaps), or
             // idle (plain decoding and frozen drafts at the same load: the baseline a live run is compared with)
             double gap = stats.total_seconds * (1.0 - o->load) / o->load;
-            if (online && flywheel.in_gaps) { flywheel_gap(&flywheel, gap); }
+            // a step of the last gap that ran past its end delayed this request: its seconds include that wait,
+            // so that serving with training in the gaps is charged for it (requests.csv, the summary's speed)
+            stats.total_seconds += gap_overrun;
+            gap_overrun = 0.0;
+            if (online && flywheel.in_gaps) { gap_overrun = flywheel_gap(&flywheel, gap); }
             else if (o->load < 1.0f) {
                 double idle_start = now_seconds();
                 idle_until(idle_start + gap);

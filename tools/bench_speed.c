@@ -32,7 +32,9 @@ ratios moved by 10-25% between runs of the same code). The "@ NAME_tps" lines ar
   recording   the target's outputs for train's data (samples of its own text, each continued greedily), one
               sample at a time and RECORD_LANES at once (record_batch): tokens/s and the ratio
   memory      read bandwidth (every thread summing its share of 1 GiB) and the limit it sets on a decode step:
-              the bytes one step must read (weights as stored, the key/value cache) / bandwidth
+              the bytes one step must read (weights as stored, the key/value cache) / bandwidth; and the same
+              over a buffer of one step's bytes, which a large L3 holds as it holds the model (the step-sized
+              limit: on such a host the step streams from the cache, and beats the 1 GiB limit)
 
 With --backend NAME (make bench-cuda: --backend cuda) one table is measured alone and everything above that
 says "fast table" is that table (the output names it); on a table whose memory is not the host's (CUDA)
@@ -85,6 +87,17 @@ static double time_decode_after(Target* target, int P) {
     return now_seconds() - start;
 }
 static double time_decode(Target* target) { return time_decode_after(target, CONTEXT); }
+// DECODE_RUN steps one after another from CONTEXT cached tokens, the mean a step: what llama-bench's tg32 after
+// 128 times (the fastest single step, time_decode, flatters a comparison with a run's mean)
+enum { DECODE_RUN = 32 };
+static double time_decode_run(Target* target) {
+    double start = now_seconds();
+    for (int i = 0; i < DECODE_RUN; i++) {
+        int token = 300 + i, position = CONTEXT + i;
+        target_forward(target, &token, &position, NULL, 1, CONTEXT + i, 0);
+    }
+    return (now_seconds() - start) / DECODE_RUN;
+}
 
 // PREFILL tokens from an empty cache in one call: the context's own tokens, so the cache ends as it was.
 static double time_prefill(Target* target) {
@@ -283,7 +296,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < LONG_CONTEXT; i++) { long_tokens[i] = context_tokens[i % CONTEXT]; }
     target_prefill(&long_target, long_tokens, LONG_CONTEXT, 0, NULL, NULL);
     free(long_tokens);
-    double long_decode = 1e30;
+    double long_decode = 1e30, decode_run = 1e30;   // (decode_run: the fast table's, time_decode_run)
     char description[256];
     backend_describe(fast->backend, description, sizeof(description));
     printf("CPU: %s, %d threads (OpenMP); %s table: %s; load average at start %.2f\n", cpu, n_threads(),
@@ -350,12 +363,17 @@ int main(int argc, char** argv) {
     for (int v = 0; v < N_SERVED; v++) { served[v] = served_decode[v] = 1e30; }
     uint8_t* mask = mallocCheck((size_t)16 * (SERVED_CONTEXT + 16));
     double bandwidth = 0, int8_peak = 0;
+    // (on a host table also over a buffer of one decode step's bytes: a large L3 can hold the model, and then
+    // the step streams from it, faster than from memory)
+    double step_bytes = decode_bytes(target, on_device, CONTEXT), step_bandwidth = 0;
 
     fprintf(stderr, "measuring in %d rounds:", rounds);
     for (int round = 0; round < rounds; round++) {
         fprintf(stderr, " %d", round + 1);
         double b = on_device ? device_copy_bandwidth(fast->backend, (size_t)1 << 30, 3) : read_bandwidth((size_t)1 << 30, 2);
         if (b > bandwidth) { bandwidth = b; }
+        double sb = on_device ? 0 : read_bandwidth((size_t)step_bytes, 5);
+        if (sb > step_bandwidth) { step_bandwidth = sb; }
         double p = on_device ? 0 : int8_peak_macs(3);
         if (p > int8_peak) { int8_peak = p; }
         for (int s = 0; s < n_subjects; s++) {
@@ -363,6 +381,7 @@ int main(int argc, char** argv) {
             int is_reference = subject->backend == &backend_cpu_ref;
             if (is_reference && round >= REF_ROUNDS) { continue; }
             for (int r = 0; r < (is_reference ? 2 : 8); r++) { subject->decode = min_of(subject->decode, time_decode(&subject->target)); }
+            if (subject == fast) { decode_run = min_of(decode_run, time_decode_run(&subject->target)); }
             subject->prefill = min_of(subject->prefill, time_prefill(&subject->target));
         }
         for (int r = 0; r < 8; r++) { long_decode = min_of(long_decode, time_decode_after(&long_target, LONG_CONTEXT)); }
@@ -438,6 +457,10 @@ int main(int argc, char** argv) {
         const char* key = backend_key(subject->backend);
         printf("@ %s_decode_tps %.3f\n@ %s_prefill_tps %.3f\n", key, 1.0 / subject->decode, key, PREFILL / subject->prefill);
     }
+    printf("%s, %d decode steps one after another from %d cached (as llama-bench's tg%d), the mean a step: %.2f ms "
+           "(%.1f tok/s; the fastest single step above %.1f)\n", fast->label, DECODE_RUN, CONTEXT, DECODE_RUN, decode_run * 1e3,
+           1.0 / decode_run, 1.0 / fast->decode);
+    printf("@ %s_decode_run_tps %.3f\n", backend_key(fast->backend), 1.0 / decode_run);
 
     const char* table = fast->backend->name;   // the fast table, or --backend's
     printf("\nverify pass over a chain of N nodes after %d cached tokens, %s: time / a decode step measured beside it\n", CONTEXT,
@@ -580,17 +603,25 @@ int main(int argc, char** argv) {
     } else {
         snprintf(measured, sizeof(measured), "read bandwidth %.1f GB/s (%d threads, 1 GiB)", bandwidth, n_threads());
     }
+    // (every "x the limit" below is a speed: the limit's time over the step's, as the summary's keys are)
     printf("\nmemory: %s; one decode step reads %.1f MB (weights as %s, the key/value cache at %d tokens; %.1f MB "
-           "with fp32 weights): limit %.2f ms (%.0f tok/s); %s decode %.2f ms is %.2fx the limit\n", measured, bytes / 1e6,
-           on_device ? "the table keeps them, fp32" : "stored", CONTEXT, bytes_fp32 / 1e6, limit * 1e3, 1 / limit, table,
-           fast->decode * 1e3, fast->decode / limit);
+           "with fp32 weights): limit %.2f ms (%.0f tok/s); %s decode %.2f ms runs at %.2fx the limit's speed\n", measured,
+           bytes / 1e6, on_device ? "the table keeps them, fp32" : "stored", CONTEXT, bytes_fp32 / 1e6, limit * 1e3, 1 / limit,
+           table, fast->decode * 1e3, limit / fast->decode);
     printf("@ bandwidth_gbs %.2f\n@ decode_limit_ms %.4f\n@ decode_vs_memory_limit %.4f\n", bandwidth, limit * 1e3,
            limit / fast->decode);
+    if (!on_device) {
+        double step_limit = bytes / (step_bandwidth * 1e9);
+        printf("over a buffer of the step's %.1f MB (it may stay in the caches, as the model's weights then do): read "
+               "bandwidth %.1f GB/s, limit %.2f ms (%.0f tok/s); the decode step runs at %.2fx that limit's speed\n",
+               bytes / 1e6, step_bandwidth, step_limit * 1e3, 1 / step_limit, step_limit / fast->decode);
+        printf("@ step_bandwidth_gbs %.2f\n@ decode_vs_step_sized_limit %.4f\n", step_bandwidth, step_limit / fast->decode);
+    }
     double long_bytes = decode_bytes(target, on_device, LONG_CONTEXT), long_limit = long_bytes / (bandwidth * 1e9);
     printf("after %d cached tokens a %s decode step reads %.1f MB (the cache %.1f MB of it): limit %.2f ms (%.0f tok/s); "
-           "it took %.2f ms (%.1f tok/s), %.2fx the limit\n", LONG_CONTEXT, table, long_bytes / 1e6,
+           "it took %.2f ms (%.1f tok/s), %.2fx the limit's speed\n", LONG_CONTEXT, table, long_bytes / 1e6,
            (long_bytes - decode_bytes(target, on_device, 0)) / 1e6, long_limit * 1e3, 1 / long_limit, long_decode * 1e3,
-           1 / long_decode, long_decode / long_limit);
+           1 / long_decode, long_limit / long_decode);
     printf("@ %s_decode_long_tps %.3f\n@ decode_long_vs_memory_limit %.4f\n", backend_key(fast->backend), 1 / long_decode,
            long_limit / long_decode);
     printf("load average at the end: %.2f\n", load_average());

@@ -87,12 +87,18 @@ finish() { wait; running=0; }
 acceptance() { awk -F, -v from="$2" -v to="$3" 'NR > 1 && $9 == "served" && NR - 1 > from && NR - 1 <= to { a += $6; n++ }
                                                END { printf "%.3f", n ? a / n : 0 }' "$1/requests.csv"; }
 # (several runs' directories: their tokens over their seconds, together)
+# (after the prefill, a request's first token, which its prefill made, is not counted)
 tokens_per_second() { prefill=$1; shift; for d in "$@"; do cat "$d/requests.csv"; done |
-                      awk -F, -v prefill="$prefill" '$1 != "request" && $9 == "served" { t += $4; s += $7 - prefill * $10 }
+                      awk -F, -v prefill="$prefill" '$1 != "request" && $9 == "served" { t += $4 - prefill; s += $7 - prefill * $10 }
                                                      END { printf "%.2f", s ? t / s : 0 }'; }
 speed() { tokens_per_second 0 "$@"; }
 decode_speed() { tokens_per_second 1 "$@"; }
-held_back() { awk -F, 'NR > 1 { last = $3 } END { printf "%.3f", last }' "$1/held_back.csv" 2>/dev/null || echo "-"; }
+# the last held-back point: all the set's tokens over all its passes (the chart's dashed curve), then the mean of
+# each request's (how the served windows beside it count)
+held_back() { awk -F, 'NR > 1 { last = $3; per = $4 } END { printf "%.3f (the mean per request %.3f)", last, per }' \
+                  "$1/held_back.csv" 2>/dev/null || echo "-"; }
+# (tables: the mean per request alone, as the served windows beside it count)
+held_back_per_request() { awk -F, 'NR > 1 { per = $4 } END { printf "%.3f", per }' "$1/held_back.csv" 2>/dev/null || echo "-"; }
 # a summary.txt line's first number after a label ("training: 512 optimiser steps" -> 512; "-" if absent)
 summary_number() { sed -n "s/^$2 *\([0-9.]*\).*/\1/p" "$1/summary.txt" | head -1 | grep . || echo "-"; }
 # mean acceptance of a run's served rows per window of W requests: "1.234 1.456 ..."
@@ -356,11 +362,11 @@ ttt)
         finish
     done
     {
-        printf "%-8s %12s %12s %10s %16s\n" run "1-$((N / 2))" "$((N / 2 + 1))-$N" "held-back" "optimiser steps"
+        printf "%-8s %12s %12s %14s %16s\n" run "1-$((N / 2))" "$((N / 2 + 1))-$N" "held-back/req" "optimiser steps"
         for length in 1 2 3 5; do
             d=$out/ttt-$length
-            printf "%-8s %12s %12s %10s %16s\n" "ttt-$length" "$(acceptance "$d" 0 $((N / 2)))" "$(acceptance "$d" $((N / 2)) "$N")" \
-                "$(held_back "$d")" "$(sed -n 's/^training: \([0-9]*\) optimiser steps.*/\1/p' "$d/summary.txt")"
+            printf "%-8s %12s %12s %14s %16s\n" "ttt-$length" "$(acceptance "$d" 0 $((N / 2)))" "$(acceptance "$d" $((N / 2)) "$N")" \
+                "$(held_back_per_request "$d")" "$(sed -n 's/^training: \([0-9]*\) optimiser steps.*/\1/p' "$d/summary.txt")"
         done
     } | tee "$out/result.txt"
     "$AURORA" plot -o "$out/acceptance.svg" --title "the TTT unroll's length at equal time (threaded)" \
@@ -386,12 +392,12 @@ selfstart)
     finish
     {
         echo "a warm start from the target's own text: $SAMPLES samples, 2 epochs ($(sed -n 's/.*(\([0-9]*\) optimiser steps.*/\1/p' "$out/train.log") steps); then $N lockstep requests"
-        printf "%-28s %8s %8s %8s %10s %22s\n" run "1-50" "$((N - 49))-$N" "all" "held-back" "unseen 100 (frozen)"
-        printf "%-28s %8s %8s %8s %10s %22s\n" "self-trained, no traffic" - - - - "$(acceptance "$out/unseen-self" 0 100)"
+        printf "%-28s %8s %8s %8s %14s %22s\n" run "1-50" "$((N - 49))-$N" "all" "held-back/req" "unseen 100 (frozen)"
+        printf "%-28s %8s %8s %8s %14s %22s\n" "self-trained, no traffic" - - - - "$(acceptance "$out/unseen-self" 0 100)"
         for pair in "$INIT:$INIT" "self:self-online"; do
             d=$out/${pair%%:*}
-            printf "%-28s %8s %8s %8s %10s %22s\n" "day 0 from ${pair%%:*}" "$(acceptance "$d" 0 50)" "$(acceptance "$d" $((N - 50)) "$N")" \
-                "$(acceptance "$d" 0 "$N")" "$(held_back "$d")" "$(acceptance "$out/unseen-${pair#*:}" 0 100)"
+            printf "%-28s %8s %8s %8s %14s %22s\n" "day 0 from ${pair%%:*}" "$(acceptance "$d" 0 50)" "$(acceptance "$d" $((N - 50)) "$N")" \
+                "$(acceptance "$d" 0 "$N")" "$(held_back_per_request "$d")" "$(acceptance "$out/unseen-${pair#*:}" 0 100)"
         done
     } | tee "$out/result.txt"
     "$AURORA" plot -o "$out/acceptance.svg" --title "day 0 from a draft trained on the target's own text (lockstep)" \
@@ -401,7 +407,9 @@ study)
     N=${2:-200}
     BASE=$(lockstep_base "$N")
     # LEVERS="base prompt-0 ..." runs only the runs named (default: all)
-    lever() { case " ${LEVERS:-$1} " in *" $1 "*) run "$@" ;; esac; }
+    # (the table and the chart read these runs alone: directories an earlier study left in $out are not this one's)
+    RAN=""
+    lever() { case " ${LEVERS:-$1} " in *" $1 "*) run "$@"; RAN="$RAN $1" ;; esac; }
     lever base $BASE --draft-init "$INIT" $TRAIN
     lever lr-3e-4 $BASE --draft-init "$INIT" $TRAIN --lr 3e-4
     lever lr-3e-3 $BASE --draft-init "$INIT" $TRAIN --lr 3e-3
@@ -427,16 +435,15 @@ study)
     finish
     {
         W=$((N < 100 ? N / 2 : 50))   # the windows: the first and the last W requests
-        printf "%-14s %10s %10s %10s %12s\n" run "1-$W" "$((N - W + 1))-$N" "held-back" "tok/s"
-        for d in "$out"/*/; do
-            d=${d%/}; name=$(basename "$d")
-            [ -f "$d/requests.csv" ] || continue
-            printf "%-14s %10s %10s %10s %12s\n" "$name" "$(acceptance "$d" 0 "$W")" "$(acceptance "$d" $((N - W)) "$N")" \
-                "$(held_back "$d")" "$(speed "$d")"
+        printf "%-14s %10s %10s %14s %12s\n" run "1-$W" "$((N - W + 1))-$N" "held-back/req" "tok/s"
+        for name in $RAN; do
+            d=$out/$name
+            printf "%-14s %10s %10s %14s %12s\n" "$name" "$(acceptance "$d" 0 "$W")" "$(acceptance "$d" $((N - W)) "$N")" \
+                "$(held_back_per_request "$d")" "$(speed "$d")"
         done
     } | tee "$out/result.txt"
     set --
-    for d in "$out"/*/; do [ -f "${d}requests.csv" ] && set -- "$@" "${d}requests.csv:$(basename "$d")"; done
+    for name in $RAN; do set -- "$@" "$out/$name/requests.csv:$name"; done
     "$AURORA" plot -o "$out/acceptance.svg" --title "the learning study: one lever at a time (lockstep)" "$@"
     ;;
 *)

@@ -1666,6 +1666,15 @@ static void test_gap_fit(void) {
           counts[2], counts[3], counts[4], GAP_STARVED);
     check(n_drawn >= 1 && kept, "gap fit: the batch drawn in a gap it did not fit (%d record(s)) was not kept for the next gaps",
           n_drawn);
+    // a starved gap of no time at all still runs its step: the time past the gap's end is returned (replay adds
+    // it to the next request's seconds) and counted as the requests' wait
+    flywheel.gaps_without_step = GAP_STARVED;
+    long steps_before = flywheel.gap_steps;
+    double wait_before = flywheel.wait_seconds;
+    double overrun = flywheel_gap(&flywheel, 0.0);
+    check(flywheel.gap_steps == steps_before + 1 && overrun > 0.0 && fabs(flywheel.wait_seconds - wait_before - overrun) < 1e-12,
+          "gap fit: a starved gap of 0 s ran %ld step(s) and returned %.6f s past its end (the wait grew %.6f s)",
+          flywheel.gap_steps - steps_before, overrun, flywheel.wait_seconds - wait_before);
     printf("gap fit: %ld step(s) in a first 50 ms gap; 40 rows at 17.5 ms a row: %.3f s; at 1 s a row, steps after each "
            "of five gaps: %ld %ld %ld %ld %ld, the batch drawn kept until it trained\n", first, estimate, counts[0], counts[1],
            counts[2], counts[3], counts[4]);

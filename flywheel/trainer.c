@@ -771,14 +771,19 @@ static int evaluate_plan(const Trainer* trainer, const Record* record, int depth
     return 1;
 }
 
-int trainer_evaluate_fits(const Trainer* trainer, const Record* record, int depth) {
-    // its last step attends to every step's keys: the whole record at step 0, then each step's completion
-    // columns, about n_committed + (depth - 1) * completion, past a serving pass's context and tree
+// Whether an unroll's last step, which attends to every step's keys, fits the table's attention (the
+// evaluation's: the whole record at step 0, then each step's completion columns, about n_committed + (depth -
+// 1) * completion, past a serving pass's context and tree)
+static int plan_fits_attention(const Trainer* trainer, const UnrollPlan* plan) {
     const Backend* b = trainer->backend;
+    return b->attention_max_slots == NULL ||
+           plan->block_offset[plan->n_steps] <= b->attention_max_slots(trainer->draft.config.head_size);
+}
+
+int trainer_evaluate_fits(const Trainer* trainer, const Record* record, int depth) {
     TrainerSettings s;
     UnrollPlan plan;
-    if (b->attention_max_slots == NULL || !evaluate_plan(trainer, record, depth, &s, &plan)) { return 1; }
-    return plan.block_offset[plan.n_steps] <= b->attention_max_slots(trainer->draft.config.head_size);
+    return !evaluate_plan(trainer, record, depth, &s, &plan) || plan_fits_attention(trainer, &plan);
 }
 
 int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* emitted, long* passes) {
@@ -788,7 +793,7 @@ int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* em
     TrainerSettings s;
     UnrollPlan plan;
     if (!evaluate_plan(trainer, record, depth, &s, &plan)) { return 0; }
-    if (!trainer_evaluate_fits(trainer, record, depth)) {   // (callers leave such records out: a program bug)
+    if (!plan_fits_attention(trainer, &plan)) {   // (callers leave such records out: a program bug)
         fprintf(stderr, "error: internal: trainer_evaluate: the unroll of a record of %d tokens at depth %d attends to "
                 "%d slots, more than the %s table's attention takes\n", record->n_committed, depth,
                 plan.block_offset[plan.n_steps], trainer->backend->name);

@@ -168,24 +168,21 @@ static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err)
     if (c->head_size % 2 != 0) {
         return error_set(err, "%s: head size %d is odd, expected an even head size for RoPE", file->path, c->head_size);
     }
-    // a head size other than width / heads (llama.cpp's attention.key_length and value_length) is not
-    // supported: refused by the key's name rather than later by a tensor shape
-    const char* head_keys[2] = {"llama.attention.key_length", "llama.attention.value_length"};
-    for (int i = 0; i < 2; i++) {
+    // keys that restate the head size (width / heads): another value asks for what is not implemented, refused
+    // by the key's name rather than later by a tensor shape
+    static const struct { const char* key; const char* unsupported; } head_size_keys[] = {
+        {"llama.attention.key_length", "a key size other than the width over the heads"},
+        {"llama.attention.value_length", "a value size other than the width over the heads"},
+        {"llama.rope.dimension_count", "partial RoPE"},
+    };
+    for (size_t i = 0; i < sizeof(head_size_keys) / sizeof(head_size_keys[0]); i++) {
         int length;
-        if (gguf_find(file, head_keys[i]) == NULL) { continue; }
-        if (model_read_config_int(file, head_keys[i], 1, 1 << 16, &length, err)) { return -1; }
+        if (gguf_find(file, head_size_keys[i].key) == NULL) { continue; }
+        if (model_read_config_int(file, head_size_keys[i].key, 1, 1 << 16, &length, err)) { return -1; }
         if (length != c->head_size) {
-            return error_set(err, "%s: %s is %d, expected embedding_length / head_count = %d (a head size other than "
-                             "the width over the heads is not supported)", file->path, head_keys[i], length, c->head_size);
-        }
-    }
-    if (gguf_find(file, "llama.rope.dimension_count")) {
-        int rope_dims;
-        if (model_read_config_int(file, "llama.rope.dimension_count", 1, 1 << 16, &rope_dims, err)) { return -1; }
-        if (rope_dims != c->head_size) {
-            return error_set(err, "%s: llama.rope.dimension_count is %d, expected the head size %d (partial RoPE "
-                             "is not supported)", file->path, rope_dims, c->head_size);
+            return error_set(err, "%s: %s is %d, expected the head size %d (embedding_length / head_count: %s is not "
+                             "supported)", file->path, head_size_keys[i].key, length, c->head_size,
+                             head_size_keys[i].unsupported);
         }
     }
     if (rope_scaling_check(file, "llama", err) != 0) { return -1; }

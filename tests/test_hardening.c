@@ -272,6 +272,8 @@ static void test_model_metadata(void) {
         {{"llama.attention.key_length", VALUE_UINT32, 8.0f, NULL}, 1, NULL},
         {{"llama.attention.key_length", VALUE_UINT32, 16.0f, NULL}, 0, "llama.attention.key_length is 16, expected"},
         {{"llama.attention.value_length", VALUE_UINT32, 4.0f, NULL}, 0, "llama.attention.value_length is 4, expected"},
+        {{"llama.rope.dimension_count", VALUE_UINT32, 8.0f, NULL}, 1, NULL},
+        {{"llama.rope.dimension_count", VALUE_UINT32, 4.0f, NULL}, 0, "partial RoPE is not supported"},
     };
     for (size_t i = 0; i < sizeof(scalings) / sizeof(scalings[0]); i++) {
         check(write_model_with_value(path, 10000.0f, scalings[i].value, &err) == 0, "write: %s", err.message);

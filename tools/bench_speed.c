@@ -365,14 +365,14 @@ int main(int argc, char** argv) {
     double bandwidth = 0, int8_peak = 0;
     // (on a host table also over a buffer of one decode step's bytes: a large L3 can hold the model, and then
     // the step streams from it, faster than from memory)
-    double step_bytes = decode_bytes(target, on_device, CONTEXT), step_bandwidth = 0;
+    double bytes = decode_bytes(target, on_device, CONTEXT), step_bandwidth = 0;   // (one step's bytes)
 
     fprintf(stderr, "measuring in %d rounds:", rounds);
     for (int round = 0; round < rounds; round++) {
         fprintf(stderr, " %d", round + 1);
         double b = on_device ? device_copy_bandwidth(fast->backend, (size_t)1 << 30, 3) : read_bandwidth((size_t)1 << 30, 2);
         if (b > bandwidth) { bandwidth = b; }
-        double sb = on_device ? 0 : read_bandwidth((size_t)step_bytes, 5);
+        double sb = on_device ? 0 : read_bandwidth((size_t)bytes, 5);
         if (sb > step_bandwidth) { step_bandwidth = sb; }
         double p = on_device ? 0 : int8_peak_macs(3);
         if (p > int8_peak) { int8_peak = p; }
@@ -595,7 +595,7 @@ int main(int argc, char** argv) {
     target_free(&recorder);
 
     // the CUDA table keeps fp32 weights
-    double bytes = decode_bytes(target, on_device, CONTEXT), bytes_fp32 = decode_bytes(target, 1, CONTEXT);
+    double bytes_fp32 = decode_bytes(target, 1, CONTEXT);
     double limit = bytes / (bandwidth * 1e9);
     char measured[384];   // (a device's name may take 255 of them)
     if (on_device) {

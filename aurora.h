@@ -1069,18 +1069,19 @@ void draft_project_features(Draft* draft, float* u, const float* features, int T
 // host.out of the previous call). Fills host.out (T, C) and host.logits (T, V_d).
 void draft_forward(Draft* draft, const int* tokens, const float* u, const int* positions,
                    const uint8_t* mask, int T, int n_past);
-// draft_forward for catching the cache up over committed tokens: the same keys, values and host.out, but
-// the LM head over the last row only (its logits in host.logits row 0, equal to draft_forward's last row):
-// the rows before it are never drafted from.
+// draft_forward for catching the cache up over committed tokens: the same keys and values, but the layer's
+// output and the LM head for the last row only (host.out row 0 and host.logits row 0, draft_forward's last
+// row bit for bit): the rows before it are never drafted from, so only their keys and values are computed.
 void draft_extend(Draft* draft, const int* tokens, const float* u, const int* positions, int T, int n_past);
 // The two halves of draft_forward on backend memory, shared by serving and the training unroll: the
 // decoder layer over T rows (tokens, u, positions, mask (T, n_past + T) and the weights w all backend
 // memory; keys/values into rows [n_past, n_past + T) of key_buffer / value_buffer; u is copied into
 // a->u first, so it may be the previous step's out), and the LM head logits = lm_head(RMSNorm_out(out)).
 // m: the matrices (NULL: w's own fp32 matrices, as the trainer computes); the norms always come from w.
+// first_out: rows before it only store their keys and values; a->out holds rows [first_out, T) (draft.c).
 void draft_layer_forward(const Draft* draft, const DraftWeights* w, const DraftMatrices* m, DraftActivations* a,
                          float* key_buffer, float* value_buffer, const int* tokens, const float* u, const int* positions,
-                         const uint8_t* mask, int T, int n_past);
+                         const uint8_t* mask, int T, int n_past, int first_out);
 void draft_head_forward(const Draft* draft, const DraftWeights* w, const DraftMatrices* m, float* logits,
                         float* out_norm, const float* out, int T);
 

@@ -466,7 +466,7 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
         ttt_mask(ws->host_mask, k, R, T, chain, block_offset, P, record, first_column, discard->used, discard->row);
         b->upload(a->mask, ws->host_mask, (size_t)R * P);
         draft_layer_forward(draft, w, m, a, ws->key_buffer, ws->value_buffer, a->tokens, u, a->positions, a->mask, R,
-                            block_offset[k]);
+                            block_offset[k], 0);
 
         // loss rows: sequence columns with a teacher (completion positions, and prompt positions when
         // prompt_weight > 0), weighted to a weighted mean; then (step 0) the discard rows. host_loss_rows

@@ -613,15 +613,22 @@ void draft_free(Draft* draft) {
 // the full mask), u the hidden input (copied into a->u first, so it may be the previous step's out).
 // Keys and values of the rows go to key_buffer / value_buffer rows [n_past, n_past + T). The serving
 // forward and the training unroll (trainer.c) both run exactly this.
+// Rows [0, first_out) only extend the cache: a row's key and value are projections of its own input (its
+// token's embedding and its u), never of the other rows, so they are computed for every row, and the rest
+// of the layer (the query, attention, wo, the MLP) for rows [first_out, T) alone; a->out holds those
+// T - first_out rows. A catch-up over committed tokens needs only the last row's output (draft_extend):
+// the others' would be the query, attention and MLP of rows nobody reads, two thirds of a row's
+// multiply-adds. Each row's result does not depend on the other rows of a call (every table's contract),
+// so a row's output is the same bits either way (tests/test_draft.c).
 void draft_layer_forward(const Draft* draft, const DraftWeights* w, const DraftMatrices* m, DraftActivations* a,
                          float* key_buffer, float* value_buffer, const int* tokens, const float* u, const int* positions,
-                         const uint8_t* mask, int T, int n_past) {
+                         const uint8_t* mask, int T, int n_past, int first_out) {
     const Backend* b = draft->backend;
     DraftMatrices f32;
     if (m == NULL) { f32 = draft_matrices_f32(w); m = &f32; }
     const DraftConfig* c = &draft->config;
     int C = c->dim, NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_size, F = c->ffn_dim;
-    int V = c->target_vocab_size, QD = NH * HS, KVD = NKV * HS, P = n_past + T;
+    int V = c->target_vocab_size, QD = NH * HS, KVD = NKV * HS, P = n_past + T, R = T - first_out;
 
     // inputs: u, and e_t, the target's embedding of tokens[t]
     b->copy(a->u, u, (size_t)T * C * sizeof(float));
@@ -633,24 +640,31 @@ void draft_layer_forward(const Draft* draft, const DraftWeights* w, const DraftM
     b->rmsnorm_forward(a->proj, a->u, w->hidden_norm, T, C, c->norm_eps);
     b->copy_strided(a->attn_in + C, a->proj, T, C, 2 * C, C);
 
-    // attention block: h = u + wo(attention(rope(wq a_in), rope(wk a_in), wv a_in))
-    float* qkv[3] = {a->q, a->k, a->v};
-    backend_matmuls(b, qkv, a->attn_in, (Matrix[3]){m->wq, m->wk, m->wv}, (int[3]){QD, KVD, KVD}, 3, T, 2 * C);
-    b->rope_forward(a->q, a->q, positions, T, NH, HS, c->rope_theta);
+    // attention block: h = u + wo(attention(rope(wq a_in), rope(wk a_in), wv a_in)), over rows [first_out, T)
+    if (first_out == 0) {
+        float* qkv[3] = {a->q, a->k, a->v};
+        backend_matmuls(b, qkv, a->attn_in, (Matrix[3]){m->wq, m->wk, m->wv}, (int[3]){QD, KVD, KVD}, 3, T, 2 * C);
+    } else {
+        float* kv[2] = {a->k, a->v};
+        backend_matmuls(b, kv, a->attn_in, (Matrix[2]){m->wk, m->wv}, (int[2]){KVD, KVD}, 2, T, 2 * C);
+        b->matmul_forward(a->q, a->attn_in + (size_t)first_out * 2 * C, m->wq, R, 2 * C, QD);
+    }
+    b->rope_forward(a->q, a->q, positions + first_out, R, NH, HS, c->rope_theta);
     b->rope_forward(a->k, a->k, positions, T, NKV, HS, c->rope_theta);
     CacheLayout layout = cache_by_slot(NKV, HS);   // (the trainer's buffers are slot by slot too)
     b->cache_store(key_buffer, value_buffer, a->k, a->v, layout, T, n_past, NKV, HS);
-    b->attention_forward(a->attn_out, a->q, key_buffer, value_buffer, mask, T, P, NH, NKV, HS, layout);
-    b->matmul_forward(a->proj, a->attn_out, m->wo, T, QD, C);
-    b->residual_forward(a->h, a->u, a->proj, T * C);
+    b->attention_forward(a->attn_out, a->q, key_buffer, value_buffer, mask + (size_t)first_out * P, R, P, NH, NKV, HS,
+                         layout);
+    b->matmul_forward(a->proj, a->attn_out, m->wo, R, QD, C);
+    b->residual_forward(a->h, a->u + (size_t)first_out * C, a->proj, R * C);
 
     // MLP block: out = h + w_down(silu(w_gate n) * w_up n), n = RMSNorm_ffn(h)
-    b->rmsnorm_forward(a->h_norm, a->h, w->ffn_norm, T, C, c->norm_eps);
+    b->rmsnorm_forward(a->h_norm, a->h, w->ffn_norm, R, C, c->norm_eps);
     float* gate_up[2] = {a->ffn_gate, a->ffn_up};
-    backend_matmuls(b, gate_up, a->h_norm, (Matrix[2]){m->w_gate, m->w_up}, (int[2]){F, F}, 2, T, C);
-    b->swiglu_forward(a->ffn_hidden, a->ffn_gate, a->ffn_up, T * F);
-    b->matmul_forward(a->proj, a->ffn_hidden, m->w_down, T, F, C);
-    b->residual_forward(a->out, a->h, a->proj, T * C);
+    backend_matmuls(b, gate_up, a->h_norm, (Matrix[2]){m->w_gate, m->w_up}, (int[2]){F, F}, 2, R, C);
+    b->swiglu_forward(a->ffn_hidden, a->ffn_gate, a->ffn_up, R * F);
+    b->matmul_forward(a->proj, a->ffn_hidden, m->w_down, R, F, C);
+    b->residual_forward(a->out, a->h, a->proj, R * C);
 }
 
 // The LM head over the draft vocabulary: logits (T, V_d) = lm_head(RMSNorm_out(out)); out_norm (T, C).
@@ -677,9 +691,10 @@ void draft_project_features(Draft* draft, float* u, const float* features, int T
     b->download(u, a->u, (size_t)T * C * sizeof(float));
 }
 
-// The layer over T rows; the head over rows [head_first, T), their logits from row 0 of host.logits.
-static void draft_forward_head(Draft* draft, const int* tokens, const float* u, const int* positions,
-                               const uint8_t* mask, int T, int n_past, int head_first) {
+// The layer over T rows, the outputs and the head of rows [first_out, T) (draft_layer_forward): host.out and
+// host.logits from their row 0.
+static void draft_forward_rows(Draft* draft, const int* tokens, const float* u, const int* positions,
+                               const uint8_t* mask, int T, int n_past, int first_out) {
     const Backend* b = draft->backend;
     DraftActivations* a = &draft->act;
     int C = draft->config.dim, V = draft->config.target_vocab_size, V_d = draft->config.vocab_size;
@@ -702,18 +717,17 @@ static void draft_forward_head(Draft* draft, const int* tokens, const float* u, 
     build_attention_mask(draft->host.mask, mask, T, n_past);
     b->upload(a->mask, draft->host.mask, (size_t)T * P);
     draft_layer_forward(draft, &draft->device_weights, &draft->serving, a, draft->key_cache, draft->value_cache, a->tokens,
-                        a->u, a->positions, a->mask, T, n_past);
-    draft_head_forward(draft, &draft->device_weights, &draft->serving, a->logits, a->out_norm,
-                       a->out + (size_t)head_first * C, T - head_first);
-    b->download(draft->host.out, a->out, (size_t)T * C * sizeof(float));
-    b->download(draft->host.logits, a->logits, (size_t)(T - head_first) * V_d * sizeof(float));
+                        a->u, a->positions, a->mask, T, n_past, first_out);
+    draft_head_forward(draft, &draft->device_weights, &draft->serving, a->logits, a->out_norm, a->out, T - first_out);
+    b->download(draft->host.out, a->out, (size_t)(T - first_out) * C * sizeof(float));
+    b->download(draft->host.logits, a->logits, (size_t)(T - first_out) * V_d * sizeof(float));
 }
 
 void draft_forward(Draft* draft, const int* tokens, const float* u, const int* positions,
                    const uint8_t* mask, int T, int n_past) {
-    draft_forward_head(draft, tokens, u, positions, mask, T, n_past, 0);
+    draft_forward_rows(draft, tokens, u, positions, mask, T, n_past, 0);
 }
 
 void draft_extend(Draft* draft, const int* tokens, const float* u, const int* positions, int T, int n_past) {
-    draft_forward_head(draft, tokens, u, positions, NULL, T, n_past, T > 0 ? T - 1 : 0);
+    draft_forward_rows(draft, tokens, u, positions, NULL, T, n_past, T > 0 ? T - 1 : 0);
 }

@@ -379,7 +379,7 @@ static void eagle_catch_up(DraftSource* source, const Sequence* sequence) {
         draft_project_features(draft, source->u_batch, sequence->features + (size_t)start * TAP_LAYERS * C, T);
         draft_extend(draft, sequence->tokens + start + 1, source->u_batch, positions, T, start);
         source->n_extended += T;
-        memcpy(source->root_out, draft->host.out + (size_t)(T - 1) * C, (size_t)C * sizeof(float));
+        memcpy(source->root_out, draft->host.out, (size_t)C * sizeof(float));   // (the last row's: draft_extend)
         memcpy(source->root_logits, draft->host.logits, (size_t)draft->config.vocab_size * sizeof(float));
     }
     source->pass_catch_up_seconds += now_seconds() - start_time;

@@ -1008,6 +1008,44 @@ static void round_as_served(Draft* ref, float* arena, int type) {
     draft_upload_weights(ref);
 }
 
+// draft_extend on the table under test, over the T rows draft_forward has just run: the same keys and values
+// and the last row's out and logits, bit for bit (a row's result does not depend on the call's other rows)
+static void check_extend(Draft* d, const char* label, const int* tokens, const float* u, const int* positions, int T) {
+    int C = d->config.dim, V_d = d->config.vocab_size;
+    size_t cache_bytes = (size_t)d->cache_capacity * d->config.n_kv_heads * d->config.head_size * sizeof(float);
+    float* out = mallocCheck((size_t)C * sizeof(float));
+    float* logits = mallocCheck((size_t)V_d * sizeof(float));
+    float* caches[2][2];   // [before, after][keys, values]
+    for (int i = 0; i < 4; i++) { caches[i / 2][i % 2] = mallocCheck(cache_bytes); }
+    memcpy(out, d->host.out + (size_t)(T - 1) * C, (size_t)C * sizeof(float));
+    memcpy(logits, d->host.logits + (size_t)(T - 1) * V_d, (size_t)V_d * sizeof(float));
+    d->backend->download(caches[0][0], d->key_cache, cache_bytes);
+    d->backend->download(caches[0][1], d->value_cache, cache_bytes);
+    d->backend->zero(d->key_cache, cache_bytes);   // (so that the keys and values compared are extend's own)
+    d->backend->zero(d->value_cache, cache_bytes);
+    draft_extend(d, tokens, u, positions, T, 0);
+    d->backend->download(caches[1][0], d->key_cache, cache_bytes);
+    d->backend->download(caches[1][1], d->value_cache, cache_bytes);
+    char what[200];
+    if (strcmp(d->backend->name, "cpu-blas") == 0) {   // (sgemm's blocking follows the call's rows: reordered sums)
+        snprintf(what, sizeof(what), "%s: %s: draft_extend's out against draft_forward's last row", B->name, label);
+        check_tensor(what, d->host.out, out, (size_t)C, tolerance("layer"));
+        snprintf(what, sizeof(what), "%s: %s: draft_extend's logits against draft_forward's last row", B->name, label);
+        check_tensor(what, d->host.logits, logits, (size_t)V_d, tolerance("layer"));
+    } else {
+        check(bits_equal(d->host.out, out, (size_t)C), "%s: %s: draft_extend's out differs from draft_forward's last row",
+              B->name, label);
+        check(bits_equal(d->host.logits, logits, (size_t)V_d), "%s: %s: draft_extend's logits differ from "
+              "draft_forward's last row", B->name, label);
+    }
+    check(bits_equal(caches[1][0], caches[0][0], cache_bytes / sizeof(float)) &&
+          bits_equal(caches[1][1], caches[0][1], cache_bytes / sizeof(float)),
+          "%s: %s: draft_extend's keys or values differ from draft_forward's", B->name, label);
+    for (int i = 0; i < 4; i++) { free(caches[i / 2][i % 2]); }
+    free(out); free(logits);
+    draft_forward(d, tokens, u, positions, NULL, T, 0);   // (its activations as they were, for the comparisons after)
+}
+
 // u = fc(g), a causal extend of 5 positions, a tree step of 4 nodes with an explicit mask, the step again
 // after new host weights are uploaded, and after a hot swap to another arena; the draft under test served with
 // its matrices in type (draft_serve_as: the backend's draft_type, or another as --draft-type asks).
@@ -1043,6 +1081,7 @@ static void test_draft(const TinyModelSpec* spec, int draft_vocab, int type) {
     draft_forward(&got, tokens, ref_u, positions, NULL, T1, 0); // the same input on both
     snprintf(step, sizeof(step), "%s: causal extend T=%d", label, T1);
     compare_draft(step, &got, &ref, T1);
+    check_extend(&got, label, tokens, ref_u, positions, T1);
     if (type != B->draft_type) {   // negative control: a draft still served in the table's own type (a copy
         Draft stale;               // draft_serve_as did not re-make) differs from this reference past the tolerance
         draft_init_random(&stale, &got_target, draft_vocab, NULL, 5);

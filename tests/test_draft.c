@@ -526,8 +526,8 @@ static void test_independent_forward(Draft* draft, Target* target) {
 }
 
 // ---- OpenBLAS vs reference ------------------------------------------------------------------
-// draft_extend (the catch-up over committed tokens): draft_forward's cache, out and last row's logits, bit
-// for bit, with the head over that row only
+// draft_extend (the catch-up over committed tokens): draft_forward's keys and values, and its last row's out
+// and logits, bit for bit, with the query, attention, MLP and head over that row only
 static void test_extend(Draft* draft, Target* target) {
     int T = 7, C = draft->config.dim, V_draft = draft->config.vocab_size;
     int* tokens = test_tokens(T, target->config.vocab_size, 83);
@@ -537,19 +537,26 @@ static void test_extend(Draft* draft, Target* target) {
     reset_draft_cache(draft);
     draft_forward(draft, tokens, hidden, positions, NULL, 3, 0);
     draft_forward(draft, tokens + 3, hidden + (size_t)3 * C, positions + 3, NULL, T - 3, 3);
-    float* out = mallocCheck((size_t)(T - 3) * C * sizeof(float));
+    float* out = mallocCheck((size_t)C * sizeof(float));
     float* logits = mallocCheck((size_t)V_draft * sizeof(float));
     float* keys = mallocCheck(cache_floats * sizeof(float));
-    memcpy(out, draft->host.out, (size_t)(T - 3) * C * sizeof(float));
+    float* values = mallocCheck(cache_floats * sizeof(float));
+    memcpy(out, draft->host.out + (size_t)(T - 4) * C, (size_t)C * sizeof(float));
+    float* first = mallocCheck((size_t)C * sizeof(float));
+    memcpy(first, draft->host.out, (size_t)C * sizeof(float));
     memcpy(logits, draft->host.logits + (size_t)(T - 4) * V_draft, (size_t)V_draft * sizeof(float));
     memcpy(keys, draft->key_cache, cache_floats * sizeof(float));
+    memcpy(values, draft->value_cache, cache_floats * sizeof(float));
     reset_draft_cache(draft);
     draft_extend(draft, tokens, hidden, positions, 3, 0);
     draft_extend(draft, tokens + 3, hidden + (size_t)3 * C, positions + 3, T - 3, 3);
-    check(bits_equal(draft->host.out, out, (size_t)(T - 3) * C), "draft_extend: out differs from draft_forward's");
+    check(bits_equal(draft->host.out, out, (size_t)C), "draft_extend: the last row's out differs from draft_forward's");
     check(bits_equal(draft->host.logits, logits, (size_t)V_draft), "draft_extend: the last row's logits differ from draft_forward's");
     check(bits_equal(draft->key_cache, keys, cache_floats), "draft_extend: the key cache differs from draft_forward's");
-    free(keys); free(logits); free(out); free(tokens); free(hidden);
+    check(bits_equal(draft->value_cache, values, cache_floats), "draft_extend: the value cache differs from draft_forward's");
+    // the control: draft_forward's other rows are other vectors, so a wrong row would not pass for the last
+    check(!bits_equal(first, out, (size_t)C), "draft_extend's test: draft_forward's first and last rows are the same bits");
+    free(first); free(values); free(keys); free(logits); free(out); free(tokens); free(hidden);
 }
 
 static void test_blas(Draft* draft, Target* target) {

@@ -130,6 +130,8 @@ summary = [
     ("draft_step_vs_decode", ours.get("draft_step_vs_decode", nan)),
     ("draft_catch_up_vs_decode", ours.get("draft_catch_up_vs_decode", nan)),
     ("draft_step_cold_vs_decode", ours.get("draft_step_cold_vs_decode", nan)),
+    ("draft_prompt_catch_up_vs_decode", ours.get("draft_prompt_catch_up_vs_decode", nan)),
+    ("draft_prompt_catch_up_full_layer_vs_extend", ours.get("draft_prompt_catch_up_full_layer_vs_extend", nan)),
     ("draft_step_q4_1_vs_decode", ours.get("draft_step_q4_1_vs_decode", nan)),
     ("decode_after_draft_vs_back_to_back", ours.get("decode_after_draft_vs_back_to_back", nan)),
     ("random_draft_vs_plain", ours.get("random_adaptive_vs_plain", nan)),

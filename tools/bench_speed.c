@@ -23,7 +23,8 @@ ratios moved by 10-25% between runs of the same code). The "@ NAME_tps" lines ar
               time that N nodes' matmuls need at that peak, in decode steps
   draft       a random EAGLE-3 draft (the default vocabulary, DRAFT_DEFAULT_VOCAB) on the fast table, in serving
               order after a target step: the catch-up over 3 accepted tokens, then drafting steps (1 row, and K
-              rows as a tree's depth does); a step straight after a target step (cold); a hot swap; and the
+              rows as a tree's depth does); a step straight after a target step (cold); a request's first
+              catch-up, over its prompt (draft_extend, against the whole layer over every row); a hot swap; and the
               target step after that drafting against the step after it (the draft's bytes evict the target's
               from the caches: a cost of drafting that the draft's own timings do not show)
   generation  plain greedy decoding and speculative decoding with the `self`, `lookup` and `random` drafts
@@ -189,6 +190,26 @@ static void time_draft_chain(Draft* draft, Target* target, const float* features
     *step = min_of(*step, (now_seconds() - start) / DRAFT_CHAIN);
 }
 
+// A request's first drafting pass catches the draft up over its prompt (here the CONTEXT - 1 positions of the
+// context, in forwards of at most 64 rows, as drafting.c runs it): draft_extend (keys and values of every row,
+// the rest of the layer for a forward's last row) against draft_forward (the whole layer over every row, what
+// the catch-up computed until the fifty-seventh session), alternating; the fastest of each is kept.
+static void time_prompt_catch_up(Draft* draft, const float* features, float* u, double* extend, double* full) {
+    int C = draft->config.dim, positions[64];
+    for (int variant = 0; variant < 2; variant++) {
+        double start = now_seconds();
+        for (int first = 0; first < CONTEXT - 1; first += 64) {
+            int T = CONTEXT - 1 - first < 64 ? CONTEXT - 1 - first : 64;
+            for (int t = 0; t < T; t++) { positions[t] = first + t; }
+            draft_project_features(draft, u, features + (size_t)first * TAP_LAYERS * C, T);
+            if (variant == 0) { draft_extend(draft, context_tokens + first + 1, u, positions, T, first); }
+            else { draft_forward(draft, context_tokens + first + 1, u, positions, NULL, T, first); }
+        }
+        double* best = variant == 0 ? extend : full;
+        *best = min_of(*best, now_seconds() - start);
+    }
+}
+
 // The median of n values (n >= 1; sorts a copy)
 static double median_of(const double* values, int n) {
     double sorted[MAX_ROUNDS];
@@ -337,6 +358,7 @@ int main(int argc, char** argv) {
     }
     double draft_step = 1e30, draft_step_k = 1e30, draft_step_cold = 1e30, catch_up = 1e30, swap = 1e30, swap_total = 0;
     double other_step = 1e30, other_catch_up = 1e30;   // the twin's
+    double prompt_catch_up = 1e30, prompt_catch_up_full = 1e30;
     double after_draft_total = 0, back_to_back_total = 0;   // target steps after drafting, and straight after those
     int swaps = 0, after_draft_steps = 0;
 
@@ -428,6 +450,7 @@ int main(int argc, char** argv) {
             swap_total += seconds;
             swaps++;
             if (other_type != TYPE_F32) { time_draft_chain(&other, target, features, u, &other_catch_up, &other_step); }
+            time_prompt_catch_up(&draft, features, u, &prompt_catch_up, &prompt_catch_up_full);
         }
         draft_use_weights(&draft, draft.weight_arena);
         // generation: plain, each draft source, plain again (the round's ratios are against the mean of the
@@ -514,6 +537,11 @@ int main(int argc, char** argv) {
     printf("    one drafting step, %d rows: %.3f ms (%.1f%%)\n", K, draft_step_k * 1e3, 100 * draft_step_k / fast->decode);
     printf("  one drafting step, 1 row, straight after a target step (the draft's weights cold): %.3f ms (%.1f%%)\n",
            draft_step_cold * 1e3, 100 * draft_step_cold / fast->decode);
+    printf("  a request's first catch-up, over its prompt (%d tokens, forwards of 64 rows): %.3f ms (%.1f%% of a decode "
+           "step); the whole layer over every row: %.3f ms (%.2fx)\n", CONTEXT - 1, prompt_catch_up * 1e3,
+           100 * prompt_catch_up / fast->decode, prompt_catch_up_full * 1e3, prompt_catch_up_full / prompt_catch_up);
+    printf("@ draft_prompt_catch_up_vs_decode %.4f\n@ draft_prompt_catch_up_full_layer_vs_extend %.3f\n",
+           prompt_catch_up / fast->decode, prompt_catch_up_full / prompt_catch_up);
     printf("  hot swap (draft_use_weights): %.3f ms fastest, %.3f ms mean over %d\n", swap * 1e3, swap_total / swaps * 1e3, swaps);
     if (other_type != TYPE_F32) {
         printf("  the same draft served with its matrices %s (--draft-type), in serving order: catch-up %.3f ms (%.1f%%), "

@@ -171,8 +171,8 @@ static double device_copy_bandwidth(const Backend* backend, size_t bytes, int re
     return 2.0 * bytes / best / 1e9;
 }
 
-// The draft in serving order after a target step: the catch-up over 3 accepted tokens (fc, the layer, the
-// head's last row), then a chain of DRAFT_CHAIN drafting steps of 1 row. The fastest catch-up and mean step so
+// The draft in serving order after a target step: the catch-up over 3 accepted tokens (draft_extend: fc and
+// the keys and values of each, the rest of the layer and the head for the last), then a chain of DRAFT_CHAIN drafting steps of 1 row. The fastest catch-up and mean step so
 // far are kept; the chain's last output is left in draft->host.out.
 static void time_draft_chain(Draft* draft, Target* target, const float* features, float* u, double* catch_up, double* step) {
     int C = draft->config.dim, positions[3];
@@ -530,7 +530,7 @@ int main(int argc, char** argv) {
     printf("\ndraft (random EAGLE-3 draft, vocabulary %d, on %s, its serving copy %s; a decode step %.2f ms):\n",
            draft.config.vocab_size, table, tensor_type_name(draft.serving_type), fast->decode * 1e3);
     printf("  in serving order, after a target step:\n");
-    printf("    catch-up over 3 accepted tokens (fc, the layer, the head's last row): %.3f ms (%.1f%% of a decode step)\n",
+    printf("    catch-up over 3 accepted tokens (fc, keys and values; the layer and the head for the last): %.3f ms (%.1f%% of a decode step)\n",
            catch_up * 1e3, 100 * catch_up / fast->decode);
     printf("    one drafting step, 1 row (the mean of a chain of %d after the catch-up): %.3f ms (%.1f%%)\n", DRAFT_CHAIN,
            draft_step * 1e3, 100 * draft_step / fast->decode);

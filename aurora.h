@@ -983,6 +983,8 @@ typedef struct {
     float* out_norm;        // (T, C)
     float* logits;          // (T, V_d)
     ActivationInfo table[DRAFT_NUM_ACTIVATIONS]; // the buffers above, by name
+    // (after a call with first_out > 0, draft_extend's, q, attn_out, h, h_norm, the ffn buffers, out, out_norm
+    // and logits hold rows [first_out, T) from their row 0; their other rows are stale)
 } DraftActivations;
 void draft_activations_alloc(DraftActivations* a, const Backend* backend, const DraftConfig* c, int max_tokens,
                              int mask_columns);
@@ -1071,7 +1073,8 @@ void draft_forward(Draft* draft, const int* tokens, const float* u, const int* p
                    const uint8_t* mask, int T, int n_past);
 // draft_forward for catching the cache up over committed tokens: the same keys and values, but the layer's
 // output and the LM head for the last row only (host.out row 0 and host.logits row 0, draft_forward's last
-// row bit for bit): the rows before it are never drafted from, so only their keys and values are computed.
+// row bit for bit; on OpenBLAS, whose sgemm blocks by the rows, within the layer tolerance): the rows before
+// it are never drafted from, so only their keys and values are computed.
 void draft_extend(Draft* draft, const int* tokens, const float* u, const int* positions, int T, int n_past);
 // The two halves of draft_forward on backend memory, shared by serving and the training unroll: the
 // decoder layer over T rows (tokens, u, positions, mask (T, n_past + T) and the weights w all backend

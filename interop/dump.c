@@ -14,7 +14,10 @@ What runs (greedy, on one backend: the reference by default, --backend to pick a
      gradient of every draft tensor (before clipping and AdamW) and the weights after the step.
 The drafting calls are replayed through draft_forward with the inputs the drafter used (the candidate
 pool holds them) and checked bit for bit against what the drafter kept (an error otherwise), and the trainer
-step's loss against trainer_step's: the file shows what the program computes, not a re-derivation.
+step's loss against trainer_step's: the file shows what the program computes, not a re-derivation. (One
+exception: serving's catch-up, draft_extend, computes only the keys and values of an extend call's rows
+before its last; the file shows the whole layer over them, and the last row is checked by running the last
+extend call through draft_extend again.)
 
 Conventions of the file (every tensor's name, shape and meaning is also in its "__metadata__" under
 "aurora.dump.doc", and the run's configuration under "aurora.dump.config"; README "Check your
@@ -238,8 +241,11 @@ static void dump_drafting(Dump* d, DraftSource* source, const Sequence* sequence
         dump_add_scalar_i32(d, text, "I32 [1]: key slots before this call's rows (its keys/values go to slots n_past..n_past+T-1)", start);
         dump_draft_activations(d, draft, &draft->act, prefix, T, start + T, T, 1, " (all T rows)");
         if (start + T == n_prefix) { // the last row's output and logits are the root's: the first depth
-            dump_check_same(draft->host.out + (size_t)(T - 1) * C, source->root_out, (size_t)C, "extend output");
-            dump_check_same(draft->host.logits + (size_t)(T - 1) * V_d, source->root_logits, (size_t)V_d, "extend logits");
+            // (serving caught up through draft_extend, which computes the rest of the layer for a call's last row
+            // only: the same call again through it, the same keys and values, gives the drafter's row as it did)
+            draft_extend(draft, sequence->tokens + start + 1, u, positions, T, start);
+            dump_check_same(draft->host.out, source->root_out, (size_t)C, "extend output");
+            dump_check_same(draft->host.logits, source->root_logits, (size_t)V_d, "extend logits");
         }
     }
     // expand: depth by depth, the candidates the drafter ran (slot >= 0), in slot order

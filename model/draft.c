@@ -16,6 +16,8 @@ and the optimizer can all loop "for every tensor".
   draft_project_features  u = fc(g)
   draft_forward           the layer over T inputs with explicit positions and a (T, n_past + T) mask,
                           then the LM head
+  draft_extend            the catch-up over committed tokens: every row's key and value, the rest of the
+                          layer and the head for the last row only (draft_layer_forward's first_out)
 
 The draft lives on its target's backend (it reads the target's embedding table there). Its weights are
 kept on the host (init, load, save, training and publishing work there) and, for the forward, on the
@@ -631,6 +633,11 @@ void draft_layer_forward(const Draft* draft, const DraftWeights* w, const DraftM
     const DraftConfig* c = &draft->config;
     int C = c->dim, NH = c->n_heads, NKV = c->n_kv_heads, HS = c->head_size, F = c->ffn_dim;
     int V = c->target_vocab_size, QD = NH * HS, KVD = NKV * HS, P = n_past + T, R = T - first_out;
+    if (first_out < 0 || first_out >= T) {
+        fprintf(stderr, "error: draft_layer_forward called with first_out=%d for T=%d rows (expected 0 <= first_out < T)\n",
+                first_out, T);
+        exit(EXIT_FAILURE); // a program bug: callers pass 0 or T - 1
+    }
 
     // inputs: u, and e_t, the target's embedding of tokens[t]
     b->copy(a->u, u, (size_t)T * C * sizeof(float));
@@ -693,10 +700,10 @@ void draft_project_features(Draft* draft, float* u, const float* features, int T
     b->download(u, a->u, (size_t)T * C * sizeof(float));
 }
 
-// The layer over T rows, the outputs and the head of rows [first_out, T) (draft_layer_forward): host.out and
-// host.logits from their row 0.
+// The layer over T rows with the outputs of rows [first_out, T) (draft_layer_forward; host.out from its row
+// 0), and the head over rows [head_first, T) (first_out <= head_first; host.logits from its row 0).
 static void draft_forward_rows(Draft* draft, const int* tokens, const float* u, const int* positions,
-                               const uint8_t* mask, int T, int n_past, int first_out) {
+                               const uint8_t* mask, int T, int n_past, int first_out, int head_first) {
     const Backend* b = draft->backend;
     DraftActivations* a = &draft->act;
     int C = draft->config.dim, V = draft->config.target_vocab_size, V_d = draft->config.vocab_size;
@@ -720,16 +727,17 @@ static void draft_forward_rows(Draft* draft, const int* tokens, const float* u, 
     b->upload(a->mask, draft->host.mask, (size_t)T * P);
     draft_layer_forward(draft, &draft->device_weights, &draft->serving, a, draft->key_cache, draft->value_cache, a->tokens,
                         a->u, a->positions, a->mask, T, n_past, first_out);
-    draft_head_forward(draft, &draft->device_weights, &draft->serving, a->logits, a->out_norm, a->out, T - first_out);
+    draft_head_forward(draft, &draft->device_weights, &draft->serving, a->logits, a->out_norm,
+                       a->out + (size_t)(head_first - first_out) * C, T - head_first);
     b->download(draft->host.out, a->out, (size_t)(T - first_out) * C * sizeof(float));
-    b->download(draft->host.logits, a->logits, (size_t)(T - first_out) * V_d * sizeof(float));
+    b->download(draft->host.logits, a->logits, (size_t)(T - head_first) * V_d * sizeof(float));
 }
 
 void draft_forward(Draft* draft, const int* tokens, const float* u, const int* positions,
                    const uint8_t* mask, int T, int n_past) {
-    draft_forward_rows(draft, tokens, u, positions, mask, T, n_past, 0);
+    draft_forward_rows(draft, tokens, u, positions, mask, T, n_past, 0, 0);
 }
 
 void draft_extend(Draft* draft, const int* tokens, const float* u, const int* positions, int T, int n_past) {
-    draft_forward_rows(draft, tokens, u, positions, NULL, T, n_past, T > 0 ? T - 1 : 0);
+    draft_forward_rows(draft, tokens, u, positions, NULL, T, n_past, T > 0 ? T - 1 : 0, T > 0 ? T - 1 : 0);
 }

@@ -150,6 +150,20 @@ static int check_elements(const char* what, ElementKind kind, const void* got, c
 // n floats equal bit for bit (NaN payloads and the sign of zero included)
 static int bits_equal(const float* a, const float* b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
 
+// Fills a draft's floating-point activation buffers (on its backend) with NaN, so that a call that reads a row
+// it did not write (a stale row a previous call left) shows in its results
+static void poison_draft_activations(Draft* draft) {
+    for (int i = 0; i < DRAFT_NUM_ACTIVATIONS; i++) {
+        const ActivationInfo* info = &draft->act.table[i];
+        if (info->kind != ELEMENT_F32 || *info->data == NULL) { continue; }
+        size_t n = info->rows * info->cols;
+        float* nan = mallocCheck(n * sizeof(float));
+        for (size_t e = 0; e < n; e++) { nan[e] = NAN; }
+        draft->backend->upload(*info->data, nan, n * sizeof(float));
+        free(nan);
+    }
+}
+
 // P slots of a (P, NKV*HS) cache laid out head by head, (NKV, S, HS) for S >= P (cache_by_head): the slots
 // past P hold NaN, which a correct attention never reads
 static float* head_by_head(const float* rows, int P, int NKV, int HS, int S) {

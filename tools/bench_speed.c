@@ -172,8 +172,9 @@ static double device_copy_bandwidth(const Backend* backend, size_t bytes, int re
 }
 
 // The draft in serving order after a target step: the catch-up over 3 accepted tokens (draft_extend: fc and
-// the keys and values of each, the rest of the layer and the head for the last), then a chain of DRAFT_CHAIN drafting steps of 1 row. The fastest catch-up and mean step so
-// far are kept; the chain's last output is left in draft->host.out.
+// the keys and values of each, the rest of the layer and the head for the last), then a chain of DRAFT_CHAIN
+// drafting steps of 1 row. The fastest catch-up and mean step so far are kept; the chain's last output is
+// left in draft->host.out.
 static void time_draft_chain(Draft* draft, Target* target, const float* features, float* u, double* catch_up, double* step) {
     int C = draft->config.dim, positions[3];
     time_decode(target);
@@ -192,22 +193,25 @@ static void time_draft_chain(Draft* draft, Target* target, const float* features
 
 // A request's first drafting pass catches the draft up over its prompt (here the CONTEXT - 1 positions of the
 // context, in forwards of at most 64 rows, as drafting.c runs it): draft_extend (keys and values of every row,
-// the rest of the layer for a forward's last row) against draft_forward (the whole layer over every row, what
-// the catch-up computed until the fifty-seventh session), alternating; the fastest of each is kept.
+// the rest of the layer and the head for a forward's last row) against the catch-up before the fifty-seventh
+// session (the whole layer over every row, the head for the last: draft_forward_rows(..., 0, T - 1)), in an
+// order that alternates from call to call; the fastest of each is kept.
 static void time_prompt_catch_up(Draft* draft, const float* features, float* u, double* extend, double* full) {
+    static int calls = 0;
     int C = draft->config.dim, positions[64];
-    for (int variant = 0; variant < 2; variant++) {
+    for (int k = 0; k < 2; k++) {
+        int whole_layer = (k + calls) % 2;
         double start = now_seconds();
         for (int first = 0; first < CONTEXT - 1; first += 64) {
             int T = CONTEXT - 1 - first < 64 ? CONTEXT - 1 - first : 64;
             for (int t = 0; t < T; t++) { positions[t] = first + t; }
             draft_project_features(draft, u, features + (size_t)first * TAP_LAYERS * C, T);
-            if (variant == 0) { draft_extend(draft, context_tokens + first + 1, u, positions, T, first); }
-            else { draft_forward(draft, context_tokens + first + 1, u, positions, NULL, T, first); }
+            draft_forward_rows(draft, context_tokens + first + 1, u, positions, NULL, T, first, whole_layer ? 0 : T - 1, T - 1);
         }
-        double* best = variant == 0 ? extend : full;
+        double* best = whole_layer ? full : extend;
         *best = min_of(*best, now_seconds() - start);
     }
+    calls++;
 }
 
 // The median of n values (n >= 1; sorts a copy)
@@ -538,7 +542,7 @@ int main(int argc, char** argv) {
     printf("  one drafting step, 1 row, straight after a target step (the draft's weights cold): %.3f ms (%.1f%%)\n",
            draft_step_cold * 1e3, 100 * draft_step_cold / fast->decode);
     printf("  a request's first catch-up, over its prompt (%d tokens, forwards of 64 rows): %.3f ms (%.1f%% of a decode "
-           "step); the whole layer over every row: %.3f ms (%.2fx)\n", CONTEXT - 1, prompt_catch_up * 1e3,
+           "step); the whole layer over every row (the catch-up until the fifty-seventh session): %.3f ms (%.2fx)\n", CONTEXT - 1, prompt_catch_up * 1e3,
            100 * prompt_catch_up / fast->decode, prompt_catch_up_full * 1e3, prompt_catch_up_full / prompt_catch_up);
     printf("@ draft_prompt_catch_up_vs_decode %.4f\n@ draft_prompt_catch_up_full_layer_vs_extend %.3f\n",
            prompt_catch_up / fast->decode, prompt_catch_up_full / prompt_catch_up);

@@ -650,7 +650,7 @@ void draft_layer_forward(const Draft* draft, const DraftWeights* w, const DraftM
     b->copy_strided(a->attn_in + C, a->proj, T, C, 2 * C, C);
 
     // attention block: h = u + wo(attention(rope(wq a_in), rope(wk a_in), wv a_in)), over rows [first_out, T)
-    if (first_out == 0) {
+    if (first_out == 0) {   // (the three in one call: the input prepared once, one parallel region)
         float* qkv[3] = {a->q, a->k, a->v};
         backend_matmuls(b, qkv, a->attn_in, (Matrix[3]){m->wq, m->wk, m->wv}, (int[3]){QD, KVD, KVD}, 3, T, 2 * C);
     } else {
@@ -739,5 +739,5 @@ void draft_forward(Draft* draft, const int* tokens, const float* u, const int* p
 }
 
 void draft_extend(Draft* draft, const int* tokens, const float* u, const int* positions, int T, int n_past) {
-    draft_forward_rows(draft, tokens, u, positions, NULL, T, n_past, T > 0 ? T - 1 : 0, T > 0 ? T - 1 : 0);
+    draft_forward_rows(draft, tokens, u, positions, NULL, T, n_past, T - 1, T - 1);   // (T < 1 is refused there)
 }

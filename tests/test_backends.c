@@ -1008,63 +1008,6 @@ static void round_as_served(Draft* ref, float* arena, int type) {
     draft_upload_weights(ref);
 }
 
-// draft_extend on the table under test against draft_forward over the same T rows after n_past cached: the
-// same keys and values and the last row's out and logits, bit for bit (a row's result does not depend on the
-// call's other rows); extend runs with its cache rows zeroed and its activation buffers NaN, so that only what
-// it computes can pass. The buffers are put back after it, so the draft's state is as the forward left it.
-static void check_extend(Draft* d, const char* label, const int* tokens, const float* u, const int* positions, int T,
-                         int n_past) {
-    int C = d->config.dim, V_d = d->config.vocab_size;
-    size_t KVD = (size_t)d->config.n_kv_heads * d->config.head_size;   // (the draft's cache is slot by slot)
-    size_t cache_bytes = (size_t)d->cache_capacity * KVD * sizeof(float), rows_bytes = (size_t)T * KVD * sizeof(float);
-    float* out = mallocCheck((size_t)C * sizeof(float));
-    float* logits = mallocCheck((size_t)V_d * sizeof(float));
-    float* caches[2][2];   // [before, after][keys, values]
-    for (int i = 0; i < 4; i++) { caches[i / 2][i % 2] = mallocCheck(cache_bytes); }
-    draft_forward(d, tokens, u, positions, NULL, T, n_past);
-    memcpy(out, d->host.out + (size_t)(T - 1) * C, (size_t)C * sizeof(float));
-    memcpy(logits, d->host.logits + (size_t)(T - 1) * V_d, (size_t)V_d * sizeof(float));
-    d->backend->download(caches[0][0], d->key_cache, cache_bytes);
-    d->backend->download(caches[0][1], d->value_cache, cache_bytes);
-    d->backend->zero(d->key_cache + (size_t)n_past * KVD, rows_bytes);
-    d->backend->zero(d->value_cache + (size_t)n_past * KVD, rows_bytes);
-    void* saved[DRAFT_NUM_ACTIVATIONS];
-    for (int i = 0; i < DRAFT_NUM_ACTIVATIONS; i++) {
-        const ActivationInfo* info = &d->act.table[i];
-        size_t bytes = info->rows * info->cols * element_size(info->kind);
-        saved[i] = *info->data ? mallocCheck(bytes) : NULL;
-        if (saved[i]) { d->backend->download(saved[i], *info->data, bytes); }
-    }
-    poison_draft_activations(d);
-    draft_extend(d, tokens, u, positions, T, n_past);
-    d->backend->download(caches[1][0], d->key_cache, cache_bytes);
-    d->backend->download(caches[1][1], d->value_cache, cache_bytes);
-    char what[200];
-    if (strcmp(d->backend->name, "cpu-blas") == 0) {   // (sgemm's blocking follows the call's rows: reordered sums)
-        snprintf(what, sizeof(what), "%s: %s: draft_extend's out (T=%d, n_past=%d) against draft_forward's last row",
-                 B->name, label, T, n_past);
-        check_tensor(what, d->host.out, out, (size_t)C, tolerance("layer"));
-        snprintf(what, sizeof(what), "%s: %s: draft_extend's logits (T=%d, n_past=%d) against draft_forward's last row",
-                 B->name, label, T, n_past);
-        check_tensor(what, d->host.logits, logits, (size_t)V_d, tolerance("layer"));
-    } else {
-        check(bits_equal(d->host.out, out, (size_t)C), "%s: %s: draft_extend's out (T=%d, n_past=%d) differs from "
-              "draft_forward's last row", B->name, label, T, n_past);
-        check(bits_equal(d->host.logits, logits, (size_t)V_d), "%s: %s: draft_extend's logits (T=%d, n_past=%d) differ "
-              "from draft_forward's last row", B->name, label, T, n_past);
-    }
-    check(bits_equal(caches[1][0], caches[0][0], cache_bytes / sizeof(float)) &&
-          bits_equal(caches[1][1], caches[0][1], cache_bytes / sizeof(float)),
-          "%s: %s: draft_extend's keys or values (T=%d, n_past=%d) differ from draft_forward's", B->name, label, T, n_past);
-    for (int i = 0; i < DRAFT_NUM_ACTIVATIONS; i++) {   // (the buffers as the forward left them, for the comparisons after)
-        const ActivationInfo* info = &d->act.table[i];
-        if (saved[i]) { d->backend->upload(*info->data, saved[i], info->rows * info->cols * element_size(info->kind)); }
-        free(saved[i]);
-    }
-    for (int i = 0; i < 4; i++) { free(caches[i / 2][i % 2]); }
-    free(out); free(logits);
-}
-
 // u = fc(g), a causal extend of 5 positions, a tree step of 4 nodes with an explicit mask, the step again
 // after new host weights are uploaded, and after a hot swap to another arena; the draft under test served with
 // its matrices in type (draft_serve_as: the backend's draft_type, or another as --draft-type asks).

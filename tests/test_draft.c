@@ -526,47 +526,18 @@ static void test_independent_forward(Draft* draft, Target* target) {
 }
 
 // ---- OpenBLAS vs reference ------------------------------------------------------------------
-// draft_extend (the catch-up over committed tokens): draft_forward's keys and values, and its last row's out
-// and logits, bit for bit, with the query, attention, MLP and head over that row only; each extend runs on
-// activation buffers filled with NaN, so a row read that the call did not write shows
+// draft_extend (the catch-up over committed tokens), two calls as serving makes them (the prompt, then tokens
+// after it): check_extend (test_common.h), draft_forward's keys and values and its last row's out and logits
+// bit for bit, extend running on NaN-filled activations
 static void test_extend(Draft* draft, Target* target) {
-    int T = 7, C = draft->config.dim, V_draft = draft->config.vocab_size;
+    int T = 7, C = draft->config.dim;
     int* tokens = test_tokens(T, target->config.vocab_size, 83);
     float* hidden = u_from_target(draft, target, tokens, T);
-    int positions[7] = {0, 1, 2, 3, 4, 5, 6}, splits[2][2] = {{0, 3}, {3, T - 3}};   // (n_past, rows) of each call
-    size_t cache_floats = (size_t)draft->cache_capacity * draft->config.n_kv_heads * draft->config.head_size;
-    float* out[2], *logits[2];
-    float* first = mallocCheck((size_t)C * sizeof(float));
-    float* keys = mallocCheck(cache_floats * sizeof(float));
-    float* values = mallocCheck(cache_floats * sizeof(float));
+    int positions[7] = {0, 1, 2, 3, 4, 5, 6};
     reset_draft_cache(draft);
-    for (int call = 0; call < 2; call++) {
-        int n_past = splits[call][0], rows = splits[call][1];
-        draft_forward(draft, tokens + n_past, hidden + (size_t)n_past * C, positions + n_past, NULL, rows, n_past);
-        out[call] = mallocCheck((size_t)C * sizeof(float));
-        logits[call] = mallocCheck((size_t)V_draft * sizeof(float));
-        memcpy(out[call], draft->host.out + (size_t)(rows - 1) * C, (size_t)C * sizeof(float));
-        memcpy(logits[call], draft->host.logits + (size_t)(rows - 1) * V_draft, (size_t)V_draft * sizeof(float));
-        if (call == 1) { memcpy(first, draft->host.out, (size_t)C * sizeof(float)); }
-    }
-    memcpy(keys, draft->key_cache, cache_floats * sizeof(float));
-    memcpy(values, draft->value_cache, cache_floats * sizeof(float));
-    reset_draft_cache(draft);
-    for (int call = 0; call < 2; call++) {
-        int n_past = splits[call][0], rows = splits[call][1];
-        poison_draft_activations(draft);
-        draft_extend(draft, tokens + n_past, hidden + (size_t)n_past * C, positions + n_past, rows, n_past);
-        check(bits_equal(draft->host.out, out[call], (size_t)C), "draft_extend call %d: the last row's out differs from "
-              "draft_forward's", call);
-        check(bits_equal(draft->host.logits, logits[call], (size_t)V_draft), "draft_extend call %d: the last row's logits "
-              "differ from draft_forward's", call);
-    }
-    check(bits_equal(draft->key_cache, keys, cache_floats), "draft_extend: the key cache differs from draft_forward's");
-    check(bits_equal(draft->value_cache, values, cache_floats), "draft_extend: the value cache differs from draft_forward's");
-    // the control: draft_forward's other rows are other vectors, so a wrong row would not pass for the last
-    check(!bits_equal(first, out[1], (size_t)C), "draft_extend's test: draft_forward's first and last rows are the same bits");
-    for (int call = 0; call < 2; call++) { free(out[call]); free(logits[call]); }
-    free(first); free(values); free(keys); free(tokens); free(hidden);
+    check_extend(draft, "draft", tokens, hidden, positions, 3, 0);
+    check_extend(draft, "draft", tokens + 3, hidden + (size_t)3 * C, positions + 3, T - 3, 3);
+    free(tokens); free(hidden);
 }
 
 static void test_blas(Draft* draft, Target* target) {

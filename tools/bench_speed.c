@@ -194,13 +194,12 @@ static void time_draft_chain(Draft* draft, Target* target, const float* features
 // A request's first drafting pass catches the draft up over its prompt (here the CONTEXT - 1 positions of the
 // context, in forwards of at most 64 rows, as drafting.c runs it): draft_extend (keys and values of every row,
 // the rest of the layer and the head for a forward's last row) against the catch-up before the fifty-seventh
-// session (the whole layer over every row, the head for the last: draft_forward_rows(..., 0, T - 1)), in an
-// order that alternates from call to call; the fastest of each is kept.
-static void time_prompt_catch_up(Draft* draft, const float* features, float* u, double* extend, double* full) {
-    static int calls = 0;
+// session (the whole layer over every row, the head for the last: draft_forward_rows(..., 0, T - 1)), the
+// first of the two alternating with the repetition r; the fastest of each is kept.
+static void time_prompt_catch_up(Draft* draft, const float* features, float* u, int r, double* extend, double* full) {
     int C = draft->config.dim, positions[64];
     for (int k = 0; k < 2; k++) {
-        int whole_layer = (k + calls) % 2;
+        int whole_layer = (k + r) % 2;
         double start = now_seconds();
         for (int first = 0; first < CONTEXT - 1; first += 64) {
             int T = CONTEXT - 1 - first < 64 ? CONTEXT - 1 - first : 64;
@@ -211,7 +210,6 @@ static void time_prompt_catch_up(Draft* draft, const float* features, float* u, 
         double* best = whole_layer ? full : extend;
         *best = min_of(*best, now_seconds() - start);
     }
-    calls++;
 }
 
 // The median of n values (n >= 1; sorts a copy)
@@ -454,7 +452,7 @@ int main(int argc, char** argv) {
             swap_total += seconds;
             swaps++;
             if (other_type != TYPE_F32) { time_draft_chain(&other, target, features, u, &other_catch_up, &other_step); }
-            time_prompt_catch_up(&draft, features, u, &prompt_catch_up, &prompt_catch_up_full);
+            time_prompt_catch_up(&draft, features, u, r, &prompt_catch_up, &prompt_catch_up_full);
         }
         draft_use_weights(&draft, draft.weight_arena);
         // generation: plain, each draft source, plain again (the round's ratios are against the mean of the

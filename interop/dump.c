@@ -64,10 +64,16 @@ static void dump_add(Dump* d, const char* name, const char* meaning, ElementKind
     dump_document(d, name, meaning);
 }
 
+// (a matrix stays [rows, cols] when it has one column: a one-token prompt's mask is [1, 1], not [1])
 static void dump_add_2d(Dump* d, const char* name, const char* meaning, ElementKind kind, int64_t rows, int64_t cols,
                         const void* data) {
     int64_t shape[2] = {rows, cols};
-    dump_add(d, name, meaning, kind, cols == 1 ? 1 : 2, shape, data);
+    dump_add(d, name, meaning, kind, 2, shape, data);
+}
+
+static void dump_add_1d(Dump* d, const char* name, const char* meaning, ElementKind kind, int64_t n, const void* data) {
+    int64_t shape[1] = {n};
+    dump_add(d, name, meaning, kind, 1, shape, data);
 }
 
 static void dump_add_scalar_f32(Dump* d, const char* name, const char* meaning, float value) {
@@ -94,15 +100,25 @@ static void dump_rope_to_hf(float* values, size_t rows, int n_heads, int head_si
     free(row_copy);
 }
 
-// rows x cols of a backend buffer (kind), downloaded; rope_heads > 0: q/k columns to the HF layout.
+// rows x cols of a backend buffer (kind), downloaded ([rows] where it is a vector: cols 1); rope_heads > 0: q/k
+// columns to the HF layout.
 static void dump_add_backend(Dump* d, const char* name, const char* meaning, ElementKind kind, size_t rows, size_t cols,
-                             const void* buffer, int rope_heads, int head_size) {
+                             int vector, const void* buffer, int rope_heads, int head_size) {
     size_t bytes = rows * cols * element_size(kind);
     void* host = mallocCheck(bytes > 0 ? bytes : 1);
     d->backend->download(host, buffer, bytes);
     if (rope_heads > 0) { dump_rope_to_hf(host, rows, rope_heads, head_size); }
-    dump_add_2d(d, name, meaning, kind, (int64_t)rows, (int64_t)cols, host);
+    if (vector) { dump_add_1d(d, name, meaning, kind, (int64_t)rows, host); }
+    else { dump_add_2d(d, name, meaning, kind, (int64_t)rows, (int64_t)cols, host); }
     free(host);
+}
+
+// Whether an activation table's buffer is a vector (one value a row, dumped as [T]): the token ids and
+// positions; a buffer added to a table after this file, if its table gives it one column. Not the shape at
+// hand: a mask over one slot or logits over a vocabulary of one id are still matrices.
+static int dump_buffer_is_vector(const char* table_name, int known, size_t table_cols) {
+    if (strcmp(table_name, "tokens") == 0 || strcmp(table_name, "positions") == 0) { return 1; }
+    return !known && table_cols == 1;
 }
 
 // ----------------------------------------------------------------------------
@@ -132,7 +148,8 @@ static void dump_draft_arena(Dump* d, const Draft* draft, const float* arena, co
         snprintf(name, sizeof(name), "%s%s", prefix, names->specforge);
         snprintf(text, sizeof(text), "%s (our %s%s)", meaning, info->gguf_name,
                  names->rope_rows != ROPE_ROWS_NONE ? "; rows in Hugging Face rotate_half order" : "");
-        dump_add_2d(d, name, text, ELEMENT_F32, info->rows, info->cols, values);
+        if (info->cols == 1) { dump_add_1d(d, name, text, ELEMENT_F32, info->rows, values); }   // a norm's weight
+        else { dump_add_2d(d, name, text, ELEMENT_F32, info->rows, info->cols, values); }
         free(permuted);
         offset += info->n_elements;
     }
@@ -190,7 +207,8 @@ static void dump_draft_activations(Dump* d, const Draft* draft, const DraftActiv
         snprintf(name, sizeof(name), "%s.%s", prefix, known ? known->dump_name : info->name);
         snprintf(meaning, sizeof(meaning), "%s%s", known ? known->meaning : "(a buffer added to the draft's activation table after dump.c)",
                  known && known->head_rows ? head_note : "");
-        dump_add_backend(d, name, meaning, info->kind, rows, cols, *info->data, rope_heads, c->head_size);
+        dump_add_backend(d, name, meaning, info->kind, rows, cols, dump_buffer_is_vector(info->name, known != NULL, info->cols),
+                         *info->data, rope_heads, c->head_size);
     }
 }
 
@@ -286,7 +304,7 @@ static void dump_drafting(Dump* d, DraftSource* source, const Sequence* sequence
         snprintf(text, sizeof(text), "%s.n_past", prefix);
         dump_add_scalar_i32(d, text, "I32 [1]: key slots before this call's rows (its keys/values go to slots n_past..n_past+T-1)", first_slot);
         snprintf(text, sizeof(text), "%s.candidates", prefix);
-        dump_add_2d(d, text, "I32 [T]: the candidate (index into drafting.candidate_*) each row expands", ELEMENT_I32, n_batch, 1, batch);
+        dump_add_1d(d, text, "I32 [T]: the candidate (index into drafting.candidate_*) each row expands", ELEMENT_I32, n_batch, batch);
         dump_draft_activations(d, draft, &draft->act, prefix, n_batch, first_slot + n_batch, n_batch, 0, " (all T rows)");
         n_slots_used += n_batch;
     }
@@ -310,18 +328,18 @@ static void dump_drafting(Dump* d, DraftSource* source, const Sequence* sequence
         scores[i] = pool->items[i].score;
     }
     if (n > 0) {
-        for (int j = 0; j < 4; j++) { dump_add_2d(d, what[j], meanings[j], ELEMENT_I32, n, 1, values + (size_t)j * n); }
-        dump_add_2d(d, "drafting.candidate_scores", "F32 [n]: cumulative draft log-probability (log_softmax over the draft "
-                    "vocabulary, summed along the path)", ELEMENT_F32, n, 1, scores);
+        for (int j = 0; j < 4; j++) { dump_add_1d(d, what[j], meanings[j], ELEMENT_I32, n, values + (size_t)j * n); }
+        dump_add_1d(d, "drafting.candidate_scores", "F32 [n]: cumulative draft log-probability (log_softmax over the draft "
+                    "vocabulary, summed along the path)", ELEMENT_F32, n, scores);
     }
     free(values);
     free(scores);
     // the draft's cache after drafting: the prefix, then every expanded candidate's slot
     int n_slots = n_prefix + n_slots_used;
     dump_add_backend(d, "drafting.key_cache", "F32 [slots, NKV*HS]: the draft's keys after drafting (slot = n_past + row), "
-                     "rotate_half layout", ELEMENT_F32, (size_t)n_slots, (size_t)KVD, draft->key_cache, c->n_kv_heads, c->head_size);
+                     "rotate_half layout", ELEMENT_F32, (size_t)n_slots, (size_t)KVD, 0, draft->key_cache, c->n_kv_heads, c->head_size);
     dump_add_backend(d, "drafting.value_cache", "F32 [slots, NKV*HS]: the draft's values after drafting", ELEMENT_F32,
-                     (size_t)n_slots, (size_t)KVD, draft->value_cache, 0, c->head_size);
+                     (size_t)n_slots, (size_t)KVD, 0, draft->value_cache, 0, c->head_size);
 }
 
 // How each buffer of the target's activation table is dumped (per-layer buffers hold the last layer's values).
@@ -399,7 +417,8 @@ static void dump_verify_pass(Dump* d, Target* target, int N, int n_prefix) {
             free(values);
         } else {
             size_t cols = strcmp(info->name, "mask") == 0 ? (size_t)P : info->cols;
-            dump_add_backend(d, name, meaning, info->kind, (size_t)N, cols, *info->data, rope_heads, c->head_size);
+            dump_add_backend(d, name, meaning, info->kind, (size_t)N, cols,
+                             dump_buffer_is_vector(info->name, known != NULL, info->cols), *info->data, rope_heads, c->head_size);
         }
     }
 }
@@ -441,12 +460,12 @@ static double dump_unroll_steps(Dump* d, Trainer* trainer, const Record* record,
         dump_draft_activations(d, draft, &ws->act[k], prefix, R, P, n_head, k == 0,
                                " (one row per loss row, in train.stepK.loss_rows order, then the discard rows at step 0)");
         snprintf(name, sizeof(name), "%s.loss_rows", prefix);
-        dump_add_2d(d, name, "I32 [n]: the step's rows that carry a loss (row t predicts the token at position first_column "
+        dump_add_1d(d, name, "I32 [n]: the step's rows that carry a loss (row t predicts the token at position first_column "
                     "+ t + k + 2: a completion token whose teacher, the target at first_column + t + k + 1, was recorded)",
-                    ELEMENT_I32, n_sequence, 1, rows);
+                    ELEMENT_I32, n_sequence, rows);
         snprintf(name, sizeof(name), "%s.loss_weights", prefix);
-        dump_add_2d(d, name, "F32 [n]: each loss row's relative weight (1 for completion tokens, --prompt-weight for prompt "
-                    "tokens)", ELEMENT_F32, n_sequence, 1, weights);
+        dump_add_1d(d, name, "F32 [n]: each loss row's relative weight (1 for completion tokens, --prompt-weight for prompt "
+                    "tokens)", ELEMENT_F32, n_sequence, weights);
         if (n_sequence == 0) { continue; }
         // the teacher: p = softmax(W_lm[d2t] h) at the position before the predicted token
         for (int i = 0; i < n_sequence; i++) {
@@ -470,12 +489,12 @@ static double dump_unroll_steps(Dump* d, Trainer* trainer, const Record* record,
         snprintf(name, sizeof(name), "%s.p_target", prefix);
         dump_add_backend(d, name, "F32 [n, V_d]: the teacher at each loss row: softmax over the draft vocabulary of "
                          "request.target_head . request.hidden[first_column + t + k + 1]", ELEMENT_F32, (size_t)n_sequence,
-                         (size_t)V_d, device_p, 0, c->head_size);
+                         (size_t)V_d, 0, device_p, 0, c->head_size);
         snprintf(name, sizeof(name), "%s.row_losses", prefix);
-        dump_add_2d(d, name, "F32 [n]: each loss row's loss, q = softmax(logits): fkl -sum_v p(v) log q(v); rkl sum_v "
+        dump_add_1d(d, name, "F32 [n]: each loss row's loss, q = softmax(logits): fkl -sum_v p(v) log q(v); rkl sum_v "
                     "q(v) (log q(v) - log max(p(v), 1e-30)); ntp -log q(x) (a token outside the draft vocabulary: the loss "
                     "of draft id 0, weight 0)",
-                    ELEMENT_F32, n_sequence, 1, row_losses);
+                    ELEMENT_F32, n_sequence, row_losses);
         double loss_sum = 0.0;
         for (int i = 0; i < n_sequence; i++) { loss_sum += (double)weights[i] * row_losses[i]; }
         float step_loss = weight_sum > 0.0 ? (float)(loss_sum / weight_sum) : 0.0f;
@@ -605,11 +624,11 @@ static int command_dump(Options* o) {
     const DraftConfig* dc = &draft.config;
     int V_d = dc->vocab_size;
     dump_draft_arena(&d, &draft, draft.weight_arena, "weights.", "F32: the draft's weight");
-    dump_add_2d(&d, "vocab.d2t", "I32 [V_d]: the target id of each draft id (absolute; SpecForge stores d2t[i] - i)",
-                ELEMENT_I32, V_d, 1, draft.d2t);
-    dump_add_2d(&d, "request.prompt", "I32 [n_prompt]: the prompt's token ids", ELEMENT_I32, n_prompt, 1, prompt);
-    dump_add_2d(&d, "request.tokens", "I32 [n_tokens]: prompt + generated tokens (greedy speculative decoding)", ELEMENT_I32,
-                record->n_tokens, 1, record->tokens);
+    dump_add_1d(&d, "vocab.d2t", "I32 [V_d]: the target id of each draft id (absolute; SpecForge stores d2t[i] - i)",
+                ELEMENT_I32, V_d, draft.d2t);
+    dump_add_1d(&d, "request.prompt", "I32 [n_prompt]: the prompt's token ids", ELEMENT_I32, n_prompt, prompt);
+    dump_add_1d(&d, "request.tokens", "I32 [n_tokens]: prompt + generated tokens (greedy speculative decoding)", ELEMENT_I32,
+                record->n_tokens, record->tokens);
     // the record keeps the target's states in fp16: dumped as the fp32 values the trainer reads
     float* states = mallocCheck((size_t)record->n_committed * TAP_LAYERS * C * sizeof(float));
     record_rows_f32(states, record->features, record->n_committed, TAP_LAYERS * C);
@@ -654,10 +673,10 @@ static int command_dump(Options* o) {
     tree_attention_mask(mask, &tree, n_prefix);
     target_forward(&target, tree.tokens, tree.positions, mask, N, n_prefix, 1);
     dump_verify_pass(&d, &target, N, n_prefix);
-    dump_add_2d(&d, "verify.parents", "I32 [N]: each node's parent node (-1 for the root); nodes are the N-1 best "
-                "candidates by score, by depth then creation", ELEMENT_I32, N, 1, tree.parents);
-    dump_add_2d(&d, "verify.depth", "I32 [N]: each node's depth (root 0)", ELEMENT_I32, N, 1, tree.depth);
-    dump_add_2d(&d, "verify.scores", "F32 [N]: each node's cumulative draft log-probability (root 0)", ELEMENT_F32, N, 1, tree.scores);
+    dump_add_1d(&d, "verify.parents", "I32 [N]: each node's parent node (-1 for the root); nodes are the N-1 best "
+                "candidates by score, by depth then creation", ELEMENT_I32, N, tree.parents);
+    dump_add_1d(&d, "verify.depth", "I32 [N]: each node's depth (root 0)", ELEMENT_I32, N, tree.depth);
+    dump_add_1d(&d, "verify.scores", "F32 [N]: each node's cumulative draft log-probability (root 0)", ELEMENT_F32, N, tree.scores);
     Acceptance acceptance;
     accept_greedy(&acceptance, &tree, target.host.logits, V);
     int argmax[TREE_MAX_NODES], emitted[TREE_MAX_DEPTH + 2];
@@ -665,15 +684,15 @@ static int command_dump(Options* o) {
     int n_path = acceptance.n_accepted + 1;
     for (int i = 1; i < n_path; i++) { emitted[i - 1] = tree.tokens[acceptance.path[i]]; }
     emitted[n_path - 1] = acceptance.bonus;
-    dump_add_2d(&d, "accept.target_argmax", "I32 [N]: the target's argmax at each node (ties to the lowest id)", ELEMENT_I32,
-                N, 1, argmax);
-    dump_add_2d(&d, "accept.path", "I32 [n_accepted + 1]: the accepted path's nodes, root first (greedy: from the root, the "
-                "child whose token is the target's argmax, while one exists)", ELEMENT_I32, n_path, 1, acceptance.path);
+    dump_add_1d(&d, "accept.target_argmax", "I32 [N]: the target's argmax at each node (ties to the lowest id)", ELEMENT_I32,
+                N, argmax);
+    dump_add_1d(&d, "accept.path", "I32 [n_accepted + 1]: the accepted path's nodes, root first (greedy: from the root, the "
+                "child whose token is the target's argmax, while one exists)", ELEMENT_I32, n_path, acceptance.path);
     dump_add_scalar_i32(&d, "accept.n_accepted", "I32 [1]: draft tokens accepted", acceptance.n_accepted);
     dump_add_scalar_i32(&d, "accept.bonus", "I32 [1]: the target's token after the path (its argmax at the last accepted node)",
                         acceptance.bonus);
-    dump_add_2d(&d, "accept.emitted", "I32 [n_accepted + 1]: the tokens this pass emits: the accepted tokens, then the bonus",
-                ELEMENT_I32, n_path, 1, emitted);
+    dump_add_1d(&d, "accept.emitted", "I32 [n_accepted + 1]: the tokens this pass emits: the accepted tokens, then the bonus",
+                ELEMENT_I32, n_path, emitted);
     // the request ran the same pass first: it emitted the same tokens (unless it stopped earlier)
     for (int i = 0; i < n_path && n_prompt + 1 + i < record->n_tokens; i++) {
         if (record->tokens[n_prompt + 1 + i] != emitted[i]) {

@@ -158,7 +158,7 @@ static int eagle3_check_shape(const DraftConfig* c, const Target* target, const 
                          c->n_heads, c->n_kv_heads, c->head_size, c->ffn_dim);
     }
     if (model_check_head_group(path, "draft heads", c->n_heads, c->n_kv_heads, err)) { return -1; }
-    if (!(c->rope_theta > 0.0f) || !isfinite(c->rope_theta) || !(c->norm_eps >= 0.0f) || !isfinite(c->norm_eps)) {
+    if (!(c->rope_theta > 0.0f) || !isfinite(c->rope_theta) || !(c->norm_eps > 0.0f) || !isfinite(c->norm_eps)) {
         return error_set(err, "%s: rope theta %g / RMSNorm epsilon %g, expected positive finite values", path,
                          c->rope_theta, c->norm_eps);
     }
@@ -341,9 +341,13 @@ static int eagle3_import_llama_cpp(Draft* draft, const char* path, const Target*
             status = -1;
         } else if (n_layers != 1) {
             status = error_set(err, "%s: key 'eagle3.block_count' is %d, expected 1 (an EAGLE-3 draft has one layer)", path, n_layers);
-        } else if ((value_length != -1 && value_length != c.head_size) || (rope_dims != -1 && rope_dims != c.head_size)) {
-            status = error_set(err, "%s: head size %d, value length %d, rope dimension count %d: expected all equal (full "
-                               "rotary, one head size)", path, c.head_size, value_length, rope_dims);
+        } else if ((value_length == -1 ? c.dim / c.n_heads : value_length) != c.head_size ||
+                   (rope_dims != -1 && rope_dims != c.head_size)) {
+            // (an absent value length is the width over the heads, as llama.cpp reads it, not the key length)
+            status = error_set(err, "%s: head size %d, value length %d%s, rope dimension count %d: expected all equal "
+                               "(full rotary, one head size)", path, c.head_size,
+                               value_length == -1 ? c.dim / c.n_heads : value_length,
+                               value_length == -1 ? " (absent: the width over the heads)" : "", rope_dims);
         } else if (target_hidden != tc->dim) {
             status = error_set(err, "%s: key 'eagle3.target_hidden_size' is %d, expected the target's width %d", path,
                                target_hidden, tc->dim);
@@ -587,8 +591,11 @@ static int eagle3_json_int(const JsonValue* root, const char* path, const char* 
 static int eagle3_json_number(const JsonValue* root, const char* path, const char* key, float* out, Error* err) {
     const JsonValue* value = json_get(root, key);
     if (value == NULL || value->type == JSON_NULL) { return 0; }
-    if (value->type != JSON_NUMBER || !isfinite((float)value->number)) {
+    if (value->type != JSON_NUMBER) {
         return error_set(err, "%s: key '%s' is %s, expected a finite number", path, key, json_type_name(value->type));
+    }
+    if (!isfinite((float)value->number)) {   // (finite as a double, past the float range)
+        return error_set(err, "%s: key '%s' is %g, expected a number within the float range", path, key, value->number);
     }
     *out = (float)value->number;
     return 0;
@@ -604,8 +611,11 @@ static int eagle3_json_false(const JsonValue* root, const char* path, const char
 
 // Three layer ids in an array, into taps; shift converts input indices to outputs.
 static int eagle3_json_taps(const JsonValue* value, const char* path, const char* key, int shift, int* taps, Error* err) {
-    if (value->type != JSON_ARRAY || value->n != 3) {
+    if (value->type != JSON_ARRAY) {
         return error_set(err, "%s: key '%s' is %s, expected an array of 3 layer ids", path, key, json_type_name(value->type));
+    }
+    if (value->n != 3) {
+        return error_set(err, "%s: key '%s' has %d elements, expected an array of 3 layer ids", path, key, value->n);
     }
     for (int i = 0; i < 3; i++) {
         const JsonValue* id = &value->items[i];
@@ -697,7 +707,10 @@ static int eagle3_parse_config(DraftConfig* c, const char* text, size_t length, 
         const JsonValue* nested = eagle != NULL && eagle->type == JSON_OBJECT ? json_get(eagle, "eagle_aux_hidden_state_layer_ids") : NULL;
         const JsonValue* top = json_get(&root, "eagle_aux_hidden_state_layer_ids");
         const char* where = NULL;
-        if (nested != NULL && nested->type != JSON_NULL) {
+        if (eagle != NULL && eagle->type != JSON_NULL && eagle->type != JSON_OBJECT) {
+            status = error_set(err, "%s: key 'eagle_config' is %s, expected an object (SGLang's, holding "
+                               "eagle_aux_hidden_state_layer_ids) or null", path, json_type_name(eagle->type));
+        } else if (nested != NULL && nested->type != JSON_NULL) {
             where = "eagle_config.eagle_aux_hidden_state_layer_ids (layer outputs, SGLang)";
             status = eagle3_json_taps(nested, path, "eagle_config.eagle_aux_hidden_state_layer_ids", 0, taps, err);
             // both lists: SGLang reads the first, vLLM and llama.cpp the second, so they must name the same taps

@@ -600,6 +600,12 @@ static void test_malformed_specforge(const Target* target) {
         {"rope_parameters theta",  "rope_parameters",     "{\"rope_type\": \"default\", \"rope_theta\": \"big\"}",
                                    "key 'rope_theta' is a string"},
         {"tied LM head",           "tie_word_embeddings", "true",         "tie_word_embeddings"},
+        // an epsilon of 0 makes a zero row's RMSNorm 0/0; and a draft saved with it would not load again
+        {"RMSNorm epsilon 0",      "rms_norm_eps",        "0",            "RMSNorm epsilon 0, expected positive"},
+        {"epsilon past float",     "rms_norm_eps",        "1e39",         "key 'rms_norm_eps' is 1e+39, expected a number within the float range"},
+        {"eagle_config a string",  "eagle_config",        "\"x\"",        "key 'eagle_config' is a string, expected an object"},
+        {"two layer ids (SGLang)", "eagle_config",        "{\"eagle_aux_hidden_state_layer_ids\": [1, 3]}",
+                                   "has 2 elements, expected an array of 3 layer ids"},
     };
     for (size_t i = 0; i < sizeof(configs) / sizeof(configs[0]); i++) {
         char* config = config_with(good, configs[i].key, configs[i].value);
@@ -713,6 +719,7 @@ static void add_huge_layer(GGUFWriter* w) { int32_t v[3] = {INT32_MIN, 4, 5}; gg
 static void add_rope_factor(GGUFWriter* w) { gguf_writer_add_float32(w, "eagle3.rope.scaling.factor", 4.0f); }
 static void add_rope_linear(GGUFWriter* w) { gguf_writer_add_float32(w, "eagle3.rope.scale_linear", 2.0f); }
 static void add_partial_rope(GGUFWriter* w) { gguf_writer_add_uint32(w, "eagle3.rope.dimension_count", 6); }
+static void add_eps_zero(GGUFWriter* w) { gguf_writer_add_float32(w, "eagle3.attention.layer_norm_rms_epsilon", 0.0f); }
 
 static void test_malformed_llama_cpp(const Target* target) {
     int failed_before = tests_failed;
@@ -764,6 +771,8 @@ static void test_malformed_llama_cpp(const Target* target) {
                       NULL, NULL, NULL, NULL), target, "expected a number");
     expect_load_error("partial rope", rewrite_gguf(good, "g12.gguf", "eagle3.rope.dimension_count", add_partial_rope, NULL, NULL,
                       NULL, NULL), target, "rope dimension count 6");
+    expect_load_error("eps 0", rewrite_gguf(good, "g12b.gguf", "eagle3.attention.layer_norm_rms_epsilon", add_eps_zero, NULL,
+                      NULL, NULL, NULL), target, "RMSNorm epsilon 0, expected positive");
     float* ids = mallocCheck(200 * sizeof(float));
     for (int i = 0; i < 200; i++) { ids[i] = (float)draft.d2t[i]; }
     ids[5] = ids[6];
@@ -834,6 +843,10 @@ static void test_imported_shapes(const Target* target) {
         }
         draft_free(&loaded);
     }
+    // without value_length llama.cpp takes the values' head size as the width over the heads (12), not the key
+    // length: refused here by name, not at a tensor's shape
+    expect_load_error("head size 8, no value length", rewrite_gguf(llama, "head8-novalue.gguf", "eagle3.attention.value_length",
+                      NULL, NULL, NULL, NULL, NULL), target, "value length 12 (absent: the width over the heads)");
 
     // a SpecForge export over an older one whose config cannot be replaced (config.json is a directory):
     // an error, and the old model.safetensors untouched, no temporary file left

@@ -57,6 +57,27 @@ expect_status "dump C" 0 "$AURORA" dump -m "$model" --draft target --draft-vocab
     -n 12 -p "$prompt" --loss ntp -o "$work/c.safetensors"
 expect_status "oracle on dump C" 0 "$PYTHON" "$ORACLE" "$work/c.safetensors" --fd-checks 2
 
+echo "== dump D: a one-token prompt and a draft vocabulary of one id: matrices keep both dimensions"
+expect_status "dump D" 0 "$AURORA" dump -m "$model" --draft target --draft-vocab 1 --spec-k 1 --spec-depth 2 -n 6 -p "a" \
+    -o "$work/d.safetensors"
+expect_status "dump D's shapes" 0 "$PYTHON" - "$work/d.safetensors" <<'EOF'
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+header = json.loads(data[8:8 + struct.unpack("<Q", data[:8])[0]])
+# vectors [n], matrices [rows, cols] even with one row or one column (here one prompt token, one draft id)
+want = {"request.prompt": [1], "vocab.d2t": [1], "drafting.call0.tokens": [1], "drafting.call0.mask": [1, 1],
+        "drafting.call0.logits": [1, 1], "drafting.call0.features": [1, None], "train.step0.p_target": [None, 1]}
+bad = []
+for name, shape in want.items():
+    got = header.get(name, {}).get("shape")
+    if got is None or len(got) != len(shape) or any(w is not None and g != w for g, w in zip(got, shape)):
+        bad.append("%s: %s, expected %s" % (name, got, shape))
+print("\n".join(bad) if bad else "dump D: every shape as documented")
+sys.exit(1 if bad else 0)
+EOF
+cat "$work/out"
+expect_status "oracle on dump D" 0 "$PYTHON" "$ORACLE" "$work/d.safetensors"
+
 echo "== determinism, and the fast CPU table against the reference through compare_dump"
 expect_status "dump A again" 0 $dump_a -p "$prompt" -o "$work/a2.safetensors"
 cmp -s "$work/a.safetensors" "$work/a2.safetensors" && pass || fail "two runs of the same dump differ"

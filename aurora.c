@@ -187,7 +187,7 @@ static const Flag FLAGS[] = {
      "lockstep: optimiser steps per request served (threaded: as fast as it goes)"},
     {"train-share", NULL, "--train-share", FLAG_FLOAT, "F", 0.01, 1, NULL, OPTION(train_share),
      "the share of one core the trainer thread may use: after each step it rests so that training takes at most this "
-     "fraction of a core's time (serving keeps the rest)"},
+     "fraction of a core's time (the rest of that core idles; serving's threads keep the other cores)"},
     {"load", NULL, "--load", FLAG_FLOAT, "F", 0.01, 1, NULL, OPTION(load),
      "the offered load: after a request that took t seconds the server is idle for t (1 - F) / F (the replay waits; "
      "not in its tokens/s), and an online trainer trains only then, on every core (serving too keeps every core); 1: "

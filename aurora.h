@@ -1191,9 +1191,10 @@ enum { ADAPTIVE_PROBE_EVERY = 32, ADAPTIVE_PROBE_MAX_PENDING = 2 };
 // that drafts nothing measures only the decode step, so a count measured in a busy minute would otherwise
 // keep that minute's price until the draft drafted it again, which that price prevents.
 // The decode step's cost is the one the others are weighed against, and a draft that drafts every pass never
-// measures it: one that has not been measured for ADAPTIVE_COST_MEMORY passes, or never, is measured by a
-// plain pass (a plain probe; the mirror of the drafting probe above; not on a deterministic chooser, which
-// measures nothing).
+// measures it: one that has not been measured for ADAPTIVE_COST_MEMORY passes (a fresh chooser counts from
+// its first pass, pricing the step from the prior and its verify passes until then) is measured by a plain
+// pass (a plain probe; the mirror of the drafting probe above; not on a deterministic chooser, which measures
+// nothing).
 enum { ADAPTIVE_COST_MEMORY = 2 * ADAPTIVE_PROBE_EVERY };
 // The first ADAPTIVE_COLD_PASSES passes of a request run on the caches the prefill left (or whatever ran
 // while the server idled), up to twice a pass's steady time, and a request's first pass is where the
@@ -1583,8 +1584,9 @@ int draft_source_may_draft(const DraftSource* source);   // after plan_pass: 0 w
 void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acceptance* acceptance,
                                double draft_seconds, double verify_seconds, SpecStats* stats);
 void draft_source_free(DraftSource* source);
-// Brings the draft up to date with the sequence (extends its cache over the committed positions, and
-// switches to newer published weights between verify passes).
+// Brings the draft up to date with the sequence between verify passes: the suffix drafts index the new
+// tokens, and an EAGLE draft switches to newer published weights (its cache catches up over the committed
+// positions later, lazily, in draft_source_propose, when a pass drafts).
 void draft_source_sync(DraftSource* source, const Sequence* sequence);
 // The hot swap alone: switch to newer published weights, if any (draft_source_sync does it every pass).
 void draft_source_take_weights(DraftSource* source);
@@ -1892,7 +1894,8 @@ int svg_acceptance_chart(const char* path, const ChartSeries* series, int n_seri
 
 // The replay's per-request CSV, header exactly
 // request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version,status,prefill_seconds
-// status is "served", or "skipped_prompt_too_long" (the request was not served: no measurement); seconds
+// status is "served", "skipped_prompt_too_long" or "skipped_prompt_empty" (no token the vocabulary can
+// spell; a skipped request was not served: no measurement); seconds
 // is the whole request, prefill_seconds its prompt's part (the rest is the decoding speculation speeds up).
 #define REQUESTS_CSV_HEADER \
     "request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version,status,prefill_seconds"

@@ -15,9 +15,9 @@ The two sides share nothing but the RecordBuffer and the WeightExchange (recorde
 could live in another process. With lockstep_every = M > 0 there is no thread: after every M requests
 the serving loop itself trains on everything recorded and publishes, so a run is bitwise repeatable.
 
-Where the trainer runs: beside serving on a core of its own (the default; serving keeps the others, since
-OpenMP teams on oversubscribed cores wait at every barrier for a descheduled thread), optionally on a
-share of that core (train_share, a duty cycle); or, with an offered load below 1, only in the gaps between
+Where the trainer runs: beside serving on a core of its own (the default; serving's OpenMP team takes the
+others, since teams on oversubscribed cores wait at every barrier for a descheduled thread), optionally on a
+share of that core (train_share, a duty cycle: the rest of that core idles); or, with an offered load below 1, only in the gaps between
 requests (in_gaps). A server is not busy all the time: at load F, after a request that took t seconds it
 is idle for t (1 - F) / F (a replay simulates the gap). There the serving thread itself trains, on every
 core, and idles for what is left; so serving always has every core, and no trainer beside it. A step starts
@@ -31,7 +31,8 @@ causes is counted.
 (Not a second thread that waits for the gaps: with two OpenMP teams on two cores libgomp stops spinning
 at its barriers, and every one of a decode step's ~400 parallel regions then wakes a sleeping thread:
 serving ran 5x slower.)
-A failing trainer (non-finite updates are rejected, not fatal) stops training and never serving.
+A failing step (a non-finite update) is rejected and counted, not fatal: training goes on with the next
+batch, and serving is never stopped by it.
 */
 #include <pthread.h>
 #include <sys/statvfs.h>
@@ -72,6 +73,8 @@ typedef struct {
     size_t pool_peak_bytes;
     uint64_t pool_rng;
     long records_taken;
+    int unpublished;        // the trainer's draft changed since the last publish (a step, or vocabulary entries
+                            // replaced when records were taken, which needs no step); on the training side
     pthread_t thread;
     int thread_started;
     int stopping;           // set by flywheel_stop (atomic access)
@@ -126,7 +129,9 @@ static int flywheel_take_records(Flywheel* flywheel, int wait) {
         }
         total += n;
     } while (n == FLYWHEEL_MAX_BATCH);
-    if (total > 0 && flywheel->trainer.settings.adapt_vocabulary) { trainer_adapt_vocabulary(&flywheel->trainer); }
+    if (total > 0 && flywheel->trainer.settings.adapt_vocabulary && trainer_adapt_vocabulary(&flywheel->trainer) > 0) {
+        flywheel->unpublished = 1;
+    }
     flywheel->records_taken += total;
     return total;
 }
@@ -153,6 +158,7 @@ static void flywheel_batch_records(const Flywheel* flywheel, const int* slots, i
 
 // The trainer's weights and vocabulary to the free half of the exchange; returns the new version.
 static int flywheel_publish(Flywheel* flywheel) {
+    flywheel->unpublished = 0;
     return weight_exchange_publish(flywheel->exchange, flywheel->trainer.draft.weight_arena, flywheel->trainer.draft.d2t);
 }
 
@@ -160,6 +166,7 @@ static int flywheel_publish(Flywheel* flywheel) {
 static void flywheel_train_batch(Flywheel* flywheel, Record** batch, int n) {
     TrainStats stats;
     int applied = trainer_step(&flywheel->trainer, batch, n, &stats) == 0;
+    if (applied) { flywheel->unpublished = 1; }
     int version = 0;
     if (applied && flywheel->lockstep_every == 0 && flywheel->trainer.step % flywheel->sync_every == 0) {
         version = flywheel_publish(flywheel);
@@ -309,11 +316,11 @@ static void flywheel_train_untrained(Flywheel* flywheel) {
     flywheel_train_step(flywheel);
 }
 
-// The steps after the last publish (up to sync_every - 1 of them, or that first step) are published at the
-// end, so that the last held-back measurement and the summary's final version describe the draft
-// --save-draft writes.
+// What changed after the last publish (up to sync_every - 1 steps, or that first step, and vocabulary entries
+// replaced since, which take no step) is published at the end, so that the last held-back measurement and the
+// summary's final version describe the draft --save-draft writes.
 static void flywheel_publish_last(Flywheel* flywheel) {
-    if (flywheel->trainer.step == 0 || flywheel->trainer.step % flywheel->sync_every == 0) { return; }   // (published)
+    if (flywheel->trainer.step == 0 || !flywheel->unpublished) { return; }
     int version = flywheel_publish(flywheel);
     flywheel_report(flywheel, NULL, version);
 }
@@ -625,7 +632,7 @@ static int record_batch(Target* target, const RecordJob* job, Record** records, 
             if (n_prompt < 0 && job->requests) {
                 n_prompt = prompt_encode(&target->tokenizer, job->requests[next].prompt, job->requests[next].chat, prompt,
                                          job->room, &err);
-                if (n_prompt < 0) { (*skipped)++; next++; continue; }   // longer than the room
+                if (n_prompt < 0) { (*skipped)++; next++; continue; }   // longer than the room, or no token
             } else if (n_prompt < 0) {
                 prompt[0] = job->start_token;
                 n_prompt = 1;
@@ -770,6 +777,7 @@ typedef struct {
     int n_requests;         // in the stream
     int n_done;             // reached (served or skipped) before the end or an interruption
     int n_served, n_skipped;
+    int n_empty;            // prompts with no token the vocabulary can spell (bytes it lacks): skipped too
     const float* acceptance;    // (n_served) per served request
     const char** domains;       // (n_served)
     SpecStats spec;             // every served request's tokens, passes, shapes and times, summed
@@ -794,6 +802,9 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
             "--max-new %d and a tree), tokens %d, tree K=%d D=%d N=%d (%s)\n", r->n_served, r->n_skipped, room,
             room + o->max_new + TREE_MAX_NODES, o->max_new, r->spec.n_generated, source->limit.k, source->limit.depth,
             source->limit.nodes, source->adaptive ? "adaptive, at most" : "fixed");
+    if (r->n_empty > 0) {
+        fprintf(f, "requests skipped because their prompt has no token the vocabulary can spell: %d\n", r->n_empty);
+    }
     int n = r->n_served, window = n < 100 ? n : 100;
     double first_mean = 0, last_mean = 0, all_mean = 0;
     for (int i = 0; i < window; i++) { first_mean += r->acceptance[i]; last_mean += r->acceptance[n - window + i]; }
@@ -862,7 +873,7 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
                 source->swaps ? 1e3 * source->swap_seconds / source->swaps : 0.0, 1e3 * source->swap_seconds_max);
     }
     if (held_back->n_skipped > 0) {
-        fprintf(f, "held-back: %d of %d requests skipped (prompt longer than the %d tokens the context leaves)%s\n",
+        fprintf(f, "held-back: %d of %d requests skipped (prompt longer than the %d tokens the context leaves, or with no token)%s\n",
                 held_back->n_skipped, held_back->n_skipped + held_back->n_records, room,
                 held_back->n_records == 0 ? "; no held-back measurement" : "");
     }
@@ -1003,7 +1014,7 @@ int replay_run(const Options* o) {
         held_back.n_records = record_batch(&target, &job, held_back.records, &held_back.n_skipped);
         if (held_back.n_skipped > 0) {   // (a warning, not only a summary line: the evaluation asked for is smaller or none)
             fprintf(stderr, "warning: held-back set: %d of its %d requests skipped (prompt longer than the %d tokens the "
-                    "context leaves after --max-new %d and a tree)%s\n", held_back.n_skipped, n_held, room, o->max_new,
+                    "context leaves after --max-new %d and a tree, or with no token)%s\n", held_back.n_skipped, n_held, room, o->max_new,
                     held_back.n_records == 0 ? "; no held-back measurement" : "");
         }
         TrainerSettings measure = o->train;   // the measure is the same whatever the trainer's precision: fp32
@@ -1031,10 +1042,10 @@ int replay_run(const Options* o) {
         }
     }
 #ifdef _OPENMP
-    // with a training thread beside it, serving takes one core: OpenMP teams on oversubscribed cores
-    // wait at every barrier for a descheduled thread (measured: 3x slower serving)
+    // with a training thread beside it, serving's team leaves the trainer its core (one thread on 2 cores): OpenMP
+    // teams on oversubscribed cores wait at every barrier for a descheduled thread (measured: 3x slower serving)
     int serving_threads = omp_get_max_threads();
-    if (online && o->lockstep_every == 0 && !flywheel.in_gaps) { omp_set_num_threads(1); }
+    if (online && flywheel.thread_started) { omp_set_num_threads(serving_threads > 1 ? serving_threads - 1 : 1); }
 #endif
 
     OutputFile csv;
@@ -1058,9 +1069,12 @@ int replay_run(const Options* o) {
         if (held_back.n_records > 0 && r % o->eval_every == 0) { held_back_measure(&held_back, &source, r); }
         totals.n_done = r + 1;
         int n_prompt = prompt_encode(&target.tokenizer, request->prompt, request->chat, prompt, room, &err);
-        if (n_prompt < 0) { // does not fit (or tokenizes to nothing): recorded as skipped, not measured
-            totals.n_skipped++;
-            fprintf(rows, "%d,%s,0,0,0,0,0,%d,skipped_prompt_too_long,0\n", r, request->domain, source.draft_version);
+        if (n_prompt < 0) { // does not fit, or tokenizes to nothing: recorded as skipped, not measured
+            int empty = n_prompt == PROMPT_EMPTY;
+            totals.n_skipped += !empty;
+            totals.n_empty += empty;
+            fprintf(rows, "%d,%s,0,0,0,0,0,%d,%s,0\n", r, request->domain, source.draft_version,
+                    empty ? "skipped_prompt_empty" : "skipped_prompt_too_long");
             fflush(rows);
         } else {
             Record* record = online ? record_new(target.config.dim, o->train.discard_weight > 0.0f) : NULL;
@@ -1185,9 +1199,10 @@ int replay_run(const Options* o) {
             status = 1;
         }
     } else if (totals.n_done > 0 && !stop_requested()) { // (stopped: the run ended early, as asked, with 128 + signal)
-        fprintf(stderr, "error: %s: none of the %d requests could be served: every prompt is longer than the %d tokens the "
-                "context leaves after --max-new %d; raise --context or lower --max-new\n", o->traffic_path, totals.n_done,
-                room, o->max_new);
+        fprintf(stderr, "error: %s: none of the %d requests could be served: %d prompts are longer than the %d tokens the "
+                "context leaves after --max-new %d%s, %d have no token the vocabulary can spell\n", o->traffic_path,
+                totals.n_done, totals.n_skipped, room, o->max_new, totals.n_skipped > 0 ? " (raise --context or lower --max-new)" : "",
+                totals.n_empty);
         status = 1;
     }
     // a chart or held-back file this run did not write would be an earlier run's beside this run's rows
@@ -1318,7 +1333,7 @@ int train_offline(const Options* o) {
                 n_skipped, SELF_SAMPLE_MIN_TOKENS);
     } else if (mapped && n_skipped > 0) {
         fprintf(stderr, "skipped %d requests whose prompt is longer than the %d tokens the context leaves after "
-                "--max-new %d\n", n_skipped, room, o->max_new);
+                "--max-new %d, or has no token\n", n_skipped, room, o->max_new);
     }
     if (mapped && spill.bytes > 0) {
         fprintf(stderr, "records: %.1f MB of the target's states in a file beside %s (unlinked: read back from the page "
@@ -1345,7 +1360,7 @@ int train_offline(const Options* o) {
         status = 1;
     } else if (n_records == 0) {
         fprintf(stderr, "error: %s: none of the %d requests could be served: every prompt is longer than the %d tokens the "
-                "context leaves after --max-new %d\n", o->traffic_path, n_requests, room, o->max_new);
+                "context leaves after --max-new %d, or has no token\n", o->traffic_path, n_requests, room, o->max_new);
         status = 1;
     } else if (planned_steps > INT_MAX) {
         fprintf(stderr, "error: --epochs %d over %d records is more than %d optimiser steps (the step counter's range); "
@@ -1354,8 +1369,14 @@ int train_offline(const Options* o) {
     } else {
         if (strcmp(o->lr_schedule, "cosine") == 0) { // down to 0 by the run's last step
             trainer.settings.decay_steps = (int)planned_steps;
-            fprintf(stderr, "learning rate: warm-up over %d steps to %g, then a cosine down to 0 at step %d\n",
-                    trainer.settings.warmup_steps, trainer.settings.learning_rate, trainer.settings.decay_steps);
+            if (trainer.settings.decay_steps > trainer.settings.warmup_steps) {
+                fprintf(stderr, "learning rate: warm-up over %d steps to %g, then a cosine down to 0 at step %d\n",
+                        trainer.settings.warmup_steps, trainer.settings.learning_rate, trainer.settings.decay_steps);
+            } else {   // (trainer_learning_rate decays only after the warm-up)
+                fprintf(stderr, "warning: --lr-schedule cosine over %d steps, no more than the %d steps of --warmup: the "
+                        "rate warms up and never decays (lower --warmup to decay it)\n", trainer.settings.decay_steps,
+                        trainer.settings.warmup_steps);
+            }
         }
         uint64_t rng = random_seed_state((uint64_t)o->seed);
         for (int epoch = 0; epoch < o->epochs && !stop_requested(); epoch++) {

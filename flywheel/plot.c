@@ -298,10 +298,12 @@ int read_requests_csv(const char* path, RequestRows* rows, Error* err) {
         }
         if (n_expected > REQUESTS_CSV_STATUS) {
             const char* status = fields[REQUESTS_CSV_STATUS];
-            if (strcmp(status, "skipped_prompt_too_long") == 0) { continue; } // skipped: no measurement
+            if (strcmp(status, "skipped_prompt_too_long") == 0 || strcmp(status, "skipped_prompt_empty") == 0) {
+                continue;   // skipped: no measurement
+            }
             if (strcmp(status, "served") != 0) {
-                error_set(err, "%s:%d: status (field 9) must be served or skipped_prompt_too_long, found '%.40s'", path,
-                          line_number, status);
+                error_set(err, "%s:%d: status (field 9) must be served, skipped_prompt_too_long or skipped_prompt_empty, "
+                          "found '%.40s'", path, line_number, status);
                 goto fail;
             }
         }

@@ -232,7 +232,7 @@ TreeShape spec_adaptive_choose(const SpecAdaptive* a, int pending) {
         return (TreeShape){1, 1, 2};   // the probe (see ADAPTIVE_PROBE_EVERY)
     }
     if (!a->costs->deterministic && verify_cost_stale(a->costs, 1)) {
-        return best;   // the plain probe (see ADAPTIVE_COST_MEMORY), also of a decode step never measured
+        return best;   // the plain probe (see ADAPTIVE_COST_MEMORY)
     }
     double verify[TREE_MAX_NODES + 1];
     verify_table(a->costs, a->limit.nodes > 1 ? a->limit.nodes : 1, verify);

@@ -187,11 +187,15 @@ static int pool_left_out(const CandidatePool* pool, const int* node_of_candidate
     return n;
 }
 
-// After a pass: the left-out nodes whose parent the accepted path reached, for the chooser's counts.
-static void observe_left_out(SpecAdaptive* adaptive, const LeftOutNode* left_out, int n, const Acceptance* acceptance) {
+// After a pass (after spec_adaptive_learn): the left-out nodes whose parent the accepted path reached, for
+// the chooser's counts. Only ranks below the shape's K: those are the ranks spec_adaptive_learn counted as
+// reached (a node's children in the tree are its best ranks, so a left-out one is a rank the tree lacks).
+// A suffix tree gives a node as many children as its index has, so its left-out ranks can pass K; hit
+// without being reached, they drove their estimates above 1 and made every wider shape look certain.
+static void observe_left_out(SpecAdaptive* adaptive, const LeftOutNode* left_out, int n, const Acceptance* acceptance, int k) {
     for (int i = 0; i < n; i++) {
         int depth = left_out[i].depth;
-        if (depth - 1 <= acceptance->n_accepted && acceptance->path[depth - 1] == left_out[i].parent_node) {
+        if (left_out[i].rank < k && depth - 1 <= acceptance->n_accepted && acceptance->path[depth - 1] == left_out[i].parent_node) {
             spec_adaptive_observe_left_out(adaptive, depth, left_out[i].rank, left_out[i].chance);
         }
     }
@@ -332,9 +336,8 @@ void draft_source_end_request(DraftSource* source, const Sequence* sequence, int
     }
 }
 
-// Brings the draft up to date with the sequence: the EAGLE draft extends its cache over each committed
-// position t, pairing the target's features g_t with the next token x_{t+1}. The output at the last
-// committed position predicts the root's children. Called after every commit (and after the prefill).
+// The hot swap: the newest published weights, if any, between verify passes (draft_source_sync calls it
+// every pass; its time is the pass's swap time, not drafting's).
 void draft_source_take_weights(DraftSource* source) {
     if ((source->kind != DRAFT_EAGLE && source->kind != DRAFT_HYBRID) || source->exchange == NULL) { return; }
     double start = now_seconds();
@@ -353,7 +356,6 @@ void draft_source_take_weights(DraftSource* source) {
     }
 }
 
-// The EAGLE draft's cache catches up with the committed sequence (all the positions since it last drafted).
 // The generated tokens an EAGLE draft must catch up over before it drafts (0 for drafts that need none; the
 // prompt is caught up over apart, like a prefill, and not counted).
 static int eagle_pending(const DraftSource* source, const Sequence* sequence) {
@@ -362,6 +364,10 @@ static int eagle_pending(const DraftSource* source, const Sequence* sequence) {
     return sequence->n_committed - caught_up;
 }
 
+// The EAGLE draft's cache catches up with the committed sequence (every position since it last drafted):
+// it extends its cache over each committed position t, pairing the target's features g_t with the next
+// token x_{t+1}; the output at the last committed position predicts the root's children. Lazily, where the
+// draft drafts (draft_source_propose).
 static void eagle_catch_up(DraftSource* source, const Sequence* sequence) {
     Draft* draft = source->draft;
     int C = draft->config.dim, chunk = eagle_catch_up_rows(draft);
@@ -833,13 +839,13 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
         }
         // (the left-out nodes are counted where the pass's tree is: a suffix draft alone judges its largest
         // tree in hindsight instead)
-        if (source->pass_source == DRAFT_EAGLE) {
-            observe_left_out(&source->adaptive_state, source->left_out, source->n_left_out, acceptance);
-        } else if (source->kind == DRAFT_HYBRID && source->pass_source == DRAFT_SUFFIX) {
-            observe_left_out(&source->suffix_adaptive_state, source->left_out, source->n_left_out, acceptance);
-        }
         if (source->kind == DRAFT_HYBRID && source->pass_source != DRAFT_EAGLE) {
             spec_adaptive_learn(&source->suffix_adaptive_state, timing, planned, tree, acceptance, drafting, -1, 0.0, 0);
+        }
+        if (source->pass_source == DRAFT_EAGLE) {
+            observe_left_out(&source->adaptive_state, source->left_out, source->n_left_out, acceptance, planned.k);
+        } else if (source->kind == DRAFT_HYBRID && source->pass_source == DRAFT_SUFFIX) {
+            observe_left_out(&source->suffix_adaptive_state, source->left_out, source->n_left_out, acceptance, planned.k);
         }
     }
     // the EAGLE draft's estimate learns from the passes it drafted, and fades back towards its prior while

@@ -109,20 +109,27 @@ static int suffix_child_or_new(SuffixIndex* index, int parent, int token) {
 
 void suffix_index_begin(SuffixIndex* index) { index->n_cursor = 0; }
 
+// One more occurrence of a node's path. The index of everything served lives as long as the server, and
+// the root and the frequent first tokens count every token: at INT_MAX they stay there (2^31 tokens, some
+// 80 days at 300 tokens a second) rather than overflow.
+static void suffix_count(SuffixNode* node) {
+    if (node->count < INT_MAX) { node->count++; }
+}
+
 // Appends one token to the text being indexed: every suffix ending at it (at most max_depth tokens)
 // gains one occurrence. The cursor holds the nodes of the suffixes ending at the previous token.
 void suffix_index_append(SuffixIndex* index, int token) {
     int next[SUFFIX_MAX_DEPTH]; // the new cursor: at most max_depth nodes
     int n_next = 0;
     int child = suffix_child_or_new(index, 0, token); // the suffix of length 1
-    if (child >= 0) { index->nodes[child].count++; next[n_next++] = child; }
+    if (child >= 0) { suffix_count(&index->nodes[child]); next[n_next++] = child; }
     for (int i = 0; i < index->n_cursor; i++) {
         int node = index->cursor[i];
         if (index->nodes[node].depth >= index->max_depth) { continue; }
         child = suffix_child_or_new(index, node, token);
-        if (child >= 0) { index->nodes[child].count++; next[n_next++] = child; }
+        if (child >= 0) { suffix_count(&index->nodes[child]); next[n_next++] = child; }
     }
-    index->nodes[0].count++;
+    suffix_count(&index->nodes[0]);
     memcpy(index->cursor, next, (size_t)n_next * sizeof(int));
     index->n_cursor = n_next;
 }

@@ -158,6 +158,21 @@ static void test_verify_and_compaction(Target* target) {
 }
 
 // ---- greedy losslessness -----------------------------------------------------------------------
+
+// A chooser's evidence: at every depth and sibling rank, hits (accepted, or left out and hit by its chance)
+// never outnumber the times the rank was reached, so no estimate passes 1 (a hybrid's suffix chooser once
+// credited left-out ranks past its K, which no pass counted as reached).
+static void check_chooser_counts(const SpecAdaptive* a, const char* what) {
+    for (int d = 1; d <= TREE_MAX_DEPTH; d++) {
+        for (int r = 0; r < ADAPTIVE_MAX_K; r++) {
+            if (a->hit[d][r] > a->reached[d][r] + 1e-9) {
+                check(0, "%s: depth %d rank %d hit %.3f times but reached %.3f", what, d, r, a->hit[d][r], a->reached[d][r]);
+                return;
+            }
+        }
+    }
+}
+
 static void test_greedy_lossless(Target* target) {
     int V = target->config.vocab_size;
     SamplerSettings greedy = {0.0f, 1.0f};
@@ -218,6 +233,10 @@ static void test_greedy_lossless(Target* target) {
                 if (kinds[k] == DRAFT_LOOKUP) { accepted_lookup += stats.accepted; }
                 if (kinds[k] == DRAFT_EAGLE && adaptive) { left_out += stats.left_out; }
                 if (kinds[k] == DRAFT_SUFFIX) { accepted_suffix += stats.accepted; }
+                if (adaptive) {
+                    check_chooser_counts(&source.adaptive_state, names[k]);
+                    if (kinds[k] == DRAFT_HYBRID) { check_chooser_counts(&source.suffix_adaptive_state, "hybrid's suffix chooser"); }
+                }
                 draft_source_free(&source);
             }
         }

@@ -239,9 +239,28 @@ static void test_many_continuations(void) {
     free(text);
 }
 
+// Counts of a long-lived index stop at INT_MAX instead of overflowing (signed: undefined behaviour; in
+// practice a negative count and a NaN score): the root's count set 2 below it, then 3 tokens appended.
+static void test_count_saturates(void) {
+    SuffixIndex index;
+    suffix_index_init(&index, 4, 0);
+    int text[3] = {1, 2, 1};
+    suffix_index_add(&index, text, 2);
+    index.nodes[0].count = INT_MAX - 2;
+    int one = suffix_child(&index, 0, 1);
+    index.nodes[one].count = INT_MAX;
+    suffix_index_add(&index, text + 2, 1);
+    suffix_index_add(&index, text, 2);
+    check(index.nodes[0].count == INT_MAX && index.nodes[one].count == INT_MAX,
+          "suffix counts at the limit: root %d, token 1 %d, expected %d for both", index.nodes[0].count,
+          index.nodes[one].count, INT_MAX);
+    suffix_index_free(&index);
+}
+
 int main(void) {
     test_against_brute_force();
     test_incremental_and_bound();
     test_many_continuations();
+    test_count_saturates();
     return test_summary();
 }

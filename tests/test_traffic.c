@@ -485,11 +485,11 @@ static void test_chart_and_csv(void) {
     // no prefill_seconds); the 8-column one is the file above
     const char* current = write_temp("current.csv", REQUESTS_CSV_HEADER "\n"
                                      "0,c,10,4,2,2.0,0.5,0,served,0.2\n1,c,0,0,0,0,0,0,skipped_prompt_too_long,0\n"
-                                     "2,prose,10,4,4,1.0,0.5,1,served,0.2\n");
+                                     "2,prose,10,4,4,1.0,0.5,1,served,0.2\n3,c,0,0,0,0,0,1,skipped_prompt_empty,0\n");
     RequestRows versions;
     rc = read_requests_csv(current, &versions, &err);
     check(rc == 0 && versions.n == 2 && versions.acceptance[1] == 1.0f && strcmp(versions.domains[1], "prose") == 0,
-          "the current header: 2 served rows of 3, got %d (%s)", rc ? -1 : versions.n, rc ? err.message : "");
+          "the current header: 2 served rows of 4, got %d (%s)", rc ? -1 : versions.n, rc ? err.message : "");
     // each row keeps its request index: the chart draws the row after a skipped request at its own x, 2
     check(rc == 0 && versions.request[0] == 0 && versions.request[1] == 2, "the served rows' request indexes: %d %d "
           "(expected 0 2)", rc ? -1 : versions.request[0], rc ? -1 : versions.request[1]);
@@ -522,7 +522,7 @@ static void test_chart_and_csv(void) {
         {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
          "x,c,1,2,3,2.0,0.1,0\n", ":2: request (field 1) must be a request index >= 0, found 'x'"},
         {REQUESTS_CSV_HEADER "\n0,c,10,4,2,2.0,0.5,0,SERVED,0.2\n",
-         ":2: status (field 9) must be served or skipped_prompt_too_long, found 'SERVED'"},
+         ":2: status (field 9) must be served, skipped_prompt_too_long or skipped_prompt_empty, found 'SERVED'"},
         {"request,domain,prompt_tokens,output_tokens,verify_passes,acceptance_length,seconds,draft_version\n"
          "0,,1,2,3,2.0,0.1,0\n", ":2: domain (field 2) is empty"},
     };

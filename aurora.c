@@ -366,7 +366,14 @@ static int flag_set(const Command* command, const Flag* flag, const char* typed_
     errno = 0;
     switch (flag->kind) {
     case FLAG_SWITCH: *(int*)field = 1; return 0;
-    case FLAG_TEXT: *(const char**)field = value; return 0;
+    case FLAG_TEXT:
+        // a file, directory, draft or domain cannot be empty (`-m ""` said ": cannot open", naming no flag); a
+        // prompt, label or title may be
+        if (value[0] == '\0' && strcmp(flag->value_name, "TEXT") != 0) {
+            return usage_error(command, "%s expects a %s, got an empty value", typed_name, flag->value_name);
+        }
+        *(const char**)field = value;
+        return 0;
     case FLAG_INT: {
         long long number = strtoll(value, &end, 10);
         if (errno != 0 || end == value || *end != '\0' || number < flag->min || number > flag->max) {
@@ -382,6 +389,11 @@ static int flag_set(const Command* command, const Flag* flag, const char* typed_
         int overflow = errno == ERANGE && (number == HUGE_VAL || number == -HUGE_VAL);
         if (overflow || end == value || *end != '\0' || !(number >= flag->min && number <= flag->max)) {
             return usage_error(command, "%s expects a number in [%g, %g], got '%s'", typed_name, flag->min, flag->max, value);
+        }
+        // and as a float: a value below float's smallest (1e-50) would be 0, a switch turned off unannounced
+        if (number != 0.0 && (float)number == 0.0f) {
+            return usage_error(command, "%s expects a number in [%g, %g], got '%s', which is 0 as a float", typed_name,
+                               flag->min, flag->max, value);
         }
         *(float*)field = (float)number;
         return 0;
@@ -448,7 +460,10 @@ static int parse_flags(const Command* command, int argc, char** argv, Options* o
             // a value that is one of this command's flags is a forgotten value (`--save-draft --online` saved to
             // a file named --online), except in free text (a prompt, a label, a title); --flag=VALUE gives one anyway
             int free_text = strcmp(flag->key, "prompt") == 0 || strcmp(flag->key, "label") == 0 || strcmp(flag->key, "title") == 0;
-            if (!free_text && value[0] == '-' && flag_list_find(command->flags, flag_has_name, value) != NULL) {
+            char value_name[64];   // (the flag part of a forgotten value: --save-draft --lr=1e-3 names --lr)
+            size_t value_name_length = strcspn(value, "=");
+            snprintf(value_name, sizeof(value_name), "%.*s", (int)(value_name_length < sizeof(value_name) ? value_name_length : 0), value);
+            if (!free_text && value[0] == '-' && flag_list_find(command->flags, flag_has_name, value_name) != NULL) {
                 return usage_error(command, "flag %s needs a value (%s), but the next argument is the flag %s (to give "
                                    "that text as the value: %s=%s)", name, flag->value_name, value, name, value);
             }
@@ -957,6 +972,11 @@ static int replay_check_flags(const Options* o) {
     }
     if (o->eval_requests != d.eval_requests && o->eval_every == 0) {
         fprintf(stderr, "error: --eval-requests sizes the held-back set that --eval-every measures; give --eval-every too\n");
+        return 1;
+    }
+    if (t->discard_top_k != dt->discard_top_k && !(t->discard_weight > 0.0f)) {
+        fprintf(stderr, "error: --discard-top-k chooses the rejected nodes the discard loss trains on, and the discard "
+                "loss is off (--discard-weight %g): give --discard-weight too, or drop it\n", t->discard_weight);
         return 1;
     }
     if (o->lockstep_every > 0 && (o->sync_every != d.sync_every || o->train_share != d.train_share)) {

@@ -1671,6 +1671,7 @@ typedef struct {
     float step0_accuracy;   // share of step-0 positions where the draft's argmax is the target's
     float grad_norm;        // before clipping
     int n_positions;        // step-0 loss positions
+    int n_weighted;         // loss rows of any step with a weight above 0 (what the step can learn from)
     int n_discard;          // discard nodes trained on
     int rejected;           // 1: non-finite loss or gradient, update skipped
 } TrainStats;

@@ -13,8 +13,8 @@ Contract:
         the next is read; the products are summed in fp32 in another order than the reference (vector
         lanes), so results differ from matmul_forward_cpu on the dequantised weights by reordering only.
         (A packed weight off the int8 kernel: each row dequantised, its dot products summed in order.)
-      int8 activations (packed Q8_0, Q4_0, Q4_1 weights on CPUs with AVX-512 VNNI or AVX2; on unless
-        fast_int8_activations is 0): each input row is quantised in blocks of 32 as llama.cpp quantises
+      int8 activations (packed Q8_0, Q4_0, Q4_1 weights on CPUs with AVX-512 VNNI or AVX2; the default
+        table's arithmetic, fast-exact's never): each input row is quantised in blocks of 32 as llama.cpp quantises
         its activations (scale = max|x| / 127, q = x * (1 / scale) rounded to nearest even; a block below
         1e-30 is zeros), integer dot products per block, scales applied in fp32. Results equal the fp32
         arithmetic on those quantised inputs up to reordering; against the original inputs, on the default
@@ -123,8 +123,9 @@ static const char* fast_isa_name(int isa) {
     return isa >= 0 && isa <= FAST_ISA_AVX512_VNNI ? names[isa] : "unset";
 }
 
-// The int8 path (activations quantised, see matmul_forward_fast) where the CPU has it; 0 keeps every
-// matmul on fp32 activations (results within fp32 reordering of the reference, slower).
+// The int8 path (activations quantised, see matmul_forward_fast) where the CPU has it; 0 keeps the public
+// matmul_forward_fast on fp32 activations (results within fp32 reordering of the reference, slower). The
+// tables' own matmuls choose their arithmetic themselves (below: the int8, fast-exact and bf16 tables).
 static int fast_int8_activations = 1;
 
 // The levels with an int8 kernel for packed weights: AVX-512 VNNI (vpdpbusd) and AVX2 (vpmaddubsw and
@@ -145,7 +146,9 @@ static int fast_isa_current(void) {
 // Misuse by the program, not bad input (the loader validates types and shapes): print and exit.
 static void fast_check_matrix(int type, int cols, const char* function) {
     int64_t block = tensor_type_block_size(type);
-    if (block == 0 || cols <= 0 || cols % block != 0) {
+    int weight_type = type == TYPE_F32 || type == TYPE_F16 || type == TYPE_BF16 || type == TYPE_Q8_0 || type == TYPE_Q4_0 ||
+                      type == TYPE_Q4_1;   // (an integer tensor has blocks of 1, and would be read as Q4_1)
+    if (!weight_type || block == 0 || cols <= 0 || cols % block != 0) {
         fprintf(stderr, "error: %s: weight type %d (%s) with rows of %d values (need F32, F16, BF16, Q8_0, "
                 "Q4_0 or Q4_1, and a multiple of %lld values per row)\n", function, type, tensor_type_name(type),
                 cols, (long long)(block ? block : 32));
@@ -1081,6 +1084,7 @@ void distribution_loss_fast(float* losses, float* dlogits, const float* logits, 
 
 void quantize_rows_fast(int type, const float* source, void* destination, int rows, int cols) {
     // source: (rows, cols); destination: rows of tensor_bytes(type, cols) bytes
+    fast_check_matrix(type, cols, "quantize_rows_fast");   // (the vector paths below assume whole blocks, as quantize_row checks)
     size_t row_bytes = tensor_bytes(type, cols);
     int isa = fast_isa_current();
     #pragma omp parallel for schedule(static) if ((long)rows * cols >= PARALLEL_MIN_WORK)

@@ -373,7 +373,7 @@ Options replay_default_options(void) {
     o.shape = (TreeShape){0, 0, 0}; o.source_name = "eagle"; o.draft_type_name = "auto";
     o.sampling = (SamplerSettings){0.0f, 1.0f}; o.seed = 1; o.epochs = 1;
     o.train = trainer_default_settings();
-    o.train.adapt_vocabulary = 1; // serving online: the vocabulary follows the traffic (train: fixed)
+    o.train.adapt_vocabulary = 1; // the vocabulary follows the traffic (online; train applies the rule once, before its first step)
     o.train.learning_rate = 5e-4f; o.train.warmup_steps = 5;
     o.train.prompt_weight = 1.0f; o.train.context_window = 512; o.train.ttt_length = 2;
     o.loss_name = "fkl";

@@ -481,7 +481,10 @@ static float record_unroll(Trainer* trainer, const TrainerSettings* s, const Rec
             }
         }
         float weight_sum = 0.0f;
-        for (int i = 0; i < n_sequence_loss; i++) { weight_sum += ws->host_loss_weights[i]; }
+        for (int i = 0; i < n_sequence_loss; i++) {
+            weight_sum += ws->host_loss_weights[i];
+            if (stats) { stats->n_weighted += ws->host_loss_weights[i] > 0.0f; }
+        }
         if (k == 0) { for (int j = 0; j < D; j++) { ws->host_loss_rows[n_loss++] = T + j; } }
         if (n_loss == 0) { continue; }
         // target distributions of the loss rows: softmax over the draft vocabulary of W_lm[d2t] h (step 0)
@@ -863,9 +866,10 @@ int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainS
         trainer->rejected_updates++;
         return 1;
     }
-    // a batch without a single loss row (records too short, or only prompt rows at --prompt-weight 0) has
-    // nothing to teach: AdamW's moments would still move every weight, and the step count and warm-up advance
-    if (stats->n_positions == 0 && stats->n_discard == 0) { return 2; }
+    // a batch without a single loss row of any weight (records too short, only prompt rows at --prompt-weight 0,
+    // or, with the next-token loss, only tokens outside the draft vocabulary) has nothing to teach: AdamW's
+    // moments would still move every weight, and the step count and warm-up advance
+    if (stats->n_weighted == 0 && stats->n_discard == 0) { return 2; }
     // clipping: the optimiser takes each gradient times the factor (one pass over the weights fewer than
     // scaling the gradients in place first, which it equals bit for bit)
     float clip = s->max_grad_norm > 0.0f && norm > s->max_grad_norm ? (float)(s->max_grad_norm / norm) : 1.0f;

@@ -511,6 +511,14 @@ static double dump_unroll_steps(Dump* d, Trainer* trainer, const Record* record,
 // ----------------------------------------------------------------------------
 // the run's configuration, as a JSON object (metadata "aurora.dump.config")
 
+// Closes an open_memstream text; a stream that ran out of memory (a short text: a truncated JSON document in
+// the file) is the same error as one that could not be opened.
+static void dump_close_memory(FILE* stream, char** text) {
+    int failed = ferror(stream);
+    failed |= fclose(stream) != 0;
+    if (failed || *text == NULL) { fprintf(stderr, "error: out of memory\n"); exit(EXIT_FAILURE); }
+}
+
 static char* dump_config_json(const Options* o, const Target* target, const Draft* draft, const TrainerSettings* s,
                               const Record* record, int first_column, const char* backend_name) {
     char* text = NULL;
@@ -545,7 +553,7 @@ static char* dump_config_json(const Options* o, const Target* target, const Draf
             "\"weight_decay\": %.9g, \"max_grad_norm\": %.9g}}", s->ttt_length, s->step_decay, loss, s->prompt_weight,
             s->context_window, s->max_positions, s->discard_weight, s->discard_top_k, s->learning_rate, s->warmup_steps,
             s->beta1, s->beta2, s->adam_eps, s->weight_decay, s->max_grad_norm);
-    fclose(out);
+    dump_close_memory(out, &text);
     return text;
 }
 
@@ -761,7 +769,7 @@ static int command_dump(Options* o) {
         trainer_free(&trainer);
     }
     fputs("\n}", d.doc);
-    fclose(d.doc);
+    dump_close_memory(d.doc, &d.doc_text);
     if (status == 0) {
         safetensors_writer_add_metadata(&d.writer, "aurora.dump.doc", d.doc_text);
         if (safetensors_writer_save(&d.writer, o->out_path, &err) != 0) { status = fail(&err); }

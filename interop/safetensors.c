@@ -299,8 +299,14 @@ void safetensors_writer_add(SafetensorsWriter* writer, const char* name, const c
                             const int64_t* shape, const void* bytes, size_t n_bytes) {
     const SafetensorsDtype* type = safetensors_dtype(dtype);
     uint64_t n_elements = 1;
-    for (int d = 0; d < n_dims && n_dims <= SAFETENSORS_MAX_DIMS; d++) { n_elements *= (uint64_t)shape[d]; }
+    int bad_dimension = 0;   // negative, or a product past 2^62 (what no reader would take)
+    for (int d = 0; d < n_dims && n_dims <= SAFETENSORS_MAX_DIMS; d++) {
+        if (shape[d] < 0 || (shape[d] > 0 && n_elements > (UINT64_C(1) << 62) / (uint64_t)shape[d])) { bad_dimension = 1; break; }
+        n_elements *= (uint64_t)shape[d];
+    }
     const char* problem = type == NULL ? "unknown dtype" : n_dims < 0 || n_dims > SAFETENSORS_MAX_DIMS ? "bad rank"
+                        : bad_dimension ? "a negative dimension, or a shape too large"
+                        : strcmp(name, "__metadata__") == 0 ? "the header's reserved name"
                         : n_elements * type->size != n_bytes ? "byte count does not match the shape" : NULL;
     for (int i = 0; problem == NULL && i < writer->n_tensors; i++) {
         if (strcmp(writer->tensors[i].name, name) == 0) { problem = "duplicate name"; }
@@ -327,8 +333,8 @@ void safetensors_writer_add(SafetensorsWriter* writer, const char* name, const c
 
 void safetensors_writer_add_metadata(SafetensorsWriter* writer, const char* key, const char* value) {
     int n = writer->n_metadata;
-    for (int i = 0; i < n; i++) {
-        if (strcmp(writer->metadata_keys[i], key) == 0 && writer->error[0] == '\0') {
+    for (int i = 0; i <= n; i++) {   // ("format" is the writer's own: i == n)
+        if (strcmp(i < n ? writer->metadata_keys[i] : "format", key) == 0 && writer->error[0] == '\0') {
             snprintf(writer->error, sizeof(writer->error), "metadata '%s': duplicate key", key);
         }
     }
@@ -387,7 +393,14 @@ int safetensors_writer_save(SafetensorsWriter* writer, const char* path, Error* 
     }
     fputc('}', memory);
     while ((ftell(memory)) % 8 != 0) { fputc(' ', memory); }
-    fclose(memory);
+    int built = !ferror(memory);
+    built &= fclose(memory) == 0 && header != NULL;   // (out of memory: a short header, refused here)
+    if (!built || header_length > SAFETENSORS_MAX_HEADER) {
+        free(header);
+        free(order);
+        return built ? error_set(err, "%s: not written: a header of %zu bytes, over the format's 100 MB limit", path, header_length)
+                     : error_set(err, "%s: cannot build the header: out of memory", path);
+    }
     OutputFile out;
     if (output_open(&out, path, err) != 0) { free(header); free(order); return -1; }
     uint8_t length_bytes[8];

@@ -164,10 +164,14 @@ void draft_init_from_target(Draft* draft, const Target* target) {
         fprintf(stderr, "error: internal: draft_init_from_target: %s\n", err.message);
         exit(EXIT_FAILURE); // the target loaded these tensors: a program bug
     }
-    // fc (C, 3C): u = the last tap (rows of the identity on the last C columns)
-    int last_tap = (TAP_LAYERS - 1) * C;
+    // fc (C, 3C): u = the deepest tap (rows of the identity on its C columns): the last slot, except where a
+    // model of 2 to 4 layers clamps the taps (2 layers tap {1, 0, 0}: the last slot is layer 0)
+    int deepest = TAP_LAYERS - 1;
+    for (int slot = TAP_LAYERS - 2; slot >= 0; slot--) {
+        if (target->config.tap_layers[slot] > target->config.tap_layers[deepest]) { deepest = slot; }
+    }
     memset(draft->weights.fc, 0, (size_t)C * TAP_LAYERS * C * sizeof(float));
-    for (int i = 0; i < C; i++) { draft->weights.fc[(size_t)i * TAP_LAYERS * C + last_tap + i] = 1.0f; }
+    for (int i = 0; i < C; i++) { draft->weights.fc[(size_t)i * TAP_LAYERS * C + (size_t)deepest * C + i] = 1.0f; }
 }
 
 // The decoder layer from the target's last layer, for the warm start "target-layer": the u half of the

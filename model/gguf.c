@@ -1101,6 +1101,10 @@ static GGUFWriterTensor* gguf_writer_new_tensor(GGUFWriter* writer, const char* 
     int64_t n_elements = 1;
     for (int d = 0; d < n_dims; d++) {
         if (shape[d] < 1) { gguf_writer_fail(writer, "dimensions must be >= 1 for tensor", name); return NULL; }
+        if (n_elements > (INT64_C(1) << 60) / shape[d]) {   // (so its bytes fit in 64 bits; far past any model)
+            gguf_writer_fail(writer, "too many elements for tensor", name);
+            return NULL;
+        }
         tensor.shape[d] = shape[d];
         n_elements *= shape[d];
     }

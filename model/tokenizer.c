@@ -9,8 +9,9 @@ Contract:
     parse_special) for valid UTF-8, with the pre-tokenizers "smollm" and "gpt-2" (aka "gpt2").
   - For every input, decode(encode(text)) == text, byte for byte, invalid UTF-8 included, provided
     the vocabulary has a token for every byte of the text. (SmolLM2 lacks 21 byte tokens: 0x04 0x06
-    0x13 0x14 0x16 0x1D 0xC0 0xC1 0xF1 0xF2 0xF5..0xFF. Such bytes cannot be represented; like
-    llama.cpp, encode drops them. The tiny vocabulary below has all 256.)
+    0x13 0x14 0x16 0x1D 0xC0 0xC1 0xF1 0xF2 0xF5..0xFF. Such bytes cannot be represented: encode drops
+    them, as llama.cpp does within valid UTF-8; bytes that are not valid UTF-8 llama.cpp first replaces
+    with U+FFFD, which is not done here (see below). The tiny vocabulary below has all 256.)
 
 The encode pipeline, one section each below:
   1. special tokens: cut the text at occurrences of control / user-defined token texts (like llama.cpp's
@@ -571,8 +572,9 @@ int prompt_chat_check(const Tokenizer* tokenizer, Error* err) {
         int id = tokenizer_lookup(tokenizer, controls[i], strlen(controls[i]));
         if (id < 0 || tokenizer->token_types[id] != TOKEN_CONTROL) {
             return error_set(err, "a chat prompt is wrapped in the ChatML template, but this model's vocabulary has no "
-                             "%s control token (its chat template is another one); give the prompt already "
-                             "formatted, as plain text", controls[i]);
+                             "%s control token (its chat template is another one, which this program does not "
+                             "apply; a prompt's own control-token spellings stay text, so the model cannot be "
+                             "given that template either)", controls[i]);
         }
     }
     return 0;

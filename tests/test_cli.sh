@@ -8,7 +8,7 @@ AURORA=${1:-./aurora}
 
 model="$work/tiny.gguf"
 expect_ok "tiny-model" "$AURORA" tiny-model -o "$model" --seed 3
-expect_error "tiny-model -o empty" "-o : empty output path" "$AURORA" tiny-model -o ""
+expect_error "tiny-model -o empty" "-o expects a FILE, got an empty value" "$AURORA" tiny-model -o ""
 expect_ok "tiny-model q4_1 untied" "$AURORA" tiny-model -o "$work/tiny_q41.gguf" --type q4_1 --untied --ffn 64
 
 # ---- the commands work
@@ -636,6 +636,14 @@ expect_error "train --temp from traffic" "greedy ones" "$AURORA" train -m "$mode
     -o "$work/never_trained.gguf"
 expect_error "a flag where a value belongs" "the next argument is the flag --online" "$AURORA" replay -m "$model" \
     --traffic "$traffic" --save-draft --online
+expect_error "a flag=value where a value belongs" "the next argument is the flag --lr=1e-3" "$AURORA" replay -m "$model" \
+    --traffic "$traffic" --online --save-draft --lr=1e-3
+expect_error "an empty model path" "-m expects a FILE, got an empty value" "$AURORA" generate -m "" -p hi
+expect_error "an empty --out" "--out expects a DIR, got an empty value" "$AURORA" replay -m "$model" --traffic "$traffic" --out ""
+expect_error "a weight that is 0 as a float" "which is 0 as a float" "$AURORA" replay -m "$model" --traffic "$traffic" \
+    --online --discard-weight 1e-50
+expect_error "--discard-top-k without the discard loss" "give --discard-weight too" "$AURORA" replay -m "$model" \
+    --traffic "$traffic" --online --discard-top-k 2
 expect_error "--no-blas with --device cuda" "give one of them" "$AURORA" generate -m "$model" -p hi --device cuda --no-blas
 expect_error "tiny-model past the head group a load takes" "at most 64 query heads" "$AURORA" tiny-model \
     -o "$work/never_made.gguf" --dim 256 --heads 128 --kv-heads 1

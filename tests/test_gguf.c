@@ -653,6 +653,11 @@ static void test_getter_errors(void) {
     gguf_writer_add_tensor(writer, "w", TYPE_Q8_0, 1, (const int64_t[]){ 33 }, row);
     CHECK(gguf_writer_save(writer, "/tmp/aurora_never_written.gguf", &err) == -1 && strstr(err.message, "block size for tensor 'w'"), "%s", err.message);
     gguf_writer_free(writer);
+    // a shape whose element count overflows (2^32 x 2^32) is refused before anything is allocated for it
+    writer = gguf_writer_new();
+    gguf_writer_add_tensor(writer, "w", TYPE_F32, 2, (const int64_t[]){ INT64_C(1) << 32, INT64_C(1) << 32 }, row);
+    CHECK(gguf_writer_save(writer, "/tmp/aurora_never_written.gguf", &err) == -1 && strstr(err.message, "too many elements for tensor 'w'"), "%s", err.message);
+    gguf_writer_free(writer);
     CHECK(gguf_open(&gguf, "/tmp/aurora_does_not_exist.gguf", &err) == -1 && strstr(err.message, "cannot open"), "%s", err.message);
     group_end("getters: wrong kind, missing key; writer misuse; missing file");
 }

@@ -352,6 +352,24 @@ static void test_safetensors_alignment(void) {
     check(same, "safetensors writer: the bytes should round-trip");
     safetensors_close(&file);
     unlink(path);
+    // the writer refuses, naming the tensor or key, what no reader would take: a negative dimension (whose
+    // product with another wraps to the right byte count), the header's reserved name, its own "format" key
+    struct { const char* name; int64_t shape[2]; const char* key; const char* needle; } refused[] = {
+        {"negative", {-1, -1}, NULL, "tensor 'negative': a negative dimension"},
+        {"__metadata__", {1, 1}, NULL, "tensor '__metadata__': the header's reserved name"},
+        {"fine", {1, 1}, "format", "metadata 'format': duplicate key"},
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        SafetensorsWriter bad = {0};
+        safetensors_writer_add(&bad, refused[i].name, "F32", 2, refused[i].shape, &one, sizeof(one));
+        if (refused[i].key) { safetensors_writer_add_metadata(&bad, refused[i].key, "x"); }
+        int status = safetensors_writer_save(&bad, path, &err);
+        check(status != 0 && strstr(err.message, refused[i].needle) != NULL && access(path, F_OK) != 0,
+              "safetensors writer: expected a refusal with \"%s\" and no file, got %d (%s)", refused[i].needle, status,
+              status ? err.message : "written");
+        safetensors_writer_free(&bad);
+        unlink(path);
+    }
 }
 
 static void test_malformed_safetensors(const Target* small) {

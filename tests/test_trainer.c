@@ -735,6 +735,30 @@ static void test_rejection_and_buffers(Target* target) {
           memcmp(before, trainer.draft.weight_arena, draft.n_weight_floats * sizeof(float)) == 0,
           "a batch without loss rows must leave the weights and the step count as they were (returned %d, step %d)",
           empty, trainer.step);
+    trainer_free(&trainer);
+    // the next-token loss with none of the record's tokens in the draft vocabulary: loss rows, all of weight 0,
+    // teach nothing either (an AdamW step on a zero gradient still moved the weights by their moments)
+    int V = target->config.vocab_size, n_ids = 0;
+    uint8_t* seen = callocCheck((size_t)V, 1);
+    for (int i = 0; i < record->n_tokens; i++) { seen[record->tokens[i]] = 1; }
+    int32_t outside[50];
+    for (int id = 0; id < V && n_ids < 50; id++) { if (!seen[id]) { outside[n_ids++] = id; } }
+    free(seen);
+    Draft elsewhere;
+    draft_init_random(&elsewhere, target, n_ids, outside, 3);
+    TrainerSettings next_token = trainer_default_settings();
+    next_token.loss = LOSS_NEXT_TOKEN;
+    next_token.warmup_steps = 0;
+    trainer_init(&trainer, &elsewhere, target, next_token);
+    float* start = mallocCheck(elsewhere.n_weight_floats * sizeof(float));
+    memcpy(start, trainer.draft.weight_arena, elsewhere.n_weight_floats * sizeof(float));
+    int unweighted = trainer_step(&trainer, &record, 1, &stats);
+    check(unweighted == 2 && trainer.step == 0 && stats.n_positions > 0 && stats.n_weighted == 0 &&
+          memcmp(start, trainer.draft.weight_arena, elsewhere.n_weight_floats * sizeof(float)) == 0,
+          "next-token loss, every token outside the draft vocabulary: no update, no step (returned %d, step %d, %d rows, "
+          "%d weighted)", unweighted, trainer.step, stats.n_positions, stats.n_weighted);
+    free(start);
+    draft_free(&elsewhere);
     free(before);
     trainer_free(&trainer);
     record_free(record);

@@ -72,7 +72,9 @@ def ours(aurora, model, threads, n, prompt, flags):
         tokens = number(r"decode: (\d+) tokens", err, "decode tokens")
         seconds = number(r"decode: \d+ tokens in ([0-9.]+) s", err, "decode time")
         return tokens, seconds, 0, 0
-    tokens = number(r"; (\d+) tokens in [0-9.]+ s \([0-9.]+ tokens/s after prefill\)", err, "tokens")
+    # (the count includes the first token, which the prefill made and the time after the prefill does not
+    # cover: the rate generate prints is the count less one over that time, as the plain row counts)
+    tokens = number(r"; (\d+) tokens in [0-9.]+ s \([0-9.]+ tokens/s after prefill\)", err, "tokens") - 1
     seconds = number(r"; \d+ tokens in ([0-9.]+) s \([0-9.]+ tokens/s after prefill\)", err, "time")
     passes = number(r"speculative: (\d+) verify passes", err, "verify passes")
     emitted = number(r"acceptance length [0-9.]+ \((\d+) tokens emitted", err, "tokens emitted")

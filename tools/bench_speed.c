@@ -6,9 +6,9 @@ that speculative and plain greedy outputs agree.
 On a shared machine a timing is slowed whenever another process takes a core (with OpenMP, every parallel
 region then waits for the displaced thread), so everything is measured in rounds spread over the run, the
 variants alternating, and the fastest time of each is kept (for speculative runs: the fastest run). A
-speculative run's ratio to plain decoding is paired instead: each round runs plain, every draft, plain
-again, and the ratio is the median over the rounds of the run's speed over the mean of its round's two
-plain runs (the fastest runs of two variants can come from different minutes of a drifting machine: single
+speculative run's ratio to plain decoding is paired instead: each round runs plain, every draft, every draft
+again in reverse order and plain again, and the ratio is the median over the rounds of the mean of the run's
+two speeds over the mean of its round's two plain runs (the fastest runs of two variants can come from different minutes of a drifting machine: single
 ratios moved by 10-25% between runs of the same code). The "@ NAME_tps" lines are the fastest runs, the
 "@ NAME_vs_plain" lines the paired medians.
 
@@ -455,17 +455,19 @@ int main(int argc, char** argv) {
             time_prompt_catch_up(&draft, features, u, r, &prompt_catch_up, &prompt_catch_up_full);
         }
         draft_use_weights(&draft, draft.weight_arena);
-        // generation: plain, each draft source, plain again (the round's ratios are against the mean of the
-        // two plain runs, so that a drift during the round cancels)
+        // generation in a palindrome: plain, each draft source, each again in reverse order, plain again; a
+        // run's round speed is the mean of its two, so a drift that is steady over the round cancels for every
+        // run alike (with plain, the sources, plain, the last source before the second plain run read a third of
+        // the round's drift against the first: the random draft's ratio, judged at the percent level, by most)
         double round_speed[N_RUNS];
-        static int plain_again[N_PROMPTS][GENERATE];
-        for (int k = 0; k <= N_RUNS; k++) {
-            int run = k % N_RUNS;
-            int (*out)[GENERATE] = k == N_RUNS ? plain_again : outputs[run];
+        static int again[N_PROMPTS][GENERATE];
+        for (int k = 0; k < 2 * N_RUNS; k++) {
+            int run = k < N_RUNS ? k : 2 * N_RUNS - 1 - k;
+            int (*out)[GENERATE] = k < N_RUNS ? outputs[run] : again;
             double tokens_per_second = generate_speed(target, &draft, kinds[run], adaptive[run], prompts, n_prompts, out,
                                                       &last_stats[run]);
             if (tokens_per_second > speed[run]) { speed[run] = tokens_per_second; }
-            round_speed[run] = k == N_RUNS ? (round_speed[0] + tokens_per_second) / 2 : tokens_per_second;
+            round_speed[run] = k < N_RUNS ? tokens_per_second : (round_speed[run] + tokens_per_second) / 2;
             if (k > 0 && memcmp(out, outputs[0], sizeof(outputs[0])) != 0) { n_out_mismatch++; }   // vs the first plain run
         }
         for (int k = 0; k < N_RUNS; k++) { paired[k][round] = round_speed[k] / round_speed[0]; }
@@ -562,8 +564,8 @@ int main(int argc, char** argv) {
 
     printf("\ngeneration on %s, greedy, %d tokens after each of %d prompts (%d, %d and %d tokens: an explanation, code, "
            "a list), a run's speed over the three; fixed: a chain of depth %d, adaptive: shapes up to K=%d, depth %d, %d nodes "
-           "(fastest run; the ratio: the median over the %d rounds of a run's speed over the mean of the plain runs that "
-           "begin and end its round):\n", table, GENERATE, N_PROMPTS, n_prompts[0], n_prompts[1], n_prompts[2], DEFAULT_SPEC_DEPTH,
+           "(fastest run; the ratio: the median over the %d rounds of the mean of a run's two speeds, the round being a "
+           "palindrome, over the mean of the plain runs that begin and end it):\n", table, GENERATE, N_PROMPTS, n_prompts[0], n_prompts[1], n_prompts[2], DEFAULT_SPEC_DEPTH,
            ADAPTIVE_DEFAULT_K, ADAPTIVE_DEFAULT_DEPTH, ADAPTIVE_DEFAULT_NODES, rounds);
     for (int k = 0; k < N_RUNS; k++) {
         double ratio = median_of(paired[k], rounds);

@@ -48,6 +48,7 @@ export OMP_NUM_THREADS=$THREADS
 experiment=${1:-day0}
 out=out/$experiment
 mkdir -p "$out"
+rm -f "$out/.failed"   # (a run that fails marks it; finish stops the experiment there)
 
 # the configuration the experiments use, from the study (docs/learning-study.md, 48 lockstep requests): the warm
 # start target-layer, lr 5e-4 (threaded day 0 at 300 requests: 1.84 over the last 50 against 1.66 at 1e-3 and
@@ -69,17 +70,25 @@ lockstep_base() { echo "--order mixed --requests $1 --online --sync-schedule 1 $
 
 log() { echo "$(date +%H:%M:%S) $*" >&2; }
 
-# run NAME FLAGS...: one replay into out/EXPERIMENT/NAME, its stderr in NAME.log; at most JOBS at a time
+# run NAME FLAGS...: one replay into out/EXPERIMENT/NAME, its stderr in NAME.log; at most JOBS at a time. An
+# earlier run's outputs there are removed first, and a run that fails stops the experiment at the next finish:
+# replay replaces its files only when it succeeds, so a failed run would leave an earlier session's results
+# (or its --save-draft file) to be read as this one's.
 running=0
 run() {
     name=$1; shift
-    if [ "$running" -ge "$JOBS" ]; then wait; running=0; fi
+    if [ "$running" -ge "$JOBS" ]; then finish; fi
+    rm -rf "$out/$name"
     log "start $name"
     ( "$AURORA" replay -m "$MODEL" --traffic "$TRAFFIC" --max-new "$MAX_NEW" --out "$out/$name" --label "$name" ${DEVICE:+--device "$DEVICE"} "$@" \
-        > "$out/$name.log" 2>&1 && log "done  $name" || log "FAILED $name (see $out/$name.log)" ) &
+        > "$out/$name.log" 2>&1 && log "done  $name" || { log "FAILED $name (see $out/$name.log)"; echo "$name" >> "$out/.failed"; } ) &
     running=$((running + 1))
 }
-finish() { wait; running=0; }
+finish() {
+    wait
+    running=0
+    if [ -e "$out/.failed" ]; then log "stopped: $(tr '\n' ' ' < "$out/.failed")failed"; exit 1; fi
+}
 
 # mean acceptance of a run's served rows in [from, to) (1-based request rows), and its tokens/s: of whole
 # requests (speed), or after each request's prefill (decode_speed: decoding alone, what speculation

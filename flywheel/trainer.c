@@ -222,7 +222,10 @@ static void discard_selection_reserve(DiscardSelection* d, int n) {
 // the unroll: masks and loss rows
 
 // The discard nodes in use: all rejected nodes, or per verify pass the top_k by draft score. A node's
-// ancestors score at least as high, so the selection keeps every used node's rejected ancestors.
+// ancestors score at least as high, so the selection keeps every used node's rejected ancestors. The top_k
+// are the drafter's of the whole pass, ranked before the trained columns' window is applied: where a better
+// node of the pass falls outside the window (it branched off a position the record cut), the window keeps
+// fewer than top_k of that pass.
 int select_discard_nodes(const Record* record, int top_k, int max_rows, int first_column, int n_columns, int* used,
                          int* row_of, int first_row) {
     int n = 0;

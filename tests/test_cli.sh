@@ -708,5 +708,16 @@ if command -v nm > /dev/null 2>&1; then
     fi
 fi
 
+# tools/experiments.sh: a run that fails stops the experiment (exit 1, naming it) instead of leaving an earlier
+# session's outputs to be read as its own; run in a directory of its own (the script writes out/EXPERIMENT)
+mkdir -p "$work/experiment"
+root=$(pwd)
+aurora_path=$(cd "$(dirname "$AURORA")" && pwd)/$(basename "$AURORA")
+status=0
+( cd "$work/experiment" && AURORA="$aurora_path" MODEL="$work/absent.gguf" TRAFFIC="$root/$traffic" JOBS=1 \
+    sh "$root/tools/experiments.sh" day0 4 ) > "$work/experiment.out" 2> "$work/experiment.err" || status=$?
+[ "$status" -eq 1 ] && grep -q "stopped: online failed" "$work/experiment.err" && ! grep -q "^wrote" "$work/experiment.out" &&
+    pass || fail "experiments.sh with a failing run: status $status, $(tail -2 "$work/experiment.err")"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -29,7 +29,8 @@ ratios moved by 10-25% between runs of the same code). The "@ NAME_tps" lines ar
               from the caches: a cost of drafting that the draft's own timings do not show)
   generation  plain greedy decoding and speculative decoding with the `self`, `lookup` and `random` drafts
               (a chain of depth 5, and adaptive shapes), GENERATE tokens after each of three prompts: tokens/s
-              after the prefills, over the three
+              after the prefills, over the three; and the random draft (adaptive) over 60 requests, alternating
+              with plain decoding request by request (a useless draft's price, judged at the percent level)
   recording   the target's outputs for train's data (samples of its own text, each continued greedily), one
               sample at a time and RECORD_LANES at once (record_batch): tokens/s and the ratio
   memory      read bandwidth (every thread summing its share of 1 GiB) and the limit it sets on a decode step:
@@ -474,6 +475,27 @@ int main(int argc, char** argv) {
         target_prefill(target, context_tokens, CONTEXT, 0, NULL, NULL);   // the context again, for the next round
     }
     fprintf(stderr, "\n");
+    // A useless draft's price over many requests: plain decoding and the random draft (adaptive shapes, a fresh
+    // chooser for each request, as each `generate` call has) alternate, the order swapped every round, over
+    // RANDOM_ROUNDS rounds of the 3 prompts; the ratio is plain's decoding seconds over the draft's (the same
+    // tokens: outputs equal). The rounds' paired medians above take 3 requests a run and moved by several
+    // percent between runs of the same code, too much to judge a goal set at 0.97x.
+    enum { RANDOM_ROUNDS = 20 };
+    double random_plain_time = 0.0, random_draft_time = 0.0, random_drafting = 0.0;
+    static int random_out[N_PROMPTS][GENERATE];
+    for (int r = 0; r < RANDOM_ROUNDS; r++) {
+        for (int i = 0; i < 2; i++) {
+            int random_run = (i + r) % 2;   // 0: plain, 1: the random draft
+            SpecStats stats;
+            double tokens_per_second = generate_speed(target, &draft, kinds[random_run ? 6 : 0], adaptive[random_run ? 6 : 0],
+                                                      prompts, n_prompts, random_out, &stats);
+            // (seconds per token: the same token count in both, so their sums are the decoding seconds' ratio)
+            if (random_run) { random_draft_time += 1.0 / tokens_per_second; random_drafting += stats.draft_seconds; }
+            else { random_plain_time += 1.0 / tokens_per_second; }
+            if (memcmp(random_out, outputs[0], sizeof(outputs[0])) != 0) { n_out_mismatch++; }
+        }
+    }
+    target_prefill(target, context_tokens, CONTEXT, 0, NULL, NULL);
 
     printf("\nwhole model, %d host threads (fastest of the rounds): decode = one token after %d cached; prefill = %d tokens in one call\n",
            n_threads(), CONTEXT, PREFILL);
@@ -578,6 +600,9 @@ int main(int argc, char** argv) {
         printf("\n@ %s_tps %.3f\n", kind_names[k], speed[k]);
         if (k > 0) { printf("@ %s_vs_plain %.4f\n", kind_names[k], ratio); }
     }
+    printf("  the random draft (adaptive) over %d requests, alternating with plain decoding request by request: %.3fx plain "
+           "(its drafting %.0f ms in all)\n", RANDOM_ROUNDS * N_PROMPTS, random_plain_time / random_draft_time, random_drafting * 1e3);
+    printf("@ random_requests_vs_plain %.4f\n", random_plain_time / random_draft_time);
     printf("  outputs identical to plain greedy: %s\n", n_out_mismatch == 0 ? "yes" : "NO");
 
     // recording the target's outputs (train's data): samples of its own text one at a time and in lanes

@@ -1709,6 +1709,47 @@ static void test_gap_fit(void) {
     target_free(&target);
 }
 
+// The draft is published at the end whenever it changed since the last publish: vocabulary entries replaced
+// when records are taken (no optimiser step) after a step that published (sync_every 1) are published by
+// flywheel_stop, so that --save-draft and the last held-back measurement describe the same draft. (Deciding
+// by the step count alone, the swaps were saved but never published.)
+static void test_publish_last_vocabulary(Target* target) {
+    Draft draft;
+    draft_init_random(&draft, target, 100, NULL, 9);
+    TrainerSettings settings = trainer_default_settings();
+    settings.adapt_vocabulary = 1;
+    Flywheel flywheel;
+    flywheel_start(&flywheel, &draft, target, settings, 16, 1, 1, 0, 64, 4, 1, 7);   // in the gaps: no thread
+    int prompt[5] = {20, 21, 22, 23, 24};
+    record_buffer_push(flywheel.records, make_record(target, &draft, prompt, 5, 8));
+    flywheel_take_records(&flywheel, 0);
+    flywheel_train_step(&flywheel);   // published: sync_every 1
+    int version = 0;
+    const int32_t* vocabulary = NULL;
+    check(flywheel.trainer.step == 1 && weight_exchange_take(flywheel.exchange, 0, &version, &vocabulary) != NULL,
+          "publish last: one step, published (step %d)", flywheel.trainer.step);
+    // a record of ids outside the draft's vocabulary (its 100 lowest): taken, it swaps entries in, no step
+    int ids[12] = {150, 151, 150, 151, 150, 151, 152, 152, 152, 5, 6, 7};
+    Record* swapping = record_new(target->config.dim, 0);
+    swapping->n_tokens = 12;
+    swapping->tokens = mallocCheck(sizeof(ids));
+    memcpy(swapping->tokens, ids, sizeof(ids));
+    record_buffer_push(flywheel.records, swapping);
+    long swaps_before = flywheel.trainer.vocabulary_swaps;
+    flywheel_take_records(&flywheel, 0);
+    check(flywheel.trainer.vocabulary_swaps > swaps_before && flywheel.trainer.step == 1,
+          "publish last: the record should swap vocabulary entries without a step (%ld swaps, step %d)",
+          flywheel.trainer.vocabulary_swaps - swaps_before, flywheel.trainer.step);
+    flywheel_stop(&flywheel);
+    int last = version;
+    float* weights = weight_exchange_take(flywheel.exchange, version, &last, &vocabulary);
+    check(weights != NULL && last > version && vocabulary != NULL && memcmp(vocabulary, flywheel.trainer.draft.d2t,
+          100 * sizeof(int32_t)) == 0, "publish last: the swapped vocabulary should be published at the end (version %d "
+          "after %d)", last, version);
+    flywheel_free(&flywheel);
+    draft_free(&draft);
+}
+
 int main(int argc, char** argv) {
     snprintf(temp_dir, sizeof(temp_dir), "/tmp/aurora_test_trainer_%d", (int)getpid());
     Error mkdir_err;
@@ -1726,6 +1767,7 @@ int main(int argc, char** argv) {
         test_rejection_and_buffers(&target);
         test_record_storage(&target);
         test_vocabulary(&target);
+        test_publish_last_vocabulary(&target);
         test_freeze_head(&target);
         test_clipping(&target);
         test_bf16_steps(&target);

@@ -460,9 +460,9 @@ static int parse_flags(const Command* command, int argc, char** argv, Options* o
             // a value that is one of this command's flags is a forgotten value (`--save-draft --online` saved to
             // a file named --online), except in free text (a prompt, a label, a title); --flag=VALUE gives one anyway
             int free_text = strcmp(flag->key, "prompt") == 0 || strcmp(flag->key, "label") == 0 || strcmp(flag->key, "title") == 0;
-            char value_name[64];   // (the flag part of a forgotten value: --save-draft --lr=1e-3 names --lr)
+            char value_name[64] = "";   // (the flag part of a forgotten value: --save-draft --lr=1e-3 names --lr)
             size_t value_name_length = strcspn(value, "=");
-            snprintf(value_name, sizeof(value_name), "%.*s", (int)(value_name_length < sizeof(value_name) ? value_name_length : 0), value);
+            if (value_name_length < sizeof(value_name)) { memcpy(value_name, value, value_name_length); value_name[value_name_length] = '\0'; }
             if (!free_text && value[0] == '-' && flag_list_find(command->flags, flag_has_name, value_name) != NULL) {
                 return usage_error(command, "flag %s needs a value (%s), but the next argument is the flag %s (to give "
                                    "that text as the value: %s=%s)", name, flag->value_name, value, name, value);

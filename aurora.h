@@ -1314,10 +1314,10 @@ double spec_adaptive_min_chance(const SpecAdaptive* a, TreeShape shape, int pend
 // Counts a pass planned to draft; returns 1 if it keeps every node (every ADAPTIVE_EXPLORE_EVERY-th, and
 // probes), 0 if it may leave nodes out.
 int spec_adaptive_explores(SpecAdaptive* a);
-// After spec_adaptive_learn: a node left out of the pass's tree (depth, sibling rank), whose parent was
-// on the accepted path: spec_adaptive_learn counted its rank as reached (a child the tree lacks); it is
-// hit by its calibrated chance.
-void spec_adaptive_observe_left_out(SpecAdaptive* a, int depth, int rank, double chance);
+// After spec_adaptive_learn (with the same shape): a node left out of the pass's tree (depth, sibling rank),
+// whose parent was on the accepted path: spec_adaptive_learn counted its rank as reached (a child the tree
+// lacks) if it is below the shape's K; such a rank is hit by its calibrated chance, any other is ignored.
+void spec_adaptive_observe_left_out(SpecAdaptive* a, TreeShape shape, int depth, int rank, double chance);
 
 // ----------------------------------------------------------------------------
 // the suffix draft (speculation/suffix.c): a depth-bounded suffix trie over served text, each node counting

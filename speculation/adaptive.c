@@ -283,9 +283,13 @@ int spec_adaptive_explores(SpecAdaptive* a) {
     return a->passes_since_drafted >= ADAPTIVE_PROBE_EVERY || a->drafting_passes % ADAPTIVE_EXPLORE_EVERY == 0;
 }
 
-void spec_adaptive_observe_left_out(SpecAdaptive* a, int depth, int rank, double chance) {
-    if (depth < 1 || depth > TREE_MAX_DEPTH || rank < 0 || rank >= ADAPTIVE_MAX_K) { return; }
-    a->hit[depth][rank] += chance;   // reached: counted by spec_adaptive_learn (a rank the tree lacks)
+void spec_adaptive_observe_left_out(SpecAdaptive* a, TreeShape shape, int depth, int rank, double chance) {
+    // only the ranks spec_adaptive_count_level counted as reached (a rank the tree lacks, below the shape's K):
+    // a suffix tree gives a node every child its index has, so its left-out ranks can pass K, and hit without
+    // being reached they drove their estimates above 1 and made every wider shape look certain
+    int ranks = shape.k < ADAPTIVE_MAX_K ? shape.k : ADAPTIVE_MAX_K;
+    if (depth < 1 || depth > TREE_MAX_DEPTH || rank < 0 || rank >= ranks) { return; }
+    a->hit[depth][rank] += chance;
 }
 
 static void adaptive_average(double* average, double value) {

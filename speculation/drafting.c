@@ -187,16 +187,14 @@ static int pool_left_out(const CandidatePool* pool, const int* node_of_candidate
     return n;
 }
 
-// After a pass (after spec_adaptive_learn): the left-out nodes whose parent the accepted path reached, for
-// the chooser's counts. Only ranks below the shape's K: those are the ranks spec_adaptive_learn counted as
-// reached (a node's children in the tree are its best ranks, so a left-out one is a rank the tree lacks).
-// A suffix tree gives a node as many children as its index has, so its left-out ranks can pass K; hit
-// without being reached, they drove their estimates above 1 and made every wider shape look certain.
-static void observe_left_out(SpecAdaptive* adaptive, const LeftOutNode* left_out, int n, const Acceptance* acceptance, int k) {
+// After a pass (after spec_adaptive_learn with the same shape): the left-out nodes whose parent the accepted
+// path reached, for the chooser's counts.
+static void observe_left_out(SpecAdaptive* adaptive, TreeShape shape, const LeftOutNode* left_out, int n,
+                             const Acceptance* acceptance) {
     for (int i = 0; i < n; i++) {
         int depth = left_out[i].depth;
-        if (left_out[i].rank < k && depth - 1 <= acceptance->n_accepted && acceptance->path[depth - 1] == left_out[i].parent_node) {
-            spec_adaptive_observe_left_out(adaptive, depth, left_out[i].rank, left_out[i].chance);
+        if (depth - 1 <= acceptance->n_accepted && acceptance->path[depth - 1] == left_out[i].parent_node) {
+            spec_adaptive_observe_left_out(adaptive, shape, depth, left_out[i].rank, left_out[i].chance);
         }
     }
 }
@@ -843,9 +841,9 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
             spec_adaptive_learn(&source->suffix_adaptive_state, timing, planned, tree, acceptance, drafting, -1, 0.0, 0);
         }
         if (source->pass_source == DRAFT_EAGLE) {
-            observe_left_out(&source->adaptive_state, source->left_out, source->n_left_out, acceptance, planned.k);
+            observe_left_out(&source->adaptive_state, planned, source->left_out, source->n_left_out, acceptance);
         } else if (source->kind == DRAFT_HYBRID && source->pass_source == DRAFT_SUFFIX) {
-            observe_left_out(&source->suffix_adaptive_state, source->left_out, source->n_left_out, acceptance, planned.k);
+            observe_left_out(&source->suffix_adaptive_state, planned, source->left_out, source->n_left_out, acceptance);
         }
     }
     // the EAGLE draft's estimate learns from the passes it drafted, and fades back towards its prior while

@@ -362,7 +362,7 @@ static double simulate_confidence(SpecAdaptive* a, double confident_share, int p
         // as draft_source_propose and draft_source_observe_pass: the left-out nodes, and those the path reached
         LeftOutNode nodes_left_out[TREE_MAX_NODES * MAX_SPEC_K];
         int n_left_out = pool_left_out(&pool, node_of_candidate, min_chance, nodes_left_out);
-        observe_left_out(a, nodes_left_out, n_left_out, &acceptance, shape.k);
+        observe_left_out(a, shape, nodes_left_out, n_left_out, &acceptance);
         if (p >= passes - measure) { *left_out += n_left_out; }
         pending = (shape.nodes > 1 ? 0 : pending) + acceptance.n_accepted + 1;
         if (p >= passes - measure) {

@@ -123,6 +123,9 @@ expect_in_output "first difference: train.learning_rate"
 expect_status "compare_dump with a tensor missing" 1 "$PYTHON" "$COMPARE" "$work/a.safetensors" "$work/missing.safetensors"
 expect_in_output "first difference: verify.logits is missing"
 expect_status "compare_dump --allow-missing" 0 "$PYTHON" "$COMPARE" --allow-missing "$work/a.safetensors" "$work/missing.safetensors"
+expect_status "compare_dump --only matching no tensor" 2 "$PYTHON" "$COMPARE" --only "no_such_tensor" "$work/a.safetensors" \
+    "$work/damaged.safetensors"
+expect_in_output "--only 'no_such_tensor' matches none of its"
 expect_status "compare_dump on a file that is not safetensors" 2 "$PYTHON" "$COMPARE" "$work/a.safetensors" "$model"
 
 if [ -n "$MODEL" ]; then

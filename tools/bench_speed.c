@@ -372,7 +372,7 @@ int main(int argc, char** argv) {
         if (n_prompts[p] < 1) { fprintf(stderr, "error: %s\n", err.message); return 1; }
     }
     // plain, then each draft fixed (a chain of depth 5) and adaptive (shapes up to K=4, depth 8, 33 nodes)
-    enum { N_RUNS = 7 };
+    enum { RUN_PLAIN, RUN_SELF, RUN_LOOKUP, RUN_RANDOM, RUN_SELF_ADAPTIVE, RUN_LOOKUP_ADAPTIVE, RUN_RANDOM_ADAPTIVE, N_RUNS };
     const char* kind_names[N_RUNS] = {"plain", "self", "lookup", "random", "self_adaptive", "lookup_adaptive", "random_adaptive"};
     const int kinds[N_RUNS] = {-1, DRAFT_SELF, DRAFT_LOOKUP, DRAFT_EAGLE, DRAFT_SELF, DRAFT_LOOKUP, DRAFT_EAGLE};
     const int adaptive[N_RUNS] = {0, 0, 0, 0, 1, 1, 1};
@@ -487,7 +487,8 @@ int main(int argc, char** argv) {
         for (int i = 0; i < 2; i++) {
             int random_run = (i + r) % 2;   // 0: plain, 1: the random draft
             SpecStats stats;
-            double tokens_per_second = generate_speed(target, &draft, kinds[random_run ? 6 : 0], adaptive[random_run ? 6 : 0],
+            double tokens_per_second = generate_speed(target, &draft, kinds[random_run ? RUN_RANDOM_ADAPTIVE : RUN_PLAIN],
+                                                      adaptive[random_run ? RUN_RANDOM_ADAPTIVE : RUN_PLAIN],
                                                       prompts, n_prompts, random_out, &stats);
             // (seconds per token: the same token count in both, so their sums are the decoding seconds' ratio)
             if (random_run) { random_draft_time += 1.0 / tokens_per_second; random_drafting += stats.draft_seconds; }

@@ -302,6 +302,10 @@ def compare_files(reference_path, candidate_path, only=None, allow_missing=False
         names = [n for n in names if n not in skipped]
     print("compare_dump: reference %s (%d tensors), candidate %s (%d tensors), %d compared" %
           (reference_path, len(reference), candidate_path, len(candidate), len(names)), file=out)
+    if not names:   # (nothing compared is no verdict: a mistyped --only would otherwise read "agree")
+        print("error: no tensor of the reference to compare%s" %
+              (": --only %r matches none of its %d names" % (only, len(reference)) if only is not None else ""), file=out)
+        return 2
     if records_differ:
         print("note: the records differ: %d elements of %s, by up to %.3g; the trainer step's tensors were computed "
               "from different inputs (%s)" % (records[0], " and ".join(RECORD_STATES), records[1],

@@ -3,7 +3,7 @@
 #   make model        fetch the default model (SmolLM2-135M-Instruct Q4_1 GGUF) into models/
 #   make demo         the main job on the default model (DEVICE=cuda: its replays on the GPU)
 #   make test         unit and end-to-end tests on project-made tiny models (no network, no model file)
-#   make test-model   tests on the default model (and llama.cpp oracle checks when llama-cpp-python is installed)
+#   make test-model   tests on the default model and the llama.cpp oracle checks (needs make oracle-deps)
 #   make test-cuda    backend parity, tensor by tensor, with the CUDA table (CUDA reported as skipped, exit 0,
 #                     where there is no GPU; the CPU tables are checked either way)
 #   make bench        speed figures on the default model
@@ -82,15 +82,21 @@ else
 endif
 
 # ---- build -------------------------------------------------------------------------------------
-SOURCES = aurora.c aurora.h cpu_ref.c $(wildcard base/*.c backends/*.c backends/*.h model/*.c model/*.h speculation/*.c flywheel/*.c interop/*.c)
 BIN = build
+# The build's configuration (the compiler, its flags, the optional parts found or switched off), in a file
+# rewritten only when it changes; every object and program depends on it, so `make NO_BLAS=1` after a build
+# with OpenBLAS, or `make CC=clang test` after GCC, rebuilds instead of reusing the other configuration's.
+BUILD_CONFIG := $(CC) | $(CFLAGS) | $(LDLIBS) | $(SANITIZE) | $(CUDA_CFLAGS) $(CUDA_LDLIBS) | $(NVCC) $(CUDA_ARCH)
+CONFIG_STAMP := $(BIN)/build-config
+$(shell mkdir -p $(BIN) && { [ "$$(cat $(CONFIG_STAMP) 2>/dev/null)" = '$(BUILD_CONFIG)' ] || printf '%s\n' '$(BUILD_CONFIG)' > $(CONFIG_STAMP); })
+SOURCES = aurora.c aurora.h cpu_ref.c $(CONFIG_STAMP) $(wildcard base/*.c backends/*.c backends/*.h model/*.c model/*.h speculation/*.c flywheel/*.c interop/*.c)
 
 # The fast CPU kernels (backends/cpu_fast_kernels.c: a hundred unrolled tile shapes, most of the compile
 # time) are compiled once per flavour and linked into ./aurora and every test (backends/cpu_fast.h says
 # why): the kernels the tests check are the program's, byte for byte. `cc aurora.c` alone still works.
 FAST_KERNELS = $(BIN)/cpu_fast_kernels.o
 FAST_KERNELS_ASAN = $(BIN)/cpu_fast_kernels_asan.o
-KERNEL_SOURCES = backends/cpu_fast_kernels.c backends/cpu_fast.h aurora.h
+KERNEL_SOURCES = backends/cpu_fast_kernels.c backends/cpu_fast.h aurora.h $(CONFIG_STAMP)
 LINK_KERNELS = -DFAST_KERNELS_SEPARATE
 
 .PHONY: oracle-llama-tools test-interop test-oracle bench-spec
@@ -99,7 +105,7 @@ LINK_KERNELS = -DFAST_KERNELS_SEPARATE
 all: aurora
 
 ifneq ($(CUDA_CFLAGS),)
-$(BIN)/kernels.o: kernels.cu aurora.h | $(BIN)
+$(BIN)/kernels.o: kernels.cu aurora.h $(CONFIG_STAMP) | $(BIN)
 	$(NVCC) -O2 -fmad=false --default-stream per-thread -arch=$(CUDA_ARCH) -I. -c kernels.cu -o $@
 
 aurora: $(SOURCES) $(BIN)/kernels.o $(FAST_KERNELS)
@@ -190,8 +196,11 @@ test-cli: aurora
 $(BIN)/aurora_asan: $(SOURCES) $(FAST_KERNELS_ASAN) | $(BIN)
 	$(CC) $(SANITIZE) -std=c11 -Wall -Wextra -Wno-unused-function -D_GNU_SOURCE -I. $(LINK_KERNELS) aurora.c $(FAST_KERNELS_ASAN) -o $@ -lm -lpthread
 
+# (a sanitizer's exit status is 1 by default, which is also an error path's: 86 tells them apart, and
+# cli_common.sh fails any check whose output holds a sanitizer's report)
+SANITIZER_ENV = ASAN_OPTIONS=exitcode=86 UBSAN_OPTIONS=exitcode=86:print_stacktrace=1 LSAN_OPTIONS=exitcode=86
 test-cli-asan: $(BIN)/aurora_asan
-	@echo "== test_cli under ASan + UBSan"; $(TEST_ENV) sh tests/test_cli.sh ./$(BIN)/aurora_asan
+	@echo "== test_cli under ASan + UBSan"; $(TEST_ENV) $(SANITIZER_ENV) sh tests/test_cli.sh ./$(BIN)/aurora_asan
 
 test-model: aurora $(BIN)/test_default_model $(BIN)/test_tokenizer $(BIN)/test_fast
 	@test -f $(MODEL_FILE) || { echo "test-model: $(MODEL_FILE) is missing; run 'make model' first"; exit 1; }
@@ -280,9 +289,9 @@ oracle-deps:
 	CMAKE_ARGS="$$(sh tools/llama_isa.sh)" $(PYTHON) -m pip install llama-cpp-python==0.3.36
 
 # llama.cpp's own tools from the same source package (the EAGLE-3 oracle, side-by-side speed), built with
-# JOBS=2 parallel jobs under nice by default: the reference machine has 2 shared cores
+# JOBS parallel jobs (default: the cores, as make test's) under nice
 oracle-llama-tools:
-	sh tools/build_llama_tools.sh $(or $(JOBS),2)
+	sh tools/build_llama_tools.sh $(JOBS)
 
 # our draft in llama.cpp's EAGLE-3 speculative decoding (needs make oracle-llama-tools and the default
 # model): identical greedy outputs on 22 prompts, acceptance compared; INTEROP_WORK keeps the F32 target

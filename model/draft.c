@@ -241,6 +241,25 @@ int draft_save(const Draft* draft, const char* path, Error* err) {
     return status;
 }
 
+// A call's activations count their elements in an int (the op table's n), as the target's do (target_load):
+// rows times the draft's widest row, with the draft's own sizes (a file's FFN and head sizes need not be the
+// target's; checked before the tensors are read, and again for an imported draft). The most rows a call
+// carries: a trainer step's (its positions and discard nodes), a held-back evaluation's (a whole record: up to
+// the target's context), a serving call's (the target's batch, within its context).
+static int draft_check_widths(const DraftConfig* c, const Target* target, const char* path, Error* err) {
+    int64_t widest = c->ffn_dim > 3 * c->dim ? c->ffn_dim : 3 * c->dim;
+    if (widest < (int64_t)c->n_heads * c->head_size) { widest = (int64_t)c->n_heads * c->head_size; }
+    int64_t rows = TRAINER_DEFAULT_MAX_POSITIONS + TRAIN_MAX_DISCARD_ROWS;
+    if (rows < target->cache_capacity) { rows = target->cache_capacity; }
+    if (rows * widest > INT_MAX) {
+        return error_set(err, "%s: the draft's widest activation row (%lld values: feed_forward_length %d, %d heads of %d) "
+                         "times the %lld rows a call can carry is more than %d elements; expected rows of at most %lld values",
+                         path, (long long)widest, c->ffn_dim, c->n_heads, c->head_size, (long long)rows, INT_MAX,
+                         (long long)(INT_MAX / rows));
+    }
+    return 0;
+}
+
 // Reads the aurora.draft.* keys and checks them against the target (width, vocabulary).
 static int draft_read_config(DraftConfig* c, const GGUFFile* file, const Target* target, Error* err) {
     const TargetConfig* tc = &target->config;
@@ -284,6 +303,7 @@ static int draft_read_config(DraftConfig* c, const GGUFFile* file, const Target*
     if (c->head_size % 2 != 0) {
         return error_set(err, "%s: draft head size %d is odd, expected an even head size for RoPE", file->path, c->head_size);
     }
+    if (draft_check_widths(c, target, file->path, err) != 0) { return -1; }
     double value;
     if (gguf_get_float(file, "aurora.draft.rope.freq_base", &value, err)) { return -1; }
     c->rope_theta = (float)value;
@@ -321,7 +341,7 @@ static int draft_check_finite(const Draft* draft, const char* path, Error* err) 
 int draft_load(Draft* draft, const char* path, const Target* target, Error* err) {
     int format = eagle3_format_of(path);
     int status = format != 0 ? eagle3_import(draft, path, format, target, err) : draft_load_ours(draft, path, target, err);
-    if (status == 0 && (draft_check_finite(draft, path, err) != 0 ||
+    if (status == 0 && (draft_check_finite(draft, path, err) != 0 || draft_check_widths(&draft->config, target, path, err) != 0 ||
                         attention_fits(target->backend, target->cache_capacity, draft->config.head_size, path, err) != 0)) {
         draft_free(draft);   // (the draft's own head size: an imported draft's may differ from the target's)
         status = -1;

@@ -469,6 +469,10 @@ static int gguf_read_header(GGUFReader* r, GGUFFile* gguf, uint64_t* n_values, u
     r->position = 4;
     if (gguf_read_u32(r, &gguf->version, "the version") != 0) { return -1; }
     // version 1 had 32-bit counts; 2 and 3 share one layout (3 merely allows big-endian files)
+    if (gguf->version == 0x02000000u || gguf->version == 0x03000000u) {   // (2 or 3 with its bytes swapped)
+        return error_set(r->err, "%s: a big-endian GGUF file (version %u, stored byte-swapped); expected a little-endian "
+                         "one", r->path, gguf->version >> 24);
+    }
     if (gguf->version != 2 && gguf->version != 3) {
         return error_set(r->err, "%s: unsupported GGUF version %u (expected 2 or 3)", r->path, gguf->version);
     }

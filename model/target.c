@@ -202,10 +202,19 @@ static int target_read_config(TargetConfig* c, const GGUFFile* file, Error* err)
         return error_set(err, "%s: required tensor 'token_embd.weight' is missing", file->path);
     }
     if (embedding->n_dims != 2 || embedding->shape[0] != c->dim || embedding->shape[1] > (1 << 24)) {
-        return error_set(err, "%s: tensor 'token_embd.weight' has shape [%lld, %lld], expected [%d, vocab]",
-                         file->path, (long long)embedding->shape[0], (long long)embedding->shape[1], c->dim);
+        return error_set(err, "%s: tensor 'token_embd.weight' has shape [%lld, %lld], expected [%d, vocab] with a "
+                         "vocabulary of at most %d", file->path, (long long)embedding->shape[0],
+                         (long long)embedding->shape[1], c->dim, 1 << 24);
     }
     c->vocab_size = (int)embedding->shape[1];
+    if (gguf_find(file, "llama.vocab_size") != NULL) {   // (optional; where present it must agree)
+        int declared = 0;
+        if (model_read_config_int(file, "llama.vocab_size", 1, 1 << 24, &declared, err)) { return -1; }
+        if (declared != c->vocab_size) {
+            return error_set(err, "%s: key 'llama.vocab_size' is %d, but tensor 'token_embd.weight' has %d rows; expected "
+                             "them to agree", file->path, declared, c->vocab_size);
+        }
+    }
     c->tied_output = gguf_find_tensor(file, "output.weight") == NULL;
     // Aurora taps layers 1, L/2-1 and L-4 (0-indexed); tiny models clamp into [0, L-1]
     int defaults[TAP_LAYERS] = {1, c->n_layers / 2 - 1, c->n_layers - 4};

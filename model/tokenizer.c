@@ -777,11 +777,18 @@ fail:
 static const char* const END_TEXTS[] = {
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
     "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
-    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence" "\xef\xbd\x9c",
+    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence" "\xef\xbd\x9c>",
     "[e~["};
 static const char* const FIM_PAD_TEXTS[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", NULL};
 static const char* const FIM_REP_TEXTS[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", NULL};
 static const char* const FIM_SEP_TEXTS[] = {"<|file_sep|>", NULL};
+// (the other fill-in-the-middle tokens: not ends, but control-looking, below)
+static const char* const FIM_PRE_TEXTS[] = {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>",
+                                            "<PRE>", "\xe2\x96\x81<PRE>", "<|code_prefix|>", "<|prefix|>", NULL};
+static const char* const FIM_SUF_TEXTS[] = {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "hole\xef\xbd\x9c>",
+                                            "<SUF>", "\xe2\x96\x81<SUF>", "<|code_suffix|>", "<|suffix|>", NULL};
+static const char* const FIM_MID_TEXTS[] = {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>",
+                                            "<MID>", "\xe2\x96\x81<MID>", "<|code_middle|>", "<|middle|>", NULL};
 
 static void tokenizer_add_end(Tokenizer* tokenizer, int id) {
     if (id < 0 || id == tokenizer->eos_id) { return; }
@@ -819,6 +826,30 @@ static int tokenizer_find_ends(Tokenizer* tokenizer, const GGUFFile* gguf, Error
         tokenizer_add_end(tokenizer, tokenizer_lookup(tokenizer, END_TEXTS[k], strlen(END_TEXTS[k])));
     }
     return 0;
+}
+
+// Control-looking tokens: llama.cpp (llama-vocab.cpp, load: "control-looking token ... its type will be
+// overridden") makes the tokens it finds by their text as end-of-turn, end-of-generation and fill-in-the-middle
+// tokens control tokens, whatever type the file gives them: every text of END_TEXTS, and each FIM kind's
+// spelling where the file names no id for it. A user-defined one would otherwise be matched in plain text
+// (tokenizer_partition), and a user's "<|endoftext|>" would become the end token. Only user-defined tokens
+// change here: a normal one is left to the BPE as it is (so text never becomes a control token by a merge),
+// and this runs after the merges' check, which reads the file's types.
+static void tokenizer_promote_control_looking(Tokenizer* tokenizer, const GGUFFile* gguf) {
+    int ids[sizeof(END_TEXTS) / sizeof(END_TEXTS[0]) + 6], n = 0;
+    for (size_t k = 0; k < sizeof(END_TEXTS) / sizeof(END_TEXTS[0]); k++) {
+        ids[n++] = tokenizer_lookup(tokenizer, END_TEXTS[k], strlen(END_TEXTS[k]));
+    }
+    const char* const fim_keys[] = {"tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id",
+                                    "tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.fim_pad_token_id",
+                                    "tokenizer.ggml.fim_rep_token_id", "tokenizer.ggml.fim_sep_token_id"};
+    const char* const* fim_texts[] = {FIM_PRE_TEXTS, FIM_SUF_TEXTS, FIM_MID_TEXTS, FIM_PAD_TEXTS, FIM_REP_TEXTS, FIM_SEP_TEXTS};
+    for (int k = 0; k < 6; k++) {
+        ids[n++] = gguf_find(gguf, fim_keys[k]) != NULL ? -1 : tokenizer_find_text(tokenizer, fim_texts[k]);
+    }
+    for (int i = 0; i < n; i++) {
+        if (ids[i] >= 0 && tokenizer->token_types[ids[i]] == TOKEN_USER_DEFINED) { tokenizer->token_types[ids[i]] = TOKEN_CONTROL; }
+    }
 }
 
 int tokenizer_is_end(const Tokenizer* tokenizer, int token) {
@@ -939,6 +970,7 @@ int tokenizer_load_gguf(Tokenizer* tokenizer, const GGUFFile* gguf, Error* err) 
     if (tokenizer_optional_id(gguf, "tokenizer.ggml.bos_token_id", V, &tokenizer->bos_id, err) != 0) { goto fail; }
     if (tokenizer_optional_id(gguf, "tokenizer.ggml.eos_token_id", V, &tokenizer->eos_id, err) != 0) { goto fail; }
     if (tokenizer_find_ends(tokenizer, gguf, err) != 0) { goto fail; }
+    tokenizer_promote_control_looking(tokenizer, gguf);
     tokenizer->add_bos = 0;
     if (gguf_find(gguf, "tokenizer.ggml.add_bos_token") != NULL &&
         gguf_get_bool(gguf, "tokenizer.ggml.add_bos_token", &tokenizer->add_bos, err) != 0) { goto fail; }

@@ -59,6 +59,12 @@ static int top_k_log_probs(int* ids, float* log_probs, const float* logits, int 
         for (int j = 0; j < k; j++) { log_probs[j] = -logf((float)n); }
         return k;
     }
+    if (max_logit == INFINITY) {   // (a diverged draft) the limit of the softmax: the +inf ids share it, the rest 0
+        int m = 0;
+        for (int i = 0; i < n; i++) { m += rank_logit(logits[i]) == INFINITY; }
+        for (int j = 0; j < k; j++) { log_probs[j] = rank_logit(logits[ids[j]]) == INFINITY ? -logf((float)m) : -INFINITY; }
+        return k;
+    }
     double sum = 0.0;
     for (int i = 0; i < n; i++) { sum += exp((double)rank_logit(logits[i]) - max_logit); }
     float log_normaliser = (float)(max_logit + log(sum));
@@ -604,7 +610,11 @@ static int hybrid_prefers_suffix(const DraftSource* source, float suffix_expecte
                          (source->adaptive ? spec_adaptive_pass_steps(&source->suffix_adaptive_state, suffix_shape, 0) : 1.0);
     double eagle_rate = 1.0;   // the root alone: one token a decode step
     if (source->eagle_shape.nodes > 1) {
-        eagle_rate = (1.0 + source->eagle_accepted) /
+        // (its average over passes of every shape, capped at what this shape can accept: its depth; a 1-node
+        // probe is not credited with the 3 tokens the draft's deep chains have been getting)
+        double accepted = source->eagle_accepted < source->eagle_shape.depth ? source->eagle_accepted
+                                                                             : source->eagle_shape.depth;
+        eagle_rate = (1.0 + accepted) /
                      (source->adaptive ? spec_adaptive_pass_steps(&source->adaptive_state, source->eagle_shape, pending)
                                        : 1.0);
     }
@@ -839,6 +849,11 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
         // tree in hindsight instead)
         if (source->kind == DRAFT_HYBRID && source->pass_source != DRAFT_EAGLE) {
             spec_adaptive_learn(&source->suffix_adaptive_state, timing, planned, tree, acceptance, drafting, -1, 0.0, 0);
+        } else if (source->kind == DRAFT_HYBRID && source->shape.nodes == 1) {
+            // a pass the EAGLE draft drafted while the suffix draft's chooser planned none: for that chooser one
+            // more pass without drafting, so that its probe comes due (counted only where it learns, a suffix
+            // chooser that once chose none was never asked again while the EAGLE draft drafted)
+            source->suffix_adaptive_state.passes_since_drafted++;
         }
         if (source->pass_source == DRAFT_EAGLE) {
             observe_left_out(&source->adaptive_state, planned, source->left_out, source->n_left_out, acceptance);

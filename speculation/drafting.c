@@ -336,7 +336,7 @@ void draft_source_begin_request(DraftSource* source, int n_prompt) {
 
 void draft_source_end_request(DraftSource* source, const Sequence* sequence, int n_prompt) {
     if (source->suffix_outputs && sequence->n_tokens > n_prompt) {
-        suffix_index_add(source->suffix_outputs, sequence->tokens + n_prompt, sequence->n_tokens - n_prompt);
+        suffix_index_add_window(source->suffix_outputs, sequence->tokens + n_prompt, sequence->n_tokens - n_prompt);
     }
 }
 

@@ -17,7 +17,10 @@ weighted by their counts, are the empirical distribution of the token that follo
 
 Edges live in one open-addressing table keyed by (parent, token), so appending a token costs one lookup
 per suffix still shorter than max_depth (a cursor keeps the nodes of the suffixes ending at the last token).
-A node bound (max_nodes) caps the memory: past it, paths that would need new nodes stop growing (counted).
+A node bound (max_nodes) caps the memory: past it, paths that would need new nodes stop growing (counted),
+or, for the index of everything served (suffix_index_add_window), the oldest texts are forgotten first:
+their occurrences removed, and the nodes left with none freed for reuse (SuffixDecoding's global tree keeps a
+window of recent requests likewise), so the draft keeps learning from a traffic that moves on.
 */
 #include "aurora.h"
 
@@ -39,7 +42,8 @@ void suffix_index_init(SuffixIndex* index, int max_depth, int max_nodes) {
     index->capacity = 1024;
     index->nodes = mallocCheck((size_t)index->capacity * sizeof(SuffixNode));
     index->nodes[0] = (SuffixNode){-1, 0, 0, -1, -1};
-    index->n_nodes = 1;
+    index->n_nodes = index->n_slots = 1;
+    index->free_slot = -1;
     index->edge_capacity = 2048;
     index->edge_keys = mallocCheck(index->edge_capacity * sizeof(uint64_t));
     index->edge_children = mallocCheck(index->edge_capacity * sizeof(int));
@@ -49,6 +53,9 @@ void suffix_index_init(SuffixIndex* index, int max_depth, int max_nodes) {
 }
 
 void suffix_index_free(SuffixIndex* index) {
+    for (int i = 0; i < index->window_count; i++) { free(index->window_texts[(index->window_first + i) % index->window_capacity]); }
+    free(index->window_texts);
+    free(index->window_lengths);
     free(index->nodes);
     free(index->edge_keys);
     free(index->edge_children);
@@ -77,10 +84,10 @@ static int suffix_child_or_new(SuffixIndex* index, int parent, int token) {
     int child = suffix_child(index, parent, token);
     if (child >= 0) { return child; }
     if (index->max_nodes > 0 && index->n_nodes >= index->max_nodes) { index->refused++; return -1; }
-    if (index->n_nodes == index->capacity) {
+    if (index->free_slot < 0 && index->n_slots == index->capacity) {
         index->capacity *= 2;
         SuffixNode* grown = mallocCheck((size_t)index->capacity * sizeof(SuffixNode));
-        memcpy(grown, index->nodes, (size_t)index->n_nodes * sizeof(SuffixNode));
+        memcpy(grown, index->nodes, (size_t)index->n_slots * sizeof(SuffixNode));
         free(index->nodes);
         index->nodes = grown;
     }
@@ -98,7 +105,13 @@ static int suffix_child_or_new(SuffixIndex* index, int parent, int token) {
         free(old_keys);
         free(old_children);
     }
-    child = index->n_nodes++;
+    if (index->free_slot >= 0) {   // a forgotten node's slot
+        child = index->free_slot;
+        index->free_slot = index->nodes[child].next_sibling;
+    } else {
+        child = index->n_slots++;
+    }
+    index->n_nodes++;
     SuffixNode* parent_node = &index->nodes[parent];
     index->nodes[child] = (SuffixNode){token, 0, parent_node->depth + 1, -1, parent_node->first_child};
     parent_node->first_child = child;
@@ -138,6 +151,102 @@ void suffix_index_add(SuffixIndex* index, const int* tokens, int n) {
     suffix_index_begin(index);
     for (int i = 0; i < n; i++) { suffix_index_append(index, tokens[i]); }
     suffix_index_begin(index);
+}
+
+// Removes the edge (parent, token) from the open-addressing table, shifting back the entries after it that
+// would no longer be found (linear probing's deletion: no tombstones, so lookups stay as short as inserts left them).
+static void suffix_edges_delete(SuffixIndex* index, int parent, int token) {
+    uint64_t key = suffix_edge_key(parent, token);
+    size_t mask = index->edge_capacity - 1, i = suffix_hash(key, index->edge_capacity);
+    while (index->edge_keys[i] != key || index->edge_children[i] < 0) { i = (i + 1) & mask; }   // (present: the caller's)
+    for (size_t j = (i + 1) & mask; index->edge_children[j] >= 0; j = (j + 1) & mask) {
+        size_t home = suffix_hash(index->edge_keys[j], index->edge_capacity);
+        // entry j stays if its home lies cyclically in (i, j]: a lookup from there reaches j without passing i
+        int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (stays) { continue; }
+        index->edge_keys[i] = index->edge_keys[j];
+        index->edge_children[i] = index->edge_children[j];
+        i = j;
+    }
+    index->edge_children[i] = -1;
+    index->n_edges--;
+}
+
+// Frees a node whose count came to 0 (its children, counting only occurrences of its path, are already gone):
+// out of its parent's list and the edge table, its slot onto the free list.
+static void suffix_node_release(SuffixIndex* index, int node, int parent) {
+    SuffixNode* n = &index->nodes[node];
+    int* link = &index->nodes[parent].first_child;
+    while (*link != node) { link = &index->nodes[*link].next_sibling; }
+    *link = n->next_sibling;
+    suffix_edges_delete(index, parent, n->token);
+    *n = (SuffixNode){-1, 0, 0, -1, index->free_slot};
+    index->free_slot = node;
+    index->n_nodes--;
+}
+
+void suffix_index_remove(SuffixIndex* index, const int* tokens, int n) {
+    int path[SUFFIX_MAX_DEPTH + 1];
+    for (int start = 0; start < n; start++) {
+        // the occurrences starting here, one a length: decremented deepest first, so that a node whose count
+        // comes to 0 has none left below it
+        int length = 0;
+        path[0] = 0;
+        while (length < index->max_depth && start + length < n) {
+            int child = suffix_child(index, path[length], tokens[start + length]);
+            if (child < 0) {   // (only a text the bound cut, which the contract excludes)
+                fprintf(stderr, "error: internal: suffix_index_remove: a text that was not indexed whole\n");
+                exit(EXIT_FAILURE);
+            }
+            path[++length] = child;
+        }
+        for (int d = length; d >= 1; d--) {
+            SuffixNode* node = &index->nodes[path[d]];
+            if (node->count == INT_MAX) { continue; }   // (saturated: suffix_count; it stays)
+            if (--node->count == 0) { suffix_node_release(index, path[d], path[d - 1]); }
+        }
+    }
+    index->nodes[0].count -= index->nodes[0].count < INT_MAX ? n : 0;
+    index->n_cursor = 0;
+}
+
+void suffix_index_add_window(SuffixIndex* index, const int* tokens, int n) {
+    if (n <= 0) { return; }
+    if (index->max_nodes > 0) {
+        int longest = (index->max_nodes - 1) / index->max_depth;   // a text that surely fits an empty index
+        if (n > longest) { tokens += n - longest; n = longest; }
+        while (index->window_count > 0 && (int64_t)index->n_nodes + (int64_t)n * index->max_depth > index->max_nodes) {
+            int oldest = index->window_first;
+            suffix_index_remove(index, index->window_texts[oldest], index->window_lengths[oldest]);
+            free(index->window_texts[oldest]);
+            index->window_first = (oldest + 1) % index->window_capacity;
+            index->window_count--;
+            index->forgotten++;
+        }
+    }
+    if (n <= 0) { return; }
+    if (index->window_count == index->window_capacity) {   // the ring grows, its oldest first
+        int capacity = index->window_capacity ? 2 * index->window_capacity : 64;
+        int** texts = mallocCheck((size_t)capacity * sizeof(int*));
+        int* lengths = mallocCheck((size_t)capacity * sizeof(int));
+        for (int i = 0; i < index->window_count; i++) {
+            int from = (index->window_first + i) % index->window_capacity;
+            texts[i] = index->window_texts[from];
+            lengths[i] = index->window_lengths[from];
+        }
+        free(index->window_texts);
+        free(index->window_lengths);
+        index->window_texts = texts;
+        index->window_lengths = lengths;
+        index->window_first = 0;
+        index->window_capacity = capacity;
+    }
+    int at = (index->window_first + index->window_count) % index->window_capacity;
+    index->window_texts[at] = mallocCheck((size_t)n * sizeof(int));
+    memcpy(index->window_texts[at], tokens, (size_t)n * sizeof(int));
+    index->window_lengths[at] = n;
+    index->window_count++;
+    suffix_index_add(index, tokens, n);
 }
 
 // The deepest node whose path is a suffix of context (n tokens), at most max_match long and with at

@@ -6,6 +6,8 @@ test_suffix.c: the suffix draft's index and proposals against a brute-force sear
     counting continuations in the raw history
   - the node bound holds, and what was indexed before it still answers
   - a node with thousands of continuations still proposes its most frequent first
+  - forgetting a text leaves what indexing the others alone makes, and a window of the newest texts stays
+    within its node bound without refusing any
 */
 #define TESTING
 #include "../aurora.c"
@@ -257,10 +259,133 @@ static void test_count_saturates(void) {
     suffix_index_free(&index);
 }
 
+// Whether two indexes hold the same paths with the same counts and depths: every live node of a found by
+// its path in b (and by its edge in a's own table: the deletions kept the table's lookups right), the same
+// number of nodes and edges, the same root count. Returns the first difference's description, or NULL.
+static const char* suffix_index_differs(const SuffixIndex* a, const SuffixIndex* b) {
+    static char why[160];
+    if (a->n_nodes != b->n_nodes || a->n_edges != b->n_edges || a->nodes[0].count != b->nodes[0].count) {
+        snprintf(why, sizeof(why), "%d nodes, %zu edges, root %d against %d, %zu, %d", a->n_nodes, a->n_edges,
+                 a->nodes[0].count, b->n_nodes, b->n_edges, b->nodes[0].count);
+        return why;
+    }
+    int stack_a[4096], stack_b[4096], n = 0, visited = 0;
+    stack_a[n] = 0; stack_b[n++] = 0;
+    while (n > 0) {
+        n--;
+        int na = stack_a[n], nb = stack_b[n];
+        visited++;
+        for (int c = a->nodes[na].first_child; c >= 0; c = a->nodes[c].next_sibling) {
+            int token = a->nodes[c].token, cb = suffix_child(b, nb, token);
+            if (suffix_child(a, na, token) != c) { snprintf(why, sizeof(why), "node %d: its edge is lost", c); return why; }
+            if (cb < 0 || a->nodes[c].count != b->nodes[cb].count || a->nodes[c].depth != b->nodes[cb].depth) {
+                snprintf(why, sizeof(why), "node %d (token %d, depth %d): count %d, against %d", c, token, a->nodes[c].depth,
+                         a->nodes[c].count, cb < 0 ? -1 : b->nodes[cb].count);
+                return why;
+            }
+            if (n == 4096) { return "test bug: stack"; }
+            stack_a[n] = c; stack_b[n++] = cb;
+        }
+    }
+    if (visited != a->n_nodes) { snprintf(why, sizeof(why), "%d nodes reachable of %d live", visited, a->n_nodes); return why; }
+    return NULL;
+}
+
+// Forgetting texts in any order leaves what the others alone make; slots freed are reused by later texts.
+static void test_remove(void) {
+    enum { TEXTS = 12, DEPTH = 8, VOCAB = 5 };
+    uint64_t rng = random_seed_state(77);
+    int texts[2 * TEXTS][40], lengths[2 * TEXTS], present[2 * TEXTS] = {0};
+    for (int t = 0; t < 2 * TEXTS; t++) {
+        lengths[t] = 1 + (int)(random_u32(&rng) % 40);
+        for (int i = 0; i < lengths[t]; i++) { texts[t][i] = (int)(random_u32(&rng) % VOCAB); }
+    }
+    SuffixIndex index;
+    suffix_index_init(&index, DEPTH, 0);
+    for (int t = 0; t < TEXTS; t++) { suffix_index_add(&index, texts[t], lengths[t]); present[t] = 1; }
+    int wrong = 0, steps = 0, most_live = index.n_nodes;
+    for (int step = 0; step < 3 * TEXTS; step++) {
+        int t = (int)(random_u32(&rng) % (2 * TEXTS));
+        if (present[t]) { suffix_index_remove(&index, texts[t], lengths[t]); present[t] = 0; }
+        else { suffix_index_add(&index, texts[t], lengths[t]); present[t] = 1; }
+        if (index.n_nodes > most_live) { most_live = index.n_nodes; }
+        SuffixIndex fresh;
+        suffix_index_init(&fresh, DEPTH, 0);
+        for (int u = 0; u < 2 * TEXTS; u++) { if (present[u]) { suffix_index_add(&fresh, texts[u], lengths[u]); } }
+        const char* why = suffix_index_differs(&index, &fresh);
+        if (why != NULL && wrong++ == 0) { fprintf(stderr, "  step %d (text %d %s): %s\n", step, t, present[t] ? "added" : "forgotten", why); }
+        steps++;
+        suffix_index_free(&fresh);
+    }
+    check(wrong == 0, "forgetting texts: %d of %d steps differ from an index of the texts still present", wrong, steps);
+    // freed slots are taken before new ones: the slots ever used are the most nodes ever live at once
+    check(index.n_slots == most_live, "forgetting texts: %d slots used for at most %d live nodes", index.n_slots, most_live);
+    // the negative control: the comparison sees a text not forgotten
+    SuffixIndex all;
+    suffix_index_init(&all, DEPTH, 0);
+    for (int u = 0; u < 2 * TEXTS; u++) { if (present[u] || u == 0) { suffix_index_add(&all, texts[u], lengths[u]); } }
+    check(present[0] || suffix_index_differs(&index, &all) != NULL, "forgetting texts: the comparison missed a text too many");
+    suffix_index_free(&all);
+    // everything forgotten: the root alone, every slot free
+    for (int u = 0; u < 2 * TEXTS; u++) { if (present[u]) { suffix_index_remove(&index, texts[u], lengths[u]); } }
+    int free_slots = 0;
+    for (int f = index.free_slot; f >= 0; f = index.nodes[f].next_sibling) { free_slots++; }
+    check(index.n_nodes == 1 && index.n_edges == 0 && index.nodes[0].count == 0 && index.nodes[0].first_child < 0 &&
+          free_slots == index.n_slots - 1, "everything forgotten: %d nodes, %zu edges, root %d, %d of %d slots free",
+          index.n_nodes, index.n_edges, index.nodes[0].count, free_slots, index.n_slots - 1);
+    suffix_index_free(&index);
+}
+
+// A window of the newest texts within a node bound: never a refusal, never past the bound, the oldest forgotten
+// first, and the index always what its window's texts alone make.
+static void test_window(void) {
+    enum { TEXTS = 60, DEPTH = 6, VOCAB = 7, MAX_NODES = 300 };
+    uint64_t rng = random_seed_state(5);
+    int texts[TEXTS][30], lengths[TEXTS];
+    SuffixIndex index;
+    suffix_index_init(&index, DEPTH, MAX_NODES);
+    int wrong = 0, over = 0, out_of_order = 0;
+    for (int t = 0; t < TEXTS; t++) {
+        lengths[t] = 1 + (int)(random_u32(&rng) % 30);
+        for (int i = 0; i < lengths[t]; i++) { texts[t][i] = (int)(random_u32(&rng) % VOCAB); }
+        suffix_index_add_window(&index, texts[t], lengths[t]);
+        over += index.n_nodes > MAX_NODES;
+        // the window: texts first .. t, in order, as copies
+        int first = t - index.window_count + 1;
+        SuffixIndex fresh;
+        suffix_index_init(&fresh, DEPTH, 0);
+        for (int i = 0; i < index.window_count; i++) {
+            int at = (index.window_first + i) % index.window_capacity, u = first + i;
+            out_of_order += index.window_lengths[at] != lengths[u] ||
+                            memcmp(index.window_texts[at], texts[u], (size_t)lengths[u] * sizeof(int)) != 0;
+            suffix_index_add(&fresh, texts[u], lengths[u]);
+        }
+        const char* why = suffix_index_differs(&index, &fresh);
+        if (why != NULL && wrong++ == 0) { fprintf(stderr, "  text %d: %s\n", t, why); }
+        suffix_index_free(&fresh);
+    }
+    check(index.refused == 0 && over == 0, "window: %ld nodes refused, %d times past the bound", index.refused, over);
+    check(out_of_order == 0, "window: %d texts not the newest in order", out_of_order);
+    check(wrong == 0, "window: %d of %d indexes differ from one of their window's texts", wrong, TEXTS);
+    check(index.forgotten > 0 && index.window_count < TEXTS, "window: %ld forgotten, %d kept (expected some forgotten)",
+          index.forgotten, index.window_count);
+    // a text longer than the bound allows keeps its end
+    int long_text[200];
+    for (int i = 0; i < 200; i++) { long_text[i] = i % VOCAB; }
+    suffix_index_add_window(&index, long_text, 200);
+    int last = (index.window_first + index.window_count - 1) % index.window_capacity;
+    check(index.refused == 0 && index.window_lengths[last] == (MAX_NODES - 1) / DEPTH &&
+          index.window_texts[last][0] == long_text[200 - (MAX_NODES - 1) / DEPTH],
+          "window: a long text: %ld refused, kept %d tokens", index.refused, index.window_lengths[last]);
+    suffix_index_free(&index);
+}
+
 int main(void) {
     test_against_brute_force();
     test_incremental_and_bound();
     test_many_continuations();
     test_count_saturates();
+    test_remove();
+    test_window();
     return test_summary();
 }

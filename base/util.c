@@ -16,12 +16,16 @@ Included first by aurora.c (one translation unit).
 #include <pthread.h>
 #include "aurora.h"
 
+// (a message quotes what was wrong, often a file's own text: its control bytes are shown escaped, \x1B and kin,
+// so that a crafted file cannot drive the terminal the error is printed to)
 int error_set(Error* err, const char* format, ...) {
     if (err != NULL) {
+        char raw[sizeof(err->message)];
         va_list args;
         va_start(args, format);
-        vsnprintf(err->message, sizeof(err->message), format, args);
+        vsnprintf(raw, sizeof(raw), format, args);
         va_end(args);
+        printable_text(raw, err->message, sizeof(err->message));
     }
     return -1;
 }

@@ -86,9 +86,15 @@ BIN = build
 # The build's configuration (the compiler, its flags, the optional parts found or switched off), in a file
 # rewritten only when it changes; every object and program depends on it, so `make NO_BLAS=1` after a build
 # with OpenBLAS, or `make CC=clang test` after GCC, rebuilds instead of reusing the other configuration's.
+# ($(file) rather than a shell: flags may hold quotes; the rule makes it again after `make clean` in one command line)
 BUILD_CONFIG := $(CC) | $(CFLAGS) | $(LDLIBS) | $(SANITIZE) | $(CUDA_CFLAGS) $(CUDA_LDLIBS) | $(NVCC) $(CUDA_ARCH)
 CONFIG_STAMP := $(BIN)/build-config
-$(shell mkdir -p $(BIN) && { [ "$$(cat $(CONFIG_STAMP) 2>/dev/null)" = '$(BUILD_CONFIG)' ] || printf '%s\n' '$(BUILD_CONFIG)' > $(CONFIG_STAMP); })
+ifneq ($(file < $(CONFIG_STAMP)),$(BUILD_CONFIG))
+  $(shell mkdir -p $(BIN))
+  $(file > $(CONFIG_STAMP),$(BUILD_CONFIG))
+endif
+$(CONFIG_STAMP):
+	$(shell mkdir -p $(BIN))$(file > $(CONFIG_STAMP),$(BUILD_CONFIG))
 SOURCES = aurora.c aurora.h cpu_ref.c $(CONFIG_STAMP) $(wildcard base/*.c backends/*.c backends/*.h model/*.c model/*.h speculation/*.c flywheel/*.c interop/*.c)
 
 # The fast CPU kernels (backends/cpu_fast_kernels.c: a hundred unrolled tile shapes, most of the compile

@@ -1350,6 +1350,7 @@ typedef struct {
     int** window_texts;
     int* window_lengths;
     int window_first, window_count, window_capacity;
+    long window_tokens;     // their tokens: at most max_nodes (copies too are bounded where texts repeat)
     long forgotten;         // texts forgotten to stay within max_nodes
 } SuffixIndex;
 
@@ -1366,7 +1367,8 @@ void suffix_index_add(SuffixIndex* index, const int* tokens, int n);
 void suffix_index_remove(SuffixIndex* index, const int* tokens, int n);
 // suffix_index_add over a window of the newest texts: first forgets the oldest (suffix_index_remove) until a
 // text of n tokens is sure to fit within max_nodes (n x D new nodes at most), so nothing is ever refused and
-// the index keeps learning as a server's traffic moves on; a text longer than max_nodes / D keeps its end.
+// the index keeps learning as a server's traffic moves on, and until the window's copies hold at most
+// max_nodes tokens (traffic that repeats itself makes few nodes); a text longer than max_nodes / D keeps its end.
 void suffix_index_add_window(SuffixIndex* index, const int* tokens, int n);
 int suffix_child(const SuffixIndex* index, int parent, int token);   // -1 when absent
 // The deepest node whose path is a suffix of context[0..n) (at most max_match long, and at most D-1 so
@@ -1514,6 +1516,8 @@ typedef struct {
     TreeShape shape;            // the shape of the pass being drafted (the hybrid: its suffix draft's, until the
                                 // EAGLE draft is chosen)
     TreeShape eagle_shape;      // DRAFT_HYBRID: the EAGLE draft's shape for the pass, should it draft
+    TreeShape suffix_shape;     // DRAFT_HYBRID: its suffix draft's chooser's plan for the pass (kept: shape
+                                // becomes eagle_shape when the EAGLE draft drafts)
     int adaptive;               // choose each pass's shape (adaptive.c), from 1 node (no drafting) to limit
     SpecAdaptive adaptive_state;         // the (EAGLE, lookup, ...) draft's measured costs and acceptance
     SpecAdaptive suffix_adaptive_state;  // DRAFT_HYBRID: its suffix draft's acceptance and drafting costs, apart

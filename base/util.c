@@ -59,17 +59,21 @@ const char* printable_text(const char* text, char* out, size_t size) {
     if (size == 0) { return out; }
     size_t used = 0;
     for (const unsigned char* c = (const unsigned char*)text; *c; c++) {
+        // C0 controls and DEL, and the C1 controls as UTF-8 encodes them (C2 80 to C2 9F: U+009B is a CSI
+        // that some terminals act on), each byte shown as \xNN
+        int c1 = *c == 0xC2 && c[1] >= 0x80 && c[1] <= 0x9F;
         int control = *c < 0x20 || *c == 0x7F;
         // the room this byte takes, at a UTF-8 lead byte its whole character's (its continuation bytes then fit),
         // and after it room for "..." and the NUL
-        size_t need = control ? 4 : *c >= 0xF0 ? 4 : *c >= 0xE0 ? 3 : *c >= 0xC0 ? 2 : 1;
+        size_t need = c1 ? 8 : control ? 4 : *c >= 0xF0 ? 4 : *c >= 0xE0 ? 3 : *c >= 0xC0 ? 2 : 1;
         if (used + need + 3 >= size) {
             size_t dots = size - 1 - used < 3 ? size - 1 - used : 3;
             memcpy(out + used, "...", dots);
             used += dots;
             break;
         }
-        if (control) { snprintf(out + used, 5, "\\x%02X", *c); used += 4; }
+        if (c1) { snprintf(out + used, 9, "\\x%02X\\x%02X", c[0], c[1]); used += 8; c++; }
+        else if (control) { snprintf(out + used, 5, "\\x%02X", *c); used += 4; }
         else { out[used++] = (char)*c; }
     }
     out[used] = '\0';

@@ -801,7 +801,7 @@ void draft_source_plan_pass(DraftSource* source, const Sequence* sequence) {
     } else if (source->kind == DRAFT_HYBRID) {
         // each of the hybrid's drafts in the shape its own measurements choose: the suffix draft's long
         // matches would otherwise choose deep trees for the EAGLE draft too, which its acceptance does not pay
-        source->shape = spec_adaptive_choose(&source->suffix_adaptive_state, 0);
+        source->shape = source->suffix_shape = spec_adaptive_choose(&source->suffix_adaptive_state, 0);
         source->eagle_shape = spec_adaptive_choose(&source->adaptive_state, pending);
     } else {
         source->shape = spec_adaptive_choose(&source->adaptive_state, pending);
@@ -849,7 +849,7 @@ void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acce
         // tree in hindsight instead)
         if (source->kind == DRAFT_HYBRID && source->pass_source != DRAFT_EAGLE) {
             spec_adaptive_learn(&source->suffix_adaptive_state, timing, planned, tree, acceptance, drafting, -1, 0.0, 0);
-        } else if (source->kind == DRAFT_HYBRID && source->shape.nodes == 1) {
+        } else if (source->kind == DRAFT_HYBRID && source->suffix_shape.nodes == 1) {
             // a pass the EAGLE draft drafted while the suffix draft's chooser planned none: for that chooser one
             // more pass without drafting, so that its probe comes due (counted only where it learns, a suffix
             // chooser that once chose none was never asked again while the EAGLE draft drafted)

@@ -215,10 +215,12 @@ void suffix_index_add_window(SuffixIndex* index, const int* tokens, int n) {
     if (index->max_nodes > 0) {
         int longest = (index->max_nodes - 1) / index->max_depth;   // a text that surely fits an empty index
         if (n > longest) { tokens += n - longest; n = longest; }
-        while (index->window_count > 0 && (int64_t)index->n_nodes + (int64_t)n * index->max_depth > index->max_nodes) {
+        while (index->window_count > 0 && ((int64_t)index->n_nodes + (int64_t)n * index->max_depth > index->max_nodes ||
+                                           index->window_tokens + n > index->max_nodes)) {
             int oldest = index->window_first;
             suffix_index_remove(index, index->window_texts[oldest], index->window_lengths[oldest]);
             free(index->window_texts[oldest]);
+            index->window_tokens -= index->window_lengths[oldest];
             index->window_first = (oldest + 1) % index->window_capacity;
             index->window_count--;
             index->forgotten++;
@@ -246,6 +248,7 @@ void suffix_index_add_window(SuffixIndex* index, const int* tokens, int n) {
     memcpy(index->window_texts[at], tokens, (size_t)n * sizeof(int));
     index->window_lengths[at] = n;
     index->window_count++;
+    index->window_tokens += n;
     suffix_index_add(index, tokens, n);
 }
 

@@ -257,45 +257,58 @@ static void test_greedy_lossless(Target* target) {
 
 // The hybrid's suffix chooser, once it plans no drafting, must still come due for its probe while the EAGLE
 // draft drafts every pass: those passes count as passes without drafting for it (they once did not, and a
-// suffix draft that chose none early was never asked again while the EAGLE draft drafted).
+// suffix draft that chose none early was never asked again while the EAGLE draft drafted). Through the
+// passes as serving runs them: plan, propose, observe.
 static void test_hybrid_suffix_probe_due(Target* target) {
     Draft draft;
-    draft_init_random(&draft, target, target->config.vocab_size / 2, NULL, 7);
+    draft_init_random(&draft, target, target->config.vocab_size, NULL, 9);
+    int tokens[100];
+    for (int i = 0; i < 60; i++) { tokens[i] = 20 + (i * 37) % 200; }     // a phrase, then its start again
+    for (int i = 0; i < 30; i++) { tokens[60 + i] = tokens[i]; }
+    Sequence sequence;
+    memset(&sequence, 0, sizeof(sequence));
+    sequence.tokens = tokens;
+    sequence.n_tokens = sequence.capacity = 90;
+    sequence.n_committed = 89;
+    sequence.features = calloc((size_t)100 * TAP_LAYERS * target->config.dim, sizeof(float));
     DraftSource source;
-    draft_source_init(&source, DRAFT_HYBRID, (TreeShape){ADAPTIVE_DEFAULT_K, ADAPTIVE_DEFAULT_DEPTH, ADAPTIVE_DEFAULT_NODES},
-                      &draft, target);
+    draft_source_init(&source, DRAFT_HYBRID, (TreeShape){4, 8, 33}, &draft, target);
     draft_source_set_adaptive(&source, 1, 1);
-    Tree tree = {0};   // an EAGLE chain of 2 nodes after the root, its first node accepted
-    tree.n_nodes = 3;
-    tree.parents[0] = -1; tree.parents[1] = 0; tree.parents[2] = 1;
-    tree.tokens[0] = 5; tree.tokens[1] = 6; tree.tokens[2] = 7;
-    tree.scores[1] = -0.1f; tree.scores[2] = -0.3f;
-    Error err;
-    if (tree_derive(&tree, &err) != 0) { check(0, "hybrid probe: tree: %s", err.message); }
-    Acceptance acceptance = {1, {0, 1}, 8};
-    // the suffix chooser has seen its guesses fail at every depth and rank: it plans none
-    SpecAdaptive* suffix = &source.suffix_adaptive_state;
+    source.eagle_accepted = 20.0;   // the EAGLE draft: every node accepted so far; the suffix draft: none
     for (int d = 0; d <= TREE_MAX_DEPTH; d++) {
-        for (int r = 0; r < ADAPTIVE_MAX_K; r++) { suffix->reached[d][r] = 1000.0; suffix->hit[d][r] = 0.0; }
+        for (int r = 0; r < ADAPTIVE_MAX_K; r++) {
+            source.adaptive_state.reached[d][r] = source.adaptive_state.hit[d][r] = 1000.0;
+            source.suffix_adaptive_state.reached[d][r] = 1000.0;
+            source.suffix_adaptive_state.hit[d][r] = 0.0;
+        }
     }
-    check(spec_adaptive_choose(suffix, 0).nodes == 1, "hybrid probe: the suffix chooser should plan none at the start");
+    draft_source_begin_request(&source, 89);
+    int first_suffix = -1, eagle_passes = 0, suffix_planned_none = 0;
     SpecStats stats;
     memset(&stats, 0, sizeof(stats));
-    int came_due = -1;
-    for (int pass = 0; pass < 2 * ADAPTIVE_PROBE_EVERY && came_due < 0; pass++) {
-        source.shape = (TreeShape){1, 0, 1};   // the suffix chooser's plan: none
-        source.eagle_shape = (TreeShape){1, 2, 3};
-        source.pass_source = DRAFT_EAGLE;
-        source.pass_draft_steps = 2;
-        source.pass_no_room = 0;
-        source.n_left_out = 0;
+    for (int pass = 0; pass < 2 * ADAPTIVE_PROBE_EVERY && first_suffix < 0; pass++) {
+        draft_source_plan_pass(&source, &sequence);
+        suffix_planned_none += source.suffix_shape.nodes == 1;
+        draft_source_sync(&source, &sequence);
+        Tree tree;
+        draft_source_propose(&source, target, &sequence, &tree, 64);
+        if (source.pass_source == DRAFT_SUFFIX) { first_suffix = pass; break; }
+        eagle_passes += source.pass_source == DRAFT_EAGLE;   // (its tree cut to the root by confidence or not)
+        // every node of its first branch accepted (the EAGLE draft keeps earning its passes); the sequence stays
+        // where it is, which the chooser does not see
+        Acceptance acceptance = {0, {0}, tokens[30]};
+        for (int node = 0; tree.n_children[node] > 0 && acceptance.n_accepted < TREE_MAX_DEPTH; ) {
+            node = tree.children[node][0];
+            acceptance.path[++acceptance.n_accepted] = node;
+        }
         draft_source_observe_pass(&source, &tree, &acceptance, 1e-4, 1e-3, &stats);
-        TreeShape next = spec_adaptive_choose(suffix, 0);
-        if (next.nodes > 1) { came_due = pass + 1; }
     }
-    check(came_due == ADAPTIVE_PROBE_EVERY, "hybrid: the suffix chooser planned none and the EAGLE draft drafted every pass; "
-          "its probe came due after %d passes, expected %d", came_due, ADAPTIVE_PROBE_EVERY);
+    check(suffix_planned_none >= 1 && eagle_passes == ADAPTIVE_PROBE_EVERY && first_suffix == ADAPTIVE_PROBE_EVERY,
+          "hybrid: the suffix chooser planned none (%d passes) and the EAGLE draft drafted %d passes; the suffix "
+          "draft's probe came at pass %d, expected after %d EAGLE passes", suffix_planned_none, eagle_passes,
+          first_suffix, ADAPTIVE_PROBE_EVERY);
     draft_source_free(&source);
+    free(sequence.features);
     draft_free(&draft);
 }
 

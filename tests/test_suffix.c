@@ -369,6 +369,19 @@ static void test_window(void) {
     check(wrong == 0, "window: %d of %d indexes differ from one of their window's texts", wrong, TEXTS);
     check(index.forgotten > 0 && index.window_count < TEXTS, "window: %ld forgotten, %d kept (expected some forgotten)",
           index.forgotten, index.window_count);
+    // a text repeated: it makes no nodes, yet the window's copies stay within max_nodes tokens
+    int repeated[20];
+    for (int i = 0; i < 20; i++) { repeated[i] = i % VOCAB; }
+    long most_tokens = 0;
+    for (int r = 0; r < 100; r++) {
+        suffix_index_add_window(&index, repeated, 20);
+        if (index.window_tokens > most_tokens) { most_tokens = index.window_tokens; }
+    }
+    long held = 0;
+    for (int i = 0; i < index.window_count; i++) { held += index.window_lengths[(index.window_first + i) % index.window_capacity]; }
+    check(most_tokens <= MAX_NODES && held == index.window_tokens && index.window_count <= MAX_NODES / 20,
+          "window: a repeated text: at most %ld tokens held (bound %d), %d texts kept", most_tokens, MAX_NODES,
+          index.window_count);
     // a text longer than the bound allows keeps its end
     int long_text[200];
     for (int i = 0; i < 200; i++) { long_text[i] = i % VOCAB; }

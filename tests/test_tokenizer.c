@@ -543,7 +543,7 @@ static void write_vocab(const char* path, int defect) {
     if (defect == BAD_MERGE_RESULT) { merges[1] = "h a"; }
     if (defect != BAD_NO_MODEL) { gguf_writer_add_string(writer, "tokenizer.ggml.model", defect == BAD_MODEL ? "llama" : "gpt2"); }
     gguf_writer_add_string(writer, "tokenizer.ggml.pre", defect == BAD_PRE ? "llama-bpe"
-                                                          : defect == BAD_PRE_ESCAPE ? "\x1b]0;owned\x07" : "smollm");
+                                                          : defect == BAD_PRE_ESCAPE ? "\x1b]0;owned\x07\xc2\x9b" "2J" : "smollm");
     if (defect != BAD_NO_TOKENS) { gguf_writer_add_string_array(writer, "tokenizer.ggml.tokens", tokens, (uint64_t)n); }
     if (defect == BAD_TYPE_VALUE) { types[5] = 9; }
     gguf_writer_add_array(writer, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, (uint64_t)(defect == BAD_TYPE_COUNT ? n - 1 : n));
@@ -562,7 +562,7 @@ static void test_malformed(void) {
         {BAD_MERGE_RESULT, "merge whose result is not a token", "not in the vocabulary"},
         {BAD_PRE, "unknown pre-tokenizer", "llama-bpe"},
         // a file's text in a message: its control bytes escaped (a terminal escape sequence must not reach stderr)
-        {BAD_PRE_ESCAPE, "a pre-tokenizer of terminal escapes", "\"\\x1B]0;owned\\x07\""},
+        {BAD_PRE_ESCAPE, "a pre-tokenizer of terminal escapes", "\"\\x1B]0;owned\\x07\\xC2\\x9B2J\""},
         {BAD_MODEL, "unknown model", "\"llama\""},
         {BAD_NO_MODEL, "missing model", "tokenizer.ggml.model"},
         {BAD_TYPE_COUNT, "token_type count", "tokenizer.ggml.token_type"},
@@ -628,7 +628,9 @@ static void test_malformed(void) {
         check(strstr(err.message, cases[i].message_part) != NULL && strstr(err.message, path) != NULL,
               "%s: message \"%s\" should name the file and contain \"%s\"", cases[i].name, err.message, cases[i].message_part);
         int raw_control = 0;
-        for (const char* c = err.message; *c; c++) { raw_control += (unsigned char)*c < 0x20 || *c == 0x7F; }
+        for (const unsigned char* c = (const unsigned char*)err.message; *c; c++) {
+            raw_control += *c < 0x20 || *c == 0x7F || (*c == 0xC2 && c[1] >= 0x80 && c[1] <= 0x9F);   // C0, DEL, C1
+        }
         check(raw_control == 0, "%s: the message holds %d raw control bytes", cases[i].name, raw_control);
         if (status == 0) { tokenizer_free(&tokenizer); gguf_close(&gguf); }
     }

@@ -255,6 +255,21 @@ static void test_greedy_lossless(Target* target) {
     draft_free(&draft);
 }
 
+// The hybrid probe tests' request: a phrase of 60 tokens, then its first 30 again, so that the suffix draft's
+// match proposes tokens[30]; 89 tokens committed (the root, the last, is not in the cache yet), and the
+// target's features the EAGLE draft catches up over (any values do here; the caller frees them).
+static Sequence hybrid_probe_sequence(const Target* target, int tokens[100]) {
+    for (int i = 0; i < 60; i++) { tokens[i] = 20 + (i * 37) % 200; }
+    for (int i = 0; i < 30; i++) { tokens[60 + i] = tokens[i]; }
+    Sequence sequence;
+    memset(&sequence, 0, sizeof(sequence));
+    sequence.tokens = tokens;
+    sequence.n_tokens = sequence.capacity = 90;
+    sequence.n_committed = 89;
+    sequence.features = calloc((size_t)100 * TAP_LAYERS * target->config.dim, sizeof(float));
+    return sequence;
+}
+
 // The hybrid's suffix chooser, once it plans no drafting, must still come due for its probe while the EAGLE
 // draft drafts every pass: those passes count as passes without drafting for it (they once did not, and a
 // suffix draft that chose none early was never asked again while the EAGLE draft drafted). Through the
@@ -263,14 +278,7 @@ static void test_hybrid_suffix_probe_due(Target* target) {
     Draft draft;
     draft_init_random(&draft, target, target->config.vocab_size, NULL, 9);
     int tokens[100];
-    for (int i = 0; i < 60; i++) { tokens[i] = 20 + (i * 37) % 200; }     // a phrase, then its start again
-    for (int i = 0; i < 30; i++) { tokens[60 + i] = tokens[i]; }
-    Sequence sequence;
-    memset(&sequence, 0, sizeof(sequence));
-    sequence.tokens = tokens;
-    sequence.n_tokens = sequence.capacity = 90;
-    sequence.n_committed = 89;
-    sequence.features = calloc((size_t)100 * TAP_LAYERS * target->config.dim, sizeof(float));
+    Sequence sequence = hybrid_probe_sequence(target, tokens);
     DraftSource source;
     draft_source_init(&source, DRAFT_HYBRID, (TreeShape){4, 8, 33}, &draft, target);
     draft_source_set_adaptive(&source, 1, 1);
@@ -848,15 +856,7 @@ static void test_hybrid_suffix_probe(Target* target) {
     Draft draft;
     draft_init_random(&draft, target, target->config.vocab_size, NULL, 9);
     int tokens[100];
-    for (int i = 0; i < 60; i++) { tokens[i] = 20 + (i * 37) % 200; }     // a phrase, then its start again
-    for (int i = 0; i < 30; i++) { tokens[60 + i] = tokens[i]; }
-    Sequence sequence;
-    memset(&sequence, 0, sizeof(sequence));
-    sequence.tokens = tokens;
-    sequence.n_tokens = sequence.capacity = 90;
-    sequence.n_committed = 89;   // (the root, the last token, is not in the cache yet)
-    // (the target's features the EAGLE draft catches up over: any values do here)
-    sequence.features = calloc((size_t)100 * TAP_LAYERS * target->config.dim, sizeof(float));
+    Sequence sequence = hybrid_probe_sequence(target, tokens);
     for (int due = 0; due < 2; due++) {
         DraftSource source;
         draft_source_init(&source, DRAFT_HYBRID, (TreeShape){4, 8, 33}, &draft, target);

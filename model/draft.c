@@ -341,7 +341,8 @@ static int draft_check_finite(const Draft* draft, const char* path, Error* err) 
 int draft_load(Draft* draft, const char* path, const Target* target, Error* err) {
     int format = eagle3_format_of(path);
     int status = format != 0 ? eagle3_import(draft, path, format, target, err) : draft_load_ours(draft, path, target, err);
-    if (status == 0 && (draft_check_finite(draft, path, err) != 0 || draft_check_widths(&draft->config, target, path, err) != 0 ||
+    if (status == 0 && (draft_check_finite(draft, path, err) != 0 ||
+                        (format != 0 && draft_check_widths(&draft->config, target, path, err) != 0) ||   // (ours: at its config)
                         attention_fits(target->backend, target->cache_capacity, draft->config.head_size, path, err) != 0)) {
         draft_free(draft);   // (the draft's own head size: an imported draft's may differ from the target's)
         status = -1;

@@ -782,7 +782,7 @@ static const char* const END_TEXTS[] = {
 static const char* const FIM_PAD_TEXTS[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", NULL};
 static const char* const FIM_REP_TEXTS[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", NULL};
 static const char* const FIM_SEP_TEXTS[] = {"<|file_sep|>", NULL};
-// (the other fill-in-the-middle tokens: not ends, but control-looking, below)
+// (the other fill-in-the-middle tokens: not ends, but control-looking: FIM_KINDS below)
 static const char* const FIM_PRE_TEXTS[] = {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>",
                                             "<PRE>", "\xe2\x96\x81<PRE>", "<|code_prefix|>", "<|prefix|>", NULL};
 static const char* const FIM_SUF_TEXTS[] = {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "hole\xef\xbd\x9c>",
@@ -806,6 +806,26 @@ static int tokenizer_find_text(const Tokenizer* tokenizer, const char* const* te
     return found;
 }
 
+// Control-looking tokens: llama.cpp (llama-vocab.cpp, load: "control-looking token ... its type will be
+// overridden") makes the tokens it finds by their text as end-of-turn, end-of-generation and fill-in-the-middle
+// tokens control tokens, whatever type the file gives them: every text of END_TEXTS, and each FIM kind's
+// spelling where the file names no id for it. A user-defined one would otherwise be matched in plain text
+// (tokenizer_partition), and a user's "<|endoftext|>" would become the end token. Only user-defined tokens
+// change here: a normal one is left to the BPE as it is (so text never becomes a control token by a merge),
+// and this runs after the merges' check, which reads the file's types.
+static void tokenizer_control_looking(Tokenizer* tokenizer, int id) {
+    if (id >= 0 && tokenizer->token_types[id] == TOKEN_USER_DEFINED) { tokenizer->token_types[id] = TOKEN_CONTROL; }
+}
+
+// The fill-in-the-middle kinds: the file's key, the spellings looked for where it names none, and whether
+// llama.cpp stops at the token (pad, repo and separator: yes; prefix, suffix and middle: control-looking only).
+static const struct { const char* key; const char* const* texts; int ends; } FIM_KINDS[] = {
+    {"tokenizer.ggml.fim_pre_token_id", FIM_PRE_TEXTS, 0}, {"tokenizer.ggml.fim_suf_token_id", FIM_SUF_TEXTS, 0},
+    {"tokenizer.ggml.fim_mid_token_id", FIM_MID_TEXTS, 0}, {"tokenizer.ggml.fim_pad_token_id", FIM_PAD_TEXTS, 1},
+    {"tokenizer.ggml.fim_rep_token_id", FIM_REP_TEXTS, 1}, {"tokenizer.ggml.fim_sep_token_id", FIM_SEP_TEXTS, 1},
+};
+
+// The end ids, and the control-looking tokens made control tokens (both by the same lookups).
 static int tokenizer_find_ends(Tokenizer* tokenizer, const GGUFFile* gguf, Error* err) {
     tokenizer->n_end_ids = 0;
     const char* const named[] = {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"};
@@ -814,42 +834,21 @@ static int tokenizer_find_ends(Tokenizer* tokenizer, const GGUFFile* gguf, Error
         if (tokenizer_optional_id(gguf, named[k], tokenizer->vocab_size, &id, err) != 0) { return -1; }
         tokenizer_add_end(tokenizer, id);
     }
-    const char* const fim_keys[] = {"tokenizer.ggml.fim_pad_token_id", "tokenizer.ggml.fim_rep_token_id",
-                                    "tokenizer.ggml.fim_sep_token_id"};
-    const char* const* fim_texts[] = {FIM_PAD_TEXTS, FIM_REP_TEXTS, FIM_SEP_TEXTS};
-    for (int k = 0; k < 3; k++) {
+    for (size_t k = 0; k < sizeof(FIM_KINDS) / sizeof(FIM_KINDS[0]); k++) {
         int id = -1;
-        if (tokenizer_optional_id(gguf, fim_keys[k], tokenizer->vocab_size, &id, err) != 0) { return -1; }
-        tokenizer_add_end(tokenizer, id >= 0 ? id : tokenizer_find_text(tokenizer, fim_texts[k]));
+        if (tokenizer_optional_id(gguf, FIM_KINDS[k].key, tokenizer->vocab_size, &id, err) != 0) { return -1; }
+        if (id < 0) {   // found by its text: control-looking
+            id = tokenizer_find_text(tokenizer, FIM_KINDS[k].texts);
+            tokenizer_control_looking(tokenizer, id);
+        }
+        if (FIM_KINDS[k].ends) { tokenizer_add_end(tokenizer, id); }
     }
     for (size_t k = 0; k < sizeof(END_TEXTS) / sizeof(END_TEXTS[0]); k++) {
-        tokenizer_add_end(tokenizer, tokenizer_lookup(tokenizer, END_TEXTS[k], strlen(END_TEXTS[k])));
+        int id = tokenizer_lookup(tokenizer, END_TEXTS[k], strlen(END_TEXTS[k]));
+        tokenizer_add_end(tokenizer, id);
+        tokenizer_control_looking(tokenizer, id);
     }
     return 0;
-}
-
-// Control-looking tokens: llama.cpp (llama-vocab.cpp, load: "control-looking token ... its type will be
-// overridden") makes the tokens it finds by their text as end-of-turn, end-of-generation and fill-in-the-middle
-// tokens control tokens, whatever type the file gives them: every text of END_TEXTS, and each FIM kind's
-// spelling where the file names no id for it. A user-defined one would otherwise be matched in plain text
-// (tokenizer_partition), and a user's "<|endoftext|>" would become the end token. Only user-defined tokens
-// change here: a normal one is left to the BPE as it is (so text never becomes a control token by a merge),
-// and this runs after the merges' check, which reads the file's types.
-static void tokenizer_promote_control_looking(Tokenizer* tokenizer, const GGUFFile* gguf) {
-    int ids[sizeof(END_TEXTS) / sizeof(END_TEXTS[0]) + 6], n = 0;
-    for (size_t k = 0; k < sizeof(END_TEXTS) / sizeof(END_TEXTS[0]); k++) {
-        ids[n++] = tokenizer_lookup(tokenizer, END_TEXTS[k], strlen(END_TEXTS[k]));
-    }
-    const char* const fim_keys[] = {"tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id",
-                                    "tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.fim_pad_token_id",
-                                    "tokenizer.ggml.fim_rep_token_id", "tokenizer.ggml.fim_sep_token_id"};
-    const char* const* fim_texts[] = {FIM_PRE_TEXTS, FIM_SUF_TEXTS, FIM_MID_TEXTS, FIM_PAD_TEXTS, FIM_REP_TEXTS, FIM_SEP_TEXTS};
-    for (int k = 0; k < 6; k++) {
-        ids[n++] = gguf_find(gguf, fim_keys[k]) != NULL ? -1 : tokenizer_find_text(tokenizer, fim_texts[k]);
-    }
-    for (int i = 0; i < n; i++) {
-        if (ids[i] >= 0 && tokenizer->token_types[ids[i]] == TOKEN_USER_DEFINED) { tokenizer->token_types[ids[i]] = TOKEN_CONTROL; }
-    }
 }
 
 int tokenizer_is_end(const Tokenizer* tokenizer, int token) {
@@ -969,8 +968,7 @@ int tokenizer_load_gguf(Tokenizer* tokenizer, const GGUFFile* gguf, Error* err) 
     tokenizer->eos_id = -1;
     if (tokenizer_optional_id(gguf, "tokenizer.ggml.bos_token_id", V, &tokenizer->bos_id, err) != 0) { goto fail; }
     if (tokenizer_optional_id(gguf, "tokenizer.ggml.eos_token_id", V, &tokenizer->eos_id, err) != 0) { goto fail; }
-    if (tokenizer_find_ends(tokenizer, gguf, err) != 0) { goto fail; }
-    tokenizer_promote_control_looking(tokenizer, gguf);
+    if (tokenizer_find_ends(tokenizer, gguf, err) != 0) { goto fail; }   // (and the control-looking tokens)
     tokenizer->add_bos = 0;
     if (gguf_find(gguf, "tokenizer.ggml.add_bos_token") != NULL &&
         gguf_get_bool(gguf, "tokenizer.ggml.add_bos_token", &tokenizer->add_bos, err) != 0) { goto fail; }

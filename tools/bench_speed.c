@@ -486,10 +486,10 @@ int main(int argc, char** argv) {
     for (int r = 0; r < RANDOM_ROUNDS; r++) {
         for (int i = 0; i < 2; i++) {
             int random_run = (i + r) % 2;   // 0: plain, 1: the random draft
+            int run = random_run ? RUN_RANDOM_ADAPTIVE : RUN_PLAIN;
             SpecStats stats;
-            double tokens_per_second = generate_speed(target, &draft, kinds[random_run ? RUN_RANDOM_ADAPTIVE : RUN_PLAIN],
-                                                      adaptive[random_run ? RUN_RANDOM_ADAPTIVE : RUN_PLAIN],
-                                                      prompts, n_prompts, random_out, &stats);
+            double tokens_per_second = generate_speed(target, &draft, kinds[run], adaptive[run], prompts, n_prompts,
+                                                      random_out, &stats);
             // (seconds per token: the same token count in both, so their sums are the decoding seconds' ratio)
             if (random_run) { random_draft_time += 1.0 / tokens_per_second; random_drafting += stats.draft_seconds; }
             else { random_plain_time += 1.0 / tokens_per_second; }

@@ -103,9 +103,16 @@ static const Flag FLAGS[] = {
     {"out-dir", NULL, "--out", FLAG_TEXT, "DIR", 0, 0, NULL, OPTION(out_dir), "output directory (requests.csv, summary.txt, acceptance.svg)"},
     // generation
     {"prompt", "-p", "--prompt", FLAG_TEXT, "TEXT", 0, 0, NULL, OPTION(prompt), "prompt text (plain text: control-token spellings stay text; a vocabulary's user-defined tokens match, as in llama.cpp)"},
+    {"file", "-f", "--file", FLAG_TEXT, "FILE", 0, 0, NULL, OPTION(prompt_file),
+     "the prompt from FILE instead of -p (its whole text, one trailing newline dropped, as llama.cpp's -f)"},
     {"n-predict", "-n", "--n-predict", FLAG_INT, "N", 0, 1 << 20, NULL, OPTION(n_predict), "tokens to generate"},
     {"temp", NULL, "--temp", FLAG_FLOAT, "T", 0, 100, NULL, OPTION(sampling.temperature), "temperature; 0 = exact greedy"},
     {"top-p", NULL, "--top-p", FLAG_FLOAT, "P", 1e-6, 1, NULL, OPTION(sampling.top_p), "nucleus sampling threshold (1 = off)"},
+    {"top-k", NULL, "--top-k", FLAG_INT, "K", 0, INT_LIMIT, NULL, OPTION(sampling.top_k),
+     "sample from the K most probable tokens only (0 = off)"},
+    {"min-p", NULL, "--min-p", FLAG_FLOAT, "P", 0, 1, NULL, OPTION(sampling.min_p),
+     "sample from the tokens at least P times as probable as the most probable only (0 = off); the filters apply "
+     "after the temperature, top-k then top-p then min-p"},
     {"seed", NULL, "--seed", FLAG_INT, "S", 0, INT_LIMIT, NULL, OPTION(seed), "random seed"},
     {"chat", NULL, "--chat", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(chat), "wrap the prompt in the model's ChatML template"},
     {"verbose-prompt", NULL, "--verbose-prompt", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(verbose_prompt),
@@ -413,6 +420,33 @@ static int flag_set(const Command* command, const Flag* flag, const char* typed_
     return 1;
 }
 
+// The largest prompt file read (-f): more text than any context holds (--context is at most 2^20 slots).
+#define PROMPT_FILE_MAX_BYTES (16u << 20)
+
+// The prompt of a command that takes one: -p TEXT or -f FILE, exactly one. The file is read whole, as text: a NUL
+// byte in it is refused (the text would end there, unannounced), and one trailing newline dropped (as llama.cpp's
+// -f does, so a prompt written by an editor ends where its text does).
+static int prompt_from_flags(const Command* command, Options* o) {
+    if (flag_list_find(command->flags, flag_has_name, "--prompt") == NULL) { return 0; }
+    if (o->prompt != NULL && o->prompt_file != NULL) { return usage_error(command, "-p and -f both give the prompt; give one"); }
+    if (o->prompt == NULL && o->prompt_file == NULL) { return usage_error(command, "missing -p TEXT or -f FILE (the prompt)"); }
+    if (o->prompt_file == NULL) { return 0; }
+    Error err;
+    size_t length = 0;
+    if (read_text_file(o->prompt_file, PROMPT_FILE_MAX_BYTES, &o->prompt_owned, &length, &err) != 0) {
+        fprintf(stderr, "error: -f: %s\n", err.message);
+        return 1;
+    }
+    size_t text_length = strlen(o->prompt_owned);
+    if (text_length != length) {
+        fprintf(stderr, "error: -f: %s holds a NUL byte at offset %zu; expected text\n", o->prompt_file, text_length);
+        return 1;
+    }
+    if (length > 0 && o->prompt_owned[length - 1] == '\n') { o->prompt_owned[length - 1] = '\0'; }
+    o->prompt = o->prompt_owned;
+    return 0;
+}
+
 // Parses argv (after the command name) into o, which holds the command's defaults. Returns 0, 1 after an
 // error, or -1 when --help was printed.
 static int parse_flags(const Command* command, int argc, char** argv, Options* o) {
@@ -487,7 +521,7 @@ static int parse_flags(const Command* command, int argc, char** argv, Options* o
     if (o->n_positional < command->min_positional) {
         return usage_error(command, "expected %s%s", command->max_positional == 1 ? "exactly one " : "at least one ", command->positional_name);
     }
-    return 0;
+    return prompt_from_flags(command, o);
 }
 
 // ---- what commands share
@@ -652,7 +686,7 @@ static int setup_draft_source(DraftSource* source, Draft* draft, DraftKind* kind
 static void no_defaults(Options* o) { (void)o; }
 
 static void generate_defaults(Options* o) {
-    o->n_predict = 64; o->sampling = (SamplerSettings){0.0f, 1.0f}; o->seed = 42; o->top_k = 10;
+    o->n_predict = 64; o->sampling = (SamplerSettings){.temperature = 0.0f, .top_p = 1.0f}; o->seed = 42; o->top_k = 10;
     o->batch = DEFAULT_BATCH_TOKENS; o->shape = (TreeShape){0, 0, 0}; o->draft_type_name = "auto";
 }
 
@@ -666,7 +700,18 @@ static int draft_vocab_check(const Options* o, const char* start) {
     return 1;
 }
 
+// The sampling filters shape what is drawn at a temperature above 0; greedy decoding (--temp 0, the default)
+// takes the argmax, which every filter keeps: said, since a user giving one likely meant to sample.
+static void sampling_filters_note(const Options* o) {
+    const SamplerSettings* s = &o->sampling;
+    if (s->temperature == 0.0f && (s->top_k > 0 || s->top_p < 1.0f || s->min_p > 0.0f)) {
+        fprintf(stderr, "warning: --top-k, --top-p and --min-p shape sampling; at --temp 0 (greedy, the default) they "
+                "change nothing: give --temp above 0 to sample\n");
+    }
+}
+
 static int command_generate(Options* o) {
+    sampling_filters_note(o);
     if (o->draft == NULL && (o->hybrid || o->spec_fixed || o->shape.k || o->shape.depth || o->shape.nodes ||
                              strcmp(o->draft_type_name, "auto") != 0)) {
         fprintf(stderr, "error: --hybrid, --spec-fixed, --spec-k, --spec-depth, --spec-nodes and --draft-type shape "
@@ -1015,6 +1060,7 @@ static int replay_check_flags(const Options* o) {
 }
 
 static int command_replay(Options* o) {
+    sampling_filters_note(o);
     int modes = (o->online != 0) + (o->static_draft != NULL) + (o->no_spec != 0);
     if (modes > 1) { fprintf(stderr, "error: --online, --static and --no-spec exclude each other; give one\n"); return 1; }
     o->mode = o->static_draft ? "static" : o->no_spec ? "none" : "online";
@@ -1158,16 +1204,16 @@ static int command_plot(Options* o) {
 #include "interop/dump.c"
 
 static const Command COMMANDS[] = {
-    {"generate", "generate -m MODEL -p PROMPT [options]", "generate text from a prompt",
+    {"generate", "generate -m MODEL (-p PROMPT | -f FILE) [options]", "generate text from a prompt",
      "  prints the generated text (or ids) on stdout and speed figures on stderr",
-     "model prompt n-predict temp top-p seed chat verbose-prompt print-ids device no-blas backend context batch draft hybrid "
-     "spec-k spec-depth spec-nodes spec-fixed draft-vocab draft-type", "model prompt", 0, 0, NULL, generate_defaults, command_generate},
+     "model prompt file n-predict temp top-p top-k min-p seed chat verbose-prompt print-ids device no-blas backend context batch draft hybrid "
+     "spec-k spec-depth spec-nodes spec-fixed draft-vocab draft-type", "model", 0, 0, NULL, generate_defaults, command_generate},
     {"tokenize", "tokenize -m MODEL [--special] TEXT", "print the token ids of a text",
      "  prints the token ids of TEXT, space-separated, on one line", "model special", "model", 1, 1, "TEXT argument",
      no_defaults, command_tokenize},
-    {"logits", "logits -m MODEL -p PROMPT [options]", "print the largest final-position logits of a prompt",
+    {"logits", "logits -m MODEL (-p PROMPT | -f FILE) [options]", "print the largest final-position logits of a prompt",
      "  prints the K largest final-position logits as 'id logit' lines, largest first",
-     "model prompt top chat no-blas backend context batch device", "model prompt", 0, 0, NULL, generate_defaults, command_logits},
+     "model prompt file top chat no-blas backend context batch device", "model", 0, 0, NULL, generate_defaults, command_logits},
     {"info", "info -m MODEL", "print a model's configuration and tensor table", NULL, "model", "model", 0, 0, NULL,
      no_defaults, command_info},
     {"tiny-model", "tiny-model -o FILE [options]", "write a small model with seeded random weights",
@@ -1195,7 +1241,7 @@ static const Command COMMANDS[] = {
      "eval-requests lr warmup adam-beta2 clip "
      "ttt-length loss prompt-weight feature-weight train-precision context-window freeze-head adapt-vocab discard-weight discard-top-k source "
      "spec-k spec-depth "
-     "spec-nodes spec-fixed temp top-p seed draft-vocab draft-type context batch parallel device backend",
+     "spec-nodes spec-fixed temp top-p top-k min-p seed draft-vocab draft-type context batch parallel device backend",
      "model traffic", 0, 0, NULL, run_defaults, command_replay},
     {"train", "train -m MODEL (--traffic FILE | --self-samples N) -o DRAFT.gguf [options]",
      "train a draft offline on the target's outputs",
@@ -1210,14 +1256,14 @@ static const Command COMMANDS[] = {
      "loss prompt-weight feature-weight train-precision context-window freeze-head adapt-vocab batch-requests seed draft-vocab context batch "
      "parallel device backend",
      "model out", 0, 0, NULL, train_defaults, command_train},
-    {"dump", "dump -m MODEL -p PROMPT -o DUMP.safetensors [--draft DRAFT] [options]",
+    {"dump", "dump -m MODEL (-p PROMPT | -f FILE) -o DUMP.safetensors [--draft DRAFT] [options]",
      "write every named intermediate of a request (draft, verify pass, acceptance, a trainer step) to one file",
      "  one safetensors file: the draft's weights (SpecForge names), a request generated greedily with speculative\n"
      "  decoding, its first verify pass in detail (every drafting call, the target's activations over the tree,\n"
      "  acceptance) and one trainer step on it (each TTT step's activations and loss, every gradient, the updated\n"
      "  weights); every name's meaning is in the file's metadata. Compare two with tools/compare_dump.py.",
-     "model out prompt chat n-predict seed draft spec-k spec-depth spec-nodes draft-vocab context batch backend lr warmup "
-     "clip ttt-length loss prompt-weight context-window discard-weight discard-top-k", "model prompt out", 0, 0, NULL,
+     "model out prompt file chat n-predict seed draft spec-k spec-depth spec-nodes draft-vocab context batch backend lr warmup "
+     "clip ttt-length loss prompt-weight context-window discard-weight discard-top-k", "model out", 0, 0, NULL,
      dump_defaults, command_dump},
     {"plot", "plot -o CHART.svg [--title T] RUN/requests.csv[:LABEL] ...", "draw several replays' acceptance on one chart",
      "  acceptance length per request of one or more replays on one chart (a self-contained SVG): faint dots per\n"
@@ -1251,6 +1297,7 @@ static int aurora_main(int argc, char** argv) {
         if (status == 0) { status = command->run(&o); }
         else if (status < 0) { status = 0; } // --help
         free(o.positional);
+        free(o.prompt_owned);
         return status;
     }
     fprintf(stderr, "error: unknown command '%s'\n", argv[1]);

@@ -673,17 +673,23 @@ uint64_t random_seed_state(uint64_t seed);  // any seed (0 included) to a usable
 typedef struct {
     float temperature;  // 0: greedy (argmax, exact); > 0: sample from softmax(logits / temperature)
     float top_p;        // nucleus: keep the smallest set of tokens whose probability reaches top_p (1 = off)
+    int top_k;          // keep the top_k most probable tokens (0 = off)
+    float min_p;        // keep the tokens at least min_p times as probable as the most probable (0 = off)
 } SamplerSettings;
 
-typedef struct { float prob; int index; } ProbIndex; // scratch for top-p sorting
+typedef struct { float prob; int index; } ProbIndex; // scratch for the sampling filters (top-k, top-p, min-p)
 
 int sample_argmax(const float* logits, int V);
 // Index i with probability probs[i] / sum(probs), for a uniform coin in [0, 1) (sums in double).
 int sample_multinomial(const float* probs, int V, double coin);
 // Nucleus: zero all but the smallest most-probable set reaching top_p, renormalise (in place).
 void apply_top_p(float* probs, int V, float top_p, ProbIndex* scratch);
+// Top-k: zero all but the k most probable (ties by id), renormalise (in place); k <= 0 or k >= V: unchanged.
+void apply_top_k(float* probs, int V, int k, ProbIndex* scratch);
+// Min-p: zero the tokens under min_p times the largest probability, renormalise (in place); min_p <= 0: unchanged.
+void apply_min_p(float* probs, int V, float min_p, ProbIndex* scratch);
 void logits_to_probs(float* probs, const float* logits, int V, float temperature);
-// The exact distribution sample_token draws from when temperature > 0 (temperature, then top-p).
+// The exact distribution sample_token draws from when temperature > 0 (temperature, then top-k, top-p, min-p).
 void sampling_distribution(float* probs, const float* logits, int V, SamplerSettings settings, ProbIndex* scratch);
 // Greedy when settings.temperature == 0 (coin unused). probs, scratch: (V) workspace.
 int sample_token(const float* logits, int V, SamplerSettings settings, double coin, float* probs, ProbIndex* scratch);
@@ -2033,7 +2039,9 @@ typedef struct {
     const char* traffic_path;   // --traffic: JSONL requests (replay, train)
     const char* out_dir;        // replay --out: requests.csv, summary.txt, acceptance.svg
     // generation
-    const char* prompt;
+    const char* prompt;         // -p TEXT, or the text of -f FILE (then in prompt_owned)
+    const char* prompt_file;    // -f FILE
+    char* prompt_owned;         // the file's text, freed with the options
     int n_predict;
     int chat;                   // wrap the prompt in the chat template
     int print_ids;

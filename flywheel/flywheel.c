@@ -371,7 +371,7 @@ Options replay_default_options(void) {
     o.max_new = REPLAY_DEFAULT_MAX_NEW; o.context = REPLAY_DEFAULT_CONTEXT; o.batch = DEFAULT_BATCH_TOKENS;
     o.parallel = RECORD_DEFAULT_PARALLEL;
     o.shape = (TreeShape){0, 0, 0}; o.source_name = "eagle"; o.draft_type_name = "auto";
-    o.sampling = (SamplerSettings){0.0f, 1.0f}; o.seed = 1; o.epochs = 1;
+    o.sampling = (SamplerSettings){.temperature = 0.0f, .top_p = 1.0f}; o.seed = 1; o.epochs = 1;
     o.train = trainer_default_settings();
     o.train.adapt_vocabulary = 1; // the vocabulary follows the traffic (online; train applies the rule once, before its first step)
     o.train.learning_rate = 5e-4f; o.train.warmup_steps = 5;

@@ -616,7 +616,7 @@ static int command_dump(Options* o) {
     }
     DraftSource source;
     draft_source_init(&source, DRAFT_EAGLE, o->shape, &draft, &target);
-    SamplerSettings greedy = {0.0f, 1.0f};
+    SamplerSettings greedy = {.temperature = 0.0f, .top_p = 1.0f};
     Dump d;
     memset(&d, 0, sizeof(d));
     d.backend = backend;

@@ -38,7 +38,7 @@ uint64_t random_seed_state(uint64_t seed) {
 }
 
 // ----------------------------------------------------------------------------
-// sampling: greedy is its own exact path; temperature and top-p share one function
+// sampling: greedy is its own exact path; temperature, top-k, top-p and min-p share one function
 
 // The largest logit; ties go to the lowest id (as llama.cpp's greedy sampler and torch.argmax do). A NaN
 // never wins, except at id 0, which stays the answer (nothing compares greater than it): the loop
@@ -115,6 +115,63 @@ void apply_top_p(float* probs, int V, float top_p, ProbIndex* scratch) {
     for (int i = 0; i < n_kept; i++) { probs[scratch[i].index] = (float)(scratch[i].prob / kept); }
 }
 
+// Whether probability entry a ranks below entry b: less probable, or as probable with a higher id (the order
+// every filter keeps its ties in, so that its set, and the sample, is deterministic).
+static int ranks_below(ProbIndex a, ProbIndex b) { return a.prob < b.prob || (a.prob == b.prob && a.index > b.index); }
+
+// Keeps the n entries of `kept` (any order) and zeroes every other token, renormalised in place: the kept
+// probabilities summed in double in id order, so the result does not depend on the order they were found in.
+static void keep_only(float* probs, int V, const ProbIndex* kept, int n) {
+    for (int i = 0; i < V; i++) { probs[i] = 0.0f; }
+    for (int i = 0; i < n; i++) { probs[kept[i].index] = kept[i].prob; }
+    double total = 0.0;
+    for (int i = 0; i < V; i++) { total += probs[i]; }
+    if (!(total > 0.0)) { return; }   // (nothing had mass: no softmax row, which always gives its argmax some)
+    for (int i = 0; i < V; i++) { probs[i] = (float)(probs[i] / total); }
+}
+
+// Top-k: keeps the k most probable tokens (ties by id), zeroes the rest and renormalises, in place; k <= 0 or
+// k >= V changes nothing. The k best so far sit in a heap (scratch: (V)) whose root is the one that ranks
+// lowest, so a row costs V log k steps, not a sort of the vocabulary.
+void apply_top_k(float* probs, int V, int k, ProbIndex* scratch) {
+    if (k <= 0 || k >= V) { return; }
+    int n = 0;
+    for (int i = 0; i < V; i++) {
+        ProbIndex item = {probs[i], i};
+        int at;
+        if (n < k) {   // sift up from the new leaf
+            at = n++;
+            while (at > 0 && ranks_below(item, scratch[(at - 1) / 2])) { scratch[at] = scratch[(at - 1) / 2]; at = (at - 1) / 2; }
+        } else {
+            if (!ranks_below(scratch[0], item)) { continue; }
+            at = 0;   // replace the root, sift down
+            for (;;) {
+                int child = 2 * at + 1;
+                if (child >= n) { break; }
+                if (child + 1 < n && ranks_below(scratch[child + 1], scratch[child])) { child++; }
+                if (!ranks_below(scratch[child], item)) { break; }
+                scratch[at] = scratch[child];
+                at = child;
+            }
+        }
+        scratch[at] = item;
+    }
+    keep_only(probs, V, scratch, n);
+}
+
+// Min-p: keeps the tokens at least min_p times as probable as the most probable one (which always stays),
+// zeroes the rest and renormalises, in place; min_p <= 0 changes nothing. scratch: (V).
+void apply_min_p(float* probs, int V, float min_p, ProbIndex* scratch) {
+    if (!(min_p > 0.0f)) { return; }
+    int best = sample_argmax(probs, V);
+    float threshold = min_p * probs[best];
+    int n = 0;
+    for (int i = 0; i < V; i++) {
+        if (probs[i] >= threshold || i == best) { scratch[n].index = i; scratch[n].prob = probs[i]; n++; }
+    }
+    keep_only(probs, V, scratch, n);
+}
+
 // Turns logits into probabilities at a temperature: probs = softmax(logits / temperature). The largest
 // logit comes off before the division, so every quotient is <= 0: at a temperature so small that
 // logit / temperature overflows (1e-40 is a valid float), the distribution tends to the argmax (ties
@@ -140,11 +197,16 @@ void logits_to_probs(float* probs, const float* logits, int V, float temperature
     softmax_forward_cpu(probs, probs, 1, V);
 }
 
-// The distribution sampling draws from at temperature > 0: softmax(logits / temperature), then the
-// nucleus when 0 < top_p < 1. Speculative sampling must reproduce exactly this distribution.
+// The distribution sampling draws from at temperature > 0: softmax(logits / temperature), then the filters
+// that are on, in the order Hugging Face's transformers applies them: top-k, the nucleus (0 < top_p < 1),
+// min-p. (llama.cpp's default chain applies the temperature last, after its filters: at a temperature other
+// than 1 its nucleus and min-p sets are those of the unscaled logits, so the two differ there.) Speculative
+// sampling must reproduce exactly this distribution: its verify pass turns every node's logits into it.
 void sampling_distribution(float* probs, const float* logits, int V, SamplerSettings settings, ProbIndex* scratch) {
     logits_to_probs(probs, logits, V, settings.temperature);
+    apply_top_k(probs, V, settings.top_k, scratch);
     if (settings.top_p > 0.0f && settings.top_p < 1.0f) { apply_top_p(probs, V, settings.top_p, scratch); }
+    apply_min_p(probs, V, settings.min_p, scratch);
 }
 
 // Picks the next token. Greedy when temperature == 0 (coin unused). probs, scratch: (V) workspace.

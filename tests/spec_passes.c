@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
     TreeShape shape = {1, depth, depth + 1};
     draft_source_init(&source, DRAFT_EAGLE, shape, &draft, &target);
     Record* record = record_new(target.config.dim, 1);
-    SamplerSettings greedy = {0.0f, 1.0f};
+    SamplerSettings greedy = {.temperature = 0.0f, .top_p = 1.0f};
     SpecStats stats;
     int* out = mallocCheck((size_t)(n_tokens + 1) * sizeof(int));
     int n = generate_speculative(&target, &source, prompt, n_prompt, n_tokens, greedy, 1, out, &stats, NULL, NULL, record);

@@ -1334,7 +1334,7 @@ static void test_speculative_end_to_end(void) {
     Draft ref_draft, got_draft;
     draft_init_random(&ref_draft, &ref_target, V / 2, NULL, 7);
     draft_init_random(&got_draft, &got_target, V / 2, NULL, 7);
-    SamplerSettings greedy = {0.0f, 1.0f};
+    SamplerSettings greedy = {.temperature = 0.0f, .top_p = 1.0f};
     enum { MAX_NEW = 24 };
     const TreeShape shapes[] = {{1, 4, 5}, {2, 3, 7}, {4, 3, 12}};
     const char* shape_names[] = {"chain K=1 S=4 N=5", "tree K=2 S=3 N=7", "tree K=4 S=3 N=12"};

@@ -107,6 +107,35 @@ expect_error "replay, a tree larger than --batch" "--spec-nodes" "$AURORA" repla
 # a float flag takes its own bounds (parsed as double: 1e-6f is below 1e-6)
 expect_ok "--top-p at its lower bound" "$AURORA" generate -m "$model" -p "the cat" -n 4 --temp 0.5 --top-p 1e-6
 expect_error "--top-p below its lower bound" "--top-p expects" "$AURORA" generate -m "$model" -p "the cat" -n 4 --top-p 1e-7
+# top-k and min-p: top-k 1 and min-p 1 leave the most probable token alone, so sampling gives the greedy ids; a
+# filter at --temp 0 is said to change nothing; plain and speculative sampling with every filter on run
+"$AURORA" generate -m "$model" -p "the cat" -n 8 --print-ids > "$work/greedy8" 2>/dev/null
+for filter in "--top-k 1" "--min-p 1"; do
+    expect_ok "sampling with $filter" "$AURORA" generate -m "$model" -p "the cat" -n 8 --temp 1.5 $filter --seed 9 --print-ids
+    cmp -s "$work/out" "$work/greedy8" && pass || fail "--temp 1.5 $filter did not give the greedy ids: $(cat "$work/out")"
+done
+"$AURORA" generate -m "$model" -p "the cat" -n 8 --temp 1.5 --seed 9 --print-ids > "$work/unfiltered" 2>/dev/null
+cmp -s "$work/unfiltered" "$work/greedy8" && fail "the control: --temp 1.5 alone gave the greedy ids (the filter checks prove nothing)" || pass
+expect_ok "a filter at --temp 0" "$AURORA" generate -m "$model" -p "the cat" -n 4 --top-k 5
+grep -q "warning: --top-k, --top-p and --min-p shape sampling; at --temp 0" "$work/err" && pass || fail "no warning for a filter at --temp 0"
+expect_ok "speculative sampling, every filter" "$AURORA" generate -m "$model" -p "the cat" -n 16 --temp 0.8 --top-k 20 --top-p 0.9 \
+    --min-p 0.05 --draft self --print-ids
+expect_error "--top-k below 0" "--top-k expects an integer" "$AURORA" generate -m "$model" -p x --temp 1 --top-k -1
+expect_error "--min-p above 1" "--min-p expects a number" "$AURORA" generate -m "$model" -p x --temp 1 --min-p 1.5
+# the prompt from a file (-f): the same ids as -p with its text, one trailing newline dropped
+printf 'the cat\n' > "$work/prompt.txt"
+expect_ok "generate -f" "$AURORA" generate -m "$model" -f "$work/prompt.txt" -n 8 --print-ids
+cmp -s "$work/out" "$work/greedy8" && pass || fail "-f with 'the cat' and a newline differs from -p 'the cat'"
+printf 'the cat\n\n' > "$work/prompt2.txt"
+"$AURORA" logits -m "$model" -f "$work/prompt2.txt" --top 3 > "$work/two_newlines" 2>/dev/null
+"$AURORA" logits -m "$model" -p "the cat
+" --top 3 > "$work/one_newline" 2>/dev/null
+cmp -s "$work/two_newlines" "$work/one_newline" && pass || fail "-f dropped more than one trailing newline"
+expect_error "-p and -f" "both give the prompt" "$AURORA" generate -m "$model" -p x -f "$work/prompt.txt"
+expect_error "-f missing" "cannot open" "$AURORA" generate -m "$model" -f "$work/no-such-prompt.txt"
+printf 'the\000cat' > "$work/nul.txt"
+expect_error "-f with a NUL byte" "NUL byte at offset 3" "$AURORA" logits -m "$model" -f "$work/nul.txt"
+expect_error "-f a directory" "is a directory" "$AURORA" generate -m "$model" -f "$work"
 
 # ---- the flywheel commands on the tiny model and the shipped sample traffic
 traffic=traffic/sample.jsonl
@@ -559,6 +588,7 @@ expect_error "info to a full disk" "writing the standard output" sh -c '"$0" inf
 mkfifo "$work/fifo"
 expect_error "a FIFO as -m" "FIFO" timeout 20 "$AURORA" info -m "$work/fifo"
 expect_error "a FIFO as --draft" "FIFO" timeout 20 "$AURORA" generate -m "$model" -p x --draft "$work/fifo"
+expect_error "a FIFO as -f" "FIFO" timeout 20 "$AURORA" generate -m "$model" -f "$work/fifo"
 expect_error "a FIFO as --traffic" "FIFO" timeout 20 "$AURORA" replay -m "$model" --traffic "$work/fifo" --out "$work/x"
 expect_error "a FIFO to plot" "FIFO" timeout 20 "$AURORA" plot -o "$work/chart2.svg" "$work/fifo"
 expect_error "/dev/zero as --traffic" "character device" timeout 20 "$AURORA" replay -m "$model" --traffic /dev/zero --out "$work/x"

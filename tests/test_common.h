@@ -281,7 +281,7 @@ static Record* make_record(Target* target, Draft* draft, const int* prompt, int 
     Record* record = record_new(target->config.dim, 1);
     int out[64];
     SpecStats stats;
-    SamplerSettings greedy = {0.0f, 1.0f};
+    SamplerSettings greedy = {.temperature = 0.0f, .top_p = 1.0f};
     generate_speculative(target, &source, prompt, n_prompt, max_new, greedy, 0, out, &stats, NULL, NULL, record);
     draft_source_free(&source);
     return record;

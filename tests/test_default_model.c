@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
     check_tensor("logits, fast path vs reference", target.host.logits, batch, (size_t)n_prompt * V, tolerance("layer"));
 
     // greedy: deterministic, and the recorded continuation
-    SamplerSettings greedy = {0.0f, 1.0f};
+    SamplerSettings greedy = {.temperature = 0.0f, .top_p = 1.0f};
     int first[16], second[16];
     GenerateStats stats;
     generate_plain(&target, ids, n_prompt, 16, greedy, 1, first, &stats, NULL, NULL);

@@ -216,7 +216,7 @@ static void test_taps_and_blas(const NamedSpec* named, Target* target) {
 static void test_generation(const NamedSpec* named, Target* target) {
     int V = target->config.vocab_size, n_prompt = 5, max_new = 12;
     int* prompt = test_tokens(n_prompt, V, 14);
-    SamplerSettings greedy = {0.0f, 1.0f};
+    SamplerSettings greedy = {.temperature = 0.0f, .top_p = 1.0f};
     int first[12], second[12];
     GenerateStats stats;
     target->tokenizer.eos_id = -1; target->tokenizer.n_end_ids = 0; // random weights: don't let an early end-of-sequence shorten the check
@@ -236,7 +236,7 @@ static void test_generation(const NamedSpec* named, Target* target) {
     for (int k = 0; k < max_new; k++) { argmax[k] = sample_argmax(target->host.logits + (size_t)(n_prompt - 1 + k) * V, V); }
     check_ints("greedy tokens vs argmax of one full forward", first, argmax, max_new);
     // sampling repeats exactly for a seed
-    SamplerSettings sampled = {0.8f, 0.95f};
+    SamplerSettings sampled = {.temperature = 0.8f, .top_p = 0.95f};
     generate_plain(target, prompt, n_prompt, max_new, sampled, 5, first, &stats, NULL, NULL);
     generate_plain(target, prompt, n_prompt, max_new, sampled, 5, second, &stats, NULL, NULL);
     check_ints("sampled generation repeats for one seed", first, second, max_new);

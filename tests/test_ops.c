@@ -266,7 +266,7 @@ static void test_sampling(void) {
     // greedy: exact argmax, ties to the lowest id
     float logits[6] = {0.5f, 3.0f, -1.0f, 3.0f, 2.9999f, -INFINITY};
     check(sample_argmax(logits, 6) == 1, "argmax should pick id 1 (first of the tied maxima)");
-    SamplerSettings greedy = {0.0f, 1.0f};
+    SamplerSettings greedy = {.temperature = 0.0f, .top_p = 1.0f};
     float probs[6];
     ProbIndex scratch[6];
     check(sample_token(logits, 6, greedy, 0.99f, probs, scratch) == 1, "temperature 0 must be exact greedy");
@@ -350,7 +350,7 @@ static void test_sampling(void) {
         float dead_expected[4] = {1.0f, 0.0f, 0.0f, 0.0f};   // sample_argmax's answer for this row: id 0
         check(sample_argmax(dead_row, 4) == 0, "argmax of a row of NaN and -inf: id 0");
         check_tensor("sampling distribution of a row of NaN and -inf", got, dead_expected, 4, tolerance("exact"));
-        SamplerSettings warm = {0.7f, 1.0f};
+        SamplerSettings warm = {.temperature = 0.7f, .top_p = 1.0f};
         int picks_inf = 1;
         for (int k = 0; k < 8; k++) {
             int t = sample_token(inf_row, 5, warm, (k + 0.5) / 8, got, scratch);
@@ -378,6 +378,115 @@ static void test_sampling(void) {
     check(random_u32(&zero_seed) != 0 || random_u32(&zero_seed) != 0, "seed 0 must not give a stuck generator");
 }
 
+// The sampling filters against their definitions, written out plainly: top-k takes the best unused token k
+// times (more probable first, ties to the lower id), min-p every token at least min_p times the largest (the
+// largest always), and both renormalise the kept probabilities summed in double in id order. Rows of many
+// ties, zeros and every k from 0 to past V; each filter's output must be the definition's bit for bit. Negative
+// control: top-k with ties to the higher id must differ on some rows (the rows exercise the tie rule).
+static void filter_definition(float* probs, int V, const uint8_t* keep) {
+    double total = 0.0;
+    for (int i = 0; i < V; i++) { if (keep[i]) { total += probs[i]; } }
+    for (int i = 0; i < V; i++) { probs[i] = keep[i] && total > 0.0 ? (float)(probs[i] / total) : 0.0f; }
+}
+
+static void top_k_definition(float* probs, int V, int k, int ties_high) {
+    if (k <= 0 || k >= V) { return; }
+    uint8_t keep[70] = {0};
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int i = 0; i < V; i++) {
+            if (keep[i]) { continue; }
+            if (best < 0 || probs[i] > probs[best] || (ties_high && probs[i] == probs[best])) { best = i; }
+        }
+        keep[best] = 1;
+    }
+    filter_definition(probs, V, keep);
+}
+
+static void min_p_definition(float* probs, int V, float min_p) {
+    if (min_p <= 0.0f) { return; }
+    int best = 0;
+    for (int i = 1; i < V; i++) { if (probs[i] > probs[best]) { best = i; } }
+    uint8_t keep[70] = {0};
+    for (int i = 0; i < V; i++) { keep[i] = probs[i] >= min_p * probs[best] || i == best; }
+    filter_definition(probs, V, keep);
+}
+
+static void test_sampling_filters(void) {
+    enum { MAX_V = 70, ROWS = 6000 };
+    uint64_t rng = random_seed_state(31);
+    ProbIndex scratch[MAX_V];
+    int top_k_mismatches = 0, control_mismatches = 0, min_p_mismatches = 0, composed_mismatches = 0;
+    for (int row = 0; row < ROWS; row++) {
+        int V = 1 + row % MAX_V;
+        float probs[MAX_V], got[MAX_V], want[MAX_V];
+        int levels = 2 + row % 6;   // few levels: many ties; a level of 0 now and then
+        double total = 0.0;
+        for (int i = 0; i < V; i++) {
+            probs[i] = row % 3 == 0 ? random_f32(&rng) : (float)(random_u32(&rng) % levels) / levels;
+            total += probs[i];
+        }
+        if (total == 0.0) { probs[0] = 1.0f; total = 1.0; }
+        for (int i = 0; i < V; i++) { probs[i] = (float)(probs[i] / total); }
+        int k = (int)(random_u32(&rng) % (V + 2));
+        memcpy(got, probs, sizeof(float) * V);
+        memcpy(want, probs, sizeof(float) * V);
+        apply_top_k(got, V, k, scratch);
+        top_k_definition(want, V, k, 0);
+        top_k_mismatches += memcmp(got, want, sizeof(float) * V) != 0;
+        memcpy(want, probs, sizeof(float) * V);
+        top_k_definition(want, V, k, 1);
+        control_mismatches += memcmp(got, want, sizeof(float) * V) != 0;
+        float min_p = row % 4 == 0 ? 0.0f : row % 4 == 1 ? 1.0f : random_f32(&rng);
+        memcpy(got, probs, sizeof(float) * V);
+        memcpy(want, probs, sizeof(float) * V);
+        apply_min_p(got, V, min_p, scratch);
+        min_p_definition(want, V, min_p);
+        min_p_mismatches += memcmp(got, want, sizeof(float) * V) != 0;
+        // the chain: temperature, top-k, top-p, min-p, in that order
+        float logits[MAX_V];
+        for (int i = 0; i < V; i++) { logits[i] = (float)(random_u32(&rng) % 9) * 0.5f; }
+        SamplerSettings all = {.temperature = 0.8f, .top_p = 0.9f, .top_k = k, .min_p = min_p * 0.5f};
+        sampling_distribution(got, logits, V, all, scratch);
+        logits_to_probs(want, logits, V, 0.8f);
+        top_k_definition(want, V, k, 0);
+        apply_top_p(want, V, 0.9f, scratch);
+        min_p_definition(want, V, min_p * 0.5f);
+        composed_mismatches += memcmp(got, want, sizeof(float) * V) != 0;
+    }
+    check(top_k_mismatches == 0, "top-k differs from its definition on %d of %d rows", top_k_mismatches, ROWS);
+    check(min_p_mismatches == 0, "min-p differs from its definition on %d of %d rows", min_p_mismatches, ROWS);
+    check(composed_mismatches == 0, "sampling_distribution differs from temperature, top-k, top-p, min-p in turn on %d "
+          "of %d rows", composed_mismatches, ROWS);
+    check(control_mismatches > 0, "negative control: top-k with ties to the higher id should differ on some of %d rows", ROWS);
+    // the vocabulary's size: 49,152 tokens of few levels (a heap of k = 40 among many ties), against the definition
+    {
+        enum { VL = 49152, K = 40 };
+        static float big[VL], big_want[VL];
+        static ProbIndex big_scratch[VL];
+        for (int i = 0; i < VL; i++) { big[i] = (float)(random_u32(&rng) % 1000) + 1.0f; }
+        memcpy(big_want, big, sizeof(big));
+        apply_top_k(big, VL, K, big_scratch);
+        // the definition: the K largest values, ties to the lower id, by counting from the top level down
+        uint8_t* keep = calloc(VL, 1);
+        int kept = 0;
+        for (int level = 1000; level >= 1 && kept < K; level--) {
+            for (int i = 0; i < VL && kept < K; i++) { if (big_want[i] == (float)level) { keep[i] = 1; kept++; } }
+        }
+        double total = 0.0;
+        for (int i = 0; i < VL; i++) { if (keep[i]) { total += big_want[i]; } }
+        int wrong = 0, nonzero = 0;
+        for (int i = 0; i < VL; i++) {
+            float expected = keep[i] ? (float)(big_want[i] / total) : 0.0f;
+            wrong += big[i] != expected;
+            nonzero += big[i] != 0.0f;
+        }
+        check(wrong == 0 && nonzero == K, "top-%d of %d tokens: %d outputs differ from the definition, %d kept", K, VL, wrong, nonzero);
+        free(keep);
+    }
+    printf("sampling filters: top-k and min-p equal their definitions on %d rows, and the chain its steps in turn\n", ROWS);
+}
+
 int main(void) {
     test_matmul(1, 1, 1);
     test_matmul(3, 17, 5);
@@ -395,5 +504,6 @@ int main(void) {
     test_pointwise();
     test_argmax_definition();
     test_sampling();
+    test_sampling_filters();
     return test_summary();
 }

@@ -175,7 +175,7 @@ static void check_chooser_counts(const SpecAdaptive* a, const char* what) {
 
 static void test_greedy_lossless(Target* target) {
     int V = target->config.vocab_size;
-    SamplerSettings greedy = {0.0f, 1.0f};
+    SamplerSettings greedy = {.temperature = 0.0f, .top_p = 1.0f};
     target->tokenizer.eos_id = -1; target->tokenizer.n_end_ids = 0; // random weights: run to max_new
     enum { MAX_NEW = 24, PROMPTS = 6 };
     int plain[MAX_NEW], speculative[MAX_NEW];
@@ -324,7 +324,7 @@ static void test_hybrid_suffix_probe_due(Target* target) {
 // early, for every source on a chain and a tree: the same tokens as plain greedy, nothing past the stop.
 static void test_stop_conditions(Target* target) {
     int V = target->config.vocab_size;
-    SamplerSettings greedy = {0.0f, 1.0f};
+    SamplerSettings greedy = {.temperature = 0.0f, .top_p = 1.0f};
     enum { MAX_NEW = 16 };
     int prompt[6] = {10, 11, 12, 10, 11, 12}, plain[MAX_NEW], speculative[MAX_NEW + TREE_MAX_DEPTH + 1];
     Draft draft;
@@ -516,7 +516,7 @@ static void test_sampling_edges(void) {
 
 // ---- sampling end to end on the tiny model: repeatable, and a valid sample -----------------------
 static void test_sampling_end_to_end(Target* target) {
-    SamplerSettings settings = {0.9f, 0.95f};
+    SamplerSettings settings = {.temperature = 0.9f, .top_p = 0.95f};
     int prompt[4] = {5, 6, 7, 8};
     int first[20], second[20];
     Draft draft;
@@ -546,7 +546,10 @@ static double pit_value(const float* p, int token, float w) {
 
 static void test_sampling_sources(Target* target) {
     int V = target->config.vocab_size;
-    SamplerSettings settings = {2.0f, 1.0f}, wrong = {1.2f, 1.0f};
+    // the four sources at temperature 2 (the control: 1.2), then two of them with every filter on (the control:
+    // the same temperature, unfiltered): a verify pass must turn each node's logits into the filtered distribution
+    SamplerSettings plain = {.temperature = 2.0f, .top_p = 1.0f}, plain_wrong = {.temperature = 1.2f, .top_p = 1.0f};
+    SamplerSettings filtered = {.temperature = 2.0f, .top_p = 0.9f, .top_k = 20, .min_p = 0.05f};
     int prompt[8] = {11, 12, 13, 11, 12, 13, 11, 12};
     Draft draft, confident;
     draft_init_random(&draft, target, V, NULL, 5);
@@ -557,12 +560,15 @@ static void test_sampling_sources(Target* target) {
     float* p = mallocCheck((size_t)V * sizeof(float));
     float* q = mallocCheck((size_t)V * sizeof(float));
     ProbIndex* scratch = mallocCheck((size_t)V * sizeof(ProbIndex));
-    DraftKind kinds[4] = {DRAFT_SUFFIX, DRAFT_HYBRID, DRAFT_SELF, DRAFT_EAGLE};
-    const char* names[4] = {"suffix", "hybrid", "self (adaptive)", "eagle (adaptive, confidence)"};
+    enum { CASES = 6 };
+    DraftKind kinds[CASES] = {DRAFT_SUFFIX, DRAFT_HYBRID, DRAFT_SELF, DRAFT_EAGLE, DRAFT_SUFFIX, DRAFT_SELF};
+    const char* names[CASES] = {"suffix", "hybrid", "self (adaptive)", "eagle (adaptive, confidence)",
+                                "suffix, top-k 20, top-p 0.9, min-p 0.05", "self (adaptive), top-k 20, top-p 0.9, min-p 0.05"};
     enum { BINS = 10, DRAWS = 1200 };
     double threshold = 27.9; // chi-square, 9 degrees of freedom, 0.999
     uint64_t rng = random_seed_state(77);
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < CASES; k++) {
+        SamplerSettings settings = k < 4 ? plain : filtered, wrong = k < 4 ? plain_wrong : plain;
         DraftSource source;
         Draft* eagle = kinds[k] == DRAFT_HYBRID ? &draft : kinds[k] == DRAFT_EAGLE ? &confident : NULL;
         draft_source_init(&source, kinds[k], (TreeShape){2, 3, 7}, eagle, target);
@@ -607,8 +613,8 @@ static void test_sampling_sources(Target* target) {
             chi2_wrong += (counts_wrong[b] - expected) * (counts_wrong[b] - expected) / expected;
         }
         printf("sampling end to end, %s: %d draws (%d with a drafted tree, %ld drafted tokens accepted), chi-square %.1f "
-               "(threshold %.1f at 0.999); against the wrong temperature %.1f\n", names[k], DRAWS, drafted, accepted, chi2,
-               threshold, chi2_wrong);
+               "(threshold %.1f at 0.999); against %s %.1f\n", names[k], DRAWS, drafted, accepted, chi2,
+               threshold, k < 4 ? "the wrong temperature" : "no filters", chi2_wrong);
         if (kinds[k] == DRAFT_HYBRID) { printf("  the hybrid drafted %d of %d passes with the suffix draft\n", suffix_passes, DRAWS); }
         if (kinds[k] == DRAFT_EAGLE) {
             printf("  %ld drafted nodes left out for their confidence\n", left_out);

@@ -119,7 +119,7 @@ static Record* record_alone(Target* target, const int* prompt, int n_prompt, int
     Record* record = record_new(target->config.dim, 0);
     int* out = mallocCheck((size_t)(max_new + 1) * sizeof(int));
     SpecStats stats;
-    generate_speculative(target, &none, prompt, n_prompt, max_new, (SamplerSettings){0.0f, 1.0f}, 0, out, &stats, NULL,
+    generate_speculative(target, &none, prompt, n_prompt, max_new, (SamplerSettings){.temperature = 0.0f, .top_p = 1.0f}, 0, out, &stats, NULL,
                          NULL, record);
     free(out);
     draft_source_free(&none);
@@ -132,7 +132,7 @@ static Record* record_alone(Target* target, const int* prompt, int n_prompt, int
 // for other samples. On the target's table and on the reference.
 static void test_record_batch(Target* target, const char* table) {
     enum { N = 12, LENGTH = 20, MAX_NEW = 6, N_PROMPTS = 7, ROOM = 40 };
-    SamplerSettings sampling = {1.0f, 1.0f};
+    SamplerSettings sampling = {.temperature = 1.0f, .top_p = 1.0f};
     int start = target->tokenizer.bos_id >= 0 ? target->tokenizer.bos_id : target->tokenizer.eos_id;
     Record *alone[N], *lanes[N], *control[N];
     int dropped = -1, made = self_samples(target, start, N, LENGTH, sampling, 5, MAX_NEW, 1, alone, &dropped);
@@ -192,7 +192,7 @@ static void test_record_batch(Target* target, const char* table) {
 // limit) stops the job with an error that names the file, and the records made keep their states in memory.
 static void test_record_spill(Target* target) {
     enum { N = 6, LENGTH = 20, MAX_NEW = 6 };
-    SamplerSettings sampling = {1.0f, 1.0f};
+    SamplerSettings sampling = {.temperature = 1.0f, .top_p = 1.0f};
     int start = target->tokenizer.bos_id >= 0 ? target->tokenizer.bos_id : target->tokenizer.eos_id;
     Record *memory[N], *spilled[N];
     int dropped = -1;
@@ -294,7 +294,7 @@ static void test_record_spill(Target* target) {
 // continuation; draws differ; one cut short by an end token is not kept; no start token is an error.
 static void test_self_samples(Target* target) {
     enum { N = 4, LENGTH = 20, MAX_NEW = 6 };
-    SamplerSettings sampling = {1.0f, 1.0f}, greedy = {0.0f, 1.0f};
+    SamplerSettings sampling = {.temperature = 1.0f, .top_p = 1.0f}, greedy = {.temperature = 0.0f, .top_p = 1.0f};
     Record* records[N];
     int dropped = -1;
     Error err;
@@ -662,7 +662,7 @@ static void test_record_storage(Target* target) {
     Record* without = record_new(C, 0);
     int out[64];
     SpecStats stats;
-    SamplerSettings greedy = {0.0f, 1.0f};
+    SamplerSettings greedy = {.temperature = 0.0f, .top_p = 1.0f};
     generate_speculative(target, &source, prompt, 7, 10, greedy, 0, out, &stats, NULL, NULL, without);
     draft_source_free(&source);
     check(with->n_discard > 0 && without->n_discard == 0 && without->discard_features == NULL,
@@ -1175,7 +1175,7 @@ static void test_evaluation(const char* model, const char* traffic_path, const c
             int n_prompt = prompt_encode(&target.tokenizer, traffic.requests[r].prompt, 0, prompt, 200, &err);
             Record* record = record_new(target.config.dim, 1);
             SpecStats stats;
-            SamplerSettings greedy = {0.0f, 1.0f};
+            SamplerSettings greedy = {.temperature = 0.0f, .top_p = 1.0f};
             int n = generate_speculative(&target, &source, prompt, n_prompt, max_new, greedy, 0, out, &stats, NULL, NULL, record);
             long emitted = 0, passes = 0, control_emitted = 0, control_passes = 0;
             check(trainer_evaluate(&evaluator, record, depths[d], &emitted, &passes), "evaluate");
@@ -1228,7 +1228,7 @@ static void test_hybrid_choice(const char* model, const char* traffic_path, cons
             int prompt[256], out[64];
             int n_prompt = prompt_encode(&target.tokenizer, traffic.requests[r].prompt, 0, prompt, 200, &err);
             SpecStats stats;
-            SamplerSettings greedy = {0.0f, 1.0f};
+            SamplerSettings greedy = {.temperature = 0.0f, .top_p = 1.0f};
             generate_speculative(&target, &source, prompt, n_prompt, 20, greedy, 0, out, &stats, NULL, NULL, NULL);
             emitted += stats.emitted;
             passes += stats.verify_passes;
@@ -1548,7 +1548,7 @@ static void test_hot_swap(DraftKind kind, int in_gaps) {
     source.exchange = flywheel.exchange;
     const char* name = kind == DRAFT_HYBRID ? "hybrid" : in_gaps ? "eagle, training in the gaps" : "eagle";
 
-    SamplerSettings greedy = {0.0f, 1.0f};
+    SamplerSettings greedy = {.temperature = 0.0f, .top_p = 1.0f};
     enum { REQUESTS = 40, MAX_NEW = 20 };
     int mismatches = 0;
     uint64_t rng = random_seed_state(6);
@@ -1595,7 +1595,7 @@ static void test_hot_swap(DraftKind kind, int in_gaps) {
 // n requests of 8 prompt tokens (token base + stride * r + i) served greedily by the source, each recorded
 // and pushed to the flywheel's buffer, as serving does
 static void serve_recorded(Flywheel* flywheel, Target* target, DraftSource* source, int n, int base, int stride) {
-    SamplerSettings greedy = {0.0f, 1.0f};
+    SamplerSettings greedy = {.temperature = 0.0f, .top_p = 1.0f};
     for (int r = 0; r < n; r++) {
         int prompt[8], out[12];
         for (int i = 0; i < 8; i++) { prompt[i] = base + stride * r + i; }

@@ -230,7 +230,7 @@ static double median_of(const double* values, int n) {
 // over all the requests; stats: their statistics added up (plain: zeros)
 static double generate_speed(Target* target, Draft* draft, int kind, int adaptive, int prompts[][256],
                              const int* n_prompts, int out[][GENERATE], SpecStats* stats) {
-    SamplerSettings greedy = {0.0f, 1.0f};
+    SamplerSettings greedy = {.temperature = 0.0f, .top_p = 1.0f};
     double seconds = 0;
     int tokens = 0;
     memset(stats, 0, sizeof(*stats));

@@ -1877,6 +1877,7 @@ typedef struct {
     char* domain;   // a bare word ("c", "prose", ...); "default" when the line has no "domain"
     char* prompt;   // UTF-8, NUL-terminated
     int chat;       // 1: from a ShareGPT "conversations" turn; the caller applies the chat template
+    int line;       // its line in the file (from 1), which messages name: --order and --domain move requests
 } TrafficRequest;
 typedef struct {
     int n_requests;

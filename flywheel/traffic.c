@@ -187,6 +187,7 @@ int traffic_parse(Traffic* traffic, const char* bytes, size_t n_bytes, const cha
         r->domain = traffic->domains[d];
         r->prompt = string_copy(prompt);
         r->chat = chat;
+        r->line = line;
         json_free(&object);
     }
     if (traffic->n_requests == 0) {
@@ -240,7 +241,7 @@ int traffic_chat_check(const Traffic* traffic, const Tokenizer* tokenizer, Error
         if (prompt_chat_check(tokenizer, err) == 0) { return 0; }   // (the vocabulary, checked once)
         char reason[sizeof(err->message)];
         snprintf(reason, sizeof(reason), "%s", err->message);
-        return error_set(err, "request %d of the traffic is a chat turn (\"conversations\"): %s", i + 1, reason);
+        return error_set(err, "line %d of the traffic is a chat turn (\"conversations\"): %s", traffic->requests[i].line, reason);
     }
     return 0;
 }

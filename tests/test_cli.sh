@@ -463,7 +463,7 @@ got=$(awk -F, 'NR == 2 { print $3 }' "$work/inject/requests.csv")
 LC_ALL=C sed 's/<|im_start|>/<|im_Start|>/' "$model" > "$work/nochat.gguf"
 expect_error "generate --chat, no ChatML markers" "no <|im_start|> control token" "$AURORA" generate -m "$work/nochat.gguf" -p "hi" -n 2 --chat
 expect_ok "generate plain, no ChatML markers" "$AURORA" generate -m "$work/nochat.gguf" -p "hi" -n 2
-expect_error "replay chat traffic, no ChatML markers" "request 1 of the traffic is a chat turn" "$AURORA" replay -m "$work/nochat.gguf" --traffic "$work/inject.jsonl" --no-spec --max-new 2 --out "$work/nochat_out"
+expect_error "replay chat traffic, no ChatML markers" "line 1 of the traffic is a chat turn" "$AURORA" replay -m "$work/nochat.gguf" --traffic "$work/inject.jsonl" --no-spec --max-new 2 --out "$work/nochat_out"
 [ ! -e "$work/nochat_out" ] && pass || fail "replay refused for the chat template left an output directory"
 
 # outputs are checked before any work: an unwritable --save-draft / -o fails at once, serving nothing

@@ -12,7 +12,7 @@ function. The layout, one folder per layer (aurora.h has the same map with every
                 tokenizer.c byte-level BPE tokenizer, the prompt path (plain text, ChatML template)
                 target.c    the target model: load from GGUF, forward over any mask, prefill, compaction
                 draft.c     the EAGLE-3 draft model: init, checkpoints, forward
-  speculation/  sampling.c  the seeded random generator, greedy / temperature / top-p sampling
+  speculation/  sampling.c  the seeded random generator, greedy / temperature / top-k / top-p / min-p sampling
                 tree.c      draft trees and every buffer derived from them, the verify mask
                 acceptance.c lossless greedy and sampling acceptance
                 drafting.c  tree drafting and the draft sources (EAGLE-3, self, lookup)
@@ -120,7 +120,7 @@ static const Flag FLAGS[] = {
     {"print-ids", NULL, "--print-ids", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(print_ids), "print the generated token ids instead of text"},
     {"special", NULL, "--special", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(parse_special),
      "parse special-token text such as <|im_start|> as that token"},
-    {"top", NULL, "--top", FLAG_INT, "K", 1, 1 << 24, NULL, OPTION(top_k), "how many of the largest logits to print"},
+    {"top", NULL, "--top", FLAG_INT, "K", 1, 1 << 24, NULL, OPTION(top_logits), "how many of the largest logits to print"},
     {"device", NULL, "--device", FLAG_CHOICE, "DEVICE", 0, 0, "cpu|cuda", OPTION(device), "where the model runs"},
     {"no-blas", NULL, "--no-blas", FLAG_SWITCH, NULL, 0, 0, NULL, OPTION(no_blas), "the reference ops (the same as --backend ref)"},
     {"backend", NULL, "--backend", FLAG_CHOICE, "TABLE", 0, 0, "cpu|fast|fast-exact|blas|ref|cuda", OPTION(backend_name),
@@ -427,7 +427,10 @@ static int flag_set(const Command* command, const Flag* flag, const char* typed_
 // byte in it is refused (the text would end there, unannounced), and one trailing newline dropped (as llama.cpp's
 // -f does, so a prompt written by an editor ends where its text does).
 static int prompt_from_flags(const Command* command, Options* o) {
-    if (flag_list_find(command->flags, flag_has_name, "--prompt") == NULL) { return 0; }
+    // (a command takes both flags or neither: its list names them together)
+    if (flag_list_find(command->flags, flag_has_name, "--prompt") == NULL && flag_list_find(command->flags, flag_has_name, "--file") == NULL) {
+        return 0;
+    }
     if (o->prompt != NULL && o->prompt_file != NULL) { return usage_error(command, "-p and -f both give the prompt; give one"); }
     if (o->prompt == NULL && o->prompt_file == NULL) { return usage_error(command, "missing -p TEXT or -f FILE (the prompt)"); }
     if (o->prompt_file == NULL) { return 0; }
@@ -464,7 +467,8 @@ static int parse_flags(const Command* command, int argc, char** argv, Options* o
         if (options_end || arg[0] != '-' || strcmp(arg, "-") == 0) {
             if (o->n_positional >= command->max_positional) {
                 return command->max_positional == 0
-                    ? usage_error(command, "unexpected argument '%s'%s", arg, command->flags && strstr(command->flags, "prompt") ? " (the prompt goes after -p)" : "")
+                    ? usage_error(command, "unexpected argument '%s'%s", arg,
+                                  flag_list_find(command->flags, flag_has_name, "--prompt") ? " (the prompt goes after -p, or in a file after -f)" : "")
                     : usage_error(command, "unexpected extra argument '%s'", arg);
             }
             o->positional[o->n_positional++] = arg;
@@ -686,7 +690,7 @@ static int setup_draft_source(DraftSource* source, Draft* draft, DraftKind* kind
 static void no_defaults(Options* o) { (void)o; }
 
 static void generate_defaults(Options* o) {
-    o->n_predict = 64; o->sampling = (SamplerSettings){.temperature = 0.0f, .top_p = 1.0f}; o->seed = 42; o->top_k = 10;
+    o->n_predict = 64; o->sampling = (SamplerSettings){.temperature = 0.0f, .top_p = 1.0f}; o->seed = 42; o->top_logits = 10;
     o->batch = DEFAULT_BATCH_TOKENS; o->shape = (TreeShape){0, 0, 0}; o->draft_type_name = "auto";
 }
 
@@ -701,24 +705,26 @@ static int draft_vocab_check(const Options* o, const char* start) {
 }
 
 // The sampling filters shape what is drawn at a temperature above 0; greedy decoding (--temp 0, the default)
-// takes the argmax, which every filter keeps: said, since a user giving one likely meant to sample.
-static void sampling_filters_note(const Options* o) {
+// takes the argmax, which every filter keeps. A flag that would not be used is refused, as everywhere: a user
+// giving one likely meant to sample.
+static int sampling_filters_check(const Options* o) {
     const SamplerSettings* s = &o->sampling;
     if (s->temperature == 0.0f && (s->top_k > 0 || s->top_p < 1.0f || s->min_p > 0.0f)) {
-        fprintf(stderr, "warning: --top-k, --top-p and --min-p shape sampling; at --temp 0 (greedy, the default) they "
-                "change nothing: give --temp above 0 to sample\n");
+        fprintf(stderr, "error: --top-k, --top-p and --min-p shape sampling, and at --temp 0 (greedy, the default) they "
+                "change nothing: give --temp above 0 to sample, or drop them\n");
+        return 1;
     }
+    return 0;
 }
 
 static int command_generate(Options* o) {
-    sampling_filters_note(o);
     if (o->draft == NULL && (o->hybrid || o->spec_fixed || o->shape.k || o->shape.depth || o->shape.nodes ||
                              strcmp(o->draft_type_name, "auto") != 0)) {
         fprintf(stderr, "error: --hybrid, --spec-fixed, --spec-k, --spec-depth, --spec-nodes and --draft-type shape "
                 "speculative decoding, which needs --draft (a checkpoint, random, self, lookup or suffix)\n");
         return 1;
     }
-    if (draft_vocab_check(o, o->draft) != 0) { return 1; }
+    if (draft_vocab_check(o, o->draft) != 0 || sampling_filters_check(o) != 0) { return 1; }
     resolve_tree_shape(o);
     Target target;
     int n_prompt;
@@ -812,7 +818,7 @@ static int command_logits(Options* o) {
     if (prompt == NULL) { return 1; }
     target_prefill(&target, prompt, n_prompt, 0, NULL, NULL);
     int V = target.config.vocab_size;
-    int K = o->top_k < V ? o->top_k : V;
+    int K = o->top_logits < V ? o->top_logits : V;
     ProbIndex* order = mallocCheck((size_t)V * sizeof(ProbIndex));
     for (int i = 0; i < V; i++) { order[i].prob = target.host.logits[i]; order[i].index = i; }
     qsort(order, V, sizeof(ProbIndex), compare_prob_descending);
@@ -1060,7 +1066,7 @@ static int replay_check_flags(const Options* o) {
 }
 
 static int command_replay(Options* o) {
-    sampling_filters_note(o);
+    if (sampling_filters_check(o) != 0) { return 1; }
     int modes = (o->online != 0) + (o->static_draft != NULL) + (o->no_spec != 0);
     if (modes > 1) { fprintf(stderr, "error: --online, --static and --no-spec exclude each other; give one\n"); return 1; }
     o->mode = o->static_draft ? "static" : o->no_spec ? "none" : "online";

@@ -1884,6 +1884,7 @@ typedef struct {
     TrafficRequest* requests;   // (n_requests)
     int n_domains;
     char** domains;             // (n_domains <= TRAFFIC_MAX_DOMAINS) in order of first appearance
+    char* path;                 // the file's name, for messages (a copy)
 } Traffic;
 enum { TRAFFIC_MAX_DOMAINS = 1024 };   // distinct domains in one traffic file
 
@@ -2048,7 +2049,7 @@ typedef struct {
     int print_ids;
     int verbose_prompt;         // print the prompt's token ids on stderr
     int parse_special;          // tokenize --special
-    int top_k;                  // logits --top
+    int top_logits;             // logits --top
     SamplerSettings sampling;
     int seed;
     const char* device;         // "cpu" or "cuda"; NULL when --device was not given (the CPU)

@@ -805,6 +805,12 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
     if (r->n_empty > 0) {
         fprintf(f, "requests skipped because their prompt has no token the vocabulary can spell: %d\n", r->n_empty);
     }
+    const SamplerSettings* sampling = &o->sampling;
+    if (sampling->temperature == 0.0f) { fprintf(f, "sampling: greedy\n"); }
+    else {
+        fprintf(f, "sampling: temperature %g, top-k %d, top-p %g, min-p %g (off: 0, 1, 0), seed %d\n", sampling->temperature,
+                sampling->top_k, sampling->top_p, sampling->min_p, o->seed);
+    }
     int n = r->n_served, window = n < 100 ? n : 100;
     double first_mean = 0, last_mean = 0, all_mean = 0;
     for (int i = 0; i < window; i++) { first_mean += r->acceptance[i]; last_mean += r->acceptance[n - window + i]; }

@@ -114,6 +114,7 @@ void traffic_free(Traffic* traffic) {
     for (int i = 0; i < traffic->n_domains; i++) { free(traffic->domains[i]); }
     free(traffic->requests);
     free(traffic->domains);
+    free(traffic->path);
     memset(traffic, 0, sizeof(*traffic));
 }
 
@@ -194,6 +195,7 @@ int traffic_parse(Traffic* traffic, const char* bytes, size_t n_bytes, const cha
         traffic_free(traffic);
         return error_set(err, "%s: no requests (expected one JSON object per line)", path);
     }
+    traffic->path = string_copy(path);
     return 0;
 fail:
     traffic_free(traffic);
@@ -241,7 +243,8 @@ int traffic_chat_check(const Traffic* traffic, const Tokenizer* tokenizer, Error
         if (prompt_chat_check(tokenizer, err) == 0) { return 0; }   // (the vocabulary, checked once)
         char reason[sizeof(err->message)];
         snprintf(reason, sizeof(reason), "%s", err->message);
-        return error_set(err, "line %d of the traffic is a chat turn (\"conversations\"): %s", traffic->requests[i].line, reason);
+        return error_set(err, "%s:%d: a chat turn (\"conversations\"): %s", traffic->path ? traffic->path : "the traffic",
+                         traffic->requests[i].line, reason);
     }
     return 0;
 }

@@ -108,16 +108,26 @@ expect_error "replay, a tree larger than --batch" "--spec-nodes" "$AURORA" repla
 expect_ok "--top-p at its lower bound" "$AURORA" generate -m "$model" -p "the cat" -n 4 --temp 0.5 --top-p 1e-6
 expect_error "--top-p below its lower bound" "--top-p expects" "$AURORA" generate -m "$model" -p "the cat" -n 4 --top-p 1e-7
 # top-k and min-p: top-k 1 and min-p 1 leave the most probable token alone, so sampling gives the greedy ids; a
-# filter at --temp 0 is said to change nothing; plain and speculative sampling with every filter on run
-"$AURORA" generate -m "$model" -p "the cat" -n 8 --print-ids > "$work/greedy8" 2>/dev/null
+# filter at --temp 0 (where it would change nothing) is refused; plain and speculative sampling with every filter on run
+expect_ok "greedy, 8 tokens" "$AURORA" generate -m "$model" -p "the cat" -n 8 --print-ids
+cp "$work/out" "$work/greedy8"
 for filter in "--top-k 1" "--min-p 1"; do
     expect_ok "sampling with $filter" "$AURORA" generate -m "$model" -p "the cat" -n 8 --temp 1.5 $filter --seed 9 --print-ids
     cmp -s "$work/out" "$work/greedy8" && pass || fail "--temp 1.5 $filter did not give the greedy ids: $(cat "$work/out")"
 done
-"$AURORA" generate -m "$model" -p "the cat" -n 8 --temp 1.5 --seed 9 --print-ids > "$work/unfiltered" 2>/dev/null
-cmp -s "$work/unfiltered" "$work/greedy8" && fail "the control: --temp 1.5 alone gave the greedy ids (the filter checks prove nothing)" || pass
-expect_ok "a filter at --temp 0" "$AURORA" generate -m "$model" -p "the cat" -n 4 --top-k 5
-grep -q "warning: --top-k, --top-p and --min-p shape sampling; at --temp 0" "$work/err" && pass || fail "no warning for a filter at --temp 0"
+expect_ok "sampling unfiltered (the control)" "$AURORA" generate -m "$model" -p "the cat" -n 8 --temp 1.5 --seed 9 --print-ids
+cmp -s "$work/out" "$work/greedy8" && fail "the control: --temp 1.5 alone gave the greedy ids (the filter checks prove nothing)" || pass
+for filter in "--top-k 5" "--top-p 0.5" "--min-p 0.1"; do
+    expect_error "$filter at --temp 0" "at --temp 0 (greedy, the default) they change nothing" "$AURORA" generate -m "$model" \
+        -p "the cat" -n 4 $filter
+done
+expect_error "replay, a filter at --temp 0" "at --temp 0" "$AURORA" replay -m "$model" --traffic "$(dirname "$0")/../traffic/sample.jsonl" --top-k 5 \
+    --out "$work/filter_greedy"
+# replay samples with the filters, and its summary says how it sampled (greedy, or every setting)
+expect_ok "replay sampled, every filter" "$AURORA" replay -m "$model" --traffic "$(dirname "$0")/../traffic/sample.jsonl" --requests 2 \
+    --max-new 6 --temp 0.8 --top-k 20 --top-p 0.9 --min-p 0.05 --seed 3 --out "$work/replay-sampled"
+grep -q "^sampling: temperature 0.8, top-k 20, top-p 0.9, min-p 0.05 (off: 0, 1, 0), seed 3$" "$work/replay-sampled/summary.txt" \
+    && pass || fail "replay's summary does not say how it sampled: $(grep sampling "$work/replay-sampled/summary.txt")"
 expect_ok "speculative sampling, every filter" "$AURORA" generate -m "$model" -p "the cat" -n 16 --temp 0.8 --top-k 20 --top-p 0.9 \
     --min-p 0.05 --draft self --print-ids
 expect_error "--top-k below 0" "--top-k expects an integer" "$AURORA" generate -m "$model" -p x --temp 1 --top-k -1
@@ -127,10 +137,13 @@ printf 'the cat\n' > "$work/prompt.txt"
 expect_ok "generate -f" "$AURORA" generate -m "$model" -f "$work/prompt.txt" -n 8 --print-ids
 cmp -s "$work/out" "$work/greedy8" && pass || fail "-f with 'the cat' and a newline differs from -p 'the cat'"
 printf 'the cat\n\n' > "$work/prompt2.txt"
-"$AURORA" logits -m "$model" -f "$work/prompt2.txt" --top 3 > "$work/two_newlines" 2>/dev/null
-"$AURORA" logits -m "$model" -p "the cat
-" --top 3 > "$work/one_newline" 2>/dev/null
-cmp -s "$work/two_newlines" "$work/one_newline" && pass || fail "-f dropped more than one trailing newline"
+expect_ok "logits -f, two trailing newlines" "$AURORA" logits -m "$model" -f "$work/prompt2.txt" --top 3
+cp "$work/out" "$work/two_newlines"
+expect_ok "logits -p, one trailing newline" "$AURORA" logits -m "$model" -p "the cat
+" --top 3
+cmp -s "$work/two_newlines" "$work/out" && pass || fail "-f dropped more than one trailing newline"
+expect_ok "logits -p, no trailing newline" "$AURORA" logits -m "$model" -p "the cat" --top 3
+cmp -s "$work/two_newlines" "$work/out" && fail "the control: the logits after 'the cat' and after 'the cat\\n' are the same" || pass
 expect_error "-p and -f" "both give the prompt" "$AURORA" generate -m "$model" -p x -f "$work/prompt.txt"
 expect_error "-f missing" "cannot open" "$AURORA" generate -m "$model" -f "$work/no-such-prompt.txt"
 printf 'the\000cat' > "$work/nul.txt"
@@ -463,7 +476,7 @@ got=$(awk -F, 'NR == 2 { print $3 }' "$work/inject/requests.csv")
 LC_ALL=C sed 's/<|im_start|>/<|im_Start|>/' "$model" > "$work/nochat.gguf"
 expect_error "generate --chat, no ChatML markers" "no <|im_start|> control token" "$AURORA" generate -m "$work/nochat.gguf" -p "hi" -n 2 --chat
 expect_ok "generate plain, no ChatML markers" "$AURORA" generate -m "$work/nochat.gguf" -p "hi" -n 2
-expect_error "replay chat traffic, no ChatML markers" "line 1 of the traffic is a chat turn" "$AURORA" replay -m "$work/nochat.gguf" --traffic "$work/inject.jsonl" --no-spec --max-new 2 --out "$work/nochat_out"
+expect_error "replay chat traffic, no ChatML markers" "inject.jsonl:1: a chat turn" "$AURORA" replay -m "$work/nochat.gguf" --traffic "$work/inject.jsonl" --no-spec --max-new 2 --out "$work/nochat_out"
 [ ! -e "$work/nochat_out" ] && pass || fail "replay refused for the chat template left an output directory"
 
 # outputs are checked before any work: an unwritable --save-draft / -o fails at once, serving nothing
@@ -601,6 +614,7 @@ expect_ok "replay with an overlong prompt" "$AURORA" replay -m "$model" --traffi
 grep -q "^[0-9]*,b,.*,skipped_prompt_too_long,0$" "$work/skip/requests.csv" && pass || fail "the skipped request is not marked: $(cat "$work/skip/requests.csv")"
 [ "$(grep -c ',served,[0-9.]*$' "$work/skip/requests.csv")" -eq 2 ] && pass || fail "two requests should be served"
 grep -q "requests 2 served, 1 skipped" "$work/skip/summary.txt" && pass || fail "summary counts: $(head -2 "$work/skip/summary.txt")"
+grep -q "^sampling: greedy$" "$work/skip/summary.txt" && pass || fail "a greedy replay's summary does not say it was greedy"
 grep -q "domain b" "$work/skip/summary.txt" && fail "a domain with only skipped requests appears in the means" || pass
 expect_error "nothing can be served" "none of the" "$AURORA" replay -m "$model" --traffic "$work/skip.jsonl" --domain b \
     --context 128 --max-new 8 --no-spec --out "$work/skip_all"

@@ -379,10 +379,11 @@ static void test_sampling(void) {
 }
 
 // The sampling filters against their definitions, written out plainly: top-k takes the best unused token k
-// times (more probable first, ties to the lower id), min-p every token at least min_p times the largest (the
-// largest always), and both renormalise the kept probabilities summed in double in id order. Rows of many
-// ties, zeros and every k from 0 to past V; each filter's output must be the definition's bit for bit. Negative
-// control: top-k with ties to the higher id must differ on some rows (the rows exercise the tie rule).
+// times (more probable first, ties to the lower id), min-p every token at least min_p times the largest, and
+// both renormalise the kept probabilities summed in double in id order. Rows of many ties, zeros and every k
+// from 0 to past V; each filter's output must be the definition's bit for bit. Negative controls: top-k with
+// ties to the higher id, and min-p dropping the tokens at its threshold, must each differ on some rows (the
+// rows exercise the tie rule and the threshold).
 static void filter_definition(float* probs, int V, const uint8_t* keep) {
     double total = 0.0;
     for (int i = 0; i < V; i++) { if (keep[i]) { total += probs[i]; } }
@@ -403,12 +404,14 @@ static void top_k_definition(float* probs, int V, int k, int ties_high) {
     filter_definition(probs, V, keep);
 }
 
-static void min_p_definition(float* probs, int V, float min_p) {
+// (strict: the negative control, which drops the tokens exactly at the threshold: those tied with the largest at
+// min_p = 1)
+static void min_p_definition(float* probs, int V, float min_p, int strict) {
     if (min_p <= 0.0f) { return; }
-    int best = 0;
-    for (int i = 1; i < V; i++) { if (probs[i] > probs[best]) { best = i; } }
+    float largest = 0.0f;
+    for (int i = 0; i < V; i++) { largest = probs[i] > largest ? probs[i] : largest; }
     uint8_t keep[70] = {0};
-    for (int i = 0; i < V; i++) { keep[i] = probs[i] >= min_p * probs[best] || i == best; }
+    for (int i = 0; i < V; i++) { keep[i] = strict ? probs[i] > min_p * largest : probs[i] >= min_p * largest; }
     filter_definition(probs, V, keep);
 }
 
@@ -416,7 +419,7 @@ static void test_sampling_filters(void) {
     enum { MAX_V = 70, ROWS = 6000 };
     uint64_t rng = random_seed_state(31);
     ProbIndex scratch[MAX_V];
-    int top_k_mismatches = 0, control_mismatches = 0, min_p_mismatches = 0, composed_mismatches = 0;
+    int top_k_mismatches = 0, control_mismatches = 0, min_p_mismatches = 0, min_p_control_mismatches = 0, composed_mismatches = 0;
     for (int row = 0; row < ROWS; row++) {
         int V = 1 + row % MAX_V;
         float probs[MAX_V], got[MAX_V], want[MAX_V];
@@ -441,8 +444,11 @@ static void test_sampling_filters(void) {
         memcpy(got, probs, sizeof(float) * V);
         memcpy(want, probs, sizeof(float) * V);
         apply_min_p(got, V, min_p, scratch);
-        min_p_definition(want, V, min_p);
+        min_p_definition(want, V, min_p, 0);
         min_p_mismatches += memcmp(got, want, sizeof(float) * V) != 0;
+        memcpy(want, probs, sizeof(float) * V);
+        min_p_definition(want, V, min_p, 1);
+        min_p_control_mismatches += memcmp(got, want, sizeof(float) * V) != 0;
         // the chain: temperature, top-k, top-p, min-p, in that order
         float logits[MAX_V];
         for (int i = 0; i < V; i++) { logits[i] = (float)(random_u32(&rng) % 9) * 0.5f; }
@@ -451,7 +457,7 @@ static void test_sampling_filters(void) {
         logits_to_probs(want, logits, V, 0.8f);
         top_k_definition(want, V, k, 0);
         apply_top_p(want, V, 0.9f, scratch);
-        min_p_definition(want, V, min_p * 0.5f);
+        min_p_definition(want, V, min_p * 0.5f, 0);
         composed_mismatches += memcmp(got, want, sizeof(float) * V) != 0;
     }
     check(top_k_mismatches == 0, "top-k differs from its definition on %d of %d rows", top_k_mismatches, ROWS);
@@ -459,6 +465,8 @@ static void test_sampling_filters(void) {
     check(composed_mismatches == 0, "sampling_distribution differs from temperature, top-k, top-p, min-p in turn on %d "
           "of %d rows", composed_mismatches, ROWS);
     check(control_mismatches > 0, "negative control: top-k with ties to the higher id should differ on some of %d rows", ROWS);
+    check(min_p_control_mismatches > 0, "negative control: min-p dropping the tokens at its threshold should differ on some "
+          "of %d rows", ROWS);
     // the vocabulary's size: 49,152 tokens of few levels (a heap of k = 40 among many ties), against the definition
     {
         enum { VL = 49152, K = 40 };

@@ -322,11 +322,11 @@ static void test_tiny_tokenizer(void) {
               "tiny: chat without <|im_end|> as a control token gave %d (%s)", n, n < 0 ? err.message : "");
         check(prompt_encode(&tokenizer, "the cat sat", 0, ids, 128, &err) > 0, "tiny: plain text still encodes");
         Traffic chat_traffic;
-        // (a blank line before the chat turn: the message names its line in the file, 3, not its place among
+        // (a blank line before the chat turn: the message names the file and its line, 3, not its place among
         // the requests, 2, which --order and --domain change)
         const char* jsonl = "{\"prompt\": \"plain\"}\n\n{\"conversations\": [{\"from\": \"human\", \"value\": \"hi\"}]}\n";
         check(traffic_parse(&chat_traffic, jsonl, strlen(jsonl), "chat.jsonl", &err) == 0, "tiny: chat traffic parses (%s)", err.message);
-        check(traffic_chat_check(&chat_traffic, &tokenizer, &err) != 0 && strstr(err.message, "line 3 ") &&
+        check(traffic_chat_check(&chat_traffic, &tokenizer, &err) != 0 && strstr(err.message, "chat.jsonl:3: a chat turn") &&
               strstr(err.message, "<|im_end|>"), "tiny: traffic with a chat turn is refused up front, naming its line (%s)", err.message);
         chat_traffic.n_requests = 1;   // the plain request alone
         check(traffic_chat_check(&chat_traffic, &tokenizer, &err) == 0, "tiny: plain traffic needs no chat template");

@@ -167,7 +167,7 @@ static void test_record_batch(Target* target, const char* table) {
     char* texts[N_PROMPTS] = {"hello", "the quick brown fox", long_prompt, "a", "jumps over the lazy dog again",
                               "speculative", "decoding"};
     TrafficRequest requests[N_PROMPTS];
-    for (int i = 0; i < N_PROMPTS; i++) { requests[i] = (TrafficRequest){"default", texts[i], 0}; }
+    for (int i = 0; i < N_PROMPTS; i++) { requests[i] = (TrafficRequest){.domain = "default", .prompt = texts[i], .line = i + 1}; }
     Record* records[N_PROMPTS];
     int skipped = -1;
     RecordJob job = {.requests = requests, .room = ROOM, .n = N_PROMPTS, .max_new = MAX_NEW, .parallel = 4};

@@ -623,7 +623,7 @@ int main(int argc, char** argv) {
         int n_made[2], dropped;
         double seconds[2];
         for (int m = 0; m < 2; m++) {
-            RecordJob job = {.start_token = start_token, .length = RECORD_LENGTH, .sampling = {1.0f, 1.0f}, .seed = 1,
+            RecordJob job = {.start_token = start_token, .length = RECORD_LENGTH, .sampling = {.temperature = 1.0f, .top_p = 1.0f}, .seed = 1,
                              .n = RECORD_SAMPLES, .max_new = RECORD_NEW, .parallel = m == 0 ? 1 : RECORD_LANES};
             double t0 = now_seconds();
             n_made[m] = record_batch(&recorder, &job, made[m], &dropped);

@@ -1093,6 +1093,15 @@ static int command_replay(Options* o) {
                 "trains in lockstep with serving instead: drop one of them\n", o->load);
         return 1;
     }
+    // a lockstep round trains on the pool after its requests: a pool smaller than the round would drop the
+    // round's oldest records before any step drew them
+    if (o->lockstep_every > o->pool_capacity) {
+        fprintf(stderr, "error: --sync-schedule %d trains after every %d requests, on the records in the pool; --pool %d "
+                "holds the newest %d, so %d of each round's records would be dropped untrained: give --pool %d or more\n",
+                o->lockstep_every, o->lockstep_every, o->pool_capacity, o->pool_capacity,
+                o->lockstep_every - o->pool_capacity, o->lockstep_every);
+        return 1;
+    }
     if (strcmp(o->mode, "none") == 0 && strcmp(o->source_name, "eagle") != 0) {
         fprintf(stderr, "error: --no-spec drafts nothing; drop --source %s\n", o->source_name);
         return 1;

@@ -170,6 +170,9 @@ expect_ok "replay lockstep, a round larger than the buffer" "$AURORA" replay -m 
     --max-new 8 --sync-schedule 6 --buffer 2 --out "$work/round"
 grep -q "records 6 pushed / 0 dropped / 6 taken into the pool / 0 left in the buffer" "$work/round/summary.txt" && pass \
     || fail "a lockstep round larger than the buffer lost records: $(grep records "$work/round/summary.txt")"
+# ... and a round larger than --pool would drop its oldest records before any step drew them: refused
+expect_error "replay lockstep, a round larger than the pool" "--pool 2 holds the newest 2, so 2 of each round" \
+    "$AURORA" replay -m "$model" --traffic "$traffic" --requests 6 --max-new 8 --sync-schedule 4 --pool 2 --out "$work/round-pool"
 expect_ok "replay online (thread)" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 4 --max-new 8 --out "$work/threaded"
 # training in the gaps between requests (--load): the trainer steps only while serving is idle
 expect_ok "replay online, training in the gaps" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 4 --max-new 8 \

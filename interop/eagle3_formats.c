@@ -310,6 +310,32 @@ static int eagle3_gguf_tensor(const GGUFFile* file, const GGUFTensor* tensor, in
     return 0;
 }
 
+// An eagle3 GGUF carries a tokenizer (the export copies the target's: llama.cpp sizes the draft's d2t map by it,
+// and refuses a draft whose vocabulary is not its target's). Where it has one, it must be the target's, token for
+// token: a draft made for another tokenizer of the same size would otherwise load and propose other tokens' ids.
+static int eagle3_check_tokenizer(const GGUFFile* file, const Target* target, Error* err) {
+    if (gguf_find(file, "tokenizer.ggml.tokens") == NULL || !target->has_tokenizer) { return 0; }
+    char** tokens = NULL;
+    uint64_t n = 0;
+    if (gguf_get_string_array(file, "tokenizer.ggml.tokens", &tokens, &n, err) != 0) { return -1; }
+    const Tokenizer* t = &target->tokenizer;
+    int status = 0;
+    if (n != (uint64_t)t->vocab_size) {
+        status = error_set(err, "%s: its tokenizer has %llu tokens and the target's %d; expected the target's tokenizer (the "
+                           "draft was made for another model)", file->path, (unsigned long long)n, t->vocab_size);
+    }
+    for (uint64_t i = 0; i < n && status == 0; i++) {
+        if (strcmp(tokens[i], t->tokens[i]) != 0) {
+            char mine[48], theirs[48];
+            status = error_set(err, "%s: token %llu of its tokenizer is \"%s\" and the target's \"%s\"; expected the target's "
+                               "tokenizer (the draft was made for another model)", file->path, (unsigned long long)i,
+                               printable_text(tokens[i], mine, sizeof(mine)), printable_text(t->tokens[i], theirs, sizeof(theirs)));
+        }
+    }
+    free_string_array(tokens, n);
+    return status;
+}
+
 static int eagle3_import_llama_cpp(Draft* draft, const char* path, const Target* target, Error* err) {
     GGUFFile file;
     if (gguf_open(&file, path, err) != 0) { return -1; }
@@ -358,6 +384,7 @@ static int eagle3_import_llama_cpp(Draft* draft, const char* path, const Target*
     if (status == 0 && gguf_get_float(&file, "eagle3.attention.layer_norm_rms_epsilon", &value, err) != 0) { status = -1; }
     c.norm_eps = (float)value;
     if (status == 0 && rope_scaling_check(&file, "eagle3", err) != 0) { status = -1; }
+    if (status == 0) { status = eagle3_check_tokenizer(&file, target, err); }
     if (status == 0 && gguf_get_int_array(&file, "eagle3.target_layers", &target_layers, &n_target_layers, err) != 0) { status = -1; }
     if (status == 0) {
         if (n_target_layers != 3) {
@@ -516,10 +543,24 @@ static int eagle3_write_config(const Draft* draft, const Target* target, const c
     return output_finish(out, err);
 }
 
+// Whether a SpecForge directory holds a sharded checkpoint's index (model.safetensors.index.json).
+static int eagle3_has_shard_index(const char* directory) {
+    char* index = eagle3_join(directory, "model.safetensors.index.json");
+    struct stat info;
+    int present = stat(index, &info) == 0;
+    free(index);
+    return present;
+}
+
 int draft_export_specforge(const Draft* draft, const Target* target, const char* directory, int type, Error* err) {
     const DraftConfig* c = &draft->config;
     if (type != TYPE_F32 && type != TYPE_BF16) {
         return error_set(err, "%s: SpecForge drafts are written in F32 or BF16, not %s", directory, tensor_type_name(type));
+    }
+    if (eagle3_has_shard_index(directory)) {
+        return error_set(err, "%s: holds model.safetensors.index.json, a sharded checkpoint's index: SGLang and vLLM would "
+                         "load the shards it names, not the model.safetensors written here; expected a directory without it",
+                         directory);
     }
     if (make_directories(directory, err) != 0) { return -1; }
     SafetensorsWriter writer = {0};
@@ -707,9 +748,16 @@ static int eagle3_parse_config(DraftConfig* c, const char* text, size_t length, 
         const JsonValue* nested = eagle != NULL && eagle->type == JSON_OBJECT ? json_get(eagle, "eagle_aux_hidden_state_layer_ids") : NULL;
         const JsonValue* top = json_get(&root, "eagle_aux_hidden_state_layer_ids");
         const char* where = NULL;
+        const JsonValue* aux = eagle != NULL && eagle->type == JSON_OBJECT ? json_get(eagle, "use_aux_hidden_state") : NULL;
         if (eagle != NULL && eagle->type != JSON_NULL && eagle->type != JSON_OBJECT) {
             status = error_set(err, "%s: key 'eagle_config' is %s, expected an object (SGLang's, holding "
                                "eagle_aux_hidden_state_layer_ids) or null", path, json_type_name(eagle->type));
+        } else if (aux != NULL && aux->type != JSON_NULL && aux->type != JSON_TRUE) {
+            // (false: SGLang gives the draft the target's last hidden state alone, and the draft has no fc over
+            // three tapped layers)
+            status = error_set(err, "%s: key 'eagle_config.use_aux_hidden_state' is %s: the draft would read the target's "
+                               "last hidden state alone, which this draft does not implement; expected true (fc over three "
+                               "tapped layers)", path, json_type_name(aux->type));
         } else if (nested != NULL && nested->type != JSON_NULL) {
             where = "eagle_config.eagle_aux_hidden_state_layer_ids (layer outputs, SGLang)";
             status = eagle3_json_taps(nested, path, "eagle_config.eagle_aux_hidden_state_layer_ids", 0, taps, err);
@@ -846,15 +894,13 @@ static int eagle3_import_specforge(Draft* draft, const char* path, const Target*
     int status = eagle3_read_config(&c, config_path, target, err);
     if (status == 0) { status = eagle3_check_shape(&c, target, config_path, err); }
     SafetensorsFile file = {0};
-    if (status == 0 && safetensors_open(&file, weights_path, err) != 0) {
-        status = -1;
-        char* index = eagle3_join(directory, "model.safetensors.index.json");
-        if (stat(index, &info) == 0) {
-            error_set(err, "%s: a sharded checkpoint (model.safetensors.index.json) is not supported; expected one "
-                      "model.safetensors", directory);
-        }
-        free(index);
+    // a sharded checkpoint's index: SGLang and vLLM load the shards it names (and no model.safetensors beside them),
+    // so a directory holding one is refused whether or not a model.safetensors is there too
+    if (status == 0 && eagle3_has_shard_index(directory)) {
+        status = error_set(err, "%s: holds model.safetensors.index.json, a sharded checkpoint, which is not supported (SGLang "
+                           "and vLLM would load the shards it names); expected one model.safetensors and no index", directory);
     }
+    if (status == 0 && safetensors_open(&file, weights_path, err) != 0) { status = -1; }
     // every tensor known; the 13 weights present
     const SafetensorsTensor* found[DRAFT_NUM_TENSORS] = {0};
     for (int i = 0; i < DRAFT_NUM_TENSORS && status == 0; i++) {

@@ -624,6 +624,9 @@ static void test_malformed_specforge(const Target* target) {
         {"eagle_config a string",  "eagle_config",        "\"x\"",        "key 'eagle_config' is a string, expected an object"},
         {"two layer ids (SGLang)", "eagle_config",        "{\"eagle_aux_hidden_state_layer_ids\": [1, 3]}",
                                    "has 2 elements, expected an array of 3 layer ids"},
+        // SGLang then feeds the draft the last hidden state alone (no fc over three taps)
+        {"no aux hidden states",   "eagle_config",        "{\"use_aux_hidden_state\": false, \"eagle_aux_hidden_state_layer_ids\": [1, 3, 4]}",
+                                   "'eagle_config.use_aux_hidden_state' is false"},
     };
     for (size_t i = 0; i < sizeof(configs) / sizeof(configs[0]); i++) {
         char* config = config_with(good, configs[i].key, configs[i].value);
@@ -631,6 +634,21 @@ static void test_malformed_specforge(const Target* target) {
         snprintf(name, sizeof(name), "c%zu", i);
         if (config) { expect_load_error(configs[i].what, rewrite_specforge(good, name, NULL, NULL, NULL, config), target, configs[i].needle); }
         free(config);
+    }
+    // a sharded checkpoint's index beside model.safetensors: SGLang and vLLM would load the shards it names, so
+    // reading the directory, and exporting into it, are refused; the control: without the index it loads
+    {
+        const char* sharded = rewrite_specforge(good, "sharded", NULL, NULL, NULL, NULL);
+        char index_path[600];
+        snprintf(index_path, sizeof(index_path), "%s/model.safetensors.index.json", sharded);
+        write_file_atomic(index_path, "{\"weight_map\": {}}", 18, &err);
+        expect_load_error("a shard index beside model.safetensors", sharded, target, "holds model.safetensors.index.json");
+        check(draft_export_specforge(&draft, target, sharded, TYPE_F32, &err) != 0 && strstr(err.message, "index.json"),
+              "an export into a directory with a shard index should be refused");
+        remove(index_path);
+        Draft unsharded;
+        if (draft_load(&unsharded, sharded, target, &err) == 0) { draft_free(&unsharded); }
+        else { check(0, "the control: without its index the directory should load: %s", err.message); }
     }
     // the vLLM / llama.cpp convention: a top-level list of layer INPUTS is accepted when right
     char* config = config_with(good, "eagle_config", "null, \"eagle_aux_hidden_state_layer_ids\": [2, 4, 5]");
@@ -739,7 +757,20 @@ static void add_rope_linear(GGUFWriter* w) { gguf_writer_add_float32(w, "eagle3.
 static void add_partial_rope(GGUFWriter* w) { gguf_writer_add_uint32(w, "eagle3.rope.dimension_count", 6); }
 static void add_eps_zero(GGUFWriter* w) { gguf_writer_add_float32(w, "eagle3.attention.layer_norm_rms_epsilon", 0.0f); }
 
+// (the target's tokens, for the tokenizer checks: test_malformed_llama_cpp sets it)
+static const Target* tokens_target;
+static void add_tokens_changed(GGUFWriter* w, int respell, int drop_last) {
+    const Tokenizer* t = &tokens_target->tokenizer;
+    const char** tokens = mallocCheck((size_t)t->vocab_size * sizeof(char*));
+    for (int i = 0; i < t->vocab_size; i++) { tokens[i] = respell && i == 7 ? "respelled" : t->tokens[i]; }
+    gguf_writer_add_string_array(w, "tokenizer.ggml.tokens", tokens, (uint64_t)(t->vocab_size - drop_last));
+    free(tokens);
+}
+static void add_respelled_tokens(GGUFWriter* w) { add_tokens_changed(w, 1, 0); }
+static void add_short_tokens(GGUFWriter* w) { add_tokens_changed(w, 0, 1); }
+
 static void test_malformed_llama_cpp(const Target* target) {
+    tokens_target = target;
     int failed_before = tests_failed;
     Draft draft;
     make_draft(&draft, target, 200, 15);
@@ -789,6 +820,11 @@ static void test_malformed_llama_cpp(const Target* target) {
                       NULL, NULL, NULL, NULL), target, "expected a number");
     expect_load_error("partial rope", rewrite_gguf(good, "g12.gguf", "eagle3.rope.dimension_count", add_partial_rope, NULL, NULL,
                       NULL, NULL), target, "rope dimension count 6");
+    // the draft's tokenizer must be the target's: one token respelled, and one token short
+    expect_load_error("another tokenizer", rewrite_gguf(good, "g12c.gguf", "tokenizer.ggml.tokens", add_respelled_tokens, NULL, NULL,
+                      NULL, NULL), target, "token 7 of its tokenizer is \"respelled\"");
+    expect_load_error("a tokenizer one token short", rewrite_gguf(good, "g12e.gguf", "tokenizer.ggml.tokens", add_short_tokens, NULL,
+                      NULL, NULL, NULL), target, "its tokenizer has 299 tokens and the target's 300");
     expect_load_error("eps 0", rewrite_gguf(good, "g12b.gguf", "eagle3.attention.layer_norm_rms_epsilon", add_eps_zero, NULL,
                       NULL, NULL, NULL), target, "RMSNorm epsilon 0, expected positive");
     float* ids = mallocCheck(200 * sizeof(float));

@@ -391,12 +391,19 @@ int write_file_atomic(const char* path, const void* bytes, size_t n, Error* err)
 
 static volatile sig_atomic_t stop_signal_number = 0;
 
-// Exits at once, removing the temporary files open now (unlink and _exit are async-signal-safe).
-static void on_exit_signal(int signal_number) {
+// Removes the temporary files open now (unlink is async-signal-safe): at a second signal, and at an exit the
+// program did not plan (out of memory in checked_malloc, an internal error's exit(EXIT_FAILURE), from any thread:
+// registered with atexit by exit_signals_install). After a normal end none is open.
+static void remove_open_outputs(void) {
     for (int i = 0; i < OPEN_OUTPUTS_MAX; i++) {
         char* path = open_outputs[i];
         if (path) { unlink(path); }
     }
+}
+
+// Exits at once, removing the temporary files open now (unlink and _exit are async-signal-safe).
+static void on_exit_signal(int signal_number) {
+    remove_open_outputs();
     _exit(128 + signal_number);
 }
 
@@ -425,7 +432,11 @@ static void signals_set(void (*handler)(int), int ignore_closed_pipe) {
     sigaction(SIGPIPE, &action, NULL);
 }
 
-void exit_signals_install(void) { signals_set(on_exit_signal, 0); }
+void exit_signals_install(void) {
+    signals_set(on_exit_signal, 0);
+    static int registered = 0;
+    if (!registered) { registered = 1; atexit(remove_open_outputs); }
+}
 
 void stop_signals_install(void) {
     stop_signal_number = 0;

@@ -209,8 +209,11 @@ static void* flywheel_thread_main(void* argument) {
 
 // Lockstep: take everything recorded, train steps_per_request steps for each request served since the last
 // round (a request skipped for its length recorded nothing), then publish (called by the serving loop; no
-// thread). An interrupt stops it after the step in flight.
+// thread). An interrupt stops it after the step in flight, and one before it starts skips the round.
 static void flywheel_lockstep_round(Flywheel* flywheel) {
+    // (stopped: no round at all, rather than one of no steps that still takes the records, adapts the
+    // vocabulary and publishes a version the saved draft would carry untrained)
+    if (stop_requested()) { return; }
     int served = flywheel_take_records(flywheel, 0);
     if (served == 0) { return; }
     long long steps = (long long)served * flywheel->steps_per_request;

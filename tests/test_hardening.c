@@ -127,6 +127,35 @@ static void test_atomic_outputs(void) {
     check(text && n == 12 && memcmp(text, "old contents", 12) == 0, "the old file survives a failed streamed write");
     free(text);
 
+    // an exit the program did not plan (out of memory, an internal error: exit(EXIT_FAILURE) with an output open)
+    // removes the temporary file, and the old file stays; the control: _exit, which runs no exit handlers, leaves it
+    for (int planned_control = 0; planned_control < 2; planned_control++) {
+        child = fork();
+        if (child == 0) {
+            exit_signals_install();
+            OutputFile open_output;
+            Error child_err;
+            if (output_open(&open_output, path, &child_err) != 0) { _exit(2); }
+            fputs("half a result", open_output.stream);
+            fflush(open_output.stream);
+            if (planned_control) { _exit(1); }
+            exit(EXIT_FAILURE);
+        }
+        waitpid(child, &status, 0);
+        snprintf(temporary, sizeof(temporary), "%s.tmp.%d", path, (int)child);
+        int left = access(temporary, F_OK) == 0;
+        if (planned_control) {
+            check(left, "the control: a child that ends with _exit should leave its temporary file");
+            remove(temporary);
+        } else {
+            check(WIFEXITED(status) && WEXITSTATUS(status) == EXIT_FAILURE && !left,
+                  "exit(EXIT_FAILURE) with an output open must remove its temporary file");
+        }
+    }
+    text = read_all(path, &n);
+    check(text && n == 12 && memcmp(text, "old contents", 12) == 0, "the old file survives an exit mid-write");
+    free(text);
+
     // output_abandon leaves the target alone
     OutputFile out;
     check(output_open(&out, path, &err) == 0, "output_open");

@@ -1526,6 +1526,28 @@ static void test_lockstep_takes_all(void) {
     stop_pool_flywheel(&flywheel, &target, &draft);
 }
 
+// A stop requested before a lockstep round skips it: the round's records stay in the buffer, the pool and the
+// published version unchanged (a round of no steps once still took them, adapted the vocabulary and published a
+// version that the saved draft then carried untrained).
+static void test_lockstep_round_after_stop(void) {
+    Target target;
+    Draft draft;
+    Flywheel flywheel;
+    start_pool_flywheel(&flywheel, &target, &draft, 38, 1, 2, 8);
+    for (int i = 0; i < 2; i++) { record_buffer_push(flywheel.records, record_new(target.config.dim, 0)); }
+    stop_signals_install();
+    raise(SIGINT);   // (the handler notes the request and prints a line; the run would finish the work in flight)
+    flywheel_lockstep_round(&flywheel);
+    int version = 0;
+    const int32_t* vocabulary = NULL;
+    int published = weight_exchange_take(flywheel.exchange, 0, &version, &vocabulary) != NULL;
+    check(stop_requested() && flywheel.pool_count == 0 && flywheel_buffered(&flywheel) == 2 && !published,
+          "a lockstep round after a stop: %d records taken into the pool (expected 0), %ld left in the buffer (expected 2), "
+          "a version published: %s (expected none)", flywheel.pool_count, flywheel_buffered(&flywheel), published ? "yes" : "no");
+    stop_signals_install();   // (the request cleared for the tests after this one)
+    stop_pool_flywheel(&flywheel, &target, &draft);
+}
+
 
 // ---- hot swap under load -----------------------------------------------------------------------
 // With the EAGLE draft alone and with the hybrid (whose EAGLE draft learns too: its swaps were once never
@@ -1786,6 +1808,7 @@ int main(int argc, char** argv) {
     test_gap_fit();
     test_untrained_at_stop();
     test_lockstep_takes_all();
+    test_lockstep_round_after_stop();
     test_pool_new_first();
     test_gap_batch_pool_wrap();
     if (remove_tree(temp_dir) != 0) { fprintf(stderr, "warning: could not remove %s\n", temp_dir); }

@@ -1649,7 +1649,7 @@ enum { TTT_MAX_STEPS = 10 };
 
 typedef struct {
     float learning_rate;    // after warm-up
-    int warmup_steps;       // linear warm-up from 0
+    int warmup_steps;       // linear warm-up: step s (from 0) at (s + 1) / warmup_steps of the rate
     int decay_steps;        // 0: the rate stays after warm-up; N: it follows a cosine from the setting down to 0
                             // at step N (offline training sets N to the run's steps: --lr-schedule cosine)
     float beta1, beta2, adam_eps, weight_decay;
@@ -1787,7 +1787,8 @@ void trainer_free(Trainer* trainer);
 // if the update was applied, 1 if it was rejected, 2 if the batch had no loss row (no update, no step);
 // stats filled either way.
 int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainStats* stats);
-// The learning rate of the next step: linear warm-up from 0 over warmup_steps, then the setting, or with
+// The learning rate of the next step: a linear warm-up over warmup_steps (the first at 1 / warmup_steps of the
+// setting), then the setting, or with
 // decay_steps a cosine from it to 0 at step decay_steps.
 float trainer_learning_rate(const Trainer* trainer);
 // What a step over these records costs, in rows the unroll runs (each record's columns times its unrolled

@@ -588,7 +588,7 @@ void target_compact(Target* target, const int* slots, int n, int destination) {
     // kv_compact moves slot slots[i] to destination + i in place: the slots must rise, from destination on, and
     // stay in the cache (so no move overwrites a slot still to be read)
     for (int i = 0; i < n; i++) {
-        if (slots[i] < destination + i || slots[i] >= target->cache_capacity || (i > 0 && slots[i] <= slots[i - 1])) {
+        if (destination < 0 || slots[i] < destination + i || slots[i] >= target->cache_capacity || (i > 0 && slots[i] <= slots[i - 1])) {
             fprintf(stderr, "error: target_compact: slot %d (of %d, to %d) is %d; expected rising slots from %d, below %d\n",
                     i, n, destination + i, slots[i], destination, target->cache_capacity);
             exit(EXIT_FAILURE); // a program bug

@@ -120,6 +120,40 @@ static void test_batch_equals_sequential(const NamedSpec* named, Target* target)
     free(tokens); free(batch_logits); free(batch_taps);
 }
 
+// ---- a prefill longer than a forward call ------------------------------------------------------
+// target_prefill cuts a prompt longer than the forward's max_tokens into calls of that size: each row's position,
+// cache slot, taps, hidden state and the last logits must be those of one call (rows are independent: bit for
+// bit), from an empty cache and after earlier tokens (n_past > 0).
+static void test_chunked_prefill(const NamedSpec* named, Target* whole, const char* path) {
+    Target chunked;
+    Error err;
+    if (target_load(&chunked, path, &backend_cpu_ref, 64, 3, &err) != 0) { check(0, "%s: load with 3 rows a call: %s", named->label, err.message); return; }
+    int n = 9, before = 4, V = whole->config.vocab_size, C = whole->config.dim;
+    int* tokens = test_tokens(before + n, V, 23);
+    size_t feature_floats = (size_t)n * TAP_LAYERS * C;
+    float* features[2] = {mallocCheck(feature_floats * sizeof(float)), mallocCheck(feature_floats * sizeof(float))};
+    float* hidden[2] = {mallocCheck((size_t)n * C * sizeof(float)), mallocCheck((size_t)n * C * sizeof(float))};
+    float* logits = mallocCheck((size_t)V * sizeof(float));
+    char what[160];
+    for (int n_past = 0; n_past <= before; n_past += before) {
+        Target* targets[2] = {whole, &chunked};
+        for (int k = 0; k < 2; k++) {
+            reset_cache(targets[k]);
+            if (n_past > 0) { target_prefill(targets[k], tokens, n_past, 0, NULL, NULL); }
+            target_prefill(targets[k], tokens + n_past, n, n_past, features[k], hidden[k]);
+            if (k == 0) { memcpy(logits, whole->host.logits, (size_t)V * sizeof(float)); }
+        }
+        snprintf(what, sizeof(what), "%s: a prefill of %d tokens after %d in calls of 3 rows, taps", named->label, n, n_past);
+        check_tensor(what, features[1], features[0], (int)feature_floats, tolerance("exact"));
+        snprintf(what, sizeof(what), "%s: a prefill of %d tokens after %d in calls of 3 rows, hidden states", named->label, n, n_past);
+        check_tensor(what, hidden[1], hidden[0], n * C, tolerance("exact"));
+        snprintf(what, sizeof(what), "%s: a prefill of %d tokens after %d in calls of 3 rows, the last logits", named->label, n, n_past);
+        check_tensor(what, chunked.host.logits, logits, V, tolerance("exact"));
+    }
+    free(tokens); free(features[0]); free(features[1]); free(hidden[0]); free(hidden[1]); free(logits);
+    target_free(&chunked);
+}
+
 // ---- position ids ----------------------------------------------------------------------------
 static void test_positions(const NamedSpec* named, Target* target) {
     int T = 6, V = target->config.vocab_size;
@@ -354,6 +388,7 @@ int main(void) {
         printf("model %s\n", named->label);
         test_loading(named, &target);
         test_batch_equals_sequential(named, &target);
+        test_chunked_prefill(named, &target, path);
         test_positions(named, &target);
         test_taps_and_blas(named, &target);
         test_generation(named, &target);

@@ -1788,8 +1788,7 @@ void trainer_free(Trainer* trainer);
 // stats filled either way.
 int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainStats* stats);
 // The learning rate of the next step: a linear warm-up over warmup_steps (the first at 1 / warmup_steps of the
-// setting), then the setting, or with
-// decay_steps a cosine from it to 0 at step decay_steps.
+// setting), then the setting, or with decay_steps a cosine from it to 0 at step decay_steps.
 float trainer_learning_rate(const Trainer* trainer);
 // What a step over these records costs, in rows the unroll runs (each record's columns times its unrolled
 // steps; discard rows left out): a step's time grows with it (training in the gaps predicts from it).

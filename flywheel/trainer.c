@@ -830,9 +830,9 @@ int trainer_evaluate(Trainer* trainer, const Record* record, int depth, long* em
 // one optimiser step over a batch of records
 
 // Linear warm-up over warmup_steps (step s of it, from 0, at (s + 1) / warmup_steps of the setting: the first step
-// already moves), then the setting; with decay_steps, a cosine from the setting
-// after the warm-up to 0 at step decay_steps (SpecForge's offline schedule): the last step's rate is small,
-// not zero, and past decay_steps the rate stays 0.
+// already moves), then the setting; with decay_steps, a cosine from the setting after the warm-up to 0 at step
+// decay_steps (SpecForge's offline schedule): the last step's rate is small, not zero, and past decay_steps the
+// rate stays 0.
 float trainer_learning_rate(const Trainer* trainer) {
     const TrainerSettings* s = &trainer->settings;
     if (s->warmup_steps > 0 && trainer->step < s->warmup_steps) {

@@ -432,23 +432,18 @@ static void test_sampling_filters(void) {
         if (total == 0.0) { probs[0] = 1.0f; total = 1.0; }
         for (int i = 0; i < V; i++) { probs[i] = (float)(probs[i] / total); }
         int k = (int)(random_u32(&rng) % (V + 2));
-        memcpy(got, probs, sizeof(float) * V);
-        memcpy(want, probs, sizeof(float) * V);
-        apply_top_k(got, V, k, scratch);
-        top_k_definition(want, V, k, 0);
-        top_k_mismatches += memcmp(got, want, sizeof(float) * V) != 0;
-        memcpy(want, probs, sizeof(float) * V);
-        top_k_definition(want, V, k, 1);
-        control_mismatches += memcmp(got, want, sizeof(float) * V) != 0;
         float min_p = row % 4 == 0 ? 0.0f : row % 4 == 1 ? 1.0f : random_f32(&rng);
-        memcpy(got, probs, sizeof(float) * V);
-        memcpy(want, probs, sizeof(float) * V);
-        apply_min_p(got, V, min_p, scratch);
-        min_p_definition(want, V, min_p, 0);
-        min_p_mismatches += memcmp(got, want, sizeof(float) * V) != 0;
-        memcpy(want, probs, sizeof(float) * V);
-        min_p_definition(want, V, min_p, 1);
-        min_p_control_mismatches += memcmp(got, want, sizeof(float) * V) != 0;
+        // each filter against its definition (control 0) and against the negative control's (1)
+        int* mismatches[2][2] = {{&top_k_mismatches, &control_mismatches}, {&min_p_mismatches, &min_p_control_mismatches}};
+        for (int filter = 0; filter < 2; filter++) {
+            memcpy(got, probs, sizeof(float) * V);
+            if (filter == 0) { apply_top_k(got, V, k, scratch); } else { apply_min_p(got, V, min_p, scratch); }
+            for (int control = 0; control < 2; control++) {
+                memcpy(want, probs, sizeof(float) * V);
+                if (filter == 0) { top_k_definition(want, V, k, control); } else { min_p_definition(want, V, min_p, control); }
+                *mismatches[filter][control] += memcmp(got, want, sizeof(float) * V) != 0;
+            }
+        }
         // the chain: temperature, top-k, top-p, min-p, in that order
         float logits[MAX_V];
         for (int i = 0; i < V; i++) { logits[i] = (float)(random_u32(&rng) % 9) * 0.5f; }

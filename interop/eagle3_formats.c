@@ -806,7 +806,14 @@ static int eagle3_safetensors_tensor(const SafetensorsFile* file, const Safetens
                          tensor->n_dims > 1 ? (long long)tensor->shape[1] : 0ll, rows, cols == 1 ? "" : ", ",
                          cols == 1 ? 0 : cols);
     }
-    return out != NULL ? safetensors_tensor_to_f32(file, tensor, out, err) : 0;   // (NULL: the check alone)
+    // (NULL: the check alone, the dtype included, so that a weight of the right shape and an unread dtype is
+    // refused before the draft is allocated)
+    int float_dtype = strcmp(tensor->dtype, "F32") == 0 || strcmp(tensor->dtype, "F16") == 0 || strcmp(tensor->dtype, "BF16") == 0;
+    if (out == NULL && !float_dtype) {
+        return error_set(err, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", file->path, tensor->name,
+                         tensor->dtype);
+    }
+    return out != NULL ? safetensors_tensor_to_f32(file, tensor, out, err) : 0;
 }
 
 // The tensor with this SpecForge name, or its vLLM speculators alias (layers.0. for midlayer.).

@@ -491,8 +491,9 @@ static void test_malformed_safetensors(const Target* small) {
 // ----------------------------------------------------------------------------
 // malformed drafts: SpecForge directories and llama.cpp GGUFs
 
-// Copies a SpecForge export to a new directory, dropping one tensor, reshaping one (rows and cols
-// swapped) or replacing d2t's data by given offsets; config.json is copied or replaced by `config`.
+// Copies a SpecForge export to a new directory, dropping one tensor, reshaping one (rows and cols swapped;
+// "f64:NAME" instead: that tensor as F64 zeros) or replacing d2t's data by given offsets; config.json is copied
+// or replaced by `config`.
 static const char* rewrite_specforge(const char* source, const char* name, const char* drop, const char* transpose,
                                      const int64_t* offsets, const char* config) {
     const char* directory = temp_path(name);
@@ -508,6 +509,13 @@ static const char* rewrite_specforge(const char* source, const char* name, const
         if (drop && strcmp(tensor->name, drop) == 0) { continue; }
         int64_t shape[2] = {tensor->shape[0], tensor->n_dims > 1 ? tensor->shape[1] : 1};
         if (transpose && strcmp(tensor->name, transpose) == 0) { int64_t s = shape[0]; shape[0] = shape[1]; shape[1] = s; }
+        if (transpose && strncmp(transpose, "f64:", 4) == 0 && strcmp(tensor->name, transpose + 4) == 0) {
+            // ("f64:NAME": that tensor in a dtype the reader does not take, zeros of its shape)
+            uint8_t* zeros = callocCheck((size_t)tensor->n_elements, 8);
+            safetensors_writer_add(&writer, tensor->name, "F64", tensor->n_dims, shape, zeros, (size_t)tensor->n_elements * 8);
+            free(zeros);
+            continue;
+        }
         const void* data = offsets && strcmp(tensor->name, "d2t") == 0 ? (const void*)offsets : tensor->data;
         safetensors_writer_add(&writer, tensor->name, tensor->dtype, tensor->n_dims, shape, data, tensor->n_bytes);
     }
@@ -574,6 +582,8 @@ static void test_malformed_specforge(const Target* target) {
                       "required tensor 'lm_head.weight' is missing");
     expect_load_error("missing fc", rewrite_specforge(good, "m2", "fc.weight", NULL, NULL, NULL), target,
                       "required tensor 'fc.weight' is missing");
+    expect_load_error("a weight in F64", rewrite_specforge(good, "m2b", NULL, "f64:fc.weight", NULL, NULL), target,
+                      "tensor 'fc.weight' has dtype F64, expected F32, F16 or BF16");
     expect_load_error("transposed q_proj", rewrite_specforge(good, "m3", NULL, "midlayer.self_attn.q_proj.weight", NULL, NULL),
                       target, "tensor 'midlayer.self_attn.q_proj.weight' has 2 dimensions [96, 48], expected [48, 96]");
     expect_load_error("missing d2t with a smaller vocabulary", rewrite_specforge(good, "m4", "d2t", NULL, NULL, NULL), target,

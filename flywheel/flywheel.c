@@ -925,30 +925,17 @@ int replay_run(const Options* o) {
     Target target;
     Traffic traffic;
     int room = 0;
-    // the inputs, then whether every output can be written (after the inputs are read: a bad model or
-    // traffic file leaves no empty output directory behind), before any work; the first failure's message
-    // is in err
+    // every input (the model, the traffic, the stream asked of it, the tree shape, the draft), then whether every
+    // output can be written (after the inputs are read: a bad model, traffic file or draft leaves no empty output
+    // directory behind), before any work; the first failure's message is in err
     const Backend* backend = backend_by_name(o->backend_name ? o->backend_name : o->use_cuda ? "cuda" : "cpu", &err);
     int status = backend == NULL || target_load(&target, o->model_path, backend, o->context, o->batch, &err) != 0;
-    int have_target = !status, have_traffic = 0;
+    int have_target = !status, have_traffic = 0, have_draft = 0;
     if (status == 0) { status = traffic_load(&traffic, o->traffic_path, &err) != 0; have_traffic = !status; }
     if (status == 0) {
         status = (o->domain && traffic_select_domain(&traffic, o->domain, &err) != 0) ||
                  traffic_chat_check(&traffic, &target.tokenizer, &err) != 0 ||
-                 prompt_room(&target, o->max_new, &room, &err) != 0 ||
-                 make_directories(o->out_dir, &err) != 0 || check_writable(csv_path, 0, &err) != 0 ||
-                 check_writable(summary_path, 0, &err) != 0 || check_writable(chart_path, 0, &err) != 0 ||
-                 (o->eval_every > 0 && check_writable(eval_path, 0, &err) != 0) ||
-                 (o->save_draft && check_writable(o->save_draft, 1, &err) != 0);
-    }
-    // --save-draft is never one of the files written under --out (the summary would replace the trained
-    // draft); checked once both directories exist, so that any spelling of the path is caught
-    const char* const written[4] = {csv_path, summary_path, chart_path, eval_path};
-    for (int i = 0; i < 4 && status == 0 && o->save_draft; i++) {
-        if (same_path(o->save_draft, written[i])) {
-            status = error_set(&err, "--save-draft %s is %s, a file this run writes under --out %s; choose another path",
-                               o->save_draft, written[i], o->out_dir) != 0;
-        }
+                 prompt_room(&target, o->max_new, &room, &err) != 0;
     }
     int n_held = 0, n_requests = 0;
     TrafficRequest* held = NULL;
@@ -989,9 +976,25 @@ int replay_run(const Options* o) {
         status = 1;
     } else if (!no_draft && replay_load_draft(&draft, o->draft, &target, o->draft_vocab, (uint64_t)o->seed, &err) != 0) {
         status = 1;
+    } else {
+        have_draft = !no_draft;
+        status = make_directories(o->out_dir, &err) != 0 || check_writable(csv_path, 0, &err) != 0 ||
+                 check_writable(summary_path, 0, &err) != 0 || check_writable(chart_path, 0, &err) != 0 ||
+                 (o->eval_every > 0 && check_writable(eval_path, 0, &err) != 0) ||
+                 (o->save_draft && check_writable(o->save_draft, 1, &err) != 0);
+    }
+    // --save-draft is never one of the files written under --out (the summary would replace the trained
+    // draft); checked once both directories exist, so that any spelling of the path is caught
+    const char* const written[4] = {csv_path, summary_path, chart_path, eval_path};
+    for (int i = 0; i < 4 && status == 0 && o->save_draft; i++) {
+        if (same_path(o->save_draft, written[i])) {
+            status = error_set(&err, "--save-draft %s is %s, a file this run writes under --out %s; choose another path",
+                               o->save_draft, written[i], o->out_dir) != 0;
+        }
     }
     if (status != 0) {
         fprintf(stderr, "error: %s\n", err.message);
+        if (have_draft) { draft_free(&draft); }
         for (int i = 0; held && i < n_held; i++) { free(held[i].prompt); }
         free(held);
         if (have_traffic) { traffic_free(&traffic); }

@@ -481,6 +481,13 @@ expect_error "generate --chat, no ChatML markers" "no <|im_start|> control token
 expect_ok "generate plain, no ChatML markers" "$AURORA" generate -m "$work/nochat.gguf" -p "hi" -n 2
 expect_error "replay chat traffic, no ChatML markers" "inject.jsonl:1: a chat turn" "$AURORA" replay -m "$work/nochat.gguf" --traffic "$work/inject.jsonl" --no-spec --max-new 2 --out "$work/nochat_out"
 [ ! -e "$work/nochat_out" ] && pass || fail "replay refused for the chat template left an output directory"
+# a draft that cannot be read is an input too: refused before any output directory is made (--out and --save-draft's)
+expect_error "replay, a missing --draft-init" "no-such-draft.gguf" "$AURORA" replay -m "$model" --traffic "$traffic" --requests 2 \
+    --max-new 4 --draft-init "$work/no-such-draft.gguf" --save-draft "$work/bad-init-saved/d.gguf" --out "$work/bad-init"
+[ ! -e "$work/bad-init" ] && [ ! -e "$work/bad-init-saved" ] && pass || fail "replay refused for its draft left an output directory"
+expect_error "replay, a tree larger than --batch, --out not made yet" "--spec-nodes" "$AURORA" replay -m "$model" --traffic "$traffic" \
+    --requests 2 --max-new 4 --batch 4 --out "$work/bad-shape"
+[ ! -e "$work/bad-shape" ] && pass || fail "replay refused for its tree shape left an output directory"
 
 # outputs are checked before any work: an unwritable --save-draft / -o fails at once, serving nothing
 : > "$work/afile"

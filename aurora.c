@@ -1066,7 +1066,6 @@ static int replay_check_flags(const Options* o) {
 }
 
 static int command_replay(Options* o) {
-    if (sampling_filters_check(o) != 0) { return 1; }
     int modes = (o->online != 0) + (o->static_draft != NULL) + (o->no_spec != 0);
     if (modes > 1) { fprintf(stderr, "error: --online, --static and --no-spec exclude each other; give one\n"); return 1; }
     o->mode = o->static_draft ? "static" : o->no_spec ? "none" : "online";
@@ -1093,6 +1092,12 @@ static int command_replay(Options* o) {
                 "trains in lockstep with serving instead: drop one of them\n", o->load);
         return 1;
     }
+    if (strcmp(o->mode, "none") == 0 && strcmp(o->source_name, "eagle") != 0) {
+        fprintf(stderr, "error: --no-spec drafts nothing; drop --source %s\n", o->source_name);
+        return 1;
+    }
+    o->draft = o->static_draft ? o->static_draft : o->draft_init ? o->draft_init : REPLAY_DEFAULT_DRAFT_INIT;
+    if (replay_check_flags(o) != 0 || sampling_filters_check(o) != 0) { return 1; }
     // a lockstep round trains on the pool after its requests: a pool smaller than the round would drop the
     // round's oldest records before any step drew them
     if (o->lockstep_every > o->pool_capacity) {
@@ -1102,12 +1107,6 @@ static int command_replay(Options* o) {
                 o->lockstep_every - o->pool_capacity, o->lockstep_every);
         return 1;
     }
-    if (strcmp(o->mode, "none") == 0 && strcmp(o->source_name, "eagle") != 0) {
-        fprintf(stderr, "error: --no-spec drafts nothing; drop --source %s\n", o->source_name);
-        return 1;
-    }
-    o->draft = o->static_draft ? o->static_draft : o->draft_init ? o->draft_init : REPLAY_DEFAULT_DRAFT_INIT;
-    if (replay_check_flags(o) != 0) { return 1; }
     o->train.loss = loss_kind_from_name(o->loss_name);
     resolve_tree_shape(o);
     Error err;

@@ -393,7 +393,7 @@ static volatile sig_atomic_t stop_signal_number = 0;
 
 // Removes the temporary files open now (unlink is async-signal-safe): at a second signal, and at an exit the
 // program did not plan (out of memory in checked_malloc, an internal error's exit(EXIT_FAILURE), from any thread:
-// registered with atexit by exit_signals_install). After a normal end none is open.
+// exit_signals_install registers it with atexit, under the registry's lock). After a normal end none is open.
 static void remove_open_outputs(void) {
     for (int i = 0; i < OPEN_OUTPUTS_MAX; i++) {
         char* path = open_outputs[i];
@@ -432,10 +432,17 @@ static void signals_set(void (*handler)(int), int ignore_closed_pipe) {
     sigaction(SIGPIPE, &action, NULL);
 }
 
+// (at exit, from any thread: under the registry's lock, so that no output is released while its name is read)
+static void remove_open_outputs_at_exit(void) {
+    pthread_mutex_lock(&open_outputs_lock);
+    remove_open_outputs();
+    pthread_mutex_unlock(&open_outputs_lock);
+}
+
 void exit_signals_install(void) {
     signals_set(on_exit_signal, 0);
     static int registered = 0;
-    if (!registered) { registered = 1; atexit(remove_open_outputs); }
+    if (!registered) { registered = 1; atexit(remove_open_outputs_at_exit); }
 }
 
 void stop_signals_install(void) {

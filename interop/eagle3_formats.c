@@ -310,21 +310,27 @@ static int eagle3_gguf_tensor(const GGUFFile* file, const GGUFTensor* tensor, in
     return 0;
 }
 
-// An eagle3 GGUF carries a tokenizer (the export copies the target's: llama.cpp sizes the draft's d2t map by it,
-// and refuses a draft whose vocabulary is not its target's). Where it has one, it must be the target's, token for
-// token: a draft made for another tokenizer of the same size would otherwise load and propose other tokens' ids.
+// An eagle3 GGUF carries a tokenizer (the export copies the target's; llama.cpp's converter copies the target
+// model's, padded to the config's vocabulary size). Where it has one, it must be the target's by the rule
+// llama.cpp applies to a separate draft model's vocabulary (common_speculative_are_compatible; its eagle3 path
+// checks nothing): token counts at most EAGLE3_VOCAB_MAX_DIFFERENCE apart, and the same text for every id from
+// EAGLE3_VOCAB_CHECK_FROM up to the shorter count. A draft made for another tokenizer would otherwise load and
+// propose that tokenizer's ids.
+enum { EAGLE3_VOCAB_MAX_DIFFERENCE = 128, EAGLE3_VOCAB_CHECK_FROM = 5 };
 static int eagle3_check_tokenizer(const GGUFFile* file, const Target* target, Error* err) {
     if (gguf_find(file, "tokenizer.ggml.tokens") == NULL || !target->has_tokenizer) { return 0; }
     char** tokens = NULL;
     uint64_t n = 0;
     if (gguf_get_string_array(file, "tokenizer.ggml.tokens", &tokens, &n, err) != 0) { return -1; }
     const Tokenizer* t = &target->tokenizer;
+    uint64_t n_target = (uint64_t)t->vocab_size, shorter = n < n_target ? n : n_target;
     int status = 0;
-    if (n != (uint64_t)t->vocab_size) {
-        status = error_set(err, "%s: its tokenizer has %llu tokens and the target's %d; expected the target's tokenizer (the "
-                           "draft was made for another model)", file->path, (unsigned long long)n, t->vocab_size);
+    if ((n > n_target ? n - n_target : n_target - n) > EAGLE3_VOCAB_MAX_DIFFERENCE) {
+        status = error_set(err, "%s: its tokenizer has %llu tokens and the target's %d, more than %d apart; expected the "
+                           "target's tokenizer (the draft was made for another model)", file->path, (unsigned long long)n,
+                           t->vocab_size, EAGLE3_VOCAB_MAX_DIFFERENCE);
     }
-    for (uint64_t i = 0; i < n && status == 0; i++) {
+    for (uint64_t i = EAGLE3_VOCAB_CHECK_FROM; i < shorter && status == 0; i++) {
         if (strcmp(tokens[i], t->tokens[i]) != 0) {
             char mine[48], theirs[48];
             status = error_set(err, "%s: token %llu of its tokenizer is \"%s\" and the target's \"%s\"; expected the target's "

@@ -491,8 +491,8 @@ static void test_malformed_safetensors(const Target* small) {
 // ----------------------------------------------------------------------------
 // malformed drafts: SpecForge directories and llama.cpp GGUFs
 
-// Copies a SpecForge export to a new directory, dropping one tensor, reshaping one (rows and cols swapped;
-// "f64:NAME" instead: that tensor as F64 zeros) or replacing d2t's data by given offsets; config.json is copied
+// Copies a SpecForge export to a new directory, dropping one tensor (drop "f64:NAME": keeping it as F64 zeros
+// instead), reshaping one (rows and cols swapped) or replacing d2t's data by given offsets; config.json is copied
 // or replaced by `config`.
 static const char* rewrite_specforge(const char* source, const char* name, const char* drop, const char* transpose,
                                      const int64_t* offsets, const char* config) {
@@ -506,16 +506,17 @@ static const char* rewrite_specforge(const char* source, const char* name, const
     SafetensorsWriter writer = {0};
     for (int t = 0; t < file.n_tensors; t++) {
         const SafetensorsTensor* tensor = &file.tensors[t];
-        if (drop && strcmp(tensor->name, drop) == 0) { continue; }
-        int64_t shape[2] = {tensor->shape[0], tensor->n_dims > 1 ? tensor->shape[1] : 1};
-        if (transpose && strcmp(tensor->name, transpose) == 0) { int64_t s = shape[0]; shape[0] = shape[1]; shape[1] = s; }
-        if (transpose && strncmp(transpose, "f64:", 4) == 0 && strcmp(tensor->name, transpose + 4) == 0) {
-            // ("f64:NAME": that tensor in a dtype the reader does not take, zeros of its shape)
+        if (drop && strncmp(drop, "f64:", 4) == 0 && strcmp(tensor->name, drop + 4) == 0) {
+            // ("f64:NAME": that tensor kept, in a dtype the reader does not take: zeros of its shape)
+            int64_t f64_shape[2] = {tensor->shape[0], tensor->n_dims > 1 ? tensor->shape[1] : 1};
             uint8_t* zeros = callocCheck((size_t)tensor->n_elements, 8);
-            safetensors_writer_add(&writer, tensor->name, "F64", tensor->n_dims, shape, zeros, (size_t)tensor->n_elements * 8);
+            safetensors_writer_add(&writer, tensor->name, "F64", tensor->n_dims, f64_shape, zeros, (size_t)tensor->n_elements * 8);
             free(zeros);
             continue;
         }
+        if (drop && strcmp(tensor->name, drop) == 0) { continue; }
+        int64_t shape[2] = {tensor->shape[0], tensor->n_dims > 1 ? tensor->shape[1] : 1};
+        if (transpose && strcmp(tensor->name, transpose) == 0) { int64_t s = shape[0]; shape[0] = shape[1]; shape[1] = s; }
         const void* data = offsets && strcmp(tensor->name, "d2t") == 0 ? (const void*)offsets : tensor->data;
         safetensors_writer_add(&writer, tensor->name, tensor->dtype, tensor->n_dims, shape, data, tensor->n_bytes);
     }
@@ -582,8 +583,10 @@ static void test_malformed_specforge(const Target* target) {
                       "required tensor 'lm_head.weight' is missing");
     expect_load_error("missing fc", rewrite_specforge(good, "m2", "fc.weight", NULL, NULL, NULL), target,
                       "required tensor 'fc.weight' is missing");
-    expect_load_error("a weight in F64", rewrite_specforge(good, "m2b", NULL, "f64:fc.weight", NULL, NULL), target,
-                      "tensor 'fc.weight' has dtype F64, expected F32, F16 or BF16");
+    // (with a later weight's shape wrong too: the dtype is judged in the first pass, with the shapes, before the
+    // draft is allocated, so it is the first refusal; judged only when read, the shape's came first)
+    expect_load_error("a weight in F64", rewrite_specforge(good, "m2b", "f64:fc.weight", "midlayer.self_attn.q_proj.weight", NULL,
+                      NULL), target, "tensor 'fc.weight' has dtype F64, expected F32, F16 or BF16");
     expect_load_error("transposed q_proj", rewrite_specforge(good, "m3", NULL, "midlayer.self_attn.q_proj.weight", NULL, NULL),
                       target, "tensor 'midlayer.self_attn.q_proj.weight' has 2 dimensions [96, 48], expected [48, 96]");
     expect_load_error("missing d2t with a smaller vocabulary", rewrite_specforge(good, "m4", "d2t", NULL, NULL, NULL), target,
@@ -777,7 +780,8 @@ static void add_tokens_changed(GGUFWriter* w, int respell, int drop_last) {
     free(tokens);
 }
 static void add_respelled_tokens(GGUFWriter* w) { add_tokens_changed(w, 1, 0); }
-static void add_short_tokens(GGUFWriter* w) { add_tokens_changed(w, 0, 1); }
+static void add_short_tokens(GGUFWriter* w) { add_tokens_changed(w, 0, 129); }   // (llama.cpp allows 128 apart)
+static void add_padded_short_tokens(GGUFWriter* w) { add_tokens_changed(w, 0, 128); }
 
 static void test_malformed_llama_cpp(const Target* target) {
     tokens_target = target;
@@ -833,8 +837,14 @@ static void test_malformed_llama_cpp(const Target* target) {
     // the draft's tokenizer must be the target's: one token respelled, and one token short
     expect_load_error("another tokenizer", rewrite_gguf(good, "g12c.gguf", "tokenizer.ggml.tokens", add_respelled_tokens, NULL, NULL,
                       NULL, NULL), target, "token 7 of its tokenizer is \"respelled\"");
-    expect_load_error("a tokenizer one token short", rewrite_gguf(good, "g12e.gguf", "tokenizer.ggml.tokens", add_short_tokens, NULL,
-                      NULL, NULL, NULL), target, "its tokenizer has 299 tokens and the target's 300");
+    expect_load_error("a tokenizer 129 tokens short", rewrite_gguf(good, "g12e.gguf", "tokenizer.ggml.tokens", add_short_tokens, NULL,
+                      NULL, NULL, NULL), target, "its tokenizer has 171 tokens and the target's 300, more than 128 apart");
+    {   // the control: 128 tokens short and otherwise the target's, as llama.cpp allows (padding), loads
+        Draft padded;
+        if (draft_load(&padded, rewrite_gguf(good, "g12f.gguf", "tokenizer.ggml.tokens", add_padded_short_tokens, NULL, NULL, NULL,
+                                             NULL), target, &err) == 0) { draft_free(&padded); }
+        else { check(0, "a tokenizer 128 tokens short should load, as in llama.cpp: %s", err.message); }
+    }
     expect_load_error("eps 0", rewrite_gguf(good, "g12b.gguf", "eagle3.attention.layer_norm_rms_epsilon", add_eps_zero, NULL,
                       NULL, NULL, NULL), target, "RMSNorm epsilon 0, expected positive");
     float* ids = mallocCheck(200 * sizeof(float));

@@ -1976,7 +1976,8 @@ int safetensors_open(SafetensorsFile* file, const char* path, Error* err);
 int safetensors_open_memory(SafetensorsFile* file, const void* bytes, size_t size, const char* name, Error* err);
 void safetensors_close(SafetensorsFile* file);
 const SafetensorsTensor* safetensors_find(const SafetensorsFile* file, const char* name);   // NULL if absent
-// F32, F16 or BF16 data to fp32 (n_elements floats); another dtype is an error naming the tensor.
+// F32, F16 or BF16 data to fp32 (n_elements floats); another dtype is an error naming the tensor. out NULL: the
+// dtype's check alone.
 int safetensors_tensor_to_f32(const SafetensorsFile* file, const SafetensorsTensor* tensor, float* out, Error* err);
 
 // The writer: collects tensors (copies), then writes the file atomically.

@@ -814,12 +814,7 @@ static int eagle3_safetensors_tensor(const SafetensorsFile* file, const Safetens
     }
     // (NULL: the check alone, the dtype included, so that a weight of the right shape and an unread dtype is
     // refused before the draft is allocated)
-    int float_dtype = strcmp(tensor->dtype, "F32") == 0 || strcmp(tensor->dtype, "F16") == 0 || strcmp(tensor->dtype, "BF16") == 0;
-    if (out == NULL && !float_dtype) {
-        return error_set(err, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", file->path, tensor->name,
-                         tensor->dtype);
-    }
-    return out != NULL ? safetensors_tensor_to_f32(file, tensor, out, err) : 0;
+    return safetensors_tensor_to_f32(file, tensor, out, err);
 }
 
 // The tensor with this SpecForge name, or its vLLM speculators alias (layers.0. for midlayer.).

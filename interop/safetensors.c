@@ -263,20 +263,22 @@ const SafetensorsTensor* safetensors_find(const SafetensorsFile* file, const cha
     return NULL;
 }
 
-// F32, F16 or BF16 data to fp32 (bit-exact for F32; F16 and BF16 widen exactly).
+// F32, F16 or BF16 data to fp32 (bit-exact for F32; F16 and BF16 widen exactly); out NULL: the dtype's check alone.
 int safetensors_tensor_to_f32(const SafetensorsFile* file, const SafetensorsTensor* tensor, float* out, Error* err) {
     const uint8_t* p = tensor->data;
-    if (strcmp(tensor->dtype, "F32") == 0) {
+    int is_f32 = strcmp(tensor->dtype, "F32") == 0, is_f16 = strcmp(tensor->dtype, "F16") == 0;
+    if (!is_f32 && !is_f16 && strcmp(tensor->dtype, "BF16") != 0) {
+        return error_set(err, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", file->path, tensor->name,
+                         tensor->dtype);
+    }
+    if (out == NULL) { return 0; }
+    if (is_f32) {
         memcpy(out, p, tensor->n_bytes);   // little-endian host (as everywhere in this project)
-    } else if (strcmp(tensor->dtype, "F16") == 0 || strcmp(tensor->dtype, "BF16") == 0) {
-        int is_f16 = tensor->dtype[0] == 'F';
+    } else {
         for (int64_t i = 0; i < tensor->n_elements; i++) {
             uint16_t h = (uint16_t)(p[2 * i] | p[2 * i + 1] << 8);
             out[i] = is_f16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
         }
-    } else {
-        return error_set(err, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", file->path, tensor->name,
-                         tensor->dtype);
     }
     return 0;
 }

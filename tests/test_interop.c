@@ -772,11 +772,11 @@ static void add_eps_zero(GGUFWriter* w) { gguf_writer_add_float32(w, "eagle3.att
 
 // (the target's tokens, for the tokenizer checks: test_malformed_llama_cpp sets it)
 static const Target* tokens_target;
-static void add_tokens_changed(GGUFWriter* w, int respell, int drop_last) {
+static void add_tokens_changed(GGUFWriter* w, int respell, int n_dropped) {   // (the last n_dropped left out)
     const Tokenizer* t = &tokens_target->tokenizer;
     const char** tokens = mallocCheck((size_t)t->vocab_size * sizeof(char*));
     for (int i = 0; i < t->vocab_size; i++) { tokens[i] = respell && i == 7 ? "respelled" : t->tokens[i]; }
-    gguf_writer_add_string_array(w, "tokenizer.ggml.tokens", tokens, (uint64_t)(t->vocab_size - drop_last));
+    gguf_writer_add_string_array(w, "tokenizer.ggml.tokens", tokens, (uint64_t)(t->vocab_size - n_dropped));
     free(tokens);
 }
 static void add_respelled_tokens(GGUFWriter* w) { add_tokens_changed(w, 1, 0); }
@@ -834,7 +834,7 @@ static void test_malformed_llama_cpp(const Target* target) {
                       NULL, NULL, NULL, NULL), target, "expected a number");
     expect_load_error("partial rope", rewrite_gguf(good, "g12.gguf", "eagle3.rope.dimension_count", add_partial_rope, NULL, NULL,
                       NULL, NULL), target, "rope dimension count 6");
-    // the draft's tokenizer must be the target's: one token respelled, and one token short
+    // the draft's tokenizer must be the target's: one token respelled, and 129 tokens short (past llama.cpp's 128)
     expect_load_error("another tokenizer", rewrite_gguf(good, "g12c.gguf", "tokenizer.ggml.tokens", add_respelled_tokens, NULL, NULL,
                       NULL, NULL), target, "token 7 of its tokenizer is \"respelled\"");
     expect_load_error("a tokenizer 129 tokens short", rewrite_gguf(good, "g12e.gguf", "tokenizer.ggml.tokens", add_short_tokens, NULL,

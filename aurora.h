@@ -1790,9 +1790,10 @@ int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainS
 // The learning rate of the next step: a linear warm-up over warmup_steps (the first at 1 / warmup_steps of the
 // setting), then the setting, or with decay_steps a cosine from it to 0 at step decay_steps.
 float trainer_learning_rate(const Trainer* trainer);
-// What a step over these records costs, in rows the unroll runs (each record's columns times its unrolled
-// steps; discard rows left out): a step's time grows with it (training in the gaps predicts from it).
-long trainer_step_rows(const Trainer* trainer, Record* const* records, int n_records);
+// What a step over these records costs, in rows the unroll runs (each record's rows of every unrolled step,
+// its discard rows among step 0's, as record_train plans them): a step's time grows with it (training in the
+// gaps predicts from it). Uses the trainer's discard selection as scratch.
+long trainer_step_rows(Trainer* trainer, Record* const* records, int n_records);
 
 // The unroll of one record: which columns (a context window before the completion, then the
 // completion), how many steps, how many discard rows, each step's rows and key-block offset.

@@ -53,7 +53,8 @@ typedef struct {
     // training in the gaps (offered load below 1): the serving thread trains while it is idle
     int in_gaps;
     double gap_seconds, wait_seconds; // idle time given to training; time requests waited for a step to end
-    long gaps, gap_steps;
+    long gaps, gap_steps;   // gap_steps: every step tried (the fit rule's history), applied or not
+    long gap_steps_unapplied; // of those, the steps that changed nothing (non-finite; nothing to teach)
     double gap_step_seconds[GAP_STEP_HISTORY]; // the last steps' durations and rows (a ring: the fit rule's
     long gap_step_rows[GAP_STEP_HISTORY];      // seconds per row)
     int gap_batch[FLYWHEEL_MAX_BATCH], gap_batch_size; // the next step's pool slots (0: none drawn yet)
@@ -163,7 +164,8 @@ static int flywheel_publish(Flywheel* flywheel) {
 }
 
 // One optimiser step on the batch, then a publish every sync_every steps (threaded and in the gaps).
-static void flywheel_train_batch(Flywheel* flywheel, Record** batch, int n) {
+// Returns whether the step was applied (not rejected as non-finite, and the batch had something to teach).
+static int flywheel_train_batch(Flywheel* flywheel, Record** batch, int n) {
     TrainStats stats;
     int applied = trainer_step(&flywheel->trainer, batch, n, &stats) == 0;
     if (applied) { flywheel->unpublished = 1; }
@@ -172,6 +174,7 @@ static void flywheel_train_batch(Flywheel* flywheel, Record** batch, int n) {
         version = flywheel_publish(flywheel);
     }
     flywheel_report(flywheel, &stats, version);
+    return applied;
 }
 
 // One optimiser step on a batch drawn from the pool.
@@ -224,25 +227,41 @@ static void flywheel_lockstep_round(Flywheel* flywheel) {
     flywheel_report(flywheel, NULL, version);
 }
 
+// How a flywheel trains (replay's options; every field in use, zero meaning its stated default where noted).
+typedef struct {
+    int buffer_capacity;    // records the serving thread may queue for the trainer
+    int sync_every;         // publish every this many optimiser steps (threaded and in the gaps; < 1: 1)
+    int batch_requests;     // records per optimiser step (1 to FLYWHEEL_MAX_BATCH)
+    int lockstep_every;     // > 0: train in the serving thread after every this many requests (no thread)
+    int pool_capacity;      // the training pool's records
+    int steps_per_request;  // lockstep: optimiser steps per request served (< 1: 1)
+    int in_gaps;            // train in the serving thread's gaps (an offered load below 1; no thread)
+    float train_share;      // threaded: the share of one core the trainer may use (0: all of it)
+    int pool_new_first;     // each batch first takes the records no step has drawn yet
+    uint64_t seed;          // the pool's draws
+} FlywheelSettings;
+
+// Every field is set before the training thread starts (it reads train_share and, through the pool,
+// pool_new_first).
 static void flywheel_start(Flywheel* flywheel, const Draft* draft, const Target* target, TrainerSettings settings,
-                           int buffer_capacity, int sync_every, int batch_requests, int lockstep_every,
-                           int pool_capacity, int steps_per_request, int in_gaps, uint64_t seed) {
+                           FlywheelSettings f) {
     memset(flywheel, 0, sizeof(*flywheel));
     trainer_init(&flywheel->trainer, draft, target, settings);
     // lockstep trains on everything recorded: the buffer holds a round's records (it drops the oldest when full)
-    flywheel->records = record_buffer_new(lockstep_every > buffer_capacity ? lockstep_every : buffer_capacity);
+    flywheel->records = record_buffer_new(f.lockstep_every > f.buffer_capacity ? f.lockstep_every : f.buffer_capacity);
     flywheel->exchange = weight_exchange_new(draft->n_weight_floats, draft->config.vocab_size);
-    flywheel->sync_every = sync_every < 1 ? 1 : sync_every;
-    flywheel->batch_requests = batch_requests < 1 ? 1 : (batch_requests > FLYWHEEL_MAX_BATCH ? FLYWHEEL_MAX_BATCH : batch_requests);
-    flywheel->lockstep_every = lockstep_every;
-    flywheel->steps_per_request = steps_per_request < 1 ? 1 : steps_per_request;
-    flywheel->train_share = 1.0f;
-    flywheel->pool_capacity = pool_capacity < 1 ? 1 : pool_capacity;
+    flywheel->sync_every = f.sync_every < 1 ? 1 : f.sync_every;
+    flywheel->batch_requests = f.batch_requests < 1 ? 1 : (f.batch_requests > FLYWHEEL_MAX_BATCH ? FLYWHEEL_MAX_BATCH : f.batch_requests);
+    flywheel->lockstep_every = f.lockstep_every;
+    flywheel->steps_per_request = f.steps_per_request < 1 ? 1 : f.steps_per_request;
+    flywheel->train_share = f.train_share > 0.0f && f.train_share < 1.0f ? f.train_share : 1.0f;
+    flywheel->pool_new_first = f.pool_new_first;
+    flywheel->pool_capacity = f.pool_capacity < 1 ? 1 : f.pool_capacity;
     flywheel->pool = callocCheck((size_t)flywheel->pool_capacity, sizeof(Record*));
-    flywheel->pool_rng = random_seed_state(seed);
+    flywheel->pool_rng = random_seed_state(f.seed);
     pthread_mutex_init(&flywheel->stats_lock, NULL);
-    flywheel->in_gaps = lockstep_every == 0 && in_gaps;
-    if (lockstep_every == 0 && !flywheel->in_gaps) {
+    flywheel->in_gaps = f.lockstep_every == 0 && f.in_gaps;
+    if (f.lockstep_every == 0 && !flywheel->in_gaps) {
         if (pthread_create(&flywheel->thread, NULL, flywheel_thread_main, flywheel) != 0) {
             fprintf(stderr, "warning: could not start the training thread; serving continues without training\n");
         } else {
@@ -290,7 +309,7 @@ static double flywheel_gap(Flywheel* flywheel, double seconds) {
         int starved = !stepped && flywheel->gaps_without_step >= GAP_STARVED;
         if (!fits && !starved) { break; }
         double step_start = now_seconds();
-        flywheel_train_batch(flywheel, batch, n);
+        if (!flywheel_train_batch(flywheel, batch, n)) { flywheel->gap_steps_unapplied++; }
         flywheel->gap_batch_size = 0;
         int slot = (int)(flywheel->gap_steps % GAP_STEP_HISTORY);
         flywheel->gap_step_seconds[slot] = now_seconds() - step_start;
@@ -871,12 +890,18 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
             fprintf(f, "draft vocabulary: %ld entries replaced by tokens of the traffic\n", flywheel->trainer.vocabulary_swaps);
         }
         if (flywheel->in_gaps) {
+            char unapplied[96] = "";
+            if (flywheel->gap_steps_unapplied > 0) {
+                snprintf(unapplied, sizeof(unapplied), " and %ld that changed nothing (non-finite, or nothing to teach)",
+                         flywheel->gap_steps_unapplied);
+            }
             fprintf(f, "training in the gaps (offered load %.2f): %ld gaps, %.1f s of idle time given to training, %ld "
-                    "steps (each started where its rows at the last %d steps' seconds per row fit in what is left of its "
-                    "gap, or after %d gaps without one); requests waited %.1f s in all for a step in flight (%.0f ms a "
-                    "request; each wait in the seconds of the request it delayed, so in the speed above)\n", o->load,
-                    flywheel->gaps, flywheel->gap_seconds, flywheel->gap_steps, GAP_STEP_HISTORY, GAP_STARVED,
-                    flywheel->wait_seconds, flywheel->gaps ? 1e3 * flywheel->wait_seconds / flywheel->gaps : 0.0);
+                    "optimiser steps%s (each started where its rows at the last %d steps' seconds per row fit in what is "
+                    "left of its gap, or after %d gaps without one); requests waited %.1f s in all for a step in flight "
+                    "(%.0f ms a request; each wait in the seconds of the request it delayed, so in the speed above)\n",
+                    o->load, flywheel->gaps, flywheel->gap_seconds, flywheel->gap_steps - flywheel->gap_steps_unapplied,
+                    unapplied, GAP_STEP_HISTORY, GAP_STARVED, flywheel->wait_seconds,
+                    flywheel->gaps ? 1e3 * flywheel->wait_seconds / flywheel->gaps : 0.0);
         }
         fprintf(f, "hot swaps: %d, switch time mean %.3f ms, max %.3f ms\n", source->swaps,
                 source->swaps ? 1e3 * source->swap_seconds / source->swaps : 0.0, 1e3 * source->swap_seconds_max);
@@ -1010,11 +1035,14 @@ int replay_run(const Options* o) {
     draft_source_set_adaptive(&source, !o->spec_fixed, o->lockstep_every > 0); // lockstep: repeatable shapes
     Flywheel flywheel;
     if (online) {
-        flywheel_start(&flywheel, &draft, &target, o->train, o->buffer_capacity, o->sync_every, o->batch_requests,
-                       o->lockstep_every, o->pool_capacity, o->steps_per_request, o->load < 1.0f, (uint64_t)o->seed);
+        flywheel_start(&flywheel, &draft, &target, o->train,
+                       (FlywheelSettings){.buffer_capacity = o->buffer_capacity, .sync_every = o->sync_every,
+                                          .batch_requests = o->batch_requests, .lockstep_every = o->lockstep_every,
+                                          .pool_capacity = o->pool_capacity, .steps_per_request = o->steps_per_request,
+                                          .in_gaps = o->load < 1.0f, .train_share = o->train_share,
+                                          .pool_new_first = strcmp(o->pool_sampling, "new-first") == 0,
+                                          .seed = (uint64_t)o->seed});
         source.exchange = flywheel.exchange;
-        flywheel.train_share = o->train_share > 0 ? o->train_share : 1.0f;
-        flywheel.pool_new_first = strcmp(o->pool_sampling, "new-first") == 0;
     }
     stop_signals_install();   // (before the held-back set: an interrupt there still writes the summary)
     HeldBack held_back;
@@ -1146,10 +1174,12 @@ int replay_run(const Options* o) {
     int wrote_draft = 0;
     if (online && o->save_draft && flywheel.trainer.step == 0) {
         // (as train: an interrupt before any step must not replace an earlier result with the initial draft;
-        // without one, nothing trained is an error: nothing served, every step rejected, or no training thread)
+        // without one, nothing trained is an error: nothing served, every step rejected, or no training thread;
+        // after an error already reported, such as an output that could not be opened, only its consequence)
+        int cause = stop_requested() || status != 0;
         fprintf(stderr, "%snothing trained (0 optimiser steps, %ld rejected): %s not written\n",
-                stop_requested() ? "" : "error: ", flywheel.trainer.rejected_updates, o->save_draft);
-        if (!stop_requested()) { status = 1; }
+                cause ? "" : "error: ", flywheel.trainer.rejected_updates, o->save_draft);
+        if (!cause) { status = 1; }
     } else if (online && o->save_draft) {
         if (draft_save(&flywheel.trainer.draft, o->save_draft, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
         else { wrote_draft = 1; }

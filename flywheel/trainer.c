@@ -846,11 +846,16 @@ float trainer_learning_rate(const Trainer* trainer) {
     return s->learning_rate;
 }
 
-long trainer_step_rows(const Trainer* trainer, Record* const* records, int n_records) {
+long trainer_step_rows(Trainer* trainer, Record* const* records, int n_records) {
+    const TrainerSettings* s = &trainer->settings;
+    DiscardSelection* discard = &trainer->discard;
     long rows = 0;
     for (int i = 0; i < n_records; i++) {
         UnrollPlan plan;
-        if (unroll_plan_columns(&plan, records[i], &trainer->settings)) { rows += (long)plan.T * plan.n_steps; }
+        if (!unroll_plan_columns(&plan, records[i], s)) { continue; }
+        if (s->discard_weight > 0.0f) { discard_selection_reserve(discard, records[i]->n_discard); }
+        unroll_plan_rows(&plan, records[i], s, discard->used, discard->row);
+        rows += plan.block_offset[plan.n_steps];
     }
     return rows;
 }

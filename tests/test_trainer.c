@@ -439,6 +439,13 @@ static void test_gradients(Target* target) {
     check(trainer.work.capacity_rows <= record->n_committed && stats.n_discard == 0,
           "the discard loss off: the workspace holds %d rows for a record of %d positions and %d rejected nodes",
           trainer.work.capacity_rows, record->n_committed, record->n_discard);
+    // a step's rows (training in the gaps prices a step by them): T columns at step 0, one fewer at each later step
+    UnrollPlan plan;
+    check(unroll_plan_columns(&plan, record, &trainer.settings), "the test record has columns");
+    long rows_without = trainer_step_rows(&trainer, &record, 1);
+    long expected_rows = (long)plan.T * plan.n_steps - (long)plan.n_steps * (plan.n_steps - 1) / 2;
+    check(rows_without == expected_rows, "a step's rows without the discard loss: %ld (expected %ld: %d columns, %d steps)",
+          rows_without, expected_rows, plan.T, plan.n_steps);
     trainer_free(&trainer);
     // on, with the top 1 per pass: rows for the nodes chosen, not for every rejected node
     TrainerSettings top1 = trainer_default_settings();
@@ -447,6 +454,9 @@ static void test_gradients(Target* target) {
     trainer_init(&trainer, &draft, target, top1);
     memset(&stats, 0, sizeof(stats));
     record_train(&trainer, record, 1.0f, 1, &stats);
+    long rows_with = trainer_step_rows(&trainer, &record, 1);
+    check(rows_with == rows_without + stats.n_discard, "a step's rows with the discard loss: %ld (expected %ld and the %d "
+          "discard rows in use)", rows_with, rows_without, (int)stats.n_discard);
     check(stats.n_discard > 0 && stats.n_discard < record->n_discard &&
           trainer.work.capacity_rows <= record->n_committed + stats.n_discard,
           "the top rejected node per pass: the workspace holds %d rows for a record of %d positions and %d of its %d rejected "
@@ -1430,7 +1440,10 @@ static void start_pool_flywheel(Flywheel* flywheel, Target* target, Draft* draft
     draft_init_random(draft, target, 150, NULL, 4);
     TrainerSettings settings = trainer_default_settings();
     settings.adapt_vocabulary = 0;
-    flywheel_start(flywheel, draft, target, settings, 64, 1, batch_requests, lockstep_every, pool_capacity, 1, 0, 1);
+    flywheel_start(flywheel, draft, target, settings,
+                   (FlywheelSettings){.buffer_capacity = 64, .sync_every = 1, .batch_requests = batch_requests,
+                                      .lockstep_every = lockstep_every, .pool_capacity = pool_capacity, .in_gaps = 0,
+                                      .seed = 1});
 }
 
 static void stop_pool_flywheel(Flywheel* flywheel, Target* target, Draft* draft) {
@@ -1564,7 +1577,9 @@ static void test_hot_swap(DraftKind kind, int in_gaps) {
     settings.ttt_length = 2;
     settings.adapt_vocabulary = 1;
     Flywheel flywheel;
-    flywheel_start(&flywheel, &draft, &target, settings, 64, 1, 1, 0, 8, 1, in_gaps, 1); // publish after every step
+    // publish after every step
+    flywheel_start(&flywheel, &draft, &target, settings, (FlywheelSettings){.buffer_capacity = 64, .sync_every = 1,
+                       .batch_requests = 1, .pool_capacity = 8, .in_gaps = in_gaps, .seed = 1});
     DraftSource source;
     draft_source_init(&source, kind, (TreeShape){2, 3, 7}, &draft, &target);
     source.exchange = flywheel.exchange;
@@ -1637,11 +1652,14 @@ static void test_untrained_at_stop(void) {
     Draft draft;
     draft_init_random(&draft, &target, 150, NULL, 4);
     Flywheel flywheel;
-    flywheel_start(&flywheel, &draft, &target, trainer_default_settings(), 64, 4, 1, 0, 8, 1, 1, 1);   // in the gaps
+    // in the gaps, a publish every 4 steps
+    FlywheelSettings gaps = {.buffer_capacity = 64, .sync_every = 4, .batch_requests = 1, .pool_capacity = 8,
+                             .steps_per_request = 1, .in_gaps = 1, .seed = 1};
+    flywheel_start(&flywheel, &draft, &target, trainer_default_settings(), gaps);
     flywheel_stop(&flywheel);   // nothing recorded: nothing to train on, no step
     check(flywheel.trainer.step == 0, "a stop with nothing recorded took %d steps (expected 0)", flywheel.trainer.step);
     flywheel_free(&flywheel);
-    flywheel_start(&flywheel, &draft, &target, trainer_default_settings(), 64, 4, 1, 0, 8, 1, 1, 1);
+    flywheel_start(&flywheel, &draft, &target, trainer_default_settings(), gaps);
     DraftSource source;
     draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, &draft, &target);
     serve_recorded(&flywheel, &target, &source, 2, 5, 13);   // two requests served, no gap
@@ -1676,7 +1694,9 @@ static void test_gap_fit(void) {
     Draft draft;
     draft_init_random(&draft, &target, 150, NULL, 4);
     Flywheel flywheel;
-    flywheel_start(&flywheel, &draft, &target, trainer_default_settings(), 64, 1, 1, 0, 8, 1, 1, 1);
+    flywheel_start(&flywheel, &draft, &target, trainer_default_settings(),
+                   (FlywheelSettings){.buffer_capacity = 64, .sync_every = 1, .batch_requests = 1,
+                                      .pool_capacity = 8, .in_gaps = 1, .seed = 1});
     DraftSource source;
     draft_source_init(&source, DRAFT_EAGLE, (TreeShape){2, 3, 7}, &draft, &target);
     serve_recorded(&flywheel, &target, &source, 3, 3, 17);
@@ -1721,6 +1741,9 @@ static void test_gap_fit(void) {
     check(flywheel.gap_steps == steps_before + 1 && overrun > 0.0 && fabs(flywheel.wait_seconds - wait_before - overrun) < 1e-12,
           "gap fit: a starved gap of 0 s ran %ld step(s) and returned %.6f s past its end (the wait grew %.6f s)",
           flywheel.gap_steps - steps_before, overrun, flywheel.wait_seconds - wait_before);
+    check(flywheel.gap_steps_unapplied == 0 && flywheel.trainer.step == flywheel.gap_steps,
+          "gap fit: %ld steps tried, %d applied, %ld counted as changing nothing (expected every one applied)",
+          flywheel.gap_steps, flywheel.trainer.step, flywheel.gap_steps_unapplied);
     printf("gap fit: %ld step(s) in a first 50 ms gap; 40 rows at 17.5 ms a row: %.3f s; at 1 s a row, steps after each "
            "of five gaps: %ld %ld %ld %ld %ld, the batch drawn kept until it trained\n", first, estimate, counts[0], counts[1],
            counts[2], counts[3], counts[4]);
@@ -1729,6 +1752,30 @@ static void test_gap_fit(void) {
     flywheel_free(&flywheel);
     draft_free(&draft);
     target_free(&target);
+}
+
+// A step in a gap that changes nothing (a batch with no loss row) is tried and timed like any other, but the
+// summary's count of optimiser steps in the gaps leaves it out (it once counted every step tried).
+static void test_gap_unapplied(Target* target) {
+    Draft draft;
+    draft_init_random(&draft, target, 100, NULL, 9);
+    Flywheel flywheel;
+    flywheel_start(&flywheel, &draft, target, trainer_default_settings(),
+                   (FlywheelSettings){.buffer_capacity = 16, .sync_every = 1, .batch_requests = 1, .pool_capacity = 8,
+                                      .in_gaps = 1, .seed = 3});
+    int ids[2] = {5, 6};   // a record of two tokens and nothing committed: no column to train
+    Record* empty = record_new(target->config.dim, 0);
+    empty->n_tokens = 2;
+    empty->tokens = mallocCheck(sizeof(ids));
+    memcpy(empty->tokens, ids, sizeof(ids));
+    record_buffer_push(flywheel.records, empty);
+    flywheel_gap(&flywheel, 0.02);
+    check(flywheel.gap_steps >= 1 && flywheel.gap_steps_unapplied == flywheel.gap_steps && flywheel.trainer.step == 0,
+          "gap steps with nothing to teach: %ld tried, %ld counted as changing nothing, %d optimiser steps (expected "
+          "every one tried counted, none applied)", flywheel.gap_steps, flywheel.gap_steps_unapplied, flywheel.trainer.step);
+    flywheel_stop(&flywheel);
+    flywheel_free(&flywheel);
+    draft_free(&draft);
 }
 
 // The draft is published at the end whenever it changed since the last publish: vocabulary entries replaced
@@ -1741,7 +1788,9 @@ static void test_publish_last_vocabulary(Target* target) {
     TrainerSettings settings = trainer_default_settings();
     settings.adapt_vocabulary = 1;
     Flywheel flywheel;
-    flywheel_start(&flywheel, &draft, target, settings, 16, 1, 1, 0, 64, 4, 1, 7);   // in the gaps: no thread
+    // in the gaps: no thread
+    flywheel_start(&flywheel, &draft, target, settings, (FlywheelSettings){.buffer_capacity = 16, .sync_every = 1,
+                       .batch_requests = 1, .pool_capacity = 64, .steps_per_request = 4, .in_gaps = 1, .seed = 7});
     int prompt[5] = {20, 21, 22, 23, 24};
     record_buffer_push(flywheel.records, make_record(target, &draft, prompt, 5, 8));
     flywheel_take_records(&flywheel, 0);
@@ -1790,6 +1839,7 @@ int main(int argc, char** argv) {
         test_record_storage(&target);
         test_vocabulary(&target);
         test_publish_last_vocabulary(&target);
+        test_gap_unapplied(&target);
         test_freeze_head(&target);
         test_clipping(&target);
         test_bf16_steps(&target);

@@ -83,8 +83,13 @@ void* checked_calloc(size_t count, size_t size, const char* file, int line);
 int open_regular_file(const char* path, size_t* size, Error* err);
 // Reads a whole regular file of at most max_bytes into a malloc'd, NUL-terminated buffer.
 int read_text_file(const char* path, size_t max_bytes, char** text, size_t* length, Error* err);
-// Creates a directory and its parents with mkdir(2) (no shell); existing directories are fine.
+// Creates a directory and its parents with mkdir(2) (no shell); existing directories are fine. With created
+// not NULL, *created is the number of trailing components it made (0: path existed), for remove_directories.
 int make_directories(const char* path, Error* err);
+int make_directories_counted(const char* path, int* created, Error* err);
+// Undoes make_directories_counted after a failed write: removes path and the created - 1 directories above it,
+// each only if empty (rmdir(2)), so nothing is left that was not there before and nothing put there is lost.
+void remove_directories(const char* path, int created);
 // Checks, before any work starts, that path can be written: its directory exists (or, with
 // create_directory, is created) and a file can be created in it. Nothing at path itself changes.
 int check_writable(const char* path, int create_directory, Error* err);

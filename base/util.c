@@ -155,23 +155,56 @@ int read_text_file(const char* path, size_t max_bytes, char** text, size_t* leng
 // ----------------------------------------------------------------------------
 // output files and directories
 
-int make_directories(const char* path, Error* err) {
+// rmdir of the created directories at and above the component of path that ends at offset end (see
+// remove_directories)
+static void remove_directories_of(const char* path, size_t end, int created) {
+    char* copy = mallocCheck(end + 1);
+    memcpy(copy, path, end);
+    copy[end] = '\0';
+    for (int i = 0; i < created; i++) {
+        if (rmdir(copy) != 0) { break; }   // not empty (or gone): it and those above it stay
+        char* slash = strrchr(copy, '/');
+        while (slash != NULL && slash > copy && slash[-1] == '/') { slash--; }
+        if (slash == NULL || slash == copy) { break; }
+        *slash = '\0';
+    }
+    free(copy);
+}
+
+void remove_directories(const char* path, int created) {
+    size_t end = strlen(path);
+    while (end > 1 && path[end - 1] == '/') { end--; }
+    remove_directories_of(path, end, created);
+}
+
+int make_directories(const char* path, Error* err) { return make_directories_counted(path, NULL, err); }
+
+int make_directories_counted(const char* path, int* created, Error* err) {
+    if (created) { *created = 0; }
     size_t n = strlen(path);
     if (n == 0) { return error_set(err, "empty directory name"); }
     char* copy = mallocCheck(n + 1);
     memcpy(copy, path, n + 1);
+    int made = 0;          // trailing components created (once one is made, every one below it is)
+    size_t last_end = 0;   // where the last component made or found ends
     for (size_t i = 1; i <= n; i++) {
         if (copy[i] != '/' && copy[i] != '\0') { continue; }
+        if (copy[i - 1] == '/') { continue; }   // ("a//b": one component)
         char saved = copy[i];
         copy[i] = '\0';
-        if (mkdir(copy, 0777) != 0 && errno != EEXIST) {
+        if (mkdir(copy, 0777) == 0) {
+            made++;
+        } else if (errno != EEXIST) {
             int e = errno;
             error_set(err, "%s: cannot create the directory: %s", copy, strerror(e));
             free(copy);
+            if (made > 0) { remove_directories_of(path, last_end, made); }   // nothing half made is left
             return -1;
         }
         copy[i] = saved;
+        last_end = i;
     }
+    if (created) { *created = made; }
     struct stat info;
     int is_directory = stat(path, &info) == 0 && S_ISDIR(info.st_mode);
     free(copy);

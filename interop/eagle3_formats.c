@@ -568,7 +568,8 @@ int draft_export_specforge(const Draft* draft, const Target* target, const char*
                          "load the shards it names, not the model.safetensors written here; expected a directory without it",
                          directory);
     }
-    if (make_directories(directory, err) != 0) { return -1; }
+    int created = 0;   // (a failed export removes the directories it made: nothing is left that was not there)
+    if (make_directories_counted(directory, &created, err) != 0) { return -1; }
     SafetensorsWriter writer = {0};
     for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
         const Eagle3TensorName* name = &EAGLE3_TENSOR_NAMES[i];
@@ -617,6 +618,7 @@ int draft_export_specforge(const Draft* draft, const Target* target, const char*
     safetensors_writer_free(&writer);
     free(weights_path);
     free(config_path);
+    if (status != 0) { remove_directories(directory, created); }
     return status;
 }
 
@@ -687,6 +689,16 @@ static int eagle3_parse_config(DraftConfig* c, const char* text, size_t length, 
     JsonValue root;
     int status = json_parse_line(text, length, path, 1, &root, err);
     if (status != 0) { return -1; }
+    // vLLM's speculators format nests the layer's Llama keys in transformer_layer_config (and names its tensors
+    // and its d2t otherwise): said as such, rather than as the first Llama key missing at the top level
+    const char* speculators = json_get(&root, "transformer_layer_config") ? "transformer_layer_config"
+                            : json_get(&root, "speculators_config") ? "speculators_config" : NULL;
+    if (speculators != NULL) {
+        json_free(&root);
+        return error_set(err, "%s: has key '%s': a vLLM speculators config, which is not read here; expected a SpecForge / "
+                         "SGLang config.json (architectures LlamaForCausalLMEagle3, the layer's keys at the top level)",
+                         path, speculators);
+    }
     int n_layers = 0, target_vocab = 0, target_hidden = tc->dim;
     memset(c, 0, sizeof(*c));
     c->rope_theta = 10000.0f;   // Hugging Face LlamaConfig defaults

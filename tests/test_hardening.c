@@ -204,6 +204,23 @@ static void test_atomic_outputs(void) {
     check(access(temp_path("PWNED"), F_OK) != 0, "no command ran");
     struct stat info;
     check(stat(hostile, &info) == 0 && S_ISDIR(info.st_mode), "the directory exists under its literal name");
+    // a chain that fails part way (a last name of 300 bytes, past NAME_MAX) leaves none of what it made, and
+    // nothing that was there before goes: the directories made count from the path's end
+    char too_long[1000];
+    int at = snprintf(too_long, sizeof(too_long), "%s/made1//made2/", temp_directory);
+    snprintf(too_long + at, sizeof(too_long) - (size_t)at, "%0300d", 0);
+    check(make_directories(too_long, &err) != 0 && strstr(err.message, "cannot create the directory"),
+          "a name past NAME_MAX: %s", err.message);
+    check(access(temp_path("made1"), F_OK) != 0 && access(temp_directory, F_OK) == 0,
+          "a failed make_directories removes what it made, and only that");
+    int created = -1;
+    snprintf(nested, sizeof(nested), "%s/a/b/new1/new2/", temp_directory);   // a/b exist (above)
+    check(make_directories_counted(nested, &created, &err) == 0 && created == 2, "two directories made: counted %d", created);
+    write_file_atomic(temp_path("a/b/kept"), "x", 1, &err);
+    remove_directories(nested, created + 1);   // one too many: a/b holds a file, so it stays
+    snprintf(nested, sizeof(nested), "%s/a/b/new1", temp_directory);
+    check(access(nested, F_OK) != 0 && access(temp_path("a/b/kept"), F_OK) == 0, "remove_directories: the made ones go, a "
+          "directory with a file in it stays");
 }
 
 // Every tensor of file into writer (through fp32, in the same types).

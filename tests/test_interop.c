@@ -605,6 +605,8 @@ static void test_malformed_specforge(const Target* target) {
     // config.json
     struct { const char* what; const char* key; const char* value; const char* needle; } configs[] = {
         {"two layers",             "num_hidden_layers",   "2",            "expected 1"},
+        {"vLLM speculators",       "transformer_layer_config", "{\"num_hidden_layers\": 1}", "a vLLM speculators config"},
+        {"speculators_config",     "speculators_config",  "{}",           "has key 'speculators_config'"},
         {"wrong width",            "hidden_size",         "32",           "draft width 32, expected the target's width 48"},
         {"wrong target vocab",     "vocab_size",          "301",          "key 'vocab_size' is 301"},
         {"target hidden size",     "target_hidden_size",  "64",           "key 'target_hidden_size' is 64"},
@@ -942,6 +944,21 @@ static void test_imported_shapes(const Target* target) {
     for (struct dirent* entry; listing && (entry = readdir(listing)) != NULL;) { leftovers += strstr(entry->d_name, ".tmp.") != NULL; }
     if (listing) { closedir(listing); }
     check(leftovers == 0, "%d temporary files left in %s", leftovers, directory);
+    // a failed export into new directories removes them (it once left them empty): three made, the files' names
+    // past PATH_MAX though the directory's own is not
+    char deep[4096];
+    int length = snprintf(deep, sizeof(deep), "%s", temp_path("failed-export"));
+    char* first_made = NULL;
+    while (length < 4096 - 300) {
+        if (first_made == NULL) { first_made = strdup(deep); }
+        length += snprintf(deep + length, sizeof(deep) - (size_t)length, "/%0200d", 0);
+    }
+    length += snprintf(deep + length, sizeof(deep) - (size_t)length, "/%0*d", 4096 - 8 - length, 0);
+    struct stat info;
+    status = draft_export_specforge(&imported, target, deep, TYPE_F32, &err);
+    check(status != 0, "an export whose files' names are too long must fail");   // (the message: the long name, cut)
+    check(stat(first_made, &info) != 0 && errno == ENOENT, "a failed export left the directories it made (%s exists)", first_made);
+    free(first_made);
     draft_free(&imported);
 
     // 96 query heads (of size 2) over one key/value head: more than MODEL_MAX_HEAD_GROUP (64)

@@ -20,12 +20,11 @@ Contract:
         arithmetic on those quantised inputs up to reordering; against the original inputs, on the default
         model's weights and real activations, the error is 0.6% to 2% of an output's RMS and the LM head's
         argmax agrees at 86 of 88 positions (flips within 0.02 logits): tests/test_fast.c measures it. A
-        call with a non-finite input takes the fp32 arithmetic, so infinities and NaNs land where the
+        row with a non-finite input takes the fp32 arithmetic, so infinities and NaNs land where the
         reference puts them.
     Each row of out depends only on its own input row (not on T, the other rows or the thread count; bit
-    for bit), so a verify pass computes what decode computes. One exception, on the int8 arithmetic: a
-    call with a non-finite value in any row takes the fp32 arithmetic for all its rows (a verify pass with
-    one overflowed node no longer matches decode in its other rows; outputs that are already broken).
+    for bit), so a verify pass computes what decode computes; on the int8 arithmetic a row with a non-finite
+    value takes the fp32 arithmetic alone, the call's other rows keeping their int8 results.
     Parallel over output rows with OpenMP.
   - attention_forward_fast: attention_forward_cpu's contract (grouped-query heads, the (T, P) mask, a
     fully masked row gives zeros, -inf scores handled the same way), but each cached key and value row
@@ -225,8 +224,8 @@ static void matmul_forward_fast_arithmetic(float* out, const float* inp, Matrix 
     }
 }
 
-// A packed matrix (cpu_fast.h): the packed int8 kernel (VNNI or AVX2); where it cannot run (fp32 activations asked for, a
-// non-finite input, a CPU level set lower by a test) each row is dequantised exactly and its dot products
+// A packed matrix (cpu_fast.h): the packed int8 kernel (VNNI or AVX2); where it cannot run (fp32 activations asked for, an
+// input row with a non-finite value, a CPU level set lower by a test) each row is dequantised exactly and its dot products
 // summed in order: the reference's arithmetic on the same values.
 // The input rows are quantised once per call. A small input (FAST_PRIVATE_QUANTISE values or fewer: a decode
 // step, a verify pass) is quantised by every thread for itself, which costs less than the barrier that
@@ -242,17 +241,37 @@ enum { FAST_PRIVATE_QUANTISE = 8192 };
 // of 6 rows, 1.07 -> 1.24 ms.
 int fast_amx_int8_min_rows = 9;
 
+// Rows t0..t1-1 quantised, each row's finiteness in x->finite; returns whether all of them are finite.
 static int quantise_rows(FastInt8Blocks* x, const float* inp, int t0, int t1, int C, int isa, int stored) {
     int finite = 1;
 #if FAST_X86
     for (int t = t0; t < t1; t++) {
         const float* row = inp + (size_t)t * C;
-        finite &= (isa == FAST_ISA_AVX2 ? fast_avx2_quantize_blocks(x, row, t, stored) : fast_vnni_quantize_blocks(x, row, t, stored)) == 0;
+        x->finite[t] = (isa == FAST_ISA_AVX2 ? fast_avx2_quantize_blocks(x, row, t, stored) : fast_vnni_quantize_blocks(x, row, t, stored)) == 0;
+        finite &= x->finite[t];
     }
 #else
     (void)x; (void)inp; (void)t0; (void)t1; (void)C; (void)isa; (void)stored;
 #endif
     return finite;
+}
+
+// Output rows [first_row, last_row) of a packed weight in the reference's arithmetic: each row dequantised
+// exactly, its dot products summed in order; only the input rows not marked in skip (NULL: all of them).
+static void matmul_packed_exact(float* out, const float* inp, Matrix weight, int T, int C, int OC, int first_row,
+                                int last_row, const uint8_t* skip) {
+    float* row = mallocCheck((size_t)C * sizeof(float));
+    for (int o = first_row; o < last_row; o++) {
+        fast_packed_dequantize_row(row, (const uint8_t*)weight.data, weight.type, C, o);
+        for (int t = 0; t < T; t++) {
+            if (skip != NULL && skip[t]) { continue; }
+            const float* x = inp + (size_t)t * C;
+            float sum = 0.0f;
+            for (int c = 0; c < C; c++) { sum += x[c] * row[c]; }
+            out[(size_t)t * OC + o] = sum;
+        }
+    }
+    free(row);
 }
 
 // n packed weights of one stored type, one input: each thread takes one contiguous range of the weights'
@@ -305,27 +324,16 @@ static void matmul_packed(float* const* outs, const float* inp, const Matrix* we
             int first_row = first * FAST_GROUP, last_row = end * FAST_GROUP < OC ? end * FAST_GROUP : OC;
             float* out = outs[i];
 #if FAST_X86
-            if (int8_path && finite && isa == FAST_ISA_AVX2) { fast_matmul_packed_avx2(out, quantised, weights[i], T, C, OC, first_row, last_row); }
+            if (int8_path && isa == FAST_ISA_AVX2) { fast_matmul_packed_avx2(out, quantised, weights[i], T, C, OC, first_row, last_row); }
 #if FAST_AMX_KERNEL
-            else if (int8_path && finite && amx) { fast_matmul_packed_amx(out, quantised, weights[i], T, C, OC, first_row, last_row); }
+            else if (int8_path && amx) { fast_matmul_packed_amx(out, quantised, weights[i], T, C, OC, first_row, last_row); }
 #endif
-            else if (int8_path && finite) { fast_matmul_packed_vnni(out, quantised, weights[i], T, C, OC, first_row, last_row); }
-            else
-#else
-            (void)finite;
+            else if (int8_path) { fast_matmul_packed_vnni(out, quantised, weights[i], T, C, OC, first_row, last_row); }
 #endif
-            {
-                float* row = mallocCheck((size_t)C * sizeof(float));
-                for (int o = first_row; o < last_row; o++) {
-                    fast_packed_dequantize_row(row, (const uint8_t*)weights[i].data, weights[i].type, C, o);
-                    for (int t = 0; t < T; t++) {
-                        const float* x = inp + (size_t)t * C;
-                        float sum = 0.0f;
-                        for (int c = 0; c < C; c++) { sum += x[c] * row[c]; }
-                        out[(size_t)t * OC + o] = sum;
-                    }
-                }
-                free(row);
+            // the exact arithmetic: every row off the int8 path, and on it the rows with an infinity or a NaN
+            // (their blocks were zeros; each row's outputs depend on that row alone, so the others keep theirs)
+            if (!int8_path || !finite) {
+                matmul_packed_exact(out, inp, weights[i], T, C, OC, first_row, last_row, int8_path ? quantised->finite : NULL);
             }
         }
         if (quantised == &own) { free(own.memory); }

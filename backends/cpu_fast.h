@@ -746,12 +746,13 @@ typedef struct {
     float* scales;         // (T, n_blocks)
     int32_t* starts;       // (T, n_blocks): -(8 or 128) * sum(q) (Q4_0, Q8_0), 0 (Q4_1)
     float* sums;           // (T, n_blocks): scale * sum(q), Q4_1's m term
+    uint8_t* finite;       // (T): the row holds no infinity or NaN (else its blocks are zeros: see matmul_packed)
     void* memory;
 } FastInt8Blocks;
 
 static inline void fast_int8_blocks_allocate(FastInt8Blocks* x, int T, int C) {
     size_t n = (size_t)T * (C / FAST_QK), q_bytes = ((size_t)T * C + 63) / 64 * 64, field = (n * 4 + 63) / 64 * 64;
-    uint8_t* memory = aligned_alloc(64, q_bytes + 3 * field);
+    uint8_t* memory = aligned_alloc(64, q_bytes + 3 * field + ((size_t)T + 63) / 64 * 64);
     if (!memory) { fprintf(stderr, "error: out of memory (%s:%d)\n", __FILE__, __LINE__); exit(EXIT_FAILURE); }
     x->T = T;
     x->C = C;
@@ -760,6 +761,7 @@ static inline void fast_int8_blocks_allocate(FastInt8Blocks* x, int T, int C) {
     x->scales = (float*)(memory + q_bytes);
     x->starts = (int32_t*)(memory + q_bytes + field);
     x->sums = (float*)(memory + q_bytes + 2 * field);
+    x->finite = memory + q_bytes + 3 * field;
 }
 
 // The quantisation rule both kernels' quantisers share (cpu_fast_kernels.c), per block of 32 values whose
@@ -779,7 +781,7 @@ static inline void fast_int8_block_store(FastInt8Blocks* x, size_t at, float sca
     x->starts[at] = -correction * sum;
     x->sums[at] = scale * (float)sum;
 }
-// A block with an infinity or a NaN: zeros (the call then takes the exact path)
+// A block with an infinity or a NaN: zeros (its row then takes the exact path)
 static inline void fast_int8_block_empty(FastInt8Blocks* x, int8_t* q, size_t at) {
     memset(q, 0, FAST_QK);
     x->scales[at] = 0.0f; x->starts[at] = 0; x->sums[at] = 0.0f;

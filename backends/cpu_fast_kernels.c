@@ -1568,8 +1568,8 @@ FAST_AVX2_TARGET float fast_loss_row_avx2(float* dz, const float* z, const float
 // + the 8 dot products, exact in int32; then acc += float(sum) * (d * dx) (and, Q4_1, acc += m * (dx * sum
 // qx)), fused multiply-adds in block order. The integer sums are exact in any order, so every output
 // element's arithmetic is the same for any tile shape (G groups, TB input rows) and thread count. The
-// activations' rounding is the only new error (measured in tests/test_fast.c). A call whose inputs are not
-// all finite takes the exact path instead, so infinities and NaNs propagate as in the reference.
+// activations' rounding is the only new error (measured in tests/test_fast.c). An input row that is not
+// all finite takes the exact path instead (matmul_packed), so infinities and NaNs propagate as in the reference.
 
 // The 8 quads of one block of G groups: Q4 types unpack a stored vector into two (low nibbles: elements
 // 4j.., high: 16 + 4j..); Q8_0's are stored as they are used.

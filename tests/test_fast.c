@@ -292,8 +292,9 @@ static void test_int8_kernel_exact(void) {
     fast_amx_int8_min_rows = saved_min_rows;
 }
 
-// Inputs that are not finite: the int8 path hands the call to the fp32 kernels, so infinities and NaNs
-// come out where the reference puts them.
+// Inputs that are not finite: the int8 path hands those rows to the fp32 arithmetic, so infinities and NaNs
+// come out where the reference puts them, and the call's finite rows keep the bits they have alone (the whole
+// call once took the fp32 arithmetic, so one overflowed node of a verify pass changed its siblings' logits).
 static void test_matmul_not_finite(void) {
     const int T = 3, C = 64, OC = 5;
     for (int k = 0; k < N_WEIGHT_TYPES; k++) {
@@ -318,6 +319,10 @@ static void test_matmul_not_finite(void) {
             check(mismatches == 0, "matmul_forward_fast [%s] %s%s with inf and NaN inputs: %d outputs of another class "
                   "(finite / inf / NaN) than the reference's", fast_isa_name(fast_isa), tensor_type_name(type),
                   form ? " packed" : "", mismatches);
+            float alone[5];
+            matmul_forward_fast(alone, inp, weight, 1, C, OC);   // row 0 by itself
+            check(bits_equal(got, alone, OC), "matmul_forward_fast [%s] %s%s: the finite row beside inf and NaN rows "
+                  "differs from its result alone", fast_isa_name(fast_isa), tensor_type_name(type), form ? " packed" : "");
             free(owned);
         }
         free(stored);

@@ -327,8 +327,8 @@ void spec_adaptive_count(SpecAdaptive* a, TreeShape shape, const Tree* tree, con
 // A request's first passes (aurora.h: ADAPTIVE_COLD_PASSES) run slower than the steady ones by a factor
 // measured for each of them on its plain passes (which teach only that); a cold pass's times, divided by
 // its factor (or, unmeasured, the first measured one after it), count as steady ones. Before any is
-// measured, a cold pass measures only costs never measured (which even a cold pass prices better than
-// the prior does), and provisionally: the next measurement of the cost replaces it, as a first one would.
+// measured, a cold pass measures only costs never measured or forgotten (which even a cold pass prices
+// better than the prior or a stale price does), and provisionally: the next measurement of the cost replaces it, as a first one would.
 // (Averaged in instead, a 2-node pass first measured cold at 6.0 ms, then only by probes, came down to
 // its 2.9 over 900 passes, and a learned draft training in the gaps drafted 3% of its passes.)
 // Each cost: a provisional price (only ever met by a measurement that counts: not only_new) is taken as
@@ -355,8 +355,10 @@ PassTiming verify_costs_observe(VerifyCosts* c, int n, double verify_seconds) {
         timing.only_new = j == ADAPTIVE_COLD_PASSES;
         timing.slowdown = timing.only_new ? 1.0 : c->cold_slowdown[j];
     }
-    if (!timing.only_new || c->seconds[n] <= 0) {
-        int forgotten = verify_cost_stale(c, n);
+    // (a stale price counts as unmeasured here too: else a decode step that went stale while every plain pass
+    // was a cold one measured nothing, and the chooser's plain probe ran on every pass from then on)
+    int forgotten = verify_cost_stale(c, n);
+    if (!timing.only_new || c->seconds[n] <= 0 || forgotten) {
         if (c->provisional[n]) { c->seconds[n] = 0; }
         if (n > 1 && (c->seconds[n] <= 0 || forgotten) && c->seconds[1] > 0) { c->seconds[n] = verify_costs_seconds(c, n); }
         if (n == 1 && forgotten) { c->seconds[1] = 0; }

@@ -15,7 +15,7 @@ tree, acceptance and times) and must
     times one token's must;
   - not price drafting by a request's first passes, which run on the caches its prefill left (their times
     divided by a slowdown measured on plain passes; before one is known, provisional prices that the next
-    steady measurement replaces);
+    steady measurement replaces), nor stop drafting for good when every pass is such a first one;
 and the counting itself is checked on a hand-made tree.
 */
 #define TESTING
@@ -312,6 +312,25 @@ static void test_cold_passes(void) {
           "%d of 2400 passes drafted (expected >= 1.03x, over 1200)", rate[0] / plain, drafted[0]);
     check(drafted[1] < drafted[0] / 2, "negative control: measuring the cold passes should price drafting out (%d passes "
           "drafted against %d)", drafted[1], drafted[0]);
+}
+
+// Requests of 3 passes, every one cold: the decode step, first measured cold (a provisional price), goes
+// stale after ADAPTIVE_COST_MEMORY passes and the plain probe runs, but on a cold pass with no slowdown
+// known it once measured nothing (a stale price is not unmeasured to a cold pass), so the price stayed stale
+// and the chooser chose the plain probe on every pass from then on: a draft that pays stopped for good.
+static void test_short_requests(void) {
+    World good = world_with(0.8, 0.9, 0.1);
+    good.request_passes = 3;
+    const double cold[3] = {1.3, 1.2, 1.1};
+    memcpy(good.cold, cold, sizeof(cold));
+    uint64_t rng = random_seed_state(13);
+    SpecAdaptive a;
+    spec_adaptive_init(&a, (TreeShape){4, 8, 33}, 4);
+    int drafted = 0;
+    simulate(&a, &good, 3000, 1000, &rng, &drafted);
+    printf("requests of 3 passes, all cold, a draft right 80%% at depth 1: %d of the last 1000 passes drafted\n", drafted);
+    check(drafted > 500, "requests of 3 cold passes: a draft that pays drafted %d of the last 1000 passes (expected most: "
+          "the decode step's price must be measured again once stale)", drafted);
 }
 
 // Confidence: a world where each node's draft probability is its true chance of acceptance, drawn per node
@@ -654,6 +673,7 @@ int main(void) {
     test_catch_up_by_tokens();
     test_forgotten_costs();
     test_plain_probe();
+    test_short_requests();
     test_cold_passes();
     test_provisional_prices();
     return test_summary();

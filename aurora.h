@@ -1180,7 +1180,8 @@ typedef struct {
     int drafted_at_depth[TREE_MAX_DEPTH + 1];  // passes whose tree reached depth d
     double prefill_seconds, draft_seconds, verify_seconds, total_seconds;
     int n_prompt, n_generated, stopped_at_eos;
-    int passes_by_shape[9][TREE_MAX_DEPTH + 1]; // passes by (K, depth) drafted; [1][0]: no speculation
+    int passes_by_shape[9][TREE_MAX_DEPTH + 1]; // passes by the tree verified: its most children of one node
+                                                // (up to 8) and its depth; [1][0]: no speculation
     int passes_suffix;                  // hybrid: passes whose tree came from the suffix draft
     int left_out;                       // adaptive: drafted nodes whose calibrated chance did not pay (adaptive.c)
 } SpecStats;

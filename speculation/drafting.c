@@ -824,7 +824,10 @@ void draft_source_plan_pass(DraftSource* source, const Sequence* sequence) {
 
 void draft_source_observe_pass(DraftSource* source, const Tree* tree, const Acceptance* acceptance,
                                double draft_seconds, double verify_seconds, SpecStats* stats) {
-    int k = tree->n_nodes > 1 ? source->shape.k : 1;
+    // the shape of the tree verified: its most children of one node and its depth (a pass planned K=4 whose
+    // confidence cut left a chain of 2 counts as K=1 D=2; a suffix tree, not K-ary, by its widest node)
+    int k = 1;
+    for (int i = 0; i < tree->n_nodes; i++) { if (tree->n_children[i] > k) { k = tree->n_children[i]; } }
     stats->passes_by_shape[k < ADAPTIVE_MAX_K ? k : ADAPTIVE_MAX_K][tree->max_depth]++;
     if (source->kind == DRAFT_HYBRID && source->pass_source == DRAFT_SUFFIX) { stats->passes_suffix++; }
     stats->left_out += source->n_left_out;

@@ -1065,6 +1065,15 @@ static void test_pass_costs(Target* target) {
     draft_source_observe_pass(&source, &tree, &acceptance, 0.016 + 2 * 0.0003, 0.004, &stats);
     check(fabs(source.adaptive_state.draft_step_seconds - 0.0003) < 1e-12,
           "a pass's hot swap was charged to drafting: %.6f s a step, expected 0.000300", source.adaptive_state.draft_step_seconds);
+    check(stats.passes_by_shape[1][2] == 1, "a chain of 2 verified counts as K=1 D=2");
+    // the statistics' shape is the tree verified, not the one planned: planned K=1, a root of two children
+    // (a suffix tree's, or the hybrid's) is K=2
+    draft_source_plan_pass(&source, &sequence);
+    hand_made_tree(&tree, (int[]){-1, 0, 0, 1}, 4);
+    memset(&stats, 0, sizeof(stats));
+    draft_source_observe_pass(&source, &tree, &acceptance, 0.001, 0.004, &stats);
+    check(source.shape.k == 1 && stats.passes_by_shape[2][2] == 1 && stats.passes_by_shape[1][2] == 0,
+          "a tree of two children at the root and depth 2, planned K=%d, counts as K=2 D=2", source.shape.k);
     draft_source_plan_pass(&source, &sequence);
     check(source.pass_swap_seconds == 0.0, "a new pass starts with no swap time");
     // no cache slots to draft in: the tree is the root alone, and the chooser counts no rank of the shape it

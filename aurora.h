@@ -1321,7 +1321,7 @@ double spec_step_probability(double step_log_prob);
 int spec_probability_bin(double p, int n_bins);
 // The least chance of acceptance (a path's product of node chances) that pays for a node in a pass of this
 // shape: a node's share of the verify pass times the tokens per second the shape is expected to yield.
-// 0 for no drafting, and on an exploring pass (spec_adaptive_explores).
+// 0 for no drafting. (Its caller skips it on an exploring pass, spec_adaptive_explores: every node then.)
 double spec_adaptive_min_chance(const SpecAdaptive* a, TreeShape shape, int pending);
 // Counts a pass planned to draft; returns 1 if it keeps every node (every ADAPTIVE_EXPLORE_EVERY-th, and
 // probes), 0 if it may leave nodes out.

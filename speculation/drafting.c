@@ -221,10 +221,14 @@ int tree_shape_check(TreeShape shape, Error* err) {
 
 int tree_shape_fits(TreeShape shape, const Target* target, Error* err) {
     int capacity = target->act.max_tokens;
-    if (shape.nodes > capacity || shape.k > capacity) {
+    if (shape.nodes > capacity) {
         return error_set(err, "a pass may verify %d tree nodes, more than the %d tokens one forward call of the target "
                          "holds (--batch, at most --context); expected --batch and --context of at least %d, or a "
                          "smaller --spec-nodes", shape.nodes, capacity, shape.nodes);
+    }
+    if (shape.k > capacity) {   // (an EAGLE draft's step runs K rows through the target's table)
+        return error_set(err, "--spec-k %d is more than the %d tokens one forward call of the target holds (--batch, at "
+                         "most --context); expected --spec-k of at most %d, or a larger --batch", shape.k, capacity, capacity);
     }
     return 0;
 }

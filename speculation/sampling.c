@@ -176,10 +176,12 @@ void apply_min_p(float* probs, int V, float min_p, ProbIndex* scratch) {
 // logit comes off before the division, so every quotient is <= 0: at a temperature so small that
 // logit / temperature overflows (1e-40 is a valid float), the distribution tends to the argmax (ties
 // share) instead of inf - inf = NaN, which sampled the last token every time. Logits that are not finite
-// follow the argmax's rules: a NaN is never a candidate, +inf logits share the whole mass (the limit of a
-// logit that grows without bound), and a row with no finite or +inf logit at all (every one NaN or -inf)
-// puts it on the argmax's token, as greedy decoding would pick. (A NaN or +inf anywhere made the whole row
-// NaN, and sampling then returned the last id every time.) Finite rows are unchanged, bit for bit.
+// follow the argmax's rules: a NaN is never a candidate (except at id 0, where sample_argmax's definition
+// starts, as llama.cpp's greedy sampler's does: a NaN there is the argmax, and takes the whole mass), +inf
+// logits share the whole mass (the limit of a logit that grows without bound), and a row with no finite or
+// +inf logit at all (every one NaN or -inf) puts it on the argmax's token, as greedy decoding would pick.
+// (A NaN or +inf anywhere made the whole row NaN, and sampling then returned the last id every time.)
+// Finite rows are unchanged, bit for bit.
 void logits_to_probs(float* probs, const float* logits, int V, float temperature) {
     int best = sample_argmax(logits, V);
     float max = logits[best];

@@ -122,9 +122,9 @@ static int suffix_child_or_new(SuffixIndex* index, int parent, int token) {
 
 void suffix_index_begin(SuffixIndex* index) { index->n_cursor = 0; }
 
-// One more occurrence of a node's path. The index of everything served lives as long as the server, and
-// the root and the frequent first tokens count every token: at INT_MAX they stay there (2^31 tokens, some
-// 80 days at 300 tokens a second) rather than overflow.
+// One more occurrence of a node's path. A count covers the texts in the index: one request's, or the
+// window of served outputs (suffix_index_add_window), at most max_nodes tokens, so it stays far below
+// INT_MAX; the saturation is a guard, not a path any index reaches.
 static void suffix_count(SuffixNode* node) {
     if (node->count < INT_MAX) { node->count++; }
 }

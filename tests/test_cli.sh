@@ -100,6 +100,8 @@ expect_error "bad --draft-vocab" "larger than the target vocabulary" "$AURORA" d
 expect_error "draft-init without -o" "missing -o" "$AURORA" draft-init -m "$model"
 # a tree larger than a forward call: an error naming the flags, before any output (replay leaves no file)
 expect_error "a tree larger than --batch" "--batch" "$AURORA" generate -m "$model" -p "the cat" -n 4 --draft random --batch 4
+expect_error "--spec-k past --batch, the nodes within it" "spec-k 8 is more than the 4 tokens" "$AURORA" generate -m "$model" \
+    -p "the cat" -n 4 --draft random --batch 4 --spec-k 8 --spec-depth 1 --spec-nodes 4
 mkdir -p "$work/small-batch"
 expect_error "replay, a tree larger than --batch" "--spec-nodes" "$AURORA" replay -m "$model" \
     --traffic "$(dirname "$0")/../traffic/sample.jsonl" --requests 2 --max-new 4 --batch 4 --out "$work/small-batch"

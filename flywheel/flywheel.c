@@ -726,6 +726,7 @@ static int self_sample_start(const Tokenizer* tokenizer, int* token, Error* err)
 // serving depth, replayed exactly from the target's recorded outputs (trainer_evaluate: draft work only)
 
 typedef struct {
+    int n_requests;         // held back from the stream (--eval-requests, or fewer in a short stream)
     int n_records;
     int n_skipped;          // held-back prompts longer than the context leaves (not measured; said in the summary)
     int n_past_attention;   // held-back records whose evaluation attends past the table's bound (CUDA; left out, said)
@@ -908,7 +909,7 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
     }
     if (held_back->n_skipped > 0) {
         fprintf(f, "held-back: %d of %d requests skipped (prompt longer than the %d tokens the context leaves, or with no token)%s\n",
-                held_back->n_skipped, held_back->n_skipped + held_back->n_records, room,
+                held_back->n_skipped, held_back->n_requests, room,
                 held_back->n_records == 0 ? "; no held-back measurement" : "");
     }
     if (held_back->n_past_attention > 0) {
@@ -1048,6 +1049,7 @@ int replay_run(const Options* o) {
     HeldBack held_back;
     memset(&held_back, 0, sizeof(held_back));
     if (n_held > 0 && kind != DRAFT_NONE && kind != DRAFT_SUFFIX) { // the target's outputs for the held-back prompts, once
+        held_back.n_requests = n_held;
         held_back.records = callocCheck((size_t)n_held, sizeof(Record*));
         RecordJob job = {.requests = held, .room = room, .n = n_held, .max_new = o->max_new, .parallel = o->parallel,
                          .what = o->quiet ? NULL : "held-back set: the target's outputs"};
@@ -1184,7 +1186,13 @@ int replay_run(const Options* o) {
         if (draft_save(&flywheel.trainer.draft, o->save_draft, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
         else { wrote_draft = 1; }
     }
-    if (held_back.n_records > 0 && (held_back.n_points == 0 || held_back.at_request[held_back.n_points - 1] != totals.n_done)) {
+    // then the per-request rows, complete now: before the final held-back measurement, which can take minutes
+    // (a second interrupt during it would otherwise remove them with the temporary files)
+    if (rows && output_commit(&csv, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
+    // (requests.csv not opened: nothing served, and nothing else is written, so no output of an earlier run in
+    // the directory is replaced or removed beside its rows)
+    if (rows && held_back.n_records > 0 &&
+        (held_back.n_points == 0 || held_back.at_request[held_back.n_points - 1] != totals.n_done)) {
         if (online) { // the last weights the trainer published
             int version;
             const int32_t* vocabulary;
@@ -1201,9 +1209,8 @@ int replay_run(const Options* o) {
     omp_set_num_threads(serving_threads);
 #endif
 
-    // then the per-request rows, the summary, the chart
-    if (rows && output_commit(&csv, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
-    if (held_back.n_points > 0) {
+    // then the held-back curve, the summary, the chart
+    if (rows && held_back.n_points > 0) {
         OutputFile eval;
         if (output_open(&eval, eval_path, &err) != 0) {
             fprintf(stderr, "error: %s\n", err.message);
@@ -1217,39 +1224,41 @@ int replay_run(const Options* o) {
             if (output_commit(&eval, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
         }
     }
-    OutputFile summary;
-    if (output_open(&summary, summary_path, &err) != 0) {
-        fprintf(stderr, "error: %s\n", err.message);
-        status = 1;
-    } else {
-        replay_write_summary(summary.stream, o, &totals, &traffic, &source, online ? &flywheel : NULL, &held_back, room,
-                             target.backend);
-        if (output_commit(&summary, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
-    }
-    if (!o->quiet) {
-        replay_write_summary(stderr, o, &totals, &traffic, &source, online ? &flywheel : NULL, &held_back, room, target.backend);
-    }
-    if (totals.n_served > 0) {
-        ChartSeries series[2] = {
-            {.label = o->label ? o->label : o->mode, .n = totals.n_served, .acceptance = acceptance, .domains = domains,
-             .x = served_at},
-            {.label = "held-back requests, the draft frozen", .n = held_back.n_points, .acceptance = held_back.acceptance,
-             .x = held_back.at_request, .measured_curve = 1},
-        };
-        if (svg_acceptance_chart(chart_path, series, held_back.n_points > 0 ? 2 : 1, "acceptance length per request", &err) != 0) {
+    if (rows) {   // (else nothing: see requests.csv above)
+        OutputFile summary;
+        if (output_open(&summary, summary_path, &err) != 0) {
             fprintf(stderr, "error: %s\n", err.message);
             status = 1;
+        } else {
+            replay_write_summary(summary.stream, o, &totals, &traffic, &source, online ? &flywheel : NULL, &held_back, room,
+                                 target.backend);
+            if (output_commit(&summary, &err) != 0) { fprintf(stderr, "error: %s\n", err.message); status = 1; }
         }
-    } else if (totals.n_done > 0 && !stop_requested()) { // (stopped: the run ended early, as asked, with 128 + signal)
-        fprintf(stderr, "error: %s: none of the %d requests could be served: %d prompts are longer than the %d tokens the "
-                "context leaves after --max-new %d%s, %d have no token the vocabulary can spell\n", o->traffic_path,
-                totals.n_done, totals.n_skipped, room, o->max_new, totals.n_skipped > 0 ? " (raise --context or lower --max-new)" : "",
-                totals.n_empty);
-        status = 1;
+        if (!o->quiet) {
+            replay_write_summary(stderr, o, &totals, &traffic, &source, online ? &flywheel : NULL, &held_back, room, target.backend);
+        }
+        if (totals.n_served > 0) {
+            ChartSeries series[2] = {
+                {.label = o->label ? o->label : o->mode, .n = totals.n_served, .acceptance = acceptance, .domains = domains,
+                 .x = served_at},
+                {.label = "held-back requests, the draft frozen", .n = held_back.n_points, .acceptance = held_back.acceptance,
+                 .x = held_back.at_request, .measured_curve = 1},
+            };
+            if (svg_acceptance_chart(chart_path, series, held_back.n_points > 0 ? 2 : 1, "acceptance length per request", &err) != 0) {
+                fprintf(stderr, "error: %s\n", err.message);
+                status = 1;
+            }
+        } else if (totals.n_done > 0 && !stop_requested()) { // (stopped: the run ended early, as asked, with 128 + signal)
+            fprintf(stderr, "error: %s: none of the %d requests could be served: %d prompts are longer than the %d tokens the "
+                    "context leaves after --max-new %d%s, %d have no token the vocabulary can spell\n", o->traffic_path,
+                    totals.n_done, totals.n_skipped, room, o->max_new, totals.n_skipped > 0 ? " (raise --context or lower --max-new)" : "",
+                    totals.n_empty);
+            status = 1;
+        }
+        // a chart or held-back file this run did not write would be an earlier run's beside this run's rows
+        if (totals.n_served == 0) { remove_stale_output(chart_path); }
+        if (held_back.n_points == 0) { remove_stale_output(eval_path); }
     }
-    // a chart or held-back file this run did not write would be an earlier run's beside this run's rows
-    if (totals.n_served == 0) { remove_stale_output(chart_path); }
-    if (held_back.n_points == 0) { remove_stale_output(eval_path); }
     if (!o->quiet) {
         if (wrote_draft) { fprintf(stderr, "saved the trained draft (%d optimiser steps) to %s\n", flywheel.trainer.step, o->save_draft); }
         if (status == 0) { // the chart only when a request was served (an interrupt can come before any)

@@ -184,13 +184,12 @@ static double svg_mean(const ChartSeries* series) {
 
 int svg_acceptance_chart(const char* path, const ChartSeries* series, int n_series, const char* title, Error* err) {
     if (n_series < 1) { return error_set(err, "%s: no series to draw", path); }
-    int n_max = 0;
+    double n_max = 0;   // one past the largest x of any point (a series' rows need not be in order)
     double y_top = 2.0;
     for (int k = 0; k < n_series; k++) {
         if (series[k].n < 1) { return error_set(err, "%s: series '%s' has no requests", path, series[k].label); }
-        int last = (int)svg_point_x(&series[k], series[k].n - 1) + 1;
-        if (last > n_max) { n_max = last; }
         for (int i = 0; i < series[k].n; i++) {
+            if (svg_point_x(&series[k], i) + 1 > n_max) { n_max = svg_point_x(&series[k], i) + 1; }
             if (isfinite(series[k].acceptance[i]) && series[k].acceptance[i] > y_top) { y_top = series[k].acceptance[i]; }
         }
     }

@@ -866,7 +866,15 @@ int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainS
     size_t n = trainer->draft.n_weight_floats;
     memset(stats, 0, sizeof(*stats));
     b->zero(trainer->grads, n * sizeof(float));
-    for (int i = 0; i < n_records; i++) { stats->loss += record_train(trainer, records[i], 1.0f / n_records, 1, stats); }
+    // the batch's mean over the records that have columns to train (a record too short for any counted
+    // in the divisor once scaled the loss and the gradient down by the batch's share of such records)
+    int n_trainable = 0;
+    for (int i = 0; i < n_records; i++) {
+        UnrollPlan plan;
+        n_trainable += unroll_plan_columns(&plan, records[i], s);
+    }
+    float scale = n_trainable > 0 ? 1.0f / n_trainable : 0.0f;
+    for (int i = 0; i < n_records; i++) { stats->loss += record_train(trainer, records[i], scale, 1, stats); }
     stats->step0_accuracy = stats->n_positions ? stats->step0_accuracy / stats->n_positions : 0.0f;
     double norm = sqrt(b->sum_squares(trainer->grads, n));
     stats->grad_norm = (float)norm;

@@ -422,6 +422,26 @@ static void test_chart_and_csv(void) {
     check(line_x > (SVG_LEFT + SVG_RIGHT) / 2.0, "the domain line at request 38 of 39 drawn at x %.1f, expected right of %.1f",
           line_x, (SVG_LEFT + SVG_RIGHT) / 2.0);
     free(svg);
+    // rows out of order (two runs' rows one after the other), the largest request index last but one, and
+    // INT_MAX: every point inside the plot (the x extent was once the last row's, and INT_MAX + 1 overflowed)
+    for (int big = 0; big < 2; big++) {
+        int unordered_x[] = {3, big ? INT_MAX : 39, 10};
+        float unordered_acceptance[] = {1.5f, 1.7f, 1.8f};
+        ChartSeries unordered = {.label = "two runs", .n = 3, .acceptance = unordered_acceptance, .x = unordered_x,
+                                 .measured_curve = 1};
+        rc = svg_acceptance_chart(path_svg, &unordered, 1, NULL, &err);
+        svg = rc == 0 ? read_whole(path_svg) : NULL;
+        int inside = 0, circles = 0;
+        for (const char* at = svg; at && (at = strstr(at, "<circle cx=\"")) != NULL; at++) {
+            double cx = -1.0;
+            sscanf(at, "<circle cx=\"%lf\"", &cx);
+            circles++;
+            inside += cx >= SVG_LEFT - 1e-9 && cx <= SVG_RIGHT + 1e-9;
+        }
+        check(rc == 0 && circles == 3 && inside == 3, "rows out of order%s: %d of %d points inside the plot",
+              big ? " with request INT_MAX" : "", inside, circles);
+        free(svg);
+    }
     ChartSeries empty = {.label = "empty", .n = 0, .acceptance = flat};
     check(svg_acceptance_chart(path_svg, &empty, 1, NULL, &err) != 0 && strstr(err.message, "no requests") != NULL,
           "an empty series is an error");

@@ -1778,6 +1778,40 @@ static void test_gap_unapplied(Target* target) {
     draft_free(&draft);
 }
 
+// A batch's mean is over the records that have columns to train: a record too short for any beside a real one
+// gives the step the loss and the weights of the real one alone, bit for bit (it once counted in the divisor,
+// halving both the loss reported and the gradient).
+static void test_batch_mean_trainable(Target* target) {
+    Draft draft;
+    draft_init_random(&draft, target, 100, NULL, 9);
+    int prompt[5] = {20, 21, 22, 23, 24};
+    Record* real = make_record(target, &draft, prompt, 5, 8);
+    int ids[2] = {5, 6};
+    Record* empty = record_new(target->config.dim, 0);
+    empty->n_tokens = 2;
+    empty->tokens = mallocCheck(sizeof(ids));
+    memcpy(empty->tokens, ids, sizeof(ids));
+    TrainerSettings settings = trainer_default_settings();
+    settings.adapt_vocabulary = 0;
+    Trainer alone, beside;
+    trainer_init(&alone, &draft, target, settings);
+    trainer_init(&beside, &draft, target, settings);
+    TrainStats stats_alone, stats_beside;
+    Record* batch[2] = {real, empty};
+    int status_alone = trainer_step(&alone, batch, 1, &stats_alone);
+    int status_beside = trainer_step(&beside, batch, 2, &stats_beside);
+    check(status_alone == 0 && status_beside == 0 && stats_alone.loss == stats_beside.loss &&
+          bits_equal(alone.draft.weight_arena, beside.draft.weight_arena, draft.n_weight_floats),
+          "a record with nothing to train beside a real one: loss %.6f against %.6f alone, the weights %s",
+          stats_beside.loss, stats_alone.loss, bits_equal(alone.draft.weight_arena, beside.draft.weight_arena,
+          draft.n_weight_floats) ? "the same" : "different");
+    trainer_free(&alone);
+    trainer_free(&beside);
+    record_free(real);
+    record_free(empty);
+    draft_free(&draft);
+}
+
 // The draft is published at the end whenever it changed since the last publish: vocabulary entries replaced
 // when records are taken (no optimiser step) after a step that published (sync_every 1) are published by
 // flywheel_stop, so that --save-draft and the last held-back measurement describe the same draft. (Deciding
@@ -1840,6 +1874,7 @@ int main(int argc, char** argv) {
         test_vocabulary(&target);
         test_publish_last_vocabulary(&target);
         test_gap_unapplied(&target);
+        test_batch_mean_trainable(&target);
         test_freeze_head(&target);
         test_clipping(&target);
         test_bf16_steps(&target);

@@ -929,6 +929,8 @@ typedef struct {
     int target_vocab_size;  // V, for the d2t map and the embedding table
     float rope_theta;
     float norm_eps;
+    int target_taps[TAP_LAYERS]; // the target layers whose outputs fc reads (the target's tap_layers): what the
+                                 // draft was trained on, saved with it and checked against the target at load
 } DraftConfig;
 
 typedef struct {

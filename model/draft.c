@@ -126,6 +126,7 @@ void draft_init_random(Draft* draft, const Target* target, int vocab_size, const
     c->target_vocab_size = tc->vocab_size;
     c->rope_theta = tc->rope_theta;
     c->norm_eps = tc->norm_eps;
+    memcpy(c->target_taps, tc->tap_layers, sizeof(c->target_taps));
     Error err;
     if (draft_set_vocabulary(draft, d2t, vocab_size, tc->vocab_size, "draft_init_random: d2t", &err) != 0) {
         fprintf(stderr, "error: %s\n", err.message);
@@ -229,6 +230,7 @@ int draft_save(const Draft* draft, const char* path, Error* err) {
     gguf_writer_add_float32(writer, "aurora.draft.rope.freq_base", c->rope_theta);
     gguf_writer_add_float32(writer, "aurora.draft.layer_norm_rms_epsilon", c->norm_eps);
     gguf_writer_add_array(writer, "aurora.draft.d2t", GGUF_TYPE_INT32, draft->d2t, (uint64_t)c->vocab_size);
+    gguf_writer_add_array(writer, "aurora.draft.target_tap_layers", GGUF_TYPE_INT32, c->target_taps, TAP_LAYERS);
     for (int i = 0; i < DRAFT_NUM_TENSORS; i++) {
         const DraftTensorInfo* info = &draft->tensors[i];
         int64_t shape[2] = {info->cols, info->rows}; // GGUF order: row length first
@@ -312,6 +314,29 @@ static int draft_read_config(DraftConfig* c, const GGUFFile* file, const Target*
     if (!(c->rope_theta > 0.0f) || !(c->norm_eps > 0.0f) || !isfinite(c->rope_theta) || !isfinite(c->norm_eps)) {
         return error_set(err, "%s: aurora.draft.rope.freq_base %g / aurora.draft.layer_norm_rms_epsilon %g out of "
                          "range, expected finite positive values (as a float)", file->path, c->rope_theta, c->norm_eps);
+    }
+    // the target layers the draft was trained on (a target of the same width and vocabulary but another depth
+    // taps other layers: fc would read features it never saw, and acceptance collapse with no error). Files
+    // written before the key: the target's, unchecked.
+    memcpy(c->target_taps, tc->tap_layers, sizeof(c->target_taps));
+    if (gguf_find(file, "aurora.draft.target_tap_layers") != NULL) {
+        int32_t* taps = NULL;
+        uint64_t count = 0;
+        if (gguf_get_int_array(file, "aurora.draft.target_tap_layers", &taps, &count, err) != 0) { return -1; }
+        int same = count == TAP_LAYERS;
+        for (uint64_t i = 0; same && i < count; i++) { same = taps[i] == tc->tap_layers[i]; }
+        if (!same) {
+            char got[64] = "";
+            for (uint64_t i = 0, n = 0; i < count && i < 4 && n < sizeof(got); i++) {
+                n += (size_t)snprintf(got + n, sizeof(got) - n, "%s%d", i ? ", " : "", taps[i]);
+            }
+            error_set(err, "%s: key 'aurora.draft.target_tap_layers' is [%s%s] (%llu layers), but this target taps layers "
+                      "%d, %d, %d (%d layers deep); expected the target the draft was trained for", file->path, got,
+                      count > 4 ? ", ..." : "", (unsigned long long)count, tc->tap_layers[0], tc->tap_layers[1],
+                      tc->tap_layers[2], tc->n_layers);
+        }
+        free(taps);
+        if (!same) { return -1; }
     }
     return 0;
 }

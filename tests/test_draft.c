@@ -236,6 +236,7 @@ typedef struct {
     const char* drop_tensor;
     const char* transpose_tensor; // same element count, wrong shape
     const char* shrink_tensor;    // one row short
+    int taps_change;              // aurora.draft.target_tap_layers: 1 another target's layers, 2 two layers only
 } DraftMutation;
 
 static void test_malformed_checkpoints(Target* target) {
@@ -262,6 +263,9 @@ static void test_malformed_checkpoints(Target* target) {
         {{.transpose_tensor = "draft.fc.weight"}, "draft.fc.weight"},
         {{.transpose_tensor = "draft.attn_k.weight"}, "draft.attn_k.weight"},
         {{.shrink_tensor = "draft.lm_head.weight"}, "draft.lm_head.weight"},
+        // trained for a deeper target of the same width and vocabulary: fc would read other layers' features
+        {{.taps_change = 1}, "is [1, 14, 26] (3 layers), but this target taps layers"},
+        {{.taps_change = 2}, "(2 layers)"},
     };
     Draft draft;
     draft_init_random(&draft, target, 64, NULL, 31);
@@ -273,9 +277,10 @@ static void test_malformed_checkpoints(Target* target) {
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         const DraftMutation* m = &cases[k].mutation;
         GGUFWriter* writer = gguf_writer_new();
-        const char* skip_keys[5] = {m->drop_key ? m->drop_key : "", m->int_key ? m->int_key : "",
+        const char* skip_keys[6] = {m->drop_key ? m->drop_key : "", m->int_key ? m->int_key : "",
                                     m->architecture ? "general.architecture" : "",
-                                    m->d2t_change ? "aurora.draft.d2t" : "", NULL};
+                                    m->d2t_change ? "aurora.draft.d2t" : "",
+                                    m->taps_change ? "aurora.draft.target_tap_layers" : "", NULL};
         check(gguf_writer_copy_values(writer, &good, skip_keys, &err) == 0, "copy metadata: %s", err.message);
         if (m->int_key) { gguf_writer_add_uint32(writer, m->int_key, (uint32_t)m->int_value); }
         if (m->architecture) { gguf_writer_add_string(writer, "general.architecture", m->architecture); }
@@ -286,6 +291,10 @@ static void test_malformed_checkpoints(Target* target) {
             if (m->d2t_change == 2) { d2t[5] = target->config.vocab_size; }
             if (m->d2t_change == 3) { d2t[0] = -1; }
             gguf_writer_add_array(writer, "aurora.draft.d2t", GGUF_TYPE_INT32, d2t, m->d2t_change == 4 ? 63 : 64);
+        }
+        if (m->taps_change) {
+            int32_t taps[3] = {1, 14, 26};   // SmolLM2's 30 layers
+            gguf_writer_add_array(writer, "aurora.draft.target_tap_layers", GGUF_TYPE_INT32, taps, m->taps_change == 2 ? 2 : 3);
         }
         for (uint64_t i = 0; i < good.n_tensors; i++) {
             const GGUFTensor* t = &good.tensors[i];
@@ -310,6 +319,22 @@ static void test_malformed_checkpoints(Target* target) {
               "malformed draft case %zu: message '%s' should name '%s' and the file", k, err.message,
               cases[k].expected_in_message);
         if (status == 0) { draft_free(&loaded); }
+    }
+    // a checkpoint written before the key: its taps are the target's, unchecked (it loads, and saves with them)
+    GGUFWriter* writer = gguf_writer_new();
+    const char* without[2] = {"aurora.draft.target_tap_layers", NULL};
+    check(gguf_writer_copy_values(writer, &good, without, &err) == 0, "copy metadata: %s", err.message);
+    for (uint64_t i = 0; i < good.n_tensors; i++) { gguf_writer_add_tensor_from(writer, good.tensors[i].name, TYPE_F32, &good.tensors[i]); }
+    const char* older = temp_path("draft-before-taps");
+    check(gguf_writer_save(writer, older, &err) == 0, "write: %s", err.message);
+    gguf_writer_free(writer);
+    Draft loaded;
+    if (draft_load(&loaded, older, target, &err) != 0) {
+        check(0, "a checkpoint without aurora.draft.target_tap_layers should load: %s", err.message);
+    } else {
+        check(memcmp(loaded.config.target_taps, target->config.tap_layers, sizeof(loaded.config.target_taps)) == 0,
+              "a checkpoint without the taps key takes the target's");
+        draft_free(&loaded);
     }
     gguf_close(&good);
     draft_free(&draft);

@@ -293,14 +293,24 @@ static int eagle3_gguf_false(const GGUFFile* file, const char* key, const char* 
     return 0;
 }
 
+// "[a, b]" for a tensor's shape (n_dims of them; GGUF's or safetensors' order, as given) into out.
+static const char* eagle3_shape_text(char* out, size_t size, int n_dims, const int64_t* shape) {
+    size_t n = (size_t)snprintf(out, size, "[");
+    for (int i = 0; i < n_dims && n < size; i++) { n += (size_t)snprintf(out + n, size - n, "%s%lld", i ? ", " : "", (long long)shape[i]); }
+    if (n < size) { snprintf(out + n, size - n, "]"); }
+    return out;
+}
+
 // A float tensor of shape (rows, cols) (vector: cols == 1) into out.
 static int eagle3_gguf_tensor(const GGUFFile* file, const GGUFTensor* tensor, int rows, int cols, float* out, Error* err) {
     int shape_ok = cols == 1 ? tensor->n_dims == 1 && tensor->shape[0] == rows
                              : tensor->n_dims == 2 && tensor->shape[0] == cols && tensor->shape[1] == rows;
     if (!shape_ok) {
-        return error_set(err, "%s: tensor '%s' has %d dimensions [%lld, %lld], expected [%d%s%d] (GGUF order)", file->path,
-                         tensor->name, tensor->n_dims, (long long)tensor->shape[0], (long long)tensor->shape[1],
-                         cols == 1 ? rows : cols, cols == 1 ? "" : ", ", cols == 1 ? 0 : rows);
+        char got[96], expected[64];
+        int64_t want[2] = {cols == 1 ? rows : cols, rows};
+        return error_set(err, "%s: tensor '%s' has %d dimensions %s, expected %s (GGUF order)", file->path, tensor->name,
+                         tensor->n_dims, eagle3_shape_text(got, sizeof(got), tensor->n_dims, tensor->shape),
+                         eagle3_shape_text(expected, sizeof(expected), cols == 1 ? 1 : 2, want));
     }
     if (tensor_type_is_integer(tensor->type)) {
         return error_set(err, "%s: tensor '%s' has integer type %s, expected a float type", file->path, tensor->name,
@@ -819,10 +829,11 @@ static int eagle3_safetensors_tensor(const SafetensorsFile* file, const Safetens
     int shape_ok = cols == 1 ? tensor->n_dims == 1 && tensor->shape[0] == rows
                              : tensor->n_dims == 2 && tensor->shape[0] == rows && tensor->shape[1] == cols;
     if (!shape_ok) {
-        return error_set(err, "%s: tensor '%s' has %d dimensions [%lld, %lld], expected [%d%s%d]", file->path,
-                         tensor->name, tensor->n_dims, tensor->n_dims > 0 ? (long long)tensor->shape[0] : 0ll,
-                         tensor->n_dims > 1 ? (long long)tensor->shape[1] : 0ll, rows, cols == 1 ? "" : ", ",
-                         cols == 1 ? 0 : cols);
+        char got[96], expected[64];
+        int64_t want[2] = {rows, cols};
+        return error_set(err, "%s: tensor '%s' has %d dimensions %s, expected %s", file->path, tensor->name, tensor->n_dims,
+                         eagle3_shape_text(got, sizeof(got), tensor->n_dims, tensor->shape),
+                         eagle3_shape_text(expected, sizeof(expected), cols == 1 ? 1 : 2, want));
     }
     // (NULL: the check alone, the dtype included, so that a weight of the right shape and an unread dtype is
     // refused before the draft is allocated)

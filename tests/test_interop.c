@@ -516,9 +516,13 @@ static const char* rewrite_specforge(const char* source, const char* name, const
         }
         if (drop && strcmp(tensor->name, drop) == 0) { continue; }
         int64_t shape[2] = {tensor->shape[0], tensor->n_dims > 1 ? tensor->shape[1] : 1};
-        if (transpose && strcmp(tensor->name, transpose) == 0) { int64_t s = shape[0]; shape[0] = shape[1]; shape[1] = s; }
+        int n_dims = tensor->n_dims;
+        if (transpose && strcmp(tensor->name, transpose) == 0) {   // (a vector of n: a matrix [1, n])
+            int64_t s = shape[0]; shape[0] = shape[1]; shape[1] = s;
+            n_dims = 2;
+        }
         const void* data = offsets && strcmp(tensor->name, "d2t") == 0 ? (const void*)offsets : tensor->data;
-        safetensors_writer_add(&writer, tensor->name, tensor->dtype, tensor->n_dims, shape, data, tensor->n_bytes);
+        safetensors_writer_add(&writer, tensor->name, tensor->dtype, n_dims, shape, data, tensor->n_bytes);
     }
     snprintf(path, sizeof(path), "%s/model.safetensors", directory);
     check(safetensors_writer_save(&writer, path, &err) == 0, "rewrite: %s", err.message);
@@ -589,6 +593,8 @@ static void test_malformed_specforge(const Target* target) {
                       NULL), target, "tensor 'fc.weight' has dtype F64, expected F32, F16 or BF16");
     expect_load_error("transposed q_proj", rewrite_specforge(good, "m3", NULL, "midlayer.self_attn.q_proj.weight", NULL, NULL),
                       target, "tensor 'midlayer.self_attn.q_proj.weight' has 2 dimensions [96, 48], expected [48, 96]");
+    expect_load_error("a norm as a matrix", rewrite_specforge(good, "m3b", NULL, "norm.weight", NULL, NULL), target,
+                      "tensor 'norm.weight' has 2 dimensions [1, 48], expected [48]");
     expect_load_error("missing d2t with a smaller vocabulary", rewrite_specforge(good, "m4", "d2t", NULL, NULL, NULL), target,
                       "no tensor 'd2t'");
     int64_t* offsets = callocCheck(200, sizeof(int64_t));   // all zero: ids 0..199, not what t2d marks

@@ -334,7 +334,7 @@ typedef struct {
     // end-of-message and fill-in-the-middle ids the file names, then tokens by their text (<|endoftext|>,
     // <|im_end|>, <|eot_id|>, ...)
     int end_ids[TOKENIZER_MAX_END_IDS], n_end_ids;
-    int add_bos;
+    int add_bos, add_eos;       // a prompt starts with BOS / ends with EOS (tokenizer.ggml.add_{bos,eos}_token)
     TokenizerMergeTable* merges;
     void* token_lookup;         // private: text -> id
 } Tokenizer;

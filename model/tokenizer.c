@@ -3,7 +3,7 @@ tokenizer.c: the byte-level BPE tokenizer (GPT-2 style) of a GGUF model, matchin
 
 Contract:
   - tokenizer_load_gguf reads tokenizer.ggml.{model, pre, tokens, token_type, merges, bos_token_id,
-    eos_token_id, add_bos_token}, validates all of it, and returns -1 with a message naming the file and
+    eos_token_id, add_bos_token, add_eos_token}, validates all of it, and returns -1 with a message naming the file and
     the key on any problem. It never exits on bad input.
   - tokenizer_encode gives the same ids as llama.cpp's llama_tokenize(text, add_special = false,
     parse_special) for valid UTF-8, with the pre-tokenizers "smollm" and "gpt-2" (aka "gpt2").
@@ -581,9 +581,10 @@ int prompt_chat_check(const Tokenizer* tokenizer, Error* err) {
 }
 
 // BOS (when the model asks for it), then the pieces: the first and last with special tokens, the middle one
-// (the user's text) always as plain text.
+// (the user's text) always as plain text; then EOS (when the model asks for it). As llama.cpp's tokenizer
+// with add_special: tokenizer.ggml.add_bos_token and add_eos_token.
 static int prompt_encode_pieces(const Tokenizer* tokenizer, const char* const pieces[3], int* ids, int max_ids, Error* err) {
-    int n = 0, bos = tokenizer->add_bos && tokenizer->bos_id >= 0;   // tokenizer.ggml.add_bos_token, as llama.cpp
+    int n = 0, bos = tokenizer->add_bos && tokenizer->bos_id >= 0, eos = tokenizer->add_eos && tokenizer->eos_id >= 0;
     if (bos) {
         if (max_ids < 1) { return error_set(err, "the prompt does not fit in %d tokens", max_ids); }
         ids[n++] = tokenizer->bos_id;
@@ -598,6 +599,10 @@ static int prompt_encode_pieces(const Tokenizer* tokenizer, const char* const pi
     if (n == bos) {
         error_set(err, "the prompt is empty after tokenization; expected at least one token");
         return PROMPT_EMPTY;
+    }
+    if (eos) {
+        if (n >= max_ids) { return error_set(err, "the prompt does not fit in %d tokens", max_ids); }
+        ids[n++] = tokenizer->eos_id;
     }
     return n;
 }
@@ -969,9 +974,11 @@ int tokenizer_load_gguf(Tokenizer* tokenizer, const GGUFFile* gguf, Error* err) 
     if (tokenizer_optional_id(gguf, "tokenizer.ggml.bos_token_id", V, &tokenizer->bos_id, err) != 0) { goto fail; }
     if (tokenizer_optional_id(gguf, "tokenizer.ggml.eos_token_id", V, &tokenizer->eos_id, err) != 0) { goto fail; }
     if (tokenizer_find_ends(tokenizer, gguf, err) != 0) { goto fail; }   // (and the control-looking tokens)
-    tokenizer->add_bos = 0;
+    tokenizer->add_bos = tokenizer->add_eos = 0;
     if (gguf_find(gguf, "tokenizer.ggml.add_bos_token") != NULL &&
         gguf_get_bool(gguf, "tokenizer.ggml.add_bos_token", &tokenizer->add_bos, err) != 0) { goto fail; }
+    if (gguf_find(gguf, "tokenizer.ggml.add_eos_token") != NULL &&
+        gguf_get_bool(gguf, "tokenizer.ggml.add_eos_token", &tokenizer->add_eos, err) != 0) { goto fail; }
     return 0;
 fail:
     tokenizer_free(tokenizer);

@@ -335,17 +335,23 @@ static void test_model_metadata(void) {
         }
         if (status == 0) { target_free(&target); }
     }
-    for (int add_bos = 0; add_bos <= 1; add_bos++) {
-        MetadataValue bos = {"tokenizer.ggml.add_bos_token", VALUE_BOOL, (float)add_bos, NULL};
-        check(write_model_with_value(path, 10000.0f, bos, &err) == 0, "write: %s", err.message);
+    // add_bos_token and add_eos_token, as llama.cpp's tokenizer with add_special: BOS first, EOS last (one key
+    // set at a time: the tiny model's add_bos_token is false and it has no add_eos_token)
+    const struct { const char* key; int value, bos, eos; } flags[] = {
+        {"tokenizer.ggml.add_bos_token", 0, 0, 0}, {"tokenizer.ggml.add_bos_token", 1, 1, 0},
+        {"tokenizer.ggml.add_eos_token", 1, 0, 1}, {"tokenizer.ggml.add_eos_token", 0, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+        MetadataValue flag = {flags[i].key, VALUE_BOOL, (float)flags[i].value, NULL};
+        check(write_model_with_value(path, 10000.0f, flag, &err) == 0, "write: %s", err.message);
         if (target_load(&target, path, &backend_cpu_ref, 32, 4, &err) != 0) { check(0, "load: %s", err.message); continue; }
-        int ids[16], plain[16];
+        int ids[16], plain[16], bos = flags[i].bos, eos = flags[i].eos;
         int n = prompt_encode(&target.tokenizer, "hi there", 0, ids, 16, &err);
         int n_plain = tokenizer_encode(&target.tokenizer, "hi there", 8, 0, plain, 16, &err);
-        check(n == n_plain + add_bos && (!add_bos || ids[0] == target.tokenizer.bos_id) &&
-              memcmp(ids + add_bos, plain, (size_t)n_plain * sizeof(int)) == 0,
-              "add_bos_token %d: the prompt is %d ids (text %d), first %d (bos %d)", add_bos, n, n_plain, ids[0],
-              target.tokenizer.bos_id);
+        check(n == n_plain + bos + eos && (!bos || ids[0] == target.tokenizer.bos_id) &&
+              (!eos || ids[n - 1] == target.tokenizer.eos_id) && memcmp(ids + bos, plain, (size_t)n_plain * sizeof(int)) == 0,
+              "%s %d: the prompt is %d ids (text %d), first %d (bos %d), last %d (eos %d)", flags[i].key, flags[i].value, n,
+              n_plain, ids[0], target.tokenizer.bos_id, ids[n - 1], target.tokenizer.eos_id);
         target_free(&target);
     }
     TinyModelSpec wide = {264, 1, 66, 1, 32, 300, 64, 1, TYPE_F32, 10000.0f, 5};   // 66 query heads per key/value head

@@ -1181,6 +1181,7 @@ typedef struct {
     int accepted_at_depth[TREE_MAX_DEPTH + 1]; // passes whose accepted path reached depth d
     int drafted_at_depth[TREE_MAX_DEPTH + 1];  // passes whose tree reached depth d
     double prefill_seconds, draft_seconds, verify_seconds, total_seconds;
+    double swap_seconds;                // hot swaps in the passes (not in draft_seconds)
     int n_prompt, n_generated, stopped_at_eos;
     int passes_by_shape[9][TREE_MAX_DEPTH + 1]; // passes by the tree verified: its most children of one node
                                                 // (up to 8) and its depth; [1][0]: no speculation

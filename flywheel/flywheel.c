@@ -856,8 +856,8 @@ static void replay_write_summary(FILE* f, const Options* o, const ReplayTotals* 
     }
     if (r->spec.verify_passes > 0) {
         print_spec_shapes(&r->spec, f);
-        fprintf(f, "time in passes: drafting %.1f s, verifying and committing %.1f s\n", r->spec.draft_seconds,
-                r->spec.verify_seconds);
+        fprintf(f, "time in passes: drafting %.1f s, verifying and committing %.1f s, hot swaps %.3f s\n",
+                r->spec.draft_seconds, r->spec.verify_seconds, r->spec.swap_seconds);
     }
     // tokens/s of whole requests, and of their decoding alone (after each prefill: what speculation changes;
     // each request's first token came from its prefill, as `aurora generate` counts it)

@@ -159,7 +159,8 @@ int generate_speculative(Target* target, DraftSource* source, const int* prompt,
         target_compact(target, slots, n_path, n_prefix);
         sequence.n_committed += n_path;
         double t2 = now_seconds();
-        stats->draft_seconds += t1 - t0;
+        stats->draft_seconds += t1 - t0 - source->pass_swap_seconds;   // (a hot swap's time is its own)
+        stats->swap_seconds += source->pass_swap_seconds;
         stats->verify_seconds += t2 - t1;
         // statistics
         stats->verify_passes++;
@@ -221,6 +222,7 @@ void spec_stats_add(SpecStats* total, const SpecStats* stats) {
     total->left_out += stats->left_out;
     total->prefill_seconds += stats->prefill_seconds;
     total->draft_seconds += stats->draft_seconds;
+    total->swap_seconds += stats->swap_seconds;
     total->verify_seconds += stats->verify_seconds;
     total->total_seconds += stats->total_seconds;
     total->n_generated += stats->n_generated;

@@ -1592,6 +1592,7 @@ static void test_hot_swap(DraftKind kind, int in_gaps) {
     // at least REQUESTS, and more (up to 20 times as many) until the server has switched weights twice: a trainer
     // thread starved by a loaded machine publishes late, and the count of swaps must not depend on the schedule
     int served = 0;
+    double swap_seconds = 0.0;   // the requests' own count of their passes' hot swaps (SpecStats)
     for (int r = 0; r < REQUESTS || (source.swaps < 2 && r < 20 * REQUESTS); r++, served++) {
         int prompt[8];
         for (int i = 0; i < 8; i++) { prompt[i] = 3 + (int)(random_u32(&rng) % 200); }
@@ -1602,6 +1603,7 @@ static void test_hot_swap(DraftKind kind, int in_gaps) {
         Record* record = record_new(target.config.dim, 1);
         int n = generate_speculative(&target, &source, prompt, 8, MAX_NEW, greedy, 0, speculative, &stats, NULL, NULL, record);
         record_buffer_push(flywheel.records, record);
+        swap_seconds += stats.swap_seconds;
         if (in_gaps) { flywheel_gap(&flywheel, 0.01); }
         else if (r >= REQUESTS) { nanosleep(&(struct timespec){0, 10000000}, NULL); }   // (10 ms for a late trainer thread)
         mismatches += n != n_plain || memcmp(plain, speculative, sizeof(int) * n) != 0;
@@ -1617,6 +1619,9 @@ static void test_hot_swap(DraftKind kind, int in_gaps) {
           flywheel.trainer.step > 0, "every record must reach the trainer (pushed %ld, dropped %ld, taken %ld, steps %d)",
           pushed, dropped, flywheel.records_taken, flywheel.trainer.step);
     check(source.swaps >= 2, "%s: the server should have switched weights several times (%d)", name, source.swaps);
+    // every swap happened in a pass here (no held-back measurement), so the passes' swap time is the source's
+    check(fabs(swap_seconds - source.swap_seconds) <= 1e-9 * (1.0 + source.swap_seconds), "%s: the passes counted %.6f s "
+          "of hot swaps, the source %.6f s", name, swap_seconds, source.swap_seconds);
     if (in_gaps) {
         check(!flywheel.thread_started && flywheel.gaps == served && fabs(flywheel.gap_seconds - 0.01 * served) < 1e-9,
               "%s: no trainer thread, %d gaps of 10 ms (thread %d, %ld gaps, %.3f s)", name, served, flywheel.thread_started,

@@ -35,8 +35,10 @@ expect_status "draft-init" 0 "$AURORA" draft-init -m "$model" -o "$work/draft.gg
 prompt="the cat sat on the mat and then the dog sat on the cat"
 
 echo "== dump A: a tree (K=2, depth 3, 7 nodes), forward KL; the oracle, its negative controls"
-dump_a="$AURORA dump -m $model --draft $work/draft.gguf --spec-k 2 --spec-depth 3 --spec-nodes 7 -n 20"
-expect_status "dump A" 0 $dump_a -p "$prompt" -o "$work/a.safetensors"
+dump_a() {   # (a function, not a string split on spaces: paths with spaces stay whole)
+    "$AURORA" dump -m "$model" --draft "$work/draft.gguf" --spec-k 2 --spec-depth 3 --spec-nodes 7 -n 20 "$@"
+}
+expect_status "dump A" 0 dump_a -p "$prompt" -o "$work/a.safetensors"
 expect_status "oracle on dump A" 0 "$PYTHON" "$ORACLE" "$work/a.safetensors"
 cat "$work/out"
 expect_in_output "mask: caught"
@@ -79,9 +81,9 @@ cat "$work/out"
 expect_status "oracle on dump D" 0 "$PYTHON" "$ORACLE" "$work/d.safetensors"
 
 echo "== determinism, and the fast CPU table against the reference through compare_dump"
-expect_status "dump A again" 0 $dump_a -p "$prompt" -o "$work/a2.safetensors"
+expect_status "dump A again" 0 dump_a -p "$prompt" -o "$work/a2.safetensors"
 cmp -s "$work/a.safetensors" "$work/a2.safetensors" && pass || fail "two runs of the same dump differ"
-expect_status "dump A on the fast CPU table (fp32 activations)" 0 $dump_a -p "$prompt" --backend fast-exact -o "$work/a_cpu.safetensors"
+expect_status "dump A on the fast CPU table (fp32 activations)" 0 dump_a -p "$prompt" --backend fast-exact -o "$work/a_cpu.safetensors"
 # the record keeps the target's states in fp16: where the two tables' fp32 states differ in the last bits, some
 # round to neighbouring fp16 values, and the trainer steps read different inputs; compare_dump skips those
 # tensors (--records-may-differ) and the oracle checks each table's trainer step from its own record
@@ -117,7 +119,7 @@ expect_in_output "train.step2.q\[0, 5\]"
 expect_status "compare_dump --records-may-differ, the records equal: a damaged element still fails" 1 "$PYTHON" "$COMPARE" \
     --records-may-differ "$work/a.safetensors" "$work/damaged.safetensors"
 expect_in_output "first difference: train.step2.q "
-expect_status "dump A at another learning rate" 0 $dump_a -p "$prompt" --lr 0.002 -o "$work/a_lr.safetensors"
+expect_status "dump A at another learning rate" 0 dump_a -p "$prompt" --lr 0.002 -o "$work/a_lr.safetensors"
 expect_status "compare_dump at another learning rate" 1 "$PYTHON" "$COMPARE" "$work/a.safetensors" "$work/a_lr.safetensors"
 expect_in_output "first difference: train.learning_rate"
 expect_status "compare_dump with a tensor missing" 1 "$PYTHON" "$COMPARE" "$work/a.safetensors" "$work/missing.safetensors"

@@ -1759,6 +1759,16 @@ static void test_gap_fit(void) {
     target_free(&target);
 }
 
+// A record of two tokens and nothing committed: no column to train.
+static Record* record_without_columns(const Target* target) {
+    int ids[2] = {5, 6};
+    Record* record = record_new(target->config.dim, 0);
+    record->n_tokens = 2;
+    record->tokens = mallocCheck(sizeof(ids));
+    memcpy(record->tokens, ids, sizeof(ids));
+    return record;
+}
+
 // A step in a gap that changes nothing (a batch with no loss row) is tried and timed like any other, but the
 // summary's count of optimiser steps in the gaps leaves it out (it once counted every step tried).
 static void test_gap_unapplied(Target* target) {
@@ -1768,12 +1778,7 @@ static void test_gap_unapplied(Target* target) {
     flywheel_start(&flywheel, &draft, target, trainer_default_settings(),
                    (FlywheelSettings){.buffer_capacity = 16, .sync_every = 1, .batch_requests = 1, .pool_capacity = 8,
                                       .in_gaps = 1, .seed = 3});
-    int ids[2] = {5, 6};   // a record of two tokens and nothing committed: no column to train
-    Record* empty = record_new(target->config.dim, 0);
-    empty->n_tokens = 2;
-    empty->tokens = mallocCheck(sizeof(ids));
-    memcpy(empty->tokens, ids, sizeof(ids));
-    record_buffer_push(flywheel.records, empty);
+    record_buffer_push(flywheel.records, record_without_columns(target));
     flywheel_gap(&flywheel, 0.02);
     check(flywheel.gap_steps >= 1 && flywheel.gap_steps_unapplied == flywheel.gap_steps && flywheel.trainer.step == 0,
           "gap steps with nothing to teach: %ld tried, %ld counted as changing nothing, %d optimiser steps (expected "
@@ -1791,11 +1796,7 @@ static void test_batch_mean_trainable(Target* target) {
     draft_init_random(&draft, target, 100, NULL, 9);
     int prompt[5] = {20, 21, 22, 23, 24};
     Record* real = make_record(target, &draft, prompt, 5, 8);
-    int ids[2] = {5, 6};
-    Record* empty = record_new(target->config.dim, 0);
-    empty->n_tokens = 2;
-    empty->tokens = mallocCheck(sizeof(ids));
-    memcpy(empty->tokens, ids, sizeof(ids));
+    Record* empty = record_without_columns(target);
     TrainerSettings settings = trainer_default_settings();
     settings.adapt_vocabulary = 0;
     Trainer alone, beside;

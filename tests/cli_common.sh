@@ -9,10 +9,14 @@ failed=0
 pass() { passed=$((passed + 1)); }
 fail() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
 
-# expect_ok DESCRIPTION COMMAND...: exit status 0
+# expect_ok DESCRIPTION COMMAND...: exit status 0, and no sanitizer's report
 expect_ok() {
     description=$1; shift
-    if "$@" > "$work/out" 2> "$work/err"; then pass; else fail "$description (exit $?): $(cat "$work/err")"; fi
+    "$@" > "$work/out" 2> "$work/err"
+    ok_status=$?
+    if [ "$ok_status" -ne 0 ]; then fail "$description (exit $ok_status): $(cat "$work/err")"
+    elif sanitizer_report "$work/err"; then fail "$description: a sanitizer's report: $(cat "$work/err")"
+    else pass; fi
 }
 
 # A sanitizer's report (a sanitized build under test: test-cli-asan) fails the check whatever the exit status:

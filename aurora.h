@@ -1705,6 +1705,7 @@ typedef struct {
     float feature_loss;     // the feature loss's part of loss (0 when it is off)
     float step0_accuracy;   // share of step-0 positions where the draft's argmax is the target's
     float grad_norm;        // before clipping
+    float clip_factor;      // what every gradient was multiplied by: max_grad_norm / grad_norm when above it, else 1
     int n_positions;        // step-0 loss positions
     int n_weighted;         // loss rows of any step with a weight above 0 (what the step can learn from)
     int n_discard;          // discard nodes trained on

@@ -890,6 +890,7 @@ int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainS
     // clipping: the optimiser takes each gradient times the factor (one pass over the weights fewer than
     // scaling the gradients in place first, which it equals bit for bit)
     float clip = s->max_grad_norm > 0.0f && norm > s->max_grad_norm ? (float)(s->max_grad_norm / norm) : 1.0f;
+    stats->clip_factor = clip;
     float learning_rate = trainer_learning_rate(trainer);
     trainer->step++;
     // the backend's arena: the host arena itself on a host-memory backend

@@ -758,6 +758,8 @@ static int command_dump(Options* o) {
         dump_add_scalar_f32(&d, "train.discard_loss", "F32 [1]: the discard (rejected-branch) loss, 0 when off",
                             step_stats.discard_loss);
         dump_add_scalar_f32(&d, "train.grad_norm", "F32 [1]: the global gradient norm before clipping", step_stats.grad_norm);
+        dump_add_scalar_f32(&d, "train.clip_factor", "F32 [1]: the factor every gradient was multiplied by before AdamW: "
+                            "max_grad_norm / grad_norm when the norm is above it, else 1", step_stats.clip_factor);
         dump_add_scalar_f32(&d, "train.learning_rate", "F32 [1]: the learning rate of this step (after warm-up)", learning_rate);
         dump_draft_arena(&d, &draft, grads, "train.grad.", "F32: d train.loss / d weight, before clipping and AdamW");
         dump_draft_arena(&d, &draft, trainer.draft.weight_arena, "train.updated.", "F32: the weight after the step (clip to "

@@ -296,7 +296,7 @@ def group_of(name, family):
         return "drafting: logits" if last in ("logits", "out_norm") else "drafting: layer activations and caches"
     if name.startswith("train.grad."):
         return "gradients: C vs central differences"
-    if name.startswith("train.updated.") or name == "train.grad_norm":
+    if name.startswith("train.updated.") or name in ("train.grad_norm", "train.clip_factor"):
         return "clipping + AdamW step"
     if last in ("p_target", "row_losses", "loss", "accepted_loss"):
         return "unroll: teacher, row losses, L_k, total loss"
@@ -576,13 +576,16 @@ def check_gradients(tensors, unroll, w, check, n_checks, rng):
 
 
 def check_update(tensors, config, check):
-    """4. Clipping and AdamW (one step from zero moments) on the C's gradients."""
+    """4. Clipping and AdamW (one step from zero moments) on the C's gradients. The step itself cannot show the
+    clipping factor (from zero moments AdamW moves a weight by about lr * sign(g), whatever g's scale), so the
+    factor the C applied is compared on its own."""
     trainer = config["trainer"]
     grads = {n: tensors["train.grad." + n].astype(np.float64) for n in WEIGHT_NAMES}
     norm = np.sqrt(sum((g * g).sum() for g in grads.values()))
     check.compare("train.grad_norm", tensors["train.grad_norm"], np.array([norm]))
     clip = float(trainer["max_grad_norm"])
     factor = clip / norm if clip > 0 and norm > clip else 1.0
+    check.compare("train.clip_factor", tensors["train.clip_factor"], np.array([factor]))
     lr = float(tensors["train.learning_rate"][0])
     b1, b2, eps, wd = (float(trainer[k]) for k in ("beta1", "beta2", "adam_eps", "weight_decay"))
     for n in WEIGHT_NAMES:

@@ -92,7 +92,8 @@ cat "$work/out"
 expect_status "oracle on dump A from the fast CPU table" 0 "$PYTHON" "$ORACLE" "$work/a_cpu.safetensors" --fd-checks 2
 
 echo "== compare_dump must fail, and name the tensor: a damaged element, another learning rate, a missing tensor"
-"$PYTHON" - "$work/a.safetensors" "$work/damaged.safetensors" "$work/missing.safetensors" <<'EOF'
+"$PYTHON" - "$work/a.safetensors" "$work/damaged.safetensors" "$work/missing.safetensors" "$work/float_ids.safetensors" \
+    "$work/renamed.safetensors" <<'EOF'
 import json, struct, sys
 data = bytearray(open(sys.argv[1], "rb").read())
 n = struct.unpack("<Q", data[:8])[0]
@@ -112,6 +113,24 @@ text = json.dumps(header).encode()
 text += b" " * (-len(text) % 8)
 body = data[8 + n:]
 open(sys.argv[3], "wb").write(struct.pack("<Q", len(text)) + text + body[:b] + body[e:])
+# ids written as floats (save_file of .float() tensors), one of them 11 off: still compared exactly
+header = json.loads(data[8:8 + n])
+entry = header["request.tokens"]
+b, e = entry["data_offsets"]
+ids = list(struct.unpack("<%di" % ((e - b) // 4), data[8 + n + b:8 + n + e]))
+ids[-1] += 11
+floats = bytearray(data)
+floats[8 + n + b:8 + n + e] = struct.pack("<%df" % len(ids), *ids)
+entry["dtype"] = "F32"
+text = json.dumps(header).encode()
+text += b" " * (-len(text) % 8)
+open(sys.argv[4], "wb").write(struct.pack("<Q", len(text)) + text + floats[8 + n:])
+# every name changed: nothing in common with the reference
+header = json.loads(data[8:8 + n])
+renamed = {("x." + k if k != "__metadata__" else k): v for k, v in header.items()}
+text = json.dumps(renamed).encode()
+text += b" " * (-len(text) % 8)
+open(sys.argv[5], "wb").write(struct.pack("<Q", len(text)) + text + data[8 + n:])
 EOF
 expect_status "compare_dump on a damaged element" 1 "$PYTHON" "$COMPARE" "$work/a.safetensors" "$work/damaged.safetensors"
 expect_in_output "first difference: train.step2.q "
@@ -129,6 +148,14 @@ expect_status "compare_dump --only matching no tensor" 2 "$PYTHON" "$COMPARE" --
     "$work/damaged.safetensors"
 expect_in_output "--only 'no_such_tensor' matches none of its"
 expect_status "compare_dump on a file that is not safetensors" 2 "$PYTHON" "$COMPARE" "$work/a.safetensors" "$model"
+expect_status "compare_dump: ids stored as floats, one 11 off" 1 "$PYTHON" "$COMPARE" "$work/a.safetensors" \
+    "$work/float_ids.safetensors"
+expect_in_output "first difference: request.tokens (family exact"
+expect_status "compare_dump --allow-missing with no name in common" 2 "$PYTHON" "$COMPARE" --allow-missing "$work/a.safetensors" \
+    "$work/renamed.safetensors"
+expect_in_output "nothing compared"
+expect_status "compare_dump --only with a bad regular expression" 2 "$PYTHON" "$COMPARE" --only "(" "$work/a.safetensors" \
+    "$work/damaged.safetensors"
 
 if [ -n "$MODEL" ]; then
     echo "== $MODEL with $DRAFT: a tree (K=2, depth 4, 8 nodes), 24 tokens; the reference and the fast CPU table"

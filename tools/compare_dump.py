@@ -90,6 +90,12 @@ class DumpError(Exception):
     pass
 
 
+def printable(text):
+    """A name from a file, quoted, with control characters escaped (a terminal never sees the file's own bytes)."""
+    return "'" + "".join(c if c.isprintable() else "\\x%02x" % ord(c) if ord(c) < 256 else "\\u%04x" % ord(c)
+                         for c in str(text)) + "'"
+
+
 def read_safetensors(path):
     """(metadata dict, {name: numpy array} in file order). BF16 becomes float32; every other dtype stays."""
     with open(path, "rb") as f:
@@ -111,13 +117,17 @@ def read_safetensors(path):
     for name, entry in header.items():
         try:
             dtype, shape, (begin, end) = entry["dtype"], [int(n) for n in entry["shape"]], entry["data_offsets"]
+            begin, end = int(begin), int(end)
         except (KeyError, TypeError, ValueError):
-            raise DumpError("%s: tensor '%s': expected dtype, shape and data_offsets" % (path, name))
+            raise DumpError("%s: tensor %s: expected dtype, shape and data_offsets" % (path, printable(name)))
+        if any(n < 0 for n in shape):
+            raise DumpError("%s: tensor %s: shape %s has a negative dimension" % (path, printable(name), shape))
         if dtype not in DTYPES:
-            raise DumpError("%s: tensor '%s': unknown dtype %s" % (path, name, dtype))
+            raise DumpError("%s: tensor %s: unknown dtype %s" % (path, printable(name), printable(dtype)))
         count = int(np.prod(shape)) if shape else 1
         if not (0 <= begin <= end <= len(body)) or end - begin != count * np.dtype(DTYPES[dtype]).itemsize:
-            raise DumpError("%s: tensor '%s': data_offsets [%d, %d] do not hold %s %s" % (path, name, begin, end, dtype, shape))
+            raise DumpError("%s: tensor %s: data_offsets [%d, %d] do not hold %s %s" % (path, printable(name), begin, end,
+                                                                                       dtype, shape))
         entries.append((begin, name, dtype, shape, end))
     tensors = {}
     for begin, name, dtype, shape, end in sorted(entries):  # file order = data order
@@ -223,8 +233,9 @@ def row_scale_slack(name, reference):
 
 def compare_tensor(name, got, ref, family=None, out=sys.stderr, label=None, slack=None):
     """Compares one tensor; prints the first mismatches and the worst one when it differs. Returns
-    (ok, max |diff|, family)."""
-    integer = np.asarray(got).dtype.kind in "iub" and np.asarray(ref).dtype.kind in "iub"
+    (ok, max |diff|, family). The reference's dtype decides: ids stored as floats by the candidate (save_file of
+    .float() tensors) are still compared exactly."""
+    integer = np.asarray(ref).dtype.kind in "iub"
     if family is None:
         family, _ = family_of(name, integer)
     label = label or name
@@ -344,7 +355,10 @@ def compare_files(reference_path, candidate_path, only=None, allow_missing=False
                " ..." if len(missing) > 8 else ""), file=out)
     if extra:
         print("note: %d names of the candidate are not in the reference (not compared): %s%s" %
-              (len(extra), ", ".join(extra[:8]), " ..." if len(extra) > 8 else ""), file=out)
+              (len(extra), ", ".join(printable(n) for n in extra[:8]), " ..." if len(extra) > 8 else ""), file=out)
+    if not stats:   # every name missing, and --allow-missing: nothing was compared, which is no verdict
+        print("error: none of the %d names of the reference is in the candidate: nothing compared" % len(names), file=out)
+        return 2
     print("%-18s %-22s %7s %6s  %s" % ("family", "tolerance", "tensors", "failed", "worst |diff| (tensor)"), file=out)
     for family, (count, failed, worst, worst_name) in stats.items():
         atol, rtol, _ = TOLERANCES[family]
@@ -388,6 +402,12 @@ def main(argv):
             paths.append(arg)
     if table:
         return check_table(table)
+    if only is not None:
+        try:
+            re.compile(only)
+        except re.error as error:
+            print("compare_dump: error: --only %s is not a regular expression: %s" % (printable(only), error), file=sys.stderr)
+            return 2
     if len(paths) != 2:
         print("usage: compare_dump.py [--only REGEX] [--allow-missing] [--list] [--records-may-differ] REFERENCE "
               "CANDIDATE", file=sys.stderr)

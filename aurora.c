@@ -594,6 +594,11 @@ static const Backend* resolve_backend(Options* o) {
 
 static void resolve_tree_shape(Options* o) { options_resolve_shape(&o->shape, o->spec_fixed); }
 
+// The context of the commands that read a model and run no forward pass (info, draft-init, draft-export): one
+// slot, which no model's llama.context_length is shorter than (16 once warned of a context the user never
+// asked for, on a model trained on fewer positions).
+enum { MODEL_ONLY_CONTEXT = 1 };
+
 static int load_target(Target* target, const Options* o, const Backend* backend, int context, int max_tokens) {
     Error err;
     if (target_load(target, o->model_path, backend, context, max_tokens, &err) != 0) { return fail(&err); }
@@ -692,6 +697,15 @@ static void no_defaults(Options* o) { (void)o; }
 static void generate_defaults(Options* o) {
     o->n_predict = 64; o->sampling = (SamplerSettings){.temperature = 0.0f, .top_p = 1.0f}; o->seed = 42; o->top_logits = 10;
     o->batch = DEFAULT_BATCH_TOKENS; o->shape = (TreeShape){0, 0, 0}; o->draft_type_name = "auto";
+}
+
+// --discard-top-k chooses among the rejected nodes the discard loss trains on: without the loss it is unused.
+// (Its default is trainer_default_settings' 0 in every command that takes it.)
+static int discard_top_k_check(const TrainerSettings* t) {
+    if (t->discard_top_k == 0 || t->discard_weight > 0.0f) { return 0; }
+    fprintf(stderr, "error: --discard-top-k chooses the rejected nodes the discard loss trains on, and the discard loss "
+            "is off (--discard-weight %g): give --discard-weight too, or drop it\n", t->discard_weight);
+    return 1;
 }
 
 // --draft-vocab sizes a fresh draft (random, target, target-layer); a checkpoint brings its own vocabulary, and
@@ -831,7 +845,7 @@ static int command_logits(Options* o) {
 
 static int command_info(Options* o) {
     Target target;
-    if (load_target(&target, o, &backend_cpu_ref, 16, 1) != 0) { return 1; }
+    if (load_target(&target, o, &backend_cpu_ref, MODEL_ONLY_CONTEXT, 1) != 0) { return 1; }
     TargetConfig* c = &target.config;
     GGUFFile* file = &target.file;
     printf("file: %s (GGUF v%u, %llu metadata keys, %llu tensors, alignment %llu)\n", o->model_path, file->version,
@@ -954,7 +968,7 @@ static int command_draft_init(Options* o) {
     const char* inputs[1] = {o->model_path};
     const char* input_flags[1] = {"-m"};
     Target target;
-    if (load_target(&target, o, &backend_cpu_ref, 16, 1) != 0) { return 1; }
+    if (load_target(&target, o, &backend_cpu_ref, MODEL_ONLY_CONTEXT, 1) != 0) { return 1; }
     if (check_output(o->out_path, "-o", inputs, input_flags, 1, 1) != 0) { target_free(&target); return 1; }
     Draft draft;
     Error err;
@@ -1025,11 +1039,7 @@ static int replay_check_flags(const Options* o) {
         fprintf(stderr, "error: --eval-requests sizes the held-back set that --eval-every measures; give --eval-every too\n");
         return 1;
     }
-    if (t->discard_top_k != dt->discard_top_k && !(t->discard_weight > 0.0f)) {
-        fprintf(stderr, "error: --discard-top-k chooses the rejected nodes the discard loss trains on, and the discard "
-                "loss is off (--discard-weight %g): give --discard-weight too, or drop it\n", t->discard_weight);
-        return 1;
-    }
+    if (discard_top_k_check(t) != 0) { return 1; }
     if (o->lockstep_every > 0 && (o->sync_every != d.sync_every || o->train_share != d.train_share)) {
         fprintf(stderr, "error: --sync-every and --train-share set the training thread's publishing and share of a core; "
                 "with --sync-schedule there is no thread (each round publishes): drop them\n");
@@ -1173,9 +1183,9 @@ static int command_draft_export(Options* o) {
     Error err;
     Target target;
     Draft draft;
-    if (load_target(&target, o, &backend_cpu_ref, 16, 1) != 0) { return 1; }
+    if (load_target(&target, o, &backend_cpu_ref, MODEL_ONLY_CONTEXT, 1) != 0) { return 1; }
     if (draft_load(&draft, o->draft, &target, &err) != 0) { target_free(&target); return fail(&err); }
-    int status = 0;
+    int status = 0, created = 0;   // (directories made here: removed again if the export fails)
     if (format == DRAFT_FORMAT_SPECFORGE) {
         // a directory (made now that the inputs are read) whose two files are written: neither may be an input
         size_t n = strlen(o->out_path) + 32;
@@ -1183,7 +1193,7 @@ static int command_draft_export(Options* o) {
         char* config = mallocCheck(n);
         snprintf(weights, n, "%s/model.safetensors", o->out_path);
         snprintf(config, n, "%s/config.json", o->out_path);
-        status = make_directories(o->out_path, &err) != 0 ? fail(&err)
+        status = make_directories_counted(o->out_path, &created, &err) != 0 ? fail(&err)
                : check_output(weights, "-o", inputs, input_flags, 2, 0) != 0 ? 1
                : check_output(config, "-o", inputs, input_flags, 2, 0);
         free(weights);
@@ -1197,6 +1207,7 @@ static int command_draft_export(Options* o) {
                : draft_save(&draft, o->out_path, &err);
         if (status != 0) { fail(&err); }
     }
+    if (status != 0 && created > 0) { remove_directories(o->out_path, created); }
     if (status == 0) {
         fprintf(stderr, "wrote %s: %s, %s, draft vocabulary %d of %d, feature layers %d, %d, %d (outputs)\n", o->out_path,
                 format == DRAFT_FORMAT_LLAMA_CPP ? "llama.cpp eagle3 GGUF"

@@ -581,13 +581,14 @@ static int command_dump(Options* o) {
                 "target)\n", o->draft);
         return 1;
     }
-    const char* inputs[2] = {o->model_path, o->draft};
-    const char* input_flags[2] = {"-m", "--draft"};
+    if (draft_vocab_check(o, o->draft) != 0 || discard_top_k_check(&o->train) != 0) { return 1; }
+    // the inputs an output may not be: the model, the draft, and the prompt's file (NULL: none)
+    const char* inputs[3] = {o->model_path, o->draft, o->prompt_file};
+    const char* input_flags[3] = {"-m", "--draft", "-f"};
     const Backend* backend = backend_by_name(o->backend_name, &err);
     if (backend == NULL) { fprintf(stderr, "error: --backend %s: %s\n", o->backend_name, err.message); return 1; }
     Target target;
     if (load_target(&target, o, backend, o->context, o->batch) != 0) { return 1; }
-    if (check_output(o->out_path, "-o", inputs, input_flags, 2, 1) != 0) { target_free(&target); return 1; }
     target_keep_layer_outputs(&target);
     int S = target.cache_capacity, C = target.config.dim, V = target.config.vocab_size;
     int room = o->n_predict + TREE_MAX_NODES + MAX_SPEC_K * TREE_MAX_DEPTH + 1; // generation, a tree, the drafter's slots
@@ -613,6 +614,13 @@ static int command_dump(Options* o) {
         free(prompt);
         target_free(&target);
         return fail(&err);
+    }
+    // (the output checked, its directory made, once every input is read: a bad draft leaves no directory)
+    if (check_output(o->out_path, "-o", inputs, input_flags, 3, 1) != 0) {
+        draft_free(&draft);
+        free(prompt);
+        target_free(&target);
+        return 1;
     }
     DraftSource source;
     draft_source_init(&source, DRAFT_EAGLE, o->shape, &draft, &target);

@@ -304,6 +304,24 @@ expect_error "dump with a missing model" "cannot open" "$AURORA" dump -m "$work/
 [ ! -e "$work/never_made" ] && pass || fail "dump with a missing model left its output directory behind"
 expect_error "plot with a missing run" "absent.csv" "$AURORA" plot -o "$work/never_made/c.svg" "$work/absent.csv"
 [ ! -e "$work/never_made" ] && pass || fail "plot with a missing run left its output directory behind"
+expect_error "dump with a missing draft" "cannot open" "$AURORA" dump -m "$model" -p "hi" --draft "$work/absent.gguf" \
+    -o "$work/never_made/d.safetensors"
+[ ! -e "$work/never_made" ] && pass || fail "dump with a missing draft left its output directory behind"
+echo "the cat" > "$work/prompt.txt"
+expect_error "dump over its prompt's file" "same file as -f" "$AURORA" dump -m "$model" -f "$work/prompt.txt" -o "$work/prompt.txt"
+[ "$(cat "$work/prompt.txt")" = "the cat" ] && pass || fail "dump replaced the prompt's file"
+expect_error "dump --draft-vocab with a checkpoint" "drop --draft-vocab" "$AURORA" dump -m "$model" -p hi \
+    --draft "$work/online.gguf" --draft-vocab 100 -o "$work/unused.safetensors"
+expect_error "dump --discard-top-k without the discard loss" "discard loss is off" "$AURORA" dump -m "$model" -p hi \
+    --discard-top-k 3 -o "$work/unused.safetensors"
+# a SpecForge export that cannot write its files (ulimit -f 0) removes the directories it made
+( ulimit -f 0; exec "$AURORA" draft-export -m "$model" --draft "$work/online.gguf" --format specforge \
+    -o "$work/export_new/sf" ) > /dev/null 2>&1
+[ ! -e "$work/export_new" ] && pass || fail "a failed SpecForge export left the directories it made: $(ls -R "$work/export_new")"
+# info on a model trained on 8 positions: no warning about a context the user never asked for
+expect_ok "tiny-model of 8 positions" "$AURORA" tiny-model -o "$work/short.gguf" --context 8
+expect_ok "info on it" "$AURORA" info -m "$work/short.gguf"
+grep -q "warning" "$work/err" && fail "info warned of a context: $(cat "$work/err")" || pass
 expect_error "replay bad order" "--order expects" "$AURORA" replay -m "$model" --traffic "$traffic" --order random
 expect_error "replay unknown domain" "domain" "$AURORA" replay -m "$model" --traffic "$traffic" --domain klingon --out "$work/x"
 printf '{"prompt": "ok"}\n{"prompt": 12}\n' > "$work/bad.jsonl"

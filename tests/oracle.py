@@ -56,9 +56,11 @@ def run(args):
 
 
 def compare_logits(aurora, model, llm, np, bound, backend=()):
-    """Largest |ours - llama.cpp| over all logits, per prompt; returns (passed, failed, worst)."""
+    """Largest |ours - llama.cpp| over all logits, per prompt; returns (passed, failed). With a negative
+    control: each prompt's logits against the next prompt's llama.cpp logits must exceed the bound."""
     passed = failed = 0
     worst = 0.0
+    pairs = []
     vocab = llm.n_vocab()
     for prompt in LOGIT_PROMPTS:
         lines = run([aurora, "logits", "-m", model, "-p", prompt, "--top", str(vocab)] + list(backend)).split("\n")
@@ -73,18 +75,25 @@ def compare_logits(aurora, model, llm, np, bound, backend=()):
         theirs = np.array(llm.scores[len(tokens) - 1], dtype=np.float64)
         difference = float(np.max(np.abs(ours - theirs)))
         worst = max(worst, difference)
+        pairs.append((ours, theirs))
         ok = int(np.argmax(ours)) == int(np.argmax(theirs)) and difference <= bound
         passed += ok
         failed += not ok
         print("  logits %-34r argmax ours %5d llama.cpp %5d  max |diff| %.2e  %s" % (
             prompt, int(np.argmax(ours)), int(np.argmax(theirs)), difference, "ok" if ok else "FAIL"))
     print("  largest absolute difference over %d prompts x %d logits: %.2e (bound %g)" % (len(LOGIT_PROMPTS), vocab, worst, bound))
+    shifted = [float(np.max(np.abs(pairs[i][0] - pairs[(i + 1) % len(pairs)][1]))) for i in range(len(pairs))]
+    control_ok = min(shifted) > bound
+    print("  negative control: each prompt's logits against the next prompt's llama.cpp logits differ by at least %.2e "
+          "(must exceed the bound): %s" % (min(shifted), "ok" if control_ok else "FAIL"))
+    passed += control_ok
+    failed += not control_ok
     return passed, failed
 
 
-def greedy_agreement(aurora, model, llm, prompt, n=32, backend=()):
+def greedy_agreement(aurora, model, llm, prompt, n=32, backend=(), their_prompt=None):
     ours = [int(x) for x in run([aurora, "generate", "-m", model, "-p", prompt, "-n", str(n), "--print-ids"] + list(backend)).split()]
-    tokens = llm.tokenize(prompt.encode(), add_bos=False, special=False)
+    tokens = llm.tokenize((their_prompt or prompt).encode(), add_bos=False, special=False)
     llm.reset()
     theirs = []
     for token in llm.generate(tokens, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
@@ -153,6 +162,14 @@ def main():
             passed += ok
             failed += not ok
             print("  greedy %-34r %d of %d tokens agree  %s" % (prompt, agree, n_ours, "ok" if ok else "FAIL"))
+        # the negative control: our continuation of one prompt against llama.cpp's of another must not agree
+        agree, n_ours, _ = greedy_agreement(aurora, f32_model, f32_llm, GREEDY_PROMPTS[0],
+                                            their_prompt=GREEDY_PROMPTS[1])
+        control_ok = agree < n_ours
+        print("  negative control: ours for %r against llama.cpp's for %r: %d of %d tokens agree (must be fewer): %s" % (
+            GREEDY_PROMPTS[0], GREEDY_PROMPTS[1], agree, n_ours, "ok" if control_ok else "FAIL"))
+        passed += control_ok
+        failed += not control_ok
         del f32_llm
 
     # 3. the quantised file as it is, with each of our arithmetics

@@ -135,6 +135,17 @@ def main():
             print(f"MISMATCH (batch) special={special} text={text!r}")
             print(f"  ours:      {got}\n             {pieces(got) if got is not None else None}")
             print(f"  llama.cpp: {expected}\n             {pieces(expected)}")
+    # the negative control: with the special flag crossed (ours parsing special tokens, llama.cpp not), the
+    # strings that hold special-token text must differ: the comparison sees the mode, and the strings reach it
+    crossed = 0
+    for text in STRINGS:
+        got, _ = run_ours(driver, model_path, text, True)
+        crossed += got != llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+    control_ok = crossed > 0
+    print(f"negative control: {crossed} of {len(STRINGS)} strings differ with the special flag crossed "
+          f"({'ok' if control_ok else 'FAIL: expected some'})")
+    passed += control_ok
+    failed += not control_ok
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 

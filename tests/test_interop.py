@@ -25,7 +25,8 @@ shell). Steps:
      matched by where they start (the number of tokens known when drafting): passes that start at the
      same point see the same prefix and must accept the same number of tokens (PASS_AGREEMENT of them,
      the issue's goal; near-ties in fp32 may flip a few). Totals are printed too, and llama.cpp's accept
-     rate must be at least ACCEPT_RATIO of ours (a misread draft accepts about nothing).
+     rate must be at least ACCEPT_RATIO of ours (a misread draft accepts about nothing). The negative control:
+     a fresh random draft, exported the same way, stays below that in llama.cpp.
 """
 import os
 import re
@@ -243,6 +244,21 @@ def main():
     accept_ok = ours_rate > 0 and llama_rate >= ACCEPT_RATIO * ours_rate
     print("acceptance check (ours > 0, llama.cpp >= %.1f x ours): %s" % (ACCEPT_RATIO, "ok" if accept_ok else "FAIL"))
     failed += not accept_ok
+    # the negative control: a fresh random draft, exported the same way, served by llama.cpp on a few prompts: its
+    # accept rate falls below the bound, so the acceptance check above can fail (a misread draft is such a draft)
+    random_draft, random_llama = os.path.join(work, "random.gguf"), os.path.join(work, "random.llama.gguf")
+    run([aurora, "draft-init", "-m", f32_model, "-o", random_draft, "--seed", "3"])
+    run([aurora, "draft-export", "-m", f32_model, "--draft", random_draft, "--format", "llama.cpp", "-o", random_llama])
+    random_accept = random_drafted = 0
+    for prompt in PROMPTS[:3]:
+        _, llama, _, _ = llama_generate(llama_bin, f32_model, random_llama, prompt, N_TOKENS)
+        random_accept += llama["n_accept"]
+        random_drafted += llama["n_drafted"]
+    random_rate = random_accept / max(random_drafted, 1)
+    control_ok = random_drafted > 0 and random_rate < ACCEPT_RATIO * ours_rate
+    print("negative control: a random draft in llama.cpp accepts %.3f (%d of %d drafted; must be under %.1f x ours): %s"
+          % (random_rate, random_accept, random_drafted, ACCEPT_RATIO, "ok" if control_ok else "FAIL"))
+    failed += not control_ok
     print("time: ours plain %.0f s, ours speculative %.0f s, llama.cpp speculative %.0f s; total %.0f s"
           % (times["plain"], times["ours"], times["llama"], time.time() - started))
     print("test_interop: %s" % ("passed" if failed == 0 else "%d FAILED" % failed))

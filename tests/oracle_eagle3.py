@@ -366,7 +366,7 @@ def check_drafting(tensors, config, cfg, w, check):
     cache_k = np.zeros((cfg.n_kv_heads, n_slots, cfg.head_size))
     cache_v = np.zeros((cfg.n_kv_heads, n_slots, cfg.head_size))
     root_position = n_prompt                     # the root is the first generated token, at position n_prompt
-    root_out, out_of_candidate, logits_of_candidate, root_logits = None, {}, {}, None
+    root_out, out_of_candidate, logits_of_candidate, root_logits, root_oracle_logits = None, {}, {}, None, None
     embed_of_token = {int(t): tensors["request.token_embeddings"][i] for i, t in enumerate(tokens)}
     for call in range(int(tensors["drafting.n_calls"][0])):
         prefix = "drafting.call%d." % call
@@ -422,7 +422,7 @@ def check_drafting(tensors, config, cfg, w, check):
             check.compare(prefix + name, tensors[prefix + name], expected[name])
         c_logits = tensors[prefix + "logits"]
         if kind == 0:
-            root_out, root_logits = out[-1], c_logits[-1]
+            root_out, root_logits, root_oracle_logits = out[-1], c_logits[-1], logits[-1]
         else:
             for r, c in enumerate(tensors[prefix + "candidates"]):
                 out_of_candidate[int(c)] = out[r]
@@ -434,7 +434,8 @@ def check_drafting(tensors, config, cfg, w, check):
     # may legitimately order differently in float64), mapped by d2t; scores = parent score + log_softmax
     def children_of(parent):
         return [i for i in range(len(cand_tokens)) if cand_parents[i] == parent]
-    parents = [(-1, root_logits, None)] + [(c, *logits_of_candidate[c]) for c in sorted(logits_of_candidate)]
+    # (the root's children too: their scores are the root's log-softmax, checked against the oracle's logits)
+    parents = [(-1, root_logits, root_oracle_logits)] + [(c, *logits_of_candidate[c]) for c in sorted(logits_of_candidate)]
     for parent, c_logits, oracle_logits in parents:
         children = children_of(parent)
         best = top_k(c_logits, min(K, len(c_logits)))

@@ -164,7 +164,7 @@ $(BIN)/%_asan: tests/%.c tests/test_common.h $(SOURCES) $(FAST_KERNELS_ASAN) | $
 # group's output held back and printed whole when it ends (--output-sync). The longest group (the command
 # line under ASan: about 170 s on a 2-core EPYC, against about 150 s for the other four together) starts
 # first. Tests that write files name them by process id, so a test and its sanitized build can run at once.
-JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+JOBS ?= $(shell env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 2)
 TEST_PROGRAMS = aurora $(addprefix $(BIN)/,$(UNIT_TESTS)) $(addprefix $(BIN)/,$(addsuffix _asan,$(SANITIZED_TESTS))) \
                 $(BIN)/test_trainer_tsan $(BIN)/aurora_asan
 test:
@@ -236,7 +236,7 @@ $(BIN)/bench_speed: tools/bench_speed.c tools/bench_common.h $(SOURCES) $(FAST_K
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) $(LINK_KERNELS) $< $(FAST_KERNELS) -o $@ $(LDLIBS)
 
 bench: aurora $(MODEL_FILE) $(BIN)/bench_speed
-	sh tools/bench.sh ./aurora ./$(BIN)/bench_speed $(MODEL_FILE) $(BIN)/llama.cpp/bin
+	PYTHON=$(PYTHON) sh tools/bench.sh ./aurora ./$(BIN)/bench_speed $(MODEL_FILE) $(BIN)/llama.cpp/bin
 
 # bench_speed on the CUDA table alone (a CUDA build and a GPU): decode, prefill, verify cost by node count,
 # the draft step and speculative generation, against the device's copy bandwidth; BENCH_MODEL=FILE picks the model

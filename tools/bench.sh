@@ -11,14 +11,16 @@ AURORA=$1
 BENCH_SPEED=$2
 MODEL=$3
 LLAMA_BIN=${4:-build/llama.cpp/bin}
-THREADS=${THREADS:-$(nproc)}
+THREADS=${THREADS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}   # (the cores this process may use)
 ROUNDS=${BENCH_ROUNDS:-5}
 WORK=${BENCH_WORK:-build/bench}
 mkdir -p "$WORK"
 F32="$WORK/$(basename "$MODEL" .gguf).F32.gguf"
-if [ ! -f "$F32" ]; then "$AURORA" convert -m "$MODEL" -o "$F32" --type f32 2> /dev/null; fi
+if [ ! -f "$F32" ]; then
+    "$AURORA" convert -m "$MODEL" -o "$F32" --type f32 2> "$WORK/convert.err" || { cat "$WORK/convert.err" >&2; exit 1; }
+fi
 export OMP_NUM_THREADS="$THREADS"
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc --all) cores; $THREADS threads for" \
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc --all) cores ($(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) usable); $THREADS threads for" \
      "everything; OpenMP waiting ${OMP_WAIT_POLICY:-libgomp's default}; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "model: $MODEL (F32 copy: $F32)"
 
@@ -27,9 +29,11 @@ LLAMA=""
 if [ -x "$LLAMA_BIN/llama-bench" ]; then
     LLAMA="$LLAMA_BIN/llama-bench"
     llama() { # output file, model
-        "$LLAMA" -m "$2" -t "$THREADS" -p 128 -n 0 -d 0 -r 3 -o json > "$1.prefill" 2> /dev/null
-        "$LLAMA" -m "$2" -t "$THREADS" -p 1,2,4,6,8,12,16 -n 32 -d 128 -r 3 -o json > "$1.passes" 2> /dev/null
-        "$LLAMA" -m "$2" -t "$THREADS" -p 0 -n 32 -d 1000 -r 3 -o json > "$1.long" 2> /dev/null
+        # (its messages kept beside the results, and shown when it fails: set -e ends the run there)
+        "$LLAMA" -m "$2" -t "$THREADS" -p 128 -n 0 -d 0 -r 3 -o json > "$1.prefill" 2> "$1.err" || { cat "$1.err" >&2; exit 1; }
+        "$LLAMA" -m "$2" -t "$THREADS" -p 1,2,4,6,8,12,16 -n 32 -d 128 -r 3 -o json > "$1.passes" 2> "$1.err" ||
+            { cat "$1.err" >&2; exit 1; }
+        "$LLAMA" -m "$2" -t "$THREADS" -p 0 -n 32 -d 1000 -r 3 -o json > "$1.long" 2> "$1.err" || { cat "$1.err" >&2; exit 1; }
     }
     llama "$WORK/llama_q_before" "$MODEL"
 else
@@ -48,7 +52,7 @@ fi
 "$AURORA" generate -m "$MODEL" -p "Explain speculative decoding:" -n 32 --print-ids 2> "$WORK/generate.err" > /dev/null
 "$AURORA" generate -m "$MODEL" -p "Explain speculative decoding:" -n 4 --print-ids --backend ref 2> "$WORK/generate_ref.err" > /dev/null
 
-python3 - "$WORK" "$LLAMA" <<'PY'
+"${PYTHON:-python3}" - "$WORK" "$LLAMA" <<'PY'
 import json, os, re, sys
 work, have_llama = sys.argv[1], sys.argv[2] != ""
 ours = {}

@@ -43,7 +43,10 @@ case "$DEVICE" in
     ""|cpu|cuda) ;;
     *) echo "error: AURORA_DEVICE=$DEVICE: expected cpu or cuda" >&2; exit 1 ;;
 esac
-if [ -z "${THREADS:-}" ]; then THREADS=$([ "$JOBS" -gt 1 ] && echo 1 || nproc --all); fi
+# the cores this process may use (its CPU affinity, as a container's cpuset pins it; OpenMP's variables ignored,
+# which GNU nproc would otherwise report back: `nproc --all` counted a 64-core host's cores in a 2-CPU container)
+CORES=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+if [ -z "${THREADS:-}" ]; then THREADS=$([ "$JOBS" -gt 1 ] && echo 1 || echo "$CORES"); fi
 export OMP_NUM_THREADS=$THREADS
 experiment=${1:-day0}
 out=out/$experiment
@@ -149,7 +152,7 @@ day0)
     M=${SPEEDUP_REQUESTS:-40}
     FROM=$((N + 16))
     JOBS=1
-    OMP_NUM_THREADS=${SPEEDUP_THREADS:-$(nproc --all)}
+    OMP_NUM_THREADS=${SPEEDUP_THREADS:-$CORES}
     # A shared machine drifts by several percent within a minute (plain decoding 142 then 168 tok/s in one
     # demo), so the runs go in a palindrome, plain, learned, hybrid, hybrid, learned, plain: each kind's
     # runs are centred on the same moment and a steady drift cancels. Each figure is over both of its runs;
@@ -190,7 +193,7 @@ shift)
     # an ordered stream with PER requests of each domain, and a static draft trained offline on c
     awk -v per="$PER" '{ match($0, /"domain": *"[^"]*"/); d = substr($0, RSTART, RLENGTH); if (++seen[d] <= per) print }' \
         "$TRAFFIC" > "$out/stream.jsonl"
-    OMP_NUM_THREADS=$(nproc --all) "$AURORA" train ${DEVICE:+--device "$DEVICE"} -m "$MODEL" --traffic "$TRAFFIC" --domain c --requests "${STATIC_REQUESTS:-250}" \
+    OMP_NUM_THREADS=$CORES "$AURORA" train ${DEVICE:+--device "$DEVICE"} -m "$MODEL" --traffic "$TRAFFIC" --domain c --requests "${STATIC_REQUESTS:-250}" \
         --epochs 2 --max-new "$MAX_NEW" --draft-init "$INIT" $TRAIN -o "$out/static-c.gguf" > "$out/train.log" 2>&1
     TRAFFIC="$out/stream.jsonl"
     run static --order ordered --static "$out/static-c.gguf" $LOOKAHEAD5 $EVAL
@@ -257,7 +260,6 @@ sources)
     ;;
 live)
     N=${2:-100}
-    CORES=$(nproc --all)
     JOBS=1
     # plain decoding on every core, and on one (on a shared VM one thread can be the faster: the better counts)
     OMP_NUM_THREADS=$CORES
@@ -389,7 +391,7 @@ selfstart)
     # from its start-of-text token at temperature 1, each continued greedily for MAX_NEW), then day 0 from it
     # against day 0 from the target's layer alone, both lockstep (4 steps a request, as the study's base); then
     # each draft, frozen, on 100 requests none of them saw (EVAL_FROM on; the default traffic has 4,000)
-    OMP_NUM_THREADS=$(nproc --all) "$AURORA" train ${DEVICE:+--device "$DEVICE"} -m "$MODEL" --self-samples "$SAMPLES" \
+    OMP_NUM_THREADS=$CORES "$AURORA" train ${DEVICE:+--device "$DEVICE"} -m "$MODEL" --self-samples "$SAMPLES" \
         --epochs 2 --max-new "$MAX_NEW" --draft-init "$INIT" $TRAIN -o "$out/self.gguf" > "$out/train.log" 2>&1
     BASE=$(lockstep_base "$N")
     run "$INIT" $BASE --draft-init "$INIT" $TRAIN --save-draft "$out/$INIT.gguf"

@@ -8,6 +8,7 @@
 flags=$(grep -m1 '^flags' /proc/cpuinfo 2> /dev/null || true)
 isa="-DGGML_NATIVE=OFF"
 for pair in avx2:AVX2 fma:FMA f16c:F16C avx512f:AVX512 avx512_vnni:AVX512_VNNI avx_vnni:AVX_VNNI; do
-    case " ${flags#*:} " in *" ${pair%%:*} "*) isa="$isa -DGGML_${pair#*:}=ON" ;; esac
+    # (OFF as well as ON: a CMake cache kept from a build on another CPU must not keep an extension this one lacks)
+    case " ${flags#*:} " in *" ${pair%%:*} "*) isa="$isa -DGGML_${pair#*:}=ON" ;; *) isa="$isa -DGGML_${pair#*:}=OFF" ;; esac
 done
 echo "$isa"

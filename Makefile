@@ -112,7 +112,9 @@ all: aurora
 
 ifneq ($(CUDA_CFLAGS),)
 $(BIN)/kernels.o: kernels.cu aurora.h $(CONFIG_STAMP) | $(BIN)
-	$(NVCC) -O2 -fmad=false --default-stream per-thread -arch=$(CUDA_ARCH) -I. -c kernels.cu -o $@
+	$(NVCC) -O2 -fmad=false --default-stream per-thread -arch=$(CUDA_ARCH) -I. -c kernels.cu -o $@ || { echo "error: $(NVCC) \
+	could not build kernels.cu for $(CUDA_ARCH) (an older CUDA, or a host compiler it does not take): make NO_CUDA=1 \
+	builds without the CUDA twin; CUDA_ARCH=sm_XY picks another GPU"; exit 1; }
 
 aurora: $(SOURCES) $(BIN)/kernels.o $(FAST_KERNELS)
 	$(CC) $(CFLAGS) $(CUDA_CFLAGS) $(LINK_KERNELS) aurora.c $(FAST_KERNELS) $(BIN)/kernels.o -o $@ $(LDLIBS) $(CUDA_LDLIBS)

@@ -686,6 +686,8 @@ static int tokenizer_compare_special(const void* a, const void* b) {   // longer
 }
 
 // Reads and checks an optional token id key; leaves *out unchanged if the key is absent.
+enum { TOKENIZER_GPT2_DEFAULT_ID = 11 };
+
 static int tokenizer_optional_id(const GGUFFile* gguf, const char* key, int vocab_size, int* out, Error* err) {
     if (gguf_find(gguf, key) == NULL) { return 0; }
     int64_t value;
@@ -969,8 +971,8 @@ int tokenizer_load_gguf(Tokenizer* tokenizer, const GGUFFile* gguf, Error* err) 
 
     // merges, special ids, flags
     if (tokenizer_load_merges(tokenizer, gguf, err) != 0) { goto fail; }
-    tokenizer->bos_id = -1;
-    tokenizer->eos_id = -1;
+    // a "gpt2" vocabulary's defaults where the file names none, as llama.cpp's (llama-vocab.cpp: 11 for both)
+    tokenizer->bos_id = tokenizer->eos_id = V > TOKENIZER_GPT2_DEFAULT_ID ? TOKENIZER_GPT2_DEFAULT_ID : -1;
     if (tokenizer_optional_id(gguf, "tokenizer.ggml.bos_token_id", V, &tokenizer->bos_id, err) != 0) { goto fail; }
     if (tokenizer_optional_id(gguf, "tokenizer.ggml.eos_token_id", V, &tokenizer->eos_id, err) != 0) { goto fail; }
     if (tokenizer_find_ends(tokenizer, gguf, err) != 0) { goto fail; }   // (and the control-looking tokens)

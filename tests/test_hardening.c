@@ -335,6 +335,21 @@ static void test_model_metadata(void) {
         }
         if (status == 0) { target_free(&target); }
     }
+    // no bos_token_id or eos_token_id: a "gpt2" vocabulary's defaults, 11 for both, as llama.cpp's
+    TinyModelSpec plain_spec = {32, 1, 4, 2, 32, 300, 64, 1, TYPE_F32, 10000.0f, 5};
+    const char* no_ids[] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.add_bos_token", NULL};
+    check(write_variant(temp_path("clean.gguf"), path, &plain_spec, no_ids,
+                        (MetadataValue){"tokenizer.ggml.add_bos_token", VALUE_BOOL, 1.0f, NULL}, &err) == 0, "write: %s", err.message);
+    if (target_load(&target, path, &backend_cpu_ref, 32, 4, &err) != 0) {
+        check(0, "load without bos/eos ids: %s", err.message);
+    } else {
+        int ids[16];
+        int n = prompt_encode(&target.tokenizer, "hi", 0, ids, 16, &err);
+        check(target.tokenizer.bos_id == 11 && target.tokenizer.eos_id == 11 && n >= 2 && ids[0] == 11 &&
+              target_is_end(&target, 11), "no bos/eos ids: bos %d, eos %d (expected llama.cpp's 11), the prompt starts with %d",
+              target.tokenizer.bos_id, target.tokenizer.eos_id, n > 0 ? ids[0] : -1);
+        target_free(&target);
+    }
     // add_bos_token and add_eos_token, as llama.cpp's tokenizer with add_special: BOS first, EOS last (one key
     // set at a time: the tiny model's add_bos_token is false and it has no add_eos_token)
     const struct { const char* key; int value, bos, eos; } flags[] = {

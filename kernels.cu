@@ -10,7 +10,8 @@ h / (NH / NKV)), fully-masked attention rows (zeros), RoPE angles (position * th
 in double), rmsnorm's double-precision sum of squares: all as in the reference. (Its sums in double are
 taken in a tree, not in the reference's order, and CUDA's expf is within 2 ulp where glibc's is nearly
 correctly rounded: softmax, SwiGLU and attention weights may differ by an ulp, the double sums by a double
-rounding; the tolerance table's families carry that.) fp32 everywhere, no
+rounding, and RoPE's double pow, cos and sin may be an ulp or two from glibc's, which moves a float-rounded
+angle only in rare cases; the tolerance table's families carry that.) fp32 everywhere, no
 cuBLAS, no TF32, no fast-math. tests/test_backends.c checks every op, a verify pass, the draft and K
 trainer steps against the reference, tensor by tensor.
 

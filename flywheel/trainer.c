@@ -860,19 +860,31 @@ long trainer_step_rows(Trainer* trainer, Record* const* records, int n_records) 
     return rows;
 }
 
+// Whether a record gives a step any loss row: columns, and a weighted row at step 0 (a prompt row at
+// --prompt-weight 0 has none; nor a record of one column), or rejected nodes for the discard loss. (With the
+// next-token loss a row whose target is outside the draft vocabulary still counts: known only in the step.)
+static int record_has_loss_rows(const Record* record, const TrainerSettings* s) {
+    UnrollPlan plan;
+    if (!unroll_plan_columns(&plan, record, s)) { return 0; }
+    if (s->discard_weight > 0.0f && record->n_discard > 0) { return 1; }
+    int* rows = mallocCheck((size_t)plan.T * sizeof(int));
+    float* weights = mallocCheck((size_t)plan.T * sizeof(float));
+    int n = unroll_loss_rows(&plan, record, s, 0, rows, weights);
+    free(rows);
+    free(weights);
+    return n > 0;
+}
+
 int trainer_step(Trainer* trainer, Record* const* records, int n_records, TrainStats* stats) {
     const Backend* b = trainer->backend;
     const TrainerSettings* s = &trainer->settings;
     size_t n = trainer->draft.n_weight_floats;
     memset(stats, 0, sizeof(*stats));
     b->zero(trainer->grads, n * sizeof(float));
-    // the batch's mean over the records that have columns to train (a record too short for any counted
-    // in the divisor once scaled the loss and the gradient down by the batch's share of such records)
+    // the batch's mean over the records that have something to train (a record too short for any loss row,
+    // counted in the divisor, once scaled the loss and the gradient down by the batch's share of such records)
     int n_trainable = 0;
-    for (int i = 0; i < n_records; i++) {
-        UnrollPlan plan;
-        n_trainable += unroll_plan_columns(&plan, records[i], s);
-    }
+    for (int i = 0; i < n_records; i++) { n_trainable += record_has_loss_rows(records[i], s); }
     float scale = n_trainable > 0 ? 1.0f / n_trainable : 0.0f;
     for (int i = 0; i < n_records; i++) { stats->loss += record_train(trainer, records[i], scale, 1, stats); }
     stats->step0_accuracy = stats->n_positions ? stats->step0_accuracy / stats->n_positions : 0.0f;

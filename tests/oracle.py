@@ -166,7 +166,7 @@ def main():
         agree, n_ours, _ = greedy_agreement(aurora, f32_model, f32_llm, GREEDY_PROMPTS[0],
                                             their_prompt=GREEDY_PROMPTS[1])
         control_ok = agree < n_ours
-        print("  negative control: ours for %r against llama.cpp's for %r: %d of %d tokens agree (must be fewer): %s" % (
+        print("  negative control: ours for %r against llama.cpp's for %r: %d of %d tokens agree (must be fewer than all): %s" % (
             GREEDY_PROMPTS[0], GREEDY_PROMPTS[1], agree, n_ours, "ok" if control_ok else "FAIL"))
         passed += control_ok
         failed += not control_ok

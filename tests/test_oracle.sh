@@ -93,7 +93,7 @@ expect_status "oracle on dump A from the fast CPU table" 0 "$PYTHON" "$ORACLE" "
 
 echo "== compare_dump must fail, and name the tensor: a damaged element, another learning rate, a missing tensor"
 "$PYTHON" - "$work/a.safetensors" "$work/damaged.safetensors" "$work/missing.safetensors" "$work/float_ids.safetensors" \
-    "$work/renamed.safetensors" <<'EOF'
+    "$work/renamed.safetensors" "$work/float_offsets.safetensors" <<'EOF'
 import json, struct, sys
 data = bytearray(open(sys.argv[1], "rb").read())
 n = struct.unpack("<Q", data[:8])[0]
@@ -125,6 +125,12 @@ entry["dtype"] = "F32"
 text = json.dumps(header).encode()
 text += b" " * (-len(text) % 8)
 open(sys.argv[4], "wb").write(struct.pack("<Q", len(text)) + text + floats[8 + n:])
+# offsets as floats: refused (read as integers they would fit)
+header = json.loads(data[8:8 + n])
+header["verify.logits"]["data_offsets"] = [float(x) for x in header["verify.logits"]["data_offsets"]]
+text = json.dumps(header).encode()
+text += b" " * (-len(text) % 8)
+open(sys.argv[6], "wb").write(struct.pack("<Q", len(text)) + text + data[8 + n:])
 # every name changed: nothing in common with the reference
 header = json.loads(data[8:8 + n])
 renamed = {("x." + k if k != "__metadata__" else k): v for k, v in header.items()}
@@ -154,6 +160,8 @@ expect_in_output "first difference: request.tokens (family exact"
 expect_status "compare_dump --allow-missing with no name in common" 2 "$PYTHON" "$COMPARE" --allow-missing "$work/a.safetensors" \
     "$work/renamed.safetensors"
 expect_in_output "nothing compared"
+expect_status "compare_dump on a header with float offsets" 2 "$PYTHON" "$COMPARE" "$work/a.safetensors" \
+    "$work/float_offsets.safetensors"
 expect_status "compare_dump --only with a bad regular expression" 2 "$PYTHON" "$COMPARE" --only "(" "$work/a.safetensors" \
     "$work/damaged.safetensors"
 

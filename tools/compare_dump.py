@@ -19,7 +19,8 @@ usage: python3 tools/compare_dump.py [options] REFERENCE CANDIDATE
   --check-table FILE     check that TOLERANCES below equals the C table in FILE (tests/test_common.h)
 
 Exit status is the verdict: 0 every compared tensor agrees, 1 a tensor differs (the first one is named,
-with its first mismatches and its worst element), 2 a file or usage error.
+with its first mismatches and its worst element), 2 a file or usage error, or nothing compared (no name in
+common, or an --only that matches none).
 
 The rule (tests/test_common.h, compare_elements; STYLE.md item 4): NaN anywhere fails, infinities must match
 exactly (masked attention entries are -inf), integers and bytes must be equal, and every other element
@@ -116,10 +117,12 @@ def read_safetensors(path):
     entries = []
     for name, entry in header.items():
         try:
-            dtype, shape, (begin, end) = entry["dtype"], [int(n) for n in entry["shape"]], entry["data_offsets"]
-            begin, end = int(begin), int(end)
+            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise DumpError("%s: tensor %s: expected dtype, shape and data_offsets" % (path, printable(name)))
+        # (JSON integers only: a float offset truncated, or true read as 1, would be accepted wherever it fits)
+        if not isinstance(shape, list) or not all(type(n) is int for n in shape + [begin, end]):
+            raise DumpError("%s: tensor %s: shape and data_offsets must be integers" % (path, printable(name)))
         if any(n < 0 for n in shape):
             raise DumpError("%s: tensor %s: shape %s has a negative dimension" % (path, printable(name), shape))
         if dtype not in DTYPES:

@@ -228,6 +228,7 @@ typedef struct {
 } GGUFValue;
 
 #define GGUF_MAX_DIMS 4
+enum { GGUF_MAX_KEYS = 1 << 16, GGUF_MAX_TENSORS = 1 << 16 };   // a file claiming more is refused
 typedef struct {
     char* name;                 // NUL-terminated copy
     int type;                   // TYPE_*

@@ -192,9 +192,9 @@ static int safetensors_parse(SafetensorsFile* file, Error* err) {
     }
     const char* header = (const char*)file->bytes + 8;
     size_t n = (size_t)header_length;
-    size_t first = 0;
-    while (first < n && (header[first] == ' ' || header[first] == '\t' || header[first] == '\r' || header[first] == '\n')) { first++; }
-    if (first >= n || header[first] != '{') {
+    // '{' first, no whitespace before it (Hugging Face's reader refuses that: InvalidHeaderStart); padding after
+    // the object is allowed, as its writer pads with spaces
+    if (n == 0 || header[0] != '{') {
         return error_set(err, "%s: the header does not start with '{', expected one JSON object", file->path);
     }
     char where[600];

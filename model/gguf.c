@@ -479,6 +479,16 @@ static int gguf_read_header(GGUFReader* r, GGUFFile* gguf, uint64_t* n_values, u
     if (gguf_read_u64(r, n_tensors, "the tensor count") != 0) { return -1; }
     if (gguf_read_u64(r, n_values, "the key/value count") != 0) { return -1; }
     size_t left = r->size - r->position;
+    // (models hold some tens of keys and at most a few thousand tensors; a file claiming more than these bounds
+    // is refused before anything is read: past them the writer's checks of a copy grow quadratically)
+    if (*n_values > GGUF_MAX_KEYS) {
+        return error_set(r->err, "%s: header claims %llu key/value pairs; expected at most %d", r->path,
+                         (unsigned long long)*n_values, GGUF_MAX_KEYS);
+    }
+    if (*n_tensors > GGUF_MAX_TENSORS) {
+        return error_set(r->err, "%s: header claims %llu tensors; expected at most %d", r->path,
+                         (unsigned long long)*n_tensors, GGUF_MAX_TENSORS);
+    }
     if (*n_values > left / 13) {
         return error_set(r->err, "%s: header claims %llu key/value pairs, "
                          "but the %zu bytes left in the file hold at most %zu",
@@ -920,6 +930,16 @@ int64_t gguf_tensor_first_nonfinite(const GGUFTensor* tensor) {
 // GGUF writer
 
 // Returns a block of new_size bytes holding the first old_size bytes of block (which it frees).
+// Room for element n of a writer's array growing one element at a time: its capacity doubles when n reaches a
+// power of two (one element a call once copied the whole array every time).
+static void* gguf_grow_for(void* block, size_t n, size_t size) {
+    if (n != 0 && (n & (n - 1)) != 0) { return block; }
+    void* grown = mallocCheck((n ? 2 * n : 1) * size);
+    if (n) { memcpy(grown, block, n * size); }
+    free(block);
+    return grown;
+}
+
 static void* gguf_grow(void* block, size_t old_size, size_t new_size) {
     void* grown = mallocCheck(new_size);
     if (old_size) { memcpy(grown, block, old_size); }
@@ -1025,7 +1045,7 @@ static int gguf_writer_begin_value(GGUFWriter* writer, const char* key, uint32_t
     }
     if (strcmp(key, "general.alignment") == 0) { gguf_writer_fail(writer, "use gguf_writer_set_alignment for", key); return -1; }
     size_t n = (size_t)writer->n_values;
-    writer->keys = gguf_grow(writer->keys, n * sizeof(char*), (n + 1) * sizeof(char*));
+    writer->keys = gguf_grow_for(writer->keys, n, sizeof(char*));
     writer->keys[n] = gguf_copy_string(key, strlen(key));
     writer->n_values++;
     gguf_buffer_string(&writer->metadata, key);
@@ -1119,7 +1139,7 @@ static GGUFWriterTensor* gguf_writer_new_tensor(GGUFWriter* writer, const char* 
     tensor.name = gguf_copy_string(name, strlen(name));
     tensor.n_bytes = tensor_bytes(type, n_elements);
     size_t n = (size_t)writer->n_tensors;
-    writer->tensors = gguf_grow(writer->tensors, n * sizeof(GGUFWriterTensor), (n + 1) * sizeof(GGUFWriterTensor));
+    writer->tensors = gguf_grow_for(writer->tensors, n, sizeof(GGUFWriterTensor));
     writer->tensors[writer->n_tensors] = tensor;
     return &writer->tensors[writer->n_tensors++];
 }

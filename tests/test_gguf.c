@@ -671,18 +671,18 @@ static void test_getter_errors(void) {
 // ----------------------------------------------------------------------------
 // malformed files
 
-// A corrupt key count within the bytes-left bound (48 MiB of file: up to 3.9 million keys of 13 bytes)
-// whose second key is malformed: the reader allocates as it reads, so it reports the bad key instead of
-// asking for 80 bytes a claimed key up front (310 MB here; about 18 GB for a 3 GB model with a flipped
-// bit). Run in a child whose address space is capped 160 MB above what it uses (not under the
-// sanitizers, whose shadow memory the cap would count).
+// A corrupt key count within the bounds (GGUF_MAX_KEYS, and the bytes left: 48 MiB of file) whose second key
+// is malformed: the reader allocates as it reads, so it reports the bad key instead of asking for 80 bytes a
+// claimed key up front (before the count's cap, 310 MB for the 3.9 million keys 48 MiB could claim). Run in
+// a child whose address space is capped 160 MB above what it uses (not under the sanitizers, whose shadow
+// memory the cap would count).
 static void test_claimed_count_memory(void) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
     printf("claimed key count: skipped under a sanitizer\n");
 #else
     enum { FILE_BYTES = 48 << 20 };
     GGUFBuffer b = {0};
-    put_header(&b, 3, 0, (FILE_BYTES - 24) / 13);
+    put_header(&b, 3, 0, GGUF_MAX_KEYS);
     put_kv_u32(&b, "general.first", 1);
     put_u64(&b, 1); gguf_buffer_append(&b, "k", 1); put_u32(&b, 99);   // key #1: an invalid value type
     size_t used = b.size;
@@ -707,7 +707,7 @@ static void test_claimed_count_memory(void) {
     waitpid(child, &status, 0);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a corrupt key count of %d within the bound: the reader "
           "should report key #1's bad type within 160 MB of address space (child exit %d: 1 out of memory, 2 another "
-          "message, 3 opened, 4 setup)", (FILE_BYTES - 24) / 13, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+          "message, 3 opened, 4 setup)", GGUF_MAX_KEYS, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
     free(bytes);
 #endif
 }
@@ -728,6 +728,11 @@ static void test_malformed(void) {
     expect_error(&b, "absurd tensor count", "claims 1152921504606846976 tensors", NULL);
     put_header(&b, 3, 0, UINT64_MAX);
     expect_error(&b, "absurd key count", "claims 18446744073709551615 key/value pairs", NULL);
+    // past the caps, though the bytes left could hold them (the writer's checks of a copy would grow quadratically)
+    put_header(&b, 3, 0, GGUF_MAX_KEYS + 1); put_zeros(&b, 13 * (GGUF_MAX_KEYS + 1));
+    expect_error(&b, "key count past the cap", "claims 65537 key/value pairs; expected at most 65536", NULL);
+    put_header(&b, 3, GGUF_MAX_TENSORS + 1, 0); put_zeros(&b, 32 * (GGUF_MAX_TENSORS + 1));
+    expect_error(&b, "tensor count past the cap", "claims 65537 tensors; expected at most 65536", NULL);
     // keys and values
     put_header(&b, 3, 0, 1); put_u64(&b, 1ULL << 62); put_zeros(&b, 20);
     expect_error(&b, "huge key length", "the name of key #0", "more than the 20 bytes left");

@@ -397,6 +397,7 @@ static void test_malformed_safetensors(const Target* small) {
     expect_safetensors_error("header length beyond the file", valid, 1000, 12, "beyond the end of the file");
     expect_safetensors_error("huge header", valid, 1ull << 40, 12, "100 MB limit");
     expect_safetensors_error("non-object JSON", "[1, 2, 3]", 0, 0, "does not start with '{'");
+    expect_safetensors_error("whitespace before the object", " {}", 0, 0, "does not start with '{'");
     expect_safetensors_error("invalid JSON", "{\"a\":{\"dtype\":\"F32\",}}", 0, 0, "expected");
     expect_safetensors_error("trailing garbage", "{} x", 0, 0, "expected end of line");
     expect_safetensors_error("entry not an object", "{\"a\":5}", 0, 0, "described by a number");

@@ -34,7 +34,9 @@ void record_rows_store(uint16_t* rows, const float* values, int n_rows, int widt
     const float largest = 65504.0f;   // fp16's largest finite value
     for (size_t i = 0; i < (size_t)n_rows * width; i++) {
         float x = values[i];
-        rows[i] = fp32_to_fp16(x > largest ? largest : x < -largest ? -largest : x);   // NaN fails both: kept
+        // a finite value past fp16's range is clamped; an infinity stays one (as a NaN does: it fails both
+        // comparisons), so a step on it is rejected as non-finite rather than trained on a finite 65504
+        rows[i] = fp32_to_fp16(isinf(x) ? x : x > largest ? largest : x < -largest ? -largest : x);
     }
 }
 

@@ -702,13 +702,15 @@ static void test_record_storage(Target* target) {
     }
     check(off == 0 && not_nearest == 0, "the record's states must be the target's rounded to fp16 (%ld differ, %ld beyond "
           "half a unit)", off, not_nearest);
-    // beyond fp16's range a state saturates (a massive activation stays large and finite); NaN stays NaN
-    float extremes[5] = {1e6f, -70000.0f, 65504.0f, NAN, 3.0f}, back[5];
-    uint16_t packed[5];
-    record_rows_store(packed, extremes, 1, 5);
-    record_rows_f32(back, packed, 1, 5);
-    check(back[0] == 65504.0f && back[1] == -65504.0f && back[2] == 65504.0f && isnan(back[3]) && back[4] == 3.0f,
-          "saturation: %g %g %g %g %g, expected 65504 -65504 65504 nan 3", back[0], back[1], back[2], back[3], back[4]);
+    // beyond fp16's range a finite state saturates (a massive activation stays large and finite); NaN stays NaN,
+    // and an infinity stays one (so a step on it is rejected, as on a NaN; it once became a finite 65504)
+    float extremes[7] = {1e6f, -70000.0f, 65504.0f, NAN, 3.0f, INFINITY, -INFINITY}, back[7];
+    uint16_t packed[7];
+    record_rows_store(packed, extremes, 1, 7);
+    record_rows_f32(back, packed, 1, 7);
+    check(back[0] == 65504.0f && back[1] == -65504.0f && back[2] == 65504.0f && isnan(back[3]) && back[4] == 3.0f &&
+          back[5] == INFINITY && back[6] == -INFINITY, "saturation: %g %g %g %g %g %g %g, expected 65504 -65504 65504 "
+          "nan 3 inf -inf", back[0], back[1], back[2], back[3], back[4], back[5], back[6]);
     free(features); free(hidden); free(stored);
     record_free(with);
     record_free(without);

@@ -111,10 +111,12 @@ LINK_KERNELS = -DFAST_KERNELS_SEPARATE
 all: aurora
 
 ifneq ($(CUDA_CFLAGS),)
+NVCC_FLAGS = -O2 -fmad=false --default-stream per-thread -arch=$(CUDA_ARCH) -I.
 $(BIN)/kernels.o: kernels.cu aurora.h $(CONFIG_STAMP) | $(BIN)
-	$(NVCC) -O2 -fmad=false --default-stream per-thread -arch=$(CUDA_ARCH) -I. -c kernels.cu -o $@ || { echo "error: $(NVCC) \
-	could not build kernels.cu for $(CUDA_ARCH) (an older CUDA, or a host compiler it does not take): make NO_CUDA=1 \
-	builds without the CUDA twin; CUDA_ARCH=sm_XY picks another GPU"; exit 1; }
+	@echo "$(NVCC) $(NVCC_FLAGS) -c kernels.cu -o $@"
+	@$(NVCC) $(NVCC_FLAGS) -c kernels.cu -o $@ || { echo "error: $(NVCC) could not build kernels.cu for $(CUDA_ARCH) (an \
+	older CUDA, or a host compiler it does not take): make NO_CUDA=1 builds without the CUDA twin; CUDA_ARCH=sm_XY picks \
+	another GPU"; exit 1; }
 
 aurora: $(SOURCES) $(BIN)/kernels.o $(FAST_KERNELS)
 	$(CC) $(CFLAGS) $(CUDA_CFLAGS) $(LINK_KERNELS) aurora.c $(FAST_KERNELS) $(BIN)/kernels.o -o $@ $(LDLIBS) $(CUDA_LDLIBS)

@@ -148,6 +148,7 @@ typedef enum { JSON_NULL, JSON_FALSE, JSON_TRUE, JSON_NUMBER, JSON_STRING, JSON_
 typedef struct JsonValue {
     JsonType type;
     double number;              // JSON_NUMBER
+    int integer_literal;        // JSON_NUMBER written as an integer (no fraction, no exponent): 12, not 12.0 or 1.2e1
     char* string;               // JSON_STRING: UTF-8, NUL-terminated (NUL itself is refused)
     int n;                      // JSON_ARRAY / JSON_OBJECT: element or member count
     struct JsonValue* items;    // (n) elements, or member values

@@ -180,14 +180,15 @@ static int json_parse_string(JsonParser* p, char** out) {
     return 0;
 }
 
-// Number grammar: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
-static int json_parse_number(JsonParser* p, double* out) {
+// Number grammar: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?; *integer_literal: neither part given
+static int json_parse_number(JsonParser* p, double* out, int* integer_literal) {
     size_t start = p->pos;
     if (json_peek(p) == '-') { p->pos++; }
     int c = json_peek(p);
     if (c == '0') { p->pos++; }
     else if (c >= '1' && c <= '9') { while (json_peek(p) >= '0' && json_peek(p) <= '9') { p->pos++; } }
     else { return json_error(p, "a digit"); }
+    *integer_literal = json_peek(p) != '.' && json_peek(p) != 'e' && json_peek(p) != 'E';
     if (json_peek(p) == '.') {
         p->pos++;
         if (!(json_peek(p) >= '0' && json_peek(p) <= '9')) { return json_error(p, "a digit after '.'"); }
@@ -325,7 +326,10 @@ static int json_parse_value(JsonParser* p, JsonValue* value) {
         case 'f': return json_parse_literal(p, "false", JSON_FALSE, value);
         case 'n': return json_parse_literal(p, "null", JSON_NULL, value);
         default:
-            if (c == '-' || (c >= '0' && c <= '9')) { value->type = JSON_NUMBER; return json_parse_number(p, &value->number); }
+            if (c == '-' || (c >= '0' && c <= '9')) {
+                value->type = JSON_NUMBER;
+                return json_parse_number(p, &value->number, &value->integer_literal);
+            }
             return json_error(p, "a JSON value (object, array, string, number, true, false or null)");
     }
 }

@@ -58,13 +58,15 @@ void safetensors_close(SafetensorsFile* file) {
     memset(file, 0, sizeof(*file));
 }
 
-// A JSON number that must be an integer in [0, 2^53] (shapes and offsets).
+// A JSON number that must be an integer in [0, 2^53] (shapes and offsets), written as one: Hugging Face's
+// reader (serde, unsigned integers) refuses 4.0 and 1e2, and 1e-400 would read as 0 here.
 static int safetensors_json_count(const SafetensorsFile* file, const char* tensor, const char* field,
                                   const JsonValue* value, uint64_t* out, Error* err) {
-    if (value->type != JSON_NUMBER || !(value->number >= 0.0) || value->number > SAFETENSORS_MAX_INTEGER ||
-        value->number != floor(value->number)) {
+    if (value->type != JSON_NUMBER || !value->integer_literal || !(value->number >= 0.0) ||
+        value->number > SAFETENSORS_MAX_INTEGER || value->number != floor(value->number)) {
         return error_set(err, "%s: tensor '%s': %s holds %s%s, expected a non-negative integer", file->path, tensor,
-                         field, json_type_name(value->type), value->type == JSON_NUMBER ? " out of range or not whole" : "");
+                         field, json_type_name(value->type),
+                         value->type == JSON_NUMBER ? " out of range, not whole or not written as an integer" : "");
     }
     *out = (uint64_t)value->number;
     return 0;

@@ -420,6 +420,14 @@ static int gguf_read_array(GGUFReader* r, uint32_t* element_type, uint64_t* coun
                          r->path, gguf_type_name(*element_type), r->context, (unsigned long long)*count, left, left / smallest);
     }
     *raw = r->bytes + r->position;
+    if (*element_type == GGUF_TYPE_BOOL) {   // (each a byte, 0 or 1, as a single bool value must be)
+        for (uint64_t i = 0; i < *count; i++) {
+            if (r->bytes[r->position + i] > 1) {
+                return error_set(r->err, "%s: array of bool in %s holds %u at element %llu (expected 0 or 1)", r->path,
+                                 r->context, (unsigned)r->bytes[r->position + i], (unsigned long long)i);
+            }
+        }
+    }
     if (fixed) { r->position += (size_t)*count * fixed; return 0; }
     for (uint64_t i = 0; i < *count; i++) {
         if (*element_type == GGUF_TYPE_STRING) {

@@ -748,6 +748,9 @@ static void test_malformed(void) {
     expect_error(&b, "array string too long", "an array string of key 'k'", "length 99");
     put_header(&b, 3, 0, 1); put_string(&b, "flag"); put_u32(&b, GGUF_TYPE_BOOL); put_zeros(&b, 0); { uint8_t two = 2; gguf_buffer_append(&b, &two, 1); }
     expect_error(&b, "bool 2", "key 'flag' is a bool with value 2", NULL);
+    put_header(&b, 3, 0, 1); put_string(&b, "flags"); put_u32(&b, GGUF_TYPE_ARRAY); put_u32(&b, GGUF_TYPE_BOOL); put_u64(&b, 3);
+    { uint8_t values[3] = {1, 0, 2}; gguf_buffer_append(&b, values, 3); }
+    expect_error(&b, "bool 2 in an array", "array of bool in key 'flags' holds 2 at element 2", NULL);
     put_header(&b, 3, 0, 1); put_u64(&b, 3); gguf_buffer_append(&b, "a\0b", 3); put_u32(&b, GGUF_TYPE_UINT8); put_zeros(&b, 1);
     expect_error(&b, "NUL in key", "the name of key #0 contains a NUL byte", NULL);
     put_header(&b, 3, 0, 2); put_kv_u32(&b, "dup", 1); put_kv_u32(&b, "dup", 2);

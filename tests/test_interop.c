@@ -413,6 +413,13 @@ static void test_malformed_safetensors(const Target* small) {
                              "non-negative integer");
     expect_safetensors_error("fractional size", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 0, 4,
                              "non-negative integer");
+    // whole numbers not written as integers (Hugging Face's reader refuses them; 1e-400 read as 0 here)
+    expect_safetensors_error("a size written 1.0", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1.0],\"data_offsets\":[0,4]}}", 0, 4,
+                             "not written as an integer");
+    expect_safetensors_error("a size of 1e-400", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1e-400],\"data_offsets\":[0,0]}}", 0, 0,
+                             "not written as an integer");
+    expect_safetensors_error("an offset written 4e0", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4e0]}}", 0, 4,
+                             "not written as an integer");
     expect_safetensors_error("shape overflow", "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
                              "\"data_offsets\":[0,4]}}", 0, 4, "more than 2^64 elements");
     expect_safetensors_error("begin after end", "{\"a\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,0]}}", 0, 4,

@@ -1,7 +1,8 @@
 /*
-fuzz_gguf.c: libFuzzer harness for the GGUF reader. Every input must either open (and then be
+fuzz_gguf.c: libFuzzer harness for the GGUF reader and writer. Every input must either open (and then be
 readable through every getter and every tensor) or fail with an error; never crash or read out of
-bounds.
+bounds. What opens is copied through the writer (as convert does) and must read back with the same keys
+and tensors.
 
 Build and run (seeds: /tmp/test_gguf SEED_DIR writes two small valid files):
   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE -I. \
@@ -35,6 +36,27 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         gguf_tensor_to_f32(tensor, values);
         free(values);
     }
+    // the writer on what the reader took (convert's path): every value and tensor copied, written in memory,
+    // and read back with the same counts. A writer may refuse what it cannot write (a nested array, a misuse it
+    // remembers); a file it wrote that its own reader refuses is a bug.
+    GGUFWriter* writer = gguf_writer_new();
+    if (gguf_writer_copy_values(writer, &gguf, NULL, &err) == 0) {
+        for (uint64_t i = 0; i < gguf.n_tensors; i++) {
+            gguf_writer_add_tensor_from(writer, gguf.tensors[i].name, gguf.tensors[i].type, &gguf.tensors[i]);
+        }
+        if (writer->error[0] == '\0') {
+            uint8_t* bytes = NULL;
+            size_t n = gguf_writer_to_memory(writer, &bytes);
+            GGUFFile copy;
+            if (gguf_open_memory(&copy, bytes, n, "copy.gguf", &err) != 0) { __builtin_trap(); }
+            int has_alignment = gguf_find(&gguf, "general.alignment") != NULL;
+            if (copy.n_tensors != gguf.n_tensors || copy.n_values + has_alignment != gguf.n_values +
+                (gguf_find(&copy, "general.alignment") != NULL)) { __builtin_trap(); }
+            gguf_close(&copy);
+            free(bytes);
+        }
+    }
+    gguf_writer_free(writer);
     gguf_close(&gguf);
     return 0;
 }

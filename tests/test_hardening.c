@@ -259,11 +259,17 @@ static int write_variant(const char* clean, const char* path, const TinyModelSpe
     return status;
 }
 
-// A tiny model (RoPE base theta) with one metadata value set: a float, a string or a bool.
-static int write_model_with_value(const char* path, float theta, MetadataValue value, Error* err) {
+// A tiny model (RoPE base theta) without the keys in skip (NULL-terminated), then one metadata value set: a
+// float, a string or a bool.
+static int write_model_without(const char* path, float theta, const char* const* skip, MetadataValue value, Error* err) {
     TinyModelSpec spec = {32, 1, 4, 2, 32, 300, 64, 1, TYPE_F32, theta, 5};
-    const char* skip[] = {value.key, NULL};
     return write_variant(temp_path("clean.gguf"), path, &spec, skip, value, err);
+}
+
+// The same with that one value replacing the file's own.
+static int write_model_with_value(const char* path, float theta, MetadataValue value, Error* err) {
+    const char* skip[] = {value.key, NULL};
+    return write_model_without(path, theta, skip, value, err);
 }
 
 // A tiny model whose epsilon or RoPE base is overridden (INFINITY, NaN).
@@ -336,10 +342,9 @@ static void test_model_metadata(void) {
         if (status == 0) { target_free(&target); }
     }
     // no bos_token_id or eos_token_id: a "gpt2" vocabulary's defaults, 11 for both, as llama.cpp's
-    TinyModelSpec plain_spec = {32, 1, 4, 2, 32, 300, 64, 1, TYPE_F32, 10000.0f, 5};
     const char* no_ids[] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.add_bos_token", NULL};
-    check(write_variant(temp_path("clean.gguf"), path, &plain_spec, no_ids,
-                        (MetadataValue){"tokenizer.ggml.add_bos_token", VALUE_BOOL, 1.0f, NULL}, &err) == 0, "write: %s", err.message);
+    check(write_model_without(path, 10000.0f, no_ids, (MetadataValue){"tokenizer.ggml.add_bos_token", VALUE_BOOL, 1.0f, NULL},
+                              &err) == 0, "write: %s", err.message);
     if (target_load(&target, path, &backend_cpu_ref, 32, 4, &err) != 0) {
         check(0, "load without bos/eos ids: %s", err.message);
     } else {

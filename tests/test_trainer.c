@@ -1790,9 +1790,9 @@ static void test_gap_unapplied(Target* target) {
     draft_free(&draft);
 }
 
-// A batch's mean is over the records that have columns to train: a record too short for any beside a real one
-// gives the step the loss and the weights of the real one alone, bit for bit (it once counted in the divisor,
-// halving both the loss reported and the gradient).
+// A batch's mean is over the records that have a loss row: a record too short for any beside a real one gives
+// the step the loss and the weights of the real one alone, bit for bit (it once counted in the divisor, halving
+// both the loss reported and the gradient).
 static void test_batch_mean_trainable(Target* target) {
     Draft draft;
     draft_init_random(&draft, target, 100, NULL, 9);
@@ -1808,11 +1808,10 @@ static void test_batch_mean_trainable(Target* target) {
     Record* batch[2] = {real, empty};
     int status_alone = trainer_step(&alone, batch, 1, &stats_alone);
     int status_beside = trainer_step(&beside, batch, 2, &stats_beside);
-    check(status_alone == 0 && status_beside == 0 && stats_alone.loss == stats_beside.loss &&
-          bits_equal(alone.draft.weight_arena, beside.draft.weight_arena, draft.n_weight_floats),
+    int same_weights = bits_equal(alone.draft.weight_arena, beside.draft.weight_arena, draft.n_weight_floats);
+    check(status_alone == 0 && status_beside == 0 && stats_alone.loss == stats_beside.loss && same_weights,
           "a record with nothing to train beside a real one: loss %.6f against %.6f alone, the weights %s",
-          stats_beside.loss, stats_alone.loss, bits_equal(alone.draft.weight_arena, beside.draft.weight_arena,
-          draft.n_weight_floats) ? "the same" : "different");
+          stats_beside.loss, stats_alone.loss, same_weights ? "the same" : "different");
     trainer_free(&alone);
     trainer_free(&beside);
     record_free(real);
